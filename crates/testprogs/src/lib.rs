@@ -1,0 +1,1 @@
+//! Test programs for the end-to-end suite.
