@@ -1,0 +1,21 @@
+//! Messages of CRIU's `pagemap.proto` (field facts from CRIU, written in crust's `message!` syntax).
+
+#![allow(unused_imports)]
+
+use super::*;
+use crate::wire::*;
+
+crate::message! {
+    /// message `pagemap_head`
+    PagemapHead = "pagemap_head" {
+        1 pages_id: required Uint32,
+    }
+    /// message `pagemap_entry`
+    PagemapEntry = "pagemap_entry" {
+        1 vaddr: required Uint64,
+        2 compat_nr_pages: required Uint32,
+        3 in_parent: optional Bool,
+        4 flags: optional Uint32,
+        5 nr_pages: optional Uint64,
+    }
+}

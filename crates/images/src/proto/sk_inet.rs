@@ -1,0 +1,48 @@
+//! Messages of CRIU's `sk-inet.proto` (field facts from CRIU, written in crust's `message!` syntax).
+
+#![allow(unused_imports)]
+
+use super::*;
+use crate::wire::*;
+
+crate::message! {
+    /// message `ip_opts_raw_entry`
+    IpOptsRawEntry = "ip_opts_raw_entry" {
+        1 hdrincl: optional Bool,
+        2 nodefrag: optional Bool,
+        3 checksum: optional Bool,
+        4 icmpv_filter: repeated Uint32,
+    }
+    /// message `ip_opts_entry`
+    IpOptsEntry = "ip_opts_entry" {
+        1 freebind: optional Bool,
+        4 raw: optional Msg<IpOptsRawEntry>,
+        5 pktinfo: optional Bool,
+        6 tos: optional Uint32,
+        7 ttl: optional Uint32,
+    }
+    /// message `inet_sk_entry`
+    InetSkEntry = "inet_sk_entry" {
+        1 id: required Uint32,
+        2 ino: required Uint32,
+        3 family: required Uint32,
+        4 r#type: required Uint32,
+        5 proto: required Uint32,
+        6 state: required Uint32,
+        7 src_port: required Uint32,
+        8 dst_port: required Uint32,
+        9 flags: required Uint32,
+        10 backlog: required Uint32,
+        11 src_addr: repeated Uint32,
+        12 dst_addr: repeated Uint32,
+        13 fown: required Msg<FownEntry>,
+        14 opts: required Msg<SkOptsEntry>,
+        15 v6only: optional Bool,
+        16 ip_opts: optional Msg<IpOptsEntry>,
+        17 ifname: optional Str,
+        18 ns_id: optional Uint32,
+        /// enum [`sk_shutdown`]
+        19 shutdown: optional Enum,
+        20 tcp_opts: optional Msg<TcpOptsEntry>,
+    }
+}

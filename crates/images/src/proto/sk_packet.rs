@@ -1,0 +1,20 @@
+//! Messages of CRIU's `sk-packet.proto` (field facts from CRIU, written in crust's `message!` syntax).
+
+#![allow(unused_imports)]
+
+use super::*;
+use crate::wire::*;
+
+crate::message! {
+    /// message `scm_entry`
+    ScmEntry = "scm_entry" {
+        1 r#type: required Uint32,
+        2 rights: repeated Uint32,
+    }
+    /// message `sk_packet_entry`
+    SkPacketEntry = "sk_packet_entry" {
+        1 id_for: required Uint32,
+        2 length: required Uint32,
+        4 scm: repeated Msg<ScmEntry>,
+    }
+}
