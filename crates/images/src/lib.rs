@@ -13,6 +13,7 @@ pub mod wire;
 
 pub use wire::{DecodeError, Message};
 pub mod image;
+pub mod json;
 
 pub use image::{
     read_all, read_one, write_all, write_one, ImageError, ImageReader, ImageType, ImageWriter,
