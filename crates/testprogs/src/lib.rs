@@ -1,1 +1,294 @@
-//! Test programs for the end-to-end suite.
+//! Test programs for the end-to-end suite, and the protocol they share.
+//!
+//! Every program is started as `prog --ready FILE --result FILE [--key value ...]`.
+//! It resets its signal dispositions and mask, builds its state, installs a
+//! SIGTERM handler that only sets a flag, writes `READY\n` to the ready file
+//! (tmp + rename), then runs until SIGTERM. It then checks its state and writes
+//! `PASS\n` or `FAIL: <reason>\n` to the result file (tmp + rename) and exits.
+//!
+//! These programs poke at process state on purpose (signals, raw memory, registers),
+//! so they use libc directly; each `unsafe` block says why it is sound.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set by the SIGTERM handler.
+pub static TERM: AtomicBool = AtomicBool::new(false);
+
+/// Command line of a test program.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub ready: PathBuf,
+    pub result: PathBuf,
+    /// Other `--key value` options (key without the dashes).
+    pub opts: HashMap<String, String>,
+}
+
+impl Args {
+    /// Parses `std::env::args()`; exits with status 2 on a malformed command line.
+    pub fn parse() -> Args {
+        let argv: Vec<String> = std::env::args().collect();
+        match Self::parse_from(&argv[1..]) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!(
+                    "{}: {e}",
+                    argv.first().map(String::as_str).unwrap_or("prog")
+                );
+                eprintln!("usage: prog --ready FILE --result FILE [--key value ...]");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    pub fn parse_from(argv: &[String]) -> Result<Args, String> {
+        let mut opts = HashMap::new();
+        let mut it = argv.iter();
+        while let Some(a) = it.next() {
+            let key = a
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {a:?}"))?;
+            let val = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            opts.insert(key.to_string(), val.clone());
+        }
+        let ready = opts.remove("ready").ok_or("missing --ready")?;
+        let result = opts.remove("result").ok_or("missing --result")?;
+        Ok(Args {
+            ready: ready.into(),
+            result: result.into(),
+            opts,
+        })
+    }
+
+    pub fn opt(&self, key: &str) -> Option<&str> {
+        self.opts.get(key).map(String::as_str)
+    }
+
+    /// A numeric option with a default; exits with status 2 if it is not a number.
+    pub fn num(&self, key: &str, default: u64) -> u64 {
+        match self.opt(key) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                eprintln!("--{key}: not a number: {v:?}");
+                std::process::exit(2)
+            }),
+        }
+    }
+
+    /// A required path option; exits with status 2 if absent.
+    pub fn path(&self, key: &str) -> PathBuf {
+        match self.opt(key) {
+            Some(v) => PathBuf::from(v),
+            None => {
+                eprintln!("missing --{key}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// Writes `content` to `path` atomically: a temporary file in the same
+/// directory, then rename.
+pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+extern "C" fn on_term(_sig: libc::c_int) {
+    TERM.store(true, Ordering::SeqCst);
+}
+
+/// Sets every signal to SIG_DFL and empties the signal mask.
+pub fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; glibc refuses the
+        // signals it reserves (32, 33) with EINVAL, which we ignore.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: the set is initialised by sigemptyset before use; a null old-set
+    // pointer is allowed.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Installs the SIGTERM handler that only sets [`TERM`].
+pub fn install_term_handler() {
+    // SAFETY: the sigaction struct is zero-initialised (a valid value), its mask
+    // is emptied, and the handler is an `extern "C" fn(c_int)` that only does an
+    // atomic store, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_term as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        if libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut()) != 0 {
+            die("sigaction(SIGTERM)");
+        }
+    }
+}
+
+/// True once SIGTERM arrived.
+pub fn term_requested() -> bool {
+    TERM.load(Ordering::SeqCst)
+}
+
+/// Prints the error with errno and exits with status 3 (before READY: the
+/// harness sees the missing ready file).
+pub fn die(what: &str) -> ! {
+    eprintln!("{what}: {}", std::io::Error::last_os_error());
+    std::process::exit(3)
+}
+
+/// Sleeps with nanosleep (std's sleep restarts after EINTR).
+pub fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Closes every fd from 3 up, so nothing leaks in from the launcher.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range takes no pointers; the fds closed are not owned by
+    // any Rust object this early in main.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+/// The common start: reset signals, close inherited fds, parse args.
+pub fn start() -> Args {
+    reset_signals();
+    close_inherited_fds();
+    Args::parse()
+}
+
+/// Installs the SIGTERM handler and writes the ready file.
+pub fn ready(args: &Args) {
+    install_term_handler();
+    if let Err(e) = write_atomic(&args.ready, "READY\n") {
+        eprintln!("cannot write {}: {e}", args.ready.display());
+        std::process::exit(3);
+    }
+}
+
+/// Calls `tick` every `period_ms` until SIGTERM.
+pub fn wait_for_term(period_ms: u64, mut tick: impl FnMut()) {
+    while !term_requested() {
+        tick();
+        sleep_ms(period_ms);
+    }
+}
+
+/// Writes the verdict to the result file and exits (0 on PASS, 1 on FAIL).
+pub fn finish(args: &Args, verdict: Result<(), String>) -> ! {
+    let (text, code) = match &verdict {
+        Ok(()) => ("PASS\n".to_string(), 0),
+        Err(reason) => (format!("FAIL: {}\n", reason.replace('\n', " ")), 1),
+    };
+    if let Err(e) = write_atomic(&args.result, &text) {
+        eprintln!("cannot write {}: {e}", args.result.display());
+        std::process::exit(4);
+    }
+    std::process::exit(code)
+}
+
+/// Returns Err(msg) from the enclosing function when `cond` is false.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// A fast deterministic generator (xorshift64).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// `/proc/self/maps` lines (start, end, perms, name).
+pub fn self_maps() -> Result<Vec<(u64, u64, String, String)>, String> {
+    let text = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("read /proc/self/maps: {e}"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut rest = line;
+        let mut cols = Vec::with_capacity(5);
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            let i = rest.find(' ').unwrap_or(rest.len());
+            cols.push(&rest[..i]);
+            rest = &rest[i..];
+        }
+        let bad = || format!("bad maps line {line:?}");
+        let (s, e) = cols[0].split_once('-').ok_or_else(bad)?;
+        let s = u64::from_str_radix(s, 16).map_err(|_| bad())?;
+        let e = u64::from_str_radix(e, 16).map_err(|_| bad())?;
+        out.push((s, e, cols[1].to_string(), rest.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// A C string for a path (exits on an interior NUL, which our paths never have).
+pub fn cpath(p: &Path) -> CString {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_else(|_| {
+        eprintln!("path with NUL: {}", p.display());
+        std::process::exit(2)
+    })
+}
+
+/// Seconds elapsed since `t`, as f64.
+pub fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args() {
+        let v: Vec<String> = ["--ready", "r", "--result", "x", "--mb", "5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let a = Args::parse_from(&v).unwrap();
+        assert_eq!(a.ready, PathBuf::from("r"));
+        assert_eq!(a.num("mb", 1), 5);
+        assert_eq!(a.num("other", 7), 7);
+        assert!(Args::parse_from(&v[..2]).is_err());
+        assert!(Args::parse_from(&["x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn maps_of_self() {
+        let m = self_maps().unwrap();
+        assert!(m.iter().any(|(_, _, _, n)| n == "[stack]"));
+        assert!(m.iter().any(|(_, _, p, n)| n.is_empty() && p.len() == 4));
+    }
+}
