@@ -895,3 +895,33 @@ pub fn write_all<M: Message>(
     }
     w.finish()
 }
+
+/// Read a pagemap image: its head and its entries.
+pub fn read_pagemap(
+    dir: &Path,
+    name: &str,
+) -> Result<(PagemapHead, Vec<PagemapEntry>), ImageError> {
+    let mut r = ImageReader::open(dir, name)?;
+    let head = r
+        .read_entry::<PagemapHead>()?
+        .ok_or_else(|| ImageError::Empty {
+            path: dir.join(name),
+        })?;
+    Ok((head, r.read_remaining()?))
+}
+
+/// Write a pagemap image (`pagemap-N.img` or `pagemap-shmem-N.img`).
+pub fn write_pagemap(
+    dir: &Path,
+    ty: ImageType,
+    name: &str,
+    head: &PagemapHead,
+    entries: &[PagemapEntry],
+) -> Result<(), ImageError> {
+    let mut w = ImageWriter::create(dir, ty, name)?;
+    w.write_entry(head)?;
+    for e in entries {
+        w.write_entry(e)?;
+    }
+    w.finish()
+}

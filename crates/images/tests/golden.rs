@@ -124,7 +124,7 @@ fn loop_values_match_crit() {
     let pages = std::fs::metadata(dir.join("pages-1.img")).unwrap().len();
     let present: u64 = entries
         .iter()
-        .filter(|e| e.flags.unwrap_or(0) & 4 != 0)
+        .filter(|e| e.flags.unwrap_or(0) & crust_images::consts::pe::PRESENT != 0)
         .map(|e| e.nr_pages.unwrap_or(0))
         .sum();
     assert_eq!(present * 4096, pages);
