@@ -1,1 +1,248 @@
-fn main() {}
+//! `crust`: checkpoint/restore of Linux processes, CRIU-compatible command
+//! line. See `crust --help` and README.md.
+
+mod check;
+mod cli;
+mod demo;
+mod image;
+mod logger;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crust_sys::probe;
+
+use cli::Opts;
+
+/// `err` and its sources joined with ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("__demo-counter") {
+        demo::counter(&argv[1..]);
+    }
+    let mut logs_to_file = false;
+    let code = match run(&argv, &mut logs_to_file) {
+        Ok(code) => code,
+        Err(e) => {
+            if logs_to_file {
+                log::error!("{e:#}");
+            }
+            let _ = std::io::stdout().flush();
+            eprintln!("Error: {e:#}");
+            1
+        }
+    };
+    log::logger().flush();
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
+    let opts = cli::parse(argv)?;
+    if opts.help {
+        print!("{}", cli::USAGE);
+        return Ok(0);
+    }
+    if opts.version {
+        println!("Version: {} (crust)", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
+    for &fd in &opts.close_fds {
+        probe::close_fd(fd).with_context(|| format!("--close {fd}"))?;
+    }
+    let Some(command) = opts.command.clone() else {
+        eprint!("{}", cli::USAGE);
+        bail!("no command given");
+    };
+
+    let log_path = opts.log_file.as_ref().map(|p| {
+        if p == Path::new("-") {
+            p.clone()
+        } else {
+            opts.in_work_dir(p)
+        }
+    });
+    *logs_to_file = logger::init(opts.verbosity, log_path.as_deref(), opts.log_pid)?;
+    log::info!(
+        "crust {} ({command}), pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    for name in &opts.ignored {
+        log::debug!("option {name} accepted and ignored: it does not change what crust does");
+    }
+    if !opts.unsupported.is_empty() {
+        bail!("crust does not support {} yet", opts.unsupported.join(", "));
+    }
+
+    match command.as_str() {
+        "dump" => dump(&opts),
+        "restore" => restore(&opts),
+        "check" => check::run(&opts),
+        "demo" => demo::run(),
+        "image" => image::run(&opts.args),
+        "pre-dump" => bail!("`crust pre-dump` is not supported yet (incremental dumps)"),
+        "page-server" => bail!("`crust page-server` is not supported yet"),
+        "lazy-pages" => bail!("`crust lazy-pages` is not supported yet"),
+        "service" => bail!("`crust service` (RPC daemon) is not supported yet"),
+        "swrk" => bail!("`crust swrk` (RPC over a socket) is not supported yet"),
+        "dedup" => bail!("`crust dedup` is not supported yet"),
+        "cpuinfo" => match opts.args.first().map(String::as_str) {
+            Some("dump") | Some("check") => {
+                bail!("`crust cpuinfo {}` is not supported yet", opts.args[0])
+            }
+            _ => bail!("`crust cpuinfo` needs `dump` or `check`"),
+        },
+        "exec" => bail!("`exec` was removed from CRIU (use compel); crust does not have it"),
+        other => bail!("unknown command {other:?} (see `crust --help`)"),
+    }
+}
+
+fn images_dir_checked(opts: &Opts) -> Result<std::path::PathBuf> {
+    let dir = opts.images_dir();
+    if !dir.is_dir() {
+        bail!(
+            "images directory {} does not exist or is not a directory",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn dump(opts: &Opts) -> Result<i32> {
+    let Some(pid) = opts.tree else {
+        bail!("dump needs the tree's root: -t/--tree PID");
+    };
+    let images_dir = images_dir_checked(opts)?;
+    if let Some(mode) = &opts.manage_cgroups {
+        log::debug!("--manage-cgroups={mode}: cgroups are not dumped yet");
+    }
+    let d = crust_engine::DumpOptions {
+        pid,
+        images_dir,
+        leave_running: opts.leave_running,
+        leave_stopped: opts.leave_stopped,
+        shell_job: opts.shell_job,
+        timeout: opts.timeout.map(|s| Duration::from_secs(s.into())),
+        tcp_established: opts.tcp_established,
+        ext_unix_sk: opts.ext_unix_sk,
+        file_locks: opts.file_locks,
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+    };
+    log::debug!("dump options: {d:?}");
+    let start = Instant::now();
+    let stats = crust_engine::dump(&d).with_context(|| format!("dump of tree {pid} failed"))?;
+    log::info!("dumped tree {pid} in {} us", start.elapsed().as_micros());
+    if opts.display_stats {
+        print_dump_stats(&stats);
+    }
+    Ok(0)
+}
+
+fn print_dump_stats(s: &crust_engine::DumpStats) {
+    println!("Displaying dump stats:");
+    println!("Freezing time: {} us", s.freezing_time_us);
+    println!("Frozen time: {} us", s.frozen_time_us);
+    println!("Memory dump time: {} us", s.memdump_time_us);
+    println!("Memory write time: {} us", s.memwrite_time_us);
+    println!(
+        "Memory pages scanned: {} ({:#x})",
+        s.pages_scanned, s.pages_scanned
+    );
+    println!(
+        "Memory pages skipped from parent: {} ({:#x})",
+        s.pages_skipped_parent, s.pages_skipped_parent
+    );
+    println!(
+        "Memory pages written: {} ({:#x})",
+        s.pages_written, s.pages_written
+    );
+}
+
+/// Write `pid` into `path` like CRIU: O_EXCL|O_CREAT, mode 0600, no newline.
+fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("pidfile: can't create {}", path.display()))?;
+    write!(f, "{pid}").with_context(|| format!("pidfile: can't write {}", path.display()))?;
+    Ok(())
+}
+
+fn restore(opts: &Opts) -> Result<i32> {
+    let images_dir = images_dir_checked(opts)?;
+    if opts.restore_sibling && !opts.restore_detached {
+        bail!("--restore-sibling only makes sense with --restore-detached");
+    }
+    if opts.tcp_close {
+        bail!("crust does not support --tcp-close yet");
+    }
+    let pidfile = opts.pidfile.as_ref().map(|p| opts.in_work_dir(p));
+    if let Some(p) = &pidfile {
+        if p.symlink_metadata().is_ok() {
+            bail!("pidfile: {} already exists", p.display());
+        }
+    }
+    let r = crust_engine::RestoreOptions {
+        images_dir,
+        detached: opts.restore_detached,
+        leave_stopped: opts.leave_stopped,
+        shell_job: opts.shell_job,
+        restore_sibling: opts.restore_sibling,
+        tcp_established: opts.tcp_established,
+        ext_unix_sk: opts.ext_unix_sk,
+        file_locks: opts.file_locks,
+    };
+    log::debug!("restore options: {r:?}");
+    let out = crust_engine::restore(&r).context("restore failed")?;
+    log::info!(
+        "restored root task {} in {} us",
+        out.root_pid,
+        out.restore_time_us
+    );
+    if let Some(p) = &pidfile {
+        if let Err(e) = write_pidfile(p, out.root_pid) {
+            // Whoever asked for the pidfile can't find the tree: don't leave
+            // it running unseen.
+            let _ = probe::kill(out.root_pid, libc::SIGKILL);
+            if !opts.restore_sibling {
+                let _ = probe::wait_exit(out.root_pid);
+            }
+            return Err(e);
+        }
+    }
+    if opts.display_stats {
+        println!("Displaying restore stats:");
+        println!(
+            "Pages restored: {} ({:#x})",
+            out.pages_restored, out.pages_restored
+        );
+        println!("Restore time: {} us", out.restore_time_us);
+    }
+    if opts.restore_detached {
+        return Ok(0);
+    }
+    let _ = std::io::stdout().flush();
+    let status = probe::wait_exit(out.root_pid)
+        .with_context(|| format!("waiting for the restored root task {}", out.root_pid))?;
+    log::info!("restored root task {} ended: {status:?}", out.root_pid);
+    Ok(status.code())
+}
