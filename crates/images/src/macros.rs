@@ -207,6 +207,14 @@ macro_rules! enumeration {
                     _ => ::std::option::Option::None,
                 }
             }
+
+            /// Type handle for `EnumOf<...>` fields.
+            pub struct Names;
+            impl $crate::wire::EnumNames for Names {
+                fn name(v: i32) -> ::std::option::Option<&'static str> {
+                    name(v)
+                }
+            }
         }
     )*};
 }

@@ -406,6 +406,34 @@ varint_kind!(Bool, bool, |v| v as u64, |x| x != 0);
 // Enums are carried as i32 (encoded like int32).
 varint_kind!(Enum, i32, |v| v as i64 as u64, |x| x as i32);
 
+/// Symbolic names of an enum's values (implemented by [`crate::enumeration!`]).
+pub trait EnumNames {
+    fn name(v: i32) -> Option<&'static str>;
+}
+
+/// An enum field whose JSON shows the value's name, like crit does.
+pub struct EnumOf<E>(PhantomData<E>);
+impl<E: EnumNames> Kind for EnumOf<E> {
+    type T = i32;
+    const WIRE: WireType = WireType::Varint;
+    const PACKABLE: bool = true;
+    fn encode_value(v: &i32, out: &mut Vec<u8>) {
+        Enum::encode_value(v, out)
+    }
+    fn value_len(v: &i32) -> usize {
+        Enum::value_len(v)
+    }
+    fn decode_value(r: &mut Reader<'_>, depth: u32) -> Result<i32, DecodeError> {
+        Enum::decode_value(r, depth)
+    }
+    fn json(v: &i32, out: &mut String) {
+        match E::name(*v) {
+            Some(n) => json_str(n, out),
+            None => Enum::json(v, out),
+        }
+    }
+}
+
 macro_rules! fixed_kind {
     ($name:ident, $t:ty, $wire:ident, $size:expr, $rd:ident, |$e:ident| $enc:expr, |$d:ident| $dec:expr) => {
         pub struct $name;

@@ -212,8 +212,9 @@ fn compare(want: &Json, got: &Json, at: &str) -> usize {
         (Json::Str(w), Json::Str(g)) => {
             let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
             if strip(w) != strip(g) {
-                // crit shows some bytes/strings specially (e.g. dev, ip).
-                assert!(!w.is_empty() || g.is_empty(), "{at}: {w:?} vs {g:?}");
+                // crit prints a unix socket name (bytes) as text.
+                assert!(at.ends_with("usk.name"), "{at}: {w:?} vs {g:?}");
+                return 0;
             }
             1
         }

@@ -40,7 +40,7 @@ crate::message! {
         9 cg_set: optional Uint32,
         10 signals_s: optional Msg<SignalQueueEntry>,
         /// enum [`seccomp_mode`]
-        11 old_seccomp_mode: optional Enum,
+        11 old_seccomp_mode: optional EnumOf<seccomp_mode::Names>,
         12 old_seccomp_filter: optional Uint32,
         13 loginuid: optional Uint32,
         14 oom_score_adj: optional Int32,
@@ -84,7 +84,7 @@ crate::message! {
         9 signals_p: optional Msg<SignalQueueEntry>,
         10 creds: optional Msg<CredsEntry>,
         /// enum [`seccomp_mode`]
-        11 seccomp_mode: optional Enum,
+        11 seccomp_mode: optional EnumOf<seccomp_mode::Names>,
         12 seccomp_filter: optional Uint32,
         13 comm: optional Str,
         14 blk_sigset_extended: optional Uint64,
@@ -98,7 +98,7 @@ crate::message! {
     /// message `core_entry`
     CoreEntry = "core_entry" {
         /// enum [`core_entry_march`]
-        1 mtype: required Enum,
+        1 mtype: required EnumOf<core_entry_march::Names>,
         2 thread_info: optional Msg<ThreadInfoX86>,
         3 tc: optional Msg<TaskCoreEntry>,
         4 ids: optional Msg<TaskKobjIdsEntry>,

@@ -44,7 +44,7 @@ crate::message! {
         26 fs: required Uint64,
         27 gs: required Uint64,
         /// enum [`user_x86_regs_mode`]
-        28 mode: optional Enum,
+        28 mode: optional EnumOf<user_x86_regs_mode::Names>,
     }
     /// message `user_x86_cet_entry`
     UserX86CetEntry = "user_x86_cet_entry" {

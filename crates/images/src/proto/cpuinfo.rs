@@ -23,7 +23,7 @@ crate::message! {
     /// message `cpuinfo_x86_entry`
     CpuinfoX86Entry = "cpuinfo_x86_entry" {
         /// enum [`cpuinfo_x86_entry_vendor`]
-        1 vendor_id: required Enum,
+        1 vendor_id: required EnumOf<cpuinfo_x86_entry_vendor::Names>,
         2 cpu_family: required Uint32,
         3 model: required Uint32,
         4 stepping: required Uint32,
@@ -37,7 +37,7 @@ crate::message! {
     /// message `cpuinfo_ppc64_entry`
     CpuinfoPpc64Entry = "cpuinfo_ppc64_entry" {
         /// enum [`cpuinfo_ppc64_entry_endianness`]
-        1 endian: required Enum,
+        1 endian: required EnumOf<cpuinfo_ppc64_entry_endianness::Names>,
         2 hwcap: repeated Uint64,
     }
     /// message `cpuinfo_s390_entry`

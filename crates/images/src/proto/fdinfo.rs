@@ -40,14 +40,14 @@ crate::message! {
         1 id: required Uint32,
         2 flags: required Uint32,
         /// enum [`fd_types`]
-        3 r#type: required Enum,
+        3 r#type: required EnumOf<fd_types::Names>,
         4 fd: required Uint32,
         5 xattr_security_selinux: optional Str,
     }
     /// message `file_entry`
     FileEntry = "file_entry" {
         /// enum [`fd_types`]
-        1 r#type: required Enum,
+        1 r#type: required EnumOf<fd_types::Names>,
         2 id: required Uint32,
         3 reg: optional Msg<RegFileEntry>,
         4 isk: optional Msg<InetSkEntry>,

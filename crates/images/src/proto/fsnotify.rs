@@ -45,7 +45,7 @@ crate::message! {
     FanotifyMarkEntry = "fanotify_mark_entry" {
         1 id: required Uint32,
         /// enum [`mark_type`]
-        2 r#type: required Enum,
+        2 r#type: required EnumOf<mark_type::Names>,
         3 mflags: required Uint32,
         4 mask: required Uint32,
         5 ignored_mask: required Uint32,

@@ -27,7 +27,7 @@ crate::message! {
         4 ns_per_id: optional Bool,
         5 root_cg_set: optional Uint32,
         /// enum [`lsmtype`]
-        6 lsmtype: optional Enum,
+        6 lsmtype: optional EnumOf<lsmtype::Names>,
         8 dump_uptime: optional Uint64,
         9 pre_dump_mode: optional Uint32,
         10 tcp_close: optional Bool,

@@ -23,7 +23,7 @@ crate::message! {
     /// message `net_device_entry`
     NetDeviceEntry = "net_device_entry" {
         /// enum [`nd_type`]
-        1 r#type: required Enum,
+        1 r#type: required EnumOf<nd_type::Names>,
         2 ifindex: required Uint32,
         3 mtu: required Uint32,
         4 flags: required Uint32,

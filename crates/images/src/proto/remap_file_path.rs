@@ -20,6 +20,6 @@ crate::message! {
         1 orig_id: required Uint32,
         2 remap_id: required Uint32,
         /// enum [`remap_type`]
-        3 remap_type: optional Enum,
+        3 remap_type: optional EnumOf<remap_type::Names>,
     }
 }

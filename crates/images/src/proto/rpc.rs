@@ -120,7 +120,7 @@ crate::message! {
         32 enable_fs: repeated Str,
         33 unix_sk_ino: repeated Msg<UnixSk>,
         /// enum [`criu_cg_mode`]
-        34 manage_cgroups_mode: optional Enum,
+        34 manage_cgroups_mode: optional EnumOf<criu_cg_mode::Names>,
         35 ghost_limit: optional Uint32,
         36 irmap_scan_paths: repeated Str,
         37 external: repeated Str,
@@ -147,11 +147,11 @@ crate::message! {
         59 tls_no_cn_verify: optional Bool,
         60 cgroup_yard: optional Str,
         /// enum [`criu_pre_dump_mode`]
-        61 pre_dump_mode: optional Enum,
+        61 pre_dump_mode: optional EnumOf<criu_pre_dump_mode::Names>,
         62 pidfd_store_sk: optional Int32,
         63 lsm_mount_context: optional Str,
         /// enum [`criu_network_lock_method`]
-        64 network_lock: optional Enum,
+        64 network_lock: optional EnumOf<criu_network_lock_method::Names>,
         65 mntns_compat_mode: optional Bool,
         66 skip_file_rwx_check: optional Bool,
         67 unprivileged: optional Bool,
@@ -182,7 +182,7 @@ crate::message! {
     /// message `criu_req`
     CriuReq = "criu_req" {
         /// enum [`criu_req_type`]
-        1 r#type: required Enum,
+        1 r#type: required EnumOf<criu_req_type::Names>,
         2 opts: optional Msg<CriuOpts>,
         3 notify_success: optional Bool,
         4 keep_open: optional Bool,
@@ -192,7 +192,7 @@ crate::message! {
     /// message `criu_resp`
     CriuResp = "criu_resp" {
         /// enum [`criu_req_type`]
-        1 r#type: required Enum,
+        1 r#type: required EnumOf<criu_req_type::Names>,
         2 success: required Bool,
         3 dump: optional Msg<CriuDumpResp>,
         4 restore: optional Msg<CriuRestoreResp>,

@@ -42,7 +42,7 @@ crate::message! {
         17 ifname: optional Str,
         18 ns_id: optional Uint32,
         /// enum [`sk_shutdown`]
-        19 shutdown: optional Enum,
+        19 shutdown: optional EnumOf<sk_shutdown::Names>,
         20 tcp_opts: optional Msg<TcpOptsEntry>,
     }
 }

@@ -26,7 +26,7 @@ crate::message! {
         10 opts: required Msg<SkOptsEntry>,
         11 name: required Bytes,
         /// enum [`sk_shutdown`]
-        12 shutdown: optional Enum,
+        12 shutdown: optional EnumOf<sk_shutdown::Names>,
         13 file_perms: optional Msg<FilePermsEntry>,
         14 name_dir: optional Str,
         15 deleted: optional Bool,

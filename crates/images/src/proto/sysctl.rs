@@ -17,7 +17,7 @@ crate::message! {
     /// message `sysctl_entry`
     SysctlEntry = "sysctl_entry" {
         /// enum [`SysctlType`]
-        1 r#type: required Enum,
+        1 r#type: required EnumOf<SysctlType::Names>,
         2 iarg: optional Int32,
         3 sarg: optional Str,
     }

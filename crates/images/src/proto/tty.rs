@@ -50,7 +50,7 @@ crate::message! {
     TtyInfoEntry = "tty_info_entry" {
         1 id: required Uint32,
         /// enum [`TtyType`]
-        2 r#type: required Enum,
+        2 r#type: required EnumOf<TtyType::Names>,
         3 locked: required Bool,
         4 exclusive: required Bool,
         5 packet_mode: required Bool,
