@@ -1,1 +1,400 @@
-//! crust-compel
+//! crust-compel: take control of a task with ptrace and run code in it.
+//!
+//! A [`Task`] is a thread stopped under ptrace. It can be inspected
+//! (registers, XSAVE area, signal mask, pending signals, rseq) and made to
+//! execute system calls in its own context ("remote syscalls"): crust points
+//! the registers at a syscall instruction, steps the task through the
+//! syscall's entry and exit stops (PTRACE_SYSCALL) and reads the result.
+//! Signals are blocked while remote syscalls run so that none is consumed
+//! by accident.
+//!
+//! The syscall instruction is either one crust writes over the first bytes
+//! of an executable mapping ([`Task::infect`], undone by [`Task::cure`]), or
+//! one that already exists at a known address ([`Task::use_syscall_ip`],
+//! used by restore, which maps its own trampoline page).
+
+use crust_sys::process::{self, WaitStatus};
+use crust_sys::ptrace::{self, UserRegs};
+use crust_sys::RemoteAddr;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// `syscall; int3; int3; ...` — the 8 bytes written at the syscall ip
+/// (only the `syscall` is executed; the int3s guard against running on).
+pub const SYSCALL_INSN: [u8; 8] = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot seize task {pid}")]
+    Seize {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("ptrace {op} failed on task {pid}")]
+    Ptrace {
+        pid: i32,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("task {pid} exited while being controlled ({status:?})")]
+    Exited { pid: i32, status: WaitStatus },
+    #[error("task {pid} stopped unexpectedly while {what} ({status:?})")]
+    UnexpectedStop {
+        pid: i32,
+        what: &'static str,
+        status: WaitStatus,
+    },
+    #[error("task {pid} did not stop within {timeout:?}")]
+    Timeout { pid: i32, timeout: Duration },
+    #[error("remote syscall {nr} in task {pid} failed")]
+    Syscall {
+        pid: i32,
+        nr: i64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("task {pid} has no syscall instruction set up for remote calls")]
+    NotInfected { pid: i32 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn pt<T>(pid: i32, op: &'static str, r: io::Result<T>) -> Result<T> {
+    r.map_err(|source| Error::Ptrace { pid, op, source })
+}
+
+/// A thread under ptrace control, stopped.
+#[derive(Debug)]
+pub struct Task {
+    pid: i32,
+    /// Registers when control was taken; restored by [`Task::cure`].
+    orig_regs: UserRegs,
+    orig_sigmask: u64,
+    /// Address of a `syscall` instruction followed by `int3`.
+    syscall_ip: Option<RemoteAddr>,
+    /// Word overwritten by [`Task::infect`], to put back.
+    saved_word: Option<(RemoteAddr, u64)>,
+    signals_blocked: bool,
+}
+
+impl Task {
+    /// PTRACE_SEIZE + PTRACE_INTERRUPT, then wait until the task is in a
+    /// ptrace stop. Pending signals that arrive first are delivered (as the
+    /// kernel would have) before the interrupt stop is taken.
+    pub fn seize(pid: i32, timeout: Duration) -> Result<Task> {
+        ptrace::seize(pid, ptrace::options::TRACESYSGOOD)
+            .map_err(|source| Error::Seize { pid, source })?;
+        pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;
+        let start = Instant::now();
+        loop {
+            let st = wait_stop(pid, Some((start, timeout)))?;
+            match st {
+                WaitStatus::Stopped { event, .. } if event == ptrace::EVENT_STOP => break,
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    // A signal-delivery-stop: let the signal go on as it
+                    // would have; the interrupt is still pending.
+                    pt(pid, "PTRACE_CONT", ptrace::cont(pid, sig))?;
+                }
+                WaitStatus::Stopped { .. } => {
+                    pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+                }
+                other => return Err(Error::Exited { pid, status: other }),
+            }
+        }
+        Self::from_stopped(pid)
+    }
+
+    /// Take over a child that called PTRACE_TRACEME and stopped itself with
+    /// SIGSTOP. The task is killed if the tracer dies (PTRACE_O_EXITKILL).
+    pub fn adopt_stopped_child(pid: i32) -> Result<Task> {
+        let st = wait_stop(pid, None)?;
+        match st {
+            WaitStatus::Stopped {
+                sig: libc::SIGSTOP, ..
+            } => {}
+            other => {
+                return Err(Error::UnexpectedStop {
+                    pid,
+                    what: "waiting for the new child to stop",
+                    status: other,
+                })
+            }
+        }
+        pt(
+            pid,
+            "PTRACE_SETOPTIONS",
+            ptrace::set_options(
+                pid,
+                ptrace::options::EXITKILL | ptrace::options::TRACESYSGOOD,
+            ),
+        )?;
+        Self::from_stopped(pid)
+    }
+
+    fn from_stopped(pid: i32) -> Result<Task> {
+        let orig_regs = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
+        let orig_sigmask = pt(pid, "PTRACE_GETSIGMASK", ptrace::get_sigmask(pid))?;
+        Ok(Task {
+            pid,
+            orig_regs,
+            orig_sigmask,
+            syscall_ip: None,
+            saved_word: None,
+            signals_blocked: false,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Registers as they were when control was taken.
+    pub fn regs(&self) -> &UserRegs {
+        &self.orig_regs
+    }
+
+    /// Signal mask as it was when control was taken.
+    pub fn sigmask(&self) -> u64 {
+        self.orig_sigmask
+    }
+
+    /// The XSAVE area (standard format).
+    pub fn xstate(&self) -> Result<Vec<u8>> {
+        pt(self.pid, "GETREGSET(NT_X86_XSTATE)", ptrace::get_xstate(self.pid))
+    }
+
+    /// Pending signals: the thread's own (`shared == false`) or the
+    /// process-wide queue.
+    pub fn pending_signals(&self, shared: bool) -> Result<Vec<ptrace::RawSiginfo>> {
+        pt(
+            self.pid,
+            "PTRACE_PEEKSIGINFO",
+            ptrace::peek_siginfo(self.pid, shared, 4096),
+        )
+    }
+
+    /// The rseq registration, `None` when the kernel cannot tell.
+    pub fn rseq(&self) -> Option<ptrace::RseqConfig> {
+        ptrace::get_rseq_config(self.pid).ok()
+    }
+
+    /// Write `syscall; int3` at `ip` (the start of an executable mapping),
+    /// saving what was there, so remote syscalls can run.
+    pub fn infect(&mut self, ip: RemoteAddr) -> Result<()> {
+        let word = pt(self.pid, "PTRACE_PEEKDATA", ptrace::peek(self.pid, ip))?;
+        pt(
+            self.pid,
+            "PTRACE_POKEDATA",
+            ptrace::poke(self.pid, ip, u64::from_le_bytes(SYSCALL_INSN)),
+        )?;
+        self.saved_word = Some((ip, word));
+        self.syscall_ip = Some(ip);
+        Ok(())
+    }
+
+    /// Use an existing `syscall; int3` sequence at `ip` for remote calls.
+    pub fn use_syscall_ip(&mut self, ip: RemoteAddr) {
+        self.syscall_ip = Some(ip);
+    }
+
+    fn block_signals(&mut self) -> Result<()> {
+        if !self.signals_blocked {
+            pt(
+                self.pid,
+                "PTRACE_SETSIGMASK",
+                ptrace::set_sigmask(self.pid, !0u64),
+            )?;
+            self.signals_blocked = true;
+        }
+        Ok(())
+    }
+
+    /// Run syscall `nr` with `args` inside the task; returns the raw result
+    /// (a negative value is `-errno`). The task is stepped through the
+    /// syscall's entry and exit stops (PTRACE_SYSCALL), so no signal is
+    /// involved and the task's signal state is untouched.
+    pub fn syscall_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let ip = self.syscall_ip.ok_or(Error::NotInfected { pid: self.pid })?;
+        self.block_signals()?;
+        let mut r = self.orig_regs;
+        r.rip = ip.get();
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        pt(self.pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(self.pid, &r))?;
+        self.step_syscall("remote syscall entry")?;
+        self.step_syscall("remote syscall exit")?;
+        let after = pt(self.pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(self.pid))?;
+        Ok(after.rax as i64)
+    }
+
+    /// Resume until the next syscall stop (entry or exit).
+    fn step_syscall(&self, what: &'static str) -> Result<()> {
+        let pid = self.pid;
+        pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
+        match wait_stop(pid, None)? {
+            WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => Ok(()),
+            other => Err(Error::UnexpectedStop {
+                pid,
+                what,
+                status: other,
+            }),
+        }
+    }
+
+    /// Like [`Task::syscall_raw`], turning `-errno` into an error.
+    pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<u64> {
+        let r = self.syscall_raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(Error::Syscall {
+                pid: self.pid,
+                nr,
+                source: io::Error::from_raw_os_error(-r as i32),
+            });
+        }
+        Ok(r as u64)
+    }
+
+    /// Undo [`Task::infect`] and put back the original registers and
+    /// signal mask. The task stays stopped.
+    pub fn cure(&mut self) -> Result<()> {
+        if let Some((ip, word)) = self.saved_word.take() {
+            pt(self.pid, "PTRACE_POKEDATA", ptrace::poke(self.pid, ip, word))?;
+        }
+        self.syscall_ip = None;
+        // Remote syscalls leave the task at a syscall-exit stop, where the
+        // kernel no longer restarts an interrupted syscall by itself: do
+        // it here, as it would have.
+        let regs = restart_adjusted(&self.orig_regs, true);
+        pt(
+            self.pid,
+            "SETREGSET(NT_PRSTATUS)",
+            ptrace::set_regs(self.pid, &regs),
+        )?;
+        if self.signals_blocked {
+            pt(
+                self.pid,
+                "PTRACE_SETSIGMASK",
+                ptrace::set_sigmask(self.pid, self.orig_sigmask),
+            )?;
+            self.signals_blocked = false;
+        }
+        Ok(())
+    }
+
+    /// Cure and let the task run on untouched (`stop`: leave it in a
+    /// job-control stop instead).
+    pub fn release(mut self, stop: bool) -> Result<()> {
+        self.cure()?;
+        let sig = if stop { libc::SIGSTOP } else { 0 };
+        pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))
+    }
+
+    /// Kill the task (SIGKILL) and reap it if it is our child.
+    pub fn kill(self) {
+        let _ = process::kill(self.pid, libc::SIGKILL);
+        let _ = process::waitpid(self.pid, libc::WNOHANG);
+    }
+
+    /// Final step of a restore: run `munmap(addr, len)` (which removes the
+    /// trampoline itself) stepping through syscall entry and exit, then load
+    /// the restored registers, XSAVE area and signal mask and detach, so the
+    /// task returns straight into its restored context.
+    pub fn finish_restore(
+        self,
+        munmap_addr: RemoteAddr,
+        munmap_len: u64,
+        regs: &UserRegs,
+        xstate: Option<&[u8]>,
+        sigmask: u64,
+        leave_stopped: bool,
+    ) -> Result<()> {
+        let pid = self.pid;
+        let ip = self.syscall_ip.ok_or(Error::NotInfected { pid })?;
+        let mut r = self.orig_regs;
+        r.rip = ip.get();
+        r.rax = libc::SYS_munmap as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = munmap_addr.get();
+        r.rsi = munmap_len;
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.step_syscall("final munmap entry")?;
+        self.step_syscall("final munmap exit")?;
+        if let Some(x) = xstate {
+            pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
+        }
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
+        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
+        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+    }
+}
+
+/// Kernel-internal "restart this syscall" return values.
+pub const ERESTARTSYS: i64 = -512;
+pub const ERESTARTNOINTR: i64 = -513;
+pub const ERESTARTNOHAND: i64 = -514;
+pub const ERESTART_RESTARTBLOCK: i64 = -516;
+
+/// Registers of a task stopped inside an interrupted syscall, rewritten the
+/// way the kernel would on return to user space without a signal handler:
+/// the syscall is set up to run again. A syscall that needs its kernel-side
+/// restart block (`ERESTART_RESTARTBLOCK`, e.g. nanosleep) is restarted with
+/// `restart_syscall` when `keep_restart_block` (the task keeps its kernel
+/// state, as after a dump that lets it run on); otherwise it returns
+/// `-EINTR`, as the restart block does not survive a checkpoint.
+pub fn restart_adjusted(regs: &UserRegs, keep_restart_block: bool) -> UserRegs {
+    let mut r = *regs;
+    if (r.orig_rax as i64) < 0 {
+        return r;
+    }
+    match r.rax as i64 {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            r.rax = r.orig_rax;
+            r.rip -= 2;
+        }
+        ERESTART_RESTARTBLOCK => {
+            if keep_restart_block {
+                r.rax = libc::SYS_restart_syscall as u64;
+                r.rip -= 2;
+            } else {
+                r.rax = (-libc::EINTR as i64) as u64;
+            }
+        }
+        _ => {}
+    }
+    r
+}
+
+/// Wait for `pid` to stop; an exit is an error. With a deadline, polls.
+fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStatus> {
+    loop {
+        let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
+        let r = process::waitpid(pid, flags).map_err(|source| Error::Ptrace {
+            pid,
+            op: "waitpid",
+            source,
+        })?;
+        match r {
+            Some((_, st @ WaitStatus::Stopped { .. })) => return Ok(st),
+            Some((_, st @ (WaitStatus::Exited(_) | WaitStatus::Signaled { .. }))) => {
+                return Err(Error::Exited { pid, status: st })
+            }
+            Some((_, WaitStatus::Continued)) => continue,
+            None => {
+                let (start, timeout) = deadline.expect("WNOHANG only with a deadline");
+                if start.elapsed() > timeout {
+                    return Err(Error::Timeout { pid, timeout });
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
+//! Regular files, character devices such as /dev/null, directories (cwd,
+//! root) and mapped files are handled here; other kinds are refused.
+
+use crate::remote::Remote;
+use crate::util::{proc_err, read_image, sys_err, write_image};
+use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::regfile::RegFileEntry;
+use crust_proc::ProcRoot;
+use log::debug;
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+fn is_terminal_path(p: &str) -> bool {
+    p.starts_with("/dev/pts/") || p.starts_with("/dev/tty") || p == "/dev/console" || p == "/dev/ptmx"
+}
+
+/// Files of one dumped process, as they will be written.
+pub struct FileTable {
+    pid: i32,
+    shell_job: bool,
+    next_id: u32,
+    files: Vec<FileEntry>,
+    fds: Vec<FdinfoEntry>,
+    /// Mapped files (and the exe) by (path, open flags).
+    mapped: HashMap<(PathBuf, u32), u32>,
+}
+
+impl FileTable {
+    pub fn new(pid: i32, shell_job: bool) -> Self {
+        FileTable {
+            pid,
+            shell_job,
+            next_id: 1,
+            files: Vec::new(),
+            fds: Vec::new(),
+            mapped: HashMap::new(),
+        }
+    }
+
+    fn new_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn reg_entry(&self, id: u32, path: &Path, flags: u32, pos: u64) -> Result<RegFileEntry, Error> {
+        let md = std::fs::metadata(path).map_err(|source| Error::Io {
+            op: "cannot stat",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let is_reg = md.file_type().is_file();
+        Ok(RegFileEntry {
+            id,
+            flags,
+            pos,
+            fown: FownEntry::default(),
+            name: path.to_string_lossy().into_owned(),
+            size: is_reg.then_some(md.size()),
+            mode: Some(md.mode()),
+            build_id: if is_reg { elf_build_id(path) } else { Vec::new() },
+            ..Default::default()
+        })
+    }
+
+    fn push_reg(&mut self, reg: RegFileEntry) {
+        self.files.push(FileEntry {
+            r#type: fd_types::REG,
+            id: reg.id,
+            reg: Some(reg),
+            ..Default::default()
+        });
+    }
+
+    /// A file the task maps (or its exe): one files.img entry per file and
+    /// open mode.
+    pub fn add_mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error> {
+        if let Some(id) = self.mapped.get(&(path.to_path_buf(), flags)) {
+            return Ok(*id);
+        }
+        let id = self.new_id();
+        let reg = self.reg_entry(id, path, flags, 0)?;
+        self.push_reg(reg);
+        self.mapped.insert((path.to_path_buf(), flags), id);
+        Ok(id)
+    }
+
+    /// A directory (cwd or root).
+    pub fn add_dir(&mut self, path: &Path) -> Result<u32, Error> {
+        let id = self.new_id();
+        let reg = self.reg_entry(id, path, 0, 0)?;
+        self.push_reg(reg);
+        Ok(id)
+    }
+
+    /// Every fd of the task.
+    pub fn collect_fds(&mut self, proc: &ProcRoot) -> Result<(), Error> {
+        let pid = self.pid;
+        let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+        // fd -> files.img id of the fds seen so far, to find shared open
+        // file descriptions.
+        let mut seen: Vec<(i32, String, u32)> = Vec::new();
+        for (fd, target) in fds {
+            let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
+            let what = |kind: &str| {
+                Error::unsupported(format!(
+                    "process {pid} has fd {fd} open on a {kind} ({target}); only regular files, directories, /dev/null-like devices and terminals can be dumped so far"
+                ))
+            };
+            if !target.starts_with('/') {
+                let kind = if target.starts_with("pipe:") {
+                    "pipe"
+                } else if target.starts_with("socket:") {
+                    "socket"
+                } else if target.starts_with("anon_inode:") {
+                    "anonymous inode"
+                } else {
+                    "special file"
+                };
+                return Err(what(kind));
+            }
+            if target.ends_with(" (deleted)") {
+                return Err(what("deleted file"));
+            }
+            if target.starts_with("/memfd:") {
+                return Err(what("memfd"));
+            }
+            if is_terminal_path(&target) && !self.shell_job {
+                return Err(Error::unsupported(format!(
+                    "process {pid} has fd {fd} open on the terminal {target}; dump it with --shell-job (-j) and restore with --shell-job too"
+                )));
+            }
+            let path = PathBuf::from(&target);
+            let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                .map_err(sys_err(pid, format!("stat fd {fd}")))?;
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() || ft.is_socket() || ft.is_block_device() {
+                return Err(what("special file"));
+            }
+            let mut shared_with = None;
+            for (ofd, opath, oid) in &seen {
+                if *opath == target
+                    && crust_sys::process::kcmp_file(pid, pid, *ofd, fd).unwrap_or(false)
+                {
+                    shared_with = Some(*oid);
+                    break;
+                }
+            }
+            let id = match shared_with {
+                Some(id) => id,
+                None => {
+                    let id = self.new_id();
+                    let reg = self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos)?;
+                    self.push_reg(reg);
+                    id
+                }
+            };
+            seen.push((fd, target.clone(), id));
+            self.fds.push(FdinfoEntry {
+                id,
+                flags: if info.flags & O_CLOEXEC != 0 {
+                    libc::FD_CLOEXEC as u32
+                } else {
+                    0
+                },
+                r#type: fd_types::REG,
+                fd: fd as u32,
+                ..Default::default()
+            });
+            debug!("{pid}: fd {fd} -> {target} (id {id})");
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, dir: &Path, files_id: u32) -> Result<(), Error> {
+        self.files.sort_by_key(|f| f.id);
+        write_image(dir, ImageType::Files, 0, &self.files)?;
+        write_image(dir, ImageType::Fdinfo, files_id as u64, &self.fds)
+    }
+}
+
+/// The GNU build-id of an ELF file as CRIU stores it (little-endian u32
+/// words), or nothing.
+fn elf_build_id(path: &Path) -> Vec<u32> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(_) => return Vec::new(),
+    };
+    let mut head = vec![0u8; 64];
+    if f.read_exact(&mut head).is_err() || &head[0..4] != b"\x7fELF" || head[4] != 2 {
+        return Vec::new();
+    }
+    let u16le = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32le = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64;
+    let u64le = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let phoff = u64le(&head, 32);
+    let phentsize = u16le(&head, 54);
+    let phnum = u16le(&head, 56);
+    use std::os::unix::fs::FileExt;
+    if phentsize < 56 || phnum > 256 {
+        return Vec::new();
+    }
+    let mut ph = vec![0u8; (phentsize * phnum) as usize];
+    if f.read_exact_at(&mut ph, phoff).is_err() {
+        return Vec::new();
+    }
+    for i in 0..phnum {
+        let p = &ph[(i * phentsize) as usize..];
+        if u32le(p, 0) != 4 {
+            continue; // PT_NOTE
+        }
+        let off = u64le(p, 8);
+        let size = u64le(p, 32).min(1 << 16);
+        let mut notes = vec![0u8; size as usize];
+        if f.read_exact_at(&mut notes, off).is_err() {
+            continue;
+        }
+        let mut o = 0usize;
+        while o + 12 <= notes.len() {
+            let namesz = u32le(&notes, o) as usize;
+            let descsz = u32le(&notes, o + 4) as usize;
+            let ty = u32le(&notes, o + 8);
+            let name_off = o + 12;
+            let desc_off = name_off + namesz.div_ceil(4) * 4;
+            let next = desc_off + descsz.div_ceil(4) * 4;
+            if next > notes.len() {
+                break;
+            }
+            if ty == 3 && namesz == 4 && &notes[name_off..name_off + 3] == b"GNU" {
+                return notes[desc_off..desc_off + descsz]
+                    .chunks(4)
+                    .map(|c| {
+                        let mut w = [0u8; 4];
+                        w[..c.len()].copy_from_slice(c);
+                        u32::from_le_bytes(w)
+                    })
+                    .collect();
+            }
+            o = next;
+        }
+    }
+    Vec::new()
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Files of an image set, by id.
+pub struct RestoreFiles {
+    pub regs: HashMap<u32, RegFileEntry>,
+    pub fds: Vec<FdinfoEntry>,
+}
+
+impl RestoreFiles {
+    pub fn load(dir: &Path, files_id: u32) -> Result<RestoreFiles, Error> {
+        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let mut regs = HashMap::new();
+        let mut others = HashMap::new();
+        for f in files {
+            match (f.r#type, f.reg) {
+                (fd_types::REG, Some(reg)) => {
+                    regs.insert(f.id, reg);
+                }
+                (t, _) => {
+                    others.insert(f.id, t);
+                }
+            }
+        }
+        let fds: Vec<FdinfoEntry> = match read_image(dir, ImageType::Fdinfo, files_id as u64) {
+            Ok(v) => v,
+            Err(Error::Image { source, .. }) if source.is_missing() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for fd in &fds {
+            if fd.r#type != fd_types::REG {
+                return Err(Error::unsupported(format!(
+                    "restoring fd {} of type {} (only regular files so far)",
+                    fd.fd, fd.r#type
+                )));
+            }
+            if !regs.contains_key(&fd.id) {
+                return Err(Error::BadImage {
+                    dir: dir.to_path_buf(),
+                    why: format!(
+                        "fd {} refers to file id {}, which files.img does not have",
+                        fd.fd, fd.id
+                    ),
+                });
+            }
+            if fd.fd > i32::MAX as u32 {
+                return Err(Error::BadImage {
+                    dir: dir.to_path_buf(),
+                    why: format!("fd number {} is out of range", fd.fd),
+                });
+            }
+        }
+        let _ = others;
+        Ok(RestoreFiles { regs, fds })
+    }
+
+    pub fn path_of(&self, id: u64) -> Option<String> {
+        self.regs.get(&(id as u32)).map(|r| r.name.clone())
+    }
+
+    /// Check that a file the restore needs is there and unchanged.
+    pub fn check(&self, id: u32, shell_job: bool) -> Result<(), Error> {
+        let Some(reg) = self.regs.get(&id) else {
+            return Ok(());
+        };
+        if shell_job && is_terminal_path(&reg.name) {
+            return Ok(());
+        }
+        let path = PathBuf::from(&reg.name);
+        let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(mode) = reg.mode {
+            if mode & libc::S_IFMT != md.mode() & libc::S_IFMT {
+                return Err(Error::FileChanged {
+                    path,
+                    why: format!(
+                        "type was {:o}, now {:o}",
+                        mode & libc::S_IFMT,
+                        md.mode() & libc::S_IFMT
+                    ),
+                });
+            }
+            if md.file_type().is_file() && mode & 0o7777 != md.permissions().mode() & 0o7777 {
+                return Err(Error::FileChanged {
+                    path,
+                    why: format!(
+                        "mode was {:o}, now {:o}",
+                        mode & 0o7777,
+                        md.permissions().mode() & 0o7777
+                    ),
+                });
+            }
+        }
+        if let Some(size) = reg.size {
+            if md.file_type().is_file() && size != md.size() {
+                return Err(Error::FileChanged {
+                    path,
+                    why: format!("size was {size}, now {}", md.size()),
+                });
+            }
+        }
+        if !reg.build_id.is_empty() {
+            let now = elf_build_id(&path);
+            if now != reg.build_id {
+                return Err(Error::FileChanged {
+                    path,
+                    why: "its ELF build-id differs".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Open every fd of the image in the task, at its number, with its
+    /// flags and offset. `tty` replaces terminals for --shell-job.
+    pub fn open_fds(&self, r: &mut Remote<'_>, tty: Option<&str>) -> Result<(), Error> {
+        let mut fds = self.fds.clone();
+        fds.sort_by_key(|f| f.fd);
+        let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
+        for f in &fds {
+            let reg = &self.regs[&f.id];
+            let target = f.fd as u64;
+            let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
+            if let Some(&src) = first_fd_of.get(&f.id) {
+                let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+                r.call("dup3", libc::SYS_dup3, [src, target, flags, 0, 0, 0])?;
+                continue;
+            }
+            let name = match tty {
+                Some(t) if is_terminal_path(&reg.name) => t.to_string(),
+                _ => reg.name.clone(),
+            };
+            let a = r.put_cstr(0, name.as_bytes())?;
+            let oflags = (reg.flags
+                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u32)
+                | libc::O_NOCTTY as u32
+                | if cloexec { O_CLOEXEC } else { 0 };
+            let got = r.call(
+                &format!("open {name} for fd {target}"),
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, a.get(), oflags as u64, 0, 0, 0],
+            )?;
+            if got != target {
+                let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+                r.call("dup3", libc::SYS_dup3, [got, target, flags, 0, 0, 0])?;
+                r.call("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
+            }
+            if reg.pos != 0 {
+                r.call(
+                    &format!("lseek fd {target}"),
+                    libc::SYS_lseek,
+                    [target, reg.pos, libc::SEEK_SET as u64, 0, 0, 0],
+                )?;
+            }
+            first_fd_of.insert(f.id, target);
+        }
+        Ok(())
+    }
+}

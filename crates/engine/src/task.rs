@@ -1,0 +1,671 @@
+//! Per-task state: registers, signals, credentials, limits, timers.
+//! Dump builds CRIU's `core_entry`; restore applies it.
+
+use crate::remote::Remote;
+use crate::util::{cap_join, cap_words, proc_err, sys_err, task_state};
+use crate::{xsave, Error};
+use crust_compel::Task;
+use crust_images::proto::core::{
+    core_entry_march, TaskCoreEntry, TaskRlimitsEntry, ThreadCoreEntry, ThreadSasEntry,
+};
+use crust_images::proto::core::CoreEntry;
+use crust_images::proto::core_x86::{
+    user_x86_regs_mode, ThreadInfoX86, UserDescT, UserX86RegsEntry,
+};
+use crust_images::proto::creds::CredsEntry;
+use crust_images::proto::rlimit::RlimitEntry;
+use crust_images::proto::rseq::RseqEntry;
+use crust_images::proto::sa::SaEntry;
+use crust_images::proto::siginfo::{SiginfoEntry, SignalQueueEntry};
+use crust_images::proto::timer::{ItimerEntry, TaskTimersEntry};
+use crust_proc::{ProcRoot, Stat, Status};
+use crust_sys::ptrace::UserRegs;
+use log::warn;
+
+/// Signals that have a sigaction slot in the image: 1..=64 minus SIGKILL
+/// and SIGSTOP.
+pub fn sigaction_signals() -> impl Iterator<Item = u32> {
+    (1..=64u32).filter(|s| *s != libc::SIGKILL as u32 && *s != libc::SIGSTOP as u32)
+}
+
+/// State read by syscalls run inside the task.
+#[derive(Debug, Default)]
+pub struct Inside {
+    pub sigactions: Vec<SaEntry>,
+    pub sas: ThreadSasEntry,
+    pub clear_tid: u64,
+    pub brk: u64,
+    pub dumpable: i32,
+    pub thp_disabled: bool,
+    pub secbits: u32,
+    pub pdeath_sig: u32,
+    pub child_subreaper: bool,
+    pub itimers: [ItimerEntry; 3],
+}
+
+const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+
+pub fn collect_inside(r: &mut Remote<'_>) -> Result<Inside, Error> {
+    let mut out = Inside::default();
+    for sig in sigaction_signals() {
+        // struct kernel_sigaction: handler, flags, restorer, mask (8 bytes each).
+        r.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [sig as u64, 0, r.at(0).get(), 8, 0, 0],
+        )?;
+        let b = r.get(0, 32)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        out.sigactions.push(SaEntry {
+            sigaction: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3),
+            compat_sigaction: Some(false),
+            ..Default::default()
+        });
+    }
+    // stack_t: ss_sp (8), ss_flags (4 + pad), ss_size (8).
+    r.call(
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        [0, r.at(0).get(), 0, 0, 0, 0],
+    )?;
+    let b = r.get(0, 24)?;
+    out.sas = ThreadSasEntry {
+        ss_sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        ss_flags: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+        ss_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+        ..Default::default()
+    };
+    r.put(0, &[0u8; 8])?;
+    r.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        [PR_GET_TID_ADDRESS, r.at(0).get(), 0, 0, 0, 0],
+    )?;
+    out.clear_tid = r.get_u64(0)?;
+    out.brk = r.call("brk", libc::SYS_brk, [0; 6])?;
+    out.dumpable = r.call(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+    )? as i32;
+    out.thp_disabled = r.call(
+        "prctl(PR_GET_THP_DISABLE)",
+        libc::SYS_prctl,
+        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+    )? != 0;
+    out.secbits = r.call(
+        "prctl(PR_GET_SECUREBITS)",
+        libc::SYS_prctl,
+        [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+    )? as u32;
+    r.put(0, &[0u8; 8])?;
+    r.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        libc::SYS_prctl,
+        [libc::PR_GET_PDEATHSIG as u64, r.at(0).get(), 0, 0, 0, 0],
+    )?;
+    out.pdeath_sig = r.get_u64(0)? as u32;
+    r.put(0, &[0u8; 8])?;
+    r.call(
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        libc::SYS_prctl,
+        [PR_GET_CHILD_SUBREAPER, r.at(0).get(), 0, 0, 0, 0],
+    )?;
+    out.child_subreaper = r.get_u64(0)? as u32 != 0;
+    for (i, which) in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF]
+        .into_iter()
+        .enumerate()
+    {
+        // struct itimerval: interval {sec, usec}, value {sec, usec}.
+        r.call(
+            "getitimer",
+            libc::SYS_getitimer,
+            [which as u64, r.at(0).get(), 0, 0, 0, 0],
+        )?;
+        let b = r.get(0, 32)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        out.itimers[i] = ItimerEntry {
+            isec: w(0),
+            iusec: w(1),
+            vsec: w(2),
+            vusec: w(3),
+            ..Default::default()
+        };
+    }
+    Ok(out)
+}
+
+fn regs_to_image(r: &UserRegs) -> UserX86RegsEntry {
+    UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(user_x86_regs_mode::NATIVE),
+        ..Default::default()
+    }
+}
+
+/// Registers to load into the restored task.
+pub fn regs_from_image(g: &UserX86RegsEntry) -> UserRegs {
+    // SAFETY-free: user_regs_struct is plain data; build it field by field.
+    UserRegs {
+        r15: g.r15,
+        r14: g.r14,
+        r13: g.r13,
+        r12: g.r12,
+        rbp: g.bp,
+        rbx: g.bx,
+        r11: g.r11,
+        r10: g.r10,
+        r9: g.r9,
+        r8: g.r8,
+        rax: g.ax,
+        rcx: g.cx,
+        rdx: g.dx,
+        rsi: g.si,
+        rdi: g.di,
+        orig_rax: g.orig_ax,
+        rip: g.ip,
+        cs: g.cs,
+        eflags: g.flags,
+        rsp: g.sp,
+        ss: g.ss,
+        fs_base: g.fs_base,
+        gs_base: g.gs_base,
+        ds: g.ds,
+        es: g.es,
+        fs: g.fs,
+        gs: g.gs,
+    }
+}
+
+fn signal_queue(v: Vec<[u8; 128]>) -> SignalQueueEntry {
+    SignalQueueEntry {
+        signals: v
+            .into_iter()
+            .map(|s| SiginfoEntry {
+                siginfo: s.to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Empty GDT TLS slots (entries 12..14), as CRIU records them for a 64-bit
+/// task that uses none.
+fn empty_tls() -> Vec<UserDescT> {
+    (12..15)
+        .map(|n| UserDescT {
+            entry_number: n,
+            read_exec_only: true,
+            seg_not_present: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+pub fn build_core(
+    proc: &ProcRoot,
+    task: &Task,
+    stat: &Stat,
+    status: &Status,
+    inside: &Inside,
+) -> Result<CoreEntry, Error> {
+    let pid = task.pid();
+    let regs = crust_compel::restart_adjusted(task.regs(), false);
+    let xstate = task.xstate().map_err(|source| Error::Compel { pid, source })?;
+    let fpregs = xsave::fpregs_from_xstate(&xstate);
+    let limits = crust_proc::limits(proc, pid).map_err(proc_err(pid))?;
+    let personality = crust_proc::personality(proc, pid).map_err(proc_err(pid))?;
+    let loginuid = crust_proc::loginuid(proc, pid).ok();
+    let oom = crust_proc::oom_score_adj(proc, pid).ok();
+    let pending_p = task
+        .pending_signals(false)
+        .map_err(|source| Error::Compel { pid, source })?;
+    let pending_s = task
+        .pending_signals(true)
+        .map_err(|source| Error::Compel { pid, source })?;
+    let (futex_rla, futex_rla_len) =
+        crust_sys::process::get_robust_list(pid).map_err(sys_err(pid, "get_robust_list"))?;
+    let rseq = task.rseq().filter(|r| r.rseq_abi_pointer != 0).map(|r| RseqEntry {
+        rseq_abi_pointer: r.rseq_abi_pointer,
+        rseq_abi_size: r.rseq_abi_size,
+        signature: r.signature,
+        ..Default::default()
+    });
+    let creds = CredsEntry {
+        uid: status.uid[0],
+        gid: status.gid[0],
+        euid: status.uid[1],
+        egid: status.gid[1],
+        suid: status.uid[2],
+        sgid: status.gid[2],
+        fsuid: status.uid[3],
+        fsgid: status.gid[3],
+        cap_inh: cap_words(status.cap_inh),
+        cap_prm: cap_words(status.cap_prm),
+        cap_eff: cap_words(status.cap_eff),
+        cap_bnd: cap_words(status.cap_bnd),
+        secbits: inside.secbits,
+        groups: status.groups.clone(),
+        no_new_privs: (status.no_new_privs != 0).then_some(status.no_new_privs),
+        cap_amb: cap_words(status.cap_amb),
+        ..Default::default()
+    };
+    let comm = status.name.clone();
+    let nice = stat.nice as i32;
+    let policy = stat.policy;
+    let tc = TaskCoreEntry {
+        task_state: task_state::ALIVE,
+        exit_code: 0,
+        personality,
+        flags: stat.flags,
+        blk_sigset: task.sigmask(),
+        comm: comm.clone(),
+        timers: Some(TaskTimersEntry {
+            real: inside.itimers[0].clone(),
+            virt: inside.itimers[1].clone(),
+            prof: inside.itimers[2].clone(),
+            ..Default::default()
+        }),
+        rlimits: Some(TaskRlimitsEntry {
+            rlimits: limits
+                .iter()
+                .map(|(cur, max)| RlimitEntry {
+                    cur: *cur,
+                    max: *max,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        signals_s: Some(signal_queue(pending_s)),
+        loginuid,
+        oom_score_adj: oom,
+        sigactions: inside.sigactions.clone(),
+        child_subreaper: Some(inside.child_subreaper),
+        ..Default::default()
+    };
+    let tcore = ThreadCoreEntry {
+        futex_rla,
+        futex_rla_len: futex_rla_len as u32,
+        sched_nice: Some(nice),
+        sched_policy: Some(policy),
+        sched_prio: (policy == libc::SCHED_FIFO as u32 || policy == libc::SCHED_RR as u32)
+            .then_some(stat.rt_priority),
+        sas: Some(inside.sas.clone()),
+        pdeath_sig: (inside.pdeath_sig != 0).then_some(inside.pdeath_sig),
+        signals_p: Some(signal_queue(pending_p)),
+        creds: Some(creds),
+        comm: Some(comm),
+        rseq_entry: rseq,
+        ..Default::default()
+    };
+    Ok(CoreEntry {
+        mtype: core_entry_march::X86_64,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: inside.clear_tid,
+            gpregs: regs_to_image(&regs),
+            fpregs,
+            tls: empty_tls(),
+            ..Default::default()
+        }),
+        tc: Some(tc),
+        thread_core: Some(tcore),
+        ..Default::default()
+    })
+}
+
+/// Restore side: apply what `core_entry` says to the new task, by remote
+/// syscalls (everything but registers, mask and memory).
+pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+    let pid = r.pid();
+    let tc = core.tc.as_ref();
+    let th = core.thread_core.as_ref();
+    // comm
+    if let Some(tc) = tc {
+        let mut name = tc.comm.as_bytes().to_vec();
+        name.truncate(15);
+        let a = r.put_cstr(0, &name)?;
+        r.call(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, a.get(), 0, 0, 0, 0],
+        )?;
+        r.call(
+            "personality",
+            libc::SYS_personality,
+            [tc.personality as u64, 0, 0, 0, 0, 0],
+        )?;
+        // Signal handlers.
+        let sigs: Vec<u32> = sigaction_signals().collect();
+        if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
+            return Err(Error::Restore {
+                pid,
+                what: format!(
+                    "core image has {} sigactions, expected {}",
+                    tc.sigactions.len(),
+                    sigs.len()
+                ),
+            });
+        }
+        for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
+            let mut b = Vec::with_capacity(32);
+            b.extend_from_slice(&sa.sigaction.to_le_bytes());
+            b.extend_from_slice(&sa.flags.to_le_bytes());
+            b.extend_from_slice(&sa.restorer.to_le_bytes());
+            b.extend_from_slice(&sa.mask.to_le_bytes());
+            let a = r.put(0, &b)?;
+            r.call(
+                &format!("rt_sigaction({sig})"),
+                libc::SYS_rt_sigaction,
+                [*sig as u64, a.get(), 0, 8, 0, 0],
+            )?;
+        }
+        if let Some(t) = &tc.timers {
+            for (which, it) in [
+                (libc::ITIMER_REAL, &t.real),
+                (libc::ITIMER_VIRTUAL, &t.virt),
+                (libc::ITIMER_PROF, &t.prof),
+            ] {
+                if it.vsec == 0 && it.vusec == 0 {
+                    continue;
+                }
+                let mut b = Vec::with_capacity(32);
+                for v in [it.isec, it.iusec, it.vsec, it.vusec] {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                let a = r.put(0, &b)?;
+                r.call(
+                    "setitimer",
+                    libc::SYS_setitimer,
+                    [which as u64, a.get(), 0, 0, 0, 0],
+                )?;
+            }
+        }
+        if let Some(l) = &tc.rlimits {
+            for (res, lim) in l.rlimits.iter().enumerate() {
+                apply_rlimit(pid, res as u32, lim.cur, lim.max);
+            }
+        }
+        if let Some(adj) = tc.oom_score_adj {
+            if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
+                warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
+            }
+        }
+        if tc.child_subreaper == Some(true) {
+            r.call(
+                "prctl(PR_SET_CHILD_SUBREAPER)",
+                libc::SYS_prctl,
+                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            )?;
+        }
+        // Pending process-wide signals (blocked for now: the mask is all-ones
+        // until the very end).
+        if let Some(q) = &tc.signals_s {
+            for s in &q.signals {
+                queue_signal(r, s, true)?;
+            }
+        }
+    }
+    if let Some(th) = th {
+        if let Some(sas) = &th.sas {
+            let mut b = Vec::with_capacity(24);
+            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+            b.extend_from_slice(&sas.ss_flags.to_le_bytes());
+            b.extend_from_slice(&[0u8; 4]);
+            b.extend_from_slice(&sas.ss_size.to_le_bytes());
+            let a = r.put(0, &b)?;
+            r.call("sigaltstack", libc::SYS_sigaltstack, [a.get(), 0, 0, 0, 0, 0])?;
+        }
+        if let Some(q) = &th.signals_p {
+            for s in &q.signals {
+                queue_signal(r, s, false)?;
+            }
+        }
+        r.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
+        )?;
+        if let Some(nice) = th.sched_nice {
+            // SAFETY-free libc call through std is not available; use prio via /proc-less syscall.
+            let _ = r.call(
+                "setpriority",
+                libc::SYS_setpriority,
+                [libc::PRIO_PROCESS as u64, 0, nice as i64 as u64, 0, 0, 0],
+            );
+        }
+        if let Some(pd) = th.pdeath_sig {
+            r.call(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    if let Some(ti) = &core.thread_info {
+        r.call(
+            "set_tid_address",
+            libc::SYS_set_tid_address,
+            [ti.clear_tid_addr, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// Register the task's rseq area again (after its memory is in place).
+pub fn apply_rseq(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+    if let Some(rs) = core.thread_core.as_ref().and_then(|t| t.rseq_entry.as_ref()) {
+        if rs.rseq_abi_pointer != 0 {
+            r.call(
+                "rseq",
+                libc::SYS_rseq,
+                [
+                    rs.rseq_abi_pointer,
+                    rs.rseq_abi_size as u64,
+                    0,
+                    rs.signature as u64,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_rlimit(pid: i32, res: u32, cur: u64, max: u64) {
+    if crust_sys::process::set_rlimit(pid, res, cur, max).is_ok() {
+        return;
+    }
+    // Without CAP_SYS_RESOURCE a hard limit cannot be raised: keep ours and
+    // clamp the soft one.
+    if let Ok((_, our_max)) = crust_sys::process::get_rlimit(pid, res) {
+        let m = max.min(our_max);
+        let c = cur.min(m);
+        if crust_sys::process::set_rlimit(pid, res, c, m).is_ok() {
+            warn!(
+                "rlimit {res} of {pid}: wanted {cur}/{max}, set {c}/{m} (no CAP_SYS_RESOURCE to raise the hard limit)"
+            );
+            return;
+        }
+    }
+    warn!("cannot restore rlimit {res} ({cur}/{max}) of {pid}");
+}
+
+fn queue_signal(r: &mut Remote<'_>, s: &SiginfoEntry, shared: bool) -> Result<(), Error> {
+    let pid = r.pid();
+    if s.siginfo.len() != 128 {
+        return Err(Error::Restore {
+            pid,
+            what: format!("siginfo of {} bytes in the image (128 expected)", s.siginfo.len()),
+        });
+    }
+    let signo = i32::from_le_bytes(s.siginfo[0..4].try_into().unwrap());
+    if !(1..=64).contains(&signo) {
+        return Err(Error::Restore {
+            pid,
+            what: format!("pending signal number {signo} in the image is invalid"),
+        });
+    }
+    let a = r.put(0, &s.siginfo)?;
+    if shared {
+        r.call(
+            "rt_sigqueueinfo",
+            libc::SYS_rt_sigqueueinfo,
+            [pid as u64, signo as u64, a.get(), 0, 0, 0],
+        )?;
+    } else {
+        r.call(
+            "rt_tgsigqueueinfo",
+            libc::SYS_rt_tgsigqueueinfo,
+            [pid as u64, pid as u64, signo as u64, a.get(), 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// Credentials last: after them the task may no longer be allowed to do
+/// the rest. Skipped when they equal ours.
+pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+    let Some(c) = core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) else {
+        return Ok(());
+    };
+    let me = crust_proc::status(&ProcRoot::default(), crust_sys::process::getpid())
+        .map_err(proc_err(crust_sys::process::getpid()))?;
+    let same_ids = [c.uid, c.euid, c.suid, c.fsuid] == me.uid
+        && [c.gid, c.egid, c.sgid, c.fsgid] == me.gid
+        && c.groups == me.groups;
+    let same_caps = cap_join(&c.cap_eff) == me.cap_eff
+        && cap_join(&c.cap_prm) == me.cap_prm
+        && cap_join(&c.cap_inh) == me.cap_inh
+        && cap_join(&c.cap_bnd) == me.cap_bnd
+        && cap_join(&c.cap_amb) == me.cap_amb;
+    if !same_ids {
+        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        let a = if groups.is_empty() {
+            r.at(0)
+        } else {
+            r.put(0, &groups)?
+        };
+        r.call(
+            "setgroups",
+            libc::SYS_setgroups,
+            [c.groups.len() as u64, a.get(), 0, 0, 0, 0],
+        )?;
+        // Keep capabilities across the uid change; the final capset sets them.
+        r.call(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
+        )?;
+        r.call(
+            "setresgid",
+            libc::SYS_setresgid,
+            [c.gid as u64, c.egid as u64, c.sgid as u64, 0, 0, 0],
+        )?;
+        r.call("setfsgid", libc::SYS_setfsgid, [c.fsgid as u64, 0, 0, 0, 0, 0])?;
+        r.call(
+            "setresuid",
+            libc::SYS_setresuid,
+            [c.uid as u64, c.euid as u64, c.suid as u64, 0, 0, 0],
+        )?;
+        r.call("setfsuid", libc::SYS_setfsuid, [c.fsuid as u64, 0, 0, 0, 0, 0])?;
+    }
+    if !same_ids || !same_caps {
+        let bnd = cap_join(&c.cap_bnd);
+        for cap in 0..64u64 {
+            if bnd & (1 << cap) == 0 && me.cap_bnd & (1 << cap) != 0 {
+                r.call(
+                    "prctl(PR_CAPBSET_DROP)",
+                    libc::SYS_prctl,
+                    [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+                )?;
+            }
+        }
+        // struct __user_cap_header_struct {u32 version; i32 pid} + 2 data
+        // {effective, permitted, inheritable} words.
+        let mut b = Vec::new();
+        b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+        b.extend_from_slice(&0i32.to_le_bytes());
+        let (e, p, i) = (
+            cap_join(&c.cap_eff),
+            cap_join(&c.cap_prm),
+            cap_join(&c.cap_inh),
+        );
+        for half in 0..2 {
+            let sh = 32 * half;
+            for v in [e, p, i] {
+                b.extend_from_slice(&((v >> sh) as u32).to_le_bytes());
+            }
+        }
+        let a = r.put(0, &b)?;
+        r.call(
+            "capset",
+            libc::SYS_capset,
+            [a.get(), a.get() + 8, 0, 0, 0, 0],
+        )?;
+        let amb = cap_join(&c.cap_amb);
+        for cap in 0..64u64 {
+            if amb & (1 << cap) != 0 {
+                r.call(
+                    "prctl(PR_CAP_AMBIENT_RAISE)",
+                    libc::SYS_prctl,
+                    [
+                        libc::PR_CAP_AMBIENT as u64,
+                        libc::PR_CAP_AMBIENT_RAISE as u64,
+                        cap,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?;
+            }
+        }
+    }
+    if c.secbits != 0 {
+        r.call(
+            "prctl(PR_SET_SECUREBITS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_SECUREBITS as u64, c.secbits as u64, 0, 0, 0, 0],
+        )?;
+    }
+    if c.no_new_privs.unwrap_or(0) != 0 {
+        r.call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Process creation, waiting and signalling.
+
+use crate::cvt;
+use std::io;
+
+/// What `waitpid` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// Exited normally with this code.
+    Exited(i32),
+    /// Killed by this signal (`core` when it dumped core).
+    Signaled { sig: i32, core: bool },
+    /// Stopped (ptrace or job control). `event` is status >> 16 (the
+    /// PTRACE_EVENT_* value, 0 for a plain signal stop).
+    Stopped { sig: i32, event: i32 },
+    /// Continued (WCONTINUED).
+    Continued,
+}
+
+impl WaitStatus {
+    pub fn from_raw(status: i32) -> WaitStatus {
+        if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled {
+                sig: libc::WTERMSIG(status),
+                core: libc::WCOREDUMP(status),
+            }
+        } else if libc::WIFSTOPPED(status) {
+            WaitStatus::Stopped {
+                sig: libc::WSTOPSIG(status),
+                event: (status >> 16) & 0xff,
+            }
+        } else {
+            WaitStatus::Continued
+        }
+    }
+}
+
+/// `waitpid(pid, flags | __WALL)`. Returns `None` with WNOHANG when
+/// nothing changed. Retries on EINTR.
+pub fn waitpid(pid: i32, flags: i32) -> io::Result<Option<(i32, WaitStatus)>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer for the call's duration.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags | libc::__WALL) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        return Ok(Some((r, WaitStatus::from_raw(status))));
+    }
+}
+
+/// kill(2).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes only integers.
+    let r = unsafe { libc::kill(pid, sig) };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// tgkill(2).
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) };
+    cvt(r).map(drop)
+}
+
+/// The calling process's pid.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// Result of [`clone3_fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkResult {
+    Parent { child: i32 },
+    Child,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Fork-like clone3 that asks for specific pids: `set_tid[0]` is the pid in
+/// the innermost (new or current) pid namespace, further entries in the
+/// outer ones. An empty `set_tid` lets the kernel choose. `flags` are extra
+/// CLONE_* flags (e.g. CLONE_NEWPID); SIGCHLD is the exit signal.
+///
+/// The child runs on a copy of the caller's address space, like fork(): it
+/// must restrict itself to async-signal-safe work (the caller must be
+/// single-threaded or accept that).
+pub fn clone3_fork(set_tid: &[i32], flags: u64) -> io::Result<ForkResult> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if set_tid.is_empty() {
+            0
+        } else {
+            set_tid.as_ptr() as u64
+        },
+        set_tid_size: set_tid.len() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `args` and the `set_tid` array outlive the call; without
+    // CLONE_VM the child gets its own copy of the address space and returns
+    // here with 0 on the same stack, like fork().
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match cvt(r)? {
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: pid as i32 }),
+    }
+}
+
+/// raise(SIGSTOP) style self-stop used by a freshly cloned child.
+pub fn stop_self() {
+    // SAFETY: getpid/kill take only integers and are async-signal-safe.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGSTOP);
+    }
+}
+
+/// Leave the process immediately (no atexit handlers, no unwinding); for
+/// cloned children whose setup failed.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// prlimit64 on another process (set only).
+pub fn set_rlimit(pid: i32, resource: u32, cur: u64, max: u64) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: `new` is a valid rlimit64 for the call; old_limit is NULL.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            pid,
+            resource,
+            &new as *const libc::rlimit64,
+            std::ptr::null_mut::<libc::rlimit64>(),
+        )
+    };
+    cvt(r).map(drop)
+}
+
+/// prlimit64 on another process (get only).
+pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid out-pointer; new_limit is NULL.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            pid,
+            resource,
+            std::ptr::null::<libc::rlimit64>(),
+            &mut old as *mut libc::rlimit64,
+        )
+    };
+    cvt(r)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// get_robust_list(2) of another task: (head, len).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers are valid for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    cvt(r)?;
+    Ok((head, len as u64))
+}
+
+/// Block every signal in the calling thread; returns the old mask. Used
+/// around clone3 so the child starts with everything blocked.
+pub fn block_all_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t values are plain data initialised by sigfillset /
+    // filled by pthread_sigmask before being read.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let r = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(old)
+    }
+}
+
+/// Restore a mask saved by [`block_all_signals`].
+pub fn set_signal_mask(mask: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `mask` is a valid sigset_t.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// mmap an anonymous private RWX region at exactly `addr` in the calling
+/// process, without replacing anything, and copy `code` to its start. Used
+/// by a freshly cloned restore child to lay down its syscall trampoline.
+/// Async-signal-safe.
+pub fn map_trampoline(addr: u64, len: u64, code: &[u8]) -> io::Result<()> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no
+    // live memory of this process is affected.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if p as u64 != addr {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    let n = code.len().min(len as usize);
+    // SAFETY: the region [p, p+len) was just mapped writable and is ours;
+    // `code` does not overlap it.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, n) };
+    Ok(())
+}
+
+/// kcmp(2) KCMP_FILE: do fd `a` of `pid1` and fd `b` of `pid2` refer to the
+/// same open file description?
+pub fn kcmp_file(pid1: i32, pid2: i32, a: i32, b: i32) -> io::Result<bool> {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: kcmp with KCMP_FILE takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, a, b) };
+    Ok(cvt(r)? == 0)
+}
+
+/// clock_gettime(2) for `clock` as (seconds, nanoseconds).
+pub fn clock_gettime(clock: libc::clockid_t) -> io::Result<(i64, i64)> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the call.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    cvt(r as libc::c_long)?;
+    Ok((ts.tv_sec, ts.tv_nsec))
+}
