@@ -70,9 +70,6 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
         if vm_flags.iter().any(|f| f == "ht") {
             return unsupported("hugetlb");
         }
-        if vm_flags.iter().any(|f| f == "io" || f == "pf") {
-            return unsupported("device (VM_IO/PFNMAP)");
-        }
         let status = match kind {
             MapKind::Vsyscall => vs::VSYSCALL | vs::ANON_PRIVATE,
             MapKind::Vdso => vs::REGULAR | vs::VDSO | vs::ANON_PRIVATE,
@@ -106,7 +103,9 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                 if path.starts_with("/SYSV") {
                     return unsupported("System V shared memory");
                 }
-                if path.starts_with("/dev/") && path != "/dev/zero" {
+                if vm_flags.iter().any(|f| f == "io" || f == "pf")
+                    || (path.starts_with("/dev/") && path != "/dev/zero")
+                {
                     return unsupported("device");
                 }
                 if map.shared {
@@ -428,6 +427,26 @@ pub struct PageRun {
     pub file_off: u64,
 }
 
+/// Is [start, end) covered by back-to-back private VMAs whose pages can be
+/// stored? (CRIU merges runs across adjacent VMAs.)
+/// CRIU also stores the vDSO's pages; those are only skipped on restore
+/// (`Some(true)`), the kernel provides them.
+fn covered_by_private_vmas(mm: &MmEntry, start: u64, end: u64) -> Option<bool> {
+    let mut cur = start;
+    let mut vdso = false;
+    while cur < end {
+        let v = mm.vmas.iter().find(|v| {
+            v.start <= cur
+                && cur < v.end
+                && v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+                && v.status & vs::VSYSCALL == 0
+        })?;
+        vdso |= v.status & (vs::VDSO | vs::VVAR) != 0;
+        cur = v.end;
+    }
+    Some(vdso)
+}
+
 /// Read and check a pagemap image against the VMAs and the pages file.
 pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
     let name = ImageType::Pagemap.file_name(pid as u64);
@@ -475,13 +494,8 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
             .vaddr
             .checked_add(n.checked_mul(PAGE_SIZE).unwrap_or(u64::MAX))
             .unwrap_or(u64::MAX);
-        let inside = mm.vmas.iter().any(|v| {
-            v.start <= e.vaddr
-                && end <= v.end
-                && v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
-                && v.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) == 0
-        });
-        if e.vaddr % PAGE_SIZE != 0 || n == 0 || !inside {
+        let inside = covered_by_private_vmas(mm, e.vaddr, end);
+        if e.vaddr % PAGE_SIZE != 0 || n == 0 || inside.is_none() {
             return Err(bad(
                 dir,
                 format!(
@@ -490,11 +504,13 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
                 ),
             ));
         }
-        runs.push(PageRun {
-            vaddr: e.vaddr,
-            npages: n,
-            file_off: off,
-        });
+        if inside == Some(false) {
+            runs.push(PageRun {
+                vaddr: e.vaddr,
+                npages: n,
+                file_off: off,
+            });
+        }
         off += n * PAGE_SIZE;
     }
     if off > pages_len {
