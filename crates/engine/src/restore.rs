@@ -190,6 +190,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
     let pid = img.pid;
+    wait_zombie_gone(pid);
     if Path::new(&format!("/proc/{pid}")).exists() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .unwrap_or_default()
@@ -288,6 +289,19 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         restore_time_us,
         pages_restored,
     })
+}
+
+/// A process just killed by a dump may linger a moment as a zombie until
+/// its parent reaps it: give that up to two seconds.
+fn wait_zombie_gone(pid: i32) {
+    for _ in 0..200 {
+        match crust_proc::stat(&ProcRoot::default(), pid) {
+            Ok(st) if st.state == 'Z' || st.state == 'X' => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The path of crust's own terminal, for --shell-job.

@@ -43,10 +43,12 @@ fn u64s(b: &[u8], o: usize, n: usize) -> Vec<u64> {
 /// Which components the task's area holds: the kernel's xfeatures from the
 /// software-reserved bytes, or x87|SSE for a plain FXSAVE area.
 fn xfeatures_of(buf: &[u8]) -> u64 {
-    if buf.len() > FXSAVE_SIZE + 64 {
-        u64_at(buf, SW_XFEATURES)
-    } else {
-        3
+    if buf.len() <= FXSAVE_SIZE + 64 {
+        return 3;
+    }
+    match u64_at(buf, SW_XFEATURES) {
+        0 => cpu::xfeatures_supported(),
+        f => f,
     }
 }
 
