@@ -162,7 +162,11 @@ impl Task {
 
     /// The XSAVE area (standard format).
     pub fn xstate(&self) -> Result<Vec<u8>> {
-        pt(self.pid, "GETREGSET(NT_X86_XSTATE)", ptrace::get_xstate(self.pid))
+        pt(
+            self.pid,
+            "GETREGSET(NT_X86_XSTATE)",
+            ptrace::get_xstate(self.pid),
+        )
     }
 
     /// Pending signals: the thread's own (`shared == false`) or the
@@ -216,7 +220,9 @@ impl Task {
     /// syscall's entry and exit stops (PTRACE_SYSCALL), so no signal is
     /// involved and the task's signal state is untouched.
     pub fn syscall_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
-        let ip = self.syscall_ip.ok_or(Error::NotInfected { pid: self.pid })?;
+        let ip = self
+            .syscall_ip
+            .ok_or(Error::NotInfected { pid: self.pid })?;
         self.block_signals()?;
         let mut r = self.orig_regs;
         r.rip = ip.get();
@@ -228,10 +234,18 @@ impl Task {
         r.r10 = args[3];
         r.r8 = args[4];
         r.r9 = args[5];
-        pt(self.pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(self.pid, &r))?;
+        pt(
+            self.pid,
+            "SETREGSET(NT_PRSTATUS)",
+            ptrace::set_regs(self.pid, &r),
+        )?;
         self.step_syscall("remote syscall entry")?;
         self.step_syscall("remote syscall exit")?;
-        let after = pt(self.pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(self.pid))?;
+        let after = pt(
+            self.pid,
+            "GETREGSET(NT_PRSTATUS)",
+            ptrace::get_regs(self.pid),
+        )?;
         Ok(after.rax as i64)
     }
 
@@ -266,7 +280,11 @@ impl Task {
     /// signal mask. The task stays stopped.
     pub fn cure(&mut self) -> Result<()> {
         if let Some((ip, word)) = self.saved_word.take() {
-            pt(self.pid, "PTRACE_POKEDATA", ptrace::poke(self.pid, ip, word))?;
+            pt(
+                self.pid,
+                "PTRACE_POKEDATA",
+                ptrace::poke(self.pid, ip, word),
+            )?;
         }
         self.syscall_ip = None;
         // Remote syscalls leave the task at a syscall-exit stop, where the

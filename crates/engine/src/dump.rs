@@ -13,7 +13,7 @@ use crust_images::proto::inventory::{InventoryEntry, PluginsEntry};
 use crust_images::proto::pstree::PstreeEntry;
 use crust_images::proto::seccomp::SeccompEntry;
 use crust_images::proto::stats::{DumpStatsEntry, StatsEntry};
-use crust_images::proto::timens::{Timespec, TimensEntry};
+use crust_images::proto::timens::{TimensEntry, Timespec};
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
 use log::{debug, info, warn};
@@ -54,7 +54,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
             if opts.leave_running || opts.leave_stopped {
                 task.release(opts.leave_stopped && !opts.leave_running)
                     .map_err(compel_err(pid))?;
-                info!("Task {pid} left {}", if opts.leave_running { "running" } else { "stopped" });
+                info!(
+                    "Task {pid} left {}",
+                    if opts.leave_running {
+                        "running"
+                    } else {
+                        "stopped"
+                    }
+                );
             } else {
                 task.cure().map_err(compel_err(pid))?;
                 let _ = process::kill(pid, libc::SIGKILL);
@@ -312,8 +319,10 @@ fn run_id() -> String {
 
 fn timens() -> Result<TimensEntry, Error> {
     let me = process::getpid();
-    let mono = process::clock_gettime(libc::CLOCK_MONOTONIC).map_err(sys_err(me, "clock_gettime"))?;
-    let boot = process::clock_gettime(libc::CLOCK_BOOTTIME).map_err(sys_err(me, "clock_gettime"))?;
+    let mono =
+        process::clock_gettime(libc::CLOCK_MONOTONIC).map_err(sys_err(me, "clock_gettime"))?;
+    let boot =
+        process::clock_gettime(libc::CLOCK_BOOTTIME).map_err(sys_err(me, "clock_gettime"))?;
     Ok(TimensEntry {
         monotonic: Timespec {
             tv_sec: mono.0 as u64,

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
 fn is_terminal_path(p: &str) -> bool {
-    p.starts_with("/dev/pts/") || p.starts_with("/dev/tty") || p == "/dev/console" || p == "/dev/ptmx"
+    p.starts_with("/dev/pts/")
+        || p.starts_with("/dev/tty")
+        || p == "/dev/console"
+        || p == "/dev/ptmx"
 }
 
 /// Files of one dumped process, as they will be written.
@@ -66,7 +69,11 @@ impl FileTable {
             name: path.to_string_lossy().into_owned(),
             size: is_reg.then_some(md.size()),
             mode: Some(md.mode()),
-            build_id: if is_reg { elf_build_id(path) } else { Vec::new() },
+            build_id: if is_reg {
+                elf_build_id(path)
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })
     }

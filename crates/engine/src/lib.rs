@@ -130,7 +130,9 @@ pub enum Error {
     },
     #[error("invalid image set {dir}: {why}")]
     BadImage { dir: PathBuf, why: String },
-    #[error("pid {pid} is already in use by another process ({comm}); the restored process needs it")]
+    #[error(
+        "pid {pid} is already in use by another process ({comm}); the restored process needs it"
+    )]
     PidTaken { pid: i32, comm: String },
     #[error("file {path} has changed since the dump: {why}")]
     FileChanged { path: PathBuf, why: String },

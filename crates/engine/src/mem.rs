@@ -4,8 +4,9 @@
 use crate::files::FileTable;
 use crate::remote::Remote;
 use crate::task::Inside;
-use crate::util::{pe, proc_err, sys_err, vma_status as vs, write_image};
+use crate::util::{proc_err, sys_err};
 use crate::Error;
+use crust_images::consts::{pe, vma as vs};
 use crust_images::image::{ImageType, ImageWriter};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
@@ -29,14 +30,14 @@ pub struct Vma {
 impl Vma {
     /// Can `syscall` be planted at its start?
     pub fn usable_for_syscall(&self) -> bool {
-        self.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) == 0
+        self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
     }
 
     /// Are its pages stored in the images?
     fn dumps_pages(&self) -> bool {
-        self.status & vs::REGULAR != 0
+        self.status & vs::AREA_REGULAR != 0
             && self.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
-            && self.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) == 0
+            && self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
     }
 
     fn has(&self, f: &str) -> bool {
@@ -71,23 +72,23 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
             return unsupported("hugetlb");
         }
         let status = match kind {
-            MapKind::Vsyscall => vs::VSYSCALL | vs::ANON_PRIVATE,
-            MapKind::Vdso => vs::REGULAR | vs::VDSO | vs::ANON_PRIVATE,
+            MapKind::Vsyscall => vs::AREA_VSYSCALL | vs::ANON_PRIVATE,
+            MapKind::Vdso => vs::AREA_REGULAR | vs::AREA_VDSO | vs::ANON_PRIVATE,
             MapKind::Vvar | MapKind::VvarVclock => {
                 if let Some(prev) = out.last_mut() {
-                    if prev.status & vs::VVAR != 0 && prev.map.end == map.start {
+                    if prev.status & vs::AREA_VVAR != 0 && prev.map.end == map.start {
                         prev.map.end = map.end;
                         continue;
                     }
                 }
-                vs::REGULAR | vs::VVAR | vs::ANON_PRIVATE
+                vs::AREA_REGULAR | vs::AREA_VVAR | vs::ANON_PRIVATE
             }
-            MapKind::Heap => vs::REGULAR | vs::HEAP | vs::ANON_PRIVATE,
+            MapKind::Heap => vs::AREA_REGULAR | vs::AREA_HEAP | vs::ANON_PRIVATE,
             MapKind::Anon | MapKind::Stack | MapKind::AnonNamed(_) => {
                 if map.shared {
                     return unsupported("shared anonymous");
                 }
-                vs::REGULAR | vs::ANON_PRIVATE
+                vs::AREA_REGULAR | vs::ANON_PRIVATE
             }
             MapKind::File => {
                 let path = map.path.clone().unwrap_or_default();
@@ -109,9 +110,9 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     return unsupported("device");
                 }
                 if map.shared {
-                    vs::REGULAR | vs::FILE_SHARED
+                    vs::AREA_REGULAR | vs::FILE_SHARED
                 } else {
-                    vs::REGULAR | vs::FILE_PRIVATE
+                    vs::AREA_REGULAR | vs::FILE_PRIVATE
                 }
             }
             MapKind::AnonShmemNamed(_) => return unsupported("shared anonymous"),
@@ -191,7 +192,8 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma]) -> Result<PageCounts, Erro
             source,
         })?,
     );
-    let mem_file = File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
+    let mem_file =
+        File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
     let mut buf = vec![0u8; BATCH];
     for &(start, n, readable) in &runs {
         let mut done = 0u64;
@@ -394,7 +396,7 @@ fn bad(dir: &Path, why: String) -> Error {
 pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
     let mut prev_end = 0u64;
     for v in &mm.vmas {
-        if v.status & vs::VSYSCALL != 0 {
+        if v.status & vs::AREA_VSYSCALL != 0 {
             continue;
         }
         if v.start >= v.end
@@ -408,7 +410,15 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
                 format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
             ));
         }
-        if v.status & (vs::ANON_SHARED | vs::SYSVIPC | vs::SOCKET | vs::AIORING | vs::MEMFD | vs::UNSUPP) != 0 {
+        if v.status
+            & (vs::ANON_SHARED
+                | vs::AREA_SYSVIPC
+                | vs::AREA_SOCKET
+                | vs::AREA_AIORING
+                | vs::AREA_MEMFD
+                | vs::UNSUPP)
+            != 0
+        {
             return Err(Error::unsupported(format!(
                 "restoring VMA {:#x}-{:#x} with status {:#x}",
                 v.start, v.end, v.status
@@ -439,9 +449,9 @@ fn covered_by_private_vmas(mm: &MmEntry, start: u64, end: u64) -> Option<bool> {
             v.start <= cur
                 && cur < v.end
                 && v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
-                && v.status & vs::VSYSCALL == 0
+                && v.status & vs::AREA_VSYSCALL == 0
         })?;
-        vdso |= v.status & (vs::VDSO | vs::VVAR) != 0;
+        vdso |= v.status & (vs::AREA_VDSO | vs::AREA_VVAR) != 0;
         cur = v.end;
     }
     Some(vdso)
@@ -490,10 +500,7 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
         if flags & pe::PRESENT == 0 {
             continue;
         }
-        let end = e
-            .vaddr
-            .checked_add(n.checked_mul(PAGE_SIZE).unwrap_or(u64::MAX))
-            .unwrap_or(u64::MAX);
+        let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
         let inside = covered_by_private_vmas(mm, e.vaddr, end);
         if e.vaddr % PAGE_SIZE != 0 || n == 0 || inside.is_none() {
             return Err(bad(
@@ -539,7 +546,7 @@ pub fn restore_vmas(
     let mut open_fds: Vec<(u64, u32, u64)> = Vec::new(); // (shmid, fdflags, fd)
     let mut scratch_off = 0u64;
     for v in &mm.vmas {
-        if v.status & (vs::VSYSCALL | vs::VDSO | vs::VVAR) != 0 {
+        if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
@@ -602,7 +609,14 @@ pub fn restore_vmas(
         let pfd = r.call(
             "open pages image",
             libc::SYS_openat,
-            [libc::AT_FDCWD as u64, a.get(), libc::O_RDONLY as u64, 0, 0, 0],
+            [
+                libc::AT_FDCWD as u64,
+                a.get(),
+                libc::O_RDONLY as u64,
+                0,
+                0,
+                0,
+            ],
         )?;
         for run in runs {
             let total = run.npages * PAGE_SIZE;
@@ -611,7 +625,14 @@ pub fn restore_vmas(
                 let n = r.call(
                     &format!("pread pages into {:#x}", run.vaddr + done),
                     libc::SYS_pread64,
-                    [pfd, run.vaddr + done, total - done, run.file_off + done, 0, 0],
+                    [
+                        pfd,
+                        run.vaddr + done,
+                        total - done,
+                        run.file_off + done,
+                        0,
+                        0,
+                    ],
                 )?;
                 if n == 0 {
                     return Err(Error::Restore {
@@ -630,7 +651,7 @@ pub fn restore_vmas(
     }
     // Final protections and advice.
     for v in &mm.vmas {
-        if v.status & (vs::VSYSCALL | vs::VDSO | vs::VVAR) != 0 {
+        if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
@@ -662,7 +683,14 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
     let exe_fd = r.call(
         &format!("open exe {exe_path}"),
         libc::SYS_openat,
-        [libc::AT_FDCWD as u64, a.get(), libc::O_RDONLY as u64, 0, 0, 0],
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            libc::O_RDONLY as u64,
+            0,
+            0,
+            0,
+        ],
     )?;
     let auxv: Vec<u8> = mm
         .mm_saved_auxv
@@ -716,10 +744,4 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
         )?;
     }
     Ok(())
-}
-
-/// Write the pages image of an mm entry (used by tests).
-#[allow(dead_code)]
-pub fn write_mm(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(), Error> {
-    write_image(dir, ImageType::Mm, pid as u64, std::slice::from_ref(mm))
 }

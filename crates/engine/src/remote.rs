@@ -32,14 +32,6 @@ impl<'a> Remote<'a> {
         }
     }
 
-    /// Run a syscall and return its raw result (`-errno` on failure).
-    pub fn call_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, Error> {
-        let pid = self.pid();
-        self.task
-            .syscall_raw(nr, args)
-            .map_err(|source| Error::Compel { pid, source })
-    }
-
     /// Address of scratch offset `off`.
     pub fn at(&self, off: u64) -> RemoteAddr {
         self.scratch.add(off)
@@ -47,7 +39,10 @@ impl<'a> Remote<'a> {
 
     /// Copy `data` to scratch offset `off`; returns its remote address.
     pub fn put(&self, off: u64, data: &[u8]) -> Result<RemoteAddr, Error> {
-        assert!(off + data.len() as u64 <= self.scratch_len, "scratch overflow");
+        assert!(
+            off + data.len() as u64 <= self.scratch_len,
+            "scratch overflow"
+        );
         let pid = self.pid();
         let addr = self.at(off);
         let n = mem::write(pid, addr, data).map_err(sys_err(pid, "process_vm_writev"))?;

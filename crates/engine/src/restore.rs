@@ -13,9 +13,10 @@
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
 use crate::remote::Remote;
-use crate::util::{read_image, read_one, sys_err, us_since, vma_status as vs};
+use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, xsave, Error, RestoreOptions, RestoreOutcome};
 use crust_compel::{Task, SYSCALL_INSN};
+use crust_images::consts::vma as vs;
 use crust_images::image::ImageType;
 use crust_images::proto::core::{core_entry_march, CoreEntry, TaskKobjIdsEntry};
 use crust_images::proto::fs::FsEntry;
@@ -115,7 +116,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
     }
     if let Some(tc) = &core.tc {
-        if tc.task_state != crate::util::task_state::ALIVE {
+        if tc.task_state != crust_images::consts::task_state::ALIVE {
             return Err(Error::unsupported(format!(
                 "restoring a task in state {}",
                 tc.task_state
@@ -391,21 +392,20 @@ fn build(
         )?;
     }
     const SYS_CLOSE_RANGE: i64 = 436;
-    r.call("close_range", SYS_CLOSE_RANGE, [0, u32::MAX as u64, 0, 0, 0, 0])?;
+    r.call(
+        "close_range",
+        SYS_CLOSE_RANGE,
+        [0, u32::MAX as u64, 0, 0, 0, 0],
+    )?;
 
     // 2. The vDSO goes where the image had it.
     move_vdso(&mut r, &img.dir, &img.mm, &special, tramp + TRAMP_SIZE)?;
 
     // 3. Memory.
     let files = &img.files;
-    let pages = mem::restore_vmas(
-        &mut r,
-        &img.dir,
-        &img.mm,
-        img.pages_id,
-        &img.runs,
-        &|id| files.path_of(id),
-    )?;
+    let pages = mem::restore_vmas(&mut r, &img.dir, &img.mm, img.pages_id, &img.runs, &|id| {
+        files.path_of(id)
+    })?;
     let exe = files
         .path_of(img.mm.exe_file_id as u64)
         .expect("checked in load");
@@ -417,10 +417,18 @@ fn build(
     let cwd = files.path_of(img.fs.cwd_id as u64).expect("checked");
     if root != "/" {
         let a = r.put_cstr(0, root.as_bytes())?;
-        r.call(&format!("chroot {root}"), libc::SYS_chroot, [a.get(), 0, 0, 0, 0, 0])?;
+        r.call(
+            &format!("chroot {root}"),
+            libc::SYS_chroot,
+            [a.get(), 0, 0, 0, 0, 0],
+        )?;
     }
     let a = r.put_cstr(0, cwd.as_bytes())?;
-    r.call(&format!("chdir {cwd}"), libc::SYS_chdir, [a.get(), 0, 0, 0, 0, 0])?;
+    r.call(
+        &format!("chdir {cwd}"),
+        libc::SYS_chdir,
+        [a.get(), 0, 0, 0, 0, 0],
+    )?;
     r.call(
         "umask",
         libc::SYS_umask,
@@ -453,9 +461,14 @@ fn move_vdso(
     special: &[(MapKind, u64, u64)],
     temp: u64,
 ) -> Result<(), Error> {
-    let want_vvar = mm.vmas.iter().find(|v| v.status & vs::VVAR != 0);
-    let want_vdso = mm.vmas.iter().find(|v| v.status & vs::VDSO != 0);
-    let get = |k: MapKind| special.iter().find(|(kk, _, _)| *kk == k).map(|x| (x.1, x.2));
+    let want_vvar = mm.vmas.iter().find(|v| v.status & vs::AREA_VVAR != 0);
+    let want_vdso = mm.vmas.iter().find(|v| v.status & vs::AREA_VDSO != 0);
+    let get = |k: MapKind| {
+        special
+            .iter()
+            .find(|(kk, _, _)| *kk == k)
+            .map(|x| (x.1, x.2))
+    };
     let (vvar, vclock, vdso) = (
         get(MapKind::Vvar),
         get(MapKind::VvarVclock),
@@ -475,7 +488,8 @@ fn move_vdso(
         });
     };
     // Our layout: [vvar][vvar_vclock][vdso], back to back.
-    let ours_vvar_len = vvar.map(|(s, e)| e - s).unwrap_or(0) + vclock.map(|(s, e)| e - s).unwrap_or(0);
+    let ours_vvar_len =
+        vvar.map(|(s, e)| e - s).unwrap_or(0) + vclock.map(|(s, e)| e - s).unwrap_or(0);
     let want_vvar_len = want_vvar.map(|v| v.end - v.start).unwrap_or(0);
     if vdso.1 - vdso.0 != want_vdso.end - want_vdso.start
         || ours_vvar_len != want_vvar_len

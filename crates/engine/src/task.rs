@@ -2,13 +2,14 @@
 //! Dump builds CRIU's `core_entry`; restore applies it.
 
 use crate::remote::Remote;
-use crate::util::{cap_join, cap_words, proc_err, sys_err, task_state};
+use crate::util::{cap_join, cap_words, proc_err, sys_err};
 use crate::{xsave, Error};
 use crust_compel::Task;
+use crust_images::consts::task_state;
+use crust_images::proto::core::CoreEntry;
 use crust_images::proto::core::{
     core_entry_march, TaskCoreEntry, TaskRlimitsEntry, ThreadCoreEntry, ThreadSasEntry,
 };
-use crust_images::proto::core::CoreEntry;
 use crust_images::proto::core_x86::{
     user_x86_regs_mode, ThreadInfoX86, UserDescT, UserX86RegsEntry,
 };
@@ -242,7 +243,9 @@ pub fn build_core(
 ) -> Result<CoreEntry, Error> {
     let pid = task.pid();
     let regs = crust_compel::restart_adjusted(task.regs(), false);
-    let xstate = task.xstate().map_err(|source| Error::Compel { pid, source })?;
+    let xstate = task
+        .xstate()
+        .map_err(|source| Error::Compel { pid, source })?;
     let fpregs = xsave::fpregs_from_xstate(&xstate);
     let limits = crust_proc::limits(proc, pid).map_err(proc_err(pid))?;
     let personality = crust_proc::personality(proc, pid).map_err(proc_err(pid))?;
@@ -256,12 +259,15 @@ pub fn build_core(
         .map_err(|source| Error::Compel { pid, source })?;
     let (futex_rla, futex_rla_len) =
         crust_sys::process::get_robust_list(pid).map_err(sys_err(pid, "get_robust_list"))?;
-    let rseq = task.rseq().filter(|r| r.rseq_abi_pointer != 0).map(|r| RseqEntry {
-        rseq_abi_pointer: r.rseq_abi_pointer,
-        rseq_abi_size: r.rseq_abi_size,
-        signature: r.signature,
-        ..Default::default()
-    });
+    let rseq = task
+        .rseq()
+        .filter(|r| r.rseq_abi_pointer != 0)
+        .map(|r| RseqEntry {
+            rseq_abi_pointer: r.rseq_abi_pointer,
+            rseq_abi_size: r.rseq_abi_size,
+            signature: r.signature,
+            ..Default::default()
+        });
     let creds = CredsEntry {
         uid: status.uid[0],
         gid: status.gid[0],
@@ -445,7 +451,11 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
             b.extend_from_slice(&[0u8; 4]);
             b.extend_from_slice(&sas.ss_size.to_le_bytes());
             let a = r.put(0, &b)?;
-            r.call("sigaltstack", libc::SYS_sigaltstack, [a.get(), 0, 0, 0, 0, 0])?;
+            r.call(
+                "sigaltstack",
+                libc::SYS_sigaltstack,
+                [a.get(), 0, 0, 0, 0, 0],
+            )?;
         }
         if let Some(q) = &th.signals_p {
             for s in &q.signals {
@@ -485,7 +495,11 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
 
 /// Register the task's rseq area again (after its memory is in place).
 pub fn apply_rseq(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
-    if let Some(rs) = core.thread_core.as_ref().and_then(|t| t.rseq_entry.as_ref()) {
+    if let Some(rs) = core
+        .thread_core
+        .as_ref()
+        .and_then(|t| t.rseq_entry.as_ref())
+    {
         if rs.rseq_abi_pointer != 0 {
             r.call(
                 "rseq",
@@ -528,7 +542,10 @@ fn queue_signal(r: &mut Remote<'_>, s: &SiginfoEntry, shared: bool) -> Result<()
     if s.siginfo.len() != 128 {
         return Err(Error::Restore {
             pid,
-            what: format!("siginfo of {} bytes in the image (128 expected)", s.siginfo.len()),
+            what: format!(
+                "siginfo of {} bytes in the image (128 expected)",
+                s.siginfo.len()
+            ),
         });
     }
     let signo = i32::from_le_bytes(s.siginfo[0..4].try_into().unwrap());
@@ -594,13 +611,21 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
             libc::SYS_setresgid,
             [c.gid as u64, c.egid as u64, c.sgid as u64, 0, 0, 0],
         )?;
-        r.call("setfsgid", libc::SYS_setfsgid, [c.fsgid as u64, 0, 0, 0, 0, 0])?;
+        r.call(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [c.fsgid as u64, 0, 0, 0, 0, 0],
+        )?;
         r.call(
             "setresuid",
             libc::SYS_setresuid,
             [c.uid as u64, c.euid as u64, c.suid as u64, 0, 0, 0],
         )?;
-        r.call("setfsuid", libc::SYS_setfsuid, [c.fsuid as u64, 0, 0, 0, 0, 0])?;
+        r.call(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [c.fsuid as u64, 0, 0, 0, 0, 0],
+        )?;
     }
     if !same_ids || !same_caps {
         let bnd = cap_join(&c.cap_bnd);

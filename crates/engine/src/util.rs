@@ -5,39 +5,6 @@ use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::Message;
 use std::path::Path;
 
-/// VMA status bits of CRIU's images (`vma_entry.status`).
-pub mod vma_status {
-    pub const REGULAR: u32 = 1 << 0;
-    pub const STACK: u32 = 1 << 1;
-    pub const VSYSCALL: u32 = 1 << 2;
-    pub const VDSO: u32 = 1 << 3;
-    pub const HEAP: u32 = 1 << 5;
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    pub const FILE_SHARED: u32 = 1 << 7;
-    pub const ANON_SHARED: u32 = 1 << 8;
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    pub const SYSVIPC: u32 = 1 << 10;
-    pub const SOCKET: u32 = 1 << 11;
-    pub const VVAR: u32 = 1 << 12;
-    pub const AIORING: u32 = 1 << 13;
-    pub const MEMFD: u32 = 1 << 14;
-    pub const UNSUPP: u32 = 1 << 31;
-}
-
-/// Pagemap entry flags (`pagemap_entry.flags`).
-pub mod pe {
-    pub const PARENT: u32 = 1 << 0;
-    pub const LAZY: u32 = 1 << 1;
-    pub const PRESENT: u32 = 1 << 2;
-}
-
-/// CRIU's task states (`task_core_entry.task_state`).
-pub mod task_state {
-    pub const ALIVE: u32 = 1;
-    pub const DEAD: u32 = 2;
-    pub const STOPPED: u32 = 3;
-}
-
 pub fn proc_err(pid: i32) -> impl FnOnce(crust_proc::ProcError) -> Error {
     move |source| {
         if source.is_not_found() {

@@ -15,7 +15,11 @@ pub fn read(pid: i32, addr: RemoteAddr, buf: &mut [u8]) -> io::Result<usize> {
 /// Scatter read: fills `bufs` in order from the remote ranges
 /// `(addr, len)`; a `len` of 0 means "the length of the matching buffer"
 /// when the lists have equal size.
-pub fn readv(pid: i32, bufs: &mut [&mut [u8]], remote: &[(RemoteAddr, usize)]) -> io::Result<usize> {
+pub fn readv(
+    pid: i32,
+    bufs: &mut [&mut [u8]],
+    remote: &[(RemoteAddr, usize)],
+) -> io::Result<usize> {
     let local: Vec<libc::iovec> = bufs
         .iter_mut()
         .map(|b| libc::iovec {
