@@ -139,6 +139,9 @@ start_prog() {
         fail "pid $PID is not $prog (exe $(exe_of "$PID"))"
         return 1
     fi
+    # Programs write the ready file once, during set-up: if it comes back, the
+    # program was started again rather than restored (checked in expect_pass).
+    rm -f "$D/ready"
     return 0
 }
 
@@ -184,6 +187,7 @@ expect_pass() {
     fi
     res=$(cat "$D/result")
     [ "$res" = PASS ] || { fail "program says: $res" "$log"; return 1; }
+    [ -e "$D/ready" ] && { fail "the ready file was written again: the program ran its set-up twice" "$log"; return 1; }
     wait_gone "$PID" 5 || { fail "pid $PID did not exit after writing PASS" "$log"; return 1; }
 }
 
