@@ -143,8 +143,17 @@ pub fn run() -> Result<i32> {
 
     println!("crust demo: checkpoint a running counter, kill it, bring it back.\n");
 
-    // 1. Start the counter.
-    let child = Command::new(&exe)
+    // 1. Start the counter: a copy of this binary, so that the restored
+    // task's executable is not the file crust itself runs from.
+    let counter_exe = scratch.dir.join("crust-demo-counter");
+    fs::copy(&exe, &counter_exe).with_context(|| {
+        format!(
+            "step 1 (start the counter) failed: copying {} to {}",
+            exe.display(),
+            counter_exe.display()
+        )
+    })?;
+    let child = Command::new(&counter_exe)
         .arg("__demo-counter")
         .arg(&count_file)
         .current_dir(&scratch.dir)
