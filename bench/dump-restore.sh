@@ -24,7 +24,6 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do
         kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
     done
     rm -rf "$WORK"
 }
@@ -51,9 +50,11 @@ run_one() {
     local dir=$WORK/$name img=$WORK/$name/img
     mkdir -p "$img"
 
-    setsid "$BIGMEM" --mb "$MB" --ready "$dir/ready" --result "$dir/result" \
-        </dev/null >"$dir/bigmem.out" 2>&1 &
-    local pid=$!
+    # Started from a subshell, so it is no job of ours (no "Killed" notes) and
+    # whoever reaps orphans reaps it once the dump kills it.
+    local pid
+    pid=$(setsid "$BIGMEM" --mb "$MB" --ready "$dir/ready" --result "$dir/result" \
+        </dev/null >"$dir/bigmem.out" 2>&1 & echo $!)
     PIDS+=("$pid")
     if ! wait_file "$dir/ready" 600; then
         echo "$name: bigmem did not get ready" >&2
@@ -67,7 +68,6 @@ run_one() {
         return 1
     fi
     t1=$(now)
-    wait "$pid" 2>/dev/null || true
     local frozen_us
     frozen_us=$(awk '/^Frozen time:/ { print $3 }' "$dir/stats")
     local bytes
