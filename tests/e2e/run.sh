@@ -13,6 +13,11 @@
 #                     (checks the programs and this harness); tests that need crust SKIP
 #   E2E_BIGMEM_MB     size of the bigmem test (default 1024)
 #   E2E_LOG_DIR       where the logs of failed tests are kept (default target/e2e-logs)
+#   E2E_KEEP=1        keep the work dir (images, logs) of every test, for debugging
+#   E2E_CRIT=0        do not check every dump with Debian's crit (default: check when
+#                     /usr/bin/crit exists; the `crit` test then SKIPs)
+#
+# Needs python3 for golden-loop, the crit checks and shell-job (tests/e2e/pty-run).
 #
 # Output: one line per test, "PASS name", "FAIL name: reason (see LOG)" or
 # "SKIP name: reason", then "e2e: N passed, N failed, N skipped". Exits non-zero
@@ -36,10 +41,25 @@ GOLDEN_COUNTER_ADDR=$((0x4a60f0))
 READY_TIMEOUT=10
 RESULT_TIMEOUT=20
 CR_TIMEOUT=${E2E_CR_TIMEOUT:-300}
+KEEP=${E2E_KEEP:-0}
 
 ALL_TESTS=(loop bigmem fpregs signals files mappings getpid restore-twice golden-loop
-    err-dump-nopid err-dump-threads err-dump-children err-restore-nodir
-    err-restore-truncated err-restore-arch)
+    crit leave-running leave-stopped restore-leave-stopped restore-attached pidfile
+    shell-job two-procs
+    err-dump-nopid err-dump-threads err-dump-children err-dump-pipe err-restore-nodir
+    err-restore-truncated err-restore-arch err-restore-files)
+
+# Debian's crit (criu 3.17) must decode every image crust writes.
+CRIT=/usr/bin/crit
+CRIT_PY=/usr/bin/python3
+CRIT_ON=${E2E_CRIT:-1}
+[ -x "$CRIT_PY" ] && [ -f "$CRIT" ] || CRIT_ON=0
+# python3 for the pty-run helper; a real binary (not a wrapper script), so
+# its exe can be tracked.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3 || echo python3)
+PTY_RUN=$ROOT/tests/e2e/pty-run
+TIMEOUT_EXE=$(readlink -f "$(command -v timeout)")
 
 WORK=$(mktemp -d /tmp/crust-e2e.XXXXXX) || { echo "cannot create a temp dir" >&2; exit 2; }
 declare -a TRACKED=()      # "pid exe" of every process we started or restored
@@ -75,7 +95,11 @@ cleanup() {
         t=${GOLDEN_MADE[$i]}
         if [ -d "$t" ]; then rmdir "$t" 2>/dev/null; else rm -f "$t"; fi
     done
-    rm -rf "$WORK"
+    if [ "$KEEP" = 1 ]; then
+        echo "e2e: E2E_KEEP=1: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -157,20 +181,71 @@ crust_run() {
     RC=$?
 }
 
-# dump PID into IMG; checks rc and that the task is gone.
+# The image files crit must decode: every *.img but pages-*.img, and stats-dump.
+crit_files() {
+    local f
+    for f in "$1"/*.img "$1"/stats-dump; do
+        [ -f "$f" ] || continue
+        case ${f##*/} in pages-*.img) continue ;; esac
+        printf '%s\n' "$f"
+    done
+}
+
+# Decode every image of IMG with crit's own decoder (pycriu.cli.decode, what
+# `crit decode [--pretty]` runs) in one python process: cheap enough for
+# every dump. No-op without crit.
+crit_fast() {
+    local img=$1 files
+    [ "$CRIT_ON" = 1 ] || return 0
+    if [ ! -f "$WORK/crit-check.py" ]; then
+        cat >"$WORK/crit-check.py" <<'EOF'
+import os, sys
+from pycriu import cli
+bad = 0
+for path in sys.argv[1:]:
+    for pretty in (False, True):
+        try:
+            cli.decode({"in": path, "out": os.devnull, "pretty": pretty, "nopl": False})
+        except BaseException as e:
+            print("crit decode%s rejects %s: %s: %s" % (" --pretty" if pretty else "",
+                  os.path.basename(path), type(e).__name__, e))
+            bad += 1
+            break
+sys.exit(1 if bad else 0)
+EOF
+    fi
+    mapfile -t files < <(crit_files "$img")
+    [ ${#files[@]} -gt 0 ] || { fail "no image files in $img"; return 1; }
+    "$CRIT_PY" "$WORK/crit-check.py" "${files[@]}" >"$D/crit.out" 2>&1 ||
+        { fail "$(grep -m1 'rejects' "$D/crit.out" || head -c 300 "$D/crit.out")" "$D/crit.out"; return 1; }
+}
+
+# dump_with IMG [CRUST ARGS...]: dump PID into IMG; checks rc and the images
+# with crit. The task may still exist afterwards.
+dump_with() {
+    local img=$1
+    shift
+    mkdir -p "$img"
+    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log "$@"
+    [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
+    crit_fast "$img"
+}
+
+# dump PID into IMG; checks rc, crit, and that the task is gone.
 do_dump() {
     local img=$1
-    mkdir -p "$img"
-    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log
-    [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
+    shift
+    dump_with "$img" "$@" || return 1
     wait_gone "$PID" 5 || { fail "pid $PID still exists after dump (state $(pstate "$PID"))" "$img/dump.log"; return 1; }
 }
 
-# restore from IMG detached; checks rc and the pidfile. $2: log/pidfile suffix.
+# restore from IMG detached; checks rc and the pidfile. $2: log/pidfile
+# suffix; more crust arguments after it.
 do_restore() {
     local img=$1 sfx=${2:-} got
+    shift $(($# < 2 ? $# : 2))
     rm -f "$D/pidfile$sfx"
-    crust_run "restore$sfx" restore -D "$img" -d --pidfile "$D/pidfile$sfx" -v4 -o "restore$sfx.log"
+    crust_run "restore$sfx" restore -D "$img" -d --pidfile "$D/pidfile$sfx" -v4 -o "restore$sfx.log" "$@"
     [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore$sfx.err")" "$img/restore$sfx.log"; return 1; }
     got=$(cat "$D/pidfile$sfx" 2>/dev/null)
     [ "$got" = "$PID" ] || { fail "pidfile holds '$got', expected $PID" "$img/restore$sfx.log"; return 1; }
@@ -334,9 +409,12 @@ t_err_dump_nopid() {
     expect_error dump "$D/img/dump.log"
 }
 
+# dump_must_fail WHAT PROG [ARGS...]: the dump fails with a message matching
+# the regex WHAT, and the program runs on untouched and passes its check.
 dump_must_fail() {
-    local prog=$1 what=$2 children c
-    start_prog "$prog" || return 1
+    local what=$1 prog=$2 children c
+    shift
+    start_prog "$@" || return 1
     children=$(cat /proc/"$PID"/task/*/children 2>/dev/null)
     for c in $children; do track "$c" "$BIN/$prog"; done
     if [ "$NO_CR" = 1 ]; then
@@ -358,8 +436,10 @@ dump_must_fail() {
     expect_pass "$D/img/dump.log"
 }
 
-t_err_dump_threads() { dump_must_fail threads 'not supported|thread'; }
-t_err_dump_children() { dump_must_fail forker 'not supported|child'; }
+t_err_dump_threads() { dump_must_fail 'not supported|thread' threads; }
+t_err_dump_children() { dump_must_fail 'not supported|child' forker; }
+# A pipe (fds 3 and 4) cannot be dumped yet: the message names the fd.
+t_err_dump_pipe() { dump_must_fail 'fd [34]\b.*pipe|pipe.*fd [34]\b' loop --pipe 1; }
 
 t_err_restore_nodir() {
     need_cr || return
@@ -422,6 +502,331 @@ t_err_restore_arch() {
     [ "$b" = 0801 ] || { fail "core-$ERR_PID.img does not start with mtype X86_64 (bytes $b)"; return 1; }
     printf '\003' | dd of="$core" bs=1 seek=13 conv=notrunc status=none
     restore_must_fail "$D/img"
+}
+
+# ---------------------------------------------------------------- crit and options
+
+# Wait until a pid is in state $2 (a /proc stat letter); $3 seconds at most.
+wait_state() {
+    local pid=$1 want=$2 n=$(($3 * 20))
+    while [ $n -gt 0 ]; do
+        [ "$(pstate "$pid")" = "$want" ] && return 0
+        sleep 0.05
+        n=$((n - 1))
+    done
+    return 1
+}
+
+tracer_of() { awk '/^TracerPid:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+ppid_of() { awk '/^PPid:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# The pid is stopped (state T, not a ptrace stop), untraced, and stays so.
+expect_stopped() {
+    local pid=$1 what=$2 log=$3
+    wait_state "$pid" T 3 || { fail "$what: pid $pid is in state '$(pstate "$pid")', expected T (stopped)" "$log"; return 1; }
+    [ "$(tracer_of "$pid")" = 0 ] || { fail "$what: pid $pid is still traced by $(tracer_of "$pid")" "$log"; return 1; }
+    sleep 0.3
+    [ "$(pstate "$pid")" = T ] || { fail "$what: pid $pid went from T to '$(pstate "$pid")' on its own" "$log"; return 1; }
+}
+
+# Every image of a dump of loop through the real crit command line
+# (`crit decode -i FILE`), one process per file; then restore it.
+t_crit() {
+    need_cr || return
+    [ "$CRIT_ON" = 1 ] || { skip "no crit ($CRIT_PY $CRIT: apt-get install criu) or E2E_CRIT=0"; return; }
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    local f bad="" n=0
+    while read -r f; do
+        n=$((n + 1))
+        if ! "$CRIT_PY" "$CRIT" decode -i "$f" >"$D/crit-${f##*/}.json" 2>"$D/crit-${f##*/}.err"; then
+            bad="$bad ${f##*/} ($(head -c 120 "$D/crit-${f##*/}.err" | tr '\n' ' '))"
+        fi
+    done < <(crit_files "$D/img")
+    [ -z "$bad" ] || { fail "crit decode rejects:$bad" "$D"; return 1; }
+    [ $n -ge 8 ] || { fail "only $n image files to decode in the dump" "$D/img/dump.log"; return 1; }
+    grep -q "\"pid\": $PID\\b" "$D/crit-pstree.img.json" ||
+        { fail "crit's pstree.img does not show pid $PID: $(head -c 200 "$D/crit-pstree.img.json")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# dump -R: the task runs on, untouched, and passes its own check; the images
+# then restore it as well.
+t_leave_running() {
+    need_cr || return
+    start_prog loop || return 1
+    dump_with "$D/img" -R || return 1
+    sleep 0.3
+    [ -e "/proc/$PID" ] || { fail "pid $PID is gone after dump -R" "$D/img/dump.log"; return 1; }
+    [ "$(exe_of "$PID")" = "$BIN/loop" ] || { fail "pid $PID now runs '$(exe_of "$PID")'" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log" || { REASON="the task left running: $REASON"; return 1; }
+    rm -f "$D/result"
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log" || { REASON="restored from the -R images: $REASON"; return 1; }
+}
+
+# dump -s: the task is left stopped and untraced; SIGCONT lets it go on.
+t_leave_stopped() {
+    need_cr || return
+    start_prog loop || return 1
+    dump_with "$D/img" -s || return 1
+    expect_stopped "$PID" "after dump -s" "$D/img/dump.log" || return 1
+    kill -CONT "$PID"
+    expect_pass "$D/img/dump.log"
+}
+
+# restore -s: the restored task is stopped and untraced; SIGCONT lets it go on.
+t_restore_leave_stopped() {
+    need_cr || return
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" "" -s || return 1
+    expect_stopped "$PID" "after restore -s" "$D/img/restore.log" || return 1
+    kill -CONT "$PID"
+    expect_pass "$D/img/restore.log"
+}
+
+# Start `crust restore` without -d in the background (under timeout): crust
+# stays the parent of the restored task. $1: log/pidfile suffix. Sets CPID
+# (the timeout process) once the pidfile shows the task restored.
+restore_attached_start() {
+    local sfx=$1 n=$((30 * 20)) crust_pid
+    rm -f "$D/pidfile$sfx"
+    timeout -k 5 "$CR_TIMEOUT" "$CRUST" restore -D "$D/img" --pidfile "$D/pidfile$sfx" -v4 -o "restore$sfx.log" \
+        </dev/null >"$D/restore$sfx.out" 2>"$D/restore$sfx.err" &
+    CPID=$!
+    track "$CPID" "$TIMEOUT_EXE"
+    while [ ! -s "$D/pidfile$sfx" ] && [ $n -gt 0 ]; do
+        case $(pstate "$CPID") in "" | Z) break ;; esac
+        sleep 0.05
+        n=$((n - 1))
+    done
+    if [ ! -s "$D/pidfile$sfx" ]; then
+        wait_rc "$CPID" 5
+        fail "restore (attached) ended with $RC before writing its pidfile: $(head -c 300 "$D/restore$sfx.err")" "$D/img/restore$sfx.log"
+        return 1
+    fi
+    [ "$(cat "$D/pidfile$sfx")" = "$PID" ] || { fail "pidfile holds '$(cat "$D/pidfile$sfx")', expected $PID"; return 1; }
+    crust_pid=$(ppid_of "$PID")
+    [ "$(ppid_of "$crust_pid")" = "$CPID" ] && [ "$(exe_of "$crust_pid")" = "$(readlink -f "$CRUST")" ] ||
+        { fail "the restored pid $PID is a child of $crust_pid ($(exe_of "$crust_pid")), not of crust" "$D/img/restore$sfx.log"; return 1; }
+}
+
+# Wait for our child $1 to end ($2 seconds at most); RC = its exit status
+# (or 255 if it did not end).
+wait_rc() {
+    local pid=$1 n=$(($2 * 20))
+    while [ $n -gt 0 ]; do
+        case $(pstate "$pid") in "" | Z) break ;; esac
+        sleep 0.05
+        n=$((n - 1))
+    done
+    case $(pstate "$pid") in
+        "" | Z) wait "$pid"; RC=$? ;;
+        *) RC=255 ;;
+    esac
+}
+
+# restore without -d: crust waits for the restored task and exits with its
+# status: 0 after PASS, 1 after FAIL, 128+9 when it is killed.
+t_restore_attached() {
+    need_cr || return
+    mkdir -p "$D/files"
+    start_prog files --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    cp -a "$D/files" "$D/files.orig" || { fail "cannot copy $D/files"; return 1; }
+    local res
+    # 1. The task passes: crust exits 0.
+    restore_attached_start 1 || return 1
+    expect_pass "$D/img/restore1.log" || return 1
+    wait_rc "$CPID" 10
+    [ $RC = 0 ] || { fail "crust exited with $RC after its task exited 0: $(head -c 300 "$D/restore1.err")" "$D/img/restore1.log"; return 1; }
+    # 2. Same size but other bytes where the task reads: it says FAIL, exits 1.
+    rm -rf "$D/files" "$D/result" && cp -a "$D/files.orig" "$D/files" || { fail "cannot reset $D/files"; return 1; }
+    printf 'QQQQ' | dd of="$D/files/ro.dat" bs=1 seek=12 conv=notrunc status=none
+    restore_attached_start 2 || return 1
+    kill -TERM "$PID"
+    wait_file "$D/result" $RESULT_TIMEOUT || { fail "restore #2: no result after SIGTERM" "$D/img/restore2.log"; return 1; }
+    res=$(cat "$D/result")
+    case $res in FAIL*) ;; *) fail "restore #2: the task says '$res' though ro.dat was changed"; return 1 ;; esac
+    wait_rc "$CPID" 10
+    [ $RC = 1 ] || { fail "crust exited with $RC after its task exited 1: $(head -c 300 "$D/restore2.err")" "$D/img/restore2.log"; return 1; }
+    # 3. Killed: crust exits 128 + 9.
+    rm -rf "$D/files" "$D/result" && cp -a "$D/files.orig" "$D/files" || { fail "cannot reset $D/files"; return 1; }
+    restore_attached_start 3 || return 1
+    kill -KILL "$PID"
+    wait_rc "$CPID" 10
+    [ $RC = 137 ] || { fail "crust exited with $RC after its task was SIGKILLed, expected 137" "$D/img/restore3.log"; return 1; }
+    [ -e "/proc/$PID" ] && { fail "pid $PID still exists after crust ended"; return 1; }
+    return 0
+}
+
+# --pidfile: relative to -D, mode 0600, holds the pid. An existing pidfile
+# makes the restore fail before anything is restored; a pidfile that cannot
+# be created makes it fail without leaving the task behind.
+t_pidfile() {
+    need_cr || return
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    local pf=$D/img/rel.pid
+    crust_run restore1 restore -D "$D/img" -d --pidfile rel.pid -v4 -o restore1.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore1.err")" "$D/img/restore1.log"; return 1; }
+    [ -f "$pf" ] || { fail "no $pf: a relative --pidfile goes to the images dir" "$D/img/restore1.log"; return 1; }
+    [ "$(cat "$pf")" = "$PID" ] || { fail "pidfile holds '$(cat "$pf")', expected $PID"; return 1; }
+    [ "$(stat -c %a "$pf")" = 600 ] || { fail "pidfile has mode $(stat -c %a "$pf"), expected 600"; return 1; }
+    [ -e "/proc/$PID" ] || { fail "restored pid $PID does not exist" "$D/img/restore1.log"; return 1; }
+    kill -KILL "$PID"
+    wait_gone "$PID" 5 || { fail "pid $PID survived SIGKILL"; return 1; }
+    # The pidfile exists (CRIU creates it O_EXCL).
+    echo stale >"$pf"
+    crust_run restore2 restore -D "$D/img" -d --pidfile rel.pid -v4 -o restore2.log
+    expect_error restore2 "$D/img/restore2.log" || return 1
+    grep -q 'rel\.pid' "$D/restore2.err" ||
+        { fail "the message does not name the pidfile: $(head -c 300 "$D/restore2.err")" "$D/img/restore2.log"; return 1; }
+    sleep 0.2
+    [ -e "/proc/$PID" ] && { fail "pid $PID exists after the restore refused the pidfile" "$D/img/restore2.log"; return 1; }
+    [ "$(cat "$pf")" = stale ] || { fail "the existing pidfile was overwritten with '$(cat "$pf")'"; return 1; }
+    # A pidfile in a missing directory.
+    crust_run restore3 restore -D "$D/img" -d --pidfile "$D/no-such-dir/pid" -v4 -o restore3.log
+    expect_error restore3 "$D/img/restore3.log" || return 1
+    grep -q 'no-such-dir' "$D/restore3.err" ||
+        { fail "the message does not name the pidfile: $(head -c 300 "$D/restore3.err")" "$D/img/restore3.log"; return 1; }
+    wait_gone "$PID" 2 || { fail "pid $PID (state $(pstate "$PID")) was left behind when the pidfile could not be written" "$D/img/restore3.log"; return 1; }
+    # Nothing is in the way of a good restore.
+    do_restore "$D/img" 4 || return 1
+    expect_pass "$D/img/restore4.log"
+}
+
+# restore_fails_naming IMG PID WORD SFX: the restore fails with a message
+# containing WORD, without a pidfile and without the pid existing after.
+restore_fails_naming() {
+    local img=$1 pid=$2 word=$3 sfx=$4
+    rm -f "$D/pidfile$sfx"
+    crust_run "restore$sfx" restore -D "$img" -d --pidfile "$D/pidfile$sfx" -v4 -o "restore$sfx.log"
+    expect_error "restore$sfx" "$img/restore$sfx.log" || return 1
+    grep -qF -- "$word" "$D/restore$sfx.err" ||
+        { fail "the message does not name $word: $(head -c 300 "$D/restore$sfx.err")" "$img/restore$sfx.log"; return 1; }
+    [ -e "$D/pidfile$sfx" ] && { fail "the failed restore wrote its pidfile" "$img/restore$sfx.log"; return 1; }
+    sleep 0.2
+    [ -e "/proc/$pid" ] && { fail "pid $pid exists after the failed restore (state $(pstate "$pid"))" "$img/restore$sfx.log"; return 1; }
+    return 0
+}
+
+# A file the task had open changed size, then is missing: the restore fails
+# naming it and leaves nothing; with the files back it works.
+t_err_restore_files() {
+    need_cr || return
+    mkdir -p "$D/files"
+    start_prog files --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    cp -a "$D/files" "$D/files.orig" || { fail "cannot copy $D/files"; return 1; }
+    echo more >>"$D/files/rw.dat"
+    restore_fails_naming "$D/img" "$PID" "$D/files/rw.dat" 1 || { REASON="rw.dat grew: $REASON"; return 1; }
+    cp -a "$D/files.orig/rw.dat" "$D/files/rw.dat"
+    rm -f "$D/files/ro.dat"
+    restore_fails_naming "$D/img" "$PID" "$D/files/ro.dat" 2 || { REASON="ro.dat deleted: $REASON"; return 1; }
+    cp -a "$D/files.orig/ro.dat" "$D/files/ro.dat"
+    do_restore "$D/img" 3 || { REASON="with the files back: $REASON"; return 1; }
+    expect_pass "$D/img/restore3.log"
+}
+
+# --shell-job: loop runs as a job on a pty (fds 0-2); dump without -j is
+# refused naming --shell-job, dump -j works, and `restore -j` from a crust on
+# another pty gives the task that terminal: it is still a tty after restore.
+t_shell_job() {
+    need_cr || return
+    "$PY" -c 'import pty, termios' 2>/dev/null || { skip "no usable python3 for $PTY_RUN"; return; }
+    local py_exe py1 py2 n fd t
+    py_exe=$(readlink -f "$(command -v "$PY")")
+    rm -f "$D/ready" "$D/result" "$D/ppid"
+    "$PY" "$PTY_RUN" --job --pidfile "$D/ppid" --log "$D/pty-dump.log" -- \
+        "$BIN/loop" --ready "$D/ready" --result "$D/result" --tty 1 </dev/null >"$D/pty-dump.out" 2>&1 &
+    py1=$!
+    track "$py1" "$py_exe"
+    if ! wait_file "$D/ready" $READY_TIMEOUT; then
+        fail "loop on a pty did not become ready: $(tail -c 300 "$D/pty-dump.log" "$D/pty-dump.out" 2>/dev/null)"
+        return 1
+    fi
+    PID=$(cat "$D/ppid")
+    track "$PID" "$BIN/loop"
+    [ "$(exe_of "$PID")" = "$BIN/loop" ] || { fail "pid $PID from pty-run is not loop"; return 1; }
+    rm -f "$D/ready"
+    for fd in 0 1 2; do
+        t=$(readlink "/proc/$PID/fd/$fd")
+        case $t in /dev/pts/*) ;; *) fail "set-up: fd $fd of loop is $t, not a pty"; return 1 ;; esac
+    done
+    mkdir -p "$D/img0"
+    crust_run dump0 dump -t "$PID" -D "$D/img0" -v4 -o dump.log
+    expect_error dump0 "$D/img0/dump.log" || { REASON="dump without -j: $REASON"; return 1; }
+    grep -q -- '--shell-job' "$D/dump0.err" ||
+        { fail "dump without -j: the message does not mention --shell-job: $(head -c 300 "$D/dump0.err")" "$D/img0/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    do_dump "$D/img" -j || return 1
+    wait_gone "$py1" 5 || { fail "pty-run of the dumped loop did not end"; return 1; }
+    # Restore from a crust on a new pty, attached so its pty stays open
+    # until the task ends.
+    rm -f "$D/pidfile"
+    "$PY" "$PTY_RUN" --log "$D/pty-restore.log" -- \
+        "$CRUST" restore -j -D "$D/img" --pidfile "$D/pidfile" -v4 -o restore.log </dev/null >"$D/pty-restore.out" 2>&1 &
+    py2=$!
+    track "$py2" "$py_exe"
+    n=$((30 * 20))
+    while [ ! -s "$D/pidfile" ] && [ $n -gt 0 ]; do
+        case $(pstate "$py2") in "" | Z) break ;; esac
+        sleep 0.05
+        n=$((n - 1))
+    done
+    for t in $(cat /proc/"$py2"/task/*/children 2>/dev/null); do track "$t" "$(readlink -f "$CRUST")"; done
+    [ -s "$D/pidfile" ] ||
+        { fail "restore -j on a pty failed: $(tail -c 300 "$D/pty-restore.log" "$D/pty-restore.out" 2>/dev/null | tr '\n' ' ')" "$D/img/restore.log"; return 1; }
+    [ "$(cat "$D/pidfile")" = "$PID" ] || { fail "pidfile holds '$(cat "$D/pidfile")', expected $PID"; return 1; }
+    for fd in 0 1 2; do
+        t=$(readlink "/proc/$PID/fd/$fd")
+        case $t in /dev/pts/*) ;; *) fail "after restore -j fd $fd is $t, not a pty" "$D/img/restore.log"; return 1 ;; esac
+    done
+    expect_pass "$D/img/restore.log" || return 1
+    wait_rc "$py2" 10
+    [ $RC = 0 ] || { fail "crust restore -j on its pty ended with $RC: $(tail -c 300 "$D/pty-restore.log")" "$D/img/restore.log"; return 1; }
+    grep -q 'still on a terminal' "$D/pty-restore.log" ||
+        { fail "the restored task's line did not reach crust's terminal" "$D/pty-restore.log"; return 1; }
+}
+
+# Two loops dumped at the same time into their own dirs, restored at the same
+# time, both pass.
+two_procs() {
+    local top=$1 x pids=() bg=()
+    for x in a b; do
+        D=$top/$x
+        mkdir -p "$D"
+        start_prog loop || { REASON="$x: $REASON"; return 1; }
+        pids+=("$PID")
+    done
+    for x in 0 1; do
+        ( D=$top/$([ $x = 0 ] && echo a || echo b) PID=${pids[$x]}
+          do_dump "$D/img" || { echo "dump: $REASON" >"$D/reason"; exit 1; }
+          do_restore "$D/img" || { echo "restore: $REASON" >"$D/reason"; exit 1; } ) &
+        bg+=($!)
+    done
+    for x in 0 1; do wait "${bg[$x]}"; done
+    for x in a b; do
+        [ -s "$top/$x/reason" ] && { fail "$x: $(cat "$top/$x/reason")" "$top/$x/img"; return 1; }
+    done
+    for x in 0 1; do
+        D=$top/$([ $x = 0 ] && echo a || echo b)
+        PID=${pids[$x]}
+        expect_pass "$D/img/restore.log" || { REASON="${D##*/}: $REASON"; return 1; }
+    done
+}
+
+t_two_procs() {
+    need_cr || return
+    local top=$D rc
+    two_procs "$top"
+    rc=$?
+    D=$top
+    return $rc
 }
 
 # ---------------------------------------------------------------- runner
@@ -493,7 +898,7 @@ run_test() {
     for t in "${TRACKED[@]+"${TRACKED[@]}"}"; do
         kill_tracked ${t%% *} "${t#* }"
     done
-    rm -rf "$D"
+    [ "$KEEP" = 1 ] || rm -rf "$D"
     PID=""
 }
 

@@ -1,14 +1,65 @@
 //! `loop`: a counter incremented every 10 ms, kept in three places (a static,
 //! the stack and the heap) that must agree and keep advancing after restore.
+//!
+//! Options:
+//! - `--pipe 1`: also hold both ends of a pipe (fds 3 and 4), which crust
+//!   cannot dump yet: the error test checks that the failed dump leaves it
+//!   working. The check sends a byte through it.
+//! - `--tty 1`: fds 0-2 must be a terminal, at start (exit 3 otherwise) and
+//!   at the check (for the --shell-job test); the check also writes a line
+//!   to stdout.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crust_testprogs::{ensure, finish, ready, sleep_ms, start, term_requested};
+use crust_testprogs::{die, ensure, finish, ready, sleep_ms, start, term_requested};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+fn make_pipe() -> [i32; 2] {
+    let mut fds = [-1i32; 2];
+    // SAFETY: fds is a writable array of two c_ints, as pipe() requires.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    fds
+}
+
+fn pipe_works(fds: [i32; 2]) -> Result<(), String> {
+    let out = [0x5au8];
+    // SAFETY: out is a readable 1-byte buffer.
+    let w = unsafe { libc::write(fds[1], out.as_ptr() as *const libc::c_void, 1) };
+    ensure!(
+        w == 1,
+        "write to pipe fd {}: {}",
+        fds[1],
+        std::io::Error::last_os_error()
+    );
+    let mut back = [0u8; 1];
+    // SAFETY: back is a writable 1-byte buffer.
+    let r = unsafe { libc::read(fds[0], back.as_mut_ptr() as *mut libc::c_void, 1) };
+    ensure!(
+        r == 1 && back == out,
+        "read from pipe fd {}: {r} {back:?}",
+        fds[0]
+    );
+    Ok(())
+}
+
+fn not_ttys() -> Vec<i32> {
+    // SAFETY: isatty takes an fd number only.
+    (0..3)
+        .filter(|&fd| unsafe { libc::isatty(fd) } != 1)
+        .collect()
+}
+
 fn main() {
     let args = start();
+    let want_tty = args.num("tty", 0) != 0;
+    if want_tty && !not_ttys().is_empty() {
+        eprintln!("--tty: fds {:?} are not terminals", not_ttys());
+        std::process::exit(3);
+    }
+    let pipe = (args.num("pipe", 0) != 0).then(make_pipe);
     let mut on_stack: u64 = 0;
     let mut on_heap: Box<u64> = Box::new(0);
     let tick = |stack: &mut u64, heap: &mut u64| {
@@ -43,6 +94,21 @@ fn main() {
         }
         let c2 = COUNTER.load(Ordering::SeqCst);
         ensure!(c2 == c1 + 10, "counter went from {c1} to {c2} in 10 ticks");
+        if let Some(p) = pipe {
+            pipe_works(p)?;
+        }
+        if want_tty {
+            let bad = not_ttys();
+            ensure!(bad.is_empty(), "fds {bad:?} are no longer terminals");
+            let line = b"loop: still on a terminal\n";
+            // SAFETY: line is a readable buffer of line.len() bytes.
+            let w = unsafe { libc::write(1, line.as_ptr() as *const libc::c_void, line.len()) };
+            ensure!(
+                w == line.len() as isize,
+                "write to the terminal: {w} ({})",
+                std::io::Error::last_os_error()
+            );
+        }
         Ok(())
     })();
     finish(&args, verdict)
