@@ -13,6 +13,7 @@
 #                     (checks the programs and this harness); tests that need crust SKIP
 #   E2E_BIGMEM_MB     size of the bigmem test (default 1024)
 #   E2E_LOG_DIR       where the logs of failed tests are kept (default target/e2e-logs)
+#   E2E_NO_REAPER=1   do not run under tests/e2e/reaper (a child subreaper)
 #   E2E_KEEP=1        keep the work dir (images, logs) of every test, for debugging
 #   E2E_CRIT=0        do not check every dump with Debian's crit (default: check when
 #                     /usr/bin/crit exists; the `crit` test then SKIPs)
@@ -26,6 +27,15 @@
 
 set -u
 set +m
+
+# Orphans (every test program, every task restored with -d) go to a child
+# subreaper (tests/e2e/reaper) that reaps them at once, rather than to PID 1:
+# some container inits reap zombies only every second or so, and every wait
+# for a killed task took that long. E2E_NO_REAPER=1 runs without it.
+if [ -z "${E2E_UNDER_REAPER:-}" ] && [ "${E2E_NO_REAPER:-0}" != 1 ] && [ -x /usr/bin/python3 ]; then
+    export E2E_UNDER_REAPER=1
+    exec /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/reaper" bash "${BASH_SOURCE[0]}" "$@"
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${CRUST_BIN_DIR:-$ROOT/target/release}
