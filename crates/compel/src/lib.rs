@@ -77,6 +77,8 @@ pub struct Task {
     /// Word overwritten by [`Task::infect`], to put back.
     saved_word: Option<(RemoteAddr, u64)>,
     signals_blocked: bool,
+    /// The task was in a job-control stop when it was seized.
+    was_stopped: bool,
 }
 
 impl Task {
@@ -88,10 +90,32 @@ impl Task {
             .map_err(|source| Error::Seize { pid, source })?;
         pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;
         let start = Instant::now();
+        let mut was_stopped = false;
         loop {
             let st = wait_stop(pid, Some((start, timeout)))?;
             match st {
-                WaitStatus::Stopped { event, .. } if event == ptrace::EVENT_STOP => break,
+                WaitStatus::Stopped { sig, event } if event == ptrace::EVENT_STOP => {
+                    if sig == libc::SIGTRAP || was_stopped {
+                        break;
+                    }
+                    // A job-control stop: wake it with SIGCONT (which is
+                    // swallowed below) so syscalls can run in it; it is
+                    // stopped again when released.
+                    was_stopped = true;
+                    process::kill(pid, libc::SIGCONT).map_err(|source| Error::Ptrace {
+                        pid,
+                        op: "kill(SIGCONT)",
+                        source,
+                    })?;
+                    pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;
+                    pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+                }
+                WaitStatus::Stopped {
+                    sig: libc::SIGCONT,
+                    event: 0,
+                } if was_stopped => {
+                    pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+                }
                 WaitStatus::Stopped { sig, event: 0 } => {
                     // A signal-delivery-stop: let the signal go on as it
                     // would have; the interrupt is still pending.
@@ -103,7 +127,15 @@ impl Task {
                 other => return Err(Error::Exited { pid, status: other }),
             }
         }
-        Self::from_stopped(pid)
+        let mut t = Self::from_stopped(pid)?;
+        t.was_stopped = was_stopped;
+        Ok(t)
+    }
+
+    /// Was the task in a job-control stop (SIGSTOP and the like) when it
+    /// was seized?
+    pub fn was_stopped(&self) -> bool {
+        self.was_stopped
     }
 
     /// Take over a child that called PTRACE_TRACEME and stopped itself with
@@ -133,6 +165,20 @@ impl Task {
         Self::from_stopped(pid)
     }
 
+    /// Take over a task that ptrace attached automatically when a traced
+    /// task cloned it (PTRACE_O_TRACEFORK/TRACECLONE): wait for its first
+    /// stop.
+    pub fn adopt_new_child(pid: i32) -> Result<Task> {
+        match wait_stop(pid, None)? {
+            WaitStatus::Stopped { .. } => Self::from_stopped(pid),
+            other => Err(Error::UnexpectedStop {
+                pid,
+                what: "waiting for a new task to stop",
+                status: other,
+            }),
+        }
+    }
+
     fn from_stopped(pid: i32) -> Result<Task> {
         let orig_regs = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
         let orig_sigmask = pt(pid, "PTRACE_GETSIGMASK", ptrace::get_sigmask(pid))?;
@@ -143,6 +189,7 @@ impl Task {
             syscall_ip: None,
             saved_word: None,
             signals_blocked: false,
+            was_stopped: false,
         })
     }
 
@@ -249,6 +296,132 @@ impl Task {
         Ok(after.rax as i64)
     }
 
+    /// Run a cloning syscall (fork, clone, clone3) inside the task. The new
+    /// task is attached automatically (the tracing options must include
+    /// PTRACE_O_TRACEFORK/TRACECLONE) and left stopped; pick it up with
+    /// [`Task::adopt_new_child`]. Returns the syscall result (the new id).
+    pub fn syscall_clone(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let ip = self
+            .syscall_ip
+            .ok_or(Error::NotInfected { pid: self.pid })?;
+        self.block_signals()?;
+        let pid = self.pid;
+        let mut r = self.orig_regs;
+        r.rip = ip.get();
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.step_syscall("remote clone entry")?;
+        // Next: either the fork/clone event stop (success) or the exit stop
+        // (failure).
+        pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
+        match wait_stop(pid, None)? {
+            WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {}
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 1..=3,
+            } => self.step_syscall("remote clone exit")?,
+            other => {
+                return Err(Error::UnexpectedStop {
+                    pid,
+                    what: "running a remote clone",
+                    status: other,
+                })
+            }
+        }
+        let after = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
+        Ok(after.rax as i64)
+    }
+
+    /// Set the ptrace options of the task.
+    pub fn set_options(&self, opts: u64) -> Result<()> {
+        pt(
+            self.pid,
+            "PTRACE_SETOPTIONS",
+            ptrace::set_options(self.pid, opts),
+        )
+    }
+
+    /// Load registers, XSAVE area and signal mask, then let the task go
+    /// (for a task that is not the one unmapping the trampoline).
+    pub fn finish_with(
+        self,
+        regs: &UserRegs,
+        xstate: Option<&[u8]>,
+        sigmask: u64,
+        leave_stopped: bool,
+    ) -> Result<()> {
+        let pid = self.pid;
+        if let Some(x) = xstate {
+            pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
+        }
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
+        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
+        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+    }
+
+    /// Run `exit_group(code)` inside the task and reap it as its tracer, so
+    /// that it stays a zombie for its real parent.
+    pub fn exit_as_zombie(mut self, code: i32) -> Result<()> {
+        let ip = self
+            .syscall_ip
+            .ok_or(Error::NotInfected { pid: self.pid })?;
+        let pid = self.pid;
+        let mut r = self.orig_regs;
+        r.rip = ip.get();
+        r.rax = libc::SYS_exit_group as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = code as u64;
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.syscall_ip = None;
+        pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+        loop {
+            match process::waitpid(pid, 0) {
+                Ok(Some((_, WaitStatus::Exited(_) | WaitStatus::Signaled { .. }))) => return Ok(()),
+                Ok(Some((_, WaitStatus::Stopped { .. }))) => {
+                    pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    return Err(Error::Ptrace {
+                        pid,
+                        op: "waitpid",
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Make the task die of signal `sig` (default action), as a zombie for
+    /// its real parent: reset the signal's handler in the task, unblock it,
+    /// detach and send it. `scratch` is 32 writable bytes in the task.
+    pub fn die_by_signal(mut self, sig: i32, scratch: RemoteAddr) -> Result<()> {
+        let pid = self.pid;
+        // A zeroed struct kernel_sigaction is SIG_DFL with no flags.
+        let sp = scratch.get();
+        crust_sys::mem::write(pid, scratch, &[0u8; 32]).map_err(|source| Error::Ptrace {
+            pid,
+            op: "process_vm_writev",
+            source,
+        })?;
+        self.syscall(libc::SYS_rt_sigaction, [sig as u64, sp, 0, 8, 0, 0])?;
+        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, 0))?;
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, 0))?;
+        process::kill(pid, sig).map_err(|source| Error::Ptrace {
+            pid,
+            op: "kill",
+            source,
+        })
+    }
+
     /// Resume until the next syscall stop (entry or exit).
     fn step_syscall(&self, what: &'static str) -> Result<()> {
         let pid = self.pid;
@@ -311,7 +484,11 @@ impl Task {
     /// job-control stop instead).
     pub fn release(mut self, stop: bool) -> Result<()> {
         self.cure()?;
-        let sig = if stop { libc::SIGSTOP } else { 0 };
+        let sig = if stop || self.was_stopped {
+            libc::SIGSTOP
+        } else {
+            0
+        };
         pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))
     }
 

@@ -28,6 +28,58 @@ const TASK_KOBJ_ID: u32 = 2;
 /// Namespace kinds in the order CRIU numbers them in `root_ids`.
 pub const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
 
+/// One process of the tree being dumped.
+struct Proc {
+    pid: i32,
+    /// Parent in the tree, 0 for the root.
+    ppid: i32,
+    /// Its threads, main thread first; empty for a zombie.
+    threads: Vec<Task>,
+    zombie: bool,
+}
+
+/// The frozen tree, in depth-first order (parents before children).
+#[derive(Default)]
+struct Tree {
+    procs: Vec<Proc>,
+}
+
+impl Tree {
+    /// Let every task go on (or stay stopped), undoing what was done.
+    fn release(self, stop: bool) {
+        for p in self.procs {
+            for t in p.threads {
+                let tid = t.pid();
+                if let Err(e) = t.release(stop) {
+                    warn!("could not release task {tid}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Kill every process after a successful dump.
+    fn kill(mut self) -> Result<(), Error> {
+        for p in &mut self.procs {
+            for t in &mut p.threads {
+                t.cure().map_err(compel_err(t.pid()))?;
+            }
+        }
+        for p in &self.procs {
+            if !p.zombie {
+                let _ = process::kill(p.pid, libc::SIGKILL);
+            }
+        }
+        // As their tracer we see them die; their parents reap them. A
+        // group leader is reported only after its other threads.
+        for p in &self.procs {
+            for t in p.threads.iter().rev() {
+                let _ = process::waitpid(t.pid(), 0);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
     let pid = opts.pid;
@@ -42,20 +94,26 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(10));
-    let mut task = Task::seize(pid, timeout).map_err(compel_err(pid))?;
+    let mut tree = Tree::default();
+    if let Err(e) = seize(&proc, &mut tree, pid, 0, timeout) {
+        tree.release(false);
+        return Err(e);
+    }
     let freezing_time_us = us_since(t0);
-    info!("Seized and froze task {pid} in {freezing_time_us} us");
+    let ntasks: usize = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
+    info!(
+        "Froze {} processes ({ntasks} tasks) of tree {pid} in {freezing_time_us} us",
+        tree.procs.len()
+    );
     let frozen_at = Instant::now();
 
-    // Anything that fails from here on leaves the task running, untouched.
-    let result = dump_frozen(&proc, &mut task, opts, freezing_time_us, frozen_at);
-    match result {
+    // Anything that fails from here on leaves the tree running, untouched.
+    match dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at) {
         Ok(stats) => {
             if opts.leave_running || opts.leave_stopped {
-                task.release(opts.leave_stopped && !opts.leave_running)
-                    .map_err(compel_err(pid))?;
+                tree.release(opts.leave_stopped && !opts.leave_running);
                 info!(
-                    "Task {pid} left {}",
+                    "Tree {pid} left {}",
                     if opts.leave_running {
                         "running"
                     } else {
@@ -63,25 +121,20 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
                     }
                 );
             } else {
-                task.cure().map_err(compel_err(pid))?;
-                let _ = process::kill(pid, libc::SIGKILL);
-                // As its tracer we see it die; its parent reaps it.
-                let _ = process::waitpid(pid, 0);
-                info!("Task {pid} killed after dump");
+                tree.kill()?;
+                info!("Tree {pid} killed after dump");
             }
             Ok(stats)
         }
         Err(e) => {
-            warn!("Dump of {pid} failed; letting it run on");
-            if let Err(e2) = task.release(false) {
-                warn!("could not release task {pid}: {e2}");
-            }
+            warn!("Dump of {pid} failed; letting the tree run on");
+            tree.release(false);
             Err(e)
         }
     }
 }
 
-/// Refuse what issue-2 crust cannot dump before touching the task.
+/// Refuse what crust cannot dump before touching anything.
 fn precheck(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
     if pid <= 0 {
         return Err(Error::NoSuchProcess { pid });
@@ -94,27 +147,14 @@ fn precheck(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
         return Err(Error::NotAProcess { pid, tgid: st.tgid });
     }
     if st.state == 'Z' {
-        return Err(Error::unsupported(format!("process {pid} is a zombie")));
-    }
-    let tasks = crust_proc::tasks(proc, pid).map_err(proc_err(pid))?;
-    if tasks.len() > 1 {
         return Err(Error::unsupported(format!(
-            "process {pid} ({}) is multi-threaded ({} threads); only single-threaded processes can be dumped so far",
-            st.name,
-            tasks.len()
+            "process {pid} is a zombie; dump its parent instead"
         )));
     }
-    let kids = crust_proc::children(proc, pid, pid).map_err(proc_err(pid))?;
-    if !kids.is_empty() {
-        return Err(Error::unsupported(format!(
-            "process {pid} ({}) has children ({}); only single processes can be dumped so far",
-            st.name,
-            kids.iter()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    Ok(())
+}
+
+fn check_namespaces(pid: i32) -> Result<(), Error> {
     for kind in NS_KINDS {
         let own = ns_ino("self", kind);
         let theirs = ns_ino(&pid.to_string(), kind);
@@ -134,103 +174,246 @@ fn ns_ino(pid: &str, kind: &str) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-fn dump_frozen(
+/// Seize process `pid` (every thread), then its children, depth first.
+/// Threads and children that appear while seizing are caught by scanning
+/// again until nothing new shows up: a stopped task cannot clone.
+fn seize(
     proc: &ProcRoot,
-    task: &mut Task,
+    tree: &mut Tree,
+    pid: i32,
+    ppid: i32,
+    timeout: Duration,
+) -> Result<(), Error> {
+    if tree.procs.len() > 100_000 {
+        return Err(Error::unsupported("trees of more than 100000 processes"));
+    }
+    let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+    if stat.state == 'Z' || stat.state == 'X' {
+        tree.procs.push(Proc {
+            pid,
+            ppid,
+            threads: Vec::new(),
+            zombie: true,
+        });
+        return Ok(());
+    }
+    let idx = tree.procs.len();
+    tree.procs.push(Proc {
+        pid,
+        ppid,
+        threads: Vec::new(),
+        zombie: false,
+    });
+    for _round in 0..1000 {
+        let mut tids = match crust_proc::tasks(proc, pid) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() && idx > 0 => return Ok(()),
+            Err(e) => return Err(proc_err(pid)(e)),
+        };
+        tids.sort_by_key(|t| (*t != pid, *t));
+        let mut new = false;
+        for tid in tids {
+            if tree.procs[idx].threads.iter().any(|t| t.pid() == tid) {
+                continue;
+            }
+            match Task::seize(tid, timeout) {
+                Ok(t) => {
+                    tree.procs[idx].threads.push(t);
+                    new = true;
+                }
+                // A thread that exited meanwhile is simply not there.
+                Err(_) if !Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                Err(e) => return Err(compel_err(tid)(e)),
+            }
+        }
+        if !new {
+            break;
+        }
+    }
+    if tree.procs[idx].threads.is_empty() {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    let mut kids = Vec::new();
+    let tids: Vec<i32> = tree.procs[idx].threads.iter().map(|t| t.pid()).collect();
+    for tid in tids {
+        kids.extend(crust_proc::children(proc, pid, tid).map_err(proc_err(pid))?);
+    }
+    for k in kids {
+        seize(proc, tree, k, pid, timeout)?;
+    }
+    Ok(())
+}
+
+fn dump_tree(
+    proc: &ProcRoot,
+    tree: &mut Tree,
     opts: &DumpOptions,
     freezing_time_us: u64,
     frozen_at: Instant,
 ) -> Result<DumpStats, Error> {
-    let pid = task.pid();
     let dir = opts.images_dir.as_path();
-    // Re-check what may have changed between the precheck and the freeze.
-    let tasks = crust_proc::tasks(proc, pid).map_err(proc_err(pid))?;
-    if tasks.len() > 1 {
-        return Err(Error::unsupported(format!(
-            "process {pid} became multi-threaded while being frozen"
-        )));
-    }
-    if !crust_proc::children(proc, pid, pid)
-        .map_err(proc_err(pid))?
-        .is_empty()
-    {
-        return Err(Error::unsupported(format!(
-            "process {pid} forked a child while being frozen"
-        )));
+    let mut files = FileTable::new(opts.shell_job);
+    let mut pstree = Vec::with_capacity(tree.procs.len());
+    let mut next_kobj = TASK_KOBJ_ID;
+    let mut next_pages = 1u32;
+    let mut counts = mem::PageCounts::default();
+    let mut memdump_time_us = 0;
+    for p in &mut tree.procs {
+        let pid = p.pid;
+        let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+        if p.zombie {
+            write_image(
+                dir,
+                ImageType::Core,
+                pid as u64,
+                &[task::zombie_core(&stat)],
+            )?;
+            pstree.push(PstreeEntry {
+                pid: pid as u32,
+                ppid: p.ppid as u32,
+                pgid: stat.pgrp as u32,
+                sid: stat.session as u32,
+                threads: vec![0],
+                ..Default::default()
+            });
+            continue;
+        }
+        check_namespaces(pid)?;
+        let t_mem = Instant::now();
+        let n = dump_process(proc, p, &stat, dir, &mut files, next_kobj, next_pages)?;
+        memdump_time_us += us_since(t_mem);
+        counts.scanned += n.scanned;
+        counts.written += n.written;
+        pstree.push(PstreeEntry {
+            pid: pid as u32,
+            ppid: p.ppid as u32,
+            pgid: stat.pgrp as u32,
+            sid: stat.session as u32,
+            threads: p.threads.iter().map(|t| t.pid() as u32).collect(),
+            ..Default::default()
+        });
+        next_kobj += 1;
+        next_pages += 1;
     }
 
-    let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+    let t_write = Instant::now();
+    files.write(dir)?;
+    write_image(dir, ImageType::Inventory, 0, &[inventory()])?;
+    write_image(dir, ImageType::Pstree, 0, &pstree)?;
+    write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
+    write_image(dir, ImageType::Timens, 0, &[timens()?])?;
+    let stats = DumpStats {
+        freezing_time_us,
+        frozen_time_us: us_since(frozen_at),
+        memdump_time_us,
+        memwrite_time_us: us_since(t_write),
+        pages_scanned: counts.scanned,
+        pages_written: counts.written,
+        pages_skipped_parent: 0,
+    };
+    write_stats(dir, &stats)?;
+    debug!("dump of {}: {stats:?}", opts.pid);
+    Ok(stats)
+}
+
+/// Dump one live process: its threads' cores, mm, pages, fds and fs.
+fn dump_process(
+    proc: &ProcRoot,
+    p: &mut Proc,
+    stat: &crust_proc::Stat,
+    dir: &Path,
+    files: &mut FileTable,
+    kobj: u32,
+    pages_id: u32,
+) -> Result<mem::PageCounts, Error> {
+    let pid = p.pid;
     let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
     let vmas = mem::collect_vmas(proc, pid)?;
-    let mut files = FileTable::new(pid, opts.shell_job);
 
-    // Facts only the task itself can tell: run syscalls inside it, with a
-    // scratch page of its own.
+    // Facts only the tasks themselves can tell: run syscalls inside them,
+    // with a scratch area mapped in the process.
     let syscall_ip = vmas
         .iter()
         .find(|v| v.map.exec && v.usable_for_syscall())
         .map(|v| RemoteAddr(v.map.start))
         .ok_or_else(|| Error::unsupported(format!("process {pid} has no executable mapping")))?;
-    task.infect(syscall_ip).map_err(compel_err(pid))?;
-    let inside = {
-        let scratch_len = 4 * PAGE_SIZE;
-        let addr = task
-            .syscall(
-                libc::SYS_mmap,
-                [
-                    0,
-                    scratch_len,
-                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                    u64::MAX,
-                    0,
-                ],
-            )
-            .map_err(compel_err(pid))?;
-        let mut remote = Remote {
-            task,
-            scratch: RemoteAddr(addr),
+    let scratch_len = 4 * PAGE_SIZE;
+    let (main, others) = p
+        .threads
+        .split_first_mut()
+        .expect("live process has threads");
+    main.infect(syscall_ip).map_err(compel_err(pid))?;
+    let scratch = main
+        .syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                scratch_len,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .map_err(compel_err(pid))?;
+    let collected = (|| -> Result<_, Error> {
+        let mut r = Remote {
+            task: &mut *main,
+            scratch: RemoteAddr(scratch),
             scratch_len,
         };
-        let r = task::collect_inside(&mut remote);
-        let _ = remote.call("munmap", libc::SYS_munmap, [addr, scratch_len, 0, 0, 0, 0]);
-        r
-    };
-    let inside = inside?;
-    task.cure().map_err(compel_err(pid))?;
+        let pinside = task::collect_process(&mut r)?;
+        let mut tinside = vec![task::collect_thread(&mut r)?];
+        for t in others.iter_mut() {
+            t.use_syscall_ip(syscall_ip);
+            let mut r = Remote {
+                task: t,
+                scratch: RemoteAddr(scratch),
+                scratch_len,
+            };
+            tinside.push(task::collect_thread(&mut r)?);
+        }
+        Ok((pinside, tinside))
+    })();
+    let _ = main.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
+    for t in p.threads.iter_mut() {
+        t.cure().map_err(compel_err(t.pid()))?;
+    }
+    let (pinside, tinside) = collected?;
 
-    // Memory: the VMA list and the pages that are really there.
-    let t_mem = Instant::now();
-    let mm_pages = mem::dump_pages(pid, dir, &vmas)?;
-    let memdump_time_us = us_since(t_mem);
-
-    let core = task::build_core(proc, task, &stat, &status, &inside)?;
-    let mm = mem::build_mm(proc, pid, &stat, &vmas, &inside, &mut files)?;
-    files.collect_fds(proc)?;
+    let counts = mem::dump_pages(pid, dir, &vmas, pages_id)?;
+    let multi = p.threads.len() > 1;
+    for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
+        let tid = t.pid();
+        let (tstat, tstatus) = if i == 0 {
+            (stat.clone(), status.clone())
+        } else {
+            (
+                crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?,
+                crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?,
+            )
+        };
+        let core = task::build_core(
+            proc,
+            pid,
+            &task::CoreParts {
+                task: t,
+                stat: &tstat,
+                status: &tstatus,
+                thread: ti,
+                process: (i == 0).then_some(&pinside),
+                multi_threaded: multi,
+            },
+        )?;
+        write_image(dir, ImageType::Core, tid as u64, &[core])?;
+    }
+    let mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
+    let fds = files.collect_fds(proc, pid)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(&cwd)?;
     let root_id = files.add_dir(&root)?;
-
-    // Write the images.
-    let t_write = Instant::now();
-    let ids = task_ids(TASK_KOBJ_ID);
-    write_image(dir, ImageType::Inventory, 0, &[inventory()])?;
-    write_image(
-        dir,
-        ImageType::Pstree,
-        0,
-        &[PstreeEntry {
-            pid: pid as u32,
-            ppid: 0,
-            pgid: stat.pgrp as u32,
-            sid: stat.session as u32,
-            threads: vec![pid as u32],
-            ..Default::default()
-        }],
-    )?;
-    write_image(dir, ImageType::Core, pid as u64, &[core])?;
-    write_image(dir, ImageType::Ids, pid as u64, &[ids])?;
+    write_image(dir, ImageType::Ids, pid as u64, &[task_ids(kobj)])?;
     write_image(dir, ImageType::Mm, pid as u64, &[mm])?;
     write_image(
         dir,
@@ -243,23 +426,8 @@ fn dump_frozen(
             ..Default::default()
         }],
     )?;
-    files.write(dir, TASK_KOBJ_ID)?;
-    write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
-    write_image(dir, ImageType::Timens, 0, &[timens()?])?;
-    let memwrite_time_us = us_since(t_write);
-    let frozen_time_us = us_since(frozen_at);
-    let stats = DumpStats {
-        freezing_time_us,
-        frozen_time_us,
-        memdump_time_us,
-        memwrite_time_us,
-        pages_scanned: mm_pages.scanned,
-        pages_written: mm_pages.written,
-        pages_skipped_parent: 0,
-    };
-    write_stats(dir, &stats)?;
-    debug!("dump of {pid}: {stats:?}");
-    Ok(stats)
+    write_image(dir, ImageType::Fdinfo, kobj as u64, &fds)?;
+    Ok(counts)
 }
 
 /// The kobj ids of a task that shares crust's namespaces; namespaces get

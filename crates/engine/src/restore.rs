@@ -1,14 +1,17 @@
-//! `crust restore`: rebuild a process from CRIU images.
+//! `crust restore`: rebuild a process tree from CRIU images.
 //!
-//! crust forks a child with the recorded pid (clone3 with set_tid). The
-//! child maps a small trampoline page holding a `syscall` instruction at an
-//! address that is free both in crust and in the image, then stops itself
-//! under ptrace. crust then builds the whole process from outside with
-//! remote syscalls: it unmaps everything the child inherited, moves the
-//! vDSO to where the image has it, maps every VMA and reads the pages into
-//! them, opens the files, restores signals, limits and credentials, and
-//! finally unmaps the trampoline itself while loading the saved registers,
-//! so the task returns straight into its old context.
+//! crust forks the root task with its recorded pid (clone3 with set_tid).
+//! The child maps a small trampoline page holding a `syscall` instruction
+//! at an address that is free both in crust and in every image, then stops
+//! itself under ptrace. Every other process and thread of the tree is then
+//! created by running clone3 (with its recorded id) inside its parent, so
+//! parent/child links, sessions and groups come out as they were. Each new
+//! task starts as a copy of crust with the trampoline, and crust builds it
+//! from outside with remote syscalls: it unmaps everything inherited, moves
+//! the vDSO to where the image has it, maps every VMA and reads the pages
+//! into them, opens the files, restores signals, limits and credentials,
+//! and finally unmaps the trampoline while loading the saved registers, so
+//! each task returns straight into its old context.
 
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
@@ -16,7 +19,7 @@ use crate::remote::Remote;
 use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, xsave, Error, RestoreOptions, RestoreOutcome};
 use crust_compel::{Task, SYSCALL_INSN};
-use crust_images::consts::vma as vs;
+use crust_images::consts::{task_state, vma as vs};
 use crust_images::image::ImageType;
 use crust_images::proto::core::{core_entry_march, CoreEntry, TaskKobjIdsEntry};
 use crust_images::proto::fs::FsEntry;
@@ -25,8 +28,10 @@ use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pstree::PstreeEntry;
 use crust_proc::{MapKind, ProcRoot};
 use crust_sys::process::{self, ForkResult};
+use crust_sys::ptrace::options as popt;
 use crust_sys::{RemoteAddr, PAGE_SIZE};
 use log::{debug, info};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,20 +39,46 @@ use std::time::Instant;
 const TRAMP_SIZE: u64 = 16 * PAGE_SIZE;
 /// Room after the trampoline used to shuffle the vDSO.
 const VDSO_TEMP: u64 = 64 * PAGE_SIZE;
+/// Scratch offset of the clone3 arguments (the rest of the scratch area is
+/// used by other calls, but never at the same time).
+const CLONE_ARGS_OFF: u64 = 8 * PAGE_SIZE;
 
-/// Everything read (and checked) from the image set before anything is
-/// created.
-struct ImageSet {
-    dir: PathBuf,
-    pid: i32,
-    pstree: PstreeEntry,
+/// One thread of the image set.
+struct ThreadImage {
+    tid: i32,
     core: CoreEntry,
+    xstate: Vec<u8>,
+}
+
+/// A live process of the image set.
+struct LiveImage {
+    threads: Vec<ThreadImage>,
     mm: MmEntry,
     fs: FsEntry,
     files: RestoreFiles,
     pages_id: u32,
     runs: Vec<PageRun>,
-    xstate: Vec<u8>,
+}
+
+/// One process of the image set.
+struct ProcImage {
+    entry: PstreeEntry,
+    /// `None` for a zombie, whose exit status is `exit_code`.
+    live: Option<LiveImage>,
+    exit_code: u32,
+}
+
+impl ProcImage {
+    fn pid(&self) -> i32 {
+        self.entry.pid as i32
+    }
+}
+
+/// Everything read (and checked) from the image set before anything is
+/// created.
+struct ImageSet {
+    dir: PathBuf,
+    procs: Vec<ProcImage>,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -67,90 +98,122 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         return Err(bad(&dir, "not a directory"));
     }
     let inv: InventoryEntry = read_one(&dir, ImageType::Inventory, 0)?;
-    if inv.img_version != crate::dump::IMG_VERSION {
+    if inv.img_version != crust_images::consts::CRTOOLS_IMAGES_V1_1 {
         return Err(bad(
             &dir,
             format!(
                 "image version {} is not supported (expected {})",
                 inv.img_version,
-                crate::dump::IMG_VERSION
+                crust_images::consts::CRTOOLS_IMAGES_V1_1
             ),
         ));
     }
     let tree: Vec<PstreeEntry> = read_image(&dir, ImageType::Pstree, 0)?;
-    let pstree = match tree.as_slice() {
-        [one] => one.clone(),
-        [] => return Err(bad(&dir, "pstree.img holds no process")),
-        many => {
-            return Err(Error::unsupported(format!(
-                "restoring a tree of {} processes (only one so far)",
-                many.len()
-            )))
+    if tree.is_empty() {
+        return Err(bad(&dir, "pstree.img holds no process"));
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut procs = Vec::with_capacity(tree.len());
+    for (i, e) in tree.into_iter().enumerate() {
+        let pid = e.pid as i32;
+        if pid <= 0 || seen.insert(e.pid, i).is_some() {
+            return Err(bad(
+                &dir,
+                format!("pstree.img has a bad or repeated pid {}", e.pid),
+            ));
         }
-    };
-    if pstree.threads.len() > 1 {
+        if i == 0 && e.ppid != 0 {
+            debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
+        }
+        if i > 0 && !seen.contains_key(&e.ppid) {
+            return Err(bad(
+                &dir,
+                format!(
+                    "pstree.img lists {} before its parent {} (or the parent is missing)",
+                    e.pid, e.ppid
+                ),
+            ));
+        }
+        procs.push(load_proc(&dir, e, opts)?);
+    }
+    Ok(ImageSet { dir, procs })
+}
+
+fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<ProcImage, Error> {
+    let pid = entry.pid as i32;
+    let main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
+    check_arch(dir, pid, &main)?;
+    let tc = main
+        .tc
+        .as_ref()
+        .ok_or_else(|| bad(dir, format!("core-{pid}.img has no task core")))?;
+    if tc.task_state == task_state::DEAD || entry.threads.iter().all(|t| *t == 0) {
+        return Ok(ProcImage {
+            exit_code: tc.exit_code,
+            entry,
+            live: None,
+        });
+    }
+    if tc.task_state != task_state::ALIVE && tc.task_state != task_state::STOPPED {
         return Err(Error::unsupported(format!(
-            "restoring a process with {} threads (only single-threaded so far)",
-            pstree.threads.len()
+            "restoring task {pid} in state {:#x} (helper tasks are not supported yet)",
+            tc.task_state
         )));
     }
-    let pid = pstree.pid as i32;
-    if pid <= 0 {
-        return Err(bad(&dir, format!("pstree.img has pid {}", pstree.pid)));
-    }
-    let core: CoreEntry = read_one(&dir, ImageType::Core, pid as u64)?;
-    if core.mtype != core_entry_march::X86_64 {
+    if entry.threads.first() != Some(&entry.pid) {
         return Err(bad(
-            &dir,
-            format!(
-                "core-{pid}.img is for another architecture ({}); this machine is x86_64",
-                march_name(core.mtype)
-            ),
+            dir,
+            format!("pstree.img: the first thread of {pid} is not {pid}"),
         ));
     }
-    let ti = core
-        .thread_info
-        .as_ref()
-        .ok_or_else(|| bad(&dir, format!("core-{pid}.img has no x86 thread_info")))?;
-    if ti.gpregs.mode.unwrap_or(1) != 1 {
-        return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
-    }
-    if let Some(tc) = &core.tc {
-        if tc.task_state != crust_images::consts::task_state::ALIVE {
-            return Err(Error::unsupported(format!(
-                "restoring a task in state {}",
-                tc.task_state
-            )));
+    let mut threads = Vec::with_capacity(entry.threads.len());
+    for (i, &tid) in entry.threads.iter().enumerate() {
+        let core = if i == 0 {
+            main.clone()
+        } else {
+            let c: CoreEntry = read_one(dir, ImageType::Core, tid as u64)?;
+            check_arch(dir, tid as i32, &c)?;
+            c
+        };
+        let ti = core
+            .thread_info
+            .as_ref()
+            .ok_or_else(|| bad(dir, format!("core-{tid}.img has no x86 thread_info")))?;
+        if ti.gpregs.mode.unwrap_or(1) != 1 {
+            return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
         }
+        let xstate = xsave::xstate_from_fpregs(&ti.fpregs).map_err(|m| {
+            bad(
+                dir,
+                format!("the image uses {} registers, which this CPU lacks", m.0),
+            )
+        })?;
+        threads.push(ThreadImage {
+            tid: tid as i32,
+            core,
+            xstate,
+        });
     }
-    let xstate = xsave::xstate_from_fpregs(&ti.fpregs).map_err(|m| {
-        bad(
-            &dir,
-            format!("the image uses {} registers, which this CPU lacks", m.0),
-        )
-    })?;
-    let ids: TaskKobjIdsEntry = read_one(&dir, ImageType::Ids, pid as u64)?;
-    let mm: MmEntry = read_one(&dir, ImageType::Mm, pid as u64)?;
-    mem::validate_vmas(&dir, &mm)?;
-    let (pages_id, runs) = mem::load_pagemap(&dir, pid, &mm)?;
-    let fs: FsEntry = read_one(&dir, ImageType::Fs, pid as u64)?;
-    let files = RestoreFiles::load(&dir, ids.files_id)?;
+    let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
+    let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    mem::validate_vmas(dir, &mm)?;
+    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
+    let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
+    let files = RestoreFiles::load(dir, ids.files_id)?;
     // Every file the task needs must be there and unchanged.
     let mut needed: Vec<u32> = files.fds.iter().map(|f| f.id).collect();
-    needed.push(mm.exe_file_id);
-    needed.push(fs.cwd_id);
-    needed.push(fs.root_id);
-    for v in &mm.vmas {
-        if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-            needed.push(v.shmid as u32);
-        }
-    }
     for id in [mm.exe_file_id, fs.cwd_id, fs.root_id] {
         if !files.regs.contains_key(&id) {
             return Err(bad(
-                &dir,
-                format!("file id {id} (exe, cwd or root) is missing from files.img"),
+                dir,
+                format!("file id {id} (exe, cwd or root of {pid}) is missing from files.img"),
             ));
+        }
+        needed.push(id);
+    }
+    for v in &mm.vmas {
+        if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+            needed.push(v.shmid as u32);
         }
     }
     needed.sort_unstable();
@@ -158,18 +221,31 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
     for id in needed {
         files.check(id, opts.shell_job)?;
     }
-    Ok(ImageSet {
-        dir,
-        pid,
-        pstree,
-        core,
-        mm,
-        fs,
-        files,
-        pages_id,
-        runs,
-        xstate,
+    Ok(ProcImage {
+        entry,
+        exit_code: 0,
+        live: Some(LiveImage {
+            threads,
+            mm,
+            fs,
+            files,
+            pages_id,
+            runs,
+        }),
     })
+}
+
+fn check_arch(dir: &Path, id: i32, core: &CoreEntry) -> Result<(), Error> {
+    if core.mtype != core_entry_march::X86_64 {
+        return Err(bad(
+            dir,
+            format!(
+                "core-{id}.img is for another architecture ({}); this machine is x86_64",
+                march_name(core.mtype)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn march_name(m: i32) -> String {
@@ -186,33 +262,171 @@ fn march_name(m: i32) -> String {
     }
 }
 
+fn pid_taken(pid: i32) -> Error {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Error::PidTaken { pid, comm }
+}
+
+/// Tasks created so far, killed if the restore fails.
+#[derive(Default)]
+struct Created {
+    /// Per process (same index as `ImageSet::procs`): its threads' tasks.
+    tasks: Vec<Vec<Task>>,
+}
+
+impl Created {
+    fn kill_all(self) {
+        for threads in self.tasks.iter().rev() {
+            if let Some(t) = threads.first() {
+                let _ = process::kill(t.pid(), libc::SIGKILL);
+            }
+        }
+        for threads in self.tasks {
+            for t in threads {
+                let pid = t.pid();
+                t.kill();
+                let _ = process::waitpid(pid, 0);
+            }
+        }
+    }
+}
+
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
-    let pid = img.pid;
-    wait_zombie_gone(pid);
-    if Path::new(&format!("/proc/{pid}")).exists() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        return Err(Error::PidTaken { pid, comm });
+    for p in &img.procs {
+        wait_zombie_gone(p.pid());
+        if Path::new(&format!("/proc/{}", p.pid())).exists() {
+            return Err(pid_taken(p.pid()));
+        }
+        for t in p.live.iter().flat_map(|l| l.threads.iter()) {
+            if Path::new(&format!("/proc/{}", t.tid)).exists() {
+                return Err(pid_taken(t.tid));
+            }
+        }
     }
     let proc = ProcRoot::default();
     let me = process::getpid();
     let own_maps = crust_proc::maps(&proc, me).map_err(crate::util::proc_err(me))?;
-    let tramp = pick_trampoline(&own_maps, &img.mm).ok_or_else(|| Error::Restore {
-        pid,
+    let root_pid = img.procs[0].pid();
+    let mms: Vec<&MmEntry> = img
+        .procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .map(|l| &l.mm)
+        .collect();
+    let tramp = pick_trampoline(&own_maps, &mms).ok_or_else(|| Error::Restore {
+        pid: root_pid,
         what: "no free address range for the restore trampoline".into(),
     })?;
     debug!("trampoline at {tramp:#x}");
     let tty = if opts.shell_job { own_tty() } else { None };
 
-    // Fork the task with its pid. Signals stay blocked in the child until
-    // its own mask is loaded at the very end.
+    let mut created = Created::default();
+    let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
+    let pages_restored = match result {
+        Ok(n) => n,
+        Err(e) => {
+            created.kill_all();
+            return Err(e);
+        }
+    };
+    // Let everything go: zombies die first, then the live tasks get their
+    // registers, children before parents, the root last.
+    let mut order: Vec<usize> = (0..img.procs.len()).collect();
+    order.reverse();
+    let mut tasks = std::mem::take(&mut created.tasks);
+    for &i in &order {
+        let p = &img.procs[i];
+        if p.live.is_none() {
+            if let Some(t) = tasks[i].pop() {
+                let pid = t.pid();
+                zombie_exit(t, p.exit_code, tramp)
+                    .map_err(|source| Error::Compel { pid, source })?;
+            }
+        }
+    }
+    for &i in &order {
+        let p = &img.procs[i];
+        let Some(live) = &p.live else { continue };
+        let stopped = opts.leave_stopped
+            || live.threads[0].core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
+        let threads = std::mem::take(&mut tasks[i]);
+        let mut it = threads.into_iter();
+        let main = it.next().expect("live process has a main task");
+        for (t, ti) in it.zip(live.threads.iter().skip(1)) {
+            let tid = t.pid();
+            let (regs, mask) = final_regs(&ti.core);
+            t.finish_with(&regs, Some(&ti.xstate), mask, stopped)
+                .map_err(|source| Error::Compel { pid: tid, source })?;
+        }
+        let ti = &live.threads[0];
+        let (regs, mask) = final_regs(&ti.core);
+        let pid = main.pid();
+        main.finish_restore(
+            RemoteAddr(tramp),
+            TRAMP_SIZE,
+            &regs,
+            Some(&ti.xstate),
+            mask,
+            stopped,
+        )
+        .map_err(|source| Error::Compel { pid, source })?;
+    }
+    let restore_time_us = us_since(t0);
+    info!(
+        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
+        img.procs.len()
+    );
+    Ok(RestoreOutcome {
+        root_pid,
+        restore_time_us,
+        pages_restored,
+    })
+}
+
+fn final_regs(core: &CoreEntry) -> (crust_sys::ptrace::UserRegs, u64) {
+    let ti = core.thread_info.as_ref().expect("checked in load");
+    let regs = task::regs_from_image(&ti.gpregs);
+    let mask = core
+        .thread_core
+        .as_ref()
+        .and_then(|t| t.blk_sigset)
+        .or(core.tc.as_ref().map(|t| t.blk_sigset))
+        .unwrap_or(0);
+    (regs, mask)
+}
+
+/// Make a created task die the way the image's zombie did.
+fn zombie_exit(t: Task, status: u32, tramp: u64) -> Result<(), crust_compel::Error> {
+    let sig = (status & 0x7f) as i32;
+    if sig == 0 {
+        return t.exit_as_zombie(((status >> 8) & 0xff) as i32);
+    }
+    // Killed by a signal: no core file, default action, unblocked.
+    let pid = t.pid();
+    let _ = process::set_rlimit(pid, libc::RLIMIT_CORE as u32, 0, 0);
+    t.die_by_signal(sig, RemoteAddr(tramp + PAGE_SIZE))
+}
+
+/// Create every process and thread, then build each one.
+fn create_and_build(
+    img: &ImageSet,
+    opts: &RestoreOptions,
+    tramp: u64,
+    tty: Option<&str>,
+    created: &mut Created,
+) -> Result<u64, Error> {
+    let root_pid = img.procs[0].pid();
+    let me = process::getpid();
+    // The root: a child of crust. Signals stay blocked in it (and in all
+    // the tasks it begets) until their own masks are loaded at the end.
     let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;
-    let forked = process::clone3_fork(&[pid], 0);
+    let forked = process::clone3_fork(&[root_pid], 0);
     match forked {
         Ok(ForkResult::Child) => {
             // In the child: async-signal-safe work only.
@@ -231,65 +445,177 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         Err(e) => {
             let _ = process::set_signal_mask(&old_mask);
             if e.raw_os_error() == Some(libc::EEXIST) {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-                return Err(Error::PidTaken { pid, comm });
+                return Err(pid_taken(root_pid));
             }
             return Err(Error::Sys {
-                pid,
+                pid: root_pid,
                 op: "clone3 with the recorded pid".into(),
                 source: e,
             });
         }
     }
-    let mut task = match Task::adopt_stopped_child(pid) {
+    let mut root = match Task::adopt_stopped_child(root_pid) {
         Ok(t) => t,
         Err(source) => {
-            let _ = process::kill(pid, libc::SIGKILL);
-            let _ = process::waitpid(pid, 0);
-            return Err(Error::Compel { pid, source });
+            let _ = process::kill(root_pid, libc::SIGKILL);
+            let _ = process::waitpid(root_pid, 0);
+            return Err(Error::Compel {
+                pid: root_pid,
+                source,
+            });
         }
     };
-    task.use_syscall_ip(RemoteAddr(tramp));
-    let built = build(&mut task, &img, opts, tramp, tty.as_deref());
-    let pages_restored = match built {
-        Ok(n) => n,
-        Err(e) => {
-            task.kill();
-            let _ = process::waitpid(pid, 0);
-            return Err(e);
-        }
-    };
-    let ti = img.core.thread_info.as_ref().expect("checked in load");
-    let regs = task::regs_from_image(&ti.gpregs);
-    let mask = img
-        .core
-        .thread_core
-        .as_ref()
-        .and_then(|t| t.blk_sigset)
-        .or(img.core.tc.as_ref().map(|t| t.blk_sigset))
-        .unwrap_or(0);
-    if let Err(source) = task.finish_restore(
-        RemoteAddr(tramp),
-        TRAMP_SIZE,
-        &regs,
-        Some(&img.xstate),
-        mask,
-        opts.leave_stopped,
-    ) {
-        let _ = process::kill(pid, libc::SIGKILL);
-        let _ = process::waitpid(pid, 0);
-        return Err(Error::Compel { pid, source });
+    root.use_syscall_ip(RemoteAddr(tramp));
+    let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
+    root.set_options(opts_all).map_err(|source| Error::Compel {
+        pid: root_pid,
+        source,
+    })?;
+    created.tasks.push(vec![root]);
+    set_session(img, 0, opts, created, tramp)?;
+
+    // Every other process, forked by its parent (parents come first).
+    let index: HashMap<u32, usize> = img
+        .procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
+    for i in 1..img.procs.len() {
+        let p = &img.procs[i];
+        let parent = index[&p.entry.ppid];
+        let child = remote_clone(
+            &mut created.tasks[parent][0],
+            tramp,
+            p.pid(),
+            0,
+            libc::SIGCHLD as u64,
+        )?;
+        created.tasks.push(vec![child]);
+        set_session(img, i, opts, created, tramp)?;
     }
-    let restore_time_us = us_since(t0);
-    info!("Restored {pid} in {restore_time_us} us ({pages_restored} pages)");
-    Ok(RestoreOutcome {
-        root_pid: pid,
-        restore_time_us,
-        pages_restored,
-    })
+    // Threads, cloned by their process's main thread.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        for ti in live.threads.iter().skip(1) {
+            let flags = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM) as u64;
+            let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
+            created.tasks[i].push(t);
+        }
+    }
+    // Build each live process.
+    let mut pages = 0;
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        pages += build(&mut created.tasks[i], p.pid(), &img.dir, live, tramp, tty)?;
+    }
+    Ok(pages)
+}
+
+/// Run clone3 inside `parent` asking for id `tid`; returns the new task.
+fn remote_clone(
+    parent: &mut Task,
+    tramp: u64,
+    tid: i32,
+    flags: u64,
+    exit_signal: u64,
+) -> Result<Task, Error> {
+    let ppid = parent.pid();
+    let scratch = tramp + PAGE_SIZE;
+    let args_addr = scratch + CLONE_ARGS_OFF;
+    let tid_addr = args_addr + 128;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let words = [flags, 0, 0, 0, exit_signal, 0, 0, 0, tid_addr, 1, 0];
+    let mut buf: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    buf.resize(128, 0);
+    buf.extend_from_slice(&tid.to_le_bytes());
+    let n = crust_sys::mem::write(ppid, RemoteAddr(args_addr), &buf)
+        .map_err(sys_err(ppid, "process_vm_writev of clone3 arguments"))?;
+    if n != buf.len() {
+        return Err(Error::Restore {
+            pid: ppid,
+            what: "short write of clone3 arguments".into(),
+        });
+    }
+    let r = parent
+        .syscall_clone(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
+        .map_err(|source| Error::Compel { pid: ppid, source })?;
+    if r < 0 {
+        if r == -(libc::EEXIST as i64) {
+            return Err(pid_taken(tid));
+        }
+        return Err(Error::Sys {
+            pid: ppid,
+            op: format!("clone3 for id {tid} (in the task)"),
+            source: std::io::Error::from_raw_os_error(-r as i32),
+        });
+    }
+    if r != tid as i64 {
+        return Err(Error::Restore {
+            pid: ppid,
+            what: format!("clone3 gave id {r}, not {tid}"),
+        });
+    }
+    let mut t = Task::adopt_new_child(tid).map_err(|source| Error::Compel { pid: tid, source })?;
+    t.use_syscall_ip(RemoteAddr(tramp));
+    Ok(t)
+}
+
+/// Give process `i` its session and process group, right after it was
+/// created and before it creates children (who inherit them).
+fn set_session(
+    img: &ImageSet,
+    i: usize,
+    opts: &RestoreOptions,
+    created: &mut Created,
+    tramp: u64,
+) -> Result<(), Error> {
+    let e = &img.procs[i].entry;
+    let (pid, sid, pgid) = (e.pid as i32, e.sid as i32, e.pgid as i32);
+    let t = &mut created.tasks[i][0];
+    let mut r = Remote {
+        task: t,
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    // What it inherited.
+    let cur_sid = r.call("getsid", libc::SYS_getsid, [0; 6])? as i32;
+    let cur_pgid = r.call("getpgid", libc::SYS_getpgid, [0; 6])? as i32;
+    if sid == pid {
+        r.call("setsid", libc::SYS_setsid, [0; 6])?;
+    } else if sid != cur_sid && !(i == 0 && opts.shell_job) {
+        if i == 0 {
+            // The root's session leader is outside the tree; like CRIU,
+            // it stays in crust's session (use --shell-job for a job).
+            debug!("root {pid}: session {sid} is outside the tree, staying in {cur_sid}");
+        } else {
+            return Err(Error::unsupported(format!(
+                "process {pid} is in session {sid}, but its parent is in {cur_sid} (sessions whose leader is gone need helper tasks)"
+            )));
+        }
+    }
+    let cur_pgid = if sid == pid { pid } else { cur_pgid };
+    if pgid != cur_pgid {
+        let in_tree = img.procs.iter().any(|p| p.entry.pid as i32 == pgid) || pgid == pid;
+        if in_tree {
+            r.call(
+                &format!("setpgid(0, {pgid})"),
+                libc::SYS_setpgid,
+                [0, pgid as u64, 0, 0, 0, 0],
+            )?;
+        } else if i != 0 {
+            return Err(Error::unsupported(format!(
+                "process {pid} is in process group {pgid}, whose leader is not in the tree"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A process just killed by a dump may linger a moment as a zombie until
@@ -318,12 +644,14 @@ fn own_tty() -> Option<String> {
     None
 }
 
-/// An address where [TRAMP_SIZE + VDSO_TEMP] is free both in crust (the
-/// child starts as a copy of it) and in the image.
-fn pick_trampoline(own: &[crust_proc::MapEntry], mm: &MmEntry) -> Option<u64> {
+/// An address where [TRAMP_SIZE + VDSO_TEMP] is free both in crust (every
+/// new task starts as a copy of it) and in every image.
+fn pick_trampoline(own: &[crust_proc::MapEntry], mms: &[&MmEntry]) -> Option<u64> {
     let need = TRAMP_SIZE + VDSO_TEMP;
     let mut busy: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
-    busy.extend(mm.vmas.iter().map(|v| (v.start, v.end)));
+    for mm in mms {
+        busy.extend(mm.vmas.iter().map(|v| (v.start, v.end)));
+    }
     // Leave room for stacks to grow and brk to extend: keep 1 MiB away.
     let guard = 1 << 20;
     let mut cand = 0x1_0000_0000u64;
@@ -339,19 +667,21 @@ fn pick_trampoline(own: &[crust_proc::MapEntry], mm: &MmEntry) -> Option<u64> {
     None
 }
 
-/// Build the process inside the stopped child. Returns pages restored.
+/// Build one process inside its stopped tasks (main thread first).
+/// Returns pages restored.
 fn build(
-    task: &mut Task,
-    img: &ImageSet,
-    opts: &RestoreOptions,
+    tasks: &mut [Task],
+    pid: i32,
+    dir: &Path,
+    live: &LiveImage,
     tramp: u64,
     tty: Option<&str>,
 ) -> Result<u64, Error> {
-    let pid = task.pid();
     let proc = ProcRoot::default();
-    let rseq = task.rseq();
+    let (main, others) = tasks.split_first_mut().expect("main task");
+    let rseq = main.rseq();
     let mut r = Remote {
-        task,
+        task: main,
         scratch: RemoteAddr(tramp + PAGE_SIZE),
         scratch_len: TRAMP_SIZE - PAGE_SIZE,
     };
@@ -399,22 +729,22 @@ fn build(
     )?;
 
     // 2. The vDSO goes where the image had it.
-    move_vdso(&mut r, &img.dir, &img.mm, &special, tramp + TRAMP_SIZE)?;
+    move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
 
     // 3. Memory.
-    let files = &img.files;
-    let pages = mem::restore_vmas(&mut r, &img.dir, &img.mm, img.pages_id, &img.runs, &|id| {
+    let files = &live.files;
+    let pages = mem::restore_vmas(&mut r, dir, &live.mm, live.pages_id, &live.runs, &|id| {
         files.path_of(id)
     })?;
     let exe = files
-        .path_of(img.mm.exe_file_id as u64)
+        .path_of(live.mm.exe_file_id as u64)
         .expect("checked in load");
-    mem::set_mm_map(&mut r, &img.mm, &exe)?;
+    mem::set_mm_map(&mut r, &live.mm, &exe)?;
 
-    // 4. Files, cwd, root, umask, session.
+    // 4. Files, cwd, root, umask.
     files.open_fds(&mut r, tty)?;
-    let root = files.path_of(img.fs.root_id as u64).expect("checked");
-    let cwd = files.path_of(img.fs.cwd_id as u64).expect("checked");
+    let root = files.path_of(live.fs.root_id as u64).expect("checked");
+    let cwd = files.path_of(live.fs.cwd_id as u64).expect("checked");
     if root != "/" {
         let a = r.put_cstr(0, root.as_bytes())?;
         r.call(
@@ -432,27 +762,28 @@ fn build(
     r.call(
         "umask",
         libc::SYS_umask,
-        [img.fs.umask.unwrap_or(0o022) as u64, 0, 0, 0, 0, 0],
+        [live.fs.umask.unwrap_or(0o022) as u64, 0, 0, 0, 0, 0],
     )?;
-    let (sid, pgid) = (img.pstree.sid as i32, img.pstree.pgid as i32);
-    if !opts.shell_job {
-        if sid == pid {
-            r.call("setsid", libc::SYS_setsid, [0; 6])?;
-        } else if pgid == pid {
-            r.call("setpgid", libc::SYS_setpgid, [0, 0, 0, 0, 0, 0])?;
-        }
-    } else if pgid == pid {
-        r.call("setpgid", libc::SYS_setpgid, [0, 0, 0, 0, 0, 0])?;
-    }
 
-    // 5. Signals, timers, limits, rseq, and credentials last.
-    task::apply_core(&mut r, &img.core)?;
-    task::apply_rseq(&mut r, &img.core)?;
-    task::apply_creds(&mut r, &img.core)?;
+    // 5. Signals, timers, limits, rseq, and credentials last; per thread.
+    let main_core = &live.threads[0].core;
+    task::apply_core(&mut r, main_core, pid)?;
+    task::apply_rseq(&mut r, main_core)?;
+    for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
+        let mut tr = Remote {
+            task: t,
+            scratch: RemoteAddr(tramp + PAGE_SIZE),
+            scratch_len: TRAMP_SIZE - PAGE_SIZE,
+        };
+        task::apply_core(&mut tr, &ti.core, pid)?;
+        task::apply_rseq(&mut tr, &ti.core)?;
+        task::apply_creds(&mut tr, &ti.core)?;
+    }
+    task::apply_creds(&mut r, main_core)?;
     Ok(pages)
 }
 
-/// Move [vvar], [vvar_vclock] and [vdso] of the child to the addresses the
+/// Move [vvar], [vvar_vclock] and [vdso] of the task to the addresses the
 /// image records (via a temporary spot, so no move lands on another).
 fn move_vdso(
     r: &mut Remote<'_>,

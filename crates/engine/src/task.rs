@@ -29,26 +29,42 @@ pub fn sigaction_signals() -> impl Iterator<Item = u32> {
     (1..=64u32).filter(|s| *s != libc::SIGKILL as u32 && *s != libc::SIGSTOP as u32)
 }
 
-/// State read by syscalls run inside the task.
+/// Per-process state read by syscalls run inside the process.
 #[derive(Debug, Default)]
-pub struct Inside {
+pub struct ProcInside {
     pub sigactions: Vec<SaEntry>,
-    pub sas: ThreadSasEntry,
-    pub clear_tid: u64,
     pub brk: u64,
     pub dumpable: i32,
     pub thp_disabled: bool,
-    pub secbits: u32,
-    pub pdeath_sig: u32,
     pub child_subreaper: bool,
     pub itimers: [ItimerEntry; 3],
+}
+
+/// Per-thread state read by syscalls run inside each thread.
+#[derive(Debug, Default)]
+pub struct ThreadInside {
+    pub sas: ThreadSasEntry,
+    pub clear_tid: u64,
+    pub secbits: u32,
+    pub pdeath_sig: u32,
 }
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
-pub fn collect_inside(r: &mut Remote<'_>) -> Result<Inside, Error> {
-    let mut out = Inside::default();
+fn prctl_get(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
+    r.call(what, libc::SYS_prctl, [opt, 0, 0, 0, 0, 0])
+}
+
+/// prctl that stores its answer through a pointer argument.
+fn prctl_get_ptr(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
+    r.put(0, &[0u8; 8])?;
+    r.call(what, libc::SYS_prctl, [opt, r.at(0).get(), 0, 0, 0, 0])?;
+    r.get_u64(0)
+}
+
+pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
+    let mut out = ProcInside::default();
     for sig in sigaction_signals() {
         // struct kernel_sigaction: handler, flags, restorer, mask (8 bytes each).
         r.call(
@@ -67,56 +83,15 @@ pub fn collect_inside(r: &mut Remote<'_>) -> Result<Inside, Error> {
             ..Default::default()
         });
     }
-    // stack_t: ss_sp (8), ss_flags (4 + pad), ss_size (8).
-    r.call(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    let b = r.get(0, 24)?;
-    out.sas = ThreadSasEntry {
-        ss_sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        ss_flags: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-        ss_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
-        ..Default::default()
-    };
-    r.put(0, &[0u8; 8])?;
-    r.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        libc::SYS_prctl,
-        [PR_GET_TID_ADDRESS, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    out.clear_tid = r.get_u64(0)?;
     out.brk = r.call("brk", libc::SYS_brk, [0; 6])?;
-    out.dumpable = r.call(
-        "prctl(PR_GET_DUMPABLE)",
-        libc::SYS_prctl,
-        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-    )? as i32;
-    out.thp_disabled = r.call(
+    out.dumpable = prctl_get(r, "prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE as u64)? as i32;
+    out.thp_disabled = prctl_get(
+        r,
         "prctl(PR_GET_THP_DISABLE)",
-        libc::SYS_prctl,
-        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+        libc::PR_GET_THP_DISABLE as u64,
     )? != 0;
-    out.secbits = r.call(
-        "prctl(PR_GET_SECUREBITS)",
-        libc::SYS_prctl,
-        [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
-    )? as u32;
-    r.put(0, &[0u8; 8])?;
-    r.call(
-        "prctl(PR_GET_PDEATHSIG)",
-        libc::SYS_prctl,
-        [libc::PR_GET_PDEATHSIG as u64, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    out.pdeath_sig = r.get_u64(0)? as u32;
-    r.put(0, &[0u8; 8])?;
-    r.call(
-        "prctl(PR_GET_CHILD_SUBREAPER)",
-        libc::SYS_prctl,
-        [PR_GET_CHILD_SUBREAPER, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    out.child_subreaper = r.get_u64(0)? as u32 != 0;
+    out.child_subreaper =
+        prctl_get_ptr(r, "prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)? as u32 != 0;
     for (i, which) in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF]
         .into_iter()
         .enumerate()
@@ -138,6 +113,33 @@ pub fn collect_inside(r: &mut Remote<'_>) -> Result<Inside, Error> {
         };
     }
     Ok(out)
+}
+
+pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
+    // stack_t: ss_sp (8), ss_flags (4 + pad), ss_size (8).
+    r.call(
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        [0, r.at(0).get(), 0, 0, 0, 0],
+    )?;
+    let b = r.get(0, 24)?;
+    let sas = ThreadSasEntry {
+        ss_sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        ss_flags: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+        ss_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+        ..Default::default()
+    };
+    Ok(ThreadInside {
+        sas,
+        clear_tid: prctl_get_ptr(r, "prctl(PR_GET_TID_ADDRESS)", PR_GET_TID_ADDRESS)?,
+        secbits: prctl_get(
+            r,
+            "prctl(PR_GET_SECUREBITS)",
+            libc::PR_GET_SECUREBITS as u64,
+        )? as u32,
+        pdeath_sig: prctl_get_ptr(r, "prctl(PR_GET_PDEATHSIG)", libc::PR_GET_PDEATHSIG as u64)?
+            as u32,
+    })
 }
 
 fn regs_to_image(r: &UserRegs) -> UserX86RegsEntry {
@@ -234,31 +236,31 @@ fn empty_tls() -> Vec<UserDescT> {
         .collect()
 }
 
-pub fn build_core(
-    proc: &ProcRoot,
-    task: &Task,
-    stat: &Stat,
-    status: &Status,
-    inside: &Inside,
-) -> Result<CoreEntry, Error> {
-    let pid = task.pid();
+/// What one thread contributes to its `core-TID.img`; `process` is set for
+/// the main thread (it carries the per-process part, `tc`).
+pub struct CoreParts<'a> {
+    pub task: &'a Task,
+    pub stat: &'a Stat,
+    pub status: &'a Status,
+    pub thread: &'a ThreadInside,
+    pub process: Option<&'a ProcInside>,
+    pub multi_threaded: bool,
+}
+
+pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreEntry, Error> {
+    let task = p.task;
+    let (stat, status) = (p.stat, p.status);
+    let tid = task.pid();
     let regs = crust_compel::restart_adjusted(task.regs(), false);
     let xstate = task
         .xstate()
-        .map_err(|source| Error::Compel { pid, source })?;
+        .map_err(|source| Error::Compel { pid: tid, source })?;
     let fpregs = xsave::fpregs_from_xstate(&xstate);
-    let limits = crust_proc::limits(proc, pid).map_err(proc_err(pid))?;
-    let personality = crust_proc::personality(proc, pid).map_err(proc_err(pid))?;
-    let loginuid = crust_proc::loginuid(proc, pid).ok();
-    let oom = crust_proc::oom_score_adj(proc, pid).ok();
     let pending_p = task
         .pending_signals(false)
-        .map_err(|source| Error::Compel { pid, source })?;
-    let pending_s = task
-        .pending_signals(true)
-        .map_err(|source| Error::Compel { pid, source })?;
+        .map_err(|source| Error::Compel { pid: tid, source })?;
     let (futex_rla, futex_rla_len) =
-        crust_sys::process::get_robust_list(pid).map_err(sys_err(pid, "get_robust_list"))?;
+        crust_sys::process::get_robust_list(tid).map_err(sys_err(tid, "get_robust_list"))?;
     let rseq = task
         .rseq()
         .filter(|r| r.rseq_abi_pointer != 0)
@@ -281,55 +283,69 @@ pub fn build_core(
         cap_prm: cap_words(status.cap_prm),
         cap_eff: cap_words(status.cap_eff),
         cap_bnd: cap_words(status.cap_bnd),
-        secbits: inside.secbits,
+        secbits: p.thread.secbits,
         groups: status.groups.clone(),
         no_new_privs: (status.no_new_privs != 0).then_some(status.no_new_privs),
         cap_amb: cap_words(status.cap_amb),
         ..Default::default()
     };
     let comm = status.name.clone();
-    let nice = stat.nice as i32;
     let policy = stat.policy;
-    let tc = TaskCoreEntry {
-        task_state: task_state::ALIVE,
-        exit_code: 0,
-        personality,
-        flags: stat.flags,
-        blk_sigset: task.sigmask(),
-        comm: comm.clone(),
-        timers: Some(TaskTimersEntry {
-            real: inside.itimers[0].clone(),
-            virt: inside.itimers[1].clone(),
-            prof: inside.itimers[2].clone(),
-            ..Default::default()
-        }),
-        rlimits: Some(TaskRlimitsEntry {
-            rlimits: limits
-                .iter()
-                .map(|(cur, max)| RlimitEntry {
-                    cur: *cur,
-                    max: *max,
+    let tc = match p.process {
+        None => None,
+        Some(pi) => {
+            let limits = crust_proc::limits(proc, tgid).map_err(proc_err(tgid))?;
+            let pending_s = task
+                .pending_signals(true)
+                .map_err(|source| Error::Compel { pid: tid, source })?;
+            Some(TaskCoreEntry {
+                task_state: if task.was_stopped() {
+                    task_state::STOPPED
+                } else {
+                    task_state::ALIVE
+                },
+                exit_code: 0,
+                personality: crust_proc::personality(proc, tgid).map_err(proc_err(tgid))?,
+                flags: stat.flags,
+                blk_sigset: task.sigmask(),
+                comm: comm.clone(),
+                timers: Some(TaskTimersEntry {
+                    real: pi.itimers[0].clone(),
+                    virt: pi.itimers[1].clone(),
+                    prof: pi.itimers[2].clone(),
                     ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        signals_s: Some(signal_queue(pending_s)),
-        loginuid,
-        oom_score_adj: oom,
-        sigactions: inside.sigactions.clone(),
-        child_subreaper: Some(inside.child_subreaper),
-        ..Default::default()
+                }),
+                rlimits: Some(TaskRlimitsEntry {
+                    rlimits: limits
+                        .iter()
+                        .map(|(cur, max)| RlimitEntry {
+                            cur: *cur,
+                            max: *max,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                signals_s: Some(signal_queue(pending_s)),
+                loginuid: crust_proc::loginuid(proc, tgid).ok(),
+                oom_score_adj: crust_proc::oom_score_adj(proc, tgid).ok(),
+                sigactions: pi.sigactions.clone(),
+                child_subreaper: Some(pi.child_subreaper),
+                stop_signo: task.was_stopped().then_some(libc::SIGSTOP as u32),
+                ..Default::default()
+            })
+        }
     };
     let tcore = ThreadCoreEntry {
         futex_rla,
         futex_rla_len: futex_rla_len as u32,
-        sched_nice: Some(nice),
+        sched_nice: Some(stat.nice as i32),
         sched_policy: Some(policy),
         sched_prio: (policy == libc::SCHED_FIFO as u32 || policy == libc::SCHED_RR as u32)
             .then_some(stat.rt_priority),
-        sas: Some(inside.sas.clone()),
-        pdeath_sig: (inside.pdeath_sig != 0).then_some(inside.pdeath_sig),
+        blk_sigset: (p.multi_threaded && p.process.is_none()).then(|| task.sigmask()),
+        sas: Some(p.thread.sas.clone()),
+        pdeath_sig: (p.thread.pdeath_sig != 0).then_some(p.thread.pdeath_sig),
         signals_p: Some(signal_queue(pending_p)),
         creds: Some(creds),
         comm: Some(comm),
@@ -339,27 +355,44 @@ pub fn build_core(
     Ok(CoreEntry {
         mtype: core_entry_march::X86_64,
         thread_info: Some(ThreadInfoX86 {
-            clear_tid_addr: inside.clear_tid,
+            clear_tid_addr: p.thread.clear_tid,
             gpregs: regs_to_image(&regs),
             fpregs,
             tls: empty_tls(),
             ..Default::default()
         }),
-        tc: Some(tc),
+        tc,
         thread_core: Some(tcore),
         ..Default::default()
     })
 }
 
+/// The core of a zombie: its exit status (as wait() reports it) and name.
+pub fn zombie_core(stat: &Stat) -> CoreEntry {
+    CoreEntry {
+        mtype: core_entry_march::X86_64,
+        tc: Some(TaskCoreEntry {
+            task_state: task_state::DEAD,
+            exit_code: stat.exit_code as u32,
+            comm: stat.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Restore side: apply what `core_entry` says to the new task, by remote
 /// syscalls (everything but registers, mask and memory).
-pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+/// `tgid` is the process the thread behind `r` belongs to.
+pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32) -> Result<(), Error> {
     let pid = r.pid();
     let tc = core.tc.as_ref();
     let th = core.thread_core.as_ref();
-    // comm
-    if let Some(tc) = tc {
-        let mut name = tc.comm.as_bytes().to_vec();
+    let comm = th
+        .and_then(|t| t.comm.as_deref())
+        .or(tc.map(|t| t.comm.as_str()));
+    if let Some(comm) = comm {
+        let mut name = comm.as_bytes().to_vec();
         name.truncate(15);
         let a = r.put_cstr(0, &name)?;
         r.call(
@@ -367,6 +400,8 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
             libc::SYS_prctl,
             [libc::PR_SET_NAME as u64, a.get(), 0, 0, 0, 0],
         )?;
+    }
+    if let Some(tc) = tc {
         r.call(
             "personality",
             libc::SYS_personality,
@@ -439,7 +474,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
         // until the very end).
         if let Some(q) = &tc.signals_s {
             for s in &q.signals {
-                queue_signal(r, s, true)?;
+                queue_signal(r, s, tgid, true)?;
             }
         }
     }
@@ -459,7 +494,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
         }
         if let Some(q) = &th.signals_p {
             for s in &q.signals {
-                queue_signal(r, s, false)?;
+                queue_signal(r, s, tgid, false)?;
             }
         }
         r.call(
@@ -537,7 +572,15 @@ fn apply_rlimit(pid: i32, res: u32, cur: u64, max: u64) {
     warn!("cannot restore rlimit {res} ({cur}/{max}) of {pid}");
 }
 
-fn queue_signal(r: &mut Remote<'_>, s: &SiginfoEntry, shared: bool) -> Result<(), Error> {
+/// Queue a pending signal again. The kernel only accepts a kernel- or
+/// kill()-style siginfo from the receiving thread itself, so per-thread
+/// signals are queued by each thread and shared ones by the main thread.
+fn queue_signal(
+    r: &mut Remote<'_>,
+    s: &SiginfoEntry,
+    tgid: i32,
+    shared: bool,
+) -> Result<(), Error> {
     let pid = r.pid();
     if s.siginfo.len() != 128 {
         return Err(Error::Restore {
@@ -560,13 +603,13 @@ fn queue_signal(r: &mut Remote<'_>, s: &SiginfoEntry, shared: bool) -> Result<()
         r.call(
             "rt_sigqueueinfo",
             libc::SYS_rt_sigqueueinfo,
-            [pid as u64, signo as u64, a.get(), 0, 0, 0],
+            [tgid as u64, signo as u64, a.get(), 0, 0, 0],
         )?;
     } else {
         r.call(
             "rt_tgsigqueueinfo",
             libc::SYS_rt_tgsigqueueinfo,
-            [pid as u64, pid as u64, signo as u64, a.get(), 0, 0],
+            [tgid as u64, pid as u64, signo as u64, a.get(), 0, 0],
         )?;
     }
     Ok(())

@@ -1,0 +1,164 @@
+//! `mthreads`: a process with 8 threads (`--threads N` to change), each with
+//! its own TLS value, signal mask and register values. Half of them wait on
+//! a condition variable (futex wait); the others spin in an asm loop that
+//! keeps a marker in r15 and xmm8, sleeping 1 ms now and then.
+//!
+//! On SIGTERM (only the main thread takes it) the main thread wakes the
+//! waiters and stops the spinners; every thread checks that its tid, TLS
+//! value, signal mask and registers are what they were, and the main thread
+//! collects the verdicts.
+
+use crust_testprogs::{finish, ready, sleep_ms, start, term_requested};
+use std::arch::asm;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+thread_local! {
+    static TLS: Cell<u64> = const { Cell::new(0) };
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+fn gettid() -> i64 {
+    // SAFETY: gettid takes no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+fn sigmask() -> u64 {
+    // SAFETY: sigset_t is plain data; pthread_sigmask fills `old`.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old);
+        *(&old as *const libc::sigset_t as *const u64)
+    }
+}
+
+fn block(sigs: &[i32]) {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in sigs {
+            libc::sigaddset(&mut set, *s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Spin until STOP with `marker` in r15 and xmm8; returns what they held.
+fn spin(marker: u64) -> (u64, u64) {
+    let (r, x): (u64, u64);
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    // SAFETY: the asm only reads STOP and `ts`, makes nanosleep syscalls
+    // (clobbering rax, rcx, r11, rdi, rsi as declared) and uses r15/xmm8,
+    // which are declared clobbered.
+    unsafe {
+        asm!(
+            "mov r15, {m}",
+            "movq xmm8, {m}",
+            "2:",
+            "mov ecx, 20000",
+            "3:",
+            "pause",
+            "dec ecx",
+            "jnz 3b",
+            "mov eax, 35",
+            "mov rdi, {ts}",
+            "xor esi, esi",
+            "syscall",
+            "cmp byte ptr [{stop}], 0",
+            "je 2b",
+            "mov {r}, r15",
+            "movq {x}, xmm8",
+            m = in(reg) marker,
+            ts = in(reg) &ts as *const libc::timespec,
+            stop = in(reg) &STOP as *const AtomicBool,
+            r = lateout(reg) r,
+            x = lateout(reg) x,
+            out("r15") _,
+            out("xmm8") _,
+            out("rax") _,
+            out("rcx") _,
+            out("r11") _,
+            out("rdi") _,
+            out("rsi") _,
+        );
+    }
+    (r, x)
+}
+
+fn main() {
+    let args = start();
+    let n = args.num("threads", 8) as usize;
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let gate = gate.clone();
+        handles.push(std::thread::spawn(move || -> Result<(), String> {
+            // Only the main thread takes SIGTERM; odd threads also block
+            // SIGUSR1, even ones SIGUSR2.
+            block(&[libc::SIGTERM, if i % 2 == 1 { libc::SIGUSR1 } else { libc::SIGUSR2 }]);
+            let tid = gettid();
+            let mask = sigmask();
+            let tls = 0x7100_0000 + i as u64;
+            TLS.with(|t| t.set(tls));
+            STARTED.fetch_add(1, Ordering::SeqCst);
+            let marker = 0x5eed_0000_0000 + i as u64 * 0x111;
+            if i % 2 == 0 {
+                let (lock, cv) = &*gate;
+                let mut go = lock.lock().unwrap();
+                while !*go {
+                    go = cv.wait(go).unwrap();
+                }
+            } else {
+                let (r, x) = spin(marker);
+                if r != marker || x != marker {
+                    return Err(format!(
+                        "thread {i}: r15 {r:#x} / xmm8 {x:#x}, expected {marker:#x}"
+                    ));
+                }
+            }
+            let now = (gettid(), sigmask(), TLS.with(|t| t.get()));
+            if now != (tid, mask, tls) {
+                return Err(format!(
+                    "thread {i}: (tid, mask, tls) was ({tid}, {mask:#x}, {tls:#x}), now ({}, {:#x}, {:#x})",
+                    now.0, now.1, now.2
+                ));
+            }
+            Ok(())
+        }));
+    }
+    while STARTED.load(Ordering::SeqCst) < n {
+        sleep_ms(5);
+    }
+    sleep_ms(50);
+    let main_tid = gettid();
+    ready(&args);
+    while !term_requested() {
+        sleep_ms(20);
+    }
+    STOP.store(true, Ordering::SeqCst);
+    {
+        let (lock, cv) = &*gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let mut verdict = if gettid() == main_tid {
+        Ok(())
+    } else {
+        Err("main thread id changed".to_string())
+    };
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => verdict = verdict.and(Err(e)),
+            Err(_) => verdict = verdict.and(Err("a thread panicked".into())),
+        }
+    }
+    finish(&args, verdict)
+}
