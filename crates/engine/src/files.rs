@@ -1,6 +1,8 @@
 //! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
 //! Regular files, character devices such as /dev/null, directories (cwd,
 //! root) and mapped files are handled here; other kinds are refused.
+//! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
+//! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
 use crate::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
@@ -8,6 +10,7 @@ use crate::Error;
 use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
+use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
 use crust_images::proto::regfile::RegFileEntry;
 use crust_proc::ProcRoot;
 use log::debug;
@@ -25,27 +28,90 @@ fn is_terminal_path(p: &str) -> bool {
         || p == "/dev/ptmx"
 }
 
-/// Files of one dumped process, as they will be written.
+/// The open files of a dumped tree (one `files.img`), with ids shared by
+/// all its processes.
 pub struct FileTable {
-    pid: i32,
     shell_job: bool,
     next_id: u32,
     files: Vec<FileEntry>,
-    fds: Vec<FdinfoEntry>,
     /// Mapped files (and the exe) by (path, open flags).
     mapped: HashMap<(PathBuf, u32), u32>,
+    /// memfd.img entries, in inode_id order.
+    memfd_inodes: Vec<MemfdInodeEntry>,
+    /// files.img id of each shared memory object, by its inode number.
+    shmem_ids: HashMap<u64, u32>,
+}
+
+/// Name CRIU gives the memfd inode of shared anonymous memory.
+pub const SHMEM_ANON_NAME: &str = "/dev/zero";
+/// F_SEAL_SEAL: the only seal shared anonymous memory has (and it forbids
+/// adding others).
+pub const F_SEAL_SEAL: u32 = 1;
+
+/// A shared memory object a task maps, as memfd.img records it.
+#[derive(Debug, Clone)]
+pub struct ShmemInode {
+    /// Inode number (memfd.img `shmid`, the N of pagemap-shmem-N.img).
+    pub ino: u64,
+    pub name: String,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub seals: u32,
 }
 
 impl FileTable {
-    pub fn new(pid: i32, shell_job: bool) -> Self {
+    pub fn new(shell_job: bool) -> Self {
         FileTable {
-            pid,
             shell_job,
             next_id: 1,
             files: Vec::new(),
-            fds: Vec::new(),
             mapped: HashMap::new(),
+            memfd_inodes: Vec::new(),
+            shmem_ids: HashMap::new(),
         }
+    }
+
+    /// A shared memory object the task maps (shared anonymous memory): one
+    /// MEMFD files.img entry and one memfd.img inode per object. Returns the
+    /// files.img id, which the VMAs carry as `shmid`.
+    pub fn add_shmem(&mut self, obj: &ShmemInode) -> u32 {
+        if let Some(id) = self.shmem_ids.get(&obj.ino) {
+            return *id;
+        }
+        let id = self.new_id();
+        let inode_id = self.memfd_inodes.len() as u32 + 1;
+        self.memfd_inodes.push(MemfdInodeEntry {
+            name: obj.name.clone(),
+            uid: obj.uid,
+            gid: obj.gid,
+            size: obj.size,
+            shmid: obj.ino as u32,
+            seals: obj.seals,
+            inode_id: inode_id as u64,
+            mode: Some(obj.mode),
+            ..Default::default()
+        });
+        self.files.push(FileEntry {
+            r#type: fd_types::MEMFD,
+            id,
+            memfd: Some(MemfdFileEntry {
+                id,
+                flags: 0,
+                pos: 0,
+                fown: FownEntry::default(),
+                inode_id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.shmem_ids.insert(obj.ino, id);
+        debug!(
+            "shared memory object ino {} ({} bytes) is file id {id}",
+            obj.ino, obj.size
+        );
+        id
     }
 
     fn new_id(&mut self) -> u32 {
@@ -108,10 +174,10 @@ impl FileTable {
         Ok(id)
     }
 
-    /// Every fd of the task.
-    pub fn collect_fds(&mut self, proc: &ProcRoot) -> Result<(), Error> {
-        let pid = self.pid;
+    /// Every fd of process `pid`, for its `fdinfo-N.img`.
+    pub fn collect_fds(&mut self, proc: &ProcRoot, pid: i32) -> Result<Vec<FdinfoEntry>, Error> {
         let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+        let mut out = Vec::with_capacity(fds.len());
         // fd -> files.img id of the fds seen so far, to find shared open
         // file descriptions.
         let mut seen: Vec<(i32, String, u32)> = Vec::new();
@@ -172,7 +238,7 @@ impl FileTable {
                 }
             };
             seen.push((fd, target.clone(), id));
-            self.fds.push(FdinfoEntry {
+            out.push(FdinfoEntry {
                 id,
                 flags: if info.flags & O_CLOEXEC != 0 {
                     libc::FD_CLOEXEC as u32
@@ -185,13 +251,17 @@ impl FileTable {
             });
             debug!("{pid}: fd {fd} -> {target} (id {id})");
         }
-        Ok(())
+        Ok(out)
     }
 
-    pub fn write(&mut self, dir: &Path, files_id: u32) -> Result<(), Error> {
+    /// Write `files.img`.
+    pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
         self.files.sort_by_key(|f| f.id);
         write_image(dir, ImageType::Files, 0, &self.files)?;
-        write_image(dir, ImageType::Fdinfo, files_id as u64, &self.fds)
+        if !self.memfd_inodes.is_empty() {
+            write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
+        }
+        Ok(())
     }
 }
 
@@ -259,6 +329,44 @@ fn elf_build_id(path: &Path) -> Vec<u32> {
 }
 
 // ---------------------------------------------------------------- restore
+
+/// The MEMFD entries of files.img joined with their memfd.img inodes, by
+/// files.img id. Empty when the image set has no memfd.
+pub fn load_memfds(dir: &Path) -> Result<HashMap<u32, MemfdInodeEntry>, Error> {
+    let bad = |why: String| Error::BadImage {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+    let mut by_file: Vec<(u32, u32)> = Vec::new(); // (file id, inode_id)
+    for f in &files {
+        if f.r#type != fd_types::MEMFD {
+            continue;
+        }
+        let m = f
+            .memfd
+            .as_ref()
+            .ok_or_else(|| bad(format!("files.img: MEMFD entry {} has no memfd part", f.id)))?;
+        by_file.push((f.id, m.inode_id));
+    }
+    if by_file.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let inodes: Vec<MemfdInodeEntry> = read_image(dir, ImageType::MemfdInode, 0)?;
+    let mut out = HashMap::new();
+    for (id, inode_id) in by_file {
+        let ino = inodes
+            .iter()
+            .find(|i| i.inode_id == inode_id as u64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "files.img: memfd file {id} refers to inode {inode_id}, which memfd.img does not have"
+                ))
+            })?;
+        out.insert(id, ino.clone());
+    }
+    Ok(out)
+}
 
 /// Files of an image set, by id.
 pub struct RestoreFiles {

@@ -1,9 +1,15 @@
 //! Memory: the VMA list (`mm-N.img`), the pages that are present
 //! (`pagemap-N.img` + `pages-N.img`) and rebuilding them on restore.
+//!
+//! Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) is stored as CRIU 4.x
+//! stores it: the VMA is `VMA_FILE_SHARED|VMA_AREA_MEMFD` with `shmid` = the
+//! files.img id of a MEMFD file whose inode is named "/dev/zero"; the
+//! object's pages go to `pagemap-shmem-<ino>.img` (vaddr = offset in the
+//! object) and their own `pages-<id>.img`.
 
-use crate::files::FileTable;
+use crate::files::{FileTable, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::remote::Remote;
-use crate::task::Inside;
+use crate::task::ProcInside as Inside;
 use crate::util::{proc_err, sys_err};
 use crate::Error;
 use crust_images::consts::{pe, vma as vs};
@@ -42,6 +48,11 @@ impl Vma {
 
     fn has(&self, f: &str) -> bool {
         self.vm_flags.iter().any(|x| x == f)
+    }
+
+    /// Shared anonymous memory (stored as a "/dev/zero" memfd)?
+    fn is_shmem(&self) -> bool {
+        self.status & vs::AREA_MEMFD != 0
     }
 }
 
@@ -90,6 +101,19 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                 }
                 vs::AREA_REGULAR | vs::ANON_PRIVATE
             }
+            // MAP_SHARED|MAP_ANONYMOUS: the kernel backs it with a shmem
+            // file it names "/dev/zero" (deleted), on device 00:01.
+            MapKind::File
+                if map.shared
+                    && map.deleted
+                    && map.dev_major == 0
+                    && map.path.as_deref() == Some(SHMEM_ANON_NAME) =>
+            {
+                vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
+            }
+            MapKind::AnonShmemNamed(_) if map.shared => {
+                vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
+            }
             MapKind::File => {
                 let path = map.path.clone().unwrap_or_default();
                 if map.shared && path == "/dev/zero" {
@@ -132,20 +156,55 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
 pub struct PageCounts {
     pub scanned: u64,
     pub written: u64,
+    /// Pages of shared memory objects looked at, and stored.
+    pub shmem_scanned: u64,
+    pub shmem_written: u64,
 }
 
-/// The pages-N.img id of a process's private memory.
-pub const PAGES_ID: u32 = 1;
 /// How many bytes are read from the task per batch.
 const BATCH: usize = 8 << 20;
 
-/// Find the present pages of every private VMA and store them.
-pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma]) -> Result<PageCounts, Error> {
+/// The pages-N.img ids of shared memory objects are this bit plus the low
+/// 31 bits of the object's inode number: stable for the object whichever
+/// process of a tree maps it, and apart from the per-process ids (1, 2...).
+const SHMEM_PAGES_ID_BIT: u32 = 1 << 31;
+
+fn shmem_pages_id(ino: u64) -> u32 {
+    SHMEM_PAGES_ID_BIT | (ino as u32 & !SHMEM_PAGES_ID_BIT)
+}
+
+/// A run of pages to copy out of the task.
+#[derive(Debug, Clone, Copy)]
+struct ReadRun {
+    addr: u64,
+    npages: u64,
+    /// Readable with process_vm_readv (else through /proc/PID/mem).
+    readable: bool,
+}
+
+/// Append one page to a list of runs, extending the last run if it can.
+fn push_page(runs: &mut Vec<ReadRun>, addr: u64, readable: bool) {
+    if let Some(last) = runs.last_mut() {
+        if last.readable == readable && last.addr + last.npages * PAGE_SIZE == addr {
+            last.npages += 1;
+            return;
+        }
+    }
+    runs.push(ReadRun {
+        addr,
+        npages: 1,
+        readable,
+    });
+}
+
+/// Find the present pages of every private VMA and store them, then the
+/// pages of every shared memory object the process maps.
+/// `pages_id` names the `pages-N.img` this process's private pages go to.
+pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma], pages_id: u32) -> Result<PageCounts, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
     let mut counts = PageCounts::default();
-    // Runs of pages to store: (vaddr, npages, readable).
-    let mut runs: Vec<(u64, u64, bool)> = Vec::new();
+    let mut runs: Vec<ReadRun> = Vec::new();
     for v in vmas.iter().filter(|v| v.dumps_pages()) {
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
         counts.scanned += npages;
@@ -153,7 +212,6 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma]) -> Result<PageCounts, Erro
             .read(v.map.start, npages as usize)
             .map_err(proc_err(pid))?;
         let file_private = v.status & vs::FILE_PRIVATE != 0;
-        let mut run: Option<(u64, u64)> = None;
         for (i, raw) in pmes.iter().enumerate() {
             let p = Pme(*raw);
             let want = if file_private {
@@ -161,47 +219,57 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma]) -> Result<PageCounts, Erro
             } else {
                 p.present() || p.swapped()
             };
-            let addr = v.map.start + i as u64 * PAGE_SIZE;
-            match (&mut run, want) {
-                (Some((s, n)), true) if *s + *n * PAGE_SIZE == addr => *n += 1,
-                (r, true) => {
-                    if let Some((s, n)) = r.take() {
-                        runs.push((s, n, v.map.read));
-                    }
-                    *r = Some((addr, 1));
-                }
-                (r, false) => {
-                    if let Some((s, n)) = r.take() {
-                        runs.push((s, n, v.map.read));
-                    }
-                }
+            if want {
+                push_page(&mut runs, v.map.start + i as u64 * PAGE_SIZE, v.map.read);
             }
         }
-        if let Some((s, n)) = run {
-            runs.push((s, n, v.map.read));
-        }
     }
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    counts.written = write_task_pages(pid, &pages_path, &runs)?;
+    let entries: Vec<(u64, u64)> = runs.iter().map(|r| (r.addr, r.npages)).collect();
+    write_pagemap(dir, ImageType::Pagemap, pid as u64, pages_id, &entries)?;
+    debug!(
+        "{pid}: {} pages scanned, {} written in {} runs",
+        counts.scanned,
+        counts.written,
+        runs.len()
+    );
 
-    let pages_name = ImageType::Pages.file_name(PAGES_ID as u64);
-    let pages_path = dir.join(&pages_name);
+    let mut seen: Vec<u64> = Vec::new();
+    for v in vmas.iter().filter(|v| v.is_shmem()) {
+        if seen.contains(&v.map.inode) {
+            continue;
+        }
+        seen.push(v.map.inode);
+        let (scanned, written) = dump_shmem(pid, dir, v)?;
+        counts.shmem_scanned += scanned;
+        counts.shmem_written += written;
+    }
+    Ok(counts)
+}
+
+/// Copy the runs of task memory into a new pages file; returns the number
+/// of pages written.
+fn write_task_pages(pid: i32, pages_path: &Path, runs: &[ReadRun]) -> Result<u64, Error> {
     let mut pages = std::io::BufWriter::with_capacity(
         1 << 20,
-        File::create(&pages_path).map_err(|source| Error::Io {
+        File::create(pages_path).map_err(|source| Error::Io {
             op: "cannot create",
-            path: pages_path.clone(),
+            path: pages_path.to_path_buf(),
             source,
         })?,
     );
     let mem_file =
         File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
     let mut buf = vec![0u8; BATCH];
-    for &(start, n, readable) in &runs {
+    let mut written = 0u64;
+    for run in runs {
         let mut done = 0u64;
-        let total = n * PAGE_SIZE;
+        let total = run.npages * PAGE_SIZE;
         while done < total {
             let len = ((total - done) as usize).min(BATCH);
-            let addr = start + done;
-            let got = if readable {
+            let addr = run.addr + done;
+            let got = if run.readable {
                 mem::read(pid, RemoteAddr(addr), &mut buf[..len])
                     .map_err(sys_err(pid, format!("process_vm_readv at {addr:#x}")))?
             } else {
@@ -220,57 +288,140 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma]) -> Result<PageCounts, Erro
             }
             pages.write_all(&buf[..len]).map_err(|source| Error::Io {
                 op: "cannot write",
-                path: pages_path.clone(),
+                path: pages_path.to_path_buf(),
                 source,
             })?;
             done += len as u64;
         }
-        counts.written += n;
+        written += run.npages;
     }
     pages.flush().map_err(|source| Error::Io {
         op: "cannot write",
-        path: pages_path.clone(),
+        path: pages_path.to_path_buf(),
         source,
     })?;
+    Ok(written)
+}
 
-    let name = ImageType::Pagemap.file_name(pid as u64);
+/// Write a pagemap image: the head, then one PE_PRESENT entry per run of
+/// (vaddr or object offset, pages).
+fn write_pagemap(
+    dir: &Path,
+    ty: ImageType,
+    id: u64,
+    pages_id: u32,
+    runs: &[(u64, u64)],
+) -> Result<(), Error> {
+    let name = ty.file_name(id);
     let werr = |source| Error::Image {
         what: format!("cannot write {name}"),
         source,
     };
-    let mut w = ImageWriter::create(dir, ImageType::Pagemap, &name).map_err(werr)?;
-    w.write_entry(&PagemapHead {
-        pages_id: PAGES_ID,
+    let mut w = ImageWriter::create(dir, ty, &name).map_err(werr)?;
+    let head = PagemapHead {
+        pages_id,
         ..Default::default()
-    })
-    .map_err(|source| Error::Image {
-        what: format!("cannot write {name}"),
-        source,
-    })?;
-    for &(start, n, _) in &runs {
+    };
+    w.write_entry(&head).map_err(werr)?;
+    for &(vaddr, n) in runs {
         w.write_entry(&PagemapEntry {
-            vaddr: start,
+            vaddr,
             compat_nr_pages: 0,
             flags: Some(pe::PRESENT),
             nr_pages: Some(n),
             ..Default::default()
         })
-        .map_err(|source| Error::Image {
-            what: format!("cannot write {name}"),
-            source,
-        })?;
+        .map_err(werr)?;
     }
-    w.finish().map_err(|source| Error::Image {
-        what: format!("cannot write {name}"),
-        source,
-    })?;
+    w.finish().map_err(werr)
+}
+
+/// `/proc/PID/map_files/` entry of a mapping: opens the mapped object itself.
+fn map_files_path(pid: i32, m: &crust_proc::MapEntry) -> String {
+    format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)
+}
+
+fn all_zero(page: &[u8]) -> bool {
+    page.chunks_exact(64).all(|c| {
+        c.chunks_exact(8).fold(0u64, |acc, w| {
+            acc | u64::from_ne_bytes(w.try_into().unwrap_or([1; 8]))
+        }) == 0
+    })
+}
+
+/// Store the pages of the shared memory object `v` maps: the whole object
+/// is read through /proc/PID/map_files (holes read as zeros without being
+/// allocated, swapped pages come back in), so pages any process of the tree
+/// wrote are found; pages holding only zeros are left out. Writes
+/// `pagemap-shmem-<ino>.img` and its pages file; returns (pages scanned,
+/// pages stored).
+fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
+    let path = map_files_path(pid, &v.map);
+    let f = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    let size = f
+        .metadata()
+        .map_err(sys_err(pid, format!("stat {path}")))?
+        .len();
+    let ino = v.map.inode;
+    let pages_id = shmem_pages_id(ino);
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    let ioerr = |op: &'static str| {
+        let p = pages_path.clone();
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        File::create(&pages_path).map_err(ioerr("cannot create"))?,
+    );
+    let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; BATCH];
+    let mut off = 0u64;
+    let mut stored = 0u64;
+    while off < total {
+        let len = ((total - off) as usize).min(BATCH);
+        let chunk = &mut buf[..len];
+        let mut got = 0usize;
+        while got < len {
+            match f.read_at(&mut chunk[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(sys_err(pid, format!("read {path}"))(e)),
+            }
+        }
+        chunk[got..].fill(0);
+        for (i, page) in chunk.chunks_exact(PAGE_SIZE as usize).enumerate() {
+            if all_zero(page) {
+                continue;
+            }
+            let at = off + i as u64 * PAGE_SIZE;
+            match runs.last_mut() {
+                Some((s, n)) if *s + *n * PAGE_SIZE == at => *n += 1,
+                _ => runs.push((at, 1)),
+            }
+            out.write_all(page).map_err(ioerr("cannot write"))?;
+            stored += 1;
+        }
+        off += len as u64;
+    }
+    out.flush().map_err(ioerr("cannot write"))?;
+    write_pagemap(
+        dir,
+        ImageType::ShmemPagemap,
+        ino as u32 as u64,
+        pages_id,
+        &runs,
+    )?;
     debug!(
-        "{pid}: {} pages scanned, {} written in {} runs",
-        counts.scanned,
-        counts.written,
+        "{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {} runs",
         runs.len()
     );
-    Ok(counts)
+    Ok((total / PAGE_SIZE, stored))
 }
 
 /// madvise advice numbers that VmFlags letters stand for.
@@ -289,6 +440,39 @@ fn madv_bits(v: &Vma) -> u64 {
         }
     }
     m
+}
+
+/// What memfd.img records of the shared memory object VMA `v` maps.
+fn shmem_inode(pid: i32, v: &Vma, vmas: &[Vma]) -> ShmemInode {
+    use std::os::unix::fs::MetadataExt;
+    let ino = v.map.inode;
+    match std::fs::metadata(map_files_path(pid, &v.map)) {
+        Ok(md) => ShmemInode {
+            ino,
+            name: SHMEM_ANON_NAME.into(),
+            size: md.size(),
+            uid: md.uid(),
+            gid: md.gid(),
+            mode: md.mode(),
+            seals: F_SEAL_SEAL,
+        },
+        // Without map_files: the object reaches at least as far as its
+        // mappings; the kernel creates it as root's, mode 0100777.
+        Err(_) => ShmemInode {
+            ino,
+            name: SHMEM_ANON_NAME.into(),
+            size: vmas
+                .iter()
+                .filter(|o| o.is_shmem() && o.map.inode == ino)
+                .map(|o| o.map.offset + o.map.len())
+                .max()
+                .unwrap_or(0),
+            uid: 0,
+            gid: 0,
+            mode: libc::S_IFREG | 0o777,
+            seals: F_SEAL_SEAL,
+        },
+    }
 }
 
 pub fn build_mm(
@@ -328,7 +512,11 @@ pub fn build_mm(
         if v.has("nr") {
             flags |= libc::MAP_NORESERVE as u32;
         }
-        let (shmid, fdflags) = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+        let (shmid, fdflags) = if v.is_shmem() {
+            // As CRIU records it: the memfd is opened read-write.
+            let obj = shmem_inode(pid, v, vmas);
+            (files.add_shmem(&obj), Some(libc::O_RDWR as u32))
+        } else if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             let fdflags = if m.shared && (m.write || v.has("mw")) {
                 libc::O_RDWR
             } else {
@@ -410,15 +598,7 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
                 format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
             ));
         }
-        if v.status
-            & (vs::ANON_SHARED
-                | vs::AREA_SYSVIPC
-                | vs::AREA_SOCKET
-                | vs::AREA_AIORING
-                | vs::AREA_MEMFD
-                | vs::UNSUPP)
-            != 0
-        {
+        if v.status & (vs::AREA_SYSVIPC | vs::AREA_SOCKET | vs::AREA_AIORING | vs::UNSUPP) != 0 {
             return Err(Error::unsupported(format!(
                 "restoring VMA {:#x}-{:#x} with status {:#x}",
                 v.start, v.end, v.status
@@ -426,6 +606,8 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
         }
         prev_end = v.end;
     }
+    // Shared memory objects: their memfd entries and pages must hold up.
+    load_shmem(dir, mm)?;
     Ok(())
 }
 
@@ -533,8 +715,299 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
     Ok((head.pages_id, runs))
 }
 
+/// Is this VMA shared anonymous memory (a "/dev/zero" memfd as CRIU 4.x
+/// writes it, or VMA_ANON_SHARED as older CRIU did)?
+fn is_shmem_entry(v: &VmaEntry) -> bool {
+    v.status & (vs::ANON_SHARED | vs::AREA_MEMFD) != 0
+}
+
+/// A shared memory object to rebuild, with the pages to read into it.
+#[derive(Debug, Clone)]
+pub struct ShmemObject {
+    /// The `shmid` its VMAs carry: a files.img id (memfd) or, for
+    /// VMA_ANON_SHARED, the inode number itself.
+    pub key: u64,
+    /// The inode number: N of pagemap-shmem-N.img.
+    pub ino: u64,
+    /// Bytes to create, page aligned; covers every VMA of the object.
+    pub size: u64,
+    pub pages_id: u32,
+    /// vaddr = offset in the object.
+    pub runs: Vec<PageRun>,
+}
+
+fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    Ok(std::fs::metadata(&pages_path)
+        .map_err(|source| Error::Image {
+            what: format!("cannot read image {}", pages_path.display()),
+            source: crust_images::image::ImageError::Missing {
+                path: pages_path.clone(),
+                source,
+            },
+        })?
+        .len())
+}
+
+/// Read and check every shared memory object the VMAs of `mm` map:
+/// files.img/memfd.img for memfd VMAs, then pagemap-shmem-N.img and the
+/// length of its pages file. Only shared anonymous memory ("/dev/zero") can
+/// be rebuilt so far; other memfds are refused.
+pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
+    if !mm.vmas.iter().any(is_shmem_entry) {
+        return Ok(Vec::new());
+    }
+    let memfds = if mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0) {
+        crate::files::load_memfds(dir)?
+    } else {
+        Default::default()
+    };
+    let mut out: Vec<ShmemObject> = Vec::new();
+    for v in mm.vmas.iter().filter(|v| is_shmem_entry(v)) {
+        let what = format!("VMA {:#x}-{:#x}", v.start, v.end);
+        let len = v.end - v.start;
+        if v.pgoff % PAGE_SIZE != 0 {
+            return Err(bad(
+                dir,
+                format!("{what} has an unaligned offset {:#x}", v.pgoff),
+            ));
+        }
+        let end_off = v
+            .pgoff
+            .checked_add(len)
+            .filter(|e| *e <= TASK_SIZE)
+            .ok_or_else(|| {
+                bad(
+                    dir,
+                    format!("{what} has offset {:#x} out of range", v.pgoff),
+                )
+            })?;
+        if let Some(o) = out.iter_mut().find(|o| o.key == v.shmid) {
+            o.size = o.size.max(end_off);
+            continue;
+        }
+        let (ino, size) = if v.status & vs::AREA_MEMFD != 0 {
+            if v.status & vs::FILE_SHARED == 0 || v.flags & libc::MAP_SHARED as u32 == 0 {
+                return Err(Error::unsupported(format!(
+                    "restoring the private memfd mapping {what}"
+                )));
+            }
+            let inode = memfds.get(&(v.shmid as u32)).ok_or_else(|| {
+                bad(
+                    dir,
+                    format!(
+                        "{what} maps memfd file id {}, which files.img does not have",
+                        v.shmid
+                    ),
+                )
+            })?;
+            if inode.name != crate::files::SHMEM_ANON_NAME {
+                return Err(Error::unsupported(format!(
+                    "restoring {what}, a mapping of memfd {:?} (only shared anonymous memory so far)",
+                    inode.name
+                )));
+            }
+            if inode.size > TASK_SIZE {
+                return Err(bad(
+                    dir,
+                    format!("memfd.img: object {} has size {}", inode.shmid, inode.size),
+                ));
+            }
+            (
+                inode.shmid as u64,
+                inode.size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+            )
+        } else {
+            (v.shmid, 0)
+        };
+        out.push(ShmemObject {
+            key: v.shmid,
+            ino,
+            size: size.max(end_off),
+            pages_id: 0,
+            runs: Vec::new(),
+        });
+    }
+    for o in &mut out {
+        let name = ImageType::ShmemPagemap.file_name(o.ino);
+        let rerr = |source| Error::Image {
+            what: format!("cannot read image {name}"),
+            source,
+        };
+        let mut r =
+            match crust_images::image::ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name)
+            {
+                Ok(r) => r,
+                // No pages were stored: the object is all zeros.
+                Err(e) if e.is_missing() => continue,
+                Err(e) => return Err(rerr(e)),
+            };
+        let head: PagemapHead = r
+            .read_entry()
+            .map_err(rerr)?
+            .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
+        let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
+        o.pages_id = head.pages_id;
+        let mut off = 0u64;
+        for e in &entries {
+            let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
+            let flags = e.flags.unwrap_or(pe::PRESENT);
+            if e.in_parent == Some(true) || flags & pe::PARENT != 0 {
+                return Err(Error::unsupported(
+                    "images that refer to a parent (pre-dump) image set",
+                ));
+            }
+            if flags & pe::PRESENT == 0 {
+                continue;
+            }
+            let end = n
+                .checked_mul(PAGE_SIZE)
+                .and_then(|b| e.vaddr.checked_add(b));
+            if e.vaddr % PAGE_SIZE != 0 || n == 0 || end.is_none_or(|end| end > o.size) {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{name}: pages {:#x}+{n} are not inside the object ({} bytes)",
+                        e.vaddr, o.size
+                    ),
+                ));
+            }
+            o.runs.push(PageRun {
+                vaddr: e.vaddr,
+                npages: n,
+                file_off: off,
+            });
+            off += n * PAGE_SIZE;
+        }
+        let have = if o.runs.is_empty() {
+            0
+        } else {
+            pages_file_len(dir, o.pages_id)?
+        };
+        if off > have {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} is truncated: {have} bytes, {name} needs {off}",
+                    ImageType::Pages.file_name(o.pages_id as u64)
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Read pages from a pages image into the task with remote pread64:
+/// each item is (task address, bytes, offset in the file).
+fn fill_from_pages(
+    r: &mut Remote<'_>,
+    pages_path: &Path,
+    runs: &[(u64, u64, u64)],
+) -> Result<(), Error> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let a = r.put_cstr(0, pages_path.as_os_str().as_encoded_bytes())?;
+    let pfd = r.call(
+        "open pages image",
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            libc::O_RDONLY as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    for &(addr, total, file_off) in runs {
+        let mut done = 0u64;
+        while done < total {
+            let n = r.call(
+                &format!("pread pages into {:#x}", addr + done),
+                libc::SYS_pread64,
+                [pfd, addr + done, total - done, file_off + done, 0, 0],
+            )?;
+            if n == 0 {
+                return Err(Error::Restore {
+                    pid: r.pid(),
+                    what: format!("{} ends early", pages_path.display()),
+                });
+            }
+            done += n;
+        }
+    }
+    r.call("close", libc::SYS_close, [pfd, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// Rebuild one shared memory object: a MAP_SHARED|MAP_ANONYMOUS mapping of
+/// its whole size at an address the kernel picks (every VMA of the image is
+/// already reserved, so it lands apart from them), filled from its pages
+/// image; then each VMA of the object is a new mapping of that same object
+/// (mremap with old_len 0 duplicates a shared mapping) moved onto its
+/// reserved place; finally the whole-object mapping goes away.
+fn restore_shmem(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    mm: &MmEntry,
+    o: &ShmemObject,
+) -> Result<u64, Error> {
+    let base = r.call(
+        &format!("mmap shared memory object {} ({} bytes)", o.ino, o.size),
+        libc::SYS_mmap,
+        [
+            0,
+            o.size,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let pages_path = dir.join(ImageType::Pages.file_name(o.pages_id as u64));
+    let fill: Vec<(u64, u64, u64)> = o
+        .runs
+        .iter()
+        .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+        .collect();
+    fill_from_pages(r, &pages_path, &fill)?;
+    for v in mm
+        .vmas
+        .iter()
+        .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+    {
+        let len = v.end - v.start;
+        let got = r.call(
+            &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
+            libc::SYS_mremap,
+            [
+                base + v.pgoff,
+                0,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                v.start,
+                0,
+            ],
+        )?;
+        if got != v.start {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mremap placed {:#x} at {got:#x}", v.start),
+            });
+        }
+    }
+    r.call(
+        "munmap shared memory object",
+        libc::SYS_munmap,
+        [base, o.size, 0, 0, 0, 0],
+    )?;
+    Ok(o.runs.iter().map(|p| p.npages).sum())
+}
+
 /// Map every VMA of the image into the task (RW where pages will be
-/// filled), fill the pages, then set the final protections.
+/// filled), fill the pages, rebuild shared memory objects, then set the
+/// final protections.
 pub fn restore_vmas(
     r: &mut Remote<'_>,
     dir: &Path,
@@ -543,10 +1016,36 @@ pub fn restore_vmas(
     runs: &[PageRun],
     paths: &dyn Fn(u64) -> Option<String>,
 ) -> Result<u64, Error> {
+    let shmem = load_shmem(dir, mm)?;
     let mut open_fds: Vec<(u64, u32, u64)> = Vec::new(); // (shmid, fdflags, fd)
     let mut scratch_off = 0u64;
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
+            continue;
+        }
+        if is_shmem_entry(v) {
+            // Reserve the place; the object comes later (restore_shmem).
+            let got = r.call(
+                &format!("reserve {:#x}-{:#x}", v.start, v.end),
+                libc::SYS_mmap,
+                [
+                    v.start,
+                    v.end - v.start,
+                    libc::PROT_NONE as u64,
+                    (libc::MAP_PRIVATE
+                        | libc::MAP_ANONYMOUS
+                        | libc::MAP_NORESERVE
+                        | libc::MAP_FIXED) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )?;
+            if got != v.start {
+                return Err(Error::Restore {
+                    pid: r.pid(),
+                    what: format!("mmap placed {:#x} at {got:#x}", v.start),
+                });
+            }
             continue;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
@@ -603,51 +1102,17 @@ pub fn restore_vmas(
     }
     // Pages.
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    let mut restored = 0u64;
-    if !runs.is_empty() {
-        let a = r.put_cstr(0, pages_path.as_os_str().as_encoded_bytes())?;
-        let pfd = r.call(
-            "open pages image",
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                a.get(),
-                libc::O_RDONLY as u64,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        for run in runs {
-            let total = run.npages * PAGE_SIZE;
-            let mut done = 0u64;
-            while done < total {
-                let n = r.call(
-                    &format!("pread pages into {:#x}", run.vaddr + done),
-                    libc::SYS_pread64,
-                    [
-                        pfd,
-                        run.vaddr + done,
-                        total - done,
-                        run.file_off + done,
-                        0,
-                        0,
-                    ],
-                )?;
-                if n == 0 {
-                    return Err(Error::Restore {
-                        pid: r.pid(),
-                        what: format!("{} ends early", pages_path.display()),
-                    });
-                }
-                done += n;
-            }
-            restored += run.npages;
-        }
-        r.call("close", libc::SYS_close, [pfd, 0, 0, 0, 0, 0])?;
-    }
+    let fill: Vec<(u64, u64, u64)> = runs
+        .iter()
+        .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+        .collect();
+    fill_from_pages(r, &pages_path, &fill)?;
+    let mut restored: u64 = runs.iter().map(|p| p.npages).sum();
     for (_, _, fd) in open_fds {
         r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    for o in &shmem {
+        restored += restore_shmem(r, dir, mm, o)?;
     }
     // Final protections and advice.
     for v in &mm.vmas {
@@ -655,7 +1120,7 @@ pub fn restore_vmas(
             continue;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
-        if private && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+        if (private || is_shmem_entry(v)) && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
             r.call(
                 "mprotect",
                 libc::SYS_mprotect,
@@ -744,4 +1209,143 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::{read_one, write_image};
+    use crust_images::proto::fdinfo::{fd_types, FileEntry};
+    use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
+
+    fn golden_files() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files")
+    }
+
+    /// CRIU 4.2 stored P's MAP_SHARED|MAP_ANONYMOUS area as memfd file 4,
+    /// inode 11665, 2 pages at offset 0 in pages-1.img.
+    #[test]
+    fn golden_shared_anon_loads() {
+        let dir = golden_files();
+        if !dir.join("mm-1514.img").exists() {
+            return;
+        }
+        let mm: MmEntry = read_one(&dir, ImageType::Mm, 1514).unwrap();
+        validate_vmas(&dir, &mm).unwrap();
+        let objs = load_shmem(&dir, &mm).unwrap();
+        assert_eq!(objs.len(), 1);
+        let o = &objs[0];
+        assert_eq!((o.key, o.ino, o.size, o.pages_id), (4, 11665, 16384, 1));
+        assert_eq!(o.runs.len(), 1);
+        assert_eq!(
+            (o.runs[0].vaddr, o.runs[0].npages, o.runs[0].file_off),
+            (0, 2, 0)
+        );
+        let pages = std::fs::read(dir.join("pages-1.img")).unwrap();
+        assert!(pages.starts_with(b"SHM-ANON page 0 written by parent"));
+        assert!(pages[4096..].starts_with(b"SHM-ANON page 1 written by child"));
+        // The private pagemap still loads beside it.
+        load_pagemap(&dir, 1514, &mm).unwrap();
+    }
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An image set with one memfd-backed shared VMA of 4 pages whose
+    /// pagemap-shmem entry is (vaddr, npages), with `pages_len` bytes of pages.
+    fn shmem_set(
+        tag: &str,
+        name: &str,
+        vaddr: u64,
+        npages: u64,
+        pages_len: usize,
+    ) -> (TempDir, MmEntry) {
+        let dir = std::env::temp_dir().join(format!("crust-mem-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TempDir(dir.clone());
+        let file = FileEntry {
+            r#type: fd_types::MEMFD,
+            id: 7,
+            memfd: Some(MemfdFileEntry {
+                id: 7,
+                inode_id: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        write_image(&dir, ImageType::Files, 0, &[file]).unwrap();
+        let inode = MemfdInodeEntry {
+            name: name.into(),
+            size: 4 * PAGE_SIZE,
+            shmid: 99,
+            seals: 1,
+            inode_id: 1,
+            ..Default::default()
+        };
+        write_image(&dir, ImageType::MemfdInode, 0, &[inode]).unwrap();
+        write_pagemap(&dir, ImageType::ShmemPagemap, 99, 5, &[(vaddr, npages)]).unwrap();
+        std::fs::write(dir.join("pages-5.img"), vec![0u8; pages_len]).unwrap();
+        let mm = MmEntry {
+            vmas: vec![VmaEntry {
+                start: 0x10000,
+                end: 0x14000,
+                shmid: 7,
+                prot: 3,
+                flags: libc::MAP_SHARED as u32,
+                status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
+                fd: -1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        (t, mm)
+    }
+
+    #[test]
+    fn shmem_image_checks() {
+        let (t, mm) = shmem_set("ok", "/dev/zero", PAGE_SIZE, 2, 2 * PAGE_SIZE as usize);
+        let objs = load_shmem(&t.0, &mm).unwrap();
+        assert_eq!(
+            (objs[0].ino, objs[0].size, objs[0].pages_id),
+            (99, 4 * PAGE_SIZE, 5)
+        );
+        // Pages past the end of the object.
+        let (t, mm) = shmem_set(
+            "past",
+            "/dev/zero",
+            3 * PAGE_SIZE,
+            2,
+            2 * PAGE_SIZE as usize,
+        );
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // Overflowing run.
+        let (t, mm) = shmem_set("ovf", "/dev/zero", PAGE_SIZE, u64::MAX / 2, 0);
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // Truncated pages file.
+        let (t, mm) = shmem_set("trunc", "/dev/zero", 0, 2, PAGE_SIZE as usize);
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // A real memfd is not shared anonymous memory.
+        let (t, mm) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
+        assert!(matches!(
+            load_shmem(&t.0, &mm),
+            Err(Error::Unsupported { .. })
+        ));
+        // A VMA naming a file id files.img lacks.
+        let (t, mut mm) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);
+        mm.vmas[0].shmid = 8;
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+    }
+
+    #[test]
+    fn zero_pages() {
+        let mut p = vec![0u8; PAGE_SIZE as usize];
+        assert!(all_zero(&p));
+        p[4095] = 1;
+        assert!(!all_zero(&p));
+    }
 }

@@ -409,7 +409,7 @@ fn zombie_exit(t: Task, status: u32, tramp: u64) -> Result<(), crust_compel::Err
     }
     // Killed by a signal: no core file, default action, unblocked.
     let pid = t.pid();
-    let _ = process::set_rlimit(pid, libc::RLIMIT_CORE as u32, 0, 0);
+    let _ = process::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0);
     t.die_by_signal(sig, RemoteAddr(tramp + PAGE_SIZE))
 }
 
