@@ -299,8 +299,10 @@ impl Task {
     /// Run a cloning syscall (fork, clone, clone3) inside the task. The new
     /// task is attached automatically (the tracing options must include
     /// PTRACE_O_TRACEFORK/TRACECLONE) and left stopped; pick it up with
-    /// [`Task::adopt_new_child`]. Returns the syscall result (the new id).
-    pub fn syscall_clone(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+    /// [`Task::adopt_new_child`]. Returns the syscall result (the new id as
+    /// the task sees it) and, on success, the new task's pid as crust sees
+    /// it (they differ inside a pid namespace).
+    pub fn syscall_clone(&mut self, nr: i64, args: [u64; 6]) -> Result<(i64, Option<i32>)> {
         let ip = self
             .syscall_ip
             .ok_or(Error::NotInfected { pid: self.pid })?;
@@ -321,12 +323,17 @@ impl Task {
         // Next: either the fork/clone event stop (success) or the exit stop
         // (failure).
         pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
+        let mut child = None;
         match wait_stop(pid, None)? {
             WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {}
             WaitStatus::Stopped {
                 sig: libc::SIGTRAP,
                 event: 1..=3,
-            } => self.step_syscall("remote clone exit")?,
+            } => {
+                let msg = pt(pid, "PTRACE_GETEVENTMSG", ptrace::get_event_msg(pid))?;
+                child = Some(msg as i32);
+                self.step_syscall("remote clone exit")?
+            }
             other => {
                 return Err(Error::UnexpectedStop {
                     pid,
@@ -336,7 +343,7 @@ impl Task {
             }
         }
         let after = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
-        Ok(after.rax as i64)
+        Ok((after.rax as i64, child))
     }
 
     /// Set the ptrace options of the task.

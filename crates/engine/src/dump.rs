@@ -151,12 +151,35 @@ fn precheck(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
             "process {pid} is a zombie; dump its parent instead"
         )));
     }
+    if st.ns_pid.len() > 1 && (st.ns_pid.len() != 2 || st.ns_pid[1] != 1) {
+        return Err(Error::unsupported(format!(
+            "process {pid} is in a pid namespace it does not head (its pids are {:?}); dump the namespace's init instead",
+            st.ns_pid
+        )));
+    }
     Ok(())
 }
 
-fn check_namespaces(pid: i32) -> Result<(), Error> {
+/// Is `pid` the init of a pid namespace of its own (one level below ours)?
+fn heads_pid_ns(proc: &ProcRoot, pid: i32) -> bool {
+    crust_proc::status(proc, pid)
+        .map(|s| s.ns_pid.len() == 2 && s.ns_pid[1] == 1)
+        .unwrap_or(false)
+}
+
+/// A pid as the tree's own pid namespace sees it.
+fn ns_last(v: &[i32], host: i32) -> i32 {
+    v.last().copied().unwrap_or(host)
+}
+
+/// Every namespace of `pid` must be crust's, except the pid namespace of a
+/// tree whose root heads its own (`root_pidns`, the root's host pid).
+fn check_namespaces(pid: i32, root_pidns: Option<i32>) -> Result<(), Error> {
     for kind in NS_KINDS {
-        let own = ns_ino("self", kind);
+        let own = match (kind, root_pidns) {
+            ("pid", Some(root)) => ns_ino(&root.to_string(), kind),
+            _ => ns_ino("self", kind),
+        };
         let theirs = ns_ino(&pid.to_string(), kind);
         if own.is_some() && theirs.is_some() && own != theirs {
             return Err(Error::unsupported(format!(
@@ -258,38 +281,68 @@ fn dump_tree(
     let mut next_pages = 1u32;
     let mut counts = mem::PageCounts::default();
     let mut memdump_time_us = 0;
+    let root_pid = tree.procs[0].pid;
+    let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
+    // Host pid -> the pid the tree's namespace sees (equal without pidns).
+    let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     for p in &mut tree.procs {
         let pid = p.pid;
         let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+        let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+        let nspid = ns_last(&status.ns_pid, pid);
+        ns_of.insert(pid, nspid);
+        let ns_ppid = if p.ppid == 0 { 0 } else { ns_of[&p.ppid] };
+        let (pgid, sid) = if pidns.is_some() {
+            (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
+        } else {
+            (stat.pgrp, stat.session)
+        };
         if p.zombie {
             write_image(
                 dir,
                 ImageType::Core,
-                pid as u64,
+                nspid as u64,
                 &[task::zombie_core(&stat)],
             )?;
             pstree.push(PstreeEntry {
-                pid: pid as u32,
-                ppid: p.ppid as u32,
-                pgid: stat.pgrp as u32,
-                sid: stat.session as u32,
+                pid: nspid as u32,
+                ppid: ns_ppid as u32,
+                pgid: pgid as u32,
+                sid: sid as u32,
                 threads: vec![0],
                 ..Default::default()
             });
             continue;
         }
-        check_namespaces(pid)?;
+        check_namespaces(pid, pidns)?;
+        let mut tids = Vec::with_capacity(p.threads.len());
+        for t in &p.threads {
+            let tid = t.pid();
+            tids.push(if tid == pid {
+                nspid
+            } else {
+                let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
+                ns_last(&ts.ns_pid, tid)
+            });
+        }
         let t_mem = Instant::now();
-        let n = dump_process(proc, p, &stat, dir, &mut files, next_kobj, next_pages)?;
+        let ids = ProcIds {
+            nspid,
+            tids: tids.clone(),
+            kobj: next_kobj,
+            pages_id: next_pages,
+            pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
+        };
+        let n = dump_process(proc, p, &stat, &status, dir, &mut files, &ids)?;
         memdump_time_us += us_since(t_mem);
         counts.scanned += n.scanned;
         counts.written += n.written;
         pstree.push(PstreeEntry {
-            pid: pid as u32,
-            ppid: p.ppid as u32,
-            pgid: stat.pgrp as u32,
-            sid: stat.session as u32,
-            threads: p.threads.iter().map(|t| t.pid() as u32).collect(),
+            pid: nspid as u32,
+            ppid: ns_ppid as u32,
+            pgid: pgid as u32,
+            sid: sid as u32,
+            threads: tids.iter().map(|t| *t as u32).collect(),
             ..Default::default()
         });
         next_kobj += 1;
@@ -316,18 +369,32 @@ fn dump_tree(
     Ok(stats)
 }
 
+/// The kobj id CRIU gives a pid namespace of the tree's own.
+const OWN_PIDNS_ID: u32 = 9;
+
+/// How one process is named in the images.
+struct ProcIds {
+    /// Its pid and its threads' ids in the tree's pid namespace.
+    nspid: i32,
+    tids: Vec<i32>,
+    /// vm/files/fs/sighand id, and its pages-N.img id.
+    kobj: u32,
+    pages_id: u32,
+    pid_ns_id: u32,
+}
+
 /// Dump one live process: its threads' cores, mm, pages, fds and fs.
 fn dump_process(
     proc: &ProcRoot,
     p: &mut Proc,
     stat: &crust_proc::Stat,
+    status: &crust_proc::Status,
     dir: &Path,
     files: &mut FileTable,
-    kobj: u32,
-    pages_id: u32,
+    ids: &ProcIds,
 ) -> Result<mem::PageCounts, Error> {
     let pid = p.pid;
-    let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+    let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let vmas = mem::collect_vmas(proc, pid)?;
 
     // Facts only the tasks themselves can tell: run syscalls inside them,
@@ -382,11 +449,21 @@ fn dump_process(
     let (pinside, tinside) = collected?;
 
     let counts = mem::dump_pages(pid, dir, &vmas, pages_id)?;
+    if nspid != pid {
+        // dump_pages names the pagemap after the host pid.
+        let from = dir.join(ImageType::Pagemap.file_name(pid as u64));
+        let to = dir.join(ImageType::Pagemap.file_name(nspid as u64));
+        std::fs::rename(&from, &to).map_err(|source| Error::Io {
+            op: "cannot rename",
+            path: from,
+            source,
+        })?;
+    }
     let multi = p.threads.len() > 1;
     for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
         let tid = t.pid();
         let (tstat, tstatus) = if i == 0 {
-            (stat.clone(), status.clone())
+            (stat.clone(), (*status).clone())
         } else {
             (
                 crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?,
@@ -405,7 +482,7 @@ fn dump_process(
                 multi_threaded: multi,
             },
         )?;
-        write_image(dir, ImageType::Core, tid as u64, &[core])?;
+        write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
     }
     let mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
     let fds = files.collect_fds(proc, pid)?;
@@ -413,12 +490,14 @@ fn dump_process(
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(&cwd)?;
     let root_id = files.add_dir(&root)?;
-    write_image(dir, ImageType::Ids, pid as u64, &[task_ids(kobj)])?;
-    write_image(dir, ImageType::Mm, pid as u64, &[mm])?;
+    let mut kids = task_ids(kobj);
+    kids.pid_ns_id = Some(ids.pid_ns_id);
+    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
+    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
     write_image(
         dir,
         ImageType::Fs,
-        pid as u64,
+        nspid as u64,
         &[FsEntry {
             cwd_id,
             root_id,

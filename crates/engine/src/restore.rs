@@ -58,6 +58,7 @@ struct LiveImage {
     files: RestoreFiles,
     pages_id: u32,
     runs: Vec<PageRun>,
+    pid_ns_id: Option<u32>,
 }
 
 /// One process of the image set.
@@ -79,6 +80,8 @@ impl ProcImage {
 struct ImageSet {
     dir: PathBuf,
     procs: Vec<ProcImage>,
+    /// The tree had a pid namespace of its own (its root is its init).
+    new_pidns: bool,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -136,7 +139,33 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         }
         procs.push(load_proc(&dir, e, opts)?);
     }
-    Ok(ImageSet { dir, procs })
+    let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
+    let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
+    let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
+    if new_pidns && procs[0].entry.pid != 1 {
+        return Err(bad(
+            &dir,
+            format!(
+                "the tree has a pid namespace of its own but its root is pid {}, not 1",
+                procs[0].entry.pid
+            ),
+        ));
+    }
+    for p in &procs {
+        if let Some(l) = &p.live {
+            if l.pid_ns_id != tree_ns {
+                return Err(Error::unsupported(format!(
+                    "process {} is in another pid namespace than the root (nested pid namespaces)",
+                    p.entry.pid
+                )));
+            }
+        }
+    }
+    Ok(ImageSet {
+        dir,
+        procs,
+        new_pidns,
+    })
 }
 
 fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<ProcImage, Error> {
@@ -231,6 +260,7 @@ fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<Pr
             files,
             pages_id,
             runs,
+            pid_ns_id: ids.pid_ns_id,
         }),
     })
 }
@@ -298,7 +328,8 @@ impl Created {
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
-    for p in &img.procs {
+    // In a new pid namespace the recorded pids cannot clash with ours.
+    for p in img.procs.iter().filter(|_| !img.new_pidns) {
         wait_zombie_gone(p.pid());
         if Path::new(&format!("/proc/{}", p.pid())).exists() {
             return Err(pid_taken(p.pid()));
@@ -312,7 +343,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let proc = ProcRoot::default();
     let me = process::getpid();
     let own_maps = crust_proc::maps(&proc, me).map_err(crate::util::proc_err(me))?;
-    let root_pid = img.procs[0].pid();
     let mms: Vec<&MmEntry> = img
         .procs
         .iter()
@@ -320,7 +350,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         .map(|l| &l.mm)
         .collect();
     let tramp = pick_trampoline(&own_maps, &mms).ok_or_else(|| Error::Restore {
-        pid: root_pid,
+        pid: img.procs[0].pid(),
         what: "no free address range for the restore trampoline".into(),
     })?;
     debug!("trampoline at {tramp:#x}");
@@ -328,6 +358,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
 
     let mut created = Created::default();
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
+    // Host pid of the root (differs from the image's in a new pid namespace).
+    let root_pid = created
+        .tasks
+        .first()
+        .and_then(|t| t.first())
+        .map(|t| t.pid())
+        .unwrap_or(0);
     let pages_restored = match result {
         Ok(n) => n,
         Err(e) => {
@@ -423,11 +460,16 @@ fn create_and_build(
 ) -> Result<u64, Error> {
     let root_pid = img.procs[0].pid();
     let me = process::getpid();
+    let clone_flags = if img.new_pidns {
+        libc::CLONE_NEWPID as u64
+    } else {
+        0
+    };
     // The root: a child of crust. Signals stay blocked in it (and in all
     // the tasks it begets) until their own masks are loaded at the end.
     let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;
-    let forked = process::clone3_fork(&[root_pid], 0);
-    match forked {
+    let forked = process::clone3_fork(&[root_pid], clone_flags);
+    let root_host = match forked {
         Ok(ForkResult::Child) => {
             // In the child: async-signal-safe work only.
             if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
@@ -439,13 +481,22 @@ fn create_and_build(
             process::stop_self();
             process::exit_now(72);
         }
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
             let _ = process::set_signal_mask(&old_mask);
+            child
         }
         Err(e) => {
             let _ = process::set_signal_mask(&old_mask);
             if e.raw_os_error() == Some(libc::EEXIST) {
                 return Err(pid_taken(root_pid));
+            }
+            if img.new_pidns && e.raw_os_error() == Some(libc::EPERM) {
+                return Err(Error::Sys {
+                    pid: root_pid,
+                    op: "creating the tree's pid namespace (clone3 with CLONE_NEWPID) was refused"
+                        .into(),
+                    source: e,
+                });
             }
             return Err(Error::Sys {
                 pid: root_pid,
@@ -453,14 +504,14 @@ fn create_and_build(
                 source: e,
             });
         }
-    }
-    let mut root = match Task::adopt_stopped_child(root_pid) {
+    };
+    let mut root = match Task::adopt_stopped_child(root_host) {
         Ok(t) => t,
         Err(source) => {
-            let _ = process::kill(root_pid, libc::SIGKILL);
-            let _ = process::waitpid(root_pid, 0);
+            let _ = process::kill(root_host, libc::SIGKILL);
+            let _ = process::waitpid(root_host, 0);
             return Err(Error::Compel {
-                pid: root_pid,
+                pid: root_host,
                 source,
             });
         }
@@ -468,7 +519,7 @@ fn create_and_build(
     root.use_syscall_ip(RemoteAddr(tramp));
     let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
     root.set_options(opts_all).map_err(|source| Error::Compel {
-        pid: root_pid,
+        pid: root_host,
         source,
     })?;
     created.tasks.push(vec![root]);
@@ -543,7 +594,7 @@ fn remote_clone(
             what: "short write of clone3 arguments".into(),
         });
     }
-    let r = parent
+    let (r, host) = parent
         .syscall_clone(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
         .map_err(|source| Error::Compel { pid: ppid, source })?;
     if r < 0 {
@@ -562,7 +613,12 @@ fn remote_clone(
             what: format!("clone3 gave id {r}, not {tid}"),
         });
     }
-    let mut t = Task::adopt_new_child(tid).map_err(|source| Error::Compel { pid: tid, source })?;
+    let host = host.ok_or_else(|| Error::Restore {
+        pid: ppid,
+        what: format!("clone3 for id {tid} reported no new task"),
+    })?;
+    let mut t =
+        Task::adopt_new_child(host).map_err(|source| Error::Compel { pid: host, source })?;
     t.use_syscall_ip(RemoteAddr(tramp));
     Ok(t)
 }
@@ -679,6 +735,8 @@ fn build(
 ) -> Result<u64, Error> {
     let proc = ProcRoot::default();
     let (main, others) = tasks.split_first_mut().expect("main task");
+    // `pid` is the image's (namespace) pid; /proc wants crust's view.
+    let host = main.pid();
     let rseq = main.rseq();
     let mut r = Remote {
         task: main,
@@ -701,7 +759,7 @@ fn build(
             ],
         )?;
     }
-    let maps = crust_proc::maps(&proc, pid).map_err(crate::util::proc_err(pid))?;
+    let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
     for m in &maps {
         match m.kind() {
@@ -767,7 +825,7 @@ fn build(
 
     // 5. Signals, timers, limits, rseq, and credentials last; per thread.
     let main_core = &live.threads[0].core;
-    task::apply_core(&mut r, main_core, pid)?;
+    task::apply_core(&mut r, main_core, pid, pid)?;
     task::apply_rseq(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
         let mut tr = Remote {
@@ -775,7 +833,7 @@ fn build(
             scratch: RemoteAddr(tramp + PAGE_SIZE),
             scratch_len: TRAMP_SIZE - PAGE_SIZE,
         };
-        task::apply_core(&mut tr, &ti.core, pid)?;
+        task::apply_core(&mut tr, &ti.core, pid, ti.tid)?;
         task::apply_rseq(&mut tr, &ti.core)?;
         task::apply_creds(&mut tr, &ti.core)?;
     }

@@ -383,8 +383,9 @@ pub fn zombie_core(stat: &Stat) -> CoreEntry {
 
 /// Restore side: apply what `core_entry` says to the new task, by remote
 /// syscalls (everything but registers, mask and memory).
-/// `tgid` is the process the thread behind `r` belongs to.
-pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32) -> Result<(), Error> {
+/// `tgid` and `tid` are the thread's ids as the task itself sees them
+/// (they differ from crust's view in a pid namespace).
+pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> Result<(), Error> {
     let pid = r.pid();
     let tc = core.tc.as_ref();
     let th = core.thread_core.as_ref();
@@ -474,7 +475,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32) -> Result<(),
         // until the very end).
         if let Some(q) = &tc.signals_s {
             for s in &q.signals {
-                queue_signal(r, s, tgid, true)?;
+                queue_signal(r, s, tgid, tid, true)?;
             }
         }
     }
@@ -494,7 +495,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32) -> Result<(),
         }
         if let Some(q) = &th.signals_p {
             for s in &q.signals {
-                queue_signal(r, s, tgid, false)?;
+                queue_signal(r, s, tgid, tid, false)?;
             }
         }
         r.call(
@@ -579,6 +580,7 @@ fn queue_signal(
     r: &mut Remote<'_>,
     s: &SiginfoEntry,
     tgid: i32,
+    tid: i32,
     shared: bool,
 ) -> Result<(), Error> {
     let pid = r.pid();
@@ -609,7 +611,7 @@ fn queue_signal(
         r.call(
             "rt_tgsigqueueinfo",
             libc::SYS_rt_tgsigqueueinfo,
-            [tgid as u64, pid as u64, signo as u64, a.get(), 0, 0],
+            [tgid as u64, tid as u64, signo as u64, a.get(), 0, 0],
         )?;
     }
     Ok(())
