@@ -277,7 +277,7 @@ fn dump_tree(
     let dir = opts.images_dir.as_path();
     let mut files = FileTable::new(opts.shell_job);
     let mut pstree = Vec::with_capacity(tree.procs.len());
-    let mut next_kobj = TASK_KOBJ_ID;
+    let mut kobjs = KobjIds::default();
     let mut next_pages = 1u32;
     let mut counts = mem::PageCounts::default();
     let mut memdump_time_us = 0;
@@ -329,7 +329,7 @@ fn dump_tree(
         let ids = ProcIds {
             nspid,
             tids: tids.clone(),
-            kobj: next_kobj,
+            kobj: kobjs.assign(pid)?,
             pages_id: next_pages,
             pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
         };
@@ -345,7 +345,6 @@ fn dump_tree(
             threads: tids.iter().map(|t| *t as u32).collect(),
             ..Default::default()
         });
-        next_kobj += 1;
         next_pages += 1;
     }
 
@@ -372,13 +371,73 @@ fn dump_tree(
 /// The kobj id CRIU gives a pid namespace of the tree's own.
 const OWN_PIDNS_ID: u32 = 9;
 
+/// Ids of the kernel objects a process may share with others (mm, fd
+/// table, fs, signal handlers), numbered per kind as CRIU does, from 2
+/// (1 is crust's own). Sharing is found with kcmp.
+#[derive(Default)]
+struct KobjIds {
+    /// (host pid, ids) of every live process seen so far.
+    seen: Vec<(i32, Kobj)>,
+    next: [u32; 4],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kobj {
+    vm: u32,
+    files: u32,
+    fs: u32,
+    sighand: u32,
+    /// The fd table was seen before: its fdinfo image is already written.
+    files_shared: bool,
+}
+
+impl KobjIds {
+    fn assign(&mut self, pid: i32) -> Result<Kobj, Error> {
+        // kcmp types: KCMP_VM 1, KCMP_FILES 2, KCMP_FS 3, KCMP_SIGHAND 4.
+        let mut ids = [0u32; 4];
+        let mut shared = [false; 4];
+        for (k, id) in ids.iter_mut().enumerate() {
+            let found = self.seen.iter().find(|(other, _)| {
+                crust_sys::process::kcmp(pid, *other, k as i32 + 1, 0, 0).unwrap_or(false)
+            });
+            *id = match found {
+                Some((_, o)) => {
+                    shared[k] = true;
+                    [o.vm, o.files, o.fs, o.sighand][k]
+                }
+                None => {
+                    if self.next[k] == 0 {
+                        self.next[k] = TASK_KOBJ_ID;
+                    }
+                    self.next[k] += 1;
+                    self.next[k] - 1
+                }
+            };
+        }
+        if shared[0] {
+            return Err(Error::unsupported(format!(
+                "process {pid} shares its memory with another process (vfork or CLONE_VM)"
+            )));
+        }
+        let k = Kobj {
+            vm: ids[0],
+            files: ids[1],
+            fs: ids[2],
+            sighand: ids[3],
+            files_shared: shared[1],
+        };
+        self.seen.push((pid, k));
+        Ok(k)
+    }
+}
+
 /// How one process is named in the images.
 struct ProcIds {
     /// Its pid and its threads' ids in the tree's pid namespace.
     nspid: i32,
     tids: Vec<i32>,
-    /// vm/files/fs/sighand id, and its pages-N.img id.
-    kobj: u32,
+    /// mm/files/fs/sighand ids, and its pages-N.img id.
+    kobj: Kobj,
     pages_id: u32,
     pid_ns_id: u32,
 }
@@ -485,12 +544,19 @@ fn dump_process(
         write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
     }
     let mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
-    let fds = files.collect_fds(proc, pid)?;
+    let fds = if kobj.files_shared {
+        Vec::new()
+    } else {
+        files.collect_fds(proc, pid)?
+    };
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(&cwd)?;
     let root_id = files.add_dir(&root)?;
-    let mut kids = task_ids(kobj);
+    let mut kids = task_ids(kobj.vm);
+    kids.files_id = kobj.files;
+    kids.fs_id = kobj.fs;
+    kids.sighand_id = kobj.sighand;
     kids.pid_ns_id = Some(ids.pid_ns_id);
     write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
     write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
@@ -505,7 +571,9 @@ fn dump_process(
             ..Default::default()
         }],
     )?;
-    write_image(dir, ImageType::Fdinfo, kobj as u64, &fds)?;
+    if !kobj.files_shared {
+        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+    }
     Ok(counts)
 }
 

@@ -59,6 +59,9 @@ struct LiveImage {
     pages_id: u32,
     runs: Vec<PageRun>,
     pid_ns_id: Option<u32>,
+    ids: TaskKobjIdsEntry,
+    /// Its fd table is its parent's (CLONE_FILES): already built there.
+    files_from_parent: bool,
 }
 
 /// One process of the image set.
@@ -139,6 +142,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         }
         procs.push(load_proc(&dir, e, opts)?);
     }
+    share_with_parents(&dir, &mut procs)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -261,8 +265,65 @@ fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<Pr
             pages_id,
             runs,
             pid_ns_id: ids.pid_ns_id,
+            ids,
+            files_from_parent: false,
         }),
     })
+}
+
+/// Kernel objects shared between processes can only be recreated by
+/// inheriting them at clone time: from the parent. Mark those, refuse
+/// other sharing.
+fn share_with_parents(dir: &Path, procs: &mut [ProcImage]) -> Result<(), Error> {
+    let index: HashMap<u32, usize> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
+    for i in 0..procs.len() {
+        let Some(me) = procs[i].live.as_ref().map(|l| l.ids.clone()) else {
+            continue;
+        };
+        let parent = index
+            .get(&procs[i].entry.ppid)
+            .and_then(|&j| procs[j].live.as_ref().map(|l| l.ids.clone()));
+        for (j, other) in procs.iter().enumerate() {
+            let Some(o) = other.live.as_ref().map(|l| &l.ids) else {
+                continue;
+            };
+            if j == i {
+                continue;
+            }
+            let is_parent = other.entry.pid == procs[i].entry.ppid;
+            if o.vm_id == me.vm_id {
+                return Err(Error::unsupported(format!(
+                    "processes {} and {} share their memory (vfork or CLONE_VM)",
+                    procs[i].entry.pid, other.entry.pid
+                )));
+            }
+            let shares = o.files_id == me.files_id || o.fs_id == me.fs_id;
+            let child_of_i = other.entry.ppid == procs[i].entry.pid;
+            if shares && !is_parent && !child_of_i {
+                let same_as_parent = parent
+                    .as_ref()
+                    .map(|p| p.files_id == me.files_id && p.fs_id == me.fs_id)
+                    .unwrap_or(false);
+                if !same_as_parent {
+                    return Err(bad(
+                        dir,
+                        format!(
+                            "processes {} and {} share an fd table or fs but neither is the other's parent",
+                            procs[i].entry.pid, other.entry.pid
+                        ),
+                    ));
+                }
+            }
+        }
+        if let (Some(p), Some(l)) = (parent, procs[i].live.as_mut()) {
+            l.files_from_parent = p.files_id == me.files_id;
+        }
+    }
+    Ok(())
 }
 
 fn check_arch(dir: &Path, id: i32, core: &CoreEntry) -> Result<(), Error> {
@@ -535,11 +596,20 @@ fn create_and_build(
     for i in 1..img.procs.len() {
         let p = &img.procs[i];
         let parent = index[&p.entry.ppid];
+        let mut flags = 0u64;
+        if let (Some(me), Some(pp)) = (&p.live, &img.procs[parent].live) {
+            if me.ids.files_id == pp.ids.files_id {
+                flags |= libc::CLONE_FILES as u64;
+            }
+            if me.ids.fs_id == pp.ids.fs_id {
+                flags |= libc::CLONE_FS as u64;
+            }
+        }
         let child = remote_clone(
             &mut created.tasks[parent][0],
             tramp,
             p.pid(),
-            0,
+            flags,
             libc::SIGCHLD as u64,
         )?;
         created.tasks.push(vec![child]);
@@ -780,11 +850,13 @@ fn build(
         )?;
     }
     const SYS_CLOSE_RANGE: i64 = 436;
-    r.call(
-        "close_range",
-        SYS_CLOSE_RANGE,
-        [0, u32::MAX as u64, 0, 0, 0, 0],
-    )?;
+    if !live.files_from_parent {
+        r.call(
+            "close_range",
+            SYS_CLOSE_RANGE,
+            [0, u32::MAX as u64, 0, 0, 0, 0],
+        )?;
+    }
 
     // 2. The vDSO goes where the image had it.
     move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
@@ -800,7 +872,9 @@ fn build(
     mem::set_mm_map(&mut r, &live.mm, &exe)?;
 
     // 4. Files, cwd, root, umask.
-    files.open_fds(&mut r, tty)?;
+    if !live.files_from_parent {
+        files.open_fds(&mut r, tty)?;
+    }
     let root = files.path_of(live.fs.root_id as u64).expect("checked");
     let cwd = files.path_of(live.fs.cwd_id as u64).expect("checked");
     if root != "/" {

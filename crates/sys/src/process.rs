@@ -267,9 +267,14 @@ pub fn map_trampoline(addr: u64, len: u64, code: &[u8]) -> io::Result<()> {
 /// kcmp(2) KCMP_FILE: do fd `a` of `pid1` and fd `b` of `pid2` refer to the
 /// same open file description?
 pub fn kcmp_file(pid1: i32, pid2: i32, a: i32, b: i32) -> io::Result<bool> {
-    const KCMP_FILE: i32 = 0;
-    // SAFETY: kcmp with KCMP_FILE takes only integers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, a, b) };
+    kcmp(pid1, pid2, 0, a as u64, b as u64)
+}
+
+/// kcmp(2): is kernel object `kind` (KCMP_FILE 0, KCMP_VM 1, KCMP_FILES 2,
+/// KCMP_FS 3, KCMP_SIGHAND 4, ...) of `pid1` the same as that of `pid2`?
+pub fn kcmp(pid1: i32, pid2: i32, kind: i32, a: u64, b: u64) -> io::Result<bool> {
+    // SAFETY: kcmp with these types takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, a, b) };
     Ok(cvt(r)? == 0)
 }
 
