@@ -214,6 +214,38 @@ macro_rules! ensure {
     };
 }
 
+/// A new pipe, `[read end, write end]`; exits on failure (before READY).
+pub fn make_pipe() -> [i32; 2] {
+    let mut fds = [-1i32; 2];
+    // SAFETY: fds is a writable array of two c_ints, as pipe() requires.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    fds
+}
+
+/// Sends a byte through a pipe made by [`make_pipe`] and reads it back.
+pub fn pipe_works(fds: [i32; 2]) -> Result<(), String> {
+    let out = [0x5au8];
+    // SAFETY: out is a readable 1-byte buffer.
+    let w = unsafe { libc::write(fds[1], out.as_ptr() as *const libc::c_void, 1) };
+    ensure!(
+        w == 1,
+        "write to pipe fd {}: {}",
+        fds[1],
+        std::io::Error::last_os_error()
+    );
+    let mut back = [0u8; 1];
+    // SAFETY: back is a writable 1-byte buffer.
+    let r = unsafe { libc::read(fds[0], back.as_mut_ptr() as *mut libc::c_void, 1) };
+    ensure!(
+        r == 1 && back == out,
+        "read from pipe fd {}: {r} {back:?}",
+        fds[0]
+    );
+    Ok(())
+}
+
 /// A fast deterministic generator (xorshift64).
 #[derive(Debug, Clone)]
 pub struct XorShift(pub u64);

@@ -1,10 +1,15 @@
 //! `forker`: forks one child that sleeps (it dies with its parent); for the
-//! "process has children" error test. Ends on SIGTERM with PASS.
+//! error test "a failed dump of a tree leaves every process running".
+//!
+//! `--pipe 1`: the child holds a pipe (fds 3 and 4), which crust cannot dump
+//! yet; the parent has none. The check: the child is still this process's
+//! live child, and dies of the SIGKILL the parent sends it.
 
-use crust_testprogs::{die, finish, ready, sleep_ms, start, wait_for_term};
+use crust_testprogs::{die, ensure, finish, make_pipe, ready, sleep_ms, start, wait_for_term};
 
 fn main() {
     let args = start();
+    let pipe = (args.num("pipe", 0) != 0).then(make_pipe);
     // SAFETY: the process is single-threaded, so the child may run any code;
     // it only calls prctl, getppid and sleeps.
     let child = unsafe { libc::fork() };
@@ -18,12 +23,34 @@ fn main() {
             sleep_ms(100);
         }
     }
+    if let Some(p) = pipe {
+        // Only the child keeps the pipe.
+        // SAFETY: closing our own fds, which nothing else owns.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
     ready(&args);
     wait_for_term(20, || {});
-    // SAFETY: kill and waitpid on our own child.
-    unsafe {
-        libc::kill(child, libc::SIGKILL);
-        libc::waitpid(child, std::ptr::null_mut(), 0);
-    }
-    finish(&args, Ok(()))
+    let verdict = (|| {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        ensure!(
+            r == 0,
+            "child {child} is not a live child any more (waitpid: {r}, status {status:#x})"
+        );
+        // SAFETY: kill and waitpid on our own child, valid status pointer.
+        let r = unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0)
+        };
+        ensure!(
+            r == child && libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "waitpid({child}) after SIGKILL: {r}, status {status:#x}"
+        );
+        Ok(())
+    })();
+    finish(&args, verdict)
 }

@@ -11,39 +11,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crust_testprogs::{die, ensure, finish, ready, sleep_ms, start, term_requested};
+use crust_testprogs::{
+    ensure, finish, make_pipe, pipe_works, ready, sleep_ms, start, term_requested,
+};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn make_pipe() -> [i32; 2] {
-    let mut fds = [-1i32; 2];
-    // SAFETY: fds is a writable array of two c_ints, as pipe() requires.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        die("pipe");
-    }
-    fds
-}
-
-fn pipe_works(fds: [i32; 2]) -> Result<(), String> {
-    let out = [0x5au8];
-    // SAFETY: out is a readable 1-byte buffer.
-    let w = unsafe { libc::write(fds[1], out.as_ptr() as *const libc::c_void, 1) };
-    ensure!(
-        w == 1,
-        "write to pipe fd {}: {}",
-        fds[1],
-        std::io::Error::last_os_error()
-    );
-    let mut back = [0u8; 1];
-    // SAFETY: back is a writable 1-byte buffer.
-    let r = unsafe { libc::read(fds[0], back.as_mut_ptr() as *mut libc::c_void, 1) };
-    ensure!(
-        r == 1 && back == out,
-        "read from pipe fd {}: {r} {back:?}",
-        fds[0]
-    );
-    Ok(())
-}
 
 fn not_ttys() -> Vec<i32> {
     // SAFETY: isatty takes an fd number only.
