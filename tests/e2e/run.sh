@@ -41,6 +41,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${CRUST_BIN_DIR:-$ROOT/target/release}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 CRUST=${CRUST_BIN:-$BIN/crust}
+# crust runs from each test's dir: make the path absolute.
+case $CRUST in
+    /*) ;;
+    */*) CRUST=$PWD/$CRUST ;;
+    *) CRUST=$(command -v "$CRUST" || echo "$PWD/$CRUST") ;;
+esac
 NO_CR=${CRUST_E2E_NO_CR:-0}
 case $NO_CR in "" | 0) NO_CR=0 ;; *) NO_CR=1 ;; esac
 BIGMEM_MB=${E2E_BIGMEM_MB:-1024}
@@ -845,10 +851,6 @@ t_two_procs() {
     D=$top
     return $rc
 }
-
-# Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS): contents, aliases, sharing.
-t_shmanon() { cr_test shmanon --mb 8; }
-ALL_TESTS+=(shmanon)
 
 # ---------------------------------------------------------------- runner
 
