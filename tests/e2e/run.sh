@@ -852,6 +852,10 @@ t_two_procs() {
     return $rc
 }
 
+# Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS): contents, aliases, sharing.
+t_shmanon() { cr_test shmanon --mb 8; }
+ALL_TESTS+=(shmanon)
+
 # ---------------------------------------------------------------- runner
 
 if [ "${1:-}" = --list ]; then
