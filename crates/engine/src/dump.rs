@@ -351,6 +351,7 @@ fn dump_tree(
     let t_write = Instant::now();
     files.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory()])?;
+    let pstree = add_helpers(dir, pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
     write_image(dir, ImageType::Timens, 0, &[timens()?])?;
@@ -366,6 +367,61 @@ fn dump_tree(
     write_stats(dir, &stats)?;
     debug!("dump of {}: {stats:?}", opts.pid);
     Ok(stats)
+}
+
+/// Sessions and process groups whose leader is gone cannot be joined on
+/// restore unless someone holds them: like CRIU, add a helper task with the
+/// leader's pid for each (it creates the session or group, begets the
+/// processes that belong to it, and exits), and write its core.
+fn add_helpers(dir: &Path, mut tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry>, Error> {
+    let root = tree[0].clone();
+    let mut i = 1;
+    while i < tree.len() {
+        let e = tree[i].clone();
+        let exists = |id: u32| tree.iter().any(|t| t.pid == id);
+        // A missing session first (a group helper must live inside it),
+        // then a missing group.
+        let missing = if e.sid != e.pid && e.sid != root.sid && !exists(e.sid) {
+            Some((e.sid, e.sid))
+        } else if e.pgid != e.pid && e.pgid != root.pgid && !exists(e.pgid) {
+            Some((e.pgid, e.sid))
+        } else {
+            None
+        };
+        let Some((hpid, hsid)) = missing else {
+            i += 1;
+            continue;
+        };
+        let helper = PstreeEntry {
+            pid: hpid,
+            ppid: e.ppid,
+            pgid: hpid,
+            sid: hsid,
+            threads: vec![],
+            ..Default::default()
+        };
+        debug!(
+            "adding helper {hpid} (session {hsid}) for {} whose {} is gone",
+            e.pid,
+            if hpid == e.sid {
+                "session leader"
+            } else {
+                "group leader"
+            }
+        );
+        // Every later process of the same parent in that session/group
+        // goes under the helper too.
+        for t in tree.iter_mut().skip(i) {
+            if t.ppid == e.ppid && (t.sid == hpid || t.pgid == hpid) {
+                t.ppid = hpid;
+            }
+        }
+        write_image(dir, ImageType::Core, hpid as u64, &[task::helper_core()])?;
+        tree.insert(i, helper);
+        // Look at the helper's children again (they may need a group).
+        i += 1;
+    }
+    Ok(tree)
 }
 
 /// The kobj id CRIU gives a pid namespace of the tree's own.

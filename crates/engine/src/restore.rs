@@ -67,9 +67,12 @@ struct LiveImage {
 /// One process of the image set.
 struct ProcImage {
     entry: PstreeEntry,
-    /// `None` for a zombie, whose exit status is `exit_code`.
+    /// `None` for a zombie, whose exit status is `exit_code`, or a helper.
     live: Option<LiveImage>,
     exit_code: u32,
+    /// A helper task: holds a session or group, begets its members, exits
+    /// and is reaped by its parent.
+    helper: bool,
 }
 
 impl ProcImage {
@@ -180,11 +183,20 @@ fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<Pr
         .tc
         .as_ref()
         .ok_or_else(|| bad(dir, format!("core-{pid}.img has no task core")))?;
+    if tc.task_state == task_state::HELPER {
+        return Ok(ProcImage {
+            exit_code: 0,
+            entry,
+            live: None,
+            helper: true,
+        });
+    }
     if tc.task_state == task_state::DEAD || entry.threads.iter().all(|t| *t == 0) {
         return Ok(ProcImage {
             exit_code: tc.exit_code,
             entry,
             live: None,
+            helper: false,
         });
     }
     if tc.task_state != task_state::ALIVE && tc.task_state != task_state::STOPPED {
@@ -268,6 +280,7 @@ fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<Pr
             ids,
             files_from_parent: false,
         }),
+        helper: false,
     })
 }
 
@@ -438,6 +451,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let mut order: Vec<usize> = (0..img.procs.len()).collect();
     order.reverse();
     let mut tasks = std::mem::take(&mut created.tasks);
+    let index: HashMap<u32, usize> = img
+        .procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
     for &i in &order {
         let p = &img.procs[i];
         if p.live.is_none() {
@@ -445,6 +464,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
                 let pid = t.pid();
                 zombie_exit(t, p.exit_code, tramp)
                     .map_err(|source| Error::Compel { pid, source })?;
+            }
+            if p.helper {
+                // Its parent reaps it, as if it had waited for it.
+                let parent = &mut tasks[index[&p.entry.ppid]][0];
+                let mut r = Remote {
+                    task: parent,
+                    scratch: RemoteAddr(tramp + PAGE_SIZE),
+                    scratch_len: TRAMP_SIZE - PAGE_SIZE,
+                };
+                r.call(
+                    &format!("wait4 for helper {}", p.entry.pid),
+                    libc::SYS_wait4,
+                    [p.entry.pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                )?;
             }
         }
     }

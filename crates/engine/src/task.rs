@@ -367,6 +367,19 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
     })
 }
 
+/// The core of a helper task (see `dump::add_helpers`).
+pub fn helper_core() -> CoreEntry {
+    CoreEntry {
+        mtype: core_entry_march::X86_64,
+        tc: Some(TaskCoreEntry {
+            task_state: task_state::HELPER,
+            comm: "crust-helper".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The core of a zombie: its exit status (as wait() reports it) and name.
 pub fn zombie_core(stat: &Stat) -> CoreEntry {
     CoreEntry {
