@@ -1,0 +1,187 @@
+//! Kernel tests: seize a real child process, run syscalls inside it, and
+//! let it go unharmed. They need root (ptrace of a child works without it,
+//! but the sandbox may restrict it): each test says why it skips.
+
+use crust_compel::Task;
+use crust_sys::RemoteAddr;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_sleeper() -> Kid {
+    Kid(Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep"))
+}
+
+/// First executable mapping of `pid` that is not the vDSO.
+fn exec_vma(pid: i32) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for l in maps.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f[1].contains('x') && !l.contains('[') {
+            let start = f[0].split('-').next().unwrap();
+            return u64::from_str_radix(start, 16).unwrap();
+        }
+    }
+    panic!("no executable mapping in {pid}");
+}
+
+fn can_ptrace() -> bool {
+    if euid() != 0 {
+        eprintln!("SKIP: not root");
+        return false;
+    }
+    true
+}
+
+fn euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+#[test]
+fn seize_remote_syscalls_and_release() {
+    if !can_ptrace() {
+        return;
+    }
+    let kid = spawn_sleeper();
+    let pid = kid.0.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    assert_eq!(t.pid(), pid);
+    assert_ne!(t.regs().rip, 0);
+    let xs = t.xstate().expect("xstate");
+    assert!(xs.len() >= 512, "XSAVE area of {} bytes", xs.len());
+    let ip = RemoteAddr(exec_vma(pid));
+    let before = crust_sys::ptrace::peek(pid, ip).unwrap();
+    t.infect(ip).expect("infect");
+    // getpid inside the task returns the task's pid.
+    let got = t.syscall(libc::SYS_getpid, [0; 6]).expect("remote getpid");
+    assert_eq!(got as i32, pid);
+    // A scratch mapping in the task, written and read back from outside.
+    let addr = t
+        .syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                4096,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .expect("remote mmap");
+    crust_sys::mem::write(pid, RemoteAddr(addr), b"crust").unwrap();
+    let mut back = [0u8; 5];
+    crust_sys::mem::read(pid, RemoteAddr(addr), &mut back).unwrap();
+    assert_eq!(&back, b"crust");
+    // Errors come back as errors.
+    let e = t.syscall(libc::SYS_close, [9999, 0, 0, 0, 0, 0]);
+    assert!(e.is_err(), "close(9999) should fail with EBADF");
+    t.syscall(libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0])
+        .expect("remote munmap");
+    t.cure().expect("cure");
+    assert_eq!(crust_sys::ptrace::peek(pid, ip).unwrap(), before);
+    t.release(false).expect("release");
+    std::thread::sleep(Duration::from_millis(50));
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let st = state
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .trim()
+        .chars()
+        .next()
+        .unwrap();
+    assert!(st == 'S' || st == 'R', "child state after release: {st}");
+}
+
+#[test]
+fn interrupted_sleep_is_restarted_after_release() {
+    if !can_ptrace() {
+        return;
+    }
+    // `sleep 1` must still take about a second although it was interrupted
+    // and ran foreign syscalls meanwhile.
+    let mut kid = Kid(Command::new("sleep").arg("1").spawn().unwrap());
+    let pid = kid.0.id() as i32;
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    t.infect(RemoteAddr(exec_vma(pid))).unwrap();
+    t.syscall(libc::SYS_getppid, [0; 6]).unwrap();
+    t.release(false).unwrap();
+    let st = kid.0.wait().unwrap();
+    assert!(st.success(), "sleep failed after release: {st:?}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "sleep ended early ({took:?}): the interrupted syscall was not restarted"
+    );
+}
+
+#[test]
+fn restart_adjustment_rules() {
+    let mut r: libc::user_regs_struct = zero_regs();
+    r.orig_rax = 35;
+    r.rip = 0x1000;
+    r.rax = crust_compel::ERESTARTSYS as u64;
+    let a = crust_compel::restart_adjusted(&r, false);
+    assert_eq!((a.rax, a.rip), (35, 0x0ffe));
+    r.rax = crust_compel::ERESTART_RESTARTBLOCK as u64;
+    let b = crust_compel::restart_adjusted(&r, false);
+    assert_eq!(b.rax as i64, -(libc::EINTR as i64));
+    let c = crust_compel::restart_adjusted(&r, true);
+    assert_eq!((c.rax, c.rip), (libc::SYS_restart_syscall as u64, 0x0ffe));
+    r.orig_rax = u64::MAX;
+    let d = crust_compel::restart_adjusted(&r, false);
+    assert_eq!(d.rax, r.rax);
+}
+
+fn zero_regs() -> libc::user_regs_struct {
+    libc::user_regs_struct {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        rbp: 0,
+        rbx: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rax: 0,
+        rcx: 0,
+        rdx: 0,
+        rsi: 0,
+        rdi: 0,
+        orig_rax: 0,
+        rip: 0,
+        cs: 0,
+        eflags: 0,
+        rsp: 0,
+        ss: 0,
+        fs_base: 0,
+        gs_base: 0,
+        ds: 0,
+        es: 0,
+        fs: 0,
+        gs: 0,
+    }
+}
