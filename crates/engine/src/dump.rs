@@ -510,7 +510,9 @@ fn dump_process(
 ) -> Result<mem::PageCounts, Error> {
     let pid = p.pid;
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
+    let t0 = Instant::now();
     let vmas = mem::collect_vmas(proc, pid)?;
+    debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them,
     // with a scratch area mapped in the process.
@@ -562,6 +564,7 @@ fn dump_process(
         t.cure().map_err(compel_err(t.pid()))?;
     }
     let (pinside, tinside) = collected?;
+    debug!("{pid}: state read inside the task by {} us", us_since(t0));
 
     let counts = mem::dump_pages(pid, dir, &vmas, pages_id)?;
     if nspid != pid {
@@ -574,6 +577,7 @@ fn dump_process(
             source,
         })?;
     }
+    debug!("{pid}: pages stored by {} us", us_since(t0));
     let multi = p.threads.len() > 1;
     for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
         let tid = t.pid();
@@ -599,6 +603,7 @@ fn dump_process(
         )?;
         write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
     }
+    debug!("{pid}: cores written by {} us", us_since(t0));
     let mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
     let fds = if kobj.files_shared {
         Vec::new()
