@@ -62,7 +62,7 @@ KEEP=${E2E_KEEP:-0}
 ALL_TESTS=(loop bigmem fpregs signals files mappings getpid restore-twice golden-loop
     crit leave-running leave-stopped restore-leave-stopped restore-attached pidfile
     shell-job two-procs
-    err-dump-nopid err-dump-pipe err-dump-threads err-dump-children err-restore-nodir
+    err-dump-nopid err-dump-pipe err-restore-nodir
     err-restore-truncated err-restore-arch err-restore-files)
 
 # Debian's crit (criu 3.17) must decode every image crust writes.
@@ -855,6 +855,10 @@ t_two_procs() {
 # Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS): contents, aliases, sharing.
 t_shmanon() { cr_test shmanon --mb 8; }
 ALL_TESTS+=(shmanon)
+
+# Trees, threads, sessions, pid namespaces.
+# shellcheck source=tests/e2e/trees.sh
+. "$ROOT/tests/e2e/trees.sh"
 
 # ---------------------------------------------------------------- runner
 

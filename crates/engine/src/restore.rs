@@ -584,7 +584,7 @@ fn create_and_build(
             if e.raw_os_error() == Some(libc::EEXIST) {
                 return Err(pid_taken(root_pid));
             }
-            if img.new_pidns && e.raw_os_error() == Some(libc::EPERM) {
+            if img.new_pidns {
                 return Err(Error::Sys {
                     pid: root_pid,
                     op: "creating the tree's pid namespace (clone3 with CLONE_NEWPID) was refused"

@@ -41,15 +41,30 @@ fn ids() -> Ids {
 
 fn check_ids(who: &str, was: Ids) -> Result<(), String> {
     let now = ids();
-    ensure!(now.pid == was.pid, "{who}: pid {} became {}", was.pid, now.pid);
+    ensure!(
+        now.pid == was.pid,
+        "{who}: pid {} became {}",
+        was.pid,
+        now.pid
+    );
     ensure!(
         now.ppid == was.ppid,
         "{who}: parent {} became {}",
         was.ppid,
         now.ppid
     );
-    ensure!(now.pgid == was.pgid, "{who}: pgid {} became {}", was.pgid, now.pgid);
-    ensure!(now.sid == was.sid, "{who}: sid {} became {}", was.sid, now.sid);
+    ensure!(
+        now.pgid == was.pgid,
+        "{who}: pgid {} became {}",
+        was.pgid,
+        now.pgid
+    );
+    ensure!(
+        now.sid == was.sid,
+        "{who}: sid {} became {}",
+        was.sid,
+        now.sid
+    );
     Ok(())
 }
 
@@ -80,7 +95,11 @@ fn wait_status(pid: i32) -> Result<i32, String> {
     let mut st = 0;
     // SAFETY: st is a valid out-pointer.
     let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-    ensure!(r == pid, "waitpid({pid}): {}", std::io::Error::last_os_error());
+    ensure!(
+        r == pid,
+        "waitpid({pid}): {}",
+        std::io::Error::last_os_error()
+    );
     Ok(st)
 }
 
@@ -149,9 +168,7 @@ fn main() {
         })
     });
     // Wait until every process has settled in its group and session.
-    let settled = |pid: i32, pgid: i32, sid: i32| {
-        matches!(proc_state(pid), Some((_, pg, s)) if pg == pgid && s == sid)
-    };
+    let settled = |pid: i32, pgid: i32, sid: i32| matches!(proc_state(pid), Some((_, pg, s)) if pg == pgid && s == sid);
     for _ in 0..500 {
         if settled(a, a, root.sid) && settled(c, c, c) && proc_state(z).map(|s| s.0) == Some('Z') {
             break;

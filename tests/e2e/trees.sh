@@ -1,0 +1,132 @@
+# Tests of process trees, threads, sessions and pid namespaces (issue 3).
+# Sourced by run.sh: uses its helpers (start_prog, do_dump, do_restore,
+# expect_pass, fail, skip, track...) and adds its tests to ALL_TESTS.
+
+# Every descendant of PID (depth first).
+descendants() {
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+
+# Kill PID and all its descendants that run EXE; used at the end of tree tests
+# (run.sh's kill_tracked only kills direct children).
+kill_tree() {
+    local pid=$1 exe=$2 p
+    [ -e "/proc/$pid" ] || return 0
+    [ "$(exe_of "$pid")" = "$exe" ] || return 0
+    for p in $(descendants "$pid") "$pid"; do
+        [ "$(exe_of "$p")" = "$exe" ] && kill -KILL "$p" 2>/dev/null
+    done
+    return 0
+}
+
+# cr_tree PROG [ARGS...]: like cr_test, and the whole tree is killed after.
+cr_tree() {
+    local prog=$1 rc
+    cr_test "$@"
+    rc=$?
+    kill_tree "$PID" "$BIN/$prog"
+    return $rc
+}
+
+t_ptree() { cr_tree ptree; }
+t_mthreads() { cr_tree mthreads --threads 8; }
+t_sharedfd() { cr_tree sharedfd; }
+t_orphans() { cr_tree orphans; }
+t_forest() { cr_tree forest --n 30; }
+
+# A tree whose root is pid 1 of its own pid namespace (unshare -p -f runs
+# `loop` as the namespace's init), dumped and restored twice in a row.
+t_pidns() {
+    need_cr || return $?
+    rm -f "$D/ready" "$D/result"
+    local outer inner i
+    outer=$(setsid unshare -p -f "$BIN/loop" --ready "$D/ready" --result "$D/result" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$outer" "$(readlink -f "$(command -v unshare)")"
+    wait_file "$D/ready" $READY_TIMEOUT || { fail "loop in a pid namespace did not become ready"; return 1; }
+    rm -f "$D/ready"
+    inner=$(cat /proc/"$outer"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    [ -n "$inner" ] || { fail "no init under unshare $outer"; return 1; }
+    grep -q "^NSpid:.*[[:space:]]1$" /proc/"$inner"/status || { fail "$inner is not pid 1 of a namespace"; return 1; }
+    PID=$inner
+    do_dump "$D/img" || return 1
+    grep -q '"pid": 1,' <("$CRUST" image decode -i "$D/img/pstree.img") ||
+        { fail "pstree.img does not hold namespace pid 1" "$D/img/dump.log"; return 1; }
+    for i in 1 2; do
+        rm -f "$D/pidfile$i"
+        crust_run "restore$i" restore -D "$D/img" -d --pidfile "$D/pidfile$i" -v4 -o "restore$i.log"
+        [ $RC -eq 0 ] || { fail "restore #$i exited with $RC: $(head -c 300 "$D/restore$i.err")" "$D/img/restore$i.log"; return 1; }
+        PID=$(cat "$D/pidfile$i")
+        track "$PID" "$BIN/loop"
+        grep -q "^NSpid:.*[[:space:]]1$" /proc/"$PID"/status 2>/dev/null ||
+            { fail "restored $PID is not pid 1 of a new namespace ($(grep NSpid /proc/"$PID"/status))" "$D/img/restore$i.log"; return 1; }
+        if [ $i = 1 ]; then
+            kill -KILL "$PID"
+            wait_gone "$PID" 5
+        fi
+    done
+    expect_pass "$D/img/restore2.log"
+}
+
+# Dumping a thread id instead of a process id is refused clearly.
+t_err_dump_thread_id() {
+    need_cr || return $?
+    start_prog mthreads --threads 2 || return 1
+    local tid
+    tid=$(ls /proc/"$PID"/task | grep -vx "$PID" | head -n1)
+    crust_run dump dump -t "$tid" -D "$D/img" -v4 -o dump.log
+    mkdir -p "$D/img"
+    [ $RC -ne 0 ] || { fail "dump of thread $tid succeeded"; return 1; }
+    grep -q "thread" "$D/dump.err" || { fail "unclear error: $(head -c 200 "$D/dump.err")"; return 1; }
+    expect_pass
+    kill_tree "$PID" "$BIN/mthreads"
+}
+
+# A tree with a process crust cannot dump yet: the error names it and why,
+# and the tree runs on untouched.
+t_err_dump_tree_pipe() {
+    need_cr || return $?
+    start_prog forest --n 3 --pipe 1 || return 1
+    local p named=""
+    mkdir -p "$D/img"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
+    [ $RC -ne 0 ] || { fail "dump of a tree with a pipe succeeded"; return 1; }
+    for p in $(descendants "$PID"); do
+        ls -l /proc/"$p"/fd 2>/dev/null | grep -q pipe && grep -q "process $p\b" "$D/dump.err" && named=$p
+    done
+    [ -n "$named" ] && grep -qi "pipe" "$D/dump.err" ||
+        { fail "error does not name the process with the pipe: $(head -c 300 "$D/dump.err")"; return 1; }
+    expect_pass
+    kill_tree "$PID" "$BIN/forest"
+}
+
+# A restore whose pid namespace cannot be created fails cleanly: crust runs
+# in a user namespace of its own whose max_pid_namespaces is 0.
+t_err_restore_pidns_refused() {
+    need_cr || return $?
+    local outer inner
+    unshare -U --map-root-user true 2>/dev/null || { skip "no user namespaces"; return 2; }
+    rm -f "$D/ready"
+    outer=$(setsid unshare -p -f "$BIN/loop" --ready "$D/ready" --result "$D/result" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$outer" "$(readlink -f "$(command -v unshare)")"
+    wait_file "$D/ready" $READY_TIMEOUT || { fail "loop in a pid namespace did not become ready"; return 1; }
+    inner=$(cat /proc/"$outer"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    PID=$inner
+    do_dump "$D/img" || return 1
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" unshare -U --map-root-user sh -c \
+        'echo 0 >/proc/sys/user/max_pid_namespaces && exec "$0" restore -D img -d -v4 -o restore.log' \
+        "$CRUST") >"$D/restore.out" 2>"$D/restore.err"
+    RC=$?
+    [ $RC -ne 0 ] || { fail "restore succeeded although pid namespaces are disabled"; return 1; }
+    grep -qi "pid namespace" "$D/restore.err" || { fail "unclear error: $(head -c 300 "$D/restore.err")"; return 1; }
+    pgrep -f "$BIN/loop --ready $D/ready" >/dev/null && { fail "a restored task was left behind"; return 1; }
+    return 0
+}
+
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest pidns err-dump-thread-id
+    err-dump-tree-pipe err-restore-pidns-refused)
