@@ -933,6 +933,7 @@ fn build(
     // 5. Signals, timers, limits, rseq, and credentials last; per thread.
     let main_core = &live.threads[0].core;
     task::apply_core(&mut r, main_core, pid, pid)?;
+    task::apply_loginuid(&mut r, main_core)?;
     task::apply_rseq(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
         let mut tr = Remote {

@@ -516,14 +516,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
             libc::SYS_set_robust_list,
             [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
         )?;
-        if let Some(nice) = th.sched_nice {
-            // SAFETY-free libc call through std is not available; use prio via /proc-less syscall.
-            let _ = r.call(
-                "setpriority",
-                libc::SYS_setpriority,
-                [libc::PRIO_PROCESS as u64, 0, nice as i64 as u64, 0, 0, 0],
-            );
-        }
+        apply_sched(r, th)?;
         if let Some(pd) = th.pdeath_sig {
             r.call(
                 "prctl(PR_SET_PDEATHSIG)",
@@ -538,6 +531,71 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
             libc::SYS_set_tid_address,
             [ti.clear_tid_addr, 0, 0, 0, 0, 0],
         )?;
+    }
+    Ok(())
+}
+
+/// Scheduling policy, real-time priority and nice value of one thread.
+fn apply_sched(r: &mut Remote<'_>, th: &ThreadCoreEntry) -> Result<(), Error> {
+    let policy = th.sched_policy.unwrap_or(0) as u64;
+    // SCHED_RESET_ON_FORK is reported with the policy; keep it.
+    const RESET_ON_FORK: u64 = 0x4000_0000;
+    let base = policy & !RESET_ON_FORK;
+    if base != libc::SCHED_OTHER as u64 || policy & RESET_ON_FORK != 0 {
+        let prio = th.sched_prio.unwrap_or(0) as i32;
+        let a = r.put(0, &prio.to_le_bytes())?;
+        r.call(
+            &format!("sched_setscheduler({policy:#x}, {prio})"),
+            libc::SYS_sched_setscheduler,
+            [0, policy, a.get(), 0, 0, 0],
+        )?;
+    }
+    if let Some(nice) = th.sched_nice {
+        if nice != 0 {
+            r.call(
+                &format!("setpriority(nice {nice})"),
+                libc::SYS_setpriority,
+                [libc::PRIO_PROCESS as u64, 0, nice as i64 as u64, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The audit login uid, which only the task itself may set
+/// (through /proc/self/loginuid), and only to a value it does not have.
+pub fn apply_loginuid(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+    let Some(uid) = core.tc.as_ref().and_then(|t| t.loginuid) else {
+        return Ok(());
+    };
+    let pid = r.pid();
+    let now = crust_proc::loginuid(&ProcRoot::default(), pid).map_err(proc_err(pid))?;
+    if now == uid {
+        return Ok(());
+    }
+    let path = r.put_cstr(0, b"/proc/self/loginuid")?;
+    let text = uid.to_string();
+    let buf = r.put(256, text.as_bytes())?;
+    let fd = r.call(
+        "open /proc/self/loginuid",
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path.get(),
+            libc::O_WRONLY as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let w = r.call(
+        "write /proc/self/loginuid",
+        libc::SYS_write,
+        [fd, buf.get(), text.len() as u64, 0, 0, 0],
+    );
+    r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    if let Err(e) = w {
+        warn!("cannot restore loginuid {uid} of {pid}: {e}");
     }
     Ok(())
 }

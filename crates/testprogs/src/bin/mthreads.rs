@@ -1,7 +1,8 @@
 //! `mthreads`: a process with 8 threads (`--threads N` to change), each with
 //! its own TLS value, signal mask and register values. Half of them wait on
 //! a condition variable (futex wait); the others spin in an asm loop that
-//! keeps a marker in r15 and xmm8, sleeping 1 ms now and then.
+//! keeps a marker in r15 and xmm8, sleeping 1 ms now and then. Thread 3
+//! runs as SCHED_IDLE and thread 5 with nice 5.
 //!
 //! On SIGTERM (only the main thread takes it) the main thread wakes the
 //! waiters and stops the spinners; every thread checks that its tid, TLS
@@ -106,6 +107,24 @@ fn main() {
             let tid = gettid();
             let mask = sigmask();
             let tls = 0x7100_0000 + i as u64;
+            // Thread 3 runs as SCHED_IDLE, thread 5 with nice 5.
+            // SAFETY: scheduling calls on the calling thread (tid 0 = self).
+            unsafe {
+                if i == 3 {
+                    let p = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &p);
+                }
+                if i == 5 {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 5);
+                }
+            }
+            // SAFETY: queries about the calling thread.
+            let sched = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
             TLS.with(|t| t.set(tls));
             STARTED.fetch_add(1, Ordering::SeqCst);
             let marker = 0x5eed_0000_0000 + i as u64 * 0x111;
@@ -122,6 +141,18 @@ fn main() {
                         "thread {i}: r15 {r:#x} / xmm8 {x:#x}, expected {marker:#x}"
                     ));
                 }
+            }
+            // SAFETY: queries about the calling thread.
+            let sched_now = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
+            if sched_now != sched {
+                return Err(format!(
+                    "thread {i}: (policy, nice) was {sched:?}, now {sched_now:?}"
+                ));
             }
             let now = (gettid(), sigmask(), TLS.with(|t| t.get()));
             if now != (tid, mask, tls) {
