@@ -128,5 +128,24 @@ t_err_restore_pidns_refused() {
     return 0
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest pidns err-dump-thread-id
+# --restore-sibling: the restored root is a child of crust's parent.
+t_restore_sibling() {
+    need_cr || return $?
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    # A shell that starts crust and stays alive, reporting its own pid and
+    # the root's parent.
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" bash -c \
+        '"$0" restore -D img -d --restore-sibling --pidfile "$PWD/pidfile" -v4 -o restore.log || exit 1
+         echo "shell $$ ppid $(awk "/^PPid:/ {print \$2}" /proc/$(cat pidfile)/status)"' \
+        "$CRUST") >"$D/sibling.out" 2>"$D/restore.err"
+    RC=$?
+    [ $RC -eq 0 ] || { fail "restore --restore-sibling exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    read -r _ shell _ ppid <"$D/sibling.out"
+    [ -n "$shell" ] && [ "$shell" = "$ppid" ] ||
+        { fail "restored root's parent is ${ppid:-?}, not the shell ${shell:-?} that ran crust" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest pidns restore-sibling err-dump-thread-id
     err-dump-tree-pipe err-restore-pidns-refused)

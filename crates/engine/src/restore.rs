@@ -562,6 +562,16 @@ fn create_and_build(
     // The root: a child of crust. Signals stay blocked in it (and in all
     // the tasks it begets) until their own masks are loaded at the end.
     let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;
+    // --restore-sibling: the root becomes crust's sibling (a child of
+    // crust's parent, as runc wants); crust then seizes it instead of
+    // tracing it as its parent.
+    let sibling = opts.restore_sibling;
+    let clone_flags = clone_flags
+        | if sibling {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        };
     let forked = process::clone3_fork(&[root_pid], clone_flags);
     let root_host = match forked {
         Ok(ForkResult::Child) => {
@@ -569,7 +579,7 @@ fn create_and_build(
             if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
                 process::exit_now(70);
             }
-            if crust_sys::ptrace::traceme().is_err() {
+            if !sibling && crust_sys::ptrace::traceme().is_err() {
                 process::exit_now(71);
             }
             process::stop_self();
@@ -599,7 +609,12 @@ fn create_and_build(
             });
         }
     };
-    let mut root = match Task::adopt_stopped_child(root_host) {
+    let adopted = if sibling {
+        seize_stopped_sibling(root_host)
+    } else {
+        Task::adopt_stopped_child(root_host)
+    };
+    let mut root = match adopted {
         Ok(t) => t,
         Err(source) => {
             let _ = process::kill(root_host, libc::SIGKILL);
@@ -669,6 +684,20 @@ fn create_and_build(
         pages += build(&mut created.tasks[i], p.pid(), &img.dir, live, tramp, tty)?;
     }
     Ok(pages)
+}
+
+/// Wait until a root made with CLONE_PARENT has stopped itself, then seize
+/// it (it is not crust's child, so it cannot ask crust to trace it).
+fn seize_stopped_sibling(pid: i32) -> crust_compel::Result<Task> {
+    let proc = ProcRoot::default();
+    for _ in 0..5000 {
+        match crust_proc::stat(&proc, pid) {
+            Ok(st) if st.state == 'T' => break,
+            Ok(st) if st.state == 'Z' || st.state == 'X' => break,
+            _ => std::thread::sleep(std::time::Duration::from_micros(200)),
+        }
+    }
+    Task::seize(pid, std::time::Duration::from_secs(10))
 }
 
 /// Run clone3 inside `parent` asking for id `tid`; returns the new task.

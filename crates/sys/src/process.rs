@@ -103,7 +103,7 @@ struct CloneArgs {
 /// Fork-like clone3 that asks for specific pids: `set_tid[0]` is the pid in
 /// the innermost (new or current) pid namespace, further entries in the
 /// outer ones. An empty `set_tid` lets the kernel choose. `flags` are extra
-/// CLONE_* flags (e.g. CLONE_NEWPID); SIGCHLD is the exit signal.
+/// CLONE_* flags (e.g. CLONE_NEWPID, CLONE_PARENT); SIGCHLD is the exit signal.
 ///
 /// The child runs on a copy of the caller's address space, like fork(): it
 /// must restrict itself to async-signal-safe work (the caller must be
@@ -111,7 +111,13 @@ struct CloneArgs {
 pub fn clone3_fork(set_tid: &[i32], flags: u64) -> io::Result<ForkResult> {
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel takes the exit signal from the
+        // caller and refuses one here.
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         set_tid: if set_tid.is_empty() {
             0
         } else {
