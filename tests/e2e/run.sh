@@ -862,24 +862,6 @@ ALL_TESTS+=(shmanon)
 
 # ---------------------------------------------------------------- runner
 
-if [ "${1:-}" = --list ]; then
-    printf '%s\n' "${ALL_TESTS[@]}"
-    exit 0
-fi
-if [ $# -gt 0 ]; then
-    for t in "$@"; do
-        printf '%s\n' "${ALL_TESTS[@]}" | grep -qx -- "$t" || { echo "unknown test: $t (see --list)" >&2; exit 2; }
-    done
-    TESTS=("$@")
-else
-    TESTS=("${ALL_TESTS[@]}")
-fi
-[ "$(id -u)" = 0 ] || echo "warning: not running as root; dump and restore will fail" >&2
-
-PASSED=0
-FAILED=0
-SKIPPED=0
-
 show_tail() {
     local f
     for f in "$@"; do
@@ -933,9 +915,33 @@ run_test() {
     PID=""
 }
 
-for t in "${TESTS[@]}"; do
-    run_test "$t"
-done
+# bash reads a script as it runs it: the whole run is one function, called on
+# the last line, so an edit of this file during a run cannot derail it.
+main() {
+    if [ "${1:-}" = --list ]; then
+        printf '%s\n' "${ALL_TESTS[@]}"
+        exit 0
+    fi
+    if [ $# -gt 0 ]; then
+        for t in "$@"; do
+            printf '%s\n' "${ALL_TESTS[@]}" | grep -qx -- "$t" || { echo "unknown test: $t (see --list)" >&2; exit 2; }
+        done
+        TESTS=("$@")
+    else
+        TESTS=("${ALL_TESTS[@]}")
+    fi
+    [ "$(id -u)" = 0 ] || echo "warning: not running as root; dump and restore will fail" >&2
 
-echo "e2e: $PASSED passed, $FAILED failed, $SKIPPED skipped"
-[ $FAILED -eq 0 ]
+    PASSED=0
+    FAILED=0
+    SKIPPED=0
+
+    for t in "${TESTS[@]}"; do
+        run_test "$t"
+    done
+
+    echo "e2e: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+    [ $FAILED -eq 0 ]
+}
+
+main "$@"; exit $?
