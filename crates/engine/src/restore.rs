@@ -631,21 +631,44 @@ fn create_and_build(
         pid: root_host,
         source,
     })?;
-    created.tasks.push(vec![root]);
+    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
+    created.tasks[0].push(root);
     set_session(img, 0, opts, created, tramp)?;
 
-    // Every other process, forked by its parent (parents come first).
-    let index: HashMap<u32, usize> = img
-        .procs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.entry.pid, i))
-        .collect();
-    for i in 1..img.procs.len() {
-        let p = &img.procs[i];
-        let parent = index[&p.entry.ppid];
+    // Then depth first: a process's memory is built before it begets its
+    // children, so they start from it (and could inherit what they share).
+    let mut pages = 0;
+    grow(img, 0, opts, tramp, tty, created, &mut pages)?;
+    for (i, p) in img.procs.iter().enumerate() {
+        if let Some(live) = &p.live {
+            build_creds(&mut created.tasks[i], live, tramp)?;
+        }
+    }
+    Ok(pages)
+}
+
+/// Build process `i` (already created, with its session), then create and
+/// grow its children, then its threads, then the rest of it.
+fn grow(
+    img: &ImageSet,
+    i: usize,
+    opts: &RestoreOptions,
+    tramp: u64,
+    tty: Option<&str>,
+    created: &mut Created,
+    pages: &mut u64,
+) -> Result<(), Error> {
+    let p = &img.procs[i];
+    if let Some(live) = &p.live {
+        *pages += build_memory(&mut created.tasks[i][0], &img.dir, live, tramp)?;
+    }
+    for c in 0..img.procs.len() {
+        let child = &img.procs[c];
+        if c == 0 || child.entry.ppid != p.entry.pid {
+            continue;
+        }
         let mut flags = 0u64;
-        if let (Some(me), Some(pp)) = (&p.live, &img.procs[parent].live) {
+        if let (Some(me), Some(pp)) = (&child.live, &p.live) {
             if me.ids.files_id == pp.ids.files_id {
                 flags |= libc::CLONE_FILES as u64;
             }
@@ -653,19 +676,19 @@ fn create_and_build(
                 flags |= libc::CLONE_FS as u64;
             }
         }
-        let child = remote_clone(
-            &mut created.tasks[parent][0],
+        let t = remote_clone(
+            &mut created.tasks[i][0],
             tramp,
-            p.pid(),
+            child.pid(),
             flags,
             libc::SIGCHLD as u64,
         )?;
-        created.tasks.push(vec![child]);
-        set_session(img, i, opts, created, tramp)?;
+        created.tasks[c].push(t);
+        set_session(img, c, opts, created, tramp)?;
+        grow(img, c, opts, tramp, tty, created, pages)?;
     }
-    // Threads, cloned by their process's main thread.
-    for (i, p) in img.procs.iter().enumerate() {
-        let Some(live) = &p.live else { continue };
+    if let Some(live) = &p.live {
+        // Threads, cloned by the main thread.
         for ti in live.threads.iter().skip(1) {
             let flags = (libc::CLONE_VM
                 | libc::CLONE_FS
@@ -676,14 +699,9 @@ fn create_and_build(
             let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
             created.tasks[i].push(t);
         }
+        build_rest(&mut created.tasks[i], p.pid(), live, tramp, tty)?;
     }
-    // Build each live process.
-    let mut pages = 0;
-    for (i, p) in img.procs.iter().enumerate() {
-        let Some(live) = &p.live else { continue };
-        pages += build(&mut created.tasks[i], p.pid(), &img.dir, live, tramp, tty)?;
-    }
-    Ok(pages)
+    Ok(())
 }
 
 /// Wait until a root made with CLONE_PARENT has stopped itself, then seize
@@ -855,19 +873,13 @@ fn pick_trampoline(own: &[crust_proc::MapEntry], mms: &[&MmEntry]) -> Option<u64
     None
 }
 
-/// Build one process inside its stopped tasks (main thread first).
-/// Returns pages restored.
-fn build(
-    tasks: &mut [Task],
-    pid: i32,
-    dir: &Path,
-    live: &LiveImage,
-    tramp: u64,
-    tty: Option<&str>,
-) -> Result<u64, Error> {
+/// Build the memory of one process inside its (still single) task: forget
+/// what it inherited, move the vDSO, map the VMAs, fill the pages, set the
+/// mm fields. Returns pages restored.
+fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Result<u64, Error> {
     let proc = ProcRoot::default();
-    let (main, others) = tasks.split_first_mut().expect("main task");
-    // `pid` is the image's (namespace) pid; /proc wants crust's view.
+    let main = task;
+    // /proc wants crust's view of the pid.
     let host = main.pid();
     let rseq = main.rseq();
     let mut r = Remote {
@@ -932,7 +944,26 @@ fn build(
         .path_of(live.mm.exe_file_id as u64)
         .expect("checked in load");
     mem::set_mm_map(&mut r, &live.mm, &exe)?;
+    Ok(pages)
+}
 
+/// The rest of one process, once its children and threads exist: fds,
+/// cwd, root, umask, then per thread signals, timers, limits, rseq.
+/// Credentials come later, for all processes at once.
+fn build_rest(
+    tasks: &mut [Task],
+    pid: i32,
+    live: &LiveImage,
+    tramp: u64,
+    tty: Option<&str>,
+) -> Result<(), Error> {
+    let (main, others) = tasks.split_first_mut().expect("main task");
+    let mut r = Remote {
+        task: main,
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    let files = &live.files;
     // 4. Files, cwd, root, umask.
     if !live.files_from_parent {
         files.open_fds(&mut r, tty)?;
@@ -972,10 +1003,22 @@ fn build(
         };
         task::apply_core(&mut tr, &ti.core, pid, ti.tid)?;
         task::apply_rseq(&mut tr, &ti.core)?;
-        task::apply_creds(&mut tr, &ti.core)?;
     }
-    task::apply_creds(&mut r, main_core)?;
-    Ok(pages)
+    Ok(())
+}
+
+/// Credentials of every thread of one process (last: afterwards the task
+/// may not be allowed to do the rest).
+fn build_creds(tasks: &mut [Task], live: &LiveImage, tramp: u64) -> Result<(), Error> {
+    for (t, ti) in tasks.iter_mut().zip(live.threads.iter()) {
+        let mut r = Remote {
+            task: t,
+            scratch: RemoteAddr(tramp + PAGE_SIZE),
+            scratch_len: TRAMP_SIZE - PAGE_SIZE,
+        };
+        task::apply_creds(&mut r, &ti.core)?;
+    }
+    Ok(())
 }
 
 /// Move [vvar], [vvar_vclock] and [vdso] of the task to the addresses the
