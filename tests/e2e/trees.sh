@@ -37,6 +37,7 @@ t_mthreads() { cr_tree mthreads --threads 8; }
 t_sharedfd() { cr_tree sharedfd; }
 t_orphans() { cr_tree orphans; }
 t_forest() { cr_tree forest --n 30; }
+t_vforker() { cr_tree vforker; }
 
 # A tree whose root is pid 1 of its own pid namespace (unshare -p -f runs
 # `loop` as the namespace's init), dumped and restored twice in a row.
@@ -147,5 +148,5 @@ t_restore_sibling() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker pidns restore-sibling err-dump-thread-id
     err-dump-tree-pipe err-restore-pidns-refused)
