@@ -64,7 +64,7 @@ ALL_TESTS=(loop bigmem fpregs signals files mappings getpid restore-twice golden
     crit leave-running leave-stopped restore-leave-stopped restore-attached pidfile
     shell-job two-procs
     err-dump-nopid err-dump-pipe err-restore-nodir
-    err-restore-truncated err-restore-arch err-restore-files)
+    err-restore-truncated err-restore-arch err-restore-files err-restore-pid-busy)
 
 # Debian's crit (criu 3.17) must decode every image crust writes.
 CRIT=/usr/bin/crit
@@ -687,7 +687,7 @@ t_restore_attached() {
     return 0
 }
 
-# --pidfile: relative to -D, mode 0600, holds the pid. An existing pidfile
+# --pidfile: relative to -W (default -D), mode 0600, holds the pid. An existing pidfile
 # makes the restore fail before anything is restored; a pidfile that cannot
 # be created makes it fail without leaving the task behind.
 t_pidfile() {
@@ -718,9 +718,13 @@ t_pidfile() {
     grep -q 'no-such-dir' "$D/restore3.err" ||
         { fail "the message does not name the pidfile: $(head -c 300 "$D/restore3.err")" "$D/img/restore3.log"; return 1; }
     wait_gone "$PID" 2 || { fail "pid $PID (state $(pstate "$PID")) was left behind when the pidfile could not be written" "$D/img/restore3.log"; return 1; }
-    # Nothing is in the way of a good restore.
-    do_restore "$D/img" 4 || return 1
-    expect_pass "$D/img/restore4.log"
+    # With -W, a relative pidfile goes there.
+    mkdir -p "$D/wd"
+    crust_run restore4 restore -D "$D/img" -W "$D/wd" -d --pidfile rel.pid -v4 -o restore4.log
+    [ $RC -eq 0 ] || { fail "restore -W exited with $RC: $(head -c 300 "$D/restore4.err")" "$D/wd/restore4.log"; return 1; }
+    [ "$(cat "$D/wd/rel.pid" 2>/dev/null)" = "$PID" ] ||
+        { fail "restore -W $D/wd --pidfile rel.pid: $D/wd/rel.pid holds '$(cat "$D/wd/rel.pid" 2>/dev/null)', expected $PID" "$D/wd/restore4.log"; return 1; }
+    expect_pass "$D/wd/restore4.log"
 }
 
 # restore_fails_naming IMG PID WORD SFX [ARGS...]: the restore fails with a message
@@ -861,6 +865,26 @@ ALL_TESTS+=(shmanon)
 # Trees, threads, sessions, pid namespaces.
 # shellcheck source=tests/e2e/trees.sh
 . "$ROOT/tests/e2e/trees.sh"
+
+# The pid is in use (by the task restored from the same images): the second
+# restore fails naming the pid and leaves the first task alone.
+t_err_restore_pid_busy() {
+    need_cr || return
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" 1 || return 1
+    crust_run restore2 restore -D "$D/img" -d --pidfile "$D/pidfile2" -v4 -o restore2.log
+    expect_error restore2 "$D/img/restore2.log" || return 1
+    grep -q "\b$PID\b" "$D/restore2.err" ||
+        { fail "the message does not name pid $PID: $(head -c 300 "$D/restore2.err")" "$D/img/restore2.log"; return 1; }
+    [ -e "$D/pidfile2" ] && { fail "the failed restore wrote its pidfile" "$D/img/restore2.log"; return 1; }
+    case $(pstate "$PID") in
+        S | R) ;;
+        *) fail "the first restored task is in state '$(pstate "$PID")' after the failed restore" "$D/img/restore2.log"; return 1 ;;
+    esac
+    [ "$(tracer_of "$PID")" = 0 ] || { fail "the first restored task is traced by $(tracer_of "$PID")"; return 1; }
+    expect_pass "$D/img/restore1.log"
+}
 
 # Known engine bugs: not run by default (the suite stays green for everyone's
 # work); run by name or with E2E_KNOWN_BUGS=1. Move a test to ALL_TESTS once
