@@ -63,7 +63,7 @@ KEEP=${E2E_KEEP:-0}
 ALL_TESTS=(loop bigmem fpregs signals files mappings getpid restore-twice golden-loop
     crit leave-running leave-stopped restore-leave-stopped restore-attached pidfile
     shell-job two-procs
-    err-dump-nopid err-dump-pipe err-restore-nodir
+    err-dump-nopid err-dump-pipe err-dump-threads-pipe err-dump-child-pipe err-restore-nodir
     err-restore-truncated err-restore-arch err-restore-files err-restore-pid-busy)
 
 # Debian's crit (criu 3.17) must decode every image crust writes.
@@ -431,6 +431,32 @@ t_err_dump_nopid() {
     expect_error dump "$D/img/dump.log"
 }
 
+# What a dump that lets a process go must leave as it was: its mappings, fds
+# (target and flags) and, for every thread, signal masks and dispositions.
+proc_snapshot() {
+    local pid=$1 fd task
+    for p in $pid $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        echo "== process $p"
+        awk '{print $1, $2, $6}' "/proc/$p/maps"
+        for fd in /proc/"$p"/fd/*; do
+            echo "fd ${fd##*/} $(readlink "$fd") $(grep -E '^(flags|pos):' "/proc/$p/fdinfo/${fd##*/}" | tr -s '\t ' ' ' | tr '\n' ' ')"
+        done
+        for task in /proc/"$p"/task/*; do
+            echo "thread ${task##*/} $(grep -E '^(SigBlk|SigIgn|SigCgt):' "$task/status" | tr -s '\t ' ' ' | tr '\n' ' ')"
+        done
+    done
+}
+
+# expect_same_proc PID BEFORE WHAT: the snapshot of PID now equals BEFORE.
+expect_same_proc() {
+    local pid=$1 before=$2 what=$3
+    proc_snapshot "$pid" >"$before.after"
+    cmp -s "$before" "$before.after" && return 0
+    diff "$before" "$before.after" >"$before.diff"
+    fail "$what changed pid $pid: $(head -c 300 "$before.diff" | tr '\n' ' ')" "$before.diff"
+    return 1
+}
+
 # dump_must_fail WHAT PROG [ARGS...]: the dump fails with a message matching
 # the regex WHAT, and the program runs on untouched and passes its check.
 dump_must_fail() {
@@ -446,8 +472,10 @@ dump_must_fail() {
     fi
     need_crust || return 1
     mkdir -p "$D/img"
+    proc_snapshot "$PID" >"$D/before"
     crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
     expect_error dump "$D/img/dump.log" || return 1
+    expect_same_proc "$PID" "$D/before" "the failed dump" || return 1
     grep -qiE "$what" "$D/dump.err" ||
         { fail "the message does not say '$what': $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
     expect_untouched "$PID" || return 1
@@ -462,8 +490,8 @@ dump_must_fail() {
 # threads / a child, every thread and process must be let go.
 PIPE_MSG='fd [34]\b.*pipe|pipe.*fd [34]\b'
 t_err_dump_pipe() { dump_must_fail "$PIPE_MSG" loop --pipe 1; }
-t_err_dump_threads() { dump_must_fail "$PIPE_MSG" threads --pipe 1; }
-t_err_dump_children() { dump_must_fail "$PIPE_MSG" forker --pipe 1; }
+t_err_dump_threads_pipe() { dump_must_fail "$PIPE_MSG" threads --pipe 1; }
+t_err_dump_child_pipe() { dump_must_fail "$PIPE_MSG" forker --pipe 1; }
 
 t_err_restore_nodir() {
     need_cr || return
@@ -580,7 +608,9 @@ t_crit() {
 t_leave_running() {
     need_cr || return
     start_prog loop || return 1
+    proc_snapshot "$PID" >"$D/before"
     dump_with "$D/img" -R || return 1
+    expect_same_proc "$PID" "$D/before" "dump -R" || return 1
     sleep 0.3
     [ -e "/proc/$PID" ] || { fail "pid $PID is gone after dump -R" "$D/img/dump.log"; return 1; }
     [ "$(exe_of "$PID")" = "$BIN/loop" ] || { fail "pid $PID now runs '$(exe_of "$PID")'" "$D/img/dump.log"; return 1; }
@@ -595,8 +625,10 @@ t_leave_running() {
 t_leave_stopped() {
     need_cr || return
     start_prog loop || return 1
+    proc_snapshot "$PID" >"$D/before"
     dump_with "$D/img" -s || return 1
     expect_stopped "$PID" "after dump -s" "$D/img/dump.log" || return 1
+    expect_same_proc "$PID" "$D/before" "dump -s" || return 1
     kill -CONT "$PID"
     expect_pass "$D/img/dump.log"
 }
