@@ -421,6 +421,14 @@ impl RestoreFiles {
         Ok(RestoreFiles { regs, fds })
     }
 
+    /// The first fd that is open on a terminal, if any.
+    pub fn terminal_fd(&self) -> Option<(u32, &str)> {
+        self.fds.iter().find_map(|f| {
+            let reg = self.regs.get(&f.id)?;
+            is_terminal_path(&reg.name).then_some((f.fd, reg.name.as_str()))
+        })
+    }
+
     pub fn path_of(&self, id: u64) -> Option<String> {
         self.regs.get(&(id as u32)).map(|r| r.name.clone())
     }
@@ -430,8 +438,14 @@ impl RestoreFiles {
         let Some(reg) = self.regs.get(&id) else {
             return Ok(());
         };
-        if shell_job && is_terminal_path(&reg.name) {
-            return Ok(());
+        if is_terminal_path(&reg.name) {
+            if shell_job {
+                return Ok(());
+            }
+            return Err(Error::unsupported(format!(
+                "the image has a file on the terminal {}: a shell job; restore it with --shell-job (-j) from a terminal",
+                reg.name
+            )));
         }
         let path = PathBuf::from(&reg.name);
         let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {

@@ -429,6 +429,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     })?;
     debug!("trampoline at {tramp:#x}");
     let tty = if opts.shell_job { own_tty() } else { None };
+    if tty.is_none() {
+        let on_tty = img
+            .procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.terminal_fd()?)))
+            .next();
+        if let Some((pid, (fd, name))) = on_tty {
+            return Err(Error::Restore {
+                pid,
+                what: format!(
+                    "its fd {fd} was on the terminal {name}, and this crust has no terminal on fds 0-2 to give it (run crust restore -j from a terminal)"
+                ),
+            });
+        }
+    }
 
     let mut created = Created::default();
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
