@@ -1144,19 +1144,33 @@ pub fn restore_vmas(
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.
 pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<(), Error> {
-    let a = r.put_cstr(0, exe_path.as_bytes())?;
-    let exe_fd = r.call(
-        &format!("open exe {exe_path}"),
-        libc::SYS_openat,
-        [
-            libc::AT_FDCWD as u64,
-            a.get(),
-            libc::O_RDONLY as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
+    // The kernel refuses to replace the exe link while the old exe file is
+    // still mapped (EBUSY): when the task already has the right one (a
+    // child of a restored parent, or crust restoring its own binary),
+    // leave it as it is.
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let current = std::fs::metadata(format!("/proc/{}/exe", r.pid()));
+    let wanted = std::fs::metadata(exe_path);
+    let keep_exe = matches!((&current, &wanted), (Ok(c), Ok(w)) if same(c, w));
+    let exe_fd = if keep_exe {
+        u64::from(u32::MAX)
+    } else {
+        let a = r.put_cstr(0, exe_path.as_bytes())?;
+        r.call(
+            &format!("open exe {exe_path}"),
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                a.get(),
+                libc::O_RDONLY as u64,
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
     let auxv: Vec<u8> = mm
         .mm_saved_auxv
         .iter()
@@ -1191,7 +1205,9 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
         libc::SYS_prctl,
         [PR_SET_MM, PR_SET_MM_MAP, m.get(), b.len() as u64, 0, 0],
     )?;
-    r.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    if !keep_exe {
+        r.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    }
     if let Some(d) = mm.dumpable {
         if d == 0 || d == 1 {
             r.call(
