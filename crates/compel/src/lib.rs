@@ -262,15 +262,12 @@ impl Task {
         Ok(())
     }
 
-    /// Run syscall `nr` with `args` inside the task; returns the raw result
-    /// (a negative value is `-errno`). The task is stepped through the
-    /// syscall's entry and exit stops (PTRACE_SYSCALL), so no signal is
-    /// involved and the task's signal state is untouched.
-    pub fn syscall_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+    /// Point the task at its syscall instruction with syscall `nr` and
+    /// `args` loaded (orig_rax -1: no restart logic applies).
+    fn load_syscall(&self, nr: i64, args: [u64; 6]) -> Result<()> {
         let ip = self
             .syscall_ip
             .ok_or(Error::NotInfected { pid: self.pid })?;
-        self.block_signals()?;
         let mut r = self.orig_regs;
         r.rip = ip.get();
         r.rax = nr as u64;
@@ -285,7 +282,16 @@ impl Task {
             self.pid,
             "SETREGSET(NT_PRSTATUS)",
             ptrace::set_regs(self.pid, &r),
-        )?;
+        )
+    }
+
+    /// Run syscall `nr` with `args` inside the task; returns the raw result
+    /// (a negative value is `-errno`). The task is stepped through the
+    /// syscall's entry and exit stops (PTRACE_SYSCALL), so no signal is
+    /// involved and the task's signal state is untouched.
+    pub fn syscall_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        self.block_signals()?;
+        self.load_syscall(nr, args)?;
         self.step_syscall("remote syscall entry")?;
         self.step_syscall("remote syscall exit")?;
         let after = pt(
@@ -303,22 +309,9 @@ impl Task {
     /// the task sees it) and, on success, the new task's pid as crust sees
     /// it (they differ inside a pid namespace).
     pub fn syscall_clone(&mut self, nr: i64, args: [u64; 6]) -> Result<(i64, Option<i32>)> {
-        let ip = self
-            .syscall_ip
-            .ok_or(Error::NotInfected { pid: self.pid })?;
         self.block_signals()?;
         let pid = self.pid;
-        let mut r = self.orig_regs;
-        r.rip = ip.get();
-        r.rax = nr as u64;
-        r.orig_rax = u64::MAX;
-        r.rdi = args[0];
-        r.rsi = args[1];
-        r.rdx = args[2];
-        r.r10 = args[3];
-        r.r8 = args[4];
-        r.r9 = args[5];
-        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.load_syscall(nr, args)?;
         self.step_syscall("remote clone entry")?;
         // Next: either the fork/clone event stop (success) or the exit stop
         // (failure).
@@ -377,16 +370,8 @@ impl Task {
     /// Run `exit_group(code)` inside the task and reap it as its tracer, so
     /// that it stays a zombie for its real parent.
     pub fn exit_as_zombie(mut self, code: i32) -> Result<()> {
-        let ip = self
-            .syscall_ip
-            .ok_or(Error::NotInfected { pid: self.pid })?;
         let pid = self.pid;
-        let mut r = self.orig_regs;
-        r.rip = ip.get();
-        r.rax = libc::SYS_exit_group as u64;
-        r.orig_rax = u64::MAX;
-        r.rdi = code as u64;
-        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.load_syscall(libc::SYS_exit_group, [code as u64, 0, 0, 0, 0, 0])?;
         self.syscall_ip = None;
         pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
         loop {
@@ -519,14 +504,10 @@ impl Task {
         leave_stopped: bool,
     ) -> Result<()> {
         let pid = self.pid;
-        let ip = self.syscall_ip.ok_or(Error::NotInfected { pid })?;
-        let mut r = self.orig_regs;
-        r.rip = ip.get();
-        r.rax = libc::SYS_munmap as u64;
-        r.orig_rax = u64::MAX;
-        r.rdi = munmap_addr.get();
-        r.rsi = munmap_len;
-        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        self.load_syscall(
+            libc::SYS_munmap,
+            [munmap_addr.get(), munmap_len, 0, 0, 0, 0],
+        )?;
         self.step_syscall("final munmap entry")?;
         self.step_syscall("final munmap exit")?;
         if let Some(x) = xstate {

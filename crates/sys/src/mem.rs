@@ -27,30 +27,7 @@ pub fn readv(
             iov_len: b.len(),
         })
         .collect();
-    let rem = remote_iovs(remote, bufs.iter().map(|b| b.len()));
-    let mut done = 0usize;
-    for (l, r) in local.chunks(IOV_MAX).zip(rem.chunks(IOV_MAX)) {
-        // SAFETY: each local iovec points into a live, exclusively borrowed
-        // buffer of its length; remote iovecs are only interpreted in the
-        // other process.
-        let n = unsafe {
-            libc::process_vm_readv(
-                pid,
-                l.as_ptr(),
-                l.len() as libc::c_ulong,
-                r.as_ptr(),
-                r.len() as libc::c_ulong,
-                0,
-            )
-        };
-        let n = cvt(n as libc::c_long)? as usize;
-        done += n;
-        let want: usize = l.iter().map(|v| v.iov_len).sum();
-        if n < want {
-            break;
-        }
-    }
-    Ok(done)
+    transfer(pid, &local, remote, Dir::Read)
 }
 
 /// Write `buf` at `addr` of process `pid` (process_vm_writev). Respects the
@@ -68,14 +45,36 @@ pub fn writev(pid: i32, bufs: &[&[u8]], remote: &[(RemoteAddr, usize)]) -> io::R
             iov_len: b.len(),
         })
         .collect();
-    let rem = remote_iovs(remote, bufs.iter().map(|b| b.len()));
+    transfer(pid, &local, remote, Dir::Write)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// process_vm_readv/writev over any number of iovecs, IOV_MAX at a time;
+/// stops at the first short transfer.
+fn transfer(
+    pid: i32,
+    local: &[libc::iovec],
+    remote: &[(RemoteAddr, usize)],
+    dir: Dir,
+) -> io::Result<usize> {
+    let rem = remote_iovs(remote, local.iter().map(|v| v.iov_len));
     let mut done = 0usize;
     for (l, r) in local.chunks(IOV_MAX).zip(rem.chunks(IOV_MAX)) {
-        // SAFETY: each local iovec points into a live buffer of its length
-        // that the kernel only reads; remote iovecs are only interpreted in
-        // the other process.
+        // SAFETY: each local iovec points into a live buffer of its length,
+        // exclusively borrowed for reads (the callers hold `&mut`) and only
+        // read by the kernel for writes; remote iovecs are only interpreted
+        // in the other process.
         let n = unsafe {
-            libc::process_vm_writev(
+            let f = match dir {
+                Dir::Read => libc::process_vm_readv,
+                Dir::Write => libc::process_vm_writev,
+            };
+            f(
                 pid,
                 l.as_ptr(),
                 l.len() as libc::c_ulong,
