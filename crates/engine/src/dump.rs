@@ -290,74 +290,100 @@ fn dump_tree(
     let mut pstree = Vec::with_capacity(tree.procs.len());
     let mut kobjs = KobjIds::default();
     let mut next_pages = 1u32;
-    let mut counts = mem::PageCounts::default();
     let mut memdump_time_us = 0;
     let root_pid = tree.procs[0].pid;
     let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
     // Host pid -> the pid the tree's namespace sees (equal without pidns).
     let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
-    for p in &mut tree.procs {
-        let pid = p.pid;
-        let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
-        let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
-        let nspid = ns_last(&status.ns_pid, pid);
-        ns_of.insert(pid, nspid);
-        let ns_ppid = if p.ppid == 0 { 0 } else { ns_of[&p.ppid] };
-        let (pgid, sid) = if pidns.is_some() {
-            (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
-        } else {
-            (stat.pgrp, stat.session)
-        };
-        if p.zombie {
-            write_image(
-                dir,
-                ImageType::Core,
-                nspid as u64,
-                &[task::zombie_core(&stat)],
-            )?;
-            pstree.push(PstreeEntry {
-                pid: nspid as u32,
-                ppid: ns_ppid as u32,
-                pgid: pgid as u32,
-                sid: sid as u32,
-                threads: vec![0],
-                ..Default::default()
-            });
-            continue;
-        }
-        check_namespaces(pid, pidns)?;
-        let mut tids = Vec::with_capacity(p.threads.len());
-        for t in &p.threads {
-            let tid = t.pid();
-            tids.push(if tid == pid {
-                nspid
-            } else {
-                let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
-                ns_last(&ts.ns_pid, tid)
-            });
-        }
-        let t_mem = Instant::now();
-        let ids = ProcIds {
-            nspid,
-            tids: tids.clone(),
-            kobj: kobjs.assign(pid)?,
-            pages_id: next_pages,
-            pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
-        };
-        let n = dump_process(proc, p, &stat, &status, dir, &mut files, &ids)?;
-        memdump_time_us += us_since(t_mem);
-        counts.scanned += n.scanned;
-        counts.written += n.written;
-        pstree.push(PstreeEntry {
-            pid: nspid as u32,
-            ppid: ns_ppid as u32,
-            pgid: pgid as u32,
-            sid: sid as u32,
-            threads: tids.iter().map(|t| *t as u32).collect(),
-            ..Default::default()
+    // Pages are copied by a second thread while this one (the tracer: only
+    // it may make ptrace requests) goes on with the next process.
+    let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
+    let (walked, pages) = std::thread::scope(|sc| {
+        let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
+            let mut total = mem::PageCounts::default();
+            let t = Instant::now();
+            for job in queue {
+                let n = job.run(dir)?;
+                total.scanned += n.scanned;
+                total.written += n.written;
+            }
+            Ok((total, us_since(t)))
         });
-        next_pages += 1;
-    }
+        let walked = (|| -> Result<(), Error> {
+            for p in &mut tree.procs {
+                let pid = p.pid;
+                let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+                let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+                let nspid = ns_last(&status.ns_pid, pid);
+                ns_of.insert(pid, nspid);
+                let ns_ppid = if p.ppid == 0 { 0 } else { ns_of[&p.ppid] };
+                let (pgid, sid) = if pidns.is_some() {
+                    (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
+                } else {
+                    (stat.pgrp, stat.session)
+                };
+                if p.zombie {
+                    write_image(
+                        dir,
+                        ImageType::Core,
+                        nspid as u64,
+                        &[task::zombie_core(&stat)],
+                    )?;
+                    pstree.push(PstreeEntry {
+                        pid: nspid as u32,
+                        ppid: ns_ppid as u32,
+                        pgid: pgid as u32,
+                        sid: sid as u32,
+                        threads: vec![0],
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                check_namespaces(pid, pidns)?;
+                let mut tids = Vec::with_capacity(p.threads.len());
+                for t in &p.threads {
+                    let tid = t.pid();
+                    tids.push(if tid == pid {
+                        nspid
+                    } else {
+                        let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
+                        ns_last(&ts.ns_pid, tid)
+                    });
+                }
+                let t_mem = Instant::now();
+                let ids = ProcIds {
+                    nspid,
+                    tids: tids.clone(),
+                    kobj: kobjs.assign(pid)?,
+                    pages_id: next_pages,
+                    pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
+                };
+                let mut out = Sinks {
+                    dir,
+                    files: &mut files,
+                    jobs: &jobs,
+                };
+                dump_process(proc, p, &stat, &status, &mut out, &ids)?;
+                memdump_time_us += us_since(t_mem);
+                pstree.push(PstreeEntry {
+                    pid: nspid as u32,
+                    ppid: ns_ppid as u32,
+                    pgid: pgid as u32,
+                    sid: sid as u32,
+                    threads: tids.iter().map(|t| *t as u32).collect(),
+                    ..Default::default()
+                });
+                next_pages += 1;
+            }
+            Ok(())
+        })();
+        drop(jobs);
+        let pages = worker.join().expect("page worker panicked");
+        (walked, pages)
+    });
+    walked?;
+    let (counts, page_us) = pages?;
+    debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
     files.write(dir)?;
@@ -515,10 +541,11 @@ fn dump_process(
     p: &mut Proc,
     stat: &crust_proc::Stat,
     status: &crust_proc::Status,
-    dir: &Path,
-    files: &mut FileTable,
+    out: &mut Sinks<'_>,
     ids: &ProcIds,
-) -> Result<mem::PageCounts, Error> {
+) -> Result<(), Error> {
+    let (dir, jobs) = (out.dir, out.jobs);
+    let files = &mut *out.files;
     let pid = p.pid;
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
@@ -577,18 +604,14 @@ fn dump_process(
     let (pinside, tinside) = collected?;
     debug!("{pid}: state read inside the task by {} us", us_since(t0));
 
-    let counts = mem::dump_pages(pid, dir, &vmas, pages_id)?;
-    if nspid != pid {
-        // dump_pages names the pagemap after the host pid.
-        let from = dir.join(ImageType::Pagemap.file_name(pid as u64));
-        let to = dir.join(ImageType::Pagemap.file_name(nspid as u64));
-        std::fs::rename(&from, &to).map_err(|source| Error::Io {
-            op: "cannot rename",
-            path: from,
-            source,
-        })?;
-    }
-    debug!("{pid}: pages stored by {} us", us_since(t0));
+    // If the page worker has stopped on an error, the send fails and the
+    // error comes out when it is joined.
+    let _ = jobs.send(PageJob {
+        pid,
+        nspid,
+        vmas: vmas.clone(),
+        pages_id,
+    });
     let multi = p.threads.len() > 1;
     for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
         let tid = t.pid();
@@ -646,7 +669,40 @@ fn dump_process(
     if !kobj.files_shared {
         write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
     }
-    Ok(counts)
+    Ok(())
+}
+
+/// Where a process's dump goes: the images directory, the tree's file
+/// table, and the page worker.
+struct Sinks<'a> {
+    dir: &'a Path,
+    files: &'a mut FileTable,
+    jobs: &'a std::sync::mpsc::Sender<PageJob>,
+}
+
+/// Copying one process's pages into its pagemap and pages images.
+struct PageJob {
+    pid: i32,
+    nspid: i32,
+    vmas: Vec<mem::Vma>,
+    pages_id: u32,
+}
+
+impl PageJob {
+    fn run(&self, dir: &Path) -> Result<mem::PageCounts, Error> {
+        let counts = mem::dump_pages(self.pid, dir, &self.vmas, self.pages_id)?;
+        if self.nspid != self.pid {
+            // dump_pages names the pagemap after the host pid.
+            let from = dir.join(ImageType::Pagemap.file_name(self.pid as u64));
+            let to = dir.join(ImageType::Pagemap.file_name(self.nspid as u64));
+            std::fs::rename(&from, &to).map_err(|source| Error::Io {
+                op: "cannot rename",
+                path: from,
+                source,
+            })?;
+        }
+        Ok(counts)
+    }
 }
 
 /// The kobj ids of a task that shares crust's namespaces; namespaces get
