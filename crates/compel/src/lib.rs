@@ -86,9 +86,28 @@ impl Task {
     /// ptrace stop. Pending signals that arrive first are delivered (as the
     /// kernel would have) before the interrupt stop is taken.
     pub fn seize(pid: i32, timeout: Duration) -> Result<Task> {
+        Self::begin_seize(pid)?;
+        Self::end_seize(pid, timeout)
+    }
+
+    /// Seize several tasks (the threads of a process) at once: all are
+    /// asked to stop before crust waits for any, so they stop in parallel.
+    /// One result per pid, in order.
+    pub fn seize_all(pids: &[i32], timeout: Duration) -> Vec<Result<Task>> {
+        let begun: Vec<Result<()>> = pids.iter().map(|&p| Self::begin_seize(p)).collect();
+        pids.iter()
+            .zip(begun)
+            .map(|(&p, b)| b.and_then(|()| Self::end_seize(p, timeout)))
+            .collect()
+    }
+
+    fn begin_seize(pid: i32) -> Result<()> {
         ptrace::seize(pid, ptrace::options::TRACESYSGOOD)
             .map_err(|source| Error::Seize { pid, source })?;
-        pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;
+        pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))
+    }
+
+    fn end_seize(pid: i32, timeout: Duration) -> Result<Task> {
         let start = Instant::now();
         let mut was_stopped = false;
         loop {

@@ -246,19 +246,25 @@ fn seize(
         };
         tids.sort_by_key(|t| (*t != pid, *t));
         let mut new = false;
-        for tid in tids {
-            if tree.procs[idx].threads.iter().any(|t| t.pid() == tid) {
-                continue;
-            }
-            match Task::seize(tid, timeout) {
+        tids.retain(|tid| !tree.procs[idx].threads.iter().any(|t| t.pid() == *tid));
+        // Keep every task seized before reporting an error, so that the
+        // release that follows lets them all go.
+        let mut first_err = None;
+        for (tid, r) in tids.iter().zip(Task::seize_all(&tids, timeout)) {
+            match r {
                 Ok(t) => {
                     tree.procs[idx].threads.push(t);
                     new = true;
                 }
                 // A thread that exited meanwhile is simply not there.
                 Err(_) if !Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
-                Err(e) => return Err(compel_err(tid)(e)),
+                Err(e) => {
+                    first_err.get_or_insert(compel_err(*tid)(e));
+                }
             }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         if !new {
             break;
