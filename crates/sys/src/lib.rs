@@ -5,7 +5,9 @@
 //! add context (pid, address, path) in their own error types.
 
 pub mod cpu;
+pub mod fdpass;
 pub mod mem;
+pub mod pipe;
 pub mod probe;
 pub mod process;
 pub mod ptrace;

@@ -1,0 +1,104 @@
+//! Pipes and the fcntl/ioctl requests crust uses on them (and on FIFOs):
+//! pipe2, tee, pipe capacity, queued byte count, file status flags.
+//! Every function here takes only integer arguments or buffers it owns.
+
+use crate::cvt;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// pipe2(2): `(read end, write end)`.
+pub fn pipe2(flags: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two c_ints, as pipe2 requires.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    cvt(r as libc::c_long)?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// tee(2): duplicate up to `len` bytes queued in pipe `from` into pipe `to`
+/// without consuming them. Returns the number of bytes duplicated.
+pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize, flags: u32) -> io::Result<usize> {
+    // SAFETY: tee takes only fds, a length and flags; both fds are borrowed
+    // (open for the call's duration).
+    let r = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, flags) };
+    cvt(r as libc::c_long).map(|n| n as usize)
+}
+
+/// fcntl with an integer argument, for the requests listed below only (none
+/// of them takes a pointer).
+fn fcntl_int(fd: BorrowedFd<'_>, cmd: i32, arg: libc::c_long) -> io::Result<i32> {
+    debug_assert!(matches!(
+        cmd,
+        libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ | libc::F_GETFL | libc::F_SETFL
+    ));
+    // SAFETY: `cmd` is one of F_GETPIPE_SZ, F_SETPIPE_SZ, F_GETFL, F_SETFL,
+    // whose third argument is an integer (or unused); the fd is borrowed.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, arg) };
+    cvt(r as libc::c_long).map(|v| v as i32)
+}
+
+/// F_GETPIPE_SZ: the capacity of a pipe (or FIFO) in bytes.
+pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    fcntl_int(fd, libc::F_GETPIPE_SZ, 0).map(|v| v as u32)
+}
+
+/// F_SETPIPE_SZ: set the capacity (the kernel rounds up to a power-of-two
+/// number of pages); returns the capacity now in force.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, size: u32) -> io::Result<u32> {
+    fcntl_int(fd, libc::F_SETPIPE_SZ, size as libc::c_long).map(|v| v as u32)
+}
+
+/// F_GETFL: access mode and status flags of the open file description.
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    fcntl_int(fd, libc::F_GETFL, 0)
+}
+
+/// F_SETFL: set the status flags (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME,
+/// O_NONBLOCK; the kernel ignores the others).
+pub fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
+    fcntl_int(fd, libc::F_SETFL, flags as libc::c_long).map(drop)
+}
+
+/// FIONREAD: bytes queued in a pipe, FIFO or socket.
+pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer, which points to `n`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    cvt(r as libc::c_long)?;
+    Ok(n.max(0) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn tee_keeps_data() {
+        let (r, w) = pipe2(libc::O_CLOEXEC).unwrap();
+        let mut wf = std::fs::File::from(w);
+        wf.write_all(b"hello pipe").unwrap();
+        assert_eq!(queued_bytes(r.as_fd()).unwrap(), 10);
+        let size = pipe_size(r.as_fd()).unwrap();
+        let (cr, cw) = pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK).unwrap();
+        assert_eq!(set_pipe_size(cw.as_fd(), size).unwrap(), size);
+        let n = tee(
+            r.as_fd(),
+            cw.as_fd(),
+            size as usize,
+            libc::SPLICE_F_NONBLOCK,
+        )
+        .unwrap();
+        assert_eq!(n, 10);
+        drop(cw);
+        let mut copy = Vec::new();
+        std::fs::File::from(cr).read_to_end(&mut copy).unwrap();
+        assert_eq!(copy, b"hello pipe");
+        // Still there in the original.
+        assert_eq!(queued_bytes(r.as_fd()).unwrap(), 10);
+        set_status_flags(r.as_fd(), libc::O_NONBLOCK).unwrap();
+        assert_ne!(status_flags(r.as_fd()).unwrap() & libc::O_NONBLOCK, 0);
+    }
+}
