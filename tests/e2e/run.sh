@@ -63,7 +63,7 @@ KEEP=${E2E_KEEP:-0}
 ALL_TESTS=(loop bigmem fpregs signals files mappings getpid restore-twice golden-loop
     crit leave-running leave-stopped restore-leave-stopped restore-attached pidfile
     shell-job two-procs
-    err-dump-nopid err-dump-pipe err-dump-threads-pipe err-dump-child-pipe err-restore-nodir
+    err-dump-nopid err-dump-uffd err-dump-threads-uffd err-dump-child-uffd err-restore-nodir
     err-restore-truncated err-restore-arch err-restore-files err-restore-pid-busy)
 
 # Debian's crit (criu 3.17) must decode every image crust writes.
@@ -486,12 +486,12 @@ dump_must_fail() {
     expect_pass "$D/img/dump.log"
 }
 
-# A pipe (fds 3 and 4) cannot be dumped yet: the message names the fd. With
+# A userfaultfd (fd 3) cannot be dumped: the message names the fd. With
 # threads / a child, every thread and process must be let go.
-PIPE_MSG='fd [34]\b.*pipe|pipe.*fd [34]\b'
-t_err_dump_pipe() { dump_must_fail "$PIPE_MSG" loop --pipe 1; }
-t_err_dump_threads_pipe() { dump_must_fail "$PIPE_MSG" threads --pipe 1; }
-t_err_dump_child_pipe() { dump_must_fail "$PIPE_MSG" forker --pipe 1; }
+UFFD_MSG='fd 3\b.*userfaultfd|userfaultfd.*fd 3\b'
+t_err_dump_uffd() { dump_must_fail "$UFFD_MSG" loop --uffd 1; }
+t_err_dump_threads_uffd() { dump_must_fail "$UFFD_MSG" threads --uffd 1; }
+t_err_dump_child_uffd() { dump_must_fail "$UFFD_MSG" forker --uffd 1; }
 
 t_err_restore_nodir() {
     need_cr || return
@@ -897,6 +897,10 @@ ALL_TESTS+=(shmanon)
 # Trees, threads, sessions, pid namespaces.
 # shellcheck source=tests/e2e/trees.sh
 . "$ROOT/tests/e2e/trees.sh"
+
+# Pipes, FIFOs and other IPC (issue 4).
+# shellcheck source=tests/e2e/ipc.sh
+. "$ROOT/tests/e2e/ipc.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

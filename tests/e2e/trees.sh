@@ -87,20 +87,20 @@ t_err_dump_thread_id() {
     kill_tree "$PID" "$BIN/mthreads"
 }
 
-# A tree with a process crust cannot dump yet: the error names it and why,
-# and the tree runs on untouched.
-t_err_dump_tree_pipe() {
+# A tree with a process crust cannot dump (a userfaultfd): the error names
+# it and why, and the tree runs on untouched.
+t_err_dump_tree_uffd() {
     need_cr || return $?
-    start_prog forest --n 3 --pipe 1 || return 1
+    start_prog forest --n 3 --uffd 1 || return 1
     local p named=""
     mkdir -p "$D/img"
     crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
-    [ $RC -ne 0 ] || { fail "dump of a tree with a pipe succeeded"; return 1; }
+    [ $RC -ne 0 ] || { fail "dump of a tree with a userfaultfd succeeded"; return 1; }
     for p in $(descendants "$PID"); do
-        ls -l /proc/"$p"/fd 2>/dev/null | grep -q pipe && grep -q "process $p\b" "$D/dump.err" && named=$p
+        ls -l /proc/"$p"/fd 2>/dev/null | grep -q userfaultfd && grep -q "process $p\b" "$D/dump.err" && named=$p
     done
-    [ -n "$named" ] && grep -qi "pipe" "$D/dump.err" ||
-        { fail "error does not name the process with the pipe: $(head -c 300 "$D/dump.err")"; return 1; }
+    [ -n "$named" ] && grep -qi "userfaultfd" "$D/dump.err" ||
+        { fail "error does not name the process with the userfaultfd: $(head -c 300 "$D/dump.err")"; return 1; }
     expect_pass
     kill_tree "$PID" "$BIN/forest"
 }
@@ -149,4 +149,4 @@ t_restore_sibling() {
 }
 
 ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker pidns restore-sibling err-dump-thread-id
-    err-dump-tree-pipe err-restore-pidns-refused)
+    err-dump-tree-uffd err-restore-pidns-refused)

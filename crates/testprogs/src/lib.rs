@@ -246,6 +246,29 @@ pub fn pipe_works(fds: [i32; 2]) -> Result<(), String> {
     Ok(())
 }
 
+/// An fd crust refuses to dump (a userfaultfd), for the tests of failed
+/// dumps (`--uffd 1`); exits on failure (before READY).
+pub fn make_undumpable_fd() -> i32 {
+    // SAFETY: userfaultfd takes only flags.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    if fd < 0 {
+        die("userfaultfd");
+    }
+    fd as i32
+}
+
+/// The fd made by [`make_undumpable_fd`] is still a userfaultfd.
+pub fn undumpable_fd_ok(fd: i32) -> Result<(), String> {
+    let l = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ensure!(
+        l == "anon_inode:[userfaultfd]",
+        "fd {fd} is {l:?}, not the userfaultfd"
+    );
+    Ok(())
+}
+
 /// A fast deterministic generator (xorshift64).
 #[derive(Debug, Clone)]
 pub struct XorShift(pub u64);

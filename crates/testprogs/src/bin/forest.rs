@@ -4,6 +4,7 @@
 //! exits with 0 and that its own pid and parent are unchanged.
 //! `--pipe 1`: the last process holds a pipe (crust cannot dump pipes yet;
 //! the error test expects the dump to name that process).
+//! `--uffd 1`: the same with a userfaultfd, which crust refuses to dump.
 
 use crust_testprogs::{finish, ready, sleep_ms, start, term_requested};
 
@@ -66,6 +67,9 @@ fn main() {
             let mut fds = [0i32; 2];
             // SAFETY: fds is a writable array of two ints.
             unsafe { libc::pipe(fds.as_mut_ptr()) };
+        }
+        if args.num("uffd", 0) != 0 && index == n - 1 {
+            crust_testprogs::make_undumpable_fd();
         }
         let code = i32::from(serve(&kids).is_err());
         // SAFETY: _exit ends the child without running atexit handlers.

@@ -4,12 +4,16 @@
 //! `--pipe 1`: the child holds a pipe (fds 3 and 4), which crust cannot dump
 //! yet; the parent has none. The check: the child is still this process's
 //! live child, and dies of the SIGKILL the parent sends it.
+//! `--uffd 1`: the child holds a userfaultfd, which crust refuses to dump.
 
-use crust_testprogs::{die, ensure, finish, make_pipe, ready, sleep_ms, start, wait_for_term};
+use crust_testprogs::{
+    die, ensure, finish, make_pipe, make_undumpable_fd, ready, sleep_ms, start, wait_for_term,
+};
 
 fn main() {
     let args = start();
     let pipe = (args.num("pipe", 0) != 0).then(make_pipe);
+    let uffd = (args.num("uffd", 0) != 0).then(make_undumpable_fd);
     // SAFETY: the process is single-threaded, so the child may run any code;
     // it only calls prctl, getppid and sleeps.
     let child = unsafe { libc::fork() };
@@ -22,6 +26,11 @@ fn main() {
         loop {
             sleep_ms(100);
         }
+    }
+    if let Some(fd) = uffd {
+        // Only the child keeps it.
+        // SAFETY: closing our own fd, which nothing else owns.
+        unsafe { libc::close(fd) };
     }
     if let Some(p) = pipe {
         // Only the child keeps the pipe.

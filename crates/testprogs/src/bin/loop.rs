@@ -5,6 +5,8 @@
 //! - `--pipe 1`: also hold both ends of a pipe (fds 3 and 4), which crust
 //!   cannot dump yet: the error test checks that the failed dump leaves it
 //!   working. The check sends a byte through it.
+//! - `--uffd 1`: also hold a userfaultfd (fd 3 without `--pipe`), which
+//!   crust refuses to dump (for the failed-dump tests).
 //! - `--tty 1`: fds 0-2 must be a terminal, at start (exit 3 otherwise) and
 //!   at the check (for the --shell-job test); the check also writes a line
 //!   to stdout.
@@ -12,7 +14,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crust_testprogs::{
-    ensure, finish, make_pipe, pipe_works, ready, sleep_ms, start, term_requested,
+    ensure, finish, make_pipe, make_undumpable_fd, pipe_works, ready, sleep_ms, start,
+    term_requested, undumpable_fd_ok,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -32,6 +35,7 @@ fn main() {
         std::process::exit(3);
     }
     let pipe = (args.num("pipe", 0) != 0).then(make_pipe);
+    let uffd = (args.num("uffd", 0) != 0).then(make_undumpable_fd);
     let mut on_stack: u64 = 0;
     let mut on_heap: Box<u64> = Box::new(0);
     let tick = |stack: &mut u64, heap: &mut u64| {
@@ -68,6 +72,9 @@ fn main() {
         ensure!(c2 == c1 + 10, "counter went from {c1} to {c2} in 10 ticks");
         if let Some(p) = pipe {
             pipe_works(p)?;
+        }
+        if let Some(fd) = uffd {
+            undumpable_fd_ok(fd)?;
         }
         if want_tty {
             let bad = not_ttys();
