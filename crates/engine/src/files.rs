@@ -1,9 +1,12 @@
 //! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
 //! Regular files, character devices such as /dev/null, directories (cwd,
-//! root) and mapped files are handled here; other kinds are refused.
+//! root) and mapped files are handled here; pipes and FIFOs in
+//! [`crate::pipes`]; other kinds are refused.
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
+use crate::fdpass::{self, Gift};
+use crate::pipes::{self, OpenShared, PipeDump};
 use crate::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
@@ -40,6 +43,8 @@ pub struct FileTable {
     memfd_inodes: Vec<MemfdInodeEntry>,
     /// files.img id of each shared memory object, by its inode number.
     shmem_ids: HashMap<u64, u32>,
+    /// Pipes and FIFOs: descriptions seen, queued data.
+    pipes: PipeDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -70,7 +75,44 @@ impl FileTable {
             mapped: HashMap::new(),
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
+            pipes: PipeDump::default(),
         }
+    }
+
+    /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
+    /// the id of an fd seen before on the same description (in any
+    /// process), or a new PIPE (FIFO + REG) entry whose pipe's queued
+    /// bytes are saved.
+    fn pipe_id(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        kind: pipes::Kind,
+        ino: u64,
+        flags: u32,
+        path: Option<&Path>,
+    ) -> Result<u32, Error> {
+        let what = if kind == pipes::Kind::Pipe {
+            "pipe"
+        } else {
+            "FIFO"
+        };
+        pipes::check_dumpable(pid, fd, flags, what)?;
+        if let Some(id) = self.pipes.known(pid, fd, kind, ino) {
+            return Ok(id);
+        }
+        let id = self.new_id();
+        self.pipes.add(pid, fd, kind, ino, id)?;
+        match path {
+            None => self.files.push(pipes::pipe_entry(id, ino, flags)),
+            Some(path) => {
+                let regf_id = self.new_id();
+                let reg = self.reg_entry(regf_id, path, flags & !O_CLOEXEC, 0)?;
+                self.push_reg(reg);
+                self.files.push(pipes::fifo_entry(id, ino, regf_id));
+            }
+        }
+        Ok(id)
     }
 
     /// A shared memory object the task maps (shared anonymous memory): one
@@ -188,6 +230,23 @@ impl FileTable {
                     "process {pid} has fd {fd} open on a {kind} ({target}); only regular files, directories, /dev/null-like devices and terminals can be dumped so far"
                 ))
             };
+            let cloexec = if info.flags & O_CLOEXEC != 0 {
+                libc::FD_CLOEXEC as u32
+            } else {
+                0
+            };
+            if let Some(ino) = pipes::pipe_inode(&target) {
+                let id = self.pipe_id(pid, fd, pipes::Kind::Pipe, ino, info.flags, None)?;
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::PIPE,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> {target} (id {id})");
+                continue;
+            }
             if !target.starts_with('/') {
                 let kind = if target.starts_with("pipe:") {
                     "pipe"
@@ -216,7 +275,26 @@ impl FileTable {
                 .map_err(sys_err(pid, format!("stat fd {fd}")))?;
             let ft = md.file_type();
             use std::os::unix::fs::FileTypeExt;
-            if ft.is_fifo() || ft.is_socket() || ft.is_block_device() {
+            if ft.is_fifo() {
+                let id = self.pipe_id(
+                    pid,
+                    fd,
+                    pipes::Kind::Fifo,
+                    md.ino(),
+                    info.flags,
+                    Some(&path),
+                )?;
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::FIFO,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> FIFO {target} (id {id})");
+                continue;
+            }
+            if ft.is_socket() || ft.is_block_device() {
                 return Err(what("special file"));
             }
             let mut shared_with = None;
@@ -258,6 +336,7 @@ impl FileTable {
     pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
         self.files.sort_by_key(|f| f.id);
         write_image(dir, ImageType::Files, 0, &self.files)?;
+        self.pipes.write(dir)?;
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
@@ -395,9 +474,33 @@ impl RestoreFiles {
             Err(e) => return Err(e),
         };
         for fd in &fds {
+            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO {
+                if others.get(&fd.id) != Some(&fd.r#type) {
+                    return Err(Error::BadImage {
+                        dir: dir.to_path_buf(),
+                        why: format!(
+                            "fd {} refers to {} id {}, which files.img does not have",
+                            fd.fd,
+                            if fd.r#type == fd_types::PIPE {
+                                "pipe"
+                            } else {
+                                "FIFO"
+                            },
+                            fd.id
+                        ),
+                    });
+                }
+                if fd.fd > i32::MAX as u32 {
+                    return Err(Error::BadImage {
+                        dir: dir.to_path_buf(),
+                        why: format!("fd number {} is out of range", fd.fd),
+                    });
+                }
+                continue;
+            }
             if fd.r#type != fd_types::REG {
                 return Err(Error::unsupported(format!(
-                    "restoring fd {} of type {} (only regular files so far)",
+                    "restoring fd {} of type {} (only regular files, pipes and FIFOs so far)",
                     fd.fd, fd.r#type
                 )));
             }
@@ -495,12 +598,31 @@ impl RestoreFiles {
     }
 
     /// Open every fd of the image in the task, at its number, with its
-    /// flags and offset. `tty` replaces terminals for --shell-job.
-    pub fn open_fds(&self, r: &mut Remote<'_>, tty: Option<&str>) -> Result<(), Error> {
+    /// flags and offset. `tty` replaces terminals for --shell-job. Pipes and
+    /// FIFOs are crust's descriptions in `shared`, passed to the task.
+    pub fn open_fds(
+        &self,
+        r: &mut Remote<'_>,
+        tty: Option<&str>,
+        shared: &OpenShared,
+    ) -> Result<(), Error> {
         let mut fds = self.fds.clone();
         fds.sort_by_key(|f| f.fd);
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
+        let mut gifts = Vec::new();
         for f in &fds {
+            if f.r#type == fd_types::PIPE || f.r#type == fd_types::FIFO {
+                let fd = shared.get(f.id).ok_or_else(|| Error::Restore {
+                    pid: r.pid(),
+                    what: format!("no pipe or FIFO was made for file {} (fd {})", f.id, f.fd),
+                })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
             let reg = &self.regs[&f.id];
             let target = f.fd as u64;
             let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
@@ -537,6 +659,6 @@ impl RestoreFiles {
             }
             first_fd_of.insert(f.id, target);
         }
-        Ok(())
+        fdpass::give_fds(r, &gifts)
     }
 }

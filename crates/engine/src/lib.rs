@@ -76,8 +76,10 @@ pub struct RestoreOutcome {
 }
 
 mod dump;
+mod fdpass;
 mod files;
 mod mem;
+mod pipes;
 mod remote;
 mod restore;
 mod task;

@@ -15,6 +15,7 @@
 
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
+use crate::pipes::{OpenShared, SharedFiles};
 use crate::remote::Remote;
 use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, xsave, Error, RestoreOptions, RestoreOutcome};
@@ -88,6 +89,8 @@ struct ImageSet {
     procs: Vec<ProcImage>,
     /// The tree had a pid namespace of its own (its root is its init).
     new_pidns: bool,
+    /// Pipes and FIFOs, with their queued data.
+    shared: SharedFiles,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -146,6 +149,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         procs.push(load_proc(&dir, e, opts)?);
     }
     share_with_parents(&dir, &mut procs)?;
+    let shared = SharedFiles::load(&dir)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -172,6 +176,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         dir,
         procs,
         new_pidns,
+        shared,
     })
 }
 
@@ -379,6 +384,9 @@ fn pid_taken(pid: i32) -> Error {
 struct Created {
     /// Per process (same index as `ImageSet::procs`): its threads' tasks.
     tasks: Vec<Vec<Task>>,
+    /// crust's pipes and FIFOs, given to the tasks as they are built and
+    /// closed before any task runs.
+    shared: OpenShared,
 }
 
 impl Created {
@@ -445,7 +453,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         }
     }
 
-    let mut created = Created::default();
+    // Pipes exist, full, before any task does.
+    let mut created = Created {
+        shared: img.shared.open()?,
+        ..Default::default()
+    };
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
@@ -461,6 +473,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
             return Err(e);
         }
     };
+    // Every task holds its pipes now: crust lets go of its own ends (a
+    // reader must see end-of-file once the writers it had are gone).
+    drop(std::mem::take(&mut created.shared));
     // Let everything go: zombies die first, then the live tasks get their
     // registers, children before parents, the root last.
     let mut order: Vec<usize> = (0..img.procs.len()).collect();
@@ -714,7 +729,14 @@ fn grow(
             let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
             created.tasks[i].push(t);
         }
-        build_rest(&mut created.tasks[i], p.pid(), live, tramp, tty)?;
+        build_rest(
+            &mut created.tasks[i],
+            p.pid(),
+            live,
+            tramp,
+            tty,
+            &created.shared,
+        )?;
     }
     Ok(())
 }
@@ -971,6 +993,7 @@ fn build_rest(
     live: &LiveImage,
     tramp: u64,
     tty: Option<&str>,
+    shared: &OpenShared,
 ) -> Result<(), Error> {
     let (main, others) = tasks.split_first_mut().expect("main task");
     let mut r = Remote {
@@ -981,7 +1004,7 @@ fn build_rest(
     let files = &live.files;
     // 4. Files, cwd, root, umask.
     if !live.files_from_parent {
-        files.open_fds(&mut r, tty)?;
+        files.open_fds(&mut r, tty, shared)?;
     }
     let root = files.path_of(live.fs.root_id as u64).expect("checked");
     let cwd = files.path_of(live.fs.cwd_id as u64).expect("checked");
