@@ -36,6 +36,22 @@ t_pipe_attached() {
     [ $RC = 0 ] || { fail "crust exited with $RC after its task exited 0" "$D/img/restore1.log"; return 1; }
 }
 
+# dump -R: the pipes' bytes are copied, not consumed: the program still
+# finds them all; then the images restore and it finds them again.
+t_pipe_leave_running() {
+    need_cr || return $?
+    start_prog pipes --mode single || return 1
+    dump_with "$D/img" -R || return 1
+    expect_pass "$D/img/dump.log" || { REASON="after dump -R: $REASON"; return 1; }
+    rm -f "$D/result"
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A pipe in packet mode (O_DIRECT) is refused, naming the fd; the process
+# runs on untouched.
+t_err_dump_packet_pipe() { dump_must_fail 'fd 4\b.*O_DIRECT' pipes --mode packet; }
+
 # The dump of `pipes --mode child` has a PIPE entry per end, one
 # pipes-data.img entry with the message, PIPE fds in both fdinfo images.
 t_pipe_images() {
@@ -227,5 +243,6 @@ EOF
     for p in $GOLDEN_TREE_PIDS; do wait_gone "$p" 5 || { fail "pid $p survived SIGKILL"; return 1; }; done
 }
 
-ALL_TESTS+=(pipe-single pipe-big pipe-child pipe-three fifo pipe-attached pipe-images err-restore-pipe
+ALL_TESTS+=(pipe-single pipe-big pipe-child pipe-three fifo pipe-attached pipe-leave-running
+    err-dump-packet-pipe pipe-images err-restore-pipe
     err-restore-fifo-gone golden-tree)

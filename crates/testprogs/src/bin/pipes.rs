@@ -18,6 +18,8 @@
 //! - `fifo --dir D`: a FIFO D/fifo open for reading (fd 3, O_NONBLOCK) and
 //!   writing (fd 4), with a message queued. The check: both fds are on the
 //!   FIFO at its path, flags kept, the message comes out, the FIFO works.
+//! - `packet`: a pipe in packet mode (O_DIRECT, fds 3 and 4), which crust
+//!   refuses to dump. The check: it still carries a packet.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, sleep_ms, start, term_requested};
 use std::os::unix::fs::MetadataExt;
@@ -436,6 +438,19 @@ fn main() {
                     "the FIFO does not carry new data"
                 );
                 let _ = std::fs::remove_file(&path);
+                Ok(())
+            })
+        }
+        "packet" => {
+            pipe_at(3, 4, libc::O_DIRECT);
+            Box::new(move || {
+                // Only the write end has O_DIRECT.
+                ensure!(getfl(4)? & libc::O_DIRECT != 0, "fd 4 lost O_DIRECT");
+                write_all(4, b"packet")?;
+                ensure!(
+                    read_exact(3, 6)? == b"packet",
+                    "the packet did not come through"
+                );
                 Ok(())
             })
         }
