@@ -5,6 +5,7 @@
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
+use crate::events;
 use crate::fdpass::{self, Gift};
 use crate::pipes::{self, OpenShared, PipeDump};
 use crate::remote::Remote;
@@ -45,6 +46,8 @@ pub struct FileTable {
     shmem_ids: HashMap<u64, u32>,
     /// Pipes and FIFOs: descriptions seen, queued data.
     pipes: PipeDump,
+    /// Event files (eventfd, epoll...): descriptions seen.
+    events: events::EventDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -76,6 +79,7 @@ impl FileTable {
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
             pipes: PipeDump::default(),
+            events: events::EventDump::default(),
         }
     }
 
@@ -245,6 +249,25 @@ impl FileTable {
                     ..Default::default()
                 });
                 debug!("{pid}: fd {fd} -> {target} (id {id})");
+                continue;
+            }
+            if let Some(kind) = events::kind_of(&target) {
+                let id = match self.events.known(pid, fd, kind) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_id();
+                        self.files.push(events::entry(pid, fd, kind, id, &info)?);
+                        self.events.add(pid, fd, kind, id);
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: kind.fd_type(),
+                    fd: fd as u32,
+                    ..Default::default()
+                });
                 continue;
             }
             if !target.starts_with('/') {
@@ -474,14 +497,17 @@ impl RestoreFiles {
             Err(e) => return Err(e),
         };
         for fd in &fds {
-            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO {
+            let event = events::handles(fd.r#type);
+            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO || event {
                 if others.get(&fd.id) != Some(&fd.r#type) {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
                         why: format!(
                             "fd {} refers to {} id {}, which files.img does not have",
                             fd.fd,
-                            if fd.r#type == fd_types::PIPE {
+                            if event {
+                                events::type_name(fd.r#type)
+                            } else if fd.r#type == fd_types::PIPE {
                                 "pipe"
                             } else {
                                 "FIFO"
@@ -500,7 +526,7 @@ impl RestoreFiles {
             }
             if fd.r#type != fd_types::REG {
                 return Err(Error::unsupported(format!(
-                    "restoring fd {} of type {} (only regular files, pipes and FIFOs so far)",
+                    "restoring fd {} of type {} (only regular files, pipes, FIFOs and event files so far)",
                     fd.fd, fd.r#type
                 )));
             }
@@ -611,6 +637,23 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
+            if events::handles(f.r#type) {
+                let fd = shared.events.get(f.id).ok_or_else(|| Error::Restore {
+                    pid: r.pid(),
+                    what: format!(
+                        "no {} was made for file {} (fd {})",
+                        events::type_name(f.r#type),
+                        f.id,
+                        f.fd
+                    ),
+                })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
             if f.r#type == fd_types::PIPE || f.r#type == fd_types::FIFO {
                 let fd = shared.get(f.id).ok_or_else(|| Error::Restore {
                     pid: r.pid(),
@@ -659,6 +702,7 @@ impl RestoreFiles {
             }
             first_fd_of.insert(f.id, target);
         }
-        fdpass::give_fds(r, &gifts)
+        fdpass::give_fds(r, &gifts)?;
+        shared.events.register_epolls(r, &fds)
     }
 }

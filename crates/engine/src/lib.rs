@@ -76,6 +76,7 @@ pub struct RestoreOutcome {
 }
 
 mod dump;
+mod events;
 mod fdpass;
 mod files;
 mod mem;

@@ -294,6 +294,8 @@ pub struct OpenShared {
     /// Pipe ends and FIFO openings that keep the pipes alive while the
     /// descriptions are made.
     holders: Vec<OwnedFd>,
+    /// Event files (eventfd, epoll...), see [`crate::events`].
+    pub events: crate::events::OpenEvents,
 }
 
 impl OpenShared {

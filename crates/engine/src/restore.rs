@@ -13,6 +13,7 @@
 //! and finally unmaps the trampoline while loading the saved registers, so
 //! each task returns straight into its old context.
 
+use crate::events::EventFiles;
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
 use crate::pipes::{OpenShared, SharedFiles};
@@ -91,6 +92,8 @@ struct ImageSet {
     new_pidns: bool,
     /// Pipes and FIFOs, with their queued data.
     shared: SharedFiles,
+    /// Event files (eventfd, signalfd, timerfd, epoll, inotify).
+    events: EventFiles,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -150,6 +153,13 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
     }
     share_with_parents(&dir, &mut procs)?;
     let shared = SharedFiles::load(&dir)?;
+    let events = EventFiles::load(&dir)?;
+    events.check_fds(
+        &dir,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -177,6 +187,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         procs,
         new_pidns,
         shared,
+        events,
     })
 }
 
@@ -458,6 +469,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         shared: img.shared.open()?,
         ..Default::default()
     };
+    created.shared.events = img.events.open()?;
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
@@ -473,6 +485,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
             return Err(e);
         }
     };
+    // Timers run from now on, with the time they had left at dump time.
+    if let Err(e) = created.shared.events.arm_timers() {
+        created.kill_all();
+        return Err(e);
+    }
     // Every task holds its pipes now: crust lets go of its own ends (a
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));

@@ -5,6 +5,7 @@
 //! add context (pid, address, path) in their own error types.
 
 pub mod cpu;
+pub mod events;
 pub mod fdpass;
 pub mod mem;
 pub mod pipe;

@@ -7,6 +7,8 @@
 //! - An alias: the last quarter of the object mapped a second time (mremap
 //!   with old_len 0), so one object is mapped twice.
 //! - A second, small object that is never touched.
+//! - A private anonymous region whose odd pages were only read: they map the
+//!   shared zero page, which the dump leaves out; they must read as zeros.
 //!
 //! After restore it checks the contents, that /proc/self/maps shows every
 //! mapping shared ("s", "/dev/zero (deleted)") with one inode per object,
@@ -17,19 +19,20 @@ use crust_testprogs::{die, ensure, finish, ready, self_maps, start, wait_for_ter
 
 const PAGE: usize = 4096;
 const SMALL: usize = 16 * PAGE;
+const PRIVATE_PAGES: usize = 64;
 
 fn pattern_word(page: usize, i: usize) -> u64 {
     0x5AA5_0000_0000_0000 ^ ((page as u64) << 20) ^ i as u64
 }
 
-fn map_shared(len: usize) -> *mut u8 {
+fn map_anon(len: usize, flags: i32) -> *mut u8 {
     // SAFETY: a new mapping at a kernel-chosen address overlaps nothing we own.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            flags | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
@@ -63,7 +66,7 @@ fn main() {
     let len = mb.max(1) << 20;
     let npages = len / PAGE;
     let quarter = len / 4;
-    let big = map_shared(len);
+    let big = map_anon(len, libc::MAP_SHARED);
     for page in (0..npages).filter(|p| written(*p)) {
         for i in 0..PAGE / 8 {
             write_word(big, page * PAGE + i * 8, pattern_word(page, i));
@@ -98,7 +101,20 @@ fn main() {
         die("mremap");
     }
     let alias = alias as *mut u8;
-    let small = map_shared(SMALL);
+    let small = map_anon(SMALL, libc::MAP_SHARED);
+    let private = map_anon(PRIVATE_PAGES * PAGE, libc::MAP_PRIVATE);
+    let mut sum = 0u64;
+    for page in 0..PRIVATE_PAGES {
+        if page % 2 == 0 {
+            write_word(private, page * PAGE + 8, pattern_word(page, 1));
+        } else {
+            sum |= read_word(private, page * PAGE + 8);
+        }
+    }
+    if sum != 0 {
+        eprintln!("fresh private memory is not zero");
+        std::process::exit(3);
+    }
 
     ready(&args);
     wait_for_term(20, || {});
@@ -128,6 +144,22 @@ fn main() {
                 read_word(small, off) == 0,
                 "small object not zero at {off:#x}"
             );
+        }
+
+        for page in 0..PRIVATE_PAGES {
+            let want = if page % 2 == 0 {
+                pattern_word(page, 1)
+            } else {
+                0
+            };
+            for off in (0..PAGE).step_by(8) {
+                let got = read_word(private, page * PAGE + off);
+                let w = if off == 8 { want } else { 0 };
+                ensure!(
+                    got == w,
+                    "private page {page} at {off}: {got:#x}, expected {w:#x}"
+                );
+            }
         }
 
         let maps = self_maps()?;

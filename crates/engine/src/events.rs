@@ -1,0 +1,821 @@
+//! Event files, in CRIU's images: eventfd, signalfd, timerfd, epoll and
+//! inotify. Each open file description is one `files.img` entry (EVENTFD,
+//! SIGNALFD, TIMERFD, EVENTPOLL with its targets, INOTIFY with its watches),
+//! its state read from `/proc/PID/fdinfo/FD` at dump time. Descriptions
+//! shared by fds, in one process or several, are found with kcmp and keep
+//! one id.
+//!
+//! Restore: crust makes every description itself before any task exists
+//! (eventfd with its counter, signalfd with its mask, timerfd on its clock,
+//! epoll, inotify with its watches re-added through their file handles,
+//! with the recorded watch numbers) and the tasks get them over SCM_RIGHTS
+//! like pipes. An epoll's targets are keyed by the fd numbers of the task,
+//! so they are registered inside the first task that holds it (remote
+//! epoll_ctl), once all of its fds are in place. Timers are armed last,
+//! just before the tasks run, with the time that was left at dump time
+//! (as CRIU does: the time spent dumped does not count; an absolute timer
+//! is moved by as much), and the expirations not yet read are put back.
+//!
+//! crust's own extension: an eventfd in semaphore mode has EFD_SEMAPHORE
+//! (bit 0) in its `flags`; CRIU ignores that bit.
+
+use crate::remote::Remote;
+use crate::util::{read_image, sys_err};
+use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::eventfd::EventfdFileEntry;
+use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
+use crust_images::proto::fh::FhEntry;
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::fsnotify::{InotifyFileEntry, InotifyWdEntry};
+use crust_images::proto::signalfd::SignalfdEntry;
+use crust_images::proto::timerfd::TimerfdEntry;
+use crust_proc::FdInfo;
+use crust_sys::events as ev;
+use log::{debug, warn};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// EFD_SEMAPHORE, kept in bit 0 of an EVENTFD entry's flags.
+const EFD_SEMAPHORE: u32 = 1;
+/// Status flags crust sets again on a restored description.
+const KEEP_FLAGS: u32 = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
+const NSEC: u64 = 1_000_000_000;
+/// Handle words CRIU always writes (fh_entry_sizes.min_entries).
+const FH_WORDS: usize = 16;
+
+/// A kind of event file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Eventfd,
+    Signalfd,
+    Timerfd,
+    Epoll,
+    Inotify,
+}
+
+impl Kind {
+    pub fn fd_type(self) -> i32 {
+        match self {
+            Kind::Eventfd => fd_types::EVENTFD,
+            Kind::Signalfd => fd_types::SIGNALFD,
+            Kind::Timerfd => fd_types::TIMERFD,
+            Kind::Epoll => fd_types::EVENTPOLL,
+            Kind::Inotify => fd_types::INOTIFY,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Eventfd => "eventfd",
+            Kind::Signalfd => "signalfd",
+            Kind::Timerfd => "timerfd",
+            Kind::Epoll => "epoll",
+            Kind::Inotify => "inotify",
+        }
+    }
+}
+
+/// The kind of event file behind an fd link (`anon_inode:[eventfd]`...).
+pub fn kind_of(link: &str) -> Option<Kind> {
+    Some(match link {
+        "anon_inode:[eventfd]" => Kind::Eventfd,
+        "anon_inode:[signalfd]" => Kind::Signalfd,
+        "anon_inode:[timerfd]" => Kind::Timerfd,
+        "anon_inode:[eventpoll]" => Kind::Epoll,
+        "anon_inode:inotify" => Kind::Inotify,
+        _ => return None,
+    })
+}
+
+/// Whether an fdinfo type is an event file (handled here).
+pub fn handles(fd_type: i32) -> bool {
+    matches!(
+        fd_type,
+        fd_types::EVENTFD
+            | fd_types::SIGNALFD
+            | fd_types::TIMERFD
+            | fd_types::EVENTPOLL
+            | fd_types::INOTIFY
+    )
+}
+
+/// Name of an event fdinfo type, for messages.
+pub fn type_name(fd_type: i32) -> &'static str {
+    match fd_type {
+        fd_types::EVENTFD => "eventfd",
+        fd_types::SIGNALFD => "signalfd",
+        fd_types::TIMERFD => "timerfd",
+        fd_types::EVENTPOLL => "epoll",
+        fd_types::INOTIFY => "inotify",
+        _ => "file",
+    }
+}
+
+// ---------------------------------------------------------------- dump
+
+/// Event file descriptions seen while dumping a tree.
+#[derive(Default)]
+pub struct EventDump {
+    seen: Vec<(i32, i32, Kind, u32)>,
+}
+
+impl EventDump {
+    /// The files.img id of the description fd `fd` of `pid` is on, if an
+    /// fd seen before (in any process) is on the same one.
+    pub fn known(&self, pid: i32, fd: i32, kind: Kind) -> Option<u32> {
+        self.seen
+            .iter()
+            .filter(|s| s.2 == kind)
+            .find(|s| crust_sys::process::kcmp_file(s.0, pid, s.1, fd).unwrap_or(false))
+            .map(|s| s.3)
+    }
+
+    pub fn add(&mut self, pid: i32, fd: i32, kind: Kind, id: u32) {
+        self.seen.push((pid, fd, kind, id));
+    }
+}
+
+fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
+    Error::Restore {
+        pid,
+        what: format!("cannot parse the {what} of fd {fd} in its fdinfo: '{line}'"),
+    }
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim(), 16).ok()
+}
+
+/// "(sec, nsec)" of a timerfd's fdinfo.
+fn parse_pair(s: &str) -> Option<(u64, u64)> {
+    let s = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (a, b) = s.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// "key:value" words of an fdinfo line (after the first word).
+fn words(s: &str) -> HashMap<&str, &str> {
+    s.split_whitespace()
+        .filter_map(|w| w.split_once(':'))
+        .collect()
+}
+
+/// The files.img entry of event file `fd` of `pid` (description `id`).
+pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<FileEntry, Error> {
+    let flags = info.flags & !(libc::O_CLOEXEC as u32);
+    let get = |key: &str| {
+        info.get(key)
+            .ok_or_else(|| parse_err(pid, fd, key, "(missing)"))
+    };
+    let mut e = FileEntry {
+        r#type: kind.fd_type(),
+        id,
+        ..Default::default()
+    };
+    match kind {
+        Kind::Eventfd => {
+            let c = get("eventfd-count")?;
+            let counter = hex(c).ok_or_else(|| parse_err(pid, fd, "eventfd-count", c))?;
+            let sem = info.get("eventfd-semaphore").map(str::trim) == Some("1");
+            e.efd = Some(EventfdFileEntry {
+                id,
+                flags: flags | if sem { EFD_SEMAPHORE } else { 0 },
+                fown: FownEntry::default(),
+                counter,
+                ..Default::default()
+            });
+        }
+        Kind::Signalfd => {
+            let m = get("sigmask")?;
+            let sigmask = hex(m).ok_or_else(|| parse_err(pid, fd, "sigmask", m))?;
+            e.sgfd = Some(SignalfdEntry {
+                id,
+                flags,
+                fown: FownEntry::default(),
+                sigmask,
+                ..Default::default()
+            });
+        }
+        Kind::Timerfd => {
+            let num = |key: &str, radix: u32| -> Result<u64, Error> {
+                let v = get(key)?;
+                u64::from_str_radix(v.trim(), radix).map_err(|_| parse_err(pid, fd, key, v))
+            };
+            let pair = |key: &str| -> Result<(u64, u64), Error> {
+                let v = get(key)?;
+                parse_pair(v).ok_or_else(|| parse_err(pid, fd, key, v))
+            };
+            let (vsec, vnsec) = pair("it_value")?;
+            let (isec, insec) = pair("it_interval")?;
+            e.tfd = Some(TimerfdEntry {
+                id,
+                flags,
+                fown: FownEntry::default(),
+                clockid: num("clockid", 10)? as u32,
+                ticks: num("ticks", 10)?,
+                settime_flags: num("settime flags", 8)? as u32,
+                vsec,
+                vnsec,
+                isec,
+                insec,
+                ..Default::default()
+            });
+        }
+        Kind::Epoll => {
+            let mut tfds = Vec::new();
+            for line in info.get_all("tfd") {
+                let bad = || parse_err(pid, fd, "epoll target", line);
+                let (num, rest) = line
+                    .trim()
+                    .split_once(char::is_whitespace)
+                    .ok_or_else(bad)?;
+                let tfd: i32 = num.parse().map_err(|_| bad())?;
+                // "events:       19 data: ffff pos:0 ino:61 sdev:7"
+                let toks: Vec<&str> = rest.split_whitespace().collect();
+                let mut kv: HashMap<&str, &str> = HashMap::new();
+                let mut i = 0;
+                while i < toks.len() {
+                    match toks[i].split_once(':') {
+                        Some((k, "")) if i + 1 < toks.len() => {
+                            kv.insert(k, toks[i + 1]);
+                            i += 2;
+                        }
+                        Some((k, v)) => {
+                            kv.insert(k, v);
+                            i += 1;
+                        }
+                        None => i += 1,
+                    }
+                }
+                let events = kv.get("events").and_then(|v| hex(v)).ok_or_else(bad)? as u32;
+                let data = kv.get("data").and_then(|v| hex(v)).ok_or_else(bad)?;
+                let ino = kv.get("ino").and_then(|v| hex(v));
+                let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
+                let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
+                // The target must still be that fd of this process: the
+                // restore registers it by that number.
+                let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}"));
+                let same = match (&md, ino) {
+                    (Ok(md), Some(ino)) => md.ino() == ino,
+                    (Ok(_), None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which is no longer open on that file in this process"
+                    )));
+                }
+                tfds.push(EventpollTfdEntry {
+                    id: 0,
+                    tfd: tfd as u32,
+                    events,
+                    data,
+                    dev: sdev,
+                    inode: ino,
+                    pos,
+                    ..Default::default()
+                });
+            }
+            e.epfd = Some(EventpollFileEntry {
+                id,
+                flags,
+                fown: FownEntry::default(),
+                tfd: tfds,
+                ..Default::default()
+            });
+        }
+        Kind::Inotify => {
+            let mut wds = Vec::new();
+            for line in info.get_all("inotify") {
+                let bad = || parse_err(pid, fd, "inotify watch", line);
+                let w = words(line);
+                let n = |k: &str| w.get(k).and_then(|v| hex(v)).ok_or_else(bad);
+                let bytes = n("fhandle-bytes")? as usize;
+                let htype = n("fhandle-type")? as u32;
+                let raw = w.get("f_handle").ok_or_else(bad)?;
+                if raw.len() % 2 != 0 || bytes > ev::MAX_HANDLE_SZ || raw.len() / 2 < bytes {
+                    return Err(bad());
+                }
+                let hb: Vec<u8> = (0..raw.len() / 2)
+                    .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| bad())?;
+                let sdev = n("sdev")? as u32;
+                let path = handle_path(sdev, htype as i32, &hb[..bytes]);
+                if path.is_none() {
+                    warn!(
+                        "{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})"
+                    );
+                }
+                wds.push(InotifyWdEntry {
+                    id: 0,
+                    i_ino: n("ino")?,
+                    mask: n("mask")? as u32,
+                    ignored_mask: n("ignored_mask").unwrap_or(0) as u32,
+                    s_dev: sdev,
+                    wd: w
+                        .get("wd")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .ok_or_else(bad)?,
+                    f_handle: FhEntry {
+                        bytes: bytes as u32,
+                        r#type: htype,
+                        handle: handle_words(&hb[..bytes]),
+                        path,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                });
+            }
+            e.ify = Some(InotifyFileEntry {
+                id,
+                flags,
+                fown: FownEntry::default(),
+                wd: wds,
+                ..Default::default()
+            });
+        }
+    }
+    debug!("{pid}: fd {fd} is {} file {id}", kind.name());
+    Ok(e)
+}
+
+/// Handle bytes as CRIU stores them: little-endian u64 words, at least 16.
+fn handle_words(b: &[u8]) -> Vec<u64> {
+    let mut out: Vec<u64> = b
+        .chunks(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect();
+    if out.len() < FH_WORDS {
+        out.resize(FH_WORDS, 0);
+    }
+    out
+}
+
+fn handle_bytes(words: &[u64], n: usize) -> Vec<u8> {
+    let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    b.truncate(n);
+    b
+}
+
+/// A kernel-internal dev_t (as fdinfo prints it) as (major, minor).
+fn kdev(d: u32) -> (u32, u32) {
+    (d >> 20, d & 0xfffff)
+}
+
+/// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
+/// open_by_handle_at refuses those).
+fn mount_fd(sdev: u32) -> Option<OwnedFd> {
+    let (maj, min) = kdev(sdev);
+    let me = crust_sys::process::getpid();
+    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), me).ok()?;
+    let m = mounts
+        .iter()
+        .find(|m| m.major == maj && m.minor == min && m.root == "/")
+        .or_else(|| mounts.iter().find(|m| m.major == maj && m.minor == min))?;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&m.mount_point)
+        .ok()
+        .map(OwnedFd::from)
+}
+
+/// Open the file behind a handle (O_PATH).
+fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
+    let m = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+    ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC)
+}
+
+/// The path of the file behind a handle, seen from crust.
+fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
+    let f = open_handle(sdev, htype, handle).ok()?;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    Some(p.to_string_lossy().into_owned())
+}
+
+// ---------------------------------------------------------------- restore
+
+#[derive(Debug, Clone)]
+enum Desc {
+    Eventfd(EventfdFileEntry),
+    Signalfd(SignalfdEntry),
+    Timerfd(TimerfdEntry),
+    Epoll(EventpollFileEntry),
+    Inotify(InotifyFileEntry),
+}
+
+/// The event files of an image set, read and checked.
+#[derive(Debug, Default)]
+pub struct EventFiles {
+    descs: BTreeMap<u32, Desc>,
+}
+
+/// A timer to arm once the tasks are built.
+#[derive(Debug)]
+struct Timer {
+    id: u32,
+    e: TimerfdEntry,
+}
+
+/// Event file descriptions crust made for the restore, by files.img id.
+#[derive(Debug, Default)]
+pub struct OpenEvents {
+    by_id: HashMap<u32, OwnedFd>,
+    timers: Vec<Timer>,
+    epolls: HashMap<u32, Vec<EventpollTfdEntry>>,
+    /// Epolls whose targets are registered already (in an earlier task).
+    registered: RefCell<HashSet<u32>>,
+}
+
+const CLOCKS: [i32; 5] = [
+    libc::CLOCK_REALTIME,
+    libc::CLOCK_MONOTONIC,
+    libc::CLOCK_BOOTTIME,
+    libc::CLOCK_REALTIME_ALARM,
+    libc::CLOCK_BOOTTIME_ALARM,
+];
+
+impl EventFiles {
+    /// Read the event entries of files.img and check them.
+    pub fn load(dir: &Path) -> Result<EventFiles, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!("files.img: {why}"),
+        };
+        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let mut out = EventFiles::default();
+        for f in files {
+            let id = f.id;
+            let missing = |what: &str| bad(format!("{what} entry {id} has no {what} part"));
+            let d = match f.r#type {
+                fd_types::EVENTFD => {
+                    let e = f.efd.ok_or_else(|| missing("EVENTFD"))?;
+                    if e.counter == u64::MAX {
+                        return Err(bad(format!("eventfd {id} has counter {}", e.counter)));
+                    }
+                    Desc::Eventfd(e)
+                }
+                fd_types::SIGNALFD => Desc::Signalfd(f.sgfd.ok_or_else(|| missing("SIGNALFD"))?),
+                fd_types::TIMERFD => {
+                    let e = f.tfd.ok_or_else(|| missing("TIMERFD"))?;
+                    if !CLOCKS.contains(&(e.clockid as i32)) {
+                        return Err(bad(format!("timerfd {id} has clock id {}", e.clockid)));
+                    }
+                    if e.vnsec >= NSEC
+                        || e.insec >= NSEC
+                        || e.vsec > i64::MAX as u64 / 2
+                        || e.isec > i64::MAX as u64 / 2
+                    {
+                        return Err(bad(format!(
+                            "timerfd {id} has an invalid time (value {}.{:09}, interval {}.{:09})",
+                            e.vsec, e.vnsec, e.isec, e.insec
+                        )));
+                    }
+                    if e.settime_flags & !3 != 0 {
+                        return Err(bad(format!(
+                            "timerfd {id} has settime flags {:#x}",
+                            e.settime_flags
+                        )));
+                    }
+                    Desc::Timerfd(e)
+                }
+                fd_types::EVENTPOLL => {
+                    let e = f.epfd.ok_or_else(|| missing("EVENTPOLL"))?;
+                    if let Some(t) = e.tfd.iter().find(|t| t.tfd > i32::MAX as u32) {
+                        return Err(bad(format!("epoll {id} has target fd {}", t.tfd)));
+                    }
+                    Desc::Epoll(e)
+                }
+                fd_types::INOTIFY => {
+                    let e = f.ify.ok_or_else(|| missing("INOTIFY"))?;
+                    for w in &e.wd {
+                        let h = &w.f_handle;
+                        if w.wd == 0
+                            || w.wd > i32::MAX as u32
+                            || h.bytes as usize > ev::MAX_HANDLE_SZ
+                            || h.bytes as usize > h.handle.len() * 8
+                        {
+                            return Err(bad(format!(
+                                "inotify {id} has a bad watch (wd {}, handle of {} bytes in {} words)",
+                                w.wd,
+                                h.bytes,
+                                h.handle.len()
+                            )));
+                        }
+                    }
+                    Desc::Inotify(e)
+                }
+                _ => continue,
+            };
+            out.descs.insert(id, d);
+        }
+        Ok(out)
+    }
+
+    /// Check the fd tables against the event files: every event fd names
+    /// an entry of its type, and every epoll's targets are fds of the first
+    /// process (in `procs` order) that holds the epoll.
+    pub fn check_fds<'a>(
+        &self,
+        dir: &Path,
+        procs: impl Iterator<Item = (i32, &'a [FdinfoEntry])>,
+    ) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let mut first: HashSet<u32> = HashSet::new();
+        for (pid, fds) in procs {
+            for f in fds.iter().filter(|f| handles(f.r#type)) {
+                let d = self.descs.get(&f.id);
+                let ok = matches!(
+                    (f.r#type, d),
+                    (fd_types::EVENTFD, Some(Desc::Eventfd(_)))
+                        | (fd_types::SIGNALFD, Some(Desc::Signalfd(_)))
+                        | (fd_types::TIMERFD, Some(Desc::Timerfd(_)))
+                        | (fd_types::EVENTPOLL, Some(Desc::Epoll(_)))
+                        | (fd_types::INOTIFY, Some(Desc::Inotify(_)))
+                );
+                if !ok {
+                    return Err(bad(format!(
+                        "process {pid}: fd {} refers to {} id {}, which files.img does not have",
+                        f.fd,
+                        type_name(f.r#type),
+                        f.id
+                    )));
+                }
+                if let Some(Desc::Epoll(e)) = d {
+                    if !first.insert(f.id) {
+                        continue;
+                    }
+                    for t in &e.tfd {
+                        if !fds.iter().any(|g| g.fd == t.tfd) {
+                            return Err(bad(format!(
+                                "process {pid}: epoll {} (fd {}) watches fd {}, which the process does not have",
+                                f.id, f.fd, t.tfd
+                            )));
+                        }
+                        if t.tfd == f.fd {
+                            return Err(bad(format!(
+                                "process {pid}: epoll {} (fd {}) watches itself",
+                                f.id, f.fd
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make every event description in crust (timers not armed yet).
+    pub fn open(&self) -> Result<OpenEvents, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = OpenEvents::default();
+        for (&id, d) in &self.descs {
+            let err = |what: String| sys_err(me, format!("{what} for file {id}"));
+            let (fd, flags) = match d {
+                Desc::Eventfd(e) => {
+                    let mode = if e.flags & EFD_SEMAPHORE != 0 {
+                        libc::EFD_SEMAPHORE
+                    } else {
+                        0
+                    };
+                    let fd =
+                        ev::eventfd(0, libc::EFD_CLOEXEC | mode).map_err(err("eventfd".into()))?;
+                    if e.counter != 0 {
+                        let mut f = std::fs::File::from(fd.try_clone().map_err(err("dup".into()))?);
+                        f.write_all(&e.counter.to_ne_bytes())
+                            .map_err(err(format!("setting eventfd counter {}", e.counter)))?;
+                    }
+                    (fd, e.flags)
+                }
+                Desc::Signalfd(e) => {
+                    let fd = ev::signalfd(e.sigmask, libc::SFD_CLOEXEC)
+                        .map_err(err(format!("signalfd of mask {:#x}", e.sigmask)))?;
+                    (fd, e.flags)
+                }
+                Desc::Timerfd(e) => {
+                    let fd = ev::timerfd_create(e.clockid as i32, libc::TFD_CLOEXEC)
+                        .map_err(err(format!("timerfd_create on clock {}", e.clockid)))?;
+                    out.timers.push(Timer { id, e: e.clone() });
+                    (fd, e.flags)
+                }
+                Desc::Epoll(e) => {
+                    let fd = ev::epoll_create1(libc::EPOLL_CLOEXEC)
+                        .map_err(err("epoll_create1".into()))?;
+                    out.epolls.insert(id, e.tfd.clone());
+                    (fd, e.flags)
+                }
+                Desc::Inotify(e) => {
+                    let fd =
+                        ev::inotify_init1(libc::IN_CLOEXEC).map_err(err("inotify_init1".into()))?;
+                    let mut wds: Vec<&InotifyWdEntry> = e.wd.iter().collect();
+                    wds.sort_by_key(|w| w.wd);
+                    for w in wds {
+                        add_watch(fd.as_fd(), id, w)?;
+                    }
+                    (fd, e.flags)
+                }
+            };
+            crust_sys::pipe::set_status_flags(fd.as_fd(), (flags & KEEP_FLAGS) as i32).map_err(
+                sys_err(
+                    me,
+                    format!("F_SETFL {:#o} on file {id}", flags & KEEP_FLAGS),
+                ),
+            )?;
+            out.by_id.insert(id, fd);
+        }
+        Ok(out)
+    }
+}
+
+/// Add inotify watch `w` to `ifd`, with its recorded number if the kernel
+/// can give it (watch numbers are handed out in increasing order: numbers
+/// below the one wanted are taken and dropped).
+fn add_watch(ifd: BorrowedFd<'_>, id: u32, w: &InotifyWdEntry) -> Result<(), Error> {
+    let me = crust_sys::process::getpid();
+    let h = &w.f_handle;
+    let hb = handle_bytes(&h.handle, h.bytes as usize);
+    let target = match open_handle(w.s_dev, h.r#type as i32, &hb) {
+        Ok(f) => f,
+        Err(e) => {
+            // The handle is stale (another filesystem, inode gone): the
+            // recorded path, if it is still there.
+            let Some(p) = h.path.as_deref().filter(|p| Path::new(p).exists()) else {
+                return Err(Error::Restore {
+                    pid: me,
+                    what: format!(
+                        "inotify {id}: cannot open the file of watch {} (inode {}, dev {}:{}{}): {e}",
+                        w.wd,
+                        w.i_ino,
+                        kdev(w.s_dev).0,
+                        kdev(w.s_dev).1,
+                        h.path.as_deref().map(|p| format!(", was {p}")).unwrap_or_default()
+                    ),
+                });
+            };
+            warn!("inotify {id}: watch {} by its path {p}: {e}", w.wd);
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(p)
+                .map(OwnedFd::from)
+                .map_err(|source| Error::FileMissing {
+                    path: PathBuf::from(p),
+                    source,
+                })?
+        }
+    };
+    let path = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd())).expect("no NUL");
+    let want = w.wd as i32;
+    for _ in 0..100_000 {
+        let got = ev::inotify_add_watch(ifd, &path, w.mask).map_err(sys_err(
+            me,
+            format!("inotify_add_watch mask {:#x} for inotify {id}", w.mask),
+        ))?;
+        if got == want {
+            debug!("inotify {id}: watch {want} mask {:#x}", w.mask);
+            return Ok(());
+        }
+        if got > want {
+            warn!("inotify {id}: watch {want} came back as {got}");
+            return Ok(());
+        }
+        // Two watches on one inode come back as one number: that is a
+        // duplicate the kernel merged, not a number to skip.
+        ev::inotify_rm_watch(ifd, got).map_err(sys_err(
+            me,
+            format!("inotify_rm_watch {got} for inotify {id}"),
+        ))?;
+    }
+    Err(Error::Restore {
+        pid: me,
+        what: format!("inotify {id}: could not get watch number {want}"),
+    })
+}
+
+impl OpenEvents {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+
+    /// Register the targets of the epolls among `fds` (the task's fds, all
+    /// installed) that no earlier task registered: EPOLL_CTL_ADD inside the
+    /// task, keyed by its fd numbers.
+    pub fn register_epolls(&self, r: &mut Remote<'_>, fds: &[FdinfoEntry]) -> Result<(), Error> {
+        for f in fds.iter().filter(|f| f.r#type == fd_types::EVENTPOLL) {
+            let Some(tfds) = self.epolls.get(&f.id) else {
+                continue;
+            };
+            if !self.registered.borrow_mut().insert(f.id) {
+                continue;
+            }
+            for t in tfds {
+                // struct epoll_event is packed on x86_64: u32 events, u64 data.
+                let mut b = [0u8; 12];
+                b[..4].copy_from_slice(&t.events.to_le_bytes());
+                b[4..].copy_from_slice(&t.data.to_le_bytes());
+                let a = r.put(0, &b)?;
+                r.call(
+                    &format!(
+                        "epoll_ctl(ADD) of fd {} to epoll fd {} (events {:#x})",
+                        t.tfd, f.fd, t.events
+                    ),
+                    libc::SYS_epoll_ctl,
+                    [
+                        f.fd as u64,
+                        libc::EPOLL_CTL_ADD as u64,
+                        t.tfd as u64,
+                        a.get(),
+                        0,
+                        0,
+                    ],
+                )?;
+            }
+            debug!(
+                "{}: epoll fd {} has its {} targets",
+                r.pid(),
+                f.fd,
+                tfds.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Arm the timers with the time they had left, and put back the
+    /// expirations not read yet. Called just before the tasks run.
+    pub fn arm_timers(&self) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        for t in &self.timers {
+            let e = &t.e;
+            let fd = self.by_id[&t.id].as_fd();
+            if e.vsec != 0 || e.vnsec != 0 {
+                let mut value = (e.vsec as i64, e.vnsec as i64);
+                if e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 {
+                    let base = match e.clockid as i32 {
+                        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+                        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+                        c => c,
+                    };
+                    let now = ev::clock_gettime(base)
+                        .map_err(sys_err(me, format!("clock_gettime({base})")))?;
+                    value = (now.0 + value.0, now.1 + value.1);
+                    if value.1 >= NSEC as i64 {
+                        value = (value.0 + 1, value.1 - NSEC as i64);
+                    }
+                }
+                ev::timerfd_settime(
+                    fd,
+                    e.settime_flags as i32,
+                    value,
+                    (e.isec as i64, e.insec as i64),
+                )
+                .map_err(sys_err(
+                    me,
+                    format!(
+                        "timerfd_settime of file {} ({}.{:09} s left, interval {}.{:09} s)",
+                        t.id, e.vsec, e.vnsec, e.isec, e.insec
+                    ),
+                ))?;
+            }
+            if e.ticks != 0 {
+                ev::timerfd_set_ticks(fd, e.ticks).map_err(sys_err(
+                    me,
+                    format!("TFD_IOC_SET_TICKS {} on file {}", e.ticks, t.id),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing() {
+        assert_eq!(parse_pair("(997, 761700000)"), Some((997, 761700000)));
+        assert_eq!(parse_pair("997"), None);
+        assert_eq!(kdev(0xfe00000), (254, 0));
+        let w = handle_words(&[0xc8, 0x42, 0x99, 0x00, 0xa2, 0x57, 0xd2, 0x6a]);
+        assert_eq!(w.len(), 16);
+        assert_eq!(w[0], 0x6ad257a2009942c8);
+        assert_eq!(handle_bytes(&w, 8)[0], 0xc8);
+        assert_eq!(kind_of("anon_inode:[eventfd]"), Some(Kind::Eventfd));
+        assert_eq!(kind_of("anon_inode:[userfaultfd]"), None);
+    }
+}
