@@ -818,4 +818,30 @@ mod tests {
         assert_eq!(kind_of("anon_inode:[eventfd]"), Some(Kind::Eventfd));
         assert_eq!(kind_of("anon_inode:[userfaultfd]"), None);
     }
+
+    /// CRIU 4.2's golden `files` set: its eventfd, signalfd, timerfd, epoll
+    /// and inotify entries load and pass the checks against fdinfo-2.img.
+    #[test]
+    fn golden_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files");
+        if !dir.join("files.img").exists() {
+            return;
+        }
+        let ev = EventFiles::load(&dir).unwrap();
+        assert_eq!(ev.descs.len(), 5);
+        match &ev.descs[&15] {
+            Desc::Timerfd(t) => assert_eq!((t.clockid, t.isec, t.vsec), (1, 500, 997)),
+            d => panic!("{d:?}"),
+        }
+        match &ev.descs[&17] {
+            Desc::Inotify(i) => {
+                assert_eq!(i.wd[0].wd, 1);
+                assert_eq!(handle_bytes(&i.wd[0].f_handle.handle, 8)[0], 0xc8);
+            }
+            d => panic!("{d:?}"),
+        }
+        let fds: Vec<FdinfoEntry> = read_image(&dir, ImageType::Fdinfo, 2).unwrap();
+        ev.check_fds(&dir, [(1514, fds.as_slice())].into_iter())
+            .unwrap();
+    }
 }
