@@ -906,6 +906,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/events.sh
 . "$ROOT/tests/e2e/events.sh"
 
+# Unix sockets (issue 4).
+# shellcheck source=tests/e2e/unix.sh
+. "$ROOT/tests/e2e/unix.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

@@ -9,6 +9,7 @@ use crate::events;
 use crate::fdpass::{self, Gift};
 use crate::pipes::{self, OpenShared, PipeDump};
 use crate::remote::Remote;
+use crate::unix;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -46,6 +47,8 @@ pub struct FileTable {
     shmem_ids: HashMap<u64, u32>,
     /// Pipes and FIFOs: descriptions seen, queued data.
     pipes: PipeDump,
+    /// Unix sockets seen, their queued messages.
+    unix: unix::UnixDump,
     /// Event files (eventfd, epoll...): descriptions seen.
     events: events::EventDump,
 }
@@ -79,6 +82,7 @@ impl FileTable {
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
             pipes: PipeDump::default(),
+            unix: unix::UnixDump::default(),
             events: events::EventDump::default(),
         }
     }
@@ -220,6 +224,11 @@ impl FileTable {
         Ok(id)
     }
 
+    /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
+    pub fn set_ext_unix_sk(&mut self, on: bool) {
+        self.unix.ext_unix_sk = on;
+    }
+
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
     pub fn collect_fds(&mut self, proc: &ProcRoot, pid: i32) -> Result<Vec<FdinfoEntry>, Error> {
         let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
@@ -268,6 +277,25 @@ impl FileTable {
                     fd: fd as u32,
                     ..Default::default()
                 });
+                continue;
+            }
+            if let Some(ino) = unix::socket_inode(&target) {
+                let id = match self.unix.known(ino) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_id();
+                        self.unix.add(pid, fd, ino, info.flags, id)?;
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::UNIXSK,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> {target} (id {id})");
                 continue;
             }
             if !target.starts_with('/') {
@@ -357,6 +385,9 @@ impl FileTable {
 
     /// Write `files.img`.
     pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
+        let socks = self.unix.finish(&mut self.next_id)?;
+        self.files.extend(socks);
+        self.unix.write(dir)?;
         self.files.sort_by_key(|f| f.id);
         write_image(dir, ImageType::Files, 0, &self.files)?;
         self.pipes.write(dir)?;
@@ -497,6 +528,10 @@ impl RestoreFiles {
             Err(e) => return Err(e),
         };
         for fd in &fds {
+            if fd.r#type == fd_types::UNIXSK {
+                // Checked by UnixFiles::check_fds.
+                continue;
+            }
             let event = events::handles(fd.r#type);
             if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO || event {
                 if others.get(&fd.id) != Some(&fd.r#type) {
@@ -637,6 +672,18 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
+            if f.r#type == fd_types::UNIXSK {
+                let fd = shared.unix.get(f.id).ok_or_else(|| Error::Restore {
+                    pid: r.pid(),
+                    what: format!("no unix socket was made for file {} (fd {})", f.id, f.fd),
+                })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
             if events::handles(f.r#type) {
                 let fd = shared.events.get(f.id).ok_or_else(|| Error::Restore {
                     pid: r.pid(),

@@ -84,6 +84,7 @@ mod pipes;
 mod remote;
 mod restore;
 mod task;
+mod unix;
 mod util;
 pub mod xsave;
 

@@ -296,6 +296,8 @@ pub struct OpenShared {
     holders: Vec<OwnedFd>,
     /// Event files (eventfd, epoll...), see [`crate::events`].
     pub events: crate::events::OpenEvents,
+    /// Unix sockets, see [`crate::unix`].
+    pub unix: crate::unix::OpenUnix,
 }
 
 impl OpenShared {

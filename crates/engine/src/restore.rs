@@ -18,6 +18,7 @@ use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
 use crate::pipes::{OpenShared, SharedFiles};
 use crate::remote::Remote;
+use crate::unix::UnixFiles;
 use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, xsave, Error, RestoreOptions, RestoreOutcome};
 use crust_compel::{Task, SYSCALL_INSN};
@@ -94,6 +95,8 @@ struct ImageSet {
     shared: SharedFiles,
     /// Event files (eventfd, signalfd, timerfd, epoll, inotify).
     events: EventFiles,
+    /// Unix sockets and their queued messages.
+    unix: UnixFiles,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -160,6 +163,13 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .iter()
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
+    let unix = UnixFiles::load(&dir, opts.ext_unix_sk)?;
+    unix.check_fds(
+        &dir,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -188,6 +198,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         new_pidns,
         shared,
         events,
+        unix,
     })
 }
 
@@ -470,6 +481,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         ..Default::default()
     };
     created.shared.events = img.events.open()?;
+    created.shared.unix = img.unix.open()?;
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created

@@ -12,6 +12,7 @@ pub mod pipe;
 pub mod probe;
 pub mod process;
 pub mod ptrace;
+pub mod unix;
 
 use std::fmt;
 

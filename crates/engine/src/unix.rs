@@ -1,0 +1,1119 @@
+//! Unix sockets, in CRIU's images.
+//!
+//! Dump: each socket is one UNIXSK entry of files.img (a socket has one
+//! open file description, so its inode names it). Its kind, state, name,
+//! peer, accept queue and shutdown state come from the sock_diag netlink
+//! interface (UNIX_DIAG); its options and queued messages from a copy of
+//! the socket crust takes with pidfd_getfd. The queue is walked with
+//! MSG_PEEK and SO_PEEK_OFF, message by message, without consuming it; each
+//! message is an `sk-queues.img` entry followed by its bytes. A peer
+//! outside the tree is refused unless `--ext-unix-sk`, which records it as
+//! an entry of its own flagged USK_EXTERN (datagram sockets only).
+//!
+//! Restore: crust makes every socket itself before any task exists:
+//! socketpair for ends connected to each other (or to a peer that was
+//! gone), socket + bind (+ listen) for bound and listening ones, connect
+//! for datagram sockets connected one way. It sends the queued messages
+//! back from the peer end (or from a throw-away socket to a bound
+//! datagram socket), then sets shutdown, options and status flags. Tasks
+//! get the sockets with [`crate::fdpass`], like pipes.
+
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::image::{ImageReader, ImageType, ImageWriter};
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::sk_opts::SkOptsEntry;
+use crust_images::proto::sk_packet::SkPacketEntry;
+use crust_images::proto::sk_unix::{FilePermsEntry, UnixSkEntry};
+use crust_images::Message;
+use crust_sys::unix as su;
+use log::{debug, warn};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+// Socket states as the kernel reports them (TCP_* values).
+const ST_ESTABLISHED: u32 = 1;
+const ST_CLOSE: u32 = 7;
+const ST_LISTEN: u32 = 10;
+/// `uflags`: the socket is outside the dumped tree (--ext-unix-sk).
+const USK_EXTERN: u32 = 1;
+/// SO_BUF_LOCK (Linux 5.14).
+const SO_BUF_LOCK: i32 = 72;
+/// Largest queue crust restores for one socket.
+const MAX_QUEUE: usize = 256 << 20;
+
+/// The inode of a `socket:[INO]` fd link.
+pub fn socket_inode(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+fn type_name(ty: u32) -> &'static str {
+    match ty as i32 {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "datagram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "unknown",
+    }
+}
+
+fn is_dgram(ty: u32) -> bool {
+    ty as i32 == libc::SOCK_DGRAM
+}
+
+/// A printable form of a socket name.
+fn show_name(name: &[u8]) -> String {
+    match name.first() {
+        None => "(unnamed)".into(),
+        Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
+        Some(_) => String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or(&[])).into(),
+    }
+}
+
+/// The path of a name bound in the filesystem (not abstract, not empty).
+fn name_path(name: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    match name.first() {
+        None | Some(0) => None,
+        Some(_) => Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+            name.split(|b| *b == 0).next().unwrap_or(&[]),
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------- sock_diag
+
+/// One unix socket as UNIX_DIAG reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiagSock {
+    pub ino: u32,
+    pub ty: u32,
+    pub state: u32,
+    pub name: Vec<u8>,
+    /// (inode, device) of the bound file.
+    pub vfs: Option<(u32, u32)>,
+    pub peer: u32,
+    /// Inodes of connections waiting in a listener's accept queue.
+    pub icons: Vec<u32>,
+    /// (rqueue, wqueue): for a listener, pending connections and backlog;
+    /// otherwise bytes queued to read and bytes sent not yet read.
+    pub rqlen: (u32, u32),
+    pub shutdown: u8,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const UDIAG_SHOW: u32 = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x20;
+
+/// The request for a dump of every unix socket (nlmsghdr + unix_diag_req).
+fn diag_request(seq: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(40);
+    b.extend_from_slice(&40u32.to_ne_bytes());
+    b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.push(libc::AF_UNIX as u8); // sdiag_family
+    b.push(0); // sdiag_protocol
+    b.extend_from_slice(&0u16.to_ne_bytes());
+    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    b.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    b.extend_from_slice(&UDIAG_SHOW.to_ne_bytes());
+    b.extend_from_slice(&[0xff; 8]); // no cookie
+    b
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+/// Parse one netlink datagram of a UNIX_DIAG dump. Returns the sockets in
+/// it and whether the dump is complete (NLMSG_DONE).
+pub fn parse_diag(buf: &[u8]) -> Result<(Vec<DiagSock>, bool), String> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + 16 <= buf.len() {
+        let len = u32_at(buf, off).unwrap_or(0) as usize;
+        let ty = u16_at(buf, off + 4).unwrap_or(0);
+        if len < 16 || off + len > buf.len() {
+            return Err(format!("bad netlink message length {len} at {off}"));
+        }
+        let body = &buf[off + 16..off + len];
+        match ty {
+            NLMSG_DONE => return Ok((out, true)),
+            NLMSG_ERROR => {
+                let errno = u32_at(body, 0).unwrap_or(0) as i32;
+                return Err(format!(
+                    "the kernel answered with error {}",
+                    std::io::Error::from_raw_os_error(-errno)
+                ));
+            }
+            su::SOCK_DIAG_BY_FAMILY => out.push(parse_one(body)?),
+            _ => {}
+        }
+        off += len.div_ceil(4) * 4;
+    }
+    Ok((out, false))
+}
+
+/// One unix_diag_msg and its attributes.
+fn parse_one(b: &[u8]) -> Result<DiagSock, String> {
+    if b.len() < 16 {
+        return Err("short unix_diag_msg".into());
+    }
+    let mut s = DiagSock {
+        ty: b[1] as u32,
+        state: b[2] as u32,
+        ino: u32_at(b, 4).unwrap_or(0),
+        ..Default::default()
+    };
+    let mut off = 16usize;
+    while off + 4 <= b.len() {
+        let len = u16_at(b, off).unwrap_or(0) as usize;
+        let ty = u16_at(b, off + 2).unwrap_or(0);
+        if len < 4 || off + len > b.len() {
+            return Err(format!("bad attribute length {len} for socket {}", s.ino));
+        }
+        let d = &b[off + 4..off + len];
+        match ty {
+            0 => s.name = d.to_vec(),
+            1 => s.vfs = Some((u32_at(d, 0).unwrap_or(0), u32_at(d, 4).unwrap_or(0))),
+            2 => s.peer = u32_at(d, 0).unwrap_or(0),
+            3 => {
+                s.icons = d
+                    .chunks_exact(4)
+                    .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+            4 => s.rqlen = (u32_at(d, 0).unwrap_or(0), u32_at(d, 4).unwrap_or(0)),
+            6 => s.shutdown = d.first().copied().unwrap_or(0),
+            _ => {}
+        }
+        off += len.div_ceil(4) * 4;
+    }
+    Ok(s)
+}
+
+/// Every unix socket of crust's network namespace, by inode.
+fn diag_all() -> Result<HashMap<u32, DiagSock>, Error> {
+    let me = crust_sys::process::getpid();
+    let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
+        .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+    su::netlink_send(nl.as_fd(), &diag_request(1))
+        .map_err(sys_err(me, "sending the UNIX_DIAG request"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut out = HashMap::new();
+    loop {
+        let n = su::netlink_recv(nl.as_fd(), &mut buf)
+            .map_err(sys_err(me, "receiving the UNIX_DIAG answer"))?;
+        let (socks, done) = parse_diag(&buf[..n]).map_err(|why| Error::Sys {
+            pid: me,
+            op: format!("parsing the UNIX_DIAG answer: {why}"),
+            source: std::io::Error::from_raw_os_error(libc::EPROTO),
+        })?;
+        for s in socks {
+            out.insert(s.ino, s);
+        }
+        if done || n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dump
+
+/// Unix sockets seen while dumping a tree.
+#[derive(Default)]
+pub struct UnixDump {
+    pub ext_unix_sk: bool,
+    diag: Option<HashMap<u32, DiagSock>>,
+    /// files.img id by socket inode.
+    ids: HashMap<u32, u32>,
+    /// Where each socket was first seen (pid, fd), for messages.
+    at: HashMap<u32, (i32, i32)>,
+    entries: Vec<UnixSkEntry>,
+    /// Queued messages: (files.img id, bytes), in queue order.
+    packets: Vec<(u32, Vec<u8>)>,
+}
+
+impl UnixDump {
+    /// The files.img id of socket `ino`, if seen before.
+    pub fn known(&self, ino: u32) -> Option<u32> {
+        self.ids.get(&ino).copied()
+    }
+
+    /// Record socket `ino` (fd `fd` of `pid`, status flags `flags`) as
+    /// files.img id `id`.
+    pub fn add(&mut self, pid: i32, fd: i32, ino: u32, flags: u32, id: u32) -> Result<(), Error> {
+        let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+        let sock = su::pidfd_getfd(pidfd.as_fd(), fd)
+            .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+        let sock = sock.as_fd();
+        let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
+        let domain = opt(libc::SO_DOMAIN).map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
+        if domain != libc::AF_UNIX {
+            return Err(Error::unsupported(format!(
+                "process {pid} has fd {fd} on a socket of address family {domain}; only unix sockets can be dumped so far"
+            )));
+        }
+        if self.diag.is_none() {
+            self.diag = Some(diag_all()?);
+        }
+        let d = self
+            .diag
+            .as_ref()
+            .and_then(|m| m.get(&ino))
+            .cloned()
+            .ok_or_else(|| {
+                Error::unsupported(format!(
+                    "process {pid} fd {fd}: unix socket {ino} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                ))
+            })?;
+        let here = format!(
+            "process {pid} fd {fd} (unix {} socket {ino})",
+            type_name(d.ty)
+        );
+        if !d.icons.is_empty() {
+            return Err(Error::unsupported(format!(
+                "{here} is listening on {} with {} connection(s) waiting in its accept queue; crust cannot dump those yet",
+                show_name(&d.name),
+                d.icons.len()
+            )));
+        }
+        if !matches!(d.state, ST_ESTABLISHED | ST_CLOSE | ST_LISTEN) {
+            return Err(Error::unsupported(format!(
+                "{here} is in state {}, which crust cannot dump",
+                d.state
+            )));
+        }
+        let mut file_perms = None;
+        if let Some(path) = name_path(&d.name) {
+            if !path.is_absolute() {
+                return Err(Error::unsupported(format!(
+                    "{here} is bound to the relative path {}",
+                    path.display()
+                )));
+            }
+            // Sockets accepted from a listener carry its name but are not
+            // the bound file; only a socket the file is for owns it.
+            let bound_here = d.vfs.map(|(vino, _)| vino);
+            match std::fs::symlink_metadata(&path) {
+                Ok(md) if md.file_type().is_socket() => {
+                    if bound_here.is_some_and(|v| v as u64 != md.ino()) && d.state != ST_ESTABLISHED
+                    {
+                        return Err(Error::unsupported(format!(
+                            "{here} is bound to {}, which was deleted or replaced since",
+                            path.display()
+                        )));
+                    }
+                    file_perms = Some(FilePermsEntry {
+                        mode: md.mode(),
+                        uid: md.uid(),
+                        gid: md.gid(),
+                        ..Default::default()
+                    });
+                }
+                _ if d.state == ST_ESTABLISHED => {}
+                _ => {
+                    return Err(Error::unsupported(format!(
+                        "{here} is bound to {}, which was deleted since",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        let opts = dump_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        let peek_off = opt(libc::SO_PEEK_OFF).unwrap_or(-1);
+        if peek_off >= 0 {
+            return Err(Error::unsupported(format!(
+                "{here} uses SO_PEEK_OFF (offset {peek_off}), which CRIU's image format cannot hold"
+            )));
+        }
+        if d.state != ST_LISTEN {
+            let msgs = read_queue(sock, d.ty, d.shutdown)
+                .map_err(|e| e.within(&here))?
+                .into_iter()
+                .map(|m| (id, m));
+            let before = self.packets.len();
+            self.packets.extend(msgs);
+            debug!("{here}: {} queued message(s)", self.packets.len() - before);
+        }
+        self.entries.push(UnixSkEntry {
+            id,
+            ino,
+            r#type: d.ty,
+            state: d.state,
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            uflags: 0,
+            backlog: d.rqlen.1,
+            peer: d.peer,
+            fown: FownEntry::default(),
+            opts,
+            name: d.name.clone(),
+            shutdown: (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
+            file_perms,
+            ..Default::default()
+        });
+        self.ids.insert(ino, id);
+        self.at.insert(ino, (pid, fd));
+        Ok(())
+    }
+
+    /// Check every peer (in the tree, or outside with --ext-unix-sk) and
+    /// return the UNIXSK entries of files.img; `next_id` gives ids to
+    /// external peers.
+    pub fn finish(&mut self, next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
+        let mut ext: Vec<UnixSkEntry> = Vec::new();
+        for e in &self.entries {
+            if e.peer == 0 || self.ids.contains_key(&e.peer) {
+                continue;
+            }
+            let (pid, fd) = self.at[&e.ino];
+            let here = format!(
+                "process {pid} fd {fd} (unix {} socket {})",
+                type_name(e.r#type),
+                e.ino
+            );
+            if !is_dgram(e.r#type) {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to socket {} outside the dumped tree; crust restores only datagram sockets with outside peers (--ext-unix-sk)",
+                    e.peer
+                )));
+            }
+            if !self.ext_unix_sk {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to socket {} outside the dumped tree; dump with --ext-unix-sk to reconnect it on restore",
+                    e.peer
+                )));
+            }
+            if ext.iter().any(|x| x.ino == e.peer) {
+                continue;
+            }
+            let p = self
+                .diag
+                .as_ref()
+                .and_then(|m| m.get(&e.peer))
+                .ok_or_else(|| {
+                    Error::unsupported(format!("{here}: its outside peer {} is gone", e.peer))
+                })?;
+            if p.name.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to the unnamed socket {} outside the tree, which a restore cannot reconnect to",
+                    e.peer
+                )));
+            }
+            let id = *next_id;
+            *next_id += 1;
+            ext.push(UnixSkEntry {
+                id,
+                ino: p.ino,
+                r#type: p.ty,
+                state: p.state,
+                flags: libc::O_RDWR as u32,
+                uflags: USK_EXTERN,
+                backlog: p.rqlen.1,
+                peer: p.peer,
+                fown: FownEntry::default(),
+                opts: SkOptsEntry::default(),
+                name: p.name.clone(),
+                ..Default::default()
+            });
+        }
+        Ok(self
+            .entries
+            .iter()
+            .chain(ext.iter())
+            .map(|u| FileEntry {
+                r#type: fd_types::UNIXSK,
+                id: u.id,
+                usk: Some(u.clone()),
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// Write `sk-queues.img` (when some socket had queued messages).
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        if self.packets.is_empty() {
+            return Ok(());
+        }
+        let ty = ImageType::SkQueues;
+        let name = ty.file_name(0);
+        let err = |source| Error::Image {
+            what: format!("cannot write {name}"),
+            source,
+        };
+        let mut w = ImageWriter::create(dir, ty, &name).map_err(err)?;
+        for (id, bytes) in &self.packets {
+            w.write_entry(&SkPacketEntry {
+                id_for: *id,
+                length: bytes.len() as u32,
+                ..Default::default()
+            })
+            .map_err(err)?;
+            w.write_raw(bytes).map_err(err)?;
+        }
+        w.finish().map_err(err)
+    }
+}
+
+/// Failure to read a socket's queue.
+#[derive(Debug)]
+enum QueueError {
+    Io(&'static str, std::io::Error),
+    Rights(usize),
+    TooBig,
+}
+
+impl QueueError {
+    fn within(self, here: &str) -> Error {
+        match self {
+            QueueError::Io(op, source) => Error::Sys {
+                pid: crust_sys::process::getpid(),
+                op: format!("{op} on {here}"),
+                source,
+            },
+            QueueError::Rights(n) => Error::unsupported(format!(
+                "{here} has a queued message carrying {n} file descriptor(s) (SCM_RIGHTS); crust cannot dump those yet"
+            )),
+            QueueError::TooBig => Error::unsupported(format!(
+                "{here} has more than {MAX_QUEUE} bytes queued"
+            )),
+        }
+    }
+}
+
+/// The messages queued to be read on `sock`, read with MSG_PEEK and
+/// SO_PEEK_OFF (put back to off afterwards) so that nothing is consumed.
+/// Stream data comes back in chunks; datagrams one by one.
+fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Vec<Vec<u8>>, QueueError> {
+    let set_off = |v: i32| {
+        su::setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, v)
+            .map_err(|e| QueueError::Io("setting SO_PEEK_OFF", e))
+    };
+    set_off(0)?;
+    let walk = (|| {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = 0usize;
+        loop {
+            let r = match su::recvmsg(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Ok(r) => r,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(out),
+                Err(e) => return Err(QueueError::Io("MSG_PEEK", e)),
+            };
+            if !r.rights.is_empty() {
+                return Err(QueueError::Rights(r.rights.len()));
+            }
+            if is_dgram(ty) || ty as i32 == libc::SOCK_SEQPACKET {
+                if r.full_len > buf.len() {
+                    // Truncated: look again from its start with room for it.
+                    buf.resize(r.full_len, 0);
+                    set_off(off as i32)?;
+                    continue;
+                }
+                if r.len == 0 && shutdown & 1 != 0 {
+                    return Ok(out);
+                }
+            } else if r.len == 0 {
+                return Ok(out);
+            }
+            off += r.len;
+            if off > MAX_QUEUE {
+                return Err(QueueError::TooBig);
+            }
+            out.push(buf[..r.len].to_vec());
+        }
+    })();
+    set_off(-1)?;
+    walk
+}
+
+fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+    let get = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
+    let (snd_s, snd_us) = su::getsockopt_timeval(sock, libc::SO_SNDTIMEO)?;
+    let (rcv_s, rcv_us) = su::getsockopt_timeval(sock, libc::SO_RCVTIMEO)?;
+    let mark = get(libc::SO_MARK).unwrap_or(0) as u32;
+    Ok(SkOptsEntry {
+        so_sndbuf: get(libc::SO_SNDBUF)? as u32,
+        so_rcvbuf: get(libc::SO_RCVBUF)? as u32,
+        so_snd_tmo_sec: snd_s,
+        so_snd_tmo_usec: snd_us,
+        so_rcv_tmo_sec: rcv_s,
+        so_rcv_tmo_usec: rcv_us,
+        reuseaddr: Some(get(libc::SO_REUSEADDR)? != 0),
+        so_priority: Some(get(libc::SO_PRIORITY)? as u32),
+        so_rcvlowat: Some(get(libc::SO_RCVLOWAT)? as u32),
+        so_mark: (mark != 0).then_some(mark),
+        so_passcred: Some(get(libc::SO_PASSCRED)? != 0),
+        so_passsec: Some(get(libc::SO_PASSSEC).unwrap_or(0) != 0),
+        so_dontroute: Some(get(libc::SO_DONTROUTE)? != 0),
+        so_no_check: Some(get(libc::SO_NO_CHECK).unwrap_or(0) != 0),
+        so_reuseport: Some(get(libc::SO_REUSEPORT).unwrap_or(0) != 0),
+        so_broadcast: Some(get(libc::SO_BROADCAST)? != 0),
+        so_keepalive: Some(get(libc::SO_KEEPALIVE)? != 0),
+        so_oobinline: Some(get(libc::SO_OOBINLINE)? as u32),
+        so_buf_lock: Some(get(SO_BUF_LOCK).unwrap_or(0) as u32),
+        ..Default::default()
+    })
+}
+
+// ---------------------------------------------------------------- restore
+
+/// The unix sockets of an image set, read and checked.
+#[derive(Debug, Default)]
+pub struct UnixFiles {
+    /// By files.img id.
+    socks: BTreeMap<u32, UnixSkEntry>,
+    /// files.img id by inode.
+    by_ino: HashMap<u32, u32>,
+    /// Queued messages by files.img id, in order.
+    queues: HashMap<u32, Vec<Vec<u8>>>,
+}
+
+fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
+    let ty = u.r#type as i32;
+    if !matches!(
+        ty,
+        libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
+    ) {
+        return Err(format!("unix socket {} has a bad type {}", u.id, u.r#type));
+    }
+    match u.state {
+        ST_ESTABLISHED | ST_CLOSE => {}
+        ST_LISTEN if ty != libc::SOCK_DGRAM => {}
+        s => return Err(format!("unix socket {} has a bad state {s}", u.id)),
+    }
+    if u.name.len() > crust_sys::fdpass::SUN_PATH_LEN {
+        return Err(format!("unix socket {} has a name too long", u.id));
+    }
+    if let Some(p) = name_path(&u.name) {
+        if !p.is_absolute() {
+            return Err(format!(
+                "unix socket {} is bound to the relative path {}",
+                u.id,
+                p.display()
+            ));
+        }
+    }
+    if u.uflags & !USK_EXTERN != 0 {
+        return Err(format!(
+            "unix socket {} has flags {:#x} crust does not know",
+            u.id, u.uflags
+        ));
+    }
+    if let Some(s) = u.shutdown {
+        if !(0..=3).contains(&s) {
+            return Err(format!("unix socket {} has a bad shutdown {s}", u.id));
+        }
+    }
+    if u.backlog > 1 << 20 && u.state == ST_LISTEN {
+        return Err(format!(
+            "unix socket {} has a bad backlog {}",
+            u.id, u.backlog
+        ));
+    }
+    Ok(())
+}
+
+impl UnixFiles {
+    /// Read the UNIXSK entries of files.img and `sk-queues.img`, and check
+    /// them: peers the image does not have, peers outside the tree without
+    /// `--ext-unix-sk`, messages for sockets that do not exist or carrying
+    /// fds, lengths that disagree are errors.
+    pub fn load(dir: &Path, ext_unix_sk: bool) -> Result<UnixFiles, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let mut out = UnixFiles::default();
+        for f in files.iter().filter(|f| f.r#type == fd_types::UNIXSK) {
+            let u = f
+                .usk
+                .as_ref()
+                .ok_or_else(|| bad(format!("files.img: UNIXSK entry {} has no usk part", f.id)))?;
+            if u.id != f.id {
+                return Err(bad(format!(
+                    "files.img: UNIXSK entry {} says it is {}",
+                    f.id, u.id
+                )));
+            }
+            check_entry(u).map_err(|w| bad(format!("files.img: {w}")))?;
+            if u.ino != 0 && out.by_ino.insert(u.ino, u.id).is_some() {
+                return Err(bad(format!(
+                    "files.img: two unix sockets have inode {}",
+                    u.ino
+                )));
+            }
+            out.socks.insert(u.id, u.clone());
+        }
+        for u in out.socks.values() {
+            if u.uflags & USK_EXTERN != 0 || u.peer == 0 {
+                continue;
+            }
+            let here = format!(
+                "unix {} socket {} (inode {})",
+                type_name(u.r#type),
+                u.id,
+                u.ino
+            );
+            let pid = *out.by_ino.get(&u.peer).ok_or_else(|| {
+                bad(format!(
+                    "{here} is connected to socket {}, which files.img does not have",
+                    u.peer
+                ))
+            })?;
+            let p = &out.socks[&pid];
+            if p.r#type != u.r#type {
+                return Err(bad(format!(
+                    "{here} is connected to a socket of another type"
+                )));
+            }
+            if p.uflags & USK_EXTERN != 0 {
+                if !ext_unix_sk {
+                    return Err(Error::unsupported(format!(
+                        "{here} was connected to {} outside the dumped tree; restore with --ext-unix-sk to reconnect it",
+                        show_name(&p.name)
+                    )));
+                }
+                if !is_dgram(u.r#type) || p.name.is_empty() {
+                    return Err(Error::unsupported(format!(
+                        "{here} was connected to a socket outside the tree that crust cannot reconnect (only named datagram peers)"
+                    )));
+                }
+            } else if p.peer != u.ino && (!is_dgram(u.r#type) || p.name.is_empty()) {
+                return Err(bad(format!(
+                    "{here} is connected to socket {}, which is not connected back and has no name to connect to",
+                    u.peer
+                )));
+            }
+        }
+        // Queued messages.
+        let ty = ImageType::SkQueues;
+        let name = ty.file_name(0);
+        let img_err = |source| Error::Image {
+            what: format!("cannot read image {name}"),
+            source,
+        };
+        let mut rd = match ImageReader::open_typed(dir, ty, &name) {
+            Ok(r) => Some(r),
+            Err(e) if e.is_missing() => None,
+            Err(e) => return Err(img_err(e)),
+        };
+        let mut sizes: HashMap<u32, usize> = HashMap::new();
+        while let Some(rec) = match rd.as_mut() {
+            Some(r) => r.next_record().map_err(img_err)?,
+            None => None,
+        } {
+            let e = SkPacketEntry::decode(&rec.entry).map_err(|source| {
+                img_err(crust_images::image::ImageError::Decode {
+                    path: dir.join(&name),
+                    offset: rec.offset,
+                    message: SkPacketEntry::NAME,
+                    source,
+                })
+            })?;
+            let u = out.socks.get(&e.id_for).ok_or_else(|| {
+                bad(format!(
+                    "{name} has a message for file {}, which is not a unix socket of files.img",
+                    e.id_for
+                ))
+            })?;
+            if u.uflags & USK_EXTERN != 0 || u.state == ST_LISTEN {
+                return Err(bad(format!(
+                    "{name} has a message for unix socket {}, which cannot hold one",
+                    e.id_for
+                )));
+            }
+            if rec.payload.len() != e.length as usize {
+                return Err(bad(format!(
+                    "{name}: a message for socket {} should hold {} bytes, the image has {}",
+                    e.id_for,
+                    e.length,
+                    rec.payload.len()
+                )));
+            }
+            if !e.scm.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "restoring a message with control data (SCM_RIGHTS) queued on unix socket {}",
+                    e.id_for
+                )));
+            }
+            let total = sizes.entry(e.id_for).or_default();
+            *total += rec.payload.len();
+            if *total > MAX_QUEUE {
+                return Err(bad(format!(
+                    "{name}: more than {MAX_QUEUE} bytes queued on socket {}",
+                    e.id_for
+                )));
+            }
+            out.queues.entry(e.id_for).or_default().push(rec.payload);
+        }
+        Ok(out)
+    }
+
+    /// Whether files.img id `id` is a unix socket a task can hold.
+    pub fn has(&self, id: u32) -> bool {
+        self.socks
+            .get(&id)
+            .is_some_and(|u| u.uflags & USK_EXTERN == 0)
+    }
+
+    /// Check that every UNIXSK fd of every process refers to a socket of
+    /// files.img that a task can hold.
+    pub fn check_fds<'a>(
+        &self,
+        dir: &Path,
+        fds: impl Iterator<Item = (i32, &'a [FdinfoEntry])>,
+    ) -> Result<(), Error> {
+        for (pid, list) in fds {
+            for f in list.iter().filter(|f| f.r#type == fd_types::UNIXSK) {
+                if !self.has(f.id) {
+                    return Err(Error::BadImage {
+                        dir: dir.to_path_buf(),
+                        why: format!(
+                            "fd {} of process {pid} refers to unix socket {}, which files.img does not have (or is outside the tree)",
+                            f.fd, f.id
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make every socket of the image in crust, connected, queues filled,
+    /// options set.
+    pub fn open(&self) -> Result<OpenUnix, Error> {
+        let me = crust_sys::process::getpid();
+        let mut made: HashMap<u32, OwnedFd> = HashMap::new();
+        // The other end of a socket whose peer was gone: sends its queue,
+        // then is closed.
+        let mut feeders: HashMap<u32, OwnedFd> = HashMap::new();
+        // Datagram sockets to connect once queues are filled: (id, name).
+        let mut connects: Vec<(u32, Vec<u8>)> = Vec::new();
+        let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
+        for u in self.socks.values().filter(|u| ours(u)) {
+            if made.contains_key(&u.id) {
+                continue;
+            }
+            let what = format!("unix {} socket {}", type_name(u.r#type), u.id);
+            let e = |op: String| sys_err(me, format!("{op} for {what}"));
+            let ty = u.r#type as i32;
+            let peer = (u.peer != 0)
+                .then(|| self.by_ino.get(&u.peer).map(|id| &self.socks[id]))
+                .flatten();
+            let mutual = peer.filter(|p| ours(p) && p.peer == u.ino && p.id != u.id);
+            if u.state == ST_ESTABLISHED && (mutual.is_some() || u.peer == 0) {
+                let (a, b) = su::socketpair(ty).map_err(e("socketpair".into()))?;
+                match mutual {
+                    Some(p) => {
+                        if is_dgram(u.r#type) {
+                            bind_name(a.as_fd(), u)
+                                .map_err(e(format!("bind {}", show_name(&u.name))))?;
+                            bind_name(b.as_fd(), p)
+                                .map_err(e(format!("bind {}", show_name(&p.name))))?;
+                        }
+                        made.insert(p.id, b);
+                    }
+                    None => {
+                        if is_dgram(u.r#type) {
+                            bind_name(a.as_fd(), u)
+                                .map_err(e(format!("bind {}", show_name(&u.name))))?;
+                        }
+                        feeders.insert(u.id, b);
+                    }
+                }
+                made.insert(u.id, a);
+                continue;
+            }
+            let s = su::socket(ty).map_err(e("socket".into()))?;
+            bind_name(s.as_fd(), u).map_err(e(format!("bind {}", show_name(&u.name))))?;
+            if u.state == ST_LISTEN {
+                su::listen(s.as_fd(), u.backlog as i32).map_err(e("listen".into()))?;
+            }
+            if u.state == ST_ESTABLISHED {
+                let p = peer.expect("checked in load");
+                connects.push((u.id, p.name.clone()));
+            }
+            made.insert(u.id, s);
+        }
+        // Queues, before any datagram socket connects elsewhere (a
+        // connected socket takes messages from its peer only).
+        for (id, msgs) in &self.queues {
+            let u = &self.socks[id];
+            let what = format!("unix {} socket {id}", type_name(u.r#type));
+            let total: usize = msgs.iter().map(|m| m.len()).sum();
+            let peer_id = self.by_ino.get(&u.peer).copied();
+            let from: Option<BorrowedFd<'_>> = feeders
+                .get(id)
+                .or_else(|| {
+                    let p = &self.socks[&peer_id?];
+                    (ours(p) && p.peer == u.ino).then(|| made.get(&p.id))?
+                })
+                .map(|f| f.as_fd());
+            let temp;
+            let (sender, to) = match from {
+                Some(f) => (f, None),
+                None if is_dgram(u.r#type) && !u.name.is_empty() => {
+                    temp = su::socket(libc::SOCK_DGRAM)
+                        .map_err(sys_err(me, format!("socket to fill {what}")))?;
+                    (temp.as_fd(), Some(u.name.as_slice()))
+                }
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "{what} has queued messages but no peer crust can send them from"
+                    )))
+                }
+            };
+            let cur = su::getsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(0);
+            if (cur as usize) < total * 2 + (64 << 10) {
+                let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
+                su::setsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want)
+                    .map_err(sys_err(me, format!("SO_SNDBUFFORCE to fill {what}")))?;
+            }
+            let rcv = su::getsockopt_int(made[id].as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF)
+                .unwrap_or(0);
+            if (rcv as usize) < total * 2 + (64 << 10) {
+                let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
+                su::setsockopt_int(
+                    made[id].as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    want,
+                )
+                .map_err(sys_err(me, format!("SO_RCVBUFFORCE of {what}")))?;
+            }
+            for m in msgs {
+                let mut done = 0;
+                loop {
+                    let n = su::send(
+                        sender,
+                        &m[done..],
+                        to,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                    .map_err(sys_err(
+                        me,
+                        format!(
+                            "sending a queued message of {} bytes back into {what}",
+                            m.len()
+                        ),
+                    ))?;
+                    done += n;
+                    if done >= m.len() || u.r#type as i32 != libc::SOCK_STREAM {
+                        break;
+                    }
+                }
+            }
+            debug!("{what}: {} message(s), {total} bytes put back", msgs.len());
+        }
+        drop(feeders);
+        for (id, name) in connects {
+            su::connect(made[&id].as_fd(), &name).map_err(sys_err(
+                me,
+                format!("connect unix socket {id} to {}", show_name(&name)),
+            ))?;
+        }
+        for u in self.socks.values().filter(|u| ours(u)) {
+            let s = made[&u.id].as_fd();
+            let what = format!("unix {} socket {}", type_name(u.r#type), u.id);
+            if let Some(sh) = u.shutdown.filter(|s| *s != 0) {
+                if u.state == ST_ESTABLISHED && u.peer != 0 {
+                    let how = match sh {
+                        1 => libc::SHUT_RD,
+                        2 => libc::SHUT_WR,
+                        _ => libc::SHUT_RDWR,
+                    };
+                    su::shutdown(s, how).map_err(sys_err(me, format!("shutdown of {what}")))?;
+                }
+            }
+            set_opts(s, &u.opts).map_err(sys_err(me, format!("socket options of {what}")))?;
+            let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
+            crust_sys::pipe::set_status_flags(s, (u.flags & keep) as i32)
+                .map_err(sys_err(me, format!("F_SETFL of {what}")))?;
+        }
+        Ok(OpenUnix { by_id: made })
+    }
+}
+
+/// The sockets crust made for the restore, by files.img id; closed once
+/// every task has its copies.
+#[derive(Debug, Default)]
+pub struct OpenUnix {
+    by_id: HashMap<u32, OwnedFd>,
+}
+
+impl OpenUnix {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+}
+
+/// Bind `s` to the name of `u`, if it has one: a path is first cleared of
+/// a stale socket file, and gets its recorded mode and owner.
+fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
+    if u.name.is_empty() {
+        return Ok(());
+    }
+    let path = name_path(&u.name);
+    if let Some(p) = &path {
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.file_type().is_socket() => {
+                debug!("removing the stale socket file {}", p.display());
+                std::fs::remove_file(p)?;
+            }
+            Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(_) => {}
+        }
+    }
+    su::bind(s, &u.name)?;
+    if let (Some(p), Some(perms)) = (&path, &u.file_perms) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(perms.mode & 0o7777))?;
+        if let Err(e) = std::os::unix::fs::lchown(p, Some(perms.uid), Some(perms.gid)) {
+            warn!(
+                "cannot chown {} to {}:{}: {e}",
+                p.display(),
+                perms.uid,
+                perms.gid
+            );
+        }
+    }
+    Ok(())
+}
+
+fn set_opts(s: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
+    let set = |opt: i32, v: i32| su::setsockopt_int(s, libc::SOL_SOCKET, opt, v);
+    let cur = |opt: i32| su::getsockopt_int(s, libc::SOL_SOCKET, opt).unwrap_or(-1);
+    // The kernel doubles the value it is given.
+    if o.so_sndbuf != 0 && cur(libc::SO_SNDBUF) != o.so_sndbuf as i32 {
+        set(libc::SO_SNDBUFFORCE, (o.so_sndbuf / 2) as i32)?;
+    }
+    if o.so_rcvbuf != 0 && cur(libc::SO_RCVBUF) != o.so_rcvbuf as i32 {
+        set(libc::SO_RCVBUFFORCE, (o.so_rcvbuf / 2) as i32)?;
+    }
+    if let Some(l) = o.so_buf_lock {
+        if let Err(e) = set(SO_BUF_LOCK, l as i32) {
+            debug!("SO_BUF_LOCK: {e}");
+        }
+    }
+    if o.so_snd_tmo_sec != 0 || o.so_snd_tmo_usec != 0 {
+        su::setsockopt_timeval(s, libc::SO_SNDTIMEO, o.so_snd_tmo_sec, o.so_snd_tmo_usec)?;
+    }
+    if o.so_rcv_tmo_sec != 0 || o.so_rcv_tmo_usec != 0 {
+        su::setsockopt_timeval(s, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)?;
+    }
+    let flags = [
+        (o.reuseaddr, libc::SO_REUSEADDR),
+        (o.so_passcred, libc::SO_PASSCRED),
+        (o.so_passsec, libc::SO_PASSSEC),
+        (o.so_dontroute, libc::SO_DONTROUTE),
+        (o.so_no_check, libc::SO_NO_CHECK),
+        (o.so_broadcast, libc::SO_BROADCAST),
+        (o.so_keepalive, libc::SO_KEEPALIVE),
+    ];
+    for (v, opt) in flags {
+        if v == Some(true) {
+            set(opt, 1)?;
+        }
+    }
+    if let Some(p) = o.so_priority.filter(|p| *p != 0) {
+        set(libc::SO_PRIORITY, p as i32)?;
+    }
+    if let Some(l) = o.so_rcvlowat.filter(|l| *l > 1) {
+        set(libc::SO_RCVLOWAT, l as i32)?;
+    }
+    if let Some(m) = o.so_mark.filter(|m| *m != 0) {
+        set(libc::SO_MARK, m as i32)?;
+    }
+    if let Some(v) = o.so_oobinline.filter(|v| *v != 0) {
+        set(libc::SO_OOBINLINE, v as i32)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_of_link() {
+        assert_eq!(socket_inode("socket:[1179514]"), Some(1179514));
+        assert_eq!(socket_inode("pipe:[5]"), None);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(show_name(b"/tmp/x.sock\0"), "/tmp/x.sock");
+        assert_eq!(show_name(b"\0abs"), "@abs");
+        assert_eq!(
+            name_path(b"/tmp/x.sock\0"),
+            Some(PathBuf::from("/tmp/x.sock"))
+        );
+        assert_eq!(name_path(b"\0abs"), None);
+    }
+
+    #[test]
+    fn diag_of_a_live_pair() {
+        let (a, b) = su::socketpair(libc::SOCK_STREAM).unwrap();
+        let ino = |f: &OwnedFd| {
+            use std::os::fd::AsRawFd;
+            let l = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap();
+            socket_inode(&l.to_string_lossy()).unwrap()
+        };
+        su::send(a.as_fd(), b"abc", None, 0).unwrap();
+        su::shutdown(a.as_fd(), libc::SHUT_WR).unwrap();
+        let all = diag_all().unwrap();
+        let da = &all[&ino(&a)];
+        let db = &all[&ino(&b)];
+        assert_eq!(da.peer, ino(&b));
+        assert_eq!(db.peer, ino(&a));
+        assert_eq!(da.ty, libc::SOCK_STREAM as u32);
+        assert_eq!(da.state, ST_ESTABLISHED);
+        assert_eq!(da.shutdown, 2);
+        assert_eq!(db.shutdown, 1);
+        let q = read_queue(b.as_fd(), db.ty, db.shutdown).unwrap();
+        assert_eq!(q.concat(), b"abc");
+        // Nothing was consumed.
+        let mut buf = [0u8; 8];
+        let r = su::recvmsg(b.as_fd(), &mut buf, libc::MSG_DONTWAIT).unwrap();
+        assert_eq!(&buf[..r.len], b"abc");
+    }
+
+    #[test]
+    fn dgram_queue_walk() {
+        let (a, b) = su::socketpair(libc::SOCK_DGRAM).unwrap();
+        for m in [&b"one"[..], b"", &[7u8; 100_000], b"four"] {
+            su::send(a.as_fd(), m, None, libc::MSG_DONTWAIT).unwrap();
+        }
+        let q = read_queue(b.as_fd(), libc::SOCK_DGRAM as u32, 0).unwrap();
+        assert_eq!(q.len(), 4);
+        assert_eq!(q[0], b"one");
+        assert!(q[1].is_empty());
+        assert_eq!(q[2].len(), 100_000);
+        assert_eq!(q[3], b"four");
+        assert_eq!(
+            su::getsockopt_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            -1
+        );
+    }
+
+    #[test]
+    fn diag_parse_rejects_garbage() {
+        assert!(parse_diag(&[0xff; 20]).is_err());
+        let (v, done) = parse_diag(&[]).unwrap();
+        assert!(v.is_empty() && !done);
+    }
+}
