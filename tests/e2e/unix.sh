@@ -83,5 +83,56 @@ EOF
     return 0
 }
 
+# A datagram server outside the tree, bound to $D/files/ext.sock; it appends
+# every datagram it gets to $D/files/ext.log. Sets SRV.
+ext_server() {
+    mkdir -p "$D/files"
+    rm -f "$D/files/ext.sock" "$D/files/ext.log" "$D/files/ext.ready"
+    SRV=$(setsid python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+open(sys.argv[2] + ".ready", "w").close()
+while True:
+    m = s.recv(256)
+    with open(sys.argv[2], "ab") as f:
+        f.write(m + b"\n")
+' "$D/files/ext.sock" "$D/files/ext.log" </dev/null >/dev/null 2>&1 & echo $!)
+    track "$SRV" "$(readlink -f /usr/bin/python3)"
+    wait_file "$D/files/ext.log.ready" 5 || { fail "the outside server did not start"; return 1; }
+}
+
+# Connected to a socket outside the tree: the dump is refused without
+# --ext-unix-sk, naming the option.
+t_err_dump_unix_ext() {
+    ext_server || return 1
+    dump_must_fail 'ext-unix-sk' unixsk --mode ext --dir "$D/files"
+    local rc=$?
+    kill -KILL "$SRV" 2>/dev/null
+    return $rc
+}
+
+# With --ext-unix-sk the datagram socket is reconnected to the outside
+# server's name on restore (which also needs the option), and what it sends
+# after restore arrives.
+t_unix_ext() {
+    need_cr || return $?
+    ext_server || return 1
+    start_prog unixsk --mode ext --dir "$D/files" || return 1
+    do_dump "$D/img" --ext-unix-sk || return 1
+    crust_run restore0 restore -D "$D/img" -d -v4 -o restore0.log
+    expect_error restore0 "$D/img/restore0.log" || return 1
+    grep -q 'ext-unix-sk' "$D/restore0.err" ||
+        { fail "restore without --ext-unix-sk: $(head -c 300 "$D/restore0.err")" "$D/img/restore0.log"; return 1; }
+    do_restore "$D/img" "" --ext-unix-sk || return 1
+    expect_pass "$D/img/restore.log" || return 1
+    sleep 0.2
+    grep -qx 'after restore' "$D/files/ext.log" ||
+        { fail "the outside server got: $(head -c 200 "$D/files/ext.log" | tr '\n' '|')"; return 1; }
+    kill -KILL "$SRV" 2>/dev/null
+    return 0
+}
+
+ALL_TESTS+=(unix-ext err-dump-unix-ext)
 ALL_TESTS+=(unix-all unix-child err-dump-unix-rights err-dump-unix-pending unix-images
     err-restore-unix-queue)

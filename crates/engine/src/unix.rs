@@ -1110,6 +1110,60 @@ mod tests {
         );
     }
 
+    /// CRIU 4.2's golden `files` set: a stream pair with a message each
+    /// way, a datagram socket bound to a path with a datagram queued, a
+    /// listener with backlog 8.
+    #[test]
+    fn golden_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files");
+        let u = UnixFiles::load(&dir, false).unwrap();
+        assert_eq!(u.socks.len(), 4);
+        assert!(u.has(9) && u.has(12) && !u.has(8));
+        assert_eq!(u.socks[&9].peer, u.socks[&10].ino);
+        assert_eq!(u.socks[&10].peer, u.socks[&9].ino);
+        assert_eq!(u.socks[&12].state, ST_LISTEN);
+        assert_eq!(u.socks[&12].backlog, 8);
+        assert_eq!(
+            name_path(&u.socks[&11].name),
+            Some(PathBuf::from("/tmp/crust-golden/data/files-dgram.sock"))
+        );
+        assert_eq!(u.queues[&9], vec![b"sv[1] -> sv[0] 24 bytes\n".to_vec()]);
+        assert_eq!(u.queues[&10], vec![b"sv[0] -> sv[1] 24 bytes\n".to_vec()]);
+        assert_eq!(u.queues[&11], vec![b"dgram to itself\n".to_vec()]);
+        let fds: Vec<FdinfoEntry> = crate::util::read_image(&dir, ImageType::Fdinfo, 2).unwrap();
+        u.check_fds(&dir, [(1514, fds.as_slice())].into_iter())
+            .unwrap();
+    }
+
+    /// Bad entries are refused when loading.
+    #[test]
+    fn bad_entries() {
+        let mut e = UnixSkEntry {
+            id: 3,
+            ino: 5,
+            r#type: libc::SOCK_STREAM as u32,
+            state: ST_CLOSE,
+            ..Default::default()
+        };
+        assert!(check_entry(&e).is_ok());
+        e.r#type = 3;
+        assert!(check_entry(&e).is_err());
+        e.r#type = libc::SOCK_DGRAM as u32;
+        e.state = ST_LISTEN;
+        assert!(check_entry(&e).is_err());
+        e.state = ST_CLOSE;
+        e.name = b"relative/path\0".to_vec();
+        assert!(check_entry(&e).is_err());
+        e.name = vec![b'/'; 200];
+        assert!(check_entry(&e).is_err());
+        e.name = Vec::new();
+        e.uflags = 4;
+        assert!(check_entry(&e).is_err());
+        e.uflags = 0;
+        e.shutdown = Some(9);
+        assert!(check_entry(&e).is_err());
+    }
+
     #[test]
     fn diag_parse_rejects_garbage() {
         assert!(parse_diag(&[0xff; 20]).is_err());

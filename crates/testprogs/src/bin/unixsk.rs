@@ -22,6 +22,9 @@
 //! - `rights`: a message carrying an fd (SCM_RIGHTS) queued on a pair,
 //!   which crust refuses to dump. The check: the message and its fd are
 //!   still there.
+//! - `ext --dir D`: a datagram socket connected to D/ext.sock, bound by a
+//!   process outside the tree. The check: it is still connected there and
+//!   sends "after restore" to it.
 //! - `pending --dir D`: a listener with a connection not yet accepted,
 //!   which crust refuses to dump. The check: it can still be accepted.
 
@@ -574,6 +577,32 @@ fn mode_pending(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
+fn mode_ext(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
+    let path = dir.join("ext.sock").as_os_str().as_encoded_bytes().to_vec();
+    let c = sock(libc::SOCK_DGRAM);
+    connect(c, &path).unwrap_or_else(|_| die("connect"));
+    send(c, b"before dump").unwrap_or_else(|_| die("send"));
+    Box::new(move || {
+        // SAFETY: sockaddr_un is plain old data.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: sun and len are valid out-pointers.
+        let r = unsafe { libc::getpeername(c, &mut sun as *mut _ as *mut _, &mut len) };
+        ensure!(r == 0, "getpeername: {}", err());
+        let peer: Vec<u8> = sun.sun_path[..(len as usize).saturating_sub(2)]
+            .iter()
+            .map(|c| *c as u8)
+            .take_while(|c| *c != 0)
+            .collect();
+        ensure!(
+            peer == path,
+            "connected to {:?}",
+            String::from_utf8_lossy(&peer)
+        );
+        send(c, b"after restore")
+    })
+}
+
 fn main() {
     let args = start();
     let mode = args.opt("mode").unwrap_or("all").to_string();
@@ -584,6 +613,7 @@ fn main() {
         "child" => mode_child(),
         "rights" => mode_rights(),
         "pending" => mode_pending(&args.path("dir")),
+        "ext" => mode_ext(&args.path("dir")),
         m => die(&format!("unknown mode {m}")),
     };
     ready(&args);
