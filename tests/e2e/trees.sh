@@ -148,5 +148,22 @@ t_restore_sibling() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker pidns restore-sibling err-dump-thread-id
+# Copy-on-write memory shared by a parent and its child is stored once and
+# shared again after restore (the child checks its Pss itself).
+t_cow() {
+    need_cr || return $?
+    start_prog cow --mb 32 || return 1
+    do_dump "$D/img" || return 1
+    local bytes limit=$((60 << 20))
+    bytes=$(cat "$D"/img/pages-*.img | wc -c)
+    [ "$bytes" -lt $limit ] ||
+        { fail "pages images hold $bytes bytes: the 32 MiB shared by parent and child were stored twice" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    kill_tree "$PID" "$BIN/cow"
+    return $rc
+}
+
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

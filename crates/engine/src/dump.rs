@@ -305,6 +305,7 @@ fn dump_tree(
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
     let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
+    let mut vmas_of = std::collections::HashMap::new();
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
             let mut total = mem::PageCounts::default();
@@ -369,6 +370,7 @@ fn dump_tree(
                     dir,
                     files: &mut files,
                     jobs: &jobs,
+                    vmas_of: &mut vmas_of,
                 };
                 dump_process(proc, p, &stat, &status, &mut out, &ids)?;
                 memdump_time_us += us_since(t_mem);
@@ -613,11 +615,14 @@ fn dump_process(
 
     // If the page worker has stopped on an error, the send fails and the
     // error comes out when it is joined.
+    let vmas = std::sync::Arc::new(vmas);
+    out.vmas_of.insert(pid, vmas.clone());
     let _ = jobs.send(PageJob {
         pid,
         nspid,
         vmas: vmas.clone(),
         pages_id,
+        parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
     });
     let multi = p.threads.len() > 1;
     for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
@@ -685,19 +690,27 @@ struct Sinks<'a> {
     dir: &'a Path,
     files: &'a mut FileTable,
     jobs: &'a std::sync::mpsc::Sender<PageJob>,
+    /// VMAs of the processes dumped so far, by host pid.
+    vmas_of: &'a mut std::collections::HashMap<i32, std::sync::Arc<Vec<mem::Vma>>>,
 }
 
 /// Copying one process's pages into its pagemap and pages images.
 struct PageJob {
     pid: i32,
     nspid: i32,
-    vmas: Vec<mem::Vma>,
+    vmas: std::sync::Arc<Vec<mem::Vma>>,
     pages_id: u32,
+    /// The parent process and its VMAs, to find copy-on-write sharing.
+    parent: Option<(i32, std::sync::Arc<Vec<mem::Vma>>)>,
 }
 
 impl PageJob {
     fn run(&self, dir: &Path) -> Result<mem::PageCounts, Error> {
-        let counts = mem::dump_pages(self.pid, dir, &self.vmas, self.pages_id)?;
+        let parent = self
+            .parent
+            .as_ref()
+            .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas });
+        let counts = mem::dump_pages(self.pid, dir, &self.vmas, self.pages_id, parent)?;
         if self.nspid != self.pid {
             // dump_pages names the pagemap after the host pid.
             let from = dir.join(ImageType::Pagemap.file_name(self.pid as u64));

@@ -158,6 +158,8 @@ pub struct PageCounts {
     pub written: u64,
     /// Private pages left out because they were the shared zero page.
     pub zero: u64,
+    /// Private pages left out because they are the parent's (copy-on-write).
+    pub cow: u64,
     /// Pages of shared memory objects looked at, and stored.
     pub shmem_scanned: u64,
     pub shmem_written: u64,
@@ -233,14 +235,35 @@ fn push_page(runs: &mut Vec<ReadRun>, addr: u64, readable: bool) {
     });
 }
 
+/// The parent process of a dumped one, with its VMAs, for finding the
+/// pages they still share copy-on-write.
+pub struct CowParent<'a> {
+    pub pid: i32,
+    pub vmas: &'a [Vma],
+}
+
 /// Find the present pages of every private VMA and store them, then the
 /// pages of every shared memory object the process maps.
 /// `pages_id` names the `pages-N.img` this process's private pages go to.
-pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma], pages_id: u32) -> Result<PageCounts, Error> {
+/// With `parent`, anonymous pages that are the very same physical page as
+/// the parent's at the same address (copy-on-write, untouched since the
+/// fork) are not stored but marked `COW_PARENT`: restore inherits them.
+pub fn dump_pages(
+    pid: i32,
+    dir: &Path,
+    vmas: &[Vma],
+    pages_id: u32,
+    parent: Option<CowParent<'_>>,
+) -> Result<PageCounts, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
+    let ppm = match &parent {
+        Some(p) => Some(PagemapReader::open(&proc, p.pid).map_err(proc_err(p.pid))?),
+        None => None,
+    };
     let mut counts = PageCounts::default();
     let mut runs: Vec<ReadRun> = Vec::new();
+    let mut cow: Vec<(u64, u64)> = Vec::new();
     let zero_pfn = zero_page_pfn();
     for v in vmas.iter().filter(|v| v.dumps_pages()) {
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
@@ -249,8 +272,52 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma], pages_id: u32) -> Result<P
             .read(v.map.start, npages as usize)
             .map_err(proc_err(pid))?;
         let file_private = v.status & vs::FILE_PRIVATE != 0;
+        // The parent's view of the same range, when it has the very same
+        // anonymous private VMA.
+        let ppmes = match (&parent, &ppm) {
+            (Some(p), Some(ppm)) if !file_private => {
+                let same = p.vmas.iter().any(|pv| {
+                    pv.map.start == v.map.start
+                        && pv.map.end == v.map.end
+                        && pv.status == v.status
+                        && pv.dumps_pages()
+                });
+                debug!(
+                    "{pid}: VMA {:#x}-{:#x} compared with parent {}: {}",
+                    v.map.start,
+                    v.map.end,
+                    p.pid,
+                    if same { "same VMA" } else { "no such VMA" }
+                );
+                if same {
+                    Some(
+                        ppm.read(v.map.start, npages as usize)
+                            .map_err(proc_err(p.pid))?,
+                    )
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
         for (i, raw) in pmes.iter().enumerate() {
             let p = Pme(*raw);
+            let addr = v.map.start + i as u64 * PAGE_SIZE;
+            if let Some(pp) = ppmes.as_ref().map(|x| Pme(x[i])) {
+                if p.present()
+                    && pp.present()
+                    && p.pfn() != 0
+                    && p.pfn() == pp.pfn()
+                    && zero_pfn != Some(p.pfn())
+                {
+                    match cow.last_mut() {
+                        Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+                        _ => cow.push((addr, 1)),
+                    }
+                    counts.cow += 1;
+                    continue;
+                }
+            }
             let want = if file_private {
                 (p.present() && !p.file_or_shared_anon()) || p.swapped()
             } else {
@@ -264,20 +331,37 @@ pub fn dump_pages(pid: i32, dir: &Path, vmas: &[Vma], pages_id: u32) -> Result<P
                 continue;
             }
             if want {
-                push_page(&mut runs, v.map.start + i as u64 * PAGE_SIZE, v.map.read);
+                // process_vm_readv pins the pages it reads, and pinning an
+                // anonymous page that is shared copy-on-write makes the
+                // kernel give this process its own copy: the sharing (with
+                // a parent or a child) would be lost, even with -R. Pages
+                // that are not exclusive are read through /proc/PID/mem,
+                // which does not pin.
+                let pinnable = !p.present() || p.exclusive() || file_private;
+                push_page(
+                    &mut runs,
+                    v.map.start + i as u64 * PAGE_SIZE,
+                    v.map.read && pinnable,
+                );
             }
         }
     }
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
     counts.written = write_task_pages(pid, &pages_path, &runs)?;
-    let entries: Vec<(u64, u64)> = runs.iter().map(|r| (r.addr, r.npages)).collect();
+    let mut entries: Vec<(u64, u64, u32)> = runs
+        .iter()
+        .map(|r| (r.addr, r.npages, pe::PRESENT))
+        .chain(cow.iter().map(|&(a, n)| (a, n, pe::COW_PARENT)))
+        .collect();
+    entries.sort_by_key(|e| e.0);
     write_pagemap(dir, ImageType::Pagemap, pid as u64, pages_id, &entries)?;
     debug!(
-        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out",
+        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent",
         counts.scanned,
         counts.written,
         runs.len(),
-        counts.zero
+        counts.zero,
+        counts.cow
     );
 
     let mut seen: Vec<u64> = Vec::new();
@@ -401,14 +485,14 @@ fn write_task_pages(pid: i32, pages_path: &Path, runs: &[ReadRun]) -> Result<u64
     Ok(bytes / PAGE_SIZE)
 }
 
-/// Write a pagemap image: the head, then one PE_PRESENT entry per run of
-/// (vaddr or object offset, pages).
+/// Write a pagemap image: the head, then one entry per run of
+/// (vaddr or object offset, pages, flags).
 fn write_pagemap(
     dir: &Path,
     ty: ImageType,
     id: u64,
     pages_id: u32,
-    runs: &[(u64, u64)],
+    runs: &[(u64, u64, u32)],
 ) -> Result<(), Error> {
     let name = ty.file_name(id);
     let werr = |source| Error::Image {
@@ -421,11 +505,11 @@ fn write_pagemap(
         ..Default::default()
     };
     w.write_entry(&head).map_err(werr)?;
-    for &(vaddr, n) in runs {
+    for &(vaddr, n, flags) in runs {
         w.write_entry(&PagemapEntry {
             vaddr,
             compat_nr_pages: 0,
-            flags: Some(pe::PRESENT),
+            flags: Some(flags),
             nr_pages: Some(n),
             ..Default::default()
         })
@@ -508,12 +592,13 @@ fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
         off += len as u64;
     }
     out.flush().map_err(ioerr("cannot write"))?;
+    let entries: Vec<(u64, u64, u32)> = runs.iter().map(|&(a, n)| (a, n, pe::PRESENT)).collect();
     write_pagemap(
         dir,
         ImageType::ShmemPagemap,
         ino as u32 as u64,
         pages_id,
-        &runs,
+        &entries,
     )?;
     debug!(
         "{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {} runs",
@@ -715,6 +800,8 @@ pub struct PageRun {
     pub vaddr: u64,
     pub npages: u64,
     pub file_off: u64,
+    /// Not in the pages file: inherited from the parent (`COW_PARENT`).
+    pub cow: bool,
 }
 
 /// Is [start, end) covered by back-to-back private VMAs whose pages can be
@@ -777,10 +864,37 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
                 "images that refer to a parent (pre-dump) image set",
             ));
         }
+        let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
+        if flags & pe::COW_PARENT != 0 && flags & pe::PRESENT == 0 {
+            // Inherited pages must lie in one anonymous private VMA.
+            let ok = e.vaddr % PAGE_SIZE == 0
+                && n > 0
+                && mm.vmas.iter().any(|v| {
+                    v.start <= e.vaddr
+                        && end <= v.end
+                        && v.status & vs::ANON_PRIVATE != 0
+                        && v.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+                });
+            if !ok {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{name}: copy-on-write pages {:#x}+{n} are not inside an anonymous private VMA of mm-{pid}.img",
+                        e.vaddr
+                    ),
+                ));
+            }
+            runs.push(PageRun {
+                vaddr: e.vaddr,
+                npages: n,
+                file_off: 0,
+                cow: true,
+            });
+            continue;
+        }
         if flags & pe::PRESENT == 0 {
             continue;
         }
-        let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
         let inside = covered_by_private_vmas(mm, e.vaddr, end);
         if e.vaddr % PAGE_SIZE != 0 || n == 0 || inside.is_none() {
             return Err(bad(
@@ -796,6 +910,7 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
                 vaddr: e.vaddr,
                 npages: n,
                 file_off: off,
+                cow: false,
             });
         }
         off += n * PAGE_SIZE;
@@ -974,6 +1089,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
                 vaddr: e.vaddr,
                 npages: n,
                 file_off: off,
+                cow: false,
             });
             off += n * PAGE_SIZE;
         }
@@ -1156,12 +1272,31 @@ fn restore_shmem(
 /// Map every VMA of the image into the task (RW where pages will be
 /// filled), fill the pages, rebuild shared memory objects, then set the
 /// final protections.
+/// The anonymous private VMAs (start, end) whose pages are partly
+/// inherited from the parent: the restored process must keep the copies
+/// it got from its parent at clone time instead of mapping them anew.
+pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
+    mm.vmas
+        .iter()
+        .filter(|v| {
+            runs.iter()
+                .any(|r| r.cow && v.start <= r.vaddr && r.vaddr < v.end)
+        })
+        .map(|v| (v.start, v.end))
+        .collect()
+}
+
+/// Map the VMAs, fill their pages and set their protections. The VMAs in
+/// `inherited` are already there (copies of the parent's, see
+/// [`inherited_vmas`]): they are only made writable for the fill, and the
+/// pages that are neither inherited nor stored are zeroed.
 pub fn restore_vmas(
     r: &mut Remote<'_>,
     dir: &Path,
     mm: &MmEntry,
     pages_id: u32,
     runs: &[PageRun],
+    inherited: &[(u64, u64)],
     paths: &dyn Fn(u64) -> Option<String>,
 ) -> Result<u64, Error> {
     let shmem = load_shmem(dir, mm)?;
@@ -1202,6 +1337,14 @@ pub fn restore_vmas(
         } else {
             v.prot
         };
+        if inherited.contains(&(v.start, v.end)) {
+            r.call(
+                &format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, prot as u64, 0, 0, 0],
+            )?;
+            continue;
+        }
         let keep = (libc::MAP_SHARED
             | libc::MAP_PRIVATE
             | libc::MAP_ANONYMOUS
@@ -1252,10 +1395,32 @@ pub fn restore_vmas(
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
     let fill: Vec<(u64, u64, u64)> = runs
         .iter()
+        .filter(|p| !p.cow)
         .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
         .collect();
     fill_from_pages(r, &pages_path, &fill)?;
-    let mut restored: u64 = runs.iter().map(|p| p.npages).sum();
+    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    // In inherited VMAs, what is neither inherited nor stored was absent in
+    // the dumped process: make it zero again.
+    for &(start, end) in inherited {
+        let mut covered: Vec<(u64, u64)> = runs
+            .iter()
+            .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
+            .filter(|&(a, b)| a < end && b > start)
+            .collect();
+        covered.sort_unstable();
+        let mut cur = start;
+        for (a, b) in covered.into_iter().chain(std::iter::once((end, end))) {
+            if a > cur {
+                r.call(
+                    "madvise(MADV_DONTNEED)",
+                    libc::SYS_madvise,
+                    [cur, a.min(end) - cur, libc::MADV_DONTNEED as u64, 0, 0, 0],
+                )?;
+            }
+            cur = cur.max(b);
+        }
+    }
     for (_, _, fd) in open_fds {
         r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     }
@@ -1452,7 +1617,14 @@ mod tests {
             ..Default::default()
         };
         write_image(&dir, ImageType::MemfdInode, 0, &[inode]).unwrap();
-        write_pagemap(&dir, ImageType::ShmemPagemap, 99, 5, &[(vaddr, npages)]).unwrap();
+        write_pagemap(
+            &dir,
+            ImageType::ShmemPagemap,
+            99,
+            5,
+            &[(vaddr, npages, pe::PRESENT)],
+        )
+        .unwrap();
         std::fs::write(dir.join("pages-5.img"), vec![0u8; pages_len]).unwrap();
         let mm = MmEntry {
             vmas: vec![VmaEntry {

@@ -970,6 +970,35 @@ fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Re
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
+    // Copy-on-write pages shared with the parent: keep the copies of the
+    // parent's VMAs this task got at clone time; everything else goes.
+    let inherited = mem::inherited_vmas(&live.mm, &live.runs);
+    for &(s, e) in &inherited {
+        let mut cur = s;
+        while cur < e {
+            let anon = maps.iter().find(|m| {
+                m.start <= cur
+                    && cur < m.end
+                    && !m.shared
+                    && matches!(
+                        m.kind(),
+                        MapKind::Anon | MapKind::Heap | MapKind::Stack | MapKind::AnonNamed(_)
+                    )
+            });
+            match anon {
+                Some(m) => cur = m.end.min(e),
+                None => break,
+            }
+        }
+        if cur < e {
+            return Err(Error::Restore {
+                pid: host,
+                what: format!(
+                    "pages at {s:#x}-{e:#x} are shared with the parent process, but the parent's restored memory is not there ({cur:#x})"
+                ),
+            });
+        }
+    }
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
     for m in &maps {
         match m.kind() {
@@ -983,11 +1012,20 @@ fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Re
         if m.start == tramp {
             continue;
         }
-        r.call(
-            "munmap",
-            libc::SYS_munmap,
-            [m.start, m.end - m.start, 0, 0, 0, 0],
-        )?;
+        // Unmap what is outside the inherited ranges.
+        let mut cur = m.start;
+        let mut cuts: Vec<(u64, u64)> = inherited
+            .iter()
+            .copied()
+            .filter(|&(s, e)| s < m.end && e > m.start)
+            .collect();
+        cuts.sort_unstable();
+        for (s, e) in cuts.into_iter().chain(std::iter::once((m.end, m.end))) {
+            if s > cur {
+                r.call("munmap", libc::SYS_munmap, [cur, s - cur, 0, 0, 0, 0])?;
+            }
+            cur = cur.max(e);
+        }
     }
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
@@ -1003,9 +1041,15 @@ fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Re
 
     // 3. Memory.
     let files = &live.files;
-    let pages = mem::restore_vmas(&mut r, dir, &live.mm, live.pages_id, &live.runs, &|id| {
-        files.path_of(id)
-    })?;
+    let pages = mem::restore_vmas(
+        &mut r,
+        dir,
+        &live.mm,
+        live.pages_id,
+        &live.runs,
+        &inherited,
+        &|id| files.path_of(id),
+    )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)
         .expect("checked in load");

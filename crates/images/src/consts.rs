@@ -8,6 +8,11 @@ pub mod pe {
     pub const LAZY: u32 = 1 << 1;
     /// Pages are stored in pages-N.img.
     pub const PRESENT: u32 = 1 << 2;
+    /// crust's extension, not CRIU's: the pages were shared copy-on-write
+    /// with the same pages of the parent process (same physical page at
+    /// dump time). They are not in pages-N.img; the restored process
+    /// inherits them from its restored parent, so they stay shared.
+    pub const COW_PARENT: u32 = 1 << 16;
 }
 
 /// `vma_entry.status` bits.
