@@ -38,6 +38,7 @@ t_sharedfd() { cr_tree sharedfd; }
 t_orphans() { cr_tree orphans; }
 t_forest() { cr_tree forest --n 30; }
 t_vforker() { cr_tree vforker; }
+t_ptimers() { cr_test ptimers; }
 
 # A tree whose root is pid 1 of its own pid namespace (unshare -p -f runs
 # `loop` as the namespace's init), dumped and restored twice in a row.
@@ -165,5 +166,5 @@ t_cow() {
     return $rc
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow ptimers pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

@@ -18,7 +18,7 @@ use crust_images::proto::rlimit::RlimitEntry;
 use crust_images::proto::rseq::RseqEntry;
 use crust_images::proto::sa::SaEntry;
 use crust_images::proto::siginfo::{SiginfoEntry, SignalQueueEntry};
-use crust_images::proto::timer::{ItimerEntry, TaskTimersEntry};
+use crust_images::proto::timer::{ItimerEntry, PosixTimerEntry, TaskTimersEntry};
 use crust_proc::{ProcRoot, Stat, Status};
 use crust_sys::ptrace::UserRegs;
 use log::warn;
@@ -38,6 +38,7 @@ pub struct ProcInside {
     pub thp_disabled: bool,
     pub child_subreaper: bool,
     pub itimers: [ItimerEntry; 3],
+    pub posix_timers: Vec<PosixTimerEntry>,
 }
 
 /// Per-thread state read by syscalls run inside each thread.
@@ -112,7 +113,113 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
             ..Default::default()
         };
     }
+    out.posix_timers = collect_posix_timers(r)?;
     Ok(out)
+}
+
+/// sigev_notify values.
+const SIGEV_THREAD_ID: u32 = 4;
+
+/// POSIX timers (timer_create): what /proc/PID/timers says, plus the time
+/// left and the overrun asked of the task itself.
+fn collect_posix_timers(r: &mut Remote<'_>) -> Result<Vec<PosixTimerEntry>, Error> {
+    let pid = r.pid();
+    let timers = crust_proc::timers(&ProcRoot::default(), pid).map_err(proc_err(pid))?;
+    let mut out = Vec::with_capacity(timers.len());
+    for t in timers {
+        // struct itimerspec: interval {sec, nsec}, value {sec, nsec}.
+        r.call(
+            &format!("timer_gettime({})", t.id),
+            libc::SYS_timer_gettime,
+            [t.id as u64, r.at(0).get(), 0, 0, 0, 0],
+        )?;
+        let b = r.get(0, 32)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let overrun = r.call(
+            &format!("timer_getoverrun({})", t.id),
+            libc::SYS_timer_getoverrun,
+            [t.id as u64, 0, 0, 0, 0, 0],
+        )?;
+        let base = match t.notify.as_str() {
+            "none" => libc::SIGEV_NONE,
+            "thread" => libc::SIGEV_THREAD,
+            _ => libc::SIGEV_SIGNAL,
+        } as u32;
+        let notify = base | if t.notify_thread { SIGEV_THREAD_ID } else { 0 };
+        out.push(PosixTimerEntry {
+            it_id: t.id as u32,
+            clock_id: t.clock_id as u32,
+            si_signo: t.signo as u32,
+            it_sigev_notify: notify,
+            sival_ptr: t.sigval,
+            overrun: overrun as u32,
+            isec: w(0),
+            insec: w(1),
+            vsec: w(2),
+            vnsec: w(3),
+            notify_thread_id: t.notify_thread.then_some(t.notify_pid),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// Create the POSIX timers again with their ids (PR_TIMER_CREATE_RESTORE_IDS
+/// lets timer_create take the id asked for) and arm them with the time
+/// they had left.
+fn restore_posix_timers(r: &mut Remote<'_>, timers: &[PosixTimerEntry]) -> Result<(), Error> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+    r.call(
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)",
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+    )?;
+    for t in timers {
+        // struct sigevent: value (8), signo (4), notify (4), tid (4), pad.
+        let mut sev = vec![0u8; 64];
+        sev[0..8].copy_from_slice(&t.sival_ptr.to_le_bytes());
+        sev[8..12].copy_from_slice(&t.si_signo.to_le_bytes());
+        sev[12..16].copy_from_slice(&t.it_sigev_notify.to_le_bytes());
+        if let Some(tid) = t.notify_thread_id {
+            sev[16..20].copy_from_slice(&tid.to_le_bytes());
+        }
+        let sev_at = r.put(0, &sev)?;
+        let id_at = r.put(128, &(t.it_id as i32).to_le_bytes())?;
+        r.call(
+            &format!("timer_create (id {})", t.it_id),
+            libc::SYS_timer_create,
+            [t.clock_id as u64, sev_at.get(), id_at.get(), 0, 0, 0],
+        )?;
+        let got = r.get(128, 4)?;
+        let got = i32::from_le_bytes(got.try_into().unwrap_or([0; 4]));
+        if got != t.it_id as i32 {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("POSIX timer {} came back with id {got}", t.it_id),
+            });
+        }
+        if t.vsec != 0 || t.vnsec != 0 {
+            let mut spec = Vec::with_capacity(32);
+            for v in [t.isec, t.insec, t.vsec, t.vnsec] {
+                spec.extend_from_slice(&v.to_le_bytes());
+            }
+            let a = r.put(256, &spec)?;
+            r.call(
+                &format!("timer_settime({})", t.it_id),
+                libc::SYS_timer_settime,
+                [t.it_id as u64, 0, a.get(), 0, 0, 0],
+            )?;
+        }
+    }
+    r.call(
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
+    )?;
+    Ok(())
 }
 
 pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
@@ -313,6 +420,7 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
                     real: pi.itimers[0].clone(),
                     virt: pi.itimers[1].clone(),
                     prof: pi.itimers[2].clone(),
+                    posix: pi.posix_timers.clone(),
                     ..Default::default()
                 }),
                 rlimits: Some(TaskRlimitsEntry {
@@ -466,6 +574,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
                     [which as u64, a.get(), 0, 0, 0, 0],
                 )?;
             }
+            restore_posix_timers(r, &t.posix)?;
         }
         if let Some(l) = &tc.rlimits {
             for (res, lim) in l.rlimits.iter().enumerate() {
