@@ -566,6 +566,10 @@ pub fn restart_adjusted(regs: &UserRegs, keep_restart_block: bool) -> UserRegs {
             if keep_restart_block {
                 r.rax = libc::SYS_restart_syscall as u64;
                 r.rip -= 2;
+            } else if restartable_as_is(&r) {
+                // Running the same call again waits exactly as long.
+                r.rax = r.orig_rax;
+                r.rip -= 2;
             } else {
                 r.rax = (-libc::EINTR as i64) as u64;
             }
@@ -573,6 +577,19 @@ pub fn restart_adjusted(regs: &UserRegs, keep_restart_block: bool) -> UserRegs {
         _ => {}
     }
     r
+}
+
+/// Syscalls that use a restart block but whose arguments (still in the
+/// registers: the kernel keeps rdi, rsi, rdx, r10, r8, r9) make running
+/// them again exact: poll(2) without a timeout and clock_nanosleep with an
+/// absolute time.
+fn restartable_as_is(r: &UserRegs) -> bool {
+    const TIMER_ABSTIME: u64 = 1;
+    match r.orig_rax as i64 {
+        libc::SYS_poll => (r.rdx as i32) < 0,
+        libc::SYS_clock_nanosleep => r.rsi & TIMER_ABSTIME != 0,
+        _ => false,
+    }
 }
 
 /// Wait for `pid` to stop; an exit is an error. With a deadline, polls.

@@ -149,6 +149,14 @@ fn restart_adjustment_rules() {
     assert_eq!(b.rax as i64, -(libc::EINTR as i64));
     let c = crust_compel::restart_adjusted(&r, true);
     assert_eq!((c.rax, c.rip), (libc::SYS_restart_syscall as u64, 0x0ffe));
+    // poll(2) without a timeout is simply run again.
+    r.orig_rax = libc::SYS_poll as u64;
+    r.rdx = u64::MAX;
+    let e = crust_compel::restart_adjusted(&r, false);
+    assert_eq!((e.rax, e.rip), (libc::SYS_poll as u64, 0x0ffe));
+    r.rdx = 1000;
+    let f = crust_compel::restart_adjusted(&r, false);
+    assert_eq!(f.rax as i64, -(libc::EINTR as i64));
     r.orig_rax = u64::MAX;
     let d = crust_compel::restart_adjusted(&r, false);
     assert_eq!(d.rax, r.rax);

@@ -2,7 +2,8 @@
 //! its own TLS value, signal mask and register values. Half of them wait on
 //! a condition variable (futex wait); the others spin in an asm loop that
 //! keeps a marker in r15 and xmm8, sleeping 1 ms now and then. Thread 3
-//! runs as SCHED_IDLE and thread 5 with nice 5.
+//! runs as SCHED_IDLE and thread 5 with nice 5; threads 6 and 7 block in
+//! read(2) and poll(2) on pipes (interrupted syscalls must be restarted).
 //!
 //! On SIGTERM (only the main thread takes it) the main thread wakes the
 //! waiters and stops the spinners; every thread checks that its tid, TLS
@@ -12,7 +13,7 @@
 use crust_testprogs::{finish, ready, sleep_ms, start, term_requested};
 use std::arch::asm;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 thread_local! {
@@ -21,6 +22,9 @@ thread_local! {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+/// Pipes the threads blocked in read and poll wait on: read and write ends
+/// of pipe 0, then of pipe 1 (set before any thread starts).
+static PIPES: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
 
 fn gettid() -> i64 {
     // SAFETY: gettid takes no arguments.
@@ -96,6 +100,13 @@ fn spin(marker: u64) -> (u64, u64) {
 fn main() {
     let args = start();
     let n = args.num("threads", 8) as usize;
+    for k in 0..2 {
+        let mut p = [0i32; 2];
+        // SAFETY: p is a writable array of two ints.
+        unsafe { libc::pipe(p.as_mut_ptr()) };
+        PIPES[2 * k].store(p[0], Ordering::SeqCst);
+        PIPES[2 * k + 1].store(p[1], Ordering::SeqCst);
+    }
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let mut handles = Vec::new();
     for i in 0..n {
@@ -128,7 +139,27 @@ fn main() {
             TLS.with(|t| t.set(tls));
             STARTED.fetch_add(1, Ordering::SeqCst);
             let marker = 0x5eed_0000_0000 + i as u64 * 0x111;
-            if i % 2 == 0 {
+            if i == 6 || i == 7 {
+                // Thread 6 blocks in read(2), thread 7 in poll(2) then
+                // read(2), on a pipe the main thread writes to at check time.
+                let fd = PIPES[2 * (i - 6)].load(Ordering::SeqCst);
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let mut b = [0u8; 1];
+                // SAFETY: pfd and b are valid for the calls; fd is ours.
+                let n = unsafe {
+                    if i == 7 && libc::poll(&mut pfd, 1, -1) != 1 {
+                        return Err(format!("thread {i}: poll failed"));
+                    }
+                    libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 1)
+                };
+                if n != 1 || b[0] != i as u8 {
+                    return Err(format!("thread {i}: read returned {n} ({:#x})", b[0]));
+                }
+            } else if i % 2 == 0 {
                 let (lock, cv) = &*gate;
                 let mut go = lock.lock().unwrap();
                 while !*go {
@@ -174,6 +205,12 @@ fn main() {
         sleep_ms(20);
     }
     STOP.store(true, Ordering::SeqCst);
+    for k in 0..2 {
+        let b = [6 + k as u8];
+        let fd = PIPES[2 * k + 1].load(Ordering::SeqCst);
+        // SAFETY: writing one byte from a valid buffer to our pipe.
+        unsafe { libc::write(fd, b.as_ptr() as *const libc::c_void, 1) };
+    }
     {
         let (lock, cv) = &*gate;
         *lock.lock().unwrap() = true;
