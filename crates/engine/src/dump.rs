@@ -294,6 +294,7 @@ fn dump_tree(
     let dir = opts.images_dir.as_path();
     let mut files = FileTable::new(opts.shell_job);
     files.set_ext_unix_sk(opts.ext_unix_sk);
+    files.set_ghost_limit(opts.ghost_limit);
     let mut pstree = Vec::with_capacity(tree.procs.len());
     let mut kobjs = KobjIds::default();
     let mut next_pages = 1u32;

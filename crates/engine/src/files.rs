@@ -7,6 +7,7 @@
 
 use crate::events;
 use crate::fdpass::{self, Gift};
+use crate::ghost;
 use crate::pipes::{self, OpenShared, PipeDump};
 use crate::remote::Remote;
 use crate::unix;
@@ -51,6 +52,8 @@ pub struct FileTable {
     unix: unix::UnixDump,
     /// Event files (eventfd, epoll...): descriptions seen.
     events: events::EventDump,
+    /// Files deleted while open (ghost files).
+    ghosts: ghost::GhostDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -84,6 +87,7 @@ impl FileTable {
             pipes: PipeDump::default(),
             unix: unix::UnixDump::default(),
             events: events::EventDump::default(),
+            ghosts: ghost::GhostDump::default(),
         }
     }
 
@@ -224,6 +228,11 @@ impl FileTable {
         Ok(id)
     }
 
+    /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).
+    pub fn set_ghost_limit(&mut self, limit: Option<u64>) {
+        self.ghosts.set_limit(limit);
+    }
+
     /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
     pub fn set_ext_unix_sk(&mut self, on: bool) {
         self.unix.ext_unix_sk = on;
@@ -310,8 +319,32 @@ impl FileTable {
                 };
                 return Err(what(kind));
             }
-            if target.ends_with(" (deleted)") {
-                return Err(what("deleted file"));
+            if ghost::is_deleted(&target) {
+                let id = match self.ghosts.known(pid, fd) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_id();
+                        let e = self.ghosts.add(
+                            pid,
+                            fd,
+                            &target,
+                            info.flags & !O_CLOEXEC,
+                            info.pos,
+                            id,
+                        )?;
+                        self.files.push(e);
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::REG,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> {target} (id {id}, ghost)");
+                continue;
             }
             if target.starts_with("/memfd:") {
                 return Err(what("memfd"));
@@ -391,6 +424,7 @@ impl FileTable {
         self.files.sort_by_key(|f| f.id);
         write_image(dir, ImageType::Files, 0, &self.files)?;
         self.pipes.write(dir)?;
+        self.ghosts.write(dir)?;
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
@@ -505,6 +539,8 @@ pub fn load_memfds(dir: &Path) -> Result<HashMap<u32, MemfdInodeEntry>, Error> {
 pub struct RestoreFiles {
     pub regs: HashMap<u32, RegFileEntry>,
     pub fds: Vec<FdinfoEntry>,
+    /// Ids of deleted files, opened by crust from ghost images.
+    ghosted: std::collections::HashSet<u32>,
 }
 
 impl RestoreFiles {
@@ -582,7 +618,8 @@ impl RestoreFiles {
             }
         }
         let _ = others;
-        Ok(RestoreFiles { regs, fds })
+        let ghosted = ghost::ghosted_ids(dir)?;
+        Ok(RestoreFiles { regs, fds, ghosted })
     }
 
     /// The first fd that is open on a terminal, if any.
@@ -602,6 +639,9 @@ impl RestoreFiles {
         let Some(reg) = self.regs.get(&id) else {
             return Ok(());
         };
+        if self.ghosted.contains(&id) {
+            return Ok(());
+        }
         if is_terminal_path(&reg.name) {
             if shell_job {
                 return Ok(());
@@ -706,6 +746,14 @@ impl RestoreFiles {
                     pid: r.pid(),
                     what: format!("no pipe or FIFO was made for file {} (fd {})", f.id, f.fd),
                 })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
+            if let Some(fd) = shared.ghosts.get(f.id) {
                 gifts.push(Gift {
                     fd,
                     target: f.fd as i32,

@@ -79,6 +79,7 @@ mod dump;
 mod events;
 mod fdpass;
 mod files;
+mod ghost;
 mod mem;
 mod pipes;
 mod remote;
@@ -145,6 +146,16 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "process {pid} has fd {fd} open on the deleted file {path} of {size} bytes, more than the ghost file limit of {limit} bytes (raise it with --ghost-limit)"
+    )]
+    GhostTooBig {
+        pid: i32,
+        fd: i32,
+        path: PathBuf,
+        size: u64,
+        limit: u64,
     },
     #[error("restore of pid {pid}: {what}")]
     Restore { pid: i32, what: String },

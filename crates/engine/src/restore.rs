@@ -97,6 +97,8 @@ struct ImageSet {
     events: EventFiles,
     /// Unix sockets and their queued messages.
     unix: UnixFiles,
+    /// Files deleted while open, saved as ghost files.
+    ghosts: crate::ghost::Ghosts,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -170,6 +172,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .iter()
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
+    let ghosts = crate::ghost::Ghosts::load(&dir)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -199,6 +202,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         shared,
         events,
         unix,
+        ghosts,
     })
 }
 
@@ -482,6 +486,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     };
     created.shared.events = img.events.open()?;
     created.shared.unix = img.unix.open()?;
+    created.shared.ghosts = img.ghosts.open()?;
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod events;
 pub mod fdpass;
 pub mod mem;
+pub mod memfd;
 pub mod pipe;
 pub mod probe;
 pub mod process;

@@ -1,0 +1,525 @@
+//! Files deleted while open ("ghost files"), in CRIU's images.
+//!
+//! Dump: an fd whose link reads `PATH (deleted)` on a regular file is a
+//! REG entry of files.img named PATH (the " (deleted)" suffix dropped), plus
+//! a `remap-fpath.img` entry `{orig_id, remap_id, GHOST}` and
+//! `ghost-file-<remap_id>.img`: one `GhostFileEntry` (owner, mode, dev,
+//! ino, times, size) followed by the whole content. One ghost per inode,
+//! however many descriptions are open on it. Files larger than the ghost
+//! limit (`--ghost-limit`, 1 MiB by default as in CRIU) are refused.
+//!
+//! Restore: crust writes the content to `PATH.cr.<id>.ghost` next to where
+//! the file was, links it at PATH for the time of opening (so the fds name
+//! PATH, as before), opens each description with its flags and offset,
+//! then unlinks both names. Tasks get the descriptions over SCM_RIGHTS.
+
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::image::{ImageReader, ImageType, ImageWriter};
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::ghost_file::GhostFileEntry;
+use crust_images::proto::regfile::RegFileEntry;
+use crust_images::proto::remap_file_path::{remap_type, RemapFilePathEntry};
+use crust_images::proto::Timeval;
+use log::debug;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// CRIU's default `--ghost-limit`: 1 MiB.
+pub const DEFAULT_LIMIT: u64 = 1 << 20;
+
+const DELETED: &str = " (deleted)";
+
+/// Is this fd link a regular path whose file was deleted (not a memfd)?
+pub fn is_deleted(link: &str) -> bool {
+    link.starts_with('/') && link.ends_with(DELETED) && !link.starts_with("/memfd:")
+}
+
+// ---------------------------------------------------------------- dump
+
+struct Seen {
+    pid: i32,
+    fd: i32,
+    id: u32,
+}
+
+struct Ghost {
+    id: u32,
+    entry: GhostFileEntry,
+    /// The file, opened through /proc/PID/fd/N, copied at write time.
+    file: File,
+    path: PathBuf,
+}
+
+/// Deleted files seen while dumping a tree.
+pub struct GhostDump {
+    limit: u64,
+    seen: Vec<Seen>,
+    /// By (dev, ino).
+    ghosts: BTreeMap<(u64, u64), Ghost>,
+    remaps: Vec<RemapFilePathEntry>,
+}
+
+impl Default for GhostDump {
+    fn default() -> Self {
+        GhostDump {
+            limit: DEFAULT_LIMIT,
+            seen: Vec::new(),
+            ghosts: BTreeMap::new(),
+            remaps: Vec::new(),
+        }
+    }
+}
+
+impl GhostDump {
+    pub fn set_limit(&mut self, limit: Option<u64>) {
+        self.limit = limit.unwrap_or(DEFAULT_LIMIT);
+    }
+
+    /// The files.img id of the description fd `fd` of `pid` is on, if an
+    /// fd seen before (in any process) is on the same one.
+    pub fn known(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.seen
+            .iter()
+            .find(|s| crust_sys::process::kcmp_file(s.pid, pid, s.fd, fd).unwrap_or(false))
+            .map(|s| s.id)
+    }
+
+    /// A new description on a deleted file: its REG entry (id `id`), and a
+    /// ghost of the file if its inode is new.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        link: &str,
+        flags: u32,
+        pos: u64,
+        id: u32,
+    ) -> Result<FileEntry, Error> {
+        let name = link.strip_suffix(DELETED).unwrap_or(link);
+        let proc_path = format!("/proc/{pid}/fd/{fd}");
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&proc_path)
+            .or_else(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&proc_path)
+            })
+            .map_err(sys_err(
+                pid,
+                format!("open the deleted file {name} of fd {fd} through {proc_path}"),
+            ))?;
+        let md = file
+            .metadata()
+            .map_err(sys_err(pid, format!("stat the deleted file of fd {fd}")))?;
+        if !md.file_type().is_file() {
+            return Err(Error::unsupported(format!(
+                "process {pid} has fd {fd} open on {link}, a deleted file that is not a regular file"
+            )));
+        }
+        if md.size() > self.limit {
+            return Err(Error::GhostTooBig {
+                pid,
+                fd,
+                path: PathBuf::from(name),
+                size: md.size(),
+                limit: self.limit,
+            });
+        }
+        let key = (md.dev(), md.ino());
+        let next = self.ghosts.len() as u32 + 1;
+        let ghost = self.ghosts.entry(key).or_insert_with(|| Ghost {
+            id: next,
+            entry: GhostFileEntry {
+                uid: md.uid(),
+                gid: md.gid(),
+                mode: md.mode(),
+                dev: Some(kernel_dev(md.dev())),
+                ino: Some(md.ino()),
+                atim: Some(Timeval {
+                    tv_sec: md.atime() as u64,
+                    tv_usec: (md.atime_nsec() / 1000) as u64,
+                    ..Default::default()
+                }),
+                mtim: Some(Timeval {
+                    tv_sec: md.mtime() as u64,
+                    tv_usec: (md.mtime_nsec() / 1000) as u64,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            file,
+            path: PathBuf::from(name),
+        });
+        debug!(
+            "{pid}: fd {fd} is on the deleted file {name} ({} bytes): ghost {}",
+            md.size(),
+            ghost.id
+        );
+        self.remaps.push(RemapFilePathEntry {
+            orig_id: id,
+            remap_id: ghost.id,
+            remap_type: Some(remap_type::GHOST),
+            ..Default::default()
+        });
+        self.seen.push(Seen { pid, fd, id });
+        let reg = RegFileEntry {
+            id,
+            flags,
+            pos,
+            fown: FownEntry::default(),
+            name: name.to_string(),
+            size: Some(md.size()),
+            mode: Some(md.mode()),
+            ..Default::default()
+        };
+        Ok(FileEntry {
+            r#type: fd_types::REG,
+            id,
+            reg: Some(reg),
+            ..Default::default()
+        })
+    }
+
+    /// Write `remap-fpath.img` and the `ghost-file-N.img` files.
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        if self.remaps.is_empty() {
+            return Ok(());
+        }
+        crate::util::write_image(dir, ImageType::RemapFpath, 0, &self.remaps)?;
+        for g in self.ghosts.values() {
+            let name = ImageType::GhostFile.file_name(g.id as u64);
+            let err = |source| Error::Image {
+                what: format!("cannot write {name} (ghost of {})", g.path.display()),
+                source,
+            };
+            let mut w = ImageWriter::create(dir, ImageType::GhostFile, &name).map_err(err)?;
+            w.write_entry(&g.entry).map_err(err)?;
+            let mut f = &g.file;
+            f.seek(SeekFrom::Start(0)).map_err(|source| Error::Io {
+                op: "cannot rewind the deleted file",
+                path: g.path.clone(),
+                source,
+            })?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).map_err(|source| Error::Io {
+                    op: "cannot read the deleted file",
+                    path: g.path.clone(),
+                    source,
+                })?;
+                if n == 0 {
+                    break;
+                }
+                w.write_raw(&buf[..n]).map_err(err)?;
+            }
+            w.finish().map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// A device number as the kernel encodes it in `new_encode_dev` (what
+/// CRIU stores in `dev`).
+fn kernel_dev(dev: u64) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+// ---------------------------------------------------------------- restore
+
+/// The files.img ids that `remap-fpath.img` says are ghosts (files opened
+/// by crust from the ghost images, not from the file system).
+pub fn ghosted_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
+    Ok(load_remaps(dir)?.iter().map(|r| r.orig_id).collect())
+}
+
+fn load_remaps(dir: &Path) -> Result<Vec<RemapFilePathEntry>, Error> {
+    match crate::util::read_image(dir, ImageType::RemapFpath, 0) {
+        Ok(v) => Ok(v),
+        Err(Error::Image { source, .. }) if source.is_missing() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug)]
+struct GhostImage {
+    entry: GhostFileEntry,
+    /// Image file and offset of the content.
+    image: PathBuf,
+    data_off: u64,
+    size: u64,
+}
+
+/// The ghost files of an image set, read and checked.
+#[derive(Debug, Default)]
+pub struct Ghosts {
+    ghosts: BTreeMap<u32, GhostImage>,
+    /// files.img id -> (ghost id, REG entry).
+    opens: BTreeMap<u32, (u32, RegFileEntry)>,
+}
+
+/// Descriptions on ghost files crust opened, by files.img id.
+#[derive(Debug, Default)]
+pub struct OpenGhosts {
+    by_id: HashMap<u32, OwnedFd>,
+}
+
+impl OpenGhosts {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+}
+
+impl Ghosts {
+    /// Read `remap-fpath.img` and every ghost it names; check them against
+    /// files.img.
+    pub fn load(dir: &Path) -> Result<Ghosts, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let remaps = load_remaps(dir)?;
+        let mut out = Ghosts::default();
+        if remaps.is_empty() {
+            return Ok(out);
+        }
+        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let regs: HashMap<u32, &RegFileEntry> = files
+            .iter()
+            .filter(|f| f.r#type == fd_types::REG)
+            .filter_map(|f| Some((f.id, f.reg.as_ref()?)))
+            .collect();
+        for r in remaps {
+            match r.remap_type {
+                Some(remap_type::GHOST) => {}
+                Some(remap_type::LINKED) => {
+                    return Err(Error::unsupported(format!(
+                        "restoring file {} through a link remap (--link-remap)",
+                        r.orig_id
+                    )))
+                }
+                t => {
+                    return Err(Error::unsupported(format!(
+                        "restoring file {} through a remap of type {t:?}",
+                        r.orig_id
+                    )))
+                }
+            }
+            let reg = regs.get(&r.orig_id).ok_or_else(|| {
+                bad(format!(
+                    "remap-fpath.img remaps file id {}, which files.img does not have as a regular file",
+                    r.orig_id
+                ))
+            })?;
+            if !reg.name.starts_with('/') || reg.name.contains('\0') || reg.name.ends_with('/') {
+                return Err(bad(format!(
+                    "ghost file {} has the bad path {:?}",
+                    r.remap_id, reg.name
+                )));
+            }
+            if out.opens.contains_key(&r.orig_id) {
+                return Err(bad(format!(
+                    "remap-fpath.img remaps file id {} twice",
+                    r.orig_id
+                )));
+            }
+            if let std::collections::btree_map::Entry::Vacant(v) = out.ghosts.entry(r.remap_id) {
+                v.insert(load_ghost(dir, r.remap_id)?);
+            }
+            let g = &out.ghosts[&r.remap_id];
+            if let Some(size) = reg.size {
+                if size != g.size {
+                    return Err(bad(format!(
+                        "ghost file {} holds {} bytes, but file {} ({}) had {size}",
+                        r.remap_id, g.size, r.orig_id, reg.name
+                    )));
+                }
+            }
+            out.opens.insert(r.orig_id, (r.remap_id, (*reg).clone()));
+        }
+        Ok(out)
+    }
+
+    /// Create every ghost file, open its descriptions, unlink it.
+    pub fn open(&self) -> Result<OpenGhosts, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = OpenGhosts::default();
+        for (gid, g) in &self.ghosts {
+            let regs: Vec<(u32, &RegFileEntry)> = self
+                .opens
+                .iter()
+                .filter(|(_, (x, _))| x == gid)
+                .map(|(id, (_, reg))| (*id, reg))
+                .collect();
+            let Some((_, first)) = regs.first() else {
+                continue;
+            };
+            let orig = PathBuf::from(&first.name);
+            let ghost_path = PathBuf::from(format!("{}.cr.{gid:x}.ghost", first.name));
+            let result = (|| {
+                create_ghost(g, &ghost_path)?;
+                // Open through the original name when it is free, so the
+                // fds show it (with " (deleted)") as before the dump.
+                let linked = std::fs::hard_link(&ghost_path, &orig).is_ok();
+                let via = if linked { &orig } else { &ghost_path };
+                let opened = (|| {
+                    for (id, reg) in &regs {
+                        let f = open_desc(via, reg).map_err(sys_err(
+                            me,
+                            format!("open the ghost of {} for file {id}", reg.name),
+                        ))?;
+                        out.by_id.insert(*id, f);
+                    }
+                    Ok::<(), Error>(())
+                })();
+                if linked {
+                    let _ = std::fs::remove_file(&orig);
+                }
+                opened
+            })();
+            let _ = std::fs::remove_file(&ghost_path);
+            result?;
+            debug!(
+                "ghost {gid}: {} ({} bytes) opened for {} file(s)",
+                orig.display(),
+                g.size,
+                regs.len()
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn load_ghost(dir: &Path, gid: u32) -> Result<GhostImage, Error> {
+    let name = ImageType::GhostFile.file_name(gid as u64);
+    let err = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut r = ImageReader::open_typed(dir, ImageType::GhostFile, &name).map_err(err)?;
+    let entry: GhostFileEntry = r
+        .read_entry()
+        .map_err(err)?
+        .ok_or_else(|| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!("{name} has no ghost_file_entry"),
+        })?;
+    let bad = |why: String| Error::BadImage {
+        dir: dir.to_path_buf(),
+        why: format!("{name}: {why}"),
+    };
+    if entry.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::unsupported(format!(
+            "{name}: restoring a deleted file of mode {:o} (only regular files)",
+            entry.mode
+        )));
+    }
+    if entry.chunks == Some(true) {
+        return Err(Error::unsupported(format!(
+            "{name}: ghost contents stored in chunks"
+        )));
+    }
+    let data_off = r.offset();
+    let image = dir.join(&name);
+    let total = std::fs::metadata(&image)
+        .map_err(|source| Error::Io {
+            op: "cannot stat",
+            path: image.clone(),
+            source,
+        })?
+        .len();
+    if total < data_off {
+        return Err(bad("shorter than its header".into()));
+    }
+    Ok(GhostImage {
+        entry,
+        image,
+        data_off,
+        size: total - data_off,
+    })
+}
+
+/// Write the ghost's content into a new file at `path`, with its owner,
+/// mode and times.
+fn create_ghost(g: &GhostImage, path: &Path) -> Result<(), Error> {
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let mut src = File::open(&g.image).map_err(io("cannot open", &g.image))?;
+    src.seek(SeekFrom::Start(g.data_off))
+        .map_err(io("cannot seek in", &g.image))?;
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io("cannot create the ghost file", path))?;
+    let copied = (|| {
+        let n = std::io::copy(&mut (&mut src).take(g.size), &mut dst)
+            .map_err(io("cannot fill the ghost file", path))?;
+        if n != g.size {
+            return Err(Error::BadImage {
+                dir: g.image.parent().unwrap_or(Path::new("")).to_path_buf(),
+                why: format!("{} is shorter than it was", g.image.display()),
+            });
+        }
+        dst.flush()
+            .map_err(io("cannot write the ghost file", path))?;
+        std::os::unix::fs::fchown(&dst, Some(g.entry.uid), Some(g.entry.gid))
+            .map_err(io("cannot chown the ghost file", path))?;
+        use std::os::unix::fs::PermissionsExt;
+        dst.set_permissions(std::fs::Permissions::from_mode(g.entry.mode & 0o7777))
+            .map_err(io("cannot chmod the ghost file", path))?;
+        let t = |tv: &Option<Timeval>| {
+            tv.as_ref().map(|t| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(t.tv_sec, (t.tv_usec.min(999_999) * 1000) as u32)
+            })
+        };
+        let mut times = std::fs::FileTimes::new();
+        if let Some(a) = t(&g.entry.atim) {
+            times = times.set_accessed(a);
+        }
+        if let Some(m) = t(&g.entry.mtim) {
+            times = times.set_modified(m);
+        }
+        let _ = dst.set_times(times);
+        Ok(())
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    copied
+}
+
+/// Open one description with the recorded flags and offset.
+fn open_desc(path: &Path, reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
+    let acc = reg.flags as i32 & libc::O_ACCMODE;
+    let flags = reg.flags as i32
+        & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
+    let mut f = OpenOptions::new()
+        .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+        .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+        .custom_flags(flags | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    if reg.pos != 0 {
+        f.seek(SeekFrom::Start(reg.pos))?;
+    }
+    Ok(OwnedFd::from(f))
+}

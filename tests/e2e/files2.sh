@@ -1,0 +1,72 @@
+# Files deleted while open (ghost files), memfds, directories and O_PATH fds
+# (issue 4). Sourced by run.sh after ipc.sh: uses its helpers (cr_test,
+# start_prog, do_dump, do_restore, expect_pass, dump_must_fail, fail...) and
+# adds its tests to ALL_TESTS.
+
+# A deleted file with 10 MiB of content, three fds on two descriptions:
+# saved as a ghost file (over the default 1 MiB limit, so --ghost-limit 16M),
+# recreated, opened with its flags and offsets, unlinked again.
+t_ghost_big() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog files2 --mode ghost --dir "$D/files" --kb 10240 || return 1
+    do_dump "$D/img" --ghost-limit 16M || return 1
+    [ -f "$D/img/ghost-file-1.img" ] && [ -f "$D/img/remap-fpath.img" ] ||
+        { fail "no ghost-file-1.img / remap-fpath.img in the images" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" || return 1
+    ls "$D/files" | grep -q ghost &&
+        { fail "the restore left $(ls "$D/files" | tr '\n' ' ') behind" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# A small deleted file under the default limit, images checked: the REG entry
+# has the path without " (deleted)", remap-fpath says GHOST, the ghost holds
+# the content.
+t_ghost_images() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog files2 --mode ghost --dir "$D/files" --kb 64 || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/files.img" >"$D/files.json" 2>&1 &&
+        "$CRUST" image decode -i "$D/img/remap-fpath.img" >"$D/remap.json" 2>&1 &&
+        "$CRUST" image decode -i "$D/img/ghost-file-1.img" >"$D/ghost.json" 2>&1 ||
+        { fail "cannot decode the images: $(head -c 200 "$D/files.json" "$D/remap.json" "$D/ghost.json")"; return 1; }
+    python3 - "$D/files.json" "$D/remap.json" "$D/ghost.json" "$D/files/ghost.dat" >"$D/check.out" 2>&1 <<'PY' ||
+import json, sys
+files = json.load(open(sys.argv[1]))["entries"]
+remap = json.load(open(sys.argv[2]))["entries"]
+ghost = json.load(open(sys.argv[3]))["entries"]
+regs = [f for f in files if f.get("reg", {}).get("name") == sys.argv[4]]
+assert len(regs) == 2, "expected 2 REG entries named %s, got %d" % (sys.argv[4], len(regs))
+assert all(r["reg"]["size"] == 65536 for r in regs), regs
+assert len(remap) == 2, remap
+assert {r["orig_id"] for r in remap} == {r["id"] for r in regs}, remap
+assert all(r["remap_id"] == 1 and r["remap_type"] in ("GHOST", 1) for r in remap), remap
+assert len(ghost) == 1 and ghost[0]["mode"] == 0o100640, ghost
+PY
+        { fail "$(tail -n 1 "$D/check.out")"; return 1; }
+    [ "$(stat -c %s "$D/img/ghost-file-1.img")" -gt 65536 ] || { fail "ghost-file-1.img is too small"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A deleted file of 2 MiB is over the default limit: the dump fails naming
+# the file and the limit; the program runs on untouched.
+t_err_dump_ghost_limit() {
+    mkdir -p "$D/files"
+    dump_must_fail 'ghost\.dat.*limit' files2 --mode ghost --dir "$D/files" --kb 2048
+}
+
+# A ghost image whose content is shorter than the file was: refused before
+# any task exists, nothing left in the directory.
+t_err_restore_ghost_short() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog files2 --mode ghost --dir "$D/files" --kb 64 || return 1
+    do_dump "$D/img" || return 1
+    truncate -s -100 "$D/img/ghost-file-1.img"
+    restore_fails_naming "$D/img" "$PID" ghost 1 || return 1
+    [ -z "$(ls "$D/files")" ] || { fail "the failed restore left $(ls "$D/files" | tr '\n' ' ')"; return 1; }
+}
+
+ALL_TESTS+=(ghost-big ghost-images err-dump-ghost-limit err-restore-ghost-short)
