@@ -910,6 +910,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/unix.sh
 . "$ROOT/tests/e2e/unix.sh"
 
+# File locks and System V IPC (issue 4).
+# shellcheck source=tests/e2e/ipcns.sh
+. "$ROOT/tests/e2e/ipcns.sh"
+
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh
 . "$ROOT/tests/e2e/files2.sh"

@@ -1,6 +1,7 @@
 //! `crust dump`: freeze a process, write its state as CRIU images, then
 //! kill it (or let it run on).
 
+use crate::filelocks::LockDump;
 use crate::files::FileTable;
 use crate::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
@@ -295,6 +296,7 @@ fn dump_tree(
     let mut files = FileTable::new(opts.shell_job);
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);
+    let mut locks = LockDump::new(opts.file_locks);
     let mut pstree = Vec::with_capacity(tree.procs.len());
     let mut kobjs = KobjIds::default();
     let mut next_pages = 1u32;
@@ -372,6 +374,7 @@ fn dump_tree(
                     files: &mut files,
                     jobs: &jobs,
                     vmas_of: &mut vmas_of,
+                    locks: &mut locks,
                 };
                 dump_process(proc, p, &stat, &status, &mut out, &ids)?;
                 memdump_time_us += us_since(t_mem);
@@ -397,6 +400,7 @@ fn dump_tree(
 
     let t_write = Instant::now();
     files.write(dir)?;
+    locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory()])?;
     let pstree = add_helpers(dir, pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
@@ -657,6 +661,7 @@ fn dump_process(
     } else {
         files.collect_fds(proc, pid)?
     };
+    out.locks.collect(pid, nspid, &fds)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(&cwd)?;
@@ -693,6 +698,8 @@ struct Sinks<'a> {
     jobs: &'a std::sync::mpsc::Sender<PageJob>,
     /// VMAs of the processes dumped so far, by host pid.
     vmas_of: &'a mut std::collections::HashMap<i32, std::sync::Arc<Vec<mem::Vma>>>,
+    /// File locks held through the fds (--file-locks).
+    locks: &'a mut LockDump,
 }
 
 /// Copying one process's pages into its pagemap and pages images.

@@ -78,6 +78,7 @@ pub struct RestoreOutcome {
 mod dump;
 mod events;
 mod fdpass;
+mod filelocks;
 mod files;
 mod ghost;
 mod mem;

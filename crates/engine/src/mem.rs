@@ -119,14 +119,19 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                 if map.shared && path == "/dev/zero" {
                     return unsupported("shared anonymous");
                 }
+                if path.starts_with("/SYSV") && map.shared {
+                    // The kernel names an attached segment /SYSV<key>.
+                    return Err(Error::unsupported(format!(
+                        "process {pid} has System V shared memory attached ({}, shmid {}); System V IPC objects are dumped only for a tree with its own IPC namespace, which crust does not support yet",
+                        describe(&map),
+                        map.inode
+                    )));
+                }
                 if map.is_deleted() {
                     return unsupported("deleted file");
                 }
                 if path.starts_with("/memfd:") {
                     return unsupported("memfd");
-                }
-                if path.starts_with("/SYSV") {
-                    return unsupported("System V shared memory");
                 }
                 if vm_flags.iter().any(|f| f == "io" || f == "pf")
                     || (path.starts_with("/dev/") && path != "/dev/zero")

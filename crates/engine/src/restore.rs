@@ -14,6 +14,7 @@
 //! each task returns straight into its old context.
 
 use crate::events::EventFiles;
+use crate::filelocks::RestoreLocks;
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
 use crate::pipes::{OpenShared, SharedFiles};
@@ -97,6 +98,8 @@ struct ImageSet {
     events: EventFiles,
     /// Unix sockets and their queued messages.
     unix: UnixFiles,
+    /// File locks to take again (--file-locks).
+    locks: RestoreLocks,
     /// Files deleted while open, saved as ghost files.
     ghosts: crate::ghost::Ghosts,
 }
@@ -173,6 +176,13 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
     let ghosts = crate::ghost::Ghosts::load(&dir)?;
+    let locks = RestoreLocks::load(
+        &dir,
+        opts.file_locks,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -203,6 +213,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         events,
         unix,
         ghosts,
+        locks,
     })
 }
 
@@ -703,6 +714,17 @@ fn create_and_build(
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
     grow(img, 0, opts, tramp, tty, created, &mut pages)?;
+    // File locks, once every fd of the tree is open.
+    for (i, p) in img.procs.iter().enumerate() {
+        if p.live.is_some() && !img.locks.is_empty() {
+            let mut r = Remote {
+                task: &mut created.tasks[i][0],
+                scratch: RemoteAddr(tramp + PAGE_SIZE),
+                scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            };
+            img.locks.apply(&mut r, p.pid())?;
+        }
+    }
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
             build_creds(&mut created.tasks[i], live, tramp)?;

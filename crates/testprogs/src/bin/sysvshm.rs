@@ -1,0 +1,55 @@
+//! `sysvshm`: a System V shared memory segment (IPC_PRIVATE, 64 KiB)
+//! attached and filled with a pattern; it is marked for removal at once, so
+//! it goes away with the process. After SIGTERM the pattern must be intact
+//! and the segment still attached at the same address.
+//!
+//! crust refuses to dump it (System V IPC is dumped only with an IPC
+//! namespace of the tree's own); the e2e test checks that the process runs
+//! on untouched.
+
+use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
+
+const SIZE: usize = 64 << 10;
+
+fn main() {
+    let args = start();
+    // SAFETY: shmget/shmat/shmctl take integers and a null address hint;
+    // the segment is SIZE bytes and stays attached for the program's life.
+    let base = unsafe {
+        let id = libc::shmget(libc::IPC_PRIVATE, SIZE, libc::IPC_CREAT | 0o600);
+        if id < 0 {
+            die("shmget");
+        }
+        let p = libc::shmat(id, std::ptr::null(), 0);
+        if p as isize == -1 {
+            die("shmat");
+        }
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        p as *mut u8
+    };
+    // SAFETY: `base` points to SIZE bytes of attached, writable memory.
+    let mem = unsafe { std::slice::from_raw_parts_mut(base, SIZE) };
+    for (i, b) in mem.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    ready(&args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(20);
+    }
+    let verdict = (|| -> Result<(), String> {
+        let bad = mem
+            .iter()
+            .enumerate()
+            .find(|(i, b)| **b != (*i % 251) as u8);
+        ensure!(bad.is_none(), "segment byte {:?} changed", bad);
+        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+        let at = format!("{:x}-", base as usize);
+        ensure!(
+            maps.lines()
+                .any(|l| l.starts_with(&at) && l.contains("/SYSV")),
+            "the segment is no longer mapped at {at}"
+        );
+        Ok(())
+    })();
+    finish(&args, verdict);
+}
