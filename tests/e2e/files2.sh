@@ -70,3 +70,58 @@ t_err_restore_ghost_short() {
 }
 
 ALL_TESTS+=(ghost-big ghost-images err-dump-ghost-limit err-restore-ghost-short)
+
+# A sealed memfd (F_SEAL_SHRINK|F_SEAL_GROW) of 1 MiB with a hole, two
+# descriptions (one opened through /proc/self/fd): name, content, offsets,
+# flags and seals back; the images hold a MEMFD entry and its memfd.img inode.
+t_memfd_seals() {
+    need_cr || return $?
+    start_prog files2 --mode memfd || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/memfd.img" >"$D/memfd.json" 2>&1 ||
+        { fail "cannot decode memfd.img: $(head -c 200 "$D/memfd.json")"; return 1; }
+    python3 - "$D/memfd.json" >"$D/check.out" 2>&1 <<'PY' ||
+import json, sys
+m = json.load(open(sys.argv[1]))["entries"]
+assert len(m) == 1, m
+e = m[0]
+assert e["name"] == "crust-test-memfd" and e["size"] == 1 << 20, e
+s = e["seals"]
+assert s == 6 or ("SHRINK" in str(s) and "GROW" in str(s)), s
+PY
+        { fail "$(tail -n 1 "$D/check.out")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# Directory fds and O_PATH fds keep their flags; a file opened through
+# /proc/self/fd is restored as the file itself.
+t_dir_opath() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    cr_test files2 --mode dirs --dir "$D/files"
+}
+
+# memfd.img names an inode the fd's MEMFD entry does not match: refused
+# before any task exists.
+t_err_restore_memfd_inode() {
+    need_cr || return $?
+    start_prog files2 --mode memfd || return 1
+    do_dump "$D/img" || return 1
+    python3 - "$D/img/memfd.img" <<'PY' || { fail "cannot edit memfd.img"; return 1; }
+import struct, sys
+# memfd_inode_entry field 7 (inode_id, varint 1) -> 9.
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n = struct.unpack_from("<I", b, 8)[0]
+e = b[12:12 + n]
+i = e.find(bytes([7 << 3, 1]))
+assert i >= 0
+e[i + 1] = 9
+b[12:12 + n] = e
+open(p, "wb").write(b)
+PY
+    restore_fails_naming "$D/img" "$PID" "inode 1" 1
+}
+
+ALL_TESTS+=(memfd-seals dir-opath err-restore-memfd-inode)

@@ -8,6 +8,7 @@
 use crate::events;
 use crate::fdpass::{self, Gift};
 use crate::ghost;
+use crate::memfd;
 use crate::pipes::{self, OpenShared, PipeDump};
 use crate::remote::Remote;
 use crate::unix;
@@ -54,6 +55,8 @@ pub struct FileTable {
     events: events::EventDump,
     /// Files deleted while open (ghost files).
     ghosts: ghost::GhostDump,
+    /// memfd descriptions seen, their contents.
+    memfds: memfd::MemfdDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -88,6 +91,7 @@ impl FileTable {
             unix: unix::UnixDump::default(),
             events: events::EventDump::default(),
             ghosts: ghost::GhostDump::default(),
+            memfds: memfd::MemfdDump::default(),
         }
     }
 
@@ -346,8 +350,33 @@ impl FileTable {
                 debug!("{pid}: fd {fd} -> {target} (id {id}, ghost)");
                 continue;
             }
-            if target.starts_with("/memfd:") {
-                return Err(what("memfd"));
+            if memfd::name_of(&target).is_some() {
+                let id = match self.memfds.known(pid, fd) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_id();
+                        let e = self.memfds.add(
+                            pid,
+                            fd,
+                            &target,
+                            info.flags & !O_CLOEXEC,
+                            info.pos,
+                            id,
+                            &mut self.memfd_inodes,
+                        )?;
+                        self.files.push(e);
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::MEMFD,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
+                continue;
             }
             if is_terminal_path(&target) && !self.shell_job {
                 return Err(Error::unsupported(format!(
@@ -425,6 +454,7 @@ impl FileTable {
         write_image(dir, ImageType::Files, 0, &self.files)?;
         self.pipes.write(dir)?;
         self.ghosts.write(dir)?;
+        self.memfds.write(dir)?;
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
@@ -595,6 +625,16 @@ impl RestoreFiles {
                 }
                 continue;
             }
+            if fd.r#type == fd_types::MEMFD {
+                // Checked by memfd::Memfds::load.
+                if fd.fd > i32::MAX as u32 {
+                    return Err(Error::BadImage {
+                        dir: dir.to_path_buf(),
+                        why: format!("fd number {} is out of range", fd.fd),
+                    });
+                }
+                continue;
+            }
             if fd.r#type != fd_types::REG {
                 return Err(Error::unsupported(format!(
                     "restoring fd {} of type {} (only regular files, pipes, FIFOs and event files so far)",
@@ -745,6 +785,18 @@ impl RestoreFiles {
                 let fd = shared.get(f.id).ok_or_else(|| Error::Restore {
                     pid: r.pid(),
                     what: format!("no pipe or FIFO was made for file {} (fd {})", f.id, f.fd),
+                })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
+            if f.r#type == fd_types::MEMFD {
+                let fd = shared.memfds.get(f.id).ok_or_else(|| Error::Restore {
+                    pid: r.pid(),
+                    what: format!("no memfd was made for file {} (fd {})", f.id, f.fd),
                 })?;
                 gifts.push(Gift {
                     fd,

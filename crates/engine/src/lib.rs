@@ -82,6 +82,7 @@ mod filelocks;
 mod files;
 mod ghost;
 mod mem;
+mod memfd;
 mod pipes;
 mod remote;
 mod restore;

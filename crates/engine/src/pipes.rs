@@ -300,6 +300,8 @@ pub struct OpenShared {
     pub unix: crate::unix::OpenUnix,
     /// Deleted files, see [`crate::ghost`].
     pub ghosts: crate::ghost::OpenGhosts,
+    /// memfds, see [`crate::memfd`].
+    pub memfds: crate::memfd::OpenMemfds,
 }
 
 impl OpenShared {

@@ -102,6 +102,8 @@ struct ImageSet {
     locks: RestoreLocks,
     /// Files deleted while open, saved as ghost files.
     ghosts: crate::ghost::Ghosts,
+    /// memfds the fds are on.
+    memfds: crate::memfd::Memfds,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -176,6 +178,14 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
     let ghosts = crate::ghost::Ghosts::load(&dir)?;
+    let memfd_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::MEMFD)
+        .map(|f| f.id)
+        .collect();
+    let memfds = crate::memfd::Memfds::load(&dir, &memfd_ids)?;
     let locks = RestoreLocks::load(
         &dir,
         opts.file_locks,
@@ -214,6 +224,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         unix,
         ghosts,
         locks,
+        memfds,
     })
 }
 
@@ -498,6 +509,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     created.shared.events = img.events.open()?;
     created.shared.unix = img.unix.open()?;
     created.shared.ghosts = img.ghosts.open()?;
+    created.shared.memfds = img.memfds.open()?;
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created

@@ -1,0 +1,473 @@
+//! memfd file descriptors, in CRIU's images.
+//!
+//! Dump: an fd whose link reads `/memfd:NAME (deleted)` is a MEMFD entry of
+//! files.img (status flags, offset, `inode_id`); its inode is one
+//! `memfd.img` entry (NAME, owner, size, seals, mode, `shmid` = inode
+//! number), shared by every description on it. The content goes where CRIU
+//! puts it: `pagemap-shmem-<ino>.img` (vaddr = offset in the file) and a
+//! pages file of its own; pages that hold only zeros are left out.
+//!
+//! Restore: crust makes each memfd with its name, fills it, sets its size,
+//! mode and owner, opens one description per files.img id through
+//! /proc/self/fd (with its flags and offset), and adds the seals last.
+//! Tasks get the descriptions over SCM_RIGHTS.
+
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::consts::pe;
+use crust_images::image::{ImageReader, ImageType, ImageWriter};
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
+use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
+use crust_sys::PAGE_SIZE;
+use log::debug;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Seals memfd.img may carry: SEAL, SHRINK, GROW, WRITE, FUTURE_WRITE, EXEC.
+const KNOWN_SEALS: u32 = 0x3f;
+/// memfd names are at most 249 bytes (NAME_MAX less the "memfd:" prefix).
+const NAME_MAX: usize = 249;
+/// Largest memfd crust restores.
+const MAX_SIZE: u64 = 1 << 40;
+const BATCH: usize = 1 << 20;
+
+/// The name of the memfd an fd link is on (`/memfd:NAME (deleted)`).
+pub fn name_of(link: &str) -> Option<&str> {
+    let rest = link.strip_prefix("/memfd:")?;
+    Some(rest.strip_suffix(" (deleted)").unwrap_or(rest))
+}
+
+/// The pages-N.img id of a memfd's content: the same scheme mem.rs uses for
+/// shared anonymous memory (bit 31 plus the inode number's low bits).
+fn pages_id(ino: u64) -> u32 {
+    (1 << 31) | (ino as u32 & !(1 << 31))
+}
+
+// ---------------------------------------------------------------- dump
+
+struct Seen {
+    pid: i32,
+    fd: i32,
+    id: u32,
+}
+
+struct Content {
+    ino: u64,
+    file: File,
+    size: u64,
+}
+
+/// memfds seen while dumping a tree.
+#[derive(Default)]
+pub struct MemfdDump {
+    seen: Vec<Seen>,
+    /// inode number -> memfd.img inode_id.
+    inodes: HashMap<u64, u32>,
+    contents: Vec<Content>,
+}
+
+impl MemfdDump {
+    /// The files.img id of the description fd `fd` of `pid` is on, if an
+    /// fd seen before (in any process) is on the same one.
+    pub fn known(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.seen
+            .iter()
+            .find(|s| crust_sys::process::kcmp_file(s.pid, pid, s.fd, fd).unwrap_or(false))
+            .map(|s| s.id)
+    }
+
+    /// A new description on a memfd: its MEMFD entry, and its inode (pushed
+    /// to `inodes`, memfd.img) if new.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        link: &str,
+        flags: u32,
+        pos: u64,
+        id: u32,
+        inodes: &mut Vec<MemfdInodeEntry>,
+    ) -> Result<FileEntry, Error> {
+        let name = name_of(link).unwrap_or(link);
+        let proc_path = format!("/proc/{pid}/fd/{fd}");
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&proc_path)
+            .map_err(sys_err(
+                pid,
+                format!("open memfd {name:?} of fd {fd} through {proc_path}"),
+            ))?;
+        let md = file
+            .metadata()
+            .map_err(sys_err(pid, format!("stat memfd of fd {fd}")))?;
+        let inode_id = match self.inodes.get(&md.ino()) {
+            Some(i) => *i,
+            None => {
+                let seals = crust_sys::memfd::seals(file.as_fd())
+                    .map_err(sys_err(pid, format!("F_GET_SEALS of fd {fd}")))?;
+                let inode_id = inodes.len() as u32 + 1;
+                inodes.push(MemfdInodeEntry {
+                    name: name.to_string(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    size: md.size(),
+                    shmid: md.ino() as u32,
+                    seals,
+                    inode_id: inode_id as u64,
+                    mode: Some(md.mode()),
+                    ..Default::default()
+                });
+                self.inodes.insert(md.ino(), inode_id);
+                self.contents.push(Content {
+                    ino: md.ino(),
+                    file,
+                    size: md.size(),
+                });
+                debug!(
+                    "{pid}: fd {fd} is memfd {name:?} ino {} ({} bytes, seals {seals:#x}): inode {inode_id}",
+                    md.ino(),
+                    md.size()
+                );
+                inode_id
+            }
+        };
+        self.seen.push(Seen { pid, fd, id });
+        Ok(FileEntry {
+            r#type: fd_types::MEMFD,
+            id,
+            memfd: Some(MemfdFileEntry {
+                id,
+                flags,
+                pos,
+                fown: FownEntry::default(),
+                inode_id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Write the content of every memfd: `pagemap-shmem-<ino>.img` and
+    /// its pages file.
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        for c in &self.contents {
+            write_content(dir, c)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_content(dir: &Path, c: &Content) -> Result<(), Error> {
+    let pid = pages_id(c.ino);
+    let pages_name = ImageType::Pages.file_name(pid as u64);
+    let pages_path = dir.join(&pages_name);
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let out = File::create(&pages_path).map_err(io("cannot create", &pages_path))?;
+    let mut w = std::io::BufWriter::with_capacity(BATCH, out);
+    let total = c.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; BATCH];
+    let mut off = 0u64;
+    while off < total {
+        let len = ((total - off) as usize).min(BATCH);
+        let chunk = &mut buf[..len];
+        let mut got = 0usize;
+        while got < len {
+            match c.file.read_at(&mut chunk[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("cannot read memfd content for", &pages_path)(e)),
+            }
+        }
+        chunk[got..].fill(0);
+        for (i, page) in chunk.chunks_exact(PAGE_SIZE as usize).enumerate() {
+            if page.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let at = off + i as u64 * PAGE_SIZE;
+            match runs.last_mut() {
+                Some((s, n)) if *s + *n * PAGE_SIZE == at => *n += 1,
+                _ => runs.push((at, 1)),
+            }
+            std::io::Write::write_all(&mut w, page).map_err(io("cannot write", &pages_path))?;
+        }
+        off += len as u64;
+    }
+    std::io::Write::flush(&mut w).map_err(io("cannot write", &pages_path))?;
+    let name = ImageType::ShmemPagemap.file_name(c.ino as u32 as u64);
+    let werr = |source| Error::Image {
+        what: format!("cannot write {name}"),
+        source,
+    };
+    let mut pm = ImageWriter::create(dir, ImageType::ShmemPagemap, &name).map_err(werr)?;
+    pm.write_entry(&PagemapHead {
+        pages_id: pid,
+        ..Default::default()
+    })
+    .map_err(werr)?;
+    for (vaddr, n) in runs {
+        pm.write_entry(&PagemapEntry {
+            vaddr,
+            compat_nr_pages: 0,
+            flags: Some(pe::PRESENT),
+            nr_pages: Some(n),
+            ..Default::default()
+        })
+        .map_err(werr)?;
+    }
+    pm.finish().map_err(werr)
+}
+
+// ---------------------------------------------------------------- restore
+
+#[derive(Debug)]
+struct InodeImage {
+    entry: MemfdInodeEntry,
+    /// (offset in the memfd, offset in the pages file, bytes).
+    runs: Vec<(u64, u64, u64)>,
+    pages: PathBuf,
+}
+
+/// The memfds of an image set (those fds use), read and checked.
+#[derive(Debug, Default)]
+pub struct Memfds {
+    inodes: BTreeMap<u64, InodeImage>,
+    /// files.img id -> MEMFD entry.
+    files: BTreeMap<u32, MemfdFileEntry>,
+}
+
+/// Descriptions on memfds crust made, by files.img id.
+#[derive(Debug, Default)]
+pub struct OpenMemfds {
+    by_id: HashMap<u32, OwnedFd>,
+}
+
+impl OpenMemfds {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+}
+
+impl Memfds {
+    /// Read the MEMFD entries that fds of `fd_ids` use, their memfd.img
+    /// inodes and their pages; check them all.
+    pub fn load(dir: &Path, fd_ids: &[u32]) -> Result<Memfds, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let mut out = Memfds::default();
+        if fd_ids.is_empty() {
+            return Ok(out);
+        }
+        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
+        let inodes: Vec<MemfdInodeEntry> = crate::util::read_image(dir, ImageType::MemfdInode, 0)?;
+        for &id in fd_ids {
+            let m = by_id
+                .get(&id)
+                .filter(|f| f.r#type == fd_types::MEMFD)
+                .and_then(|f| f.memfd.as_ref())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "an fd refers to memfd file id {id}, which files.img does not have"
+                    ))
+                })?;
+            let ino = inodes
+                .iter()
+                .find(|i| i.inode_id == m.inode_id as u64)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "memfd file {id} refers to inode {}, which memfd.img does not have",
+                        m.inode_id
+                    ))
+                })?;
+            if let std::collections::btree_map::Entry::Vacant(v) = out.inodes.entry(ino.inode_id) {
+                v.insert(load_inode(dir, ino)?);
+            }
+            out.files.insert(id, m.clone());
+        }
+        Ok(out)
+    }
+
+    /// Make every memfd, fill it, open its descriptions, seal it.
+    pub fn open(&self) -> Result<OpenMemfds, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = OpenMemfds::default();
+        for (inode_id, ino) in &self.inodes {
+            let e = &ino.entry;
+            let what = format!("memfd {:?} (inode {inode_id})", e.name);
+            let mfd = crust_sys::memfd::memfd_create(&e.name, 0)
+                .map_err(sys_err(me, format!("memfd_create for {what}")))?;
+            let f = File::from(mfd);
+            f.set_len(e.size)
+                .map_err(sys_err(me, format!("set the size of {what}")))?;
+            let mut src = File::open(&ino.pages).map_err(|source| Error::Io {
+                op: "cannot open",
+                path: ino.pages.clone(),
+                source,
+            })?;
+            let mut buf = vec![0u8; BATCH];
+            for &(at, from, len) in &ino.runs {
+                src.seek(SeekFrom::Start(from))
+                    .map_err(sys_err(me, format!("seek in {}", ino.pages.display())))?;
+                let mut done = 0u64;
+                while done < len {
+                    let n = ((len - done) as usize).min(BATCH);
+                    std::io::Read::read_exact(&mut src, &mut buf[..n])
+                        .map_err(sys_err(me, format!("read {}", ino.pages.display())))?;
+                    f.write_all_at(&buf[..n], at + done)
+                        .map_err(sys_err(me, format!("fill {what}")))?;
+                    done += n as u64;
+                }
+            }
+            // Whole pages were written: the last one may have grown it.
+            f.set_len(e.size)
+                .map_err(sys_err(me, format!("set the size of {what}")))?;
+            if let Some(mode) = e.mode {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(sys_err(me, format!("chmod {what}")))?;
+            }
+            std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid))
+                .map_err(sys_err(me, format!("chown {what}")))?;
+            let via = format!("/proc/self/fd/{}", f.as_raw_fd());
+            for (id, m) in self
+                .files
+                .iter()
+                .filter(|(_, m)| m.inode_id as u64 == *inode_id)
+            {
+                let acc = m.flags as i32 & libc::O_ACCMODE;
+                let flags = m.flags as i32
+                    & !(libc::O_ACCMODE
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_TRUNC
+                        | libc::O_CLOEXEC);
+                let mut d = OpenOptions::new()
+                    .read(acc != libc::O_WRONLY)
+                    .write(acc != libc::O_RDONLY)
+                    .custom_flags(flags | libc::O_CLOEXEC)
+                    .open(&via)
+                    .map_err(sys_err(me, format!("open {what} for file {id}")))?;
+                if m.pos != 0 {
+                    d.seek(SeekFrom::Start(m.pos))
+                        .map_err(sys_err(me, format!("seek {what} for file {id}")))?;
+                }
+                out.by_id.insert(*id, OwnedFd::from(d));
+            }
+            if e.seals != 0 {
+                crust_sys::memfd::add_seals(f.as_fd(), e.seals)
+                    .map_err(sys_err(me, format!("add seals {:#x} to {what}", e.seals)))?;
+            }
+            debug!("{what}: {} bytes, seals {:#x}", e.size, e.seals);
+        }
+        Ok(out)
+    }
+}
+
+fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
+    let bad = |why: String| Error::BadImage {
+        dir: dir.to_path_buf(),
+        why: format!("memfd.img: inode {} ({:?}): {why}", e.inode_id, e.name),
+    };
+    if e.name.len() > NAME_MAX || e.name.contains('\0') {
+        return Err(bad("bad name".into()));
+    }
+    if e.size > MAX_SIZE {
+        return Err(bad(format!("size {} is too large", e.size)));
+    }
+    if e.seals & !KNOWN_SEALS != 0 {
+        return Err(bad(format!("unknown seals {:#x}", e.seals)));
+    }
+    if let Some(mode) = e.mode {
+        if mode & libc::S_IFMT != 0 && mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(bad(format!("mode {mode:o} is not a regular file's")));
+        }
+    }
+    let name = ImageType::ShmemPagemap.file_name(e.shmid as u64);
+    let rerr = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
+        Ok(r) => r,
+        // No pages stored: all zeros.
+        Err(err) if err.is_missing() => {
+            return Ok(InodeImage {
+                entry: e.clone(),
+                runs: Vec::new(),
+                pages: PathBuf::new(),
+            })
+        }
+        Err(err) => return Err(rerr(err)),
+    };
+    let head: PagemapHead = r
+        .read_entry()
+        .map_err(rerr)?
+        .ok_or_else(|| bad(format!("{name} holds no pagemap head")))?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
+    let pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
+    let have = std::fs::metadata(&pages)
+        .map_err(|source| Error::Io {
+            op: "cannot stat",
+            path: pages.clone(),
+            source,
+        })?
+        .len();
+    let limit = e.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut runs = Vec::new();
+    let mut from = 0u64;
+    for p in &entries {
+        let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
+        let flags = p.flags.unwrap_or(pe::PRESENT);
+        if p.in_parent == Some(true) || flags & pe::PARENT != 0 {
+            return Err(Error::unsupported(
+                "images that refer to a parent (pre-dump) image set",
+            ));
+        }
+        if flags & pe::PRESENT == 0 {
+            continue;
+        }
+        let len = n
+            .checked_mul(PAGE_SIZE)
+            .filter(|l| {
+                p.vaddr % PAGE_SIZE == 0 && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "{name}: {n} pages at offset {:#x} are outside the memfd's {} bytes",
+                    p.vaddr, e.size
+                ))
+            })?;
+        runs.push((p.vaddr, from, len));
+        from += len;
+    }
+    if from > have {
+        return Err(bad(format!(
+            "{name} lists {from} bytes of pages, {} holds {have}",
+            pages.display()
+        )));
+    }
+    Ok(InodeImage {
+        entry: e.clone(),
+        runs,
+        pages,
+    })
+}
