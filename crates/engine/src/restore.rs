@@ -177,6 +177,13 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .iter()
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
+    let locks = RestoreLocks::load(
+        &dir,
+        opts.file_locks,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
     let ghosts = crate::ghost::Ghosts::load(&dir)?;
     let memfd_ids: Vec<u32> = procs
         .iter()
@@ -186,13 +193,6 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         .map(|f| f.id)
         .collect();
     let memfds = crate::memfd::Memfds::load(&dir, &memfd_ids)?;
-    let locks = RestoreLocks::load(
-        &dir,
-        opts.file_locks,
-        procs
-            .iter()
-            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
-    )?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -222,8 +222,8 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         shared,
         events,
         unix,
-        ghosts,
         locks,
+        ghosts,
         memfds,
     })
 }
@@ -758,7 +758,9 @@ fn grow(
 ) -> Result<(), Error> {
     let p = &img.procs[i];
     if let Some(live) = &p.live {
+        let t = Instant::now();
         *pages += build_memory(&mut created.tasks[i][0], &img.dir, live, tramp)?;
+        debug!("{}: memory built in {} us", p.pid(), us_since(t));
     }
     for c in 0..img.procs.len() {
         let child = &img.procs[c];
@@ -797,6 +799,7 @@ fn grow(
             let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
             created.tasks[i].push(t);
         }
+        let t = Instant::now();
         build_rest(
             &mut created.tasks[i],
             p.pid(),
@@ -805,6 +808,7 @@ fn grow(
             tty,
             &created.shared,
         )?;
+        debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())
 }
