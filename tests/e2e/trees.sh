@@ -39,6 +39,7 @@ t_orphans() { cr_tree orphans; }
 t_forest() { cr_tree forest --n 30; }
 t_vforker() { cr_tree vforker; }
 t_ptimers() { cr_test ptimers; }
+t_shmchild() { cr_tree shmchild; }
 
 # A tree whose root is pid 1 of its own pid namespace (unshare -p -f runs
 # `loop` as the namespace's init), dumped and restored twice in a row.
@@ -166,5 +167,5 @@ t_cow() {
     return $rc
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow ptimers pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow ptimers shmchild pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

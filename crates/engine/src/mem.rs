@@ -1291,6 +1291,44 @@ pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Shared anonymous memory (and memfd mappings) a child has at the same
+/// places as its parent, on the same object: the child cloned from its
+/// restored parent already maps the parent's object there, and keeping it
+/// is what keeps them sharing. An object counts only when all its VMAs in
+/// the child are such copies.
+pub fn inherited_shmem(
+    dir: &Path,
+    mm: &MmEntry,
+    parent: &MmEntry,
+) -> Result<Vec<(u64, u64)>, Error> {
+    let mine = load_shmem(dir, mm)?;
+    let theirs = load_shmem(dir, parent)?;
+    let mut out = Vec::new();
+    for o in &mine {
+        let Some(po) = theirs.iter().find(|p| p.ino == o.ino) else {
+            continue;
+        };
+        let vmas: Vec<&VmaEntry> = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .collect();
+        let all_in_parent = vmas.iter().all(|v| {
+            parent.vmas.iter().any(|pv| {
+                is_shmem_entry(pv)
+                    && pv.shmid == po.key
+                    && pv.start == v.start
+                    && pv.end == v.end
+                    && pv.pgoff == v.pgoff
+            })
+        });
+        if all_in_parent {
+            out.extend(vmas.iter().map(|v| (v.start, v.end)));
+        }
+    }
+    Ok(out)
+}
+
 /// Map the VMAs, fill their pages and set their protections. The VMAs in
 /// `inherited` are already there (copies of the parent's, see
 /// [`inherited_vmas`]): they are only made writable for the fill, and the
@@ -1309,6 +1347,9 @@ pub fn restore_vmas(
     let mut scratch_off = 0u64;
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
+            continue;
+        }
+        if is_shmem_entry(v) && inherited.contains(&(v.start, v.end)) {
             continue;
         }
         if is_shmem_entry(v) {
@@ -1407,7 +1448,12 @@ pub fn restore_vmas(
     let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
-    for &(start, end) in inherited {
+    let private_inherited = inherited.iter().filter(|r| {
+        mm.vmas
+            .iter()
+            .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
+    });
+    for &(start, end) in private_inherited {
         let mut covered: Vec<(u64, u64)> = runs
             .iter()
             .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
@@ -1430,7 +1476,14 @@ pub fn restore_vmas(
         r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     }
     for o in &shmem {
-        restored += restore_shmem(r, dir, mm, o)?;
+        let kept = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .all(|v| inherited.contains(&(v.start, v.end)));
+        if !kept {
+            restored += restore_shmem(r, dir, mm, o)?;
+        }
     }
     // Final protections and advice.
     for v in &mm.vmas {

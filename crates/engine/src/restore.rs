@@ -759,7 +759,18 @@ fn grow(
     let p = &img.procs[i];
     if let Some(live) = &p.live {
         let t = Instant::now();
-        *pages += build_memory(&mut created.tasks[i][0], &img.dir, live, tramp)?;
+        // The nearest live ancestor: this task started as a copy of it.
+        let mut anc = p.entry.ppid;
+        let parent_mm = loop {
+            match img.procs.iter().find(|q| q.entry.pid == anc && i != 0) {
+                Some(q) => match &q.live {
+                    Some(l) => break Some(&l.mm),
+                    None => anc = q.entry.ppid,
+                },
+                None => break None,
+            }
+        };
+        *pages += build_memory(&mut created.tasks[i][0], &img.dir, live, parent_mm, tramp)?;
         debug!("{}: memory built in {} us", p.pid(), us_since(t));
     }
     for c in 0..img.procs.len() {
@@ -985,7 +996,13 @@ fn pick_trampoline(own: &[crust_proc::MapEntry], mms: &[&MmEntry]) -> Option<u64
 /// Build the memory of one process inside its (still single) task: forget
 /// what it inherited, move the vDSO, map the VMAs, fill the pages, set the
 /// mm fields. Returns pages restored.
-fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Result<u64, Error> {
+fn build_memory(
+    task: &mut Task,
+    dir: &Path,
+    live: &LiveImage,
+    parent: Option<&MmEntry>,
+    tramp: u64,
+) -> Result<u64, Error> {
     let proc = ProcRoot::default();
     let main = task;
     // /proc wants crust's view of the pid.
@@ -1015,7 +1032,23 @@ fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Re
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
     // Copy-on-write pages shared with the parent: keep the copies of the
     // parent's VMAs this task got at clone time; everything else goes.
-    let inherited = mem::inherited_vmas(&live.mm, &live.runs);
+    let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
+    // Shared memory objects the parent maps at the same places stay the
+    // parent's: that is what keeps them shared.
+    let shared = match parent {
+        Some(pm) => mem::inherited_shmem(dir, &live.mm, pm)?,
+        None => Vec::new(),
+    };
+    for &(s, e) in &shared {
+        if !maps.iter().any(|m| m.start == s && m.end == e && m.shared) {
+            return Err(Error::Restore {
+                pid: host,
+                what: format!(
+                    "shared memory at {s:#x}-{e:#x} is the parent's, but the parent's restored mapping is not there"
+                ),
+            });
+        }
+    }
     for &(s, e) in &inherited {
         let mut cur = s;
         while cur < e {
@@ -1042,6 +1075,7 @@ fn build_memory(task: &mut Task, dir: &Path, live: &LiveImage, tramp: u64) -> Re
             });
         }
     }
+    inherited.extend(shared);
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
     for m in &maps {
         match m.kind() {
