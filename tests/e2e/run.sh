@@ -897,6 +897,8 @@ ALL_TESTS+=(shmanon)
 # Trees, threads, sessions, pid namespaces.
 # shellcheck source=tests/e2e/trees.sh
 . "$ROOT/tests/e2e/trees.sh"
+# shellcheck source=tests/e2e/golden.sh
+. "$ROOT/tests/e2e/golden.sh"
 
 # Pipes, FIFOs and other IPC (issue 4).
 # shellcheck source=tests/e2e/ipc.sh
