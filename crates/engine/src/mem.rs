@@ -1143,6 +1143,162 @@ const FILL_CHUNK: u64 = 1 << 20;
 /// crust threads that copy pages into the task.
 const FILL_THREADS: usize = 2;
 
+/// Copies pages from pages images into stopped tasks on FILL_THREADS
+/// threads of crust, for every process of a restore: while crust builds
+/// the next process with remote syscalls, the memory of the ones before is
+/// still being filled, and each process's pages are spread over the
+/// threads in FILL_CHUNK pieces. A process's fill must be over
+/// ([`Pending::wait`]) before its final protections are set and before it
+/// begets a child that inherits its memory.
+pub struct Filler {
+    tx: Option<std::sync::mpsc::Sender<FillChunk>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct FillChunk {
+    pid: i32,
+    path: std::sync::Arc<std::path::PathBuf>,
+    addr: u64,
+    len: u64,
+    off: u64,
+    done: std::sync::Arc<Pending>,
+}
+
+/// The fill of one process: chunks left, and the first error.
+#[derive(Default)]
+pub struct Pending {
+    state: std::sync::Mutex<(usize, Option<Error>)>,
+    cv: std::sync::Condvar,
+}
+
+impl Pending {
+    fn done(&self, r: Result<(), Error>) {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 -= 1;
+        if let Err(e) = r {
+            g.1.get_or_insert(e);
+        }
+        if g.0 == 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wait until every chunk is in; the first error, if any.
+    pub fn wait(&self) -> Result<(), Error> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while g.0 > 0 {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        match g.1.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Filler {
+    pub fn new() -> Filler {
+        let (tx, rx) = std::sync::mpsc::channel::<FillChunk>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let workers = (0..FILL_THREADS)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; FILL_CHUNK as usize];
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(c) = next else { return };
+                        let r = fill_chunk(&c, &mut buf[..c.len as usize]);
+                        c.done.done(r);
+                    }
+                })
+            })
+            .collect();
+        Filler {
+            tx: Some(tx),
+            workers,
+        }
+    }
+
+    /// Queue the runs (task address, bytes, file offset) of `pages_path`
+    /// for task `pid`.
+    pub fn submit(
+        &self,
+        pid: i32,
+        pages_path: &Path,
+        runs: &[(u64, u64, u64)],
+    ) -> std::sync::Arc<Pending> {
+        let done = std::sync::Arc::new(Pending::default());
+        let path = std::sync::Arc::new(pages_path.to_path_buf());
+        let mut chunks = Vec::new();
+        for &(addr, total, off) in runs {
+            let mut at = 0;
+            while at < total {
+                let len = (total - at).min(FILL_CHUNK);
+                chunks.push(FillChunk {
+                    pid,
+                    path: path.clone(),
+                    addr: addr + at,
+                    len,
+                    off: off + at,
+                    done: done.clone(),
+                });
+                at += len;
+            }
+        }
+        done.state.lock().unwrap_or_else(|p| p.into_inner()).0 = chunks.len();
+        if let Some(tx) = &self.tx {
+            for c in chunks {
+                if let Err(std::sync::mpsc::SendError(c)) = tx.send(c) {
+                    c.done.done(Err(Error::Restore {
+                        pid,
+                        what: "the page filler has stopped".into(),
+                    }));
+                }
+            }
+        }
+        done
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn fill_chunk(c: &FillChunk, buf: &mut [u8]) -> Result<(), Error> {
+    let f = File::open(&*c.path).map_err(|source| Error::Io {
+        op: "cannot open",
+        path: c.path.to_path_buf(),
+        source,
+    })?;
+    f.read_exact_at(buf, c.off).map_err(|source| Error::Io {
+        op: "cannot read",
+        path: c.path.to_path_buf(),
+        source,
+    })?;
+    let w = mem::write(c.pid, RemoteAddr(c.addr), buf).map_err(sys_err(
+        c.pid,
+        format!("process_vm_writev at {:#x}", c.addr),
+    ))?;
+    if w != buf.len() {
+        return Err(Error::Sys {
+            pid: c.pid,
+            op: format!(
+                "short process_vm_writev at {:#x} ({w} of {} bytes)",
+                c.addr,
+                buf.len()
+            ),
+            source: std::io::Error::from_raw_os_error(libc::EFAULT),
+        });
+    }
+    Ok(())
+}
+
 /// Copy pages from the image file into the stopped task with
 /// process_vm_writev from FILL_THREADS crust threads, FILL_CHUNK bytes at
 /// a time (pread from the file into a buffer, then into the task).
@@ -1333,6 +1489,7 @@ pub fn inherited_shmem(
 /// `inherited` are already there (copies of the parent's, see
 /// [`inherited_vmas`]): they are only made writable for the fill, and the
 /// pages that are neither inherited nor stored are zeroed.
+#[allow(clippy::too_many_arguments)] // one process's whole memory image
 pub fn restore_vmas(
     r: &mut Remote<'_>,
     dir: &Path,
@@ -1341,7 +1498,8 @@ pub fn restore_vmas(
     runs: &[PageRun],
     inherited: &[(u64, u64)],
     paths: &dyn Fn(u64) -> Option<String>,
-) -> Result<u64, Error> {
+    filler: &Filler,
+) -> Result<(u64, std::sync::Arc<Pending>), Error> {
     let shmem = load_shmem(dir, mm)?;
     let mut open_fds: Vec<(u64, u32, u64)> = Vec::new(); // (shmid, fdflags, fd)
     let mut scratch_off = 0u64;
@@ -1444,7 +1602,9 @@ pub fn restore_vmas(
         .filter(|p| !p.cow)
         .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
         .collect();
-    fill_from_pages(r, &pages_path, &fill)?;
+    // The private pages are copied in by the filler's threads while crust
+    // goes on (see `Filler`); `protect_vmas` waits for them.
+    let pending = filler.submit(r.pid(), &pages_path, &fill);
     let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
@@ -1485,7 +1645,13 @@ pub fn restore_vmas(
             restored += restore_shmem(r, dir, mm, o)?;
         }
     }
-    // Final protections and advice.
+    Ok((restored, pending))
+}
+
+/// Once the pages are in (`pending`), set the final protections and the
+/// madvise advice of every VMA.
+pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Result<(), Error> {
+    pending.wait()?;
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
@@ -1510,7 +1676,7 @@ pub fn restore_vmas(
             }
         }
     }
-    Ok(restored)
+    Ok(())
 }
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.

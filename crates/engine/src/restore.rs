@@ -725,7 +725,8 @@ fn create_and_build(
     // Then depth first: a process's memory is built before it begets its
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
-    grow(img, 0, opts, tramp, tty, created, &mut pages)?;
+    let filler = mem::Filler::new();
+    grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
     // File locks, once every fd of the tree is open.
     for (i, p) in img.procs.iter().enumerate() {
         if p.live.is_some() && !img.locks.is_empty() {
@@ -747,6 +748,7 @@ fn create_and_build(
 
 /// Build process `i` (already created, with its session), then create and
 /// grow its children, then its threads, then the rest of it.
+#[allow(clippy::too_many_arguments)] // the state of one depth-first walk
 fn grow(
     img: &ImageSet,
     i: usize,
@@ -755,8 +757,10 @@ fn grow(
     tty: Option<&str>,
     created: &mut Created,
     pages: &mut u64,
+    filler: &mem::Filler,
 ) -> Result<(), Error> {
     let p = &img.procs[i];
+    let mut pending = None;
     if let Some(live) = &p.live {
         let t = Instant::now();
         // The nearest live ancestor: this task started as a copy of it.
@@ -770,8 +774,33 @@ fn grow(
                 None => break None,
             }
         };
-        *pages += build_memory(&mut created.tasks[i][0], &img.dir, live, parent_mm, tramp)?;
-        debug!("{}: memory built in {} us", p.pid(), us_since(t));
+        let (n, filling) = build_memory(
+            &mut created.tasks[i][0],
+            &img.dir,
+            live,
+            parent_mm,
+            tramp,
+            filler,
+        )?;
+        *pages += n;
+        pending = Some(filling);
+        debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
+    }
+    // A child that starts from this process's memory (to keep pages or
+    // shared objects) must see it complete; otherwise the fill goes on
+    // while the children are made and built.
+    let heirs = img.procs.iter().any(|c| {
+        c.entry.ppid == p.entry.pid
+            && c.live.as_ref().is_some_and(|l| {
+                l.runs.iter().any(|r| r.cow)
+                    || l.mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+            })
+    }) || img
+        .procs
+        .iter()
+        .any(|c| c.entry.ppid == p.entry.pid && c.helper);
+    if heirs {
+        protect(created, i, p, pending.take(), tramp)?;
     }
     for c in 0..img.procs.len() {
         let child = &img.procs[c];
@@ -796,7 +825,7 @@ fn grow(
         )?;
         created.tasks[c].push(t);
         set_session(img, c, opts, created, tramp)?;
-        grow(img, c, opts, tramp, tty, created, pages)?;
+        grow(img, c, opts, tramp, tty, created, pages, filler)?;
     }
     if let Some(live) = &p.live {
         // Threads, cloned by the main thread.
@@ -810,6 +839,7 @@ fn grow(
             let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
             created.tasks[i].push(t);
         }
+        protect(created, i, p, pending.take(), tramp)?;
         let t = Instant::now();
         build_rest(
             &mut created.tasks[i],
@@ -822,6 +852,25 @@ fn grow(
         debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())
+}
+
+/// Wait for process `i`'s pages to be in, then set its final protections.
+fn protect(
+    created: &mut Created,
+    i: usize,
+    p: &ProcImage,
+    pending: Option<std::sync::Arc<mem::Pending>>,
+    tramp: u64,
+) -> Result<(), Error> {
+    let (Some(pending), Some(live)) = (pending, &p.live) else {
+        return Ok(());
+    };
+    let mut r = Remote {
+        task: &mut created.tasks[i][0],
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    mem::protect_vmas(&mut r, &live.mm, &pending)
 }
 
 /// Wait until a root made with CLONE_PARENT has stopped itself, then seize
@@ -1002,7 +1051,8 @@ fn build_memory(
     live: &LiveImage,
     parent: Option<&MmEntry>,
     tramp: u64,
-) -> Result<u64, Error> {
+    filler: &mem::Filler,
+) -> Result<(u64, std::sync::Arc<mem::Pending>), Error> {
     let proc = ProcRoot::default();
     let main = task;
     // /proc wants crust's view of the pid.
@@ -1126,6 +1176,7 @@ fn build_memory(
         &live.runs,
         &inherited,
         &|id| files.path_of(id),
+        filler,
     )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)
