@@ -12,9 +12,10 @@ t_unix_child() { cr_tree unixsk --mode child; }
 # A message carrying an fd (SCM_RIGHTS) is refused, the process untouched
 # (the message and its fd are still there).
 t_err_dump_unix_rights() { dump_must_fail 'SCM_RIGHTS' unixsk --mode rights; }
-# A listener with a connection waiting to be accepted is refused.
+# A connection waiting to be accepted that already sent data (queued on
+# the embryonic socket, which crust cannot reach) is refused.
 t_err_dump_unix_pending() {
-    mkdir -p "$D/files" && dump_must_fail 'accept queue' unixsk --mode pending --dir "$D/files"
+    mkdir -p "$D/files" && dump_must_fail 'accept queue' unixsk --mode pending-data --dir "$D/files"
 }
 
 # The images of `unixsk --mode all`: UNIXSK entries with CRIU's fields, and
@@ -136,3 +137,8 @@ t_unix_ext() {
 ALL_TESTS+=(unix-ext err-dump-unix-ext)
 ALL_TESTS+=(unix-all unix-child err-dump-unix-rights err-dump-unix-pending unix-images
     err-restore-unix-queue)
+
+# A listener with two connections waiting in its accept queue: after
+# restore both are accepted, in order, and talk both ways.
+t_unix_pending() { mkdir -p "$D/files" && cr_test unixsk --mode pending --dir "$D/files"; }
+ALL_TESTS+=(unix-pending)

@@ -244,6 +244,9 @@ pub struct UnixDump {
     entries: Vec<UnixSkEntry>,
     /// Queued messages: (files.img id, bytes), in queue order.
     packets: Vec<(u32, Vec<u8>)>,
+    /// Listeners with connections waiting to be accepted: listener inode
+    /// -> inodes of the connecting sockets, in queue order.
+    icons: HashMap<u32, Vec<u32>>,
 }
 
 impl UnixDump {
@@ -283,12 +286,27 @@ impl UnixDump {
             "process {pid} fd {fd} (unix {} socket {ino})",
             type_name(d.ty)
         );
-        if !d.icons.is_empty() {
-            return Err(Error::unsupported(format!(
-                "{here} is listening on {} with {} connection(s) waiting in its accept queue; crust cannot dump those yet",
-                show_name(&d.name),
-                d.icons.len()
-            )));
+        let mut peer = d.peer;
+        if d.state == ST_LISTEN && !d.icons.is_empty() {
+            self.icons.insert(ino, d.icons.clone());
+        }
+        if d.state == ST_ESTABLISHED && d.peer == 0 {
+            // A connection not accepted yet: its peer is an embryonic
+            // socket without an inode, sitting in a listener's queue. As
+            // CRIU does, it is recorded as connected to the listener.
+            if let Some(l) = self.diag.as_ref().and_then(|m| {
+                m.values()
+                    .find(|l| l.state == ST_LISTEN && l.icons.contains(&ino))
+            }) {
+                if d.rqlen.1 != 0 {
+                    return Err(Error::unsupported(format!(
+                        "{here} waits in the accept queue of {} with {} byte(s) it sent not read yet; crust cannot dump data sent on a connection not yet accepted",
+                        show_name(&l.name),
+                        d.rqlen.1
+                    )));
+                }
+                peer = l.ino;
+            }
         }
         if !matches!(d.state, ST_ESTABLISHED | ST_CLOSE | ST_LISTEN) {
             return Err(Error::unsupported(format!(
@@ -356,7 +374,7 @@ impl UnixDump {
             flags: flags & !(libc::O_CLOEXEC as u32),
             uflags: 0,
             backlog: d.rqlen.1,
-            peer: d.peer,
+            peer,
             fown: FownEntry::default(),
             opts,
             name: d.name.clone(),
@@ -374,6 +392,14 @@ impl UnixDump {
     /// external peers.
     pub fn finish(&mut self, next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
         let mut ext: Vec<UnixSkEntry> = Vec::new();
+        for (l, icons) in &self.icons {
+            if let Some(c) = icons.iter().find(|c| !self.ids.contains_key(c)) {
+                let (pid, fd) = self.at[l];
+                return Err(Error::unsupported(format!(
+                    "process {pid} fd {fd} (unix socket {l}) is listening with a connection from socket {c}, outside the dumped tree, waiting in its accept queue; crust cannot restore it"
+                )));
+            }
+        }
         for e in &self.entries {
             if e.peer == 0 || self.ids.contains_key(&e.peer) {
                 continue;
@@ -692,6 +718,15 @@ impl UnixFiles {
                         "{here} was connected to a socket outside the tree that crust cannot reconnect (only named datagram peers)"
                     )));
                 }
+            } else if p.state == ST_LISTEN {
+                // A connection waiting in the listener's accept queue: made
+                // again by connecting to the listener's name.
+                if u.state != ST_ESTABLISHED || p.name.is_empty() {
+                    return Err(bad(format!(
+                        "{here} is connected to the listening socket {}, but is not established or the listener has no name",
+                        p.id
+                    )));
+                }
             } else if p.peer != u.ino && (!is_dgram(u.r#type) || p.name.is_empty()) {
                 return Err(bad(format!(
                     "{here} is connected to socket {}, which is not connected back and has no name to connect to",
@@ -921,6 +956,11 @@ impl UnixFiles {
         }
         drop(feeders);
         for (id, name) in connects {
+            // Non-blocking: a listener whose queue is full (a bad image)
+            // fails the restore instead of hanging it; the recorded flags
+            // are set below.
+            crust_sys::pipe::set_status_flags(made[&id].as_fd(), libc::O_NONBLOCK)
+                .map_err(sys_err(me, format!("F_SETFL of unix socket {id}")))?;
             su::connect(made[&id].as_fd(), &name).map_err(sys_err(
                 me,
                 format!("connect unix socket {id} to {}", show_name(&name)),

@@ -25,8 +25,13 @@
 //! - `ext --dir D`: a datagram socket connected to D/ext.sock, bound by a
 //!   process outside the tree. The check: it is still connected there and
 //!   sends "after restore" to it.
-//! - `pending --dir D`: a listener with a connection not yet accepted,
-//!   which crust refuses to dump. The check: it can still be accepted.
+//! - `pending --dir D`: a non-blocking listener on D/pending.sock with two
+//!   connections not yet accepted. The check: both are accepted, in order,
+//!   and carry data both ways; nothing more waits; new clients still
+//!   connect.
+//! - `pending-data --dir D`: the same, the first client having sent
+//!   "early" before being accepted, which crust refuses to dump. The
+//!   check: the same, "early" received first.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, sleep_ms, start, term_requested};
 use std::path::Path;
@@ -555,25 +560,42 @@ fn mode_rights() -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
-fn mode_pending(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
+fn mode_pending(dir: &Path, early: bool) -> Box<dyn FnOnce() -> Result<(), String>> {
     let lpath = dir
         .join("pending.sock")
         .as_os_str()
         .as_encoded_bytes()
         .to_vec();
     let _ = std::fs::remove_file(dir.join("pending.sock"));
-    let l = sock(libc::SOCK_STREAM);
+    let l = sock(libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
     bind(l, &lpath);
     // SAFETY: listen on our own socket.
     unsafe { libc::listen(l, 4) };
-    let c = sock(libc::SOCK_STREAM);
-    connect(c, &lpath).unwrap_or_else(|_| die("connect"));
+    let c1 = sock(libc::SOCK_STREAM);
+    connect(c1, &lpath).unwrap_or_else(|_| die("connect"));
+    let c2 = sock(libc::SOCK_STREAM);
+    connect(c2, &lpath).unwrap_or_else(|_| die("connect"));
+    if early {
+        send(c1, b"early").unwrap_or_else(|_| die("send"));
+    }
     let _ = cpath(dir);
     Box::new(move || {
-        let a = accept(l)?;
-        send(c, b"late")?;
-        sleep_ms(10);
-        expect_msg(a, b"late")
+        // Both connections are waiting, in the order they were made.
+        let a1 = accept(l)?;
+        let a2 = accept(l)?;
+        if early {
+            expect_msg(a1, b"early")?;
+        }
+        for (c, a, m) in [(c1, a1, &b"one"[..]), (c2, a2, b"two")] {
+            send(c, m)?;
+            expect_msg(a, m)?;
+            send(a, b"back")?;
+            expect_msg(c, b"back")?;
+        }
+        // SAFETY: null address pointers are allowed.
+        let third = unsafe { libc::accept4(l, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        ensure!(third < 0, "a third connection was waiting");
+        listener_works(l, &lpath)
     })
 }
 
@@ -612,7 +634,8 @@ fn main() {
         "all" => mode_all(&args.path("dir"), me),
         "child" => mode_child(),
         "rights" => mode_rights(),
-        "pending" => mode_pending(&args.path("dir")),
+        "pending" => mode_pending(&args.path("dir"), false),
+        "pending-data" => mode_pending(&args.path("dir"), true),
         "ext" => mode_ext(&args.path("dir")),
         m => die(&format!("unknown mode {m}")),
     };
