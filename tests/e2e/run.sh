@@ -920,6 +920,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/files2.sh
 . "$ROOT/tests/e2e/files2.sh"
 
+# Pseudo-terminal pairs (issue 4).
+# shellcheck source=tests/e2e/pty.sh
+. "$ROOT/tests/e2e/pty.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

@@ -296,6 +296,13 @@ fn dump_tree(
     let mut files = FileTable::new(opts.shell_job);
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);
+    files.set_tree(
+        tree.procs
+            .iter()
+            .filter(|p| !p.zombie)
+            .map(|p| p.pid)
+            .collect(),
+    );
     let mut locks = LockDump::new(opts.file_locks);
     let mut pstree = Vec::with_capacity(tree.procs.len());
     let mut kobjs = KobjIds::default();

@@ -10,6 +10,7 @@ use crate::fdpass::{self, Gift};
 use crate::ghost;
 use crate::memfd;
 use crate::pipes::{self, OpenShared, PipeDump};
+use crate::pty;
 use crate::remote::Remote;
 use crate::unix;
 use crate::util::{proc_err, read_image, sys_err, write_image};
@@ -57,6 +58,8 @@ pub struct FileTable {
     ghosts: ghost::GhostDump,
     /// memfd descriptions seen, their contents.
     memfds: memfd::MemfdDump,
+    /// Pty pairs held by the tree.
+    ptys: pty::PtyDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -92,7 +95,13 @@ impl FileTable {
             events: events::EventDump::default(),
             ghosts: ghost::GhostDump::default(),
             memfds: memfd::MemfdDump::default(),
+            ptys: pty::PtyDump::default(),
         }
+    }
+
+    /// The processes of the tree (see [`pty::PtyDump::set_tree`]).
+    pub fn set_tree(&mut self, pids: Vec<i32>) {
+        self.ptys.set_tree(pids);
     }
 
     /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
@@ -378,6 +387,26 @@ impl FileTable {
                 debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
                 continue;
             }
+            if let Some(end) = self.ptys.end_of(proc, &target, &info)? {
+                let id = match self.ptys.known(pid, fd) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_id();
+                        let e = self.ptys.add(pid, fd, end, info.flags & !O_CLOEXEC, id)?;
+                        self.files.push(e);
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: cloexec,
+                    r#type: fd_types::TTY,
+                    fd: fd as u32,
+                    ..Default::default()
+                });
+                debug!("{pid}: fd {fd} -> {target} (id {id}, pty)");
+                continue;
+            }
             if is_terminal_path(&target) && !self.shell_job {
                 return Err(Error::unsupported(format!(
                     "process {pid} has fd {fd} open on the terminal {target}; dump it with --shell-job (-j) and restore with --shell-job too"
@@ -455,6 +484,7 @@ impl FileTable {
         self.pipes.write(dir)?;
         self.ghosts.write(dir)?;
         self.memfds.write(dir)?;
+        self.ptys.write(dir)?;
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
@@ -625,8 +655,8 @@ impl RestoreFiles {
                 }
                 continue;
             }
-            if fd.r#type == fd_types::MEMFD {
-                // Checked by memfd::Memfds::load.
+            if fd.r#type == fd_types::MEMFD || fd.r#type == fd_types::TTY {
+                // Checked by memfd::Memfds::load and pty::Ptys::load.
                 if fd.fd > i32::MAX as u32 {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
@@ -797,6 +827,18 @@ impl RestoreFiles {
                 let fd = shared.memfds.get(f.id).ok_or_else(|| Error::Restore {
                     pid: r.pid(),
                     what: format!("no memfd was made for file {} (fd {})", f.id, f.fd),
+                })?;
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
+            if f.r#type == fd_types::TTY {
+                let fd = shared.ptys.get(f.id).ok_or_else(|| Error::Restore {
+                    pid: r.pid(),
+                    what: format!("no pty was made for file {} (fd {})", f.id, f.fd),
                 })?;
                 gifts.push(Gift {
                     fd,

@@ -84,6 +84,7 @@ mod ghost;
 mod mem;
 mod memfd;
 mod pipes;
+mod pty;
 mod remote;
 mod restore;
 mod task;

@@ -302,6 +302,8 @@ pub struct OpenShared {
     pub ghosts: crate::ghost::OpenGhosts,
     /// memfds, see [`crate::memfd`].
     pub memfds: crate::memfd::OpenMemfds,
+    /// Pty pairs, see [`crate::pty`].
+    pub ptys: crate::pty::OpenPtys,
 }
 
 impl OpenShared {

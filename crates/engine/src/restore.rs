@@ -104,6 +104,8 @@ struct ImageSet {
     ghosts: crate::ghost::Ghosts,
     /// memfds the fds are on.
     memfds: crate::memfd::Memfds,
+    /// Pty pairs the fds are on.
+    ptys: crate::pty::Ptys,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -193,6 +195,14 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         .map(|f| f.id)
         .collect();
     let memfds = crate::memfd::Memfds::load(&dir, &memfd_ids)?;
+    let tty_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::TTY)
+        .map(|f| f.id)
+        .collect();
+    let ptys = crate::pty::Ptys::load(&dir, &tty_ids)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -225,6 +235,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         locks,
         ghosts,
         memfds,
+        ptys,
     })
 }
 
@@ -510,6 +521,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     created.shared.unix = img.unix.open()?;
     created.shared.ghosts = img.ghosts.open()?;
     created.shared.memfds = img.memfds.open()?;
+    created.shared.ptys = img.ptys.open()?;
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created

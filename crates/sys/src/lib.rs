@@ -13,6 +13,7 @@ pub mod pipe;
 pub mod probe;
 pub mod process;
 pub mod ptrace;
+pub mod tty;
 pub mod unix;
 
 use std::fmt;

@@ -1,0 +1,588 @@
+//! Pseudo-terminal pairs held by the tree, in CRIU's images.
+//!
+//! Dump: an fd on `/dev/ptmx` (a master) or on `/dev/pts/N` whose master
+//! is held by a process of the tree is a TTY entry of files.img (status
+//! flags, `tty_info_id`). Each end of a pair has one `tty-info.img` entry
+//! (type PTY, `pty.index` N, `rdev` telling master from slave) with what
+//! crust reads from a pidfd_getfd copy of the fd: termios, window size,
+//! packet mode, the lock and exclusive mode. A `/dev/pts/N` whose master is
+//! outside the tree stays the shell job's terminal (`-j`, [`crate::files`]).
+//! Data queued in the pty is not saved (no `tty-data.img`).
+//!
+//! Restore: for each pair crust opens a new `/dev/ptmx` (so the slave's
+//! number N usually differs), unlocks it, opens one description per slave
+//! entry with TIOCGPTPEER, sets termios, window size and packet mode as
+//! recorded, and locks the slave again if it was locked. Tasks get the
+//! descriptions over SCM_RIGHTS. Only one master description per pair can
+//! be made (another open of /dev/ptmx is a new pair), and a pty that is
+//! the controlling terminal of a process of the tree is refused.
+
+use crate::util::{proc_err, read_image, sys_err, write_image};
+use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::tty::{
+    TermiosEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
+};
+use crust_proc::ProcRoot;
+use crust_sys::tty as sys;
+use log::debug;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Major of /dev/ptmx (TTYAUX) and its minor.
+const PTMX_MAJOR: u32 = 5;
+const PTMX_MINOR: u32 = 2;
+/// Major of Unix98 pty slaves (UNIX98_PTY_SLAVE_MAJOR): /dev/pts/N is
+/// 136:N.
+const PTS_MAJOR: u32 = 136;
+/// Number of c_cc entries of the kernel's termios.
+const NCCS: usize = 19;
+/// O_LARGEFILE as the kernel shows it in fdinfo on x86_64 (glibc's is 0).
+const O_LARGEFILE_KERNEL: u32 = 0o100000;
+/// File status flags a restored description gets back.
+const KEPT_FLAGS: u32 = (libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND) as u32;
+
+fn rdev_of(major: u32, minor: u32) -> u32 {
+    // glibc's makedev, which is what stat's st_rdev holds.
+    libc::makedev(major, minor) as u32
+}
+
+/// One end of a pty, as an fd of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    pub master: bool,
+    pub index: u32,
+}
+
+// ---------------------------------------------------------------- dump
+
+struct Seen {
+    pid: i32,
+    fd: i32,
+    id: u32,
+}
+
+/// Pty ends seen while dumping a tree.
+#[derive(Default)]
+pub struct PtyDump {
+    tree: Vec<i32>,
+    /// Indexes of the ptys whose master a process of the tree holds
+    /// (computed at the first terminal fd).
+    masters: Option<HashSet<u32>>,
+    seen: Vec<Seen>,
+    infos: Vec<TtyInfoEntry>,
+    /// tty-info.img id of each end already recorded.
+    info_of: HashMap<(bool, u32), u32>,
+}
+
+/// The pty index of a /dev/pts/N link.
+fn pts_index(link: &str) -> Option<u32> {
+    let n = link.strip_prefix("/dev/pts/")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// The controlling terminal of `pid` (tty_nr of /proc/PID/stat, the
+/// kernel's encoding of major:minor), or 0.
+fn ctty_of(pid: i32) -> u32 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0) as u32
+}
+
+/// (major, minor) of the kernel's encoding of tty_nr.
+fn decode_tty_nr(v: u32) -> (u32, u32) {
+    ((v >> 8) & 0xfff, (v & 0xff) | ((v >> 12) & 0xfff00))
+}
+
+fn termios_entry(t: &sys::Termios) -> TermiosEntry {
+    TermiosEntry {
+        c_iflag: t.c_iflag,
+        c_oflag: t.c_oflag,
+        c_cflag: t.c_cflag,
+        c_lflag: t.c_lflag,
+        c_line: t.c_line as u32,
+        c_ispeed: t.c_ispeed,
+        c_ospeed: t.c_ospeed,
+        c_cc: t.c_cc.iter().take(NCCS).map(|&c| c as u32).collect(),
+        ..Default::default()
+    }
+}
+
+impl PtyDump {
+    /// The processes of the tree (those whose /dev/ptmx fds make a
+    /// /dev/pts/N fd part of a pair rather than a shell job's terminal).
+    pub fn set_tree(&mut self, pids: Vec<i32>) {
+        self.tree = pids;
+    }
+
+    fn masters(&mut self, proc: &ProcRoot) -> Result<&HashSet<u32>, Error> {
+        if self.masters.is_none() {
+            let mut set = HashSet::new();
+            for &pid in &self.tree {
+                let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+                for (fd, target) in fds {
+                    if target != "/dev/ptmx" {
+                        continue;
+                    }
+                    let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
+                    if let Some(i) = info.get("tty-index").and_then(|v| v.trim().parse().ok()) {
+                        set.insert(i);
+                    }
+                }
+            }
+            for &pid in &self.tree {
+                let (major, minor) = decode_tty_nr(ctty_of(pid));
+                if major == PTS_MAJOR {
+                    let index = minor;
+                    if set.contains(&index) {
+                        return Err(Error::unsupported(format!(
+                            "process {pid} has /dev/pts/{index}, whose master the tree holds, as its controlling terminal (a session on a pty of the tree)"
+                        )));
+                    }
+                }
+            }
+            debug!("pty masters held by the tree: {set:?}");
+            self.masters = Some(set);
+        }
+        Ok(self.masters.as_ref().unwrap())
+    }
+
+    /// Whether fd link `target` (with fdinfo `info`) is an end of a pty
+    /// pair whose master the tree holds.
+    pub fn end_of(
+        &mut self,
+        proc: &ProcRoot,
+        target: &str,
+        info: &crust_proc::FdInfo,
+    ) -> Result<Option<End>, Error> {
+        if target == "/dev/ptmx" {
+            let index = info.get("tty-index").and_then(|v| v.trim().parse().ok());
+            return Ok(index.map(|index| End {
+                master: true,
+                index,
+            }));
+        }
+        let Some(index) = pts_index(target) else {
+            return Ok(None);
+        };
+        Ok(self.masters(proc)?.contains(&index).then_some(End {
+            master: false,
+            index,
+        }))
+    }
+
+    /// The files.img id of the description fd `fd` of `pid` is on, if an
+    /// fd seen before (in any process) is on the same one.
+    pub fn known(&self, pid: i32, fd: i32) -> Option<u32> {
+        self.seen
+            .iter()
+            .find(|s| crust_sys::process::kcmp_file(s.pid, pid, s.fd, fd).unwrap_or(false))
+            .map(|s| s.id)
+    }
+
+    /// A new description on a pty end: its TTY entry of files.img; the
+    /// end's tty-info.img entry is recorded the first time.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        end: End,
+        flags: u32,
+        id: u32,
+    ) -> Result<FileEntry, Error> {
+        let what = if end.master {
+            format!("the pty master of /dev/pts/{} (fd {fd})", end.index)
+        } else {
+            format!("/dev/pts/{} (fd {fd})", end.index)
+        };
+        let info_id = match self.info_of.get(&(end.master, end.index)) {
+            Some(i) => *i,
+            None => {
+                let pidfd = crust_sys::unix::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+                let copy = crust_sys::unix::pidfd_getfd(pidfd.as_fd(), fd)
+                    .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
+                let info_id = self.infos.len() as u32 + 1;
+                let e = read_info(pid, copy.as_fd(), end, info_id, &what)?;
+                debug!(
+                    "{pid}: {what}: tty info {info_id}, locked {} packet {} winsize {:?}",
+                    e.locked, e.packet_mode, e.winsize
+                );
+                self.infos.push(e);
+                self.info_of.insert((end.master, end.index), info_id);
+                info_id
+            }
+        };
+        self.seen.push(Seen { pid, fd, id });
+        Ok(FileEntry {
+            r#type: fd_types::TTY,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info_id,
+                flags,
+                fown: FownEntry::default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Write `tty-info.img` (nothing without ptys).
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        if self.infos.is_empty() {
+            return Ok(());
+        }
+        write_image(dir, ImageType::TtyInfo, 0, &self.infos)
+    }
+}
+
+fn read_info(
+    pid: i32,
+    f: BorrowedFd<'_>,
+    end: End,
+    id: u32,
+    what: &str,
+) -> Result<TtyInfoEntry, Error> {
+    let err = |op: &str| sys_err(pid, format!("{op} of {what}"));
+    let md = std::fs::File::from(f.try_clone_to_owned().map_err(err("dup"))?)
+        .metadata()
+        .map_err(err("fstat"))?;
+    let termios = sys::termios(f).map_err(err("TCGETS2"))?;
+    let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
+    let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
+    let (locked, packet_mode) = if end.master {
+        (
+            sys::pty_locked(f).map_err(err("TIOCGPTLCK"))?,
+            sys::packet_mode(f).map_err(err("TIOCGPKT"))?,
+        )
+    } else {
+        (false, false)
+    };
+    if end.master {
+        let n = sys::pty_index(f).map_err(err("TIOCGPTN"))?;
+        if n != end.index {
+            return Err(Error::Sys {
+                pid,
+                op: format!("check the index of {what}"),
+                source: std::io::Error::other(format!("TIOCGPTN says {n}")),
+            });
+        }
+    }
+    Ok(TtyInfoEntry {
+        id,
+        r#type: TtyType::PTY,
+        locked,
+        exclusive,
+        packet_mode,
+        sid: 0,
+        pgrp: 0,
+        rdev: md.rdev() as u32,
+        termios: Some(termios_entry(&termios)),
+        winsize: Some(WinsizeEntry {
+            ws_row: ws.ws_row as u32,
+            ws_col: ws.ws_col as u32,
+            ws_xpixel: ws.ws_xpixel as u32,
+            ws_ypixel: ws.ws_ypixel as u32,
+            ..Default::default()
+        }),
+        pty: Some(TtyPtyEntry {
+            index: end.index,
+            ..Default::default()
+        }),
+        uid: Some(md.uid()),
+        gid: Some(md.gid()),
+        ..Default::default()
+    })
+}
+
+// ---------------------------------------------------------------- restore
+
+#[derive(Debug, Clone)]
+struct EndImage {
+    termios: Option<sys::Termios>,
+    winsize: Option<sys::Winsize>,
+    locked: bool,
+    exclusive: bool,
+    packet_mode: bool,
+}
+
+#[derive(Debug, Default)]
+struct PairImage {
+    /// (files.img id, flags) of the master description.
+    master: Option<(u32, u32)>,
+    master_info: Option<EndImage>,
+    /// (files.img id, flags) of each slave description.
+    slaves: Vec<(u32, u32)>,
+    slave_info: Option<EndImage>,
+}
+
+/// The pty pairs of an image set (those fds use), read and checked.
+#[derive(Debug, Default)]
+pub struct Ptys {
+    /// By dump-time pty index.
+    pairs: BTreeMap<u32, PairImage>,
+}
+
+/// Descriptions on ptys crust made, by files.img id.
+#[derive(Debug, Default)]
+pub struct OpenPtys {
+    by_id: HashMap<u32, OwnedFd>,
+}
+
+impl OpenPtys {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+}
+
+fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage, Error> {
+    let termios = match &e.termios {
+        None => None,
+        Some(t) => {
+            if t.c_cc.len() > NCCS {
+                return Err(bad(format!(
+                    "tty info {}: {} c_cc entries (at most {NCCS})",
+                    e.id,
+                    t.c_cc.len()
+                )));
+            }
+            if t.c_line > 255 || t.c_cc.iter().any(|&c| c > 255) {
+                return Err(bad(format!(
+                    "tty info {}: c_line or c_cc out of range",
+                    e.id
+                )));
+            }
+            let mut k = sys::zero_termios();
+            k.c_iflag = t.c_iflag;
+            k.c_oflag = t.c_oflag;
+            k.c_cflag = t.c_cflag;
+            k.c_lflag = t.c_lflag;
+            k.c_line = t.c_line as u8;
+            k.c_ispeed = t.c_ispeed;
+            k.c_ospeed = t.c_ospeed;
+            for (d, s) in k.c_cc.iter_mut().zip(&t.c_cc) {
+                *d = *s as u8;
+            }
+            Some(k)
+        }
+    };
+    let winsize = match &e.winsize {
+        None => None,
+        Some(w) => {
+            let f = |v: u32| {
+                u16::try_from(v)
+                    .map_err(|_| bad(format!("tty info {}: window size value {v}", e.id)))
+            };
+            Some(sys::Winsize {
+                ws_row: f(w.ws_row)?,
+                ws_col: f(w.ws_col)?,
+                ws_xpixel: f(w.ws_xpixel)?,
+                ws_ypixel: f(w.ws_ypixel)?,
+            })
+        }
+    };
+    Ok(EndImage {
+        termios,
+        winsize,
+        locked: e.locked,
+        exclusive: e.exclusive,
+        packet_mode: e.packet_mode,
+    })
+}
+
+impl Ptys {
+    /// Read the TTY entries that fds of `fd_ids` use and their
+    /// tty-info.img entries; check them all.
+    pub fn load(dir: &Path, fd_ids: &[u32]) -> Result<Ptys, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let mut out = Ptys::default();
+        if fd_ids.is_empty() {
+            return Ok(out);
+        }
+        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
+        let infos: Vec<TtyInfoEntry> = read_image(dir, ImageType::TtyInfo, 0)?;
+        let mut done = HashSet::new();
+        for &id in fd_ids {
+            if !done.insert(id) {
+                continue;
+            }
+            let t = by_id
+                .get(&id)
+                .filter(|f| f.r#type == fd_types::TTY)
+                .and_then(|f| f.tty.as_ref())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "an fd refers to tty file id {id}, which files.img does not have"
+                    ))
+                })?;
+            let info = infos
+                .iter()
+                .find(|i| i.id == t.tty_info_id)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "tty file {id} refers to tty info {}, which tty-info.img does not have",
+                        t.tty_info_id
+                    ))
+                })?;
+            if info.r#type != TtyType::PTY {
+                return Err(Error::unsupported(format!(
+                    "tty file {id} is a terminal of type {:?} (only pty pairs so far)",
+                    info.r#type
+                )));
+            }
+            let index = info
+                .pty
+                .as_ref()
+                .ok_or_else(|| bad(format!("tty info {} (a pty) has no pty index", info.id)))?
+                .index;
+            let (major, minor) = (libc::major(info.rdev as u64), libc::minor(info.rdev as u64));
+            let master = if info.rdev == rdev_of(PTMX_MAJOR, PTMX_MINOR) {
+                true
+            } else if major == PTS_MAJOR && minor == index {
+                false
+            } else {
+                return Err(bad(format!(
+                    "tty info {}: device {major}:{minor} is neither /dev/ptmx nor /dev/pts/{index}",
+                    info.id
+                )));
+            };
+            if t.flags & !(KEPT_FLAGS | O_LARGEFILE_KERNEL | libc::O_NOCTTY as u32) != 0
+                || t.flags & libc::O_ACCMODE as u32 == libc::O_ACCMODE as u32
+            {
+                return Err(bad(format!("tty file {id}: flags {:#o}", t.flags)));
+            }
+            let end = end_image(info, &bad)?;
+            let pair = out.pairs.entry(index).or_default();
+            if master {
+                if let Some((other, _)) = pair.master {
+                    return Err(Error::unsupported(format!(
+                        "the pty master of /dev/pts/{index} has two open file descriptions (files {other} and {id}): only one can be made again"
+                    )));
+                }
+                pair.master = Some((id, t.flags));
+                pair.master_info = Some(end);
+            } else {
+                pair.slaves.push((id, t.flags));
+                pair.slave_info = Some(end);
+            }
+        }
+        for (index, p) in &out.pairs {
+            if p.master.is_none() {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} is held without its master (a pty whose master is outside the tree needs --shell-job)"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Make every pair and its descriptions.
+    pub fn open(&self) -> Result<OpenPtys, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = OpenPtys::default();
+        for (index, p) in &self.pairs {
+            let (mid, mflags) = p.master.expect("checked by load");
+            let what = format!("the pty pair that was /dev/pts/{index}");
+            let err = |op: &str| sys_err(me, format!("{op} for {what}"));
+            let acc = mflags & libc::O_ACCMODE as u32;
+            let master: OwnedFd = std::fs::OpenOptions::new()
+                .read(acc != libc::O_WRONLY as u32)
+                .write(acc != libc::O_RDONLY as u32)
+                .custom_flags(
+                    (mflags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as i32
+                        | libc::O_NOCTTY
+                        | libc::O_CLOEXEC,
+                )
+                .open("/dev/ptmx")
+                .map_err(err("open /dev/ptmx"))?
+                .into();
+            let m = master.as_fd();
+            sys::set_pty_locked(m, false).map_err(err("TIOCSPTLCK 0"))?;
+            let now = sys::pty_index(m).map_err(err("TIOCGPTN"))?;
+            for &(sid, sflags) in &p.slaves {
+                let s =
+                    sys::open_peer(m, (sflags & KEPT_FLAGS) as i32).map_err(err("TIOCGPTPEER"))?;
+                out.by_id.insert(sid, s);
+            }
+            if let Some(si) = &p.slave_info {
+                // Through a slave description of the pair (any will do).
+                let s = p
+                    .slaves
+                    .first()
+                    .and_then(|(sid, _)| out.by_id.get(sid))
+                    .expect("a slave info comes with a slave file");
+                if let Some(t) = &si.termios {
+                    sys::set_termios(s.as_fd(), t).map_err(err("TCSETS2 on the slave"))?;
+                }
+                if let Some(w) = &si.winsize {
+                    sys::set_winsize(s.as_fd(), w).map_err(err("TIOCSWINSZ on the slave"))?;
+                }
+                if si.exclusive {
+                    sys::set_exclusive(s.as_fd(), true).map_err(err("TIOCEXCL on the slave"))?;
+                }
+            }
+            let mi = p.master_info.as_ref().expect("checked by load");
+            if let Some(t) = &mi.termios {
+                sys::set_termios(m, t).map_err(err("TCSETS2 on the master"))?;
+            }
+            if p.slave_info.is_none() {
+                if let Some(w) = &mi.winsize {
+                    sys::set_winsize(m, w).map_err(err("TIOCSWINSZ on the master"))?;
+                }
+            }
+            if mi.packet_mode {
+                sys::set_packet_mode(m, true).map_err(err("TIOCPKT 1"))?;
+            }
+            if mi.locked {
+                sys::set_pty_locked(m, true).map_err(err("TIOCSPTLCK 1"))?;
+            }
+            debug!(
+                "{what} is /dev/pts/{now} now: master file {mid}, {} slave files, packet {} locked {}",
+                p.slaves.len(),
+                mi.packet_mode,
+                mi.locked
+            );
+            out.by_id.insert(mid, master);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pts_paths() {
+        assert_eq!(pts_index("/dev/pts/7"), Some(7));
+        assert_eq!(pts_index("/dev/pts/ptmx"), None);
+        assert_eq!(pts_index("/dev/pts/"), None);
+        assert_eq!(pts_index("/dev/tty1"), None);
+    }
+
+    #[test]
+    fn tty_nr() {
+        // /dev/pts/3: 136:3; /dev/pts/300: 137:44.
+        assert_eq!(decode_tty_nr(136 << 8 | 3), (136, 3));
+        assert_eq!(decode_tty_nr(137 << 8 | 44), (137, 44));
+        assert_eq!(decode_tty_nr((1 << 20) | (136 << 8)), (136, 256));
+    }
+}

@@ -1,0 +1,485 @@
+//! `ptypair`: a pseudo-terminal pair held by the program, checked after
+//! restore.
+//!
+//! Set-up: a master (fd 3, /dev/ptmx, O_NOCTTY) and its slave opened twice
+//! (fd 4, and fd 6 with O_NONBLOCK: two descriptions) with fd 5 a dup of
+//! fd 4. The slave is put in raw mode with changed c_cc (VMIN 1, VTIME 0,
+//! VINTR ^G, VEOF ^E) and 9600 baud; the window is 33x111 (7x9 pixels); the
+//! master is in packet mode (TIOCPKT) and the slave locked again
+//! (TIOCSPTLCK 1). No controlling terminal: every open uses O_NOCTTY.
+//!
+//! `--mode`:
+//! - `pair` (default): one process holds every fd. The check: fd 3 is
+//!   /dev/ptmx and fd 4 its slave (the index may differ), fds 4 and 5 one
+//!   description, fd 6 another one with O_NONBLOCK; termios, window size,
+//!   packet mode and lock as set; bytes written to the slave are read on
+//!   the master (after packet mode's status byte) and the other way round.
+//! - `child`: the parent keeps only the master (fd 3), its child only the
+//!   slave (fds 4, 5, 6). The child answers on the slave: `x` -> `X`, and
+//!   `p` -> `P` when its own check (termios, window size, sharing) passes,
+//!   else `F` and the reason. The parent's check: packet mode, lock and
+//!   window size on the master, then `p` must get `P`.
+
+use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
+
+const MASTER: i32 = 3;
+const SLAVE: i32 = 4;
+const SLAVE_DUP: i32 = 5;
+const SLAVE2: i32 = 6;
+/// c_cc entries the kernel keeps.
+const KNCCS: usize = 19;
+
+fn err() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+fn write_all(fd: i32, data: &[u8]) -> Result<(), String> {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: the pointer and length describe the rest of `data`.
+        let n = unsafe {
+            libc::write(
+                fd,
+                data[off..].as_ptr() as *const libc::c_void,
+                data.len() - off,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("write fd {fd}: {e}"));
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+/// Read from `fd` until `want` bytes came or `ms` passed without data.
+fn read_some(fd: i32, want: usize, ms: i32) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while out.len() < want {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("poll fd {fd}: {}", err()));
+        }
+        if r == 0 {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is a writable buffer of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("read fd {fd}: {}", err()));
+        }
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    Ok(out)
+}
+
+/// Read from the master in packet mode: every read starts with a status
+/// byte (0 for data), which is dropped.
+fn read_master(want: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while out.len() < want {
+        let got = read_some(MASTER, 1, 2000)?;
+        ensure!(
+            !got.is_empty(),
+            "master: nothing to read (got {:?} so far)",
+            out
+        );
+        ensure!(
+            got[0] == 0,
+            "master: packet status byte {:#x}, expected data",
+            got[0]
+        );
+        out.extend_from_slice(&got[1..]);
+    }
+    Ok(out)
+}
+
+fn ioctl_int(fd: i32, req: libc::Ioctl) -> Result<i32, String> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the TIOCG* requests used write one int.
+    if unsafe { libc::ioctl(fd, req, &mut v as *mut libc::c_int) } != 0 {
+        return Err(format!("ioctl {req:#x} on fd {fd}: {}", err()));
+    }
+    Ok(v)
+}
+
+fn set_int(fd: i32, req: libc::Ioctl, v: i32) {
+    // SAFETY: TIOCSPTLCK and TIOCPKT read one int.
+    if unsafe { libc::ioctl(fd, req, &v as *const libc::c_int) } != 0 {
+        die(&format!("ioctl {req:#x} on fd {fd}"));
+    }
+}
+
+fn get_termios(fd: i32) -> Result<libc::termios, String> {
+    // SAFETY: termios is plain integers.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: t is a writable termios.
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return Err(format!("tcgetattr fd {fd}: {}", err()));
+    }
+    Ok(t)
+}
+
+fn get_winsize(fd: i32) -> Result<libc::winsize, String> {
+    let mut w = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w as *mut libc::winsize) } != 0 {
+        return Err(format!("TIOCGWINSZ fd {fd}: {}", err()));
+    }
+    Ok(w)
+}
+
+fn same_termios(a: &libc::termios, b: &libc::termios) -> bool {
+    a.c_iflag == b.c_iflag
+        && a.c_oflag == b.c_oflag
+        && a.c_cflag == b.c_cflag
+        && a.c_lflag == b.c_lflag
+        && a.c_line == b.c_line
+        && a.c_cc[..KNCCS] == b.c_cc[..KNCCS]
+        && a.c_ispeed == b.c_ispeed
+        && a.c_ospeed == b.c_ospeed
+}
+
+fn show(t: &libc::termios) -> String {
+    format!(
+        "iflag {:#o} oflag {:#o} cflag {:#o} lflag {:#o} cc {:?} speeds {}/{}",
+        t.c_iflag,
+        t.c_oflag,
+        t.c_cflag,
+        t.c_lflag,
+        &t.c_cc[..KNCCS],
+        t.c_ispeed,
+        t.c_ospeed
+    )
+}
+
+const WS: libc::winsize = libc::winsize {
+    ws_row: 33,
+    ws_col: 111,
+    ws_xpixel: 7,
+    ws_ypixel: 9,
+};
+
+fn same_ws(a: &libc::winsize, b: &libc::winsize) -> bool {
+    (a.ws_row, a.ws_col, a.ws_xpixel, a.ws_ypixel) == (b.ws_row, b.ws_col, b.ws_xpixel, b.ws_ypixel)
+}
+
+fn link(fd: i32) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|e| format!("<{e}>"))
+}
+
+fn kcmp_same(a: i32, b: i32) -> Result<bool, String> {
+    // SAFETY: kcmp takes only integers.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: kcmp takes only integers (KCMP_FILE = 0).
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, a, b) };
+    ensure!(r >= 0, "kcmp fds {a} {b}: {}", err());
+    Ok(r == 0)
+}
+
+fn open_at(path: &std::ffi::CStr, flags: i32, at: i32) {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_NOCTTY) };
+    if fd < 0 {
+        die(&format!("open {path:?}"));
+    }
+    if fd != at {
+        // SAFETY: dup2 takes only integers; fd is ours.
+        if unsafe { libc::dup2(fd, at) } != at {
+            die("dup2");
+        }
+        // SAFETY: fd is ours and no longer needed.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Open the pair and set it up; returns the slave's termios.
+fn set_up() -> libc::termios {
+    open_at(c"/dev/ptmx", libc::O_RDWR, MASTER);
+    set_int(MASTER, libc::TIOCSPTLCK, 0);
+    let n = ioctl_int(MASTER, libc::TIOCGPTN).unwrap_or_else(|e| die(&e));
+    let path = std::ffi::CString::new(format!("/dev/pts/{n}")).unwrap();
+    open_at(&path, libc::O_RDWR, SLAVE);
+    open_at(&path, libc::O_RDWR | libc::O_NONBLOCK, SLAVE2);
+    // SAFETY: dup2 takes only integers.
+    if unsafe { libc::dup2(SLAVE, SLAVE_DUP) } != SLAVE_DUP {
+        die("dup2 of the slave");
+    }
+    let mut t = get_termios(SLAVE).unwrap_or_else(|e| die(&e));
+    // SAFETY: t is a valid termios.
+    unsafe {
+        libc::cfmakeraw(&mut t);
+        libc::cfsetspeed(&mut t, libc::B9600);
+    }
+    t.c_cc[libc::VMIN] = 1;
+    t.c_cc[libc::VTIME] = 0;
+    t.c_cc[libc::VINTR] = 0x07;
+    t.c_cc[libc::VEOF] = 0x05;
+    // SAFETY: t is a valid termios.
+    if unsafe { libc::tcsetattr(SLAVE, libc::TCSANOW, &t) } != 0 {
+        die("tcsetattr");
+    }
+    // SAFETY: TIOCSWINSZ reads one winsize.
+    if unsafe { libc::ioctl(MASTER, libc::TIOCSWINSZ, &WS as *const libc::winsize) } != 0 {
+        die("TIOCSWINSZ");
+    }
+    set_int(MASTER, libc::TIOCPKT, 1);
+    set_int(MASTER, libc::TIOCSPTLCK, 1);
+    get_termios(SLAVE).unwrap_or_else(|e| die(&e))
+}
+
+/// What the holder of the slave checks.
+fn check_slave(want: &libc::termios) -> Result<(), String> {
+    let s = link(SLAVE);
+    ensure!(
+        s.starts_with("/dev/pts/"),
+        "fd {SLAVE} is {s}, not a pty slave"
+    );
+    ensure!(
+        kcmp_same(SLAVE, SLAVE_DUP)?,
+        "fds 4 and 5 are two descriptions"
+    );
+    ensure!(
+        !kcmp_same(SLAVE, SLAVE2)?,
+        "fds 4 and 6 are one description"
+    );
+    ensure!(link(SLAVE2) == s, "fd 6 is {}, fd 4 {s}", link(SLAVE2));
+    // SAFETY: F_GETFL takes no argument.
+    let (f4, f6) = unsafe {
+        (
+            libc::fcntl(SLAVE, libc::F_GETFL),
+            libc::fcntl(SLAVE2, libc::F_GETFL),
+        )
+    };
+    ensure!(
+        f4 & libc::O_NONBLOCK == 0 && f6 & libc::O_NONBLOCK != 0,
+        "status flags: fd 4 {f4:#o}, fd 6 {f6:#o}"
+    );
+    ensure!(
+        f4 & libc::O_ACCMODE == libc::O_RDWR,
+        "fd 4 is not O_RDWR ({f4:#o})"
+    );
+    let t = get_termios(SLAVE)?;
+    ensure!(
+        same_termios(&t, want),
+        "slave termios: {} (want {})",
+        show(&t),
+        show(want)
+    );
+    let w = get_winsize(SLAVE)?;
+    ensure!(
+        same_ws(&w, &WS),
+        "slave window {}x{} ({}x{} px)",
+        w.ws_row,
+        w.ws_col,
+        w.ws_xpixel,
+        w.ws_ypixel
+    );
+    Ok(())
+}
+
+/// What the holder of the master checks (before any exchange).
+fn check_master() -> Result<(), String> {
+    let m = link(MASTER);
+    ensure!(m == "/dev/ptmx", "fd {MASTER} is {m}, not /dev/ptmx");
+    ensure!(
+        ioctl_int(MASTER, libc::TIOCGPKT)? == 1,
+        "the master is not in packet mode"
+    );
+    ensure!(
+        ioctl_int(MASTER, libc::TIOCGPTLCK)? == 1,
+        "the slave is not locked"
+    );
+    let w = get_winsize(MASTER)?;
+    ensure!(
+        same_ws(&w, &WS),
+        "master window {}x{} ({}x{} px)",
+        w.ws_row,
+        w.ws_col,
+        w.ws_xpixel,
+        w.ws_ypixel
+    );
+    // SAFETY: F_GETFL takes no argument.
+    let f = unsafe { libc::fcntl(MASTER, libc::F_GETFL) };
+    ensure!(
+        f & libc::O_ACCMODE == libc::O_RDWR,
+        "master is not O_RDWR ({f:#o})"
+    );
+    Ok(())
+}
+
+fn exchange(tag: &str) -> Result<(), String> {
+    let up = format!("{tag}: slave to master\n");
+    write_all(SLAVE, up.as_bytes())?;
+    let got = read_master(up.len())?;
+    ensure!(
+        got == up.as_bytes(),
+        "master read {:?}, want {up:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let down = format!("{tag}: master to slave\n");
+    write_all(MASTER, down.as_bytes())?;
+    let got = read_some(SLAVE, down.len(), 2000)?;
+    ensure!(
+        got == down.as_bytes(),
+        "slave read {:?}, want {down:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Echo is off: nothing comes back on the master.
+    let more = read_some(MASTER, 1, 100)?;
+    ensure!(more.is_empty(), "master has {more:?} more");
+    Ok(())
+}
+
+fn pair(args: &crust_testprogs::Args) -> ! {
+    let want = set_up();
+    if let Err(e) = check_slave(&want)
+        .and_then(|_| check_master())
+        .and_then(|_| exchange("before"))
+    {
+        die(&format!("set-up: {e}"));
+    }
+    let index = link(SLAVE);
+    ready(args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(20);
+    }
+    let verdict = (|| {
+        check_master()?;
+        check_slave(&want)?;
+        let n = ioctl_int(MASTER, libc::TIOCGPTN)?;
+        ensure!(
+            link(SLAVE) == format!("/dev/pts/{n}"),
+            "fd 4 is {}, the master's slave is /dev/pts/{n}",
+            link(SLAVE)
+        );
+        exchange("after")?;
+        eprintln!("ptypair: the slave was {index}, is {}", link(SLAVE));
+        Ok(())
+    })();
+    finish(args, verdict)
+}
+
+fn child_loop(want: &libc::termios) -> ! {
+    loop {
+        let got = match read_some(SLAVE, 1, -1) {
+            Ok(g) => g,
+            Err(_) => std::process::exit(2),
+        };
+        for &b in &got {
+            let reply = match b {
+                b'x' => b"X".to_vec(),
+                b'p' => match check_slave(want) {
+                    Ok(()) => b"P".to_vec(),
+                    Err(e) => format!("F{e}\n").into_bytes(),
+                },
+                _ => continue,
+            };
+            if write_all(SLAVE, &reply).is_err() {
+                std::process::exit(3);
+            }
+        }
+        if got.is_empty() {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn child(args: &crust_testprogs::Args) -> ! {
+    let want = set_up();
+    // SAFETY: fork in a single-threaded program.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        die("fork");
+    }
+    if pid == 0 {
+        // SAFETY: closing our copy of the master.
+        unsafe { libc::close(MASTER) };
+        child_loop(&want);
+    }
+    // SAFETY: closing the parent's copies of the slave.
+    unsafe {
+        libc::close(SLAVE);
+        libc::close(SLAVE_DUP);
+        libc::close(SLAVE2);
+    }
+    let ask = |q: &[u8], want: &[u8]| -> Result<(), String> {
+        write_all(MASTER, q)?;
+        let got = read_master(want.len())?;
+        ensure!(
+            got == want,
+            "asked {:?}, the child answered {:?}",
+            String::from_utf8_lossy(q),
+            String::from_utf8_lossy(&got)
+        );
+        Ok(())
+    };
+    if let Err(e) = check_master().and_then(|_| ask(b"x", b"X")) {
+        // SAFETY: kill takes only integers; pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        die(&format!("set-up: {e}"));
+    }
+    ready(args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(20);
+    }
+    let verdict = check_master().and_then(|_| ask(b"x", b"X")).and_then(|_| {
+        write_all(MASTER, b"p")?;
+        let got = read_master(1)?;
+        if got != b"P" {
+            let more = read_master(1).unwrap_or_default();
+            let mut all = got;
+            all.extend(more);
+            let more = read_some(MASTER, 4096, 300).unwrap_or_default();
+            all.extend(more.iter().filter(|&&c| c != 0));
+            return Err(format!(
+                "the child's check: {}",
+                String::from_utf8_lossy(&all)
+            ));
+        }
+        Ok(())
+    });
+    // SAFETY: kill and waitpid take only integers and a valid pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+    finish(args, verdict)
+}
+
+fn main() {
+    let args = start();
+    match args.opt("mode").unwrap_or("pair") {
+        "pair" => pair(&args),
+        "child" => child(&args),
+        m => die(&format!("unknown --mode {m}")),
+    }
+}
