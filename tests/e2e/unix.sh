@@ -9,9 +9,9 @@ t_unix_all() { mkdir -p "$D/files" && cr_test unixsk --mode all --dir "$D/files"
 # A stream and a seqpacket pair split between parent and child.
 t_unix_child() { cr_tree unixsk --mode child; }
 
-# A message carrying an fd (SCM_RIGHTS) is refused, the process untouched
-# (the message and its fd are still there).
-t_err_dump_unix_rights() { dump_must_fail 'SCM_RIGHTS' unixsk --mode rights; }
+# A message carrying an fd crust cannot dump (a userfaultfd, SCM_RIGHTS) is
+# refused, the process untouched (the message and its fd are still there).
+t_err_dump_unix_rights() { dump_must_fail 'SCM_RIGHTS' unixsk --mode rights-uffd; }
 # A connection waiting to be accepted that already sent data (queued on
 # the embryonic socket, which crust cannot reach) is refused.
 t_err_dump_unix_pending() {
@@ -142,3 +142,8 @@ ALL_TESTS+=(unix-all unix-child err-dump-unix-rights err-dump-unix-pending unix-
 # restore both are accepted, in order, and talk both ways.
 t_unix_pending() { mkdir -p "$D/files" && cr_test unixsk --mode pending --dir "$D/files"; }
 ALL_TESTS+=(unix-pending)
+
+# Messages in flight carrying a pipe, a regular file and a socket
+# (SCM_RIGHTS): after restore each comes with a working fd.
+t_unix_rights() { mkdir -p "$D/files" && cr_test unixsk --mode rights --dir "$D/files"; }
+ALL_TESTS+=(unix-rights)

@@ -253,7 +253,36 @@ impl FileTable {
 
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
     pub fn collect_fds(&mut self, proc: &ProcRoot, pid: i32) -> Result<Vec<FdinfoEntry>, Error> {
-        let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+        self.collect_fds_of(proc, pid, None)
+    }
+
+    /// Files carried by SCM_RIGHTS messages queued on the tree's unix
+    /// sockets (crust holds copies of them, see [`unix::UnixDump`]): each
+    /// gets a files.img id like an fd of a task, until no new message
+    /// carries more.
+    fn collect_carried(&mut self) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        loop {
+            let fds = self.unix.carried_pending()?;
+            if fds.is_empty() {
+                return Ok(());
+            }
+            let got = self.collect_fds_of(&ProcRoot::default(), me, Some(&fds))?;
+            self.unix.set_carried(&got)?;
+        }
+    }
+
+    /// The fds of process `pid` (only those of `only` when given).
+    fn collect_fds_of(
+        &mut self,
+        proc: &ProcRoot,
+        pid: i32,
+        only: Option<&[i32]>,
+    ) -> Result<Vec<FdinfoEntry>, Error> {
+        let mut fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+        if let Some(only) = only {
+            fds.retain(|(fd, _)| only.contains(fd));
+        }
         let mut out = Vec::with_capacity(fds.len());
         // fd -> files.img id of the fds seen so far, to find shared open
         // file descriptions.
@@ -476,6 +505,7 @@ impl FileTable {
 
     /// Write `files.img`.
     pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
+        self.collect_carried()?;
         let socks = self.unix.finish(&mut self.next_id)?;
         self.files.extend(socks);
         self.unix.write(dir)?;

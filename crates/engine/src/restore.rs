@@ -518,7 +518,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         ..Default::default()
     };
     created.shared.events = img.events.open()?;
-    created.shared.unix = img.unix.open()?;
+    created.shared.unix = img.unix.open(&created.shared)?;
     created.shared.ghosts = img.ghosts.open()?;
     created.shared.memfds = img.memfds.open()?;
     created.shared.ptys = img.ptys.open()?;

@@ -23,8 +23,9 @@ use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
+use crust_images::proto::regfile::RegFileEntry;
 use crust_images::proto::sk_opts::SkOptsEntry;
-use crust_images::proto::sk_packet::SkPacketEntry;
+use crust_images::proto::sk_packet::{ScmEntry, SkPacketEntry};
 use crust_images::proto::sk_unix::{FilePermsEntry, UnixSkEntry};
 use crust_images::Message;
 use crust_sys::unix as su;
@@ -232,6 +233,22 @@ fn diag_all() -> Result<HashMap<u32, DiagSock>, Error> {
 
 // ---------------------------------------------------------------- dump
 
+/// One queued message.
+struct Packet {
+    /// files.img id of the socket it is queued on.
+    id: u32,
+    bytes: Vec<u8>,
+    /// Copies of the fds it carries (SCM_RIGHTS), taken by peeking.
+    fds: Vec<OwnedFd>,
+    /// Their files.img ids, once known.
+    rights: Option<Vec<u32>>,
+    /// The socket, for messages.
+    here: String,
+}
+
+/// SCM_RIGHTS, as `scm_entry.type` records it.
+const SCM_RIGHTS: u32 = libc::SCM_RIGHTS as u32;
+
 /// Unix sockets seen while dumping a tree.
 #[derive(Default)]
 pub struct UnixDump {
@@ -242,8 +259,8 @@ pub struct UnixDump {
     /// Where each socket was first seen (pid, fd), for messages.
     at: HashMap<u32, (i32, i32)>,
     entries: Vec<UnixSkEntry>,
-    /// Queued messages: (files.img id, bytes), in queue order.
-    packets: Vec<(u32, Vec<u8>)>,
+    /// Queued messages, in queue order.
+    packets: Vec<Packet>,
     /// Listeners with connections waiting to be accepted: listener inode
     /// -> inodes of the connecting sockets, in queue order.
     icons: HashMap<u32, Vec<u32>>,
@@ -361,7 +378,13 @@ impl UnixDump {
             let msgs = read_queue(sock, d.ty, d.shutdown)
                 .map_err(|e| e.within(&here))?
                 .into_iter()
-                .map(|m| (id, m));
+                .map(|(bytes, fds)| Packet {
+                    id,
+                    bytes,
+                    rights: fds.is_empty().then(Vec::new),
+                    fds,
+                    here: here.clone(),
+                });
             let before = self.packets.len();
             self.packets.extend(msgs);
             debug!("{here}: {} queued message(s)", self.packets.len() - before);
@@ -468,6 +491,65 @@ impl UnixDump {
             .collect())
     }
 
+    /// The fds (in crust) carried by queued messages whose files have no
+    /// files.img id yet. Only regular files, pipes and sockets can be
+    /// carried; anything else is refused.
+    pub fn carried_pending(&self) -> Result<Vec<i32>, Error> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        for p in self.packets.iter().filter(|p| p.rights.is_none()) {
+            for f in &p.fds {
+                let fd = f.as_raw_fd();
+                let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let ok = target.starts_with("pipe:[")
+                    || target.starts_with("socket:[")
+                    || (target.starts_with('/')
+                        && !crate::ghost::is_deleted(&target)
+                        && std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                            .is_ok_and(|m| m.file_type().is_file()));
+                if !ok {
+                    return Err(Error::unsupported(format!(
+                        "{} has a queued message carrying {target} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        p.here
+                    )));
+                }
+                out.push(fd);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The files.img ids of the fds [`Self::carried_pending`] returned, as
+    /// the file table recorded them (fdinfo entries of crust's fds).
+    pub fn set_carried(&mut self, got: &[FdinfoEntry]) -> Result<(), Error> {
+        use std::os::fd::AsRawFd;
+        for p in self.packets.iter_mut().filter(|p| p.rights.is_none()) {
+            let mut rights = Vec::with_capacity(p.fds.len());
+            for f in &p.fds {
+                let e = got
+                    .iter()
+                    .find(|e| e.fd as i32 == f.as_raw_fd())
+                    .ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "{}: a file carried by a queued message could not be dumped",
+                            p.here
+                        ))
+                    })?;
+                if !matches!(e.r#type, fd_types::REG | fd_types::PIPE | fd_types::UNIXSK) {
+                    return Err(Error::unsupported(format!(
+                        "{} has a queued message carrying a file of type {} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        p.here, e.r#type
+                    )));
+                }
+                rights.push(e.id);
+            }
+            p.rights = Some(rights);
+        }
+        Ok(())
+    }
+
     /// Write `sk-queues.img` (when some socket had queued messages).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         if self.packets.is_empty() {
@@ -480,14 +562,30 @@ impl UnixDump {
             source,
         };
         let mut w = ImageWriter::create(dir, ty, &name).map_err(err)?;
-        for (id, bytes) in &self.packets {
+        for p in &self.packets {
+            let rights = p.rights.clone().ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{}: the files carried by a queued message were not identified",
+                    p.here
+                ))
+            })?;
+            let scm = if rights.is_empty() {
+                Vec::new()
+            } else {
+                vec![ScmEntry {
+                    r#type: SCM_RIGHTS,
+                    rights,
+                    ..Default::default()
+                }]
+            };
             w.write_entry(&SkPacketEntry {
-                id_for: *id,
-                length: bytes.len() as u32,
+                id_for: p.id,
+                length: p.bytes.len() as u32,
+                scm,
                 ..Default::default()
             })
             .map_err(err)?;
-            w.write_raw(bytes).map_err(err)?;
+            w.write_raw(&p.bytes).map_err(err)?;
         }
         w.finish().map_err(err)
     }
@@ -497,7 +595,6 @@ impl UnixDump {
 #[derive(Debug)]
 enum QueueError {
     Io(&'static str, std::io::Error),
-    Rights(usize),
     TooBig,
 }
 
@@ -509,20 +606,19 @@ impl QueueError {
                 op: format!("{op} on {here}"),
                 source,
             },
-            QueueError::Rights(n) => Error::unsupported(format!(
-                "{here} has a queued message carrying {n} file descriptor(s) (SCM_RIGHTS); crust cannot dump those yet"
-            )),
-            QueueError::TooBig => Error::unsupported(format!(
-                "{here} has more than {MAX_QUEUE} bytes queued"
-            )),
+            QueueError::TooBig => {
+                Error::unsupported(format!("{here} has more than {MAX_QUEUE} bytes queued"))
+            }
         }
     }
 }
 
 /// The messages queued to be read on `sock`, read with MSG_PEEK and
 /// SO_PEEK_OFF (put back to off afterwards) so that nothing is consumed.
-/// Stream data comes back in chunks; datagrams one by one.
-fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Vec<Vec<u8>>, QueueError> {
+/// Stream data comes back in chunks; datagrams one by one. Each comes with
+/// copies of the fds it carries (SCM_RIGHTS).
+type Queued = Vec<(Vec<u8>, Vec<OwnedFd>)>;
+fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, QueueError> {
     let set_off = |v: i32| {
         su::setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, v)
             .map_err(|e| QueueError::Io("setting SO_PEEK_OFF", e))
@@ -538,9 +634,6 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Vec<Vec<u8>
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(out),
                 Err(e) => return Err(QueueError::Io("MSG_PEEK", e)),
             };
-            if !r.rights.is_empty() {
-                return Err(QueueError::Rights(r.rights.len()));
-            }
             if is_dgram(ty) || ty as i32 == libc::SOCK_SEQPACKET {
                 if r.full_len > buf.len() {
                     // Truncated: look again from its start with room for it.
@@ -558,7 +651,7 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Vec<Vec<u8>
             if off > MAX_QUEUE {
                 return Err(QueueError::TooBig);
             }
-            out.push(buf[..r.len].to_vec());
+            out.push((buf[..r.len].to_vec(), r.rights));
         }
     })();
     set_off(-1)?;
@@ -605,6 +698,11 @@ pub struct UnixFiles {
     by_ino: HashMap<u32, u32>,
     /// Queued messages by files.img id, in order.
     queues: HashMap<u32, Vec<Vec<u8>>>,
+    /// Files carried by queued messages (SCM_RIGHTS), by (socket id,
+    /// message index): files.img ids.
+    rights: HashMap<(u32, usize), Vec<u32>>,
+    /// Regular files carried by messages, which crust opens itself.
+    carried_reg: HashMap<u32, RegFileEntry>,
 }
 
 fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
@@ -779,11 +877,54 @@ impl UnixFiles {
                     rec.payload.len()
                 )));
             }
-            if !e.scm.is_empty() {
-                return Err(Error::unsupported(format!(
-                    "restoring a message with control data (SCM_RIGHTS) queued on unix socket {}",
-                    e.id_for
-                )));
+            let here = format!("{name}: a message for unix socket {}", e.id_for);
+            let mut rights = Vec::new();
+            for scm in &e.scm {
+                if scm.r#type != SCM_RIGHTS {
+                    return Err(Error::unsupported(format!(
+                        "{here} carries control data of type {}; crust restores only SCM_RIGHTS",
+                        scm.r#type
+                    )));
+                }
+                rights.extend_from_slice(&scm.rights);
+            }
+            if rights.len() > crust_sys::fdpass::MAX_FDS_PER_MSG {
+                return Err(bad(format!("{here} carries {} files", rights.len())));
+            }
+            for r in &rights {
+                let f = files.iter().find(|f| f.id == *r).ok_or_else(|| {
+                    bad(format!(
+                        "{here} carries file {r}, which files.img does not have"
+                    ))
+                })?;
+                match f.r#type {
+                    fd_types::PIPE => {}
+                    fd_types::UNIXSK if out.has(*r) => {}
+                    fd_types::REG => {
+                        let reg = f
+                            .reg
+                            .as_ref()
+                            .filter(|g| g.id == *r && g.name.starts_with('/'))
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "{here} carries file {r}, whose entry is not a regular file by absolute path"
+                                ))
+                            })?;
+                        out.carried_reg.insert(*r, reg.clone());
+                    }
+                    t => {
+                        return Err(Error::unsupported(format!(
+                            "{here} carries file {r} of type {t}; crust restores only regular files, pipes and unix sockets carried in messages"
+                        )))
+                    }
+                }
+            }
+            if !rights.is_empty() {
+                if e.length == 0 && !is_dgram(u.r#type) {
+                    return Err(bad(format!("{here} carries files but no byte")));
+                }
+                let idx = out.queues.get(&e.id_for).map_or(0, |q| q.len());
+                out.rights.insert((e.id_for, idx), rights);
             }
             let total = sizes.entry(e.id_for).or_default();
             *total += rec.payload.len();
@@ -830,7 +971,8 @@ impl UnixFiles {
 
     /// Make every socket of the image in crust, connected, queues filled,
     /// options set.
-    pub fn open(&self) -> Result<OpenUnix, Error> {
+    /// `shared` holds the pipes, which messages may carry.
+    pub fn open(&self, shared: &crate::pipes::OpenShared) -> Result<OpenUnix, Error> {
         let me = crust_sys::process::getpid();
         let mut made: HashMap<u32, OwnedFd> = HashMap::new();
         // The other end of a socket whose peer was gone: sends its queue,
@@ -930,16 +1072,21 @@ impl UnixFiles {
                 )
                 .map_err(sys_err(me, format!("SO_RCVBUFFORCE of {what}")))?;
             }
-            for m in msgs {
+            for (i, m) in msgs.iter().enumerate() {
+                let carried = match self.rights.get(&(*id, i)) {
+                    Some(r) => self.carried_fds(r, &made, shared)?,
+                    None => Vec::new(),
+                };
                 let mut done = 0;
                 loop {
-                    let n = su::send(
-                        sender,
-                        &m[done..],
-                        to,
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                    .map_err(sys_err(
+                    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                    let sent = if done == 0 && !carried.is_empty() {
+                        let fds: Vec<BorrowedFd<'_>> = carried.iter().map(|f| f.as_fd()).collect();
+                        su::send_with_fds(sender, m, to, &fds, flags)
+                    } else {
+                        su::send(sender, &m[done..], to, flags)
+                    };
+                    let n = sent.map_err(sys_err(
                         me,
                         format!(
                             "sending a queued message of {} bytes back into {what}",
@@ -986,6 +1133,58 @@ impl UnixFiles {
         }
         Ok(OpenUnix { by_id: made })
     }
+}
+
+impl UnixFiles {
+    /// Copies of the files `ids` a queued message carries: sockets crust
+    /// made, pipes from `shared`, regular files opened here.
+    fn carried_fds(
+        &self,
+        ids: &[u32],
+        made: &HashMap<u32, OwnedFd>,
+        shared: &crate::pipes::OpenShared,
+    ) -> Result<Vec<OwnedFd>, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let f = if let Some(reg) = self.carried_reg.get(id) {
+                open_reg(reg).map_err(sys_err(
+                    me,
+                    format!(
+                        "opening {} (file {id}) carried by a queued message",
+                        reg.name
+                    ),
+                ))?
+            } else {
+                let fd = made.get(id).map(|f| f.as_fd()).or_else(|| shared.get(*id));
+                let fd = fd.ok_or_else(|| Error::Restore {
+                    pid: me,
+                    what: format!("file {id}, carried by a queued message, was not made"),
+                })?;
+                fd.try_clone_to_owned()
+                    .map_err(sys_err(me, format!("dup of file {id}")))?
+            };
+            out.push(f);
+        }
+        Ok(out)
+    }
+}
+
+/// Open a regular file as `reg` records it (access mode, append and
+/// non-blocking flags, offset).
+fn open_reg(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let acc = reg.flags as i32 & libc::O_ACCMODE;
+    let mut f = std::fs::OpenOptions::new()
+        .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+        .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+        .custom_flags(reg.flags as i32 & (libc::O_APPEND | libc::O_NONBLOCK))
+        .open(&reg.name)?;
+    if reg.flags as i32 & libc::O_APPEND == 0 {
+        f.seek(SeekFrom::Start(reg.pos))?;
+    }
+    Ok(f.into())
 }
 
 /// The sockets crust made for the restore, by files.img id; closed once
@@ -1125,7 +1324,10 @@ mod tests {
         assert_eq!(da.shutdown, 2);
         assert_eq!(db.shutdown, 1);
         let q = read_queue(b.as_fd(), db.ty, db.shutdown).unwrap();
-        assert_eq!(q.concat(), b"abc");
+        assert_eq!(
+            q.into_iter().map(|m| m.0).collect::<Vec<_>>().concat(),
+            b"abc"
+        );
         // Nothing was consumed.
         let mut buf = [0u8; 8];
         let r = su::recvmsg(b.as_fd(), &mut buf, libc::MSG_DONTWAIT).unwrap();
@@ -1138,7 +1340,11 @@ mod tests {
         for m in [&b"one"[..], b"", &[7u8; 100_000], b"four"] {
             su::send(a.as_fd(), m, None, libc::MSG_DONTWAIT).unwrap();
         }
-        let q = read_queue(b.as_fd(), libc::SOCK_DGRAM as u32, 0).unwrap();
+        let q: Vec<Vec<u8>> = read_queue(b.as_fd(), libc::SOCK_DGRAM as u32, 0)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.0)
+            .collect();
         assert_eq!(q.len(), 4);
         assert_eq!(q[0], b"one");
         assert!(q[1].is_empty());

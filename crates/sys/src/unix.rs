@@ -160,6 +160,61 @@ pub fn send(fd: BorrowedFd<'_>, data: &[u8], to: Option<&[u8]>, flags: i32) -> i
     cvt(r as libc::c_long).map(|n| n as usize)
 }
 
+/// sendmsg(2) of `data` with the fds `fds` attached (SCM_RIGHTS, at most
+/// [`crate::fdpass::MAX_FDS_PER_MSG`]), to the connected peer or to `to`.
+pub fn send_with_fds(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    to: Option<&[u8]>,
+    fds: &[BorrowedFd<'_>],
+    flags: i32,
+) -> io::Result<usize> {
+    if fds.is_empty() || fds.len() > crate::fdpass::MAX_FDS_PER_MSG {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let dest = to.map(sockaddr).transpose()?;
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
+    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
+    let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; (space as usize).div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    let mut sun = dest.map(|d| d.0);
+    if let (Some(sun), Some((_, len))) = (sun.as_mut(), dest) {
+        msg.msg_name = sun as *mut libc::sockaddr_un as *mut libc::c_void;
+        msg.msg_namelen = len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as usize;
+    // SAFETY: msg_control points to `control`, at least CMSG_SPACE(payload)
+    // bytes, aligned to 8, so CMSG_FIRSTHDR returns a header inside it with
+    // room for `payload` bytes after it; `raw` holds exactly `payload` bytes.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = cmsg_len as usize;
+        std::ptr::copy_nonoverlapping(
+            raw.as_ptr() as *const u8,
+            libc::CMSG_DATA(c),
+            payload as usize,
+        );
+    }
+    // SAFETY: every pointer in `msg` (name, iov and its data, control)
+    // points to memory that lives until the call returns; the kernel only
+    // reads it. The fds are borrowed, so open during the call.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+    cvt(r as libc::c_long).map(|n| n as usize)
+}
+
 /// getsockopt(2) of an `int` option.
 pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
@@ -397,6 +452,17 @@ mod tests {
         let mut big = [0u8; 64];
         let r = recvmsg(copy.as_fd(), &mut big, libc::MSG_DONTWAIT).unwrap();
         assert_eq!(&big[..r.len], b"hello");
+    }
+
+    #[test]
+    fn rights_sent_and_peeked() {
+        let (a, b) = socketpair(libc::SOCK_DGRAM).unwrap();
+        let (x, _y) = socketpair(libc::SOCK_STREAM).unwrap();
+        let n = send_with_fds(a.as_fd(), b"fd", None, &[x.as_fd()], 0).unwrap();
+        assert_eq!(n, 2);
+        let mut buf = [0u8; 8];
+        let r = recvmsg(b.as_fd(), &mut buf, libc::MSG_PEEK).unwrap();
+        assert_eq!((r.len, r.rights.len()), (2, 1));
     }
 
     #[test]

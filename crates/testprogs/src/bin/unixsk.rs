@@ -19,9 +19,14 @@
 //! - `child`: a stream and a seqpacket socketpair split between the parent
 //!   and its child, messages queued both ways. The child checks its side
 //!   and answers; its exit status is part of the verdict.
-//! - `rights`: a message carrying an fd (SCM_RIGHTS) queued on a pair,
-//!   which crust refuses to dump. The check: the message and its fd are
-//!   still there.
+//! - `rights --dir D`: messages carrying fds (SCM_RIGHTS) queued on a
+//!   datagram pair: a pipe's read end the process still holds, a regular
+//!   file D/rights.txt at offset 6 and a stream socket with data queued,
+//!   both closed by the process since. The check: each message comes with
+//!   its fd, which works (the pipe carries data, the file reads from its
+//!   offset, the socket has its data and talks to its peer).
+//! - `rights-uffd`: a message carrying a userfaultfd, which crust refuses
+//!   to dump. The check: the message and its fd are still there.
 //! - `ext --dir D`: a datagram socket connected to D/ext.sock, bound by a
 //!   process outside the tree. The check: it is still connected there and
 //!   sends "after restore" to it.
@@ -501,11 +506,9 @@ fn mode_child() -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
-fn mode_rights() -> Box<dyn FnOnce() -> Result<(), String>> {
-    let (a, b) = pair(libc::SOCK_DGRAM);
-    let p = crust_testprogs::make_pipe();
-    // A message with fd p[0] attached.
-    let data = *b"F";
+/// Send the one byte `byte` on `sock` with `fd` attached (SCM_RIGHTS).
+fn send_fd(sock: i32, byte: u8, fd: i32) {
+    let data = [byte];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut _,
         iov_len: 1,
@@ -523,40 +526,110 @@ fn mode_rights() -> Box<dyn FnOnce() -> Result<(), String>> {
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
         (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::copy_nonoverlapping(p[0].to_ne_bytes().as_ptr(), libc::CMSG_DATA(c), 4);
-        if libc::sendmsg(a, &msg, 0) != 1 {
+        std::ptr::copy_nonoverlapping(fd.to_ne_bytes().as_ptr(), libc::CMSG_DATA(c), 4);
+        if libc::sendmsg(sock, &msg, 0) != 1 {
             die("sendmsg");
         }
     }
+}
+
+/// Receive a one-byte message that must be `byte` and carry an fd.
+fn recv_fd(sock: i32, byte: u8) -> Result<i32, String> {
+    let mut buf = [0u8; 4];
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: 4,
+    };
+    // SAFETY: as in send_fd, for recvmsg; CMSG_DATA is read only when a
+    // control message came.
+    let (n, fd) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut _;
+        msg.msg_controllen = 32;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT);
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        let fd = if n < 0 || c.is_null() {
+            -1
+        } else {
+            let mut v = [0u8; 4];
+            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
+            i32::from_ne_bytes(v)
+        };
+        (n, fd)
+    };
+    ensure!(
+        n == 1 && buf[0] == byte,
+        "recvmsg: {n} {:?} {}",
+        buf[0] as char,
+        err()
+    );
+    ensure!(fd >= 0, "message {:?} came without its fd", byte as char);
+    Ok(fd)
+}
+
+/// Messages carrying fds queued on a datagram pair: a pipe's read end the
+/// process also holds, a regular file (offset 6) and one end of a stream
+/// pair (with data queued) that it closed since.
+fn mode_rights(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
+    let (a, b) = pair(libc::SOCK_DGRAM);
+    let p = crust_testprogs::make_pipe();
+    send_fd(a, b'P', p[0]);
+    let fpath = dir.join("rights.txt");
+    std::fs::write(&fpath, b"hello rights").unwrap_or_else(|_| die("write rights.txt"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fpath)
+        .unwrap_or_else(|_| die("open rights.txt"));
+    {
+        use std::io::Seek;
+        (&file)
+            .seek(std::io::SeekFrom::Start(6))
+            .unwrap_or_else(|_| die("seek"));
+    }
+    send_fd(a, b'R', std::os::fd::AsRawFd::as_raw_fd(&file));
+    drop(file);
+    let (s0, s1) = pair(libc::SOCK_STREAM);
+    send(s0, b"queued").unwrap_or_else(|_| die("send"));
+    send_fd(a, b'S', s1);
+    // SAFETY: closing our own fd, which only the message carries now.
+    unsafe { libc::close(s1) };
     Box::new(move || {
-        let mut buf = [0u8; 4];
-        let mut control = [0u64; 4];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut _,
-            iov_len: 4,
-        };
-        // SAFETY: as above, for recvmsg.
-        let (n, fd) = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr() as *mut _;
-            msg.msg_controllen = 32;
-            let n = libc::recvmsg(b, &mut msg, libc::MSG_DONTWAIT);
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            let fd = if c.is_null() {
-                -1
-            } else {
-                let mut v = [0u8; 4];
-                std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
-                i32::from_ne_bytes(v)
-            };
-            (n, fd)
-        };
-        ensure!(n == 1 && buf[0] == b'F', "recvmsg: {n} {}", err());
-        ensure!(fd >= 0, "the message came without its fd");
+        let fd = recv_fd(b, b'P')?;
         crust_testprogs::pipe_works([fd, p[1]])?;
+        let fd = recv_fd(b, b'R')?;
+        let mut buf = [0u8; 32];
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut _, buf.len()) };
+        ensure!(
+            n == 6 && &buf[..6] == b"rights",
+            "read from the carried file: {n} {:?}",
+            String::from_utf8_lossy(&buf[..n.max(0) as usize])
+        );
+        let fd = recv_fd(b, b'S')?;
+        expect_msg(fd, b"queued")?;
+        send(s0, b"more")?;
+        expect_msg(fd, b"more")?;
+        send(fd, b"back")?;
+        expect_msg(s0, b"back")?;
         Ok(())
+    })
+}
+
+/// A message carrying a userfaultfd, which crust refuses to dump. The
+/// check: the message and its fd are still there.
+fn mode_rights_uffd() -> Box<dyn FnOnce() -> Result<(), String>> {
+    let (a, b) = pair(libc::SOCK_DGRAM);
+    let u = crust_testprogs::make_undumpable_fd();
+    send_fd(a, b'U', u);
+    // SAFETY: closing our own fd, which only the message carries now.
+    unsafe { libc::close(u) };
+    Box::new(move || {
+        let fd = recv_fd(b, b'U')?;
+        crust_testprogs::undumpable_fd_ok(fd)
     })
 }
 
@@ -633,7 +706,8 @@ fn main() {
     let check = match mode.as_str() {
         "all" => mode_all(&args.path("dir"), me),
         "child" => mode_child(),
-        "rights" => mode_rights(),
+        "rights" => mode_rights(&args.path("dir")),
+        "rights-uffd" => mode_rights_uffd(),
         "pending" => mode_pending(&args.path("dir"), false),
         "pending-data" => mode_pending(&args.path("dir"), true),
         "ext" => mode_ext(&args.path("dir")),
