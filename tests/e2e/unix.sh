@@ -147,3 +147,29 @@ ALL_TESTS+=(unix-pending)
 # (SCM_RIGHTS): after restore each comes with a working fd.
 t_unix_rights() { mkdir -p "$D/files" && cr_test unixsk --mode rights --dir "$D/files"; }
 ALL_TESTS+=(unix-rights)
+
+# A bad sk-queues.img (a message carrying a file files.img lacks): a clear
+# error, no task left.
+t_err_restore_unix_rights() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog unixsk --mode rights --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    python3 - "$D/img/sk-queues.img" <<'PY' || { fail "cannot patch sk-queues.img"; return 1; }
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+# magic (8 bytes), u32 length, then the entry: id_for, length, then the
+# scm entry (field 4) holding type (1) and rights (2).
+assert b[12] == 0x08 and b[14] == 0x10 and b[16] == 0x22 and b[18] == 0x08 and b[20] == 0x10, b[8:24].hex()
+b[21] = 0x7f  # file 127: no such file
+open(p, "wb").write(b)
+PY
+    crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    expect_error restore "$D/img/restore.log" || return 1
+    grep -q 'carries file 127' "$D/restore.err" ||
+        { fail "the message does not say it: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    [ -e "/proc/$PID" ] && { fail "pid $PID exists after the failed restore"; return 1; }
+    return 0
+}
+ALL_TESTS+=(err-restore-unix-rights)

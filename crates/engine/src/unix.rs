@@ -9,13 +9,24 @@
 //! message is an `sk-queues.img` entry followed by its bytes. A peer
 //! outside the tree is refused unless `--ext-unix-sk`, which records it as
 //! an entry of its own flagged USK_EXTERN (datagram sockets only).
+//! A connection waiting in a listener's accept queue (UNIX_DIAG_ICONS) is
+//! recorded, as CRIU does, as connected to the listener; one that already
+//! sent data is refused (its bytes sit on the embryonic socket, out of
+//! reach). Peeking a message that carries fds (SCM_RIGHTS) copies them into
+//! crust: the file table gives each its files.img id (a file no task holds
+//! any more is dumped from crust's copy; only regular files, pipes and unix
+//! sockets), recorded in the message's `scm` entries. SCM_CREDENTIALS are
+//! not recorded (CRIU's format has no room for them).
 //!
 //! Restore: crust makes every socket itself before any task exists:
 //! socketpair for ends connected to each other (or to a peer that was
 //! gone), socket + bind (+ listen) for bound and listening ones, connect
 //! for datagram sockets connected one way. It sends the queued messages
 //! back from the peer end (or from a throw-away socket to a bound
-//! datagram socket), then sets shutdown, options and status flags. Tasks
+//! datagram socket) with the files they carried (crust's sockets, pipes,
+//! regular files it opens), connects the connections that were waiting
+//! in an accept queue to their listener (in their order), then sets
+//! shutdown, options and status flags. Tasks
 //! get the sockets with [`crate::fdpass`], like pipes.
 
 use crate::util::sys_err;
