@@ -59,3 +59,8 @@ t_err_restore_pty_info() {
     expect_pass "$D/img/restore2.log"
 }
 ALL_TESTS+=(err-restore-pty-info)
+
+# The child is a session leader with the slave as its controlling terminal
+# (and its group in the foreground): it gets them back on the new pair.
+t_pty_session() { cr_test ptypair --mode session; }
+ALL_TESTS+=(pty-session)

@@ -7,20 +7,24 @@
 //! crust reads from a pidfd_getfd copy of the fd: termios, window size,
 //! packet mode, the lock and exclusive mode. A `/dev/pts/N` whose master is
 //! outside the tree stays the shell job's terminal (`-j`, [`crate::files`]).
-//! Data queued in the pty is not saved (no `tty-data.img`).
+//! Data queued in the pty is not saved (no `tty-data.img`). When the
+//! slave is the controlling terminal of a session of the tree, its info
+//! records the session (`sid`) and the foreground process group (`pgrp`).
 //!
 //! Restore: for each pair crust opens a new `/dev/ptmx` (so the slave's
 //! number N usually differs), unlocks it, opens one description per slave
 //! entry with TIOCGPTPEER, sets termios, window size and packet mode as
 //! recorded, and locks the slave again if it was locked. Tasks get the
 //! descriptions over SCM_RIGHTS. Only one master description per pair can
-//! be made (another open of /dev/ptmx is a new pair), and a pty that is
-//! the controlling terminal of a process of the tree is refused.
+//! be made (another open of /dev/ptmx is a new pair). A session leader
+//! gets its controlling terminal back (TIOCSCTTY on one of its fds on the
+//! slave, then TIOCSPGRP) once every task of the tree has its fds.
 
+use crate::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
-use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::tty::{
     TermiosEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
@@ -77,6 +81,9 @@ pub struct PtyDump {
     infos: Vec<TtyInfoEntry>,
     /// tty-info.img id of each end already recorded.
     info_of: HashMap<(bool, u32), u32>,
+    /// (session, foreground group) of the ptys that are the controlling
+    /// terminal of a session of the tree, by index.
+    ctty: HashMap<u32, (u32, u32)>,
 }
 
 /// The pty index of a /dev/pts/N link.
@@ -88,19 +95,27 @@ fn pts_index(link: &str) -> Option<u32> {
     n.parse().ok()
 }
 
-/// The controlling terminal of `pid` (tty_nr of /proc/PID/stat, the
-/// kernel's encoding of major:minor), or 0.
-fn ctty_of(pid: i32) -> u32 {
+/// (session, controlling terminal (tty_nr: the kernel's encoding of
+/// major:minor, 0 for none), foreground group of it) of `pid`, from
+/// /proc/PID/stat.
+fn ctty_of(pid: i32) -> (u32, u32, i64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return (0, 0, -1);
     };
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
+        return (0, 0, -1);
     };
-    rest.split_whitespace()
-        .nth(4)
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0) as u32
+    let f: Vec<i64> = rest
+        .split_whitespace()
+        .skip(1)
+        .take(5)
+        .map(|v| v.parse::<i64>().unwrap_or(-1))
+        .collect();
+    if f.len() < 5 {
+        return (0, 0, -1);
+    }
+    // ppid pgrp session tty_nr tpgid
+    (f[2] as u32, f[3] as u32, f[4])
 }
 
 /// (major, minor) of the kernel's encoding of tty_nr.
@@ -145,15 +160,23 @@ impl PtyDump {
                 }
             }
             for &pid in &self.tree {
-                let (major, minor) = decode_tty_nr(ctty_of(pid));
-                if major == PTS_MAJOR {
-                    let index = minor;
-                    if set.contains(&index) {
-                        return Err(Error::unsupported(format!(
-                            "process {pid} has /dev/pts/{index}, whose master the tree holds, as its controlling terminal (a session on a pty of the tree)"
-                        )));
-                    }
+                let (sid, tty_nr, tpgid) = ctty_of(pid);
+                let (major, minor) = decode_tty_nr(tty_nr);
+                if major != PTS_MAJOR || !set.contains(&minor) {
+                    continue;
                 }
+                let index = minor;
+                if !same_pid_ns(pid) {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} has /dev/pts/{index}, whose master the tree holds, as its controlling terminal, in a pid namespace of its own"
+                    )));
+                }
+                if tpgid <= 0 {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} has /dev/pts/{index} as its controlling terminal with no foreground process group"
+                    )));
+                }
+                self.ctty.insert(index, (sid, tpgid as u32));
             }
             debug!("pty masters held by the tree: {set:?}");
             self.masters = Some(set);
@@ -216,7 +239,11 @@ impl PtyDump {
                 let copy = crust_sys::unix::pidfd_getfd(pidfd.as_fd(), fd)
                     .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
                 let info_id = self.infos.len() as u32 + 1;
-                let e = read_info(pid, copy.as_fd(), end, info_id, &what)?;
+                let mut e = read_info(pid, copy.as_fd(), end, info_id, &what)?;
+                if let (false, Some(&(sid, pgrp))) = (end.master, self.ctty.get(&end.index)) {
+                    e.sid = sid;
+                    e.pgrp = pgrp;
+                }
                 debug!(
                     "{pid}: {what}: tty info {info_id}, locked {} packet {} winsize {:?}",
                     e.locked, e.packet_mode, e.winsize
@@ -248,6 +275,14 @@ impl PtyDump {
         }
         write_image(dir, ImageType::TtyInfo, 0, &self.infos)
     }
+}
+
+/// Whether `pid` is in crust's pid namespace (its pids in /proc are
+/// those the images record).
+fn same_pid_ns(pid: i32) -> bool {
+    let a = std::fs::read_link("/proc/self/ns/pid");
+    let b = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+    matches!((a, b), (Ok(a), Ok(b)) if a == b)
 }
 
 fn read_info(
@@ -328,6 +363,9 @@ struct PairImage {
     /// (files.img id, flags) of each slave description.
     slaves: Vec<(u32, u32)>,
     slave_info: Option<EndImage>,
+    /// (session, foreground group) when the slave is the controlling
+    /// terminal of a session of the tree.
+    ctty: Option<(i32, i32)>,
 }
 
 /// The pty pairs of an image set (those fds use), read and checked.
@@ -482,6 +520,16 @@ impl Ptys {
             } else {
                 pair.slaves.push((id, t.flags));
                 pair.slave_info = Some(end);
+                if info.sid != 0 {
+                    let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
+                    if sid <= 0 || pgrp <= 0 {
+                        return Err(bad(format!(
+                            "tty info {}: session {} or group {} out of range",
+                            info.id, info.sid, info.pgrp
+                        )));
+                    }
+                    pair.ctty = Some((sid, pgrp));
+                }
             }
         }
         for (index, p) in &out.pairs {
@@ -492,6 +540,51 @@ impl Ptys {
             }
         }
         Ok(out)
+    }
+
+    /// Check that every controlling terminal can be given back: its
+    /// session leader is a live process of the tree holding an fd on the
+    /// slave, and its foreground group is a group of that session.
+    /// `procs`: (pid, sid, pgid, fds) of every process.
+    pub fn check_sessions<'a>(
+        &self,
+        procs: impl Iterator<Item = (i32, i32, i32, Option<&'a [FdinfoEntry]>)> + Clone,
+    ) -> Result<(), Error> {
+        for (index, p) in &self.pairs {
+            let Some((sid, pgrp)) = p.ctty else { continue };
+            let leader = procs.clone().find(|q| q.0 == sid);
+            let Some((_, lsid, _, Some(fds))) = leader else {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader is not a live process of the tree"
+                )));
+            };
+            if lsid != sid || self.ctty_of(sid, fds).is_none() {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader holds no fd on it"
+                )));
+            }
+            if !procs.clone().any(|q| q.1 == sid && q.2 == pgrp) {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} had process group {pgrp} in the foreground, which is not a group of session {sid} in the tree"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// For the leader of a session whose controlling terminal is a pty of
+    /// the tree: its fd on the slave and the foreground group.
+    pub fn ctty_of(&self, pid: i32, fds: &[FdinfoEntry]) -> Option<(i32, i32)> {
+        self.pairs.values().find_map(|p| {
+            let (sid, pgrp) = p.ctty?;
+            if sid != pid {
+                return None;
+            }
+            let fd = fds.iter().find(|f| {
+                f.r#type == fd_types::TTY && p.slaves.iter().any(|(id, _)| *id == f.id)
+            })?;
+            Some((fd.fd as i32, pgrp))
+        })
     }
 
     /// Make every pair and its descriptions.
@@ -564,6 +657,28 @@ impl Ptys {
         }
         Ok(out)
     }
+}
+
+/// Make the slave at `fd` the controlling terminal of the task (a session
+/// leader without one) and put `pgrp` in its foreground. The task's
+/// signals are blocked, so TIOCSPGRP from the background is allowed.
+pub fn set_ctty(r: &mut Remote<'_>, fd: i32, pgrp: i32) -> Result<(), Error> {
+    r.call(
+        &format!("ioctl(TIOCSCTTY) on fd {fd}"),
+        libc::SYS_ioctl,
+        [fd as u64, libc::TIOCSCTTY, 0, 0, 0, 0],
+    )?;
+    let a = r.put(0, &pgrp.to_ne_bytes())?;
+    r.call(
+        &format!("ioctl(TIOCSPGRP, {pgrp}) on fd {fd}"),
+        libc::SYS_ioctl,
+        [fd as u64, libc::TIOCSPGRP, a.get(), 0, 0, 0],
+    )?;
+    debug!(
+        "{}: fd {fd} is its controlling terminal, group {pgrp} in the foreground",
+        r.pid()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

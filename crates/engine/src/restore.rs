@@ -203,6 +203,11 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         .map(|f| f.id)
         .collect();
     let ptys = crate::pty::Ptys::load(&dir, &tty_ids)?;
+    ptys.check_sessions(procs.iter().map(|p| {
+        let e = &p.entry;
+        let fds = p.live.as_ref().map(|l| l.files.fds.as_slice());
+        (e.pid as i32, e.sid as i32, e.pgid as i32, fds)
+    }))?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -739,6 +744,18 @@ fn create_and_build(
     let mut pages = 0;
     let filler = mem::Filler::new();
     grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
+    // Controlling terminals on the tree's ptys, once every fd is open.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        if let Some((fd, pgrp)) = img.ptys.ctty_of(p.pid(), &live.files.fds) {
+            let mut r = Remote {
+                task: &mut created.tasks[i][0],
+                scratch: RemoteAddr(tramp + PAGE_SIZE),
+                scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            };
+            crate::pty::set_ctty(&mut r, fd, pgrp)?;
+        }
+    }
     // File locks, once every fd of the tree is open.
     for (i, p) in img.procs.iter().enumerate() {
         if p.live.is_some() && !img.locks.is_empty() {

@@ -18,7 +18,12 @@
 //!   slave (fds 4, 5, 6). The child answers on the slave: `x` -> `X`, and
 //!   `p` -> `P` when its own check (termios, window size, sharing) passes,
 //!   else `F` and the reason. The parent's check: packet mode, lock and
-//!   window size on the master, then `p` must get `P`.
+//!   window size on the master, then `p` must get `P`. The child has no
+//!   controlling terminal.
+//! - `session`: as `child`, but the child made a session of its own
+//!   (setsid) with the slave as its controlling terminal (TIOCSCTTY); it
+//!   also checks that /dev/tty is the slave and that it is the session and
+//!   the foreground group of it.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 
@@ -387,7 +392,66 @@ fn pair(args: &crust_testprogs::Args) -> ! {
     finish(args, verdict)
 }
 
-fn child_loop(want: &libc::termios) -> ! {
+fn rdev_of(fd: i32) -> Result<u64, String> {
+    // SAFETY: stat is plain integers.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a writable stat.
+    ensure!(
+        unsafe { libc::fstat(fd, &mut st) } == 0,
+        "fstat fd {fd}: {}",
+        err()
+    );
+    Ok(st.st_rdev)
+}
+
+/// tty_nr of /proc/self/stat (the controlling terminal, 0 for none).
+fn own_tty_nr() -> Result<u64, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "cannot parse /proc/self/stat".to_string())
+}
+
+/// The child's controlling terminal: the slave (`session`) or none. (The
+/// slave is locked, so /dev/tty cannot be opened: TIOCGSID, which works
+/// only on the caller's controlling terminal, and tty_nr tell.)
+fn check_ctty(session: bool) -> Result<(), String> {
+    // SAFETY: these take only integers.
+    let (me, sid, tsid, pg, fg) = unsafe {
+        (
+            libc::getpid(),
+            libc::getsid(0),
+            libc::tcgetsid(SLAVE),
+            libc::getpgrp(),
+            libc::tcgetpgrp(SLAVE),
+        )
+    };
+    let nr = own_tty_nr()?;
+    if !session {
+        ensure!(
+            tsid < 0 && nr == 0,
+            "the child has a controlling terminal (tty_nr {nr:#x}, TIOCGSID {tsid})"
+        );
+        return Ok(());
+    }
+    let rdev = rdev_of(SLAVE)?;
+    let (major, minor) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let want = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+    ensure!(
+        nr == want,
+        "controlling terminal tty_nr {nr:#x}, the slave is {major}:{minor}"
+    );
+    ensure!(
+        sid == me && tsid == me,
+        "session {sid}, the slave's session {tsid}, pid {me}"
+    );
+    ensure!(fg == pg, "foreground group {fg}, own group {pg}");
+    Ok(())
+}
+
+fn child_loop(want: &libc::termios, session: bool) -> ! {
     loop {
         let got = match read_some(SLAVE, 1, -1) {
             Ok(g) => g,
@@ -396,7 +460,7 @@ fn child_loop(want: &libc::termios) -> ! {
         for &b in &got {
             let reply = match b {
                 b'x' => b"X".to_vec(),
-                b'p' => match check_slave(want) {
+                b'p' => match check_slave(want).and_then(|_| check_ctty(session)) {
                     Ok(()) => b"P".to_vec(),
                     Err(e) => format!("F{e}\n").into_bytes(),
                 },
@@ -412,7 +476,7 @@ fn child_loop(want: &libc::termios) -> ! {
     }
 }
 
-fn child(args: &crust_testprogs::Args) -> ! {
+fn child(args: &crust_testprogs::Args, session: bool) -> ! {
     let want = set_up();
     // SAFETY: fork in a single-threaded program.
     let pid = unsafe { libc::fork() };
@@ -422,7 +486,21 @@ fn child(args: &crust_testprogs::Args) -> ! {
     if pid == 0 {
         // SAFETY: closing our copy of the master.
         unsafe { libc::close(MASTER) };
-        child_loop(&want);
+        if session {
+            // SAFETY: setsid and TIOCSCTTY take only integers.
+            unsafe {
+                if libc::setsid() < 0 {
+                    die("setsid");
+                }
+                if libc::ioctl(SLAVE, libc::TIOCSCTTY, 0) != 0 {
+                    die("TIOCSCTTY");
+                }
+            }
+        }
+        if let Err(e) = check_ctty(session) {
+            die(&format!("child set-up: {e}"));
+        }
+        child_loop(&want, session);
     }
     // SAFETY: closing the parent's copies of the slave.
     unsafe {
@@ -479,7 +557,8 @@ fn main() {
     let args = start();
     match args.opt("mode").unwrap_or("pair") {
         "pair" => pair(&args),
-        "child" => child(&args),
+        "child" => child(&args, false),
+        "session" => child(&args, true),
         m => die(&format!("unknown --mode {m}")),
     }
 }
