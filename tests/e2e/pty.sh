@@ -64,3 +64,9 @@ ALL_TESTS+=(err-restore-pty-info)
 # (and its group in the foreground): it gets them back on the new pair.
 t_pty_session() { cr_test ptypair --mode session; }
 ALL_TESTS+=(pty-session)
+
+# A session leader whose controlling terminal is a pty of the tree but who
+# holds no fd on it: the dump is refused (crust could not give the terminal
+# back) and the tree runs on.
+t_err_dump_pty_ctty_nofd() { dump_must_fail "controlling terminal" ptypair --mode session-nofd; }
+ALL_TESTS+=(err-dump-pty-ctty-nofd)

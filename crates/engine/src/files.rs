@@ -416,7 +416,7 @@ impl FileTable {
                 debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
                 continue;
             }
-            if let Some(end) = self.ptys.end_of(proc, &target, &info)? {
+            if let Some(end) = self.ptys.end_of(proc, pid, &target, &info)? {
                 let id = match self.ptys.known(pid, fd) {
                     Some(id) => id,
                     None => {

@@ -84,6 +84,8 @@ pub struct PtyDump {
     /// (session, foreground group) of the ptys that are the controlling
     /// terminal of a session of the tree, by index.
     ctty: HashMap<u32, (u32, u32)>,
+    /// (pid, index) of every process with an fd on a slave.
+    slave_holders: HashSet<(i32, u32)>,
 }
 
 /// The pty index of a /dev/pts/N link.
@@ -189,10 +191,13 @@ impl PtyDump {
     pub fn end_of(
         &mut self,
         proc: &ProcRoot,
+        pid: i32,
         target: &str,
         info: &crust_proc::FdInfo,
     ) -> Result<Option<End>, Error> {
         if target == "/dev/ptmx" {
+            // Also finds the controlling terminals on the tree's ptys.
+            self.masters(proc)?;
             let index = info.get("tty-index").and_then(|v| v.trim().parse().ok());
             return Ok(index.map(|index| End {
                 master: true,
@@ -202,7 +207,11 @@ impl PtyDump {
         let Some(index) = pts_index(target) else {
             return Ok(None);
         };
-        Ok(self.masters(proc)?.contains(&index).then_some(End {
+        if !self.masters(proc)?.contains(&index) {
+            return Ok(None);
+        }
+        self.slave_holders.insert((pid, index));
+        Ok(Some(End {
             master: false,
             index,
         }))
@@ -268,8 +277,17 @@ impl PtyDump {
         })
     }
 
-    /// Write `tty-info.img` (nothing without ptys).
+    /// Write `tty-info.img` (nothing without ptys). Refuses a controlling
+    /// terminal that could not be given back: its session leader must hold
+    /// an fd on the slave.
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        for (index, (sid, _)) in &self.ctty {
+            if !self.slave_holders.contains(&(*sid as i32, *index)) {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader holds no fd on it (crust gives the terminal back through such an fd)"
+                )));
+            }
+        }
         if self.infos.is_empty() {
             return Ok(());
         }

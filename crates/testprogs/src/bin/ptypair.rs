@@ -24,6 +24,10 @@
 //!   (setsid) with the slave as its controlling terminal (TIOCSCTTY); it
 //!   also checks that /dev/tty is the slave and that it is the session and
 //!   the foreground group of it.
+//! - `session-nofd`: as `session`, but the child then closes its fds on
+//!   the slave (it keeps it only as its controlling terminal) and sleeps;
+//!   crust refuses to dump that. The parent's check: the master as set
+//!   and the child still there.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 
@@ -476,7 +480,7 @@ fn child_loop(want: &libc::termios, session: bool) -> ! {
     }
 }
 
-fn child(args: &crust_testprogs::Args, session: bool) -> ! {
+fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     let want = set_up();
     // SAFETY: fork in a single-threaded program.
     let pid = unsafe { libc::fork() };
@@ -500,6 +504,17 @@ fn child(args: &crust_testprogs::Args, session: bool) -> ! {
         if let Err(e) = check_ctty(session) {
             die(&format!("child set-up: {e}"));
         }
+        if !keep_fds {
+            // SAFETY: closing our own fds on the slave.
+            unsafe {
+                libc::close(SLAVE);
+                libc::close(SLAVE_DUP);
+                libc::close(SLAVE2);
+            }
+            loop {
+                crust_testprogs::sleep_ms(1000);
+            }
+        }
         child_loop(&want, session);
     }
     // SAFETY: closing the parent's copies of the slave.
@@ -519,7 +534,8 @@ fn child(args: &crust_testprogs::Args, session: bool) -> ! {
         );
         Ok(())
     };
-    if let Err(e) = check_master().and_then(|_| ask(b"x", b"X")) {
+    let ask_x = || if keep_fds { ask(b"x", b"X") } else { Ok(()) };
+    if let Err(e) = check_master().and_then(|_| ask_x()) {
         // SAFETY: kill takes only integers; pid is our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         die(&format!("set-up: {e}"));
@@ -528,7 +544,12 @@ fn child(args: &crust_testprogs::Args, session: bool) -> ! {
     while !term_requested() {
         crust_testprogs::sleep_ms(20);
     }
-    let verdict = check_master().and_then(|_| ask(b"x", b"X")).and_then(|_| {
+    let verdict = check_master().and_then(|_| ask_x()).and_then(|_| {
+        if !keep_fds {
+            // SAFETY: kill with signal 0 only checks.
+            ensure!(unsafe { libc::kill(pid, 0) } == 0, "the child is gone");
+            return Ok(());
+        }
         write_all(MASTER, b"p")?;
         let got = read_master(1)?;
         if got != b"P" {
@@ -557,8 +578,9 @@ fn main() {
     let args = start();
     match args.opt("mode").unwrap_or("pair") {
         "pair" => pair(&args),
-        "child" => child(&args, false),
-        "session" => child(&args, true),
+        "child" => child(&args, false, true),
+        "session" => child(&args, true, true),
+        "session-nofd" => child(&args, true, false),
         m => die(&format!("unknown --mode {m}")),
     }
 }
