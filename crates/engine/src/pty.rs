@@ -7,7 +7,8 @@
 //! crust reads from a pidfd_getfd copy of the fd: termios, window size,
 //! packet mode, the lock and exclusive mode. A `/dev/pts/N` whose master is
 //! outside the tree stays the shell job's terminal (`-j`, [`crate::files`]).
-//! Data queued in the pty is not saved (no `tty-data.img`). When the
+//! Data queued in the pty is not saved (no `tty-data.img`); the dump log
+//! warns when an end had unread bytes. When the
 //! slave is the controlling terminal of a session of the tree, its info
 //! records the session (`sid`) and the foreground process group (`pgrp`).
 //!
@@ -31,7 +32,7 @@ use crust_images::proto::tty::{
 };
 use crust_proc::ProcRoot;
 use crust_sys::tty as sys;
-use log::debug;
+use log::{debug, warn};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -317,6 +318,15 @@ fn read_info(
     let termios = sys::termios(f).map_err(err("TCGETS2"))?;
     let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
     let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
+    // Bytes waiting to be read on this end are not saved (no tty-data.img):
+    // say so rather than lose them silently.
+    match sys::queued(f) {
+        Ok(0) => {}
+        Ok(n) => {
+            warn!("{pid}: {n} unread bytes on {what} are not saved; the restored pty starts empty")
+        }
+        Err(e) => warn!("{pid}: FIONREAD of {what}: {e}"),
+    }
     let (locked, packet_mode) = if end.master {
         (
             sys::pty_locked(f).map_err(err("TIOCGPTLCK"))?,

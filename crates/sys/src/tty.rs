@@ -14,8 +14,8 @@ pub type Winsize = libc::winsize;
 /// An ioctl whose argument points to an int the kernel fills.
 fn get_int(fd: BorrowedFd<'_>, req: libc::Ioctl) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
-    // SAFETY: `req` is one of the TIOCG* requests below, which write one
-    // int through the pointer; `v` lives across the call.
+    // SAFETY: `req` is FIONREAD or one of the TIOCG* requests below, which
+    // write one int through the pointer; `v` lives across the call.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v as *mut libc::c_int) };
     cvt(r as libc::c_long)?;
     Ok(v)
@@ -33,6 +33,12 @@ fn set_int(fd: BorrowedFd<'_>, req: libc::Ioctl, v: i32) -> io::Result<()> {
 /// TIOCGPTN: the index N of the /dev/pts/N slave of a master.
 pub fn pty_index(master: BorrowedFd<'_>) -> io::Result<u32> {
     get_int(master, libc::TIOCGPTN).map(|v| v as u32)
+}
+
+/// FIONREAD: how many bytes wait to be read on a terminal (nothing is
+/// consumed).
+pub fn queued(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    get_int(fd, libc::FIONREAD).map(|v| v.max(0) as u32)
 }
 
 /// TIOCGPTLCK: whether the slave of a master is locked.
