@@ -291,7 +291,7 @@ impl FileTable {
             let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
             let what = |kind: &str| {
                 Error::unsupported(format!(
-                    "process {pid} has fd {fd} open on a {kind} ({target}); only regular files, directories, /dev/null-like devices and terminals can be dumped so far"
+                    "process {pid} has fd {fd} open on a {kind} ({target}), which crust cannot dump yet"
                 ))
             };
             let cloexec = if info.flags & O_CLOEXEC != 0 {
@@ -299,15 +299,17 @@ impl FileTable {
             } else {
                 0
             };
+            // The fdinfo entry of this fd, once its files.img id is known.
+            let entry = |id: u32, ty: i32| FdinfoEntry {
+                id,
+                flags: cloexec,
+                r#type: ty,
+                fd: fd as u32,
+                ..Default::default()
+            };
             if let Some(ino) = pipes::pipe_inode(&target) {
                 let id = self.pipe_id(pid, fd, pipes::Kind::Pipe, ino, info.flags, None)?;
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::PIPE,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::PIPE));
                 debug!("{pid}: fd {fd} -> {target} (id {id})");
                 continue;
             }
@@ -321,13 +323,7 @@ impl FileTable {
                         id
                     }
                 };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: kind.fd_type(),
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, kind.fd_type()));
                 continue;
             }
             if let Some(ino) = unix::socket_inode(&target) {
@@ -339,13 +335,7 @@ impl FileTable {
                         id
                     }
                 };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::UNIXSK,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::UNIXSK));
                 debug!("{pid}: fd {fd} -> {target} (id {id})");
                 continue;
             }
@@ -378,13 +368,7 @@ impl FileTable {
                         id
                     }
                 };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::REG,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::REG));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, ghost)");
                 continue;
             }
@@ -406,13 +390,7 @@ impl FileTable {
                         id
                     }
                 };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::MEMFD,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::MEMFD));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
                 continue;
             }
@@ -426,13 +404,7 @@ impl FileTable {
                         id
                     }
                 };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::TTY,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::TTY));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, pty)");
                 continue;
             }
@@ -455,13 +427,7 @@ impl FileTable {
                     info.flags,
                     Some(&path),
                 )?;
-                out.push(FdinfoEntry {
-                    id,
-                    flags: cloexec,
-                    r#type: fd_types::FIFO,
-                    fd: fd as u32,
-                    ..Default::default()
-                });
+                out.push(entry(id, fd_types::FIFO));
                 debug!("{pid}: fd {fd} -> FIFO {target} (id {id})");
                 continue;
             }
@@ -487,17 +453,7 @@ impl FileTable {
                 }
             };
             seen.push((fd, target.clone(), id));
-            out.push(FdinfoEntry {
-                id,
-                flags: if info.flags & O_CLOEXEC != 0 {
-                    libc::FD_CLOEXEC as u32
-                } else {
-                    0
-                },
-                r#type: fd_types::REG,
-                fd: fd as u32,
-                ..Default::default()
-            });
+            out.push(entry(id, fd_types::REG));
             debug!("{pid}: fd {fd} -> {target} (id {id})");
         }
         Ok(out)
