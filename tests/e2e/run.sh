@@ -924,6 +924,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/pty.sh
 . "$ROOT/tests/e2e/pty.sh"
 
+# restore --inherit-fd for pipes to outside the tree (issue 4).
+# shellcheck source=tests/e2e/inherit.sh
+. "$ROOT/tests/e2e/inherit.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

@@ -103,7 +103,7 @@ static SPECS: &[Spec] = &[
     spec("exec-cmd", None, No, Unsupported),
     spec("manage-cgroups", None, Optional, Used),
     spec("cgroup-root", None, Required, Unsupported),
-    spec("inherit-fd", None, Required, Unsupported),
+    spec("inherit-fd", None, Required, Used),
     spec("feature", None, Required, Used),
     spec("skip-mnt", None, Required, Ignored),
     spec("enable-fs", None, Required, Ignored),
@@ -200,6 +200,8 @@ pub struct Opts {
     pub display_stats: bool,
     pub file_validation: Option<String>,
     pub close_fds: Vec<i32>,
+    /// `--inherit-fd fd[N]:KEY`, in the order given.
+    pub inherit_fds: Vec<crust_engine::InheritFd>,
     pub help: bool,
     pub version: bool,
     /// Options given that crust accepts and ignores (logged at debug).
@@ -246,6 +248,7 @@ impl Default for Opts {
             display_stats: false,
             file_validation: None,
             close_fds: Vec::new(),
+            inherit_fds: Vec::new(),
             help: false,
             version: false,
             ignored: Vec::new(),
@@ -538,6 +541,11 @@ impl Opts {
             "help" => self.help = true,
             "tcp-established" => self.tcp_established = on,
             "close" => self.close_fds.push(num(s, req()?)?),
+            "inherit-fd" => {
+                let v = req()?;
+                let i = crust_engine::InheritFd::parse(v).map_err(|why| bad(s, v, &why))?;
+                self.inherit_fds.push(i);
+            }
             "log-pid" => self.log_pid = on,
             "version" => self.version = true,
             "pidfile" => self.pidfile = Some(PathBuf::from(req()?)),
@@ -763,6 +771,8 @@ Dump/restore options:
   -l|--file-locks        dump/restore file locks
   --link-remap           link unlinked files back if possible
   --ghost-limit SIZE     largest deleted file kept in images (K/M/G)
+  --inherit-fd fd[N]:KEY restore: our fd N replaces the file KEY
+                         (pipe:[INO] or a file's path); repeatable
   --display-stats        print statistics at the end
   --manage-cgroups[=M], --network-lock M, --pre-dump-mode M, --cpu-cap[=C],
   --evasive-devices, --track-mem, --auto-dedup, --skip-in-flight ...
@@ -915,10 +925,26 @@ mod tests {
             Some("skip")
         );
         let o = p(&["restore", "--external", "mnt[]", "--inherit-fd", "fd[3]:x"]).unwrap();
-        assert_eq!(
-            o.unsupported,
-            vec!["--external".to_string(), "--inherit-fd".to_string()]
-        );
+        assert_eq!(o.unsupported, vec!["--external".to_string()]);
+        let o = p(&[
+            "restore",
+            "--inherit-fd",
+            "fd[3]:pipe:[12]",
+            "--inherit-fd=fd[7]:tmp/log",
+        ])
+        .unwrap();
+        let got: Vec<(i32, &str)> = o
+            .inherit_fds
+            .iter()
+            .map(|i| (i.fd, i.key.as_str()))
+            .collect();
+        assert_eq!(got, vec![(3, "pipe:[12]"), (7, "tmp/log")]);
+        for bad in ["3", "fd[x]:y", "fd[3]:", "fd[3]pipe"] {
+            let e = p(&["restore", "--inherit-fd", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--inherit-fd"), "{e}");
+        }
     }
 
     #[test]
@@ -957,6 +983,7 @@ mod tests {
                     Some("3".to_string())
                 }
                 ("ghost-limit", _) => Some("1M".into()),
+                ("inherit-fd", _) => Some("fd[3]:pipe:[1]".into()),
                 ("pre-dump-mode", _) => Some("read".into()),
                 ("file-validation", _) => Some("buildid".into()),
                 ("network-lock", _) => Some("skip".into()),

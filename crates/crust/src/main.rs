@@ -210,6 +210,7 @@ fn restore(opts: &Opts) -> Result<i32> {
         tcp_established: opts.tcp_established,
         ext_unix_sk: opts.ext_unix_sk,
         file_locks: opts.file_locks,
+        inherit_fds: opts.inherit_fds.clone(),
     };
     log::debug!("restore options: {r:?}");
     let out = crust_engine::restore(&r).context("restore failed")?;

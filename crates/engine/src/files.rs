@@ -768,6 +768,14 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
+            if let Some(fd) = shared.inherited.get(f.id) {
+                gifts.push(Gift {
+                    fd,
+                    target: f.fd as i32,
+                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+                });
+                continue;
+            }
             if f.r#type == fd_types::UNIXSK {
                 let fd = shared.unix.get(f.id).ok_or_else(|| Error::Restore {
                     pid: r.pid(),

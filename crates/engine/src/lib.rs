@@ -52,6 +52,9 @@ pub struct RestoreOptions {
     pub ext_unix_sk: bool,
     /// `--file-locks`.
     pub file_locks: bool,
+    /// `--inherit-fd fd[N]:KEY`, repeatable: crust's fd N replaces every
+    /// file of the image whose key is KEY.
+    pub inherit_fds: Vec<InheritFd>,
 }
 
 /// What a successful dump measured (also written to `stats-dump`).
@@ -81,6 +84,7 @@ mod fdpass;
 mod filelocks;
 mod files;
 mod ghost;
+mod inherit;
 mod mem;
 mod memfd;
 mod pipes;
@@ -93,6 +97,7 @@ mod util;
 pub mod xsave;
 
 pub use dump::dump;
+pub use inherit::InheritFd;
 pub use restore::restore;
 
 /// Errors of the engine. Each variant says what failed and on what.

@@ -304,6 +304,9 @@ pub struct OpenShared {
     pub memfds: crate::memfd::OpenMemfds,
     /// Pty pairs, see [`crate::pty`].
     pub ptys: crate::pty::OpenPtys,
+    /// Files replaced by fds crust inherited (`--inherit-fd`), see
+    /// [`crate::inherit`].
+    pub inherited: crate::inherit::Inherited,
 }
 
 impl OpenShared {
@@ -476,6 +479,18 @@ impl SharedFiles {
             Kind::Pipe => fd_types::PIPE,
             Kind::Fifo => fd_types::FIFO,
         })
+    }
+
+    /// Forget the descriptions replaced by inherited fds; a pipe left with
+    /// none is not made, and its queued data is not put back.
+    pub fn drop_inherited(&mut self, inherited: &crate::inherit::Inherited) {
+        self.descs.retain(|id, _| !inherited.contains(*id));
+        let descs = &self.descs;
+        self.data.retain(|(kind, pipe_id), _| {
+            descs
+                .values()
+                .any(|d| d.kind == *kind && d.pipe_id == *pipe_id)
+        });
     }
 
     /// Make every pipe and FIFO description in crust, data inside.

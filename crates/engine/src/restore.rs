@@ -106,6 +106,8 @@ struct ImageSet {
     memfds: crate::memfd::Memfds,
     /// Pty pairs the fds are on.
     ptys: crate::pty::Ptys,
+    /// Files replaced by crust's own fds (`--inherit-fd`).
+    inherited: crate::inherit::Inherited,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -136,6 +138,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         ));
     }
     let tree: Vec<PstreeEntry> = read_image(&dir, ImageType::Pstree, 0)?;
+    let inherited = crate::inherit::Inherited::resolve(&dir, &opts.inherit_fds)?;
     if tree.is_empty() {
         return Err(bad(&dir, "pstree.img holds no process"));
     }
@@ -161,10 +164,11 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
                 ),
             ));
         }
-        procs.push(load_proc(&dir, e, opts)?);
+        procs.push(load_proc(&dir, e, opts, &inherited)?);
     }
     share_with_parents(&dir, &mut procs)?;
-    let shared = SharedFiles::load(&dir)?;
+    let mut shared = SharedFiles::load(&dir)?;
+    shared.drop_inherited(&inherited);
     let events = EventFiles::load(&dir)?;
     events.check_fds(
         &dir,
@@ -241,10 +245,16 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         ghosts,
         memfds,
         ptys,
+        inherited,
     })
 }
 
-fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<ProcImage, Error> {
+fn load_proc(
+    dir: &Path,
+    entry: PstreeEntry,
+    opts: &RestoreOptions,
+    inherited: &crate::inherit::Inherited,
+) -> Result<ProcImage, Error> {
     let pid = entry.pid as i32;
     let main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
     check_arch(dir, pid, &main)?;
@@ -315,7 +325,13 @@ fn load_proc(dir: &Path, entry: PstreeEntry, opts: &RestoreOptions) -> Result<Pr
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
     let files = RestoreFiles::load(dir, ids.files_id)?;
     // Every file the task needs must be there and unchanged.
-    let mut needed: Vec<u32> = files.fds.iter().map(|f| f.id).collect();
+    // (Not the files replaced by inherited fds.)
+    let mut needed: Vec<u32> = files
+        .fds
+        .iter()
+        .map(|f| f.id)
+        .filter(|id| !inherited.contains(*id))
+        .collect();
     for id in [mm.exe_file_id, fs.cwd_id, fs.root_id] {
         if !files.regs.contains_key(&id) {
             return Err(bad(
@@ -473,7 +489,7 @@ impl Created {
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
-    let img = load(opts)?;
+    let mut img = load(opts)?;
     // In a new pid namespace the recorded pids cannot clash with ours.
     for p in img.procs.iter().filter(|_| !img.new_pidns) {
         wait_zombie_gone(p.pid());
@@ -527,6 +543,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     created.shared.ghosts = img.ghosts.open()?;
     created.shared.memfds = img.memfds.open()?;
     created.shared.ptys = img.ptys.open()?;
+    created.shared.inherited = std::mem::take(&mut img.inherited);
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
