@@ -768,80 +768,47 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
-            if let Some(fd) = shared.inherited.get(f.id) {
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if f.r#type == fd_types::UNIXSK {
-                let fd = shared.unix.get(f.id).ok_or_else(|| Error::Restore {
-                    pid: r.pid(),
-                    what: format!("no unix socket was made for file {} (fd {})", f.id, f.fd),
-                })?;
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if events::handles(f.r#type) {
-                let fd = shared.events.get(f.id).ok_or_else(|| Error::Restore {
-                    pid: r.pid(),
-                    what: format!(
-                        "no {} was made for file {} (fd {})",
-                        events::type_name(f.r#type),
-                        f.id,
-                        f.fd
-                    ),
-                })?;
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if f.r#type == fd_types::PIPE || f.r#type == fd_types::FIFO {
-                let fd = shared.get(f.id).ok_or_else(|| Error::Restore {
-                    pid: r.pid(),
-                    what: format!("no pipe or FIFO was made for file {} (fd {})", f.id, f.fd),
-                })?;
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if f.r#type == fd_types::MEMFD {
-                let fd = shared.memfds.get(f.id).ok_or_else(|| Error::Restore {
-                    pid: r.pid(),
-                    what: format!("no memfd was made for file {} (fd {})", f.id, f.fd),
-                })?;
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if f.r#type == fd_types::TTY {
-                let fd = shared.ptys.get(f.id).ok_or_else(|| Error::Restore {
-                    pid: r.pid(),
-                    what: format!("no pty was made for file {} (fd {})", f.id, f.fd),
-                })?;
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            if let Some(fd) = shared.ghosts.get(f.id) {
+            // Objects crust made (or was given) for this file: handed over.
+            let missing = |what: String| Error::Restore {
+                pid: r.pid(),
+                what: format!("no {what} was made for file {} (fd {})", f.id, f.fd),
+            };
+            let made = if let Some(fd) = shared.inherited.get(f.id) {
+                Some(fd)
+            } else if f.r#type == fd_types::UNIXSK {
+                Some(
+                    shared
+                        .unix
+                        .get(f.id)
+                        .ok_or_else(|| missing("unix socket".into()))?,
+                )
+            } else if events::handles(f.r#type) {
+                let kind = events::type_name(f.r#type);
+                Some(
+                    shared
+                        .events
+                        .get(f.id)
+                        .ok_or_else(|| missing(kind.to_string()))?,
+                )
+            } else if f.r#type == fd_types::PIPE || f.r#type == fd_types::FIFO {
+                Some(
+                    shared
+                        .get(f.id)
+                        .ok_or_else(|| missing("pipe or FIFO".into()))?,
+                )
+            } else if f.r#type == fd_types::MEMFD {
+                Some(
+                    shared
+                        .memfds
+                        .get(f.id)
+                        .ok_or_else(|| missing("memfd".into()))?,
+                )
+            } else if f.r#type == fd_types::TTY {
+                Some(shared.ptys.get(f.id).ok_or_else(|| missing("pty".into()))?)
+            } else {
+                shared.ghosts.get(f.id)
+            };
+            if let Some(fd) = made {
                 gifts.push(Gift {
                     fd,
                     target: f.fd as i32,

@@ -51,58 +51,15 @@ pub fn send_fds(
     if fds.is_empty() || fds.len() > MAX_FDS_PER_MSG || data.is_empty() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let (addr, addr_len) = abstract_addr(name)?;
-    // sockaddr_un storage, zeroed, with our bytes at its start.
-    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    // SAFETY: `addr` is at most 2 + SUN_PATH_LEN bytes (checked by
-    // abstract_addr), the size of sockaddr_un; the regions do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr(),
-            &mut sun as *mut libc::sockaddr_un as *mut u8,
-            addr.len(),
-        )
-    };
-    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
-    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
-    let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
-    // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut control = vec![0u64; (space as usize).div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr is plain old data; all zeroes is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = &mut sun as *mut libc::sockaddr_un as *mut libc::c_void;
-    msg.msg_namelen = addr_len;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as usize;
-    // SAFETY: msg_control points to `control`, at least CMSG_SPACE(payload)
-    // bytes, aligned to 8, so CMSG_FIRSTHDR returns a header inside it with
-    // room for `payload` bytes of data after it; CMSG_DATA points there and
-    // `raw` holds exactly `payload` bytes.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = cmsg_len as usize;
-        std::ptr::copy_nonoverlapping(
-            raw.as_ptr() as *const u8,
-            libc::CMSG_DATA(c),
-            payload as usize,
-        );
+    if name.is_empty() || name.len() + 1 > SUN_PATH_LEN {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
-    // SAFETY: every pointer in `msg` (name, iov and its data, control)
-    // points to memory that lives until the call returns; the kernel only
-    // reads it. The fds are borrowed, so open during the call.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-    let n = cvt(r as libc::c_long)?;
-    if n as usize != data.len() {
+    // An abstract name: sun_path starts with a NUL.
+    let mut to = Vec::with_capacity(1 + name.len());
+    to.push(0);
+    to.extend_from_slice(name);
+    let n = crate::unix::send_with_fds(sock, data, Some(&to), fds, libc::MSG_DONTWAIT)?;
+    if n != data.len() {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }
     Ok(())
