@@ -8,6 +8,7 @@
 use crate::events;
 use crate::fdpass::{self, Gift};
 use crate::ghost;
+use crate::inet;
 use crate::memfd;
 use crate::pipes::{self, OpenShared, PipeDump};
 use crate::pty;
@@ -60,6 +61,8 @@ pub struct FileTable {
     memfds: memfd::MemfdDump,
     /// Pty pairs held by the tree.
     ptys: pty::PtyDump,
+    /// Inet (TCP, UDP, raw) sockets seen.
+    pub(crate) inet: inet::InetDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -96,6 +99,7 @@ impl FileTable {
             ghosts: ghost::GhostDump::default(),
             memfds: memfd::MemfdDump::default(),
             ptys: pty::PtyDump::default(),
+            inet: inet::InetDump::default(),
         }
     }
 
@@ -327,6 +331,26 @@ impl FileTable {
                 continue;
             }
             if let Some(ino) = unix::socket_inode(&target) {
+                let domain = socket_domain(pid, fd)?;
+                if domain == libc::AF_INET || domain == libc::AF_INET6 {
+                    let id = match self.inet.known(ino) {
+                        Some(id) => id,
+                        None => {
+                            let id = self.new_id();
+                            self.inet.add(pid, fd, ino, info.flags, id)?;
+                            id
+                        }
+                    };
+                    out.push(entry(id, fd_types::INETSK));
+                    debug!("{pid}: fd {fd} -> {target} (id {id}, inet)");
+                    continue;
+                }
+                // Other families (packet, netlink) are routed here.
+                if domain != libc::AF_UNIX {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} has fd {fd} on a socket of address family {domain} ({target}), which crust cannot dump yet"
+                    )));
+                }
                 let id = match self.unix.known(ino) {
                     Some(id) => id,
                     None => {
@@ -476,6 +500,17 @@ impl FileTable {
         }
         Ok(())
     }
+}
+
+/// The address family (SO_DOMAIN) of the socket on fd `fd` of `pid`.
+fn socket_domain(pid: i32, fd: i32) -> Result<i32, Error> {
+    use crust_sys::unix as su;
+    use std::os::fd::AsFd;
+    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+    let sock = su::pidfd_getfd(pidfd.as_fd(), fd)
+        .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+    su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))
 }
 
 /// The GNU build-id of an ELF file as CRIU stores it (little-endian u32

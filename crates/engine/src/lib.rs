@@ -84,6 +84,7 @@ mod fdpass;
 mod filelocks;
 mod files;
 mod ghost;
+mod inet;
 mod inherit;
 mod mem;
 mod memfd;
