@@ -9,6 +9,7 @@ pub mod events;
 pub mod fdpass;
 pub mod mem;
 pub mod memfd;
+pub mod net;
 pub mod pipe;
 pub mod probe;
 pub mod process;
