@@ -200,6 +200,22 @@ static FEATURES: &[Feature] = &[
         note: None,
     },
     Feature {
+        name: "network_lock_iptables",
+        aliases: &["iptables"],
+        category: Category::Extra,
+        probe: network_lock_iptables,
+        purpose: "iptables/ip6tables DROP rules to lock TCP connections (--network-lock iptables)",
+        note: Some("use --network-lock nftables or skip"),
+    },
+    Feature {
+        name: "network_lock_nftables",
+        aliases: &["nftables"],
+        category: Category::Extra,
+        probe: network_lock_nftables,
+        purpose: "an nftables table to lock TCP connections (--network-lock nftables)",
+        note: Some("use --network-lock iptables or skip"),
+    },
+    Feature {
         name: "seccomp_suspend",
         aliases: &[],
         category: Category::Extra,
@@ -243,6 +259,19 @@ static FEATURES: &[Feature] = &[
         ),
     },
 ];
+
+/// Lock and unlock a made-up loopback connection (IPv4 and IPv6).
+fn network_lock(m: crust_engine::netlock::Method) -> ProbeResult {
+    crust_engine::netlock::probe(m).map_err(|e| probe::ProbeError::Missing(error_chain(&e)))
+}
+
+fn network_lock_iptables() -> ProbeResult {
+    network_lock(crust_engine::netlock::Method::Iptables)
+}
+
+fn network_lock_nftables() -> ProbeResult {
+    network_lock(crust_engine::netlock::Method::Nftables)
+}
 
 fn pidfd_store() -> ProbeResult {
     probe::pidfd_open()?;

@@ -123,7 +123,7 @@ static SPECS: &[Spec] = &[
     spec("cgroup-props", None, Required, Ignored),
     spec("cgroup-props-file", None, Required, Ignored),
     spec("cgroup-dump-controller", None, Required, Ignored),
-    flag("skip-in-flight", None, Ignored),
+    flag("skip-in-flight", None, Used),
     flag("deprecated", None, Ignored),
     flag("display-stats", None, Used),
     flag("weak-sysctls", None, Ignored),
@@ -183,6 +183,7 @@ pub struct Opts {
     pub timeout: Option<u32>,
     pub tcp_established: bool,
     pub tcp_close: bool,
+    pub skip_in_flight: bool,
     pub ext_unix_sk: bool,
     pub file_locks: bool,
     pub ghost_limit: Option<u64>,
@@ -231,6 +232,7 @@ impl Default for Opts {
             timeout: None,
             tcp_established: false,
             tcp_close: false,
+            skip_in_flight: false,
             ext_unix_sk: false,
             file_locks: false,
             ghost_limit: None,
@@ -592,6 +594,7 @@ impl Opts {
             "display-stats" => self.display_stats = on,
             "status-fd" => self.status_fd = Some(num(s, req()?)?),
             "tcp-close" => self.tcp_close = on,
+            "skip-in-flight" => self.skip_in_flight = on,
             "verbosity" => {
                 if let Some(n) = v {
                     self.verbosity = num(s, n)?;
@@ -606,7 +609,9 @@ impl Opts {
                 self.file_validation = Some(one_of(s, req()?, &["filesize", "buildid"])?)
             }
             "network-lock" => {
-                self.network_lock = Some(one_of(s, req()?, &["iptables", "nftables", "skip"])?)
+                let m = one_of(s, req()?, &["iptables", "nftables", "skip", "none"])?;
+                // CRIU's synonym.
+                self.network_lock = Some(if m == "none" { "skip".into() } else { m })
             }
             other => bail!("internal error: option --{other} has no handler"),
         }

@@ -144,6 +144,9 @@ fn dump(opts: &Opts) -> Result<i32> {
         file_locks: opts.file_locks,
         ghost_limit: opts.ghost_limit,
         link_remap: opts.link_remap,
+        network_lock: network_lock(opts)?.unwrap_or_default(),
+        tcp_close: opts.tcp_close,
+        skip_in_flight: opts.skip_in_flight,
     };
     log::debug!("dump options: {d:?}");
     let start = Instant::now();
@@ -153,6 +156,14 @@ fn dump(opts: &Opts) -> Result<i32> {
         print_dump_stats(&stats);
     }
     Ok(0)
+}
+
+/// `--network-lock`, if given.
+fn network_lock(opts: &Opts) -> Result<Option<crust_engine::netlock::Method>> {
+    opts.network_lock
+        .as_deref()
+        .map(|m| m.parse().map_err(anyhow::Error::msg))
+        .transpose()
 }
 
 fn print_dump_stats(s: &crust_engine::DumpStats) {
@@ -192,9 +203,6 @@ fn restore(opts: &Opts) -> Result<i32> {
     if opts.restore_sibling && !opts.restore_detached {
         bail!("--restore-sibling only makes sense with --restore-detached");
     }
-    if opts.tcp_close {
-        bail!("crust does not support --tcp-close yet");
-    }
     let pidfile = opts.pidfile.as_ref().map(|p| opts.in_work_dir(p));
     if let Some(p) = &pidfile {
         if p.symlink_metadata().is_ok() {
@@ -208,6 +216,9 @@ fn restore(opts: &Opts) -> Result<i32> {
         shell_job: opts.shell_job,
         restore_sibling: opts.restore_sibling,
         tcp_established: opts.tcp_established,
+        network_lock: network_lock(opts)?,
+        tcp_close: opts.tcp_close,
+        skip_in_flight: opts.skip_in_flight,
         ext_unix_sk: opts.ext_unix_sk,
         file_locks: opts.file_locks,
         inherit_fds: opts.inherit_fds.clone(),

@@ -408,7 +408,7 @@ fn dump_tree(
     let t_write = Instant::now();
     files.write(dir)?;
     locks.write(dir)?;
-    write_image(dir, ImageType::Inventory, 0, &[inventory()])?;
+    write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
@@ -761,14 +761,17 @@ fn task_ids(id: u32) -> TaskKobjIdsEntry {
     }
 }
 
-fn inventory() -> InventoryEntry {
+/// The inventory; it records the network lock method (the restore unlocks
+/// with it) and `--tcp-close` (the restore must be given it too).
+fn inventory(opts: &DumpOptions) -> InventoryEntry {
     InventoryEntry {
         img_version: IMG_VERSION,
         fdinfo_per_id: Some(true),
         root_ids: Some(task_ids(1)),
         ns_per_id: Some(true),
         lsmtype: Some(crust_images::proto::inventory::lsmtype::NO_LSM),
-        network_lock_method: Some(0),
+        network_lock_method: Some(opts.network_lock.inventory_value()),
+        tcp_close: opts.tcp_close.then_some(true),
         plugins_entry: Some(PluginsEntry::default()),
         dump_criu_run_id: Some(run_id()),
         ..Default::default()

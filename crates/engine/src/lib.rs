@@ -31,6 +31,15 @@ pub struct DumpOptions {
     pub ghost_limit: Option<u64>,
     /// `--link-remap`.
     pub link_remap: bool,
+    /// `--network-lock`: how TCP connections are kept off the network
+    /// (saved in inventory.img for the restore).
+    pub network_lock: netlock::Method,
+    /// `--tcp-close`: don't restore established connections, close them
+    /// (saved in inventory.img: the restore must say it too).
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: skip connections not fully established yet
+    /// (SYN_SENT/SYN_RECV) instead of failing.
+    pub skip_in_flight: bool,
 }
 
 /// Options of `crust restore`, named after CRIU's.
@@ -48,6 +57,13 @@ pub struct RestoreOptions {
     pub restore_sibling: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock` as given: CRIU ignores it on restore (with a warning)
+    /// and unlocks with the method inventory.img names; crust does the same.
+    pub network_lock: Option<netlock::Method>,
+    /// `--tcp-close`: restore the dumped connections closed.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`.
+    pub skip_in_flight: bool,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--file-locks`.
@@ -88,6 +104,7 @@ mod inet;
 mod inherit;
 mod mem;
 mod memfd;
+pub mod netlock;
 mod pipes;
 mod pty;
 mod remote;
@@ -168,6 +185,8 @@ pub enum Error {
     },
     #[error("restore of pid {pid}: {what}")]
     Restore { pid: i32, what: String },
+    #[error(transparent)]
+    NetLock(netlock::NetLockError),
 }
 
 impl Error {

@@ -108,6 +108,10 @@ struct ImageSet {
     ptys: crate::pty::Ptys,
     /// Files replaced by crust's own fds (`--inherit-fd`).
     inherited: crate::inherit::Inherited,
+    /// How the dump locked the tree's TCP connections (inventory.img):
+    /// what unlocks them once they are restored.
+    #[allow(dead_code)] // read by the restore of TCP connections
+    netlock: crate::netlock::Method,
 }
 
 fn bad(dir: &Path, why: impl Into<String>) -> Error {
@@ -135,6 +139,14 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
                 inv.img_version,
                 crust_images::consts::CRTOOLS_IMAGES_V1_1
             ),
+        ));
+    }
+    let netlock = crate::netlock::restore_method(inv.network_lock_method, opts.network_lock)
+        .map_err(Error::NetLock)?;
+    if inv.tcp_close == Some(true) && !opts.tcp_close {
+        return Err(bad(
+            &dir,
+            "it was dumped with --tcp-close: restore it with --tcp-close too",
         ));
     }
     let tree: Vec<PstreeEntry> = read_image(&dir, ImageType::Pstree, 0)?;
@@ -246,6 +258,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         memfds,
         ptys,
         inherited,
+        netlock,
     })
 }
 
