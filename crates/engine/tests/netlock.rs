@@ -1,0 +1,291 @@
+//! Kernel tests of network locking: real loopback TCP connections are
+//! locked (data sent is not delivered), then unlocked (it is), with
+//! iptables and with nftables. They need root and the tools; without them
+//! they say why and pass. Every rule they add is removed, pass or fail.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crust_engine::netlock::{self, Conn, Method, NetLockError};
+
+/// The firewall is one for the whole machine: one test at a time.
+static FIREWALL: Mutex<()> = Mutex::new(());
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The output of a listing command, or "" if it can't run.
+fn listing(tool: &str, args: &[&str]) -> String {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The lines of the current ruleset that mention one of `ports` or crust's
+/// nftables table.
+fn our_rules(ports: &[u16]) -> Vec<String> {
+    let mut all = listing("iptables", &["-w", "-S"]);
+    all += &listing("ip6tables", &["-w", "-S"]);
+    all += &listing("nft", &["list", "ruleset"]);
+    all.lines()
+        .filter(|l| {
+            l.contains(netlock::NFT_TABLE)
+                || ports
+                    .iter()
+                    .any(|p| l.contains(&format!(" {p} ")) || l.ends_with(&format!(" {p}")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// A connected pair over loopback: the client side and the server side.
+struct Pair {
+    client: TcpStream,
+    server: TcpStream,
+}
+
+impl Pair {
+    fn new(listen: &str, connect_host: &str) -> Option<Pair> {
+        let l = match TcpListener::bind(listen) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("skipped {listen}: {e}");
+                return None;
+            }
+        };
+        let port = l.local_addr().unwrap().port();
+        let to: SocketAddr = format!("{connect_host}:{port}").parse().unwrap();
+        let client = TcpStream::connect(to).unwrap();
+        let (server, _) = l.accept().unwrap();
+        for s in [&client, &server] {
+            s.set_nodelay(true).unwrap();
+        }
+        Some(Pair { client, server })
+    }
+
+    /// The connection as the (dumped) client sees it.
+    fn conn(&self) -> Conn {
+        Conn {
+            local: self.client.local_addr().unwrap(),
+            remote: self.client.peer_addr().unwrap(),
+        }
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        let c = self.conn();
+        vec![c.local.port(), c.remote.port()]
+    }
+}
+
+/// Nothing arrives on `s` within `wait`.
+fn nothing_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => true,
+        Ok(n) => {
+            println!("got {n} bytes while locked");
+            false
+        }
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
+/// `want` arrives on `s` (retransmissions after an unlock take a while).
+fn receive(s: &mut TcpStream, want: &[u8]) {
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+}
+
+/// Unlocks on drop: the rules go even if an assertion fails.
+struct Locked<'a> {
+    method: Method,
+    conns: &'a [Conn],
+    done: bool,
+}
+
+impl Locked<'_> {
+    fn unlock(mut self) {
+        self.done = true;
+        netlock::unlock(self.method, self.conns).unwrap();
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = netlock::unlock(self.method, self.conns);
+        }
+    }
+}
+
+/// Lock `conns`, or say why the test can't run (`None`).
+fn try_lock<'a>(method: Method, conns: &'a [Conn]) -> Option<Locked<'a>> {
+    match netlock::lock(method, conns) {
+        Ok(()) => Some(Locked {
+            method,
+            conns,
+            done: false,
+        }),
+        Err(crust_engine::Error::NetLock(e @ NetLockError::ToolMissing { .. })) => {
+            println!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("lock with {method}: {e}"),
+    }
+}
+
+/// Data both ways is held while locked, delivered after the unlock.
+fn lock_blocks_then_unlock_delivers(method: Method) {
+    if !is_root() {
+        println!("skipped: network locking needs root");
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pairs: Vec<Pair> = [
+        ("127.0.0.1:0", "127.0.0.1"),
+        ("[::1]:0", "[::1]"),
+        // An IPv6 socket talking to an IPv4 peer: IPv4 packets.
+        ("[::]:0", "[::ffff:127.0.0.1]"),
+    ]
+    .iter()
+    .filter_map(|(l, c)| Pair::new(l, c))
+    .collect();
+    assert!(!pairs.is_empty());
+    let conns: Vec<Conn> = pairs.iter().map(Pair::conn).collect();
+    let ports: Vec<u16> = pairs.iter().flat_map(Pair::ports).collect();
+    let before = our_rules(&ports);
+    assert!(before.is_empty(), "rules left over: {before:?}");
+
+    let Some(locked) = try_lock(method, &conns) else {
+        return;
+    };
+    assert!(!our_rules(&ports).is_empty(), "no rule seen after lock");
+    for p in pairs.iter_mut() {
+        p.client.write_all(b"ping").unwrap();
+        p.server.write_all(b"pong").unwrap();
+    }
+    for p in pairs.iter_mut() {
+        let c = p.conn();
+        assert!(
+            nothing_within(&mut p.server, Duration::from_millis(400)),
+            "{method}: {c}: client data got through the lock"
+        );
+        assert!(
+            nothing_within(&mut p.client, Duration::from_millis(100)),
+            "{method}: {c}: server data got through the lock"
+        );
+    }
+    locked.unlock();
+    assert_eq!(
+        our_rules(&ports),
+        before,
+        "{method}: rules left after unlock"
+    );
+    for p in pairs.iter_mut() {
+        receive(&mut p.server, b"ping");
+        receive(&mut p.client, b"pong");
+    }
+    // Unlocking what is not locked any more is only warned about.
+    netlock::unlock(method, &conns).unwrap();
+    assert_eq!(our_rules(&ports), before);
+}
+
+/// Packets marked SOCCR_MARK pass a lock.
+fn marked_packets_pass(method: Method) {
+    if !is_root() {
+        println!("skipped: network locking needs root");
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let conns = [p.conn()];
+    let ports = p.ports();
+    let Some(locked) = try_lock(method, &conns) else {
+        return;
+    };
+    let mark = netlock::SOCCR_MARK.to_ne_bytes();
+    for s in [&p.client, &p.server] {
+        crust_sys::net::setsockopt(s.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark).unwrap();
+    }
+    p.client.write_all(b"marked").unwrap();
+    receive(&mut p.server, b"marked");
+    locked.unlock();
+    assert!(our_rules(&ports).is_empty());
+}
+
+#[test]
+fn iptables_lock_and_unlock() {
+    lock_blocks_then_unlock_delivers(Method::Iptables);
+}
+
+#[test]
+fn nftables_lock_and_unlock() {
+    lock_blocks_then_unlock_delivers(Method::Nftables);
+}
+
+#[test]
+fn iptables_marked_packets_pass() {
+    marked_packets_pass(Method::Iptables);
+}
+
+#[test]
+fn nftables_marked_packets_pass() {
+    marked_packets_pass(Method::Nftables);
+}
+
+/// nftables: connections locked by separate calls share the table; it
+/// goes with the last unlock.
+#[test]
+fn nftables_table_shared_between_locks() {
+    if !is_root() {
+        println!("skipped: network locking needs root");
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let mut b = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let (ca, cb) = ([a.conn()], [b.conn()]);
+    let Some(la) = try_lock(Method::Nftables, &ca) else {
+        return;
+    };
+    let lb = try_lock(Method::Nftables, &cb).unwrap();
+    la.unlock();
+    b.client.write_all(b"x").unwrap();
+    assert!(
+        nothing_within(&mut b.server, Duration::from_millis(300)),
+        "the unlock of a unlocked b too"
+    );
+    a.client.write_all(b"y").unwrap();
+    receive(&mut a.server, b"y");
+    lb.unlock();
+    receive(&mut b.server, b"x");
+    assert!(!listing("nft", &["list", "tables"]).contains(netlock::NFT_TABLE));
+}
+
+/// The table-less methods: skip locks nothing.
+#[test]
+fn skip_locks_nothing() {
+    let mut p = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let conns = [p.conn()];
+    netlock::lock(Method::Skip, &conns).unwrap();
+    p.client.write_all(b"free").unwrap();
+    receive(&mut p.server, b"free");
+    netlock::unlock(Method::Skip, &conns).unwrap();
+}
