@@ -289,3 +289,48 @@ fn skip_locks_nothing() {
     receive(&mut p.server, b"free");
     netlock::unlock(Method::Skip, &conns).unwrap();
 }
+
+/// The rules CRIU 4.2's dump inserted (golden image set) are the ones
+/// crust's unlock removes, from the connections alone.
+#[test]
+fn unlock_removes_criu_rules() {
+    let script = std::path::Path::new(
+        "/work/shared/golden/criu-4.2/tcp/restore-check/network-lock-rules.sh",
+    );
+    if !is_root() || !script.exists() {
+        println!("skipped: needs root and {}", script.display());
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let ports = [47011, 47013];
+    assert!(
+        our_rules(&ports).is_empty(),
+        "rules on ports 47011/47013 already"
+    );
+    let conns = [
+        Conn {
+            local: "127.0.0.1:47013".parse().unwrap(),
+            remote: "127.0.0.1:47011".parse().unwrap(),
+        },
+        Conn {
+            local: "127.0.0.1:47011".parse().unwrap(),
+            remote: "127.0.0.1:47013".parse().unwrap(),
+        },
+    ];
+    // Whatever happens below, the rules go.
+    let guard = Locked {
+        method: Method::Iptables,
+        conns: &conns,
+        done: false,
+    };
+    let ok = Command::new("sh").arg(script).status().unwrap().success();
+    assert!(ok, "{} failed", script.display());
+    // (nft lists the iptables-nft rules too: count iptables' own lines.)
+    let n = our_rules(&ports)
+        .iter()
+        .filter(|l| l.starts_with("-A "))
+        .count();
+    assert_eq!(n, 4);
+    guard.unlock();
+    assert!(our_rules(&ports).is_empty());
+}
