@@ -117,11 +117,7 @@ impl Builder {
         )
         .map_err(io("TCP_QUEUE_SEQ of the send queue"))?;
         set_queue(fd, TCP_NO_QUEUE).map_err(io("TCP_REPAIR_QUEUE none"))?;
-        match net::connect(fd, &st.remote) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(Error::io("connect in repair mode", conn, e)),
-        }
+        connect_repair(fd, st, conn)?;
 
         net::setsockopt(
             fd,
@@ -268,6 +264,34 @@ impl Builder {
         }
         log::debug!("{conn}: live again in {}", crate::state_name(st.state));
         Ok(self.fd)
+    }
+}
+
+/// connect(2) in repair mode (no SYN). EADDRNOTAVAIL means another socket
+/// still holds the connection: the dumped one, maybe only for a moment (a
+/// copy of its fd in a child between fork and exec); so try a little longer
+/// before giving up.
+fn connect_repair(fd: BorrowedFd<'_>, st: &TcpState, conn: Conn) -> Result<(), Error> {
+    let start = Instant::now();
+    loop {
+        match net::connect(fd, &st.remote) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                    && start.elapsed() < Duration::from_millis(500) =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                return Err(Error::io(
+                    "connect in repair mode (another socket still holds this connection: is the dumped one closed?)",
+                    conn,
+                    e,
+                ))
+            }
+            Err(e) => return Err(Error::io("connect in repair mode", conn, e)),
+        }
     }
 }
 

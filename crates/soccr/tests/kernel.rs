@@ -20,6 +20,15 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod migrate;
 
+/// The tests run one at a time: a test's fork of `nft` holds copies of
+/// every fd of the process until it execs, which keeps another test's
+/// dumped socket alive a moment longer than its close.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn available() -> bool {
     match crust_soccr::repair_available() {
         Ok(()) => true,
@@ -211,6 +220,7 @@ fn check_no_error(fd: BorrowedFd<'_>) {
 }
 
 fn established(listen: &str, connect_ip: &str) {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -261,6 +271,7 @@ fn established_ipv4_mapped() {
 /// needed): the client wrote more than the server takes, then shut down.
 #[test]
 fn fin_wait1_unsent() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -284,6 +295,7 @@ fn fin_wait1_unsent() {
 /// (no lock needed).
 #[test]
 fn fin_wait2_close_wait() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -385,6 +397,7 @@ impl Drop for Lock {
 /// server shut down under a lock so that its FIN is not acknowledged.
 #[test]
 fn fin_wait2_last_ack() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -409,6 +422,7 @@ fn fin_wait2_last_ack() {
 /// did not come back), each made under a lock.
 #[test]
 fn fin_wait1_and_closing() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -441,6 +455,7 @@ fn fin_wait1_and_closing() {
 /// Resume after a dump (`crust dump -R`): the connection goes on.
 #[test]
 fn resume_keeps_connection() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -462,6 +477,7 @@ fn resume_keeps_connection() {
 /// listening socket.
 #[test]
 fn refusals() {
+    let _serial = serial();
     if !available() {
         return;
     }
@@ -496,6 +512,7 @@ fn refusals() {
 /// The example's whole run (examples/migrate.rs).
 #[test]
 fn example_migrate() {
+    let _serial = serial();
     if !available() {
         return;
     }
