@@ -773,7 +773,11 @@ fn inventory(opts: &DumpOptions) -> InventoryEntry {
         network_lock_method: Some(opts.network_lock.inventory_value()),
         tcp_close: opts.tcp_close.then_some(true),
         plugins_entry: Some(PluginsEntry::default()),
-        dump_criu_run_id: Some(run_id()),
+        // CRIU names its nftables lock table after the run id: crust's.
+        dump_criu_run_id: Some(match opts.network_lock {
+            crate::netlock::Method::Nftables => crate::netlock::NFT_RUN_ID.to_string(),
+            _ => run_id(),
+        }),
         ..Default::default()
     }
 }

@@ -21,15 +21,18 @@
 //!   so its rules are IPv4 rules. All the rules of one call go in one
 //!   `iptables-restore --noflush` transaction (all or nothing); without
 //!   `iptables-restore`, one `iptables -w` run per rule, undone on failure.
-//! * [`Method::Nftables`] (1): the table `inet crust-netlock` with the sets
-//!   `conns4` and `conns6` (`addr . port . addr . port`, both directions of
-//!   each connection) and two base chains, `input` and `output` (filter
-//!   hooks, priority 0), that accept [`SOCCR_MARK`] packets and drop those
-//!   whose `saddr . sport . daddr . dport` is in a set. CRIU keeps one such
-//!   table per dump, named after its run id; crust shares one table among
-//!   dumps so that a later process can unlock from the connection list
-//!   alone: [`unlock`] deletes its elements, and the table once both sets
-//!   are empty.
+//! * [`Method::Nftables`] (1): the table `inet CRIU-crust-netlock` with
+//!   the sets `conns4` and `conns6` (`addr . port . addr . port`, both
+//!   directions of each connection) and two base chains, `input` and
+//!   `output` (filter hooks, priority 0), that accept [`SOCCR_MARK`] packets
+//!   and drop those whose `saddr . sport . daddr . dport` is in a set: the
+//!   layout of CRIU's table. CRIU keeps one such table per dump, named
+//!   `CRIU-<run id>`; crust shares one table among dumps so that a later
+//!   process can unlock from the connection list alone: [`unlock`] deletes
+//!   its elements, and the table once both sets are empty. It also takes
+//!   them out of CRIU's tables (images dumped by CRIU), and crust's dumps
+//!   record the run id [`NFT_RUN_ID`] that makes CRIU's restore delete
+//!   crust's table.
 //! * [`Method::Skip`] (2): nothing is locked (the caller takes care of the
 //!   network, e.g. with its own namespace).
 //!
@@ -54,8 +57,15 @@ use log::{debug, info, warn};
 /// are locked (CRIU's `SOCCR_MARK`): the lock lets them pass.
 pub const SOCCR_MARK: u32 = 0xC114;
 
-/// The nftables table (family `inet`) that holds crust's locks.
-pub const NFT_TABLE: &str = "crust-netlock";
+/// The nftables table (family `inet`) that holds crust's locks. CRIU names
+/// the table of a dump `CRIU-<run id>`, the run id being `dump_criu_run_id`
+/// of its inventory; crust's dumps with nftables record [`NFT_RUN_ID`]
+/// there, so that CRIU's restore of them deletes this table.
+pub const NFT_TABLE: &str = "CRIU-crust-netlock";
+
+/// The `dump_criu_run_id` crust records in `inventory.img` when it locked
+/// with nftables: CRIU derives [`NFT_TABLE`] from it.
+pub const NFT_RUN_ID: &str = "crust-netlock";
 
 /// How connections are locked (`--network-lock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -537,9 +547,9 @@ fn ipt_unlock(ends: &[Ends]) -> Result<(), NetLockError> {
 // ---------------------------------------------------------------------------
 // nftables.
 
-/// The commands that create crust's table, its sets and chains.
-fn nft_table_script() -> String {
-    let t = format!("inet {NFT_TABLE}");
+/// The commands that create the table `table`, its sets and chains.
+fn nft_table_script(table: &str) -> String {
+    let t = format!("inet {table}");
     let mut s = format!("create table {t}\n");
     for (set, ty) in [("conns4", "ipv4_addr"), ("conns6", "ipv6_addr")] {
         s.push_str(&format!(
@@ -579,51 +589,105 @@ fn nft_set(e: &Ends) -> &'static str {
     }
 }
 
-/// `add element` or `delete element` commands for `ends`, one per set.
-fn nft_elements_script(ends: &[Ends], verb: &str) -> String {
+/// The elements of `ends`, each once, as (set, element).
+fn nft_all_elements(ends: &[Ends]) -> Vec<(&'static str, String)> {
+    // Both ends of a connection within the tree give the same two
+    // elements: each goes in once.
+    let mut seen = std::collections::HashSet::new();
+    ends.iter()
+        .flat_map(|e| nft_elements(e).map(|x| (nft_set(e), x)))
+        .filter(|x| seen.insert(x.clone()))
+        .collect()
+}
+
+/// `add element` or `delete element` commands for `elems` in `table`, one
+/// per set.
+fn nft_elements_script(table: &str, elems: &[(&str, String)], verb: &str) -> String {
     let mut s = String::new();
     for set in ["conns4", "conns6"] {
-        // Both ends of a connection within the tree give the same two
-        // elements: each goes in once.
-        let mut seen = std::collections::HashSet::new();
-        let elems: Vec<String> = ends
+        let these: Vec<&str> = elems
             .iter()
-            .filter(|e| nft_set(e) == set)
-            .flat_map(nft_elements)
-            .filter(|x| seen.insert(x.clone()))
+            .filter(|(s, _)| *s == set)
+            .map(|(_, x)| x.as_str())
             .collect();
-        if !elems.is_empty() {
+        if !these.is_empty() {
             s.push_str(&format!(
-                "{verb} element inet {NFT_TABLE} {set} {{ {} }}\n",
-                elems.join(", ")
+                "{verb} element inet {table} {set} {{ {} }}\n",
+                these.join(", ")
             ));
         }
     }
     s
 }
 
-fn nft_table_exists() -> Result<bool, NetLockError> {
-    match run(
-        Method::Nftables,
-        "nft",
-        &["list", "table", "inet", NFT_TABLE],
-        None,
-    ) {
-        Ok(()) => Ok(true),
-        Err(NetLockError::ToolFailed { .. }) => Ok(false),
-        Err(e) => Err(e),
+/// The output of `nft args` (None if it fails, e.g. no such table).
+fn nft_output(args: &[&str]) -> Result<Option<String>, NetLockError> {
+    let Some(path) = find_tool("nft") else {
+        return Err(NetLockError::ToolMissing {
+            method: Method::Nftables,
+            tool: "nft",
+            others: others(Method::Nftables),
+        });
+    };
+    let out = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|source| NetLockError::Spawn {
+            method: Method::Nftables,
+            tool: "nft",
+            source,
+        })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `nft list table inet TABLE`, or None if there is no such table.
+fn nft_list_table(table: &str) -> Result<Option<String>, NetLockError> {
+    nft_output(&["list", "table", "inet", table])
+}
+
+/// The set elements in a `nft list table` listing, as (set, element).
+fn nft_parse_elements(listing: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut set = String::new();
+    let mut rest = listing;
+    while let Some(line_end) = rest.find('\n').or((!rest.is_empty()).then_some(rest.len())) {
+        let line = rest[..line_end].trim();
+        if let Some(name) = line.strip_prefix("set ").and_then(|l| l.strip_suffix(" {")) {
+            set = name.to_string();
+        }
+        if let Some(start) = rest[..line_end].find("elements = {") {
+            let body_start = start + "elements = {".len();
+            let Some(len) = rest[body_start..].find('}') else {
+                break;
+            };
+            for x in rest[body_start..body_start + len].split(',') {
+                let x = x.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !x.is_empty() {
+                    out.push((set.clone(), x));
+                }
+            }
+            rest = &rest[body_start + len + 1..];
+            continue;
+        }
+        rest = rest.get(line_end + 1..).unwrap_or("");
     }
+    out
 }
 
 fn nft_lock(ends: &[Ends]) -> Result<(), NetLockError> {
-    let add = nft_elements_script(ends, "add");
+    let add = nft_elements_script(NFT_TABLE, &nft_all_elements(ends), "add");
     // The table may appear or vanish under us (another crust): try twice.
     let mut last = None;
     for _ in 0..2 {
-        let script = if nft_table_exists()? {
+        let script = if nft_list_table(NFT_TABLE)?.is_some() {
             add.clone()
         } else {
-            nft_table_script() + &add
+            nft_table_script(NFT_TABLE) + &add
         };
         match run(Method::Nftables, "nft", &["-f", "-"], Some(&script)) {
             Ok(()) => return Ok(()),
@@ -633,64 +697,98 @@ fn nft_lock(ends: &[Ends]) -> Result<(), NetLockError> {
     Err(last.expect("tried at least once"))
 }
 
-/// Whether the set `set` of crust's table has no element.
-fn nft_set_empty(set: &str) -> Result<bool, NetLockError> {
-    let Some(path) = find_tool("nft") else {
-        return Err(NetLockError::ToolMissing {
-            method: Method::Nftables,
-            tool: "nft",
-            others: others(Method::Nftables),
-        });
-    };
-    let out = Command::new(path)
-        .args(["list", "set", "inet", NFT_TABLE, set])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|source| NetLockError::Spawn {
-            method: Method::Nftables,
-            tool: "nft",
-            source,
-        })?;
-    Ok(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("elements ="))
-}
-
-fn nft_unlock(ends: &[Ends]) -> Result<(), NetLockError> {
-    if !nft_table_exists()? {
-        warn!("network lock: nftables table inet {NFT_TABLE} is gone: nothing to unlock");
-        return Ok(());
-    }
+/// Delete `elems` from `table`, all at once or, if that fails (some are
+/// gone), one by one. Returns the first failure other than a missing
+/// element.
+fn nft_delete_elements(table: &str, elems: &[(&str, String)]) -> Option<NetLockError> {
     let m = Method::Nftables;
+    let script = nft_elements_script(table, elems, "delete");
+    let Err(e) = run(m, "nft", &["-f", "-"], Some(&script)) else {
+        return None;
+    };
+    debug!("{e}; deleting element by element");
     let mut first_err = None;
-    if let Err(e) = run(
-        m,
-        "nft",
-        &["-f", "-"],
-        Some(&nft_elements_script(ends, "delete")),
-    ) {
-        // Some element is gone already: delete the others one by one.
-        debug!("{e}; deleting element by element");
-        for e in ends {
-            for elem in nft_elements(e) {
-                let set = nft_set(e);
-                let cmd = format!("delete element inet {NFT_TABLE} {set} {{ {elem} }}\n");
-                match run(m, "nft", &["-f", "-"], Some(&cmd)) {
-                    Ok(()) => {}
-                    Err(NetLockError::ToolFailed { stderr, .. })
-                        if stderr.contains("No such file or directory") =>
-                    {
-                        warn!("network lock element {elem} was already gone");
-                    }
-                    Err(err) => {
-                        warn!("{err}");
-                        first_err.get_or_insert(err);
-                    }
-                }
+    for one in elems {
+        let cmd = nft_elements_script(table, std::slice::from_ref(one), "delete");
+        match run(m, "nft", &["-f", "-"], Some(&cmd)) {
+            Ok(()) => {}
+            Err(NetLockError::ToolFailed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                warn!("network lock element {} was already gone", one.1);
+            }
+            Err(err) => {
+                warn!("{err}");
+                first_err.get_or_insert(err);
             }
         }
     }
-    if nft_set_empty("conns4")? && nft_set_empty("conns6")? {
-        run(m, "nft", &["delete", "table", "inet", NFT_TABLE], None)?;
+    first_err
+}
+
+/// Delete `table` if its sets hold nothing any more.
+fn nft_drop_if_empty(table: &str) -> Result<(), NetLockError> {
+    if let Some(listing) = nft_list_table(table)? {
+        if nft_parse_elements(&listing).is_empty() {
+            run(
+                Method::Nftables,
+                "nft",
+                &["delete", "table", "inet", table],
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Tables a CRIU dump locked with (`inet CRIU-<run id>`), other than
+/// crust's own.
+fn nft_criu_tables() -> Result<Vec<String>, NetLockError> {
+    let listing = nft_output(&["list", "tables", "inet"])?.unwrap_or_default();
+    Ok(listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .filter(|t| t.starts_with("CRIU-") && *t != NFT_TABLE)
+        .map(str::to_string)
+        .collect())
+}
+
+fn nft_unlock(ends: &[Ends]) -> Result<(), NetLockError> {
+    let elems = nft_all_elements(ends);
+    let mut first_err = None;
+    let mut found = false;
+    if nft_list_table(NFT_TABLE)?.is_some() {
+        found = true;
+        first_err = nft_delete_elements(NFT_TABLE, &elems);
+        nft_drop_if_empty(NFT_TABLE)?;
+    }
+    // Images dumped by CRIU: their connections are in CRIU's table of that
+    // dump, which goes once it locks nothing else.
+    for table in nft_criu_tables()? {
+        let Some(listing) = nft_list_table(&table)? else {
+            continue;
+        };
+        let there = nft_parse_elements(&listing);
+        let ours: Vec<(&str, String)> = elems
+            .iter()
+            .filter(|(s, x)| there.iter().any(|(ts, tx)| ts == s && tx == x))
+            .cloned()
+            .collect();
+        if ours.is_empty() {
+            continue;
+        }
+        found = true;
+        info!(
+            "network lock: unlocking {} elements of CRIU's table inet {table}",
+            ours.len()
+        );
+        if let Some(e) = nft_delete_elements(&table, &ours) {
+            first_err.get_or_insert(e);
+        }
+        nft_drop_if_empty(&table)?;
+    }
+    if !found {
+        warn!("network lock: no nftables table locks these connections: nothing to unlock");
     }
     first_err.map_or(Ok(()), Err)
 }
@@ -789,8 +887,13 @@ mod tests {
 
     #[test]
     fn nftables_script() {
-        let t = nft_table_script();
-        assert!(t.starts_with("create table inet crust-netlock\n"));
+        let t = nft_table_script(NFT_TABLE);
+        assert!(t.starts_with("create table inet CRIU-crust-netlock\n"));
+        // CRIU's table name from the run id crust records: "inet CRIU-%s"
+        // cut to 31 characters.
+        let criu = format!("inet CRIU-{NFT_RUN_ID}");
+        assert_eq!(&criu[..criu.len().min(31)], format!("inet {NFT_TABLE}"));
+        let t = nft_table_script("crust-netlock");
         assert!(t.contains(
             "add set inet crust-netlock conns4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }\n"
         ));
@@ -810,17 +913,58 @@ mod tests {
             conn("[::1]:5000", "[::1]:6000"),
         ])
         .unwrap();
+        let all = nft_all_elements(&e);
         assert_eq!(
-            nft_elements_script(&e, "add"),
+            nft_elements_script("crust-netlock", &all, "add"),
             "add element inet crust-netlock conns4 { 127.0.0.1 . 47011 . 127.0.0.1 . 47013, \
              127.0.0.1 . 47013 . 127.0.0.1 . 47011 }\n\
              add element inet crust-netlock conns6 { ::1 . 6000 . ::1 . 5000, ::1 . 5000 . ::1 . 6000 }\n"
         );
         assert_eq!(
-            nft_elements_script(&e[..1], "delete"),
+            nft_elements_script("crust-netlock", &nft_all_elements(&e[..1]), "delete"),
             "delete element inet crust-netlock conns4 { 127.0.0.1 . 47011 . 127.0.0.1 . 47013, \
              127.0.0.1 . 47013 . 127.0.0.1 . 47011 }\n"
         );
+    }
+
+    #[test]
+    fn nftables_listing_parsed() {
+        let listing = "table inet CRIU-e2a95659-2e55-4759-a2 {
+\tset conns4 {
+\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service
+\t\telements = { 127.0.0.1 . 5001 . 127.0.0.1 . 5000,
+\t\t\t     127.0.0.1 . 5000 . 127.0.0.1 . 5001 }
+\t}
+
+\tset conns6 {
+\t\ttype ipv6_addr . inet_service . ipv6_addr . inet_service
+\t\telements = { ::1 . 5000 . ::1 . 5001 }
+\t}
+
+\tset empty {
+\t\ttype ipv4_addr
+\t}
+
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tmeta mark 0x0000c114 accept
+\t}
+}
+";
+        let got = nft_parse_elements(listing);
+        let want: Vec<(String, String)> = [
+            ("conns4", "127.0.0.1 . 5001 . 127.0.0.1 . 5000"),
+            ("conns4", "127.0.0.1 . 5000 . 127.0.0.1 . 5001"),
+            ("conns6", "::1 . 5000 . ::1 . 5001"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(nft_parse_elements("table inet x {\n\tset conns4 {\n\t}\n}\n").is_empty());
+        // Our elements are written as nft lists them.
+        let e = normalize(&[conn("127.0.0.1:5000", "127.0.0.1:5001")]).unwrap();
+        assert_eq!(nft_elements(&e[0])[0], want[0].1);
     }
 
     #[test]

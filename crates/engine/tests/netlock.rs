@@ -334,3 +334,88 @@ fn unlock_removes_criu_rules() {
     guard.unlock();
     assert!(our_rules(&ports).is_empty());
 }
+
+/// Connections CRIU locked with nftables (its table `inet CRIU-<run id>`,
+/// as a CRIU dump leaves it) are unlocked by crust's unlock; CRIU's table
+/// goes with its last connection.
+#[test]
+fn nftables_unlock_in_criu_table() {
+    if !is_root() {
+        println!("skipped: network locking needs root");
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let table = "inet CRIU-e2a95659-2e55-4759-a2";
+    let elems = |p: &Pair| {
+        let c = p.conn();
+        format!(
+            "{} . {} . {} . {}, {} . {} . {} . {}",
+            c.local.ip(),
+            c.local.port(),
+            c.remote.ip(),
+            c.remote.port(),
+            c.remote.ip(),
+            c.remote.port(),
+            c.local.ip(),
+            c.local.port()
+        )
+    };
+    let mut a = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let mut b = Pair::new("127.0.0.1:0", "127.0.0.1").unwrap();
+    let mut script = format!(
+        "add table {table}\n\
+         add chain {table} output {{ type filter hook output priority 0; }}\n\
+         add rule {table} output meta mark 0xC114 accept\n\
+         add chain {table} input {{ type filter hook input priority 0; }}\n\
+         add rule {table} input meta mark 0xC114 accept\n\
+         add set {table} conns4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}\n\
+         add rule {table} output ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop\n\
+         add rule {table} input ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop\n"
+    );
+    script += &format!(
+        "add element {table} conns4 {{ {}, {} }}\n",
+        elems(&a),
+        elems(&b)
+    );
+    let path = std::env::temp_dir().join(format!("crust-netlock-test-{}.nft", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let ok = Command::new("nft").arg("-f").arg(&path).status();
+    let _ = std::fs::remove_file(&path);
+    match ok {
+        Ok(s) if s.success() => {}
+        other => {
+            println!("skipped: nft cannot make CRIU's table: {other:?}");
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &table[5..]])
+                .status();
+            return;
+        }
+    }
+    let (ca, cb) = ([a.conn()], [b.conn()]);
+    // Whatever happens below, CRIU's table goes.
+    struct DropTable(&'static str);
+    impl Drop for DropTable {
+        fn drop(&mut self) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", self.0])
+                .status();
+        }
+    }
+    let _t = DropTable(&table[5..]);
+    a.client.write_all(b"a").unwrap();
+    b.client.write_all(b"b").unwrap();
+    assert!(nothing_within(&mut a.server, Duration::from_millis(300)));
+    netlock::unlock(Method::Nftables, &ca).unwrap();
+    receive(&mut a.server, b"a");
+    assert!(
+        nothing_within(&mut b.server, Duration::from_millis(200)),
+        "the unlock of a unlocked b too"
+    );
+    assert!(listing("nft", &["list", "tables"]).contains(&table[5..]));
+    netlock::unlock(Method::Nftables, &cb).unwrap();
+    receive(&mut b.server, b"b");
+    assert!(
+        !listing("nft", &["list", "tables"]).contains(&table[5..]),
+        "CRIU's table is still there"
+    );
+}
