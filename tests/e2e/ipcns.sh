@@ -105,3 +105,46 @@ ALL_TESTS+=(file-locks file-locks-child err-dump-file-locks err-restore-lock-tak
 t_err_dump_sysv_shm() { dump_must_fail 'System V shared memory' sysvshm; }
 
 ALL_TESTS+=(err-dump-sysv-shm)
+
+# A tree with an IPC namespace of its own (sysvipc unshares one): its System
+# V segments (one attached twice, one marked for removal, one shared with a
+# child), semaphores and messages are dumped to ipcns-*-9.img and come back
+# with the same ids, keys, contents, values and messages in order; parent
+# and child still share the segment.
+sysvipc_start() {
+    start_prog sysvipc || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/sysvipc"; done
+}
+t_sysvipc_cr() {
+    need_cr || return $?
+    sysvipc_start || return 1
+    do_dump "$D/img" || return 1
+    local f
+    for f in ipcns-var-9 ipcns-shm-9 ipcns-sem-9 ipcns-msg-9; do
+        [ -s "$D/img/$f.img" ] || { fail "the dump wrote no $f.img" "$D/img/dump.log"; return 1; }
+    done
+    "$CRUST" image decode -i "$D/img/ipcns-shm-9.img" >"$D/shm.json" 2>&1 ||
+        { fail "cannot decode ipcns-shm-9.img: $(head -c 200 "$D/shm.json")"; return 1; }
+    "$PY" - "$D/shm.json" >"$D/check.out" 2>&1 <<'PYEOF' ||
+import json, sys
+e = json.load(open(sys.argv[1]))["entries"]
+keys = sorted(x["desc"]["key"] for x in e)
+assert keys == [0, 0x51570001], "segment keys %s" % keys
+assert all(x.get("in_pagemaps") for x in e), "contents not in pagemaps"
+PYEOF
+        { fail "ipcns-shm-9.img: $(tail -c 300 "$D/check.out")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A cut ipcns-shm image: the restore fails naming it and leaves nothing.
+t_err_restore_sysvipc_truncated() {
+    need_cr || return $?
+    sysvipc_start || return 1
+    do_dump "$D/img" || return 1
+    truncate -s -5 "$D/img/ipcns-shm-9.img"
+    restore_fails_naming "$D/img" "$PID" "ipcns-shm-9.img" ""
+}
+
+ALL_TESTS+=(sysvipc-cr err-restore-sysvipc-truncated)

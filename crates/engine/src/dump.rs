@@ -177,6 +177,10 @@ fn ns_last(v: &[i32], host: i32) -> i32 {
 /// tree whose root heads its own (`root_pidns`, the root's host pid).
 fn check_namespaces(pid: i32, root_pidns: Option<i32>) -> Result<(), Error> {
     for kind in NS_KINDS {
+        if kind == "ipc" {
+            // The root's, crust's or its own: see sysvipc::check_same_ns.
+            continue;
+        }
         let own = match (kind, root_pidns) {
             ("pid", Some(root)) => ns_ino(&root.to_string(), kind),
             _ => ns_ino("self", kind),
@@ -310,6 +314,9 @@ fn dump_tree(
     let mut memdump_time_us = 0;
     let root_pid = tree.procs[0].pid;
     let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
+    // The tree's own IPC namespace: numbered after its pid namespace.
+    let ipcns =
+        crate::sysvipc::own_ns(root_pid).then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
     // Host pid -> the pid the tree's namespace sees (equal without pidns).
     let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     // Pages are copied by a second thread while this one (the tracer: only
@@ -358,6 +365,7 @@ fn dump_tree(
                     continue;
                 }
                 check_namespaces(pid, pidns)?;
+                crate::sysvipc::check_same_ns(pid, root_pid)?;
                 let mut tids = Vec::with_capacity(p.threads.len());
                 for t in &p.threads {
                     let tid = t.pid();
@@ -375,6 +383,7 @@ fn dump_tree(
                     kobj: kobjs.assign(pid)?,
                     pages_id: next_pages,
                     pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
+                    ipc_ns_id: ipcns.unwrap_or(3),
                 };
                 let mut out = Sinks {
                     dir,
@@ -403,6 +412,9 @@ fn dump_tree(
     });
     walked?;
     let (counts, page_us) = pages?;
+    if let Some(id) = ipcns {
+        crate::sysvipc::dump_ns(dir, root_pid, id)?;
+    }
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
@@ -554,6 +566,8 @@ struct ProcIds {
     kobj: Kobj,
     pages_id: u32,
     pid_ns_id: u32,
+    /// 3 (crust's) or the tree's own IPC namespace.
+    ipc_ns_id: u32,
 }
 
 /// Dump one live process: its threads' cores, mm, pages, fds and fs.
@@ -571,6 +585,7 @@ fn dump_process(
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
     let vmas = mem::collect_vmas(proc, pid)?;
+    crate::sysvipc::check_vmas(pid, &vmas, ids.ipc_ns_id != 3)?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them,
@@ -678,6 +693,7 @@ fn dump_process(
     kids.fs_id = kobj.fs;
     kids.sighand_id = kobj.sighand;
     kids.pid_ns_id = Some(ids.pid_ns_id);
+    kids.ipc_ns_id = Some(ids.ipc_ns_id);
     write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
     write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
     write_image(

@@ -109,6 +109,7 @@ mod pipes;
 mod pty;
 mod remote;
 mod restore;
+mod sysvipc;
 mod task;
 mod unix;
 mod util;

@@ -120,12 +120,14 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     return unsupported("shared anonymous");
                 }
                 if path.starts_with("/SYSV") && map.shared {
-                    // The kernel names an attached segment /SYSV<key>.
-                    return Err(Error::unsupported(format!(
-                        "process {pid} has System V shared memory attached ({}, shmid {}); System V IPC objects are dumped only for a tree with its own IPC namespace, which crust does not support yet",
-                        describe(&map),
-                        map.inode
-                    )));
+                    // The kernel names an attached segment /SYSV<key>; its
+                    // inode number is the segment id (see sysvipc).
+                    out.push(Vma {
+                        map,
+                        vm_flags,
+                        status: vs::AREA_REGULAR | vs::ANON_SHARED | vs::AREA_SYSVIPC,
+                    });
+                    continue;
                 }
                 if map.is_deleted() {
                     return unsupported("deleted file");
@@ -700,7 +702,10 @@ pub fn build_mm(
         if v.has("nr") {
             flags |= libc::MAP_NORESERVE as u32;
         }
-        let (shmid, fdflags) = if v.is_shmem() {
+        let (shmid, fdflags) = if v.status & vs::AREA_SYSVIPC != 0 {
+            let ff = crate::sysvipc::attach_fdflags(pid, m.start, m.end);
+            (m.inode as u32, Some(ff))
+        } else if v.is_shmem() {
             // As CRIU records it: the memfd is opened read-write.
             let obj = shmem_inode(pid, v, vmas);
             (files.add_shmem(&obj), Some(libc::O_RDWR as u32))
@@ -786,7 +791,7 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
                 format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
             ));
         }
-        if v.status & (vs::AREA_SYSVIPC | vs::AREA_SOCKET | vs::AREA_AIORING | vs::UNSUPP) != 0 {
+        if v.status & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::UNSUPP) != 0 {
             return Err(Error::unsupported(format!(
                 "restoring VMA {:#x}-{:#x} with status {:#x}",
                 v.start, v.end, v.status
@@ -936,7 +941,7 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
 /// Is this VMA shared anonymous memory (a "/dev/zero" memfd as CRIU 4.x
 /// writes it, or VMA_ANON_SHARED as older CRIU did)?
 fn is_shmem_entry(v: &VmaEntry) -> bool {
-    v.status & (vs::ANON_SHARED | vs::AREA_MEMFD) != 0
+    v.status & (vs::ANON_SHARED | vs::AREA_MEMFD) != 0 && v.status & vs::AREA_SYSVIPC == 0
 }
 
 /// A shared memory object to rebuild, with the pages to read into it.
@@ -1510,6 +1515,10 @@ pub fn restore_vmas(
         if is_shmem_entry(v) && inherited.contains(&(v.start, v.end)) {
             continue;
         }
+        if v.status & vs::AREA_SYSVIPC != 0 {
+            crate::sysvipc::attach(r, mm, v)?;
+            continue;
+        }
         if is_shmem_entry(v) {
             // Reserve the place; the object comes later (restore_shmem).
             let got = r.call(
@@ -1657,7 +1666,10 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
             continue;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
-        if (private || is_shmem_entry(v)) && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+        let sysv = v.status & vs::AREA_SYSVIPC != 0;
+        if (private || sysv || is_shmem_entry(v))
+            && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32
+        {
             r.call(
                 "mprotect",
                 libc::SYS_mprotect,

@@ -92,6 +92,8 @@ struct ImageSet {
     procs: Vec<ProcImage>,
     /// The tree had a pid namespace of its own (its root is its init).
     new_pidns: bool,
+    /// The tree's own IPC namespace, with its System V objects.
+    ipcns: Option<crate::sysvipc::IpcNs>,
     /// Pipes and FIFOs, with their queued data.
     shared: SharedFiles,
     /// Event files (eventfd, signalfd, timerfd, epoll, inotify).
@@ -236,6 +238,17 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             ),
         ));
     }
+    let ipcns = crate::sysvipc::load_for_tree(
+        &dir,
+        inv.root_ids.as_ref().and_then(|r| r.ipc_ns_id),
+        procs.iter().filter_map(|p| {
+            Some((
+                p.pid(),
+                p.live.as_ref()?.ids.ipc_ns_id,
+                &p.live.as_ref()?.mm,
+            ))
+        }),
+    )?;
     for p in &procs {
         if let Some(l) = &p.live {
             if l.pid_ns_id != tree_ns {
@@ -250,6 +263,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         dir,
         procs,
         new_pidns,
+        ipcns,
         shared,
         events,
         unix,
@@ -693,6 +707,12 @@ fn create_and_build(
     } else {
         0
     };
+    let clone_flags = clone_flags
+        | if img.ipcns.is_some() {
+            libc::CLONE_NEWIPC as u64
+        } else {
+            0
+        };
     // The root: a child of crust. Signals stay blocked in it (and in all
     // the tasks it begets) until their own masks are loaded at the end.
     let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;
@@ -768,12 +788,19 @@ fn create_and_build(
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks[0].push(root);
     set_session(img, 0, opts, created, tramp)?;
+    // System V objects exist before any task maps them.
+    if let Some(ns) = &img.ipcns {
+        ns.create(root_host)?;
+    }
 
     // Then depth first: a process's memory is built before it begets its
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
     let filler = mem::Filler::new();
     grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
+    if let Some(ns) = &img.ipcns {
+        ns.finish(root_host)?;
+    }
     // Controlling terminals on the tree's ptys, once every fd is open.
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };

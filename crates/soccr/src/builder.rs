@@ -7,7 +7,7 @@ use crate::repair::{set_queue, set_repair};
 use crate::state::TcpState;
 use crate::tcp_opt;
 use crate::tcp_state::*;
-use crust_sys::net;
+use crust_sys::{net, pipe};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -75,13 +75,29 @@ impl Builder {
         })
     }
 
+    /// Rebuild on `fd`, a TCP socket made by the caller (e.g. in another
+    /// network namespace, or with options already set), not bound nor
+    /// connected; repair mode is turned on.
+    pub fn from_fd(fd: OwnedFd) -> Result<Builder, Error> {
+        let conn = Conn::none();
+        let family = net::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+            .map_err(|e| Error::io("getsockopt(SO_DOMAIN)", conn, e))?;
+        set_repair(fd.as_fd(), TCP_REPAIR_ON)
+            .map_err(|source| Error::RepairUnavailable { conn, source })?;
+        Ok(Builder {
+            fd,
+            family,
+            restored: None,
+        })
+    }
+
     /// The socket (in repair mode), to set options on.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Rebuild the connection `st` on the socket, in repair mode, sending
-    /// nothing: bind to `st.local` (repair mode ignores address conflicts,
+    /// nothing (except for SYN_SENT: the SYN is sent again): bind to `st.local` (repair mode ignores address conflicts,
     /// but the dumped socket must be gone: two sockets of one connection
     /// cannot both be connected), both queues' sequence numbers, connect to
     /// `st.remote` (no SYN), TCP_REPAIR_OPTIONS (MSS, window scale, SACK,
@@ -100,6 +116,11 @@ impl Builder {
         let io = |step: &'static str| move |e: io::Error| Error::io(step, conn, e);
 
         net::bind(fd, &st.local).map_err(io("bind"))?;
+        if st.state == SYN_SENT {
+            self.restore_syn_sent(st)?;
+            self.restored = Some(conn);
+            return Ok(());
+        }
         set_queue(fd, TCP_RECV_QUEUE).map_err(io("TCP_REPAIR_QUEUE receive"))?;
         net::setsockopt_int(
             fd,
@@ -176,6 +197,40 @@ impl Builder {
             st.sent_len()
         );
         self.restored = Some(conn);
+        Ok(())
+    }
+
+    /// A connection whose SYN got no answer yet: connect again with repair
+    /// mode off and the same initial sequence number, which sends the SYN
+    /// (the network lock drops it; it is sent again by the retransmission
+    /// timer after the unlock). The socket is made non-blocking for the
+    /// connect and put back as it was.
+    fn restore_syn_sent(&mut self, st: &TcpState) -> Result<(), Error> {
+        let conn = st.conn();
+        let fd = self.fd.as_fd();
+        let io = |step: &'static str| move |e: io::Error| Error::io(step, conn, e);
+        set_queue(fd, TCP_SEND_QUEUE).map_err(io("TCP_REPAIR_QUEUE send"))?;
+        let isn = st.send_queue_seq().wrapping_sub(1);
+        net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, isn as i32)
+            .map_err(io("TCP_QUEUE_SEQ of the send queue"))?;
+        set_queue(fd, TCP_NO_QUEUE).map_err(io("TCP_REPAIR_QUEUE none"))?;
+        let flags = pipe::status_flags(fd).map_err(io("fcntl(F_GETFL)"))?;
+        pipe::set_status_flags(fd, flags | libc::O_NONBLOCK).map_err(io("fcntl(F_SETFL)"))?;
+        set_repair(fd, TCP_REPAIR_OFF).map_err(io("TCP_REPAIR off"))?;
+        let r = match net::connect(fd, &st.remote) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+            Err(e) => Err(Error::io("connect (SYN_SENT)", conn, e)),
+        };
+        let back = pipe::set_status_flags(fd, flags).map_err(io("fcntl(F_SETFL)"));
+        r?;
+        back?;
+        set_repair(fd, TCP_REPAIR_ON).map_err(io("TCP_REPAIR on"))?;
+        if st.nodelay {
+            net::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+                .map_err(io("TCP_NODELAY"))?;
+        }
+        log::debug!("{conn}: SYN sent again (isn {isn})");
         Ok(())
     }
 

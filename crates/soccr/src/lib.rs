@@ -69,6 +69,8 @@
 //! before [`Builder::restore`]. SO_RCVBUF and SO_SNDBUF at least as big as
 //! the original's are needed for the queues to fit.
 
+#![warn(missing_docs)]
+
 mod builder;
 mod error;
 mod packet;

@@ -4,8 +4,10 @@ use crate::consts::*;
 use crate::error::{Conn, Error};
 use crate::state::{TcpState, Window};
 use crate::tcp_opt;
+use crate::tcp_state::SYN_SENT;
 use crust_sys::net;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// setsockopt(SOL_TCP, TCP_REPAIR, val).
@@ -109,8 +111,17 @@ impl Repair {
     /// (TCP_QUEUE_SEQ) and the queued bytes of both queues (peeked, nothing
     /// is consumed), TCP_NODELAY and TCP_CORK. Fails with
     /// [`Error::UnsupportedState`] for states other than ESTABLISHED,
-    /// FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK and CLOSING.
+    /// SYN_SENT, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK and CLOSING. A
+    /// SYN_SENT socket has no peer name: see [`Repair::state_with_remote`].
     pub fn state(&self) -> Result<TcpState, Error> {
+        self.state_with_remote(None)
+    }
+
+    /// [`Repair::state`], with the peer's address given by the caller when
+    /// the kernel does not tell it: getpeername fails on a socket still in
+    /// SYN_SENT, whose peer crust knows from sock_diag. `remote` is used only
+    /// when getpeername fails.
+    pub fn state_with_remote(&self, remote: Option<SocketAddr>) -> Result<TcpState, Error> {
         let fd = self.fd();
         let mut conn = self.conn();
         let ti = tcp_info(fd, conn)?;
@@ -121,7 +132,11 @@ impl Repair {
             });
         }
         let local = net::getsockname(fd).map_err(|e| Error::io("getsockname", conn, e))?;
-        let remote = net::getpeername(fd).map_err(|e| Error::io("getpeername", conn, e))?;
+        let remote = match (net::getpeername(fd), remote) {
+            (Ok(r), _) => r,
+            (Err(_), Some(r)) => r,
+            (Err(e), None) => return Err(Error::io("getpeername", conn, e)),
+        };
         conn = Conn::new(local, remote);
 
         let ioctl = |req: u64, step: &'static str| -> Result<u32, Error> {
@@ -173,6 +188,7 @@ impl Repair {
         }
         let mut w = [0u8; 20];
         match net::getsockopt(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut w) {
+            _ if st.state == SYN_SENT => {}
             Ok(n) => st.window = Window::from_bytes(&w[..n]),
             Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
                 log::debug!("{conn}: no TCP_REPAIR_WINDOW (kernel before 4.8)");

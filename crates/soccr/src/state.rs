@@ -165,7 +165,8 @@ impl TcpState {
             .wrapping_sub(self.inq_len())
     }
 
-    /// The sequence number of the first byte of `outq` (snd_una).
+    /// The sequence number of the first byte of `outq` (snd_una; in
+    /// SYN_SENT, the one after the SYN's).
     pub fn send_queue_seq(&self) -> u32 {
         self.outq_seq
             .wrapping_sub(self.own_fin() as u32)
@@ -182,7 +183,7 @@ impl TcpState {
     pub fn supported_state(state: u8) -> bool {
         matches!(
             state,
-            ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING
+            ESTABLISHED | SYN_SENT | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING
         )
     }
 
@@ -209,6 +210,9 @@ impl TcpState {
                 self.unsq_len,
                 self.outq.len()
             ));
+        }
+        if self.state == SYN_SENT && !(self.inq.is_empty() && self.outq.is_empty()) {
+            return bad("a connection still in SYN_SENT with queued bytes".into());
         }
         if self.own_fin_acked() && !self.outq.is_empty() {
             return bad(format!(
@@ -311,5 +315,11 @@ mod tests {
         assert!(s.validate().is_ok());
         assert!(s.is_ipv4_on_wire());
         assert!(sample(FIN_WAIT2).validate().is_err());
+        assert!(sample(SYN_SENT).validate().is_err());
+        let mut s = sample(SYN_SENT);
+        s.inq.clear();
+        s.outq.clear();
+        s.unsq_len = 0;
+        assert!(s.validate().is_ok());
     }
 }
