@@ -154,13 +154,15 @@ impl Builder {
 
         set_queue(fd, TCP_RECV_QUEUE).map_err(io("TCP_REPAIR_QUEUE receive"))?;
         put_queue(fd, &st.inq).map_err(|source| match source.raw_os_error() {
-            Some(libc::ENOMEM) | Some(libc::EAGAIN) => Error::BufferTooSmall {
-                conn,
-                queue: "receive queue",
-                len: st.inq.len(),
-                option: "SO_RCVBUF",
-                source,
-            },
+            Some(libc::ENOMEM | libc::EAGAIN | libc::EMSGSIZE | libc::ENOBUFS) => {
+                Error::BufferTooSmall {
+                    conn,
+                    queue: "receive queue",
+                    len: st.inq.len(),
+                    option: "SO_RCVBUF",
+                    source,
+                }
+            }
             _ => Error::io("restore of the receive queue", conn, source),
         })?;
         set_queue(fd, TCP_SEND_QUEUE).map_err(io("TCP_REPAIR_QUEUE send"))?;
@@ -370,7 +372,8 @@ pub(crate) fn repair_options(st: &TcpState) -> Vec<u8> {
 }
 
 /// Put `data` into the selected queue (repair mode), in chunks that get
-/// smaller when the kernel cannot allocate one that big.
+/// smaller when the kernel cannot allocate one that big (the receive queue
+/// is filled with one buffer per send call).
 fn put_queue(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
     let mut off = 0;
     let mut max = data.len().max(1);
@@ -379,7 +382,16 @@ fn put_queue(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
         match net::send(fd, &data[off..end], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
             Ok(0) => return Err(io::Error::from_raw_os_error(libc::ENOMEM)),
             Ok(n) => off += n,
-            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && max > 1024 => max /= 2,
+            // Too big a buffer for one allocation (EMSGSIZE, ENOBUFS) or
+            // for memory (ENOMEM): try smaller pieces.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOMEM | libc::EMSGSIZE | libc::ENOBUFS)
+                ) && max > 1024 =>
+            {
+                max /= 2
+            }
             Err(e) => return Err(e),
         }
     }

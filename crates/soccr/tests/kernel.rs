@@ -267,6 +267,78 @@ fn established_ipv4_mapped() {
     established("[::]:0", "::ffff:127.0.0.1");
 }
 
+/// Megabytes in both queues: the receive queue goes back in pieces, the
+/// unsent tail waits for the reader.
+#[test]
+fn large_queues() {
+    let _serial = serial();
+    if !available() {
+        return;
+    }
+    let p = pair("127.0.0.1:0", "127.0.0.1", 0);
+    for fd in [p.client.as_fd(), p.server.as_fd()] {
+        net::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 2 << 20).unwrap();
+        net::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).unwrap();
+    }
+    let c2s = fill(p.client.as_fd(), 14, 0, 64 << 20);
+    let s2c = fill(p.server.as_fd(), 15, 0, 3 << 20);
+    std::thread::sleep(Duration::from_millis(50));
+    let (p, cst, sst) = migrate_pair(p, (tcp_state::ESTABLISHED, tcp_state::ESTABLISHED));
+    eprintln!(
+        "client: inq {} outq {} unsent {}; server: inq {} outq {} unsent {}",
+        cst.inq.len(),
+        cst.outq.len(),
+        cst.unsq_len,
+        sst.inq.len(),
+        sst.outq.len(),
+        sst.unsq_len
+    );
+    assert!(sst.inq.len() > 1 << 20, "server has megabytes unread");
+    assert!(cst.unsq_len > 0);
+    let p = expect_both(p, (c2s, false), (s2c, false), (14, 15));
+    check_no_error(p.client.as_fd());
+    check_no_error(p.server.as_fd());
+}
+
+/// Bytes sent but not acknowledged (the server got them, its ACKs were
+/// dropped): put back as sent, retransmitted after the unlock, and read
+/// once.
+#[test]
+fn sent_unacked() {
+    let _serial = serial();
+    if !available() {
+        return;
+    }
+    for (listen, ip) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let p = pair(listen, ip, 0);
+        let Some(lock) = Lock::new(&p) else { return };
+        for fd in [p.client.as_fd(), p.server.as_fd()] {
+            // No Nagle: every write goes out without waiting for ACKs.
+            net::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).unwrap();
+        }
+        lock.set(false, true);
+        let c2s = fill(p.client.as_fd(), 16, 0, 30_000);
+        let s2c = fill(p.server.as_fd(), 17, 0, 20_000);
+        std::thread::sleep(Duration::from_millis(50));
+        lock.set(true, true);
+        let (p, cst, sst) = migrate_pair(p, (tcp_state::ESTABLISHED, tcp_state::ESTABLISHED));
+        eprintln!(
+            "{listen}: client sent-unacked {} unsent {}",
+            cst.sent_len(),
+            cst.unsq_len
+        );
+        assert_eq!(cst.outq.len(), c2s, "none acknowledged");
+        assert!(cst.sent_len() > 0, "some sent: {}", cst.unsq_len);
+        assert_eq!(sst.inq.len(), cst.sent_len(), "what was sent was received");
+        assert!(cst.nodelay && sst.nodelay);
+        assert_eq!(sst.outq.len(), s2c, "the server's bytes never left");
+        drop(lock);
+        let p = expect_both(p, (c2s, false), (s2c, false), (16, 17));
+        check_no_error(p.client.as_fd());
+        check_no_error(p.server.as_fd());
+    }
+}
+
 /// FIN_WAIT1 with the FIN still queued behind unsent data (no lock
 /// needed): the client wrote more than the server takes, then shut down.
 #[test]
