@@ -980,6 +980,17 @@ mod tests {
     }
 
     #[test]
+    fn missing_tool_is_named() {
+        let e = run(Method::Nftables, "crust-no-such-nft", &[], None).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, NetLockError::ToolMissing { .. }), "{msg}");
+        assert!(msg.contains("`crust-no-such-nft` was not found"), "{msg}");
+        assert!(msg.contains("--network-lock iptables or skip"), "{msg}");
+        let e = run(Method::Iptables, "false", &[], Some("x\n")).unwrap_err();
+        assert!(matches!(e, NetLockError::ToolFailed { .. }), "{e}");
+    }
+
+    #[test]
     fn skip_and_empty_do_nothing() {
         let c = [conn("127.0.0.1:1", "127.0.0.1:2")];
         lock(Method::Skip, &c).unwrap();
