@@ -148,3 +148,10 @@ t_err_restore_sysvipc_truncated() {
 }
 
 ALL_TESTS+=(sysvipc-cr err-restore-sysvipc-truncated)
+
+# A POSIX message queue held open is refused, naming it; a child in an IPC
+# namespace other than the root's is refused too. Both trees run on.
+t_err_dump_mqueue() { dump_must_fail 'POSIX message queue' sysvipc --mqueue 1; }
+t_err_dump_ipcns_child() { dump_must_fail 'another IPC namespace' sysvipc --child-ns 1; }
+
+ALL_TESTS+=(err-dump-mqueue err-dump-ipcns-child)

@@ -11,6 +11,10 @@
 //! - A message queue (key KEY_MSG) holding messages of types 1, 7 and 3
 //!   with 5, 1000 and 0 bytes of text.
 //!
+//! With `--mqueue 1` it also holds a POSIX message queue open (which crust
+//! refuses); with `--child-ns 1` the child moves to an IPC namespace of its
+//! own (a tree in two IPC namespaces, which crust refuses).
+//!
 //! After SIGTERM it checks ids, keys, modes, contents, values and messages
 //! (received in order), then writes into segment A and asks the child (a
 //! flag in segment A) to check what it sees and answer there: both must
@@ -75,7 +79,11 @@ fn shm_stat(id: i32) -> Result<libc::shmid_ds, String> {
     }
 }
 
-fn child_loop() -> ! {
+fn child_loop(own_ns: bool) -> ! {
+    // SAFETY: unshare takes a flag; the child is single-threaded.
+    if own_ns && unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        die("child unshare(CLONE_NEWIPC)");
+    }
     mem(ADDR_A, SIZE_A)[CHILD_BEFORE..CHILD_BEFORE + 12].copy_from_slice(b"child-before");
     loop {
         // SAFETY: getppid has no arguments.
@@ -159,8 +167,27 @@ fn main() {
         die("fork");
     }
     if child == 0 {
-        child_loop();
+        child_loop(args.num("child-ns", 0) == 1);
     }
+    let mq = if args.num("mqueue", 0) == 1 {
+        let name = c"/crust-sysvipc";
+        // SAFETY: a NUL-terminated name, flags, a mode and a null attr
+        // (default limits).
+        let q = unsafe {
+            libc::mq_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_RDWR,
+                0o600 as libc::mode_t,
+                std::ptr::null_mut::<libc::mq_attr>(),
+            )
+        };
+        if q < 0 {
+            die("mq_open");
+        }
+        Some(q)
+    } else {
+        None
+    };
     while fresh(ADDR_A + CHILD_BEFORE, 12) != b"child-before" {
         sleep_ms(5);
     }
@@ -169,6 +196,10 @@ fn main() {
         sleep_ms(20);
     }
     let verdict = check(shm_a, shm_b, sem, msq, child);
+    if let Some(q) = mq {
+        // SAFETY: closing the queue this program opened.
+        unsafe { libc::mq_close(q) };
+    }
     finish(&args, verdict);
 }
 
