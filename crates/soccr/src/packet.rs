@@ -4,7 +4,7 @@
 use crate::consts::{IPV6_HDRINCL, SO_MARK};
 use crate::error::{Conn, Error};
 use crust_sys::net;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsFd;
 
 /// The packet mark (SO_MARK) of crafted segments, the same as CRIU's, so
@@ -138,7 +138,12 @@ pub fn send_segment(
     let to = wire_addr(dst);
     let (domain, to) = match to {
         SocketAddr::V4(a) => (libc::AF_INET, SocketAddr::new(IpAddr::V4(*a.ip()), 0)),
-        SocketAddr::V6(a) => (libc::AF_INET6, SocketAddr::new(IpAddr::V6(*a.ip()), 0)),
+        // Port 0 (the protocol is in the header); a link-local address
+        // keeps its scope.
+        SocketAddr::V6(a) => (
+            libc::AF_INET6,
+            SocketAddr::V6(SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id())),
+        ),
     };
     let raw = net::socket(domain, libc::SOCK_RAW, libc::IPPROTO_RAW)
         .map_err(|e| Error::io("raw socket for a crafted segment", conn, e))?;
