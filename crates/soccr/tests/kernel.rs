@@ -49,6 +49,15 @@ fn pattern(seed: u8, from: usize, len: usize) -> Vec<u8> {
     (from..from + len).map(|i| pat(seed, i)).collect()
 }
 
+/// (listen address, address the client connects to) for IPv4, IPv6 and
+/// IPv4-mapped IPv6 (a dual-stack listener, both ends AF_INET6 sockets with
+/// `::ffff:127.0.0.1` addresses).
+const FAMILIES: [(&str, &str); 3] = [
+    ("127.0.0.1:0", "127.0.0.1"),
+    ("[::1]:0", "::1"),
+    ("[::]:0", "::ffff:127.0.0.1"),
+];
+
 /// One loopback connection: (client, server), both blocking.
 struct Pair {
     client: OwnedFd,
@@ -309,7 +318,7 @@ fn sent_unacked() {
     if !available() {
         return;
     }
-    for (listen, ip) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+    for (listen, ip) in FAMILIES {
         let p = pair(listen, ip, 0);
         let Some(lock) = Lock::new(&p) else { return };
         for fd in [p.client.as_fd(), p.server.as_fd()] {
@@ -347,20 +356,22 @@ fn fin_wait1_unsent() {
     if !available() {
         return;
     }
-    let p = pair("127.0.0.1:0", "127.0.0.1", 4096);
-    let c2s = fill(p.client.as_fd(), 3, 0, 200_000);
-    net::shutdown(p.client.as_fd(), libc::SHUT_WR).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let (p, cst, _) = migrate_pair(p, (tcp_state::FIN_WAIT1, tcp_state::ESTABLISHED));
-    assert!(cst.unsq_len > 0);
-    let p = expect_both(p, (c2s, true), (0, false), (3, 4));
-    // The server answers and closes; the client sees it all.
-    let mut s = TcpStream::from(p.server);
-    s.write_all(&pattern(4, 0, 1000)).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let client = expect_stream(p.client, 4, 0, 1000, true);
-    check_no_error(client.as_fd());
-    check_no_error(s.as_fd());
+    for (listen, ip) in FAMILIES {
+        let p = pair(listen, ip, 4096);
+        let c2s = fill(p.client.as_fd(), 3, 0, 200_000);
+        net::shutdown(p.client.as_fd(), libc::SHUT_WR).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (p, cst, _) = migrate_pair(p, (tcp_state::FIN_WAIT1, tcp_state::ESTABLISHED));
+        assert!(cst.unsq_len > 0);
+        let p = expect_both(p, (c2s, true), (0, false), (3, 4));
+        // The server answers and closes; the client sees it all.
+        let mut s = TcpStream::from(p.server);
+        s.write_all(&pattern(4, 0, 1000)).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let client = expect_stream(p.client, 4, 0, 1000, true);
+        check_no_error(client.as_fd());
+        check_no_error(s.as_fd());
+    }
 }
 
 /// FIN_WAIT2 and CLOSE_WAIT: the client shut down, the server got the FIN
@@ -371,11 +382,7 @@ fn fin_wait2_close_wait() {
     if !available() {
         return;
     }
-    for (listen, ip) in [
-        ("127.0.0.1:0", "127.0.0.1"),
-        ("[::1]:0", "::1"),
-        ("[::]:0", "::ffff:127.0.0.1"),
-    ] {
+    for (listen, ip) in FAMILIES {
         let p = pair(listen, ip, 0);
         let c2s = fill(p.client.as_fd(), 5, 0, 2000);
         let s2c = fill(p.server.as_fd(), 6, 0, 1500);
@@ -478,20 +485,22 @@ fn fin_wait2_last_ack() {
     if !available() {
         return;
     }
-    let p = pair("[::1]:0", "::1", 0);
-    let Some(lock) = Lock::new(&p) else { return };
-    let s2c = fill(p.server.as_fd(), 7, 0, 2500);
-    net::shutdown(p.client.as_fd(), libc::SHUT_WR).unwrap();
-    wait_for_state(p.server.as_fd(), tcp_state::CLOSE_WAIT);
-    wait_for_state(p.client.as_fd(), tcp_state::FIN_WAIT2);
-    lock.set(true, true);
-    net::shutdown(p.server.as_fd(), libc::SHUT_WR).unwrap();
-    wait_for_state(p.server.as_fd(), tcp_state::LAST_ACK);
-    let (p, _, _) = migrate_pair(p, (tcp_state::FIN_WAIT2, tcp_state::LAST_ACK));
-    drop(lock);
-    let p = expect_both(p, (0, true), (s2c, true), (8, 7));
-    check_no_error(p.client.as_fd());
-    check_no_error(p.server.as_fd());
+    for (listen, ip) in FAMILIES {
+        let p = pair(listen, ip, 0);
+        let Some(lock) = Lock::new(&p) else { return };
+        let s2c = fill(p.server.as_fd(), 7, 0, 2500);
+        net::shutdown(p.client.as_fd(), libc::SHUT_WR).unwrap();
+        wait_for_state(p.server.as_fd(), tcp_state::CLOSE_WAIT);
+        wait_for_state(p.client.as_fd(), tcp_state::FIN_WAIT2);
+        lock.set(true, true);
+        net::shutdown(p.server.as_fd(), libc::SHUT_WR).unwrap();
+        wait_for_state(p.server.as_fd(), tcp_state::LAST_ACK);
+        let (p, _, _) = migrate_pair(p, (tcp_state::FIN_WAIT2, tcp_state::LAST_ACK));
+        drop(lock);
+        let p = expect_both(p, (0, true), (s2c, true), (8, 7));
+        check_no_error(p.client.as_fd());
+        check_no_error(p.server.as_fd());
+    }
 }
 
 /// FIN_WAIT1 on both ends (both FINs sent, neither received), then
@@ -503,8 +512,8 @@ fn fin_wait1_and_closing() {
     if !available() {
         return;
     }
-    for closing in [false, true] {
-        let p = pair("127.0.0.1:0", "127.0.0.1", 0);
+    for ((listen, ip), closing) in FAMILIES.iter().flat_map(|f| [(*f, false), (*f, true)]) {
+        let p = pair(listen, ip, 0);
         let Some(lock) = Lock::new(&p) else { return };
         let c2s = fill(p.client.as_fd(), 9, 0, 1000);
         let s2c = fill(p.server.as_fd(), 10, 0, 1200);
@@ -538,13 +547,16 @@ fn syn_sent() {
     if !available() {
         return;
     }
-    for (listen, bind) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+    for (listen, ip) in FAMILIES {
         let la: SocketAddr = listen.parse().unwrap();
         let l = net::socket(net::family_of(&la), libc::SOCK_STREAM, 0).unwrap();
         net::bind(l.as_fd(), &la).unwrap();
         net::listen(l.as_fd(), 1).unwrap();
-        let la = net::getsockname(l.as_fd()).unwrap();
-        let ca: SocketAddr = bind.parse().unwrap();
+        let la = SocketAddr::new(
+            ip.parse().unwrap(),
+            net::getsockname(l.as_fd()).unwrap().port(),
+        );
+        let ca = SocketAddr::new(la.ip(), 0);
         let c = net::socket(
             net::family_of(&ca),
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK,
