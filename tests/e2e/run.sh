@@ -928,6 +928,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/inherit.sh
 . "$ROOT/tests/e2e/inherit.sh"
 
+# Packet and netlink sockets (issue 5).
+# shellcheck source=tests/e2e/netsk.sh
+. "$ROOT/tests/e2e/netsk.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

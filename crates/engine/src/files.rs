@@ -63,6 +63,10 @@ pub struct FileTable {
     ptys: pty::PtyDump,
     /// Inet (TCP, UDP, raw) sockets seen.
     pub(crate) inet: inet::InetDump,
+    /// Packet sockets seen.
+    packets: crate::packet::PacketDump,
+    /// Netlink sockets seen.
+    netlinks: crate::netlink::NetlinkDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -100,6 +104,8 @@ impl FileTable {
             memfds: memfd::MemfdDump::default(),
             ptys: pty::PtyDump::default(),
             inet: inet::InetDump::default(),
+            packets: Default::default(),
+            netlinks: Default::default(),
         }
     }
 
@@ -346,6 +352,35 @@ impl FileTable {
                     continue;
                 }
                 // Other families (packet, netlink) are routed here.
+                if domain == libc::AF_PACKET || domain == libc::AF_NETLINK {
+                    let packet = domain == libc::AF_PACKET;
+                    let known = if packet {
+                        self.packets.known(ino)
+                    } else {
+                        self.netlinks.known(ino)
+                    };
+                    let id = match known {
+                        Some(id) => id,
+                        None => {
+                            let id = self.new_id();
+                            let e = if packet {
+                                self.packets.add(pid, fd, ino, info.flags, id)?
+                            } else {
+                                self.netlinks.add(pid, fd, ino, info.flags, id)?
+                            };
+                            self.files.push(e);
+                            id
+                        }
+                    };
+                    let ty = if packet {
+                        fd_types::PACKETSK
+                    } else {
+                        fd_types::NETLINKSK
+                    };
+                    out.push(entry(id, ty));
+                    debug!("{pid}: fd {fd} -> {target} (id {id}, domain {domain})");
+                    continue;
+                }
                 if domain != libc::AF_UNIX {
                     return Err(Error::unsupported(format!(
                         "process {pid} has fd {fd} on a socket of address family {domain} ({target}), which crust cannot dump yet"
@@ -651,7 +686,8 @@ impl RestoreFiles {
                 continue;
             }
             let event = events::handles(fd.r#type);
-            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO || event {
+            let netsk = fd.r#type == fd_types::PACKETSK || fd.r#type == fd_types::NETLINKSK;
+            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO || event || netsk {
                 if others.get(&fd.id) != Some(&fd.r#type) {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
@@ -660,6 +696,10 @@ impl RestoreFiles {
                             fd.fd,
                             if event {
                                 events::type_name(fd.r#type)
+                            } else if fd.r#type == fd_types::PACKETSK {
+                                "packet socket"
+                            } else if fd.r#type == fd_types::NETLINKSK {
+                                "netlink socket"
                             } else if fd.r#type == fd_types::PIPE {
                                 "pipe"
                             } else {
@@ -811,6 +851,20 @@ impl RestoreFiles {
             };
             let made = if let Some(fd) = shared.inherited.get(f.id) {
                 Some(fd)
+            } else if f.r#type == fd_types::PACKETSK {
+                Some(
+                    shared
+                        .packets
+                        .get(f.id)
+                        .ok_or_else(|| missing("packet socket".into()))?,
+                )
+            } else if f.r#type == fd_types::NETLINKSK {
+                Some(
+                    shared
+                        .netlinks
+                        .get(f.id)
+                        .ok_or_else(|| missing("netlink socket".into()))?,
+                )
             } else if f.r#type == fd_types::UNIXSK {
                 Some(
                     shared

@@ -304,6 +304,10 @@ pub struct OpenShared {
     pub memfds: crate::memfd::OpenMemfds,
     /// Pty pairs, see [`crate::pty`].
     pub ptys: crate::pty::OpenPtys,
+    /// Packet sockets, see [`crate::packet`].
+    pub packets: crate::packet::OpenPackets,
+    /// Netlink sockets, see [`crate::netlink`].
+    pub netlinks: crate::netlink::OpenNetlinks,
     /// Files replaced by fds crust inherited (`--inherit-fd`), see
     /// [`crate::inherit`].
     pub inherited: crate::inherit::Inherited,

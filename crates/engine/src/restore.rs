@@ -108,6 +108,10 @@ struct ImageSet {
     memfds: crate::memfd::Memfds,
     /// Pty pairs the fds are on.
     ptys: crate::pty::Ptys,
+    /// Packet sockets.
+    packets: crate::packet::PacketFiles,
+    /// Netlink sockets.
+    netlinks: crate::netlink::NetlinkFiles,
     /// Files replaced by crust's own fds (`--inherit-fd`).
     inherited: crate::inherit::Inherited,
     /// How the dump locked the tree's TCP connections (inventory.img):
@@ -221,6 +225,8 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         .map(|f| f.id)
         .collect();
     let ptys = crate::pty::Ptys::load(&dir, &tty_ids)?;
+    let packets = crate::packet::PacketFiles::load(&dir)?;
+    let netlinks = crate::netlink::NetlinkFiles::load(&dir)?;
     ptys.check_sessions(procs.iter().map(|p| {
         let e = &p.entry;
         let fds = p.live.as_ref().map(|l| l.files.fds.as_slice());
@@ -271,6 +277,8 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         ghosts,
         memfds,
         ptys,
+        packets,
+        netlinks,
         inherited,
         netlock,
     })
@@ -570,6 +578,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     created.shared.ghosts = img.ghosts.open()?;
     created.shared.memfds = img.memfds.open()?;
     created.shared.ptys = img.ptys.open()?;
+    created.shared.packets = img.packets.open()?;
+    created.shared.netlinks = img.netlinks.open()?;
     created.shared.inherited = std::mem::take(&mut img.inherited);
     let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).

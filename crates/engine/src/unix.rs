@@ -1244,7 +1244,7 @@ fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_opts(s: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
+pub(crate) fn set_opts(s: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
     let set = |opt: i32, v: i32| su::setsockopt_int(s, libc::SOL_SOCKET, opt, v);
     let cur = |opt: i32| su::getsockopt_int(s, libc::SOL_SOCKET, opt).unwrap_or(-1);
     // The kernel doubles the value it is given.

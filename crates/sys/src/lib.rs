@@ -15,6 +15,7 @@ pub mod pipe;
 pub mod probe;
 pub mod process;
 pub mod ptrace;
+pub mod rawsk;
 pub mod tty;
 pub mod unix;
 

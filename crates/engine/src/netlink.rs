@@ -1,0 +1,636 @@
+//! Netlink sockets (AF_NETLINK), as CRIU's NETLINKSK entries of files.img,
+//! and the sock_diag plumbing the packet sockets share.
+//!
+//! Dump: the protocol, state, own port id, multicast groups and the
+//! connected peer (port id, group) come from NETLINK_DIAG (sock_diag), which
+//! lists the bound sockets of crust's network namespace; a socket it does
+//! not list was never bound, and only its protocol (SO_PROTOCOL) matters.
+//! Groups are kept as 32-bit words of the kernel's bitmap, every word up to
+//! the last non-zero one (CRIU 4.2 refuses more than one word; crust keeps
+//! them). The socket options (SO_*) and the status flags come from a copy
+//! of the socket crust takes with pidfd_getfd. Like CRIU, a socket with
+//! unread messages is refused: the format has no room for them. The
+//! netlink options (NETLINK_PKTINFO, NETLINK_BROADCAST_ERROR,
+//! NETLINK_NO_ENOBUFS, NETLINK_LISTEN_ALL_NSID, NETLINK_CAP_ACK) have no
+//! field in CRIU's format either, and CRIU drops them silently: crust says
+//! in the dump log which ones are lost.
+//!
+//! Restore: crust makes each socket before any task exists: socket, bind
+//! to the port id with groups 1-32, NETLINK_ADD_MEMBERSHIP for the groups
+//! above 32, connect to the recorded peer, then socket options and status
+//! flags. Tasks get them with [`crate::fdpass`].
+
+use crate::util::{read_image, sys_err};
+use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::sk_netlink::NetlinkSkEntry;
+use crust_images::proto::sk_opts::SkOptsEntry;
+use crust_sys::rawsk;
+use crust_sys::unix as su;
+use log::{debug, warn};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+// ------------------------------------------------------------ sock_diag
+
+const NLMSG_HDR: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+
+pub(crate) fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+
+pub(crate) fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+/// A SOCK_DIAG_BY_FAMILY dump request: nlmsghdr, then the family's
+/// `*_diag_req` given as `req`.
+pub(crate) fn diag_request(req: &[u8], seq: u32) -> Vec<u8> {
+    let len = (NLMSG_HDR + req.len()) as u32;
+    let mut b = Vec::with_capacity(len as usize);
+    b.extend_from_slice(&len.to_ne_bytes());
+    b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(req);
+    b
+}
+
+/// Split one netlink datagram of a sock_diag dump into the bodies of its
+/// SOCK_DIAG_BY_FAMILY messages; the flag says the dump is complete
+/// (NLMSG_DONE). An NLMSG_ERROR is an error.
+pub(crate) fn split_msgs(buf: &[u8]) -> Result<(Vec<&[u8]>, bool), String> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NLMSG_HDR <= buf.len() {
+        let len = u32_at(buf, off).unwrap_or(0) as usize;
+        let ty = u16_at(buf, off + 4).unwrap_or(0);
+        if len < NLMSG_HDR || off + len > buf.len() {
+            return Err(format!("bad netlink message length {len} at offset {off}"));
+        }
+        let body = &buf[off + NLMSG_HDR..off + len];
+        match ty {
+            NLMSG_DONE => return Ok((out, true)),
+            NLMSG_ERROR => {
+                let errno = u32_at(body, 0).unwrap_or(0) as i32;
+                return Err(format!(
+                    "the kernel answered with error {}",
+                    std::io::Error::from_raw_os_error(-errno)
+                ));
+            }
+            su::SOCK_DIAG_BY_FAMILY => out.push(body),
+            _ => {}
+        }
+        off += len.div_ceil(4) * 4;
+    }
+    Ok((out, false))
+}
+
+/// The netlink attributes (type, payload) of `b`, which start at `off`.
+pub(crate) fn attrs(b: &[u8], off: usize) -> Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    let mut off = off;
+    while off + 4 <= b.len() {
+        let len = u16_at(b, off).unwrap_or(0) as usize;
+        let ty = u16_at(b, off + 2).unwrap_or(0) & 0x3fff;
+        if len < 4 || off + len > b.len() {
+            return Err(format!("bad attribute length {len} at offset {off}"));
+        }
+        out.push((ty, &b[off + 4..off + len]));
+        off += len.div_ceil(4) * 4;
+    }
+    Ok(out)
+}
+
+/// Run a sock_diag dump of `what` (for messages) with the request body
+/// `req`; every answer message body is given to `each`.
+pub(crate) fn diag_dump(
+    what: &str,
+    req: &[u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), Error> {
+    let me = crust_sys::process::getpid();
+    let proto_err = |why: String| Error::Sys {
+        pid: me,
+        op: format!("parsing the {what} answer: {why}"),
+        source: std::io::Error::from_raw_os_error(libc::EPROTO),
+    };
+    let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
+        .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+    su::netlink_send(nl.as_fd(), &diag_request(req, 1))
+        .map_err(sys_err(me, format!("sending the {what} request")))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = su::netlink_recv(nl.as_fd(), &mut buf)
+            .map_err(sys_err(me, format!("receiving the {what} answer")))?;
+        let (msgs, done) = split_msgs(&buf[..n]).map_err(proto_err)?;
+        for m in msgs {
+            each(m).map_err(proto_err)?;
+        }
+        if done || n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// SO_BUF_LOCK (Linux 5.14).
+const SO_BUF_LOCK: i32 = 72;
+
+/// The socket options (SO_*) and the classic BPF filter of a packet or
+/// netlink socket. Options a family does not have (SO_PASSCRED is for unix
+/// and netlink sockets only) are left out.
+pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+    let get = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
+    let flag = |o: i32| get(o).ok().map(|v| v != 0);
+    let (snd_s, snd_us) = su::getsockopt_timeval(sock, libc::SO_SNDTIMEO)?;
+    let (rcv_s, rcv_us) = su::getsockopt_timeval(sock, libc::SO_RCVTIMEO)?;
+    let mark = get(libc::SO_MARK).unwrap_or(0) as u32;
+    Ok(SkOptsEntry {
+        so_sndbuf: get(libc::SO_SNDBUF)? as u32,
+        so_rcvbuf: get(libc::SO_RCVBUF)? as u32,
+        so_snd_tmo_sec: snd_s,
+        so_snd_tmo_usec: snd_us,
+        so_rcv_tmo_sec: rcv_s,
+        so_rcv_tmo_usec: rcv_us,
+        reuseaddr: flag(libc::SO_REUSEADDR),
+        so_priority: get(libc::SO_PRIORITY).ok().map(|v| v as u32),
+        so_rcvlowat: get(libc::SO_RCVLOWAT).ok().map(|v| v as u32),
+        so_mark: (mark != 0).then_some(mark),
+        so_passcred: flag(libc::SO_PASSCRED),
+        so_passsec: flag(libc::SO_PASSSEC),
+        so_dontroute: flag(libc::SO_DONTROUTE),
+        so_no_check: flag(libc::SO_NO_CHECK),
+        so_reuseport: flag(libc::SO_REUSEPORT),
+        so_broadcast: flag(libc::SO_BROADCAST),
+        so_keepalive: flag(libc::SO_KEEPALIVE),
+        so_oobinline: get(libc::SO_OOBINLINE).ok().map(|v| v as u32),
+        so_buf_lock: get(SO_BUF_LOCK).ok().map(|v| v as u32),
+        so_filter: rawsk::get_filter(sock)?,
+        ..Default::default()
+    })
+}
+
+/// Set the options [`dump_sk_opts`] read.
+pub(crate) fn set_sk_opts(sock: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
+    crate::unix::set_opts(sock, o)?;
+    if !o.so_filter.is_empty() {
+        rawsk::attach_filter(sock, &o.so_filter)?;
+    }
+    Ok(())
+}
+
+/// A copy (pidfd_getfd) of fd `fd` of `pid`.
+pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
+    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+    su::pidfd_getfd(pidfd.as_fd(), fd).map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))
+}
+
+// ------------------------------------------------------------ netlink_diag
+
+/// NDIAG_PROTO_ALL: every protocol.
+const NDIAG_PROTO_ALL: u8 = 255;
+/// NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS.
+const NDIAG_SHOW: u32 = 0x2 | 0x8;
+const NETLINK_DIAG_GROUPS: u16 = 1;
+const NETLINK_DIAG_FLAGS: u16 = 4;
+/// ndiag_state of a connected socket (the socket's sk_state: unconnected
+/// ones say 0 or TCP_CLOSE, 7).
+const NETLINK_CONNECTED: u32 = 1;
+/// Size of struct netlink_diag_msg.
+const DIAG_MSG_LEN: usize = 28;
+
+/// NETLINK_DIAG_FLAGS bits and the option each stands for.
+const FLAG_NAMES: [(u32, &str); 6] = [
+    (0x1, "a dump in progress"),
+    (0x2, "NETLINK_PKTINFO"),
+    (0x4, "NETLINK_BROADCAST_ERROR"),
+    (0x8, "NETLINK_NO_ENOBUFS"),
+    (0x10, "NETLINK_LISTEN_ALL_NSID"),
+    (0x20, "NETLINK_CAP_ACK"),
+];
+
+/// What NETLINK_DIAG says of one socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetlinkDiag {
+    pub ino: u32,
+    pub protocol: u32,
+    pub state: u32,
+    pub portid: u32,
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// Multicast group bitmap as 32-bit words, trailing zero words cut.
+    pub groups: Vec<u32>,
+    /// NETLINK_DIAG_FLAGS, if reported.
+    pub flags: Option<u32>,
+}
+
+/// The netlink_diag_req of a dump of every netlink socket.
+fn netlink_diag_req() -> Vec<u8> {
+    let mut b = Vec::with_capacity(20);
+    b.push(libc::AF_NETLINK as u8);
+    b.push(NDIAG_PROTO_ALL);
+    b.extend_from_slice(&0u16.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    b.extend_from_slice(&NDIAG_SHOW.to_ne_bytes());
+    b.extend_from_slice(&[0xff; 8]); // no cookie
+    b
+}
+
+/// Parse one netlink_diag_msg and its attributes.
+pub fn parse_netlink_diag(b: &[u8]) -> Result<NetlinkDiag, String> {
+    if b.len() < DIAG_MSG_LEN {
+        return Err(format!("short netlink_diag_msg ({} bytes)", b.len()));
+    }
+    let mut d = NetlinkDiag {
+        protocol: b[2] as u32,
+        state: b[3] as u32,
+        portid: u32_at(b, 4).unwrap_or(0),
+        dst_portid: u32_at(b, 8).unwrap_or(0),
+        dst_group: u32_at(b, 12).unwrap_or(0),
+        ino: u32_at(b, 16).unwrap_or(0),
+        ..Default::default()
+    };
+    for (ty, data) in
+        attrs(b, DIAG_MSG_LEN).map_err(|e| format!("netlink socket {}: {e}", d.ino))?
+    {
+        match ty {
+            NETLINK_DIAG_GROUPS => {
+                // An array of unsigned long: on a little-endian machine its
+                // 32-bit words are the groups 1-32, 33-64, ... in order.
+                d.groups = data
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                while d.groups.last() == Some(&0) {
+                    d.groups.pop();
+                }
+            }
+            NETLINK_DIAG_FLAGS => d.flags = u32_at(data, 0),
+            _ => {}
+        }
+    }
+    Ok(d)
+}
+
+/// Every bound netlink socket of crust's network namespace, by inode.
+fn diag_all() -> Result<HashMap<u32, NetlinkDiag>, Error> {
+    let mut out = HashMap::new();
+    diag_dump("NETLINK_DIAG", &netlink_diag_req(), |m| {
+        let d = parse_netlink_diag(m)?;
+        out.insert(d.ino, d);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- dump
+
+/// Netlink sockets of a dumped tree.
+#[derive(Default)]
+pub struct NetlinkDump {
+    /// files.img id by inode.
+    ids: HashMap<u32, u32>,
+    /// NETLINK_DIAG answer, read when the first socket is met.
+    diag: Option<HashMap<u32, NetlinkDiag>>,
+}
+
+impl NetlinkDump {
+    /// The files.img id of socket inode `ino` if it was seen already.
+    pub fn known(&self, ino: u32) -> Option<u32> {
+        self.ids.get(&ino).copied()
+    }
+
+    /// Dump the netlink socket on fd `fd` of `pid` (inode `ino`, status
+    /// flags `flags`) as files.img entry `id`.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<FileEntry, Error> {
+        let sock = take_fd(pid, fd)?;
+        let sock = sock.as_fd();
+        let here = format!("process {pid} fd {fd} (netlink socket {ino})");
+        if rawsk::has_data(sock).map_err(sys_err(pid, format!("poll of fd {fd}")))? {
+            return Err(Error::unsupported(format!(
+                "{here} has unread messages, which CRIU's image format cannot keep"
+            )));
+        }
+        if self.diag.as_ref().is_none_or(|m| !m.contains_key(&ino)) {
+            self.diag = Some(diag_all()?);
+        }
+        let d = match self.diag.as_ref().and_then(|m| m.get(&ino)) {
+            Some(d) => d.clone(),
+            None => {
+                // Never bound: not in the kernel's tables.
+                let protocol = su::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                    .map_err(sys_err(pid, format!("SO_PROTOCOL of fd {fd}")))?;
+                NetlinkDiag {
+                    ino,
+                    protocol: protocol as u32,
+                    ..Default::default()
+                }
+            }
+        };
+        if let Some(f) = d.flags {
+            let lost: Vec<&str> = FLAG_NAMES
+                .iter()
+                .filter(|(bit, _)| f & bit != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            if !lost.is_empty() {
+                warn!(
+                    "{here}: {} not kept (CRIU's image format has no room for them)",
+                    lost.join(", ")
+                );
+            }
+        }
+        if d.state == NETLINK_CONNECTED && d.dst_group > 32 {
+            return Err(Error::unsupported(format!(
+                "{here} is connected to multicast group {}, above 32, which connect() cannot name",
+                d.dst_group
+            )));
+        }
+        let opts =
+            dump_sk_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        debug!(
+            "{here}: protocol {} port {} groups {:x?} state {} peer {}/{}",
+            d.protocol, d.portid, d.groups, d.state, d.dst_portid, d.dst_group
+        );
+        self.ids.insert(ino, id);
+        Ok(FileEntry {
+            r#type: fd_types::NETLINKSK,
+            id,
+            nlsk: Some(NetlinkSkEntry {
+                id,
+                ino,
+                protocol: d.protocol,
+                state: d.state,
+                flags: flags & !(libc::O_CLOEXEC as u32),
+                portid: d.portid,
+                groups: d.groups,
+                dst_portid: d.dst_portid,
+                dst_group: d.dst_group,
+                fown: FownEntry::default(),
+                opts,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+// ---------------------------------------------------------------- restore
+
+/// The netlink sockets of an image set, by files.img id.
+#[derive(Debug, Default)]
+pub struct NetlinkFiles {
+    socks: BTreeMap<u32, NetlinkSkEntry>,
+}
+
+/// Netlink sockets crust made, by files.img id.
+#[derive(Debug, Default)]
+pub struct OpenNetlinks {
+    by_id: HashMap<u32, OwnedFd>,
+}
+
+impl OpenNetlinks {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+}
+
+/// Whether an image of `e` can be restored; the reason if not.
+fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {
+    if e.protocol > 31 {
+        return Err(format!("protocol {} is not a netlink protocol", e.protocol));
+    }
+    if e.state == NETLINK_CONNECTED && e.dst_group > 32 {
+        return Err(format!("connected to group {}, above 32", e.dst_group));
+    }
+    if e.groups.len() > 1024 {
+        return Err(format!("{} words of groups", e.groups.len()));
+    }
+    if e.ns_id.is_some_and(|n| n != 0) {
+        debug!(
+            "netlink socket {}: net namespace id {:?} ignored",
+            e.id, e.ns_id
+        );
+    }
+    Ok(())
+}
+
+impl NetlinkFiles {
+    /// Read and check the NETLINKSK entries of files.img.
+    pub fn load(dir: &Path) -> Result<NetlinkFiles, Error> {
+        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let mut out = NetlinkFiles::default();
+        for f in files
+            .into_iter()
+            .filter(|f| f.r#type == fd_types::NETLINKSK)
+        {
+            let bad = |why: String| Error::BadImage {
+                dir: dir.to_path_buf(),
+                why: format!("files.img: netlink socket {}: {why}", f.id),
+            };
+            let e = f
+                .nlsk
+                .clone()
+                .ok_or_else(|| bad("no netlink part".into()))?;
+            if e.id != f.id {
+                return Err(bad(format!("its netlink part has id {}", e.id)));
+            }
+            check_entry(&e).map_err(bad)?;
+            out.socks.insert(f.id, e);
+        }
+        Ok(out)
+    }
+
+    /// Make every netlink socket.
+    pub fn open(&self) -> Result<OpenNetlinks, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = OpenNetlinks::default();
+        for (id, e) in &self.socks {
+            let s = open_one(e).map_err(|(op, source)| Error::Sys {
+                pid: me,
+                op: format!(
+                    "making netlink socket {id} (protocol {}, port {}): {op}",
+                    e.protocol, e.portid
+                ),
+                source,
+            })?;
+            out.by_id.insert(*id, s);
+        }
+        Ok(out)
+    }
+}
+
+type OpResult<T> = Result<T, (String, std::io::Error)>;
+
+fn at(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> (String, std::io::Error) {
+    let op = op.into();
+    move |e| (op, e)
+}
+
+/// NETLINK_ADD_MEMBERSHIP (linux/netlink.h).
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+
+fn open_one(e: &NetlinkSkEntry) -> OpResult<OwnedFd> {
+    let s = su::netlink_socket(e.protocol as i32).map_err(at("socket"))?;
+    let sf = s.as_fd();
+    let low = e.groups.first().copied().unwrap_or(0);
+    if e.portid != 0 {
+        rawsk::netlink_bind(sf, e.portid, low)
+            .map_err(at(format!("bind to port {} groups {low:#x}", e.portid)))?;
+    } else if low != 0 {
+        // Subscribed but never bound (NETLINK_ADD_MEMBERSHIP only).
+        for b in 0..32 {
+            if low & (1 << b) != 0 {
+                add_membership(sf, b + 1)?;
+            }
+        }
+    }
+    for (w, word) in e.groups.iter().enumerate().skip(1) {
+        for b in 0..32u32 {
+            if word & (1 << b) != 0 {
+                add_membership(sf, w as u32 * 32 + b + 1)?;
+            }
+        }
+    }
+    if e.state == NETLINK_CONNECTED {
+        let mask = if e.dst_group == 0 {
+            0
+        } else {
+            1u32 << (e.dst_group - 1)
+        };
+        rawsk::netlink_connect(sf, e.dst_portid, mask).map_err(at(format!(
+            "connect to port {} group {}",
+            e.dst_portid, e.dst_group
+        )))?;
+    }
+    set_sk_opts(sf, &e.opts).map_err(at("socket options"))?;
+    let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
+    crust_sys::pipe::set_status_flags(sf, (e.flags & keep) as i32).map_err(at("F_SETFL"))?;
+    Ok(s)
+}
+
+fn add_membership(s: BorrowedFd<'_>, group: u32) -> OpResult<()> {
+    su::setsockopt_int(s, libc::SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group as i32)
+        .map_err(at(format!("NETLINK_ADD_MEMBERSHIP of group {group}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(body);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(data);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn parses_a_made_up_answer() {
+        let mut body = vec![libc::AF_NETLINK as u8, 3, 0, 1];
+        for v in [1234u32, 0, 5, 777, 0xffff_ffff, 0xffff_ffff] {
+            body.extend_from_slice(&v.to_ne_bytes());
+        }
+        // Groups 1 and 34 (words 0x1, 0x2), as two unsigned longs.
+        let mut g = Vec::new();
+        g.extend_from_slice(&0x0000_0002_0000_0001u64.to_le_bytes());
+        g.extend_from_slice(&0u64.to_le_bytes());
+        body.extend(attr(NETLINK_DIAG_GROUPS, &g));
+        body.extend(attr(NETLINK_DIAG_FLAGS, &0x6u32.to_ne_bytes()));
+        let mut buf = msg(&body);
+        let mut done = msg(&[0; 4]);
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        buf.extend(done);
+        let (msgs, fin) = split_msgs(&buf).unwrap();
+        assert!(fin);
+        assert_eq!(msgs.len(), 1);
+        let d = parse_netlink_diag(msgs[0]).unwrap();
+        assert_eq!(
+            d,
+            NetlinkDiag {
+                ino: 777,
+                protocol: 0,
+                state: 1,
+                portid: 1234,
+                dst_portid: 0,
+                dst_group: 5,
+                groups: vec![1, 2],
+                flags: Some(6),
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_netlink_diag(&[0; 10]).is_err());
+        let mut body = vec![0u8; DIAG_MSG_LEN];
+        body.extend_from_slice(&[200, 0, 1, 0]); // attribute longer than the message
+        assert!(parse_netlink_diag(&body).is_err());
+        let mut err = msg(&(-libc::EINVAL).to_ne_bytes());
+        err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert!(split_msgs(&err).unwrap_err().contains("error"));
+        assert!(split_msgs(&[40, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn live_socket_round_trip() {
+        let s = su::netlink_socket(0).unwrap();
+        rawsk::netlink_bind(s.as_fd(), 0, 1).unwrap();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            s.as_raw_fd()
+        }))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino() as u32
+        })
+        .unwrap();
+        su::setsockopt_int(s.as_fd(), libc::SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, 33).unwrap();
+        let all = diag_all().unwrap();
+        let d = &all[&ino];
+        assert_eq!(d.protocol, 0);
+        assert_eq!(d.groups, vec![1, 1]);
+        let e = NetlinkSkEntry {
+            id: 1,
+            ino,
+            protocol: 0,
+            portid: 0,
+            groups: d.groups.clone(),
+            ..Default::default()
+        };
+        let t = open_one(&e).unwrap();
+        let (_, g) = rawsk::netlink_name(t.as_fd(), false).unwrap();
+        assert_eq!(g, 1);
+    }
+}

@@ -1,0 +1,494 @@
+//! `rawsocks`: packet and netlink sockets, checked after restore.
+//!
+//! Set-up:
+//! - fd 3: AF_PACKET SOCK_RAW, protocol ETH_P_ALL, bound to `lo`,
+//!   O_NONBLOCK; PACKET_VERSION TPACKET_V2, PACKET_RESERVE 64,
+//!   PACKET_AUXDATA, PACKET_ORIGDEV, PACKET_LOSS, PACKET_TIMESTAMP 0x10,
+//!   PACKET_COPY_THRESH 1, a multicast membership (01:00:5e:7f:00:01 on
+//!   lo), fanout group pid & 0xffff (hash: a group of its own, so it
+//!   gets every packet), SO_PRIORITY 3, an accept-all BPF
+//!   filter;
+//! - fd 4: AF_PACKET SOCK_DGRAM, protocol 0, unbound, close-on-exec;
+//! - fd 5: NETLINK_ROUTE bound to port 0x7e57_0000 | (pid & 0xffff) with
+//!   RTMGRP_LINK, and group 33 added with NETLINK_ADD_MEMBERSHIP;
+//! - fd 6: NETLINK_GENERIC, unbound.
+//!
+//! After SIGTERM every option and binding is read back (getsockopt,
+//! getsockname, /proc/net/dev_mcast for the membership); fd 3 must see a
+//! UDP datagram sent to 127.0.0.1 (found by its payload among whatever
+//! else crossed lo), and fd 5 must answer an RTM_GETLINK dump that lists
+//! `lo`.
+
+use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
+use std::time::{Duration, Instant};
+
+const ETH_P_ALL: u16 = 0x0003;
+const SOL_PACKET: i32 = 263;
+const PACKET_ADD_MEMBERSHIP: i32 = 1;
+const PACKET_COPY_THRESH: i32 = 7;
+const PACKET_AUXDATA: i32 = 8;
+const PACKET_ORIGDEV: i32 = 9;
+const PACKET_VERSION: i32 = 10;
+const PACKET_RESERVE: i32 = 12;
+const PACKET_LOSS: i32 = 14;
+const PACKET_TIMESTAMP: i32 = 17;
+const PACKET_FANOUT: i32 = 18;
+const TPACKET_V2: i32 = 1;
+const MC_ADDR: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01];
+const NETLINK_ROUTE: i32 = 0;
+const NETLINK_GENERIC: i32 = 16;
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+const RTMGRP_LINK: u32 = 1;
+const BIG_GROUP: i32 = 33;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// BPF_RET | BPF_K, k = 0x40000: accept the whole packet.
+const ACCEPT_ALL: u64 = 0x06 | (0x40000u64 << 32);
+
+fn err() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+fn check(r: libc::c_int, what: &str) -> i32 {
+    if r < 0 {
+        die(what);
+    }
+    r
+}
+
+fn dup_to(fd: i32, to: i32) {
+    if fd != to {
+        // SAFETY: dup2 and close take only integers.
+        unsafe {
+            check(libc::dup2(fd, to), "dup2");
+            libc::close(fd);
+        }
+    }
+}
+
+fn setopt(fd: i32, level: i32, opt: i32, v: i32, what: &str) {
+    // SAFETY: `v` is a readable int of the length passed.
+    let r = unsafe { libc::setsockopt(fd, level, opt, &v as *const i32 as *const libc::c_void, 4) };
+    check(r, what);
+}
+
+fn getopt(fd: i32, level: i32, opt: i32) -> Result<i32, String> {
+    let mut v = 0i32;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid out-pointers of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            &mut v as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "getsockopt({level}, {opt}) on fd {fd}: {}", err());
+    Ok(v)
+}
+
+fn lo_index() -> i32 {
+    // SAFETY: a NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if i == 0 {
+        die("if_nametoindex(lo)");
+    }
+    i as i32
+}
+
+fn nl_addr(portid: u32, groups: u32) -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is plain old data; zeroes are valid.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_pid = portid;
+    sa.nl_groups = groups;
+    sa
+}
+
+/// PACKET_FANOUT value: group id pid & 0xffff, PACKET_FANOUT_HASH (0).
+fn fanout() -> i32 {
+    (std::process::id() & 0xffff) as i32
+}
+
+fn my_portid() -> u32 {
+    0x7e57_0000 | (std::process::id() & 0xffff)
+}
+
+fn setup() {
+    let lo = lo_index();
+    // SAFETY (whole set-up): plain syscalls on integers and local,
+    // initialised structs of the sizes passed.
+    unsafe {
+        let s = check(
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW, ETH_P_ALL.to_be() as i32),
+            "socket(AF_PACKET, SOCK_RAW)",
+        );
+        let mut ll: libc::sockaddr_ll = std::mem::zeroed();
+        ll.sll_family = libc::AF_PACKET as u16;
+        ll.sll_protocol = ETH_P_ALL.to_be();
+        ll.sll_ifindex = lo;
+        check(
+            libc::bind(
+                s,
+                &ll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            ),
+            "bind packet socket to lo",
+        );
+        setopt(s, SOL_PACKET, PACKET_VERSION, TPACKET_V2, "PACKET_VERSION");
+        setopt(s, SOL_PACKET, PACKET_RESERVE, 64, "PACKET_RESERVE");
+        setopt(s, SOL_PACKET, PACKET_AUXDATA, 1, "PACKET_AUXDATA");
+        setopt(s, SOL_PACKET, PACKET_ORIGDEV, 1, "PACKET_ORIGDEV");
+        setopt(s, SOL_PACKET, PACKET_LOSS, 1, "PACKET_LOSS");
+        setopt(s, SOL_PACKET, PACKET_TIMESTAMP, 0x10, "PACKET_TIMESTAMP");
+        setopt(s, SOL_PACKET, PACKET_COPY_THRESH, 1, "PACKET_COPY_THRESH");
+        // packet_mreq: ifindex, type (PACKET_MR_MULTICAST), alen, address.
+        let mut mreq = [0u8; 16];
+        mreq[0..4].copy_from_slice(&lo.to_ne_bytes());
+        mreq[4..6].copy_from_slice(&0u16.to_ne_bytes());
+        mreq[6..8].copy_from_slice(&6u16.to_ne_bytes());
+        mreq[8..14].copy_from_slice(&MC_ADDR);
+        check(
+            libc::setsockopt(
+                s,
+                SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                mreq.as_ptr() as *const libc::c_void,
+                16,
+            ),
+            "PACKET_ADD_MEMBERSHIP",
+        );
+        setopt(s, SOL_PACKET, PACKET_FANOUT, fanout(), "PACKET_FANOUT");
+        setopt(s, libc::SOL_SOCKET, libc::SO_PRIORITY, 3, "SO_PRIORITY");
+        let prog = [ACCEPT_ALL];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        check(
+            libc::setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const libc::sock_fprog as *const libc::c_void,
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            ),
+            "SO_ATTACH_FILTER",
+        );
+        libc::fcntl(s, libc::F_SETFL, libc::O_NONBLOCK);
+        dup_to(s, 3);
+
+        let d = check(
+            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0),
+            "socket(AF_PACKET, SOCK_DGRAM)",
+        );
+        dup_to(d, 4);
+        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+
+        let r = check(
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_ROUTE),
+            "socket(NETLINK_ROUTE)",
+        );
+        let sa = nl_addr(my_portid(), RTMGRP_LINK);
+        check(
+            libc::bind(
+                r,
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            ),
+            "bind NETLINK_ROUTE",
+        );
+        setopt(
+            r,
+            libc::SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            BIG_GROUP,
+            "NETLINK_ADD_MEMBERSHIP",
+        );
+        dup_to(r, 5);
+
+        let g = check(
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_GENERIC),
+            "socket(NETLINK_GENERIC)",
+        );
+        dup_to(g, 6);
+    }
+}
+
+fn packet_name(fd: i32) -> Result<(u16, i32), String> {
+    // SAFETY: sockaddr_ll is plain old data; zeroes are valid.
+    let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+    // SAFETY: `ll` is writable for `len` bytes.
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            &mut ll as *mut libc::sockaddr_ll as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "getsockname fd {fd}: {}", err());
+    Ok((u16::from_be(ll.sll_protocol), ll.sll_ifindex))
+}
+
+fn nl_name(fd: i32) -> Result<(u32, u32), String> {
+    let mut sa = nl_addr(0, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+    // SAFETY: `sa` is writable for `len` bytes.
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            &mut sa as *mut libc::sockaddr_nl as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "getsockname fd {fd}: {}", err());
+    Ok((sa.nl_pid, sa.nl_groups))
+}
+
+fn check_packet_raw() -> Result<(), String> {
+    let lo = lo_index();
+    ensure!(
+        getopt(3, libc::SOL_SOCKET, libc::SO_DOMAIN)? == libc::AF_PACKET,
+        "fd 3 is not a packet socket"
+    );
+    ensure!(
+        getopt(3, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_RAW,
+        "fd 3 is not SOCK_RAW"
+    );
+    let (proto, ifindex) = packet_name(3)?;
+    ensure!(
+        proto == ETH_P_ALL && ifindex == lo,
+        "fd 3 is bound to protocol {proto:#x} ifindex {ifindex}, not ETH_P_ALL on lo ({lo})"
+    );
+    for (opt, want, name) in [
+        (PACKET_VERSION, TPACKET_V2, "PACKET_VERSION"),
+        (PACKET_RESERVE, 64, "PACKET_RESERVE"),
+        (PACKET_AUXDATA, 1, "PACKET_AUXDATA"),
+        (PACKET_ORIGDEV, 1, "PACKET_ORIGDEV"),
+        (PACKET_LOSS, 1, "PACKET_LOSS"),
+        (PACKET_TIMESTAMP, 0x10, "PACKET_TIMESTAMP"),
+        (PACKET_FANOUT, fanout(), "PACKET_FANOUT"),
+    ] {
+        let got = getopt(3, SOL_PACKET, opt)?;
+        ensure!(got == want, "fd 3 {name} is {got:#x}, not {want:#x}");
+    }
+    let prio = getopt(3, libc::SOL_SOCKET, libc::SO_PRIORITY)?;
+    ensure!(prio == 3, "fd 3 SO_PRIORITY is {prio}, not 3");
+    // SAFETY: fcntl on an integer fd.
+    let fl = unsafe { libc::fcntl(3, libc::F_GETFL) };
+    ensure!(fl & libc::O_NONBLOCK != 0, "fd 3 lost O_NONBLOCK ({fl:#o})");
+    let mut prog = [0u64; 4];
+    let mut n = 4 as libc::socklen_t;
+    // SAFETY: `prog` has room for 4 sock_filter structs, as `n` says.
+    let r = unsafe {
+        libc::getsockopt(
+            3,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            prog.as_mut_ptr() as *mut libc::c_void,
+            &mut n,
+        )
+    };
+    ensure!(r == 0, "SO_GET_FILTER on fd 3: {}", err());
+    ensure!(
+        n == 1 && prog[0] == ACCEPT_ALL,
+        "fd 3 filter is {:x?}, not [{ACCEPT_ALL:#x}]",
+        &prog[..(n as usize).min(4)]
+    );
+    let mc: String = MC_ADDR.iter().map(|b| format!("{b:02x}")).collect();
+    let dev_mcast = std::fs::read_to_string("/proc/net/dev_mcast").unwrap_or_default();
+    ensure!(
+        dev_mcast
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("lo") && l.contains(&mc)),
+        "lo has no multicast address {mc} (/proc/net/dev_mcast)"
+    );
+    receives_udp()
+}
+
+/// A UDP datagram to 127.0.0.1 shows up on fd 3.
+fn receives_udp() -> Result<(), String> {
+    let marker = format!("crust-rawsocks-{}", std::process::id());
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp bind: {e}"))?;
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp bind: {e}"))?;
+    let to = rx.local_addr().map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        if sent < 5 {
+            tx.send_to(marker.as_bytes(), to)
+                .map_err(|e| format!("udp send: {e}"))?;
+            sent += 1;
+        }
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    3,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                break;
+            }
+            let got = &buf[..n as usize];
+            if got.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "the packet socket on lo did not see the UDP datagram to {to}"
+    ))
+}
+
+fn check_packet_dgram() -> Result<(), String> {
+    ensure!(
+        getopt(4, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_DGRAM,
+        "fd 4 is not SOCK_DGRAM"
+    );
+    let (proto, ifindex) = packet_name(4)?;
+    ensure!(
+        proto == 0 && ifindex == 0,
+        "fd 4 is bound to protocol {proto:#x} ifindex {ifindex}, not unbound"
+    );
+    // SAFETY: fcntl on an integer fd.
+    let fdfl = unsafe { libc::fcntl(4, libc::F_GETFD) };
+    ensure!(fdfl & libc::FD_CLOEXEC != 0, "fd 4 lost FD_CLOEXEC");
+    Ok(())
+}
+
+fn check_rtnetlink() -> Result<(), String> {
+    ensure!(
+        getopt(5, libc::SOL_SOCKET, libc::SO_PROTOCOL)? == NETLINK_ROUTE,
+        "fd 5 is not NETLINK_ROUTE"
+    );
+    let (portid, groups) = nl_name(5)?;
+    ensure!(
+        portid == my_portid() && groups == RTMGRP_LINK,
+        "fd 5 has port {portid:#x} groups {groups:#x}, not {:#x} / {RTMGRP_LINK:#x}",
+        my_portid()
+    );
+    let mut words = [0u32; 4];
+    let mut len = 16 as libc::socklen_t;
+    // SAFETY: `words` is writable for `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            5,
+            libc::SOL_NETLINK,
+            NETLINK_LIST_MEMBERSHIPS,
+            words.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "NETLINK_LIST_MEMBERSHIPS on fd 5: {}", err());
+    ensure!(
+        words[0] == RTMGRP_LINK && words[1] == 1,
+        "fd 5 memberships are {words:x?}, not groups 1 and 33"
+    );
+    // RTM_GETLINK dump: nlmsghdr + ifinfomsg (16 bytes).
+    let seq = 0x5151u32;
+    let mut req = Vec::new();
+    req.extend_from_slice(&32u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req.extend_from_slice(&(1u16 | 0x300).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 16]);
+    let to = nl_addr(0, 0);
+    // SAFETY: `req` and `to` are readable for the lengths passed.
+    let n = unsafe {
+        libc::sendto(
+            5,
+            req.as_ptr() as *const libc::c_void,
+            req.len(),
+            0,
+            &to as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    ensure!(n == req.len() as isize, "RTM_GETLINK send: {}", err());
+    let mut buf = vec![0u8; 65536];
+    let mut links = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe {
+            libc::recv(
+                5,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let b = &buf[..n as usize];
+        let mut off = 0;
+        while off + 16 <= b.len() {
+            let len = u32::from_ne_bytes(b[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(b[off + 4..off + 6].try_into().unwrap());
+            let s = u32::from_ne_bytes(b[off + 8..off + 12].try_into().unwrap());
+            if len < 16 {
+                break;
+            }
+            if s == seq {
+                match ty {
+                    RTM_NEWLINK => links += 1,
+                    NLMSG_DONE => {
+                        ensure!(links > 0, "the RTM_GETLINK dump listed no link");
+                        return Ok(());
+                    }
+                    NLMSG_ERROR => return Err("RTM_GETLINK answered an error".into()),
+                    _ => {}
+                }
+            }
+            off += len.div_ceil(4) * 4;
+        }
+    }
+    Err(format!(
+        "no end of the RTM_GETLINK dump on fd 5 ({links} links seen)"
+    ))
+}
+
+fn check_genl() -> Result<(), String> {
+    ensure!(
+        getopt(6, libc::SOL_SOCKET, libc::SO_PROTOCOL)? == NETLINK_GENERIC,
+        "fd 6 is not NETLINK_GENERIC"
+    );
+    let (portid, groups) = nl_name(6)?;
+    ensure!(
+        portid == 0 && groups == 0,
+        "fd 6 has port {portid:#x} groups {groups:#x}, not unbound"
+    );
+    Ok(())
+}
+
+fn verify() -> Result<(), String> {
+    check_packet_dgram()?;
+    check_genl()?;
+    check_rtnetlink()?;
+    check_packet_raw()
+}
+
+fn main() {
+    let args = start();
+    setup();
+    ready(&args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(50);
+    }
+    finish(&args, verify());
+}
