@@ -25,12 +25,14 @@ assert num(raw["fanout"]) == pid & 0xffff, "fanout %s" % raw.get("fanout")
 assert [(num(m["index"]), num(m["type"])) for m in raw["mclist"]] == [(1, 0)], "mclist %s" % raw["mclist"]
 assert num(raw["flags"]) & 0o4000, "O_NONBLOCK lost: %s" % raw["flags"]
 assert num(raw["opts"]["so_priority"]) == 3 and len(raw["opts"]["so_filter"]) == 1, "opts %s" % raw["opts"]
-nl = sorted((f["nlsk"] for f in files if f["type"] == "NETLINKSK"), key=lambda n: num(n["protocol"]))
-assert len(nl) == 2, "netlink sockets %s" % nl
-rt, gen = nl
+nl = sorted((f["nlsk"] for f in files if f["type"] == "NETLINKSK"), key=lambda n: (num(n["protocol"]), num(n["state"])))
+assert [num(n["protocol"]) for n in nl] == [0, 2, 2, 16], "netlink sockets %s" % nl
+rt, conn, peer, gen = nl
 assert num(rt["portid"]) == 0x7e570000 | (pid & 0xffff), "port %s" % rt["portid"]
 assert [num(g) for g in rt["groups"]] == [1, 1], "groups %s" % rt["groups"]
-assert num(gen["protocol"]) == 16 and num(gen["portid"]) == 0 and not gen.get("groups"), "generic %s" % gen
+assert num(gen["portid"]) == 0 and not gen.get("groups"), "generic %s" % gen
+assert num(conn["state"]) == 1 and num(conn["dst_portid"]) == 0x7e580000 | (pid & 0xffff), "connected %s" % conn
+assert num(peer["portid"]) == 0x7e580000 | (pid & 0xffff) and num(peer["state"]) != 1, "peer %s" % peer
 PYEOF
         { fail "$(tail -n 1 "$D/check.out")"; return 1; }
 }
@@ -38,9 +40,11 @@ PYEOF
 # `rawsocks`: a SOCK_RAW packet socket bound to lo with options, a
 # membership, a fanout group and a filter; an unbound SOCK_DGRAM one; a
 # NETLINK_ROUTE socket bound to its own port with groups 1 and 33; an
-# unbound NETLINK_GENERIC one. The images hold them as CRIU writes them;
+# unbound NETLINK_GENERIC one; a NETLINK_USERSOCK socket bound to a port
+# and another connected to it. The images hold them as CRIU writes them;
 # after restore every option and binding reads back, the packet socket
-# sees a UDP datagram crossing lo and rtnetlink answers RTM_GETLINK.
+# sees a UDP datagram crossing lo, rtnetlink answers RTM_GETLINK and a
+# message goes from the connected usersock to its peer.
 t_packet_netlink_cr() {
     need_cr || return $?
     command -v python3 >/dev/null || { skip "python3 is needed to check images"; return 2; }
@@ -136,4 +140,10 @@ PYEOF
     expect_pass "$D/img/restore2.log"
 }
 
-ALL_TESTS+=(packet-netlink-cr packet-netlink-plain err-restore-packet-ifindex)
+# A netlink socket with an unread answer (fd 5), and a packet socket with
+# an rx ring (fd 3): the dump is refused naming the fd, the process runs on.
+t_err_dump_netlink_pending() { dump_must_fail 'fd 5\b.*unread' rawsocks --pending 1; }
+t_err_dump_packet_ring() { dump_must_fail 'fd 3\b.*rx ring' rawsocks --ring 1; }
+
+ALL_TESTS+=(packet-netlink-cr packet-netlink-plain err-restore-packet-ifindex
+    err-dump-netlink-pending err-dump-packet-ring)

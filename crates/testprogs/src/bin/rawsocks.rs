@@ -11,13 +11,19 @@
 //! - fd 4: AF_PACKET SOCK_DGRAM, protocol 0, unbound, close-on-exec;
 //! - fd 5: NETLINK_ROUTE bound to port 0x7e57_0000 | (pid & 0xffff) with
 //!   RTMGRP_LINK, and group 33 added with NETLINK_ADD_MEMBERSHIP;
-//! - fd 6: NETLINK_GENERIC, unbound.
+//! - fd 6: NETLINK_GENERIC, unbound;
+//! - fd 7: NETLINK_USERSOCK bound to port 0x7e58_0000 | (pid & 0xffff);
+//! - fd 8: NETLINK_USERSOCK connected to fd 7's port.
 //!
 //! After SIGTERM every option and binding is read back (getsockopt,
-//! getsockname, /proc/net/dev_mcast for the membership); fd 3 must see a
-//! UDP datagram sent to 127.0.0.1 (found by its payload among whatever
-//! else crossed lo), and fd 5 must answer an RTM_GETLINK dump that lists
-//! `lo`.
+//! getsockname, getpeername, /proc/net/dev_mcast for the membership); fd 3
+//! must see a UDP datagram sent to 127.0.0.1 (found by its payload among
+//! whatever else crossed lo), fd 5 must answer an RTM_GETLINK dump that
+//! lists `lo`, and a message sent on fd 8 must reach fd 7.
+//!
+//! For the tests of refused dumps: `--pending 1` leaves the answer to an
+//! RTM_GETLINK request unread on fd 5; `--ring 1` gives fd 3 an rx ring
+//! (PACKET_RX_RING, not mapped; fd 3 then does not get the UDP check).
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 use std::time::{Duration, Instant};
@@ -36,7 +42,9 @@ const PACKET_FANOUT: i32 = 18;
 const TPACKET_V2: i32 = 1;
 const MC_ADDR: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01];
 const NETLINK_ROUTE: i32 = 0;
+const NETLINK_USERSOCK: i32 = 2;
 const NETLINK_GENERIC: i32 = 16;
+const PACKET_RX_RING: i32 = 5;
 const NETLINK_ADD_MEMBERSHIP: i32 = 1;
 const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
 const RTMGRP_LINK: u32 = 1;
@@ -119,7 +127,41 @@ fn my_portid() -> u32 {
     0x7e57_0000 | (std::process::id() & 0xffff)
 }
 
-fn setup() {
+fn peer_portid() -> u32 {
+    0x7e58_0000 | (std::process::id() & 0xffff)
+}
+
+fn nl_send(fd: i32, msg: &[u8], to: Option<&libc::sockaddr_nl>) -> Result<(), String> {
+    let (p, l) = match to {
+        Some(a) => (
+            a as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        ),
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: `msg` is readable for its length; `p` is null or a valid
+    // sockaddr_nl of `l` bytes.
+    let n = unsafe { libc::sendto(fd, msg.as_ptr() as *const libc::c_void, msg.len(), 0, p, l) };
+    ensure!(n == msg.len() as isize, "send on fd {fd}: {}", err());
+    Ok(())
+}
+
+/// An rtnetlink request: nlmsghdr + ifinfomsg (index `ifindex`).
+fn getlink(seq: u32, dump: bool, ifindex: i32) -> Vec<u8> {
+    let flags: u16 = if dump { 1 | 0x300 } else { 1 };
+    let mut req = Vec::new();
+    req.extend_from_slice(&32u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req.extend_from_slice(&flags.to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    let mut ifi = [0u8; 16];
+    ifi[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    req.extend_from_slice(&ifi);
+    req
+}
+
+fn setup(pending: bool, ring: bool) {
     let lo = lo_index();
     // SAFETY (whole set-up): plain syscalls on integers and local,
     // initialised structs of the sizes passed.
@@ -147,6 +189,20 @@ fn setup() {
         setopt(s, SOL_PACKET, PACKET_LOSS, 1, "PACKET_LOSS");
         setopt(s, SOL_PACKET, PACKET_TIMESTAMP, 0x10, "PACKET_TIMESTAMP");
         setopt(s, SOL_PACKET, PACKET_COPY_THRESH, 1, "PACKET_COPY_THRESH");
+        if ring {
+            // tpacket_req: block size, block count, frame size, frame count.
+            let req: [u32; 4] = [4096, 1, 2048, 2];
+            check(
+                libc::setsockopt(
+                    s,
+                    SOL_PACKET,
+                    PACKET_RX_RING,
+                    req.as_ptr() as *const libc::c_void,
+                    16,
+                ),
+                "PACKET_RX_RING",
+            );
+        }
         // packet_mreq: ifindex, type (PACKET_MR_MULTICAST), alen, address.
         let mut mreq = [0u8; 16];
         mreq[0..4].copy_from_slice(&lo.to_ne_bytes());
@@ -217,6 +273,41 @@ fn setup() {
             "socket(NETLINK_GENERIC)",
         );
         dup_to(g, 6);
+
+        let u = check(
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_USERSOCK),
+            "socket(NETLINK_USERSOCK)",
+        );
+        let sa = nl_addr(peer_portid(), 0);
+        check(
+            libc::bind(
+                u,
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            ),
+            "bind NETLINK_USERSOCK",
+        );
+        dup_to(u, 7);
+        let c = check(
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_USERSOCK),
+            "socket(NETLINK_USERSOCK)",
+        );
+        check(
+            libc::connect(
+                c,
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            ),
+            "connect NETLINK_USERSOCK",
+        );
+        dup_to(c, 8);
+    }
+    if pending {
+        let to = nl_addr(0, 0);
+        if let Err(e) = nl_send(5, &getlink(0x1111, false, lo), Some(&to)) {
+            die(&e);
+        }
+        crust_testprogs::sleep_ms(50);
     }
 }
 
@@ -251,7 +342,7 @@ fn nl_name(fd: i32) -> Result<(u32, u32), String> {
     Ok((sa.nl_pid, sa.nl_groups))
 }
 
-fn check_packet_raw() -> Result<(), String> {
+fn check_packet_raw(ring: bool) -> Result<(), String> {
     let lo = lo_index();
     ensure!(
         getopt(3, libc::SOL_SOCKET, libc::SO_DOMAIN)? == libc::AF_PACKET,
@@ -309,6 +400,9 @@ fn check_packet_raw() -> Result<(), String> {
             .any(|l| l.split_whitespace().nth(1) == Some("lo") && l.contains(&mc)),
         "lo has no multicast address {mc} (/proc/net/dev_mcast)"
     );
+    if ring {
+        return Ok(());
+    }
     receives_udp()
 }
 
@@ -398,26 +492,7 @@ fn check_rtnetlink() -> Result<(), String> {
     );
     // RTM_GETLINK dump: nlmsghdr + ifinfomsg (16 bytes).
     let seq = 0x5151u32;
-    let mut req = Vec::new();
-    req.extend_from_slice(&32u32.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req.extend_from_slice(&(1u16 | 0x300).to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[0u8; 16]);
-    let to = nl_addr(0, 0);
-    // SAFETY: `req` and `to` are readable for the lengths passed.
-    let n = unsafe {
-        libc::sendto(
-            5,
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-            &to as *const libc::sockaddr_nl as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    ensure!(n == req.len() as isize, "RTM_GETLINK send: {}", err());
+    nl_send(5, &getlink(seq, true, 0), Some(&nl_addr(0, 0)))?;
     let mut buf = vec![0u8; 65536];
     let mut links = 0;
     let t0 = Instant::now();
@@ -476,19 +551,76 @@ fn check_genl() -> Result<(), String> {
     Ok(())
 }
 
-fn verify() -> Result<(), String> {
+fn check_usersock() -> Result<(), String> {
+    let (portid, _) = nl_name(7)?;
+    ensure!(
+        portid == peer_portid(),
+        "fd 7 has port {portid:#x}, not {:#x}",
+        peer_portid()
+    );
+    let mut sa = nl_addr(0, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+    // SAFETY: `sa` is writable for `len` bytes.
+    let r = unsafe {
+        libc::getpeername(
+            8,
+            &mut sa as *mut libc::sockaddr_nl as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "getpeername fd 8: {}", err());
+    ensure!(
+        sa.nl_pid == peer_portid(),
+        "fd 8 is connected to port {:#x}, not {:#x}",
+        sa.nl_pid,
+        peer_portid()
+    );
+    let msg = format!("crust-usersock-{}", std::process::id());
+    // nlmsghdr (type 0x20) + payload.
+    let mut m = Vec::new();
+    m.extend_from_slice(&((16 + msg.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&0x20u16.to_ne_bytes());
+    m.extend_from_slice(&[0u8; 10]);
+    m.extend_from_slice(msg.as_bytes());
+    nl_send(8, &m, None)?;
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe {
+        libc::recv(
+            7,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    ensure!(
+        n > 0,
+        "fd 7 did not get the message sent on fd 8: {}",
+        err()
+    );
+    ensure!(
+        buf[..n as usize].ends_with(msg.as_bytes()),
+        "fd 7 got {:?}",
+        String::from_utf8_lossy(&buf[..n as usize])
+    );
+    Ok(())
+}
+
+fn verify(ring: bool) -> Result<(), String> {
     check_packet_dgram()?;
     check_genl()?;
+    check_usersock()?;
     check_rtnetlink()?;
-    check_packet_raw()
+    check_packet_raw(ring)
 }
 
 fn main() {
     let args = start();
-    setup();
+    let ring = args.num("ring", 0) != 0;
+    setup(args.num("pending", 0) != 0, ring);
     ready(&args);
     while !term_requested() {
         crust_testprogs::sleep_ms(50);
     }
-    finish(&args, verify());
+    finish(&args, verify(ring));
 }
