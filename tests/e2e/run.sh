@@ -924,6 +924,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/pty.sh
 . "$ROOT/tests/e2e/pty.sh"
 
+# Inet sockets, TCP connections and network locking (issue 5).
+# shellcheck source=tests/e2e/net.sh
+. "$ROOT/tests/e2e/net.sh"
+
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh
 . "$ROOT/tests/e2e/inherit.sh"

@@ -71,8 +71,10 @@ impl Tree {
             }
         }
         // As their tracer we see them die; their parents reap them. A
-        // group leader is reported only after its other threads.
-        for p in &self.procs {
+        // group leader is reported only after its other threads. Children
+        // first: the init of a pid namespace finishes dying only once its
+        // children are reaped, which waits for their tracer (us).
+        for p in self.procs.iter().rev() {
             for t in p.threads.iter().rev() {
                 let _ = process::waitpid(t.pid(), 0);
             }
@@ -110,8 +112,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
 
     // Anything that fails from here on leaves the tree running, untouched.
     match dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at) {
-        Ok(stats) => {
+        Ok((stats, hold)) => {
             if opts.leave_running || opts.leave_stopped {
+                // Connections go on before their tasks do.
+                hold.release();
                 tree.release(opts.leave_stopped && !opts.leave_running);
                 info!(
                     "Tree {pid} left {}",
@@ -122,7 +126,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
                     }
                 );
             } else {
-                tree.kill()?;
+                if let Err(e) = tree.kill() {
+                    hold.release();
+                    return Err(e);
+                }
+                // Dead tasks: crust's copies of their connections are
+                // freed in repair mode (nothing sent); the lock stays.
+                hold.keep();
                 info!("Tree {pid} killed after dump");
             }
             Ok(stats)
@@ -295,9 +305,13 @@ fn dump_tree(
     opts: &DumpOptions,
     freezing_time_us: u64,
     frozen_at: Instant,
-) -> Result<DumpStats, Error> {
+) -> Result<(DumpStats, crate::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
     let mut files = FileTable::new(opts.shell_job);
+    files.inet.tcp_established = opts.tcp_established;
+    files.inet.tcp_close = opts.tcp_close;
+    files.inet.skip_in_flight = opts.skip_in_flight;
+    files.inet.lock_method = opts.network_lock;
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);
     files.set_tree(
@@ -419,6 +433,9 @@ fn dump_tree(
 
     let t_write = Instant::now();
     files.write(dir)?;
+    // Connections locked and in repair mode: released if anything below
+    // fails (dropped), kept or released by the caller otherwise.
+    let hold = files.inet.take_hold();
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, pstree)?;
@@ -436,7 +453,7 @@ fn dump_tree(
     };
     write_stats(dir, &stats)?;
     debug!("dump of {}: {stats:?}", opts.pid);
-    Ok(stats)
+    Ok((stats, hold))
 }
 
 /// Sessions and process groups whose leader is gone cannot be joined on

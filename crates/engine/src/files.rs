@@ -411,6 +411,7 @@ impl FileTable {
                 return Err(what(kind));
             }
             crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
+            crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
             if ghost::is_deleted(&target) {
                 let id = match self.ghosts.known(pid, fd) {
                     Some(id) => id,
@@ -524,6 +525,9 @@ impl FileTable {
         self.collect_carried()?;
         let socks = self.unix.finish(&mut self.next_id)?;
         self.files.extend(socks);
+        let (inet, dgrams) = self.inet.write(dir)?;
+        self.files.extend(inet);
+        self.unix.add_datagrams(dgrams);
         self.unix.write(dir)?;
         self.files.sort_by_key(|f| f.id);
         write_image(dir, ImageType::Files, 0, &self.files)?;
@@ -681,8 +685,8 @@ impl RestoreFiles {
             Err(e) => return Err(e),
         };
         for fd in &fds {
-            if fd.r#type == fd_types::UNIXSK {
-                // Checked by UnixFiles::check_fds.
+            if fd.r#type == fd_types::UNIXSK || fd.r#type == fd_types::INETSK {
+                // Checked by UnixFiles::check_fds and InetFiles::load.
                 continue;
             }
             let event = events::handles(fd.r#type);
@@ -851,6 +855,13 @@ impl RestoreFiles {
             };
             let made = if let Some(fd) = shared.inherited.get(f.id) {
                 Some(fd)
+            } else if f.r#type == fd_types::INETSK {
+                Some(
+                    shared
+                        .inet
+                        .get(f.id)
+                        .ok_or_else(|| missing("inet socket".into()))?,
+                )
             } else if f.r#type == fd_types::PACKETSK {
                 Some(
                     shared

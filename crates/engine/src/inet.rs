@@ -1,13 +1,436 @@
-//! Inet sockets (TCP, UDP, raw; IPv4 and IPv6): `files.img` INETSK entries
-//! and, for TCP connections, `tcp-stream-N.img`.
+//! Inet sockets (TCP, UDP, UDP-Lite, ICMP ping and raw; IPv4 and IPv6):
+//! `files.img` INETSK entries and, for TCP connections, `tcp-stream-N.img`
+//! (N: the socket's inode, in hex), as CRIU writes them.
+//!
+//! Dump: crust takes a copy of each socket (pidfd_getfd: the same socket)
+//! and reads it from outside: sock_diag for state, queues and shutdown,
+//! getsockopt for options. Connections (`--tcp-established`) are locked
+//! out of the network ([`crate::netlock`]) and put in repair mode
+//! ([`crust_soccr`]); crust keeps its copies in repair mode until the tree
+//! is killed, so closing them sends nothing. Datagrams queued on UDP
+//! sockets are peeked (SO_PEEK_OFF, nothing consumed) and stored in
+//! `sk-queues.img` with their sender, as unix sockets' messages are.
+//!
+//! Restore: crust makes every socket itself (options, bind, listen, or
+//! the whole connection rebuilt in repair mode), gives them to the tasks
+//! over SCM_RIGHTS, and once every task is built takes the connections
+//! out of repair mode, sends what was never sent, and unlocks the
+//! network. Queued datagrams are put back by sending them to the socket
+//! from their original sender's address through a raw socket.
 
+use crate::netlock::{self, Conn};
+use crate::util::{read_image, sys_err};
 use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fown::FownEntry;
+use crust_images::proto::sk_inet::{InetSkEntry, IpOptsEntry, IpOptsRawEntry};
+use crust_images::proto::sk_opts::SkOptsEntry;
+use crust_images::proto::tcp_stream::{TcpOptsEntry, TcpStreamEntry};
+use crust_soccr::{Builder, Repair, TcpState, Window};
+use crust_sys::net as sn;
+use crust_sys::unix as su;
+use log::{debug, info, warn};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-/// Inet sockets of a dumped tree, by inode.
+// Kernel TCP states (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_SYN_SENT: u32 = 2;
+pub const TCP_FIN_WAIT1: u32 = 4;
+pub const TCP_FIN_WAIT2: u32 = 5;
+pub const TCP_CLOSE: u32 = 7;
+pub const TCP_CLOSE_WAIT: u32 = 8;
+pub const TCP_LAST_ACK: u32 = 9;
+pub const TCP_LISTEN: u32 = 10;
+pub const TCP_CLOSING: u32 = 11;
+
+const IPPROTO_UDPLITE: i32 = 136;
+const SO_PEEK_OFF: i32 = 42;
+/// CRIU's net ns id of crust's own network namespace.
+const NET_NS_ID: u32 = 2;
+
+/// Is this TCP state one of a connection that repair mode carries over?
+fn is_connection(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_SYN_SENT
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
+
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "unknown",
+    }
+}
+
+fn proto_name(proto: u32) -> &'static str {
+    match proto as i32 {
+        libc::IPPROTO_TCP => "TCP",
+        libc::IPPROTO_UDP => "UDP",
+        IPPROTO_UDPLITE => "UDP-Lite",
+        libc::IPPROTO_ICMP => "ICMP",
+        libc::IPPROTO_ICMPV6 => "ICMPv6",
+        _ => "raw",
+    }
+}
+
+// ---------------------------------------------------------------- addresses
+
+/// An address as inet_sk_entry stores it: the raw network-order bytes read
+/// as host-order u32 words (1 word for IPv4, 4 for IPv6).
+pub fn addr_words(ip: &IpAddr) -> Vec<u32> {
+    match ip {
+        IpAddr::V4(a) => vec![u32::from_ne_bytes(a.octets())],
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }
+}
+
+/// The address of `words` for a socket of `family`.
+pub fn words_addr(family: u32, words: &[u32]) -> Option<IpAddr> {
+    match (family as i32, words.len()) {
+        (libc::AF_INET, 1) => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),
+        (libc::AF_INET, 0) | (libc::AF_INET6, 0) => Some(if family as i32 == libc::AF_INET {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        }),
+        (libc::AF_INET6, 4) => {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+fn show(a: &SocketAddr) -> String {
+    a.to_string()
+}
+
+// ---------------------------------------------------------------- sock_diag
+
+/// One inet socket as INET_DIAG reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub family: u8,
+    pub proto: u8,
+    pub state: u8,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// LISTEN: connections waiting to be accepted; else bytes to read.
+    pub rqueue: u32,
+    /// LISTEN: the backlog; else bytes in the send queue.
+    pub wqueue: u32,
+    pub ino: u32,
+    pub shutdown: u8,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const INET_DIAG_SHUTDOWN: u16 = 8;
+
+/// nlmsghdr + inet_diag_req_v2 asking for every socket of (family, proto).
+fn diag_request(family: u8, proto: u8, seq: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(72);
+    b.extend_from_slice(&72u32.to_ne_bytes());
+    b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.push(family);
+    b.push(proto);
+    b.push(0); // idiag_ext: INET_DIAG_SHUTDOWN comes anyway
+    b.push(0);
+    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: any
+    b
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+fn diag_addr(family: u8, b: &[u8], port: u16) -> SocketAddr {
+    let ip = if family as i32 == libc::AF_INET {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    } else {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[..16]);
+        IpAddr::V6(Ipv6Addr::from(a))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Parse one netlink datagram of an INET_DIAG dump: the sockets in it and
+/// whether the dump is complete.
+pub fn parse_diag(buf: &[u8], proto: u8) -> Result<(Vec<Diag>, bool), String> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + 16 <= buf.len() {
+        let len = u32_at(buf, off).unwrap_or(0) as usize;
+        let ty = u16_at(buf, off + 4).unwrap_or(0);
+        if len < 16 || off + len > buf.len() {
+            return Err(format!("bad netlink message length {len} at {off}"));
+        }
+        let b = &buf[off + 16..off + len];
+        match ty {
+            NLMSG_DONE => return Ok((out, true)),
+            NLMSG_ERROR => {
+                let errno = u32_at(b, 0).unwrap_or(0) as i32;
+                return Err(format!(
+                    "the kernel answered with error {}",
+                    std::io::Error::from_raw_os_error(-errno)
+                ));
+            }
+            su::SOCK_DIAG_BY_FAMILY => {
+                if b.len() < 72 {
+                    return Err("short inet_diag_msg".into());
+                }
+                let family = b[0];
+                let sport = u16::from_be_bytes([b[4], b[5]]);
+                let dport = u16::from_be_bytes([b[6], b[7]]);
+                let mut d = Diag {
+                    family,
+                    proto,
+                    state: b[1],
+                    src: diag_addr(family, &b[8..24], sport),
+                    dst: diag_addr(family, &b[24..40], dport),
+                    rqueue: u32_at(b, 56).unwrap_or(0),
+                    wqueue: u32_at(b, 60).unwrap_or(0),
+                    ino: u32_at(b, 68).unwrap_or(0),
+                    shutdown: 0,
+                };
+                let mut a = 72usize;
+                while a + 4 <= b.len() {
+                    let alen = u16_at(b, a).unwrap_or(0) as usize;
+                    let aty = u16_at(b, a + 2).unwrap_or(0);
+                    if alen < 4 || a + alen > b.len() {
+                        return Err(format!("bad attribute length {alen} for socket {}", d.ino));
+                    }
+                    if aty == INET_DIAG_SHUTDOWN && alen >= 5 {
+                        d.shutdown = b[a + 4];
+                    }
+                    a += alen.div_ceil(4) * 4;
+                }
+                out.push(d);
+            }
+            _ => {}
+        }
+        off += len.div_ceil(4) * 4;
+    }
+    Ok((out, false))
+}
+
+/// Every TCP, UDP and UDP-Lite socket of crust's network namespace, by
+/// inode.
+fn diag_all() -> Result<HashMap<u32, Diag>, Error> {
+    let me = crust_sys::process::getpid();
+    let mut out = HashMap::new();
+    let mut seq = 1;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for proto in [
+            libc::IPPROTO_TCP as u8,
+            libc::IPPROTO_UDP as u8,
+            IPPROTO_UDPLITE as u8,
+        ] {
+            let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
+                .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+            seq += 1;
+            su::netlink_send(nl.as_fd(), &diag_request(family, proto, seq))
+                .map_err(sys_err(me, "sending the INET_DIAG request"))?;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = su::netlink_recv(nl.as_fd(), &mut buf)
+                    .map_err(sys_err(me, "receiving the INET_DIAG answer"))?;
+                let (socks, done) = match parse_diag(&buf[..n], proto) {
+                    Ok(v) => v,
+                    // UDP-Lite may be missing from this kernel.
+                    Err(_) if proto as i32 == IPPROTO_UDPLITE => (Vec::new(), true),
+                    Err(why) => {
+                        return Err(Error::Sys {
+                            pid: me,
+                            op: format!("parsing the INET_DIAG answer: {why}"),
+                            source: std::io::Error::from_raw_os_error(libc::EPROTO),
+                        })
+                    }
+                };
+                for s in socks {
+                    out.insert(s.ino, s);
+                }
+                if done || n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- options
+
+fn int_opt(s: BorrowedFd<'_>, level: i32, opt: i32) -> Option<i32> {
+    su::getsockopt_int(s, level, opt).ok()
+}
+
+/// The socket options CRIU keeps in sk_opts_entry, plus linger, bound
+/// device and socket filter.
+fn dump_sk_opts(s: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+    let mut o = crate::unix::dump_opts(s)?;
+    let mut l = [0u8; 8];
+    if sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &mut l).is_ok() {
+        let on = i32::from_ne_bytes([l[0], l[1], l[2], l[3]]);
+        let secs = i32::from_ne_bytes([l[4], l[5], l[6], l[7]]);
+        if on != 0 {
+            o.so_linger = Some(secs as u32);
+        }
+    }
+    let mut dev = [0u8; 16];
+    if let Ok(n) = sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev) {
+        let name: Vec<u8> = dev[..n].iter().take_while(|b| **b != 0).copied().collect();
+        if !name.is_empty() {
+            o.so_bound_dev = Some(String::from_utf8_lossy(&name).into_owned());
+        }
+    }
+    o.so_filter = dump_filter(s);
+    Ok(o)
+}
+
+/// A classic BPF filter attached to the socket, as CRIU stores it: each
+/// sock_filter (u16 code, u8 jt, u8 jf, u32 k) as one little-endian u64.
+fn dump_filter(s: BorrowedFd<'_>) -> Vec<u64> {
+    let buf = crust_sys::sockfilter::get_filter(s).unwrap_or_default();
+    buf.chunks(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn tcp_opts(s: BorrowedFd<'_>) -> TcpOptsEntry {
+    let t = |o: i32| int_opt(s, libc::IPPROTO_TCP, o);
+    TcpOptsEntry {
+        cork: t(libc::TCP_CORK).filter(|v| *v != 0).map(|_| true),
+        nodelay: t(libc::TCP_NODELAY).filter(|v| *v != 0).map(|_| true),
+        keepcnt: t(libc::TCP_KEEPCNT).map(|v| v as u32),
+        keepidle: t(libc::TCP_KEEPIDLE).map(|v| v as u32),
+        keepintvl: t(libc::TCP_KEEPINTVL).map(|v| v as u32),
+        ..Default::default()
+    }
+}
+
+fn ip_opts(s: BorrowedFd<'_>, family: i32, ty: i32, proto: i32) -> IpOptsEntry {
+    let v4 = |o: i32| int_opt(s, libc::IPPROTO_IP, o);
+    let mut e = IpOptsEntry::default();
+    if family == libc::AF_INET {
+        e.freebind = v4(libc::IP_FREEBIND).filter(|v| *v != 0).map(|_| true);
+        e.pktinfo = v4(libc::IP_PKTINFO).filter(|v| *v != 0).map(|_| true);
+        e.tos = v4(libc::IP_TOS).filter(|v| *v != 0).map(|v| v as u32);
+        e.ttl = v4(libc::IP_TTL).map(|v| v as u32);
+    } else {
+        let v6 = |o: i32| int_opt(s, libc::IPPROTO_IPV6, o);
+        e.freebind = v6(libc::IPV6_FREEBIND).filter(|v| *v != 0).map(|_| true);
+        e.pktinfo = v6(libc::IPV6_RECVPKTINFO).filter(|v| *v != 0).map(|_| true);
+        e.tos = v6(libc::IPV6_TCLASS).filter(|v| *v > 0).map(|v| v as u32);
+        e.ttl = v6(libc::IPV6_UNICAST_HOPS).map(|v| v as u32);
+    }
+    if ty == libc::SOCK_RAW {
+        let mut raw = IpOptsRawEntry::default();
+        if family == libc::AF_INET {
+            raw.hdrincl = v4(libc::IP_HDRINCL).filter(|v| *v != 0).map(|_| true);
+            raw.nodefrag = v4(IP_NODEFRAG).filter(|v| *v != 0).map(|_| true);
+            if proto == libc::IPPROTO_ICMP {
+                let mut f = [0u8; 4];
+                if sn::getsockopt(s, libc::SOL_RAW, ICMP_FILTER, &mut f).ok() == Some(4) {
+                    raw.icmpv_filter = vec![u32::from_ne_bytes(f)];
+                }
+            }
+        } else {
+            let v6 = |o: i32| int_opt(s, libc::IPPROTO_IPV6, o);
+            raw.hdrincl = v6(IPV6_HDRINCL).filter(|v| *v != 0).map(|_| true);
+            raw.checksum = int_opt(s, libc::SOL_RAW, IPV6_CHECKSUM)
+                .filter(|v| *v >= 0)
+                .map(|_| true);
+            if proto == libc::IPPROTO_ICMPV6 {
+                let mut f = [0u8; 32];
+                if sn::getsockopt(s, libc::IPPROTO_ICMPV6, ICMPV6_FILTER, &mut f).ok() == Some(32) {
+                    raw.icmpv_filter = f
+                        .chunks(4)
+                        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                }
+            }
+        }
+        e.raw = Some(raw);
+    }
+    e
+}
+
+const IP_NODEFRAG: i32 = 22;
+const ICMP_FILTER: i32 = 1;
+const IPV6_HDRINCL: i32 = 36;
+const IPV6_CHECKSUM: i32 = 7;
+const ICMPV6_FILTER: i32 = 1;
+
+// ---------------------------------------------------------------- dump
+
+/// A datagram queued on an inet socket: (files.img id, bytes, sender as a
+/// raw sockaddr), as sk-queues.img holds it.
+pub type Datagram = (u32, Vec<u8>, Vec<u8>);
+
+/// One inet socket of the tree.
+struct Sock {
+    pid: i32,
+    fd: i32,
+    /// crust's copy of it (the same socket).
+    copy: OwnedFd,
+    entry: InetSkEntry,
+    /// A connection to carry over in repair mode: (local, remote).
+    conn: Option<(SocketAddr, SocketAddr)>,
+    /// Datagrams queued on it: (bytes, sender).
+    dgrams: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+/// Inet sockets of a dumped tree.
 #[derive(Default)]
 pub struct InetDump {
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub skip_in_flight: bool,
+    pub lock_method: netlock::Method,
+    diag: Option<HashMap<u32, Diag>>,
     ids: HashMap<u32, u32>,
+    socks: Vec<Sock>,
+    /// Connections locked and in repair mode once written.
+    held: Option<NetHold>,
 }
 
 impl InetDump {
@@ -17,10 +440,1097 @@ impl InetDump {
     }
 
     /// Dump the socket on fd `fd` of `pid` as files.img entry `id`.
-    pub fn add(&mut self, pid: i32, fd: i32, ino: u32, _flags: u32, id: u32) -> Result<(), Error> {
-        let _ = (ino, id);
-        Err(Error::unsupported(format!(
-            "process {pid} has fd {fd} on an inet socket, which crust cannot dump yet"
-        )))
+    pub fn add(&mut self, pid: i32, fd: i32, ino: u32, flags: u32, id: u32) -> Result<(), Error> {
+        let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+        let copy = su::pidfd_getfd(pidfd.as_fd(), fd)
+            .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+        let s = copy.as_fd();
+        let get = |level: i32, o: i32, what: &str| {
+            su::getsockopt_int(s, level, o).map_err(sys_err(pid, format!("{what} of fd {fd}")))
+        };
+        let family = get(libc::SOL_SOCKET, libc::SO_DOMAIN, "SO_DOMAIN")?;
+        let ty = get(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?;
+        let proto = get(libc::SOL_SOCKET, libc::SO_PROTOCOL, "SO_PROTOCOL")?;
+        let here = format!(
+            "process {pid} fd {fd} ({} socket {ino})",
+            proto_name(proto as u32)
+        );
+        let local = sn::getsockname(s).map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
+        let peer = sn::getpeername(s).ok();
+        let diag = if ty == libc::SOCK_STREAM
+            || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
+        {
+            if self.diag.is_none() {
+                self.diag = Some(diag_all()?);
+            }
+            let d = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned();
+            Some(d.ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let state = match (&diag, peer) {
+            (Some(d), _) => d.state as u32,
+            (None, Some(_)) => TCP_ESTABLISHED,
+            (None, None) => TCP_CLOSE,
+        };
+        let opts = dump_sk_opts(s).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        let mut entry = InetSkEntry {
+            id,
+            ino,
+            family: family as u32,
+            r#type: ty as u32,
+            proto: proto as u32,
+            state,
+            src_port: local.port() as u32,
+            dst_port: peer.map(|p| p.port() as u32).unwrap_or(0),
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            backlog: 0,
+            src_addr: addr_words(&local.ip()),
+            dst_addr: addr_words(&peer.map(|p| p.ip()).unwrap_or(match family {
+                libc::AF_INET => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            })),
+            fown: FownEntry::default(),
+            opts,
+            v6only: if family == libc::AF_INET6 {
+                int_opt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)
+            } else {
+                None
+            },
+            ip_opts: Some(ip_opts(s, family, ty, proto)),
+            ifname: None,
+            ns_id: Some(NET_NS_ID),
+            shutdown: diag
+                .as_ref()
+                .and_then(|d| (d.shutdown != 0).then_some(d.shutdown as i32 & 3)),
+            tcp_opts: (proto == libc::IPPROTO_TCP).then(|| tcp_opts(s)),
+            ..Default::default()
+        };
+        let mut conn = None;
+        let mut dgrams = Vec::new();
+        if proto == libc::IPPROTO_TCP {
+            let d = diag.as_ref().expect("TCP sockets have a diag");
+            if state == TCP_LISTEN {
+                entry.backlog = d.wqueue;
+                if d.rqueue > 0 {
+                    if self.skip_in_flight {
+                        warn!(
+                            "{here}: {} connection(s) waiting in the accept queue of {} are skipped (--skip-in-flight); their peers will see them reset",
+                            d.rqueue,
+                            show(&local)
+                        );
+                    } else {
+                        return Err(Error::unsupported(format!(
+                            "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --skip-in-flight to drop them (their peers will see them reset)",
+                            show(&local),
+                            d.rqueue
+                        )));
+                    }
+                }
+            } else if is_connection(state) {
+                let remote = peer.unwrap_or(d.dst);
+                entry.backlog = d.wqueue;
+                if self.tcp_close {
+                    debug!(
+                        "{here}: connection {} -> {} dumped as closed (--tcp-close)",
+                        show(&local),
+                        show(&remote)
+                    );
+                } else if !self.tcp_established {
+                    return Err(Error::unsupported(format!(
+                        "{here} holds an established TCP connection {} -> {} ({}); dump with --tcp-established to carry it over (or --tcp-close to drop it)",
+                        show(&local),
+                        show(&remote),
+                        state_name(state)
+                    )));
+                } else {
+                    conn = Some((local, remote));
+                }
+            } else if state != TCP_CLOSE {
+                return Err(Error::unsupported(format!(
+                    "{here} is in TCP state {}, which crust cannot dump",
+                    state_name(state)
+                )));
+            }
+        } else if ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+        {
+            let cork = int_opt(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
+            if cork != 0 {
+                entry
+                    .tcp_opts
+                    .get_or_insert_with(TcpOptsEntry::default)
+                    .cork = Some(true);
+                let pending = sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0);
+                if pending > 0 {
+                    return Err(Error::unsupported(format!(
+                        "{here} is corked (UDP_CORK) with {pending} bytes not sent yet; crust cannot read them"
+                    )));
+                }
+            }
+            dgrams = peek_datagrams(s).map_err(sys_err(
+                pid,
+                format!("peeking the datagrams queued on fd {fd}"),
+            ))?;
+        }
+        debug!(
+            "{here}: {} {} -> {:?}, {} datagram(s) queued",
+            proto_name(proto as u32),
+            show(&local),
+            peer,
+            dgrams.len()
+        );
+        self.ids.insert(ino, id);
+        self.socks.push(Sock {
+            pid,
+            fd,
+            copy,
+            entry,
+            conn,
+            dgrams,
+        });
+        Ok(())
+    }
+
+    /// The files.img entries, the datagrams queued (files.img id, bytes,
+    /// sender as a sockaddr), and `tcp-stream-N.img` of each connection:
+    /// the connections are locked out of the network and put in repair
+    /// mode here, and stay so (see [`InetDump::take_hold`]).
+    pub fn write(&mut self, dir: &Path) -> Result<(Vec<FileEntry>, Vec<Datagram>), Error> {
+        let conns: Vec<Conn> = self
+            .socks
+            .iter()
+            .filter_map(|s| s.conn)
+            .map(|(local, remote)| Conn { local, remote })
+            .collect();
+        let mut hold = NetHold {
+            method: self.lock_method,
+            conns: conns.clone(),
+            repairs: Vec::new(),
+        };
+        if !conns.is_empty() {
+            netlock::lock(self.lock_method, &conns)?;
+            info!(
+                "Locked {} TCP connection(s) out of the network",
+                conns.len()
+            );
+        }
+        let written = (|| {
+            for s in &self.socks {
+                let Some((local, remote)) = s.conn else {
+                    continue;
+                };
+                let dup = s.copy.try_clone().map_err(sys_err(s.pid, "dup"))?;
+                let rep = Repair::start(dup).map_err(|source| Error::Soccr {
+                    what: format!(
+                        "process {} fd {}: putting the connection {} -> {} in repair mode",
+                        s.pid,
+                        s.fd,
+                        show(&local),
+                        show(&remote)
+                    ),
+                    source: Box::new(source),
+                })?;
+                let st = rep.state();
+                hold.repairs.push(rep);
+                let st = st.map_err(|source| Error::Soccr {
+                    what: format!(
+                        "process {} fd {}: reading the state of the connection {} -> {}",
+                        s.pid,
+                        s.fd,
+                        show(&local),
+                        show(&remote)
+                    ),
+                    source: Box::new(source),
+                })?;
+                write_stream(dir, s.entry.ino, &st)?;
+            }
+            Ok::<(), Error>(())
+        })();
+        // On failure, dropping `hold` releases what was held.
+        written?;
+        self.held = Some(hold);
+        let files = self
+            .socks
+            .iter()
+            .map(|s| FileEntry {
+                r#type: fd_types::INETSK,
+                id: s.entry.id,
+                isk: Some(s.entry.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let dgrams = self
+            .socks
+            .iter()
+            .flat_map(|s| {
+                s.dgrams
+                    .iter()
+                    .map(move |(b, from)| (s.entry.id, b.clone(), sockaddr_bytes(from)))
+            })
+            .collect();
+        Ok((files, dgrams))
+    }
+
+    /// The connections held in repair mode and locked, for the end of the
+    /// dump: [`NetHold::release`] (the tree runs on, or the dump failed)
+    /// or [`NetHold::keep`] (the tree was killed: the lock stays until
+    /// restore).
+    pub fn take_hold(&mut self) -> NetHold {
+        self.held.take().unwrap_or_default()
+    }
+}
+
+/// Connections of a dumped tree held in repair mode and locked. Dropping
+/// it releases them (see [`NetHold::release`]).
+#[derive(Default)]
+pub struct NetHold {
+    method: netlock::Method,
+    conns: Vec<Conn>,
+    repairs: Vec<Repair>,
+}
+
+impl NetHold {
+    /// Take the connections out of repair mode and unlock them: the tree
+    /// runs on (dump -R) or the dump failed.
+    pub fn release(self) {
+        drop(self)
+    }
+
+    /// The tree is dead: free crust's copies still in repair mode (so
+    /// nothing is sent) and leave the lock for the restore to remove.
+    pub fn keep(mut self) {
+        if !self.conns.is_empty() {
+            info!(
+                "{} connection(s) stay locked out of the network until restore",
+                self.conns.len()
+            );
+        }
+        self.repairs.clear();
+        self.conns.clear();
+    }
+}
+
+impl Drop for NetHold {
+    fn drop(&mut self) {
+        for r in self.repairs.drain(..) {
+            if let Err(e) = r.resume() {
+                warn!("could not take a connection out of repair mode: {e}");
+            }
+        }
+        if !self.conns.is_empty() {
+            if let Err(e) = netlock::unlock(self.method, &self.conns) {
+                warn!("could not unlock the network: {e}");
+            }
+        }
+    }
+}
+
+/// Every datagram queued on a UDP socket, with its sender, left in place.
+fn peek_datagrams(s: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, SocketAddr)>> {
+    if sn::ioctl_int(s, sn::SIOCINQ)? == 0 {
+        // SIOCINQ is the size of the first datagram: none queued (or an
+        // empty one, which peeking below still finds).
+        let mut b = [0u8; 1];
+        match sn::recvfrom(s, &mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(Vec::new()),
+            _ => {}
+        }
+    }
+    su::setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let walk = (|| loop {
+        match sn::recvfrom(s, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok((n, Some(from))) => out.push((buf[..n].to_vec(), from)),
+            Ok((_, None)) => return Err(std::io::Error::from_raw_os_error(libc::EPROTO)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if out.len() > 100_000 {
+            return Err(std::io::Error::from_raw_os_error(libc::E2BIG));
+        }
+    })();
+    su::setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, -1)?;
+    walk.map(|_| out)
+}
+
+/// A socket address as the kernel lays it out (sockaddr_in/sockaddr_in6).
+fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
+    match a {
+        SocketAddr::V4(v) => {
+            let mut b = vec![0u8; 16];
+            b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v.ip().octets());
+            b
+        }
+        SocketAddr::V6(v) => {
+            let mut b = vec![0u8; 28];
+            b[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&v.ip().octets());
+            b[24..28].copy_from_slice(&v.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+fn sockaddr_parse(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?) as i32;
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET if b.len() >= 8 => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])),
+            port,
+        )),
+        libc::AF_INET6 if b.len() >= 24 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[8..24]);
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
+        }
+        _ => None,
+    }
+}
+
+/// tcp-stream-N.img of one connection: the entry, then the receive queue
+/// and the send queue.
+fn write_stream(dir: &Path, ino: u32, st: &TcpState) -> Result<(), Error> {
+    let w = st.window.as_ref();
+    let e = TcpStreamEntry {
+        inq_len: st.inq.len() as u32,
+        inq_seq: st.inq_seq,
+        outq_len: st.outq.len() as u32,
+        outq_seq: st.outq_seq,
+        opt_mask: st.opt_mask,
+        snd_wscale: st.snd_wscale,
+        mss_clamp: st.mss_clamp,
+        rcv_wscale: Some(st.rcv_wscale),
+        timestamp: Some(st.timestamp),
+        cork: None,
+        nodelay: None,
+        unsq_len: Some(st.unsq_len),
+        snd_wl1: w.map(|w| w.snd_wl1),
+        snd_wnd: w.map(|w| w.snd_wnd),
+        max_window: w.map(|w| w.max_window),
+        rcv_wnd: w.map(|w| w.rcv_wnd),
+        rcv_wup: w.map(|w| w.rcv_wup),
+        ..Default::default()
+    };
+    let mut data = Vec::with_capacity(st.inq.len() + st.outq.len());
+    data.extend_from_slice(&st.inq);
+    data.extend_from_slice(&st.outq);
+    crate::util::write_image_with_payload(dir, ImageType::TcpStream, ino as u64, &e, &data)
+}
+
+// ---------------------------------------------------------------- restore
+
+/// One inet socket of an image set.
+#[derive(Debug, Clone)]
+struct RSock {
+    entry: InetSkEntry,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// A connection's state (tcp-stream-N.img).
+    stream: Option<TcpState>,
+    /// Datagrams to queue again: (bytes, sender).
+    dgrams: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+/// The inet sockets of an image set, read and checked.
+#[derive(Debug, Default)]
+pub struct InetFiles {
+    socks: HashMap<u32, RSock>,
+    method: netlock::Method,
+}
+
+impl InetFiles {
+    /// Read the INETSK entries of files.img (those of `ids`) and their
+    /// tcp-stream images. `tcp_established`/`tcp_close` as on the command
+    /// line; `method` unlocks the connections at the end.
+    pub fn load(
+        dir: &Path,
+        ids: &[u32],
+        tcp_established: bool,
+        tcp_close: bool,
+        method: netlock::Method,
+    ) -> Result<InetFiles, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let mut out = InetFiles {
+            socks: HashMap::new(),
+            method,
+        };
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        for f in files {
+            if f.r#type != fd_types::INETSK {
+                continue;
+            }
+            let e = f
+                .isk
+                .ok_or_else(|| bad(format!("files.img: INETSK entry {} has no inet part", f.id)))?;
+            let here = format!("files.img: inet socket {}", f.id);
+            let fam = e.family as i32;
+            if fam != libc::AF_INET && fam != libc::AF_INET6 {
+                return Err(bad(format!("{here} has address family {}", e.family)));
+            }
+            let ip = |w: &[u32], what: &str| {
+                words_addr(e.family, w).ok_or_else(|| {
+                    bad(format!(
+                        "{here}: its {what} address has {} words, not {}",
+                        w.len(),
+                        if fam == libc::AF_INET { 1 } else { 4 }
+                    ))
+                })
+            };
+            if e.src_port > 65535 || e.dst_port > 65535 {
+                return Err(bad(format!("{here} has a port out of range")));
+            }
+            let local = SocketAddr::new(ip(&e.src_addr, "source")?, e.src_port as u16);
+            let remote = SocketAddr::new(ip(&e.dst_addr, "destination")?, e.dst_port as u16);
+            let ty = e.r#type as i32;
+            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW].contains(&ty) {
+                return Err(bad(format!("{here} has socket type {}", e.r#type)));
+            }
+            let mut stream = None;
+            if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) {
+                if tcp_close {
+                    debug!("{here}: connection restored closed (--tcp-close)");
+                } else if !tcp_established {
+                    return Err(Error::unsupported(format!(
+                        "the image has the established TCP connection {local} -> {remote} (socket {}); restore with --tcp-established (or --tcp-close to restore it closed)",
+                        f.id
+                    )));
+                } else {
+                    stream = Some(read_stream(dir, &e, local, remote)?);
+                }
+            }
+            out.socks.insert(
+                f.id,
+                RSock {
+                    entry: e,
+                    local,
+                    remote,
+                    stream,
+                    dgrams: Vec::new(),
+                },
+            );
+        }
+        for id in ids {
+            if !out.socks.contains_key(id) {
+                return Err(bad(format!(
+                    "an fd refers to inet socket {id}, which files.img does not have"
+                )));
+            }
+        }
+        for (id, bytes, addr) in read_datagrams(dir, &out)? {
+            let s = out.socks.get_mut(&id).ok_or_else(|| {
+                bad(format!(
+                    "sk-queues.img has a datagram for file {id}, which is not an inet socket of files.img"
+                ))
+            })?;
+            let from = sockaddr_parse(&addr).ok_or_else(|| {
+                bad(format!(
+                    "sk-queues.img: a datagram for inet socket {id} has a bad sender address"
+                ))
+            })?;
+            s.dgrams.push((bytes, from));
+        }
+        Ok(out)
+    }
+
+    /// The connections the dump locked, to unlock after restore.
+    pub fn conns(&self) -> Vec<Conn> {
+        self.socks
+            .values()
+            .filter(|s| s.stream.is_some())
+            .map(|s| Conn {
+                local: s.local,
+                remote: s.remote,
+            })
+            .collect()
+    }
+
+    /// Make every socket.
+    pub fn open(&self) -> Result<OpenInet, Error> {
+        let mut out = OpenInet {
+            method: self.method,
+            conns: self.conns(),
+            ..Default::default()
+        };
+        // Connections first, then the rest: a listener bound first would
+        // refuse the bind of its accepted connections' port. Every TCP
+        // socket is bound with SO_REUSEADDR (the recorded value is set
+        // back once it is bound), as CRIU does.
+        let mut ids: Vec<&u32> = self.socks.keys().collect();
+        ids.sort_by_key(|id| (self.socks[*id].stream.is_none(), **id));
+        for id in ids {
+            let s = &self.socks[id];
+            let here = format!(
+                "inet socket {id} ({} {} {})",
+                proto_name(s.entry.proto),
+                state_name(s.entry.state),
+                s.local
+            );
+            let fail = |what: &str, source: std::io::Error| Error::Restore {
+                pid: crust_sys::process::getpid(),
+                what: format!("{here}: {what}: {source}"),
+            };
+            if let Some(st) = &s.stream {
+                let mut b =
+                    Builder::new(&s.local, s.entry.v6only).map_err(|source| Error::Soccr {
+                        what: format!("{here}: making a socket in repair mode"),
+                        source: Box::new(source),
+                    })?;
+                // Buffers big enough for the queues first; the recorded
+                // sizes once they are in (the kernel refuses queue data
+                // beyond the buffer, ENOBUFS).
+                let mut first = s.entry.clone();
+                first.opts.so_rcvbuf = 0;
+                first.opts.so_sndbuf = 0;
+                set_options(b.fd(), &first).map_err(|e| fail("setting its options", e))?;
+                let big = |n: usize| (n.min(1 << 30) as i32).saturating_add(1 << 16);
+                su::setsockopt_int(
+                    b.fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    big(st.inq.len()),
+                )
+                .map_err(|e| fail("SO_RCVBUFFORCE", e))?;
+                su::setsockopt_int(
+                    b.fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUFFORCE,
+                    big(st.outq.len()),
+                )
+                .map_err(|e| fail("SO_SNDBUFFORCE", e))?;
+                // The MSS must be known before the repair-mode connect,
+                // which sizes segments from it (the MSS option given after
+                // the connect only clamps): without it segments are 524
+                // bytes.
+                // TCP_MAXSEG takes at most 32767 (MAX_TCP_WINDOW).
+                if st.mss_clamp >= 88 {
+                    let mss = st.mss_clamp.min(32767) as i32;
+                    su::setsockopt_int(b.fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, mss)
+                        .map_err(|e| fail("TCP_MAXSEG", e))?;
+                }
+                su::setsockopt_int(b.fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                    .map_err(|e| fail("SO_REUSEADDR", e))?;
+                b.restore(st).map_err(|source| Error::Soccr {
+                    what: format!("{here}: rebuilding the connection to {}", s.remote),
+                    source: Box::new(source),
+                })?;
+                su::setsockopt_int(
+                    b.fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (s.entry.opts.reuseaddr == Some(true)) as i32,
+                )
+                .map_err(|e| fail("SO_REUSEADDR", e))?;
+                let bufs = SkOptsEntry {
+                    so_sndbuf: s.entry.opts.so_sndbuf,
+                    so_rcvbuf: s.entry.opts.so_rcvbuf,
+                    ..Default::default()
+                };
+                crate::unix::set_opts(b.fd(), &bufs)
+                    .map_err(|e| fail("setting its buffer sizes", e))?;
+                out.builders.push((*id, b, st.clone()));
+                continue;
+            }
+            let fam = s.entry.family as i32;
+            let ty = s.entry.r#type as i32;
+            let proto = s.entry.proto as i32;
+            let fd = sn::socket(fam, ty, proto).map_err(|e| fail("socket()", e))?;
+            if let Some(v6) = s.entry.v6only {
+                su::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6 as i32)
+                    .map_err(|e| fail("IPV6_V6ONLY", e))?;
+            }
+            set_options(fd.as_fd(), &s.entry).map_err(|e| fail("setting its options", e))?;
+            if proto == libc::IPPROTO_TCP {
+                su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                    .map_err(|e| fail("SO_REUSEADDR", e))?;
+            }
+            let bound = s.local.port() != 0 || !s.local.ip().is_unspecified();
+            if bound && !(proto == libc::IPPROTO_TCP && is_connection(s.entry.state)) {
+                sn::bind(fd.as_fd(), &s.local).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                        Error::Restore {
+                            pid: crust_sys::process::getpid(),
+                            what: format!(
+                                "{here}: the address {} is already in use on this host; free it and restore again",
+                                s.local
+                            ),
+                        }
+                    } else {
+                        fail(&format!("bind to {}", s.local), e)
+                    }
+                })?;
+            }
+            if proto == libc::IPPROTO_TCP && s.entry.state == TCP_LISTEN {
+                su::listen(fd.as_fd(), s.entry.backlog.min(i32::MAX as u32) as i32)
+                    .map_err(|e| fail("listen", e))?;
+            }
+            if proto == libc::IPPROTO_TCP && s.entry.opts.reuseaddr != Some(true) {
+                su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0)
+                    .map_err(|e| fail("SO_REUSEADDR", e))?;
+            }
+            if ty != libc::SOCK_STREAM && s.remote.port() != 0 {
+                sn::connect(fd.as_fd(), &s.remote)
+                    .map_err(|e| fail(&format!("connect to {}", s.remote), e))?;
+            }
+            if let Some(sh) = s.entry.shutdown.filter(|v| *v != 0) {
+                if ty != libc::SOCK_STREAM {
+                    let how = match sh {
+                        1 => libc::SHUT_RD,
+                        2 => libc::SHUT_WR,
+                        _ => libc::SHUT_RDWR,
+                    };
+                    su::shutdown(fd.as_fd(), how).map_err(|e| fail("shutdown", e))?;
+                }
+            }
+            for (bytes, from) in &s.dgrams {
+                inject_udp(from, &s.local, bytes, proto)
+                    .map_err(|e| fail(&format!("queueing a datagram from {from} again"), e))?;
+            }
+            if let Some(cork) = s.entry.tcp_opts.as_ref().and_then(|t| t.cork) {
+                if ty == libc::SOCK_DGRAM && cork {
+                    su::setsockopt_int(fd.as_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)
+                        .map_err(|e| fail("UDP_CORK", e))?;
+                }
+            }
+            out.fds.insert(*id, fd);
+        }
+        Ok(out)
+    }
+}
+
+/// The datagrams of sk-queues.img queued on inet sockets: (files.img id,
+/// bytes, sender as a raw sockaddr).
+fn read_datagrams(dir: &Path, socks: &InetFiles) -> Result<Vec<Datagram>, Error> {
+    use crust_images::image::{ImageError, ImageReader};
+    use crust_images::proto::sk_packet::SkPacketEntry;
+    use crust_images::Message;
+    let ty = ImageType::SkQueues;
+    let name = ty.file_name(0);
+    let err = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut rd = match ImageReader::open_typed(dir, ty, &name) {
+        Ok(r) => r,
+        Err(e) if e.is_missing() => return Ok(Vec::new()),
+        Err(e) => return Err(err(e)),
+    };
+    let mut out = Vec::new();
+    while let Some(rec) = rd.next_record().map_err(err)? {
+        let e = SkPacketEntry::decode(&rec.entry).map_err(|source| {
+            err(ImageError::Decode {
+                path: dir.join(&name),
+                offset: rec.offset,
+                message: SkPacketEntry::NAME,
+                source,
+            })
+        })?;
+        if !socks.socks.contains_key(&e.id_for) {
+            continue;
+        }
+        if rec.payload.len() != e.length as usize {
+            return Err(Error::BadImage {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "{name}: a datagram for inet socket {} should hold {} bytes, the image has {}",
+                    e.id_for,
+                    e.length,
+                    rec.payload.len()
+                ),
+            });
+        }
+        out.push((e.id_for, rec.payload, e.addr.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+fn read_stream(
+    dir: &Path,
+    e: &InetSkEntry,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Result<TcpState, Error> {
+    let (t, data) = crate::util::read_one_with_payload::<TcpStreamEntry>(
+        dir,
+        ImageType::TcpStream,
+        e.ino as u64,
+    )?;
+    let name = ImageType::TcpStream.file_name(e.ino as u64);
+    let want = t.inq_len as u64 + t.outq_len as u64;
+    if data.len() as u64 != want {
+        return Err(Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "{name} should hold {} + {} queued bytes, it has {}",
+                t.inq_len,
+                t.outq_len,
+                data.len()
+            ),
+        });
+    }
+    let unsq = t.unsq_len.unwrap_or(0);
+    if unsq > t.outq_len {
+        return Err(Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "{name}: {unsq} unsent bytes out of a send queue of {}",
+                t.outq_len
+            ),
+        });
+    }
+    let (inq, outq) = data.split_at(t.inq_len as usize);
+    let window = match (t.snd_wl1, t.snd_wnd, t.max_window, t.rcv_wnd, t.rcv_wup) {
+        (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) => {
+            Some(Window {
+                snd_wl1,
+                snd_wnd,
+                max_window,
+                rcv_wnd,
+                rcv_wup,
+            })
+        }
+        _ => None,
+    };
+    Ok(TcpState {
+        local,
+        remote,
+        state: e.state as u8,
+        inq_seq: t.inq_seq,
+        outq_seq: t.outq_seq,
+        inq: inq.to_vec(),
+        outq: outq.to_vec(),
+        unsq_len: unsq,
+        opt_mask: t.opt_mask,
+        snd_wscale: t.snd_wscale,
+        rcv_wscale: t.rcv_wscale.unwrap_or(0),
+        mss_clamp: t.mss_clamp,
+        timestamp: t.timestamp.unwrap_or(0),
+        window,
+        nodelay: e.tcp_opts.as_ref().and_then(|o| o.nodelay).unwrap_or(false),
+        cork: e.tcp_opts.as_ref().and_then(|o| o.cork).unwrap_or(false),
+    })
+}
+
+/// Socket, IP and TCP options of an entry, on a socket crust made.
+fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
+    crate::unix::set_opts(s, &e.opts)?;
+    let o = &e.opts;
+    if o.so_reuseport == Some(true) {
+        su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if let Some(secs) = o.so_linger {
+        let mut l = [0u8; 8];
+        l[0..4].copy_from_slice(&1i32.to_ne_bytes());
+        l[4..8].copy_from_slice(&(secs as i32).to_ne_bytes());
+        sn::setsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &l)?;
+    }
+    if let Some(dev) = o.so_bound_dev.as_ref().filter(|d| !d.is_empty()) {
+        sn::setsockopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_bytes())?;
+    }
+    if !o.so_filter.is_empty() {
+        let prog: Vec<u8> = o.so_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        crust_sys::sockfilter::attach_filter(s, &prog)?;
+    }
+    let fam = e.family as i32;
+    if let Some(ip) = &e.ip_opts {
+        let (lvl, fb, pk, tos, ttl) = if fam == libc::AF_INET {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_FREEBIND,
+                libc::IP_PKTINFO,
+                libc::IP_TOS,
+                libc::IP_TTL,
+            )
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_FREEBIND,
+                libc::IPV6_RECVPKTINFO,
+                libc::IPV6_TCLASS,
+                libc::IPV6_UNICAST_HOPS,
+            )
+        };
+        if ip.freebind == Some(true) {
+            su::setsockopt_int(s, lvl, fb, 1)?;
+        }
+        if ip.pktinfo == Some(true) {
+            su::setsockopt_int(s, lvl, pk, 1)?;
+        }
+        if let Some(t) = ip.tos.filter(|t| *t != 0) {
+            su::setsockopt_int(s, lvl, tos, t as i32)?;
+        }
+        // The default TTL reads back as 64 but is "use the route's".
+        if let Some(t) = ip.ttl.filter(|t| *t != 64 && *t != 0) {
+            su::setsockopt_int(s, lvl, ttl, t as i32)?;
+        }
+        if let Some(raw) = &ip.raw {
+            if fam == libc::AF_INET {
+                if raw.hdrincl == Some(true) {
+                    su::setsockopt_int(s, libc::IPPROTO_IP, libc::IP_HDRINCL, 1)?;
+                }
+                if raw.nodefrag == Some(true) {
+                    su::setsockopt_int(s, libc::IPPROTO_IP, IP_NODEFRAG, 1)?;
+                }
+                if let Some(f) = raw.icmpv_filter.first() {
+                    sn::setsockopt(s, libc::SOL_RAW, ICMP_FILTER, &f.to_ne_bytes())?;
+                }
+            } else {
+                if raw.hdrincl == Some(true) {
+                    su::setsockopt_int(s, libc::IPPROTO_IPV6, IPV6_HDRINCL, 1)?;
+                }
+                if raw.icmpv_filter.len() == 8 {
+                    let f: Vec<u8> = raw
+                        .icmpv_filter
+                        .iter()
+                        .flat_map(|w| w.to_ne_bytes())
+                        .collect();
+                    sn::setsockopt(s, libc::IPPROTO_ICMPV6, ICMPV6_FILTER, &f)?;
+                }
+            }
+        }
+    }
+    if e.proto as i32 == libc::IPPROTO_TCP {
+        if let Some(t) = &e.tcp_opts {
+            let set = |o: i32, v: u32| su::setsockopt_int(s, libc::IPPROTO_TCP, o, v as i32);
+            if t.nodelay == Some(true) {
+                set(libc::TCP_NODELAY, 1)?;
+            }
+            if t.cork == Some(true) {
+                set(libc::TCP_CORK, 1)?;
+            }
+            if let Some(v) = t.keepcnt {
+                set(libc::TCP_KEEPCNT, v)?;
+            }
+            if let Some(v) = t.keepidle {
+                set(libc::TCP_KEEPIDLE, v)?;
+            }
+            if let Some(v) = t.keepintvl {
+                set(libc::TCP_KEEPINTVL, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queue a datagram on the socket bound at `to` as if `from` had sent it:
+/// a UDP packet with that source, written whole through a raw socket and
+/// delivered locally.
+fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> std::io::Result<()> {
+    if proto != libc::IPPROTO_UDP {
+        return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let v4 = |a: &SocketAddr| match a.ip() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    let dst_ip = |a: &SocketAddr, v6: bool| -> IpAddr {
+        if a.ip().is_unspecified() {
+            if v6 {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+        } else {
+            a.ip()
+        }
+    };
+    let udp_len = 8 + data.len();
+    if udp_len > 65507 {
+        return Err(std::io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&from.port().to_be_bytes());
+    udp.extend_from_slice(&to.port().to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(data);
+    if let Some(src) = v4(from) {
+        // IPv4 (also a v4-mapped sender to a dual-stack socket).
+        let dst = match dst_ip(to, false) {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
+        };
+        let total = 20 + udp.len();
+        let mut p = Vec::with_capacity(total);
+        p.extend_from_slice(&[0x45, 0]);
+        p.extend_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let c = checksum(&p[..20], 0);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        // UDP over IPv4: checksum 0 means none.
+        p.extend_from_slice(&udp);
+        let raw = sn::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+        sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(IpAddr::V4(dst), 0))?;
+        return Ok(());
+    }
+    let IpAddr::V6(src) = from.ip() else {
+        unreachable!()
+    };
+    let dst = match dst_ip(to, true) {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    };
+    // Pseudo-header checksum (RFC 8200 8.1).
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
+    let sum = partial(&pseudo, 0);
+    let mut c = checksum(&udp, sum);
+    if c == 0 {
+        c = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut p = Vec::with_capacity(40 + udp.len());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[libc::IPPROTO_UDP as u8, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&udp);
+    let raw = sn::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(IpAddr::V6(dst), 0))?;
+    Ok(())
+}
+
+fn partial(b: &[u8], mut sum: u32) -> u32 {
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += w as u32;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// The Internet checksum of `b`, starting from a partial sum.
+fn checksum(b: &[u8], sum: u32) -> u16 {
+    let mut s = partial(b, sum);
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The inet sockets crust made for a restore.
+#[derive(Default)]
+pub struct OpenInet {
+    fds: HashMap<u32, OwnedFd>,
+    /// Connections still in repair mode: (file id, socket, state).
+    builders: Vec<(u32, Builder, TcpState)>,
+    method: netlock::Method,
+    conns: Vec<Conn>,
+}
+
+impl std::fmt::Debug for OpenInet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenInet")
+            .field("sockets", &self.fds.len())
+            .field("connections", &self.builders.len())
+            .finish()
+    }
+}
+
+impl OpenInet {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        if let Some(f) = self.fds.get(&id) {
+            return Some(f.as_fd());
+        }
+        self.builders
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, b, _)| b.fd())
+    }
+
+    /// Every task holds its sockets: take the connections out of repair
+    /// mode (what was never sent goes out now) and unlock the network.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        for (id, b, st) in std::mem::take(&mut self.builders) {
+            let local = st.local;
+            let remote = st.remote;
+            b.finish(&st).map_err(|source| Error::Soccr {
+                what: format!("inet socket {id}: taking the connection {local} -> {remote} out of repair mode"),
+                source: Box::new(source),
+            })?;
+        }
+        if !self.conns.is_empty() {
+            netlock::unlock(self.method, &self.conns)?;
+            info!("Unlocked {} TCP connection(s)", self.conns.len());
+            self.conns.clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_words_round_trip() {
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let w = addr_words(&a);
+        assert_eq!(w, vec![u32::from_ne_bytes([127, 0, 0, 1])]);
+        assert_eq!(words_addr(libc::AF_INET as u32, &w), Some(a));
+        let b: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        let w = addr_words(&b);
+        assert_eq!(w.len(), 4);
+        assert_eq!(words_addr(libc::AF_INET6 as u32, &w), Some(b));
+        assert_eq!(words_addr(libc::AF_INET as u32, &[1, 2]), None);
+    }
+
+    #[test]
+    fn golden_tcp_addresses() {
+        // CRIU 4.2 golden `tcp`: 127.0.0.1 is stored as 16777343.
+        assert_eq!(
+            words_addr(libc::AF_INET as u32, &[16777343]),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn sockaddr_bytes_round_trip() {
+        for a in ["10.0.0.2:5353", "[fe80::1]:53", "[::ffff:1.2.3.4]:9"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(sockaddr_parse(&sockaddr_bytes(&a)), Some(a));
+        }
+        assert_eq!(sockaddr_parse(&[1, 0]), None);
+    }
+
+    #[test]
+    fn internet_checksum() {
+        // RFC 1071 example words.
+        let b = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&b, 0), !0xddf2);
+    }
+
+    #[test]
+    fn diag_parse_rejects_garbage() {
+        assert!(parse_diag(&[0xff; 20], 6).is_err());
+        let mut done = vec![0u8; 20];
+        done[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        assert_eq!(parse_diag(&done, 6), Ok((Vec::new(), true)));
     }
 }

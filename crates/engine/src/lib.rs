@@ -136,6 +136,12 @@ pub enum Error {
         #[source]
         source: crust_proc::ProcError,
     },
+    #[error("TCP connection repair failed: {what}")]
+    Soccr {
+        what: String,
+        #[source]
+        source: Box<crust_soccr::Error>,
+    },
     #[error("cannot control task {pid}")]
     Compel {
         pid: i32,

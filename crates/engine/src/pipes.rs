@@ -298,6 +298,8 @@ pub struct OpenShared {
     pub events: crate::events::OpenEvents,
     /// Unix sockets, see [`crate::unix`].
     pub unix: crate::unix::OpenUnix,
+    /// Inet sockets, see [`crate::inet`].
+    pub inet: crate::inet::OpenInet,
     /// Deleted files, see [`crate::ghost`].
     pub ghosts: crate::ghost::OpenGhosts,
     /// memfds, see [`crate::memfd`].

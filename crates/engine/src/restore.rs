@@ -100,6 +100,8 @@ struct ImageSet {
     events: EventFiles,
     /// Unix sockets and their queued messages.
     unix: UnixFiles,
+    /// Inet sockets.
+    inet: crate::inet::InetFiles,
     /// File locks to take again (--file-locks).
     locks: RestoreLocks,
     /// Files deleted while open, saved as ghost files.
@@ -195,6 +197,20 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
     let unix = UnixFiles::load(&dir, opts.ext_unix_sk)?;
+    let inet_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::INETSK)
+        .map(|f| f.id)
+        .collect();
+    let inet = crate::inet::InetFiles::load(
+        &dir,
+        &inet_ids,
+        opts.tcp_established,
+        opts.tcp_close,
+        netlock,
+    )?;
     unix.check_fds(
         &dir,
         procs
@@ -273,6 +289,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         shared,
         events,
         unix,
+        inet,
         locks,
         ghosts,
         memfds,
@@ -575,6 +592,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     };
     created.shared.events = img.events.open()?;
     created.shared.unix = img.unix.open(&created.shared)?;
+    created.shared.inet = img.inet.open()?;
     created.shared.ghosts = img.ghosts.open()?;
     created.shared.memfds = img.memfds.open()?;
     created.shared.ptys = img.ptys.open()?;
@@ -596,6 +614,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
             return Err(e);
         }
     };
+    // Every task holds its sockets: connections leave repair mode (what
+    // was never sent goes out) and the network is unlocked.
+    if let Err(e) = created.shared.inet.finish() {
+        created.kill_all();
+        return Err(e);
+    }
     // Timers run from now on, with the time they had left at dump time.
     if let Err(e) = created.shared.events.arm_timers() {
         created.kill_all();

@@ -255,6 +255,8 @@ struct Packet {
     rights: Option<Vec<u32>>,
     /// The socket, for messages.
     here: String,
+    /// The sender (inet datagrams only).
+    addr: Option<Vec<u8>>,
 }
 
 /// SCM_RIGHTS, as `scm_entry.type` records it.
@@ -395,6 +397,7 @@ impl UnixDump {
                     rights: fds.is_empty().then(Vec::new),
                     fds,
                     here: here.clone(),
+                    addr: None,
                 });
             let before = self.packets.len();
             self.packets.extend(msgs);
@@ -561,6 +564,21 @@ impl UnixDump {
         Ok(())
     }
 
+    /// Datagrams queued on inet sockets (files.img id, bytes, sender as a
+    /// sockaddr), written to `sk-queues.img` with the unix messages.
+    pub fn add_datagrams(&mut self, dgrams: Vec<crate::inet::Datagram>) {
+        for (id, bytes, addr) in dgrams {
+            self.packets.push(Packet {
+                id,
+                bytes,
+                fds: Vec::new(),
+                rights: Some(Vec::new()),
+                here: format!("inet socket {id}"),
+                addr: Some(addr),
+            });
+        }
+    }
+
     /// Write `sk-queues.img` (when some socket had queued messages).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         if self.packets.is_empty() {
@@ -592,6 +610,7 @@ impl UnixDump {
             w.write_entry(&SkPacketEntry {
                 id_for: p.id,
                 length: p.bytes.len() as u32,
+                addr: p.addr.clone(),
                 scm,
                 ..Default::default()
             })
@@ -669,7 +688,7 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, Que
     walk
 }
 
-fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+pub(crate) fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
     let get = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
     let (snd_s, snd_us) = su::getsockopt_timeval(sock, libc::SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = su::getsockopt_timeval(sock, libc::SO_RCVTIMEO)?;
@@ -685,7 +704,7 @@ fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
         so_priority: Some(get(libc::SO_PRIORITY)? as u32),
         so_rcvlowat: Some(get(libc::SO_RCVLOWAT)? as u32),
         so_mark: (mark != 0).then_some(mark),
-        so_passcred: Some(get(libc::SO_PASSCRED)? != 0),
+        so_passcred: get(libc::SO_PASSCRED).ok().map(|v| v != 0),
         so_passsec: Some(get(libc::SO_PASSSEC).unwrap_or(0) != 0),
         so_dontroute: Some(get(libc::SO_DONTROUTE)? != 0),
         so_no_check: Some(get(libc::SO_NO_CHECK).unwrap_or(0) != 0),
@@ -773,6 +792,11 @@ impl UnixFiles {
         };
         let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
         let mut out = UnixFiles::default();
+        let inet_ids: std::collections::HashSet<u32> = files
+            .iter()
+            .filter(|f| f.r#type == fd_types::INETSK)
+            .map(|f| f.id)
+            .collect();
         for f in files.iter().filter(|f| f.r#type == fd_types::UNIXSK) {
             let u = f
                 .usk
@@ -868,6 +892,10 @@ impl UnixFiles {
                     source,
                 })
             })?;
+            if inet_ids.contains(&e.id_for) {
+                // A datagram queued on a UDP socket: see crate::inet.
+                continue;
+            }
             let u = out.socks.get(&e.id_for).ok_or_else(|| {
                 bad(format!(
                     "{name} has a message for file {}, which is not a unix socket of files.img",

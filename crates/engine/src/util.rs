@@ -54,6 +54,50 @@ pub fn read_image<M: Message>(dir: &Path, ty: ImageType, id: u64) -> Result<Vec<
         .map_err(img_err(format!("cannot read image {name}")))
 }
 
+/// Write an image of one entry followed by raw bytes (tcp-stream...).
+pub fn write_image_with_payload<M: Message>(
+    dir: &Path,
+    ty: ImageType,
+    id: u64,
+    entry: &M,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let name = ty.file_name(id);
+    let err = || img_err(format!("cannot write {name}"));
+    let mut w = ImageWriter::create(dir, ty, &name).map_err(err())?;
+    w.write_entry(entry).map_err(err())?;
+    w.write_raw(payload).map_err(err())?;
+    w.finish().map_err(err())
+}
+
+/// Read the single entry of an image and the raw bytes that follow it.
+pub fn read_one_with_payload<M: Message>(
+    dir: &Path,
+    ty: ImageType,
+    id: u64,
+) -> Result<(M, Vec<u8>), Error> {
+    let name = ty.file_name(id);
+    let err = || img_err(format!("cannot read image {name}"));
+    let mut r = ImageReader::open_typed(dir, ty, &name).map_err(err())?;
+    let rec = r
+        .next_record()
+        .map_err(err())?
+        .ok_or_else(|| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!("{name} holds no entry"),
+        })?;
+    let m = M::decode(&rec.entry).map_err(|source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source: crust_images::image::ImageError::Decode {
+            path: dir.join(&name),
+            offset: rec.offset,
+            message: M::NAME,
+            source,
+        },
+    })?;
+    Ok((m, rec.payload))
+}
+
 /// Read the single entry an image must hold.
 pub fn read_one<M: Message>(dir: &Path, ty: ImageType, id: u64) -> Result<M, Error> {
     let mut v = read_image::<M>(dir, ty, id)?;

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod process;
 pub mod ptrace;
 pub mod rawsk;
+pub mod sockfilter;
 pub mod tty;
 pub mod unix;
 

@@ -15,6 +15,10 @@ crate::message! {
     SkPacketEntry = "sk_packet_entry" {
         1 id_for: required Uint32,
         2 length: required Uint32,
+        /// The sender of a datagram (a raw sockaddr). CRIU reserves field 3
+        /// for this and leaves it out; crust writes it for datagrams queued
+        /// on inet sockets.
+        3 addr: optional Bytes,
         4 scm: repeated Msg<ScmEntry>,
     }
 }
