@@ -130,7 +130,7 @@ t_sysvipc_cr() {
 import json, sys
 e = json.load(open(sys.argv[1]))["entries"]
 keys = sorted(x["desc"]["key"] for x in e)
-assert keys == [0, 0x51570001], "segment keys %s" % keys
+assert keys == [0, 0x51570001, 0x51570004], "segment keys %s" % keys
 assert all(x.get("in_pagemaps") for x in e), "contents not in pagemaps"
 PYEOF
         { fail "ipcns-shm-9.img: $(tail -c 300 "$D/check.out")"; return 1; }
@@ -155,3 +155,48 @@ t_err_dump_mqueue() { dump_must_fail 'POSIX message queue' sysvipc --mqueue 1; }
 t_err_dump_ipcns_child() { dump_must_fail 'another IPC namespace' sysvipc --child-ns 1; }
 
 ALL_TESTS+=(err-dump-mqueue err-dump-ipcns-child)
+
+# dump -R: the tree runs on with every object as it was (messages are copied,
+# not received) and passes; the images restore too.
+t_sysvipc_leave_running() {
+    need_cr || return $?
+    sysvipc_start || return 1
+    dump_with "$D/img" -R || return 1
+    expect_pass "$D/img/dump.log" || { REASON="after dump -R: $REASON"; return 1; }
+    do_restore "$D/img" || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/sysvipc"; done
+    expect_pass "$D/img/restore.log"
+}
+
+# sysvipc as the init of a pid namespace of its own: its IPC namespace comes
+# after the pid namespace (ipcns-*-10.img) and both are made again.
+t_sysvipc_pidns() {
+    need_cr || return $?
+    rm -f "$D/ready" "$D/result"
+    local outer inner c
+    outer=$(setsid unshare -p -f "$BIN/sysvipc" --ready "$D/ready" --result "$D/result" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$outer" "$(readlink -f "$(command -v unshare)")"
+    wait_file "$D/ready" $READY_TIMEOUT || { fail "sysvipc in a pid namespace did not become ready"; return 1; }
+    rm -f "$D/ready"
+    inner=$(cat /proc/"$outer"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    [ -n "$inner" ] || { fail "no init under unshare $outer"; return 1; }
+    track "$inner" "$BIN/sysvipc"
+    for c in $(cat /proc/"$inner"/task/*/children 2>/dev/null); do track "$c" "$BIN/sysvipc"; done
+    PID=$inner
+    do_dump "$D/img" || return 1
+    [ -s "$D/img/ipcns-shm-10.img" ] ||
+        { fail "no ipcns-shm-10.img: $(cd "$D/img" && echo ipcns-*)" "$D/img/dump.log"; return 1; }
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" -v4 -o restore.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    PID=$(cat "$D/pidfile")
+    track "$PID" "$BIN/sysvipc"
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/sysvipc"; done
+    grep -q "^NSpid:.*[[:space:]]1$" /proc/"$PID"/status 2>/dev/null ||
+        { fail "restored $PID is not pid 1 of a new namespace" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(sysvipc-leave-running sysvipc-pidns)

@@ -7,6 +7,7 @@
 //!   into page 3 before READY.
 //! - Segment B (IPC_PRIVATE, one page of 0xAB) attached at ADDR_B and
 //!   marked for removal (IPC_RMID).
+//! - Segment C (key KEY_SHM_C, one page of 0xCD) attached by no one.
 //! - A semaphore set of 3 (key KEY_SEM) holding 5, 0, 42.
 //! - A message queue (key KEY_MSG) holding messages of types 1, 7 and 3
 //!   with 5, 1000 and 0 bytes of text.
@@ -25,6 +26,7 @@ use crust_testprogs::{die, ensure, finish, ready, sleep_ms, start, term_requeste
 const KEY_SHM: i32 = 0x5157_0001;
 const KEY_SEM: i32 = 0x5157_0002;
 const KEY_MSG: i32 = 0x5157_0003;
+const KEY_SHM_C: i32 = 0x5157_0004;
 const SIZE_A: usize = 3 * 4096 + 100;
 const ADDR_A: usize = 0x2000_0000_0000;
 const ADDR_RO: usize = 0x2000_0010_0000;
@@ -79,7 +81,7 @@ fn shm_stat(id: i32) -> Result<libc::shmid_ds, String> {
     }
 }
 
-fn child_loop(own_ns: bool) -> ! {
+fn child_loop(own_ns: bool, parent: i32) -> ! {
     // SAFETY: unshare takes a flag; the child is single-threaded.
     if own_ns && unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
         die("child unshare(CLONE_NEWIPC)");
@@ -87,7 +89,7 @@ fn child_loop(own_ns: bool) -> ! {
     mem(ADDR_A, SIZE_A)[CHILD_BEFORE..CHILD_BEFORE + 12].copy_from_slice(b"child-before");
     loop {
         // SAFETY: getppid has no arguments.
-        if unsafe { libc::getppid() } == 1 {
+        if unsafe { libc::getppid() } != parent {
             std::process::exit(0);
         }
         if flag().load(std::sync::atomic::Ordering::SeqCst) == 1 {
@@ -160,6 +162,22 @@ fn main() {
             die("msgsnd");
         }
     }
+    // SAFETY: segment C is attached wherever the kernel likes, filled
+    // through its one page and detached again.
+    unsafe {
+        let c = libc::shmget(KEY_SHM_C, 4096, libc::IPC_CREAT | 0o600);
+        if c < 0 {
+            die("shmget C");
+        }
+        let p = libc::shmat(c, std::ptr::null(), 0);
+        if p as isize == -1 {
+            die("shmat C");
+        }
+        std::ptr::write_bytes(p as *mut u8, 0xCD, 4096);
+        libc::shmdt(p);
+    }
+    // SAFETY: getpid has no arguments.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: fork in a single-threaded program; the child only touches
     // the segment and exits.
     let child = unsafe { libc::fork() };
@@ -167,7 +185,7 @@ fn main() {
         die("fork");
     }
     if child == 0 {
-        child_loop(args.num("child-ns", 0) == 1);
+        child_loop(args.num("child-ns", 0) == 1, parent);
     }
     let mq = if args.num("mqueue", 0) == 1 {
         let name = c"/crust-sysvipc";
@@ -236,6 +254,29 @@ fn check(shm_a: i32, shm_b: i32, sem: i32, msq: i32, child: i32) -> Result<(), S
         "segment A has {} attachments, not 4",
         ds.shm_nattch
     );
+    // Segment C: attached by no one, its contents kept.
+    // SAFETY: a key lookup, then an attachment wherever the kernel likes,
+    // read through its one page and detached.
+    let c_ok = unsafe {
+        let c = libc::shmget(KEY_SHM_C, 0, 0);
+        ensure!(
+            c >= 0,
+            "segment C is gone: {}",
+            std::io::Error::last_os_error()
+        );
+        let p = libc::shmat(c, std::ptr::null(), libc::SHM_RDONLY);
+        ensure!(
+            p as isize != -1,
+            "shmat C: {}",
+            std::io::Error::last_os_error()
+        );
+        let ok = std::slice::from_raw_parts(p as *const u8, 4096)
+            .iter()
+            .all(|&b| b == 0xCD);
+        libc::shmdt(p);
+        ok
+    };
+    ensure!(c_ok, "segment C changed");
     let db = shm_stat(shm_b)?;
     ensure!(
         db.shm_perm.mode as u32 & 0o1000 != 0,
