@@ -150,6 +150,14 @@ fn main() {
         if libc::shmat(shm_a, ADDR_RO as *const _, libc::SHM_RDONLY) as usize != ADDR_RO {
             die("shmat A read-only");
         }
+        // Page 1 of the read-write attachment made read-only (the VMA
+        // splits in three), the last page of the read-only one unmapped.
+        if libc::mprotect((ADDR_A + 4096) as *mut _, 4096, libc::PROT_READ) != 0 {
+            die("mprotect A page 1");
+        }
+        if libc::munmap((ADDR_RO + 3 * 4096) as *mut _, 4096) != 0 {
+            die("munmap read-only A page 3");
+        }
         if libc::shmctl(shm_b, libc::IPC_RMID, std::ptr::null_mut()) != 0 {
             die("shmctl B IPC_RMID");
         }
@@ -248,10 +256,11 @@ fn check(shm_a: i32, shm_b: i32, sem: i32, msq: i32, child: i32) -> Result<(), S
         "segment A has mode {:o}",
         ds.shm_perm.mode
     );
-    // Two in the parent, the same two in the child (fork copies them).
+    // The kernel counts VMAs: the read-write attachment split in three
+    // and the read-only one, in the parent and the same in the child.
     ensure!(
-        ds.shm_nattch == 4,
-        "segment A has {} attachments, not 4",
+        ds.shm_nattch == 8,
+        "segment A has {} attachments, not 8",
         ds.shm_nattch
     );
     // Segment C: attached by no one, its contents kept.
@@ -300,7 +309,7 @@ fn check(shm_a: i32, shm_b: i32, sem: i32, msq: i32, child: i32) -> Result<(), S
         a[CHILD_BEFORE..CHILD_BEFORE + 12] == *b"child-before",
         "the child's write is gone"
     );
-    let ro = mem(ADDR_RO, SIZE_A);
+    let ro = mem(ADDR_RO, 2 * 4096);
     ensure!(
         ro[..2 * 4096] == a[..2 * 4096],
         "the read-only attachment differs"
@@ -310,8 +319,14 @@ fn check(shm_a: i32, shm_b: i32, sem: i32, msq: i32, child: i32) -> Result<(), S
         "segment B changed"
     );
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
-    for (at, perms) in [(ADDR_A, "rw-s"), (ADDR_RO, "r--s"), (ADDR_B, "rw-s")] {
-        let head = format!("{at:x}-");
+    for (at, end, perms) in [
+        (ADDR_A, ADDR_A + 4096, "rw-s"),
+        (ADDR_A + 4096, ADDR_A + 2 * 4096, "r--s"),
+        (ADDR_A + 2 * 4096, ADDR_A + 4 * 4096, "rw-s"),
+        (ADDR_RO, ADDR_RO + 3 * 4096, "r--s"),
+        (ADDR_B, ADDR_B + 4096, "rw-s"),
+    ] {
+        let head = format!("{at:x}-{end:x} ");
         ensure!(
             maps.lines()
                 .any(|l| l.starts_with(&head) && l.contains(perms) && l.contains("/SYSV")),
