@@ -348,6 +348,13 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
         att.addr(),
         att.addr() as u64 + total
     );
+    // statfs.f_type of hugetlbfs: such segments are not restored yet.
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    if ipc::fs_magic(Path::new(&link)).ok() == Some(HUGETLBFS_MAGIC) {
+        return Err(Error::unsupported(format!(
+            "the System V segment {id} is on hugetlbfs (SHM_HUGETLB)"
+        )));
+    }
     let src = File::open(&link).map_err(sys_err(pid, format!("open {link}")))?;
     let io = |op: &'static str| {
         let p = pages_path.clone();
