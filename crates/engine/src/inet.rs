@@ -1036,14 +1036,9 @@ impl InetFiles {
                     (s.entry.opts.reuseaddr == Some(true)) as i32,
                 )
                 .map_err(|e| fail("SO_REUSEADDR", e))?;
-                let bufs = SkOptsEntry {
-                    so_sndbuf: s.entry.opts.so_sndbuf,
-                    so_rcvbuf: s.entry.opts.so_rcvbuf,
-                    ..Default::default()
-                };
-                crate::unix::set_opts(b.fd(), &bufs)
-                    .map_err(|e| fail("setting its buffer sizes", e))?;
-                out.builders.push((*id, b, st.clone()));
+
+                out.builders
+                    .push((*id, b, st.clone(), s.entry.opts.clone()));
                 continue;
             }
             let fam = s.entry.family as i32;
@@ -1437,8 +1432,9 @@ fn checksum(b: &[u8], sum: u32) -> u16 {
 #[derive(Default)]
 pub struct OpenInet {
     fds: HashMap<u32, OwnedFd>,
-    /// Connections still in repair mode: (file id, socket, state).
-    builders: Vec<(u32, Builder, TcpState)>,
+    /// Connections still in repair mode: (file id, socket, state, the
+    /// recorded options, for the buffer sizes set once the queues are in).
+    builders: Vec<(u32, Builder, TcpState, SkOptsEntry)>,
     method: netlock::Method,
     conns: Vec<Conn>,
 }
@@ -1459,20 +1455,29 @@ impl OpenInet {
         }
         self.builders
             .iter()
-            .find(|(i, _, _)| *i == id)
-            .map(|(_, b, _)| b.fd())
+            .find(|(i, _, _, _)| *i == id)
+            .map(|(_, b, _, _)| b.fd())
     }
 
     /// Every task holds its sockets: take the connections out of repair
     /// mode (what was never sent goes out now) and unlock the network.
     pub fn finish(&mut self) -> Result<(), Error> {
-        for (id, b, st) in std::mem::take(&mut self.builders) {
+        for (id, b, st, opts) in std::mem::take(&mut self.builders) {
             let local = st.local;
             let remote = st.remote;
-            b.finish(&st).map_err(|source| Error::Soccr {
+            let fd = b.finish(&st).map_err(|source| Error::Soccr {
                 what: format!("inet socket {id}: taking the connection {local} -> {remote} out of repair mode"),
                 source: Box::new(source),
             })?;
+            // The recorded buffer sizes, now that the queues are in.
+            let bufs = SkOptsEntry {
+                so_sndbuf: opts.so_sndbuf,
+                so_rcvbuf: opts.so_rcvbuf,
+                ..Default::default()
+            };
+            if let Err(e) = crate::unix::set_opts(fd.as_fd(), &bufs) {
+                warn!("inet socket {id}: could not set its buffer sizes back: {e}");
+            }
         }
         if !self.conns.is_empty() {
             netlock::unlock(self.method, &self.conns)?;
