@@ -9,7 +9,9 @@
 //! the last non-zero one (CRIU 4.2 refuses more than one word; crust keeps
 //! them). The socket options (SO_*) and the status flags come from a copy
 //! of the socket crust takes with pidfd_getfd. Like CRIU, a socket with
-//! unread messages is refused: the format has no room for them. The
+//! unread messages is refused: the format has no room for them; so is one
+//! still answering a dump request (the kernel would produce the rest on
+//! the old socket only), and one bound in another network namespace. The
 //! netlink options (NETLINK_PKTINFO, NETLINK_BROADCAST_ERROR,
 //! NETLINK_NO_ENOBUFS, NETLINK_LISTEN_ALL_NSID, NETLINK_CAP_ACK) have no
 //! field in CRIU's format either, and CRIU drops them silently: crust says
@@ -207,9 +209,11 @@ const NETLINK_CONNECTED: u32 = 1;
 /// Size of struct netlink_diag_msg.
 const DIAG_MSG_LEN: usize = 28;
 
-/// NETLINK_DIAG_FLAGS bits and the option each stands for.
-const FLAG_NAMES: [(u32, &str); 6] = [
-    (0x1, "a dump in progress"),
+/// NDIAG_FLAG_CB_RUNNING: a dump request is being answered.
+const NDIAG_FLAG_CB_RUNNING: u32 = 0x1;
+
+/// NETLINK_DIAG_FLAGS bits of the options and the option each stands for.
+const FLAG_NAMES: [(u32, &str); 5] = [
     (0x2, "NETLINK_PKTINFO"),
     (0x4, "NETLINK_BROADCAST_ERROR"),
     (0x8, "NETLINK_NO_ENOBUFS"),
@@ -332,7 +336,15 @@ impl NetlinkDump {
         let d = match self.diag.as_ref().and_then(|m| m.get(&ino)) {
             Some(d) => d.clone(),
             None => {
-                // Never bound: not in the kernel's tables.
+                // Never bound: not in the kernel's tables. A bound socket
+                // missing from them is in another network namespace.
+                let (portid, _) = rawsk::netlink_name(sock, false)
+                    .map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
+                if portid != 0 {
+                    return Err(Error::unsupported(format!(
+                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                    )));
+                }
                 let protocol = su::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)
                     .map_err(sys_err(pid, format!("SO_PROTOCOL of fd {fd}")))?;
                 NetlinkDiag {
@@ -342,6 +354,11 @@ impl NetlinkDump {
                 }
             }
         };
+        if d.flags.is_some_and(|f| f & NDIAG_FLAG_CB_RUNNING != 0) {
+            return Err(Error::unsupported(format!(
+                "{here} is in the middle of answering a dump request, whose rest a restored socket would never get"
+            )));
+        }
         if let Some(f) = d.flags {
             let lost: Vec<&str> = FLAG_NAMES
                 .iter()
