@@ -17,7 +17,7 @@ num = lambda v: int(str(v), 0)
 psk = sorted((f["psk"] for f in files if f["type"] == "PACKETSK"), key=lambda p: num(p["type"]))
 assert len(psk) == 2, "packet sockets %s" % psk
 dg, raw = psk
-assert (num(dg["type"]), num(dg["protocol"]), num(dg["ifindex"])) == (2, 0, 0), "SOCK_DGRAM one %s" % dg
+assert (num(dg["type"]), num(dg["protocol"]), num(dg["ifindex"]), dg["opts"].get("so_bound_dev")) == (2, 0, 0, "lo"), "SOCK_DGRAM one %s" % dg
 assert (num(raw["type"]), num(raw["protocol"]), num(raw["ifindex"])) == (3, 0x0300, 1), "SOCK_RAW one %s" % raw
 assert (num(raw["version"]), num(raw["reserve"]), num(raw["timestamp"]), num(raw["copy_thresh"])) == (1, 64, 16, 1), "options %s" % raw
 assert raw["aux_data"] and raw["orig_dev"] and raw["loss"] and not raw["vnet_hdr"], "flags %s" % raw

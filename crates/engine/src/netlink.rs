@@ -176,6 +176,7 @@ pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry>
         so_oobinline: get(libc::SO_OOBINLINE).ok().map(|v| v as u32),
         so_buf_lock: get(SO_BUF_LOCK).ok().map(|v| v as u32),
         so_filter: rawsk::get_filter(sock)?,
+        so_bound_dev: bound_dev(sock)?,
         ..Default::default()
     })
 }
@@ -186,7 +187,24 @@ pub(crate) fn set_sk_opts(sock: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Res
     if !o.so_filter.is_empty() {
         rawsk::attach_filter(sock, &o.so_filter)?;
     }
+    if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
+        crust_sys::net::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_bytes(),
+        )?;
+    }
     Ok(())
+}
+
+/// The interface the socket is bound to with SO_BINDTODEVICE, if any.
+fn bound_dev(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
+    let mut name = [0u8; libc::IFNAMSIZ];
+    let n = crust_sys::net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut name)?;
+    let name = &name[..n.min(name.len())];
+    let name = name.split(|b| *b == 0).next().unwrap_or_default();
+    Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
 }
 
 /// A copy (pidfd_getfd) of fd `fd` of `pid`.

@@ -8,7 +8,8 @@
 //!   lo), fanout group pid & 0xffff (hash: a group of its own, so it
 //!   gets every packet), SO_PRIORITY 3, an accept-all BPF
 //!   filter;
-//! - fd 4: AF_PACKET SOCK_DGRAM, protocol 0, unbound, close-on-exec;
+//! - fd 4: AF_PACKET SOCK_DGRAM, protocol 0, unbound, close-on-exec,
+//!   SO_BINDTODEVICE lo;
 //! - fd 5: NETLINK_ROUTE bound to port 0x7e57_0000 | (pid & 0xffff) with
 //!   RTMGRP_LINK, and group 33 added with NETLINK_ADD_MEMBERSHIP;
 //! - fd 6: NETLINK_GENERIC, unbound;
@@ -245,6 +246,16 @@ fn setup(pending: bool, ring: bool) {
         );
         dup_to(d, 4);
         libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+        check(
+            libc::setsockopt(
+                4,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                c"lo".as_ptr() as *const libc::c_void,
+                3,
+            ),
+            "SO_BINDTODEVICE lo",
+        );
 
         let r = check(
             libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_ROUTE),
@@ -459,6 +470,24 @@ fn check_packet_dgram() -> Result<(), String> {
     // SAFETY: fcntl on an integer fd.
     let fdfl = unsafe { libc::fcntl(4, libc::F_GETFD) };
     ensure!(fdfl & libc::FD_CLOEXEC != 0, "fd 4 lost FD_CLOEXEC");
+    let mut dev = [0u8; 16];
+    let mut len = 16 as libc::socklen_t;
+    // SAFETY: `dev` is writable for `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            4,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    ensure!(r == 0, "SO_BINDTODEVICE of fd 4: {}", err());
+    ensure!(
+        dev.starts_with(b"lo\0"),
+        "fd 4 is bound to device {:?}, not lo",
+        String::from_utf8_lossy(&dev[..len as usize])
+    );
     Ok(())
 }
 
