@@ -19,12 +19,16 @@ net_pick_port() {
     done
 }
 
-# Lock rules crust may have left: none must remain after a test.
+# Lock rules crust may have left for this test's connections (port
+# $NET_P; other lock rules on the machine are not this test's business).
 net_no_rules_left() {
-    local n m
-    n=$({ iptables -w -S; ip6tables -w -S; } 2>/dev/null | grep -ci c114)
-    m=$(nft list tables 2>/dev/null | grep -c crust)
-    [ $((n + m)) = 0 ] || { fail "network lock rules are left over: $({ iptables -w -S; ip6tables -w -S; } 2>/dev/null | grep -i c114 | head -2) $(nft list tables 2>/dev/null | grep crust)"; return 1; }
+    local left
+    left=$({
+        iptables -w -S 2>/dev/null
+        ip6tables -w -S 2>/dev/null
+        nft list table inet crust-netlock 2>/dev/null
+    } | grep -iE "c114|crust-netlock|elements" | grep -E -- "(port|, |\. )$NET_P([ ,}]|$)")
+    [ -z "$left" ] || { fail "network lock rules are left over: $(head -c 300 <<<"$left")"; return 1; }
 }
 
 # Remove the lock rules of connections on port $1 a failed test left.
@@ -262,3 +266,23 @@ t_golden_tcp() {
 }
 
 ALL_TESTS+=(golden-tcp)
+
+# cr_net "CRUST ARGS" PROG ARGS...: cr_test with crust arguments for both
+# dump and restore; removes the lock rules of $NET_P on failure.
+cr_net() {
+    local cargs=$1
+    shift
+    need_cr || return $?
+    start_prog "$@" || return 1
+    # shellcheck disable=SC2086
+    if do_dump "$D/img" $cargs && do_restore "$D/img" "" $cargs && expect_pass "$D/img/restore.log"; then
+        net_no_rules_left && return 0
+    fi
+    net_unlock_port "$NET_P"
+    return 1
+}
+t_inet_udp() { net_pick_port; cr_net "" inetsk --mode udp --port "$NET_P"; }
+t_inet_opts() { net_pick_port; cr_net "" inetsk --mode opts --port "$NET_P"; }
+t_inet_states() { net_pick_port; cr_net "--tcp-established" inetsk --mode states --port "$NET_P"; }
+t_inet_raw() { net_pick_port; cr_net "" inetsk --mode raw --port "$NET_P"; }
+ALL_TESTS+=(inet-udp inet-opts inet-states inet-raw)

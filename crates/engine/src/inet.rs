@@ -464,11 +464,17 @@ impl InetDump {
                 self.diag = Some(diag_all()?);
             }
             let d = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned();
-            Some(d.ok_or_else(|| {
-                Error::unsupported(format!(
-                    "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
-                ))
-            })?)
+            match d {
+                Some(d) => Some(d),
+                // A TCP socket neither listening nor connected (bound or
+                // not) is not in INET_DIAG's tables.
+                None if ty == libc::SOCK_STREAM && peer.is_none() => None,
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                    )))
+                }
+            }
         } else {
             None
         };
@@ -513,7 +519,17 @@ impl InetDump {
         let mut conn = None;
         let mut dgrams = Vec::new();
         if proto == libc::IPPROTO_TCP {
-            let d = diag.as_ref().expect("TCP sockets have a diag");
+            let d = diag.clone().unwrap_or(Diag {
+                family: family as u8,
+                proto: proto as u8,
+                state: TCP_CLOSE as u8,
+                src: local,
+                dst: local,
+                rqueue: 0,
+                wqueue: 0,
+                ino,
+                shutdown: 0,
+            });
             if state == TCP_LISTEN {
                 entry.backlog = d.wqueue;
                 if d.rqueue > 0 {
@@ -1045,7 +1061,7 @@ impl InetFiles {
             let ty = s.entry.r#type as i32;
             let proto = s.entry.proto as i32;
             let fd = sn::socket(fam, ty, proto).map_err(|e| fail("socket()", e))?;
-            if let Some(v6) = s.entry.v6only {
+            if let Some(v6) = s.entry.v6only.filter(|_| ty != libc::SOCK_RAW) {
                 su::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6 as i32)
                     .map_err(|e| fail("IPV6_V6ONLY", e))?;
             }
@@ -1298,6 +1314,10 @@ fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
                 }
             }
         }
+    }
+    // IP_TOS sets the priority too: the recorded one goes last.
+    if let Some(p) = o.so_priority {
+        su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PRIORITY, p as i32)?;
     }
     if e.proto as i32 == libc::IPPROTO_TCP {
         if let Some(t) = &e.tcp_opts {
