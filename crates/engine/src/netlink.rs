@@ -175,7 +175,10 @@ pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry>
         so_keepalive: flag(libc::SO_KEEPALIVE),
         so_oobinline: get(libc::SO_OOBINLINE).ok().map(|v| v as u32),
         so_buf_lock: get(SO_BUF_LOCK).ok().map(|v| v as u32),
-        so_filter: rawsk::get_filter(sock)?,
+        so_filter: crust_sys::sockfilter::get_filter(sock)?
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect(),
         so_bound_dev: bound_dev(sock)?,
         ..Default::default()
     })
@@ -185,7 +188,8 @@ pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry>
 pub(crate) fn set_sk_opts(sock: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
     crate::unix::set_opts(sock, o)?;
     if !o.so_filter.is_empty() {
-        rawsk::attach_filter(sock, &o.so_filter)?;
+        let prog: Vec<u8> = o.so_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        crust_sys::sockfilter::attach_filter(sock, &prog)?;
     }
     if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
         crust_sys::net::setsockopt(

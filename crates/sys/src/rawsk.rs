@@ -1,9 +1,9 @@
-//! Packet (AF_PACKET) and netlink (AF_NETLINK) socket addresses, and the
-//! socket options that pass pointers (classic BPF filters): binding and
-//! connecting with a `sockaddr_ll` / `sockaddr_nl`, reading the names back,
-//! SO_GET_FILTER / SO_ATTACH_FILTER, and a zero-timeout poll for readable
-//! data. Options that are plain structs (packet_mreq, tpacket_req3, ...)
-//! go through [`crate::net::setsockopt`] as bytes built by the caller.
+//! Packet (AF_PACKET) and netlink (AF_NETLINK) socket addresses: binding
+//! and connecting with a `sockaddr_ll` / `sockaddr_nl`, reading the names
+//! back, and a zero-timeout poll for readable data. Options that are plain
+//! structs (packet_mreq, tpacket_req3, ...) go through
+//! [`crate::net::setsockopt`] as bytes built by the caller; BPF filters
+//! through [`crate::sockfilter`].
 
 use crate::cvt;
 use std::io;
@@ -111,71 +111,6 @@ pub fn netlink_name(fd: BorrowedFd<'_>, peer: bool) -> io::Result<(u32, u32)> {
     Ok((sa.nl_pid, sa.nl_groups))
 }
 
-/// The classic BPF filter attached to a socket (SO_GET_FILTER), each
-/// `struct sock_filter` (code u16, jt u8, jf u8, k u32) as the u64 of its
-/// 8 bytes in memory, as CRIU's `so_filter` keeps them. Empty if none.
-pub fn get_filter(fd: BorrowedFd<'_>) -> io::Result<Vec<u64>> {
-    // The length of SO_GET_FILTER counts instructions, not bytes: asking
-    // with 0 gives the count.
-    let mut n: libc::socklen_t = 0;
-    // SAFETY: a zero length: the kernel writes nothing to the (null) value
-    // pointer and only the count to `n`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            std::ptr::null_mut(),
-            &mut n,
-        )
-    };
-    cvt(r as libc::c_long)?;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let mut out = vec![0u64; n as usize];
-    let mut len = n;
-    // SAFETY: `out` holds `n` 8-byte slots, exactly `n` sock_filter
-    // structs; the kernel copies at most `len` (= n) of them.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            out.as_mut_ptr() as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    cvt(r as libc::c_long)?;
-    out.truncate(len.min(n) as usize);
-    Ok(out)
-}
-
-/// Attach the classic BPF program `prog` (as [`get_filter`] returns it)
-/// with SO_ATTACH_FILTER.
-pub fn attach_filter(fd: BorrowedFd<'_>, prog: &[u64]) -> io::Result<()> {
-    if prog.is_empty() || prog.len() > u16::MAX as usize {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fprog` points to `prog`, `len` 8-byte sock_filter structs
-    // (u64 storage is aligned enough), readable during the call; the kernel
-    // copies them.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const libc::sock_fprog as *const libc::c_void,
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    cvt(r as libc::c_long).map(drop)
-}
-
 /// Whether `fd` has data to read right now (poll POLLIN, no wait).
 pub fn has_data(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut p = libc::pollfd {
@@ -204,15 +139,5 @@ mod tests {
         assert!(!has_data(s.as_fd()).unwrap());
         netlink_connect(s.as_fd(), 0, 0).unwrap();
         assert_eq!(netlink_name(s.as_fd(), true).unwrap(), (0, 0));
-    }
-
-    #[test]
-    fn filter_round_trip() {
-        let (a, _b) = crate::unix::socketpair(libc::SOCK_DGRAM).unwrap();
-        assert!(get_filter(a.as_fd()).unwrap().is_empty());
-        // BPF_RET | BPF_K, k = 0xffff: accept up to 65535 bytes.
-        let ret: u64 = 0x06 | (0xffffu64 << 32);
-        attach_filter(a.as_fd(), &[ret]).unwrap();
-        assert_eq!(get_filter(a.as_fd()).unwrap(), vec![ret]);
     }
 }
