@@ -282,7 +282,7 @@ pub fn probe(method: Method) -> Result<(), crate::Error> {
 
 /// One connection with both ends in the same family: IPv4-mapped IPv6
 /// addresses are turned into the IPv4 addresses their packets carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Ends {
     local: IpAddr,
     lport: u16,
@@ -488,7 +488,15 @@ fn ipt_tools(v6: bool) -> (&'static str, &'static str) {
 /// Insert (or delete) the rules of `ends`, which are all of one family, in
 /// one transaction; without the restore tool, one rule at a time (undoing
 /// the inserted ones if one fails).
+///
+/// The rules go in a canonical order (sorted by connection), whatever the
+/// order of `ends`: the restore lists the connections in another order than
+/// the dump, and deleting in the reverse order of insertion is what keeps
+/// unlocking fast.
 fn ipt_apply(ends: &[Ends], lock: bool) -> Result<(), NetLockError> {
+    let mut ends = ends.to_vec();
+    ends.sort();
+    let ends = &ends[..];
     let Some(first) = ends.first() else {
         return Ok(());
     };
