@@ -5,6 +5,8 @@
 #   bench/tcp-conns.sh [N]                           (default 1000)
 #   NETLOCK=nftables bench/tcp-conns.sh 1000         (--network-lock method)
 #   CRIU_BIN=/usr/local/sbin/criu bench/tcp-conns.sh (also run CRIU)
+#   LOG_LEVEL=4 KEEP_WORK=1 bench/tcp-conns.sh 100   (keep the images and
+#                                                     -v4 logs to look at)
 #
 # The dumped process (tcpmany) is an echo server holding N connections; the
 # peer (tcpmanypeer, not dumped) checks an echo on every connection before
@@ -18,6 +20,7 @@ set -euo pipefail
 
 N=${1:-1000}
 NETLOCK=${NETLOCK:-iptables}
+LOG_LEVEL=${LOG_LEVEL:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CRUST=${CRUST_BIN:-$ROOT/target/release/crust}
 SERVER=${TCPMANY_BIN:-$ROOT/target/release/tcpmany}
@@ -61,7 +64,11 @@ cleanup() {
     if (( ! NFT_HAD_TABLE )); then
         nft delete table inet crust-netlock 2>/dev/null || true
     fi
-    rm -rf "$WORK"
+    if [[ -n ${KEEP_WORK:-} ]]; then
+        echo "images and logs kept in $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
@@ -115,7 +122,7 @@ run_one() {
 
     local t0 t1 t2 t3
     t0=$(now)
-    if ! "$bin" dump -t "$spid" -D "$img" -o dump.log -v2 --tcp-established \
+    if ! "$bin" dump -t "$spid" -D "$img" -o dump.log -v"$LOG_LEVEL" --tcp-established \
         --network-lock "$NETLOCK" --display-stats >"$dir/stats" 2>"$dir/dump.err"; then
         echo "$name: dump failed: $(cat "$dir/dump.err"; grep -h Error "$img/dump.log" 2>/dev/null | tail -n 3)" >&2
         return 1
@@ -126,9 +133,17 @@ run_one() {
     locked=$(count_locks "$port")
     bytes=$(du -sb "$img" | awk '{ print $1 }')
 
+    # The killed server is an orphan: the restore needs its pid, so let
+    # whoever reaps orphans do it before the clock starts (crust waits for
+    # a pid a zombie still holds, which is not restore time).
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -e /proc/$spid ]] || break
+        sleep 0.05
+    done
     t2=$(now)
     if ! "$bin" restore -D "$img" -d --tcp-established --pidfile "$dir/restored.pid" \
-        -o restore.log -v2 >"$dir/restore.out" 2>"$dir/restore.err"; then
+        -o restore.log -v"$LOG_LEVEL" >"$dir/restore.out" 2>"$dir/restore.err"; then
         echo "$name: restore failed: $(cat "$dir/restore.err"; grep -h Error "$img/restore.log" 2>/dev/null | tail -n 3)" >&2
         return 1
     fi

@@ -7,7 +7,12 @@
 //! connections (default 1000), closes the listener and writes READY. Then,
 //! until SIGTERM, it echoes every byte it reads on a connection back on
 //! that connection. A connection that fails (reset) is a FAIL; one the peer
-//! closed is fine. At SIGTERM the verdict says how many bytes were echoed.
+//! closed is fine. At SIGTERM every open connection must still be
+//! non-blocking (O_NONBLOCK, set before READY: a restore must keep it);
+//! stderr says how many bytes were echoed.
+//!
+//! Each readiness reported by poll gets one read, so a socket that lost
+//! O_NONBLOCK does not hang the loop (the check at SIGTERM reports it).
 
 use crust_testprogs::{ensure, finish, ready, start, term_requested, write_atomic, Args};
 use std::io::{ErrorKind, Read, Write};
@@ -78,25 +83,37 @@ fn run(args: &Args) -> Result<(), String> {
             let Some(s) = conns[i].as_mut() else {
                 continue;
             };
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => {
-                        // The peer is done with this one.
-                        conns[i] = None;
-                        p.fd = -1;
-                        closed += 1;
-                        break;
-                    }
-                    Ok(k) => {
-                        write_all_nb(s, &buf[..k]).map_err(|e| format!("connection #{i}: {e}"))?;
-                        echoed += k as u64;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("connection #{i}: read: {e}")),
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    // The peer is done with this one.
+                    conns[i] = None;
+                    p.fd = -1;
+                    closed += 1;
                 }
+                Ok(k) => {
+                    write_all_nb(s, &buf[..k]).map_err(|e| format!("connection #{i}: {e}"))?;
+                    echoed += k as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("connection #{i}: read: {e}")),
             }
         }
+    }
+    for (i, s) in conns.iter().enumerate() {
+        let Some(s) = s else { continue };
+        // SAFETY: F_GETFL on an fd this process owns; no pointers.
+        let fl = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_GETFL) };
+        ensure!(
+            fl >= 0,
+            "connection #{i}: F_GETFL: {}",
+            std::io::Error::last_os_error()
+        );
+        ensure!(
+            fl & libc::O_NONBLOCK != 0,
+            "connection #{i} (fd {}) is not O_NONBLOCK any more (flags {fl:#o})",
+            s.as_raw_fd()
+        );
     }
     eprintln!("tcpmany: echoed {echoed} bytes; {closed} of {n} connections closed by the peer");
     Ok(())
