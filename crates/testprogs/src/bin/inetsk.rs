@@ -632,6 +632,51 @@ fn raw_check(r: &Raw) -> Result<(), String> {
     }
 }
 
+// ---------------------------------------------------------------- listen
+
+/// After SIGTERM: accept what is queued (waiting up to 2 s for the first
+/// ones), read "hello" from each when `data`, and expect `want` of them.
+fn listen_check(l: &TcpListener, want: u64, data: bool) -> Result<(), String> {
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let mut got = Vec::new();
+    while t.elapsed() < Duration::from_secs(2) && (got.len() as u64) < want.max(1) {
+        match l.accept() {
+            Ok((s, from)) => got.push((s, from)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
+    // Nothing more queued.
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(c) = l.accept() {
+        got.push(c);
+    }
+    ensure!(
+        got.len() as u64 == want,
+        "accepted {} connection(s), expected {want}",
+        got.len()
+    );
+    if data {
+        for (s, from) in &got {
+            s.set_nonblocking(false).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; 5];
+            (&*s)
+                .read_exact(&mut b)
+                .map_err(|e| format!("reading from {from}: {e}"))?;
+            ensure!(&b == b"hello", "{from} sent {b:?}");
+            (&*s)
+                .write_all(b"world")
+                .map_err(|e| format!("writing to {from}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let port = args.num("port", 0) as u16;
     ensure!(port != 0, "--port is needed");
@@ -659,6 +704,12 @@ fn run(args: &Args) -> Result<(), String> {
             ready(args);
             wait_for_term(20, || {});
             raw_check(&r)
+        }
+        Some("listen") => {
+            let l = TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+            ready(args);
+            wait_for_term(20, || {});
+            listen_check(&l, args.num("expect", 0), args.num("data", 0) == 1)
         }
         m => Err(format!("unknown --mode {m:?}")),
     }
