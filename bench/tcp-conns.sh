@@ -40,7 +40,7 @@ WORK=$(mktemp -d /tmp/crust-bench.XXXXXX)
 PIDS=()
 PORTS=()
 NFT_HAD_TABLE=0
-nft list table inet crust-netlock >/dev/null 2>&1 && NFT_HAD_TABLE=1
+nft list table inet CRIU-crust-netlock >/dev/null 2>&1 && NFT_HAD_TABLE=1
 
 # Lock rules (iptables and ip6tables) that mention port $1.
 lock_rules() {
@@ -62,7 +62,7 @@ cleanup() {
         done < <(lock_rules "$p")
     done
     if (( ! NFT_HAD_TABLE )); then
-        nft delete table inet crust-netlock 2>/dev/null || true
+        nft delete table inet CRIU-crust-netlock 2>/dev/null || true
     fi
     if [[ -n ${KEEP_WORK:-} ]]; then
         echo "images and logs kept in $WORK" >&2
@@ -89,8 +89,8 @@ wait_file() { # FILE SECONDS
 count_locks() {
     local n
     n=$(lock_rules "$1" | wc -l)
-    if nft list table inet crust-netlock >/dev/null 2>&1; then
-        n=$((n + $(nft list table inet crust-netlock | grep -o -E "\. $1( |,|$)" | wc -l)))
+    if nft list table inet CRIU-crust-netlock >/dev/null 2>&1; then
+        n=$((n + $(nft list table inet CRIU-crust-netlock | grep -o -E "\. $1( |,|$)" | wc -l)))
     fi
     echo "$n"
 }
