@@ -386,6 +386,89 @@ impl Task {
         pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
     }
 
+    /// Like [`Task::finish_with`], but the task stays traced: it runs on
+    /// under PTRACE_SYSCALL (every syscall entry and exit stops it) with
+    /// only TRACESYSGOOD and TRACECLONE set (no EXITKILL: crust may go
+    /// away first). Returns the task for [`Task::at_syscall_stop`].
+    pub fn finish_traced(
+        self,
+        regs: &UserRegs,
+        xstate: Option<&[u8]>,
+        sigmask: u64,
+    ) -> Result<i32> {
+        let pid = self.pid;
+        if let Some(x) = xstate {
+            pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
+        }
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
+        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
+        pt(
+            pid,
+            "PTRACE_SETOPTIONS",
+            ptrace::set_options(
+                pid,
+                ptrace::options::TRACESYSGOOD | ptrace::options::TRACECLONE,
+            ),
+        )?;
+        pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
+        Ok(pid)
+    }
+
+    /// [`Task::finish_restore`] (the trampoline unmapped) for a task that
+    /// stays traced, see [`Task::finish_traced`].
+    pub fn finish_restore_traced(
+        self,
+        munmap_addr: RemoteAddr,
+        munmap_len: u64,
+        regs: &UserRegs,
+        xstate: Option<&[u8]>,
+        sigmask: u64,
+    ) -> Result<i32> {
+        self.load_syscall(
+            libc::SYS_munmap,
+            [munmap_addr.get(), munmap_len, 0, 0, 0, 0],
+        )?;
+        self.step_syscall("final munmap entry")?;
+        self.step_syscall("final munmap exit")?;
+        self.finish_traced(regs, xstate, sigmask)
+    }
+
+    /// A traced task stopped at a syscall exit (after a `syscall`
+    /// instruction): remote syscalls run at that very instruction; put the
+    /// task back with [`Task::put_back`].
+    pub fn at_syscall_stop(pid: i32) -> Result<Task> {
+        let regs = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
+        let mask = pt(pid, "PTRACE_GETSIGMASK", ptrace::get_sigmask(pid))?;
+        Ok(Task {
+            pid,
+            orig_regs: regs,
+            orig_sigmask: mask,
+            syscall_ip: Some(RemoteAddr(regs.rip.wrapping_sub(2))),
+            saved_word: None,
+            signals_blocked: false,
+            was_stopped: false,
+        })
+    }
+
+    /// The registers and mask of [`Task::at_syscall_stop`] back as they
+    /// were (the syscall's result included); the task stays stopped.
+    pub fn put_back(self) -> Result<()> {
+        let pid = self.pid;
+        pt(
+            pid,
+            "SETREGSET(NT_PRSTATUS)",
+            ptrace::set_regs(pid, &self.orig_regs),
+        )?;
+        if self.signals_blocked {
+            pt(
+                pid,
+                "PTRACE_SETSIGMASK",
+                ptrace::set_sigmask(pid, self.orig_sigmask),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Run `exit_group(code)` inside the task and reap it as its tracer, so
     /// that it stays a zombie for its real parent.
     pub fn exit_as_zombie(mut self, code: i32) -> Result<()> {

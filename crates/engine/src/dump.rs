@@ -311,6 +311,7 @@ fn dump_tree(
     files.inet.tcp_established = opts.tcp_established;
     files.inet.tcp_close = opts.tcp_close;
     files.inet.skip_in_flight = opts.skip_in_flight;
+    files.inet.leave_running = opts.leave_running || opts.leave_stopped;
     files.inet.lock_method = opts.network_lock;
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);

@@ -525,7 +525,7 @@ impl FileTable {
         self.collect_carried()?;
         let socks = self.unix.finish(&mut self.next_id)?;
         self.files.extend(socks);
-        let (inet, dgrams) = self.inet.write(dir)?;
+        let (inet, dgrams) = self.inet.write(dir, &mut self.next_id)?;
         self.files.extend(inet);
         self.unix.add_datagrams(dgrams);
         self.unix.write(dir)?;

@@ -417,6 +417,8 @@ struct Sock {
     conn: Option<(SocketAddr, SocketAddr)>,
     /// Datagrams queued on it: (bytes, sender).
     dgrams: Vec<(Vec<u8>, SocketAddr)>,
+    /// A listener: connections waiting in its accept queue.
+    pending: u32,
 }
 
 /// Inet sockets of a dumped tree.
@@ -425,6 +427,8 @@ pub struct InetDump {
     pub tcp_established: bool,
     pub tcp_close: bool,
     pub skip_in_flight: bool,
+    /// dump -R: the tree runs on (its accept queues are left alone).
+    pub leave_running: bool,
     pub lock_method: netlock::Method,
     diag: Option<HashMap<u32, Diag>>,
     ids: HashMap<u32, u32>,
@@ -444,6 +448,23 @@ impl InetDump {
         let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
         let copy = su::pidfd_getfd(pidfd.as_fd(), fd)
             .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+        let sock = self.describe(pid, fd, copy, ino, flags, id)?;
+        self.ids.insert(ino, id);
+        self.socks.push(sock);
+        Ok(())
+    }
+
+    /// Everything about one socket (crust's copy `copy`; `fd` -1 for a
+    /// connection crust took from an accept queue).
+    fn describe(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        copy: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<Sock, Error> {
         let s = copy.as_fd();
         let get = |level: i32, o: i32, what: &str| {
             su::getsockopt_int(s, level, o).map_err(sys_err(pid, format!("{what} of fd {fd}")))
@@ -518,6 +539,7 @@ impl InetDump {
         };
         let mut conn = None;
         let mut dgrams = Vec::new();
+        let mut pending = 0;
         if proto == libc::IPPROTO_TCP {
             let d = diag.clone().unwrap_or(Diag {
                 family: family as u8,
@@ -532,7 +554,17 @@ impl InetDump {
             });
             if state == TCP_LISTEN {
                 entry.backlog = d.wqueue;
-                if d.rqueue > 0 {
+                if d.rqueue > 0 && self.tcp_established && !self.skip_in_flight {
+                    if self.leave_running {
+                        warn!(
+                            "{here}: {} connection(s) waiting in the accept queue of {} stay with the running tree; they are not in the images",
+                            d.rqueue,
+                            show(&local)
+                        );
+                    } else {
+                        pending = d.rqueue;
+                    }
+                } else if d.rqueue > 0 {
                     if self.skip_in_flight {
                         warn!(
                             "{here}: {} connection(s) waiting in the accept queue of {} are skipped (--skip-in-flight); their peers will see them reset",
@@ -541,7 +573,7 @@ impl InetDump {
                         );
                     } else {
                         return Err(Error::unsupported(format!(
-                            "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --skip-in-flight to drop them (their peers will see them reset)",
+                            "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --tcp-established to carry them over, or --skip-in-flight to drop them (their peers will see them reset)",
                             show(&local),
                             d.rqueue
                         )));
@@ -599,15 +631,63 @@ impl InetDump {
             peer,
             dgrams.len()
         );
-        self.ids.insert(ino, id);
-        self.socks.push(Sock {
+        Ok(Sock {
             pid,
             fd,
             copy,
             entry,
             conn,
             dgrams,
-        });
+            pending,
+        })
+    }
+
+    /// Take the connections waiting in the accept queues of the tree's
+    /// listeners out of them (accept4 on crust's copy of the listener):
+    /// each becomes a connection of the image, marked as queued on its
+    /// listener, and is carried over like the others.
+    fn take_accept_queues(&mut self, next_id: &mut u32) -> Result<(), Error> {
+        let mut taken = Vec::new();
+        for l in self.socks.iter().filter(|s| s.pending > 0) {
+            let flags = crust_sys::pipe::status_flags(l.copy.as_fd()).unwrap_or(0);
+            // Non-blocking while crust takes them (the file is the task's
+            // too: its flags are put back).
+            let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags | libc::O_NONBLOCK);
+            for _ in 0..l.pending {
+                match sn::accept4(l.copy.as_fd(), libc::SOCK_CLOEXEC) {
+                    Ok((c, _)) => taken.push((l.pid, l.fd, l.entry.id, c)),
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                    Err(e) => {
+                        let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags);
+                        return Err(sys_err(l.pid, format!("accept4 on fd {}", l.fd))(e));
+                    }
+                }
+            }
+            let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags);
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        // The new sockets are not in the diag taken before.
+        self.diag = None;
+        for (pid, lfd, lid, c) in taken {
+            let ino = std::fs::metadata(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&c)
+            ))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .map_err(sys_err(pid, "stat of an accepted socket"))?;
+            let id = *next_id;
+            *next_id += 1;
+            let mut sock = self.describe(pid, -1, c, ino, libc::O_RDWR as u32, id)?;
+            sock.entry.accept_queue_of = Some(lid);
+            info!(
+                "process {pid} fd {lfd}: connection from {} taken from the accept queue (file {id})",
+                sock.conn.map(|c| show(&c.1)).unwrap_or_default()
+            );
+            self.ids.insert(ino, id);
+            self.socks.push(sock);
+        }
         Ok(())
     }
 
@@ -615,7 +695,12 @@ impl InetDump {
     /// sender as a sockaddr), and `tcp-stream-N.img` of each connection:
     /// the connections are locked out of the network and put in repair
     /// mode here, and stay so (see [`InetDump::take_hold`]).
-    pub fn write(&mut self, dir: &Path) -> Result<(Vec<FileEntry>, Vec<Datagram>), Error> {
+    pub fn write(
+        &mut self,
+        dir: &Path,
+        next_id: &mut u32,
+    ) -> Result<(Vec<FileEntry>, Vec<Datagram>), Error> {
+        self.take_accept_queues(next_id)?;
         let conns: Vec<Conn> = self
             .socks
             .iter()
@@ -775,7 +860,7 @@ fn peek_datagrams(s: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, SocketAddr
 }
 
 /// A socket address as the kernel lays it out (sockaddr_in/sockaddr_in6).
-fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
+pub fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
     match a {
         SocketAddr::V4(v) => {
             let mut b = vec![0u8; 16];
@@ -941,6 +1026,24 @@ impl InetFiles {
                 },
             );
         }
+        for (id, s) in &out.socks {
+            let Some(l) = s.entry.accept_queue_of else {
+                continue;
+            };
+            let ok = out.socks.get(&l).is_some_and(|l| {
+                l.entry.proto as i32 == libc::IPPROTO_TCP && l.entry.state == TCP_LISTEN
+            });
+            if !ok {
+                return Err(bad(format!(
+                    "files.img: connection {id} waits in the accept queue of socket {l}, which is not a TCP listener"
+                )));
+            }
+            if s.stream.is_none() && !tcp_close {
+                return Err(bad(format!(
+                    "files.img: socket {id} in the accept queue of socket {l} is not a TCP connection"
+                )));
+            }
+        }
         for id in ids {
             if !out.socks.contains_key(id) {
                 return Err(bad(format!(
@@ -962,6 +1065,16 @@ impl InetFiles {
             s.dgrams.push((bytes, from));
         }
         Ok(out)
+    }
+
+    /// Listeners (files.img ids) that had connections waiting in their
+    /// accept queue at dump time.
+    pub fn accept_listeners(&self) -> std::collections::HashSet<u32> {
+        self.socks
+            .values()
+            .filter(|s| s.stream.is_some())
+            .filter_map(|s| s.entry.accept_queue_of)
+            .collect()
     }
 
     /// The connections the dump locked, to unlock after restore.
@@ -1053,8 +1166,14 @@ impl InetFiles {
                 )
                 .map_err(|e| fail("SO_REUSEADDR", e))?;
 
-                out.builders
-                    .push((*id, b, st.clone(), s.entry.opts.clone()));
+                set_status(b.fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
+                out.builders.push((
+                    *id,
+                    b,
+                    st.clone(),
+                    s.entry.opts.clone(),
+                    s.entry.accept_queue_of,
+                ));
                 continue;
             }
             let fam = s.entry.family as i32;
@@ -1118,6 +1237,7 @@ impl InetFiles {
                         .map_err(|e| fail("UDP_CORK", e))?;
                 }
             }
+            set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
             out.fds.insert(*id, fd);
         }
         Ok(out)
@@ -1454,9 +1574,92 @@ pub struct OpenInet {
     fds: HashMap<u32, OwnedFd>,
     /// Connections still in repair mode: (file id, socket, state, the
     /// recorded options, for the buffer sizes set once the queues are in).
-    builders: Vec<(u32, Builder, TcpState, SkOptsEntry)>,
+    builders: Vec<(u32, Builder, TcpState, SkOptsEntry, Option<u32>)>,
+    /// Connections out of repair mode that wait to be accepted:
+    /// (listener id, socket, peer).
+    queued: Vec<(u32, OwnedFd, SocketAddr)>,
     method: netlock::Method,
     conns: Vec<Conn>,
+}
+
+/// Connections that waited in a listener's accept queue, to hand to the
+/// task that accepts them (see [`crate::accept`]).
+pub struct AcceptQueue {
+    /// crust's copy of the listener.
+    pub listener: OwnedFd,
+    /// The connections, in queue order, with their peers.
+    pub conns: std::collections::VecDeque<(OwnedFd, SocketAddr)>,
+    /// Stand-ins queued on the listener in their place (crust's client
+    /// ends and their addresses): what the task really accepts.
+    pub stand_ins: Vec<(OwnedFd, SocketAddr)>,
+}
+
+impl OpenInet {
+    /// After [`OpenInet::finish`]: for each listener with queued
+    /// connections, as many stand-in connections made to it from crust
+    /// (so that it is readable and accept returns at once, as it did).
+    pub fn take_accept_queues(&mut self) -> Result<Vec<AcceptQueue>, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out: Vec<(u32, AcceptQueue)> = Vec::new();
+        for (lid, fd, peer) in std::mem::take(&mut self.queued) {
+            let i = match out.iter().position(|(l, _)| *l == lid) {
+                Some(i) => i,
+                None => {
+                    let l = self.fds.get(&lid).ok_or_else(|| Error::Restore {
+                        pid: me,
+                        what: format!("listener {lid} of a queued connection was not made"),
+                    })?;
+                    let listener = l.try_clone().map_err(sys_err(me, "dup of a listener"))?;
+                    out.push((
+                        lid,
+                        AcceptQueue {
+                            listener,
+                            conns: Default::default(),
+                            stand_ins: Vec::new(),
+                        },
+                    ));
+                    out.len() - 1
+                }
+            };
+            out[i].1.conns.push_back((fd, peer));
+        }
+        for (lid, q) in &mut out {
+            let mut to = sn::getsockname(q.listener.as_fd())
+                .map_err(sys_err(me, format!("getsockname of listener {lid}")))?;
+            if to.ip().is_unspecified() {
+                to.set_ip(match to {
+                    SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                });
+            }
+            for _ in 0..q.conns.len() {
+                let c = sn::socket(sn::family_of(&to), libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                    .map_err(sys_err(me, "socket for a stand-in connection"))?;
+                sn::connect(c.as_fd(), &to).map_err(sys_err(
+                    me,
+                    format!("stand-in connection to listener {lid} on {to}"),
+                ))?;
+                let at = sn::getsockname(c.as_fd()).map_err(sys_err(me, "getsockname"))?;
+                q.stand_ins.push((c, at));
+            }
+            info!(
+                "listener {lid} on {to}: {} connection(s) to hand over when accepted",
+                q.conns.len()
+            );
+        }
+        Ok(out.into_iter().map(|(_, q)| q).collect())
+    }
+}
+
+/// The file status flags of an entry (O_NONBLOCK, O_ASYNC...) on a socket
+/// crust made.
+fn set_status(s: BorrowedFd<'_>, flags: u32) -> std::io::Result<()> {
+    let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
+    if flags & keep != 0 {
+        let cur = crust_sys::pipe::status_flags(s)?;
+        crust_sys::pipe::set_status_flags(s, cur | (flags & keep) as i32)?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for OpenInet {
@@ -1475,14 +1678,14 @@ impl OpenInet {
         }
         self.builders
             .iter()
-            .find(|(i, _, _, _)| *i == id)
-            .map(|(_, b, _, _)| b.fd())
+            .find(|(i, _, _, _, _)| *i == id)
+            .map(|(_, b, _, _, _)| b.fd())
     }
 
     /// Every task holds its sockets: take the connections out of repair
     /// mode (what was never sent goes out now) and unlock the network.
     pub fn finish(&mut self) -> Result<(), Error> {
-        for (id, b, st, opts) in std::mem::take(&mut self.builders) {
+        for (id, b, st, opts, queued_on) in std::mem::take(&mut self.builders) {
             let local = st.local;
             let remote = st.remote;
             let fd = b.finish(&st).map_err(|source| Error::Soccr {
@@ -1497,6 +1700,9 @@ impl OpenInet {
             };
             if let Err(e) = crate::unix::set_opts(fd.as_fd(), &bufs) {
                 warn!("inet socket {id}: could not set its buffer sizes back: {e}");
+            }
+            if let Some(l) = queued_on {
+                self.queued.push((l, fd, remote));
             }
         }
         if !self.conns.is_empty() {

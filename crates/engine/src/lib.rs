@@ -94,6 +94,7 @@ pub struct RestoreOutcome {
     pub pages_restored: u64,
 }
 
+mod accept;
 mod dump;
 mod events;
 mod fdpass;

@@ -541,7 +541,100 @@ impl Created {
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
-    let mut img = load(opts)?;
+    let img = load(opts)?;
+    if img.inet.accept_listeners().is_empty() {
+        return restore_loaded(img, opts, t0, None);
+    }
+    if !opts.detached {
+        return Err(Error::unsupported(
+            "the image has TCP connections that waited in an accept queue: they are handed over by a crust process that stays until they are accepted, so restore with --restore-detached (-d)".to_string(),
+        ));
+    }
+    restore_serving(img, opts, t0)
+}
+
+/// Restore in a child process that stays, after the restore, to hand
+/// over the connections that waited in accept queues (see
+/// [`crate::accept`]); this process returns once the tree is restored.
+fn restore_serving(
+    img: ImageSet,
+    opts: &RestoreOptions,
+    t0: Instant,
+) -> Result<RestoreOutcome, Error> {
+    use std::io::{BufRead, Write};
+    let me = process::getpid();
+    let (parent_end, child_end) =
+        std::os::unix::net::UnixStream::pair().map_err(sys_err(me, "socketpair"))?;
+    match process::clone3_fork(&[], 0).map_err(sys_err(me, "fork of the accept server"))? {
+        ForkResult::Parent { child } => {
+            drop(child_end);
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(parent_end).read_line(&mut line);
+            let mut w = line.trim_end().splitn(2, ' ');
+            match (w.next(), w.next()) {
+                (Some("ok"), Some(rest)) => {
+                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if v.len() == 3 {
+                        return Ok(RestoreOutcome {
+                            root_pid: v[0] as i32,
+                            restore_time_us: v[1],
+                            pages_restored: v[2],
+                        });
+                    }
+                    Err(Error::Restore {
+                        pid: child,
+                        what: format!("the restoring process said {line:?}"),
+                    })
+                }
+                (Some("err"), Some(why)) => Err(Error::Restore {
+                    pid: child,
+                    what: why.to_string(),
+                }),
+                _ => {
+                    let _ = process::waitpid(child, 0);
+                    Err(Error::Restore {
+                        pid: child,
+                        what: "the restoring process died".into(),
+                    })
+                }
+            }
+        }
+        ForkResult::Child => {
+            drop(parent_end);
+            let mut out = child_end;
+            let mut server = crate::accept::AcceptServer::default();
+            match restore_loaded(img, opts, t0, Some(&mut server)) {
+                Ok(o) => {
+                    let _ = writeln!(
+                        out,
+                        "ok {} {} {}",
+                        o.root_pid, o.restore_time_us, o.pages_restored
+                    );
+                    drop(out);
+                    server.run();
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    let mut why = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(s) = src {
+                        why.push_str(&format!(": {s}"));
+                        src = s.source();
+                    }
+                    let _ = writeln!(out, "err {}", why.replace('\n', " "));
+                    std::process::exit(1)
+                }
+            }
+        }
+    }
+}
+
+fn restore_loaded(
+    mut img: ImageSet,
+    opts: &RestoreOptions,
+    t0: Instant,
+    mut server: Option<&mut crate::accept::AcceptServer>,
+) -> Result<RestoreOutcome, Error> {
     // In a new pid namespace the recorded pids cannot clash with ours.
     for p in img.procs.iter().filter(|_| !img.new_pidns) {
         wait_zombie_gone(p.pid());
@@ -625,6 +718,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
         created.kill_all();
         return Err(e);
     }
+    if let Some(sv) = server.as_deref_mut() {
+        match created.shared.inet.take_accept_queues() {
+            Ok(q) => sv.queues = q,
+            Err(e) => {
+                created.kill_all();
+                return Err(e);
+            }
+        }
+    }
     // Every task holds its pipes now: crust lets go of its own ends (a
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
@@ -663,23 +765,49 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
             }
         }
     }
+    // Processes holding a listener whose queued connections are to be
+    // handed over stay traced (see crate::accept).
+    let listeners = img.inet.accept_listeners();
     for &i in &order {
         let p = &img.procs[i];
         let Some(live) = &p.live else { continue };
         let stopped = opts.leave_stopped
             || live.threads[0].core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
+        let traced = server.is_some()
+            && !stopped
+            && live.files.fds.iter().any(|f| listeners.contains(&f.id));
         let threads = std::mem::take(&mut tasks[i]);
         let mut it = threads.into_iter();
         let main = it.next().expect("live process has a main task");
         for (t, ti) in it.zip(live.threads.iter().skip(1)) {
             let tid = t.pid();
             let (regs, mask) = final_regs(&ti.core);
+            if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
+                sv.tasks.push(
+                    t.finish_traced(&regs, Some(&ti.xstate), mask)
+                        .map_err(|source| Error::Compel { pid: tid, source })?,
+                );
+                continue;
+            }
             t.finish_with(&regs, Some(&ti.xstate), mask, stopped)
                 .map_err(|source| Error::Compel { pid: tid, source })?;
         }
         let ti = &live.threads[0];
         let (regs, mask) = final_regs(&ti.core);
         let pid = main.pid();
+        if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
+            sv.tasks.push(
+                main.finish_restore_traced(
+                    RemoteAddr(tramp),
+                    TRAMP_SIZE,
+                    &regs,
+                    Some(&ti.xstate),
+                    mask,
+                )
+                .map_err(|source| Error::Compel { pid, source })?,
+            );
+            continue;
+        }
         main.finish_restore(
             RemoteAddr(tramp),
             TRAMP_SIZE,

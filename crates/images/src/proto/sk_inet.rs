@@ -44,5 +44,9 @@ crate::message! {
         /// enum [`sk_shutdown`]
         19 shutdown: optional EnumOf<sk_shutdown::Names>,
         20 tcp_opts: optional Msg<TcpOptsEntry>,
+        /// crust's extension (CRIU has no such field): a connection still
+        /// waiting in the accept queue of the listening socket with this
+        /// files.img id at dump time; no fd refers to it.
+        100 accept_queue_of: optional Uint32,
     }
 }
