@@ -372,3 +372,110 @@ t_tcp_accept_queue() {
     return 1
 }
 ALL_TESTS+=(err-dump-tcp-inflight tcp-skip-in-flight tcp-accept-queue)
+
+# A connection in SYN_SENT (its SYNs dropped by a rule this test adds):
+# after restore, with a listener there and the rule gone, it completes.
+t_tcp_syn_sent() {
+    need_cr || return $?
+    net_pick_port
+    local rule=(INPUT -p tcp -d 127.0.0.1 --dport "$NET_P" --tcp-flags SYN,ACK SYN -j DROP)
+    iptables -w -I "${rule[@]}" || { fail "cannot add the DROP rule"; return 1; }
+    local ok=1
+    if start_prog inetsk --mode synsent --port "$NET_P" && do_dump "$D/img" --tcp-established; then
+        local srv
+        srv=$(setsid python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $NET_P)); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(10)
+assert c.recv(4) == b'ping'; c.sendall(b'pong')
+import time; time.sleep(1)" </dev/null >"$D/srv.out" 2>&1 & echo $!)
+        track "$srv" "$(readlink -f "$(command -v python3)")"
+        sleep 0.2
+        if do_restore "$D/img" "" --tcp-established; then
+            iptables -w -D "${rule[@]}"
+            expect_pass "$D/img/restore.log" && ok=0
+        fi
+    fi
+    iptables -w -D "${rule[@]}" 2>/dev/null
+    [ $ok = 0 ] || { net_unlock_port "$NET_P"; return 1; }
+    net_no_rules_left
+}
+
+# A socket crust cannot carry over (here: the dumped process lives in
+# another network namespace): the dump says why, and the tree runs on.
+t_err_dump_tcp_other_netns() {
+    need_cr || return $?
+    net_ns_up || return 1
+    net_pick_port
+    local rc=1
+    start_peer "$BIN/tcpstream" --role peer --listen 10.213.7.1:$NET_P
+    # The dumped program itself runs in the second namespace.
+    rm -f "$D/ready" "$D/result"
+    PID=$(setsid ip netns exec "$NETNS" "$BIN/tcpstream" --role dumped --connect 10.213.7.1:$NET_P \
+        --ready "$D/ready" --result "$D/result" </dev/null >/dev/null 2>&1 & echo $!)
+    track "$PID" "$BIN/tcpstream"
+    if wait_file "$D/ready" $READY_TIMEOUT && wait_peer_ready; then
+        rm -f "$D/ready"
+        mkdir -p "$D/img"
+        crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --tcp-established
+        if [ $RC -eq 0 ]; then
+            fail "dump succeeded" "$D/img/dump.log"
+        elif ! grep -q "net namespace\|network namespace" "$D/dump.err"; then
+            fail "the error does not say why: $(head -c 300 "$D/dump.err")"
+        elif [ ! -e "/proc/$PID" ]; then
+            fail "the tree is gone after a failed dump"
+        else
+            kill -TERM "$PEER"
+            expect_pass && expect_peer_pass && rc=0
+        fi
+    else
+        fail "the programs did not become ready"
+    fi
+    kill -KILL "$PID" "$PEER" 2>/dev/null
+    net_ns_down
+    return $rc
+}
+
+# iptables missing (hidden in a mount namespace where both the program
+# and crust run): the dump refuses with a message naming the tool and the
+# other methods; the tree runs on and nothing is locked.
+t_err_dump_netlock_missing() {
+    need_cr || return $?
+    command -v unshare >/dev/null || { skip "no unshare"; return 2; }
+    net_pick_port
+    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
+    mkdir -p "$D/img"
+    local hide="" t
+    for t in iptables iptables-restore ip6tables ip6tables-restore; do
+        [ -e "/usr/sbin/$t" ] && hide="$hide mount --bind /dev/null $(readlink -f /usr/sbin/$t);"
+    done
+    rm -f "$D/ready" "$D/result" "$D/pid"
+    # One mount namespace: hide the tools, start the program, dump it.
+    (cd "$D" && timeout 60 unshare -m --propagation private sh -c "
+        $hide
+        setsid '$BIN/tcpstream' --role dumped --connect 127.0.0.1:$NET_P --ready '$D/ready' --result '$D/result' </dev/null >/dev/null 2>&1 &
+        echo \$! >'$D/pid'
+        n=0; while [ ! -e '$D/ready' ] && [ \$n -lt 200 ]; do sleep 0.05; n=\$((n + 1)); done
+        exec '$CRUST' dump -t \$(cat '$D/pid') -D '$D/img' -v4 -o dump.log --tcp-established") \
+        >"$D/dump.out" 2>"$D/dump.err"
+    local rc=$?
+    PID=$(cat "$D/pid" 2>/dev/null)
+    [ -n "$PID" ] || { fail "the program did not start"; return 1; }
+    track "$PID" "$BIN/tcpstream"
+    [ -e "$D/ready" ] || { fail "the program did not become ready"; return 1; }
+    rm -f "$D/ready"
+    [ $rc -ne 0 ] || { fail "dump succeeded without iptables" "$D/img/dump.log"; return 1; }
+    grep -q "iptables" "$D/dump.err" && grep -q -- "--network-lock" "$D/dump.err" ||
+        { fail "the error does not name iptables and --network-lock: $(head -c 300 "$D/dump.err")"; return 1; }
+    [ -e "/proc/$PID" ] || { fail "the tree is gone after a failed dump"; return 1; }
+    net_no_rules_left || return 1
+    wait_peer_ready || return 1
+    kill -TERM "$PEER"
+    expect_pass || return 1
+    expect_peer_pass
+}
+
+t_tcp_veth_v4mapped() { net_pick_port; veth_cr "--connect [::ffff:10.213.7.2]:$NET_P" "--listen 10.213.7.2:$NET_P"; }
+
+ALL_TESTS+=(tcp-syn-sent err-dump-tcp-other-netns err-dump-netlock-missing tcp-veth-v4mapped)

@@ -499,6 +499,12 @@ impl InetDump {
         } else {
             None
         };
+        // A socket still in SYN_SENT has no peer name: sock_diag knows it.
+        let peer = peer.or_else(|| {
+            diag.as_ref()
+                .filter(|d| d.state as u32 == TCP_SYN_SENT && d.dst.port() != 0)
+                .map(|d| d.dst)
+        });
         let state = match (&diag, peer) {
             (Some(d), _) => d.state as u32,
             (None, Some(_)) => TCP_ESTABLISHED,
@@ -735,7 +741,8 @@ impl InetDump {
                     ),
                     source: Box::new(source),
                 })?;
-                let st = rep.state();
+                // SYN_SENT has no peer name yet: sock_diag's is given.
+                let st = rep.state_with_remote(Some(remote));
                 hold.repairs.push(rep);
                 let st = st.map_err(|source| Error::Soccr {
                     what: format!(

@@ -711,6 +711,52 @@ fn run(args: &Args) -> Result<(), String> {
             wait_for_term(20, || {});
             listen_check(&l, args.num("expect", 0), args.num("data", 0) == 1)
         }
+        Some("synsent") => {
+            // Connecting to a port whose SYNs are dropped: SYN_SENT.
+            let fd = raw_socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
+            let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let (ss, len) = sockaddr(&to);
+            // SAFETY: ss holds a sockaddr_in of `len` bytes.
+            let r = unsafe { libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len) };
+            let e = std::io::Error::last_os_error();
+            ensure!(
+                r == -1 && e.raw_os_error() == Some(libc::EINPROGRESS),
+                "connect: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            ensure!(
+                tcp_state(fd)? == 2,
+                "not in SYN_SENT but {}",
+                tcp_state(fd)?
+            );
+            ready(args);
+            wait_for_term(20, || {});
+            // SAFETY: fd is a connected socket we own from here on.
+            let s = unsafe { TcpStream::from_raw_fd(fd) };
+            let t = Instant::now();
+            while tcp_state(fd)? == 2 {
+                ensure!(
+                    t.elapsed() < Duration::from_secs(15),
+                    "still connecting after 15 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let err = getopt(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
+            ensure!(
+                err == 0,
+                "the connection failed: {} (state {})",
+                std::io::Error::from_raw_os_error(err),
+                tcp_state(fd)?
+            );
+            s.set_nonblocking(false).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            (&s).write_all(b"ping").map_err(|e| e.to_string())?;
+            let mut b = [0u8; 4];
+            (&s).read_exact(&mut b).map_err(|e| format!("read: {e}"))?;
+            ensure!(&b == b"pong", "got {b:?}");
+            Ok(())
+        }
         m => Err(format!("unknown --mode {m:?}")),
     }
 }

@@ -65,6 +65,7 @@ fn getopt(fd: i32, level: i32, opt: i32) -> Result<i32, String> {
 /// Options set with --sockopts, checked at the end: (level, option, value).
 const OPTS: &[(i32, i32, i32)] = &[
     (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
+    (libc::IPPROTO_TCP, libc::TCP_CORK, 1),
     (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 321),
     (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 17),
     (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 5),
