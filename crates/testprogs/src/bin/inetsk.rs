@@ -503,6 +503,21 @@ fn states_setup(port: u16) -> Result<States, String> {
         .map_err(|e| e.to_string())?;
     ends.push(("fw2-e", e, 0));
     ends.push(("la-f", f, 0));
+    // Both sides shut with data the other's window does not take: both
+    // FIN_WAIT1, FINs queued behind data (a simultaneous close to come,
+    // through CLOSING).
+    let (g, h) = pair(&l)?;
+    for x in [&g, &h] {
+        setopt(x.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 16384)?;
+    }
+    sent.push(fill(&g, 300_000, 0x97)?);
+    sent.push(fill(&h, 300_000, 0x98)?);
+    for x in [&g, &h] {
+        x.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+    }
+    ends.push(("fw1-g", g, 0));
+    ends.push(("fw1-h", h, 0));
     std::thread::sleep(Duration::from_millis(100));
     for (_, s, st) in ends.iter_mut() {
         *st = tcp_state(s.as_raw_fd())?;
@@ -528,9 +543,10 @@ fn states_check(s: &States) -> Result<(), String> {
     for (_, sk, _) in &s.ends {
         setopt(sk.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20)?;
     }
-    // Pairs: (0,1) (2,3) (4,5); each end receives what the other sent.
-    let bytes = [0xa1u8, 0xb1, 0xc2, 0xd2, 0xe3, 0xf3];
-    for p in 0..3 {
+    // Pairs: (0,1) (2,3) (4,5) (6,7); each end receives what the other
+    // sent.
+    let bytes = [0xa1u8, 0xb1, 0xc2, 0xd2, 0xe3, 0xf3, 0x97, 0x98];
+    for p in 0..4 {
         let (x, y) = (2 * p, 2 * p + 1);
         let (nx, sx, _) = &s.ends[x];
         let (ny, sy, _) = &s.ends[y];
