@@ -114,6 +114,7 @@ mod remote;
 mod restore;
 mod sysvipc;
 mod task;
+mod udpcork;
 mod unix;
 mod util;
 pub mod xsave;
