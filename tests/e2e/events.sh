@@ -120,3 +120,55 @@ PYEOF
 }
 
 ALL_TESTS+=(events events-plain events-images err-restore-eventfd)
+
+# Two fanotify groups (issue 4): one with an inode mark (FAN_MODIFY |
+# FAN_CLOSE_WRITE, O_NONBLOCK), one with a mount mark (FAN_OPEN) and an
+# ignored mask on one file. files.img holds them as FANOTIFY entries; after
+# restore the marks are back (fdinfo) and new events arrive.
+t_fanotify_cr() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog fanotify --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/files.img" >"$D/files.json" 2>&1 ||
+        { fail "cannot decode files.img: $(head -c 200 "$D/files.json")"; return 1; }
+    python3 - "$D/files.json" "$D/files" >"$D/check.out" 2>&1 <<'PYEOF' ||
+import json, sys
+files = json.load(open(sys.argv[1]))["entries"]
+num = lambda v: int(str(v), 0)
+fa = [f["ffy"] for f in files if f["type"] == "FANOTIFY"]
+assert len(fa) == 2, "fanotify entries %s" % fa
+fa.sort(key=lambda f: len(f["mark"]))
+a, b = fa
+assert num(a["faflags"]) & 3 == 3 and num(b["faflags"]) & 3 == 1, "faflags %s %s" % (a["faflags"], b["faflags"])
+assert [m["type"] for m in a["mark"]] == ["INODE"], a
+m = a["mark"][0]
+assert num(m["mask"]) == 0xa and m["ie"]["f_handle"].get("path") == sys.argv[2] + "/marked", m
+kinds = sorted((m["type"], num(m["mask"]), num(m["ignored_mask"]), num(m["mflags"])) for m in b["mark"])
+assert kinds == [("INODE", 0, 0x20, 0x40), ("MOUNT", 0x20, 0, 0)], kinds
+mm = [m for m in b["mark"] if m["type"] == "MOUNT"][0]
+assert mm["me"].get("path", "").startswith("/"), mm
+PYEOF
+        { fail "$(tail -n 1 "$D/check.out")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# The marked file is gone after the dump (its handle is stale, its path
+# missing): the restore fails naming the fanotify mark and the file, and
+# leaves nothing; with a new file at that path it restores (by the path).
+t_err_restore_fanotify() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog fanotify --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    rm -f "$D/files/marked"
+    restore_fails_naming "$D/img" "$PID" "fanotify" 1 || return 1
+    grep -qF -- "$D/files/marked" "$D/restore1.err" ||
+        { fail "the message does not name the file: $(head -c 300 "$D/restore1.err")"; return 1; }
+    echo x >"$D/files/marked"
+    do_restore "$D/img" 2 || { REASON="with the file back: $REASON"; return 1; }
+    expect_pass "$D/img/restore2.log"
+}
+
+ALL_TESTS+=(fanotify-cr err-restore-fanotify)

@@ -1,6 +1,7 @@
-//! Event files, in CRIU's images: eventfd, signalfd, timerfd, epoll and
-//! inotify. Each open file description is one `files.img` entry (EVENTFD,
-//! SIGNALFD, TIMERFD, EVENTPOLL with its targets, INOTIFY with its watches),
+//! Event files, in CRIU's images: eventfd, signalfd, timerfd, epoll,
+//! inotify and fanotify (its own part in `fanotify.rs`). Each open file
+//! description is one `files.img` entry (EVENTFD, SIGNALFD, TIMERFD,
+//! EVENTPOLL with its targets, INOTIFY with its watches, FANOTIFY),
 //! its state read from `/proc/PID/fdinfo/FD` at dump time. Descriptions
 //! shared by fds, in one process or several, are found with kcmp and keep
 //! one id.
@@ -28,7 +29,7 @@ use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fh::FhEntry;
 use crust_images::proto::fown::FownEntry;
-use crust_images::proto::fsnotify::{InotifyFileEntry, InotifyWdEntry};
+use crust_images::proto::fsnotify::{FanotifyFileEntry, InotifyFileEntry, InotifyWdEntry};
 use crust_images::proto::signalfd::SignalfdEntry;
 use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
@@ -59,6 +60,7 @@ pub enum Kind {
     Timerfd,
     Epoll,
     Inotify,
+    Fanotify,
 }
 
 impl Kind {
@@ -69,6 +71,7 @@ impl Kind {
             Kind::Timerfd => fd_types::TIMERFD,
             Kind::Epoll => fd_types::EVENTPOLL,
             Kind::Inotify => fd_types::INOTIFY,
+            Kind::Fanotify => fd_types::FANOTIFY,
         }
     }
     fn name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Timerfd => "timerfd",
             Kind::Epoll => "epoll",
             Kind::Inotify => "inotify",
+            Kind::Fanotify => "fanotify",
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn kind_of(link: &str) -> Option<Kind> {
         "anon_inode:[timerfd]" => Kind::Timerfd,
         "anon_inode:[eventpoll]" => Kind::Epoll,
         "anon_inode:inotify" => Kind::Inotify,
+        "anon_inode:[fanotify]" => Kind::Fanotify,
         _ => return None,
     })
 }
@@ -103,6 +108,7 @@ pub fn handles(fd_type: i32) -> bool {
             | fd_types::TIMERFD
             | fd_types::EVENTPOLL
             | fd_types::INOTIFY
+            | fd_types::FANOTIFY
     )
 }
 
@@ -114,6 +120,7 @@ pub fn type_name(fd_type: i32) -> &'static str {
         fd_types::TIMERFD => "timerfd",
         fd_types::EVENTPOLL => "epoll",
         fd_types::INOTIFY => "inotify",
+        fd_types::FANOTIFY => "fanotify",
         _ => "file",
     }
 }
@@ -149,7 +156,7 @@ fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
     }
 }
 
-fn hex(s: &str) -> Option<u64> {
+pub(crate) fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim(), 16).ok()
 }
 
@@ -161,7 +168,7 @@ fn parse_pair(s: &str) -> Option<(u64, u64)> {
 }
 
 /// "key:value" words of an fdinfo line (after the first word).
-fn words(s: &str) -> HashMap<&str, &str> {
+pub(crate) fn words(s: &str) -> HashMap<&str, &str> {
     s.split_whitespace()
         .filter_map(|w| w.split_once(':'))
         .collect()
@@ -342,13 +349,14 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
                 ..Default::default()
             });
         }
+        Kind::Fanotify => e.ffy = Some(crate::fanotify::entry(pid, fd, id, flags, info)?),
     }
     debug!("{pid}: fd {fd} is {} file {id}", kind.name());
     Ok(e)
 }
 
 /// Handle bytes as CRIU stores them: little-endian u64 words, at least 16.
-fn handle_words(b: &[u8]) -> Vec<u64> {
+pub(crate) fn handle_words(b: &[u8]) -> Vec<u64> {
     let mut out: Vec<u64> = b
         .chunks(8)
         .map(|c| {
@@ -363,14 +371,14 @@ fn handle_words(b: &[u8]) -> Vec<u64> {
     out
 }
 
-fn handle_bytes(words: &[u64], n: usize) -> Vec<u8> {
+pub(crate) fn handle_bytes(words: &[u64], n: usize) -> Vec<u8> {
     let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     b.truncate(n);
     b
 }
 
 /// A kernel-internal dev_t (as fdinfo prints it) as (major, minor).
-fn kdev(d: u32) -> (u32, u32) {
+pub(crate) fn kdev(d: u32) -> (u32, u32) {
     (d >> 20, d & 0xfffff)
 }
 
@@ -393,13 +401,13 @@ fn mount_fd(sdev: u32) -> Option<OwnedFd> {
 }
 
 /// Open the file behind a handle (O_PATH).
-fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
     let m = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
     ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC)
 }
 
 /// The path of the file behind a handle, seen from crust.
-fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
+pub(crate) fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
     let f = open_handle(sdev, htype, handle).ok()?;
     let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
     Some(p.to_string_lossy().into_owned())
@@ -414,6 +422,7 @@ enum Desc {
     Timerfd(TimerfdEntry),
     Epoll(EventpollFileEntry),
     Inotify(InotifyFileEntry),
+    Fanotify(FanotifyFileEntry),
 }
 
 /// The event files of an image set, read and checked.
@@ -517,6 +526,11 @@ impl EventFiles {
                     }
                     Desc::Inotify(e)
                 }
+                fd_types::FANOTIFY => {
+                    let e = f.ffy.ok_or_else(|| missing("FANOTIFY"))?;
+                    crate::fanotify::check(id, &e).map_err(bad)?;
+                    Desc::Fanotify(e)
+                }
                 _ => continue,
             };
             out.descs.insert(id, d);
@@ -547,6 +561,7 @@ impl EventFiles {
                         | (fd_types::TIMERFD, Some(Desc::Timerfd(_)))
                         | (fd_types::EVENTPOLL, Some(Desc::Epoll(_)))
                         | (fd_types::INOTIFY, Some(Desc::Inotify(_)))
+                        | (fd_types::FANOTIFY, Some(Desc::Fanotify(_)))
                 );
                 if !ok {
                     return Err(bad(format!(
@@ -629,6 +644,7 @@ impl EventFiles {
                     }
                     (fd, e.flags)
                 }
+                Desc::Fanotify(e) => (crate::fanotify::open(id, e)?, e.flags),
             };
             crust_sys::pipe::set_status_flags(fd.as_fd(), (flags & KEEP_FLAGS) as i32).map_err(
                 sys_err(

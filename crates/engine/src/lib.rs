@@ -97,6 +97,7 @@ pub struct RestoreOutcome {
 mod accept;
 mod dump;
 mod events;
+mod fanotify;
 mod fdpass;
 mod filelocks;
 mod files;

@@ -1,6 +1,7 @@
 //! Event files crust makes itself when it restores them: eventfd, signalfd,
-//! timerfd, epoll, inotify; plus open_by_handle_at (inotify watches are
-//! recorded by file handle) and clock_gettime on any clock id.
+//! timerfd, epoll, inotify, fanotify; plus open_by_handle_at (inotify
+//! watches and fanotify marks are recorded by file handle) and
+//! clock_gettime on any clock id.
 //! Every function takes integers, borrowed fds, or buffers it owns.
 
 use crate::cvt;
@@ -189,6 +190,31 @@ pub fn open_by_handle_at(
     })
 }
 
+/// fanotify_init(2).
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: fanotify_init takes only integers.
+    owned(unsafe { libc::syscall(libc::SYS_fanotify_init, flags, event_f_flags) })
+}
+
+/// fanotify_mark(2) of `path` (resolved from the current directory when
+/// relative; a `/proc/self/fd/N` link marks the file fd N is on).
+pub fn fanotify_mark(fd: BorrowedFd<'_>, flags: u32, mask: u64, path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a NUL-terminated string living for the call; the
+    // other arguments are integers (the 64-bit mask is one register on
+    // x86_64).
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fanotify_mark,
+            fd.as_raw_fd(),
+            flags,
+            mask,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +244,11 @@ mod tests {
         assert!(wd > 0);
         inotify_rm_watch(i.as_fd(), wd).unwrap();
         epoll_create1(libc::EPOLL_CLOEXEC).unwrap();
+        let f = fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC,
+            libc::O_RDONLY as u32,
+        )
+        .unwrap();
+        fanotify_mark(f.as_fd(), libc::FAN_MARK_ADD, libc::FAN_MODIFY, c"/tmp").unwrap();
     }
 }
