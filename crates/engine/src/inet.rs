@@ -618,11 +618,16 @@ impl InetDump {
                     .tcp_opts
                     .get_or_insert_with(TcpOptsEntry::default)
                     .cork = Some(true);
-                let pending = sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0);
-                if pending > 0 {
-                    return Err(Error::unsupported(format!(
-                        "{here} is corked (UDP_CORK) with {pending} bytes not sent yet; crust cannot read them"
-                    )));
+            }
+            // A datagram pending (UDP_CORK or MSG_MORE): taken through
+            // NFLOG without reaching the network, and put back at once
+            // (the task keeps it if it runs on; the image has it).
+            if sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0) > 0 && proto == libc::IPPROTO_UDP {
+                if let Some((data, dst)) = crate::udpcork::take_corked(s, local)? {
+                    crate::udpcork::put_back(s, local, &data, dst)?;
+                    debug!("{here}: {} bytes pending to {dst}", data.len());
+                    entry.corked_data = Some(data);
+                    entry.corked_dst = Some(sockaddr_bytes(&dst));
                 }
             }
             dgrams = peek_datagrams(s).map_err(sys_err(
@@ -1009,6 +1014,12 @@ impl InetFiles {
             if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW].contains(&ty) {
                 return Err(bad(format!("{here} has socket type {}", e.r#type)));
             }
+            if e.corked_data.is_some() && e.corked_dst.as_deref().and_then(sockaddr_parse).is_none()
+            {
+                return Err(bad(format!(
+                    "{here} has a pending datagram without a valid destination"
+                )));
+            }
             let mut stream = None;
             if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) {
                 if tcp_close {
@@ -1243,6 +1254,13 @@ impl InetFiles {
                     su::setsockopt_int(fd.as_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)
                         .map_err(|e| fail("UDP_CORK", e))?;
                 }
+            }
+            if let (Some(data), Some(dst)) = (&s.entry.corked_data, &s.entry.corked_dst) {
+                let dst = sockaddr_parse(dst).ok_or_else(|| Error::Restore {
+                    pid: crust_sys::process::getpid(),
+                    what: format!("{here}: a bad destination for its pending datagram"),
+                })?;
+                crate::udpcork::put_back(fd.as_fd(), s.local, data, dst)?;
             }
             set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
             out.fds.insert(*id, fd);

@@ -51,6 +51,9 @@ const NFULA_PAYLOAD: u16 = libc::NFULA_PAYLOAD as u16;
 const NFULA_IFINDEX_OUTDEV: u16 = 5;
 const NFULA_CFG_CMD: u16 = libc::NFULA_CFG_CMD as u16;
 const NFULA_CFG_MODE: u16 = libc::NFULA_CFG_MODE as u16;
+/// Flush timeout in 1/100 s (be32) and queue threshold in packets (be32).
+const NFULA_CFG_TIMEOUT: u16 = 4;
+const NFULA_CFG_QTHRESH: u16 = 5;
 const CFG_CMD_BIND: u8 = libc::NFULNL_CFG_CMD_BIND as u8;
 const CFG_CMD_UNBIND: u8 = libc::NFULNL_CFG_CMD_UNBIND as u8;
 const COPY_PACKET: u8 = libc::NFULNL_COPY_PACKET as u8;
@@ -72,8 +75,6 @@ const GROUP_TRIES: u16 = 32;
 /// corked with it; a datagram pending through `MSG_MORE` alone leaves it
 /// unset). The destination is in the family of `local` (an IPv4
 /// destination of an IPv6 socket comes back IPv4-mapped).
-// No caller outside the tests until inet.rs calls it (issue #5).
-#[allow(dead_code)]
 pub fn take_corked(
     sock: BorrowedFd<'_>,
     local: SocketAddr,
@@ -140,8 +141,6 @@ pub fn take_corked(
 /// pending until the next write without it). Per-message options the task
 /// gave with the first write (ancillary data: IP_PKTINFO, TTL...) are not
 /// kept.
-// No caller outside the tests until inet.rs calls it (issue #5).
-#[allow(dead_code)]
 pub fn put_back(
     sock: BorrowedFd<'_>,
     local: SocketAddr,
@@ -199,7 +198,20 @@ fn bind_group(local: SocketAddr) -> Result<(OwnedFd, u16), crate::Error> {
             Err(e) => return Err(sys(local, &format!("binding NFLOG group {group}"), e)),
         }
         let mode = mode_attr(COPY_RANGE, COPY_PACKET);
-        if let Err(e) = send_config(nl.as_fd(), 2, group, &[(NFULA_CFG_MODE, &mode)]) {
+        // Flush each packet at once (the default waits up to a second
+        // to batch them).
+        let timeout = 0u32.to_be_bytes();
+        let qthresh = 1u32.to_be_bytes();
+        if let Err(e) = send_config(
+            nl.as_fd(),
+            2,
+            group,
+            &[
+                (NFULA_CFG_MODE, &mode),
+                (NFULA_CFG_TIMEOUT, &timeout),
+                (NFULA_CFG_QTHRESH, &qthresh),
+            ],
+        ) {
             let _ = send_config(nl.as_fd(), 3, group, &[(NFULA_CFG_CMD, &[CFG_CMD_UNBIND])]);
             return Err(sys(
                 local,

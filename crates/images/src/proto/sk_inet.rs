@@ -48,5 +48,10 @@ crate::message! {
         /// waiting in the accept queue of the listening socket with this
         /// files.img id at dump time; no fd refers to it.
         100 accept_queue_of: optional Uint32,
+        /// crust's extension: a UDP datagram pending on the socket (corked
+        /// with UDP_CORK or MSG_MORE), not sent yet at dump time.
+        101 corked_data: optional Bytes,
+        /// crust's extension: its destination (a raw sockaddr).
+        102 corked_dst: optional Bytes,
     }
 }

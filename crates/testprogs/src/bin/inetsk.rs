@@ -103,6 +103,28 @@ struct Udp {
     s2: UdpSocket,
     u3: UdpSocket,
     u4: UdpSocket,
+    /// Corked (UDP_CORK) with data pending for s1.
+    u5: UdpSocket,
+    /// A datagram begun with MSG_MORE (no UDP_CORK), for s2.
+    u6: UdpSocket,
+}
+
+fn send_more(s: &UdpSocket, data: &[u8], flags: i32) -> Result<(), String> {
+    // SAFETY: data is readable for its length.
+    let r = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            flags,
+        )
+    };
+    ensure!(
+        r == data.len() as isize,
+        "send: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
 }
 
 const DGRAMS: [&[u8]; 3] = [b"one", b"second datagram", b"3"];
@@ -126,6 +148,16 @@ fn udp_setup(port: u16) -> Result<Udp, String> {
     u4.connect(u1.local_addr().unwrap())
         .map_err(|e| e.to_string())?;
     setopt(u4.as_raw_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)?;
+    let u5 = b("127.0.0.1:0".into())?;
+    u5.connect(s1.local_addr().unwrap())
+        .map_err(|e| e.to_string())?;
+    setopt(u5.as_raw_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)?;
+    send_more(&u5, b"pending-1 ", 0)?;
+    send_more(&u5, b"pending-2", 0)?;
+    let u6 = b("[::1]:0".into())?;
+    u6.connect(s2.local_addr().unwrap())
+        .map_err(|e| e.to_string())?;
+    send_more(&u6, b"more-", libc::MSG_MORE)?;
     // Let them land.
     std::thread::sleep(Duration::from_millis(50));
     Ok(Udp {
@@ -135,6 +167,8 @@ fn udp_setup(port: u16) -> Result<Udp, String> {
         s2,
         u3,
         u4,
+        u5,
+        u6,
     })
 }
 
@@ -188,6 +222,29 @@ fn udp_check(u: &Udp) -> Result<(), String> {
         1,
         "UDP_CORK",
     )?;
+    // The pending datagrams went nowhere yet, and go now.
+    u.s2.set_nonblocking(true).map_err(|e| e.to_string())?;
+    ensure!(u.s1.recv_from(&mut buf).is_err(), "s1 got something early");
+    ensure!(u.s2.recv_from(&mut buf).is_err(), "s2 got something early");
+    setopt(u.u5.as_raw_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 0)?;
+    send_more(&u.u6, b"done", 0)?;
+    std::thread::sleep(Duration::from_millis(30));
+    let (n, from) =
+        u.s1.recv_from(&mut buf)
+            .map_err(|e| format!("the corked datagram: {e}"))?;
+    ensure!(
+        &buf[..n] == b"pending-1 pending-2" && from == u.u5.local_addr().unwrap(),
+        "the corked datagram is {:?} from {from}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let (n, from) =
+        u.s2.recv_from(&mut buf)
+            .map_err(|e| format!("the MSG_MORE datagram: {e}"))?;
+    ensure!(
+        &buf[..n] == b"more-done" && from == u.u6.local_addr().unwrap(),
+        "the MSG_MORE datagram is {:?} from {from}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // Still working: s1 -> u1.
     u.s1.send_to(b"new", u.u1.local_addr().unwrap())
         .map_err(|e| e.to_string())?;
