@@ -479,3 +479,25 @@ t_err_dump_netlock_missing() {
 t_tcp_veth_v4mapped() { net_pick_port; veth_cr "--connect [::ffff:10.213.7.2]:$NET_P" "--listen 10.213.7.2:$NET_P"; }
 
 ALL_TESTS+=(tcp-syn-sent err-dump-tcp-other-netns err-dump-netlock-missing tcp-veth-v4mapped)
+
+# --tcp-close: the connection is not carried over (no lock, no repair);
+# the restored process gets a closed TCP socket at the same fd.
+t_tcp_close() {
+    need_cr || return $?
+    net_pick_port
+    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
+    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
+    wait_peer_ready || return 1
+    local fd
+    fd=$(for f in /proc/$PID/fd/*; do readlink "$f"; done | grep -c socket)
+    do_dump "$D/img" --tcp-close || return 1
+    net_no_rules_left || return 1
+    do_restore "$D/img" "" --tcp-close || return 1
+    [ "$(for f in /proc/$PID/fd/*; do readlink "$f"; done | grep -c socket)" = "$fd" ] ||
+        { fail "the restored process does not hold its $fd socket(s)" "$D/img/restore.log"; return 1; }
+    ss -Htn state established "( sport = :$NET_P or dport = :$NET_P )" | grep -q . &&
+        { fail "a connection on port $NET_P is still established"; return 1; }
+    kill -KILL "$PID"
+    wait_gone "$PID" 5
+}
+ALL_TESTS+=(tcp-close)
