@@ -18,6 +18,7 @@
 //! network. Queued datagrams are put back by sending them to the socket
 //! from their original sender's address through a raw socket.
 
+use crate::netlink::{attrs, diag_dump, u32_at};
 use crate::netlock::{self, Conn};
 use crate::util::{read_image, sys_err};
 use crate::Error;
@@ -151,20 +152,11 @@ pub struct Diag {
     pub shutdown: u8,
 }
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
 const INET_DIAG_SHUTDOWN: u16 = 8;
 
-/// nlmsghdr + inet_diag_req_v2 asking for every socket of (family, proto).
-fn diag_request(family: u8, proto: u8, seq: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(72);
-    b.extend_from_slice(&72u32.to_ne_bytes());
-    b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
+/// The inet_diag_req_v2 asking for every socket of (family, proto).
+fn diag_request(family: u8, proto: u8) -> Vec<u8> {
+    let mut b = Vec::with_capacity(56);
     b.push(family);
     b.push(proto);
     b.push(0); // idiag_ext: INET_DIAG_SHUTDOWN comes anyway
@@ -172,13 +164,6 @@ fn diag_request(family: u8, proto: u8, seq: u32) -> Vec<u8> {
     b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: any
     b
-}
-
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
 }
 
 fn diag_addr(family: u8, b: &[u8], port: u16) -> SocketAddr {
@@ -192,105 +177,54 @@ fn diag_addr(family: u8, b: &[u8], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Parse one netlink datagram of an INET_DIAG dump: the sockets in it and
-/// whether the dump is complete.
-pub fn parse_diag(buf: &[u8], proto: u8) -> Result<(Vec<Diag>, bool), String> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off + 16 <= buf.len() {
-        let len = u32_at(buf, off).unwrap_or(0) as usize;
-        let ty = u16_at(buf, off + 4).unwrap_or(0);
-        if len < 16 || off + len > buf.len() {
-            return Err(format!("bad netlink message length {len} at {off}"));
-        }
-        let b = &buf[off + 16..off + len];
-        match ty {
-            NLMSG_DONE => return Ok((out, true)),
-            NLMSG_ERROR => {
-                let errno = u32_at(b, 0).unwrap_or(0) as i32;
-                return Err(format!(
-                    "the kernel answered with error {}",
-                    std::io::Error::from_raw_os_error(-errno)
-                ));
-            }
-            su::SOCK_DIAG_BY_FAMILY => {
-                if b.len() < 72 {
-                    return Err("short inet_diag_msg".into());
-                }
-                let family = b[0];
-                let sport = u16::from_be_bytes([b[4], b[5]]);
-                let dport = u16::from_be_bytes([b[6], b[7]]);
-                let mut d = Diag {
-                    family,
-                    proto,
-                    state: b[1],
-                    src: diag_addr(family, &b[8..24], sport),
-                    dst: diag_addr(family, &b[24..40], dport),
-                    rqueue: u32_at(b, 56).unwrap_or(0),
-                    wqueue: u32_at(b, 60).unwrap_or(0),
-                    ino: u32_at(b, 68).unwrap_or(0),
-                    shutdown: 0,
-                };
-                let mut a = 72usize;
-                while a + 4 <= b.len() {
-                    let alen = u16_at(b, a).unwrap_or(0) as usize;
-                    let aty = u16_at(b, a + 2).unwrap_or(0);
-                    if alen < 4 || a + alen > b.len() {
-                        return Err(format!("bad attribute length {alen} for socket {}", d.ino));
-                    }
-                    if aty == INET_DIAG_SHUTDOWN && alen >= 5 {
-                        d.shutdown = b[a + 4];
-                    }
-                    a += alen.div_ceil(4) * 4;
-                }
-                out.push(d);
-            }
-            _ => {}
-        }
-        off += len.div_ceil(4) * 4;
+/// One inet_diag_msg (a SOCK_DIAG_BY_FAMILY message body) and its
+/// attributes.
+pub fn parse_diag(b: &[u8], proto: u8) -> Result<Diag, String> {
+    if b.len() < 72 {
+        return Err("short inet_diag_msg".into());
     }
-    Ok((out, false))
+    let family = b[0];
+    let sport = u16::from_be_bytes([b[4], b[5]]);
+    let dport = u16::from_be_bytes([b[6], b[7]]);
+    let mut d = Diag {
+        family,
+        proto,
+        state: b[1],
+        src: diag_addr(family, &b[8..24], sport),
+        dst: diag_addr(family, &b[24..40], dport),
+        rqueue: u32_at(b, 56).unwrap_or(0),
+        wqueue: u32_at(b, 60).unwrap_or(0),
+        ino: u32_at(b, 68).unwrap_or(0),
+        shutdown: 0,
+    };
+    for (ty, data) in attrs(b, 72).map_err(|e| format!("socket {}: {e}", d.ino))? {
+        if ty == INET_DIAG_SHUTDOWN && !data.is_empty() {
+            d.shutdown = data[0];
+        }
+    }
+    Ok(d)
 }
 
 /// Every TCP, UDP and UDP-Lite socket of crust's network namespace, by
 /// inode.
 fn diag_all() -> Result<HashMap<u32, Diag>, Error> {
-    let me = crust_sys::process::getpid();
     let mut out = HashMap::new();
-    let mut seq = 1;
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         for proto in [
             libc::IPPROTO_TCP as u8,
             libc::IPPROTO_UDP as u8,
             IPPROTO_UDPLITE as u8,
         ] {
-            let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
-                .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
-            seq += 1;
-            su::netlink_send(nl.as_fd(), &diag_request(family, proto, seq))
-                .map_err(sys_err(me, "sending the INET_DIAG request"))?;
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = su::netlink_recv(nl.as_fd(), &mut buf)
-                    .map_err(sys_err(me, "receiving the INET_DIAG answer"))?;
-                let (socks, done) = match parse_diag(&buf[..n], proto) {
-                    Ok(v) => v,
-                    // UDP-Lite may be missing from this kernel.
-                    Err(_) if proto as i32 == IPPROTO_UDPLITE => (Vec::new(), true),
-                    Err(why) => {
-                        return Err(Error::Sys {
-                            pid: me,
-                            op: format!("parsing the INET_DIAG answer: {why}"),
-                            source: std::io::Error::from_raw_os_error(libc::EPROTO),
-                        })
-                    }
-                };
-                for s in socks {
-                    out.insert(s.ino, s);
-                }
-                if done || n == 0 {
-                    break;
-                }
+            let got = diag_dump("INET_DIAG", &diag_request(family, proto), |m| {
+                let d = parse_diag(m, proto)?;
+                out.insert(d.ino, d);
+                Ok(())
+            });
+            match got {
+                Ok(()) => {}
+                // UDP-Lite may be missing from this kernel.
+                Err(_) if proto as i32 == IPPROTO_UDPLITE => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -303,10 +237,10 @@ fn int_opt(s: BorrowedFd<'_>, level: i32, opt: i32) -> Option<i32> {
     su::getsockopt_int(s, level, opt).ok()
 }
 
-/// The socket options CRIU keeps in sk_opts_entry, plus linger, bound
-/// device and socket filter.
+/// The socket options CRIU keeps in sk_opts_entry (with the bound device
+/// and the BPF filter), plus linger.
 fn dump_sk_opts(s: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
-    let mut o = crate::unix::dump_opts(s)?;
+    let mut o = crate::netlink::dump_sk_opts(s)?;
     let mut l = [0u8; 8];
     if sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &mut l).is_ok() {
         let on = i32::from_ne_bytes([l[0], l[1], l[2], l[3]]);
@@ -315,24 +249,7 @@ fn dump_sk_opts(s: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
             o.so_linger = Some(secs as u32);
         }
     }
-    let mut dev = [0u8; 16];
-    if let Ok(n) = sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev) {
-        let name: Vec<u8> = dev[..n].iter().take_while(|b| **b != 0).copied().collect();
-        if !name.is_empty() {
-            o.so_bound_dev = Some(String::from_utf8_lossy(&name).into_owned());
-        }
-    }
-    o.so_filter = dump_filter(s);
     Ok(o)
-}
-
-/// A classic BPF filter attached to the socket, as CRIU stores it: each
-/// sock_filter (u16 code, u8 jt, u8 jf, u32 k) as one little-endian u64.
-fn dump_filter(s: BorrowedFd<'_>) -> Vec<u64> {
-    let buf = crust_sys::sockfilter::get_filter(s).unwrap_or_default();
-    buf.chunks(8)
-        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 fn tcp_opts(s: BorrowedFd<'_>) -> TcpOptsEntry {
@@ -1384,7 +1301,7 @@ fn read_stream(
 
 /// Socket, IP and TCP options of an entry, on a socket crust made.
 fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
-    crate::unix::set_opts(s, &e.opts)?;
+    crate::netlink::set_sk_opts(s, &e.opts)?;
     let o = &e.opts;
     if o.so_reuseport == Some(true) {
         su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
@@ -1394,13 +1311,6 @@ fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
         l[0..4].copy_from_slice(&1i32.to_ne_bytes());
         l[4..8].copy_from_slice(&(secs as i32).to_ne_bytes());
         sn::setsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &l)?;
-    }
-    if let Some(dev) = o.so_bound_dev.as_ref().filter(|d| !d.is_empty()) {
-        sn::setsockopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_bytes())?;
-    }
-    if !o.so_filter.is_empty() {
-        let prog: Vec<u8> = o.so_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        crust_sys::sockfilter::attach_filter(s, &prog)?;
     }
     let fam = e.family as i32;
     if let Some(ip) = &e.ip_opts {
@@ -1782,11 +1692,27 @@ mod tests {
     }
 
     #[test]
-    fn diag_parse_rejects_garbage() {
+    fn diag_parse() {
         assert!(parse_diag(&[0xff; 20], 6).is_err());
-        let mut done = vec![0u8; 20];
-        done[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
-        assert_eq!(parse_diag(&done, 6), Ok((Vec::new(), true)));
+        // 127.0.0.1:80 -> 10.0.0.2:1234, ESTABLISHED, inode 77, shut
+        // down for writing.
+        let mut m = vec![0u8; 72];
+        m[0] = libc::AF_INET as u8;
+        m[1] = 1;
+        m[4..6].copy_from_slice(&80u16.to_be_bytes());
+        m[6..8].copy_from_slice(&1234u16.to_be_bytes());
+        m[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        m[24..28].copy_from_slice(&[10, 0, 0, 2]);
+        m[56..60].copy_from_slice(&5u32.to_ne_bytes());
+        m[68..72].copy_from_slice(&77u32.to_ne_bytes());
+        m.extend_from_slice(&5u16.to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_SHUTDOWN.to_ne_bytes());
+        m.extend_from_slice(&[2, 0, 0, 0]);
+        let d = parse_diag(&m, 6).unwrap();
+        assert_eq!(d.src, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(d.dst, "10.0.0.2:1234".parse().unwrap());
+        assert_eq!((d.state, d.rqueue, d.ino, d.shutdown), (1, 5, 77, 2));
+        m.truncate(76);
+        assert!(parse_diag(&m, 6).is_err());
     }
 }
