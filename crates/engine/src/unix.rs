@@ -688,33 +688,8 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, Que
     walk
 }
 
-pub(crate) fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
-    let get = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-    let (snd_s, snd_us) = su::getsockopt_timeval(sock, libc::SO_SNDTIMEO)?;
-    let (rcv_s, rcv_us) = su::getsockopt_timeval(sock, libc::SO_RCVTIMEO)?;
-    let mark = get(libc::SO_MARK).unwrap_or(0) as u32;
-    Ok(SkOptsEntry {
-        so_sndbuf: get(libc::SO_SNDBUF)? as u32,
-        so_rcvbuf: get(libc::SO_RCVBUF)? as u32,
-        so_snd_tmo_sec: snd_s,
-        so_snd_tmo_usec: snd_us,
-        so_rcv_tmo_sec: rcv_s,
-        so_rcv_tmo_usec: rcv_us,
-        reuseaddr: Some(get(libc::SO_REUSEADDR)? != 0),
-        so_priority: Some(get(libc::SO_PRIORITY)? as u32),
-        so_rcvlowat: Some(get(libc::SO_RCVLOWAT)? as u32),
-        so_mark: (mark != 0).then_some(mark),
-        so_passcred: get(libc::SO_PASSCRED).ok().map(|v| v != 0),
-        so_passsec: Some(get(libc::SO_PASSSEC).unwrap_or(0) != 0),
-        so_dontroute: Some(get(libc::SO_DONTROUTE)? != 0),
-        so_no_check: Some(get(libc::SO_NO_CHECK).unwrap_or(0) != 0),
-        so_reuseport: Some(get(libc::SO_REUSEPORT).unwrap_or(0) != 0),
-        so_broadcast: Some(get(libc::SO_BROADCAST)? != 0),
-        so_keepalive: Some(get(libc::SO_KEEPALIVE)? != 0),
-        so_oobinline: Some(get(libc::SO_OOBINLINE)? as u32),
-        so_buf_lock: Some(get(SO_BUF_LOCK).unwrap_or(0) as u32),
-        ..Default::default()
-    })
+fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+    crate::netlink::dump_sk_opts(sock)
 }
 
 // ---------------------------------------------------------------- restore
