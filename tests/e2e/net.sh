@@ -501,3 +501,19 @@ t_tcp_close() {
     wait_gone "$PID" 5
 }
 ALL_TESTS+=(tcp-close)
+
+# ICMP ping sockets (IPv4 and IPv6), bound with an ident: still answered
+# after restore. Ping sockets need net.ipv4.ping_group_range to include
+# root's group: the test opens it and puts the old range back.
+t_inet_ping() {
+    need_cr || return $?
+    local f=/proc/sys/net/ipv4/ping_group_range old rc
+    old=$(cat $f) || { skip "no $f"; return 2; }
+    echo "0 0" >$f || { skip "cannot set $f"; return 2; }
+    net_pick_port
+    cr_net "" inetsk --mode ping --port "$NET_P"
+    rc=$?
+    echo "$old" >$f
+    return $rc
+}
+ALL_TESTS+=(inet-ping)

@@ -1401,9 +1401,12 @@ fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
 /// a UDP packet with that source, written whole through a raw socket and
 /// delivered locally.
 fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> std::io::Result<()> {
-    if proto != libc::IPPROTO_UDP {
-        return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-    }
+    let lite = match proto {
+        libc::IPPROTO_UDP => false,
+        IPPROTO_UDPLITE => true,
+        _ => return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    };
+    let p8 = proto as u8;
     let v4 = |a: &SocketAddr| match a.ip() {
         IpAddr::V4(a) => Some(a),
         IpAddr::V6(a) => a.to_ipv4_mapped(),
@@ -1426,9 +1429,22 @@ fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> st
     let mut udp = Vec::with_capacity(udp_len);
     udp.extend_from_slice(&from.port().to_be_bytes());
     udp.extend_from_slice(&to.port().to_be_bytes());
-    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    // UDP-Lite: the checksum coverage, 0 for the whole datagram.
+    let len_field = if lite { 0 } else { udp_len as u16 };
+    udp.extend_from_slice(&len_field.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(data);
+    // The checksum over the pseudo-header (src, dst, proto, length) and
+    // the datagram (RFC 768, RFC 3828, RFC 8200 8.1); 0 is sent as 0xffff.
+    let sum_with = |src: &[u8], dst: &[u8], udp: &[u8]| -> [u8; 2] {
+        let mut pseudo = Vec::with_capacity(40);
+        pseudo.extend_from_slice(src);
+        pseudo.extend_from_slice(dst);
+        pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, p8]);
+        let c = checksum(udp, partial(&pseudo, 0));
+        if c == 0 { 0xffffu16 } else { c }.to_be_bytes()
+    };
     if let Some(src) = v4(from) {
         // IPv4 (also a v4-mapped sender to a dual-stack socket).
         let dst = match dst_ip(to, false) {
@@ -1439,12 +1455,16 @@ fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> st
         let mut p = Vec::with_capacity(total);
         p.extend_from_slice(&[0x45, 0]);
         p.extend_from_slice(&(total as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0x40, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, p8, 0, 0]);
         p.extend_from_slice(&src.octets());
         p.extend_from_slice(&dst.octets());
         let c = checksum(&p[..20], 0);
         p[10..12].copy_from_slice(&c.to_be_bytes());
-        // UDP over IPv4: checksum 0 means none.
+        // UDP over IPv4 may go without a checksum (0); UDP-Lite may not.
+        if lite {
+            let c = sum_with(&src.octets(), &dst.octets(), &udp);
+            udp[6..8].copy_from_slice(&c);
+        }
         p.extend_from_slice(&udp);
         let raw = sn::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
         sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(IpAddr::V4(dst), 0))?;
@@ -1457,22 +1477,12 @@ fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> st
         IpAddr::V6(a) => a,
         IpAddr::V4(a) => a.to_ipv6_mapped(),
     };
-    // Pseudo-header checksum (RFC 8200 8.1).
-    let mut pseudo = Vec::with_capacity(40);
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
-    let sum = partial(&pseudo, 0);
-    let mut c = checksum(&udp, sum);
-    if c == 0 {
-        c = 0xffff;
-    }
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let c = sum_with(&src.octets(), &dst.octets(), &udp);
+    udp[6..8].copy_from_slice(&c);
     let mut p = Vec::with_capacity(40 + udp.len());
     p.extend_from_slice(&[0x60, 0, 0, 0]);
     p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[libc::IPPROTO_UDP as u8, 64]);
+    p.extend_from_slice(&[p8, 64]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     p.extend_from_slice(&udp);

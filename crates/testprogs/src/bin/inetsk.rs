@@ -107,6 +107,23 @@ struct Udp {
     u5: UdpSocket,
     /// A datagram begun with MSG_MORE (no UDP_CORK), for s2.
     u6: UdpSocket,
+    /// UDP-Lite, IPv4 and IPv6, each with a datagram from its sender.
+    lite: Vec<(UdpSocket, UdpSocket)>,
+    /// Connected and shut down for writing.
+    shut: UdpSocket,
+}
+
+/// A UDP-Lite socket bound at `a` (std's UdpSocket over it).
+fn udplite(a: &SocketAddr) -> Result<UdpSocket, String> {
+    let dom = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let fd = raw_socket(dom, libc::SOCK_DGRAM, 136)?;
+    sock_bind(fd, a)?;
+    // SAFETY: fd is a bound datagram socket we own.
+    Ok(unsafe { UdpSocket::from_raw_fd(fd) })
 }
 
 fn send_more(s: &UdpSocket, data: &[u8], flags: i32) -> Result<(), String> {
@@ -158,6 +175,29 @@ fn udp_setup(port: u16) -> Result<Udp, String> {
     u6.connect(s2.local_addr().unwrap())
         .map_err(|e| e.to_string())?;
     send_more(&u6, b"more-", libc::MSG_MORE)?;
+    let mut lite = Vec::new();
+    for (r, snd) in [
+        (
+            format!("127.0.0.1:{}", port + 5),
+            format!("127.0.0.1:{}", port + 6),
+        ),
+        (format!("[::1]:{}", port + 5), format!("[::1]:{}", port + 6)),
+    ] {
+        let r = udplite(&r.parse().unwrap())?;
+        let snd = udplite(&snd.parse().unwrap())?;
+        snd.send_to(b"lite", r.local_addr().unwrap())
+            .map_err(|e| format!("UDP-Lite send: {e}"))?;
+        lite.push((r, snd));
+    }
+    let shut = b("127.0.0.1:0".into())?;
+    shut.connect(s1.local_addr().unwrap())
+        .map_err(|e| e.to_string())?;
+    // SAFETY: plain shutdown(2) on a socket we own.
+    ensure!(
+        unsafe { libc::shutdown(shut.as_raw_fd(), libc::SHUT_WR) } == 0,
+        "shutdown: {}",
+        std::io::Error::last_os_error()
+    );
     // Let them land.
     std::thread::sleep(Duration::from_millis(50));
     Ok(Udp {
@@ -169,6 +209,8 @@ fn udp_setup(port: u16) -> Result<Udp, String> {
         u4,
         u5,
         u6,
+        lite,
+        shut,
     })
 }
 
@@ -245,6 +287,20 @@ fn udp_check(u: &Udp) -> Result<(), String> {
         "the MSG_MORE datagram is {:?} from {from}",
         String::from_utf8_lossy(&buf[..n])
     );
+    for (r, snd) in &u.lite {
+        r.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (n, from) = r
+            .recv_from(&mut buf)
+            .map_err(|e| format!("the UDP-Lite datagram: {e}"))?;
+        ensure!(
+            &buf[..n] == b"lite" && from == snd.local_addr().unwrap(),
+            "the UDP-Lite datagram is wrong ({from})"
+        );
+    }
+    match u.shut.send(b"x") {
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+        r => return Err(format!("send on a socket shut for writing: {r:?}")),
+    }
     // Still working: s1 -> u1.
     u.s1.send_to(b"new", u.u1.local_addr().unwrap())
         .map_err(|e| e.to_string())?;
@@ -783,6 +839,78 @@ fn run(args: &Args) -> Result<(), String> {
             ready(args);
             wait_for_term(20, || {});
             listen_check(&l, args.num("expect", 0), args.num("data", 0) == 1)
+        }
+        Some("ping") => {
+            // ICMP ping sockets (SOCK_DGRAM), bound with an ident.
+            let mut socks = Vec::new();
+            for (dom, proto, a) in [
+                (
+                    libc::AF_INET,
+                    libc::IPPROTO_ICMP,
+                    format!("127.0.0.1:{port}"),
+                ),
+                (
+                    libc::AF_INET6,
+                    libc::IPPROTO_ICMPV6,
+                    format!("[::1]:{}", port + 1),
+                ),
+            ] {
+                let fd = raw_socket(dom, libc::SOCK_DGRAM, proto)?;
+                let a: SocketAddr = a.parse().unwrap();
+                sock_bind(fd, &a)?;
+                socks.push((fd, a));
+            }
+            ready(args);
+            wait_for_term(20, || {});
+            for (fd, a) in &socks {
+                let got = local_of(*fd)?;
+                ensure!(got == *a, "a ping socket is bound to {got}, not {a}");
+                // Echo request (the kernel puts the ident); expect a reply.
+                let ty = if a.is_ipv4() { 8u8 } else { 128 };
+                let msg = [ty, 0, 0, 0, 0, 0, 0, 7, b'h', b'i'];
+                let mut to = *a;
+                to.set_port(0);
+                let (ss, len) = sockaddr(&to);
+                // SAFETY: msg is readable; ss holds a sockaddr of `len` bytes.
+                let r = unsafe {
+                    libc::sendto(
+                        *fd,
+                        msg.as_ptr() as *const libc::c_void,
+                        msg.len(),
+                        0,
+                        &ss as *const _ as *const libc::sockaddr,
+                        len,
+                    )
+                };
+                ensure!(
+                    r >= 0,
+                    "ping sendto {a}: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut buf = [0u8; 64];
+                let t = Instant::now();
+                loop {
+                    // SAFETY: buf is writable for its length.
+                    let n = unsafe {
+                        libc::recv(
+                            *fd,
+                            buf.as_mut_ptr() as *mut libc::c_void,
+                            buf.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if n >= 10 && buf[0] == if a.is_ipv4() { 0 } else { 129 } {
+                        ensure!(&buf[8..10] == b"hi", "a wrong echo reply");
+                        break;
+                    }
+                    ensure!(
+                        t.elapsed() < Duration::from_secs(3),
+                        "no echo reply on the ping socket {a}"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Ok(())
         }
         Some("synsent") => {
             // Connecting to a port whose SYNs are dropped: SYN_SENT.
