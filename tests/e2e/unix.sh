@@ -173,3 +173,9 @@ PY
     return 0
 }
 ALL_TESTS+=(err-restore-unix-rights)
+
+# Sockets whose bound file was unlinked (CRIU's `deleted`): a listener
+# with an accepted connection and a datagram socket with a message queued;
+# bound to the same names after restore, the files gone again.
+t_unix_deleted() { mkdir -p "$D/files" && cr_test unixsk --mode deleted --dir "$D/files"; }
+ALL_TESTS+=(unix-deleted)

@@ -345,6 +345,10 @@ impl UnixDump {
             )));
         }
         let mut file_perms = None;
+        // Bound to a path that was unlinked since (or replaced by another
+        // file): recorded as CRIU does (`deleted`), bound and unlinked
+        // again on restore.
+        let mut deleted = false;
         if let Some(path) = name_path(&d.name) {
             if !path.is_absolute() {
                 return Err(Error::unsupported(format!(
@@ -359,24 +363,21 @@ impl UnixDump {
                 Ok(md) if md.file_type().is_socket() => {
                     if bound_here.is_some_and(|v| v as u64 != md.ino()) && d.state != ST_ESTABLISHED
                     {
-                        return Err(Error::unsupported(format!(
-                            "{here} is bound to {}, which was deleted or replaced since",
-                            path.display()
-                        )));
+                        debug!("{here}: {} was replaced since it was bound", path.display());
+                        deleted = true;
+                    } else {
+                        file_perms = Some(FilePermsEntry {
+                            mode: md.mode(),
+                            uid: md.uid(),
+                            gid: md.gid(),
+                            ..Default::default()
+                        });
                     }
-                    file_perms = Some(FilePermsEntry {
-                        mode: md.mode(),
-                        uid: md.uid(),
-                        gid: md.gid(),
-                        ..Default::default()
-                    });
                 }
                 _ if d.state == ST_ESTABLISHED => {}
                 _ => {
-                    return Err(Error::unsupported(format!(
-                        "{here} is bound to {}, which was deleted since",
-                        path.display()
-                    )))
+                    debug!("{here}: {} was deleted since it was bound", path.display());
+                    deleted = true;
                 }
             }
         }
@@ -417,6 +418,7 @@ impl UnixDump {
             name: d.name.clone(),
             shutdown: (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
             file_perms,
+            deleted: deleted.then_some(true),
             ..Default::default()
         });
         self.ids.insert(ino, id);
@@ -1145,6 +1147,19 @@ impl UnixFiles {
             crust_sys::pipe::set_status_flags(s, (u.flags & keep) as i32)
                 .map_err(sys_err(me, format!("F_SETFL of {what}")))?;
         }
+        // Sockets whose bound file had been deleted: every connection by
+        // name is made, the file goes again.
+        for u in self
+            .socks
+            .values()
+            .filter(|u| ours(u) && u.deleted == Some(true))
+        {
+            if let Some(p) = name_path(&u.name) {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    warn!("cannot unlink {} again: {e}", p.display());
+                }
+            }
+        }
         Ok(OpenUnix { by_id: made })
     }
 }
@@ -1221,7 +1236,13 @@ fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
         return Ok(());
     }
     let path = name_path(&u.name);
-    if let Some(p) = &path {
+    if let (Some(p), Some(true)) = (&path, u.deleted) {
+        // Its file was gone at dump time: the path must be free (it is
+        // unlinked again once every socket is connected).
+        if std::fs::symlink_metadata(p).is_ok() {
+            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+        }
+    } else if let Some(p) = &path {
         match std::fs::symlink_metadata(p) {
             Ok(md) if md.file_type().is_socket() => {
                 debug!("removing the stale socket file {}", p.display());

@@ -698,6 +698,61 @@ fn mode_ext(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
+/// Sockets whose bound file was unlinked: a listener with an accepted
+/// connection, a datagram socket with a message queued.
+fn mode_deleted(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
+    let lpath = dir
+        .join("gone.sock")
+        .as_os_str()
+        .as_encoded_bytes()
+        .to_vec();
+    let dpath = dir
+        .join("gone-dgram.sock")
+        .as_os_str()
+        .as_encoded_bytes()
+        .to_vec();
+    let l = sock(libc::SOCK_STREAM);
+    bind(l, &lpath);
+    // SAFETY: plain listen(2).
+    if unsafe { libc::listen(l, 4) } != 0 {
+        die("listen");
+    }
+    let c = sock(libc::SOCK_STREAM);
+    connect(c, &lpath).unwrap_or_else(|_| die("connect"));
+    let a = accept(l).unwrap_or_else(|_| die("accept"));
+    send(c, b"to the server").unwrap_or_else(|_| die("send"));
+    let d = sock(libc::SOCK_DGRAM);
+    bind(d, &dpath);
+    sendto(sock(libc::SOCK_DGRAM), b"queued", &dpath);
+    for p in [&lpath, &dpath] {
+        std::fs::remove_file(String::from_utf8_lossy(p).as_ref()).unwrap_or_else(|_| die("unlink"));
+    }
+    Box::new(move || {
+        for (fd, p) in [(l, &lpath), (d, &dpath)] {
+            let name = sockname(fd)?;
+            ensure!(
+                name.starts_with(p),
+                "fd {fd} is bound to {:?}",
+                String::from_utf8_lossy(&name)
+            );
+            let path = String::from_utf8_lossy(p).into_owned();
+            ensure!(
+                !Path::new(&path).exists(),
+                "{path} exists again after restore"
+            );
+        }
+        ensure!(
+            getopt(l, libc::SO_ACCEPTCONN)? == 1,
+            "the listener no longer listens"
+        );
+        expect_stream(a, b"to the server")?;
+        send(a, b"to the client")?;
+        sleep_ms(10);
+        expect_stream(c, b"to the client")?;
+        expect_msg(d, b"queued")
+    })
+}
+
 fn main() {
     let args = start();
     let mode = args.opt("mode").unwrap_or("all").to_string();
@@ -711,6 +766,7 @@ fn main() {
         "pending" => mode_pending(&args.path("dir"), false),
         "pending-data" => mode_pending(&args.path("dir"), true),
         "ext" => mode_ext(&args.path("dir")),
+        "deleted" => mode_deleted(&args.path("dir")),
         m => die(&format!("unknown mode {m}")),
     };
     ready(&args);
