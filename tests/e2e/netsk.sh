@@ -140,10 +140,47 @@ PYEOF
     expect_pass "$D/img/restore2.log"
 }
 
-# A netlink socket with an unread answer (fd 5), and a packet socket with
-# an rx ring (fd 3): the dump is refused naming the fd, the process runs on.
+# A netlink socket with an unread answer (fd 5): the dump is refused
+# naming the fd, the process runs on.
 t_err_dump_netlink_pending() { dump_must_fail 'fd 5\b.*unread' rawsocks --pending 1; }
-t_err_dump_packet_ring() { dump_must_fail 'fd 3\b.*rx ring' rawsocks --ring 1; }
+
+# Packet socket rings, mapped: fd 3's TPACKET_V2 rx ring, fd 9's TPACKET_V3
+# rx and tx rings. The images keep the ring parameters and the mappings as
+# VMA_AREA_SOCKET VMAs naming the sockets' files.img ids; after restore the
+# mappings are at their places, are the sockets' rings, and get packets.
+t_packet_ring_cr() {
+    need_cr || return $?
+    command -v python3 >/dev/null || { skip "python3 is needed to check images"; return 2; }
+    start_prog rawsocks --ring 1 || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/files.img" >"$D/files.json" 2>&1 &&
+        "$CRUST" image decode -i "$D/img/mm-$PID.img" >"$D/mm.json" 2>&1 ||
+        { fail "cannot decode files.img or mm-$PID.img"; return 1; }
+    python3 - "$D/files.json" "$D/mm.json" >"$D/check.out" 2>&1 <<'PYEOF' ||
+import json, sys
+files = json.load(open(sys.argv[1]))["entries"]
+vmas = json.load(open(sys.argv[2]))["entries"][0]["vmas"]
+num = lambda v: int(str(v), 0)
+ring = lambda r: r and [num(r[k]) for k in ("block_size", "block_nr", "frame_size", "frame_nr", "retire_tmo", "sizeof_priv", "features")]
+psk = {f["id"]: f["psk"] for f in files if f["type"] == "PACKETSK"}
+rings = {i: (num(p["version"]), ring(p.get("rx_ring")), ring(p.get("tx_ring"))) for i, p in psk.items() if p.get("rx_ring")}
+assert sorted(rings.values(), key=str) == sorted([
+    (1, [4096, 4, 2048, 8, 0, 0, 0], None),
+    (2, [8192, 2, 2048, 8, 10, 0, 0], [4096, 1, 2048, 2, 0, 0, 0])], key=str), "rings %s" % rings
+# VMA_AREA_REGULAR | VMA_AREA_SOCKET, MAP_SHARED, shmid: the files.img id.
+sk = sorted((v for v in vmas if num(v["status"]) & (1 << 11)), key=lambda v: num(v["shmid"]))
+assert [num(v["status"]) for v in sk] == [0x801, 0x801] and [num(v["flags"]) for v in sk] == [1, 1], "socket VMAs %s" % sk
+got = sorted((rings[num(v["shmid"])][0], num(v["end"]) - num(v["start"]), num(v["pgoff"])) for v in sk)
+assert got == [(1, 16384, 0), (2, 20480, 0)], "socket VMAs (version, length, pgoff) %s" % got
+PYEOF
+        { fail "$(tail -n 1 "$D/check.out")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A packet socket whose rx ring stays mapped after its fd was closed: no
+# fd names the socket, the dump is refused, the process runs on.
+t_err_dump_packet_ring() { dump_must_fail 'maps socket [0-9]+ .*no fd of the tree' rawsocks --ring 2; }
 
 ALL_TESTS+=(packet-netlink-cr packet-netlink-plain err-restore-packet-ifindex
-    err-dump-netlink-pending err-dump-packet-ring)
+    err-dump-netlink-pending packet-ring-cr err-dump-packet-ring)

@@ -695,12 +695,14 @@ fn dump_process(
         write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
     }
     debug!("{pid}: cores written by {} us", us_since(t0));
-    let mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
+    let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
     let fds = if kobj.files_shared {
         Vec::new()
     } else {
         files.collect_fds(proc, pid)?
     };
+    let own_fds = (!kobj.files_shared).then_some(&fds[..]);
+    mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
     out.locks.collect(pid, nspid, &fds)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;

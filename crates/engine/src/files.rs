@@ -251,6 +251,13 @@ impl FileTable {
         Ok(id)
     }
 
+    /// The files.img id of packet socket `ino`, dumped already as an fd
+    /// of the tree, and the length of a mapping of its rings.
+    pub fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
+        let id = self.packets.known(ino)?;
+        Some((id, self.packets.rings_len(ino)?))
+    }
+
     /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).
     pub fn set_ghost_limit(&mut self, limit: Option<u64>) {
         self.ghosts.set_limit(limit);

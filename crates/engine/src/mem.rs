@@ -6,6 +6,12 @@
 //! files.img id of a MEMFD file whose inode is named "/dev/zero"; the
 //! object's pages go to `pagemap-shmem-<ino>.img` (vaddr = offset in the
 //! object) and their own `pages-<id>.img`.
+//!
+//! A mapping of a packet socket's rings (`socket:[INO]` in the maps) is,
+//! as in CRIU, `VMA_AREA_REGULAR|VMA_AREA_SOCKET` with `shmid` = the
+//! socket's files.img id and no pages; restore reserves the range and maps
+//! the rings there through the task's fd once its fds are open
+//! ([`map_socket_vmas`]), empty.
 
 use crate::files::{FileTable, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::remote::Remote;
@@ -14,6 +20,7 @@ use crate::util::{proc_err, sys_err};
 use crate::Error;
 use crust_images::consts::{pe, vma as vs};
 use crust_images::image::{ImageType, ImageWriter};
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_images::proto::vma::VmaEntry;
@@ -126,6 +133,17 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                         map,
                         vm_flags,
                         status: vs::AREA_REGULAR | vs::ANON_SHARED | vs::AREA_SYSVIPC,
+                    });
+                    continue;
+                }
+                if path.starts_with("socket:[") {
+                    // A packet socket's rings (the only sockets one can
+                    // map); which socket is told once the fds are known
+                    // (`link_socket_vmas`).
+                    out.push(Vma {
+                        map,
+                        vm_flags,
+                        status: vs::AREA_REGULAR | vs::AREA_SOCKET,
                     });
                     continue;
                 }
@@ -702,7 +720,11 @@ pub fn build_mm(
         if v.has("nr") {
             flags |= libc::MAP_NORESERVE as u32;
         }
-        let (shmid, fdflags) = if v.status & vs::AREA_SYSVIPC != 0 {
+        let (shmid, fdflags) = if v.status & vs::AREA_SOCKET != 0 {
+            // The socket inode for now; `link_socket_vmas` puts its
+            // files.img id.
+            (m.inode as u32, None)
+        } else if v.status & vs::AREA_SYSVIPC != 0 {
             let ff = crate::sysvipc::attach_fdflags(pid, m.start, m.end);
             (m.inode as u32, Some(ff))
         } else if v.is_shmem() {
@@ -724,7 +746,11 @@ pub fn build_mm(
         entries.push(VmaEntry {
             start: m.start,
             end: m.end,
-            pgoff: if fdflags.is_some() { m.offset } else { 0 },
+            pgoff: if fdflags.is_some() || v.status & vs::AREA_SOCKET != 0 {
+                m.offset
+            } else {
+                0
+            },
             shmid: shmid as u64,
             prot,
             flags,
@@ -760,6 +786,52 @@ pub fn build_mm(
     })
 }
 
+/// Name the packet socket each socket VMA of `mm` maps (its rings), as
+/// CRIU does: `shmid` becomes the socket's files.img id. `fds` are the
+/// process's fds (None when it shares another process's table). Refused:
+/// a mapped socket no fd of the tree holds as a packet socket (e.g. its fd
+/// was closed after mmap), one the process itself holds no fd of, and a
+/// mapping of part of the rings (the kernel maps them only whole).
+pub fn link_socket_vmas(
+    pid: i32,
+    mm: &mut MmEntry,
+    files: &FileTable,
+    fds: Option<&[FdinfoEntry]>,
+) -> Result<(), Error> {
+    for v in mm
+        .vmas
+        .iter_mut()
+        .filter(|v| v.status & vs::AREA_SOCKET != 0)
+    {
+        let ino = v.shmid as u32;
+        let here = format!(
+            "process {pid} maps socket {ino} at {:#x}-{:#x}",
+            v.start, v.end
+        );
+        let (id, len) = files.packet_rings(ino).ok_or_else(|| {
+            Error::unsupported(format!(
+                "{here}, which no fd of the tree holds as a packet socket (only packet socket rings can be mapped; its fd may have been closed)"
+            ))
+        })?;
+        if v.pgoff != 0 || v.end - v.start != len {
+            return Err(Error::unsupported(format!(
+                "{here} at offset {:#x}: part of its rings ({len} bytes), which cannot be mapped again",
+                v.pgoff
+            )));
+        }
+        if let Some(fds) = fds {
+            if !fds.iter().any(|f| f.id == id) {
+                return Err(Error::unsupported(format!(
+                    "{here}, a packet socket it has no fd of (restore maps the rings through the process's own fd)"
+                )));
+            }
+        }
+        debug!("{here}: rings of packet socket file {id}");
+        v.shmid = id as u64;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- restore
 
 /// Highest user address on x86_64 with 4-level paging.
@@ -791,7 +863,7 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
                 format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
             ));
         }
-        if v.status & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::UNSUPP) != 0 {
+        if v.status & (vs::AREA_AIORING | vs::UNSUPP) != 0 {
             return Err(Error::unsupported(format!(
                 "restoring VMA {:#x}-{:#x} with status {:#x}",
                 v.start, v.end, v.status
@@ -1519,8 +1591,9 @@ pub fn restore_vmas(
             crate::sysvipc::attach(r, mm, v)?;
             continue;
         }
-        if is_shmem_entry(v) {
-            // Reserve the place; the object comes later (restore_shmem).
+        if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
+            // Reserve the place; the object comes later (restore_shmem,
+            // map_socket_vmas once the fds are open).
             let got = r.call(
                 &format!("reserve {:#x}-{:#x}", v.start, v.end),
                 libc::SYS_mmap,
@@ -1655,6 +1728,60 @@ pub fn restore_vmas(
         }
     }
     Ok((restored, pending))
+}
+
+/// Map the packet socket rings of the socket VMAs of `mm` at their places
+/// (reserved by `restore_vmas`), through the task's fds (`fds`, open
+/// already) of the files.img ids the VMAs name. The rings come back
+/// empty.
+pub fn map_socket_vmas(r: &mut Remote<'_>, mm: &MmEntry, fds: &[FdinfoEntry]) -> Result<(), Error> {
+    for v in mm.vmas.iter().filter(|v| v.status & vs::AREA_SOCKET != 0) {
+        let fd = fds
+            .iter()
+            .filter(|f| f.id as u64 == v.shmid && f.r#type == fd_types::PACKETSK)
+            .map(|f| f.fd)
+            .min()
+            .ok_or_else(|| Error::Restore {
+                pid: r.pid(),
+                what: format!(
+                    "VMA {:#x}-{:#x} maps packet socket file {}, which the process has no fd of",
+                    v.start, v.end, v.shmid
+                ),
+            })?;
+        let flags = (v.flags & (libc::MAP_SHARED | libc::MAP_PRIVATE) as u32) as u64
+            | libc::MAP_FIXED as u64;
+        let got = r.call(
+            &format!(
+                "mmap the rings of packet socket fd {fd} at {:#x}-{:#x}",
+                v.start, v.end
+            ),
+            libc::SYS_mmap,
+            [
+                v.start,
+                v.end - v.start,
+                v.prot as u64,
+                flags,
+                fd as u64,
+                v.pgoff,
+            ],
+        )?;
+        if got != v.start {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mmap placed {:#x} at {got:#x}", v.start),
+            });
+        }
+        if let Some(m) = v.madv {
+            for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
+                r.call(
+                    "madvise",
+                    libc::SYS_madvise,
+                    [v.start, v.end - v.start, adv, 0, 0, 0],
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Once the pages are in (`pending`), set the final protections and the

@@ -6,10 +6,12 @@
 //! come from PACKET_DIAG (sock_diag); the socket options (SO_*, the BPF
 //! filter) and status flags from a copy of the socket crust takes with
 //! pidfd_getfd. A membership added n times is written as n entries (CRIU
-//! refuses a count above one), which adding each again restores. Sockets
-//! with an rx or tx ring are refused: the ring is memory the task maps,
-//! which crust does not dump. SOCK_PACKET (the obsolete interface) is
-//! refused too. Queued packets are not kept (CRIU does not either).
+//! refuses a count above one), which adding each again restores. The rx
+//! and tx rings (PACKET_RX_RING/PACKET_TX_RING) keep their parameters; a
+//! mapping of them is a VMA_AREA_SOCKET VMA of mm.img (see [`crate::mem`]),
+//! whose frames are not kept: the ring comes back empty, as with CRIU.
+//! SOCK_PACKET (the obsolete interface) is refused. Queued packets are not
+//! kept (CRIU does not either).
 //!
 //! Restore: crust makes each socket before any task exists: socket with
 //! the recorded protocol, bind to the interface, the packet options,
@@ -229,10 +231,39 @@ pub struct PacketDump {
     diag: Option<HashMap<u32, PacketDiag>>,
 }
 
+/// The image's packet_ring of a packet_diag_ring.
+fn ring_entry(r: [u32; 7]) -> PacketRing {
+    let [block_size, block_nr, frame_size, frame_nr, retire_tmo, sizeof_priv, features] = r;
+    PacketRing {
+        block_size,
+        block_nr,
+        frame_size,
+        frame_nr,
+        retire_tmo,
+        sizeof_priv,
+        features,
+        ..Default::default()
+    }
+}
+
 impl PacketDump {
     /// The files.img id of socket inode `ino` if it was seen already.
     pub fn known(&self, ino: u32) -> Option<u32> {
         self.ids.get(&ino).copied()
+    }
+
+    /// Bytes an mmap of the rings of socket `ino` (seen already) spans:
+    /// the rx ring's blocks then the tx ring's, as the kernel lays them
+    /// out.
+    pub fn rings_len(&self, ino: u32) -> Option<u64> {
+        let d = self.diag.as_ref()?.get(&ino)?;
+        Some(
+            [d.rx_ring, d.tx_ring]
+                .iter()
+                .flatten()
+                .map(|r| r[0] as u64 * r[1] as u64)
+                .sum(),
+        )
     }
 
     /// Dump the packet socket on fd `fd` of `pid` (inode `ino`, status
@@ -263,14 +294,6 @@ impl PacketDump {
             return Err(Error::unsupported(format!(
                 "{here} is a SOCK_PACKET socket (the obsolete packet interface)"
             )));
-        }
-        for (name, r) in [("rx", d.rx_ring), ("tx", d.tx_ring)] {
-            if r.is_some() {
-                return Err(Error::unsupported(format!(
-                    "{here} has an {name} ring (PACKET_{}_RING), memory the task maps, which crust cannot dump yet",
-                    name.to_uppercase()
-                )));
-            }
         }
         let mclist = mclist_entries(&here, &d.mclist)?;
         let sock = take_fd(pid, fd)?;
@@ -310,8 +333,8 @@ impl PacketDump {
                 copy_thresh: d.copy_thresh,
                 mclist,
                 fanout: d.fanout,
-                rx_ring: None,
-                tx_ring: None,
+                rx_ring: d.rx_ring.map(ring_entry),
+                tx_ring: d.tx_ring.map(ring_entry),
                 ..Default::default()
             }),
             ..Default::default()

@@ -1455,6 +1455,8 @@ fn build_rest(
     if !live.files_from_parent {
         files.open_fds(&mut r, tty, shared)?;
     }
+    // Packet socket rings mapped through those fds.
+    mem::map_socket_vmas(&mut r, &live.mm, &files.fds)?;
     let root = files.path_of(live.fs.root_id as u64).expect("checked");
     let cwd = files.path_of(live.fs.cwd_id as u64).expect("checked");
     if root != "/" {

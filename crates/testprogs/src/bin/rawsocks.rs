@@ -22,9 +22,19 @@
 //! whatever else crossed lo), fd 5 must answer an RTM_GETLINK dump that
 //! lists `lo`, and a message sent on fd 8 must reach fd 7.
 //!
+//! `--ring 1`: fd 3 also has a TPACKET_V2 rx ring (PACKET_RX_RING, 4
+//! blocks of 4096 bytes, 8 frames of 2048), mapped; fd 9 is another
+//! SOCK_RAW ETH_P_ALL packet socket bound to lo, TPACKET_V3, with an rx
+//! ring (2 blocks of 8192, retire timeout 10 ms) and a tx ring (1 block of
+//! 4096, 2 frames), both mapped in one mapping. After SIGTERM: the
+//! mappings are still at their addresses and are the sockets' (maps names
+//! `socket:[INO]` of fd 3 and fd 9), the UDP datagram to 127.0.0.1 shows up
+//! as a frame of fd 3's ring (TP_STATUS_USER), and a block of fd 9's rx
+//! ring is handed to the user.
+//!
 //! For the tests of refused dumps: `--pending 1` leaves the answer to an
-//! RTM_GETLINK request unread on fd 5; `--ring 1` gives fd 3 an rx ring
-//! (PACKET_RX_RING, not mapped; fd 3 then does not get the UDP check).
+//! RTM_GETLINK request unread on fd 5; `--ring 2` is `--ring 1` plus a
+//! packet socket whose rx ring is mapped and whose fd is then closed.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 use std::time::{Duration, Instant};
@@ -46,6 +56,18 @@ const NETLINK_ROUTE: i32 = 0;
 const NETLINK_USERSOCK: i32 = 2;
 const NETLINK_GENERIC: i32 = 16;
 const PACKET_RX_RING: i32 = 5;
+const PACKET_TX_RING: i32 = 13;
+const TPACKET_V3: i32 = 2;
+const TP_STATUS_USER: u32 = 1;
+/// fd 3's ring: block size, block count, frame size, frame count.
+const RING_V2: [u32; 4] = [4096, 4, 2048, 8];
+/// fd 9's rings: tpacket_req3 (block size, count, frame size, count,
+/// retire timeout, sizeof_priv, features).
+const RX_V3: [u32; 7] = [8192, 2, 2048, 8, 10, 0, 0];
+const TX_V3: [u32; 7] = [4096, 1, 2048, 2, 0, 0, 0];
+/// Where the rings of fd 3 and fd 9 are mapped.
+static RING3: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static RING9: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const NETLINK_ADD_MEMBERSHIP: i32 = 1;
 const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
 const RTMGRP_LINK: u32 = 1;
@@ -162,6 +184,82 @@ fn getlink(seq: u32, dump: bool, ifindex: i32) -> Vec<u8> {
     req
 }
 
+/// Give packet socket `s` the rings `reqs` (option, tpacket_req or
+/// tpacket_req3) and map them; the address of the mapping.
+fn set_ring(s: i32, reqs: &[(i32, &[u32])]) -> usize {
+    let mut len = 0usize;
+    for (opt, req) in reqs {
+        // SAFETY: `req` is readable for the length passed.
+        let r = unsafe {
+            libc::setsockopt(
+                s,
+                SOL_PACKET,
+                *opt,
+                req.as_ptr() as *const libc::c_void,
+                (req.len() * 4) as u32,
+            )
+        };
+        check(r, "PACKET_RX_RING/PACKET_TX_RING");
+        len += req[0] as usize * req[1] as usize;
+    }
+    // SAFETY: a new shared mapping of the socket's rings; nothing of ours
+    // is at the address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            s,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        die("mmap packet rings");
+    }
+    p as usize
+}
+
+/// A SOCK_RAW ETH_P_ALL packet socket bound to lo (TPACKET_V3), with
+/// mapped rings per `--ring`: at fd 9 for 1; for 2 also one whose fd is
+/// closed once its ring is mapped.
+fn setup_rings(mode: u64) {
+    let open_lo = || {
+        // SAFETY: plain syscalls on integers and a local, initialised
+        // sockaddr_ll of the size passed.
+        unsafe {
+            let s = check(
+                libc::socket(libc::AF_PACKET, libc::SOCK_RAW, ETH_P_ALL.to_be() as i32),
+                "socket(AF_PACKET, SOCK_RAW)",
+            );
+            let mut ll: libc::sockaddr_ll = std::mem::zeroed();
+            ll.sll_family = libc::AF_PACKET as u16;
+            ll.sll_protocol = ETH_P_ALL.to_be();
+            ll.sll_ifindex = lo_index();
+            check(
+                libc::bind(
+                    s,
+                    &ll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                ),
+                "bind packet socket to lo",
+            );
+            s
+        }
+    };
+    let s = open_lo();
+    setopt(s, SOL_PACKET, PACKET_VERSION, TPACKET_V3, "PACKET_VERSION");
+    let at = set_ring(s, &[(PACKET_RX_RING, &RX_V3), (PACKET_TX_RING, &TX_V3)]);
+    RING9.store(at, std::sync::atomic::Ordering::Relaxed);
+    dup_to(s, 9);
+    if mode == 2 {
+        let c = open_lo();
+        set_ring(c, &[(PACKET_RX_RING, &RING_V2)]);
+        // SAFETY: closing our own fd; the mapping stays.
+        unsafe { libc::close(c) };
+    }
+}
+
 fn setup(pending: bool, ring: bool) {
     let lo = lo_index();
     // SAFETY (whole set-up): plain syscalls on integers and local,
@@ -191,18 +289,8 @@ fn setup(pending: bool, ring: bool) {
         setopt(s, SOL_PACKET, PACKET_TIMESTAMP, 0x10, "PACKET_TIMESTAMP");
         setopt(s, SOL_PACKET, PACKET_COPY_THRESH, 1, "PACKET_COPY_THRESH");
         if ring {
-            // tpacket_req: block size, block count, frame size, frame count.
-            let req: [u32; 4] = [4096, 1, 2048, 2];
-            check(
-                libc::setsockopt(
-                    s,
-                    SOL_PACKET,
-                    PACKET_RX_RING,
-                    req.as_ptr() as *const libc::c_void,
-                    16,
-                ),
-                "PACKET_RX_RING",
-            );
+            let at = set_ring(s, &[(PACKET_RX_RING, &RING_V2)]);
+            RING3.store(at, std::sync::atomic::Ordering::Relaxed);
         }
         // packet_mreq: ifindex, type (PACKET_MR_MULTICAST), alen, address.
         let mut mreq = [0u8; 16];
@@ -412,9 +500,97 @@ fn check_packet_raw(ring: bool) -> Result<(), String> {
         "lo has no multicast address {mc} (/proc/net/dev_mcast)"
     );
     if ring {
-        return Ok(());
+        return check_rings();
     }
     receives_udp()
+}
+
+/// The mapping of `fd`'s rings is still at `at` (`len` bytes): /proc/self/maps
+/// names the socket there.
+fn ring_mapped(fd: i32, at: usize, len: usize) -> Result<(), String> {
+    // SAFETY: `st` is a writable stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of an integer fd into `st`.
+    ensure!(
+        unsafe { libc::fstat(fd, &mut st) } == 0,
+        "fstat fd {fd}: {}",
+        err()
+    );
+    let want = format!("{:x}-{:x} ", at, at + len);
+    let name = format!("socket:[{}]", st.st_ino);
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let line = maps.lines().find(|l| l.starts_with(&want));
+    ensure!(
+        line.is_some_and(|l| l.ends_with(&name) && l.contains(" rw-s ")),
+        "fd {fd}'s rings are not mapped at {want}as {name} rw-s: {line:?}"
+    );
+    Ok(())
+}
+
+fn read_u32(addr: usize) -> u32 {
+    // SAFETY: `addr` is inside a ring mapping of ours (checked by
+    // ring_mapped), 4-aligned; the kernel writes it concurrently, hence
+    // the volatile read.
+    unsafe { std::ptr::read_volatile(addr as *const u32) }
+}
+
+/// The rings of fd 3 and fd 9 came back: mapped where they were, and
+/// packets crossing lo land in them.
+fn check_rings() -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (r3, r9) = (RING3.load(Relaxed), RING9.load(Relaxed));
+    ring_mapped(3, r3, (RING_V2[0] * RING_V2[1]) as usize)?;
+    let len9 = RX_V3[0] * RX_V3[1] + TX_V3[0] * TX_V3[1];
+    ring_mapped(9, r9, len9 as usize)?;
+    let v = getopt(9, SOL_PACKET, PACKET_VERSION)?;
+    ensure!(
+        v == TPACKET_V3,
+        "fd 9 PACKET_VERSION is {v}, not TPACKET_V3"
+    );
+    // fd 3 (TPACKET_V2): a frame with the marker.
+    let marker = format!("crust-rawsocks-ring-{}", std::process::id());
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp bind: {e}"))?;
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp bind: {e}"))?;
+    let to = rx.local_addr().map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let (mut found, mut block9) = (false, false);
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_secs(3) && !(found && block9) {
+        if sent < 10 {
+            tx.send_to(marker.as_bytes(), to)
+                .map_err(|e| format!("udp send: {e}"))?;
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..RING_V2[3] as usize {
+            // tpacket2_hdr: tp_status, tp_len, tp_snaplen, tp_mac (u16).
+            let f = r3 + i * RING_V2[2] as usize;
+            if read_u32(f) & TP_STATUS_USER == 0 {
+                continue;
+            }
+            let snaplen = read_u32(f + 8) as usize;
+            let mac = (read_u32(f + 12) & 0xffff) as usize;
+            if mac + snaplen <= RING_V2[2] as usize {
+                // SAFETY: the frame's data lies inside the frame (checked
+                // above), inside the mapping.
+                let data = unsafe { std::slice::from_raw_parts((f + mac) as *const u8, snaplen) };
+                found |= data.windows(marker.len()).any(|w| w == marker.as_bytes());
+            }
+            // Hand the frame back (TP_STATUS_KERNEL).
+            // SAFETY: tp_status of a frame of the mapping.
+            unsafe { std::ptr::write_volatile(f as *mut u32, 0) };
+        }
+        // fd 9 (TPACKET_V3): tpacket_block_desc's block_status at offset 8.
+        for b in 0..RX_V3[1] as usize {
+            block9 |= read_u32(r9 + b * RX_V3[0] as usize + 8) & TP_STATUS_USER != 0;
+        }
+    }
+    ensure!(
+        found,
+        "no frame of fd 3's rx ring holds the UDP datagram to {to}"
+    );
+    ensure!(block9, "no block of fd 9's rx ring was handed to the user");
+    Ok(())
 }
 
 /// A UDP datagram to 127.0.0.1 shows up on fd 3.
@@ -645,11 +821,14 @@ fn verify(ring: bool) -> Result<(), String> {
 
 fn main() {
     let args = start();
-    let ring = args.num("ring", 0) != 0;
-    setup(args.num("pending", 0) != 0, ring);
+    let ring = args.num("ring", 0);
+    setup(args.num("pending", 0) != 0, ring != 0);
+    if ring != 0 {
+        setup_rings(ring);
+    }
     ready(&args);
     while !term_requested() {
         crust_testprogs::sleep_ms(50);
     }
-    finish(&args, verify(ring));
+    finish(&args, verify(ring != 0));
 }
