@@ -125,3 +125,23 @@ PY
 }
 
 ALL_TESTS+=(memfd-seals dir-opath err-restore-memfd-inode)
+
+# A file deleted from the name it was opened by but still linked elsewhere:
+# refused without --link-remap (naming it); with it, linked back as
+# link_remap.N for the restore, which reopens it (the same file as the
+# other name) and removes the link.
+t_link_remap() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog files2 --mode linked --dir "$D/files" || return 1
+    mkdir -p "$D/img0"
+    crust_run dump0 dump -t "$PID" -D "$D/img0" -v4 -o dump.log
+    [ $RC -ne 0 ] && grep -q -- "--link-remap" "$D/dump0.err" ||
+        { fail "without --link-remap: rc $RC, $(head -c 300 "$D/dump0.err")"; return 1; }
+    [ -e "/proc/$PID" ] || { fail "the tree is gone after a refused dump"; return 1; }
+    do_dump "$D/img" --link-remap || return 1
+    ls "$D/files" | grep -q '^link_remap\.' || { fail "no link_remap file after the dump" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+ALL_TESTS+=(link-remap)

@@ -315,6 +315,7 @@ fn dump_tree(
     files.inet.lock_method = opts.network_lock;
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);
+    files.set_link_remap(opts.link_remap);
     files.set_tree(
         tree.procs
             .iter()

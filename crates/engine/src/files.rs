@@ -263,6 +263,11 @@ impl FileTable {
         self.ghosts.set_limit(limit);
     }
 
+    /// `--link-remap`: deleted files still linked elsewhere are linked back.
+    pub fn set_link_remap(&mut self, on: bool) {
+        self.ghosts.link_remap = on;
+    }
+
     /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
     pub fn set_ext_unix_sk(&mut self, on: bool) {
         self.unix.ext_unix_sk = on;
@@ -431,6 +436,7 @@ impl FileTable {
                             info.flags & !O_CLOEXEC,
                             info.pos,
                             id,
+                            &mut self.next_id,
                         )?;
                         self.files.push(e);
                         id
@@ -532,6 +538,8 @@ impl FileTable {
         self.collect_carried()?;
         let socks = self.unix.finish(&mut self.next_id)?;
         self.files.extend(socks);
+        let links = self.ghosts.take_link_entries();
+        self.files.extend(links);
         let (inet, dgrams) = self.inet.write(dir, &mut self.next_id)?;
         self.files.extend(inet);
         self.unix.add_datagrams(dgrams);

@@ -59,9 +59,20 @@ struct Ghost {
 /// Deleted files seen while dumping a tree.
 pub struct GhostDump {
     limit: u64,
+    /// `--link-remap`: a deleted file with other links is linked back
+    /// under a new name instead of copied.
+    pub link_remap: bool,
     seen: Vec<Seen>,
     /// By (dev, ino).
     ghosts: BTreeMap<(u64, u64), Ghost>,
+    /// Link remaps by (dev, ino): the files.img id of the new name's REG
+    /// entry.
+    linked: BTreeMap<(u64, u64), u32>,
+    /// REG entries of the link remap files, for files.img.
+    link_entries: Vec<FileEntry>,
+    /// Link remap files made, removed unless the dump is kept.
+    links: Vec<PathBuf>,
+    keep_links: bool,
     remaps: Vec<RemapFilePathEntry>,
 }
 
@@ -69,14 +80,84 @@ impl Default for GhostDump {
     fn default() -> Self {
         GhostDump {
             limit: DEFAULT_LIMIT,
+            link_remap: false,
             seen: Vec::new(),
             ghosts: BTreeMap::new(),
+            linked: BTreeMap::new(),
+            link_entries: Vec::new(),
+            links: Vec::new(),
+            keep_links: false,
             remaps: Vec::new(),
         }
     }
 }
 
+impl Drop for GhostDump {
+    fn drop(&mut self) {
+        if !self.keep_links {
+            for l in &self.links {
+                let _ = std::fs::remove_file(l);
+            }
+        }
+    }
+}
+
 impl GhostDump {
+    /// The REG entries of the link remap files (for files.img); from now
+    /// on the link remap files are kept for the restore.
+    pub fn take_link_entries(&mut self) -> Vec<FileEntry> {
+        self.keep_links = true;
+        std::mem::take(&mut self.link_entries)
+    }
+
+    /// A deleted file that still has other links: linked back as
+    /// `link_remap.<id>` next to where it was (`--link-remap`), recorded
+    /// as a LINKED remap whose REG entry (a new files.img id) names it.
+    fn link_back(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        name: &str,
+        md: &std::fs::Metadata,
+        id: u32,
+        next_id: &mut u32,
+    ) -> Result<u32, Error> {
+        let key = (md.dev(), md.ino());
+        if let Some(r) = self.linked.get(&key) {
+            return Ok(*r);
+        }
+        let rid = *next_id;
+        *next_id += 1;
+        let parent = Path::new(name).parent().unwrap_or(Path::new("/"));
+        let link = parent.join(format!("link_remap.{rid}"));
+        let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        crust_sys::fs::link_following(&src, &link).map_err(sys_err(
+            pid,
+            format!(
+                "link the deleted file {name} of fd {fd} back as {} (--link-remap)",
+                link.display()
+            ),
+        ))?;
+        self.links.push(link.clone());
+        debug!("{pid}: fd {fd}: {name} linked back as {}", link.display());
+        self.link_entries.push(FileEntry {
+            r#type: fd_types::REG,
+            id: rid,
+            reg: Some(RegFileEntry {
+                id: rid,
+                flags: libc::O_RDONLY as u32,
+                name: link.to_string_lossy().into_owned(),
+                size: Some(md.size()),
+                mode: Some(md.mode()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.linked.insert(key, rid);
+        let _ = id;
+        Ok(rid)
+    }
+
     pub fn set_limit(&mut self, limit: Option<u64>) {
         self.limit = limit.unwrap_or(DEFAULT_LIMIT);
     }
@@ -100,6 +181,7 @@ impl GhostDump {
         flags: u32,
         pos: u64,
         id: u32,
+        next_id: &mut u32,
     ) -> Result<FileEntry, Error> {
         let name = link.strip_suffix(DELETED).unwrap_or(link);
         let proc_path = format!("/proc/{pid}/fd/{fd}");
@@ -124,6 +206,39 @@ impl GhostDump {
             return Err(Error::unsupported(format!(
                 "process {pid} has fd {fd} open on {link}, a deleted file that is not a regular file"
             )));
+        }
+        if md.nlink() > 0 {
+            // Unlinked here but linked elsewhere: CRIU links it back
+            // (--link-remap) rather than copying a file others still see.
+            if !self.link_remap {
+                return Err(Error::unsupported(format!(
+                    "process {pid} has fd {fd} open on {name}, deleted from there but still linked elsewhere ({} link(s)); dump with --link-remap to link it back",
+                    md.nlink()
+                )));
+            }
+            let rid = self.link_back(pid, fd, name, &md, id, next_id)?;
+            self.remaps.push(RemapFilePathEntry {
+                orig_id: id,
+                remap_id: rid,
+                remap_type: Some(remap_type::LINKED),
+                ..Default::default()
+            });
+            self.seen.push(Seen { pid, fd, id });
+            return Ok(FileEntry {
+                r#type: fd_types::REG,
+                id,
+                reg: Some(RegFileEntry {
+                    id,
+                    flags,
+                    pos,
+                    fown: FownEntry::default(),
+                    name: name.to_string(),
+                    size: Some(md.size()),
+                    mode: Some(md.mode()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
         if md.size() > self.limit {
             return Err(Error::GhostTooBig {
@@ -240,6 +355,7 @@ fn kernel_dev(dev: u64) -> u32 {
 /// The files.img ids that `remap-fpath.img` says are ghosts (files opened
 /// by crust from the ghost images, not from the file system).
 pub fn ghosted_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
+    // (Link remaps too: their files are opened by crust through the link.)
     Ok(load_remaps(dir)?.iter().map(|r| r.orig_id).collect())
 }
 
@@ -266,6 +382,10 @@ pub struct Ghosts {
     ghosts: BTreeMap<u32, GhostImage>,
     /// files.img id -> (ghost id, REG entry).
     opens: BTreeMap<u32, (u32, RegFileEntry)>,
+    /// Link remaps: the link's files.img id -> its path.
+    links: BTreeMap<u32, PathBuf>,
+    /// files.img id -> (link id, REG entry).
+    link_opens: BTreeMap<u32, (u32, RegFileEntry)>,
 }
 
 /// Descriptions on ghost files crust opened, by files.img id.
@@ -303,10 +423,29 @@ impl Ghosts {
             match r.remap_type {
                 Some(remap_type::GHOST) => {}
                 Some(remap_type::LINKED) => {
-                    return Err(Error::unsupported(format!(
-                        "restoring file {} through a link remap (--link-remap)",
-                        r.orig_id
-                    )))
+                    let orig = regs.get(&r.orig_id).ok_or_else(|| {
+                        bad(format!(
+                            "remap-fpath.img remaps file id {}, which files.img does not have as a regular file",
+                            r.orig_id
+                        ))
+                    })?;
+                    let link = regs.get(&r.remap_id).ok_or_else(|| {
+                        bad(format!(
+                            "remap-fpath.img links file {} back as file {}, which files.img does not have",
+                            r.orig_id, r.remap_id
+                        ))
+                    })?;
+                    let path = PathBuf::from(&link.name);
+                    if !path.is_file() {
+                        return Err(Error::FileMissing {
+                            path,
+                            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                        });
+                    }
+                    out.links.insert(r.remap_id, path);
+                    out.link_opens
+                        .insert(r.orig_id, (r.remap_id, (*orig).clone()));
+                    continue;
                 }
                 t => {
                     return Err(Error::unsupported(format!(
@@ -350,10 +489,43 @@ impl Ghosts {
         Ok(out)
     }
 
-    /// Create every ghost file, open its descriptions, unlink it.
+    /// Create every ghost file, open its descriptions, unlink it; open
+    /// the descriptions of link remaps and remove the link.
     pub fn open(&self) -> Result<OpenGhosts, Error> {
         let me = crust_sys::process::getpid();
         let mut out = OpenGhosts::default();
+        for (lid, link) in &self.links {
+            let regs: Vec<(u32, &RegFileEntry)> = self
+                .link_opens
+                .iter()
+                .filter(|(_, (x, _))| x == lid)
+                .map(|(id, (_, reg))| (*id, reg))
+                .collect();
+            let Some((_, first)) = regs.first() else {
+                continue;
+            };
+            let orig = PathBuf::from(&first.name);
+            // Through the original name when it is free, so the fds show
+            // it (with " (deleted)") as before.
+            let linked = std::fs::hard_link(link, &orig).is_ok();
+            let via = if linked { &orig } else { link };
+            let opened = (|| {
+                for (id, reg) in &regs {
+                    let f = open_desc(via, reg).map_err(sys_err(
+                        me,
+                        format!("open {} (linked back as {}) for file {id}", reg.name, link.display()),
+                    ))?;
+                    out.by_id.insert(*id, f);
+                }
+                Ok::<(), Error>(())
+            })();
+            if linked {
+                let _ = std::fs::remove_file(&orig);
+            }
+            opened?;
+            let _ = std::fs::remove_file(link);
+            debug!("link remap {}: {} file(s) opened", link.display(), regs.len());
+        }
         for (gid, g) in &self.ghosts {
             let regs: Vec<(u32, &RegFileEntry)> = self
                 .opens

@@ -356,6 +356,53 @@ fn dirs_check(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A file opened as D/linked.dat, which also has the name D/other.dat,
+/// then unlinked as linked.dat: deleted here, linked elsewhere.
+fn linked_setup(dir: &std::path::Path) -> std::fs::File {
+    use std::io::Write;
+    let a = dir.join("linked.dat");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&a)
+        .unwrap_or_else(|_| die("create linked.dat"));
+    f.write_all(b"linked-content").unwrap_or_else(|_| die("write"));
+    std::fs::hard_link(&a, dir.join("other.dat")).unwrap_or_else(|_| die("link"));
+    std::fs::remove_file(&a).unwrap_or_else(|_| die("unlink"));
+    f
+}
+
+/// The fd is on the file still named other.dat: a write through one shows
+/// through the other.
+fn linked_check(dir: &std::path::Path, f: &std::fs::File) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        link.to_string_lossy().ends_with("linked.dat (deleted)"),
+        "the fd is on {}",
+        link.display()
+    );
+    (&*f).write_all(b"+more").map_err(|e| e.to_string())?;
+    let other = std::fs::read(dir.join("other.dat")).map_err(|e| e.to_string())?;
+    ensure!(
+        other == b"linked-content+more",
+        "other.dat holds {:?}: not the same file",
+        String::from_utf8_lossy(&other)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "other.dat")
+        .collect();
+    ensure!(left.is_empty(), "files left in the dir: {left:?}");
+    Ok(())
+}
+
 fn main() {
     let args = start();
     let mode = args.opt("mode").unwrap_or("ghost").to_string();
@@ -374,8 +421,10 @@ fn main() {
             dirs_setup(&dir);
             None
         }
+        "linked" => None,
         _ => die("unknown --mode"),
     };
+    let linked = (mode == "linked").then(|| linked_setup(&dir));
     ready(&args);
     while !term_requested() {
         crust_testprogs::sleep_ms(20);
@@ -383,6 +432,7 @@ fn main() {
     let verdict = match mode.as_str() {
         "ghost" => ghost_check(ghost.as_deref().unwrap(), len),
         "memfd" => memfd_check(),
+        "linked" => linked_check(&dir, linked.as_ref().unwrap()),
         _ => dirs_check(&dir),
     };
     finish(&args, verdict)
