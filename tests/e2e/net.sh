@@ -517,3 +517,24 @@ t_inet_ping() {
     return $rc
 }
 ALL_TESTS+=(inet-ping)
+
+# A dump that fails once the connection is locked and in repair mode
+# (CRUST_FAULT=after-netlock): the connection leaves repair mode, the lock
+# goes, and the tree runs on with its connection intact.
+t_err_dump_tcp_after_lock() {
+    need_cr || return $?
+    net_pick_port
+    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
+    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
+    wait_peer_ready || return 1
+    mkdir -p "$D/img"
+    CRUST_FAULT=after-netlock crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --tcp-established
+    [ $RC -ne 0 ] || { fail "the dump did not fail" "$D/img/dump.log"; return 1; }
+    grep -q "Locked 1 TCP" "$D/img/dump.log" || { fail "the dump failed before locking" "$D/img/dump.log"; return 1; }
+    [ -e "/proc/$PID" ] || { fail "the tree is gone after a failed dump"; return 1; }
+    net_no_rules_left || return 1
+    kill -TERM "$PEER"
+    expect_pass "$D/img/dump.log" || return 1
+    expect_peer_pass "$D/img/dump.log"
+}
+ALL_TESTS+=(err-dump-tcp-after-lock)

@@ -678,6 +678,13 @@ impl InetDump {
                 })?;
                 write_stream(dir, s.entry.ino, &st)?;
             }
+            // Fault injection for the tests (as CRIU's CRIU_FAULT): fail
+            // with every connection locked and in repair mode.
+            if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "after-netlock") {
+                return Err(Error::unsupported(
+                    "CRUST_FAULT=after-netlock: failing the dump on purpose".to_string(),
+                ));
+            }
             Ok::<(), Error>(())
         })();
         // On failure, dropping `hold` releases what was held.
