@@ -173,6 +173,7 @@ impl GhostDump {
 
     /// A new description on a deleted file: its REG entry (id `id`), and a
     /// ghost of the file if its inode is new.
+    #[allow(clippy::too_many_arguments)] // one fd and the table's id counter
     pub fn add(
         &mut self,
         pid: i32,
@@ -513,7 +514,11 @@ impl Ghosts {
                 for (id, reg) in &regs {
                     let f = open_desc(via, reg).map_err(sys_err(
                         me,
-                        format!("open {} (linked back as {}) for file {id}", reg.name, link.display()),
+                        format!(
+                            "open {} (linked back as {}) for file {id}",
+                            reg.name,
+                            link.display()
+                        ),
                     ))?;
                     out.by_id.insert(*id, f);
                 }
@@ -524,7 +529,11 @@ impl Ghosts {
             }
             opened?;
             let _ = std::fs::remove_file(link);
-            debug!("link remap {}: {} file(s) opened", link.display(), regs.len());
+            debug!(
+                "link remap {}: {} file(s) opened",
+                link.display(),
+                regs.len()
+            );
         }
         for (gid, g) in &self.ghosts {
             let regs: Vec<(u32, &RegFileEntry)> = self
