@@ -368,7 +368,8 @@ fn linked_setup(dir: &std::path::Path) -> std::fs::File {
         .truncate(true)
         .open(&a)
         .unwrap_or_else(|_| die("create linked.dat"));
-    f.write_all(b"linked-content").unwrap_or_else(|_| die("write"));
+    f.write_all(b"linked-content")
+        .unwrap_or_else(|_| die("write"));
     std::fs::hard_link(&a, dir.join("other.dat")).unwrap_or_else(|_| die("link"));
     std::fs::remove_file(&a).unwrap_or_else(|_| die("unlink"));
     f
