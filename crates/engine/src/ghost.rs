@@ -493,41 +493,13 @@ impl Ghosts {
     /// Create every ghost file, open its descriptions, unlink it; open
     /// the descriptions of link remaps and remove the link.
     pub fn open(&self) -> Result<OpenGhosts, Error> {
-        let me = crust_sys::process::getpid();
         let mut out = OpenGhosts::default();
         for (lid, link) in &self.links {
-            let regs: Vec<(u32, &RegFileEntry)> = self
-                .link_opens
-                .iter()
-                .filter(|(_, (x, _))| x == lid)
-                .map(|(id, (_, reg))| (*id, reg))
-                .collect();
-            let Some((_, first)) = regs.first() else {
+            let regs = users(&self.link_opens, *lid);
+            if regs.is_empty() {
                 continue;
-            };
-            let orig = PathBuf::from(&first.name);
-            // Through the original name when it is free, so the fds show
-            // it (with " (deleted)") as before.
-            let linked = std::fs::hard_link(link, &orig).is_ok();
-            let via = if linked { &orig } else { link };
-            let opened = (|| {
-                for (id, reg) in &regs {
-                    let f = open_desc(via, reg).map_err(sys_err(
-                        me,
-                        format!(
-                            "open {} (linked back as {}) for file {id}",
-                            reg.name,
-                            link.display()
-                        ),
-                    ))?;
-                    out.by_id.insert(*id, f);
-                }
-                Ok::<(), Error>(())
-            })();
-            if linked {
-                let _ = std::fs::remove_file(&orig);
             }
-            opened?;
+            open_all(&regs, link, &mut out)?;
             let _ = std::fs::remove_file(link);
             debug!(
                 "link remap {}: {} file(s) opened",
@@ -536,49 +508,68 @@ impl Ghosts {
             );
         }
         for (gid, g) in &self.ghosts {
-            let regs: Vec<(u32, &RegFileEntry)> = self
-                .opens
-                .iter()
-                .filter(|(_, (x, _))| x == gid)
-                .map(|(id, (_, reg))| (*id, reg))
-                .collect();
+            let regs = users(&self.opens, *gid);
             let Some((_, first)) = regs.first() else {
                 continue;
             };
-            let orig = PathBuf::from(&first.name);
             let ghost_path = PathBuf::from(format!("{}.cr.{gid:x}.ghost", first.name));
-            let result = (|| {
-                create_ghost(g, &ghost_path)?;
-                // Open through the original name when it is free, so the
-                // fds show it (with " (deleted)") as before the dump.
-                let linked = std::fs::hard_link(&ghost_path, &orig).is_ok();
-                let via = if linked { &orig } else { &ghost_path };
-                let opened = (|| {
-                    for (id, reg) in &regs {
-                        let f = open_desc(via, reg).map_err(sys_err(
-                            me,
-                            format!("open the ghost of {} for file {id}", reg.name),
-                        ))?;
-                        out.by_id.insert(*id, f);
-                    }
-                    Ok::<(), Error>(())
-                })();
-                if linked {
-                    let _ = std::fs::remove_file(&orig);
-                }
-                opened
-            })();
+            let result =
+                create_ghost(g, &ghost_path).and_then(|_| open_all(&regs, &ghost_path, &mut out));
             let _ = std::fs::remove_file(&ghost_path);
             result?;
             debug!(
                 "ghost {gid}: {} ({} bytes) opened for {} file(s)",
-                orig.display(),
+                first.name,
                 g.size,
                 regs.len()
             );
         }
         Ok(out)
     }
+}
+
+/// The files.img ids (and REG entries) opened on source `src`.
+fn users(opens: &BTreeMap<u32, (u32, RegFileEntry)>, src: u32) -> Vec<(u32, &RegFileEntry)> {
+    opens
+        .iter()
+        .filter(|(_, (x, _))| *x == src)
+        .map(|(id, (_, reg))| (*id, reg))
+        .collect()
+}
+
+/// Open every description of `regs` on the file at `source`: through the
+/// original name when it is free (linked there for the time of the
+/// opens), so the fds show it (with " (deleted)") as before the dump.
+fn open_all(
+    regs: &[(u32, &RegFileEntry)],
+    source: &Path,
+    out: &mut OpenGhosts,
+) -> Result<(), Error> {
+    let me = crust_sys::process::getpid();
+    let Some((_, first)) = regs.first() else {
+        return Ok(());
+    };
+    let orig = PathBuf::from(&first.name);
+    let linked = std::fs::hard_link(source, &orig).is_ok();
+    let via = if linked { &orig } else { source };
+    let opened = (|| {
+        for (id, reg) in regs {
+            let f = open_desc(via, reg).map_err(sys_err(
+                me,
+                format!(
+                    "open {} (from {}) for file {id}",
+                    reg.name,
+                    source.display()
+                ),
+            ))?;
+            out.by_id.insert(*id, f);
+        }
+        Ok::<(), Error>(())
+    })();
+    if linked {
+        let _ = std::fs::remove_file(&orig);
+    }
+    opened
 }
 
 fn load_ghost(dir: &Path, gid: u32) -> Result<GhostImage, Error> {
