@@ -225,21 +225,7 @@ impl GhostDump {
                 ..Default::default()
             });
             self.seen.push(Seen { pid, fd, id });
-            return Ok(FileEntry {
-                r#type: fd_types::REG,
-                id,
-                reg: Some(RegFileEntry {
-                    id,
-                    flags,
-                    pos,
-                    fown: FownEntry::default(),
-                    name: name.to_string(),
-                    size: Some(md.size()),
-                    mode: Some(md.mode()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            return Ok(reg_of(id, flags, pos, name, &md));
         }
         if md.size() > self.limit {
             return Err(Error::GhostTooBig {
@@ -287,22 +273,7 @@ impl GhostDump {
             ..Default::default()
         });
         self.seen.push(Seen { pid, fd, id });
-        let reg = RegFileEntry {
-            id,
-            flags,
-            pos,
-            fown: FownEntry::default(),
-            name: name.to_string(),
-            size: Some(md.size()),
-            mode: Some(md.mode()),
-            ..Default::default()
-        };
-        Ok(FileEntry {
-            r#type: fd_types::REG,
-            id,
-            reg: Some(reg),
-            ..Default::default()
-        })
+        Ok(reg_of(id, flags, pos, name, &md))
     }
 
     /// Write `remap-fpath.img` and the `ghost-file-N.img` files.
@@ -340,6 +311,25 @@ impl GhostDump {
             w.finish().map_err(err)?;
         }
         Ok(())
+    }
+}
+
+/// The files.img REG entry of a description on a deleted file.
+fn reg_of(id: u32, flags: u32, pos: u64, name: &str, md: &std::fs::Metadata) -> FileEntry {
+    FileEntry {
+        r#type: fd_types::REG,
+        id,
+        reg: Some(RegFileEntry {
+            id,
+            flags,
+            pos,
+            fown: FownEntry::default(),
+            name: name.to_string(),
+            size: Some(md.size()),
+            mode: Some(md.mode()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -652,30 +652,25 @@ impl InetDump {
                 let Some((local, remote)) = s.conn else {
                     continue;
                 };
-                let dup = s.copy.try_clone().map_err(sys_err(s.pid, "dup"))?;
-                let rep = Repair::start(dup).map_err(|source| Error::Soccr {
-                    what: format!(
-                        "process {} fd {}: putting the connection {} -> {} in repair mode",
+                let failed = |doing: &str| {
+                    let what = format!(
+                        "process {} fd {}: {doing} the connection {} -> {}",
                         s.pid,
                         s.fd,
                         show(&local),
                         show(&remote)
-                    ),
-                    source: Box::new(source),
-                })?;
+                    );
+                    move |source| Error::Soccr {
+                        what,
+                        source: Box::new(source),
+                    }
+                };
+                let dup = s.copy.try_clone().map_err(sys_err(s.pid, "dup"))?;
+                let rep = Repair::start(dup).map_err(failed("putting in repair mode"))?;
                 // SYN_SENT has no peer name yet: sock_diag's is given.
                 let st = rep.state_with_remote(Some(remote));
                 hold.repairs.push(rep);
-                let st = st.map_err(|source| Error::Soccr {
-                    what: format!(
-                        "process {} fd {}: reading the state of the connection {} -> {}",
-                        s.pid,
-                        s.fd,
-                        show(&local),
-                        show(&remote)
-                    ),
-                    source: Box::new(source),
-                })?;
+                let st = st.map_err(failed("reading the state of"))?;
                 write_stream(dir, s.entry.ino, &st)?;
             }
             // Fault injection for the tests (as CRIU's CRIU_FAULT): fail

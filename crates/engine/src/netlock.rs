@@ -330,7 +330,7 @@ fn normalize(conns: &[Conn]) -> Result<Vec<Ends>, NetLockError> {
 
 /// Where `tool` is: the first match in PATH, else /usr/sbin, /sbin (a
 /// restricted PATH often lacks the sbin directories).
-fn find_tool(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))

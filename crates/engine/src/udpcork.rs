@@ -24,7 +24,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -616,14 +615,7 @@ fn delete_args(insert: &[String]) -> Vec<String> {
     a
 }
 
-/// Where `tool` is: in PATH, else the sbin directories.
-fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
+use crate::netlock::find_tool;
 
 /// Run `tool args`; a failure says which command and why (its stderr).
 fn run(tool: &str, args: &[String]) -> Result<(), (String, std::io::Error)> {
