@@ -87,6 +87,20 @@ tcp_cr() {
     return 1
 }
 
+# A pair over loopback on a fresh $NET_P: the peer (outside the tree)
+# listens, the dumped side connects (or the reverse with "server").
+tcp_pair_up() {
+    net_pick_port
+    if [ "${1:-}" = server ]; then
+        start_peer "$BIN/tcpstream" --role peer --connect 127.0.0.1:$NET_P
+        start_prog tcpstream --role dumped --listen 127.0.0.1:$NET_P || return 1
+    else
+        start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
+        start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
+    fi
+    wait_peer_ready
+}
+
 # Both sides finish the exchange and say PASS.
 expect_peer_ok() {
     kill -TERM "$PEER" 2>/dev/null
@@ -148,10 +162,7 @@ t_tcp_veth_v6() { net_pick_port; veth_cr "--listen [fd00:213:7::1]:$NET_P" "--co
 # tree left running, and no rule left behind.
 t_err_dump_tcp_noflag() {
     need_cr || return $?
-    net_pick_port
-    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
-    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
-    wait_peer_ready || return 1
+    tcp_pair_up || return 1
     mkdir -p "$D/img"
     crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
     [ $RC -ne 0 ] || { fail "dump succeeded without --tcp-established" "$D/img/dump.log"; return 1; }
@@ -159,23 +170,16 @@ t_err_dump_tcp_noflag() {
     [ -e "/proc/$PID" ] || { fail "the tree is gone after a failed dump"; return 1; }
     net_no_rules_left || return 1
     # Still a working connection.
-    kill -TERM "$PEER"
-    expect_pass || return 1
-    expect_peer_pass
+    expect_peer_ok ""
 }
 
 # dump -R: the connection goes on at once; the lock is gone.
 t_tcp_leave_running() {
     need_cr || return $?
-    net_pick_port
-    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
-    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
-    wait_peer_ready || return 1
+    tcp_pair_up || return 1
     dump_with "$D/img" --tcp-established -R || return 1
     net_no_rules_left || return 1
-    kill -TERM "$PEER"
-    expect_pass "$D/img/dump.log" || return 1
-    expect_peer_pass
+    expect_peer_ok "$D/img/dump.log"
 }
 
 # The listening port is taken by someone else at restore time: a clear
@@ -183,10 +187,7 @@ t_tcp_leave_running() {
 # retry, which works once the port is free.
 t_err_restore_port_taken() {
     need_cr || return $?
-    net_pick_port
-    start_peer "$BIN/tcpstream" --role peer --connect 127.0.0.1:$NET_P
-    start_prog tcpstream --role dumped --listen 127.0.0.1:$NET_P || return 1
-    wait_peer_ready || return 1
+    tcp_pair_up server || return 1
     do_dump "$D/img" --tcp-established || return 1
     # Hold the port.
     local holder
@@ -471,9 +472,7 @@ t_err_dump_netlock_missing() {
     [ -e "/proc/$PID" ] || { fail "the tree is gone after a failed dump"; return 1; }
     net_no_rules_left || return 1
     wait_peer_ready || return 1
-    kill -TERM "$PEER"
-    expect_pass || return 1
-    expect_peer_pass
+    expect_peer_ok ""
 }
 
 t_tcp_veth_v4mapped() { net_pick_port; veth_cr "--connect [::ffff:10.213.7.2]:$NET_P" "--listen 10.213.7.2:$NET_P"; }
@@ -484,10 +483,7 @@ ALL_TESTS+=(tcp-syn-sent err-dump-tcp-other-netns err-dump-netlock-missing tcp-v
 # the restored process gets a closed TCP socket at the same fd.
 t_tcp_close() {
     need_cr || return $?
-    net_pick_port
-    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
-    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
-    wait_peer_ready || return 1
+    tcp_pair_up || return 1
     local fd
     fd=$(for f in /proc/$PID/fd/*; do readlink "$f"; done | grep -c socket)
     do_dump "$D/img" --tcp-close || return 1
@@ -523,18 +519,13 @@ ALL_TESTS+=(inet-ping)
 # goes, and the tree runs on with its connection intact.
 t_err_dump_tcp_after_lock() {
     need_cr || return $?
-    net_pick_port
-    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P
-    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P || return 1
-    wait_peer_ready || return 1
+    tcp_pair_up || return 1
     mkdir -p "$D/img"
     CRUST_FAULT=after-netlock crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --tcp-established
     [ $RC -ne 0 ] || { fail "the dump did not fail" "$D/img/dump.log"; return 1; }
     grep -q "Locked 1 TCP" "$D/img/dump.log" || { fail "the dump failed before locking" "$D/img/dump.log"; return 1; }
     [ -e "/proc/$PID" ] || { fail "the tree is gone after a failed dump"; return 1; }
     net_no_rules_left || return 1
-    kill -TERM "$PEER"
-    expect_pass "$D/img/dump.log" || return 1
-    expect_peer_pass "$D/img/dump.log"
+    expect_peer_ok "$D/img/dump.log"
 }
 ALL_TESTS+=(err-dump-tcp-after-lock)
