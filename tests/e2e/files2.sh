@@ -126,6 +126,82 @@ PY
 
 ALL_TESTS+=(memfd-seals dir-opath err-restore-memfd-inode)
 
+# Owners of open files (F_SETOWN_EX thread/process/group, F_SETSIG) on a
+# regular file, a pipe, a unix socketpair and an eventfd: files.img has
+# them in CRIU's fown_entry (pid_type, pid, signum, uid/euid), the program
+# reads them back after restore and gets the I/O signals of its O_ASYNC
+# pipe and sockets.
+t_fown_cr() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog fowner --dir "$D/files" || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/files.img" >"$D/files.json" 2>&1 ||
+        { fail "cannot decode files.img: $(head -c 200 "$D/files.json")"; return 1; }
+    python3 - "$D/files.json" "$PID" >"$D/check.out" 2>&1 <<'PY' ||
+import json, sys
+files = json.load(open(sys.argv[1]))["entries"]
+pid = int(sys.argv[2])
+owners = []
+for f in files:
+    for k, v in f.items():
+        if isinstance(v, dict) and "fown" in v and v["fown"]["pid"]:
+            o = v["fown"]
+            owners.append((k, o["pid_type"], o["pid"] == pid, o["signum"], o["uid"], o["euid"]))
+kinds = sorted(o[0] for o in owners)
+assert kinds == ["efd", "pipe", "pipe", "reg", "usk", "usk"], owners
+assert ("reg", 0, False, 35, 0, 0) in owners, owners  # the helper thread
+assert ("pipe", 1, True, 36, 0, 0) in owners and ("pipe", 2, True, 0, 0, 0) in owners, owners
+assert ("usk", 1, True, 37, 0, 0) in owners and ("usk", 2, True, 0, 0, 0) in owners, owners
+assert ("efd", 0, True, 38, 0, 0) in owners, owners
+PY
+        { fail "files.img: $(tail -n 1 "$D/check.out")"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A read lease and a write lease (F_SETLEASE) across dump and restore with
+# --file-locks: filelocks.img has them as CRIU's FL_LEASE entries, the
+# program reads them back with F_GETLEASE; an outside open for writing of
+# the read-leased file is then held off (it breaks the lease).
+t_leases_cr() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog fowner --dir "$D/files" --leases 1 || return 1
+    do_dump "$D/img" --file-locks || return 1
+    "$CRUST" image decode -i "$D/img/filelocks.img" >"$D/locks.json" 2>&1 ||
+        { fail "cannot decode filelocks.img: $(head -c 200 "$D/locks.json")"; return 1; }
+    python3 - "$D/locks.json" "$PID" >"$D/check.out" 2>&1 <<'PY' ||
+import json, sys
+e = json.load(open(sys.argv[1]))["entries"]
+got = sorted((x["flag"], x["type"], x["pid"], x["fd"]) for x in e)
+pid = int(sys.argv[2])
+assert got == [(32, 0, pid, 10), (32, 1, pid, 11)], got
+PY
+        { fail "filelocks.img: $(tail -n 1 "$D/check.out")"; return 1; }
+    do_restore "$D/img" "" --file-locks || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# A lease on a file opened elsewhere too: the restore of the lease is
+# refused (the write lease cannot be taken again), naming the lease.
+t_err_restore_lease_open() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog fowner --dir "$D/files" --leases 1 || return 1
+    do_dump "$D/img" --file-locks || return 1
+    local holder rc
+    sleep 30 <"$D/files/wlease" >/dev/null 2>&1 &
+    holder=$!
+    track "$holder" "$(readlink -f "$(command -v sleep)")"
+    restore_fails_naming "$D/img" "$PID" 'lease' 1 --file-locks
+    rc=$?
+    kill "$holder" 2>/dev/null
+    return $rc
+}
+
+ALL_TESTS+=(fown-cr leases-cr err-restore-lease-open)
+
 # A file deleted from the name it was opened by but still linked elsewhere:
 # refused without --link-remap (naming it); with it, linked back as
 # link_remap.N for the restore, which reopens it (the same file as the

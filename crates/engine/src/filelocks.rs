@@ -3,14 +3,17 @@
 //!
 //! Dump: the kernel lists the locks held through an fd in its
 //! `/proc/PID/fdinfo/FD` ("lock:" lines, the same format as /proc/locks):
-//! POSIX locks of the fd table that owns them, flock and OFD locks of the
-//! open file description. A lock seen through several fds (dup, fork) is
+//! POSIX locks of the fd table that owns them, flock and OFD locks and
+//! leases (F_SETLEASE) of the open file description. A lock seen through several fds (dup, fork) is
 //! recorded once, on the first fd that holds it. Without `--file-locks` a
 //! tree holding any lock is refused, as CRIU does.
 //!
 //! Restore: once every fd of the tree is open, the owning task takes each
-//! lock again with a remote flock(LOCK_NB) or fcntl(F_SETLK / F_OFD_SETLK);
-//! a lock that someone outside took meanwhile fails the restore.
+//! lock again with a remote flock(LOCK_NB) or fcntl(F_SETLK / F_OFD_SETLK /
+//! F_SETLEASE); a lock that someone outside took meanwhile fails the
+//! restore. Leases are CRIU's FL_LEASE entries (type F_RDLCK or F_WRLCK);
+//! a lease being broken at dump time (CRIU's LEASE_BREAKING bit) is
+//! refused.
 
 use crate::remote::Remote;
 use crate::util::{read_image, write_image};
@@ -35,6 +38,8 @@ const F_UNLCK: u32 = 2;
 
 /// fcntl commands for OFD locks (not in every libc).
 const F_OFD_SETLK: u64 = 37;
+/// CRIU's bit in the type of a lease being broken.
+const LEASE_BREAKING: u32 = 4;
 
 /// One "lock:" line of an fdinfo file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,8 @@ struct LockLine {
     start: i64,
     /// Inclusive end, None for "EOF".
     end: Option<i64>,
+    /// A lease being broken (BREAKING or BREAKER, not ACTIVE).
+    breaking: bool,
 }
 
 impl LockLine {
@@ -124,6 +131,7 @@ fn parse_lock_line(s: &str) -> Result<Option<LockLine>, String> {
         ino,
         start,
         end,
+        breaking: kind == FL_LEASE && t[2] != "ACTIVE",
     }))
 }
 
@@ -147,6 +155,17 @@ fn fd_locks(pid: i32, fd: i32) -> Result<Vec<LockLine>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Fd `fd` of `pid` holds a write lease (or one being broken): nobody
+/// else may open the file without breaking it.
+pub fn write_leased(pid: i32, fd: i32) -> bool {
+    fd_locks(pid, fd)
+        .map(|v| {
+            v.iter()
+                .any(|l| l.kind == FL_LEASE && (l.ltype == F_WRLCK || l.breaking))
+        })
+        .unwrap_or(false)
 }
 
 /// The locks of a tree being dumped.
@@ -195,13 +214,13 @@ impl LockDump {
                 )));
             }
             for l in locks {
+                if l.breaking {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} holds a lease on fd {fd} (inode {}) that is being broken",
+                        l.ino
+                    )));
+                }
                 match l.kind {
-                    FL_LEASE => {
-                        return Err(Error::unsupported(format!(
-                            "process {pid} holds a lease on fd {fd} (inode {}); leases cannot be dumped yet",
-                            l.ino
-                        )))
-                    }
                     FL_POSIX => {
                         if posix_seen.contains(&l) {
                             continue;
@@ -300,15 +319,14 @@ impl RestoreLocks {
                     e.pid, e.fd
                 )));
             }
-            if ![FL_POSIX, FL_FLOCK, FL_OFD].contains(&e.flag) {
-                return Err(if e.flag == FL_LEASE {
-                    Error::unsupported(format!(
-                        "restoring the lease of pid {} on fd {}",
-                        e.pid, e.fd
-                    ))
-                } else {
-                    bad(format!("unknown lock kind {:#x}", e.flag))
-                });
+            if ![FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE].contains(&e.flag) {
+                return Err(bad(format!("unknown lock kind {:#x}", e.flag)));
+            }
+            if e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0 {
+                return Err(Error::unsupported(format!(
+                    "restoring the lease of pid {} on fd {}, which was being broken",
+                    e.pid, e.fd
+                )));
             }
             if e.r#type > F_UNLCK {
                 return Err(bad(format!("unknown lock type {}", e.r#type)));
@@ -352,7 +370,13 @@ impl RestoreLocks {
                 continue;
             }
             debug!("{pid}: taking the {what}");
-            let res = if e.flag == FL_FLOCK {
+            let res = if e.flag == FL_LEASE {
+                r.call(
+                    &what,
+                    libc::SYS_fcntl,
+                    [fd, libc::F_SETLEASE as u64, e.r#type as u64, 0, 0, 0],
+                )
+            } else if e.flag == FL_FLOCK {
                 let op = if e.r#type == F_RDLCK {
                     libc::LOCK_SH
                 } else {
@@ -386,7 +410,12 @@ impl RestoreLocks {
                     return Err(Error::Restore {
                         pid,
                         what: format!(
-                            "cannot take the {what} again: another process holds a conflicting lock on the file"
+                            "cannot take the {what} again: another process holds a conflicting lock on the file{}",
+                            if e.flag == FL_LEASE {
+                                " or has it open"
+                            } else {
+                                ""
+                            }
                         ),
                     })
                 }
@@ -432,6 +461,10 @@ mod tests {
         let l = parse_lock_line("6: LEASE  ACTIVE    READ 5 00:2b:9 0 EOF")
             .unwrap()
             .unwrap();
-        assert_eq!(l.kind, FL_LEASE);
+        assert_eq!((l.kind, l.ltype, l.breaking), (FL_LEASE, F_RDLCK, false));
+        let l = parse_lock_line("7: LEASE  BREAKING  UNLCK 5 00:2b:9 0 EOF")
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.kind, l.ltype, l.breaking), (FL_LEASE, F_UNLCK, true));
     }
 }

@@ -67,6 +67,8 @@ pub struct FileTable {
     packets: crate::packet::PacketDump,
     /// Netlink sockets seen.
     netlinks: crate::netlink::NetlinkDump,
+    /// Owners (F_SETOWN) of the descriptions seen.
+    owners: crate::fown::OwnerDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -106,6 +108,7 @@ impl FileTable {
             inet: inet::InetDump::default(),
             packets: Default::default(),
             netlinks: Default::default(),
+            owners: Default::default(),
         }
     }
 
@@ -142,7 +145,7 @@ impl FileTable {
             None => self.files.push(pipes::pipe_entry(id, ino, flags)),
             Some(path) => {
                 let regf_id = self.new_id();
-                let reg = self.reg_entry(regf_id, path, flags & !O_CLOEXEC, 0)?;
+                let reg = self.reg_entry(regf_id, path, flags & !O_CLOEXEC, 0, true)?;
                 self.push_reg(reg);
                 self.files.push(pipes::fifo_entry(id, ino, regf_id));
             }
@@ -197,7 +200,16 @@ impl FileTable {
         id
     }
 
-    fn reg_entry(&self, id: u32, path: &Path, flags: u32, pos: u64) -> Result<RegFileEntry, Error> {
+    /// `build_id`: the file may be opened to read its ELF build-id (not
+    /// when the tree holds a write lease on it: the open would break it).
+    fn reg_entry(
+        &self,
+        id: u32,
+        path: &Path,
+        flags: u32,
+        pos: u64,
+        build_id: bool,
+    ) -> Result<RegFileEntry, Error> {
         let md = std::fs::metadata(path).map_err(|source| Error::Io {
             op: "cannot stat",
             path: path.to_path_buf(),
@@ -212,7 +224,7 @@ impl FileTable {
             name: path.to_string_lossy().into_owned(),
             size: is_reg.then_some(md.size()),
             mode: Some(md.mode()),
-            build_id: if is_reg {
+            build_id: if is_reg && build_id {
                 elf_build_id(path)
             } else {
                 Vec::new()
@@ -237,7 +249,7 @@ impl FileTable {
             return Ok(*id);
         }
         let id = self.new_id();
-        let reg = self.reg_entry(id, path, flags, 0)?;
+        let reg = self.reg_entry(id, path, flags, 0, true)?;
         self.push_reg(reg);
         self.mapped.insert((path.to_path_buf(), flags), id);
         Ok(id)
@@ -246,7 +258,7 @@ impl FileTable {
     /// A directory (cwd or root).
     pub fn add_dir(&mut self, path: &Path) -> Result<u32, Error> {
         let id = self.new_id();
-        let reg = self.reg_entry(id, path, 0, 0)?;
+        let reg = self.reg_entry(id, path, 0, 0, true)?;
         self.push_reg(reg);
         Ok(id)
     }
@@ -521,7 +533,9 @@ impl FileTable {
                 Some(id) => id,
                 None => {
                     let id = self.new_id();
-                    let reg = self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos)?;
+                    let leased = crate::filelocks::write_leased(pid, fd);
+                    let reg =
+                        self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
                     self.push_reg(reg);
                     id
                 }
@@ -529,6 +543,9 @@ impl FileTable {
             seen.push((fd, target.clone(), id));
             out.push(entry(id, fd_types::REG));
             debug!("{pid}: fd {fd} -> {target} (id {id})");
+        }
+        for e in &out {
+            self.owners.note(pid, e.fd as i32, e.id)?;
         }
         Ok(out)
     }
@@ -545,6 +562,7 @@ impl FileTable {
         self.unix.add_datagrams(dgrams);
         self.unix.write(dir)?;
         self.files.sort_by_key(|f| f.id);
+        self.owners.fill(&mut self.files);
         write_image(dir, ImageType::Files, 0, &self.files)?;
         self.pipes.write(dir)?;
         self.ghosts.write(dir)?;

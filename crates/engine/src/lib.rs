@@ -101,6 +101,7 @@ mod fanotify;
 mod fdpass;
 mod filelocks;
 mod files;
+mod fown;
 mod ghost;
 mod inet;
 mod inherit;

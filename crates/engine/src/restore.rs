@@ -104,6 +104,8 @@ struct ImageSet {
     inet: crate::inet::InetFiles,
     /// File locks to take again (--file-locks).
     locks: RestoreLocks,
+    /// Owners (F_SETOWN) and signals (F_SETSIG) of the files, by id.
+    owners: crate::fown::Owners,
     /// Files deleted while open, saved as ghost files.
     ghosts: crate::ghost::Ghosts,
     /// memfds the fds are on.
@@ -224,6 +226,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             .iter()
             .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
     )?;
+    let owners = crate::fown::Owners::load(&dir)?;
     let ghosts = crate::ghost::Ghosts::load(&dir)?;
     let memfd_ids: Vec<u32> = procs
         .iter()
@@ -291,6 +294,7 @@ fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         unix,
         inet,
         locks,
+        owners,
         ghosts,
         memfds,
         ptys,
@@ -529,7 +533,9 @@ impl Created {
             }
         }
         for threads in self.tasks {
-            for t in threads {
+            // The other threads first: a group leader is not reaped while
+            // a thread of its group (traced by crust) waits to be.
+            for t in threads.into_iter().rev() {
                 let pid = t.pid();
                 t.kill();
                 let _ = process::waitpid(pid, 0);
@@ -985,6 +991,21 @@ fn create_and_build(
             };
             img.locks.apply(&mut r, p.pid())?;
         }
+    }
+    // Owners of the files (F_SETOWN_EX, F_SETSIG), once every task the
+    // owners are exists, and after the leases (which set the owner too);
+    // O_ASYNC set again in the task, so its signals name the task's fd.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        if img.owners.is_empty() || live.files_from_parent {
+            continue;
+        }
+        let mut r = Remote {
+            task: &mut created.tasks[i][0],
+            scratch: RemoteAddr(tramp + PAGE_SIZE),
+            scratch_len: TRAMP_SIZE - PAGE_SIZE,
+        };
+        img.owners.apply(&mut r, &live.files.fds)?;
     }
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {

@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod events;
 pub mod fdpass;
+pub mod fown;
 pub mod fs;
 pub mod ipc;
 pub mod mem;
