@@ -128,7 +128,8 @@ ALL_TESTS+=(memfd-seals dir-opath err-restore-memfd-inode)
 
 # Owners of open files (F_SETOWN_EX thread/process/group, F_SETSIG) on a
 # regular file, a pipe, a unix socketpair and an eventfd: files.img has
-# them in CRIU's fown_entry (pid_type, pid, signum, uid/euid), the program
+# them in CRIU's fown_entry (pid_type, pid, signum, uid/euid: one owner
+# was set as uid 1000, euid 65534), the program
 # reads them back after restore and gets the I/O signals of its O_ASYNC
 # pipe and sockets.
 t_fown_cr() {
@@ -153,7 +154,7 @@ assert kinds == ["efd", "pipe", "pipe", "reg", "usk", "usk"], owners
 assert ("reg", 0, False, 35, 0, 0) in owners, owners  # the helper thread
 assert ("pipe", 1, True, 36, 0, 0) in owners and ("pipe", 2, True, 0, 0, 0) in owners, owners
 assert ("usk", 1, True, 37, 0, 0) in owners and ("usk", 2, True, 0, 0, 0) in owners, owners
-assert ("efd", 0, True, 38, 0, 0) in owners, owners
+assert ("efd", 0, True, 38, 1000, 65534) in owners, owners
 PY
         { fail "files.img: $(tail -n 1 "$D/check.out")"; return 1; }
     do_restore "$D/img" || return 1

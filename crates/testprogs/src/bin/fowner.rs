@@ -10,7 +10,8 @@
 //! - fds 6/7: a unix stream socketpair, both O_ASYNC; 6 owner the process,
 //!   signal SIGRTMIN+3; 7 owner the process group, default SIGIO;
 //! - fd 8: an eventfd, owner the main thread (F_OWNER_TID), signal
-//!   SIGRTMIN+4;
+//!   SIGRTMIN+4, set while the main thread ran as uid 1000, euid 65534
+//!   (F_GETOWNER_UIDS reports them);
 //! - with `--leases 1`: fd 10 D/rlease (O_RDONLY) with a read lease; fd 11
 //!   D/wlease (O_RDWR) with a write lease, then owner the process group and
 //!   signal SIGRTMIN+5.
@@ -31,6 +32,7 @@ const F_SETSIG: i32 = 10;
 const F_GETSIG: i32 = 11;
 const F_SETOWN_EX: i32 = 15;
 const F_GETOWN_EX: i32 = 16;
+const F_GETOWNER_UIDS: i32 = 17;
 const F_OWNER_TID: i32 = 0;
 const F_OWNER_PID: i32 = 1;
 const F_OWNER_PGRP: i32 = 2;
@@ -78,6 +80,24 @@ fn owner(fd: i32) -> Result<OwnerEx, String> {
     let r = unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut o as *mut OwnerEx) };
     ensure!(r == 0, "F_GETOWN_EX on fd {fd}: {}", err());
     Ok(o)
+}
+
+fn owner_uids(fd: i32) -> Result<(u32, u32), String> {
+    let mut v = [0u32; 2];
+    // SAFETY: F_GETOWNER_UIDS writes two u32 into `v`.
+    let r = unsafe { libc::fcntl(fd, F_GETOWNER_UIDS, v.as_mut_ptr()) };
+    ensure!(r == 0, "F_GETOWNER_UIDS on fd {fd}: {}", err());
+    Ok((v[0], v[1]))
+}
+
+/// setresuid of the calling thread only (the raw syscall; glibc's would
+/// change every thread).
+fn thread_setresuid(r: u32, e: u32) {
+    // SAFETY: setresuid takes integers; -1 keeps the saved uid.
+    let rc = unsafe { libc::syscall(libc::SYS_setresuid, r, e, u32::MAX) };
+    if rc != 0 {
+        die("setresuid");
+    }
 }
 
 fn set_sig(fd: i32, sig: i32) {
@@ -289,7 +309,9 @@ fn main() {
     // SAFETY: eventfd takes integers.
     let efd = check(unsafe { libc::eventfd(0, 0) }, "eventfd");
     move_to(efd, 8);
+    thread_setresuid(1000, 65534);
     set_owner(8, F_OWNER_TID, me);
+    thread_setresuid(0, 0);
     set_sig(8, rt + 4);
     // SAFETY: dup2 takes integers.
     check(unsafe { libc::dup2(3, 9) }, "dup2");
@@ -336,6 +358,13 @@ fn main() {
         want(6, F_OWNER_PID, me, rt + 3)?;
         want(7, F_OWNER_PGRP, pgrp, 0)?;
         want(8, F_OWNER_TID, me, rt + 4)?;
+        let u = owner_uids(8)?;
+        ensure!(
+            u == (1000, 65534),
+            "fd 8: owner uids {u:?}, expected (1000, 65534)"
+        );
+        let u = owner_uids(4)?;
+        ensure!(u == (0, 0), "fd 4: owner uids {u:?}, expected (0, 0)");
         if leases {
             let l = lease(10)?;
             ensure!(
