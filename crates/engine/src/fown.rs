@@ -214,6 +214,12 @@ impl Owners {
                     async_ids.insert(id);
                 }
                 if is_set(e) {
+                    if e.signum > 64 {
+                        return Err(Error::BadImage {
+                            dir: dir.to_path_buf(),
+                            why: format!("files.img: file {id} has a bad signal {}", e.signum),
+                        });
+                    }
                     if e.pid != 0 && e.pid_type > sf::F_OWNER_PGRP as u32 {
                         return Err(Error::BadImage {
                             dir: dir.to_path_buf(),
