@@ -435,7 +435,6 @@ impl FileTable {
                 return Err(what(kind));
             }
             crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
-            crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
             if ghost::is_deleted(&target) {
                 let id = match self.ghosts.known(pid, fd) {
                     Some(id) => id,
