@@ -179,3 +179,9 @@ ALL_TESTS+=(err-restore-unix-rights)
 # bound to the same names after restore, the files gone again.
 t_unix_deleted() { mkdir -p "$D/files" && cr_test unixsk --mode deleted --dir "$D/files"; }
 ALL_TESTS+=(unix-deleted)
+
+# Messages in flight on sockets that pass credentials (SO_PASSCRED): sent
+# back after restore with their senders' pid, uid and gid (one from the
+# process, one from its child).
+t_unix_creds() { cr_tree unixsk --mode creds; }
+ALL_TESTS+=(unix-creds)

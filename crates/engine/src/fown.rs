@@ -96,7 +96,7 @@ fn is_set(e: &FownEntry) -> bool {
 
 /// The pid `host` (crust's view) has in its innermost pid namespace, or
 /// `host` itself when it is gone.
-fn ns_pid(host: i32) -> i32 {
+pub(crate) fn ns_pid(host: i32) -> i32 {
     match crust_proc::status(&ProcRoot::default(), host) {
         Ok(st) => st.ns_pid.last().copied().unwrap_or(host),
         Err(_) => host,

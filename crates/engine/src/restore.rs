@@ -713,6 +713,24 @@ fn restore_loaded(
             return Err(e);
         }
     };
+    // Messages that carry their senders' credentials go back now that
+    // the senders exist (the kernel wants a live pid).
+    let host_of: HashMap<u32, i32> = img
+        .procs
+        .iter()
+        .zip(created.tasks.iter())
+        .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
+        .collect();
+    if let Err(e) = created
+        .shared
+        .unix
+        .refill_late(&img.unix, &created.shared, &|pid| {
+            host_of.get(&pid).copied()
+        })
+    {
+        created.kill_all();
+        return Err(e);
+    }
     // Every task holds its sockets: connections leave repair mode (what
     // was never sent goes out) and the network is unlocked.
     if let Err(e) = created.shared.inet.finish() {

@@ -15,8 +15,11 @@
 //! reach). Peeking a message that carries fds (SCM_RIGHTS) copies them into
 //! crust: the file table gives each its files.img id (a file no task holds
 //! any more is dumped from crust's copy; only regular files, pipes and unix
-//! sockets), recorded in the message's `scm` entries. SCM_CREDENTIALS are
-//! not recorded (CRIU's format has no room for them).
+//! sockets), recorded in the message's `scm` entries. On a socket that
+//! passes credentials (SO_PASSCRED) each message's sender pid (as the tree
+//! sees it), uid and gid go to `sk_packet_entry.ucred` (field 128, which
+//! CRIU reserves for it); such queues are filled after the tasks exist
+//! (the kernel wants a live pid), with those credentials.
 //!
 //! Restore: crust makes every socket itself before any task exists:
 //! socketpair for ends connected to each other (or to a peer that was
@@ -36,7 +39,7 @@ use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::regfile::RegFileEntry;
 use crust_images::proto::sk_opts::SkOptsEntry;
-use crust_images::proto::sk_packet::{ScmEntry, SkPacketEntry};
+use crust_images::proto::sk_packet::{ScmEntry, SkPacketEntry, SkUcredEntry};
 use crust_images::proto::sk_unix::{FilePermsEntry, UnixSkEntry};
 use crust_images::Message;
 use crust_sys::unix as su;
@@ -257,6 +260,8 @@ struct Packet {
     here: String,
     /// The sender (inet datagrams only).
     addr: Option<Vec<u8>>,
+    /// Its credentials (SCM_CREDENTIALS), on a socket that passes them.
+    ucred: Option<SkUcredEntry>,
 }
 
 /// SCM_RIGHTS, as `scm_entry.type` records it.
@@ -392,13 +397,20 @@ impl UnixDump {
             let msgs = read_queue(sock, d.ty, d.shutdown)
                 .map_err(|e| e.within(&here))?
                 .into_iter()
-                .map(|(bytes, fds)| Packet {
+                .map(|(bytes, fds, creds)| Packet {
                     id,
                     bytes,
                     rights: fds.is_empty().then(Vec::new),
                     fds,
                     here: here.clone(),
                     addr: None,
+                    // The sender's pid as the tree sees it.
+                    ucred: creds.map(|(pid, uid, gid)| SkUcredEntry {
+                        uid,
+                        gid,
+                        pid: crate::fown::ns_pid(pid) as u32,
+                        ..Default::default()
+                    }),
                 });
             let before = self.packets.len();
             self.packets.extend(msgs);
@@ -577,6 +589,7 @@ impl UnixDump {
                 rights: Some(Vec::new()),
                 here: format!("inet socket {id}"),
                 addr: Some(addr),
+                ucred: None,
             });
         }
     }
@@ -613,6 +626,7 @@ impl UnixDump {
                 id_for: p.id,
                 length: p.bytes.len() as u32,
                 addr: p.addr.clone(),
+                ucred: p.ucred.clone(),
                 scm,
                 ..Default::default()
             })
@@ -649,7 +663,8 @@ impl QueueError {
 /// SO_PEEK_OFF (put back to off afterwards) so that nothing is consumed.
 /// Stream data comes back in chunks; datagrams one by one. Each comes with
 /// copies of the fds it carries (SCM_RIGHTS).
-type Queued = Vec<(Vec<u8>, Vec<OwnedFd>)>;
+/// Queued messages: bytes, carried fds, the sender's credentials.
+type Queued = Vec<(Vec<u8>, Vec<OwnedFd>, Option<(i32, u32, u32)>)>;
 fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, QueueError> {
     let set_off = |v: i32| {
         su::setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, v)
@@ -683,7 +698,7 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, Que
             if off > MAX_QUEUE {
                 return Err(QueueError::TooBig);
             }
-            out.push((buf[..r.len].to_vec(), r.rights));
+            out.push((buf[..r.len].to_vec(), r.rights, r.creds));
         }
     })();
     set_off(-1)?;
@@ -710,6 +725,9 @@ pub struct UnixFiles {
     rights: HashMap<(u32, usize), Vec<u32>>,
     /// Regular files carried by messages, which crust opens itself.
     carried_reg: HashMap<u32, RegFileEntry>,
+    /// The sender's credentials of queued messages (SCM_CREDENTIALS), by
+    /// (socket id, message index).
+    creds: HashMap<(u32, usize), SkUcredEntry>,
 }
 
 fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
@@ -950,6 +968,10 @@ impl UnixFiles {
                     e.id_for
                 )));
             }
+            if let Some(c) = e.ucred {
+                let idx = out.queues.get(&e.id_for).map_or(0, |q| q.len());
+                out.creds.insert((e.id_for, idx), c);
+            }
             out.queues.entry(e.id_for).or_default().push(rec.payload);
         }
         Ok(out)
@@ -1043,11 +1065,13 @@ impl UnixFiles {
             made.insert(u.id, s);
         }
         // Queues, before any datagram socket connects elsewhere (a
-        // connected socket takes messages from its peer only).
-        for (id, msgs) in &self.queues {
+        // connected socket takes messages from its peer only). Queues with
+        // credentials wait until the senders' processes exist (see
+        // [`OpenUnix::refill_late`]).
+        let mut late = Vec::new();
+        for id in self.queues.keys() {
             let u = &self.socks[id];
             let what = format!("unix {} socket {id}", type_name(u.r#type));
-            let total: usize = msgs.iter().map(|m| m.len()).sum();
             let peer_id = self.by_ino.get(&u.peer).copied();
             let from: Option<BorrowedFd<'_>> = feeders
                 .get(id)
@@ -1070,52 +1094,14 @@ impl UnixFiles {
                     )))
                 }
             };
-            let cur = su::getsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(0);
-            if (cur as usize) < total * 2 + (64 << 10) {
-                let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
-                su::setsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want)
-                    .map_err(sys_err(me, format!("SO_SNDBUFFORCE to fill {what}")))?;
+            if self.creds.keys().any(|(i, _)| i == id) {
+                let keep = sender
+                    .try_clone_to_owned()
+                    .map_err(sys_err(me, format!("dup of the sender to {what}")))?;
+                late.push((*id, keep, to.map(|t| t.to_vec())));
+                continue;
             }
-            let rcv = su::getsockopt_int(made[id].as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF)
-                .unwrap_or(0);
-            if (rcv as usize) < total * 2 + (64 << 10) {
-                let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
-                su::setsockopt_int(
-                    made[id].as_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    want,
-                )
-                .map_err(sys_err(me, format!("SO_RCVBUFFORCE of {what}")))?;
-            }
-            for (i, m) in msgs.iter().enumerate() {
-                let carried = match self.rights.get(&(*id, i)) {
-                    Some(r) => self.carried_fds(r, &made, shared)?,
-                    None => Vec::new(),
-                };
-                let mut done = 0;
-                loop {
-                    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-                    let sent = if done == 0 && !carried.is_empty() {
-                        let fds: Vec<BorrowedFd<'_>> = carried.iter().map(|f| f.as_fd()).collect();
-                        su::send_with_fds(sender, m, to, &fds, flags)
-                    } else {
-                        su::send(sender, &m[done..], to, flags)
-                    };
-                    let n = sent.map_err(sys_err(
-                        me,
-                        format!(
-                            "sending a queued message of {} bytes back into {what}",
-                            m.len()
-                        ),
-                    ))?;
-                    done += n;
-                    if done >= m.len() || u.r#type as i32 != libc::SOCK_STREAM {
-                        break;
-                    }
-                }
-            }
-            debug!("{what}: {} message(s), {total} bytes put back", msgs.len());
+            self.fill_queue(*id, sender, to, &made, shared, &|_| None)?;
         }
         drop(feeders);
         for (id, name) in connects {
@@ -1160,13 +1146,84 @@ impl UnixFiles {
                 }
             }
         }
-        Ok(OpenUnix { by_id: made })
+        Ok(OpenUnix { by_id: made, late })
     }
 }
 
 impl UnixFiles {
     /// Copies of the files `ids` a queued message carries: sockets crust
     /// made, pipes from `shared`, regular files opened here.
+    /// Put the queued messages of socket `id` back, sent from `sender`
+    /// (to `to` when it is not connected). `host_pid` gives the pid, in
+    /// crust's view, of a recorded sender pid (credentials); crust's own
+    /// pid stands in for one it does not know.
+    fn fill_queue(
+        &self,
+        id: u32,
+        sender: BorrowedFd<'_>,
+        to: Option<&[u8]>,
+        made: &HashMap<u32, OwnedFd>,
+        shared: &crate::pipes::OpenShared,
+        host_pid: &dyn Fn(u32) -> Option<i32>,
+    ) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        let u = &self.socks[&id];
+        let what = format!("unix {} socket {id}", type_name(u.r#type));
+        let msgs = &self.queues[&id];
+        let total: usize = msgs.iter().map(|m| m.len()).sum();
+        let cur = su::getsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(0);
+        if (cur as usize) < total * 2 + (64 << 10) {
+            let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
+            su::setsockopt_int(sender, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want)
+                .map_err(sys_err(me, format!("SO_SNDBUFFORCE to fill {what}")))?;
+        }
+        let rcv =
+            su::getsockopt_int(made[&id].as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(0);
+        if (rcv as usize) < total * 2 + (64 << 10) {
+            let want = (total + (64 << 10)).min(i32::MAX as usize / 4) as i32;
+            su::setsockopt_int(
+                made[&id].as_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                want,
+            )
+            .map_err(sys_err(me, format!("SO_RCVBUFFORCE of {what}")))?;
+        }
+        for (i, m) in msgs.iter().enumerate() {
+            let carried = match self.rights.get(&(id, i)) {
+                Some(r) => self.carried_fds(r, made, shared)?,
+                None => Vec::new(),
+            };
+            let mut done = 0;
+            loop {
+                let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                let creds = self.creds.get(&(id, i)).map(|c| {
+                    let pid = host_pid(c.pid).unwrap_or(me);
+                    (pid, c.uid, c.gid)
+                });
+                let sent = if done == 0 && (!carried.is_empty() || creds.is_some()) {
+                    let fds: Vec<BorrowedFd<'_>> = carried.iter().map(|f| f.as_fd()).collect();
+                    su::send_msg(sender, m, to, &fds, creds, flags)
+                } else {
+                    su::send(sender, &m[done..], to, flags)
+                };
+                let n = sent.map_err(sys_err(
+                    me,
+                    format!(
+                        "sending a queued message of {} bytes back into {what}",
+                        m.len()
+                    ),
+                ))?;
+                done += n;
+                if done >= m.len() || u.r#type as i32 != libc::SOCK_STREAM {
+                    break;
+                }
+            }
+        }
+        debug!("{what}: {} message(s), {total} bytes put back", msgs.len());
+        Ok(())
+    }
+
     fn carried_fds(
         &self,
         ids: &[u32],
@@ -1221,11 +1278,37 @@ fn open_reg(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
 #[derive(Debug, Default)]
 pub struct OpenUnix {
     by_id: HashMap<u32, OwnedFd>,
+    /// Queues whose messages carry credentials, filled once the senders
+    /// exist: (socket id, sender, name to send to).
+    late: Vec<(u32, OwnedFd, Option<Vec<u8>>)>,
 }
 
 impl OpenUnix {
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.by_id.get(&id).map(|f| f.as_fd())
+    }
+
+    /// Fill the queues whose messages carry their senders' credentials
+    /// (SCM_CREDENTIALS), now that the processes of the tree exist (the
+    /// kernel wants a live pid): `host_pid` maps a recorded pid to the
+    /// restored process's pid in crust's view.
+    pub fn refill_late(
+        &self,
+        files: &UnixFiles,
+        shared: &crate::pipes::OpenShared,
+        host_pid: &dyn Fn(u32) -> Option<i32>,
+    ) -> Result<(), Error> {
+        for (id, sender, to) in &self.late {
+            files.fill_queue(
+                *id,
+                sender.as_fd(),
+                to.as_deref(),
+                &self.by_id,
+                shared,
+                host_pid,
+            )?;
+        }
+        Ok(())
     }
 }
 

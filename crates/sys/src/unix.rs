@@ -169,16 +169,51 @@ pub fn send_with_fds(
     fds: &[BorrowedFd<'_>],
     flags: i32,
 ) -> io::Result<usize> {
-    if fds.is_empty() || fds.len() > crate::fdpass::MAX_FDS_PER_MSG {
+    if fds.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    send_msg(fd, data, to, fds, None, flags)
+}
+
+/// sendmsg(2) of `data` with the fds `fds` (SCM_RIGHTS, none or at most
+/// [`crate::fdpass::MAX_FDS_PER_MSG`]) and the credentials `creds` (pid,
+/// uid, gid: SCM_CREDENTIALS; another process's need privileges) attached,
+/// to the connected peer or to `to`.
+pub fn send_msg(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    to: Option<&[u8]>,
+    fds: &[BorrowedFd<'_>],
+    creds: Option<(i32, u32, u32)>,
+    flags: i32,
+) -> io::Result<usize> {
+    if fds.len() > crate::fdpass::MAX_FDS_PER_MSG {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let dest = to.map(sockaddr).transpose()?;
     let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let payload = std::mem::size_of_val(raw.as_slice()) as u32;
+    let cred_len = std::mem::size_of::<libc::ucred>() as u32;
     // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
-    let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
+    let (rights_space, cmsg_len, cred_space, cred_cmsg_len) = unsafe {
+        (
+            if fds.is_empty() {
+                0
+            } else {
+                libc::CMSG_SPACE(payload)
+            },
+            libc::CMSG_LEN(payload),
+            if creds.is_some() {
+                libc::CMSG_SPACE(cred_len)
+            } else {
+                0
+            },
+            libc::CMSG_LEN(cred_len),
+        )
+    };
+    let space = rights_space + cred_space;
     // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut control = vec![0u64; (space as usize).div_ceil(8)];
+    let mut control = vec![0u64; (space as usize).div_ceil(8).max(1)];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -192,21 +227,49 @@ pub fn send_with_fds(
     }
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as usize;
-    // SAFETY: msg_control points to `control`, at least CMSG_SPACE(payload)
-    // bytes, aligned to 8, so CMSG_FIRSTHDR returns a header inside it with
-    // room for `payload` bytes after it; `raw` holds exactly `payload` bytes.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = cmsg_len as usize;
-        std::ptr::copy_nonoverlapping(
-            raw.as_ptr() as *const u8,
-            libc::CMSG_DATA(c),
-            payload as usize,
-        );
+    if space > 0 {
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as usize;
+    }
+    let mut next = std::ptr::null_mut::<libc::cmsghdr>();
+    if !fds.is_empty() {
+        // SAFETY: msg_control points to `control`, at least
+        // CMSG_SPACE(payload) (+ the credentials' space) bytes, aligned to
+        // 8, so CMSG_FIRSTHDR returns a header inside it with room for
+        // `payload` bytes after it; `raw` holds exactly `payload` bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = cmsg_len as usize;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr() as *const u8,
+                libc::CMSG_DATA(c),
+                payload as usize,
+            );
+            next = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if let Some((pid, uid, gid)) = creds {
+        let u = libc::ucred { pid, uid, gid };
+        // SAFETY: the control buffer has CMSG_SPACE(sizeof ucred) bytes
+        // left after the rights (if any): CMSG_FIRSTHDR/CMSG_NXTHDR return
+        // a header inside it with room for a ucred after it.
+        unsafe {
+            let c = if next.is_null() {
+                libc::CMSG_FIRSTHDR(&msg)
+            } else {
+                next
+            };
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_CREDENTIALS;
+            (*c).cmsg_len = cred_cmsg_len as usize;
+            std::ptr::copy_nonoverlapping(
+                &u as *const libc::ucred as *const u8,
+                libc::CMSG_DATA(c),
+                cred_len as usize,
+            );
+        }
     }
     // SAFETY: every pointer in `msg` (name, iov and its data, control)
     // points to memory that lives until the call returns; the kernel only
@@ -303,7 +366,9 @@ pub struct Received {
     pub flags: i32,
     /// Fds of SCM_RIGHTS control messages (copies, owned by the caller).
     pub rights: Vec<OwnedFd>,
-    /// Some other control message came (credentials, security label).
+    /// SCM_CREDENTIALS (pid, uid, gid), when the socket passes them.
+    pub creds: Option<(i32, u32, u32)>,
+    /// Some other control message came (security label...).
     pub other_cmsg: bool,
 }
 
@@ -338,6 +403,7 @@ pub fn recvmsg(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Rec
         full_len: n,
         flags: msg.msg_flags,
         rights: Vec::new(),
+        creds: None,
         other_cmsg: false,
     };
     // Walk the control messages (x86_64: u64 length, i32 level, i32 type,
@@ -360,6 +426,9 @@ pub fn recvmsg(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Rec
                 // message; nobody else knows of it.
                 out.rights.push(unsafe { own(fd) });
             }
+        } else if level == libc::SOL_SOCKET && ty == libc::SCM_CREDENTIALS && len >= 16 + 12 {
+            let w = |o: usize| u32::from_ne_bytes(bytes[off + o..off + o + 4].try_into().unwrap());
+            out.creds = Some((w(16) as i32, w(20), w(24)));
         } else {
             out.other_cmsg = true;
         }

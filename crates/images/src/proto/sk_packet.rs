@@ -6,6 +6,12 @@ use super::*;
 use crate::wire::*;
 
 crate::message! {
+    /// message `sk_ucred_entry`
+    SkUcredEntry = "sk_ucred_entry" {
+        1 uid: required Uint32,
+        2 gid: required Uint32,
+        3 pid: required Uint32,
+    }
     /// message `scm_entry`
     ScmEntry = "scm_entry" {
         1 r#type: required Uint32,
@@ -20,5 +26,9 @@ crate::message! {
         /// on inet sockets.
         3 addr: optional Bytes,
         4 scm: repeated Msg<ScmEntry>,
+        /// The sender's credentials (SCM_CREDENTIALS) of a message on a
+        /// socket that passes them. CRIU reserves field 128 for this and
+        /// leaves it out; crust writes it.
+        128 ucred: optional Msg<SkUcredEntry>,
     }
 }

@@ -753,6 +753,102 @@ fn mode_deleted(dir: &Path) -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
+/// A message and the credentials (SCM_CREDENTIALS) it came with.
+fn recv_creds(fd: i32) -> Result<(Vec<u8>, Option<libc::ucred>), String> {
+    let mut buf = vec![0u8; 256];
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; zeroes are valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: the iovec and control buffers are writable and live.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    ensure!(n >= 0, "recvmsg on fd {fd}: {}", err());
+    buf.truncate(n as usize);
+    let mut creds = None;
+    // SAFETY: the kernel filled msg_control; CMSG_* walk it within
+    // msg_controllen, and a SCM_CREDENTIALS payload is a ucred.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                creds = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(c) as *const libc::ucred
+                ));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((buf, creds))
+}
+
+/// Messages in flight on sockets that pass credentials (SO_PASSCRED): the
+/// receiver must see the same sender pid, uid and gid after restore, for a
+/// message from this process and one from a child.
+fn mode_creds() -> Box<dyn FnOnce() -> Result<(), String>> {
+    let (a, b) = pair(libc::SOCK_DGRAM);
+    setopt(b, libc::SO_PASSCRED, 1);
+    let (s1, s2) = pair(libc::SOCK_SEQPACKET);
+    setopt(s2, libc::SO_PASSCRED, 1);
+    send(a, b"from parent").unwrap_or_else(|_| die("send"));
+    send(s1, b"seqpacket from parent").unwrap_or_else(|_| die("send"));
+    // SAFETY: single-threaded process: the child may run any code.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        die("fork");
+    }
+    if child == 0 {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let _ = send(a, b"from child");
+        loop {
+            sleep_ms(50);
+        }
+    }
+    sleep_ms(100);
+    let me = std::process::id() as i32;
+    Box::new(move || {
+        let check = |fd: i32, want: &[u8], pid: i32| -> Result<(), String> {
+            let (got, c) = recv_creds(fd)?;
+            ensure!(
+                got == want,
+                "fd {fd}: got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            let c = c.ok_or_else(|| {
+                format!(
+                    "fd {fd}: no credentials with {:?}",
+                    String::from_utf8_lossy(want)
+                )
+            })?;
+            ensure!(
+                c.pid == pid && c.uid == 0 && c.gid == 0,
+                "fd {fd}: {:?} came from pid {} uid {} gid {}, expected pid {pid}",
+                String::from_utf8_lossy(want),
+                c.pid,
+                c.uid,
+                c.gid
+            );
+            Ok(())
+        };
+        let r = check(b, b"from parent", me)
+            .and_then(|_| check(b, b"from child", child))
+            .and_then(|_| check(s2, b"seqpacket from parent", me));
+        // SAFETY: our child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        r
+    })
+}
+
 fn main() {
     let args = start();
     let mode = args.opt("mode").unwrap_or("all").to_string();
@@ -767,6 +863,7 @@ fn main() {
         "pending-data" => mode_pending(&args.path("dir"), true),
         "ext" => mode_ext(&args.path("dir")),
         "deleted" => mode_deleted(&args.path("dir")),
+        "creds" => mode_creds(),
         m => die(&format!("unknown mode {m}")),
     };
     ready(&args);
