@@ -240,3 +240,21 @@ mod tests {
         assert!(parse_rights(&bad).is_empty());
     }
 }
+
+/// Objects crust made for a restore, by files.img id, until they are
+/// given to the tasks.
+#[derive(Debug, Default)]
+pub struct MadeFds {
+    by_id: std::collections::HashMap<u32, std::os::fd::OwnedFd>,
+}
+
+impl MadeFds {
+    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.by_id.get(&id).map(|f| f.as_fd())
+    }
+
+    pub fn insert(&mut self, id: u32, fd: std::os::fd::OwnedFd) {
+        self.by_id.insert(id, fd);
+    }
+}

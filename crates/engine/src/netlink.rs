@@ -438,16 +438,7 @@ pub struct NetlinkFiles {
 }
 
 /// Netlink sockets crust made, by files.img id.
-#[derive(Debug, Default)]
-pub struct OpenNetlinks {
-    by_id: HashMap<u32, OwnedFd>,
-}
-
-impl OpenNetlinks {
-    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
-        self.by_id.get(&id).map(|f| f.as_fd())
-    }
-}
+pub type OpenNetlinks = crate::fdpass::MadeFds;
 
 /// Whether an image of `e` can be restored; the reason if not.
 fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {
@@ -508,7 +499,7 @@ impl NetlinkFiles {
                 ),
                 source,
             })?;
-            out.by_id.insert(*id, s);
+            out.insert(*id, s);
         }
         Ok(out)
     }

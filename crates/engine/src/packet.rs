@@ -28,7 +28,7 @@ use crust_images::proto::packet_sock::{PacketMclist, PacketRing, PacketSockEntry
 use crust_sys::{net, rawsk};
 use log::debug;
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 // linux/if_packet.h option numbers.
@@ -351,16 +351,7 @@ pub struct PacketFiles {
 }
 
 /// Packet sockets crust made, by files.img id.
-#[derive(Debug, Default)]
-pub struct OpenPackets {
-    by_id: HashMap<u32, OwnedFd>,
-}
-
-impl OpenPackets {
-    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
-        self.by_id.get(&id).map(|f| f.as_fd())
-    }
-}
+pub type OpenPackets = crate::fdpass::MadeFds;
 
 /// Whether an image of `e` can be restored; the reason if not.
 fn check_entry(e: &PacketSockEntry) -> Result<(), String> {
@@ -425,7 +416,7 @@ impl PacketFiles {
                 ),
                 source,
             })?;
-            out.by_id.insert(*id, s);
+            out.insert(*id, s);
         }
         Ok(out)
     }
