@@ -70,3 +70,23 @@ ALL_TESTS+=(pty-session)
 # back) and the tree runs on.
 t_err_dump_pty_ctty_nofd() { dump_must_fail "controlling terminal" ptypair --mode session-nofd; }
 ALL_TESTS+=(err-dump-pty-ctty-nofd)
+
+# Bytes waiting in a pty at dump time, both ways (output for the master,
+# a line and a partial line of input for the slave): saved in
+# tty-data.img and back after restore, lines as they were.
+t_pty_data() {
+    need_cr || return $?
+    start_prog ptypair --mode data || return 1
+    do_dump "$D/img" || return 1
+    [ -f "$D/img/tty-data.img" ] || { fail "no tty-data.img" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+# The same with dump -R: what was read out is put back at once.
+t_pty_data_leave_running() {
+    need_cr || return $?
+    start_prog ptypair --mode data || return 1
+    dump_with "$D/img" -R || return 1
+    expect_pass "$D/img/dump.log"
+}
+ALL_TESTS+=(pty-data pty-data-leave-running)

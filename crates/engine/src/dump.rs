@@ -437,7 +437,8 @@ fn dump_tree(
     files.write(dir)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
-    let hold = files.inet.take_hold();
+    let mut hold = files.inet.take_hold();
+    hold.on_release(files.take_pty_put_back());
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, pstree)?;

@@ -275,6 +275,11 @@ impl FileTable {
         self.ghosts.set_limit(limit);
     }
 
+    /// The write-back of pty bytes read out (see [`pty::PtyDump`]).
+    pub fn take_pty_put_back(&mut self) -> Box<dyn FnOnce() + Send> {
+        self.ptys.take_put_back()
+    }
+
     /// `--link-remap`: deleted files still linked elsewhere are linked back.
     pub fn set_link_remap(&mut self, on: bool) {
         self.ghosts.link_remap = on;

@@ -639,6 +639,7 @@ impl InetDump {
             method: self.lock_method,
             conns: conns.clone(),
             repairs: Vec::new(),
+            undo: Vec::new(),
         };
         if !conns.is_empty() {
             netlock::lock(self.lock_method, &conns)?;
@@ -723,6 +724,8 @@ pub struct NetHold {
     method: netlock::Method,
     conns: Vec<Conn>,
     repairs: Vec<Repair>,
+    /// Other things to undo if the tree runs on (pty bytes read out).
+    undo: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl NetHold {
@@ -734,6 +737,11 @@ impl NetHold {
 
     /// The tree is dead: free crust's copies still in repair mode (so
     /// nothing is sent) and leave the lock for the restore to remove.
+    /// `f` runs if the tree runs on (release), not if it was killed.
+    pub fn on_release(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.undo.push(f);
+    }
+
     pub fn keep(mut self) {
         if !self.conns.is_empty() {
             info!(
@@ -743,6 +751,7 @@ impl NetHold {
         }
         self.repairs.clear();
         self.conns.clear();
+        self.undo.clear();
     }
 }
 
@@ -757,6 +766,9 @@ impl Drop for NetHold {
             if let Err(e) = netlock::unlock(self.method, &self.conns) {
                 warn!("could not unlock the network: {e}");
             }
+        }
+        for f in self.undo.drain(..) {
+            f();
         }
     }
 }

@@ -7,8 +7,12 @@
 //! crust reads from a pidfd_getfd copy of the fd: termios, window size,
 //! packet mode, the lock and exclusive mode. A `/dev/pts/N` whose master is
 //! outside the tree stays the shell job's terminal (`-j`, [`crate::files`]).
-//! Data queued in the pty is not saved (no `tty-data.img`); the dump log
-//! warns when an end had unread bytes. When the
+//! Bytes waiting to be read on an end (what the slave wrote for the
+//! master; the input the slave has not read, partial line included) are
+//! read out by crust at dump and saved in `tty-data.img` (`tty_id`: the
+//! end's tty-info id); they are written back into the pty, at once if the
+//! tree runs on, and on restore, with the line discipline's processing off
+//! so they come back as they were. (Not with packet mode on.) When the
 //! slave is the controlling terminal of a session of the tree, its info
 //! records the session (`sid`) and the foreground process group (`pgrp`).
 //!
@@ -28,7 +32,7 @@ use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::tty::{
-    TermiosEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
+    TermiosEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
 };
 use crust_proc::ProcRoot;
 use crust_sys::tty as sys;
@@ -87,6 +91,136 @@ pub struct PtyDump {
     ctty: HashMap<u32, (u32, u32)>,
     /// (pid, index) of every process with an fd on a slave.
     slave_holders: HashSet<(i32, u32)>,
+    /// crust's copy of each end seen, by (master, index).
+    copies: HashMap<(bool, u32), OwnedFd>,
+    /// Bytes read out of ends: (tty-info id, end, bytes).
+    captured: Vec<(u32, End, Vec<u8>)>,
+    /// The bytes are the image's (the tree was killed): not put back.
+    kept: bool,
+}
+
+impl Drop for PtyDump {
+    fn drop(&mut self) {
+        if !self.kept {
+            put_back(&self.captured, &self.copies);
+        }
+    }
+}
+
+/// Write back what was read out of the ends (the tree runs on).
+fn put_back(captured: &[(u32, End, Vec<u8>)], copies: &HashMap<(bool, u32), OwnedFd>) {
+    for (_, end, data) in captured {
+        let (Some(m), Some(sl)) = (
+            copies.get(&(true, end.index)),
+            copies.get(&(false, end.index)),
+        ) else {
+            warn!(
+                "{} unread bytes of /dev/pts/{} could not be put back",
+                data.len(),
+                end.index
+            );
+            continue;
+        };
+        if let Err(e) = inject(m.as_fd(), sl.as_fd(), end.master, data) {
+            warn!(
+                "putting {} unread bytes back into /dev/pts/{}: {e}",
+                data.len(),
+                end.index
+            );
+        }
+    }
+}
+
+/// Queue `data` to be read on one end of a pty: on the master
+/// (`for_master`: as if the slave had written it, its output processing
+/// off) or on the slave (as if typed on the master, input processing,
+/// signals and echo off; in canonical mode lines stay lines, a partial
+/// line stays partial).
+fn inject(
+    master: BorrowedFd<'_>,
+    slave: BorrowedFd<'_>,
+    for_master: bool,
+    data: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let t = sys::termios(slave)?;
+    let mut quiet = t;
+    let (via, reader) = if for_master {
+        quiet.c_oflag &= !libc::OPOST;
+        (slave, master)
+    } else {
+        quiet.c_iflag = 0;
+        quiet.c_lflag &=
+            !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ISIG | libc::IEXTEN);
+        (master, slave)
+    };
+    sys::set_termios(slave, &quiet)?;
+    // What the reader will count as readable (a canonical slave counts
+    // complete lines only).
+    let expect = if !for_master && t.c_lflag & libc::ICANON != 0 {
+        data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+    } else {
+        data.len()
+    };
+    let before = sys::queued(reader).unwrap_or(0) as usize;
+    let wrote = std::fs::File::from(via.try_clone_to_owned()?).write_all(data);
+    // The pty hands the bytes to the reading side's line discipline from
+    // a work queue: wait until they are there before the termios change.
+    let t0 = std::time::Instant::now();
+    if expect == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    while wrote.is_ok()
+        && expect > 0
+        && (sys::queued(reader).unwrap_or(0) as usize) < before + expect
+        && t0.elapsed() < std::time::Duration::from_secs(1)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if expect < data.len() {
+        // The partial line has no count to wait for.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    sys::set_termios(slave, &t)?;
+    wrote
+}
+
+/// Read out the bytes waiting to be read on an end (crust's copy `f`).
+/// The slave's partial line is only readable out of canonical mode.
+fn read_out(f: BorrowedFd<'_>, master: bool) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let saved = if master {
+        None
+    } else {
+        let t = sys::termios(f)?;
+        let mut raw = t;
+        raw.c_lflag &= !libc::ICANON;
+        raw.c_cc[libc::VMIN] = 0;
+        raw.c_cc[libc::VTIME] = 0;
+        sys::set_termios(f, &raw)?;
+        Some(t)
+    };
+    let n = sys::queued(f).unwrap_or(0) as usize;
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    let mut file = std::fs::File::from(f.try_clone_to_owned()?);
+    let r = (|| {
+        while got < n {
+            match file.read(&mut out[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    if let Some(t) = saved {
+        sys::set_termios(f, &t)?;
+    }
+    r?;
+    out.truncate(got);
+    Ok(out)
 }
 
 /// The pty index of a /dev/pts/N link.
@@ -250,6 +384,19 @@ impl PtyDump {
                     .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
                 let info_id = self.infos.len() as u32 + 1;
                 let mut e = read_info(pid, copy.as_fd(), end, info_id, &what)?;
+                if sys::queued(copy.as_fd()).unwrap_or(0) > 0 || !end.master {
+                    if e.packet_mode {
+                        warn!("{pid}: unread bytes on {what} (packet mode) are not saved");
+                    } else {
+                        let data = read_out(copy.as_fd(), end.master)
+                            .map_err(sys_err(pid, format!("reading the unread bytes of {what}")))?;
+                        if !data.is_empty() {
+                            debug!("{pid}: {what}: {} unread bytes saved", data.len());
+                            self.captured.push((info_id, end, data));
+                        }
+                    }
+                }
+                self.copies.insert((end.master, end.index), copy);
                 if let (false, Some(&(sid, pgrp))) = (end.master, self.ctty.get(&end.index)) {
                     e.sid = sid;
                     e.pgrp = pgrp;
@@ -292,7 +439,30 @@ impl PtyDump {
         if self.infos.is_empty() {
             return Ok(());
         }
-        write_image(dir, ImageType::TtyInfo, 0, &self.infos)
+        write_image(dir, ImageType::TtyInfo, 0, &self.infos)?;
+        if !self.captured.is_empty() {
+            let data: Vec<TtyDataEntry> = self
+                .captured
+                .iter()
+                .map(|(id, _, d)| TtyDataEntry {
+                    tty_id: *id,
+                    data: d.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            write_image(dir, ImageType::TtyData, 0, &data)?;
+        }
+        Ok(())
+    }
+
+    /// The dump succeeded: what was read out of the ptys belongs to the
+    /// images. The returned action writes it back, for a tree that runs
+    /// on (dump -R, or a failure after this point).
+    pub fn take_put_back(&mut self) -> Box<dyn FnOnce() + Send> {
+        self.kept = true;
+        let captured = std::mem::take(&mut self.captured);
+        let copies = std::mem::take(&mut self.copies);
+        Box::new(move || put_back(&captured, &copies))
     }
 }
 
@@ -318,15 +488,6 @@ fn read_info(
     let termios = sys::termios(f).map_err(err("TCGETS2"))?;
     let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
     let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
-    // Bytes waiting to be read on this end are not saved (no tty-data.img):
-    // say so rather than lose them silently.
-    match sys::queued(f) {
-        Ok(0) => {}
-        Ok(n) => {
-            warn!("{pid}: {n} unread bytes on {what} are not saved; the restored pty starts empty")
-        }
-        Err(e) => warn!("{pid}: FIONREAD of {what}: {e}"),
-    }
     let (locked, packet_mode) = if end.master {
         (
             sys::pty_locked(f).map_err(err("TIOCGPTLCK"))?,
@@ -394,6 +555,9 @@ struct PairImage {
     /// (session, foreground group) when the slave is the controlling
     /// terminal of a session of the tree.
     ctty: Option<(i32, i32)>,
+    /// Bytes that were waiting to be read on the master and on the slave.
+    master_data: Vec<u8>,
+    slave_data: Vec<u8>,
 }
 
 /// The pty pairs of an image set (those fds use), read and checked.
@@ -485,6 +649,25 @@ impl Ptys {
         let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
         let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
         let infos: Vec<TtyInfoEntry> = read_image(dir, ImageType::TtyInfo, 0)?;
+        let data: Vec<TtyDataEntry> = match read_image(dir, ImageType::TtyData, 0) {
+            Ok(v) => v,
+            Err(Error::Image { source, .. }) if source.is_missing() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for d in &data {
+            if !infos.iter().any(|i| i.id == d.tty_id) {
+                return Err(bad(format!(
+                    "tty-data.img has bytes for tty {}, which tty-info.img does not have",
+                    d.tty_id
+                )));
+            }
+        }
+        let data_of = |info: u32| -> Vec<u8> {
+            data.iter()
+                .filter(|d| d.tty_id == info)
+                .flat_map(|d| d.data.iter().copied())
+                .collect()
+        };
         let mut done = HashSet::new();
         for &id in fd_ids {
             if !done.insert(id) {
@@ -545,9 +728,11 @@ impl Ptys {
                 }
                 pair.master = Some((id, t.flags));
                 pair.master_info = Some(end);
+                pair.master_data = data_of(info.id);
             } else {
                 pair.slaves.push((id, t.flags));
                 pair.slave_info = Some(end);
+                pair.slave_data = data_of(info.id);
                 if info.sid != 0 {
                     let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
                     if sid <= 0 || pgrp <= 0 {
@@ -667,6 +852,24 @@ impl Ptys {
             if p.slave_info.is_none() {
                 if let Some(w) = &mi.winsize {
                     sys::set_winsize(m, w).map_err(err("TIOCSWINSZ on the master"))?;
+                }
+            }
+            // The bytes that were waiting to be read, through a slave
+            // description (a spare one if the tree holds none).
+            if !p.master_data.is_empty() || !p.slave_data.is_empty() {
+                let spare;
+                let s = match p.slaves.first().and_then(|(sid, _)| out.by_id.get(sid)) {
+                    Some(s) => s.as_fd(),
+                    None => {
+                        spare = sys::open_peer(m, libc::O_RDWR).map_err(err("TIOCGPTPEER"))?;
+                        spare.as_fd()
+                    }
+                };
+                for (for_master, d) in [(true, &p.master_data), (false, &p.slave_data)] {
+                    if !d.is_empty() {
+                        inject(m, s, for_master, d)
+                            .map_err(err("putting the unread bytes back"))?;
+                    }
                 }
             }
             if mi.packet_mode {

@@ -581,6 +581,96 @@ fn main() {
         "child" => child(&args, false, true),
         "session" => child(&args, true, true),
         "session-nofd" => child(&args, true, false),
+        "data" => data(&args),
         m => die(&format!("unknown --mode {m}")),
     }
+}
+
+/// `data`: bytes waiting in both directions at dump time. The slave is in
+/// canonical mode without echo; it wrote `out-1\nout-2` (the master reads
+/// it with ONLCR's `\r\n`), and the master wrote `in-1\nin-` (a line and a
+/// partial one the slave has not read). After restore the master reads
+/// exactly what was waiting, and the slave reads the line, then (once the
+/// master ends it) the rest of the partial line.
+fn data(args: &crust_testprogs::Args) {
+    // SAFETY: plain libc calls on fds this program owns; buffers are
+    // valid for their lengths.
+    let (m, sl) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        if m < 0 || libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 {
+            die("posix_openpt");
+        }
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m)).to_owned();
+        let sl = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        if sl < 0 {
+            die("open slave");
+        }
+        let mut t: libc::termios = std::mem::zeroed();
+        libc::tcgetattr(sl, &mut t);
+        t.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        t.c_lflag |= libc::ICANON;
+        t.c_oflag |= libc::OPOST | libc::ONLCR;
+        libc::tcsetattr(sl, libc::TCSANOW, &t);
+        (m, sl)
+    };
+    let write = |fd: i32, b: &[u8]| {
+        // SAFETY: b is readable for its length.
+        if unsafe { libc::write(fd, b.as_ptr() as *const libc::c_void, b.len()) }
+            != b.len() as isize
+        {
+            die("write");
+        }
+    };
+    write(sl, b"out-1\nout-2");
+    write(m, b"in-1\nin-");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    ready(args);
+    while !term_requested() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let read_now = |fd: i32| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        for _ in 0..20 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut p, 1, 50) } <= 0 {
+                break;
+            }
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        out
+    };
+    let verdict = (|| {
+        let got = read_now(m);
+        ensure!(
+            got == b"out-1\r\nout-2",
+            "the master read {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let line = read_now(sl);
+        ensure!(
+            line == b"in-1\n",
+            "the slave read {:?} first",
+            String::from_utf8_lossy(&line)
+        );
+        write(m, b"2\n");
+        let rest = read_now(sl);
+        ensure!(
+            rest == b"in-2\n",
+            "the slave read {:?} then",
+            String::from_utf8_lossy(&rest)
+        );
+        Ok(())
+    })();
+    finish(args, verdict)
 }
