@@ -1045,10 +1045,10 @@ impl InetFiles {
             conns: self.conns(),
             ..Default::default()
         };
-        // Connections first, then the rest: a listener bound first would
-        // refuse the bind of its accepted connections' port. Every TCP
-        // socket is bound with SO_REUSEADDR (the recorded value is set
-        // back once it is bound), as CRIU does.
+        // Connections first, then the rest: they bind in repair mode, which
+        // forces the reuse of their address; every other TCP socket binds
+        // with SO_REUSEADDR (the recorded value set back once it is bound),
+        // as CRIU does, so a listener shares its port with them.
         let mut ids: Vec<&u32> = self.socks.keys().collect();
         ids.sort_by_key(|id| (self.socks[*id].stream.is_none(), **id));
         for id in ids {
@@ -1075,6 +1075,11 @@ impl InetFiles {
                 let mut first = s.entry.clone();
                 first.opts.so_rcvbuf = 0;
                 first.opts.so_sndbuf = 0;
+                // Not before the bind: repair mode's forced reuse (which
+                // binds over anything: a listener of the same port, a
+                // TIME_WAIT left by an earlier connection) would give way
+                // to SO_REUSEADDR's rules. Set once bound, below.
+                first.opts.reuseaddr = None;
                 set_options(b.fd(), &first).map_err(|e| fail("setting its options", e))?;
                 let big = |n: usize| (n.min(1 << 30) as i32).saturating_add(1 << 16);
                 su::setsockopt_int(
@@ -1101,8 +1106,6 @@ impl InetFiles {
                     su::setsockopt_int(b.fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, mss)
                         .map_err(|e| fail("TCP_MAXSEG", e))?;
                 }
-                su::setsockopt_int(b.fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
-                    .map_err(|e| fail("SO_REUSEADDR", e))?;
                 b.restore(st).map_err(|source| Error::Soccr {
                     what: format!("{here}: rebuilding the connection to {}", s.remote),
                     source: Box::new(source),
