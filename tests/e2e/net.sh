@@ -529,3 +529,30 @@ t_err_dump_tcp_after_lock() {
     expect_peer_ok "$D/img/dump.log"
 }
 ALL_TESTS+=(err-dump-tcp-after-lock)
+
+# The accept queue restored without -d: crust stays, hands the connections over,
+# and exits with the program's status once it ends.
+t_tcp_accept_queue_attached() {
+    need_cr || return $?
+    net_pick_port
+    start_prog inetsk --mode listen --port "$NET_P" --expect 2 --data 1 || return 1
+    net_clients 2 || return 1
+    do_dump "$D/img" --tcp-established || { net_unlock_port "$NET_P"; return 1; }
+    rm -f "$D/pidfile"
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" restore -D "$D/img" --tcp-established \
+        --pidfile "$D/pidfile" -v4 -o restore.log) </dev/null >"$D/restore.out" 2>"$D/restore.err" &
+    local cpid=$!
+    track "$cpid" "$TIMEOUT_EXE"
+    wait_file "$D/pidfile" 20 || { wait_rc "$cpid" 5; net_unlock_port "$NET_P"; fail "no pidfile; restore: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log" || return 1
+    wait_rc "$cpid" 10
+    [ "$RC" = 0 ] || { fail "crust restore exited with $RC, not the program's 0" "$D/img/restore.log"; return 1; }
+    local n=0
+    while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
+    net_no_rules_left
+}
+ALL_TESTS+=(tcp-accept-queue-attached)

@@ -236,7 +236,7 @@ fn restore(opts: &Opts) -> Result<i32> {
             // it running unseen.
             let _ = probe::kill(out.root_pid, libc::SIGKILL);
             if !opts.restore_sibling {
-                let _ = probe::wait_exit(out.root_pid);
+                let _ = probe::wait_exit(out.waiter.unwrap_or(out.root_pid));
             }
             return Err(e);
         }
@@ -253,7 +253,9 @@ fn restore(opts: &Opts) -> Result<i32> {
         return Ok(0);
     }
     let _ = std::io::stdout().flush();
-    let status = probe::wait_exit(out.root_pid)
+    // The root, or the crust process whose child it is (it ends the same
+    // way) when one stays to hand over queued connections.
+    let status = probe::wait_exit(out.waiter.unwrap_or(out.root_pid))
         .with_context(|| format!("waiting for the restored root task {}", out.root_pid))?;
     log::info!("restored root task {} ended: {status:?}", out.root_pid);
     Ok(status.code())

@@ -42,8 +42,10 @@ impl AcceptServer {
     }
 
     /// Serve until every connection is handed over or no task is left,
-    /// then let every task go.
-    pub fn run(mut self) {
+    /// then let every task go. The end of `root` (this process's child),
+    /// if seen meanwhile, is returned.
+    pub fn run(mut self, root: i32) -> Option<WaitStatus> {
+        let mut root_status = None;
         // Per task: inside a syscall (the next syscall stop is its exit).
         let mut insys: HashMap<i32, bool> = self.tasks.iter().map(|t| (*t, false)).collect();
         // Threads seen created whose first stop is still to come.
@@ -64,6 +66,9 @@ impl AcceptServer {
             };
             match st {
                 WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
+                    if tid == root {
+                        root_status = Some(st);
+                    }
                     insys.remove(&tid);
                 }
                 WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {
@@ -101,11 +106,14 @@ impl AcceptServer {
             }
         }
         let tids: Vec<i32> = insys.keys().copied().collect();
-        detach_all(&tids);
+        if let Some(s) = detach_all(&tids, root) {
+            root_status = Some(s);
+        }
         info!(
             "Accept server done: {} connection(s) left unhanded",
             self.left()
         );
+        root_status
     }
 
     /// A syscall exit of `tid`: an accept of a stand-in is swapped.
@@ -204,7 +212,8 @@ fn tgid_of(tid: i32) -> Option<i32> {
 
 /// Let every traced task go: each is stopped with a SIGSTOP of its own,
 /// and detached at that stop with the signal discarded.
-fn detach_all(tids: &[i32]) {
+fn detach_all(tids: &[i32], root: i32) -> Option<WaitStatus> {
+    let mut root_status = None;
     let mut waiting: HashMap<i32, ()> = HashMap::new();
     for &t in tids {
         let tgid = tgid_of(t).unwrap_or(t);
@@ -220,6 +229,9 @@ fn detach_all(tids: &[i32]) {
         };
         match st {
             WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
+                if tid == root {
+                    root_status = Some(st);
+                }
                 waiting.remove(&tid);
             }
             WaitStatus::Stopped { sig, event: 0 } if sig == libc::SIGSTOP => {
@@ -235,4 +247,5 @@ fn detach_all(tids: &[i32]) {
             WaitStatus::Continued => {}
         }
     }
+    root_status
 }

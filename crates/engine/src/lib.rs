@@ -92,6 +92,10 @@ pub struct RestoreOutcome {
     pub root_pid: i32,
     pub restore_time_us: u64,
     pub pages_restored: u64,
+    /// Without `--restore-detached`, when the root is not the caller's
+    /// child but a child of this process (a crust process that stays to
+    /// hand over queued connections): it ends with the root's status.
+    pub waiter: Option<i32>,
 }
 
 mod accept;

@@ -551,11 +551,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     if img.inet.accept_listeners().is_empty() {
         return restore_loaded(img, opts, t0, None);
     }
-    if !opts.detached {
-        return Err(Error::unsupported(
-            "the image has TCP connections that waited in an accept queue: they are handed over by a crust process that stays until they are accepted, so restore with --restore-detached (-d)".to_string(),
-        ));
-    }
     restore_serving(img, opts, t0)
 }
 
@@ -585,6 +580,9 @@ fn restore_serving(
                             root_pid: v[0] as i32,
                             restore_time_us: v[1],
                             pages_restored: v[2],
+                            // Not detached: the root is the child's child;
+                            // the child ends with the root's status.
+                            waiter: (!opts.detached).then_some(child),
                         });
                     }
                     Err(Error::Restore {
@@ -617,8 +615,35 @@ fn restore_serving(
                         o.root_pid, o.restore_time_us, o.pages_restored
                     );
                     drop(out);
-                    server.run();
-                    std::process::exit(0)
+                    let root_status = server.run(o.root_pid);
+                    if opts.detached {
+                        std::process::exit(0)
+                    }
+                    // Stay the root's parent until it ends, and end the
+                    // same way (crust restore's caller waits for this).
+                    let status = match root_status {
+                        Some(s) => Some(s),
+                        None => loop {
+                            match process::waitpid(o.root_pid, 0) {
+                                Ok(Some((_, s @ process::WaitStatus::Exited(_))))
+                                | Ok(Some((_, s @ process::WaitStatus::Signaled { .. }))) => {
+                                    break Some(s)
+                                }
+                                Ok(_) => continue,
+                                Err(_) => break None,
+                            }
+                        },
+                    };
+                    match status {
+                        Some(process::WaitStatus::Signaled { sig, .. }) => {
+                            // The same signal if it is not handled here,
+                            // else the shell's convention.
+                            let _ = process::kill(process::getpid(), sig);
+                            std::process::exit(128 + sig)
+                        }
+                        Some(process::WaitStatus::Exited(c)) => std::process::exit(c),
+                        _ => std::process::exit(0),
+                    }
                 }
                 Err(e) => {
                     let mut why = e.to_string();
@@ -851,6 +876,7 @@ fn restore_loaded(
         root_pid,
         restore_time_us,
         pages_restored,
+        waiter: None,
     })
 }
 
