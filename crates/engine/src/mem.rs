@@ -1903,6 +1903,88 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
     Ok(())
 }
 
+/// A run of an object's stored pages: (offset in the object, offset in
+/// the pages file, bytes).
+pub(crate) type ObjectRun = (u64, u64, u64);
+
+/// The stored pages of a shared memory object (memfd, System V segment)
+/// of `size` bytes: `pagemap-shmem-<shmid>.img` as runs of (offset in
+/// the object, offset in the pages file, bytes; whole pages) and the pages
+/// file. No pagemap image means no pages (all zeros). `what` names the
+/// object in errors.
+pub(crate) fn object_page_runs(
+    dir: &Path,
+    shmid: u64,
+    size: u64,
+    what: &str,
+) -> Result<(Vec<ObjectRun>, std::path::PathBuf), Error> {
+    use crust_images::image::ImageReader;
+    let name = ImageType::ShmemPagemap.file_name(shmid);
+    let rerr = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
+        Ok(r) => r,
+        Err(err) if err.is_missing() => return Ok((Vec::new(), std::path::PathBuf::new())),
+        Err(err) => return Err(rerr(err)),
+    };
+    let head: PagemapHead = r
+        .read_entry()
+        .map_err(rerr)?
+        .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
+    let pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
+    let have = std::fs::metadata(&pages)
+        .map_err(|source| Error::Io {
+            op: "cannot stat",
+            path: pages.clone(),
+            source,
+        })?
+        .len();
+    let limit = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut runs = Vec::new();
+    let mut from = 0u64;
+    for p in &entries {
+        let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
+        let flags = p.flags.unwrap_or(pe::PRESENT);
+        if p.in_parent == Some(true) || flags & pe::PARENT != 0 {
+            return Err(Error::unsupported(
+                "images that refer to a parent (pre-dump) image set",
+            ));
+        }
+        if flags & pe::PRESENT == 0 {
+            continue;
+        }
+        let len = n
+            .checked_mul(PAGE_SIZE)
+            .filter(|l| {
+                p.vaddr % PAGE_SIZE == 0 && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
+            })
+            .ok_or_else(|| {
+                bad(
+                    dir,
+                    format!(
+                        "{name}: {n} pages at offset {:#x} are outside {what} of {size} bytes",
+                        p.vaddr
+                    ),
+                )
+            })?;
+        runs.push((p.vaddr, from, len));
+        from += len;
+    }
+    if from > have {
+        return Err(bad(
+            dir,
+            format!(
+                "{name} lists {from} bytes of pages, {} holds {have}",
+                pages.display()
+            ),
+        ));
+    }
+    Ok((runs, pages))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::consts::pe;
-use crust_images::image::{ImageReader, ImageType, ImageWriter};
+use crust_images::image::{ImageType, ImageWriter};
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
@@ -401,70 +401,8 @@ fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
             return Err(bad(format!("mode {mode:o} is not a regular file's")));
         }
     }
-    let name = ImageType::ShmemPagemap.file_name(e.shmid as u64);
-    let rerr = |source| Error::Image {
-        what: format!("cannot read image {name}"),
-        source,
-    };
-    let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
-        Ok(r) => r,
-        // No pages stored: all zeros.
-        Err(err) if err.is_missing() => {
-            return Ok(InodeImage {
-                entry: e.clone(),
-                runs: Vec::new(),
-                pages: PathBuf::new(),
-            })
-        }
-        Err(err) => return Err(rerr(err)),
-    };
-    let head: PagemapHead = r
-        .read_entry()
-        .map_err(rerr)?
-        .ok_or_else(|| bad(format!("{name} holds no pagemap head")))?;
-    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
-    let pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
-    let have = std::fs::metadata(&pages)
-        .map_err(|source| Error::Io {
-            op: "cannot stat",
-            path: pages.clone(),
-            source,
-        })?
-        .len();
-    let limit = e.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut runs = Vec::new();
-    let mut from = 0u64;
-    for p in &entries {
-        let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
-        let flags = p.flags.unwrap_or(pe::PRESENT);
-        if p.in_parent == Some(true) || flags & pe::PARENT != 0 {
-            return Err(Error::unsupported(
-                "images that refer to a parent (pre-dump) image set",
-            ));
-        }
-        if flags & pe::PRESENT == 0 {
-            continue;
-        }
-        let len = n
-            .checked_mul(PAGE_SIZE)
-            .filter(|l| {
-                p.vaddr % PAGE_SIZE == 0 && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
-            })
-            .ok_or_else(|| {
-                bad(format!(
-                    "{name}: {n} pages at offset {:#x} are outside the memfd's {} bytes",
-                    p.vaddr, e.size
-                ))
-            })?;
-        runs.push((p.vaddr, from, len));
-        from += len;
-    }
-    if from > have {
-        return Err(bad(format!(
-            "{name} lists {from} bytes of pages, {} holds {have}",
-            pages.display()
-        )));
-    }
+    let (runs, pages) =
+        crate::mem::object_page_runs(dir, e.shmid as u64, e.size, &format!("memfd {}", e.name))?;
     Ok(InodeImage {
         entry: e.clone(),
         runs,

@@ -664,66 +664,16 @@ fn load_shm(dir: &Path, ns: u32) -> Result<Vec<Segment>, Error> {
 }
 
 fn load_segment_pages(dir: &Path, e: &IpcShmEntry) -> Result<(Vec<Run>, PathBuf), Error> {
-    let name = ImageType::ShmemPagemap.file_name(e.desc.id as u64);
-    let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
-        Ok(r) => r,
-        // No pages stored: all zeros.
-        Err(err) if err.is_missing() => return Ok((Vec::new(), PathBuf::new())),
-        Err(err) => return Err(img_r(&name)(err)),
-    };
-    let head: PagemapHead = r
-        .read_entry()
-        .map_err(img_r(&name))?
-        .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
-    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(img_r(&name))?;
-    let pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
-    let have = std::fs::metadata(&pages)
-        .map_err(|source| Error::Io {
-            op: "cannot stat",
-            path: pages.clone(),
-            source,
-        })?
-        .len();
-    let limit = e.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut runs = Vec::new();
-    let mut from = 0u64;
-    for p in &entries {
-        let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
-        let flags = p.flags.unwrap_or(pe::PRESENT);
-        if p.in_parent == Some(true) || flags & pe::PARENT != 0 {
-            return Err(Error::unsupported(
-                "images that refer to a parent (pre-dump) image set",
-            ));
-        }
-        if flags & pe::PRESENT == 0 {
-            continue;
-        }
-        let len = n
-            .checked_mul(PAGE_SIZE)
-            .filter(|l| p.vaddr % PAGE_SIZE == 0 && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit))
-            .ok_or_else(|| {
-                bad(
-                    dir,
-                    format!(
-                        "{name}: {n} pages at offset {:#x} are outside System V segment {} of {} bytes",
-                        p.vaddr, e.desc.id, e.size
-                    ),
-                )
-            })?;
-        // The last page may reach past the segment's size: only its first
-        // bytes are written.
-        let len = len.min(e.size - p.vaddr);
-        runs.push((p.vaddr, from, len));
-        from += n * PAGE_SIZE;
-    }
-    if from > have {
-        return Err(bad(
-            dir,
-            format!(
-                "{name} lists {from} bytes of pages, {} holds {have}",
-                pages.display()
-            ),
-        ));
+    let (mut runs, pages) = crate::mem::object_page_runs(
+        dir,
+        e.desc.id as u64,
+        e.size,
+        &format!("System V segment {}", e.desc.id),
+    )?;
+    // The last page may reach past the segment's size: only its first
+    // bytes are written.
+    for r in &mut runs {
+        r.2 = r.2.min(e.size - r.0);
     }
     Ok((runs, pages))
 }
