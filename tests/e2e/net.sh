@@ -556,3 +556,21 @@ t_tcp_accept_queue_attached() {
     net_no_rules_left
 }
 ALL_TESTS+=(tcp-accept-queue-attached)
+
+# The accept queue with an epoll loop and accept4(SOCK_NONBLOCK |
+# SOCK_CLOEXEC, address): the listener is readable after restore, and the
+# handed-over connections carry those flags and their real peer address.
+t_tcp_accept_queue_epoll() {
+    need_cr || return $?
+    net_pick_port
+    start_prog inetsk --mode listen-epoll --port "$NET_P" --expect 2 || return 1
+    net_clients 2 || return 1
+    if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established &&
+        expect_pass "$D/img/restore.log"; then
+        net_no_rules_left
+        return
+    fi
+    net_unlock_port "$NET_P"
+    return 1
+}
+ALL_TESTS+=(tcp-accept-queue-epoll)

@@ -834,6 +834,96 @@ fn run(args: &Args) -> Result<(), String> {
             wait_for_term(20, || {});
             raw_check(&r)
         }
+        Some("listen-epoll") => {
+            // An epoll loop on the listener, accept4 with flags and an
+            // address buffer: what the accept queue hand-over must honour.
+            let l = TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            // SAFETY: plain epoll calls on fds we own; ev is valid.
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            ensure!(
+                ep >= 0,
+                "epoll_create1: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 7,
+            };
+            // SAFETY: as above.
+            ensure!(
+                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) } == 0,
+                "epoll_ctl: {}",
+                std::io::Error::last_os_error()
+            );
+            ready(args);
+            wait_for_term(20, || {});
+            let want = args.num("expect", 0);
+            let mut got = 0;
+            let t = Instant::now();
+            while got < want {
+                ensure!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "accepted {got} of {want}"
+                );
+                let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: out has room for 4 events.
+                let n = unsafe { libc::epoll_wait(ep, out.as_mut_ptr(), 4, 200) };
+                if n <= 0 {
+                    continue;
+                }
+                // SAFETY: sockaddr_storage is plain old data.
+                let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                // SAFETY: ss/len are valid out-pointers.
+                let c = unsafe {
+                    libc::accept4(
+                        l.as_raw_fd(),
+                        &mut ss as *mut _ as *mut libc::sockaddr,
+                        &mut len,
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    )
+                };
+                if c < 0 {
+                    continue;
+                }
+                got += 1;
+                // SAFETY: fcntl queries on our new fd.
+                let (fl, fdfl) =
+                    unsafe { (libc::fcntl(c, libc::F_GETFL), libc::fcntl(c, libc::F_GETFD)) };
+                ensure!(
+                    fl & libc::O_NONBLOCK != 0,
+                    "accept4's SOCK_NONBLOCK is not on the socket"
+                );
+                ensure!(
+                    fdfl & libc::FD_CLOEXEC != 0,
+                    "accept4's SOCK_CLOEXEC is not on the fd"
+                );
+                // SAFETY: c is a connected socket we own.
+                let s = unsafe { TcpStream::from_raw_fd(c) };
+                let peer = s.peer_addr().map_err(|e| e.to_string())?;
+                ensure!(
+                    len as usize == std::mem::size_of::<libc::sockaddr_in>(),
+                    "accept4 wrote an address of {len} bytes"
+                );
+                // SAFETY: the kernel (or crust) wrote a sockaddr_in there.
+                let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+                ensure!(
+                    u16::from_be(sin.sin_port) == peer.port(),
+                    "accept4 said port {}, the socket's peer is {peer}",
+                    u16::from_be(sin.sin_port)
+                );
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                let mut b = [0u8; 5];
+                (&s).read_exact(&mut b)
+                    .map_err(|e| format!("read from {peer}: {e}"))?;
+                ensure!(&b == b"hello", "{peer} sent {b:?}");
+                (&s).write_all(b"world").map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         Some("listen") => {
             let l = TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
             ready(args);
