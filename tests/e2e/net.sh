@@ -574,3 +574,27 @@ t_tcp_accept_queue_epoll() {
     return 1
 }
 ALL_TESTS+=(tcp-accept-queue-epoll)
+
+# The accept queue taken over by a child the process forks after restore
+# (late workers): the child is traced from its birth and gets the
+# connections.
+t_tcp_accept_queue_fork() {
+    need_cr || return $?
+    net_pick_port
+    start_prog inetsk --mode listen-fork --port "$NET_P" --expect 2 || return 1
+    net_clients 2 || return 1
+    if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established &&
+        expect_pass "$D/img/restore.log"; then
+        local n=0
+        while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
+            sleep 0.1
+            n=$((n + 1))
+        done
+        grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
+        net_no_rules_left
+        return
+    fi
+    net_unlock_port "$NET_P"
+    return 1
+}
+ALL_TESTS+=(tcp-accept-queue-fork)

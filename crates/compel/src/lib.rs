@@ -388,8 +388,10 @@ impl Task {
 
     /// Like [`Task::finish_with`], but the task stays traced: it runs on
     /// under PTRACE_SYSCALL (every syscall entry and exit stops it) with
-    /// only TRACESYSGOOD and TRACECLONE set (no EXITKILL: crust may go
-    /// away first). Returns the task for [`Task::at_syscall_stop`].
+    /// TRACESYSGOOD, and its new threads and children traced too
+    /// (TRACECLONE, TRACEFORK, TRACEVFORK; TRACEEXEC so an exec is an
+    /// event, not a SIGTRAP), but no EXITKILL: crust may go away first.
+    /// Returns the task's pid, for [`Task::at_syscall_stop`].
     pub fn finish_traced(
         self,
         regs: &UserRegs,
@@ -407,7 +409,11 @@ impl Task {
             "PTRACE_SETOPTIONS",
             ptrace::set_options(
                 pid,
-                ptrace::options::TRACESYSGOOD | ptrace::options::TRACECLONE,
+                ptrace::options::TRACESYSGOOD
+                    | ptrace::options::TRACECLONE
+                    | ptrace::options::TRACEFORK
+                    | ptrace::options::TRACEVFORK
+                    | ptrace::options::TRACEEXEC,
             ),
         )?;
         pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;

@@ -81,7 +81,13 @@ impl AcceptServer {
                     }
                     let _ = ptrace::syscall(tid, 0);
                 }
-                WaitStatus::Stopped { sig: _, event } if event == libc::PTRACE_EVENT_CLONE => {
+                // A new thread, or a child (forked after the restore: it
+                // may accept too), traced from its birth.
+                WaitStatus::Stopped { sig: _, event }
+                    if event == libc::PTRACE_EVENT_CLONE
+                        || event == libc::PTRACE_EVENT_FORK
+                        || event == libc::PTRACE_EVENT_VFORK =>
+                {
                     if let Ok(new) = ptrace::get_event_msg(tid) {
                         let new = new as i32;
                         // Its first stop (SIGSTOP) may have come already.

@@ -924,6 +924,31 @@ fn run(args: &Args) -> Result<(), String> {
             }
             Ok(())
         }
+        Some("listen-fork") => {
+            // After restore a forked child does the accepting (a server
+            // that forks its workers late).
+            let l = TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+            ready(args);
+            wait_for_term(20, || {});
+            // SAFETY: single-threaded: the child may run any code.
+            let child = unsafe { libc::fork() };
+            ensure!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+            if child == 0 {
+                let r = listen_check(&l, args.num("expect", 0), true);
+                if let Err(e) = &r {
+                    eprintln!("{e}");
+                }
+                std::process::exit(r.is_err() as i32);
+            }
+            let mut st = 0;
+            // SAFETY: our child; st is a valid out-pointer.
+            unsafe { libc::waitpid(child, &mut st, 0) };
+            ensure!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "the child that accepts failed (status {st:#x})"
+            );
+            Ok(())
+        }
         Some("listen") => {
             let l = TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
             ready(args);
