@@ -22,9 +22,11 @@ use crust_images::proto::fown::FownEntry;
 use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
 use crust_images::proto::regfile::RegFileEntry;
 use crust_proc::ProcRoot;
+use crust_sys::unix as su;
 use log::debug;
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -194,6 +196,24 @@ impl FileTable {
         id
     }
 
+    /// The files.img id of a description: `known` (an fd seen before on
+    /// it), else a new one, with which `make` records it (and returns the
+    /// files.img entry, for kinds whose entries are made at once).
+    fn id_for(
+        &mut self,
+        known: Option<u32>,
+        make: impl FnOnce(&mut Self, u32) -> Result<Option<FileEntry>, Error>,
+    ) -> Result<u32, Error> {
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let id = self.new_id();
+        if let Some(e) = make(self, id)? {
+            self.files.push(e);
+        }
+        Ok(id)
+    }
+
     fn new_id(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
@@ -353,78 +373,58 @@ impl FileTable {
                 continue;
             }
             if let Some(kind) = events::kind_of(&target) {
-                let id = match self.events.known(pid, fd, kind) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_id();
-                        self.files.push(events::entry(pid, fd, kind, id, &info)?);
-                        self.events.add(pid, fd, kind, id);
-                        id
-                    }
-                };
+                let known = self.events.known(pid, fd, kind);
+                let id = self.id_for(known, |t, id| {
+                    let e = events::entry(pid, fd, kind, id, &info)?;
+                    t.events.add(pid, fd, kind, id);
+                    Ok(Some(e))
+                })?;
                 out.push(entry(id, kind.fd_type()));
                 continue;
             }
             if let Some(ino) = unix::socket_inode(&target) {
-                let domain = socket_domain(pid, fd)?;
-                if domain == libc::AF_INET || domain == libc::AF_INET6 {
-                    let id = match self.inet.known(ino) {
-                        Some(id) => id,
-                        None => {
-                            let id = self.new_id();
-                            self.inet.add(pid, fd, ino, info.flags, id)?;
-                            id
-                        }
-                    };
-                    out.push(entry(id, fd_types::INETSK));
-                    debug!("{pid}: fd {fd} -> {target} (id {id}, inet)");
-                    continue;
-                }
-                // Other families (packet, netlink) are routed here.
-                if domain == libc::AF_PACKET || domain == libc::AF_NETLINK {
-                    let packet = domain == libc::AF_PACKET;
-                    let known = if packet {
-                        self.packets.known(ino)
-                    } else {
-                        self.netlinks.known(ino)
-                    };
-                    let id = match known {
-                        Some(id) => id,
-                        None => {
-                            let id = self.new_id();
-                            let e = if packet {
-                                self.packets.add(pid, fd, ino, info.flags, id)?
-                            } else {
-                                self.netlinks.add(pid, fd, ino, info.flags, id)?
-                            };
-                            self.files.push(e);
-                            id
-                        }
-                    };
-                    let ty = if packet {
-                        fd_types::PACKETSK
-                    } else {
-                        fd_types::NETLINKSK
-                    };
-                    out.push(entry(id, ty));
-                    debug!("{pid}: fd {fd} -> {target} (id {id}, domain {domain})");
-                    continue;
-                }
-                if domain != libc::AF_UNIX {
-                    return Err(Error::unsupported(format!(
-                        "process {pid} has fd {fd} on a socket of address family {domain} ({target}), which crust cannot dump yet"
-                    )));
-                }
-                let id = match self.unix.known(ino) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_id();
-                        self.unix.add(pid, fd, ino, info.flags, id)?;
-                        id
+                // One copy of the socket (the same socket) serves its family.
+                let sock = crate::netlink::take_fd(pid, fd)?;
+                let domain = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
+                let flags = info.flags;
+                let (id, ty) = match domain {
+                    libc::AF_INET | libc::AF_INET6 => {
+                        let known = self.inet.known(ino);
+                        let id = self.id_for(known, |t, id| {
+                            t.inet.add(pid, fd, sock, ino, flags, id).map(|_| None)
+                        })?;
+                        (id, fd_types::INETSK)
+                    }
+                    libc::AF_PACKET => {
+                        let known = self.packets.known(ino);
+                        let id = self.id_for(known, |t, id| {
+                            t.packets.add(pid, fd, sock, ino, flags, id).map(Some)
+                        })?;
+                        (id, fd_types::PACKETSK)
+                    }
+                    libc::AF_NETLINK => {
+                        let known = self.netlinks.known(ino);
+                        let id = self.id_for(known, |t, id| {
+                            t.netlinks.add(pid, fd, sock, ino, flags, id).map(Some)
+                        })?;
+                        (id, fd_types::NETLINKSK)
+                    }
+                    libc::AF_UNIX => {
+                        let known = self.unix.known(ino);
+                        let id = self.id_for(known, |t, id| {
+                            t.unix.add(pid, fd, sock, ino, flags, id).map(|_| None)
+                        })?;
+                        (id, fd_types::UNIXSK)
+                    }
+                    _ => {
+                        return Err(Error::unsupported(format!(
+                            "process {pid} has fd {fd} on a socket of address family {domain} ({target}), which crust cannot dump yet"
+                        )))
                     }
                 };
-                out.push(entry(id, fd_types::UNIXSK));
-                debug!("{pid}: fd {fd} -> {target} (id {id})");
+                out.push(entry(id, ty));
+                debug!("{pid}: fd {fd} -> {target} (id {id}, domain {domain})");
                 continue;
             }
             if !target.starts_with('/') {
@@ -440,60 +440,33 @@ impl FileTable {
                 return Err(what(kind));
             }
             crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
+            let flags = info.flags & !O_CLOEXEC;
             if ghost::is_deleted(&target) {
-                let id = match self.ghosts.known(pid, fd) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_id();
-                        let e = self.ghosts.add(
-                            pid,
-                            fd,
-                            &target,
-                            info.flags & !O_CLOEXEC,
-                            info.pos,
-                            id,
-                            &mut self.next_id,
-                        )?;
-                        self.files.push(e);
-                        id
-                    }
-                };
+                let known = self.ghosts.known(pid, fd);
+                let id = self.id_for(known, |t, id| {
+                    t.ghosts
+                        .add(pid, fd, &target, flags, info.pos, id, &mut t.next_id)
+                        .map(Some)
+                })?;
                 out.push(entry(id, fd_types::REG));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, ghost)");
                 continue;
             }
             if memfd::name_of(&target).is_some() {
-                let id = match self.memfds.known(pid, fd) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_id();
-                        let e = self.memfds.add(
-                            pid,
-                            fd,
-                            &target,
-                            info.flags & !O_CLOEXEC,
-                            info.pos,
-                            id,
-                            &mut self.memfd_inodes,
-                        )?;
-                        self.files.push(e);
-                        id
-                    }
-                };
+                let known = self.memfds.known(pid, fd);
+                let id = self.id_for(known, |t, id| {
+                    t.memfds
+                        .add(pid, fd, &target, flags, info.pos, id, &mut t.memfd_inodes)
+                        .map(Some)
+                })?;
                 out.push(entry(id, fd_types::MEMFD));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
                 continue;
             }
             if let Some(end) = self.ptys.end_of(proc, pid, &target, &info)? {
-                let id = match self.ptys.known(pid, fd) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_id();
-                        let e = self.ptys.add(pid, fd, end, info.flags & !O_CLOEXEC, id)?;
-                        self.files.push(e);
-                        id
-                    }
-                };
+                let known = self.ptys.known(pid, fd);
+                let id =
+                    self.id_for(known, |t, id| t.ptys.add(pid, fd, end, flags, id).map(Some))?;
                 out.push(entry(id, fd_types::TTY));
                 debug!("{pid}: fd {fd} -> {target} (id {id}, pty)");
                 continue;
@@ -577,17 +550,6 @@ impl FileTable {
         }
         Ok(())
     }
-}
-
-/// The address family (SO_DOMAIN) of the socket on fd `fd` of `pid`.
-fn socket_domain(pid: i32, fd: i32) -> Result<i32, Error> {
-    use crust_sys::unix as su;
-    use std::os::fd::AsFd;
-    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
-    let sock = su::pidfd_getfd(pidfd.as_fd(), fd)
-        .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
-    su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))
 }
 
 /// The GNU build-id of an ELF file as CRIU stores it (little-endian u32

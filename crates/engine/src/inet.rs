@@ -360,11 +360,17 @@ impl InetDump {
         self.ids.get(&ino).copied()
     }
 
-    /// Dump the socket on fd `fd` of `pid` as files.img entry `id`.
-    pub fn add(&mut self, pid: i32, fd: i32, ino: u32, flags: u32, id: u32) -> Result<(), Error> {
-        let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
-        let copy = su::pidfd_getfd(pidfd.as_fd(), fd)
-            .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+    /// Dump the socket on fd `fd` of `pid` (`copy`: crust's copy of it)
+    /// as files.img entry `id`.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        copy: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<(), Error> {
         let sock = self.describe(pid, fd, copy, ino, flags, id)?;
         self.ids.insert(ino, id);
         self.socks.push(sock);

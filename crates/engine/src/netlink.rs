@@ -334,17 +334,17 @@ impl NetlinkDump {
         self.ids.get(&ino).copied()
     }
 
-    /// Dump the netlink socket on fd `fd` of `pid` (inode `ino`, status
-    /// flags `flags`) as files.img entry `id`.
+    /// Dump the netlink socket on fd `fd` of `pid` (`sock`: crust's copy
+    /// of it; inode `ino`, status flags `flags`) as files.img entry `id`.
     pub fn add(
         &mut self,
         pid: i32,
         fd: i32,
+        sock: OwnedFd,
         ino: u32,
         flags: u32,
         id: u32,
     ) -> Result<FileEntry, Error> {
-        let sock = take_fd(pid, fd)?;
         let sock = sock.as_fd();
         let here = format!("process {pid} fd {fd} (netlink socket {ino})");
         if rawsk::has_data(sock).map_err(sys_err(pid, format!("poll of fd {fd}")))? {

@@ -18,7 +18,7 @@
 //! memberships, rings (for CRIU images that have them), fanout, then socket
 //! options and status flags. Tasks get them with [`crate::fdpass`].
 
-use crate::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, take_fd, u16_at, u32_at};
+use crate::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
 use crate::util::{read_image, sys_err};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -266,12 +266,13 @@ impl PacketDump {
         )
     }
 
-    /// Dump the packet socket on fd `fd` of `pid` (inode `ino`, status
-    /// flags `flags`) as files.img entry `id`.
+    /// Dump the packet socket on fd `fd` of `pid` (`sock`: crust's copy
+    /// of it; inode `ino`, status flags `flags`) as files.img entry `id`.
     pub fn add(
         &mut self,
         pid: i32,
         fd: i32,
+        sock: OwnedFd,
         ino: u32,
         flags: u32,
         id: u32,
@@ -296,7 +297,6 @@ impl PacketDump {
             )));
         }
         let mclist = mclist_entries(&here, &d.mclist)?;
-        let sock = take_fd(pid, fd)?;
         let opts = dump_sk_opts(sock.as_fd())
             .map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         debug!(

@@ -292,18 +292,17 @@ impl UnixDump {
 
     /// Record socket `ino` (fd `fd` of `pid`, status flags `flags`) as
     /// files.img id `id`.
-    pub fn add(&mut self, pid: i32, fd: i32, ino: u32, flags: u32, id: u32) -> Result<(), Error> {
-        let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
-        let sock = su::pidfd_getfd(pidfd.as_fd(), fd)
-            .map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))?;
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        sock: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<(), Error> {
         let sock = sock.as_fd();
         let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-        let domain = opt(libc::SO_DOMAIN).map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
-        if domain != libc::AF_UNIX {
-            return Err(Error::unsupported(format!(
-                "process {pid} has fd {fd} on a socket of address family {domain}; only unix sockets can be dumped so far"
-            )));
-        }
         if self.diag.is_none() {
             self.diag = Some(diag_all()?);
         }
