@@ -22,9 +22,8 @@
 //! above 32, connect to the recorded peer, then socket options and status
 //! flags. Tasks get them with [`crate::fdpass`].
 
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::sk_netlink::NetlinkSkEntry;
@@ -463,27 +462,14 @@ fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {
 impl NetlinkFiles {
     /// Read and check the NETLINKSK entries of files.img.
     pub fn load(dir: &Path) -> Result<NetlinkFiles, Error> {
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
-        let mut out = NetlinkFiles::default();
-        for f in files
-            .into_iter()
-            .filter(|f| f.r#type == fd_types::NETLINKSK)
-        {
-            let bad = |why: String| Error::BadImage {
-                dir: dir.to_path_buf(),
-                why: format!("files.img: netlink socket {}: {why}", f.id),
-            };
-            let e = f
-                .nlsk
-                .clone()
-                .ok_or_else(|| bad("no netlink part".into()))?;
-            if e.id != f.id {
-                return Err(bad(format!("its netlink part has id {}", e.id)));
-            }
-            check_entry(&e).map_err(bad)?;
-            out.socks.insert(f.id, e);
-        }
-        Ok(out)
+        let socks = crate::util::load_kind(
+            dir,
+            fd_types::NETLINKSK,
+            "netlink socket",
+            |f| f.nlsk.map(|e| (e.id, e)),
+            check_entry,
+        )?;
+        Ok(NetlinkFiles { socks })
     }
 
     /// Make every netlink socket.

@@ -19,9 +19,8 @@
 //! options and status flags. Tasks get them with [`crate::fdpass`].
 
 use crate::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::packet_sock::{PacketMclist, PacketRing, PacketSockEntry};
@@ -385,21 +384,14 @@ fn check_entry(e: &PacketSockEntry) -> Result<(), String> {
 impl PacketFiles {
     /// Read and check the PACKETSK entries of files.img.
     pub fn load(dir: &Path) -> Result<PacketFiles, Error> {
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
-        let mut out = PacketFiles::default();
-        for f in files.into_iter().filter(|f| f.r#type == fd_types::PACKETSK) {
-            let bad = |why: String| Error::BadImage {
-                dir: dir.to_path_buf(),
-                why: format!("files.img: packet socket {}: {why}", f.id),
-            };
-            let e = f.psk.clone().ok_or_else(|| bad("no packet part".into()))?;
-            if e.id != f.id {
-                return Err(bad(format!("its packet part has id {}", e.id)));
-            }
-            check_entry(&e).map_err(bad)?;
-            out.socks.insert(f.id, e);
-        }
-        Ok(out)
+        let socks = crate::util::load_kind(
+            dir,
+            fd_types::PACKETSK,
+            "packet socket",
+            |f| f.psk.map(|e| (e.id, e)),
+            check_entry,
+        )?;
+        Ok(PacketFiles { socks })
     }
 
     /// Make every packet socket.

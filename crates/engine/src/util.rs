@@ -98,6 +98,35 @@ pub fn read_one_with_payload<M: Message>(
     Ok((m, rec.payload))
 }
 
+/// The files.img entries of one kind (`ty`), by id, each checked: `part`
+/// takes the kind's message out of an entry, with the id it carries (which
+/// must be the entry's), `check` says why one cannot be restored. `what`
+/// names the kind in errors ("packet socket").
+pub fn load_kind<E>(
+    dir: &Path,
+    ty: i32,
+    what: &str,
+    part: impl Fn(crust_images::proto::fdinfo::FileEntry) -> Option<(u32, E)>,
+    check: impl Fn(&E) -> Result<(), String>,
+) -> Result<std::collections::BTreeMap<u32, E>, Error> {
+    let files: Vec<crust_images::proto::fdinfo::FileEntry> = read_image(dir, ImageType::Files, 0)?;
+    let mut out = std::collections::BTreeMap::new();
+    for f in files.into_iter().filter(|f| f.r#type == ty) {
+        let id = f.id;
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!("files.img: {what} {id}: {why}"),
+        };
+        let (own, e) = part(f).ok_or_else(|| bad(format!("no {what} part")))?;
+        if own != id {
+            return Err(bad(format!("its {what} part has id {own}")));
+        }
+        check(&e).map_err(bad)?;
+        out.insert(id, e);
+    }
+    Ok(out)
+}
+
 /// Read the single entry an image must hold.
 pub fn read_one<M: Message>(dir: &Path, ty: ImageType, id: u64) -> Result<M, Error> {
     let mut v = read_image::<M>(dir, ty, id)?;
