@@ -1124,71 +1124,18 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
         });
     }
     for o in &mut out {
-        let name = ImageType::ShmemPagemap.file_name(o.ino);
-        let rerr = |source| Error::Image {
-            what: format!("cannot read image {name}"),
-            source,
-        };
-        let mut r =
-            match crust_images::image::ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name)
-            {
-                Ok(r) => r,
-                // No pages were stored: the object is all zeros.
-                Err(e) if e.is_missing() => continue,
-                Err(e) => return Err(rerr(e)),
-            };
-        let head: PagemapHead = r
-            .read_entry()
-            .map_err(rerr)?
-            .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
-        let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
-        o.pages_id = head.pages_id;
-        let mut off = 0u64;
-        for e in &entries {
-            let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
-            let flags = e.flags.unwrap_or(pe::PRESENT);
-            if e.in_parent == Some(true) || flags & pe::PARENT != 0 {
-                return Err(Error::unsupported(
-                    "images that refer to a parent (pre-dump) image set",
-                ));
-            }
-            if flags & pe::PRESENT == 0 {
-                continue;
-            }
-            let end = n
-                .checked_mul(PAGE_SIZE)
-                .and_then(|b| e.vaddr.checked_add(b));
-            if e.vaddr % PAGE_SIZE != 0 || n == 0 || end.is_none_or(|end| end > o.size) {
-                return Err(bad(
-                    dir,
-                    format!(
-                        "{name}: pages {:#x}+{n} are not inside the object ({} bytes)",
-                        e.vaddr, o.size
-                    ),
-                ));
-            }
-            o.runs.push(PageRun {
-                vaddr: e.vaddr,
-                npages: n,
-                file_off: off,
+        let p = object_page_runs(dir, o.ino, o.size, "the shared memory object")?;
+        o.pages_id = p.pages_id;
+        o.runs = p
+            .runs
+            .iter()
+            .map(|&(vaddr, file_off, len)| PageRun {
+                vaddr,
+                npages: len / PAGE_SIZE,
+                file_off,
                 cow: false,
-            });
-            off += n * PAGE_SIZE;
-        }
-        let have = if o.runs.is_empty() {
-            0
-        } else {
-            pages_file_len(dir, o.pages_id)?
-        };
-        if off > have {
-            return Err(bad(
-                dir,
-                format!(
-                    "{} is truncated: {have} bytes, {name} needs {off}",
-                    ImageType::Pages.file_name(o.pages_id as u64)
-                ),
-            ));
-        }
+            })
+            .collect();
     }
     Ok(out)
 }
@@ -1907,18 +1854,31 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
 /// the pages file, bytes).
 pub(crate) type ObjectRun = (u64, u64, u64);
 
-/// The stored pages of a shared memory object (memfd, System V segment)
-/// of `size` bytes: `pagemap-shmem-<shmid>.img` as runs of (offset in
-/// the object, offset in the pages file, bytes; whole pages) and the pages
-/// file. No pagemap image means no pages (all zeros). `what` names the
-/// object in errors.
+/// The stored pages of a shared memory object.
+pub(crate) struct ObjectPages {
+    /// Whole pages, in the order of the pages file.
+    pub runs: Vec<ObjectRun>,
+    pub pages_id: u32,
+    /// The pages file (empty when there is no page).
+    pub pages: std::path::PathBuf,
+}
+
+/// The stored pages of a shared memory object (anonymous shared memory,
+/// memfd, System V segment) of `size` bytes: `pagemap-shmem-<shmid>.img`,
+/// checked against the object and its pages file. No pagemap image means
+/// no pages (all zeros). `what` names the object in errors.
 pub(crate) fn object_page_runs(
     dir: &Path,
     shmid: u64,
     size: u64,
     what: &str,
-) -> Result<(Vec<ObjectRun>, std::path::PathBuf), Error> {
+) -> Result<ObjectPages, Error> {
     use crust_images::image::ImageReader;
+    let mut out = ObjectPages {
+        runs: Vec::new(),
+        pages_id: 0,
+        pages: std::path::PathBuf::new(),
+    };
     let name = ImageType::ShmemPagemap.file_name(shmid);
     let rerr = |source| Error::Image {
         what: format!("cannot read image {name}"),
@@ -1926,7 +1886,7 @@ pub(crate) fn object_page_runs(
     };
     let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
         Ok(r) => r,
-        Err(err) if err.is_missing() => return Ok((Vec::new(), std::path::PathBuf::new())),
+        Err(err) if err.is_missing() => return Ok(out),
         Err(err) => return Err(rerr(err)),
     };
     let head: PagemapHead = r
@@ -1934,16 +1894,7 @@ pub(crate) fn object_page_runs(
         .map_err(rerr)?
         .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
     let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
-    let pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
-    let have = std::fs::metadata(&pages)
-        .map_err(|source| Error::Io {
-            op: "cannot stat",
-            path: pages.clone(),
-            source,
-        })?
-        .len();
     let limit = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut runs = Vec::new();
     let mut from = 0u64;
     for p in &entries {
         let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
@@ -1959,7 +1910,9 @@ pub(crate) fn object_page_runs(
         let len = n
             .checked_mul(PAGE_SIZE)
             .filter(|l| {
-                p.vaddr % PAGE_SIZE == 0 && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
+                *l > 0
+                    && p.vaddr % PAGE_SIZE == 0
+                    && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
             })
             .ok_or_else(|| {
                 bad(
@@ -1970,19 +1923,24 @@ pub(crate) fn object_page_runs(
                     ),
                 )
             })?;
-        runs.push((p.vaddr, from, len));
+        out.runs.push((p.vaddr, from, len));
         from += len;
     }
-    if from > have {
-        return Err(bad(
-            dir,
-            format!(
-                "{name} lists {from} bytes of pages, {} holds {have}",
-                pages.display()
-            ),
-        ));
+    out.pages_id = head.pages_id;
+    if from > 0 {
+        out.pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
+        let have = pages_file_len(dir, head.pages_id)?;
+        if from > have {
+            return Err(bad(
+                dir,
+                format!(
+                    "{name} lists {from} bytes of pages, {} holds {have}",
+                    out.pages.display()
+                ),
+            ));
+        }
     }
-    Ok((runs, pages))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -401,11 +401,11 @@ fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
             return Err(bad(format!("mode {mode:o} is not a regular file's")));
         }
     }
-    let (runs, pages) =
+    let p =
         crate::mem::object_page_runs(dir, e.shmid as u64, e.size, &format!("memfd {}", e.name))?;
     Ok(InodeImage {
         entry: e.clone(),
-        runs,
-        pages,
+        runs: p.runs,
+        pages: p.pages,
     })
 }

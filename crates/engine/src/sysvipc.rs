@@ -664,7 +664,9 @@ fn load_shm(dir: &Path, ns: u32) -> Result<Vec<Segment>, Error> {
 }
 
 fn load_segment_pages(dir: &Path, e: &IpcShmEntry) -> Result<(Vec<Run>, PathBuf), Error> {
-    let (mut runs, pages) = crate::mem::object_page_runs(
+    let crate::mem::ObjectPages {
+        mut runs, pages, ..
+    } = crate::mem::object_page_runs(
         dir,
         e.desc.id as u64,
         e.size,
