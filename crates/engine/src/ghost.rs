@@ -26,7 +26,7 @@ use log::debug;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -380,16 +380,7 @@ pub struct Ghosts {
 }
 
 /// Descriptions on ghost files crust opened, by files.img id.
-#[derive(Debug, Default)]
-pub struct OpenGhosts {
-    by_id: HashMap<u32, OwnedFd>,
-}
-
-impl OpenGhosts {
-    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
-        self.by_id.get(&id).map(|f| f.as_fd())
-    }
-}
+pub type OpenGhosts = crate::fdpass::MadeFds;
 
 impl Ghosts {
     /// Read `remap-fpath.img` and every ghost it names; check them against
@@ -552,7 +543,7 @@ fn open_all(
                     source.display()
                 ),
             ))?;
-            out.by_id.insert(*id, f);
+            out.insert(*id, f);
         }
         Ok::<(), Error>(())
     })();

@@ -25,7 +25,7 @@ use log::debug;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -253,16 +253,7 @@ pub struct Memfds {
 }
 
 /// Descriptions on memfds crust made, by files.img id.
-#[derive(Debug, Default)]
-pub struct OpenMemfds {
-    by_id: HashMap<u32, OwnedFd>,
-}
-
-impl OpenMemfds {
-    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
-        self.by_id.get(&id).map(|f| f.as_fd())
-    }
-}
+pub type OpenMemfds = crate::fdpass::MadeFds;
 
 impl Memfds {
     /// Read the MEMFD entries that fds of `fd_ids` use, their memfd.img
@@ -370,7 +361,7 @@ impl Memfds {
                     d.seek(SeekFrom::Start(m.pos))
                         .map_err(sys_err(me, format!("seek {what} for file {id}")))?;
                 }
-                out.by_id.insert(*id, OwnedFd::from(d));
+                out.insert(*id, OwnedFd::from(d));
             }
             if e.seals != 0 {
                 crust_sys::memfd::add_seals(f.as_fd(), e.seals)

@@ -568,16 +568,7 @@ pub struct Ptys {
 }
 
 /// Descriptions on ptys crust made, by files.img id.
-#[derive(Debug, Default)]
-pub struct OpenPtys {
-    by_id: HashMap<u32, OwnedFd>,
-}
-
-impl OpenPtys {
-    pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
-        self.by_id.get(&id).map(|f| f.as_fd())
-    }
-}
+pub type OpenPtys = crate::fdpass::MadeFds;
 
 fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage, Error> {
     let termios = match &e.termios {
@@ -826,14 +817,14 @@ impl Ptys {
             for &(sid, sflags) in &p.slaves {
                 let s =
                     sys::open_peer(m, (sflags & KEPT_FLAGS) as i32).map_err(err("TIOCGPTPEER"))?;
-                out.by_id.insert(sid, s);
+                out.insert(sid, s);
             }
             if let Some(si) = &p.slave_info {
                 // Through a slave description of the pair (any will do).
                 let s = p
                     .slaves
                     .first()
-                    .and_then(|(sid, _)| out.by_id.get(sid))
+                    .and_then(|(sid, _)| out.get(*sid))
                     .expect("a slave info comes with a slave file");
                 if let Some(t) = &si.termios {
                     sys::set_termios(s.as_fd(), t).map_err(err("TCSETS2 on the slave"))?;
@@ -858,8 +849,8 @@ impl Ptys {
             // description (a spare one if the tree holds none).
             if !p.master_data.is_empty() || !p.slave_data.is_empty() {
                 let spare;
-                let s = match p.slaves.first().and_then(|(sid, _)| out.by_id.get(sid)) {
-                    Some(s) => s.as_fd(),
+                let s = match p.slaves.first().and_then(|(sid, _)| out.get(*sid)) {
+                    Some(s) => s,
                     None => {
                         spare = sys::open_peer(m, libc::O_RDWR).map_err(err("TIOCGPTPEER"))?;
                         spare.as_fd()
@@ -884,7 +875,7 @@ impl Ptys {
                 mi.packet_mode,
                 mi.locked
             );
-            out.by_id.insert(mid, master);
+            out.insert(mid, master);
         }
         Ok(out)
     }
