@@ -404,11 +404,7 @@ impl InetDump {
         let diag = if ty == libc::SOCK_STREAM
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
-            if self.diag.is_none() {
-                self.diag = Some(diag_all()?);
-            }
-            let d = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned();
-            match d {
+            match crate::netlink::diag_of(&mut self.diag, ino, diag_all)? {
                 Some(d) => Some(d),
                 // A TCP socket neither listening nor connected (bound or
                 // not) is not in INET_DIAG's tables.
@@ -602,8 +598,6 @@ impl InetDump {
         if taken.is_empty() {
             return Ok(());
         }
-        // The new sockets are not in the diag taken before.
-        self.diag = None;
         for (pid, lfd, lid, c) in taken {
             let ino = std::fs::metadata(format!(
                 "/proc/self/fd/{}",

@@ -210,6 +210,19 @@ fn bound_dev(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
     Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
 }
 
+/// The sock_diag record of socket `ino` from `cache`, (re)filled by
+/// `load` when empty or when it lacks the socket (one made since).
+pub(crate) fn diag_of<D: Clone>(
+    cache: &mut Option<HashMap<u32, D>>,
+    ino: u32,
+    load: impl FnOnce() -> Result<HashMap<u32, D>, Error>,
+) -> Result<Option<D>, Error> {
+    if cache.as_ref().is_none_or(|m| !m.contains_key(&ino)) {
+        *cache = Some(load()?);
+    }
+    Ok(cache.as_ref().and_then(|m| m.get(&ino)).cloned())
+}
+
 /// A copy (pidfd_getfd) of fd `fd` of `pid`.
 pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
     let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
@@ -351,11 +364,8 @@ impl NetlinkDump {
                 "{here} has unread messages, which CRIU's image format cannot keep"
             )));
         }
-        if self.diag.as_ref().is_none_or(|m| !m.contains_key(&ino)) {
-            self.diag = Some(diag_all()?);
-        }
-        let d = match self.diag.as_ref().and_then(|m| m.get(&ino)) {
-            Some(d) => d.clone(),
+        let d = match diag_of(&mut self.diag, ino, diag_all)? {
+            Some(d) => d,
             None => {
                 // Never bound: not in the kernel's tables. A bound socket
                 // missing from them is in another network namespace.

@@ -277,15 +277,7 @@ impl PacketDump {
         id: u32,
     ) -> Result<FileEntry, Error> {
         let here = format!("process {pid} fd {fd} (packet socket {ino})");
-        if self.diag.as_ref().is_none_or(|m| !m.contains_key(&ino)) {
-            self.diag = Some(diag_all()?);
-        }
-        let d = self
-            .diag
-            .as_ref()
-            .and_then(|m| m.get(&ino))
-            .cloned()
-            .ok_or_else(|| {
+        let d = crate::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
                 Error::unsupported(format!(
                     "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
                 ))

@@ -303,15 +303,7 @@ impl UnixDump {
     ) -> Result<(), Error> {
         let sock = sock.as_fd();
         let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-        if self.diag.is_none() {
-            self.diag = Some(diag_all()?);
-        }
-        let d = self
-            .diag
-            .as_ref()
-            .and_then(|m| m.get(&ino))
-            .cloned()
-            .ok_or_else(|| {
+        let d = crate::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
                 Error::unsupported(format!(
                     "process {pid} fd {fd}: unix socket {ino} is not in crust's network namespace (sockets of other network namespaces are not supported)"
                 ))
