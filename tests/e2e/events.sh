@@ -81,20 +81,7 @@ t_err_restore_eventfd() {
 import struct, sys
 path = sys.argv[1]
 b = open(path, "rb").read()
-def varint(b, o):
-    v = s = 0
-    while True:
-        c = b[o]; o += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, o
-def enc(v):
-    out = bytearray()
-    while True:
-        c = v & 0x7f; v >>= 7
-        out.append(c | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
+from imgedit import varint, enc
 out, o = bytearray(b[:8]), 8
 while o < len(b):
     n = struct.unpack_from("<I", b, o)[0]

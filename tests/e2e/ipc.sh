@@ -94,20 +94,7 @@ img_edit() {
 import struct, sys
 path, mode = sys.argv[1], sys.argv[2]
 b = open(path, "rb").read()
-def varint(b, o):
-    v = s = 0
-    while True:
-        c = b[o]; o += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, o
-def enc(v):
-    out = bytearray()
-    while True:
-        c = v & 0x7f; v >>= 7
-        out.append(c | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
+from imgedit import varint, enc
 out, o = bytearray(b[:8]), 8
 while o < len(b):
     n = struct.unpack_from("<I", b, o)[0]

@@ -74,20 +74,7 @@ t_err_restore_packet_ifindex() {
 import struct, sys
 path = sys.argv[1]
 b = open(path, "rb").read()
-def varint(b, o):
-    v = s = 0
-    while True:
-        c = b[o]; o += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, o
-def enc(v):
-    out = bytearray()
-    while True:
-        c = v & 0x7f; v >>= 7
-        out.append(c | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
+from imgedit import varint, enc
 def fields(e):
     out, p = [], 0
     while p < len(e):

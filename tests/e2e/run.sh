@@ -76,6 +76,8 @@ CRIT_ON=${E2E_CRIT:-1}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3 || echo python3)
 PTY_RUN=$ROOT/tests/e2e/pty-run
+# Python snippets of the tests import imgedit.py from here.
+export PYTHONPATH=$ROOT/tests/e2e${PYTHONPATH:+:$PYTHONPATH}
 TIMEOUT_EXE=$(readlink -f "$(command -v timeout)")
 
 WORK=$(mktemp -d /tmp/crust-e2e.XXXXXX) || { echo "cannot create a temp dir" >&2; exit 2; }
