@@ -350,28 +350,43 @@ t_tcp_skip_in_flight() {
     net_unlock_port "$NET_P"
     return 1
 }
-# Connections waiting in the accept queue at dump time (clients outside the
-# tree, each sent "hello"): accepted after restore, their data there, and
-# the answer reaches the clients.
-t_tcp_accept_queue() {
+# The two outside clients of net_clients each got "world" back.
+clients_answered() {
+    local n=0
+    while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
+}
+
+# accept_queue_cr CHECK_CLIENTS INETSK-ARGS...: two outside clients wait in
+# the accept queue of `inetsk --port $NET_P ...` at dump time; after
+# restore the program accepts them (and, with CHECK_CLIENTS 1, its answer
+# reaches them).
+accept_queue_cr() {
+    local check=$1
+    shift
     need_cr || return $?
     net_pick_port
-    start_prog inetsk --mode listen --port "$NET_P" --expect 2 --data 1 || return 1
+    start_prog inetsk --port "$NET_P" "$@" || return 1
     net_clients 2 || return 1
     if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established &&
         expect_pass "$D/img/restore.log"; then
-        local n=0
-        while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
-            sleep 0.1
-            n=$((n + 1))
-        done
-        grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
+        if [ "$check" = 1 ]; then
+            clients_answered || return 1
+        fi
         net_no_rules_left
         return
     fi
     net_unlock_port "$NET_P"
     return 1
 }
+
+# Connections waiting in the accept queue at dump time (clients outside the
+# tree, each sent "hello"): accepted after restore, their data there, and
+# the answer reaches the clients.
+t_tcp_accept_queue() { accept_queue_cr 1 --mode listen --expect 2 --data 1; }
 ALL_TESTS+=(err-dump-tcp-inflight tcp-skip-in-flight tcp-accept-queue)
 
 # A connection in SYN_SENT (its SYNs dropped by a rule this test adds):
@@ -547,12 +562,7 @@ t_tcp_accept_queue_attached() {
     expect_pass "$D/img/restore.log" || return 1
     wait_rc "$cpid" 10
     [ "$RC" = 0 ] || { fail "crust restore exited with $RC, not the program's 0" "$D/img/restore.log"; return 1; }
-    local n=0
-    while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
-        sleep 0.1
-        n=$((n + 1))
-    done
-    grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
+    clients_answered || return 1
     net_no_rules_left
 }
 ALL_TESTS+=(tcp-accept-queue-attached)
@@ -560,41 +570,11 @@ ALL_TESTS+=(tcp-accept-queue-attached)
 # The accept queue with an epoll loop and accept4(SOCK_NONBLOCK |
 # SOCK_CLOEXEC, address): the listener is readable after restore, and the
 # handed-over connections carry those flags and their real peer address.
-t_tcp_accept_queue_epoll() {
-    need_cr || return $?
-    net_pick_port
-    start_prog inetsk --mode listen-epoll --port "$NET_P" --expect 2 || return 1
-    net_clients 2 || return 1
-    if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established &&
-        expect_pass "$D/img/restore.log"; then
-        net_no_rules_left
-        return
-    fi
-    net_unlock_port "$NET_P"
-    return 1
-}
+t_tcp_accept_queue_epoll() { accept_queue_cr 0 --mode listen-epoll --expect 2; }
 ALL_TESTS+=(tcp-accept-queue-epoll)
 
 # The accept queue taken over by a child the process forks after restore
 # (late workers): the child is traced from its birth and gets the
 # connections.
-t_tcp_accept_queue_fork() {
-    need_cr || return $?
-    net_pick_port
-    start_prog inetsk --mode listen-fork --port "$NET_P" --expect 2 || return 1
-    net_clients 2 || return 1
-    if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established &&
-        expect_pass "$D/img/restore.log"; then
-        local n=0
-        while [ $n -lt 40 ] && ! grep -q 'world world' "$D/clients.out" 2>/dev/null; do
-            sleep 0.1
-            n=$((n + 1))
-        done
-        grep -q '^world world$' "$D/clients.out" || { fail "the clients got: $(cat "$D/clients.out")" "$D/img/restore.log"; return 1; }
-        net_no_rules_left
-        return
-    fi
-    net_unlock_port "$NET_P"
-    return 1
-}
+t_tcp_accept_queue_fork() { accept_queue_cr 1 --mode listen-fork --expect 2; }
 ALL_TESTS+=(tcp-accept-queue-fork)
