@@ -238,13 +238,8 @@ fn main() {
         let sub = d.join("sub");
         let _ = std::fs::create_dir_all(&sub);
         // SAFETY: inotify_init1 takes an integer.
-        dup_to(
-            check(
-                unsafe { libc::inotify_init1(libc::IN_NONBLOCK) },
-                "inotify_init1",
-            ),
-            9,
-        );
+        let ify = unsafe { libc::inotify_init1(libc::IN_NONBLOCK) };
+        dup_to(check(ify, "inotify_init1"), 9);
         let mask = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MODIFY;
         // wds 1, 2 used and dropped, 3 = d, 4 dropped, 5 = sub.
         for _ in 0..2 {
