@@ -401,14 +401,17 @@ impl InetDump {
         );
         let local = sn::getsockname(s).map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
         let peer = sn::getpeername(s).ok();
-        let diag = if ty == libc::SOCK_STREAM
+        // A TCP socket neither listening nor connected (bound or not) is
+        // not in INET_DIAG's tables: not looked up (a miss reloads them).
+        let mut info = [0u8; 1];
+        let tcp_closed = ty == libc::SOCK_STREAM
+            && sn::getsockopt(s, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).is_ok()
+            && info[0] as u32 == TCP_CLOSE;
+        let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
             match crate::netlink::diag_of(&mut self.diag, ino, diag_all)? {
                 Some(d) => Some(d),
-                // A TCP socket neither listening nor connected (bound or
-                // not) is not in INET_DIAG's tables.
-                None if ty == libc::SOCK_STREAM && peer.is_none() => None,
                 None => {
                     return Err(Error::unsupported(format!(
                         "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
