@@ -28,7 +28,7 @@ use crust_images::proto::fown::FownEntry;
 use crust_images::proto::sk_inet::{InetSkEntry, IpOptsEntry, IpOptsRawEntry};
 use crust_images::proto::sk_opts::SkOptsEntry;
 use crust_images::proto::tcp_stream::{TcpOptsEntry, TcpStreamEntry};
-use crust_soccr::{Builder, Repair, TcpState, Window};
+use crust_soccr::{tcp_state, Builder, Repair, TcpState, Window};
 use crust_sys::net as sn;
 use crust_sys::unix as su;
 use log::{debug, info, warn};
@@ -37,16 +37,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-// Kernel TCP states (include/net/tcp_states.h).
-pub const TCP_ESTABLISHED: u32 = 1;
-pub const TCP_SYN_SENT: u32 = 2;
-pub const TCP_FIN_WAIT1: u32 = 4;
-pub const TCP_FIN_WAIT2: u32 = 5;
-pub const TCP_CLOSE: u32 = 7;
-pub const TCP_CLOSE_WAIT: u32 = 8;
-pub const TCP_LAST_ACK: u32 = 9;
-pub const TCP_LISTEN: u32 = 10;
-pub const TCP_CLOSING: u32 = 11;
+// Kernel TCP states (crust-soccr's numbers), as inet_sk_entry.state
+// holds them.
+const TCP_ESTABLISHED: u32 = tcp_state::ESTABLISHED as u32;
+const TCP_SYN_SENT: u32 = tcp_state::SYN_SENT as u32;
+const TCP_CLOSE: u32 = tcp_state::CLOSE as u32;
+const TCP_LISTEN: u32 = tcp_state::LISTEN as u32;
 
 const IPPROTO_UDPLITE: i32 = 136;
 const SO_PEEK_OFF: i32 = 42;
@@ -55,33 +51,11 @@ const NET_NS_ID: u32 = 2;
 
 /// Is this TCP state one of a connection that repair mode carries over?
 fn is_connection(state: u32) -> bool {
-    matches!(
-        state,
-        TCP_ESTABLISHED
-            | TCP_SYN_SENT
-            | TCP_FIN_WAIT1
-            | TCP_FIN_WAIT2
-            | TCP_CLOSE_WAIT
-            | TCP_LAST_ACK
-            | TCP_CLOSING
-    )
+    u8::try_from(state).is_ok_and(TcpState::supported_state)
 }
 
-pub fn state_name(state: u32) -> &'static str {
-    match state {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        _ => "unknown",
-    }
+fn state_name(state: u32) -> &'static str {
+    u8::try_from(state).map_or("UNKNOWN", crust_soccr::state_name)
 }
 
 fn proto_name(proto: u32) -> &'static str {
