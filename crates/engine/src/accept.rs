@@ -203,7 +203,7 @@ fn write_addr(tid: i32, addr: u64, lenp: u64, peer: &SocketAddr) {
         return;
     }
     let room = u32::from_ne_bytes(len) as usize;
-    let bytes = crate::inet::sockaddr_bytes(peer);
+    let bytes = crust_sys::net::to_bytes(peer);
     let n = room.min(bytes.len());
     let _ = crust_sys::mem::write(tid, RemoteAddr(addr), &bytes[..n]);
     let _ = crust_sys::mem::write(tid, RemoteAddr(lenp), &(bytes.len() as u32).to_ne_bytes());

@@ -523,7 +523,7 @@ impl InetDump {
                     crate::udpcork::put_back(s, local, &data, dst)?;
                     debug!("{here}: {} bytes pending to {dst}", data.len());
                     entry.corked_data = Some(data);
-                    entry.corked_dst = Some(sockaddr_bytes(&dst));
+                    entry.corked_dst = Some(sn::to_bytes(&dst));
                 }
             }
             dgrams = peek_datagrams(s).map_err(sys_err(
@@ -679,7 +679,7 @@ impl InetDump {
             .flat_map(|s| {
                 s.dgrams
                     .iter()
-                    .map(move |(b, from)| (s.entry.id, b.clone(), sockaddr_bytes(from)))
+                    .map(move |(b, from)| (s.entry.id, b.clone(), sn::to_bytes(from)))
             })
             .collect();
         Ok((files, dgrams))
@@ -777,45 +777,6 @@ fn peek_datagrams(s: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, SocketAddr
     })();
     su::setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, -1)?;
     walk.map(|_| out)
-}
-
-/// A socket address as the kernel lays it out (sockaddr_in/sockaddr_in6).
-pub fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
-    match a {
-        SocketAddr::V4(v) => {
-            let mut b = vec![0u8; 16];
-            b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&v.port().to_be_bytes());
-            b[4..8].copy_from_slice(&v.ip().octets());
-            b
-        }
-        SocketAddr::V6(v) => {
-            let mut b = vec![0u8; 28];
-            b[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&v.port().to_be_bytes());
-            b[4..8].copy_from_slice(&v.flowinfo().to_be_bytes());
-            b[8..24].copy_from_slice(&v.ip().octets());
-            b[24..28].copy_from_slice(&v.scope_id().to_ne_bytes());
-            b
-        }
-    }
-}
-
-fn sockaddr_parse(b: &[u8]) -> Option<SocketAddr> {
-    let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?) as i32;
-    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
-    match family {
-        libc::AF_INET if b.len() >= 8 => Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])),
-            port,
-        )),
-        libc::AF_INET6 if b.len() >= 24 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&b[8..24]);
-            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
-        }
-        _ => None,
-    }
 }
 
 /// tcp-stream-N.img of one connection: the entry, then the receive queue
@@ -922,7 +883,7 @@ impl InetFiles {
             if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW].contains(&ty) {
                 return Err(bad(format!("{here} has socket type {}", e.r#type)));
             }
-            if e.corked_data.is_some() && e.corked_dst.as_deref().and_then(sockaddr_parse).is_none()
+            if e.corked_data.is_some() && e.corked_dst.as_deref().and_then(sn::from_bytes).is_none()
             {
                 return Err(bad(format!(
                     "{here} has a pending datagram without a valid destination"
@@ -983,7 +944,7 @@ impl InetFiles {
                     "sk-queues.img has a datagram for file {id}, which is not an inet socket of files.img"
                 ))
             })?;
-            let from = sockaddr_parse(&addr).ok_or_else(|| {
+            let from = sn::from_bytes(&addr).ok_or_else(|| {
                 bad(format!(
                     "sk-queues.img: a datagram for inet socket {id} has a bad sender address"
                 ))
@@ -1167,7 +1128,7 @@ impl InetFiles {
                 }
             }
             if let (Some(data), Some(dst)) = (&s.entry.corked_data, &s.entry.corked_dst) {
-                let dst = sockaddr_parse(dst).ok_or_else(|| Error::Restore {
+                let dst = sn::from_bytes(dst).ok_or_else(|| Error::Restore {
                     pid: crust_sys::process::getpid(),
                     what: format!("{here}: a bad destination for its pending datagram"),
                 })?;
@@ -1683,9 +1644,9 @@ mod tests {
     fn sockaddr_bytes_round_trip() {
         for a in ["10.0.0.2:5353", "[fe80::1]:53", "[::ffff:1.2.3.4]:9"] {
             let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(sockaddr_parse(&sockaddr_bytes(&a)), Some(a));
+            assert_eq!(sn::from_bytes(&sn::to_bytes(&a)), Some(a));
         }
-        assert_eq!(sockaddr_parse(&[1, 0]), None);
+        assert_eq!(sn::from_bytes(&[1, 0]), None);
     }
 
     #[test]

@@ -120,6 +120,40 @@ pub fn from_raw(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result
     }
 }
 
+/// `addr` as the bytes of its sockaddr_in or sockaddr_in6 (how images
+/// store a raw socket address).
+pub fn to_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let (ss, len) = to_raw(addr);
+    // SAFETY: `ss` is plain old data, zeroed then written, at least `len`
+    // bytes long; the slice only reads it while `ss` lives.
+    let b = unsafe {
+        std::slice::from_raw_parts(
+            &ss as *const libc::sockaddr_storage as *const u8,
+            len as usize,
+        )
+    };
+    b.to_vec()
+}
+
+/// The [`SocketAddr`] in the raw sockaddr bytes `b` (see [`to_bytes`]);
+/// `None` when they are not a whole AF_INET/AF_INET6 address.
+pub fn from_bytes(b: &[u8]) -> Option<SocketAddr> {
+    if b.len() > size_of::<libc::sockaddr_storage>() {
+        return None;
+    }
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: `b` fits in `ss` (checked above) and the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            b.as_ptr(),
+            &mut ss as *mut libc::sockaddr_storage as *mut u8,
+            b.len(),
+        )
+    };
+    from_raw(&ss, b.len() as libc::socklen_t).ok()
+}
+
 /// The address family (AF_INET or AF_INET6) of a socket for `addr`.
 pub fn family_of(addr: &SocketAddr) -> i32 {
     match addr {
