@@ -1353,34 +1353,32 @@ fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
 }
 
 /// Queue a datagram on the socket bound at `to` as if `from` had sent it:
-/// a UDP packet with that source, written whole through a raw socket and
-/// delivered locally.
+/// a UDP (or UDP-Lite) packet with that source, written whole through a
+/// raw socket and delivered locally. IPv4-mapped addresses travel as IPv4.
 fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> std::io::Result<()> {
     let lite = match proto {
         libc::IPPROTO_UDP => false,
         IPPROTO_UDPLITE => true,
         _ => return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
     };
-    let p8 = proto as u8;
-    let v4 = |a: &SocketAddr| match a.ip() {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
-    };
-    let dst_ip = |a: &SocketAddr, v6: bool| -> IpAddr {
-        if a.ip().is_unspecified() {
-            if v6 {
-                IpAddr::V6(Ipv6Addr::LOCALHOST)
-            } else {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            }
-        } else {
-            a.ip()
-        }
-    };
     let udp_len = 8 + data.len();
     if udp_len > 65507 {
         return Err(std::io::Error::from_raw_os_error(libc::EMSGSIZE));
     }
+    let from = crust_soccr::wire_addr(from);
+    // A socket bound to any address gets it through loopback.
+    let dst = match (from.ip(), crust_soccr::wire_addr(to).ip()) {
+        (IpAddr::V4(_), IpAddr::V4(d)) if !d.is_unspecified() => IpAddr::V4(d),
+        (IpAddr::V4(_), _) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (IpAddr::V6(_), IpAddr::V6(d)) if !d.is_unspecified() => IpAddr::V6(d),
+        (IpAddr::V6(_), IpAddr::V4(d)) if !d.is_unspecified() => IpAddr::V6(d.to_ipv6_mapped()),
+        (IpAddr::V6(_), _) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let (src_b, dst_b) = (octets(from.ip()), octets(dst));
     let mut udp = Vec::with_capacity(udp_len);
     udp.extend_from_slice(&from.port().to_be_bytes());
     udp.extend_from_slice(&to.port().to_be_bytes());
@@ -1389,83 +1387,41 @@ fn inject_udp(from: &SocketAddr, to: &SocketAddr, data: &[u8], proto: i32) -> st
     udp.extend_from_slice(&len_field.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(data);
-    // The checksum over the pseudo-header (src, dst, proto, length) and
-    // the datagram (RFC 768, RFC 3828, RFC 8200 8.1); 0 is sent as 0xffff.
-    let sum_with = |src: &[u8], dst: &[u8], udp: &[u8]| -> [u8; 2] {
-        let mut pseudo = Vec::with_capacity(40);
-        pseudo.extend_from_slice(src);
-        pseudo.extend_from_slice(dst);
+    // The checksum over the pseudo-header (src, dst, length, proto) and
+    // the datagram (RFC 768, RFC 3828, RFC 8200 8.1), 0 sent as 0xffff;
+    // plain UDP over IPv4 may go without (0).
+    if lite || dst.is_ipv6() {
+        let mut pseudo = [src_b.as_slice(), dst_b.as_slice()].concat();
         pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, p8]);
-        let c = checksum(udp, partial(&pseudo, 0));
-        if c == 0 { 0xffffu16 } else { c }.to_be_bytes()
-    };
-    if let Some(src) = v4(from) {
-        // IPv4 (also a v4-mapped sender to a dual-stack socket).
-        let dst = match dst_ip(to, false) {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
+        pseudo.extend_from_slice(&[0, 0, 0, proto as u8]);
+        let c = match crust_soccr::checksum(&[&pseudo, &udp]) {
+            0 => 0xffff,
+            c => c,
         };
-        let total = 20 + udp.len();
-        let mut p = Vec::with_capacity(total);
-        p.extend_from_slice(&[0x45, 0]);
-        p.extend_from_slice(&(total as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0x40, 0, 64, p8, 0, 0]);
-        p.extend_from_slice(&src.octets());
-        p.extend_from_slice(&dst.octets());
-        let c = checksum(&p[..20], 0);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    let (family, mut p) = if dst.is_ipv4() {
+        let total = (20 + udp.len()) as u16;
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto as u8, 0, 0]);
+        (libc::AF_INET, h)
+    } else {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        h.extend_from_slice(&[proto as u8, 64]);
+        (libc::AF_INET6, h)
+    };
+    p.extend_from_slice(&src_b);
+    p.extend_from_slice(&dst_b);
+    if family == libc::AF_INET {
+        let c = crust_soccr::checksum(&[&p[..20]]);
         p[10..12].copy_from_slice(&c.to_be_bytes());
-        // UDP over IPv4 may go without a checksum (0); UDP-Lite may not.
-        if lite {
-            let c = sum_with(&src.octets(), &dst.octets(), &udp);
-            udp[6..8].copy_from_slice(&c);
-        }
-        p.extend_from_slice(&udp);
-        let raw = sn::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-        sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(IpAddr::V4(dst), 0))?;
-        return Ok(());
     }
-    let IpAddr::V6(src) = from.ip() else {
-        unreachable!()
-    };
-    let dst = match dst_ip(to, true) {
-        IpAddr::V6(a) => a,
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-    };
-    let c = sum_with(&src.octets(), &dst.octets(), &udp);
-    udp[6..8].copy_from_slice(&c);
-    let mut p = Vec::with_capacity(40 + udp.len());
-    p.extend_from_slice(&[0x60, 0, 0, 0]);
-    p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[p8, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
     p.extend_from_slice(&udp);
-    let raw = sn::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-    sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(IpAddr::V6(dst), 0))?;
+    let raw = sn::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    sn::sendto(raw.as_fd(), &p, 0, &SocketAddr::new(dst, 0))?;
     Ok(())
-}
-
-fn partial(b: &[u8], mut sum: u32) -> u32 {
-    for c in b.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
-}
-
-/// The Internet checksum of `b`, starting from a partial sum.
-fn checksum(b: &[u8], sum: u32) -> u16 {
-    let mut s = partial(b, sum);
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// The inet sockets crust made for a restore.
@@ -1653,7 +1609,7 @@ mod tests {
     fn internet_checksum() {
         // RFC 1071 example words.
         let b = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(checksum(&b, 0), !0xddf2);
+        assert_eq!(crust_soccr::checksum(&[&b]), !0xddf2);
     }
 
     #[test]

@@ -81,7 +81,7 @@ mod state;
 
 pub use builder::Builder;
 pub use error::{Conn, Error};
-pub use packet::{build_segment, send_segment, wire_addr, SOCCR_MARK};
+pub use packet::{build_segment, checksum, send_segment, wire_addr, SOCCR_MARK};
 pub use repair::Repair;
 pub use state::{state_name, TcpState, Window};
 

@@ -26,8 +26,9 @@ pub fn wire_addr(a: &SocketAddr) -> SocketAddr {
 }
 
 /// Internet checksum (RFC 1071) over `parts`, one after the other (each
-/// part but the last of even length).
-fn checksum(parts: &[&[u8]]) -> u16 {
+/// part but the last of even length), e.g. a pseudo-header then a
+/// segment or datagram.
+pub fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for p in parts {
         let mut it = p.chunks(2);
