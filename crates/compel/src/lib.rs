@@ -377,13 +377,27 @@ impl Task {
         leave_stopped: bool,
     ) -> Result<()> {
         let pid = self.pid;
+        self.load_final(regs, xstate, sigmask)?;
+        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+    }
+
+    /// The last remote syscall of a restore: `munmap(addr, len)` (the
+    /// trampoline itself), stepped through its entry and exit.
+    fn unmap_last(&self, addr: RemoteAddr, len: u64) -> Result<()> {
+        self.load_syscall(libc::SYS_munmap, [addr.get(), len, 0, 0, 0, 0])?;
+        self.step_syscall("final munmap entry")?;
+        self.step_syscall("final munmap exit")
+    }
+
+    /// Load the task's final registers, XSAVE area and signal mask.
+    fn load_final(&self, regs: &UserRegs, xstate: Option<&[u8]>, sigmask: u64) -> Result<()> {
+        let pid = self.pid;
         if let Some(x) = xstate {
             pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
         }
         pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
-        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
-        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
-        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))
     }
 
     /// Like [`Task::finish_with`], but the task stays traced: it runs on
@@ -399,11 +413,7 @@ impl Task {
         sigmask: u64,
     ) -> Result<i32> {
         let pid = self.pid;
-        if let Some(x) = xstate {
-            pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
-        }
-        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
-        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
+        self.load_final(regs, xstate, sigmask)?;
         pt(
             pid,
             "PTRACE_SETOPTIONS",
@@ -430,12 +440,7 @@ impl Task {
         xstate: Option<&[u8]>,
         sigmask: u64,
     ) -> Result<i32> {
-        self.load_syscall(
-            libc::SYS_munmap,
-            [munmap_addr.get(), munmap_len, 0, 0, 0, 0],
-        )?;
-        self.step_syscall("final munmap entry")?;
-        self.step_syscall("final munmap exit")?;
+        self.unmap_last(munmap_addr, munmap_len)?;
         self.finish_traced(regs, xstate, sigmask)
     }
 
@@ -611,20 +616,8 @@ impl Task {
         sigmask: u64,
         leave_stopped: bool,
     ) -> Result<()> {
-        let pid = self.pid;
-        self.load_syscall(
-            libc::SYS_munmap,
-            [munmap_addr.get(), munmap_len, 0, 0, 0, 0],
-        )?;
-        self.step_syscall("final munmap entry")?;
-        self.step_syscall("final munmap exit")?;
-        if let Some(x) = xstate {
-            pt(pid, "SETREGSET(NT_X86_XSTATE)", ptrace::set_xstate(pid, x))?;
-        }
-        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
-        pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))?;
-        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
-        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+        self.unmap_last(munmap_addr, munmap_len)?;
+        self.finish_with(regs, xstate, sigmask, leave_stopped)
     }
 }
 

@@ -1718,15 +1718,20 @@ pub fn map_socket_vmas(r: &mut Remote<'_>, mm: &MmEntry, fds: &[FdinfoEntry]) ->
                 what: format!("mmap placed {:#x} at {got:#x}", v.start),
             });
         }
-        if let Some(m) = v.madv {
-            for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
-                r.call(
-                    "madvise",
-                    libc::SYS_madvise,
-                    [v.start, v.end - v.start, adv, 0, 0, 0],
-                )?;
-            }
-        }
+        advise(r, v)?;
+    }
+    Ok(())
+}
+
+/// The recorded madvise advice of a VMA (one call per advice bit).
+fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+    let m = v.madv.unwrap_or(0);
+    for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
+        r.call(
+            "madvise",
+            libc::SYS_madvise,
+            [v.start, v.end - v.start, adv, 0, 0, 0],
+        )?;
     }
     Ok(())
 }
@@ -1750,17 +1755,7 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
                 [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
             )?;
         }
-        if let Some(m) = v.madv {
-            for adv in 0..64u64 {
-                if m & (1 << adv) != 0 {
-                    r.call(
-                        "madvise",
-                        libc::SYS_madvise,
-                        [v.start, v.end - v.start, adv, 0, 0, 0],
-                    )?;
-                }
-            }
-        }
+        advise(r, v)?;
     }
     Ok(())
 }
