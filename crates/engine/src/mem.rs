@@ -570,10 +570,34 @@ fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
         .map_err(sys_err(pid, format!("stat {path}")))?
         .len();
     let ino = v.map.inode;
-    let pages_id = shmem_pages_id(ino);
+    let (total, stored, runs) = store_object_pages(
+        dir,
+        &f,
+        Path::new(&path),
+        size,
+        ino as u32 as u64,
+        shmem_pages_id(ino),
+    )?;
+    debug!("{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {runs} runs");
+    Ok((total, stored))
+}
+
+/// Store the pages of a shared memory object (memfd, shared anonymous
+/// memory, System V segment) that are not all zeros: its content is read
+/// from `src` (`size` bytes; `src_path` names it in errors) into the pages
+/// file `pages_id`, described by `pagemap-shmem-<shmid>.img`. Returns
+/// (pages scanned, pages stored, runs).
+pub(crate) fn store_object_pages(
+    dir: &Path,
+    src: &File,
+    src_path: &Path,
+    size: u64,
+    shmid: u64,
+    pages_id: u32,
+) -> Result<(u64, u64, usize), Error> {
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    let ioerr = |op: &'static str| {
-        let p = pages_path.clone();
+    let ioerr = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
         move |source| Error::Io {
             op,
             path: p,
@@ -582,7 +606,7 @@ fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
     };
     let mut out = std::io::BufWriter::with_capacity(
         1 << 20,
-        File::create(&pages_path).map_err(ioerr("cannot create"))?,
+        File::create(&pages_path).map_err(ioerr("cannot create", &pages_path))?,
     );
     let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -594,11 +618,11 @@ fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
         let chunk = &mut buf[..len];
         let mut got = 0usize;
         while got < len {
-            match f.read_at(&mut chunk[got..], off + got as u64) {
+            match src.read_at(&mut chunk[got..], off + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(sys_err(pid, format!("read {path}"))(e)),
+                Err(e) => return Err(ioerr("cannot read", src_path)(e)),
             }
         }
         chunk[got..].fill(0);
@@ -611,25 +635,16 @@ fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
                 Some((s, n)) if *s + *n * PAGE_SIZE == at => *n += 1,
                 _ => runs.push((at, 1)),
             }
-            out.write_all(page).map_err(ioerr("cannot write"))?;
+            out.write_all(page)
+                .map_err(ioerr("cannot write", &pages_path))?;
             stored += 1;
         }
         off += len as u64;
     }
-    out.flush().map_err(ioerr("cannot write"))?;
+    out.flush().map_err(ioerr("cannot write", &pages_path))?;
     let entries: Vec<(u64, u64, u32)> = runs.iter().map(|&(a, n)| (a, n, pe::PRESENT)).collect();
-    write_pagemap(
-        dir,
-        ImageType::ShmemPagemap,
-        ino as u32 as u64,
-        pages_id,
-        &entries,
-    )?;
-    debug!(
-        "{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {} runs",
-        runs.len()
-    );
-    Ok((total / PAGE_SIZE, stored))
+    write_pagemap(dir, ImageType::ShmemPagemap, shmid, pages_id, &entries)?;
+    Ok((total / PAGE_SIZE, stored, runs.len()))
 }
 
 /// madvise advice numbers that VmFlags letters stand for.

@@ -14,13 +14,10 @@
 
 use crate::util::sys_err;
 use crate::Error;
-use crust_images::consts::pe;
-use crust_images::image::{ImageType, ImageWriter};
+use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
-use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
-use crust_sys::PAGE_SIZE;
 use log::debug;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -166,72 +163,16 @@ impl MemfdDump {
 }
 
 fn write_content(dir: &Path, c: &Content) -> Result<(), Error> {
-    let pid = pages_id(c.ino);
-    let pages_name = ImageType::Pages.file_name(pid as u64);
-    let pages_path = dir.join(&pages_name);
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let out = File::create(&pages_path).map_err(io("cannot create", &pages_path))?;
-    let mut w = std::io::BufWriter::with_capacity(BATCH, out);
-    let total = c.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut buf = vec![0u8; BATCH];
-    let mut off = 0u64;
-    while off < total {
-        let len = ((total - off) as usize).min(BATCH);
-        let chunk = &mut buf[..len];
-        let mut got = 0usize;
-        while got < len {
-            match c.file.read_at(&mut chunk[got..], off + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io("cannot read memfd content for", &pages_path)(e)),
-            }
-        }
-        chunk[got..].fill(0);
-        for (i, page) in chunk.chunks_exact(PAGE_SIZE as usize).enumerate() {
-            if page.iter().all(|&b| b == 0) {
-                continue;
-            }
-            let at = off + i as u64 * PAGE_SIZE;
-            match runs.last_mut() {
-                Some((s, n)) if *s + *n * PAGE_SIZE == at => *n += 1,
-                _ => runs.push((at, 1)),
-            }
-            std::io::Write::write_all(&mut w, page).map_err(io("cannot write", &pages_path))?;
-        }
-        off += len as u64;
-    }
-    std::io::Write::flush(&mut w).map_err(io("cannot write", &pages_path))?;
-    let name = ImageType::ShmemPagemap.file_name(c.ino as u32 as u64);
-    let werr = |source| Error::Image {
-        what: format!("cannot write {name}"),
-        source,
-    };
-    let mut pm = ImageWriter::create(dir, ImageType::ShmemPagemap, &name).map_err(werr)?;
-    pm.write_entry(&PagemapHead {
-        pages_id: pid,
-        ..Default::default()
-    })
-    .map_err(werr)?;
-    for (vaddr, n) in runs {
-        pm.write_entry(&PagemapEntry {
-            vaddr,
-            compat_nr_pages: 0,
-            flags: Some(pe::PRESENT),
-            nr_pages: Some(n),
-            ..Default::default()
-        })
-        .map_err(werr)?;
-    }
-    pm.finish().map_err(werr)
+    let what = std::path::PathBuf::from(format!("memfd inode {}", c.ino));
+    crate::mem::store_object_pages(
+        dir,
+        &c.file,
+        &what,
+        c.size,
+        c.ino as u32 as u64,
+        pages_id(c.ino),
+    )
+    .map(drop)
 }
 
 // ---------------------------------------------------------------- restore

@@ -24,7 +24,7 @@ use crate::mem::Vma;
 use crate::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
-use crust_images::consts::{pe, vma as vs};
+use crust_images::consts::vma as vs;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::proto::ipc_desc::IpcDescEntry;
 use crust_images::proto::ipc_msg::{IpcMsg, IpcMsgEntry};
@@ -32,13 +32,11 @@ use crust_images::proto::ipc_sem::IpcSemEntry;
 use crust_images::proto::ipc_shm::IpcShmEntry;
 use crust_images::proto::ipc_var::IpcVarEntry;
 use crust_images::proto::mm::MmEntry;
-use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::ipc::{self, IpcPerm};
 use crust_sys::PAGE_SIZE;
 use log::debug;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -356,64 +354,17 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
         )));
     }
     let src = File::open(&link).map_err(sys_err(pid, format!("open {link}")))?;
-    let io = |op: &'static str| {
-        let p = pages_path.clone();
-        move |source| Error::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        File::create(&pages_path).map_err(io("cannot create"))?,
-    );
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut page = vec![0u8; PAGE_SIZE as usize];
-    let mut off = 0u64;
-    while off < total {
-        let mut got = 0usize;
-        while got < page.len() {
-            match src.read_at(&mut page[got..], off + got as u64) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(sys_err(pid, format!("read {link}"))(e)),
-            }
-        }
-        page[got..].fill(0);
-        if page.iter().any(|&b| b != 0) {
-            match runs.last_mut() {
-                Some((s, k)) if *s + *k * PAGE_SIZE == off => *k += 1,
-                _ => runs.push((off, 1)),
-            }
-            out.write_all(&page).map_err(io("cannot write"))?;
-        }
-        off += PAGE_SIZE;
-    }
-    out.flush().map_err(io("cannot write"))?;
-    let mut pm =
-        ImageWriter::create(dir, ImageType::ShmemPagemap, &pm_name).map_err(img_w(&pm_name))?;
-    pm.write_entry(&PagemapHead {
+    let (_, _, runs) = crate::mem::store_object_pages(
+        dir,
+        &src,
+        Path::new(&link),
+        att.len() as u64,
+        id as u64,
         pages_id,
-        ..Default::default()
-    })
-    .map_err(img_w(&pm_name))?;
-    for (vaddr, k) in &runs {
-        pm.write_entry(&PagemapEntry {
-            vaddr: *vaddr,
-            compat_nr_pages: 0,
-            flags: Some(pe::PRESENT),
-            nr_pages: Some(*k),
-            ..Default::default()
-        })
-        .map_err(img_w(&pm_name))?;
-    }
-    pm.finish().map_err(img_w(&pm_name))?;
+    )?;
     debug!(
-        "System V segment {id}: {} bytes, {} runs of pages",
-        st.size,
-        runs.len()
+        "System V segment {id}: {} bytes, {runs} runs of pages",
+        st.size
     );
     Ok(())
 }
@@ -974,6 +925,8 @@ pub fn attach(r: &mut Remote<'_>, mm: &MmEntry, v: &VmaEntry) -> Result<(), Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_images::consts::pe;
+    use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 
     #[test]
     fn numbers() {
