@@ -380,7 +380,7 @@ pub struct Ghosts {
 }
 
 /// Descriptions on ghost files crust opened, by files.img id.
-pub type OpenGhosts = crate::fdpass::MadeFds;
+pub type OpenGhosts = crate::files::fdpass::MadeFds;
 
 impl Ghosts {
     /// Read `remap-fpath.img` and every ghost it names; check them against

@@ -615,7 +615,7 @@ fn delete_args(insert: &[String]) -> Vec<String> {
     a
 }
 
-use crate::netlock::find_tool;
+use crate::net::netlock::find_tool;
 
 /// Run `tool args`; a failure says which command and why (its stderr).
 fn run(tool: &str, args: &[String]) -> Result<(), (String, std::io::Error)> {

@@ -1,9 +1,9 @@
 //! `crust dump`: freeze a process, write its state as CRIU images, then
 //! kill it (or let it run on).
 
-use crate::filelocks::LockDump;
+use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
 use crate::{mem, task, DumpOptions, DumpStats, Error};
 use crust_compel::Task;
@@ -305,7 +305,7 @@ fn dump_tree(
     opts: &DumpOptions,
     freezing_time_us: u64,
     frozen_at: Instant,
-) -> Result<(DumpStats, crate::inet::NetHold), Error> {
+) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
     let mut files = FileTable::new(opts.shell_job);
     files.inet.tcp_established = opts.tcp_established;
@@ -332,7 +332,7 @@ fn dump_tree(
     let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
     // The tree's own IPC namespace: numbered after its pid namespace.
     let ipcns =
-        crate::sysvipc::own_ns(root_pid).then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
+        crate::ns::sysvipc::own_ns(root_pid).then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
     // Host pid -> the pid the tree's namespace sees (equal without pidns).
     let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     // Pages are copied by a second thread while this one (the tracer: only
@@ -381,7 +381,7 @@ fn dump_tree(
                     continue;
                 }
                 check_namespaces(pid, pidns)?;
-                crate::sysvipc::check_same_ns(pid, root_pid)?;
+                crate::ns::sysvipc::check_same_ns(pid, root_pid)?;
                 let mut tids = Vec::with_capacity(p.threads.len());
                 for t in &p.threads {
                     let tid = t.pid();
@@ -429,7 +429,7 @@ fn dump_tree(
     walked?;
     let (counts, page_us) = pages?;
     if let Some(id) = ipcns {
-        crate::sysvipc::dump_ns(dir, root_pid, id)?;
+        crate::ns::sysvipc::dump_ns(dir, root_pid, id)?;
     }
     debug!("pages copied in {page_us} us, alongside the rest");
 
@@ -605,7 +605,7 @@ fn dump_process(
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
     let vmas = mem::collect_vmas(proc, pid)?;
-    crate::sysvipc::check_vmas(pid, &vmas, ids.ipc_ns_id != 3)?;
+    crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ipc_ns_id != 3)?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them,
@@ -813,7 +813,7 @@ fn inventory(opts: &DumpOptions) -> InventoryEntry {
         plugins_entry: Some(PluginsEntry::default()),
         // CRIU names its nftables lock table after the run id: crust's.
         dump_criu_run_id: Some(match opts.network_lock {
-            crate::netlock::Method::Nftables => crate::netlock::NFT_RUN_ID.to_string(),
+            crate::net::netlock::Method::Nftables => crate::net::netlock::NFT_RUN_ID.to_string(),
             _ => run_id(),
         }),
         ..Default::default()

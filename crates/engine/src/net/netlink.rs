@@ -20,7 +20,7 @@
 //! Restore: crust makes each socket before any task exists: socket, bind
 //! to the port id with groups 1-32, NETLINK_ADD_MEMBERSHIP for the groups
 //! above 32, connect to the recorded peer, then socket options and status
-//! flags. Tasks get them with [`crate::fdpass`].
+//! flags. Tasks get them with [`crate::files::fdpass`].
 
 use crate::util::sys_err;
 use crate::Error;
@@ -185,7 +185,7 @@ pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry>
 
 /// Set the options [`dump_sk_opts`] read.
 pub(crate) fn set_sk_opts(sock: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
-    crate::unix::set_opts(sock, o)?;
+    crate::net::unix::set_opts(sock, o)?;
     if !o.so_filter.is_empty() {
         let prog: Vec<u8> = o.so_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
         crust_sys::sockfilter::attach_filter(sock, &prog)?;
@@ -447,7 +447,7 @@ pub struct NetlinkFiles {
 }
 
 /// Netlink sockets crust made, by files.img id.
-pub type OpenNetlinks = crate::fdpass::MadeFds;
+pub type OpenNetlinks = crate::files::fdpass::MadeFds;
 
 /// Whether an image of `e` can be restored; the reason if not.
 fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {

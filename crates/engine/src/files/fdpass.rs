@@ -8,7 +8,7 @@
 //! closes the rest. Reusable for any kind of file crust opens itself
 //! (pipes, FIFOs, and later sockets).
 
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::fdpass::{self, abi, MAX_FDS_PER_MSG};

@@ -16,9 +16,9 @@
 //! Restore: crust makes each socket before any task exists: socket with
 //! the recorded protocol, bind to the interface, the packet options,
 //! memberships, rings (for CRIU images that have them), fanout, then socket
-//! options and status flags. Tasks get them with [`crate::fdpass`].
+//! options and status flags. Tasks get them with [`crate::files::fdpass`].
 
-use crate::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
+use crate::net::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -277,7 +277,7 @@ impl PacketDump {
         id: u32,
     ) -> Result<FileEntry, Error> {
         let here = format!("process {pid} fd {fd} (packet socket {ino})");
-        let d = crate::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
                 Error::unsupported(format!(
                     "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
                 ))
@@ -342,7 +342,7 @@ pub struct PacketFiles {
 }
 
 /// Packet sockets crust made, by files.img id.
-pub type OpenPackets = crate::fdpass::MadeFds;
+pub type OpenPackets = crate::files::fdpass::MadeFds;
 
 /// Whether an image of `e` can be restored; the reason if not.
 fn check_entry(e: &PacketSockEntry) -> Result<(), String> {

@@ -13,7 +13,7 @@
 //! Restore: crust makes every pipe itself (pipe2, or opening the FIFO's
 //! path), sets its capacity, writes the queued bytes back, opens one
 //! description per files.img id and sets its status flags. Tasks get them
-//! over SCM_RIGHTS (see [`crate::fdpass`]) while they are built, so the
+//! over SCM_RIGHTS (see [`crate::files::fdpass`]) while they are built, so the
 //! pipes are full and shared as they were before any task runs.
 
 use crate::util::{read_image, sys_err};
@@ -294,25 +294,25 @@ pub struct OpenShared {
     /// Pipe ends and FIFO openings that keep the pipes alive while the
     /// descriptions are made.
     holders: Vec<OwnedFd>,
-    /// Event files (eventfd, epoll...), see [`crate::events`].
-    pub events: crate::events::OpenEvents,
-    /// Unix sockets, see [`crate::unix`].
-    pub unix: crate::unix::OpenUnix,
-    /// Inet sockets, see [`crate::inet`].
-    pub inet: crate::inet::OpenInet,
-    /// Deleted files, see [`crate::ghost`].
-    pub ghosts: crate::ghost::OpenGhosts,
-    /// memfds, see [`crate::memfd`].
-    pub memfds: crate::memfd::OpenMemfds,
-    /// Pty pairs, see [`crate::pty`].
-    pub ptys: crate::pty::OpenPtys,
-    /// Packet sockets, see [`crate::packet`].
-    pub packets: crate::packet::OpenPackets,
-    /// Netlink sockets, see [`crate::netlink`].
-    pub netlinks: crate::netlink::OpenNetlinks,
+    /// Event files (eventfd, epoll...), see [`crate::files::events`].
+    pub events: crate::files::events::OpenEvents,
+    /// Unix sockets, see [`crate::net::unix`].
+    pub unix: crate::net::unix::OpenUnix,
+    /// Inet sockets, see [`crate::net::inet`].
+    pub inet: crate::net::inet::OpenInet,
+    /// Deleted files, see [`crate::files::ghost`].
+    pub ghosts: crate::files::ghost::OpenGhosts,
+    /// memfds, see [`crate::files::memfd`].
+    pub memfds: crate::files::memfd::OpenMemfds,
+    /// Pty pairs, see [`crate::files::pty`].
+    pub ptys: crate::files::pty::OpenPtys,
+    /// Packet sockets, see [`crate::net::packet`].
+    pub packets: crate::net::packet::OpenPackets,
+    /// Netlink sockets, see [`crate::net::netlink`].
+    pub netlinks: crate::net::netlink::OpenNetlinks,
     /// Files replaced by fds crust inherited (`--inherit-fd`), see
-    /// [`crate::inherit`].
-    pub inherited: crate::inherit::Inherited,
+    /// [`crate::files::inherit`].
+    pub inherited: crate::files::inherit::Inherited,
 }
 
 impl OpenShared {
@@ -489,7 +489,7 @@ impl SharedFiles {
 
     /// Forget the descriptions replaced by inherited fds; a pipe left with
     /// none is not made, and its queued data is not put back.
-    pub fn drop_inherited(&mut self, inherited: &crate::inherit::Inherited) {
+    pub fn drop_inherited(&mut self, inherited: &crate::files::inherit::Inherited) {
         self.descs.retain(|id, _| !inherited.contains(*id));
         let descs = &self.descs;
         self.data.retain(|(kind, pipe_id), _| {

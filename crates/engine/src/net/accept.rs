@@ -13,9 +13,9 @@
 //! gone). This runs in a process of its own, so `restore -d` returns at
 //! once.
 
-use crate::fdpass::{self, Gift};
-use crate::inet::AcceptQueue;
-use crate::remote::Remote;
+use crate::files::fdpass::{self, Gift};
+use crate::net::inet::AcceptQueue;
+use crate::task::remote::Remote;
 use crate::Error;
 use crust_compel::Task;
 use crust_sys::process::{self, WaitStatus};

@@ -15,7 +15,7 @@
 //! a lease being broken at dump time (CRIU's LEASE_BREAKING bit) is
 //! refused.
 
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::{read_image, write_image};
 use crate::Error;
 use crust_images::image::ImageType;

@@ -194,7 +194,7 @@ pub struct Memfds {
 }
 
 /// Descriptions on memfds crust made, by files.img id.
-pub type OpenMemfds = crate::fdpass::MadeFds;
+pub type OpenMemfds = crate::files::fdpass::MadeFds;
 
 impl Memfds {
     /// Read the MEMFD entries that fds of `fd_ids` use, their memfd.img

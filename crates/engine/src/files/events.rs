@@ -20,7 +20,7 @@
 //! crust's own extension: an eventfd in semaphore mode has EFD_SEMAPHORE
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::{read_image, sys_err};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -349,7 +349,7 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
                 ..Default::default()
             });
         }
-        Kind::Fanotify => e.ffy = Some(crate::fanotify::entry(pid, fd, id, flags, info)?),
+        Kind::Fanotify => e.ffy = Some(crate::files::fanotify::entry(pid, fd, id, flags, info)?),
     }
     debug!("{pid}: fd {fd} is {} file {id}", kind.name());
     Ok(e)
@@ -528,7 +528,7 @@ impl EventFiles {
                 }
                 fd_types::FANOTIFY => {
                     let e = f.ffy.ok_or_else(|| missing("FANOTIFY"))?;
-                    crate::fanotify::check(id, &e).map_err(bad)?;
+                    crate::files::fanotify::check(id, &e).map_err(bad)?;
                     Desc::Fanotify(e)
                 }
                 _ => continue,
@@ -644,7 +644,7 @@ impl EventFiles {
                     }
                     (fd, e.flags)
                 }
-                Desc::Fanotify(e) => (crate::fanotify::open(id, e)?, e.flags),
+                Desc::Fanotify(e) => (crate::files::fanotify::open(id, e)?, e.flags),
             };
             crust_sys::pipe::set_status_flags(fd.as_fd(), (flags & KEEP_FLAGS) as i32).map_err(
                 sys_err(

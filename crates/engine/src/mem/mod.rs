@@ -14,7 +14,7 @@
 //! ([`map_socket_vmas`]), empty.
 
 use crate::files::{FileTable, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::task::ProcInside as Inside;
 use crate::util::{proc_err, sys_err};
 use crate::Error;
@@ -740,7 +740,7 @@ pub fn build_mm(
             // files.img id.
             (m.inode as u32, None)
         } else if v.status & vs::AREA_SYSVIPC != 0 {
-            let ff = crate::sysvipc::attach_fdflags(pid, m.start, m.end);
+            let ff = crate::ns::sysvipc::attach_fdflags(pid, m.start, m.end);
             (m.inode as u32, Some(ff))
         } else if v.is_shmem() {
             // As CRIU records it: the memfd is opened read-write.
@@ -1550,7 +1550,7 @@ pub fn restore_vmas(
             continue;
         }
         if v.status & vs::AREA_SYSVIPC != 0 {
-            crate::sysvipc::attach(r, mm, v)?;
+            crate::ns::sysvipc::attach(r, mm, v)?;
             continue;
         }
         if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {

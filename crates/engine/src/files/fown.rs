@@ -15,7 +15,7 @@
 //! task sets the owner of its fds with remote fcntls, under the recorded
 //! uid/euid, so the owner's credentials come back as they were.
 
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::{read_image, sys_err};
 use crate::Error;
 use crust_images::image::ImageType;

@@ -30,7 +30,7 @@
 //! regular files it opens), connects the connections that were waiting
 //! in an accept queue to their listener (in their order), then sets
 //! shutdown, options and status flags. Tasks
-//! get the sockets with [`crate::fdpass`], like pipes.
+//! get the sockets with [`crate::files::fdpass`], like pipes.
 
 use crate::util::sys_err;
 use crate::Error;
@@ -303,7 +303,7 @@ impl UnixDump {
     ) -> Result<(), Error> {
         let sock = sock.as_fd();
         let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-        let d = crate::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
                 Error::unsupported(format!(
                     "process {pid} fd {fd}: unix socket {ino} is not in crust's network namespace (sockets of other network namespaces are not supported)"
                 ))
@@ -399,7 +399,7 @@ impl UnixDump {
                     ucred: creds.map(|(pid, uid, gid)| SkUcredEntry {
                         uid,
                         gid,
-                        pid: crate::fown::ns_pid(pid) as u32,
+                        pid: crate::files::fown::ns_pid(pid) as u32,
                         ..Default::default()
                     }),
                 });
@@ -525,7 +525,7 @@ impl UnixDump {
                 let ok = target.starts_with("pipe:[")
                     || target.starts_with("socket:[")
                     || (target.starts_with('/')
-                        && !crate::ghost::is_deleted(&target)
+                        && !crate::files::ghost::is_deleted(&target)
                         && std::fs::metadata(format!("/proc/self/fd/{fd}"))
                             .is_ok_and(|m| m.file_type().is_file()));
                 if !ok {
@@ -571,7 +571,7 @@ impl UnixDump {
 
     /// Datagrams queued on inet sockets (files.img id, bytes, sender as a
     /// sockaddr), written to `sk-queues.img` with the unix messages.
-    pub fn add_datagrams(&mut self, dgrams: Vec<crate::inet::Datagram>) {
+    pub fn add_datagrams(&mut self, dgrams: Vec<crate::net::inet::Datagram>) {
         for (id, bytes, addr) in dgrams {
             self.packets.push(Packet {
                 id,
@@ -697,7 +697,7 @@ fn read_queue(sock: BorrowedFd<'_>, ty: u32, shutdown: u8) -> Result<Queued, Que
 }
 
 fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
-    crate::netlink::dump_sk_opts(sock)
+    crate::net::netlink::dump_sk_opts(sock)
 }
 
 // ---------------------------------------------------------------- restore
@@ -879,7 +879,7 @@ impl UnixFiles {
                 })
             })?;
             if inet_ids.contains(&e.id_for) {
-                // A datagram queued on a UDP socket: see crate::inet.
+                // A datagram queued on a UDP socket: see crate::net::inet.
                 continue;
             }
             let u = out.socks.get(&e.id_for).ok_or_else(|| {
@@ -1001,7 +1001,7 @@ impl UnixFiles {
     /// Make every socket of the image in crust, connected, queues filled,
     /// options set.
     /// `shared` holds the pipes, which messages may carry.
-    pub fn open(&self, shared: &crate::pipes::OpenShared) -> Result<OpenUnix, Error> {
+    pub fn open(&self, shared: &crate::files::pipes::OpenShared) -> Result<OpenUnix, Error> {
         let me = crust_sys::process::getpid();
         let mut made: HashMap<u32, OwnedFd> = HashMap::new();
         // The other end of a socket whose peer was gone: sends its queue,
@@ -1154,7 +1154,7 @@ impl UnixFiles {
         sender: BorrowedFd<'_>,
         to: Option<&[u8]>,
         made: &HashMap<u32, OwnedFd>,
-        shared: &crate::pipes::OpenShared,
+        shared: &crate::files::pipes::OpenShared,
         host_pid: &dyn Fn(u32) -> Option<i32>,
     ) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
@@ -1219,7 +1219,7 @@ impl UnixFiles {
         &self,
         ids: &[u32],
         made: &HashMap<u32, OwnedFd>,
-        shared: &crate::pipes::OpenShared,
+        shared: &crate::files::pipes::OpenShared,
     ) -> Result<Vec<OwnedFd>, Error> {
         let me = crust_sys::process::getpid();
         let mut out = Vec::with_capacity(ids.len());
@@ -1286,7 +1286,7 @@ impl OpenUnix {
     pub fn refill_late(
         &self,
         files: &UnixFiles,
-        shared: &crate::pipes::OpenShared,
+        shared: &crate::files::pipes::OpenShared,
         host_pid: &dyn Fn(u32) -> Option<i32>,
     ) -> Result<(), Error> {
         for (id, sender, to) in &self.late {

@@ -1,19 +1,24 @@
 //! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
 //! Regular files, character devices such as /dev/null, directories (cwd,
 //! root) and mapped files are handled here; pipes and FIFOs in
-//! [`crate::pipes`]; other kinds are refused.
+//! [`crate::files::pipes`]; other kinds are refused.
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
-use crate::events;
-use crate::fdpass::{self, Gift};
-use crate::ghost;
-use crate::inet;
-use crate::memfd;
-use crate::pipes::{self, OpenShared, PipeDump};
-use crate::pty;
-use crate::remote::Remote;
-use crate::unix;
+pub(crate) mod events;
+pub(crate) mod fanotify;
+pub(crate) mod fdpass;
+pub(crate) mod filelocks;
+pub(crate) mod fown;
+pub(crate) mod ghost;
+pub(crate) mod inherit;
+pub(crate) mod memfd;
+pub(crate) mod pipes;
+pub(crate) mod pty;
+
+use crate::net::inet;
+use crate::net::unix;
+use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -23,7 +28,9 @@ use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
 use crust_images::proto::regfile::RegFileEntry;
 use crust_proc::ProcRoot;
 use crust_sys::unix as su;
+use fdpass::Gift;
 use log::debug;
+use pipes::{OpenShared, PipeDump};
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -66,11 +73,11 @@ pub struct FileTable {
     /// Inet (TCP, UDP, raw) sockets seen.
     pub(crate) inet: inet::InetDump,
     /// Packet sockets seen.
-    packets: crate::packet::PacketDump,
+    packets: crate::net::packet::PacketDump,
     /// Netlink sockets seen.
-    netlinks: crate::netlink::NetlinkDump,
+    netlinks: crate::net::netlink::NetlinkDump,
     /// Owners (F_SETOWN) of the descriptions seen.
-    owners: crate::fown::OwnerDump,
+    owners: crate::files::fown::OwnerDump,
 }
 
 /// Name CRIU gives the memfd inode of shared anonymous memory.
@@ -384,7 +391,7 @@ impl FileTable {
             }
             if let Some(ino) = unix::socket_inode(&target) {
                 // One copy of the socket (the same socket) serves its family.
-                let sock = crate::netlink::take_fd(pid, fd)?;
+                let sock = crate::net::netlink::take_fd(pid, fd)?;
                 let domain = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
                     .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
                 let flags = info.flags;
@@ -439,7 +446,7 @@ impl FileTable {
                 };
                 return Err(what(kind));
             }
-            crate::sysvipc::refuse_mqueue(pid, fd, &target)?;
+            crate::ns::sysvipc::refuse_mqueue(pid, fd, &target)?;
             let flags = info.flags & !O_CLOEXEC;
             if ghost::is_deleted(&target) {
                 let known = self.ghosts.known(pid, fd);
@@ -510,7 +517,7 @@ impl FileTable {
                 Some(id) => id,
                 None => {
                     let id = self.new_id();
-                    let leased = crate::filelocks::write_leased(pid, fd);
+                    let leased = crate::files::filelocks::write_leased(pid, fd);
                     let reg =
                         self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
                     self.push_reg(reg);

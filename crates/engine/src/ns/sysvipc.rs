@@ -21,7 +21,7 @@
 //! remote shmat at the same address; its pages come from the segment.
 
 use crate::mem::Vma;
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::consts::vma as vs;

@@ -1,9 +1,12 @@
 //! Per-task state: registers, signals, credentials, limits, timers.
 //! Dump builds CRIU's `core_entry`; restore applies it.
 
-use crate::remote::Remote;
+pub(crate) mod remote;
+pub mod xsave;
+
+use crate::task::remote::Remote;
 use crate::util::{cap_join, cap_words, proc_err, sys_err};
-use crate::{xsave, Error};
+use crate::Error;
 use crust_compel::Task;
 use crust_images::consts::task_state;
 use crust_images::proto::core::CoreEntry;

@@ -28,7 +28,9 @@
 //! filesystem (`FAN_MARK_FILESYSTEM`) or mount-namespace marks, which make
 //! the dump fail with a message.
 
-use crate::events::{handle_bytes, handle_path, handle_words, hex, kdev, open_handle, words};
+use crate::files::events::{
+    handle_bytes, handle_path, handle_words, hex, kdev, open_handle, words,
+};
 use crate::Error;
 use crust_images::proto::fh::FhEntry;
 use crust_images::proto::fown::FownEntry;

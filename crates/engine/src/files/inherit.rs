@@ -62,7 +62,7 @@ fn matches(f: &FileEntry, key: &str) -> bool {
                 _ => return false,
             };
             // The dump keeps the inode in 32 bits, as CRIU does.
-            crate::pipes::pipe_inode(key).is_some_and(|ino| ino as u32 == pipe_id)
+            crate::files::pipes::pipe_inode(key).is_some_and(|ino| ino as u32 == pipe_id)
         }
         fd_types::REG => f.reg.as_ref().is_some_and(|r| {
             !key.starts_with("pipe:[")
@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn keys() {
-        let p = crate::pipes::pipe_entry(4, 77, 1);
+        let p = crate::files::pipes::pipe_entry(4, 77, 1);
         assert!(matches(&p, "pipe:[77]"));
         assert!(!matches(&p, "pipe:[78]"));
         assert!(!matches(&p, "77"));

@@ -5,7 +5,7 @@
 //! Dump: crust takes a copy of each socket (pidfd_getfd: the same socket)
 //! and reads it from outside: sock_diag for state, queues and shutdown,
 //! getsockopt for options. Connections (`--tcp-established`) are locked
-//! out of the network ([`crate::netlock`]) and put in repair mode
+//! out of the network ([`crate::net::netlock`]) and put in repair mode
 //! ([`crust_soccr`]); crust keeps its copies in repair mode until the tree
 //! is killed, so closing them sends nothing. Datagrams queued on UDP
 //! sockets are peeked (SO_PEEK_OFF, nothing consumed) and stored in
@@ -18,8 +18,8 @@
 //! network. Queued datagrams are put back by sending them to the socket
 //! from their original sender's address through a raw socket.
 
-use crate::netlink::{attrs, diag_dump, u32_at};
-use crate::netlock::{self, Conn};
+use crate::net::netlink::{attrs, diag_dump, u32_at};
+use crate::net::netlock::{self, Conn};
 use crate::util::{read_image, sys_err};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -214,7 +214,7 @@ fn int_opt(s: BorrowedFd<'_>, level: i32, opt: i32) -> Option<i32> {
 /// The socket options CRIU keeps in sk_opts_entry (with the bound device
 /// and the BPF filter), plus linger.
 fn dump_sk_opts(s: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
-    let mut o = crate::netlink::dump_sk_opts(s)?;
+    let mut o = crate::net::netlink::dump_sk_opts(s)?;
     let mut l = [0u8; 8];
     if sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &mut l).is_ok() {
         let on = i32::from_ne_bytes([l[0], l[1], l[2], l[3]]);
@@ -384,7 +384,7 @@ impl InetDump {
         let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
-            match crate::netlink::diag_of(&mut self.diag, ino, diag_all)? {
+            match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
                 Some(d) => Some(d),
                 None => {
                     return Err(Error::unsupported(format!(
@@ -519,8 +519,8 @@ impl InetDump {
             // NFLOG without reaching the network, and put back at once
             // (the task keeps it if it runs on; the image has it).
             if sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0) > 0 && proto == libc::IPPROTO_UDP {
-                if let Some((data, dst)) = crate::udpcork::take_corked(s, local)? {
-                    crate::udpcork::put_back(s, local, &data, dst)?;
+                if let Some((data, dst)) = crate::net::udpcork::take_corked(s, local)? {
+                    crate::net::udpcork::put_back(s, local, &data, dst)?;
                     debug!("{here}: {} bytes pending to {dst}", data.len());
                     entry.corked_data = Some(data);
                     entry.corked_dst = Some(sn::to_bytes(&dst));
@@ -1132,7 +1132,7 @@ impl InetFiles {
                     pid: crust_sys::process::getpid(),
                     what: format!("{here}: a bad destination for its pending datagram"),
                 })?;
-                crate::udpcork::put_back(fd.as_fd(), s.local, data, dst)?;
+                crate::net::udpcork::put_back(fd.as_fd(), s.local, data, dst)?;
             }
             set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
             out.fds.insert(*id, fd);
@@ -1256,7 +1256,7 @@ fn read_stream(
 
 /// Socket, IP and TCP options of an entry, on a socket crust made.
 fn set_options(s: BorrowedFd<'_>, e: &InetSkEntry) -> std::io::Result<()> {
-    crate::netlink::set_sk_opts(s, &e.opts)?;
+    crate::net::netlink::set_sk_opts(s, &e.opts)?;
     let o = &e.opts;
     if o.so_reuseport == Some(true) {
         su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
@@ -1439,7 +1439,7 @@ pub struct OpenInet {
 }
 
 /// Connections that waited in a listener's accept queue, to hand to the
-/// task that accepts them (see [`crate::accept`]).
+/// task that accepts them (see [`crate::net::accept`]).
 pub struct AcceptQueue {
     /// crust's copy of the listener.
     pub listener: OwnedFd,
@@ -1554,7 +1554,7 @@ impl OpenInet {
                 so_rcvbuf: opts.so_rcvbuf,
                 ..Default::default()
             };
-            if let Err(e) = crate::unix::set_opts(fd.as_fd(), &bufs) {
+            if let Err(e) = crate::net::unix::set_opts(fd.as_fd(), &bufs) {
                 warn!("inet socket {id}: could not set its buffer sizes back: {e}");
             }
             if let Some(l) = queued_on {

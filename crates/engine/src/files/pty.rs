@@ -25,7 +25,7 @@
 //! gets its controlling terminal back (TIOCSCTTY on one of its fds on the
 //! slave, then TIOCSPGRP) once every task of the tree has its fds.
 
-use crate::remote::Remote;
+use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -568,7 +568,7 @@ pub struct Ptys {
 }
 
 /// Descriptions on ptys crust made, by files.img id.
-pub type OpenPtys = crate::fdpass::MadeFds;
+pub type OpenPtys = crate::files::fdpass::MadeFds;
 
 fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage, Error> {
     let termios = match &e.termios {

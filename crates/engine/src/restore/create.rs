@@ -1,0 +1,325 @@
+use super::*;
+
+/// Create every process and thread, then build each one.
+pub(super) fn create_and_build(
+    img: &ImageSet,
+    opts: &RestoreOptions,
+    tramp: u64,
+    tty: Option<&str>,
+    created: &mut Created,
+) -> Result<u64, Error> {
+    let root_pid = img.procs[0].pid();
+    let me = process::getpid();
+    let clone_flags = if img.new_pidns {
+        libc::CLONE_NEWPID as u64
+    } else {
+        0
+    };
+    let clone_flags = clone_flags
+        | if img.ipcns.is_some() {
+            libc::CLONE_NEWIPC as u64
+        } else {
+            0
+        };
+    // The root: a child of crust. Signals stay blocked in it (and in all
+    // the tasks it begets) until their own masks are loaded at the end.
+    let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;
+    // --restore-sibling: the root becomes crust's sibling (a child of
+    // crust's parent, as runc wants); crust then seizes it instead of
+    // tracing it as its parent.
+    let sibling = opts.restore_sibling;
+    let clone_flags = clone_flags
+        | if sibling {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        };
+    let forked = process::clone3_fork(&[root_pid], clone_flags);
+    let root_host = match forked {
+        Ok(ForkResult::Child) => {
+            // In the child: async-signal-safe work only.
+            if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
+                process::exit_now(70);
+            }
+            if !sibling && crust_sys::ptrace::traceme().is_err() {
+                process::exit_now(71);
+            }
+            process::stop_self();
+            process::exit_now(72);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = process::set_signal_mask(&old_mask);
+            child
+        }
+        Err(e) => {
+            let _ = process::set_signal_mask(&old_mask);
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                return Err(pid_taken(root_pid));
+            }
+            if img.new_pidns {
+                return Err(Error::Sys {
+                    pid: root_pid,
+                    op: "creating the tree's pid namespace (clone3 with CLONE_NEWPID) was refused"
+                        .into(),
+                    source: e,
+                });
+            }
+            return Err(Error::Sys {
+                pid: root_pid,
+                op: "clone3 with the recorded pid".into(),
+                source: e,
+            });
+        }
+    };
+    let adopted = if sibling {
+        seize_stopped_sibling(root_host)
+    } else {
+        Task::adopt_stopped_child(root_host)
+    };
+    let mut root = match adopted {
+        Ok(t) => t,
+        Err(source) => {
+            let _ = process::kill(root_host, libc::SIGKILL);
+            let _ = process::waitpid(root_host, 0);
+            return Err(Error::Compel {
+                pid: root_host,
+                source,
+            });
+        }
+    };
+    root.use_syscall_ip(RemoteAddr(tramp));
+    let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
+    root.set_options(opts_all).map_err(|source| Error::Compel {
+        pid: root_host,
+        source,
+    })?;
+    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
+    created.tasks[0].push(root);
+    set_session(img, 0, opts, created, tramp)?;
+    // System V objects exist before any task maps them.
+    if let Some(ns) = &img.ipcns {
+        ns.create(root_host)?;
+    }
+
+    // Then depth first: a process's memory is built before it begets its
+    // children, so they start from it (and could inherit what they share).
+    let mut pages = 0;
+    let filler = mem::Filler::new();
+    grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
+    if let Some(ns) = &img.ipcns {
+        ns.finish(root_host)?;
+    }
+    // Controlling terminals on the tree's ptys, once every fd is open.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        if let Some((fd, pgrp)) = img.ptys.ctty_of(p.pid(), &live.files.fds) {
+            let mut r = Remote {
+                task: &mut created.tasks[i][0],
+                scratch: RemoteAddr(tramp + PAGE_SIZE),
+                scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            };
+            crate::files::pty::set_ctty(&mut r, fd, pgrp)?;
+        }
+    }
+    // File locks, once every fd of the tree is open.
+    for (i, p) in img.procs.iter().enumerate() {
+        if p.live.is_some() && !img.locks.is_empty() {
+            let mut r = Remote {
+                task: &mut created.tasks[i][0],
+                scratch: RemoteAddr(tramp + PAGE_SIZE),
+                scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            };
+            img.locks.apply(&mut r, p.pid())?;
+        }
+    }
+    // Owners of the files (F_SETOWN_EX, F_SETSIG), once every task the
+    // owners are exists, and after the leases (which set the owner too);
+    // O_ASYNC set again in the task, so its signals name the task's fd.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        if img.owners.is_empty() || live.files_from_parent {
+            continue;
+        }
+        let mut r = Remote {
+            task: &mut created.tasks[i][0],
+            scratch: RemoteAddr(tramp + PAGE_SIZE),
+            scratch_len: TRAMP_SIZE - PAGE_SIZE,
+        };
+        img.owners.apply(&mut r, &live.files.fds)?;
+    }
+    for (i, p) in img.procs.iter().enumerate() {
+        if let Some(live) = &p.live {
+            build_creds(&mut created.tasks[i], live, tramp)?;
+        }
+    }
+    Ok(pages)
+}
+
+/// Wait until a root made with CLONE_PARENT has stopped itself, then seize
+/// it (it is not crust's child, so it cannot ask crust to trace it).
+pub(super) fn seize_stopped_sibling(pid: i32) -> crust_compel::Result<Task> {
+    let proc = ProcRoot::default();
+    for _ in 0..5000 {
+        match crust_proc::stat(&proc, pid) {
+            Ok(st) if st.state == 'T' => break,
+            Ok(st) if st.state == 'Z' || st.state == 'X' => break,
+            _ => std::thread::sleep(std::time::Duration::from_micros(200)),
+        }
+    }
+    Task::seize(pid, std::time::Duration::from_secs(10))
+}
+
+/// Run clone3 inside `parent` asking for id `tid`; returns the new task.
+pub(super) fn remote_clone(
+    parent: &mut Task,
+    tramp: u64,
+    tid: i32,
+    flags: u64,
+    exit_signal: u64,
+) -> Result<Task, Error> {
+    let ppid = parent.pid();
+    let scratch = tramp + PAGE_SIZE;
+    let args_addr = scratch + CLONE_ARGS_OFF;
+    let tid_addr = args_addr + 128;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let words = [flags, 0, 0, 0, exit_signal, 0, 0, 0, tid_addr, 1, 0];
+    let mut buf: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    buf.resize(128, 0);
+    buf.extend_from_slice(&tid.to_le_bytes());
+    let n = crust_sys::mem::write(ppid, RemoteAddr(args_addr), &buf)
+        .map_err(sys_err(ppid, "process_vm_writev of clone3 arguments"))?;
+    if n != buf.len() {
+        return Err(Error::Restore {
+            pid: ppid,
+            what: "short write of clone3 arguments".into(),
+        });
+    }
+    let (r, host) = parent
+        .syscall_clone(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
+        .map_err(|source| Error::Compel { pid: ppid, source })?;
+    if r < 0 {
+        if r == -(libc::EEXIST as i64) {
+            return Err(pid_taken(tid));
+        }
+        return Err(Error::Sys {
+            pid: ppid,
+            op: format!("clone3 for id {tid} (in the task)"),
+            source: std::io::Error::from_raw_os_error(-r as i32),
+        });
+    }
+    if r != tid as i64 {
+        return Err(Error::Restore {
+            pid: ppid,
+            what: format!("clone3 gave id {r}, not {tid}"),
+        });
+    }
+    let host = host.ok_or_else(|| Error::Restore {
+        pid: ppid,
+        what: format!("clone3 for id {tid} reported no new task"),
+    })?;
+    let mut t =
+        Task::adopt_new_child(host).map_err(|source| Error::Compel { pid: host, source })?;
+    t.use_syscall_ip(RemoteAddr(tramp));
+    Ok(t)
+}
+
+/// Give process `i` its session and process group, right after it was
+/// created and before it creates children (who inherit them).
+pub(super) fn set_session(
+    img: &ImageSet,
+    i: usize,
+    opts: &RestoreOptions,
+    created: &mut Created,
+    tramp: u64,
+) -> Result<(), Error> {
+    let e = &img.procs[i].entry;
+    let (pid, sid, pgid) = (e.pid as i32, e.sid as i32, e.pgid as i32);
+    let t = &mut created.tasks[i][0];
+    let mut r = Remote {
+        task: t,
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    // What it inherited.
+    let cur_sid = r.call("getsid", libc::SYS_getsid, [0; 6])? as i32;
+    let cur_pgid = r.call("getpgid", libc::SYS_getpgid, [0; 6])? as i32;
+    if sid == pid {
+        r.call("setsid", libc::SYS_setsid, [0; 6])?;
+    } else if sid != cur_sid && !(i == 0 && opts.shell_job) {
+        if i == 0 {
+            // The root's session leader is outside the tree; like CRIU,
+            // it stays in crust's session (use --shell-job for a job).
+            debug!("root {pid}: session {sid} is outside the tree, staying in {cur_sid}");
+        } else {
+            return Err(Error::unsupported(format!(
+                "process {pid} is in session {sid}, but its parent is in {cur_sid} (sessions whose leader is gone need helper tasks)"
+            )));
+        }
+    }
+    let cur_pgid = if sid == pid { pid } else { cur_pgid };
+    if pgid != cur_pgid {
+        let in_tree = img.procs.iter().any(|p| p.entry.pid as i32 == pgid) || pgid == pid;
+        if in_tree {
+            r.call(
+                &format!("setpgid(0, {pgid})"),
+                libc::SYS_setpgid,
+                [0, pgid as u64, 0, 0, 0, 0],
+            )?;
+        } else if i != 0 {
+            return Err(Error::unsupported(format!(
+                "process {pid} is in process group {pgid}, whose leader is not in the tree"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A process just killed by a dump may linger a moment as a zombie until
+/// its parent reaps it: give that up to two seconds.
+pub(super) fn wait_zombie_gone(pid: i32) {
+    for _ in 0..200 {
+        match crust_proc::stat(&ProcRoot::default(), pid) {
+            Ok(st) if st.state == 'Z' || st.state == 'X' => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The path of crust's own terminal, for --shell-job.
+pub(super) fn own_tty() -> Option<String> {
+    for fd in 0..3 {
+        if let Ok(p) = std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+            let s = p.to_string_lossy().into_owned();
+            if s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console" {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+/// An address where [TRAMP_SIZE + VDSO_TEMP] is free both in crust (every
+/// new task starts as a copy of it) and in every image.
+pub(super) fn pick_trampoline(own: &[crust_proc::MapEntry], mms: &[&MmEntry]) -> Option<u64> {
+    let need = TRAMP_SIZE + VDSO_TEMP;
+    let mut busy: Vec<(u64, u64)> = own.iter().map(|m| (m.start, m.end)).collect();
+    for mm in mms {
+        busy.extend(mm.vmas.iter().map(|v| (v.start, v.end)));
+    }
+    // Leave room for stacks to grow and brk to extend: keep 1 MiB away.
+    let guard = 1 << 20;
+    let mut cand = 0x1_0000_0000u64;
+    while cand + need < mem::TASK_SIZE {
+        let clash = busy
+            .iter()
+            .any(|&(s, e)| cand < e + guard && s < cand + need + guard);
+        if !clash {
+            return Some(cand);
+        }
+        cand += 1 << 30;
+    }
+    None
+}

@@ -1,0 +1,245 @@
+use super::*;
+
+pub(super) fn restore_loaded(
+    mut img: ImageSet,
+    opts: &RestoreOptions,
+    t0: Instant,
+    mut server: Option<&mut crate::net::accept::AcceptServer>,
+) -> Result<RestoreOutcome, Error> {
+    // In a new pid namespace the recorded pids cannot clash with ours.
+    for p in img.procs.iter().filter(|_| !img.new_pidns) {
+        wait_zombie_gone(p.pid());
+        if Path::new(&format!("/proc/{}", p.pid())).exists() {
+            return Err(pid_taken(p.pid()));
+        }
+        for t in p.live.iter().flat_map(|l| l.threads.iter()) {
+            if Path::new(&format!("/proc/{}", t.tid)).exists() {
+                return Err(pid_taken(t.tid));
+            }
+        }
+    }
+    let proc = ProcRoot::default();
+    let me = process::getpid();
+    let own_maps = crust_proc::maps(&proc, me).map_err(crate::util::proc_err(me))?;
+    let mms: Vec<&MmEntry> = img
+        .procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .map(|l| &l.mm)
+        .collect();
+    let tramp = pick_trampoline(&own_maps, &mms).ok_or_else(|| Error::Restore {
+        pid: img.procs[0].pid(),
+        what: "no free address range for the restore trampoline".into(),
+    })?;
+    debug!("trampoline at {tramp:#x}");
+    let tty = if opts.shell_job { own_tty() } else { None };
+    if tty.is_none() {
+        let on_tty = img
+            .procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.terminal_fd()?)))
+            .next();
+        if let Some((pid, (fd, name))) = on_tty {
+            return Err(Error::Restore {
+                pid,
+                what: format!(
+                    "its fd {fd} was on the terminal {name}, and this crust has no terminal on fds 0-2 to give it (run crust restore -j from a terminal)"
+                ),
+            });
+        }
+    }
+
+    // Pipes exist, full, before any task does.
+    let mut created = Created {
+        shared: img.shared.open()?,
+        ..Default::default()
+    };
+    created.shared.events = img.events.open()?;
+    created.shared.unix = img.unix.open(&created.shared)?;
+    created.shared.inet = img.inet.open()?;
+    created.shared.ghosts = img.ghosts.open()?;
+    created.shared.memfds = img.memfds.open()?;
+    created.shared.ptys = img.ptys.open()?;
+    created.shared.packets = img.packets.open()?;
+    created.shared.netlinks = img.netlinks.open()?;
+    created.shared.inherited = std::mem::take(&mut img.inherited);
+    let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
+    // Host pid of the root (differs from the image's in a new pid namespace).
+    let root_pid = created
+        .tasks
+        .first()
+        .and_then(|t| t.first())
+        .map(|t| t.pid())
+        .unwrap_or(0);
+    let pages_restored = match result {
+        Ok(n) => n,
+        Err(e) => {
+            created.kill_all();
+            return Err(e);
+        }
+    };
+    // Messages that carry their senders' credentials go back now that
+    // the senders exist (the kernel wants a live pid).
+    let host_of: HashMap<u32, i32> = img
+        .procs
+        .iter()
+        .zip(created.tasks.iter())
+        .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
+        .collect();
+    if let Err(e) = created
+        .shared
+        .unix
+        .refill_late(&img.unix, &created.shared, &|pid| {
+            host_of.get(&pid).copied()
+        })
+    {
+        created.kill_all();
+        return Err(e);
+    }
+    // Every task holds its sockets: connections leave repair mode (what
+    // was never sent goes out) and the network is unlocked.
+    if let Err(e) = created.shared.inet.finish() {
+        created.kill_all();
+        return Err(e);
+    }
+    // Timers run from now on, with the time they had left at dump time.
+    if let Err(e) = created.shared.events.arm_timers() {
+        created.kill_all();
+        return Err(e);
+    }
+    if let Some(sv) = server.as_deref_mut() {
+        match created.shared.inet.take_accept_queues() {
+            Ok(q) => sv.queues = q,
+            Err(e) => {
+                created.kill_all();
+                return Err(e);
+            }
+        }
+    }
+    // Every task holds its pipes now: crust lets go of its own ends (a
+    // reader must see end-of-file once the writers it had are gone).
+    drop(std::mem::take(&mut created.shared));
+    // Let everything go: zombies die first, then the live tasks get their
+    // registers, children before parents, the root last.
+    let mut order: Vec<usize> = (0..img.procs.len()).collect();
+    order.reverse();
+    let mut tasks = std::mem::take(&mut created.tasks);
+    let index: HashMap<u32, usize> = img
+        .procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
+    for &i in &order {
+        let p = &img.procs[i];
+        if p.live.is_none() {
+            if let Some(t) = tasks[i].pop() {
+                let pid = t.pid();
+                zombie_exit(t, p.exit_code, tramp)
+                    .map_err(|source| Error::Compel { pid, source })?;
+            }
+            if p.helper {
+                // Its parent reaps it, as if it had waited for it.
+                let parent = &mut tasks[index[&p.entry.ppid]][0];
+                let mut r = Remote {
+                    task: parent,
+                    scratch: RemoteAddr(tramp + PAGE_SIZE),
+                    scratch_len: TRAMP_SIZE - PAGE_SIZE,
+                };
+                r.call(
+                    &format!("wait4 for helper {}", p.entry.pid),
+                    libc::SYS_wait4,
+                    [p.entry.pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                )?;
+            }
+        }
+    }
+    // Processes holding a listener whose queued connections are to be
+    // handed over stay traced (see crate::net::accept).
+    let listeners = img.inet.accept_listeners();
+    for &i in &order {
+        let p = &img.procs[i];
+        let Some(live) = &p.live else { continue };
+        let stopped = opts.leave_stopped
+            || live.threads[0].core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
+        let traced = server.is_some()
+            && !stopped
+            && live.files.fds.iter().any(|f| listeners.contains(&f.id));
+        let threads = std::mem::take(&mut tasks[i]);
+        let mut it = threads.into_iter();
+        let main = it.next().expect("live process has a main task");
+        for (t, ti) in it.zip(live.threads.iter().skip(1)) {
+            let tid = t.pid();
+            let (regs, mask) = final_regs(&ti.core);
+            if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
+                sv.tasks.push(
+                    t.finish_traced(&regs, Some(&ti.xstate), mask)
+                        .map_err(|source| Error::Compel { pid: tid, source })?,
+                );
+                continue;
+            }
+            t.finish_with(&regs, Some(&ti.xstate), mask, stopped)
+                .map_err(|source| Error::Compel { pid: tid, source })?;
+        }
+        let ti = &live.threads[0];
+        let (regs, mask) = final_regs(&ti.core);
+        let pid = main.pid();
+        if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
+            sv.tasks.push(
+                main.finish_restore_traced(
+                    RemoteAddr(tramp),
+                    TRAMP_SIZE,
+                    &regs,
+                    Some(&ti.xstate),
+                    mask,
+                )
+                .map_err(|source| Error::Compel { pid, source })?,
+            );
+            continue;
+        }
+        main.finish_restore(
+            RemoteAddr(tramp),
+            TRAMP_SIZE,
+            &regs,
+            Some(&ti.xstate),
+            mask,
+            stopped,
+        )
+        .map_err(|source| Error::Compel { pid, source })?;
+    }
+    let restore_time_us = us_since(t0);
+    info!(
+        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
+        img.procs.len()
+    );
+    Ok(RestoreOutcome {
+        root_pid,
+        restore_time_us,
+        pages_restored,
+        waiter: None,
+    })
+}
+
+pub(super) fn final_regs(core: &CoreEntry) -> (crust_sys::ptrace::UserRegs, u64) {
+    let ti = core.thread_info.as_ref().expect("checked in load");
+    let regs = task::regs_from_image(&ti.gpregs);
+    let mask = core
+        .thread_core
+        .as_ref()
+        .and_then(|t| t.blk_sigset)
+        .or(core.tc.as_ref().map(|t| t.blk_sigset))
+        .unwrap_or(0);
+    (regs, mask)
+}
+
+/// Make a created task die the way the image's zombie did.
+pub(super) fn zombie_exit(t: Task, status: u32, tramp: u64) -> Result<(), crust_compel::Error> {
+    let sig = (status & 0x7f) as i32;
+    if sig == 0 {
+        return t.exit_as_zombie(((status >> 8) & 0xff) as i32);
+    }
+    // Killed by a signal: no core file, default action, unblocked.
+    let pid = t.pid();
+    let _ = process::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0);
+    t.die_by_signal(sig, RemoteAddr(tramp + PAGE_SIZE))
+}

@@ -1,0 +1,392 @@
+use super::*;
+
+pub(super) fn bad(dir: &Path, why: impl Into<String>) -> Error {
+    Error::BadImage {
+        dir: dir.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
+    let dir = std::fs::canonicalize(&opts.images_dir).map_err(|source| Error::Io {
+        op: "cannot open images directory",
+        path: opts.images_dir.clone(),
+        source,
+    })?;
+    if !dir.is_dir() {
+        return Err(bad(&dir, "not a directory"));
+    }
+    let inv: InventoryEntry = read_one(&dir, ImageType::Inventory, 0)?;
+    if inv.img_version != crust_images::consts::CRTOOLS_IMAGES_V1_1 {
+        return Err(bad(
+            &dir,
+            format!(
+                "image version {} is not supported (expected {})",
+                inv.img_version,
+                crust_images::consts::CRTOOLS_IMAGES_V1_1
+            ),
+        ));
+    }
+    let netlock = crate::net::netlock::restore_method(inv.network_lock_method, opts.network_lock)
+        .map_err(Error::NetLock)?;
+    if inv.tcp_close == Some(true) && !opts.tcp_close {
+        return Err(bad(
+            &dir,
+            "it was dumped with --tcp-close: restore it with --tcp-close too",
+        ));
+    }
+    let tree: Vec<PstreeEntry> = read_image(&dir, ImageType::Pstree, 0)?;
+    let inherited = crate::files::inherit::Inherited::resolve(&dir, &opts.inherit_fds)?;
+    if tree.is_empty() {
+        return Err(bad(&dir, "pstree.img holds no process"));
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut procs = Vec::with_capacity(tree.len());
+    for (i, e) in tree.into_iter().enumerate() {
+        let pid = e.pid as i32;
+        if pid <= 0 || seen.insert(e.pid, i).is_some() {
+            return Err(bad(
+                &dir,
+                format!("pstree.img has a bad or repeated pid {}", e.pid),
+            ));
+        }
+        if i == 0 && e.ppid != 0 {
+            debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
+        }
+        if i > 0 && !seen.contains_key(&e.ppid) {
+            return Err(bad(
+                &dir,
+                format!(
+                    "pstree.img lists {} before its parent {} (or the parent is missing)",
+                    e.pid, e.ppid
+                ),
+            ));
+        }
+        procs.push(load_proc(&dir, e, opts, &inherited)?);
+    }
+    share_with_parents(&dir, &mut procs)?;
+    let mut shared = SharedFiles::load(&dir)?;
+    shared.drop_inherited(&inherited);
+    let events = EventFiles::load(&dir)?;
+    events.check_fds(
+        &dir,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
+    let unix = UnixFiles::load(&dir, opts.ext_unix_sk)?;
+    let inet_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::INETSK)
+        .map(|f| f.id)
+        .collect();
+    let inet = crate::net::inet::InetFiles::load(
+        &dir,
+        &inet_ids,
+        opts.tcp_established,
+        opts.tcp_close,
+        netlock,
+    )?;
+    unix.check_fds(
+        &dir,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
+    let locks = RestoreLocks::load(
+        &dir,
+        opts.file_locks,
+        procs
+            .iter()
+            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
+    )?;
+    let owners = crate::files::fown::Owners::load(&dir)?;
+    let ghosts = crate::files::ghost::Ghosts::load(&dir)?;
+    let memfd_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::MEMFD)
+        .map(|f| f.id)
+        .collect();
+    let memfds = crate::files::memfd::Memfds::load(&dir, &memfd_ids)?;
+    let tty_ids: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| l.files.fds.iter())
+        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::TTY)
+        .map(|f| f.id)
+        .collect();
+    let ptys = crate::files::pty::Ptys::load(&dir, &tty_ids)?;
+    let packets = crate::net::packet::PacketFiles::load(&dir)?;
+    let netlinks = crate::net::netlink::NetlinkFiles::load(&dir)?;
+    ptys.check_sessions(procs.iter().map(|p| {
+        let e = &p.entry;
+        let fds = p.live.as_ref().map(|l| l.files.fds.as_slice());
+        (e.pid as i32, e.sid as i32, e.pgid as i32, fds)
+    }))?;
+    let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
+    let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
+    let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
+    if new_pidns && procs[0].entry.pid != 1 {
+        return Err(bad(
+            &dir,
+            format!(
+                "the tree has a pid namespace of its own but its root is pid {}, not 1",
+                procs[0].entry.pid
+            ),
+        ));
+    }
+    let ipcns = crate::ns::sysvipc::load_for_tree(
+        &dir,
+        inv.root_ids.as_ref().and_then(|r| r.ipc_ns_id),
+        procs.iter().filter_map(|p| {
+            Some((
+                p.pid(),
+                p.live.as_ref()?.ids.ipc_ns_id,
+                &p.live.as_ref()?.mm,
+            ))
+        }),
+    )?;
+    for p in &procs {
+        if let Some(l) = &p.live {
+            if l.pid_ns_id != tree_ns {
+                return Err(Error::unsupported(format!(
+                    "process {} is in another pid namespace than the root (nested pid namespaces)",
+                    p.entry.pid
+                )));
+            }
+        }
+    }
+    Ok(ImageSet {
+        dir,
+        procs,
+        new_pidns,
+        ipcns,
+        shared,
+        events,
+        unix,
+        inet,
+        locks,
+        owners,
+        ghosts,
+        memfds,
+        ptys,
+        packets,
+        netlinks,
+        inherited,
+        netlock,
+    })
+}
+
+pub(super) fn load_proc(
+    dir: &Path,
+    entry: PstreeEntry,
+    opts: &RestoreOptions,
+    inherited: &crate::files::inherit::Inherited,
+) -> Result<ProcImage, Error> {
+    let pid = entry.pid as i32;
+    let main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
+    check_arch(dir, pid, &main)?;
+    let tc = main
+        .tc
+        .as_ref()
+        .ok_or_else(|| bad(dir, format!("core-{pid}.img has no task core")))?;
+    if tc.task_state == task_state::HELPER {
+        return Ok(ProcImage {
+            exit_code: 0,
+            entry,
+            live: None,
+            helper: true,
+        });
+    }
+    if tc.task_state == task_state::DEAD || entry.threads.iter().all(|t| *t == 0) {
+        return Ok(ProcImage {
+            exit_code: tc.exit_code,
+            entry,
+            live: None,
+            helper: false,
+        });
+    }
+    if tc.task_state != task_state::ALIVE && tc.task_state != task_state::STOPPED {
+        return Err(Error::unsupported(format!(
+            "restoring task {pid} in state {:#x} (helper tasks are not supported yet)",
+            tc.task_state
+        )));
+    }
+    if entry.threads.first() != Some(&entry.pid) {
+        return Err(bad(
+            dir,
+            format!("pstree.img: the first thread of {pid} is not {pid}"),
+        ));
+    }
+    let mut threads = Vec::with_capacity(entry.threads.len());
+    for (i, &tid) in entry.threads.iter().enumerate() {
+        let core = if i == 0 {
+            main.clone()
+        } else {
+            let c: CoreEntry = read_one(dir, ImageType::Core, tid as u64)?;
+            check_arch(dir, tid as i32, &c)?;
+            c
+        };
+        let ti = core
+            .thread_info
+            .as_ref()
+            .ok_or_else(|| bad(dir, format!("core-{tid}.img has no x86 thread_info")))?;
+        if ti.gpregs.mode.unwrap_or(1) != 1 {
+            return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
+        }
+        let xstate = xsave::xstate_from_fpregs(&ti.fpregs).map_err(|m| {
+            bad(
+                dir,
+                format!("the image uses {} registers, which this CPU lacks", m.0),
+            )
+        })?;
+        threads.push(ThreadImage {
+            tid: tid as i32,
+            core,
+            xstate,
+        });
+    }
+    let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
+    let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    mem::validate_vmas(dir, &mm)?;
+    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
+    let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
+    let files = RestoreFiles::load(dir, ids.files_id)?;
+    // Every file the task needs must be there and unchanged.
+    // (Not the files replaced by inherited fds.)
+    let mut needed: Vec<u32> = files
+        .fds
+        .iter()
+        .map(|f| f.id)
+        .filter(|id| !inherited.contains(*id))
+        .collect();
+    for id in [mm.exe_file_id, fs.cwd_id, fs.root_id] {
+        if !files.regs.contains_key(&id) {
+            return Err(bad(
+                dir,
+                format!("file id {id} (exe, cwd or root of {pid}) is missing from files.img"),
+            ));
+        }
+        needed.push(id);
+    }
+    for v in &mm.vmas {
+        if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+            needed.push(v.shmid as u32);
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    for id in needed {
+        files.check(id, opts.shell_job)?;
+    }
+    Ok(ProcImage {
+        entry,
+        exit_code: 0,
+        live: Some(LiveImage {
+            threads,
+            mm,
+            fs,
+            files,
+            pages_id,
+            runs,
+            pid_ns_id: ids.pid_ns_id,
+            ids,
+            files_from_parent: false,
+        }),
+        helper: false,
+    })
+}
+
+/// Kernel objects shared between processes can only be recreated by
+/// inheriting them at clone time: from the parent. Mark those, refuse
+/// other sharing.
+pub(super) fn share_with_parents(dir: &Path, procs: &mut [ProcImage]) -> Result<(), Error> {
+    let index: HashMap<u32, usize> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
+    for i in 0..procs.len() {
+        let Some(me) = procs[i].live.as_ref().map(|l| l.ids.clone()) else {
+            continue;
+        };
+        let parent = index
+            .get(&procs[i].entry.ppid)
+            .and_then(|&j| procs[j].live.as_ref().map(|l| l.ids.clone()));
+        for (j, other) in procs.iter().enumerate() {
+            let Some(o) = other.live.as_ref().map(|l| &l.ids) else {
+                continue;
+            };
+            if j == i {
+                continue;
+            }
+            let is_parent = other.entry.pid == procs[i].entry.ppid;
+            if o.vm_id == me.vm_id {
+                return Err(Error::unsupported(format!(
+                    "processes {} and {} share their memory (vfork or CLONE_VM)",
+                    procs[i].entry.pid, other.entry.pid
+                )));
+            }
+            let shares = o.files_id == me.files_id || o.fs_id == me.fs_id;
+            let child_of_i = other.entry.ppid == procs[i].entry.pid;
+            if shares && !is_parent && !child_of_i {
+                let same_as_parent = parent
+                    .as_ref()
+                    .map(|p| p.files_id == me.files_id && p.fs_id == me.fs_id)
+                    .unwrap_or(false);
+                if !same_as_parent {
+                    return Err(bad(
+                        dir,
+                        format!(
+                            "processes {} and {} share an fd table or fs but neither is the other's parent",
+                            procs[i].entry.pid, other.entry.pid
+                        ),
+                    ));
+                }
+            }
+        }
+        if let (Some(p), Some(l)) = (parent, procs[i].live.as_mut()) {
+            l.files_from_parent = p.files_id == me.files_id;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_arch(dir: &Path, id: i32, core: &CoreEntry) -> Result<(), Error> {
+    if core.mtype != core_entry_march::X86_64 {
+        return Err(bad(
+            dir,
+            format!(
+                "core-{id}.img is for another architecture ({}); this machine is x86_64",
+                march_name(core.mtype)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn march_name(m: i32) -> String {
+    use crust_images::proto::core::core_entry_march as a;
+    match m {
+        a::ARM => "arm".into(),
+        a::AARCH64 => "aarch64".into(),
+        a::PPC64 => "ppc64".into(),
+        a::S390 => "s390".into(),
+        a::MIPS => "mips".into(),
+        a::LOONGARCH64 => "loongarch64".into(),
+        a::RISCV64 => "riscv64".into(),
+        other => format!("unknown machine type {other}"),
+    }
+}
+
+pub(super) fn pid_taken(pid: i32) -> Error {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Error::PidTaken { pid, comm }
+}

@@ -1,0 +1,367 @@
+use super::*;
+
+/// Build process `i` (already created, with its session), then create and
+/// grow its children, then its threads, then the rest of it.
+#[allow(clippy::too_many_arguments)] // the state of one depth-first walk
+pub(super) fn grow(
+    img: &ImageSet,
+    i: usize,
+    opts: &RestoreOptions,
+    tramp: u64,
+    tty: Option<&str>,
+    created: &mut Created,
+    pages: &mut u64,
+    filler: &mem::Filler,
+) -> Result<(), Error> {
+    let p = &img.procs[i];
+    let mut pending = None;
+    if let Some(live) = &p.live {
+        let t = Instant::now();
+        // The nearest live ancestor: this task started as a copy of it.
+        let mut anc = p.entry.ppid;
+        let parent_mm = loop {
+            match img.procs.iter().find(|q| q.entry.pid == anc && i != 0) {
+                Some(q) => match &q.live {
+                    Some(l) => break Some(&l.mm),
+                    None => anc = q.entry.ppid,
+                },
+                None => break None,
+            }
+        };
+        let (n, filling) = build_memory(
+            &mut created.tasks[i][0],
+            &img.dir,
+            live,
+            parent_mm,
+            tramp,
+            filler,
+        )?;
+        *pages += n;
+        pending = Some(filling);
+        debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
+    }
+    // A child that starts from this process's memory (to keep pages or
+    // shared objects) must see it complete; otherwise the fill goes on
+    // while the children are made and built.
+    let heirs = img.procs.iter().any(|c| {
+        c.entry.ppid == p.entry.pid
+            && c.live.as_ref().is_some_and(|l| {
+                l.runs.iter().any(|r| r.cow)
+                    || l.mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+            })
+    }) || img
+        .procs
+        .iter()
+        .any(|c| c.entry.ppid == p.entry.pid && c.helper);
+    if heirs {
+        protect(created, i, p, pending.take(), tramp)?;
+    }
+    for c in 0..img.procs.len() {
+        let child = &img.procs[c];
+        if c == 0 || child.entry.ppid != p.entry.pid {
+            continue;
+        }
+        let mut flags = 0u64;
+        if let (Some(me), Some(pp)) = (&child.live, &p.live) {
+            if me.ids.files_id == pp.ids.files_id {
+                flags |= libc::CLONE_FILES as u64;
+            }
+            if me.ids.fs_id == pp.ids.fs_id {
+                flags |= libc::CLONE_FS as u64;
+            }
+        }
+        let t = remote_clone(
+            &mut created.tasks[i][0],
+            tramp,
+            child.pid(),
+            flags,
+            libc::SIGCHLD as u64,
+        )?;
+        created.tasks[c].push(t);
+        set_session(img, c, opts, created, tramp)?;
+        grow(img, c, opts, tramp, tty, created, pages, filler)?;
+    }
+    if let Some(live) = &p.live {
+        // Threads, cloned by the main thread.
+        for ti in live.threads.iter().skip(1) {
+            let flags = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM) as u64;
+            let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
+            created.tasks[i].push(t);
+        }
+        protect(created, i, p, pending.take(), tramp)?;
+        let t = Instant::now();
+        build_rest(
+            &mut created.tasks[i],
+            p.pid(),
+            live,
+            tramp,
+            tty,
+            &created.shared,
+        )?;
+        debug!("{}: the rest built in {} us", p.pid(), us_since(t));
+    }
+    Ok(())
+}
+
+/// Wait for process `i`'s pages to be in, then set its final protections.
+pub(super) fn protect(
+    created: &mut Created,
+    i: usize,
+    p: &ProcImage,
+    pending: Option<std::sync::Arc<mem::Pending>>,
+    tramp: u64,
+) -> Result<(), Error> {
+    let (Some(pending), Some(live)) = (pending, &p.live) else {
+        return Ok(());
+    };
+    let mut r = Remote {
+        task: &mut created.tasks[i][0],
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    mem::protect_vmas(&mut r, &live.mm, &pending)
+}
+
+/// Build the memory of one process inside its (still single) task: forget
+/// what it inherited, move the vDSO, map the VMAs, fill the pages, set the
+/// mm fields. Returns pages restored.
+pub(super) fn build_memory(
+    task: &mut Task,
+    dir: &Path,
+    live: &LiveImage,
+    parent: Option<&MmEntry>,
+    tramp: u64,
+    filler: &mem::Filler,
+) -> Result<(u64, std::sync::Arc<mem::Pending>), Error> {
+    let proc = ProcRoot::default();
+    let main = task;
+    // /proc wants crust's view of the pid.
+    let host = main.pid();
+    let rseq = main.rseq();
+    let mut r = Remote {
+        task: main,
+        scratch: RemoteAddr(tramp + PAGE_SIZE),
+        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    };
+    // 1. Forget crust: its rseq area, its mappings, its fds.
+    if let Some(rs) = rseq.filter(|x| x.rseq_abi_pointer != 0) {
+        const RSEQ_FLAG_UNREGISTER: u64 = 1;
+        r.call(
+            "rseq unregister",
+            libc::SYS_rseq,
+            [
+                rs.rseq_abi_pointer,
+                rs.rseq_abi_size as u64,
+                RSEQ_FLAG_UNREGISTER,
+                rs.signature as u64,
+                0,
+                0,
+            ],
+        )?;
+    }
+    let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
+    // Copy-on-write pages shared with the parent: keep the copies of the
+    // parent's VMAs this task got at clone time; everything else goes.
+    let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
+    // Shared memory objects the parent maps at the same places stay the
+    // parent's: that is what keeps them shared.
+    let shared = match parent {
+        Some(pm) => mem::inherited_shmem(dir, &live.mm, pm)?,
+        None => Vec::new(),
+    };
+    for &(s, e) in &shared {
+        if !maps.iter().any(|m| m.start == s && m.end == e && m.shared) {
+            return Err(Error::Restore {
+                pid: host,
+                what: format!(
+                    "shared memory at {s:#x}-{e:#x} is the parent's, but the parent's restored mapping is not there"
+                ),
+            });
+        }
+    }
+    for &(s, e) in &inherited {
+        let mut cur = s;
+        while cur < e {
+            let anon = maps.iter().find(|m| {
+                m.start <= cur
+                    && cur < m.end
+                    && !m.shared
+                    && matches!(
+                        m.kind(),
+                        MapKind::Anon | MapKind::Heap | MapKind::Stack | MapKind::AnonNamed(_)
+                    )
+            });
+            match anon {
+                Some(m) => cur = m.end.min(e),
+                None => break,
+            }
+        }
+        if cur < e {
+            return Err(Error::Restore {
+                pid: host,
+                what: format!(
+                    "pages at {s:#x}-{e:#x} are shared with the parent process, but the parent's restored memory is not there ({cur:#x})"
+                ),
+            });
+        }
+    }
+    inherited.extend(shared);
+    let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
+    for m in &maps {
+        match m.kind() {
+            MapKind::Vdso | MapKind::Vvar | MapKind::VvarVclock => {
+                special.push((m.kind(), m.start, m.end));
+                continue;
+            }
+            MapKind::Vsyscall => continue,
+            _ => {}
+        }
+        if m.start == tramp {
+            continue;
+        }
+        // Unmap what is outside the inherited ranges.
+        let mut cur = m.start;
+        let mut cuts: Vec<(u64, u64)> = inherited
+            .iter()
+            .copied()
+            .filter(|&(s, e)| s < m.end && e > m.start)
+            .collect();
+        cuts.sort_unstable();
+        for (s, e) in cuts.into_iter().chain(std::iter::once((m.end, m.end))) {
+            if s > cur {
+                r.call("munmap", libc::SYS_munmap, [cur, s - cur, 0, 0, 0, 0])?;
+            }
+            cur = cur.max(e);
+        }
+    }
+    const SYS_CLOSE_RANGE: i64 = 436;
+    if !live.files_from_parent {
+        r.call(
+            "close_range",
+            SYS_CLOSE_RANGE,
+            [0, u32::MAX as u64, 0, 0, 0, 0],
+        )?;
+    }
+
+    // 2. The vDSO goes where the image had it.
+    move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
+
+    // 3. Memory.
+    let files = &live.files;
+    let pages = mem::restore_vmas(
+        &mut r,
+        dir,
+        &live.mm,
+        live.pages_id,
+        &live.runs,
+        &inherited,
+        &|id| files.path_of(id),
+        filler,
+    )?;
+    let exe = files
+        .path_of(live.mm.exe_file_id as u64)
+        .expect("checked in load");
+    mem::set_mm_map(&mut r, &live.mm, &exe)?;
+    Ok(pages)
+}
+
+/// Move [vvar], [vvar_vclock] and [vdso] of the task to the addresses the
+/// image records (via a temporary spot, so no move lands on another).
+pub(super) fn move_vdso(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    mm: &MmEntry,
+    special: &[(MapKind, u64, u64)],
+    temp: u64,
+) -> Result<(), Error> {
+    let want_vvar = mm.vmas.iter().find(|v| v.status & vs::AREA_VVAR != 0);
+    let want_vdso = mm.vmas.iter().find(|v| v.status & vs::AREA_VDSO != 0);
+    let get = |k: MapKind| {
+        special
+            .iter()
+            .find(|(kk, _, _)| *kk == k)
+            .map(|x| (x.1, x.2))
+    };
+    let (vvar, vclock, vdso) = (
+        get(MapKind::Vvar),
+        get(MapKind::VvarVclock),
+        get(MapKind::Vdso),
+    );
+    let Some(want_vdso) = want_vdso else {
+        // The task had no vDSO: drop ours.
+        for (_, s, e) in special {
+            r.call("munmap vdso", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+        }
+        return Ok(());
+    };
+    let Some(vdso) = vdso else {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: "crust has no vDSO to give the restored task".into(),
+        });
+    };
+    // Our layout: [vvar][vvar_vclock][vdso], back to back.
+    let ours_vvar_len =
+        vvar.map(|(s, e)| e - s).unwrap_or(0) + vclock.map(|(s, e)| e - s).unwrap_or(0);
+    let want_vvar_len = want_vvar.map(|v| v.end - v.start).unwrap_or(0);
+    if vdso.1 - vdso.0 != want_vdso.end - want_vdso.start
+        || ours_vvar_len != want_vvar_len
+        || want_vvar.map(|v| v.end != want_vdso.start).unwrap_or(false)
+    {
+        return Err(bad(
+            dir,
+            format!(
+                "the image's vDSO layout (vvar {want_vvar_len:#x} bytes, vdso {:#x} bytes) differs from this kernel's (vvar {ours_vvar_len:#x}, vdso {:#x}); was it dumped on another kernel?",
+                want_vdso.end - want_vdso.start,
+                vdso.1 - vdso.0
+            ),
+        ));
+    }
+    let mut parts: Vec<(u64, u64, u64)> = Vec::new(); // (from, len, to)
+    let mut to = want_vvar.map(|v| v.start).unwrap_or(want_vdso.start);
+    for (s, e) in [vvar, vclock].into_iter().flatten() {
+        parts.push((s, e - s, to));
+        to += e - s;
+    }
+    parts.push((vdso.0, vdso.1 - vdso.0, want_vdso.start));
+    if parts.iter().all(|(f, _, t)| f == t) {
+        return Ok(());
+    }
+    let mremap = |r: &mut Remote<'_>, from: u64, len: u64, to: u64| -> Result<(), Error> {
+        let got = r.call(
+            &format!("mremap {from:#x} -> {to:#x}"),
+            libc::SYS_mremap,
+            [
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+                0,
+            ],
+        )?;
+        if got != to {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mremap of the vDSO went to {got:#x}, not {to:#x}"),
+            });
+        }
+        Ok(())
+    };
+    let mut t = temp;
+    let mut staged = Vec::new();
+    for (from, len, to) in &parts {
+        mremap(r, *from, *len, t)?;
+        staged.push((t, *len, *to));
+        t += len;
+    }
+    for (from, len, to) in staged {
+        mremap(r, from, len, to)?;
+    }
+    Ok(())
+}

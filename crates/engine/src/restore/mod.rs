@@ -1,0 +1,282 @@
+//! `crust restore`: rebuild a process tree from CRIU images.
+//!
+//! crust forks the root task with its recorded pid (clone3 with set_tid).
+//! The child maps a small trampoline page holding a `syscall` instruction
+//! at an address that is free both in crust and in every image, then stops
+//! itself under ptrace. Every other process and thread of the tree is then
+//! created by running clone3 (with its recorded id) inside its parent, so
+//! parent/child links, sessions and groups come out as they were. Each new
+//! task starts as a copy of crust with the trampoline, and crust builds it
+//! from outside with remote syscalls: it unmaps everything inherited, moves
+//! the vDSO to where the image has it, maps every VMA and reads the pages
+//! into them, opens the files, restores signals, limits and credentials,
+//! and finally unmaps the trampoline while loading the saved registers, so
+//! each task returns straight into its old context.
+
+mod build;
+mod create;
+mod finish;
+mod load;
+mod memory;
+
+use build::*;
+use create::*;
+use finish::*;
+use load::*;
+use memory::*;
+
+use crate::files::events::EventFiles;
+use crate::files::filelocks::RestoreLocks;
+use crate::files::pipes::{OpenShared, SharedFiles};
+use crate::files::RestoreFiles;
+use crate::mem::{self, PageRun};
+use crate::net::unix::UnixFiles;
+use crate::task::remote::Remote;
+use crate::util::{read_image, read_one, sys_err, us_since};
+use crate::{task, task::xsave, Error, RestoreOptions, RestoreOutcome};
+use crust_compel::{Task, SYSCALL_INSN};
+use crust_images::consts::{task_state, vma as vs};
+use crust_images::image::ImageType;
+use crust_images::proto::core::{core_entry_march, CoreEntry, TaskKobjIdsEntry};
+use crust_images::proto::fs::FsEntry;
+use crust_images::proto::inventory::InventoryEntry;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::pstree::PstreeEntry;
+use crust_proc::{MapKind, ProcRoot};
+use crust_sys::process::{self, ForkResult};
+use crust_sys::ptrace::options as popt;
+use crust_sys::{RemoteAddr, PAGE_SIZE};
+use log::{debug, info};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Trampoline: one code page plus scratch pages for remote syscall data.
+const TRAMP_SIZE: u64 = 16 * PAGE_SIZE;
+/// Room after the trampoline used to shuffle the vDSO.
+const VDSO_TEMP: u64 = 64 * PAGE_SIZE;
+/// Scratch offset of the clone3 arguments (the rest of the scratch area is
+/// used by other calls, but never at the same time).
+const CLONE_ARGS_OFF: u64 = 8 * PAGE_SIZE;
+
+/// One thread of the image set.
+struct ThreadImage {
+    tid: i32,
+    core: CoreEntry,
+    xstate: Vec<u8>,
+}
+
+/// A live process of the image set.
+struct LiveImage {
+    threads: Vec<ThreadImage>,
+    mm: MmEntry,
+    fs: FsEntry,
+    files: RestoreFiles,
+    pages_id: u32,
+    runs: Vec<PageRun>,
+    pid_ns_id: Option<u32>,
+    ids: TaskKobjIdsEntry,
+    /// Its fd table is its parent's (CLONE_FILES): already built there.
+    files_from_parent: bool,
+}
+
+/// One process of the image set.
+struct ProcImage {
+    entry: PstreeEntry,
+    /// `None` for a zombie, whose exit status is `exit_code`, or a helper.
+    live: Option<LiveImage>,
+    exit_code: u32,
+    /// A helper task: holds a session or group, begets its members, exits
+    /// and is reaped by its parent.
+    helper: bool,
+}
+
+impl ProcImage {
+    fn pid(&self) -> i32 {
+        self.entry.pid as i32
+    }
+}
+
+/// Everything read (and checked) from the image set before anything is
+/// created.
+struct ImageSet {
+    dir: PathBuf,
+    procs: Vec<ProcImage>,
+    /// The tree had a pid namespace of its own (its root is its init).
+    new_pidns: bool,
+    /// The tree's own IPC namespace, with its System V objects.
+    ipcns: Option<crate::ns::sysvipc::IpcNs>,
+    /// Pipes and FIFOs, with their queued data.
+    shared: SharedFiles,
+    /// Event files (eventfd, signalfd, timerfd, epoll, inotify).
+    events: EventFiles,
+    /// Unix sockets and their queued messages.
+    unix: UnixFiles,
+    /// Inet sockets.
+    inet: crate::net::inet::InetFiles,
+    /// File locks to take again (--file-locks).
+    locks: RestoreLocks,
+    /// Owners (F_SETOWN) and signals (F_SETSIG) of the files, by id.
+    owners: crate::files::fown::Owners,
+    /// Files deleted while open, saved as ghost files.
+    ghosts: crate::files::ghost::Ghosts,
+    /// memfds the fds are on.
+    memfds: crate::files::memfd::Memfds,
+    /// Pty pairs the fds are on.
+    ptys: crate::files::pty::Ptys,
+    /// Packet sockets.
+    packets: crate::net::packet::PacketFiles,
+    /// Netlink sockets.
+    netlinks: crate::net::netlink::NetlinkFiles,
+    /// Files replaced by crust's own fds (`--inherit-fd`).
+    inherited: crate::files::inherit::Inherited,
+    /// How the dump locked the tree's TCP connections (inventory.img):
+    /// what unlocks them once they are restored.
+    #[allow(dead_code)] // read by the restore of TCP connections
+    netlock: crate::net::netlock::Method,
+}
+
+/// Tasks created so far, killed if the restore fails.
+#[derive(Default)]
+struct Created {
+    /// Per process (same index as `ImageSet::procs`): its threads' tasks.
+    tasks: Vec<Vec<Task>>,
+    /// crust's pipes and FIFOs, given to the tasks as they are built and
+    /// closed before any task runs.
+    shared: OpenShared,
+}
+
+impl Created {
+    fn kill_all(self) {
+        for threads in self.tasks.iter().rev() {
+            if let Some(t) = threads.first() {
+                let _ = process::kill(t.pid(), libc::SIGKILL);
+            }
+        }
+        for threads in self.tasks {
+            // The other threads first: a group leader is not reaped while
+            // a thread of its group (traced by crust) waits to be.
+            for t in threads.into_iter().rev() {
+                let pid = t.pid();
+                t.kill();
+                let _ = process::waitpid(pid, 0);
+            }
+        }
+    }
+}
+
+/// Restore the tree stored in `opts.images_dir`.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
+    let t0 = Instant::now();
+    let img = load(opts)?;
+    if img.inet.accept_listeners().is_empty() {
+        return restore_loaded(img, opts, t0, None);
+    }
+    restore_serving(img, opts, t0)
+}
+
+/// Restore in a child process that stays, after the restore, to hand
+/// over the connections that waited in accept queues (see
+/// [`crate::net::accept`]); this process returns once the tree is restored.
+fn restore_serving(
+    img: ImageSet,
+    opts: &RestoreOptions,
+    t0: Instant,
+) -> Result<RestoreOutcome, Error> {
+    use std::io::{BufRead, Write};
+    let me = process::getpid();
+    let (parent_end, child_end) =
+        std::os::unix::net::UnixStream::pair().map_err(sys_err(me, "socketpair"))?;
+    match process::clone3_fork(&[], 0).map_err(sys_err(me, "fork of the accept server"))? {
+        ForkResult::Parent { child } => {
+            drop(child_end);
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(parent_end).read_line(&mut line);
+            let mut w = line.trim_end().splitn(2, ' ');
+            match (w.next(), w.next()) {
+                (Some("ok"), Some(rest)) => {
+                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if v.len() == 3 {
+                        return Ok(RestoreOutcome {
+                            root_pid: v[0] as i32,
+                            restore_time_us: v[1],
+                            pages_restored: v[2],
+                            // Not detached: the root is the child's child;
+                            // the child ends with the root's status.
+                            waiter: (!opts.detached).then_some(child),
+                        });
+                    }
+                    Err(Error::Restore {
+                        pid: child,
+                        what: format!("the restoring process said {line:?}"),
+                    })
+                }
+                (Some("err"), Some(why)) => Err(Error::Restore {
+                    pid: child,
+                    what: why.to_string(),
+                }),
+                _ => {
+                    let _ = process::waitpid(child, 0);
+                    Err(Error::Restore {
+                        pid: child,
+                        what: "the restoring process died".into(),
+                    })
+                }
+            }
+        }
+        ForkResult::Child => {
+            drop(parent_end);
+            let mut out = child_end;
+            let mut server = crate::net::accept::AcceptServer::default();
+            match restore_loaded(img, opts, t0, Some(&mut server)) {
+                Ok(o) => {
+                    let _ = writeln!(
+                        out,
+                        "ok {} {} {}",
+                        o.root_pid, o.restore_time_us, o.pages_restored
+                    );
+                    drop(out);
+                    let root_status = server.run(o.root_pid);
+                    if opts.detached {
+                        std::process::exit(0)
+                    }
+                    // Stay the root's parent until it ends, and end the
+                    // same way (crust restore's caller waits for this).
+                    let status = match root_status {
+                        Some(s) => Some(s),
+                        None => loop {
+                            match process::waitpid(o.root_pid, 0) {
+                                Ok(Some((_, s @ process::WaitStatus::Exited(_))))
+                                | Ok(Some((_, s @ process::WaitStatus::Signaled { .. }))) => {
+                                    break Some(s)
+                                }
+                                Ok(_) => continue,
+                                Err(_) => break None,
+                            }
+                        },
+                    };
+                    match status {
+                        Some(process::WaitStatus::Signaled { sig, .. }) => {
+                            // The same signal if it is not handled here,
+                            // else the shell's convention.
+                            let _ = process::kill(process::getpid(), sig);
+                            std::process::exit(128 + sig)
+                        }
+                        Some(process::WaitStatus::Exited(c)) => std::process::exit(c),
+                        _ => std::process::exit(0),
+                    }
+                }
+                Err(e) => {
+                    let mut why = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(s) = src {
+                        why.push_str(&format!(": {s}"));
+                        src = s.source();
+                    }
+                    let _ = writeln!(out, "err {}", why.replace('\n', " "));
+                    std::process::exit(1)
+                }
+            }
+        }
+    }
+}
