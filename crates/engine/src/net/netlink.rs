@@ -37,109 +37,31 @@ use std::path::Path;
 
 // ------------------------------------------------------------ sock_diag
 
-const NLMSG_HDR: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-
-pub(crate) fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-
-pub(crate) fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-
-/// A SOCK_DIAG_BY_FAMILY dump request: nlmsghdr, then the family's
-/// `*_diag_req` given as `req`.
-pub(crate) fn diag_request(req: &[u8], seq: u32) -> Vec<u8> {
-    let len = (NLMSG_HDR + req.len()) as u32;
-    let mut b = Vec::with_capacity(len as usize);
-    b.extend_from_slice(&len.to_ne_bytes());
-    b.extend_from_slice(&su::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(req);
-    b
-}
-
-/// Split one netlink datagram of a sock_diag dump into the bodies of its
-/// SOCK_DIAG_BY_FAMILY messages; the flag says the dump is complete
-/// (NLMSG_DONE). An NLMSG_ERROR is an error.
-pub(crate) fn split_msgs(buf: &[u8]) -> Result<(Vec<&[u8]>, bool), String> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off + NLMSG_HDR <= buf.len() {
-        let len = u32_at(buf, off).unwrap_or(0) as usize;
-        let ty = u16_at(buf, off + 4).unwrap_or(0);
-        if len < NLMSG_HDR || off + len > buf.len() {
-            return Err(format!("bad netlink message length {len} at offset {off}"));
-        }
-        let body = &buf[off + NLMSG_HDR..off + len];
-        match ty {
-            NLMSG_DONE => return Ok((out, true)),
-            NLMSG_ERROR => {
-                let errno = u32_at(body, 0).unwrap_or(0) as i32;
-                return Err(format!(
-                    "the kernel answered with error {}",
-                    std::io::Error::from_raw_os_error(-errno)
-                ));
-            }
-            su::SOCK_DIAG_BY_FAMILY => out.push(body),
-            _ => {}
-        }
-        off += len.div_ceil(4) * 4;
-    }
-    Ok((out, false))
-}
-
-/// The netlink attributes (type, payload) of `b`, which start at `off`.
-pub(crate) fn attrs(b: &[u8], off: usize) -> Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut off = off;
-    while off + 4 <= b.len() {
-        let len = u16_at(b, off).unwrap_or(0) as usize;
-        let ty = u16_at(b, off + 2).unwrap_or(0) & 0x3fff;
-        if len < 4 || off + len > b.len() {
-            return Err(format!("bad attribute length {len} at offset {off}"));
-        }
-        out.push((ty, &b[off + 4..off + len]));
-        off += len.div_ceil(4) * 4;
-    }
-    Ok(out)
-}
+// The netlink codec is crust-netlink's; these names stay for the callers.
+pub(crate) use crust_netlink::{attrs, diag_of, u16_at, u32_at};
+#[cfg(test)]
+use crust_netlink::{split_msgs, NLMSG_DONE, NLMSG_ERROR};
 
 /// Run a sock_diag dump of `what` (for messages) with the request body
 /// `req`; every answer message body is given to `each`.
 pub(crate) fn diag_dump(
     what: &str,
     req: &[u8],
-    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    each: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), Error> {
+    use crust_netlink::DumpError;
     let me = crust_sys::process::getpid();
-    let proto_err = |why: String| Error::Sys {
-        pid: me,
-        op: format!("parsing the {what} answer: {why}"),
-        source: std::io::Error::from_raw_os_error(libc::EPROTO),
-    };
-    let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
-        .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
-    su::netlink_send(nl.as_fd(), &diag_request(req, 1))
-        .map_err(sys_err(me, format!("sending the {what} request")))?;
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = su::netlink_recv(nl.as_fd(), &mut buf)
-            .map_err(sys_err(me, format!("receiving the {what} answer")))?;
-        let (msgs, done) = split_msgs(&buf[..n]).map_err(proto_err)?;
-        for m in msgs {
-            each(m).map_err(proto_err)?;
-        }
-        if done || n == 0 {
-            return Ok(());
-        }
-    }
+    let mut nl =
+        crust_netlink::Socket::sock_diag().map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+    crust_netlink::diag_dump(&mut nl, req, each).map_err(|e| match e {
+        DumpError::Send { source } => sys_err(me, format!("sending the {what} request"))(source),
+        DumpError::Recv { source } => sys_err(me, format!("receiving the {what} answer"))(source),
+        DumpError::Answer { why } => Error::Sys {
+            pid: me,
+            op: format!("parsing the {what} answer: {why}"),
+            source: std::io::Error::from_raw_os_error(libc::EPROTO),
+        },
+    })
 }
 
 /// SO_BUF_LOCK (Linux 5.14).
@@ -208,19 +130,6 @@ fn bound_dev(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
     let name = &name[..n.min(name.len())];
     let name = name.split(|b| *b == 0).next().unwrap_or_default();
     Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
-}
-
-/// The sock_diag record of socket `ino` from `cache`, (re)filled by
-/// `load` when empty or when it lacks the socket (one made since).
-pub(crate) fn diag_of<D: Clone>(
-    cache: &mut Option<HashMap<u32, D>>,
-    ino: u32,
-    load: impl FnOnce() -> Result<HashMap<u32, D>, Error>,
-) -> Result<Option<D>, Error> {
-    if cache.as_ref().is_none_or(|m| !m.contains_key(&ino)) {
-        *cache = Some(load()?);
-    }
-    Ok(cache.as_ref().and_then(|m| m.get(&ino)).cloned())
 }
 
 /// A copy (pidfd_getfd) of fd `fd` of `pid`.

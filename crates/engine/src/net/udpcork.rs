@@ -23,24 +23,20 @@
 //! destination.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crust_sys::net::{ioctl_int, SIOCOUTQ};
-use crust_sys::unix::{
-    getsockopt_int, netlink_recv, netlink_send, netlink_socket, setsockopt_int, setsockopt_timeval,
+use crust_netlink::{
+    ack_of, attr_iter, messages, push_attr, request, Socket, Transport, NLM_F_ACK, NLM_F_REQUEST,
 };
+use crust_sys::net::{ioctl_int, SIOCOUTQ};
+use crust_sys::unix::{getsockopt_int, setsockopt_int};
 use log::{debug, warn};
 
-// Netlink and nfnetlink_log facts (linux/netlink.h, linux/netfilter/
-// nfnetlink.h, linux/netfilter/nfnetlink_log.h).
-const NLMSG_HDRLEN: usize = 16;
-const NLA_HDRLEN: usize = 4;
+// nfnetlink_log facts (linux/netfilter/nfnetlink.h,
+// linux/netfilter/nfnetlink_log.h); the netlink codec is crust-netlink's.
 const NFGENMSG_LEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NFNETLINK_V0: u8 = libc::NFNETLINK_V0 as u8;
 const NFNL_SUBSYS_ULOG: u16 = libc::NFNL_SUBSYS_ULOG as u16;
 /// nfnetlink message type: subsystem in the high byte.
@@ -59,8 +55,6 @@ const COPY_PACKET: u8 = libc::NFULNL_COPY_PACKET as u8;
 /// Bytes of each packet to copy (the kernel caps it to what fits in one
 /// netlink attribute, 65531).
 const COPY_RANGE: u32 = 0xFFFF;
-/// The attribute type bits (without NLA_F_NESTED / NLA_F_NET_BYTEORDER).
-const NLA_TYPE_MASK: u16 = 0x3FFF;
 
 /// How long to wait for the logged datagram.
 const WAIT: Duration = Duration::from_secs(1);
@@ -91,7 +85,7 @@ pub fn take_corked(
         .map_err(|e| sys(local, "getsockopt UDP_CORK", e))?;
     debug!("udp socket {local}: {queued} bytes pending (UDP_CORK {corked})");
 
-    let (nl, group) = bind_group(local)?;
+    let (mut nl, group) = bind_group(local)?;
     let rules = Rules::new(local, group);
     let res = rules.insert().and_then(|()| {
         let pushed = setsockopt_int(sock, libc::IPPROTO_UDP, libc::UDP_CORK, 0).map_err(|e| {
@@ -101,7 +95,7 @@ pub fn take_corked(
                 e,
             )
         });
-        let got = pushed.and_then(|()| wait_packet(nl.as_fd(), group, local));
+        let got = pushed.and_then(|()| wait_packet(&mut nl, group, local));
         let recork = setsockopt_int(sock, libc::IPPROTO_UDP, libc::UDP_CORK, corked)
             .map_err(|e| sys(local, "setsockopt UDP_CORK back", e));
         let got = got?;
@@ -109,7 +103,7 @@ pub fn take_corked(
         Ok(got)
     });
     let removed = rules.remove();
-    if let Err(e) = send_config(nl.as_fd(), 3, group, &[(NFULA_CFG_CMD, &[CFG_CMD_UNBIND])]) {
+    if let Err(e) = send_config(&mut nl, 3, group, &[(NFULA_CFG_CMD, &[CFG_CMD_UNBIND])]) {
         warn!("unbinding NFLOG group {group} (socket {local}): {e}");
     }
     let (payload, dst) = res?;
@@ -179,16 +173,15 @@ fn sys(local: SocketAddr, what: &str, source: std::io::Error) -> crate::Error {
 }
 
 /// A netlink socket bound to a free NFLOG group in copy-packet mode.
-fn bind_group(local: SocketAddr) -> Result<(OwnedFd, u16), crate::Error> {
-    let nl = netlink_socket(libc::NETLINK_NETFILTER)
-        .map_err(|e| sys(local, "socket(NETLINK_NETFILTER)", e))?;
-    setsockopt_timeval(nl.as_fd(), libc::SO_RCVTIMEO, 0, 100_000)
+fn bind_group(local: SocketAddr) -> Result<(Socket, u16), crate::Error> {
+    let mut nl = Socket::netfilter().map_err(|e| sys(local, "socket(NETLINK_NETFILTER)", e))?;
+    nl.set_recv_timeout(Duration::from_millis(100))
         .map_err(|e| sys(local, "SO_RCVTIMEO on the NFLOG netlink socket", e))?;
     let base = 0x8000 | (local.port() & 0x7FFF);
     let mut last = None;
     for i in 0..GROUP_TRIES {
         let group = 0x8000 | (base.wrapping_add(i) & 0x7FFF);
-        match send_config(nl.as_fd(), 1, group, &[(NFULA_CFG_CMD, &[CFG_CMD_BIND])]) {
+        match send_config(&mut nl, 1, group, &[(NFULA_CFG_CMD, &[CFG_CMD_BIND])]) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 last = Some(e);
@@ -202,7 +195,7 @@ fn bind_group(local: SocketAddr) -> Result<(OwnedFd, u16), crate::Error> {
         let timeout = 0u32.to_be_bytes();
         let qthresh = 1u32.to_be_bytes();
         if let Err(e) = send_config(
-            nl.as_fd(),
+            &mut nl,
             2,
             group,
             &[
@@ -211,7 +204,7 @@ fn bind_group(local: SocketAddr) -> Result<(OwnedFd, u16), crate::Error> {
                 (NFULA_CFG_QTHRESH, &qthresh),
             ],
         ) {
-            let _ = send_config(nl.as_fd(), 3, group, &[(NFULA_CFG_CMD, &[CFG_CMD_UNBIND])]);
+            let _ = send_config(&mut nl, 3, group, &[(NFULA_CFG_CMD, &[CFG_CMD_UNBIND])]);
             return Err(sys(
                 local,
                 &format!("setting copy-packet mode on NFLOG group {group}"),
@@ -229,23 +222,23 @@ fn bind_group(local: SocketAddr) -> Result<(OwnedFd, u16), crate::Error> {
 
 /// Send one nfnetlink_log config message and wait for its ack.
 fn send_config(
-    nl: BorrowedFd<'_>,
+    nl: &mut impl Transport,
     seq: u32,
     group: u16,
     attrs: &[(u16, &[u8])],
 ) -> std::io::Result<()> {
-    netlink_send(nl, &config_msg(seq, group, attrs))?;
+    nl.send(&config_msg(seq, group, attrs))?;
     let mut buf = vec![0u8; 8192];
     let deadline = Instant::now() + WAIT;
     loop {
-        let n = match netlink_recv(nl, &mut buf) {
+        let n = match nl.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 continue
             }
             Err(e) => return Err(e),
         };
-        if let Some(r) = find_ack(&buf[..n], seq) {
+        if let Some(r) = ack_of(buf.get(..n).unwrap_or_default(), seq) {
             return r;
         }
     }
@@ -259,73 +252,14 @@ fn mode_attr(range: u32, mode: u8) -> [u8; 6] {
 
 /// One NFULNL_MSG_CONFIG request for `group` carrying `attrs`, ack asked.
 fn config_msg(seq: u32, group: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut m = vec![0u8; NLMSG_HDRLEN];
-    m[4..6].copy_from_slice(&MSG_CONFIG.to_ne_bytes());
-    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nfgenmsg: family AF_UNSPEC, version, res_id = group (big-endian).
-    m.extend_from_slice(&[libc::AF_UNSPEC as u8, NFNETLINK_V0]);
-    m.extend_from_slice(&group.to_be_bytes());
+    let [g0, g1] = group.to_be_bytes();
+    let nfgen = [libc::AF_UNSPEC as u8, NFNETLINK_V0, g0, g1];
+    let mut m = request(MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, &nfgen);
     for (ty, data) in attrs {
-        let len = (NLA_HDRLEN + data.len()) as u16;
-        m.extend_from_slice(&len.to_ne_bytes());
-        m.extend_from_slice(&ty.to_ne_bytes());
-        m.extend_from_slice(data);
-        m.resize(m.len().next_multiple_of(4), 0);
+        push_attr(&mut m, *ty, data);
     }
-    let total = m.len() as u32;
-    m[0..4].copy_from_slice(&total.to_ne_bytes());
     m
-}
-
-/// The netlink messages of one datagram: (type, seq, payload after the
-/// nlmsghdr). Stops at the first malformed header.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        let h = buf.get(off..off + NLMSG_HDRLEN)?;
-        let len = u32::from_ne_bytes(h[0..4].try_into().unwrap()) as usize;
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            return None;
-        }
-        let ty = u16::from_ne_bytes(h[4..6].try_into().unwrap());
-        let seq = u32::from_ne_bytes(h[8..12].try_into().unwrap());
-        let body = &buf[off + NLMSG_HDRLEN..off + len];
-        off += len.next_multiple_of(4);
-        Some((ty, seq, body))
-    })
-}
-
-/// The result of the ack of request `seq` in `buf`, if there is one.
-fn find_ack(buf: &[u8], seq: u32) -> Option<std::io::Result<()>> {
-    for (ty, s, body) in messages(buf) {
-        if ty != NLMSG_ERROR || s != seq || body.len() < 4 {
-            continue;
-        }
-        let err = i32::from_ne_bytes(body[0..4].try_into().unwrap());
-        return Some(if err == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::from_raw_os_error(-err))
-        });
-    }
-    None
-}
-
-/// The attributes (type without flag bits, data) after the nfgenmsg.
-fn attributes(body: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = NFGENMSG_LEN;
-    std::iter::from_fn(move || {
-        let h = body.get(off..off + NLA_HDRLEN)?;
-        let len = u16::from_ne_bytes([h[0], h[1]]) as usize;
-        if len < NLA_HDRLEN || off + len > body.len() {
-            return None;
-        }
-        let ty = u16::from_ne_bytes([h[2], h[3]]) & NLA_TYPE_MASK;
-        let data = &body[off + NLA_HDRLEN..off + len];
-        off += len.next_multiple_of(4);
-        Some((ty, data))
-    })
 }
 
 /// A packet NFLOG logged to `group`: (IP packet, output interface index).
@@ -338,8 +272,9 @@ struct Logged<'a> {
 /// The packets logged to `group` in netlink datagram `buf`.
 fn logged_packets(buf: &[u8], group: u16) -> Vec<Logged<'_>> {
     let mut out = Vec::new();
-    for (ty, _, body) in messages(buf) {
-        if ty != MSG_PACKET || body.len() < NFGENMSG_LEN {
+    for m in messages(buf) {
+        let body = m.body;
+        if m.ty != MSG_PACKET || body.len() < NFGENMSG_LEN {
             continue;
         }
         if u16::from_be_bytes([body[2], body[3]]) != group {
@@ -347,7 +282,7 @@ fn logged_packets(buf: &[u8], group: u16) -> Vec<Logged<'_>> {
         }
         let mut packet = None;
         let mut outdev = 0;
-        for (aty, data) in attributes(body) {
+        for (aty, data) in attr_iter(body, NFGENMSG_LEN) {
             match aty {
                 NFULA_PAYLOAD => packet = Some(data),
                 NFULA_IFINDEX_OUTDEV if data.len() == 4 => {
@@ -454,14 +389,14 @@ fn parse_udp(packet: &[u8], outdev: u32) -> Result<Datagram, String> {
 
 /// Wait for the datagram of port `local.port()` logged to `group`.
 fn wait_packet(
-    nl: BorrowedFd<'_>,
+    nl: &mut impl Transport,
     group: u16,
     local: SocketAddr,
 ) -> Result<(Vec<u8>, SocketAddr), crate::Error> {
     let mut buf = vec![0u8; 1 << 17];
     let deadline = Instant::now() + WAIT;
     loop {
-        let n = match netlink_recv(nl, &mut buf) {
+        let n = match nl.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() < deadline {
@@ -646,7 +581,9 @@ fn run(tool: &str, args: &[String]) -> Result<(), (String, std::io::Error)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_netlink::{ack_of as find_ack, NLMSG_ERROR, NLMSG_HDRLEN};
     use crust_sys::net::{bind, connect, getsockname, recv, send, socket};
+    use std::os::fd::AsFd;
 
     /// A netlink message of `ty` with an nfgenmsg for `group` and `attrs`.
     fn nl_msg(ty: u16, seq: u32, group: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
