@@ -3,6 +3,7 @@
 
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
+use crate::ns::ids::{NsIds, NsInodes, NsKind, TreeNs};
 use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
 use crate::{mem, task, DumpOptions, DumpStats, Error};
@@ -25,9 +26,6 @@ use std::time::{Duration, Instant};
 pub const IMG_VERSION: u32 = 2;
 /// Files and ids of crust itself get id 1; the dumped task gets 2.
 const TASK_KOBJ_ID: u32 = 2;
-
-/// Namespace kinds in the order CRIU numbers them in `root_ids`.
-pub const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
 
 /// One process of the tree being dumped.
 struct Proc {
@@ -183,35 +181,6 @@ fn ns_last(v: &[i32], host: i32) -> i32 {
     v.last().copied().unwrap_or(host)
 }
 
-/// Every namespace of `pid` must be crust's, except the pid namespace of a
-/// tree whose root heads its own (`root_pidns`, the root's host pid).
-fn check_namespaces(pid: i32, root_pidns: Option<i32>) -> Result<(), Error> {
-    for kind in NS_KINDS {
-        if kind == "ipc" {
-            // The root's, crust's or its own: see sysvipc::check_same_ns.
-            continue;
-        }
-        let own = match (kind, root_pidns) {
-            ("pid", Some(root)) => ns_ino(&root.to_string(), kind),
-            _ => ns_ino("self", kind),
-        };
-        let theirs = ns_ino(&pid.to_string(), kind);
-        if own.is_some() && theirs.is_some() && own != theirs {
-            return Err(Error::unsupported(format!(
-                "process {pid} is in its own {kind} namespace; only processes sharing crust's namespaces can be dumped so far"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn ns_ino(pid: &str, kind: &str) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
-        .ok()
-        .map(|m| m.ino())
-}
-
 /// Seize process `pid` (every thread), then its children, depth first.
 /// Threads and children that appear while seizing are caught by scanning
 /// again until nothing new shows up: a stopped task cannot clone.
@@ -330,9 +299,10 @@ fn dump_tree(
     let mut memdump_time_us = 0;
     let root_pid = tree.procs[0].pid;
     let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
-    // The tree's own IPC namespace: numbered after its pid namespace.
-    let ipcns =
-        crate::ns::sysvipc::own_ns(root_pid).then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
+    // Namespace ids, numbered as CRIU does, and the tree's own IPC
+    // namespace (its System V objects are dumped).
+    let mut nss = TreeNs::read(root_pid, pidns.is_some());
+    let ipcns = nss.own_ipc();
     // Host pid -> the pid the tree's namespace sees (equal without pidns).
     let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     // Pages are copied by a second thread while this one (the tracer: only
@@ -380,8 +350,7 @@ fn dump_tree(
                     });
                     continue;
                 }
-                check_namespaces(pid, pidns)?;
-                crate::ns::sysvipc::check_same_ns(pid, root_pid)?;
+                let ns = nss.check(pid, &NsInodes::of(pid))?;
                 let mut tids = Vec::with_capacity(p.threads.len());
                 for t in &p.threads {
                     let tid = t.pid();
@@ -398,8 +367,7 @@ fn dump_tree(
                     tids: tids.clone(),
                     kobj: kobjs.assign(pid)?,
                     pages_id: next_pages,
-                    pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
-                    ipc_ns_id: ipcns.unwrap_or(3),
+                    ns,
                 };
                 let mut out = Sinks {
                     dir,
@@ -514,9 +482,6 @@ fn add_helpers(dir: &Path, mut tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry
     Ok(tree)
 }
 
-/// The kobj id CRIU gives a pid namespace of the tree's own.
-const OWN_PIDNS_ID: u32 = 9;
-
 /// Ids of the kernel objects a process may share with others (mm, fd
 /// table, fs, signal handlers), numbered per kind as CRIU does, from 2
 /// (1 is crust's own). Sharing is found with kcmp.
@@ -585,9 +550,8 @@ struct ProcIds {
     /// mm/files/fs/sighand ids, and its pages-N.img id.
     kobj: Kobj,
     pages_id: u32,
-    pid_ns_id: u32,
-    /// 3 (crust's) or the tree's own IPC namespace.
-    ipc_ns_id: u32,
+    /// Its namespaces' ids.
+    ns: NsIds,
 }
 
 /// Dump one live process: its threads' cores, mm, pages, fds and fs.
@@ -605,7 +569,7 @@ fn dump_process(
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
     let vmas = mem::collect_vmas(proc, pid)?;
-    crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ipc_ns_id != 3)?;
+    crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ns.own(NsKind::Ipc))?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them,
@@ -710,12 +674,10 @@ fn dump_process(
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(&cwd)?;
     let root_id = files.add_dir(&root)?;
-    let mut kids = task_ids(kobj.vm);
+    let mut kids = task_ids(kobj.vm, &ids.ns);
     kids.files_id = kobj.files;
     kids.fs_id = kobj.fs;
     kids.sighand_id = kobj.sighand;
-    kids.pid_ns_id = Some(ids.pid_ns_id);
-    kids.ipc_ns_id = Some(ids.ipc_ns_id);
     write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
     write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
     write_image(
@@ -778,25 +740,18 @@ impl PageJob {
     }
 }
 
-/// The kobj ids of a task that shares crust's namespaces; namespaces get
-/// the numbers CRIU gives them (pid 1, net 2, ipc 3, uts 4, time 5, mnt 6,
-/// user 7, cgroup 8).
-fn task_ids(id: u32) -> TaskKobjIdsEntry {
-    TaskKobjIdsEntry {
+/// The kobj ids of a task: `id` for its mm, files, fs and sighand, and
+/// its namespaces' ids `ns` (see [`crate::ns::ids`]).
+fn task_ids(id: u32, ns: &NsIds) -> TaskKobjIdsEntry {
+    let mut e = TaskKobjIdsEntry {
         vm_id: id,
         files_id: id,
         fs_id: id,
         sighand_id: id,
-        pid_ns_id: Some(1),
-        net_ns_id: Some(2),
-        ipc_ns_id: Some(3),
-        uts_ns_id: Some(4),
-        mnt_ns_id: Some(6),
-        user_ns_id: Some(7),
-        cgroup_ns_id: Some(8),
-        time_ns_id: Some(5),
         ..Default::default()
-    }
+    };
+    ns.fill(&mut e);
+    e
 }
 
 /// The inventory; it records the network lock method (the restore unlocks
@@ -805,7 +760,7 @@ fn inventory(opts: &DumpOptions) -> InventoryEntry {
     InventoryEntry {
         img_version: IMG_VERSION,
         fdinfo_per_id: Some(true),
-        root_ids: Some(task_ids(1)),
+        root_ids: Some(task_ids(1, &NsIds::CRUST)),
         ns_per_id: Some(true),
         lsmtype: Some(crust_images::proto::inventory::lsmtype::NO_LSM),
         network_lock_method: Some(opts.network_lock.inventory_value()),

@@ -21,6 +21,7 @@
 //! remote shmat at the same address; its pages come from the segment.
 
 use crate::mem::Vma;
+use crate::ns::ids::NsKind;
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
@@ -51,32 +52,10 @@ const MAX_MSG: u64 = 1 << 24;
 /// Largest semaphore set (the kernel's SEMMSL limit is 32000).
 const MAX_NSEMS: u32 = 32000;
 
-fn ns_ino(pid: &str) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/ipc"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// Is the tree rooted at `root` in an IPC namespace other than crust's?
-pub fn own_ns(root: i32) -> bool {
-    let (mine, theirs) = (ns_ino("self"), ns_ino(&root.to_string()));
-    mine.is_some() && theirs.is_some() && mine != theirs
-}
-
-/// Every task must be in the root's IPC namespace.
-pub fn check_same_ns(pid: i32, root: i32) -> Result<(), Error> {
-    let (r, p) = (ns_ino(&root.to_string()), ns_ino(&pid.to_string()));
-    if r.is_some() && p.is_some() && r != p {
-        return Err(Error::unsupported(format!(
-            "process {pid} is in another IPC namespace than the root {root} of the tree (crust dumps a tree in one IPC namespace)"
-        )));
-    }
-    Ok(())
-}
-
 /// A task with a segment attached can be dumped only with the tree's own
-/// IPC namespace (whose objects are then dumped).
+/// IPC namespace (whose objects are then dumped): `own_ns`, from its
+/// [`NsIds`](crate::ns::ids::NsIds). Which namespaces a tree may be in is
+/// [`TreeNs`](crate::ns::ids::TreeNs)'s to say.
 pub fn check_vmas(pid: i32, vmas: &[Vma], own_ns: bool) -> Result<(), Error> {
     if own_ns {
         return Ok(());
@@ -114,7 +93,7 @@ pub fn refuse_mqueue(pid: i32, fd: i32, target: &str) -> Result<(), Error> {
 
 /// Run `f` in a thread of crust that joined the IPC namespace of `pid`.
 fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
-    let path = format!("/proc/{pid}/ns/ipc");
+    let path = NsKind::Ipc.proc_path(&pid.to_string());
     let ns = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -793,9 +772,10 @@ fn create_queue(pid: i32, q: &Queue) -> Result<(), Error> {
 }
 
 /// The tree's IPC namespace, if it had one of its own (its processes'
-/// `ipc_ns_id` differs from `root_ipc`, crust's at dump time): read and
-/// checked, with every process's System V attachments. `procs`: (pid,
-/// ipc_ns_id, mm) of each live process, the root first.
+/// `ipc_ns_id` differs from `root_ipc`, crust's at dump time: the
+/// [`NsKind::Ipc`] ids of the images): read and checked, with every
+/// process's System V attachments. `procs`: (pid, ipc_ns_id, mm) of each
+/// live process, the root first.
 pub fn load_for_tree<'a>(
     dir: &Path,
     root_ipc: Option<u32>,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ns::ids::NsKind;
 
 pub(super) fn bad(dir: &Path, why: impl Into<String>) -> Error {
     Error::BadImage {
@@ -127,7 +128,7 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         let fds = p.live.as_ref().map(|l| l.files.fds.as_slice());
         (e.pid as i32, e.sid as i32, e.pgid as i32, fds)
     }))?;
-    let root_ns = inv.root_ids.as_ref().and_then(|r| r.pid_ns_id);
+    let root_ns = inv.root_ids.as_ref().and_then(|r| NsKind::Pid.id_in(r));
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
     if new_pidns && procs[0].entry.pid != 1 {
@@ -141,11 +142,11 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
     }
     let ipcns = crate::ns::sysvipc::load_for_tree(
         &dir,
-        inv.root_ids.as_ref().and_then(|r| r.ipc_ns_id),
+        inv.root_ids.as_ref().and_then(|r| NsKind::Ipc.id_in(r)),
         procs.iter().filter_map(|p| {
             Some((
                 p.pid(),
-                p.live.as_ref()?.ids.ipc_ns_id,
+                NsKind::Ipc.id_in(&p.live.as_ref()?.ids),
                 &p.live.as_ref()?.mm,
             ))
         }),
@@ -293,7 +294,7 @@ pub(super) fn load_proc(
             files,
             pages_id,
             runs,
-            pid_ns_id: ids.pid_ns_id,
+            pid_ns_id: NsKind::Pid.id_in(&ids),
             ids,
             files_from_parent: false,
         }),

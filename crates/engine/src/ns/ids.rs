@@ -1,0 +1,434 @@
+//! Namespace ids: how the namespaces of the dumped processes are named in
+//! the images (the `*_ns_id` fields of `ids-N.img` and of the inventory's
+//! `root_ids`).
+//!
+//! Numbered as CRIU numbers them: one counter shared by every kind, from 1;
+//! a namespace gets the next number the first time it is met, and keeps it.
+//! crust's own namespaces are met first, kind by kind in [`NsKind::ALL`]
+//! order (pid 1, net 2, ipc 3, uts 4, time 5, mnt 6, user 7, cgroup 8: the
+//! inventory's `root_ids`), then each process's, in tree order (the root
+//! first), kinds in the same order. A namespace is its `/proc/PID/ns/KIND`
+//! inode; a link that cannot be read counts as crust's namespace.
+//!
+//! [`TreeNs`] holds the numbering of one dump and the rules of what crust
+//! can dump so far: every namespace must be crust's, except the pid
+//! namespace of a root that heads its own (the whole tree must be in it)
+//! and the IPC namespace of the root (the whole tree must be in it; its
+//! System V objects are dumped).
+
+use crate::Error;
+use crust_images::proto::core::TaskKobjIdsEntry;
+use log::debug;
+
+/// A kind of namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NsKind {
+    Pid,
+    Net,
+    Ipc,
+    Uts,
+    Time,
+    Mnt,
+    User,
+    Cgroup,
+}
+
+impl NsKind {
+    /// Every kind, in the order CRIU numbers a process's namespaces.
+    pub const ALL: [NsKind; 8] = [
+        NsKind::Pid,
+        NsKind::Net,
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Time,
+        NsKind::Mnt,
+        NsKind::User,
+        NsKind::Cgroup,
+    ];
+
+    /// The name of its link in `/proc/PID/ns/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::Pid => "pid",
+            NsKind::Net => "net",
+            NsKind::Ipc => "ipc",
+            NsKind::Uts => "uts",
+            NsKind::Time => "time",
+            NsKind::Mnt => "mnt",
+            NsKind::User => "user",
+            NsKind::Cgroup => "cgroup",
+        }
+    }
+
+    /// Its CLONE_NEW* flag (clone, unshare, setns).
+    #[allow(
+        dead_code,
+        reason = "for the restore of namespaces (clone/unshare flags), the namespaces issue"
+    )]
+    pub fn clone_flag(self) -> u64 {
+        let f = match self {
+            NsKind::Pid => libc::CLONE_NEWPID,
+            NsKind::Net => libc::CLONE_NEWNET,
+            NsKind::Ipc => libc::CLONE_NEWIPC,
+            NsKind::Uts => libc::CLONE_NEWUTS,
+            NsKind::Time => libc::CLONE_NEWTIME,
+            NsKind::Mnt => libc::CLONE_NEWNS,
+            NsKind::User => libc::CLONE_NEWUSER,
+            NsKind::Cgroup => libc::CLONE_NEWCGROUP,
+        };
+        f as u64
+    }
+
+    /// `/proc/<pid>/ns/<name>`; `pid` is a number or "self".
+    pub fn proc_path(self, pid: &str) -> String {
+        format!("/proc/{pid}/ns/{}", self.name())
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its id in an `ids` entry, if the entry has one.
+    pub fn id_in(self, e: &TaskKobjIdsEntry) -> Option<u32> {
+        match self {
+            NsKind::Pid => e.pid_ns_id,
+            NsKind::Net => e.net_ns_id,
+            NsKind::Ipc => e.ipc_ns_id,
+            NsKind::Uts => e.uts_ns_id,
+            NsKind::Time => e.time_ns_id,
+            NsKind::Mnt => e.mnt_ns_id,
+            NsKind::User => e.user_ns_id,
+            NsKind::Cgroup => e.cgroup_ns_id,
+        }
+    }
+
+    fn set_in(self, e: &mut TaskKobjIdsEntry, id: u32) {
+        let field = match self {
+            NsKind::Pid => &mut e.pid_ns_id,
+            NsKind::Net => &mut e.net_ns_id,
+            NsKind::Ipc => &mut e.ipc_ns_id,
+            NsKind::Uts => &mut e.uts_ns_id,
+            NsKind::Time => &mut e.time_ns_id,
+            NsKind::Mnt => &mut e.mnt_ns_id,
+            NsKind::User => &mut e.user_ns_id,
+            NsKind::Cgroup => &mut e.cgroup_ns_id,
+        };
+        *field = Some(id);
+    }
+}
+
+impl std::fmt::Display for NsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The namespaces of one process, as inodes of its `/proc/PID/ns/*`
+/// links, per kind (None: the link cannot be read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NsInodes([Option<u64>; 8]);
+
+impl NsInodes {
+    /// Given per kind, in [`NsKind::ALL`] order.
+    #[cfg(test)]
+    pub fn new(inodes: [Option<u64>; 8]) -> NsInodes {
+        NsInodes(inodes)
+    }
+
+    /// Those of process `pid` ("self": crust's).
+    pub fn read(pid: &str) -> NsInodes {
+        use std::os::unix::fs::MetadataExt;
+        NsInodes(NsKind::ALL.map(|k| std::fs::metadata(k.proc_path(pid)).ok().map(|m| m.ino())))
+    }
+
+    /// Those of process `pid`.
+    pub fn of(pid: i32) -> NsInodes {
+        NsInodes::read(&pid.to_string())
+    }
+
+    pub fn get(&self, kind: NsKind) -> Option<u64> {
+        self.0.get(kind.index()).copied().flatten()
+    }
+}
+
+/// The image ids of one process's namespaces, per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsIds([u32; 8]);
+
+impl NsIds {
+    /// crust's own namespaces: met first, they get 1 to 8.
+    pub const CRUST: NsIds = NsIds([1, 2, 3, 4, 5, 6, 7, 8]);
+
+    pub fn get(&self, kind: NsKind) -> u32 {
+        self.0.get(kind.index()).copied().unwrap_or(0)
+    }
+
+    /// Is its namespace of `kind` another than crust's?
+    pub fn own(&self, kind: NsKind) -> bool {
+        self.get(kind) != NsIds::CRUST.get(kind)
+    }
+
+    /// The kinds whose namespace is not crust's, in [`NsKind::ALL`] order.
+    pub fn own_kinds(&self) -> impl Iterator<Item = NsKind> + '_ {
+        NsKind::ALL.into_iter().filter(|k| self.own(*k))
+    }
+
+    /// Set every `*_ns_id` field of `e`.
+    pub fn fill(&self, e: &mut TaskKobjIdsEntry) {
+        for k in NsKind::ALL {
+            k.set_in(e, self.get(k));
+        }
+    }
+}
+
+/// Namespace numbering across a tree: a namespace gets an id the first
+/// time it is met; crust's own are met first.
+#[derive(Debug)]
+pub struct NsTable {
+    crust: NsInodes,
+    /// (kind, inode, id) of every namespace met.
+    known: Vec<(NsKind, u64, u32)>,
+    next: u32,
+}
+
+impl NsTable {
+    /// A numbering whose first namespaces are crust's (`crust`).
+    pub fn new(crust: NsInodes) -> NsTable {
+        let mut t = NsTable {
+            crust,
+            known: Vec::new(),
+            next: 1,
+        };
+        for k in NsKind::ALL {
+            let id = t.next;
+            t.next += 1;
+            if let Some(ino) = crust.get(k) {
+                t.known.push((k, ino, id));
+            }
+        }
+        t
+    }
+
+    /// The ids of a process with namespaces `inodes`, numbering those not
+    /// met before.
+    pub fn assign(&mut self, inodes: &NsInodes) -> NsIds {
+        let mut ids = NsIds::CRUST;
+        for k in NsKind::ALL {
+            let (Some(_), Some(ino)) = (self.crust.get(k), inodes.get(k)) else {
+                continue;
+            };
+            let id = match self.known.iter().find(|(kk, i, _)| *kk == k && *i == ino) {
+                Some((_, _, id)) => *id,
+                None => {
+                    let id = self.next;
+                    self.next += 1;
+                    self.known.push((k, ino, id));
+                    id
+                }
+            };
+            if let Some(slot) = ids.0.get_mut(k.index()) {
+                *slot = id;
+            }
+        }
+        ids
+    }
+}
+
+/// The namespaces of the tree being dumped: their numbering, the root's,
+/// and what crust accepts so far.
+#[derive(Debug)]
+pub struct TreeNs {
+    table: NsTable,
+    root_pid: i32,
+    root: NsIds,
+    /// The root heads a pid namespace of its own (its pids are the tree's).
+    own_pidns: bool,
+}
+
+impl TreeNs {
+    /// The numbering of a dump by crust (in namespaces `crust`) of the tree
+    /// rooted at `root_pid` (in `root`); `root_heads_pidns`: the root is
+    /// the init of its own pid namespace.
+    pub fn new(crust: NsInodes, root_pid: i32, root: &NsInodes, root_heads_pidns: bool) -> TreeNs {
+        let mut table = NsTable::new(crust);
+        let root = table.assign(root);
+        TreeNs {
+            table,
+            root_pid,
+            root,
+            own_pidns: root_heads_pidns,
+        }
+    }
+
+    /// Read crust's and the root's namespaces.
+    pub fn read(root_pid: i32, root_heads_pidns: bool) -> TreeNs {
+        let t = TreeNs::new(
+            NsInodes::read("self"),
+            root_pid,
+            &NsInodes::of(root_pid),
+            root_heads_pidns,
+        );
+        let own: Vec<_> = t.root.own_kinds().map(NsKind::name).collect();
+        debug!("namespaces of {root_pid} that are not crust's: {own:?}");
+        t
+    }
+
+    /// The id of the tree's own IPC namespace, if it is not crust's: its
+    /// System V objects are dumped.
+    pub fn own_ipc(&self) -> Option<u32> {
+        self.root
+            .own(NsKind::Ipc)
+            .then_some(self.root.get(NsKind::Ipc))
+    }
+
+    /// The ids of process `pid` (in namespaces `inodes`), or why crust
+    /// cannot dump it: one of its namespaces is neither crust's nor one
+    /// the tree may have (the root's pid namespace if it heads it, the
+    /// root's IPC namespace).
+    pub fn check(&mut self, pid: i32, inodes: &NsInodes) -> Result<NsIds, Error> {
+        let ids = self.table.assign(inodes);
+        for k in NsKind::ALL {
+            let allowed = match k {
+                // Checked last, with its own message.
+                NsKind::Ipc => continue,
+                NsKind::Pid if self.own_pidns => self.root.get(k),
+                _ => NsIds::CRUST.get(k),
+            };
+            if ids.get(k) != allowed {
+                return Err(Error::unsupported(format!(
+                    "process {pid} is in its own {k} namespace; only processes sharing crust's namespaces can be dumped so far"
+                )));
+            }
+        }
+        if ids.get(NsKind::Ipc) != self.root.get(NsKind::Ipc) {
+            return Err(Error::unsupported(format!(
+                "process {pid} is in another IPC namespace than the root {} of the tree (crust dumps a tree in one IPC namespace)",
+                self.root_pid
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inodes 100 + i for crust's namespace of kind i, changed where given.
+    fn inodes(changes: &[(NsKind, u64)]) -> NsInodes {
+        let mut v: [Option<u64>; 8] = std::array::from_fn(|i| Some(100 + i as u64));
+        for (k, ino) in changes {
+            v[k.index()] = Some(*ino);
+        }
+        NsInodes::new(v)
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(
+            NsKind::ALL.map(|k| k.name()).join(" "),
+            "pid net ipc uts time mnt user cgroup"
+        );
+        assert_eq!(NsKind::Mnt.clone_flag(), 0x0002_0000);
+        assert_eq!(NsKind::Time.clone_flag(), 0x80);
+        assert_eq!(NsKind::Ipc.proc_path("self"), "/proc/self/ns/ipc");
+        let mut e = TaskKobjIdsEntry::default();
+        NsIds::CRUST.fill(&mut e);
+        // CRIU's numbers for its own namespaces.
+        let want = [
+            (NsKind::Pid, 1),
+            (NsKind::Net, 2),
+            (NsKind::Ipc, 3),
+            (NsKind::Uts, 4),
+        ];
+        for (k, id) in want.into_iter().chain([
+            (NsKind::Time, 5),
+            (NsKind::Mnt, 6),
+            (NsKind::User, 7),
+            (NsKind::Cgroup, 8),
+        ]) {
+            assert_eq!(k.id_in(&e), Some(id));
+        }
+    }
+
+    #[test]
+    fn shared_namespaces_get_crusts_ids() {
+        let mut t = NsTable::new(inodes(&[]));
+        assert_eq!(t.assign(&inodes(&[])), NsIds::CRUST);
+        assert_eq!(t.assign(&inodes(&[])).own_kinds().count(), 0);
+        // An unreadable link counts as crust's.
+        let mut gone = inodes(&[]);
+        gone.0[NsKind::Time.index()] = None;
+        assert_eq!(t.assign(&gone), NsIds::CRUST);
+    }
+
+    #[test]
+    fn new_namespaces_numbered_in_order_met() {
+        let mut t = NsTable::new(inodes(&[]));
+        // Root: own pid and ipc namespaces: 9 and 10.
+        let root = t.assign(&inodes(&[(NsKind::Pid, 900), (NsKind::Ipc, 901)]));
+        assert_eq!((root.get(NsKind::Pid), root.get(NsKind::Ipc)), (9, 10));
+        assert_eq!(root.get(NsKind::Net), 2);
+        assert_eq!(
+            root.own_kinds().collect::<Vec<_>>(),
+            vec![NsKind::Pid, NsKind::Ipc]
+        );
+        // A child in the same ones, and a new uts namespace: 11.
+        let child = t.assign(&inodes(&[
+            (NsKind::Pid, 900),
+            (NsKind::Ipc, 901),
+            (NsKind::Uts, 5),
+        ]));
+        assert_eq!(child.get(NsKind::Pid), 9);
+        assert_eq!(child.get(NsKind::Ipc), 10);
+        assert_eq!(child.get(NsKind::Uts), 11);
+        // Met again: same id; the same inode under another kind is another.
+        assert_eq!(t.assign(&inodes(&[(NsKind::Uts, 5)])).get(NsKind::Uts), 11);
+        assert_eq!(t.assign(&inodes(&[(NsKind::Net, 5)])).get(NsKind::Net), 12);
+        // Only the ipc namespace of its own: 9 (as CRIU numbers it).
+        let mut t = NsTable::new(inodes(&[]));
+        assert_eq!(t.assign(&inodes(&[(NsKind::Ipc, 7)])).get(NsKind::Ipc), 9);
+    }
+
+    #[test]
+    fn tree_rules() {
+        // A tree sharing crust's namespaces.
+        let mut tree = TreeNs::new(inodes(&[]), 10, &inodes(&[]), false);
+        assert_eq!(tree.own_ipc(), None);
+        assert_eq!(tree.check(10, &inodes(&[])).unwrap(), NsIds::CRUST);
+        let e = tree.check(11, &inodes(&[(NsKind::Net, 1)])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("process 11 is in its own net namespace"),
+            "{e}"
+        );
+        let e = tree.check(12, &inodes(&[(NsKind::Ipc, 1)])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("another IPC namespace than the root 10"),
+            "{e}"
+        );
+        let e = tree.check(13, &inodes(&[(NsKind::Pid, 1)])).unwrap_err();
+        assert!(e.to_string().contains("own pid namespace"), "{e}");
+
+        // A root heading its own pid namespace, in its own IPC namespace.
+        let root = inodes(&[(NsKind::Pid, 900), (NsKind::Ipc, 901)]);
+        let mut tree = TreeNs::new(inodes(&[]), 20, &root, true);
+        assert_eq!(tree.own_ipc(), Some(10));
+        let ids = tree.check(20, &root).unwrap();
+        assert_eq!((ids.get(NsKind::Pid), ids.get(NsKind::Ipc)), (9, 10));
+        assert_eq!(tree.check(21, &root).unwrap(), ids);
+        // A child in crust's pid namespace, or in a nested one: refused.
+        let e = tree.check(22, &inodes(&[(NsKind::Ipc, 901)])).unwrap_err();
+        assert!(e.to_string().contains("own pid namespace"), "{e}");
+        let nested = inodes(&[(NsKind::Pid, 902), (NsKind::Ipc, 901)]);
+        assert!(tree.check(23, &nested).is_err());
+        // A child in crust's IPC namespace: refused.
+        let e = tree.check(24, &inodes(&[(NsKind::Pid, 900)])).unwrap_err();
+        assert!(e.to_string().contains("another IPC namespace"), "{e}");
+        // Non-pid kinds are checked before ipc, in CRIU's order.
+        let both = inodes(&[(NsKind::Pid, 900), (NsKind::Uts, 3), (NsKind::User, 4)]);
+        let e = tree.check(25, &both).unwrap_err();
+        assert!(e.to_string().contains("own uts namespace"), "{e}");
+    }
+}
