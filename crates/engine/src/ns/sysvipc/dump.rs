@@ -1,0 +1,171 @@
+//! Dump of an IPC namespace's objects, read from a thread of crust that
+//! joined it: its sysctls, segments (contents in pagemap-shmem images),
+//! semaphore sets and message queues.
+
+use super::*;
+
+fn img_w(name: &str) -> impl Fn(crust_images::image::ImageError) -> Error + '_ {
+    move |source| Error::Image {
+        what: format!("cannot write {name}"),
+        source,
+    }
+}
+
+/// Dump the IPC namespace the tree rooted at `root` is in, as namespace
+/// `id` of the images. The tree is frozen.
+pub fn dump_ns(dir: &Path, root: i32, id: u32) -> Result<(), Error> {
+    in_ns(root, || {
+        let var = dump_var()?;
+        crate::util::write_image(
+            dir,
+            ImageType::IpcVar,
+            id as u64,
+            std::slice::from_ref(&var),
+        )?;
+        let shm = dump_shm(dir, root, id)?;
+        let msg = dump_msg(dir, root, id, var.msg_ctlmax as usize)?;
+        let sem = dump_sem(dir, root, id)?;
+        debug!("IPC namespace {id}: {shm} segments, {msg} queues, {sem} semaphore sets");
+        Ok(())
+    })
+}
+
+fn dump_shm(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
+    let name = ImageType::IpcnsShm.file_name(ns as u64);
+    let mut w = ImageWriter::create(dir, ImageType::IpcnsShm, &name).map_err(img_w(&name))?;
+    let max = ipc::shm_max_index().map_err(sys_err(pid, "shmctl(SHM_INFO)"))?;
+    let mut n = 0;
+    for idx in 0..=max.max(-1) {
+        let Some(st) =
+            ipc::shm_stat_index(idx).map_err(sys_err(pid, format!("shmctl({idx}, SHM_STAT)")))?
+        else {
+            continue;
+        };
+        w.write_entry(&IpcShmEntry {
+            desc: desc_of(st.id, &st.perm),
+            size: st.size,
+            in_pagemaps: Some(true),
+            hugetlb_flag: None,
+            ..Default::default()
+        })
+        .map_err(img_w(&name))?;
+        dump_segment(dir, pid, &st)?;
+        n += 1;
+    }
+    w.finish().map_err(img_w(&name))?;
+    Ok(n)
+}
+
+/// The pages of segment `st` that are not all zeros:
+/// `pagemap-shmem-<shmid>.img` and its pages file.
+fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
+    let id = st.id as u32;
+    let pages_id = SYSV_PAGES_ID_BIT | (id & (SYSV_PAGES_ID_BIT - 1));
+    let pm_name = ImageType::ShmemPagemap.file_name(id as u64);
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    for p in [dir.join(&pm_name), pages_path.clone()] {
+        if p.exists() {
+            return Err(Error::unsupported(format!(
+                "the contents of System V segment {id} would go to {}, which another object of the dump already uses",
+                p.display()
+            )));
+        }
+    }
+    let att = ipc::ShmAttach::attach(st.id, true)
+        .map_err(sys_err(pid, format!("shmat of System V segment {id}")))?;
+    let total = (att.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    // Read through the segment's file (holes read as zeros without being
+    // allocated); the attachment keeps it reachable.
+    let link = format!(
+        "/proc/self/map_files/{:x}-{:x}",
+        att.addr(),
+        att.addr() as u64 + total
+    );
+    // statfs.f_type of hugetlbfs: such segments are not restored yet.
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    if ipc::fs_magic(Path::new(&link)).ok() == Some(HUGETLBFS_MAGIC) {
+        return Err(Error::unsupported(format!(
+            "the System V segment {id} is on hugetlbfs (SHM_HUGETLB)"
+        )));
+    }
+    let src = File::open(&link).map_err(sys_err(pid, format!("open {link}")))?;
+    let (_, _, runs) = crate::mem::store_object_pages(
+        dir,
+        &src,
+        Path::new(&link),
+        att.len() as u64,
+        id as u64,
+        pages_id,
+    )?;
+    debug!(
+        "System V segment {id}: {} bytes, {runs} runs of pages",
+        st.size
+    );
+    Ok(())
+}
+
+fn dump_msg(dir: &Path, pid: i32, ns: u32, msgmax: usize) -> Result<usize, Error> {
+    let name = ImageType::IpcnsMsg.file_name(ns as u64);
+    let mut w = ImageWriter::create(dir, ImageType::IpcnsMsg, &name).map_err(img_w(&name))?;
+    let max = ipc::msg_max_index().map_err(sys_err(pid, "msgctl(MSG_INFO)"))?;
+    let mut n = 0;
+    for idx in 0..=max.max(-1) {
+        let Some(st) =
+            ipc::msg_stat_index(idx).map_err(sys_err(pid, format!("msgctl({idx}, MSG_STAT)")))?
+        else {
+            continue;
+        };
+        w.write_entry(&IpcMsgEntry {
+            desc: desc_of(st.id, &st.perm),
+            qbytes: st.qbytes as u32,
+            qnum: st.qnum as u32,
+            ..Default::default()
+        })
+        .map_err(img_w(&name))?;
+        for i in 0..st.qnum {
+            let (mtype, text) = ipc::msg_copy(st.id, i, msgmax).map_err(sys_err(
+                pid,
+                format!("msgrcv(MSG_COPY) of message {i} of queue {}", st.id),
+            ))?;
+            w.write_entry(&IpcMsg {
+                mtype: mtype as u64,
+                msize: text.len() as u32,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
+            let mut padded = text;
+            padded.resize(pad8(padded.len()), 0);
+            w.write_raw(&padded).map_err(img_w(&name))?;
+        }
+        n += 1;
+    }
+    w.finish().map_err(img_w(&name))?;
+    Ok(n)
+}
+
+fn dump_sem(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
+    let name = ImageType::IpcnsSem.file_name(ns as u64);
+    let mut w = ImageWriter::create(dir, ImageType::IpcnsSem, &name).map_err(img_w(&name))?;
+    let max = ipc::sem_max_index().map_err(sys_err(pid, "semctl(SEM_INFO)"))?;
+    let mut n = 0;
+    for idx in 0..=max.max(-1) {
+        let Some(st) =
+            ipc::sem_stat_index(idx).map_err(sys_err(pid, format!("semctl({idx}, SEM_STAT)")))?
+        else {
+            continue;
+        };
+        let values = ipc::sem_getall(st.id, st.nsems)
+            .map_err(sys_err(pid, format!("semctl({}, GETALL)", st.id)))?;
+        w.write_entry(&IpcSemEntry {
+            desc: desc_of(st.id, &st.perm),
+            nsems: st.nsems,
+            ..Default::default()
+        })
+        .map_err(img_w(&name))?;
+        w.write_raw(&encode_sem_values(&values))
+            .map_err(img_w(&name))?;
+        n += 1;
+    }
+    w.finish().map_err(img_w(&name))?;
+    Ok(n)
+}

@@ -1,0 +1,298 @@
+//! System V IPC: shared memory segments, semaphore sets and message queues
+//! of a tree that has an IPC namespace of its own, scoped as CRIU scopes
+//! them (a tree sharing crust's IPC namespace gets none of them dumped, and
+//! is refused if a task has a segment attached).
+//!
+//! Images, per IPC namespace id N (the tree's own, in `ids-*.img`):
+//! - `ipcns-var-N.img`: one `IpcVarEntry`, the namespace's ipc sysctls;
+//! - `ipcns-shm-N.img`: an `IpcShmEntry` per segment, `in_pagemaps` set: its
+//!   contents are in `pagemap-shmem-<shmid>.img` (vaddr = offset in the
+//!   segment) and that pagemap's pages file, as CRIU 4.2 writes them;
+//! - `ipcns-sem-N.img`: an `IpcSemEntry` per set, each followed by its
+//!   `nsems` u16 values, padded to 8 bytes;
+//! - `ipcns-msg-N.img`: an `IpcMsgEntry` per queue, each followed by
+//!   `qnum` framed `IpcMsg` entries, each followed by its text padded to 8.
+//!
+//! crust reads and recreates the objects from a thread of its own that
+//! joined the namespace (setns): the ipc syscalls and the ipc sysctls act on
+//! the caller's namespace. On restore each object gets its id back through
+//! `kernel/{shm,sem,msg}_next_id`. A task's attachment (a VMA with
+//! `VMA_AREA_SYSVIPC`, `shmid` = the segment id) is made again with a
+//! remote shmat at the same address; its pages come from the segment.
+
+use crate::mem::Vma;
+use crate::ns::ids::NsKind;
+use crate::task::remote::Remote;
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::consts::vma as vs;
+use crust_images::image::{ImageReader, ImageType, ImageWriter};
+use crust_images::proto::ipc_desc::IpcDescEntry;
+use crust_images::proto::ipc_msg::{IpcMsg, IpcMsgEntry};
+use crust_images::proto::ipc_sem::IpcSemEntry;
+use crust_images::proto::ipc_shm::IpcShmEntry;
+use crust_images::proto::ipc_var::IpcVarEntry;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::vma::VmaEntry;
+use crust_sys::ipc::{self, IpcPerm};
+use crust_sys::PAGE_SIZE;
+use log::debug;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+mod dump;
+mod restore;
+pub use dump::dump_ns;
+pub use restore::{attach, load_for_tree, IpcNs};
+
+/// The pages-N.img ids of segment contents: this bit plus the low 30 bits
+/// of the segment id (apart from per-process ids and the 1<<31 ones of
+/// shared anonymous memory).
+const SYSV_PAGES_ID_BIT: u32 = 1 << 30;
+/// Largest segment crust restores (the images say the size).
+const MAX_SEGMENT: u64 = 1 << 40;
+/// Largest message text crust restores.
+const MAX_MSG: u64 = 1 << 24;
+/// Largest semaphore set (the kernel's SEMMSL limit is 32000).
+const MAX_NSEMS: u32 = 32000;
+
+/// A task with a segment attached can be dumped only with the tree's own
+/// IPC namespace (whose objects are then dumped): `own_ns`, from its
+/// [`NsIds`](crate::ns::ids::NsIds). Which namespaces a tree may be in is
+/// [`TreeNs`](crate::ns::ids::TreeNs)'s to say.
+pub fn check_vmas(pid: i32, vmas: &[Vma], own_ns: bool) -> Result<(), Error> {
+    if own_ns {
+        return Ok(());
+    }
+    match vmas.iter().find(|v| v.status & vs::AREA_SYSVIPC != 0) {
+        Some(v) => Err(Error::unsupported(format!(
+            "process {pid} has System V shared memory attached ({:#x}-{:#x}, shmid {}); System V IPC objects are dumped only for a tree with an IPC namespace of its own (as CRIU does)",
+            v.map.start, v.map.end, v.map.inode
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// How an attachment was made, as CRIU records it in `fdflags`: read-write
+/// unless attached SHM_RDONLY (the map_files link's mode tells).
+pub fn attach_fdflags(pid: i32, start: u64, end: u64) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    match std::fs::symlink_metadata(link) {
+        Ok(md) if md.permissions().mode() & 0o200 == 0 => libc::O_RDONLY as u32,
+        _ => libc::O_RDWR as u32,
+    }
+}
+
+/// POSIX message queues are not dumped: refuse an fd on one.
+pub fn refuse_mqueue(pid: i32, fd: i32, target: &str) -> Result<(), Error> {
+    let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    if ipc::fs_magic(&path).ok() == Some(ipc::MQUEUE_MAGIC) {
+        return Err(Error::unsupported(format!(
+            "process {pid} has fd {fd} open on the POSIX message queue {target}, which crust cannot dump"
+        )));
+    }
+    Ok(())
+}
+
+/// Run `f` in a thread of crust that joined the IPC namespace of `pid`.
+fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
+    let path = NsKind::Ipc.proc_path(&pid.to_string());
+    let ns = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            use std::os::fd::AsFd;
+            ipc::setns_ipc(ns.as_fd())
+                .map_err(sys_err(pid, format!("setns into the IPC namespace {path}")))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Restore {
+                pid,
+                what: "the IPC namespace thread panicked".into(),
+            })
+        })
+    })
+}
+
+fn desc_of(id: i32, p: &IpcPerm) -> IpcDescEntry {
+    IpcDescEntry {
+        key: p.key as u32,
+        uid: p.uid,
+        gid: p.gid,
+        cuid: p.cuid,
+        cgid: p.cgid,
+        mode: p.mode,
+        id: id as u32,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------- sysctls
+
+const SYS: &str = "/proc/sys";
+
+/// Parse a sysctl's text: whitespace-separated unsigned numbers.
+fn parse_numbers(text: &str) -> Option<Vec<u64>> {
+    text.split_whitespace().map(|w| w.parse().ok()).collect()
+}
+
+/// Like [`parse_numbers`], for sysctls that may be -1 (the *_next_id ones):
+/// None for -1.
+fn parse_next_id(text: &str) -> Option<u32> {
+    let v: i64 = text.trim().parse().ok()?;
+    (0..=i32::MAX as i64).contains(&v).then_some(v as u32)
+}
+
+fn read_sysctl(name: &str) -> Result<String, Error> {
+    let path = PathBuf::from(format!("{SYS}/{name}"));
+    std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        op: "cannot read",
+        path,
+        source,
+    })
+}
+
+fn sysctl_num(name: &str) -> Result<u64, Error> {
+    let text = read_sysctl(name)?;
+    match parse_numbers(&text).as_deref() {
+        Some([v]) => Ok(*v),
+        _ => Err(Error::unsupported(format!(
+            "{SYS}/{name} holds {:?}, not a number",
+            text.trim()
+        ))),
+    }
+}
+
+fn write_sysctl(name: &str, value: &str) -> Result<(), Error> {
+    let path = PathBuf::from(format!("{SYS}/{name}"));
+    std::fs::write(&path, value).map_err(|source| Error::Io {
+        op: "cannot write the ipc sysctl",
+        path,
+        source,
+    })
+}
+
+fn dump_var() -> Result<IpcVarEntry, Error> {
+    let sem_text = read_sysctl("kernel/sem")?;
+    let sem_ctls: Vec<u32> = parse_numbers(&sem_text)
+        .filter(|v| v.len() == 4)
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "{SYS}/kernel/sem holds {:?}, not 4 numbers",
+                sem_text.trim()
+            ))
+        })?
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    let has_mq = Path::new(&format!("{SYS}/fs/mqueue")).exists();
+    let mq = |n: &str| -> Result<u32, Error> {
+        if has_mq {
+            Ok(sysctl_num(&format!("fs/mqueue/{n}"))? as u32)
+        } else {
+            Ok(0)
+        }
+    };
+    let next = |n: &str| -> Result<Option<u32>, Error> {
+        Ok(parse_next_id(&read_sysctl(&format!("kernel/{n}"))?))
+    };
+    Ok(IpcVarEntry {
+        sem_ctls,
+        msg_ctlmax: sysctl_num("kernel/msgmax")? as u32,
+        msg_ctlmnb: sysctl_num("kernel/msgmnb")? as u32,
+        msg_ctlmni: sysctl_num("kernel/msgmni")? as u32,
+        auto_msgmni: sysctl_num("kernel/auto_msgmni")? as u32,
+        shm_ctlmax: sysctl_num("kernel/shmmax")?,
+        shm_ctlall: sysctl_num("kernel/shmall")?,
+        shm_ctlmni: sysctl_num("kernel/shmmni")? as u32,
+        shm_rmid_forced: sysctl_num("kernel/shm_rmid_forced")? as u32,
+        mq_queues_max: mq("queues_max")?,
+        mq_msg_max: mq("msg_max")?,
+        mq_msgsize_max: mq("msgsize_max")?,
+        mq_msg_default: has_mq.then(|| mq("msg_default")).transpose()?,
+        mq_msgsize_default: has_mq.then(|| mq("msgsize_default")).transpose()?,
+        msg_next_id: next("msg_next_id")?,
+        sem_next_id: next("sem_next_id")?,
+        shm_next_id: next("shm_next_id")?,
+        ..Default::default()
+    })
+}
+
+/// Write the namespace's limits (all but shm_rmid_forced and the next
+/// ids, which come once the objects exist).
+fn restore_limits(v: &IpcVarEntry) -> Result<(), Error> {
+    let sem: Vec<String> = v.sem_ctls.iter().map(u32::to_string).collect();
+    write_sysctl("kernel/sem", &sem.join(" "))?;
+    write_sysctl("kernel/msgmax", &v.msg_ctlmax.to_string())?;
+    write_sysctl("kernel/msgmnb", &v.msg_ctlmnb.to_string())?;
+    write_sysctl("kernel/auto_msgmni", &v.auto_msgmni.to_string())?;
+    write_sysctl("kernel/msgmni", &v.msg_ctlmni.to_string())?;
+    write_sysctl("kernel/shmmax", &v.shm_ctlmax.to_string())?;
+    write_sysctl("kernel/shmall", &v.shm_ctlall.to_string())?;
+    write_sysctl("kernel/shmmni", &v.shm_ctlmni.to_string())?;
+    if Path::new(&format!("{SYS}/fs/mqueue")).exists() {
+        write_sysctl("fs/mqueue/queues_max", &v.mq_queues_max.to_string())?;
+        write_sysctl("fs/mqueue/msg_max", &v.mq_msg_max.to_string())?;
+        write_sysctl("fs/mqueue/msgsize_max", &v.mq_msgsize_max.to_string())?;
+        if let Some(d) = v.mq_msg_default {
+            write_sysctl("fs/mqueue/msg_default", &d.to_string())?;
+        }
+        if let Some(d) = v.mq_msgsize_default {
+            write_sysctl("fs/mqueue/msgsize_default", &d.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn pad8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// Semaphore values as the image holds them: u16 each, padded to 8 bytes.
+fn encode_sem_values(values: &[u16]) -> Vec<u8> {
+    let mut b: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    b.resize(pad8(b.len()), 0);
+    b
+}
+
+fn decode_sem_values(raw: &[u8], n: usize) -> Vec<u16> {
+    raw.chunks_exact(2)
+        .take(n)
+        .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(
+            parse_numbers("250\t32000\t32\t128\n"),
+            Some(vec![250, 32000, 32, 128])
+        );
+        assert_eq!(
+            parse_numbers("18446744073692774399\n"),
+            Some(vec![18446744073692774399])
+        );
+        assert_eq!(parse_numbers("-1\n"), None);
+        assert_eq!(parse_numbers("x"), None);
+        assert_eq!(parse_next_id("-1\n"), None);
+        assert_eq!(parse_next_id("32768\n"), Some(32768));
+        assert_eq!(parse_next_id("junk"), None);
+    }
+
+    #[test]
+    fn sem_values_round_trip() {
+        let v = [1u16, 65535, 7];
+        let b = encode_sem_values(&v);
+        assert_eq!(b.len(), 8);
+        assert_eq!(decode_sem_values(&b, 3), v);
+        assert_eq!(encode_sem_values(&[1, 2, 3, 4]).len(), 8);
+        assert_eq!(encode_sem_values(&[1, 2, 3, 4, 5]).len(), 16);
+    }
+}
