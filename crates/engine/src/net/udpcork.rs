@@ -246,8 +246,8 @@ fn send_config(
 
 /// nfulnl_msg_config_mode: be32 copy_range, u8 copy_mode, u8 pad (packed).
 fn mode_attr(range: u32, mode: u8) -> [u8; 6] {
-    let r = range.to_be_bytes();
-    [r[0], r[1], r[2], r[3], mode, 0]
+    let [r0, r1, r2, r3] = range.to_be_bytes();
+    [r0, r1, r2, r3, mode, 0]
 }
 
 /// One NFULNL_MSG_CONFIG request for `group` carrying `attrs`, ack asked.
@@ -274,10 +274,8 @@ fn logged_packets(buf: &[u8], group: u16) -> Vec<Logged<'_>> {
     let mut out = Vec::new();
     for m in messages(buf) {
         let body = m.body;
-        if m.ty != MSG_PACKET || body.len() < NFGENMSG_LEN {
-            continue;
-        }
-        if u16::from_be_bytes([body[2], body[3]]) != group {
+        // nfgenmsg: res_id (big-endian) is the group.
+        if m.ty != MSG_PACKET || body.len() < NFGENMSG_LEN || be16(body, 2) != Some(group) {
             continue;
         }
         let mut packet = None;
@@ -285,8 +283,10 @@ fn logged_packets(buf: &[u8], group: u16) -> Vec<Logged<'_>> {
         for (aty, data) in attr_iter(body, NFGENMSG_LEN) {
             match aty {
                 NFULA_PAYLOAD => packet = Some(data),
-                NFULA_IFINDEX_OUTDEV if data.len() == 4 => {
-                    outdev = u32::from_be_bytes(data.try_into().unwrap())
+                NFULA_IFINDEX_OUTDEV => {
+                    if let Ok(b) = <[u8; 4]>::try_from(data) {
+                        outdev = u32::from_be_bytes(b);
+                    }
                 }
                 _ => {}
             }
@@ -306,74 +306,100 @@ struct Datagram {
     payload: Vec<u8>,
 }
 
+/// The big-endian u16 at byte `o` of `b`.
+fn be16(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(
+        b.get(o..o.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+/// The `N` bytes at byte `o` of `b`.
+fn bytes_at<const N: usize>(b: &[u8], o: usize) -> Option<[u8; N]> {
+    b.get(o..o.checked_add(N)?)?.try_into().ok()
+}
+
+/// The destination, the IP payload as copied and the IP payload's length
+/// (from the header) of an IPv4 packet.
+fn parse_ipv4(packet: &[u8]) -> Result<(IpAddr, &[u8], usize), String> {
+    let short = || format!("IPv4 packet of {} bytes", packet.len());
+    if packet.len() < 20 {
+        return Err(short());
+    }
+    let ihl = (packet.first().ok_or_else(short)? & 0xF) as usize * 4;
+    let total = be16(packet, 2).ok_or_else(short)? as usize;
+    let frag = be16(packet, 6).ok_or_else(short)?;
+    if frag & 0x3FFF != 0 {
+        return Err("IPv4 fragment".into());
+    }
+    let proto = packet.get(9).copied().ok_or_else(short)?;
+    if proto != libc::IPPROTO_UDP as u8 {
+        return Err(format!("IPv4 protocol {proto} is not UDP"));
+    }
+    let bad = || format!("bad IPv4 header (ihl {ihl}, length {total})");
+    if ihl < 20 || total < ihl {
+        return Err(bad());
+    }
+    let dst = Ipv4Addr::from(bytes_at::<4>(packet, 16).ok_or_else(short)?);
+    let l4 = packet.get(ihl..).ok_or_else(bad)?;
+    Ok((IpAddr::V4(dst), l4, total - ihl))
+}
+
+/// [`parse_ipv4`] for IPv6, past the extension headers a UDP packet may
+/// carry.
+fn parse_ipv6(packet: &[u8]) -> Result<(IpAddr, &[u8], usize), String> {
+    let short = || format!("IPv6 packet of {} bytes", packet.len());
+    if packet.len() < 40 {
+        return Err(short());
+    }
+    let plen = be16(packet, 4).ok_or_else(short)? as usize;
+    let dst = Ipv6Addr::from(bytes_at::<16>(packet, 24).ok_or_else(short)?);
+    let mut next = packet.get(6).copied().ok_or_else(short)?;
+    let mut off = 40usize;
+    // Hop-by-hop, routing and destination options headers.
+    while matches!(next, 0 | 43 | 60) {
+        let [n, len] = bytes_at::<2>(packet, off).ok_or("IPv6 extension header cut short")?;
+        next = n;
+        off += (len as usize + 1) * 8;
+    }
+    if next != libc::IPPROTO_UDP as u8 {
+        return Err(format!("IPv6 next header {next} is not UDP"));
+    }
+    let too_long = || String::from("IPv6 extension headers longer than the packet");
+    if off - 40 > plen {
+        return Err(too_long());
+    }
+    let l4 = packet.get(off..).ok_or_else(too_long)?;
+    Ok((IpAddr::V6(dst), l4, plen - (off - 40)))
+}
+
 /// Parse an IPv4 or IPv6 packet holding one whole UDP datagram; `outdev`
 /// becomes the scope of a link-local IPv6 destination.
 fn parse_udp(packet: &[u8], outdev: u32) -> Result<Datagram, String> {
     let version = packet.first().ok_or("empty packet")? >> 4;
-    let (dst_ip, l4, ip_len): (IpAddr, &[u8], usize) = match version {
-        4 => {
-            if packet.len() < 20 {
-                return Err(format!("IPv4 packet of {} bytes", packet.len()));
-            }
-            let ihl = (packet[0] & 0xF) as usize * 4;
-            let total = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-            let frag = u16::from_be_bytes([packet[6], packet[7]]);
-            if frag & 0x3FFF != 0 {
-                return Err("IPv4 fragment".into());
-            }
-            if packet[9] != libc::IPPROTO_UDP as u8 {
-                return Err(format!("IPv4 protocol {} is not UDP", packet[9]));
-            }
-            if ihl < 20 || total < ihl || packet.len() < ihl {
-                return Err(format!("bad IPv4 header (ihl {ihl}, length {total})"));
-            }
-            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&packet[16..20]).unwrap());
-            (IpAddr::V4(dst), &packet[ihl..], total - ihl)
-        }
-        6 => {
-            if packet.len() < 40 {
-                return Err(format!("IPv6 packet of {} bytes", packet.len()));
-            }
-            let plen = u16::from_be_bytes([packet[4], packet[5]]) as usize;
-            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[24..40]).unwrap());
-            let mut next = packet[6];
-            let mut off = 40;
-            // Hop-by-hop, routing and destination options headers.
-            while matches!(next, 0 | 43 | 60) {
-                let h = packet
-                    .get(off..off + 2)
-                    .ok_or("IPv6 extension header cut short")?;
-                next = h[0];
-                off += (h[1] as usize + 1) * 8;
-            }
-            if next != libc::IPPROTO_UDP as u8 {
-                return Err(format!("IPv6 next header {next} is not UDP"));
-            }
-            if off > packet.len() || off - 40 > plen {
-                return Err("IPv6 extension headers longer than the packet".into());
-            }
-            (IpAddr::V6(dst), &packet[off..], plen - (off - 40))
-        }
+    let (dst_ip, l4, ip_len) = match version {
+        4 => parse_ipv4(packet)?,
+        6 => parse_ipv6(packet)?,
         v => return Err(format!("IP version {v}")),
     };
+    let short = || format!("UDP header cut short ({} bytes)", l4.len());
     if l4.len() < 8 {
-        return Err(format!("UDP header cut short ({} bytes)", l4.len()));
+        return Err(short());
     }
-    let src_port = u16::from_be_bytes([l4[0], l4[1]]);
-    let dst_port = u16::from_be_bytes([l4[2], l4[3]]);
-    let ulen = u16::from_be_bytes([l4[4], l4[5]]) as usize;
+    let src_port = be16(l4, 0).ok_or_else(short)?;
+    let dst_port = be16(l4, 2).ok_or_else(short)?;
+    let ulen = be16(l4, 4).ok_or_else(short)? as usize;
     if ulen < 8 || ulen > ip_len {
         return Err(format!(
             "UDP length {ulen} against {ip_len} bytes of IP payload"
         ));
     }
-    if ulen > l4.len() {
-        return Err(format!(
+    let payload = l4.get(8..ulen).ok_or_else(|| {
+        format!(
             "datagram of {} bytes cut to {} by the netlink copy",
             ulen - 8,
             l4.len().saturating_sub(8)
-        ));
-    }
+        )
+    })?;
     let dst = match dst_ip {
         IpAddr::V6(a) if a.segments()[0] & 0xFFC0 == 0xFE80 => {
             SocketAddr::V6(SocketAddrV6::new(a, dst_port, 0, outdev))
@@ -383,7 +409,7 @@ fn parse_udp(packet: &[u8], outdev: u32) -> Result<Datagram, String> {
     Ok(Datagram {
         src_port,
         dst,
-        payload: l4[8..ulen].to_vec(),
+        payload: payload.to_vec(),
     })
 }
 
@@ -697,6 +723,40 @@ mod tests {
         assert_eq!(d.src_port, 5000);
         assert_eq!(d.dst, SocketAddr::V6(SocketAddrV6::new(dst, 6000, 0, 3)));
         assert_eq!(d.payload, payload);
+        // Every shorter copy is an error, never a panic.
+        for n in 0..p.len() {
+            assert!(parse_udp(&p[..n], 3).is_err(), "{n} bytes");
+        }
+        // So are headers claiming more than there is.
+        let mut long = p.clone();
+        long[41] = 200; // extension header length
+        assert!(parse_udp(&long, 3).is_err());
+    }
+
+    #[test]
+    fn cut_ipv4_packets_are_errors() {
+        let ip = ipv4_udp([10, 1, 2, 3], 4000, 53, b"abcdef");
+        assert!(parse_udp(&ip, 0).is_ok());
+        for n in 0..ip.len() {
+            assert!(parse_udp(&ip[..n], 0).is_err(), "{n} bytes");
+        }
+        let mut bad = ip.clone();
+        bad[0] = 0x4F; // ihl 60 bytes, more than the packet
+        assert!(parse_udp(&bad, 0).unwrap_err().contains("bad IPv4 header"));
+        let mut bad = ip.clone();
+        bad[24..26].copy_from_slice(&100u16.to_be_bytes()); // UDP length
+        assert!(parse_udp(&bad, 0).unwrap_err().contains("UDP length 100"));
+        let mut logged = nl_msg(MSG_PACKET, 0, 0x8001, &[(NFULA_PAYLOAD, &ip)]);
+        // An outdev attribute of the wrong size is ignored.
+        push_attr(&mut logged, NFULA_IFINDEX_OUTDEV, &[1, 2]);
+        let got = logged_packets(&logged, 0x8001);
+        assert_eq!(
+            got,
+            vec![Logged {
+                packet: &ip,
+                outdev: 0
+            }]
+        );
     }
 
     #[test]
