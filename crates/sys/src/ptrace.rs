@@ -240,7 +240,9 @@ pub fn get_rseq_config(pid: i32) -> io::Result<RseqConfig> {
 pub fn peek(pid: i32, addr: RemoteAddr) -> io::Result<u64> {
     // errno must be cleared: -1 is a valid word.
     // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = 0 };
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: `errno` points to this thread's errno slot, a live c_int.
+    unsafe { *errno = 0 };
     // SAFETY: PEEKDATA takes the remote address as an integer and returns
     // the word; no local memory is passed.
     let r = unsafe { libc::ptrace(libc::PTRACE_PEEKDATA, pid, addr.0 as usize, 0usize) };
