@@ -1,5 +1,14 @@
 //! ptrace requests used to seize, inspect and drive a task.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::{cvt, RemoteAddr};
 use std::io;
 
@@ -193,7 +202,7 @@ pub fn peek_siginfo(pid: i32, shared: bool, max: usize) -> io::Result<Vec<RawSig
         if n == 0 {
             break;
         }
-        out.extend_from_slice(&buf[..n.min(buf.len())]);
+        out.extend_from_slice(buf.get(..n).unwrap_or(&buf));
         if out.len() >= max {
             out.truncate(max);
             break;

@@ -1,6 +1,15 @@
 //! Per-task state: registers, signals, credentials, limits, timers.
 //! Dump builds CRIU's `core_entry`; restore applies it.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub(crate) mod remote;
 pub mod xsave;
 
@@ -77,7 +86,7 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
             [sig as u64, 0, r.at(0).get(), 8, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
         out.sigactions.push(SaEntry {
             sigaction: w(0),
             flags: w(1),
@@ -107,14 +116,16 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
             [which as u64, r.at(0).get(), 0, 0, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
-        out.itimers[i] = ItimerEntry {
-            isec: w(0),
-            iusec: w(1),
-            vsec: w(2),
-            vusec: w(3),
-            ..Default::default()
-        };
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
+        if let Some(slot) = out.itimers.get_mut(i) {
+            *slot = ItimerEntry {
+                isec: w(0),
+                iusec: w(1),
+                vsec: w(2),
+                vusec: w(3),
+                ..Default::default()
+            };
+        }
     }
     out.posix_timers = collect_posix_timers(r)?;
     Ok(out)
@@ -137,7 +148,7 @@ fn collect_posix_timers(r: &mut Remote<'_>) -> Result<Vec<PosixTimerEntry>, Erro
             [t.id as u64, r.at(0).get(), 0, 0, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
         let overrun = r.call(
             &format!("timer_getoverrun({})", t.id),
             libc::SYS_timer_getoverrun,
@@ -183,11 +194,11 @@ fn restore_posix_timers(r: &mut Remote<'_>, timers: &[PosixTimerEntry]) -> Resul
     for t in timers {
         // struct sigevent: value (8), signo (4), notify (4), tid (4), pad.
         let mut sev = vec![0u8; 64];
-        sev[0..8].copy_from_slice(&t.sival_ptr.to_le_bytes());
-        sev[8..12].copy_from_slice(&t.si_signo.to_le_bytes());
-        sev[12..16].copy_from_slice(&t.it_sigev_notify.to_le_bytes());
+        xsave::put_u64(&mut sev, 0, t.sival_ptr);
+        xsave::put_u32(&mut sev, 8, t.si_signo);
+        xsave::put_u32(&mut sev, 12, t.it_sigev_notify);
         if let Some(tid) = t.notify_thread_id {
-            sev[16..20].copy_from_slice(&tid.to_le_bytes());
+            xsave::put_u32(&mut sev, 16, tid as u32);
         }
         let sev_at = r.put(0, &sev)?;
         let id_at = r.put(128, &(t.it_id as i32).to_le_bytes())?;
@@ -234,9 +245,9 @@ pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
     )?;
     let b = r.get(0, 24)?;
     let sas = ThreadSasEntry {
-        ss_sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        ss_flags: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-        ss_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+        ss_sp: xsave::u64_at(&b, 0),
+        ss_flags: xsave::u32_at(&b, 8),
+        ss_size: xsave::u64_at(&b, 16),
         ..Default::default()
     };
     Ok(ThreadInside {
@@ -776,7 +787,7 @@ fn queue_signal(
             ),
         });
     }
-    let signo = i32::from_le_bytes(s.siginfo[0..4].try_into().unwrap());
+    let signo = xsave::u32_at(&s.siginfo, 0) as i32;
     if !(1..=64).contains(&signo) {
         return Err(Error::Restore {
             pid,
