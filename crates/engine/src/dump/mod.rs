@@ -324,17 +324,9 @@ fn dump_tree(
             .collect(),
     );
     let mut locks = LockDump::new(opts.file_locks);
-    let mut pstree = Vec::with_capacity(tree.procs.len());
-    let mut kobjs = KobjIds::default();
-    let mut next_pages = 1u32;
-    let mut memdump_time_us = 0;
-    let root_pid = tree.procs[0].pid;
-    let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
-    // The tree's own IPC namespace: numbered after its pid namespace.
-    let ipcns =
-        crate::ns::sysvipc::own_ns(root_pid).then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
-    // Host pid -> the pid the tree's namespace sees (equal without pidns).
-    let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+    let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
+    let mut walk = Walk::new(proc, root_pid, tree.procs.len());
+    let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
     let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
@@ -352,55 +344,6 @@ fn dump_tree(
         });
         let walked = (|| -> Result<(), Error> {
             for p in &mut tree.procs {
-                let pid = p.pid;
-                let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
-                let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
-                let nspid = ns_last(&status.ns_pid, pid);
-                ns_of.insert(pid, nspid);
-                let ns_ppid = if p.ppid == 0 { 0 } else { ns_of[&p.ppid] };
-                let (pgid, sid) = if pidns.is_some() {
-                    (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
-                } else {
-                    (stat.pgrp, stat.session)
-                };
-                if p.zombie {
-                    write_image(
-                        dir,
-                        ImageType::Core,
-                        nspid as u64,
-                        &[task::zombie_core(&stat)],
-                    )?;
-                    pstree.push(PstreeEntry {
-                        pid: nspid as u32,
-                        ppid: ns_ppid as u32,
-                        pgid: pgid as u32,
-                        sid: sid as u32,
-                        threads: vec![0],
-                        ..Default::default()
-                    });
-                    continue;
-                }
-                check_namespaces(pid, pidns)?;
-                crate::ns::sysvipc::check_same_ns(pid, root_pid)?;
-                let mut tids = Vec::with_capacity(p.threads.len());
-                for t in &p.threads {
-                    let tid = t.pid();
-                    tids.push(if tid == pid {
-                        nspid
-                    } else {
-                        let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
-                        ns_last(&ts.ns_pid, tid)
-                    });
-                }
-                let t_mem = Instant::now();
-                let ids = ProcIds {
-                    nspid,
-                    tids: tids.clone(),
-                    kobj: kobjs.assign(pid)?,
-                    pages_id: next_pages,
-                    pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
-                    ipc_ns_id: ipcns.unwrap_or(3),
-                };
                 let mut out = Sinks {
                     dir,
                     files: &mut files,
@@ -408,17 +351,7 @@ fn dump_tree(
                     vmas_of: &mut vmas_of,
                     locks: &mut locks,
                 };
-                dump_process(proc, p, &stat, &status, &mut out, &ids)?;
-                memdump_time_us += us_since(t_mem);
-                pstree.push(PstreeEntry {
-                    pid: nspid as u32,
-                    ppid: ns_ppid as u32,
-                    pgid: pgid as u32,
-                    sid: sid as u32,
-                    threads: tids.iter().map(|t| *t as u32).collect(),
-                    ..Default::default()
-                });
-                next_pages += 1;
+                walk.process(p, &mut out)?;
             }
             Ok(())
         })();
@@ -441,14 +374,14 @@ fn dump_tree(
     hold.on_release(files.take_pty_put_back());
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
-    let pstree = add_helpers(dir, pstree)?;
+    let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
     write_image(dir, ImageType::Timens, 0, &[timens()?])?;
     let stats = DumpStats {
         freezing_time_us,
         frozen_time_us: us_since(frozen_at),
-        memdump_time_us,
+        memdump_time_us: walk.memdump_time_us,
         memwrite_time_us: us_since(t_write),
         pages_scanned: counts.scanned,
         pages_written: counts.written,
@@ -457,6 +390,106 @@ fn dump_tree(
     write_stats(dir, &stats)?;
     debug!("dump of {}: {stats:?}", opts.pid);
     Ok((stats, hold))
+}
+
+/// The walk over a frozen tree, parents before children: what it keeps
+/// from one process to the next, and the pstree it builds.
+struct Walk<'a> {
+    proc: &'a ProcRoot,
+    root_pid: i32,
+    /// The root's pid when it heads its own pid namespace.
+    pidns: Option<i32>,
+    /// The id of the tree's own IPC namespace, if it has one.
+    ipcns: Option<u32>,
+    /// Host pid -> the pid the tree's namespace sees (equal without pidns).
+    ns_of: std::collections::HashMap<i32, i32>,
+    kobjs: KobjIds,
+    next_pages: u32,
+    memdump_time_us: u64,
+    pstree: Vec<PstreeEntry>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(proc: &'a ProcRoot, root_pid: i32, procs: usize) -> Self {
+        let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
+        // The tree's own IPC namespace: numbered after its pid namespace.
+        let ipcns = crate::ns::sysvipc::own_ns(root_pid)
+            .then_some(OWN_PIDNS_ID + u32::from(pidns.is_some()));
+        Walk {
+            proc,
+            root_pid,
+            pidns,
+            ipcns,
+            ns_of: std::collections::HashMap::new(),
+            kobjs: KobjIds::default(),
+            next_pages: 1,
+            memdump_time_us: 0,
+            pstree: Vec::with_capacity(procs),
+        }
+    }
+
+    /// Dump process `p` (a zombie: its core only) and add it to the pstree.
+    fn process(&mut self, p: &mut Proc, out: &mut Sinks<'_>) -> Result<(), Error> {
+        let (proc, pid, pidns) = (self.proc, p.pid, self.pidns);
+        let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+        let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+        let nspid = ns_last(&status.ns_pid, pid);
+        self.ns_of.insert(pid, nspid);
+        let ns_ppid = match p.ppid {
+            0 => 0,
+            ppid => *self.ns_of.get(&ppid).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "process {pid}: its parent {ppid} was not walked before it"
+                ))
+            })?,
+        };
+        let (pgid, sid) = if pidns.is_some() {
+            (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
+        } else {
+            (stat.pgrp, stat.session)
+        };
+        let entry = |threads: Vec<u32>| PstreeEntry {
+            pid: nspid as u32,
+            ppid: ns_ppid as u32,
+            pgid: pgid as u32,
+            sid: sid as u32,
+            threads,
+            ..Default::default()
+        };
+        if p.zombie {
+            let core = task::zombie_core(&stat);
+            write_image(out.dir, ImageType::Core, nspid as u64, &[core])?;
+            self.pstree.push(entry(vec![0]));
+            return Ok(());
+        }
+        check_namespaces(pid, pidns)?;
+        crate::ns::sysvipc::check_same_ns(pid, self.root_pid)?;
+        let mut tids = Vec::with_capacity(p.threads.len());
+        for t in &p.threads {
+            let tid = t.pid();
+            tids.push(if tid == pid {
+                nspid
+            } else {
+                let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
+                ns_last(&ts.ns_pid, tid)
+            });
+        }
+        let t_mem = Instant::now();
+        let ids = ProcIds {
+            nspid,
+            tids: tids.clone(),
+            kobj: self.kobjs.assign(pid)?,
+            pages_id: self.next_pages,
+            pid_ns_id: if pidns.is_some() { OWN_PIDNS_ID } else { 1 },
+            ipc_ns_id: self.ipcns.unwrap_or(3),
+        };
+        dump_process(proc, p, &stat, &status, out, &ids)?;
+        self.memdump_time_us += us_since(t_mem);
+        self.pstree
+            .push(entry(tids.iter().map(|t| *t as u32).collect()));
+        self.next_pages += 1;
+        Ok(())
+    }
 }
 
 /// Sessions and process groups whose leader is gone cannot be joined on
@@ -608,18 +641,79 @@ fn dump_process(
     crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ipc_ns_id != 3)?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
-    // Facts only the tasks themselves can tell: run syscalls inside them,
-    // with a scratch area mapped in the process.
+    // Facts only the tasks themselves can tell: run syscalls inside them.
+    let (pinside, tinside) = collect_inside(p, &vmas)?;
+    debug!("{pid}: state read inside the task by {} us", us_since(t0));
+
+    // If the page worker has stopped on an error, the send fails and the
+    // error comes out when it is joined.
+    let vmas = std::sync::Arc::new(vmas);
+    out.vmas_of.insert(pid, vmas.clone());
+    let _ = jobs.send(PageJob {
+        pid,
+        nspid,
+        vmas: vmas.clone(),
+        pages_id,
+        parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
+    });
+    write_cores(proc, p, (stat, status), &pinside, &tinside, dir, &ids.tids)?;
+    debug!("{pid}: cores written by {} us", us_since(t0));
+    let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
+    let fds = if kobj.files_shared {
+        Vec::new()
+    } else {
+        files.collect_fds(proc, pid)?
+    };
+    let own_fds = (!kobj.files_shared).then_some(&fds[..]);
+    mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
+    out.locks.collect(pid, nspid, &fds)?;
+    let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
+    let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
+    let cwd_id = files.add_dir(&cwd)?;
+    let root_id = files.add_dir(&root)?;
+    let mut kids = task_ids(kobj.vm);
+    kids.files_id = kobj.files;
+    kids.fs_id = kobj.fs;
+    kids.sighand_id = kobj.sighand;
+    kids.pid_ns_id = Some(ids.pid_ns_id);
+    kids.ipc_ns_id = Some(ids.ipc_ns_id);
+    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
+    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
+    write_image(
+        dir,
+        ImageType::Fs,
+        nspid as u64,
+        &[FsEntry {
+            cwd_id,
+            root_id,
+            umask: Some(status.umask.unwrap_or(0o022)),
+            ..Default::default()
+        }],
+    )?;
+    if !kobj.files_shared {
+        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+    }
+    Ok(())
+}
+
+/// Run the syscalls that read what only a task itself can tell (signal
+/// actions, timers, sigaltstack...), in every thread of `p`, from a
+/// scratch area mapped for the purpose; the tasks are cured (their
+/// syscall instruction put back) whatever happens.
+fn collect_inside(
+    p: &mut Proc,
+    vmas: &[mem::Vma],
+) -> Result<(task::ProcInside, Vec<task::ThreadInside>), Error> {
+    let pid = p.pid;
     let syscall_ip = vmas
         .iter()
         .find(|v| v.map.exec && v.usable_for_syscall())
         .map(|v| RemoteAddr(v.map.start))
         .ok_or_else(|| Error::unsupported(format!("process {pid} has no executable mapping")))?;
     let scratch_len = 4 * PAGE_SIZE;
-    let (main, others) = p
-        .threads
-        .split_first_mut()
-        .expect("live process has threads");
+    let Some((main, others)) = p.threads.split_first_mut() else {
+        return Err(Error::NoSuchProcess { pid });
+    };
     main.infect(syscall_ip).map_err(compel_err(pid))?;
     let scratch = main
         .syscall(
@@ -657,25 +751,28 @@ fn dump_process(
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;
     }
-    let (pinside, tinside) = collected?;
-    debug!("{pid}: state read inside the task by {} us", us_since(t0));
+    collected
+}
 
-    // If the page worker has stopped on an error, the send fails and the
-    // error comes out when it is joined.
-    let vmas = std::sync::Arc::new(vmas);
-    out.vmas_of.insert(pid, vmas.clone());
-    let _ = jobs.send(PageJob {
-        pid,
-        nspid,
-        vmas: vmas.clone(),
-        pages_id,
-        parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
-    });
+/// Write the core image of every thread of `p` (the main thread's
+/// `stat`/`status` already read; the others' read here), named by its id
+/// in the tree's pid namespace (`tids`).
+fn write_cores(
+    proc: &ProcRoot,
+    p: &Proc,
+    (stat, status): (&crust_proc::Stat, &crust_proc::Status),
+    pinside: &task::ProcInside,
+    tinside: &[task::ThreadInside],
+    dir: &Path,
+    tids: &[i32],
+) -> Result<(), Error> {
+    let pid = p.pid;
     let multi = p.threads.len() > 1;
-    for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
+    let threads = p.threads.iter().zip(tinside.iter()).zip(tids.iter());
+    for (i, ((t, ti), nstid)) in threads.enumerate() {
         let tid = t.pid();
         let (tstat, tstatus) = if i == 0 {
-            (stat.clone(), (*status).clone())
+            (stat.clone(), status.clone())
         } else {
             (
                 crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?,
@@ -690,47 +787,11 @@ fn dump_process(
                 stat: &tstat,
                 status: &tstatus,
                 thread: ti,
-                process: (i == 0).then_some(&pinside),
+                process: (i == 0).then_some(pinside),
                 multi_threaded: multi,
             },
         )?;
-        write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
-    }
-    debug!("{pid}: cores written by {} us", us_since(t0));
-    let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
-    let fds = if kobj.files_shared {
-        Vec::new()
-    } else {
-        files.collect_fds(proc, pid)?
-    };
-    let own_fds = (!kobj.files_shared).then_some(&fds[..]);
-    mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
-    out.locks.collect(pid, nspid, &fds)?;
-    let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
-    let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
-    let cwd_id = files.add_dir(&cwd)?;
-    let root_id = files.add_dir(&root)?;
-    let mut kids = task_ids(kobj.vm);
-    kids.files_id = kobj.files;
-    kids.fs_id = kobj.fs;
-    kids.sighand_id = kobj.sighand;
-    kids.pid_ns_id = Some(ids.pid_ns_id);
-    kids.ipc_ns_id = Some(ids.ipc_ns_id);
-    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
-    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
-    write_image(
-        dir,
-        ImageType::Fs,
-        nspid as u64,
-        &[FsEntry {
-            cwd_id,
-            root_id,
-            umask: Some(status.umask.unwrap_or(0o022)),
-            ..Default::default()
-        }],
-    )?;
-    if !kobj.files_shared {
-        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+        write_image(dir, ImageType::Core, *nstid as u64, &[core])?;
     }
     Ok(())
 }
