@@ -521,7 +521,6 @@ pub fn zombie_core(stat: &Stat) -> CoreEntry {
 /// `tgid` and `tid` are the thread's ids as the task itself sees them
 /// (they differ from crust's view in a pid namespace).
 pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> Result<(), Error> {
-    let pid = r.pid();
     let tc = core.tc.as_ref();
     let th = core.thread_core.as_ref();
     let comm = th
@@ -538,121 +537,159 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
         )?;
     }
     if let Some(tc) = tc {
-        r.call(
-            "personality",
-            libc::SYS_personality,
-            [tc.personality as u64, 0, 0, 0, 0, 0],
-        )?;
-        // Signal handlers.
-        let sigs: Vec<u32> = sigaction_signals().collect();
-        if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
-            return Err(Error::Restore {
-                pid,
-                what: format!(
-                    "core image has {} sigactions, expected {}",
-                    tc.sigactions.len(),
-                    sigs.len()
-                ),
-            });
-        }
-        for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
-            let mut b = Vec::with_capacity(32);
-            b.extend_from_slice(&sa.sigaction.to_le_bytes());
-            b.extend_from_slice(&sa.flags.to_le_bytes());
-            b.extend_from_slice(&sa.restorer.to_le_bytes());
-            b.extend_from_slice(&sa.mask.to_le_bytes());
-            let a = r.put(0, &b)?;
-            r.call(
-                &format!("rt_sigaction({sig})"),
-                libc::SYS_rt_sigaction,
-                [*sig as u64, a.get(), 0, 8, 0, 0],
-            )?;
-        }
-        if let Some(t) = &tc.timers {
-            for (which, it) in [
-                (libc::ITIMER_REAL, &t.real),
-                (libc::ITIMER_VIRTUAL, &t.virt),
-                (libc::ITIMER_PROF, &t.prof),
-            ] {
-                if it.vsec == 0 && it.vusec == 0 {
-                    continue;
-                }
-                let mut b = Vec::with_capacity(32);
-                for v in [it.isec, it.iusec, it.vsec, it.vusec] {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-                let a = r.put(0, &b)?;
-                r.call(
-                    "setitimer",
-                    libc::SYS_setitimer,
-                    [which as u64, a.get(), 0, 0, 0, 0],
-                )?;
-            }
-            restore_posix_timers(r, &t.posix)?;
-        }
-        if let Some(l) = &tc.rlimits {
-            for (res, lim) in l.rlimits.iter().enumerate() {
-                apply_rlimit(pid, res as u32, lim.cur, lim.max);
-            }
-        }
-        if let Some(adj) = tc.oom_score_adj {
-            if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
-                warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
-            }
-        }
-        if tc.child_subreaper == Some(true) {
-            r.call(
-                "prctl(PR_SET_CHILD_SUBREAPER)",
-                libc::SYS_prctl,
-                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
-            )?;
-        }
-        // Pending process-wide signals (blocked for now: the mask is all-ones
-        // until the very end).
-        if let Some(q) = &tc.signals_s {
-            for s in &q.signals {
-                queue_signal(r, s, tgid, tid, true)?;
-            }
-        }
+        apply_task_core(r, tc, tgid, tid)?;
     }
     if let Some(th) = th {
-        if let Some(sas) = &th.sas {
-            let mut b = Vec::with_capacity(24);
-            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
-            b.extend_from_slice(&sas.ss_flags.to_le_bytes());
-            b.extend_from_slice(&[0u8; 4]);
-            b.extend_from_slice(&sas.ss_size.to_le_bytes());
-            let a = r.put(0, &b)?;
-            r.call(
-                "sigaltstack",
-                libc::SYS_sigaltstack,
-                [a.get(), 0, 0, 0, 0, 0],
-            )?;
-        }
-        if let Some(q) = &th.signals_p {
-            for s in &q.signals {
-                queue_signal(r, s, tgid, tid, false)?;
-            }
-        }
-        r.call(
-            "set_robust_list",
-            libc::SYS_set_robust_list,
-            [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
-        )?;
-        apply_sched(r, th)?;
-        if let Some(pd) = th.pdeath_sig {
-            r.call(
-                "prctl(PR_SET_PDEATHSIG)",
-                libc::SYS_prctl,
-                [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
-            )?;
-        }
+        apply_thread_core(r, th, tgid, tid)?;
     }
     if let Some(ti) = &core.thread_info {
         r.call(
             "set_tid_address",
             libc::SYS_set_tid_address,
             [ti.clear_tid_addr, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The process-wide part of a core (the main thread's): personality,
+/// signal handlers, timers, limits, OOM score, subreaper and the signals
+/// pending for the whole process.
+fn apply_task_core(
+    r: &mut Remote<'_>,
+    tc: &TaskCoreEntry,
+    tgid: i32,
+    tid: i32,
+) -> Result<(), Error> {
+    let pid = r.pid();
+    r.call(
+        "personality",
+        libc::SYS_personality,
+        [tc.personality as u64, 0, 0, 0, 0, 0],
+    )?;
+    apply_sigactions(r, tc)?;
+    if let Some(t) = &tc.timers {
+        apply_itimers(r, t)?;
+        restore_posix_timers(r, &t.posix)?;
+    }
+    if let Some(l) = &tc.rlimits {
+        for (res, lim) in l.rlimits.iter().enumerate() {
+            apply_rlimit(pid, res as u32, lim.cur, lim.max);
+        }
+    }
+    if let Some(adj) = tc.oom_score_adj {
+        if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
+            warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
+        }
+    }
+    if tc.child_subreaper == Some(true) {
+        r.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    // Pending process-wide signals (blocked for now: the mask is all-ones
+    // until the very end).
+    if let Some(q) = &tc.signals_s {
+        for s in &q.signals {
+            queue_signal(r, s, tgid, tid, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Signal handlers, in the order [`sigaction_signals`] lists them.
+fn apply_sigactions(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(), Error> {
+    let pid = r.pid();
+    let sigs: Vec<u32> = sigaction_signals().collect();
+    if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
+        return Err(Error::Restore {
+            pid,
+            what: format!(
+                "core image has {} sigactions, expected {}",
+                tc.sigactions.len(),
+                sigs.len()
+            ),
+        });
+    }
+    for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&sa.sigaction.to_le_bytes());
+        b.extend_from_slice(&sa.flags.to_le_bytes());
+        b.extend_from_slice(&sa.restorer.to_le_bytes());
+        b.extend_from_slice(&sa.mask.to_le_bytes());
+        let a = r.put(0, &b)?;
+        r.call(
+            &format!("rt_sigaction({sig})"),
+            libc::SYS_rt_sigaction,
+            [*sig as u64, a.get(), 0, 8, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The three interval timers (ITIMER_REAL, _VIRTUAL, _PROF) that run.
+fn apply_itimers(r: &mut Remote<'_>, t: &TaskTimersEntry) -> Result<(), Error> {
+    for (which, it) in [
+        (libc::ITIMER_REAL, &t.real),
+        (libc::ITIMER_VIRTUAL, &t.virt),
+        (libc::ITIMER_PROF, &t.prof),
+    ] {
+        if it.vsec == 0 && it.vusec == 0 {
+            continue;
+        }
+        let mut b = Vec::with_capacity(32);
+        for v in [it.isec, it.iusec, it.vsec, it.vusec] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let a = r.put(0, &b)?;
+        r.call(
+            "setitimer",
+            libc::SYS_setitimer,
+            [which as u64, a.get(), 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The per-thread part of a core: alternate signal stack, signals pending
+/// for the thread, robust futex list, scheduling, parent-death signal.
+fn apply_thread_core(
+    r: &mut Remote<'_>,
+    th: &ThreadCoreEntry,
+    tgid: i32,
+    tid: i32,
+) -> Result<(), Error> {
+    if let Some(sas) = &th.sas {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+        b.extend_from_slice(&sas.ss_flags.to_le_bytes());
+        b.extend_from_slice(&[0u8; 4]);
+        b.extend_from_slice(&sas.ss_size.to_le_bytes());
+        let a = r.put(0, &b)?;
+        r.call(
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [a.get(), 0, 0, 0, 0, 0],
+        )?;
+    }
+    if let Some(q) = &th.signals_p {
+        for s in &q.signals {
+            queue_signal(r, s, tgid, tid, false)?;
+        }
+    }
+    r.call(
+        "set_robust_list",
+        libc::SYS_set_robust_list,
+        [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
+    )?;
+    apply_sched(r, th)?;
+    if let Some(pd) = th.pdeath_sig {
+        r.call(
+            "prctl(PR_SET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
         )?;
     }
     Ok(())
