@@ -970,3 +970,123 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+
+    /// Registers with every field distinct, so a swapped pair shows.
+    fn sample_regs() -> UserRegs {
+        UserRegs {
+            r15: 1,
+            r14: 2,
+            r13: 3,
+            r12: 4,
+            rbp: 5,
+            rbx: 6,
+            r11: 7,
+            r10: 8,
+            r9: 9,
+            r8: 10,
+            rax: 11,
+            rcx: 12,
+            rdx: 13,
+            rsi: 14,
+            rdi: 15,
+            orig_rax: 16,
+            rip: 17,
+            cs: 18,
+            eflags: 19,
+            rsp: 20,
+            ss: 21,
+            fs_base: 22,
+            gs_base: 23,
+            ds: 24,
+            es: 25,
+            fs: 26,
+            gs: 27,
+        }
+    }
+
+    fn fields(r: &UserRegs) -> [u64; 27] {
+        [
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base,
+            r.gs_base, r.ds, r.es, r.fs, r.gs,
+        ]
+    }
+
+    #[test]
+    fn regs_round_trip_through_the_image() {
+        let r = sample_regs();
+        let img = regs_to_image(&r);
+        assert_eq!(img.mode, Some(user_x86_regs_mode::NATIVE));
+        assert_eq!((img.ip, img.sp, img.ax, img.orig_ax), (17, 20, 11, 16));
+        assert_eq!((img.bp, img.bx, img.flags), (5, 6, 19));
+        assert_eq!(fields(&regs_from_image(&img)), fields(&r));
+    }
+
+    #[test]
+    fn sigaction_slots_are_64_signals_but_kill_and_stop() {
+        let sigs: Vec<u32> = sigaction_signals().collect();
+        assert_eq!(sigs.len(), 62);
+        assert_eq!(sigs.first(), Some(&1));
+        assert_eq!(sigs.last(), Some(&64));
+        assert!(!sigs.contains(&(libc::SIGKILL as u32)));
+        assert!(!sigs.contains(&(libc::SIGSTOP as u32)));
+        assert!(sigs.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn capability_words_round_trip() {
+        for v in [0, 1, 0x1ff_ffff_ffff, u64::MAX, 0x8000_0000_0000_0001] {
+            let w = cap_words(v);
+            assert_eq!(w.len(), 2, "CRIU stores two 32-bit words");
+            assert_eq!(w[0], v as u32);
+            assert_eq!(w[1], (v >> 32) as u32);
+            assert_eq!(cap_join(&w), v);
+        }
+        // Short or empty lists (older images) read as zero words.
+        assert_eq!(cap_join(&[7]), 7);
+        assert_eq!(cap_join(&[]), 0);
+    }
+
+    #[test]
+    fn zombie_and_helper_cores() {
+        let stat = Stat {
+            exit_code: 0x0900,
+            comm: "dead".into(),
+            ..Default::default()
+        };
+        let z = zombie_core(&stat);
+        let tc = z.tc.expect("task core");
+        assert_eq!(tc.task_state, task_state::DEAD);
+        assert_eq!(tc.exit_code, 0x0900);
+        assert_eq!(tc.comm, "dead");
+        assert!(z.thread_core.is_none());
+        assert_eq!(z.mtype, core_entry_march::X86_64);
+        let h = helper_core();
+        assert_eq!(h.mtype, core_entry_march::X86_64);
+        assert_eq!(h.tc.expect("task core").task_state, task_state::HELPER);
+    }
+
+    #[test]
+    fn little_endian_reads_past_the_end_are_zero() {
+        let b = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(xsave::u64_at(&b, 0), 0x0807_0605_0403_0201);
+        assert_eq!(xsave::u32_at(&b, 5), 0x0908_0706);
+        assert_eq!(xsave::u64_at(&b, 2), 0, "only 7 bytes left");
+        assert_eq!(xsave::u16_at(&b, usize::MAX), 0, "no overflow");
+        let mut w = [0u8; 6];
+        xsave::put_u32(&mut w, 1, 0xaabb_ccdd);
+        assert_eq!(w, [0, 0xdd, 0xcc, 0xbb, 0xaa, 0]);
+        xsave::put_u64(&mut w, 0, u64::MAX);
+        assert_eq!(w, [0, 0xdd, 0xcc, 0xbb, 0xaa, 0], "too short: untouched");
+    }
+}
