@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// The rest of one process, once its children and threads exist: fds,
