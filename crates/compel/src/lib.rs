@@ -13,6 +13,15 @@
 //! one that already exists at a known address ([`Task::use_syscall_ip`],
 //! used by restore, which maps its own trampoline page).
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crust_sys::process::{self, WaitStatus};
 use crust_sys::ptrace::{self, UserRegs};
 use crust_sys::RemoteAddr;
@@ -689,8 +698,11 @@ fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStat
                 return Err(Error::Exited { pid, status: st })
             }
             Some((_, WaitStatus::Continued)) => continue,
+            // WNOHANG (so None) only with a deadline.
             None => {
-                let (start, timeout) = deadline.expect("WNOHANG only with a deadline");
+                let Some((start, timeout)) = deadline else {
+                    continue;
+                };
                 if start.elapsed() > timeout {
                     return Err(Error::Timeout { pid, timeout });
                 }

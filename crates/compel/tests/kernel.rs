@@ -1,6 +1,7 @@
 //! Kernel tests: seize a real child process, run syscalls inside it, and
 //! let it go unharmed. They need root (ptrace of a child works without it,
-//! but the sandbox may restrict it): each test says why it skips.
+//! but the sandbox may restrict it): without it they skip, saying why, or
+//! fail when CRUST_REQUIRE_PRIVILEGED=1 (as in CI).
 
 use crust_compel::Task;
 use crust_sys::RemoteAddr;
@@ -36,22 +37,9 @@ fn exec_vma(pid: i32) -> u64 {
     panic!("no executable mapping in {pid}");
 }
 
+/// Root, or skip (a failure under CRUST_REQUIRE_PRIVILEGED=1).
 fn can_ptrace() -> bool {
-    if euid() != 0 {
-        eprintln!("SKIP: not root");
-        return false;
-    }
-    true
-}
-
-fn euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    crust_sys::testing::require_root(&crust_sys::testing::current_test())
 }
 
 #[test]

@@ -3,6 +3,12 @@
 //! The binary (`crust`) parses the command line into [`DumpOptions`] /
 //! [`RestoreOptions`] and calls [`dump`] / [`restore`].
 
+// Plan: the workspace denies clippy::too_many_lines (120 code lines, see
+// clippy.toml); the engine's last long functions (files, net, mem,
+// restore::{load,finish}) are being split on other branches. Once they are
+// merged, delete this line so the workspace setting applies here too.
+#![allow(clippy::too_many_lines)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

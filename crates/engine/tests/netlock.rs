@@ -1,7 +1,7 @@
 //! Kernel tests of network locking: real loopback TCP connections are
 //! locked (data sent is not delivered), then unlocked (it is), with
 //! iptables and with nftables. They need root and the tools; without them
-//! they say why and pass. Every rule they add is removed, pass or fail.
+//! they say why and pass, or fail when CRUST_REQUIRE_PRIVILEGED=1 (as in CI). Every rule they add is removed, pass or fail.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,19 +11,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crust_engine::netlock::{self, Conn, Method, NetLockError};
+use crust_sys::testing;
 
 /// The firewall is one for the whole machine: one test at a time.
 static FIREWALL: Mutex<()> = Mutex::new(());
 
+/// Root, or skip (a failure under CRUST_REQUIRE_PRIVILEGED=1, as in CI).
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+    testing::require_root(&testing::current_test())
+}
+
+/// Skip the running test because of `why` (a failure under
+/// CRUST_REQUIRE_PRIVILEGED=1).
+fn skip(why: &str) {
+    testing::skip(&testing::current_test(), why);
 }
 
 /// The output of a listing command, or "" if it can't run.
@@ -63,7 +64,7 @@ impl Pair {
         let l = match TcpListener::bind(listen) {
             Ok(l) => l,
             Err(e) => {
-                println!("skipped {listen}: {e}");
+                skip(&format!("cannot listen on {listen}: {e}"));
                 return None;
             }
         };
@@ -144,7 +145,7 @@ fn try_lock<'a>(method: Method, conns: &'a [Conn]) -> Option<Locked<'a>> {
             done: false,
         }),
         Err(crust_engine::Error::NetLock(e @ NetLockError::ToolMissing { .. })) => {
-            println!("skipped: {e}");
+            skip(&e.to_string());
             None
         }
         Err(e) => panic!("lock with {method}: {e}"),
@@ -154,7 +155,6 @@ fn try_lock<'a>(method: Method, conns: &'a [Conn]) -> Option<Locked<'a>> {
 /// Data both ways is held while locked, delivered after the unlock.
 fn lock_blocks_then_unlock_delivers(method: Method) {
     if !is_root() {
-        println!("skipped: network locking needs root");
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,7 +210,6 @@ fn lock_blocks_then_unlock_delivers(method: Method) {
 /// Packets marked SOCCR_MARK pass a lock.
 fn marked_packets_pass(method: Method) {
     if !is_root() {
-        println!("skipped: network locking needs root");
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
@@ -255,7 +254,6 @@ fn nftables_marked_packets_pass() {
 #[test]
 fn nftables_table_shared_between_locks() {
     if !is_root() {
-        println!("skipped: network locking needs root");
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
@@ -297,8 +295,11 @@ fn unlock_removes_criu_rules() {
     let script = std::path::Path::new(
         "/work/shared/golden/criu-4.2/tcp/restore-check/network-lock-rules.sh",
     );
-    if !is_root() || !script.exists() {
-        println!("skipped: needs root and {}", script.display());
+    if !is_root() {
+        return;
+    }
+    if !script.exists() {
+        skip(&format!("{} is missing", script.display()));
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,7 +342,6 @@ fn unlock_removes_criu_rules() {
 #[test]
 fn nftables_unlock_in_criu_table() {
     if !is_root() {
-        println!("skipped: network locking needs root");
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
@@ -384,7 +384,7 @@ fn nftables_unlock_in_criu_table() {
     match ok {
         Ok(s) if s.success() => {}
         other => {
-            println!("skipped: nft cannot make CRIU's table: {other:?}");
+            skip(&format!("nft cannot make CRIU's table: {other:?}"));
             let _ = Command::new("nft")
                 .args(["delete", "table", "inet", &table[5..]])
                 .status();
@@ -426,7 +426,6 @@ fn nftables_unlock_in_criu_table() {
 #[test]
 fn thousand_connections() {
     if !is_root() {
-        println!("skipped: network locking needs root");
         return;
     }
     let _g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());

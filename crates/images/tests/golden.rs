@@ -341,7 +341,10 @@ fn writer_reproduces_goldens() {
 fn crit_decodes_our_images() {
     let crit = Path::new("/usr/bin/crit");
     if !crit.exists() {
-        println!("skipped: /usr/bin/crit is not installed (apt-get install criu)");
+        crust_sys::testing::skip(
+            "crit_decodes_our_images",
+            "/usr/bin/crit is not installed (apt-get install criu)",
+        );
         return;
     }
     let tmp = TempDir::new("crit");

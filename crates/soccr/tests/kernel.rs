@@ -1,5 +1,6 @@
 //! Kernel tests of TCP repair on loopback connections (need root, or at
-//! least CAP_NET_ADMIN and CAP_NET_RAW; skipped with a message otherwise).
+//! least CAP_NET_ADMIN and CAP_NET_RAW; skipped with a message otherwise, or
+//! failed when CRUST_REQUIRE_PRIVILEGED=1, as in CI).
 //!
 //! Each test makes a connection, fills its queues, dumps both ends, frees
 //! them silently, rebuilds both (restore on both before finish on either)
@@ -33,8 +34,8 @@ fn available() -> bool {
     match crust_soccr::repair_available() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("SKIP: TCP repair not available: {e}");
-            false
+            let why = format!("TCP repair is not available: {e}");
+            crust_sys::testing::skip(&crust_sys::testing::current_test(), &why)
         }
     }
 }
@@ -429,7 +430,10 @@ impl Lock {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("SKIP: nft (nftables) is not usable here");
+            crust_sys::testing::skip(
+                &crust_sys::testing::current_test(),
+                "nft (nftables) is not usable here",
+            );
             return None;
         }
         Some(Lock {

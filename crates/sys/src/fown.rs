@@ -120,8 +120,10 @@ mod tests {
         set_owner(fd, o).unwrap();
         assert_eq!(owner(fd).unwrap(), o);
         let (uid, euid) = owner_uids(fd).unwrap();
-        // SAFETY: getuid/geteuid cannot fail and take no arguments.
-        let (u, e) = unsafe { (libc::getuid(), libc::geteuid()) };
+        // SAFETY: getuid cannot fail and takes no arguments.
+        let u = unsafe { libc::getuid() };
+        // SAFETY: geteuid cannot fail and takes no arguments.
+        let e = unsafe { libc::geteuid() };
         assert_eq!((uid, euid), (u, e));
         set_signal(fd, libc::SIGRTMIN() + 2).unwrap();
         assert_eq!(signal(fd).unwrap(), libc::SIGRTMIN() + 2);

@@ -197,7 +197,10 @@ impl ShmAttach {
         // separate Rust buffer, so the ranges do not overlap. A read-only
         // attachment faults, which the caller avoids by attaching
         // read-write.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.addr.add(off), data.len()) };
+        let dst = self.addr.wrapping_add(off);
+        // SAFETY: see above: `dst` is inside the attachment, `data` a separate
+        // buffer.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
 
@@ -208,7 +211,10 @@ impl ShmAttach {
         }
         // SAFETY: [off, off + len) is inside the attachment, mapped while
         // `self` lives; `buf` is a separate Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(self.addr.add(off), buf.as_mut_ptr(), buf.len()) };
+        let src = self.addr.wrapping_add(off);
+        // SAFETY: see above: `src` is inside the attachment, `buf` a separate
+        // buffer.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 }

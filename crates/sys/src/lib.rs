@@ -19,6 +19,8 @@ pub mod process;
 pub mod ptrace;
 pub mod rawsk;
 pub mod sockfilter;
+#[doc(hidden)]
+pub mod testing;
 pub mod tty;
 pub mod unix;
 

@@ -1,5 +1,14 @@
 //! Copying memory between this process and another one.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::{cvt, RemoteAddr};
 use std::io;
 

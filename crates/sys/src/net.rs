@@ -229,14 +229,13 @@ fn name_of(fd: BorrowedFd<'_>, peer: bool) -> io::Result<SocketAddr> {
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let p = &mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr;
-    // SAFETY: `p` and `len` are valid out-pointers; the kernel writes at
-    // most `len` bytes.
-    let r = unsafe {
-        if peer {
-            libc::getpeername(fd.as_raw_fd(), p, &mut len)
-        } else {
-            libc::getsockname(fd.as_raw_fd(), p, &mut len)
-        }
+    let r = if peer {
+        // SAFETY: `p` and `len` are valid out-pointers; the kernel writes at
+        // most `len` bytes.
+        unsafe { libc::getpeername(fd.as_raw_fd(), p, &mut len) }
+    } else {
+        // SAFETY: as above: valid out-pointers, at most `len` bytes written.
+        unsafe { libc::getsockname(fd.as_raw_fd(), p, &mut len) }
     };
     cvt(r as libc::c_long)?;
     from_raw(&ss, len)

@@ -12,8 +12,13 @@ pub fn pipe2(flags: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: `fds` is a writable array of two c_ints, as pipe2 requires.
     let r = unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
     cvt(r as libc::c_long)?;
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let [r, w] = fds;
+    // SAFETY: pipe2 succeeded, so the read end is open and owned by nobody
+    // else.
+    let r = unsafe { OwnedFd::from_raw_fd(r) };
+    // SAFETY: likewise the write end.
+    let w = unsafe { OwnedFd::from_raw_fd(w) };
+    Ok((r, w))
 }
 
 /// tee(2): duplicate up to `len` bytes queued in pipe `from` into pipe `to`

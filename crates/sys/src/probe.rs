@@ -309,7 +309,7 @@ pub fn process_vm_readv() -> ProbeResult {
     };
     // SAFETY: both iovecs describe live buffers of the stated length; the
     // remote one is only read.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(own_pid(), &local, 1, &remote, 1, 0) };
     check(n as libc::c_long, "process_vm_readv")?;
     if dst != src {
         return Err(ProbeError::Missing(
@@ -319,10 +319,16 @@ pub fn process_vm_readv() -> ProbeResult {
     Ok(())
 }
 
+/// This process's pid, without a libc call (so probes need no extra
+/// `unsafe` operation for it).
+fn own_pid() -> libc::pid_t {
+    std::process::id() as libc::pid_t
+}
+
 /// pidfd_open(2) (Linux 5.3).
 pub fn pidfd_open() -> ProbeResult {
     // SAFETY: plain integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, own_pid(), 0) };
     owned(fd, "pidfd_open")?;
     Ok(())
 }
@@ -330,10 +336,8 @@ pub fn pidfd_open() -> ProbeResult {
 /// pidfd_getfd(2) (Linux 5.6): steal a descriptor from another task.
 pub fn pidfd_getfd() -> ProbeResult {
     // SAFETY: plain integer arguments.
-    let pidfd = owned(
-        unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) },
-        "pidfd_open",
-    )?;
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, own_pid(), 0) };
+    let pidfd = owned(pidfd, "pidfd_open")?;
     // SAFETY: plain integer arguments; the result is a new descriptor.
     let fd = unsafe {
         libc::syscall(
@@ -395,16 +399,7 @@ pub fn clone3_set_tid() -> ProbeResult {
 pub fn kcmp() -> ProbeResult {
     const KCMP_VM: libc::c_long = 1;
     // SAFETY: plain integer arguments.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            libc::getpid(),
-            libc::getpid(),
-            KCMP_VM,
-            0,
-            0,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, own_pid(), own_pid(), KCMP_VM, 0, 0) };
     if check(ret, "kcmp")? != 0 {
         return Err(ProbeError::Missing(
             "kcmp says our mm differs from itself".into(),

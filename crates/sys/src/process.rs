@@ -1,5 +1,14 @@
 //! Process creation, waiting and signalling.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::cvt;
 use std::io;
 
@@ -144,9 +153,11 @@ pub fn clone3_fork(set_tid: &[i32], flags: u64) -> io::Result<ForkResult> {
 
 /// raise(SIGSTOP) style self-stop used by a freshly cloned child.
 pub fn stop_self() {
-    // SAFETY: getpid/kill take only integers and are async-signal-safe.
+    // SAFETY: getpid takes nothing and is async-signal-safe.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: kill takes only integers and is async-signal-safe.
     unsafe {
-        libc::kill(libc::getpid(), libc::SIGSTOP);
+        libc::kill(me, libc::SIGSTOP);
     }
 }
 
@@ -216,18 +227,19 @@ pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
 /// Block every signal in the calling thread; returns the old mask. Used
 /// around clone3 so the child starts with everything blocked.
 pub fn block_all_signals() -> io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t values are plain data initialised by sigfillset /
-    // filled by pthread_sigmask before being read.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        let r = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        Ok(old)
+    // SAFETY: sigset_t is plain data; all zeroes is a valid (empty) set.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a live, writable sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: `all` is a filled sigset_t, `old` a writable one the call
+    // fills before it is read.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
     }
+    Ok(old)
 }
 
 /// Restore a mask saved by [`block_all_signals`].

@@ -1,5 +1,14 @@
 //! ptrace requests used to seize, inspect and drive a task.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::{cvt, RemoteAddr};
 use std::io;
 
@@ -193,7 +202,7 @@ pub fn peek_siginfo(pid: i32, shared: bool, max: usize) -> io::Result<Vec<RawSig
         if n == 0 {
             break;
         }
-        out.extend_from_slice(&buf[..n.min(buf.len())]);
+        out.extend_from_slice(buf.get(..n).unwrap_or(&buf));
         if out.len() >= max {
             out.truncate(max);
             break;
@@ -240,7 +249,9 @@ pub fn get_rseq_config(pid: i32) -> io::Result<RseqConfig> {
 pub fn peek(pid: i32, addr: RemoteAddr) -> io::Result<u64> {
     // errno must be cleared: -1 is a valid word.
     // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = 0 };
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: `errno` points to this thread's errno slot, a live c_int.
+    unsafe { *errno = 0 };
     // SAFETY: PEEKDATA takes the remote address as an integer and returns
     // the word; no local memory is passed.
     let r = unsafe { libc::ptrace(libc::PTRACE_PEEKDATA, pid, addr.0 as usize, 0usize) };

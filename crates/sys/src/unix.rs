@@ -64,9 +64,13 @@ pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     let r =
         unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     cvt(r as libc::c_long)?;
-    // SAFETY: socketpair succeeded: both fds are new and owned by nobody
+    let [a, b] = fds;
+    // SAFETY: socketpair succeeded: the first fd is new and owned by nobody
     // else.
-    Ok(unsafe { (own(fds[0]), own(fds[1])) })
+    let a = unsafe { own(a) };
+    // SAFETY: likewise the second.
+    let b = unsafe { own(b) };
+    Ok((a, b))
 }
 
 /// A `sockaddr_un` holding `name` (sun_path bytes) and its length.
@@ -194,23 +198,22 @@ pub fn send_msg(
     let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let payload = std::mem::size_of_val(raw.as_slice()) as u32;
     let cred_len = std::mem::size_of::<libc::ucred>() as u32;
-    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
-    let (rights_space, cmsg_len, cred_space, cred_cmsg_len) = unsafe {
-        (
-            if fds.is_empty() {
-                0
-            } else {
-                libc::CMSG_SPACE(payload)
-            },
-            libc::CMSG_LEN(payload),
-            if creds.is_some() {
-                libc::CMSG_SPACE(cred_len)
-            } else {
-                0
-            },
-            libc::CMSG_LEN(cred_len),
-        )
+    let rights_space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE only computes a size.
+        unsafe { libc::CMSG_SPACE(payload) }
     };
+    // SAFETY: CMSG_LEN only computes a size.
+    let cmsg_len = unsafe { libc::CMSG_LEN(payload) };
+    let cred_space = if creds.is_some() {
+        // SAFETY: CMSG_SPACE only computes a size.
+        unsafe { libc::CMSG_SPACE(cred_len) }
+    } else {
+        0
+    };
+    // SAFETY: CMSG_LEN only computes a size.
+    let cred_cmsg_len = unsafe { libc::CMSG_LEN(cred_len) };
     let space = rights_space + cred_space;
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut control = vec![0u64; (space as usize).div_ceil(8).max(1)];
@@ -236,46 +239,62 @@ pub fn send_msg(
         // SAFETY: msg_control points to `control`, at least
         // CMSG_SPACE(payload) (+ the credentials' space) bytes, aligned to
         // 8, so CMSG_FIRSTHDR returns a header inside it with room for
-        // `payload` bytes after it; `raw` holds exactly `payload` bytes.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = cmsg_len as usize;
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr() as *const u8,
-                libc::CMSG_DATA(c),
-                payload as usize,
-            );
-            next = libc::CMSG_NXTHDR(&msg, c);
-        }
+        // `payload` bytes after it.
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: `c` points to a header inside `control` (above).
+        unsafe { write_cmsg_header(c, libc::SCM_RIGHTS, cmsg_len) };
+        // SAFETY: CMSG_DATA only computes the address after the header `c`.
+        let dst = unsafe { libc::CMSG_DATA(c) };
+        // SAFETY: `dst` has room for `payload` bytes inside `control`;
+        // `raw` holds exactly `payload` bytes, in a separate buffer.
+        unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr() as *const u8, dst, payload as usize) };
+        // SAFETY: `c` is a header of `msg`'s control buffer with its length
+        // set; CMSG_NXTHDR checks the bounds and returns null past the end.
+        next = unsafe { libc::CMSG_NXTHDR(&msg, c) };
     }
     if let Some((pid, uid, gid)) = creds {
         let u = libc::ucred { pid, uid, gid };
-        // SAFETY: the control buffer has CMSG_SPACE(sizeof ucred) bytes
-        // left after the rights (if any): CMSG_FIRSTHDR/CMSG_NXTHDR return
-        // a header inside it with room for a ucred after it.
+        // The control buffer has CMSG_SPACE(sizeof ucred) bytes left after
+        // the rights (if any): CMSG_FIRSTHDR/CMSG_NXTHDR return a header
+        // inside it with room for a ucred after it.
+        let c = if next.is_null() {
+            // SAFETY: msg_control points to `control` (see above).
+            unsafe { libc::CMSG_FIRSTHDR(&msg) }
+        } else {
+            next
+        };
+        // SAFETY: `c` points to a header inside `control` (above).
+        unsafe { write_cmsg_header(c, libc::SCM_CREDENTIALS, cred_cmsg_len) };
+        // SAFETY: CMSG_DATA only computes the address after the header `c`.
+        let dst = unsafe { libc::CMSG_DATA(c) };
+        // SAFETY: `dst` has room for a ucred inside `control`; `u` is a
+        // separate local ucred.
         unsafe {
-            let c = if next.is_null() {
-                libc::CMSG_FIRSTHDR(&msg)
-            } else {
-                next
-            };
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_CREDENTIALS;
-            (*c).cmsg_len = cred_cmsg_len as usize;
             std::ptr::copy_nonoverlapping(
                 &u as *const libc::ucred as *const u8,
-                libc::CMSG_DATA(c),
+                dst,
                 cred_len as usize,
-            );
-        }
+            )
+        };
     }
     // SAFETY: every pointer in `msg` (name, iov and its data, control)
     // points to memory that lives until the call returns; the kernel only
     // reads it. The fds are borrowed, so open during the call.
     let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
     cvt(r as libc::c_long).map(|n| n as usize)
+}
+
+/// Fill the SOL_SOCKET header `c` of a control message of type `ty` and
+/// length `len`.
+///
+/// # Safety
+/// `c` must point to a writable, aligned `cmsghdr`.
+unsafe fn write_cmsg_header(c: *mut libc::cmsghdr, ty: i32, len: u32) {
+    // SAFETY: the caller guarantees `c` is a writable, aligned cmsghdr.
+    let h = unsafe { &mut *c };
+    h.cmsg_level = libc::SOL_SOCKET;
+    h.cmsg_type = ty;
+    h.cmsg_len = len as usize;
 }
 
 /// getsockopt(2) of an `int` option.

@@ -293,18 +293,9 @@ fn dump_tree(
             .collect(),
     );
     let mut locks = LockDump::new(opts.file_locks);
-    let mut pstree = Vec::with_capacity(tree.procs.len());
-    let mut kobjs = KobjIds::default();
-    let mut next_pages = 1u32;
-    let mut memdump_time_us = 0;
-    let root_pid = tree.procs[0].pid;
-    let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
-    // Namespace ids, numbered as CRIU does, and the tree's own IPC
-    // namespace (its System V objects are dumped).
-    let mut nss = TreeNs::read(root_pid, pidns.is_some());
-    let ipcns = nss.own_ipc();
-    // Host pid -> the pid the tree's namespace sees (equal without pidns).
-    let mut ns_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+    let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
+    let mut walk = Walk::new(proc, root_pid, tree.procs.len());
+    let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
     let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
@@ -322,53 +313,6 @@ fn dump_tree(
         });
         let walked = (|| -> Result<(), Error> {
             for p in &mut tree.procs {
-                let pid = p.pid;
-                let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
-                let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
-                let nspid = ns_last(&status.ns_pid, pid);
-                ns_of.insert(pid, nspid);
-                let ns_ppid = if p.ppid == 0 { 0 } else { ns_of[&p.ppid] };
-                let (pgid, sid) = if pidns.is_some() {
-                    (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
-                } else {
-                    (stat.pgrp, stat.session)
-                };
-                if p.zombie {
-                    write_image(
-                        dir,
-                        ImageType::Core,
-                        nspid as u64,
-                        &[task::zombie_core(&stat)],
-                    )?;
-                    pstree.push(PstreeEntry {
-                        pid: nspid as u32,
-                        ppid: ns_ppid as u32,
-                        pgid: pgid as u32,
-                        sid: sid as u32,
-                        threads: vec![0],
-                        ..Default::default()
-                    });
-                    continue;
-                }
-                let ns = nss.check(pid, &NsInodes::of(pid))?;
-                let mut tids = Vec::with_capacity(p.threads.len());
-                for t in &p.threads {
-                    let tid = t.pid();
-                    tids.push(if tid == pid {
-                        nspid
-                    } else {
-                        let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
-                        ns_last(&ts.ns_pid, tid)
-                    });
-                }
-                let t_mem = Instant::now();
-                let ids = ProcIds {
-                    nspid,
-                    tids: tids.clone(),
-                    kobj: kobjs.assign(pid)?,
-                    pages_id: next_pages,
-                    ns,
-                };
                 let mut out = Sinks {
                     dir,
                     files: &mut files,
@@ -376,17 +320,7 @@ fn dump_tree(
                     vmas_of: &mut vmas_of,
                     locks: &mut locks,
                 };
-                dump_process(proc, p, &stat, &status, &mut out, &ids)?;
-                memdump_time_us += us_since(t_mem);
-                pstree.push(PstreeEntry {
-                    pid: nspid as u32,
-                    ppid: ns_ppid as u32,
-                    pgid: pgid as u32,
-                    sid: sid as u32,
-                    threads: tids.iter().map(|t| *t as u32).collect(),
-                    ..Default::default()
-                });
-                next_pages += 1;
+                walk.process(p, &mut out)?;
             }
             Ok(())
         })();
@@ -409,14 +343,14 @@ fn dump_tree(
     hold.on_release(files.take_pty_put_back());
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
-    let pstree = add_helpers(dir, pstree)?;
+    let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
     write_image(dir, ImageType::Timens, 0, &[timens()?])?;
     let stats = DumpStats {
         freezing_time_us,
         frozen_time_us: us_since(frozen_at),
-        memdump_time_us,
+        memdump_time_us: walk.memdump_time_us,
         memwrite_time_us: us_since(t_write),
         pages_scanned: counts.scanned,
         pages_written: counts.written,
@@ -427,12 +361,128 @@ fn dump_tree(
     Ok((stats, hold))
 }
 
+/// The walk over a frozen tree, parents before children: what it keeps
+/// from one process to the next, and the pstree it builds.
+struct Walk<'a> {
+    proc: &'a ProcRoot,
+    root_pid: i32,
+    /// The root's pid when it heads its own pid namespace.
+    pidns: Option<i32>,
+    /// The id of the tree's own IPC namespace, if it has one.
+    ipcns: Option<u32>,
+    /// Namespace ids, numbered as CRIU does.
+    nss: TreeNs,
+    /// Host pid -> the pid the tree's namespace sees (equal without pidns).
+    ns_of: std::collections::HashMap<i32, i32>,
+    kobjs: KobjIds,
+    next_pages: u32,
+    memdump_time_us: u64,
+    pstree: Vec<PstreeEntry>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(proc: &'a ProcRoot, root_pid: i32, procs: usize) -> Self {
+        let pidns = heads_pid_ns(proc, root_pid).then_some(root_pid);
+        // Namespace ids, numbered as CRIU does, and the tree's own IPC
+        // namespace (its System V objects are dumped).
+        let nss = TreeNs::read(root_pid, pidns.is_some());
+        let ipcns = nss.own_ipc();
+        Walk {
+            proc,
+            root_pid,
+            pidns,
+            ipcns,
+            nss,
+            ns_of: std::collections::HashMap::new(),
+            kobjs: KobjIds::default(),
+            next_pages: 1,
+            memdump_time_us: 0,
+            pstree: Vec::with_capacity(procs),
+        }
+    }
+
+    /// Dump process `p` (a zombie: its core only) and add it to the pstree.
+    fn process(&mut self, p: &mut Proc, out: &mut Sinks<'_>) -> Result<(), Error> {
+        let (proc, pid, pidns) = (self.proc, p.pid, self.pidns);
+        let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
+        let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+        let nspid = ns_last(&status.ns_pid, pid);
+        self.ns_of.insert(pid, nspid);
+        let ns_ppid = match p.ppid {
+            0 => 0,
+            ppid => *self.ns_of.get(&ppid).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "process {pid}: its parent {ppid} was not walked before it"
+                ))
+            })?,
+        };
+        let (pgid, sid) = if pidns.is_some() {
+            (ns_last(&status.ns_pgid, 0), ns_last(&status.ns_sid, 0))
+        } else {
+            (stat.pgrp, stat.session)
+        };
+        let entry = |threads: Vec<u32>| PstreeEntry {
+            pid: nspid as u32,
+            ppid: ns_ppid as u32,
+            pgid: pgid as u32,
+            sid: sid as u32,
+            threads,
+            ..Default::default()
+        };
+        if p.zombie {
+            let core = task::zombie_core(&stat);
+            write_image(out.dir, ImageType::Core, nspid as u64, &[core])?;
+            self.pstree.push(entry(vec![0]));
+            return Ok(());
+        }
+        let ns = self.nss.check(pid, &NsInodes::of(pid))?;
+        let mut tids = Vec::with_capacity(p.threads.len());
+        for t in &p.threads {
+            let tid = t.pid();
+            tids.push(if tid == pid {
+                nspid
+            } else {
+                let ts = crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?;
+                ns_last(&ts.ns_pid, tid)
+            });
+        }
+        let t_mem = Instant::now();
+        let ids = ProcIds {
+            nspid,
+            tids: tids.clone(),
+            kobj: self.kobjs.assign(pid)?,
+            pages_id: self.next_pages,
+            ns,
+        };
+        dump_process(proc, p, &stat, &status, out, &ids)?;
+        self.memdump_time_us += us_since(t_mem);
+        self.pstree
+            .push(entry(tids.iter().map(|t| *t as u32).collect()));
+        self.next_pages += 1;
+        Ok(())
+    }
+}
+
 /// Sessions and process groups whose leader is gone cannot be joined on
 /// restore unless someone holds them: like CRIU, add a helper task with the
 /// leader's pid for each (it creates the session or group, begets the
 /// processes that belong to it, and exits), and write its core.
-fn add_helpers(dir: &Path, mut tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry>, Error> {
-    let root = tree[0].clone();
+fn add_helpers(dir: &Path, tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry>, Error> {
+    let (tree, helpers) = plan_helpers(tree);
+    for hpid in helpers {
+        write_image(dir, ImageType::Core, hpid as u64, &[task::helper_core()])?;
+    }
+    Ok(tree)
+}
+
+/// The pstree with the helpers [`add_helpers`] needs inserted (each just
+/// before the first process that needs it, the processes it holds moved
+/// under it), and the helpers' pids. Pure: writes nothing.
+fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec<u32>) {
+    let Some(root) = tree.first().cloned() else {
+        return (tree, Vec::new());
+    };
+    let mut helpers = Vec::new();
     let mut i = 1;
     while i < tree.len() {
         let e = tree[i].clone();
@@ -474,12 +524,12 @@ fn add_helpers(dir: &Path, mut tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry
                 t.ppid = hpid;
             }
         }
-        write_image(dir, ImageType::Core, hpid as u64, &[task::helper_core()])?;
+        helpers.push(hpid);
         tree.insert(i, helper);
         // Look at the helper's children again (they may need a group).
         i += 1;
     }
-    Ok(tree)
+    (tree, helpers)
 }
 
 /// Ids of the kernel objects a process may share with others (mm, fd
@@ -504,13 +554,26 @@ struct Kobj {
 
 impl KobjIds {
     fn assign(&mut self, pid: i32) -> Result<Kobj, Error> {
+        self.assign_with(pid, |a, b, kind| {
+            crust_sys::process::kcmp(a, b, kind, 0, 0).unwrap_or(false)
+        })
+    }
+
+    /// [`Self::assign`] with `same(pid, other, kcmp type)` telling whether
+    /// two processes share an object (kcmp in a dump, a table in tests).
+    fn assign_with(
+        &mut self,
+        pid: i32,
+        same: impl Fn(i32, i32, i32) -> bool,
+    ) -> Result<Kobj, Error> {
         // kcmp types: KCMP_VM 1, KCMP_FILES 2, KCMP_FS 3, KCMP_SIGHAND 4.
         let mut ids = [0u32; 4];
         let mut shared = [false; 4];
         for (k, id) in ids.iter_mut().enumerate() {
-            let found = self.seen.iter().find(|(other, _)| {
-                crust_sys::process::kcmp(pid, *other, k as i32 + 1, 0, 0).unwrap_or(false)
-            });
+            let found = self
+                .seen
+                .iter()
+                .find(|(other, _)| same(pid, *other, k as i32 + 1));
             *id = match found {
                 Some((_, o)) => {
                     shared[k] = true;
@@ -572,18 +635,77 @@ fn dump_process(
     crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ns.own(NsKind::Ipc))?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
-    // Facts only the tasks themselves can tell: run syscalls inside them,
-    // with a scratch area mapped in the process.
+    // Facts only the tasks themselves can tell: run syscalls inside them.
+    let (pinside, tinside) = collect_inside(p, &vmas)?;
+    debug!("{pid}: state read inside the task by {} us", us_since(t0));
+
+    // If the page worker has stopped on an error, the send fails and the
+    // error comes out when it is joined.
+    let vmas = std::sync::Arc::new(vmas);
+    out.vmas_of.insert(pid, vmas.clone());
+    let _ = jobs.send(PageJob {
+        pid,
+        nspid,
+        vmas: vmas.clone(),
+        pages_id,
+        parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
+    });
+    write_cores(proc, p, (stat, status), &pinside, &tinside, dir, &ids.tids)?;
+    debug!("{pid}: cores written by {} us", us_since(t0));
+    let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
+    let fds = if kobj.files_shared {
+        Vec::new()
+    } else {
+        files.collect_fds(proc, pid)?
+    };
+    let own_fds = (!kobj.files_shared).then_some(&fds[..]);
+    mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
+    out.locks.collect(pid, nspid, &fds)?;
+    let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
+    let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
+    let cwd_id = files.add_dir(&cwd)?;
+    let root_id = files.add_dir(&root)?;
+    let mut kids = task_ids(kobj.vm, &ids.ns);
+    kids.files_id = kobj.files;
+    kids.fs_id = kobj.fs;
+    kids.sighand_id = kobj.sighand;
+    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
+    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
+    write_image(
+        dir,
+        ImageType::Fs,
+        nspid as u64,
+        &[FsEntry {
+            cwd_id,
+            root_id,
+            umask: Some(status.umask.unwrap_or(0o022)),
+            ..Default::default()
+        }],
+    )?;
+    if !kobj.files_shared {
+        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+    }
+    Ok(())
+}
+
+/// Run the syscalls that read what only a task itself can tell (signal
+/// actions, timers, sigaltstack...), in every thread of `p`, from a
+/// scratch area mapped for the purpose; the tasks are cured (their
+/// syscall instruction put back) whatever happens.
+fn collect_inside(
+    p: &mut Proc,
+    vmas: &[mem::Vma],
+) -> Result<(task::ProcInside, Vec<task::ThreadInside>), Error> {
+    let pid = p.pid;
     let syscall_ip = vmas
         .iter()
         .find(|v| v.map.exec && v.usable_for_syscall())
         .map(|v| RemoteAddr(v.map.start))
         .ok_or_else(|| Error::unsupported(format!("process {pid} has no executable mapping")))?;
     let scratch_len = 4 * PAGE_SIZE;
-    let (main, others) = p
-        .threads
-        .split_first_mut()
-        .expect("live process has threads");
+    let Some((main, others)) = p.threads.split_first_mut() else {
+        return Err(Error::NoSuchProcess { pid });
+    };
     main.infect(syscall_ip).map_err(compel_err(pid))?;
     let scratch = main
         .syscall(
@@ -621,25 +743,28 @@ fn dump_process(
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;
     }
-    let (pinside, tinside) = collected?;
-    debug!("{pid}: state read inside the task by {} us", us_since(t0));
+    collected
+}
 
-    // If the page worker has stopped on an error, the send fails and the
-    // error comes out when it is joined.
-    let vmas = std::sync::Arc::new(vmas);
-    out.vmas_of.insert(pid, vmas.clone());
-    let _ = jobs.send(PageJob {
-        pid,
-        nspid,
-        vmas: vmas.clone(),
-        pages_id,
-        parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
-    });
+/// Write the core image of every thread of `p` (the main thread's
+/// `stat`/`status` already read; the others' read here), named by its id
+/// in the tree's pid namespace (`tids`).
+fn write_cores(
+    proc: &ProcRoot,
+    p: &Proc,
+    (stat, status): (&crust_proc::Stat, &crust_proc::Status),
+    pinside: &task::ProcInside,
+    tinside: &[task::ThreadInside],
+    dir: &Path,
+    tids: &[i32],
+) -> Result<(), Error> {
+    let pid = p.pid;
     let multi = p.threads.len() > 1;
-    for (i, (t, ti)) in p.threads.iter().zip(tinside.iter()).enumerate() {
+    let threads = p.threads.iter().zip(tinside.iter()).zip(tids.iter());
+    for (i, ((t, ti), nstid)) in threads.enumerate() {
         let tid = t.pid();
         let (tstat, tstatus) = if i == 0 {
-            (stat.clone(), (*status).clone())
+            (stat.clone(), status.clone())
         } else {
             (
                 crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?,
@@ -654,45 +779,11 @@ fn dump_process(
                 stat: &tstat,
                 status: &tstatus,
                 thread: ti,
-                process: (i == 0).then_some(&pinside),
+                process: (i == 0).then_some(pinside),
                 multi_threaded: multi,
             },
         )?;
-        write_image(dir, ImageType::Core, ids.tids[i] as u64, &[core])?;
-    }
-    debug!("{pid}: cores written by {} us", us_since(t0));
-    let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
-    let fds = if kobj.files_shared {
-        Vec::new()
-    } else {
-        files.collect_fds(proc, pid)?
-    };
-    let own_fds = (!kobj.files_shared).then_some(&fds[..]);
-    mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
-    out.locks.collect(pid, nspid, &fds)?;
-    let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
-    let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
-    let cwd_id = files.add_dir(&cwd)?;
-    let root_id = files.add_dir(&root)?;
-    let mut kids = task_ids(kobj.vm, &ids.ns);
-    kids.files_id = kobj.files;
-    kids.fs_id = kobj.fs;
-    kids.sighand_id = kobj.sighand;
-    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
-    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
-    write_image(
-        dir,
-        ImageType::Fs,
-        nspid as u64,
-        &[FsEntry {
-            cwd_id,
-            root_id,
-            umask: Some(status.umask.unwrap_or(0o022)),
-            ..Default::default()
-        }],
-    )?;
-    if !kobj.files_shared {
-        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+        write_image(dir, ImageType::Core, *nstid as u64, &[core])?;
     }
     Ok(())
 }
@@ -853,4 +944,129 @@ fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
         what: format!("cannot write {name}"),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, ppid: u32, pgid: u32, sid: u32) -> PstreeEntry {
+        PstreeEntry {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            threads: vec![pid],
+            ..Default::default()
+        }
+    }
+
+    /// (pid, ppid, pgid, sid) of every entry.
+    fn shape(tree: &[PstreeEntry]) -> Vec<(u32, u32, u32, u32)> {
+        tree.iter()
+            .map(|e| (e.pid, e.ppid, e.pgid, e.sid))
+            .collect()
+    }
+
+    #[test]
+    fn ns_last_is_the_innermost_pid_or_the_host_one() {
+        assert_eq!(ns_last(&[4242, 7, 1], 4242), 1);
+        assert_eq!(ns_last(&[4242], 4242), 4242);
+        assert_eq!(ns_last(&[], 99), 99, "kernels without NSpid");
+    }
+
+    #[test]
+    fn no_helper_when_every_leader_is_in_the_tree() {
+        let tree = vec![
+            entry(10, 0, 10, 10),
+            entry(11, 10, 11, 10),
+            entry(12, 11, 11, 10),
+        ];
+        let (out, helpers) = plan_helpers(tree.clone());
+        assert!(helpers.is_empty());
+        assert_eq!(shape(&out), shape(&tree));
+        assert_eq!(plan_helpers(Vec::new()), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn a_gone_group_leader_gets_a_helper() {
+        let tree = vec![
+            entry(10, 0, 10, 10),
+            entry(11, 10, 20, 10),
+            entry(12, 10, 20, 10),
+        ];
+        let (out, helpers) = plan_helpers(tree);
+        assert_eq!(helpers, [20]);
+        assert_eq!(
+            shape(&out),
+            [
+                (10, 0, 10, 10),
+                (20, 10, 20, 10),
+                (11, 20, 20, 10),
+                (12, 20, 20, 10)
+            ]
+        );
+        assert!(
+            out[1].threads.is_empty(),
+            "a helper has no threads to restore"
+        );
+    }
+
+    #[test]
+    fn a_gone_session_leader_comes_before_its_group_helper() {
+        let tree = vec![entry(10, 0, 10, 10), entry(12, 10, 31, 30)];
+        let (out, helpers) = plan_helpers(tree);
+        assert_eq!(helpers, [30, 31]);
+        assert_eq!(
+            shape(&out),
+            [
+                (10, 0, 10, 10),
+                (30, 10, 30, 30),
+                (31, 30, 31, 30),
+                (12, 31, 31, 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_roots_own_session_needs_no_helper() {
+        // The root's session leader is outside the tree (a shell): its
+        // children share that session and get no helper.
+        let tree = vec![entry(10, 0, 10, 5), entry(11, 10, 10, 5)];
+        let (out, helpers) = plan_helpers(tree);
+        assert!(helpers.is_empty());
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn kobj_ids_are_numbered_per_kind_and_shared_by_kcmp() {
+        let mut k = KobjIds::default();
+        let nothing_shared = |_: i32, _: i32, _: i32| false;
+        let first = k.assign_with(100, nothing_shared).unwrap();
+        assert_eq!(
+            (first.vm, first.files, first.fs, first.sighand),
+            (TASK_KOBJ_ID, TASK_KOBJ_ID, TASK_KOBJ_ID, TASK_KOBJ_ID)
+        );
+        assert!(!first.files_shared);
+        // 101 shares its fd table (kcmp type 2) with 100.
+        let second = k
+            .assign_with(101, |a, b, kind| (a, b, kind) == (101, 100, 2))
+            .unwrap();
+        assert_eq!(second.files, first.files);
+        assert!(second.files_shared);
+        assert_eq!(
+            (second.vm, second.fs, second.sighand),
+            (TASK_KOBJ_ID + 1, TASK_KOBJ_ID + 1, TASK_KOBJ_ID + 1)
+        );
+        let third = k.assign_with(102, nothing_shared).unwrap();
+        assert_eq!(third.vm, TASK_KOBJ_ID + 2);
+        assert_eq!(
+            third.files,
+            TASK_KOBJ_ID + 1,
+            "files ids skip the shared one"
+        );
+        // Sharing memory (CLONE_VM without a thread group) is refused.
+        let err = k.assign_with(103, |_, b, kind| b == 100 && kind == 1);
+        assert!(err.is_err());
+    }
 }

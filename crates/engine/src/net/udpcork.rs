@@ -786,17 +786,12 @@ mod tests {
     }
 
     fn root_with_iptables() -> bool {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let root = status
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-        if !root {
-            eprintln!("skipped: needs root");
+        use crust_sys::testing::{current_test, require_root, skip};
+        if !require_root(&current_test()) {
             return false;
         }
         if find_tool("iptables").is_none() || find_tool("ip6tables").is_none() {
-            eprintln!("skipped: needs iptables and ip6tables");
-            return false;
+            return skip(&current_test(), "it needs iptables and ip6tables");
         }
         true
     }

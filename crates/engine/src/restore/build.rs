@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// The rest of one process, once its children and threads exist: fds,
@@ -11,12 +20,13 @@ pub(super) fn build_rest(
     tty: Option<&str>,
     shared: &OpenShared,
 ) -> Result<(), Error> {
-    let (main, others) = tasks.split_first_mut().expect("main task");
-    let mut r = Remote {
-        task: main,
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
+    let Some((main, others)) = tasks.split_first_mut() else {
+        return Err(Error::Restore {
+            pid,
+            what: "no task was created for the process".into(),
+        });
     };
+    let mut r = Remote::on_trampoline(main, tramp);
     let files = &live.files;
     // 4. Files, cwd, root, umask.
     if !live.files_from_parent {
@@ -24,8 +34,14 @@ pub(super) fn build_rest(
     }
     // Packet socket rings mapped through those fds.
     mem::map_socket_vmas(&mut r, &live.mm, &files.fds)?;
-    let root = files.path_of(live.fs.root_id as u64).expect("checked");
-    let cwd = files.path_of(live.fs.cwd_id as u64).expect("checked");
+    let dir_of = |id: u32, what: &str| {
+        files.path_of(id as u64).ok_or_else(|| Error::Restore {
+            pid,
+            what: format!("its {what} (file id {id}) is not in the images"),
+        })
+    };
+    let root = dir_of(live.fs.root_id, "root")?;
+    let cwd = dir_of(live.fs.cwd_id, "working directory")?;
     if root != "/" {
         let a = r.put_cstr(0, root.as_bytes())?;
         r.call(
@@ -47,16 +63,18 @@ pub(super) fn build_rest(
     )?;
 
     // 5. Signals, timers, limits, rseq, and credentials last; per thread.
-    let main_core = &live.threads[0].core;
+    let Some(main_thread) = live.threads.first() else {
+        return Err(Error::Restore {
+            pid,
+            what: "the images hold no thread of the process".into(),
+        });
+    };
+    let main_core = &main_thread.core;
     task::apply_core(&mut r, main_core, pid, pid)?;
     task::apply_loginuid(&mut r, main_core)?;
     task::apply_rseq(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
-        let mut tr = Remote {
-            task: t,
-            scratch: RemoteAddr(tramp + PAGE_SIZE),
-            scratch_len: TRAMP_SIZE - PAGE_SIZE,
-        };
+        let mut tr = Remote::on_trampoline(t, tramp);
         task::apply_core(&mut tr, &ti.core, pid, ti.tid)?;
         task::apply_rseq(&mut tr, &ti.core)?;
     }
@@ -67,11 +85,7 @@ pub(super) fn build_rest(
 /// may not be allowed to do the rest).
 pub(super) fn build_creds(tasks: &mut [Task], live: &LiveImage, tramp: u64) -> Result<(), Error> {
     for (t, ti) in tasks.iter_mut().zip(live.threads.iter()) {
-        let mut r = Remote {
-            task: t,
-            scratch: RemoteAddr(tramp + PAGE_SIZE),
-            scratch_len: TRAMP_SIZE - PAGE_SIZE,
-        };
+        let mut r = Remote::on_trampoline(t, tramp);
         task::apply_creds(&mut r, &ti.core)?;
     }
     Ok(())

@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// Create every process and thread, then build each one.
@@ -8,7 +17,48 @@ pub(super) fn create_and_build(
     tty: Option<&str>,
     created: &mut Created,
 ) -> Result<u64, Error> {
-    let root_pid = img.procs[0].pid();
+    let mut root = create_root(img, opts, tramp)?;
+    let root_host = root.pid();
+    root.use_syscall_ip(RemoteAddr(tramp));
+    let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
+    root.set_options(opts_all).map_err(|source| Error::Compel {
+        pid: root_host,
+        source,
+    })?;
+    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
+    created.tasks_of(0, root_host)?.push(root);
+    set_session(img, 0, opts, created, tramp)?;
+    // System V objects exist before any task maps them.
+    if let Some(ns) = &img.ipcns {
+        ns.create(root_host)?;
+    }
+
+    // Then depth first: a process's memory is built before it begets its
+    // children, so they start from it (and could inherit what they share).
+    let mut pages = 0;
+    let filler = mem::Filler::new();
+    grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
+    if let Some(ns) = &img.ipcns {
+        ns.finish(root_host)?;
+    }
+    tree_wide_files(img, created, tramp)?;
+    for (i, p) in img.procs.iter().enumerate() {
+        if let Some(live) = &p.live {
+            build_creds(created.tasks_of(i, p.pid())?, live, tramp)?;
+        }
+    }
+    Ok(pages)
+}
+
+/// Create the tree's root process with its recorded pid (in new pid and
+/// IPC namespaces if the tree had its own), the trampoline mapped, stopped
+/// and traced (or seized, with --restore-sibling).
+fn create_root(img: &ImageSet, opts: &RestoreOptions, tramp: u64) -> Result<Task, Error> {
+    let root_pid = img
+        .procs
+        .first()
+        .ok_or_else(|| Error::unsupported("the images hold no process".to_string()))?
+        .pid();
     let me = process::getpid();
     let clone_flags = if img.new_pidns {
         libc::CLONE_NEWPID as u64
@@ -76,7 +126,7 @@ pub(super) fn create_and_build(
     } else {
         Task::adopt_stopped_child(root_host)
     };
-    let mut root = match adopted {
+    let root = match adopted {
         Ok(t) => t,
         Err(source) => {
             let _ = process::kill(root_host, libc::SIGKILL);
@@ -87,48 +137,24 @@ pub(super) fn create_and_build(
             });
         }
     };
-    root.use_syscall_ip(RemoteAddr(tramp));
-    let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
-    root.set_options(opts_all).map_err(|source| Error::Compel {
-        pid: root_host,
-        source,
-    })?;
-    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
-    created.tasks[0].push(root);
-    set_session(img, 0, opts, created, tramp)?;
-    // System V objects exist before any task maps them.
-    if let Some(ns) = &img.ipcns {
-        ns.create(root_host)?;
-    }
+    Ok(root)
+}
 
-    // Then depth first: a process's memory is built before it begets its
-    // children, so they start from it (and could inherit what they share).
-    let mut pages = 0;
-    let filler = mem::Filler::new();
-    grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
-    if let Some(ns) = &img.ipcns {
-        ns.finish(root_host)?;
-    }
+/// What needs every fd of the tree open: controlling terminals, file
+/// locks, and file owners.
+fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<(), Error> {
     // Controlling terminals on the tree's ptys, once every fd is open.
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };
         if let Some((fd, pgrp)) = img.ptys.ctty_of(p.pid(), &live.files.fds) {
-            let mut r = Remote {
-                task: &mut created.tasks[i][0],
-                scratch: RemoteAddr(tramp + PAGE_SIZE),
-                scratch_len: TRAMP_SIZE - PAGE_SIZE,
-            };
+            let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
             crate::files::pty::set_ctty(&mut r, fd, pgrp)?;
         }
     }
     // File locks, once every fd of the tree is open.
     for (i, p) in img.procs.iter().enumerate() {
         if p.live.is_some() && !img.locks.is_empty() {
-            let mut r = Remote {
-                task: &mut created.tasks[i][0],
-                scratch: RemoteAddr(tramp + PAGE_SIZE),
-                scratch_len: TRAMP_SIZE - PAGE_SIZE,
-            };
+            let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
             img.locks.apply(&mut r, p.pid())?;
         }
     }
@@ -140,19 +166,30 @@ pub(super) fn create_and_build(
         if img.owners.is_empty() || live.files_from_parent {
             continue;
         }
-        let mut r = Remote {
-            task: &mut created.tasks[i][0],
-            scratch: RemoteAddr(tramp + PAGE_SIZE),
-            scratch_len: TRAMP_SIZE - PAGE_SIZE,
-        };
+        let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
         img.owners.apply(&mut r, &live.files.fds)?;
     }
-    for (i, p) in img.procs.iter().enumerate() {
-        if let Some(live) = &p.live {
-            build_creds(&mut created.tasks[i], live, tramp)?;
-        }
+    Ok(())
+}
+
+impl Created {
+    /// The tasks of process `i` (`pid` in the images), checked.
+    fn tasks_of(&mut self, i: usize, pid: i32) -> Result<&mut Vec<Task>, Error> {
+        self.tasks.get_mut(i).ok_or_else(|| Error::Restore {
+            pid,
+            what: format!("process {i} of the tree was not created"),
+        })
     }
-    Ok(pages)
+
+    /// The main thread of process `i` (`pid` in the images), checked.
+    fn main_of(&mut self, i: usize, pid: i32) -> Result<&mut Task, Error> {
+        self.tasks_of(i, pid)?
+            .first_mut()
+            .ok_or_else(|| Error::Restore {
+                pid,
+                what: "its main thread was not created".into(),
+            })
+    }
 }
 
 /// Wait until a root made with CLONE_PARENT has stopped itself, then seize
@@ -233,14 +270,14 @@ pub(super) fn set_session(
     created: &mut Created,
     tramp: u64,
 ) -> Result<(), Error> {
-    let e = &img.procs[i].entry;
+    let e = &img
+        .procs
+        .get(i)
+        .ok_or_else(|| Error::unsupported(format!("no process {i} in the images")))?
+        .entry;
     let (pid, sid, pgid) = (e.pid as i32, e.sid as i32, e.pgid as i32);
-    let t = &mut created.tasks[i][0];
-    let mut r = Remote {
-        task: t,
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
-    };
+    let t = created.main_of(i, pid)?;
+    let mut r = Remote::on_trampoline(t, tramp);
     // What it inherited.
     let cur_sid = r.call("getsid", libc::SYS_getsid, [0; 6])? as i32;
     let cur_pgid = r.call("getpgid", libc::SYS_getpgid, [0; 6])? as i32;

@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Trampoline: one code page plus scratch pages for remote syscall data.
-const TRAMP_SIZE: u64 = 16 * PAGE_SIZE;
+use crate::task::remote::TRAMP_SIZE;
 /// Room after the trampoline used to shuffle the vDSO.
 const VDSO_TEMP: u64 = 64 * PAGE_SIZE;
 /// Scratch offset of the clone3 arguments (the rest of the scratch area is

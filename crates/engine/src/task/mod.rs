@@ -1,6 +1,15 @@
 //! Per-task state: registers, signals, credentials, limits, timers.
 //! Dump builds CRIU's `core_entry`; restore applies it.
 
+// Runs while a task is under crust's control: no panics, only errors the
+// caller can roll back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub(crate) mod remote;
 pub mod xsave;
 
@@ -77,7 +86,7 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
             [sig as u64, 0, r.at(0).get(), 8, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
         out.sigactions.push(SaEntry {
             sigaction: w(0),
             flags: w(1),
@@ -107,14 +116,16 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
             [which as u64, r.at(0).get(), 0, 0, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
-        out.itimers[i] = ItimerEntry {
-            isec: w(0),
-            iusec: w(1),
-            vsec: w(2),
-            vusec: w(3),
-            ..Default::default()
-        };
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
+        if let Some(slot) = out.itimers.get_mut(i) {
+            *slot = ItimerEntry {
+                isec: w(0),
+                iusec: w(1),
+                vsec: w(2),
+                vusec: w(3),
+                ..Default::default()
+            };
+        }
     }
     out.posix_timers = collect_posix_timers(r)?;
     Ok(out)
@@ -137,7 +148,7 @@ fn collect_posix_timers(r: &mut Remote<'_>) -> Result<Vec<PosixTimerEntry>, Erro
             [t.id as u64, r.at(0).get(), 0, 0, 0, 0],
         )?;
         let b = r.get(0, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let w = |i: usize| xsave::u64_at(&b, i * 8);
         let overrun = r.call(
             &format!("timer_getoverrun({})", t.id),
             libc::SYS_timer_getoverrun,
@@ -183,11 +194,11 @@ fn restore_posix_timers(r: &mut Remote<'_>, timers: &[PosixTimerEntry]) -> Resul
     for t in timers {
         // struct sigevent: value (8), signo (4), notify (4), tid (4), pad.
         let mut sev = vec![0u8; 64];
-        sev[0..8].copy_from_slice(&t.sival_ptr.to_le_bytes());
-        sev[8..12].copy_from_slice(&t.si_signo.to_le_bytes());
-        sev[12..16].copy_from_slice(&t.it_sigev_notify.to_le_bytes());
+        xsave::put_u64(&mut sev, 0, t.sival_ptr);
+        xsave::put_u32(&mut sev, 8, t.si_signo);
+        xsave::put_u32(&mut sev, 12, t.it_sigev_notify);
         if let Some(tid) = t.notify_thread_id {
-            sev[16..20].copy_from_slice(&tid.to_le_bytes());
+            xsave::put_u32(&mut sev, 16, tid as u32);
         }
         let sev_at = r.put(0, &sev)?;
         let id_at = r.put(128, &(t.it_id as i32).to_le_bytes())?;
@@ -234,9 +245,9 @@ pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
     )?;
     let b = r.get(0, 24)?;
     let sas = ThreadSasEntry {
-        ss_sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        ss_flags: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-        ss_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+        ss_sp: xsave::u64_at(&b, 0),
+        ss_flags: xsave::u32_at(&b, 8),
+        ss_size: xsave::u64_at(&b, 16),
         ..Default::default()
     };
     Ok(ThreadInside {
@@ -510,7 +521,6 @@ pub fn zombie_core(stat: &Stat) -> CoreEntry {
 /// `tgid` and `tid` are the thread's ids as the task itself sees them
 /// (they differ from crust's view in a pid namespace).
 pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> Result<(), Error> {
-    let pid = r.pid();
     let tc = core.tc.as_ref();
     let th = core.thread_core.as_ref();
     let comm = th
@@ -527,121 +537,159 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
         )?;
     }
     if let Some(tc) = tc {
-        r.call(
-            "personality",
-            libc::SYS_personality,
-            [tc.personality as u64, 0, 0, 0, 0, 0],
-        )?;
-        // Signal handlers.
-        let sigs: Vec<u32> = sigaction_signals().collect();
-        if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
-            return Err(Error::Restore {
-                pid,
-                what: format!(
-                    "core image has {} sigactions, expected {}",
-                    tc.sigactions.len(),
-                    sigs.len()
-                ),
-            });
-        }
-        for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
-            let mut b = Vec::with_capacity(32);
-            b.extend_from_slice(&sa.sigaction.to_le_bytes());
-            b.extend_from_slice(&sa.flags.to_le_bytes());
-            b.extend_from_slice(&sa.restorer.to_le_bytes());
-            b.extend_from_slice(&sa.mask.to_le_bytes());
-            let a = r.put(0, &b)?;
-            r.call(
-                &format!("rt_sigaction({sig})"),
-                libc::SYS_rt_sigaction,
-                [*sig as u64, a.get(), 0, 8, 0, 0],
-            )?;
-        }
-        if let Some(t) = &tc.timers {
-            for (which, it) in [
-                (libc::ITIMER_REAL, &t.real),
-                (libc::ITIMER_VIRTUAL, &t.virt),
-                (libc::ITIMER_PROF, &t.prof),
-            ] {
-                if it.vsec == 0 && it.vusec == 0 {
-                    continue;
-                }
-                let mut b = Vec::with_capacity(32);
-                for v in [it.isec, it.iusec, it.vsec, it.vusec] {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-                let a = r.put(0, &b)?;
-                r.call(
-                    "setitimer",
-                    libc::SYS_setitimer,
-                    [which as u64, a.get(), 0, 0, 0, 0],
-                )?;
-            }
-            restore_posix_timers(r, &t.posix)?;
-        }
-        if let Some(l) = &tc.rlimits {
-            for (res, lim) in l.rlimits.iter().enumerate() {
-                apply_rlimit(pid, res as u32, lim.cur, lim.max);
-            }
-        }
-        if let Some(adj) = tc.oom_score_adj {
-            if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
-                warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
-            }
-        }
-        if tc.child_subreaper == Some(true) {
-            r.call(
-                "prctl(PR_SET_CHILD_SUBREAPER)",
-                libc::SYS_prctl,
-                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
-            )?;
-        }
-        // Pending process-wide signals (blocked for now: the mask is all-ones
-        // until the very end).
-        if let Some(q) = &tc.signals_s {
-            for s in &q.signals {
-                queue_signal(r, s, tgid, tid, true)?;
-            }
-        }
+        apply_task_core(r, tc, tgid, tid)?;
     }
     if let Some(th) = th {
-        if let Some(sas) = &th.sas {
-            let mut b = Vec::with_capacity(24);
-            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
-            b.extend_from_slice(&sas.ss_flags.to_le_bytes());
-            b.extend_from_slice(&[0u8; 4]);
-            b.extend_from_slice(&sas.ss_size.to_le_bytes());
-            let a = r.put(0, &b)?;
-            r.call(
-                "sigaltstack",
-                libc::SYS_sigaltstack,
-                [a.get(), 0, 0, 0, 0, 0],
-            )?;
-        }
-        if let Some(q) = &th.signals_p {
-            for s in &q.signals {
-                queue_signal(r, s, tgid, tid, false)?;
-            }
-        }
-        r.call(
-            "set_robust_list",
-            libc::SYS_set_robust_list,
-            [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
-        )?;
-        apply_sched(r, th)?;
-        if let Some(pd) = th.pdeath_sig {
-            r.call(
-                "prctl(PR_SET_PDEATHSIG)",
-                libc::SYS_prctl,
-                [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
-            )?;
-        }
+        apply_thread_core(r, th, tgid, tid)?;
     }
     if let Some(ti) = &core.thread_info {
         r.call(
             "set_tid_address",
             libc::SYS_set_tid_address,
             [ti.clear_tid_addr, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The process-wide part of a core (the main thread's): personality,
+/// signal handlers, timers, limits, OOM score, subreaper and the signals
+/// pending for the whole process.
+fn apply_task_core(
+    r: &mut Remote<'_>,
+    tc: &TaskCoreEntry,
+    tgid: i32,
+    tid: i32,
+) -> Result<(), Error> {
+    let pid = r.pid();
+    r.call(
+        "personality",
+        libc::SYS_personality,
+        [tc.personality as u64, 0, 0, 0, 0, 0],
+    )?;
+    apply_sigactions(r, tc)?;
+    if let Some(t) = &tc.timers {
+        apply_itimers(r, t)?;
+        restore_posix_timers(r, &t.posix)?;
+    }
+    if let Some(l) = &tc.rlimits {
+        for (res, lim) in l.rlimits.iter().enumerate() {
+            apply_rlimit(pid, res as u32, lim.cur, lim.max);
+        }
+    }
+    if let Some(adj) = tc.oom_score_adj {
+        if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
+            warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
+        }
+    }
+    if tc.child_subreaper == Some(true) {
+        r.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    // Pending process-wide signals (blocked for now: the mask is all-ones
+    // until the very end).
+    if let Some(q) = &tc.signals_s {
+        for s in &q.signals {
+            queue_signal(r, s, tgid, tid, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Signal handlers, in the order [`sigaction_signals`] lists them.
+fn apply_sigactions(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(), Error> {
+    let pid = r.pid();
+    let sigs: Vec<u32> = sigaction_signals().collect();
+    if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
+        return Err(Error::Restore {
+            pid,
+            what: format!(
+                "core image has {} sigactions, expected {}",
+                tc.sigactions.len(),
+                sigs.len()
+            ),
+        });
+    }
+    for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&sa.sigaction.to_le_bytes());
+        b.extend_from_slice(&sa.flags.to_le_bytes());
+        b.extend_from_slice(&sa.restorer.to_le_bytes());
+        b.extend_from_slice(&sa.mask.to_le_bytes());
+        let a = r.put(0, &b)?;
+        r.call(
+            &format!("rt_sigaction({sig})"),
+            libc::SYS_rt_sigaction,
+            [*sig as u64, a.get(), 0, 8, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The three interval timers (ITIMER_REAL, _VIRTUAL, _PROF) that run.
+fn apply_itimers(r: &mut Remote<'_>, t: &TaskTimersEntry) -> Result<(), Error> {
+    for (which, it) in [
+        (libc::ITIMER_REAL, &t.real),
+        (libc::ITIMER_VIRTUAL, &t.virt),
+        (libc::ITIMER_PROF, &t.prof),
+    ] {
+        if it.vsec == 0 && it.vusec == 0 {
+            continue;
+        }
+        let mut b = Vec::with_capacity(32);
+        for v in [it.isec, it.iusec, it.vsec, it.vusec] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let a = r.put(0, &b)?;
+        r.call(
+            "setitimer",
+            libc::SYS_setitimer,
+            [which as u64, a.get(), 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// The per-thread part of a core: alternate signal stack, signals pending
+/// for the thread, robust futex list, scheduling, parent-death signal.
+fn apply_thread_core(
+    r: &mut Remote<'_>,
+    th: &ThreadCoreEntry,
+    tgid: i32,
+    tid: i32,
+) -> Result<(), Error> {
+    if let Some(sas) = &th.sas {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+        b.extend_from_slice(&sas.ss_flags.to_le_bytes());
+        b.extend_from_slice(&[0u8; 4]);
+        b.extend_from_slice(&sas.ss_size.to_le_bytes());
+        let a = r.put(0, &b)?;
+        r.call(
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [a.get(), 0, 0, 0, 0, 0],
+        )?;
+    }
+    if let Some(q) = &th.signals_p {
+        for s in &q.signals {
+            queue_signal(r, s, tgid, tid, false)?;
+        }
+    }
+    r.call(
+        "set_robust_list",
+        libc::SYS_set_robust_list,
+        [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
+    )?;
+    apply_sched(r, th)?;
+    if let Some(pd) = th.pdeath_sig {
+        r.call(
+            "prctl(PR_SET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
         )?;
     }
     Ok(())
@@ -776,7 +824,7 @@ fn queue_signal(
             ),
         });
     }
-    let signo = i32::from_le_bytes(s.siginfo[0..4].try_into().unwrap());
+    let signo = xsave::u32_at(&s.siginfo, 0) as i32;
     if !(1..=64).contains(&signo) {
         return Err(Error::Restore {
             pid,
@@ -921,4 +969,124 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+
+    /// Registers with every field distinct, so a swapped pair shows.
+    fn sample_regs() -> UserRegs {
+        UserRegs {
+            r15: 1,
+            r14: 2,
+            r13: 3,
+            r12: 4,
+            rbp: 5,
+            rbx: 6,
+            r11: 7,
+            r10: 8,
+            r9: 9,
+            r8: 10,
+            rax: 11,
+            rcx: 12,
+            rdx: 13,
+            rsi: 14,
+            rdi: 15,
+            orig_rax: 16,
+            rip: 17,
+            cs: 18,
+            eflags: 19,
+            rsp: 20,
+            ss: 21,
+            fs_base: 22,
+            gs_base: 23,
+            ds: 24,
+            es: 25,
+            fs: 26,
+            gs: 27,
+        }
+    }
+
+    fn fields(r: &UserRegs) -> [u64; 27] {
+        [
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base,
+            r.gs_base, r.ds, r.es, r.fs, r.gs,
+        ]
+    }
+
+    #[test]
+    fn regs_round_trip_through_the_image() {
+        let r = sample_regs();
+        let img = regs_to_image(&r);
+        assert_eq!(img.mode, Some(user_x86_regs_mode::NATIVE));
+        assert_eq!((img.ip, img.sp, img.ax, img.orig_ax), (17, 20, 11, 16));
+        assert_eq!((img.bp, img.bx, img.flags), (5, 6, 19));
+        assert_eq!(fields(&regs_from_image(&img)), fields(&r));
+    }
+
+    #[test]
+    fn sigaction_slots_are_64_signals_but_kill_and_stop() {
+        let sigs: Vec<u32> = sigaction_signals().collect();
+        assert_eq!(sigs.len(), 62);
+        assert_eq!(sigs.first(), Some(&1));
+        assert_eq!(sigs.last(), Some(&64));
+        assert!(!sigs.contains(&(libc::SIGKILL as u32)));
+        assert!(!sigs.contains(&(libc::SIGSTOP as u32)));
+        assert!(sigs.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn capability_words_round_trip() {
+        for v in [0, 1, 0x1ff_ffff_ffff, u64::MAX, 0x8000_0000_0000_0001] {
+            let w = cap_words(v);
+            assert_eq!(w.len(), 2, "CRIU stores two 32-bit words");
+            assert_eq!(w[0], v as u32);
+            assert_eq!(w[1], (v >> 32) as u32);
+            assert_eq!(cap_join(&w), v);
+        }
+        // Short or empty lists (older images) read as zero words.
+        assert_eq!(cap_join(&[7]), 7);
+        assert_eq!(cap_join(&[]), 0);
+    }
+
+    #[test]
+    fn zombie_and_helper_cores() {
+        let stat = Stat {
+            exit_code: 0x0900,
+            comm: "dead".into(),
+            ..Default::default()
+        };
+        let z = zombie_core(&stat);
+        let tc = z.tc.expect("task core");
+        assert_eq!(tc.task_state, task_state::DEAD);
+        assert_eq!(tc.exit_code, 0x0900);
+        assert_eq!(tc.comm, "dead");
+        assert!(z.thread_core.is_none());
+        assert_eq!(z.mtype, core_entry_march::X86_64);
+        let h = helper_core();
+        assert_eq!(h.mtype, core_entry_march::X86_64);
+        assert_eq!(h.tc.expect("task core").task_state, task_state::HELPER);
+    }
+
+    #[test]
+    fn little_endian_reads_past_the_end_are_zero() {
+        let b = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(xsave::u64_at(&b, 0), 0x0807_0605_0403_0201);
+        assert_eq!(xsave::u32_at(&b, 5), 0x0908_0706);
+        assert_eq!(xsave::u64_at(&b, 2), 0, "only 7 bytes left");
+        assert_eq!(xsave::u16_at(&b, usize::MAX), 0, "no overflow");
+        let mut w = [0u8; 6];
+        xsave::put_u32(&mut w, 1, 0xaabb_ccdd);
+        assert_eq!(w, [0, 0xdd, 0xcc, 0xbb, 0xaa, 0]);
+        xsave::put_u64(&mut w, 0, u64::MAX);
+        assert_eq!(w, [0, 0xdd, 0xcc, 0xbb, 0xaa, 0], "too short: untouched");
+    }
 }

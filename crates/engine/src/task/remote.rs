@@ -3,7 +3,12 @@
 use crate::util::sys_err;
 use crate::Error;
 use crust_compel::Task;
-use crust_sys::{mem, RemoteAddr};
+use crust_sys::{mem, RemoteAddr, PAGE_SIZE};
+
+/// Restore's trampoline, mapped in every task it creates: one code page
+/// (the syscall instruction remote syscalls run) then scratch pages for
+/// their data.
+pub(crate) const TRAMP_SIZE: u64 = 16 * PAGE_SIZE;
 
 /// A task under control plus a scratch area in its address space for the
 /// arguments and results of remote syscalls.
@@ -14,6 +19,16 @@ pub struct Remote<'a> {
 }
 
 impl<'a> Remote<'a> {
+    /// `task` driven through the trampoline at `tramp`: its scratch area is
+    /// the trampoline after the code page.
+    pub fn on_trampoline(task: &'a mut Task, tramp: u64) -> Self {
+        Remote {
+            task,
+            scratch: RemoteAddr(tramp + PAGE_SIZE),
+            scratch_len: TRAMP_SIZE - PAGE_SIZE,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.task.pid()
     }
@@ -39,11 +54,18 @@ impl<'a> Remote<'a> {
 
     /// Copy `data` to scratch offset `off`; returns its remote address.
     pub fn put(&self, off: u64, data: &[u8]) -> Result<RemoteAddr, Error> {
-        assert!(
-            off + data.len() as u64 <= self.scratch_len,
-            "scratch overflow"
-        );
         let pid = self.pid();
+        if off.saturating_add(data.len() as u64) > self.scratch_len {
+            return Err(Error::Sys {
+                pid,
+                op: format!(
+                    "copying {} bytes to offset {off} of a {}-byte scratch area (crust bug: the scratch area is too small)",
+                    data.len(),
+                    self.scratch_len
+                ),
+                source: std::io::Error::from_raw_os_error(libc::EOVERFLOW),
+            });
+        }
         let addr = self.at(off);
         let n = mem::write(pid, addr, data).map_err(sys_err(pid, "process_vm_writev"))?;
         if n != data.len() {

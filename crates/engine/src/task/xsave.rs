@@ -18,20 +18,22 @@ const X_ZMM_HI256: u32 = 6;
 const X_HI16_ZMM: u32 = 7;
 const X_PKRU: u32 = 9;
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    b.get(o..o + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .unwrap_or(0)
+/// The `N` bytes of `b` at `o`, or zeroes where `b` ends before them
+/// (callers read fixed layouts of buffers they sized).
+fn bytes_at<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+    o.checked_add(N)
+        .and_then(|e| b.get(o..e))
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .unwrap_or([0; N])
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
-        .unwrap_or(0)
+pub(crate) fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(bytes_at(b, o))
 }
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
-        .unwrap_or(0)
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(bytes_at(b, o))
+}
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(bytes_at(b, o))
 }
 fn u32s(b: &[u8], o: usize, n: usize) -> Vec<u32> {
     (0..n).map(|i| u32_at(b, o + 4 * i)).collect()
@@ -108,14 +110,21 @@ pub fn fpregs_from_xstate(buf: &[u8]) -> UserX86FpregsEntry {
     e
 }
 
+/// Write `v` into `b` at `o`; nothing where `b` ends before (callers write
+/// fixed layouts into buffers they sized).
+fn put_bytes(b: &mut [u8], o: usize, v: &[u8]) {
+    if let Some(d) = o.checked_add(v.len()).and_then(|e| b.get_mut(o..e)) {
+        d.copy_from_slice(v);
+    }
+}
 fn put_u16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    put_bytes(b, o, &v.to_le_bytes());
 }
-fn put_u32(b: &mut [u8], o: usize, v: u32) {
-    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+pub(crate) fn put_u32(b: &mut [u8], o: usize, v: u32) {
+    put_bytes(b, o, &v.to_le_bytes());
 }
-fn put_u64(b: &mut [u8], o: usize, v: u64) {
-    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+pub(crate) fn put_u64(b: &mut [u8], o: usize, v: u64) {
+    put_bytes(b, o, &v.to_le_bytes());
 }
 fn put_u32s(b: &mut [u8], o: usize, v: &[u32], max: usize) {
     for (i, w) in v.iter().take(max).enumerate() {
@@ -201,6 +210,12 @@ pub fn xstate_from_fpregs(e: &UserX86FpregsEntry) -> Result<Vec<u8>, MissingFeat
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 

@@ -195,7 +195,7 @@ fn main() {
     let args = start();
     let oneshot_ms = args.num("oneshot-ms", 2500);
     let dir: Option<PathBuf> = args.opt("dir").map(PathBuf::from);
-    // SAFETY (whole set-up): plain syscalls on integers and local buffers.
+    // SAFETY: (whole set-up) plain syscalls on integers and local buffers.
     unsafe {
         dup_to(check(libc::epoll_create1(0), "epoll_create1"), 3);
         dup_to(check(libc::eventfd(42, libc::EFD_NONBLOCK), "eventfd"), 4);

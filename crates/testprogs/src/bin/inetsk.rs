@@ -193,11 +193,8 @@ fn udp_setup(port: u16) -> Result<Udp, String> {
     shut.connect(s1.local_addr().unwrap())
         .map_err(|e| e.to_string())?;
     // SAFETY: plain shutdown(2) on a socket we own.
-    ensure!(
-        unsafe { libc::shutdown(shut.as_raw_fd(), libc::SHUT_WR) } == 0,
-        "shutdown: {}",
-        std::io::Error::last_os_error()
-    );
+    let r = unsafe { libc::shutdown(shut.as_raw_fd(), libc::SHUT_WR) };
+    ensure!(r == 0, "shutdown: {}", std::io::Error::last_os_error());
     // Let them land.
     std::thread::sleep(Duration::from_millis(50));
     Ok(Udp {
@@ -851,11 +848,8 @@ fn run(args: &Args) -> Result<(), String> {
                 u64: 7,
             };
             // SAFETY: as above.
-            ensure!(
-                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) } == 0,
-                "epoll_ctl: {}",
-                std::io::Error::last_os_error()
-            );
+            let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) };
+            ensure!(r == 0, "epoll_ctl: {}", std::io::Error::last_os_error());
             ready(args);
             wait_for_term(20, || {});
             let want = args.num("expect", 0);

@@ -39,10 +39,8 @@ fn arm(id: libc::timer_t, value_ms: i64, interval_ms: i64) {
         it_value: ts(value_ms),
     };
     // SAFETY: `spec` is a valid itimerspec; the id is one of ours.
-    assert_eq!(
-        unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) },
-        0
-    );
+    let r = unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) };
+    assert_eq!(r, 0);
 }
 
 fn left_ms(id: libc::timer_t) -> Result<i64, String> {

@@ -400,11 +400,8 @@ fn rdev_of(fd: i32) -> Result<u64, String> {
     // SAFETY: stat is plain integers.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a writable stat.
-    ensure!(
-        unsafe { libc::fstat(fd, &mut st) } == 0,
-        "fstat fd {fd}: {}",
-        err()
-    );
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    ensure!(r == 0, "fstat fd {fd}: {}", err());
     Ok(st.st_rdev)
 }
 

@@ -262,7 +262,7 @@ fn setup_rings(mode: u64) {
 
 fn setup(pending: bool, ring: bool) {
     let lo = lo_index();
-    // SAFETY (whole set-up): plain syscalls on integers and local,
+    // SAFETY: (whole set-up) plain syscalls on integers and local,
     // initialised structs of the sizes passed.
     unsafe {
         let s = check(
@@ -511,11 +511,8 @@ fn ring_mapped(fd: i32, at: usize, len: usize) -> Result<(), String> {
     // SAFETY: `st` is a writable stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of an integer fd into `st`.
-    ensure!(
-        unsafe { libc::fstat(fd, &mut st) } == 0,
-        "fstat fd {fd}: {}",
-        err()
-    );
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    ensure!(r == 0, "fstat fd {fd}: {}", err());
     let want = format!("{:x}-{:x} ", at, at + len);
     let name = format!("socket:[{}]", st.st_ino);
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
