@@ -176,7 +176,7 @@ pub fn run() -> Result<i32> {
 
     // 3. Dump.
     println!("[3/6] dumping pid {pid} into {} ...", images.display());
-    let dump_opts = crust_engine::DumpOptions {
+    let dump_opts = crust_engine::Options {
         pid,
         images_dir: images.clone(),
         timeout: Some(Duration::from_secs(10)),
@@ -224,7 +224,7 @@ pub fn run() -> Result<i32> {
 
     // 5. Restore.
     println!("[5/6] restoring from {} ...", images.display());
-    let restore_opts = crust_engine::RestoreOptions {
+    let restore_opts = crust_engine::Options {
         images_dir: images.clone(),
         detached: true,
         ..Default::default()
