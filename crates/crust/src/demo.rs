@@ -183,7 +183,9 @@ pub fn run() -> Result<i32> {
         ..Default::default()
     };
     let t = Instant::now();
-    let stats = crust_engine::dump(&dump_opts).context("step 3 (dump) failed")?;
+    let stats = crust_engine::dump(&dump_opts)
+        .map_err(|e| *e.source)
+        .context("step 3 (dump) failed")?;
     let dump_time = t.elapsed();
     let (files, bytes) = dir_size(&images).context("step 3 (dump) failed")?;
     println!(
@@ -230,7 +232,9 @@ pub fn run() -> Result<i32> {
         ..Default::default()
     };
     let t = Instant::now();
-    let out = crust_engine::restore(&restore_opts).context("step 5 (restore) failed")?;
+    let out = crust_engine::restore(&restore_opts)
+        .map_err(|e| *e.source)
+        .context("step 5 (restore) failed")?;
     let restore_time = t.elapsed();
     scratch.pid = Some(out.root_pid);
     println!(

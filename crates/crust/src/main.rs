@@ -44,12 +44,33 @@ fn main() {
             }
             let _ = std::io::stdout().flush();
             eprintln!("Error: {e:#}");
-            1
+            exit_code(&e)
         }
     };
     log::logger().flush();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// The exit code CRIU gives for the failure `e`: from the kind of the
+/// engine's error when there is one (see crust_engine::ErrorKind), else
+/// CRIU's code for a failed command.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        let kind = if let Some(d) = cause.downcast_ref::<crust_engine::DumpError>() {
+            d.kind()
+        } else if let Some(r) = cause.downcast_ref::<crust_engine::RestoreError>() {
+            r.kind()
+        } else if let Some(i) = cause.downcast_ref::<crust_engine::ImageSetError>() {
+            i.kind()
+        } else if let Some(e) = cause.downcast_ref::<crust_engine::Error>() {
+            e.kind()
+        } else {
+            continue;
+        };
+        return kind.exit_code();
+    }
+    crust_engine::CRIU_FAILURE_EXIT
 }
 
 fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
@@ -113,28 +134,18 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
     }
 }
 
-fn images_dir_checked(o: &crust_engine::Options) -> Result<()> {
-    if !o.images_dir.is_dir() {
-        bail!(
-            "images directory {} does not exist or is not a directory",
-            o.images_dir.display()
-        );
-    }
-    Ok(())
-}
-
 fn dump(opts: &Opts) -> Result<i32> {
     let o = &opts.engine;
     if o.pid == 0 {
         bail!("dump needs the tree's root: -t/--tree PID");
     }
-    images_dir_checked(o)?;
+    crust_engine::check_images_dir(&o.images_dir)?;
     if let Some(mode) = &o.manage_cgroups {
         log::debug!("--manage-cgroups={mode}: cgroups are not dumped yet");
     }
     log::debug!("dump options: {o:?}");
     let start = Instant::now();
-    let stats = crust_engine::dump(o).with_context(|| format!("dump of tree {} failed", o.pid))?;
+    let stats = crust_engine::dump(o)?;
     log::info!(
         "dumped tree {} in {} us",
         o.pid,
@@ -180,7 +191,7 @@ fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
 
 fn restore(opts: &Opts) -> Result<i32> {
     let o = &opts.engine;
-    images_dir_checked(o)?;
+    crust_engine::check_images_dir(&o.images_dir)?;
     if o.restore_sibling && !o.detached {
         bail!("--restore-sibling only makes sense with --restore-detached");
     }
@@ -191,7 +202,7 @@ fn restore(opts: &Opts) -> Result<i32> {
         }
     }
     log::debug!("restore options: {o:?}");
-    let out = crust_engine::restore(o).context("restore failed")?;
+    let out = crust_engine::restore(o)?;
     log::info!(
         "restored root task {} in {} us",
         out.root_pid,

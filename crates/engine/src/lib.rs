@@ -1,7 +1,10 @@
 //! crust-engine: checkpoint (dump) and restore of process trees.
 //!
 //! A front end (the `crust` command line today, the RPC service next) fills
-//! one [`Options`] and calls [`dump`] / [`restore`].
+//! one [`Options`] and calls [`dump`] / [`restore`]. Their errors,
+//! [`DumpError`] / [`RestoreError`] (and [`ImageSetError`] for the images
+//! directory itself), have an [`ErrorKind`] that maps to what CRIU reports:
+//! its exit code and the RPC response's `cr_errno`.
 
 /// What a successful dump measured (also written to `stats-dump`).
 #[derive(Debug, Clone, Default)]
@@ -42,8 +45,24 @@ mod util;
 pub use net::netlock;
 pub use task::xsave;
 
-pub use dump::dump;
-pub use error::Error;
+pub use error::{
+    check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
+};
 pub use files::inherit::InheritFd;
 pub use options::{DumpOptions, Options, RestoreOptions};
-pub use restore::restore;
+
+/// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
+pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {
+    dump::dump(opts).map_err(|source| DumpError {
+        pid: opts.pid,
+        source: Box::new(source),
+    })
+}
+
+/// Restore the tree whose images are in `opts.images_dir`.
+pub fn restore(opts: &Options) -> Result<RestoreOutcome, RestoreError> {
+    restore::restore(opts).map_err(|source| RestoreError {
+        dir: opts.images_dir.clone(),
+        source: Box::new(source),
+    })
+}
