@@ -7,8 +7,10 @@
 //! `--config FILE`). Options are applied in order, so later ones win.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use crust_engine::Options;
 
 /// Whether an option takes an argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +163,9 @@ fn optional_keywords(long: &str) -> &'static [&'static str] {
     }
 }
 
-/// Everything the command line said.
+/// Everything the command line said: the engine's [`Options`], filled
+/// directly, and what only the command line has (the command, logging,
+/// help...).
 #[derive(Debug, Clone)]
 pub struct Opts {
     /// The command (`dump`, `restore`, ...), if any.
@@ -171,44 +175,20 @@ pub struct Opts {
     pub verbosity: i32,
     pub log_file: Option<PathBuf>,
     pub log_pid: bool,
-    pub images_dir: Option<PathBuf>,
-    pub work_dir: Option<PathBuf>,
-    pub tree: Option<i32>,
-    pub leave_running: bool,
-    pub leave_stopped: bool,
-    pub shell_job: bool,
-    pub restore_detached: bool,
-    pub restore_sibling: bool,
-    pub pidfile: Option<PathBuf>,
-    pub timeout: Option<u32>,
-    pub tcp_established: bool,
-    pub tcp_close: bool,
-    pub skip_in_flight: bool,
-    pub ext_unix_sk: bool,
-    pub file_locks: bool,
-    pub ghost_limit: Option<u64>,
-    pub link_remap: bool,
-    pub manage_cgroups: Option<String>,
-    pub network_lock: Option<String>,
-    pub pre_dump_mode: Option<String>,
-    pub address: Option<String>,
-    pub port: Option<u16>,
+    /// `crust check --feature NAME`.
     pub feature: Option<String>,
     pub check_extra: bool,
     pub check_experimental: bool,
-    pub cpu_cap: Option<String>,
-    pub status_fd: Option<i32>,
-    pub display_stats: bool,
-    pub file_validation: Option<String>,
+    /// `--close FD`, in the order given.
     pub close_fds: Vec<i32>,
-    /// `--inherit-fd fd[N]:KEY`, in the order given.
-    pub inherit_fds: Vec<crust_engine::InheritFd>,
     pub help: bool,
     pub version: bool,
     /// Options given that crust accepts and ignores (logged at debug).
     pub ignored: Vec<String>,
     /// Options given that crust cannot honour yet (an error for commands).
     pub unsupported: Vec<String>,
+    /// The options of a dump or a restore, as the engine takes them.
+    pub engine: Options,
 }
 
 impl Default for Opts {
@@ -220,67 +200,15 @@ impl Default for Opts {
             verbosity: 2,
             log_file: None,
             log_pid: false,
-            images_dir: None,
-            work_dir: None,
-            tree: None,
-            leave_running: false,
-            leave_stopped: false,
-            shell_job: false,
-            restore_detached: false,
-            restore_sibling: false,
-            pidfile: None,
-            timeout: None,
-            tcp_established: false,
-            tcp_close: false,
-            skip_in_flight: false,
-            ext_unix_sk: false,
-            file_locks: false,
-            ghost_limit: None,
-            link_remap: false,
-            manage_cgroups: None,
-            network_lock: None,
-            pre_dump_mode: None,
-            address: None,
-            port: None,
             feature: None,
             check_extra: false,
             check_experimental: false,
-            cpu_cap: None,
-            status_fd: None,
-            display_stats: false,
-            file_validation: None,
             close_fds: Vec::new(),
-            inherit_fds: Vec::new(),
             help: false,
             version: false,
             ignored: Vec::new(),
             unsupported: Vec::new(),
-        }
-    }
-}
-
-impl Opts {
-    /// The directory for logs and pidfiles: `-W`, else `-D`, else `.`.
-    pub fn work_dir(&self) -> PathBuf {
-        self.work_dir
-            .clone()
-            .or_else(|| self.images_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
-
-    /// `-D`, or `.` like CRIU.
-    pub fn images_dir(&self) -> PathBuf {
-        self.images_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
-
-    /// A path given relative to the work directory (CRIU chdir()s there).
-    pub fn in_work_dir(&self, p: &std::path::Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.work_dir().join(p)
+            engine: Options::default(),
         }
     }
 }
@@ -337,117 +265,111 @@ fn scan(argv: &[String], stop_at_image: bool) -> Result<(Vec<Occurrence>, Vec<St
             break;
         }
         if let Some(body) = a.strip_prefix("--") {
-            let (name, inline) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (body, None),
-            };
-            let (spec, negated) = find_long(name)?;
-            let value = match spec.arg {
-                No => {
-                    if inline.is_some() {
-                        bail!("option --{} takes no argument", spec.long);
-                    }
-                    None
-                }
-                Required => match inline {
-                    Some(v) => Some(v),
-                    None => {
-                        let v = argv.get(i).ok_or_else(|| {
-                            anyhow!("option --{} requires an argument", spec.long)
-                        })?;
-                        i += 1;
-                        Some(v.clone())
-                    }
-                },
-                Optional => match inline {
-                    Some(v) => Some(v),
-                    None => {
-                        let next = argv.get(i).map(String::as_str);
-                        let takes = match next {
-                            Some(n) if spec.long == "verbosity" => {
-                                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-                            }
-                            Some(n) => optional_keywords(spec.long).contains(&n),
-                            None => false,
-                        };
-                        if takes {
-                            i += 1;
-                            next.map(str::to_string)
-                        } else {
-                            None
-                        }
-                    }
-                },
-            };
-            occ.push(Occurrence {
-                spec,
-                negated,
-                value,
-                extra_v: 0,
-            });
-            continue;
+            occ.push(scan_long(body, argv, &mut i)?);
+        } else if a.len() > 1 && a.starts_with('-') {
+            scan_short(&a[1..], argv, &mut i, &mut occ)?;
+        } else {
+            pos.push(a.clone());
         }
-        if a.len() > 1 && a.starts_with('-') {
-            let chars: Vec<char> = a[1..].chars().collect();
-            let mut j = 0;
-            while j < chars.len() {
-                let c = chars[j];
-                j += 1;
-                let spec = SPECS
-                    .iter()
-                    .find(|s| s.short == Some(c))
-                    .ok_or_else(|| anyhow!("unknown option -{c}"))?;
-                let rest: String = chars[j..].iter().collect();
-                match spec.arg {
-                    No => occ.push(Occurrence {
-                        spec,
-                        negated: false,
-                        value: None,
-                        extra_v: 0,
-                    }),
-                    Required => {
-                        let v = if !rest.is_empty() {
-                            rest
-                        } else {
-                            let v = argv
-                                .get(i)
-                                .ok_or_else(|| anyhow!("option -{c} requires an argument"))?;
-                            i += 1;
-                            v.clone()
-                        };
-                        occ.push(Occurrence {
-                            spec,
-                            negated: false,
-                            value: Some(v),
-                            extra_v: 0,
-                        });
-                        break;
-                    }
-                    Optional => {
-                        // `-v`, `-v4`, `-vvv` (CRIU: each extra v adds one).
-                        let (value, extra_v) =
-                            if c == 'v' && !rest.is_empty() && rest.chars().all(|x| x == 'v') {
-                                (None, rest.len())
-                            } else if rest.is_empty() {
-                                (None, 0)
-                            } else {
-                                (Some(rest), 0)
-                            };
-                        occ.push(Occurrence {
-                            spec,
-                            negated: false,
-                            value,
-                            extra_v,
-                        });
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        pos.push(a.clone());
     }
     Ok((occ, pos))
+}
+
+/// One long option, `body` being the word without its `--`; its argument
+/// may be the next word, `argv[*next]` (then `*next` moves past it).
+fn scan_long(body: &str, argv: &[String], next: &mut usize) -> Result<Occurrence> {
+    let (name, inline) = match body.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_string())),
+        None => (body, None),
+    };
+    let (spec, negated) = find_long(name)?;
+    let value = match (spec.arg, inline) {
+        (No, Some(_)) => bail!("option --{} takes no argument", spec.long),
+        (No, None) => None,
+        (Required | Optional, Some(v)) => Some(v),
+        (Required, None) => {
+            let v = argv
+                .get(*next)
+                .ok_or_else(|| anyhow!("option --{} requires an argument", spec.long))?;
+            *next += 1;
+            Some(v.clone())
+        }
+        (Optional, None) => {
+            // getopt only takes `--opt=value`; CRIU's keywords and
+            // `--verbosity N` may also be the next word.
+            let word = argv.get(*next).map(String::as_str);
+            let takes = match word {
+                Some(n) if spec.long == "verbosity" => {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                }
+                Some(n) => optional_keywords(spec.long).contains(&n),
+                None => false,
+            };
+            if takes {
+                *next += 1;
+            }
+            word.filter(|_| takes).map(str::to_string)
+        }
+    };
+    Ok(Occurrence {
+        spec,
+        negated,
+        value,
+        extra_v: 0,
+    })
+}
+
+/// A cluster of short options, `cluster` being the word without its `-`
+/// (`dj`, `t42`, `vvv`); an argument may be the rest of the cluster or the
+/// next word, `argv[*next]`.
+fn scan_short(
+    cluster: &str,
+    argv: &[String],
+    next: &mut usize,
+    occ: &mut Vec<Occurrence>,
+) -> Result<()> {
+    let chars: Vec<char> = cluster.chars().collect();
+    for (j, &c) in chars.iter().enumerate() {
+        let spec = SPECS
+            .iter()
+            .find(|s| s.short == Some(c))
+            .ok_or_else(|| anyhow!("unknown option -{c}"))?;
+        let rest: String = chars[j + 1..].iter().collect();
+        let (value, extra_v) = match spec.arg {
+            No => {
+                occ.push(Occurrence {
+                    spec,
+                    negated: false,
+                    value: None,
+                    extra_v: 0,
+                });
+                continue;
+            }
+            Required if !rest.is_empty() => (Some(rest), 0),
+            Required => {
+                let v = argv
+                    .get(*next)
+                    .ok_or_else(|| anyhow!("option -{c} requires an argument"))?;
+                *next += 1;
+                (Some(v.clone()), 0)
+            }
+            // `-v`, `-v4`, `-vvv` (CRIU: each extra v adds one).
+            Optional if c == 'v' && !rest.is_empty() && rest.chars().all(|x| x == 'v') => {
+                (None, rest.len())
+            }
+            Optional if rest.is_empty() => (None, 0),
+            Optional => (Some(rest), 0),
+        };
+        // An option with an argument ends the cluster.
+        occ.push(Occurrence {
+            spec,
+            negated: false,
+            value,
+            extra_v,
+        });
+        break;
+    }
+    Ok(())
 }
 
 /// CRIU's size syntax: a number with an optional K, M or G suffix.
@@ -491,110 +413,48 @@ fn one_of(spec: &Spec, v: &str, allowed: &[&str]) -> Result<String> {
 impl Opts {
     fn apply(&mut self, o: Occurrence) -> Result<()> {
         let s = o.spec;
-        let on = !o.negated;
-        let v = o.value.as_deref();
-        let req = || v.ok_or_else(|| anyhow!("option --{} requires an argument", s.long));
+        let name = format!("--{}", s.long);
         match s.kind {
-            Ignored => {
-                self.ignored.push(format!("--{}", s.long));
-                return Ok(());
-            }
+            Ignored => self.ignored.push(name),
+            Unsupported if o.negated => self.unsupported.retain(|n| n != &name),
             Unsupported => {
-                let name = format!("--{}", s.long);
-                if on {
-                    if !self.unsupported.contains(&name) {
-                        self.unsupported.push(name);
-                    }
-                } else {
-                    self.unsupported.retain(|n| n != &name);
+                if !self.unsupported.contains(&name) {
+                    self.unsupported.push(name);
                 }
-                return Ok(());
             }
-            Used => {}
-        }
-        match s.long {
-            "tree" => {
-                let pid: i32 = num(s, req()?)?;
-                if pid <= 0 {
-                    return Err(bad(s, req()?, "not a pid"));
+            Used => {
+                if !apply_engine(&mut self.engine, &o)? {
+                    self.apply_cli(&o)?;
                 }
-                self.tree = Some(pid);
-            }
-            "leave-stopped" => {
-                self.leave_stopped = true;
-                self.leave_running = false;
-            }
-            "leave-running" => {
-                self.leave_running = true;
-                self.leave_stopped = false;
-            }
-            "restore-detached" | "daemon" => self.restore_detached = on,
-            "restore-sibling" => self.restore_sibling = on,
-            "images-dir" => self.images_dir = Some(PathBuf::from(req()?)),
-            "work-dir" => self.work_dir = Some(PathBuf::from(req()?)),
-            "log-file" => self.log_file = Some(PathBuf::from(req()?)),
-            "ext-unix-sk" => {
-                if v.is_some() {
+                if s.long == "ext-unix-sk" && o.value.is_some() {
                     // The old `-x INODE` form names single sockets.
                     self.unsupported.push("--ext-unix-sk=ID".into());
                 }
-                self.ext_unix_sk = on;
             }
+        }
+        Ok(())
+    }
+
+    /// The options only the command line has: the command's own (check,
+    /// logging, help) and what crust does before any command (`--close`).
+    fn apply_cli(&mut self, o: &Occurrence) -> Result<()> {
+        let s = o.spec;
+        let on = !o.negated;
+        let v = o.value.as_deref();
+        match s.long {
+            "log-file" => self.log_file = Some(PathBuf::from(required(o)?)),
             "help" => self.help = true,
-            "tcp-established" => self.tcp_established = on,
-            "close" => self.close_fds.push(num(s, req()?)?),
-            "inherit-fd" => {
-                let v = req()?;
-                let i = crust_engine::InheritFd::parse(v).map_err(|why| bad(s, v, &why))?;
-                self.inherit_fds.push(i);
-            }
+            "close" => self.close_fds.push(num(s, required(o)?)?),
             "log-pid" => self.log_pid = on,
             "version" => self.version = true,
-            "pidfile" => self.pidfile = Some(PathBuf::from(req()?)),
-            "link-remap" => self.link_remap = on,
-            "shell-job" => self.shell_job = on,
-            "file-locks" => self.file_locks = on,
-            "address" => self.address = Some(req()?.to_string()),
-            "port" => {
-                let p: u16 = num(s, req()?)?;
-                if p == 0 {
-                    return Err(bad(s, req()?, "port 0"));
-                }
-                self.port = Some(p);
-            }
             "ms" => bail!("--ms is deprecated (see `crust check --help`)"),
-            "cpu-cap" => {
-                let caps = v.unwrap_or("all");
-                for c in caps.split(',') {
-                    let c = c.trim_start_matches('^');
-                    if !["none", "fpu", "ins", "cpu", "all"].contains(&c) {
-                        return Err(bad(s, caps, "expected none, fpu, ins, cpu or all"));
-                    }
-                }
-                self.cpu_cap = Some(caps.to_string());
-            }
-            "manage-cgroups" => {
-                let m = v.unwrap_or("soft");
-                let m = one_of(s, m, optional_keywords("manage-cgroups"))?;
-                self.manage_cgroups = Some(m);
-            }
-            "feature" => self.feature = Some(req()?.to_string()),
-            "ghost-limit" => {
-                self.ghost_limit = Some(
-                    parse_size(req()?).map_err(|e| bad(s, req().unwrap_or(""), &e.to_string()))?,
-                )
-            }
-            "timeout" => self.timeout = Some(num(s, req()?)?),
+            "feature" => self.feature = Some(required(o)?.to_string()),
             "extra" => self.check_extra = on,
             "experimental" => self.check_experimental = on,
             "all" => {
                 self.check_extra = true;
                 self.check_experimental = true;
             }
-            "display-stats" => self.display_stats = on,
-            "status-fd" => self.status_fd = Some(num(s, req()?)?),
-            "tcp-close" => self.tcp_close = on,
-            "skip-in-flight" => self.skip_in_flight = on,
             "verbosity" => {
                 if let Some(n) = v {
                     self.verbosity = num(s, n)?;
@@ -604,19 +464,117 @@ impl Opts {
             }
             // Handled before the command line is applied.
             "config" | "no-default-config" => {}
-            "pre-dump-mode" => self.pre_dump_mode = Some(one_of(s, req()?, &["splice", "read"])?),
-            "file-validation" => {
-                self.file_validation = Some(one_of(s, req()?, &["filesize", "buildid"])?)
-            }
-            "network-lock" => {
-                let m = one_of(s, req()?, &["iptables", "nftables", "skip", "none"])?;
-                // CRIU's synonym.
-                self.network_lock = Some(if m == "none" { "skip".into() } else { m })
-            }
             other => bail!("internal error: option --{other} has no handler"),
         }
         Ok(())
     }
+}
+
+/// The argument of `o`, which must have one.
+fn required(o: &Occurrence) -> Result<&str> {
+    o.value
+        .as_deref()
+        .ok_or_else(|| anyhow!("option --{} requires an argument", o.spec.long))
+}
+
+/// Apply `o` to the engine's options; false when it is not one of them.
+fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
+    let s = o.spec;
+    let on = !o.negated;
+    match s.long {
+        "tree" => {
+            let v = required(o)?;
+            let pid: i32 = num(s, v)?;
+            if pid <= 0 {
+                return Err(bad(s, v, "not a pid"));
+            }
+            e.pid = pid;
+        }
+        "leave-stopped" => {
+            e.leave_stopped = true;
+            e.leave_running = false;
+        }
+        "leave-running" => {
+            e.leave_running = true;
+            e.leave_stopped = false;
+        }
+        "restore-detached" | "daemon" => e.detached = on,
+        "restore-sibling" => e.restore_sibling = on,
+        "images-dir" => e.images_dir = PathBuf::from(required(o)?),
+        "work-dir" => e.work_dir = Some(PathBuf::from(required(o)?)),
+        "pidfile" => e.pidfile = Some(PathBuf::from(required(o)?)),
+        "ext-unix-sk" => e.ext_unix_sk = on,
+        "tcp-established" => e.tcp_established = on,
+        "tcp-close" => e.tcp_close = on,
+        "skip-in-flight" => e.skip_in_flight = on,
+        "link-remap" => e.link_remap = on,
+        "shell-job" => e.shell_job = on,
+        "file-locks" => e.file_locks = on,
+        "display-stats" => e.display_stats = on,
+        "inherit-fd" => {
+            let v = required(o)?;
+            let i = crust_engine::InheritFd::parse(v).map_err(|why| bad(s, v, &why))?;
+            e.inherit_fds.push(i);
+        }
+        "ghost-limit" => {
+            let v = required(o)?;
+            e.ghost_limit = Some(parse_size(v).map_err(|err| bad(s, v, &err.to_string()))?);
+        }
+        "timeout" => {
+            let secs: u32 = num(s, required(o)?)?;
+            e.timeout = Some(Duration::from_secs(secs.into()));
+        }
+        "network-lock" => {
+            let v = required(o)?;
+            let m = one_of(s, v, &["iptables", "nftables", "skip", "none"])?;
+            // `none` is CRIU's synonym of `skip`.
+            e.set_network_lock(m.parse().map_err(|why: String| bad(s, v, &why))?);
+        }
+        _ => return apply_engine_checked(e, o),
+    }
+    Ok(true)
+}
+
+/// The engine's options that crust validates and keeps without acting on
+/// them yet (page server, cgroups, pre-dump, CPU...); false when `o` is not
+/// one of them.
+fn apply_engine_checked(e: &mut Options, o: &Occurrence) -> Result<bool> {
+    let s = o.spec;
+    let v = o.value.as_deref();
+    match s.long {
+        "address" => e.address = Some(required(o)?.to_string()),
+        "port" => {
+            let v = required(o)?;
+            let p: u16 = num(s, v)?;
+            if p == 0 {
+                return Err(bad(s, v, "port 0"));
+            }
+            e.port = Some(p);
+        }
+        "status-fd" => e.status_fd = Some(num(s, required(o)?)?),
+        "cpu-cap" => {
+            let caps = v.unwrap_or("all");
+            for c in caps.split(',') {
+                let c = c.trim_start_matches('^');
+                if !["none", "fpu", "ins", "cpu", "all"].contains(&c) {
+                    return Err(bad(s, caps, "expected none, fpu, ins, cpu or all"));
+                }
+            }
+            e.cpu_cap = Some(caps.to_string());
+        }
+        "manage-cgroups" => {
+            let m = v.unwrap_or("soft");
+            e.manage_cgroups = Some(one_of(s, m, optional_keywords("manage-cgroups"))?);
+        }
+        "pre-dump-mode" => {
+            e.pre_dump_mode = Some(one_of(s, required(o)?, &["splice", "read"])?);
+        }
+        "file-validation" => {
+            e.file_validation = Some(one_of(s, required(o)?, &["filesize", "buildid"])?);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Split a configuration file into command-line words: one option per line
@@ -805,6 +763,7 @@ Common options:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_engine::netlock::Method;
 
     fn p(args: &[&str]) -> Result<Opts> {
         let mut v: Vec<String> = vec!["--no-default-config".into()];
@@ -831,17 +790,96 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.command.as_deref(), Some("dump"));
-        assert_eq!(o.tree, Some(1234));
+        assert_eq!(o.engine.pid, 1234);
         assert_eq!(o.verbosity, 4);
-        assert_eq!(o.timeout, Some(10));
-        assert_eq!(o.pre_dump_mode.as_deref(), Some("splice"));
-        assert_eq!(o.images_dir, Some(PathBuf::from("/tmp/img")));
+        assert_eq!(o.engine.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(o.engine.pre_dump_mode.as_deref(), Some("splice"));
+        assert_eq!(o.engine.images_dir, PathBuf::from("/tmp/img"));
         assert_eq!(
-            o.in_work_dir(o.log_file.as_ref().unwrap()),
+            o.engine.in_work_dir(o.log_file.as_ref().unwrap()),
             PathBuf::from("/tmp/img/dump.log")
         );
         assert!(o.unsupported.is_empty());
         assert_eq!(o.ignored, vec!["--track-mem".to_string()]);
+    }
+
+    /// A dump and a restore command line, with CRIU's quirks (clusters,
+    /// an argument glued to its option, prefixes, `--no-`, later options
+    /// winning, `-vvv`, `none` for `skip`), fill the engine's Options.
+    #[test]
+    fn command_lines_fill_engine_options() {
+        let o = p(&[
+            "dump",
+            "-t4242",
+            "-Rs",
+            "-D/img",
+            "--tcp-est",
+            "--tcp-close",
+            "--no-tcp-close",
+            "--ghost-limit=2k",
+            "--timeout",
+            "7",
+            "--network-lock",
+            "none",
+            "-jlx",
+            "--link-remap",
+            "--skip-in-flight",
+            "-vvv",
+        ])
+        .unwrap();
+        let e = &o.engine;
+        assert_eq!(o.command.as_deref(), Some("dump"));
+        assert_eq!(o.verbosity, 5);
+        assert_eq!(e.pid, 4242);
+        assert!(e.leave_stopped && !e.leave_running);
+        assert_eq!(e.images_dir, PathBuf::from("/img"));
+        assert!(e.tcp_established && !e.tcp_close && e.skip_in_flight);
+        assert_eq!(e.ghost_limit, Some(2048));
+        assert_eq!(e.timeout, Some(Duration::from_secs(7)));
+        assert_eq!(e.network_lock, Method::Skip);
+        assert!(e.ext_unix_sk && e.shell_job && e.file_locks && e.link_remap);
+        assert!(o.unsupported.is_empty());
+        // getopt: an optional argument glues to its option, `-xjl` is -x jl.
+        let o = p(&["dump", "-xjl"]).unwrap();
+        assert!(!o.engine.shell_job && o.unsupported == ["--ext-unix-sk=ID"]);
+        assert!(!e.detached && e.inherit_fds.is_empty());
+
+        let o = p(&[
+            "restore",
+            "--daemon",
+            "-S",
+            "--images-dir",
+            "/img",
+            "-W",
+            "/w",
+            "--pidfile=pf",
+            "--inherit-fd",
+            "fd[5]:pipe:[7]",
+            "--display-stats",
+            "--tcp-established",
+            "--tcp-close",
+        ])
+        .unwrap();
+        let e = &o.engine;
+        assert_eq!(o.command.as_deref(), Some("restore"));
+        assert!(e.detached && e.restore_sibling && e.display_stats);
+        assert!(e.tcp_established && e.tcp_close);
+        assert_eq!(e.pid, 0);
+        assert_eq!(e.images_dir, PathBuf::from("/img"));
+        assert_eq!(
+            e.in_work_dir(e.pidfile.as_ref().unwrap()),
+            PathBuf::from("/w/pf")
+        );
+        assert_eq!(e.inherit_fds.len(), 1);
+        assert_eq!(
+            (e.inherit_fds[0].fd, e.inherit_fds[0].key.as_str()),
+            (5, "pipe:[7]")
+        );
+        assert_eq!(e.network_lock_arg(), None);
+        // Without -D: the current directory, for images and logs alike.
+        let o = p(&["restore"]).unwrap();
+        assert_eq!(o.engine.images_dir, PathBuf::from("."));
+        assert_eq!(o.engine.work_dir(), PathBuf::from("."));
     }
 
     #[test]
@@ -857,19 +895,19 @@ mod tests {
             "--restore-sibling",
         ])
         .unwrap();
-        assert!(o.restore_detached && o.shell_job && o.restore_sibling);
+        assert!(o.engine.detached && o.engine.shell_job && o.engine.restore_sibling);
         assert_eq!(
-            o.in_work_dir(o.pidfile.as_ref().unwrap()),
+            o.engine.in_work_dir(o.engine.pidfile.as_ref().unwrap()),
             PathBuf::from("/w/pf")
         );
         let o = p(&["dump", "-t42", "-Rs"]).unwrap();
-        assert_eq!(o.tree, Some(42));
-        assert!(o.leave_stopped && !o.leave_running);
+        assert_eq!(o.engine.pid, 42);
+        assert!(o.engine.leave_stopped && !o.engine.leave_running);
         let o = p(&["restore", "--restore-detached", "--no-restore-detached"]).unwrap();
-        assert!(!o.restore_detached);
+        assert!(!o.engine.detached);
         // Unambiguous prefix, like getopt_long.
         let o = p(&["dump", "--tcp-est"]).unwrap();
-        assert!(o.tcp_established);
+        assert!(o.engine.tcp_established);
         assert!(p(&["dump", "--t"]).is_err());
     }
 
@@ -888,15 +926,18 @@ mod tests {
     #[test]
     fn values_and_errors() {
         assert_eq!(
-            p(&["dump", "--ghost-limit", "2M"]).unwrap().ghost_limit,
+            p(&["dump", "--ghost-limit", "2M"])
+                .unwrap()
+                .engine
+                .ghost_limit,
             Some(2 << 20)
         );
         assert_eq!(
-            p(&["dump", "--ghost-limit=3k"]).unwrap().ghost_limit,
+            p(&["dump", "--ghost-limit=3k"]).unwrap().engine.ghost_limit,
             Some(3 << 10)
         );
         assert_eq!(
-            p(&["dump", "--ghost-limit=1G"]).unwrap().ghost_limit,
+            p(&["dump", "--ghost-limit=1G"]).unwrap().engine.ghost_limit,
             Some(1 << 30)
         );
         assert!(p(&["dump", "--ghost-limit=1T"]).is_err());
@@ -910,6 +951,7 @@ mod tests {
         assert_eq!(
             p(&["restore", "--manage-cgroups"])
                 .unwrap()
+                .engine
                 .manage_cgroups
                 .as_deref(),
             Some("soft")
@@ -917,18 +959,19 @@ mod tests {
         assert_eq!(
             p(&["restore", "--manage-cgroups", "full"])
                 .unwrap()
+                .engine
                 .manage_cgroups
                 .as_deref(),
             Some("full")
         );
         assert!(p(&["restore", "--manage-cgroups=bogus"]).is_err());
-        assert_eq!(
-            p(&["restore", "--network-lock", "skip"])
-                .unwrap()
-                .network_lock
-                .as_deref(),
-            Some("skip")
-        );
+        let o = p(&["restore", "--network-lock", "skip"]).unwrap();
+        assert_eq!(o.engine.network_lock_arg(), Some(Method::Skip));
+        let o = p(&["dump", "--network-lock=none"]).unwrap();
+        assert_eq!(o.engine.network_lock_arg(), Some(Method::Skip));
+        let o = p(&["dump"]).unwrap();
+        assert_eq!(o.engine.network_lock_arg(), None);
+        assert_eq!(o.engine.network_lock, Method::Iptables);
         let o = p(&["restore", "--external", "mnt[]", "--inherit-fd", "fd[3]:x"]).unwrap();
         assert_eq!(o.unsupported, vec!["--external".to_string()]);
         let o = p(&[
@@ -939,6 +982,7 @@ mod tests {
         ])
         .unwrap();
         let got: Vec<(i32, &str)> = o
+            .engine
             .inherit_fds
             .iter()
             .map(|i| (i.fd, i.key.as_str()))

@@ -143,10 +143,36 @@ pub fn run() -> Result<i32> {
 
     println!("crust demo: checkpoint a running counter, kill it, bring it back.\n");
 
-    // 1. Start the counter: a copy of this binary, so that the restored
-    // task's executable is not the file crust itself runs from.
+    let pid = start_counter(&mut scratch, &exe, &count_file)?;
+
+    // 2. Let it count.
+    let before = wait_for_count(&count_file, 0, 10, Duration::from_secs(10))
+        .context("step 2 (let it count) failed")?;
+    println!("[2/6] it is counting: count = {before}");
+
+    dump_counter(pid, &images)?;
+    let at_dump = check_gone(&mut scratch, pid, &count_file)?;
+    let root = restore_counter(&mut scratch, pid, &images)?;
+
+    // 6. It continues from where it was.
+    let after = wait_for_count(&count_file, at_dump, at_dump + 10, Duration::from_secs(10))
+        .context("step 6 (check it counts on) failed")?;
+    println!("[6/6] it counts on from {at_dump}: count = {after}");
+
+    probe::kill(root, libc::SIGKILL)
+        .with_context(|| format!("killing the restored counter {root}"))?;
+    probe::wait_exit(root).with_context(|| format!("reaping the restored counter {root}"))?;
+    scratch.pid = None;
+    drop(scratch);
+    println!("\nkilled the counter and removed the scratch files. Demo OK.");
+    Ok(0)
+}
+
+/// Step 1: start the counter, a copy of this binary (so that the restored
+/// task's executable is not the file crust itself runs from); its pid.
+fn start_counter(scratch: &mut Scratch, exe: &Path, count_file: &Path) -> Result<i32> {
     let counter_exe = scratch.dir.join("crust-demo-counter");
-    fs::copy(&exe, &counter_exe).with_context(|| {
+    fs::copy(exe, &counter_exe).with_context(|| {
         format!(
             "step 1 (start the counter) failed: copying {} to {}",
             exe.display(),
@@ -155,7 +181,7 @@ pub fn run() -> Result<i32> {
     })?;
     let child = Command::new(&counter_exe)
         .arg("__demo-counter")
-        .arg(&count_file)
+        .arg(count_file)
         .current_dir(&scratch.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -168,32 +194,35 @@ pub fn run() -> Result<i32> {
     scratch.pid = Some(pid);
     println!("[1/6] started the counter: pid {pid}, it counts every 100 ms into");
     println!("      {}", count_file.display());
+    Ok(pid)
+}
 
-    // 2. Let it count.
-    let before = wait_for_count(&count_file, 0, 10, Duration::from_secs(10))
-        .context("step 2 (let it count) failed")?;
-    println!("[2/6] it is counting: count = {before}");
-
-    // 3. Dump.
+/// Step 3: dump the counter into `images`.
+fn dump_counter(pid: i32, images: &Path) -> Result<()> {
     println!("[3/6] dumping pid {pid} into {} ...", images.display());
-    let dump_opts = crust_engine::DumpOptions {
+    let opts = crust_engine::Options {
         pid,
-        images_dir: images.clone(),
+        images_dir: images.to_path_buf(),
         timeout: Some(Duration::from_secs(10)),
         ..Default::default()
     };
     let t = Instant::now();
-    let stats = crust_engine::dump(&dump_opts).context("step 3 (dump) failed")?;
+    let stats = crust_engine::dump(&opts)
+        .map_err(|e| *e.source)
+        .context("step 3 (dump) failed")?;
     let dump_time = t.elapsed();
-    let (files, bytes) = dir_size(&images).context("step 3 (dump) failed")?;
+    let (files, bytes) = dir_size(images).context("step 3 (dump) failed")?;
     println!(
         "      done in {}: {files} image files, {} (the task was frozen for {})",
         ms(dump_time),
         human(bytes),
         ms(Duration::from_micros(stats.frozen_time_us)),
     );
+    Ok(())
+}
 
-    // 4. The counter is gone.
+/// Step 4: the dump killed the counter, and the count stays; the count.
+fn check_gone(scratch: &mut Scratch, pid: i32, count_file: &Path) -> Result<u64> {
     // The engine may have reaped it already (it was its tracer and our child).
     let gone = match probe::wait_exit(pid) {
         Ok(st) => Some(st),
@@ -207,9 +236,9 @@ pub fn run() -> Result<i32> {
     if Path::new(&format!("/proc/{pid}")).exists() {
         bail!("step 4 (check pid {pid} is gone) failed: /proc/{pid} still exists");
     }
-    let at_dump = read_count(&count_file).context("step 4 failed")?;
+    let at_dump = read_count(count_file).context("step 4 failed")?;
     sleep(Duration::from_millis(500));
-    let still = read_count(&count_file).context("step 4 failed")?;
+    let still = read_count(count_file).context("step 4 failed")?;
     if still != at_dump {
         bail!("step 4 failed: the count still moves ({at_dump} -> {still}) after the dump");
     }
@@ -221,16 +250,21 @@ pub fn run() -> Result<i32> {
             None => "killed by the dump".to_string(),
         }
     );
+    Ok(at_dump)
+}
 
-    // 5. Restore.
+/// Step 5: restore the counter (dumped as `pid`) detached; its new pid.
+fn restore_counter(scratch: &mut Scratch, pid: i32, images: &Path) -> Result<i32> {
     println!("[5/6] restoring from {} ...", images.display());
-    let restore_opts = crust_engine::RestoreOptions {
-        images_dir: images.clone(),
+    let opts = crust_engine::Options {
+        images_dir: images.to_path_buf(),
         detached: true,
         ..Default::default()
     };
     let t = Instant::now();
-    let out = crust_engine::restore(&restore_opts).context("step 5 (restore) failed")?;
+    let out = crust_engine::restore(&opts)
+        .map_err(|e| *e.source)
+        .context("step 5 (restore) failed")?;
     let restore_time = t.elapsed();
     scratch.pid = Some(out.root_pid);
     println!(
@@ -243,18 +277,5 @@ pub fn run() -> Result<i32> {
             ""
         }
     );
-
-    // 6. It continues from where it was.
-    let after = wait_for_count(&count_file, at_dump, at_dump + 10, Duration::from_secs(10))
-        .context("step 6 (check it counts on) failed")?;
-    println!("[6/6] it counts on from {at_dump}: count = {after}");
-
-    probe::kill(out.root_pid, libc::SIGKILL)
-        .with_context(|| format!("killing the restored counter {}", out.root_pid))?;
-    probe::wait_exit(out.root_pid)
-        .with_context(|| format!("reaping the restored counter {}", out.root_pid))?;
-    scratch.pid = None;
-    drop(scratch);
-    println!("\nkilled the counter and removed the scratch files. Demo OK.");
-    Ok(0)
+    Ok(out.root_pid)
 }

@@ -15,7 +15,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use crust_sys::probe;
@@ -48,12 +48,33 @@ fn main() {
             }
             let _ = std::io::stdout().flush();
             eprintln!("Error: {e:#}");
-            1
+            exit_code(&e)
         }
     };
     log::logger().flush();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// The exit code CRIU gives for the failure `e`: from the kind of the
+/// engine's error when there is one (see crust_engine::ErrorKind), else
+/// CRIU's code for a failed command.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        let kind = if let Some(d) = cause.downcast_ref::<crust_engine::DumpError>() {
+            d.kind()
+        } else if let Some(r) = cause.downcast_ref::<crust_engine::RestoreError>() {
+            r.kind()
+        } else if let Some(i) = cause.downcast_ref::<crust_engine::ImageSetError>() {
+            i.kind()
+        } else if let Some(e) = cause.downcast_ref::<crust_engine::Error>() {
+            e.kind()
+        } else {
+            continue;
+        };
+        return kind.exit_code();
+    }
+    crust_engine::CRIU_FAILURE_EXIT
 }
 
 fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
@@ -78,7 +99,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         if p == Path::new("-") {
             p.clone()
         } else {
-            opts.in_work_dir(p)
+            opts.engine.in_work_dir(p)
         }
     });
     *logs_to_file = logger::init(opts.verbosity, log_path.as_deref(), opts.log_pid)?;
@@ -117,57 +138,27 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
     }
 }
 
-fn images_dir_checked(opts: &Opts) -> Result<std::path::PathBuf> {
-    let dir = opts.images_dir();
-    if !dir.is_dir() {
-        bail!(
-            "images directory {} does not exist or is not a directory",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
 fn dump(opts: &Opts) -> Result<i32> {
-    let Some(pid) = opts.tree else {
+    let o = &opts.engine;
+    if o.pid == 0 {
         bail!("dump needs the tree's root: -t/--tree PID");
-    };
-    let images_dir = images_dir_checked(opts)?;
-    if let Some(mode) = &opts.manage_cgroups {
+    }
+    crust_engine::check_images_dir(&o.images_dir)?;
+    if let Some(mode) = &o.manage_cgroups {
         log::debug!("--manage-cgroups={mode}: cgroups are not dumped yet");
     }
-    let d = crust_engine::DumpOptions {
-        pid,
-        images_dir,
-        leave_running: opts.leave_running,
-        leave_stopped: opts.leave_stopped,
-        shell_job: opts.shell_job,
-        timeout: opts.timeout.map(|s| Duration::from_secs(s.into())),
-        tcp_established: opts.tcp_established,
-        ext_unix_sk: opts.ext_unix_sk,
-        file_locks: opts.file_locks,
-        ghost_limit: opts.ghost_limit,
-        link_remap: opts.link_remap,
-        network_lock: network_lock(opts)?.unwrap_or_default(),
-        tcp_close: opts.tcp_close,
-        skip_in_flight: opts.skip_in_flight,
-    };
-    log::debug!("dump options: {d:?}");
+    log::debug!("dump options: {o:?}");
     let start = Instant::now();
-    let stats = crust_engine::dump(&d).with_context(|| format!("dump of tree {pid} failed"))?;
-    log::info!("dumped tree {pid} in {} us", start.elapsed().as_micros());
-    if opts.display_stats {
+    let stats = crust_engine::dump(o)?;
+    log::info!(
+        "dumped tree {} in {} us",
+        o.pid,
+        start.elapsed().as_micros()
+    );
+    if o.display_stats {
         print_dump_stats(&stats);
     }
     Ok(0)
-}
-
-/// `--network-lock`, if given.
-fn network_lock(opts: &Opts) -> Result<Option<crust_engine::netlock::Method>> {
-    opts.network_lock
-        .as_deref()
-        .map(|m| m.parse().map_err(anyhow::Error::msg))
-        .transpose()
 }
 
 fn print_dump_stats(s: &crust_engine::DumpStats) {
@@ -203,32 +194,19 @@ fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
 }
 
 fn restore(opts: &Opts) -> Result<i32> {
-    let images_dir = images_dir_checked(opts)?;
-    if opts.restore_sibling && !opts.restore_detached {
+    let o = &opts.engine;
+    crust_engine::check_images_dir(&o.images_dir)?;
+    if o.restore_sibling && !o.detached {
         bail!("--restore-sibling only makes sense with --restore-detached");
     }
-    let pidfile = opts.pidfile.as_ref().map(|p| opts.in_work_dir(p));
+    let pidfile = o.pidfile.as_ref().map(|p| o.in_work_dir(p));
     if let Some(p) = &pidfile {
         if p.symlink_metadata().is_ok() {
             bail!("pidfile: {} already exists", p.display());
         }
     }
-    let r = crust_engine::RestoreOptions {
-        images_dir,
-        detached: opts.restore_detached,
-        leave_stopped: opts.leave_stopped,
-        shell_job: opts.shell_job,
-        restore_sibling: opts.restore_sibling,
-        tcp_established: opts.tcp_established,
-        network_lock: network_lock(opts)?,
-        tcp_close: opts.tcp_close,
-        skip_in_flight: opts.skip_in_flight,
-        ext_unix_sk: opts.ext_unix_sk,
-        file_locks: opts.file_locks,
-        inherit_fds: opts.inherit_fds.clone(),
-    };
-    log::debug!("restore options: {r:?}");
-    let out = crust_engine::restore(&r).context("restore failed")?;
+    log::debug!("restore options: {o:?}");
+    let out = crust_engine::restore(o)?;
     log::info!(
         "restored root task {} in {} us",
         out.root_pid,
@@ -239,13 +217,13 @@ fn restore(opts: &Opts) -> Result<i32> {
             // Whoever asked for the pidfile can't find the tree: don't leave
             // it running unseen.
             let _ = probe::kill(out.root_pid, libc::SIGKILL);
-            if !opts.restore_sibling {
+            if !o.restore_sibling {
                 let _ = probe::wait_exit(out.waiter.unwrap_or(out.root_pid));
             }
             return Err(e);
         }
     }
-    if opts.display_stats {
+    if o.display_stats {
         println!("Displaying restore stats:");
         println!(
             "Pages restored: {} ({:#x})",
@@ -253,7 +231,7 @@ fn restore(opts: &Opts) -> Result<i32> {
         );
         println!("Restore time: {} us", out.restore_time_us);
     }
-    if opts.restore_detached {
+    if o.detached {
         return Ok(0);
     }
     let _ = std::io::stdout().flush();

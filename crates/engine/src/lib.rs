@@ -1,83 +1,16 @@
 //! crust-engine: checkpoint (dump) and restore of process trees.
 //!
-//! The binary (`crust`) parses the command line into [`DumpOptions`] /
-//! [`RestoreOptions`] and calls [`dump`] / [`restore`].
+//! A front end (the `crust` command line today, the RPC service next) fills
+//! one [`Options`] and calls [`dump`] / [`restore`]. Their errors,
+//! [`DumpError`] / [`RestoreError`] (and [`ImageSetError`] for the images
+//! directory itself), have an [`ErrorKind`] that maps to what CRIU reports:
+//! its exit code and the RPC response's `cr_errno`.
 
 // Plan: the workspace denies clippy::too_many_lines (120 code lines, see
 // clippy.toml); the engine's last long functions (files, net, mem,
 // restore::{load,finish}) are being split on other branches. Once they are
 // merged, delete this line so the workspace setting applies here too.
 #![allow(clippy::too_many_lines)]
-
-use std::path::PathBuf;
-use std::time::Duration;
-
-/// Options of `crust dump` (and later `pre-dump`), named after CRIU's.
-#[derive(Debug, Clone, Default)]
-pub struct DumpOptions {
-    /// `-t/--tree PID`: root of the tree to dump.
-    pub pid: i32,
-    /// `-D/--images-dir DIR`.
-    pub images_dir: PathBuf,
-    /// `-R/--leave-running`.
-    pub leave_running: bool,
-    /// `-s/--leave-stopped`.
-    pub leave_stopped: bool,
-    /// `-j/--shell-job`.
-    pub shell_job: bool,
-    /// `--timeout N`: give up seizing/freezing after this long.
-    pub timeout: Option<Duration>,
-    /// `--tcp-established`.
-    pub tcp_established: bool,
-    /// `--ext-unix-sk`.
-    pub ext_unix_sk: bool,
-    /// `--file-locks`.
-    pub file_locks: bool,
-    /// `--ghost-limit SIZE` in bytes.
-    pub ghost_limit: Option<u64>,
-    /// `--link-remap`.
-    pub link_remap: bool,
-    /// `--network-lock`: how TCP connections are kept off the network
-    /// (saved in inventory.img for the restore).
-    pub network_lock: netlock::Method,
-    /// `--tcp-close`: don't restore established connections, close them
-    /// (saved in inventory.img: the restore must say it too).
-    pub tcp_close: bool,
-    /// `--skip-in-flight`: skip connections not fully established yet
-    /// (SYN_SENT/SYN_RECV) instead of failing.
-    pub skip_in_flight: bool,
-}
-
-/// Options of `crust restore`, named after CRIU's.
-#[derive(Debug, Clone, Default)]
-pub struct RestoreOptions {
-    /// `-D/--images-dir DIR`.
-    pub images_dir: PathBuf,
-    /// `-d/--restore-detached`.
-    pub detached: bool,
-    /// `-s/--leave-stopped`.
-    pub leave_stopped: bool,
-    /// `-j/--shell-job`.
-    pub shell_job: bool,
-    /// `--restore-sibling`.
-    pub restore_sibling: bool,
-    /// `--tcp-established`.
-    pub tcp_established: bool,
-    /// `--network-lock` as given: CRIU ignores it on restore (with a warning)
-    /// and unlocks with the method inventory.img names; crust does the same.
-    pub network_lock: Option<netlock::Method>,
-    /// `--tcp-close`: restore the dumped connections closed.
-    pub tcp_close: bool,
-    /// `--skip-in-flight`.
-    pub skip_in_flight: bool,
-    /// `--ext-unix-sk`.
-    pub ext_unix_sk: bool,
-    /// `--file-locks`.
-    pub file_locks: bool,
-    /// `--inherit-fd fd[N]:KEY`, repeatable: crust's fd N replaces every
-    /// file of the image whose key is KEY.
-    pub inherit_fds: Vec<InheritFd>,
-}
 
 /// What a successful dump measured (also written to `stats-dump`).
 #[derive(Debug, Clone, Default)]
@@ -110,6 +43,7 @@ mod files;
 mod mem;
 mod net;
 mod ns;
+mod options;
 mod restore;
 mod task;
 mod util;
@@ -117,7 +51,24 @@ mod util;
 pub use net::netlock;
 pub use task::xsave;
 
-pub use dump::dump;
-pub use error::Error;
+pub use error::{
+    check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
+};
 pub use files::inherit::InheritFd;
-pub use restore::restore;
+pub use options::{DumpOptions, Options, RestoreOptions};
+
+/// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
+pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {
+    dump::dump(opts).map_err(|source| DumpError {
+        pid: opts.pid,
+        source: Box::new(source),
+    })
+}
+
+/// Restore the tree whose images are in `opts.images_dir`.
+pub fn restore(opts: &Options) -> Result<RestoreOutcome, RestoreError> {
+    restore::restore(opts).map_err(|source| RestoreError {
+        dir: opts.images_dir.clone(),
+        source: Box::new(source),
+    })
+}

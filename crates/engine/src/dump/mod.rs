@@ -365,7 +365,6 @@ fn dump_tree(
 /// from one process to the next, and the pstree it builds.
 struct Walk<'a> {
     proc: &'a ProcRoot,
-    root_pid: i32,
     /// The root's pid when it heads its own pid namespace.
     pidns: Option<i32>,
     /// The id of the tree's own IPC namespace, if it has one.
@@ -389,7 +388,6 @@ impl<'a> Walk<'a> {
         let ipcns = nss.own_ipc();
         Walk {
             proc,
-            root_pid,
             pidns,
             ipcns,
             nss,

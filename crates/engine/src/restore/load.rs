@@ -28,8 +28,9 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
             ),
         ));
     }
-    let netlock = crate::net::netlock::restore_method(inv.network_lock_method, opts.network_lock)
-        .map_err(Error::NetLock)?;
+    let netlock =
+        crate::net::netlock::restore_method(inv.network_lock_method, opts.network_lock_arg())
+            .map_err(Error::NetLock)?;
     if inv.tcp_close == Some(true) && !opts.tcp_close {
         return Err(bad(
             &dir,

@@ -1,0 +1,157 @@
+//! The options of a dump or a restore: one type, like CRIU's one `opts`.
+//!
+//! Front ends fill it: the command line (`crust dump ...`, `crust
+//! restore ...`) today, the RPC service (`crust swrk`, CRIU's `criu_opts`
+//! message) next. Fields are named after CRIU's options; a field that only
+//! one operation reads says so. Some fields are read by the front end
+//! rather than by [`crate::dump`] / [`crate::restore`] (the pidfile, the
+//! statistics, the work directory): they are here so that every front end
+//! fills the same struct.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::files::inherit::InheritFd;
+use crate::netlock;
+
+/// Every option of a dump or a restore.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `-t/--tree PID` (CRIU's `tree_id`): root of the tree to dump; 0 when
+    /// not given. Dump only.
+    pub pid: i32,
+    /// `-D/--images-dir DIR`; `.` when not given, like CRIU.
+    pub images_dir: PathBuf,
+    /// `-W/--work-dir DIR`: logs and pidfiles; the images directory when
+    /// not given.
+    pub work_dir: Option<PathBuf>,
+    /// `-R/--leave-running`. Dump only.
+    pub leave_running: bool,
+    /// `-s/--leave-stopped`: after a dump, or after a restore.
+    pub leave_stopped: bool,
+    /// `-j/--shell-job`.
+    pub shell_job: bool,
+    /// `-d/--restore-detached` (and `--daemon`). Restore only.
+    pub detached: bool,
+    /// `-S/--restore-sibling`. Restore only.
+    pub restore_sibling: bool,
+    /// `--pidfile FILE`: where the restored root's pid goes (relative to
+    /// the work directory). Read by the front end.
+    pub pidfile: Option<PathBuf>,
+    /// `--timeout N`: give up seizing/freezing after this long. Dump only.
+    pub timeout: Option<Duration>,
+    /// `--tcp-established`.
+    pub tcp_established: bool,
+    /// `--tcp-close`: on dump, saved in inventory.img (the restore must say
+    /// it too); on restore, bring the dumped connections back closed.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: skip connections not fully established yet
+    /// (SYN_SENT/SYN_RECV) instead of failing.
+    pub skip_in_flight: bool,
+    /// `--ext-unix-sk`.
+    pub ext_unix_sk: bool,
+    /// `-l/--file-locks`.
+    pub file_locks: bool,
+    /// `--ghost-limit SIZE` in bytes. Dump only.
+    pub ghost_limit: Option<u64>,
+    /// `--link-remap`. Dump only.
+    pub link_remap: bool,
+    /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
+    /// TCP connections off the network, saved in inventory.img. The
+    /// default (iptables) unless [`Options::network_lock_given`].
+    pub network_lock: netlock::Method,
+    /// Whether `--network-lock` was given. A restore ignores it (with a
+    /// warning when it differs) and unlocks with the method inventory.img
+    /// names, like CRIU.
+    pub network_lock_given: bool,
+    /// `--inherit-fd fd[N]:KEY`, repeatable, in the order given: the
+    /// caller's fd N replaces every file of the image whose key is KEY.
+    /// Restore only.
+    pub inherit_fds: Vec<InheritFd>,
+    /// `--display-stats`: print the statistics at the end. Read by the
+    /// front end.
+    pub display_stats: bool,
+    /// `--manage-cgroups[=MODE]`: cgroups are not dumped yet (logged).
+    pub manage_cgroups: Option<String>,
+    /// `--pre-dump-mode splice|read`: validated, no pre-dump yet.
+    pub pre_dump_mode: Option<String>,
+    /// `--file-validation filesize|buildid`: validated.
+    pub file_validation: Option<String>,
+    /// `--cpu-cap[=CAPS]`: validated.
+    pub cpu_cap: Option<String>,
+    /// `--status-fd FD`.
+    pub status_fd: Option<i32>,
+    /// `--address ADDR` of a page server.
+    pub address: Option<String>,
+    /// `--port PORT` of a page server.
+    pub port: Option<u16>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pid: 0,
+            images_dir: PathBuf::from("."),
+            work_dir: None,
+            leave_running: false,
+            leave_stopped: false,
+            shell_job: false,
+            detached: false,
+            restore_sibling: false,
+            pidfile: None,
+            timeout: None,
+            tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
+            ext_unix_sk: false,
+            file_locks: false,
+            ghost_limit: None,
+            link_remap: false,
+            network_lock: netlock::Method::default(),
+            network_lock_given: false,
+            inherit_fds: Vec::new(),
+            display_stats: false,
+            manage_cgroups: None,
+            pre_dump_mode: None,
+            file_validation: None,
+            cpu_cap: None,
+            status_fd: None,
+            address: None,
+            port: None,
+        }
+    }
+}
+
+impl Options {
+    /// Set `--network-lock` as given.
+    pub fn set_network_lock(&mut self, method: netlock::Method) {
+        self.network_lock = method;
+        self.network_lock_given = true;
+    }
+
+    /// `--network-lock` if it was given.
+    pub fn network_lock_arg(&self) -> Option<netlock::Method> {
+        self.network_lock_given.then_some(self.network_lock)
+    }
+
+    /// The directory for logs and pidfiles: `-W`, else `-D`.
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| self.images_dir.clone())
+    }
+
+    /// A path given relative to the work directory (CRIU chdir()s there).
+    pub fn in_work_dir(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.work_dir().join(p)
+        }
+    }
+}
+
+/// Former name of [`Options`] for a dump.
+pub type DumpOptions = Options;
+/// Former name of [`Options`] for a restore.
+pub type RestoreOptions = Options;
