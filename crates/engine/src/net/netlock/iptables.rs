@@ -130,7 +130,10 @@ fn ipt_apply(ends: &[Ends], lock: bool) -> Result<(), NetLockError> {
             Err(NetLockError::ToolFailed { stderr, .. })
                 if stderr.contains("does a matching rule exist") =>
             {
-                warn!("network lock rule {} was already gone", args[4..].join(" "));
+                warn!(
+                    "network lock rule {} was already gone",
+                    args.get(4..).unwrap_or_default().join(" ")
+                );
             }
             Err(err) => {
                 warn!("{err}");

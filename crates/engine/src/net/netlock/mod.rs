@@ -46,7 +46,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -269,14 +269,14 @@ pub fn unlock(method: Method, conns: &[Conn]) -> Result<(), crate::Error> {
 /// 2, on 127.0.0.1 and on ::1) is locked and unlocked again. For `crust
 /// check`.
 pub fn probe(method: Method) -> Result<(), crate::Error> {
-    let v4 = Conn {
-        local: "127.0.0.1:1".parse().expect("literal address"),
-        remote: "127.0.0.1:2".parse().expect("literal address"),
+    let on = |ip: IpAddr| Conn {
+        local: SocketAddr::new(ip, 1),
+        remote: SocketAddr::new(ip, 2),
     };
-    let v6 = Conn {
-        local: "[::1]:1".parse().expect("literal address"),
-        remote: "[::1]:2".parse().expect("literal address"),
-    };
+    let (v4, v6) = (
+        on(Ipv4Addr::LOCALHOST.into()),
+        on(Ipv6Addr::LOCALHOST.into()),
+    );
     let conns = [v4, v6];
     lock(method, &conns)?;
     unlock(method, &conns)

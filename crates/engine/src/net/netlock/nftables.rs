@@ -112,26 +112,33 @@ fn nft_parse_elements(listing: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut set = String::new();
     let mut rest = listing;
-    while let Some(line_end) = rest.find('\n').or((!rest.is_empty()).then_some(rest.len())) {
-        let line = rest[..line_end].trim();
-        if let Some(name) = line.strip_prefix("set ").and_then(|l| l.strip_suffix(" {")) {
+    while !rest.is_empty() {
+        let (line, next) = rest.split_once('\n').unwrap_or((rest, ""));
+        if let Some(name) = line
+            .trim()
+            .strip_prefix("set ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
             set = name.to_string();
         }
-        if let Some(start) = rest[..line_end].find("elements = {") {
-            let body_start = start + "elements = {".len();
-            let Some(len) = rest[body_start..].find('}') else {
+        if line.contains("elements = {") {
+            // The elements run to the closing brace, over lines.
+            let Some((_, tail)) = rest.split_once("elements = {") else {
                 break;
             };
-            for x in rest[body_start..body_start + len].split(',') {
+            let Some((body, after)) = tail.split_once('}') else {
+                break;
+            };
+            for x in body.split(',') {
                 let x = x.split_whitespace().collect::<Vec<_>>().join(" ");
                 if !x.is_empty() {
                     out.push((set.clone(), x));
                 }
             }
-            rest = &rest[body_start + len + 1..];
+            rest = after;
             continue;
         }
-        rest = rest.get(line_end + 1..).unwrap_or("");
+        rest = next;
     }
     out
 }
@@ -139,19 +146,19 @@ fn nft_parse_elements(listing: &str) -> Vec<(String, String)> {
 pub(super) fn nft_lock(ends: &[Ends]) -> Result<(), NetLockError> {
     let add = nft_elements_script(NFT_TABLE, &nft_all_elements(ends), "add");
     // The table may appear or vanish under us (another crust): try twice.
-    let mut last = None;
-    for _ in 0..2 {
+    // The outer error: listing failed; the inner one: the script did.
+    let try_once = || -> Result<Result<(), NetLockError>, NetLockError> {
         let script = if nft_list_table(NFT_TABLE)?.is_some() {
             add.clone()
         } else {
             nft_table_script(NFT_TABLE) + &add
         };
-        match run(Method::Nftables, "nft", &["-f", "-"], Some(&script)) {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
+        Ok(run(Method::Nftables, "nft", &["-f", "-"], Some(&script)))
+    };
+    match try_once()? {
+        Ok(()) => Ok(()),
+        Err(_) => try_once()?,
     }
-    Err(last.expect("tried at least once"))
 }
 
 /// Delete `elems` from `table`, all at once or, if that fails (some are
