@@ -1,33 +1,12 @@
 //! Copying stored pages into a stopped task: pread from a pages image and
 //! process_vm_writev, on two crust threads.
 
-use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::{mem, RemoteAddr};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-/// Read pages from a pages image into the stopped task: each item is
-/// (task address, bytes, offset in the file). The target ranges are mapped
-/// read-write by now.
-///
-/// crust copies them itself with process_vm_writev, from FILL_THREADS
-/// threads at once: on a fresh mapping most of the cost is faulting the
-/// pages in, and this spreads the faults over the CPUs (a remote pread64
-/// in the task faults them all on one). Measured on 1 GiB: 0.50 s with a
-/// remote pread64, 0.30 s this way (see docs/ARCHITECTURE.md).
-pub(crate) fn fill_from_pages(
-    r: &mut Remote<'_>,
-    pages_path: &Path,
-    runs: &[(u64, u64, u64)],
-) -> Result<(), Error> {
-    if runs.is_empty() {
-        return Ok(());
-    }
-    fill_vm_writev(r.pid(), pages_path, runs)
-}
 
 /// Bytes one crust thread copies into the task at a time (1 GiB restored
 /// in 0.29-0.39 s with 1 MiB, 0.31-0.35 s with 4 MiB, 0.28-0.33 s with
@@ -65,6 +44,14 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A fill that is already over, with its outcome.
+    pub fn finished(r: Result<(), Error>) -> Pending {
+        Pending {
+            state: std::sync::Mutex::new((0, r.err())),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+
     fn done(&self, r: Result<(), Error>) {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         g.0 -= 1;
@@ -194,8 +181,20 @@ fn fill_chunk(c: &FillChunk, buf: &mut [u8]) -> Result<(), Error> {
 
 /// Copy pages from the image file into the stopped task with
 /// process_vm_writev from FILL_THREADS crust threads, FILL_CHUNK bytes at
-/// a time (pread from the file into a buffer, then into the task).
-fn fill_vm_writev(pid: i32, pages_path: &Path, runs: &[(u64, u64, u64)]) -> Result<(), Error> {
+/// a time (pread from the file into a buffer, then into the task). Each
+/// item is (task address, bytes, offset in the file); the target ranges
+/// are mapped read-write by now.
+///
+/// crust copies them itself rather than with a pread64 inside the task: on
+/// a fresh mapping most of the cost is faulting the pages in, and this
+/// spreads the faults over the CPUs (a remote pread64 faults them all on
+/// one). Measured on 1 GiB: 0.50 s with a remote pread64, 0.30 s this way
+/// (see docs/ARCHITECTURE.md).
+pub(crate) fn fill_vm_writev(
+    pid: i32,
+    pages_path: &Path,
+    runs: &[(u64, u64, u64)],
+) -> Result<(), Error> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let mut chunks: Vec<(u64, u64, u64)> = Vec::new();
     for &(addr, total, off) in runs {

@@ -1,12 +1,12 @@
 //! Restore side of memory: mapping the VMAs of the image, zeroing what a
 //! child inherited but did not have, final protections and mm fields.
 
+use super::pages::{FillRun, PageSource};
 use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
-use super::{bad, Filler, PageRun, Pending};
+use super::{bad, PageRun, Pending};
 use crate::task::remote::Remote;
 use crate::Error;
 use crust_images::consts::vma as vs;
-use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::vma::VmaEntry;
@@ -27,10 +27,11 @@ pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Map the VMAs, fill their pages and set their protections. The VMAs in
-/// `inherited` are already there (copies of the parent's, see
-/// [`inherited_vmas`]): they are only made writable for the fill, and the
-/// pages that are neither inherited nor stored are zeroed.
+/// Map the VMAs, fill their pages (from `pages`) and rebuild the shared
+/// memory objects; `protect_vmas` sets the protections once the fill is
+/// over. The VMAs in `inherited` are already there (copies of the
+/// parent's, see [`inherited_vmas`]): they are only made writable for the
+/// fill, and the pages that are neither inherited nor stored are zeroed.
 #[allow(clippy::too_many_arguments)] // one process's whole memory image
 pub fn restore_vmas(
     r: &mut Remote<'_>,
@@ -40,118 +41,16 @@ pub fn restore_vmas(
     runs: &[PageRun],
     inherited: &[(u64, u64)],
     paths: &dyn Fn(u64) -> Option<String>,
-    filler: &Filler,
+    pages: &dyn PageSource,
 ) -> Result<(u64, std::sync::Arc<Pending>), Error> {
     let shmem = load_shmem(dir, mm)?;
-    let mut open_fds: Vec<(u64, u32, u64)> = Vec::new(); // (shmid, fdflags, fd)
-    let mut scratch_off = 0u64;
+    let mut open_fds: Vec<OpenFd> = Vec::new();
     for v in &mm.vmas {
-        if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
-            continue;
-        }
-        if is_shmem_entry(v) && inherited.contains(&(v.start, v.end)) {
-            continue;
-        }
-        if v.status & vs::AREA_SYSVIPC != 0 {
-            crate::ns::sysvipc::attach(r, mm, v)?;
-            continue;
-        }
-        if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
-            // Reserve the place; the object comes later (restore_shmem,
-            // map_socket_vmas once the fds are open).
-            let got = r.call(
-                &format!("reserve {:#x}-{:#x}", v.start, v.end),
-                libc::SYS_mmap,
-                [
-                    v.start,
-                    v.end - v.start,
-                    libc::PROT_NONE as u64,
-                    (libc::MAP_PRIVATE
-                        | libc::MAP_ANONYMOUS
-                        | libc::MAP_NORESERVE
-                        | libc::MAP_FIXED) as u64,
-                    u64::MAX,
-                    0,
-                ],
-            )?;
-            if got != v.start {
-                return Err(Error::Restore {
-                    pid: r.pid(),
-                    what: format!("mmap placed {:#x} at {got:#x}", v.start),
-                });
-            }
-            continue;
-        }
-        let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
-        let prot = if private {
-            v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
-        } else {
-            v.prot
-        };
-        if inherited.contains(&(v.start, v.end)) {
-            r.call(
-                &format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
-                libc::SYS_mprotect,
-                [v.start, v.end - v.start, prot as u64, 0, 0, 0],
-            )?;
-            continue;
-        }
-        let keep = (libc::MAP_SHARED
-            | libc::MAP_PRIVATE
-            | libc::MAP_ANONYMOUS
-            | libc::MAP_GROWSDOWN
-            | libc::MAP_NORESERVE) as u32;
-        let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
-        let mut fd = u64::MAX;
-        if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-            let fdflags = v.fdflags.unwrap_or(libc::O_RDONLY as u32);
-            if let Some((_, _, f)) = open_fds
-                .iter()
-                .find(|(s, ff, _)| *s == v.shmid && *ff == fdflags)
-            {
-                fd = *f;
-            } else {
-                let path = paths(v.shmid).ok_or_else(|| {
-                    bad(
-                        dir,
-                        format!(
-                            "VMA {:#x}-{:#x} maps file id {} which files.img does not have",
-                            v.start, v.end, v.shmid
-                        ),
-                    )
-                })?;
-                let a = r.put_cstr(scratch_off, path.as_bytes())?;
-                scratch_off = 0;
-                fd = r.call(
-                    &format!("open {path}"),
-                    libc::SYS_openat,
-                    [libc::AT_FDCWD as u64, a.get(), fdflags as u64, 0, 0, 0],
-                )?;
-                open_fds.push((v.shmid, fdflags, fd));
-            }
-        }
-        let got = r.call(
-            &format!("mmap {:#x}-{:#x}", v.start, v.end),
-            libc::SYS_mmap,
-            [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
-        )?;
-        if got != v.start {
-            return Err(Error::Restore {
-                pid: r.pid(),
-                what: format!("mmap placed {:#x} at {got:#x}", v.start),
-            });
-        }
+        map_vma(r, dir, mm, v, inherited, paths, &mut open_fds)?;
     }
-    // Pages.
-    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    let fill: Vec<(u64, u64, u64)> = runs
-        .iter()
-        .filter(|p| !p.cow)
-        .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
-        .collect();
-    // The private pages are copied in by the filler's threads while crust
-    // goes on (see `Filler`); `protect_vmas` waits for them.
-    let pending = filler.submit(r.pid(), &pages_path, &fill);
+    // The private pages are copied in by the source (the filler's threads
+    // for local images) while crust goes on; `protect_vmas` waits for them.
+    let pending = pages.fill(r.pid(), pages_id, &task_fills(runs));
     let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
@@ -161,26 +60,16 @@ pub fn restore_vmas(
             .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
     });
     for &(start, end) in private_inherited {
-        let mut covered: Vec<(u64, u64)> = runs
-            .iter()
-            .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
-            .filter(|&(a, b)| a < end && b > start)
-            .collect();
-        covered.sort_unstable();
-        let mut cur = start;
-        for (a, b) in covered.into_iter().chain(std::iter::once((end, end))) {
-            if a > cur {
-                r.call(
-                    "madvise(MADV_DONTNEED)",
-                    libc::SYS_madvise,
-                    [cur, a.min(end) - cur, libc::MADV_DONTNEED as u64, 0, 0, 0],
-                )?;
-            }
-            cur = cur.max(b);
+        for (a, b) in uncovered(start, end, runs) {
+            r.call(
+                "madvise(MADV_DONTNEED)",
+                libc::SYS_madvise,
+                [a, b - a, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            )?;
         }
     }
-    for (_, _, fd) in open_fds {
-        r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    for f in open_fds {
+        r.call("close", libc::SYS_close, [f.fd, 0, 0, 0, 0, 0])?;
     }
     for o in &shmem {
         let kept = mm
@@ -189,10 +78,174 @@ pub fn restore_vmas(
             .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
-            restored += restore_shmem(r, dir, mm, o)?;
+            restored += restore_shmem(r, pages, mm, o)?;
         }
     }
     Ok((restored, pending))
+}
+
+/// The pieces of a task's stored pages to fill: every run that is not
+/// inherited, (address, bytes, offset in the pages file).
+pub(super) fn task_fills(runs: &[PageRun]) -> Vec<FillRun> {
+    runs.iter()
+        .filter(|p| !p.cow)
+        .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+        .collect()
+}
+
+/// The parts of [start, end) no run of `runs` covers, in order.
+pub(super) fn uncovered(start: u64, end: u64, runs: &[PageRun]) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
+        .filter(|&(a, b)| a < end && b > start)
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    let mut cur = start;
+    for (a, b) in covered.into_iter().chain(std::iter::once((end, end))) {
+        if a > cur {
+            out.push((cur, a.min(end)));
+        }
+        cur = cur.max(b);
+    }
+    out
+}
+
+/// A file opened in the task to map it: (files.img id, open flags, fd).
+struct OpenFd {
+    id: u64,
+    flags: u32,
+    fd: u64,
+}
+
+/// Reserve a place for a VMA whose object is mapped later.
+fn reserve(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+    let got = r.call(
+        &format!("reserve {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.end - v.start,
+            libc::PROT_NONE as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED)
+                as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("mmap placed {:#x} at {got:#x}", v.start),
+        });
+    }
+    Ok(())
+}
+
+/// The fd to map file VMA `v` from: one opened for an earlier VMA of the
+/// same file and flags, or the file opened now.
+fn file_fd(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    v: &VmaEntry,
+    paths: &dyn Fn(u64) -> Option<String>,
+    open_fds: &mut Vec<OpenFd>,
+) -> Result<u64, Error> {
+    let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32);
+    if let Some(f) = open_fds
+        .iter()
+        .find(|f| f.id == v.shmid && f.flags == flags)
+    {
+        return Ok(f.fd);
+    }
+    let path = paths(v.shmid).ok_or_else(|| {
+        bad(
+            dir,
+            format!(
+                "VMA {:#x}-{:#x} maps file id {} which files.img does not have",
+                v.start, v.end, v.shmid
+            ),
+        )
+    })?;
+    let a = r.put_cstr(0, path.as_bytes())?;
+    let fd = r.call(
+        &format!("open {path}"),
+        libc::SYS_openat,
+        [libc::AT_FDCWD as u64, a.get(), flags as u64, 0, 0, 0],
+    )?;
+    open_fds.push(OpenFd {
+        id: v.shmid,
+        flags,
+        fd,
+    });
+    Ok(fd)
+}
+
+/// Put one VMA of the image in place: skipped (kernel areas, inherited
+/// shared memory), attached (System V), reserved (shared memory objects,
+/// socket rings), made writable (inherited private memory) or mapped,
+/// writable where pages will be filled.
+fn map_vma(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    mm: &MmEntry,
+    v: &VmaEntry,
+    inherited: &[(u64, u64)],
+    paths: &dyn Fn(u64) -> Option<String>,
+    open_fds: &mut Vec<OpenFd>,
+) -> Result<(), Error> {
+    if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
+        return Ok(());
+    }
+    if is_shmem_entry(v) && inherited.contains(&(v.start, v.end)) {
+        return Ok(());
+    }
+    if v.status & vs::AREA_SYSVIPC != 0 {
+        return crate::ns::sysvipc::attach(r, mm, v);
+    }
+    if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
+        // Reserve the place; the object comes later (restore_shmem,
+        // map_socket_vmas once the fds are open).
+        return reserve(r, v);
+    }
+    let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
+    let prot = if private {
+        v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+    } else {
+        v.prot
+    };
+    if inherited.contains(&(v.start, v.end)) {
+        r.call(
+            &format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
+            libc::SYS_mprotect,
+            [v.start, v.end - v.start, prot as u64, 0, 0, 0],
+        )?;
+        return Ok(());
+    }
+    let keep = (libc::MAP_SHARED
+        | libc::MAP_PRIVATE
+        | libc::MAP_ANONYMOUS
+        | libc::MAP_GROWSDOWN
+        | libc::MAP_NORESERVE) as u32;
+    let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
+    let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+        file_fd(r, dir, v, paths, open_fds)?
+    } else {
+        u64::MAX
+    };
+    let got = r.call(
+        &format!("mmap {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mmap,
+        [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("mmap placed {:#x} at {got:#x}", v.start),
+        });
+    }
+    Ok(())
 }
 
 /// Map the packet socket rings of the socket VMAs of `mm` at their places
@@ -361,4 +414,46 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(vaddr: u64, npages: u64, file_off: u64, cow: bool) -> PageRun {
+        PageRun {
+            vaddr,
+            npages,
+            file_off,
+            cow,
+        }
+    }
+
+    #[test]
+    fn fills_leave_out_inherited_runs() {
+        let runs = [
+            pr(0x1000, 2, 0, false),
+            pr(0x3000, 1, 0, true),
+            pr(0x4000, 1, 0x2000, false),
+        ];
+        assert_eq!(
+            task_fills(&runs),
+            vec![(0x1000, 0x2000, 0), (0x4000, 0x1000, 0x2000)]
+        );
+    }
+
+    #[test]
+    fn uncovered_parts() {
+        let runs = [
+            pr(0x3000, 1, 0, true),
+            pr(0x1000, 1, 0, false),
+            pr(0x9000, 2, 0, false),
+        ];
+        assert_eq!(
+            uncovered(0x0, 0xa000, &runs),
+            vec![(0x0, 0x1000), (0x2000, 0x3000), (0x4000, 0x9000)]
+        );
+        assert_eq!(uncovered(0x1000, 0x2000, &runs), vec![]);
+        assert_eq!(uncovered(0xa000, 0xc000, &runs), vec![(0xb000, 0xc000)]);
+    }
 }

@@ -1,8 +1,8 @@
 //! Shared memory objects (shared anonymous memory, memfds, System V
 //! segments): storing their non-zero pages, loading and rebuilding them.
 
-use super::fill::fill_from_pages;
-use super::{bad, map_files_path, write_pagemap, PageRun, Vma, BATCH, TASK_SIZE};
+use super::pages::{FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
+use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
 use crate::files::{ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
@@ -15,7 +15,6 @@ use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use log::debug;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -39,10 +38,9 @@ fn all_zero(page: &[u8]) -> bool {
 /// Store the pages of the shared memory object `v` maps: the whole object
 /// is read through /proc/PID/map_files (holes read as zeros without being
 /// allocated, swapped pages come back in), so pages any process of the tree
-/// wrote are found; pages holding only zeros are left out. Writes
-/// `pagemap-shmem-<ino>.img` and its pages file; returns (pages scanned,
-/// pages stored).
-pub(crate) fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Error> {
+/// wrote are found; pages holding only zeros are left out. Goes to `sink`
+/// as object `<ino>`; returns (pages scanned, pages stored).
+pub(crate) fn dump_shmem(pid: i32, sink: &dyn PageSink, v: &Vma) -> Result<(u64, u64), Error> {
     let path = map_files_path(pid, &v.map);
     let f = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
     let size = f
@@ -50,23 +48,20 @@ pub(crate) fn dump_shmem(pid: i32, dir: &Path, v: &Vma) -> Result<(u64, u64), Er
         .map_err(sys_err(pid, format!("stat {path}")))?
         .len();
     let ino = v.map.inode;
-    let (total, stored, runs) = store_object_pages(
-        dir,
-        &f,
-        Path::new(&path),
-        size,
-        ino as u32 as u64,
-        shmem_pages_id(ino),
-    )?;
+    let owner = PageOwner::Object {
+        shmid: ino as u32 as u64,
+        pages_id: shmem_pages_id(ino),
+    };
+    let (total, stored, runs) = store_object(sink, owner, &f, Path::new(&path), size)?;
     debug!("{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {runs} runs");
     Ok((total, stored))
 }
 
 /// Store the pages of a shared memory object (memfd, shared anonymous
-/// memory, System V segment) that are not all zeros: its content is read
-/// from `src` (`size` bytes; `src_path` names it in errors) into the pages
-/// file `pages_id`, described by `pagemap-shmem-<shmid>.img`. Returns
-/// (pages scanned, pages stored, runs).
+/// memory, System V segment) that are not all zeros in local images: its
+/// content is read from `src` (`size` bytes; `src_path` names it in
+/// errors) into the pages file `pages_id`, described by
+/// `pagemap-shmem-<shmid>.img`. Returns (pages scanned, pages stored, runs).
 pub(crate) fn store_object_pages(
     dir: &Path,
     src: &File,
@@ -75,21 +70,52 @@ pub(crate) fn store_object_pages(
     shmid: u64,
     pages_id: u32,
 ) -> Result<(u64, u64, usize), Error> {
-    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    let ioerr = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io {
-            op,
-            path: p,
-            source,
+    let owner = PageOwner::Object { shmid, pages_id };
+    store_object(&LocalImages::new(dir), owner, src, src_path, size)
+}
+
+/// Move the pages of `chunk` (at object offset `off`) that are not all
+/// zeros to its front, in order; their runs are added to `runs`. Returns
+/// the bytes kept.
+pub(super) fn keep_nonzero(chunk: &mut [u8], off: u64, runs: &mut Vec<Run>) -> usize {
+    let page = PAGE_SIZE as usize;
+    let mut kept = 0usize;
+    for i in 0..chunk.len() / page {
+        let from = i * page;
+        if all_zero(&chunk[from..from + page]) {
+            continue;
         }
-    };
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        File::create(&pages_path).map_err(ioerr("cannot create", &pages_path))?,
-    );
+        if from != kept {
+            chunk.copy_within(from..from + page, kept);
+        }
+        kept += page;
+        let at = off + from as u64;
+        match runs.last_mut() {
+            Some(r) if r.vaddr + r.npages * PAGE_SIZE == at => r.npages += 1,
+            _ => runs.push(Run {
+                vaddr: at,
+                npages: 1,
+                flags: pe::PRESENT,
+            }),
+        }
+    }
+    kept
+}
+
+/// Store the non-zero pages of an object read from `src` in `sink`, one
+/// 1 MiB buffer at a time. Returns (pages scanned, pages stored, runs).
+pub(crate) fn store_object(
+    sink: &dyn PageSink,
+    owner: PageOwner,
+    src: &File,
+    src_path: &Path,
+    size: u64,
+) -> Result<(u64, u64, usize), Error> {
+    let mut out = sink.open(owner)?;
     let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
+    let mut nruns = 0usize;
+    let mut last_end = None;
     let mut buf = vec![0u8; BATCH];
     let mut off = 0u64;
     let mut stored = 0u64;
@@ -102,29 +128,30 @@ pub(crate) fn store_object_pages(
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ioerr("cannot read", src_path)(e)),
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "cannot read",
+                        path: src_path.to_path_buf(),
+                        source,
+                    })
+                }
             }
         }
         chunk[got..].fill(0);
-        for (i, page) in chunk.chunks_exact(PAGE_SIZE as usize).enumerate() {
-            if all_zero(page) {
-                continue;
-            }
-            let at = off + i as u64 * PAGE_SIZE;
-            match runs.last_mut() {
-                Some((s, n)) if *s + *n * PAGE_SIZE == at => *n += 1,
-                _ => runs.push((at, 1)),
-            }
-            out.write_all(page)
-                .map_err(ioerr("cannot write", &pages_path))?;
-            stored += 1;
+        runs.clear();
+        let kept = keep_nonzero(chunk, off, &mut runs);
+        if let Some(first) = runs.first() {
+            // A run that goes on from the last chunk is the same run.
+            nruns += runs.len() - usize::from(last_end == Some(first.vaddr));
+            last_end = runs.last().map(|r| r.vaddr + r.npages * PAGE_SIZE);
+            out.runs(&runs)?;
+            out.pages(&chunk[..kept])?;
+            stored += (kept as u64) / PAGE_SIZE;
         }
         off += len as u64;
     }
-    out.flush().map_err(ioerr("cannot write", &pages_path))?;
-    let entries: Vec<(u64, u64, u32)> = runs.iter().map(|&(a, n)| (a, n, pe::PRESENT)).collect();
-    write_pagemap(dir, ImageType::ShmemPagemap, shmid, pages_id, &entries)?;
-    Ok((total / PAGE_SIZE, stored, runs.len()))
+    out.finish()?;
+    Ok((total / PAGE_SIZE, stored, nruns))
 }
 
 /// What memfd.img records of the shared memory object VMA `v` maps.
@@ -273,8 +300,9 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
             runs: Vec::new(),
         });
     }
+    let source = LocalImages::new(dir);
     for o in &mut out {
-        let p = object_page_runs(dir, o.ino, o.size, "the shared memory object")?;
+        let p = source.object_runs(o.ino, o.size, "the shared memory object")?;
         o.pages_id = p.pages_id;
         o.runs = p
             .runs
@@ -298,7 +326,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
 /// reserved place; finally the whole-object mapping goes away.
 pub(crate) fn restore_shmem(
     r: &mut Remote<'_>,
-    dir: &Path,
+    pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
 ) -> Result<u64, Error> {
@@ -314,13 +342,12 @@ pub(crate) fn restore_shmem(
             0,
         ],
     )?;
-    let pages_path = dir.join(ImageType::Pages.file_name(o.pages_id as u64));
-    let fill: Vec<(u64, u64, u64)> = o
+    let fill: Vec<FillRun> = o
         .runs
         .iter()
         .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
         .collect();
-    fill_from_pages(r, &pages_path, &fill)?;
+    pages.fill_now(r.pid(), o.pages_id, &fill)?;
     for v in mm
         .vmas
         .iter()
@@ -488,6 +515,7 @@ pub(crate) fn object_page_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mem::pages::write_pagemap;
     use crate::mem::{load_pagemap, validate_vmas};
     use crate::util::{read_one, write_image};
     use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -629,5 +657,74 @@ mod tests {
         assert!(all_zero(&p));
         p[4095] = 1;
         assert!(!all_zero(&p));
+    }
+
+    #[test]
+    fn object_store_keeps_nonzero_pages_in_runs() {
+        use crate::mem::pages::tests::CollectSink;
+        let dir = std::env::temp_dir().join(format!("crust-mem-obj-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TempDir(dir.clone());
+        // 300 pages: page 0 and pages 255-257 (across the first 1 MiB
+        // buffer's end) hold data, the rest zeros.
+        let pg = PAGE_SIZE as usize;
+        let mut content = vec![0u8; 300 * pg];
+        for (i, p) in [0usize, 255, 256, 257].iter().enumerate() {
+            content[p * pg] = i as u8 + 1;
+            content[p * pg + pg - 1] = 0xaa;
+        }
+        let path = t.0.join("object");
+        std::fs::write(&path, &content).unwrap();
+        let f = File::open(&path).unwrap();
+        let sink = CollectSink::default();
+        let owner = PageOwner::Object {
+            shmid: 9,
+            pages_id: 3,
+        };
+        let (scanned, stored, runs) =
+            store_object(&sink, owner, &f, &path, content.len() as u64 - 10).unwrap();
+        assert_eq!((scanned, stored, runs), (300, 4, 2));
+        let got = sink.take();
+        assert_eq!(got.len(), 1);
+        let (o, runs, bytes) = &got[0];
+        assert_eq!(*o, owner);
+        // The run cut by the buffer boundary is one run again.
+        assert_eq!(
+            runs,
+            &vec![
+                Run {
+                    vaddr: 0,
+                    npages: 1,
+                    flags: pe::PRESENT
+                },
+                Run {
+                    vaddr: 255 * PAGE_SIZE,
+                    npages: 3,
+                    flags: pe::PRESENT
+                },
+            ]
+        );
+        let mut want = content[..pg].to_vec();
+        want.extend_from_slice(&content[255 * pg..258 * pg]);
+        assert_eq!(bytes, &want);
+    }
+
+    #[test]
+    fn keep_nonzero_compacts() {
+        let pg = PAGE_SIZE as usize;
+        let mut chunk = vec![0u8; 4 * pg];
+        chunk[pg] = 1;
+        chunk[3 * pg + 5] = 2;
+        let mut runs = Vec::new();
+        let kept = keep_nonzero(&mut chunk, 0x1000_0000, &mut runs);
+        assert_eq!(kept, 2 * pg);
+        assert_eq!((chunk[0], chunk[pg + 5]), (1, 2));
+        assert_eq!(
+            runs.iter().map(|r| (r.vaddr, r.npages)).collect::<Vec<_>>(),
+            vec![
+                (0x1000_0000 + PAGE_SIZE, 1),
+                (0x1000_0000 + 3 * PAGE_SIZE, 1)
+            ]
+        );
     }
 }
