@@ -304,8 +304,9 @@ fn dump_tree(
         let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
             let mut total = mem::PageCounts::default();
             let t = Instant::now();
+            let sink = mem::LocalImages::new(dir);
             for job in queue {
-                let n = job.run(dir)?;
+                let n = job.run(&sink)?;
                 total.scanned += n.scanned;
                 total.written += n.written;
             }
@@ -798,7 +799,8 @@ struct Sinks<'a> {
     locks: &'a mut LockDump,
 }
 
-/// Copying one process's pages into its pagemap and pages images.
+/// Copying one process's pages into the page sink (its pagemap and pages
+/// images), done by the page worker thread.
 struct PageJob {
     pid: i32,
     nspid: i32,
@@ -809,23 +811,20 @@ struct PageJob {
 }
 
 impl PageJob {
-    fn run(&self, dir: &Path) -> Result<mem::PageCounts, Error> {
+    /// Copy the pages into `sink`, under the pid the images use.
+    fn run(&self, sink: &dyn mem::PageSink) -> Result<mem::PageCounts, Error> {
         let parent = self
             .parent
             .as_ref()
             .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas });
-        let counts = mem::dump_pages(self.pid, dir, &self.vmas, self.pages_id, parent)?;
-        if self.nspid != self.pid {
-            // dump_pages names the pagemap after the host pid.
-            let from = dir.join(ImageType::Pagemap.file_name(self.pid as u64));
-            let to = dir.join(ImageType::Pagemap.file_name(self.nspid as u64));
-            std::fs::rename(&from, &to).map_err(|source| Error::Io {
-                op: "cannot rename",
-                path: from,
-                source,
-            })?;
-        }
-        Ok(counts)
+        mem::dump_pages(
+            self.pid,
+            self.nspid as u64,
+            sink,
+            &self.vmas,
+            self.pages_id,
+            parent,
+        )
     }
 }
 

@@ -165,11 +165,53 @@ pub(super) fn build_memory(
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
-    // Copy-on-write pages shared with the parent: keep the copies of the
-    // parent's VMAs this task got at clone time; everything else goes.
+    let inherited = inherited_ranges(host, dir, live, parent, &maps)?;
+    let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
+    const SYS_CLOSE_RANGE: i64 = 436;
+    if !live.files_from_parent {
+        r.call(
+            "close_range",
+            SYS_CLOSE_RANGE,
+            [0, u32::MAX as u64, 0, 0, 0, 0],
+        )?;
+    }
+
+    // 2. The vDSO goes where the image had it.
+    move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
+
+    // 3. Memory: pages from the local images, filled on the filler's
+    // threads.
+    let source = mem::LocalImages::with_filler(dir, filler);
+    let files = &live.files;
+    let pages = mem::restore_vmas(
+        &mut r,
+        dir,
+        &live.mm,
+        live.pages_id,
+        &live.runs,
+        &inherited,
+        &|id| files.path_of(id),
+        &source,
+    )?;
+    let exe = files
+        .path_of(live.mm.exe_file_id as u64)
+        .expect("checked in load");
+    mem::set_mm_map(&mut r, &live.mm, &exe)?;
+    Ok(pages)
+}
+
+/// The ranges of the task (a copy of its parent at clone time) to keep:
+/// private VMAs holding copy-on-write pages shared with the parent, and
+/// shared memory objects the parent maps at the same places (keeping them
+/// is what keeps them shared). Each must be there in the task's `maps`.
+fn inherited_ranges(
+    host: i32,
+    dir: &Path,
+    live: &LiveImage,
+    parent: Option<&MmEntry>,
+    maps: &[crust_proc::MapEntry],
+) -> Result<Vec<(u64, u64)>, Error> {
     let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
-    // Shared memory objects the parent maps at the same places stay the
-    // parent's: that is what keeps them shared.
     let shared = match parent {
         Some(pm) => mem::inherited_shmem(dir, &live.mm, pm)?,
         None => Vec::new(),
@@ -211,8 +253,20 @@ pub(super) fn build_memory(
         }
     }
     inherited.extend(shared);
+    Ok(inherited)
+}
+
+/// Unmap every mapping of the task but the trampoline, the kernel's
+/// special areas and the `inherited` ranges. Returns the special areas
+/// (vDSO and vvar) with where they are.
+fn unmap_all_but(
+    r: &mut Remote<'_>,
+    maps: &[crust_proc::MapEntry],
+    inherited: &[(u64, u64)],
+    tramp: u64,
+) -> Result<Vec<(MapKind, u64, u64)>, Error> {
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
-    for m in &maps {
+    for m in maps {
         match m.kind() {
             MapKind::Vdso | MapKind::Vvar | MapKind::VvarVclock => {
                 special.push((m.kind(), m.start, m.end));
@@ -239,35 +293,7 @@ pub(super) fn build_memory(
             cur = cur.max(e);
         }
     }
-    const SYS_CLOSE_RANGE: i64 = 436;
-    if !live.files_from_parent {
-        r.call(
-            "close_range",
-            SYS_CLOSE_RANGE,
-            [0, u32::MAX as u64, 0, 0, 0, 0],
-        )?;
-    }
-
-    // 2. The vDSO goes where the image had it.
-    move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
-
-    // 3. Memory.
-    let files = &live.files;
-    let pages = mem::restore_vmas(
-        &mut r,
-        dir,
-        &live.mm,
-        live.pages_id,
-        &live.runs,
-        &inherited,
-        &|id| files.path_of(id),
-        filler,
-    )?;
-    let exe = files
-        .path_of(live.mm.exe_file_id as u64)
-        .expect("checked in load");
-    mem::set_mm_map(&mut r, &live.mm, &exe)?;
-    Ok(pages)
+    Ok(special)
 }
 
 /// Move [vvar], [vvar_vclock] and [vdso] of the task to the addresses the

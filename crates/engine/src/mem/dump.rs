@@ -1,0 +1,439 @@
+//! Dump side of private memory: scanning /proc/PID/pagemap of every VMA
+//! that stores pages (zero page and copy-on-write detection) and copying the
+//! chosen runs out of the task.
+
+use super::pages::{PageOwner, PageSink, PageStream, Run};
+use super::shmem::dump_shmem;
+use super::{PageCounts, Vma, BATCH};
+use crate::util::{proc_err, sys_err};
+use crate::Error;
+use crust_images::consts::{pe, vma as vs};
+use crust_proc::{PagemapReader, Pme, ProcRoot};
+use crust_sys::{mem, RemoteAddr, PAGE_SIZE};
+use log::debug;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Buffers of BATCH bytes going round between the reader and the writer
+/// of a page dump.
+const DUMP_BUFFERS: usize = 3;
+
+/// The page frame number of the kernel's shared zero page, or None if it
+/// cannot be told (PFNs are hidden without CAP_SYS_ADMIN). Two untouched
+/// pages of a fresh zeroed allocation of our own are read once: both then
+/// map the zero page, and /proc/self/pagemap shows its PFN.
+fn zero_page_pfn() -> Option<u64> {
+    static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| {
+        // Large enough that the allocator maps it fresh (calloc: untouched).
+        let v = vec![0u8; 1 << 20];
+        let v = std::hint::black_box(&v);
+        let start = v.as_ptr() as u64;
+        let a = start.div_ceil(PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE;
+        let b = a + 8 * PAGE_SIZE;
+        let sum = std::hint::black_box(v[(a - start) as usize])
+            | std::hint::black_box(v[(b - start) as usize]);
+        if sum != 0 {
+            return None;
+        }
+        let proc = ProcRoot::default();
+        let pm = PagemapReader::open(&proc, crust_sys::process::getpid()).ok()?;
+        let pa = Pme(*pm.read(a, 1).ok()?.first()?);
+        let pb = Pme(*pm.read(b, 1).ok()?.first()?);
+        let ok = pa.present() && pb.present() && pa.pfn() != 0 && pa.pfn() == pb.pfn();
+        debug!("zero page pfn: {:?}", ok.then_some(pa.pfn()));
+        ok.then_some(pa.pfn())
+    })
+}
+
+/// A run of pages to copy out of the task.
+#[derive(Debug, Clone, Copy)]
+struct ReadRun {
+    addr: u64,
+    npages: u64,
+    /// Readable with process_vm_readv (else through /proc/PID/mem).
+    readable: bool,
+}
+
+/// Append one page to a list of runs, extending the last run if it can.
+fn push_page(runs: &mut Vec<ReadRun>, addr: u64, readable: bool) {
+    if let Some(last) = runs.last_mut() {
+        if last.readable == readable && last.addr + last.npages * PAGE_SIZE == addr {
+            last.npages += 1;
+            return;
+        }
+    }
+    runs.push(ReadRun {
+        addr,
+        npages: 1,
+        readable,
+    });
+}
+
+/// The parent process of a dumped one, with its VMAs, for finding the
+/// pages they still share copy-on-write.
+pub struct CowParent<'a> {
+    pub pid: i32,
+    pub vmas: &'a [Vma],
+}
+
+/// What becomes of one page of a VMA whose pages are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Absent, or a private file page still the file's: not stored.
+    Skip,
+    /// The parent's very page (copy-on-write): recorded `COW_PARENT`.
+    Cow,
+    /// The kernel's shared zero page in anonymous memory: left out.
+    Zero,
+    /// Stored; `pinnable`: may be read with process_vm_readv.
+    Store { pinnable: bool },
+}
+
+/// Decide the fate of page `p` of a VMA (`file_private`: a private file
+/// mapping), `pp` being the parent's page at the same address when the
+/// parent has the same anonymous VMA, `zero_pfn` the shared zero page.
+pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option<u64>) -> Fate {
+    if let Some(pp) = pp {
+        if p.present()
+            && pp.present()
+            && p.pfn() != 0
+            && p.pfn() == pp.pfn()
+            && zero_pfn != Some(p.pfn())
+        {
+            return Fate::Cow;
+        }
+    }
+    let want = if file_private {
+        (p.present() && !p.file_or_shared_anon()) || p.swapped()
+    } else {
+        p.present() || p.swapped()
+    };
+    if !want {
+        return Fate::Skip;
+    }
+    // Anonymous pages that are the shared zero page read as zeros after
+    // restore anyway (in a private file mapping the file's page would show
+    // instead, so those are kept).
+    if !file_private && p.present() && zero_pfn == Some(p.pfn()) {
+        return Fate::Zero;
+    }
+    // process_vm_readv pins the pages it reads, and pinning an anonymous
+    // page that is shared copy-on-write makes the kernel give this process
+    // its own copy: the sharing (with a parent or a child) would be lost,
+    // even with -R. Pages that are not exclusive are read through
+    // /proc/PID/mem, which does not pin.
+    Fate::Store {
+        pinnable: !p.present() || p.exclusive() || file_private,
+    }
+}
+
+/// The outcome of scanning a process's pagemap: the runs to read, the runs
+/// shared with the parent, and the counts so far.
+#[derive(Default)]
+struct Scan {
+    runs: Vec<ReadRun>,
+    cow: Vec<(u64, u64)>,
+    counts: PageCounts,
+}
+
+impl Scan {
+    /// The pagemap entries: stored runs and copy-on-write runs, by address.
+    fn entries(&self) -> Vec<Run> {
+        let mut entries: Vec<Run> = self
+            .runs
+            .iter()
+            .map(|r| Run {
+                vaddr: r.addr,
+                npages: r.npages,
+                flags: pe::PRESENT,
+            })
+            .chain(self.cow.iter().map(|&(vaddr, npages)| Run {
+                vaddr,
+                npages,
+                flags: pe::COW_PARENT,
+            }))
+            .collect();
+        entries.sort_by_key(|e| e.vaddr);
+        entries
+    }
+
+    /// Add the page at `addr` of `v` with its fate.
+    fn add(&mut self, v: &Vma, addr: u64, f: Fate) {
+        match f {
+            Fate::Skip => {}
+            Fate::Cow => {
+                match self.cow.last_mut() {
+                    Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+                    _ => self.cow.push((addr, 1)),
+                }
+                self.counts.cow += 1;
+            }
+            Fate::Zero => self.counts.zero += 1,
+            Fate::Store { pinnable } => push_page(&mut self.runs, addr, v.map.read && pinnable),
+        }
+    }
+}
+
+/// The parent's pagemap entries for `v`, when the parent has the very same
+/// anonymous private VMA.
+fn parent_view(
+    pid: i32,
+    v: &Vma,
+    parent: &Option<CowParent<'_>>,
+    ppm: &Option<PagemapReader>,
+) -> Result<Option<Vec<u64>>, Error> {
+    let (Some(p), Some(ppm)) = (parent, ppm) else {
+        return Ok(None);
+    };
+    if v.status & vs::FILE_PRIVATE != 0 {
+        return Ok(None);
+    }
+    let same = p.vmas.iter().any(|pv| {
+        pv.map.start == v.map.start
+            && pv.map.end == v.map.end
+            && pv.status == v.status
+            && pv.dumps_pages()
+    });
+    debug!(
+        "{pid}: VMA {:#x}-{:#x} compared with parent {}: {}",
+        v.map.start,
+        v.map.end,
+        p.pid,
+        if same { "same VMA" } else { "no such VMA" }
+    );
+    if !same {
+        return Ok(None);
+    }
+    let npages = ((v.map.end - v.map.start) / PAGE_SIZE) as usize;
+    Ok(Some(
+        ppm.read(v.map.start, npages).map_err(proc_err(p.pid))?,
+    ))
+}
+
+/// Scan the pagemap of every VMA whose pages are stored.
+fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, Error> {
+    let proc = ProcRoot::default();
+    let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
+    let ppm = match parent {
+        Some(p) => Some(PagemapReader::open(&proc, p.pid).map_err(proc_err(p.pid))?),
+        None => None,
+    };
+    let mut scan = Scan::default();
+    let zero_pfn = zero_page_pfn();
+    for v in vmas.iter().filter(|v| v.dumps_pages()) {
+        let npages = (v.map.end - v.map.start) / PAGE_SIZE;
+        scan.counts.scanned += npages;
+        let pmes = pm
+            .read(v.map.start, npages as usize)
+            .map_err(proc_err(pid))?;
+        let file_private = v.status & vs::FILE_PRIVATE != 0;
+        let ppmes = parent_view(pid, v, parent, &ppm)?;
+        for (i, raw) in pmes.iter().enumerate() {
+            let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
+            let addr = v.map.start + i as u64 * PAGE_SIZE;
+            scan.add(v, addr, fate(Pme(*raw), pp, file_private, zero_pfn));
+        }
+    }
+    Ok(scan)
+}
+
+/// Find the present pages of every private VMA and store them in `sink`
+/// (as owner `id`, the pid the images use, pages file `pages_id`), then the
+/// pages of every shared memory object the process maps.
+/// With `parent`, anonymous pages that are the very same physical page as
+/// the parent's at the same address (copy-on-write, untouched since the
+/// fork) are not stored but marked `COW_PARENT`: restore inherits them.
+pub fn dump_pages(
+    pid: i32,
+    id: u64,
+    sink: &dyn PageSink,
+    vmas: &[Vma],
+    pages_id: u32,
+    parent: Option<CowParent<'_>>,
+) -> Result<PageCounts, Error> {
+    let s = scan(pid, vmas, &parent)?;
+    let mut counts = s.counts;
+    let mut out = sink.open(PageOwner::Task { id, pages_id })?;
+    out.runs(&s.entries())?;
+    counts.written = read_task_pages(pid, &s.runs, &mut *out)?;
+    out.finish()?;
+    debug!(
+        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent",
+        counts.scanned,
+        counts.written,
+        s.runs.len(),
+        counts.zero,
+        counts.cow
+    );
+
+    let mut seen: Vec<u64> = Vec::new();
+    for v in vmas.iter().filter(|v| v.is_shmem()) {
+        if seen.contains(&v.map.inode) {
+            continue;
+        }
+        seen.push(v.map.inode);
+        let (scanned, written) = dump_shmem(pid, sink, v)?;
+        counts.shmem_scanned += scanned;
+        counts.shmem_written += written;
+    }
+    Ok(counts)
+}
+
+/// Copy the runs of task memory into `out`, on two threads: a reader
+/// copies from the task into 1 MiB buffers, this thread hands each full
+/// buffer to the stream. Returns the number of pages copied.
+fn read_task_pages(pid: i32, runs: &[ReadRun], out: &mut dyn PageStream) -> Result<u64, Error> {
+    use std::sync::mpsc::sync_channel;
+    let mem_file =
+        File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
+    // Two threads: this one hands full buffers to the stream while a reader
+    // fills the next one from the task. Buffers go round: empty -> reader ->
+    // full -> writer -> empty.
+    let (full_tx, full_rx) = sync_channel::<Result<(Vec<u8>, usize), Error>>(DUMP_BUFFERS);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(DUMP_BUFFERS);
+    for _ in 0..DUMP_BUFFERS {
+        let _ = empty_tx.send(vec![0u8; BATCH]);
+    }
+    let reader = move || {
+        let mut buf = match empty_rx.recv() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let mut fill = 0usize;
+        for run in runs {
+            let total = (run.npages * PAGE_SIZE) as usize;
+            let mut done = 0usize;
+            while done < total {
+                if fill == buf.len() {
+                    if full_tx.send(Ok((buf, fill))).is_err() {
+                        return;
+                    }
+                    buf = match empty_rx.recv() {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    };
+                    fill = 0;
+                }
+                let len = (total - done).min(buf.len() - fill);
+                let addr = run.addr + done as u64;
+                let dst = &mut buf[fill..fill + len];
+                let got = if run.readable {
+                    mem::read(pid, RemoteAddr(addr), dst)
+                        .map_err(sys_err(pid, format!("process_vm_readv at {addr:#x}")))
+                } else {
+                    // PROT_NONE and other unreadable areas: /proc/PID/mem
+                    // reads them with FOLL_FORCE.
+                    mem_file
+                        .read_at(dst, addr)
+                        .map_err(sys_err(pid, format!("read /proc/PID/mem at {addr:#x}")))
+                };
+                let got = match got {
+                    Ok(n) if n == len => n,
+                    Ok(n) => {
+                        let _ = full_tx.send(Err(Error::Sys {
+                            pid,
+                            op: format!(
+                                "short read of task memory at {addr:#x} ({n} of {len} bytes)"
+                            ),
+                            source: std::io::Error::from_raw_os_error(libc::EFAULT),
+                        }));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                };
+                fill += got;
+                done += got;
+            }
+        }
+        if fill > 0 {
+            let _ = full_tx.send(Ok((buf, fill)));
+        }
+    };
+    let written = std::thread::scope(|s| -> Result<u64, Error> {
+        // Owned here, so that they are gone (and a waiting reader stops)
+        // as soon as this writer returns, even on an error.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        s.spawn(reader);
+        let mut bytes = 0u64;
+        // Ends when the reader is done and has dropped its sender.
+        for msg in &full_rx {
+            let (buf, len) = msg?;
+            out.pages(&buf[..len])?;
+            bytes += len as u64;
+            let _ = empty_tx.send(buf);
+        }
+        Ok(bytes)
+    });
+    let bytes = written?;
+    let want: u64 = runs.iter().map(|r| r.npages * PAGE_SIZE).sum();
+    if bytes != want {
+        return Err(Error::Sys {
+            pid,
+            op: format!("reading task memory stopped after {bytes} of {want} bytes"),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        });
+    }
+    Ok(bytes / PAGE_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE: u64 = 1 << 61;
+    const EXCLUSIVE: u64 = 1 << 56;
+
+    #[test]
+    fn page_fates() {
+        let zero = Some(7);
+        let anon = |p: u64, pp: Option<u64>| fate(Pme(p), pp.map(Pme), false, zero);
+        assert_eq!(anon(0, None), Fate::Skip);
+        assert_eq!(
+            anon(PRESENT | EXCLUSIVE | 5, None),
+            Fate::Store { pinnable: true }
+        );
+        assert_eq!(anon(PRESENT | 5, None), Fate::Store { pinnable: false });
+        assert_eq!(anon(SWAPPED, None), Fate::Store { pinnable: true });
+        assert_eq!(anon(PRESENT | 7, None), Fate::Zero);
+        // The parent's very page.
+        assert_eq!(anon(PRESENT | 5, Some(PRESENT | 5)), Fate::Cow);
+        assert_eq!(
+            anon(PRESENT | 5, Some(PRESENT | 6)),
+            Fate::Store { pinnable: false }
+        );
+        // Both on the zero page: nothing to share, nothing to store.
+        assert_eq!(anon(PRESENT | 7, Some(PRESENT | 7)), Fate::Zero);
+        // Private file pages: only the task's own copies, zero page kept.
+        let file = |p: u64| fate(Pme(p), None, true, zero);
+        assert_eq!(file(PRESENT | FILE | 5), Fate::Skip);
+        assert_eq!(file(PRESENT | 5), Fate::Store { pinnable: true });
+        assert_eq!(file(PRESENT | 7), Fate::Store { pinnable: true });
+    }
+
+    #[test]
+    fn pages_join_runs() {
+        let mut runs = Vec::new();
+        for (addr, readable) in [
+            (0x1000, true),
+            (0x2000, true),
+            (0x3000, false),
+            (0x5000, false),
+        ] {
+            push_page(&mut runs, addr, readable);
+        }
+        let got: Vec<_> = runs
+            .iter()
+            .map(|r| (r.addr, r.npages, r.readable))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0x1000, 2, true), (0x3000, 1, false), (0x5000, 1, false)]
+        );
+    }
+}

@@ -1,0 +1,716 @@
+//! The seam of page I/O. At dump, pages go to a [`PageSink`]; at restore
+//! they come from a [`PageSource`]. [`LocalImages`] is the implementation
+//! both ways on an images directory (`pagemap-N.img`, `pagemap-shmem-N.img`
+//! and `pages-N.img`, as CRIU writes them). See docs/arch-mem.md for how a
+//! page server, a parent image set or userfaultfd fit in.
+
+use super::fill::{fill_vm_writev, Filler, Pending};
+use super::shmem::{object_page_runs, ObjectPages};
+use super::{bad, PageRun};
+use crate::Error;
+use crust_images::consts::{pe, vma as vs};
+use crust_images::image::{ImageType, ImageWriter};
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
+use crust_sys::PAGE_SIZE;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Write a pagemap image: the head, then one entry per run of
+/// (vaddr or object offset, pages, flags).
+pub(crate) fn write_pagemap(
+    dir: &Path,
+    ty: ImageType,
+    id: u64,
+    pages_id: u32,
+    runs: &[(u64, u64, u32)],
+) -> Result<(), Error> {
+    let name = ty.file_name(id);
+    let werr = |source| Error::Image {
+        what: format!("cannot write {name}"),
+        source,
+    };
+    let mut w = ImageWriter::create(dir, ty, &name).map_err(werr)?;
+    let head = PagemapHead {
+        pages_id,
+        ..Default::default()
+    };
+    w.write_entry(&head).map_err(werr)?;
+    for &(vaddr, n, flags) in runs {
+        w.write_entry(&PagemapEntry {
+            vaddr,
+            compat_nr_pages: 0,
+            flags: Some(flags),
+            nr_pages: Some(n),
+            ..Default::default()
+        })
+        .map_err(werr)?;
+    }
+    w.finish().map_err(werr)
+}
+
+/// Is [start, end) covered by back-to-back private VMAs whose pages can be
+/// stored? (CRIU merges runs across adjacent VMAs.)
+/// CRIU also stores the vDSO's pages; those are only skipped on restore
+/// (`Some(true)`), the kernel provides them.
+fn covered_by_private_vmas(mm: &MmEntry, start: u64, end: u64) -> Option<bool> {
+    let mut cur = start;
+    let mut vdso = false;
+    while cur < end {
+        let v = mm.vmas.iter().find(|v| {
+            v.start <= cur
+                && cur < v.end
+                && v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+                && v.status & vs::AREA_VSYSCALL == 0
+        })?;
+        vdso |= v.status & (vs::AREA_VDSO | vs::AREA_VVAR) != 0;
+        cur = v.end;
+    }
+    Some(vdso)
+}
+
+/// Read and check process `pid`'s pagemap in local images (see
+/// [`PageSource::task_runs`]).
+pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+    LocalImages::new(dir).task_runs(pid, mm)
+}
+
+/// Read and check a pagemap image against the VMAs and the pages file.
+fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+    let name = ImageType::Pagemap.file_name(pid as u64);
+    let rerr = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut r = crust_images::image::ImageReader::open_typed(dir, ImageType::Pagemap, &name)
+        .map_err(rerr)?;
+    let head: PagemapHead = r
+        .read_entry()
+        .map_err(|source| Error::Image {
+            what: format!("cannot read image {name}"),
+            source,
+        })?
+        .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(|source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    })?;
+    let pages_path = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
+    let pages_len = std::fs::metadata(&pages_path)
+        .map_err(|source| Error::Image {
+            what: format!("cannot read image {}", pages_path.display()),
+            source: crust_images::image::ImageError::Missing {
+                path: pages_path.clone(),
+                source,
+            },
+        })?
+        .len();
+    let mut runs = Vec::with_capacity(entries.len());
+    let mut off = 0u64;
+    for e in &entries {
+        let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
+        let flags = e.flags.unwrap_or(pe::PRESENT);
+        if e.in_parent == Some(true) || flags & pe::PARENT != 0 {
+            return Err(Error::unsupported(
+                "images that refer to a parent (pre-dump) image set",
+            ));
+        }
+        let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
+        if flags & pe::COW_PARENT != 0 && flags & pe::PRESENT == 0 {
+            // Inherited pages must lie in one anonymous private VMA.
+            let ok = e.vaddr % PAGE_SIZE == 0
+                && n > 0
+                && mm.vmas.iter().any(|v| {
+                    v.start <= e.vaddr
+                        && end <= v.end
+                        && v.status & vs::ANON_PRIVATE != 0
+                        && v.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+                });
+            if !ok {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{name}: copy-on-write pages {:#x}+{n} are not inside an anonymous private VMA of mm-{pid}.img",
+                        e.vaddr
+                    ),
+                ));
+            }
+            runs.push(PageRun {
+                vaddr: e.vaddr,
+                npages: n,
+                file_off: 0,
+                cow: true,
+            });
+            continue;
+        }
+        if flags & pe::PRESENT == 0 {
+            continue;
+        }
+        let inside = covered_by_private_vmas(mm, e.vaddr, end);
+        if e.vaddr % PAGE_SIZE != 0 || n == 0 || inside.is_none() {
+            return Err(bad(
+                dir,
+                format!(
+                    "{name}: pages {:#x}+{n} are not inside a private VMA of mm-{pid}.img",
+                    e.vaddr
+                ),
+            ));
+        }
+        if inside == Some(false) {
+            runs.push(PageRun {
+                vaddr: e.vaddr,
+                npages: n,
+                file_off: off,
+                cow: false,
+            });
+        }
+        off += n * PAGE_SIZE;
+    }
+    if off > pages_len {
+        return Err(bad(
+            dir,
+            format!(
+                "{} is truncated: {} bytes, the pagemap needs {off}",
+                pages_path.display(),
+                pages_len
+            ),
+        ));
+    }
+    Ok((head.pages_id, runs))
+}
+
+/// One pagemap entry: `npages` pages at `vaddr` (a task address, or an
+/// offset in a shared memory object) with `pe::` flags. Only runs with
+/// `pe::PRESENT` have bytes; `pe::COW_PARENT` runs (and, with a parent image
+/// set, `in_parent` ones) are recorded without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub vaddr: u64,
+    pub npages: u64,
+    pub flags: u32,
+}
+
+impl Run {
+    /// Does the run come with page bytes?
+    pub fn has_bytes(&self) -> bool {
+        self.flags & pe::PRESENT != 0
+    }
+
+    fn end(&self) -> u64 {
+        self.vaddr
+            .saturating_add(self.npages.saturating_mul(PAGE_SIZE))
+    }
+}
+
+/// Whose pages a stream carries; names the pagemap and the pages image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOwner {
+    /// A process's private memory: `pagemap-<id>.img` (id: the pid the
+    /// images use), bytes to `pages-<pages_id>.img`.
+    Task { id: u64, pages_id: u32 },
+    /// A shared memory object: `pagemap-shmem-<shmid>.img`, bytes to
+    /// `pages-<pages_id>.img`.
+    Object { shmid: u64, pages_id: u32 },
+}
+
+impl PageOwner {
+    pub fn pages_id(&self) -> u32 {
+        match *self {
+            PageOwner::Task { pages_id, .. } | PageOwner::Object { pages_id, .. } => pages_id,
+        }
+    }
+}
+
+/// Where dumped pages go. One stream per owner; streams of different
+/// owners may be open at once on different threads (the page worker of a
+/// dump, the file table's memfds, System V segments).
+pub trait PageSink: Sync {
+    /// Start storing the pages of `owner`.
+    fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error>;
+}
+
+/// The pages of one owner, as they are read.
+///
+/// Order: runs are announced with [`PageStream::runs`] in address order;
+/// the bytes of the announced `PRESENT` runs follow with
+/// [`PageStream::pages`] in the same order, in whole buffers (up to
+/// 1 MiB, any number of whole pages, a buffer may hold the end of one run
+/// and the start of the next). Bytes never come before their run. Runs in
+/// one call are kept apart as given; the first run of a call continues the
+/// last run of the call before when it starts where that one ended with
+/// the same flags (a run cut by a buffer boundary).
+pub trait PageStream {
+    fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
+    fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// All runs and bytes are in: complete the owner's images.
+    fn finish(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// Add `new` to the runs announced so far, by the rule of
+/// [`PageStream::runs`].
+pub fn append_runs(all: &mut Vec<Run>, new: &[Run]) {
+    let mut rest = new;
+    if let (Some(last), Some(first)) = (all.last_mut(), new.first()) {
+        if last.end() == first.vaddr && last.flags == first.flags {
+            last.npages += first.npages;
+            rest = &new[1..];
+        }
+    }
+    all.extend_from_slice(rest);
+}
+
+/// Bytes the `PRESENT` runs of `runs` announce.
+pub fn present_bytes(runs: &[Run]) -> u64 {
+    runs.iter()
+        .filter(|r| r.has_bytes())
+        .map(|r| r.npages * PAGE_SIZE)
+        .sum()
+}
+
+/// Pages in an images directory, as CRIU lays them out: the page sink of
+/// a dump and the page source of a restore to and from local images. At
+/// restore, fills go to the [`Filler`]'s threads when it has one, else are
+/// done on the spot.
+#[derive(Clone)]
+pub struct LocalImages<'f> {
+    dir: std::path::PathBuf,
+    filler: Option<&'f Filler>,
+}
+
+impl LocalImages<'static> {
+    pub fn new(dir: &Path) -> LocalImages<'static> {
+        LocalImages {
+            dir: dir.to_path_buf(),
+            filler: None,
+        }
+    }
+}
+
+impl<'f> LocalImages<'f> {
+    /// Restore from `dir`, queueing fills on `filler`.
+    pub fn with_filler(dir: &Path, filler: &'f Filler) -> LocalImages<'f> {
+        LocalImages {
+            dir: dir.to_path_buf(),
+            filler: Some(filler),
+        }
+    }
+
+    /// The path of `pages-<pages_id>.img`.
+    pub fn pages_path(&self, pages_id: u32) -> std::path::PathBuf {
+        self.dir.join(ImageType::Pages.file_name(pages_id as u64))
+    }
+}
+
+/// A stream into local images: the pages file is written as bytes come,
+/// the pagemap image when the stream finishes.
+struct LocalStream<'a> {
+    dir: &'a Path,
+    owner: PageOwner,
+    path: std::path::PathBuf,
+    out: File,
+    runs: Vec<Run>,
+    written: u64,
+}
+
+impl PageSink for LocalImages<'_> {
+    fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error> {
+        let path = self.pages_path(owner.pages_id());
+        let out = File::create(&path).map_err(|source| Error::Io {
+            op: "cannot create",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Box::new(LocalStream {
+            dir: &self.dir,
+            owner,
+            path,
+            out,
+            runs: Vec::new(),
+            written: 0,
+        }))
+    }
+}
+
+impl PageStream for LocalStream<'_> {
+    fn runs(&mut self, runs: &[Run]) -> Result<(), Error> {
+        append_runs(&mut self.runs, runs);
+        Ok(())
+    }
+
+    fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.out.write_all(bytes).map_err(|source| Error::Io {
+            op: "cannot write",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Error> {
+        let want = present_bytes(&self.runs);
+        if self.written != want {
+            return Err(Error::Io {
+                op: "cannot complete",
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} bytes of pages written, the pagemap lists {want}",
+                        self.written
+                    ),
+                ),
+            });
+        }
+        let entries: Vec<(u64, u64, u32)> = self
+            .runs
+            .iter()
+            .map(|r| (r.vaddr, r.npages, r.flags))
+            .collect();
+        let (ty, id) = match self.owner {
+            PageOwner::Task { id, .. } => (ImageType::Pagemap, id),
+            PageOwner::Object { shmid, .. } => (ImageType::ShmemPagemap, shmid),
+        };
+        write_pagemap(self.dir, ty, id, self.owner.pages_id(), &entries)
+    }
+}
+
+/// A piece of pages to put into a task: (task address, bytes, offset of
+/// the bytes among the owner's stored pages).
+pub type FillRun = (u64, u64, u64);
+
+/// Where restored pages come from. The runs are read and checked when the
+/// images are loaded; the fills happen once the task's VMAs are mapped
+/// (writable where pages go).
+pub trait PageSource: Sync {
+    /// The runs of process `id`'s pagemap, checked against its VMAs: the
+    /// pages file id and the runs (`cow`: inherited, no bytes).
+    fn task_runs(&self, id: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error>;
+    /// The stored pages of shared memory object `shmid` of `size` bytes
+    /// (`what` names it in errors).
+    fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error>;
+    /// Start putting `runs` of pages file `pages_id` into task `pid`; the
+    /// task must not run, nor its protections change, before the returned
+    /// [`Pending`] is over.
+    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Arc<Pending>;
+    /// Put `runs` into task `pid` now (a shared memory object, whose
+    /// temporary mapping goes away right after).
+    fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error>;
+}
+
+impl PageSource for LocalImages<'_> {
+    fn task_runs(&self, id: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+        read_pagemap(&self.dir, id, mm)
+    }
+
+    fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error> {
+        object_page_runs(&self.dir, shmid, size, what)
+    }
+
+    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Arc<Pending> {
+        let path = self.pages_path(pages_id);
+        match self.filler {
+            Some(f) => f.submit(pid, &path, runs),
+            None => Arc::new(Pending::finished(fill_vm_writev(pid, &path, runs))),
+        }
+    }
+
+    fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        fill_vm_writev(pid, &self.pages_path(pages_id), runs)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crust_images::consts::vma as vs;
+    use crust_images::proto::vma::VmaEntry;
+    use std::sync::Mutex;
+
+    /// A page sink that keeps what it is given: per owner, the runs (by
+    /// the rule of `PageStream::runs`) and the bytes.
+    #[derive(Default)]
+    pub(crate) struct CollectSink {
+        got: Mutex<Vec<Collected>>,
+    }
+
+    /// What a [`CollectSink`] got for one owner.
+    pub(crate) type Collected = (PageOwner, Vec<Run>, Vec<u8>);
+
+    impl CollectSink {
+        pub(crate) fn take(&self) -> Vec<Collected> {
+            std::mem::take(&mut *self.got.lock().unwrap())
+        }
+    }
+
+    struct CollectStream<'a> {
+        sink: &'a CollectSink,
+        owner: PageOwner,
+        runs: Vec<Run>,
+        bytes: Vec<u8>,
+    }
+
+    impl PageSink for CollectSink {
+        fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error> {
+            Ok(Box::new(CollectStream {
+                sink: self,
+                owner,
+                runs: Vec::new(),
+                bytes: Vec::new(),
+            }))
+        }
+    }
+
+    impl PageStream for CollectStream<'_> {
+        fn runs(&mut self, runs: &[Run]) -> Result<(), Error> {
+            append_runs(&mut self.runs, runs);
+            Ok(())
+        }
+        fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
+            // Bytes never come before their runs.
+            assert!(self.bytes.len() as u64 + bytes.len() as u64 <= present_bytes(&self.runs));
+            self.bytes.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(), Error> {
+            assert_eq!(self.bytes.len() as u64, present_bytes(&self.runs));
+            let mut g = self.sink.got.lock().unwrap();
+            g.push((self.owner, self.runs, self.bytes));
+            Ok(())
+        }
+    }
+
+    /// A page source whose pages are a Vec, filling a fake memory (a
+    /// Vec of bytes from address `base`).
+    struct VecSource {
+        pages: Vec<u8>,
+        base: u64,
+        memory: Mutex<Vec<u8>>,
+    }
+
+    impl VecSource {
+        fn put(&self, runs: &[FillRun]) -> Result<(), Error> {
+            let mut m = self.memory.lock().unwrap();
+            for &(addr, len, off) in runs {
+                let at = (addr - self.base) as usize;
+                let from = &self.pages[off as usize..(off + len) as usize];
+                m[at..at + len as usize].copy_from_slice(from);
+            }
+            Ok(())
+        }
+    }
+
+    impl PageSource for VecSource {
+        fn task_runs(&self, _: i32, _: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+            Ok((1, Vec::new()))
+        }
+        fn object_runs(&self, _: u64, _: u64, _: &str) -> Result<ObjectPages, Error> {
+            Ok(ObjectPages {
+                runs: Vec::new(),
+                pages_id: 0,
+                pages: std::path::PathBuf::new(),
+            })
+        }
+        fn fill(&self, _: i32, _: u32, runs: &[FillRun]) -> Arc<Pending> {
+            Arc::new(Pending::finished(self.put(runs)))
+        }
+        fn fill_now(&self, _: i32, _: u32, runs: &[FillRun]) -> Result<(), Error> {
+            self.put(runs)
+        }
+    }
+
+    fn run(vaddr: u64, npages: u64, flags: u32) -> Run {
+        Run {
+            vaddr,
+            npages,
+            flags,
+        }
+    }
+
+    #[test]
+    fn runs_continue_only_across_calls() {
+        let p = pe::PRESENT;
+        let mut all = Vec::new();
+        // Within one call, adjacent runs stay apart.
+        append_runs(&mut all, &[run(0, 1, p), run(PAGE_SIZE, 1, p)]);
+        assert_eq!(all.len(), 2);
+        // The first run of the next call continues the last one.
+        append_runs(
+            &mut all,
+            &[run(2 * PAGE_SIZE, 2, p), run(8 * PAGE_SIZE, 1, p)],
+        );
+        assert_eq!(
+            all,
+            vec![run(0, 1, p), run(PAGE_SIZE, 3, p), run(8 * PAGE_SIZE, 1, p)]
+        );
+        // Not with other flags, nor with a gap.
+        append_runs(&mut all, &[run(9 * PAGE_SIZE, 1, pe::COW_PARENT)]);
+        append_runs(&mut all, &[run(11 * PAGE_SIZE, 1, pe::COW_PARENT)]);
+        assert_eq!(all.len(), 5);
+        assert_eq!(present_bytes(&all), 5 * PAGE_SIZE);
+    }
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("crust-pages-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// An mm with two back-to-back anonymous private VMAs
+    /// 0x10000-0x14000 and 0x14000-0x18000, a file private one at
+    /// 0x20000-0x22000, and a vDSO at 0x30000-0x32000.
+    fn mm() -> MmEntry {
+        let vma = |start, end, status| VmaEntry {
+            start,
+            end,
+            prot: 3,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            status: vs::AREA_REGULAR | status,
+            fd: -1,
+            ..Default::default()
+        };
+        MmEntry {
+            vmas: vec![
+                vma(0x10000, 0x14000, vs::ANON_PRIVATE),
+                vma(0x14000, 0x18000, vs::ANON_PRIVATE),
+                vma(0x20000, 0x22000, vs::FILE_PRIVATE),
+                vma(0x30000, 0x32000, vs::ANON_PRIVATE | vs::AREA_VDSO),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn runs_across_vmas() {
+        let mm = mm();
+        // Back-to-back private VMAs make one run (CRIU merges them).
+        assert_eq!(covered_by_private_vmas(&mm, 0x12000, 0x16000), Some(false));
+        // A gap between VMAs.
+        assert_eq!(covered_by_private_vmas(&mm, 0x17000, 0x21000), None);
+        // The vDSO's pages are stored but not restored.
+        assert_eq!(covered_by_private_vmas(&mm, 0x30000, 0x32000), Some(true));
+    }
+
+    #[test]
+    fn local_images_round_trip() {
+        let t = temp("rt");
+        let sink = LocalImages::new(&t.0);
+        let mut s = sink
+            .open(PageOwner::Task {
+                id: 42,
+                pages_id: 7,
+            })
+            .unwrap();
+        let runs = [
+            run(0x10000, 2, pe::PRESENT),
+            run(0x12000, 1, pe::COW_PARENT),
+            run(0x13000, 2, pe::PRESENT),
+            run(0x30000, 1, pe::PRESENT),
+        ];
+        s.runs(&runs).unwrap();
+        let bytes: Vec<u8> = (0..5 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8).collect();
+        s.pages(&bytes[..3 * PAGE_SIZE as usize]).unwrap();
+        s.pages(&bytes[3 * PAGE_SIZE as usize..]).unwrap();
+        s.finish().unwrap();
+        let (pages_id, back) = load_pagemap(&t.0, 42, &mm()).unwrap();
+        assert_eq!(pages_id, 7);
+        let got: Vec<_> = back
+            .iter()
+            .map(|r| (r.vaddr, r.npages, r.file_off, r.cow))
+            .collect();
+        // The vDSO's page is skipped but its bytes are counted.
+        assert_eq!(
+            got,
+            vec![
+                (0x10000, 2, 0, false),
+                (0x12000, 1, 0, true),
+                (0x13000, 2, 2 * PAGE_SIZE, false)
+            ]
+        );
+        // Fill a fake memory from the same bytes through a source.
+        let src = VecSource {
+            pages: bytes,
+            base: 0x10000,
+            memory: Mutex::new(vec![0xff; 0x8000]),
+        };
+        let fills = crate::mem::restore::task_fills(&back);
+        src.fill(1, pages_id, &fills).wait().unwrap();
+        let m = src.memory.lock().unwrap();
+        let pg = PAGE_SIZE as usize;
+        assert_eq!((m[0], m[pg], m[3 * pg], m[4 * pg]), (0, 1, 2, 3));
+        // The inherited page is left alone.
+        assert_eq!(m[2 * pg], 0xff);
+    }
+
+    #[test]
+    fn local_images_refuse_short_pages() {
+        let t = temp("short");
+        let sink = LocalImages::new(&t.0);
+        let mut s = sink
+            .open(PageOwner::Object {
+                shmid: 5,
+                pages_id: 2,
+            })
+            .unwrap();
+        s.runs(&[run(0, 2, pe::PRESENT)]).unwrap();
+        s.pages(&vec![1u8; PAGE_SIZE as usize]).unwrap();
+        assert!(matches!(s.finish(), Err(Error::Io { .. })));
+    }
+
+    fn pagemap_with(tag: &str, entries: &[(u64, u64, u32)], pages_len: u64) -> TempDir {
+        let t = temp(tag);
+        write_pagemap(&t.0, ImageType::Pagemap, 42, 1, entries).unwrap();
+        std::fs::write(t.0.join("pages-1.img"), vec![0u8; pages_len as usize]).unwrap();
+        t
+    }
+
+    #[test]
+    fn pagemap_checks() {
+        let p = pe::PRESENT;
+        let ok = pagemap_with("ok", &[(0x10000, 8, p)], 8 * PAGE_SIZE);
+        assert_eq!(load_pagemap(&ok.0, 42, &mm()).unwrap().1.len(), 1);
+        // Past the VMAs.
+        let t = pagemap_with("past", &[(0x16000, 4, p)], 4 * PAGE_SIZE);
+        assert!(matches!(
+            load_pagemap(&t.0, 42, &mm()),
+            Err(Error::BadImage { .. })
+        ));
+        // Unaligned.
+        let t = pagemap_with("unal", &[(0x10001, 1, p)], PAGE_SIZE);
+        assert!(matches!(
+            load_pagemap(&t.0, 42, &mm()),
+            Err(Error::BadImage { .. })
+        ));
+        // The pages file is shorter than the pagemap says.
+        let t = pagemap_with("trunc", &[(0x10000, 2, p)], PAGE_SIZE);
+        assert!(matches!(
+            load_pagemap(&t.0, 42, &mm()),
+            Err(Error::BadImage { .. })
+        ));
+        // Copy-on-write pages only in anonymous private memory.
+        let t = pagemap_with("cowfile", &[(0x20000, 1, pe::COW_PARENT)], 0);
+        assert!(matches!(
+            load_pagemap(&t.0, 42, &mm()),
+            Err(Error::BadImage { .. })
+        ));
+        // A parent image set is not supported yet.
+        let t = pagemap_with("parent", &[(0x10000, 1, pe::PARENT)], 0);
+        assert!(matches!(
+            load_pagemap(&t.0, 42, &mm()),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}

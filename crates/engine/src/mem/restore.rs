@@ -1,0 +1,459 @@
+//! Restore side of memory: mapping the VMAs of the image, zeroing what a
+//! child inherited but did not have, final protections and mm fields.
+
+use super::pages::{FillRun, PageSource};
+use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
+use super::{bad, PageRun, Pending};
+use crate::task::remote::Remote;
+use crate::Error;
+use crust_images::consts::vma as vs;
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::vma::VmaEntry;
+use crust_sys::PAGE_SIZE;
+use std::path::Path;
+
+/// The anonymous private VMAs (start, end) whose pages are partly
+/// inherited from the parent: the restored process must keep the copies
+/// it got from its parent at clone time instead of mapping them anew.
+pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
+    mm.vmas
+        .iter()
+        .filter(|v| {
+            runs.iter()
+                .any(|r| r.cow && v.start <= r.vaddr && r.vaddr < v.end)
+        })
+        .map(|v| (v.start, v.end))
+        .collect()
+}
+
+/// Map the VMAs, fill their pages (from `pages`) and rebuild the shared
+/// memory objects; `protect_vmas` sets the protections once the fill is
+/// over. The VMAs in `inherited` are already there (copies of the
+/// parent's, see [`inherited_vmas`]): they are only made writable for the
+/// fill, and the pages that are neither inherited nor stored are zeroed.
+#[allow(clippy::too_many_arguments)] // one process's whole memory image
+pub fn restore_vmas(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    mm: &MmEntry,
+    pages_id: u32,
+    runs: &[PageRun],
+    inherited: &[(u64, u64)],
+    paths: &dyn Fn(u64) -> Option<String>,
+    pages: &dyn PageSource,
+) -> Result<(u64, std::sync::Arc<Pending>), Error> {
+    let shmem = load_shmem(dir, mm)?;
+    let mut open_fds: Vec<OpenFd> = Vec::new();
+    for v in &mm.vmas {
+        map_vma(r, dir, mm, v, inherited, paths, &mut open_fds)?;
+    }
+    // The private pages are copied in by the source (the filler's threads
+    // for local images) while crust goes on; `protect_vmas` waits for them.
+    let pending = pages.fill(r.pid(), pages_id, &task_fills(runs));
+    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    // In inherited VMAs, what is neither inherited nor stored was absent in
+    // the dumped process: make it zero again.
+    let private_inherited = inherited.iter().filter(|r| {
+        mm.vmas
+            .iter()
+            .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
+    });
+    for &(start, end) in private_inherited {
+        for (a, b) in uncovered(start, end, runs) {
+            r.call(
+                "madvise(MADV_DONTNEED)",
+                libc::SYS_madvise,
+                [a, b - a, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            )?;
+        }
+    }
+    for f in open_fds {
+        r.call("close", libc::SYS_close, [f.fd, 0, 0, 0, 0, 0])?;
+    }
+    for o in &shmem {
+        let kept = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .all(|v| inherited.contains(&(v.start, v.end)));
+        if !kept {
+            restored += restore_shmem(r, pages, mm, o)?;
+        }
+    }
+    Ok((restored, pending))
+}
+
+/// The pieces of a task's stored pages to fill: every run that is not
+/// inherited, (address, bytes, offset in the pages file).
+pub(super) fn task_fills(runs: &[PageRun]) -> Vec<FillRun> {
+    runs.iter()
+        .filter(|p| !p.cow)
+        .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+        .collect()
+}
+
+/// The parts of [start, end) no run of `runs` covers, in order.
+pub(super) fn uncovered(start: u64, end: u64, runs: &[PageRun]) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
+        .filter(|&(a, b)| a < end && b > start)
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    let mut cur = start;
+    for (a, b) in covered.into_iter().chain(std::iter::once((end, end))) {
+        if a > cur {
+            out.push((cur, a.min(end)));
+        }
+        cur = cur.max(b);
+    }
+    out
+}
+
+/// A file opened in the task to map it: (files.img id, open flags, fd).
+struct OpenFd {
+    id: u64,
+    flags: u32,
+    fd: u64,
+}
+
+/// Reserve a place for a VMA whose object is mapped later.
+fn reserve(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+    let got = r.call(
+        &format!("reserve {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.end - v.start,
+            libc::PROT_NONE as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED)
+                as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("mmap placed {:#x} at {got:#x}", v.start),
+        });
+    }
+    Ok(())
+}
+
+/// The fd to map file VMA `v` from: one opened for an earlier VMA of the
+/// same file and flags, or the file opened now.
+fn file_fd(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    v: &VmaEntry,
+    paths: &dyn Fn(u64) -> Option<String>,
+    open_fds: &mut Vec<OpenFd>,
+) -> Result<u64, Error> {
+    let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32);
+    if let Some(f) = open_fds
+        .iter()
+        .find(|f| f.id == v.shmid && f.flags == flags)
+    {
+        return Ok(f.fd);
+    }
+    let path = paths(v.shmid).ok_or_else(|| {
+        bad(
+            dir,
+            format!(
+                "VMA {:#x}-{:#x} maps file id {} which files.img does not have",
+                v.start, v.end, v.shmid
+            ),
+        )
+    })?;
+    let a = r.put_cstr(0, path.as_bytes())?;
+    let fd = r.call(
+        &format!("open {path}"),
+        libc::SYS_openat,
+        [libc::AT_FDCWD as u64, a.get(), flags as u64, 0, 0, 0],
+    )?;
+    open_fds.push(OpenFd {
+        id: v.shmid,
+        flags,
+        fd,
+    });
+    Ok(fd)
+}
+
+/// Put one VMA of the image in place: skipped (kernel areas, inherited
+/// shared memory), attached (System V), reserved (shared memory objects,
+/// socket rings), made writable (inherited private memory) or mapped,
+/// writable where pages will be filled.
+fn map_vma(
+    r: &mut Remote<'_>,
+    dir: &Path,
+    mm: &MmEntry,
+    v: &VmaEntry,
+    inherited: &[(u64, u64)],
+    paths: &dyn Fn(u64) -> Option<String>,
+    open_fds: &mut Vec<OpenFd>,
+) -> Result<(), Error> {
+    if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
+        return Ok(());
+    }
+    if is_shmem_entry(v) && inherited.contains(&(v.start, v.end)) {
+        return Ok(());
+    }
+    if v.status & vs::AREA_SYSVIPC != 0 {
+        return crate::ns::sysvipc::attach(r, mm, v);
+    }
+    if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
+        // Reserve the place; the object comes later (restore_shmem,
+        // map_socket_vmas once the fds are open).
+        return reserve(r, v);
+    }
+    let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
+    let prot = if private {
+        v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+    } else {
+        v.prot
+    };
+    if inherited.contains(&(v.start, v.end)) {
+        r.call(
+            &format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
+            libc::SYS_mprotect,
+            [v.start, v.end - v.start, prot as u64, 0, 0, 0],
+        )?;
+        return Ok(());
+    }
+    let keep = (libc::MAP_SHARED
+        | libc::MAP_PRIVATE
+        | libc::MAP_ANONYMOUS
+        | libc::MAP_GROWSDOWN
+        | libc::MAP_NORESERVE) as u32;
+    let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
+    let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+        file_fd(r, dir, v, paths, open_fds)?
+    } else {
+        u64::MAX
+    };
+    let got = r.call(
+        &format!("mmap {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mmap,
+        [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("mmap placed {:#x} at {got:#x}", v.start),
+        });
+    }
+    Ok(())
+}
+
+/// Map the packet socket rings of the socket VMAs of `mm` at their places
+/// (reserved by `restore_vmas`), through the task's fds (`fds`, open
+/// already) of the files.img ids the VMAs name. The rings come back
+/// empty.
+pub fn map_socket_vmas(r: &mut Remote<'_>, mm: &MmEntry, fds: &[FdinfoEntry]) -> Result<(), Error> {
+    for v in mm.vmas.iter().filter(|v| v.status & vs::AREA_SOCKET != 0) {
+        let fd = fds
+            .iter()
+            .filter(|f| f.id as u64 == v.shmid && f.r#type == fd_types::PACKETSK)
+            .map(|f| f.fd)
+            .min()
+            .ok_or_else(|| Error::Restore {
+                pid: r.pid(),
+                what: format!(
+                    "VMA {:#x}-{:#x} maps packet socket file {}, which the process has no fd of",
+                    v.start, v.end, v.shmid
+                ),
+            })?;
+        let flags = (v.flags & (libc::MAP_SHARED | libc::MAP_PRIVATE) as u32) as u64
+            | libc::MAP_FIXED as u64;
+        let got = r.call(
+            &format!(
+                "mmap the rings of packet socket fd {fd} at {:#x}-{:#x}",
+                v.start, v.end
+            ),
+            libc::SYS_mmap,
+            [
+                v.start,
+                v.end - v.start,
+                v.prot as u64,
+                flags,
+                fd as u64,
+                v.pgoff,
+            ],
+        )?;
+        if got != v.start {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mmap placed {:#x} at {got:#x}", v.start),
+            });
+        }
+        advise(r, v)?;
+    }
+    Ok(())
+}
+
+/// The recorded madvise advice of a VMA (one call per advice bit).
+fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+    let m = v.madv.unwrap_or(0);
+    for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
+        r.call(
+            "madvise",
+            libc::SYS_madvise,
+            [v.start, v.end - v.start, adv, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// Once the pages are in (`pending`), set the final protections and the
+/// madvise advice of every VMA.
+pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Result<(), Error> {
+    pending.wait()?;
+    for v in &mm.vmas {
+        if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
+            continue;
+        }
+        let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
+        let sysv = v.status & vs::AREA_SYSVIPC != 0;
+        if (private || sysv || is_shmem_entry(v))
+            && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32
+        {
+            r.call(
+                "mprotect",
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+            )?;
+        }
+        advise(r, v)?;
+    }
+    Ok(())
+}
+
+/// Write the mm fields of the image with PR_SET_MM_MAP, exe included.
+pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<(), Error> {
+    // The kernel refuses to replace the exe link while the old exe file is
+    // still mapped (EBUSY): when the task already has the right one (a
+    // child of a restored parent, or crust restoring its own binary),
+    // leave it as it is.
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let current = std::fs::metadata(format!("/proc/{}/exe", r.pid()));
+    let wanted = std::fs::metadata(exe_path);
+    let keep_exe = matches!((&current, &wanted), (Ok(c), Ok(w)) if same(c, w));
+    let exe_fd = if keep_exe {
+        u64::from(u32::MAX)
+    } else {
+        let a = r.put_cstr(0, exe_path.as_bytes())?;
+        r.call(
+            &format!("open exe {exe_path}"),
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                a.get(),
+                libc::O_RDONLY as u64,
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    let auxv: Vec<u8> = mm
+        .mm_saved_auxv
+        .iter()
+        .take(50)
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let auxv_addr = r.put(1024, &auxv)?;
+    let mut b = Vec::with_capacity(104);
+    for v in [
+        mm.mm_start_code,
+        mm.mm_end_code,
+        mm.mm_start_data,
+        mm.mm_end_data,
+        mm.mm_start_brk,
+        mm.mm_brk,
+        mm.mm_start_stack,
+        mm.mm_arg_start,
+        mm.mm_arg_end,
+        mm.mm_env_start,
+        mm.mm_env_end,
+        auxv_addr.get(),
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+    let m = r.put(0, &b)?;
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    r.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        [PR_SET_MM, PR_SET_MM_MAP, m.get(), b.len() as u64, 0, 0],
+    )?;
+    if !keep_exe {
+        r.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    }
+    if let Some(d) = mm.dumpable {
+        if d == 0 || d == 1 {
+            r.call(
+                "prctl(PR_SET_DUMPABLE)",
+                libc::SYS_prctl,
+                [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    if mm.thp_disabled == Some(true) {
+        r.call(
+            "prctl(PR_SET_THP_DISABLE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(vaddr: u64, npages: u64, file_off: u64, cow: bool) -> PageRun {
+        PageRun {
+            vaddr,
+            npages,
+            file_off,
+            cow,
+        }
+    }
+
+    #[test]
+    fn fills_leave_out_inherited_runs() {
+        let runs = [
+            pr(0x1000, 2, 0, false),
+            pr(0x3000, 1, 0, true),
+            pr(0x4000, 1, 0x2000, false),
+        ];
+        assert_eq!(
+            task_fills(&runs),
+            vec![(0x1000, 0x2000, 0), (0x4000, 0x1000, 0x2000)]
+        );
+    }
+
+    #[test]
+    fn uncovered_parts() {
+        let runs = [
+            pr(0x3000, 1, 0, true),
+            pr(0x1000, 1, 0, false),
+            pr(0x9000, 2, 0, false),
+        ];
+        assert_eq!(
+            uncovered(0x0, 0xa000, &runs),
+            vec![(0x0, 0x1000), (0x2000, 0x3000), (0x4000, 0x9000)]
+        );
+        assert_eq!(uncovered(0x1000, 0x2000, &runs), vec![]);
+        assert_eq!(uncovered(0xa000, 0xc000, &runs), vec![(0xb000, 0xc000)]);
+    }
+}

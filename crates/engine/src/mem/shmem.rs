@@ -1,0 +1,730 @@
+//! Shared memory objects (shared anonymous memory, memfds, System V
+//! segments): storing their non-zero pages, loading and rebuilding them.
+
+use super::pages::{FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
+use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
+use crate::files::{ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
+use crate::task::remote::Remote;
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::consts::{pe, vma as vs};
+use crust_images::image::ImageType;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
+use crust_images::proto::vma::VmaEntry;
+use crust_sys::PAGE_SIZE;
+use log::debug;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The pages-N.img ids of shared memory objects are this bit plus the low
+/// 31 bits of the object's inode number: stable for the object whichever
+/// process of a tree maps it, and apart from the per-process ids (1, 2...).
+const SHMEM_PAGES_ID_BIT: u32 = 1 << 31;
+
+fn shmem_pages_id(ino: u64) -> u32 {
+    SHMEM_PAGES_ID_BIT | (ino as u32 & !SHMEM_PAGES_ID_BIT)
+}
+
+fn all_zero(page: &[u8]) -> bool {
+    page.chunks_exact(64).all(|c| {
+        c.chunks_exact(8).fold(0u64, |acc, w| {
+            acc | u64::from_ne_bytes(w.try_into().unwrap_or([1; 8]))
+        }) == 0
+    })
+}
+
+/// Store the pages of the shared memory object `v` maps: the whole object
+/// is read through /proc/PID/map_files (holes read as zeros without being
+/// allocated, swapped pages come back in), so pages any process of the tree
+/// wrote are found; pages holding only zeros are left out. Goes to `sink`
+/// as object `<ino>`; returns (pages scanned, pages stored).
+pub(crate) fn dump_shmem(pid: i32, sink: &dyn PageSink, v: &Vma) -> Result<(u64, u64), Error> {
+    let path = map_files_path(pid, &v.map);
+    let f = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    let size = f
+        .metadata()
+        .map_err(sys_err(pid, format!("stat {path}")))?
+        .len();
+    let ino = v.map.inode;
+    let owner = PageOwner::Object {
+        shmid: ino as u32 as u64,
+        pages_id: shmem_pages_id(ino),
+    };
+    let (total, stored, runs) = store_object(sink, owner, &f, Path::new(&path), size)?;
+    debug!("{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {runs} runs");
+    Ok((total, stored))
+}
+
+/// Store the pages of a shared memory object (memfd, shared anonymous
+/// memory, System V segment) that are not all zeros in local images: its
+/// content is read from `src` (`size` bytes; `src_path` names it in
+/// errors) into the pages file `pages_id`, described by
+/// `pagemap-shmem-<shmid>.img`. Returns (pages scanned, pages stored, runs).
+pub(crate) fn store_object_pages(
+    dir: &Path,
+    src: &File,
+    src_path: &Path,
+    size: u64,
+    shmid: u64,
+    pages_id: u32,
+) -> Result<(u64, u64, usize), Error> {
+    let owner = PageOwner::Object { shmid, pages_id };
+    store_object(&LocalImages::new(dir), owner, src, src_path, size)
+}
+
+/// Move the pages of `chunk` (at object offset `off`) that are not all
+/// zeros to its front, in order; their runs are added to `runs`. Returns
+/// the bytes kept.
+pub(super) fn keep_nonzero(chunk: &mut [u8], off: u64, runs: &mut Vec<Run>) -> usize {
+    let page = PAGE_SIZE as usize;
+    let mut kept = 0usize;
+    for i in 0..chunk.len() / page {
+        let from = i * page;
+        if all_zero(&chunk[from..from + page]) {
+            continue;
+        }
+        if from != kept {
+            chunk.copy_within(from..from + page, kept);
+        }
+        kept += page;
+        let at = off + from as u64;
+        match runs.last_mut() {
+            Some(r) if r.vaddr + r.npages * PAGE_SIZE == at => r.npages += 1,
+            _ => runs.push(Run {
+                vaddr: at,
+                npages: 1,
+                flags: pe::PRESENT,
+            }),
+        }
+    }
+    kept
+}
+
+/// Store the non-zero pages of an object read from `src` in `sink`, one
+/// 1 MiB buffer at a time. Returns (pages scanned, pages stored, runs).
+pub(crate) fn store_object(
+    sink: &dyn PageSink,
+    owner: PageOwner,
+    src: &File,
+    src_path: &Path,
+    size: u64,
+) -> Result<(u64, u64, usize), Error> {
+    let mut out = sink.open(owner)?;
+    let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut runs: Vec<Run> = Vec::new();
+    let mut nruns = 0usize;
+    let mut last_end = None;
+    let mut buf = vec![0u8; BATCH];
+    let mut off = 0u64;
+    let mut stored = 0u64;
+    while off < total {
+        let len = ((total - off) as usize).min(BATCH);
+        let chunk = &mut buf[..len];
+        let mut got = 0usize;
+        while got < len {
+            match src.read_at(&mut chunk[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "cannot read",
+                        path: src_path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+        chunk[got..].fill(0);
+        runs.clear();
+        let kept = keep_nonzero(chunk, off, &mut runs);
+        if let Some(first) = runs.first() {
+            // A run that goes on from the last chunk is the same run.
+            nruns += runs.len() - usize::from(last_end == Some(first.vaddr));
+            last_end = runs.last().map(|r| r.vaddr + r.npages * PAGE_SIZE);
+            out.runs(&runs)?;
+            out.pages(&chunk[..kept])?;
+            stored += (kept as u64) / PAGE_SIZE;
+        }
+        off += len as u64;
+    }
+    out.finish()?;
+    Ok((total / PAGE_SIZE, stored, nruns))
+}
+
+/// What memfd.img records of the shared memory object VMA `v` maps.
+pub(crate) fn shmem_inode(pid: i32, v: &Vma, vmas: &[Vma]) -> ShmemInode {
+    use std::os::unix::fs::MetadataExt;
+    let ino = v.map.inode;
+    match std::fs::metadata(map_files_path(pid, &v.map)) {
+        Ok(md) => ShmemInode {
+            ino,
+            name: SHMEM_ANON_NAME.into(),
+            size: md.size(),
+            uid: md.uid(),
+            gid: md.gid(),
+            mode: md.mode(),
+            seals: F_SEAL_SEAL,
+        },
+        // Without map_files: the object reaches at least as far as its
+        // mappings; the kernel creates it as root's, mode 0100777.
+        Err(_) => ShmemInode {
+            ino,
+            name: SHMEM_ANON_NAME.into(),
+            size: vmas
+                .iter()
+                .filter(|o| o.is_shmem() && o.map.inode == ino)
+                .map(|o| o.map.offset + o.map.len())
+                .max()
+                .unwrap_or(0),
+            uid: 0,
+            gid: 0,
+            mode: libc::S_IFREG | 0o777,
+            seals: F_SEAL_SEAL,
+        },
+    }
+}
+
+/// Is this VMA shared anonymous memory (a "/dev/zero" memfd as CRIU 4.x
+/// writes it, or VMA_ANON_SHARED as older CRIU did)?
+pub(crate) fn is_shmem_entry(v: &VmaEntry) -> bool {
+    v.status & (vs::ANON_SHARED | vs::AREA_MEMFD) != 0 && v.status & vs::AREA_SYSVIPC == 0
+}
+
+/// A shared memory object to rebuild, with the pages to read into it.
+#[derive(Debug, Clone)]
+pub struct ShmemObject {
+    /// The `shmid` its VMAs carry: a files.img id (memfd) or, for
+    /// VMA_ANON_SHARED, the inode number itself.
+    pub key: u64,
+    /// The inode number: N of pagemap-shmem-N.img.
+    pub ino: u64,
+    /// Bytes to create, page aligned; covers every VMA of the object.
+    pub size: u64,
+    pub pages_id: u32,
+    /// vaddr = offset in the object.
+    pub runs: Vec<PageRun>,
+}
+
+fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    Ok(std::fs::metadata(&pages_path)
+        .map_err(|source| Error::Image {
+            what: format!("cannot read image {}", pages_path.display()),
+            source: crust_images::image::ImageError::Missing {
+                path: pages_path.clone(),
+                source,
+            },
+        })?
+        .len())
+}
+
+/// Read and check every shared memory object the VMAs of `mm` map:
+/// files.img/memfd.img for memfd VMAs, then pagemap-shmem-N.img and the
+/// length of its pages file. Only shared anonymous memory ("/dev/zero") can
+/// be rebuilt so far; other memfds are refused.
+pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
+    if !mm.vmas.iter().any(is_shmem_entry) {
+        return Ok(Vec::new());
+    }
+    let memfds = if mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0) {
+        crate::files::load_memfds(dir)?
+    } else {
+        Default::default()
+    };
+    let mut out: Vec<ShmemObject> = Vec::new();
+    for v in mm.vmas.iter().filter(|v| is_shmem_entry(v)) {
+        let what = format!("VMA {:#x}-{:#x}", v.start, v.end);
+        let len = v.end - v.start;
+        if v.pgoff % PAGE_SIZE != 0 {
+            return Err(bad(
+                dir,
+                format!("{what} has an unaligned offset {:#x}", v.pgoff),
+            ));
+        }
+        let end_off = v
+            .pgoff
+            .checked_add(len)
+            .filter(|e| *e <= TASK_SIZE)
+            .ok_or_else(|| {
+                bad(
+                    dir,
+                    format!("{what} has offset {:#x} out of range", v.pgoff),
+                )
+            })?;
+        if let Some(o) = out.iter_mut().find(|o| o.key == v.shmid) {
+            o.size = o.size.max(end_off);
+            continue;
+        }
+        let (ino, size) = if v.status & vs::AREA_MEMFD != 0 {
+            if v.status & vs::FILE_SHARED == 0 || v.flags & libc::MAP_SHARED as u32 == 0 {
+                return Err(Error::unsupported(format!(
+                    "restoring the private memfd mapping {what}"
+                )));
+            }
+            let inode = memfds.get(&(v.shmid as u32)).ok_or_else(|| {
+                bad(
+                    dir,
+                    format!(
+                        "{what} maps memfd file id {}, which files.img does not have",
+                        v.shmid
+                    ),
+                )
+            })?;
+            if inode.name != crate::files::SHMEM_ANON_NAME {
+                return Err(Error::unsupported(format!(
+                    "restoring {what}, a mapping of memfd {:?} (only shared anonymous memory so far)",
+                    inode.name
+                )));
+            }
+            if inode.size > TASK_SIZE {
+                return Err(bad(
+                    dir,
+                    format!("memfd.img: object {} has size {}", inode.shmid, inode.size),
+                ));
+            }
+            (
+                inode.shmid as u64,
+                inode.size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+            )
+        } else {
+            (v.shmid, 0)
+        };
+        out.push(ShmemObject {
+            key: v.shmid,
+            ino,
+            size: size.max(end_off),
+            pages_id: 0,
+            runs: Vec::new(),
+        });
+    }
+    let source = LocalImages::new(dir);
+    for o in &mut out {
+        let p = source.object_runs(o.ino, o.size, "the shared memory object")?;
+        o.pages_id = p.pages_id;
+        o.runs = p
+            .runs
+            .iter()
+            .map(|&(vaddr, file_off, len)| PageRun {
+                vaddr,
+                npages: len / PAGE_SIZE,
+                file_off,
+                cow: false,
+            })
+            .collect();
+    }
+    Ok(out)
+}
+
+/// Rebuild one shared memory object: a MAP_SHARED|MAP_ANONYMOUS mapping of
+/// its whole size at an address the kernel picks (every VMA of the image is
+/// already reserved, so it lands apart from them), filled from its pages
+/// image; then each VMA of the object is a new mapping of that same object
+/// (mremap with old_len 0 duplicates a shared mapping) moved onto its
+/// reserved place; finally the whole-object mapping goes away.
+pub(crate) fn restore_shmem(
+    r: &mut Remote<'_>,
+    pages: &dyn PageSource,
+    mm: &MmEntry,
+    o: &ShmemObject,
+) -> Result<u64, Error> {
+    let base = r.call(
+        &format!("mmap shared memory object {} ({} bytes)", o.ino, o.size),
+        libc::SYS_mmap,
+        [
+            0,
+            o.size,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let fill: Vec<FillRun> = o
+        .runs
+        .iter()
+        .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+        .collect();
+    pages.fill_now(r.pid(), o.pages_id, &fill)?;
+    for v in mm
+        .vmas
+        .iter()
+        .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+    {
+        let len = v.end - v.start;
+        let got = r.call(
+            &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
+            libc::SYS_mremap,
+            [
+                base + v.pgoff,
+                0,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                v.start,
+                0,
+            ],
+        )?;
+        if got != v.start {
+            return Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mremap placed {:#x} at {got:#x}", v.start),
+            });
+        }
+    }
+    r.call(
+        "munmap shared memory object",
+        libc::SYS_munmap,
+        [base, o.size, 0, 0, 0, 0],
+    )?;
+    Ok(o.runs.iter().map(|p| p.npages).sum())
+}
+
+/// Shared anonymous memory (and memfd mappings) a child has at the same
+/// places as its parent, on the same object: the child cloned from its
+/// restored parent already maps the parent's object there, and keeping it
+/// is what keeps them sharing. An object counts only when all its VMAs in
+/// the child are such copies.
+pub fn inherited_shmem(
+    dir: &Path,
+    mm: &MmEntry,
+    parent: &MmEntry,
+) -> Result<Vec<(u64, u64)>, Error> {
+    let mine = load_shmem(dir, mm)?;
+    let theirs = load_shmem(dir, parent)?;
+    let mut out = Vec::new();
+    for o in &mine {
+        let Some(po) = theirs.iter().find(|p| p.ino == o.ino) else {
+            continue;
+        };
+        let vmas: Vec<&VmaEntry> = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .collect();
+        let all_in_parent = vmas.iter().all(|v| {
+            parent.vmas.iter().any(|pv| {
+                is_shmem_entry(pv)
+                    && pv.shmid == po.key
+                    && pv.start == v.start
+                    && pv.end == v.end
+                    && pv.pgoff == v.pgoff
+            })
+        });
+        if all_in_parent {
+            out.extend(vmas.iter().map(|v| (v.start, v.end)));
+        }
+    }
+    Ok(out)
+}
+
+/// A run of an object's stored pages: (offset in the object, offset in
+/// the pages file, bytes).
+pub(crate) type ObjectRun = (u64, u64, u64);
+
+/// The stored pages of a shared memory object.
+pub(crate) struct ObjectPages {
+    /// Whole pages, in the order of the pages file.
+    pub runs: Vec<ObjectRun>,
+    pub pages_id: u32,
+    /// The pages file (empty when there is no page).
+    pub pages: std::path::PathBuf,
+}
+
+/// The stored pages of a shared memory object (anonymous shared memory,
+/// memfd, System V segment) of `size` bytes: `pagemap-shmem-<shmid>.img`,
+/// checked against the object and its pages file. No pagemap image means
+/// no pages (all zeros). `what` names the object in errors.
+pub(crate) fn object_page_runs(
+    dir: &Path,
+    shmid: u64,
+    size: u64,
+    what: &str,
+) -> Result<ObjectPages, Error> {
+    use crust_images::image::ImageReader;
+    let mut out = ObjectPages {
+        runs: Vec::new(),
+        pages_id: 0,
+        pages: std::path::PathBuf::new(),
+    };
+    let name = ImageType::ShmemPagemap.file_name(shmid);
+    let rerr = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let mut r = match ImageReader::open_typed(dir, ImageType::ShmemPagemap, &name) {
+        Ok(r) => r,
+        Err(err) if err.is_missing() => return Ok(out),
+        Err(err) => return Err(rerr(err)),
+    };
+    let head: PagemapHead = r
+        .read_entry()
+        .map_err(rerr)?
+        .ok_or_else(|| bad(dir, format!("{name} holds no pagemap head")))?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
+    let limit = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut from = 0u64;
+    for p in &entries {
+        let n = p.nr_pages.unwrap_or(p.compat_nr_pages as u64);
+        let flags = p.flags.unwrap_or(pe::PRESENT);
+        if p.in_parent == Some(true) || flags & pe::PARENT != 0 {
+            return Err(Error::unsupported(
+                "images that refer to a parent (pre-dump) image set",
+            ));
+        }
+        if flags & pe::PRESENT == 0 {
+            continue;
+        }
+        let len = n
+            .checked_mul(PAGE_SIZE)
+            .filter(|l| {
+                *l > 0
+                    && p.vaddr % PAGE_SIZE == 0
+                    && p.vaddr.checked_add(*l).is_some_and(|end| end <= limit)
+            })
+            .ok_or_else(|| {
+                bad(
+                    dir,
+                    format!(
+                        "{name}: {n} pages at offset {:#x} are outside {what} of {size} bytes",
+                        p.vaddr
+                    ),
+                )
+            })?;
+        out.runs.push((p.vaddr, from, len));
+        from += len;
+    }
+    out.pages_id = head.pages_id;
+    if from > 0 {
+        out.pages = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
+        let have = pages_file_len(dir, head.pages_id)?;
+        if from > have {
+            return Err(bad(
+                dir,
+                format!(
+                    "{name} lists {from} bytes of pages, {} holds {have}",
+                    out.pages.display()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::pages::write_pagemap;
+    use crate::mem::{load_pagemap, validate_vmas};
+    use crate::util::{read_one, write_image};
+    use crust_images::proto::fdinfo::{fd_types, FileEntry};
+    use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
+
+    fn golden_files() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files")
+    }
+
+    /// CRIU 4.2 stored P's MAP_SHARED|MAP_ANONYMOUS area as memfd file 4,
+    /// inode 11665, 2 pages at offset 0 in pages-1.img.
+    #[test]
+    fn golden_shared_anon_loads() {
+        let dir = golden_files();
+        if !dir.join("mm-1514.img").exists() {
+            return;
+        }
+        let mm: MmEntry = read_one(&dir, ImageType::Mm, 1514).unwrap();
+        validate_vmas(&dir, &mm).unwrap();
+        let objs = load_shmem(&dir, &mm).unwrap();
+        assert_eq!(objs.len(), 1);
+        let o = &objs[0];
+        assert_eq!((o.key, o.ino, o.size, o.pages_id), (4, 11665, 16384, 1));
+        assert_eq!(o.runs.len(), 1);
+        assert_eq!(
+            (o.runs[0].vaddr, o.runs[0].npages, o.runs[0].file_off),
+            (0, 2, 0)
+        );
+        let pages = std::fs::read(dir.join("pages-1.img")).unwrap();
+        assert!(pages.starts_with(b"SHM-ANON page 0 written by parent"));
+        assert!(pages[4096..].starts_with(b"SHM-ANON page 1 written by child"));
+        // The private pagemap still loads beside it.
+        load_pagemap(&dir, 1514, &mm).unwrap();
+    }
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An image set with one memfd-backed shared VMA of 4 pages whose
+    /// pagemap-shmem entry is (vaddr, npages), with `pages_len` bytes of pages.
+    fn shmem_set(
+        tag: &str,
+        name: &str,
+        vaddr: u64,
+        npages: u64,
+        pages_len: usize,
+    ) -> (TempDir, MmEntry) {
+        let dir = std::env::temp_dir().join(format!("crust-mem-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TempDir(dir.clone());
+        let file = FileEntry {
+            r#type: fd_types::MEMFD,
+            id: 7,
+            memfd: Some(MemfdFileEntry {
+                id: 7,
+                inode_id: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        write_image(&dir, ImageType::Files, 0, &[file]).unwrap();
+        let inode = MemfdInodeEntry {
+            name: name.into(),
+            size: 4 * PAGE_SIZE,
+            shmid: 99,
+            seals: 1,
+            inode_id: 1,
+            ..Default::default()
+        };
+        write_image(&dir, ImageType::MemfdInode, 0, &[inode]).unwrap();
+        write_pagemap(
+            &dir,
+            ImageType::ShmemPagemap,
+            99,
+            5,
+            &[(vaddr, npages, pe::PRESENT)],
+        )
+        .unwrap();
+        std::fs::write(dir.join("pages-5.img"), vec![0u8; pages_len]).unwrap();
+        let mm = MmEntry {
+            vmas: vec![VmaEntry {
+                start: 0x10000,
+                end: 0x14000,
+                shmid: 7,
+                prot: 3,
+                flags: libc::MAP_SHARED as u32,
+                status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
+                fd: -1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        (t, mm)
+    }
+
+    #[test]
+    fn shmem_image_checks() {
+        let (t, mm) = shmem_set("ok", "/dev/zero", PAGE_SIZE, 2, 2 * PAGE_SIZE as usize);
+        let objs = load_shmem(&t.0, &mm).unwrap();
+        assert_eq!(
+            (objs[0].ino, objs[0].size, objs[0].pages_id),
+            (99, 4 * PAGE_SIZE, 5)
+        );
+        // Pages past the end of the object.
+        let (t, mm) = shmem_set(
+            "past",
+            "/dev/zero",
+            3 * PAGE_SIZE,
+            2,
+            2 * PAGE_SIZE as usize,
+        );
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // Overflowing run.
+        let (t, mm) = shmem_set("ovf", "/dev/zero", PAGE_SIZE, u64::MAX / 2, 0);
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // Truncated pages file.
+        let (t, mm) = shmem_set("trunc", "/dev/zero", 0, 2, PAGE_SIZE as usize);
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        // A real memfd is not shared anonymous memory.
+        let (t, mm) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
+        assert!(matches!(
+            load_shmem(&t.0, &mm),
+            Err(Error::Unsupported { .. })
+        ));
+        // A VMA naming a file id files.img lacks.
+        let (t, mut mm) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);
+        mm.vmas[0].shmid = 8;
+        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+    }
+
+    #[test]
+    fn zero_pages() {
+        let mut p = vec![0u8; PAGE_SIZE as usize];
+        assert!(all_zero(&p));
+        p[4095] = 1;
+        assert!(!all_zero(&p));
+    }
+
+    #[test]
+    fn object_store_keeps_nonzero_pages_in_runs() {
+        use crate::mem::pages::tests::CollectSink;
+        let dir = std::env::temp_dir().join(format!("crust-mem-obj-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TempDir(dir.clone());
+        // 300 pages: page 0 and pages 255-257 (across the first 1 MiB
+        // buffer's end) hold data, the rest zeros.
+        let pg = PAGE_SIZE as usize;
+        let mut content = vec![0u8; 300 * pg];
+        for (i, p) in [0usize, 255, 256, 257].iter().enumerate() {
+            content[p * pg] = i as u8 + 1;
+            content[p * pg + pg - 1] = 0xaa;
+        }
+        let path = t.0.join("object");
+        std::fs::write(&path, &content).unwrap();
+        let f = File::open(&path).unwrap();
+        let sink = CollectSink::default();
+        let owner = PageOwner::Object {
+            shmid: 9,
+            pages_id: 3,
+        };
+        let (scanned, stored, runs) =
+            store_object(&sink, owner, &f, &path, content.len() as u64 - 10).unwrap();
+        assert_eq!((scanned, stored, runs), (300, 4, 2));
+        let got = sink.take();
+        assert_eq!(got.len(), 1);
+        let (o, runs, bytes) = &got[0];
+        assert_eq!(*o, owner);
+        // The run cut by the buffer boundary is one run again.
+        assert_eq!(
+            runs,
+            &vec![
+                Run {
+                    vaddr: 0,
+                    npages: 1,
+                    flags: pe::PRESENT
+                },
+                Run {
+                    vaddr: 255 * PAGE_SIZE,
+                    npages: 3,
+                    flags: pe::PRESENT
+                },
+            ]
+        );
+        let mut want = content[..pg].to_vec();
+        want.extend_from_slice(&content[255 * pg..258 * pg]);
+        assert_eq!(bytes, &want);
+    }
+
+    #[test]
+    fn keep_nonzero_compacts() {
+        let pg = PAGE_SIZE as usize;
+        let mut chunk = vec![0u8; 4 * pg];
+        chunk[pg] = 1;
+        chunk[3 * pg + 5] = 2;
+        let mut runs = Vec::new();
+        let kept = keep_nonzero(&mut chunk, 0x1000_0000, &mut runs);
+        assert_eq!(kept, 2 * pg);
+        assert_eq!((chunk[0], chunk[pg + 5]), (1, 2));
+        assert_eq!(
+            runs.iter().map(|r| (r.vaddr, r.npages)).collect::<Vec<_>>(),
+            vec![
+                (0x1000_0000 + PAGE_SIZE, 1),
+                (0x1000_0000 + 3 * PAGE_SIZE, 1)
+            ]
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! VMAs: reading and classifying /proc/PID/smaps, the mm image, and
+//! checking an image's VMA list.
+
+use super::shmem::{load_shmem, shmem_inode};
+use super::{bad, Vma, TASK_SIZE};
+use crate::files::{FileTable, SHMEM_ANON_NAME};
+use crate::task::ProcInside as Inside;
+use crate::util::proc_err;
+use crate::Error;
+use crust_images::consts::vma as vs;
+use crust_images::proto::fdinfo::FdinfoEntry;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::vma::VmaEntry;
+use crust_proc::{MapKind, ProcRoot, SmapsEntry, Stat};
+use crust_sys::PAGE_SIZE;
+use log::debug;
+use std::path::Path;
+
+fn describe(m: &crust_proc::MapEntry) -> String {
+    format!(
+        "{:#x}-{:#x} {} {}",
+        m.start,
+        m.end,
+        m.perms(),
+        m.path.as_deref().unwrap_or("")
+    )
+}
+
+/// Read and classify the task's VMAs ([vvar] and [vvar_vclock] are merged
+/// into one VVAR area, as CRIU records them).
+pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
+    let smaps = crust_proc::smaps(proc, pid).map_err(proc_err(pid))?;
+    let mut out: Vec<Vma> = Vec::with_capacity(smaps.len());
+    for SmapsEntry { map, vm_flags, .. } in smaps {
+        let kind = map.kind();
+        let unsupported = |why: &str| {
+            Err(Error::unsupported(format!(
+                "process {pid} has a {why} mapping ({})",
+                describe(&map)
+            )))
+        };
+        if vm_flags.iter().any(|f| f == "ht") {
+            return unsupported("hugetlb");
+        }
+        let status = match kind {
+            MapKind::Vsyscall => vs::AREA_VSYSCALL | vs::ANON_PRIVATE,
+            MapKind::Vdso => vs::AREA_REGULAR | vs::AREA_VDSO | vs::ANON_PRIVATE,
+            MapKind::Vvar | MapKind::VvarVclock => {
+                if let Some(prev) = out.last_mut() {
+                    if prev.status & vs::AREA_VVAR != 0 && prev.map.end == map.start {
+                        prev.map.end = map.end;
+                        continue;
+                    }
+                }
+                vs::AREA_REGULAR | vs::AREA_VVAR | vs::ANON_PRIVATE
+            }
+            MapKind::Heap => vs::AREA_REGULAR | vs::AREA_HEAP | vs::ANON_PRIVATE,
+            MapKind::Anon | MapKind::Stack | MapKind::AnonNamed(_) => {
+                if map.shared {
+                    return unsupported("shared anonymous");
+                }
+                vs::AREA_REGULAR | vs::ANON_PRIVATE
+            }
+            // MAP_SHARED|MAP_ANONYMOUS: the kernel backs it with a shmem
+            // file it names "/dev/zero" (deleted), on device 00:01.
+            MapKind::File
+                if map.shared
+                    && map.deleted
+                    && map.dev_major == 0
+                    && map.path.as_deref() == Some(SHMEM_ANON_NAME) =>
+            {
+                vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
+            }
+            MapKind::AnonShmemNamed(_) if map.shared => {
+                vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
+            }
+            MapKind::File => {
+                let path = map.path.clone().unwrap_or_default();
+                if map.shared && path == "/dev/zero" {
+                    return unsupported("shared anonymous");
+                }
+                if path.starts_with("/SYSV") && map.shared {
+                    // The kernel names an attached segment /SYSV<key>; its
+                    // inode number is the segment id (see sysvipc).
+                    out.push(Vma {
+                        map,
+                        vm_flags,
+                        status: vs::AREA_REGULAR | vs::ANON_SHARED | vs::AREA_SYSVIPC,
+                    });
+                    continue;
+                }
+                if path.starts_with("socket:[") {
+                    // A packet socket's rings (the only sockets one can
+                    // map); which socket is told once the fds are known
+                    // (`link_socket_vmas`).
+                    out.push(Vma {
+                        map,
+                        vm_flags,
+                        status: vs::AREA_REGULAR | vs::AREA_SOCKET,
+                    });
+                    continue;
+                }
+                if map.is_deleted() {
+                    return unsupported("deleted file");
+                }
+                if path.starts_with("/memfd:") {
+                    return unsupported("memfd");
+                }
+                if vm_flags.iter().any(|f| f == "io" || f == "pf")
+                    || (path.starts_with("/dev/") && path != "/dev/zero")
+                {
+                    return unsupported("device");
+                }
+                if map.shared {
+                    vs::AREA_REGULAR | vs::FILE_SHARED
+                } else {
+                    vs::AREA_REGULAR | vs::FILE_PRIVATE
+                }
+            }
+            MapKind::AnonShmemNamed(_) => return unsupported("shared anonymous"),
+            MapKind::Uprobes | MapKind::OtherSpecial(_) => return unsupported("special"),
+        };
+        out.push(Vma {
+            map,
+            vm_flags,
+            status,
+        });
+    }
+    Ok(out)
+}
+
+/// madvise advice numbers that VmFlags letters stand for.
+fn madv_bits(v: &Vma) -> u64 {
+    let mut m = 0u64;
+    for (flag, advice) in [
+        ("dd", libc::MADV_DONTDUMP),
+        ("dc", libc::MADV_DONTFORK),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+        ("mg", libc::MADV_MERGEABLE),
+        ("wf", libc::MADV_WIPEONFORK),
+    ] {
+        if v.has(flag) {
+            m |= 1u64 << advice;
+        }
+    }
+    m
+}
+
+pub fn build_mm(
+    proc: &ProcRoot,
+    pid: i32,
+    stat: &Stat,
+    vmas: &[Vma],
+    inside: &Inside,
+    files: &mut FileTable,
+) -> Result<MmEntry, Error> {
+    let exe = crust_proc::exe(proc, pid).map_err(proc_err(pid))?;
+    let exe_file_id = files.add_mapped(&exe, libc::O_RDONLY as u32)?;
+    let mut entries = Vec::with_capacity(vmas.len());
+    for v in vmas {
+        let m = &v.map;
+        let mut prot = 0u32;
+        if m.read {
+            prot |= libc::PROT_READ as u32;
+        }
+        if m.write {
+            prot |= libc::PROT_WRITE as u32;
+        }
+        if m.exec {
+            prot |= libc::PROT_EXEC as u32;
+        }
+        let mut flags = if m.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        } as u32;
+        if v.status & (vs::ANON_PRIVATE | vs::ANON_SHARED) != 0 {
+            flags |= libc::MAP_ANONYMOUS as u32;
+        }
+        if v.has("gd") {
+            flags |= libc::MAP_GROWSDOWN as u32;
+        }
+        if v.has("nr") {
+            flags |= libc::MAP_NORESERVE as u32;
+        }
+        let (shmid, fdflags) = if v.status & vs::AREA_SOCKET != 0 {
+            // The socket inode for now; `link_socket_vmas` puts its
+            // files.img id.
+            (m.inode as u32, None)
+        } else if v.status & vs::AREA_SYSVIPC != 0 {
+            let ff = crate::ns::sysvipc::attach_fdflags(pid, m.start, m.end);
+            (m.inode as u32, Some(ff))
+        } else if v.is_shmem() {
+            // As CRIU records it: the memfd is opened read-write.
+            let obj = shmem_inode(pid, v, vmas);
+            (files.add_shmem(&obj), Some(libc::O_RDWR as u32))
+        } else if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+            let fdflags = if m.shared && (m.write || v.has("mw")) {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            } as u32;
+            let path = m.path.clone().unwrap_or_default();
+            (files.add_mapped(Path::new(&path), fdflags)?, Some(fdflags))
+        } else {
+            (0, None)
+        };
+        let madv = madv_bits(v);
+        entries.push(VmaEntry {
+            start: m.start,
+            end: m.end,
+            pgoff: if fdflags.is_some() || v.status & vs::AREA_SOCKET != 0 {
+                m.offset
+            } else {
+                0
+            },
+            shmid: shmid as u64,
+            prot,
+            flags,
+            status: v.status,
+            fd: -1,
+            madv: (madv != 0).then_some(madv),
+            fdflags,
+            ..Default::default()
+        });
+    }
+    let mut auxv = crust_proc::auxv(proc, pid).map_err(proc_err(pid))?;
+    while auxv.len() >= 2 && auxv[auxv.len() - 2] == 0 && auxv[auxv.len() - 1] == 0 {
+        auxv.truncate(auxv.len() - 2);
+    }
+    Ok(MmEntry {
+        mm_start_code: stat.start_code,
+        mm_end_code: stat.end_code,
+        mm_start_data: stat.start_data,
+        mm_end_data: stat.end_data,
+        mm_start_stack: stat.start_stack,
+        mm_start_brk: stat.start_brk,
+        mm_brk: inside.brk,
+        mm_arg_start: stat.arg_start,
+        mm_arg_end: stat.arg_end,
+        mm_env_start: stat.env_start,
+        mm_env_end: stat.env_end,
+        exe_file_id,
+        mm_saved_auxv: auxv,
+        vmas: entries,
+        dumpable: Some(inside.dumpable),
+        thp_disabled: Some(inside.thp_disabled),
+        ..Default::default()
+    })
+}
+
+/// Name the packet socket each socket VMA of `mm` maps (its rings), as
+/// CRIU does: `shmid` becomes the socket's files.img id. `fds` are the
+/// process's fds (None when it shares another process's table). Refused:
+/// a mapped socket no fd of the tree holds as a packet socket (e.g. its fd
+/// was closed after mmap), one the process itself holds no fd of, and a
+/// mapping of part of the rings (the kernel maps them only whole).
+pub fn link_socket_vmas(
+    pid: i32,
+    mm: &mut MmEntry,
+    files: &FileTable,
+    fds: Option<&[FdinfoEntry]>,
+) -> Result<(), Error> {
+    for v in mm
+        .vmas
+        .iter_mut()
+        .filter(|v| v.status & vs::AREA_SOCKET != 0)
+    {
+        let ino = v.shmid as u32;
+        let here = format!(
+            "process {pid} maps socket {ino} at {:#x}-{:#x}",
+            v.start, v.end
+        );
+        let (id, len) = files.packet_rings(ino).ok_or_else(|| {
+            Error::unsupported(format!(
+                "{here}, which no fd of the tree holds as a packet socket (only packet socket rings can be mapped; its fd may have been closed)"
+            ))
+        })?;
+        if v.pgoff != 0 || v.end - v.start != len {
+            return Err(Error::unsupported(format!(
+                "{here} at offset {:#x}: part of its rings ({len} bytes), which cannot be mapped again",
+                v.pgoff
+            )));
+        }
+        if let Some(fds) = fds {
+            if !fds.iter().any(|f| f.id == id) {
+                return Err(Error::unsupported(format!(
+                    "{here}, a packet socket it has no fd of (restore maps the rings through the process's own fd)"
+                )));
+            }
+        }
+        debug!("{here}: rings of packet socket file {id}");
+        v.shmid = id as u64;
+    }
+    Ok(())
+}
+
+/// Check the VMA list of an image: sorted, page aligned, non-overlapping,
+/// inside user space (vsyscall excepted).
+pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
+    let mut prev_end = 0u64;
+    for v in &mm.vmas {
+        if v.status & vs::AREA_VSYSCALL != 0 {
+            continue;
+        }
+        if v.start >= v.end
+            || v.start % PAGE_SIZE != 0
+            || v.end % PAGE_SIZE != 0
+            || v.end > TASK_SIZE
+            || v.start < prev_end
+        {
+            return Err(bad(
+                dir,
+                format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
+            ));
+        }
+        if v.status & (vs::AREA_AIORING | vs::UNSUPP) != 0 {
+            return Err(Error::unsupported(format!(
+                "restoring VMA {:#x}-{:#x} with status {:#x}",
+                v.start, v.end, v.status
+            )));
+        }
+        prev_end = v.end;
+    }
+    // Shared memory objects: their memfd entries and pages must hold up.
+    load_shmem(dir, mm)?;
+    Ok(())
+}
