@@ -55,7 +55,7 @@ pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
 pub use files::inherit::InheritFd;
-pub use options::{DumpOptions, Options, RestoreOptions};
+pub use options::{DumpOptions, NetworkLock, Options, RestoreOptions};
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {

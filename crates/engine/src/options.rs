@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::files::inherit::InheritFd;
-use crate::netlock;
 
 /// Every option of a dump or a restore.
 #[derive(Debug, Clone)]
@@ -59,7 +58,7 @@ pub struct Options {
     /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
     /// TCP connections off the network, saved in inventory.img. The
     /// default (iptables) unless [`Options::network_lock_given`].
-    pub network_lock: netlock::Method,
+    pub network_lock: NetworkLock,
     /// Whether `--network-lock` was given. A restore ignores it (with a
     /// warning when it differs) and unlocks with the method inventory.img
     /// names, like CRIU.
@@ -107,7 +106,7 @@ impl Default for Options {
             file_locks: false,
             ghost_limit: None,
             link_remap: false,
-            network_lock: netlock::Method::default(),
+            network_lock: NetworkLock::default(),
             network_lock_given: false,
             inherit_fds: Vec::new(),
             display_stats: false,
@@ -124,13 +123,13 @@ impl Default for Options {
 
 impl Options {
     /// Set `--network-lock` as given.
-    pub fn set_network_lock(&mut self, method: netlock::Method) {
+    pub fn set_network_lock(&mut self, method: NetworkLock) {
         self.network_lock = method;
         self.network_lock_given = true;
     }
 
     /// `--network-lock` if it was given.
-    pub fn network_lock_arg(&self) -> Option<netlock::Method> {
+    pub fn network_lock_arg(&self) -> Option<NetworkLock> {
         self.network_lock_given.then_some(self.network_lock)
     }
 
@@ -155,3 +154,16 @@ impl Options {
 pub type DumpOptions = Options;
 /// Former name of [`Options`] for a restore.
 pub type RestoreOptions = Options;
+
+/// How connections are locked (`--network-lock`); what each method does
+/// is in [`crate::netlock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkLock {
+    /// iptables/ip6tables DROP rules per connection (CRIU's default).
+    #[default]
+    Iptables,
+    /// An nftables table with sets of connections.
+    Nftables,
+    /// No locking at all.
+    Skip,
+}

@@ -72,17 +72,9 @@ pub const NFT_TABLE: &str = "CRIU-crust-netlock";
 /// with nftables: CRIU derives [`NFT_TABLE`] from it.
 pub const NFT_RUN_ID: &str = "crust-netlock";
 
-/// How connections are locked (`--network-lock`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Method {
-    /// iptables/ip6tables DROP rules per connection (CRIU's default).
-    #[default]
-    Iptables,
-    /// An nftables table with sets of connections.
-    Nftables,
-    /// No locking at all.
-    Skip,
-}
+/// How connections are locked (`--network-lock`): defined with the
+/// options, whose value it is.
+pub use crate::options::NetworkLock as Method;
 
 impl Method {
     /// The `network_lock_method` value of `inventory.img` (CRIU's
