@@ -391,7 +391,7 @@ impl FileTable {
             }
             if let Some(ino) = unix::socket_inode(&target) {
                 // One copy of the socket (the same socket) serves its family.
-                let sock = crate::net::netlink::take_fd(pid, fd)?;
+                let sock = crate::net::sock::take_fd(pid, fd)?;
                 let domain = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
                     .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
                 let flags = info.flags;

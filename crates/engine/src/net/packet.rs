@@ -18,7 +18,8 @@
 //! memberships, rings (for CRIU images that have them), fanout, then socket
 //! options and status flags. Tasks get them with [`crate::files::fdpass`].
 
-use crate::net::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
+use crate::net::netlink::{attrs, diag_dump, u16_at, u32_at};
+use crate::net::sock::{dump_sk_opts, set_sk_opts};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
