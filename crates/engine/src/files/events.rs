@@ -20,10 +20,10 @@
 //! crust's own extension: an eventfd in semaphore mode has EFD_SEMAPHORE
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
+use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::eventfd::EventfdFileEntry;
 use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
@@ -35,6 +35,7 @@ use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
 use log::{debug, warn};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
@@ -458,12 +459,15 @@ const CLOCKS: [i32; 5] = [
 
 impl EventFiles {
     /// Read the event entries of files.img and check them.
-    pub fn load(dir: &Path) -> Result<EventFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<EventFiles, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why: format!("files.img: {why}"),
         };
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut out = EventFiles::default();
         for f in files {
             let id = f.id;
@@ -818,9 +822,63 @@ impl OpenEvents {
     }
 }
 
+// ------------------------------------------------------------ kind of file
+
+/// Event files as a kind of file (see [`crate::files::kind`]): read from
+/// files.img and checked against the fd tables.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let events = EventFiles::load(ctx.dir, ctx.files)?;
+    events.check_fds(ctx.dir, ctx.live())?;
+    Ok(Box::new(events))
+}
+
+impl RestoreKind for EventFiles {
+    fn name(&self) -> &'static str {
+        "event files"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenEvents {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        handles(ty).then(|| type_name(ty))
+    }
+
+    /// Timers are armed at [`Phase::ClocksStart`].
+    fn at(
+        &mut self,
+        phase: Phase,
+        _loaded: &dyn RestoreKind,
+        _made: &Made<'_>,
+        _ctx: &mut PhaseCtx<'_>,
+    ) -> Result<(), Error> {
+        match phase {
+            Phase::ClocksStart => self.arm_timers(),
+            _ => Ok(()),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::read_image;
+    use crust_images::image::ImageType;
 
     #[test]
     fn parsing() {
@@ -843,7 +901,7 @@ mod tests {
         if !dir.join("files.img").exists() {
             return;
         }
-        let ev = EventFiles::load(&dir).unwrap();
+        let ev = EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
         assert_eq!(ev.descs.len(), 5);
         match &ev.descs[&15] {
             Desc::Timerfd(t) => assert_eq!((t.clockid, t.isec, t.vsec), (1, 500, 997)),

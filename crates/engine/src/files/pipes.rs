@@ -16,7 +16,8 @@
 //! over SCM_RIGHTS (see [`crate::files::fdpass`]) while they are built, so the
 //! pipes are full and shared as they were before any task runs.
 
-use crate::util::{read_image, sys_err};
+use crate::files::kind::{LoadCtx, Made, OpenKind, RestoreKind};
+use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -27,6 +28,7 @@ use crust_images::proto::pipe_data::PipeDataEntry;
 use crust_images::Message;
 use crust_sys::pipe as sp;
 use log::debug;
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -286,36 +288,17 @@ pub struct SharedFiles {
     data: HashMap<(Kind, u32), Data>,
 }
 
-/// Descriptions crust opened for the restore, by files.img id; closed
-/// (dropped) once every task has its copies.
+/// Pipe and FIFO descriptions crust opened for the restore, by files.img
+/// id; closed (dropped) once every task has its copies.
 #[derive(Debug, Default)]
-pub struct OpenShared {
+pub struct OpenPipes {
     by_id: HashMap<u32, OwnedFd>,
     /// Pipe ends and FIFO openings that keep the pipes alive while the
     /// descriptions are made.
     holders: Vec<OwnedFd>,
-    /// Event files (eventfd, epoll...), see [`crate::files::events`].
-    pub events: crate::files::events::OpenEvents,
-    /// Unix sockets, see [`crate::net::unix`].
-    pub unix: crate::net::unix::OpenUnix,
-    /// Inet sockets, see [`crate::net::inet`].
-    pub inet: crate::net::inet::OpenInet,
-    /// Deleted files, see [`crate::files::ghost`].
-    pub ghosts: crate::files::ghost::OpenGhosts,
-    /// memfds, see [`crate::files::memfd`].
-    pub memfds: crate::files::memfd::OpenMemfds,
-    /// Pty pairs, see [`crate::files::pty`].
-    pub ptys: crate::files::pty::OpenPtys,
-    /// Packet sockets, see [`crate::net::packet`].
-    pub packets: crate::net::packet::OpenPackets,
-    /// Netlink sockets, see [`crate::net::netlink`].
-    pub netlinks: crate::net::netlink::OpenNetlinks,
-    /// Files replaced by fds crust inherited (`--inherit-fd`), see
-    /// [`crate::files::inherit`].
-    pub inherited: crate::files::inherit::Inherited,
 }
 
-impl OpenShared {
+impl OpenPipes {
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.by_id.get(&id).map(|f| f.as_fd())
     }
@@ -333,12 +316,15 @@ impl SharedFiles {
     /// check them: data for a pipe no entry has, data larger than its pipe,
     /// a capacity this host refuses, a FIFO path that is gone or no longer
     /// a FIFO are errors.
-    pub fn load(dir: &Path) -> Result<SharedFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<SharedFiles, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
         };
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let regs: HashMap<u32, &FileEntry> = files
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
@@ -500,9 +486,9 @@ impl SharedFiles {
     }
 
     /// Make every pipe and FIFO description in crust, data inside.
-    pub fn open(&self) -> Result<OpenShared, Error> {
+    pub fn open(&self) -> Result<OpenPipes, Error> {
         let me = crust_sys::process::getpid();
-        let mut out = OpenShared::default();
+        let mut out = OpenPipes::default();
         let mut groups: BTreeMap<(Kind, u32), Vec<u32>> = BTreeMap::new();
         for (id, d) in &self.descs {
             groups.entry((d.kind, d.pipe_id)).or_default().push(*id);
@@ -590,6 +576,44 @@ fn open_flags(path: &Path, acc: i32) -> std::io::Result<OwnedFd> {
         .map(OwnedFd::from)
 }
 
+// ------------------------------------------------------------ kind of file
+
+/// Pipes and FIFOs as a kind of file (see [`crate::files::kind`]): read
+/// from files.img, less those replaced by inherited fds.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let mut s = SharedFiles::load(ctx.dir, ctx.files)?;
+    s.drop_inherited(ctx.inherited);
+    Ok(Box::new(s))
+}
+
+impl RestoreKind for SharedFiles {
+    fn name(&self) -> &'static str {
+        "pipes and FIFOs"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenPipes {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        (ty == fd_types::PIPE || ty == fd_types::FIFO).then_some("pipe or FIFO")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,7 +659,7 @@ mod tests {
         write_files(&d, &[pipe_entry(4, 77, 1), pipe_entry(5, 77, 0)]).unwrap();
         // Good: 3 bytes for pipe 77.
         data_img(&d, &[(77, 3, Some(65536), b"abc")]);
-        let s = SharedFiles::load(&d).unwrap();
+        let s = SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).unwrap();
         assert_eq!(s.type_of(4), Some(fd_types::PIPE));
         assert_eq!(s.type_of(9), None);
         let open = s.open().unwrap();
@@ -645,14 +669,16 @@ mod tests {
         drop(open);
         // Data for a pipe nobody has.
         data_img(&d, &[(78, 3, Some(65536), b"abc")]);
-        let e = SharedFiles::load(&d).unwrap_err().to_string();
+        let e = SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("78"), "{e}");
         // A length past the end of the file.
         data_img(&d, &[(77, 30, Some(65536), b"abc")]);
-        assert!(SharedFiles::load(&d).is_err());
+        assert!(SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).is_err());
         // More than the capacity.
         data_img(&d, &[(77, 3, Some(2), b"abc")]);
-        assert!(SharedFiles::load(&d).is_err());
+        assert!(SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

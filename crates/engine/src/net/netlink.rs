@@ -22,6 +22,7 @@
 //! above 32, connect to the recorded peer, then socket options and status
 //! flags. Tasks get them with [`crate::files::fdpass`].
 
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -30,6 +31,7 @@ use crust_images::proto::sk_netlink::NetlinkSkEntry;
 use crust_sys::rawsk;
 use crust_sys::unix as su;
 use log::{debug, warn};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -396,9 +398,13 @@ fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {
 
 impl NetlinkFiles {
     /// Read and check the NETLINKSK entries of files.img.
-    pub fn load(dir: &Path) -> Result<NetlinkFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<NetlinkFiles, Error> {
         let socks = crate::util::load_kind(
             dir,
+            loaded.entries()?,
             fd_types::NETLINKSK,
             "netlink socket",
             |f| f.nlsk.map(|e| (e.id, e)),
@@ -478,6 +484,31 @@ fn open_one(e: &NetlinkSkEntry) -> OpResult<OwnedFd> {
 fn add_membership(s: BorrowedFd<'_>, group: u32) -> OpResult<()> {
     su::setsockopt_int(s, libc::SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group as i32)
         .map_err(at(format!("NETLINK_ADD_MEMBERSHIP of group {group}")))
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Netlink sockets as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(NetlinkFiles::load(ctx.dir, ctx.files)?))
+}
+
+impl RestoreKind for NetlinkFiles {
+    fn name(&self) -> &'static str {
+        "netlink sockets"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "netlink socket",
+            types: &[fd_types::NETLINKSK],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ pub(super) fn build_rest(
     live: &LiveImage,
     tramp: u64,
     tty: Option<&str>,
-    shared: &OpenShared,
+    shared: &OpenFiles,
 ) -> Result<(), Error> {
     let (main, others) = tasks.split_first_mut().expect("main task");
     let mut r = Remote {

@@ -112,7 +112,8 @@ pub(super) fn create_and_build(
     // Controlling terminals on the tree's ptys, once every fd is open.
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };
-        if let Some((fd, pgrp)) = img.ptys.ctty_of(p.pid(), &live.files.fds) {
+        let ptys = img.files.kind::<crate::files::pty::Ptys>();
+        if let Some((fd, pgrp)) = ptys.and_then(|t| t.ctty_of(p.pid(), &live.files.fds)) {
             let mut r = Remote {
                 task: &mut created.tasks[i][0],
                 scratch: RemoteAddr(tramp + PAGE_SIZE),

@@ -18,9 +18,10 @@
 //! network. Queued datagrams are put back by sending them to the socket
 //! from their original sender's address through a raw socket.
 
+use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::net::netlink::{attrs, diag_dump, u32_at};
 use crate::net::netlock::{self, Conn};
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -32,6 +33,7 @@ use crust_soccr::{tcp_state, Builder, Repair, TcpState, Window};
 use crust_sys::net as sn;
 use crust_sys::unix as su;
 use log::{debug, info, warn};
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -295,6 +297,73 @@ mod dump;
 mod restore;
 pub use dump::*;
 pub use restore::*;
+
+// ------------------------------------------------------------ kind of file
+
+/// Inet sockets as a kind of file (see [`crate::files::kind`]): those the
+/// fds use, read from files.img.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let inet = InetFiles::load(
+        ctx.dir,
+        ctx.files,
+        &ctx.ids_of_type(fd_types::INETSK),
+        ctx.opts.tcp_established,
+        ctx.opts.tcp_close,
+        ctx.netlock,
+    )?;
+    Ok(Box::new(inet))
+}
+
+impl RestoreKind for InetFiles {
+    fn name(&self) -> &'static str {
+        "inet sockets"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenInet {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        (ty == fd_types::INETSK).then_some("inet socket")
+    }
+
+    /// At [`Phase::NetworkUp`], connections leave repair mode (what was
+    /// never sent goes out) and the network is unlocked; at
+    /// [`Phase::Handover`], the connections waiting in accept queues go to
+    /// the accept server, if there is one.
+    fn at(
+        &mut self,
+        phase: Phase,
+        _loaded: &dyn RestoreKind,
+        _made: &Made<'_>,
+        ctx: &mut PhaseCtx<'_>,
+    ) -> Result<(), Error> {
+        match phase {
+            Phase::NetworkUp => self.finish(),
+            Phase::Handover => {
+                if let Some(sv) = ctx.accept_server.as_deref_mut() {
+                    sv.queues = self.take_accept_queues()?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,7 @@ impl InetFiles {
     /// line; `method` unlocks the connections at the end.
     pub fn load(
         dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
         ids: &[u32],
         tcp_established: bool,
         tcp_close: bool,
@@ -43,7 +44,7 @@ impl InetFiles {
         if ids.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         for f in files {
             if f.r#type != fd_types::INETSK {
                 continue;

@@ -32,6 +32,7 @@
 //! shutdown, options and status flags. Tasks
 //! get the sockets with [`crate::files::fdpass`], like pipes.
 
+use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
@@ -44,6 +45,7 @@ use crust_images::proto::sk_unix::{FilePermsEntry, UnixSkEntry};
 use crust_images::Message;
 use crust_sys::unix as su;
 use log::{debug, warn};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -248,6 +250,61 @@ mod restore;
 pub use dump::*;
 pub use restore::*;
 
+// ------------------------------------------------------------ kind of file
+
+/// Unix sockets as a kind of file (see [`crate::files::kind`]): read from
+/// files.img, checked against the fd tables.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let unix = UnixFiles::load(ctx.dir, ctx.files, ctx.opts.ext_unix_sk)?;
+    unix.check_fds(ctx.dir, ctx.live())?;
+    Ok(Box::new(unix))
+}
+
+impl RestoreKind for UnixFiles {
+    fn name(&self) -> &'static str {
+        "unix sockets"
+    }
+
+    /// Queued messages may carry the descriptions of kinds made before.
+    fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open(made)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenUnix {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        (ty == fd_types::UNIXSK).then_some("unix socket")
+    }
+
+    /// At [`Phase::TasksExist`], the messages that carry their senders'
+    /// credentials are queued (the kernel wants a live pid).
+    fn at(
+        &mut self,
+        phase: Phase,
+        loaded: &dyn RestoreKind,
+        made: &Made<'_>,
+        ctx: &mut PhaseCtx<'_>,
+    ) -> Result<(), Error> {
+        let (Phase::TasksExist, Some(files)) = (phase, loaded.as_any().downcast_ref::<UnixFiles>())
+        else {
+            return Ok(());
+        };
+        self.refill_late(files, made, ctx.host_pid)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,7 +384,8 @@ mod tests {
     #[test]
     fn golden_files() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files");
-        let u = UnixFiles::load(&dir, false).unwrap();
+        let u =
+            UnixFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir), false).unwrap();
         assert_eq!(u.socks.len(), 4);
         assert!(u.has(9) && u.has(12) && !u.has(8));
         assert_eq!(u.socks[&9].peer, u.socks[&10].ino);

@@ -71,12 +71,16 @@ impl UnixFiles {
     /// them: peers the image does not have, peers outside the tree without
     /// `--ext-unix-sk`, messages for sockets that do not exist or carrying
     /// fds, lengths that disagree are errors.
-    pub fn load(dir: &Path, ext_unix_sk: bool) -> Result<UnixFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+        ext_unix_sk: bool,
+    ) -> Result<UnixFiles, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
         };
-        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut out = UnixFiles::default();
         let inet_ids: std::collections::HashSet<u32> = files
             .iter()
@@ -301,7 +305,7 @@ impl UnixFiles {
     /// Make every socket of the image in crust, connected, queues filled,
     /// options set.
     /// `shared` holds the pipes, which messages may carry.
-    pub fn open(&self, shared: &crate::files::pipes::OpenShared) -> Result<OpenUnix, Error> {
+    pub fn open(&self, shared: &crate::files::kind::Made<'_>) -> Result<OpenUnix, Error> {
         let me = crust_sys::process::getpid();
         let mut made: HashMap<u32, OwnedFd> = HashMap::new();
         // The other end of a socket whose peer was gone: sends its queue,
@@ -455,7 +459,7 @@ impl UnixFiles {
         sender: BorrowedFd<'_>,
         to: Option<&[u8]>,
         made: &HashMap<u32, OwnedFd>,
-        shared: &crate::files::pipes::OpenShared,
+        shared: &crate::files::kind::Made<'_>,
         host_pid: &dyn Fn(u32) -> Option<i32>,
     ) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
@@ -520,7 +524,7 @@ impl UnixFiles {
         &self,
         ids: &[u32],
         made: &HashMap<u32, OwnedFd>,
-        shared: &crate::files::pipes::OpenShared,
+        shared: &crate::files::kind::Made<'_>,
     ) -> Result<Vec<OwnedFd>, Error> {
         let me = crust_sys::process::getpid();
         let mut out = Vec::with_capacity(ids.len());
@@ -587,7 +591,7 @@ impl OpenUnix {
     pub fn refill_late(
         &self,
         files: &UnixFiles,
-        shared: &crate::files::pipes::OpenShared,
+        shared: &crate::files::kind::Made<'_>,
         host_pid: &dyn Fn(u32) -> Option<i32>,
     ) -> Result<(), Error> {
         for (id, sender, to) in &self.late {
