@@ -324,14 +324,14 @@ impl SharedFiles {
             dir: dir.to_path_buf(),
             why,
         };
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
+        let files = loaded.entries()?;
         let regs: HashMap<u32, &FileEntry> = files
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
             .map(|f| (f.id, f))
             .collect();
         let mut out = SharedFiles::default();
-        for f in &files {
+        for f in files {
             let desc = match f.r#type {
                 fd_types::PIPE => {
                     let p = f.pipe.as_ref().ok_or_else(|| {
@@ -387,6 +387,17 @@ impl SharedFiles {
             }
             out.descs.insert(f.id, desc);
         }
+        out.load_data(dir)?;
+        Ok(out)
+    }
+
+    /// The queued bytes of the pipes and FIFOs (pipes-data.img,
+    /// fifo-data.img), checked against the descriptions and the host.
+    fn load_data(&mut self, dir: &Path) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
         let max = pipe_max_size();
         for kind in [Kind::Pipe, Kind::Fifo] {
             let ty = kind.data_image();
@@ -409,7 +420,7 @@ impl SharedFiles {
                         source,
                     })
                 })?;
-                let known = out
+                let known = self
                     .descs
                     .values()
                     .any(|d| d.kind == kind && d.pipe_id == e.pipe_id);
@@ -451,7 +462,7 @@ impl SharedFiles {
                     size: e.size,
                     bytes: rec.payload,
                 };
-                if out.data.insert((kind, e.pipe_id), data).is_some() {
+                if self.data.insert((kind, e.pipe_id), data).is_some() {
                     return Err(bad(format!(
                         "{name} has two entries for {} {}",
                         kind.name(),
@@ -460,7 +471,7 @@ impl SharedFiles {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The fd type (`fd_types::PIPE` or `FIFO`) of files.img entry `id`,

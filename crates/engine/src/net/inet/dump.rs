@@ -37,6 +37,39 @@ pub struct InetDump {
     held: Option<NetHold>,
 }
 
+/// The UDP part of [`InetDump::describe`]: UDP_CORK, a datagram pending
+/// (taken and put back at once), and the datagrams queued.
+fn udp_part(
+    s: BorrowedFd<'_>,
+    (pid, fd, proto): (i32, i32, i32),
+    here: &str,
+    entry: &mut InetSkEntry,
+    local: SocketAddr,
+) -> Result<Vec<(Vec<u8>, SocketAddr)>, Error> {
+    let cork = int_opt(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
+    if cork != 0 {
+        entry
+            .tcp_opts
+            .get_or_insert_with(TcpOptsEntry::default)
+            .cork = Some(true);
+    }
+    // A datagram pending (UDP_CORK or MSG_MORE): taken through
+    // NFLOG without reaching the network, and put back at once
+    // (the task keeps it if it runs on; the image has it).
+    if sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0) > 0 && proto == libc::IPPROTO_UDP {
+        if let Some((data, dst)) = crate::net::udpcork::take_corked(s, local)? {
+            crate::net::udpcork::put_back(s, local, &data, dst)?;
+            debug!("{here}: {} bytes pending to {dst}", data.len());
+            entry.corked_data = Some(data);
+            entry.corked_dst = Some(sn::to_bytes(&dst));
+        }
+    }
+    peek_datagrams(s).map_err(sys_err(
+        pid,
+        format!("peeking the datagrams queued on fd {fd}"),
+    ))
+}
+
 impl InetDump {
     /// The files.img id of socket inode `ino` if it was seen already.
     pub fn known(&self, ino: u32) -> Option<u32> {
@@ -163,82 +196,10 @@ impl InetDump {
                 ino,
                 shutdown: 0,
             });
-            if state == TCP_LISTEN {
-                entry.backlog = d.wqueue;
-                if d.rqueue > 0 && self.tcp_established && !self.skip_in_flight {
-                    if self.leave_running {
-                        warn!(
-                            "{here}: {} connection(s) waiting in the accept queue of {} stay with the running tree; they are not in the images",
-                            d.rqueue,
-                            show(&local)
-                        );
-                    } else {
-                        pending = d.rqueue;
-                    }
-                } else if d.rqueue > 0 {
-                    if self.skip_in_flight {
-                        warn!(
-                            "{here}: {} connection(s) waiting in the accept queue of {} are skipped (--skip-in-flight); their peers will see them reset",
-                            d.rqueue,
-                            show(&local)
-                        );
-                    } else {
-                        return Err(Error::unsupported(format!(
-                            "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --tcp-established to carry them over, or --skip-in-flight to drop them (their peers will see them reset)",
-                            show(&local),
-                            d.rqueue
-                        )));
-                    }
-                }
-            } else if is_connection(state) {
-                let remote = peer.unwrap_or(d.dst);
-                entry.backlog = d.wqueue;
-                if self.tcp_close {
-                    debug!(
-                        "{here}: connection {} -> {} dumped as closed (--tcp-close)",
-                        show(&local),
-                        show(&remote)
-                    );
-                } else if !self.tcp_established {
-                    return Err(Error::unsupported(format!(
-                        "{here} holds an established TCP connection {} -> {} ({}); dump with --tcp-established to carry it over (or --tcp-close to drop it)",
-                        show(&local),
-                        show(&remote),
-                        state_name(state)
-                    )));
-                } else {
-                    conn = Some((local, remote));
-                }
-            } else if state != TCP_CLOSE {
-                return Err(Error::unsupported(format!(
-                    "{here} is in TCP state {}, which crust cannot dump",
-                    state_name(state)
-                )));
-            }
+            (conn, pending) = self.tcp_part(&here, &mut entry, &d, state, local, peer)?;
         } else if ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE)
         {
-            let cork = int_opt(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
-            if cork != 0 {
-                entry
-                    .tcp_opts
-                    .get_or_insert_with(TcpOptsEntry::default)
-                    .cork = Some(true);
-            }
-            // A datagram pending (UDP_CORK or MSG_MORE): taken through
-            // NFLOG without reaching the network, and put back at once
-            // (the task keeps it if it runs on; the image has it).
-            if sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0) > 0 && proto == libc::IPPROTO_UDP {
-                if let Some((data, dst)) = crate::net::udpcork::take_corked(s, local)? {
-                    crate::net::udpcork::put_back(s, local, &data, dst)?;
-                    debug!("{here}: {} bytes pending to {dst}", data.len());
-                    entry.corked_data = Some(data);
-                    entry.corked_dst = Some(sn::to_bytes(&dst));
-                }
-            }
-            dgrams = peek_datagrams(s).map_err(sys_err(
-                pid,
-                format!("peeking the datagrams queued on fd {fd}"),
-            ))?;
+            dgrams = udp_part(s, (pid, fd, proto), &here, &mut entry, local)?;
         }
         debug!(
             "{here}: {} {} -> {:?}, {} datagram(s) queued",
@@ -256,6 +217,75 @@ impl InetDump {
             dgrams,
             pending,
         })
+    }
+
+    /// The TCP part of [`InetDump::describe`]: a listener's backlog and
+    /// waiting connections, a connection to carry over (or refuse, or dump
+    /// closed, as the options say). Returns (connection, waiting).
+    fn tcp_part(
+        &self,
+        here: &str,
+        entry: &mut InetSkEntry,
+        d: &Diag,
+        state: u32,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+    ) -> Result<(Option<(SocketAddr, SocketAddr)>, u32), Error> {
+        let mut conn = None;
+        let mut pending = 0;
+        if state == TCP_LISTEN {
+            entry.backlog = d.wqueue;
+            if d.rqueue > 0 && self.tcp_established && !self.skip_in_flight {
+                if self.leave_running {
+                    warn!(
+                        "{here}: {} connection(s) waiting in the accept queue of {} stay with the running tree; they are not in the images",
+                        d.rqueue,
+                        show(&local)
+                    );
+                } else {
+                    pending = d.rqueue;
+                }
+            } else if d.rqueue > 0 {
+                if self.skip_in_flight {
+                    warn!(
+                        "{here}: {} connection(s) waiting in the accept queue of {} are skipped (--skip-in-flight); their peers will see them reset",
+                        d.rqueue,
+                        show(&local)
+                    );
+                } else {
+                    return Err(Error::unsupported(format!(
+                        "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --tcp-established to carry them over, or --skip-in-flight to drop them (their peers will see them reset)",
+                        show(&local),
+                        d.rqueue
+                    )));
+                }
+            }
+        } else if is_connection(state) {
+            let remote = peer.unwrap_or(d.dst);
+            entry.backlog = d.wqueue;
+            if self.tcp_close {
+                debug!(
+                    "{here}: connection {} -> {} dumped as closed (--tcp-close)",
+                    show(&local),
+                    show(&remote)
+                );
+            } else if !self.tcp_established {
+                return Err(Error::unsupported(format!(
+                    "{here} holds an established TCP connection {} -> {} ({}); dump with --tcp-established to carry it over (or --tcp-close to drop it)",
+                    show(&local),
+                    show(&remote),
+                    state_name(state)
+                )));
+            } else {
+                conn = Some((local, remote));
+            }
+        } else if state != TCP_CLOSE {
+            return Err(Error::unsupported(format!(
+                "{here} is in TCP state {}, which crust cannot dump",
+                state_name(state)
+            )));
+        }
+        Ok((conn, pending))
     }
 
     /// Take the connections waiting in the accept queues of the tree's

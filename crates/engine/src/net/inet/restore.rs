@@ -189,66 +189,8 @@ impl InetFiles {
                 state_name(s.entry.state),
                 s.local
             );
-            let fail = |what: &str, source: std::io::Error| Error::Restore {
-                pid: crust_sys::process::getpid(),
-                what: format!("{here}: {what}: {source}"),
-            };
             if let Some(st) = &s.stream {
-                let mut b =
-                    Builder::new(&s.local, s.entry.v6only).map_err(|source| Error::Soccr {
-                        what: format!("{here}: making a socket in repair mode"),
-                        source: Box::new(source),
-                    })?;
-                // Buffers big enough for the queues first; the recorded
-                // sizes once they are in (the kernel refuses queue data
-                // beyond the buffer, ENOBUFS).
-                let mut first = s.entry.clone();
-                first.opts.so_rcvbuf = 0;
-                first.opts.so_sndbuf = 0;
-                // Not before the bind: repair mode's forced reuse (which
-                // binds over anything: a listener of the same port, a
-                // TIME_WAIT left by an earlier connection) would give way
-                // to SO_REUSEADDR's rules. Set once bound, below.
-                first.opts.reuseaddr = None;
-                set_options(b.fd(), &first).map_err(|e| fail("setting its options", e))?;
-                let big = |n: usize| (n.min(1 << 30) as i32).saturating_add(1 << 16);
-                su::setsockopt_int(
-                    b.fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    big(st.inq.len()),
-                )
-                .map_err(|e| fail("SO_RCVBUFFORCE", e))?;
-                su::setsockopt_int(
-                    b.fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUFFORCE,
-                    big(st.outq.len()),
-                )
-                .map_err(|e| fail("SO_SNDBUFFORCE", e))?;
-                // The MSS must be known before the repair-mode connect,
-                // which sizes segments from it (the MSS option given after
-                // the connect only clamps): without it segments are 524
-                // bytes.
-                // TCP_MAXSEG takes at most 32767 (MAX_TCP_WINDOW).
-                if st.mss_clamp >= 88 {
-                    let mss = st.mss_clamp.min(32767) as i32;
-                    su::setsockopt_int(b.fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, mss)
-                        .map_err(|e| fail("TCP_MAXSEG", e))?;
-                }
-                b.restore(st).map_err(|source| Error::Soccr {
-                    what: format!("{here}: rebuilding the connection to {}", s.remote),
-                    source: Box::new(source),
-                })?;
-                su::setsockopt_int(
-                    b.fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEADDR,
-                    (s.entry.opts.reuseaddr == Some(true)) as i32,
-                )
-                .map_err(|e| fail("SO_REUSEADDR", e))?;
-
-                set_status(b.fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
+                let b = open_connection(s, st, &here)?;
                 out.builders.push((
                     *id,
                     b,
@@ -258,79 +200,154 @@ impl InetFiles {
                 ));
                 continue;
             }
-            let fam = s.entry.family as i32;
-            let ty = s.entry.r#type as i32;
-            let proto = s.entry.proto as i32;
-            let fd = sn::socket(fam, ty, proto).map_err(|e| fail("socket()", e))?;
-            if let Some(v6) = s.entry.v6only.filter(|_| ty != libc::SOCK_RAW) {
-                su::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6 as i32)
-                    .map_err(|e| fail("IPV6_V6ONLY", e))?;
-            }
-            set_options(fd.as_fd(), &s.entry).map_err(|e| fail("setting its options", e))?;
-            if proto == libc::IPPROTO_TCP {
-                su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
-                    .map_err(|e| fail("SO_REUSEADDR", e))?;
-            }
-            let bound = s.local.port() != 0 || !s.local.ip().is_unspecified();
-            if bound && !(proto == libc::IPPROTO_TCP && is_connection(s.entry.state)) {
-                sn::bind(fd.as_fd(), &s.local).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::EADDRINUSE) {
-                        Error::Restore {
-                            pid: crust_sys::process::getpid(),
-                            what: format!(
-                                "{here}: the address {} is already in use on this host; free it and restore again",
-                                s.local
-                            ),
-                        }
-                    } else {
-                        fail(&format!("bind to {}", s.local), e)
-                    }
-                })?;
-            }
-            if proto == libc::IPPROTO_TCP && s.entry.state == TCP_LISTEN {
-                su::listen(fd.as_fd(), s.entry.backlog.min(i32::MAX as u32) as i32)
-                    .map_err(|e| fail("listen", e))?;
-            }
-            if proto == libc::IPPROTO_TCP && s.entry.opts.reuseaddr != Some(true) {
-                su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0)
-                    .map_err(|e| fail("SO_REUSEADDR", e))?;
-            }
-            if ty != libc::SOCK_STREAM && s.remote.port() != 0 {
-                sn::connect(fd.as_fd(), &s.remote)
-                    .map_err(|e| fail(&format!("connect to {}", s.remote), e))?;
-            }
-            if let Some(sh) = s.entry.shutdown.filter(|v| *v != 0) {
-                if ty != libc::SOCK_STREAM {
-                    let how = match sh {
-                        1 => libc::SHUT_RD,
-                        2 => libc::SHUT_WR,
-                        _ => libc::SHUT_RDWR,
-                    };
-                    su::shutdown(fd.as_fd(), how).map_err(|e| fail("shutdown", e))?;
-                }
-            }
-            for (bytes, from) in &s.dgrams {
-                inject_udp(from, &s.local, bytes, proto)
-                    .map_err(|e| fail(&format!("queueing a datagram from {from} again"), e))?;
-            }
-            if let Some(cork) = s.entry.tcp_opts.as_ref().and_then(|t| t.cork) {
-                if ty == libc::SOCK_DGRAM && cork {
-                    su::setsockopt_int(fd.as_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)
-                        .map_err(|e| fail("UDP_CORK", e))?;
-                }
-            }
-            if let (Some(data), Some(dst)) = (&s.entry.corked_data, &s.entry.corked_dst) {
-                let dst = sn::from_bytes(dst).ok_or_else(|| Error::Restore {
-                    pid: crust_sys::process::getpid(),
-                    what: format!("{here}: a bad destination for its pending datagram"),
-                })?;
-                crate::net::udpcork::put_back(fd.as_fd(), s.local, data, dst)?;
-            }
-            set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
-            out.fds.insert(*id, fd);
+            out.fds.insert(*id, open_plain(s, &here)?);
         }
         Ok(out)
     }
+}
+
+/// `{here}: {what}: {source}` errors of the socket being made.
+fn fail_at(here: &str) -> impl Fn(&str, std::io::Error) -> Error + '_ {
+    move |what: &str, source: std::io::Error| Error::Restore {
+        pid: crust_sys::process::getpid(),
+        what: format!("{here}: {what}: {source}"),
+    }
+}
+
+/// A connection rebuilt in repair mode (left in it until
+/// [`OpenInet::finish`]).
+fn open_connection(s: &RSock, st: &TcpState, here: &str) -> Result<Builder, Error> {
+    let fail = fail_at(here);
+    let mut b = Builder::new(&s.local, s.entry.v6only).map_err(|source| Error::Soccr {
+        what: format!("{here}: making a socket in repair mode"),
+        source: Box::new(source),
+    })?;
+    // Buffers big enough for the queues first; the recorded
+    // sizes once they are in (the kernel refuses queue data
+    // beyond the buffer, ENOBUFS).
+    let mut first = s.entry.clone();
+    first.opts.so_rcvbuf = 0;
+    first.opts.so_sndbuf = 0;
+    // Not before the bind: repair mode's forced reuse (which
+    // binds over anything: a listener of the same port, a
+    // TIME_WAIT left by an earlier connection) would give way
+    // to SO_REUSEADDR's rules. Set once bound, below.
+    first.opts.reuseaddr = None;
+    set_options(b.fd(), &first).map_err(|e| fail("setting its options", e))?;
+    let big = |n: usize| (n.min(1 << 30) as i32).saturating_add(1 << 16);
+    su::setsockopt_int(
+        b.fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        big(st.inq.len()),
+    )
+    .map_err(|e| fail("SO_RCVBUFFORCE", e))?;
+    su::setsockopt_int(
+        b.fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        big(st.outq.len()),
+    )
+    .map_err(|e| fail("SO_SNDBUFFORCE", e))?;
+    // The MSS must be known before the repair-mode connect,
+    // which sizes segments from it (the MSS option given after
+    // the connect only clamps): without it segments are 524
+    // bytes.
+    // TCP_MAXSEG takes at most 32767 (MAX_TCP_WINDOW).
+    if st.mss_clamp >= 88 {
+        let mss = st.mss_clamp.min(32767) as i32;
+        su::setsockopt_int(b.fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, mss)
+            .map_err(|e| fail("TCP_MAXSEG", e))?;
+    }
+    b.restore(st).map_err(|source| Error::Soccr {
+        what: format!("{here}: rebuilding the connection to {}", s.remote),
+        source: Box::new(source),
+    })?;
+    su::setsockopt_int(
+        b.fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        (s.entry.opts.reuseaddr == Some(true)) as i32,
+    )
+    .map_err(|e| fail("SO_REUSEADDR", e))?;
+    set_status(b.fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
+    Ok(b)
+}
+
+/// Any other inet socket: made, bound, listening or connected (UDP),
+/// its datagrams queued again.
+fn open_plain(s: &RSock, here: &str) -> Result<OwnedFd, Error> {
+    let fail = fail_at(here);
+    let fam = s.entry.family as i32;
+    let ty = s.entry.r#type as i32;
+    let proto = s.entry.proto as i32;
+    let fd = sn::socket(fam, ty, proto).map_err(|e| fail("socket()", e))?;
+    if let Some(v6) = s.entry.v6only.filter(|_| ty != libc::SOCK_RAW) {
+        su::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6 as i32)
+            .map_err(|e| fail("IPV6_V6ONLY", e))?;
+    }
+    set_options(fd.as_fd(), &s.entry).map_err(|e| fail("setting its options", e))?;
+    if proto == libc::IPPROTO_TCP {
+        su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(|e| fail("SO_REUSEADDR", e))?;
+    }
+    let bound = s.local.port() != 0 || !s.local.ip().is_unspecified();
+    if bound && !(proto == libc::IPPROTO_TCP && is_connection(s.entry.state)) {
+        sn::bind(fd.as_fd(), &s.local).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                Error::Restore {
+                    pid: crust_sys::process::getpid(),
+                    what: format!(
+                        "{here}: the address {} is already in use on this host; free it and restore again",
+                        s.local
+                    ),
+                }
+            } else {
+                fail(&format!("bind to {}", s.local), e)
+            }
+        })?;
+    }
+    if proto == libc::IPPROTO_TCP && s.entry.state == TCP_LISTEN {
+        su::listen(fd.as_fd(), s.entry.backlog.min(i32::MAX as u32) as i32)
+            .map_err(|e| fail("listen", e))?;
+    }
+    if proto == libc::IPPROTO_TCP && s.entry.opts.reuseaddr != Some(true) {
+        su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0)
+            .map_err(|e| fail("SO_REUSEADDR", e))?;
+    }
+    if ty != libc::SOCK_STREAM && s.remote.port() != 0 {
+        sn::connect(fd.as_fd(), &s.remote)
+            .map_err(|e| fail(&format!("connect to {}", s.remote), e))?;
+    }
+    if let Some(sh) = s.entry.shutdown.filter(|v| *v != 0) {
+        if ty != libc::SOCK_STREAM {
+            let how = match sh {
+                1 => libc::SHUT_RD,
+                2 => libc::SHUT_WR,
+                _ => libc::SHUT_RDWR,
+            };
+            su::shutdown(fd.as_fd(), how).map_err(|e| fail("shutdown", e))?;
+        }
+    }
+    for (bytes, from) in &s.dgrams {
+        inject_udp(from, &s.local, bytes, proto)
+            .map_err(|e| fail(&format!("queueing a datagram from {from} again"), e))?;
+    }
+    if let Some(cork) = s.entry.tcp_opts.as_ref().and_then(|t| t.cork) {
+        if ty == libc::SOCK_DGRAM && cork {
+            su::setsockopt_int(fd.as_fd(), libc::IPPROTO_UDP, libc::UDP_CORK, 1)
+                .map_err(|e| fail("UDP_CORK", e))?;
+        }
+    }
+    if let (Some(data), Some(dst)) = (&s.entry.corked_data, &s.entry.corked_dst) {
+        let dst = sn::from_bytes(dst).ok_or_else(|| Error::Restore {
+            pid: crust_sys::process::getpid(),
+            what: format!("{here}: a bad destination for its pending datagram"),
+        })?;
+        crate::net::udpcork::put_back(fd.as_fd(), s.local, data, dst)?;
+    }
+    set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
+    Ok(fd)
 }
 
 /// The datagrams of sk-queues.img queued on inet sockets: (files.img id,

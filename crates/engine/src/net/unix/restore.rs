@@ -80,13 +80,8 @@ impl UnixFiles {
             dir: dir.to_path_buf(),
             why,
         };
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
+        let files = loaded.entries()?;
         let mut out = UnixFiles::default();
-        let inet_ids: std::collections::HashSet<u32> = files
-            .iter()
-            .filter(|f| f.r#type == fd_types::INETSK)
-            .map(|f| f.id)
-            .collect();
         for f in files.iter().filter(|f| f.r#type == fd_types::UNIXSK) {
             let u = f
                 .usk
@@ -107,7 +102,19 @@ impl UnixFiles {
             }
             out.socks.insert(u.id, u.clone());
         }
-        for u in out.socks.values() {
+        out.check_peers(dir, ext_unix_sk)?;
+        out.load_queues(dir, files)?;
+        Ok(out)
+    }
+
+    /// Every connected socket's peer is in the image (or outside the tree
+    /// with `--ext-unix-sk`) and can be connected to again.
+    fn check_peers(&self, dir: &Path, ext_unix_sk: bool) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        for u in self.socks.values() {
             if u.uflags & USK_EXTERN != 0 || u.peer == 0 {
                 continue;
             }
@@ -117,13 +124,13 @@ impl UnixFiles {
                 u.id,
                 u.ino
             );
-            let pid = *out.by_ino.get(&u.peer).ok_or_else(|| {
+            let pid = *self.by_ino.get(&u.peer).ok_or_else(|| {
                 bad(format!(
                     "{here} is connected to socket {}, which files.img does not have",
                     u.peer
                 ))
             })?;
-            let p = &out.socks[&pid];
+            let p = &self.socks[&pid];
             if p.r#type != u.r#type {
                 return Err(bad(format!(
                     "{here} is connected to a socket of another type"
@@ -157,6 +164,20 @@ impl UnixFiles {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The messages of sk-queues.img queued on unix sockets, checked.
+    fn load_queues(&mut self, dir: &Path, files: &[FileEntry]) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let inet_ids: std::collections::HashSet<u32> = files
+            .iter()
+            .filter(|f| f.r#type == fd_types::INETSK)
+            .map(|f| f.id)
+            .collect();
         // Queued messages.
         let ty = ImageType::SkQueues;
         let name = ty.file_name(0);
@@ -186,7 +207,7 @@ impl UnixFiles {
                 // A datagram queued on a UDP socket: see crate::net::inet.
                 continue;
             }
-            let u = out.socks.get(&e.id_for).ok_or_else(|| {
+            let u = self.socks.get(&e.id_for).ok_or_else(|| {
                 bad(format!(
                     "{name} has a message for file {}, which is not a unix socket of files.img",
                     e.id_for
@@ -198,6 +219,7 @@ impl UnixFiles {
                     e.id_for
                 )));
             }
+            let dgram = is_dgram(u.r#type);
             if rec.payload.len() != e.length as usize {
                 return Err(bad(format!(
                     "{name}: a message for socket {} should hold {} bytes, the image has {}",
@@ -220,40 +242,13 @@ impl UnixFiles {
             if rights.len() > crust_sys::fdpass::MAX_FDS_PER_MSG {
                 return Err(bad(format!("{here} carries {} files", rights.len())));
             }
-            for r in &rights {
-                let f = files.iter().find(|f| f.id == *r).ok_or_else(|| {
-                    bad(format!(
-                        "{here} carries file {r}, which files.img does not have"
-                    ))
-                })?;
-                match f.r#type {
-                    fd_types::PIPE => {}
-                    fd_types::UNIXSK if out.has(*r) => {}
-                    fd_types::REG => {
-                        let reg = f
-                            .reg
-                            .as_ref()
-                            .filter(|g| g.id == *r && g.name.starts_with('/'))
-                            .ok_or_else(|| {
-                                bad(format!(
-                                    "{here} carries file {r}, whose entry is not a regular file by absolute path"
-                                ))
-                            })?;
-                        out.carried_reg.insert(*r, reg.clone());
-                    }
-                    t => {
-                        return Err(Error::unsupported(format!(
-                            "{here} carries file {r} of type {t}; crust restores only regular files, pipes and unix sockets carried in messages"
-                        )))
-                    }
-                }
-            }
+            self.check_rights(dir, &here, &rights, files)?;
             if !rights.is_empty() {
-                if e.length == 0 && !is_dgram(u.r#type) {
+                if e.length == 0 && !dgram {
                     return Err(bad(format!("{here} carries files but no byte")));
                 }
-                let idx = out.queues.get(&e.id_for).map_or(0, |q| q.len());
-                out.rights.insert((e.id_for, idx), rights);
+                let idx = self.queues.get(&e.id_for).map_or(0, |q| q.len());
+                self.rights.insert((e.id_for, idx), rights);
             }
             let total = sizes.entry(e.id_for).or_default();
             *total += rec.payload.len();
@@ -264,12 +259,56 @@ impl UnixFiles {
                 )));
             }
             if let Some(c) = e.ucred {
-                let idx = out.queues.get(&e.id_for).map_or(0, |q| q.len());
-                out.creds.insert((e.id_for, idx), c);
+                let idx = self.queues.get(&e.id_for).map_or(0, |q| q.len());
+                self.creds.insert((e.id_for, idx), c);
             }
-            out.queues.entry(e.id_for).or_default().push(rec.payload);
+            self.queues.entry(e.id_for).or_default().push(rec.payload);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The files a queued message carries (`rights`, files.img ids) are
+    /// files crust can make again: pipes, unix sockets, regular files.
+    fn check_rights(
+        &mut self,
+        dir: &Path,
+        here: &str,
+        rights: &[u32],
+        files: &[FileEntry],
+    ) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        for r in rights {
+            let f = files.iter().find(|f| f.id == *r).ok_or_else(|| {
+                bad(format!(
+                    "{here} carries file {r}, which files.img does not have"
+                ))
+            })?;
+            match f.r#type {
+                fd_types::PIPE => {}
+                fd_types::UNIXSK if self.has(*r) => {}
+                fd_types::REG => {
+                    let reg = f
+                        .reg
+                        .as_ref()
+                        .filter(|g| g.id == *r && g.name.starts_with('/'))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "{here} carries file {r}, whose entry is not a regular file by absolute path"
+                            ))
+                        })?;
+                    self.carried_reg.insert(*r, reg.clone());
+                }
+                t => {
+                    return Err(Error::unsupported(format!(
+                        "{here} carries file {r} of type {t}; crust restores only regular files, pipes and unix sockets carried in messages"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether files.img id `id` is a unix socket a task can hold.
@@ -306,6 +345,78 @@ impl UnixFiles {
     /// options set.
     /// `shared` holds the pipes, which messages may carry.
     pub fn open(&self, shared: &crate::files::kind::Made<'_>) -> Result<OpenUnix, Error> {
+        let me = crust_sys::process::getpid();
+        let (made, feeders, connects) = self.make_sockets()?;
+        let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
+        // Queues, before any datagram socket connects elsewhere (a
+        // connected socket takes messages from its peer only). Queues with
+        // credentials wait until the senders' processes exist (see
+        // [`OpenUnix::refill_late`]).
+        let mut late = Vec::new();
+        for id in self.queues.keys() {
+            let u = &self.socks[id];
+            let what = format!("unix {} socket {id}", type_name(u.r#type));
+            let peer_id = self.by_ino.get(&u.peer).copied();
+            let from: Option<BorrowedFd<'_>> = feeders
+                .get(id)
+                .or_else(|| {
+                    let p = &self.socks[&peer_id?];
+                    (ours(p) && p.peer == u.ino).then(|| made.get(&p.id))?
+                })
+                .map(|f| f.as_fd());
+            let temp;
+            let (sender, to) = match from {
+                Some(f) => (f, None),
+                None if is_dgram(u.r#type) && !u.name.is_empty() => {
+                    temp = su::socket(libc::SOCK_DGRAM)
+                        .map_err(sys_err(me, format!("socket to fill {what}")))?;
+                    (temp.as_fd(), Some(u.name.as_slice()))
+                }
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "{what} has queued messages but no peer crust can send them from"
+                    )))
+                }
+            };
+            if self.creds.keys().any(|(i, _)| i == id) {
+                let keep = sender
+                    .try_clone_to_owned()
+                    .map_err(sys_err(me, format!("dup of the sender to {what}")))?;
+                late.push((*id, keep, to.map(|t| t.to_vec())));
+                continue;
+            }
+            self.fill_queue(*id, sender, to, &made, shared, &|_| None)?;
+        }
+        drop(feeders);
+        for (id, name) in connects {
+            // Non-blocking: a listener whose queue is full (a bad image)
+            // fails the restore instead of hanging it; the recorded flags
+            // are set below.
+            crust_sys::pipe::set_status_flags(made[&id].as_fd(), libc::O_NONBLOCK)
+                .map_err(sys_err(me, format!("F_SETFL of unix socket {id}")))?;
+            su::connect(made[&id].as_fd(), &name).map_err(sys_err(
+                me,
+                format!("connect unix socket {id} to {}", show_name(&name)),
+            ))?;
+        }
+        self.finish_sockets(&made)?;
+        Ok(OpenUnix { by_id: made, late })
+    }
+    /// Make every socket of the tree: pairs for sockets connected to each
+    /// other (or to a peer that is gone: its end, a feeder, sends the
+    /// queue), bound sockets, listeners. Returns the sockets by id, the
+    /// feeders, and the datagram sockets to connect once queues are in.
+    #[allow(clippy::type_complexity)]
+    fn make_sockets(
+        &self,
+    ) -> Result<
+        (
+            HashMap<u32, OwnedFd>,
+            HashMap<u32, OwnedFd>,
+            Vec<(u32, Vec<u8>)>,
+        ),
+        Error,
+    > {
         let me = crust_sys::process::getpid();
         let mut made: HashMap<u32, OwnedFd> = HashMap::new();
         // The other end of a socket whose peer was gone: sends its queue,
@@ -359,57 +470,14 @@ impl UnixFiles {
             }
             made.insert(u.id, s);
         }
-        // Queues, before any datagram socket connects elsewhere (a
-        // connected socket takes messages from its peer only). Queues with
-        // credentials wait until the senders' processes exist (see
-        // [`OpenUnix::refill_late`]).
-        let mut late = Vec::new();
-        for id in self.queues.keys() {
-            let u = &self.socks[id];
-            let what = format!("unix {} socket {id}", type_name(u.r#type));
-            let peer_id = self.by_ino.get(&u.peer).copied();
-            let from: Option<BorrowedFd<'_>> = feeders
-                .get(id)
-                .or_else(|| {
-                    let p = &self.socks[&peer_id?];
-                    (ours(p) && p.peer == u.ino).then(|| made.get(&p.id))?
-                })
-                .map(|f| f.as_fd());
-            let temp;
-            let (sender, to) = match from {
-                Some(f) => (f, None),
-                None if is_dgram(u.r#type) && !u.name.is_empty() => {
-                    temp = su::socket(libc::SOCK_DGRAM)
-                        .map_err(sys_err(me, format!("socket to fill {what}")))?;
-                    (temp.as_fd(), Some(u.name.as_slice()))
-                }
-                None => {
-                    return Err(Error::unsupported(format!(
-                        "{what} has queued messages but no peer crust can send them from"
-                    )))
-                }
-            };
-            if self.creds.keys().any(|(i, _)| i == id) {
-                let keep = sender
-                    .try_clone_to_owned()
-                    .map_err(sys_err(me, format!("dup of the sender to {what}")))?;
-                late.push((*id, keep, to.map(|t| t.to_vec())));
-                continue;
-            }
-            self.fill_queue(*id, sender, to, &made, shared, &|_| None)?;
-        }
-        drop(feeders);
-        for (id, name) in connects {
-            // Non-blocking: a listener whose queue is full (a bad image)
-            // fails the restore instead of hanging it; the recorded flags
-            // are set below.
-            crust_sys::pipe::set_status_flags(made[&id].as_fd(), libc::O_NONBLOCK)
-                .map_err(sys_err(me, format!("F_SETFL of unix socket {id}")))?;
-            su::connect(made[&id].as_fd(), &name).map_err(sys_err(
-                me,
-                format!("connect unix socket {id} to {}", show_name(&name)),
-            ))?;
-        }
+        Ok((made, feeders, connects))
+    }
+
+    /// Shutdowns, options and status flags of every socket made; the
+    /// bound files that had been deleted go again.
+    fn finish_sockets(&self, made: &HashMap<u32, OwnedFd>) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
         for u in self.socks.values().filter(|u| ours(u)) {
             let s = made[&u.id].as_fd();
             let what = format!("unix {} socket {}", type_name(u.r#type), u.id);
@@ -442,7 +510,7 @@ impl UnixFiles {
                 }
             }
         }
-        Ok(OpenUnix { by_id: made, late })
+        Ok(())
     }
 }
 
