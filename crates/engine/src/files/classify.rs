@@ -3,6 +3,7 @@
 //! description (an fd seen before on it, or a new entry).
 
 use super::*;
+use crate::files::kind::dump::{DumpFd, Ids};
 
 /// What an fd is, by its /proc/PID/fd link alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,21 +46,12 @@ pub(crate) fn classify(link: &str) -> Target {
     })
 }
 
-/// One fd of a process being dumped.
-pub(super) struct Fd<'a> {
-    pub pid: i32,
-    pub fd: i32,
-    pub target: &'a str,
-    pub info: &'a crust_proc::FdInfo,
-}
-
-impl Fd<'_> {
-    fn unsupported(&self, kind: &str) -> Error {
-        Error::unsupported(format!(
-            "process {} has fd {} open on a {kind} ({}), which crust cannot dump yet",
-            self.pid, self.fd, self.target
-        ))
-    }
+/// The error for an fd crust cannot dump.
+fn unsupported(f: &DumpFd<'_>, kind: &str) -> Error {
+    Error::unsupported(format!(
+        "process {} has fd {} open on a {kind} ({}), which crust cannot dump yet",
+        f.pid, f.fd, f.target
+    ))
 }
 
 impl FileTable {
@@ -80,22 +72,16 @@ impl FileTable {
         let mut seen: Vec<(i32, String, u32)> = Vec::new();
         for (fd, target) in fds {
             let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
-            let f = Fd {
+            let mut f = DumpFd {
+                proc,
                 pid,
                 fd,
                 target: &target,
                 info: &info,
+                class: classify(&target),
+                sock: None,
             };
-            let (id, ty) = match classify(&target) {
-                Target::Pipe(ino) => (
-                    self.pipe_id(pid, fd, pipes::Kind::Pipe, ino, info.flags, None)?,
-                    fd_types::PIPE,
-                ),
-                Target::Event(kind) => (self.event_id(&f, kind)?, kind.fd_type()),
-                Target::Socket(ino) => self.socket_id(&f, ino)?,
-                Target::Special(kind) => return Err(f.unsupported(kind)),
-                Target::Path => self.path_id(proc, &f, &mut seen)?,
-            };
+            let (id, ty) = self.dump_fd(&mut f, &mut seen)?;
             debug!("{pid}: fd {fd} -> {target} (id {id}, type {ty})");
             out.push(FdinfoEntry {
                 id,
@@ -115,93 +101,57 @@ impl FileTable {
         Ok(out)
     }
 
-    fn event_id(&mut self, f: &Fd<'_>, kind: events::Kind) -> Result<u32, Error> {
+    /// The files.img id and fd type of one fd: the first kind that claims
+    /// it records it; a path no kind claims is a regular file (or a
+    /// directory, a device...).
+    fn dump_fd(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        seen: &mut Vec<(i32, String, u32)>,
+    ) -> Result<(u32, i32), Error> {
         let (pid, fd) = (f.pid, f.fd);
-        let known = self.events.known(pid, fd, kind);
-        self.id_for(known, |t, id| {
-            let e = events::entry(pid, fd, kind, id, f.info)?;
-            t.events.add(pid, fd, kind, id);
-            Ok(Some(e))
-        })
-    }
-
-    /// A socket: its family (SO_DOMAIN of a copy of it) says which kind
-    /// records it; that copy serves the kind.
-    fn socket_id(&mut self, f: &Fd<'_>, ino: u32) -> Result<(u32, i32), Error> {
-        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
-        let sock = crate::net::sock::take_fd(pid, fd)?;
-        let domain = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
-            .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
-        match domain {
-            libc::AF_INET | libc::AF_INET6 => {
-                let known = self.inet.known(ino);
-                let id = self.id_for(known, |t, id| {
-                    t.inet.add(pid, fd, sock, ino, flags, id).map(|_| None)
-                })?;
-                Ok((id, fd_types::INETSK))
+        let mut domain = None;
+        match f.class {
+            Target::Special(kind) => return Err(unsupported(f, kind)),
+            Target::Socket(_) => {
+                // One copy of the socket (the same socket) serves its family.
+                let sock = crate::net::sock::take_fd(pid, fd)?;
+                let d = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
+                domain = Some(d);
+                f.sock = Some((d, sock));
             }
-            libc::AF_PACKET => {
-                let known = self.packets.known(ino);
-                let id = self.id_for(known, |t, id| {
-                    t.packets.add(pid, fd, sock, ino, flags, id).map(Some)
-                })?;
-                Ok((id, fd_types::PACKETSK))
+            Target::Path => crate::ns::sysvipc::refuse_mqueue(pid, fd, f.target)?,
+            Target::Pipe(_) | Target::Event(_) => {}
+        }
+        let mut ids = Ids {
+            next_id: &mut self.next_id,
+            files: &mut self.files,
+            memfd_inodes: &mut self.memfd_inodes,
+        };
+        for k in self.kinds.iter_mut() {
+            if let Some(got) = k.claim(f, &mut ids)? {
+                return Ok(got);
             }
-            libc::AF_NETLINK => {
-                let known = self.netlinks.known(ino);
-                let id = self.id_for(known, |t, id| {
-                    t.netlinks.add(pid, fd, sock, ino, flags, id).map(Some)
-                })?;
-                Ok((id, fd_types::NETLINKSK))
-            }
-            libc::AF_UNIX => {
-                let known = self.unix.known(ino);
-                let id = self.id_for(known, |t, id| {
-                    t.unix.add(pid, fd, sock, ino, flags, id).map(|_| None)
-                })?;
-                Ok((id, fd_types::UNIXSK))
-            }
-            _ => Err(Error::unsupported(format!(
+        }
+        match (f.class, domain) {
+            (Target::Path, _) => self.path_id(f, seen),
+            (_, Some(domain)) => Err(Error::unsupported(format!(
                 "process {pid} has fd {fd} on a socket of address family {domain} ({}), which crust cannot dump yet",
                 f.target
             ))),
+            _ => Err(unsupported(f, "special file")),
         }
     }
 
-    /// An fd on a path: a deleted file, a memfd, a pty, a FIFO, or a
-    /// regular file (shared with an earlier fd of `seen` if kcmp says so).
+    /// An fd on a path no kind claimed: a regular file (shared with an
+    /// earlier fd of `seen` if kcmp says so), a directory or a device.
     fn path_id(
         &mut self,
-        proc: &ProcRoot,
-        f: &Fd<'_>,
+        f: &DumpFd<'_>,
         seen: &mut Vec<(i32, String, u32)>,
     ) -> Result<(u32, i32), Error> {
         let (pid, fd, target, info) = (f.pid, f.fd, f.target, f.info);
-        crate::ns::sysvipc::refuse_mqueue(pid, fd, target)?;
-        let flags = info.flags & !O_CLOEXEC;
-        if ghost::is_deleted(target) {
-            let known = self.ghosts.known(pid, fd);
-            let id = self.id_for(known, |t, id| {
-                t.ghosts
-                    .add(pid, fd, target, flags, info.pos, id, &mut t.next_id)
-                    .map(Some)
-            })?;
-            return Ok((id, fd_types::REG));
-        }
-        if memfd::name_of(target).is_some() {
-            let known = self.memfds.known(pid, fd);
-            let id = self.id_for(known, |t, id| {
-                t.memfds
-                    .add(pid, fd, target, flags, info.pos, id, &mut t.memfd_inodes)
-                    .map(Some)
-            })?;
-            return Ok((id, fd_types::MEMFD));
-        }
-        if let Some(end) = self.ptys.end_of(proc, pid, target, info)? {
-            let known = self.ptys.known(pid, fd);
-            let id = self.id_for(known, |t, id| t.ptys.add(pid, fd, end, flags, id).map(Some))?;
-            return Ok((id, fd_types::TTY));
-        }
         if is_terminal_path(target) && !self.shell_job {
             return Err(Error::unsupported(format!(
                 "process {pid} has fd {fd} open on the terminal {target}; dump it with --shell-job (-j) and restore with --shell-job too"
@@ -212,19 +162,8 @@ impl FileTable {
             .map_err(sys_err(pid, format!("stat fd {fd}")))?;
         let ft = md.file_type();
         use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            let id = self.pipe_id(
-                pid,
-                fd,
-                pipes::Kind::Fifo,
-                md.ino(),
-                info.flags,
-                Some(&path),
-            )?;
-            return Ok((id, fd_types::FIFO));
-        }
         if ft.is_socket() || ft.is_block_device() {
-            return Err(f.unsupported("special file"));
+            return Err(unsupported(f, "special file"));
         }
         let shared_with = seen.iter().find_map(|(ofd, opath, oid)| {
             (opath == target && crust_sys::process::kcmp_file(pid, pid, *ofd, fd).unwrap_or(false))
@@ -248,6 +187,7 @@ impl FileTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::kind::dump::DumpKind;
 
     #[test]
     fn fd_links_are_classified() {
@@ -269,5 +209,68 @@ mod tests {
             classify("net:[4026531840]"),
             Target::Special("special file")
         );
+    }
+
+    /// Claims every unnamed pipe, with ids from the table.
+    struct FakePipes(Vec<(i32, i32)>);
+
+    impl DumpKind for FakePipes {
+        fn claim(
+            &mut self,
+            f: &mut DumpFd<'_>,
+            ids: &mut Ids<'_>,
+        ) -> Result<Option<(u32, i32)>, Error> {
+            let Target::Pipe(_) = f.class else {
+                return Ok(None);
+            };
+            self.0.push((f.pid, f.fd));
+            let id = ids.id_for(None, |_, id| {
+                Ok(Some(FileEntry {
+                    id,
+                    r#type: fd_types::PIPE,
+                    ..Default::default()
+                }))
+            })?;
+            Ok(Some((id, fd_types::PIPE)))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn the_table_asks_its_kinds_in_order() {
+        let mut t = FileTable::new(false);
+        t.kinds = vec![Box::new(FakePipes(Vec::new()))];
+        let proc = ProcRoot::default();
+        let info = crust_proc::FdInfo::default();
+        let mut seen = Vec::new();
+        let mut fd = |t: &mut FileTable, n: i32, link: &str| {
+            let mut f = DumpFd {
+                proc: &proc,
+                pid: 1,
+                fd: n,
+                target: link,
+                info: &info,
+                class: classify(link),
+                sock: None,
+            };
+            t.dump_fd(&mut f, &mut seen)
+        };
+        assert_eq!(fd(&mut t, 3, "pipe:[9]").ok(), Some((1, fd_types::PIPE)));
+        assert_eq!(fd(&mut t, 4, "pipe:[9]").ok(), Some((2, fd_types::PIPE)));
+        // No kind claims it: refused, and no id is used.
+        assert!(fd(&mut t, 5, "anon_inode:[eventfd]").is_err());
+        assert!(fd(&mut t, 6, "anon_inode:bpf-prog").is_err());
+        assert_eq!(t.next_id, 3);
+        assert_eq!(t.files.len(), 2);
+        let fake = t.kind::<FakePipes>().map(|k| k.0.clone());
+        assert_eq!(fake, Some(vec![(1, 3), (1, 4)]));
+        assert!(t.kind::<crate::net::inet::InetDump>().is_none());
     }
 }

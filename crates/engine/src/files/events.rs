@@ -20,6 +20,8 @@
 //! crust's own extension: an eventfd in semaphore mode has EFD_SEMAPHORE
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
@@ -881,6 +883,34 @@ impl OpenKind for OpenEvents {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for EventDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Event(kind) = f.class else {
+            return Ok(None);
+        };
+        let (pid, fd) = (f.pid, f.fd);
+        let known = self.known(pid, fd, kind);
+        let id = ids.id_for(known, |_, id| {
+            let e = entry(pid, fd, kind, id, f.info)?;
+            self.add(pid, fd, kind, id);
+            Ok(Some(e))
+        })?;
+        Ok(Some((id, kind.fd_type())))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -12,6 +12,8 @@
 //! /proc/self/fd (with its flags and offset), and adds the seals last.
 //! Tasks get the descriptions over SCM_RIGHTS.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
@@ -373,6 +375,37 @@ impl RestoreKind for Memfds {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for MemfdDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        if f.class != Target::Path || name_of(f.target).is_none() {
+            return Ok(None);
+        }
+        let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let known = self.known(pid, fd);
+        let id = ids.id_for(known, |ids, id| {
+            self.add(pid, fd, f.target, flags, f.info.pos, id, ids.memfd_inodes)
+                .map(Some)
+        })?;
+        Ok(Some((id, fd_types::MEMFD)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -5,7 +5,7 @@
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
-mod classify;
+pub(crate) mod classify;
 pub(crate) mod events;
 pub(crate) mod fanotify;
 pub(crate) mod fdpass;
@@ -35,8 +35,8 @@ use crust_images::proto::regfile::RegFileEntry;
 use crust_proc::ProcRoot;
 use crust_sys::unix as su;
 use fdpass::Gift;
+use kind::dump::DumpKind;
 use log::debug;
-use pipes::PipeDump;
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -64,24 +64,9 @@ pub struct FileTable {
     memfd_inodes: Vec<MemfdInodeEntry>,
     /// files.img id of each shared memory object, by its inode number.
     shmem_ids: HashMap<u64, u32>,
-    /// Pipes and FIFOs: descriptions seen, queued data.
-    pipes: PipeDump,
-    /// Unix sockets seen, their queued messages.
-    unix: unix::UnixDump,
-    /// Event files (eventfd, epoll...): descriptions seen.
-    events: events::EventDump,
-    /// Files deleted while open (ghost files).
-    ghosts: ghost::GhostDump,
-    /// memfd descriptions seen, their contents.
-    memfds: memfd::MemfdDump,
-    /// Pty pairs held by the tree.
-    ptys: pty::PtyDump,
-    /// Inet (TCP, UDP, raw) sockets seen.
-    pub(crate) inet: inet::InetDump,
-    /// Packet sockets seen.
-    packets: crate::net::packet::PacketDump,
-    /// Netlink sockets seen.
-    netlinks: crate::net::netlink::NetlinkDump,
+    /// Every kind of file (pipes, sockets, event files...), asked in
+    /// order for each fd (see [`kind::dump`]).
+    kinds: Vec<Box<dyn DumpKind>>,
     /// Owners (F_SETOWN) of the descriptions seen.
     owners: crate::files::fown::OwnerDump,
 }
@@ -114,58 +99,28 @@ impl FileTable {
             mapped: HashMap::new(),
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
-            pipes: PipeDump::default(),
-            unix: unix::UnixDump::default(),
-            events: events::EventDump::default(),
-            ghosts: ghost::GhostDump::default(),
-            memfds: memfd::MemfdDump::default(),
-            ptys: pty::PtyDump::default(),
-            inet: inet::InetDump::default(),
-            packets: Default::default(),
-            netlinks: Default::default(),
+            kinds: kind::dump::dump_kinds(),
             owners: Default::default(),
         }
     }
 
     /// The processes of the tree (see [`pty::PtyDump::set_tree`]).
     pub fn set_tree(&mut self, pids: Vec<i32>) {
-        self.ptys.set_tree(pids);
+        if let Some(p) = self.kind_mut::<pty::PtyDump>() {
+            p.set_tree(pids);
+        }
     }
 
-    /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
-    /// the id of an fd seen before on the same description (in any
-    /// process), or a new PIPE (FIFO + REG) entry whose pipe's queued
-    /// bytes are saved.
-    fn pipe_id(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        kind: pipes::Kind,
-        ino: u64,
-        flags: u32,
-        path: Option<&Path>,
-    ) -> Result<u32, Error> {
-        let what = if kind == pipes::Kind::Pipe {
-            "pipe"
-        } else {
-            "FIFO"
-        };
-        pipes::check_dumpable(pid, fd, flags, what)?;
-        if let Some(id) = self.pipes.known(pid, fd, kind, ino) {
-            return Ok(id);
-        }
-        let id = self.new_id();
-        self.pipes.add(pid, fd, kind, ino, id)?;
-        match path {
-            None => self.files.push(pipes::pipe_entry(id, ino, flags)),
-            Some(path) => {
-                let regf_id = self.new_id();
-                let reg = self.reg_entry(regf_id, path, flags & !O_CLOEXEC, 0, true)?;
-                self.push_reg(reg);
-                self.files.push(pipes::fifo_entry(id, ino, regf_id));
-            }
-        }
-        Ok(id)
+    /// The kind of type `T`, for the steps that need its own state.
+    pub(crate) fn kind<T: DumpKind>(&self) -> Option<&T> {
+        self.kinds
+            .iter()
+            .find_map(|k| k.as_any().downcast_ref::<T>())
+    }
+
+    /// The kind of type `T`, to change.
+    pub(crate) fn kind_mut<T: DumpKind>(&mut self) -> Option<&mut T> {
+        find_kind(&mut self.kinds)
     }
 
     /// A shared memory object the task maps (shared anonymous memory): one
@@ -209,32 +164,12 @@ impl FileTable {
         id
     }
 
-    /// The files.img id of a description: `known` (an fd seen before on
-    /// it), else a new one, with which `make` records it (and returns the
-    /// files.img entry, for kinds whose entries are made at once).
-    fn id_for(
-        &mut self,
-        known: Option<u32>,
-        make: impl FnOnce(&mut Self, u32) -> Result<Option<FileEntry>, Error>,
-    ) -> Result<u32, Error> {
-        if let Some(id) = known {
-            return Ok(id);
-        }
-        let id = self.new_id();
-        if let Some(e) = make(self, id)? {
-            self.files.push(e);
-        }
-        Ok(id)
-    }
-
     fn new_id(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         id
     }
 
-    /// `build_id`: the file may be opened to read its ELF build-id (not
-    /// when the tree holds a write lease on it: the open would break it).
     fn reg_entry(
         &self,
         id: u32,
@@ -243,36 +178,11 @@ impl FileTable {
         pos: u64,
         build_id: bool,
     ) -> Result<RegFileEntry, Error> {
-        let md = std::fs::metadata(path).map_err(|source| Error::Io {
-            op: "cannot stat",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let is_reg = md.file_type().is_file();
-        Ok(RegFileEntry {
-            id,
-            flags,
-            pos,
-            fown: FownEntry::default(),
-            name: path.to_string_lossy().into_owned(),
-            size: is_reg.then_some(md.size()),
-            mode: Some(md.mode()),
-            build_id: if is_reg && build_id {
-                elf_build_id(path)
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        })
+        reg_entry(id, path, flags, pos, build_id)
     }
 
     fn push_reg(&mut self, reg: RegFileEntry) {
-        self.files.push(FileEntry {
-            r#type: fd_types::REG,
-            id: reg.id,
-            reg: Some(reg),
-            ..Default::default()
-        });
+        self.files.push(reg_file(reg));
     }
 
     /// A file the task maps (or its exe): one files.img entry per file and
@@ -299,28 +209,37 @@ impl FileTable {
     /// The files.img id of packet socket `ino`, dumped already as an fd
     /// of the tree, and the length of a mapping of its rings.
     pub fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
-        let id = self.packets.known(ino)?;
-        Some((id, self.packets.rings_len(ino)?))
+        let packets = self.kind::<crate::net::packet::PacketDump>()?;
+        Some((packets.known(ino)?, packets.rings_len(ino)?))
     }
 
     /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).
     pub fn set_ghost_limit(&mut self, limit: Option<u64>) {
-        self.ghosts.set_limit(limit);
+        if let Some(g) = self.kind_mut::<ghost::GhostDump>() {
+            g.set_limit(limit);
+        }
     }
 
     /// The write-back of pty bytes read out (see [`pty::PtyDump`]).
     pub fn take_pty_put_back(&mut self) -> Box<dyn FnOnce() + Send> {
-        self.ptys.take_put_back()
+        match self.kind_mut::<pty::PtyDump>() {
+            Some(p) => p.take_put_back(),
+            None => Box::new(|| {}),
+        }
     }
 
     /// `--link-remap`: deleted files still linked elsewhere are linked back.
     pub fn set_link_remap(&mut self, on: bool) {
-        self.ghosts.link_remap = on;
+        if let Some(g) = self.kind_mut::<ghost::GhostDump>() {
+            g.link_remap = on;
+        }
     }
 
     /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
     pub fn set_ext_unix_sk(&mut self, on: bool) {
-        self.unix.ext_unix_sk = on;
+        if let Some(u) = self.kind_mut::<unix::UnixDump>() {
+            u.ext_unix_sk = on;
+        }
     }
 
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
@@ -335,37 +254,105 @@ impl FileTable {
     fn collect_carried(&mut self) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
         loop {
-            let fds = self.unix.carried_pending()?;
+            let Some(unix) = self.kind::<unix::UnixDump>() else {
+                return Ok(());
+            };
+            let fds = unix.carried_pending()?;
             if fds.is_empty() {
                 return Ok(());
             }
             let got = self.collect_fds_of(&ProcRoot::default(), me, Some(&fds))?;
-            self.unix.set_carried(&got)?;
+            if let Some(unix) = self.kind_mut::<unix::UnixDump>() {
+                unix.set_carried(&got)?;
+            }
         }
     }
 
     /// Write `files.img`.
     pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
         self.collect_carried()?;
-        let socks = self.unix.finish(&mut self.next_id)?;
-        self.files.extend(socks);
-        let links = self.ghosts.take_link_entries();
-        self.files.extend(links);
-        let (inet, dgrams) = self.inet.write(dir, &mut self.next_id)?;
-        self.files.extend(inet);
-        self.unix.add_datagrams(dgrams);
-        self.unix.write(dir)?;
+        // Steps between kinds: unix sockets get ids for the peers crust
+        // saw outside the tree, ghosts their link entries, inet hands the
+        // datagrams queued on its sockets to sk-queues.img, which unix
+        // writes.
+        let kinds = &mut self.kinds;
+        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
+            self.files.extend(u.finish(&mut self.next_id)?);
+        }
+        if let Some(g) = find_kind::<ghost::GhostDump>(kinds) {
+            self.files.extend(g.take_link_entries());
+        }
+        let dgrams = match find_kind::<inet::InetDump>(kinds) {
+            Some(i) => {
+                let (inet, dgrams) = i.write(dir, &mut self.next_id)?;
+                self.files.extend(inet);
+                dgrams
+            }
+            None => Vec::new(),
+        };
+        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
+            u.add_datagrams(dgrams);
+            u.write(dir)?;
+        }
         self.files.sort_by_key(|f| f.id);
         self.owners.fill(&mut self.files);
         write_image(dir, ImageType::Files, 0, &self.files)?;
-        self.pipes.write(dir)?;
-        self.ghosts.write(dir)?;
-        self.memfds.write(dir)?;
-        self.ptys.write(dir)?;
+        for k in kinds.iter_mut() {
+            k.write_images(dir)?;
+        }
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
         Ok(())
+    }
+}
+
+/// The kind of type `T` among `kinds`.
+fn find_kind<T: DumpKind>(kinds: &mut [Box<dyn DumpKind>]) -> Option<&mut T> {
+    kinds
+        .iter_mut()
+        .find_map(|k| k.as_any_mut().downcast_mut::<T>())
+}
+
+/// `build_id`: the file may be opened to read its ELF build-id (not
+/// when the tree holds a write lease on it: the open would break it).
+pub(crate) fn reg_entry(
+    id: u32,
+    path: &Path,
+    flags: u32,
+    pos: u64,
+    build_id: bool,
+) -> Result<RegFileEntry, Error> {
+    let md = std::fs::metadata(path).map_err(|source| Error::Io {
+        op: "cannot stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let is_reg = md.file_type().is_file();
+    Ok(RegFileEntry {
+        id,
+        flags,
+        pos,
+        fown: FownEntry::default(),
+        name: path.to_string_lossy().into_owned(),
+        size: is_reg.then_some(md.size()),
+        mode: Some(md.mode()),
+        build_id: if is_reg && build_id {
+            elf_build_id(path)
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    })
+}
+
+/// The files.img entry of a regular file.
+pub(crate) fn reg_file(reg: RegFileEntry) -> FileEntry {
+    FileEntry {
+        r#type: fd_types::REG,
+        id: reg.id,
+        reg: Some(reg),
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,8 @@
 //! over SCM_RIGHTS (see [`crate::files::fdpass`]) while they are built, so the
 //! pipes are full and shared as they were before any task runs.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
@@ -621,6 +623,83 @@ impl OpenKind for OpenPipes {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PipeDump {
+    /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
+    /// the id of an fd seen before on the same description (in any
+    /// process), or a new PIPE (FIFO + REG) entry whose pipe's queued
+    /// bytes are saved.
+    fn pipe_id(
+        &mut self,
+        (pid, fd): (i32, i32),
+        kind: Kind,
+        ino: u64,
+        flags: u32,
+        path: Option<&Path>,
+        ids: &mut Ids<'_>,
+    ) -> Result<u32, Error> {
+        let what = if kind == Kind::Pipe { "pipe" } else { "FIFO" };
+        check_dumpable(pid, fd, flags, what)?;
+        if let Some(id) = self.known(pid, fd, kind, ino) {
+            return Ok(id);
+        }
+        let id = ids.new_id();
+        self.add(pid, fd, kind, ino, id)?;
+        match path {
+            None => ids.files.push(pipe_entry(id, ino, flags)),
+            Some(path) => {
+                let regf_id = ids.new_id();
+                let cloexec = libc::O_CLOEXEC as u32;
+                let reg = crate::files::reg_entry(regf_id, path, flags & !cloexec, 0, true)?;
+                ids.files.push(crate::files::reg_file(reg));
+                ids.files.push(fifo_entry(id, ino, regf_id));
+            }
+        }
+        Ok(id)
+    }
+}
+
+impl DumpKind for PipeDump {
+    /// Unnamed pipes by their link; FIFOs by stat, among paths.
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let (pid, fd) = (f.pid, f.fd);
+        let (kind, ino, path) = match f.class {
+            Target::Pipe(ino) => (Kind::Pipe, ino, None),
+            Target::Path => {
+                let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                    .map_err(sys_err(pid, format!("stat fd {fd}")))?;
+                if !md.file_type().is_fifo() {
+                    return Ok(None);
+                }
+                (Kind::Fifo, md.ino(), Some(PathBuf::from(f.target)))
+            }
+            _ => return Ok(None),
+        };
+        let id = self.pipe_id((pid, fd), kind, ino, f.info.flags, path.as_deref(), ids)?;
+        let ty = match kind {
+            Kind::Pipe => fd_types::PIPE,
+            Kind::Fifo => fd_types::FIFO,
+        };
+        Ok(Some((id, ty)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -25,6 +25,8 @@
 //! gets its controlling terminal back (TIOCSCTTY on one of its fds on the
 //! slave, then TIOCSPGRP) once every task of the tree has its fds.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
@@ -933,6 +935,37 @@ impl RestoreKind for Ptys {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for PtyDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        if f.class != Target::Path {
+            return Ok(None);
+        }
+        let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let Some(end) = self.end_of(f.proc, pid, f.target, f.info)? else {
+            return Ok(None);
+        };
+        let known = self.known(pid, fd);
+        let id = ids.id_for(known, |_, id| self.add(pid, fd, end, flags, id).map(Some))?;
+        Ok(Some((id, fd_types::TTY)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -22,6 +22,8 @@
 //! above 32, connect to the recorded peer, then socket options and status
 //! flags. Tasks get them with [`crate::files::fdpass`].
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
@@ -507,6 +509,35 @@ impl RestoreKind for NetlinkFiles {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for NetlinkDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Socket(ino) = f.class else {
+            return Ok(None);
+        };
+        let Some(sock) = f.take_sock(libc::AF_NETLINK) else {
+            return Ok(None);
+        };
+        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        let known = self.known(ino);
+        let id = ids.id_for(known, |_, id| {
+            self.add(pid, fd, sock, ino, flags, id).map(Some)
+        })?;
+        Ok(Some((id, fd_types::NETLINKSK)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -10,6 +10,8 @@
 //! built. Adding a kind is one module implementing both traits and one
 //! line in [`REGISTRY`].
 
+pub(crate) mod dump;
+
 use crate::files::inherit::Inherited;
 use crate::files::loaded::LoadedFiles;
 use crate::Error;

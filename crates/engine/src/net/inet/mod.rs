@@ -18,6 +18,8 @@
 //! network. Queued datagrams are put back by sending them to the socket
 //! from their original sender's address through a raw socket.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::net::netlink::{attrs, diag_dump, u32_at};
 use crate::net::netlock::{self, Conn};
@@ -361,6 +363,38 @@ impl OpenKind for OpenInet {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for InetDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Socket(ino) = f.class else {
+            return Ok(None);
+        };
+        let Some(sock) = f
+            .take_sock(libc::AF_INET)
+            .or_else(|| f.take_sock(libc::AF_INET6))
+        else {
+            return Ok(None);
+        };
+        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        let known = self.known(ino);
+        let id = ids.id_for(known, |_, id| {
+            self.add(pid, fd, sock, ino, flags, id).map(|_| None)
+        })?;
+        Ok(Some((id, fd_types::INETSK)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

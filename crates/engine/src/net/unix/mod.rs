@@ -32,6 +32,8 @@
 //! shutdown, options and status flags. Tasks
 //! get the sockets with [`crate::files::fdpass`], like pipes.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
@@ -301,6 +303,35 @@ impl OpenKind for OpenUnix {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for UnixDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Socket(ino) = f.class else {
+            return Ok(None);
+        };
+        let Some(sock) = f.take_sock(libc::AF_UNIX) else {
+            return Ok(None);
+        };
+        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        let known = self.known(ino);
+        let id = ids.id_for(known, |_, id| {
+            self.add(pid, fd, sock, ino, flags, id).map(|_| None)
+        })?;
+        Ok(Some((id, fd_types::UNIXSK)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }
