@@ -1,7 +1,9 @@
 //! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
 //! Regular files, character devices such as /dev/null, directories (cwd,
-//! root) and mapped files are handled here; pipes and FIFOs in
-//! [`crate::files::pipes`]; other kinds are refused.
+//! root) and mapped files are handled here; every other kind of file
+//! (pipes, event files, sockets, ghosts, memfds, ptys) in its own module,
+//! driven through the traits and lists of [`crate::files::kind`]
+//! (`docs/arch-files.md`).
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
