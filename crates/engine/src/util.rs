@@ -104,14 +104,14 @@ pub fn read_one_with_payload<M: Message>(
 /// names the kind in errors ("packet socket").
 pub fn load_kind<E>(
     dir: &Path,
+    files: &[crust_images::proto::fdinfo::FileEntry],
     ty: i32,
     what: &str,
     part: impl Fn(crust_images::proto::fdinfo::FileEntry) -> Option<(u32, E)>,
     check: impl Fn(&E) -> Result<(), String>,
 ) -> Result<std::collections::BTreeMap<u32, E>, Error> {
-    let files: Vec<crust_images::proto::fdinfo::FileEntry> = read_image(dir, ImageType::Files, 0)?;
     let mut out = std::collections::BTreeMap::new();
-    for f in files.into_iter().filter(|f| f.r#type == ty) {
+    for f in files.iter().filter(|f| f.r#type == ty).cloned() {
         let id = f.id;
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),

@@ -277,11 +277,13 @@ fn dump_tree(
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
     let mut files = FileTable::new(opts.shell_job);
-    files.inet.tcp_established = opts.tcp_established;
-    files.inet.tcp_close = opts.tcp_close;
-    files.inet.skip_in_flight = opts.skip_in_flight;
-    files.inet.leave_running = opts.leave_running || opts.leave_stopped;
-    files.inet.lock_method = opts.network_lock;
+    if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
+        inet.tcp_established = opts.tcp_established;
+        inet.tcp_close = opts.tcp_close;
+        inet.skip_in_flight = opts.skip_in_flight;
+        inet.leave_running = opts.leave_running || opts.leave_stopped;
+        inet.lock_method = opts.network_lock;
+    }
     files.set_ext_unix_sk(opts.ext_unix_sk);
     files.set_ghost_limit(opts.ghost_limit);
     files.set_link_remap(opts.link_remap);
@@ -340,7 +342,10 @@ fn dump_tree(
     files.write(dir)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
-    let mut hold = files.inet.take_hold();
+    let mut hold = files
+        .kind_mut::<crate::net::inet::InetDump>()
+        .map(|i| i.take_hold())
+        .unwrap_or_default();
     hold.on_release(files.take_pty_put_back());
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;

@@ -20,10 +20,12 @@
 //! crust's own extension: an eventfd in semaphore mode has EFD_SEMAPHORE
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::eventfd::EventfdFileEntry;
 use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
@@ -35,6 +37,7 @@ use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
 use log::{debug, warn};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
@@ -236,60 +239,7 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
             });
         }
         Kind::Epoll => {
-            let mut tfds = Vec::new();
-            for line in info.get_all("tfd") {
-                let bad = || parse_err(pid, fd, "epoll target", line);
-                let (num, rest) = line
-                    .trim()
-                    .split_once(char::is_whitespace)
-                    .ok_or_else(bad)?;
-                let tfd: i32 = num.parse().map_err(|_| bad())?;
-                // "events:       19 data: ffff pos:0 ino:61 sdev:7"
-                let toks: Vec<&str> = rest.split_whitespace().collect();
-                let mut kv: HashMap<&str, &str> = HashMap::new();
-                let mut i = 0;
-                while i < toks.len() {
-                    match toks[i].split_once(':') {
-                        Some((k, "")) if i + 1 < toks.len() => {
-                            kv.insert(k, toks[i + 1]);
-                            i += 2;
-                        }
-                        Some((k, v)) => {
-                            kv.insert(k, v);
-                            i += 1;
-                        }
-                        None => i += 1,
-                    }
-                }
-                let events = kv.get("events").and_then(|v| hex(v)).ok_or_else(bad)? as u32;
-                let data = kv.get("data").and_then(|v| hex(v)).ok_or_else(bad)?;
-                let ino = kv.get("ino").and_then(|v| hex(v));
-                let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
-                let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
-                // The target must still be that fd of this process: the
-                // restore registers it by that number.
-                let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}"));
-                let same = match (&md, ino) {
-                    (Ok(md), Some(ino)) => md.ino() == ino,
-                    (Ok(_), None) => true,
-                    _ => false,
-                };
-                if !same {
-                    return Err(Error::unsupported(format!(
-                        "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which is no longer open on that file in this process"
-                    )));
-                }
-                tfds.push(EventpollTfdEntry {
-                    id: 0,
-                    tfd: tfd as u32,
-                    events,
-                    data,
-                    dev: sdev,
-                    inode: ino,
-                    pos,
-                    ..Default::default()
-                });
-            }
+            let tfds = epoll_targets(pid, fd, info)?;
             e.epfd = Some(EventpollFileEntry {
                 id,
                 flags,
@@ -299,48 +249,7 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
             });
         }
         Kind::Inotify => {
-            let mut wds = Vec::new();
-            for line in info.get_all("inotify") {
-                let bad = || parse_err(pid, fd, "inotify watch", line);
-                let w = words(line);
-                let n = |k: &str| w.get(k).and_then(|v| hex(v)).ok_or_else(bad);
-                let bytes = n("fhandle-bytes")? as usize;
-                let htype = n("fhandle-type")? as u32;
-                let raw = w.get("f_handle").ok_or_else(bad)?;
-                if raw.len() % 2 != 0 || bytes > ev::MAX_HANDLE_SZ || raw.len() / 2 < bytes {
-                    return Err(bad());
-                }
-                let hb: Vec<u8> = (0..raw.len() / 2)
-                    .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| bad())?;
-                let sdev = n("sdev")? as u32;
-                let path = handle_path(sdev, htype as i32, &hb[..bytes]);
-                if path.is_none() {
-                    warn!(
-                        "{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})"
-                    );
-                }
-                wds.push(InotifyWdEntry {
-                    id: 0,
-                    i_ino: n("ino")?,
-                    mask: n("mask")? as u32,
-                    ignored_mask: n("ignored_mask").unwrap_or(0) as u32,
-                    s_dev: sdev,
-                    wd: w
-                        .get("wd")
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .ok_or_else(bad)?,
-                    f_handle: FhEntry {
-                        bytes: bytes as u32,
-                        r#type: htype,
-                        handle: handle_words(&hb[..bytes]),
-                        path,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                });
-            }
+            let wds = inotify_watches(pid, fd, info)?;
             e.ify = Some(InotifyFileEntry {
                 id,
                 flags,
@@ -353,6 +262,111 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
     }
     debug!("{pid}: fd {fd} is {} file {id}", kind.name());
     Ok(e)
+}
+
+/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each checked
+/// to still be that fd of the process.
+fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEntry>, Error> {
+    let mut tfds = Vec::new();
+    for line in info.get_all("tfd") {
+        let bad = || parse_err(pid, fd, "epoll target", line);
+        let (num, rest) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(bad)?;
+        let tfd: i32 = num.parse().map_err(|_| bad())?;
+        // "events:       19 data: ffff pos:0 ino:61 sdev:7"
+        let toks: Vec<&str> = rest.split_whitespace().collect();
+        let mut kv: HashMap<&str, &str> = HashMap::new();
+        let mut i = 0;
+        while i < toks.len() {
+            match toks[i].split_once(':') {
+                Some((k, "")) if i + 1 < toks.len() => {
+                    kv.insert(k, toks[i + 1]);
+                    i += 2;
+                }
+                Some((k, v)) => {
+                    kv.insert(k, v);
+                    i += 1;
+                }
+                None => i += 1,
+            }
+        }
+        let events = kv.get("events").and_then(|v| hex(v)).ok_or_else(bad)? as u32;
+        let data = kv.get("data").and_then(|v| hex(v)).ok_or_else(bad)?;
+        let ino = kv.get("ino").and_then(|v| hex(v));
+        let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
+        let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
+        // The target must still be that fd of this process: the
+        // restore registers it by that number.
+        let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}"));
+        let same = match (&md, ino) {
+            (Ok(md), Some(ino)) => md.ino() == ino,
+            (Ok(_), None) => true,
+            _ => false,
+        };
+        if !same {
+            return Err(Error::unsupported(format!(
+                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which is no longer open on that file in this process"
+            )));
+        }
+        tfds.push(EventpollTfdEntry {
+            id: 0,
+            tfd: tfd as u32,
+            events,
+            data,
+            dev: sdev,
+            inode: ino,
+            pos,
+            ..Default::default()
+        });
+    }
+    Ok(tfds)
+}
+
+/// The watches of inotify fd `fd` (its fdinfo `inotify` lines).
+fn inotify_watches(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<InotifyWdEntry>, Error> {
+    let mut wds = Vec::new();
+    for line in info.get_all("inotify") {
+        let bad = || parse_err(pid, fd, "inotify watch", line);
+        let w = words(line);
+        let n = |k: &str| w.get(k).and_then(|v| hex(v)).ok_or_else(bad);
+        let bytes = n("fhandle-bytes")? as usize;
+        let htype = n("fhandle-type")? as u32;
+        let raw = w.get("f_handle").ok_or_else(bad)?;
+        if raw.len() % 2 != 0 || bytes > ev::MAX_HANDLE_SZ || raw.len() / 2 < bytes {
+            return Err(bad());
+        }
+        let hb: Vec<u8> = (0..raw.len() / 2)
+            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad())?;
+        let sdev = n("sdev")? as u32;
+        let path = handle_path(sdev, htype as i32, &hb[..bytes]);
+        if path.is_none() {
+            warn!("{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})");
+        }
+        wds.push(InotifyWdEntry {
+            id: 0,
+            i_ino: n("ino")?,
+            mask: n("mask")? as u32,
+            ignored_mask: n("ignored_mask").unwrap_or(0) as u32,
+            s_dev: sdev,
+            wd: w
+                .get("wd")
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(bad)?,
+            f_handle: FhEntry {
+                bytes: bytes as u32,
+                r#type: htype,
+                handle: handle_words(&hb[..bytes]),
+                path,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    }
+    Ok(wds)
 }
 
 /// Handle bytes as CRIU stores them: little-endian u64 words, at least 16.
@@ -458,12 +472,15 @@ const CLOCKS: [i32; 5] = [
 
 impl EventFiles {
     /// Read the event entries of files.img and check them.
-    pub fn load(dir: &Path) -> Result<EventFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<EventFiles, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why: format!("files.img: {why}"),
         };
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut out = EventFiles::default();
         for f in files {
             let id = f.id;
@@ -818,9 +835,91 @@ impl OpenEvents {
     }
 }
 
+// ------------------------------------------------------------ kind of file
+
+/// Event files as a kind of file (see [`crate::files::kind`]): read from
+/// files.img and checked against the fd tables.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let events = EventFiles::load(ctx.dir, ctx.files)?;
+    events.check_fds(ctx.dir, ctx.live())?;
+    Ok(Box::new(events))
+}
+
+impl RestoreKind for EventFiles {
+    fn name(&self) -> &'static str {
+        "event files"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenEvents {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        handles(ty).then(|| type_name(ty))
+    }
+
+    /// Timers are armed at [`Phase::ClocksStart`].
+    fn at(
+        &mut self,
+        phase: Phase,
+        _loaded: &dyn RestoreKind,
+        _made: &Made<'_>,
+        _ctx: &mut PhaseCtx<'_>,
+    ) -> Result<(), Error> {
+        match phase {
+            Phase::ClocksStart => self.arm_timers(),
+            _ => Ok(()),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for EventDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Event(kind) = f.class else {
+            return Ok(None);
+        };
+        let (pid, fd) = (f.pid, f.fd);
+        let known = self.known(pid, fd, kind);
+        let id = ids.id_for(known, |_, id| {
+            let e = entry(pid, fd, kind, id, f.info)?;
+            self.add(pid, fd, kind, id);
+            Ok(Some(e))
+        })?;
+        Ok(Some((id, kind.fd_type())))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::read_image;
+    use crust_images::image::ImageType;
 
     #[test]
     fn parsing() {
@@ -843,7 +942,7 @@ mod tests {
         if !dir.join("files.img").exists() {
             return;
         }
-        let ev = EventFiles::load(&dir).unwrap();
+        let ev = EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
         assert_eq!(ev.descs.len(), 5);
         match &ev.descs[&15] {
             Desc::Timerfd(t) => assert_eq!((t.clockid, t.isec, t.vsec), (1, 500, 997)),

@@ -16,9 +16,8 @@
 //! uid/euid, so the owner's credentials come back as they were.
 
 use crate::task::remote::Remote;
-use crate::util::{read_image, sys_err};
+use crate::util::sys_err;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_proc::ProcRoot;
@@ -200,11 +199,11 @@ pub struct Owners {
 
 impl Owners {
     /// Read them from files.img (none when there is no files.img).
-    pub fn load(dir: &Path) -> Result<Owners, Error> {
-        if !dir.join(ImageType::Files.file_name(0)).exists() {
+    pub fn load(dir: &Path, loaded: &crate::files::loaded::LoadedFiles) -> Result<Owners, Error> {
+        if loaded.is_missing() {
             return Ok(Owners::default());
         }
-        let mut files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let mut files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut by_id = HashMap::new();
         let mut async_ids = HashSet::new();
         for f in &mut files {

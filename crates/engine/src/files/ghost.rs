@@ -13,6 +13,9 @@
 //! PATH, as before), opens each description with its flags and offset,
 //! then unlinks both names. Tasks get the descriptions over SCM_RIGHTS.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
@@ -23,6 +26,7 @@ use crust_images::proto::regfile::RegFileEntry;
 use crust_images::proto::remap_file_path::{remap_type, RemapFilePathEntry};
 use crust_images::proto::Timeval;
 use log::debug;
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -385,7 +389,7 @@ pub type OpenGhosts = crate::files::fdpass::MadeFds;
 impl Ghosts {
     /// Read `remap-fpath.img` and every ghost it names; check them against
     /// files.img.
-    pub fn load(dir: &Path) -> Result<Ghosts, Error> {
+    pub fn load(dir: &Path, loaded: &crate::files::loaded::LoadedFiles) -> Result<Ghosts, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
@@ -395,7 +399,7 @@ impl Ghosts {
         if remaps.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let regs: HashMap<u32, &RegFileEntry> = files
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
@@ -675,4 +679,60 @@ fn open_desc(path: &Path, reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
         f.seek(SeekFrom::Start(reg.pos))?;
     }
     Ok(OwnedFd::from(f))
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Ghost files as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(Ghosts::load(ctx.dir, ctx.files)?))
+}
+
+impl RestoreKind for Ghosts {
+    fn name(&self) -> &'static str {
+        "ghost files"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "ghost file",
+            types: &[],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for GhostDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        if f.class != Target::Path || !is_deleted(f.target) {
+            return Ok(None);
+        }
+        let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let known = self.known(pid, fd);
+        let id = ids.id_for(known, |ids, id| {
+            self.add(pid, fd, f.target, flags, f.info.pos, id, ids.next_id)
+                .map(Some)
+        })?;
+        Ok(Some((id, fd_types::REG)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }

@@ -9,14 +9,13 @@
 //! container's stdio pipes, whose other ends live outside the dumped tree,
 //! are handed over to the restored tree.
 
-use crate::util::read_image;
+use crate::files::kind::{Made, OpenKind, RestoreKind};
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use log::{debug, warn};
+use std::any::Any;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 
 /// One `--inherit-fd fd[N]:KEY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,12 +82,15 @@ impl Inherited {
     /// crust's fd N for each. An fd crust does not have is an error; a key
     /// that matches no file is only a warning (as CRIU). Two options for
     /// one file are an error.
-    pub fn resolve(dir: &Path, wanted: &[InheritFd]) -> Result<Inherited, Error> {
+    pub fn resolve(
+        loaded: &crate::files::loaded::LoadedFiles,
+        wanted: &[InheritFd],
+    ) -> Result<Inherited, Error> {
         let mut out = Inherited::default();
         if wanted.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let me = crust_sys::process::getpid();
         let pidfd = crust_sys::unix::pidfd_open(me).map_err(|source| Error::Sys {
             pid: me,
@@ -147,6 +149,36 @@ impl Inherited {
 
     pub fn contains(&self, id: u32) -> bool {
         self.by_id.contains_key(&id)
+    }
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Inherited fds are a kind of file of their own (see
+/// [`crate::files::kind`]): resolved before the other kinds are read (they
+/// leave out what these replace) and looked up first.
+impl RestoreKind for Inherited {
+    fn name(&self) -> &'static str {
+        "inherited fds"
+    }
+
+    /// crust's copies move to the made files.
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(std::mem::take(self)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for Inherited {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

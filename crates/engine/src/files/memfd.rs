@@ -12,6 +12,9 @@
 //! /proc/self/fd (with its flags and offset), and adds the seals last.
 //! Tasks get the descriptions over SCM_RIGHTS.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::ImageType;
@@ -19,6 +22,7 @@ use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
 use log::debug;
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -199,7 +203,11 @@ pub type OpenMemfds = crate::files::fdpass::MadeFds;
 impl Memfds {
     /// Read the MEMFD entries that fds of `fd_ids` use, their memfd.img
     /// inodes and their pages; check them all.
-    pub fn load(dir: &Path, fd_ids: &[u32]) -> Result<Memfds, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+        fd_ids: &[u32],
+    ) -> Result<Memfds, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
@@ -208,7 +216,7 @@ impl Memfds {
         if fd_ids.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
         let inodes: Vec<MemfdInodeEntry> = crate::util::read_image(dir, ImageType::MemfdInode, 0)?;
         for &id in fd_ids {
@@ -340,4 +348,64 @@ fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
         runs: p.runs,
         pages: p.pages,
     })
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Memfds as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(Memfds::load(
+        ctx.dir,
+        ctx.files,
+        &ctx.ids_of_type(fd_types::MEMFD),
+    )?))
+}
+
+impl RestoreKind for Memfds {
+    fn name(&self) -> &'static str {
+        "memfds"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "memfd",
+            types: &[fd_types::MEMFD],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for MemfdDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        if f.class != Target::Path || name_of(f.target).is_none() {
+            return Ok(None);
+        }
+        let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let known = self.known(pid, fd);
+        let id = ids.id_for(known, |ids, id| {
+            self.add(pid, fd, f.target, flags, f.info.pos, id, ids.memfd_inodes)
+                .map(Some)
+        })?;
+        Ok(Some((id, fd_types::MEMFD)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }

@@ -1,10 +1,13 @@
 //! Files: the fd table (`fdinfo-N.img`) and open files (`files.img`).
 //! Regular files, character devices such as /dev/null, directories (cwd,
-//! root) and mapped files are handled here; pipes and FIFOs in
-//! [`crate::files::pipes`]; other kinds are refused.
+//! root) and mapped files are handled here; every other kind of file
+//! (pipes, event files, sockets, ghosts, memfds, ptys) in its own module,
+//! driven through the traits and lists of [`crate::files::kind`]
+//! (`docs/arch-files.md`).
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
+pub(crate) mod classify;
 pub(crate) mod events;
 pub(crate) mod fanotify;
 pub(crate) mod fdpass;
@@ -12,9 +15,14 @@ pub(crate) mod filelocks;
 pub(crate) mod fown;
 pub(crate) mod ghost;
 pub(crate) mod inherit;
+pub(crate) mod kind;
+pub(crate) mod loaded;
 pub(crate) mod memfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
+mod restore;
+
+pub use restore::*;
 
 use crate::net::inet;
 use crate::net::unix;
@@ -29,8 +37,8 @@ use crust_images::proto::regfile::RegFileEntry;
 use crust_proc::ProcRoot;
 use crust_sys::unix as su;
 use fdpass::Gift;
+use kind::dump::DumpKind;
 use log::debug;
-use pipes::{OpenShared, PipeDump};
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -58,24 +66,9 @@ pub struct FileTable {
     memfd_inodes: Vec<MemfdInodeEntry>,
     /// files.img id of each shared memory object, by its inode number.
     shmem_ids: HashMap<u64, u32>,
-    /// Pipes and FIFOs: descriptions seen, queued data.
-    pipes: PipeDump,
-    /// Unix sockets seen, their queued messages.
-    unix: unix::UnixDump,
-    /// Event files (eventfd, epoll...): descriptions seen.
-    events: events::EventDump,
-    /// Files deleted while open (ghost files).
-    ghosts: ghost::GhostDump,
-    /// memfd descriptions seen, their contents.
-    memfds: memfd::MemfdDump,
-    /// Pty pairs held by the tree.
-    ptys: pty::PtyDump,
-    /// Inet (TCP, UDP, raw) sockets seen.
-    pub(crate) inet: inet::InetDump,
-    /// Packet sockets seen.
-    packets: crate::net::packet::PacketDump,
-    /// Netlink sockets seen.
-    netlinks: crate::net::netlink::NetlinkDump,
+    /// Every kind of file (pipes, sockets, event files...), asked in
+    /// order for each fd (see [`kind::dump`]).
+    kinds: Vec<Box<dyn DumpKind>>,
     /// Owners (F_SETOWN) of the descriptions seen.
     owners: crate::files::fown::OwnerDump,
 }
@@ -108,58 +101,28 @@ impl FileTable {
             mapped: HashMap::new(),
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
-            pipes: PipeDump::default(),
-            unix: unix::UnixDump::default(),
-            events: events::EventDump::default(),
-            ghosts: ghost::GhostDump::default(),
-            memfds: memfd::MemfdDump::default(),
-            ptys: pty::PtyDump::default(),
-            inet: inet::InetDump::default(),
-            packets: Default::default(),
-            netlinks: Default::default(),
+            kinds: kind::dump::dump_kinds(),
             owners: Default::default(),
         }
     }
 
     /// The processes of the tree (see [`pty::PtyDump::set_tree`]).
     pub fn set_tree(&mut self, pids: Vec<i32>) {
-        self.ptys.set_tree(pids);
+        if let Some(p) = self.kind_mut::<pty::PtyDump>() {
+            p.set_tree(pids);
+        }
     }
 
-    /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
-    /// the id of an fd seen before on the same description (in any
-    /// process), or a new PIPE (FIFO + REG) entry whose pipe's queued
-    /// bytes are saved.
-    fn pipe_id(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        kind: pipes::Kind,
-        ino: u64,
-        flags: u32,
-        path: Option<&Path>,
-    ) -> Result<u32, Error> {
-        let what = if kind == pipes::Kind::Pipe {
-            "pipe"
-        } else {
-            "FIFO"
-        };
-        pipes::check_dumpable(pid, fd, flags, what)?;
-        if let Some(id) = self.pipes.known(pid, fd, kind, ino) {
-            return Ok(id);
-        }
-        let id = self.new_id();
-        self.pipes.add(pid, fd, kind, ino, id)?;
-        match path {
-            None => self.files.push(pipes::pipe_entry(id, ino, flags)),
-            Some(path) => {
-                let regf_id = self.new_id();
-                let reg = self.reg_entry(regf_id, path, flags & !O_CLOEXEC, 0, true)?;
-                self.push_reg(reg);
-                self.files.push(pipes::fifo_entry(id, ino, regf_id));
-            }
-        }
-        Ok(id)
+    /// The kind of type `T`, for the steps that need its own state.
+    pub(crate) fn kind<T: DumpKind>(&self) -> Option<&T> {
+        self.kinds
+            .iter()
+            .find_map(|k| k.as_any().downcast_ref::<T>())
+    }
+
+    /// The kind of type `T`, to change.
+    pub(crate) fn kind_mut<T: DumpKind>(&mut self) -> Option<&mut T> {
+        find_kind(&mut self.kinds)
     }
 
     /// A shared memory object the task maps (shared anonymous memory): one
@@ -203,32 +166,12 @@ impl FileTable {
         id
     }
 
-    /// The files.img id of a description: `known` (an fd seen before on
-    /// it), else a new one, with which `make` records it (and returns the
-    /// files.img entry, for kinds whose entries are made at once).
-    fn id_for(
-        &mut self,
-        known: Option<u32>,
-        make: impl FnOnce(&mut Self, u32) -> Result<Option<FileEntry>, Error>,
-    ) -> Result<u32, Error> {
-        if let Some(id) = known {
-            return Ok(id);
-        }
-        let id = self.new_id();
-        if let Some(e) = make(self, id)? {
-            self.files.push(e);
-        }
-        Ok(id)
-    }
-
     fn new_id(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         id
     }
 
-    /// `build_id`: the file may be opened to read its ELF build-id (not
-    /// when the tree holds a write lease on it: the open would break it).
     fn reg_entry(
         &self,
         id: u32,
@@ -237,36 +180,11 @@ impl FileTable {
         pos: u64,
         build_id: bool,
     ) -> Result<RegFileEntry, Error> {
-        let md = std::fs::metadata(path).map_err(|source| Error::Io {
-            op: "cannot stat",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let is_reg = md.file_type().is_file();
-        Ok(RegFileEntry {
-            id,
-            flags,
-            pos,
-            fown: FownEntry::default(),
-            name: path.to_string_lossy().into_owned(),
-            size: is_reg.then_some(md.size()),
-            mode: Some(md.mode()),
-            build_id: if is_reg && build_id {
-                elf_build_id(path)
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        })
+        reg_entry(id, path, flags, pos, build_id)
     }
 
     fn push_reg(&mut self, reg: RegFileEntry) {
-        self.files.push(FileEntry {
-            r#type: fd_types::REG,
-            id: reg.id,
-            reg: Some(reg),
-            ..Default::default()
-        });
+        self.files.push(reg_file(reg));
     }
 
     /// A file the task maps (or its exe): one files.img entry per file and
@@ -293,28 +211,37 @@ impl FileTable {
     /// The files.img id of packet socket `ino`, dumped already as an fd
     /// of the tree, and the length of a mapping of its rings.
     pub fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
-        let id = self.packets.known(ino)?;
-        Some((id, self.packets.rings_len(ino)?))
+        let packets = self.kind::<crate::net::packet::PacketDump>()?;
+        Some((packets.known(ino)?, packets.rings_len(ino)?))
     }
 
     /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).
     pub fn set_ghost_limit(&mut self, limit: Option<u64>) {
-        self.ghosts.set_limit(limit);
+        if let Some(g) = self.kind_mut::<ghost::GhostDump>() {
+            g.set_limit(limit);
+        }
     }
 
     /// The write-back of pty bytes read out (see [`pty::PtyDump`]).
     pub fn take_pty_put_back(&mut self) -> Box<dyn FnOnce() + Send> {
-        self.ptys.take_put_back()
+        match self.kind_mut::<pty::PtyDump>() {
+            Some(p) => p.take_put_back(),
+            None => Box::new(|| {}),
+        }
     }
 
     /// `--link-remap`: deleted files still linked elsewhere are linked back.
     pub fn set_link_remap(&mut self, on: bool) {
-        self.ghosts.link_remap = on;
+        if let Some(g) = self.kind_mut::<ghost::GhostDump>() {
+            g.link_remap = on;
+        }
     }
 
     /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
     pub fn set_ext_unix_sk(&mut self, on: bool) {
-        self.unix.ext_unix_sk = on;
+        if let Some(u) = self.kind_mut::<unix::UnixDump>() {
+            u.ext_unix_sk = on;
+        }
     }
 
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
@@ -329,233 +256,105 @@ impl FileTable {
     fn collect_carried(&mut self) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
         loop {
-            let fds = self.unix.carried_pending()?;
+            let Some(unix) = self.kind::<unix::UnixDump>() else {
+                return Ok(());
+            };
+            let fds = unix.carried_pending()?;
             if fds.is_empty() {
                 return Ok(());
             }
             let got = self.collect_fds_of(&ProcRoot::default(), me, Some(&fds))?;
-            self.unix.set_carried(&got)?;
+            if let Some(unix) = self.kind_mut::<unix::UnixDump>() {
+                unix.set_carried(&got)?;
+            }
         }
-    }
-
-    /// The fds of process `pid` (only those of `only` when given).
-    fn collect_fds_of(
-        &mut self,
-        proc: &ProcRoot,
-        pid: i32,
-        only: Option<&[i32]>,
-    ) -> Result<Vec<FdinfoEntry>, Error> {
-        let mut fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
-        if let Some(only) = only {
-            fds.retain(|(fd, _)| only.contains(fd));
-        }
-        let mut out = Vec::with_capacity(fds.len());
-        // fd -> files.img id of the fds seen so far, to find shared open
-        // file descriptions.
-        let mut seen: Vec<(i32, String, u32)> = Vec::new();
-        for (fd, target) in fds {
-            let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
-            let what = |kind: &str| {
-                Error::unsupported(format!(
-                    "process {pid} has fd {fd} open on a {kind} ({target}), which crust cannot dump yet"
-                ))
-            };
-            let cloexec = if info.flags & O_CLOEXEC != 0 {
-                libc::FD_CLOEXEC as u32
-            } else {
-                0
-            };
-            // The fdinfo entry of this fd, once its files.img id is known.
-            let entry = |id: u32, ty: i32| FdinfoEntry {
-                id,
-                flags: cloexec,
-                r#type: ty,
-                fd: fd as u32,
-                ..Default::default()
-            };
-            if let Some(ino) = pipes::pipe_inode(&target) {
-                let id = self.pipe_id(pid, fd, pipes::Kind::Pipe, ino, info.flags, None)?;
-                out.push(entry(id, fd_types::PIPE));
-                debug!("{pid}: fd {fd} -> {target} (id {id})");
-                continue;
-            }
-            if let Some(kind) = events::kind_of(&target) {
-                let known = self.events.known(pid, fd, kind);
-                let id = self.id_for(known, |t, id| {
-                    let e = events::entry(pid, fd, kind, id, &info)?;
-                    t.events.add(pid, fd, kind, id);
-                    Ok(Some(e))
-                })?;
-                out.push(entry(id, kind.fd_type()));
-                continue;
-            }
-            if let Some(ino) = unix::socket_inode(&target) {
-                // One copy of the socket (the same socket) serves its family.
-                let sock = crate::net::netlink::take_fd(pid, fd)?;
-                let domain = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
-                    .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
-                let flags = info.flags;
-                let (id, ty) = match domain {
-                    libc::AF_INET | libc::AF_INET6 => {
-                        let known = self.inet.known(ino);
-                        let id = self.id_for(known, |t, id| {
-                            t.inet.add(pid, fd, sock, ino, flags, id).map(|_| None)
-                        })?;
-                        (id, fd_types::INETSK)
-                    }
-                    libc::AF_PACKET => {
-                        let known = self.packets.known(ino);
-                        let id = self.id_for(known, |t, id| {
-                            t.packets.add(pid, fd, sock, ino, flags, id).map(Some)
-                        })?;
-                        (id, fd_types::PACKETSK)
-                    }
-                    libc::AF_NETLINK => {
-                        let known = self.netlinks.known(ino);
-                        let id = self.id_for(known, |t, id| {
-                            t.netlinks.add(pid, fd, sock, ino, flags, id).map(Some)
-                        })?;
-                        (id, fd_types::NETLINKSK)
-                    }
-                    libc::AF_UNIX => {
-                        let known = self.unix.known(ino);
-                        let id = self.id_for(known, |t, id| {
-                            t.unix.add(pid, fd, sock, ino, flags, id).map(|_| None)
-                        })?;
-                        (id, fd_types::UNIXSK)
-                    }
-                    _ => {
-                        return Err(Error::unsupported(format!(
-                            "process {pid} has fd {fd} on a socket of address family {domain} ({target}), which crust cannot dump yet"
-                        )))
-                    }
-                };
-                out.push(entry(id, ty));
-                debug!("{pid}: fd {fd} -> {target} (id {id}, domain {domain})");
-                continue;
-            }
-            if !target.starts_with('/') {
-                let kind = if target.starts_with("pipe:") {
-                    "pipe"
-                } else if target.starts_with("socket:") {
-                    "socket"
-                } else if target.starts_with("anon_inode:") {
-                    "anonymous inode"
-                } else {
-                    "special file"
-                };
-                return Err(what(kind));
-            }
-            crate::ns::sysvipc::refuse_mqueue(pid, fd, &target)?;
-            let flags = info.flags & !O_CLOEXEC;
-            if ghost::is_deleted(&target) {
-                let known = self.ghosts.known(pid, fd);
-                let id = self.id_for(known, |t, id| {
-                    t.ghosts
-                        .add(pid, fd, &target, flags, info.pos, id, &mut t.next_id)
-                        .map(Some)
-                })?;
-                out.push(entry(id, fd_types::REG));
-                debug!("{pid}: fd {fd} -> {target} (id {id}, ghost)");
-                continue;
-            }
-            if memfd::name_of(&target).is_some() {
-                let known = self.memfds.known(pid, fd);
-                let id = self.id_for(known, |t, id| {
-                    t.memfds
-                        .add(pid, fd, &target, flags, info.pos, id, &mut t.memfd_inodes)
-                        .map(Some)
-                })?;
-                out.push(entry(id, fd_types::MEMFD));
-                debug!("{pid}: fd {fd} -> {target} (id {id}, memfd)");
-                continue;
-            }
-            if let Some(end) = self.ptys.end_of(proc, pid, &target, &info)? {
-                let known = self.ptys.known(pid, fd);
-                let id =
-                    self.id_for(known, |t, id| t.ptys.add(pid, fd, end, flags, id).map(Some))?;
-                out.push(entry(id, fd_types::TTY));
-                debug!("{pid}: fd {fd} -> {target} (id {id}, pty)");
-                continue;
-            }
-            if is_terminal_path(&target) && !self.shell_job {
-                return Err(Error::unsupported(format!(
-                    "process {pid} has fd {fd} open on the terminal {target}; dump it with --shell-job (-j) and restore with --shell-job too"
-                )));
-            }
-            let path = PathBuf::from(&target);
-            let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-                .map_err(sys_err(pid, format!("stat fd {fd}")))?;
-            let ft = md.file_type();
-            use std::os::unix::fs::FileTypeExt;
-            if ft.is_fifo() {
-                let id = self.pipe_id(
-                    pid,
-                    fd,
-                    pipes::Kind::Fifo,
-                    md.ino(),
-                    info.flags,
-                    Some(&path),
-                )?;
-                out.push(entry(id, fd_types::FIFO));
-                debug!("{pid}: fd {fd} -> FIFO {target} (id {id})");
-                continue;
-            }
-            if ft.is_socket() || ft.is_block_device() {
-                return Err(what("special file"));
-            }
-            let mut shared_with = None;
-            for (ofd, opath, oid) in &seen {
-                if *opath == target
-                    && crust_sys::process::kcmp_file(pid, pid, *ofd, fd).unwrap_or(false)
-                {
-                    shared_with = Some(*oid);
-                    break;
-                }
-            }
-            let id = match shared_with {
-                Some(id) => id,
-                None => {
-                    let id = self.new_id();
-                    let leased = crate::files::filelocks::write_leased(pid, fd);
-                    let reg =
-                        self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
-                    self.push_reg(reg);
-                    id
-                }
-            };
-            seen.push((fd, target.clone(), id));
-            out.push(entry(id, fd_types::REG));
-            debug!("{pid}: fd {fd} -> {target} (id {id})");
-        }
-        for e in &out {
-            self.owners.note(pid, e.fd as i32, e.id)?;
-        }
-        Ok(out)
     }
 
     /// Write `files.img`.
     pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
         self.collect_carried()?;
-        let socks = self.unix.finish(&mut self.next_id)?;
-        self.files.extend(socks);
-        let links = self.ghosts.take_link_entries();
-        self.files.extend(links);
-        let (inet, dgrams) = self.inet.write(dir, &mut self.next_id)?;
-        self.files.extend(inet);
-        self.unix.add_datagrams(dgrams);
-        self.unix.write(dir)?;
+        // Steps between kinds: unix sockets get ids for the peers crust
+        // saw outside the tree, ghosts their link entries, inet hands the
+        // datagrams queued on its sockets to sk-queues.img, which unix
+        // writes.
+        let kinds = &mut self.kinds;
+        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
+            self.files.extend(u.finish(&mut self.next_id)?);
+        }
+        if let Some(g) = find_kind::<ghost::GhostDump>(kinds) {
+            self.files.extend(g.take_link_entries());
+        }
+        let dgrams = match find_kind::<inet::InetDump>(kinds) {
+            Some(i) => {
+                let (inet, dgrams) = i.write(dir, &mut self.next_id)?;
+                self.files.extend(inet);
+                dgrams
+            }
+            None => Vec::new(),
+        };
+        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
+            u.add_datagrams(dgrams);
+            u.write(dir)?;
+        }
         self.files.sort_by_key(|f| f.id);
         self.owners.fill(&mut self.files);
         write_image(dir, ImageType::Files, 0, &self.files)?;
-        self.pipes.write(dir)?;
-        self.ghosts.write(dir)?;
-        self.memfds.write(dir)?;
-        self.ptys.write(dir)?;
+        for k in kinds.iter_mut() {
+            k.write_images(dir)?;
+        }
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
         }
         Ok(())
+    }
+}
+
+/// The kind of type `T` among `kinds`.
+fn find_kind<T: DumpKind>(kinds: &mut [Box<dyn DumpKind>]) -> Option<&mut T> {
+    kinds
+        .iter_mut()
+        .find_map(|k| k.as_any_mut().downcast_mut::<T>())
+}
+
+/// `build_id`: the file may be opened to read its ELF build-id (not
+/// when the tree holds a write lease on it: the open would break it).
+pub(crate) fn reg_entry(
+    id: u32,
+    path: &Path,
+    flags: u32,
+    pos: u64,
+    build_id: bool,
+) -> Result<RegFileEntry, Error> {
+    let md = std::fs::metadata(path).map_err(|source| Error::Io {
+        op: "cannot stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let is_reg = md.file_type().is_file();
+    Ok(RegFileEntry {
+        id,
+        flags,
+        pos,
+        fown: FownEntry::default(),
+        name: path.to_string_lossy().into_owned(),
+        size: is_reg.then_some(md.size()),
+        mode: Some(md.mode()),
+        build_id: if is_reg && build_id {
+            elf_build_id(path)
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    })
+}
+
+/// The files.img entry of a regular file.
+pub(crate) fn reg_file(reg: RegFileEntry) -> FileEntry {
+    FileEntry {
+        r#type: fd_types::REG,
+        id: reg.id,
+        reg: Some(reg),
+        ..Default::default()
     }
 }
 
@@ -620,346 +419,4 @@ fn elf_build_id(path: &Path) -> Vec<u32> {
         }
     }
     Vec::new()
-}
-
-// ---------------------------------------------------------------- restore
-
-/// The MEMFD entries of files.img joined with their memfd.img inodes, by
-/// files.img id. Empty when the image set has no memfd.
-pub fn load_memfds(dir: &Path) -> Result<HashMap<u32, MemfdInodeEntry>, Error> {
-    let bad = |why: String| Error::BadImage {
-        dir: dir.to_path_buf(),
-        why,
-    };
-    let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
-    let mut by_file: Vec<(u32, u32)> = Vec::new(); // (file id, inode_id)
-    for f in &files {
-        if f.r#type != fd_types::MEMFD {
-            continue;
-        }
-        let m = f
-            .memfd
-            .as_ref()
-            .ok_or_else(|| bad(format!("files.img: MEMFD entry {} has no memfd part", f.id)))?;
-        by_file.push((f.id, m.inode_id));
-    }
-    if by_file.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let inodes: Vec<MemfdInodeEntry> = read_image(dir, ImageType::MemfdInode, 0)?;
-    let mut out = HashMap::new();
-    for (id, inode_id) in by_file {
-        let ino = inodes
-            .iter()
-            .find(|i| i.inode_id == inode_id as u64)
-            .ok_or_else(|| {
-                bad(format!(
-                    "files.img: memfd file {id} refers to inode {inode_id}, which memfd.img does not have"
-                ))
-            })?;
-        out.insert(id, ino.clone());
-    }
-    Ok(out)
-}
-
-/// Files of an image set, by id.
-pub struct RestoreFiles {
-    pub regs: HashMap<u32, RegFileEntry>,
-    pub fds: Vec<FdinfoEntry>,
-    /// Ids of deleted files, opened by crust from ghost images.
-    ghosted: std::collections::HashSet<u32>,
-}
-
-impl RestoreFiles {
-    pub fn load(dir: &Path, files_id: u32) -> Result<RestoreFiles, Error> {
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
-        let mut regs = HashMap::new();
-        let mut others = HashMap::new();
-        for f in files {
-            match (f.r#type, f.reg) {
-                (fd_types::REG, Some(reg)) => {
-                    regs.insert(f.id, reg);
-                }
-                (t, _) => {
-                    others.insert(f.id, t);
-                }
-            }
-        }
-        let fds: Vec<FdinfoEntry> = match read_image(dir, ImageType::Fdinfo, files_id as u64) {
-            Ok(v) => v,
-            Err(Error::Image { source, .. }) if source.is_missing() => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        for fd in &fds {
-            if fd.r#type == fd_types::UNIXSK || fd.r#type == fd_types::INETSK {
-                // Checked by UnixFiles::check_fds and InetFiles::load.
-                continue;
-            }
-            let event = events::handles(fd.r#type);
-            let netsk = fd.r#type == fd_types::PACKETSK || fd.r#type == fd_types::NETLINKSK;
-            if fd.r#type == fd_types::PIPE || fd.r#type == fd_types::FIFO || event || netsk {
-                if others.get(&fd.id) != Some(&fd.r#type) {
-                    return Err(Error::BadImage {
-                        dir: dir.to_path_buf(),
-                        why: format!(
-                            "fd {} refers to {} id {}, which files.img does not have",
-                            fd.fd,
-                            if event {
-                                events::type_name(fd.r#type)
-                            } else if fd.r#type == fd_types::PACKETSK {
-                                "packet socket"
-                            } else if fd.r#type == fd_types::NETLINKSK {
-                                "netlink socket"
-                            } else if fd.r#type == fd_types::PIPE {
-                                "pipe"
-                            } else {
-                                "FIFO"
-                            },
-                            fd.id
-                        ),
-                    });
-                }
-                if fd.fd > i32::MAX as u32 {
-                    return Err(Error::BadImage {
-                        dir: dir.to_path_buf(),
-                        why: format!("fd number {} is out of range", fd.fd),
-                    });
-                }
-                continue;
-            }
-            if fd.r#type == fd_types::MEMFD || fd.r#type == fd_types::TTY {
-                // Checked by memfd::Memfds::load and pty::Ptys::load.
-                if fd.fd > i32::MAX as u32 {
-                    return Err(Error::BadImage {
-                        dir: dir.to_path_buf(),
-                        why: format!("fd number {} is out of range", fd.fd),
-                    });
-                }
-                continue;
-            }
-            if fd.r#type != fd_types::REG {
-                return Err(Error::unsupported(format!(
-                    "restoring fd {} of type {} (only regular files, pipes, FIFOs and event files so far)",
-                    fd.fd, fd.r#type
-                )));
-            }
-            if !regs.contains_key(&fd.id) {
-                return Err(Error::BadImage {
-                    dir: dir.to_path_buf(),
-                    why: format!(
-                        "fd {} refers to file id {}, which files.img does not have",
-                        fd.fd, fd.id
-                    ),
-                });
-            }
-            if fd.fd > i32::MAX as u32 {
-                return Err(Error::BadImage {
-                    dir: dir.to_path_buf(),
-                    why: format!("fd number {} is out of range", fd.fd),
-                });
-            }
-        }
-        let _ = others;
-        let ghosted = ghost::ghosted_ids(dir)?;
-        Ok(RestoreFiles { regs, fds, ghosted })
-    }
-
-    /// The first fd that is open on a terminal, if any.
-    pub fn terminal_fd(&self) -> Option<(u32, &str)> {
-        self.fds.iter().find_map(|f| {
-            let reg = self.regs.get(&f.id)?;
-            is_terminal_path(&reg.name).then_some((f.fd, reg.name.as_str()))
-        })
-    }
-
-    pub fn path_of(&self, id: u64) -> Option<String> {
-        self.regs.get(&(id as u32)).map(|r| r.name.clone())
-    }
-
-    /// Check that a file the restore needs is there and unchanged.
-    pub fn check(&self, id: u32, shell_job: bool) -> Result<(), Error> {
-        let Some(reg) = self.regs.get(&id) else {
-            return Ok(());
-        };
-        if self.ghosted.contains(&id) {
-            return Ok(());
-        }
-        if is_terminal_path(&reg.name) {
-            if shell_job {
-                return Ok(());
-            }
-            return Err(Error::unsupported(format!(
-                "the image has a file on the terminal {}: a shell job; restore it with --shell-job (-j) from a terminal",
-                reg.name
-            )));
-        }
-        let path = PathBuf::from(&reg.name);
-        let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(mode) = reg.mode {
-            if mode & libc::S_IFMT != md.mode() & libc::S_IFMT {
-                return Err(Error::FileChanged {
-                    path,
-                    why: format!(
-                        "type was {:o}, now {:o}",
-                        mode & libc::S_IFMT,
-                        md.mode() & libc::S_IFMT
-                    ),
-                });
-            }
-            if md.file_type().is_file() && mode & 0o7777 != md.permissions().mode() & 0o7777 {
-                return Err(Error::FileChanged {
-                    path,
-                    why: format!(
-                        "mode was {:o}, now {:o}",
-                        mode & 0o7777,
-                        md.permissions().mode() & 0o7777
-                    ),
-                });
-            }
-        }
-        if let Some(size) = reg.size {
-            if md.file_type().is_file() && size != md.size() {
-                return Err(Error::FileChanged {
-                    path,
-                    why: format!("size was {size}, now {}", md.size()),
-                });
-            }
-        }
-        if !reg.build_id.is_empty() {
-            let now = elf_build_id(&path);
-            if now != reg.build_id {
-                return Err(Error::FileChanged {
-                    path,
-                    why: "its ELF build-id differs".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Open every fd of the image in the task, at its number, with its
-    /// flags and offset. `tty` replaces terminals for --shell-job. Pipes and
-    /// FIFOs are crust's descriptions in `shared`, passed to the task.
-    pub fn open_fds(
-        &self,
-        r: &mut Remote<'_>,
-        tty: Option<&str>,
-        shared: &OpenShared,
-    ) -> Result<(), Error> {
-        let mut fds = self.fds.clone();
-        fds.sort_by_key(|f| f.fd);
-        let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
-        let mut gifts = Vec::new();
-        for f in &fds {
-            // Objects crust made (or was given) for this file: handed over.
-            let missing = |what: String| Error::Restore {
-                pid: r.pid(),
-                what: format!("no {what} was made for file {} (fd {})", f.id, f.fd),
-            };
-            let made = if let Some(fd) = shared.inherited.get(f.id) {
-                Some(fd)
-            } else if f.r#type == fd_types::INETSK {
-                Some(
-                    shared
-                        .inet
-                        .get(f.id)
-                        .ok_or_else(|| missing("inet socket".into()))?,
-                )
-            } else if f.r#type == fd_types::PACKETSK {
-                Some(
-                    shared
-                        .packets
-                        .get(f.id)
-                        .ok_or_else(|| missing("packet socket".into()))?,
-                )
-            } else if f.r#type == fd_types::NETLINKSK {
-                Some(
-                    shared
-                        .netlinks
-                        .get(f.id)
-                        .ok_or_else(|| missing("netlink socket".into()))?,
-                )
-            } else if f.r#type == fd_types::UNIXSK {
-                Some(
-                    shared
-                        .unix
-                        .get(f.id)
-                        .ok_or_else(|| missing("unix socket".into()))?,
-                )
-            } else if events::handles(f.r#type) {
-                let kind = events::type_name(f.r#type);
-                Some(
-                    shared
-                        .events
-                        .get(f.id)
-                        .ok_or_else(|| missing(kind.to_string()))?,
-                )
-            } else if f.r#type == fd_types::PIPE || f.r#type == fd_types::FIFO {
-                Some(
-                    shared
-                        .get(f.id)
-                        .ok_or_else(|| missing("pipe or FIFO".into()))?,
-                )
-            } else if f.r#type == fd_types::MEMFD {
-                Some(
-                    shared
-                        .memfds
-                        .get(f.id)
-                        .ok_or_else(|| missing("memfd".into()))?,
-                )
-            } else if f.r#type == fd_types::TTY {
-                Some(shared.ptys.get(f.id).ok_or_else(|| missing("pty".into()))?)
-            } else {
-                shared.ghosts.get(f.id)
-            };
-            if let Some(fd) = made {
-                gifts.push(Gift {
-                    fd,
-                    target: f.fd as i32,
-                    cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-                });
-                continue;
-            }
-            let reg = &self.regs[&f.id];
-            let target = f.fd as u64;
-            let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
-            if let Some(&src) = first_fd_of.get(&f.id) {
-                let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-                r.call("dup3", libc::SYS_dup3, [src, target, flags, 0, 0, 0])?;
-                continue;
-            }
-            let name = match tty {
-                Some(t) if is_terminal_path(&reg.name) => t.to_string(),
-                _ => reg.name.clone(),
-            };
-            let a = r.put_cstr(0, name.as_bytes())?;
-            let oflags = (reg.flags
-                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u32)
-                | libc::O_NOCTTY as u32
-                | if cloexec { O_CLOEXEC } else { 0 };
-            let got = r.call(
-                &format!("open {name} for fd {target}"),
-                libc::SYS_openat,
-                [libc::AT_FDCWD as u64, a.get(), oflags as u64, 0, 0, 0],
-            )?;
-            if got != target {
-                let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-                r.call("dup3", libc::SYS_dup3, [got, target, flags, 0, 0, 0])?;
-                r.call("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
-            }
-            if reg.pos != 0 {
-                r.call(
-                    &format!("lseek fd {target}"),
-                    libc::SYS_lseek,
-                    [target, reg.pos, libc::SEEK_SET as u64, 0, 0, 0],
-                )?;
-            }
-            first_fd_of.insert(f.id, target);
-        }
-        fdpass::give_fds(r, &gifts)?;
-        shared.events.register_epolls(r, &fds)
-    }
 }

@@ -16,7 +16,10 @@
 //! over SCM_RIGHTS (see [`crate::files::fdpass`]) while they are built, so the
 //! pipes are full and shared as they were before any task runs.
 
-use crate::util::{read_image, sys_err};
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, OpenKind, RestoreKind};
+use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -27,6 +30,7 @@ use crust_images::proto::pipe_data::PipeDataEntry;
 use crust_images::Message;
 use crust_sys::pipe as sp;
 use log::debug;
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -286,36 +290,17 @@ pub struct SharedFiles {
     data: HashMap<(Kind, u32), Data>,
 }
 
-/// Descriptions crust opened for the restore, by files.img id; closed
-/// (dropped) once every task has its copies.
+/// Pipe and FIFO descriptions crust opened for the restore, by files.img
+/// id; closed (dropped) once every task has its copies.
 #[derive(Debug, Default)]
-pub struct OpenShared {
+pub struct OpenPipes {
     by_id: HashMap<u32, OwnedFd>,
     /// Pipe ends and FIFO openings that keep the pipes alive while the
     /// descriptions are made.
     holders: Vec<OwnedFd>,
-    /// Event files (eventfd, epoll...), see [`crate::files::events`].
-    pub events: crate::files::events::OpenEvents,
-    /// Unix sockets, see [`crate::net::unix`].
-    pub unix: crate::net::unix::OpenUnix,
-    /// Inet sockets, see [`crate::net::inet`].
-    pub inet: crate::net::inet::OpenInet,
-    /// Deleted files, see [`crate::files::ghost`].
-    pub ghosts: crate::files::ghost::OpenGhosts,
-    /// memfds, see [`crate::files::memfd`].
-    pub memfds: crate::files::memfd::OpenMemfds,
-    /// Pty pairs, see [`crate::files::pty`].
-    pub ptys: crate::files::pty::OpenPtys,
-    /// Packet sockets, see [`crate::net::packet`].
-    pub packets: crate::net::packet::OpenPackets,
-    /// Netlink sockets, see [`crate::net::netlink`].
-    pub netlinks: crate::net::netlink::OpenNetlinks,
-    /// Files replaced by fds crust inherited (`--inherit-fd`), see
-    /// [`crate::files::inherit`].
-    pub inherited: crate::files::inherit::Inherited,
 }
 
-impl OpenShared {
+impl OpenPipes {
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.by_id.get(&id).map(|f| f.as_fd())
     }
@@ -333,19 +318,22 @@ impl SharedFiles {
     /// check them: data for a pipe no entry has, data larger than its pipe,
     /// a capacity this host refuses, a FIFO path that is gone or no longer
     /// a FIFO are errors.
-    pub fn load(dir: &Path) -> Result<SharedFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<SharedFiles, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
         };
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files = loaded.entries()?;
         let regs: HashMap<u32, &FileEntry> = files
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
             .map(|f| (f.id, f))
             .collect();
         let mut out = SharedFiles::default();
-        for f in &files {
+        for f in files {
             let desc = match f.r#type {
                 fd_types::PIPE => {
                     let p = f.pipe.as_ref().ok_or_else(|| {
@@ -401,6 +389,17 @@ impl SharedFiles {
             }
             out.descs.insert(f.id, desc);
         }
+        out.load_data(dir)?;
+        Ok(out)
+    }
+
+    /// The queued bytes of the pipes and FIFOs (pipes-data.img,
+    /// fifo-data.img), checked against the descriptions and the host.
+    fn load_data(&mut self, dir: &Path) -> Result<(), Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
         let max = pipe_max_size();
         for kind in [Kind::Pipe, Kind::Fifo] {
             let ty = kind.data_image();
@@ -423,7 +422,7 @@ impl SharedFiles {
                         source,
                     })
                 })?;
-                let known = out
+                let known = self
                     .descs
                     .values()
                     .any(|d| d.kind == kind && d.pipe_id == e.pipe_id);
@@ -465,7 +464,7 @@ impl SharedFiles {
                     size: e.size,
                     bytes: rec.payload,
                 };
-                if out.data.insert((kind, e.pipe_id), data).is_some() {
+                if self.data.insert((kind, e.pipe_id), data).is_some() {
                     return Err(bad(format!(
                         "{name} has two entries for {} {}",
                         kind.name(),
@@ -474,7 +473,7 @@ impl SharedFiles {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The fd type (`fd_types::PIPE` or `FIFO`) of files.img entry `id`,
@@ -500,9 +499,9 @@ impl SharedFiles {
     }
 
     /// Make every pipe and FIFO description in crust, data inside.
-    pub fn open(&self) -> Result<OpenShared, Error> {
+    pub fn open(&self) -> Result<OpenPipes, Error> {
         let me = crust_sys::process::getpid();
-        let mut out = OpenShared::default();
+        let mut out = OpenPipes::default();
         let mut groups: BTreeMap<(Kind, u32), Vec<u32>> = BTreeMap::new();
         for (id, d) in &self.descs {
             groups.entry((d.kind, d.pipe_id)).or_default().push(*id);
@@ -590,6 +589,121 @@ fn open_flags(path: &Path, acc: i32) -> std::io::Result<OwnedFd> {
         .map(OwnedFd::from)
 }
 
+// ------------------------------------------------------------ kind of file
+
+/// Pipes and FIFOs as a kind of file (see [`crate::files::kind`]): read
+/// from files.img, less those replaced by inherited fds.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let mut s = SharedFiles::load(ctx.dir, ctx.files)?;
+    s.drop_inherited(ctx.inherited);
+    Ok(Box::new(s))
+}
+
+impl RestoreKind for SharedFiles {
+    fn name(&self) -> &'static str {
+        "pipes and FIFOs"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl OpenKind for OpenPipes {
+    fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
+        self.get(id)
+    }
+
+    fn type_name(&self, ty: i32) -> Option<&'static str> {
+        (ty == fd_types::PIPE || ty == fd_types::FIFO).then_some("pipe or FIFO")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PipeDump {
+    /// The files.img id of a pipe or FIFO description (fd `fd` of `pid`):
+    /// the id of an fd seen before on the same description (in any
+    /// process), or a new PIPE (FIFO + REG) entry whose pipe's queued
+    /// bytes are saved.
+    fn pipe_id(
+        &mut self,
+        (pid, fd): (i32, i32),
+        kind: Kind,
+        ino: u64,
+        flags: u32,
+        path: Option<&Path>,
+        ids: &mut Ids<'_>,
+    ) -> Result<u32, Error> {
+        let what = if kind == Kind::Pipe { "pipe" } else { "FIFO" };
+        check_dumpable(pid, fd, flags, what)?;
+        if let Some(id) = self.known(pid, fd, kind, ino) {
+            return Ok(id);
+        }
+        let id = ids.new_id();
+        self.add(pid, fd, kind, ino, id)?;
+        match path {
+            None => ids.files.push(pipe_entry(id, ino, flags)),
+            Some(path) => {
+                let regf_id = ids.new_id();
+                let cloexec = libc::O_CLOEXEC as u32;
+                let reg = crate::files::reg_entry(regf_id, path, flags & !cloexec, 0, true)?;
+                ids.files.push(crate::files::reg_file(reg));
+                ids.files.push(fifo_entry(id, ino, regf_id));
+            }
+        }
+        Ok(id)
+    }
+}
+
+impl DumpKind for PipeDump {
+    /// Unnamed pipes by their link; FIFOs by stat, among paths.
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let (pid, fd) = (f.pid, f.fd);
+        let (kind, ino, path) = match f.class {
+            Target::Pipe(ino) => (Kind::Pipe, ino, None),
+            Target::Path => {
+                let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                    .map_err(sys_err(pid, format!("stat fd {fd}")))?;
+                if !md.file_type().is_fifo() {
+                    return Ok(None);
+                }
+                (Kind::Fifo, md.ino(), Some(PathBuf::from(f.target)))
+            }
+            _ => return Ok(None),
+        };
+        let id = self.pipe_id((pid, fd), kind, ino, f.info.flags, path.as_deref(), ids)?;
+        let ty = match kind {
+            Kind::Pipe => fd_types::PIPE,
+            Kind::Fifo => fd_types::FIFO,
+        };
+        Ok(Some((id, ty)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,7 +749,7 @@ mod tests {
         write_files(&d, &[pipe_entry(4, 77, 1), pipe_entry(5, 77, 0)]).unwrap();
         // Good: 3 bytes for pipe 77.
         data_img(&d, &[(77, 3, Some(65536), b"abc")]);
-        let s = SharedFiles::load(&d).unwrap();
+        let s = SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).unwrap();
         assert_eq!(s.type_of(4), Some(fd_types::PIPE));
         assert_eq!(s.type_of(9), None);
         let open = s.open().unwrap();
@@ -645,14 +759,16 @@ mod tests {
         drop(open);
         // Data for a pipe nobody has.
         data_img(&d, &[(78, 3, Some(65536), b"abc")]);
-        let e = SharedFiles::load(&d).unwrap_err().to_string();
+        let e = SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("78"), "{e}");
         // A length past the end of the file.
         data_img(&d, &[(77, 30, Some(65536), b"abc")]);
-        assert!(SharedFiles::load(&d).is_err());
+        assert!(SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).is_err());
         // More than the capacity.
         data_img(&d, &[(77, 3, Some(2), b"abc")]);
-        assert!(SharedFiles::load(&d).is_err());
+        assert!(SharedFiles::load(&d, &crate::files::loaded::LoadedFiles::read(&d)).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -25,6 +25,9 @@
 //! gets its controlling terminal back (TIOCSCTTY on one of its fds on the
 //! slave, then TIOCSPGRP) once every task of the tree has its fds.
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
@@ -37,6 +40,7 @@ use crust_images::proto::tty::{
 use crust_proc::ProcRoot;
 use crust_sys::tty as sys;
 use log::{debug, warn};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -628,7 +632,11 @@ fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage
 impl Ptys {
     /// Read the TTY entries that fds of `fd_ids` use and their
     /// tty-info.img entries; check them all.
-    pub fn load(dir: &Path, fd_ids: &[u32]) -> Result<Ptys, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+        fd_ids: &[u32],
+    ) -> Result<Ptys, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
@@ -637,7 +645,7 @@ impl Ptys {
         if fd_ids.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = read_image(dir, ImageType::Files, 0)?;
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
         let infos: Vec<TtyInfoEntry> = read_image(dir, ImageType::TtyInfo, 0)?;
         let data: Vec<TtyDataEntry> = match read_image(dir, ImageType::TtyData, 0) {
@@ -901,6 +909,65 @@ pub fn set_ctty(r: &mut Remote<'_>, fd: i32, pgrp: i32) -> Result<(), Error> {
         r.pid()
     );
     Ok(())
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Pty pairs as a kind of file (see [`crate::files::kind`]): the pairs the
+/// fds use, checked against the sessions of the tree.
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    let ptys = Ptys::load(ctx.dir, ctx.files, &ctx.ids_of_type(fd_types::TTY))?;
+    ptys.check_sessions(ctx.procs.iter().map(|p| (p.pid, p.sid, p.pgid, p.fds)))?;
+    Ok(Box::new(ptys))
+}
+
+impl RestoreKind for Ptys {
+    fn name(&self) -> &'static str {
+        "pty pairs"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "pty",
+            types: &[fd_types::TTY],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for PtyDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        if f.class != Target::Path {
+            return Ok(None);
+        }
+        let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let Some(end) = self.end_of(f.proc, pid, f.target, f.info)? else {
+            return Ok(None);
+        };
+        let known = self.known(pid, fd);
+        let id = ids.id_for(known, |_, id| self.add(pid, fd, end, flags, id).map(Some))?;
+        Ok(Some((id, fd_types::TTY)))
+    }
+
+    fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
+        self.write(dir)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]

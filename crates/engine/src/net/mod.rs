@@ -6,5 +6,6 @@ pub(crate) mod inet;
 pub(crate) mod netlink;
 pub mod netlock;
 pub(crate) mod packet;
+pub(crate) mod sock;
 pub(crate) mod udpcork;
 pub(crate) mod unix;

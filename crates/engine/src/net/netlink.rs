@@ -22,15 +22,18 @@
 //! above 32, connect to the recorded peer, then socket options and status
 //! flags. Tasks get them with [`crate::files::fdpass`].
 
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::sk_netlink::NetlinkSkEntry;
-use crust_images::proto::sk_opts::SkOptsEntry;
 use crust_sys::rawsk;
 use crust_sys::unix as su;
 use log::{debug, warn};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -62,80 +65,6 @@ pub(crate) fn diag_dump(
             source: std::io::Error::from_raw_os_error(libc::EPROTO),
         },
     })
-}
-
-/// SO_BUF_LOCK (Linux 5.14).
-const SO_BUF_LOCK: i32 = 72;
-
-/// The socket options (SO_*) and the classic BPF filter of a packet or
-/// netlink socket. Options a family does not have (SO_PASSCRED is for unix
-/// and netlink sockets only) are left out.
-pub(crate) fn dump_sk_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
-    let get = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-    let flag = |o: i32| get(o).ok().map(|v| v != 0);
-    let (snd_s, snd_us) = su::getsockopt_timeval(sock, libc::SO_SNDTIMEO)?;
-    let (rcv_s, rcv_us) = su::getsockopt_timeval(sock, libc::SO_RCVTIMEO)?;
-    let mark = get(libc::SO_MARK).unwrap_or(0) as u32;
-    Ok(SkOptsEntry {
-        so_sndbuf: get(libc::SO_SNDBUF)? as u32,
-        so_rcvbuf: get(libc::SO_RCVBUF)? as u32,
-        so_snd_tmo_sec: snd_s,
-        so_snd_tmo_usec: snd_us,
-        so_rcv_tmo_sec: rcv_s,
-        so_rcv_tmo_usec: rcv_us,
-        reuseaddr: flag(libc::SO_REUSEADDR),
-        so_priority: get(libc::SO_PRIORITY).ok().map(|v| v as u32),
-        so_rcvlowat: get(libc::SO_RCVLOWAT).ok().map(|v| v as u32),
-        so_mark: (mark != 0).then_some(mark),
-        so_passcred: flag(libc::SO_PASSCRED),
-        so_passsec: flag(libc::SO_PASSSEC),
-        so_dontroute: flag(libc::SO_DONTROUTE),
-        so_no_check: flag(libc::SO_NO_CHECK),
-        so_reuseport: flag(libc::SO_REUSEPORT),
-        so_broadcast: flag(libc::SO_BROADCAST),
-        so_keepalive: flag(libc::SO_KEEPALIVE),
-        so_oobinline: get(libc::SO_OOBINLINE).ok().map(|v| v as u32),
-        so_buf_lock: get(SO_BUF_LOCK).ok().map(|v| v as u32),
-        so_filter: crust_sys::sockfilter::get_filter(sock)?
-            .chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-            .collect(),
-        so_bound_dev: bound_dev(sock)?,
-        ..Default::default()
-    })
-}
-
-/// Set the options [`dump_sk_opts`] read.
-pub(crate) fn set_sk_opts(sock: BorrowedFd<'_>, o: &SkOptsEntry) -> std::io::Result<()> {
-    crate::net::unix::set_opts(sock, o)?;
-    if !o.so_filter.is_empty() {
-        let prog: Vec<u8> = o.so_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        crust_sys::sockfilter::attach_filter(sock, &prog)?;
-    }
-    if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
-        crust_sys::net::setsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            dev.as_bytes(),
-        )?;
-    }
-    Ok(())
-}
-
-/// The interface the socket is bound to with SO_BINDTODEVICE, if any.
-fn bound_dev(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
-    let mut name = [0u8; libc::IFNAMSIZ];
-    let n = crust_sys::net::getsockopt(sock, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut name)?;
-    let name = &name[..n.min(name.len())];
-    let name = name.split(|b| *b == 0).next().unwrap_or_default();
-    Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
-}
-
-/// A copy (pidfd_getfd) of fd `fd` of `pid`.
-pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
-    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
-    su::pidfd_getfd(pidfd.as_fd(), fd).map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))
 }
 
 // ------------------------------------------------------------ netlink_diag
@@ -318,8 +247,8 @@ impl NetlinkDump {
                 d.dst_group
             )));
         }
-        let opts =
-            dump_sk_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        let opts = crate::net::sock::dump_sk_opts(sock)
+            .map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         debug!(
             "{here}: protocol {} port {} groups {:x?} state {} peer {}/{}",
             d.protocol, d.portid, d.groups, d.state, d.dst_portid, d.dst_group
@@ -380,9 +309,13 @@ fn check_entry(e: &NetlinkSkEntry) -> Result<(), String> {
 
 impl NetlinkFiles {
     /// Read and check the NETLINKSK entries of files.img.
-    pub fn load(dir: &Path) -> Result<NetlinkFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<NetlinkFiles, Error> {
         let socks = crate::util::load_kind(
             dir,
+            loaded.entries()?,
             fd_types::NETLINKSK,
             "netlink socket",
             |f| f.nlsk.map(|e| (e.id, e)),
@@ -453,7 +386,7 @@ fn open_one(e: &NetlinkSkEntry) -> OpResult<OwnedFd> {
             e.dst_portid, e.dst_group
         )))?;
     }
-    set_sk_opts(sf, &e.opts).map_err(at("socket options"))?;
+    crate::net::sock::set_sk_opts(sf, &e.opts).map_err(at("socket options"))?;
     let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
     crust_sys::pipe::set_status_flags(sf, (e.flags & keep) as i32).map_err(at("F_SETFL"))?;
     Ok(s)
@@ -462,6 +395,60 @@ fn open_one(e: &NetlinkSkEntry) -> OpResult<OwnedFd> {
 fn add_membership(s: BorrowedFd<'_>, group: u32) -> OpResult<()> {
     su::setsockopt_int(s, libc::SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group as i32)
         .map_err(at(format!("NETLINK_ADD_MEMBERSHIP of group {group}")))
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Netlink sockets as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(NetlinkFiles::load(ctx.dir, ctx.files)?))
+}
+
+impl RestoreKind for NetlinkFiles {
+    fn name(&self) -> &'static str {
+        "netlink sockets"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "netlink socket",
+            types: &[fd_types::NETLINKSK],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for NetlinkDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Socket(ino) = f.class else {
+            return Ok(None);
+        };
+        let Some(sock) = f.take_sock(libc::AF_NETLINK) else {
+            return Ok(None);
+        };
+        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        let known = self.known(ino);
+        let id = ids.id_for(known, |_, id| {
+            self.add(pid, fd, sock, ino, flags, id).map(Some)
+        })?;
+        Ok(Some((id, fd_types::NETLINKSK)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]

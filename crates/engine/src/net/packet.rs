@@ -18,7 +18,11 @@
 //! memberships, rings (for CRIU images that have them), fanout, then socket
 //! options and status flags. Tasks get them with [`crate::files::fdpass`].
 
-use crate::net::netlink::{attrs, diag_dump, dump_sk_opts, set_sk_opts, u16_at, u32_at};
+use crate::files::classify::Target;
+use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
+use crate::net::netlink::{attrs, diag_dump, u16_at, u32_at};
+use crate::net::sock::{dump_sk_opts, set_sk_opts};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -26,6 +30,7 @@ use crust_images::proto::fown::FownEntry;
 use crust_images::proto::packet_sock::{PacketMclist, PacketRing, PacketSockEntry};
 use crust_sys::{net, rawsk};
 use log::debug;
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -375,9 +380,13 @@ fn check_entry(e: &PacketSockEntry) -> Result<(), String> {
 
 impl PacketFiles {
     /// Read and check the PACKETSK entries of files.img.
-    pub fn load(dir: &Path) -> Result<PacketFiles, Error> {
+    pub fn load(
+        dir: &Path,
+        loaded: &crate::files::loaded::LoadedFiles,
+    ) -> Result<PacketFiles, Error> {
         let socks = crate::util::load_kind(
             dir,
+            loaded.entries()?,
             fd_types::PACKETSK,
             "packet socket",
             |f| f.psk.map(|e| (e.id, e)),
@@ -503,6 +512,60 @@ fn open_one(e: &PacketSockEntry) -> OpResult<OwnedFd> {
     let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
     crust_sys::pipe::set_status_flags(sf, (e.flags & keep) as i32).map_err(at("F_SETFL"))?;
     Ok(s)
+}
+
+// ------------------------------------------------------------ kind of file
+
+/// Packet sockets as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(PacketFiles::load(ctx.dir, ctx.files)?))
+}
+
+impl RestoreKind for PacketFiles {
+    fn name(&self) -> &'static str {
+        "packet sockets"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "packet socket",
+            types: &[fd_types::PACKETSK],
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DumpKind for PacketDump {
+    fn claim(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        ids: &mut Ids<'_>,
+    ) -> Result<Option<(u32, i32)>, Error> {
+        let Target::Socket(ino) = f.class else {
+            return Ok(None);
+        };
+        let Some(sock) = f.take_sock(libc::AF_PACKET) else {
+            return Ok(None);
+        };
+        let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        let known = self.known(ino);
+        let id = ids.id_for(known, |_, id| {
+            self.add(pid, fd, sock, ino, flags, id).map(Some)
+        })?;
+        Ok(Some((id, fd_types::PACKETSK)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]

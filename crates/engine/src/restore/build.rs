@@ -18,7 +18,7 @@ pub(super) fn build_rest(
     live: &LiveImage,
     tramp: u64,
     tty: Option<&str>,
-    shared: &OpenShared,
+    shared: &OpenFiles,
 ) -> Result<(), Error> {
     let Some((main, others)) = tasks.split_first_mut() else {
         return Err(Error::Restore {

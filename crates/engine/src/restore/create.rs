@@ -146,7 +146,8 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
     // Controlling terminals on the tree's ptys, once every fd is open.
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };
-        if let Some((fd, pgrp)) = img.ptys.ctty_of(p.pid(), &live.files.fds) {
+        let ptys = img.files.kind::<crate::files::pty::Ptys>();
+        if let Some((fd, pgrp)) = ptys.and_then(|t| t.ctty_of(p.pid(), &live.files.fds)) {
             let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
             crate::files::pty::set_ctty(&mut r, fd, pgrp)?;
         }

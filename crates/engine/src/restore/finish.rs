@@ -1,12 +1,71 @@
 use super::*;
 
+/// The listeners whose queued connections the accept server hands over
+/// (see [`crate::net::accept`]).
+pub(super) fn accept_listeners(img: &ImageSet) -> std::collections::HashSet<u32> {
+    img.files
+        .kind::<crate::net::inet::InetFiles>()
+        .map(|i| i.accept_listeners())
+        .unwrap_or_default()
+}
+
+/// The restore, in stages: check, make the shared objects, create and
+/// build every task, the late phases, then let the tasks go.
 pub(super) fn restore_loaded(
     mut img: ImageSet,
     opts: &RestoreOptions,
     t0: Instant,
     mut server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<RestoreOutcome, Error> {
-    // In a new pid namespace the recorded pids cannot clash with ours.
+    check_pids_free(&img)?;
+    let tramp = trampoline_for(&img)?;
+    let tty = terminal_for(&img, opts)?;
+    // Pipes, sockets... exist, full, before any task does.
+    let mut created = Created {
+        shared: img.files.open()?,
+        ..Default::default()
+    };
+    let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
+    // Host pid of the root (differs from the image's in a new pid namespace).
+    let root_pid = created
+        .tasks
+        .first()
+        .and_then(|t| t.first())
+        .map(|t| t.pid())
+        .unwrap_or(0);
+    let pages_restored = match result {
+        Ok(n) => n,
+        Err(e) => {
+            created.kill_all();
+            return Err(e);
+        }
+    };
+    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut()) {
+        created.kill_all();
+        return Err(e);
+    }
+    // Every task holds its pipes now: crust lets go of its own ends (a
+    // reader must see end-of-file once the writers it had are gone).
+    drop(std::mem::take(&mut created.shared));
+    let mut tasks = std::mem::take(&mut created.tasks);
+    release_dead(&img, &mut tasks, tramp)?;
+    release_live(&img, opts, &mut tasks, tramp, server)?;
+    let restore_time_us = us_since(t0);
+    info!(
+        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
+        img.procs.len()
+    );
+    Ok(RestoreOutcome {
+        root_pid,
+        restore_time_us,
+        pages_restored,
+        waiter: None,
+    })
+}
+
+/// The recorded pids must be free (in a new pid namespace they cannot
+/// clash with ours).
+fn check_pids_free(img: &ImageSet) -> Result<(), Error> {
     for p in img.procs.iter().filter(|_| !img.new_pidns) {
         wait_zombie_gone(p.pid());
         if Path::new(&format!("/proc/{}", p.pid())).exists() {
@@ -18,6 +77,11 @@ pub(super) fn restore_loaded(
             }
         }
     }
+    Ok(())
+}
+
+/// An address for the restore trampoline, free in crust and every image.
+fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
     let proc = ProcRoot::default();
     let me = process::getpid();
     let own_maps = crust_proc::maps(&proc, me).map_err(crate::util::proc_err(me))?;
@@ -32,6 +96,12 @@ pub(super) fn restore_loaded(
         what: "no free address range for the restore trampoline".into(),
     })?;
     debug!("trampoline at {tramp:#x}");
+    Ok(tramp)
+}
+
+/// The terminal that replaces the recorded one (--shell-job); an error
+/// when a task had an fd on a terminal and there is none to give.
+fn terminal_for(img: &ImageSet, opts: &RestoreOptions) -> Result<Option<String>, Error> {
     let tty = if opts.shell_job { own_tty() } else { None };
     if tty.is_none() {
         let on_tty = img
@@ -48,117 +118,81 @@ pub(super) fn restore_loaded(
             });
         }
     }
+    Ok(tty)
+}
 
-    // Pipes exist, full, before any task does.
-    let mut created = Created {
-        shared: img.shared.open()?,
-        ..Default::default()
-    };
-    created.shared.events = img.events.open()?;
-    created.shared.unix = img.unix.open(&created.shared)?;
-    created.shared.inet = img.inet.open()?;
-    created.shared.ghosts = img.ghosts.open()?;
-    created.shared.memfds = img.memfds.open()?;
-    created.shared.ptys = img.ptys.open()?;
-    created.shared.packets = img.packets.open()?;
-    created.shared.netlinks = img.netlinks.open()?;
-    created.shared.inherited = std::mem::take(&mut img.inherited);
-    let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
-    // Host pid of the root (differs from the image's in a new pid namespace).
-    let root_pid = created
-        .tasks
-        .first()
-        .and_then(|t| t.first())
-        .map(|t| t.pid())
-        .unwrap_or(0);
-    let pages_restored = match result {
-        Ok(n) => n,
-        Err(e) => {
-            created.kill_all();
-            return Err(e);
-        }
-    };
-    // Messages that carry their senders' credentials go back now that
-    // the senders exist (the kernel wants a live pid).
+/// Every task is built: the kinds of file take their late steps, phase
+/// by phase (see [`Phase`]).
+fn run_late_phases(
+    img: &ImageSet,
+    created: &mut Created,
+    server: Option<&mut crate::net::accept::AcceptServer>,
+) -> Result<(), Error> {
     let host_of: HashMap<u32, i32> = img
         .procs
         .iter()
         .zip(created.tasks.iter())
         .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
         .collect();
-    if let Err(e) = created
-        .shared
-        .unix
-        .refill_late(&img.unix, &created.shared, &|pid| {
-            host_of.get(&pid).copied()
-        })
-    {
-        created.kill_all();
-        return Err(e);
+    let host_pid = |pid: u32| host_of.get(&pid).copied();
+    let mut ctx = PhaseCtx {
+        host_pid: &host_pid,
+        accept_server: server,
+    };
+    for phase in Phase::LATE {
+        debug!("restore phase {phase:?}");
+        created.shared.run(phase, &img.files, &mut ctx)?;
     }
-    // Every task holds its sockets: connections leave repair mode (what
-    // was never sent goes out) and the network is unlocked.
-    if let Err(e) = created.shared.inet.finish() {
-        created.kill_all();
-        return Err(e);
-    }
-    // Timers run from now on, with the time they had left at dump time.
-    if let Err(e) = created.shared.events.arm_timers() {
-        created.kill_all();
-        return Err(e);
-    }
-    if let Some(sv) = server.as_deref_mut() {
-        match created.shared.inet.take_accept_queues() {
-            Ok(q) => sv.queues = q,
-            Err(e) => {
-                created.kill_all();
-                return Err(e);
-            }
-        }
-    }
-    // Every task holds its pipes now: crust lets go of its own ends (a
-    // reader must see end-of-file once the writers it had are gone).
-    drop(std::mem::take(&mut created.shared));
-    // Let everything go: zombies die first, then the live tasks get their
-    // registers, children before parents, the root last.
-    let mut order: Vec<usize> = (0..img.procs.len()).collect();
-    order.reverse();
-    let mut tasks = std::mem::take(&mut created.tasks);
+    Ok(())
+}
+
+/// Zombies die (children before parents), and helpers are reaped by
+/// their parents.
+fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(), Error> {
     let index: HashMap<u32, usize> = img
         .procs
         .iter()
         .enumerate()
         .map(|(i, p)| (p.entry.pid, i))
         .collect();
-    for &i in &order {
-        let p = &img.procs[i];
-        if p.live.is_none() {
-            if let Some(t) = tasks[i].pop() {
-                let pid = t.pid();
-                zombie_exit(t, p.exit_code, tramp)
-                    .map_err(|source| Error::Compel { pid, source })?;
-            }
-            if p.helper {
-                // Its parent reaps it, as if it had waited for it.
-                let parent = &mut tasks[index[&p.entry.ppid]][0];
-                let mut r = Remote {
-                    task: parent,
-                    scratch: RemoteAddr(tramp + PAGE_SIZE),
-                    scratch_len: TRAMP_SIZE - PAGE_SIZE,
-                };
-                r.call(
-                    &format!("wait4 for helper {}", p.entry.pid),
-                    libc::SYS_wait4,
-                    [p.entry.pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
-                )?;
-            }
+    for (i, p) in img.procs.iter().enumerate().rev() {
+        if p.live.is_some() {
+            continue;
+        }
+        if let Some(t) = tasks[i].pop() {
+            let pid = t.pid();
+            zombie_exit(t, p.exit_code, tramp).map_err(|source| Error::Compel { pid, source })?;
+        }
+        if p.helper {
+            // Its parent reaps it, as if it had waited for it.
+            let parent = &mut tasks[index[&p.entry.ppid]][0];
+            let mut r = Remote {
+                task: parent,
+                scratch: RemoteAddr(tramp + PAGE_SIZE),
+                scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            };
+            r.call(
+                &format!("wait4 for helper {}", p.entry.pid),
+                libc::SYS_wait4,
+                [p.entry.pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+            )?;
         }
     }
-    // Processes holding a listener whose queued connections are to be
-    // handed over stay traced (see crate::net::accept).
-    let listeners = img.inet.accept_listeners();
-    for &i in &order {
-        let p = &img.procs[i];
+    Ok(())
+}
+
+/// The live tasks get their registers, children before parents, the
+/// root last. Processes holding a listener whose queued connections are
+/// to be handed over stay traced (see [`crate::net::accept`]).
+fn release_live(
+    img: &ImageSet,
+    opts: &RestoreOptions,
+    tasks: &mut [Vec<Task>],
+    tramp: u64,
+    mut server: Option<&mut crate::net::accept::AcceptServer>,
+) -> Result<(), Error> {
+    let listeners = accept_listeners(img);
+    for (i, p) in img.procs.iter().enumerate().rev() {
         let Some(live) = &p.live else { continue };
         let stopped = opts.leave_stopped
             || live.threads[0].core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
@@ -207,17 +241,7 @@ pub(super) fn restore_loaded(
         )
         .map_err(|source| Error::Compel { pid, source })?;
     }
-    let restore_time_us = us_since(t0);
-    info!(
-        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
-        img.procs.len()
-    );
-    Ok(RestoreOutcome {
-        root_pid,
-        restore_time_us,
-        pages_restored,
-        waiter: None,
-    })
+    Ok(())
 }
 
 pub(super) fn final_regs(core: &CoreEntry) -> (crust_sys::ptrace::UserRegs, u64) {

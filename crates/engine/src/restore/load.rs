@@ -38,97 +38,11 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         ));
     }
     let tree: Vec<PstreeEntry> = read_image(&dir, ImageType::Pstree, 0)?;
-    let inherited = crate::files::inherit::Inherited::resolve(&dir, &opts.inherit_fds)?;
-    if tree.is_empty() {
-        return Err(bad(&dir, "pstree.img holds no process"));
-    }
-    let mut seen: HashMap<u32, usize> = HashMap::new();
-    let mut procs = Vec::with_capacity(tree.len());
-    for (i, e) in tree.into_iter().enumerate() {
-        let pid = e.pid as i32;
-        if pid <= 0 || seen.insert(e.pid, i).is_some() {
-            return Err(bad(
-                &dir,
-                format!("pstree.img has a bad or repeated pid {}", e.pid),
-            ));
-        }
-        if i == 0 && e.ppid != 0 {
-            debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
-        }
-        if i > 0 && !seen.contains_key(&e.ppid) {
-            return Err(bad(
-                &dir,
-                format!(
-                    "pstree.img lists {} before its parent {} (or the parent is missing)",
-                    e.pid, e.ppid
-                ),
-            ));
-        }
-        procs.push(load_proc(&dir, e, opts, &inherited)?);
-    }
-    share_with_parents(&dir, &mut procs)?;
-    let mut shared = SharedFiles::load(&dir)?;
-    shared.drop_inherited(&inherited);
-    let events = EventFiles::load(&dir)?;
-    events.check_fds(
-        &dir,
-        procs
-            .iter()
-            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
-    )?;
-    let unix = UnixFiles::load(&dir, opts.ext_unix_sk)?;
-    let inet_ids: Vec<u32> = procs
-        .iter()
-        .filter_map(|p| p.live.as_ref())
-        .flat_map(|l| l.files.fds.iter())
-        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::INETSK)
-        .map(|f| f.id)
-        .collect();
-    let inet = crate::net::inet::InetFiles::load(
-        &dir,
-        &inet_ids,
-        opts.tcp_established,
-        opts.tcp_close,
-        netlock,
-    )?;
-    unix.check_fds(
-        &dir,
-        procs
-            .iter()
-            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
-    )?;
-    let locks = RestoreLocks::load(
-        &dir,
-        opts.file_locks,
-        procs
-            .iter()
-            .filter_map(|p| Some((p.pid(), p.live.as_ref()?.files.fds.as_slice()))),
-    )?;
-    let owners = crate::files::fown::Owners::load(&dir)?;
-    let ghosts = crate::files::ghost::Ghosts::load(&dir)?;
-    let memfd_ids: Vec<u32> = procs
-        .iter()
-        .filter_map(|p| p.live.as_ref())
-        .flat_map(|l| l.files.fds.iter())
-        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::MEMFD)
-        .map(|f| f.id)
-        .collect();
-    let memfds = crate::files::memfd::Memfds::load(&dir, &memfd_ids)?;
-    let tty_ids: Vec<u32> = procs
-        .iter()
-        .filter_map(|p| p.live.as_ref())
-        .flat_map(|l| l.files.fds.iter())
-        .filter(|f| f.r#type == crust_images::proto::fdinfo::fd_types::TTY)
-        .map(|f| f.id)
-        .collect();
-    let ptys = crate::files::pty::Ptys::load(&dir, &tty_ids)?;
-    let packets = crate::net::packet::PacketFiles::load(&dir)?;
-    let netlinks = crate::net::netlink::NetlinkFiles::load(&dir)?;
-    ptys.check_sessions(procs.iter().map(|p| {
-        let e = &p.entry;
-        let fds = p.live.as_ref().map(|l| l.files.fds.as_slice());
-        (e.pid as i32, e.sid as i32, e.pgid as i32, fds)
-    }))?;
+    // files.img once, for every fd table and every kind of file.
+    let loaded = LoadedFiles::read(&dir);
+    let inherited = crate::files::inherit::Inherited::resolve(&loaded, &opts.inherit_fds)?;
+    let procs = load_procs(&dir, tree, opts, &loaded, &inherited)?;
+    let (files, locks, owners) = load_files(&dir, &loaded, opts, netlock, &procs, inherited)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| NsKind::Pid.id_in(r));
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
     let new_pidns = tree_ns.is_some() && root_ns.is_some() && tree_ns != root_ns;
@@ -167,26 +81,93 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         procs,
         new_pidns,
         ipcns,
-        shared,
-        events,
-        unix,
-        inet,
+        files,
         locks,
         owners,
-        ghosts,
-        memfds,
-        ptys,
-        packets,
-        netlinks,
-        inherited,
         netlock,
     })
+}
+
+/// Every process of pstree.img, in order (parents before children),
+/// with what its live tasks need; sharing between processes checked.
+fn load_procs(
+    dir: &Path,
+    tree: Vec<PstreeEntry>,
+    opts: &RestoreOptions,
+    loaded: &LoadedFiles,
+    inherited: &crate::files::inherit::Inherited,
+) -> Result<Vec<ProcImage>, Error> {
+    if tree.is_empty() {
+        return Err(bad(dir, "pstree.img holds no process"));
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut procs = Vec::with_capacity(tree.len());
+    for (i, e) in tree.into_iter().enumerate() {
+        let pid = e.pid as i32;
+        if pid <= 0 || seen.insert(e.pid, i).is_some() {
+            return Err(bad(
+                dir,
+                format!("pstree.img has a bad or repeated pid {}", e.pid),
+            ));
+        }
+        if i == 0 && e.ppid != 0 {
+            debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
+        }
+        if i > 0 && !seen.contains_key(&e.ppid) {
+            return Err(bad(
+                dir,
+                format!(
+                    "pstree.img lists {} before its parent {} (or the parent is missing)",
+                    e.pid, e.ppid
+                ),
+            ));
+        }
+        procs.push(load_proc(dir, e, opts, loaded, inherited)?);
+    }
+    share_with_parents(dir, &mut procs)?;
+    Ok(procs)
+}
+
+/// Every kind of file of the registry (see [`crate::files::kind`]), with
+/// the inherited fds first; then file locks and owners, which apply to
+/// files of every kind.
+fn load_files(
+    dir: &Path,
+    loaded: &LoadedFiles,
+    opts: &RestoreOptions,
+    netlock: crate::net::netlock::Method,
+    procs: &[ProcImage],
+    inherited: crate::files::inherit::Inherited,
+) -> Result<(FileKinds, RestoreLocks, crate::files::fown::Owners), Error> {
+    let ctx = LoadCtx {
+        dir,
+        files: loaded,
+        opts,
+        netlock,
+        inherited: &inherited,
+        procs: procs
+            .iter()
+            .map(|p| ProcFds {
+                pid: p.pid(),
+                sid: p.entry.sid as i32,
+                pgid: p.entry.pgid as i32,
+                fds: p.live.as_ref().map(|l| l.files.fds.as_slice()),
+            })
+            .collect(),
+    };
+    let mut files = FileKinds::load(&ctx)?;
+    let locks = RestoreLocks::load(dir, opts.file_locks, ctx.live())?;
+    let owners = crate::files::fown::Owners::load(dir, loaded)?;
+    drop(ctx);
+    files.put_first(Box::new(inherited));
+    Ok((files, locks, owners))
 }
 
 pub(super) fn load_proc(
     dir: &Path,
     entry: PstreeEntry,
     opts: &RestoreOptions,
+    loaded: &LoadedFiles,
     inherited: &crate::files::inherit::Inherited,
 ) -> Result<ProcImage, Error> {
     let pid = entry.pid as i32;
@@ -257,7 +238,7 @@ pub(super) fn load_proc(
     mem::validate_vmas(dir, &mm)?;
     let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
-    let files = RestoreFiles::load(dir, ids.files_id)?;
+    let files = RestoreFiles::load(dir, loaded, ids.files_id)?;
     // Every file the task needs must be there and unchanged.
     // (Not the files replaced by inherited fds.)
     let mut needed: Vec<u32> = files

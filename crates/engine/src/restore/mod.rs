@@ -25,12 +25,11 @@ use finish::*;
 use load::*;
 use memory::*;
 
-use crate::files::events::EventFiles;
 use crate::files::filelocks::RestoreLocks;
-use crate::files::pipes::{OpenShared, SharedFiles};
+use crate::files::kind::{FileKinds, LoadCtx, OpenFiles, Phase, PhaseCtx, ProcFds};
+use crate::files::loaded::LoadedFiles;
 use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
-use crate::net::unix::UnixFiles;
 use crate::task::remote::Remote;
 use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, task::xsave, Error, RestoreOptions, RestoreOutcome};
@@ -106,30 +105,13 @@ struct ImageSet {
     new_pidns: bool,
     /// The tree's own IPC namespace, with its System V objects.
     ipcns: Option<crate::ns::sysvipc::IpcNs>,
-    /// Pipes and FIFOs, with their queued data.
-    shared: SharedFiles,
-    /// Event files (eventfd, signalfd, timerfd, epoll, inotify).
-    events: EventFiles,
-    /// Unix sockets and their queued messages.
-    unix: UnixFiles,
-    /// Inet sockets.
-    inet: crate::net::inet::InetFiles,
+    /// Every kind of file (pipes, event files, sockets...), see
+    /// [`crate::files::kind`].
+    files: FileKinds,
     /// File locks to take again (--file-locks).
     locks: RestoreLocks,
     /// Owners (F_SETOWN) and signals (F_SETSIG) of the files, by id.
     owners: crate::files::fown::Owners,
-    /// Files deleted while open, saved as ghost files.
-    ghosts: crate::files::ghost::Ghosts,
-    /// memfds the fds are on.
-    memfds: crate::files::memfd::Memfds,
-    /// Pty pairs the fds are on.
-    ptys: crate::files::pty::Ptys,
-    /// Packet sockets.
-    packets: crate::net::packet::PacketFiles,
-    /// Netlink sockets.
-    netlinks: crate::net::netlink::NetlinkFiles,
-    /// Files replaced by crust's own fds (`--inherit-fd`).
-    inherited: crate::files::inherit::Inherited,
     /// How the dump locked the tree's TCP connections (inventory.img):
     /// what unlocks them once they are restored.
     #[allow(dead_code)] // read by the restore of TCP connections
@@ -141,9 +123,9 @@ struct ImageSet {
 struct Created {
     /// Per process (same index as `ImageSet::procs`): its threads' tasks.
     tasks: Vec<Vec<Task>>,
-    /// crust's pipes and FIFOs, given to the tasks as they are built and
-    /// closed before any task runs.
-    shared: OpenShared,
+    /// The descriptions crust made (pipes, sockets...), given to the tasks
+    /// as they are built and closed before any task runs.
+    shared: OpenFiles,
 }
 
 impl Created {
@@ -169,7 +151,7 @@ impl Created {
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
-    if img.inet.accept_listeners().is_empty() {
+    if accept_listeners(&img).is_empty() {
         return restore_loaded(img, opts, t0, None);
     }
     restore_serving(img, opts, t0)

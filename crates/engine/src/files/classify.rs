@@ -1,0 +1,276 @@
+//! Dump of one fd: what its /proc link says it is ([`classify`], pure),
+//! then the kind that records it, asked for the files.img id of the
+//! description (an fd seen before on it, or a new entry).
+
+use super::*;
+use crate::files::kind::dump::{DumpFd, Ids};
+
+/// What an fd is, by its /proc/PID/fd link alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// An unnamed pipe (`pipe:[INO]`).
+    Pipe(u64),
+    /// An event file (`anon_inode:[eventfd]`...).
+    Event(events::Kind),
+    /// A socket (`socket:[INO]`): its family says which kind.
+    Socket(u32),
+    /// Something crust cannot dump, named for the error.
+    Special(&'static str),
+    /// A path: a regular file, directory, device, FIFO, memfd, pty, or a
+    /// deleted file (told apart with what stat and fdinfo say).
+    Path,
+}
+
+/// Classify an fd by its /proc link.
+pub(crate) fn classify(link: &str) -> Target {
+    if let Some(ino) = pipes::pipe_inode(link) {
+        return Target::Pipe(ino);
+    }
+    if let Some(kind) = events::kind_of(link) {
+        return Target::Event(kind);
+    }
+    if let Some(ino) = unix::socket_inode(link) {
+        return Target::Socket(ino);
+    }
+    if link.starts_with('/') {
+        return Target::Path;
+    }
+    Target::Special(if link.starts_with("pipe:") {
+        "pipe"
+    } else if link.starts_with("socket:") {
+        "socket"
+    } else if link.starts_with("anon_inode:") {
+        "anonymous inode"
+    } else {
+        "special file"
+    })
+}
+
+/// The error for an fd crust cannot dump.
+fn unsupported(f: &DumpFd<'_>, kind: &str) -> Error {
+    Error::unsupported(format!(
+        "process {} has fd {} open on a {kind} ({}), which crust cannot dump yet",
+        f.pid, f.fd, f.target
+    ))
+}
+
+impl FileTable {
+    /// The fds of process `pid` (only those of `only` when given).
+    pub(super) fn collect_fds_of(
+        &mut self,
+        proc: &ProcRoot,
+        pid: i32,
+        only: Option<&[i32]>,
+    ) -> Result<Vec<FdinfoEntry>, Error> {
+        let mut fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+        if let Some(only) = only {
+            fds.retain(|(fd, _)| only.contains(fd));
+        }
+        let mut out = Vec::with_capacity(fds.len());
+        // fd -> files.img id of the fds seen so far, to find shared open
+        // file descriptions.
+        let mut seen: Vec<(i32, String, u32)> = Vec::new();
+        for (fd, target) in fds {
+            let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
+            let mut f = DumpFd {
+                proc,
+                pid,
+                fd,
+                target: &target,
+                info: &info,
+                class: classify(&target),
+                sock: None,
+            };
+            let (id, ty) = self.dump_fd(&mut f, &mut seen)?;
+            debug!("{pid}: fd {fd} -> {target} (id {id}, type {ty})");
+            out.push(FdinfoEntry {
+                id,
+                flags: if info.flags & O_CLOEXEC != 0 {
+                    libc::FD_CLOEXEC as u32
+                } else {
+                    0
+                },
+                r#type: ty,
+                fd: fd as u32,
+                ..Default::default()
+            });
+        }
+        for e in &out {
+            self.owners.note(pid, e.fd as i32, e.id)?;
+        }
+        Ok(out)
+    }
+
+    /// The files.img id and fd type of one fd: the first kind that claims
+    /// it records it; a path no kind claims is a regular file (or a
+    /// directory, a device...).
+    fn dump_fd(
+        &mut self,
+        f: &mut DumpFd<'_>,
+        seen: &mut Vec<(i32, String, u32)>,
+    ) -> Result<(u32, i32), Error> {
+        let (pid, fd) = (f.pid, f.fd);
+        let mut domain = None;
+        match f.class {
+            Target::Special(kind) => return Err(unsupported(f, kind)),
+            Target::Socket(_) => {
+                // One copy of the socket (the same socket) serves its family.
+                let sock = crate::net::sock::take_fd(pid, fd)?;
+                let d = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
+                domain = Some(d);
+                f.sock = Some((d, sock));
+            }
+            Target::Path => crate::ns::sysvipc::refuse_mqueue(pid, fd, f.target)?,
+            Target::Pipe(_) | Target::Event(_) => {}
+        }
+        let mut ids = Ids {
+            next_id: &mut self.next_id,
+            files: &mut self.files,
+            memfd_inodes: &mut self.memfd_inodes,
+        };
+        for k in self.kinds.iter_mut() {
+            if let Some(got) = k.claim(f, &mut ids)? {
+                return Ok(got);
+            }
+        }
+        match (f.class, domain) {
+            (Target::Path, _) => self.path_id(f, seen),
+            (_, Some(domain)) => Err(Error::unsupported(format!(
+                "process {pid} has fd {fd} on a socket of address family {domain} ({}), which crust cannot dump yet",
+                f.target
+            ))),
+            _ => Err(unsupported(f, "special file")),
+        }
+    }
+
+    /// An fd on a path no kind claimed: a regular file (shared with an
+    /// earlier fd of `seen` if kcmp says so), a directory or a device.
+    fn path_id(
+        &mut self,
+        f: &DumpFd<'_>,
+        seen: &mut Vec<(i32, String, u32)>,
+    ) -> Result<(u32, i32), Error> {
+        let (pid, fd, target, info) = (f.pid, f.fd, f.target, f.info);
+        if is_terminal_path(target) && !self.shell_job {
+            return Err(Error::unsupported(format!(
+                "process {pid} has fd {fd} open on the terminal {target}; dump it with --shell-job (-j) and restore with --shell-job too"
+            )));
+        }
+        let path = PathBuf::from(target);
+        let md = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+            .map_err(sys_err(pid, format!("stat fd {fd}")))?;
+        let ft = md.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_socket() || ft.is_block_device() {
+            return Err(unsupported(f, "special file"));
+        }
+        let shared_with = seen.iter().find_map(|(ofd, opath, oid)| {
+            (opath == target && crust_sys::process::kcmp_file(pid, pid, *ofd, fd).unwrap_or(false))
+                .then_some(*oid)
+        });
+        let id = match shared_with {
+            Some(id) => id,
+            None => {
+                let id = self.new_id();
+                let leased = crate::files::filelocks::write_leased(pid, fd);
+                let reg = self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
+                self.push_reg(reg);
+                id
+            }
+        };
+        seen.push((fd, target.to_string(), id));
+        Ok((id, fd_types::REG))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::kind::dump::DumpKind;
+
+    #[test]
+    fn fd_links_are_classified() {
+        assert_eq!(classify("pipe:[4242]"), Target::Pipe(4242));
+        assert_eq!(classify("socket:[77]"), Target::Socket(77));
+        assert_eq!(
+            classify("anon_inode:[eventfd]"),
+            Target::Event(events::Kind::Eventfd)
+        );
+        assert_eq!(classify("/etc/passwd"), Target::Path);
+        assert_eq!(classify("/memfd:x (deleted)"), Target::Path);
+        assert_eq!(classify("/dev/pts/3"), Target::Path);
+        assert_eq!(classify("pipe:[oops]"), Target::Special("pipe"));
+        assert_eq!(
+            classify("anon_inode:bpf-map"),
+            Target::Special("anonymous inode")
+        );
+        assert_eq!(
+            classify("net:[4026531840]"),
+            Target::Special("special file")
+        );
+    }
+
+    /// Claims every unnamed pipe, with ids from the table.
+    struct FakePipes(Vec<(i32, i32)>);
+
+    impl DumpKind for FakePipes {
+        fn claim(
+            &mut self,
+            f: &mut DumpFd<'_>,
+            ids: &mut Ids<'_>,
+        ) -> Result<Option<(u32, i32)>, Error> {
+            let Target::Pipe(_) = f.class else {
+                return Ok(None);
+            };
+            self.0.push((f.pid, f.fd));
+            let id = ids.id_for(None, |_, id| {
+                Ok(Some(FileEntry {
+                    id,
+                    r#type: fd_types::PIPE,
+                    ..Default::default()
+                }))
+            })?;
+            Ok(Some((id, fd_types::PIPE)))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn the_table_asks_its_kinds_in_order() {
+        let mut t = FileTable::new(false);
+        t.kinds = vec![Box::new(FakePipes(Vec::new()))];
+        let proc = ProcRoot::default();
+        let info = crust_proc::FdInfo::default();
+        let mut seen = Vec::new();
+        let mut fd = |t: &mut FileTable, n: i32, link: &str| {
+            let mut f = DumpFd {
+                proc: &proc,
+                pid: 1,
+                fd: n,
+                target: link,
+                info: &info,
+                class: classify(link),
+                sock: None,
+            };
+            t.dump_fd(&mut f, &mut seen)
+        };
+        assert_eq!(fd(&mut t, 3, "pipe:[9]").ok(), Some((1, fd_types::PIPE)));
+        assert_eq!(fd(&mut t, 4, "pipe:[9]").ok(), Some((2, fd_types::PIPE)));
+        // No kind claims it: refused, and no id is used.
+        assert!(fd(&mut t, 5, "anon_inode:[eventfd]").is_err());
+        assert!(fd(&mut t, 6, "anon_inode:bpf-prog").is_err());
+        assert_eq!(t.next_id, 3);
+        assert_eq!(t.files.len(), 2);
+        let fake = t.kind::<FakePipes>().map(|k| k.0.clone());
+        assert_eq!(fake, Some(vec![(1, 3), (1, 4)]));
+        assert!(t.kind::<crate::net::inet::InetDump>().is_none());
+    }
+}

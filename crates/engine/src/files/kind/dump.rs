@@ -1,0 +1,106 @@
+//! Kinds of files at dump: the trait each kind implements and the list of
+//! kinds [`crate::files::FileTable`] asks, in order, for each fd.
+
+use crate::files::classify::Target;
+use crate::Error;
+use crust_images::proto::fdinfo::FileEntry;
+use crust_images::proto::memfd::MemfdInodeEntry;
+use crust_proc::{FdInfo, ProcRoot};
+use std::any::Any;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+/// One fd of a process being dumped, as the kinds see it.
+pub(crate) struct DumpFd<'a> {
+    pub proc: &'a ProcRoot,
+    pub pid: i32,
+    pub fd: i32,
+    /// Its /proc/PID/fd link.
+    pub target: &'a str,
+    pub info: &'a FdInfo,
+    /// What the link says it is.
+    pub class: Target,
+    /// A socket: its family (SO_DOMAIN) and crust's copy of it, for the
+    /// kind that records it to take.
+    pub sock: Option<(i32, OwnedFd)>,
+}
+
+impl DumpFd<'_> {
+    /// Its open flags without O_CLOEXEC (an fd flag, not the file's).
+    pub fn flags(&self) -> u32 {
+        self.info.flags & !(libc::O_CLOEXEC as u32)
+    }
+
+    /// Crust's copy of the socket if it is of family `domain`.
+    pub fn take_sock(&mut self, domain: i32) -> Option<OwnedFd> {
+        match &self.sock {
+            Some((d, _)) if *d == domain => self.sock.take().map(|(_, s)| s),
+            _ => None,
+        }
+    }
+}
+
+/// The files.img ids and entries of the tree, shared by every kind.
+pub(crate) struct Ids<'a> {
+    pub next_id: &'a mut u32,
+    pub files: &'a mut Vec<FileEntry>,
+    /// memfd.img inodes (memfds and shared anonymous memory).
+    pub memfd_inodes: &'a mut Vec<MemfdInodeEntry>,
+}
+
+impl Ids<'_> {
+    pub fn new_id(&mut self) -> u32 {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        id
+    }
+
+    /// The files.img id of a description: `known` (an fd seen before on
+    /// it), else a new one, with which `make` records it (and returns the
+    /// files.img entry, for kinds whose entries are made at once).
+    pub fn id_for(
+        &mut self,
+        known: Option<u32>,
+        make: impl FnOnce(&mut Self, u32) -> Result<Option<FileEntry>, Error>,
+    ) -> Result<u32, Error> {
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let id = self.new_id();
+        if let Some(e) = make(self, id)? {
+            self.files.push(e);
+        }
+        Ok(id)
+    }
+}
+
+/// A kind of file at dump.
+pub(crate) trait DumpKind: Any {
+    /// If fd `f` is of this kind, its files.img id and fd type (a new id
+    /// and entry for a description not seen before); `None` if it is not.
+    fn claim(&mut self, f: &mut DumpFd<'_>, ids: &mut Ids<'_>)
+        -> Result<Option<(u32, i32)>, Error>;
+    /// Write the kind's own images (files.img is written by the table).
+    fn write_images(&mut self, _dir: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Every kind of file at dump, in the order they are asked. Kinds that
+/// claim paths come last, pipes (FIFOs) after the others: a FIFO is told
+/// apart by stat.
+pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
+    vec![
+        Box::new(crate::files::events::EventDump::default()),
+        Box::new(crate::net::inet::InetDump::default()),
+        Box::new(crate::net::packet::PacketDump::default()),
+        Box::new(crate::net::netlink::NetlinkDump::default()),
+        Box::new(crate::net::unix::UnixDump::default()),
+        Box::new(crate::files::ghost::GhostDump::default()),
+        Box::new(crate::files::memfd::MemfdDump::default()),
+        Box::new(crate::files::pty::PtyDump::default()),
+        Box::new(crate::files::pipes::PipeDump::default()),
+    ]
+}

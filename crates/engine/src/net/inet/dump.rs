@@ -1,0 +1,549 @@
+use super::*;
+
+// ---------------------------------------------------------------- dump
+
+/// A datagram queued on an inet socket: (files.img id, bytes, sender as a
+/// raw sockaddr), as sk-queues.img holds it.
+pub type Datagram = (u32, Vec<u8>, Vec<u8>);
+
+/// One inet socket of the tree.
+struct Sock {
+    pid: i32,
+    fd: i32,
+    /// crust's copy of it (the same socket).
+    copy: OwnedFd,
+    entry: InetSkEntry,
+    /// A connection to carry over in repair mode: (local, remote).
+    conn: Option<(SocketAddr, SocketAddr)>,
+    /// Datagrams queued on it: (bytes, sender).
+    dgrams: Vec<(Vec<u8>, SocketAddr)>,
+    /// A listener: connections waiting in its accept queue.
+    pending: u32,
+}
+
+/// Inet sockets of a dumped tree.
+#[derive(Default)]
+pub struct InetDump {
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub skip_in_flight: bool,
+    /// dump -R: the tree runs on (its accept queues are left alone).
+    pub leave_running: bool,
+    pub lock_method: netlock::Method,
+    diag: Option<HashMap<u32, Diag>>,
+    ids: HashMap<u32, u32>,
+    socks: Vec<Sock>,
+    /// Connections locked and in repair mode once written.
+    held: Option<NetHold>,
+}
+
+/// The UDP part of [`InetDump::describe`]: UDP_CORK, a datagram pending
+/// (taken and put back at once), and the datagrams queued.
+fn udp_part(
+    s: BorrowedFd<'_>,
+    (pid, fd, proto): (i32, i32, i32),
+    here: &str,
+    entry: &mut InetSkEntry,
+    local: SocketAddr,
+) -> Result<Vec<(Vec<u8>, SocketAddr)>, Error> {
+    let cork = int_opt(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
+    if cork != 0 {
+        entry
+            .tcp_opts
+            .get_or_insert_with(TcpOptsEntry::default)
+            .cork = Some(true);
+    }
+    // A datagram pending (UDP_CORK or MSG_MORE): taken through
+    // NFLOG without reaching the network, and put back at once
+    // (the task keeps it if it runs on; the image has it).
+    if sn::ioctl_int(s, sn::SIOCOUTQ).unwrap_or(0) > 0 && proto == libc::IPPROTO_UDP {
+        if let Some((data, dst)) = crate::net::udpcork::take_corked(s, local)? {
+            crate::net::udpcork::put_back(s, local, &data, dst)?;
+            debug!("{here}: {} bytes pending to {dst}", data.len());
+            entry.corked_data = Some(data);
+            entry.corked_dst = Some(sn::to_bytes(&dst));
+        }
+    }
+    peek_datagrams(s).map_err(sys_err(
+        pid,
+        format!("peeking the datagrams queued on fd {fd}"),
+    ))
+}
+
+impl InetDump {
+    /// The files.img id of socket inode `ino` if it was seen already.
+    pub fn known(&self, ino: u32) -> Option<u32> {
+        self.ids.get(&ino).copied()
+    }
+
+    /// Dump the socket on fd `fd` of `pid` (`copy`: crust's copy of it)
+    /// as files.img entry `id`.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        copy: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<(), Error> {
+        let sock = self.describe(pid, fd, copy, ino, flags, id)?;
+        self.ids.insert(ino, id);
+        self.socks.push(sock);
+        Ok(())
+    }
+
+    /// Everything about one socket (crust's copy `copy`; `fd` -1 for a
+    /// connection crust took from an accept queue).
+    fn describe(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        copy: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<Sock, Error> {
+        let s = copy.as_fd();
+        let get = |level: i32, o: i32, what: &str| {
+            su::getsockopt_int(s, level, o).map_err(sys_err(pid, format!("{what} of fd {fd}")))
+        };
+        let family = get(libc::SOL_SOCKET, libc::SO_DOMAIN, "SO_DOMAIN")?;
+        let ty = get(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?;
+        let proto = get(libc::SOL_SOCKET, libc::SO_PROTOCOL, "SO_PROTOCOL")?;
+        let here = format!(
+            "process {pid} fd {fd} ({} socket {ino})",
+            proto_name(proto as u32)
+        );
+        let local = sn::getsockname(s).map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
+        let peer = sn::getpeername(s).ok();
+        // A TCP socket neither listening nor connected (bound or not) is
+        // not in INET_DIAG's tables: not looked up (a miss reloads them).
+        let mut info = [0u8; 1];
+        let tcp_closed = ty == libc::SOCK_STREAM
+            && sn::getsockopt(s, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).is_ok()
+            && info[0] as u32 == TCP_CLOSE;
+        let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
+            || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
+        {
+            match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
+                Some(d) => Some(d),
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        // A socket still in SYN_SENT has no peer name: sock_diag knows it.
+        let peer = peer.or_else(|| {
+            diag.as_ref()
+                .filter(|d| d.state as u32 == TCP_SYN_SENT && d.dst.port() != 0)
+                .map(|d| d.dst)
+        });
+        let state = match (&diag, peer) {
+            (Some(d), _) => d.state as u32,
+            (None, Some(_)) => TCP_ESTABLISHED,
+            (None, None) => TCP_CLOSE,
+        };
+        let opts = dump_sk_opts(s).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        let mut entry = InetSkEntry {
+            id,
+            ino,
+            family: family as u32,
+            r#type: ty as u32,
+            proto: proto as u32,
+            state,
+            src_port: local.port() as u32,
+            dst_port: peer.map(|p| p.port() as u32).unwrap_or(0),
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            backlog: 0,
+            src_addr: addr_words(&local.ip()),
+            dst_addr: addr_words(&peer.map(|p| p.ip()).unwrap_or(match family {
+                libc::AF_INET => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            })),
+            fown: FownEntry::default(),
+            opts,
+            v6only: if family == libc::AF_INET6 {
+                int_opt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)
+            } else {
+                None
+            },
+            ip_opts: Some(ip_opts(s, family, ty, proto)),
+            ifname: None,
+            ns_id: Some(NET_NS_ID),
+            shutdown: diag
+                .as_ref()
+                .and_then(|d| (d.shutdown != 0).then_some(d.shutdown as i32 & 3)),
+            tcp_opts: (proto == libc::IPPROTO_TCP).then(|| tcp_opts(s)),
+            ..Default::default()
+        };
+        let mut conn = None;
+        let mut dgrams = Vec::new();
+        let mut pending = 0;
+        if proto == libc::IPPROTO_TCP {
+            let d = diag.clone().unwrap_or(Diag {
+                family: family as u8,
+                proto: proto as u8,
+                state: TCP_CLOSE as u8,
+                src: local,
+                dst: local,
+                rqueue: 0,
+                wqueue: 0,
+                ino,
+                shutdown: 0,
+            });
+            (conn, pending) = self.tcp_part(&here, &mut entry, &d, state, local, peer)?;
+        } else if ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+        {
+            dgrams = udp_part(s, (pid, fd, proto), &here, &mut entry, local)?;
+        }
+        debug!(
+            "{here}: {} {} -> {:?}, {} datagram(s) queued",
+            proto_name(proto as u32),
+            show(&local),
+            peer,
+            dgrams.len()
+        );
+        Ok(Sock {
+            pid,
+            fd,
+            copy,
+            entry,
+            conn,
+            dgrams,
+            pending,
+        })
+    }
+
+    /// The TCP part of [`InetDump::describe`]: a listener's backlog and
+    /// waiting connections, a connection to carry over (or refuse, or dump
+    /// closed, as the options say). Returns (connection, waiting).
+    fn tcp_part(
+        &self,
+        here: &str,
+        entry: &mut InetSkEntry,
+        d: &Diag,
+        state: u32,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+    ) -> Result<(Option<(SocketAddr, SocketAddr)>, u32), Error> {
+        let mut conn = None;
+        let mut pending = 0;
+        if state == TCP_LISTEN {
+            entry.backlog = d.wqueue;
+            if d.rqueue > 0 && self.tcp_established && !self.skip_in_flight {
+                if self.leave_running {
+                    warn!(
+                        "{here}: {} connection(s) waiting in the accept queue of {} stay with the running tree; they are not in the images",
+                        d.rqueue,
+                        show(&local)
+                    );
+                } else {
+                    pending = d.rqueue;
+                }
+            } else if d.rqueue > 0 {
+                if self.skip_in_flight {
+                    warn!(
+                        "{here}: {} connection(s) waiting in the accept queue of {} are skipped (--skip-in-flight); their peers will see them reset",
+                        d.rqueue,
+                        show(&local)
+                    );
+                } else {
+                    return Err(Error::unsupported(format!(
+                        "{here}: the listening socket {} has {} connection(s) not yet accepted; dump with --tcp-established to carry them over, or --skip-in-flight to drop them (their peers will see them reset)",
+                        show(&local),
+                        d.rqueue
+                    )));
+                }
+            }
+        } else if is_connection(state) {
+            let remote = peer.unwrap_or(d.dst);
+            entry.backlog = d.wqueue;
+            if self.tcp_close {
+                debug!(
+                    "{here}: connection {} -> {} dumped as closed (--tcp-close)",
+                    show(&local),
+                    show(&remote)
+                );
+            } else if !self.tcp_established {
+                return Err(Error::unsupported(format!(
+                    "{here} holds an established TCP connection {} -> {} ({}); dump with --tcp-established to carry it over (or --tcp-close to drop it)",
+                    show(&local),
+                    show(&remote),
+                    state_name(state)
+                )));
+            } else {
+                conn = Some((local, remote));
+            }
+        } else if state != TCP_CLOSE {
+            return Err(Error::unsupported(format!(
+                "{here} is in TCP state {}, which crust cannot dump",
+                state_name(state)
+            )));
+        }
+        Ok((conn, pending))
+    }
+
+    /// Take the connections waiting in the accept queues of the tree's
+    /// listeners out of them (accept4 on crust's copy of the listener):
+    /// each becomes a connection of the image, marked as queued on its
+    /// listener, and is carried over like the others.
+    fn take_accept_queues(&mut self, next_id: &mut u32) -> Result<(), Error> {
+        let mut taken = Vec::new();
+        for l in self.socks.iter().filter(|s| s.pending > 0) {
+            let flags = crust_sys::pipe::status_flags(l.copy.as_fd()).unwrap_or(0);
+            // Non-blocking while crust takes them (the file is the task's
+            // too: its flags are put back).
+            let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags | libc::O_NONBLOCK);
+            for _ in 0..l.pending {
+                match sn::accept4(l.copy.as_fd(), libc::SOCK_CLOEXEC) {
+                    Ok((c, _)) => taken.push((l.pid, l.fd, l.entry.id, c)),
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                    Err(e) => {
+                        let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags);
+                        return Err(sys_err(l.pid, format!("accept4 on fd {}", l.fd))(e));
+                    }
+                }
+            }
+            let _ = crust_sys::pipe::set_status_flags(l.copy.as_fd(), flags);
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        for (pid, lfd, lid, c) in taken {
+            let ino = std::fs::metadata(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&c)
+            ))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .map_err(sys_err(pid, "stat of an accepted socket"))?;
+            let id = *next_id;
+            *next_id += 1;
+            let mut sock = self.describe(pid, -1, c, ino, libc::O_RDWR as u32, id)?;
+            sock.entry.accept_queue_of = Some(lid);
+            info!(
+                "process {pid} fd {lfd}: connection from {} taken from the accept queue (file {id})",
+                sock.conn.map(|c| show(&c.1)).unwrap_or_default()
+            );
+            self.ids.insert(ino, id);
+            self.socks.push(sock);
+        }
+        Ok(())
+    }
+
+    /// The files.img entries, the datagrams queued (files.img id, bytes,
+    /// sender as a sockaddr), and `tcp-stream-N.img` of each connection:
+    /// the connections are locked out of the network and put in repair
+    /// mode here, and stay so (see [`InetDump::take_hold`]).
+    pub fn write(
+        &mut self,
+        dir: &Path,
+        next_id: &mut u32,
+    ) -> Result<(Vec<FileEntry>, Vec<Datagram>), Error> {
+        self.take_accept_queues(next_id)?;
+        let conns: Vec<Conn> = self
+            .socks
+            .iter()
+            .filter_map(|s| s.conn)
+            .map(|(local, remote)| Conn { local, remote })
+            .collect();
+        let mut hold = NetHold {
+            method: self.lock_method,
+            conns: conns.clone(),
+            repairs: Vec::new(),
+            undo: Vec::new(),
+        };
+        if !conns.is_empty() {
+            netlock::lock(self.lock_method, &conns)?;
+            info!(
+                "Locked {} TCP connection(s) out of the network",
+                conns.len()
+            );
+        }
+        let written = (|| {
+            for s in &self.socks {
+                let Some((local, remote)) = s.conn else {
+                    continue;
+                };
+                let failed = |doing: &str| {
+                    let what = format!(
+                        "process {} fd {}: {doing} the connection {} -> {}",
+                        s.pid,
+                        s.fd,
+                        show(&local),
+                        show(&remote)
+                    );
+                    move |source| Error::Soccr {
+                        what,
+                        source: Box::new(source),
+                    }
+                };
+                let dup = s.copy.try_clone().map_err(sys_err(s.pid, "dup"))?;
+                let rep = Repair::start(dup).map_err(failed("putting in repair mode"))?;
+                // SYN_SENT has no peer name yet: sock_diag's is given.
+                let st = rep.state_with_remote(Some(remote));
+                hold.repairs.push(rep);
+                let st = st.map_err(failed("reading the state of"))?;
+                write_stream(dir, s.entry.ino, &st)?;
+            }
+            // Fault injection for the tests (as CRIU's CRIU_FAULT): fail
+            // with every connection locked and in repair mode.
+            if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "after-netlock") {
+                return Err(Error::unsupported(
+                    "CRUST_FAULT=after-netlock: failing the dump on purpose".to_string(),
+                ));
+            }
+            Ok::<(), Error>(())
+        })();
+        // On failure, dropping `hold` releases what was held.
+        written?;
+        self.held = Some(hold);
+        let files = self
+            .socks
+            .iter()
+            .map(|s| FileEntry {
+                r#type: fd_types::INETSK,
+                id: s.entry.id,
+                isk: Some(s.entry.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let dgrams = self
+            .socks
+            .iter()
+            .flat_map(|s| {
+                s.dgrams
+                    .iter()
+                    .map(move |(b, from)| (s.entry.id, b.clone(), sn::to_bytes(from)))
+            })
+            .collect();
+        Ok((files, dgrams))
+    }
+
+    /// The connections held in repair mode and locked, for the end of the
+    /// dump: [`NetHold::release`] (the tree runs on, or the dump failed)
+    /// or [`NetHold::keep`] (the tree was killed: the lock stays until
+    /// restore).
+    pub fn take_hold(&mut self) -> NetHold {
+        self.held.take().unwrap_or_default()
+    }
+}
+
+/// Connections of a dumped tree held in repair mode and locked. Dropping
+/// it releases them (see [`NetHold::release`]).
+#[derive(Default)]
+pub struct NetHold {
+    method: netlock::Method,
+    conns: Vec<Conn>,
+    repairs: Vec<Repair>,
+    /// Other things to undo if the tree runs on (pty bytes read out).
+    undo: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl NetHold {
+    /// Take the connections out of repair mode and unlock them: the tree
+    /// runs on (dump -R) or the dump failed.
+    pub fn release(self) {
+        drop(self)
+    }
+
+    /// The tree is dead: free crust's copies still in repair mode (so
+    /// nothing is sent) and leave the lock for the restore to remove.
+    /// `f` runs if the tree runs on (release), not if it was killed.
+    pub fn on_release(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.undo.push(f);
+    }
+
+    pub fn keep(mut self) {
+        if !self.conns.is_empty() {
+            info!(
+                "{} connection(s) stay locked out of the network until restore",
+                self.conns.len()
+            );
+        }
+        self.repairs.clear();
+        self.conns.clear();
+        self.undo.clear();
+    }
+}
+
+impl Drop for NetHold {
+    fn drop(&mut self) {
+        for r in self.repairs.drain(..) {
+            if let Err(e) = r.resume() {
+                warn!("could not take a connection out of repair mode: {e}");
+            }
+        }
+        if !self.conns.is_empty() {
+            if let Err(e) = netlock::unlock(self.method, &self.conns) {
+                warn!("could not unlock the network: {e}");
+            }
+        }
+        for f in self.undo.drain(..) {
+            f();
+        }
+    }
+}
+
+/// Every datagram queued on a UDP socket, with its sender, left in place.
+fn peek_datagrams(s: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, SocketAddr)>> {
+    if sn::ioctl_int(s, sn::SIOCINQ)? == 0 {
+        // SIOCINQ is the size of the first datagram: none queued (or an
+        // empty one, which peeking below still finds).
+        let mut b = [0u8; 1];
+        match sn::recvfrom(s, &mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(Vec::new()),
+            _ => {}
+        }
+    }
+    su::setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let walk = (|| loop {
+        match sn::recvfrom(s, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok((n, Some(from))) => out.push((buf[..n].to_vec(), from)),
+            Ok((_, None)) => return Err(std::io::Error::from_raw_os_error(libc::EPROTO)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if out.len() > 100_000 {
+            return Err(std::io::Error::from_raw_os_error(libc::E2BIG));
+        }
+    })();
+    su::setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, -1)?;
+    walk.map(|_| out)
+}
+
+/// tcp-stream-N.img of one connection: the entry, then the receive queue
+/// and the send queue.
+fn write_stream(dir: &Path, ino: u32, st: &TcpState) -> Result<(), Error> {
+    let w = st.window.as_ref();
+    let e = TcpStreamEntry {
+        inq_len: st.inq.len() as u32,
+        inq_seq: st.inq_seq,
+        outq_len: st.outq.len() as u32,
+        outq_seq: st.outq_seq,
+        opt_mask: st.opt_mask,
+        snd_wscale: st.snd_wscale,
+        mss_clamp: st.mss_clamp,
+        rcv_wscale: Some(st.rcv_wscale),
+        timestamp: Some(st.timestamp),
+        cork: None,
+        nodelay: None,
+        unsq_len: Some(st.unsq_len),
+        snd_wl1: w.map(|w| w.snd_wl1),
+        snd_wnd: w.map(|w| w.snd_wnd),
+        max_window: w.map(|w| w.max_window),
+        rcv_wnd: w.map(|w| w.rcv_wnd),
+        rcv_wup: w.map(|w| w.rcv_wup),
+        ..Default::default()
+    };
+    let mut data = Vec::with_capacity(st.inq.len() + st.outq.len());
+    data.extend_from_slice(&st.inq);
+    data.extend_from_slice(&st.outq);
+    crate::util::write_image_with_payload(dir, ImageType::TcpStream, ino as u64, &e, &data)
+}

@@ -1,0 +1,460 @@
+use super::*;
+
+// ---------------------------------------------------------------- dump
+
+/// One queued message.
+struct Packet {
+    /// files.img id of the socket it is queued on.
+    id: u32,
+    bytes: Vec<u8>,
+    /// Copies of the fds it carries (SCM_RIGHTS), taken by peeking.
+    fds: Vec<OwnedFd>,
+    /// Their files.img ids, once known.
+    rights: Option<Vec<u32>>,
+    /// The socket, for messages.
+    here: String,
+    /// The sender (inet datagrams only).
+    addr: Option<Vec<u8>>,
+    /// Its credentials (SCM_CREDENTIALS), on a socket that passes them.
+    ucred: Option<SkUcredEntry>,
+}
+
+/// SCM_RIGHTS, as `scm_entry.type` records it.
+pub(super) const SCM_RIGHTS: u32 = libc::SCM_RIGHTS as u32;
+
+/// Unix sockets seen while dumping a tree.
+#[derive(Default)]
+pub struct UnixDump {
+    pub ext_unix_sk: bool,
+    diag: Option<HashMap<u32, DiagSock>>,
+    /// files.img id by socket inode.
+    ids: HashMap<u32, u32>,
+    /// Where each socket was first seen (pid, fd), for messages.
+    at: HashMap<u32, (i32, i32)>,
+    entries: Vec<UnixSkEntry>,
+    /// Queued messages, in queue order.
+    packets: Vec<Packet>,
+    /// Listeners with connections waiting to be accepted: listener inode
+    /// -> inodes of the connecting sockets, in queue order.
+    icons: HashMap<u32, Vec<u32>>,
+}
+
+impl UnixDump {
+    /// The files.img id of socket `ino`, if seen before.
+    pub fn known(&self, ino: u32) -> Option<u32> {
+        self.ids.get(&ino).copied()
+    }
+
+    /// Record socket `ino` (fd `fd` of `pid`, status flags `flags`) as
+    /// files.img id `id`.
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        sock: OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<(), Error> {
+        let sock = sock.as_fd();
+        let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
+                Error::unsupported(format!(
+                    "process {pid} fd {fd}: unix socket {ino} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                ))
+            })?;
+        let here = format!(
+            "process {pid} fd {fd} (unix {} socket {ino})",
+            type_name(d.ty)
+        );
+        let mut peer = d.peer;
+        if d.state == ST_LISTEN && !d.icons.is_empty() {
+            self.icons.insert(ino, d.icons.clone());
+        }
+        if d.state == ST_ESTABLISHED && d.peer == 0 {
+            // A connection not accepted yet: its peer is an embryonic
+            // socket without an inode, sitting in a listener's queue. As
+            // CRIU does, it is recorded as connected to the listener.
+            if let Some(l) = self.diag.as_ref().and_then(|m| {
+                m.values()
+                    .find(|l| l.state == ST_LISTEN && l.icons.contains(&ino))
+            }) {
+                if d.rqlen.1 != 0 {
+                    return Err(Error::unsupported(format!(
+                        "{here} waits in the accept queue of {} with {} byte(s) it sent not read yet; crust cannot dump data sent on a connection not yet accepted",
+                        show_name(&l.name),
+                        d.rqlen.1
+                    )));
+                }
+                peer = l.ino;
+            }
+        }
+        if !matches!(d.state, ST_ESTABLISHED | ST_CLOSE | ST_LISTEN) {
+            return Err(Error::unsupported(format!(
+                "{here} is in state {}, which crust cannot dump",
+                d.state
+            )));
+        }
+        let mut file_perms = None;
+        // Bound to a path that was unlinked since (or replaced by another
+        // file): recorded as CRIU does (`deleted`), bound and unlinked
+        // again on restore.
+        let mut deleted = false;
+        if let Some(path) = name_path(&d.name) {
+            if !path.is_absolute() {
+                return Err(Error::unsupported(format!(
+                    "{here} is bound to the relative path {}",
+                    path.display()
+                )));
+            }
+            // Sockets accepted from a listener carry its name but are not
+            // the bound file; only a socket the file is for owns it.
+            let bound_here = d.vfs.map(|(vino, _)| vino);
+            match std::fs::symlink_metadata(&path) {
+                Ok(md) if md.file_type().is_socket() => {
+                    if bound_here.is_some_and(|v| v as u64 != md.ino()) && d.state != ST_ESTABLISHED
+                    {
+                        debug!("{here}: {} was replaced since it was bound", path.display());
+                        deleted = true;
+                    } else {
+                        file_perms = Some(FilePermsEntry {
+                            mode: md.mode(),
+                            uid: md.uid(),
+                            gid: md.gid(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                _ if d.state == ST_ESTABLISHED => {}
+                _ => {
+                    debug!("{here}: {} was deleted since it was bound", path.display());
+                    deleted = true;
+                }
+            }
+        }
+        let opts = dump_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
+        let peek_off = opt(libc::SO_PEEK_OFF).unwrap_or(-1);
+        if peek_off >= 0 {
+            return Err(Error::unsupported(format!(
+                "{here} uses SO_PEEK_OFF (offset {peek_off}), which CRIU's image format cannot hold"
+            )));
+        }
+        if d.state != ST_LISTEN {
+            let msgs = read_queue(sock, d.ty, d.shutdown)
+                .map_err(|e| e.within(&here))?
+                .into_iter()
+                .map(|(bytes, fds, creds)| Packet {
+                    id,
+                    bytes,
+                    rights: fds.is_empty().then(Vec::new),
+                    fds,
+                    here: here.clone(),
+                    addr: None,
+                    // The sender's pid as the tree sees it.
+                    ucred: creds.map(|(pid, uid, gid)| SkUcredEntry {
+                        uid,
+                        gid,
+                        pid: crate::files::fown::ns_pid(pid) as u32,
+                        ..Default::default()
+                    }),
+                });
+            let before = self.packets.len();
+            self.packets.extend(msgs);
+            debug!("{here}: {} queued message(s)", self.packets.len() - before);
+        }
+        self.entries.push(UnixSkEntry {
+            id,
+            ino,
+            r#type: d.ty,
+            state: d.state,
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            uflags: 0,
+            backlog: d.rqlen.1,
+            peer,
+            fown: FownEntry::default(),
+            opts,
+            name: d.name.clone(),
+            shutdown: (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
+            file_perms,
+            deleted: deleted.then_some(true),
+            ..Default::default()
+        });
+        self.ids.insert(ino, id);
+        self.at.insert(ino, (pid, fd));
+        Ok(())
+    }
+
+    /// Check every peer (in the tree, or outside with --ext-unix-sk) and
+    /// return the UNIXSK entries of files.img; `next_id` gives ids to
+    /// external peers.
+    pub fn finish(&mut self, next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
+        let mut ext: Vec<UnixSkEntry> = Vec::new();
+        for (l, icons) in &self.icons {
+            if let Some(c) = icons.iter().find(|c| !self.ids.contains_key(c)) {
+                let (pid, fd) = self.at[l];
+                return Err(Error::unsupported(format!(
+                    "process {pid} fd {fd} (unix socket {l}) is listening with a connection from socket {c}, outside the dumped tree, waiting in its accept queue; crust cannot restore it"
+                )));
+            }
+        }
+        for e in &self.entries {
+            if e.peer == 0 || self.ids.contains_key(&e.peer) {
+                continue;
+            }
+            let (pid, fd) = self.at[&e.ino];
+            let here = format!(
+                "process {pid} fd {fd} (unix {} socket {})",
+                type_name(e.r#type),
+                e.ino
+            );
+            if !is_dgram(e.r#type) {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to socket {} outside the dumped tree; crust restores only datagram sockets with outside peers (--ext-unix-sk)",
+                    e.peer
+                )));
+            }
+            if !self.ext_unix_sk {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to socket {} outside the dumped tree; dump with --ext-unix-sk to reconnect it on restore",
+                    e.peer
+                )));
+            }
+            if ext.iter().any(|x| x.ino == e.peer) {
+                continue;
+            }
+            let p = self
+                .diag
+                .as_ref()
+                .and_then(|m| m.get(&e.peer))
+                .ok_or_else(|| {
+                    Error::unsupported(format!("{here}: its outside peer {} is gone", e.peer))
+                })?;
+            if p.name.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "{here} is connected to the unnamed socket {} outside the tree, which a restore cannot reconnect to",
+                    e.peer
+                )));
+            }
+            let id = *next_id;
+            *next_id += 1;
+            ext.push(UnixSkEntry {
+                id,
+                ino: p.ino,
+                r#type: p.ty,
+                state: p.state,
+                flags: libc::O_RDWR as u32,
+                uflags: USK_EXTERN,
+                backlog: p.rqlen.1,
+                peer: p.peer,
+                fown: FownEntry::default(),
+                opts: SkOptsEntry::default(),
+                name: p.name.clone(),
+                ..Default::default()
+            });
+        }
+        Ok(self
+            .entries
+            .iter()
+            .chain(ext.iter())
+            .map(|u| FileEntry {
+                r#type: fd_types::UNIXSK,
+                id: u.id,
+                usk: Some(u.clone()),
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// The fds (in crust) carried by queued messages whose files have no
+    /// files.img id yet. Only regular files, pipes and sockets can be
+    /// carried; anything else is refused.
+    pub fn carried_pending(&self) -> Result<Vec<i32>, Error> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        for p in self.packets.iter().filter(|p| p.rights.is_none()) {
+            for f in &p.fds {
+                let fd = f.as_raw_fd();
+                let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let ok = target.starts_with("pipe:[")
+                    || target.starts_with("socket:[")
+                    || (target.starts_with('/')
+                        && !crate::files::ghost::is_deleted(&target)
+                        && std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                            .is_ok_and(|m| m.file_type().is_file()));
+                if !ok {
+                    return Err(Error::unsupported(format!(
+                        "{} has a queued message carrying {target} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        p.here
+                    )));
+                }
+                out.push(fd);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The files.img ids of the fds [`Self::carried_pending`] returned, as
+    /// the file table recorded them (fdinfo entries of crust's fds).
+    pub fn set_carried(&mut self, got: &[FdinfoEntry]) -> Result<(), Error> {
+        use std::os::fd::AsRawFd;
+        for p in self.packets.iter_mut().filter(|p| p.rights.is_none()) {
+            let mut rights = Vec::with_capacity(p.fds.len());
+            for f in &p.fds {
+                let e = got
+                    .iter()
+                    .find(|e| e.fd as i32 == f.as_raw_fd())
+                    .ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "{}: a file carried by a queued message could not be dumped",
+                            p.here
+                        ))
+                    })?;
+                if !matches!(e.r#type, fd_types::REG | fd_types::PIPE | fd_types::UNIXSK) {
+                    return Err(Error::unsupported(format!(
+                        "{} has a queued message carrying a file of type {} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        p.here, e.r#type
+                    )));
+                }
+                rights.push(e.id);
+            }
+            p.rights = Some(rights);
+        }
+        Ok(())
+    }
+
+    /// Datagrams queued on inet sockets (files.img id, bytes, sender as a
+    /// sockaddr), written to `sk-queues.img` with the unix messages.
+    pub fn add_datagrams(&mut self, dgrams: Vec<crate::net::inet::Datagram>) {
+        for (id, bytes, addr) in dgrams {
+            self.packets.push(Packet {
+                id,
+                bytes,
+                fds: Vec::new(),
+                rights: Some(Vec::new()),
+                here: format!("inet socket {id}"),
+                addr: Some(addr),
+                ucred: None,
+            });
+        }
+    }
+
+    /// Write `sk-queues.img` (when some socket had queued messages).
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        if self.packets.is_empty() {
+            return Ok(());
+        }
+        let ty = ImageType::SkQueues;
+        let name = ty.file_name(0);
+        let err = |source| Error::Image {
+            what: format!("cannot write {name}"),
+            source,
+        };
+        let mut w = ImageWriter::create(dir, ty, &name).map_err(err)?;
+        for p in &self.packets {
+            let rights = p.rights.clone().ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{}: the files carried by a queued message were not identified",
+                    p.here
+                ))
+            })?;
+            let scm = if rights.is_empty() {
+                Vec::new()
+            } else {
+                vec![ScmEntry {
+                    r#type: SCM_RIGHTS,
+                    rights,
+                    ..Default::default()
+                }]
+            };
+            w.write_entry(&SkPacketEntry {
+                id_for: p.id,
+                length: p.bytes.len() as u32,
+                addr: p.addr.clone(),
+                ucred: p.ucred.clone(),
+                scm,
+                ..Default::default()
+            })
+            .map_err(err)?;
+            w.write_raw(&p.bytes).map_err(err)?;
+        }
+        w.finish().map_err(err)
+    }
+}
+
+/// Failure to read a socket's queue.
+#[derive(Debug)]
+pub(super) enum QueueError {
+    Io(&'static str, std::io::Error),
+    TooBig,
+}
+
+impl QueueError {
+    fn within(self, here: &str) -> Error {
+        match self {
+            QueueError::Io(op, source) => Error::Sys {
+                pid: crust_sys::process::getpid(),
+                op: format!("{op} on {here}"),
+                source,
+            },
+            QueueError::TooBig => {
+                Error::unsupported(format!("{here} has more than {MAX_QUEUE} bytes queued"))
+            }
+        }
+    }
+}
+
+/// The messages queued to be read on `sock`, read with MSG_PEEK and
+/// SO_PEEK_OFF (put back to off afterwards) so that nothing is consumed.
+/// Stream data comes back in chunks; datagrams one by one. Each comes with
+/// copies of the fds it carries (SCM_RIGHTS).
+/// Queued messages: bytes, carried fds, the sender's credentials.
+type Queued = Vec<(Vec<u8>, Vec<OwnedFd>, Option<(i32, u32, u32)>)>;
+pub(super) fn read_queue(
+    sock: BorrowedFd<'_>,
+    ty: u32,
+    shutdown: u8,
+) -> Result<Queued, QueueError> {
+    let set_off = |v: i32| {
+        su::setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PEEK_OFF, v)
+            .map_err(|e| QueueError::Io("setting SO_PEEK_OFF", e))
+    };
+    set_off(0)?;
+    let walk = (|| {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = 0usize;
+        loop {
+            let r = match su::recvmsg(sock, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Ok(r) => r,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(out),
+                Err(e) => return Err(QueueError::Io("MSG_PEEK", e)),
+            };
+            if is_dgram(ty) || ty as i32 == libc::SOCK_SEQPACKET {
+                if r.full_len > buf.len() {
+                    // Truncated: look again from its start with room for it.
+                    buf.resize(r.full_len, 0);
+                    set_off(off as i32)?;
+                    continue;
+                }
+                if r.len == 0 && shutdown & 1 != 0 {
+                    return Ok(out);
+                }
+            } else if r.len == 0 {
+                return Ok(out);
+            }
+            off += r.len;
+            if off > MAX_QUEUE {
+                return Err(QueueError::TooBig);
+            }
+            out.push((buf[..r.len].to_vec(), r.rights, r.creds));
+        }
+    })();
+    set_off(-1)?;
+    walk
+}
+
+fn dump_opts(sock: BorrowedFd<'_>) -> std::io::Result<SkOptsEntry> {
+    crate::net::sock::dump_sk_opts(sock)
+}
