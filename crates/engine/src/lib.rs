@@ -44,6 +44,7 @@ mod mem;
 mod net;
 mod ns;
 mod options;
+mod registry;
 mod restore;
 mod task;
 mod util;
@@ -54,8 +55,7 @@ pub use task::xsave;
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
-pub use files::inherit::InheritFd;
-pub use options::{DumpOptions, NetworkLock, Options, RestoreOptions};
+pub use options::{DumpOptions, InheritFd, NetworkLock, Options, RestoreOptions};
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {

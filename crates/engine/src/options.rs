@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::files::inherit::InheritFd;
-
 /// Every option of a dump or a restore.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -166,4 +164,38 @@ pub enum NetworkLock {
     Nftables,
     /// No locking at all.
     Skip,
+}
+
+/// One `--inherit-fd fd[N]:KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InheritFd {
+    /// crust's fd number N.
+    pub fd: i32,
+    /// What it replaces: `pipe:[INO]` or a regular file's path.
+    pub key: String,
+}
+
+impl InheritFd {
+    /// Parse CRIU's `fd[N]:KEY`; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<InheritFd, String> {
+        let rest = s
+            .strip_prefix("fd[")
+            .ok_or_else(|| format!("{s:?} does not start with fd[N]:"))?;
+        let (num, key) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("{s:?} is not of the form fd[N]:KEY"))?;
+        let fd: i32 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: fd number {num:?} is not a number"))?;
+        if fd < 0 {
+            return Err(format!("{s:?}: fd number {fd} is negative"));
+        }
+        if key.is_empty() {
+            return Err(format!("{s:?} has an empty key"));
+        }
+        Ok(InheritFd {
+            fd,
+            key: key.to_string(),
+        })
+    }
 }

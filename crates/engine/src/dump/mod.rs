@@ -276,7 +276,7 @@ fn dump_tree(
     frozen_at: Instant,
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
-    let mut files = FileTable::new(opts.shell_job);
+    let mut files = FileTable::new(opts.shell_job, crate::registry::dump_kinds());
     if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
         inet.tcp_established = opts.tcp_established;
         inet.tcp_close = opts.tcp_close;

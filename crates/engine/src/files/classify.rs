@@ -245,8 +245,7 @@ mod tests {
 
     #[test]
     fn the_table_asks_its_kinds_in_order() {
-        let mut t = FileTable::new(false);
-        t.kinds = vec![Box::new(FakePipes(Vec::new()))];
+        let mut t = FileTable::new(false, vec![Box::new(FakePipes(Vec::new()))]);
         let proc = ProcRoot::default();
         let info = crust_proc::FdInfo::default();
         let mut seen = Vec::new();

@@ -17,39 +17,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// One `--inherit-fd fd[N]:KEY`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InheritFd {
-    /// crust's fd number N.
-    pub fd: i32,
-    /// What it replaces: `pipe:[INO]` or a regular file's path.
-    pub key: String,
-}
-
-impl InheritFd {
-    /// Parse CRIU's `fd[N]:KEY`; the error says what is wrong.
-    pub fn parse(s: &str) -> Result<InheritFd, String> {
-        let rest = s
-            .strip_prefix("fd[")
-            .ok_or_else(|| format!("{s:?} does not start with fd[N]:"))?;
-        let (num, key) = rest
-            .split_once("]:")
-            .ok_or_else(|| format!("{s:?} is not of the form fd[N]:KEY"))?;
-        let fd: i32 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: fd number {num:?} is not a number"))?;
-        if fd < 0 {
-            return Err(format!("{s:?}: fd number {fd} is negative"));
-        }
-        if key.is_empty() {
-            return Err(format!("{s:?} has an empty key"));
-        }
-        Ok(InheritFd {
-            fd,
-            key: key.to_string(),
-        })
-    }
-}
+pub use crate::options::InheritFd;
 
 /// The key of a files.img entry, when it can be inherited.
 fn matches(f: &FileEntry, key: &str) -> bool {

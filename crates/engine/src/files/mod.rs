@@ -93,7 +93,9 @@ pub struct ShmemInode {
 }
 
 impl FileTable {
-    pub fn new(shell_job: bool) -> Self {
+    /// A table asking `kinds` (the one list is
+    /// [`crate::registry::dump_kinds`]), in order, for each fd.
+    pub fn new(shell_job: bool, kinds: Vec<Box<dyn kind::dump::DumpKind>>) -> Self {
         FileTable {
             shell_job,
             next_id: 1,
@@ -101,7 +103,7 @@ impl FileTable {
             mapped: HashMap::new(),
             memfd_inodes: Vec::new(),
             shmem_ids: HashMap::new(),
-            kinds: kind::dump::dump_kinds(),
+            kinds,
             owners: Default::default(),
         }
     }

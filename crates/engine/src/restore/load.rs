@@ -155,7 +155,7 @@ fn load_files(
             })
             .collect(),
     };
-    let mut files = FileKinds::load(&ctx)?;
+    let mut files = FileKinds::load_with(&ctx, crate::registry::RESTORE)?;
     let locks = RestoreLocks::load(dir, opts.file_locks, ctx.live())?;
     let owners = crate::files::fown::Owners::load(dir, loaded)?;
     drop(ctx);

@@ -87,20 +87,3 @@ pub(crate) trait DumpKind: Any {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
-
-/// Every kind of file at dump, in the order they are asked. Kinds that
-/// claim paths come last, pipes (FIFOs) after the others: a FIFO is told
-/// apart by stat.
-pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
-    vec![
-        Box::new(crate::files::events::EventDump::default()),
-        Box::new(crate::net::inet::InetDump::default()),
-        Box::new(crate::net::packet::PacketDump::default()),
-        Box::new(crate::net::netlink::NetlinkDump::default()),
-        Box::new(crate::net::unix::UnixDump::default()),
-        Box::new(crate::files::ghost::GhostDump::default()),
-        Box::new(crate::files::memfd::MemfdDump::default()),
-        Box::new(crate::files::pty::PtyDump::default()),
-        Box::new(crate::files::pipes::PipeDump::default()),
-    ]
-}

@@ -8,7 +8,7 @@
 //! [`OpenKind`]), hands them to the tasks by files.img id
 //! ([`OpenKind::fd`]), and may act at named [`Phase`]s once the tree is
 //! built. Adding a kind is one module implementing both traits and one
-//! line in [`REGISTRY`].
+//! line in [`crate::registry`].
 
 pub(crate) mod dump;
 
@@ -27,7 +27,7 @@ pub(crate) struct LoadCtx<'a> {
     pub files: &'a LoadedFiles,
     pub opts: &'a crate::RestoreOptions,
     /// How the dump locked the network (inventory.img).
-    pub netlock: crate::net::netlock::Method,
+    pub netlock: crate::options::NetworkLock,
     /// Files replaced by crust's own fds (`--inherit-fd`).
     pub inherited: &'a Inherited,
     /// Every process in pstree.img order.
@@ -98,22 +98,6 @@ pub(crate) trait OpenKind: Any {
 /// A kind's loader: reads and checks its part of the image set.
 pub(crate) type Loader = fn(&LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error>;
 
-/// Every kind of file, in the order they are read and made (a kind may
-/// use the descriptions of those before it: unix sockets carry pipes and
-/// event files in their queued messages). Files replaced by inherited fds
-/// come first, added by [`FileKinds::load`].
-pub(crate) const REGISTRY: &[Loader] = &[
-    crate::files::pipes::load_kind,
-    crate::files::events::load_kind,
-    crate::net::unix::load_kind,
-    crate::net::inet::load_kind,
-    crate::files::ghost::load_kind,
-    crate::files::memfd::load_kind,
-    crate::files::pty::load_kind,
-    crate::net::packet::load_kind,
-    crate::net::netlink::load_kind,
-];
-
 /// The late steps of a restore, in the order they run: after every task
 /// is built (fds, memory, credentials), before any task runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,12 +153,9 @@ pub(crate) struct FileKinds {
 }
 
 impl FileKinds {
-    /// Read every kind of [`REGISTRY`]; `inherited` comes first.
-    pub fn load(ctx: &LoadCtx<'_>) -> Result<FileKinds, Error> {
-        Self::load_with(ctx, REGISTRY)
-    }
-
-    fn load_with(ctx: &LoadCtx<'_>, registry: &[Loader]) -> Result<FileKinds, Error> {
+    /// Read every kind of `registry` (the one list is
+    /// [`crate::registry::RESTORE`]), in its order.
+    pub fn load_with(ctx: &LoadCtx<'_>, registry: &[Loader]) -> Result<FileKinds, Error> {
         let mut kinds = Vec::with_capacity(registry.len() + 1);
         for load in registry {
             let k = load(ctx)?;

@@ -235,12 +235,3 @@ fn unreadable_files_img_fails_when_needed() {
     assert!(files.entries().is_err());
     assert!(files.ghosted().is_ok_and(|g| g.is_empty()));
 }
-
-#[test]
-fn the_registry_lists_every_kind_once() {
-    let mut seen: Vec<usize> = REGISTRY.iter().map(|f| *f as usize).collect();
-    seen.sort_unstable();
-    seen.dedup();
-    assert_eq!(seen.len(), REGISTRY.len());
-    assert_eq!(REGISTRY.len(), 9);
-}
