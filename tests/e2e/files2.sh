@@ -222,3 +222,45 @@ t_link_remap() {
     expect_pass "$D/img/restore.log"
 }
 ALL_TESTS+=(link-remap)
+
+# pidfds (pidfd_open): on the process's child (two descriptions, one of
+# them PIDFD_NONBLOCK, and a dup), on itself, and on a child already
+# reaped. After restore they name the same processes, keep their flags and
+# sharing, and a signal and waitid(P_PIDFD) through one reach the child.
+t_pidfd_cr() {
+    need_cr || return $?
+    start_prog pidfds || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+t_pidfd_plain() {
+    start_prog pidfds || return 1
+    expect_pass
+}
+
+# files.img holds PIDFD entries as CRIU 4.2 writes them: the tree's pid in
+# nspid (-1 for the reaped child), the flags without the access mode.
+t_pidfd_images() {
+    need_cr || return $?
+    start_prog pidfds || return 1
+    local child
+    child=$(cat "/proc/$PID/task/$PID/children" | tr -d ' ')
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$D/img/files.img" >"$D/files.json" 2>&1 ||
+        { fail "cannot decode files.img: $(head -c 200 "$D/files.json")"; return 1; }
+    python3 - "$D/files.json" "$PID" "$child" >"$D/check.out" 2>&1 <<'PYEOF' ||
+import json, sys
+files = json.load(open(sys.argv[1]))["entries"]
+me, child = int(sys.argv[2]), int(sys.argv[3])
+num = lambda v: int(str(v), 0)
+p = sorted((num(f["pidfd"]["nspid"]), num(f["pidfd"]["flags"])) for f in files if f["type"] == "PIDFD")
+assert p == sorted([(child, 0), (child, 0o4000), (me, 0), (-1, 0)]), "pidfds %s" % p
+PYEOF
+        { fail "files.img: $(tail -c 300 "$D/check.out")"; return 1; }
+    kill -9 "$PID" 2>/dev/null
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+ALL_TESTS+=(pidfd-cr pidfd-plain pidfd-images)

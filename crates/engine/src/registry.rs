@@ -25,6 +25,7 @@ pub(crate) const RESTORE: &[Loader] = &[
     crate::files::pty::load_kind,
     crate::net::packet::load_kind,
     crate::net::netlink::load_kind,
+    crate::files::pidfd::load_kind,
 ];
 
 /// Every kind of file at dump, in the order they are asked. Kinds that
@@ -40,6 +41,7 @@ pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
         Box::new(crate::files::ghost::GhostDump::default()),
         Box::new(crate::files::memfd::MemfdDump::default()),
         Box::new(crate::files::pty::PtyDump::default()),
+        Box::new(crate::files::pidfd::PidfdDump::default()),
         Box::new(crate::files::pipes::PipeDump::default()),
     ]
 }

@@ -28,8 +28,13 @@ unsafe fn own(fd: RawFd) -> OwnedFd {
 
 /// pidfd_open(2) of process `pid`.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    pidfd_open_with(pid, 0)
+}
+
+/// pidfd_open(2) with `flags` (PIDFD_NONBLOCK, which is O_NONBLOCK).
+pub fn pidfd_open_with(pid: i32, flags: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes only integers.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     let fd = cvt(r)?;
     // SAFETY: the call succeeded: a new fd owned by nobody else.
     Ok(unsafe { own(fd as RawFd) })

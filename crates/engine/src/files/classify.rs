@@ -112,7 +112,8 @@ impl FileTable {
         let (pid, fd) = (f.pid, f.fd);
         let mut domain = None;
         match f.class {
-            Target::Special(kind) => return Err(unsupported(f, kind)),
+            // A kind may know it (pidfds); if none does, it is refused below.
+            Target::Special(_) => {}
             Target::Socket(_) => {
                 // One copy of the socket (the same socket) serves its family.
                 let sock = crate::net::sock::take_fd(pid, fd)?;
@@ -136,6 +137,7 @@ impl FileTable {
         }
         match (f.class, domain) {
             (Target::Path, _) => self.path_id(f, seen),
+            (Target::Special(kind), _) => Err(unsupported(f, kind)),
             (_, Some(domain)) => Err(Error::unsupported(format!(
                 "process {pid} has fd {fd} on a socket of address family {domain} ({}), which crust cannot dump yet",
                 f.target

@@ -18,6 +18,7 @@ pub(crate) mod inherit;
 pub(crate) mod kind;
 pub(crate) mod loaded;
 pub(crate) mod memfd;
+pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
 mod restore;
@@ -110,6 +111,9 @@ impl FileTable {
 
     /// The processes of the tree (see [`pty::PtyDump::set_tree`]).
     pub fn set_tree(&mut self, pids: Vec<i32>) {
+        if let Some(p) = self.kind_mut::<pidfd::PidfdDump>() {
+            p.set_tree(&pids);
+        }
         if let Some(p) = self.kind_mut::<pty::PtyDump>() {
             p.set_tree(pids);
         }

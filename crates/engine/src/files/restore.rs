@@ -115,8 +115,11 @@ impl RestoreFiles {
                 }
                 continue;
             }
-            if fd.r#type == fd_types::MEMFD || fd.r#type == fd_types::TTY {
-                // Checked by memfd::Memfds::load and pty::Ptys::load.
+            if fd.r#type == fd_types::MEMFD
+                || fd.r#type == fd_types::TTY
+                || fd.r#type == fd_types::PIDFD
+            {
+                // Checked by memfd::Memfds::load, pty::Ptys::load and pidfd::load_kind.
                 if fd.fd > i32::MAX as u32 {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
@@ -228,6 +231,27 @@ impl RestoreFiles {
         Ok(())
     }
 
+    /// Hand over the fds made late (see [`crate::files::kind::OpenKind::late`]),
+    /// at their numbers, once every task exists and `shared` made them.
+    pub fn give_late(&self, r: &mut Remote<'_>, shared: &OpenFiles) -> Result<(), Error> {
+        let mut gifts = Vec::new();
+        for f in self.fds.iter().filter(|f| shared.late(f.id)) {
+            let fd = shared.get(f.id).ok_or_else(|| Error::Restore {
+                pid: r.pid(),
+                what: format!("no description was made for file {} (fd {})", f.id, f.fd),
+            })?;
+            gifts.push(Gift {
+                fd,
+                target: f.fd as i32,
+                cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+            });
+        }
+        if gifts.is_empty() {
+            return Ok(());
+        }
+        fdpass::give_fds(r, &gifts)
+    }
+
     /// Open every fd of the image in the task, at its number, with its
     /// flags and offset. `tty` replaces terminals for --shell-job. Pipes and
     /// FIFOs, sockets... are crust's descriptions in `shared`, passed to the
@@ -243,6 +267,11 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
+            if shared.late(f.id) {
+                // Made and handed over once every task exists
+                // (see [`RestoreFiles::give_late`]).
+                continue;
+            }
             // Objects crust made (or was given) for this file: handed over.
             let missing = |what: String| Error::Restore {
                 pid: r.pid(),

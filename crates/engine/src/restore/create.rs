@@ -143,6 +143,33 @@ fn create_root(img: &ImageSet, opts: &RestoreOptions, tramp: u64) -> Result<Task
 /// What needs every fd of the tree open: controlling terminals, file
 /// locks, and file owners.
 fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<(), Error> {
+    // Descriptions that name processes of the tree (pidfds), now that
+    // every one exists.
+    let host_of: HashMap<u32, i32> = img
+        .procs
+        .iter()
+        .zip(created.tasks.iter())
+        .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
+        .collect();
+    created
+        .shared
+        .make_late(&|pid| host_of.get(&pid).copied())?;
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        if live.files_from_parent || !live.files.fds.iter().any(|f| created.shared.late(f.id)) {
+            continue;
+        }
+        let Created { tasks, shared } = &mut *created;
+        let task = tasks
+            .get_mut(i)
+            .and_then(|t| t.first_mut())
+            .ok_or_else(|| Error::Restore {
+                pid: p.pid(),
+                what: "its main thread was not created".into(),
+            })?;
+        let mut r = Remote::on_trampoline(task, tramp);
+        live.files.give_late(&mut r, shared)?;
+    }
     // Controlling terminals on the tree's ptys, once every fd is open.
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };

@@ -80,6 +80,19 @@ pub(crate) trait OpenKind: Any {
     fn type_name(&self, _ty: i32) -> Option<&'static str> {
         None
     }
+    /// Whether the description for files.img id `id` can only be made once
+    /// every task of the tree exists (a pidfd names a process of the tree):
+    /// the fd tables are then built without it, and it is made by
+    /// [`OpenKind::make_late`] and handed over once the whole tree exists,
+    /// before file owners and credentials.
+    fn late(&self, _id: u32) -> bool {
+        false
+    }
+    /// Make the late descriptions (see [`OpenKind::late`]); `host_pid`
+    /// gives the host pid of a pid of the images.
+    fn make_late(&mut self, _host_pid: &dyn Fn(u32) -> Option<i32>) -> Result<(), Error> {
+        Ok(())
+    }
     /// The kind's step at `phase`, if it has one. `loaded` is the kind as
     /// read (the [`RestoreKind`] that made this), `made` the other kinds'
     /// descriptions.
@@ -203,6 +216,20 @@ impl OpenFiles {
     /// The description made for files.img id `id`, by whichever kind.
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.kinds.iter().find_map(|k| k.fd(id))
+    }
+
+    /// Whether the description for files.img id `id` is made late, once
+    /// every task exists (see [`OpenKind::late`]).
+    pub fn late(&self, id: u32) -> bool {
+        self.kinds.iter().any(|k| k.late(id))
+    }
+
+    /// Make every kind's late descriptions (see [`OpenKind::late`]).
+    pub fn make_late(&mut self, host_pid: &dyn Fn(u32) -> Option<i32>) -> Result<(), Error> {
+        for k in &mut self.kinds {
+            k.make_late(host_pid)?;
+        }
+        Ok(())
     }
 
     /// The name of what should have been made for an fd of type `ty`, when
