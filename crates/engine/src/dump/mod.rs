@@ -284,7 +284,9 @@ fn dump_tree(
         inet.leave_running = opts.leave_running || opts.leave_stopped;
         inet.lock_method = opts.network_lock;
     }
-    files.set_ext_unix_sk(opts.ext_unix_sk);
+    if let Some(u) = files.kind_mut::<crate::net::unix::UnixDump>() {
+        u.ext_unix_sk = opts.ext_unix_sk;
+    }
     files.set_ghost_limit(opts.ghost_limit);
     files.set_link_remap(opts.link_remap);
     files.set_tree(
@@ -339,7 +341,7 @@ fn dump_tree(
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
-    files.write(dir)?;
+    files.write(dir, &mut crate::net::queued_datagrams)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
     let mut hold = files

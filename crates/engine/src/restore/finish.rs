@@ -137,7 +137,7 @@ fn run_late_phases(
     let host_pid = |pid: u32| host_of.get(&pid).copied();
     let mut ctx = PhaseCtx {
         host_pid: &host_pid,
-        accept_server: server,
+        accept_server: server.map(|s| s as &mut dyn std::any::Any),
     };
     for phase in Phase::LATE {
         debug!("restore phase {phase:?}");
