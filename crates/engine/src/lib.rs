@@ -49,7 +49,7 @@ pub use task::xsave;
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
-pub use options::{DumpOptions, InheritFd, NetworkLock, Options, RestoreOptions};
+pub use options::{InheritFd, NetworkLock, Options};
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {

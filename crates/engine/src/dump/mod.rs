@@ -6,7 +6,7 @@ use crate::files::FileTable;
 use crate::ns::ids::{NsIds, NsInodes, NsKind, TreeNs};
 use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
-use crate::{mem, task, DumpOptions, DumpStats, Error};
+use crate::{mem, task, DumpStats, Error, Options};
 use crust_compel::Task;
 use crust_images::image::ImageType;
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -82,7 +82,7 @@ impl Tree {
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
-pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
+pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
@@ -271,7 +271,7 @@ fn seize(
 fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
-    opts: &DumpOptions,
+    opts: &Options,
     freezing_time_us: u64,
     frozen_at: Instant,
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
@@ -851,7 +851,7 @@ fn task_ids(id: u32, ns: &NsIds) -> TaskKobjIdsEntry {
 
 /// The inventory; it records the network lock method (the restore unlocks
 /// with it) and `--tcp-close` (the restore must be given it too).
-fn inventory(opts: &DumpOptions) -> InventoryEntry {
+fn inventory(opts: &Options) -> InventoryEntry {
     InventoryEntry {
         img_version: IMG_VERSION,
         fdinfo_per_id: Some(true),

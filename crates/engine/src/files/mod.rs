@@ -77,23 +77,20 @@ pub struct FileTable {
     owners: crate::files::fown::OwnerDump,
 }
 
-/// Name CRIU gives the memfd inode of shared anonymous memory.
-pub const SHMEM_ANON_NAME: &str = "/dev/zero";
-/// F_SEAL_SEAL: the only seal shared anonymous memory has (and it forbids
-/// adding others).
-pub const F_SEAL_SEAL: u32 = 1;
+use crate::mem::ShmemInode;
 
-/// A shared memory object a task maps, as memfd.img records it.
-#[derive(Debug, Clone)]
-pub struct ShmemInode {
-    /// Inode number (memfd.img `shmid`, the N of pagemap-shmem-N.img).
-    pub ino: u64,
-    pub name: String,
-    pub size: u64,
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    pub seals: u32,
+impl crate::mem::MappedFiles for FileTable {
+    fn mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error> {
+        self.add_mapped(path, flags)
+    }
+
+    fn shmem(&mut self, obj: &ShmemInode) -> u32 {
+        self.add_shmem(obj)
+    }
+
+    fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
+        self.kinds.iter().find_map(|k| k.mapped_len(ino))
+    }
 }
 
 impl FileTable {
@@ -213,12 +210,6 @@ impl FileTable {
         let reg = self.reg_entry(id, path, 0, 0, true)?;
         self.push_reg(reg);
         Ok(id)
-    }
-
-    /// The files.img id of packet socket `ino`, dumped already as an fd
-    /// of the tree, and the length of a mapping of its rings.
-    pub fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
-        self.kinds.iter().find_map(|k| k.mapped_len(ino))
     }
 
     /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).

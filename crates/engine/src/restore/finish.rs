@@ -13,7 +13,7 @@ pub(super) fn accept_listeners(img: &ImageSet) -> std::collections::HashSet<u32>
 /// build every task, the late phases, then let the tasks go.
 pub(super) fn restore_loaded(
     mut img: ImageSet,
-    opts: &RestoreOptions,
+    opts: &Options,
     t0: Instant,
     mut server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<RestoreOutcome, Error> {
@@ -101,7 +101,7 @@ fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
 
 /// The terminal that replaces the recorded one (--shell-job); an error
 /// when a task had an fd on a terminal and there is none to give.
-fn terminal_for(img: &ImageSet, opts: &RestoreOptions) -> Result<Option<String>, Error> {
+fn terminal_for(img: &ImageSet, opts: &Options) -> Result<Option<String>, Error> {
     let tty = if opts.shell_job { own_tty() } else { None };
     if tty.is_none() {
         let on_tty = img
@@ -186,7 +186,7 @@ fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(
 /// to be handed over stay traced (see [`crate::net::accept`]).
 fn release_live(
     img: &ImageSet,
-    opts: &RestoreOptions,
+    opts: &Options,
     tasks: &mut [Vec<Task>],
     tramp: u64,
     mut server: Option<&mut crate::net::accept::AcceptServer>,

@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn grow(
     img: &ImageSet,
     i: usize,
-    opts: &RestoreOptions,
+    opts: &Options,
     tramp: u64,
     tty: Option<&str>,
     created: &mut Created,
@@ -30,7 +30,7 @@ pub(super) fn grow(
         };
         let (n, filling) = build_memory(
             &mut created.tasks[i][0],
-            &img.dir,
+            img,
             live,
             parent_mm,
             tramp,
@@ -132,12 +132,13 @@ pub(super) fn protect(
 /// mm fields. Returns pages restored.
 pub(super) fn build_memory(
     task: &mut Task,
-    dir: &Path,
+    img: &ImageSet,
     live: &LiveImage,
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
 ) -> Result<(u64, std::sync::Arc<mem::Pending>), Error> {
+    let dir: &Path = &img.dir;
     let proc = ProcRoot::default();
     let main = task;
     // /proc wants crust's view of the pid.
@@ -165,7 +166,7 @@ pub(super) fn build_memory(
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
-    let inherited = inherited_ranges(host, dir, live, parent, &maps)?;
+    let inherited = inherited_ranges(host, img, live, parent, &maps)?;
     let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
@@ -190,7 +191,11 @@ pub(super) fn build_memory(
         live.pages_id,
         &live.runs,
         &inherited,
-        &|id| files.path_of(id),
+        &mem::VmaSources {
+            paths: &|id| files.path_of(id),
+            memfds: &img.memfds,
+            attach_sysv: &crate::ns::sysvipc::attach,
+        },
         &source,
     )?;
     let exe = files
@@ -206,14 +211,14 @@ pub(super) fn build_memory(
 /// is what keeps them shared). Each must be there in the task's `maps`.
 fn inherited_ranges(
     host: i32,
-    dir: &Path,
+    img: &ImageSet,
     live: &LiveImage,
     parent: Option<&MmEntry>,
     maps: &[crust_proc::MapEntry],
 ) -> Result<Vec<(u64, u64)>, Error> {
     let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
     let shared = match parent {
-        Some(pm) => mem::inherited_shmem(dir, &live.mm, pm)?,
+        Some(pm) => mem::inherited_shmem(&img.dir, &live.mm, pm, &img.memfds)?,
         None => Vec::new(),
     };
     for &(s, e) in &shared {

@@ -25,7 +25,7 @@ use std::path::Path;
 pub(crate) struct LoadCtx<'a> {
     pub dir: &'a Path,
     pub files: &'a LoadedFiles,
-    pub opts: &'a crate::RestoreOptions,
+    pub opts: &'a crate::Options,
     /// How the dump locked the network (inventory.img).
     pub netlock: crate::options::NetworkLock,
     /// Files replaced by crust's own fds (`--inherit-fd`).
