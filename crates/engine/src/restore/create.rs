@@ -175,7 +175,7 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
 
 impl Created {
     /// The tasks of process `i` (`pid` in the images), checked.
-    fn tasks_of(&mut self, i: usize, pid: i32) -> Result<&mut Vec<Task>, Error> {
+    pub(super) fn tasks_of(&mut self, i: usize, pid: i32) -> Result<&mut Vec<Task>, Error> {
         self.tasks.get_mut(i).ok_or_else(|| Error::Restore {
             pid,
             what: format!("process {i} of the tree was not created"),
@@ -183,7 +183,7 @@ impl Created {
     }
 
     /// The main thread of process `i` (`pid` in the images), checked.
-    fn main_of(&mut self, i: usize, pid: i32) -> Result<&mut Task, Error> {
+    pub(super) fn main_of(&mut self, i: usize, pid: i32) -> Result<&mut Task, Error> {
         self.tasks_of(i, pid)?
             .first_mut()
             .ok_or_else(|| Error::Restore {

@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// Build process `i` (already created, with its session), then create and
@@ -13,7 +22,10 @@ pub(super) fn grow(
     pages: &mut u64,
     filler: &mem::Filler,
 ) -> Result<(), Error> {
-    let p = &img.procs[i];
+    let p = img.procs.get(i).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {i} is not in the image set"),
+    })?;
     let mut pending = None;
     if let Some(live) = &p.live {
         let t = Instant::now();
@@ -29,7 +41,7 @@ pub(super) fn grow(
             }
         };
         let (n, filling) = build_memory(
-            &mut created.tasks[i][0],
+            created.main_of(i, p.pid())?,
             img,
             live,
             parent_mm,
@@ -56,8 +68,7 @@ pub(super) fn grow(
     if heirs {
         protect(created, i, p, pending.take(), tramp)?;
     }
-    for c in 0..img.procs.len() {
-        let child = &img.procs[c];
+    for (c, child) in img.procs.iter().enumerate() {
         if c == 0 || child.entry.ppid != p.entry.pid {
             continue;
         }
@@ -71,13 +82,13 @@ pub(super) fn grow(
             }
         }
         let t = remote_clone(
-            &mut created.tasks[i][0],
+            created.main_of(i, p.pid())?,
             tramp,
             child.pid(),
             flags,
             libc::SIGCHLD as u64,
         )?;
-        created.tasks[c].push(t);
+        created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
         grow(img, c, opts, tramp, tty, created, pages, filler)?;
     }
@@ -90,19 +101,16 @@ pub(super) fn grow(
                 | libc::CLONE_SIGHAND
                 | libc::CLONE_THREAD
                 | libc::CLONE_SYSVSEM) as u64;
-            let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
-            created.tasks[i].push(t);
+            let t = remote_clone(created.main_of(i, p.pid())?, tramp, ti.tid, flags, 0)?;
+            created.tasks_of(i, p.pid())?.push(t);
         }
         protect(created, i, p, pending.take(), tramp)?;
         let t = Instant::now();
-        build_rest(
-            &mut created.tasks[i],
-            p.pid(),
-            live,
-            tramp,
-            tty,
-            &created.shared,
-        )?;
+        let tasks = created.tasks.get_mut(i).ok_or_else(|| Error::Restore {
+            pid: p.pid(),
+            what: format!("process {i} of the tree was not created"),
+        })?;
+        build_rest(tasks, p.pid(), live, tramp, tty, &created.shared)?;
         debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())
@@ -119,11 +127,7 @@ pub(super) fn protect(
     let (Some(pending), Some(live)) = (pending, &p.live) else {
         return Ok(());
     };
-    let mut r = Remote {
-        task: &mut created.tasks[i][0],
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
-    };
+    let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
     mem::protect_vmas(&mut r, &live.mm, &pending)
 }
 
@@ -144,11 +148,7 @@ pub(super) fn build_memory(
     // /proc wants crust's view of the pid.
     let host = main.pid();
     let rseq = main.rseq();
-    let mut r = Remote {
-        task: main,
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
-    };
+    let mut r = Remote::on_trampoline(main, tramp);
     // 1. Forget crust: its rseq area, its mappings, its fds.
     if let Some(rs) = rseq.filter(|x| x.rseq_abi_pointer != 0) {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -200,7 +200,13 @@ pub(super) fn build_memory(
     )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)
-        .expect("checked in load");
+        .ok_or_else(|| Error::Restore {
+            pid: host,
+            what: format!(
+                "its exe, file id {}, is not in files.img (checked at load)",
+                live.mm.exe_file_id
+            ),
+        })?;
     mem::set_mm_map(&mut r, &live.mm, &exe)?;
     Ok(pages)
 }
