@@ -29,7 +29,9 @@ pub use restore::{inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, s
 pub use shmem::inherited_shmem;
 pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
 
-pub use vma::{build_mm, collect_vmas, link_socket_vmas, validate_vmas};
+pub use vma::{
+    build_mm, collect_vmas, link_socket_vmas, maps_memfd, validate_shmem, validate_vmas,
+};
 
 use crate::task::remote::Remote;
 use crate::Error;

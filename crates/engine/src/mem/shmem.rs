@@ -532,7 +532,7 @@ mod tests {
         }
         let mm: MmEntry = read_one(&dir, ImageType::Mm, 1514).unwrap();
         let memfds = memfds_in(&dir);
-        validate_vmas(&dir, &mm, &memfds).unwrap();
+        validate_vmas(&dir, &mm).unwrap();
         let objs = load_shmem(&dir, &mm, &memfds).unwrap();
         assert_eq!(objs.len(), 1);
         let o = &objs[0];

@@ -1,7 +1,7 @@
 //! VMAs: reading and classifying /proc/PID/smaps, the mm image, and
 //! checking an image's VMA list.
 
-use super::shmem::{load_shmem, shmem_inode};
+use super::shmem::{is_shmem_entry, load_shmem, shmem_inode};
 use super::{bad, Vma, TASK_SIZE};
 use super::{MappedFiles, Memfds, SHMEM_ANON_NAME};
 use crate::task::ProcInside as Inside;
@@ -309,7 +309,7 @@ pub fn link_socket_vmas(
 
 /// Check the VMA list of an image: sorted, page aligned, non-overlapping,
 /// inside user space (vsyscall excepted).
-pub fn validate_vmas(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<(), Error> {
+pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
     let mut prev_end = 0u64;
     for v in &mm.vmas {
         if v.status & vs::AREA_VSYSCALL != 0 {
@@ -334,7 +334,18 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<(), Er
         }
         prev_end = v.end;
     }
-    // Shared memory objects: their memfd entries and pages must hold up.
+    Ok(())
+}
+
+/// Does `mm` map a memfd as shared memory, so that checking it
+/// ([`validate_shmem`]) needs the memfd inodes of the image set?
+pub fn maps_memfd(mm: &MmEntry) -> bool {
+    mm.vmas.iter().any(is_shmem_entry) && mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+}
+
+/// Check the shared memory objects `mm` maps: their memfd entries (in
+/// `memfds`) and pages must hold up.
+pub fn validate_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<(), Error> {
     load_shmem(dir, mm, memfds)?;
     Ok(())
 }

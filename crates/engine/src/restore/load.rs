@@ -239,12 +239,13 @@ pub(super) fn load_proc(
     }
     let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
     let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    mem::validate_vmas(dir, &mm)?;
     // The memfd inodes, from files.img as read once, the first time a
     // process maps a memfd.
-    if memfds.is_none() && mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0) {
+    if memfds.is_none() && mem::maps_memfd(&mm) {
         *memfds = Some(crate::files::memfds_of(dir, loaded)?);
     }
-    mem::validate_vmas(dir, &mm, memfds.as_ref().unwrap_or(&mem::Memfds::new()))?;
+    mem::validate_shmem(dir, &mm, memfds.as_ref().unwrap_or(&mem::Memfds::new()))?;
     let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
     let files = RestoreFiles::load(dir, loaded, ids.files_id)?;
