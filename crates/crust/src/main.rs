@@ -1,10 +1,6 @@
 //! `crust`: checkpoint/restore of Linux processes, CRIU-compatible command
 //! line. See `crust --help` and README.md.
 
-// Two functions of cli.rs are over the workspace's 120 lines; delete this
-// once they are split (see docs/arch-lints.md).
-#![allow(clippy::too_many_lines)]
-
 mod check;
 mod cli;
 mod demo;

@@ -6,12 +6,6 @@
 //! directory itself), have an [`ErrorKind`] that maps to what CRIU reports:
 //! its exit code and the RPC response's `cr_errno`.
 
-// Plan: the workspace denies clippy::too_many_lines (120 code lines, see
-// clippy.toml); the engine's last long functions (files, net, mem,
-// restore::{load,finish}) are being split on other branches. Once they are
-// merged, delete this line so the workspace setting applies here too.
-#![allow(clippy::too_many_lines)]
-
 /// What a successful dump measured (also written to `stats-dump`).
 #[derive(Debug, Clone, Default)]
 pub struct DumpStats {
@@ -55,7 +49,7 @@ pub use task::xsave;
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
-pub use options::{DumpOptions, InheritFd, NetworkLock, Options, RestoreOptions};
+pub use options::{InheritFd, NetworkLock, Options};
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {

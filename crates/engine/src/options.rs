@@ -148,11 +148,6 @@ impl Options {
     }
 }
 
-/// Former name of [`Options`] for a dump.
-pub type DumpOptions = Options;
-/// Former name of [`Options`] for a restore.
-pub type RestoreOptions = Options;
-
 /// How connections are locked (`--network-lock`); what each method does
 /// is in [`crate::netlock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

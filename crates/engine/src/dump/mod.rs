@@ -1,23 +1,23 @@
 //! `crust dump`: freeze a process, write its state as CRIU images, then
 //! kill it (or let it run on).
 
+mod images;
+
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
 use crate::ns::ids::{NsIds, NsInodes, NsKind, TreeNs};
 use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
-use crate::{mem, task, DumpOptions, DumpStats, Error};
+use crate::{mem, task, DumpStats, Error, Options};
 use crust_compel::Task;
 use crust_images::image::ImageType;
 use crust_images::proto::core::TaskKobjIdsEntry;
 use crust_images::proto::fs::FsEntry;
-use crust_images::proto::inventory::{InventoryEntry, PluginsEntry};
 use crust_images::proto::pstree::PstreeEntry;
 use crust_images::proto::seccomp::SeccompEntry;
-use crust_images::proto::stats::{DumpStatsEntry, StatsEntry};
-use crust_images::proto::timens::{TimensEntry, Timespec};
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
+use images::{inventory, timens, write_stats};
 use log::{debug, info, warn};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -82,7 +82,7 @@ impl Tree {
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
-pub fn dump(opts: &DumpOptions) -> Result<DumpStats, Error> {
+pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
@@ -271,7 +271,7 @@ fn seize(
 fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
-    opts: &DumpOptions,
+    opts: &Options,
     freezing_time_us: u64,
     frozen_at: Instant,
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
@@ -284,7 +284,9 @@ fn dump_tree(
         inet.leave_running = opts.leave_running || opts.leave_stopped;
         inet.lock_method = opts.network_lock;
     }
-    files.set_ext_unix_sk(opts.ext_unix_sk);
+    if let Some(u) = files.kind_mut::<crate::net::unix::UnixDump>() {
+        u.ext_unix_sk = opts.ext_unix_sk;
+    }
     files.set_ghost_limit(opts.ghost_limit);
     files.set_link_remap(opts.link_remap);
     files.set_tree(
@@ -339,7 +341,7 @@ fn dump_tree(
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
-    files.write(dir)?;
+    files.write(dir, &mut crate::net::queued_datagrams)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
     let mut hold = files
@@ -845,107 +847,6 @@ fn task_ids(id: u32, ns: &NsIds) -> TaskKobjIdsEntry {
     };
     ns.fill(&mut e);
     e
-}
-
-/// The inventory; it records the network lock method (the restore unlocks
-/// with it) and `--tcp-close` (the restore must be given it too).
-fn inventory(opts: &DumpOptions) -> InventoryEntry {
-    InventoryEntry {
-        img_version: IMG_VERSION,
-        fdinfo_per_id: Some(true),
-        root_ids: Some(task_ids(1, &NsIds::CRUST)),
-        ns_per_id: Some(true),
-        lsmtype: Some(crust_images::proto::inventory::lsmtype::NO_LSM),
-        network_lock_method: Some(opts.network_lock.inventory_value()),
-        tcp_close: opts.tcp_close.then_some(true),
-        plugins_entry: Some(PluginsEntry::default()),
-        // CRIU names its nftables lock table after the run id: crust's.
-        dump_criu_run_id: Some(match opts.network_lock {
-            crate::net::netlock::Method::Nftables => crate::net::netlock::NFT_RUN_ID.to_string(),
-            _ => run_id(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// A random UUID-shaped id for `dump_criu_run_id`.
-fn run_id() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn timens() -> Result<TimensEntry, Error> {
-    let me = process::getpid();
-    let mono =
-        process::clock_gettime(libc::CLOCK_MONOTONIC).map_err(sys_err(me, "clock_gettime"))?;
-    let boot =
-        process::clock_gettime(libc::CLOCK_BOOTTIME).map_err(sys_err(me, "clock_gettime"))?;
-    Ok(TimensEntry {
-        monotonic: Timespec {
-            tv_sec: mono.0 as u64,
-            tv_nsec: mono.1 as u64,
-            ..Default::default()
-        },
-        boottime: Timespec {
-            tv_sec: boot.0 as u64,
-            tv_nsec: boot.1 as u64,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-}
-
-fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
-    let e = StatsEntry {
-        dump: Some(DumpStatsEntry {
-            freezing_time: s.freezing_time_us as u32,
-            frozen_time: s.frozen_time_us as u32,
-            memdump_time: s.memdump_time_us as u32,
-            memwrite_time: s.memwrite_time_us as u32,
-            pages_scanned: s.pages_scanned,
-            pages_skipped_parent: s.pages_skipped_parent,
-            pages_written: s.pages_written,
-            irmap_resolve: Some(0),
-            pages_lazy: 0,
-            page_pipes: Some(0),
-            page_pipe_bufs: Some(0),
-            shpages_scanned: Some(0),
-            shpages_skipped_parent: Some(0),
-            shpages_written: Some(0),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    // stats-dump: the "%s" of its pattern is "dump".
-    let name = "stats-dump";
-    let mut w = crust_images::image::ImageWriter::create(dir, ImageType::Stats, name).map_err(
-        |source| Error::Image {
-            what: format!("cannot write {name}"),
-            source,
-        },
-    )?;
-    w.write_entry(&e).map_err(|source| Error::Image {
-        what: format!("cannot write {name}"),
-        source,
-    })?;
-    w.finish().map_err(|source| Error::Image {
-        what: format!("cannot write {name}"),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(crate) fn classify(link: &str) -> Target {
     if let Some(kind) = events::kind_of(link) {
         return Target::Event(kind);
     }
-    if let Some(ino) = unix::socket_inode(link) {
+    if let Some(ino) = socket_inode(link) {
         return Target::Socket(ino);
     }
     if link.starts_with('/') {
@@ -44,6 +44,26 @@ pub(crate) fn classify(link: &str) -> Target {
     } else {
         "special file"
     })
+}
+
+/// The inode of a `socket:[INO]` fd link.
+pub(crate) fn socket_inode(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// POSIX message queues are not dumped: refuse an fd on one.
+fn refuse_mqueue(pid: i32, fd: i32, target: &str) -> Result<(), Error> {
+    use crust_sys::ipc;
+    let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    if ipc::fs_magic(&path).ok() == Some(ipc::MQUEUE_MAGIC) {
+        return Err(Error::unsupported(format!(
+            "process {pid} has fd {fd} open on the POSIX message queue {target}, which crust cannot dump"
+        )));
+    }
+    Ok(())
 }
 
 /// The error for an fd crust cannot dump.
@@ -116,13 +136,13 @@ impl FileTable {
             Target::Special(_) => {}
             Target::Socket(_) => {
                 // One copy of the socket (the same socket) serves its family.
-                let sock = crate::net::sock::take_fd(pid, fd)?;
+                let sock = fdpass::take_fd(pid, fd)?;
                 let d = su::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
                     .map_err(sys_err(pid, format!("SO_DOMAIN of fd {fd}")))?;
                 domain = Some(d);
                 f.sock = Some((d, sock));
             }
-            Target::Path => crate::ns::sysvipc::refuse_mqueue(pid, fd, f.target)?,
+            Target::Path => refuse_mqueue(pid, fd, f.target)?,
             Target::Pipe(_) | Target::Event(_) => {}
         }
         let mut ids = Ids {
@@ -245,6 +265,27 @@ mod tests {
         }
     }
 
+    /// A kind the table was not given.
+    struct NotListed;
+
+    impl DumpKind for NotListed {
+        fn claim(
+            &mut self,
+            _f: &mut DumpFd<'_>,
+            _ids: &mut Ids<'_>,
+        ) -> Result<Option<(u32, i32)>, Error> {
+            Ok(None)
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+    }
+
     #[test]
     fn the_table_asks_its_kinds_in_order() {
         let mut t = FileTable::new(false, vec![Box::new(FakePipes(Vec::new()))]);
@@ -272,6 +313,6 @@ mod tests {
         assert_eq!(t.files.len(), 2);
         let fake = t.kind::<FakePipes>().map(|k| k.0.clone());
         assert_eq!(fake, Some(vec![(1, 3), (1, 4)]));
-        assert!(t.kind::<crate::net::inet::InetDump>().is_none());
+        assert!(t.kind::<NotListed>().is_none());
     }
 }

@@ -14,7 +14,7 @@ use crate::Error;
 use crust_sys::fdpass::{self, abi, MAX_FDS_PER_MSG};
 use log::debug;
 use std::collections::HashSet;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// One fd to give: crust's `fd` becomes `target` in the task.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +22,15 @@ pub struct Gift<'a> {
     pub fd: BorrowedFd<'a>,
     pub target: i32,
     pub cloexec: bool,
+}
+
+/// A copy (pidfd_getfd) of fd `fd` of `pid`: crust's own description of
+/// a task's file (the dump reads a socket's state through it).
+pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
+    use crust_sys::unix as su;
+    use std::os::fd::AsFd;
+    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
+    su::pidfd_getfd(pidfd.as_fd(), fd).map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))
 }
 
 // Scratch layout of the remote recvmsg.

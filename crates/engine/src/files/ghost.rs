@@ -724,6 +724,11 @@ impl DumpKind for GhostDump {
         Ok(Some((id, fd_types::REG)))
     }
 
+    /// The REG entries of the links made back (`--link-remap`).
+    fn late_entries(&mut self, _next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
+        Ok(self.take_link_entries())
+    }
+
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
     }

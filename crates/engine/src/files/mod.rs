@@ -25,8 +25,6 @@ mod restore;
 
 pub use restore::*;
 
-use crate::net::inet;
-use crate::net::unix;
 use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
@@ -55,6 +53,12 @@ fn is_terminal_path(p: &str) -> bool {
         || p == "/dev/ptmx"
 }
 
+/// A step between kinds of file the dump flow runs before files.img is
+/// written (see [`FileTable::write`]): given the kinds, the next free
+/// files.img id and the images directory, it returns entries for files.img.
+pub(crate) type BetweenKinds<'a> =
+    &'a mut dyn FnMut(&mut [Box<dyn DumpKind>], &mut u32, &Path) -> Result<Vec<FileEntry>, Error>;
+
 /// The open files of a dumped tree (one `files.img`), with ids shared by
 /// all its processes.
 pub struct FileTable {
@@ -74,23 +78,20 @@ pub struct FileTable {
     owners: crate::files::fown::OwnerDump,
 }
 
-/// Name CRIU gives the memfd inode of shared anonymous memory.
-pub const SHMEM_ANON_NAME: &str = "/dev/zero";
-/// F_SEAL_SEAL: the only seal shared anonymous memory has (and it forbids
-/// adding others).
-pub const F_SEAL_SEAL: u32 = 1;
+use crate::mem::ShmemInode;
 
-/// A shared memory object a task maps, as memfd.img records it.
-#[derive(Debug, Clone)]
-pub struct ShmemInode {
-    /// Inode number (memfd.img `shmid`, the N of pagemap-shmem-N.img).
-    pub ino: u64,
-    pub name: String,
-    pub size: u64,
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    pub seals: u32,
+impl crate::mem::MappedFiles for FileTable {
+    fn mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error> {
+        self.add_mapped(path, flags)
+    }
+
+    fn shmem(&mut self, obj: &ShmemInode) -> u32 {
+        self.add_shmem(obj)
+    }
+
+    fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
+        self.kinds.iter().find_map(|k| k.mapped_len(ino))
+    }
 }
 
 impl FileTable {
@@ -119,7 +120,8 @@ impl FileTable {
         }
     }
 
-    /// The kind of type `T`, for the steps that need its own state.
+    /// The kind of type `T` (the tests look at a kind's state).
+    #[cfg(test)]
     pub(crate) fn kind<T: DumpKind>(&self) -> Option<&T> {
         self.kinds
             .iter()
@@ -214,13 +216,6 @@ impl FileTable {
         Ok(id)
     }
 
-    /// The files.img id of packet socket `ino`, dumped already as an fd
-    /// of the tree, and the length of a mapping of its rings.
-    pub fn packet_rings(&self, ino: u32) -> Option<(u32, u64)> {
-        let packets = self.kind::<crate::net::packet::PacketDump>()?;
-        Some((packets.known(ino)?, packets.rings_len(ino)?))
-    }
-
     /// `--ghost-limit`: the largest deleted file saved (default 1 MiB).
     pub fn set_ghost_limit(&mut self, limit: Option<u64>) {
         if let Some(g) = self.kind_mut::<ghost::GhostDump>() {
@@ -243,65 +238,44 @@ impl FileTable {
         }
     }
 
-    /// Dump sockets connected outside the tree as `--ext-unix-sk` says.
-    pub fn set_ext_unix_sk(&mut self, on: bool) {
-        if let Some(u) = self.kind_mut::<unix::UnixDump>() {
-            u.ext_unix_sk = on;
-        }
-    }
-
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
     pub fn collect_fds(&mut self, proc: &ProcRoot, pid: i32) -> Result<Vec<FdinfoEntry>, Error> {
         self.collect_fds_of(proc, pid, None)
     }
 
     /// Files carried by SCM_RIGHTS messages queued on the tree's unix
-    /// sockets (crust holds copies of them, see [`unix::UnixDump`]): each
-    /// gets a files.img id like an fd of a task, until no new message
-    /// carries more.
+    /// sockets (crust holds copies of them, see
+    /// [`DumpKind::carried_fds`]): each gets a files.img id like an fd of
+    /// a task, until no new message carries more.
     fn collect_carried(&mut self) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
         loop {
-            let Some(unix) = self.kind::<unix::UnixDump>() else {
-                return Ok(());
-            };
-            let fds = unix.carried_pending()?;
+            let mut fds = Vec::new();
+            for k in &self.kinds {
+                fds.extend(k.carried_fds()?);
+            }
             if fds.is_empty() {
                 return Ok(());
             }
             let got = self.collect_fds_of(&ProcRoot::default(), me, Some(&fds))?;
-            if let Some(unix) = self.kind_mut::<unix::UnixDump>() {
-                unix.set_carried(&got)?;
+            for k in self.kinds.iter_mut() {
+                k.carried_entries(&got)?;
             }
         }
     }
 
-    /// Write `files.img`.
-    pub fn write(&mut self, dir: &Path) -> Result<(), Error> {
+    /// Write `files.img`. Before it, the kinds' late entries (see
+    /// [`DumpKind::late_entries`]), then `between`, the dump flow's step
+    /// between kinds (inet hands the datagrams queued on its sockets to
+    /// sk-queues.img, which unix writes): it may take ids from the table
+    /// and returns entries for files.img.
+    pub fn write(&mut self, dir: &Path, between: BetweenKinds<'_>) -> Result<(), Error> {
         self.collect_carried()?;
-        // Steps between kinds: unix sockets get ids for the peers crust
-        // saw outside the tree, ghosts their link entries, inet hands the
-        // datagrams queued on its sockets to sk-queues.img, which unix
-        // writes.
         let kinds = &mut self.kinds;
-        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
-            self.files.extend(u.finish(&mut self.next_id)?);
+        for k in kinds.iter_mut() {
+            self.files.extend(k.late_entries(&mut self.next_id)?);
         }
-        if let Some(g) = find_kind::<ghost::GhostDump>(kinds) {
-            self.files.extend(g.take_link_entries());
-        }
-        let dgrams = match find_kind::<inet::InetDump>(kinds) {
-            Some(i) => {
-                let (inet, dgrams) = i.write(dir, &mut self.next_id)?;
-                self.files.extend(inet);
-                dgrams
-            }
-            None => Vec::new(),
-        };
-        if let Some(u) = find_kind::<unix::UnixDump>(kinds) {
-            u.add_datagrams(dgrams);
-            u.write(dir)?;
-        }
+        self.files.extend(between(kinds, &mut self.next_id, dir)?);
         self.files.sort_by_key(|f| f.id);
         self.owners.fill(&mut self.files);
         write_image(dir, ImageType::Files, 0, &self.files)?;
@@ -316,7 +290,7 @@ impl FileTable {
 }
 
 /// The kind of type `T` among `kinds`.
-fn find_kind<T: DumpKind>(kinds: &mut [Box<dyn DumpKind>]) -> Option<&mut T> {
+pub(crate) fn find_kind<T: DumpKind>(kinds: &mut [Box<dyn DumpKind>]) -> Option<&mut T> {
     kinds
         .iter_mut()
         .find_map(|k| k.as_any_mut().downcast_mut::<T>())

@@ -7,13 +7,9 @@ use super::*;
 use crate::files::kind::OpenFiles;
 use crate::files::loaded::LoadedFiles;
 
-/// The MEMFD entries of files.img joined with their memfd.img inodes, by
-/// files.img id. Empty when the image set has no memfd.
-pub fn load_memfds(dir: &Path) -> Result<HashMap<u32, MemfdInodeEntry>, Error> {
-    memfds_of(dir, &LoadedFiles::read(dir))
-}
-
-/// [`load_memfds`] from files.img read already.
+/// The MEMFD entries of files.img (read already) joined with their
+/// memfd.img inodes, by files.img id. Empty when the image set has no
+/// memfd.
 pub fn memfds_of(dir: &Path, loaded: &LoadedFiles) -> Result<HashMap<u32, MemfdInodeEntry>, Error> {
     let bad = |why: String| Error::BadImage {
         dir: dir.to_path_buf(),

@@ -28,11 +28,70 @@ pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
 pub use restore::{inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map};
 pub use shmem::inherited_shmem;
 pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
-pub use vma::{build_mm, collect_vmas, link_socket_vmas, validate_vmas};
 
+pub use vma::{
+    build_mm, collect_vmas, link_socket_vmas, maps_memfd, validate_shmem, validate_vmas,
+};
+
+use crate::task::remote::Remote;
 use crate::Error;
 use crust_images::consts::vma as vs;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::vma::VmaEntry;
 use std::path::Path;
+
+/// Name CRIU gives the memfd inode of shared anonymous memory.
+pub const SHMEM_ANON_NAME: &str = "/dev/zero";
+/// F_SEAL_SEAL: the only seal shared anonymous memory has (and it forbids
+/// adding others).
+pub const F_SEAL_SEAL: u32 = 1;
+
+/// A shared memory object a task maps, as memfd.img records it.
+#[derive(Debug, Clone)]
+pub struct ShmemInode {
+    /// Inode number (memfd.img `shmid`, the N of pagemap-shmem-N.img).
+    pub ino: u64,
+    pub name: String,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub seals: u32,
+}
+
+/// The files a dumped task maps, as the fd table records them (files.img
+/// ids): implemented by [`crate::files::FileTable`], so memory names no
+/// kind of file.
+pub trait MappedFiles {
+    /// The files.img id of the file at `path` mapped (or run, the exe)
+    /// with open flags `flags`.
+    fn mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error>;
+    /// The files.img id of a shared memory object (one MEMFD entry and
+    /// one memfd.img inode per object).
+    fn shmem(&mut self, obj: &ShmemInode) -> u32;
+    /// The files.img id of packet socket `ino`, dumped already as an fd of
+    /// the tree, and the length of a mapping of its rings.
+    fn packet_rings(&self, ino: u32) -> Option<(u32, u64)>;
+}
+
+/// The memfd inodes of an image set, by files.img id (the MEMFD entries of
+/// files.img joined with memfd.img): read once per restore, by the caller
+/// (`crate::files::memfds_of`).
+pub type Memfds = std::collections::HashMap<u32, crust_images::proto::memfd::MemfdInodeEntry>;
+
+/// Attach the System V segment a VMA maps (`VMA_AREA_SYSVIPC`), in the
+/// task, given the whole VMA list: the IPC namespace's business.
+pub type AttachSysv = dyn Fn(&mut Remote<'_>, &MmEntry, &VmaEntry) -> Result<(), Error>;
+
+/// What the restore of a process's VMAs takes from outside memory.
+pub struct VmaSources<'a> {
+    /// The path of the file of files.img id `id` (mapped files).
+    pub paths: &'a dyn Fn(u64) -> Option<String>,
+    /// The memfd inodes of the image set.
+    pub memfds: &'a Memfds,
+    /// How System V segments are attached.
+    pub attach_sysv: &'a AttachSysv,
+}
 
 /// One VMA of the dumped task, classified.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use super::pages::{FillRun, PageSource};
 use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
-use super::{bad, PageRun, Pending};
+use super::{bad, PageRun, Pending, VmaSources};
 use crate::task::remote::Remote;
 use crate::Error;
 use crust_images::consts::vma as vs;
@@ -40,13 +40,13 @@ pub fn restore_vmas(
     pages_id: u32,
     runs: &[PageRun],
     inherited: &[(u64, u64)],
-    paths: &dyn Fn(u64) -> Option<String>,
+    src: &VmaSources<'_>,
     pages: &dyn PageSource,
 ) -> Result<(u64, std::sync::Arc<Pending>), Error> {
-    let shmem = load_shmem(dir, mm)?;
+    let shmem = load_shmem(dir, mm, src.memfds)?;
     let mut open_fds: Vec<OpenFd> = Vec::new();
     for v in &mm.vmas {
-        map_vma(r, dir, mm, v, inherited, paths, &mut open_fds)?;
+        map_vma(r, dir, mm, v, inherited, src, &mut open_fds)?;
     }
     // The private pages are copied in by the source (the filler's threads
     // for local images) while crust goes on; `protect_vmas` waits for them.
@@ -192,7 +192,7 @@ fn map_vma(
     mm: &MmEntry,
     v: &VmaEntry,
     inherited: &[(u64, u64)],
-    paths: &dyn Fn(u64) -> Option<String>,
+    src: &VmaSources<'_>,
     open_fds: &mut Vec<OpenFd>,
 ) -> Result<(), Error> {
     if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
@@ -202,7 +202,7 @@ fn map_vma(
         return Ok(());
     }
     if v.status & vs::AREA_SYSVIPC != 0 {
-        return crate::ns::sysvipc::attach(r, mm, v);
+        return (src.attach_sysv)(r, mm, v);
     }
     if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
         // Reserve the place; the object comes later (restore_shmem,
@@ -230,7 +230,7 @@ fn map_vma(
         | libc::MAP_NORESERVE) as u32;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-        file_fd(r, dir, v, paths, open_fds)?
+        file_fd(r, dir, v, src.paths, open_fds)?
     } else {
         u64::MAX
     };

@@ -3,7 +3,7 @@
 
 use super::pages::{FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
 use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
-use crate::files::{ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
+use super::{Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
@@ -222,18 +222,14 @@ fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
 }
 
 /// Read and check every shared memory object the VMAs of `mm` map:
-/// files.img/memfd.img for memfd VMAs, then pagemap-shmem-N.img and the
-/// length of its pages file. Only shared anonymous memory ("/dev/zero") can
-/// be rebuilt so far; other memfds are refused.
-pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
+/// `memfds` (files.img/memfd.img, read by the caller) for memfd VMAs, then
+/// pagemap-shmem-N.img and the length of its pages file. Only shared
+/// anonymous memory ("/dev/zero") can be rebuilt so far; other memfds are
+/// refused.
+pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<ShmemObject>, Error> {
     if !mm.vmas.iter().any(is_shmem_entry) {
         return Ok(Vec::new());
     }
-    let memfds = if mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0) {
-        crate::files::load_memfds(dir)?
-    } else {
-        Default::default()
-    };
     let mut out: Vec<ShmemObject> = Vec::new();
     for v in mm.vmas.iter().filter(|v| is_shmem_entry(v)) {
         let what = format!("VMA {:#x}-{:#x}", v.start, v.end);
@@ -273,7 +269,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry) -> Result<Vec<ShmemObject>, Error> {
                     ),
                 )
             })?;
-            if inode.name != crate::files::SHMEM_ANON_NAME {
+            if inode.name != SHMEM_ANON_NAME {
                 return Err(Error::unsupported(format!(
                     "restoring {what}, a mapping of memfd {:?} (only shared anonymous memory so far)",
                     inode.name
@@ -390,9 +386,10 @@ pub fn inherited_shmem(
     dir: &Path,
     mm: &MmEntry,
     parent: &MmEntry,
+    memfds: &Memfds,
 ) -> Result<Vec<(u64, u64)>, Error> {
-    let mine = load_shmem(dir, mm)?;
-    let theirs = load_shmem(dir, parent)?;
+    let mine = load_shmem(dir, mm, memfds)?;
+    let theirs = load_shmem(dir, parent, memfds)?;
     let mut out = Vec::new();
     for o in &mine {
         let Some(po) = theirs.iter().find(|p| p.ino == o.ino) else {
@@ -534,8 +531,9 @@ mod tests {
             return;
         }
         let mm: MmEntry = read_one(&dir, ImageType::Mm, 1514).unwrap();
+        let memfds = memfds_in(&dir);
         validate_vmas(&dir, &mm).unwrap();
-        let objs = load_shmem(&dir, &mm).unwrap();
+        let objs = load_shmem(&dir, &mm, &memfds).unwrap();
         assert_eq!(objs.len(), 1);
         let o = &objs[0];
         assert_eq!((o.key, o.ino, o.size, o.pages_id), (4, 11665, 16384, 1));
@@ -549,6 +547,22 @@ mod tests {
         assert!(pages[4096..].starts_with(b"SHM-ANON page 1 written by child"));
         // The private pagemap still loads beside it.
         load_pagemap(&dir, 1514, &mm).unwrap();
+    }
+
+    /// The memfd inodes of an image set by files.img id, as the restore
+    /// reads them (`files::memfds_of`).
+    fn memfds_in(dir: &Path) -> Memfds {
+        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0).unwrap();
+        let inodes: Vec<MemfdInodeEntry> =
+            crate::util::read_image(dir, ImageType::MemfdInode, 0).unwrap();
+        files
+            .iter()
+            .filter_map(|f| {
+                let m = f.memfd.as_ref()?;
+                let i = inodes.iter().find(|i| i.inode_id == m.inode_id as u64)?;
+                Some((f.id, i.clone()))
+            })
+            .collect()
     }
 
     struct TempDir(std::path::PathBuf);
@@ -566,7 +580,7 @@ mod tests {
         vaddr: u64,
         npages: u64,
         pages_len: usize,
-    ) -> (TempDir, MmEntry) {
+    ) -> (TempDir, MmEntry, Memfds) {
         let dir = std::env::temp_dir().join(format!("crust-mem-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -613,42 +627,55 @@ mod tests {
             }],
             ..Default::default()
         };
-        (t, mm)
+        let memfds = memfds_in(&dir);
+        (t, mm, memfds)
     }
 
     #[test]
     fn shmem_image_checks() {
-        let (t, mm) = shmem_set("ok", "/dev/zero", PAGE_SIZE, 2, 2 * PAGE_SIZE as usize);
-        let objs = load_shmem(&t.0, &mm).unwrap();
+        let (t, mm, m) = shmem_set("ok", "/dev/zero", PAGE_SIZE, 2, 2 * PAGE_SIZE as usize);
+        let objs = load_shmem(&t.0, &mm, &m).unwrap();
         assert_eq!(
             (objs[0].ino, objs[0].size, objs[0].pages_id),
             (99, 4 * PAGE_SIZE, 5)
         );
         // Pages past the end of the object.
-        let (t, mm) = shmem_set(
+        let (t, mm, m) = shmem_set(
             "past",
             "/dev/zero",
             3 * PAGE_SIZE,
             2,
             2 * PAGE_SIZE as usize,
         );
-        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
-        // Overflowing run.
-        let (t, mm) = shmem_set("ovf", "/dev/zero", PAGE_SIZE, u64::MAX / 2, 0);
-        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
-        // Truncated pages file.
-        let (t, mm) = shmem_set("trunc", "/dev/zero", 0, 2, PAGE_SIZE as usize);
-        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
-        // A real memfd is not shared anonymous memory.
-        let (t, mm) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
         assert!(matches!(
-            load_shmem(&t.0, &mm),
+            load_shmem(&t.0, &mm, &m),
+            Err(Error::BadImage { .. })
+        ));
+        // Overflowing run.
+        let (t, mm, m) = shmem_set("ovf", "/dev/zero", PAGE_SIZE, u64::MAX / 2, 0);
+        assert!(matches!(
+            load_shmem(&t.0, &mm, &m),
+            Err(Error::BadImage { .. })
+        ));
+        // Truncated pages file.
+        let (t, mm, m) = shmem_set("trunc", "/dev/zero", 0, 2, PAGE_SIZE as usize);
+        assert!(matches!(
+            load_shmem(&t.0, &mm, &m),
+            Err(Error::BadImage { .. })
+        ));
+        // A real memfd is not shared anonymous memory.
+        let (t, mm, m) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
+        assert!(matches!(
+            load_shmem(&t.0, &mm, &m),
             Err(Error::Unsupported { .. })
         ));
         // A VMA naming a file id files.img lacks.
-        let (t, mut mm) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);
+        let (t, mut mm, m) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);
         mm.vmas[0].shmid = 8;
-        assert!(matches!(load_shmem(&t.0, &mm), Err(Error::BadImage { .. })));
+        assert!(matches!(
+            load_shmem(&t.0, &mm, &m),
+            Err(Error::BadImage { .. })
+        ));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! VMAs: reading and classifying /proc/PID/smaps, the mm image, and
 //! checking an image's VMA list.
 
-use super::shmem::{load_shmem, shmem_inode};
+use super::shmem::{is_shmem_entry, load_shmem, shmem_inode};
 use super::{bad, Vma, TASK_SIZE};
-use crate::files::{FileTable, SHMEM_ANON_NAME};
+use super::{MappedFiles, Memfds, SHMEM_ANON_NAME};
 use crate::task::ProcInside as Inside;
 use crate::util::proc_err;
 use crate::Error;
@@ -147,16 +147,27 @@ fn madv_bits(v: &Vma) -> u64 {
     m
 }
 
+/// How a System V attachment was made, as CRIU records it in `fdflags`:
+/// read-write unless attached SHM_RDONLY (the map_files link's mode tells).
+fn attach_fdflags(pid: i32, start: u64, end: u64) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    match std::fs::symlink_metadata(link) {
+        Ok(md) if md.permissions().mode() & 0o200 == 0 => libc::O_RDONLY as u32,
+        _ => libc::O_RDWR as u32,
+    }
+}
+
 pub fn build_mm(
     proc: &ProcRoot,
     pid: i32,
     stat: &Stat,
     vmas: &[Vma],
     inside: &Inside,
-    files: &mut FileTable,
+    files: &mut dyn MappedFiles,
 ) -> Result<MmEntry, Error> {
     let exe = crust_proc::exe(proc, pid).map_err(proc_err(pid))?;
-    let exe_file_id = files.add_mapped(&exe, libc::O_RDONLY as u32)?;
+    let exe_file_id = files.mapped(&exe, libc::O_RDONLY as u32)?;
     let mut entries = Vec::with_capacity(vmas.len());
     for v in vmas {
         let m = &v.map;
@@ -189,12 +200,12 @@ pub fn build_mm(
             // files.img id.
             (m.inode as u32, None)
         } else if v.status & vs::AREA_SYSVIPC != 0 {
-            let ff = crate::ns::sysvipc::attach_fdflags(pid, m.start, m.end);
+            let ff = attach_fdflags(pid, m.start, m.end);
             (m.inode as u32, Some(ff))
         } else if v.is_shmem() {
             // As CRIU records it: the memfd is opened read-write.
             let obj = shmem_inode(pid, v, vmas);
-            (files.add_shmem(&obj), Some(libc::O_RDWR as u32))
+            (files.shmem(&obj), Some(libc::O_RDWR as u32))
         } else if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             let fdflags = if m.shared && (m.write || v.has("mw")) {
                 libc::O_RDWR
@@ -202,7 +213,7 @@ pub fn build_mm(
                 libc::O_RDONLY
             } as u32;
             let path = m.path.clone().unwrap_or_default();
-            (files.add_mapped(Path::new(&path), fdflags)?, Some(fdflags))
+            (files.mapped(Path::new(&path), fdflags)?, Some(fdflags))
         } else {
             (0, None)
         };
@@ -259,7 +270,7 @@ pub fn build_mm(
 pub fn link_socket_vmas(
     pid: i32,
     mm: &mut MmEntry,
-    files: &FileTable,
+    files: &dyn MappedFiles,
     fds: Option<&[FdinfoEntry]>,
 ) -> Result<(), Error> {
     for v in mm
@@ -323,7 +334,18 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
         }
         prev_end = v.end;
     }
-    // Shared memory objects: their memfd entries and pages must hold up.
-    load_shmem(dir, mm)?;
+    Ok(())
+}
+
+/// Does `mm` map a memfd as shared memory, so that checking it
+/// ([`validate_shmem`]) needs the memfd inodes of the image set?
+pub fn maps_memfd(mm: &MmEntry) -> bool {
+    mm.vmas.iter().any(is_shmem_entry) && mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+}
+
+/// Check the shared memory objects `mm` maps: their memfd entries (in
+/// `memfds`) and pages must hold up.
+pub fn validate_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<(), Error> {
+    load_shmem(dir, mm, memfds)?;
     Ok(())
 }

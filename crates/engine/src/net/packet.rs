@@ -559,6 +559,10 @@ impl DumpKind for PacketDump {
         Ok(Some((id, fd_types::PACKETSK)))
     }
 
+    fn mapped_len(&self, ino: u32) -> Option<(u32, u64)> {
+        Some((self.known(ino)?, self.rings_len(ino)?))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -1,19 +1,10 @@
-//! Socket helpers every family shares: a copy of a task's socket
-//! (pidfd_getfd), and the socket options (SO_*) CRIU's `SkOptsEntry` holds,
-//! read at dump and set again at restore.
+//! Socket helpers every family shares: the socket options (SO_*) CRIU's
+//! `SkOptsEntry` holds, read at dump and set again at restore.
 
-use crate::util::sys_err;
-use crate::Error;
 use crust_images::proto::sk_opts::SkOptsEntry;
 use crust_sys::unix as su;
 use log::debug;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-/// A copy (pidfd_getfd) of fd `fd` of `pid`.
-pub(crate) fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, Error> {
-    let pidfd = su::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
-    su::pidfd_getfd(pidfd.as_fd(), fd).map_err(sys_err(pid, format!("pidfd_getfd of fd {fd}")))
-}
+use std::os::fd::BorrowedFd;
 
 /// SO_BUF_LOCK (Linux 5.14).
 const SO_BUF_LOCK: i32 = 72;

@@ -12,7 +12,7 @@ use super::*;
 /// Create every process and thread, then build each one.
 pub(super) fn create_and_build(
     img: &ImageSet,
-    opts: &RestoreOptions,
+    opts: &Options,
     tramp: u64,
     tty: Option<&str>,
     created: &mut Created,
@@ -53,7 +53,7 @@ pub(super) fn create_and_build(
 /// Create the tree's root process with its recorded pid (in new pid and
 /// IPC namespaces if the tree had its own), the trampoline mapped, stopped
 /// and traced (or seized, with --restore-sibling).
-fn create_root(img: &ImageSet, opts: &RestoreOptions, tramp: u64) -> Result<Task, Error> {
+fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error> {
     let root_pid = img
         .procs
         .first()
@@ -202,7 +202,7 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
 
 impl Created {
     /// The tasks of process `i` (`pid` in the images), checked.
-    fn tasks_of(&mut self, i: usize, pid: i32) -> Result<&mut Vec<Task>, Error> {
+    pub(super) fn tasks_of(&mut self, i: usize, pid: i32) -> Result<&mut Vec<Task>, Error> {
         self.tasks.get_mut(i).ok_or_else(|| Error::Restore {
             pid,
             what: format!("process {i} of the tree was not created"),
@@ -210,7 +210,7 @@ impl Created {
     }
 
     /// The main thread of process `i` (`pid` in the images), checked.
-    fn main_of(&mut self, i: usize, pid: i32) -> Result<&mut Task, Error> {
+    pub(super) fn main_of(&mut self, i: usize, pid: i32) -> Result<&mut Task, Error> {
         self.tasks_of(i, pid)?
             .first_mut()
             .ok_or_else(|| Error::Restore {
@@ -294,7 +294,7 @@ pub(super) fn remote_clone(
 pub(super) fn set_session(
     img: &ImageSet,
     i: usize,
-    opts: &RestoreOptions,
+    opts: &Options,
     created: &mut Created,
     tramp: u64,
 ) -> Result<(), Error> {

@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// The listeners whose queued connections the accept server hands over
@@ -13,7 +22,7 @@ pub(super) fn accept_listeners(img: &ImageSet) -> std::collections::HashSet<u32>
 /// build every task, the late phases, then let the tasks go.
 pub(super) fn restore_loaded(
     mut img: ImageSet,
-    opts: &RestoreOptions,
+    opts: &Options,
     t0: Instant,
     mut server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<RestoreOutcome, Error> {
@@ -92,7 +101,7 @@ fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
         .map(|l| &l.mm)
         .collect();
     let tramp = pick_trampoline(&own_maps, &mms).ok_or_else(|| Error::Restore {
-        pid: img.procs[0].pid(),
+        pid: img.procs.first().map_or(0, |p| p.pid()),
         what: "no free address range for the restore trampoline".into(),
     })?;
     debug!("trampoline at {tramp:#x}");
@@ -101,7 +110,7 @@ fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
 
 /// The terminal that replaces the recorded one (--shell-job); an error
 /// when a task had an fd on a terminal and there is none to give.
-fn terminal_for(img: &ImageSet, opts: &RestoreOptions) -> Result<Option<String>, Error> {
+fn terminal_for(img: &ImageSet, opts: &Options) -> Result<Option<String>, Error> {
     let tty = if opts.shell_job { own_tty() } else { None };
     if tty.is_none() {
         let on_tty = img
@@ -137,7 +146,7 @@ fn run_late_phases(
     let host_pid = |pid: u32| host_of.get(&pid).copied();
     let mut ctx = PhaseCtx {
         host_pid: &host_pid,
-        accept_server: server,
+        accept_server: server.map(|s| s as &mut dyn std::any::Any),
     };
     for phase in Phase::LATE {
         debug!("restore phase {phase:?}");
@@ -159,18 +168,24 @@ fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(
         if p.live.is_some() {
             continue;
         }
-        if let Some(t) = tasks[i].pop() {
+        if let Some(t) = tasks.get_mut(i).and_then(|t| t.pop()) {
             let pid = t.pid();
             zombie_exit(t, p.exit_code, tramp).map_err(|source| Error::Compel { pid, source })?;
         }
         if p.helper {
             // Its parent reaps it, as if it had waited for it.
-            let parent = &mut tasks[index[&p.entry.ppid]][0];
-            let mut r = Remote {
-                task: parent,
-                scratch: RemoteAddr(tramp + PAGE_SIZE),
-                scratch_len: TRAMP_SIZE - PAGE_SIZE,
-            };
+            let parent = index
+                .get(&p.entry.ppid)
+                .and_then(|&j| tasks.get_mut(j))
+                .and_then(|t| t.first_mut())
+                .ok_or_else(|| Error::Restore {
+                    pid: p.pid(),
+                    what: format!(
+                        "helper {}: its parent {} has no task to reap it",
+                        p.entry.pid, p.entry.ppid
+                    ),
+                })?;
+            let mut r = Remote::on_trampoline(parent, tramp);
             r.call(
                 &format!("wait4 for helper {}", p.entry.pid),
                 libc::SYS_wait4,
@@ -186,7 +201,7 @@ fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(
 /// to be handed over stay traced (see [`crate::net::accept`]).
 fn release_live(
     img: &ImageSet,
-    opts: &RestoreOptions,
+    opts: &Options,
     tasks: &mut [Vec<Task>],
     tramp: u64,
     mut server: Option<&mut crate::net::accept::AcceptServer>,
@@ -194,17 +209,25 @@ fn release_live(
     let listeners = accept_listeners(img);
     for (i, p) in img.procs.iter().enumerate().rev() {
         let Some(live) = &p.live else { continue };
+        let no_task = |what: &str| Error::Restore {
+            pid: p.pid(),
+            what: format!("live process without {what}"),
+        };
+        let ti = live
+            .threads
+            .first()
+            .ok_or_else(|| no_task("a main thread image"))?;
         let stopped = opts.leave_stopped
-            || live.threads[0].core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
+            || ti.core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
         let traced = server.is_some()
             && !stopped
             && live.files.fds.iter().any(|f| listeners.contains(&f.id));
-        let threads = std::mem::take(&mut tasks[i]);
+        let threads = tasks.get_mut(i).map(std::mem::take).unwrap_or_default();
         let mut it = threads.into_iter();
-        let main = it.next().expect("live process has a main task");
+        let main = it.next().ok_or_else(|| no_task("a main task"))?;
         for (t, ti) in it.zip(live.threads.iter().skip(1)) {
             let tid = t.pid();
-            let (regs, mask) = final_regs(&ti.core);
+            let (regs, mask) = final_regs(&ti.core, tid)?;
             if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
                 sv.tasks.push(
                     t.finish_traced(&regs, Some(&ti.xstate), mask)
@@ -215,9 +238,8 @@ fn release_live(
             t.finish_with(&regs, Some(&ti.xstate), mask, stopped)
                 .map_err(|source| Error::Compel { pid: tid, source })?;
         }
-        let ti = &live.threads[0];
-        let (regs, mask) = final_regs(&ti.core);
         let pid = main.pid();
+        let (regs, mask) = final_regs(&ti.core, pid)?;
         if let (true, Some(sv)) = (traced, server.as_deref_mut()) {
             sv.tasks.push(
                 main.finish_restore_traced(
@@ -244,8 +266,14 @@ fn release_live(
     Ok(())
 }
 
-pub(super) fn final_regs(core: &CoreEntry) -> (crust_sys::ptrace::UserRegs, u64) {
-    let ti = core.thread_info.as_ref().expect("checked in load");
+pub(super) fn final_regs(
+    core: &CoreEntry,
+    pid: i32,
+) -> Result<(crust_sys::ptrace::UserRegs, u64), Error> {
+    let ti = core.thread_info.as_ref().ok_or_else(|| Error::Restore {
+        pid,
+        what: "its core image has no thread_info (checked at load)".into(),
+    })?;
     let regs = task::regs_from_image(&ti.gpregs);
     let mask = core
         .thread_core
@@ -253,7 +281,7 @@ pub(super) fn final_regs(core: &CoreEntry) -> (crust_sys::ptrace::UserRegs, u64)
         .and_then(|t| t.blk_sigset)
         .or(core.tc.as_ref().map(|t| t.blk_sigset))
         .unwrap_or(0);
-    (regs, mask)
+    Ok((regs, mask))
 }
 
 /// Make a created task die the way the image's zombie did.

@@ -8,7 +8,7 @@ pub(super) fn bad(dir: &Path, why: impl Into<String>) -> Error {
     }
 }
 
-pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
+pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
     let dir = std::fs::canonicalize(&opts.images_dir).map_err(|source| Error::Io {
         op: "cannot open images directory",
         path: opts.images_dir.clone(),
@@ -41,7 +41,8 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
     // files.img once, for every fd table and every kind of file.
     let loaded = LoadedFiles::read(&dir);
     let inherited = crate::files::inherit::Inherited::resolve(&loaded, &opts.inherit_fds)?;
-    let procs = load_procs(&dir, tree, opts, &loaded, &inherited)?;
+    let mut memfds = None;
+    let procs = load_procs(&dir, tree, opts, &loaded, &inherited, &mut memfds)?;
     let (files, locks, owners) = load_files(&dir, &loaded, opts, netlock, &procs, inherited)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| NsKind::Pid.id_in(r));
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
@@ -85,6 +86,7 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
         locks,
         owners,
         netlock,
+        memfds: memfds.unwrap_or_default(),
     })
 }
 
@@ -93,9 +95,10 @@ pub(super) fn load(opts: &RestoreOptions) -> Result<ImageSet, Error> {
 fn load_procs(
     dir: &Path,
     tree: Vec<PstreeEntry>,
-    opts: &RestoreOptions,
+    opts: &Options,
     loaded: &LoadedFiles,
     inherited: &crate::files::inherit::Inherited,
+    memfds: &mut Option<mem::Memfds>,
 ) -> Result<Vec<ProcImage>, Error> {
     if tree.is_empty() {
         return Err(bad(dir, "pstree.img holds no process"));
@@ -122,7 +125,7 @@ fn load_procs(
                 ),
             ));
         }
-        procs.push(load_proc(dir, e, opts, loaded, inherited)?);
+        procs.push(load_proc(dir, e, opts, loaded, inherited, memfds)?);
     }
     share_with_parents(dir, &mut procs)?;
     Ok(procs)
@@ -134,7 +137,7 @@ fn load_procs(
 fn load_files(
     dir: &Path,
     loaded: &LoadedFiles,
-    opts: &RestoreOptions,
+    opts: &Options,
     netlock: crate::net::netlock::Method,
     procs: &[ProcImage],
     inherited: crate::files::inherit::Inherited,
@@ -166,9 +169,10 @@ fn load_files(
 pub(super) fn load_proc(
     dir: &Path,
     entry: PstreeEntry,
-    opts: &RestoreOptions,
+    opts: &Options,
     loaded: &LoadedFiles,
     inherited: &crate::files::inherit::Inherited,
+    memfds: &mut Option<mem::Memfds>,
 ) -> Result<ProcImage, Error> {
     let pid = entry.pid as i32;
     let main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
@@ -236,6 +240,12 @@ pub(super) fn load_proc(
     let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
     let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
     mem::validate_vmas(dir, &mm)?;
+    // The memfd inodes, from files.img as read once, the first time a
+    // process maps a memfd.
+    if memfds.is_none() && mem::maps_memfd(&mm) {
+        *memfds = Some(crate::files::memfds_of(dir, loaded)?);
+    }
+    mem::validate_shmem(dir, &mm, memfds.as_ref().unwrap_or(&mem::Memfds::new()))?;
     let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
     let files = RestoreFiles::load(dir, loaded, ids.files_id)?;

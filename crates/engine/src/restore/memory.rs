@@ -1,3 +1,12 @@
+// Runs while tasks are under crust's control: no panics, only errors the
+// caller rolls back on (see docs/arch-lints.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
 
 /// Build process `i` (already created, with its session), then create and
@@ -6,14 +15,17 @@ use super::*;
 pub(super) fn grow(
     img: &ImageSet,
     i: usize,
-    opts: &RestoreOptions,
+    opts: &Options,
     tramp: u64,
     tty: Option<&str>,
     created: &mut Created,
     pages: &mut u64,
     filler: &mem::Filler,
 ) -> Result<(), Error> {
-    let p = &img.procs[i];
+    let p = img.procs.get(i).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {i} is not in the image set"),
+    })?;
     let mut pending = None;
     if let Some(live) = &p.live {
         let t = Instant::now();
@@ -29,8 +41,8 @@ pub(super) fn grow(
             }
         };
         let (n, filling) = build_memory(
-            &mut created.tasks[i][0],
-            &img.dir,
+            created.main_of(i, p.pid())?,
+            img,
             live,
             parent_mm,
             tramp,
@@ -56,8 +68,7 @@ pub(super) fn grow(
     if heirs {
         protect(created, i, p, pending.take(), tramp)?;
     }
-    for c in 0..img.procs.len() {
-        let child = &img.procs[c];
+    for (c, child) in img.procs.iter().enumerate() {
         if c == 0 || child.entry.ppid != p.entry.pid {
             continue;
         }
@@ -71,13 +82,13 @@ pub(super) fn grow(
             }
         }
         let t = remote_clone(
-            &mut created.tasks[i][0],
+            created.main_of(i, p.pid())?,
             tramp,
             child.pid(),
             flags,
             libc::SIGCHLD as u64,
         )?;
-        created.tasks[c].push(t);
+        created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
         grow(img, c, opts, tramp, tty, created, pages, filler)?;
     }
@@ -90,19 +101,16 @@ pub(super) fn grow(
                 | libc::CLONE_SIGHAND
                 | libc::CLONE_THREAD
                 | libc::CLONE_SYSVSEM) as u64;
-            let t = remote_clone(&mut created.tasks[i][0], tramp, ti.tid, flags, 0)?;
-            created.tasks[i].push(t);
+            let t = remote_clone(created.main_of(i, p.pid())?, tramp, ti.tid, flags, 0)?;
+            created.tasks_of(i, p.pid())?.push(t);
         }
         protect(created, i, p, pending.take(), tramp)?;
         let t = Instant::now();
-        build_rest(
-            &mut created.tasks[i],
-            p.pid(),
-            live,
-            tramp,
-            tty,
-            &created.shared,
-        )?;
+        let tasks = created.tasks.get_mut(i).ok_or_else(|| Error::Restore {
+            pid: p.pid(),
+            what: format!("process {i} of the tree was not created"),
+        })?;
+        build_rest(tasks, p.pid(), live, tramp, tty, &created.shared)?;
         debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())
@@ -119,11 +127,7 @@ pub(super) fn protect(
     let (Some(pending), Some(live)) = (pending, &p.live) else {
         return Ok(());
     };
-    let mut r = Remote {
-        task: &mut created.tasks[i][0],
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
-    };
+    let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
     mem::protect_vmas(&mut r, &live.mm, &pending)
 }
 
@@ -132,22 +136,19 @@ pub(super) fn protect(
 /// mm fields. Returns pages restored.
 pub(super) fn build_memory(
     task: &mut Task,
-    dir: &Path,
+    img: &ImageSet,
     live: &LiveImage,
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
 ) -> Result<(u64, std::sync::Arc<mem::Pending>), Error> {
+    let dir: &Path = &img.dir;
     let proc = ProcRoot::default();
     let main = task;
     // /proc wants crust's view of the pid.
     let host = main.pid();
     let rseq = main.rseq();
-    let mut r = Remote {
-        task: main,
-        scratch: RemoteAddr(tramp + PAGE_SIZE),
-        scratch_len: TRAMP_SIZE - PAGE_SIZE,
-    };
+    let mut r = Remote::on_trampoline(main, tramp);
     // 1. Forget crust: its rseq area, its mappings, its fds.
     if let Some(rs) = rseq.filter(|x| x.rseq_abi_pointer != 0) {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -165,7 +166,7 @@ pub(super) fn build_memory(
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
-    let inherited = inherited_ranges(host, dir, live, parent, &maps)?;
+    let inherited = inherited_ranges(host, img, live, parent, &maps)?;
     let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
@@ -190,12 +191,22 @@ pub(super) fn build_memory(
         live.pages_id,
         &live.runs,
         &inherited,
-        &|id| files.path_of(id),
+        &mem::VmaSources {
+            paths: &|id| files.path_of(id),
+            memfds: &img.memfds,
+            attach_sysv: &crate::ns::sysvipc::attach,
+        },
         &source,
     )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)
-        .expect("checked in load");
+        .ok_or_else(|| Error::Restore {
+            pid: host,
+            what: format!(
+                "its exe, file id {}, is not in files.img (checked at load)",
+                live.mm.exe_file_id
+            ),
+        })?;
     mem::set_mm_map(&mut r, &live.mm, &exe)?;
     Ok(pages)
 }
@@ -206,14 +217,14 @@ pub(super) fn build_memory(
 /// is what keeps them shared). Each must be there in the task's `maps`.
 fn inherited_ranges(
     host: i32,
-    dir: &Path,
+    img: &ImageSet,
     live: &LiveImage,
     parent: Option<&MmEntry>,
     maps: &[crust_proc::MapEntry],
 ) -> Result<Vec<(u64, u64)>, Error> {
     let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
     let shared = match parent {
-        Some(pm) => mem::inherited_shmem(dir, &live.mm, pm)?,
+        Some(pm) => mem::inherited_shmem(&img.dir, &live.mm, pm, &img.memfds)?,
         None => Vec::new(),
     };
     for &(s, e) in &shared {

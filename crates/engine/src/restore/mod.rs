@@ -32,7 +32,7 @@ use crate::files::RestoreFiles;
 use crate::mem::{self, PageRun};
 use crate::task::remote::Remote;
 use crate::util::{read_image, read_one, sys_err, us_since};
-use crate::{task, task::xsave, Error, RestoreOptions, RestoreOutcome};
+use crate::{task, task::xsave, Error, Options, RestoreOutcome};
 use crust_compel::{Task, SYSCALL_INSN};
 use crust_images::consts::{task_state, vma as vs};
 use crust_images::image::ImageType;
@@ -116,6 +116,8 @@ struct ImageSet {
     /// what unlocks them once they are restored.
     #[allow(dead_code)] // read by the restore of TCP connections
     netlock: crate::net::netlock::Method,
+    /// The memfd inodes of files.img (empty when no process maps one).
+    memfds: mem::Memfds,
 }
 
 /// Tasks created so far, killed if the restore fails.
@@ -148,7 +150,7 @@ impl Created {
 }
 
 /// Restore the tree stored in `opts.images_dir`.
-pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
+pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
     if accept_listeners(&img).is_empty() {
@@ -160,11 +162,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreOutcome, Error> {
 /// Restore in a child process that stays, after the restore, to hand
 /// over the connections that waited in accept queues (see
 /// [`crate::net::accept`]); this process returns once the tree is restored.
-fn restore_serving(
-    img: ImageSet,
-    opts: &RestoreOptions,
-    t0: Instant,
-) -> Result<RestoreOutcome, Error> {
+fn restore_serving(img: ImageSet, opts: &Options, t0: Instant) -> Result<RestoreOutcome, Error> {
     use std::io::{BufRead, Write};
     let me = process::getpid();
     let (parent_end, child_end) =

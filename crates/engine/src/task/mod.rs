@@ -10,8 +10,13 @@
     clippy::indexing_slicing
 )]
 
+mod creds;
 pub(crate) mod remote;
+mod timers;
 pub mod xsave;
+
+pub use creds::apply_creds;
+use timers::{apply_itimers, collect_posix_timers, restore_posix_timers};
 
 use crate::task::remote::Remote;
 use crate::util::{cap_join, cap_words, proc_err, sys_err};
@@ -129,111 +134,6 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
     }
     out.posix_timers = collect_posix_timers(r)?;
     Ok(out)
-}
-
-/// sigev_notify values.
-const SIGEV_THREAD_ID: u32 = 4;
-
-/// POSIX timers (timer_create): what /proc/PID/timers says, plus the time
-/// left and the overrun asked of the task itself.
-fn collect_posix_timers(r: &mut Remote<'_>) -> Result<Vec<PosixTimerEntry>, Error> {
-    let pid = r.pid();
-    let timers = crust_proc::timers(&ProcRoot::default(), pid).map_err(proc_err(pid))?;
-    let mut out = Vec::with_capacity(timers.len());
-    for t in timers {
-        // struct itimerspec: interval {sec, nsec}, value {sec, nsec}.
-        r.call(
-            &format!("timer_gettime({})", t.id),
-            libc::SYS_timer_gettime,
-            [t.id as u64, r.at(0).get(), 0, 0, 0, 0],
-        )?;
-        let b = r.get(0, 32)?;
-        let w = |i: usize| xsave::u64_at(&b, i * 8);
-        let overrun = r.call(
-            &format!("timer_getoverrun({})", t.id),
-            libc::SYS_timer_getoverrun,
-            [t.id as u64, 0, 0, 0, 0, 0],
-        )?;
-        let base = match t.notify.as_str() {
-            "none" => libc::SIGEV_NONE,
-            "thread" => libc::SIGEV_THREAD,
-            _ => libc::SIGEV_SIGNAL,
-        } as u32;
-        let notify = base | if t.notify_thread { SIGEV_THREAD_ID } else { 0 };
-        out.push(PosixTimerEntry {
-            it_id: t.id as u32,
-            clock_id: t.clock_id as u32,
-            si_signo: t.signo as u32,
-            it_sigev_notify: notify,
-            sival_ptr: t.sigval,
-            overrun: overrun as u32,
-            isec: w(0),
-            insec: w(1),
-            vsec: w(2),
-            vnsec: w(3),
-            notify_thread_id: t.notify_thread.then_some(t.notify_pid),
-            ..Default::default()
-        });
-    }
-    Ok(out)
-}
-
-/// Create the POSIX timers again with their ids (PR_TIMER_CREATE_RESTORE_IDS
-/// lets timer_create take the id asked for) and arm them with the time
-/// they had left.
-fn restore_posix_timers(r: &mut Remote<'_>, timers: &[PosixTimerEntry]) -> Result<(), Error> {
-    if timers.is_empty() {
-        return Ok(());
-    }
-    const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
-    r.call(
-        "prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)",
-        libc::SYS_prctl,
-        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
-    )?;
-    for t in timers {
-        // struct sigevent: value (8), signo (4), notify (4), tid (4), pad.
-        let mut sev = vec![0u8; 64];
-        xsave::put_u64(&mut sev, 0, t.sival_ptr);
-        xsave::put_u32(&mut sev, 8, t.si_signo);
-        xsave::put_u32(&mut sev, 12, t.it_sigev_notify);
-        if let Some(tid) = t.notify_thread_id {
-            xsave::put_u32(&mut sev, 16, tid as u32);
-        }
-        let sev_at = r.put(0, &sev)?;
-        let id_at = r.put(128, &(t.it_id as i32).to_le_bytes())?;
-        r.call(
-            &format!("timer_create (id {})", t.it_id),
-            libc::SYS_timer_create,
-            [t.clock_id as u64, sev_at.get(), id_at.get(), 0, 0, 0],
-        )?;
-        let got = r.get(128, 4)?;
-        let got = i32::from_le_bytes(got.try_into().unwrap_or([0; 4]));
-        if got != t.it_id as i32 {
-            return Err(Error::Restore {
-                pid: r.pid(),
-                what: format!("POSIX timer {} came back with id {got}", t.it_id),
-            });
-        }
-        if t.vsec != 0 || t.vnsec != 0 {
-            let mut spec = Vec::with_capacity(32);
-            for v in [t.isec, t.insec, t.vsec, t.vnsec] {
-                spec.extend_from_slice(&v.to_le_bytes());
-            }
-            let a = r.put(256, &spec)?;
-            r.call(
-                &format!("timer_settime({})", t.it_id),
-                libc::SYS_timer_settime,
-                [t.it_id as u64, 0, a.get(), 0, 0, 0],
-            )?;
-        }
-    }
-    r.call(
-        "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
-        libc::SYS_prctl,
-        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
-    )?;
-    Ok(())
 }
 
 pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
@@ -629,30 +529,6 @@ fn apply_sigactions(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(), Error>
     Ok(())
 }
 
-/// The three interval timers (ITIMER_REAL, _VIRTUAL, _PROF) that run.
-fn apply_itimers(r: &mut Remote<'_>, t: &TaskTimersEntry) -> Result<(), Error> {
-    for (which, it) in [
-        (libc::ITIMER_REAL, &t.real),
-        (libc::ITIMER_VIRTUAL, &t.virt),
-        (libc::ITIMER_PROF, &t.prof),
-    ] {
-        if it.vsec == 0 && it.vusec == 0 {
-            continue;
-        }
-        let mut b = Vec::with_capacity(32);
-        for v in [it.isec, it.iusec, it.vsec, it.vusec] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        let a = r.put(0, &b)?;
-        r.call(
-            "setitimer",
-            libc::SYS_setitimer,
-            [which as u64, a.get(), 0, 0, 0, 0],
-        )?;
-    }
-    Ok(())
-}
-
 /// The per-thread part of a core: alternate signal stack, signals pending
 /// for the thread, robust futex list, scheduling, parent-death signal.
 fn apply_thread_core(
@@ -843,129 +719,6 @@ fn queue_signal(
             "rt_tgsigqueueinfo",
             libc::SYS_rt_tgsigqueueinfo,
             [tgid as u64, tid as u64, signo as u64, a.get(), 0, 0],
-        )?;
-    }
-    Ok(())
-}
-
-/// Credentials last: after them the task may no longer be allowed to do
-/// the rest. Skipped when they equal ours.
-pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
-    let Some(c) = core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) else {
-        return Ok(());
-    };
-    let me = crust_proc::status(&ProcRoot::default(), crust_sys::process::getpid())
-        .map_err(proc_err(crust_sys::process::getpid()))?;
-    let same_ids = [c.uid, c.euid, c.suid, c.fsuid] == me.uid
-        && [c.gid, c.egid, c.sgid, c.fsgid] == me.gid
-        && c.groups == me.groups;
-    let same_caps = cap_join(&c.cap_eff) == me.cap_eff
-        && cap_join(&c.cap_prm) == me.cap_prm
-        && cap_join(&c.cap_inh) == me.cap_inh
-        && cap_join(&c.cap_bnd) == me.cap_bnd
-        && cap_join(&c.cap_amb) == me.cap_amb;
-    if !same_ids {
-        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-        let a = if groups.is_empty() {
-            r.at(0)
-        } else {
-            r.put(0, &groups)?
-        };
-        r.call(
-            "setgroups",
-            libc::SYS_setgroups,
-            [c.groups.len() as u64, a.get(), 0, 0, 0, 0],
-        )?;
-        // Keep capabilities across the uid change; the final capset sets them.
-        r.call(
-            "prctl(PR_SET_KEEPCAPS)",
-            libc::SYS_prctl,
-            [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
-        )?;
-        r.call(
-            "setresgid",
-            libc::SYS_setresgid,
-            [c.gid as u64, c.egid as u64, c.sgid as u64, 0, 0, 0],
-        )?;
-        r.call(
-            "setfsgid",
-            libc::SYS_setfsgid,
-            [c.fsgid as u64, 0, 0, 0, 0, 0],
-        )?;
-        r.call(
-            "setresuid",
-            libc::SYS_setresuid,
-            [c.uid as u64, c.euid as u64, c.suid as u64, 0, 0, 0],
-        )?;
-        r.call(
-            "setfsuid",
-            libc::SYS_setfsuid,
-            [c.fsuid as u64, 0, 0, 0, 0, 0],
-        )?;
-    }
-    if !same_ids || !same_caps {
-        let bnd = cap_join(&c.cap_bnd);
-        for cap in 0..64u64 {
-            if bnd & (1 << cap) == 0 && me.cap_bnd & (1 << cap) != 0 {
-                r.call(
-                    "prctl(PR_CAPBSET_DROP)",
-                    libc::SYS_prctl,
-                    [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
-                )?;
-            }
-        }
-        // struct __user_cap_header_struct {u32 version; i32 pid} + 2 data
-        // {effective, permitted, inheritable} words.
-        let mut b = Vec::new();
-        b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
-        b.extend_from_slice(&0i32.to_le_bytes());
-        let (e, p, i) = (
-            cap_join(&c.cap_eff),
-            cap_join(&c.cap_prm),
-            cap_join(&c.cap_inh),
-        );
-        for half in 0..2 {
-            let sh = 32 * half;
-            for v in [e, p, i] {
-                b.extend_from_slice(&((v >> sh) as u32).to_le_bytes());
-            }
-        }
-        let a = r.put(0, &b)?;
-        r.call(
-            "capset",
-            libc::SYS_capset,
-            [a.get(), a.get() + 8, 0, 0, 0, 0],
-        )?;
-        let amb = cap_join(&c.cap_amb);
-        for cap in 0..64u64 {
-            if amb & (1 << cap) != 0 {
-                r.call(
-                    "prctl(PR_CAP_AMBIENT_RAISE)",
-                    libc::SYS_prctl,
-                    [
-                        libc::PR_CAP_AMBIENT as u64,
-                        libc::PR_CAP_AMBIENT_RAISE as u64,
-                        cap,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?;
-            }
-        }
-    }
-    if c.secbits != 0 {
-        r.call(
-            "prctl(PR_SET_SECUREBITS)",
-            libc::SYS_prctl,
-            [libc::PR_SET_SECUREBITS as u64, c.secbits as u64, 0, 0, 0, 0],
-        )?;
-    }
-    if c.no_new_privs.unwrap_or(0) != 0 {
-        r.call(
-            "prctl(PR_SET_NO_NEW_PRIVS)",
-            libc::SYS_prctl,
-            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
         )?;
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::files::classify::Target;
 use crate::Error;
-use crust_images::proto::fdinfo::FileEntry;
+use crust_images::proto::fdinfo::{FdinfoEntry, FileEntry};
 use crust_images::proto::memfd::MemfdInodeEntry;
 use crust_proc::{FdInfo, ProcRoot};
 use std::any::Any;
@@ -80,10 +80,32 @@ pub(crate) trait DumpKind: Any {
     /// and entry for a description not seen before); `None` if it is not.
     fn claim(&mut self, f: &mut DumpFd<'_>, ids: &mut Ids<'_>)
         -> Result<Option<(u32, i32)>, Error>;
+    /// The files.img id of the file of inode `ino` this kind recorded, if
+    /// a task may map it (packet sockets: their rings), and the length of
+    /// a mapping of it.
+    fn mapped_len(&self, _ino: u32) -> Option<(u32, u64)> {
+        None
+    }
+    /// Crust's fds of files carried by the kind's files (SCM_RIGHTS
+    /// messages queued on unix sockets) that have no files.img id yet.
+    fn carried_fds(&self) -> Result<Vec<i32>, Error> {
+        Ok(Vec::new())
+    }
+    /// The fd entries the table made for [`Self::carried_fds`].
+    fn carried_entries(&mut self, _got: &[FdinfoEntry]) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Entries for files.img made once every fd is seen (peers outside
+    /// the tree, links of deleted files), asked in registry order.
+    fn late_entries(&mut self, _next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
+        Ok(Vec::new())
+    }
     /// Write the kind's own images (files.img is written by the table).
     fn write_images(&mut self, _dir: &Path) -> Result<(), Error> {
         Ok(())
     }
+    // Tests look kinds up by type (the registry lists each kind once).
+    #[cfg_attr(not(test), allow(dead_code))]
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 pub(crate) struct LoadCtx<'a> {
     pub dir: &'a Path,
     pub files: &'a LoadedFiles,
-    pub opts: &'a crate::RestoreOptions,
+    pub opts: &'a crate::Options,
     /// How the dump locked the network (inventory.img).
     pub netlock: crate::options::NetworkLock,
     /// Files replaced by crust's own fds (`--inherit-fd`).
@@ -141,8 +141,10 @@ impl Phase {
 pub(crate) struct PhaseCtx<'a> {
     /// The host pid of a recorded pid (they differ in a new pid namespace).
     pub host_pid: &'a dyn Fn(u32) -> Option<i32>,
-    /// The accept server, when one hands over accept queues.
-    pub accept_server: Option<&'a mut crate::net::accept::AcceptServer>,
+    /// Where connections waiting in accept queues go at
+    /// [`Phase::Handover`], when something takes them (the accept server
+    /// of the restore): the kind that holds them knows its type.
+    pub accept_server: Option<&'a mut dyn Any>,
 }
 
 /// The descriptions made by other kinds, looked up by files.img id.

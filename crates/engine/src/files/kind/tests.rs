@@ -139,7 +139,7 @@ fn registry_loads_makes_and_runs_phases_in_order() {
         entry(3, fd_types::UNIXSK),
         entry(4, fd_types::REG),
     ]);
-    let opts = crate::RestoreOptions::default();
+    let opts = crate::Options::default();
     let inherited = Inherited::default();
     let fds = [fdinfo(0, 1, fd_types::PIPE), fdinfo(3, 3, fd_types::UNIXSK)];
     let ctx = LoadCtx {
@@ -214,7 +214,7 @@ fn a_loader_error_stops_the_load() {
     }
     take_log();
     let files = LoadedFiles::from_entries(vec![entry(1, fd_types::PIPE)]);
-    let opts = crate::RestoreOptions::default();
+    let opts = crate::Options::default();
     let inherited = Inherited::default();
     let ctx = LoadCtx {
         dir: Path::new("/nonexistent"),

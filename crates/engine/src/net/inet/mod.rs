@@ -21,6 +21,7 @@
 use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
+use crate::net::accept::AcceptServer;
 use crate::net::netlink::{attrs, diag_dump, u32_at};
 use crate::net::netlock::{self, Conn};
 use crate::util::sys_err;
@@ -353,7 +354,8 @@ impl OpenKind for OpenInet {
         match phase {
             Phase::NetworkUp => self.finish(),
             Phase::Handover => {
-                if let Some(sv) = ctx.accept_server.as_deref_mut() {
+                let server = ctx.accept_server.as_deref_mut();
+                if let Some(sv) = server.and_then(|s| s.downcast_mut::<AcceptServer>()) {
                     sv.queues = self.take_accept_queues()?;
                 }
                 Ok(())

@@ -62,14 +62,6 @@ const USK_EXTERN: u32 = 1;
 /// Largest queue crust restores for one socket.
 const MAX_QUEUE: usize = 256 << 20;
 
-/// The inode of a `socket:[INO]` fd link.
-pub fn socket_inode(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 fn type_name(ty: u32) -> &'static str {
     match ty as i32 {
         libc::SOCK_STREAM => "stream",
@@ -327,6 +319,19 @@ impl DumpKind for UnixDump {
         Ok(Some((id, fd_types::UNIXSK)))
     }
 
+    fn carried_fds(&self) -> Result<Vec<i32>, Error> {
+        self.carried_pending()
+    }
+
+    fn carried_entries(&mut self, got: &[FdinfoEntry]) -> Result<(), Error> {
+        self.set_carried(got)
+    }
+
+    /// Ids for the peers crust saw outside the tree.
+    fn late_entries(&mut self, next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
+        self.finish(next_id)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -339,6 +344,7 @@ impl DumpKind for UnixDump {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::classify::socket_inode;
 
     #[test]
     fn inode_of_link() {

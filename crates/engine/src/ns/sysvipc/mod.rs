@@ -74,28 +74,6 @@ pub fn check_vmas(pid: i32, vmas: &[Vma], own_ns: bool) -> Result<(), Error> {
     }
 }
 
-/// How an attachment was made, as CRIU records it in `fdflags`: read-write
-/// unless attached SHM_RDONLY (the map_files link's mode tells).
-pub fn attach_fdflags(pid: i32, start: u64, end: u64) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
-    match std::fs::symlink_metadata(link) {
-        Ok(md) if md.permissions().mode() & 0o200 == 0 => libc::O_RDONLY as u32,
-        _ => libc::O_RDWR as u32,
-    }
-}
-
-/// POSIX message queues are not dumped: refuse an fd on one.
-pub fn refuse_mqueue(pid: i32, fd: i32, target: &str) -> Result<(), Error> {
-    let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-    if ipc::fs_magic(&path).ok() == Some(ipc::MQUEUE_MAGIC) {
-        return Err(Error::unsupported(format!(
-            "process {pid} has fd {fd} open on the POSIX message queue {target}, which crust cannot dump"
-        )));
-    }
-    Ok(())
-}
-
 /// Run `f` in a thread of crust that joined the IPC namespace of `pid`.
 fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
     let path = NsKind::Ipc.proc_path(&pid.to_string());

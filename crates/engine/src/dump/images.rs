@@ -1,0 +1,110 @@
+//! The images of a whole dump, beside those of its processes: the
+//! inventory, the clocks (timens) and the stats.
+
+use super::*;
+use crust_images::proto::inventory::{InventoryEntry, PluginsEntry};
+use crust_images::proto::stats::{DumpStatsEntry, StatsEntry};
+use crust_images::proto::timens::{TimensEntry, Timespec};
+
+/// The inventory; it records the network lock method (the restore unlocks
+/// with it) and `--tcp-close` (the restore must be given it too).
+pub(super) fn inventory(opts: &Options) -> InventoryEntry {
+    InventoryEntry {
+        img_version: IMG_VERSION,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(task_ids(1, &NsIds::CRUST)),
+        ns_per_id: Some(true),
+        lsmtype: Some(crust_images::proto::inventory::lsmtype::NO_LSM),
+        network_lock_method: Some(opts.network_lock.inventory_value()),
+        tcp_close: opts.tcp_close.then_some(true),
+        plugins_entry: Some(PluginsEntry::default()),
+        // CRIU names its nftables lock table after the run id: crust's.
+        dump_criu_run_id: Some(match opts.network_lock {
+            crate::net::netlock::Method::Nftables => crate::net::netlock::NFT_RUN_ID.to_string(),
+            _ => run_id(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A random UUID-shaped id for `dump_criu_run_id`.
+fn run_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The clocks of crust's time namespace at dump (timens-0.img).
+pub(super) fn timens() -> Result<TimensEntry, Error> {
+    let me = process::getpid();
+    let mono =
+        process::clock_gettime(libc::CLOCK_MONOTONIC).map_err(sys_err(me, "clock_gettime"))?;
+    let boot =
+        process::clock_gettime(libc::CLOCK_BOOTTIME).map_err(sys_err(me, "clock_gettime"))?;
+    Ok(TimensEntry {
+        monotonic: Timespec {
+            tv_sec: mono.0 as u64,
+            tv_nsec: mono.1 as u64,
+            ..Default::default()
+        },
+        boottime: Timespec {
+            tv_sec: boot.0 as u64,
+            tv_nsec: boot.1 as u64,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// stats-dump: what the dump measured.
+pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
+    let e = StatsEntry {
+        dump: Some(DumpStatsEntry {
+            freezing_time: s.freezing_time_us as u32,
+            frozen_time: s.frozen_time_us as u32,
+            memdump_time: s.memdump_time_us as u32,
+            memwrite_time: s.memwrite_time_us as u32,
+            pages_scanned: s.pages_scanned,
+            pages_skipped_parent: s.pages_skipped_parent,
+            pages_written: s.pages_written,
+            irmap_resolve: Some(0),
+            pages_lazy: 0,
+            page_pipes: Some(0),
+            page_pipe_bufs: Some(0),
+            shpages_scanned: Some(0),
+            shpages_skipped_parent: Some(0),
+            shpages_written: Some(0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // stats-dump: the "%s" of its pattern is "dump".
+    let name = "stats-dump";
+    let mut w = crust_images::image::ImageWriter::create(dir, ImageType::Stats, name).map_err(
+        |source| Error::Image {
+            what: format!("cannot write {name}"),
+            source,
+        },
+    )?;
+    w.write_entry(&e).map_err(|source| Error::Image {
+        what: format!("cannot write {name}"),
+        source,
+    })?;
+    w.finish().map_err(|source| Error::Image {
+        what: format!("cannot write {name}"),
+        source,
+    })
+}
