@@ -137,17 +137,10 @@ fn parse_lock_line(s: &str) -> Result<Option<LockLine>, String> {
 
 /// The locks held through fd `fd` of `pid`.
 fn fd_locks(pid: i32, fd: i32) -> Result<Vec<LockLine>, Error> {
-    let path = format!("/proc/{pid}/fdinfo/{fd}");
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        op: "cannot read",
-        path: path.clone().into(),
-        source,
-    })?;
+    let info = crust_proc::fdinfo(&crust_proc::ProcRoot::default(), pid, fd)
+        .map_err(crate::util::proc_err(pid))?;
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("lock:") else {
-            continue;
-        };
+    for rest in info.get_all("lock") {
         match parse_lock_line(rest) {
             Ok(Some(l)) => out.push(l),
             Ok(None) => {}

@@ -240,23 +240,10 @@ fn pts_index(link: &str) -> Option<u32> {
 /// major:minor, 0 for none), foreground group of it) of `pid`, from
 /// /proc/PID/stat.
 fn ctty_of(pid: i32) -> (u32, u32, i64) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return (0, 0, -1);
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return (0, 0, -1);
-    };
-    let f: Vec<i64> = rest
-        .split_whitespace()
-        .skip(1)
-        .take(5)
-        .map(|v| v.parse::<i64>().unwrap_or(-1))
-        .collect();
-    if f.len() < 5 {
-        return (0, 0, -1);
+    match crust_proc::stat(&crust_proc::ProcRoot::default(), pid) {
+        Ok(st) => (st.session as u32, st.tty_nr as u32, i64::from(st.tpgid)),
+        Err(_) => (0, 0, -1),
     }
-    // ppid pgrp session tty_nr tpgid
-    (f[2] as u32, f[3] as u32, f[4])
 }
 
 /// (major, minor) of the kernel's encoding of tty_nr.

@@ -210,10 +210,9 @@ fn write_addr(tid: i32, addr: u64, lenp: u64, peer: &SocketAddr) {
 }
 
 fn tgid_of(tid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    crust_proc::status(&crust_proc::ProcRoot::default(), tid)
+        .ok()
+        .map(|s| s.tgid)
 }
 
 /// Let every traced task go: each is stopped with a SIGSTOP of its own,
