@@ -56,8 +56,10 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), RESTORE.len());
-        let mut names: Vec<std::any::TypeId> =
-            dump_kinds().iter().map(|k| k.as_any().type_id()).collect();
+        let mut names: Vec<std::any::TypeId> = dump_kinds()
+            .iter()
+            .map(|k| (**k).as_any().type_id())
+            .collect();
         let n = names.len();
         names.sort_unstable();
         names.dedup();

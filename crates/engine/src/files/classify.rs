@@ -255,14 +255,6 @@ mod tests {
             })?;
             Ok(Some((id, fd_types::PIPE)))
         }
-
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-
-        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-            self
-        }
     }
 
     /// A kind the table was not given.
@@ -275,14 +267,6 @@ mod tests {
             _ids: &mut Ids<'_>,
         ) -> Result<Option<(u32, i32)>, Error> {
             Ok(None)
-        }
-
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-
-        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-            self
         }
     }
 

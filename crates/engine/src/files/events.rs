@@ -37,7 +37,6 @@ use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
 use log::{debug, warn};
-use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
@@ -853,10 +852,6 @@ impl RestoreKind for EventFiles {
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(self.open()?))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for OpenEvents {
@@ -881,10 +876,6 @@ impl OpenKind for OpenEvents {
             _ => Ok(()),
         }
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for EventDump {
@@ -904,14 +895,6 @@ impl DumpKind for EventDump {
             Ok(Some(e))
         })?;
         Ok(Some((id, kind.fd_type())))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

@@ -26,7 +26,6 @@ use crust_images::proto::regfile::RegFileEntry;
 use crust_images::proto::remap_file_path::{remap_type, RemapFilePathEntry};
 use crust_images::proto::Timeval;
 use log::debug;
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -700,10 +699,6 @@ impl RestoreKind for Ghosts {
             types: &[],
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for GhostDump {
@@ -731,13 +726,5 @@ impl DumpKind for GhostDump {
 
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }

@@ -13,7 +13,6 @@ use crate::files::kind::{Made, OpenKind, RestoreKind};
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use log::{debug, warn};
-use std::any::Any;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -134,19 +133,11 @@ impl RestoreKind for Inherited {
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(std::mem::take(self)))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for Inherited {
     fn fd(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.get(id)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -22,7 +22,6 @@ use crust_images::proto::fdinfo::{fd_types, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
 use log::debug;
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -373,10 +372,6 @@ impl RestoreKind for Memfds {
             types: &[fd_types::MEMFD],
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for MemfdDump {
@@ -399,13 +394,5 @@ impl DumpKind for MemfdDump {
 
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }

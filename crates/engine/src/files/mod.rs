@@ -125,7 +125,7 @@ impl FileTable {
     pub(crate) fn kind<T: DumpKind>(&self) -> Option<&T> {
         self.kinds
             .iter()
-            .find_map(|k| k.as_any().downcast_ref::<T>())
+            .find_map(|k| (**k).as_any().downcast_ref::<T>())
     }
 
     /// The kind of type `T`, to change.
@@ -293,7 +293,7 @@ impl FileTable {
 pub(crate) fn find_kind<T: DumpKind>(kinds: &mut [Box<dyn DumpKind>]) -> Option<&mut T> {
     kinds
         .iter_mut()
-        .find_map(|k| k.as_any_mut().downcast_mut::<T>())
+        .find_map(|k| (**k).as_any_mut().downcast_mut::<T>())
 }
 
 /// `build_id`: the file may be opened to read its ELF build-id (not

@@ -29,7 +29,6 @@ use crust_images::proto::pidfd::PidfdEntry;
 use crust_sys::process::{self, ForkResult};
 use crust_sys::unix as su;
 use log::debug;
-use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
@@ -128,14 +127,6 @@ impl DumpKind for PidfdDump {
             }))
         })?;
         Ok(Some((id, fd_types::PIDFD)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -242,10 +233,6 @@ impl RestoreKind for Pidfds {
             .collect();
         Ok(Box::new(OpenPidfds { fds, live }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// The pidfds made: those of processes gone at once, those of the tree's
@@ -283,10 +270,6 @@ impl OpenKind for OpenPidfds {
             self.fds.insert(id, fd);
         }
         Ok(())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

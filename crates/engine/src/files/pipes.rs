@@ -30,7 +30,6 @@ use crust_images::proto::pipe_data::PipeDataEntry;
 use crust_images::Message;
 use crust_sys::pipe as sp;
 use log::debug;
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -607,10 +606,6 @@ impl RestoreKind for SharedFiles {
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(self.open()?))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for OpenPipes {
@@ -620,10 +615,6 @@ impl OpenKind for OpenPipes {
 
     fn type_name(&self, ty: i32) -> Option<&'static str> {
         (ty == fd_types::PIPE || ty == fd_types::FIFO).then_some("pipe or FIFO")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -693,14 +684,6 @@ impl DumpKind for PipeDump {
 
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

@@ -40,7 +40,6 @@ use crust_images::proto::tty::{
 use crust_proc::ProcRoot;
 use crust_sys::tty as sys;
 use log::{debug, warn};
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -920,10 +919,6 @@ impl RestoreKind for Ptys {
             types: &[fd_types::TTY],
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for PtyDump {
@@ -946,14 +941,6 @@ impl DumpKind for PtyDump {
 
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

@@ -33,7 +33,6 @@ use crust_images::proto::sk_netlink::NetlinkSkEntry;
 use crust_sys::rawsk;
 use crust_sys::unix as su;
 use log::{debug, warn};
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -416,10 +415,6 @@ impl RestoreKind for NetlinkFiles {
             types: &[fd_types::NETLINKSK],
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for NetlinkDump {
@@ -440,14 +435,6 @@ impl DumpKind for NetlinkDump {
             self.add(pid, fd, sock, ino, flags, id).map(Some)
         })?;
         Ok(Some((id, fd_types::NETLINKSK)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

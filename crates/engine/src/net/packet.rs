@@ -30,7 +30,6 @@ use crust_images::proto::fown::FownEntry;
 use crust_images::proto::packet_sock::{PacketMclist, PacketRing, PacketSockEntry};
 use crust_sys::{net, rawsk};
 use log::debug;
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -533,10 +532,6 @@ impl RestoreKind for PacketFiles {
             types: &[fd_types::PACKETSK],
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for PacketDump {
@@ -561,14 +556,6 @@ impl DumpKind for PacketDump {
 
     fn mapped_len(&self, ino: u32) -> Option<(u32, u64)> {
         Some((self.known(ino)?, self.rings_len(ino)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

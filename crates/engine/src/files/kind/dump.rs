@@ -6,7 +6,6 @@ use crate::Error;
 use crust_images::proto::fdinfo::{FdinfoEntry, FileEntry};
 use crust_images::proto::memfd::MemfdInodeEntry;
 use crust_proc::{FdInfo, ProcRoot};
-use std::any::Any;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -75,7 +74,7 @@ impl Ids<'_> {
 }
 
 /// A kind of file at dump.
-pub(crate) trait DumpKind: Any {
+pub(crate) trait DumpKind: crate::files::kind::AsAny {
     /// If fd `f` is of this kind, its files.img id and fd type (a new id
     /// and entry for a description not seen before); `None` if it is not.
     fn claim(&mut self, f: &mut DumpFd<'_>, ids: &mut Ids<'_>)
@@ -104,8 +103,4 @@ pub(crate) trait DumpKind: Any {
     fn write_images(&mut self, _dir: &Path) -> Result<(), Error> {
         Ok(())
     }
-    // Tests look kinds up by type (the registry lists each kind once).
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
 }

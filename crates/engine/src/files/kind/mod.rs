@@ -20,6 +20,25 @@ use std::any::Any;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
+/// The kind traits' way to their implementors' own types (a step that
+/// needs a kind's own state downcasts it): every `'static` type has it.
+/// Call it on the kind itself (`(**boxed).as_any()`), not on a `Box` of
+/// it: the box is `'static` too and would answer for itself.
+pub(crate) trait AsAny: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// What a kind's loader may read: the image set (files.img parsed once),
 /// the restore options, and the fd tables of the tree's processes.
 pub(crate) struct LoadCtx<'a> {
@@ -62,17 +81,16 @@ impl<'a> LoadCtx<'a> {
 }
 
 /// A kind of file as read from the image set, before anything is made.
-pub(crate) trait RestoreKind: Any {
+pub(crate) trait RestoreKind: AsAny {
     /// The kind's name, for logs ("pipes and FIFOs").
     fn name(&self) -> &'static str;
     /// Make every description of this kind in crust; `made` holds those of
     /// the kinds made before it (in registry order).
     fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error>;
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// The descriptions a kind made, held by crust until the tasks run.
-pub(crate) trait OpenKind: Any {
+pub(crate) trait OpenKind: AsAny {
     /// The description made for files.img id `id`, if this kind made it.
     fn fd(&self, id: u32) -> Option<BorrowedFd<'_>>;
     /// When fds of type `ty` (fdinfo) must be made by this kind, what to
@@ -105,7 +123,6 @@ pub(crate) trait OpenKind: Any {
     ) -> Result<(), Error> {
         Ok(())
     }
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// A kind's loader: reads and checks its part of the image set.
@@ -189,7 +206,7 @@ impl FileKinds {
     pub fn kind<T: RestoreKind>(&self) -> Option<&T> {
         self.kinds
             .iter()
-            .find_map(|k| k.as_any().downcast_ref::<T>())
+            .find_map(|k| (**k).as_any().downcast_ref::<T>())
     }
 
     /// Make every kind's descriptions, in order.
@@ -244,7 +261,7 @@ impl OpenFiles {
     pub fn kind<T: OpenKind>(&self) -> Option<&T> {
         self.kinds
             .iter()
-            .find_map(|k| k.as_any().downcast_ref::<T>())
+            .find_map(|k| (**k).as_any().downcast_ref::<T>())
     }
 
     /// Run every kind's step at `phase`, in registry order.
@@ -289,10 +306,6 @@ impl OpenKind for MadeOf {
 
     fn type_name(&self, ty: i32) -> Option<&'static str> {
         self.types.contains(&ty).then_some(self.what)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -76,10 +76,6 @@ impl RestoreKind for Fake {
             fds: self.ids.iter().map(|id| (*id, dev_null())).collect(),
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for FakeOpen {
@@ -106,10 +102,6 @@ impl OpenKind for FakeOpen {
             (ctx.host_pid)(7)
         ));
         Ok(())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

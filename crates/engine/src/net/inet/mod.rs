@@ -36,7 +36,6 @@ use crust_soccr::{tcp_state, Builder, Repair, TcpState, Window};
 use crust_sys::net as sn;
 use crust_sys::unix as su;
 use log::{debug, info, warn};
-use std::any::Any;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -325,10 +324,6 @@ impl RestoreKind for InetFiles {
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(self.open()?))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for OpenInet {
@@ -363,10 +358,6 @@ impl OpenKind for OpenInet {
             _ => Ok(()),
         }
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl DumpKind for InetDump {
@@ -390,14 +381,6 @@ impl DumpKind for InetDump {
             self.add(pid, fd, sock, ino, flags, id).map(|_| None)
         })?;
         Ok(Some((id, fd_types::INETSK)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

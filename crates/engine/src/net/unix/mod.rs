@@ -47,7 +47,6 @@ use crust_images::proto::sk_unix::{FilePermsEntry, UnixSkEntry};
 use crust_images::Message;
 use crust_sys::unix as su;
 use log::{debug, warn};
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -263,10 +262,6 @@ impl RestoreKind for UnixFiles {
     fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(self.open(made)?))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 impl OpenKind for OpenUnix {
@@ -292,10 +287,6 @@ impl OpenKind for OpenUnix {
             return Ok(());
         };
         self.refill_late(files, made, ctx.host_pid)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -330,14 +321,6 @@ impl DumpKind for UnixDump {
     /// Ids for the peers crust saw outside the tree.
     fn late_entries(&mut self, next_id: &mut u32) -> Result<Vec<FileEntry>, Error> {
         self.finish(next_id)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
