@@ -22,7 +22,6 @@
 //! above 32, connect to the recorded peer, then socket options and status
 //! flags. Tasks get them with [`crate::files::fdpass`].
 
-use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
@@ -423,10 +422,7 @@ impl DumpKind for NetlinkDump {
         f: &mut DumpFd<'_>,
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
-        let Target::Socket(ino) = f.class else {
-            return Ok(None);
-        };
-        let Some(sock) = f.take_sock(libc::AF_NETLINK) else {
+        let Some((ino, sock)) = f.socket_of(&[libc::AF_NETLINK]) else {
             return Ok(None);
         };
         let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);

@@ -18,7 +18,6 @@
 //! memberships, rings (for CRIU images that have them), fanout, then socket
 //! options and status flags. Tasks get them with [`crate::files::fdpass`].
 
-use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::net::netlink::{attrs, diag_dump, u16_at, u32_at};
@@ -540,10 +539,7 @@ impl DumpKind for PacketDump {
         f: &mut DumpFd<'_>,
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
-        let Target::Socket(ino) = f.class else {
-            return Ok(None);
-        };
-        let Some(sock) = f.take_sock(libc::AF_PACKET) else {
+        let Some((ino, sock)) = f.socket_of(&[libc::AF_PACKET]) else {
             return Ok(None);
         };
         let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);

@@ -30,12 +30,18 @@ impl DumpFd<'_> {
         self.info.flags & !(libc::O_CLOEXEC as u32)
     }
 
-    /// Crust's copy of the socket if it is of family `domain`.
-    pub fn take_sock(&mut self, domain: i32) -> Option<OwnedFd> {
-        match &self.sock {
-            Some((d, _)) if *d == domain => self.sock.take().map(|(_, s)| s),
-            _ => None,
+    /// The socket inode and crust's copy of the socket, if the fd is a
+    /// socket of one of the families `domains` (the copy is taken: one kind
+    /// records it).
+    pub fn socket_of(&mut self, domains: &[i32]) -> Option<(u32, OwnedFd)> {
+        let Target::Socket(ino) = self.class else {
+            return None;
+        };
+        let d = self.sock.as_ref().map(|(d, _)| *d)?;
+        if !domains.contains(&d) {
+            return None;
         }
+        self.sock.take().map(|(_, s)| (ino, s))
     }
 }
 

@@ -18,7 +18,6 @@
 //! network. Queued datagrams are put back by sending them to the socket
 //! from their original sender's address through a raw socket.
 
-use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::net::accept::AcceptServer;
@@ -366,13 +365,7 @@ impl DumpKind for InetDump {
         f: &mut DumpFd<'_>,
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
-        let Target::Socket(ino) = f.class else {
-            return Ok(None);
-        };
-        let Some(sock) = f
-            .take_sock(libc::AF_INET)
-            .or_else(|| f.take_sock(libc::AF_INET6))
-        else {
+        let Some((ino, sock)) = f.socket_of(&[libc::AF_INET, libc::AF_INET6]) else {
             return Ok(None);
         };
         let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);

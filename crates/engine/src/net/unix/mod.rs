@@ -32,7 +32,6 @@
 //! shutdown, options and status flags. Tasks
 //! get the sockets with [`crate::files::fdpass`], like pipes.
 
-use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::util::sys_err;
@@ -296,10 +295,7 @@ impl DumpKind for UnixDump {
         f: &mut DumpFd<'_>,
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
-        let Target::Socket(ino) = f.class else {
-            return Ok(None);
-        };
-        let Some(sock) = f.take_sock(libc::AF_UNIX) else {
+        let Some((ino, sock)) = f.socket_of(&[libc::AF_UNIX]) else {
             return Ok(None);
         };
         let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
