@@ -696,23 +696,38 @@ fn dump_process(
 
 /// Run the syscalls that read what only a task itself can tell (signal
 /// actions, timers, sigaltstack...), in every thread of `p`, from a
-/// scratch area mapped for the purpose; the tasks are cured (their
-/// syscall instruction put back) whatever happens.
+/// scratch area mapped for the purpose; the tasks are cured (registers,
+/// signal mask, and a planted syscall instruction if there is no vDSO, put
+/// back) whatever happens.
 fn collect_inside(
     p: &mut Proc,
     vmas: &[mem::Vma],
 ) -> Result<(task::ProcInside, Vec<task::ThreadInside>), Error> {
     let pid = p.pid;
-    let syscall_ip = vmas
-        .iter()
-        .find(|v| v.map.exec && v.usable_for_syscall())
-        .map(|v| RemoteAddr(v.map.start))
-        .ok_or_else(|| Error::unsupported(format!("process {pid} has no executable mapping")))?;
     let scratch_len = 4 * PAGE_SIZE;
     let Some((main, others)) = p.threads.split_first_mut() else {
         return Err(Error::NoSuchProcess { pid });
     };
-    main.infect(syscall_ip).map_err(compel_err(pid))?;
+    // A `syscall` the vDSO already holds: no byte of the task's code is
+    // changed. Without a vDSO, one is written at the start of an
+    // executable mapping (put back by `cure`).
+    let syscall_ip = match mem::Vma::vdso_syscall(pid, vmas) {
+        Some(ip) => {
+            main.use_syscall_ip(ip);
+            ip
+        }
+        None => {
+            let ip = vmas
+                .iter()
+                .find(|v| v.map.exec && v.usable_for_syscall())
+                .map(|v| RemoteAddr(v.map.start))
+                .ok_or_else(|| {
+                    Error::unsupported(format!("process {pid} has no executable mapping"))
+                })?;
+            main.infect(ip).map_err(compel_err(pid))?;
+            ip
+        }
+    };
     let scratch = main
         .syscall(
             libc::SYS_mmap,

@@ -102,6 +102,23 @@ pub struct Vma {
 }
 
 impl Vma {
+    /// The address of a `syscall` instruction (bytes 0f 05) in the vDSO
+    /// of `pid`, whose VMAs are `vmas`: remote syscalls can run there
+    /// without changing a byte of the task's code. Any 0f 05 pair serves,
+    /// even one that is the tail of a longer instruction: the CPU decodes
+    /// from where the instruction pointer is put. `None` if the process
+    /// has no vDSO (or it cannot be read).
+    pub fn vdso_syscall(pid: i32, vmas: &[Vma]) -> Option<crust_sys::RemoteAddr> {
+        let v = vmas
+            .iter()
+            .find(|v| v.status & vs::AREA_VDSO != 0 && v.map.exec)?;
+        let len = usize::try_from(v.map.end.checked_sub(v.map.start)?).ok()?;
+        let mut code = vec![0u8; len.min(1 << 20)];
+        let n = crust_sys::mem::read(pid, crust_sys::RemoteAddr(v.map.start), &mut code).ok()?;
+        let off = code.get(..n)?.windows(2).position(|w| w == [0x0f, 0x05])?;
+        Some(crust_sys::RemoteAddr(v.map.start + off as u64))
+    }
+
     /// Can `syscall` be planted at its start?
     pub fn usable_for_syscall(&self) -> bool {
         self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
