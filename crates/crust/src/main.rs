@@ -144,6 +144,10 @@ fn dump(opts: &Opts) -> Result<i32> {
         log::debug!("--manage-cgroups={mode}: cgroups are not dumped yet");
     }
     log::debug!("dump options: {o:?}");
+    // SIGINT, SIGTERM, SIGHUP, SIGQUIT: the dump rolls back at its next
+    // safe point and fails, instead of crust dying with tasks under its
+    // control.
+    crust_sys::process::catch_stop_signals().context("cannot catch stop signals")?;
     let start = Instant::now();
     let stats = crust_engine::dump(o)?;
     log::info!(

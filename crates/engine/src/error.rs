@@ -26,6 +26,8 @@ use std::path::PathBuf;
 /// Errors of the engine. Each variant says what failed and on what.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("stopped by signal {signal} before it was done: every task was released as it was")]
+    Stopped { signal: i32 },
     #[error("not supported yet: {what}")]
     Unsupported { what: String },
     #[error("process {pid} does not exist")]
@@ -109,6 +111,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Stopped { .. } => ErrorKind::Interrupted,
             Error::NoSuchProcess { .. } => ErrorKind::NoSuchProcess,
             Error::NotAProcess { .. } => ErrorKind::InvalidRequest,
             Error::Proc { source, .. } => proc_kind(source),

@@ -155,3 +155,13 @@ pub fn cap_join(w: &[u32]) -> u64 {
 pub fn us_since(t: std::time::Instant) -> u64 {
     t.elapsed().as_micros() as u64
 }
+
+/// An error if a stop signal (SIGINT, SIGTERM...) was caught by the front
+/// end (see [`crust_sys::process::catch_stop_signals`]): the caller is at
+/// a point where it can roll back.
+pub fn check_stop() -> Result<(), Error> {
+    match crust_sys::process::stop_asked() {
+        Some(signal) => Err(Error::Stopped { signal }),
+        None => Ok(()),
+    }
+}

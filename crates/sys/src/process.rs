@@ -11,6 +11,7 @@
 
 use crate::cvt;
 use std::io;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// What `waitpid` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,4 +307,40 @@ pub fn clock_gettime(clock: libc::clockid_t) -> io::Result<(i64, i64)> {
     let r = unsafe { libc::clock_gettime(clock, &mut ts) };
     cvt(r as libc::c_long)?;
     Ok((ts.tv_sec, ts.tv_nsec))
+}
+
+/// The first stop signal caught by [`catch_stop_signals`], 0 for none.
+static STOP_ASKED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_stop(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    let _ = STOP_ASKED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Catch SIGINT, SIGTERM, SIGHUP and SIGQUIT instead of dying of them: the
+/// signal is only noted (see [`stop_asked`]), so that work which must not
+/// be cut short (a dump, with tasks under crust's control) can roll back
+/// and stop cleanly at its next safe point. Interrupted system calls are
+/// restarted (SA_RESTART).
+pub fn catch_stop_signals() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: sigaction is plain data; all-zero is a valid value
+        // (empty mask, no flags) that is filled in below.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction = note_stop as *const () as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        // SAFETY: `act` is a valid sigaction whose handler only does an
+        // atomic store; the old action is not asked for.
+        let r = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+        cvt(r as i64)?;
+    }
+    Ok(())
+}
+
+/// The stop signal caught since [`catch_stop_signals`], if any.
+pub fn stop_asked() -> Option<i32> {
+    match STOP_ASKED.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
 }

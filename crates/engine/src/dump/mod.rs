@@ -96,7 +96,8 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(10));
     let mut tree = Tree::default();
-    if let Err(e) = seize(&proc, &mut tree, pid, 0, timeout) {
+    if let Err(e) = seize(&proc, &mut tree, pid, 0, timeout).and_then(|_| crate::util::check_stop())
+    {
         tree.release(false);
         return Err(e);
     }
@@ -111,6 +112,14 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     match dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at) {
         Ok((stats, hold)) => {
+            // Asked to stop before the tree is let go or killed: let it
+            // run on as it was.
+            if let Err(e) = crate::util::check_stop() {
+                warn!("Dump of {pid} stopped; letting the tree run on");
+                hold.release();
+                tree.release(false);
+                return Err(e);
+            }
             if opts.leave_running || opts.leave_stopped {
                 // Connections go on before their tasks do.
                 hold.release();
@@ -325,6 +334,7 @@ fn dump_tree(
                     vmas_of: &mut vmas_of,
                     locks: &mut locks,
                 };
+                crate::util::check_stop()?;
                 walk.process(p, &mut out)?;
             }
             Ok(())
