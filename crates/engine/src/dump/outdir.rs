@@ -1,0 +1,82 @@
+//! The images directory of a dump: checked before anything is written,
+//! emptied of what the dump wrote if it fails, made durable before the
+//! tree is killed. Every image file is created by
+//! `crust_sys::private::create_private` (through `ImageWriter` or the page
+//! sink), which records its name once complete.
+
+use crate::{Error, Options};
+use crust_sys::private;
+use log::{debug, warn};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+/// Create the images directory if needed (mode 0700) and refuse one that
+/// is not the caller's or that others can write, unless
+/// `--allow-unsafe-images-dir`. Forgets earlier records of files written
+/// there (the log, a dump before this one in the same process).
+pub(super) fn prepare(opts: &Options) -> Result<(), Error> {
+    let dir = &opts.images_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io {
+            op: "cannot create images directory",
+            path: dir.clone(),
+            source,
+        })?;
+    match private::check_dir(dir) {
+        Ok(()) => {}
+        Err(e) if opts.allow_unsafe_images_dir => {
+            warn!("images directory {}: {e} (allowed)", dir.display());
+        }
+        Err(e) => {
+            return Err(Error::Io {
+                op: "refusing images directory",
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; make it the caller's own and not writable by others \
+                         (e.g. chmod 0700), or pass --allow-unsafe-images-dir"
+                    ),
+                ),
+            })
+        }
+    }
+    drop(private::take_written_in(dir));
+    Ok(())
+}
+
+/// A failed dump: remove every image it wrote in `dir` (unfinished ones
+/// never got their name and are already gone).
+pub(super) fn discard(dir: &Path) {
+    let written = private::take_written_in(dir);
+    for p in &written {
+        match std::fs::remove_file(p) {
+            Ok(()) => debug!("removed {}", p.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("cannot remove {} of the failed dump: {e}", p.display()),
+        }
+    }
+    if !written.is_empty() {
+        if let Err(e) = private::sync_dir(dir) {
+            warn!("{e}");
+        }
+        warn!(
+            "removed the {} images the failed dump wrote in {}",
+            written.len(),
+            dir.display()
+        );
+    }
+}
+
+/// Before the tree is killed: fsync every image written in `dir`, then
+/// `dir`, so a crash of the machine right after the dump loses nothing.
+pub(super) fn make_durable(dir: &Path) -> Result<(), Error> {
+    private::sync_written_in(dir).map_err(|source| Error::Io {
+        op: "cannot make the images durable in",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
