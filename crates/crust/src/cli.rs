@@ -844,7 +844,10 @@ mod tests {
         assert_eq!(e.timeout, Some(Duration::from_secs(7)));
         assert_eq!(e.network_lock, Method::Skip);
         assert!(e.ext_unix_sk && e.shell_job && e.file_locks && e.link_remap);
+        assert!(!e.allow_unsafe_images_dir);
         assert!(o.unsupported.is_empty());
+        let o = p(&["dump", "--allow-unsafe-images-dir"]).unwrap();
+        assert!(o.engine.allow_unsafe_images_dir);
         // getopt: an optional argument glues to its option, `-xjl` is -x jl.
         let o = p(&["dump", "-xjl"]).unwrap();
         assert!(!o.engine.shell_job && o.unsupported == ["--ext-unix-sk=ID"]);

@@ -122,6 +122,12 @@ pub fn take_written_in(dir: &Path) -> Vec<PathBuf> {
     mine
 }
 
+/// Whether `path` was committed (since its directory's record was last
+/// taken): a name this run of crust already wrote.
+pub fn was_written(path: &Path) -> bool {
+    written().iter().any(|p| p == path)
+}
+
 /// fsync every file committed in `dir` so far, then `dir` itself: once
 /// this returns, a crash of the machine loses none of them.
 pub fn sync_written_in(dir: &Path) -> io::Result<()> {
@@ -317,7 +323,9 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a.img", "c.img", "target"]);
-        assert_eq!(take_written_in(&dir), [p.clone(), p]);
+        assert!(was_written(&p) && !was_written(&link));
+        assert_eq!(take_written_in(&dir), [p.clone(), p.clone()]);
+        assert!(!was_written(&p));
         sync_dir(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
