@@ -80,3 +80,45 @@ pub(super) fn make_durable(dir: &Path) -> Result<(), Error> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_images::image::ImageType;
+    use crust_images::proto::seccomp::SeccompEntry;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn refuse_unsafe_dir_discard_what_was_written() {
+        let dir = std::env::temp_dir().join(format!("crust-outdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut opts = Options {
+            images_dir: dir.join("img"),
+            ..Options::default()
+        };
+        // Created private.
+        prepare(&opts).unwrap();
+        let img = &opts.images_dir;
+        let mode = std::fs::metadata(img).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = prepare(&opts).unwrap_err().to_string();
+        assert!(e.contains("refusing images directory"), "{e}");
+        opts.allow_unsafe_images_dir = true;
+        prepare(&opts).unwrap();
+        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        // A file of the caller's that is not an image of this dump stays.
+        std::fs::write(img.join("dump.log"), "log").unwrap();
+        crate::util::write_image(img, ImageType::Seccomp, 0, &[SeccompEntry::default()]).unwrap();
+        make_durable(img).unwrap();
+        discard(img);
+        let names: Vec<_> = std::fs::read_dir(img)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["dump.log"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
