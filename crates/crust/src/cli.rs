@@ -89,6 +89,7 @@ static SPECS: &[Spec] = &[
     spec("veth-pair", None, Required, Unsupported),
     spec("action-script", None, Required, Unsupported),
     flag("link-remap", None, Used),
+    flag("allow-unsafe-images-dir", None, Used),
     flag("shell-job", Some('j'), Used),
     flag("file-locks", Some('l'), Used),
     flag("page-server", None, Unsupported),
@@ -508,6 +509,7 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "tcp-close" => e.tcp_close = on,
         "skip-in-flight" => e.skip_in_flight = on,
         "link-remap" => e.link_remap = on,
+        "allow-unsafe-images-dir" => e.allow_unsafe_images_dir = on,
         "shell-job" => e.shell_job = on,
         "file-locks" => e.file_locks = on,
         "display-stats" => e.display_stats = on,
@@ -734,6 +736,10 @@ Dump/restore options:
   -l|--file-locks        dump/restore file locks
   --link-remap           link unlinked files back if possible
   --ghost-limit SIZE     largest deleted file kept in images (K/M/G)
+  --allow-unsafe-images-dir
+                         dump into a directory that is not the caller's or
+                         that others can write (files are still never
+                         written through a symlink or another's file)
   --inherit-fd fd[N]:KEY restore: our fd N replaces the file KEY
                          (pipe:[INO] or a file's path); repeatable
   --display-stats        print statistics at the end
@@ -838,7 +844,10 @@ mod tests {
         assert_eq!(e.timeout, Some(Duration::from_secs(7)));
         assert_eq!(e.network_lock, Method::Skip);
         assert!(e.ext_unix_sk && e.shell_job && e.file_locks && e.link_remap);
+        assert!(!e.allow_unsafe_images_dir);
         assert!(o.unsupported.is_empty());
+        let o = p(&["dump", "--allow-unsafe-images-dir"]).unwrap();
+        assert!(o.engine.allow_unsafe_images_dir);
         // getopt: an optional argument glues to its option, `-xjl` is -x jl.
         let o = p(&["dump", "-xjl"]).unwrap();
         assert!(!o.engine.shell_job && o.unsupported == ["--ext-unix-sk=ID"]);

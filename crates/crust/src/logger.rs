@@ -5,9 +5,8 @@
 //! In a file every line starts with the time since start, `(SS.uuuuuu) `,
 //! as CRIU's do; on stderr only from -v3 up. `--log-pid` adds `PID: `.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -115,19 +114,17 @@ impl Log for Logger {
 pub fn init(verbosity: i32, file: Option<&Path>, log_pid: bool) -> io::Result<bool> {
     let (sink, to_file) = match file {
         Some(p) if p != Path::new("-") => {
-            let f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .custom_flags(libc::O_APPEND)
-                .mode(0o600)
-                .open(p)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("can't open log file {}: {e}", p.display()),
-                    )
-                })?;
+            // A new file of crust's, never one found under that name (a
+            // symlink, another user's file): the caller's own earlier log
+            // is replaced, not written through.
+            let named = crust_sys::private::create_private(p, libc::O_APPEND)
+                .and_then(|(f, name)| name.commit().map(|()| f));
+            let f = named.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("can't open log file {}: {e}", p.display()),
+                )
+            })?;
             (Sink::File(f), true)
         }
         _ => (Sink::Stderr, false),

@@ -7,9 +7,7 @@ mod demo;
 mod image;
 mod logger;
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -181,15 +179,16 @@ fn print_dump_stats(s: &crust_engine::DumpStats) {
     );
 }
 
-/// Write `pid` into `path` like CRIU: O_EXCL|O_CREAT, mode 0600, no newline.
+/// Write `pid` into `path` like CRIU (mode 0600, no newline), complete
+/// under a temporary name first (`crust_sys::private`): never through a
+/// symlink or another user's file, and a reader never sees half a pid.
+/// (`restore` refuses an existing pidfile before it starts, as CRIU does.)
 fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    let (mut f, name) = crust_sys::private::create_private(path, 0)
         .with_context(|| format!("pidfile: can't create {}", path.display()))?;
     write!(f, "{pid}").with_context(|| format!("pidfile: can't write {}", path.display()))?;
+    name.commit()
+        .with_context(|| format!("pidfile: can't create {}", path.display()))?;
     Ok(())
 }
 

@@ -53,6 +53,11 @@ pub struct Options {
     pub ghost_limit: Option<u64>,
     /// `--link-remap`. Dump only.
     pub link_remap: bool,
+    /// `--allow-unsafe-images-dir` (crust's own): dump into an images
+    /// directory that is not the caller's or that others can write. Files
+    /// are still never written through a symlink or a file crust did not
+    /// create. Dump only.
+    pub allow_unsafe_images_dir: bool,
     /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
     /// TCP connections off the network, saved in inventory.img. The
     /// default (iptables) unless [`Options::network_lock_given`].
@@ -104,6 +109,7 @@ impl Default for Options {
             file_locks: false,
             ghost_limit: None,
             link_remap: false,
+            allow_unsafe_images_dir: false,
             network_lock: NetworkLock::default(),
             network_lock_given: false,
             inherit_fds: Vec::new(),

@@ -5,9 +5,8 @@
 //! followed by entries, each a little-endian `u32` length and one protobuf
 //! message, sometimes followed by raw payload bytes (see [`Payload`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::proto::*;
@@ -357,6 +356,9 @@ impl ImageError {
 /// Writes one image file, buffered.
 pub struct ImageWriter {
     out: BufWriter<File>,
+    /// Its final name, given by `finish` (the file has a temporary name
+    /// until then, removed if the writer is dropped unfinished).
+    name: crust_sys::private::PrivateName,
     path: PathBuf,
     offset: u64,
     ty: ImageType,
@@ -364,22 +366,21 @@ pub struct ImageWriter {
 }
 
 impl ImageWriter {
-    /// Create (or truncate) `dir/file_name`, mode 0600, and write the header.
+    /// Start `dir/file_name`, mode 0600, and write the header. The file is
+    /// new (`crust_sys::private::create_private`: never a symlink or a file
+    /// crust did not create) and takes its name in `finish`, replacing the
+    /// caller's own earlier image of that name.
     pub fn create(dir: &Path, ty: ImageType, file_name: &str) -> Result<ImageWriter, ImageError> {
         let path = dir.join(file_name);
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| ImageError::Io {
+        let (f, name) =
+            crust_sys::private::create_private(&path, 0).map_err(|source| ImageError::Io {
                 path: path.clone(),
                 offset: 0,
                 source,
             })?;
         let mut w = ImageWriter {
             out: BufWriter::with_capacity(64 * 1024, f),
+            name,
             path,
             offset: 0,
             ty,
@@ -440,7 +441,11 @@ impl ImageWriter {
 
     fn finish_inner(self, sync: bool) -> Result<(), ImageError> {
         let ImageWriter {
-            out, path, offset, ..
+            out,
+            name,
+            path,
+            offset,
+            ..
         } = self;
         let f = out.into_inner().map_err(|e| ImageError::Io {
             path: path.clone(),
@@ -449,12 +454,16 @@ impl ImageWriter {
         })?;
         if sync {
             f.sync_all().map_err(|source| ImageError::Io {
-                path,
+                path: path.clone(),
                 offset,
                 source,
             })?;
         }
-        Ok(())
+        name.commit().map_err(|source| ImageError::Io {
+            path,
+            offset,
+            source,
+        })
     }
 }
 

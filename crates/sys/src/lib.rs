@@ -14,6 +14,7 @@ pub mod mem;
 pub mod memfd;
 pub mod net;
 pub mod pipe;
+pub mod private;
 pub mod probe;
 pub mod process;
 pub mod ptrace;

@@ -2,6 +2,7 @@
 //! kill it (or let it run on).
 
 mod images;
+mod outdir;
 
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
@@ -87,11 +88,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
     let dir = &opts.images_dir;
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        op: "cannot create images directory",
-        path: dir.clone(),
-        source,
-    })?;
+    outdir::prepare(opts)?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(10));
@@ -133,6 +130,13 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                     }
                 );
             } else {
+                // Durable before the only other copy of the tree goes.
+                if let Err(e) = outdir::make_durable(dir) {
+                    hold.release();
+                    tree.release(false);
+                    outdir::discard(dir);
+                    return Err(e);
+                }
                 if let Err(e) = tree.kill() {
                     hold.release();
                     return Err(e);
@@ -147,6 +151,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         Err(e) => {
             warn!("Dump of {pid} failed; letting the tree run on");
             tree.release(false);
+            outdir::discard(dir);
             Err(e)
         }
     }
@@ -376,6 +381,13 @@ fn dump_tree(
     };
     write_stats(dir, &stats)?;
     debug!("dump of {}: {stats:?}", opts.pid);
+    // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
+    // image is written; the dump must remove them all.
+    if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "images-written") {
+        return Err(Error::unsupported(
+            "CRUST_FAULT=images-written: failing the dump on purpose".to_string(),
+        ));
+    }
     Ok((stats, hold))
 }
 

@@ -310,6 +310,8 @@ struct LocalStream<'a> {
     owner: PageOwner,
     path: std::path::PathBuf,
     out: File,
+    /// The pages file's name, given once it is complete.
+    name: crust_sys::private::PrivateName,
     runs: Vec<Run>,
     written: u64,
 }
@@ -317,16 +319,18 @@ struct LocalStream<'a> {
 impl PageSink for LocalImages<'_> {
     fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error> {
         let path = self.pages_path(owner.pages_id());
-        let out = File::create(&path).map_err(|source| Error::Io {
-            op: "cannot create",
-            path: path.clone(),
-            source,
-        })?;
+        let (out, name) =
+            crust_sys::private::create_private(&path, 0).map_err(|source| Error::Io {
+                op: "cannot create",
+                path: path.clone(),
+                source,
+            })?;
         Ok(Box::new(LocalStream {
             dir: &self.dir,
             owner,
             path,
             out,
+            name,
             runs: Vec::new(),
             written: 0,
         }))
@@ -373,6 +377,11 @@ impl PageStream for LocalStream<'_> {
             PageOwner::Task { id, .. } => (ImageType::Pagemap, id),
             PageOwner::Object { shmid, .. } => (ImageType::ShmemPagemap, shmid),
         };
+        self.name.commit().map_err(|source| Error::Io {
+            op: "cannot complete",
+            path: self.path.clone(),
+            source,
+        })?;
         write_pagemap(self.dir, ty, id, self.owner.pages_id(), &entries)
     }
 }

@@ -63,8 +63,10 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
     let pages_id = SYSV_PAGES_ID_BIT | (id & (SYSV_PAGES_ID_BIT - 1));
     let pm_name = ImageType::ShmemPagemap.file_name(id as u64);
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    // Written by this dump (a file of an earlier dump in the same directory
+    // is replaced).
     for p in [dir.join(&pm_name), pages_path.clone()] {
-        if p.exists() {
+        if crust_sys::private::was_written(&p) {
             return Err(Error::unsupported(format!(
                 "the contents of System V segment {id} would go to {}, which another object of the dump already uses",
                 p.display()
