@@ -115,6 +115,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 warn!("Dump of {pid} stopped; letting the tree run on");
                 hold.release();
                 tree.release(false);
+                outdir::discard(dir);
                 return Err(e);
             }
             if opts.leave_running || opts.leave_stopped {
