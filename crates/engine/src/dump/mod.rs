@@ -180,17 +180,8 @@ fn seize(
         });
         return Ok(());
     }
-    // A parent waiting in vfork() for its child cannot be stopped until
-    // the child execs or exits: refuse it rather than time out.
-    for tid in crust_proc::tasks(proc, pid).unwrap_or_default() {
-        for k in crust_proc::children(proc, pid, tid).unwrap_or_default() {
-            if crust_sys::process::kcmp(pid, k, 1, 0, 0).unwrap_or(false) {
-                return Err(Error::unsupported(format!(
-                    "process {pid} is waiting in vfork() for its child {k}, which has not exec'd yet"
-                )));
-            }
-        }
-    }
+    // The precheck saw no vfork; a parent may have entered one since.
+    precheck::refuse_vfork(proc, pid)?;
     let idx = tree.procs.len();
     tree.procs.push(Proc {
         pid,

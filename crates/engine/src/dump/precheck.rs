@@ -16,6 +16,9 @@ use std::time::Duration;
 /// long a dump waits for the tree to stop, and for any task to answer.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// kcmp(2)'s KCMP_VM: do two processes share their memory?
+const KCMP_VM: i32 = 1;
+
 /// Processes walked at most (the dump refuses bigger trees anyway).
 const MAX_PROCS: usize = 100_000;
 
@@ -109,10 +112,26 @@ fn walk_tree(proc: &ProcRoot, root: i32, me: i32) -> Result<(), Error> {
             continue;
         }
         let who = format!("process {p} ({})", stat.comm);
+        refuse_vfork(proc, p)?;
         check_fds(proc, p, &who)?;
         check_tasks(proc, p, &tids, &who)?;
         for &tid in &tids {
             todo.extend(crust_proc::children(proc, p, tid).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// A parent waiting in vfork() for its child cannot be stopped until the
+/// child execs or exits: refuse it rather than time out.
+pub(super) fn refuse_vfork(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
+    for tid in crust_proc::tasks(proc, pid).unwrap_or_default() {
+        for k in crust_proc::children(proc, pid, tid).unwrap_or_default() {
+            if process::kcmp(pid, k, KCMP_VM, 0, 0).unwrap_or(false) {
+                return Err(Error::unsupported(format!(
+                    "process {pid} is waiting in vfork() for its child {k}, which has not exec'd yet"
+                )));
+            }
         }
     }
     Ok(())
