@@ -184,3 +184,140 @@ fn traced(proc: &ProcRoot, who: &str, p: i32, tid: i32, tracer: i32) -> Error {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// Pids above the kernel's pid_max: no real process has them, so kcmp
+    /// on them fails and only the fake /proc below speaks.
+    const ROOT: i32 = 5_000_001;
+    const CHILD: i32 = 5_000_002;
+    const TID: i32 = 5_000_003;
+
+    /// A fake /proc with ROOT (threads ROOT and TID) and its child CHILD.
+    struct FakeProc {
+        dir: PathBuf,
+    }
+
+    impl Drop for FakeProc {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn stat_line(pid: i32, comm: &str, ppid: i32, flags: u32) -> String {
+        let mut l = format!("{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 {flags}");
+        for i in 10..=52 {
+            l.push_str(&format!(" {i}"));
+        }
+        l + "\n"
+    }
+
+    fn status_text(pid: i32, tgid: i32, tracer: i32) -> String {
+        format!(
+            "Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{tgid}\nNgid:\t0\nPid:\t{pid}\n\
+             PPid:\t1\nTracerPid:\t{tracer}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\n\
+             Groups:\t\nNStgid:\t{tgid}\nNSpid:\t{pid}\nNSpgid:\t{tgid}\nNSsid:\t{tgid}\n\
+             Threads:\t1\nSigQ:\t0/1\nSigPnd:\t0\nShdPnd:\t0\nSigBlk:\t0\nSigIgn:\t0\n\
+             SigCgt:\t0\nCapInh:\t0\nCapPrm:\t0\nCapEff:\t0\nCapBnd:\t0\nCapAmb:\t0\n\
+             NoNewPrivs:\t0\nSeccomp:\t0\n"
+        )
+    }
+
+    /// Add task `tid` of process `pid` (flags, tracer, children).
+    fn task(dir: &Path, pid: i32, tid: i32, comm: &str, flags: u32, tracer: i32, kids: &str) {
+        let t = dir.join(format!("{pid}/task/{tid}"));
+        write(&t.join("stat"), &stat_line(tid, comm, 1, flags));
+        write(&t.join("status"), &status_text(tid, pid, tracer));
+        write(&t.join("children"), kids);
+    }
+
+    fn fake(tag: &str) -> FakeProc {
+        let dir = std::env::temp_dir().join(format!("crust-precheck-{tag}-{}", process::getpid()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (pid, comm, kids) in [
+            (ROOT, "root", format!("{CHILD} ")),
+            (CHILD, "kid", String::new()),
+        ] {
+            write(
+                &dir.join(format!("{pid}/stat")),
+                &stat_line(pid, comm, 1, 0x0040_0100),
+            );
+            write(
+                &dir.join(format!("{pid}/status")),
+                &status_text(pid, pid, 0),
+            );
+            task(&dir, pid, pid, comm, 0x0040_0100, 0, &kids);
+            std::fs::create_dir_all(dir.join(format!("{pid}/fd"))).unwrap();
+            std::os::unix::fs::symlink("pipe:[7]", dir.join(format!("{pid}/fd/0"))).unwrap();
+        }
+        task(&dir, ROOT, TID, "worker", 0x0040_0040, 0, "");
+        FakeProc { dir }
+    }
+
+    fn check(f: &FakeProc) -> Result<(), Error> {
+        precheck(&ProcRoot::new(&f.dir), ROOT)
+    }
+
+    #[test]
+    fn a_plain_tree_passes() {
+        let f = fake("plain");
+        check(&f).unwrap();
+    }
+
+    #[test]
+    fn an_io_uring_fd_of_a_child_is_named() {
+        let f = fake("uring");
+        std::os::unix::fs::symlink(IO_URING_LINK, f.dir.join(format!("{CHILD}/fd/7"))).unwrap();
+        let e = check(&f).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("process {CHILD} (kid) has fd 7")),
+            "{e}"
+        );
+        assert!(e.contains("io_uring"), "{e}");
+    }
+
+    #[test]
+    fn an_io_worker_thread_is_named() {
+        let f = fake("iowrk");
+        task(&f.dir, ROOT, TID, "iou-wrk-1", 0x0040_4050, 0, "");
+        let e = check(&f).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("io worker thread {TID} (iou-wrk-1)")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_traced_thread_names_its_tracer() {
+        let f = fake("traced");
+        task(&f.dir, ROOT, TID, "worker", 0x0040_0040, 1, "");
+        let e = check(&f).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy);
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("thread {TID} of process {ROOT} (root)")),
+            "{e}"
+        );
+        assert!(e.contains("already traced by process 1 ("), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_thread_is_said_to_be_one() {
+        let f = fake("kthread");
+        write(
+            &f.dir.join(format!("{ROOT}/stat")),
+            &stat_line(ROOT, "kworker/0:1", 2, 0x0420_8060),
+        );
+        let e = check(&f).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+        assert!(e.to_string().contains("kernel thread"), "{e}");
+    }
+}
