@@ -89,7 +89,7 @@ pub struct Task {
     /// The task was in a job-control stop when it was seized.
     was_stopped: bool,
     /// How long crust waits for the task to stop again after resuming it
-    /// (a remote syscall); `None`: no bound. Set for seized tasks.
+    /// (a remote syscall); `None` (the default): no bound.
     timeout: Option<Duration>,
 }
 
@@ -160,13 +160,12 @@ impl Task {
         }
         let mut t = Self::from_stopped(pid)?;
         t.was_stopped = was_stopped;
-        t.timeout = Some(timeout);
         Ok(t)
     }
 
     /// Bound (or not) every later wait for this task to stop: a remote
     /// syscall that does not return in time is interrupted and fails with
-    /// [`Error::Timeout`]. Seized tasks are bounded by the seize timeout.
+    /// [`Error::Timeout`]. A dump bounds its tasks by `--timeout`.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
     }

@@ -108,7 +108,8 @@ fn a_remote_syscall_that_blocks_is_bounded_by_the_timeout() {
     let kid = spawn_sleeper();
     let pid = kid.0.id() as i32;
     std::thread::sleep(Duration::from_millis(50));
-    let mut t = Task::seize(pid, Duration::from_millis(300)).expect("seize");
+    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    t.set_timeout(Some(Duration::from_millis(300)));
     let ip = RemoteAddr(exec_vma(pid));
     let before = crust_sys::ptrace::peek(pid, ip).unwrap();
     t.infect(ip).expect("infect");

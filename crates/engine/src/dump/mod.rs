@@ -204,7 +204,9 @@ fn seize(
         let mut first_err = None;
         for (tid, r) in tids.iter().zip(Task::seize_all(&tids, timeout)) {
             match r {
-                Ok(t) => {
+                Ok(mut t) => {
+                    // Every later wait for it (remote syscalls) is bounded too.
+                    t.set_timeout(Some(timeout));
                     tree.procs[idx].threads.push(t);
                     new = true;
                 }
