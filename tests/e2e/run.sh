@@ -914,6 +914,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/unix.sh
 . "$ROOT/tests/e2e/unix.sh"
 
+# Trees crust refuses at once, untouched (issue 10).
+# shellcheck source=tests/e2e/refuse.sh
+. "$ROOT/tests/e2e/refuse.sh"
+
 # File locks and System V IPC (issue 4).
 # shellcheck source=tests/e2e/ipcns.sh
 . "$ROOT/tests/e2e/ipcns.sh"

@@ -55,7 +55,7 @@ pub enum Error {
         what: &'static str,
         status: WaitStatus,
     },
-    #[error("task {pid} did not stop within {timeout:?}")]
+    #[error("task {pid} did not stop within {timeout:?} (--timeout)")]
     Timeout { pid: i32, timeout: Duration },
     #[error("remote syscall {nr} in task {pid} failed")]
     Syscall {
@@ -88,6 +88,9 @@ pub struct Task {
     signals_blocked: bool,
     /// The task was in a job-control stop when it was seized.
     was_stopped: bool,
+    /// How long crust waits for the task to stop again after resuming it
+    /// (a remote syscall); `None` (the default): no bound.
+    timeout: Option<Duration>,
 }
 
 impl Task {
@@ -160,6 +163,36 @@ impl Task {
         Ok(t)
     }
 
+    /// Bound (or not) every later wait for this task to stop: a remote
+    /// syscall that does not return in time is interrupted and fails with
+    /// [`Error::Timeout`]. A dump bounds its tasks by `--timeout`.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// Wait for the task's next stop, within its timeout if it has one. A
+    /// task that does not stop in time (a remote syscall that blocks) is
+    /// interrupted, so that it stops again and can be put back as it was,
+    /// and the wait fails with [`Error::Timeout`].
+    fn wait_bounded(&self) -> Result<WaitStatus> {
+        let Some(timeout) = self.timeout else {
+            return wait_stop(self.pid, None);
+        };
+        match wait_stop(self.pid, Some((Instant::now(), timeout))) {
+            Err(Error::Timeout { .. }) => {
+                // The blocked syscall ends (EINTR or a restart) and the
+                // task stops at its exit or at the interrupt.
+                let _ = ptrace::interrupt(self.pid);
+                let _ = wait_stop(self.pid, Some((Instant::now(), INTERRUPT_WAIT)));
+                Err(Error::Timeout {
+                    pid: self.pid,
+                    timeout,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// Was the task in a job-control stop (SIGSTOP and the like) when it
     /// was seized?
     pub fn was_stopped(&self) -> bool {
@@ -218,6 +251,7 @@ impl Task {
             saved_word: None,
             signals_blocked: false,
             was_stopped: false,
+            timeout: None,
         })
     }
 
@@ -345,7 +379,7 @@ impl Task {
         // (failure).
         pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
         let mut child = None;
-        match wait_stop(pid, None)? {
+        match self.wait_bounded()? {
             WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {}
             WaitStatus::Stopped {
                 sig: libc::SIGTRAP,
@@ -467,6 +501,7 @@ impl Task {
             saved_word: None,
             signals_blocked: false,
             was_stopped: false,
+            timeout: None,
         })
     }
 
@@ -540,7 +575,7 @@ impl Task {
     fn step_syscall(&self, what: &'static str) -> Result<()> {
         let pid = self.pid;
         pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
-        match wait_stop(pid, None)? {
+        match self.wait_bounded()? {
             WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => Ok(()),
             other => Err(Error::UnexpectedStop {
                 pid,
@@ -683,8 +718,14 @@ fn restartable_as_is(r: &UserRegs) -> bool {
     }
 }
 
+/// How long a task interrupted after a timeout may take to stop.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(1);
+
 /// Wait for `pid` to stop; an exit is an error. With a deadline, polls.
+/// The first polls only yield: a remote syscall is usually back within
+/// microseconds, and a sleep would slow every one of them.
 fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStatus> {
+    let mut polls = 0u32;
     loop {
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
         let r = process::waitpid(pid, flags).map_err(|source| Error::Ptrace {
@@ -706,7 +747,12 @@ fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStat
                 if start.elapsed() > timeout {
                     return Err(Error::Timeout { pid, timeout });
                 }
-                std::thread::sleep(Duration::from_micros(200));
+                polls = polls.saturating_add(1);
+                if polls < 200 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
             }
         }
     }

@@ -101,6 +101,46 @@ fn seize_remote_syscalls_and_release() {
 }
 
 #[test]
+fn a_remote_syscall_that_blocks_is_bounded_by_the_timeout() {
+    if !can_ptrace() {
+        return;
+    }
+    let kid = spawn_sleeper();
+    let pid = kid.0.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    t.set_timeout(Some(Duration::from_millis(300)));
+    let ip = RemoteAddr(exec_vma(pid));
+    let before = crust_sys::ptrace::peek(pid, ip).unwrap();
+    t.infect(ip).expect("infect");
+    // pause() never returns by itself.
+    let t0 = std::time::Instant::now();
+    let e = t.syscall(libc::SYS_pause, [0; 6]);
+    let took = t0.elapsed();
+    assert!(
+        matches!(e, Err(crust_compel::Error::Timeout { .. })),
+        "remote pause: {e:?}"
+    );
+    assert!(took < Duration::from_secs(2), "the timeout took {took:?}");
+    // The task stopped again: it is put back and runs on.
+    t.cure().expect("cure after the timeout");
+    assert_eq!(crust_sys::ptrace::peek(pid, ip).unwrap(), before);
+    t.release(false).expect("release after the timeout");
+    std::thread::sleep(Duration::from_millis(50));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0"), "still traced: {status}");
+    let state = status
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        state.contains('S') || state.contains('R'),
+        "child after release: {state}"
+    );
+}
+
+#[test]
 fn interrupted_sleep_is_restarted_after_release() {
     if !can_ptrace() {
         return;

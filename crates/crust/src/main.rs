@@ -96,6 +96,19 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
             opts.engine.in_work_dir(p)
         }
     });
+    // A log file in a directory that does not exist: name the directory
+    // (-D or -W, usually), not the file.
+    if let Some(dir) = log_path
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        bail!(
+            "directory {} does not exist (the log file {} goes there): create it or name another with -D/-W",
+            dir.display(),
+            log_path.as_deref().unwrap_or(dir).display()
+        );
+    }
     *logs_to_file = logger::init(opts.verbosity, log_path.as_deref(), opts.log_pid)?;
     log::info!(
         "crust {} ({command}), pid {}",

@@ -30,6 +30,11 @@ pub enum Error {
     Stopped { signal: i32 },
     #[error("not supported yet: {what}")]
     Unsupported { what: String },
+    /// A tree crust will not touch (a kernel thread, the machine's init,
+    /// crust itself, a task someone else traces): `what` says why and what
+    /// to do instead.
+    #[error("{what}")]
+    Refused { what: String, kind: ErrorKind },
     #[error("process {pid} does not exist")]
     NoSuchProcess { pid: i32 },
     #[error("{pid} is a thread of process {tgid}, not a process: dump -t takes the process id")]
@@ -107,11 +112,19 @@ impl Error {
         Error::Unsupported { what: what.into() }
     }
 
+    pub(crate) fn refused(kind: ErrorKind, what: impl Into<String>) -> Error {
+        Error::Refused {
+            what: what.into(),
+            kind,
+        }
+    }
+
     /// The class of this error, for the exit code and the RPC `cr_errno`.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Stopped { .. } => ErrorKind::Interrupted,
+            Error::Refused { kind, .. } => *kind,
             Error::NoSuchProcess { .. } => ErrorKind::NoSuchProcess,
             Error::NotAProcess { .. } => ErrorKind::InvalidRequest,
             Error::Proc { source, .. } => proc_kind(source),

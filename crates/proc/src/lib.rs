@@ -27,6 +27,6 @@ pub use misc::{
 pub use mountinfo::{mountinfo, parse_mountinfo, MountInfo};
 pub use pagemap::{PagemapReader, Pme, PAGE_SIZE};
 pub use root::ProcRoot;
-pub use stat::{parse_stat, stat, task_stat, Stat};
+pub use stat::{parse_stat, stat, task_stat, Stat, PF_IO_WORKER, PF_KTHREAD};
 pub use status::{parse_status, status, task_status, Status};
 pub use timers::{parse_timers, timers, PosixTimer};

@@ -3,6 +3,14 @@ use std::path::Path;
 use crate::error::{ProcError, Result};
 use crate::root::ProcRoot;
 
+/// `flags` bit of a kernel thread (kthreadd and its children), PF_KTHREAD.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+/// `flags` bit of a kernel worker thread that belongs to a user process
+/// (io_uring's `iou-wrk-N` and `iou-sqp-N`), PF_IO_WORKER. Such a thread
+/// shows in /proc/PID/task like any other, but it never returns to user
+/// space: ptrace cannot stop it, nor can it run a remote syscall.
+pub const PF_IO_WORKER: u32 = 0x10;
+
 /// `/proc/PID/stat` (or `/proc/PID/task/TID/stat`), every field, named as in proc(5).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stat {
@@ -89,6 +97,18 @@ pub struct Stat {
     pub env_end: u64,
     /// 52
     pub exit_code: i32,
+}
+
+impl Stat {
+    /// A kernel thread: PF_KTHREAD, or kthreadd (pid 2) and its children.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0 || self.pid == 2 || self.ppid == 2
+    }
+
+    /// A kernel worker of a user process (io_uring), see [`PF_IO_WORKER`].
+    pub fn is_io_worker(&self) -> bool {
+        self.flags & PF_IO_WORKER != 0
+    }
 }
 
 /// Parses the text of a stat file; `path` only names it in errors.
@@ -211,6 +231,24 @@ mod tests {
         assert_eq!(st.start_data, 45);
         assert_eq!(st.env_end, 51);
         assert_eq!(st.exit_code, 52);
+    }
+
+    #[test]
+    fn kernel_threads_and_io_workers_by_flags() {
+        let st = |pid: i32, ppid: i32, flags: u32| Stat {
+            pid,
+            ppid,
+            flags,
+            ..Stat::default()
+        };
+        assert!(st(2, 0, 0x0020_8040).is_kernel_thread());
+        assert!(st(17, 2, 0x0420_8060).is_kernel_thread());
+        assert!(st(99, 1, PF_KTHREAD).is_kernel_thread());
+        assert!(!st(99, 1, 0x0040_0100).is_kernel_thread());
+        // An iou-wrk thread of a user process: PF_IO_WORKER, not a kthread.
+        let wrk = st(120, 1, 0x0040_0050);
+        assert!(wrk.is_io_worker() && !wrk.is_kernel_thread());
+        assert!(!st(100, 1, 0x0040_0100).is_io_worker());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod images;
 mod outdir;
+mod precheck;
 
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
@@ -20,6 +21,7 @@ use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
 use images::{inventory, timens, write_stats};
 use log::{debug, info, warn};
+use precheck::{precheck, DEFAULT_TIMEOUT};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -91,7 +93,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     outdir::prepare(opts)?;
 
     let t0 = Instant::now();
-    let timeout = opts.timeout.unwrap_or(Duration::from_secs(10));
+    let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
     if let Err(e) = seize(&proc, &mut tree, pid, 0, timeout).and_then(|_| crate::util::check_stop())
     {
@@ -158,32 +160,6 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     }
 }
 
-/// Refuse what crust cannot dump before touching anything.
-fn precheck(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
-    if pid <= 0 {
-        return Err(Error::NoSuchProcess { pid });
-    }
-    if pid == process::getpid() {
-        return Err(Error::unsupported("crust cannot dump itself"));
-    }
-    let st = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
-    if st.tgid != pid {
-        return Err(Error::NotAProcess { pid, tgid: st.tgid });
-    }
-    if st.state == 'Z' {
-        return Err(Error::unsupported(format!(
-            "process {pid} is a zombie; dump its parent instead"
-        )));
-    }
-    if st.ns_pid.len() > 1 && (st.ns_pid.len() != 2 || st.ns_pid[1] != 1) {
-        return Err(Error::unsupported(format!(
-            "process {pid} is in a pid namespace it does not head (its pids are {:?}); dump the namespace's init instead",
-            st.ns_pid
-        )));
-    }
-    Ok(())
-}
-
 /// Is `pid` the init of a pid namespace of its own (one level below ours)?
 fn heads_pid_ns(proc: &ProcRoot, pid: i32) -> bool {
     crust_proc::status(proc, pid)
@@ -219,17 +195,8 @@ fn seize(
         });
         return Ok(());
     }
-    // A parent waiting in vfork() for its child cannot be stopped until
-    // the child execs or exits: refuse it rather than time out.
-    for tid in crust_proc::tasks(proc, pid).unwrap_or_default() {
-        for k in crust_proc::children(proc, pid, tid).unwrap_or_default() {
-            if crust_sys::process::kcmp(pid, k, 1, 0, 0).unwrap_or(false) {
-                return Err(Error::unsupported(format!(
-                    "process {pid} is waiting in vfork() for its child {k}, which has not exec'd yet"
-                )));
-            }
-        }
-    }
+    // The precheck saw no vfork; a parent may have entered one since.
+    precheck::refuse_vfork(proc, pid)?;
     let idx = tree.procs.len();
     tree.procs.push(Proc {
         pid,
@@ -246,12 +213,15 @@ fn seize(
         tids.sort_by_key(|t| (*t != pid, *t));
         let mut new = false;
         tids.retain(|tid| !tree.procs[idx].threads.iter().any(|t| t.pid() == *tid));
+        refuse_io_workers(proc, pid, &tids)?;
         // Keep every task seized before reporting an error, so that the
         // release that follows lets them all go.
         let mut first_err = None;
         for (tid, r) in tids.iter().zip(Task::seize_all(&tids, timeout)) {
             match r {
-                Ok(t) => {
+                Ok(mut t) => {
+                    // Every later wait for it (remote syscalls) is bounded too.
+                    t.set_timeout(Some(timeout));
                     tree.procs[idx].threads.push(t);
                     new = true;
                 }
@@ -279,6 +249,23 @@ fn seize(
     }
     for k in kids {
         seize(proc, tree, k, pid, timeout)?;
+    }
+    Ok(())
+}
+
+/// A kernel io worker (PF_IO_WORKER) never stops for ptrace: refuse it
+/// before seizing, should one have appeared since the precheck.
+fn refuse_io_workers(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Error> {
+    for &tid in tids {
+        match crust_proc::task_stat(proc, pid, tid) {
+            Ok(st) if st.is_io_worker() => {
+                let who = format!("process {pid}");
+                return Err(crate::files::classify::io_worker_refusal(
+                    &who, tid, &st.comm,
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -35,6 +35,9 @@ pub(crate) fn classify(link: &str) -> Target {
     if link.starts_with('/') {
         return Target::Path;
     }
+    if link == IO_URING_LINK {
+        return Target::Special(IO_URING);
+    }
     Target::Special(if link.starts_with("pipe:") {
         "pipe"
     } else if link.starts_with("socket:") {
@@ -44,6 +47,31 @@ pub(crate) fn classify(link: &str) -> Target {
     } else {
         "special file"
     })
+}
+
+/// The /proc/PID/fd link of an io_uring instance.
+pub(crate) const IO_URING_LINK: &str = "anon_inode:[io_uring]";
+/// [`Target::Special`] of an io_uring fd.
+const IO_URING: &str = "io_uring instance";
+
+/// Why a process with an io_uring is refused: `who` is "process PID
+/// (COMM)", `fd` its fd on the instance.
+pub(crate) fn io_uring_refusal(who: &str, fd: i32) -> Error {
+    Error::unsupported(format!(
+        "{who} has fd {fd} open on an io_uring instance ({IO_URING_LINK}): its requests run \
+         in kernel worker threads that ptrace cannot stop and crust cannot save, so crust \
+         cannot dump it (the tree was not touched)"
+    ))
+}
+
+/// Why a process with a kernel io worker thread (`iou-wrk-N`,
+/// `iou-sqp-N`: PF_IO_WORKER) is refused.
+pub(crate) fn io_worker_refusal(who: &str, tid: i32, comm: &str) -> Error {
+    Error::unsupported(format!(
+        "{who} has the kernel io worker thread {tid} ({comm}) of an io_uring: such a thread \
+         never stops for ptrace and its work cannot be saved, so crust cannot dump it (the \
+         tree was not touched)"
+    ))
 }
 
 /// The inode of a `socket:[INO]` fd link.
@@ -157,6 +185,9 @@ impl FileTable {
         }
         match (f.class, domain) {
             (Target::Path, _) => self.path_id(f, seen),
+            (Target::Special(IO_URING), _) => {
+                Err(io_uring_refusal(&format!("process {pid}"), fd))
+            }
             (Target::Special(kind), _) => Err(unsupported(f, kind)),
             (_, Some(domain)) => Err(Error::unsupported(format!(
                 "process {pid} has fd {fd} on a socket of address family {domain} ({}), which crust cannot dump yet",
@@ -223,6 +254,7 @@ mod tests {
         assert_eq!(classify("/memfd:x (deleted)"), Target::Path);
         assert_eq!(classify("/dev/pts/3"), Target::Path);
         assert_eq!(classify("pipe:[oops]"), Target::Special("pipe"));
+        assert_eq!(classify(IO_URING_LINK), Target::Special(IO_URING));
         assert_eq!(
             classify("anon_inode:bpf-map"),
             Target::Special("anonymous inode")
