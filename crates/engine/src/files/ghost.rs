@@ -616,7 +616,7 @@ fn create_ghost(g: &GhostImage, path: &Path) -> Result<(), Error> {
             source,
         }
     };
-    let mut src = File::open(&g.image).map_err(io("cannot open", &g.image))?;
+    let mut src = crate::util::open_image_data(&g.image)?;
     src.seek(SeekFrom::Start(g.data_off))
         .map_err(io("cannot seek in", &g.image))?;
     let mut dst = OpenOptions::new()
