@@ -49,10 +49,15 @@ pub(super) fn restore_loaded(
             return Err(e);
         }
     };
-    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut()) {
+    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut())
+        .and_then(|()| verify_created(&img, &created.tasks))
+    {
         created.kill_all();
         return Err(e);
     }
+    // Past every check: what the kinds made on the file system (bound
+    // socket files) stays; before this, dropping it removes it.
+    created.shared.keep();
     // Every task holds its pipes now: crust lets go of its own ends (a
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
@@ -70,6 +75,56 @@ pub(super) fn restore_loaded(
         pages_restored,
         waiter: None,
     })
+}
+
+/// Every task crust is about to report exists and is the one it made:
+/// traced by this process, one per thread of the images, the root live.
+/// (An image set that lies about its pids must not end in a pidfile
+/// naming a process crust did not make.)
+fn verify_created(img: &ImageSet, tasks: &[Vec<Task>]) -> Result<(), Error> {
+    let me = process::getpid();
+    let proc = ProcRoot::default();
+    let lost = |pid: i32, what: String| Error::Restore { pid, what };
+    if tasks.len() != img.procs.len() {
+        return Err(lost(
+            me,
+            format!(
+                "{} processes made for the {} of the images",
+                tasks.len(),
+                img.procs.len()
+            ),
+        ));
+    }
+    if img.procs.first().is_some_and(|p| p.live.is_none()) {
+        return Err(lost(me, "the root process is not a live one".into()));
+    }
+    for (p, made) in img.procs.iter().zip(tasks) {
+        let want = p.live.as_ref().map_or(1, |l| l.threads.len());
+        if made.len() != want {
+            return Err(lost(
+                p.pid(),
+                format!(
+                    "process {}: {} tasks made for {want} threads",
+                    p.entry.pid,
+                    made.len()
+                ),
+            ));
+        }
+        for t in made {
+            let tid = t.pid();
+            let tracer = crust_proc::status(&proc, tid).map(|s| s.tracer_pid);
+            if tid <= 0 || tracer.as_ref().ok() != Some(&me) {
+                return Err(lost(
+                    p.pid(),
+                    format!(
+                        "task {tid} made for process {} is gone or no longer crust's (tracer {tracer:?})",
+                        p.entry.pid
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The recorded pids must be free (in a new pid namespace they cannot
