@@ -62,8 +62,17 @@ pub(super) fn restore_loaded(
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
     let mut tasks = std::mem::take(&mut created.tasks);
-    release_dead(&img, &mut tasks, tramp)?;
-    release_live(&img, opts, &mut tasks, tramp, server)?;
+    let pids: Vec<i32> = tasks
+        .iter()
+        .filter_map(|t| t.first().map(|t| t.pid()))
+        .collect();
+    if let Err(e) = release_dead(&img, &mut tasks, tramp)
+        .and_then(|()| release_live(&img, opts, &mut tasks, tramp, server))
+    {
+        drop(tasks);
+        kill_released(&pids);
+        return Err(e);
+    }
     let restore_time_us = us_since(t0);
     info!(
         "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
@@ -125,6 +134,20 @@ fn verify_created(img: &ImageSet, tasks: &[Vec<Task>]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The release failed part way: some processes run already, others are
+/// still crust's. Every process of the tree goes (`pids`: host pids, the
+/// root first). The root is crust's child, so its pid cannot be reused
+/// before crust reaps it: it is killed last and reaped.
+fn kill_released(pids: &[i32]) {
+    for &pid in pids.iter().skip(1).rev() {
+        let _ = process::kill(pid, libc::SIGKILL);
+    }
+    if let Some(&root) = pids.first() {
+        let _ = process::kill(root, libc::SIGKILL);
+        let _ = process::waitpid(root, 0);
+    }
 }
 
 /// The recorded pids must be free (in a new pid namespace they cannot
