@@ -950,6 +950,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/trust.sh
 . "$ROOT/tests/e2e/trust.sh"
 
+# Images that lie (issue 10).
+# shellcheck source=tests/e2e/lies.sh
+. "$ROOT/tests/e2e/lies.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

@@ -28,6 +28,12 @@ fn img_err(what: String) -> impl FnOnce(crust_images::image::ImageError) -> Erro
     move |source| Error::Image { what, source }
 }
 
+/// Open a file of image data read raw (pages, ghost contents...), refusing
+/// a symbolic link in its place.
+pub fn open_image_data(path: &Path) -> Result<std::fs::File, Error> {
+    crust_images::image::open_nofollow(path).map_err(img_err("cannot read image data".into()))
+}
+
 /// Write a whole image of `entries` into `dir`.
 pub fn write_image<M: Message>(
     dir: &Path,

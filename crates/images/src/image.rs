@@ -5,8 +5,9 @@
 //! followed by entries, each a little-endian `u32` length and one protobuf
 //! message, sometimes followed by raw payload bytes (see [`Payload`]).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::proto::*;
@@ -330,6 +331,8 @@ pub enum ImageError {
     },
     #[error("image {path} holds no entry")]
     Empty { path: PathBuf },
+    #[error("image {path} is a symbolic link: crust reads no image through a link (put the file itself in the images directory)")]
+    Symlink { path: PathBuf },
     #[error("image {path}: unknown image type for this file name")]
     UnknownType { path: PathBuf },
 }
@@ -348,6 +351,7 @@ impl ImageError {
             | ImageError::Truncated { path, .. }
             | ImageError::Decode { path, .. }
             | ImageError::Empty { path }
+            | ImageError::Symlink { path }
             | ImageError::UnknownType { path } => path,
         }
     }
@@ -500,20 +504,7 @@ impl ImageReader {
     /// (files without a header cannot be opened this way).
     pub fn open_path(path: &Path, ty: Option<ImageType>) -> Result<ImageReader, ImageError> {
         let path = path.to_path_buf();
-        let f = File::open(&path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                ImageError::Missing {
-                    path: path.clone(),
-                    source,
-                }
-            } else {
-                ImageError::Io {
-                    path: path.clone(),
-                    offset: 0,
-                    source,
-                }
-            }
-        })?;
+        let f = open_nofollow(&path)?;
         let mut r = ImageReader {
             inp: BufReader::with_capacity(64 * 1024, f),
             path,
@@ -933,4 +924,28 @@ pub fn write_pagemap(
         w.write_entry(e)?;
     }
     w.finish()
+}
+
+/// Open an image file for reading, refusing a symbolic link in its place
+/// (O_NOFOLLOW): an image directory may be written by others, and a link
+/// would make crust read what it points to.
+pub fn open_nofollow(path: &Path) -> Result<File, ImageError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => ImageError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ if source.kind() == io::ErrorKind::NotFound => ImageError::Missing {
+                path: path.to_path_buf(),
+                source,
+            },
+            _ => ImageError::Io {
+                path: path.to_path_buf(),
+                offset: 0,
+                source,
+            },
+        })
 }

@@ -421,7 +421,20 @@ impl Ghosts {
                         ))
                     })?;
                     let path = PathBuf::from(&link.name);
-                    if !path.is_file() {
+                    // The link is removed once opened: only a name the dump
+                    // makes (link_remap.N, as CRIU's), never any file the
+                    // image names.
+                    if !is_link_remap_name(&path) {
+                        return Err(bad(format!(
+                            "remap-fpath.img links file {} back through {}, which is not a link_remap.N file",
+                            r.orig_id,
+                            path.display()
+                        )));
+                    }
+                    let regular = std::fs::symlink_metadata(&path)
+                        .map(|m| m.file_type().is_file())
+                        .unwrap_or(false);
+                    if !regular {
                         return Err(Error::FileMissing {
                             path,
                             source: std::io::Error::from_raw_os_error(libc::ENOENT),
@@ -510,6 +523,15 @@ impl Ghosts {
         }
         Ok(out)
     }
+}
+
+/// A link remap's name as the dump makes it: `link_remap.<number>`.
+fn is_link_remap_name(p: &Path) -> bool {
+    p.is_absolute()
+        && p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("link_remap."))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The files.img ids (and REG entries) opened on source `src`.
@@ -616,7 +638,7 @@ fn create_ghost(g: &GhostImage, path: &Path) -> Result<(), Error> {
             source,
         }
     };
-    let mut src = File::open(&g.image).map_err(io("cannot open", &g.image))?;
+    let mut src = crate::util::open_image_data(&g.image)?;
     src.seek(SeekFrom::Start(g.data_off))
         .map_err(io("cannot seek in", &g.image))?;
     let mut dst = OpenOptions::new()
@@ -726,5 +748,19 @@ impl DumpKind for GhostDump {
 
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_link_remap_names_are_removed() {
+        assert!(is_link_remap_name(Path::new("/tmp/d/link_remap.12")));
+        assert!(!is_link_remap_name(Path::new("/etc/passwd")));
+        assert!(!is_link_remap_name(Path::new("/tmp/link_remap.")));
+        assert!(!is_link_remap_name(Path::new("/tmp/link_remap.1x")));
+        assert!(!is_link_remap_name(Path::new("link_remap.1")));
     }
 }

@@ -257,11 +257,7 @@ impl Memfds {
             let f = File::from(mfd);
             f.set_len(e.size)
                 .map_err(sys_err(me, format!("set the size of {what}")))?;
-            let mut src = File::open(&ino.pages).map_err(|source| Error::Io {
-                op: "cannot open",
-                path: ino.pages.clone(),
-                source,
-            })?;
+            let mut src = crate::util::open_image_data(&ino.pages)?;
             let mut buf = vec![0u8; BATCH];
             for &(at, from, len) in &ino.runs {
                 src.seek(SeekFrom::Start(from))

@@ -69,11 +69,8 @@ impl RestoreFiles {
                 }
             }
         }
-        let fds: Vec<FdinfoEntry> = match read_image(dir, ImageType::Fdinfo, files_id as u64) {
-            Ok(v) => v,
-            Err(Error::Image { source, .. }) if source.is_missing() => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        // Required: a missing fd table must not restore a task without fds.
+        let fds: Vec<FdinfoEntry> = read_image(dir, ImageType::Fdinfo, files_id as u64)?;
         for fd in &fds {
             if fd.r#type == fd_types::UNIXSK || fd.r#type == fd_types::INETSK {
                 // Checked by UnixFiles::check_fds and InetFiles::load.

@@ -4,7 +4,6 @@
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::{mem, RemoteAddr};
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -151,11 +150,7 @@ impl Drop for Filler {
 }
 
 fn fill_chunk(c: &FillChunk, buf: &mut [u8]) -> Result<(), Error> {
-    let f = File::open(&*c.path).map_err(|source| Error::Io {
-        op: "cannot open",
-        path: c.path.to_path_buf(),
-        source,
-    })?;
+    let f = crate::util::open_image_data(&c.path)?;
     f.read_exact_at(buf, c.off).map_err(|source| Error::Io {
         op: "cannot read",
         path: c.path.to_path_buf(),
@@ -208,11 +203,7 @@ pub(crate) fn fill_vm_writev(
     let next = AtomicUsize::new(0);
     let first_err: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let worker = || -> Result<(), Error> {
-        let f = File::open(pages_path).map_err(|source| Error::Io {
-            op: "cannot open",
-            path: pages_path.to_path_buf(),
-            source,
-        })?;
+        let f = crate::util::open_image_data(pages_path)?;
         let mut buf = vec![0u8; FILL_CHUNK as usize];
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);

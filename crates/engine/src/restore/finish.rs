@@ -49,16 +49,30 @@ pub(super) fn restore_loaded(
             return Err(e);
         }
     };
-    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut()) {
+    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut())
+        .and_then(|()| verify_created(&img, &created.tasks))
+    {
         created.kill_all();
         return Err(e);
     }
+    // Past every check: what the kinds made on the file system (bound
+    // socket files) stays; before this, dropping it removes it.
+    created.shared.keep();
     // Every task holds its pipes now: crust lets go of its own ends (a
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
     let mut tasks = std::mem::take(&mut created.tasks);
-    release_dead(&img, &mut tasks, tramp)?;
-    release_live(&img, opts, &mut tasks, tramp, server)?;
+    let pids: Vec<i32> = tasks
+        .iter()
+        .filter_map(|t| t.first().map(|t| t.pid()))
+        .collect();
+    if let Err(e) = release_dead(&img, &mut tasks, tramp)
+        .and_then(|()| release_live(&img, opts, &mut tasks, tramp, server))
+    {
+        drop(tasks);
+        kill_released(&pids);
+        return Err(e);
+    }
     let restore_time_us = us_since(t0);
     info!(
         "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
@@ -70,6 +84,70 @@ pub(super) fn restore_loaded(
         pages_restored,
         waiter: None,
     })
+}
+
+/// Every task crust is about to report exists and is the one it made:
+/// traced by this process, one per thread of the images, the root live.
+/// (An image set that lies about its pids must not end in a pidfile
+/// naming a process crust did not make.)
+fn verify_created(img: &ImageSet, tasks: &[Vec<Task>]) -> Result<(), Error> {
+    let me = process::getpid();
+    let proc = ProcRoot::default();
+    let lost = |pid: i32, what: String| Error::Restore { pid, what };
+    if tasks.len() != img.procs.len() {
+        return Err(lost(
+            me,
+            format!(
+                "{} processes made for the {} of the images",
+                tasks.len(),
+                img.procs.len()
+            ),
+        ));
+    }
+    if img.procs.first().is_some_and(|p| p.live.is_none()) {
+        return Err(lost(me, "the root process is not a live one".into()));
+    }
+    for (p, made) in img.procs.iter().zip(tasks) {
+        let want = p.live.as_ref().map_or(1, |l| l.threads.len());
+        if made.len() != want {
+            return Err(lost(
+                p.pid(),
+                format!(
+                    "process {}: {} tasks made for {want} threads",
+                    p.entry.pid,
+                    made.len()
+                ),
+            ));
+        }
+        for t in made {
+            let tid = t.pid();
+            let tracer = crust_proc::status(&proc, tid).map(|s| s.tracer_pid);
+            if tid <= 0 || tracer.as_ref().ok() != Some(&me) {
+                return Err(lost(
+                    p.pid(),
+                    format!(
+                        "task {tid} made for process {} is gone or no longer crust's (tracer {tracer:?})",
+                        p.entry.pid
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The release failed part way: some processes run already, others are
+/// still crust's. Every process of the tree goes (`pids`: host pids, the
+/// root first). The root is crust's child, so its pid cannot be reused
+/// before crust reaps it: it is killed last and reaped.
+fn kill_released(pids: &[i32]) {
+    for &pid in pids.iter().skip(1).rev() {
+        let _ = process::kill(pid, libc::SIGKILL);
+    }
+    if let Some(&root) = pids.first() {
+        let _ = process::kill(root, libc::SIGKILL);
+        let _ = process::waitpid(root, 0);
+    }
 }
 
 /// The recorded pids must be free (in a new pid namespace they cannot

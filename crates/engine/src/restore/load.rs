@@ -100,32 +100,20 @@ fn load_procs(
     inherited: &crate::files::inherit::Inherited,
     memfds: &mut Option<mem::Memfds>,
 ) -> Result<Vec<ProcImage>, Error> {
-    if tree.is_empty() {
-        return Err(bad(dir, "pstree.img holds no process"));
-    }
-    let mut seen: HashMap<u32, usize> = HashMap::new();
+    super::pstree::check_tree(&tree).map_err(|why| bad(dir, why))?;
     let mut procs = Vec::with_capacity(tree.len());
     for (i, e) in tree.into_iter().enumerate() {
-        let pid = e.pid as i32;
-        if pid <= 0 || seen.insert(e.pid, i).is_some() {
-            return Err(bad(
-                dir,
-                format!("pstree.img has a bad or repeated pid {}", e.pid),
-            ));
-        }
         if i == 0 && e.ppid != 0 {
             debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
         }
-        if i > 0 && !seen.contains_key(&e.ppid) {
-            return Err(bad(
-                dir,
-                format!(
-                    "pstree.img lists {} before its parent {} (or the parent is missing)",
-                    e.pid, e.ppid
-                ),
-            ));
-        }
         procs.push(load_proc(dir, e, opts, loaded, inherited, memfds)?);
+    }
+    if procs.first().is_some_and(|p| p.live.is_none()) {
+        let pid = procs.first().map(|p| p.entry.pid).unwrap_or(0);
+        return Err(bad(
+            dir,
+            format!("core-{pid}.img says the root process {pid} is dead: nothing would run"),
+        ));
     }
     share_with_parents(dir, &mut procs)?;
     Ok(procs)
@@ -189,7 +177,9 @@ pub(super) fn load_proc(
             helper: true,
         });
     }
-    if tc.task_state == task_state::DEAD || entry.threads.iter().all(|t| *t == 0) {
+    let kind =
+        super::pstree::entry_kind(&entry).map_err(|w| bad(dir, format!("pstree.img: {w}")))?;
+    if tc.task_state == task_state::DEAD || kind != super::pstree::EntryKind::Live {
         return Ok(ProcImage {
             exit_code: tc.exit_code,
             entry,
@@ -203,40 +193,7 @@ pub(super) fn load_proc(
             tc.task_state
         )));
     }
-    if entry.threads.first() != Some(&entry.pid) {
-        return Err(bad(
-            dir,
-            format!("pstree.img: the first thread of {pid} is not {pid}"),
-        ));
-    }
-    let mut threads = Vec::with_capacity(entry.threads.len());
-    for (i, &tid) in entry.threads.iter().enumerate() {
-        let core = if i == 0 {
-            main.clone()
-        } else {
-            let c: CoreEntry = read_one(dir, ImageType::Core, tid as u64)?;
-            check_arch(dir, tid as i32, &c)?;
-            c
-        };
-        let ti = core
-            .thread_info
-            .as_ref()
-            .ok_or_else(|| bad(dir, format!("core-{tid}.img has no x86 thread_info")))?;
-        if ti.gpregs.mode.unwrap_or(1) != 1 {
-            return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
-        }
-        let xstate = xsave::xstate_from_fpregs(&ti.fpregs).map_err(|m| {
-            bad(
-                dir,
-                format!("the image uses {} registers, which this CPU lacks", m.0),
-            )
-        })?;
-        threads.push(ThreadImage {
-            tid: tid as i32,
-            core,
-            xstate,
-        });
-    }
+    let threads = load_threads(dir, &entry, main)?;
     let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
     let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
     mem::validate_vmas(dir, &mm)?;
@@ -248,7 +205,17 @@ pub(super) fn load_proc(
     mem::validate_shmem(dir, &mm, memfds.as_ref().unwrap_or(&mem::Memfds::new()))?;
     let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
-    let files = RestoreFiles::load(dir, loaded, ids.files_id)?;
+    let files = RestoreFiles::load(dir, loaded, ids.files_id).map_err(|e| match e {
+        // Name what refers to the fd table: a missing one is not "no fds".
+        Error::Image { what, source } if source.is_missing() => Error::Image {
+            what: format!(
+                "{what} (ids-{pid}.img gives process {pid} fd table {})",
+                ids.files_id
+            ),
+            source,
+        },
+        e => e,
+    })?;
     // Every file the task needs must be there and unchanged.
     // (Not the files replaced by inherited fds.)
     let mut needed: Vec<u32> = files
@@ -292,6 +259,45 @@ pub(super) fn load_proc(
         }),
         helper: false,
     })
+}
+
+/// The threads of a live process: the main one's core already read
+/// (`main`), the others' from their core-TID.img. (pstree.img's thread
+/// list is checked: the first is the process.)
+fn load_threads(
+    dir: &Path,
+    entry: &PstreeEntry,
+    main: CoreEntry,
+) -> Result<Vec<ThreadImage>, Error> {
+    let mut threads = Vec::with_capacity(entry.threads.len());
+    for (i, &tid) in entry.threads.iter().enumerate() {
+        let core = if i == 0 {
+            main.clone()
+        } else {
+            let c: CoreEntry = read_one(dir, ImageType::Core, tid as u64)?;
+            check_arch(dir, tid as i32, &c)?;
+            c
+        };
+        let ti = core
+            .thread_info
+            .as_ref()
+            .ok_or_else(|| bad(dir, format!("core-{tid}.img has no x86 thread_info")))?;
+        if ti.gpregs.mode.unwrap_or(1) != 1 {
+            return Err(Error::unsupported("restoring 32-bit (compat) tasks"));
+        }
+        let xstate = xsave::xstate_from_fpregs(&ti.fpregs).map_err(|m| {
+            bad(
+                dir,
+                format!("the image uses {} registers, which this CPU lacks", m.0),
+            )
+        })?;
+        threads.push(ThreadImage {
+            tid: tid as i32,
+            core,
+            xstate,
+        });
+    }
+    Ok(threads)
 }
 
 /// Kernel objects shared between processes can only be recreated by

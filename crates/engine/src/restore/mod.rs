@@ -18,6 +18,7 @@ mod create;
 mod finish;
 mod load;
 mod memory;
+mod pstree;
 
 use build::*;
 use create::*;

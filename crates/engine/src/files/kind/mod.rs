@@ -106,6 +106,10 @@ pub(crate) trait OpenKind: AsAny {
     fn late(&self, _id: u32) -> bool {
         false
     }
+    /// The restore succeeded: what the kind made on the file system for
+    /// it (bound socket files...) stays. Without this call, a kind removes
+    /// those when dropped, so a failed restore leaves none behind.
+    fn keep(&mut self) {}
     /// Make the late descriptions (see [`OpenKind::late`]); `host_pid`
     /// gives the host pid of a pid of the images.
     fn make_late(&mut self, _host_pid: &dyn Fn(u32) -> Option<i32>) -> Result<(), Error> {
@@ -241,6 +245,14 @@ impl OpenFiles {
     /// every task exists (see [`OpenKind::late`]).
     pub fn late(&self, id: u32) -> bool {
         self.kinds.iter().any(|k| k.late(id))
+    }
+
+    /// The restore succeeded: every kind keeps what it made on the file
+    /// system (see [`OpenKind::keep`]).
+    pub fn keep(&mut self) {
+        for k in &mut self.kinds {
+            k.keep();
+        }
     }
 
     /// Make every kind's late descriptions (see [`OpenKind::late`]).

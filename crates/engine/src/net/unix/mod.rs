@@ -272,6 +272,10 @@ impl OpenKind for OpenUnix {
         (ty == fd_types::UNIXSK).then_some("unix socket")
     }
 
+    fn keep(&mut self) {
+        OpenUnix::keep(self);
+    }
+
     /// At [`Phase::TasksExist`], the messages that carry their senders'
     /// credentials are queued (the kernel wants a live pid).
     fn at(

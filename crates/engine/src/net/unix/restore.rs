@@ -346,7 +346,9 @@ impl UnixFiles {
     /// `shared` holds the pipes, which messages may carry.
     pub fn open(&self, shared: &crate::files::kind::Made<'_>) -> Result<OpenUnix, Error> {
         let me = crust_sys::process::getpid();
-        let (made, feeders, connects) = self.make_sockets()?;
+        // Socket files bound here go again if the restore fails.
+        let mut bound = BoundFiles::default();
+        let (made, feeders, connects) = self.make_sockets(&mut bound)?;
         let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
         // Queues, before any datagram socket connects elsewhere (a
         // connected socket takes messages from its peer only). Queues with
@@ -400,7 +402,11 @@ impl UnixFiles {
             ))?;
         }
         self.finish_sockets(&made)?;
-        Ok(OpenUnix { by_id: made, late })
+        Ok(OpenUnix {
+            by_id: made,
+            late,
+            bound,
+        })
     }
     /// Make every socket of the tree: pairs for sockets connected to each
     /// other (or to a peer that is gone: its end, a feeder, sends the
@@ -409,6 +415,7 @@ impl UnixFiles {
     #[allow(clippy::type_complexity)]
     fn make_sockets(
         &self,
+        bound: &mut BoundFiles,
     ) -> Result<
         (
             HashMap<u32, OwnedFd>,
@@ -441,16 +448,16 @@ impl UnixFiles {
                 match mutual {
                     Some(p) => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u)
+                            bind_name(a.as_fd(), u, bound)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
-                            bind_name(b.as_fd(), p)
+                            bind_name(b.as_fd(), p, bound)
                                 .map_err(e(format!("bind {}", show_name(&p.name))))?;
                         }
                         made.insert(p.id, b);
                     }
                     None => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u)
+                            bind_name(a.as_fd(), u, bound)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
                         }
                         feeders.insert(u.id, b);
@@ -460,7 +467,7 @@ impl UnixFiles {
                 continue;
             }
             let s = su::socket(ty).map_err(e("socket".into()))?;
-            bind_name(s.as_fd(), u).map_err(e(format!("bind {}", show_name(&u.name))))?;
+            bind_name(s.as_fd(), u, bound).map_err(e(format!("bind {}", show_name(&u.name))))?;
             if u.state == ST_LISTEN {
                 su::listen(s.as_fd(), u.backlog as i32).map_err(e("listen".into()))?;
             }
@@ -645,11 +652,63 @@ pub struct OpenUnix {
     /// Queues whose messages carry credentials, filled once the senders
     /// exist: (socket id, sender, name to send to).
     late: Vec<(u32, OwnedFd, Option<Vec<u8>>)>,
+    /// The socket files bound for the restore.
+    bound: BoundFiles,
+}
+
+/// Socket files a restore bound: removed when it fails (dropped before
+/// [`BoundFiles::keep`]), so a failed restore leaves no file behind. Each
+/// is known by its inode: a file put at the path since is left alone.
+#[derive(Debug, Default)]
+pub(crate) struct BoundFiles {
+    files: Vec<(std::path::PathBuf, u64, u64)>,
+    kept: bool,
+}
+
+impl BoundFiles {
+    /// Record the socket file just bound at `p`.
+    fn add(&mut self, p: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(md) = std::fs::symlink_metadata(p) {
+            self.files.push((p.to_path_buf(), md.dev(), md.ino()));
+        }
+    }
+
+    /// The restore succeeded: the files stay.
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for BoundFiles {
+    fn drop(&mut self) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if self.kept {
+            return;
+        }
+        for (p, dev, ino) in self.files.drain(..) {
+            let ours = std::fs::symlink_metadata(&p)
+                .map(|md| md.file_type().is_socket() && md.dev() == dev && md.ino() == ino)
+                .unwrap_or(false);
+            if !ours {
+                continue;
+            }
+            match std::fs::remove_file(&p) {
+                Ok(()) => debug!("the restore failed: removed socket file {}", p.display()),
+                Err(e) => warn!("cannot remove socket file {}: {e}", p.display()),
+            }
+        }
+    }
 }
 
 impl OpenUnix {
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.by_id.get(&id).map(|f| f.as_fd())
+    }
+
+    /// The restore succeeded: the socket files bound for it stay.
+    pub fn keep(&mut self) {
+        self.bound.keep();
     }
 
     /// Fill the queues whose messages carry their senders' credentials
@@ -678,7 +737,7 @@ impl OpenUnix {
 
 /// Bind `s` to the name of `u`, if it has one: a path is first cleared of
 /// a stale socket file, and gets its recorded mode and owner.
-fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
+fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry, bound: &mut BoundFiles) -> std::io::Result<()> {
     if u.name.is_empty() {
         return Ok(());
     }
@@ -700,6 +759,9 @@ fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
         }
     }
     su::bind(s, &u.name)?;
+    if let Some(p) = &path {
+        bound.add(p);
+    }
     if let (Some(p), Some(perms)) = (&path, &u.file_perms) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(perms.mode & 0o7777))?;

@@ -285,11 +285,7 @@ fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
     }
     let att =
         ipc::ShmAttach::attach(id, false).map_err(sys_err(pid, format!("shmat of {what}")))?;
-    let f = File::open(&s.pages).map_err(|source| Error::Io {
-        op: "cannot open",
-        path: s.pages.clone(),
-        source,
-    })?;
+    let f = crate::util::open_image_data(&s.pages)?;
     let mut buf = Vec::new();
     for &(at, from, len) in &s.runs {
         buf.resize(len as usize, 0);
