@@ -45,6 +45,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from imgedit import enc as varint  # noqa: E402  (the varint encoder the e2e edits use)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")
 RESTORE_TIMEOUT = 30
@@ -194,17 +197,9 @@ def image_files(d):
 EDGE = [0, 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 63, 2 ** 64 - 1, 4096]
 
 
-def varint(v):
-    out = bytearray()
-    while True:
-        c = v & 0x7F
-        v >>= 7
-        out.append(c | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
 def read_varint(b, o):
+    """The varint at offset o of b and the offset after it; None past the end
+    (mutated data may end in the middle of one)."""
     v = s = 0
     while o < len(b):
         c = b[o]
