@@ -24,3 +24,32 @@ def enc(v):
         out.append(c | (0x80 if v else 0))
         if not v:
             return bytes(out)
+
+
+def set_varint_field(path, field, value):
+    """Rewrite the first entry of the image at `path` so that its field
+    `field` is the single varint `value`: every occurrence of the field is
+    dropped and one is appended (protobuf takes the last)."""
+    import struct
+    b = open(path, "rb").read()
+    head, rest = b[:8], b[8:]
+    n = struct.unpack("<I", rest[:4])[0]
+    e, tail = rest[4:4 + n], rest[4 + n:]
+    out, o = bytearray(), 0
+    while o < len(e):
+        key, o2 = varint(e, o)
+        wire = key & 7
+        if wire == 0:
+            _, o2 = varint(e, o2)
+        elif wire == 2:
+            ln, o3 = varint(e, o2)
+            o2 = o3 + ln
+        elif wire == 1:
+            o2 += 8
+        elif wire == 5:
+            o2 += 4
+        if key >> 3 != field:
+            out += e[o:o2]
+        o = o2
+    out += enc(field << 3) + enc(value)
+    open(path, "wb").write(head + struct.pack("<I", len(out)) + out + tail)

@@ -9,28 +9,8 @@ t_lies_root_thread0() {
     need_cr || return
     err_images || return 1
     cp -r "$ERR_IMG" "$D/img" || { fail "cannot copy images"; return 1; }
-    python3 - "$D/img/pstree.img" <<'PY' || { fail "cannot patch pstree.img"; return 1; }
-import struct, sys
-from imgedit import varint, enc
-p = sys.argv[1]
-b = open(p, "rb").read()
-head, rest = b[:8], b[8:]
-n = struct.unpack("<I", rest[:4])[0]
-e, tail = rest[4:4 + n], rest[4 + n:]
-out, o = bytearray(), 0
-while o < len(e):
-    key, o2 = varint(e, o)
-    if key & 7 == 0:
-        _, o2 = varint(e, o2)
-    elif key & 7 == 2:
-        ln, o3 = varint(e, o2)
-        o2 = o3 + ln
-    if key >> 3 != 5:
-        out += e[o:o2]
-    o = o2
-out += enc(5 << 3) + enc(0)  # threads: [0]
-open(p, "wb").write(head + struct.pack("<I", len(out)) + out + tail)
-PY
+    python3 -c 'import sys, imgedit; imgedit.set_varint_field(sys.argv[1], 5, 0)' \
+        "$D/img/pstree.img" || { fail "cannot patch pstree.img"; return 1; } # threads: [0]
     restore_fails_naming "$D/img" "$ERR_PID" "root process $ERR_PID" ""
 }
 ALL_TESTS+=(lies-root-thread0)
@@ -81,30 +61,8 @@ t_lies_unix_bound_cleanup() {
     [ -n "$socks" ] || { fail "the dump of unixsk left no socket file to check"; return 1; }
     # shellcheck disable=SC2086 # one path a line, no blanks in $D
     rm -f $socks
-    python3 - "$D/img/mm-$PID.img" <<'PY' || { fail "cannot patch mm-$PID.img"; return 1; }
-import struct, sys
-from imgedit import varint, enc
-p = sys.argv[1]
-b = open(p, "rb").read()
-head, rest = b[:8], b[8:]
-n = struct.unpack("<I", rest[:4])[0]
-e, tail = rest[4:4 + n], rest[4 + n:]
-out, o = bytearray(), 0
-while o < len(e):
-    key, o2 = varint(e, o)
-    if key & 7 == 0:
-        _, o2 = varint(e, o2)
-    elif key & 7 == 2:
-        ln, o3 = varint(e, o2)
-        o2 = o3 + ln
-    elif key & 7 == 1:
-        o2 += 8
-    elif key & 7 == 5:
-        o2 += 4
-    out += enc(2 << 3) + enc(1) if key >> 3 == 2 else e[o:o2]  # mm_end_code
-    o = o2
-open(p, "wb").write(head + struct.pack("<I", len(out)) + out + tail)
-PY
+    python3 -c 'import sys, imgedit; imgedit.set_varint_field(sys.argv[1], 2, 1)' \
+        "$D/img/mm-$PID.img" || { fail "cannot patch mm-$PID.img"; return 1; } # mm_end_code
     restore_fails_naming "$D/img" "$PID" "PR_SET_MM" "" || return 1
     socks=$(find "$D/files" -type s)
     [ -z "$socks" ] || { fail "the failed restore left socket files: $socks" "$D/img/restore.log"; return 1; }

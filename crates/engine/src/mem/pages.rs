@@ -78,6 +78,20 @@ pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<Page
 }
 
 /// Read and check a pagemap image against the VMAs and the pages file.
+/// The length of `pages-<pages_id>.img`; missing is an error naming it.
+pub(super) fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
+    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
+    Ok(std::fs::metadata(&pages_path)
+        .map_err(|source| Error::Image {
+            what: format!("cannot read image {}", pages_path.display()),
+            source: crust_images::image::ImageError::Missing {
+                path: pages_path.clone(),
+                source,
+            },
+        })?
+        .len())
+}
+
 fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
     let name = ImageType::Pagemap.file_name(pid as u64);
     let rerr = |source| Error::Image {
@@ -97,16 +111,7 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         what: format!("cannot read image {name}"),
         source,
     })?;
-    let pages_path = dir.join(ImageType::Pages.file_name(head.pages_id as u64));
-    let pages_len = std::fs::metadata(&pages_path)
-        .map_err(|source| Error::Image {
-            what: format!("cannot read image {}", pages_path.display()),
-            source: crust_images::image::ImageError::Missing {
-                path: pages_path.clone(),
-                source,
-            },
-        })?
-        .len();
+    let pages_len = pages_file_len(dir, head.pages_id)?;
     let mut runs = Vec::with_capacity(entries.len());
     let mut off = 0u64;
     for e in &entries {
@@ -173,7 +178,8 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
             dir,
             format!(
                 "{} is truncated: {} bytes, the pagemap needs {off}",
-                pages_path.display(),
+                dir.join(ImageType::Pages.file_name(u64::from(head.pages_id)))
+                    .display(),
                 pages_len
             ),
         ));

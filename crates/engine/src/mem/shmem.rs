@@ -1,7 +1,7 @@
 //! Shared memory objects (shared anonymous memory, memfds, System V
 //! segments): storing their non-zero pages, loading and rebuilding them.
 
-use super::pages::{FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
+use super::pages::{pages_file_len, FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
 use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
 use super::{Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::task::remote::Remote;
@@ -206,19 +206,6 @@ pub struct ShmemObject {
     pub pages_id: u32,
     /// vaddr = offset in the object.
     pub runs: Vec<PageRun>,
-}
-
-fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
-    let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    Ok(std::fs::metadata(&pages_path)
-        .map_err(|source| Error::Image {
-            what: format!("cannot read image {}", pages_path.display()),
-            source: crust_images::image::ImageError::Missing {
-                path: pages_path.clone(),
-                source,
-            },
-        })?
-        .len())
 }
 
 /// Read and check every shared memory object the VMAs of `mm` map:

@@ -145,12 +145,7 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
 fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<(), Error> {
     // Descriptions that name processes of the tree (pidfds), now that
     // every one exists.
-    let host_of: HashMap<u32, i32> = img
-        .procs
-        .iter()
-        .zip(created.tasks.iter())
-        .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
-        .collect();
+    let host_of = created.host_pids(img);
     created
         .shared
         .make_late(&|pid| host_of.get(&pid).copied())?;

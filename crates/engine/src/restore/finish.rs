@@ -215,12 +215,7 @@ fn run_late_phases(
     created: &mut Created,
     server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<(), Error> {
-    let host_of: HashMap<u32, i32> = img
-        .procs
-        .iter()
-        .zip(created.tasks.iter())
-        .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
-        .collect();
+    let host_of = created.host_pids(img);
     let host_pid = |pid: u32| host_of.get(&pid).copied();
     let mut ctx = PhaseCtx {
         host_pid: &host_pid,

@@ -132,6 +132,16 @@ struct Created {
 }
 
 impl Created {
+    /// The host pid of each process's main task, by its pid in the images
+    /// (they differ in a new pid namespace).
+    fn host_pids(&self, img: &ImageSet) -> HashMap<u32, i32> {
+        img.procs
+            .iter()
+            .zip(self.tasks.iter())
+            .filter_map(|(p, t)| Some((p.entry.pid, t.first()?.pid())))
+            .collect()
+    }
+
     fn kill_all(self) {
         for threads in self.tasks.iter().rev() {
             if let Some(t) = threads.first() {
