@@ -91,6 +91,22 @@ pub struct Task {
     /// How long crust waits for the task to stop again after resuming it
     /// (a remote syscall); `None` (the default): no bound.
     timeout: Option<Duration>,
+    /// Put the task back and detach it if this `Task` is dropped without
+    /// being released, killed or finished (an early return or a panic that
+    /// unwinds): set for tasks taken by [`Task::seize`], which belong to
+    /// someone else and must run on as before.
+    release_on_drop: bool,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if self.release_on_drop {
+            self.release_on_drop = false;
+            let _ = self.cure();
+            let sig = if self.was_stopped { libc::SIGSTOP } else { 0 };
+            let _ = ptrace::detach(self.pid, sig);
+        }
+    }
 }
 
 impl Task {
@@ -160,6 +176,7 @@ impl Task {
         }
         let mut t = Self::from_stopped(pid)?;
         t.was_stopped = was_stopped;
+        t.release_on_drop = true;
         Ok(t)
     }
 
@@ -252,6 +269,7 @@ impl Task {
             signals_blocked: false,
             was_stopped: false,
             timeout: None,
+            release_on_drop: false,
         })
     }
 
@@ -502,6 +520,7 @@ impl Task {
             signals_blocked: false,
             was_stopped: false,
             timeout: None,
+            release_on_drop: false,
         })
     }
 
@@ -527,6 +546,7 @@ impl Task {
     /// Run `exit_group(code)` inside the task and reap it as its tracer, so
     /// that it stays a zombie for its real parent.
     pub fn exit_as_zombie(mut self, code: i32) -> Result<()> {
+        self.release_on_drop = false;
         let pid = self.pid;
         self.load_syscall(libc::SYS_exit_group, [code as u64, 0, 0, 0, 0, 0])?;
         self.syscall_ip = None;
@@ -553,6 +573,7 @@ impl Task {
     /// its real parent: reset the signal's handler in the task, unblock it,
     /// detach and send it. `scratch` is 32 writable bytes in the task.
     pub fn die_by_signal(mut self, sig: i32, scratch: RemoteAddr) -> Result<()> {
+        self.release_on_drop = false;
         let pid = self.pid;
         // A zeroed struct kernel_sigaction is SIG_DFL with no flags.
         let sp = scratch.get();
@@ -638,11 +659,20 @@ impl Task {
         } else {
             0
         };
-        pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))
+        pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))?;
+        self.release_on_drop = false;
+        Ok(())
+    }
+
+    /// Forget the task without touching it when dropped: it was killed or
+    /// handed over by other means.
+    pub fn disarm(&mut self) {
+        self.release_on_drop = false;
     }
 
     /// Kill the task (SIGKILL) and reap it if it is our child.
-    pub fn kill(self) {
+    pub fn kill(mut self) {
+        self.release_on_drop = false;
         let _ = process::kill(self.pid, libc::SIGKILL);
         let _ = process::waitpid(self.pid, libc::WNOHANG);
     }
@@ -718,14 +748,20 @@ fn restartable_as_is(r: &UserRegs) -> bool {
     }
 }
 
+/// The longest sleep of a bounded wait between two looks at the task.
+const SIGCHLD_NAP: Duration = Duration::from_millis(1);
+
 /// How long a task interrupted after a timeout may take to stop.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(1);
 
-/// Wait for `pid` to stop; an exit is an error. With a deadline, polls.
-/// The first polls only yield: a remote syscall is usually back within
-/// microseconds, and a sleep would slow every one of them.
+/// Wait for `pid` to stop; an exit is an error. With a deadline, looks
+/// with WNOHANG and sleeps until the next SIGCHLD in between.
 fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStatus> {
-    let mut polls = 0u32;
+    if deadline.is_some() {
+        // Errors only for a bad signal set: then the waits below still end,
+        // by their cap.
+        let _ = process::block_sigchld();
+    }
     loop {
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
         let r = process::waitpid(pid, flags).map_err(|source| Error::Ptrace {
@@ -744,13 +780,17 @@ fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStat
                 let Some((start, timeout)) = deadline else {
                     continue;
                 };
-                if start.elapsed() > timeout {
+                let spent = start.elapsed();
+                if spent > timeout {
                     return Err(Error::Timeout { pid, timeout });
                 }
-                polls = polls.saturating_add(1);
-                if polls < 200 {
-                    std::thread::yield_now();
-                } else {
+                // Sleep until a child or tracee changes state (SIGCHLD),
+                // which wakes crust at once even on a busy machine (a
+                // yield or a short sleep waits for other tasks' time
+                // slices). A SIGCHLD taken by another thread is not seen
+                // here: the sleep is capped, so that costs 1 ms at most.
+                let nap = (timeout - spent).min(SIGCHLD_NAP);
+                if process::wait_sigchld(nap).is_err() {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }

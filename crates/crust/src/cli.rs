@@ -150,7 +150,7 @@ static SPECS: &[Spec] = &[
     spec("lsm-mount-context", None, Required, Unsupported),
     spec("network-lock", None, Required, Used),
     flag("mntns-compat-mode", None, Ignored),
-    flag("unprivileged", None, Ignored),
+    flag("unprivileged", None, Used),
     flag("ghost-fiemap", None, Ignored),
     flag("allow-uprobes", None, Ignored),
 ];
@@ -510,6 +510,7 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "skip-in-flight" => e.skip_in_flight = on,
         "link-remap" => e.link_remap = on,
         "allow-unsafe-images-dir" => e.allow_unsafe_images_dir = on,
+        "unprivileged" => e.unprivileged = on,
         "shell-job" => e.shell_job = on,
         "file-locks" => e.file_locks = on,
         "display-stats" => e.display_stats = on,

@@ -122,6 +122,12 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         bail!("crust does not support {} yet", opts.unsupported.join(", "));
     }
 
+    if matches!(
+        command.as_str(),
+        "dump" | "restore" | "pre-dump" | "check" | "page-server" | "lazy-pages" | "service"
+    ) {
+        check_caps(&opts)?;
+    }
     match command.as_str() {
         "dump" => dump(&opts),
         "restore" => restore(&opts),
@@ -145,6 +151,39 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
     }
 }
 
+/// CRIU's rule for who may run it: CAP_CHECKPOINT_RESTORE (or
+/// CAP_SYS_ADMIN) always, and `--unprivileged` for a caller that is not
+/// root. A caller that is not root then restores only what it could have
+/// created itself (crust_engine checks the images' credentials).
+fn check_caps(opts: &Opts) -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_CHECKPOINT_RESTORE: u32 = 40;
+    let me = crust_sys::process::getpid();
+    let st = crust_proc::status(&crust_proc::ProcRoot::default(), me)
+        .context("cannot read this process's credentials (/proc/self/status)")?;
+    let has = |cap: u32| st.cap_eff & (1u64 << cap) != 0;
+    if !has(CAP_CHECKPOINT_RESTORE) && !has(CAP_SYS_ADMIN) {
+        let exe = std::env::current_exe().unwrap_or_else(|_| "crust".into());
+        bail!(
+            "crust needs the CAP_CHECKPOINT_RESTORE capability (or CAP_SYS_ADMIN): run it as root, \
+             or give the binary the capability with `setcap cap_checkpoint_restore+eip {}` and \
+             pass --unprivileged",
+            exe.display()
+        );
+    }
+    if st.uid[1] != 0 {
+        if !opts.engine.unprivileged {
+            bail!(
+                "running as non-root (uid {}) requires --unprivileged: with it, crust dumps \
+                 and restores only what your own credentials allow (see README, Safety)",
+                st.uid[1]
+            );
+        }
+        crust_sys::process::set_dumpable().context("prctl(PR_SET_DUMPABLE)")?;
+    }
+    Ok(())
+}
+
 fn dump(opts: &Opts) -> Result<i32> {
     let o = &opts.engine;
     if o.pid == 0 {
@@ -159,6 +198,23 @@ fn dump(opts: &Opts) -> Result<i32> {
     // safe point and fails, instead of crust dying with tasks under its
     // control.
     crust_sys::process::catch_stop_signals().context("cannot catch stop signals")?;
+    // The dump runs in a worker of its own session: killing this process
+    // (even with SIGKILL) or its process group makes the worker roll back
+    // instead of leaving tasks under the control of a dead tracer.
+    if std::env::var_os("CRUST_NO_WORKER").is_none() {
+        log::logger().flush();
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match crust_sys::process::split_worker().context("cannot start the dump's worker")? {
+            crust_sys::process::Side::FrontEnd { worker } => {
+                return crust_sys::process::wait_worker(worker)
+                    .context("cannot wait for the dump's worker");
+            }
+            crust_sys::process::Side::Worker => {
+                log::debug!("dump worker {}", std::process::id());
+            }
+        }
+    }
     let start = Instant::now();
     let stats = crust_engine::dump(o)?;
     log::info!(

@@ -30,6 +30,9 @@ pub enum Error {
     Stopped { signal: i32 },
     #[error("not supported yet: {what}")]
     Unsupported { what: String },
+    /// crust itself failed (a panic, caught): a bug to report.
+    #[error("crust bug: {what}; every task was released as it was (please report this, with the log of -v4 -o FILE)")]
+    Panicked { what: String },
     /// A tree crust will not touch (a kernel thread, the machine's init,
     /// crust itself, a task someone else traces): `what` says why and what
     /// to do instead.
@@ -124,6 +127,7 @@ impl Error {
         match self {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Stopped { .. } => ErrorKind::Interrupted,
+            Error::Panicked { .. } => ErrorKind::Internal,
             Error::Refused { kind, .. } => *kind,
             Error::NoSuchProcess { .. } => ErrorKind::NoSuchProcess,
             Error::NotAProcess { .. } => ErrorKind::InvalidRequest,

@@ -58,6 +58,9 @@ pub struct Options {
     /// are still never written through a symlink or a file crust did not
     /// create. Dump only.
     pub allow_unsafe_images_dir: bool,
+    /// `--unprivileged`: the caller is not root (it holds
+    /// CAP_CHECKPOINT_RESTORE) and accepts the limits that brings.
+    pub unprivileged: bool,
     /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
     /// TCP connections off the network, saved in inventory.img. The
     /// default (iptables) unless [`Options::network_lock_given`].
@@ -110,6 +113,7 @@ impl Default for Options {
             ghost_limit: None,
             link_remap: false,
             allow_unsafe_images_dir: false,
+            unprivileged: false,
             network_lock: NetworkLock::default(),
             network_lock_given: false,
             inherit_fds: Vec::new(),

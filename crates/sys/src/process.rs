@@ -344,3 +344,150 @@ pub fn stop_asked() -> Option<i32> {
         sig => Some(sig),
     }
 }
+
+/// The worker process of [`split_worker`], 0 in the worker itself and
+/// before the split.
+static WORKER: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_stop(sig: libc::c_int) {
+    let worker = WORKER.load(Ordering::SeqCst);
+    if worker > 0 {
+        // SAFETY: kill takes only integers and is async-signal-safe.
+        unsafe {
+            libc::kill(worker, sig);
+        }
+    }
+}
+
+/// Which side of [`split_worker`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The process the caller started (its pid, its process group): it
+    /// only waits for the worker, see [`wait_worker`].
+    FrontEnd { worker: i32 },
+    /// The forked worker, which does the work.
+    Worker,
+}
+
+/// Fork the process that does work which must not be cut short (a dump,
+/// with tasks under its control) away from the one the caller sees.
+///
+/// The worker runs in a session of its own, so that neither a terminal's
+/// Ctrl-C, nor `kill -9 -PGID` of the caller's process group, nor a
+/// signal to the front end's pid reaches it directly: the front end
+/// forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to it, and if the front
+/// end dies (even of SIGKILL) the worker gets SIGTERM (PR_SET_PDEATHSIG).
+/// Either way the worker only notes the signal ([`stop_asked`]) and rolls
+/// back at its next safe point.
+///
+/// Call it while single-threaded, with [`catch_stop_signals`] already in
+/// force (the worker inherits it) and buffered output flushed.
+pub fn split_worker() -> io::Result<Side> {
+    let front = getpid();
+    match clone3_fork(&[], 0)? {
+        ForkResult::Parent { child } => {
+            WORKER.store(child, Ordering::SeqCst);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                // SAFETY: sigaction is plain data; all-zero is a valid
+                // value (empty mask, no flags) that is filled in below.
+                let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+                act.sa_sigaction = forward_stop as *const () as libc::sighandler_t;
+                act.sa_flags = libc::SA_RESTART;
+                // SAFETY: `act` is a valid sigaction whose handler only
+                // calls kill(2); the old action is not asked for.
+                let r = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+                cvt(r as i64)?;
+            }
+            // A signal that came between the fork and the handlers above
+            // was noted here, not forwarded.
+            if let Some(sig) = stop_asked() {
+                forward_stop(sig);
+            }
+            Ok(Side::FrontEnd { worker: child })
+        }
+        ForkResult::Child => {
+            // SAFETY: setsid takes nothing; the child of a fork is never a
+            // process group leader, so it succeeds.
+            let r = unsafe { libc::setsid() };
+            cvt(r as i64)?;
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
+            let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+            cvt(r as i64)?;
+            // SAFETY: getppid takes nothing.
+            if unsafe { libc::getppid() } != front {
+                // The front end died before the death signal was armed.
+                note_stop(libc::SIGTERM);
+            }
+            Ok(Side::Worker)
+        }
+    }
+}
+
+/// In the front end: wait for the worker and return its exit code (128 +
+/// the signal that killed it, as a shell reports it).
+pub fn wait_worker(worker: i32) -> io::Result<i32> {
+    loop {
+        match waitpid(worker, 0) {
+            Ok(Some((_, WaitStatus::Exited(code)))) => return Ok(code),
+            Ok(Some((_, WaitStatus::Signaled { sig, .. }))) => return Ok(128 + sig),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Block SIGCHLD in the calling thread (threads it starts later inherit
+/// the mask), so that [`wait_sigchld`] sees every one: an unblocked
+/// SIGCHLD whose action is the default is discarded when it is sent.
+pub fn block_sigchld() -> io::Result<()> {
+    let set = sigchld_set();
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is
+    // allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Sleep until a SIGCHLD is pending (a child or tracee changed state) or
+/// `timeout` passed; the signal is consumed. Call [`block_sigchld`] first.
+pub fn wait_sigchld(timeout: std::time::Duration) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let set = sigchld_set();
+    // SAFETY: `set` is an initialised sigset_t, `ts` a valid timespec; a
+    // null siginfo pointer is allowed.
+    let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    Ok(())
+}
+
+/// The signal set holding SIGCHLD alone.
+fn sigchld_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; all-zero is a valid (empty) value.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t to write into.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above; SIGCHLD is a valid signal number.
+    unsafe { libc::sigaddset(&mut set, libc::SIGCHLD) };
+    set
+}
+
+/// prctl(PR_SET_DUMPABLE, 1): a process started from a binary with file
+/// capabilities is not dumpable, which makes its /proc files root's; an
+/// unprivileged crust needs them to be its own.
+pub fn set_dumpable() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    cvt(r as i64).map(drop)
+}

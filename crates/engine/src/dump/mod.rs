@@ -66,7 +66,8 @@ impl Tree {
                 t.cure().map_err(compel_err(t.pid()))?;
             }
         }
-        for p in &self.procs {
+        for p in &mut self.procs {
+            p.threads.iter_mut().for_each(Task::disarm);
             if !p.zombie {
                 let _ = process::kill(p.pid, libc::SIGKILL);
             }
@@ -95,8 +96,8 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
-    if let Err(e) = seize(&proc, &mut tree, pid, 0, timeout).and_then(|_| crate::util::check_stop())
-    {
+    let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout));
+    if let Err(e) = seized.and_then(|_| crate::util::check_stop()) {
         tree.release(false);
         return Err(e);
     }
@@ -109,7 +110,10 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let frozen_at = Instant::now();
 
     // Anything that fails from here on leaves the tree running, untouched.
-    match dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at) {
+    // A panic below unwinds to here: the tree is let go as on any error
+    // (every task is put back by `release`, or by its drop).
+    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
+    match dumped {
         Ok((stats, hold)) => {
             // Asked to stop before the tree is let go or killed: let it
             // run on as it was.
@@ -158,6 +162,19 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             Err(e)
         }
     }
+}
+
+/// Run `f`, turning a panic in it into [`Error::Panicked`], so that the
+/// caller rolls back as it does on any error (release builds unwind).
+fn catch_panic<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        Err(Error::Panicked { what })
+    })
 }
 
 /// Is `pid` the init of a pid namespace of its own (one level below ours)?
@@ -751,13 +768,18 @@ fn collect_inside(
             ],
         )
         .map_err(compel_err(pid))?;
-    let collected = (|| -> Result<_, Error> {
+    let collected = catch_panic(|| -> Result<_, Error> {
         let mut r = Remote {
             task: &mut *main,
             scratch: RemoteAddr(scratch),
             scratch_len,
         };
         let pinside = task::collect_process(&mut r)?;
+        // Test-only: a crust bug while a task runs remote syscalls (its
+        // registers borrowed, the scratch area mapped).
+        if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "panic-remote") {
+            panic!("CRUST_FAULT=panic-remote: panicking on purpose in a remote call");
+        }
         let mut tinside = vec![task::collect_thread(&mut r)?];
         for t in others.iter_mut() {
             t.use_syscall_ip(syscall_ip);
@@ -769,7 +791,7 @@ fn collect_inside(
             tinside.push(task::collect_thread(&mut r)?);
         }
         Ok((pinside, tinside))
-    })();
+    });
     let _ = main.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;

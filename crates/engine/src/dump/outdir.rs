@@ -25,27 +25,40 @@ pub(super) fn prepare(opts: &Options) -> Result<(), Error> {
             path: dir.clone(),
             source,
         })?;
-    match private::check_dir(dir) {
-        Ok(()) => {}
-        Err(e) if opts.allow_unsafe_images_dir => {
-            warn!("images directory {}: {e} (allowed)", dir.display());
-        }
-        Err(e) => {
-            return Err(Error::Io {
-                op: "refusing images directory",
-                path: dir.clone(),
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}; make it the caller's own and not writable by others \
-                         (e.g. chmod 0700), or pass --allow-unsafe-images-dir"
-                    ),
-                ),
-            })
-        }
+    check_private(dir, "images directory", opts)?;
+    // The log goes to the work dir (-W): the same rule.
+    if let Some(w) = opts.work_dir.as_ref().filter(|w| *w != dir) {
+        check_private(w, "work directory (-W)", opts)?;
     }
     drop(private::take_written_in(dir));
     Ok(())
+}
+
+/// Refuse `dir` if it is not the caller's or others can write it, unless
+/// `--allow-unsafe-images-dir`.
+fn check_private(dir: &Path, what: &'static str, opts: &Options) -> Result<(), Error> {
+    match private::check_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if opts.allow_unsafe_images_dir => {
+            warn!("{what} {}: {e} (allowed)", dir.display());
+            Ok(())
+        }
+        Err(e) => Err(Error::Io {
+            op: if what == "images directory" {
+                "refusing images directory"
+            } else {
+                "refusing work directory"
+            },
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; make it the caller's own and not writable by others \
+                         (e.g. chmod 0700), or pass --allow-unsafe-images-dir"
+                ),
+            ),
+        }),
+    }
 }
 
 /// A failed dump: remove every image it wrote in `dir` (unfinished ones

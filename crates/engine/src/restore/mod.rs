@@ -14,6 +14,7 @@
 //! each task returns straight into its old context.
 
 mod build;
+mod caller;
 mod create;
 mod finish;
 mod load;
@@ -164,6 +165,9 @@ impl Created {
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     let img = load(opts)?;
+    let me = process::getpid();
+    let status = crust_proc::status(&ProcRoot::default(), me).map_err(crate::util::proc_err(me))?;
+    caller::check_caller(&img, &caller::Caller::from_status(&status))?;
     if accept_listeners(&img).is_empty() {
         return restore_loaded(img, opts, t0, None);
     }
