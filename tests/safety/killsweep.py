@@ -17,7 +17,10 @@ each try, once crust and its worker are gone:
 Each target is finally asked to check itself (SIGTERM: memory checksum,
 masks, the reader thread) and must say PASS.
 Also: a panic injected in crust while a task runs remote syscalls
-(CRUST_FAULT=panic-remote) must leave the target the same way.
+(CRUST_FAULT=panic-remote) must leave the target the same way; and a
+`restore -d` killed (SIGKILL, SIGTERM; its pid or group) at delays over a
+whole restore leaves either the whole target, running and passing the same
+checks, or no process with its pid.
 
 Bounded run (CI, .ci/run, about a minute):
     python3 tests/safety/killsweep.py --steps 6
@@ -284,6 +287,62 @@ def one_try(work, target, sig, group, leave_running, delay):
     return (target, None) if why is None else (None, "after restore: " + why)
 
 
+def restore_sweep(work, steps):
+    """Kill `crust restore -d` (SIGKILL, SIGTERM; to its pid or group) at
+    delays over a whole restore: afterwards the restored target either runs
+    and passes the checks, or no process has its pid. Returns failures."""
+    t = Target(work)
+    pid = t.pid
+    img = os.path.join(work, "rimg")
+    shutil.rmtree(img, ignore_errors=True)
+    p = run_dump(img, ["-t", str(pid)])
+    p.wait()
+    if p.returncode != 0 or not wait_until(lambda: not t.alive(), 5):
+        t.kill()
+        print("FAIL restore sweep: the dump failed")
+        return 1
+    def restore():
+        return subprocess.Popen([CRUST, "restore", "-D", img, "-d", "-o", "restore.log"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    r = restore()
+    r.wait()
+    span = time.time() - t0
+    t.popen = None
+    if r.returncode != 0 or not t.alive():
+        print("FAIL restore sweep: a plain restore failed (see %s)" % img)
+        return 1
+    t.kill()
+    failed = 0
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        for group in (False, True):
+            for i in range(steps):
+                delay = span * 1.2 * i / max(1, steps - 1)
+                r = restore()
+                time.sleep(delay)
+                try:
+                    os.killpg(r.pid, sig) if group else os.kill(r.pid, sig)
+                except OSError:
+                    pass
+                r.wait()
+                name = "restore, %s%s at %.1f ms" % (signal.Signals(sig).name,
+                                                      " to the group" if group else "", delay * 1000)
+                # Whatever is left settles within a moment.
+                time.sleep(0.05)
+                if t.alive():
+                    why = t.check_running()
+                    t.kill()
+                    if why:
+                        failed += 1
+                        print("FAIL %s: the restored tree is broken: %s" % (name, why))
+                elif state(pid) is not None:
+                    failed += 1
+                    print("FAIL %s: pid %d is left in state %s" % (name, pid, state(pid)))
+                    t.kill()
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=6, help="delays per combination")
@@ -330,6 +389,11 @@ def main():
                 if why:
                     failed += 1
                     print("FAIL %s: the target's own check: %s" % (name, why))
+        # A restore killed at any moment leaves either the whole tree,
+        # working, or nothing.
+        f = restore_sweep(work, args.steps)
+        passed += 2 * 2 * args.steps - f
+        failed += f
         # A crust bug (a panic) while a task runs remote syscalls.
         for leave in (True, False):
             target = Target(work)
