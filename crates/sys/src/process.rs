@@ -323,14 +323,23 @@ extern "C" fn note_stop(sig: libc::c_int) {
 /// and stop cleanly at its next safe point. Interrupted system calls are
 /// restarted (SA_RESTART).
 pub fn catch_stop_signals() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    on_stop_signals(note_stop)
+}
+
+/// The signals a stop request comes by.
+const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Install `handler` (async-signal-safe: an atomic store, a kill) for
+/// [`STOP_SIGNALS`], with SA_RESTART.
+fn on_stop_signals(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    for sig in STOP_SIGNALS {
         // SAFETY: sigaction is plain data; all-zero is a valid value
         // (empty mask, no flags) that is filled in below.
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-        act.sa_sigaction = note_stop as *const () as libc::sighandler_t;
+        act.sa_sigaction = handler as *const () as libc::sighandler_t;
         act.sa_flags = libc::SA_RESTART;
-        // SAFETY: `act` is a valid sigaction whose handler only does an
-        // atomic store; the old action is not asked for.
+        // SAFETY: `act` is a valid sigaction whose handler is
+        // async-signal-safe; the old action is not asked for.
         let r = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
         cvt(r as i64)?;
     }
@@ -387,17 +396,7 @@ pub fn split_worker() -> io::Result<Side> {
     match clone3_fork(&[], 0)? {
         ForkResult::Parent { child } => {
             WORKER.store(child, Ordering::SeqCst);
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-                // SAFETY: sigaction is plain data; all-zero is a valid
-                // value (empty mask, no flags) that is filled in below.
-                let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-                act.sa_sigaction = forward_stop as *const () as libc::sighandler_t;
-                act.sa_flags = libc::SA_RESTART;
-                // SAFETY: `act` is a valid sigaction whose handler only
-                // calls kill(2); the old action is not asked for.
-                let r = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
-                cvt(r as i64)?;
-            }
+            on_stop_signals(forward_stop)?;
             // A signal that came between the fork and the handlers above
             // was noted here, not forwarded.
             if let Some(sig) = stop_asked() {
