@@ -150,12 +150,27 @@ t_restore_sibling() {
     expect_pass "$D/img/restore.log"
 }
 
-# Copy-on-write memory shared by a parent and its child is stored once and
-# shared again after restore (the child checks its Pss itself).
+# Copy-on-write memory shared by a parent and its child: every page of
+# both is stored (CRIU's encoding, which CRIU restores too), and the
+# restore shares again the child's pages that equal the parent's (the
+# child checks its Pss itself).
 t_cow() {
     need_cr || return $?
     start_prog cow --mb 32 || return 1
     do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    kill_tree "$PID" "$BIN/cow"
+    return $rc
+}
+
+# With --cow-parent (crust's own encoding) the shared pages are stored
+# once, and shared again after restore.
+t_cow_parent() {
+    need_cr || return $?
+    start_prog cow --mb 32 || return 1
+    do_dump "$D/img" --cow-parent || return 1
     local bytes limit=$((60 << 20))
     bytes=$(cat "$D"/img/pages-*.img | wc -c)
     [ "$bytes" -lt $limit ] ||
@@ -167,5 +182,5 @@ t_cow() {
     return $rc
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow ptimers shmchild pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow cow-parent ptimers shmchild pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

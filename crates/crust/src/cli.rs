@@ -90,6 +90,7 @@ static SPECS: &[Spec] = &[
     spec("action-script", None, Required, Unsupported),
     flag("link-remap", None, Used),
     flag("allow-unsafe-images-dir", None, Used),
+    flag("cow-parent", None, Used),
     flag("shell-job", Some('j'), Used),
     flag("file-locks", Some('l'), Used),
     flag("page-server", None, Unsupported),
@@ -511,6 +512,7 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "link-remap" => e.link_remap = on,
         "allow-unsafe-images-dir" => e.allow_unsafe_images_dir = on,
         "unprivileged" => e.unprivileged = on,
+        "cow-parent" => e.cow_parent = on,
         "shell-job" => e.shell_job = on,
         "file-locks" => e.file_locks = on,
         "display-stats" => e.display_stats = on,
@@ -741,6 +743,9 @@ Dump/restore options:
                          dump into a directory that is not the caller's or
                          that others can write (files are still never
                          written through a symlink or another's file)
+  --cow-parent           dump: store pages a child still shares with its
+                         parent once (smaller images that CRIU cannot
+                         restore)
   --inherit-fd fd[N]:KEY restore: our fd N replaces the file KEY
                          (pipe:[INO] or a file's path); repeatable
   --display-stats        print statistics at the end

@@ -61,6 +61,14 @@ pub struct Options {
     /// `--unprivileged`: the caller is not root (it holds
     /// CAP_CHECKPOINT_RESTORE) and accepts the limits that brings.
     pub unprivileged: bool,
+    /// `--cow-parent` (crust's own): a child's pages that are still the
+    /// very pages of its parent (copy-on-write since the fork) are not
+    /// stored again but recorded as `COW_PARENT` runs of its pagemap
+    /// (smaller images of forking trees). CRIU 4.2 cannot restore such a
+    /// set; without it every page of every process is stored, as CRIU
+    /// stores them, and a restore (crust's or CRIU's) shares the pages
+    /// that are equal to the parent's again. Dump only.
+    pub cow_parent: bool,
     /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
     /// TCP connections off the network, saved in inventory.img. The
     /// default (iptables) unless [`Options::network_lock_given`].
@@ -114,6 +122,7 @@ impl Default for Options {
             link_remap: false,
             allow_unsafe_images_dir: false,
             unprivileged: false,
+            cow_parent: false,
             network_lock: NetworkLock::default(),
             network_lock_given: false,
             inherit_fds: Vec::new(),

@@ -329,7 +329,7 @@ fn dump_tree(
             let t = Instant::now();
             let sink = mem::LocalImages::new(dir);
             for job in queue {
-                let n = job.run(&sink)?;
+                let n = job.run(&sink, opts.cow_parent)?;
                 total.scanned += n.scanned;
                 total.written += n.written;
             }
@@ -865,11 +865,10 @@ struct PageJob {
 }
 
 impl PageJob {
-    /// Copy the pages into `sink`, under the pid the images use.
-    fn run(&self, sink: &dyn mem::PageSink) -> Result<mem::PageCounts, Error> {
-        let parent = self
-            .parent
-            .as_ref()
+    /// Copy the pages into `sink`, under the pid the images use (with
+    /// `cow_parent`, the parent's very pages as `COW_PARENT` runs).
+    fn run(&self, sink: &dyn mem::PageSink, cow_parent: bool) -> Result<mem::PageCounts, Error> {
+        let parent = (self.parent.as_ref().filter(|_| cow_parent))
             .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas });
         mem::dump_pages(
             self.pid,

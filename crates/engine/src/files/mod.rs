@@ -18,6 +18,7 @@ pub(crate) mod inherit;
 pub(crate) mod kind;
 pub(crate) mod loaded;
 pub(crate) mod memfd;
+mod order;
 pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
@@ -277,6 +278,8 @@ impl FileTable {
         }
         self.files.extend(between(kinds, &mut self.next_id, dir)?);
         self.files.sort_by_key(|f| f.id);
+        // Unix sockets in CRIU's order, which CRIU's restore needs.
+        order::order_as_criu(&mut self.files);
         self.owners.fill(&mut self.files);
         write_image(dir, ImageType::Files, 0, &self.files)?;
         for k in kinds.iter_mut() {

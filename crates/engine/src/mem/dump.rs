@@ -53,12 +53,14 @@ struct ReadRun {
     npages: u64,
     /// Readable with process_vm_readv (else through /proc/PID/mem).
     readable: bool,
+    /// A run of its own, never joined with its neighbours (the vDSO).
+    alone: bool,
 }
 
 /// Append one page to a list of runs, extending the last run if it can.
 fn push_page(runs: &mut Vec<ReadRun>, addr: u64, readable: bool) {
     if let Some(last) = runs.last_mut() {
-        if last.readable == readable && last.addr + last.npages * PAGE_SIZE == addr {
+        if !last.alone && last.readable == readable && last.addr + last.npages * PAGE_SIZE == addr {
             last.npages += 1;
             return;
         }
@@ -67,6 +69,7 @@ fn push_page(runs: &mut Vec<ReadRun>, addr: u64, readable: bool) {
         addr,
         npages: 1,
         readable,
+        alone: false,
     });
 }
 
@@ -221,9 +224,23 @@ fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, 
     };
     let mut scan = Scan::default();
     let zero_pfn = zero_page_pfn();
-    for v in vmas.iter().filter(|v| v.dumps_pages()) {
+    for v in vmas.iter().filter(|v| v.dumps_pages() || v.is_vdso()) {
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
         scan.counts.scanned += npages;
+        if v.is_vdso() {
+            // Every page of the vDSO is stored, present or not, as CRIU
+            // stores it: CRIU's restore reads the dumped vDSO's symbols
+            // from them (crust's restore skips them: the kernel's vDSO is
+            // moved in place). A run of its own, so that no neighbour's
+            // pages are skipped with it.
+            scan.runs.push(ReadRun {
+                addr: v.map.start,
+                npages,
+                readable: v.map.read,
+                alone: true,
+            });
+            continue;
+        }
         let pmes = pm
             .read(v.map.start, npages as usize)
             .map_err(proc_err(pid))?;

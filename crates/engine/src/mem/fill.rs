@@ -32,6 +32,9 @@ struct FillChunk {
     addr: u64,
     len: u64,
     off: u64,
+    /// Only the pages that differ from the task's are written (see
+    /// [`write_differing`]).
+    keep: bool,
     done: std::sync::Arc<Pending>,
 }
 
@@ -40,22 +43,36 @@ struct FillChunk {
 pub struct Pending {
     state: std::sync::Mutex<(usize, Option<Error>)>,
     cv: std::sync::Condvar,
+    /// Pages left as the task had them (equal to the stored ones).
+    kept: std::sync::atomic::AtomicU64,
 }
 
 impl Pending {
-    /// A fill that is already over, with its outcome.
-    pub fn finished(r: Result<(), Error>) -> Pending {
-        Pending {
-            state: std::sync::Mutex::new((0, r.err())),
-            cv: std::sync::Condvar::new(),
+    /// A fill that is already over: `r` is the pages kept, or the error.
+    pub fn finished_keeping(r: Result<u64, Error>) -> Pending {
+        let p = Pending::default();
+        match r {
+            Ok(n) => p.kept.store(n, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => p.state.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(e),
         }
+        p
     }
 
-    fn done(&self, r: Result<(), Error>) {
+    /// Pages the fill left as the task had them (so far).
+    pub fn kept(&self) -> u64 {
+        self.kept.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn done(&self, r: Result<u64, Error>) {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 -= 1;
-        if let Err(e) = r {
-            g.1.get_or_insert(e);
+        g.0 = g.0.saturating_sub(1);
+        match r {
+            Ok(n) => {
+                self.kept.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                g.1.get_or_insert(e);
+            }
         }
         if g.0 == 0 {
             self.cv.notify_all();
@@ -84,10 +101,11 @@ impl Filler {
                 let rx = rx.clone();
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; FILL_CHUNK as usize];
+                    let mut cur = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(c) = next else { return };
-                        let r = fill_chunk(&c, &mut buf[..c.len as usize]);
+                        let r = fill_chunk(&c, &mut buf[..c.len as usize], &mut cur);
                         c.done.done(r);
                     }
                 })
@@ -100,17 +118,20 @@ impl Filler {
     }
 
     /// Queue the runs (task address, bytes, file offset) of `pages_path`
-    /// for task `pid`.
+    /// for task `pid`; of the runs in `keep`, only the pages that differ
+    /// from what the task holds are written.
     pub fn submit(
         &self,
         pid: i32,
         pages_path: &Path,
         runs: &[(u64, u64, u64)],
+        keep: &[(u64, u64, u64)],
     ) -> std::sync::Arc<Pending> {
         let done = std::sync::Arc::new(Pending::default());
         let path = std::sync::Arc::new(pages_path.to_path_buf());
         let mut chunks = Vec::new();
-        for &(addr, total, off) in runs {
+        let all = runs.iter().map(|r| (r, false));
+        for (&(addr, total, off), keep) in all.chain(keep.iter().map(|r| (r, true))) {
             let mut at = 0;
             while at < total {
                 let len = (total - at).min(FILL_CHUNK);
@@ -120,6 +141,7 @@ impl Filler {
                     addr: addr + at,
                     len,
                     off: off + at,
+                    keep,
                     done: done.clone(),
                 });
                 at += len;
@@ -149,29 +171,94 @@ impl Drop for Filler {
     }
 }
 
-fn fill_chunk(c: &FillChunk, buf: &mut [u8]) -> Result<(), Error> {
+/// Fill one chunk; returns the pages left as they were (`keep` chunks).
+fn fill_chunk(c: &FillChunk, buf: &mut [u8], cur: &mut Vec<u8>) -> Result<u64, Error> {
     let f = crate::util::open_image_data(&c.path)?;
     f.read_exact_at(buf, c.off).map_err(|source| Error::Io {
         op: "cannot read",
         path: c.path.to_path_buf(),
         source,
     })?;
-    let w = mem::write(c.pid, RemoteAddr(c.addr), buf).map_err(sys_err(
-        c.pid,
-        format!("process_vm_writev at {:#x}", c.addr),
-    ))?;
-    if w != buf.len() {
+    if c.keep {
+        return write_differing(c.pid, c.addr, buf, cur);
+    }
+    write_all(c.pid, c.addr, buf)?;
+    Ok(0)
+}
+
+/// process_vm_writev of all of `bytes` at `addr` of task `pid`.
+fn write_all(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), Error> {
+    let w = mem::write(pid, RemoteAddr(addr), bytes)
+        .map_err(sys_err(pid, format!("process_vm_writev at {addr:#x}")))?;
+    if w != bytes.len() {
         return Err(Error::Sys {
-            pid: c.pid,
+            pid,
             op: format!(
-                "short process_vm_writev at {:#x} ({w} of {} bytes)",
-                c.addr,
-                buf.len()
+                "short process_vm_writev at {addr:#x} ({w} of {} bytes)",
+                bytes.len()
             ),
             source: std::io::Error::from_raw_os_error(libc::EFAULT),
         });
     }
     Ok(())
+}
+
+/// Put `bytes` (whole pages) at `addr` of task `pid`, writing only the
+/// pages that differ from what the task holds there: a task that started
+/// as a copy of its parent keeps the parent's page, shared copy-on-write,
+/// wherever the stored page equals it (as CRIU restores a child's
+/// memory). The task's pages are read through /proc/PID/mem, which does
+/// not pin them: process_vm_readv pins, and pinning an anonymous page
+/// shared copy-on-write gives the task a copy of its own. `cur` is a
+/// buffer to reuse. Returns the pages kept.
+pub(crate) fn write_differing(
+    pid: i32,
+    addr: u64,
+    bytes: &[u8],
+    cur: &mut Vec<u8>,
+) -> Result<u64, Error> {
+    let page = crust_sys::PAGE_SIZE as usize;
+    cur.resize(bytes.len(), 0);
+    let memf = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .map_err(sys_err(pid, "open /proc/PID/mem"))?;
+    let n = memf
+        .read_at(cur, addr)
+        .map_err(sys_err(pid, format!("read /proc/PID/mem at {addr:#x}")))?;
+    if n != bytes.len() {
+        return Err(Error::Sys {
+            pid,
+            op: format!(
+                "short read of /proc/PID/mem at {addr:#x} ({n} of {} bytes)",
+                bytes.len()
+            ),
+            source: std::io::Error::from_raw_os_error(libc::EFAULT),
+        });
+    }
+    let npages = bytes.len() / page;
+    let mut kept = 0u64;
+    // The first page of a run of pages that differ, written as one.
+    let mut start: Option<usize> = None;
+    for i in 0..=npages {
+        let at = i * page..(i + 1) * page;
+        // Past the end counts as equal: it closes the last run.
+        let same = match (bytes.get(at.clone()), cur.get(at)) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        };
+        if same && i < npages {
+            kept += 1;
+        }
+        match (start, same) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                let run = bytes.get(s * page..i * page).unwrap_or_default();
+                write_all(pid, addr + (s * page) as u64, run)?;
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    Ok(kept)
 }
 
 /// Copy pages from the image file into the stopped task with
@@ -247,4 +334,36 @@ pub(crate) fn fill_vm_writev(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The `keep` runs of [`Filler::submit`] (task address, bytes, offset in
+/// the pages file), done on this thread: only the pages that differ from
+/// the task's are written. Returns the pages kept.
+pub(crate) fn fill_keeping(
+    pid: i32,
+    pages_path: &Path,
+    runs: &[(u64, u64, u64)],
+) -> Result<u64, Error> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let f = crate::util::open_image_data(pages_path)?;
+    let (mut buf, mut cur) = (Vec::new(), Vec::new());
+    let mut kept = 0;
+    for &(addr, total, off) in runs {
+        let mut done = 0;
+        while done < total {
+            let n = (total - done).min(FILL_CHUNK);
+            buf.resize(n as usize, 0);
+            f.read_exact_at(&mut buf, off + done)
+                .map_err(|source| Error::Io {
+                    op: "cannot read",
+                    path: pages_path.to_path_buf(),
+                    source,
+                })?;
+            kept += write_differing(pid, addr + done, &buf, &mut cur)?;
+            done += n;
+        }
+    }
+    Ok(kept)
 }

@@ -25,7 +25,9 @@ pub use fill::{Filler, Pending};
 pub use pages::{load_pagemap, LocalImages, PageSink};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
-pub use restore::{inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map};
+pub use restore::{
+    cow_candidates, inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map,
+};
 pub use shmem::inherited_shmem;
 pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
 
@@ -133,6 +135,11 @@ impl Vma {
 
     fn has(&self, f: &str) -> bool {
         self.vm_flags.iter().any(|x| x == f)
+    }
+
+    /// The vDSO (its pages are stored whole, as CRIU stores them)?
+    fn is_vdso(&self) -> bool {
+        self.status & vs::AREA_VDSO != 0
     }
 
     /// Shared anonymous memory (stored as a "/dev/zero" memfd)?

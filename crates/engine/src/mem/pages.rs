@@ -4,7 +4,7 @@
 //! and `pages-N.img`, as CRIU writes them). See docs/arch-mem.md for how a
 //! page server, a parent image set or userfaultfd fit in.
 
-use super::fill::{fill_vm_writev, Filler, Pending};
+use super::fill::{fill_keeping, fill_vm_writev, Filler, Pending};
 use super::shmem::{object_page_runs, ObjectPages};
 use super::{bad, PageRun};
 use crate::Error;
@@ -408,8 +408,10 @@ pub trait PageSource: Sync {
     fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error>;
     /// Start putting `runs` of pages file `pages_id` into task `pid`; the
     /// task must not run, nor its protections change, before the returned
-    /// [`Pending`] is over.
-    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Arc<Pending>;
+    /// [`Pending`] is over. Of the runs in `keep` (memory the task
+    /// inherited from its parent), only the pages that differ from what
+    /// the task holds are written: the others stay shared copy-on-write.
+    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending>;
     /// Put `runs` into task `pid` now (a shared memory object, whose
     /// temporary mapping goes away right after).
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error>;
@@ -424,11 +426,13 @@ impl PageSource for LocalImages<'_> {
         object_page_runs(&self.dir, shmid, size, what)
     }
 
-    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Arc<Pending> {
+    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
         let path = self.pages_path(pages_id);
         match self.filler {
-            Some(f) => f.submit(pid, &path, runs),
-            None => Arc::new(Pending::finished(fill_vm_writev(pid, &path, runs))),
+            Some(f) => f.submit(pid, &path, runs, keep),
+            None => Arc::new(Pending::finished_keeping(
+                fill_vm_writev(pid, &path, runs).and_then(|()| fill_keeping(pid, &path, keep)),
+            )),
         }
     }
 
@@ -531,8 +535,10 @@ pub(super) mod tests {
                 pages: std::path::PathBuf::new(),
             })
         }
-        fn fill(&self, _: i32, _: u32, runs: &[FillRun]) -> Arc<Pending> {
-            Arc::new(Pending::finished(self.put(runs)))
+        fn fill(&self, _: i32, _: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
+            Arc::new(Pending::finished_keeping(
+                self.put(runs).and_then(|()| self.put(keep)).map(|()| 0),
+            ))
         }
         fn fill_now(&self, _: i32, _: u32, runs: &[FillRun]) -> Result<(), Error> {
             self.put(runs)
@@ -661,8 +667,8 @@ pub(super) mod tests {
             base: 0x10000,
             memory: Mutex::new(vec![0xff; 0x8000]),
         };
-        let fills = crate::mem::restore::task_fills(&back);
-        src.fill(1, pages_id, &fills).wait().unwrap();
+        let (fills, keep) = crate::mem::restore::task_fills(&back, &[]);
+        src.fill(1, pages_id, &fills, &keep).wait().unwrap();
         let m = src.memory.lock().unwrap();
         let pg = PAGE_SIZE as usize;
         assert_eq!((m[0], m[pg], m[3 * pg], m[4 * pg]), (0, 1, 2, 3));

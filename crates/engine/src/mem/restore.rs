@@ -27,6 +27,40 @@ pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The anonymous private VMAs of `mm` that may share pages copy-on-write
+/// with the same VMA of the parent (`parent`), judged as CRIU judges it:
+/// the same start and end, both anonymous and private (no vDSO, vvar or
+/// vsyscall), the same MAP_GROWSDOWN, and both processes running the same
+/// executable (exec starts a new memory). The parent's VMA must reach the
+/// child at clone time (no MADV_DONTFORK or MADV_WIPEONFORK). The restored
+/// process keeps the copy it got from its parent there, and each stored
+/// page equal to the inherited one stays shared.
+pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
+    if mm.exe_file_id != parent.exe_file_id {
+        return Vec::new();
+    }
+    let special = vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL | vs::AREA_MEMFD;
+    let anon = |v: &VmaEntry| v.status & vs::ANON_PRIVATE != 0 && v.status & special == 0;
+    let not_forked = (1u64 << libc::MADV_DONTFORK) | (1u64 << libc::MADV_WIPEONFORK);
+    let theirs: std::collections::HashMap<(u64, u64), &VmaEntry> = parent
+        .vmas
+        .iter()
+        .filter(|v| anon(v) && v.madv.unwrap_or(0) & not_forked == 0)
+        .map(|v| ((v.start, v.end), v))
+        .collect();
+    let same = (libc::MAP_GROWSDOWN | libc::MAP_ANONYMOUS) as u32;
+    mm.vmas
+        .iter()
+        .filter(|v| anon(v))
+        .filter(|v| {
+            theirs
+                .get(&(v.start, v.end))
+                .is_some_and(|p| (p.flags ^ v.flags) & same == 0)
+        })
+        .map(|v| (v.start, v.end))
+        .collect()
+}
+
 /// Map the VMAs, fill their pages (from `pages`) and rebuild the shared
 /// memory objects; `protect_vmas` sets the protections once the fill is
 /// over. The VMAs in `inherited` are already there (copies of the
@@ -48,18 +82,26 @@ pub fn restore_vmas(
     for v in &mm.vmas {
         map_vma(r, dir, mm, v, inherited, src, &mut open_fds)?;
     }
-    // The private pages are copied in by the source (the filler's threads
-    // for local images) while crust goes on; `protect_vmas` waits for them.
-    let pending = pages.fill(r.pid(), pages_id, &task_fills(runs));
-    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
-    let private_inherited = inherited.iter().filter(|r| {
-        mm.vmas
-            .iter()
-            .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
-    });
-    for &(start, end) in private_inherited {
+    let mut private_inherited: Vec<(u64, u64)> = inherited
+        .iter()
+        .filter(|r| {
+            mm.vmas
+                .iter()
+                .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
+        })
+        .copied()
+        .collect();
+    private_inherited.sort_unstable();
+    // The private pages are copied in by the source (the filler's threads
+    // for local images) while crust goes on; `protect_vmas` waits for them.
+    // In inherited VMAs a stored page equal to the inherited one is left
+    // shared with the parent.
+    let (fills, keep) = task_fills(runs, &private_inherited);
+    let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
+    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    for &(start, end) in &private_inherited {
         for (a, b) in uncovered(start, end, runs) {
             r.call(
                 "madvise(MADV_DONTNEED)",
@@ -85,12 +127,35 @@ pub fn restore_vmas(
 }
 
 /// The pieces of a task's stored pages to fill: every run that is not
-/// inherited, (address, bytes, offset in the pages file).
-pub(super) fn task_fills(runs: &[PageRun]) -> Vec<FillRun> {
-    runs.iter()
-        .filter(|p| !p.cow)
-        .map(|p| (p.vaddr, p.npages * PAGE_SIZE, p.file_off))
-        .collect()
+/// inherited, (address, bytes, offset in the pages file), split in two:
+/// the pieces outside the `inherited` ranges (sorted, apart), and those
+/// inside, whose pages are compared with the inherited ones.
+pub(super) fn task_fills(
+    runs: &[PageRun],
+    inherited: &[(u64, u64)],
+) -> (Vec<FillRun>, Vec<FillRun>) {
+    let (mut plain, mut keep) = (Vec::new(), Vec::new());
+    for p in runs.iter().filter(|p| !p.cow) {
+        let (mut at, end) = (p.vaddr, p.vaddr + p.npages * PAGE_SIZE);
+        let piece = |a: u64, b: u64| (a, b - a, p.file_off + (a - p.vaddr));
+        // The first inherited range that ends after the run starts.
+        let first = inherited.partition_point(|&(_, e)| e <= at);
+        for &(s, e) in inherited.get(first..).unwrap_or_default() {
+            if s >= end {
+                break;
+            }
+            if s > at {
+                plain.push(piece(at, s));
+            }
+            let to = e.min(end);
+            keep.push(piece(at.max(s), to));
+            at = to;
+        }
+        if at < end {
+            plain.push(piece(at, end));
+        }
+    }
+    (plain, keep)
 }
 
 /// The parts of [start, end) no run of `runs` covers, in order.
@@ -311,6 +376,13 @@ fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
 /// madvise advice of every VMA.
 pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Result<(), Error> {
     pending.wait()?;
+    if pending.kept() > 0 {
+        log::debug!(
+            "{}: {} stored pages equal to the parent's left shared",
+            r.pid(),
+            pending.kept()
+        );
+    }
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
@@ -437,8 +509,36 @@ mod tests {
             pr(0x4000, 1, 0x2000, false),
         ];
         assert_eq!(
-            task_fills(&runs),
-            vec![(0x1000, 0x2000, 0), (0x4000, 0x1000, 0x2000)]
+            task_fills(&runs, &[]),
+            (vec![(0x1000, 0x2000, 0), (0x4000, 0x1000, 0x2000)], vec![])
+        );
+    }
+
+    #[test]
+    fn fills_in_inherited_ranges_are_compared() {
+        let runs = [pr(0x1000, 6, 0x8000, false), pr(0x9000, 1, 0xe000, false)];
+        // Inherited: 0x2000-0x3000 and 0x4000-0x6000 (inside the first
+        // run), 0x6000-0x7000 (back to back), 0x9000-0xa000 (the whole
+        // second run).
+        let inherited = [
+            (0x2000, 0x3000),
+            (0x4000, 0x6000),
+            (0x6000, 0x7000),
+            (0x9000, 0xa000),
+        ];
+        let (plain, keep) = task_fills(&runs, &inherited);
+        assert_eq!(
+            plain,
+            vec![(0x1000, 0x1000, 0x8000), (0x3000, 0x1000, 0xa000)]
+        );
+        assert_eq!(
+            keep,
+            vec![
+                (0x2000, 0x1000, 0x9000),
+                (0x4000, 0x2000, 0xb000),
+                (0x6000, 0x1000, 0xd000),
+                (0x9000, 0x1000, 0xe000)
+            ]
         );
     }
 

@@ -179,6 +179,18 @@ pub(super) fn load_proc(
     }
     let kind =
         super::pstree::entry_kind(&entry).map_err(|w| bad(dir, format!("pstree.img: {w}")))?;
+    if kind == super::pstree::EntryKind::Zombie
+        && tc.task_state != task_state::DEAD
+        && entry.threads != [0]
+    {
+        return Err(bad(
+            dir,
+            format!(
+                "pstree.img: process {pid} lists thread {:?} first, not itself, and core-{pid}.img says it is not a zombie",
+                entry.threads
+            ),
+        ));
+    }
     if tc.task_state == task_state::DEAD || kind != super::pstree::EntryKind::Live {
         return Ok(ProcImage {
             exit_code: tc.exit_code,

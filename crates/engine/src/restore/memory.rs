@@ -60,6 +60,9 @@ pub(super) fn grow(
             && c.live.as_ref().is_some_and(|l| {
                 l.runs.iter().any(|r| r.cow)
                     || l.mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+                    || p.live
+                        .as_ref()
+                        .is_some_and(|pl| !mem::cow_candidates(&l.mm, &pl.mm).is_empty())
             })
     }) || img
         .procs
@@ -223,9 +226,12 @@ fn inherited_ranges(
     maps: &[crust_proc::MapEntry],
 ) -> Result<Vec<(u64, u64)>, Error> {
     let mut inherited = mem::inherited_vmas(&live.mm, &live.runs);
-    let shared = match parent {
-        Some(pm) => mem::inherited_shmem(&img.dir, &live.mm, pm, &img.memfds)?,
-        None => Vec::new(),
+    let (shared, candidates) = match parent {
+        Some(pm) => (
+            mem::inherited_shmem(&img.dir, &live.mm, pm, &img.memfds)?,
+            mem::cow_candidates(&live.mm, pm),
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     for &(s, e) in &shared {
         if !maps.iter().any(|m| m.start == s && m.end == e && m.shared) {
@@ -238,22 +244,7 @@ fn inherited_ranges(
         }
     }
     for &(s, e) in &inherited {
-        let mut cur = s;
-        while cur < e {
-            let anon = maps.iter().find(|m| {
-                m.start <= cur
-                    && cur < m.end
-                    && !m.shared
-                    && matches!(
-                        m.kind(),
-                        MapKind::Anon | MapKind::Heap | MapKind::Stack | MapKind::AnonNamed(_)
-                    )
-            });
-            match anon {
-                Some(m) => cur = m.end.min(e),
-                None => break,
-            }
-        }
+        let cur = anon_up_to(maps, s, e);
         if cur < e {
             return Err(Error::Restore {
                 pid: host,
@@ -263,8 +254,37 @@ fn inherited_ranges(
             });
         }
     }
+    // VMAs that may share pages with the parent's (every page stored, as
+    // CRIU stores them): kept when the parent's copy is there.
+    for (s, e) in candidates {
+        if !inherited.contains(&(s, e)) && anon_up_to(maps, s, e) == e {
+            inherited.push((s, e));
+        }
+    }
     inherited.extend(shared);
     Ok(inherited)
+}
+
+/// How far from `s` (up to `e`) the task's `maps` hold private anonymous
+/// memory without a gap.
+fn anon_up_to(maps: &[crust_proc::MapEntry], s: u64, e: u64) -> u64 {
+    let mut cur = s;
+    while cur < e {
+        let anon = maps.iter().find(|m| {
+            m.start <= cur
+                && cur < m.end
+                && !m.shared
+                && matches!(
+                    m.kind(),
+                    MapKind::Anon | MapKind::Heap | MapKind::Stack | MapKind::AnonNamed(_)
+                )
+        });
+        match anon {
+            Some(m) => cur = m.end.min(e),
+            None => break,
+        }
+    }
+    cur
 }
 
 /// Unmap every mapping of the task but the trampoline, the kernel's

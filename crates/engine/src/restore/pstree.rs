@@ -10,7 +10,9 @@ use std::collections::HashSet;
 pub(super) enum EntryKind {
     /// Threads listed, the first being the process itself.
     Live,
-    /// One thread 0: a zombie (crust's and CRIU's dumps write it so).
+    /// One thread that is not the process: a zombie. crust writes thread
+    /// 0; CRIU 4.2 leaves a zombie's thread id unset (any value, seen
+    /// 225643408), so only the core image tells (`load_proc` checks it).
     Zombie,
     /// No thread: a helper that only holds a session or group.
     Helper,
@@ -21,6 +23,7 @@ pub(super) fn entry_kind(e: &PstreeEntry) -> Result<EntryKind, String> {
     match e.threads.as_slice() {
         [] => Ok(EntryKind::Helper),
         [0] => Ok(EntryKind::Zombie),
+        [t] if *t != e.pid => Ok(EntryKind::Zombie),
         [first, ..] if *first != e.pid => Err(format!(
             "process {} lists thread {first} first, not itself",
             e.pid
@@ -150,6 +153,8 @@ mod tests {
         assert_eq!(entry_kind(&e(10, 1, &[10, 11])), Ok(EntryKind::Live));
         assert_eq!(entry_kind(&e(10, 1, &[0])), Ok(EntryKind::Zombie));
         assert_eq!(entry_kind(&e(10, 1, &[])), Ok(EntryKind::Helper));
+        // CRIU 4.2 leaves a zombie's thread id unset.
+        assert_eq!(entry_kind(&e(10, 1, &[225643408])), Ok(EntryKind::Zombie));
         assert!(entry_kind(&e(10, 1, &[11, 10])).is_err());
         assert!(entry_kind(&e(10, 1, &[10, 0])).is_err());
         assert!(entry_kind(&e(10, 1, &[0, 0])).is_err());
