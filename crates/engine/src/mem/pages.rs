@@ -250,6 +250,9 @@ pub trait PageSink: Sync {
 pub trait PageStream {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// How many pages of the owner were looked at (a shared memory object:
+    /// its size), for the dump's statistics.
+    fn scanned(&mut self, _pages: u64) {}
     /// All runs and bytes are in: complete the owner's images.
     fn finish(self: Box<Self>) -> Result<(), Error>;
 }
@@ -320,6 +323,50 @@ struct LocalStream<'a> {
     name: crust_sys::private::PrivateName,
     runs: Vec<Run>,
     written: u64,
+    scanned: u64,
+}
+
+/// What the pages files of one images directory hold, as this process's
+/// dumps wrote them: for the statistics (stats-dump), which count each
+/// pages file once, as it ended up (an object written twice is counted
+/// once).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageTally {
+    /// Pages of processes' private memory in pages files.
+    pub pages_written: u64,
+    /// Pages of shared memory objects looked at, and stored.
+    pub shpages_scanned: u64,
+    pub shpages_written: u64,
+}
+
+/// (images directory, pages file id) -> (a shared object?, scanned, written).
+type TallyMap = std::collections::BTreeMap<(std::path::PathBuf, u32), (bool, u64, u64)>;
+
+static TALLY: std::sync::Mutex<TallyMap> = std::sync::Mutex::new(TallyMap::new());
+
+fn tally() -> std::sync::MutexGuard<'static, TallyMap> {
+    TALLY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The totals of the pages files written in `dir` since the last call,
+/// forgotten then (the next dump into `dir` starts from nothing).
+pub fn take_page_tally(dir: &Path) -> PageTally {
+    let mut t = tally();
+    let mut out = PageTally::default();
+    let keys: Vec<_> = t.keys().filter(|(d, _)| d == dir).cloned().collect();
+    for k in keys {
+        if let Some((object, scanned, written)) = t.remove(&k) {
+            if object {
+                out.shpages_scanned += scanned;
+                out.shpages_written += written;
+            } else {
+                out.pages_written += written;
+            }
+        }
+    }
+    out
 }
 
 impl PageSink for LocalImages<'_> {
@@ -339,6 +386,7 @@ impl PageSink for LocalImages<'_> {
             name,
             runs: Vec::new(),
             written: 0,
+            scanned: 0,
         }))
     }
 }
@@ -357,6 +405,10 @@ impl PageStream for LocalStream<'_> {
         })?;
         self.written += bytes.len() as u64;
         Ok(())
+    }
+
+    fn scanned(&mut self, pages: u64) {
+        self.scanned += pages;
     }
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
@@ -388,6 +440,11 @@ impl PageStream for LocalStream<'_> {
             path: self.path.clone(),
             source,
         })?;
+        let object = matches!(self.owner, PageOwner::Object { .. });
+        tally().insert(
+            (self.dir.to_path_buf(), self.owner.pages_id()),
+            (object, self.scanned, self.written / PAGE_SIZE),
+        );
         write_pagemap(self.dir, ty, id, self.owner.pages_id(), &entries)
     }
 }
