@@ -742,6 +742,50 @@ pub(super) mod tests {
         assert!(matches!(s.finish(), Err(Error::Io { .. })));
     }
 
+    /// The tally counts each pages file once, as it ended up: an object
+    /// stored twice counts once; task pages and object pages apart.
+    #[test]
+    fn page_tally_counts_each_file_once() {
+        let t = temp("tally");
+        let sink = LocalImages::new(&t.0);
+        let store = |owner: PageOwner, pages: u64, scanned: u64| {
+            let mut s = sink.open(owner).unwrap();
+            s.scanned(scanned);
+            s.runs(&[run(0x10000, pages, pe::PRESENT)]).unwrap();
+            s.pages(&vec![7u8; (pages * PAGE_SIZE) as usize]).unwrap();
+            s.finish().unwrap();
+        };
+        let task = PageOwner::Task {
+            id: 42,
+            pages_id: 1,
+        };
+        let object = PageOwner::Object {
+            shmid: 5,
+            pages_id: 1 << 31 | 5,
+        };
+        store(task, 3, 0);
+        store(object, 2, 4);
+        store(object, 2, 4);
+        let files: u64 = std::fs::read_dir(&t.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        let got = take_page_tally(&t.0);
+        assert_eq!(
+            got,
+            PageTally {
+                pages_written: 3,
+                shpages_scanned: 4,
+                shpages_written: 2
+            }
+        );
+        assert_eq!((got.pages_written + got.shpages_written) * PAGE_SIZE, files);
+        // Taken: the next dump into the directory starts from nothing.
+        assert_eq!(take_page_tally(&t.0), PageTally::default());
+    }
+
     fn pagemap_with(tag: &str, entries: &[(u64, u64, u32)], pages_len: u64) -> TempDir {
         let t = temp(tag);
         write_pagemap(&t.0, ImageType::Pagemap, 42, 1, entries).unwrap();
