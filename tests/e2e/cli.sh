@@ -124,6 +124,7 @@ t_cli_exit_codes() {
     need_criu42 || return $?
     mkdir -p "$D/empty" && chmod 700 "$D/empty"
     local -a cases=(
+        "check --no-default-config"
         "restore --no-default-config -D $D/missing -d"
         "dump --no-default-config -D $D/missing -t 1"
         "dump --no-default-config -D $D/empty -t 999999"

@@ -607,6 +607,10 @@ struct PreParse {
 fn pre_parse(argv: &[String]) -> PreParse {
     let mut p = PreParse::default();
     for (i, a) in argv.iter().enumerate() {
+        if a == "image" {
+            // crust's own `image` tool reads the words after it itself.
+            break;
+        }
         if a == "--help" || a == "-h" {
             p.help = true;
             break;
@@ -967,6 +971,8 @@ mod tests {
         let pre = pre_parse(&["--config=/a".into(), "--no-default-config".into()]);
         assert_eq!(pre.config, Some(PathBuf::from("/a")));
         // An abbreviation is an option getopt takes, but no file is read.
+        let pre = pre_parse(&["image".into(), "decode".into(), "-h".into()]);
+        assert!(!pre.help);
         let pre = pre_parse(&["--conf=/a".into()]);
         assert_eq!(pre.config, None);
         assert!(!pre.no_default);
