@@ -248,7 +248,22 @@ dump_with() {
     mkdir -p "$img"
     crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log "$@"
     [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
+    stats_match_pages "$img" || return 1
     crit_fast "$img"
+}
+
+# stats-dump counts every page of the pages files, as CRIU's does:
+# (pages_written + shpages_written) * 4096 = the size of pages-*.img.
+stats_match_pages() {
+    local img=$1 want got
+    want=$("$CRUST" image decode -i "$img/stats-dump" 2>"$D/stats.err" | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)["entries"][0]["dump"]
+print((d["pages_written"] + d.get("shpages_written", 0)) * 4096)') ||
+        { fail "cannot decode stats-dump: $(head -c 300 "$D/stats.err")" "$img/dump.log"; return 1; }
+    got=$(cat /dev/null "$img"/pages-*.img 2>/dev/null | wc -c)
+    [ "$want" = "$got" ] ||
+        { fail "stats-dump counts $want bytes of pages (pages_written + shpages_written), pages-*.img hold $got" "$img/dump.log"; return 1; }
 }
 
 # dump PID into IMG; checks rc, crit, and that the task is gone.
@@ -651,9 +666,10 @@ t_restore_leave_stopped() {
 # (the timeout process) once the pidfile shows the task restored.
 restore_attached_start() {
     local sfx=$1 n=$((30 * 20)) crust_pid
+    shift
     rm -f "$D/pidfile$sfx"
     (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" restore -D "$D/img" --pidfile "$D/pidfile$sfx" \
-        -v4 -o "restore$sfx.log") </dev/null >"$D/restore$sfx.out" 2>"$D/restore$sfx.err" &
+        -v4 -o "restore$sfx.log" "$@") </dev/null >"$D/restore$sfx.out" 2>"$D/restore$sfx.err" &
     CPID=$!
     track "$CPID" "$TIMEOUT_EXE"
     while [ ! -s "$D/pidfile$sfx" ] && [ $n -gt 0 ]; do
@@ -687,8 +703,9 @@ wait_rc() {
     esac
 }
 
-# restore without -d: crust waits for the restored task and exits with its
-# status: 0 after PASS, 1 after FAIL, 128+9 when it is killed.
+# restore without -d: crust waits for the restored task and exits 0 however
+# it ends, as CRIU does; with crust's own --root-exit-code, with its status:
+# 0 after PASS, 1 after FAIL, 128+9 when it is killed.
 t_restore_attached() {
     need_cr || return
     mkdir -p "$D/files"
@@ -704,7 +721,7 @@ t_restore_attached() {
     # 2. Same size but other bytes where the task reads: it says FAIL, exits 1.
     rm -rf "$D/files" "$D/result" && cp -a "$D/files.orig" "$D/files" || { fail "cannot reset $D/files"; return 1; }
     printf 'QQQQ' | dd of="$D/files/ro.dat" bs=1 seek=12 conv=notrunc status=none
-    restore_attached_start 2 || return 1
+    restore_attached_start 2 --root-exit-code || return 1
     kill -TERM "$PID"
     wait_file "$D/result" $RESULT_TIMEOUT || { fail "restore #2: no result after SIGTERM" "$D/img/restore2.log"; return 1; }
     res=$(cat "$D/result")
@@ -713,11 +730,17 @@ t_restore_attached() {
     [ $RC = 1 ] || { fail "crust exited with $RC after its task exited 1: $(head -c 300 "$D/restore2.err")" "$D/img/restore2.log"; return 1; }
     # 3. Killed: crust exits 128 + 9.
     rm -rf "$D/files" "$D/result" && cp -a "$D/files.orig" "$D/files" || { fail "cannot reset $D/files"; return 1; }
-    restore_attached_start 3 || return 1
+    restore_attached_start 3 --root-exit-code || return 1
     kill -KILL "$PID"
     wait_rc "$CPID" 10
     [ $RC = 137 ] || { fail "crust exited with $RC after its task was SIGKILLed, expected 137" "$D/img/restore3.log"; return 1; }
     [ -e "/proc/$PID" ] && { fail "pid $PID still exists after crust ended"; return 1; }
+    # 4. Killed, without --root-exit-code: crust exits 0, as CRIU does.
+    rm -rf "$D/files" "$D/result" && cp -a "$D/files.orig" "$D/files" || { fail "cannot reset $D/files"; return 1; }
+    restore_attached_start 4 || return 1
+    kill -KILL "$PID"
+    wait_rc "$CPID" 10
+    [ $RC = 0 ] || { fail "crust exited with $RC after its task was SIGKILLed, expected 0 (as CRIU)" "$D/img/restore4.log"; return 1; }
     return 0
 }
 
@@ -957,6 +980,10 @@ ALL_TESTS+=(shmanon)
 # Unprivileged use: CAP_CHECKPOINT_RESTORE and --unprivileged (issue 10).
 # shellcheck source=tests/e2e/unpriv.sh
 . "$ROOT/tests/e2e/unpriv.sh"
+
+# What callers parse: command line, check, exit codes (issue 11).
+# shellcheck source=tests/e2e/cli.sh
+. "$ROOT/tests/e2e/cli.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

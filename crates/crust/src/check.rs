@@ -1,264 +1,373 @@
 //! `crust check`: which kernel features crust needs, and whether this
-//! kernel has them. Names follow CRIU's `criu check --feature` where they
-//! overlap.
+//! kernel has them, with CRIU's command line:
+//!
+//! - `crust check`: the features every dump and restore needs (crust's
+//!   own list, [`REQUIRED`]); "Looks good." or "Does not look good.";
+//! - `--extra`, `--experimental`, `--all`: also CRIU's categories 2 and 3,
+//!   as far as crust uses them ("Looks good but some kernel features are
+//!   missing ..." and exit code 1 when one is missing);
+//! - `--feature NAME`: any of CRIU 4.2's 45 names ([`FEATURES`]), answered
+//!   for what crust can do: a feature crust does not use yet is "no" even
+//!   when the kernel has it (the reason is logged).
 
 use anyhow::{bail, Result};
-use crust_sys::probe::{self, ProbeResult};
+use crust_sys::probe::{self, ProbeError, ProbeResult};
 
 use crate::cli::Opts;
 use crate::error_chain;
 
+/// How crust answers a feature.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// crust uses it: the kernel is asked.
+    Probe(fn() -> ProbeResult),
+    /// crust does not use it (yet): "no", for this reason.
+    Lacks(&'static str),
+}
+
+use Answer::{Lacks, Probe};
+
+/// CRIU's categories of `criu check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Category {
-    /// Needed for every dump or restore (CRIU's category 1).
-    Required,
-    /// Needed only by some trees or options (`--extra`).
+    /// Checked with `--extra` (CRIU's category 2).
     Extra,
-    /// Reported, never counted against the verdict: crust has an
-    /// alternative.
-    Info,
+    /// Checked with `--experimental` (category 3).
+    Experimental,
+    /// Only with `--feature` (CRIU checks it nowhere else).
+    FeatureOnly,
 }
 
+/// One of CRIU 4.2's feature names (cr-check.c's feature_list).
 struct Feature {
     name: &'static str,
-    aliases: &'static [&'static str],
     category: Category,
-    probe: fn() -> ProbeResult,
-    /// What crust uses it for.
-    purpose: &'static str,
-    /// Said when the feature is missing.
-    note: Option<&'static str>,
+    answer: Answer,
 }
 
+const fn feat(name: &'static str, category: Category, answer: Answer) -> Feature {
+    Feature {
+        name,
+        category,
+        answer,
+    }
+}
+
+use Category::{Experimental, Extra, FeatureOnly};
+
+const NO_LAZY: &str = "crust has no lazy pages (userfaultfd) yet";
+const NO_NETNS: &str = "crust does not dump network namespaces yet";
+const NO_MNTNS: &str = "crust does not dump mount namespaces yet";
+const NO_CGROUP: &str = "crust does not dump cgroups yet";
+const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-mem) yet";
+
+/// CRIU 4.2's feature names, in CRIU's order, with crust's answer.
 static FEATURES: &[Feature] = &[
-    Feature {
-        name: "seize",
-        aliases: &["ptrace_seize"],
-        category: Category::Required,
-        probe: probe::seize,
-        purpose: "PTRACE_SEIZE/PTRACE_INTERRUPT to freeze the tree",
-        note: None,
-    },
-    Feature {
-        name: "process_vm_readv",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::process_vm_readv,
-        purpose: "copying the memory of dumped tasks",
-        note: None,
-    },
-    Feature {
-        name: "map_files",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::map_files,
-        purpose: "/proc/PID/map_files to identify mapped files",
-        note: None,
-    },
-    Feature {
-        name: "mnt_id",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::mnt_id,
-        purpose: "mnt_id in /proc/PID/fdinfo",
-        note: None,
-    },
-    Feature {
-        name: "kcmp",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::kcmp,
-        purpose: "finding shared files, mm and fs between tasks",
-        note: None,
-    },
-    Feature {
-        name: "pidfd_open",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::pidfd_open,
-        purpose: "race-free handles on tasks",
-        note: None,
-    },
-    Feature {
-        name: "clone3_set_tid",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::clone3_set_tid,
-        purpose: "restoring tasks with their original pids",
-        note: None,
-    },
-    Feature {
-        name: "prctl_set_mm_map",
-        aliases: &["prctl"],
-        category: Category::Required,
-        probe: probe::prctl_set_mm_map,
-        purpose: "PR_SET_MM_MAP to restore brk, args, env, auxv, exe",
-        note: None,
-    },
-    Feature {
-        name: "get_robust_list",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::get_robust_list,
-        purpose: "dumping robust futex lists",
-        note: None,
-    },
-    Feature {
-        name: "memfd_create",
-        aliases: &[],
-        category: Category::Required,
-        probe: probe::memfd_create,
-        purpose: "memfd files and shared memory",
-        note: None,
-    },
-    Feature {
-        name: "get_rseq_conf",
-        aliases: &["ptrace_get_rseq_conf"],
-        category: Category::Required,
-        probe: probe::get_rseq_conf,
-        purpose: "PTRACE_GET_RSEQ_CONFIGURATION to dump rseq areas",
-        note: None,
-    },
-    Feature {
-        name: "sock_diag",
-        aliases: &["net_diag"],
-        category: Category::Required,
-        probe: probe::sock_diag,
-        purpose: "NETLINK_SOCK_DIAG to inspect sockets",
-        note: None,
-    },
-    Feature {
-        name: "pidfd_getfd",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::pidfd_getfd,
-        purpose: "taking descriptors out of dumped tasks",
-        note: None,
-    },
-    Feature {
-        name: "pidfd_store",
-        aliases: &[],
-        category: Category::Extra,
-        probe: pidfd_store,
-        purpose: "pidfd_open and pidfd_getfd together",
-        note: None,
-    },
-    Feature {
-        name: "pagemap_scan",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::pagemap_scan,
-        purpose: "PAGEMAP_SCAN to find present and written pages fast",
-        note: None,
-    },
-    Feature {
-        name: "pagemap_scan_guard_pages",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::pagemap_scan_guard_pages,
-        purpose: "finding MADV_GUARD_INSTALL guard pages",
-        note: None,
-    },
-    Feature {
-        name: "uffd",
-        aliases: &["userfaultfd"],
-        category: Category::Extra,
-        probe: probe::uffd,
-        purpose: "userfaultfd for lazy restore",
-        note: None,
-    },
-    Feature {
-        name: "uffd-noncoop",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::uffd_noncoop,
-        purpose: "non-cooperative userfaultfd events for lazy restore",
-        note: None,
-    },
-    Feature {
-        name: "uffd-wp",
-        aliases: &["userfaultfd write-protect", "uffd_wp"],
-        category: Category::Extra,
-        probe: probe::uffd_wp,
-        purpose: "userfaultfd write-protect",
-        note: None,
-    },
-    Feature {
-        name: "uffd-wp-async",
-        aliases: &["uffd_wp_async"],
-        category: Category::Extra,
-        probe: probe::uffd_wp_async,
-        purpose: "asynchronous write-protect: with pagemap_scan, tracks written pages",
-        note: None,
-    },
-    Feature {
-        name: "tcp_repair",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::tcp_repair,
-        purpose: "TCP_REPAIR for --tcp-established",
-        note: None,
-    },
-    Feature {
-        name: "network_lock_iptables",
-        aliases: &["iptables"],
-        category: Category::Extra,
-        probe: network_lock_iptables,
-        purpose: "iptables/ip6tables DROP rules to lock TCP connections (--network-lock iptables)",
-        note: Some("use --network-lock nftables or skip"),
-    },
-    Feature {
-        name: "network_lock_nftables",
-        aliases: &["nftables"],
-        category: Category::Extra,
-        probe: network_lock_nftables,
-        purpose: "an nftables table to lock TCP connections (--network-lock nftables)",
-        note: Some("use --network-lock iptables or skip"),
-    },
-    Feature {
-        name: "seccomp_suspend",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::seccomp_suspend,
-        purpose: "PTRACE_O_SUSPEND_SECCOMP for tasks with seccomp filters",
-        note: None,
-    },
-    Feature {
-        name: "seccomp_filters",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::seccomp_filters,
-        purpose: "PTRACE_SECCOMP_GET_FILTER to dump seccomp filters",
-        note: None,
-    },
-    Feature {
-        name: "timens",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::timens,
-        purpose: "time namespaces",
-        note: None,
-    },
-    Feature {
-        name: "can_map_vdso",
-        aliases: &[],
-        category: Category::Extra,
-        probe: probe::can_map_vdso,
-        purpose: "arch_prctl(ARCH_MAP_VDSO_64)",
-        note: None,
-    },
-    Feature {
-        name: "mem_dirty_track",
-        aliases: &["soft_dirty"],
-        category: Category::Info,
-        probe: probe::mem_dirty_track,
-        purpose: "soft-dirty bits for incremental dumps",
-        note: Some(
-            "crust does not use soft-dirty bits: its incremental dumps (not there yet) are to track \
-             written pages with pagemap_scan and uffd-wp-async instead",
-        ),
-    },
+    feat("mnt_id", Extra, Probe(probe::mnt_id)),
+    feat("mem_dirty_track", Extra, Lacks(NO_INCREMENTAL)),
+    feat(
+        "aio_remap",
+        Extra,
+        Lacks("crust refuses AIO rings (io_setup) yet"),
+    ),
+    feat("timerfd", Extra, Probe(timerfd)),
+    feat(
+        "tun",
+        FeatureOnly,
+        Lacks("crust does not dump tun/tap devices yet"),
+    ),
+    feat("tun_ns", FeatureOnly, Lacks(NO_NETNS)),
+    feat(
+        "userns",
+        Extra,
+        Lacks("crust does not dump user namespaces yet"),
+    ),
+    feat("fdinfo_lock", Extra, Probe(fdinfo_lock)),
+    feat(
+        "seccomp_suspend",
+        Extra,
+        Lacks("crust does not dump seccomp filters yet"),
+    ),
+    feat(
+        "seccomp_filters",
+        Extra,
+        Lacks("crust does not dump seccomp filters yet"),
+    ),
+    feat("loginuid", Extra, Probe(loginuid)),
+    feat("cgroupns", Extra, Lacks(NO_CGROUP)),
+    feat("autofs", Experimental, Lacks(NO_MNTNS)),
+    feat("tcp_half_closed", Extra, Probe(probe::tcp_repair)),
+    feat(
+        "compat_cr",
+        Experimental,
+        Lacks("crust restores 64-bit tasks only"),
+    ),
+    feat("uffd", Extra, Lacks(NO_LAZY)),
+    feat("uffd-noncoop", Extra, Lacks(NO_LAZY)),
+    feat(
+        "can_map_vdso",
+        Extra,
+        Lacks("crust moves the vDSO with mremap, it does not map one (ARCH_MAP_VDSO)"),
+    ),
+    feat("sk_ns", Extra, Lacks(NO_NETNS)),
+    feat(
+        "sk_unix_file",
+        FeatureOnly,
+        Lacks("crust finds a unix socket's file by its path, not by SIOCUNIXFILE"),
+    ),
+    feat(
+        "net_diag_raw",
+        Extra,
+        Lacks("crust reads raw sockets from their fds, not with sock_diag"),
+    ),
+    feat("nsid", FeatureOnly, Lacks(NO_NETNS)),
+    feat("link_nsid", FeatureOnly, Lacks(NO_NETNS)),
+    feat(
+        "kcmp_epoll",
+        Extra,
+        Lacks("crust finds epoll targets by fd number, not with KCMP_EPOLL_TFD"),
+    ),
+    feat(
+        "timens",
+        Extra,
+        Lacks("crust does not dump time namespaces yet"),
+    ),
+    feat(
+        "external_net_ns",
+        FeatureOnly,
+        Lacks("crust has no --external yet"),
+    ),
+    feat("clone3_set_tid", Extra, Probe(probe::clone3_set_tid)),
+    feat("newifindex", Extra, Lacks(NO_NETNS)),
+    feat("nftables", FeatureOnly, Probe(network_lock_nftables)),
+    feat(
+        "has_ipt_legacy",
+        FeatureOnly,
+        Lacks("crust's network lock runs iptables, never iptables-legacy"),
+    ),
+    feat("pidfd_store", Extra, Probe(pidfd_store)),
+    feat("ns_pid", Extra, Probe(ns_pid)),
+    feat(
+        "apparmor_stacking",
+        FeatureOnly,
+        Lacks("crust does not restore LSM profiles yet"),
+    ),
+    feat("network_lock_nftables", Extra, Probe(network_lock_nftables)),
+    feat("sockopt_buf_lock", Extra, Probe(sockopt_buf_lock)),
+    feat(
+        "memfd_hugetlb",
+        Extra,
+        Lacks("crust refuses hugetlb memory yet"),
+    ),
+    feat("move_mount_set_group", Extra, Lacks(NO_MNTNS)),
+    feat(
+        "openat2",
+        Extra,
+        Lacks("crust opens images with O_NOFOLLOW, not openat2"),
+    ),
+    feat("get_rseq_conf", Extra, Probe(probe::get_rseq_conf)),
+    feat("ipv6_freebind", Extra, Probe(ipv6_freebind)),
+    feat("pagemap_scan", Extra, Probe(probe::pagemap_scan)),
+    feat("timer_cr_ids", Extra, Probe(probe::timer_cr_ids)),
+    feat("overlayfs_maps", Extra, Probe(overlayfs_maps)),
+    feat(
+        "breakpoints",
+        FeatureOnly,
+        Lacks("crust steps remote syscalls without hardware breakpoints"),
+    ),
+    feat(
+        "pagemap_scan_guard_pages",
+        Extra,
+        Lacks("crust does not dump MADV_GUARD_INSTALL guard regions yet"),
+    ),
 ];
+
+/// A probe of crust's own: (name, probe, what crust uses it for).
+type Named = (&'static str, fn() -> ProbeResult, &'static str);
+
+/// What every dump or restore needs (the plain `crust check`), with what
+/// crust uses it for.
+static REQUIRED: &[Named] = &[
+    (
+        "seize",
+        probe::seize,
+        "PTRACE_SEIZE/PTRACE_INTERRUPT to freeze the tree",
+    ),
+    (
+        "process_vm_readv",
+        probe::process_vm_readv,
+        "copying the memory of dumped tasks",
+    ),
+    (
+        "map_files",
+        probe::map_files,
+        "/proc/PID/map_files to identify mapped files",
+    ),
+    ("mnt_id", probe::mnt_id, "mnt_id in /proc/PID/fdinfo"),
+    (
+        "kcmp",
+        probe::kcmp,
+        "finding shared files, mm and fs between tasks",
+    ),
+    (
+        "pidfd_open",
+        probe::pidfd_open,
+        "race-free handles on tasks",
+    ),
+    (
+        "clone3_set_tid",
+        probe::clone3_set_tid,
+        "restoring tasks with their original pids",
+    ),
+    (
+        "prctl_set_mm_map",
+        probe::prctl_set_mm_map,
+        "PR_SET_MM_MAP to restore brk, args, env, auxv, exe",
+    ),
+    (
+        "get_robust_list",
+        probe::get_robust_list,
+        "dumping robust futex lists",
+    ),
+    (
+        "memfd_create",
+        probe::memfd_create,
+        "memfd files and shared memory",
+    ),
+    (
+        "get_rseq_conf",
+        probe::get_rseq_conf,
+        "PTRACE_GET_RSEQ_CONFIGURATION to dump rseq areas",
+    ),
+    (
+        "sock_diag",
+        probe::sock_diag,
+        "NETLINK_SOCK_DIAG to inspect sockets",
+    ),
+];
+
+/// Checked with `--extra` beside CRIU's names: what crust uses for some
+/// trees or options.
+static CRUST_EXTRA: &[Named] = &[
+    ("pidfd_getfd", probe::pidfd_getfd, "taking descriptors out of dumped tasks"),
+    ("tcp_repair", probe::tcp_repair, "TCP_REPAIR for --tcp-established"),
+    (
+        "network_lock_iptables",
+        network_lock_iptables,
+        "iptables/ip6tables rules to lock TCP connections (--network-lock iptables; or use nftables or skip)",
+    ),
+];
+
+fn missing(why: impl Into<String>) -> ProbeError {
+    ProbeError::Missing(why.into())
+}
+
+fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> ProbeError {
+    move |source| ProbeError::Os { what, source }
+}
+
+/// timerfd: crust restores a timer's ticks with TFD_IOC_SET_TICKS.
+fn timerfd() -> ProbeResult {
+    use crust_sys::events;
+    use std::os::fd::AsFd;
+    let fd = events::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC)
+        .map_err(os("timerfd_create"))?;
+    events::timerfd_set_ticks(fd.as_fd(), 1).map_err(os("ioctl(TFD_IOC_SET_TICKS)"))
+}
+
+/// "lock:" lines in /proc/PID/fdinfo, which --file-locks reads.
+fn fdinfo_lock() -> ProbeResult {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open("/proc/self/exe").map_err(os("opening /proc/self/exe"))?;
+    f.try_lock_shared()
+        .map_err(|e| missing(format!("flock of /proc/self/exe: {e}")))?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+        .map_err(os("reading /proc/self/fdinfo"))?;
+    if info.lines().any(|l| l.starts_with("lock:")) {
+        Ok(())
+    } else {
+        Err(missing("no lock: lines in /proc/PID/fdinfo"))
+    }
+}
+
+/// /proc/PID/loginuid can be written (auditing with loginuid changes).
+fn loginuid() -> ProbeResult {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/loginuid")
+        .map_err(os("opening /proc/self/loginuid for writing"))?;
+    Ok(())
+}
+
+/// NSpid in /proc/PID/status: pids of a tree in its own pid namespace.
+fn ns_pid() -> ProbeResult {
+    let st =
+        std::fs::read_to_string("/proc/self/status").map_err(os("reading /proc/self/status"))?;
+    if st.lines().any(|l| l.starts_with("NSpid:")) {
+        Ok(())
+    } else {
+        Err(missing("no NSpid in /proc/PID/status"))
+    }
+}
+
+fn sockopt(domain: i32, level: i32, opt: i32, what: &'static str) -> ProbeResult {
+    use std::os::fd::AsFd;
+    let s = crust_sys::net::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .map_err(os("socket"))?;
+    crust_sys::unix::getsockopt_int(s.as_fd(), level, opt).map_err(os(what))?;
+    Ok(())
+}
+
+/// SO_BUF_LOCK, which crust keeps with a socket's buffer sizes.
+fn sockopt_buf_lock() -> ProbeResult {
+    const SO_BUF_LOCK: i32 = 72;
+    sockopt(
+        libc::AF_INET,
+        libc::SOL_SOCKET,
+        SO_BUF_LOCK,
+        "getsockopt(SO_BUF_LOCK)",
+    )
+}
+
+/// IPV6_FREEBIND, which crust keeps on IPv6 sockets.
+fn ipv6_freebind() -> ProbeResult {
+    const IPV6_FREEBIND: i32 = 78;
+    sockopt(
+        libc::AF_INET6,
+        libc::IPPROTO_IPV6,
+        IPV6_FREEBIND,
+        "getsockopt(IPV6_FREEBIND)",
+    )
+}
+
+/// /proc/PID/map_files gives the mapped file itself (its device and inode
+/// are the file's, as on overlayfs since Linux 6.8): crust identifies
+/// mapped files that way. Checked on crust's own executable.
+fn overlayfs_maps() -> ProbeResult {
+    use std::os::unix::fs::MetadataExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(os("reading /proc/self/maps"))?;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(os("reading /proc/self/exe"))?;
+    let exe_s = exe.to_string_lossy();
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with(&*exe_s))
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(|| missing("crust's executable is not in /proc/self/maps"))?;
+    let via_map = std::fs::metadata(format!("/proc/self/map_files/{range}"))
+        .map_err(os("stat of /proc/self/map_files"))?;
+    let via_path = std::fs::metadata(&exe).map_err(os("stat of crust's executable"))?;
+    if (via_map.dev(), via_map.ino()) == (via_path.dev(), via_path.ino()) {
+        Ok(())
+    } else {
+        Err(missing(format!(
+            "map_files gives device {:#x} inode {}, the file is {:#x} {}",
+            via_map.dev(),
+            via_map.ino(),
+            via_path.dev(),
+            via_path.ino()
+        )))
+    }
+}
 
 /// Lock and unlock a made-up loopback connection (IPv4 and IPv6).
 fn network_lock(m: crust_engine::netlock::Method) -> ProbeResult {
@@ -279,73 +388,91 @@ fn pidfd_store() -> ProbeResult {
 }
 
 fn find(name: &str) -> Option<&'static Feature> {
-    FEATURES
-        .iter()
-        .find(|f| f.name == name || f.aliases.contains(&name))
+    FEATURES.iter().find(|f| f.name == name)
 }
 
-fn missing_text(f: &Feature, err: &probe::ProbeError) -> String {
-    let mut s = format!("{}: {}", f.purpose, error_chain(err));
-    if let Some(note) = f.note {
-        s.push_str("; ");
-        s.push_str(note);
+/// Whether `--feature NAME` knows `name`: one of CRIU 4.2's names, or
+/// `list` (crust's own: prints them).
+pub fn is_feature(name: &str) -> bool {
+    name == "list" || find(name).is_some()
+}
+
+/// crust's answer for `f`: Ok, or why not.
+fn answer(f: &Feature) -> Result<(), String> {
+    match f.answer {
+        Probe(p) => p().map_err(|e| error_chain(&e)),
+        Lacks(why) => Err(why.to_string()),
     }
-    s
+}
+
+/// `crust check --feature NAME`, as CRIU answers it: "NAME is supported"
+/// and 0, or the reason on stderr and 1.
+fn one_feature(name: &str) -> Result<i32> {
+    if name == "list" {
+        let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        println!("{}", names.join(" "));
+        return Ok(0);
+    }
+    let Some(f) = find(name) else {
+        bail!("Unknown feature {name}");
+    };
+    match answer(f) {
+        Ok(()) => {
+            println!("{} is supported", f.name);
+            Ok(0)
+        }
+        Err(why) => {
+            log::warn!("{} is not supported: {why}", f.name);
+            Ok(1)
+        }
+    }
 }
 
 /// Run `crust check`; returns the exit code.
 pub fn run(opts: &Opts) -> Result<i32> {
     if let Some(name) = opts.feature.as_deref() {
-        if name == "list" {
-            let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
-            println!("{}", names.join(" "));
-            return Ok(0);
-        }
-        let Some(f) = find(name) else {
-            bail!("unknown feature {name:?} (`crust check --feature list` lists them)");
-        };
-        return match (f.probe)() {
-            Ok(()) => {
-                println!("{} is supported", f.name);
-                Ok(0)
-            }
-            Err(e) => bail!(
-                "feature {} is not supported: {}",
-                f.name,
-                missing_text(f, &e)
-            ),
-        };
+        return one_feature(name);
     }
-
-    let mut required_missing = 0;
-    let mut extra_missing = 0;
+    // What every dump or restore needs: stop at the first one missing, as
+    // CRIU does with its category 1.
+    for (name, p, purpose) in REQUIRED {
+        if let Err(e) = p() {
+            log::error!("{name}: {purpose}: {}", error_chain(&e));
+            log::warn!("Does not look good.");
+            return Ok(1);
+        }
+        log::info!("{name}: supported");
+    }
+    let mut missing = 0;
+    let mut look = |name: &str, r: Result<(), String>| match r {
+        Ok(()) => log::info!("{name}: supported"),
+        Err(why) => {
+            missing += 1;
+            log::warn!("{name}: {why}");
+        }
+    };
     for f in FEATURES {
         let wanted = match f.category {
-            Category::Required => true,
-            Category::Extra | Category::Info => opts.check_extra,
+            Extra => opts.check_extra,
+            Experimental => opts.check_experimental,
+            FeatureOnly => false,
         };
-        if !wanted {
-            continue;
-        }
-        match (f.probe)() {
-            Ok(()) => log::info!("{}: supported", f.name),
-            Err(e) => match f.category {
-                Category::Required => {
-                    required_missing += 1;
-                    log::error!("{}: {}", f.name, missing_text(f, &e));
-                }
-                Category::Extra => {
-                    extra_missing += 1;
-                    log::warn!("{}: {}", f.name, missing_text(f, &e));
-                }
-                Category::Info => log::info!("{}: {}", f.name, missing_text(f, &e)),
-            },
+        match f.answer {
+            Probe(p) if wanted => look(f.name, p().map_err(|e| error_chain(&e))),
+            // Not the kernel's lack: not counted.
+            Lacks(why) if wanted => log::info!("{}: not used by crust: {why}", f.name),
+            _ => {}
         }
     }
-    if required_missing > 0 {
-        println!("Does not look good.");
-        Ok(1)
-    } else if extra_missing > 0 {
+    if opts.check_extra {
+        for (name, p, purpose) in CRUST_EXTRA {
+            look(
+                name,
+                p().map_err(|e| format!("{purpose}: {}", error_chain(&e))),
+            );
+        }
+    }
+    if missing > 0 {
         println!(
             "Looks good but some kernel features are missing\n\
              which, depending on your process tree, may cause\n\
@@ -362,24 +489,29 @@ pub fn run(opts: &Opts) -> Result<i32> {
 mod tests {
     use super::*;
 
+    /// CRIU 4.2's names (criu/cr-check.c, feature_list), in its order.
+    const CRIU_NAMES: &str = "mnt_id mem_dirty_track aio_remap timerfd tun tun_ns userns \
+        fdinfo_lock seccomp_suspend seccomp_filters loginuid cgroupns autofs tcp_half_closed \
+        compat_cr uffd uffd-noncoop can_map_vdso sk_ns sk_unix_file net_diag_raw nsid \
+        link_nsid kcmp_epoll timens external_net_ns clone3_set_tid newifindex nftables \
+        has_ipt_legacy pidfd_store ns_pid apparmor_stacking network_lock_nftables \
+        sockopt_buf_lock memfd_hugetlb move_mount_set_group openat2 get_rseq_conf \
+        ipv6_freebind pagemap_scan timer_cr_ids overlayfs_maps breakpoints \
+        pagemap_scan_guard_pages";
+
     #[test]
-    fn names_are_unique_and_found() {
-        let mut seen = std::collections::HashSet::new();
-        for f in FEATURES {
-            assert!(seen.insert(f.name), "duplicate {}", f.name);
-            for a in f.aliases {
-                assert!(seen.insert(a), "duplicate {a}");
-            }
-        }
-        assert_eq!(find("ptrace_get_rseq_conf").unwrap().name, "get_rseq_conf");
-        assert_eq!(find("userfaultfd write-protect").unwrap().name, "uffd-wp");
-        assert!(find("nope").is_none());
+    fn every_criu_name_in_criu_order() {
+        let ours: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        let criu: Vec<&str> = CRIU_NAMES.split_whitespace().collect();
+        assert_eq!(criu.len(), 45);
+        assert_eq!(ours, criu);
+        assert!(is_feature("list") && !is_feature("seize") && !is_feature("nope"));
     }
 
     #[test]
     fn required_features_present_here() {
-        for f in FEATURES.iter().filter(|f| f.category == Category::Required) {
-            (f.probe)().unwrap_or_else(|e| panic!("{}", missing_text(f, &e)));
+        for (name, p, purpose) in REQUIRED {
+            p().unwrap_or_else(|e| panic!("{name} ({purpose}): {}", error_chain(&e)));
         }
     }
 }

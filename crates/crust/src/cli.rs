@@ -1,34 +1,30 @@
 //! The command line, CRIU-compatible: `crust <command> [options]`.
 //!
-//! A small hand-written getopt: short options (clustered, `-t PID`, `-tPID`),
-//! long options (`--opt=value`, `--opt value`, unambiguous prefixes,
-//! `--no-opt` for booleans), CRIU's `-v`/`-vN`/`-vvv`, configuration files
+//! Words are split as CRIU's getopt_long splits them (see [`getopt`]);
+//! configuration files are read first, as CRIU reads them
 //! (`/etc/criu/default.conf`, `~/.criu/default.conf`, `$CRIU_CONFIG_FILE`,
-//! `--config FILE`). Options are applied in order, so later ones win.
+//! `--config FILE`; a file that does not exist is skipped). Options are
+//! applied in order, so later ones win.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use crust_engine::Options;
 
-/// Whether an option takes an argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arg {
-    No,
-    Required,
-    /// Only as `--opt=value` / `-ovalue` (getopt's optional arguments),
-    /// plus `--opt value` when `value` is one of the option's keywords.
-    Optional,
-}
+use crate::getopt::{self, atoi, Arg};
 
 /// What crust does with an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Implemented (or validated and passed on).
     Used,
-    /// Accepted and ignored: does not change what crust does.
-    Ignored,
+    /// Accepted and has no effect for crust, for a reason docs/arch-cli.md
+    /// gives (it acts on something crust does not do or refuses anyway).
+    NoEffect,
+    /// Accepted with a warning: CRIU would do something crust does not do
+    /// yet (cgroups, the CPU image); the result is as without the option.
+    Lacking,
     /// Would change the semantics of the operation; crust can't do it yet.
     Unsupported,
 }
@@ -40,6 +36,8 @@ struct Spec {
     /// CRIU's BOOL_OPT: `--no-NAME` exists too.
     negatable: bool,
     kind: Kind,
+    /// crust's own option (CRIU does not have it).
+    extension: bool,
 }
 
 const fn spec(long: &'static str, short: Option<char>, arg: Arg, kind: Kind) -> Spec {
@@ -49,6 +47,7 @@ const fn spec(long: &'static str, short: Option<char>, arg: Arg, kind: Kind) -> 
         arg,
         negatable: false,
         kind,
+        extension: false,
     }
 }
 
@@ -59,11 +58,24 @@ const fn flag(long: &'static str, short: Option<char>, kind: Kind) -> Spec {
         arg: Arg::No,
         negatable: true,
         kind,
+        extension: false,
+    }
+}
+
+/// crust's own boolean option.
+const fn own_flag(long: &'static str) -> Spec {
+    Spec {
+        long,
+        short: None,
+        arg: Arg::No,
+        negatable: true,
+        kind: Used,
+        extension: true,
     }
 }
 
 use Arg::{No, Optional, Required};
-use Kind::{Ignored, Unsupported, Used};
+use Kind::{Lacking, NoEffect, Unsupported, Used};
 
 /// CRIU 4.2's options, with what crust does with each.
 static SPECS: &[Spec] = &[
@@ -84,13 +96,13 @@ static SPECS: &[Spec] = &[
     spec("close", None, Required, Used),
     flag("log-pid", None, Used),
     spec("version", Some('V'), No, Used),
-    flag("evasive-devices", None, Ignored),
+    flag("evasive-devices", None, NoEffect),
     spec("pidfile", None, Required, Used),
     spec("veth-pair", None, Required, Unsupported),
     spec("action-script", None, Required, Unsupported),
     flag("link-remap", None, Used),
-    flag("allow-unsafe-images-dir", None, Used),
-    flag("cow-parent", None, Used),
+    own_flag("allow-unsafe-images-dir"),
+    own_flag("cow-parent"),
     flag("shell-job", Some('j'), Used),
     flag("file-locks", Some('l'), Used),
     flag("page-server", None, Unsupported),
@@ -98,24 +110,24 @@ static SPECS: &[Spec] = &[
     spec("port", None, Required, Used),
     spec("prev-images-dir", None, Required, Unsupported),
     spec("ms", None, No, Used),
-    flag("track-mem", None, Ignored),
-    flag("auto-dedup", None, Ignored),
-    spec("libdir", Some('L'), Required, Ignored),
-    spec("cpu-cap", None, Optional, Used),
-    flag("force-irmap", None, Ignored),
-    spec("ext-mount-map", Some('M'), Required, Ignored),
+    flag("track-mem", None, Unsupported),
+    flag("auto-dedup", None, Unsupported),
+    spec("libdir", Some('L'), Required, NoEffect),
+    spec("cpu-cap", None, Optional, Lacking),
+    flag("force-irmap", None, NoEffect),
+    spec("ext-mount-map", Some('M'), Required, NoEffect),
     spec("exec-cmd", None, No, Unsupported),
-    spec("manage-cgroups", None, Optional, Used),
+    spec("manage-cgroups", None, Optional, Lacking),
     spec("cgroup-root", None, Required, Unsupported),
     spec("inherit-fd", None, Required, Used),
     spec("feature", None, Required, Used),
-    spec("skip-mnt", None, Required, Ignored),
-    spec("enable-fs", None, Required, Ignored),
-    spec("enable-external-sharing", None, No, Ignored),
-    spec("enable-external-masters", None, No, Ignored),
+    spec("skip-mnt", None, Required, NoEffect),
+    spec("enable-fs", None, Required, NoEffect),
+    spec("enable-external-sharing", None, No, NoEffect),
+    spec("enable-external-masters", None, No, NoEffect),
     spec("freeze-cgroup", None, Required, Unsupported),
     spec("ghost-limit", None, Required, Used),
-    spec("irmap-scan-path", None, Required, Ignored),
+    spec("irmap-scan-path", None, Required, NoEffect),
     spec("lsm-profile", None, Required, Unsupported),
     spec("timeout", None, Required, Used),
     spec("external", None, Required, Unsupported),
@@ -124,13 +136,13 @@ static SPECS: &[Spec] = &[
     flag("extra", None, Used),
     flag("experimental", None, Used),
     spec("all", None, No, Used),
-    spec("cgroup-props", None, Required, Ignored),
-    spec("cgroup-props-file", None, Required, Ignored),
-    spec("cgroup-dump-controller", None, Required, Ignored),
+    spec("cgroup-props", None, Required, Lacking),
+    spec("cgroup-props-file", None, Required, Lacking),
+    spec("cgroup-dump-controller", None, Required, Lacking),
     flag("skip-in-flight", None, Used),
-    flag("deprecated", None, Ignored),
+    flag("deprecated", None, NoEffect),
     flag("display-stats", None, Used),
-    flag("weak-sysctls", None, Ignored),
+    flag("weak-sysctls", None, NoEffect),
     spec("status-fd", None, Required, Used),
     flag("tcp-close", None, Used),
     spec("verbosity", Some('v'), Optional, Used),
@@ -143,27 +155,20 @@ static SPECS: &[Spec] = &[
     spec("tls-cert", None, Required, Unsupported),
     spec("tls-key", None, Required, Unsupported),
     flag("tls", None, Unsupported),
-    spec("tls-no-cn-verify", None, No, Ignored),
-    spec("cgroup-yard", None, Required, Ignored),
+    spec("tls-no-cn-verify", None, No, NoEffect),
+    spec("cgroup-yard", None, Required, Lacking),
     spec("pre-dump-mode", None, Required, Used),
     spec("file-validation", None, Required, Used),
-    flag("skip-file-rwx-check", None, Ignored),
+    flag("skip-file-rwx-check", None, Used),
     spec("lsm-mount-context", None, Required, Unsupported),
     spec("network-lock", None, Required, Used),
-    flag("mntns-compat-mode", None, Ignored),
+    flag("mntns-compat-mode", None, Used),
     flag("unprivileged", None, Used),
-    flag("ghost-fiemap", None, Ignored),
-    flag("allow-uprobes", None, Ignored),
+    flag("ghost-fiemap", None, NoEffect),
+    flag("allow-uprobes", None, NoEffect),
+    // crust's own: a restore without -d exits as its root task ends.
+    own_flag("root-exit-code"),
 ];
-
-/// Keywords that may follow an optional-argument option as a separate word.
-fn optional_keywords(long: &str) -> &'static [&'static str] {
-    match long {
-        "manage-cgroups" => &["none", "props", "soft", "full", "strict", "ignore"],
-        "cpu-cap" => &["none", "fpu", "ins", "cpu", "all"],
-        _ => &[],
-    }
-}
 
 /// Everything the command line said: the engine's [`Options`], filled
 /// directly, and what only the command line has (the command, logging,
@@ -185,8 +190,19 @@ pub struct Opts {
     pub close_fds: Vec<i32>,
     pub help: bool,
     pub version: bool,
-    /// Options given that crust accepts and ignores (logged at debug).
-    pub ignored: Vec<String>,
+    /// Options given that have no effect for crust (logged at debug).
+    pub no_effect: Vec<String>,
+    /// Options given that CRIU acts on and crust lacks, with what is
+    /// missing (a warning each).
+    pub lacking: Vec<String>,
+    /// `--root-exit-code` (crust's own): a restore without -d exits as its
+    /// root task ends (its code, 128 + the signal that killed it), where
+    /// CRIU exits 0.
+    pub root_exit_code: bool,
+    /// `--unprivileged`.
+    pub unprivileged: bool,
+    /// `--mntns-compat-mode` (restore only, as in CRIU).
+    pub mntns_compat_mode: bool,
     /// Options given that crust cannot honour yet (an error for commands).
     pub unsupported: Vec<String>,
     /// The options of a dump or a restore, as the engine takes them.
@@ -208,196 +224,58 @@ impl Default for Opts {
             close_fds: Vec::new(),
             help: false,
             version: false,
-            ignored: Vec::new(),
+            no_effect: Vec::new(),
+            lacking: Vec::new(),
+            root_exit_code: false,
+            unprivileged: false,
+            mntns_compat_mode: false,
             unsupported: Vec::new(),
             engine: Options::default(),
         }
     }
 }
 
-/// One parsed option occurrence.
-struct Occurrence {
-    spec: &'static Spec,
-    /// `--no-NAME`.
-    negated: bool,
-    value: Option<String>,
-    /// For `-vvv`: the number of extra `v`s.
-    extra_v: usize,
-}
+/// One option of the command line, as found.
+type Occurrence = getopt::Found<Spec>;
 
-fn find_long(name: &str) -> Result<(&'static Spec, bool)> {
-    if let Some(s) = SPECS.iter().find(|s| s.long == name) {
-        return Ok((s, false));
+impl getopt::OptSpec for Spec {
+    fn long(&self) -> &'static str {
+        self.long
     }
-    if let Some(rest) = name.strip_prefix("no-") {
-        if let Some(s) = SPECS.iter().find(|s| s.long == rest && s.negatable) {
-            return Ok((s, true));
-        }
+    fn short(&self) -> Option<char> {
+        self.short
     }
-    // getopt_long accepts an unambiguous prefix.
-    let matches: Vec<&'static Spec> = SPECS.iter().filter(|s| s.long.starts_with(name)).collect();
-    match matches.as_slice() {
-        [one] => Ok((one, false)),
-        [] => bail!("unknown option --{name}"),
-        many => {
-            let names: Vec<String> = many.iter().map(|s| format!("--{}", s.long)).collect();
-            bail!(
-                "option --{name} is ambiguous (could be {})",
-                names.join(", ")
-            )
-        }
+    fn arg(&self) -> Arg {
+        self.arg
+    }
+    fn negatable(&self) -> bool {
+        self.negatable
+    }
+    fn extension(&self) -> bool {
+        self.extension
     }
 }
 
-/// Split `argv` into option occurrences and positional words.
-fn scan(argv: &[String], stop_at_image: bool) -> Result<(Vec<Occurrence>, Vec<String>)> {
-    let mut occ = Vec::new();
-    let mut pos: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < argv.len() {
-        let a = &argv[i];
-        i += 1;
-        if stop_at_image && pos.first().map(String::as_str) == Some("image") {
-            // `crust image ...` parses the rest itself.
-            pos.push(a.clone());
-            continue;
-        }
-        if a == "--" {
-            pos.extend(argv[i..].iter().cloned());
-            break;
-        }
-        if let Some(body) = a.strip_prefix("--") {
-            occ.push(scan_long(body, argv, &mut i)?);
-        } else if a.len() > 1 && a.starts_with('-') {
-            scan_short(&a[1..], argv, &mut i, &mut occ)?;
-        } else {
-            pos.push(a.clone());
-        }
-    }
-    Ok((occ, pos))
-}
-
-/// One long option, `body` being the word without its `--`; its argument
-/// may be the next word, `argv[*next]` (then `*next` moves past it).
-fn scan_long(body: &str, argv: &[String], next: &mut usize) -> Result<Occurrence> {
-    let (name, inline) = match body.split_once('=') {
-        Some((n, v)) => (n, Some(v.to_string())),
-        None => (body, None),
+/// CRIU's sizes (`--ghost-limit`): the number C's `atol()` reads, times
+/// 1 KiB, 1 MiB or 1 GiB when the argument holds a `K`, `M` or `G`
+/// anywhere (upper case only: `1k` is 1 byte, `1T` is 1 byte, as in CRIU).
+pub fn parse_size(s: &str) -> u64 {
+    let n = getopt::atol(s);
+    let mult: i64 = if s.contains('K') {
+        1 << 10
+    } else if s.contains('M') {
+        1 << 20
+    } else if s.contains('G') {
+        1 << 30
+    } else {
+        1
     };
-    let (spec, negated) = find_long(name)?;
-    let value = match (spec.arg, inline) {
-        (No, Some(_)) => bail!("option --{} takes no argument", spec.long),
-        (No, None) => None,
-        (Required | Optional, Some(v)) => Some(v),
-        (Required, None) => {
-            let v = argv
-                .get(*next)
-                .ok_or_else(|| anyhow!("option --{} requires an argument", spec.long))?;
-            *next += 1;
-            Some(v.clone())
-        }
-        (Optional, None) => {
-            // getopt only takes `--opt=value`; CRIU's keywords and
-            // `--verbosity N` may also be the next word.
-            let word = argv.get(*next).map(String::as_str);
-            let takes = match word {
-                Some(n) if spec.long == "verbosity" => {
-                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-                }
-                Some(n) => optional_keywords(spec.long).contains(&n),
-                None => false,
-            };
-            if takes {
-                *next += 1;
-            }
-            word.filter(|_| takes).map(str::to_string)
-        }
-    };
-    Ok(Occurrence {
-        spec,
-        negated,
-        value,
-        extra_v: 0,
-    })
-}
-
-/// A cluster of short options, `cluster` being the word without its `-`
-/// (`dj`, `t42`, `vvv`); an argument may be the rest of the cluster or the
-/// next word, `argv[*next]`.
-fn scan_short(
-    cluster: &str,
-    argv: &[String],
-    next: &mut usize,
-    occ: &mut Vec<Occurrence>,
-) -> Result<()> {
-    let chars: Vec<char> = cluster.chars().collect();
-    for (j, &c) in chars.iter().enumerate() {
-        let spec = SPECS
-            .iter()
-            .find(|s| s.short == Some(c))
-            .ok_or_else(|| anyhow!("unknown option -{c}"))?;
-        let rest: String = chars[j + 1..].iter().collect();
-        let (value, extra_v) = match spec.arg {
-            No => {
-                occ.push(Occurrence {
-                    spec,
-                    negated: false,
-                    value: None,
-                    extra_v: 0,
-                });
-                continue;
-            }
-            Required if !rest.is_empty() => (Some(rest), 0),
-            Required => {
-                let v = argv
-                    .get(*next)
-                    .ok_or_else(|| anyhow!("option -{c} requires an argument"))?;
-                *next += 1;
-                (Some(v.clone()), 0)
-            }
-            // `-v`, `-v4`, `-vvv` (CRIU: each extra v adds one).
-            Optional if c == 'v' && !rest.is_empty() && rest.chars().all(|x| x == 'v') => {
-                (None, rest.len())
-            }
-            Optional if rest.is_empty() => (None, 0),
-            Optional => (Some(rest), 0),
-        };
-        // An option with an argument ends the cluster.
-        occ.push(Occurrence {
-            spec,
-            negated: false,
-            value,
-            extra_v,
-        });
-        break;
-    }
-    Ok(())
-}
-
-/// CRIU's size syntax: a number with an optional K, M or G suffix.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1u64 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1u64 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("invalid size {s:?} (want N, NK, NM or NG)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| anyhow!("size {s:?} is too large"))
+    // CRIU keeps it in a size_t: a negative size wraps to a huge limit.
+    n.wrapping_mul(mult) as u64
 }
 
 fn bad(spec: &Spec, v: &str, why: &str) -> anyhow::Error {
     anyhow!("invalid argument for --{}: {v:?} ({why})", spec.long)
-}
-
-fn num<T: std::str::FromStr>(spec: &Spec, v: &str) -> Result<T> {
-    v.trim()
-        .parse::<T>()
-        .map_err(|_| bad(spec, v, "not a number"))
 }
 
 fn one_of(spec: &Spec, v: &str, allowed: &[&str]) -> Result<String> {
@@ -417,7 +295,8 @@ impl Opts {
         let s = o.spec;
         let name = format!("--{}", s.long);
         match s.kind {
-            Ignored => self.ignored.push(name),
+            NoEffect => self.no_effect.push(name),
+            Lacking => self.apply_lacking(&o)?,
             Unsupported if o.negated => self.unsupported.retain(|n| n != &name),
             Unsupported => {
                 if !self.unsupported.contains(&name) {
@@ -437,6 +316,38 @@ impl Opts {
         Ok(())
     }
 
+    /// Options CRIU acts on and crust does not yet: validated as CRIU
+    /// validates them, then a warning says what crust does not do.
+    fn apply_lacking(&mut self, o: &Occurrence) -> Result<()> {
+        let s = o.spec;
+        let v = o.value.as_deref();
+        let what = match s.long {
+            "manage-cgroups" => {
+                let m = v.unwrap_or("soft");
+                let modes = ["none", "props", "soft", "full", "strict", "ignore"];
+                let m = one_of(s, m, &modes)?;
+                self.engine.manage_cgroups = Some(m.clone());
+                if m == "none" || m == "ignore" {
+                    // What crust does anyway.
+                    self.no_effect.push(format!("--manage-cgroups={m}"));
+                    return Ok(());
+                }
+                format!("--manage-cgroups={m}: crust does not dump or restore cgroups yet (the restored tree is in crust's own cgroup)")
+            }
+            "cpu-cap" => {
+                let caps = v.unwrap_or("all");
+                check_cpu_cap(s, caps)?;
+                self.engine.cpu_cap = Some(caps.to_string());
+                format!("--cpu-cap={caps}: crust does not write or check cpuinfo.img yet")
+            }
+            other => format!(
+                "--{other}: crust does not dump or restore cgroups yet; the option has no effect"
+            ),
+        };
+        self.lacking.push(what);
+        Ok(())
+    }
+
     /// The options only the command line has: the command's own (check,
     /// logging, help) and what crust does before any command (`--close`).
     fn apply_cli(&mut self, o: &Occurrence) -> Result<()> {
@@ -446,25 +357,39 @@ impl Opts {
         match s.long {
             "log-file" => self.log_file = Some(PathBuf::from(required(o)?)),
             "help" => self.help = true,
-            "close" => self.close_fds.push(num(s, required(o)?)?),
+            // CRIU closes atoi(FD), whatever the word holds.
+            "close" => self.close_fds.push(atoi(required(o)?)),
             "log-pid" => self.log_pid = on,
             "version" => self.version = true,
-            "ms" => bail!("--ms is deprecated (see `crust check --help`)"),
-            "feature" => self.feature = Some(required(o)?.to_string()),
+            "ms" => bail!("--ms is deprecated; see \"Check options\" of crust --help"),
+            "feature" => {
+                // As CRIU: an unknown name fails at once, whatever the command.
+                let name = required(o)?;
+                if !crate::check::is_feature(name) {
+                    bail!("Unknown feature {name}");
+                }
+                self.feature = Some(name.to_string());
+            }
             "extra" => self.check_extra = on,
             "experimental" => self.check_experimental = on,
             "all" => {
                 self.check_extra = true;
                 self.check_experimental = true;
             }
-            "verbosity" => {
-                if let Some(n) = v {
-                    self.verbosity = num(s, n)?;
-                } else {
-                    self.verbosity += 1 + o.extra_v as i32;
-                }
+            // CRIU: `-vv...` adds one per v, `-vN` sets N (C's atoi, so
+            // `-verbosity=0`, which is `-v` with `erbosity=0`, is 0).
+            "verbosity" => match v {
+                Some(n) if n.starts_with('v') => self.verbosity += n.len() as i32 + 1,
+                Some(n) => self.verbosity = atoi(n),
+                None => self.verbosity += 1,
+            },
+            "root-exit-code" => self.root_exit_code = on,
+            "mntns-compat-mode" => self.mntns_compat_mode = on,
+            "unprivileged" => {
+                self.unprivileged = on;
+                self.engine.unprivileged = on;
             }
-            // Handled before the command line is applied.
+            // Read before the command line is applied.
             "config" | "no-default-config" => {}
             other => bail!("internal error: option --{other} has no handler"),
         }
@@ -485,8 +410,9 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
     let on = !o.negated;
     match s.long {
         "tree" => {
+            // CRIU: atoi(), and what is not above 0 is refused.
             let v = required(o)?;
-            let pid: i32 = num(s, v)?;
+            let pid = atoi(v);
             if pid <= 0 {
                 return Err(bad(s, v, "not a pid"));
             }
@@ -511,7 +437,6 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "skip-in-flight" => e.skip_in_flight = on,
         "link-remap" => e.link_remap = on,
         "allow-unsafe-images-dir" => e.allow_unsafe_images_dir = on,
-        "unprivileged" => e.unprivileged = on,
         "cow-parent" => e.cow_parent = on,
         "shell-job" => e.shell_job = on,
         "file-locks" => e.file_locks = on,
@@ -521,13 +446,20 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
             let i = crust_engine::InheritFd::parse(v).map_err(|why| bad(s, v, &why))?;
             e.inherit_fds.push(i);
         }
-        "ghost-limit" => {
-            let v = required(o)?;
-            e.ghost_limit = Some(parse_size(v).map_err(|err| bad(s, v, &err.to_string()))?);
-        }
+        "ghost-limit" => e.ghost_limit = Some(parse_size(required(o)?)),
         "timeout" => {
-            let secs: u32 = num(s, required(o)?)?;
-            e.timeout = Some(Duration::from_secs(secs.into()));
+            // CRIU: atoi(); 0 (or less) sets no alarm at all, so no limit.
+            let secs = atoi(required(o)?);
+            let secs = if secs > 0 {
+                secs as u64
+            } else {
+                NO_TIMEOUT_SECS
+            };
+            e.timeout = Some(Duration::from_secs(secs));
+        }
+        "skip-file-rwx-check" => e.skip_file_rwx_check = on,
+        "file-validation" => {
+            e.file_validation = Some(one_of(s, required(o)?, &["filesize", "buildid"])?);
         }
         "network-lock" => {
             let v = required(o)?;
@@ -540,42 +472,63 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
     Ok(true)
 }
 
+/// A `--timeout` of 0: no limit, as CRIU sets no alarm (about 136 years).
+const NO_TIMEOUT_SECS: u64 = u32::MAX as u64;
+
+/// CRIU's `--cpu-cap` syntax: `cpu`, `fpu`, `ins`, `all`, `none`, each
+/// turned off by a `^` before it, joined by commas or not at all.
+fn check_cpu_cap(s: &Spec, caps: &str) -> Result<()> {
+    let mut rest = caps;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix(['^', ',']) {
+            rest = r;
+            continue;
+        }
+        match ["fpu", "all", "none", "cpu", "ins"]
+            .iter()
+            .find(|w| rest.starts_with(**w))
+        {
+            Some(w) => rest = &rest[w.len()..],
+            None => {
+                return Err(bad(
+                    s,
+                    caps,
+                    "Unknown FPU mode; want cpu, fpu, ins, all or none",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The engine's options that crust validates and keeps without acting on
-/// them yet (page server, cgroups, pre-dump, CPU...); false when `o` is not
+/// (page server, pre-dump: commands crust refuses); false when `o` is not
 /// one of them.
 fn apply_engine_checked(e: &mut Options, o: &Occurrence) -> Result<bool> {
     let s = o.spec;
-    let v = o.value.as_deref();
     match s.long {
         "address" => e.address = Some(required(o)?.to_string()),
         "port" => {
+            // CRIU: atoi(), 0 refused.
             let v = required(o)?;
-            let p: u16 = num(s, v)?;
+            let p = atoi(v);
             if p == 0 {
                 return Err(bad(s, v, "port 0"));
             }
-            e.port = Some(p);
+            e.port = Some(p as u16);
         }
-        "status-fd" => e.status_fd = Some(num(s, required(o)?)?),
-        "cpu-cap" => {
-            let caps = v.unwrap_or("all");
-            for c in caps.split(',') {
-                let c = c.trim_start_matches('^');
-                if !["none", "fpu", "ins", "cpu", "all"].contains(&c) {
-                    return Err(bad(s, caps, "expected none, fpu, ins, cpu or all"));
-                }
+        "status-fd" => {
+            // CRIU: sscanf("%d"): a number must start the word.
+            let v = required(o)?;
+            let t = v.trim_start();
+            let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+            if !t.starts_with(|c: char| c.is_ascii_digit()) {
+                bail!("Unable to parse a value of --status-fd: {v:?}");
             }
-            e.cpu_cap = Some(caps.to_string());
-        }
-        "manage-cgroups" => {
-            let m = v.unwrap_or("soft");
-            e.manage_cgroups = Some(one_of(s, m, optional_keywords("manage-cgroups"))?);
+            e.status_fd = Some(atoi(v));
         }
         "pre-dump-mode" => {
             e.pre_dump_mode = Some(one_of(s, required(o)?, &["splice", "read"])?);
-        }
-        "file-validation" => {
-            e.file_validation = Some(one_of(s, required(o)?, &["filesize", "buildid"])?);
         }
         _ => return Ok(false),
     }
@@ -631,8 +584,10 @@ pub fn config_words(text: &str, origin: &str) -> Result<Vec<String>> {
         }
         match parts.len() {
             0 => {}
+            // Two words, as CRIU makes them: `verbosity 4` is `--verbosity`
+            // and `4`, which getopt does not take as the optional argument.
             1 => words.push(format!("--{}", parts[0])),
-            2 => words.push(format!("--{}={}", parts[0], parts[1])),
+            2 => words.extend([format!("--{}", parts[0]), parts[1].clone()]),
             _ => bail!(
                 "{origin}:{}: expected `option [argument]`, got {} words",
                 n + 1,
@@ -643,59 +598,106 @@ pub fn config_words(text: &str, origin: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-fn config_files(argv: &[String]) -> Result<Vec<PathBuf>> {
+/// What CRIU reads of the command line before getopt does: `-h`/`--help`
+/// anywhere (help wins over any error), `--no-default-config`, and the
+/// file of `--config FILE` or `--config=FILE` (which also turns the
+/// default files off). Only these exact words count.
+#[derive(Debug, Default, PartialEq)]
+struct PreParse {
+    help: bool,
+    no_default: bool,
+    config: Option<PathBuf>,
+}
+
+fn pre_parse(argv: &[String]) -> PreParse {
+    let mut p = PreParse::default();
+    for (i, a) in argv.iter().enumerate() {
+        if a == "image" {
+            // crust's own `image` tool reads the words after it itself.
+            break;
+        }
+        if a == "--help" || a == "-h" {
+            p.help = true;
+            break;
+        } else if a == "--no-default-config" {
+            p.no_default = true;
+        } else if a == "--config" {
+            p.config = argv.get(i + 1).map(PathBuf::from);
+            p.no_default = true;
+        } else if let Some(at) = a.find("--config=") {
+            p.config = Some(PathBuf::from(&a[at + "--config=".len()..]));
+            p.no_default = true;
+        }
+    }
+    p
+}
+
+/// The configuration files CRIU would read, in its order: the global and
+/// the user's default files (unless turned off), `$CRIU_CONFIG_FILE`, then
+/// `--config`'s. Any of them may be missing: CRIU skips a file it cannot
+/// open, and so does crust.
+fn config_files(pre: &PreParse) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let no_default = argv.iter().any(|a| a == "--no-default-config");
-    if !no_default {
+    if !pre.no_default {
         files.push(PathBuf::from("/etc/criu/default.conf"));
         if let Some(home) = std::env::var_os("HOME") {
             files.push(PathBuf::from(home).join(".criu/default.conf"));
         }
     }
-    let mut explicit = Vec::new();
     if let Some(f) = std::env::var_os("CRIU_CONFIG_FILE") {
-        explicit.push(PathBuf::from(f));
+        files.push(PathBuf::from(f));
     }
-    let (occ, _) = scan(argv, true)?;
-    for o in occ {
-        if o.spec.long == "config" {
-            explicit.push(PathBuf::from(o.value.unwrap_or_default()));
+    files.extend(pre.config.clone());
+    files
+}
+
+impl Opts {
+    /// Apply what `words` hold, in order; true when `-V` or `-h` ends the
+    /// parsing there (getopt's caller acts on them at once).
+    fn apply_words(&mut self, words: &[String], command_line: bool) -> Result<bool> {
+        let sc = getopt::scan(SPECS, words, command_line);
+        for o in sc.found {
+            self.apply(o)?;
+            if self.version || self.help {
+                return Ok(true);
+            }
         }
+        if let Some(e) = sc.error {
+            return Err(e);
+        }
+        if command_line && !sc.words.is_empty() {
+            let mut w = sc.words;
+            self.command = Some(w.remove(0));
+            self.args = w;
+        }
+        Ok(false)
     }
-    // Default files are optional; the ones asked for must exist.
-    files.retain(|f| f.exists());
-    files.extend(explicit);
-    Ok(files)
 }
 
 /// Parse `argv` (without the program name), configuration files first.
+/// Words that are not options in a configuration file are ignored, as CRIU
+/// ignores them.
 pub fn parse(argv: &[String]) -> Result<Opts> {
     let mut opts = Opts::default();
-    for f in config_files(argv)? {
-        let text = std::fs::read_to_string(&f)
-            .with_context(|| format!("reading configuration file {}", f.display()))?;
+    let pre = pre_parse(argv);
+    if pre.help {
+        opts.help = true;
+        return Ok(opts);
+    }
+    for f in config_files(&pre) {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let words = config_words(&text, &f.display().to_string())?;
-        let (occ, pos) = scan(&words, false)
-            .with_context(|| format!("in configuration file {}", f.display()))?;
-        if !pos.is_empty() {
-            bail!(
-                "configuration file {}: commands are not allowed there",
-                f.display()
-            );
-        }
-        for o in occ {
-            opts.apply(o)
-                .with_context(|| format!("in configuration file {}", f.display()))?;
+        let done = opts
+            .apply_words(&words, false)
+            .map_err(|e| e.context(format!("in configuration file {}", f.display())))?;
+        if done {
+            return Ok(opts);
         }
     }
-    let (occ, mut pos) = scan(argv, true)?;
-    for o in occ {
-        opts.apply(o)?;
-    }
-    if !pos.is_empty() {
-        opts.command = Some(pos.remove(0));
-        opts.args = pos;
-    }
+    opts.apply_words(argv, true)?;
     Ok(opts)
 }
 
@@ -749,9 +751,12 @@ Dump/restore options:
   --inherit-fd fd[N]:KEY restore: our fd N replaces the file KEY
                          (pipe:[INO] or a file's path); repeatable
   --display-stats        print statistics at the end
-  --manage-cgroups[=M], --network-lock M, --pre-dump-mode M, --cpu-cap[=C],
-  --evasive-devices, --track-mem, --auto-dedup, --skip-in-flight ...
-                         accepted for CRIU compatibility
+  --skip-file-rwx-check  restore: r/w/x bits of files may have changed
+  --file-validation M    filesize or buildid (default): how files are checked
+  --root-exit-code       restore without -d: exit as the root task ends
+                         (crust's own; CRIU exits 0)
+  --network-lock M, --skip-in-flight, and CRIU's other options: see
+                         docs/arch-cli.md for what crust does with each
 
 Check options:
   --feature NAME         check one feature (`--feature list` lists them)
@@ -811,8 +816,8 @@ mod tests {
             o.engine.in_work_dir(o.log_file.as_ref().unwrap()),
             PathBuf::from("/tmp/img/dump.log")
         );
-        assert!(o.unsupported.is_empty());
-        assert_eq!(o.ignored, vec!["--track-mem".to_string()]);
+        // No incremental dumps: refused, where it was silently ignored.
+        assert_eq!(o.unsupported, vec!["--track-mem".to_string()]);
     }
 
     /// A dump and a restore command line, with CRIU's quirks (clusters,
@@ -828,7 +833,7 @@ mod tests {
             "--tcp-est",
             "--tcp-close",
             "--no-tcp-close",
-            "--ghost-limit=2k",
+            "--ghost-limit=2K",
             "--timeout",
             "7",
             "--network-lock",
@@ -933,9 +938,114 @@ mod tests {
         assert_eq!(p(&["check", "-vv"]).unwrap().verbosity, 4);
         assert_eq!(p(&["check", "-vvv"]).unwrap().verbosity, 5);
         assert_eq!(p(&["check", "-v0"]).unwrap().verbosity, 0);
-        assert_eq!(p(&["check", "--verbosity", "1"]).unwrap().verbosity, 1);
         assert_eq!(p(&["check", "--verbosity=3"]).unwrap().verbosity, 3);
+        assert_eq!(p(&["check", "--verbosity=vv"]).unwrap().verbosity, 5);
         assert_eq!(p(&["--verbosity", "check"]).unwrap().verbosity, 3);
+        // getopt: `-verbosity=0` is -v with the argument "erbosity=0",
+        // which atoi() makes 0 (what callers of CRIU rely on).
+        let o = p(&["check", "-verbosity=0", "--feature", "mnt_id"]).unwrap();
+        assert_eq!((o.verbosity, o.feature.as_deref()), (0, Some("mnt_id")));
+        // An optional argument is never the next word: `1` is a word.
+        let o = p(&["check", "--verbosity", "1"]).unwrap();
+        assert_eq!((o.verbosity, o.args.clone()), (3, vec!["1".to_string()]));
+        assert_eq!(p(&["check", "-v4x"]).unwrap().verbosity, 4);
+    }
+
+    /// `-V` ends the parsing where it is (CRIU prints and exits there);
+    /// `-h`/`--help` as a word anywhere wins over any error.
+    #[test]
+    fn version_and_help_end_the_parsing() {
+        let o = p(&["-V", "--bogus"]).unwrap();
+        assert!(o.version);
+        assert!(p(&["--bogus", "-V"]).is_err());
+        assert!(p(&["check", "--bogus", "-h"]).unwrap().help);
+        assert!(p(&["check", "-dh"]).unwrap().help);
+        assert!(p(&["check", "--help=1"]).is_err());
+    }
+
+    /// CRIU reads the configuration files it can open and skips the rest;
+    /// `--config FILE` turns the default files off.
+    #[test]
+    fn config_files_as_criu_reads_them() {
+        let pre = pre_parse(&["check".into(), "--config".into(), "/x/y.conf".into()]);
+        assert_eq!(
+            pre,
+            PreParse {
+                help: false,
+                no_default: true,
+                config: Some(PathBuf::from("/x/y.conf"))
+            }
+        );
+        let pre = pre_parse(&["--config=/a".into(), "--no-default-config".into()]);
+        assert_eq!(pre.config, Some(PathBuf::from("/a")));
+        // An abbreviation is an option getopt takes, but no file is read.
+        let pre = pre_parse(&["image".into(), "decode".into(), "-h".into()]);
+        assert!(!pre.help);
+        let pre = pre_parse(&["--conf=/a".into()]);
+        assert_eq!(pre.config, None);
+        assert!(!pre.no_default);
+        let o = parse(&[
+            "check".into(),
+            "--config".into(),
+            "/nonexistent/c.conf".into(),
+        ])
+        .unwrap();
+        assert_eq!(o.command.as_deref(), Some("check"));
+        let dir = std::env::temp_dir().join(format!("crust-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.conf");
+        std::fs::write(
+            &f,
+            "tcp-established\nverbosity 4\nghost-limit 1M\nfoo-word\n",
+        )
+        .unwrap();
+        let r = parse(&["dump".into(), format!("--config={}", f.display())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // `foo-word` becomes --foo-word, which getopt does not know.
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("foo-word") && e.contains("c.conf"), "{e}");
+    }
+
+    /// Unknown feature names fail at once, as CRIU's parser fails them.
+    #[test]
+    fn feature_names_are_checked_by_the_parser() {
+        assert!(p(&["check", "--feature", "timerfd"]).is_ok());
+        let e = p(&["dump", "--feature", "seize"]).unwrap_err().to_string();
+        assert!(e.contains("Unknown feature seize"), "{e}");
+    }
+
+    /// What has no effect, what crust lacks (a warning), what it refuses.
+    #[test]
+    fn options_without_effect_are_said_so() {
+        let o = p(&["dump", "--evasive-devices", "--libdir=/x", "--weak-sysctls"]).unwrap();
+        assert_eq!(o.no_effect.len(), 3);
+        let o = p(&[
+            "dump",
+            "--manage-cgroups=full",
+            "--cpu-cap",
+            "--cgroup-yard",
+            "/y",
+        ])
+        .unwrap();
+        assert_eq!(o.lacking.len(), 3, "{:?}", o.lacking);
+        let o = p(&["dump", "--manage-cgroups=none"]).unwrap();
+        assert!(o.lacking.is_empty());
+        let o = p(&["restore", "--auto-dedup", "--track-mem"]).unwrap();
+        assert_eq!(o.unsupported, vec!["--auto-dedup", "--track-mem"]);
+        assert!(p(&["dump", "--cpu-cap=fpu,^cpu"]).is_ok());
+        assert!(p(&["dump", "--cpu-cap=bogus"]).is_err());
+        let o = p(&[
+            "restore",
+            "--skip-file-rwx-check",
+            "--file-validation",
+            "filesize",
+        ])
+        .unwrap();
+        assert!(o.engine.skip_file_rwx_check && o.engine.validate_by_size_only());
+        let o = p(&["restore", "--root-exit-code", "--allow-u"]).unwrap();
+        assert!(o.root_exit_code);
+        // `--allow-u` is CRIU's --allow-uprobes, whatever crust adds.
+        assert_eq!(o.no_effect, vec!["--allow-uprobes"]);
     }
 
     #[test]
@@ -948,18 +1058,27 @@ mod tests {
             Some(2 << 20)
         );
         assert_eq!(
-            p(&["dump", "--ghost-limit=3k"]).unwrap().engine.ghost_limit,
+            p(&["dump", "--ghost-limit=3K"]).unwrap().engine.ghost_limit,
             Some(3 << 10)
         );
         assert_eq!(
             p(&["dump", "--ghost-limit=1G"]).unwrap().engine.ghost_limit,
             Some(1 << 30)
         );
-        assert!(p(&["dump", "--ghost-limit=1T"]).is_err());
+        // CRIU's parse_size: upper-case suffixes only, atol() for the rest.
+        assert_eq!(
+            p(&["dump", "--ghost-limit=1T"]).unwrap().engine.ghost_limit,
+            Some(1)
+        );
+        assert_eq!(
+            p(&["dump", "--ghost-limit=2k"]).unwrap().engine.ghost_limit,
+            Some(2)
+        );
+        assert_eq!(p(&["dump", "-t", "12abc"]).unwrap().engine.pid, 12);
         let e = p(&["dump", "--frobnicate"]).unwrap_err().to_string();
         assert!(e.contains("--frobnicate"), "{e}");
         let e = p(&["dump", "-Q"]).unwrap_err().to_string();
-        assert!(e.contains("-Q"), "{e}");
+        assert!(e.contains("'Q'"), "{e}");
         assert!(p(&["dump", "-t"]).is_err());
         assert!(p(&["dump", "-t", "abc"]).is_err());
         assert!(p(&["dump", "--pre-dump-mode=write"]).is_err());
@@ -971,14 +1090,10 @@ mod tests {
                 .as_deref(),
             Some("soft")
         );
-        assert_eq!(
-            p(&["restore", "--manage-cgroups", "full"])
-                .unwrap()
-                .engine
-                .manage_cgroups
-                .as_deref(),
-            Some("full")
-        );
+        // getopt: `full` is a word of its own, not the optional argument.
+        let o = p(&["restore", "--manage-cgroups", "full"]).unwrap();
+        assert_eq!(o.engine.manage_cgroups.as_deref(), Some("soft"));
+        assert_eq!(o.args, vec!["full"]);
         assert!(p(&["restore", "--manage-cgroups=bogus"]).is_err());
         let o = p(&["restore", "--network-lock", "skip"]).unwrap();
         assert_eq!(o.engine.network_lock_arg(), Some(Method::Skip));
@@ -1030,8 +1145,10 @@ mod tests {
             w,
             vec![
                 "--tcp-established",
-                "--work-dir=/a b/\"c\"",
-                "--ghost-limit=1M"
+                "--work-dir",
+                "/a b/\"c\"",
+                "--ghost-limit",
+                "1M"
             ]
         );
         assert!(config_words("a b c\n", "t").is_err());
@@ -1047,6 +1164,7 @@ mod tests {
                     Some("3".to_string())
                 }
                 ("ghost-limit", _) => Some("1M".into()),
+                ("feature", _) => Some("mnt_id".into()),
                 ("inherit-fd", _) => Some("fd[3]:pipe:[1]".into()),
                 ("pre-dump-mode", _) => Some("read".into()),
                 ("file-validation", _) => Some("buildid".into()),
@@ -1058,7 +1176,6 @@ mod tests {
                 spec: s,
                 negated: false,
                 value,
-                extra_v: 0,
             });
             if s.long == "ms" {
                 assert!(r.is_err());

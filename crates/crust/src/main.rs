@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod demo;
+mod getopt;
 mod image;
 mod logger;
 
@@ -78,7 +79,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         return Ok(0);
     }
     if opts.version {
-        println!("Version: {} (crust)", env!("CARGO_PKG_VERSION"));
+        print!("{}", version_text());
         return Ok(0);
     }
     for &fd in &opts.close_fds {
@@ -115,12 +116,16 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    for name in &opts.ignored {
-        log::debug!("option {name} accepted and ignored: it does not change what crust does");
+    for name in &opts.no_effect {
+        log::debug!("option {name} has no effect for crust (see docs/arch-cli.md)");
+    }
+    for what in &opts.lacking {
+        log::warn!("{what}");
     }
     if !opts.unsupported.is_empty() {
         bail!("crust does not support {} yet", opts.unsupported.join(", "));
     }
+    check_command_options(&opts, &command)?;
 
     if matches!(
         command.as_str(),
@@ -146,8 +151,18 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
             }
             _ => bail!("`crust cpuinfo` needs `dump` or `check`"),
         },
-        "exec" => bail!("`exec` was removed from CRIU (use compel); crust does not have it"),
-        other => bail!("unknown command {other:?} (see `crust --help`)"),
+        // CRIU returns -1 from main for these two: exit code 255.
+        "exec" => {
+            log::error!(
+                "the \"exec\" action is deprecated by the Compel library; crust does not have it"
+            );
+            Ok(255)
+        }
+        "show" => {
+            log::error!("the \"show\" action is deprecated by the CRIT utility; use `crust image decode -i FILE --pretty`");
+            Ok(255)
+        }
+        other => bail!("unknown command: {other} (see `crust --help`)"),
     }
 }
 
@@ -174,13 +189,54 @@ fn check_caps(opts: &Opts) -> Result<()> {
     if st.uid[1] != 0 {
         if !opts.engine.unprivileged {
             bail!(
-                "running as non-root (uid {}) requires --unprivileged: with it, crust dumps \
+                "Running as non-root (uid {}) requires '--unprivileged': with it, crust dumps \
                  and restores only what your own credentials allow (see README, Safety)",
                 st.uid[1]
             );
         }
         crust_sys::process::set_dumpable().context("prctl(PR_SET_DUMPABLE)")?;
     }
+    Ok(())
+}
+
+/// What `--version` prints: CRIU's `Version:` line with the CRIU version
+/// whose command line, images and behaviour crust implements (callers
+/// parse its X.Y: LXC wants 2.0 or later), then crust's own version on a
+/// line of its own, which CRIU's callers skip (CRIU prints a `GitID:`
+/// line there, when it has one).
+pub fn version_text() -> String {
+    format!(
+        "Version: {CRIU_VERSION}\ncrust: {}\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The CRIU release crust is a drop-in replacement for.
+pub const CRIU_VERSION: &str = "4.2";
+
+/// The checks CRIU makes of the command line once it knows the command:
+/// words after it (`excessive parameter`), options that belong to another
+/// command, `--unprivileged`.
+fn check_command_options(opts: &Opts, command: &str) -> Result<()> {
+    let allowed = match command {
+        "image" => usize::MAX,
+        "cpuinfo" | "swrk" => 1,
+        _ => 0,
+    };
+    if opts.args.len() > allowed {
+        bail!(
+            "excessive parameter{} for command {command}: {}",
+            if opts.args.len() > 1 { "s" } else { "" },
+            opts.args.join(" ")
+        );
+    }
+    if opts.mntns_compat_mode && command != "restore" {
+        bail!("Option --mntns-compat-mode is only valid on restore");
+    }
+    if !opts.engine.inherit_fds.is_empty() && command != "restore" {
+        bail!("--inherit-fd is restore-only option");
+    }
+    // Who may run it (CAP_CHECKPOINT_RESTORE, --unprivileged): check_caps.
     Ok(())
 }
 
@@ -228,24 +284,19 @@ fn dump(opts: &Opts) -> Result<i32> {
     Ok(0)
 }
 
+/// `--display-stats` after a dump, as CRIU prints it.
 fn print_dump_stats(s: &crust_engine::DumpStats) {
     println!("Displaying dump stats:");
     println!("Freezing time: {} us", s.freezing_time_us);
     println!("Frozen time: {} us", s.frozen_time_us);
     println!("Memory dump time: {} us", s.memdump_time_us);
     println!("Memory write time: {} us", s.memwrite_time_us);
-    println!(
-        "Memory pages scanned: {} ({:#x})",
-        s.pages_scanned, s.pages_scanned
-    );
-    println!(
-        "Memory pages skipped from parent: {} ({:#x})",
-        s.pages_skipped_parent, s.pages_skipped_parent
-    );
-    println!(
-        "Memory pages written: {} ({:#x})",
-        s.pages_written, s.pages_written
-    );
+    println!("IRMAP resolve time: 0 us");
+    let count = |what: &str, n: u64| println!("{what}: {n} ({n:#x})");
+    count("Memory pages scanned", s.pages_scanned);
+    count("Memory pages skipped from parent", s.pages_skipped_parent);
+    count("Memory pages written", s.pages_written);
+    count("Lazy memory pages", 0);
 }
 
 /// Write `pid` into `path` like CRIU (mode 0600, no newline), complete
@@ -292,12 +343,14 @@ fn restore(opts: &Opts) -> Result<i32> {
         }
     }
     if o.display_stats {
+        // As CRIU prints them (see the engine's stats-restore).
         println!("Displaying restore stats:");
-        println!(
-            "Pages restored: {} ({:#x})",
-            out.pages_restored, out.pages_restored
-        );
+        println!("Pages compared: 0 (0x0)");
+        println!("Pages skipped COW: 0 (0x0)");
+        let n = out.pages_restored;
+        println!("Pages restored: {n} ({n:#x})");
         println!("Restore time: {} us", out.restore_time_us);
+        println!("Forking time: 0 us");
     }
     if o.detached {
         return Ok(0);
@@ -308,5 +361,12 @@ fn restore(opts: &Opts) -> Result<i32> {
     let status = probe::wait_exit(out.waiter.unwrap_or(out.root_pid))
         .with_context(|| format!("waiting for the restored root task {}", out.root_pid))?;
     log::info!("restored root task {} ended: {status:?}", out.root_pid);
-    Ok(status.code())
+    // CRIU waits for the tree and exits 0 however its root ended; with
+    // crust's own --root-exit-code, the root's code (128 + N if signal N
+    // killed it).
+    Ok(if opts.root_exit_code {
+        status.code()
+    } else {
+        0
+    })
 }

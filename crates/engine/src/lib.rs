@@ -13,9 +13,18 @@ pub struct DumpStats {
     pub frozen_time_us: u64,
     pub memdump_time_us: u64,
     pub memwrite_time_us: u64,
+    /// Pages of the processes' private memory looked at, and written to
+    /// the pages files (CRIU's meaning: `pages_written + shpages_written`
+    /// pages make the pages-*.img files).
     pub pages_scanned: u64,
     pub pages_written: u64,
+    /// Pages left to a parent images directory (incremental dumps, which
+    /// crust does not make yet: 0).
     pub pages_skipped_parent: u64,
+    /// Pages of shared memory objects (shared anonymous memory, memfds,
+    /// System V segments) looked at, and written.
+    pub shpages_scanned: u64,
+    pub shpages_written: u64,
 }
 
 /// What a successful restore produced.

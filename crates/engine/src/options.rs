@@ -88,8 +88,13 @@ pub struct Options {
     pub manage_cgroups: Option<String>,
     /// `--pre-dump-mode splice|read`: validated, no pre-dump yet.
     pub pre_dump_mode: Option<String>,
-    /// `--file-validation filesize|buildid`: validated.
+    /// `--file-validation filesize|buildid`: how regular files are checked
+    /// at restore. `filesize`: by size only (a dump then records no
+    /// build-id); `buildid` (the default): also an ELF file's build-id.
     pub file_validation: Option<String>,
+    /// `--skip-file-rwx-check`: a restore does not compare the r/w/x bits
+    /// of a regular file's mode with the dumped ones. Restore only.
+    pub skip_file_rwx_check: bool,
     /// `--cpu-cap[=CAPS]`: validated.
     pub cpu_cap: Option<String>,
     /// `--status-fd FD`.
@@ -130,6 +135,7 @@ impl Default for Options {
             manage_cgroups: None,
             pre_dump_mode: None,
             file_validation: None,
+            skip_file_rwx_check: false,
             cpu_cap: None,
             status_fd: None,
             address: None,
@@ -143,6 +149,12 @@ impl Options {
     pub fn set_network_lock(&mut self, method: NetworkLock) {
         self.network_lock = method;
         self.network_lock_given = true;
+    }
+
+    /// Whether regular files are checked by size only
+    /// (`--file-validation filesize`), without their ELF build-id.
+    pub fn validate_by_size_only(&self) -> bool {
+        self.file_validation.as_deref() == Some("filesize")
     }
 
     /// `--network-lock` if it was given.

@@ -791,6 +791,26 @@ pub fn uffd_wp_async() -> ProbeResult {
     uffd_require(UFFD_FEATURE_WP_ASYNC, "asynchronous write-protect")
 }
 
+/// prctl(PR_TIMER_CREATE_RESTORE_IDS): timer_create() takes the id a
+/// restored POSIX timer had (Linux 6.17); the GET form changes nothing.
+pub fn timer_cr_ids() -> ProbeResult {
+    const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
+    const PR_TIMER_CREATE_RESTORE_IDS_GET: libc::c_ulong = 2;
+    // SAFETY: the GET form only reads a flag of this process; every
+    // argument is an integer.
+    let ret = unsafe {
+        libc::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_GET,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    check(ret as libc::c_long, "prctl(PR_TIMER_CREATE_RESTORE_IDS)")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

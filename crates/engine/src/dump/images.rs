@@ -84,9 +84,9 @@ pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
             pages_lazy: 0,
             page_pipes: Some(0),
             page_pipe_bufs: Some(0),
-            shpages_scanned: Some(0),
+            shpages_scanned: Some(s.shpages_scanned),
             shpages_skipped_parent: Some(0),
-            shpages_written: Some(0),
+            shpages_written: Some(s.shpages_written),
             ..Default::default()
         }),
         ..Default::default()

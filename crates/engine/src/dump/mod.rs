@@ -308,6 +308,7 @@ fn dump_tree(
     }
     files.set_ghost_limit(opts.ghost_limit);
     files.set_link_remap(opts.link_remap);
+    files.set_build_ids(!opts.validate_by_size_only());
     files.set_tree(
         tree.procs
             .iter()
@@ -322,6 +323,8 @@ fn dump_tree(
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
     let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
+    // Counted from the pages files this dump writes.
+    let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
@@ -375,14 +378,18 @@ fn dump_tree(
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
     write_image(dir, ImageType::Timens, 0, &[timens()?])?;
+    // Every pages file is written: count them as they ended up.
+    let tally = mem::take_page_tally(dir);
     let stats = DumpStats {
         freezing_time_us,
         frozen_time_us: us_since(frozen_at),
         memdump_time_us: walk.memdump_time_us,
         memwrite_time_us: us_since(t_write),
         pages_scanned: counts.scanned,
-        pages_written: counts.written,
+        pages_written: tally.pages_written,
         pages_skipped_parent: 0,
+        shpages_scanned: tally.shpages_scanned,
+        shpages_written: tally.shpages_written,
     };
     write_stats(dir, &stats)?;
     debug!("dump of {}: {stats:?}", opts.pid);

@@ -77,6 +77,8 @@ pub struct FileTable {
     kinds: Vec<Box<dyn DumpKind>>,
     /// Owners (F_SETOWN) of the descriptions seen.
     owners: crate::files::fown::OwnerDump,
+    /// Whether regular files' ELF build-ids are recorded.
+    build_ids: bool,
 }
 
 use crate::mem::ShmemInode;
@@ -108,7 +110,14 @@ impl FileTable {
             shmem_ids: HashMap::new(),
             kinds,
             owners: Default::default(),
+            build_ids: true,
         }
+    }
+
+    /// `--file-validation filesize`: regular files are recorded without
+    /// their ELF build-id (a restore then checks their size only).
+    pub fn set_build_ids(&mut self, on: bool) {
+        self.build_ids = on;
     }
 
     /// The processes of the tree (see [`pty::PtyDump::set_tree`]).
@@ -189,7 +198,7 @@ impl FileTable {
         pos: u64,
         build_id: bool,
     ) -> Result<RegFileEntry, Error> {
-        reg_entry(id, path, flags, pos, build_id)
+        reg_entry(id, path, flags, pos, build_id && self.build_ids)
     }
 
     fn push_reg(&mut self, reg: RegFileEntry) {

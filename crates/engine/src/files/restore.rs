@@ -161,7 +161,9 @@ impl RestoreFiles {
     }
 
     /// Check that a file the restore needs is there and unchanged.
-    pub fn check(&self, id: u32, shell_job: bool) -> Result<(), Error> {
+    /// `opts`: `--shell-job`, `--skip-file-rwx-check`, `--file-validation`.
+    pub fn check(&self, id: u32, opts: &crate::Options) -> Result<(), Error> {
+        let shell_job = opts.shell_job;
         let Some(reg) = self.regs.get(&id) else {
             return Ok(());
         };
@@ -193,7 +195,14 @@ impl RestoreFiles {
                     ),
                 });
             }
-            if md.file_type().is_file() && mode & 0o7777 != md.permissions().mode() & 0o7777 {
+            // --skip-file-rwx-check: the r/w/x bits may differ (set-id and
+            // sticky bits may not), as in CRIU.
+            let bits = if opts.skip_file_rwx_check {
+                0o7000
+            } else {
+                0o7777
+            };
+            if md.file_type().is_file() && mode & bits != md.permissions().mode() & bits {
                 return Err(Error::FileChanged {
                     path,
                     why: format!(
@@ -212,7 +221,7 @@ impl RestoreFiles {
                 });
             }
         }
-        if !reg.build_id.is_empty() {
+        if !reg.build_id.is_empty() && !opts.validate_by_size_only() {
             let now = elf_build_id(&path);
             if now != reg.build_id {
                 return Err(Error::FileChanged {

@@ -22,7 +22,7 @@ mod vma;
 
 pub use dump::{dump_pages, CowParent};
 pub use fill::{Filler, Pending};
-pub use pages::{load_pagemap, LocalImages, PageSink};
+pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
 pub use restore::{

@@ -250,6 +250,9 @@ pub trait PageSink: Sync {
 pub trait PageStream {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// How many pages of the owner were looked at (a shared memory object:
+    /// its size), for the dump's statistics.
+    fn scanned(&mut self, _pages: u64) {}
     /// All runs and bytes are in: complete the owner's images.
     fn finish(self: Box<Self>) -> Result<(), Error>;
 }
@@ -320,6 +323,50 @@ struct LocalStream<'a> {
     name: crust_sys::private::PrivateName,
     runs: Vec<Run>,
     written: u64,
+    scanned: u64,
+}
+
+/// What the pages files of one images directory hold, as this process's
+/// dumps wrote them: for the statistics (stats-dump), which count each
+/// pages file once, as it ended up (an object written twice is counted
+/// once).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageTally {
+    /// Pages of processes' private memory in pages files.
+    pub pages_written: u64,
+    /// Pages of shared memory objects looked at, and stored.
+    pub shpages_scanned: u64,
+    pub shpages_written: u64,
+}
+
+/// (images directory, pages file id) -> (a shared object?, scanned, written).
+type TallyMap = std::collections::BTreeMap<(std::path::PathBuf, u32), (bool, u64, u64)>;
+
+static TALLY: std::sync::Mutex<TallyMap> = std::sync::Mutex::new(TallyMap::new());
+
+fn tally() -> std::sync::MutexGuard<'static, TallyMap> {
+    TALLY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The totals of the pages files written in `dir` since the last call,
+/// forgotten then (the next dump into `dir` starts from nothing).
+pub fn take_page_tally(dir: &Path) -> PageTally {
+    let mut t = tally();
+    let mut out = PageTally::default();
+    let keys: Vec<_> = t.keys().filter(|(d, _)| d == dir).cloned().collect();
+    for k in keys {
+        if let Some((object, scanned, written)) = t.remove(&k) {
+            if object {
+                out.shpages_scanned += scanned;
+                out.shpages_written += written;
+            } else {
+                out.pages_written += written;
+            }
+        }
+    }
+    out
 }
 
 impl PageSink for LocalImages<'_> {
@@ -339,6 +386,7 @@ impl PageSink for LocalImages<'_> {
             name,
             runs: Vec::new(),
             written: 0,
+            scanned: 0,
         }))
     }
 }
@@ -357,6 +405,10 @@ impl PageStream for LocalStream<'_> {
         })?;
         self.written += bytes.len() as u64;
         Ok(())
+    }
+
+    fn scanned(&mut self, pages: u64) {
+        self.scanned += pages;
     }
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
@@ -388,6 +440,11 @@ impl PageStream for LocalStream<'_> {
             path: self.path.clone(),
             source,
         })?;
+        let object = matches!(self.owner, PageOwner::Object { .. });
+        tally().insert(
+            (self.dir.to_path_buf(), self.owner.pages_id()),
+            (object, self.scanned, self.written / PAGE_SIZE),
+        );
         write_pagemap(self.dir, ty, id, self.owner.pages_id(), &entries)
     }
 }
@@ -689,6 +746,50 @@ pub(super) mod tests {
         s.runs(&[run(0, 2, pe::PRESENT)]).unwrap();
         s.pages(&vec![1u8; PAGE_SIZE as usize]).unwrap();
         assert!(matches!(s.finish(), Err(Error::Io { .. })));
+    }
+
+    /// The tally counts each pages file once, as it ended up: an object
+    /// stored twice counts once; task pages and object pages apart.
+    #[test]
+    fn page_tally_counts_each_file_once() {
+        let t = temp("tally");
+        let sink = LocalImages::new(&t.0);
+        let store = |owner: PageOwner, pages: u64, scanned: u64| {
+            let mut s = sink.open(owner).unwrap();
+            s.scanned(scanned);
+            s.runs(&[run(0x10000, pages, pe::PRESENT)]).unwrap();
+            s.pages(&vec![7u8; (pages * PAGE_SIZE) as usize]).unwrap();
+            s.finish().unwrap();
+        };
+        let task = PageOwner::Task {
+            id: 42,
+            pages_id: 1,
+        };
+        let object = PageOwner::Object {
+            shmid: 5,
+            pages_id: 1 << 31 | 5,
+        };
+        store(task, 3, 0);
+        store(object, 2, 4);
+        store(object, 2, 4);
+        let files: u64 = std::fs::read_dir(&t.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        let got = take_page_tally(&t.0);
+        assert_eq!(
+            got,
+            PageTally {
+                pages_written: 3,
+                shpages_scanned: 4,
+                shpages_written: 2
+            }
+        );
+        assert_eq!((got.pages_written + got.shpages_written) * PAGE_SIZE, files);
+        // Taken: the next dump into the directory starts from nothing.
+        assert_eq!(take_page_tally(&t.0), PageTally::default());
     }
 
     fn pagemap_with(tag: &str, entries: &[(u64, u64, u32)], pages_len: u64) -> TempDir {

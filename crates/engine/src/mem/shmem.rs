@@ -113,6 +113,7 @@ pub(crate) fn store_object(
 ) -> Result<(u64, u64, usize), Error> {
     let mut out = sink.open(owner)?;
     let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    out.scanned(total / PAGE_SIZE);
     let mut runs: Vec<Run> = Vec::new();
     let mut nruns = 0usize;
     let mut last_end = None;

@@ -253,7 +253,7 @@ pub(super) fn load_proc(
     needed.sort_unstable();
     needed.dedup();
     for id in needed {
-        files.check(id, opts.shell_job)?;
+        files.check(id, opts)?;
     }
     Ok(ProcImage {
         entry,

@@ -168,10 +168,46 @@ pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let me = process::getpid();
     let status = crust_proc::status(&ProcRoot::default(), me).map_err(crate::util::proc_err(me))?;
     caller::check_caller(&img, &caller::Caller::from_status(&status))?;
-    if accept_listeners(&img).is_empty() {
-        return restore_loaded(img, opts, t0, None);
+    let out = if accept_listeners(&img).is_empty() {
+        restore_loaded(img, opts, t0, None)?
+    } else {
+        restore_serving(img, opts, t0)?
+    };
+    write_restore_stats(&opts.work_dir(), &out);
+    Ok(out)
+}
+
+/// stats-restore, which CRIU writes into its work directory once a restore
+/// succeeded; a file that cannot be written is only logged (CRIU ignores
+/// it). crust restores pages the dump found shared with the parent by
+/// inheriting them, without comparing: `pages_compared` and
+/// `pages_skipped_cow` are 0, `forking_time` too (tasks are created while
+/// they are built, not in a stage of their own).
+fn write_restore_stats(dir: &std::path::Path, o: &RestoreOutcome) {
+    use crust_images::proto::stats::{RestoreStatsEntry, StatsEntry};
+    let e = StatsEntry {
+        restore: Some(RestoreStatsEntry {
+            pages_compared: 0,
+            pages_skipped_cow: 0,
+            forking_time: 0,
+            restore_time: o.restore_time_us.min(u64::from(u32::MAX)) as u32,
+            pages_restored: Some(o.pages_restored),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = crust_images::image::ImageWriter::create(
+        dir,
+        crust_images::image::ImageType::Stats,
+        "stats-restore",
+    )
+    .and_then(|mut w| {
+        w.write_entry(&e)?;
+        w.finish()
+    });
+    if let Err(err) = r {
+        log::warn!("cannot write stats-restore in {}: {err}", dir.display());
     }
-    restore_serving(img, opts, t0)
 }
 
 /// Restore in a child process that stays, after the restore, to hand

@@ -1,0 +1,162 @@
+# What callers parse (issue 11, item 7): crust's command line, `check`
+# answers and exit codes side by side with CRIU 4.2's on this machine.
+# Sourced by run.sh: uses its helpers and adds its tests to ALL_TESTS.
+# CRIU 4.2 is $CRIU42_BIN, else the cached build of ../shared/criu/build.sh;
+# without it these tests are skipped.
+
+# Sets C42 to CRIU 4.2's binary, or skips.
+need_criu42() {
+    need_crust || return 1
+    if [ -z "${C42:-}" ]; then
+        C42=${CRIU42_BIN:-}
+        local build=$ROOT/../shared/criu/build.sh
+        if [ -z "$C42" ] && [ -f "$build" ]; then
+            C42=$(bash "$build" 2>/dev/null | tail -n 1)
+        fi
+    fi
+    [ -n "$C42" ] && [ -x "$C42" ] || { skip "no CRIU 4.2 (set CRIU42_BIN or run ../shared/criu/build.sh)"; return 2; }
+}
+
+# The 45 feature names of CRIU 4.2 (criu/cr-check.c, feature_list).
+CRIU42_FEATURES="mnt_id mem_dirty_track aio_remap timerfd tun tun_ns userns fdinfo_lock
+seccomp_suspend seccomp_filters loginuid cgroupns autofs tcp_half_closed compat_cr uffd
+uffd-noncoop can_map_vdso sk_ns sk_unix_file net_diag_raw nsid link_nsid kcmp_epoll timens
+external_net_ns clone3_set_tid newifindex nftables has_ipt_legacy pidfd_store ns_pid
+apparmor_stacking network_lock_nftables sockopt_buf_lock memfd_hugetlb move_mount_set_group
+openat2 get_rseq_conf ipv6_freebind pagemap_scan timer_cr_ids overlayfs_maps breakpoints
+pagemap_scan_guard_pages"
+
+# Where crust's answer may differ from CRIU's, and why: a feature crust does
+# not use (yet) is "no" even when the kernel has it. Every other name must
+# get CRIU's answer.
+declare -A FEATURE_DIFFERS=(
+    [aio_remap]="crust refuses AIO rings"
+    [tun]="crust does not dump tun/tap devices"
+    [tun_ns]="no network namespaces in crust"
+    [userns]="no user namespaces in crust"
+    [seccomp_suspend]="crust does not dump seccomp filters"
+    [seccomp_filters]="crust does not dump seccomp filters"
+    [cgroupns]="no cgroups in crust"
+    [autofs]="no mount namespaces in crust"
+    [compat_cr]="crust restores 64-bit tasks only"
+    [uffd]="no lazy pages in crust"
+    [uffd-noncoop]="no lazy pages in crust"
+    [can_map_vdso]="crust moves the vDSO with mremap, never maps one"
+    [sk_ns]="no network namespaces in crust"
+    [sk_unix_file]="crust finds a unix socket's file by path, not SIOCUNIXFILE"
+    [net_diag_raw]="crust reads raw sockets from their fds, not sock_diag"
+    [nsid]="no network namespaces in crust"
+    [link_nsid]="no network namespaces in crust"
+    [kcmp_epoll]="crust finds epoll targets by fd number, not KCMP_EPOLL_TFD"
+    [timens]="no time namespaces in crust"
+    [external_net_ns]="no --external in crust"
+    [newifindex]="no network namespaces in crust"
+    [has_ipt_legacy]="crust's network lock never runs iptables-legacy"
+    [apparmor_stacking]="no LSM profiles in crust"
+    [memfd_hugetlb]="crust refuses hugetlb memory"
+    [move_mount_set_group]="no mount namespaces in crust"
+    [openat2]="crust opens images with O_NOFOLLOW, not openat2"
+    [breakpoints]="crust steps remote syscalls without hardware breakpoints"
+    [pagemap_scan_guard_pages]="crust does not dump guard regions"
+)
+
+# `check --feature NAME` for every name of CRIU 4.2: crust knows them all,
+# and answers as CRIU does unless the table above says why not (and then
+# it may only say no where CRIU says yes). Both with `-verbosity=0`, as
+# callers write it.
+t_cli_features() {
+    need_criu42 || return $?
+    local f a b n=0 same=0 out
+    for f in $CRIU42_FEATURES; do
+        n=$((n + 1))
+        "$C42" check --no-default-config -verbosity=0 --feature "$f" >/dev/null 2>&1
+        a=$?
+        "$CRUST" check --no-default-config -verbosity=0 --feature "$f" >"$D/feat.out" 2>"$D/feat.err"
+        b=$?
+        case $b in 0 | 1) ;; *) fail "crust check --feature $f exited $b: $(head -c 200 "$D/feat.err")"; return 1 ;; esac
+        if [ "$a" = "$b" ]; then
+            same=$((same + 1))
+            [ $b = 0 ] && { out=$(cat "$D/feat.out"); [ "$out" = "$f is supported" ] ||
+                { fail "crust check --feature $f printed '$out'"; return 1; }; }
+            continue
+        fi
+        [ -n "${FEATURE_DIFFERS[$f]:-}" ] ||
+            { fail "--feature $f: CRIU 4.2 exits $a, crust $b, and no reason is written for it: $(head -c 200 "$D/feat.err")"; return 1; }
+        [ $b = 1 ] || { fail "--feature $f: crust says yes where CRIU 4.2 says no"; return 1; }
+    done
+    [ $n = 45 ] || { fail "the list has $n names, CRIU 4.2 has 45"; return 1; }
+    echo "    $same of 45 feature answers as CRIU's, the others as the table says" >&2
+    "$CRUST" check --no-default-config --feature nope >/dev/null 2>"$D/feat.err" &&
+        { fail "an unknown feature name succeeded"; return 1; }
+    return 0
+}
+
+# `check` with --extra, --experimental, --all: one of CRIU's verdicts, exit
+# code 0 exactly when it is "Looks good.".
+t_cli_check_verdicts() {
+    need_crust || return 1
+    local a out rc
+    for a in "" --extra --experimental --all; do
+        # shellcheck disable=SC2086
+        out=$("$CRUST" check --no-default-config $a 2>/dev/null)
+        rc=$?
+        case "$rc:$out" in
+            "0:Looks good.") ;;
+            "1:Looks good but some kernel features are missing"*) ;;
+            *) fail "crust check $a exited $rc with '$out'"; return 1 ;;
+        esac
+    done
+}
+
+# --version: CRIU's `Version: X.Y` line for 4.2 first, crust's own after.
+t_cli_version() {
+    need_criu42 || return $?
+    local ours criu
+    ours=$("$CRUST" --version | head -n 1)
+    criu=$("$C42" --version | head -n 1)
+    [ "$ours" = "$criu" ] || { fail "crust --version says '$ours', CRIU 4.2 '$criu'"; return 1; }
+    "$CRUST" -V | grep -qx "crust: [0-9.]*" || { fail "crust's own version is not on its second line"; return 1; }
+}
+
+# Exit codes and corners of the command line, crust beside CRIU 4.2 on the
+# same failing (and succeeding) commands.
+t_cli_exit_codes() {
+    need_criu42 || return $?
+    mkdir -p "$D/empty" && chmod 700 "$D/empty"
+    local -a cases=(
+        "check --no-default-config"
+        "restore --no-default-config -D $D/missing -d"
+        "dump --no-default-config -D $D/missing -t 1"
+        "dump --no-default-config -D $D/empty -t 999999"
+        "dump --no-default-config -D $D/empty"
+        "restore --no-default-config -D $D/empty -d"
+        "dump --no-default-config --bogus"
+        "--no-default-config"
+        "check --no-default-config --feature timerfd extra"
+        "check --no-default-config --manage-cgroups full"
+        "check --no-default-config --manage-cgroups=full"
+        "check --no-default-config --tcp"
+        "check --no-default-config --tcp-est"
+        "check --no-default-config -t 0"
+        "check --no-default-config --ghost-limit=1T"
+        "check --no-default-config --config $D/missing.conf"
+        "check --config=$D/missing.conf --feature mnt_id"
+        "--feature mnt_id check --no-default-config"
+        "check --no-default-config -verbosity=0 --feature nope"
+        "check --no-default-config --help=1"
+        "check -h --bogus"
+        "exec"
+        "cpuinfo"
+    )
+    local c a b
+    for c in "${cases[@]}"; do
+        # shellcheck disable=SC2086
+        (cd "$D" && "$C42" $c) >/dev/null 2>&1 </dev/null
+        a=$?
+        # shellcheck disable=SC2086
+        (cd "$D" && "$CRUST" $c) >/dev/null 2>"$D/cli.err" </dev/null
+        b=$?
+        [ "$a" = "$b" ] || { fail "'$c': CRIU 4.2 exits $a, crust $b: $(head -c 200 "$D/cli.err")"; return 1; }
+    done
+}
+ALL_TESTS+=(cli-features cli-check-verdicts cli-version cli-exit-codes)
