@@ -689,7 +689,7 @@ fn create_ghost(g: &GhostImage, path: &Path) -> Result<(), Error> {
 /// Open one description with the recorded flags and offset.
 fn open_desc(path: &Path, reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
     let acc = reg.flags as i32 & libc::O_ACCMODE;
-    let flags = reg.flags as i32
+    let flags = crate::files::reopen_flags(reg.flags) as i32
         & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
     let mut f = OpenOptions::new()
         .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)

@@ -21,6 +21,7 @@ pub(crate) mod memfd;
 pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
+pub(crate) mod regshare;
 mod restore;
 
 pub use restore::*;
@@ -45,6 +46,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+/// The flags to open a recorded description's file again with: a file
+/// made with O_TMPFILE (an unlinked file in a directory, or linked since)
+/// keeps that flag in its fdinfo, but opening its path with it would make
+/// a new file in a directory (or fail with ENOTDIR): it is left out, with
+/// the O_DIRECTORY it implies, as CRIU does.
+pub(crate) fn reopen_flags(flags: u32) -> u32 {
+    const TMPFILE_BIT: u32 = libc::O_TMPFILE as u32 & !(libc::O_DIRECTORY as u32);
+    if flags & TMPFILE_BIT != 0 {
+        flags & !(libc::O_TMPFILE as u32)
+    } else {
+        flags
+    }
+}
 
 fn is_terminal_path(p: &str) -> bool {
     p.starts_with("/dev/pts/")
@@ -76,6 +91,9 @@ pub struct FileTable {
     kinds: Vec<Box<dyn DumpKind>>,
     /// Owners (F_SETOWN) of the descriptions seen.
     owners: crate::files::fown::OwnerDump,
+    /// (pid, fd, path, files.img id) of every fd on a path recorded by
+    /// the table, in every process: fds on one description share its id.
+    paths_seen: Vec<(i32, i32, String, u32)>,
 }
 
 use crate::mem::ShmemInode;
@@ -107,6 +125,7 @@ impl FileTable {
             shmem_ids: HashMap::new(),
             kinds,
             owners: Default::default(),
+            paths_seen: Vec::new(),
         }
     }
 

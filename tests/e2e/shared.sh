@@ -1,0 +1,44 @@
+# Open file descriptions shared between processes, and shared memory of
+# ordinary programs (issue 11, items 3 and 4). Sourced by run.sh: uses its
+# helpers (cr_tree, start_prog, do_restore, expect_pass, fail, skip...) and
+# adds its tests to ALL_TESTS.
+
+# CRIU 4.2's binary (../shared/criu/build.sh builds it once, cached), or
+# nothing: CRIU_BIN wins.
+criu_bin() {
+    if [ -n "${CRIU_BIN:-}" ]; then
+        echo "$CRIU_BIN"
+        return
+    fi
+    local b=$ROOT/../shared/criu/build.sh
+    [ -x "$b" ] || return 1
+    "$b" 2>/dev/null | tail -n 1
+}
+
+# A parent and two children write in turn to one description of a file
+# (no O_APPEND; the children's stdout too): after restore the lines follow
+# each other, the offset is shared and kcmp says one description.
+t_sharedreg() {
+    mkdir -p "$D/files"
+    cr_tree sharedreg --dir "$D/files"
+}
+
+# The same tree dumped by CRIU 4.2, restored by crust.
+t_sharedreg_criu() {
+    need_cr || return $?
+    local criu
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return; }
+    mkdir -p "$D/files" "$D/img"
+    start_prog sharedreg --dir "$D/files" || return 1
+    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" dump -t "$PID" -D "$D/img" -v4 -o dump.log) \
+        >"$D/criu-dump.out" 2>&1 ||
+        { kill_tree "$PID" "$BIN/sharedreg"; fail "CRIU's dump failed" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "pid $PID still exists after CRIU's dump"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    kill_tree "$PID" "$BIN/sharedreg"
+    return $rc
+}
+
+ALL_TESTS+=(sharedreg sharedreg-criu)
