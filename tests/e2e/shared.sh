@@ -42,3 +42,15 @@ t_sharedreg_criu() {
 }
 
 ALL_TESTS+=(sharedreg sharedreg-criu)
+
+# A named memfd mapped twice with its fd closed (Erlang's JIT), and a
+# /dev/shm file (shm_open) mapped shared: contents, sharing, names back.
+t_shmfiles() {
+    local name=crust-e2e-shmfiles-$$ rc
+    cr_test shmfiles --name "$name"
+    rc=$?
+    rm -f "/dev/shm/$name"
+    return $rc
+}
+
+ALL_TESTS+=(shmfiles)

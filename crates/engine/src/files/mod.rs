@@ -290,6 +290,7 @@ impl FileTable {
     /// and returns entries for files.img.
     pub fn write(&mut self, dir: &Path, between: BetweenKinds<'_>) -> Result<(), Error> {
         self.collect_carried()?;
+        self.refuse_memfd_twice()?;
         let kinds = &mut self.kinds;
         for k in kinds.iter_mut() {
             self.files.extend(k.late_entries(&mut self.next_id)?);
@@ -303,6 +304,24 @@ impl FileTable {
         }
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
+        }
+        Ok(())
+    }
+}
+
+impl FileTable {
+    /// A memfd both open as an fd and mapped is two memfd.img inodes on
+    /// one object (the fd's and the mapping's), which a restore would make
+    /// as two objects: refused until they are one.
+    fn refuse_memfd_twice(&self) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::new();
+        for i in &self.memfd_inodes {
+            if !seen.insert(i.shmid) {
+                return Err(Error::unsupported(format!(
+                    "memfd {:?} (inode {}) is both mapped and open as an fd, which crust cannot dump yet (CRIU can)",
+                    i.name, i.shmid
+                )));
+            }
         }
         Ok(())
     }
