@@ -54,3 +54,17 @@ t_shmfiles() {
 }
 
 ALL_TESTS+=(shmfiles)
+
+# Files made with O_TMPFILE (MariaDB's temporary files), one unlinked (a
+# ghost), one linked since (its fd still reads "(deleted)": --link-remap, as
+# CRIU wants too): reopened without O_TMPFILE.
+t_tmpfile() {
+    need_cr || return $?
+    mkdir -p "$D/files"
+    start_prog tmpfile --dir "$D/files" || return 1
+    do_dump "$D/img" --link-remap || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(tmpfile)
