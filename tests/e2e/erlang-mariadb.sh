@@ -71,7 +71,7 @@ t_erlang() {
     erl=$(command -v erl) || { skip "no erl"; return; }
     beam=$(ls /usr/lib/erlang/erts-*/bin/beam.smp 2>/dev/null | head -n 1)
     rm -f "$D/state"
-    PID=$(CRUST_ERL_STATE=$D/state setsid bash -c "$(declare -f no_fds); no_fds \"\$@\"" _ "$erl" -noshell +S 2 -eval '
+    PID=$(CRUST_ERL_STATE=$D/state ERL_CRASH_DUMP=$D/erl_crash.dump ERL_CRASH_DUMP_SECONDS=0 setsid bash -c "$(declare -f no_fds); no_fds \"\$@\"" _ "$erl" -noshell +S 2 -eval '
         ets:new(t, [named_table, public]),
         [ets:insert(t, {K, K * K}) || K <- lists:seq(1, 1000)],
         State = os:getenv("CRUST_ERL_STATE"),

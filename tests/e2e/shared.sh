@@ -68,3 +68,12 @@ t_tmpfile() {
 }
 
 ALL_TESTS+=(tmpfile)
+
+# A deleted file mapped private and shared, its fd closed: saved as a ghost,
+# recreated and mapped again from it.
+t_delmap() {
+    mkdir -p "$D/files"
+    cr_test delmap --dir "$D/files"
+}
+
+ALL_TESTS+=(delmap)

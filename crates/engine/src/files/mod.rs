@@ -103,6 +103,36 @@ impl crate::mem::MappedFiles for FileTable {
         self.add_mapped(path, flags)
     }
 
+    fn mapped_deleted(
+        &mut self,
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: &Path,
+        flags: u32,
+    ) -> Result<u32, Error> {
+        let key = (
+            PathBuf::from(format!("{} (deleted)", path.display())),
+            flags,
+        );
+        if let Some(id) = self.mapped.get(&key) {
+            return Ok(*id);
+        }
+        let id = self.new_id();
+        let mut next_id = self.next_id;
+        let name = path.to_string_lossy().into_owned();
+        let ghosts = self.kind_mut::<ghost::GhostDump>().ok_or_else(|| {
+            Error::unsupported(format!(
+                "process {pid} maps the deleted file {name}, and no kind of file keeps deleted files"
+            ))
+        })?;
+        let entry = ghosts.add_mapped(pid, start, end, &name, flags, id, &mut next_id)?;
+        self.next_id = next_id;
+        self.files.push(entry);
+        self.mapped.insert(key, id);
+        Ok(id)
+    }
+
     fn shmem(&mut self, obj: &ShmemInode) -> u32 {
         self.add_shmem(obj)
     }

@@ -114,7 +114,7 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     });
                     continue;
                 }
-                if map.is_deleted() {
+                if map.is_deleted() && !is_regular(pid, &map) {
                     return unsupported("deleted file");
                 }
                 if vm_flags.iter().any(|f| f == "io" || f == "pf")
@@ -249,7 +249,13 @@ pub fn build_mm(
                 libc::O_RDONLY
             } as u32;
             let path = m.path.clone().unwrap_or_default();
-            (files.mapped(Path::new(&path), fdflags)?, Some(fdflags))
+            let id = if m.is_deleted() {
+                // Saved as a ghost file, reopened for the mapping at restore.
+                files.mapped_deleted(pid, m.start, m.end, Path::new(&path), fdflags)?
+            } else {
+                files.mapped(Path::new(&path), fdflags)?
+            };
+            (id, Some(fdflags))
         } else {
             (0, None)
         };
