@@ -23,22 +23,29 @@ t_sharedreg() {
     cr_tree sharedreg --dir "$D/files"
 }
 
-# The same tree dumped by CRIU 4.2, restored by crust.
-t_sharedreg_criu() {
+# cr_from_criu PROG [ARGS...]: PROG (and its children) dumped by CRIU 4.2,
+# restored by crust, SIGTERM, expect PASS; the tree is killed after.
+cr_from_criu() {
     need_cr || return $?
-    local criu
+    local criu prog=$1 rc
     criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return; }
-    mkdir -p "$D/files" "$D/img"
-    start_prog sharedreg --dir "$D/files" || return 1
+    mkdir -p "$D/img"
+    start_prog "$@" || return 1
     (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" dump -t "$PID" -D "$D/img" -v4 -o dump.log) \
         >"$D/criu-dump.out" 2>&1 ||
-        { kill_tree "$PID" "$BIN/sharedreg"; fail "CRIU's dump failed" "$D/img/dump.log"; return 1; }
+        { kill_tree "$PID" "$BIN/$prog"; fail "CRIU's dump failed" "$D/img/dump.log"; return 1; }
     wait_gone "$PID" 5 || { fail "pid $PID still exists after CRIU's dump"; return 1; }
     do_restore "$D/img" || return 1
     expect_pass "$D/img/restore.log"
-    local rc=$?
-    kill_tree "$PID" "$BIN/sharedreg"
+    rc=$?
+    kill_tree "$PID" "$BIN/$prog"
     return $rc
+}
+
+# The same tree dumped by CRIU 4.2, restored by crust.
+t_sharedreg_criu() {
+    mkdir -p "$D/files"
+    cr_from_criu sharedreg --dir "$D/files"
 }
 
 ALL_TESTS+=(sharedreg sharedreg-criu)
@@ -53,7 +60,16 @@ t_shmfiles() {
     return $rc
 }
 
-ALL_TESTS+=(shmfiles)
+# The same, dumped by CRIU 4.2 (its memfd.img and VMAs), restored by crust.
+t_shmfiles_criu() {
+    local name=crust-e2e-shmfiles-$$ rc
+    cr_from_criu shmfiles --name "$name"
+    rc=$?
+    rm -f "/dev/shm/$name"
+    return $rc
+}
+
+ALL_TESTS+=(shmfiles shmfiles-criu)
 
 # Files made with O_TMPFILE (MariaDB's temporary files), one unlinked (a
 # ghost), one linked since (its fd still reads "(deleted)": --link-remap, as
