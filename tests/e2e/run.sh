@@ -984,6 +984,13 @@ ALL_TESTS+=(shmanon)
 # What callers parse: command line, check, exit codes (issue 11).
 # shellcheck source=tests/e2e/cli.sh
 . "$ROOT/tests/e2e/cli.sh"
+# Descriptions shared between processes, shared memory of real programs (issue 11).
+# shellcheck source=tests/e2e/shared.sh
+. "$ROOT/tests/e2e/shared.sh"
+
+# Erlang/OTP and MariaDB from Debian's packages (issue 11).
+# shellcheck source=tests/e2e/erlang-mariadb.sh
+. "$ROOT/tests/e2e/erlang-mariadb.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
@@ -1008,7 +1015,7 @@ t_err_restore_pid_busy() {
 # Known engine bugs: not run by default (the suite stays green for everyone's
 # work); run by name or with E2E_KNOWN_BUGS=1. Move a test to ALL_TESTS once
 # the engine is fixed.
-KNOWN_BUG_TESTS=()
+KNOWN_BUG_TESTS+=()
 ALL_TESTS+=(shell-job-needs-tty)
 
 # Images with a terminal (dumped with -j) must be restored with -j, by a crust

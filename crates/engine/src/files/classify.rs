@@ -115,9 +115,6 @@ impl FileTable {
             fds.retain(|(fd, _)| only.contains(fd));
         }
         let mut out = Vec::with_capacity(fds.len());
-        // fd -> files.img id of the fds seen so far, to find shared open
-        // file descriptions.
-        let mut seen: Vec<(i32, String, u32)> = Vec::new();
         for (fd, target) in fds {
             let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
             let mut f = DumpFd {
@@ -129,7 +126,7 @@ impl FileTable {
                 class: classify(&target),
                 sock: None,
             };
-            let (id, ty) = self.dump_fd(&mut f, &mut seen)?;
+            let (id, ty) = self.dump_fd(&mut f)?;
             debug!("{pid}: fd {fd} -> {target} (id {id}, type {ty})");
             out.push(FdinfoEntry {
                 id,
@@ -152,11 +149,7 @@ impl FileTable {
     /// The files.img id and fd type of one fd: the first kind that claims
     /// it records it; a path no kind claims is a regular file (or a
     /// directory, a device...).
-    fn dump_fd(
-        &mut self,
-        f: &mut DumpFd<'_>,
-        seen: &mut Vec<(i32, String, u32)>,
-    ) -> Result<(u32, i32), Error> {
+    fn dump_fd(&mut self, f: &mut DumpFd<'_>) -> Result<(u32, i32), Error> {
         let (pid, fd) = (f.pid, f.fd);
         let mut domain = None;
         match f.class {
@@ -184,7 +177,7 @@ impl FileTable {
             }
         }
         match (f.class, domain) {
-            (Target::Path, _) => self.path_id(f, seen),
+            (Target::Path, _) => self.path_id(f),
             (Target::Special(IO_URING), _) => {
                 Err(io_uring_refusal(&format!("process {pid}"), fd))
             }
@@ -197,13 +190,11 @@ impl FileTable {
         }
     }
 
-    /// An fd on a path no kind claimed: a regular file (shared with an
-    /// earlier fd of `seen` if kcmp says so), a directory or a device.
-    fn path_id(
-        &mut self,
-        f: &DumpFd<'_>,
-        seen: &mut Vec<(i32, String, u32)>,
-    ) -> Result<(u32, i32), Error> {
+    /// An fd on a path no kind claimed: a regular file, a directory or a
+    /// device. An fd on the same open file description as one seen before,
+    /// in this process or another of the tree (kcmp), gets its id: the
+    /// restore makes them one description again.
+    fn path_id(&mut self, f: &DumpFd<'_>) -> Result<(u32, i32), Error> {
         let (pid, fd, target, info) = (f.pid, f.fd, f.target, f.info);
         if is_terminal_path(target) && !self.shell_job {
             return Err(Error::unsupported(format!(
@@ -218,9 +209,10 @@ impl FileTable {
         if ft.is_socket() || ft.is_block_device() {
             return Err(unsupported(f, "special file"));
         }
-        let shared_with = seen.iter().find_map(|(ofd, opath, oid)| {
-            (opath == target && crust_sys::process::kcmp_file(pid, pid, *ofd, fd).unwrap_or(false))
-                .then_some(*oid)
+        let shared_with = self.paths_seen.iter().find_map(|(opid, ofd, opath, oid)| {
+            (opath == target
+                && crust_sys::process::kcmp_file(*opid, pid, *ofd, fd).unwrap_or(false))
+            .then_some(*oid)
         });
         let id = match shared_with {
             Some(id) => id,
@@ -232,7 +224,7 @@ impl FileTable {
                 id
             }
         };
-        seen.push((fd, target.to_string(), id));
+        self.paths_seen.push((pid, fd, target.to_string(), id));
         Ok((id, fd_types::REG))
     }
 }
@@ -307,8 +299,7 @@ mod tests {
         let mut t = FileTable::new(false, vec![Box::new(FakePipes(Vec::new()))]);
         let proc = ProcRoot::default();
         let info = crust_proc::FdInfo::default();
-        let mut seen = Vec::new();
-        let mut fd = |t: &mut FileTable, n: i32, link: &str| {
+        let fd = |t: &mut FileTable, n: i32, link: &str| {
             let mut f = DumpFd {
                 proc: &proc,
                 pid: 1,
@@ -318,7 +309,7 @@ mod tests {
                 class: classify(link),
                 sock: None,
             };
-            t.dump_fd(&mut f, &mut seen)
+            t.dump_fd(&mut f)
         };
         assert_eq!(fd(&mut t, 3, "pipe:[9]").ok(), Some((1, fd_types::PIPE)));
         assert_eq!(fd(&mut t, 4, "pipe:[9]").ok(), Some((2, fd_types::PIPE)));

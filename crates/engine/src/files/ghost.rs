@@ -51,6 +51,16 @@ struct Seen {
     id: u32,
 }
 
+/// Where a deleted file is reached at dump: an fd or a mapping of a task.
+struct Source {
+    /// /proc/PID/fd/N or /proc/PID/map_files/START-END.
+    proc_path: String,
+    /// "fd N" or "the mapping START-END", for messages.
+    what: String,
+    /// The fd, or -1 for a mapping.
+    fd: i32,
+}
+
 struct Ghost {
     id: u32,
     entry: GhostFileEntry,
@@ -119,10 +129,9 @@ impl GhostDump {
     fn link_back(
         &mut self,
         pid: i32,
-        fd: i32,
+        from: &Source,
         name: &str,
         md: &std::fs::Metadata,
-        id: u32,
         next_id: &mut u32,
     ) -> Result<u32, Error> {
         let key = (md.dev(), md.ino());
@@ -133,16 +142,21 @@ impl GhostDump {
         *next_id += 1;
         let parent = Path::new(name).parent().unwrap_or(Path::new("/"));
         let link = parent.join(format!("link_remap.{rid}"));
-        let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        let src = PathBuf::from(&from.proc_path);
         crust_sys::fs::link_following(&src, &link).map_err(sys_err(
             pid,
             format!(
-                "link the deleted file {name} of fd {fd} back as {} (--link-remap)",
+                "link the deleted file {name} of {} back as {} (--link-remap)",
+                from.what,
                 link.display()
             ),
         ))?;
         self.links.push(link.clone());
-        debug!("{pid}: fd {fd}: {name} linked back as {}", link.display());
+        debug!(
+            "{pid}: {}: {name} linked back as {}",
+            from.what,
+            link.display()
+        );
         self.link_entries.push(FileEntry {
             r#type: fd_types::REG,
             id: rid,
@@ -157,7 +171,6 @@ impl GhostDump {
             ..Default::default()
         });
         self.linked.insert(key, rid);
-        let _ = id;
         Ok(rid)
     }
 
@@ -187,28 +200,71 @@ impl GhostDump {
         id: u32,
         next_id: &mut u32,
     ) -> Result<FileEntry, Error> {
+        let src = Source {
+            proc_path: format!("/proc/{pid}/fd/{fd}"),
+            what: format!("fd {fd}"),
+            fd,
+        };
+        let e = self.add_from(pid, &src, link, flags, pos, id, next_id)?;
+        self.seen.push(Seen { pid, fd, id });
+        Ok(e)
+    }
+
+    /// A deleted file a task maps (`start`-`end`, path `name`): a REG entry
+    /// (id `id`) and its ghost, opened at restore for the mapping as for an
+    /// fd.
+    #[allow(clippy::too_many_arguments)] // one mapping and the table's id counter
+    pub fn add_mapped(
+        &mut self,
+        pid: i32,
+        start: u64,
+        end: u64,
+        name: &str,
+        flags: u32,
+        id: u32,
+        next_id: &mut u32,
+    ) -> Result<FileEntry, Error> {
+        let src = Source {
+            proc_path: format!("/proc/{pid}/map_files/{start:x}-{end:x}"),
+            what: format!("the mapping {start:#x}-{end:#x}"),
+            fd: -1,
+        };
+        self.add_from(pid, &src, name, flags, 0, id, next_id)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one file and the table's id counter
+    fn add_from(
+        &mut self,
+        pid: i32,
+        src: &Source,
+        link: &str,
+        flags: u32,
+        pos: u64,
+        id: u32,
+        next_id: &mut u32,
+    ) -> Result<FileEntry, Error> {
+        let (proc_path, what) = (&src.proc_path, &src.what);
         let name = link.strip_suffix(DELETED).unwrap_or(link);
-        let proc_path = format!("/proc/{pid}/fd/{fd}");
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&proc_path)
+            .open(proc_path)
             .or_else(|_| {
                 OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_CLOEXEC)
-                    .open(&proc_path)
+                    .open(proc_path)
             })
             .map_err(sys_err(
                 pid,
-                format!("open the deleted file {name} of fd {fd} through {proc_path}"),
+                format!("open the deleted file {name} of {what} through {proc_path}"),
             ))?;
         let md = file
             .metadata()
-            .map_err(sys_err(pid, format!("stat the deleted file of fd {fd}")))?;
+            .map_err(sys_err(pid, format!("stat the deleted file of {what}")))?;
         if !md.file_type().is_file() {
             return Err(Error::unsupported(format!(
-                "process {pid} has fd {fd} open on {link}, a deleted file that is not a regular file"
+                "process {pid} has {what} open on {link}, a deleted file that is not a regular file"
             )));
         }
         if md.nlink() > 0 {
@@ -216,24 +272,30 @@ impl GhostDump {
             // (--link-remap) rather than copying a file others still see.
             if !self.link_remap {
                 return Err(Error::unsupported(format!(
-                    "process {pid} has fd {fd} open on {name}, deleted from there but still linked elsewhere ({} link(s)); dump with --link-remap to link it back",
+                    "process {pid} has {what} open on {name}, deleted from there but still linked elsewhere ({} link(s)); dump with --link-remap to link it back",
                     md.nlink()
                 )));
             }
-            let rid = self.link_back(pid, fd, name, &md, id, next_id)?;
+            let rid = self.link_back(pid, src, name, &md, next_id)?;
             self.remaps.push(RemapFilePathEntry {
                 orig_id: id,
                 remap_id: rid,
                 remap_type: Some(remap_type::LINKED),
                 ..Default::default()
             });
-            self.seen.push(Seen { pid, fd, id });
             return Ok(reg_of(id, flags, pos, name, &md));
+        }
+        if md.size() > self.limit && src.fd < 0 {
+            return Err(Error::unsupported(format!(
+                "process {pid} maps the deleted file {name} of {} bytes ({what}), more than the ghost file limit of {} bytes (raise it with --ghost-limit)",
+                md.size(),
+                self.limit
+            )));
         }
         if md.size() > self.limit {
             return Err(Error::GhostTooBig {
                 pid,
-                fd,
+                fd: src.fd,
                 path: PathBuf::from(name),
                 size: md.size(),
                 limit: self.limit,
@@ -265,7 +327,7 @@ impl GhostDump {
             path: PathBuf::from(name),
         });
         debug!(
-            "{pid}: fd {fd} is on the deleted file {name} ({} bytes): ghost {}",
+            "{pid}: {what} is on the deleted file {name} ({} bytes): ghost {}",
             md.size(),
             ghost.id
         );
@@ -275,7 +337,6 @@ impl GhostDump {
             remap_type: Some(remap_type::GHOST),
             ..Default::default()
         });
-        self.seen.push(Seen { pid, fd, id });
         Ok(reg_of(id, flags, pos, name, &md))
     }
 
@@ -689,7 +750,7 @@ fn create_ghost(g: &GhostImage, path: &Path) -> Result<(), Error> {
 /// Open one description with the recorded flags and offset.
 fn open_desc(path: &Path, reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
     let acc = reg.flags as i32 & libc::O_ACCMODE;
-    let flags = reg.flags as i32
+    let flags = crate::files::reopen_flags(reg.flags) as i32
         & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
     let mut f = OpenOptions::new()
         .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)

@@ -22,6 +22,7 @@ mod order;
 pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
+pub(crate) mod regshare;
 mod restore;
 
 pub use restore::*;
@@ -46,6 +47,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+/// The flags to open a recorded description's file again with: a file
+/// made with O_TMPFILE (an unlinked file in a directory, or linked since)
+/// keeps that flag in its fdinfo, but opening its path with it would make
+/// a new file in a directory (or fail with ENOTDIR): it is left out, with
+/// the O_DIRECTORY it implies, as CRIU does.
+pub(crate) fn reopen_flags(flags: u32) -> u32 {
+    const TMPFILE_BIT: u32 = libc::O_TMPFILE as u32 & !(libc::O_DIRECTORY as u32);
+    if flags & TMPFILE_BIT != 0 {
+        flags & !(libc::O_TMPFILE as u32)
+    } else {
+        flags
+    }
+}
 
 fn is_terminal_path(p: &str) -> bool {
     p.starts_with("/dev/pts/")
@@ -79,6 +94,9 @@ pub struct FileTable {
     owners: crate::files::fown::OwnerDump,
     /// Whether regular files' ELF build-ids are recorded.
     build_ids: bool,
+    /// (pid, fd, path, files.img id) of every fd on a path recorded by
+    /// the table, in every process: fds on one description share its id.
+    paths_seen: Vec<(i32, i32, String, u32)>,
 }
 
 use crate::mem::ShmemInode;
@@ -86,6 +104,36 @@ use crate::mem::ShmemInode;
 impl crate::mem::MappedFiles for FileTable {
     fn mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error> {
         self.add_mapped(path, flags)
+    }
+
+    fn mapped_deleted(
+        &mut self,
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: &Path,
+        flags: u32,
+    ) -> Result<u32, Error> {
+        let key = (
+            PathBuf::from(format!("{} (deleted)", path.display())),
+            flags,
+        );
+        if let Some(id) = self.mapped.get(&key) {
+            return Ok(*id);
+        }
+        let id = self.new_id();
+        let mut next_id = self.next_id;
+        let name = path.to_string_lossy().into_owned();
+        let ghosts = self.kind_mut::<ghost::GhostDump>().ok_or_else(|| {
+            Error::unsupported(format!(
+                "process {pid} maps the deleted file {name}, and no kind of file keeps deleted files"
+            ))
+        })?;
+        let entry = ghosts.add_mapped(pid, start, end, &name, flags, id, &mut next_id)?;
+        self.next_id = next_id;
+        self.files.push(entry);
+        self.mapped.insert(key, id);
+        Ok(id)
     }
 
     fn shmem(&mut self, obj: &ShmemInode) -> u32 {
@@ -111,6 +159,7 @@ impl FileTable {
             kinds,
             owners: Default::default(),
             build_ids: true,
+            paths_seen: Vec::new(),
         }
     }
 
@@ -281,6 +330,7 @@ impl FileTable {
     /// and returns entries for files.img.
     pub fn write(&mut self, dir: &Path, between: BetweenKinds<'_>) -> Result<(), Error> {
         self.collect_carried()?;
+        self.refuse_memfd_twice()?;
         let kinds = &mut self.kinds;
         for k in kinds.iter_mut() {
             self.files.extend(k.late_entries(&mut self.next_id)?);
@@ -296,6 +346,24 @@ impl FileTable {
         }
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
+        }
+        Ok(())
+    }
+}
+
+impl FileTable {
+    /// A memfd both open as an fd and mapped is two memfd.img inodes on
+    /// one object (the fd's and the mapping's), which a restore would make
+    /// as two objects: refused until they are one.
+    fn refuse_memfd_twice(&self) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::new();
+        for i in &self.memfd_inodes {
+            if !seen.insert(i.shmid) {
+                return Err(Error::unsupported(format!(
+                    "memfd {:?} (inode {}) is both mapped and open as an fd, which crust cannot dump yet (CRIU can)",
+                    i.name, i.shmid
+                )));
+            }
         }
         Ok(())
     }

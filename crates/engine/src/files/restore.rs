@@ -307,7 +307,7 @@ impl RestoreFiles {
                 _ => reg.name.clone(),
             };
             let a = r.put_cstr(0, name.as_bytes())?;
-            let oflags = (reg.flags
+            let oflags = (reopen_flags(reg.flags)
                 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u32)
                 | libc::O_NOCTTY as u32
                 | if cloexec { O_CLOEXEC } else { 0 };

@@ -68,6 +68,16 @@ pub trait MappedFiles {
     /// The files.img id of the file at `path` mapped (or run, the exe)
     /// with open flags `flags`.
     fn mapped(&mut self, path: &Path, flags: u32) -> Result<u32, Error>;
+    /// The files.img id of the deleted file `path` that process `pid`
+    /// maps at `start`-`end` with open flags `flags` (saved as a ghost).
+    fn mapped_deleted(
+        &mut self,
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: &Path,
+        flags: u32,
+    ) -> Result<u32, Error>;
     /// The files.img id of a shared memory object (one MEMFD entry and
     /// one memfd.img inode per object).
     fn shmem(&mut self, obj: &ShmemInode) -> u32;

@@ -159,21 +159,29 @@ pub(crate) fn store_object(
 pub(crate) fn shmem_inode(pid: i32, v: &Vma, vmas: &[Vma]) -> ShmemInode {
     use std::os::unix::fs::MetadataExt;
     let ino = v.map.inode;
-    match std::fs::metadata(map_files_path(pid, &v.map)) {
-        Ok(md) => ShmemInode {
+    let memfd = super::vma::memfd_name(&v.map).filter(|_| super::vma::is_memfd_map(&v.map));
+    let name = memfd.unwrap_or(SHMEM_ANON_NAME).to_string();
+    match File::open(map_files_path(pid, &v.map)).and_then(|f| Ok((f.metadata()?, f))) {
+        Ok((md, f)) => ShmemInode {
             ino,
-            name: SHMEM_ANON_NAME.into(),
+            name,
             size: md.size(),
             uid: md.uid(),
             gid: md.gid(),
             mode: md.mode(),
-            seals: F_SEAL_SEAL,
+            seals: match memfd {
+                Some(_) => {
+                    use std::os::fd::AsFd;
+                    crust_sys::memfd::seals(f.as_fd()).unwrap_or(F_SEAL_SEAL)
+                }
+                None => F_SEAL_SEAL,
+            },
         },
         // Without map_files: the object reaches at least as far as its
         // mappings; the kernel creates it as root's, mode 0100777.
         Err(_) => ShmemInode {
             ino,
-            name: SHMEM_ANON_NAME.into(),
+            name,
             size: vmas
                 .iter()
                 .filter(|o| o.is_shmem() && o.map.inode == ino)
@@ -202,6 +210,11 @@ pub struct ShmemObject {
     pub key: u64,
     /// The inode number: N of pagemap-shmem-N.img.
     pub ino: u64,
+    /// A named memfd's name (made again with memfd_create); `None` for
+    /// shared anonymous memory.
+    pub name: Option<String>,
+    /// A named memfd's size (its VMAs may reach past it).
+    pub file_size: u64,
     /// Bytes to create, page aligned; covers every VMA of the object.
     pub size: u64,
     pub pages_id: u32,
@@ -209,11 +222,13 @@ pub struct ShmemObject {
     pub runs: Vec<PageRun>,
 }
 
+/// memfd names are at most 249 bytes (NAME_MAX less the "memfd:" prefix).
+const MEMFD_NAME_MAX: usize = 249;
+
 /// Read and check every shared memory object the VMAs of `mm` map:
 /// `memfds` (files.img/memfd.img, read by the caller) for memfd VMAs, then
-/// pagemap-shmem-N.img and the length of its pages file. Only shared
-/// anonymous memory ("/dev/zero") can be rebuilt so far; other memfds are
-/// refused.
+/// pagemap-shmem-N.img and the length of its pages file. Shared
+/// anonymous memory ("/dev/zero") and named memfds mapped shared.
 pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<ShmemObject>, Error> {
     if !mm.vmas.iter().any(is_shmem_entry) {
         return Ok(Vec::new());
@@ -242,7 +257,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             o.size = o.size.max(end_off);
             continue;
         }
-        let (ino, size) = if v.status & vs::AREA_MEMFD != 0 {
+        let (ino, size, name) = if v.status & vs::AREA_MEMFD != 0 {
             if v.status & vs::FILE_SHARED == 0 || v.flags & libc::MAP_SHARED as u32 == 0 {
                 return Err(Error::unsupported(format!(
                     "restoring the private memfd mapping {what}"
@@ -257,11 +272,11 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
                     ),
                 )
             })?;
-            if inode.name != SHMEM_ANON_NAME {
-                return Err(Error::unsupported(format!(
-                    "restoring {what}, a mapping of memfd {:?} (only shared anonymous memory so far)",
-                    inode.name
-                )));
+            if inode.name.len() > MEMFD_NAME_MAX || inode.name.contains('\0') {
+                return Err(bad(
+                    dir,
+                    format!("memfd.img: object {} has a bad name", inode.shmid),
+                ));
             }
             if inode.size > TASK_SIZE {
                 return Err(bad(
@@ -272,13 +287,20 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             (
                 inode.shmid as u64,
                 inode.size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+                (inode.name != SHMEM_ANON_NAME).then(|| (inode.name.clone(), inode.size)),
             )
         } else {
-            (v.shmid, 0)
+            (v.shmid, 0, None)
+        };
+        let (name, file_size) = match name {
+            Some((n, s)) => (Some(n), s),
+            None => (None, 0),
         };
         out.push(ShmemObject {
             key: v.shmid,
             ino,
+            name,
+            file_size,
             size: size.max(end_off),
             pages_id: 0,
             runs: Vec::new(),
@@ -314,18 +336,7 @@ pub(crate) fn restore_shmem(
     mm: &MmEntry,
     o: &ShmemObject,
 ) -> Result<u64, Error> {
-    let base = r.call(
-        &format!("mmap shared memory object {} ({} bytes)", o.ino, o.size),
-        libc::SYS_mmap,
-        [
-            0,
-            o.size,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
+    let base = map_object(r, o)?;
     let fill: Vec<FillRun> = o
         .runs
         .iter()
@@ -363,6 +374,43 @@ pub(crate) fn restore_shmem(
         [base, o.size, 0, 0, 0, 0],
     )?;
     Ok(o.runs.iter().map(|p| p.npages).sum())
+}
+
+/// Map a new object of `o.size` bytes shared, read-write, where the kernel
+/// likes: anonymous shared memory, or a memfd of `o.name` (made in the
+/// task, its fd closed once mapped, so /proc/PID/maps names it as before).
+fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let what = format!("shared memory object {} ({} bytes)", o.ino, o.size);
+    let Some(name) = &o.name else {
+        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+        return r.call(
+            &format!("mmap {what}"),
+            libc::SYS_mmap,
+            [0, o.size, rw, flags, u64::MAX, 0],
+        );
+    };
+    let a = r.put_cstr(0, name.as_bytes())?;
+    let fd = r.call(
+        &format!("memfd_create {name:?} for {what}"),
+        libc::SYS_memfd_create,
+        [a.get(), libc::MFD_CLOEXEC as u64, 0, 0, 0, 0],
+    )?;
+    let mapped = r
+        .call(
+            &format!("ftruncate memfd {name:?}"),
+            libc::SYS_ftruncate,
+            [fd, o.file_size, 0, 0, 0, 0],
+        )
+        .and_then(|_| {
+            r.call(
+                &format!("mmap memfd {name:?}"),
+                libc::SYS_mmap,
+                [0, o.size, rw, libc::MAP_SHARED as u64, fd, 0],
+            )
+        });
+    r.call("close memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    mapped
 }
 
 /// Shared anonymous memory (and memfd mappings) a child has at the same
@@ -651,11 +699,16 @@ mod tests {
             load_shmem(&t.0, &mm, &m),
             Err(Error::BadImage { .. })
         ));
-        // A real memfd is not shared anonymous memory.
+        // A named memfd is rebuilt as a memfd of that name.
         let (t, mm, m) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
+        let got = load_shmem(&t.0, &mm, &m).expect("a named memfd loads");
+        assert_eq!(got.first().and_then(|o| o.name.as_deref()), Some("mine"));
+        // One whose name memfd_create would refuse is a bad image.
+        let long = "x".repeat(250);
+        let (t, mm, m) = shmem_set("memfd-long", &long, 0, 1, PAGE_SIZE as usize);
         assert!(matches!(
             load_shmem(&t.0, &mm, &m),
-            Err(Error::Unsupported { .. })
+            Err(Error::BadImage { .. })
         ));
         // A VMA naming a file id files.img lacks.
         let (t, mut mm, m) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);

@@ -100,14 +100,25 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     });
                     continue;
                 }
-                if map.is_deleted() {
+                if is_memfd_map(&map) {
+                    // A memfd (its fd may be closed since: Erlang's JIT
+                    // maps one twice), stored as CRIU does: a memfd object
+                    // whose pages are dumped like shared anonymous memory.
+                    if !map.shared {
+                        return unsupported("private memfd");
+                    }
+                    out.push(Vma {
+                        map,
+                        vm_flags,
+                        status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
+                    });
+                    continue;
+                }
+                if map.is_deleted() && !is_regular(pid, &map) {
                     return unsupported("deleted file");
                 }
-                if path.starts_with("/memfd:") {
-                    return unsupported("memfd");
-                }
                 if vm_flags.iter().any(|f| f == "io" || f == "pf")
-                    || (path.starts_with("/dev/") && path != "/dev/zero")
+                    || (path.starts_with("/dev/") && path != "/dev/zero" && !is_regular(pid, &map))
                 {
                     return unsupported("device");
                 }
@@ -127,6 +138,31 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
         });
     }
     Ok(out)
+}
+
+/// Is this a mapping of a memfd (`/memfd:NAME (deleted)`, on the kernel's
+/// internal shmem mount)?
+pub(crate) fn is_memfd_map(m: &crust_proc::MapEntry) -> bool {
+    m.deleted
+        && m.dev_major == 0
+        && m.path
+            .as_deref()
+            .is_some_and(|p| p.starts_with(MEMFD_PREFIX))
+}
+
+/// The name memfd.img records for a memfd mapping: what follows
+/// "/memfd:" (as CRIU stores it).
+pub(crate) fn memfd_name(m: &crust_proc::MapEntry) -> Option<&str> {
+    m.path.as_deref()?.strip_prefix(MEMFD_PREFIX)
+}
+
+const MEMFD_PREFIX: &str = "/memfd:";
+
+/// Is the file a mapping maps a regular file? Decided by the file itself
+/// (through /proc/PID/map_files), not by its path: a file in /dev/shm
+/// (shm_open) is a tmpfs file, mapped as any file is.
+fn is_regular(pid: i32, m: &crust_proc::MapEntry) -> bool {
+    std::fs::metadata(super::map_files_path(pid, m)).is_ok_and(|md| md.file_type().is_file())
 }
 
 /// madvise advice numbers that VmFlags letters stand for.
@@ -213,7 +249,13 @@ pub fn build_mm(
                 libc::O_RDONLY
             } as u32;
             let path = m.path.clone().unwrap_or_default();
-            (files.mapped(Path::new(&path), fdflags)?, Some(fdflags))
+            let id = if m.is_deleted() {
+                // Saved as a ghost file, reopened for the mapping at restore.
+                files.mapped_deleted(pid, m.start, m.end, Path::new(&path), fdflags)?
+            } else {
+                files.mapped(Path::new(&path), fdflags)?
+            };
+            (id, Some(fdflags))
         } else {
             (0, None)
         };

@@ -40,10 +40,11 @@ pub(super) fn grow(
                 None => break None,
             }
         };
+        let via_crust = mapped_via_crust(live, &created.shared);
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
             img,
-            live,
+            (live, &via_crust),
             parent_mm,
             tramp,
             filler,
@@ -137,10 +138,31 @@ pub(super) fn protect(
 /// Build the memory of one process inside its (still single) task: forget
 /// what it inherited, move the vDSO, map the VMAs, fill the pages, set the
 /// mm fields. Returns pages restored.
+/// The files mapped by `live` that crust made at restore (deleted files
+/// recreated from their ghosts), by files.img id: the task opens them
+/// through crust's fd (/proc/CRUST/fd/N), since no path leads to them.
+fn mapped_via_crust(
+    live: &LiveImage,
+    shared: &crate::files::kind::OpenFiles,
+) -> std::collections::HashMap<u64, String> {
+    use std::os::fd::AsRawFd;
+    let me = process::getpid();
+    live.mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0)
+        .filter(|v| v.status & vs::AREA_MEMFD == 0)
+        .filter_map(|v| {
+            let fd = shared.get(v.shmid as u32)?;
+            Some((v.shmid, format!("/proc/{me}/fd/{}", fd.as_raw_fd())))
+        })
+        .collect()
+}
+
 pub(super) fn build_memory(
     task: &mut Task,
     img: &ImageSet,
-    live: &LiveImage,
+    (live, via_crust): (&LiveImage, &std::collections::HashMap<u64, String>),
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
@@ -195,7 +217,7 @@ pub(super) fn build_memory(
         &live.runs,
         &inherited,
         &mem::VmaSources {
-            paths: &|id| files.path_of(id),
+            paths: &|id| via_crust.get(&id).cloned().or_else(|| files.path_of(id)),
             memfds: &img.memfds,
             attach_sysv: &crate::ns::sysvipc::attach,
         },

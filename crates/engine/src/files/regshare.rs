@@ -1,0 +1,161 @@
+//! Regular files whose one open description several processes hold (a
+//! file opened once and inherited by children: the stdout of a parent and
+//! its children to one log file).
+//!
+//! The dump gives such a description one files.img id, named by the fd
+//! tables of every process that holds it (kcmp finds them; CRIU's images
+//! do the same). A file opened by path inside each task would come back as
+//! one description per process: offsets that no longer move together,
+//! writers without O_APPEND that overwrite each other. So at restore crust
+//! opens such a file itself, once, with its flags and offset, and every
+//! task that holds it gets that description over SCM_RIGHTS, like the other
+//! kinds. A file only one process holds is still opened inside the task
+//! (`RestoreFiles::open_fds`), as are terminals (a shell job's terminal is
+//! replaced by crust's own) and files the ghost kind makes (deleted files).
+//!
+//! Paths are absolute and files are opened before a task changes its root,
+//! so crust opening them finds the same files the tasks would.
+
+use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::proto::fdinfo::fd_types;
+use crust_images::proto::regfile::RegFileEntry;
+use log::debug;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The regular files held by more than one process, by files.img id.
+#[derive(Debug, Default)]
+pub struct SharedRegs {
+    regs: BTreeMap<u32, RegFileEntry>,
+}
+
+/// The files.img ids of REG fds that the fd tables of more than one
+/// process name (`tables`: each process's REG fd ids).
+fn held_by_several<'a>(tables: impl Iterator<Item = Vec<u32>> + 'a) -> HashSet<u32> {
+    let mut holders: HashMap<u32, usize> = HashMap::new();
+    for mut ids in tables {
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            *holders.entry(id).or_default() += 1;
+        }
+    }
+    holders
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+impl SharedRegs {
+    pub fn load(ctx: &LoadCtx<'_>) -> Result<SharedRegs, Error> {
+        let tables = ctx.live().map(|(_, fds)| {
+            fds.iter()
+                .filter(|f| f.r#type == fd_types::REG)
+                .map(|f| f.id)
+                .collect::<Vec<u32>>()
+        });
+        let several = held_by_several(tables);
+        let mut out = SharedRegs::default();
+        if several.is_empty() {
+            return Ok(out);
+        }
+        let ghosted = ctx.files.ghosted()?;
+        for f in ctx.files.entries()? {
+            let Some(reg) = f.reg.as_ref() else { continue };
+            if f.r#type != fd_types::REG
+                || !several.contains(&f.id)
+                || ghosted.contains(&f.id)
+                || ctx.inherited.contains(f.id)
+                || super::is_terminal_path(&reg.name)
+            {
+                continue;
+            }
+            if !reg.name.starts_with('/') || reg.name.contains('\0') {
+                return Err(Error::BadImage {
+                    dir: ctx.dir.to_path_buf(),
+                    why: format!("file {} has the bad path {:?}", f.id, reg.name),
+                });
+            }
+            out.regs.insert(f.id, reg.clone());
+        }
+        Ok(out)
+    }
+
+    /// Open each description once, in crust.
+    fn open(&self) -> Result<crate::files::fdpass::MadeFds, Error> {
+        let me = crust_sys::process::getpid();
+        let mut out = crate::files::fdpass::MadeFds::default();
+        for (id, reg) in &self.regs {
+            let fd =
+                open_desc(reg).map_err(sys_err(me, format!("open {} for file {id}", reg.name)))?;
+            debug!(
+                "file {id} ({}) is held by several processes: one description",
+                reg.name
+            );
+            out.insert(*id, fd);
+        }
+        Ok(out)
+    }
+}
+
+/// Open one description as recorded: flags (less those that create or
+/// truncate) and offset.
+fn open_desc(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
+    let flags = super::reopen_flags(reg.flags) as i32;
+    let acc = flags & libc::O_ACCMODE;
+    let mut o = OpenOptions::new();
+    if flags & libc::O_PATH == 0 {
+        o.read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+            .write(acc == libc::O_WRONLY || acc == libc::O_RDWR);
+    } else {
+        // O_PATH ignores the access mode; std wants one all the same.
+        o.read(true);
+    }
+    let rest =
+        flags & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
+    let mut f = o
+        .custom_flags(rest | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(&reg.name)?;
+    if reg.pos != 0 && flags & libc::O_PATH == 0 {
+        f.seek(SeekFrom::Start(reg.pos))?;
+    }
+    Ok(OwnedFd::from(f))
+}
+
+/// Shared regular files as a kind of file (see [`crate::files::kind`]).
+pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
+    Ok(Box::new(SharedRegs::load(ctx)?))
+}
+
+impl RestoreKind for SharedRegs {
+    fn name(&self) -> &'static str {
+        "regular files held by several processes"
+    }
+
+    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(MadeOf {
+            fds: self.open()?,
+            what: "shared regular file",
+            types: &[],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_of_several_tables_are_shared() {
+        let tables = vec![vec![1, 2, 2, 3], vec![2, 4], vec![3], vec![5, 5]];
+        let mut got: Vec<u32> = held_by_several(tables.into_iter()).into_iter().collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![2, 3]);
+    }
+}
