@@ -22,25 +22,38 @@ pub fn dump_ns(dir: &Path, root: i32, id: u32) -> Result<(), Error> {
             id as u64,
             std::slice::from_ref(&var),
         )?;
-        let shm = dump_shm(dir, root, id)?;
-        let msg = dump_msg(dir, root, id, var.msg_ctlmax as usize)?;
-        let sem = dump_sem(dir, root, id)?;
+        let shm = dump_shm(dir, root, id, &mut |_| Ok(true))?.len();
+        let msg = dump_msg(dir, root, id, var.msg_ctlmax as usize, &mut |_| Ok(true))?.len();
+        let sem = dump_sem(dir, root, id, &mut |_| Ok(true))?.len();
         debug!("IPC namespace {id}: {shm} segments, {msg} queues, {sem} semaphore sets");
         Ok(())
     })
 }
 
-fn dump_shm(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
+/// Which objects of a kind to dump: Ok(true) to dump it, Ok(false) to
+/// leave it out, an error to fail the dump.
+pub(super) type Keep<'a, S> = &'a mut dyn FnMut(&S) -> Result<bool, Error>;
+
+/// The segments `keep` takes, into `ipcns-shm-<ns>.img`: their ids.
+pub(super) fn dump_shm(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    keep: Keep<'_, ipc::ShmStat>,
+) -> Result<Vec<i32>, Error> {
     let name = ImageType::IpcnsShm.file_name(ns as u64);
     let mut w = ImageWriter::create(dir, ImageType::IpcnsShm, &name).map_err(img_w(&name))?;
     let max = ipc::shm_max_index().map_err(sys_err(pid, "shmctl(SHM_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::shm_stat_index(idx).map_err(sys_err(pid, format!("shmctl({idx}, SHM_STAT)")))?
         else {
             continue;
         };
+        if !keep(&st)? {
+            continue;
+        }
         w.write_entry(&IpcShmEntry {
             desc: desc_of(st.id, &st.perm),
             size: st.size,
@@ -50,7 +63,7 @@ fn dump_shm(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
         })
         .map_err(img_w(&name))?;
         dump_segment(dir, pid, &st)?;
-        n += 1;
+        n.push(st.id);
     }
     w.finish().map_err(img_w(&name))?;
     Ok(n)
@@ -106,17 +119,27 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
     Ok(())
 }
 
-fn dump_msg(dir: &Path, pid: i32, ns: u32, msgmax: usize) -> Result<usize, Error> {
+/// The queues `keep` takes, into `ipcns-msg-<ns>.img`: their ids.
+pub(super) fn dump_msg(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    msgmax: usize,
+    keep: Keep<'_, ipc::MsgStat>,
+) -> Result<Vec<i32>, Error> {
     let name = ImageType::IpcnsMsg.file_name(ns as u64);
     let mut w = ImageWriter::create(dir, ImageType::IpcnsMsg, &name).map_err(img_w(&name))?;
     let max = ipc::msg_max_index().map_err(sys_err(pid, "msgctl(MSG_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::msg_stat_index(idx).map_err(sys_err(pid, format!("msgctl({idx}, MSG_STAT)")))?
         else {
             continue;
         };
+        if !keep(&st)? {
+            continue;
+        }
         w.write_entry(&IpcMsgEntry {
             desc: desc_of(st.id, &st.perm),
             qbytes: st.qbytes as u32,
@@ -139,23 +162,32 @@ fn dump_msg(dir: &Path, pid: i32, ns: u32, msgmax: usize) -> Result<usize, Error
             padded.resize(pad8(padded.len()), 0);
             w.write_raw(&padded).map_err(img_w(&name))?;
         }
-        n += 1;
+        n.push(st.id);
     }
     w.finish().map_err(img_w(&name))?;
     Ok(n)
 }
 
-fn dump_sem(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
+/// The semaphore sets `keep` takes, into `ipcns-sem-<ns>.img`: their ids.
+pub(super) fn dump_sem(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    keep: Keep<'_, ipc::SemStat>,
+) -> Result<Vec<i32>, Error> {
     let name = ImageType::IpcnsSem.file_name(ns as u64);
     let mut w = ImageWriter::create(dir, ImageType::IpcnsSem, &name).map_err(img_w(&name))?;
     let max = ipc::sem_max_index().map_err(sys_err(pid, "semctl(SEM_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::sem_stat_index(idx).map_err(sys_err(pid, format!("semctl({idx}, SEM_STAT)")))?
         else {
             continue;
         };
+        if !keep(&st)? {
+            continue;
+        }
         let values = ipc::sem_getall(st.id, st.nsems)
             .map_err(sys_err(pid, format!("semctl({}, GETALL)", st.id)))?;
         w.write_entry(&IpcSemEntry {
@@ -166,7 +198,7 @@ fn dump_sem(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
         .map_err(img_w(&name))?;
         w.write_raw(&encode_sem_values(&values))
             .map_err(img_w(&name))?;
-        n += 1;
+        n.push(st.id);
     }
     w.finish().map_err(img_w(&name))?;
     Ok(n)
