@@ -22,12 +22,54 @@ pub fn dump_ns(dir: &Path, root: i32, id: u32) -> Result<(), Error> {
             id as u64,
             std::slice::from_ref(&var),
         )?;
-        let shm = dump_shm(dir, root, id, &mut |_| Ok(true))?.len();
-        let msg = dump_msg(dir, root, id, var.msg_ctlmax as usize, &mut |_| Ok(true))?.len();
-        let sem = dump_sem(dir, root, id, &mut |_| Ok(true))?.len();
+        let all = true;
+        let shm = dump_shm(dir, root, id, &mut |_| Ok(true), all)?.len();
+        let msgmax = var.msg_ctlmax as usize;
+        let msg = dump_msg(dir, root, id, msgmax, &mut |_| Ok(true), all)?.len();
+        let sem = dump_sem(dir, root, id, &mut |_| Ok(true), all)?.len();
         debug!("IPC namespace {id}: {shm} segments, {msg} queues, {sem} semaphore sets");
         Ok(())
     })
+}
+
+/// An image created on its first entry, or at the end if `always` (the
+/// objects of crust's namespace write none when the tree has none).
+struct Lazy<'a> {
+    dir: &'a Path,
+    ty: ImageType,
+    name: String,
+    w: Option<ImageWriter>,
+}
+
+impl<'a> Lazy<'a> {
+    fn new(dir: &'a Path, ty: ImageType, ns: u32) -> Lazy<'a> {
+        Lazy {
+            dir,
+            ty,
+            name: ty.file_name(ns as u64),
+            w: None,
+        }
+    }
+
+    fn get(&mut self) -> Result<&mut ImageWriter, Error> {
+        let w = match self.w.take() {
+            Some(w) => w,
+            None => {
+                ImageWriter::create(self.dir, self.ty, &self.name).map_err(img_w(&self.name))?
+            }
+        };
+        Ok(self.w.insert(w))
+    }
+
+    fn finish(mut self, always: bool) -> Result<(), Error> {
+        if always {
+            self.get()?;
+        }
+        match self.w.take() {
+            Some(w) => w.finish().map_err(img_w(&self.name)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Which objects of a kind to dump: Ok(true) to dump it, Ok(false) to
@@ -40,9 +82,10 @@ pub(super) fn dump_shm(
     pid: i32,
     ns: u32,
     keep: Keep<'_, ipc::ShmStat>,
+    always: bool,
 ) -> Result<Vec<i32>, Error> {
-    let name = ImageType::IpcnsShm.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsShm, &name).map_err(img_w(&name))?;
+    let mut w = Lazy::new(dir, ImageType::IpcnsShm, ns);
+    let name = w.name.clone();
     let max = ipc::shm_max_index().map_err(sys_err(pid, "shmctl(SHM_INFO)"))?;
     let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
@@ -54,18 +97,19 @@ pub(super) fn dump_shm(
         if !keep(&st)? {
             continue;
         }
-        w.write_entry(&IpcShmEntry {
-            desc: desc_of(st.id, &st.perm),
-            size: st.size,
-            in_pagemaps: Some(true),
-            hugetlb_flag: None,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
+        w.get()?
+            .write_entry(&IpcShmEntry {
+                desc: desc_of(st.id, &st.perm),
+                size: st.size,
+                in_pagemaps: Some(true),
+                hugetlb_flag: None,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
         dump_segment(dir, pid, &st)?;
         n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }
 
@@ -126,9 +170,10 @@ pub(super) fn dump_msg(
     ns: u32,
     msgmax: usize,
     keep: Keep<'_, ipc::MsgStat>,
+    always: bool,
 ) -> Result<Vec<i32>, Error> {
-    let name = ImageType::IpcnsMsg.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsMsg, &name).map_err(img_w(&name))?;
+    let mut w = Lazy::new(dir, ImageType::IpcnsMsg, ns);
+    let name = w.name.clone();
     let max = ipc::msg_max_index().map_err(sys_err(pid, "msgctl(MSG_INFO)"))?;
     let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
@@ -140,31 +185,33 @@ pub(super) fn dump_msg(
         if !keep(&st)? {
             continue;
         }
-        w.write_entry(&IpcMsgEntry {
-            desc: desc_of(st.id, &st.perm),
-            qbytes: st.qbytes as u32,
-            qnum: st.qnum as u32,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
+        w.get()?
+            .write_entry(&IpcMsgEntry {
+                desc: desc_of(st.id, &st.perm),
+                qbytes: st.qbytes as u32,
+                qnum: st.qnum as u32,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
         for i in 0..st.qnum {
             let (mtype, text) = ipc::msg_copy(st.id, i, msgmax).map_err(sys_err(
                 pid,
                 format!("msgrcv(MSG_COPY) of message {i} of queue {}", st.id),
             ))?;
-            w.write_entry(&IpcMsg {
-                mtype: mtype as u64,
-                msize: text.len() as u32,
-                ..Default::default()
-            })
-            .map_err(img_w(&name))?;
+            w.get()?
+                .write_entry(&IpcMsg {
+                    mtype: mtype as u64,
+                    msize: text.len() as u32,
+                    ..Default::default()
+                })
+                .map_err(img_w(&name))?;
             let mut padded = text;
             padded.resize(pad8(padded.len()), 0);
-            w.write_raw(&padded).map_err(img_w(&name))?;
+            w.get()?.write_raw(&padded).map_err(img_w(&name))?;
         }
         n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }
 
@@ -174,9 +221,10 @@ pub(super) fn dump_sem(
     pid: i32,
     ns: u32,
     keep: Keep<'_, ipc::SemStat>,
+    always: bool,
 ) -> Result<Vec<i32>, Error> {
-    let name = ImageType::IpcnsSem.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsSem, &name).map_err(img_w(&name))?;
+    let mut w = Lazy::new(dir, ImageType::IpcnsSem, ns);
+    let name = w.name.clone();
     let max = ipc::sem_max_index().map_err(sys_err(pid, "semctl(SEM_INFO)"))?;
     let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
@@ -190,16 +238,18 @@ pub(super) fn dump_sem(
         }
         let values = ipc::sem_getall(st.id, st.nsems)
             .map_err(sys_err(pid, format!("semctl({}, GETALL)", st.id)))?;
-        w.write_entry(&IpcSemEntry {
-            desc: desc_of(st.id, &st.perm),
-            nsems: st.nsems,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
-        w.write_raw(&encode_sem_values(&values))
+        w.get()?
+            .write_entry(&IpcSemEntry {
+                desc: desc_of(st.id, &st.perm),
+                nsems: st.nsems,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
+        w.get()?
+            .write_raw(&encode_sem_values(&values))
             .map_err(img_w(&name))?;
         n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }

@@ -99,28 +99,31 @@ pub fn dump(
     };
     let ns = host_ns_id();
     let msgmax = sysctl_num("kernel/msgmax")? as usize;
-    let shm = dump::dump_shm(dir, root, ns, &mut |st| users.shm(st))?;
-    let sem = dump::dump_sem(dir, root, ns, &mut |st| users.sem(st))?;
-    let msg = dump::dump_msg(dir, root, ns, msgmax, &mut |st| users.msg(st))?;
+    // An image only for a kind the tree has objects of (CRIU's sets never
+    // have them); a set with any gets all three, read together at restore.
+    let shm = dump::dump_shm(dir, root, ns, &mut |st| users.shm(st), false)?;
+    let sem = dump::dump_sem(dir, root, ns, &mut |st| users.sem(st), false)?;
+    let msg = dump::dump_msg(dir, root, ns, msgmax, &mut |st| users.msg(st), false)?;
     let objects = HostObjects { shm, sem, msg };
     if objects.shm.is_empty() && objects.sem.is_empty() && objects.msg.is_empty() {
-        // Nothing of the tree's: no images (a set without them is the
-        // same, and CRIU's sets never have them).
-        for t in [
-            ImageType::IpcnsShm,
-            ImageType::IpcnsSem,
-            ImageType::IpcnsMsg,
-        ] {
-            let _ = std::fs::remove_file(dir.join(t.file_name(ns as u64)));
-        }
-    } else {
-        log::info!(
-            "System V objects of the host's IPC namespace that only the tree uses: segments {:?}, semaphore sets {:?}, message queues {:?}",
-            objects.shm,
-            objects.sem,
-            objects.msg
-        );
+        return Ok(objects);
     }
+    // The kinds with no object of the tree's get their empty image.
+    if objects.shm.is_empty() {
+        dump::dump_shm(dir, root, ns, &mut |_| Ok(false), true)?;
+    }
+    if objects.sem.is_empty() {
+        dump::dump_sem(dir, root, ns, &mut |_| Ok(false), true)?;
+    }
+    if objects.msg.is_empty() {
+        dump::dump_msg(dir, root, ns, msgmax, &mut |_| Ok(false), true)?;
+    }
+    log::info!(
+        "System V objects of the host's IPC namespace that only the tree uses: segments {:?}, semaphore sets {:?}, message queues {:?}",
+        objects.shm,
+        objects.sem,
+        objects.msg
+    );
     Ok(objects)
 }
 
