@@ -991,6 +991,9 @@ ALL_TESTS+=(shmanon)
 # Erlang/OTP and MariaDB from Debian's packages (issue 11).
 # shellcheck source=tests/e2e/erlang-mariadb.sh
 . "$ROOT/tests/e2e/erlang-mariadb.sh"
+# Credentials, System V IPC in the host's namespace, PostgreSQL (issue 11).
+# shellcheck source=tests/e2e/sysv.sh
+. "$ROOT/tests/e2e/sysv.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -79,6 +79,10 @@ pub struct ShmStat {
     pub perm: IpcPerm,
     pub size: u64,
     pub nattch: u64,
+    /// The creator's pid and the last pid that attached or detached it
+    /// (in the caller's pid namespace; 0 if it is not there).
+    pub cpid: i32,
+    pub lpid: i32,
 }
 
 fn shmctl_ds(id: i32, cmd: libc::c_int) -> io::Result<(i32, libc::shmid_ds)> {
@@ -105,6 +109,8 @@ fn shm_stat_of(id: i32, ds: &libc::shmid_ds) -> ShmStat {
         perm: perm_of(&ds.shm_perm),
         size: ds.shm_segsz as u64,
         nattch: ds.shm_nattch,
+        cpid: ds.shm_cpid,
+        lpid: ds.shm_lpid,
     }
 }
 
@@ -298,6 +304,44 @@ pub fn sem_setall(id: i32, values: &[u16]) -> io::Result<()> {
     semctl_raw(id, 0, libc::SETALL, values.as_ptr() as u64).map(drop)
 }
 
+/// Who used each semaphore of set `id` (`n` of them): the pid of the
+/// last operation on it (GETPID; 0 if none, or not in the caller's pid
+/// namespace) and how many tasks wait for it to grow or to be zero
+/// (GETNCNT, GETZCNT).
+pub fn sem_users(id: i32, n: u32) -> io::Result<Vec<SemUsers>> {
+    (0..n as i32)
+        .map(|i| {
+            Ok(SemUsers {
+                pid: semctl_raw(id, i, libc::GETPID, 0)? as i32,
+                waiting: semctl_raw(id, i, libc::GETNCNT, 0)? as u32
+                    + semctl_raw(id, i, libc::GETZCNT, 0)? as u32,
+            })
+        })
+        .collect()
+}
+
+/// What [`sem_users`] tells of one semaphore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemUsers {
+    pub pid: i32,
+    pub waiting: u32,
+}
+
+/// IPC_STAT of set `id`.
+pub fn sem_stat(id: i32) -> io::Result<SemStat> {
+    let (_, ds) = semctl_ds(id, libc::IPC_STAT)?;
+    Ok(SemStat {
+        id,
+        perm: perm_of(&ds.sem_perm),
+        nsems: ds.sem_nsems as u32,
+    })
+}
+
+/// IPC_RMID of set `id`.
+pub fn sem_rmid(id: i32) -> io::Result<()> {
+    semctl_raw(id, 0, libc::IPC_RMID, 0).map(drop)
+}
+
 /// IPC_SET of set `id`: its owner and permission bits.
 pub fn sem_set(id: i32, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
     let (_, mut ds) = semctl_ds(id, libc::IPC_STAT)?;
@@ -316,6 +360,10 @@ pub struct MsgStat {
     pub perm: IpcPerm,
     pub qnum: u64,
     pub qbytes: u64,
+    /// The last pids that sent and received (0: none, or not in the
+    /// caller's pid namespace).
+    pub lspid: i32,
+    pub lrpid: i32,
 }
 
 fn msgctl_ds(id: i32, cmd: libc::c_int) -> io::Result<(i32, libc::msqid_ds)> {
@@ -342,6 +390,8 @@ fn msg_stat_of(id: i32, ds: &libc::msqid_ds) -> MsgStat {
         perm: perm_of(&ds.msg_perm),
         qnum: ds.msg_qnum,
         qbytes: ds.msg_qbytes,
+        lspid: ds.msg_lspid,
+        lrpid: ds.msg_lrpid,
     }
 }
 
@@ -358,6 +408,13 @@ pub fn msg_stat_index(idx: i32) -> io::Result<Option<MsgStat>> {
 pub fn msg_stat(id: i32) -> io::Result<MsgStat> {
     let (_, ds) = msgctl_ds(id, libc::IPC_STAT)?;
     Ok(msg_stat_of(id, &ds))
+}
+
+/// IPC_RMID of queue `id`.
+pub fn msg_rmid(id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID ignores the buffer; null is allowed.
+    let r = unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    cvt(r as libc::c_long).map(drop)
 }
 
 /// msgget(2).

@@ -7,7 +7,7 @@ mod precheck;
 
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
-use crate::ns::ids::{NsIds, NsInodes, NsKind, TreeNs};
+use crate::ns::ids::{NsIds, NsInodes, TreeNs};
 use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
 use crate::{mem, task, DumpStats, Error, Options};
@@ -358,9 +358,8 @@ fn dump_tree(
     });
     walked?;
     let (counts, page_us) = pages?;
-    if let Some(id) = ipcns {
-        crate::ns::sysvipc::dump_ns(dir, root_pid, id)?;
-    }
+    let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
+    let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
@@ -372,6 +371,7 @@ fn dump_tree(
         .map(|i| i.take_hold())
         .unwrap_or_default();
     hold.on_release(files.take_pty_put_back());
+    hold.on_kept(Box::new(move || ipc_gone.remove()));
     locks.write(dir)?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, walk.pstree)?;
@@ -672,7 +672,6 @@ fn dump_process(
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
     let vmas = mem::collect_vmas(proc, pid)?;
-    crate::ns::sysvipc::check_vmas(pid, &vmas, ids.ns.own(NsKind::Ipc))?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them.

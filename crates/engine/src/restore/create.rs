@@ -30,7 +30,12 @@ pub(super) fn create_and_build(
     set_session(img, 0, opts, created, tramp)?;
     // System V objects exist before any task maps them.
     if let Some(ns) = &img.ipcns {
-        ns.create(root_host)?;
+        let root = created.tasks.first_mut().and_then(|t| t.first_mut());
+        let root = root.ok_or_else(|| Error::Restore {
+            pid: root_host,
+            what: "the root task is not there to make the System V objects".into(),
+        })?;
+        ns.create(root, tramp, &mut created.ipc)?;
     }
 
     // Then depth first: a process's memory is built before it begets its
@@ -66,7 +71,7 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         0
     };
     let clone_flags = clone_flags
-        | if img.ipcns.is_some() {
+        | if img.ipcns.as_ref().is_some_and(|n| n.own_namespace()) {
             libc::CLONE_NEWIPC as u64
         } else {
             0
@@ -154,7 +159,7 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
         if live.files_from_parent || !live.files.fds.iter().any(|f| created.shared.late(f.id)) {
             continue;
         }
-        let Created { tasks, shared } = &mut *created;
+        let Created { tasks, shared, .. } = &mut *created;
         let task = tasks
             .get_mut(i)
             .and_then(|t| t.first_mut())

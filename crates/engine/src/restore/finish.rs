@@ -73,6 +73,7 @@ pub(super) fn restore_loaded(
         kill_released(&pids);
         return Err(e);
     }
+    created.ipc.keep();
     let restore_time_us = us_since(t0);
     info!(
         "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",

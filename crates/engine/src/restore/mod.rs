@@ -130,6 +130,8 @@ struct Created {
     /// The descriptions crust made (pipes, sockets...), given to the tasks
     /// as they are built and closed before any task runs.
     shared: OpenFiles,
+    /// System V objects made in crust's IPC namespace (removed on failure).
+    ipc: crate::ns::sysvipc::Made,
 }
 
 impl Created {

@@ -3,9 +3,9 @@
 //! it goes away with the process. After SIGTERM the pattern must be intact
 //! and the segment still attached at the same address.
 //!
-//! crust refuses to dump it (System V IPC is dumped only with an IPC
-//! namespace of the tree's own); the e2e test checks that the process runs
-//! on untouched.
+//! It lives in the host's IPC namespace and only this process uses it:
+//! crust dumps it, it goes with the process, and the restore makes it
+//! again (and marks it for removal again).
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 

@@ -356,6 +356,7 @@ impl InetDump {
             conns: conns.clone(),
             repairs: Vec::new(),
             undo: Vec::new(),
+            kept: Vec::new(),
         };
         if !conns.is_empty() {
             netlock::lock(self.lock_method, &conns)?;
@@ -442,6 +443,8 @@ pub struct NetHold {
     repairs: Vec<Repair>,
     /// Other things to undo if the tree runs on (pty bytes read out).
     undo: Vec<Box<dyn FnOnce() + Send>>,
+    /// Things to do once the tree is dead (System V objects it alone used).
+    kept: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl NetHold {
@@ -458,7 +461,15 @@ impl NetHold {
         self.undo.push(f);
     }
 
+    /// `f` runs once the tree is dead (keep), not if it runs on.
+    pub fn on_kept(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.kept.push(f);
+    }
+
     pub fn keep(mut self) {
+        for f in self.kept.drain(..) {
+            f();
+        }
         if !self.conns.is_empty() {
             info!(
                 "{} connection(s) stay locked out of the network until restore",

@@ -757,10 +757,12 @@ impl OpenInet {
                 what: format!("inet socket {id}: taking the connection {local} -> {remote} out of repair mode"),
                 source: Box::new(source),
             })?;
-            // The recorded buffer sizes, now that the queues are in.
+            // The recorded buffer sizes, now that the queues are in, and
+            // SO_REUSEADDR again: leaving repair mode clears it.
             let bufs = SkOptsEntry {
                 so_sndbuf: opts.so_sndbuf,
                 so_rcvbuf: opts.so_rcvbuf,
+                reuseaddr: opts.reuseaddr,
                 ..Default::default()
             };
             if let Err(e) = crate::net::sock::set_opts(fd.as_fd(), &bufs) {

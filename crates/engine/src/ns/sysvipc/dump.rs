@@ -22,37 +22,94 @@ pub fn dump_ns(dir: &Path, root: i32, id: u32) -> Result<(), Error> {
             id as u64,
             std::slice::from_ref(&var),
         )?;
-        let shm = dump_shm(dir, root, id)?;
-        let msg = dump_msg(dir, root, id, var.msg_ctlmax as usize)?;
-        let sem = dump_sem(dir, root, id)?;
+        let all = true;
+        let shm = dump_shm(dir, root, id, &mut |_| Ok(true), all)?.len();
+        let msgmax = var.msg_ctlmax as usize;
+        let msg = dump_msg(dir, root, id, msgmax, &mut |_| Ok(true), all)?.len();
+        let sem = dump_sem(dir, root, id, &mut |_| Ok(true), all)?.len();
         debug!("IPC namespace {id}: {shm} segments, {msg} queues, {sem} semaphore sets");
         Ok(())
     })
 }
 
-fn dump_shm(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
-    let name = ImageType::IpcnsShm.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsShm, &name).map_err(img_w(&name))?;
+/// An image created on its first entry, or at the end if `always` (the
+/// objects of crust's namespace write none when the tree has none).
+struct Lazy<'a> {
+    dir: &'a Path,
+    ty: ImageType,
+    name: String,
+    w: Option<ImageWriter>,
+}
+
+impl<'a> Lazy<'a> {
+    fn new(dir: &'a Path, ty: ImageType, ns: u32) -> Lazy<'a> {
+        Lazy {
+            dir,
+            ty,
+            name: ty.file_name(ns as u64),
+            w: None,
+        }
+    }
+
+    fn get(&mut self) -> Result<&mut ImageWriter, Error> {
+        let w = match self.w.take() {
+            Some(w) => w,
+            None => {
+                ImageWriter::create(self.dir, self.ty, &self.name).map_err(img_w(&self.name))?
+            }
+        };
+        Ok(self.w.insert(w))
+    }
+
+    fn finish(mut self, always: bool) -> Result<(), Error> {
+        if always {
+            self.get()?;
+        }
+        match self.w.take() {
+            Some(w) => w.finish().map_err(img_w(&self.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which objects of a kind to dump: Ok(true) to dump it, Ok(false) to
+/// leave it out, an error to fail the dump.
+pub(super) type Keep<'a, S> = &'a mut dyn FnMut(&S) -> Result<bool, Error>;
+
+/// The segments `keep` takes, into `ipcns-shm-<ns>.img`: their ids.
+pub(super) fn dump_shm(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    keep: Keep<'_, ipc::ShmStat>,
+    always: bool,
+) -> Result<Vec<i32>, Error> {
+    let mut w = Lazy::new(dir, ImageType::IpcnsShm, ns);
+    let name = w.name.clone();
     let max = ipc::shm_max_index().map_err(sys_err(pid, "shmctl(SHM_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::shm_stat_index(idx).map_err(sys_err(pid, format!("shmctl({idx}, SHM_STAT)")))?
         else {
             continue;
         };
-        w.write_entry(&IpcShmEntry {
-            desc: desc_of(st.id, &st.perm),
-            size: st.size,
-            in_pagemaps: Some(true),
-            hugetlb_flag: None,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
+        if !keep(&st)? {
+            continue;
+        }
+        w.get()?
+            .write_entry(&IpcShmEntry {
+                desc: desc_of(st.id, &st.perm),
+                size: st.size,
+                in_pagemaps: Some(true),
+                hugetlb_flag: None,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
         dump_segment(dir, pid, &st)?;
-        n += 1;
+        n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }
 
@@ -106,68 +163,93 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
     Ok(())
 }
 
-fn dump_msg(dir: &Path, pid: i32, ns: u32, msgmax: usize) -> Result<usize, Error> {
-    let name = ImageType::IpcnsMsg.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsMsg, &name).map_err(img_w(&name))?;
+/// The queues `keep` takes, into `ipcns-msg-<ns>.img`: their ids.
+pub(super) fn dump_msg(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    msgmax: usize,
+    keep: Keep<'_, ipc::MsgStat>,
+    always: bool,
+) -> Result<Vec<i32>, Error> {
+    let mut w = Lazy::new(dir, ImageType::IpcnsMsg, ns);
+    let name = w.name.clone();
     let max = ipc::msg_max_index().map_err(sys_err(pid, "msgctl(MSG_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::msg_stat_index(idx).map_err(sys_err(pid, format!("msgctl({idx}, MSG_STAT)")))?
         else {
             continue;
         };
-        w.write_entry(&IpcMsgEntry {
-            desc: desc_of(st.id, &st.perm),
-            qbytes: st.qbytes as u32,
-            qnum: st.qnum as u32,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
+        if !keep(&st)? {
+            continue;
+        }
+        w.get()?
+            .write_entry(&IpcMsgEntry {
+                desc: desc_of(st.id, &st.perm),
+                qbytes: st.qbytes as u32,
+                qnum: st.qnum as u32,
+                ..Default::default()
+            })
+            .map_err(img_w(&name))?;
         for i in 0..st.qnum {
             let (mtype, text) = ipc::msg_copy(st.id, i, msgmax).map_err(sys_err(
                 pid,
                 format!("msgrcv(MSG_COPY) of message {i} of queue {}", st.id),
             ))?;
-            w.write_entry(&IpcMsg {
-                mtype: mtype as u64,
-                msize: text.len() as u32,
-                ..Default::default()
-            })
-            .map_err(img_w(&name))?;
+            w.get()?
+                .write_entry(&IpcMsg {
+                    mtype: mtype as u64,
+                    msize: text.len() as u32,
+                    ..Default::default()
+                })
+                .map_err(img_w(&name))?;
             let mut padded = text;
             padded.resize(pad8(padded.len()), 0);
-            w.write_raw(&padded).map_err(img_w(&name))?;
+            w.get()?.write_raw(&padded).map_err(img_w(&name))?;
         }
-        n += 1;
+        n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }
 
-fn dump_sem(dir: &Path, pid: i32, ns: u32) -> Result<usize, Error> {
-    let name = ImageType::IpcnsSem.file_name(ns as u64);
-    let mut w = ImageWriter::create(dir, ImageType::IpcnsSem, &name).map_err(img_w(&name))?;
+/// The semaphore sets `keep` takes, into `ipcns-sem-<ns>.img`: their ids.
+pub(super) fn dump_sem(
+    dir: &Path,
+    pid: i32,
+    ns: u32,
+    keep: Keep<'_, ipc::SemStat>,
+    always: bool,
+) -> Result<Vec<i32>, Error> {
+    let mut w = Lazy::new(dir, ImageType::IpcnsSem, ns);
+    let name = w.name.clone();
     let max = ipc::sem_max_index().map_err(sys_err(pid, "semctl(SEM_INFO)"))?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for idx in 0..=max.max(-1) {
         let Some(st) =
             ipc::sem_stat_index(idx).map_err(sys_err(pid, format!("semctl({idx}, SEM_STAT)")))?
         else {
             continue;
         };
+        if !keep(&st)? {
+            continue;
+        }
         let values = ipc::sem_getall(st.id, st.nsems)
             .map_err(sys_err(pid, format!("semctl({}, GETALL)", st.id)))?;
-        w.write_entry(&IpcSemEntry {
-            desc: desc_of(st.id, &st.perm),
-            nsems: st.nsems,
-            ..Default::default()
-        })
-        .map_err(img_w(&name))?;
-        w.write_raw(&encode_sem_values(&values))
+        w.get()?
+            .write_entry(&IpcSemEntry {
+                desc: desc_of(st.id, &st.perm),
+                nsems: st.nsems,
+                ..Default::default()
+            })
             .map_err(img_w(&name))?;
-        n += 1;
+        w.get()?
+            .write_raw(&encode_sem_values(&values))
+            .map_err(img_w(&name))?;
+        n.push(st.id);
     }
-    w.finish().map_err(img_w(&name))?;
+    w.finish(always)?;
     Ok(n)
 }

@@ -1,7 +1,7 @@
 //! System V IPC: shared memory segments, semaphore sets and message queues
 //! of a tree that has an IPC namespace of its own, scoped as CRIU scopes
-//! them (a tree sharing crust's IPC namespace gets none of them dumped, and
-//! is refused if a task has a segment attached).
+//! them, and, beyond CRIU, those of crust's (the host's) namespace that
+//! only the tree uses (see [`host`]).
 //!
 //! Images, per IPC namespace id N (the tree's own, in `ids-*.img`):
 //! - `ipcns-var-N.img`: one `IpcVarEntry`, the namespace's ipc sysctls;
@@ -25,6 +25,7 @@ use crate::ns::ids::NsKind;
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
+use crust_compel::Task;
 use crust_images::consts::vma as vs;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::proto::ipc_desc::IpcDescEntry;
@@ -42,9 +43,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 mod dump;
+mod host;
 mod restore;
-pub use dump::dump_ns;
+mod restore_host;
+use dump::dump_ns;
+pub use host::{dump, HostObjects};
 pub use restore::{attach, load_for_tree, IpcNs};
+pub use restore_host::Made;
 
 /// The pages-N.img ids of segment contents: this bit plus the low 30 bits
 /// of the segment id (apart from per-process ids and the 1<<31 ones of
@@ -56,23 +61,6 @@ const MAX_SEGMENT: u64 = 1 << 40;
 const MAX_MSG: u64 = 1 << 24;
 /// Largest semaphore set (the kernel's SEMMSL limit is 32000).
 const MAX_NSEMS: u32 = 32000;
-
-/// A task with a segment attached can be dumped only with the tree's own
-/// IPC namespace (whose objects are then dumped): `own_ns`, from its
-/// [`NsIds`](crate::ns::ids::NsIds). Which namespaces a tree may be in is
-/// [`TreeNs`](crate::ns::ids::TreeNs)'s to say.
-pub fn check_vmas(pid: i32, vmas: &[Vma], own_ns: bool) -> Result<(), Error> {
-    if own_ns {
-        return Ok(());
-    }
-    match vmas.iter().find(|v| v.status & vs::AREA_SYSVIPC != 0) {
-        Some(v) => Err(Error::unsupported(format!(
-            "process {pid} has System V shared memory attached ({:#x}-{:#x}, shmid {}); System V IPC objects are dumped only for a tree with an IPC namespace of its own (as CRIU does)",
-            v.map.start, v.map.end, v.map.inode
-        ))),
-        None => Ok(()),
-    }
-}
 
 /// Run `f` in a thread of crust that joined the IPC namespace of `pid`.
 fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {

@@ -8,26 +8,28 @@ use super::*;
 type Run = (u64, u64, u64);
 
 #[derive(Debug)]
-struct Segment {
-    entry: IpcShmEntry,
+pub(super) struct Segment {
+    pub(super) entry: IpcShmEntry,
     runs: Vec<Run>,
     pages: PathBuf,
 }
 
 #[derive(Debug)]
-struct Queue {
-    entry: IpcMsgEntry,
-    msgs: Vec<(i64, Vec<u8>)>,
+pub(super) struct Queue {
+    pub(super) entry: IpcMsgEntry,
+    pub(super) msgs: Vec<(i64, Vec<u8>)>,
 }
 
-/// The tree's IPC namespace as the images have it, read and checked.
+/// The tree's IPC namespace as the images have it, read and checked; or
+/// the objects of crust's namespace that were the tree's alone (no `var`:
+/// the host's limits are left as they are).
 #[derive(Debug)]
 pub struct IpcNs {
     id: u32,
-    var: IpcVarEntry,
-    shms: Vec<Segment>,
-    sems: Vec<(IpcSemEntry, Vec<u16>)>,
-    msgs: Vec<Queue>,
+    var: Option<IpcVarEntry>,
+    pub(super) shms: Vec<Segment>,
+    pub(super) sems: Vec<(IpcSemEntry, Vec<u16>)>,
+    pub(super) msgs: Vec<Queue>,
 }
 
 fn bad(dir: &Path, why: String) -> Error {
@@ -66,11 +68,20 @@ impl IpcNs {
             ));
         }
         let ns = IpcNs {
+            var: Some(var),
+            ..IpcNs::load_objects(dir, id)?
+        };
+        Ok(ns)
+    }
+
+    /// The segments, semaphore sets and queues of namespace `id`.
+    fn load_objects(dir: &Path, id: u32) -> Result<IpcNs, Error> {
+        let ns = IpcNs {
             id,
             shms: load_shm(dir, id)?,
             sems: load_sem(dir, id)?,
             msgs: load_msg(dir, id)?,
-            var,
+            var: None,
         };
         debug!(
             "IPC namespace {id}: {} segments, {} semaphore sets, {} queues",
@@ -81,16 +92,28 @@ impl IpcNs {
         Ok(ns)
     }
 
+    /// The tree had an IPC namespace of its own (else these are objects of
+    /// crust's namespace that were the tree's alone).
+    pub fn own_namespace(&self) -> bool {
+        self.var.is_some()
+    }
+
     /// Is `shmid` a segment of the images?
     pub fn has_segment(&self, shmid: u64) -> bool {
         self.shms.iter().any(|s| s.entry.desc.id as u64 == shmid)
     }
 
-    /// Make every object again inside the IPC namespace of `pid` (the new
-    /// root, alone in its fresh namespace), before any task maps memory.
-    pub fn create(&self, pid: i32) -> Result<(), Error> {
+    /// Make every object again before any task maps memory: inside the
+    /// IPC namespace of `root` (the new root, alone in its fresh
+    /// namespace), or, for objects of crust's namespace, by the root
+    /// (`made` holds them, removed if the restore fails).
+    pub fn create(&self, root: &mut Task, tramp: u64, made: &mut Made) -> Result<(), Error> {
+        let Some(var) = &self.var else {
+            return restore_host::create(self, root, tramp, made);
+        };
+        let pid = root.pid();
         in_ns(pid, || {
-            restore_limits(&self.var)?;
+            restore_limits(var)?;
             for s in &self.shms {
                 create_segment(pid, s)?;
             }
@@ -108,14 +131,20 @@ impl IpcNs {
     /// Once every task attached its segments: remove those that were
     /// marked for removal, then set the sysctls that act on what exists.
     pub fn finish(&self, pid: i32) -> Result<(), Error> {
-        in_ns(pid, || {
+        let remove_marked = || -> Result<(), Error> {
             for s in &self.shms {
                 if s.entry.desc.mode & ipc::SHM_DEST != 0 {
                     let id = s.entry.desc.id as i32;
                     ipc::shm_rmid(id).map_err(sys_err(pid, format!("shmctl({id}, IPC_RMID)")))?;
                 }
             }
-            let v = &self.var;
+            Ok(())
+        };
+        let Some(v) = &self.var else {
+            return remove_marked();
+        };
+        in_ns(pid, || {
+            remove_marked()?;
             write_sysctl("kernel/shm_rmid_forced", &v.shm_rmid_forced.to_string())?;
             for (name, next) in [
                 ("kernel/msg_next_id", v.msg_next_id),
@@ -253,33 +282,23 @@ fn load_msg(dir: &Path, ns: u32) -> Result<Vec<Queue>, Error> {
 }
 
 /// Make the next object of kind `kind` get id `id`.
-fn set_next_id(kind: &str, id: u32) -> Result<(), Error> {
+pub(super) fn set_next_id(kind: &str, id: u32) -> Result<(), Error> {
     write_sysctl(&format!("kernel/{kind}_next_id"), &id.to_string())
 }
 
-fn check_id(pid: i32, what: &str, want: u32, got: i32) -> Result<(), Error> {
+pub(super) fn check_id(pid: i32, what: &str, want: u32, got: i32) -> Result<(), Error> {
     if got as u32 != want {
         return Err(Error::Restore {
             pid,
-            what: format!("the {what} was made with id {got}, not {want}"),
+            what: format!("the {what} was made with id {got}, not {want} (another object holds the slot of id {want}, or was made at the same time)"),
         });
     }
     Ok(())
 }
 
-fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
-    let d = &s.entry.desc;
-    let what = format!("System V segment {}", d.id);
-    set_next_id("shm", d.id)?;
-    let id = ipc::shmget(
-        d.key as i32,
-        s.entry.size,
-        (d.mode & 0o777) as i32 | libc::IPC_CREAT | libc::IPC_EXCL,
-    )
-    .map_err(sys_err(pid, format!("shmget of {what} (key {:#x})", d.key)))?;
-    check_id(pid, &what, d.id, id)?;
-    ipc::shm_set(id, d.uid, d.gid, d.mode)
-        .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
+/// Fill segment `id` (made from `s`) with its contents, through an
+/// attachment of crust's own.
+pub(super) fn fill_segment(pid: i32, id: i32, s: &Segment, what: &str) -> Result<(), Error> {
     if s.runs.is_empty() {
         return Ok(());
     }
@@ -299,6 +318,22 @@ fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
             .map_err(sys_err(pid, format!("write into {what}")))?;
     }
     Ok(())
+}
+
+fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
+    let d = &s.entry.desc;
+    let what = format!("System V segment {}", d.id);
+    set_next_id("shm", d.id)?;
+    let id = ipc::shmget(
+        d.key as i32,
+        s.entry.size,
+        (d.mode & 0o777) as i32 | libc::IPC_CREAT | libc::IPC_EXCL,
+    )
+    .map_err(sys_err(pid, format!("shmget of {what} (key {:#x})", d.key)))?;
+    check_id(pid, &what, d.id, id)?;
+    ipc::shm_set(id, d.uid, d.gid, d.mode)
+        .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
+    fill_segment(pid, id, s, &what)
 }
 
 fn create_sem(pid: i32, e: &IpcSemEntry, values: &[u16]) -> Result<(), Error> {
@@ -362,6 +397,12 @@ pub fn load_for_tree<'a>(
     }
     let ns = match (tree_ipc, root_ipc) {
         (Some(t), Some(r)) if t != r => Some(IpcNs::load(dir, t)?),
+        // crust's namespace: objects that were the tree's alone, if any.
+        (Some(t), Some(_)) if dir.join(ImageType::IpcnsShm.file_name(t as u64)).exists() => {
+            let ns = IpcNs::load_objects(dir, t)?;
+            restore_host::check_free(&ns)?;
+            Some(ns)
+        }
         _ => None,
     };
     for (_, _, mm) in &procs {
