@@ -954,6 +954,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/lies.sh
 . "$ROOT/tests/e2e/lies.sh"
 
+# Memory: copy-on-write runs across VMAs, reservations, nginx (issue 11).
+# shellcheck source=tests/e2e/mem.sh
+. "$ROOT/tests/e2e/mem.sh"
+
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
 t_err_restore_pid_busy() {

@@ -163,8 +163,11 @@ impl Scan {
         match f {
             Fate::Skip => {}
             Fate::Cow => {
+                // A run never crosses into the next VMA, even one right
+                // after with the same flags: each is inherited whole, by
+                // itself (restore checks each run against one VMA).
                 match self.cow.last_mut() {
-                    Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+                    Some((s, n)) if *s >= v.map.start && *s + *n * PAGE_SIZE == addr => *n += 1,
                     _ => self.cow.push((addr, 1)),
                 }
                 self.counts.cow += 1;
@@ -414,6 +417,42 @@ mod tests {
         assert_eq!(file(PRESENT | FILE | 5), Fate::Skip);
         assert_eq!(file(PRESENT | 5), Fate::Store { pinnable: true });
         assert_eq!(file(PRESENT | 7), Fate::Store { pinnable: true });
+    }
+
+    fn anon(start: u64, end: u64) -> Vma {
+        Vma {
+            map: crust_proc::MapEntry {
+                start,
+                end,
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+                offset: 0,
+                dev_major: 0,
+                dev_minor: 0,
+                inode: 0,
+                path: None,
+                deleted: false,
+            },
+            vm_flags: Vec::new(),
+            status: vs::AREA_REGULAR | vs::ANON_PRIVATE,
+        }
+    }
+
+    #[test]
+    fn cow_runs_stop_at_vma_boundaries() {
+        // Two adjacent anonymous VMAs with the same flags (nginx's heap
+        // after a reload), every page shared with the parent.
+        let (a, b) = (anon(0x10000, 0x12000), anon(0x12000, 0x14000));
+        let mut scan = Scan::default();
+        for v in [&a, &b] {
+            for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {
+                scan.add(v, addr, Fate::Cow);
+            }
+        }
+        assert_eq!(scan.cow, vec![(0x10000, 2), (0x12000, 2)]);
+        assert_eq!(scan.counts.cow, 4);
     }
 
     #[test]
