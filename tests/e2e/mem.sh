@@ -40,3 +40,127 @@ t_err_dump_unrestorable() {
 }
 
 ALL_TESTS+=(err-dump-unrestorable)
+
+# --- nginx from Debian's package, reloaded once before the dump ---
+
+# Install what is missing (nginx from Debian's package).
+need_nginx() {
+    [ -x /usr/sbin/nginx ] && return 0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; } >"$D/apt.log" 2>&1 ||
+        { fail "cannot install nginx: $(tail -c 300 "$D/apt.log")" "$D/apt.log"; return 1; }
+    # Debian starts the packaged service: it is not ours to run.
+    if [ -f /run/nginx.pid ]; then /usr/sbin/nginx -s quit 2>/dev/null; fi
+    [ -x /usr/sbin/nginx ] || { fail "nginx is not at /usr/sbin/nginx after installing it"; return 1; }
+}
+
+# The worker pids of nginx master $1, sorted, on one line.
+nginx_workers() { tr ' ' '\n' </proc/"$1"/task/"$1"/children 2>/dev/null | grep . | sort -n | tr '\n' ' '; }
+
+# GET / from nginx on port $1; prints the body.
+nginx_get() {
+    python3 -c "import sys, urllib.request
+print(urllib.request.urlopen('http://127.0.0.1:%s/' % sys.argv[1], timeout=5).read().decode().strip())" "$1"
+}
+
+# Does process $1 have two adjacent anonymous private VMAs with the same
+# permissions (what nginx's reload leaves in its workers' heap)?
+adjacent_anon_vmas() {
+    awk 'NF <= 6 || $6 == "[heap]" {
+            if ($2 ~ /p$/ && prev_perm == $2 && prev_end == substr($1, 1, index($1, "-") - 1)) found = 1
+            prev_end = substr($1, index($1, "-") + 1); prev_perm = $2; next
+        }
+        { prev_end = ""; prev_perm = "" }
+        END { exit !found }' /proc/"$1"/maps
+}
+
+nginx_stop() {
+    local m=$1 n=100
+    [ -n "$m" ] && [ "$(exe_of "$m")" = /usr/sbin/nginx ] || return 0
+    kill -QUIT "$m" 2>/dev/null
+    while [ $n -gt 0 ] && [ "$(exe_of "$m")" = /usr/sbin/nginx ] && [ "$(pstate "$m")" != Z ]; do
+        sleep 0.05
+        n=$((n - 1))
+    done
+    kill_tracked "$m" /usr/sbin/nginx
+}
+
+# nginx (master and 2 workers, 127.0.0.1 only) reloaded with SIGHUP: its new
+# workers' heap is two adjacent anonymous VMAs with identical flags, sharing
+# pages copy-on-write with the master across the boundary. Dump, restore,
+# and it serves a request.
+t_nginx_reloaded() {
+    need_cr || return $?
+    need_nginx || return 1
+    local port=$((20000 + RANDOM % 20000)) n=100 old new body w rc=0 master
+    mkdir -p "$D/nginx" "$D/img"
+    cat >"$D/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $D/nginx/nginx.pid;
+error_log $D/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log $D/nginx/access.log;
+    client_body_temp_path $D/nginx/body;
+    proxy_temp_path $D/nginx/proxy;
+    fastcgi_temp_path $D/nginx/fastcgi;
+    uwsgi_temp_path $D/nginx/uwsgi;
+    scgi_temp_path $D/nginx/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location / { return 200 "crust-nginx-ok\n"; }
+    }
+}
+CONF
+    # Without the fds this shell holds (the e2e lock among them).
+    (
+        for f in /proc/$BASHPID/fd/*; do
+            f=${f##*/}
+            [ "$f" -gt 2 ] 2>/dev/null && exec {f}>&-
+        done
+        exec setsid /usr/sbin/nginx -c "$D/nginx/nginx.conf" -p "$D/nginx/"
+    ) </dev/null >"$D/nginx/start.out" 2>&1 ||
+        { fail "nginx did not start: $(head -c 300 "$D/nginx/start.out")" "$D/nginx/error.log"; return 1; }
+    wait_file "$D/nginx/nginx.pid" 5 || { fail "nginx wrote no pid file" "$D/nginx/error.log"; return 1; }
+    master=$(cat "$D/nginx/nginx.pid")
+    track "$master" /usr/sbin/nginx
+    PID=$master
+    (
+        while [ $n -gt 0 ] && [ "$(nginx_workers "$master" | wc -w)" != 2 ]; do sleep 0.05; n=$((n - 1)); done
+        [ $n -gt 0 ]
+    ) || { fail "nginx did not start 2 workers" "$D/nginx/error.log"; nginx_stop "$master"; return 1; }
+    old=$(nginx_workers "$master")
+    body=$(nginx_get "$port") && [ "$body" = crust-nginx-ok ] ||
+        { fail "nginx does not answer before the dump: '$body'" "$D/nginx/error.log"; nginx_stop "$master"; return 1; }
+    # Reload; wait for two new workers and the old ones gone.
+    kill -HUP "$master"
+    n=200
+    while [ $n -gt 0 ]; do
+        new=$(nginx_workers "$master")
+        if [ "$(echo "$new" | wc -w)" = 2 ]; then
+            for w in $old; do case " $new " in *" $w "*) new="" ;; esac; done
+            [ -n "$new" ] && break
+        fi
+        sleep 0.05
+        n=$((n - 1))
+    done
+    [ -n "$new" ] || { fail "nginx did not replace its workers after SIGHUP (workers: $(nginx_workers "$master"))" "$D/nginx/error.log"; nginx_stop "$master"; return 1; }
+    for w in $new; do
+        adjacent_anon_vmas "$w" ||
+            { fail "worker $w has no two adjacent anonymous VMAs with the same flags: the case this test is about is gone" ; nginx_stop "$master"; return 1; }
+    done
+    do_dump "$D/img" || { nginx_stop "$master"; return 1; }
+    if do_restore "$D/img"; then
+        body=$(nginx_get "$port" 2>"$D/get.err")
+        [ "$body" = crust-nginx-ok ] ||
+            { fail "restored nginx does not answer: '$body' $(head -c 200 "$D/get.err")" "$D/img/restore.log"; rc=1; }
+        [ "$(nginx_workers "$master")" = "$new" ] ||
+            { fail "restored workers are '$(nginx_workers "$master")', dumped '$new'" "$D/img/restore.log"; rc=1; }
+    else
+        rc=1
+    fi
+    nginx_stop "$master"
+    rm -rf "$D/nginx"
+    return $rc
+}
+
+ALL_TESTS+=(nginx-reloaded)
