@@ -3,8 +3,8 @@
 
 use crate::util::read_image;
 use crate::Error;
-use crust_images::proto::fdinfo::fd_types;
 use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::fd_types;
 use crust_images::proto::fdinfo::FileEntry;
 use crust_images::proto::regfile::RegFileEntry;
 use std::collections::{HashMap, HashSet};

@@ -474,7 +474,7 @@ mod tests {
                 path: None,
                 deleted: false,
             },
-            vm_flags: Vec::new(),
+            vm_flags: Default::default(),
             status: vs::AREA_REGULAR | vs::ANON_PRIVATE,
         }
     }
