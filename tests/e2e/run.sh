@@ -994,6 +994,9 @@ ALL_TESTS+=(shmanon)
 # Credentials, System V IPC in the host's namespace, PostgreSQL (issue 11).
 # shellcheck source=tests/e2e/sysv.sh
 . "$ROOT/tests/e2e/sysv.sh"
+# Memory: copy-on-write runs across VMAs, reservations, nginx (issue 11).
+# shellcheck source=tests/e2e/mem.sh
+. "$ROOT/tests/e2e/mem.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

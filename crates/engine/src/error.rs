@@ -106,6 +106,14 @@ pub enum Error {
     },
     #[error("restore of pid {pid}: {what}")]
     Restore { pid: i32, what: String },
+    /// The images a dump wrote fail the checks a restore makes: the dump
+    /// fails and the tree runs on.
+    #[error("the images just written to {} would not restore, so the tree was left running (a bug in crust's dump: please report it with the log)", dir.display())]
+    Unrestorable {
+        dir: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     NetLock(netlock::NetLockError),
 }
@@ -142,6 +150,7 @@ impl Error {
             Error::FileMissing { .. } => ErrorKind::FileMissing,
             Error::GhostTooBig { .. } => ErrorKind::Limit,
             Error::Restore { .. } => ErrorKind::Other,
+            Error::Unrestorable { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -19,7 +19,9 @@ mod timers;
 
 pub use error::{ProcError, Result};
 pub use fd::{fdinfo, fds, FdInfo};
-pub use maps::{maps, parse_maps, parse_smaps, smaps, MapEntry, MapKind, SmapsEntry};
+pub use maps::{
+    maps, parse_maps, parse_smaps, smaps, smaps_iter, MapEntry, MapKind, SmapsEntry, SmapsIter,
+};
 pub use misc::{
     auxv, children, cmdline, comm, cwd, environ, exe, limits, loginuid, oom_score_adj, personality,
     root_link, split_nul, tasks, timerslack_ns, RLIMIT_NLIMITS, RLIM_INFINITY,

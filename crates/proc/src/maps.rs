@@ -232,52 +232,66 @@ fn is_smaps_header(line: &str) -> bool {
     }
 }
 
+/// Add one line of an smaps file to the entry being read (`cur`). Returns
+/// the entry the line completes: the previous one, when `line` is the
+/// header of the next. `no`: the line's number, for errors.
+fn smaps_line(
+    cur: &mut Option<SmapsEntry>,
+    line: &str,
+    no: usize,
+    path: &Path,
+) -> Result<Option<SmapsEntry>> {
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if is_smaps_header(line) {
+        let map = parse_map_line(line)
+            .ok_or_else(|| ProcError::parse(path, no, line, "malformed smaps header"))?;
+        return Ok(cur.replace(SmapsEntry {
+            map,
+            vm_flags: Vec::new(),
+            size_kb: 0,
+            rss_kb: 0,
+            anonymous_kb: 0,
+            swap_kb: 0,
+            fields: Vec::new(),
+        }));
+    }
+    let e = cur
+        .as_mut()
+        .ok_or_else(|| ProcError::parse(path, no, line, "field before first mapping"))?;
+    let (key, value) = line
+        .split_once(':')
+        .ok_or_else(|| ProcError::parse(path, no, line, "expected 'Key: value'"))?;
+    if key == "VmFlags" {
+        e.vm_flags = value.split_whitespace().map(str::to_string).collect();
+        return Ok(None);
+    }
+    let num = value.split_whitespace().next().unwrap_or("");
+    let Ok(n) = num.parse::<u64>() else {
+        // Lines such as "THPeligible" are numeric today, but tolerate
+        // future non-numeric ones by skipping them.
+        return Ok(None);
+    };
+    match key {
+        "Size" => e.size_kb = n,
+        "Rss" => e.rss_kb = n,
+        "Anonymous" => e.anonymous_kb = n,
+        "Swap" => e.swap_kb = n,
+        _ => {}
+    }
+    e.fields.push((key.to_string(), n));
+    Ok(None)
+}
+
 /// Parses the text of an smaps file; `path` only names it in errors.
 pub fn parse_smaps(text: &str, path: &Path) -> Result<Vec<SmapsEntry>> {
     let mut out: Vec<SmapsEntry> = Vec::new();
+    let mut cur = None;
     for (i, line) in text.lines().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        if is_smaps_header(line) {
-            let map = parse_map_line(line)
-                .ok_or_else(|| ProcError::parse(path, i + 1, line, "malformed smaps header"))?;
-            out.push(SmapsEntry {
-                map,
-                vm_flags: Vec::new(),
-                size_kb: 0,
-                rss_kb: 0,
-                anonymous_kb: 0,
-                swap_kb: 0,
-                fields: Vec::new(),
-            });
-            continue;
-        }
-        let cur = out
-            .last_mut()
-            .ok_or_else(|| ProcError::parse(path, i + 1, line, "field before first mapping"))?;
-        let (key, value) = line
-            .split_once(':')
-            .ok_or_else(|| ProcError::parse(path, i + 1, line, "expected 'Key: value'"))?;
-        if key == "VmFlags" {
-            cur.vm_flags = value.split_whitespace().map(str::to_string).collect();
-            continue;
-        }
-        let num = value.split_whitespace().next().unwrap_or("");
-        let Ok(n) = num.parse::<u64>() else {
-            // Lines such as "THPeligible" are numeric today, but tolerate
-            // future non-numeric ones by skipping them.
-            continue;
-        };
-        match key {
-            "Size" => cur.size_kb = n,
-            "Rss" => cur.rss_kb = n,
-            "Anonymous" => cur.anonymous_kb = n,
-            "Swap" => cur.swap_kb = n,
-            _ => {}
-        }
-        cur.fields.push((key.to_string(), n));
+        out.extend(smaps_line(&mut cur, line, i + 1, path)?);
     }
+    out.extend(cur);
     Ok(out)
 }
 
@@ -286,6 +300,64 @@ pub fn smaps(root: &ProcRoot, pid: i32) -> Result<Vec<SmapsEntry>> {
     let path = root.pid_path(pid, "smaps");
     let text = ProcRoot::read_string(&path)?;
     parse_smaps(&text, &path)
+}
+
+/// `/proc/PID/smaps` read as it is parsed, one entry at a time: neither
+/// the text nor the entries are kept, so a process with tens of thousands
+/// of VMAs costs one entry's worth of memory here.
+pub fn smaps_iter(root: &ProcRoot, pid: i32) -> Result<SmapsIter> {
+    let path = root.pid_path(pid, "smaps");
+    let file = std::fs::File::open(&path).map_err(|e| ProcError::io(&path, e))?;
+    Ok(SmapsIter {
+        reader: std::io::BufReader::with_capacity(64 << 10, file),
+        path,
+        line: String::new(),
+        no: 0,
+        cur: None,
+        done: false,
+    })
+}
+
+/// See [`smaps_iter`].
+#[derive(Debug)]
+pub struct SmapsIter {
+    reader: std::io::BufReader<std::fs::File>,
+    path: std::path::PathBuf,
+    line: String,
+    no: usize,
+    cur: Option<SmapsEntry>,
+    done: bool,
+}
+
+impl Iterator for SmapsIter {
+    type Item = Result<SmapsEntry>;
+
+    fn next(&mut self) -> Option<Result<SmapsEntry>> {
+        use std::io::BufRead;
+        while !self.done {
+            self.line.clear();
+            match self.reader.read_line(&mut self.line) {
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    self.no += 1;
+                    let line = self.line.trim_end_matches('\n');
+                    match smaps_line(&mut self.cur, line, self.no, &self.path) {
+                        Ok(Some(e)) => return Some(Ok(e)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(ProcError::io(&self.path, e)));
+                }
+            }
+        }
+        self.cur.take().map(Ok)
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,11 @@ impl PagemapReader {
         Ok(PagemapReader { file, path })
     }
 
+    /// The open pagemap file (for `PAGEMAP_SCAN`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The entries of `npages` pages starting at the page holding `start_vaddr`.
     /// Returns fewer entries only if the file ends first.
     pub fn read(&self, start_vaddr: u64, npages: usize) -> Result<Vec<u64>> {

@@ -37,6 +37,18 @@ fn real_maps_and_smaps() {
         assert_eq!(a.size_kb * 1024, b.len());
         assert!(!a.vm_flags.is_empty());
     }
+    // Read as it is parsed: the same entries.
+    let it: Vec<_> = smaps_iter(&real(), 4242)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(it, s);
+    let edge_all = smaps(&edge(), 77).unwrap();
+    let edge_it: Vec<_> = smaps_iter(&edge(), 77)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(edge_it, edge_all);
     let stack = s.iter().find(|e| e.map.kind() == MapKind::Stack).unwrap();
     assert!(stack.has_flag("gd"));
     assert!(stack.field("KernelPageSize") == Some(4));

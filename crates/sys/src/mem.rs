@@ -120,3 +120,118 @@ fn remote_iovs(
         })
         .collect()
 }
+
+/// `PAGEMAP_SCAN` (Linux 6.7): `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+/// Page categories of `PAGEMAP_SCAN` (include/uapi/linux/fs.h).
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// One region `PAGEMAP_SCAN` found (`struct page_region`): the pages
+/// [start, end) all have the categories `categories` (masked by the
+/// return mask).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// Ask the kernel (`PAGEMAP_SCAN` on `pagemap`, an open
+/// `/proc/PID/pagemap`) for the regions of [start, end) whose pages have
+/// any of the categories `anyof`, without looking at anything else: the
+/// kernel skips what has no page table, so a reservation nobody touched
+/// costs nothing. Fills `out` from its start; returns how many regions it
+/// filled and where the walk stopped (`end`, or earlier when `out` was
+/// full: call again from there).
+pub fn pagemap_scan(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    anyof: u64,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut arg = PmScanArg {
+        size: std::mem::size_of::<PmScanArg>() as u64,
+        flags: 0,
+        start,
+        end,
+        walk_end: 0,
+        vec: out.as_mut_ptr() as u64,
+        vec_len: out.len() as u64,
+        max_pages: 0,
+        category_inverted: 0,
+        category_mask: 0,
+        category_anyof_mask: anyof,
+        return_mask: anyof,
+    };
+    // SAFETY: `arg` is a live pm_scan_arg of the size it says; `vec` points
+    // at `out`, which has room for `vec_len` page_region entries of the
+    // layout the kernel writes (#[repr(C)], three u64). The kernel writes
+    // `walk_end` in `arg` and at most `vec_len` entries in `out`.
+    let n = unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN,
+            &mut arg as *mut PmScanArg,
+        )
+    };
+    let n = cvt(n as libc::c_long)? as usize;
+    Ok((n.min(out.len()), arg.walk_end))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagemap_scan_finds_only_touched_pages() {
+        let page = 4096usize;
+        // Large enough to be a fresh, untouched mapping.
+        let mut v = vec![0u8; 256 * page];
+        let base = (v.as_ptr() as usize).div_ceil(page) * page;
+        let off = base - v.as_ptr() as usize;
+        for p in [3usize, 4, 10] {
+            v[off + p * page] = 1;
+        }
+        let v = std::hint::black_box(v);
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut out = [PageRegion::default(); 1];
+        let (start, end) = (base as u64, (base + 200 * page) as u64);
+        // One region at a time: the walk stops after the first.
+        let (n, stop) = pagemap_scan(&pm, start, end, PAGE_IS_PRESENT, &mut out).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            (out[0].start - start, out[0].end - start),
+            (3 * 4096, 5 * 4096)
+        );
+        assert!(stop < end);
+        let (n, _) = pagemap_scan(&pm, stop, end, PAGE_IS_PRESENT, &mut out).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            (out[0].start - start, out[0].end - start),
+            (10 * 4096, 11 * 4096)
+        );
+        drop(v);
+    }
+}

@@ -71,6 +71,7 @@ pub(super) fn timens() -> Result<TimensEntry, Error> {
 
 /// stats-dump: what the dump measured.
 pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
+    debug!("dump stats: {s:?}");
     let e = StatsEntry {
         dump: Some(DumpStatsEntry {
             freezing_time: s.freezing_time_us as u32,
@@ -107,4 +108,30 @@ pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
         what: format!("cannot write {name}"),
         source,
     })
+}
+
+/// A set that would not restore is a failed dump: check the images just
+/// written as a restore would before it touches anything (every image,
+/// the tree's pids, memory, files), while the tree can still run on.
+pub(super) fn check_restorable(opts: &Options) -> Result<(), Error> {
+    let t = Instant::now();
+    // Fault injection for the tests (as CRIU's CRIU_FAULT): spoil the
+    // set (empty pages files) so that the check must catch it.
+    if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "unrestorable-images") {
+        for e in std::fs::read_dir(&opts.images_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("pages-") {
+                let _ = std::fs::File::create(e.path());
+            }
+        }
+    }
+    crate::restore::check_images(opts).map_err(|e| Error::Unrestorable {
+        dir: opts.images_dir.clone(),
+        source: Box::new(e),
+    })?;
+    debug!("images checked as a restore would in {} us", us_since(t));
+    Ok(())
 }

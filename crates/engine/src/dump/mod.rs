@@ -392,7 +392,7 @@ fn dump_tree(
         shpages_written: tally.shpages_written,
     };
     write_stats(dir, &stats)?;
-    debug!("dump of {}: {stats:?}", opts.pid);
+    images::check_restorable(opts)?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
     // image is written; the dump must remove them all.
     if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "images-written") {

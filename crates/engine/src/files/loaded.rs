@@ -4,9 +4,23 @@
 use crate::util::read_image;
 use crate::Error;
 use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::fd_types;
 use crust_images::proto::fdinfo::FileEntry;
-use std::collections::HashSet;
+use crust_images::proto::regfile::RegFileEntry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// files.img by id, built once and shared by every process's fd table
+/// (a copy per process made a restore's memory grow with the square of
+/// the number of processes).
+#[derive(Debug, Default)]
+pub struct FileIndex {
+    /// The REG entries' regular file parts.
+    pub regs: Arc<HashMap<u32, RegFileEntry>>,
+    /// The type of every other entry.
+    pub others: HashMap<u32, i32>,
+}
 
 /// The open files of an image set, parsed once. A part that could not be
 /// read is read again when asked for, for the error to say why at the
@@ -21,6 +35,8 @@ pub struct LoadedFiles {
     /// Ids of deleted files, opened by crust from ghost images, if
     /// remap-fpath.img could be read.
     ghosted: Option<HashSet<u32>>,
+    /// files.img by id, made the first time it is asked for.
+    index: OnceLock<FileIndex>,
 }
 
 impl LoadedFiles {
@@ -32,6 +48,7 @@ impl LoadedFiles {
             entries: read_image(dir, ImageType::Files, 0).ok(),
             missing: !dir.join(ImageType::Files.file_name(0)).exists(),
             ghosted: crate::files::ghost::ghosted_ids(dir).ok(),
+            index: OnceLock::new(),
         }
     }
 
@@ -51,6 +68,30 @@ impl LoadedFiles {
             Some(v) => Ok(v),
             None => Err(self.reread_error(read_image::<FileEntry>(&self.dir, ImageType::Files, 0))),
         }
+    }
+
+    /// files.img by id (see [`FileIndex`]), or why files.img could not be
+    /// read.
+    pub fn index(&self) -> Result<&FileIndex, Error> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let mut regs = HashMap::new();
+        let mut others = HashMap::new();
+        for f in self.entries()? {
+            match &f.reg {
+                Some(reg) if f.r#type == fd_types::REG => {
+                    regs.insert(f.id, reg.clone());
+                }
+                _ => {
+                    others.insert(f.id, f.r#type);
+                }
+            }
+        }
+        Ok(self.index.get_or_init(|| FileIndex {
+            regs: Arc::new(regs),
+            others,
+        }))
     }
 
     /// files.img is absent from the image set.

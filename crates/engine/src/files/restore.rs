@@ -47,7 +47,8 @@ pub fn memfds_of(dir: &Path, loaded: &LoadedFiles) -> Result<HashMap<u32, MemfdI
 
 /// Files of an image set, by id.
 pub struct RestoreFiles {
-    pub regs: HashMap<u32, RegFileEntry>,
+    /// Every REG entry of files.img, shared by every process's table.
+    pub regs: std::sync::Arc<HashMap<u32, RegFileEntry>>,
     pub fds: Vec<FdinfoEntry>,
     /// Ids of deleted files, opened by crust from ghost images.
     ghosted: std::collections::HashSet<u32>,
@@ -57,18 +58,8 @@ impl RestoreFiles {
     /// The fd table `files_id` (fdinfo-N.img) and the REG entries of
     /// files.img, checked against each other.
     pub fn load(dir: &Path, loaded: &LoadedFiles, files_id: u32) -> Result<RestoreFiles, Error> {
-        let mut regs = HashMap::new();
-        let mut others = HashMap::new();
-        for f in loaded.entries()? {
-            match (f.r#type, &f.reg) {
-                (fd_types::REG, Some(reg)) => {
-                    regs.insert(f.id, reg.clone());
-                }
-                (t, _) => {
-                    others.insert(f.id, t);
-                }
-            }
-        }
+        let index = loaded.index()?;
+        let (regs, others) = (&index.regs, &index.others);
         // Required: a missing fd table must not restore a task without fds.
         let fds: Vec<FdinfoEntry> = read_image(dir, ImageType::Fdinfo, files_id as u64)?;
         for fd in &fds {
@@ -145,7 +136,11 @@ impl RestoreFiles {
         }
         let _ = others;
         let ghosted = loaded.ghosted()?.clone();
-        Ok(RestoreFiles { regs, fds, ghosted })
+        Ok(RestoreFiles {
+            regs: regs.clone(),
+            fds,
+            ghosted,
+        })
     }
 
     /// The first fd that is open on a terminal, if any.

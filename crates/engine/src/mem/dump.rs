@@ -166,8 +166,11 @@ impl Scan {
         match f {
             Fate::Skip => {}
             Fate::Cow => {
+                // A run never crosses into the next VMA, even one right
+                // after with the same flags: each is inherited whole, by
+                // itself (restore checks each run against one VMA).
                 match self.cow.last_mut() {
-                    Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+                    Some((s, n)) if *s >= v.map.start && *s + *n * PAGE_SIZE == addr => *n += 1,
                     _ => self.cow.push((addr, 1)),
                 }
                 self.counts.cow += 1;
@@ -178,21 +181,18 @@ impl Scan {
     }
 }
 
-/// The parent's pagemap entries for `v`, when the parent has the very same
-/// anonymous private VMA.
-fn parent_view(
-    pid: i32,
-    v: &Vma,
-    parent: &Option<CowParent<'_>>,
-    ppm: &Option<PagemapReader>,
-) -> Result<Option<Vec<u64>>, Error> {
-    let (Some(p), Some(ppm)) = (parent, ppm) else {
-        return Ok(None);
+/// Does the parent have the very same anonymous private VMA as `v`, so
+/// that their pages may be shared copy-on-write?
+fn parent_has_same(pid: i32, v: &Vma, parent: &Option<CowParent<'_>>) -> bool {
+    let Some(p) = parent else {
+        return false;
     };
     if v.status & vs::FILE_PRIVATE != 0 {
-        return Ok(None);
+        return false;
     }
-    let same = p.vmas.iter().any(|pv| {
+    // The parent's VMAs are in address order, as /proc/PID/maps lists them.
+    let i = p.vmas.partition_point(|pv| pv.map.start < v.map.start);
+    let same = p.vmas.get(i).is_some_and(|pv| {
         pv.map.start == v.map.start
             && pv.map.end == v.map.end
             && pv.status == v.status
@@ -205,21 +205,55 @@ fn parent_view(
         p.pid,
         if same { "same VMA" } else { "no such VMA" }
     );
-    if !same {
-        return Ok(None);
-    }
-    let npages = ((v.map.end - v.map.start) / PAGE_SIZE) as usize;
-    Ok(Some(
-        ppm.read(v.map.start, npages).map_err(proc_err(p.pid))?,
-    ))
+    same
 }
 
-/// Scan the pagemap of every VMA whose pages are stored.
+/// Pagemap entries read at once: 512 KiB of them, whatever the size of
+/// the VMA.
+const PAGEMAP_CHUNK: u64 = 1 << 16;
+
+/// The parts of [start, end) of `pid` that hold pages (present or
+/// swapped), as `PAGEMAP_SCAN` finds them: what was never touched (a
+/// PROT_NONE reservation of terabytes) costs neither time nor memory.
+/// On a kernel without it, the whole range.
+fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
+    let mut regions = [mem::PageRegion::default(); 256];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut cur = start;
+    while cur < end {
+        let anyof = mem::PAGE_IS_PRESENT | mem::PAGE_IS_SWAPPED;
+        let (n, stop) = match mem::pagemap_scan(pm.file(), cur, end, anyof, &mut regions) {
+            Ok(x) => x,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+                debug!("{pid}: no PAGEMAP_SCAN ({e}): reading the whole pagemap");
+                return Ok(vec![(start, end)]);
+            }
+            Err(e) => return Err(sys_err(pid, "ioctl(PAGEMAP_SCAN)")(e)),
+        };
+        for r in regions.iter().take(n) {
+            match out.last_mut() {
+                Some(last) if last.1 == r.start => last.1 = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if stop <= cur || stop >= end {
+            break;
+        }
+        cur = stop;
+    }
+    Ok(out)
+}
+
+/// Scan the pagemap of every VMA whose pages are stored: only the parts
+/// that hold pages, in bounded chunks.
 fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
     let ppm = match parent {
-        Some(p) => Some(PagemapReader::open(&proc, p.pid).map_err(proc_err(p.pid))?),
+        Some(p) => Some((
+            p.pid,
+            PagemapReader::open(&proc, p.pid).map_err(proc_err(p.pid))?,
+        )),
         None => None,
     };
     let mut scan = Scan::default();
@@ -241,15 +275,24 @@ fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, 
             });
             continue;
         }
-        let pmes = pm
-            .read(v.map.start, npages as usize)
-            .map_err(proc_err(pid))?;
         let file_private = v.status & vs::FILE_PRIVATE != 0;
-        let ppmes = parent_view(pid, v, parent, &ppm)?;
-        for (i, raw) in pmes.iter().enumerate() {
-            let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
-            let addr = v.map.start + i as u64 * PAGE_SIZE;
-            scan.add(v, addr, fate(Pme(*raw), pp, file_private, zero_pfn));
+        let ppm = ppm.as_ref().filter(|_| parent_has_same(pid, v, parent));
+        for (start, end) in populated(pid, &pm, v.map.start, v.map.end)? {
+            let mut addr = start;
+            while addr < end {
+                let n = ((end - addr) / PAGE_SIZE).min(PAGEMAP_CHUNK) as usize;
+                let pmes = pm.read(addr, n).map_err(proc_err(pid))?;
+                let ppmes = match ppm {
+                    Some((ppid, ppm)) => Some(ppm.read(addr, n).map_err(proc_err(*ppid))?),
+                    None => None,
+                };
+                for (i, raw) in pmes.iter().enumerate() {
+                    let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
+                    let a = addr + i as u64 * PAGE_SIZE;
+                    scan.add(v, a, fate(Pme(*raw), pp, file_private, zero_pfn));
+                }
+                addr += n as u64 * PAGE_SIZE;
+            }
         }
     }
     Ok(scan)
@@ -431,6 +474,42 @@ mod tests {
         assert_eq!(file(PRESENT | FILE | 5), Fate::Skip);
         assert_eq!(file(PRESENT | 5), Fate::Store { pinnable: true });
         assert_eq!(file(PRESENT | 7), Fate::Store { pinnable: true });
+    }
+
+    fn anon(start: u64, end: u64) -> Vma {
+        Vma {
+            map: crust_proc::MapEntry {
+                start,
+                end,
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+                offset: 0,
+                dev_major: 0,
+                dev_minor: 0,
+                inode: 0,
+                path: None,
+                deleted: false,
+            },
+            vm_flags: Default::default(),
+            status: vs::AREA_REGULAR | vs::ANON_PRIVATE,
+        }
+    }
+
+    #[test]
+    fn cow_runs_stop_at_vma_boundaries() {
+        // Two adjacent anonymous VMAs with the same flags (nginx's heap
+        // after a reload), every page shared with the parent.
+        let (a, b) = (anon(0x10000, 0x12000), anon(0x12000, 0x14000));
+        let mut scan = Scan::default();
+        for v in [&a, &b] {
+            for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {
+                scan.add(v, addr, Fate::Cow);
+            }
+        }
+        assert_eq!(scan.cow, vec![(0x10000, 2), (0x12000, 2)]);
+        assert_eq!(scan.counts.cow, 4);
     }
 
     #[test]

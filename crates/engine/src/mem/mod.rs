@@ -109,8 +109,29 @@ pub struct VmaSources<'a> {
 #[derive(Debug, Clone)]
 pub struct Vma {
     pub map: crust_proc::MapEntry,
-    pub vm_flags: Vec<String>,
+    pub vm_flags: VmFlags,
     pub status: u32,
+}
+
+/// The VmFlags of a VMA (two-letter codes of /proc/PID/smaps), two bytes
+/// each: a dump keeps them for every VMA of the tree.
+#[derive(Debug, Clone, Default)]
+pub struct VmFlags(Vec<[u8; 2]>);
+
+impl VmFlags {
+    pub fn new(codes: &[String]) -> Self {
+        VmFlags(
+            codes
+                .iter()
+                .filter_map(|c| <[u8; 2]>::try_from(c.as_bytes()).ok())
+                .collect(),
+        )
+    }
+
+    /// Has it the flag with code `f` ("gd", "mw"...)?
+    pub fn has(&self, f: &str) -> bool {
+        self.0.iter().any(|x| x.as_slice() == f.as_bytes())
+    }
 }
 
 impl Vma {
@@ -144,7 +165,7 @@ impl Vma {
     }
 
     fn has(&self, f: &str) -> bool {
-        self.vm_flags.iter().any(|x| x == f)
+        self.vm_flags.has(f)
     }
 
     /// The vDSO (its pages are stored whole, as CRIU stores them)?

@@ -12,6 +12,7 @@ use crust_images::consts::{pe, vma as vs};
 use crust_images::image::{ImageType, ImageWriter};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
+use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use std::fs::File;
 use std::io::Write;
@@ -51,24 +52,88 @@ pub(crate) fn write_pagemap(
     w.finish().map_err(werr)
 }
 
+/// The VMAs of `mm` that can hold pages (all but the vsyscall page), in
+/// address order: `validate_vmas` has checked that they are sorted and do
+/// not overlap, so lookups can bisect.
+struct SortedVmas<'a>(Vec<&'a VmaEntry>);
+
+impl<'a> SortedVmas<'a> {
+    fn new(mm: &'a MmEntry) -> Self {
+        SortedVmas(
+            mm.vmas
+                .iter()
+                .filter(|v| v.status & vs::AREA_VSYSCALL == 0)
+                .collect(),
+        )
+    }
+
+    /// The VMA holding `addr`, if any.
+    fn at(&self, addr: u64) -> Option<&'a VmaEntry> {
+        let i = self.0.partition_point(|v| v.end <= addr);
+        self.0.get(i).copied().filter(|v| v.start <= addr)
+    }
+
+    /// The VMAs that cover [start, end) back to back, each accepted by
+    /// `ok`; None if there is a gap or a VMA `ok` refuses.
+    fn covering(
+        &self,
+        start: u64,
+        end: u64,
+        ok: impl Fn(&VmaEntry) -> bool,
+    ) -> Option<Vec<&'a VmaEntry>> {
+        let mut out = Vec::new();
+        let mut cur = start;
+        while cur < end {
+            let v = self.at(cur).filter(|v| ok(v))?;
+            out.push(v);
+            cur = v.end;
+        }
+        Some(out)
+    }
+}
+
 /// Is [start, end) covered by back-to-back private VMAs whose pages can be
 /// stored? (CRIU merges runs across adjacent VMAs.)
 /// CRIU also stores the vDSO's pages; those are only skipped on restore
 /// (`Some(true)`), the kernel provides them.
-fn covered_by_private_vmas(mm: &MmEntry, start: u64, end: u64) -> Option<bool> {
-    let mut cur = start;
-    let mut vdso = false;
-    while cur < end {
-        let v = mm.vmas.iter().find(|v| {
-            v.start <= cur
-                && cur < v.end
-                && v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
-                && v.status & vs::AREA_VSYSCALL == 0
-        })?;
-        vdso |= v.status & (vs::AREA_VDSO | vs::AREA_VVAR) != 0;
-        cur = v.end;
+fn covered_by_private_vmas(vmas: &SortedVmas<'_>, start: u64, end: u64) -> Option<bool> {
+    let cover = vmas.covering(start, end, |v| {
+        v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+    })?;
+    Some(
+        cover
+            .iter()
+            .any(|v| v.status & (vs::AREA_VDSO | vs::AREA_VVAR) != 0),
+    )
+}
+
+/// A copy-on-write run [vaddr, vaddr + n pages) cut at the boundaries of
+/// the anonymous private VMAs that cover it back to back: each piece is
+/// inherited with its own VMA. (crust's dumps before issue 11 wrote runs
+/// across two adjacent VMAs with identical flags; such images restore.)
+/// None if a piece would lie outside such VMAs.
+fn split_cow_run(vmas: &SortedVmas<'_>, vaddr: u64, n: u64) -> Option<Vec<PageRun>> {
+    if !vaddr.is_multiple_of(PAGE_SIZE) || n == 0 {
+        return None;
     }
-    Some(vdso)
+    let end = vaddr.checked_add(n.checked_mul(PAGE_SIZE)?)?;
+    let cover = vmas.covering(vaddr, end, |v| {
+        v.status & vs::ANON_PRIVATE != 0 && v.status & (vs::AREA_VDSO | vs::AREA_VVAR) == 0
+    })?;
+    Some(
+        cover
+            .iter()
+            .map(|v| {
+                let (a, b) = (v.start.max(vaddr), v.end.min(end));
+                PageRun {
+                    vaddr: a,
+                    npages: (b - a) / PAGE_SIZE,
+                    file_off: 0,
+                    cow: true,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Read and check process `pid`'s pagemap in local images (see
@@ -112,6 +177,7 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         source,
     })?;
     let pages_len = pages_file_len(dir, head.pages_id)?;
+    let vmas = SortedVmas::new(mm);
     let mut runs = Vec::with_capacity(entries.len());
     let mut off = 0u64;
     for e in &entries {
@@ -124,16 +190,8 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         }
         let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
         if flags & pe::COW_PARENT != 0 && flags & pe::PRESENT == 0 {
-            // Inherited pages must lie in one anonymous private VMA.
-            let ok = e.vaddr % PAGE_SIZE == 0
-                && n > 0
-                && mm.vmas.iter().any(|v| {
-                    v.start <= e.vaddr
-                        && end <= v.end
-                        && v.status & vs::ANON_PRIVATE != 0
-                        && v.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
-                });
-            if !ok {
+            // Inherited pages must lie in anonymous private VMAs.
+            let Some(pieces) = split_cow_run(&vmas, e.vaddr, n) else {
                 return Err(bad(
                     dir,
                     format!(
@@ -141,19 +199,14 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
                         e.vaddr
                     ),
                 ));
-            }
-            runs.push(PageRun {
-                vaddr: e.vaddr,
-                npages: n,
-                file_off: 0,
-                cow: true,
-            });
+            };
+            runs.extend(pieces);
             continue;
         }
         if flags & pe::PRESENT == 0 {
             continue;
         }
-        let inside = covered_by_private_vmas(mm, e.vaddr, end);
+        let inside = covered_by_private_vmas(&vmas, e.vaddr, end);
         if e.vaddr % PAGE_SIZE != 0 || n == 0 || inside.is_none() {
             return Err(bad(
                 dir,
@@ -674,12 +727,45 @@ pub(super) mod tests {
     #[test]
     fn runs_across_vmas() {
         let mm = mm();
+        let vmas = SortedVmas::new(&mm);
         // Back-to-back private VMAs make one run (CRIU merges them).
-        assert_eq!(covered_by_private_vmas(&mm, 0x12000, 0x16000), Some(false));
+        assert_eq!(
+            covered_by_private_vmas(&vmas, 0x12000, 0x16000),
+            Some(false)
+        );
         // A gap between VMAs.
-        assert_eq!(covered_by_private_vmas(&mm, 0x17000, 0x21000), None);
+        assert_eq!(covered_by_private_vmas(&vmas, 0x17000, 0x21000), None);
+        assert_eq!(covered_by_private_vmas(&vmas, 0x8000, 0x11000), None);
+        assert_eq!(covered_by_private_vmas(&vmas, 0x40000, 0x41000), None);
         // The vDSO's pages are stored but not restored.
-        assert_eq!(covered_by_private_vmas(&mm, 0x30000, 0x32000), Some(true));
+        assert_eq!(covered_by_private_vmas(&vmas, 0x30000, 0x32000), Some(true));
+    }
+
+    #[test]
+    fn cow_runs_are_cut_at_vma_boundaries() {
+        let mm = mm();
+        let vmas = SortedVmas::new(&mm);
+        let pieces = |vaddr, n| {
+            split_cow_run(&vmas, vaddr, n)
+                .map(|v| v.iter().map(|r| (r.vaddr, r.npages)).collect::<Vec<_>>())
+        };
+        // Inside one VMA: as is.
+        assert_eq!(pieces(0x11000, 2), Some(vec![(0x11000, 2)]));
+        // Across two adjacent anonymous VMAs (nginx after a reload): one
+        // piece per VMA.
+        assert_eq!(pieces(0x12000, 4), Some(vec![(0x12000, 2), (0x14000, 2)]));
+        // Past the end, into a file mapping, into the vDSO, empty, unaligned.
+        assert_eq!(pieces(0x16000, 4), None);
+        assert_eq!(pieces(0x20000, 1), None);
+        assert_eq!(pieces(0x30000, 1), None);
+        assert_eq!(pieces(0x10000, 0), None);
+        assert_eq!(pieces(0x10001, 1), None);
+        assert_eq!(pieces(0x10000, u64::MAX), None);
+        // And through load_pagemap: the run that crosses is taken.
+        let t = pagemap_with("cowsplit", &[(0x12000, 4, pe::COW_PARENT)], 0);
+        let (_, runs) = load_pagemap(&t.0, 42, &mm).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|r| r.cow));
     }
 
     #[test]

@@ -11,17 +11,22 @@ use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
+use std::collections::HashSet;
 use std::path::Path;
 
 /// The anonymous private VMAs (start, end) whose pages are partly
 /// inherited from the parent: the restored process must keep the copies
 /// it got from its parent at clone time instead of mapping them anew.
+/// In address order (the order of the image's VMAs).
 pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
+    // Each copy-on-write run lies in one VMA (load_pagemap cuts them).
+    let mut cow: Vec<u64> = runs.iter().filter(|r| r.cow).map(|r| r.vaddr).collect();
+    cow.sort_unstable();
     mm.vmas
         .iter()
         .filter(|v| {
-            runs.iter()
-                .any(|r| r.cow && v.start <= r.vaddr && r.vaddr < v.end)
+            let i = cow.partition_point(|&a| a < v.start);
+            cow.get(i).is_some_and(|&a| a < v.end)
         })
         .map(|v| (v.start, v.end))
         .collect()
@@ -78,20 +83,18 @@ pub fn restore_vmas(
     pages: &dyn PageSource,
 ) -> Result<(u64, std::sync::Arc<Pending>), Error> {
     let shmem = load_shmem(dir, mm, src.memfds)?;
+    let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
     let mut open_fds: Vec<OpenFd> = Vec::new();
     for v in &mm.vmas {
-        map_vma(r, dir, mm, v, inherited, src, &mut open_fds)?;
+        map_vma(r, dir, mm, v, &inherited, src, &mut open_fds)?;
     }
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
-    let mut private_inherited: Vec<(u64, u64)> = inherited
+    let mut private_inherited: Vec<(u64, u64)> = mm
+        .vmas
         .iter()
-        .filter(|r| {
-            mm.vmas
-                .iter()
-                .any(|v| (v.start, v.end) == **r && !is_shmem_entry(v))
-        })
-        .copied()
+        .filter(|v| inherited.contains(&(v.start, v.end)) && !is_shmem_entry(v))
+        .map(|v| (v.start, v.end))
         .collect();
     private_inherited.sort_unstable();
     // The private pages are copied in by the source (the filler's threads
@@ -101,8 +104,9 @@ pub fn restore_vmas(
     let (fills, keep) = task_fills(runs, &private_inherited);
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
     let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    let sorted = sorted_spans(runs);
     for &(start, end) in &private_inherited {
-        for (a, b) in uncovered(start, end, runs) {
+        for (a, b) in uncovered(start, end, &sorted) {
             r.call(
                 "madvise(MADV_DONTNEED)",
                 libc::SYS_madvise,
@@ -158,17 +162,32 @@ pub(super) fn task_fills(
     (plain, keep)
 }
 
-/// The parts of [start, end) no run of `runs` covers, in order.
-pub(super) fn uncovered(start: u64, end: u64, runs: &[PageRun]) -> Vec<(u64, u64)> {
-    let mut covered: Vec<(u64, u64)> = runs
+/// The [start, end) spans of `runs`, sorted.
+pub(super) fn sorted_spans(runs: &[PageRun]) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = runs
         .iter()
-        .map(|p| (p.vaddr, p.vaddr + p.npages * PAGE_SIZE))
-        .filter(|&(a, b)| a < end && b > start)
+        .map(|p| (p.vaddr, p.vaddr.saturating_add(p.npages * PAGE_SIZE)))
         .collect();
-    covered.sort_unstable();
+    spans.sort_unstable();
+    spans
+}
+
+/// The parts of [start, end) no span of `spans` ([`sorted_spans`]) covers,
+/// in order.
+pub(super) fn uncovered(start: u64, end: u64, spans: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    // Spans do not overlap (load_pagemap checks runs against the VMAs,
+    // each run once): the first that may reach `start` is found by
+    // bisection, the rest follow in order.
+    let first = spans.partition_point(|&(_, b)| b <= start);
+    let covered = spans
+        .get(first..)
+        .unwrap_or(&[])
+        .iter()
+        .copied()
+        .take_while(|&(a, _)| a < end);
     let mut out = Vec::new();
     let mut cur = start;
-    for (a, b) in covered.into_iter().chain(std::iter::once((end, end))) {
+    for (a, b) in covered.chain(std::iter::once((end, end))) {
         if a > cur {
             out.push((cur, a.min(end)));
         }
@@ -256,7 +275,7 @@ fn map_vma(
     dir: &Path,
     mm: &MmEntry,
     v: &VmaEntry,
-    inherited: &[(u64, u64)],
+    inherited: &HashSet<(u64, u64)>,
     src: &VmaSources<'_>,
     open_fds: &mut Vec<OpenFd>,
 ) -> Result<(), Error> {
@@ -549,11 +568,39 @@ mod tests {
             pr(0x1000, 1, 0, false),
             pr(0x9000, 2, 0, false),
         ];
+        let runs = sorted_spans(&runs);
         assert_eq!(
             uncovered(0x0, 0xa000, &runs),
             vec![(0x0, 0x1000), (0x2000, 0x3000), (0x4000, 0x9000)]
         );
         assert_eq!(uncovered(0x1000, 0x2000, &runs), vec![]);
         assert_eq!(uncovered(0xa000, 0xc000, &runs), vec![(0xb000, 0xc000)]);
+        assert_eq!(uncovered(0x3800, 0x5000, &runs), vec![(0x4000, 0x5000)]);
+    }
+
+    #[test]
+    fn inherited_vmas_are_those_with_cow_runs() {
+        let vma = |start, end| VmaEntry {
+            start,
+            end,
+            ..Default::default()
+        };
+        let mm = MmEntry {
+            vmas: vec![
+                vma(0x1000, 0x3000),
+                vma(0x3000, 0x5000),
+                vma(0x8000, 0x9000),
+            ],
+            ..Default::default()
+        };
+        let runs = [
+            pr(0x8000, 1, 0, true),
+            pr(0x1000, 1, 0, false),
+            pr(0x4000, 1, 0, true),
+        ];
+        assert_eq!(
+            inherited_vmas(&mm, &runs),
+            vec![(0x3000, 0x5000), (0x8000, 0x9000)]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! checking an image's VMA list.
 
 use super::shmem::{is_shmem_entry, load_shmem, shmem_inode};
+use super::VmFlags;
 use super::{bad, Vma, TASK_SIZE};
 use super::{MappedFiles, Memfds, SHMEM_ANON_NAME};
 use crate::task::ProcInside as Inside;
@@ -29,9 +30,13 @@ fn describe(m: &crust_proc::MapEntry) -> String {
 /// Read and classify the task's VMAs ([vvar] and [vvar_vclock] are merged
 /// into one VVAR area, as CRIU records them).
 pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
-    let smaps = crust_proc::smaps(proc, pid).map_err(proc_err(pid))?;
-    let mut out: Vec<Vma> = Vec::with_capacity(smaps.len());
-    for SmapsEntry { map, vm_flags, .. } in smaps {
+    // Read as it is parsed: the text and the other smaps fields of tens of
+    // thousands of VMAs are never all in memory.
+    let smaps = crust_proc::smaps_iter(proc, pid).map_err(proc_err(pid))?;
+    let mut out: Vec<Vma> = Vec::new();
+    for e in smaps {
+        let SmapsEntry { map, vm_flags, .. } = e.map_err(proc_err(pid))?;
+        let vm_flags = VmFlags::new(&vm_flags);
         let kind = map.kind();
         let unsupported = |why: &str| {
             Err(Error::unsupported(format!(
@@ -39,7 +44,7 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                 describe(&map)
             )))
         };
-        if vm_flags.iter().any(|f| f == "ht") {
+        if vm_flags.has("ht") {
             return unsupported("hugetlb");
         }
         let status = match kind {
@@ -117,7 +122,8 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                 if map.is_deleted() && !is_regular(pid, &map) {
                     return unsupported("deleted file");
                 }
-                if vm_flags.iter().any(|f| f == "io" || f == "pf")
+                if vm_flags.has("io")
+                    || vm_flags.has("pf")
                     || (path.starts_with("/dev/") && path != "/dev/zero" && !is_regular(pid, &map))
                 {
                     return unsupported("device");

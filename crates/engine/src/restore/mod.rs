@@ -163,6 +163,14 @@ impl Created {
     }
 }
 
+/// Read and check the image set in `opts.images_dir` as a restore does
+/// before it touches anything (every image, the tree's pids, memory,
+/// files): a dump runs it on the images it has just written, before it
+/// kills or lets go of the tree.
+pub(crate) fn check_images(opts: &Options) -> Result<(), Error> {
+    load(opts).map(drop)
+}
+
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
