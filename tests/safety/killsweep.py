@@ -372,14 +372,15 @@ def main():
                 delay = span * 1.2 * i / max(1, args.steps - 1)
                 if target is None:
                     target = Target(work)
+                tried = target
                 target, why = one_try(work, target, sig, group, leave, delay)
                 if why:
                     failed += 1
                     print("FAIL %s at %.1f ms: %s" % (name, delay * 1000, why))
                     keep = os.path.join(work, "fail-%d" % failed)
                     shutil.copytree(os.path.join(work, "img"), keep, dirs_exist_ok=True)
-                    if target is not None:
-                        target.kill()
+                    # Whatever is left of it (restored or not) goes.
+                    tried.kill()
                     target = None
                 else:
                     passed += 1
