@@ -178,6 +178,9 @@ pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let me = process::getpid();
     let status = crust_proc::status(&ProcRoot::default(), me).map_err(crate::util::proc_err(me))?;
     caller::check_caller(&img, &caller::Caller::from_status(&status))?;
+    if let Some(ns) = &img.ipcns {
+        ns.check_free()?;
+    }
     let out = if accept_listeners(&img).is_empty() {
         restore_loaded(img, opts, t0, None)?
     } else {
