@@ -85,8 +85,13 @@ pub fn restore_vmas(
     let shmem = load_shmem(dir, mm, src.memfds)?;
     let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
     let mut open_fds: Vec<OpenFd> = Vec::new();
+    let sorted = sorted_spans(runs);
     for v in &mm.vmas {
-        map_vma(r, dir, mm, v, &inherited, src, &mut open_fds)?;
+        // A reservation (PROT_NONE, no page stored) is mapped as it is:
+        // made writable for the fill, a large one would be refused by the
+        // kernel's overcommit check (MariaDB reserves 8 TiB).
+        let reservation = v.prot == 0 && uncovered(v.start, v.end, &sorted) == [(v.start, v.end)];
+        map_vma(r, dir, (mm, v, reservation), &inherited, src, &mut open_fds)?;
     }
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
@@ -104,7 +109,6 @@ pub fn restore_vmas(
     let (fills, keep) = task_fills(runs, &private_inherited);
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
     let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
-    let sorted = sorted_spans(runs);
     for &(start, end) in &private_inherited {
         for (a, b) in uncovered(start, end, &sorted) {
             r.call(
@@ -273,8 +277,7 @@ fn file_fd(
 fn map_vma(
     r: &mut Remote<'_>,
     dir: &Path,
-    mm: &MmEntry,
-    v: &VmaEntry,
+    (mm, v, reservation): (&MmEntry, &VmaEntry, bool),
     inherited: &HashSet<(u64, u64)>,
     src: &VmaSources<'_>,
     open_fds: &mut Vec<OpenFd>,
@@ -294,7 +297,7 @@ fn map_vma(
         return reserve(r, v);
     }
     let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
-    let prot = if private {
+    let prot = if private && !reservation {
         v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
     } else {
         v.prot
