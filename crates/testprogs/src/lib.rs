@@ -322,6 +322,35 @@ pub fn since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Write the pseudo-random pattern of `seed` over `len` bytes at `p`.
+///
+/// # Safety
+/// `p..p + len` must be writable memory of the caller's, `len` a multiple
+/// of 8.
+pub unsafe fn fill_pattern(p: *mut u8, len: usize, seed: u64) {
+    let mut rng = XorShift(seed);
+    for i in (0..len).step_by(8) {
+        // SAFETY: the caller's promise; i + 8 <= len.
+        unsafe { (p.add(i) as *mut u64).write(rng.next_u64()) };
+    }
+}
+
+/// Check that `len` bytes at `p` hold the pattern of `seed`; `what` names
+/// the memory in the error.
+///
+/// # Safety
+/// `p..p + len` must be readable memory of the caller's, `len` a multiple
+/// of 8.
+pub unsafe fn check_pattern(p: *const u8, len: usize, seed: u64, what: &str) -> Result<(), String> {
+    let mut rng = XorShift(seed);
+    for i in (0..len).step_by(8) {
+        // SAFETY: the caller's promise; i + 8 <= len.
+        let v = unsafe { (p.add(i) as *const u64).read() };
+        ensure!(v == rng.next_u64(), "{what}: wrong data at offset {i:#x}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

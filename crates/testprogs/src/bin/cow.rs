@@ -5,7 +5,7 @@
 //! contents, and the child checks in /proc/self/smaps that the first region
 //! is still shared with its parent (its Pss is about half its Rss).
 
-use crust_testprogs::{ensure, finish, ready, sleep_ms, start, term_requested, XorShift};
+use crust_testprogs::{ensure, finish, ready, sleep_ms, start, term_requested};
 
 fn map(len: usize) -> *mut u8 {
     // SAFETY: a fresh anonymous private mapping; no existing memory is
@@ -25,22 +25,13 @@ fn map(len: usize) -> *mut u8 {
 }
 
 fn fill(p: *mut u8, len: usize, seed: u64) {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: p..p+len is our mapping; i + 8 <= len (len is a multiple
-        // of the page size).
-        unsafe { (p.add(i) as *mut u64).write(rng.next_u64()) };
-    }
+    // SAFETY: every caller passes a mapping of its own of `len` bytes.
+    unsafe { crust_testprogs::fill_pattern(p, len, seed) }
 }
 
 fn check(p: *const u8, len: usize, seed: u64, what: &str) -> Result<(), String> {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: as in fill.
-        let v = unsafe { (p.add(i) as *const u64).read() };
-        ensure!(v == rng.next_u64(), "{what}: wrong data at offset {i:#x}");
-    }
-    Ok(())
+    // SAFETY: as in fill.
+    unsafe { crust_testprogs::check_pattern(p, len, seed, what) }
 }
 
 /// (Rss, Pss) in KiB of the mapping that holds `addr` (the kernel may have

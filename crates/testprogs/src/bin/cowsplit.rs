@@ -10,9 +10,7 @@
 //! After restore each process checks the contents (the restored VMAs may
 //! be merged with their neighbours: that is the kernel's choice).
 
-use crust_testprogs::{
-    ensure, finish, ready, self_maps, sleep_ms, start, term_requested, XorShift,
-};
+use crust_testprogs::{ensure, finish, ready, self_maps, sleep_ms, start, term_requested};
 
 fn map_at(addr: usize, len: usize) -> Result<*mut u8, String> {
     let flags = libc::MAP_PRIVATE
@@ -43,21 +41,13 @@ fn map_at(addr: usize, len: usize) -> Result<*mut u8, String> {
 }
 
 fn fill(p: *mut u8, len: usize, seed: u64) {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: p..p+len is our mapping; i + 8 <= len.
-        unsafe { (p.add(i) as *mut u64).write(rng.next_u64()) };
-    }
+    // SAFETY: every caller passes a mapping of its own of `len` bytes.
+    unsafe { crust_testprogs::fill_pattern(p, len, seed) }
 }
 
 fn check(p: *const u8, len: usize, seed: u64, what: &str) -> Result<(), String> {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: as in fill.
-        let v = unsafe { (p.add(i) as *const u64).read() };
-        ensure!(v == rng.next_u64(), "{what}: wrong data at offset {i:#x}");
-    }
-    Ok(())
+    // SAFETY: as in fill.
+    unsafe { crust_testprogs::check_pattern(p, len, seed, what) }
 }
 
 /// Are [a, a+len) and [a+len, a+2len) two VMAs of this process?

@@ -5,9 +5,7 @@
 //! PROT_NONE VMA). After restore both are checked, and the reservation
 //! must still be there, whole and PROT_NONE.
 
-use crust_testprogs::{
-    ensure, finish, ready, self_maps, sleep_ms, start, term_requested, XorShift,
-};
+use crust_testprogs::{ensure, finish, ready, self_maps, sleep_ms, start, term_requested};
 
 const PAGE: usize = 4096;
 
@@ -19,21 +17,13 @@ fn mprotect(p: *mut u8, len: usize, prot: i32) -> Result<(), String> {
 }
 
 fn fill(p: *mut u8, len: usize, seed: u64) {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: p..p+len is readable and writable memory of ours.
-        unsafe { (p.add(i) as *mut u64).write(rng.next_u64()) };
-    }
+    // SAFETY: every caller passes a mapping of its own of `len` bytes.
+    unsafe { crust_testprogs::fill_pattern(p, len, seed) }
 }
 
 fn check(p: *const u8, len: usize, seed: u64, what: &str) -> Result<(), String> {
-    let mut rng = XorShift(seed);
-    for i in (0..len).step_by(8) {
-        // SAFETY: as in fill.
-        let v = unsafe { (p.add(i) as *const u64).read() };
-        ensure!(v == rng.next_u64(), "{what}: wrong data at offset {i:#x}");
-    }
-    Ok(())
+    // SAFETY: as in fill.
+    unsafe { crust_testprogs::check_pattern(p, len, seed, what) }
 }
 
 /// Set up: (reservation start, length, the read-write part, the part
