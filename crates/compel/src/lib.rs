@@ -748,6 +748,11 @@ fn restartable_as_is(r: &UserRegs) -> bool {
     }
 }
 
+thread_local! {
+    /// SIGCHLD is blocked in this thread (see [`wait_stop`]).
+    static SIGCHLD_BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The longest sleep of a bounded wait between two looks at the task.
 const SIGCHLD_NAP: Duration = Duration::from_millis(1);
 
@@ -757,10 +762,11 @@ const INTERRUPT_WAIT: Duration = Duration::from_secs(1);
 /// Wait for `pid` to stop; an exit is an error. With a deadline, looks
 /// with WNOHANG and sleeps until the next SIGCHLD in between.
 fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStatus> {
-    if deadline.is_some() {
+    if deadline.is_some() && !SIGCHLD_BLOCKED.get() {
+        // Once per thread (this runs at every stop of a remote syscall).
         // Errors only for a bad signal set: then the waits below still end,
         // by their cap.
-        let _ = process::block_sigchld();
+        SIGCHLD_BLOCKED.set(process::block_sigchld().is_ok());
     }
     loop {
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };

@@ -192,10 +192,10 @@ pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
 
 /// stats-restore, which CRIU writes into its work directory once a restore
 /// succeeded; a file that cannot be written is only logged (CRIU ignores
-/// it). crust restores pages the dump found shared with the parent by
-/// inheriting them, without comparing: `pages_compared` and
-/// `pages_skipped_cow` are 0, `forking_time` too (tasks are created while
-/// they are built, not in a stage of their own).
+/// it). `pages_compared` and `pages_skipped_cow` are not counted yet (0:
+/// the compare of a child's pages with its parent's, `fill::write_differing`,
+/// does not report them here), `forking_time` neither (tasks are created
+/// while they are built, not in a stage of their own).
 fn write_restore_stats(dir: &std::path::Path, o: &RestoreOutcome) {
     use crust_images::proto::stats::{RestoreStatsEntry, StatsEntry};
     let e = StatsEntry {
