@@ -1,6 +1,7 @@
 # The images directory is not trusted (issue 10, part 2): crust never writes
 # through a symlink or into a file it did not create, writes its files 0600,
-# refuses a directory others can write (unless --allow-unsafe-images-dir),
+# reads no image another user could have planted (unless
+# --allow-unsafe-images-dir),
 # and a failed dump leaves no images behind.
 # Sourced by run.sh.
 
@@ -111,23 +112,28 @@ t_trust_retry_dump() {
 }
 ALL_TESTS+=(trust-retry-dump)
 
-# An images directory others can write (1777), or another user's: refused
-# with a message that says so and names the option; accepted with
-# --allow-unsafe-images-dir.
+# An images directory others can write (0777, as CRIU's test suite makes
+# them), or another user's: the dump writes there with a warning. What
+# another user could plant there is refused by the restore, naming the file
+# and the option; --allow-unsafe-images-dir reads it anyway.
 t_trust_unsafe_dir() {
     need_cr || return $?
     trust_setup || return 1
-    chmod 1777 "$D/img"
-    trust_refused "writable by others" || return 1
-    grep -q -- "--allow-unsafe-images-dir" "$D/dump.err" || { fail "the message does not name --allow-unsafe-images-dir: $(head -c 300 "$D/dump.err")"; return 1; }
-    chmod 0755 "$D/img"
+    chmod 0777 "$D/img"
     chown nobody "$D/img" || { skip "cannot chown to nobody"; return 2; }
-    trust_refused "owned by uid" || return 1
-    chown root "$D/img"
-    chmod 1777 "$D/img"
-    do_dump "$D/img" --allow-unsafe-images-dir || return 1
-    grep -q "allowed" "$D/img/dump.log" || { fail "no warning about the unsafe directory" "$D/img/dump.log"; return 1; }
-    do_restore "$D/img" || return 1
+    do_dump "$D/img" || return 1
+    grep -q "owned by uid" "$D/img/dump.log" || { fail "no warning about the directory" "$D/img/dump.log"; return 1; }
+    trust_modes "$D/img" || return 1
+    # Someone else's file in place of pstree.img (the same bytes).
+    mv "$D/img/pstree.img" "$D/img/pstree.orig"
+    cp "$D/img/pstree.orig" "$D/img/pstree.img"
+    chown nobody "$D/img/pstree.img"
+    crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    expect_error restore "$D/img/restore.log" || return 1
+    grep -q "pstree.img" "$D/restore.err" && grep -q -- "--allow-unsafe-images-dir" "$D/restore.err" ||
+        { fail "the message does not name the file and the option: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    [ -e "/proc/$PID" ] && { fail "pid $PID exists after the refused restore"; return 1; }
+    do_restore "$D/img" "" --allow-unsafe-images-dir || return 1
     expect_pass "$D/img/restore.log"
 }
 ALL_TESTS+=(trust-unsafe-dir)

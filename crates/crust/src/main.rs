@@ -74,6 +74,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
     let opts = cli::parse(argv)?;
+    crust_images::image::allow_untrusted_images(opts.engine.allow_unsafe_images_dir);
     if opts.help {
         print!("{}", cli::USAGE);
         return Ok(0);

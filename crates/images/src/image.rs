@@ -335,6 +335,8 @@ pub enum ImageError {
     Symlink { path: PathBuf },
     #[error("image {path}: unknown image type for this file name")]
     UnknownType { path: PathBuf },
+    #[error("image {path} {why}: another user could have put it there, so crust does not read it (make it the caller's own, mode 0600, or pass --allow-unsafe-images-dir)")]
+    Untrusted { path: PathBuf, why: String },
 }
 
 impl ImageError {
@@ -352,7 +354,8 @@ impl ImageError {
             | ImageError::Decode { path, .. }
             | ImageError::Empty { path }
             | ImageError::Symlink { path }
-            | ImageError::UnknownType { path } => path,
+            | ImageError::UnknownType { path }
+            | ImageError::Untrusted { path, .. } => path,
         }
     }
 }
@@ -926,13 +929,50 @@ pub fn write_pagemap(
     w.finish()
 }
 
+/// Whether image files a third party could have written are read anyway
+/// (`--allow-unsafe-images-dir`); set once by the command line.
+static ALLOW_UNTRUSTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Read image files even when [`file_problem`] finds one (the caller
+/// passed `--allow-unsafe-images-dir`).
+pub fn allow_untrusted_images(on: bool) {
+    ALLOW_UNTRUSTED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Why an image file of type `mode` and owner `uid` must not be read by a
+/// caller of euid `euid`, if it must not: it is not a regular file, it
+/// belongs to a user other than the caller or root, or anyone can write
+/// it. A directory others can write (CRIU's test suite makes its images
+/// directories 0777) is accepted, because what could be planted in it is
+/// refused here, file by file.
+pub fn file_problem(mode: u32, uid: u32, euid: u32) -> Option<String> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Some("is not a regular file".into());
+    }
+    if uid != euid && uid != 0 {
+        return Some(format!(
+            "is owned by uid {uid}, neither the caller (uid {euid}) nor root"
+        ));
+    }
+    if mode & 0o002 != 0 {
+        return Some(format!(
+            "is writable by anyone (mode {:04o})",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
 /// Open an image file for reading, refusing a symbolic link in its place
-/// (O_NOFOLLOW): an image directory may be written by others, and a link
-/// would make crust read what it points to.
+/// (O_NOFOLLOW) and a file another user could have planted
+/// ([`file_problem`]): an image directory may be writable by others, and a
+/// link would make crust read what it points to. O_NONBLOCK keeps a FIFO
+/// in its place from blocking the open (it is then refused).
 pub fn open_nofollow(path: &Path) -> Result<File, ImageError> {
-    OpenOptions::new()
+    use std::os::unix::fs::MetadataExt;
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| match source.raw_os_error() {
             Some(libc::ELOOP) => ImageError::Symlink {
@@ -947,5 +987,19 @@ pub fn open_nofollow(path: &Path) -> Result<File, ImageError> {
                 offset: 0,
                 source,
             },
-        })
+        })?;
+    let m = f.metadata().map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        offset: 0,
+        source,
+    })?;
+    if let Some(why) = file_problem(m.mode(), m.uid(), crust_sys::private::geteuid()) {
+        if !ALLOW_UNTRUSTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ImageError::Untrusted {
+                path: path.to_path_buf(),
+                why,
+            });
+        }
+    }
+    Ok(f)
 }

@@ -10,9 +10,8 @@ use log::{debug, warn};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-/// Create the images directory if needed (mode 0700) and refuse one that
-/// is not the caller's or that others can write, unless
-/// `--allow-unsafe-images-dir`. Forgets earlier records of files written
+/// Create the images directory if needed (mode 0700) and warn about one
+/// that is not the caller's or that others can write. Forgets earlier records of files written
 /// there (the log, a dump before this one in the same process).
 pub(super) fn prepare(opts: &Options) -> Result<(), Error> {
     let dir = &opts.images_dir;
@@ -34,31 +33,23 @@ pub(super) fn prepare(opts: &Options) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuse `dir` if it is not the caller's or others can write it, unless
-/// `--allow-unsafe-images-dir`.
+/// Warn when `dir` is not the caller's or others can write it. CRIU
+/// writes there without a word (its test suite makes every images
+/// directory 0777), and crust's writes are safe in such a directory: every
+/// file is created new under a temporary name (`O_EXCL|O_NOFOLLOW`, mode
+/// 0600) and renamed into place, and a reader refuses an image another
+/// user could have put there (`crust_images::image::file_problem`).
 fn check_private(dir: &Path, what: &'static str, opts: &Options) -> Result<(), Error> {
-    match private::check_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if opts.allow_unsafe_images_dir => {
-            warn!("{what} {}: {e} (allowed)", dir.display());
-            Ok(())
+    if let Err(e) = private::check_dir(dir) {
+        if !opts.allow_unsafe_images_dir {
+            warn!(
+                "{what} {}: {e}; its images are written safely, but keep them in a \
+                 directory of your own (chmod 0700)",
+                dir.display()
+            );
         }
-        Err(e) => Err(Error::Io {
-            op: if what == "images directory" {
-                "refusing images directory"
-            } else {
-                "refusing work directory"
-            },
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(
-                e.kind(),
-                format!(
-                    "{e}; make it the caller's own and not writable by others \
-                         (e.g. chmod 0700), or pass --allow-unsafe-images-dir"
-                ),
-            ),
-        }),
     }
+    Ok(())
 }
 
 /// A failed dump: remove every image it wrote in `dir` (unfinished ones
@@ -115,9 +106,10 @@ mod tests {
         let mode = std::fs::metadata(img).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
 
-        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let e = prepare(&opts).unwrap_err().to_string();
-        assert!(e.contains("refusing images directory"), "{e}");
+        // A directory others can write is used (CRIU's test suite makes
+        // them 0777): readers refuse what others could plant there.
+        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare(&opts).unwrap();
         opts.allow_unsafe_images_dir = true;
         prepare(&opts).unwrap();
         std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o700)).unwrap();
