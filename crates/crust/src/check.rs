@@ -140,11 +140,7 @@ static FEATURES: &[Feature] = &[
     feat("clone3_set_tid", Extra, Probe(probe::clone3_set_tid)),
     feat("newifindex", Extra, Lacks(NO_NETNS)),
     feat("nftables", FeatureOnly, Probe(network_lock_nftables)),
-    feat(
-        "has_ipt_legacy",
-        FeatureOnly,
-        Lacks("crust's network lock runs iptables, never iptables-legacy"),
-    ),
+    feat("has_ipt_legacy", FeatureOnly, Probe(ipt_legacy)),
     feat("pidfd_store", Extra, Probe(pidfd_store)),
     feat("ns_pid", Extra, Probe(ns_pid)),
     feat(
@@ -380,6 +376,23 @@ fn network_lock_iptables() -> ProbeResult {
 
 fn network_lock_nftables() -> ProbeResult {
     network_lock(crust_engine::netlock::Method::Nftables)
+}
+
+/// CRIU's has_ipt_legacy: iptables-legacy and ip6tables-legacy are
+/// installed (tests of the iptables network lock and of TCP connections
+/// reset by a REJECT rule ask for it), and crust's iptables lock works.
+fn ipt_legacy() -> ProbeResult {
+    for tool in ["iptables-legacy", "ip6tables-legacy"] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(tool).exists());
+        if !found {
+            return Err(probe::ProbeError::Missing(format!(
+                "{tool} is not installed"
+            )));
+        }
+    }
+    network_lock_iptables()
 }
 
 fn pidfd_store() -> ProbeResult {
