@@ -299,6 +299,14 @@ impl GhostDump {
                 "process {pid} has {what} open on {link}, a deleted socket, which crust cannot dump"
             )));
         }
+        if md.nlink() > 0 && !regular && !ft.is_dir() {
+            // A new node made at restore would not be the one still
+            // linked elsewhere (a FIFO others open, a device...).
+            return Err(Error::unsupported(format!(
+                "process {pid} has {what} open on {name}, deleted from there but still linked elsewhere ({} link(s)), and not a regular file: crust cannot keep it the same file",
+                md.nlink()
+            )));
+        }
         if md.nlink() > 0 && regular {
             // Unlinked here but linked elsewhere: CRIU links it back
             // (--link-remap) rather than copying a file others still see.

@@ -208,3 +208,88 @@ fn deleted_fifos_dirs_and_symlinks_are_made_again() {
     // them are gone.
     assert_eq!(left, vec![std::ffi::OsString::from("img")]);
 }
+
+#[test]
+fn a_deleted_fifo_linked_elsewhere_is_refused() {
+    let d = tmpdir("linked-fifo");
+    let a = d.join("a");
+    crust_sys::fs::mknod(&a, libc::S_IFIFO | 0o600, 0).unwrap();
+    std::fs::hard_link(&a, d.join("b")).unwrap();
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&a)
+        .unwrap();
+    std::fs::remove_file(&a).unwrap();
+    let r = round_trip(&d, &[(f.as_raw_fd(), libc::O_RDWR as u32)], None).map(|_| ());
+    std::fs::remove_dir_all(&d).unwrap();
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("still linked elsewhere"), "{e}");
+}
+
+#[test]
+fn chunks_out_of_bounds_are_refused() {
+    let d = tmpdir("bad-chunks");
+    let img = d.join("img");
+    let write = |chunks: &[(u64, u64)]| {
+        let name = ImageType::GhostFile.file_name(1);
+        let mut w = ImageWriter::create(&img, ImageType::GhostFile, &name).unwrap();
+        w.write_entry(&GhostFileEntry {
+            mode: libc::S_IFREG | 0o600,
+            chunks: Some(true),
+            size: Some(100),
+            ..Default::default()
+        })
+        .unwrap();
+        for (off, len) in chunks {
+            w.write_entry(&GhostChunkEntry {
+                off: *off,
+                len: *len,
+                ..Default::default()
+            })
+            .unwrap();
+            w.write_raw(&vec![1u8; *len as usize]).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let entries = vec![reg_file_entry(1, d.join("x"), 100)];
+    crate::util::write_image(&img, ImageType::Files, 0, &entries).unwrap();
+    let remap = RemapFilePathEntry {
+        orig_id: 1,
+        remap_id: 1,
+        remap_type: Some(remap_type::GHOST),
+        ..Default::default()
+    };
+    crate::util::write_image(&img, ImageType::RemapFpath, 0, &[remap]).unwrap();
+    let load = || Ghosts::load(&img, &LoadedFiles::from_entries(entries.clone())).map(|_| ());
+    write(&[(0, 10), (50, 10)]);
+    let good = load();
+    write(&[(95, 10)]);
+    let past_size = load();
+    write(&[(50, 10), (0, 10)]);
+    let backwards = load();
+    std::fs::remove_dir_all(&d).unwrap();
+    good.unwrap();
+    assert!(
+        matches!(past_size, Err(Error::BadImage { .. })),
+        "{past_size:?}"
+    );
+    assert!(
+        matches!(backwards, Err(Error::BadImage { .. })),
+        "{backwards:?}"
+    );
+}
+
+fn reg_file_entry(id: u32, path: PathBuf, size: u64) -> FileEntry {
+    FileEntry {
+        r#type: fd_types::REG,
+        id,
+        reg: Some(RegFileEntry {
+            id,
+            name: path.to_string_lossy().into_owned(),
+            size: Some(size),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
