@@ -59,6 +59,7 @@ CASES=(
     "threads|mthreads --threads 7|7 threads: registers, TLS, masks, policies, one blocked in read(2)"
     "files|files --dir {D}/files|regular files: offsets, flags, O_APPEND"
     "pipes|pipes|pipes with data queued, a dup, a non-blocking pipe"
+    "ghosts|ghostnodes --mode nodes --dir {D}/files|files deleted while open: sparse (chunks), FIFO, directory, device, symlink, cwd"
     "pipes3|pipes --mode three|a pipe shared by three processes"
     "unix|unixsk --mode child|unix stream and seqpacket pairs split between parent and child"
     "tcp|tcp|a TCP connection over loopback with data queued both ways (--tcp-established)"

@@ -16,11 +16,12 @@ use crate::files::kind::Loader;
 /// pipes and event files in their queued messages). Files replaced by
 /// inherited fds come first, added by the restore itself.
 pub(crate) const RESTORE: &[Loader] = &[
+    // Ghosts first: deleted FIFOs are opened by it, used by pipes.
+    crate::files::ghost::load_kind,
     crate::files::pipes::load_kind,
     crate::files::events::load_kind,
     crate::net::unix::load_kind,
     crate::net::inet::load_kind,
-    crate::files::ghost::load_kind,
     crate::files::regshare::load_kind,
     crate::files::memfd::load_kind,
     crate::files::pty::load_kind,

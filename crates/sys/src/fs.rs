@@ -3,6 +3,7 @@
 use crate::cvt;
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -24,6 +25,83 @@ pub fn link_following(src: &Path, dst: &Path) -> io::Result<()> {
             libc::AT_FDCWD,
             d.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// mknod(2): a FIFO, character or block device node at `path` (`mode`
+/// holds the type and permission bits; `rdev` the device number of a
+/// device node, as userspace encodes it).
+pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is NUL-terminated and lives across the call.
+    let r = unsafe { libc::mknod(p.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// The target of the symlink an fd opened with O_PATH|O_NOFOLLOW is on
+/// (readlinkat(fd, "")).
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: the empty path is a NUL-terminated literal; `buf` is
+    // writable for `buf.len()` bytes and outlives the call.
+    let r = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = cvt(r as libc::c_long)? as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Where the next data (`hole` false: SEEK_DATA) or hole (`hole` true:
+/// SEEK_HOLE) of a file starts at or after `from`; `None` when there is
+/// no data after `from` (ENXIO).
+pub fn seek_data_or_hole(fd: BorrowedFd<'_>, from: u64, hole: bool) -> io::Result<Option<u64>> {
+    let whence = if hole {
+        libc::SEEK_HOLE
+    } else {
+        libc::SEEK_DATA
+    };
+    // SAFETY: lseek on a borrowed (open) fd touches no memory.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), from as libc::off_t, whence) };
+    match cvt(r as libc::c_long) {
+        Ok(off) => Ok(Some(off as u64)),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Set the access and modification times of `path` itself (a symlink is
+/// not followed); each is (seconds, microseconds).
+pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let p = cpath(path)?;
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0 as libc::time_t,
+            tv_nsec: (atime.1 * 1000) as libc::c_long,
+        },
+        libc::timespec {
+            tv_sec: mtime.0 as libc::time_t,
+            tv_nsec: (mtime.1 * 1000) as libc::c_long,
+        },
+    ];
+    // SAFETY: `p` is NUL-terminated, `ts` holds the two timespecs
+    // utimensat reads; both live across the call.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
         )
     };
     cvt(r as libc::c_long).map(drop)
@@ -51,5 +129,52 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         r.unwrap();
         assert_eq!(same.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn holes_fifos_and_symlinks() {
+        let dir = std::env::temp_dir().join(format!("crust-sys-nodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("sparse"))
+            .unwrap();
+        f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
+        f.set_len(3 << 20).unwrap();
+        let data = seek_data_or_hole(f.as_fd(), 0, false).unwrap();
+        let hole = seek_data_or_hole(f.as_fd(), 1 << 20, true).unwrap();
+        let none = seek_data_or_hole(f.as_fd(), 2 << 20, false).unwrap();
+        let fifo = dir.join("fifo");
+        mknod(&fifo, libc::S_IFIFO | 0o600, 0).unwrap();
+        let is_fifo = std::os::unix::fs::FileTypeExt::is_fifo(
+            &std::fs::symlink_metadata(&fifo).unwrap().file_type(),
+        );
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("some/where", &link).unwrap();
+        set_times_nofollow(&link, (1000, 5), (2000, 7)).unwrap();
+        let lmd = std::fs::symlink_metadata(&link).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let l = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&link)
+            .unwrap();
+        let target = readlink_fd(l.as_fd()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Some file systems have no SEEK_DATA: then all is data.
+        if data != Some(0) {
+            assert_eq!(data, Some(1 << 20));
+            assert_eq!(hole, Some((1 << 20) + 4096));
+            assert_eq!(none, None);
+        }
+        assert!(is_fifo);
+        assert_eq!(target, b"some/where");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((lmd.atime(), lmd.mtime()), (1000, 2000));
     }
 }

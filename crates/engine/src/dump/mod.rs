@@ -702,8 +702,8 @@ fn dump_process(
     out.locks.collect(pid, nspid, &fds)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
-    let cwd_id = files.add_dir(&cwd)?;
-    let root_id = files.add_dir(&root)?;
+    let cwd_id = files.add_dir(pid, &cwd, "cwd")?;
+    let root_id = files.add_dir(pid, &root, "root")?;
     let mut kids = task_ids(kobj.vm, &ids.ns);
     kids.files_id = kobj.files;
     kids.fs_id = kobj.fs;

@@ -125,6 +125,7 @@ impl FileTable {
                 info: &info,
                 class: classify(&target),
                 sock: None,
+                path_reg: None,
             };
             let (id, ty) = self.dump_fd(&mut f)?;
             debug!("{pid}: fd {fd} -> {target} (id {id}, type {ty})");
@@ -308,6 +309,7 @@ mod tests {
                 info: &info,
                 class: classify(link),
                 sock: None,
+                path_reg: None,
             };
             t.dump_fd(&mut f)
         };

@@ -267,9 +267,22 @@ impl FileTable {
         Ok(id)
     }
 
-    /// A directory (cwd or root).
-    pub fn add_dir(&mut self, path: &Path) -> Result<u32, Error> {
+    /// A directory of process `pid`: its cwd or root (`which`, the name
+    /// of its /proc link). A deleted one (a cwd removed) is a ghost
+    /// directory.
+    pub fn add_dir(&mut self, pid: i32, path: &Path, which: &str) -> Result<u32, Error> {
         let id = self.new_id();
+        let link = path.to_string_lossy();
+        if ghost::is_deleted(&link) {
+            let ghosts = find_kind::<ghost::GhostDump>(&mut self.kinds).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "process {pid} works in the deleted directory {link}, and ghost files are not dumped"
+                ))
+            })?;
+            let e = ghosts.add_dir(pid, which, &link, id, &mut self.next_id)?;
+            self.files.push(e);
+            return Ok(id);
+        }
         let reg = self.reg_entry(id, path, 0, 0, true)?;
         self.push_reg(reg);
         Ok(id)
@@ -385,7 +398,13 @@ pub(crate) fn reg_entry(
     pos: u64,
     build_id: bool,
 ) -> Result<RegFileEntry, Error> {
-    let md = std::fs::metadata(path).map_err(|source| Error::Io {
+    // An O_PATH fd may be on a symlink itself (O_NOFOLLOW): not followed.
+    let md = if flags & libc::O_PATH as u32 != 0 {
+        std::fs::symlink_metadata(path)
+    } else {
+        std::fs::metadata(path)
+    };
+    let md = md.map_err(|source| Error::Io {
         op: "cannot stat",
         path: path.to_path_buf(),
         source,

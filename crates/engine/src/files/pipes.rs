@@ -273,6 +273,9 @@ struct Desc {
     flags: u32,
     /// A FIFO's path.
     path: Option<PathBuf>,
+    /// A deleted FIFO: the files.img id of its REG entry, opened by the
+    /// ghost kind (made before this one).
+    ghost: Option<u32>,
 }
 
 /// What one pipe holds at restore.
@@ -326,6 +329,7 @@ impl SharedFiles {
             why,
         };
         let files = loaded.entries()?;
+        let ghosted = loaded.ghosted()?;
         let regs: HashMap<u32, &FileEntry> = files
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
@@ -343,6 +347,7 @@ impl SharedFiles {
                         pipe_id: p.pipe_id,
                         flags: p.flags,
                         path: None,
+                        ghost: None,
                     }
                 }
                 fd_types::FIFO => {
@@ -360,21 +365,25 @@ impl SharedFiles {
                             ))
                         })?;
                     let path = PathBuf::from(&reg.name);
-                    let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    if !md.file_type().is_fifo() {
-                        return Err(Error::FileChanged {
-                            path,
-                            why: "it was a FIFO and is not one now".into(),
-                        });
+                    let ghost = ghosted.contains(&rid).then_some(rid);
+                    if ghost.is_none() {
+                        let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        if !md.file_type().is_fifo() {
+                            return Err(Error::FileChanged {
+                                path,
+                                why: "it was a FIFO and is not one now".into(),
+                            });
+                        }
                     }
                     Desc {
                         kind: Kind::Fifo,
                         pipe_id: p.pipe_id,
                         flags: reg.flags,
                         path: Some(path),
+                        ghost,
                     }
                 }
                 _ => continue,
@@ -498,8 +507,24 @@ impl SharedFiles {
     }
 
     /// Make every pipe and FIFO description in crust, data inside.
+    #[cfg(test)]
     pub fn open(&self) -> Result<OpenPipes, Error> {
+        self.open_with(&|_| None)
+    }
+
+    /// [`SharedFiles::open`], with `ghost_fd` giving the descriptions the
+    /// ghost kind opened on deleted FIFOs (by their REG entry's id).
+    fn open_with<'m>(
+        &self,
+        ghost_fd: &dyn Fn(u32) -> Option<BorrowedFd<'m>>,
+    ) -> Result<OpenPipes, Error> {
         let me = crust_sys::process::getpid();
+        let ghost_of = |id: u32, rid: u32| {
+            ghost_fd(rid).ok_or_else(|| Error::Restore {
+                pid: me,
+                what: format!("the deleted FIFO of file {id} (file {rid}) was not made"),
+            })
+        };
         let mut out = OpenPipes::default();
         let mut groups: BTreeMap<(Kind, u32), Vec<u32>> = BTreeMap::new();
         for (id, d) in &self.descs {
@@ -513,7 +538,15 @@ impl SharedFiles {
                 Kind::Pipe => sp::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK)
                     .map_err(sys_err(me, format!("pipe2 for {what}")))?,
                 Kind::Fifo => {
-                    let path = self.descs[&ids[0]].path.clone().expect("FIFO has a path");
+                    let d0 = &self.descs[&ids[0]];
+                    let path = match d0.ghost {
+                        // Opened again through /proc: the same FIFO.
+                        Some(rid) => PathBuf::from(format!(
+                            "/proc/self/fd/{}",
+                            ghost_of(ids[0], rid)?.as_raw_fd()
+                        )),
+                        None => d0.path.clone().expect("FIFO has a path"),
+                    };
                     let f = open_flags(&path, libc::O_RDWR)
                         .map_err(sys_err(me, format!("open {} for {what}", path.display())))?;
                     let g = f.try_clone().map_err(sys_err(me, "dup"))?;
@@ -552,7 +585,10 @@ impl SharedFiles {
                     (Kind::Pipe, _) => {
                         open_flags(Path::new(&format!("/proc/self/fd/{}", rd.as_raw_fd())), acc)
                     }
-                    (Kind::Fifo, _) => open_flags(d.path.as_deref().expect("FIFO path"), acc),
+                    (Kind::Fifo, _) => match d.ghost {
+                        Some(rid) => ghost_of(id, rid)?.try_clone_to_owned(),
+                        None => open_flags(d.path.as_deref().expect("FIFO path"), acc),
+                    },
                 }
                 .map_err(sys_err(me, format!("opening {what} for file {id}")))?;
                 let keep = (libc::O_APPEND | libc::O_ASYNC | libc::O_NONBLOCK) as u32;
@@ -603,8 +639,8 @@ impl RestoreKind for SharedFiles {
         "pipes and FIFOs"
     }
 
-    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
-        Ok(Box::new(self.open()?))
+    fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open_with(&|rid| made.get(rid))?))
     }
 }
 
@@ -629,7 +665,7 @@ impl PipeDump {
         kind: Kind,
         ino: u64,
         flags: u32,
-        path: Option<&Path>,
+        path: Option<(PathBuf, Option<u32>)>,
         ids: &mut Ids<'_>,
     ) -> Result<u32, Error> {
         let what = if kind == Kind::Pipe { "pipe" } else { "FIFO" };
@@ -641,10 +677,12 @@ impl PipeDump {
         self.add(pid, fd, kind, ino, id)?;
         match path {
             None => ids.files.push(pipe_entry(id, ino, flags)),
-            Some(path) => {
+            // A deleted FIFO: its REG entry (and ghost) is recorded.
+            Some((_, Some(regf_id))) => ids.files.push(fifo_entry(id, ino, regf_id)),
+            Some((path, None)) => {
                 let regf_id = ids.new_id();
                 let cloexec = libc::O_CLOEXEC as u32;
-                let reg = crate::files::reg_entry(regf_id, path, flags & !cloexec, 0, true)?;
+                let reg = crate::files::reg_entry(regf_id, &path, flags & !cloexec, 0, true)?;
                 ids.files.push(crate::files::reg_file(reg));
                 ids.files.push(fifo_entry(id, ino, regf_id));
             }
@@ -674,7 +712,8 @@ impl DumpKind for PipeDump {
             }
             _ => return Ok(None),
         };
-        let id = self.pipe_id((pid, fd), kind, ino, f.info.flags, path.as_deref(), ids)?;
+        let path = path.map(|p| (p, f.path_reg));
+        let id = self.pipe_id((pid, fd), kind, ino, f.info.flags, path, ids)?;
         let ty = match kind {
             Kind::Pipe => fd_types::PIPE,
             Kind::Fifo => fd_types::FIFO,

@@ -175,7 +175,14 @@ impl RestoreFiles {
             )));
         }
         let path = PathBuf::from(&reg.name);
-        let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
+        // A symlink (an O_PATH fd on it) is checked itself, not followed.
+        let link = reg.mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK);
+        let md = if link {
+            std::fs::symlink_metadata(&path)
+        } else {
+            std::fs::metadata(&path)
+        };
+        let md = md.map_err(|source| Error::FileMissing {
             path: path.clone(),
             source,
         })?;

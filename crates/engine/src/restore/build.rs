@@ -34,28 +34,7 @@ pub(super) fn build_rest(
     }
     // Packet socket rings mapped through those fds.
     mem::map_socket_vmas(&mut r, &live.mm, &files.fds)?;
-    let dir_of = |id: u32, what: &str| {
-        files.path_of(id as u64).ok_or_else(|| Error::Restore {
-            pid,
-            what: format!("its {what} (file id {id}) is not in the images"),
-        })
-    };
-    let root = dir_of(live.fs.root_id, "root")?;
-    let cwd = dir_of(live.fs.cwd_id, "working directory")?;
-    if root != "/" {
-        let a = r.put_cstr(0, root.as_bytes())?;
-        r.call(
-            &format!("chroot {root}"),
-            libc::SYS_chroot,
-            [a.get(), 0, 0, 0, 0, 0],
-        )?;
-    }
-    let a = r.put_cstr(0, cwd.as_bytes())?;
-    r.call(
-        &format!("chdir {cwd}"),
-        libc::SYS_chdir,
-        [a.get(), 0, 0, 0, 0, 0],
-    )?;
+    enter_dirs(&mut r, pid, live, shared)?;
     r.call(
         "umask",
         libc::SYS_umask,
@@ -87,6 +66,69 @@ pub(super) fn build_creds(tasks: &mut [Task], live: &LiveImage, tramp: u64) -> R
     for (t, ti) in tasks.iter_mut().zip(live.threads.iter()) {
         let mut r = Remote::on_trampoline(t, tramp);
         task::apply_creds(&mut r, &ti.core)?;
+    }
+    Ok(())
+}
+
+/// Enter the process's working directory, then its root: the cwd first,
+/// by its path (host paths, reachable before the chroot) or, when it was
+/// deleted, through the description of it crust made (a ghost
+/// directory); then chroot, which leaves the cwd where it is (possibly
+/// outside the new root, as it was).
+fn enter_dirs(
+    r: &mut Remote<'_>,
+    pid: i32,
+    live: &LiveImage,
+    shared: &OpenFiles,
+) -> Result<(), Error> {
+    let files = &live.files;
+    let dir_of = |id: u32, what: &str| {
+        files.path_of(id as u64).ok_or_else(|| Error::Restore {
+            pid,
+            what: format!("its {what} (file id {id}) is not in the images"),
+        })
+    };
+    let root = dir_of(live.fs.root_id, "root")?;
+    let cwd = dir_of(live.fs.cwd_id, "working directory")?;
+    if shared.get(live.fs.root_id).is_some() {
+        return Err(Error::unsupported(format!(
+            "restoring process {pid} in the deleted root directory {root}"
+        )));
+    }
+    match shared.get(live.fs.cwd_id) {
+        Some(fd) => {
+            // A free fd number for a moment: above every fd of the table.
+            let tmp = files.fds.iter().map(|f| f.fd).max().map_or(0, |m| m + 1) as i32;
+            let gift = crate::files::fdpass::Gift {
+                fd,
+                target: tmp,
+                cloexec: true,
+            };
+            crate::files::fdpass::give_fds(r, &[gift])?;
+            let entered = r.call(
+                &format!("fchdir to the deleted {cwd}"),
+                libc::SYS_fchdir,
+                [tmp as u64, 0, 0, 0, 0, 0],
+            );
+            r.call("close", libc::SYS_close, [tmp as u64, 0, 0, 0, 0, 0])?;
+            entered?;
+        }
+        None => {
+            let a = r.put_cstr(0, cwd.as_bytes())?;
+            r.call(
+                &format!("chdir {cwd}"),
+                libc::SYS_chdir,
+                [a.get(), 0, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    if root != "/" {
+        let a = r.put_cstr(0, root.as_bytes())?;
+        r.call(
+            &format!("chroot {root}"),
+            libc::SYS_chroot,
+            [a.get(), 0, 0, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

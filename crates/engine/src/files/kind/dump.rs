@@ -22,6 +22,10 @@ pub(crate) struct DumpFd<'a> {
     /// A socket: its family (SO_DOMAIN) and crust's copy of it, for the
     /// kind that records it to take.
     pub sock: Option<(i32, OwnedFd)>,
+    /// The files.img id of a REG entry a kind already recorded for this
+    /// fd's path (the ghost kind, for a deleted FIFO): the kind that
+    /// records the fd names its path with it.
+    pub path_reg: Option<u32>,
 }
 
 impl DumpFd<'_> {

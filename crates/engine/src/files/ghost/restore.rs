@@ -1,0 +1,628 @@
+//! Ghost files at restore: `remap-fpath.img` and the ghost images read and
+//! checked, each ghost made again on the file system for the time of
+//! opening its descriptions, then removed.
+
+use crate::files::fdpass::MadeFds;
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::image::{ImageReader, ImageType};
+use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::ghost_file::{GhostChunkEntry, GhostFileEntry};
+use crust_images::proto::regfile::RegFileEntry;
+use crust_images::proto::remap_file_path::{remap_type, RemapFilePathEntry};
+use crust_images::proto::Timeval;
+use crust_images::Message;
+use log::debug;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The files.img ids that `remap-fpath.img` says are ghosts (files opened
+/// by crust from the ghost images, not from the file system).
+pub fn ghosted_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
+    // (Link remaps too: their files are opened by crust through the link.)
+    Ok(load_remaps(dir)?.iter().map(|r| r.orig_id).collect())
+}
+
+fn load_remaps(dir: &Path) -> Result<Vec<RemapFilePathEntry>, Error> {
+    match crate::util::read_image(dir, ImageType::RemapFpath, 0) {
+        Ok(v) => Ok(v),
+        Err(Error::Image { source, .. }) if source.is_missing() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where a regular ghost's bytes are in its image.
+#[derive(Debug)]
+enum Content {
+    /// Not a regular file.
+    None,
+    /// Everything from `off` to the end of the image.
+    Whole { off: u64 },
+    /// Runs of data: (offset in the file, length, offset in the image);
+    /// the rest is holes up to the size.
+    Chunks(Vec<(u64, u64, u64)>),
+}
+
+#[derive(Debug)]
+struct GhostImage {
+    entry: GhostFileEntry,
+    image: PathBuf,
+    content: Content,
+    /// The file's size (regular files).
+    size: u64,
+}
+
+/// The ghost files of an image set, read and checked.
+#[derive(Debug, Default)]
+pub struct Ghosts {
+    ghosts: BTreeMap<u32, GhostImage>,
+    /// files.img id -> (ghost id, REG entry).
+    opens: BTreeMap<u32, (u32, RegFileEntry)>,
+    /// Link remaps: the link's files.img id -> its path.
+    links: BTreeMap<u32, PathBuf>,
+    /// files.img id -> (link id, REG entry).
+    link_opens: BTreeMap<u32, (u32, RegFileEntry)>,
+}
+
+/// Descriptions on ghost files crust opened, by files.img id.
+pub type OpenGhosts = MadeFds;
+
+impl Ghosts {
+    /// Read `remap-fpath.img` and every ghost it names; check them against
+    /// files.img.
+    pub fn load(dir: &Path, loaded: &crate::files::loaded::LoadedFiles) -> Result<Ghosts, Error> {
+        let bad = |why: String| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let remaps = load_remaps(dir)?;
+        let mut out = Ghosts::default();
+        if remaps.is_empty() {
+            return Ok(out);
+        }
+        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
+        let regs: HashMap<u32, &RegFileEntry> = files
+            .iter()
+            .filter(|f| f.r#type == fd_types::REG)
+            .filter_map(|f| Some((f.id, f.reg.as_ref()?)))
+            .collect();
+        for r in remaps {
+            let orig = regs.get(&r.orig_id).ok_or_else(|| {
+                bad(format!(
+                    "remap-fpath.img remaps file id {}, which files.img does not have as a regular file",
+                    r.orig_id
+                ))
+            })?;
+            match r.remap_type {
+                Some(remap_type::GHOST) => {}
+                Some(remap_type::LINKED) => {
+                    out.load_link(dir, &r, orig, &regs)?;
+                    continue;
+                }
+                t => {
+                    return Err(Error::unsupported(format!(
+                        "restoring file {} through a remap of type {t:?}",
+                        r.orig_id
+                    )))
+                }
+            }
+            if !orig.name.starts_with('/') || orig.name.contains('\0') || orig.name.ends_with('/') {
+                return Err(bad(format!(
+                    "ghost file {} has the bad path {:?}",
+                    r.remap_id, orig.name
+                )));
+            }
+            if out.opens.contains_key(&r.orig_id) {
+                return Err(bad(format!(
+                    "remap-fpath.img remaps file id {} twice",
+                    r.orig_id
+                )));
+            }
+            if let std::collections::btree_map::Entry::Vacant(v) = out.ghosts.entry(r.remap_id) {
+                v.insert(load_ghost(dir, r.remap_id)?);
+            }
+            let g = out
+                .ghosts
+                .get(&r.remap_id)
+                .ok_or_else(|| bad(format!("ghost file {} could not be read", r.remap_id)))?;
+            let regular = g.entry.mode & libc::S_IFMT == libc::S_IFREG;
+            if let (Some(size), true) = (orig.size, regular) {
+                if size != g.size {
+                    return Err(bad(format!(
+                        "ghost file {} holds {} bytes, but file {} ({}) had {size}",
+                        r.remap_id, g.size, r.orig_id, orig.name
+                    )));
+                }
+            }
+            out.opens.insert(r.orig_id, (r.remap_id, (*orig).clone()));
+        }
+        Ok(out)
+    }
+
+    /// A LINKED remap: file `r.orig_id` is opened through the link the
+    /// dump made (file `r.remap_id`).
+    fn load_link(
+        &mut self,
+        dir: &Path,
+        r: &RemapFilePathEntry,
+        orig: &RegFileEntry,
+        regs: &HashMap<u32, &RegFileEntry>,
+    ) -> Result<(), Error> {
+        let link = regs.get(&r.remap_id).ok_or_else(|| Error::BadImage {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "remap-fpath.img links file {} back as file {}, which files.img does not have",
+                r.orig_id, r.remap_id
+            ),
+        })?;
+        let path = PathBuf::from(&link.name);
+        // The link is removed once opened: only a name the dump makes
+        // (link_remap.N, as CRIU's), never any file the image names.
+        if !is_link_remap_name(&path) {
+            return Err(Error::BadImage {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "remap-fpath.img links file {} back through {}, which is not a link_remap.N file",
+                    r.orig_id,
+                    path.display()
+                ),
+            });
+        }
+        let regular = std::fs::symlink_metadata(&path)
+            .map(|m| m.file_type().is_file())
+            .unwrap_or(false);
+        if !regular {
+            return Err(Error::FileMissing {
+                path,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        self.links.insert(r.remap_id, path);
+        self.link_opens
+            .insert(r.orig_id, (r.remap_id, orig.clone()));
+        Ok(())
+    }
+
+    /// Make every ghost again, open its descriptions, remove it; open
+    /// the descriptions of link remaps and remove the link.
+    pub fn open(&self) -> Result<OpenGhosts, Error> {
+        let mut out = OpenGhosts::default();
+        for (lid, link) in &self.links {
+            let regs = users(&self.link_opens, *lid);
+            if regs.is_empty() {
+                continue;
+            }
+            open_linked(&regs, link, &mut out)?;
+            let _ = std::fs::remove_file(link);
+            debug!(
+                "link remap {}: {} file(s) opened",
+                link.display(),
+                regs.len()
+            );
+        }
+        for (gid, g) in &self.ghosts {
+            let regs = users(&self.opens, *gid);
+            let Some((_, first)) = regs.first() else {
+                continue;
+            };
+            let made = make_node(g, Path::new(&first.name), *gid)?;
+            let result = open_all(g, &regs, &made.path, &mut out);
+            made.remove(g);
+            result?;
+            debug!(
+                "ghost {gid}: {} (mode {:o}, {} bytes) made at {} and opened for {} file(s)",
+                first.name,
+                g.entry.mode,
+                g.size,
+                made.path.display(),
+                regs.len()
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A link remap's name as the dump makes it: `link_remap.<number>`.
+pub(super) fn is_link_remap_name(p: &Path) -> bool {
+    p.is_absolute()
+        && p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("link_remap."))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The files.img ids (and REG entries) opened on source `src`.
+fn users(opens: &BTreeMap<u32, (u32, RegFileEntry)>, src: u32) -> Vec<(u32, &RegFileEntry)> {
+    opens
+        .iter()
+        .filter(|(_, (x, _))| *x == src)
+        .map(|(id, (_, reg))| (*id, reg))
+        .collect()
+}
+
+/// Open every description of `regs` on the linked-back file at `source`:
+/// through the original name when it is free (linked there for the time
+/// of the opens), so the fds show it (with " (deleted)") as before.
+fn open_linked(
+    regs: &[(u32, &RegFileEntry)],
+    source: &Path,
+    out: &mut OpenGhosts,
+) -> Result<(), Error> {
+    let me = crust_sys::process::getpid();
+    let Some((_, first)) = regs.first() else {
+        return Ok(());
+    };
+    let orig = PathBuf::from(&first.name);
+    let linked = std::fs::hard_link(source, &orig).is_ok();
+    let via = if linked { &orig } else { source };
+    let opened = (|| {
+        for (id, reg) in regs {
+            let f = open_desc(via, reg, 0).map_err(sys_err(
+                me,
+                format!(
+                    "open {} (from {}) for file {id}",
+                    reg.name,
+                    source.display()
+                ),
+            ))?;
+            out.insert(*id, f);
+        }
+        Ok::<(), Error>(())
+    })();
+    if linked {
+        let _ = std::fs::remove_file(&orig);
+    }
+    opened
+}
+
+/// Open every description of `regs` on the ghost made at `path`.
+fn open_all(
+    g: &GhostImage,
+    regs: &[(u32, &RegFileEntry)],
+    path: &Path,
+    out: &mut OpenGhosts,
+) -> Result<(), Error> {
+    let me = crust_sys::process::getpid();
+    let fifo = g.entry.mode & libc::S_IFMT == libc::S_IFIFO;
+    // A FIFO is held open both ways while its descriptions are opened
+    // (without waiting for a peer); the pipes kind sets their flags.
+    let _holder = if fifo {
+        Some(
+            open_desc(path, &rw_reg(), libc::O_NONBLOCK)
+                .map_err(sys_err(me, format!("open the FIFO {}", path.display())))?,
+        )
+    } else {
+        None
+    };
+    let extra = if fifo { libc::O_NONBLOCK } else { 0 };
+    for (id, reg) in regs {
+        let f = open_desc(path, reg, extra).map_err(sys_err(
+            me,
+            format!(
+                "open {} (made at {}) for file {id}",
+                reg.name,
+                path.display()
+            ),
+        ))?;
+        out.insert(*id, f);
+    }
+    Ok(())
+}
+
+/// A REG entry opening read-write.
+fn rw_reg() -> RegFileEntry {
+    RegFileEntry {
+        flags: libc::O_RDWR as u32,
+        ..Default::default()
+    }
+}
+
+/// Open one description with the recorded flags (and `extra`) and offset.
+fn open_desc(path: &Path, reg: &RegFileEntry, extra: i32) -> std::io::Result<OwnedFd> {
+    let acc = reg.flags as i32 & libc::O_ACCMODE;
+    let flags = crate::files::reopen_flags(reg.flags) as i32
+        & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
+    let mut f = OpenOptions::new()
+        .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+        .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+        .custom_flags(flags | extra | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    if reg.pos != 0 {
+        f.seek(SeekFrom::Start(reg.pos))?;
+    }
+    Ok(OwnedFd::from(f))
+}
+
+/// Read ghost image `gid`: its entry, and where its content is.
+fn load_ghost(dir: &Path, gid: u32) -> Result<GhostImage, Error> {
+    let name = ImageType::GhostFile.file_name(gid as u64);
+    let err = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let bad = |why: String| Error::BadImage {
+        dir: dir.to_path_buf(),
+        why: format!("{name}: {why}"),
+    };
+    let mut r = ImageReader::open_typed(dir, ImageType::GhostFile, &name).map_err(err)?;
+    let entry: GhostFileEntry = r
+        .read_entry()
+        .map_err(err)?
+        .ok_or_else(|| bad("it has no ghost_file_entry".into()))?;
+    let data_off = r.offset();
+    drop(r);
+    let image = dir.join(&name);
+    let total = std::fs::metadata(&image)
+        .map_err(|source| Error::Io {
+            op: "cannot stat",
+            path: image.clone(),
+            source,
+        })?
+        .len();
+    if total < data_off {
+        return Err(bad("shorter than its header".into()));
+    }
+    let fmt = entry.mode & libc::S_IFMT;
+    let (content, size) = match fmt {
+        libc::S_IFREG if entry.chunks == Some(true) => {
+            let size = entry
+                .size
+                .ok_or_else(|| bad("its content is in chunks but it has no size".into()))?;
+            let chunks = read_chunks(&image, data_off, total, size).map_err(bad)?;
+            (Content::Chunks(chunks), size)
+        }
+        libc::S_IFREG => (Content::Whole { off: data_off }, total - data_off),
+        libc::S_IFIFO | libc::S_IFDIR => (Content::None, 0),
+        libc::S_IFCHR | libc::S_IFBLK if entry.rdev.is_some() => (Content::None, 0),
+        libc::S_IFCHR | libc::S_IFBLK => return Err(bad("a device without rdev".into())),
+        libc::S_IFLNK => match &entry.symlnk_target {
+            Some(t) if !t.is_empty() && !t.contains('\0') => (Content::None, 0),
+            _ => return Err(bad("a symlink without a target".into())),
+        },
+        _ => {
+            return Err(Error::unsupported(format!(
+                "{name}: restoring a deleted file of mode {:o}",
+                entry.mode
+            )))
+        }
+    };
+    Ok(GhostImage {
+        entry,
+        image,
+        content,
+        size,
+    })
+}
+
+/// The chunks of a ghost image (after the ghost entry at `from`, up to
+/// `total`): each within the image and within the file's `size`, in
+/// order and apart.
+fn read_chunks(
+    image: &Path,
+    from: u64,
+    total: u64,
+    size: u64,
+) -> Result<Vec<(u64, u64, u64)>, String> {
+    let mut f = crate::util::open_image_data(image).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut at = from;
+    let mut file_end = 0u64;
+    while at < total {
+        let mut len4 = [0u8; 4];
+        f.read_exact(&mut len4)
+            .map_err(|e| format!("a chunk header at {at}: {e}"))?;
+        let n = u32::from_le_bytes(len4) as u64;
+        if n > 64 || at + 4 + n > total {
+            return Err(format!("a bad chunk header at {at}"));
+        }
+        let mut msg = vec![0u8; n as usize];
+        f.read_exact(&mut msg)
+            .map_err(|e| format!("a chunk header at {at}: {e}"))?;
+        let c = GhostChunkEntry::decode(&msg).map_err(|e| format!("chunk at {at}: {e}"))?;
+        let data = at + 4 + n;
+        let end = c.off.checked_add(c.len);
+        if c.off < file_end || end.is_none_or(|e| e > size) || data + c.len > total {
+            return Err(format!(
+                "the chunk at {at} ({} bytes at {}) is out of order or out of bounds",
+                c.len, c.off
+            ));
+        }
+        out.push((c.off, c.len, data));
+        file_end = c.off + c.len;
+        at = data + c.len;
+        f.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// A ghost made on the file system, and what was made for it.
+struct MadeNode {
+    path: PathBuf,
+    /// Directories made for it (its parents were gone), deepest last.
+    parents: Vec<PathBuf>,
+}
+
+impl MadeNode {
+    /// Remove the ghost and the directories made for it.
+    fn remove(&self, g: &GhostImage) {
+        let _ = if g.entry.mode & libc::S_IFMT == libc::S_IFDIR {
+            std::fs::remove_dir(&self.path)
+        } else {
+            std::fs::remove_file(&self.path)
+        };
+        for p in self.parents.iter().rev() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+/// Make ghost `gid` at `orig` (its old path) if that is free, else at
+/// `orig.cr.<gid>.ghost`; missing parent directories are made (and
+/// removed with it).
+fn make_node(g: &GhostImage, orig: &Path, gid: u32) -> Result<MadeNode, Error> {
+    let alt = PathBuf::from(format!("{}.cr.{gid:x}.ghost", orig.display()));
+    let mut parents = Vec::new();
+    if let Some(dir) = orig.parent() {
+        make_parents(dir, &mut parents)?;
+    }
+    let made = MadeNode {
+        path: orig.to_path_buf(),
+        parents,
+    };
+    let first = create(g, orig);
+    let made = match first {
+        Ok(()) => made,
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let m = MadeNode {
+                path: alt.clone(),
+                parents: made.parents,
+            };
+            if let Err(e) = create(g, &alt) {
+                m.remove_parents();
+                return Err(node_err(&alt, e));
+            }
+            m
+        }
+        Err(e) => {
+            made.remove_parents();
+            return Err(node_err(orig, e));
+        }
+    };
+    if let Err(e) = apply_metadata(g, &made.path) {
+        made.remove(g);
+        return Err(node_err(&made.path, e));
+    }
+    Ok(made)
+}
+
+impl MadeNode {
+    fn remove_parents(&self) {
+        for p in self.parents.iter().rev() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+fn node_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        op: "cannot make the deleted file again at",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Make the missing directories of `dir` (recorded in `made`, outermost
+/// first), owned by root, 0700, as places for a ghost.
+fn make_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while std::fs::symlink_metadata(d).is_err() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    for m in missing.into_iter().rev() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&m)
+            .map_err(|source| Error::Io {
+                op: "cannot make a directory for a deleted file at",
+                path: m.clone(),
+                source,
+            })?;
+        made.push(m);
+    }
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// Create the ghost's node at `path` (never over an existing name).
+fn create(g: &GhostImage, path: &Path) -> std::io::Result<()> {
+    let perm = g.entry.mode & 0o7777;
+    match g.entry.mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            let dst = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)?;
+            let filled = fill(g, &dst);
+            if filled.is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            filled
+        }
+        libc::S_IFDIR => std::fs::DirBuilder::new().mode(0o700).create(path),
+        libc::S_IFLNK => {
+            let target = g.entry.symlnk_target.as_deref().unwrap_or_default();
+            std::os::unix::fs::symlink(target, path)
+        }
+        fmt => {
+            let rdev = g.entry.rdev.unwrap_or(0) as u64;
+            crust_sys::fs::mknod(path, fmt | (perm & 0o600), rdev)
+        }
+    }
+}
+
+/// Write a regular ghost's content into `dst`: whole, or its chunks at
+/// their offsets, the rest holes up to its size.
+fn fill(g: &GhostImage, dst: &File) -> std::io::Result<()> {
+    let mut src =
+        crate::util::open_image_data(&g.image).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut dst = dst;
+    match &g.content {
+        Content::None => Ok(()),
+        Content::Whole { off } => {
+            src.seek(SeekFrom::Start(*off))?;
+            let n = std::io::copy(&mut (&mut src).take(g.size), &mut dst)?;
+            short(n, g.size)
+        }
+        Content::Chunks(chunks) => {
+            dst.set_len(g.size)?;
+            for (off, len, at) in chunks {
+                src.seek(SeekFrom::Start(*at))?;
+                dst.seek(SeekFrom::Start(*off))?;
+                let n = std::io::copy(&mut (&mut src).take(*len), &mut dst)?;
+                short(n, *len)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn short(got: u64, want: u64) -> std::io::Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the ghost image is {} bytes short", want - got),
+        ))
+    }
+}
+
+/// The ghost's owner, mode and times.
+fn apply_metadata(g: &GhostImage, path: &Path) -> std::io::Result<()> {
+    let e = &g.entry;
+    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+    if e.mode & libc::S_IFMT != libc::S_IFLNK {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+    }
+    let tv = |t: &Option<Timeval>| {
+        t.as_ref()
+            .map(|t| (t.tv_sec as i64, t.tv_usec.min(999_999) as i64))
+    };
+    if let (Some(a), Some(m)) = (tv(&e.atim), tv(&e.mtim)) {
+        let _ = crust_sys::fs::set_times_nofollow(path, a, m);
+    }
+    Ok(())
+}
