@@ -60,6 +60,7 @@ CASES=(
     "files|files --dir {D}/files|regular files: offsets, flags, O_APPEND"
     "pipes|pipes|pipes with data queued, a dup, a non-blocking pipe"
     "ghosts|ghostnodes --mode nodes --dir {D}/files|files deleted while open: sparse (chunks), FIFO, directory, device, symlink, cwd"
+    "deadproc|ghostnodes --mode deadproc --dir {D}/files|the cwd and an fd in /proc/N of a dead child (a PROCFS remap; a helper of pid N at restore)"
     "pipes3|pipes --mode three|a pipe shared by three processes"
     "unix|unixsk --mode child|unix stream and seqpacket pairs split between parent and child"
     "tcp|tcp|a TCP connection over loopback with data queued both ways (--tcp-established)"

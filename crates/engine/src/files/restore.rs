@@ -50,7 +50,8 @@ pub struct RestoreFiles {
     /// Every REG entry of files.img, shared by every process's table.
     pub regs: std::sync::Arc<HashMap<u32, RegFileEntry>>,
     pub fds: Vec<FdinfoEntry>,
-    /// Ids of deleted files, opened by crust from ghost images.
+    /// Ids not checked before the restore: deleted files, opened by
+    /// crust from ghost images, and /proc files of dead processes.
     ghosted: std::collections::HashSet<u32>,
 }
 
@@ -135,7 +136,10 @@ impl RestoreFiles {
             }
         }
         let _ = others;
-        let ghosted = loaded.ghosted()?.clone();
+        let mut ghosted = loaded.ghosted()?.clone();
+        // Not checked either: /proc files of dead processes, there once
+        // the helpers run.
+        ghosted.extend(loaded.procfs().iter().copied());
         Ok(RestoreFiles {
             regs: regs.clone(),
             fds,

@@ -116,7 +116,46 @@ fn load_procs(
         ));
     }
     share_with_parents(dir, &mut procs)?;
+    add_dead_proc_helpers(dir, &mut procs)?;
     Ok(procs)
+}
+
+/// A helper task for each dead process whose /proc directory the tree
+/// had open (its cwd in /proc/N, an fd on /proc/N/...): a child of the
+/// root, in its session and group, alive while files are opened, then
+/// reaped, so that what was opened is unhashed again.
+fn add_dead_proc_helpers(dir: &Path, procs: &mut Vec<ProcImage>) -> Result<(), Error> {
+    let dead = crate::files::ghost::dead_proc_pids(dir)?;
+    let Some(root) = procs.first().map(|p| p.entry.clone()) else {
+        return Ok(());
+    };
+    for pid in dead {
+        if procs.iter().any(|p| p.entry.pid == pid) {
+            // A process of the tree has that pid again: /proc/N exists.
+            continue;
+        }
+        if pid == 0 || procs.iter().any(|p| p.entry.threads.contains(&pid)) {
+            return Err(bad(
+                dir,
+                format!("remap-fpath.img names the dead process {pid}, whose pid a thread of the tree has"),
+            ));
+        }
+        debug!("helper {pid} holds /proc/{pid} while files are opened");
+        procs.push(ProcImage {
+            entry: PstreeEntry {
+                pid,
+                ppid: root.pid,
+                pgid: root.pgid,
+                sid: root.sid,
+                threads: vec![pid],
+                ..Default::default()
+            },
+            live: None,
+            exit_code: 0,
+            helper: true,
+        });
+    }
+    Ok(())
 }
 
 /// Every kind of file of the registry (see [`crate::files::kind`]), with

@@ -1,4 +1,4 @@
-//! `ghostnodes --dir DIR --mode nodes|chroot`: files deleted while open
+//! `ghostnodes --dir DIR --mode nodes|chroot|deadproc`: files deleted while open
 //! that are not plain files, and where a process works.
 //!
 //! `nodes`: in DIR, a sparse deleted file (64 MiB, 8 KiB of data: over the
@@ -12,6 +12,8 @@
 //! `chroot`: a child chroots into DIR/root, its cwd left outside the new
 //! root, with a file of the root open; after restore it still opens the
 //! file by its path in the root, and its cwd is the same directory.
+//!
+//! `deadproc`: the cwd and an fd in /proc/N of a child killed since.
 
 use crust_testprogs::{cpath, ensure, finish, ready, sleep_ms, start, term_requested, Args};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
@@ -264,11 +266,68 @@ fn run_chroot(args: &Args, dir: &Path) -> ! {
     finish(args, verdict);
 }
 
+/// The deadproc mode: work in /proc/N of a child killed since (an
+/// unhashed /proc directory), with an fd open on it too. After restore
+/// getcwd still fails with ENOENT and the cwd link still names /proc/N.
+fn run_deadproc(args: &Args) -> ! {
+    // SAFETY: fork; the child only pauses until it is killed.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    let dir = format!("/proc/{child}");
+    std::env::set_current_dir(&dir).unwrap();
+    place(
+        open(Path::new(&dir), libc::O_RDONLY | libc::O_DIRECTORY),
+        DIR_FD,
+    );
+    // SAFETY: kill and reap our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let before = std::fs::read_link("/proc/self/cwd").unwrap();
+    ready(args);
+    while !term_requested() {
+        sleep_ms(20);
+    }
+    let verdict = check_deadproc(&dir, &before);
+    let _ = std::env::set_current_dir("/");
+    finish(args, verdict);
+}
+
+fn check_deadproc(dir: &str, before: &Path) -> Result<(), String> {
+    let e = std::env::current_dir().err();
+    ensure!(
+        e.as_ref().and_then(|e| e.raw_os_error()) == Some(libc::ENOENT),
+        "getcwd in the dead process's /proc dir gave {e:?}, not ENOENT"
+    );
+    let after = std::fs::read_link("/proc/self/cwd").map_err(|e| e.to_string())?;
+    ensure!(
+        after == before,
+        "the cwd link reads {after:?}, was {before:?}"
+    );
+    let fd = std::fs::read_link(format!("/proc/self/fd/{DIR_FD}")).map_err(|e| e.to_string())?;
+    ensure!(fd == before, "fd {DIR_FD} reads {fd:?}, was {before:?}");
+    ensure!(
+        !Path::new(dir).exists(),
+        "{dir} exists after the restore (its helper was not reaped)"
+    );
+    Ok(())
+}
+
 fn main() {
     let args = start();
     let dir = args.path("dir");
     if args.opt("mode") == Some("chroot") {
         run_chroot(&args, &dir);
+    }
+    if args.opt("mode") == Some("deadproc") {
+        run_deadproc(&args);
     }
     set_up_nodes(&dir);
     ready(&args);

@@ -286,6 +286,20 @@ impl GhostDump {
             pid,
             format!("stat the deleted file {name} of {what} through {proc_path}"),
         ))?;
+        if let Some(dead) = dead_proc_pid(name, &md) {
+            // /proc/N of a process gone since: CRIU's PROCFS remap. The
+            // restore makes a helper of pid N while files are opened.
+            debug!("{pid}: {what} is in {name} of the dead process {dead}");
+            // One remap per file (CRIU's restore makes one helper per pid
+            // however many name it).
+            self.remaps.push(RemapFilePathEntry {
+                orig_id: id,
+                remap_id: dead,
+                remap_type: Some(remap_type::PROCFS),
+                ..Default::default()
+            });
+            return Ok(reg_of(id, flags, pos, name, &md));
+        }
         let ft = md.file_type();
         let regular = ft.is_file();
         if !(regular
@@ -551,6 +565,21 @@ fn copy_run(
 }
 
 /// The files.img REG entry of a description on a deleted file.
+/// The pid N of `name` = `/proc/N` or `/proc/N/...` when the file is on
+/// crust's /proc (same device): a file of a process that died while it
+/// was open (its /proc entries are unhashed, so its link reads
+/// "(deleted)").
+fn dead_proc_pid(name: &str, md: &std::fs::Metadata) -> Option<u32> {
+    let rest = name.strip_prefix("/proc/")?;
+    let num = rest.split('/').next()?;
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let pid: u32 = num.parse().ok().filter(|&p| p > 0)?;
+    let proc_dev = std::fs::metadata("/proc").ok()?.dev();
+    (md.dev() == proc_dev).then_some(pid)
+}
+
 fn reg_of(id: u32, flags: u32, pos: u64, name: &str, md: &std::fs::Metadata) -> FileEntry {
     FileEntry {
         r#type: fd_types::REG,
@@ -579,7 +608,7 @@ fn kernel_dev(dev: u64) -> u32 {
 
 #[cfg(test)]
 use restore::is_link_remap_name;
-pub use restore::{ghosted_ids, Ghosts};
+pub use restore::{dead_proc_pids, ghosted_ids, procfs_ids, Ghosts};
 
 // ------------------------------------------------------------ kind of file
 

@@ -24,7 +24,37 @@ use std::path::{Path, PathBuf};
 /// by crust from the ghost images, not from the file system).
 pub fn ghosted_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
     // (Link remaps too: their files are opened by crust through the link.)
-    Ok(load_remaps(dir)?.iter().map(|r| r.orig_id).collect())
+    // Not /proc files of dead processes: opened by their path while a
+    // helper holds the pid.
+    Ok(load_remaps(dir)?
+        .iter()
+        .filter(|r| r.remap_type != Some(remap_type::PROCFS))
+        .map(|r| r.orig_id)
+        .collect())
+}
+
+/// The files.img ids of /proc files of dead processes (PROCFS remaps):
+/// opened by path once a helper holds the pid, so not there before.
+pub fn procfs_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
+    Ok(load_remaps(dir)?
+        .iter()
+        .filter(|r| r.remap_type == Some(remap_type::PROCFS))
+        .map(|r| r.orig_id)
+        .collect())
+}
+
+/// The pids of dead processes whose /proc files the tree had open
+/// (CRIU's PROCFS remaps): the restore makes a helper task of each pid
+/// while files are opened, so that `/proc/N` resolves, then reaps it.
+pub fn dead_proc_pids(dir: &Path) -> Result<Vec<u32>, Error> {
+    let mut pids: Vec<u32> = load_remaps(dir)?
+        .iter()
+        .filter(|r| r.remap_type == Some(remap_type::PROCFS))
+        .map(|r| r.remap_id)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
 }
 
 fn load_remaps(dir: &Path) -> Result<Vec<RemapFilePathEntry>, Error> {
@@ -99,6 +129,8 @@ impl Ghosts {
             })?;
             match r.remap_type {
                 Some(remap_type::GHOST) => {}
+                // Opened by path; see dead_proc_pids.
+                Some(remap_type::PROCFS) => continue,
                 Some(remap_type::LINKED) => {
                     out.load_link(dir, &r, orig, &regs)?;
                     continue;
