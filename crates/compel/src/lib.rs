@@ -602,6 +602,12 @@ impl Task {
             self.syscall(libc::SYS_rt_sigaction, [sig as u64, sp, 0, 8, 0, 0])?;
         }
         pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, 0))?;
+        // It waits in pause() for the signal: left where the last remote
+        // syscall returned, it would run on into the int3 after the
+        // `syscall` and die of SIGTRAP before the signal came. (Sent while
+        // it is still traced, SIGKILL would kill it under crust, hiding
+        // the zombie from its parent until crust exits.)
+        self.load_syscall(libc::SYS_pause, [0; 6])?;
         pt(pid, "PTRACE_DETACH", ptrace::detach(pid, 0))?;
         process::kill(pid, sig).map_err(|source| Error::Ptrace {
             pid,
