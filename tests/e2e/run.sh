@@ -1000,6 +1000,9 @@ ALL_TESTS+=(shmanon)
 # Deleted FIFOs, directories, devices, symlinks, cwds; sparse ghosts; chroot (issue 12).
 # shellcheck source=tests/e2e/ghost.sh
 . "$ROOT/tests/e2e/ghost.sh"
+# Per-task state: seccomp, membarrier, scheduling, stops, zombies (issue 12).
+# shellcheck source=tests/e2e/task.sh
+. "$ROOT/tests/e2e/task.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -86,8 +86,9 @@ pub struct Task {
     /// Word overwritten by [`Task::infect`], to put back.
     saved_word: Option<(RemoteAddr, u64)>,
     signals_blocked: bool,
-    /// The task was in a job-control stop when it was seized.
-    was_stopped: bool,
+    /// The signal of the job-control stop the task was in when it was
+    /// seized (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU); 0 if it was running.
+    stop_signo: i32,
     /// How long crust waits for the task to stop again after resuming it
     /// (a remote syscall); `None` (the default): no bound.
     timeout: Option<Duration>,
@@ -103,8 +104,7 @@ impl Drop for Task {
         if self.release_on_drop {
             self.release_on_drop = false;
             let _ = self.cure();
-            let sig = if self.was_stopped { libc::SIGSTOP } else { 0 };
-            let _ = ptrace::detach(self.pid, sig);
+            let _ = ptrace::detach(self.pid, self.stop_signo);
         }
     }
 }
@@ -137,18 +137,18 @@ impl Task {
 
     fn end_seize(pid: i32, timeout: Duration) -> Result<Task> {
         let start = Instant::now();
-        let mut was_stopped = false;
+        let mut stop_signo = 0;
         loop {
             let st = wait_stop(pid, Some((start, timeout)))?;
             match st {
                 WaitStatus::Stopped { sig, event } if event == ptrace::EVENT_STOP => {
-                    if sig == libc::SIGTRAP || was_stopped {
+                    if sig == libc::SIGTRAP || stop_signo != 0 {
                         break;
                     }
                     // A job-control stop: wake it with SIGCONT (which is
                     // swallowed below) so syscalls can run in it; it is
-                    // stopped again when released.
-                    was_stopped = true;
+                    // stopped again, by the same signal, when released.
+                    stop_signo = sig;
                     process::kill(pid, libc::SIGCONT).map_err(|source| Error::Ptrace {
                         pid,
                         op: "kill(SIGCONT)",
@@ -160,7 +160,7 @@ impl Task {
                 WaitStatus::Stopped {
                     sig: libc::SIGCONT,
                     event: 0,
-                } if was_stopped => {
+                } if stop_signo != 0 => {
                     pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
                 }
                 WaitStatus::Stopped { sig, event: 0 } => {
@@ -175,7 +175,7 @@ impl Task {
             }
         }
         let mut t = Self::from_stopped(pid)?;
-        t.was_stopped = was_stopped;
+        t.stop_signo = stop_signo;
         t.release_on_drop = true;
         Ok(t)
     }
@@ -213,7 +213,21 @@ impl Task {
     /// Was the task in a job-control stop (SIGSTOP and the like) when it
     /// was seized?
     pub fn was_stopped(&self) -> bool {
-        self.was_stopped
+        self.stop_signo != 0
+    }
+
+    /// The signal that stopped the task (job control), if it was stopped
+    /// when seized.
+    pub fn stop_signal(&self) -> Option<i32> {
+        (self.stop_signo != 0).then_some(self.stop_signo)
+    }
+
+    /// Make the task resume at `ip` instead of where it was stopped (the
+    /// registers [`Task::regs`] reports and [`Task::cure`] puts back): an
+    /// rseq critical section interrupted by the dump goes to its abort
+    /// handler, as the kernel would have sent it.
+    pub fn set_resume_ip(&mut self, ip: u64) {
+        self.orig_regs.rip = ip;
     }
 
     /// Take over a child that called PTRACE_TRACEME and stopped itself with
@@ -267,7 +281,7 @@ impl Task {
             syscall_ip: None,
             saved_word: None,
             signals_blocked: false,
-            was_stopped: false,
+            stop_signo: 0,
             timeout: None,
             release_on_drop: false,
         })
@@ -430,17 +444,18 @@ impl Task {
 
     /// Load registers, XSAVE area and signal mask, then let the task go
     /// (for a task that is not the one unmapping the trampoline).
+    /// `stop`: the job-control signal to leave it stopped by (SIGSTOP,
+    /// SIGTSTP...), or none to let it run.
     pub fn finish_with(
         self,
         regs: &UserRegs,
         xstate: Option<&[u8]>,
         sigmask: u64,
-        leave_stopped: bool,
+        stop: Option<i32>,
     ) -> Result<()> {
         let pid = self.pid;
         self.load_final(regs, xstate, sigmask)?;
-        let sig = if leave_stopped { libc::SIGSTOP } else { 0 };
-        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, sig))
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, stop.unwrap_or(0)))
     }
 
     /// The last remote syscall of a restore: `munmap(addr, len)` (the
@@ -518,7 +533,7 @@ impl Task {
             syscall_ip: Some(RemoteAddr(regs.rip.wrapping_sub(2))),
             saved_word: None,
             signals_blocked: false,
-            was_stopped: false,
+            stop_signo: 0,
             timeout: None,
             release_on_drop: false,
         })
@@ -576,14 +591,23 @@ impl Task {
         self.release_on_drop = false;
         let pid = self.pid;
         // A zeroed struct kernel_sigaction is SIG_DFL with no flags.
-        let sp = scratch.get();
-        crust_sys::mem::write(pid, scratch, &[0u8; 32]).map_err(|source| Error::Ptrace {
-            pid,
-            op: "process_vm_writev",
-            source,
-        })?;
-        self.syscall(libc::SYS_rt_sigaction, [sig as u64, sp, 0, 8, 0, 0])?;
+        // SIGKILL has no action to reset (rt_sigaction refuses it).
+        if sig != libc::SIGKILL {
+            let sp = scratch.get();
+            crust_sys::mem::write(pid, scratch, &[0u8; 32]).map_err(|source| Error::Ptrace {
+                pid,
+                op: "process_vm_writev",
+                source,
+            })?;
+            self.syscall(libc::SYS_rt_sigaction, [sig as u64, sp, 0, 8, 0, 0])?;
+        }
         pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, 0))?;
+        // It waits in pause() for the signal: left where the last remote
+        // syscall returned, it would run on into the int3 after the
+        // `syscall` and die of SIGTRAP before the signal came. (Sent while
+        // it is still traced, SIGKILL would kill it under crust, hiding
+        // the zombie from its parent until crust exits.)
+        self.load_syscall(libc::SYS_pause, [0; 6])?;
         pt(pid, "PTRACE_DETACH", ptrace::detach(pid, 0))?;
         process::kill(pid, sig).map_err(|source| Error::Ptrace {
             pid,
@@ -654,10 +678,10 @@ impl Task {
     /// job-control stop instead).
     pub fn release(mut self, stop: bool) -> Result<()> {
         self.cure()?;
-        let sig = if stop || self.was_stopped {
-            libc::SIGSTOP
-        } else {
-            0
+        let sig = match (stop, self.stop_signo) {
+            (_, s) if s != 0 => s,
+            (true, _) => libc::SIGSTOP,
+            _ => 0,
         };
         pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))?;
         self.release_on_drop = false;
@@ -688,10 +712,10 @@ impl Task {
         regs: &UserRegs,
         xstate: Option<&[u8]>,
         sigmask: u64,
-        leave_stopped: bool,
+        stop: Option<i32>,
     ) -> Result<()> {
         self.unmap_last(munmap_addr, munmap_len)?;
-        self.finish_with(regs, xstate, sigmask, leave_stopped)
+        self.finish_with(regs, xstate, sigmask, stop)
     }
 }
 

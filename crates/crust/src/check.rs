@@ -83,16 +83,8 @@ static FEATURES: &[Feature] = &[
         Lacks("crust does not dump user namespaces yet"),
     ),
     feat("fdinfo_lock", Extra, Probe(fdinfo_lock)),
-    feat(
-        "seccomp_suspend",
-        Extra,
-        Lacks("crust does not dump seccomp filters yet"),
-    ),
-    feat(
-        "seccomp_filters",
-        Extra,
-        Lacks("crust does not dump seccomp filters yet"),
-    ),
+    feat("seccomp_suspend", Extra, Probe(seccomp)),
+    feat("seccomp_filters", Extra, Probe(seccomp)),
     feat("loginuid", Extra, Probe(loginuid)),
     feat("cgroupns", Extra, Lacks(NO_CGROUP)),
     feat("autofs", Experimental, Lacks(NO_MNTNS)),
@@ -127,11 +119,10 @@ static FEATURES: &[Feature] = &[
         Extra,
         Lacks("crust finds epoll targets by fd number, not with KCMP_EPOLL_TFD"),
     ),
-    feat(
-        "timens",
-        Extra,
-        Lacks("crust does not dump time namespaces yet"),
-    ),
+    // crust refuses a task in (or making children in) a time namespace
+    // other than its own, as CRIU refuses a time namespace for children;
+    // it reads /proc/PID/ns/time_for_children to tell.
+    feat("timens", Extra, Probe(timens)),
     feat(
         "external_net_ns",
         FeatureOnly,
@@ -293,6 +284,28 @@ fn loginuid() -> ProbeResult {
         .open("/proc/self/loginuid")
         .map_err(os("opening /proc/self/loginuid for writing"))?;
     Ok(())
+}
+
+/// Seccomp in /proc/PID/status (a kernel with seccomp; crust reads
+/// filters with PTRACE_SECCOMP_GET_FILTER and suspends them with
+/// PTRACE_O_SUSPEND_SECCOMP, both there since Linux 4.4).
+fn seccomp() -> ProbeResult {
+    let st =
+        std::fs::read_to_string("/proc/self/status").map_err(os("reading /proc/self/status"))?;
+    if st.lines().any(|l| l.starts_with("Seccomp:")) {
+        Ok(())
+    } else {
+        Err(missing(
+            "no Seccomp in /proc/PID/status (a kernel without seccomp)",
+        ))
+    }
+}
+
+/// Time namespaces: /proc/PID/ns/time_for_children, which the dump reads.
+fn timens() -> ProbeResult {
+    std::fs::metadata("/proc/self/ns/time_for_children")
+        .map(drop)
+        .map_err(os("reading /proc/self/ns/time_for_children"))
 }
 
 /// NSpid in /proc/PID/status: pids of a tree in its own pid namespace.

@@ -23,6 +23,9 @@ pub mod options {
     pub const TRACEEXEC: u64 = 1 << 4;
     pub const TRACEEXIT: u64 = 1 << 6;
     pub const EXITKILL: u64 = 1 << 20;
+    /// Seccomp filters and strict mode do not apply to the tracee's
+    /// syscalls while it is traced with this option (needs CAP_SYS_ADMIN).
+    pub const SUSPEND_SECCOMP: u64 = 1 << 21;
 }
 
 /// `PTRACE_EVENT_STOP`: the stop that PTRACE_INTERRUPT and group stops
@@ -37,6 +40,8 @@ const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 const NT_PRSTATUS: usize = 1;
 const NT_X86_XSTATE: usize = 0x202;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
@@ -243,6 +248,52 @@ pub fn get_rseq_config(pid: i32) -> io::Result<RseqConfig> {
         signature: raw.sig,
         flags: raw.flags,
     })
+}
+
+/// Longest classic BPF program the kernel accepts (BPF_MAXINSNS).
+pub const BPF_MAXINSNS: usize = 4096;
+
+/// PTRACE_SECCOMP_GET_FILTER: the classic BPF instructions (8 bytes each)
+/// of the task's seccomp filter number `index`, 0 being the one installed
+/// last. `Ok(None)` past the oldest filter (ENOENT).
+pub fn seccomp_filter(pid: i32, index: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; BPF_MAXINSNS * 8];
+    match req(
+        PTRACE_SECCOMP_GET_FILTER,
+        pid,
+        index as usize,
+        buf.as_mut_ptr() as usize,
+    ) {
+        Ok(n) => {
+            let len = usize::try_from(n).unwrap_or(0).min(BPF_MAXINSNS) * 8;
+            buf.truncate(len);
+            Ok(Some(buf))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// PTRACE_SECCOMP_GET_METADATA: the flags (SECCOMP_FILTER_FLAG_LOG...)
+/// seccomp filter number `index` of the task was installed with.
+pub fn seccomp_filter_flags(pid: i32, index: u64) -> io::Result<u64> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Meta {
+        filter_off: u64,
+        flags: u64,
+    }
+    let mut m = Meta {
+        filter_off: index,
+        flags: 0,
+    };
+    req(
+        PTRACE_SECCOMP_GET_METADATA,
+        pid,
+        std::mem::size_of::<Meta>(),
+        &mut m as *mut Meta as usize,
+    )?;
+    Ok(m.flags)
 }
 
 /// PTRACE_PEEKDATA: one word of the task's memory (ignores protections).

@@ -16,7 +16,6 @@ use crust_images::image::ImageType;
 use crust_images::proto::core::TaskKobjIdsEntry;
 use crust_images::proto::fs::FsEntry;
 use crust_images::proto::pstree::PstreeEntry;
-use crust_images::proto::seccomp::SeccompEntry;
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
 use images::{inventory, timens, write_stats};
@@ -317,6 +316,7 @@ fn dump_tree(
             .collect(),
     );
     let mut locks = LockDump::new(opts.file_locks);
+    let mut seccomp = task::seccomp::SeccompDump::default();
     let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
     let mut walk = Walk::new(proc, root_pid, tree.procs.len());
     let ipcns = walk.ipcns;
@@ -346,6 +346,7 @@ fn dump_tree(
                     jobs: &jobs,
                     vmas_of: &mut vmas_of,
                     locks: &mut locks,
+                    seccomp: &mut seccomp,
                 };
                 crate::util::check_stop()?;
                 walk.process(p, &mut out)?;
@@ -376,7 +377,7 @@ fn dump_tree(
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
-    write_image(dir, ImageType::Seccomp, 0, &[SeccompEntry::default()])?;
+    write_image(dir, ImageType::Seccomp, 0, &[seccomp.entry()])?;
     write_image(dir, ImageType::Timens, 0, &[timens()?])?;
     // Every pages file is written: count them as they ended up.
     let tally = mem::take_page_tally(dir);
@@ -557,11 +558,15 @@ fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec<u32>) {
                 "group leader"
             }
         );
-        // Every later process of the same parent in that session/group
-        // goes under the helper too.
-        for t in tree.iter_mut().skip(i) {
-            if t.ppid == e.ppid && (t.sid == hpid || t.pgid == hpid) {
-                t.ppid = hpid;
+        // A session can only be entered by birth: every later process of
+        // the same parent in it goes under the helper. A group is joined
+        // (setpgid) by its members where they are, so they keep their
+        // parent (a zombie's parent must be able to wait for it).
+        if hpid == e.sid {
+            for t in tree.iter_mut().skip(i) {
+                if t.ppid == e.ppid && t.sid == hpid {
+                    t.ppid = hpid;
+                }
             }
         }
         helpers.push(hpid);
@@ -674,8 +679,24 @@ fn dump_process(
     let vmas = mem::collect_vmas(proc, pid)?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
-    // Facts only the tasks themselves can tell: run syscalls inside them.
-    let (pinside, tinside) = collect_inside(p, &vmas)?;
+    // Facts only the tasks themselves can tell: run syscalls inside them
+    // (seccomp suspended for them; rseq sections cut by the stop aborted).
+    task::misc::refuse_pending_sigtrap(proc, pid, &p.threads)?;
+    task::misc::refuse_time_for_children(pid)?;
+    let modes = task::seccomp::suspend(
+        proc,
+        pid,
+        &p.threads,
+        crust_sys::ptrace::options::TRACESYSGOOD,
+    )?;
+    for t in p.threads.iter_mut() {
+        task::misc::abort_rseq_cs(t)?;
+    }
+    let (pinside, mut tinside) = collect_inside(p, &vmas)?;
+    let sc = out.seccomp.collect(&p.threads, &modes)?;
+    for (ti, s) in tinside.iter_mut().zip(sc) {
+        ti.seccomp = s;
+    }
     debug!("{pid}: state read inside the task by {} us", us_since(t0));
 
     // If the page worker has stopped on an error, the send fails and the
@@ -857,6 +878,7 @@ struct Sinks<'a> {
     vmas_of: &'a mut std::collections::HashMap<i32, std::sync::Arc<Vec<mem::Vma>>>,
     /// File locks held through the fds (--file-locks).
     locks: &'a mut LockDump,
+    seccomp: &'a mut task::seccomp::SeccompDump,
 }
 
 /// Copying one process's pages into the page sink (its pagemap and pages
@@ -957,8 +979,8 @@ mod tests {
             [
                 (10, 0, 10, 10),
                 (20, 10, 20, 10),
-                (11, 20, 20, 10),
-                (12, 20, 20, 10)
+                (11, 10, 20, 10),
+                (12, 10, 20, 10)
             ]
         );
         assert!(
@@ -978,7 +1000,7 @@ mod tests {
                 (10, 0, 10, 10),
                 (30, 10, 30, 30),
                 (31, 30, 31, 30),
-                (12, 31, 31, 30)
+                (12, 30, 31, 30)
             ]
         );
     }

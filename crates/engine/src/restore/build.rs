@@ -60,12 +60,35 @@ pub(super) fn build_rest(
     Ok(())
 }
 
-/// Credentials of every thread of one process (last: afterwards the task
-/// may not be allowed to do the rest).
-pub(super) fn build_creds(tasks: &mut [Task], live: &LiveImage, tramp: u64) -> Result<(), Error> {
-    for (t, ti) in tasks.iter_mut().zip(live.threads.iter()) {
+/// Seccomp and credentials of every thread of one process (last:
+/// afterwards the task may not be allowed to do the rest), then what the
+/// change of credentials reset (dumpable, parent-death signal).
+pub(super) fn build_creds(
+    tasks: &mut [Task],
+    live: &LiveImage,
+    tramp: u64,
+    seccomp: &task::seccomp::SeccompImage,
+) -> Result<(), Error> {
+    // A filter synced to every thread (TSYNC) reaches threads whose own
+    // core says nothing: suspend seccomp for all of them first.
+    if live
+        .threads
+        .iter()
+        .any(|t| task::seccomp::has_mode(&t.core))
+    {
+        for t in tasks.iter() {
+            t.set_options(TRACE_OPTS | popt::SUSPEND_SECCOMP)
+                .map_err(|source| Error::Compel {
+                    pid: t.pid(),
+                    source,
+                })?;
+        }
+    }
+    for (i, (t, ti)) in tasks.iter_mut().zip(live.threads.iter()).enumerate() {
         let mut r = Remote::on_trampoline(t, tramp);
+        task::seccomp::apply(&mut r, &ti.core, seccomp)?;
         task::apply_creds(&mut r, &ti.core)?;
+        task::misc::apply_after_creds(&mut r, &ti.core, (i == 0).then_some(&live.mm))?;
     }
     Ok(())
 }

@@ -9,6 +9,11 @@
 
 use super::*;
 
+/// The ptrace options of every task a restore makes (the root's, which
+/// the tasks it begets inherit).
+pub(super) const TRACE_OPTS: u64 =
+    popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
+
 /// Create every process and thread, then build each one.
 pub(super) fn create_and_build(
     img: &ImageSet,
@@ -20,11 +25,11 @@ pub(super) fn create_and_build(
     let mut root = create_root(img, opts, tramp)?;
     let root_host = root.pid();
     root.use_syscall_ip(RemoteAddr(tramp));
-    let opts_all = popt::EXITKILL | popt::TRACESYSGOOD | popt::TRACEFORK | popt::TRACECLONE;
-    root.set_options(opts_all).map_err(|source| Error::Compel {
-        pid: root_host,
-        source,
-    })?;
+    root.set_options(TRACE_OPTS)
+        .map_err(|source| Error::Compel {
+            pid: root_host,
+            source,
+        })?;
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
     set_session(img, 0, opts, created, tramp)?;
@@ -49,7 +54,7 @@ pub(super) fn create_and_build(
     tree_wide_files(img, created, tramp)?;
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
-            build_creds(created.tasks_of(i, p.pid())?, live, tramp)?;
+            build_creds(created.tasks_of(i, p.pid())?, live, tramp, &img.seccomp)?;
         }
     }
     Ok(pages)

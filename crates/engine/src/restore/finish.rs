@@ -291,8 +291,20 @@ fn release_live(
             .threads
             .first()
             .ok_or_else(|| no_task("a main thread image"))?;
-        let stopped = opts.leave_stopped
-            || ti.core.tc.as_ref().map(|t| t.task_state) == Some(task_state::STOPPED);
+        // A stopped task stops again by the signal that stopped it (CRIU's
+        // stop_signo; SIGSTOP if the image has none).
+        let tc = ti.core.tc.as_ref();
+        let stop = if tc.map(|t| t.task_state) == Some(task_state::STOPPED) {
+            let sig = tc.and_then(|t| t.stop_signo).unwrap_or(0) as i32;
+            Some(if is_stop_signal(sig) {
+                sig
+            } else {
+                libc::SIGSTOP
+            })
+        } else {
+            opts.leave_stopped.then_some(libc::SIGSTOP)
+        };
+        let stopped = stop.is_some();
         let traced = server.is_some()
             && !stopped
             && live.files.fds.iter().any(|f| listeners.contains(&f.id));
@@ -309,7 +321,7 @@ fn release_live(
                 );
                 continue;
             }
-            t.finish_with(&regs, Some(&ti.xstate), mask, stopped)
+            t.finish_with(&regs, Some(&ti.xstate), mask, stop)
                 .map_err(|source| Error::Compel { pid: tid, source })?;
         }
         let pid = main.pid();
@@ -333,11 +345,16 @@ fn release_live(
             &regs,
             Some(&ti.xstate),
             mask,
-            stopped,
+            stop,
         )
         .map_err(|source| Error::Compel { pid, source })?;
     }
     Ok(())
+}
+
+/// The signals that put a task in a job-control stop.
+fn is_stop_signal(sig: i32) -> bool {
+    [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
 }
 
 pub(super) fn final_regs(

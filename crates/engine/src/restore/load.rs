@@ -77,7 +77,9 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
             }
         }
     }
+    let seccomp = load_seccomp(&dir, &procs)?;
     Ok(ImageSet {
+        seccomp,
         dir,
         procs,
         new_pidns,
@@ -88,6 +90,30 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         netlock,
         memfds: memfds.unwrap_or_default(),
     })
+}
+
+/// seccomp.img (optional: CRIU's sets without filters may lack it), each
+/// thread's mode and filter chain checked against it.
+fn load_seccomp(dir: &Path, procs: &[ProcImage]) -> Result<task::seccomp::SeccompImage, Error> {
+    use crust_images::image::ImageReader;
+    let name = ImageType::Seccomp.file_name(0);
+    let err = |source| Error::Image {
+        what: format!("cannot read image {name}"),
+        source,
+    };
+    let entry = match ImageReader::open_typed(dir, ImageType::Seccomp, &name) {
+        Ok(mut r) => r.read_remaining().map_err(err)?.into_iter().next(),
+        Err(e) if e.is_missing() => None,
+        Err(e) => return Err(err(e)),
+    };
+    let img = task::seccomp::SeccompImage::new(entry);
+    for live in procs.iter().filter_map(|p| p.live.as_ref()) {
+        for t in &live.threads {
+            img.check_core(&t.core)
+                .map_err(|why| bad(dir, format!("core-{}.img: {why}", t.tid)))?;
+        }
+    }
+    Ok(img)
 }
 
 /// Every process of pstree.img, in order (parents before children),

@@ -120,6 +120,8 @@ struct ImageSet {
     netlock: crate::net::netlock::Method,
     /// The memfd inodes of files.img (empty when no process maps one).
     memfds: mem::Memfds,
+    /// seccomp.img: the filters threads are restored with.
+    seccomp: task::seccomp::SeccompImage,
 }
 
 /// Tasks created so far, killed if the restore fails.

@@ -11,7 +11,9 @@
 )]
 
 mod creds;
+pub mod misc;
 pub(crate) mod remote;
+pub mod seccomp;
 mod timers;
 pub mod xsave;
 
@@ -54,6 +56,7 @@ pub struct ProcInside {
     pub dumpable: i32,
     pub thp_disabled: bool,
     pub child_subreaper: bool,
+    pub membarrier: u32,
     pub itimers: [ItimerEntry; 3],
     pub posix_timers: Vec<PosixTimerEntry>,
 }
@@ -65,9 +68,13 @@ pub struct ThreadInside {
     pub clear_tid: u64,
     pub secbits: u32,
     pub pdeath_sig: u32,
+    /// Policy with SCHED_RESET_ON_FORK, and real-time priority.
+    pub sched: (u32, u32),
+    pub seccomp: seccomp::ThreadSeccomp,
 }
 
 const PR_GET_TID_ADDRESS: u64 = 40;
+const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
 fn prctl_get(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
@@ -133,6 +140,7 @@ pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
         }
     }
     out.posix_timers = collect_posix_timers(r)?;
+    out.membarrier = misc::collect_membarrier(r)?;
     Ok(out)
 }
 
@@ -160,6 +168,8 @@ pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
         )? as u32,
         pdeath_sig: prctl_get_ptr(r, "prctl(PR_GET_PDEATHSIG)", libc::PR_GET_PDEATHSIG as u64)?
             as u32,
+        sched: misc::collect_sched(r)?,
+        seccomp: seccomp::ThreadSeccomp::default(),
     })
 }
 
@@ -268,6 +278,29 @@ pub struct CoreParts<'a> {
     pub multi_threaded: bool,
 }
 
+/// A thread's credentials as /proc shows them, with its securebits.
+fn creds_of(status: &Status, secbits: u32) -> CredsEntry {
+    CredsEntry {
+        uid: status.uid[0],
+        gid: status.gid[0],
+        euid: status.uid[1],
+        egid: status.gid[1],
+        suid: status.uid[2],
+        sgid: status.gid[2],
+        fsuid: status.uid[3],
+        fsgid: status.gid[3],
+        cap_inh: cap_words(status.cap_inh),
+        cap_prm: cap_words(status.cap_prm),
+        cap_eff: cap_words(status.cap_eff),
+        cap_bnd: cap_words(status.cap_bnd),
+        secbits,
+        groups: status.groups.clone(),
+        no_new_privs: (status.no_new_privs != 0).then_some(status.no_new_privs),
+        cap_amb: cap_words(status.cap_amb),
+        ..Default::default()
+    }
+}
+
 pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreEntry, Error> {
     let task = p.task;
     let (stat, status) = (p.stat, p.status);
@@ -291,27 +324,9 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
             signature: r.signature,
             ..Default::default()
         });
-    let creds = CredsEntry {
-        uid: status.uid[0],
-        gid: status.gid[0],
-        euid: status.uid[1],
-        egid: status.gid[1],
-        suid: status.uid[2],
-        sgid: status.gid[2],
-        fsuid: status.uid[3],
-        fsgid: status.gid[3],
-        cap_inh: cap_words(status.cap_inh),
-        cap_prm: cap_words(status.cap_prm),
-        cap_eff: cap_words(status.cap_eff),
-        cap_bnd: cap_words(status.cap_bnd),
-        secbits: p.thread.secbits,
-        groups: status.groups.clone(),
-        no_new_privs: (status.no_new_privs != 0).then_some(status.no_new_privs),
-        cap_amb: cap_words(status.cap_amb),
-        ..Default::default()
-    };
+    let creds = creds_of(status, p.thread.secbits);
     let comm = status.name.clone();
-    let policy = stat.policy;
+    let (policy, prio) = p.thread.sched;
     let tc = match p.process {
         None => None,
         Some(pi) => {
@@ -353,7 +368,8 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
                 oom_score_adj: crust_proc::oom_score_adj(proc, tgid).ok(),
                 sigactions: pi.sigactions.clone(),
                 child_subreaper: Some(pi.child_subreaper),
-                stop_signo: task.was_stopped().then_some(libc::SIGSTOP as u32),
+                stop_signo: task.stop_signal().map(|s| s as u32),
+                membarrier_registration_mask: (pi.membarrier != 0).then_some(pi.membarrier),
                 ..Default::default()
             })
         }
@@ -363,8 +379,9 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
         futex_rla_len: futex_rla_len as u32,
         sched_nice: Some(stat.nice as i32),
         sched_policy: Some(policy),
-        sched_prio: (policy == libc::SCHED_FIFO as u32 || policy == libc::SCHED_RR as u32)
-            .then_some(stat.rt_priority),
+        sched_prio: [libc::SCHED_FIFO as u32, libc::SCHED_RR as u32]
+            .contains(&(policy & !SCHED_RESET_ON_FORK))
+            .then_some(prio),
         blk_sigset: (p.multi_threaded && p.process.is_none()).then(|| task.sigmask()),
         sas: Some(p.thread.sas.clone()),
         pdeath_sig: (p.thread.pdeath_sig != 0).then_some(p.thread.pdeath_sig),
@@ -374,7 +391,7 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
         rseq_entry: rseq,
         ..Default::default()
     };
-    Ok(CoreEntry {
+    let mut core = CoreEntry {
         mtype: core_entry_march::X86_64,
         thread_info: Some(ThreadInfoX86 {
             clear_tid_addr: p.thread.clear_tid,
@@ -386,7 +403,9 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
         tc,
         thread_core: Some(tcore),
         ..Default::default()
-    })
+    };
+    seccomp::set_core(&mut core, p.thread.seccomp);
+    Ok(core)
 }
 
 /// The core of a helper task (see `dump::add_helpers`).
@@ -482,6 +501,7 @@ fn apply_task_core(
             warn!("cannot restore oom_score_adj {adj} of {pid}: {e}");
         }
     }
+    misc::apply_membarrier_tc(r, tc)?;
     if tc.child_subreaper == Some(true) {
         r.call(
             "prctl(PR_SET_CHILD_SUBREAPER)",
@@ -561,13 +581,8 @@ fn apply_thread_core(
         [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
     )?;
     apply_sched(r, th)?;
-    if let Some(pd) = th.pdeath_sig {
-        r.call(
-            "prctl(PR_SET_PDEATHSIG)",
-            libc::SYS_prctl,
-            [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
-        )?;
-    }
+    // The parent-death signal is set after the credentials (a change of
+    // credentials clears it): see misc::apply_after_creds.
     Ok(())
 }
 
