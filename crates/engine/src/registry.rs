@@ -16,17 +16,20 @@ use crate::files::kind::Loader;
 /// pipes and event files in their queued messages). Files replaced by
 /// inherited fds come first, added by the restore itself.
 pub(crate) const RESTORE: &[Loader] = &[
+    // Ghosts first: deleted FIFOs are opened by it, used by pipes.
+    crate::files::ghost::load_kind,
     crate::files::pipes::load_kind,
     crate::files::events::load_kind,
     crate::net::unix::load_kind,
     crate::net::inet::load_kind,
-    crate::files::ghost::load_kind,
     crate::files::regshare::load_kind,
     crate::files::memfd::load_kind,
     crate::files::pty::load_kind,
     crate::net::packet::load_kind,
     crate::net::netlink::load_kind,
     crate::files::pidfd::load_kind,
+    crate::files::nsfile::load_kind,
+    crate::files::procfile::load_kind,
 ];
 
 /// Every kind of file at dump, in the order they are asked. Kinds that
@@ -43,6 +46,7 @@ pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
         Box::new(crate::files::memfd::MemfdDump::default()),
         Box::new(crate::files::pty::PtyDump::default()),
         Box::new(crate::files::pidfd::PidfdDump::default()),
+        Box::new(crate::files::nsfile::NsfileDump::default()),
         Box::new(crate::files::pipes::PipeDump::default()),
     ]
 }
@@ -65,8 +69,9 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), n);
-        // Regular files held by several processes are a kind at restore
-        // only (at dump they are the fd table's own).
-        assert_eq!(RESTORE.len(), n + 1);
+        // Regular files held by several processes and files of the tree's
+        // /proc entries are kinds at restore only (at dump they are the fd
+        // table's own).
+        assert_eq!(RESTORE.len(), n + 2);
     }
 }

@@ -21,6 +21,10 @@
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
 use crate::files::classify::Target;
+use crate::files::inotify::{add_watch, inotify_watches, GhostPaths};
+pub(crate) use crate::files::inotify::{
+    handle_bytes, handle_path, handle_words, kdev, open_handle,
+};
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
@@ -29,30 +33,25 @@ use crate::Error;
 use crust_images::proto::eventfd::EventfdFileEntry;
 use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
-use crust_images::proto::fh::FhEntry;
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::fsnotify::{FanotifyFileEntry, InotifyFileEntry, InotifyWdEntry};
 use crust_images::proto::signalfd::SignalfdEntry;
 use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
-use log::{debug, warn};
+use log::debug;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::CString;
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// EFD_SEMAPHORE, kept in bit 0 of an EVENTFD entry's flags.
 const EFD_SEMAPHORE: u32 = 1;
 /// Status flags crust sets again on a restored description.
 const KEEP_FLAGS: u32 = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
 const NSEC: u64 = 1_000_000_000;
-/// Handle words CRIU always writes (fh_entry_sizes.min_entries).
-const FH_WORDS: usize = 16;
 
 /// A kind of event file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +150,7 @@ impl EventDump {
     }
 }
 
-fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
+pub(crate) fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
     Error::Restore {
         pid,
         what: format!("cannot parse the {what} of fd {fd} in its fdinfo: '{line}'"),
@@ -323,109 +322,6 @@ fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEnt
     Ok(tfds)
 }
 
-/// The watches of inotify fd `fd` (its fdinfo `inotify` lines).
-fn inotify_watches(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<InotifyWdEntry>, Error> {
-    let mut wds = Vec::new();
-    for line in info.get_all("inotify") {
-        let bad = || parse_err(pid, fd, "inotify watch", line);
-        let w = words(line);
-        let n = |k: &str| w.get(k).and_then(|v| hex(v)).ok_or_else(bad);
-        let bytes = n("fhandle-bytes")? as usize;
-        let htype = n("fhandle-type")? as u32;
-        let raw = w.get("f_handle").ok_or_else(bad)?;
-        if raw.len() % 2 != 0 || bytes > ev::MAX_HANDLE_SZ || raw.len() / 2 < bytes {
-            return Err(bad());
-        }
-        let hb: Vec<u8> = (0..raw.len() / 2)
-            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad())?;
-        let sdev = n("sdev")? as u32;
-        let path = handle_path(sdev, htype as i32, &hb[..bytes]);
-        if path.is_none() {
-            warn!("{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})");
-        }
-        wds.push(InotifyWdEntry {
-            id: 0,
-            i_ino: n("ino")?,
-            mask: n("mask")? as u32,
-            ignored_mask: n("ignored_mask").unwrap_or(0) as u32,
-            s_dev: sdev,
-            wd: w
-                .get("wd")
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(bad)?,
-            f_handle: FhEntry {
-                bytes: bytes as u32,
-                r#type: htype,
-                handle: handle_words(&hb[..bytes]),
-                path,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-    }
-    Ok(wds)
-}
-
-/// Handle bytes as CRIU stores them: little-endian u64 words, at least 16.
-pub(crate) fn handle_words(b: &[u8]) -> Vec<u64> {
-    let mut out: Vec<u64> = b
-        .chunks(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        })
-        .collect();
-    if out.len() < FH_WORDS {
-        out.resize(FH_WORDS, 0);
-    }
-    out
-}
-
-pub(crate) fn handle_bytes(words: &[u64], n: usize) -> Vec<u8> {
-    let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    b.truncate(n);
-    b
-}
-
-/// A kernel-internal dev_t (as fdinfo prints it) as (major, minor).
-pub(crate) fn kdev(d: u32) -> (u32, u32) {
-    (d >> 20, d & 0xfffff)
-}
-
-/// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
-/// open_by_handle_at refuses those).
-fn mount_fd(sdev: u32) -> Option<OwnedFd> {
-    let (maj, min) = kdev(sdev);
-    let me = crust_sys::process::getpid();
-    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), me).ok()?;
-    let m = mounts
-        .iter()
-        .find(|m| m.major == maj && m.minor == min && m.root == "/")
-        .or_else(|| mounts.iter().find(|m| m.major == maj && m.minor == min))?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&m.mount_point)
-        .ok()
-        .map(OwnedFd::from)
-}
-
-/// Open the file behind a handle (O_PATH).
-pub(crate) fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
-    let m = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-    ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC)
-}
-
-/// The path of the file behind a handle, seen from crust.
-pub(crate) fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
-    let f = open_handle(sdev, htype, handle).ok()?;
-    let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
-    Some(p.to_string_lossy().into_owned())
-}
-
 // ---------------------------------------------------------------- restore
 
 #[derive(Debug, Clone)]
@@ -442,6 +338,8 @@ enum Desc {
 #[derive(Debug, Default)]
 pub struct EventFiles {
     descs: BTreeMap<u32, Desc>,
+    /// Ghost files by path, for watches on files deleted while open.
+    ghosts: GhostPaths,
 }
 
 /// A timer to arm once the tasks are built.
@@ -481,6 +379,12 @@ impl EventFiles {
         };
         let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut out = EventFiles::default();
+        if files.iter().any(|f| f.r#type == fd_types::INOTIFY) {
+            let regs = files
+                .iter()
+                .filter_map(|f| Some((f.id, f.reg.as_ref()?.name.as_str())));
+            out.ghosts = GhostPaths::new(regs, loaded.ghosted()?);
+        }
         for f in files {
             let id = f.id;
             let missing = |what: &str| bad(format!("{what} entry {id} has no {what} part"));
@@ -611,8 +515,9 @@ impl EventFiles {
         Ok(())
     }
 
-    /// Make every event description in crust (timers not armed yet).
-    pub fn open(&self) -> Result<OpenEvents, Error> {
+    /// Make every event description in crust (timers not armed yet);
+    /// `made`: the descriptions of the kinds made before (ghosts).
+    pub fn open(&self, made: &Made<'_>) -> Result<OpenEvents, Error> {
         let me = crust_sys::process::getpid();
         let mut out = OpenEvents::default();
         for (&id, d) in &self.descs {
@@ -656,7 +561,7 @@ impl EventFiles {
                     let mut wds: Vec<&InotifyWdEntry> = e.wd.iter().collect();
                     wds.sort_by_key(|w| w.wd);
                     for w in wds {
-                        add_watch(fd.as_fd(), id, w)?;
+                        add_watch(fd.as_fd(), id, w, &self.ghosts, made)?;
                     }
                     (fd, e.flags)
                 }
@@ -672,71 +577,6 @@ impl EventFiles {
         }
         Ok(out)
     }
-}
-
-/// Add inotify watch `w` to `ifd`, with its recorded number if the kernel
-/// can give it (watch numbers are handed out in increasing order: numbers
-/// below the one wanted are taken and dropped).
-fn add_watch(ifd: BorrowedFd<'_>, id: u32, w: &InotifyWdEntry) -> Result<(), Error> {
-    let me = crust_sys::process::getpid();
-    let h = &w.f_handle;
-    let hb = handle_bytes(&h.handle, h.bytes as usize);
-    let target = match open_handle(w.s_dev, h.r#type as i32, &hb) {
-        Ok(f) => f,
-        Err(e) => {
-            // The handle is stale (another filesystem, inode gone): the
-            // recorded path, if it is still there.
-            let Some(p) = h.path.as_deref().filter(|p| Path::new(p).exists()) else {
-                return Err(Error::Restore {
-                    pid: me,
-                    what: format!(
-                        "inotify {id}: cannot open the file of watch {} (inode {}, dev {}:{}{}): {e}",
-                        w.wd,
-                        w.i_ino,
-                        kdev(w.s_dev).0,
-                        kdev(w.s_dev).1,
-                        h.path.as_deref().map(|p| format!(", was {p}")).unwrap_or_default()
-                    ),
-                });
-            };
-            warn!("inotify {id}: watch {} by its path {p}: {e}", w.wd);
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-                .open(p)
-                .map(OwnedFd::from)
-                .map_err(|source| Error::FileMissing {
-                    path: PathBuf::from(p),
-                    source,
-                })?
-        }
-    };
-    let path = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd())).expect("no NUL");
-    let want = w.wd as i32;
-    for _ in 0..100_000 {
-        let got = ev::inotify_add_watch(ifd, &path, w.mask).map_err(sys_err(
-            me,
-            format!("inotify_add_watch mask {:#x} for inotify {id}", w.mask),
-        ))?;
-        if got == want {
-            debug!("inotify {id}: watch {want} mask {:#x}", w.mask);
-            return Ok(());
-        }
-        if got > want {
-            warn!("inotify {id}: watch {want} came back as {got}");
-            return Ok(());
-        }
-        // Two watches on one inode come back as one number: that is a
-        // duplicate the kernel merged, not a number to skip.
-        ev::inotify_rm_watch(ifd, got).map_err(sys_err(
-            me,
-            format!("inotify_rm_watch {got} for inotify {id}"),
-        ))?;
-    }
-    Err(Error::Restore {
-        pid: me,
-        what: format!("inotify {id}: could not get watch number {want}"),
-    })
 }
 
 impl OpenEvents {
@@ -849,8 +689,8 @@ impl RestoreKind for EventFiles {
         "event files"
     }
 
-    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
-        Ok(Box::new(self.open()?))
+    fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open(made)?))
     }
 }
 

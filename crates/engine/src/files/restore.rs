@@ -102,8 +102,10 @@ impl RestoreFiles {
             if fd.r#type == fd_types::MEMFD
                 || fd.r#type == fd_types::TTY
                 || fd.r#type == fd_types::PIDFD
+                || fd.r#type == fd_types::NS
             {
-                // Checked by memfd::Memfds::load, pty::Ptys::load and pidfd::load_kind.
+                // Checked by memfd::Memfds::load, pty::Ptys::load,
+                // pidfd::load_kind and nsfile::load_kind.
                 if fd.fd > i32::MAX as u32 {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
@@ -163,6 +165,11 @@ impl RestoreFiles {
             return Ok(());
         };
         if self.ghosted.contains(&id) {
+            return Ok(());
+        }
+        // A process's /proc entry: its process may be one the restore
+        // makes (see `procfile`), and there is nothing to compare.
+        if super::procfile::proc_pid(&reg.name).is_some() {
             return Ok(());
         }
         if is_terminal_path(&reg.name) {
