@@ -262,10 +262,36 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
     Ok(e)
 }
 
-/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each checked
-/// to still be that fd of the process.
+/// The fd of process `pid` now open on the file of the target of epoll fd
+/// `efd` registered as `tfd` (the `toff`-th with that number): `tfd` itself
+/// if it still is, else another fd on that file (the target was
+/// registered through an fd since closed or moved, as CRIU finds with
+/// KCMP_EPOLL_TFD), `None` if the process has none. Without kcmp, `tfd` if
+/// it is open on the same inode.
+fn target_fd(pid: i32, efd: i32, tfd: i32, toff: u32, ino: Option<u64>) -> Option<i32> {
+    use crust_sys::process::kcmp_epoll_tfd;
+    match kcmp_epoll_tfd(pid, tfd, efd, tfd, toff) {
+        Ok(true) => return Some(tfd),
+        Ok(false) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+        Err(_) => {
+            let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}")).ok()?;
+            return ino.is_none_or(|i| md.ino() == i).then_some(tfd);
+        }
+    }
+    let fds = crust_proc::fds(&crust_proc::ProcRoot::default(), pid).ok()?;
+    fds.into_iter()
+        .map(|(n, _)| n)
+        .find(|&n| n != efd && kcmp_epoll_tfd(pid, n, efd, tfd, toff).unwrap_or(false))
+}
+
+/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each named by
+/// an fd of the process open on its file (see [`target_fd`]).
 fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEntry>, Error> {
     let mut tfds = Vec::new();
+    // Targets seen per registered number (toff), and the numbers given.
+    let mut per_num: HashMap<i32, u32> = HashMap::new();
+    let mut given: HashSet<i32> = HashSet::new();
     for line in info.get_all("tfd") {
         let bad = || parse_err(pid, fd, "epoll target", line);
         let (num, rest) = line
@@ -295,22 +321,27 @@ fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEnt
         let ino = kv.get("ino").and_then(|v| hex(v));
         let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
         let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
-        // The target must still be that fd of this process: the
-        // restore registers it by that number.
-        let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}"));
-        let same = match (&md, ino) {
-            (Ok(md), Some(ino)) => md.ino() == ino,
-            (Ok(_), None) => true,
-            _ => false,
-        };
-        if !same {
+        let toff = per_num.entry(tfd).or_default();
+        let found = target_fd(pid, fd, tfd, *toff, ino);
+        *toff += 1;
+        // The restore registers the target by the number of an fd on its
+        // file in this process.
+        let Some(now) = found else {
             return Err(Error::unsupported(format!(
-                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which is no longer open on that file in this process"
+                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which no fd of the process is open on any more"
             )));
+        };
+        if !given.insert(now) {
+            return Err(Error::unsupported(format!(
+                "process {pid} has the epoll fd {fd} watching one file through fd {now} and through fd {tfd}, since closed: one registration would be lost"
+            )));
+        }
+        if now != tfd {
+            debug!("{pid}: epoll fd {fd}: target registered as fd {tfd} is fd {now} now");
         }
         tfds.push(EventpollTfdEntry {
             id: 0,
-            tfd: tfd as u32,
+            tfd: now as u32,
             events,
             data,
             dev: sdev,
@@ -340,6 +371,10 @@ pub struct EventFiles {
     descs: BTreeMap<u32, Desc>,
     /// Ghost files by path, for watches on files deleted while open.
     ghosts: GhostPaths,
+    /// The process (pid in the images) whose fd numbers name each epoll's
+    /// targets: the first in pstree order that holds it (the dump read its
+    /// fdinfo there).
+    epoll_owner: HashMap<u32, i32>,
 }
 
 /// A timer to arm once the tasks are built.
@@ -355,8 +390,11 @@ pub struct OpenEvents {
     by_id: HashMap<u32, OwnedFd>,
     timers: Vec<Timer>,
     epolls: HashMap<u32, Vec<EventpollTfdEntry>>,
-    /// Epolls whose targets are registered already (in an earlier task).
+    /// Epolls whose targets are registered already.
     registered: RefCell<HashSet<u32>>,
+    /// The process that registers each epoll's targets (see
+    /// `EventFiles::epoll_owner`).
+    epoll_owner: HashMap<u32, i32>,
 }
 
 const CLOCKS: [i32; 5] = [
@@ -462,7 +500,7 @@ impl EventFiles {
     /// an entry of its type, and every epoll's targets are fds of the first
     /// process (in `procs` order) that holds the epoll.
     pub fn check_fds<'a>(
-        &self,
+        &mut self,
         dir: &Path,
         procs: impl Iterator<Item = (i32, &'a [FdinfoEntry])>,
     ) -> Result<(), Error> {
@@ -495,6 +533,7 @@ impl EventFiles {
                     if !first.insert(f.id) {
                         continue;
                     }
+                    self.epoll_owner.insert(f.id, pid);
                     for t in &e.tfd {
                         if !fds.iter().any(|g| g.fd == t.tfd) {
                             return Err(bad(format!(
@@ -519,7 +558,10 @@ impl EventFiles {
     /// `made`: the descriptions of the kinds made before (ghosts).
     pub fn open(&self, made: &Made<'_>) -> Result<OpenEvents, Error> {
         let me = crust_sys::process::getpid();
-        let mut out = OpenEvents::default();
+        let mut out = OpenEvents {
+            epoll_owner: self.epoll_owner.clone(),
+            ..Default::default()
+        };
         for (&id, d) in &self.descs {
             let err = |what: String| sys_err(me, format!("{what} for file {id}"));
             let (fd, flags) = match d {
@@ -587,11 +629,21 @@ impl OpenEvents {
     /// Register the targets of the epolls among `fds` (the task's fds, all
     /// installed) that no earlier task registered: EPOLL_CTL_ADD inside the
     /// task, keyed by its fd numbers.
-    pub fn register_epolls(&self, r: &mut Remote<'_>, fds: &[FdinfoEntry]) -> Result<(), Error> {
+    pub fn register_epolls(
+        &self,
+        r: &mut Remote<'_>,
+        pid: i32,
+        fds: &[FdinfoEntry],
+    ) -> Result<(), Error> {
         for f in fds.iter().filter(|f| f.r#type == fd_types::EVENTPOLL) {
             let Some(tfds) = self.epolls.get(&f.id) else {
                 continue;
             };
+            // Only the process whose fd numbers the targets are: another
+            // holder (a child forked after epoll_create) may lack them.
+            if self.epoll_owner.get(&f.id) != Some(&pid) {
+                continue;
+            }
             if !self.registered.borrow_mut().insert(f.id) {
                 continue;
             }
@@ -634,9 +686,20 @@ impl OpenEvents {
         for t in &self.timers {
             let e = &t.e;
             let fd = self.by_id[&t.id].as_fd();
-            if e.vsec != 0 || e.vnsec != 0 {
-                let mut value = (e.vsec as i64, e.vnsec as i64);
-                if e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 {
+            let interval = (e.isec as i64, e.insec as i64);
+            // A periodic timer that expired and was not read since shows
+            // no time left (the kernel moves it on at the next read): it
+            // goes on from now, one period at a time.
+            let value = match (e.vsec, e.vnsec) {
+                (0, 0) if e.ticks != 0 => interval,
+                v => (v.0 as i64, v.1 as i64),
+            };
+            if value != (0, 0) || interval != (0, 0) {
+                let mut value = value;
+                let abs = e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
+                // (No time left with an interval: disarmed, the interval
+                // kept, as the kernel shows it.)
+                if abs && value != (0, 0) {
                     let base = match e.clockid as i32 {
                         libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
                         libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
@@ -649,19 +712,15 @@ impl OpenEvents {
                         value = (value.0 + 1, value.1 - NSEC as i64);
                     }
                 }
-                ev::timerfd_settime(
-                    fd,
-                    e.settime_flags as i32,
-                    value,
-                    (e.isec as i64, e.insec as i64),
-                )
-                .map_err(sys_err(
-                    me,
-                    format!(
-                        "timerfd_settime of file {} ({}.{:09} s left, interval {}.{:09} s)",
-                        t.id, e.vsec, e.vnsec, e.isec, e.insec
+                ev::timerfd_settime(fd, e.settime_flags as i32, value, interval).map_err(
+                    sys_err(
+                        me,
+                        format!(
+                            "timerfd_settime of file {} ({}.{:09} s left, interval {}.{:09} s)",
+                            t.id, e.vsec, e.vnsec, e.isec, e.insec
+                        ),
                     ),
-                ))?;
+                )?;
             }
             if e.ticks != 0 {
                 ev::timerfd_set_ticks(fd, e.ticks).map_err(sys_err(
@@ -679,7 +738,7 @@ impl OpenEvents {
 /// Event files as a kind of file (see [`crate::files::kind`]): read from
 /// files.img and checked against the fd tables.
 pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
-    let events = EventFiles::load(ctx.dir, ctx.files)?;
+    let mut events = EventFiles::load(ctx.dir, ctx.files)?;
     events.check_fds(ctx.dir, ctx.live())?;
     Ok(Box::new(events))
 }
@@ -765,7 +824,8 @@ mod tests {
         if !dir.join("files.img").exists() {
             return;
         }
-        let ev = EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
+        let mut ev =
+            EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
         assert_eq!(ev.descs.len(), 5);
         match &ev.descs[&15] {
             Desc::Timerfd(t) => assert_eq!((t.clockid, t.isec, t.vsec), (1, 500, 997)),

@@ -259,10 +259,11 @@ impl RestoreFiles {
     /// Open every fd of the image in the task, at its number, with its
     /// flags and offset. `tty` replaces terminals for --shell-job. Pipes and
     /// FIFOs, sockets... are crust's descriptions in `shared`, passed to the
-    /// task.
+    /// task. `pid`: the process's pid in the images.
     pub fn open_fds(
         &self,
         r: &mut Remote<'_>,
+        pid: i32,
         tty: Option<&str>,
         shared: &OpenFiles,
     ) -> Result<(), Error> {
@@ -334,7 +335,7 @@ impl RestoreFiles {
         }
         fdpass::give_fds(r, &gifts)?;
         match shared.kind::<events::OpenEvents>() {
-            Some(ev) => ev.register_epolls(r, &fds),
+            Some(ev) => ev.register_epolls(r, pid, &fds),
             None => Ok(()),
         }
     }
