@@ -1003,6 +1003,8 @@ ALL_TESTS+=(shmanon)
 # Per-task state: seccomp, membarrier, scheduling, stops, zombies (issue 12).
 # shellcheck source=tests/e2e/task.sh
 . "$ROOT/tests/e2e/task.sh"
+# shellcheck source=tests/e2e/fds.sh
+. "$ROOT/tests/e2e/fds.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

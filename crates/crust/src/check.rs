@@ -114,11 +114,7 @@ static FEATURES: &[Feature] = &[
     ),
     feat("nsid", FeatureOnly, Lacks(NO_NETNS)),
     feat("link_nsid", FeatureOnly, Lacks(NO_NETNS)),
-    feat(
-        "kcmp_epoll",
-        Extra,
-        Lacks("crust finds epoll targets by fd number, not with KCMP_EPOLL_TFD"),
-    ),
+    feat("kcmp_epoll", Extra, Probe(kcmp_epoll)),
     // crust refuses a task in (or making children in) a time namespace
     // other than its own, as CRIU refuses a time namespace for children;
     // it reads /proc/PID/ns/time_for_children to tell.
@@ -260,6 +256,23 @@ fn timerfd() -> ProbeResult {
     let fd = events::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC)
         .map_err(os("timerfd_create"))?;
     events::timerfd_set_ticks(fd.as_fd(), 1).map_err(os("ioctl(TFD_IOC_SET_TICKS)"))
+}
+
+/// kcmp(KCMP_EPOLL_TFD), with which the dump finds the file of an epoll
+/// target registered through an fd since closed: asked about a target an
+/// empty epoll does not have, it answers ENOENT.
+fn kcmp_epoll() -> ProbeResult {
+    use std::os::fd::AsRawFd;
+    let ep = crust_sys::events::epoll_create1(libc::EPOLL_CLOEXEC).map_err(os("epoll_create1"))?;
+    let me = crust_sys::process::getpid();
+    let efd = ep.as_raw_fd();
+    match crust_sys::process::kcmp_epoll_tfd(me, efd, efd, efd, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(missing(format!("kcmp(KCMP_EPOLL_TFD): {e}"))),
+        Ok(_) => Err(missing(
+            "kcmp(KCMP_EPOLL_TFD) found a target in an empty epoll",
+        )),
+    }
 }
 
 /// "lock:" lines in /proc/PID/fdinfo, which --file-locks reads.

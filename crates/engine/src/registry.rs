@@ -28,6 +28,8 @@ pub(crate) const RESTORE: &[Loader] = &[
     crate::net::packet::load_kind,
     crate::net::netlink::load_kind,
     crate::files::pidfd::load_kind,
+    crate::files::nsfile::load_kind,
+    crate::files::procfile::load_kind,
 ];
 
 /// Every kind of file at dump, in the order they are asked. Kinds that
@@ -44,6 +46,7 @@ pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
         Box::new(crate::files::memfd::MemfdDump::default()),
         Box::new(crate::files::pty::PtyDump::default()),
         Box::new(crate::files::pidfd::PidfdDump::default()),
+        Box::new(crate::files::nsfile::NsfileDump::default()),
         Box::new(crate::files::pipes::PipeDump::default()),
     ]
 }
@@ -66,8 +69,9 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), n);
-        // Regular files held by several processes are a kind at restore
-        // only (at dump they are the fd table's own).
-        assert_eq!(RESTORE.len(), n + 1);
+        // Regular files held by several processes and files of the tree's
+        // /proc entries are kinds at restore only (at dump they are the fd
+        // table's own).
+        assert_eq!(RESTORE.len(), n + 2);
     }
 }

@@ -289,6 +289,28 @@ pub fn kcmp_file(pid1: i32, pid2: i32, a: i32, b: i32) -> io::Result<bool> {
     kcmp(pid1, pid2, 0, a as u64, b as u64)
 }
 
+/// kcmp(2) KCMP_EPOLL_TFD: is fd `fd` of `pid` open on the file of the
+/// target of epoll fd `efd` registered as fd `tfd` (the `toff`-th target
+/// registered with that number, in the order fdinfo lists them)?
+pub fn kcmp_epoll_tfd(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> io::Result<bool> {
+    const KCMP_EPOLL_TFD: i32 = 7;
+    // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: `slot` is a valid struct kcmp_epoll_slot that outlives the
+    // call; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            fd as u64,
+            slot.as_ptr() as u64,
+        )
+    };
+    Ok(cvt(r)? == 0)
+}
+
 /// kcmp(2): is kernel object `kind` (KCMP_FILE 0, KCMP_VM 1, KCMP_FILES 2,
 /// KCMP_FS 3, KCMP_SIGHAND 4, ...) of `pid1` the same as that of `pid2`?
 pub fn kcmp(pid1: i32, pid2: i32, kind: i32, a: u64, b: u64) -> io::Result<bool> {

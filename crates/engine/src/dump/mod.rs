@@ -319,6 +319,11 @@ fn dump_tree(
     let mut seccomp = task::seccomp::SeccompDump::default();
     let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
     let mut walk = Walk::new(proc, root_pid, tree.procs.len());
+    files.set_namespaces(
+        walk.nss
+            .known()
+            .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
+    );
     let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.

@@ -21,6 +21,10 @@
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
 use crate::files::classify::Target;
+use crate::files::inotify::{add_watch, inotify_watches, GhostPaths};
+pub(crate) use crate::files::inotify::{
+    handle_bytes, handle_path, handle_words, kdev, open_handle,
+};
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
@@ -29,30 +33,25 @@ use crate::Error;
 use crust_images::proto::eventfd::EventfdFileEntry;
 use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
-use crust_images::proto::fh::FhEntry;
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::fsnotify::{FanotifyFileEntry, InotifyFileEntry, InotifyWdEntry};
 use crust_images::proto::signalfd::SignalfdEntry;
 use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
-use log::{debug, warn};
+use log::debug;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::CString;
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// EFD_SEMAPHORE, kept in bit 0 of an EVENTFD entry's flags.
 const EFD_SEMAPHORE: u32 = 1;
 /// Status flags crust sets again on a restored description.
 const KEEP_FLAGS: u32 = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
 const NSEC: u64 = 1_000_000_000;
-/// Handle words CRIU always writes (fh_entry_sizes.min_entries).
-const FH_WORDS: usize = 16;
 
 /// A kind of event file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +150,7 @@ impl EventDump {
     }
 }
 
-fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
+pub(crate) fn parse_err(pid: i32, fd: i32, what: &str, line: &str) -> Error {
     Error::Restore {
         pid,
         what: format!("cannot parse the {what} of fd {fd} in its fdinfo: '{line}'"),
@@ -263,10 +262,36 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
     Ok(e)
 }
 
-/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each checked
-/// to still be that fd of the process.
+/// The fd of process `pid` now open on the file of the target of epoll fd
+/// `efd` registered as `tfd` (the `toff`-th with that number): `tfd` itself
+/// if it still is, else another fd on that file (the target was
+/// registered through an fd since closed or moved, as CRIU finds with
+/// KCMP_EPOLL_TFD), `None` if the process has none. Without kcmp, `tfd` if
+/// it is open on the same inode.
+fn target_fd(pid: i32, efd: i32, tfd: i32, toff: u32, ino: Option<u64>) -> Option<i32> {
+    use crust_sys::process::kcmp_epoll_tfd;
+    match kcmp_epoll_tfd(pid, tfd, efd, tfd, toff) {
+        Ok(true) => return Some(tfd),
+        Ok(false) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+        Err(_) => {
+            let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}")).ok()?;
+            return ino.is_none_or(|i| md.ino() == i).then_some(tfd);
+        }
+    }
+    let fds = crust_proc::fds(&crust_proc::ProcRoot::default(), pid).ok()?;
+    fds.into_iter()
+        .map(|(n, _)| n)
+        .find(|&n| n != efd && kcmp_epoll_tfd(pid, n, efd, tfd, toff).unwrap_or(false))
+}
+
+/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each named by
+/// an fd of the process open on its file (see [`target_fd`]).
 fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEntry>, Error> {
     let mut tfds = Vec::new();
+    // Targets seen per registered number (toff), and the numbers given.
+    let mut per_num: HashMap<i32, u32> = HashMap::new();
+    let mut given: HashSet<i32> = HashSet::new();
     for line in info.get_all("tfd") {
         let bad = || parse_err(pid, fd, "epoll target", line);
         let (num, rest) = line
@@ -296,22 +321,27 @@ fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEnt
         let ino = kv.get("ino").and_then(|v| hex(v));
         let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
         let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
-        // The target must still be that fd of this process: the
-        // restore registers it by that number.
-        let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}"));
-        let same = match (&md, ino) {
-            (Ok(md), Some(ino)) => md.ino() == ino,
-            (Ok(_), None) => true,
-            _ => false,
-        };
-        if !same {
+        let toff = per_num.entry(tfd).or_default();
+        let found = target_fd(pid, fd, tfd, *toff, ino);
+        *toff += 1;
+        // The restore registers the target by the number of an fd on its
+        // file in this process.
+        let Some(now) = found else {
             return Err(Error::unsupported(format!(
-                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which is no longer open on that file in this process"
+                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which no fd of the process is open on any more"
             )));
+        };
+        if !given.insert(now) {
+            return Err(Error::unsupported(format!(
+                "process {pid} has the epoll fd {fd} watching one file through fd {now} and through fd {tfd}, since closed: one registration would be lost"
+            )));
+        }
+        if now != tfd {
+            debug!("{pid}: epoll fd {fd}: target registered as fd {tfd} is fd {now} now");
         }
         tfds.push(EventpollTfdEntry {
             id: 0,
-            tfd: tfd as u32,
+            tfd: now as u32,
             events,
             data,
             dev: sdev,
@@ -321,109 +351,6 @@ fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEnt
         });
     }
     Ok(tfds)
-}
-
-/// The watches of inotify fd `fd` (its fdinfo `inotify` lines).
-fn inotify_watches(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<InotifyWdEntry>, Error> {
-    let mut wds = Vec::new();
-    for line in info.get_all("inotify") {
-        let bad = || parse_err(pid, fd, "inotify watch", line);
-        let w = words(line);
-        let n = |k: &str| w.get(k).and_then(|v| hex(v)).ok_or_else(bad);
-        let bytes = n("fhandle-bytes")? as usize;
-        let htype = n("fhandle-type")? as u32;
-        let raw = w.get("f_handle").ok_or_else(bad)?;
-        if raw.len() % 2 != 0 || bytes > ev::MAX_HANDLE_SZ || raw.len() / 2 < bytes {
-            return Err(bad());
-        }
-        let hb: Vec<u8> = (0..raw.len() / 2)
-            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad())?;
-        let sdev = n("sdev")? as u32;
-        let path = handle_path(sdev, htype as i32, &hb[..bytes]);
-        if path.is_none() {
-            warn!("{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})");
-        }
-        wds.push(InotifyWdEntry {
-            id: 0,
-            i_ino: n("ino")?,
-            mask: n("mask")? as u32,
-            ignored_mask: n("ignored_mask").unwrap_or(0) as u32,
-            s_dev: sdev,
-            wd: w
-                .get("wd")
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(bad)?,
-            f_handle: FhEntry {
-                bytes: bytes as u32,
-                r#type: htype,
-                handle: handle_words(&hb[..bytes]),
-                path,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-    }
-    Ok(wds)
-}
-
-/// Handle bytes as CRIU stores them: little-endian u64 words, at least 16.
-pub(crate) fn handle_words(b: &[u8]) -> Vec<u64> {
-    let mut out: Vec<u64> = b
-        .chunks(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        })
-        .collect();
-    if out.len() < FH_WORDS {
-        out.resize(FH_WORDS, 0);
-    }
-    out
-}
-
-pub(crate) fn handle_bytes(words: &[u64], n: usize) -> Vec<u8> {
-    let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    b.truncate(n);
-    b
-}
-
-/// A kernel-internal dev_t (as fdinfo prints it) as (major, minor).
-pub(crate) fn kdev(d: u32) -> (u32, u32) {
-    (d >> 20, d & 0xfffff)
-}
-
-/// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
-/// open_by_handle_at refuses those).
-fn mount_fd(sdev: u32) -> Option<OwnedFd> {
-    let (maj, min) = kdev(sdev);
-    let me = crust_sys::process::getpid();
-    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), me).ok()?;
-    let m = mounts
-        .iter()
-        .find(|m| m.major == maj && m.minor == min && m.root == "/")
-        .or_else(|| mounts.iter().find(|m| m.major == maj && m.minor == min))?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&m.mount_point)
-        .ok()
-        .map(OwnedFd::from)
-}
-
-/// Open the file behind a handle (O_PATH).
-pub(crate) fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
-    let m = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-    ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC)
-}
-
-/// The path of the file behind a handle, seen from crust.
-pub(crate) fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
-    let f = open_handle(sdev, htype, handle).ok()?;
-    let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
-    Some(p.to_string_lossy().into_owned())
 }
 
 // ---------------------------------------------------------------- restore
@@ -442,6 +369,12 @@ enum Desc {
 #[derive(Debug, Default)]
 pub struct EventFiles {
     descs: BTreeMap<u32, Desc>,
+    /// Ghost files by path, for watches on files deleted while open.
+    ghosts: GhostPaths,
+    /// The process (pid in the images) whose fd numbers name each epoll's
+    /// targets: the first in pstree order that holds it (the dump read its
+    /// fdinfo there).
+    epoll_owner: HashMap<u32, i32>,
 }
 
 /// A timer to arm once the tasks are built.
@@ -457,8 +390,11 @@ pub struct OpenEvents {
     by_id: HashMap<u32, OwnedFd>,
     timers: Vec<Timer>,
     epolls: HashMap<u32, Vec<EventpollTfdEntry>>,
-    /// Epolls whose targets are registered already (in an earlier task).
+    /// Epolls whose targets are registered already.
     registered: RefCell<HashSet<u32>>,
+    /// The process that registers each epoll's targets (see
+    /// `EventFiles::epoll_owner`).
+    epoll_owner: HashMap<u32, i32>,
 }
 
 const CLOCKS: [i32; 5] = [
@@ -481,6 +417,12 @@ impl EventFiles {
         };
         let files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut out = EventFiles::default();
+        if files.iter().any(|f| f.r#type == fd_types::INOTIFY) {
+            let regs = files
+                .iter()
+                .filter_map(|f| Some((f.id, f.reg.as_ref()?.name.as_str())));
+            out.ghosts = GhostPaths::new(regs, loaded.ghosted()?);
+        }
         for f in files {
             let id = f.id;
             let missing = |what: &str| bad(format!("{what} entry {id} has no {what} part"));
@@ -558,7 +500,7 @@ impl EventFiles {
     /// an entry of its type, and every epoll's targets are fds of the first
     /// process (in `procs` order) that holds the epoll.
     pub fn check_fds<'a>(
-        &self,
+        &mut self,
         dir: &Path,
         procs: impl Iterator<Item = (i32, &'a [FdinfoEntry])>,
     ) -> Result<(), Error> {
@@ -591,6 +533,7 @@ impl EventFiles {
                     if !first.insert(f.id) {
                         continue;
                     }
+                    self.epoll_owner.insert(f.id, pid);
                     for t in &e.tfd {
                         if !fds.iter().any(|g| g.fd == t.tfd) {
                             return Err(bad(format!(
@@ -611,10 +554,14 @@ impl EventFiles {
         Ok(())
     }
 
-    /// Make every event description in crust (timers not armed yet).
-    pub fn open(&self) -> Result<OpenEvents, Error> {
+    /// Make every event description in crust (timers not armed yet);
+    /// `made`: the descriptions of the kinds made before (ghosts).
+    pub fn open(&self, made: &Made<'_>) -> Result<OpenEvents, Error> {
         let me = crust_sys::process::getpid();
-        let mut out = OpenEvents::default();
+        let mut out = OpenEvents {
+            epoll_owner: self.epoll_owner.clone(),
+            ..Default::default()
+        };
         for (&id, d) in &self.descs {
             let err = |what: String| sys_err(me, format!("{what} for file {id}"));
             let (fd, flags) = match d {
@@ -656,7 +603,7 @@ impl EventFiles {
                     let mut wds: Vec<&InotifyWdEntry> = e.wd.iter().collect();
                     wds.sort_by_key(|w| w.wd);
                     for w in wds {
-                        add_watch(fd.as_fd(), id, w)?;
+                        add_watch(fd.as_fd(), id, w, &self.ghosts, made)?;
                     }
                     (fd, e.flags)
                 }
@@ -674,71 +621,6 @@ impl EventFiles {
     }
 }
 
-/// Add inotify watch `w` to `ifd`, with its recorded number if the kernel
-/// can give it (watch numbers are handed out in increasing order: numbers
-/// below the one wanted are taken and dropped).
-fn add_watch(ifd: BorrowedFd<'_>, id: u32, w: &InotifyWdEntry) -> Result<(), Error> {
-    let me = crust_sys::process::getpid();
-    let h = &w.f_handle;
-    let hb = handle_bytes(&h.handle, h.bytes as usize);
-    let target = match open_handle(w.s_dev, h.r#type as i32, &hb) {
-        Ok(f) => f,
-        Err(e) => {
-            // The handle is stale (another filesystem, inode gone): the
-            // recorded path, if it is still there.
-            let Some(p) = h.path.as_deref().filter(|p| Path::new(p).exists()) else {
-                return Err(Error::Restore {
-                    pid: me,
-                    what: format!(
-                        "inotify {id}: cannot open the file of watch {} (inode {}, dev {}:{}{}): {e}",
-                        w.wd,
-                        w.i_ino,
-                        kdev(w.s_dev).0,
-                        kdev(w.s_dev).1,
-                        h.path.as_deref().map(|p| format!(", was {p}")).unwrap_or_default()
-                    ),
-                });
-            };
-            warn!("inotify {id}: watch {} by its path {p}: {e}", w.wd);
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-                .open(p)
-                .map(OwnedFd::from)
-                .map_err(|source| Error::FileMissing {
-                    path: PathBuf::from(p),
-                    source,
-                })?
-        }
-    };
-    let path = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd())).expect("no NUL");
-    let want = w.wd as i32;
-    for _ in 0..100_000 {
-        let got = ev::inotify_add_watch(ifd, &path, w.mask).map_err(sys_err(
-            me,
-            format!("inotify_add_watch mask {:#x} for inotify {id}", w.mask),
-        ))?;
-        if got == want {
-            debug!("inotify {id}: watch {want} mask {:#x}", w.mask);
-            return Ok(());
-        }
-        if got > want {
-            warn!("inotify {id}: watch {want} came back as {got}");
-            return Ok(());
-        }
-        // Two watches on one inode come back as one number: that is a
-        // duplicate the kernel merged, not a number to skip.
-        ev::inotify_rm_watch(ifd, got).map_err(sys_err(
-            me,
-            format!("inotify_rm_watch {got} for inotify {id}"),
-        ))?;
-    }
-    Err(Error::Restore {
-        pid: me,
-        what: format!("inotify {id}: could not get watch number {want}"),
-    })
-}
-
 impl OpenEvents {
     pub fn get(&self, id: u32) -> Option<BorrowedFd<'_>> {
         self.by_id.get(&id).map(|f| f.as_fd())
@@ -747,11 +629,21 @@ impl OpenEvents {
     /// Register the targets of the epolls among `fds` (the task's fds, all
     /// installed) that no earlier task registered: EPOLL_CTL_ADD inside the
     /// task, keyed by its fd numbers.
-    pub fn register_epolls(&self, r: &mut Remote<'_>, fds: &[FdinfoEntry]) -> Result<(), Error> {
+    pub fn register_epolls(
+        &self,
+        r: &mut Remote<'_>,
+        pid: i32,
+        fds: &[FdinfoEntry],
+    ) -> Result<(), Error> {
         for f in fds.iter().filter(|f| f.r#type == fd_types::EVENTPOLL) {
             let Some(tfds) = self.epolls.get(&f.id) else {
                 continue;
             };
+            // Only the process whose fd numbers the targets are: another
+            // holder (a child forked after epoll_create) may lack them.
+            if self.epoll_owner.get(&f.id) != Some(&pid) {
+                continue;
+            }
             if !self.registered.borrow_mut().insert(f.id) {
                 continue;
             }
@@ -794,9 +686,20 @@ impl OpenEvents {
         for t in &self.timers {
             let e = &t.e;
             let fd = self.by_id[&t.id].as_fd();
-            if e.vsec != 0 || e.vnsec != 0 {
-                let mut value = (e.vsec as i64, e.vnsec as i64);
-                if e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 {
+            let interval = (e.isec as i64, e.insec as i64);
+            // A periodic timer that expired and was not read since shows
+            // no time left (the kernel moves it on at the next read): it
+            // goes on from now, one period at a time.
+            let value = match (e.vsec, e.vnsec) {
+                (0, 0) if e.ticks != 0 => interval,
+                v => (v.0 as i64, v.1 as i64),
+            };
+            if value != (0, 0) || interval != (0, 0) {
+                let mut value = value;
+                let abs = e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
+                // (No time left with an interval: disarmed, the interval
+                // kept, as the kernel shows it.)
+                if abs && value != (0, 0) {
                     let base = match e.clockid as i32 {
                         libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
                         libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
@@ -809,19 +712,15 @@ impl OpenEvents {
                         value = (value.0 + 1, value.1 - NSEC as i64);
                     }
                 }
-                ev::timerfd_settime(
-                    fd,
-                    e.settime_flags as i32,
-                    value,
-                    (e.isec as i64, e.insec as i64),
-                )
-                .map_err(sys_err(
-                    me,
-                    format!(
-                        "timerfd_settime of file {} ({}.{:09} s left, interval {}.{:09} s)",
-                        t.id, e.vsec, e.vnsec, e.isec, e.insec
+                ev::timerfd_settime(fd, e.settime_flags as i32, value, interval).map_err(
+                    sys_err(
+                        me,
+                        format!(
+                            "timerfd_settime of file {} ({}.{:09} s left, interval {}.{:09} s)",
+                            t.id, e.vsec, e.vnsec, e.isec, e.insec
+                        ),
                     ),
-                ))?;
+                )?;
             }
             if e.ticks != 0 {
                 ev::timerfd_set_ticks(fd, e.ticks).map_err(sys_err(
@@ -839,7 +738,7 @@ impl OpenEvents {
 /// Event files as a kind of file (see [`crate::files::kind`]): read from
 /// files.img and checked against the fd tables.
 pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
-    let events = EventFiles::load(ctx.dir, ctx.files)?;
+    let mut events = EventFiles::load(ctx.dir, ctx.files)?;
     events.check_fds(ctx.dir, ctx.live())?;
     Ok(Box::new(events))
 }
@@ -849,8 +748,8 @@ impl RestoreKind for EventFiles {
         "event files"
     }
 
-    fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
-        Ok(Box::new(self.open()?))
+    fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
+        Ok(Box::new(self.open(made)?))
     }
 }
 
@@ -925,7 +824,8 @@ mod tests {
         if !dir.join("files.img").exists() {
             return;
         }
-        let ev = EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
+        let mut ev =
+            EventFiles::load(&dir, &crate::files::loaded::LoadedFiles::read(&dir)).unwrap();
         assert_eq!(ev.descs.len(), 5);
         match &ev.descs[&15] {
             Desc::Timerfd(t) => assert_eq!((t.clockid, t.isec, t.vsec), (1, 500, 997)),

@@ -423,18 +423,25 @@ fn add_mark(gfd: BorrowedFd<'_>, id: u32, m: &FanotifyMarkEntry) -> Result<(), E
     Ok(())
 }
 
-/// Make fanotify group `id` with its marks (close-on-exec; the caller sets
-/// the status flags).
+/// Make fanotify group `id` with its marks (crust's fd close-on-exec; the
+/// caller sets the status flags).
 pub(crate) fn open(id: u32, e: &FanotifyFileEntry) -> Result<OwnedFd, Error> {
     let me = crust_sys::process::getpid();
-    let fd =
-        ev::fanotify_init(e.faflags | FAN_CLOEXEC, e.evflags).map_err(crate::util::sys_err(
-            me,
-            format!(
-                "fanotify_init (flags {:#x}, event flags {:#x}) for file {id}",
-                e.faflags, e.evflags
-            ),
-        ))?;
+    let what = || {
+        format!(
+            "fanotify_init (flags {:#x}, event flags {:#x}) for file {id}",
+            e.faflags, e.evflags
+        )
+    };
+    // The group keeps its init flags (fdinfo shows them): FAN_CLOEXEC only
+    // if the task gave it; crust's own fd is made close-on-exec by a dup.
+    let fd = ev::fanotify_init(e.faflags, e.evflags).map_err(crate::util::sys_err(me, what()))?;
+    let fd = if e.faflags & FAN_CLOEXEC == 0 {
+        fd.try_clone()
+            .map_err(crate::util::sys_err(me, format!("dup of {}", what())))?
+    } else {
+        fd
+    };
     for m in &e.mark {
         add_mark(fd.as_fd(), id, m)?;
     }

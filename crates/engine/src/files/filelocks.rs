@@ -11,9 +11,14 @@
 //! Restore: once every fd of the tree is open, the owning task takes each
 //! lock again with a remote flock(LOCK_NB) or fcntl(F_SETLK / F_OFD_SETLK /
 //! F_SETLEASE); a lock that someone outside took meanwhile fails the
-//! restore. Leases are CRIU's FL_LEASE entries (type F_RDLCK or F_WRLCK);
-//! a lease being broken at dump time (CRIU's LEASE_BREAKING bit) is
-//! refused.
+//! restore. Leases are CRIU's FL_LEASE entries (type F_RDLCK or F_WRLCK).
+//! A lease being broken at dump time has type LEASE_BREAKING | the type it
+//! is being broken to (what the kernel shows: F_UNLCK or F_RDLCK), as in
+//! CRIU; the restore takes the lease its fd's access mode allows, then
+//! crust breaks it again with a non-blocking open of the file (write to
+//! remove it, read to downgrade it), while the file has no owner, so that
+//! no break signal reaches the task a second time (it had its signal
+//! before the dump); the recorded owner is set again afterwards.
 
 use crate::task::remote::Remote;
 use crate::util::{read_image, write_image};
@@ -53,7 +58,8 @@ struct LockLine {
     start: i64,
     /// Inclusive end, None for "EOF".
     end: Option<i64>,
-    /// A lease being broken (BREAKING or BREAKER, not ACTIVE).
+    /// A lease being broken (BREAKING; its type is the one it is being
+    /// broken to).
     breaking: bool,
 }
 
@@ -131,7 +137,7 @@ fn parse_lock_line(s: &str) -> Result<Option<LockLine>, String> {
         ino,
         start,
         end,
-        breaking: kind == FL_LEASE && t[2] != "ACTIVE",
+        breaking: kind == FL_LEASE && t[2] == "BREAKING",
     }))
 }
 
@@ -207,12 +213,6 @@ impl LockDump {
                 )));
             }
             for l in locks {
-                if l.breaking {
-                    return Err(Error::unsupported(format!(
-                        "process {pid} holds a lease on fd {fd} (inode {}) that is being broken",
-                        l.ino
-                    )));
-                }
                 match l.kind {
                     FL_POSIX => {
                         if posix_seen.contains(&l) {
@@ -235,7 +235,7 @@ impl LockDump {
                 debug!("{pid}: fd {fd} holds a {} lock ({l:?})", kind_name(l.kind));
                 self.entries.push(FileLockEntry {
                     flag: l.kind,
-                    r#type: l.ltype,
+                    r#type: l.ltype | if l.breaking { LEASE_BREAKING } else { 0 },
                     pid: nspid,
                     fd,
                     start: l.start,
@@ -315,13 +315,14 @@ impl RestoreLocks {
             if ![FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE].contains(&e.flag) {
                 return Err(bad(format!("unknown lock kind {:#x}", e.flag)));
             }
-            if e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0 {
-                return Err(Error::unsupported(format!(
-                    "restoring the lease of pid {} on fd {}, which was being broken",
+            let breaking = e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0;
+            if breaking && e.r#type & !LEASE_BREAKING == F_WRLCK {
+                return Err(bad(format!(
+                    "the lease of pid {} on fd {} is being broken to a write lease",
                     e.pid, e.fd
                 )));
             }
-            if e.r#type > F_UNLCK {
+            if e.r#type & !(if breaking { LEASE_BREAKING } else { 0 }) > F_UNLCK {
                 return Err(bad(format!("unknown lock type {}", e.r#type)));
             }
             if e.start < 0 || e.len < 0 || e.start.checked_add(e.len).is_none() {
@@ -363,7 +364,9 @@ impl RestoreLocks {
                 continue;
             }
             debug!("{pid}: taking the {what}");
-            let res = if e.flag == FL_LEASE {
+            let res = if e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0 {
+                break_lease(r, e.fd, e.r#type & !LEASE_BREAKING)
+            } else if e.flag == FL_LEASE {
                 r.call(
                     &what,
                     libc::SYS_fcntl,
@@ -416,6 +419,62 @@ impl RestoreLocks {
             }
         }
         Ok(())
+    }
+}
+
+/// Take the lease of fd `fd` again and break it towards `target`
+/// (F_UNLCK or F_RDLCK), with no owner on the file meanwhile.
+fn break_lease(r: &mut Remote<'_>, fd: i32, target: u32) -> Result<u64, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fd64 = fd as u64;
+    let fl = r.call(
+        &format!("F_GETFL of fd {fd}"),
+        libc::SYS_fcntl,
+        [fd64, libc::F_GETFL as u64, 0, 0, 0, 0],
+    )?;
+    // The lease its fd could hold before the break.
+    let held = if fl & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64 {
+        F_RDLCK
+    } else {
+        F_WRLCK
+    };
+    r.call(
+        &format!("lease (type {held}) on fd {fd} before breaking it"),
+        libc::SYS_fcntl,
+        [fd64, libc::F_SETLEASE as u64, held as u64, 0, 0, 0],
+    )?;
+    r.call(
+        &format!("F_SETOWN 0 on fd {fd}"),
+        libc::SYS_fcntl,
+        [fd64, libc::F_SETOWN as u64, 0, 0, 0, 0],
+    )?;
+    let flags = if target == F_RDLCK {
+        libc::O_RDONLY
+    } else {
+        libc::O_WRONLY
+    } | libc::O_NONBLOCK
+        | libc::O_CLOEXEC
+        | libc::O_NOCTTY;
+    let path = format!("/proc/{}/fd/{fd}", r.pid());
+    let opened = std::fs::OpenOptions::new()
+        .read(target == F_RDLCK)
+        .write(target != F_RDLCK)
+        .custom_flags(flags & !libc::O_ACCMODE)
+        .open(&path);
+    match opened {
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            debug!("{}: lease on fd {fd} breaking again", r.pid());
+            Ok(0)
+        }
+        Err(source) => Err(Error::Sys {
+            pid: r.pid(),
+            op: format!("open {path} to break the lease of fd {fd} again"),
+            source,
+        }),
+        Ok(_) => Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("the lease of fd {fd} did not break when its file was opened"),
+        }),
     }
 }
 

@@ -15,12 +15,15 @@ pub(crate) mod filelocks;
 pub(crate) mod fown;
 pub(crate) mod ghost;
 pub(crate) mod inherit;
+pub(crate) mod inotify;
 pub(crate) mod kind;
 pub(crate) mod loaded;
 pub(crate) mod memfd;
+pub(crate) mod nsfile;
 mod order;
 pub(crate) mod pidfd;
 pub(crate) mod pipes;
+pub(crate) mod procfile;
 pub(crate) mod pty;
 pub(crate) mod regshare;
 mod restore;
@@ -176,6 +179,22 @@ impl FileTable {
         }
         if let Some(p) = self.kind_mut::<pty::PtyDump>() {
             p.set_tree(pids);
+        }
+    }
+
+    /// The namespaces the images name: (kind, inode, id, CLONE_NEW* flag)
+    /// (see [`nsfile::NsfileDump::set_known`]).
+    pub fn set_namespaces(&mut self, known: impl Iterator<Item = (&'static str, u64, u32, u64)>) {
+        let known = known
+            .map(|(name, ino, id, cflag)| nsfile::KnownNs {
+                name,
+                ino,
+                id,
+                cflag: cflag as u32,
+            })
+            .collect();
+        if let Some(n) = self.kind_mut::<nsfile::NsfileDump>() {
+            n.set_known(known);
         }
     }
 

@@ -14,7 +14,8 @@
 //! replaced by crust's own) and files the ghost kind makes (deleted files).
 //!
 //! Paths are absolute and files are opened before a task changes its root,
-//! so crust opening them finds the same files the tasks would.
+//! so crust opening them finds the same files the tasks would. Files of the
+//! tree's own /proc entries are the `procfile` kind's (opened late).
 
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::util::sys_err;
@@ -66,6 +67,7 @@ impl SharedRegs {
             return Ok(out);
         }
         let ghosted = ctx.files.ghosted()?;
+        let pids: HashSet<u32> = ctx.procs.iter().map(|p| p.pid as u32).collect();
         for f in ctx.files.entries()? {
             let Some(reg) = f.reg.as_ref() else { continue };
             if f.r#type != fd_types::REG
@@ -73,6 +75,7 @@ impl SharedRegs {
                 || ghosted.contains(&f.id)
                 || ctx.inherited.contains(f.id)
                 || super::is_terminal_path(&reg.name)
+                || super::procfile::proc_pid(&reg.name).is_some_and(|(p, _)| pids.contains(&p))
             {
                 continue;
             }
@@ -106,7 +109,7 @@ impl SharedRegs {
 
 /// Open one description as recorded: flags (less those that create or
 /// truncate) and offset.
-fn open_desc(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
+pub(super) fn open_desc(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
     let flags = super::reopen_flags(reg.flags) as i32;
     let acc = flags & libc::O_ACCMODE;
     let mut o = OpenOptions::new();

@@ -103,8 +103,10 @@ impl RestoreFiles {
             if fd.r#type == fd_types::MEMFD
                 || fd.r#type == fd_types::TTY
                 || fd.r#type == fd_types::PIDFD
+                || fd.r#type == fd_types::NS
             {
-                // Checked by memfd::Memfds::load, pty::Ptys::load and pidfd::load_kind.
+                // Checked by memfd::Memfds::load, pty::Ptys::load,
+                // pidfd::load_kind and nsfile::load_kind.
                 if fd.fd > i32::MAX as u32 {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),
@@ -167,6 +169,11 @@ impl RestoreFiles {
             return Ok(());
         };
         if self.ghosted.contains(&id) {
+            return Ok(());
+        }
+        // A process's /proc entry: its process may be one the restore
+        // makes (see `procfile`), and there is nothing to compare.
+        if super::procfile::proc_pid(&reg.name).is_some() {
             return Ok(());
         }
         if is_terminal_path(&reg.name) {
@@ -263,10 +270,11 @@ impl RestoreFiles {
     /// Open every fd of the image in the task, at its number, with its
     /// flags and offset. `tty` replaces terminals for --shell-job. Pipes and
     /// FIFOs, sockets... are crust's descriptions in `shared`, passed to the
-    /// task.
+    /// task. `pid`: the process's pid in the images.
     pub fn open_fds(
         &self,
         r: &mut Remote<'_>,
+        pid: i32,
         tty: Option<&str>,
         shared: &OpenFiles,
     ) -> Result<(), Error> {
@@ -338,7 +346,7 @@ impl RestoreFiles {
         }
         fdpass::give_fds(r, &gifts)?;
         match shared.kind::<events::OpenEvents>() {
-            Some(ev) => ev.register_epolls(r, &fds),
+            Some(ev) => ev.register_epolls(r, pid, &fds),
             None => Ok(()),
         }
     }

@@ -273,6 +273,12 @@ impl TreeNs {
         t
     }
 
+    /// (kind, inode, id) of every namespace numbered so far: crust's and
+    /// the root's (the only ones a tree crust dumps may be in).
+    pub fn known(&self) -> impl Iterator<Item = (NsKind, u64, u32)> + '_ {
+        self.table.known.iter().copied()
+    }
+
     /// The id of the tree's own IPC namespace, if it is not crust's: its
     /// System V objects are dumped.
     pub fn own_ipc(&self) -> Option<u32> {

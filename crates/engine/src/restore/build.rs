@@ -30,7 +30,7 @@ pub(super) fn build_rest(
     let files = &live.files;
     // 4. Files, cwd, root, umask.
     if !live.files_from_parent {
-        files.open_fds(&mut r, tty, shared)?;
+        files.open_fds(&mut r, pid, tty, shared)?;
     }
     // Packet socket rings mapped through those fds.
     mem::map_socket_vmas(&mut r, &live.mm, &files.fds)?;

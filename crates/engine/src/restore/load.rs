@@ -141,7 +141,7 @@ fn load_procs(
             format!("core-{pid}.img says the root process {pid} is dead: nothing would run"),
         ));
     }
-    share_with_parents(dir, &mut procs)?;
+    super::share::with_parents(dir, &mut procs)?;
     add_dead_proc_helpers(dir, &mut procs)?;
     Ok(procs)
 }
@@ -208,6 +208,7 @@ fn load_files(
                 sid: p.entry.sid as i32,
                 pgid: p.entry.pgid as i32,
                 fds: p.live.as_ref().map(|l| l.files.fds.as_slice()),
+                ids: p.live.as_ref().map(|l| &l.ids),
             })
             .collect(),
     };
@@ -375,61 +376,6 @@ fn load_threads(
         });
     }
     Ok(threads)
-}
-
-/// Kernel objects shared between processes can only be recreated by
-/// inheriting them at clone time: from the parent. Mark those, refuse
-/// other sharing.
-pub(super) fn share_with_parents(dir: &Path, procs: &mut [ProcImage]) -> Result<(), Error> {
-    let index: HashMap<u32, usize> = procs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.entry.pid, i))
-        .collect();
-    for i in 0..procs.len() {
-        let Some(me) = procs[i].live.as_ref().map(|l| l.ids.clone()) else {
-            continue;
-        };
-        let parent = index
-            .get(&procs[i].entry.ppid)
-            .and_then(|&j| procs[j].live.as_ref().map(|l| l.ids.clone()));
-        for (j, other) in procs.iter().enumerate() {
-            let Some(o) = other.live.as_ref().map(|l| &l.ids) else {
-                continue;
-            };
-            if j == i {
-                continue;
-            }
-            let is_parent = other.entry.pid == procs[i].entry.ppid;
-            if o.vm_id == me.vm_id {
-                return Err(Error::unsupported(format!(
-                    "processes {} and {} share their memory (vfork or CLONE_VM)",
-                    procs[i].entry.pid, other.entry.pid
-                )));
-            }
-            let shares = o.files_id == me.files_id || o.fs_id == me.fs_id;
-            let child_of_i = other.entry.ppid == procs[i].entry.pid;
-            if shares && !is_parent && !child_of_i {
-                let same_as_parent = parent
-                    .as_ref()
-                    .map(|p| p.files_id == me.files_id && p.fs_id == me.fs_id)
-                    .unwrap_or(false);
-                if !same_as_parent {
-                    return Err(bad(
-                        dir,
-                        format!(
-                            "processes {} and {} share an fd table or fs but neither is the other's parent",
-                            procs[i].entry.pid, other.entry.pid
-                        ),
-                    ));
-                }
-            }
-        }
-        if let (Some(p), Some(l)) = (parent, procs[i].live.as_mut()) {
-            l.files_from_parent = p.files_id == me.files_id;
-        }
-    }
-    Ok(())
 }
 
 pub(super) fn check_arch(dir: &Path, id: i32, core: &CoreEntry) -> Result<(), Error> {

@@ -20,6 +20,7 @@ mod finish;
 mod load;
 mod memory;
 mod pstree;
+mod share;
 
 use build::*;
 use create::*;

@@ -61,6 +61,9 @@ pub(crate) struct ProcFds<'a> {
     pub pgid: i32,
     /// Its fd table; `None` for a zombie or a helper.
     pub fds: Option<&'a [FdinfoEntry]>,
+    /// Its namespaces and shared objects (ids-N.img); `None` for a zombie
+    /// or a helper.
+    pub ids: Option<&'a crust_images::proto::core::TaskKobjIdsEntry>,
 }
 
 impl<'a> LoadCtx<'a> {

@@ -146,12 +146,14 @@ fn registry_loads_makes_and_runs_phases_in_order() {
                 sid: 7,
                 pgid: 7,
                 fds: Some(&fds),
+                ids: None,
             },
             ProcFds {
                 pid: 8,
                 sid: 7,
                 pgid: 7,
                 fds: None,
+                ids: None,
             },
         ],
     };
