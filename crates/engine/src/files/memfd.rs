@@ -283,6 +283,11 @@ impl Memfds {
             std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid))
                 .map_err(sys_err(me, format!("chown {what}")))?;
             let via = format!("/proc/self/fd/{}", f.as_raw_fd());
+            // The first read-write description is memfd_create's own: one
+            // reopened through /proc counts as a writer of the inode, and
+            // execveat(fd, "", AT_EMPTY_PATH) of it then fails with
+            // ETXTBSY (memfd_create's description does not count).
+            let mut own_used = false;
             for (id, m) in self
                 .files
                 .iter()
@@ -295,12 +300,24 @@ impl Memfds {
                         | libc::O_EXCL
                         | libc::O_TRUNC
                         | libc::O_CLOEXEC);
-                let mut d = OpenOptions::new()
-                    .read(acc != libc::O_WRONLY)
-                    .write(acc != libc::O_RDONLY)
-                    .custom_flags(flags | libc::O_CLOEXEC)
-                    .open(&via)
-                    .map_err(sys_err(me, format!("open {what} for file {id}")))?;
+                let mut d = if acc == libc::O_RDWR && !own_used {
+                    own_used = true;
+                    let d = f
+                        .try_clone()
+                        .map_err(sys_err(me, format!("dup {what} for file {id}")))?;
+                    crust_sys::pipe::set_status_flags(d.as_fd(), flags).map_err(sys_err(
+                        me,
+                        format!("set the flags of {what} for file {id}"),
+                    ))?;
+                    d
+                } else {
+                    OpenOptions::new()
+                        .read(acc != libc::O_WRONLY)
+                        .write(acc != libc::O_RDONLY)
+                        .custom_flags(flags | libc::O_CLOEXEC)
+                        .open(&via)
+                        .map_err(sys_err(me, format!("open {what} for file {id}")))?
+                };
                 if m.pos != 0 {
                     d.seek(SeekFrom::Start(m.pos))
                         .map_err(sys_err(me, format!("seek {what} for file {id}")))?;

@@ -162,6 +162,7 @@ impl Vma {
         self.status & vs::AREA_REGULAR != 0
             && self.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
             && self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+            && !self.has("dp")
     }
 
     fn has(&self, f: &str) -> bool {

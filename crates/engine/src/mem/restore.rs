@@ -3,6 +3,7 @@
 
 use super::pages::{FillRun, PageSource};
 use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
+use super::vma::MAP_DROPPABLE;
 use super::{bad, PageRun, Pending, VmaSources};
 use crate::task::remote::Remote;
 use crate::Error;
@@ -314,7 +315,8 @@ fn map_vma(
         | libc::MAP_PRIVATE
         | libc::MAP_ANONYMOUS
         | libc::MAP_GROWSDOWN
-        | libc::MAP_NORESERVE) as u32;
+        | libc::MAP_NORESERVE) as u32
+        | MAP_DROPPABLE;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
         file_fd(r, dir, v, src.paths, open_fds)?
@@ -408,6 +410,17 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
+        }
+        if v.flags & libc::MAP_LOCKED as u32 != 0 {
+            // Locked while still writable (the fill is over): mlock of a
+            // PROT_NONE range would not fault its pages in. Not mapped
+            // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
+            // needs the call anyway.
+            r.call(
+                "mlock",
+                libc::SYS_mlock,
+                [v.start, v.end - v.start, 0, 0, 0, 0],
+            )?;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
         let sysv = v.status & vs::AREA_SYSVIPC != 0;

@@ -164,6 +164,11 @@ pub(crate) fn memfd_name(m: &crust_proc::MapEntry) -> Option<&str> {
 
 const MEMFD_PREFIX: &str = "/memfd:";
 
+/// mmap's MAP_DROPPABLE (Linux 6.11): a private anonymous mapping whose
+/// pages the kernel may drop at any time (VmFlags "dp"). Its pages are not
+/// stored, as CRIU does not store them.
+pub const MAP_DROPPABLE: u32 = 0x08;
+
 /// Is the file a mapping maps a regular file? Decided by the file itself
 /// (through /proc/PID/map_files), not by its path: a file in /dev/shm
 /// (shm_open) is a tmpfs file, mapped as any file is.
@@ -175,6 +180,8 @@ fn is_regular(pid: i32, m: &crust_proc::MapEntry) -> bool {
 fn madv_bits(v: &Vma) -> u64 {
     let mut m = 0u64;
     for (flag, advice) in [
+        ("sr", libc::MADV_SEQUENTIAL),
+        ("rr", libc::MADV_RANDOM),
         ("dd", libc::MADV_DONTDUMP),
         ("dc", libc::MADV_DONTFORK),
         ("hg", libc::MADV_HUGEPAGE),
@@ -236,6 +243,13 @@ pub fn build_mm(
         }
         if v.has("nr") {
             flags |= libc::MAP_NORESERVE as u32;
+        }
+        if v.has("lo") {
+            flags |= libc::MAP_LOCKED as u32;
+        }
+        if v.has("dp") {
+            // A private mapping in nature, but mapped with its own type.
+            flags = (flags & !(libc::MAP_PRIVATE as u32)) | MAP_DROPPABLE;
         }
         let (shmid, fdflags) = if v.status & vs::AREA_SOCKET != 0 {
             // The socket inode for now; `link_socket_vmas` puts its
