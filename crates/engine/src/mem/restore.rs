@@ -107,9 +107,21 @@ pub fn restore_vmas(
     // for local images) while crust goes on; `protect_vmas` waits for them.
     // In inherited VMAs a stored page equal to the inherited one is left
     // shared with the parent.
+    // Shared memory objects first: a private mapping of one is in place
+    // before its own pages are filled.
+    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    for o in &shmem {
+        let kept = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .all(|v| inherited.contains(&(v.start, v.end)));
+        if !kept {
+            restored += restore_shmem(r, pages, mm, o)?;
+        }
+    }
     let (fills, keep) = task_fills(runs, &private_inherited);
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
-    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     for &(start, end) in &private_inherited {
         for (a, b) in uncovered(start, end, &sorted) {
             r.call(
@@ -121,16 +133,6 @@ pub fn restore_vmas(
     }
     for f in open_fds {
         r.call("close", libc::SYS_close, [f.fd, 0, 0, 0, 0, 0])?;
-    }
-    for o in &shmem {
-        let kept = mm
-            .vmas
-            .iter()
-            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
-            .all(|v| inherited.contains(&(v.start, v.end)));
-        if !kept {
-            restored += restore_shmem(r, pages, mm, o)?;
-        }
     }
     Ok((restored, pending))
 }

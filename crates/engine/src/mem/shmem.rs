@@ -258,10 +258,17 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             continue;
         }
         let (ino, size, name) = if v.status & vs::AREA_MEMFD != 0 {
-            if v.status & vs::FILE_SHARED == 0 || v.flags & libc::MAP_SHARED as u32 == 0 {
-                return Err(Error::unsupported(format!(
-                    "restoring the private memfd mapping {what}"
-                )));
+            let shared = v.status & vs::FILE_SHARED != 0 && v.flags & libc::MAP_SHARED as u32 != 0;
+            let private =
+                v.status & vs::FILE_PRIVATE != 0 && v.flags & libc::MAP_PRIVATE as u32 != 0;
+            if !shared && !private {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{what} maps a memfd with flags {:#x} and status {:#x}",
+                        v.flags, v.status
+                    ),
+                ));
             }
             let inode = memfds.get(&(v.shmid as u32)).ok_or_else(|| {
                 bad(
@@ -343,11 +350,15 @@ pub(crate) fn restore_shmem(
         .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
         .collect();
     pages.fill_now(r.pid(), o.pages_id, &fill)?;
-    for v in mm
+    let vmas: Vec<&VmaEntry> = mm
         .vmas
         .iter()
         .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
-    {
+        .collect();
+    if vmas.iter().any(|v| is_private(v)) {
+        map_private(r, o, base, &vmas)?;
+    }
+    for v in vmas.into_iter().filter(|v| !is_private(v)) {
         let len = v.end - v.start;
         let got = r.call(
             &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
@@ -374,6 +385,63 @@ pub(crate) fn restore_shmem(
         [base, o.size, 0, 0, 0, 0],
     )?;
     Ok(o.runs.iter().map(|p| p.npages).sum())
+}
+
+/// A private mapping of a shared memory object (VMA_FILE_PRIVATE)?
+fn is_private(v: &VmaEntry) -> bool {
+    v.flags & libc::MAP_PRIVATE as u32 != 0
+}
+
+/// Map the private VMAs of object `o` (mapped whole at `base`) at their
+/// reserved places: MAP_PRIVATE of the object itself, opened in the task
+/// through /proc/self/map_files (mremap would only duplicate a shared
+/// mapping), writable for the fill of their own pages that follows.
+fn map_private(
+    r: &mut Remote<'_>,
+    o: &ShmemObject,
+    base: u64,
+    vmas: &[&VmaEntry],
+) -> Result<(), Error> {
+    let path = format!("/proc/self/map_files/{base:x}-{:x}", base + o.size);
+    let a = r.put_cstr(0, path.as_bytes())?;
+    let fd = r.call(
+        &format!("open {path} (shared memory object {})", o.ino),
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let mut mapped = Ok(());
+    for v in vmas.iter().filter(|v| is_private(v)) {
+        let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
+        let got = r.call(
+            &format!(
+                "mmap shared memory privately at {:#x}-{:#x}",
+                v.start, v.end
+            ),
+            libc::SYS_mmap,
+            [v.start, v.end - v.start, prot, flags, fd, v.pgoff],
+        );
+        mapped = match got {
+            Ok(got) if got == v.start => Ok(()),
+            Ok(got) => Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mmap placed {:#x} at {got:#x}", v.start),
+            }),
+            Err(e) => Err(e),
+        };
+        if mapped.is_err() {
+            break;
+        }
+    }
+    r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    mapped
 }
 
 /// Map a new object of `o.size` bytes shared, read-write, where the kernel
@@ -436,14 +504,16 @@ pub fn inherited_shmem(
             .iter()
             .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
             .collect();
+        // A private mapping is not the object: the child maps it itself.
         let all_in_parent = vmas.iter().all(|v| {
-            parent.vmas.iter().any(|pv| {
-                is_shmem_entry(pv)
-                    && pv.shmid == po.key
-                    && pv.start == v.start
-                    && pv.end == v.end
-                    && pv.pgoff == v.pgoff
-            })
+            !is_private(v)
+                && parent.vmas.iter().any(|pv| {
+                    is_shmem_entry(pv)
+                        && pv.shmid == po.key
+                        && pv.start == v.start
+                        && pv.end == v.end
+                        && pv.pgoff == v.pgoff
+                })
         });
         if all_in_parent {
             out.extend(vmas.iter().map(|v| (v.start, v.end)));

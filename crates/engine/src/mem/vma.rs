@@ -105,17 +105,23 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     });
                     continue;
                 }
-                if is_memfd_map(&map) {
+                if is_memfd_map(&map) || is_private_shmem(&map) {
                     // A memfd (its fd may be closed since: Erlang's JIT
                     // maps one twice), stored as CRIU does: a memfd object
                     // whose pages are dumped like shared anonymous memory.
-                    if !map.shared {
-                        return unsupported("private memfd");
-                    }
+                    // Mapped private (of a memfd or of shared anonymous
+                    // memory, through map_files), it is FILE_PRIVATE of the
+                    // same object, its own written pages stored as those of
+                    // any private file mapping.
+                    let kind = if map.shared {
+                        vs::FILE_SHARED
+                    } else {
+                        vs::FILE_PRIVATE
+                    };
                     out.push(Vma {
                         map,
                         vm_flags,
-                        status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
+                        status: vs::AREA_REGULAR | kind | vs::AREA_MEMFD,
                     });
                     continue;
                 }
@@ -154,6 +160,12 @@ pub(crate) fn is_memfd_map(m: &crust_proc::MapEntry) -> bool {
         && m.path
             .as_deref()
             .is_some_and(|p| p.starts_with(MEMFD_PREFIX))
+}
+
+/// Is this a private mapping of shared anonymous memory (its "/dev/zero"
+/// object mapped again, MAP_PRIVATE, through /proc/PID/map_files)?
+fn is_private_shmem(m: &crust_proc::MapEntry) -> bool {
+    !m.shared && m.deleted && m.dev_major == 0 && m.path.as_deref() == Some(SHMEM_ANON_NAME)
 }
 
 /// The name memfd.img records for a memfd mapping: what follows
