@@ -108,8 +108,23 @@ impl MemfdDump {
         let md = file
             .metadata()
             .map_err(sys_err(pid, format!("stat memfd of fd {fd}")))?;
-        let inode_id = match self.inodes.get(&md.ino()) {
-            Some(i) => *i,
+        // A mapping of the same memfd may have named its inode already.
+        let mapped = inodes
+            .iter()
+            .find(|i| i.shmid == md.ino() as u32)
+            .map(|i| i.inode_id as u32);
+        let inode_id = match self.inodes.get(&md.ino()).copied().or(mapped) {
+            Some(i) => {
+                if let std::collections::hash_map::Entry::Vacant(v) = self.inodes.entry(md.ino()) {
+                    v.insert(i);
+                    self.contents.push(Content {
+                        ino: md.ino(),
+                        file,
+                        size: md.size(),
+                    });
+                }
+                i
+            }
             None => {
                 let seals = crust_sys::memfd::seals(file.as_fd())
                     .map_err(sys_err(pid, format!("F_GET_SEALS of fd {fd}")))?;
@@ -157,6 +172,12 @@ impl MemfdDump {
 
     /// Write the content of every memfd: `pagemap-shmem-<ino>.img` and
     /// its pages file.
+    /// The memfds of inode numbers `inos` are mapped too: their pages are
+    /// stored with the mappings', not here.
+    pub fn stored_elsewhere(&mut self, inos: &[u64]) {
+        self.contents.retain(|c| !inos.contains(&c.ino));
+    }
+
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         for c in &self.contents {
             write_content(dir, c)?;
@@ -257,15 +278,20 @@ impl Memfds {
             let f = File::from(mfd);
             f.set_len(e.size)
                 .map_err(sys_err(me, format!("set the size of {what}")))?;
-            let mut src = crate::util::open_image_data(&ino.pages)?;
+            // No stored page (all zeros, or empty): no pages file either.
+            let mut src = match ino.runs.is_empty() {
+                true => None,
+                false => Some(crate::util::open_image_data(&ino.pages)?),
+            };
             let mut buf = vec![0u8; BATCH];
             for &(at, from, len) in &ino.runs {
+                let Some(src) = src.as_mut() else { break };
                 src.seek(SeekFrom::Start(from))
                     .map_err(sys_err(me, format!("seek in {}", ino.pages.display())))?;
                 let mut done = 0u64;
                 while done < len {
                     let n = ((len - done) as usize).min(BATCH);
-                    std::io::Read::read_exact(&mut src, &mut buf[..n])
+                    std::io::Read::read_exact(src, &mut buf[..n])
                         .map_err(sys_err(me, format!("read {}", ino.pages.display())))?;
                     f.write_all_at(&buf[..n], at + done)
                         .map_err(sys_err(me, format!("fill {what}")))?;

@@ -101,6 +101,9 @@ pub struct VmaSources<'a> {
     pub paths: &'a dyn Fn(u64) -> Option<String>,
     /// The memfd inodes of the image set.
     pub memfds: &'a Memfds,
+    /// The path through which the task opens a memfd crust made already
+    /// (an fd of the tree is on it), by the `shmid` of its VMAs.
+    pub made_objects: &'a dyn Fn(u64) -> Option<String>,
     /// How System V segments are attached.
     pub attach_sysv: &'a AttachSysv,
 }

@@ -117,7 +117,8 @@ pub fn restore_vmas(
             .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
-            restored += restore_shmem(r, pages, mm, o)?;
+            let made = o.name.as_ref().and((src.made_objects)(o.key));
+            restored += restore_shmem(r, pages, mm, o, made.as_deref())?;
         }
     }
     let (fills, keep) = task_fills(runs, &private_inherited);

@@ -342,14 +342,22 @@ pub(crate) fn restore_shmem(
     pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
+    made: Option<&str>,
 ) -> Result<u64, Error> {
-    let base = map_object(r, o)?;
-    let fill: Vec<FillRun> = o
-        .runs
-        .iter()
-        .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
-        .collect();
-    pages.fill_now(r.pid(), o.pages_id, &fill)?;
+    let base = match made {
+        // Made and filled by crust already, with the fds on it.
+        Some(path) => map_made(r, o, path)?,
+        None => {
+            let base = map_object(r, o)?;
+            let fill: Vec<FillRun> = o
+                .runs
+                .iter()
+                .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+                .collect();
+            pages.fill_now(r.pid(), o.pages_id, &fill)?;
+            base
+        }
+    };
     let vmas: Vec<&VmaEntry> = mm
         .vmas
         .iter()
@@ -384,7 +392,40 @@ pub(crate) fn restore_shmem(
         libc::SYS_munmap,
         [base, o.size, 0, 0, 0, 0],
     )?;
-    Ok(o.runs.iter().map(|p| p.npages).sum())
+    Ok(match made {
+        Some(_) => 0,
+        None => o.runs.iter().map(|p| p.npages).sum(),
+    })
+}
+
+/// Map the whole of a memfd crust made (opened in the task through
+/// `path`, crust's fd), shared, where the kernel likes: read-write, or
+/// read-only if its seals forbid writing (then no VMA of it was writable).
+fn map_made(r: &mut Remote<'_>, o: &ShmemObject, path: &str) -> Result<u64, Error> {
+    let what = format!("memfd {:?} (object {})", o.name, o.ino);
+    let a = r.put_cstr(0, path.as_bytes())?;
+    let fd = r.call(
+        &format!("open {what} through {path}"),
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let map = |r: &mut Remote<'_>, prot: i32| {
+        r.call(
+            &format!("mmap {what}"),
+            libc::SYS_mmap,
+            [0, o.size, prot as u64, libc::MAP_SHARED as u64, fd, 0],
+        )
+    };
+    let mapped = map(r, libc::PROT_READ | libc::PROT_WRITE).or_else(|_| map(r, libc::PROT_READ));
+    r.call("close memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    mapped
 }
 
 /// A private mapping of a shared memory object (VMA_FILE_PRIVATE)?

@@ -41,10 +41,11 @@ pub(super) fn grow(
             }
         };
         let via_crust = mapped_via_crust(live, &created.shared);
+        let objects = made_memfds(live, &created.shared, &img.memfds);
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
             img,
-            (live, &via_crust),
+            (live, &via_crust, &objects),
             parent_mm,
             tramp,
             filler,
@@ -141,6 +142,9 @@ pub(super) fn protect(
 /// The files mapped by `live` that crust made at restore (deleted files
 /// recreated from their ghosts), by files.img id: the task opens them
 /// through crust's fd (/proc/CRUST/fd/N), since no path leads to them.
+/// Paths by files.img id.
+type Paths = std::collections::HashMap<u64, String>;
+
 fn mapped_via_crust(
     live: &LiveImage,
     shared: &crate::files::kind::OpenFiles,
@@ -159,10 +163,36 @@ fn mapped_via_crust(
         .collect()
 }
 
+/// The memfds mapped by `live` that crust made already because an fd of
+/// the tree is on them, by the `shmid` of the VMAs: the task maps the
+/// object through crust's fd (/proc/CRUST/fd/N), so that fd and mapping
+/// stay one object.
+fn made_memfds(
+    live: &LiveImage,
+    shared: &crate::files::kind::OpenFiles,
+    memfds: &mem::Memfds,
+) -> std::collections::HashMap<u64, String> {
+    use std::os::fd::AsRawFd;
+    let me = process::getpid();
+    live.mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & vs::AREA_MEMFD != 0)
+        .filter_map(|v| {
+            let inode = memfds.get(&(v.shmid as u32))?.inode_id;
+            let fd = memfds
+                .iter()
+                .filter(|(_, m)| m.inode_id == inode)
+                .find_map(|(id, _)| shared.get(*id))?;
+            Some((v.shmid, format!("/proc/{me}/fd/{}", fd.as_raw_fd())))
+        })
+        .collect()
+}
+
 pub(super) fn build_memory(
     task: &mut Task,
     img: &ImageSet,
-    (live, via_crust): (&LiveImage, &std::collections::HashMap<u64, String>),
+    (live, via_crust, objects): (&LiveImage, &Paths, &Paths),
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
@@ -219,6 +249,7 @@ pub(super) fn build_memory(
         &mem::VmaSources {
             paths: &|id| via_crust.get(&id).cloned().or_else(|| files.path_of(id)),
             memfds: &img.memfds,
+            made_objects: &|id| objects.get(&id).cloned(),
             attach_sysv: &crate::ns::sysvipc::attach,
         },
         &source,
