@@ -28,7 +28,7 @@ pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
 pub use restore::{
     cow_candidates, inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map,
 };
-pub use shmem::inherited_shmem;
+pub use shmem::{inherited_shmem, shmem_places};
 pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
 
 pub use vma::{
@@ -101,8 +101,9 @@ pub struct VmaSources<'a> {
     pub paths: &'a dyn Fn(u64) -> Option<String>,
     /// The memfd inodes of the image set.
     pub memfds: &'a Memfds,
-    /// The path through which the task opens a memfd crust made already
-    /// (an fd of the tree is on it), by the `shmid` of its VMAs.
+    /// The path through which the task opens a shared memory object that
+    /// exists already, by inode number: a memfd crust made (an fd of the
+    /// tree is on it), or an object a process built before maps.
     pub made_objects: &'a dyn Fn(u64) -> Option<String>,
     /// How System V segments are attached.
     pub attach_sysv: &'a AttachSysv,

@@ -117,7 +117,7 @@ pub fn restore_vmas(
             .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
-            let made = o.name.as_ref().and((src.made_objects)(o.key));
+            let made = (src.made_objects)(o.ino);
             restored += restore_shmem(r, pages, mm, o, made.as_deref())?;
         }
     }

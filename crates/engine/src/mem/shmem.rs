@@ -345,7 +345,7 @@ pub(crate) fn restore_shmem(
     made: Option<&str>,
 ) -> Result<u64, Error> {
     let base = match made {
-        // Made and filled by crust already, with the fds on it.
+        // Made and filled already (by crust, or by another process).
         Some(path) => map_made(r, o, path)?,
         None => {
             let base = map_object(r, o)?;
@@ -398,8 +398,9 @@ pub(crate) fn restore_shmem(
     })
 }
 
-/// Map the whole of a memfd crust made (opened in the task through
-/// `path`, crust's fd), shared, where the kernel likes: read-write, or
+/// Map the whole of an object that exists already (opened in the task
+/// through `path`: crust's fd of a memfd it made, or the map_files link of
+/// a process built before), shared, where the kernel likes: read-write, or
 /// read-only if its seals forbid writing (then no VMA of it was writable).
 fn map_made(r: &mut Remote<'_>, o: &ShmemObject, path: &str) -> Result<u64, Error> {
     let what = format!("memfd {:?} (object {})", o.name, o.ino);
@@ -520,6 +521,27 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
         });
     r.call("close memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     mapped
+}
+
+/// Where `mm` maps each of its shared memory objects: (inode number,
+/// start, end) of one VMA per object. Entries `memfds` does not know are
+/// left out (the restore checked them at load).
+pub fn shmem_places(mm: &MmEntry, memfds: &Memfds) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for v in mm.vmas.iter().filter(|v| is_shmem_entry(v)) {
+        let ino = if v.status & vs::AREA_MEMFD != 0 {
+            match memfds.get(&(v.shmid as u32)) {
+                Some(m) => u64::from(m.shmid),
+                None => continue,
+            }
+        } else {
+            v.shmid
+        };
+        if !out.iter().any(|o| o.0 == ino) {
+            out.push((ino, v.start, v.end));
+        }
+    }
+    out
 }
 
 /// Shared anonymous memory (and memfd mappings) a child has at the same

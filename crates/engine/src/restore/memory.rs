@@ -41,7 +41,10 @@ pub(super) fn grow(
             }
         };
         let via_crust = mapped_via_crust(live, &created.shared);
-        let objects = made_memfds(live, &created.shared, &img.memfds);
+        let mut objects = made_memfds(live, &created.shared, &img.memfds);
+        for (ino, path) in &created.objects {
+            objects.entry(*ino).or_insert_with(|| path.clone());
+        }
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
             img,
@@ -52,6 +55,14 @@ pub(super) fn grow(
         )?;
         *pages += n;
         pending = Some(filling);
+        // Its shared memory objects, for the processes built after it.
+        let host = created.main_of(i, p.pid())?.pid();
+        for (ino, start, end) in mem::shmem_places(&live.mm, &img.memfds) {
+            created
+                .objects
+                .entry(ino)
+                .or_insert_with(|| format!("/proc/{host}/map_files/{start:x}-{end:x}"));
+        }
         debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
     }
     // A child that starts from this process's memory (to keep pages or
@@ -164,9 +175,8 @@ fn mapped_via_crust(
 }
 
 /// The memfds mapped by `live` that crust made already because an fd of
-/// the tree is on them, by the `shmid` of the VMAs: the task maps the
-/// object through crust's fd (/proc/CRUST/fd/N), so that fd and mapping
-/// stay one object.
+/// the tree is on them, by inode number: the task maps the object through
+/// crust's fd (/proc/CRUST/fd/N), so that fd and mapping stay one object.
 fn made_memfds(
     live: &LiveImage,
     shared: &crate::files::kind::OpenFiles,
@@ -179,12 +189,15 @@ fn made_memfds(
         .iter()
         .filter(|v| v.status & vs::AREA_MEMFD != 0)
         .filter_map(|v| {
-            let inode = memfds.get(&(v.shmid as u32))?.inode_id;
+            let inode = memfds.get(&(v.shmid as u32))?;
             let fd = memfds
                 .iter()
-                .filter(|(_, m)| m.inode_id == inode)
+                .filter(|(_, m)| m.inode_id == inode.inode_id)
                 .find_map(|(id, _)| shared.get(*id))?;
-            Some((v.shmid, format!("/proc/{me}/fd/{}", fd.as_raw_fd())))
+            Some((
+                u64::from(inode.shmid),
+                format!("/proc/{me}/fd/{}", fd.as_raw_fd()),
+            ))
         })
         .collect()
 }
