@@ -118,7 +118,7 @@ pub fn restore_vmas(
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
             let made = (src.made_objects)(o.ino);
-            restored += restore_shmem(r, pages, mm, o, made.as_deref())?;
+            restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
         }
     }
     let (fills, keep) = task_fills(runs, &private_inherited);

@@ -3,7 +3,7 @@
 
 use super::pages::{pages_file_len, FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
 use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
-use super::{Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
+use super::{MadeObject, Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
@@ -342,11 +342,11 @@ pub(crate) fn restore_shmem(
     pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
-    made: Option<&str>,
+    made: Option<&MadeObject>,
 ) -> Result<u64, Error> {
     let base = match made {
         // Made and filled already (by crust, or by another process).
-        Some(path) => map_made(r, o, path)?,
+        Some(m) => map_made(r, o, m)?,
         None => {
             let base = map_object(r, o)?;
             let fill: Vec<FillRun> = o
@@ -402,21 +402,39 @@ pub(crate) fn restore_shmem(
 /// through `path`: crust's fd of a memfd it made, or the map_files link of
 /// a process built before), shared, where the kernel likes: read-write, or
 /// read-only if its seals forbid writing (then no VMA of it was writable).
-fn map_made(r: &mut Remote<'_>, o: &ShmemObject, path: &str) -> Result<u64, Error> {
-    let what = format!("memfd {:?} (object {})", o.name, o.ino);
-    let a = r.put_cstr(0, path.as_bytes())?;
-    let fd = r.call(
-        &format!("open {what} through {path}"),
-        libc::SYS_openat,
-        [
-            libc::AT_FDCWD as u64,
-            a.get(),
-            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
+fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
+    let what = format!("shared memory object {} ({:?})", o.ino, o.name);
+    let fd = match m {
+        MadeObject::Path(path) => {
+            let a = r.put_cstr(0, path.as_bytes())?;
+            r.call(
+                &format!("open {what} through {path}"),
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    a.get(),
+                    (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?
+        }
+        MadeObject::Fd { pid, fd } => {
+            let pidfd = r.call(
+                &format!("pidfd_open crust ({pid})"),
+                libc::SYS_pidfd_open,
+                [*pid as u64, 0, 0, 0, 0, 0],
+            )?;
+            let got = r.call(
+                &format!("pidfd_getfd {what} (crust's fd {fd})"),
+                libc::SYS_pidfd_getfd,
+                [pidfd, *fd as u64, 0, 0, 0, 0],
+            );
+            r.call("close pidfd", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
+            got?
+        }
+    };
     let map = |r: &mut Remote<'_>, prot: i32| {
         r.call(
             &format!("mmap {what}"),
@@ -437,7 +455,10 @@ fn is_private(v: &VmaEntry) -> bool {
 /// Map the private VMAs of object `o` (mapped whole at `base`) at their
 /// reserved places: MAP_PRIVATE of the object itself, opened in the task
 /// through /proc/self/map_files (mremap would only duplicate a shared
-/// mapping), writable for the fill of their own pages that follows.
+/// mapping), writable for the fill of their own pages that follows. Opened
+/// read-only (a private mapping needs no more): a read-write open kept by
+/// the mapping would count as a writer of a memfd, and execveat of it
+/// would fail with ETXTBSY.
 fn map_private(
     r: &mut Remote<'_>,
     o: &ShmemObject,
@@ -452,7 +473,7 @@ fn map_private(
         [
             libc::AT_FDCWD as u64,
             a.get(),
-            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
             0,
             0,
             0,

@@ -43,7 +43,9 @@ pub(super) fn grow(
         let via_crust = mapped_via_crust(live, &created.shared);
         let mut objects = made_memfds(live, &created.shared, &img.memfds);
         for (ino, path) in &created.objects {
-            objects.entry(*ino).or_insert_with(|| path.clone());
+            objects
+                .entry(*ino)
+                .or_insert_with(|| mem::MadeObject::Path(path.clone()));
         }
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
@@ -155,6 +157,8 @@ pub(super) fn protect(
 /// through crust's fd (/proc/CRUST/fd/N), since no path leads to them.
 /// Paths by files.img id.
 type Paths = std::collections::HashMap<u64, String>;
+/// Shared memory objects that exist already, by inode number.
+type Objects = std::collections::HashMap<u64, mem::MadeObject>;
 
 fn mapped_via_crust(
     live: &LiveImage,
@@ -176,12 +180,14 @@ fn mapped_via_crust(
 
 /// The memfds mapped by `live` that crust made already because an fd of
 /// the tree is on them, by inode number: the task maps the object through
-/// crust's fd (/proc/CRUST/fd/N), so that fd and mapping stay one object.
+/// crust's own description (taken with pidfd_getfd), so that fd and
+/// mapping stay one object. The read-write description of lowest id is
+/// memfd_create's own (see `files::memfd`), which counts as no writer.
 fn made_memfds(
     live: &LiveImage,
     shared: &crate::files::kind::OpenFiles,
     memfds: &mem::Memfds,
-) -> std::collections::HashMap<u64, String> {
+) -> std::collections::HashMap<u64, mem::MadeObject> {
     use std::os::fd::AsRawFd;
     let me = process::getpid();
     live.mm
@@ -190,13 +196,23 @@ fn made_memfds(
         .filter(|v| v.status & vs::AREA_MEMFD != 0)
         .filter_map(|v| {
             let inode = memfds.get(&(v.shmid as u32))?;
-            let fd = memfds
+            let mut fds: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = memfds
                 .iter()
                 .filter(|(_, m)| m.inode_id == inode.inode_id)
-                .find_map(|(id, _)| shared.get(*id))?;
+                .filter_map(|(id, _)| Some((*id, shared.get(*id)?)))
+                .collect();
+            fds.sort_by_key(|(id, fd)| {
+                let rw = crust_sys::pipe::status_flags(*fd)
+                    .is_ok_and(|f| f & libc::O_ACCMODE == libc::O_RDWR);
+                (!rw, *id)
+            });
+            let (_, fd) = fds.first()?;
             Some((
                 u64::from(inode.shmid),
-                format!("/proc/{me}/fd/{}", fd.as_raw_fd()),
+                mem::MadeObject::Fd {
+                    pid: me,
+                    fd: fd.as_raw_fd(),
+                },
             ))
         })
         .collect()
@@ -205,7 +221,7 @@ fn made_memfds(
 pub(super) fn build_memory(
     task: &mut Task,
     img: &ImageSet,
-    (live, via_crust, objects): (&LiveImage, &Paths, &Paths),
+    (live, via_crust, objects): (&LiveImage, &Paths, &Objects),
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
