@@ -36,7 +36,7 @@ pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
 /// The anonymous private VMAs of `mm` that may share pages copy-on-write
 /// with the same VMA of the parent (`parent`), judged as CRIU judges it:
 /// the same start and end, both anonymous and private (no vDSO, vvar or
-/// vsyscall), the same MAP_GROWSDOWN, and both processes running the same
+/// vsyscall) or both private mappings of the same file at the same offset, the same MAP_GROWSDOWN, and both processes running the same
 /// executable (exec starts a new memory). The parent's VMA must reach the
 /// child at clone time (no MADV_DONTFORK or MADV_WIPEONFORK). The restored
 /// process keeps the copy it got from its parent there, and each stored
@@ -46,7 +46,12 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
         return Vec::new();
     }
     let special = vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL | vs::AREA_MEMFD;
-    let anon = |v: &VmaEntry| v.status & vs::ANON_PRIVATE != 0 && v.status & special == 0;
+    // Private file mappings too (their written pages are anonymous copies).
+    let anon = |v: &VmaEntry| {
+        v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+            && v.status & vs::AREA_REGULAR != 0
+            && v.status & special == 0
+    };
     let not_forked = (1u64 << libc::MADV_DONTFORK) | (1u64 << libc::MADV_WIPEONFORK);
     let theirs: std::collections::HashMap<(u64, u64), &VmaEntry> = parent
         .vmas
@@ -59,9 +64,11 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
         .iter()
         .filter(|v| anon(v))
         .filter(|v| {
-            theirs
-                .get(&(v.start, v.end))
-                .is_some_and(|p| (p.flags ^ v.flags) & same == 0)
+            theirs.get(&(v.start, v.end)).is_some_and(|p| {
+                (p.flags ^ v.flags) & same == 0
+                    && (v.status & vs::FILE_PRIVATE == 0
+                        || (p.status == v.status && p.shmid == v.shmid && p.pgoff == v.pgoff))
+            })
         })
         .map(|v| (v.start, v.end))
         .collect()

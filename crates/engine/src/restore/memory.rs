@@ -339,12 +339,39 @@ fn inherited_ranges(
     // VMAs that may share pages with the parent's (every page stored, as
     // CRIU stores them): kept when the parent's copy is there.
     for (s, e) in candidates {
-        if !inherited.contains(&(s, e)) && anon_up_to(maps, s, e) == e {
+        if !inherited.contains(&(s, e)) && private_up_to(maps, s, e) == e {
             inherited.push((s, e));
         }
     }
     inherited.extend(shared);
     Ok(inherited)
+}
+
+/// How far from `s` (up to `e`) the task's `maps` hold private memory
+/// (anonymous, or a private file mapping: the parent's copy of the same
+/// file, `mem::cow_candidates` having compared the images) without a gap.
+fn private_up_to(maps: &[crust_proc::MapEntry], s: u64, e: u64) -> u64 {
+    let mut cur = s;
+    while cur < e {
+        let private = maps.iter().find(|m| {
+            m.start <= cur
+                && cur < m.end
+                && !m.shared
+                && matches!(
+                    m.kind(),
+                    MapKind::Anon
+                        | MapKind::Heap
+                        | MapKind::Stack
+                        | MapKind::AnonNamed(_)
+                        | MapKind::File
+                )
+        });
+        match private {
+            Some(m) => cur = m.end.min(e),
+            None => break,
+        }
+    }
+    cur
 }
 
 /// How far from `s` (up to `e`) the task's `maps` hold private anonymous

@@ -14,6 +14,9 @@
 //! - An empty memfd (nothing stored for it).
 //! - A child that moved its copy of a shared anonymous region (mremap):
 //!   it goes on counting in it, and the parent sees the count move.
+//! - A private mapping of a deleted file whose first pages were written
+//!   before the fork: parent and child still share those copies (same page
+//!   frames, read from /proc/PID/pagemap: run as root).
 
 use crust_testprogs::{die, ensure, finish, ready, start, wait_for_term};
 use std::ffi::CString;
@@ -119,6 +122,20 @@ fn exec_fd(fd: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Pages of the private file mapping (the first half written).
+const COW_PAGES: usize = 8;
+
+/// The page frame at `addr` of process `pid` (0 if not present).
+fn pfn(pid: i32, addr: u64) -> Result<u64, String> {
+    let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+        .map_err(|e| format!("open pagemap of {pid}: {e}"))?;
+    let mut b = [0u8; 8];
+    f.read_at(&mut b, addr / PAGE as u64 * 8)
+        .map_err(|e| format!("read pagemap of {pid}: {e}"))?;
+    let e = u64::from_ne_bytes(b);
+    Ok(if e >> 63 == 1 { e & ((1 << 55) - 1) } else { 0 })
+}
+
 fn main() {
     let args = start();
     let rw = libc::PROT_READ | libc::PROT_WRITE;
@@ -171,6 +188,20 @@ fn main() {
     let mprivate = mmap(PAGE, libc::PROT_READ, libc::MAP_PRIVATE, mf.as_raw_fd(), 0)
         .unwrap_or_else(|| die("mmap memfd private"));
     let empty = memfd("memkinds-empty");
+
+    // A private mapping of a (deleted) file, written before the fork: the
+    // child shares the written copies with the parent, copy-on-write.
+    let path = std::env::temp_dir().join(format!("memkinds-{}", std::process::id()));
+    let file = std::fs::File::create_new(&path).unwrap_or_else(|_| die("create file"));
+    file.set_len(COW_PAGES as u64 * PAGE as u64)
+        .unwrap_or_else(|_| die("ftruncate file"));
+    let _ = std::fs::remove_file(&path);
+    let fpriv = mmap(COW_PAGES * PAGE, rw, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        .unwrap_or_else(|| die("mmap file private"));
+    drop(file);
+    for page in 0..COW_PAGES / 2 {
+        write_at(fpriv, page * PAGE, 0xc0 + page as u64);
+    }
 
     // A child that moves its copy of a shared region and counts in it.
     let counted = anon(2 * PAGE, libc::MAP_SHARED);
@@ -266,6 +297,19 @@ fn main() {
             .map_err(|e| format!("fstat empty memfd: {e}"))?
             .len();
         ensure!(len == 0, "empty memfd has {len} bytes");
+
+        for page in 0..COW_PAGES / 2 {
+            let a = fpriv as u64 + (page * PAGE) as u64;
+            ensure!(
+                read_at(fpriv, page * PAGE) == 0xc0 + page as u64,
+                "file copy {page} lost"
+            );
+            let (mine, theirs) = (pfn(std::process::id() as i32, a)?, pfn(child, a)?);
+            ensure!(
+                mine != 0 && mine == theirs,
+                "written page {page} of the private file mapping is not shared with the child ({mine:#x}, {theirs:#x})"
+            );
+        }
 
         let c0 = read_at(counted, PAGE);
         std::thread::sleep(std::time::Duration::from_millis(300));
