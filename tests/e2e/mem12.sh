@@ -16,3 +16,20 @@ t_memkinds() {
 }
 
 ALL_TESTS+=(memkinds)
+
+# A process that dropped root for nobody, with a child: still dumpable
+# after restore (the uid change at restore reset it), and it reads its
+# child's /proc/PID/maps (zdtm's vdso02).
+t_dumpable_nobody() {
+    need_cr || return $?
+    chmod 1777 "$D"
+    start_prog dumpable || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    kill_tree "$PID" "$BIN/dumpable"
+    return $rc
+}
+
+ALL_TESTS+=(dumpable-nobody)
