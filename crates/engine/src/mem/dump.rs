@@ -190,6 +190,10 @@ fn parent_has_same(pid: i32, v: &Vma, parent: &Option<CowParent<'_>>) -> bool {
     let Some(p) = parent else {
         return false;
     };
+    // Huge pages are stored whole: restore cannot zero 4 KiB of one.
+    if v.vm_flags.has("ht") {
+        return false;
+    }
     // The parent's VMAs are in address order, as /proc/PID/maps lists them.
     let i = p.vmas.partition_point(|pv| pv.map.start < v.map.start);
     let same = p.vmas.get(i).is_some_and(|pv| {

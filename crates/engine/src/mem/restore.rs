@@ -4,6 +4,9 @@
 use super::pages::{FillRun, PageSource};
 use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
 use super::vma::MAP_DROPPABLE;
+
+/// The huge page size bits of mmap flags (log2 of the size, at bit 26).
+const MAP_HUGE_MASK: i32 = 0x3f << 26;
 use super::{bad, PageRun, Pending, VmaSources};
 use crate::task::remote::Remote;
 use crate::Error;
@@ -51,6 +54,7 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
         v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
             && v.status & vs::AREA_REGULAR != 0
             && v.status & special == 0
+            && v.flags & libc::MAP_HUGETLB as u32 == 0
     };
     let not_forked = (1u64 << libc::MADV_DONTFORK) | (1u64 << libc::MADV_WIPEONFORK);
     let theirs: std::collections::HashMap<(u64, u64), &VmaEntry> = parent
@@ -325,7 +329,9 @@ fn map_vma(
         | libc::MAP_PRIVATE
         | libc::MAP_ANONYMOUS
         | libc::MAP_GROWSDOWN
-        | libc::MAP_NORESERVE) as u32
+        | libc::MAP_NORESERVE
+        | libc::MAP_HUGETLB
+        | MAP_HUGE_MASK) as u32
         | MAP_DROPPABLE;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {

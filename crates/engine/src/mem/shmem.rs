@@ -220,6 +220,8 @@ pub struct ShmemObject {
     pub pages_id: u32,
     /// vaddr = offset in the object.
     pub runs: Vec<PageRun>,
+    /// Hugetlb memory (its VMAs have MAP_HUGETLB).
+    pub huge: bool,
 }
 
 /// memfd names are at most 249 bytes (NAME_MAX less the "memfd:" prefix).
@@ -255,6 +257,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             })?;
         if let Some(o) = out.iter_mut().find(|o| o.key == v.shmid) {
             o.size = o.size.max(end_off);
+            o.huge |= is_huge(v);
             continue;
         }
         let (ino, size, name) = if v.status & vs::AREA_MEMFD != 0 {
@@ -311,6 +314,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             size: size.max(end_off),
             pages_id: 0,
             runs: Vec::new(),
+            huge: is_huge(v),
         });
     }
     let source = LocalImages::new(dir);
@@ -363,10 +367,10 @@ pub(crate) fn restore_shmem(
         .iter()
         .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
         .collect();
-    if vmas.iter().any(|v| is_private(v)) {
-        map_private(r, o, base, &vmas)?;
+    if vmas.iter().any(|v| is_private(v) || is_huge(v)) {
+        map_through_files(r, o, base, &vmas)?;
     }
-    for v in vmas.into_iter().filter(|v| !is_private(v)) {
+    for v in vmas.into_iter().filter(|v| !is_private(v) && !is_huge(v)) {
         let len = v.end - v.start;
         let got = r.call(
             &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
@@ -452,6 +456,11 @@ fn is_private(v: &VmaEntry) -> bool {
     v.flags & libc::MAP_PRIVATE as u32 != 0
 }
 
+/// Shared hugetlb memory (mremap cannot duplicate it)?
+fn is_huge(v: &VmaEntry) -> bool {
+    v.flags & libc::MAP_HUGETLB as u32 != 0
+}
+
 /// Map the private VMAs of object `o` (mapped whole at `base`) at their
 /// reserved places: MAP_PRIVATE of the object itself, opened in the task
 /// through /proc/self/map_files (mremap would only duplicate a shared
@@ -459,13 +468,17 @@ fn is_private(v: &VmaEntry) -> bool {
 /// read-only (a private mapping needs no more): a read-write open kept by
 /// the mapping would count as a writer of a memfd, and execveat of it
 /// would fail with ETXTBSY.
-fn map_private(
+fn map_through_files(
     r: &mut Remote<'_>,
     o: &ShmemObject,
     base: u64,
     vmas: &[&VmaEntry],
 ) -> Result<(), Error> {
+    let huge = vmas.iter().any(|v| is_huge(v));
     let path = format!("/proc/self/map_files/{base:x}-{:x}", base + o.size);
+    // Shared hugetlb VMAs are mapped from it too, so it is opened
+    // read-write (no exec of hugetlb memory to spoil).
+    let acc = if huge { libc::O_RDWR } else { libc::O_RDONLY };
     let a = r.put_cstr(0, path.as_bytes())?;
     let fd = r.call(
         &format!("open {path} (shared memory object {})", o.ino),
@@ -473,16 +486,21 @@ fn map_private(
         [
             libc::AT_FDCWD as u64,
             a.get(),
-            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+            (acc | libc::O_CLOEXEC) as u64,
             0,
             0,
             0,
         ],
     )?;
     let mut mapped = Ok(());
-    for v in vmas.iter().filter(|v| is_private(v)) {
+    for v in vmas.iter().filter(|v| is_private(v) || is_huge(v)) {
         let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
+        let kind = if is_private(v) {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
+        let flags = (kind | libc::MAP_FIXED) as u64;
         let got = r.call(
             &format!(
                 "mmap shared memory privately at {:#x}-{:#x}",
@@ -514,7 +532,8 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let what = format!("shared memory object {} ({} bytes)", o.ino, o.size);
     let Some(name) = &o.name else {
-        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+        let huge = if o.huge { libc::MAP_HUGETLB } else { 0 };
+        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge) as u64;
         return r.call(
             &format!("mmap {what}"),
             libc::SYS_mmap,

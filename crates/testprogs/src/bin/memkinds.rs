@@ -14,6 +14,8 @@
 //! - An empty memfd (nothing stored for it).
 //! - A child that moved its copy of a shared anonymous region (mremap):
 //!   it goes on counting in it, and the parent sees the count move.
+//! - Anonymous hugetlb memory, private and shared, where the machine has
+//!   huge pages: values and the "ht" flag kept.
 //! - A private mapping of a deleted file whose first pages were written
 //!   before the fork: parent and child still share those copies (same page
 //!   frames, read from /proc/PID/pagemap: run as root).
@@ -122,6 +124,9 @@ fn exec_fd(fd: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// The default huge page size on x86_64 (2 MiB).
+const HUGE: usize = 2 << 20;
+
 /// Pages of the private file mapping (the first half written).
 const COW_PAGES: usize = 8;
 
@@ -201,6 +206,17 @@ fn main() {
     drop(file);
     for page in 0..COW_PAGES / 2 {
         write_at(fpriv, page * PAGE, 0xc0 + page as u64);
+    }
+
+    // Anonymous hugetlb memory, private and shared, where the machine has
+    // huge pages (vm.nr_hugepages): checked only when both maps work.
+    let flags = libc::MAP_ANONYMOUS | libc::MAP_HUGETLB;
+    let hpriv = mmap(HUGE, rw, flags | libc::MAP_PRIVATE, -1, 0);
+    let hshared = mmap(HUGE, rw, flags | libc::MAP_SHARED, -1, 0);
+    let huge = hpriv.zip(hshared);
+    if let Some((p, q)) = huge {
+        write_at(p, 8, 0x4a9e);
+        write_at(q, HUGE - 8, 0x5a9e);
     }
 
     // A child that moves its copy of a shared region and counts in it.
@@ -308,6 +324,21 @@ fn main() {
             ensure!(
                 mine != 0 && mine == theirs,
                 "written page {page} of the private file mapping is not shared with the child ({mine:#x}, {theirs:#x})"
+            );
+        }
+
+        if let Some((p, q)) = huge {
+            ensure!(
+                read_at(p, 8) == 0x4a9e,
+                "private hugetlb memory lost its value"
+            );
+            ensure!(
+                read_at(q, HUGE - 8) == 0x5a9e,
+                "shared hugetlb memory lost its value"
+            );
+            ensure!(
+                has_flag(p, "ht")? && has_flag(q, "ht")?,
+                "hugetlb memory lost ht"
             );
         }
 
