@@ -1005,6 +1005,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/task.sh"
 # shellcheck source=tests/e2e/fds.sh
 . "$ROOT/tests/e2e/fds.sh"
+# shellcheck source=tests/e2e/mem12.sh
+. "$ROOT/tests/e2e/mem12.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -108,8 +108,23 @@ impl MemfdDump {
         let md = file
             .metadata()
             .map_err(sys_err(pid, format!("stat memfd of fd {fd}")))?;
-        let inode_id = match self.inodes.get(&md.ino()) {
-            Some(i) => *i,
+        // A mapping of the same memfd may have named its inode already.
+        let mapped = inodes
+            .iter()
+            .find(|i| i.shmid == md.ino() as u32)
+            .map(|i| i.inode_id as u32);
+        let inode_id = match self.inodes.get(&md.ino()).copied().or(mapped) {
+            Some(i) => {
+                if let std::collections::hash_map::Entry::Vacant(v) = self.inodes.entry(md.ino()) {
+                    v.insert(i);
+                    self.contents.push(Content {
+                        ino: md.ino(),
+                        file,
+                        size: md.size(),
+                    });
+                }
+                i
+            }
             None => {
                 let seals = crust_sys::memfd::seals(file.as_fd())
                     .map_err(sys_err(pid, format!("F_GET_SEALS of fd {fd}")))?;
@@ -157,6 +172,12 @@ impl MemfdDump {
 
     /// Write the content of every memfd: `pagemap-shmem-<ino>.img` and
     /// its pages file.
+    /// The memfds of inode numbers `inos` are mapped too: their pages are
+    /// stored with the mappings', not here.
+    pub fn stored_elsewhere(&mut self, inos: &[u64]) {
+        self.contents.retain(|c| !inos.contains(&c.ino));
+    }
+
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         for c in &self.contents {
             write_content(dir, c)?;
@@ -257,15 +278,20 @@ impl Memfds {
             let f = File::from(mfd);
             f.set_len(e.size)
                 .map_err(sys_err(me, format!("set the size of {what}")))?;
-            let mut src = crate::util::open_image_data(&ino.pages)?;
+            // No stored page (all zeros, or empty): no pages file either.
+            let mut src = match ino.runs.is_empty() {
+                true => None,
+                false => Some(crate::util::open_image_data(&ino.pages)?),
+            };
             let mut buf = vec![0u8; BATCH];
             for &(at, from, len) in &ino.runs {
+                let Some(src) = src.as_mut() else { break };
                 src.seek(SeekFrom::Start(from))
                     .map_err(sys_err(me, format!("seek in {}", ino.pages.display())))?;
                 let mut done = 0u64;
                 while done < len {
                     let n = ((len - done) as usize).min(BATCH);
-                    std::io::Read::read_exact(&mut src, &mut buf[..n])
+                    std::io::Read::read_exact(src, &mut buf[..n])
                         .map_err(sys_err(me, format!("read {}", ino.pages.display())))?;
                     f.write_all_at(&buf[..n], at + done)
                         .map_err(sys_err(me, format!("fill {what}")))?;
@@ -283,6 +309,11 @@ impl Memfds {
             std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid))
                 .map_err(sys_err(me, format!("chown {what}")))?;
             let via = format!("/proc/self/fd/{}", f.as_raw_fd());
+            // The first read-write description is memfd_create's own: one
+            // reopened through /proc counts as a writer of the inode, and
+            // execveat(fd, "", AT_EMPTY_PATH) of it then fails with
+            // ETXTBSY (memfd_create's description does not count).
+            let mut own_used = false;
             for (id, m) in self
                 .files
                 .iter()
@@ -295,12 +326,24 @@ impl Memfds {
                         | libc::O_EXCL
                         | libc::O_TRUNC
                         | libc::O_CLOEXEC);
-                let mut d = OpenOptions::new()
-                    .read(acc != libc::O_WRONLY)
-                    .write(acc != libc::O_RDONLY)
-                    .custom_flags(flags | libc::O_CLOEXEC)
-                    .open(&via)
-                    .map_err(sys_err(me, format!("open {what} for file {id}")))?;
+                let mut d = if acc == libc::O_RDWR && !own_used {
+                    own_used = true;
+                    let d = f
+                        .try_clone()
+                        .map_err(sys_err(me, format!("dup {what} for file {id}")))?;
+                    crust_sys::pipe::set_status_flags(d.as_fd(), flags).map_err(sys_err(
+                        me,
+                        format!("set the flags of {what} for file {id}"),
+                    ))?;
+                    d
+                } else {
+                    OpenOptions::new()
+                        .read(acc != libc::O_WRONLY)
+                        .write(acc != libc::O_RDONLY)
+                        .custom_flags(flags | libc::O_CLOEXEC)
+                        .open(&via)
+                        .map_err(sys_err(me, format!("open {what} for file {id}")))?
+                };
                 if m.pos != 0 {
                     d.seek(SeekFrom::Start(m.pos))
                         .map_err(sys_err(me, format!("seek {what} for file {id}")))?;

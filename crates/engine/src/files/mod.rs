@@ -219,18 +219,14 @@ impl FileTable {
             return *id;
         }
         let id = self.new_id();
-        let inode_id = self.memfd_inodes.len() as u32 + 1;
-        self.memfd_inodes.push(MemfdInodeEntry {
-            name: obj.name.clone(),
-            uid: obj.uid,
-            gid: obj.gid,
-            size: obj.size,
-            shmid: obj.ino as u32,
-            seals: obj.seals,
-            inode_id: inode_id as u64,
-            mode: Some(obj.mode),
-            ..Default::default()
-        });
+        // A memfd also open as an fd of the tree has its inode already:
+        // the mapping's MEMFD entry names the same one.
+        let known = self
+            .memfd_inodes
+            .iter()
+            .find(|i| i.shmid == obj.ino as u32)
+            .map(|i| i.inode_id as u32);
+        let inode_id = known.unwrap_or(self.memfd_inodes.len() as u32 + 1);
         self.files.push(FileEntry {
             r#type: fd_types::MEMFD,
             id,
@@ -246,9 +242,23 @@ impl FileTable {
         });
         self.shmem_ids.insert(obj.ino, id);
         debug!(
-            "shared memory object ino {} ({} bytes) is file id {id}",
+            "shared memory object ino {} ({} bytes) is file id {id} (memfd inode {inode_id})",
             obj.ino, obj.size
         );
+        if known.is_some() {
+            return id;
+        }
+        self.memfd_inodes.push(MemfdInodeEntry {
+            name: obj.name.clone(),
+            uid: obj.uid,
+            gid: obj.gid,
+            size: obj.size,
+            shmid: obj.ino as u32,
+            seals: obj.seals,
+            inode_id: inode_id as u64,
+            mode: Some(obj.mode),
+            ..Default::default()
+        });
         id
     }
 
@@ -362,7 +372,12 @@ impl FileTable {
     /// and returns entries for files.img.
     pub fn write(&mut self, dir: &Path, between: BetweenKinds<'_>) -> Result<(), Error> {
         self.collect_carried()?;
-        self.refuse_memfd_twice()?;
+        // The pages of a memfd that is also mapped are stored once, by
+        // the memory dump (pagemap-shmem-<ino>.img).
+        let mapped: Vec<u64> = self.shmem_ids.keys().copied().collect();
+        if let Some(m) = self.kind_mut::<memfd::MemfdDump>() {
+            m.stored_elsewhere(&mapped);
+        }
         let kinds = &mut self.kinds;
         for k in kinds.iter_mut() {
             self.files.extend(k.late_entries(&mut self.next_id)?);
@@ -378,24 +393,6 @@ impl FileTable {
         }
         if !self.memfd_inodes.is_empty() {
             write_image(dir, ImageType::MemfdInode, 0, &self.memfd_inodes)?;
-        }
-        Ok(())
-    }
-}
-
-impl FileTable {
-    /// A memfd both open as an fd and mapped is two memfd.img inodes on
-    /// one object (the fd's and the mapping's), which a restore would make
-    /// as two objects: refused until they are one.
-    fn refuse_memfd_twice(&self) -> Result<(), Error> {
-        let mut seen = std::collections::HashSet::new();
-        for i in &self.memfd_inodes {
-            if !seen.insert(i.shmid) {
-                return Err(Error::unsupported(format!(
-                    "memfd {:?} (inode {}) is both mapped and open as an fd, which crust cannot dump yet (CRIU can)",
-                    i.name, i.shmid
-                )));
-            }
         }
         Ok(())
     }

@@ -98,11 +98,14 @@ pub(super) enum Fate {
 /// parent has the same anonymous VMA, `zero_pfn` the shared zero page.
 pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option<u64>) -> Fate {
     if let Some(pp) = pp {
+        // In a private file mapping only the pages it copied (anonymous
+        // ones) count: the file's own pages come from the file anyway.
         if p.present()
             && pp.present()
             && p.pfn() != 0
             && p.pfn() == pp.pfn()
             && zero_pfn != Some(p.pfn())
+            && !(file_private && p.file_or_shared_anon())
         {
             return Fate::Cow;
         }
@@ -187,7 +190,8 @@ fn parent_has_same(pid: i32, v: &Vma, parent: &Option<CowParent<'_>>) -> bool {
     let Some(p) = parent else {
         return false;
     };
-    if v.status & vs::FILE_PRIVATE != 0 {
+    // Huge pages are stored whole: restore cannot zero 4 KiB of one.
+    if v.vm_flags.has("ht") {
         return false;
     }
     // The parent's VMAs are in address order, as /proc/PID/maps lists them.
@@ -197,6 +201,13 @@ fn parent_has_same(pid: i32, v: &Vma, parent: &Option<CowParent<'_>>) -> bool {
             && pv.map.end == v.map.end
             && pv.status == v.status
             && pv.dumps_pages()
+            // A private file mapping: of the same file, at the same offset.
+            && (v.status & vs::FILE_PRIVATE == 0
+                || (pv.map.inode == v.map.inode
+                    && pv.map.dev_major == v.map.dev_major
+                    && pv.map.dev_minor == v.map.dev_minor
+                    && pv.map.offset == v.map.offset
+                    && pv.map.path == v.map.path))
     });
     debug!(
         "{pid}: VMA {:#x}-{:#x} compared with parent {}: {}",

@@ -28,7 +28,7 @@ pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
 pub use restore::{
     cow_candidates, inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map,
 };
-pub use shmem::inherited_shmem;
+pub use shmem::{inherited_shmem, shmem_places};
 pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
 
 pub use vma::{
@@ -101,8 +101,25 @@ pub struct VmaSources<'a> {
     pub paths: &'a dyn Fn(u64) -> Option<String>,
     /// The memfd inodes of the image set.
     pub memfds: &'a Memfds,
+    /// How the task gets a shared memory object that exists already, by
+    /// inode number: a memfd crust made (an fd of the tree is on it), or
+    /// an object a process built before maps.
+    pub made_objects: &'a dyn Fn(u64) -> Option<MadeObject>,
     /// How System V segments are attached.
     pub attach_sysv: &'a AttachSysv,
+}
+
+/// A shared memory object that exists already, for a task to map.
+#[derive(Debug, Clone)]
+pub enum MadeObject {
+    /// Crust's own description `fd` (of process `pid`, crust), taken with
+    /// pidfd_getfd: the same description, so a memfd mapped through
+    /// memfd_create's own one gains no writer (execveat of it would fail
+    /// with ETXTBSY).
+    Fd { pid: i32, fd: i32 },
+    /// A path to open (/proc/PID/map_files/START-END of a process built
+    /// before).
+    Path(String),
 }
 
 /// One VMA of the dumped task, classified.
@@ -162,6 +179,7 @@ impl Vma {
         self.status & vs::AREA_REGULAR != 0
             && self.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
             && self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+            && !self.has("dp")
     }
 
     fn has(&self, f: &str) -> bool {

@@ -3,6 +3,10 @@
 
 use super::pages::{FillRun, PageSource};
 use super::shmem::{is_shmem_entry, load_shmem, restore_shmem};
+use super::vma::MAP_DROPPABLE;
+
+/// The huge page size bits of mmap flags (log2 of the size, at bit 26).
+const MAP_HUGE_MASK: i32 = 0x3f << 26;
 use super::{bad, PageRun, Pending, VmaSources};
 use crate::task::remote::Remote;
 use crate::Error;
@@ -35,7 +39,7 @@ pub fn inherited_vmas(mm: &MmEntry, runs: &[PageRun]) -> Vec<(u64, u64)> {
 /// The anonymous private VMAs of `mm` that may share pages copy-on-write
 /// with the same VMA of the parent (`parent`), judged as CRIU judges it:
 /// the same start and end, both anonymous and private (no vDSO, vvar or
-/// vsyscall), the same MAP_GROWSDOWN, and both processes running the same
+/// vsyscall) or both private mappings of the same file at the same offset, the same MAP_GROWSDOWN, and both processes running the same
 /// executable (exec starts a new memory). The parent's VMA must reach the
 /// child at clone time (no MADV_DONTFORK or MADV_WIPEONFORK). The restored
 /// process keeps the copy it got from its parent there, and each stored
@@ -45,7 +49,13 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
         return Vec::new();
     }
     let special = vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL | vs::AREA_MEMFD;
-    let anon = |v: &VmaEntry| v.status & vs::ANON_PRIVATE != 0 && v.status & special == 0;
+    // Private file mappings too (their written pages are anonymous copies).
+    let anon = |v: &VmaEntry| {
+        v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+            && v.status & vs::AREA_REGULAR != 0
+            && v.status & special == 0
+            && v.flags & libc::MAP_HUGETLB as u32 == 0
+    };
     let not_forked = (1u64 << libc::MADV_DONTFORK) | (1u64 << libc::MADV_WIPEONFORK);
     let theirs: std::collections::HashMap<(u64, u64), &VmaEntry> = parent
         .vmas
@@ -58,9 +68,11 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
         .iter()
         .filter(|v| anon(v))
         .filter(|v| {
-            theirs
-                .get(&(v.start, v.end))
-                .is_some_and(|p| (p.flags ^ v.flags) & same == 0)
+            theirs.get(&(v.start, v.end)).is_some_and(|p| {
+                (p.flags ^ v.flags) & same == 0
+                    && (v.status & vs::FILE_PRIVATE == 0
+                        || (p.status == v.status && p.shmid == v.shmid && p.pgoff == v.pgoff))
+            })
         })
         .map(|v| (v.start, v.end))
         .collect()
@@ -106,9 +118,22 @@ pub fn restore_vmas(
     // for local images) while crust goes on; `protect_vmas` waits for them.
     // In inherited VMAs a stored page equal to the inherited one is left
     // shared with the parent.
+    // Shared memory objects first: a private mapping of one is in place
+    // before its own pages are filled.
+    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
+    for o in &shmem {
+        let kept = mm
+            .vmas
+            .iter()
+            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
+            .all(|v| inherited.contains(&(v.start, v.end)));
+        if !kept {
+            let made = (src.made_objects)(o.ino);
+            restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
+        }
+    }
     let (fills, keep) = task_fills(runs, &private_inherited);
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
-    let mut restored: u64 = runs.iter().filter(|p| !p.cow).map(|p| p.npages).sum();
     for &(start, end) in &private_inherited {
         for (a, b) in uncovered(start, end, &sorted) {
             r.call(
@@ -120,16 +145,6 @@ pub fn restore_vmas(
     }
     for f in open_fds {
         r.call("close", libc::SYS_close, [f.fd, 0, 0, 0, 0, 0])?;
-    }
-    for o in &shmem {
-        let kept = mm
-            .vmas
-            .iter()
-            .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
-            .all(|v| inherited.contains(&(v.start, v.end)));
-        if !kept {
-            restored += restore_shmem(r, pages, mm, o)?;
-        }
     }
     Ok((restored, pending))
 }
@@ -314,7 +329,10 @@ fn map_vma(
         | libc::MAP_PRIVATE
         | libc::MAP_ANONYMOUS
         | libc::MAP_GROWSDOWN
-        | libc::MAP_NORESERVE) as u32;
+        | libc::MAP_NORESERVE
+        | libc::MAP_HUGETLB
+        | MAP_HUGE_MASK) as u32
+        | MAP_DROPPABLE;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
         file_fd(r, dir, v, src.paths, open_fds)?
@@ -408,6 +426,17 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
+        }
+        if v.flags & libc::MAP_LOCKED as u32 != 0 {
+            // Locked while still writable (the fill is over): mlock of a
+            // PROT_NONE range would not fault its pages in. Not mapped
+            // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
+            // needs the call anyway.
+            r.call(
+                "mlock",
+                libc::SYS_mlock,
+                [v.start, v.end - v.start, 0, 0, 0, 0],
+            )?;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
         let sysv = v.status & vs::AREA_SYSVIPC != 0;

@@ -3,7 +3,7 @@
 
 use super::pages::{pages_file_len, FillRun, LocalImages, PageOwner, PageSink, PageSource, Run};
 use super::{bad, map_files_path, PageRun, Vma, BATCH, TASK_SIZE};
-use super::{Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
+use super::{MadeObject, Memfds, ShmemInode, F_SEAL_SEAL, SHMEM_ANON_NAME};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
@@ -220,6 +220,8 @@ pub struct ShmemObject {
     pub pages_id: u32,
     /// vaddr = offset in the object.
     pub runs: Vec<PageRun>,
+    /// Hugetlb memory (its VMAs have MAP_HUGETLB).
+    pub huge: bool,
 }
 
 /// memfd names are at most 249 bytes (NAME_MAX less the "memfd:" prefix).
@@ -255,13 +257,21 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             })?;
         if let Some(o) = out.iter_mut().find(|o| o.key == v.shmid) {
             o.size = o.size.max(end_off);
+            o.huge |= is_huge(v);
             continue;
         }
         let (ino, size, name) = if v.status & vs::AREA_MEMFD != 0 {
-            if v.status & vs::FILE_SHARED == 0 || v.flags & libc::MAP_SHARED as u32 == 0 {
-                return Err(Error::unsupported(format!(
-                    "restoring the private memfd mapping {what}"
-                )));
+            let shared = v.status & vs::FILE_SHARED != 0 && v.flags & libc::MAP_SHARED as u32 != 0;
+            let private =
+                v.status & vs::FILE_PRIVATE != 0 && v.flags & libc::MAP_PRIVATE as u32 != 0;
+            if !shared && !private {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{what} maps a memfd with flags {:#x} and status {:#x}",
+                        v.flags, v.status
+                    ),
+                ));
             }
             let inode = memfds.get(&(v.shmid as u32)).ok_or_else(|| {
                 bad(
@@ -304,6 +314,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             size: size.max(end_off),
             pages_id: 0,
             runs: Vec::new(),
+            huge: is_huge(v),
         });
     }
     let source = LocalImages::new(dir);
@@ -335,19 +346,31 @@ pub(crate) fn restore_shmem(
     pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
+    made: Option<&MadeObject>,
 ) -> Result<u64, Error> {
-    let base = map_object(r, o)?;
-    let fill: Vec<FillRun> = o
-        .runs
-        .iter()
-        .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
-        .collect();
-    pages.fill_now(r.pid(), o.pages_id, &fill)?;
-    for v in mm
+    let base = match made {
+        // Made and filled already (by crust, or by another process).
+        Some(m) => map_made(r, o, m)?,
+        None => {
+            let base = map_object(r, o)?;
+            let fill: Vec<FillRun> = o
+                .runs
+                .iter()
+                .map(|p| (base + p.vaddr, p.npages * PAGE_SIZE, p.file_off))
+                .collect();
+            pages.fill_now(r.pid(), o.pages_id, &fill)?;
+            base
+        }
+    };
+    let vmas: Vec<&VmaEntry> = mm
         .vmas
         .iter()
         .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
-    {
+        .collect();
+    if vmas.iter().any(|v| is_private(v) || is_huge(v)) {
+        map_through_files(r, o, base, &vmas)?;
+    }
+    for v in vmas.into_iter().filter(|v| !is_private(v) && !is_huge(v)) {
         let len = v.end - v.start;
         let got = r.call(
             &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
@@ -373,7 +396,133 @@ pub(crate) fn restore_shmem(
         libc::SYS_munmap,
         [base, o.size, 0, 0, 0, 0],
     )?;
-    Ok(o.runs.iter().map(|p| p.npages).sum())
+    Ok(match made {
+        Some(_) => 0,
+        None => o.runs.iter().map(|p| p.npages).sum(),
+    })
+}
+
+/// Map the whole of an object that exists already (opened in the task
+/// through `path`: crust's fd of a memfd it made, or the map_files link of
+/// a process built before), shared, where the kernel likes: read-write, or
+/// read-only if its seals forbid writing (then no VMA of it was writable).
+fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
+    let what = format!("shared memory object {} ({:?})", o.ino, o.name);
+    let fd = match m {
+        MadeObject::Path(path) => {
+            let a = r.put_cstr(0, path.as_bytes())?;
+            r.call(
+                &format!("open {what} through {path}"),
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    a.get(),
+                    (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?
+        }
+        MadeObject::Fd { pid, fd } => {
+            let pidfd = r.call(
+                &format!("pidfd_open crust ({pid})"),
+                libc::SYS_pidfd_open,
+                [*pid as u64, 0, 0, 0, 0, 0],
+            )?;
+            let got = r.call(
+                &format!("pidfd_getfd {what} (crust's fd {fd})"),
+                libc::SYS_pidfd_getfd,
+                [pidfd, *fd as u64, 0, 0, 0, 0],
+            );
+            r.call("close pidfd", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
+            got?
+        }
+    };
+    let map = |r: &mut Remote<'_>, prot: i32| {
+        r.call(
+            &format!("mmap {what}"),
+            libc::SYS_mmap,
+            [0, o.size, prot as u64, libc::MAP_SHARED as u64, fd, 0],
+        )
+    };
+    let mapped = map(r, libc::PROT_READ | libc::PROT_WRITE).or_else(|_| map(r, libc::PROT_READ));
+    r.call("close memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    mapped
+}
+
+/// A private mapping of a shared memory object (VMA_FILE_PRIVATE)?
+fn is_private(v: &VmaEntry) -> bool {
+    v.flags & libc::MAP_PRIVATE as u32 != 0
+}
+
+/// Shared hugetlb memory (mremap cannot duplicate it)?
+fn is_huge(v: &VmaEntry) -> bool {
+    v.flags & libc::MAP_HUGETLB as u32 != 0
+}
+
+/// Map the private VMAs of object `o` (mapped whole at `base`) at their
+/// reserved places: MAP_PRIVATE of the object itself, opened in the task
+/// through /proc/self/map_files (mremap would only duplicate a shared
+/// mapping), writable for the fill of their own pages that follows. Opened
+/// read-only (a private mapping needs no more): a read-write open kept by
+/// the mapping would count as a writer of a memfd, and execveat of it
+/// would fail with ETXTBSY.
+fn map_through_files(
+    r: &mut Remote<'_>,
+    o: &ShmemObject,
+    base: u64,
+    vmas: &[&VmaEntry],
+) -> Result<(), Error> {
+    let huge = vmas.iter().any(|v| is_huge(v));
+    let path = format!("/proc/self/map_files/{base:x}-{:x}", base + o.size);
+    // Shared hugetlb VMAs are mapped from it too, so it is opened
+    // read-write (no exec of hugetlb memory to spoil).
+    let acc = if huge { libc::O_RDWR } else { libc::O_RDONLY };
+    let a = r.put_cstr(0, path.as_bytes())?;
+    let fd = r.call(
+        &format!("open {path} (shared memory object {})", o.ino),
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            (acc | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let mut mapped = Ok(());
+    for v in vmas.iter().filter(|v| is_private(v) || is_huge(v)) {
+        let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let kind = if is_private(v) {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
+        let flags = (kind | libc::MAP_FIXED) as u64;
+        let got = r.call(
+            &format!(
+                "mmap shared memory privately at {:#x}-{:#x}",
+                v.start, v.end
+            ),
+            libc::SYS_mmap,
+            [v.start, v.end - v.start, prot, flags, fd, v.pgoff],
+        );
+        mapped = match got {
+            Ok(got) if got == v.start => Ok(()),
+            Ok(got) => Err(Error::Restore {
+                pid: r.pid(),
+                what: format!("mmap placed {:#x} at {got:#x}", v.start),
+            }),
+            Err(e) => Err(e),
+        };
+        if mapped.is_err() {
+            break;
+        }
+    }
+    r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    mapped
 }
 
 /// Map a new object of `o.size` bytes shared, read-write, where the kernel
@@ -383,7 +532,8 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let what = format!("shared memory object {} ({} bytes)", o.ino, o.size);
     let Some(name) = &o.name else {
-        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+        let huge = if o.huge { libc::MAP_HUGETLB } else { 0 };
+        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge) as u64;
         return r.call(
             &format!("mmap {what}"),
             libc::SYS_mmap,
@@ -413,6 +563,27 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
     mapped
 }
 
+/// Where `mm` maps each of its shared memory objects: (inode number,
+/// start, end) of one VMA per object. Entries `memfds` does not know are
+/// left out (the restore checked them at load).
+pub fn shmem_places(mm: &MmEntry, memfds: &Memfds) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for v in mm.vmas.iter().filter(|v| is_shmem_entry(v)) {
+        let ino = if v.status & vs::AREA_MEMFD != 0 {
+            match memfds.get(&(v.shmid as u32)) {
+                Some(m) => u64::from(m.shmid),
+                None => continue,
+            }
+        } else {
+            v.shmid
+        };
+        if !out.iter().any(|o| o.0 == ino) {
+            out.push((ino, v.start, v.end));
+        }
+    }
+    out
+}
+
 /// Shared anonymous memory (and memfd mappings) a child has at the same
 /// places as its parent, on the same object: the child cloned from its
 /// restored parent already maps the parent's object there, and keeping it
@@ -436,14 +607,16 @@ pub fn inherited_shmem(
             .iter()
             .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
             .collect();
+        // A private mapping is not the object: the child maps it itself.
         let all_in_parent = vmas.iter().all(|v| {
-            parent.vmas.iter().any(|pv| {
-                is_shmem_entry(pv)
-                    && pv.shmid == po.key
-                    && pv.start == v.start
-                    && pv.end == v.end
-                    && pv.pgoff == v.pgoff
-            })
+            !is_private(v)
+                && parent.vmas.iter().any(|pv| {
+                    is_shmem_entry(pv)
+                        && pv.shmid == po.key
+                        && pv.start == v.start
+                        && pv.end == v.end
+                        && pv.pgoff == v.pgoff
+                })
         });
         if all_in_parent {
             out.extend(vmas.iter().map(|v| (v.start, v.end)));

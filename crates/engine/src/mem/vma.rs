@@ -35,7 +35,12 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
     let smaps = crust_proc::smaps_iter(proc, pid).map_err(proc_err(pid))?;
     let mut out: Vec<Vma> = Vec::new();
     for e in smaps {
-        let SmapsEntry { map, vm_flags, .. } = e.map_err(proc_err(pid))?;
+        let SmapsEntry {
+            map,
+            vm_flags,
+            fields,
+            ..
+        } = e.map_err(proc_err(pid))?;
         let vm_flags = VmFlags::new(&vm_flags);
         let kind = map.kind();
         let unsupported = |why: &str| {
@@ -45,7 +50,15 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
             )))
         };
         if vm_flags.has("ht") {
-            return unsupported("hugetlb");
+            let Some(status) = hugetlb_status(&map, &fields) else {
+                return unsupported("hugetlb (not anonymous, or not of the default page size)");
+            };
+            out.push(Vma {
+                map,
+                vm_flags,
+                status,
+            });
+            continue;
         }
         let status = match kind {
             MapKind::Vsyscall => vs::AREA_VSYSCALL | vs::ANON_PRIVATE,
@@ -105,17 +118,23 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
                     });
                     continue;
                 }
-                if is_memfd_map(&map) {
+                if is_memfd_map(&map) || is_private_shmem(&map) {
                     // A memfd (its fd may be closed since: Erlang's JIT
                     // maps one twice), stored as CRIU does: a memfd object
                     // whose pages are dumped like shared anonymous memory.
-                    if !map.shared {
-                        return unsupported("private memfd");
-                    }
+                    // Mapped private (of a memfd or of shared anonymous
+                    // memory, through map_files), it is FILE_PRIVATE of the
+                    // same object, its own written pages stored as those of
+                    // any private file mapping.
+                    let kind = if map.shared {
+                        vs::FILE_SHARED
+                    } else {
+                        vs::FILE_PRIVATE
+                    };
                     out.push(Vma {
                         map,
                         vm_flags,
-                        status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
+                        status: vs::AREA_REGULAR | kind | vs::AREA_MEMFD,
                     });
                     continue;
                 }
@@ -156,6 +175,12 @@ pub(crate) fn is_memfd_map(m: &crust_proc::MapEntry) -> bool {
             .is_some_and(|p| p.starts_with(MEMFD_PREFIX))
 }
 
+/// Is this a private mapping of shared anonymous memory (its "/dev/zero"
+/// object mapped again, MAP_PRIVATE, through /proc/PID/map_files)?
+fn is_private_shmem(m: &crust_proc::MapEntry) -> bool {
+    !m.shared && m.deleted && m.dev_major == 0 && m.path.as_deref() == Some(SHMEM_ANON_NAME)
+}
+
 /// The name memfd.img records for a memfd mapping: what follows
 /// "/memfd:" (as CRIU stores it).
 pub(crate) fn memfd_name(m: &crust_proc::MapEntry) -> Option<&str> {
@@ -163,6 +188,41 @@ pub(crate) fn memfd_name(m: &crust_proc::MapEntry) -> Option<&str> {
 }
 
 const MEMFD_PREFIX: &str = "/memfd:";
+
+/// The name the kernel gives anonymous hugetlb memory in the maps.
+const HUGETLB_ANON_NAME: &str = "/anon_hugepage";
+
+/// The status of a hugetlb VMA: anonymous hugetlb memory (MAP_HUGETLB) of
+/// the default huge page size only. Private, its pages are stored as any;
+/// shared, it is an object as shared anonymous memory is. Files of a
+/// hugetlbfs mount, hugetlb memfds and other page sizes: `None`.
+fn hugetlb_status(map: &crust_proc::MapEntry, fields: &[(String, u64)]) -> Option<u32> {
+    let kps = fields
+        .iter()
+        .find(|(k, _)| k == "KernelPageSize")
+        .map(|(_, v)| *v)?;
+    let anon_huge = map.deleted && map.path.as_deref() == Some(HUGETLB_ANON_NAME);
+    if !anon_huge || Some(kps) != default_huge_kb() {
+        return None;
+    }
+    Some(if map.shared {
+        vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
+    } else {
+        vs::AREA_REGULAR | vs::ANON_PRIVATE
+    })
+}
+
+/// The default huge page size in kB (/proc/meminfo's Hugepagesize).
+fn default_huge_kb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Hugepagesize:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// mmap's MAP_DROPPABLE (Linux 6.11): a private anonymous mapping whose
+/// pages the kernel may drop at any time (VmFlags "dp"). Its pages are not
+/// stored, as CRIU does not store them.
+pub const MAP_DROPPABLE: u32 = 0x08;
 
 /// Is the file a mapping maps a regular file? Decided by the file itself
 /// (through /proc/PID/map_files), not by its path: a file in /dev/shm
@@ -175,6 +235,8 @@ fn is_regular(pid: i32, m: &crust_proc::MapEntry) -> bool {
 fn madv_bits(v: &Vma) -> u64 {
     let mut m = 0u64;
     for (flag, advice) in [
+        ("sr", libc::MADV_SEQUENTIAL),
+        ("rr", libc::MADV_RANDOM),
         ("dd", libc::MADV_DONTDUMP),
         ("dc", libc::MADV_DONTFORK),
         ("hg", libc::MADV_HUGEPAGE),
@@ -236,6 +298,17 @@ pub fn build_mm(
         }
         if v.has("nr") {
             flags |= libc::MAP_NORESERVE as u32;
+        }
+        if v.has("lo") {
+            flags |= libc::MAP_LOCKED as u32;
+        }
+        if v.has("ht") {
+            // Of the default huge page size (collect_vmas refused others).
+            flags |= libc::MAP_HUGETLB as u32;
+        }
+        if v.has("dp") {
+            // A private mapping in nature, but mapped with its own type.
+            flags = (flags & !(libc::MAP_PRIVATE as u32)) | MAP_DROPPABLE;
         }
         let (shmid, fdflags) = if v.status & vs::AREA_SOCKET != 0 {
             // The socket inode for now; `link_socket_vmas` puts its

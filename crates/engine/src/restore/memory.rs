@@ -41,16 +41,30 @@ pub(super) fn grow(
             }
         };
         let via_crust = mapped_via_crust(live, &created.shared);
+        let mut objects = made_memfds(live, &created.shared, &img.memfds);
+        for (ino, path) in &created.objects {
+            objects
+                .entry(*ino)
+                .or_insert_with(|| mem::MadeObject::Path(path.clone()));
+        }
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
             img,
-            (live, &via_crust),
+            (live, &via_crust, &objects),
             parent_mm,
             tramp,
             filler,
         )?;
         *pages += n;
         pending = Some(filling);
+        // Its shared memory objects, for the processes built after it.
+        let host = created.main_of(i, p.pid())?.pid();
+        for (ino, start, end) in mem::shmem_places(&live.mm, &img.memfds) {
+            created
+                .objects
+                .entry(ino)
+                .or_insert_with(|| format!("/proc/{host}/map_files/{start:x}-{end:x}"));
+        }
         debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
     }
     // A child that starts from this process's memory (to keep pages or
@@ -141,6 +155,11 @@ pub(super) fn protect(
 /// The files mapped by `live` that crust made at restore (deleted files
 /// recreated from their ghosts), by files.img id: the task opens them
 /// through crust's fd (/proc/CRUST/fd/N), since no path leads to them.
+/// Paths by files.img id.
+type Paths = std::collections::HashMap<u64, String>;
+/// Shared memory objects that exist already, by inode number.
+type Objects = std::collections::HashMap<u64, mem::MadeObject>;
+
 fn mapped_via_crust(
     live: &LiveImage,
     shared: &crate::files::kind::OpenFiles,
@@ -159,10 +178,50 @@ fn mapped_via_crust(
         .collect()
 }
 
+/// The memfds mapped by `live` that crust made already because an fd of
+/// the tree is on them, by inode number: the task maps the object through
+/// crust's own description (taken with pidfd_getfd), so that fd and
+/// mapping stay one object. The read-write description of lowest id is
+/// memfd_create's own (see `files::memfd`), which counts as no writer.
+fn made_memfds(
+    live: &LiveImage,
+    shared: &crate::files::kind::OpenFiles,
+    memfds: &mem::Memfds,
+) -> std::collections::HashMap<u64, mem::MadeObject> {
+    use std::os::fd::AsRawFd;
+    let me = process::getpid();
+    live.mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & vs::AREA_MEMFD != 0)
+        .filter_map(|v| {
+            let inode = memfds.get(&(v.shmid as u32))?;
+            let mut fds: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = memfds
+                .iter()
+                .filter(|(_, m)| m.inode_id == inode.inode_id)
+                .filter_map(|(id, _)| Some((*id, shared.get(*id)?)))
+                .collect();
+            fds.sort_by_key(|(id, fd)| {
+                let rw = crust_sys::pipe::status_flags(*fd)
+                    .is_ok_and(|f| f & libc::O_ACCMODE == libc::O_RDWR);
+                (!rw, *id)
+            });
+            let (_, fd) = fds.first()?;
+            Some((
+                u64::from(inode.shmid),
+                mem::MadeObject::Fd {
+                    pid: me,
+                    fd: fd.as_raw_fd(),
+                },
+            ))
+        })
+        .collect()
+}
+
 pub(super) fn build_memory(
     task: &mut Task,
     img: &ImageSet,
-    (live, via_crust): (&LiveImage, &std::collections::HashMap<u64, String>),
+    (live, via_crust, objects): (&LiveImage, &Paths, &Objects),
     parent: Option<&MmEntry>,
     tramp: u64,
     filler: &mem::Filler,
@@ -219,6 +278,7 @@ pub(super) fn build_memory(
         &mem::VmaSources {
             paths: &|id| via_crust.get(&id).cloned().or_else(|| files.path_of(id)),
             memfds: &img.memfds,
+            made_objects: &|id| objects.get(&id).cloned(),
             attach_sysv: &crate::ns::sysvipc::attach,
         },
         &source,
@@ -279,12 +339,39 @@ fn inherited_ranges(
     // VMAs that may share pages with the parent's (every page stored, as
     // CRIU stores them): kept when the parent's copy is there.
     for (s, e) in candidates {
-        if !inherited.contains(&(s, e)) && anon_up_to(maps, s, e) == e {
+        if !inherited.contains(&(s, e)) && private_up_to(maps, s, e) == e {
             inherited.push((s, e));
         }
     }
     inherited.extend(shared);
     Ok(inherited)
+}
+
+/// How far from `s` (up to `e`) the task's `maps` hold private memory
+/// (anonymous, or a private file mapping: the parent's copy of the same
+/// file, `mem::cow_candidates` having compared the images) without a gap.
+fn private_up_to(maps: &[crust_proc::MapEntry], s: u64, e: u64) -> u64 {
+    let mut cur = s;
+    while cur < e {
+        let private = maps.iter().find(|m| {
+            m.start <= cur
+                && cur < m.end
+                && !m.shared
+                && matches!(
+                    m.kind(),
+                    MapKind::Anon
+                        | MapKind::Heap
+                        | MapKind::Stack
+                        | MapKind::AnonNamed(_)
+                        | MapKind::File
+                )
+        });
+        match private {
+            Some(m) => cur = m.end.min(e),
+            None => break,
+        }
+    }
+    cur
 }
 
 /// How far from `s` (up to `e`) the task's `maps` hold private anonymous

@@ -135,6 +135,10 @@ struct Created {
     shared: OpenFiles,
     /// System V objects made in crust's IPC namespace (removed on failure).
     ipc: crate::ns::sysvipc::Made,
+    /// Shared memory objects a process built already maps, by inode
+    /// number: where a later process opens the same object
+    /// (/proc/HOST/map_files/START-END).
+    objects: HashMap<u64, String>,
 }
 
 impl Created {
