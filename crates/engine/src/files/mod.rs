@@ -8,6 +8,7 @@
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
 pub(crate) mod classify;
+pub(crate) mod ctty;
 pub(crate) mod events;
 pub(crate) mod fanotify;
 pub(crate) mod fdpass;

@@ -28,7 +28,6 @@
 use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
-use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -92,8 +91,6 @@ pub struct PtyDump {
     /// (session, foreground group) of the ptys that are the controlling
     /// terminal of a session of the tree, by index.
     ctty: HashMap<u32, (u32, u32)>,
-    /// (pid, index) of every process with an fd on a slave.
-    slave_holders: HashSet<(i32, u32)>,
     /// crust's copy of each end seen, by (master, index).
     copies: HashMap<(bool, u32), OwnedFd>,
     /// Bytes read out of ends: (tty-info id, end, bytes).
@@ -316,7 +313,6 @@ impl PtyDump {
     pub fn end_of(
         &mut self,
         proc: &ProcRoot,
-        pid: i32,
         target: &str,
         info: &crust_proc::FdInfo,
     ) -> Result<Option<End>, Error> {
@@ -335,7 +331,6 @@ impl PtyDump {
         if !self.masters(proc)?.contains(&index) {
             return Ok(None);
         }
-        self.slave_holders.insert((pid, index));
         Ok(Some(End {
             master: false,
             index,
@@ -387,7 +382,8 @@ impl PtyDump {
                     }
                 }
                 self.copies.insert((end.master, end.index), copy);
-                if let (false, Some(&(sid, pgrp))) = (end.master, self.ctty.get(&end.index)) {
+                // On both ends, as CRIU records it.
+                if let Some(&(sid, pgrp)) = self.ctty.get(&end.index) {
                     e.sid = sid;
                     e.pgrp = pgrp;
                 }
@@ -416,13 +412,14 @@ impl PtyDump {
     }
 
     /// Write `tty-info.img` (nothing without ptys). Refuses a controlling
-    /// terminal that could not be given back: its session leader must hold
-    /// an fd on the slave.
+    /// terminal that could not be given back: its session leader must be
+    /// a process of the tree (it is given the terminal through an fd on
+    /// the slave, its own or one lent for the purpose).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         for (index, (sid, _)) in &self.ctty {
-            if !self.slave_holders.contains(&(*sid as i32, *index)) {
+            if !self.tree.contains(&(*sid as i32)) {
                 return Err(Error::unsupported(format!(
-                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader holds no fd on it (crust gives the terminal back through such an fd)"
+                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader is not a process of the dumped tree"
                 )));
             }
         }
@@ -718,16 +715,17 @@ impl Ptys {
                 pair.slaves.push((id, t.flags));
                 pair.slave_info = Some(end);
                 pair.slave_data = data_of(info.id);
-                if info.sid != 0 {
-                    let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
-                    if sid <= 0 || pgrp <= 0 {
-                        return Err(bad(format!(
-                            "tty info {}: session {} or group {} out of range",
-                            info.id, info.sid, info.pgrp
-                        )));
-                    }
-                    pair.ctty = Some((sid, pgrp));
+            }
+            // The session is recorded on either end (CRIU: on both).
+            if info.sid != 0 {
+                let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
+                if sid <= 0 || pgrp <= 0 {
+                    return Err(bad(format!(
+                        "tty info {}: session {} or group {} out of range",
+                        info.id, info.sid, info.pgrp
+                    )));
                 }
+                pair.ctty = Some((sid, pgrp));
             }
         }
         for (index, p) in &out.pairs {
@@ -741,8 +739,9 @@ impl Ptys {
     }
 
     /// Check that every controlling terminal can be given back: its
-    /// session leader is a live process of the tree holding an fd on the
-    /// slave, and its foreground group is a group of that session.
+    /// session leader is a live process of the tree (given the slave
+    /// through a lent fd if it holds none), and its foreground group is a
+    /// group of that session.
     /// `procs`: (pid, sid, pgid, fds) of every process.
     pub fn check_sessions<'a>(
         &self,
@@ -751,14 +750,14 @@ impl Ptys {
         for (index, p) in &self.pairs {
             let Some((sid, pgrp)) = p.ctty else { continue };
             let leader = procs.clone().find(|q| q.0 == sid);
-            let Some((_, lsid, _, Some(fds))) = leader else {
+            let Some((_, lsid, _, Some(_))) = leader else {
                 return Err(Error::unsupported(format!(
                     "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader is not a live process of the tree"
                 )));
             };
-            if lsid != sid || self.ctty_of(sid, fds).is_none() {
+            if lsid != sid {
                 return Err(Error::unsupported(format!(
-                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader holds no fd on it"
+                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader is in session {lsid}"
                 )));
             }
             if !procs.clone().any(|q| q.1 == sid && q.2 == pgrp) {
@@ -782,6 +781,19 @@ impl Ptys {
                 f.r#type == fd_types::TTY && p.slaves.iter().any(|(id, _)| *id == f.id)
             })?;
             Some((fd.fd as i32, pgrp))
+        })
+    }
+
+    /// For the leader of a session whose controlling terminal is a pty of
+    /// the tree but which holds no fd on its slave: the master's files.img
+    /// id and the foreground group.
+    pub fn ctty_lent(&self, pid: i32, fds: &[FdinfoEntry]) -> Option<(u32, i32)> {
+        if self.ctty_of(pid, fds).is_some() {
+            return None;
+        }
+        self.pairs.values().find_map(|p| {
+            let (sid, pgrp) = p.ctty?;
+            (sid == pid).then_some((p.master?.0, pgrp))
         })
     }
 
@@ -875,28 +887,6 @@ impl Ptys {
     }
 }
 
-/// Make the slave at `fd` the controlling terminal of the task (a session
-/// leader without one) and put `pgrp` in its foreground. The task's
-/// signals are blocked, so TIOCSPGRP from the background is allowed.
-pub fn set_ctty(r: &mut Remote<'_>, fd: i32, pgrp: i32) -> Result<(), Error> {
-    r.call(
-        &format!("ioctl(TIOCSCTTY) on fd {fd}"),
-        libc::SYS_ioctl,
-        [fd as u64, libc::TIOCSCTTY, 0, 0, 0, 0],
-    )?;
-    let a = r.put(0, &pgrp.to_ne_bytes())?;
-    r.call(
-        &format!("ioctl(TIOCSPGRP, {pgrp}) on fd {fd}"),
-        libc::SYS_ioctl,
-        [fd as u64, libc::TIOCSPGRP, a.get(), 0, 0, 0],
-    )?;
-    debug!(
-        "{}: fd {fd} is its controlling terminal, group {pgrp} in the foreground",
-        r.pid()
-    );
-    Ok(())
-}
-
 // ------------------------------------------------------------ kind of file
 
 /// Pty pairs as a kind of file (see [`crate::files::kind`]): the pairs the
@@ -931,7 +921,7 @@ impl DumpKind for PtyDump {
             return Ok(None);
         }
         let (pid, fd, flags) = (f.pid, f.fd, f.flags());
-        let Some(end) = self.end_of(f.proc, pid, f.target, f.info)? else {
+        let Some(end) = self.end_of(f.proc, f.target, f.info)? else {
             return Ok(None);
         };
         let known = self.known(pid, fd);

@@ -25,9 +25,12 @@
 //!   also checks that /dev/tty is the slave and that it is the session and
 //!   the foreground group of it.
 //! - `session-nofd`: as `session`, but the child then closes its fds on
-//!   the slave (it keeps it only as its controlling terminal) and sleeps;
-//!   crust refuses to dump that. The parent's check: the master as set
-//!   and the child still there.
+//!   the slave (it keeps it only as its controlling terminal) and waits
+//!   for SIGUSR1, which the parent sends after restore (and after
+//!   unlocking the pty); the child then
+//!   opens /dev/tty and answers `p` with `P` when it is the session and
+//!   the foreground group of that terminal. The parent's check: the master
+//!   as set, then `p` must get `P`.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 
@@ -477,8 +480,90 @@ fn child_loop(want: &libc::termios, session: bool) -> ! {
     }
 }
 
+/// SIGUSR1, blocked in the whole program (so that it waits for
+/// sigtimedwait).
+fn usr1_set() -> libc::sigset_t {
+    // SAFETY: a local sigset_t, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        set
+    }
+}
+
+/// Wait for SIGUSR1, then open the controlling terminal as fd 4.
+fn nofd_wait() {
+    let set = usr1_set();
+    let ts = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    // SAFETY: set and ts are valid; the info pointer may be null.
+    while unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } != libc::SIGUSR1 {}
+    // SAFETY: a NUL-terminated path; dup2 and close take integers.
+    unsafe {
+        let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR);
+        if fd < 0 {
+            std::process::exit(4);
+        }
+        if fd != SLAVE {
+            libc::dup2(fd, SLAVE);
+            libc::close(fd);
+        }
+    }
+}
+
+/// The terminal at fd 4 (opened as /dev/tty) is a pty slave, this
+/// process's controlling terminal, of its session, its group in the
+/// foreground.
+fn check_ctty_reopened() -> Result<(), String> {
+    // SAFETY: these take only integers.
+    let (me, tsid, pg, fg) = unsafe {
+        (
+            libc::getpid(),
+            libc::tcgetsid(SLAVE),
+            libc::getpgrp(),
+            libc::tcgetpgrp(SLAVE),
+        )
+    };
+    let nr = own_tty_nr()?;
+    let major = (nr >> 8) & 0xfff;
+    ensure!(
+        (136..=143).contains(&major),
+        "controlling terminal tty_nr {nr:#x} is not a pty slave"
+    );
+    ensure!(tsid == me, "the terminal's session {tsid}, pid {me}");
+    ensure!(fg == pg, "foreground group {fg}, own group {pg}");
+    Ok(())
+}
+
+/// Answer `p` on the controlling terminal: `P` when it is the session's
+/// and the process group's.
+fn child_loop_ctty() -> ! {
+    loop {
+        let Ok(got) = read_some(SLAVE, 1, -1) else {
+            std::process::exit(2)
+        };
+        if got.is_empty() {
+            std::process::exit(0);
+        }
+        if got.contains(&b'p') {
+            let reply = match check_ctty_reopened() {
+                Ok(()) => b"P".to_vec(),
+                Err(e) => format!("F{e}\n").into_bytes(),
+            };
+            if write_all(SLAVE, &reply).is_err() {
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
 fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     let want = set_up();
+    // SAFETY: blocking a signal with a valid set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &usr1_set(), std::ptr::null_mut()) };
     // SAFETY: fork in a single-threaded program.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -508,9 +593,8 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
                 libc::close(SLAVE_DUP);
                 libc::close(SLAVE2);
             }
-            loop {
-                crust_testprogs::sleep_ms(1000);
-            }
+            nofd_wait();
+            child_loop_ctty();
         }
         child_loop(&want, session);
     }
@@ -543,9 +627,13 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     }
     let verdict = check_master().and_then(|_| ask_x()).and_then(|_| {
         if !keep_fds {
-            // SAFETY: kill with signal 0 only checks.
-            ensure!(unsafe { libc::kill(pid, 0) } == 0, "the child is gone");
-            return Ok(());
+            // The child's /dev/tty does not open on a locked pty.
+            set_int(MASTER, libc::TIOCSPTLCK, 0);
+            // SAFETY: kill takes only integers; pid is our child.
+            let sent = unsafe { libc::kill(pid, libc::SIGUSR1) };
+            ensure!(sent == 0, "the child is gone");
+            // Until the child opens /dev/tty, the master reads EIO.
+            crust_testprogs::sleep_ms(300);
         }
         write_all(MASTER, b"p")?;
         let got = read_master(1)?;
