@@ -529,6 +529,8 @@ struct EndImage {
     locked: bool,
     exclusive: bool,
     packet_mode: bool,
+    /// (uid, gid) of the device file (given back on the slave's, as CRIU).
+    owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -609,6 +611,7 @@ fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage
         locked: e.locked,
         exclusive: e.exclusive,
         packet_mode: e.packet_mode,
+        owner: e.uid.zip(e.gid),
     })
 }
 
@@ -840,6 +843,10 @@ impl Ptys {
                 }
                 if si.exclusive {
                     sys::set_exclusive(s.as_fd(), true).map_err(err("TIOCEXCL on the slave"))?;
+                }
+                if let Some((uid, gid)) = si.owner {
+                    std::os::unix::fs::fchown(s, Some(uid), Some(gid))
+                        .map_err(err("fchown of the slave"))?;
                 }
             }
             let mi = p.master_info.as_ref().expect("checked by load");

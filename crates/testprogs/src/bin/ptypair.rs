@@ -6,7 +6,8 @@
 //! fd 4. The slave is put in raw mode with changed c_cc (VMIN 1, VTIME 0,
 //! VINTR ^G, VEOF ^E) and 9600 baud; the window is 33x111 (7x9 pixels); the
 //! master is in packet mode (TIOCPKT) and the slave locked again
-//! (TIOCSPTLCK 1). No controlling terminal: every open uses O_NOCTTY.
+//! (TIOCSPTLCK 1); the slave's device file is given to 13333:44444. No
+//! controlling terminal: every open uses O_NOCTTY.
 //!
 //! `--mode`:
 //! - `pair` (default): one process holds every fd. The check: fd 3 is
@@ -264,12 +265,32 @@ fn set_up() -> libc::termios {
     }
     set_int(MASTER, libc::TIOCPKT, 1);
     set_int(MASTER, libc::TIOCSPTLCK, 1);
+    // SAFETY: fchown takes only integers.
+    if unsafe { libc::fchown(SLAVE, SLAVE_OWNER.0, SLAVE_OWNER.1) } != 0 {
+        die("fchown of the slave");
+    }
     get_termios(SLAVE).unwrap_or_else(|e| die(&e))
 }
+
+/// The owner given to the slave's device file (zdtm pty01).
+const SLAVE_OWNER: (u32, u32) = (13333, 44444);
 
 /// What the holder of the slave checks.
 fn check_slave(want: &libc::termios) -> Result<(), String> {
     let s = link(SLAVE);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(format!("/proc/self/fd/{SLAVE}"))
+            .map_err(|e| format!("stat of fd {SLAVE}: {e}"))?;
+        ensure!(
+            (md.uid(), md.gid()) == SLAVE_OWNER,
+            "the slave is owned by {}:{}, not {}:{}",
+            md.uid(),
+            md.gid(),
+            SLAVE_OWNER.0,
+            SLAVE_OWNER.1
+        );
+    }
     ensure!(
         s.starts_with("/dev/pts/"),
         "fd {SLAVE} is {s}, not a pty slave"
