@@ -72,6 +72,11 @@ ALL_TESTS+=(pty-session)
 t_pty_ctty_nofd() { cr_test ptypair --mode session-nofd; }
 ALL_TESTS+=(pty-ctty-nofd)
 
+# A pty slave whose master was closed (zdtm pty04): hung up again after
+# restore.
+t_pty_hung() { cr_test ptypair --mode hung; }
+ALL_TESTS+=(pty-hung)
+
 # Bytes waiting in a pty at dump time, both ways (output for the master,
 # a line and a partial line of input for the slave): saved in
 # tty-data.img and back after restore, lines as they were.

@@ -23,6 +23,7 @@ mod order;
 pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod pty;
+mod pty_info;
 pub(crate) mod regshare;
 mod restore;
 

@@ -25,6 +25,8 @@
 //!   (setsid) with the slave as its controlling terminal (TIOCSCTTY); it
 //!   also checks that /dev/tty is the slave and that it is the session and
 //!   the foreground group of it.
+//! - `hung`: the master closed, the slave (fd 4) hung up. The check: fd 4
+//!   is still a removed pty slave whose ioctls answer EIO.
 //! - `session-nofd`: as `session`, but the child then closes its fds on
 //!   the slave (it keeps it only as its controlling terminal) and waits
 //!   for SIGUSR1, which the parent sends after restore (and after
@@ -680,6 +682,39 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     finish(args, verdict)
 }
 
+/// A slave whose master was closed (zdtm pty04): still hung up after
+/// restore, its link "(deleted)", its ioctls EIO.
+fn hung(args: &crust_testprogs::Args) -> ! {
+    open_at(c"/dev/ptmx", libc::O_RDWR, MASTER);
+    set_int(MASTER, libc::TIOCSPTLCK, 0);
+    let n = ioctl_int(MASTER, libc::TIOCGPTN).unwrap_or_else(|e| die(&e));
+    let path = std::ffi::CString::new(format!("/dev/pts/{n}")).unwrap();
+    open_at(&path, libc::O_RDWR, SLAVE);
+    // SAFETY: closing our master; signal takes integers.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::close(MASTER);
+    }
+    ready(args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(20);
+    }
+    let l = link(SLAVE);
+    let verdict = (|| {
+        ensure!(
+            l.starts_with("/dev/pts/") && l.ends_with(" (deleted)"),
+            "fd {SLAVE} is {l}, not a removed pty slave"
+        );
+        let e = ioctl_int(SLAVE, libc::TIOCGEXCL).err().unwrap_or_default();
+        ensure!(
+            e.contains("os error 5"),
+            "TIOCGEXCL on the slave: {e:?}, not EIO"
+        );
+        Ok(())
+    })();
+    finish(args, verdict)
+}
+
 fn main() {
     let args = start();
     match args.opt("mode").unwrap_or("pair") {
@@ -687,6 +722,7 @@ fn main() {
         "child" => child(&args, false, true),
         "session" => child(&args, true, true),
         "session-nofd" => child(&args, true, false),
+        "hung" => hung(&args),
         "data" => data(&args),
         m => die(&format!("unknown --mode {m}")),
     }
