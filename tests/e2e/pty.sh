@@ -66,10 +66,16 @@ t_pty_session() { cr_test ptypair --mode session; }
 ALL_TESTS+=(pty-session)
 
 # A session leader whose controlling terminal is a pty of the tree but who
-# holds no fd on it: the dump is refused (crust could not give the terminal
-# back) and the tree runs on.
-t_err_dump_pty_ctty_nofd() { dump_must_fail "controlling terminal" ptypair --mode session-nofd; }
-ALL_TESTS+=(err-dump-pty-ctty-nofd)
+# holds no fd on it (zdtm tty00, pty03): crust lends it a slave fd to give
+# the terminal back; after restore /dev/tty is the new slave, its session
+# and foreground group the child's.
+t_pty_ctty_nofd() { cr_test ptypair --mode session-nofd; }
+ALL_TESTS+=(pty-ctty-nofd)
+
+# A pty slave whose master was closed (zdtm pty04): hung up again after
+# restore.
+t_pty_hung() { cr_test ptypair --mode hung; }
+ALL_TESTS+=(pty-hung)
 
 # Bytes waiting in a pty at dump time, both ways (output for the master,
 # a line and a partial line of input for the slave): saved in

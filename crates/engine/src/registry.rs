@@ -42,9 +42,10 @@ pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
         Box::new(crate::net::packet::PacketDump::default()),
         Box::new(crate::net::netlink::NetlinkDump::default()),
         Box::new(crate::net::unix::UnixDump::default()),
+        // Before ghosts: a hung-up pty slave's link reads "(deleted)".
+        Box::new(crate::files::pty::PtyDump::default()),
         Box::new(crate::files::ghost::GhostDump::default()),
         Box::new(crate::files::memfd::MemfdDump::default()),
-        Box::new(crate::files::pty::PtyDump::default()),
         Box::new(crate::files::pidfd::PidfdDump::default()),
         Box::new(crate::files::nsfile::NsfileDump::default()),
         Box::new(crate::files::pipes::PipeDump::default()),

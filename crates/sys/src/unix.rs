@@ -52,6 +52,21 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { own(fd as RawFd) })
 }
 
+/// SIOCUNIXFILE (SIOCPROTOPRIVATE, linux/un.h): an O_PATH fd of the file
+/// a unix socket is bound to.
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// The file `sock` is bound to (or its listener is, for an accepted
+/// socket), opened O_PATH by the kernel (SIOCUNIXFILE, Linux 4.11+; needs
+/// CAP_NET_ADMIN). Its /proc/self/fd link is the file's path.
+pub fn unix_file(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCUNIXFILE takes no argument and returns a new fd.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCUNIXFILE as _, 0) };
+    let fd = cvt(r as libc::c_long)?;
+    // SAFETY: the call succeeded: a new fd owned by nobody else.
+    Ok(unsafe { own(fd as RawFd) })
+}
+
 /// A new AF_UNIX socket of `ty` (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET),
 /// close-on-exec.
 pub fn socket(ty: i32) -> io::Result<OwnedFd> {

@@ -8,6 +8,7 @@
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 
 pub(crate) mod classify;
+pub(crate) mod ctty;
 pub(crate) mod events;
 pub(crate) mod fanotify;
 pub(crate) mod fdpass;
@@ -25,6 +26,7 @@ pub(crate) mod pidfd;
 pub(crate) mod pipes;
 pub(crate) mod procfile;
 pub(crate) mod pty;
+mod pty_info;
 pub(crate) mod regshare;
 mod restore;
 

@@ -28,21 +28,18 @@
 use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
-use crate::task::remote::Remote;
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
-use crust_images::proto::tty::{
-    TermiosEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
-};
+use crust_images::proto::tty::{TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyType};
 use crust_proc::ProcRoot;
 use crust_sys::tty as sys;
 use log::{debug, warn};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Major of /dev/ptmx (TTYAUX) and its minor.
@@ -52,7 +49,7 @@ const PTMX_MINOR: u32 = 2;
 /// 136:N.
 const PTS_MAJOR: u32 = 136;
 /// Number of c_cc entries of the kernel's termios.
-const NCCS: usize = 19;
+pub(super) const NCCS: usize = 19;
 /// O_LARGEFILE as the kernel shows it in fdinfo on x86_64 (glibc's is 0).
 const O_LARGEFILE_KERNEL: u32 = 0o100000;
 /// File status flags a restored description gets back.
@@ -89,11 +86,11 @@ pub struct PtyDump {
     infos: Vec<TtyInfoEntry>,
     /// tty-info.img id of each end already recorded.
     info_of: HashMap<(bool, u32), u32>,
+    /// tty-info.img id of each hung-up slave recorded, by index.
+    hung_info_of: HashMap<u32, u32>,
     /// (session, foreground group) of the ptys that are the controlling
     /// terminal of a session of the tree, by index.
     ctty: HashMap<u32, (u32, u32)>,
-    /// (pid, index) of every process with an fd on a slave.
-    slave_holders: HashSet<(i32, u32)>,
     /// crust's copy of each end seen, by (master, index).
     copies: HashMap<(bool, u32), OwnedFd>,
     /// Bytes read out of ends: (tty-info id, end, bytes).
@@ -250,20 +247,6 @@ fn decode_tty_nr(v: u32) -> (u32, u32) {
     ((v >> 8) & 0xfff, (v & 0xff) | ((v >> 12) & 0xfff00))
 }
 
-fn termios_entry(t: &sys::Termios) -> TermiosEntry {
-    TermiosEntry {
-        c_iflag: t.c_iflag,
-        c_oflag: t.c_oflag,
-        c_cflag: t.c_cflag,
-        c_lflag: t.c_lflag,
-        c_line: t.c_line as u32,
-        c_ispeed: t.c_ispeed,
-        c_ospeed: t.c_ospeed,
-        c_cc: t.c_cc.iter().take(NCCS).map(|&c| c as u32).collect(),
-        ..Default::default()
-    }
-}
-
 impl PtyDump {
     /// The processes of the tree (those whose /dev/ptmx fds make a
     /// /dev/pts/N fd part of a pair rather than a shell job's terminal).
@@ -316,7 +299,6 @@ impl PtyDump {
     pub fn end_of(
         &mut self,
         proc: &ProcRoot,
-        pid: i32,
         target: &str,
         info: &crust_proc::FdInfo,
     ) -> Result<Option<End>, Error> {
@@ -335,7 +317,6 @@ impl PtyDump {
         if !self.masters(proc)?.contains(&index) {
             return Ok(None);
         }
-        self.slave_holders.insert((pid, index));
         Ok(Some(End {
             master: false,
             index,
@@ -373,7 +354,7 @@ impl PtyDump {
                 let copy = crust_sys::unix::pidfd_getfd(pidfd.as_fd(), fd)
                     .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
                 let info_id = self.infos.len() as u32 + 1;
-                let mut e = read_info(pid, copy.as_fd(), end, info_id, &what)?;
+                let mut e = super::pty_info::read_info(pid, copy.as_fd(), end, info_id, &what)?;
                 if sys::queued(copy.as_fd()).unwrap_or(0) > 0 || !end.master {
                     if e.packet_mode {
                         warn!("{pid}: unread bytes on {what} (packet mode) are not saved");
@@ -387,7 +368,8 @@ impl PtyDump {
                     }
                 }
                 self.copies.insert((end.master, end.index), copy);
-                if let (false, Some(&(sid, pgrp))) = (end.master, self.ctty.get(&end.index)) {
+                // On both ends, as CRIU records it.
+                if let Some(&(sid, pgrp)) = self.ctty.get(&end.index) {
                     e.sid = sid;
                     e.pgrp = pgrp;
                 }
@@ -415,14 +397,48 @@ impl PtyDump {
         })
     }
 
+    /// A new description on a hung-up slave ([`super::pty_hung`]).
+    fn add_hung(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        index: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<FileEntry, Error> {
+        let info_id = match self.hung_info_of.get(&index) {
+            Some(i) => *i,
+            None => {
+                let info_id = self.infos.len() as u32 + 1;
+                self.infos
+                    .push(super::pty_info::hung_info(pid, fd, index, info_id)?);
+                self.hung_info_of.insert(index, info_id);
+                info_id
+            }
+        };
+        self.seen.push(Seen { pid, fd, id });
+        Ok(FileEntry {
+            r#type: fd_types::TTY,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info_id,
+                flags,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
     /// Write `tty-info.img` (nothing without ptys). Refuses a controlling
-    /// terminal that could not be given back: its session leader must hold
-    /// an fd on the slave.
+    /// terminal that could not be given back: its session leader must be
+    /// a process of the tree (it is given the terminal through an fd on
+    /// the slave, its own or one lent for the purpose).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         for (index, (sid, _)) in &self.ctty {
-            if !self.slave_holders.contains(&(*sid as i32, *index)) {
+            if !self.tree.contains(&(*sid as i32)) {
                 return Err(Error::unsupported(format!(
-                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader holds no fd on it (crust gives the terminal back through such an fd)"
+                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader is not a process of the dumped tree"
                 )));
             }
         }
@@ -464,65 +480,6 @@ fn same_pid_ns(pid: i32) -> bool {
     matches!((a, b), (Ok(a), Ok(b)) if a == b)
 }
 
-fn read_info(
-    pid: i32,
-    f: BorrowedFd<'_>,
-    end: End,
-    id: u32,
-    what: &str,
-) -> Result<TtyInfoEntry, Error> {
-    let err = |op: &str| sys_err(pid, format!("{op} of {what}"));
-    let md = std::fs::File::from(f.try_clone_to_owned().map_err(err("dup"))?)
-        .metadata()
-        .map_err(err("fstat"))?;
-    let termios = sys::termios(f).map_err(err("TCGETS2"))?;
-    let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
-    let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
-    let (locked, packet_mode) = if end.master {
-        (
-            sys::pty_locked(f).map_err(err("TIOCGPTLCK"))?,
-            sys::packet_mode(f).map_err(err("TIOCGPKT"))?,
-        )
-    } else {
-        (false, false)
-    };
-    if end.master {
-        let n = sys::pty_index(f).map_err(err("TIOCGPTN"))?;
-        if n != end.index {
-            return Err(Error::Sys {
-                pid,
-                op: format!("check the index of {what}"),
-                source: std::io::Error::other(format!("TIOCGPTN says {n}")),
-            });
-        }
-    }
-    Ok(TtyInfoEntry {
-        id,
-        r#type: TtyType::PTY,
-        locked,
-        exclusive,
-        packet_mode,
-        sid: 0,
-        pgrp: 0,
-        rdev: md.rdev() as u32,
-        termios: Some(termios_entry(&termios)),
-        winsize: Some(WinsizeEntry {
-            ws_row: ws.ws_row as u32,
-            ws_col: ws.ws_col as u32,
-            ws_xpixel: ws.ws_xpixel as u32,
-            ws_ypixel: ws.ws_ypixel as u32,
-            ..Default::default()
-        }),
-        pty: Some(TtyPtyEntry {
-            index: end.index,
-            ..Default::default()
-        }),
-        uid: Some(md.uid()),
-        gid: Some(md.gid()),
-        ..Default::default()
-    })
-}
-
 // ---------------------------------------------------------------- restore
 
 #[derive(Debug, Clone)]
@@ -532,6 +489,8 @@ struct EndImage {
     locked: bool,
     exclusive: bool,
     packet_mode: bool,
+    /// (uid, gid) of the device file (given back on the slave's, as CRIU).
+    owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -545,6 +504,8 @@ struct PairImage {
     /// (session, foreground group) when the slave is the controlling
     /// terminal of a session of the tree.
     ctty: Option<(i32, i32)>,
+    /// Hung up: its master was closed (only slaves, no termios).
+    hung: bool,
     /// Bytes that were waiting to be read on the master and on the slave.
     master_data: Vec<u8>,
     slave_data: Vec<u8>,
@@ -612,6 +573,7 @@ fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage
         locked: e.locked,
         exclusive: e.exclusive,
         packet_mode: e.packet_mode,
+        owner: e.uid.zip(e.gid),
     })
 }
 
@@ -716,33 +678,47 @@ impl Ptys {
                 pair.master_data = data_of(info.id);
             } else {
                 pair.slaves.push((id, t.flags));
+                pair.hung |= info.termios.is_none();
                 pair.slave_info = Some(end);
                 pair.slave_data = data_of(info.id);
-                if info.sid != 0 {
-                    let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
-                    if sid <= 0 || pgrp <= 0 {
-                        return Err(bad(format!(
-                            "tty info {}: session {} or group {} out of range",
-                            info.id, info.sid, info.pgrp
-                        )));
-                    }
-                    pair.ctty = Some((sid, pgrp));
+            }
+            // The session is recorded on either end (CRIU: on both).
+            if info.sid != 0 {
+                let (sid, pgrp) = (info.sid as i32, info.pgrp as i32);
+                if sid <= 0 || pgrp <= 0 {
+                    return Err(bad(format!(
+                        "tty info {}: session {} or group {} out of range",
+                        info.id, info.sid, info.pgrp
+                    )));
                 }
+                pair.ctty = Some((sid, pgrp));
             }
         }
-        for (index, p) in &out.pairs {
-            if p.master.is_none() {
+        out.check_pairs()?;
+        Ok(out)
+    }
+
+    /// Every pair has its master, but a hung-up one, which has only slaves.
+    fn check_pairs(&self) -> Result<(), Error> {
+        for (index, p) in &self.pairs {
+            if p.hung && (p.master.is_some() || p.ctty.is_some()) {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} is both hung up and part of a live pair"
+                )));
+            }
+            if p.master.is_none() && !p.hung {
                 return Err(Error::unsupported(format!(
                     "/dev/pts/{index} is held without its master (a pty whose master is outside the tree needs --shell-job)"
                 )));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Check that every controlling terminal can be given back: its
-    /// session leader is a live process of the tree holding an fd on the
-    /// slave, and its foreground group is a group of that session.
+    /// session leader is a live process of the tree (given the slave
+    /// through a lent fd if it holds none), and its foreground group is a
+    /// group of that session.
     /// `procs`: (pid, sid, pgid, fds) of every process.
     pub fn check_sessions<'a>(
         &self,
@@ -751,14 +727,14 @@ impl Ptys {
         for (index, p) in &self.pairs {
             let Some((sid, pgrp)) = p.ctty else { continue };
             let leader = procs.clone().find(|q| q.0 == sid);
-            let Some((_, lsid, _, Some(fds))) = leader else {
+            let Some((_, lsid, _, Some(_))) = leader else {
                 return Err(Error::unsupported(format!(
                     "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader is not a live process of the tree"
                 )));
             };
-            if lsid != sid || self.ctty_of(sid, fds).is_none() {
+            if lsid != sid {
                 return Err(Error::unsupported(format!(
-                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader holds no fd on it"
+                    "/dev/pts/{index} was the controlling terminal of session {sid}, whose leader is in session {lsid}"
                 )));
             }
             if !procs.clone().any(|q| q.1 == sid && q.2 == pgrp) {
@@ -785,11 +761,34 @@ impl Ptys {
         })
     }
 
+    /// For the leader of a session whose controlling terminal is a pty of
+    /// the tree but which holds no fd on its slave: the master's files.img
+    /// id and the foreground group.
+    pub fn ctty_lent(&self, pid: i32, fds: &[FdinfoEntry]) -> Option<(u32, i32)> {
+        if self.ctty_of(pid, fds).is_some() {
+            return None;
+        }
+        self.pairs.values().find_map(|p| {
+            let (sid, pgrp) = p.ctty?;
+            (sid == pid).then_some((p.master?.0, pgrp))
+        })
+    }
+
     /// Make every pair and its descriptions.
     pub fn open(&self) -> Result<OpenPtys, Error> {
         let me = crust_sys::process::getpid();
         let mut out = OpenPtys::default();
         for (index, p) in &self.pairs {
+            if p.hung {
+                let made = super::pty_info::open_hung(&p.slaves, KEPT_FLAGS).map_err(sys_err(
+                    me,
+                    format!("making the hung-up /dev/pts/{index} again"),
+                ))?;
+                for (id, s) in made {
+                    out.insert(id, s);
+                }
+                continue;
+            }
             let (mid, mflags) = p.master.expect("checked by load");
             let what = format!("the pty pair that was /dev/pts/{index}");
             let err = |op: &str| sys_err(me, format!("{op} for {what}"));
@@ -828,6 +827,10 @@ impl Ptys {
                 }
                 if si.exclusive {
                     sys::set_exclusive(s.as_fd(), true).map_err(err("TIOCEXCL on the slave"))?;
+                }
+                if let Some((uid, gid)) = si.owner {
+                    std::os::unix::fs::fchown(s, Some(uid), Some(gid))
+                        .map_err(err("fchown of the slave"))?;
                 }
             }
             let mi = p.master_info.as_ref().expect("checked by load");
@@ -875,28 +878,6 @@ impl Ptys {
     }
 }
 
-/// Make the slave at `fd` the controlling terminal of the task (a session
-/// leader without one) and put `pgrp` in its foreground. The task's
-/// signals are blocked, so TIOCSPGRP from the background is allowed.
-pub fn set_ctty(r: &mut Remote<'_>, fd: i32, pgrp: i32) -> Result<(), Error> {
-    r.call(
-        &format!("ioctl(TIOCSCTTY) on fd {fd}"),
-        libc::SYS_ioctl,
-        [fd as u64, libc::TIOCSCTTY, 0, 0, 0, 0],
-    )?;
-    let a = r.put(0, &pgrp.to_ne_bytes())?;
-    r.call(
-        &format!("ioctl(TIOCSPGRP, {pgrp}) on fd {fd}"),
-        libc::SYS_ioctl,
-        [fd as u64, libc::TIOCSPGRP, a.get(), 0, 0, 0],
-    )?;
-    debug!(
-        "{}: fd {fd} is its controlling terminal, group {pgrp} in the foreground",
-        r.pid()
-    );
-    Ok(())
-}
-
 // ------------------------------------------------------------ kind of file
 
 /// Pty pairs as a kind of file (see [`crate::files::kind`]): the pairs the
@@ -931,7 +912,19 @@ impl DumpKind for PtyDump {
             return Ok(None);
         }
         let (pid, fd, flags) = (f.pid, f.fd, f.flags());
-        let Some(end) = self.end_of(f.proc, pid, f.target, f.info)? else {
+        if let Some(index) = super::pty_info::hung_index(f.target) {
+            if self.masters(f.proc)?.contains(&index) {
+                return Err(Error::unsupported(format!(
+                    "process {pid} fd {fd}: a hung-up /dev/pts/{index} and a live pair of the same index"
+                )));
+            }
+            let known = self.known(pid, fd);
+            let id = ids.id_for(known, |_, id| {
+                self.add_hung(pid, fd, index, flags, id).map(Some)
+            })?;
+            return Ok(Some((id, fd_types::TTY)));
+        }
+        let Some(end) = self.end_of(f.proc, f.target, f.info)? else {
             return Ok(None);
         };
         let known = self.known(pid, fd);

@@ -181,7 +181,30 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
         let ptys = img.files.kind::<crate::files::pty::Ptys>();
         if let Some((fd, pgrp)) = ptys.and_then(|t| t.ctty_of(p.pid(), &live.files.fds)) {
             let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
-            crate::files::pty::set_ctty(&mut r, fd, pgrp)?;
+            crate::files::ctty::set_ctty(&mut r, fd, pgrp)?;
+        } else if let Some((master, pgrp)) =
+            ptys.and_then(|t| t.ctty_lent(p.pid(), &live.files.fds))
+        {
+            // The leader holds no fd on its terminal: one is lent to it.
+            let spare = live
+                .files
+                .fds
+                .iter()
+                .map(|f| f.fd as i32)
+                .max()
+                .unwrap_or(2)
+                + 1;
+            let m = created.shared.get(master).ok_or_else(|| Error::Restore {
+                pid: p.pid(),
+                what: format!(
+                    "the pty master (file {master}) of its controlling terminal was not made"
+                ),
+            })?;
+            let m = m
+                .try_clone_to_owned()
+                .map_err(crate::util::sys_err(p.pid(), "dup of a pty master"))?;
+            let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
+            crate::files::ctty::set_ctty_lent(&mut r, std::os::fd::AsFd::as_fd(&m), spare, pgrp)?;
         }
     }
     // File locks, once every fd of the tree is open.

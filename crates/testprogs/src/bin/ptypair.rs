@@ -6,7 +6,8 @@
 //! fd 4. The slave is put in raw mode with changed c_cc (VMIN 1, VTIME 0,
 //! VINTR ^G, VEOF ^E) and 9600 baud; the window is 33x111 (7x9 pixels); the
 //! master is in packet mode (TIOCPKT) and the slave locked again
-//! (TIOCSPTLCK 1). No controlling terminal: every open uses O_NOCTTY.
+//! (TIOCSPTLCK 1); the slave's device file is given to 13333:44444. No
+//! controlling terminal: every open uses O_NOCTTY.
 //!
 //! `--mode`:
 //! - `pair` (default): one process holds every fd. The check: fd 3 is
@@ -24,10 +25,15 @@
 //!   (setsid) with the slave as its controlling terminal (TIOCSCTTY); it
 //!   also checks that /dev/tty is the slave and that it is the session and
 //!   the foreground group of it.
+//! - `hung`: the master closed, the slave (fd 4) hung up. The check: fd 4
+//!   is still a removed pty slave whose ioctls answer EIO.
 //! - `session-nofd`: as `session`, but the child then closes its fds on
-//!   the slave (it keeps it only as its controlling terminal) and sleeps;
-//!   crust refuses to dump that. The parent's check: the master as set
-//!   and the child still there.
+//!   the slave (it keeps it only as its controlling terminal) and waits
+//!   for SIGUSR1, which the parent sends after restore (and after
+//!   unlocking the pty); the child then
+//!   opens /dev/tty and answers `p` with `P` when it is the session and
+//!   the foreground group of that terminal. The parent's check: the master
+//!   as set, then `p` must get `P`.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 
@@ -261,12 +267,32 @@ fn set_up() -> libc::termios {
     }
     set_int(MASTER, libc::TIOCPKT, 1);
     set_int(MASTER, libc::TIOCSPTLCK, 1);
+    // SAFETY: fchown takes only integers.
+    if unsafe { libc::fchown(SLAVE, SLAVE_OWNER.0, SLAVE_OWNER.1) } != 0 {
+        die("fchown of the slave");
+    }
     get_termios(SLAVE).unwrap_or_else(|e| die(&e))
 }
+
+/// The owner given to the slave's device file (zdtm pty01).
+const SLAVE_OWNER: (u32, u32) = (13333, 44444);
 
 /// What the holder of the slave checks.
 fn check_slave(want: &libc::termios) -> Result<(), String> {
     let s = link(SLAVE);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(format!("/proc/self/fd/{SLAVE}"))
+            .map_err(|e| format!("stat of fd {SLAVE}: {e}"))?;
+        ensure!(
+            (md.uid(), md.gid()) == SLAVE_OWNER,
+            "the slave is owned by {}:{}, not {}:{}",
+            md.uid(),
+            md.gid(),
+            SLAVE_OWNER.0,
+            SLAVE_OWNER.1
+        );
+    }
     ensure!(
         s.starts_with("/dev/pts/"),
         "fd {SLAVE} is {s}, not a pty slave"
@@ -477,8 +503,90 @@ fn child_loop(want: &libc::termios, session: bool) -> ! {
     }
 }
 
+/// SIGUSR1, blocked in the whole program (so that it waits for
+/// sigtimedwait).
+fn usr1_set() -> libc::sigset_t {
+    // SAFETY: a local sigset_t, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        set
+    }
+}
+
+/// Wait for SIGUSR1, then open the controlling terminal as fd 4.
+fn nofd_wait() {
+    let set = usr1_set();
+    let ts = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    // SAFETY: set and ts are valid; the info pointer may be null.
+    while unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } != libc::SIGUSR1 {}
+    // SAFETY: a NUL-terminated path; dup2 and close take integers.
+    unsafe {
+        let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR);
+        if fd < 0 {
+            std::process::exit(4);
+        }
+        if fd != SLAVE {
+            libc::dup2(fd, SLAVE);
+            libc::close(fd);
+        }
+    }
+}
+
+/// The terminal at fd 4 (opened as /dev/tty) is a pty slave, this
+/// process's controlling terminal, of its session, its group in the
+/// foreground.
+fn check_ctty_reopened() -> Result<(), String> {
+    // SAFETY: these take only integers.
+    let (me, tsid, pg, fg) = unsafe {
+        (
+            libc::getpid(),
+            libc::tcgetsid(SLAVE),
+            libc::getpgrp(),
+            libc::tcgetpgrp(SLAVE),
+        )
+    };
+    let nr = own_tty_nr()?;
+    let major = (nr >> 8) & 0xfff;
+    ensure!(
+        (136..=143).contains(&major),
+        "controlling terminal tty_nr {nr:#x} is not a pty slave"
+    );
+    ensure!(tsid == me, "the terminal's session {tsid}, pid {me}");
+    ensure!(fg == pg, "foreground group {fg}, own group {pg}");
+    Ok(())
+}
+
+/// Answer `p` on the controlling terminal: `P` when it is the session's
+/// and the process group's.
+fn child_loop_ctty() -> ! {
+    loop {
+        let Ok(got) = read_some(SLAVE, 1, -1) else {
+            std::process::exit(2)
+        };
+        if got.is_empty() {
+            std::process::exit(0);
+        }
+        if got.contains(&b'p') {
+            let reply = match check_ctty_reopened() {
+                Ok(()) => b"P".to_vec(),
+                Err(e) => format!("F{e}\n").into_bytes(),
+            };
+            if write_all(SLAVE, &reply).is_err() {
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
 fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     let want = set_up();
+    // SAFETY: blocking a signal with a valid set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &usr1_set(), std::ptr::null_mut()) };
     // SAFETY: fork in a single-threaded program.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -508,9 +616,8 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
                 libc::close(SLAVE_DUP);
                 libc::close(SLAVE2);
             }
-            loop {
-                crust_testprogs::sleep_ms(1000);
-            }
+            nofd_wait();
+            child_loop_ctty();
         }
         child_loop(&want, session);
     }
@@ -543,9 +650,13 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     }
     let verdict = check_master().and_then(|_| ask_x()).and_then(|_| {
         if !keep_fds {
-            // SAFETY: kill with signal 0 only checks.
-            ensure!(unsafe { libc::kill(pid, 0) } == 0, "the child is gone");
-            return Ok(());
+            // The child's /dev/tty does not open on a locked pty.
+            set_int(MASTER, libc::TIOCSPTLCK, 0);
+            // SAFETY: kill takes only integers; pid is our child.
+            let sent = unsafe { libc::kill(pid, libc::SIGUSR1) };
+            ensure!(sent == 0, "the child is gone");
+            // Until the child opens /dev/tty, the master reads EIO.
+            crust_testprogs::sleep_ms(300);
         }
         write_all(MASTER, b"p")?;
         let got = read_master(1)?;
@@ -571,6 +682,39 @@ fn child(args: &crust_testprogs::Args, session: bool, keep_fds: bool) -> ! {
     finish(args, verdict)
 }
 
+/// A slave whose master was closed (zdtm pty04): still hung up after
+/// restore, its link "(deleted)", its ioctls EIO.
+fn hung(args: &crust_testprogs::Args) -> ! {
+    open_at(c"/dev/ptmx", libc::O_RDWR, MASTER);
+    set_int(MASTER, libc::TIOCSPTLCK, 0);
+    let n = ioctl_int(MASTER, libc::TIOCGPTN).unwrap_or_else(|e| die(&e));
+    let path = std::ffi::CString::new(format!("/dev/pts/{n}")).unwrap();
+    open_at(&path, libc::O_RDWR, SLAVE);
+    // SAFETY: closing our master; signal takes integers.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::close(MASTER);
+    }
+    ready(args);
+    while !term_requested() {
+        crust_testprogs::sleep_ms(20);
+    }
+    let l = link(SLAVE);
+    let verdict = (|| {
+        ensure!(
+            l.starts_with("/dev/pts/") && l.ends_with(" (deleted)"),
+            "fd {SLAVE} is {l}, not a removed pty slave"
+        );
+        let e = ioctl_int(SLAVE, libc::TIOCGEXCL).err().unwrap_or_default();
+        ensure!(
+            e.contains("os error 5"),
+            "TIOCGEXCL on the slave: {e:?}, not EIO"
+        );
+        Ok(())
+    })();
+    finish(args, verdict)
+}
+
 fn main() {
     let args = start();
     match args.opt("mode").unwrap_or("pair") {
@@ -578,6 +722,7 @@ fn main() {
         "child" => child(&args, false, true),
         "session" => child(&args, true, true),
         "session-nofd" => child(&args, true, false),
+        "hung" => hung(&args),
         "data" => data(&args),
         m => die(&format!("unknown --mode {m}")),
     }

@@ -95,43 +95,11 @@ impl UnixDump {
                 d.state
             )));
         }
-        let mut file_perms = None;
-        // Bound to a path that was unlinked since (or replaced by another
-        // file): recorded as CRIU does (`deleted`), bound and unlinked
-        // again on restore.
-        let mut deleted = false;
-        if let Some(path) = name_path(&d.name) {
-            if !path.is_absolute() {
-                return Err(Error::unsupported(format!(
-                    "{here} is bound to the relative path {}",
-                    path.display()
-                )));
-            }
-            // Sockets accepted from a listener carry its name but are not
-            // the bound file; only a socket the file is for owns it.
-            let bound_here = d.vfs.map(|(vino, _)| vino);
-            match std::fs::symlink_metadata(&path) {
-                Ok(md) if md.file_type().is_socket() => {
-                    if bound_here.is_some_and(|v| v as u64 != md.ino()) && d.state != ST_ESTABLISHED
-                    {
-                        debug!("{here}: {} was replaced since it was bound", path.display());
-                        deleted = true;
-                    } else {
-                        file_perms = Some(FilePermsEntry {
-                            mode: md.mode(),
-                            uid: md.uid(),
-                            gid: md.gid(),
-                            ..Default::default()
-                        });
-                    }
-                }
-                _ if d.state == ST_ESTABLISHED => {}
-                _ => {
-                    debug!("{here}: {} was deleted since it was bound", path.display());
-                    deleted = true;
-                }
-            }
-        }
+        let BoundFile {
+            file_perms,
+            deleted,
+            name_dir,
+        } = bound_file(sock, &d, &here)?;
         let opts = dump_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         let peek_off = opt(libc::SO_PEEK_OFF).unwrap_or(-1);
         if peek_off >= 0 {
@@ -139,7 +107,10 @@ impl UnixDump {
                 "{here} uses SO_PEEK_OFF (offset {peek_off}), which CRIU's image format cannot hold"
             )));
         }
-        if d.state != ST_LISTEN {
+        // A stream or seqpacket socket never connected has no queue (and
+        // MSG_PEEK fails on it).
+        let unconnected = !is_dgram(d.ty) && d.state == ST_CLOSE && d.peer == 0 && d.rqlen.0 == 0;
+        if d.state != ST_LISTEN && !unconnected {
             let msgs = read_queue(sock, d.ty, d.shutdown)
                 .map_err(|e| e.within(&here))?
                 .into_iter()
@@ -177,6 +148,7 @@ impl UnixDump {
             shutdown: (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
             file_perms,
             deleted: deleted.then_some(true),
+            name_dir,
             ..Default::default()
         });
         self.ids.insert(ino, id);
@@ -381,6 +353,96 @@ impl UnixDump {
         }
         w.finish().map_err(err)
     }
+}
+
+/// What a socket's name says of its file: its mode and owner, whether it
+/// is gone, the directory of a relative name.
+struct BoundFile {
+    file_perms: Option<FilePermsEntry>,
+    /// Bound to a path that was unlinked since (or replaced by another
+    /// file): recorded as CRIU does (`deleted`), bound as a ghost on
+    /// restore.
+    deleted: bool,
+    /// A relative name: the directory it was bound in, as CRIU records it
+    /// (`name_dir`), found from the bound file itself.
+    name_dir: Option<String>,
+}
+
+fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFile, Error> {
+    let mut file_perms = None;
+    let mut deleted = false;
+    let mut name_dir = None;
+    if let Some(named) = name_path(&d.name) {
+        let path = if named.is_absolute() {
+            named
+        } else {
+            let dir = rel_name_dir(sock, &named).map_err(|why| {
+                Error::unsupported(format!(
+                    "{here} is bound to the relative path {}, whose directory crust cannot find: {why}",
+                    named.display()
+                ))
+            })?;
+            let full = Path::new(&dir).join(&named);
+            name_dir = Some(dir);
+            full
+        };
+        // Sockets accepted from a listener carry its name but are not
+        // the bound file; only a socket the file is for owns it. (A
+        // datagram socket others connected to is established too, and
+        // owns its file.)
+        let bound_here = d.vfs.map(|(vino, _)| vino);
+        let accepted = d.state == ST_ESTABLISHED && !is_dgram(d.ty);
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_socket() => {
+                if bound_here.is_some_and(|v| v as u64 != md.ino()) && !accepted {
+                    debug!("{here}: {} was replaced since it was bound", path.display());
+                    deleted = true;
+                } else {
+                    file_perms = Some(FilePermsEntry {
+                        mode: md.mode(),
+                        uid: md.uid(),
+                        gid: md.gid(),
+                        ..Default::default()
+                    });
+                }
+            }
+            _ if accepted => {}
+            _ => {
+                debug!("{here}: {} was deleted since it was bound", path.display());
+                deleted = true;
+            }
+        }
+    }
+    Ok(BoundFile {
+        file_perms,
+        deleted,
+        name_dir,
+    })
+}
+
+/// The directory a socket bound to the relative name `name` was bound
+/// in: the path of its bound file (SIOCUNIXFILE) less `/name`.
+fn rel_name_dir(sock: BorrowedFd<'_>, name: &Path) -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let f = su::unix_file(sock).map_err(|e| format!("SIOCUNIXFILE failed: {e}"))?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|e| format!("cannot read the link of its bound file: {e}"))?;
+    let link = link
+        .to_str()
+        .ok_or_else(|| format!("its bound file {} is not UTF-8", link.display()))?;
+    let link = link.strip_suffix(" (deleted)").unwrap_or(link);
+    let name = name.to_str().ok_or("the name is not UTF-8")?;
+    link.strip_suffix(name)
+        .and_then(|d| d.strip_suffix('/'))
+        .map(|d| {
+            if d.is_empty() {
+                "/".into()
+            } else {
+                d.to_string()
+            }
+        })
+        .filter(|d| d.starts_with('/'))
+        .ok_or_else(|| format!("its bound file is {link}, which does not end in /{name}"))
 }
 
 /// Failure to read a socket's queue.

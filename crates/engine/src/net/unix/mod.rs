@@ -237,6 +237,7 @@ fn diag_all() -> Result<HashMap<u32, DiagSock>, Error> {
     }
 }
 
+mod bind;
 mod dump;
 mod restore;
 pub use dump::*;
@@ -443,6 +444,12 @@ mod tests {
         e.state = ST_CLOSE;
         e.name = b"relative/path\0".to_vec();
         assert!(check_entry(&e).is_err());
+        // A relative name needs the absolute directory it was bound in.
+        e.name_dir = Some("/tmp".into());
+        assert!(check_entry(&e).is_ok());
+        e.name_dir = Some("tmp".into());
+        assert!(check_entry(&e).is_err());
+        e.name_dir = None;
         e.name = vec![b'/'; 200];
         assert!(check_entry(&e).is_err());
         e.name = Vec::new();

@@ -1,3 +1,4 @@
+use super::bind::{bind_name, Addrs};
 use super::*;
 
 // ---------------------------------------------------------------- restore
@@ -38,9 +39,13 @@ pub(super) fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
         return Err(format!("unix socket {} has a name too long", u.id));
     }
     if let Some(p) = name_path(&u.name) {
-        if !p.is_absolute() {
+        let dir_ok = u
+            .name_dir
+            .as_deref()
+            .is_some_and(|d| d.starts_with('/') && !d.contains('\0'));
+        if !p.is_absolute() && !dir_ok {
             return Err(format!(
-                "unix socket {} is bound to the relative path {}",
+                "unix socket {} is bound to the relative path {} without an absolute name_dir",
                 u.id,
                 p.display()
             ));
@@ -348,7 +353,10 @@ impl UnixFiles {
         let me = crust_sys::process::getpid();
         // Socket files bound here go again if the restore fails.
         let mut bound = BoundFiles::default();
-        let (made, feeders, connects) = self.make_sockets(&mut bound)?;
+        // How crust reaches each bound socket (its ghost, for one whose
+        // file was gone).
+        let mut addrs = Addrs::default();
+        let (made, feeders, connects) = self.make_sockets(&mut bound, &mut addrs)?;
         let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
         // Queues, before any datagram socket connects elsewhere (a
         // connected socket takes messages from its peer only). Queues with
@@ -372,7 +380,7 @@ impl UnixFiles {
                 None if is_dgram(u.r#type) && !u.name.is_empty() => {
                     temp = su::socket(libc::SOCK_DGRAM)
                         .map_err(sys_err(me, format!("socket to fill {what}")))?;
-                    (temp.as_fd(), Some(u.name.as_slice()))
+                    (temp.as_fd(), Some(addrs.of(u)))
                 }
                 None => {
                     return Err(Error::unsupported(format!(
@@ -384,13 +392,14 @@ impl UnixFiles {
                 let keep = sender
                     .try_clone_to_owned()
                     .map_err(sys_err(me, format!("dup of the sender to {what}")))?;
-                late.push((*id, keep, to.map(|t| t.to_vec())));
+                late.push((*id, keep, to));
                 continue;
             }
-            self.fill_queue(*id, sender, to, &made, shared, &|_| None)?;
+            self.fill_queue(*id, sender, to.as_deref(), &made, shared, &|_| None)?;
         }
         drop(feeders);
-        for (id, name) in connects {
+        for (id, peer) in connects {
+            let name = addrs.of(&self.socks[&peer]);
             // Non-blocking: a listener whose queue is full (a bad image)
             // fails the restore instead of hanging it; the recorded flags
             // are set below.
@@ -406,6 +415,7 @@ impl UnixFiles {
             by_id: made,
             late,
             bound,
+            _addrs: addrs,
         })
     }
     /// Make every socket of the tree: pairs for sockets connected to each
@@ -416,11 +426,12 @@ impl UnixFiles {
     fn make_sockets(
         &self,
         bound: &mut BoundFiles,
+        addrs: &mut Addrs,
     ) -> Result<
         (
             HashMap<u32, OwnedFd>,
             HashMap<u32, OwnedFd>,
-            Vec<(u32, Vec<u8>)>,
+            Vec<(u32, u32)>,
         ),
         Error,
     > {
@@ -429,8 +440,8 @@ impl UnixFiles {
         // The other end of a socket whose peer was gone: sends its queue,
         // then is closed.
         let mut feeders: HashMap<u32, OwnedFd> = HashMap::new();
-        // Datagram sockets to connect once queues are filled: (id, name).
-        let mut connects: Vec<(u32, Vec<u8>)> = Vec::new();
+        // Sockets to connect once queues are filled: (id, peer id).
+        let mut connects: Vec<(u32, u32)> = Vec::new();
         let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
         for u in self.socks.values().filter(|u| ours(u)) {
             if made.contains_key(&u.id) {
@@ -443,21 +454,27 @@ impl UnixFiles {
                 .then(|| self.by_ino.get(&u.peer).map(|id| &self.socks[id]))
                 .flatten();
             let mutual = peer.filter(|p| ours(p) && p.peer == u.ino && p.id != u.id);
-            if u.state == ST_ESTABLISHED && (mutual.is_some() || u.peer == 0) {
+            // A datagram socket others connected to (the kernel reports it
+            // established) but itself connected nowhere: made on its own,
+            // unless only a feeder can put its queue back.
+            let lone_dgram = is_dgram(u.r#type)
+                && u.peer == 0
+                && (!u.name.is_empty() || !self.queues.contains_key(&u.id));
+            if u.state == ST_ESTABLISHED && (mutual.is_some() || (u.peer == 0 && !lone_dgram)) {
                 let (a, b) = su::socketpair(ty).map_err(e("socketpair".into()))?;
                 match mutual {
                     Some(p) => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u, bound)
+                            bind_name(a.as_fd(), u, bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
-                            bind_name(b.as_fd(), p, bound)
+                            bind_name(b.as_fd(), p, bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&p.name))))?;
                         }
                         made.insert(p.id, b);
                     }
                     None => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u, bound)
+                            bind_name(a.as_fd(), u, bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
                         }
                         feeders.insert(u.id, b);
@@ -467,21 +484,20 @@ impl UnixFiles {
                 continue;
             }
             let s = su::socket(ty).map_err(e("socket".into()))?;
-            bind_name(s.as_fd(), u, bound).map_err(e(format!("bind {}", show_name(&u.name))))?;
+            bind_name(s.as_fd(), u, bound, addrs)
+                .map_err(e(format!("bind {}", show_name(&u.name))))?;
             if u.state == ST_LISTEN {
                 su::listen(s.as_fd(), u.backlog as i32).map_err(e("listen".into()))?;
             }
-            if u.state == ST_ESTABLISHED {
-                let p = peer.expect("checked in load");
-                connects.push((u.id, p.name.clone()));
+            if let (ST_ESTABLISHED, Some(p)) = (u.state, peer) {
+                connects.push((u.id, p.id));
             }
             made.insert(u.id, s);
         }
         Ok((made, feeders, connects))
     }
 
-    /// Shutdowns, options and status flags of every socket made; the
-    /// bound files that had been deleted go again.
+    /// Shutdowns, options and status flags of every socket made.
     fn finish_sockets(&self, made: &HashMap<u32, OwnedFd>) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
         let ours = |u: &UnixSkEntry| u.uflags & USK_EXTERN == 0;
@@ -503,19 +519,6 @@ impl UnixFiles {
             let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
             crust_sys::pipe::set_status_flags(s, (u.flags & keep) as i32)
                 .map_err(sys_err(me, format!("F_SETFL of {what}")))?;
-        }
-        // Sockets whose bound file had been deleted: every connection by
-        // name is made, the file goes again.
-        for u in self
-            .socks
-            .values()
-            .filter(|u| ours(u) && u.deleted == Some(true))
-        {
-            if let Some(p) = name_path(&u.name) {
-                if let Err(e) = std::fs::remove_file(&p) {
-                    warn!("cannot unlink {} again: {e}", p.display());
-                }
-            }
         }
         Ok(())
     }
@@ -654,6 +657,8 @@ pub struct OpenUnix {
     late: Vec<(u32, OwnedFd, Option<Vec<u8>>)>,
     /// The socket files bound for the restore.
     bound: BoundFiles,
+    /// Held while queues may still be filled through them.
+    _addrs: Addrs,
 }
 
 /// Socket files a restore bound: removed when it fails (dropped before
@@ -667,7 +672,7 @@ pub(crate) struct BoundFiles {
 
 impl BoundFiles {
     /// Record the socket file just bound at `p`.
-    fn add(&mut self, p: &Path) {
+    pub(super) fn add(&mut self, p: &Path) {
         use std::os::unix::fs::MetadataExt;
         if let Ok(md) = std::fs::symlink_metadata(p) {
             self.files.push((p.to_path_buf(), md.dev(), md.ino()));
@@ -733,46 +738,4 @@ impl OpenUnix {
         }
         Ok(())
     }
-}
-
-/// Bind `s` to the name of `u`, if it has one: a path is first cleared of
-/// a stale socket file, and gets its recorded mode and owner.
-fn bind_name(s: BorrowedFd<'_>, u: &UnixSkEntry, bound: &mut BoundFiles) -> std::io::Result<()> {
-    if u.name.is_empty() {
-        return Ok(());
-    }
-    let path = name_path(&u.name);
-    if let (Some(p), Some(true)) = (&path, u.deleted) {
-        // Its file was gone at dump time: the path must be free (it is
-        // unlinked again once every socket is connected).
-        if std::fs::symlink_metadata(p).is_ok() {
-            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-        }
-    } else if let Some(p) = &path {
-        match std::fs::symlink_metadata(p) {
-            Ok(md) if md.file_type().is_socket() => {
-                debug!("removing the stale socket file {}", p.display());
-                std::fs::remove_file(p)?;
-            }
-            Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::EEXIST)),
-            Err(_) => {}
-        }
-    }
-    su::bind(s, &u.name)?;
-    if let Some(p) = &path {
-        bound.add(p);
-    }
-    if let (Some(p), Some(perms)) = (&path, &u.file_perms) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(perms.mode & 0o7777))?;
-        if let Err(e) = std::os::unix::fs::lchown(p, Some(perms.uid), Some(perms.gid)) {
-            warn!(
-                "cannot chown {} to {}:{}: {e}",
-                p.display(),
-                perms.uid,
-                perms.gid
-            );
-        }
-    }
-    Ok(())
 }

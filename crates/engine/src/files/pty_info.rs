@@ -1,0 +1,175 @@
+//! The tty-info.img entries of pty ends: live ends (termios, window size,
+//! modes, owner) and hung-up slaves.
+//!
+//! Pty slaves whose master was closed: the pair is hung up (every ioctl
+//! answers EIO, reads end, writes fail) and devpts removed the slave's file,
+//! so the fd's link reads `/dev/pts/N (deleted)`. Recorded as CRIU records
+//! them: a tty-info entry without termios (which marks it hung up), with
+//! the device and owner; restored as slaves of a new pair whose master is
+//! closed at once (zdtm pty04).
+
+use super::pty::{End, NCCS};
+use crate::files::fdpass::take_fd;
+use crate::util::sys_err;
+use crate::Error;
+use crust_images::proto::tty::{TermiosEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry};
+use crust_sys::tty as sys;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+/// The index of a hung-up slave from its fd link, `/dev/pts/N (deleted)`.
+pub(crate) fn hung_index(target: &str) -> Option<u32> {
+    let n = target
+        .strip_suffix(" (deleted)")?
+        .strip_prefix("/dev/pts/")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// The tty-info entry `info_id` of the hung-up slave at fd `fd` of `pid`.
+pub(crate) fn hung_info(
+    pid: i32,
+    fd: i32,
+    index: u32,
+    info_id: u32,
+) -> Result<TtyInfoEntry, Error> {
+    let copy = take_fd(pid, fd)?;
+    match sys::exclusive(copy.as_fd()) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        _ => {
+            return Err(Error::unsupported(format!(
+                "process {pid} fd {fd}: /dev/pts/{index} was removed but its pair is not hung up; crust cannot dump it"
+            )))
+        }
+    }
+    let md = std::fs::File::from(copy)
+        .metadata()
+        .map_err(sys_err(pid, format!("fstat of fd {fd}")))?;
+    Ok(TtyInfoEntry {
+        id: info_id,
+        r#type: TtyType::PTY,
+        rdev: md.rdev() as u32,
+        pty: Some(TtyPtyEntry {
+            index,
+            ..Default::default()
+        }),
+        uid: Some(md.uid()),
+        gid: Some(md.gid()),
+        ..Default::default()
+    })
+}
+
+/// The slave descriptions `slaves` ((files.img id, flags)) of a hung-up
+/// pair: opened on a new pair whose master is then closed.
+pub(crate) fn open_hung(slaves: &[(u32, u32)], kept: u32) -> std::io::Result<Vec<(u32, OwnedFd)>> {
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")?
+        .into();
+    sys::set_pty_locked(master.as_fd(), false)?;
+    let mut out = Vec::with_capacity(slaves.len());
+    for &(id, flags) in slaves {
+        out.push((id, sys::open_peer(master.as_fd(), (flags & kept) as i32)?));
+    }
+    // Closing the master hangs the slaves up.
+    drop(master);
+    Ok(out)
+}
+
+fn termios_entry(t: &sys::Termios) -> TermiosEntry {
+    TermiosEntry {
+        c_iflag: t.c_iflag,
+        c_oflag: t.c_oflag,
+        c_cflag: t.c_cflag,
+        c_lflag: t.c_lflag,
+        c_line: t.c_line as u32,
+        c_ispeed: t.c_ispeed,
+        c_ospeed: t.c_ospeed,
+        c_cc: t.c_cc.iter().take(NCCS).map(|&c| c as u32).collect(),
+        ..Default::default()
+    }
+}
+
+/// The tty-info entry `id` of a live pty end (crust's copy `f`).
+pub(super) fn read_info(
+    pid: i32,
+    f: BorrowedFd<'_>,
+    end: End,
+    id: u32,
+    what: &str,
+) -> Result<TtyInfoEntry, Error> {
+    let err = |op: &str| sys_err(pid, format!("{op} of {what}"));
+    let md = std::fs::File::from(f.try_clone_to_owned().map_err(err("dup"))?)
+        .metadata()
+        .map_err(err("fstat"))?;
+    let termios = sys::termios(f).map_err(err("TCGETS2"))?;
+    let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
+    let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
+    let (locked, packet_mode) = if end.master {
+        (
+            sys::pty_locked(f).map_err(err("TIOCGPTLCK"))?,
+            sys::packet_mode(f).map_err(err("TIOCGPKT"))?,
+        )
+    } else {
+        (false, false)
+    };
+    if end.master {
+        let n = sys::pty_index(f).map_err(err("TIOCGPTN"))?;
+        if n != end.index {
+            return Err(Error::Sys {
+                pid,
+                op: format!("check the index of {what}"),
+                source: std::io::Error::other(format!("TIOCGPTN says {n}")),
+            });
+        }
+    }
+    Ok(TtyInfoEntry {
+        id,
+        r#type: TtyType::PTY,
+        locked,
+        exclusive,
+        packet_mode,
+        sid: 0,
+        pgrp: 0,
+        rdev: md.rdev() as u32,
+        termios: Some(termios_entry(&termios)),
+        winsize: Some(WinsizeEntry {
+            ws_row: ws.ws_row as u32,
+            ws_col: ws.ws_col as u32,
+            ws_xpixel: ws.ws_xpixel as u32,
+            ws_ypixel: ws.ws_ypixel as u32,
+            ..Default::default()
+        }),
+        pty: Some(TtyPtyEntry {
+            index: end.index,
+            ..Default::default()
+        }),
+        uid: Some(md.uid()),
+        gid: Some(md.gid()),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hung_links() {
+        assert_eq!(hung_index("/dev/pts/3 (deleted)"), Some(3));
+        assert_eq!(hung_index("/dev/pts/3"), None);
+        assert_eq!(hung_index("/dev/pts/x (deleted)"), None);
+    }
+
+    /// A slave whose master is closed answers EIO, as the dump expects.
+    #[test]
+    fn hung_slaves_answer_eio() {
+        let s = open_hung(&[(1, libc::O_RDWR as u32)], libc::O_ACCMODE as u32).unwrap();
+        let e = sys::exclusive(s[0].1.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    }
+}
