@@ -153,16 +153,5 @@ fn enter_dirs(
             [a.get(), 0, 0, 0, 0, 0],
         )?;
     }
-    // A change of uid resets the dumpable flag (to fs.suid_dumpable): set
-    // it again, or a restored process of another uid is not dumpable, and
-    // its own parent can no longer read its /proc/PID/maps.
-    if let (Some(d @ (0 | 1)), Some(t)) = (live.mm.dumpable, tasks.first_mut()) {
-        let mut r = Remote::on_trampoline(t, tramp);
-        r.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
-        )?;
-    }
     Ok(())
 }
