@@ -124,6 +124,19 @@ pub fn has_data(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(r > 0 && p.revents & libc::POLLIN != 0)
 }
 
+/// The events of `events` that `fd` reports right now (poll, no wait).
+pub fn poll_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the call.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    cvt(r as libc::c_long)?;
+    Ok(if r > 0 { p.revents } else { 0 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

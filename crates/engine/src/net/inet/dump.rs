@@ -128,6 +128,9 @@ impl InetDump {
         {
             match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
                 Some(d) => Some(d),
+                // A UDP socket never bound (nor connected, which binds) is
+                // in no table of the kernel: nothing for sock_diag to say.
+                None if ty == libc::SOCK_DGRAM && local.port() == 0 => None,
                 None => {
                     return Err(Error::unsupported(format!(
                         "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
@@ -143,8 +146,17 @@ impl InetDump {
                 .filter(|d| d.state as u32 == TCP_SYN_SENT && d.dst.port() != 0)
                 .map(|d| d.dst)
         });
+        // A closed TCP socket that was connected keeps its peer, which
+        // only SO_PEERNAME still tells (CRIU records it: such a socket is
+        // not bound again at restore, its port went with the connection).
+        let peer = if tcp_closed {
+            peer.or_else(|| closed_peer(s, family))
+        } else {
+            peer
+        };
         let state = match (&diag, peer) {
             (Some(d), _) => d.state as u32,
+            (None, _) if tcp_closed => TCP_CLOSE,
             (None, Some(_)) => TCP_ESTABLISHED,
             (None, None) => TCP_CLOSE,
         };
@@ -175,9 +187,11 @@ impl InetDump {
             ip_opts: Some(ip_opts(s, family, ty, proto)),
             ifname: None,
             ns_id: Some(NET_NS_ID),
-            shutdown: diag
-                .as_ref()
-                .and_then(|d| (d.shutdown != 0).then_some(d.shutdown as i32 & 3)),
+            shutdown: match &diag {
+                Some(d) => (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
+                None if tcp_closed => closed_shutdown(s),
+                None => None,
+            },
             tcp_opts: (proto == libc::IPPROTO_TCP).then(|| tcp_opts(s)),
             ..Default::default()
         };
@@ -498,6 +512,25 @@ impl Drop for NetHold {
             f();
         }
     }
+}
+
+/// The peer of a closed TCP socket (SO_PEERNAME answers in any state,
+/// getpeername not in CLOSE), if it had one.
+/// The buffer must not be longer than the family's sockaddr (EINVAL).
+fn closed_peer(s: BorrowedFd<'_>, family: i32) -> Option<SocketAddr> {
+    let mut b = [0u8; 28];
+    let len = if family == libc::AF_INET { 16 } else { 28 };
+    let n = sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_PEERNAME, b.get_mut(..len)?).ok()?;
+    sn::from_bytes(b.get(..n)?).filter(|a| a.port() != 0)
+}
+
+/// The shutdown of a closed TCP socket (sock_diag does not list it): its
+/// reading side only, the one that shows (a read gives end of file, not
+/// ENOTCONN); writing to a closed socket fails anyway. As CRIU records it:
+/// 1 (SK_SHUTDOWN__READ).
+fn closed_shutdown(s: BorrowedFd<'_>) -> Option<i32> {
+    let ev = crust_sys::rawsk::poll_now(s, libc::POLLRDHUP | libc::POLLHUP).ok()?;
+    (ev & libc::POLLHUP != 0 && ev & libc::POLLRDHUP != 0).then_some(1)
 }
 
 /// Every datagram queued on a UDP socket, with its sender, left in place.
