@@ -997,6 +997,9 @@ ALL_TESTS+=(shmanon)
 # Memory: copy-on-write runs across VMAs, reservations, nginx (issue 11).
 # shellcheck source=tests/e2e/mem.sh
 . "$ROOT/tests/e2e/mem.sh"
+# Inet socket states at the edges (issue 12).
+# shellcheck source=tests/e2e/net-h.sh
+. "$ROOT/tests/e2e/net-h.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
