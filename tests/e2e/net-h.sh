@@ -11,6 +11,8 @@ t_inet_edge_shared() { net_pick_port; cr_net "" inetedge --mode shared --port "$
 t_inet_edge_closed() { net_pick_port; cr_net "" inetedge --mode closed --port "$NET_P"; }
 # An established connection dumped and restored with --tcp-close.
 t_inet_edge_tcpclose() { net_pick_port; cr_net "--tcp-close" inetedge --mode tcpclose --port "$NET_P"; }
+# SOCK_PACKET sockets (the obsolete packet interface), one bound to lo.
+t_packet_spkt() { net_pick_port; cr_net "" inetedge --mode spkt --port "$NET_P"; }
 # The programs' own checks without a restore in between (tcpclose's hold
 # only after a restore with --tcp-close).
 t_inet_edge_plain() {
@@ -19,6 +21,7 @@ t_inet_edge_plain() {
     net_pick_port
     start_prog inetedge --mode shared --port "$NET_P" && expect_pass || return 1
     net_pick_port
-    start_prog inetedge --mode unbound --port "$NET_P" && expect_pass
+    start_prog inetedge --mode unbound --port "$NET_P" && expect_pass || return 1
+    start_prog inetedge --mode spkt --port "$NET_P" && expect_pass
 }
-ALL_TESTS+=(inet-edge-unbound inet-edge-shared inet-edge-closed inet-edge-tcpclose inet-edge-plain)
+ALL_TESTS+=(inet-edge-unbound inet-edge-shared inet-edge-closed inet-edge-tcpclose inet-edge-plain packet-spkt)

@@ -1,7 +1,7 @@
 //! Inet socket states at the edges (CRIU's zdtm covers each), checked
 //! after restore.
 //!
-//! `inetedge --mode unbound|shared|closed|tcpclose --port P`
+//! `inetedge --mode unbound|shared|closed|tcpclose|spkt --port P`
 //!
 //! - `unbound`: UDP sockets never bound (IPv4 with a BPF filter and
 //!   SO_BROADCAST, IPv6); a UDP-Lite socket connected to 0.0.0.0:0 and
@@ -15,6 +15,8 @@
 //!   (one end ends in CLOSE with a TIME_WAIT on its port, the other in
 //!   CLOSE); after restore each reads end of file and a write fails with
 //!   EPIPE.
+//! - `spkt`: two SOCK_PACKET sockets (the obsolete packet interface), one
+//!   bound to lo; after restore their names are "lo" and "" again.
 //! - `tcpclose`: an established connection (both ends here), to dump and
 //!   restore with --tcp-close: after restore both ends are closed, reads
 //!   give end of file, poll says POLLHUP, a write fails with EPIPE.
@@ -202,6 +204,8 @@ fn expect_closed(fd: RawFd, what: &str) -> Result<(), String> {
 }
 
 const SO_GET_FILTER: i32 = libc::SO_ATTACH_FILTER;
+/// The obsolete packet socket type (libc marks its constant deprecated).
+const SOCK_PACKET: i32 = 10;
 
 struct Unbound {
     filt: RawFd,
@@ -377,6 +381,44 @@ fn pair(port: u16) -> Result<(TcpStream, TcpStream), String> {
     Ok((c, s))
 }
 
+/// The device name a SOCK_PACKET socket is bound to ("" if none).
+fn spkt_name(fd: RawFd) -> Result<String, String> {
+    // SAFETY: sockaddr is plain old data.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: sa and len are valid out-pointers of the given size.
+    let r = unsafe { libc::getsockname(fd, &mut sa, &mut len) };
+    ensure!(r == 0, "getsockname: {}", err());
+    ensure!(
+        sa.sa_family as i32 == libc::AF_PACKET,
+        "family {}",
+        sa.sa_family
+    );
+    let name: Vec<u8> = sa
+        .sa_data
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
+fn spkt_setup() -> Result<[RawFd; 2], String> {
+    let all = (libc::ETH_P_ALL as u16).to_be() as i32;
+    let bound = socket(libc::AF_PACKET, SOCK_PACKET, all)?;
+    // SAFETY: sockaddr is plain old data.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_PACKET as u16;
+    sa.sa_data[0] = b'l' as libc::c_char;
+    sa.sa_data[1] = b'o' as libc::c_char;
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: sa is a valid sockaddr of `len` bytes.
+    let r = unsafe { libc::bind(bound, &sa, len) };
+    ensure!(r == 0, "bind SOCK_PACKET to lo: {}", err());
+    let unbound = socket(libc::AF_PACKET, SOCK_PACKET, all)?;
+    Ok([bound, unbound])
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let port = args.num("port", 0) as u16;
     ensure!(port != 0, "--port is needed");
@@ -408,6 +450,22 @@ fn run(args: &Args) -> Result<(), String> {
             wait_for_term(20, || {});
             expect_closed(c.as_raw_fd(), "the client")?;
             expect_closed(s.as_raw_fd(), "the server end")
+        }
+        Some("spkt") => {
+            let [b, u] = spkt_setup()?;
+            ready(args);
+            wait_for_term(20, || {});
+            ensure!(
+                spkt_name(b)? == "lo",
+                "the bound one is bound to {:?}",
+                spkt_name(b)?
+            );
+            ensure!(
+                spkt_name(u)?.is_empty(),
+                "the unbound one is bound to {:?}",
+                spkt_name(u)?
+            );
+            Ok(())
         }
         Some("tcpclose") => {
             let (c, s) = pair(port)?;
