@@ -1,7 +1,7 @@
 //! Inet socket states at the edges (CRIU's zdtm covers each), checked
 //! after restore.
 //!
-//! `inetedge --mode unbound|shared|closed|tcpclose|spkt --port P`
+//! `inetedge --mode unbound|shared|closed|tcpclose|reset|spkt --port P`
 //!
 //! - `unbound`: UDP sockets never bound (IPv4 with a BPF filter and
 //!   SO_BROADCAST, IPv6); a UDP-Lite socket connected to 0.0.0.0:0 and
@@ -15,6 +15,9 @@
 //!   (one end ends in CLOSE with a TIME_WAIT on its port, the other in
 //!   CLOSE); after restore each reads end of file and a write fails with
 //!   EPIPE.
+//! - `reset`: a TCP connection reset by its peer (closed with SO_LINGER
+//!   0) before this end read what it had received; after restore (with
+//!   --tcp-established) the bytes are read and a write fails.
 //! - `spkt`: two SOCK_PACKET sockets (the obsolete packet interface), one
 //!   bound to lo; after restore their names are "lo" and "" again.
 //! - `tcpclose`: an established connection (both ends here), to dump and
@@ -450,6 +453,40 @@ fn run(args: &Args) -> Result<(), String> {
             wait_for_term(20, || {});
             expect_closed(c.as_raw_fd(), "the client")?;
             expect_closed(s.as_raw_fd(), "the server end")
+        }
+        Some("reset") => {
+            let (c, s) = pair(port)?;
+            use std::io::{Read, Write};
+            (&c).write_all(b"abc").map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(50));
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: linger is a readable struct linger for the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    c.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            ensure!(r == 0, "SO_LINGER: {}", err());
+            drop(c);
+            std::thread::sleep(Duration::from_millis(50));
+            ensure!(tcp_state(s.as_raw_fd())? == 7, "not reset");
+            ready(args);
+            wait_for_term(20, || {});
+            let mut b = [0u8; 8];
+            let n = (&s).read(&mut b).map_err(|e| format!("read: {e}"))?;
+            ensure!(&b[..n] == b"abc", "read {:?}", &b[..n]);
+            ensure!(
+                send_now(s.as_raw_fd()).is_err(),
+                "a write to the reset connection succeeded"
+            );
+            Ok(())
         }
         Some("spkt") => {
             let [b, u] = spkt_setup()?;

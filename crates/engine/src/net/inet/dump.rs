@@ -199,17 +199,7 @@ impl InetDump {
         let mut dgrams = Vec::new();
         let mut pending = 0;
         if proto == libc::IPPROTO_TCP {
-            let d = diag.clone().unwrap_or(Diag {
-                family: family as u8,
-                proto: proto as u8,
-                state: TCP_CLOSE as u8,
-                src: local,
-                dst: local,
-                rqueue: 0,
-                wqueue: 0,
-                ino,
-                shutdown: 0,
-            });
+            let d = tcp_diag(diag.as_ref(), s, local, ino, tcp_closed);
             (conn, pending) = self.tcp_part(&here, &mut entry, &d, state, local, peer)?;
         } else if ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE)
         {
@@ -292,6 +282,19 @@ impl InetDump {
                 )));
             } else {
                 conn = Some((local, remote));
+            }
+        } else if let (true, Some(remote)) = (state == TCP_CLOSE, peer) {
+            // A connection over, its peer kept: what it received is carried
+            // over in repair mode (as CRIU does) with --tcp-established.
+            if self.tcp_established && !self.tcp_close {
+                conn = Some((local, remote));
+            } else if d.rqueue > 0 && !self.tcp_close {
+                return Err(Error::unsupported(format!(
+                    "{here}: the closed connection {} -> {} still has {} unread byte(s); dump with --tcp-established to keep them (or --tcp-close to drop them)",
+                    show(&local),
+                    show(&remote),
+                    d.rqueue
+                )));
             }
         } else if state != TCP_CLOSE {
             return Err(Error::unsupported(format!(
@@ -512,6 +515,36 @@ impl Drop for NetHold {
             f();
         }
     }
+}
+
+/// sock_diag's view of a TCP socket, or for a closed one (not in its
+/// tables) what stands in for it: its name and unread bytes.
+fn tcp_diag(
+    diag: Option<&Diag>,
+    s: BorrowedFd<'_>,
+    local: SocketAddr,
+    ino: u32,
+    tcp_closed: bool,
+) -> Diag {
+    let mut d = diag.cloned().unwrap_or(Diag {
+        family: if local.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        },
+        proto: libc::IPPROTO_TCP as u8,
+        state: TCP_CLOSE as u8,
+        src: local,
+        dst: local,
+        rqueue: 0,
+        wqueue: 0,
+        ino,
+        shutdown: 0,
+    });
+    if tcp_closed {
+        d.rqueue = sn::ioctl_int(s, sn::SIOCINQ).unwrap_or(0).max(0) as u32;
+    }
+    d
 }
 
 /// The peer of a closed TCP socket (SO_PEERNAME answers in any state,

@@ -82,7 +82,13 @@ impl InetFiles {
                 )));
             }
             let mut stream = None;
-            if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) {
+            // A closed connection has its queue in an image when it was
+            // dumped with --tcp-established (always, by CRIU).
+            let closed_with_stream = closed_connection(&e)
+                && dir
+                    .join(ImageType::TcpStream.file_name(e.ino as u64))
+                    .exists();
+            if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) || closed_with_stream {
                 if tcp_close {
                     debug!("{here}: connection restored closed (--tcp-close)");
                 } else if !tcp_established {
