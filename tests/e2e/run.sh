@@ -1010,6 +1010,9 @@ ALL_TESTS+=(shmanon)
 # Unix sockets of CRIU's zdtm: relative names, ghosts, lone sockets (issue 12).
 # shellcheck source=tests/e2e/unixh.sh
 . "$ROOT/tests/e2e/unixh.sh"
+# Inet socket states at the edges (issue 12).
+# shellcheck source=tests/e2e/net-h.sh
+. "$ROOT/tests/e2e/net-h.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

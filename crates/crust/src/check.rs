@@ -107,11 +107,9 @@ static FEATURES: &[Feature] = &[
         FeatureOnly,
         Lacks("crust finds a unix socket's file by its path, not by SIOCUNIXFILE"),
     ),
-    feat(
-        "net_diag_raw",
-        Extra,
-        Lacks("crust reads raw sockets from their fds, not with sock_diag"),
-    ),
+    // crust reads raw sockets from their fds, not with sock_diag: it dumps
+    // them wherever it may make one (CAP_NET_RAW).
+    feat("net_diag_raw", Extra, Probe(raw_sockets)),
     feat("nsid", FeatureOnly, Lacks(NO_NETNS)),
     feat("link_nsid", FeatureOnly, Lacks(NO_NETNS)),
     feat("kcmp_epoll", Extra, Probe(kcmp_epoll)),
@@ -419,6 +417,17 @@ fn ipt_legacy() -> ProbeResult {
         }
     }
     network_lock_iptables()
+}
+
+fn raw_sockets() -> ProbeResult {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        crust_sys::net::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW).map_err(|e| {
+            ProbeError::Missing(format!(
+                "crust cannot make a raw socket to restore one: {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn pidfd_store() -> ProbeResult {

@@ -297,8 +297,10 @@ impl Builder {
             };
             wait_state(fd, conn, want, "the replayed FIN of the peer")?;
         }
-        if st.state == LAST_ACK {
-            own_fin(fd, false).map_err(io("shutdown(SHUT_WR) in repair mode"))?;
+        if matches!(st.state, LAST_ACK | CLOSE) {
+            // CLOSE: our FIN goes in as sent (a transmission the lock drops
+            // would leave it unsent, and the replayed ACK of it refused).
+            own_fin(fd, st.state == CLOSE).map_err(io("shutdown(SHUT_WR) in repair mode"))?;
         }
         if st.own_fin_acked() {
             // The peer's acknowledgement of our FIN.
@@ -310,7 +312,9 @@ impl Builder {
                 TH_ACK,
                 window,
             )?;
-            wait_state(fd, conn, FIN_WAIT2, "the replayed ACK of our FIN")?;
+            // FIN_WAIT2; from LAST_ACK, CLOSE (the connection is over).
+            let want = if st.state == CLOSE { CLOSE } else { FIN_WAIT2 };
+            wait_state(fd, conn, want, "the replayed ACK of our FIN")?;
         }
         if in_repair {
             set_repair(fd, TCP_REPAIR_OFF).map_err(io("TCP_REPAIR off"))?;

@@ -22,7 +22,9 @@
 //! `::ffff:a.b.c.d`) connections are handled, in the states ESTABLISHED,
 //! FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK and CLOSING (the half-closed
 //! ones are rebuilt as established and then brought to their state by
-//! replaying the FINs), and SYN_SENT (a connect not answered yet: its SYN is
+//! replaying the FINs), CLOSE (a connection over, reset or closed both
+//! ways: rebuilt closed both ways with what it had received, as CRIU's
+//! libsoccr does), and SYN_SENT (a connect not answered yet: its SYN is
 //! sent again with the same initial sequence number). Listening sockets
 //! have no repair mode: they are simply made again by the caller.
 //!

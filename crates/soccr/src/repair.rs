@@ -4,7 +4,7 @@ use crate::consts::*;
 use crate::error::{Conn, Error};
 use crate::state::{TcpState, Window};
 use crate::tcp_opt;
-use crate::tcp_state::SYN_SENT;
+use crate::tcp_state::{CLOSE, SYN_SENT};
 use crust_sys::net;
 use std::io;
 use std::net::SocketAddr;
@@ -111,7 +111,8 @@ impl Repair {
     /// (TCP_QUEUE_SEQ) and the queued bytes of both queues (peeked, nothing
     /// is consumed), TCP_NODELAY and TCP_CORK. Fails with
     /// [`Error::UnsupportedState`] for states other than ESTABLISHED,
-    /// SYN_SENT, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK and CLOSING. A
+    /// SYN_SENT, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING and
+    /// CLOSE (a connection over, its send queue dropped). A
     /// SYN_SENT socket has no peer name: see [`Repair::state_with_remote`].
     pub fn state(&self) -> Result<TcpState, Error> {
         self.state_with_remote(None)
@@ -171,6 +172,13 @@ impl Repair {
         if st.own_fin() {
             outq_len = outq_len.saturating_sub(1);
             unsq_len = unsq_len.saturating_sub(1);
+        }
+        // A connection over: what it had not sent or got acknowledged can
+        // never be read by anyone (a reset drops it), as CRIU's libsoccr
+        // says; only what it received is kept.
+        if st.state == CLOSE {
+            outq_len = 0;
+            unsq_len = 0;
         }
         st.unsq_len = unsq_len;
 

@@ -142,20 +142,25 @@ impl TcpState {
     }
 
     /// Whether the peer's FIN had been received (CLOSE_WAIT, LAST_ACK,
-    /// CLOSING).
+    /// CLOSING; CLOSE, a connection over, is rebuilt as one closed both
+    /// ways, as CRIU's libsoccr does).
     pub fn peer_fin(&self) -> bool {
-        matches!(self.state, CLOSE_WAIT | LAST_ACK | CLOSING)
+        matches!(self.state, CLOSE_WAIT | LAST_ACK | CLOSING | CLOSE)
     }
 
     /// Whether we had shut down our side, our FIN being counted in
     /// `outq_seq` (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK).
     pub fn own_fin(&self) -> bool {
-        matches!(self.state, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK)
+        matches!(
+            self.state,
+            FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK | CLOSE
+        )
     }
 
-    /// Whether our FIN had been acknowledged by the peer (FIN_WAIT2).
+    /// Whether our FIN had been acknowledged by the peer (FIN_WAIT2,
+    /// CLOSE).
     pub fn own_fin_acked(&self) -> bool {
-        self.state == FIN_WAIT2
+        matches!(self.state, FIN_WAIT2 | CLOSE)
     }
 
     /// The sequence number of the first byte of `inq` (copied_seq).
@@ -183,7 +188,14 @@ impl TcpState {
     pub fn supported_state(state: u8) -> bool {
         matches!(
             state,
-            ESTABLISHED | SYN_SENT | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT | LAST_ACK | CLOSING
+            ESTABLISHED
+                | SYN_SENT
+                | FIN_WAIT1
+                | FIN_WAIT2
+                | CLOSE_WAIT
+                | LAST_ACK
+                | CLOSING
+                | CLOSE
         )
     }
 
@@ -288,6 +300,10 @@ mod tests {
         assert_eq!(s.send_queue_seq(), 8699);
         s.state = FIN_WAIT2;
         assert!(!s.peer_fin() && s.own_fin() && s.own_fin_acked());
+        // A connection over (reset, or closed both ways): both FINs, ours
+        // acknowledged.
+        s.state = CLOSE;
+        assert!(s.peer_fin() && s.own_fin() && s.own_fin_acked());
         // Sequence numbers wrap.
         s.state = CLOSE_WAIT;
         s.inq_seq = 50;

@@ -54,6 +54,46 @@ pub fn packet_name(fd: BorrowedFd<'_>) -> io::Result<(u16, i32)> {
     Ok((sa.sll_protocol, sa.sll_ifindex))
 }
 
+/// bind(2) a SOCK_PACKET socket (the obsolete packet interface) to the
+/// interface named `dev`: a plain `sockaddr` whose data is the name.
+pub fn spkt_bind(fd: BorrowedFd<'_>, dev: &str) -> io::Result<()> {
+    // SAFETY: sockaddr is plain old data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_PACKET as libc::sa_family_t;
+    // The name and its NUL must fit sa_data (14 bytes).
+    if dev.len() >= sa.sa_data.len() || dev.as_bytes().contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (d, b) in sa.sa_data.iter_mut().zip(dev.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: `sa` is a valid sockaddr of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const libc::sockaddr,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// The name of the interface with index `ifindex` (if_indextoname(3)).
+pub fn if_name(ifindex: u32) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has room for IF_NAMESIZE bytes, as if_indextoname needs.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 fn sockaddr_nl(portid: u32, groups: u32) -> libc::sockaddr_nl {
     // SAFETY: sockaddr_nl is plain old data; all zeroes is a valid value.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -122,6 +162,19 @@ pub fn has_data(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let r = unsafe { libc::poll(&mut p, 1, 0) };
     cvt(r as libc::c_long)?;
     Ok(r > 0 && p.revents & libc::POLLIN != 0)
+}
+
+/// The events of `events` that `fd` reports right now (poll, no wait).
+pub fn poll_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the call.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    cvt(r as libc::c_long)?;
+    Ok(if r > 0 { p.revents } else { 0 })
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //! and tx rings (PACKET_RX_RING/PACKET_TX_RING) keep their parameters; a
 //! mapping of them is a VMA_AREA_SOCKET VMA of mm.img (see [`crate::mem`]),
 //! whose frames are not kept: the ring comes back empty, as with CRIU.
-//! SOCK_PACKET (the obsolete interface) is refused. Queued packets are not
-//! kept (CRIU does not either).
+//! SOCK_PACKET sockets (the obsolete interface) keep their protocol, the
+//! interface they are bound to and their socket options, as CRIU keeps
+//! them. Queued packets are not kept (CRIU does not either).
 //!
 //! Restore: crust makes each socket before any task exists: socket with
 //! the recorded protocol, bind to the interface, the packet options,
@@ -285,11 +286,6 @@ impl PacketDump {
                     "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
                 ))
             })?;
-        if d.ty == SOCK_PACKET as u32 {
-            return Err(Error::unsupported(format!(
-                "{here} is a SOCK_PACKET socket (the obsolete packet interface)"
-            )));
-        }
         let mclist = mclist_entries(&here, &d.mclist)?;
         let opts = dump_sk_opts(sock.as_fd())
             .map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
@@ -350,10 +346,7 @@ pub type OpenPackets = crate::files::fdpass::MadeFds;
 /// Whether an image of `e` can be restored; the reason if not.
 fn check_entry(e: &PacketSockEntry) -> Result<(), String> {
     let ty = e.r#type as i32;
-    if ty == SOCK_PACKET {
-        return Err("SOCK_PACKET (the obsolete packet interface) is not supported".into());
-    }
-    if ty != libc::SOCK_RAW && ty != libc::SOCK_DGRAM {
+    if ty != libc::SOCK_RAW && ty != libc::SOCK_DGRAM && ty != SOCK_PACKET {
         return Err(format!("unknown socket type {}", e.r#type));
     }
     if e.protocol > u16::MAX as u32 {
@@ -448,7 +441,29 @@ fn ring_bytes(r: &PacketRing) -> Vec<u8> {
     .collect()
 }
 
+/// A SOCK_PACKET socket, as CRIU restores one: bound by the name of its
+/// interface (if it was bound), its socket options and status flags (it
+/// has none of the packet options).
+fn open_spkt(e: &PacketSockEntry) -> OpResult<OwnedFd> {
+    let s = net::socket(libc::AF_PACKET, SOCK_PACKET, e.protocol as i32).map_err(at("socket"))?;
+    let sf = s.as_fd();
+    if e.ifindex > 0 {
+        let dev = rawsk::if_name(e.ifindex).map_err(at(format!(
+            "the name of interface index {}, which may not exist in this network namespace,",
+            e.ifindex
+        )))?;
+        rawsk::spkt_bind(sf, &dev).map_err(at(format!("bind to {dev}")))?;
+    }
+    set_sk_opts(sf, &e.opts).map_err(at("socket options"))?;
+    let keep = (libc::O_NONBLOCK | libc::O_ASYNC) as u32;
+    crust_sys::pipe::set_status_flags(sf, (e.flags & keep) as i32).map_err(at("F_SETFL"))?;
+    Ok(s)
+}
+
 fn open_one(e: &PacketSockEntry) -> OpResult<OwnedFd> {
+    if e.r#type as i32 == SOCK_PACKET {
+        return open_spkt(e);
+    }
     let s =
         net::socket(libc::AF_PACKET, e.r#type as i32, e.protocol as i32).map_err(at("socket"))?;
     let sf = s.as_fd();

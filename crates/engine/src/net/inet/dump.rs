@@ -128,6 +128,9 @@ impl InetDump {
         {
             match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
                 Some(d) => Some(d),
+                // A UDP socket never bound (nor connected, which binds) is
+                // in no table of the kernel: nothing for sock_diag to say.
+                None if ty == libc::SOCK_DGRAM && local.port() == 0 => None,
                 None => {
                     return Err(Error::unsupported(format!(
                         "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
@@ -143,8 +146,17 @@ impl InetDump {
                 .filter(|d| d.state as u32 == TCP_SYN_SENT && d.dst.port() != 0)
                 .map(|d| d.dst)
         });
+        // A closed TCP socket that was connected keeps its peer, which
+        // only SO_PEERNAME still tells (CRIU records it: such a socket is
+        // not bound again at restore, its port went with the connection).
+        let peer = if tcp_closed {
+            peer.or_else(|| closed_peer(s, family))
+        } else {
+            peer
+        };
         let state = match (&diag, peer) {
             (Some(d), _) => d.state as u32,
+            (None, _) if tcp_closed => TCP_CLOSE,
             (None, Some(_)) => TCP_ESTABLISHED,
             (None, None) => TCP_CLOSE,
         };
@@ -175,9 +187,11 @@ impl InetDump {
             ip_opts: Some(ip_opts(s, family, ty, proto)),
             ifname: None,
             ns_id: Some(NET_NS_ID),
-            shutdown: diag
-                .as_ref()
-                .and_then(|d| (d.shutdown != 0).then_some(d.shutdown as i32 & 3)),
+            shutdown: match &diag {
+                Some(d) => (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
+                None if tcp_closed => closed_shutdown(s),
+                None => None,
+            },
             tcp_opts: (proto == libc::IPPROTO_TCP).then(|| tcp_opts(s)),
             ..Default::default()
         };
@@ -185,17 +199,7 @@ impl InetDump {
         let mut dgrams = Vec::new();
         let mut pending = 0;
         if proto == libc::IPPROTO_TCP {
-            let d = diag.clone().unwrap_or(Diag {
-                family: family as u8,
-                proto: proto as u8,
-                state: TCP_CLOSE as u8,
-                src: local,
-                dst: local,
-                rqueue: 0,
-                wqueue: 0,
-                ino,
-                shutdown: 0,
-            });
+            let d = tcp_diag(diag.as_ref(), s, local, ino, tcp_closed);
             (conn, pending) = self.tcp_part(&here, &mut entry, &d, state, local, peer)?;
         } else if ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE)
         {
@@ -278,6 +282,19 @@ impl InetDump {
                 )));
             } else {
                 conn = Some((local, remote));
+            }
+        } else if let (true, Some(remote)) = (state == TCP_CLOSE, peer) {
+            // A connection over, its peer kept: what it received is carried
+            // over in repair mode (as CRIU does) with --tcp-established.
+            if self.tcp_established && !self.tcp_close {
+                conn = Some((local, remote));
+            } else if d.rqueue > 0 && !self.tcp_close {
+                return Err(Error::unsupported(format!(
+                    "{here}: the closed connection {} -> {} still has {} unread byte(s); dump with --tcp-established to keep them (or --tcp-close to drop them)",
+                    show(&local),
+                    show(&remote),
+                    d.rqueue
+                )));
             }
         } else if state != TCP_CLOSE {
             return Err(Error::unsupported(format!(
@@ -498,6 +515,55 @@ impl Drop for NetHold {
             f();
         }
     }
+}
+
+/// sock_diag's view of a TCP socket, or for a closed one (not in its
+/// tables) what stands in for it: its name and unread bytes.
+fn tcp_diag(
+    diag: Option<&Diag>,
+    s: BorrowedFd<'_>,
+    local: SocketAddr,
+    ino: u32,
+    tcp_closed: bool,
+) -> Diag {
+    let mut d = diag.cloned().unwrap_or(Diag {
+        family: if local.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        },
+        proto: libc::IPPROTO_TCP as u8,
+        state: TCP_CLOSE as u8,
+        src: local,
+        dst: local,
+        rqueue: 0,
+        wqueue: 0,
+        ino,
+        shutdown: 0,
+    });
+    if tcp_closed {
+        d.rqueue = sn::ioctl_int(s, sn::SIOCINQ).unwrap_or(0).max(0) as u32;
+    }
+    d
+}
+
+/// The peer of a closed TCP socket (SO_PEERNAME answers in any state,
+/// getpeername not in CLOSE), if it had one.
+/// The buffer must not be longer than the family's sockaddr (EINVAL).
+fn closed_peer(s: BorrowedFd<'_>, family: i32) -> Option<SocketAddr> {
+    let mut b = [0u8; 28];
+    let len = if family == libc::AF_INET { 16 } else { 28 };
+    let n = sn::getsockopt(s, libc::SOL_SOCKET, libc::SO_PEERNAME, b.get_mut(..len)?).ok()?;
+    sn::from_bytes(b.get(..n)?).filter(|a| a.port() != 0)
+}
+
+/// The shutdown of a closed TCP socket (sock_diag does not list it): its
+/// reading side only, the one that shows (a read gives end of file, not
+/// ENOTCONN); writing to a closed socket fails anyway. As CRIU records it:
+/// 1 (SK_SHUTDOWN__READ).
+fn closed_shutdown(s: BorrowedFd<'_>) -> Option<i32> {
+    let ev = crust_sys::rawsk::poll_now(s, libc::POLLRDHUP | libc::POLLHUP).ok()?;
+    (ev & libc::POLLHUP != 0 && ev & libc::POLLRDHUP != 0).then_some(1)
 }
 
 /// Every datagram queued on a UDP socket, with its sender, left in place.

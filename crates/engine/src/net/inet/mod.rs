@@ -52,9 +52,18 @@ const SO_PEEK_OFF: i32 = 42;
 /// CRIU's net ns id of crust's own network namespace.
 const NET_NS_ID: u32 = 2;
 
-/// Is this TCP state one of a connection that repair mode carries over?
+/// Is this TCP state one of a live connection that repair mode carries
+/// over? (CLOSE is one only for a socket that had a peer: see
+/// [`closed_connection`].)
 fn is_connection(state: u32) -> bool {
-    u8::try_from(state).is_ok_and(TcpState::supported_state)
+    state != TCP_CLOSE && u8::try_from(state).is_ok_and(TcpState::supported_state)
+}
+
+/// A TCP socket whose connection is over (reset, or closed both ways) but
+/// still holds its peer, and maybe bytes it received: CRIU carries it over
+/// in repair mode like a connection.
+fn closed_connection(e: &InetSkEntry) -> bool {
+    e.proto as i32 == libc::IPPROTO_TCP && e.state == TCP_CLOSE && e.dst_port != 0
 }
 
 fn state_name(state: u32) -> &'static str {

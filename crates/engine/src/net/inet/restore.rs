@@ -82,7 +82,13 @@ impl InetFiles {
                 )));
             }
             let mut stream = None;
-            if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) {
+            // A closed connection has its queue in an image when it was
+            // dumped with --tcp-established (always, by CRIU).
+            let closed_with_stream = closed_connection(&e)
+                && dir
+                    .join(ImageType::TcpStream.file_name(e.ino as u64))
+                    .exists();
+            if e.proto as i32 == libc::IPPROTO_TCP && is_connection(e.state) || closed_with_stream {
                 if tcp_close {
                     debug!("{here}: connection restored closed (--tcp-close)");
                 } else if !tcp_established {
@@ -201,6 +207,11 @@ impl InetFiles {
                 continue;
             }
             out.fds.insert(*id, open_plain(s, &here)?);
+            if s.entry.proto as i32 == libc::IPPROTO_TCP {
+                let o = &s.entry.opts;
+                out.reuse
+                    .push((*id, o.reuseaddr == Some(true), o.so_reuseport == Some(true)));
+            }
         }
         Ok(out)
     }
@@ -263,13 +274,11 @@ fn open_connection(s: &RSock, st: &TcpState, here: &str) -> Result<Builder, Erro
         what: format!("{here}: rebuilding the connection to {}", s.remote),
         source: Box::new(source),
     })?;
-    su::setsockopt_int(
-        b.fd(),
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        (s.entry.opts.reuseaddr == Some(true)) as i32,
-    )
-    .map_err(|e| fail("SO_REUSEADDR", e))?;
+    // Bound: SO_REUSEADDR until every socket is made, so that the
+    // listener of its port binds too (the recorded value is set back by
+    // OpenInet::finish).
+    su::setsockopt_int(b.fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+        .map_err(|e| fail("SO_REUSEADDR", e))?;
     set_status(b.fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
     Ok(b)
 }
@@ -287,48 +296,14 @@ fn open_plain(s: &RSock, here: &str) -> Result<OwnedFd, Error> {
             .map_err(|e| fail("IPV6_V6ONLY", e))?;
     }
     set_options(fd.as_fd(), &s.entry).map_err(|e| fail("setting its options", e))?;
-    if proto == libc::IPPROTO_TCP {
-        su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
-            .map_err(|e| fail("SO_REUSEADDR", e))?;
-    }
-    let bound = s.local.port() != 0 || !s.local.ip().is_unspecified();
-    if bound && !(proto == libc::IPPROTO_TCP && is_connection(s.entry.state)) {
-        sn::bind(fd.as_fd(), &s.local).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EADDRINUSE) {
-                Error::Restore {
-                    pid: crust_sys::process::getpid(),
-                    what: format!(
-                        "{here}: the address {} is already in use on this host; free it and restore again",
-                        s.local
-                    ),
-                }
-            } else {
-                fail(&format!("bind to {}", s.local), e)
-            }
-        })?;
-    }
-    if proto == libc::IPPROTO_TCP && s.entry.state == TCP_LISTEN {
-        su::listen(fd.as_fd(), s.entry.backlog.min(i32::MAX as u32) as i32)
-            .map_err(|e| fail("listen", e))?;
-    }
-    if proto == libc::IPPROTO_TCP && s.entry.opts.reuseaddr != Some(true) {
-        su::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0)
-            .map_err(|e| fail("SO_REUSEADDR", e))?;
-    }
-    if ty != libc::SOCK_STREAM && s.remote.port() != 0 {
+    bind_plain(fd.as_fd(), s, here)?;
+    // A datagram socket connected to port 0 (0.0.0.0:0 included) is
+    // connected all the same: its state says so, its peer name does not.
+    if ty != libc::SOCK_STREAM && (s.remote.port() != 0 || s.entry.state == TCP_ESTABLISHED) {
         sn::connect(fd.as_fd(), &s.remote)
             .map_err(|e| fail(&format!("connect to {}", s.remote), e))?;
     }
-    if let Some(sh) = s.entry.shutdown.filter(|v| *v != 0) {
-        if ty != libc::SOCK_STREAM {
-            let how = match sh {
-                1 => libc::SHUT_RD,
-                2 => libc::SHUT_WR,
-                _ => libc::SHUT_RDWR,
-            };
-            su::shutdown(fd.as_fd(), how).map_err(|e| fail("shutdown", e))?;
-        }
-    }
+    shutdown_plain(fd.as_fd(), s, here)?;
     for (bytes, from) in &s.dgrams {
         inject_udp(from, &s.local, bytes, proto)
             .map_err(|e| fail(&format!("queueing a datagram from {from} again"), e))?;
@@ -348,6 +323,89 @@ fn open_plain(s: &RSock, here: &str) -> Result<OwnedFd, Error> {
     }
     set_status(fd.as_fd(), s.entry.flags).map_err(|e| fail("F_SETFL", e))?;
     Ok(fd)
+}
+
+/// Bind a socket of [`open_plain`] where it was bound (and listen), as
+/// CRIU does: a TCP socket binds with SO_REUSEADDR and SO_REUSEPORT (so
+/// that sockets which shared a port bind again whatever their options
+/// became since), which it keeps until every socket is made
+/// ([`OpenInet::finish`] sets the recorded values); an IPv6 one binds with
+/// IP_FREEBIND (its address may still be tentative), set back at once. A TCP socket closed since it was connected (peer
+/// recorded) or a connection restored closed (--tcp-close) is not bound:
+/// its port went with its connection.
+fn bind_plain(fd: BorrowedFd<'_>, s: &RSock, here: &str) -> Result<(), Error> {
+    let fail = fail_at(here);
+    let (fam, ty, proto) = (
+        s.entry.family as i32,
+        s.entry.r#type as i32,
+        s.entry.proto as i32,
+    );
+    let tcp = proto == libc::IPPROTO_TCP;
+    let bound = s.local.port() != 0 || !s.local.ip().is_unspecified();
+    let closed_conn = tcp && s.entry.state == TCP_CLOSE && s.remote.port() != 0;
+    let binds = bound && !(tcp && is_connection(s.entry.state)) && !closed_conn;
+    let freebind = s.entry.ip_opts.as_ref().and_then(|o| o.freebind) == Some(true);
+    let free_bind = binds && fam == libc::AF_INET6 && ty != libc::SOCK_RAW && !freebind;
+    let set = |(level, opt): (i32, i32), v: bool, what: &str| {
+        su::setsockopt_int(fd, level, opt, v as i32).map_err(|e| fail(what, e))
+    };
+    let ip_freebind = (libc::IPPROTO_IP, libc::IP_FREEBIND);
+    if tcp {
+        set((libc::SOL_SOCKET, libc::SO_REUSEADDR), true, "SO_REUSEADDR")?;
+        set((libc::SOL_SOCKET, libc::SO_REUSEPORT), true, "SO_REUSEPORT")?;
+    }
+    if free_bind {
+        set(ip_freebind, true, "IP_FREEBIND")?;
+    }
+    if binds {
+        sn::bind(fd, &s.local).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                Error::Restore {
+                    pid: crust_sys::process::getpid(),
+                    what: format!(
+                        "{here}: the address {} is already in use on this host; free it and restore again",
+                        s.local
+                    ),
+                }
+            } else {
+                fail(&format!("bind to {}", s.local), e)
+            }
+        })?;
+    }
+    if free_bind {
+        set(ip_freebind, false, "IP_FREEBIND")?;
+    }
+    if tcp && s.entry.state == TCP_LISTEN {
+        su::listen(fd, s.entry.backlog.min(i32::MAX as u32) as i32)
+            .map_err(|e| fail("listen", e))?;
+    }
+    Ok(())
+}
+
+/// The recorded shutdown of a socket of [`open_plain`]; a connection
+/// restored closed (--tcp-close) is shut down both ways, as CRIU does (a
+/// read gives end of file, a write EPIPE). A socket never connected
+/// answers ENOTCONN but is shut down all the same.
+fn shutdown_plain(fd: BorrowedFd<'_>, s: &RSock, here: &str) -> Result<(), Error> {
+    let proto = s.entry.proto as i32;
+    let how = if proto == libc::IPPROTO_TCP && is_connection(s.entry.state) {
+        Some(libc::SHUT_RDWR)
+    } else {
+        s.entry.shutdown.filter(|v| *v != 0).map(|sh| match sh {
+            1 => libc::SHUT_RD,
+            2 => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        })
+    };
+    let Some(how) = how else {
+        return Ok(());
+    };
+    // Only a datagram socket was connected again.
+    let connected = s.entry.r#type as i32 != libc::SOCK_STREAM && s.entry.state == TCP_ESTABLISHED;
+    match su::shutdown(fd, how) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && !connected => Ok(()),
+        r => r.map_err(|e| fail_at(here)("shutdown", e)),
+    }
 }
 
 /// The datagrams of sk-queues.img queued on inet sockets: (files.img id,
@@ -645,6 +703,9 @@ pub struct OpenInet {
     queued: Vec<(u32, OwnedFd, SocketAddr)>,
     method: netlock::Method,
     conns: Vec<Conn>,
+    /// TCP sockets that keep SO_REUSEADDR and SO_REUSEPORT set until every
+    /// socket is made: (file id, recorded SO_REUSEADDR, SO_REUSEPORT).
+    reuse: Vec<(u32, bool, bool)>,
 }
 
 /// Connections that waited in a listener's accept queue, to hand to the
@@ -716,6 +777,12 @@ impl OpenInet {
     }
 }
 
+/// SO_REUSEADDR and SO_REUSEPORT as recorded.
+fn set_reuse(s: BorrowedFd<'_>, (addr, port): (bool, bool)) -> std::io::Result<()> {
+    su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, addr as i32)?;
+    su::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_REUSEPORT, port as i32)
+}
+
 /// The file status flags of an entry (O_NONBLOCK, O_ASYNC...) on a socket
 /// crust made.
 fn set_status(s: BorrowedFd<'_>, flags: u32) -> std::io::Result<()> {
@@ -757,19 +824,34 @@ impl OpenInet {
                 what: format!("inet socket {id}: taking the connection {local} -> {remote} out of repair mode"),
                 source: Box::new(source),
             })?;
-            // The recorded buffer sizes, now that the queues are in, and
-            // SO_REUSEADDR again: leaving repair mode clears it.
+            // The recorded buffer sizes, now that the queues are in.
             let bufs = SkOptsEntry {
                 so_sndbuf: opts.so_sndbuf,
                 so_rcvbuf: opts.so_rcvbuf,
-                reuseaddr: opts.reuseaddr,
                 ..Default::default()
             };
             if let Err(e) = crate::net::sock::set_opts(fd.as_fd(), &bufs) {
                 warn!("inet socket {id}: could not set its buffer sizes back: {e}");
             }
+            let reuse = (
+                opts.reuseaddr == Some(true),
+                opts.so_reuseport == Some(true),
+            );
+            set_reuse(fd.as_fd(), reuse).map_err(|e| {
+                fail_at(&format!("inet socket {id}"))("setting SO_REUSEADDR/SO_REUSEPORT back", e)
+            })?;
             if let Some(l) = queued_on {
                 self.queued.push((l, fd, remote));
+            }
+        }
+        for (id, addr, port) in std::mem::take(&mut self.reuse) {
+            if let Some(fd) = self.fds.get(&id) {
+                set_reuse(fd.as_fd(), (addr, port)).map_err(|e| {
+                    fail_at(&format!("inet socket {id}"))(
+                        "setting SO_REUSEADDR/SO_REUSEPORT back",
+                        e,
+                    )
+                })?;
             }
         }
         if !self.conns.is_empty() {
