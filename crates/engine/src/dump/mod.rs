@@ -243,6 +243,22 @@ fn seize(
                 }
                 // A thread that exited meanwhile is simply not there.
                 Err(_) if !Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                // One that exited while being seized (its exit reported to
+                // crust, its tracer) is gone too; a process whose main
+                // thread did is a zombie now: its parent, stopped before
+                // it, cannot have reaped it.
+                Err(crust_compel::Error::Exited { .. }) if *tid != pid => {}
+                // (Seizing an exiting task fails with EPERM.)
+                Err(e)
+                    if *tid == pid
+                        && idx > 0
+                        && tree.procs[idx].threads.is_empty()
+                        && became_zombie(proc, pid) =>
+                {
+                    debug!("process {pid} exited while being seized ({e}): a zombie");
+                    tree.procs[idx].zombie = true;
+                    return Ok(());
+                }
                 Err(e) => {
                     first_err.get_or_insert(compel_err(*tid)(e));
                 }
@@ -267,6 +283,13 @@ fn seize(
         seize(proc, tree, k, pid, timeout)?;
     }
     Ok(())
+}
+
+/// Whether process `pid` has exited as a whole (its main thread a
+/// zombie, no other thread left).
+fn became_zombie(proc: &ProcRoot, pid: i32) -> bool {
+    let dead = crust_proc::stat(proc, pid).map_or(true, |st| st.state == 'Z' || st.state == 'X');
+    dead && crust_proc::tasks(proc, pid).map_or(true, |t| t == [pid])
 }
 
 /// A kernel io worker (PF_IO_WORKER) never stops for ptrace: refuse it
