@@ -251,10 +251,19 @@ t_golden_tcp() {
     left=$(iptables -w -S 2>/dev/null | grep -ci c114)
     [ "$left" = 0 ] || { golden_tcp_rules -D; fail "the restore left $left lock rules" "$log"; return 1; }
     # Both ends established again, with what was queued: 2048 unread each,
-    # 17952 and 9952 unsent.
-    ss -Htn state established '( sport = :47013 )' >"$D/ss.out" 2>&1
-    ss -Htn state established '( sport = :47011 )' >>"$D/ss.out" 2>&1
-    grep -q '^2048 *17952 ' "$D/ss.out" && grep -q '^2048 *9952 ' "$D/ss.out" ||
+    # 17952 (47013) and 9952 (47011) unsent. The network is unlocked before
+    # repair mode ends, so queued bytes may already have crossed: each
+    # direction's unsent + the other end's unread must still add up
+    # (20000 and 12000), once no segment is in flight.
+    local i ok=
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        ss -Htn state established '( sport = :47013 )' >"$D/ss.out" 2>&1
+        ss -Htn state established '( sport = :47011 )' >>"$D/ss.out" 2>&1
+        awk 'NR==1{ar=$1;as=$2} NR==2{br=$1;bs=$2} END{exit !(NR==2 && as+br==20000 && bs+ar==12000)}' \
+            "$D/ss.out" && { ok=1; break; }
+        sleep 0.2
+    done
+    [ -n "$ok" ] ||
         { fail "the connection's queues are not back: $(tr '\n' ';' <"$D/ss.out")" "$log"; return 1; }
     ss -Hltn '( sport = :47011 )' | grep -q LISTEN || { fail "nothing listens on 47011" "$log"; return 1; }
     ss -Huan '( sport = :47012 )' | grep -q . || { fail "no UDP socket on 47012" "$log"; return 1; }

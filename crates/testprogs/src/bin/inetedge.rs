@@ -1,7 +1,7 @@
 //! Inet socket states at the edges (CRIU's zdtm covers each), checked
 //! after restore.
 //!
-//! `inetedge --mode unbound|shared|closed|tcpclose|reset|spkt --port P`
+//! `inetedge --mode unbound|shared|closed|tcpclose|reset|peergone|spkt --port P`
 //!
 //! - `unbound`: UDP sockets never bound (IPv4 with a BPF filter and
 //!   SO_BROADCAST, IPv6); a UDP-Lite socket connected to 0.0.0.0:0 and
@@ -18,6 +18,9 @@
 //! - `reset`: a TCP connection reset by its peer (closed with SO_LINGER
 //!   0) before this end read what it had received; after restore (with
 //!   --tcp-established) the bytes are read and a write fails.
+//! - `peergone`: a TCP connection to a peer outside the tree (at --port),
+//!   which resets it while this end is dumped; after restore (with
+//!   --tcp-established) this end is reset within 2 s.
 //! - `spkt`: two SOCK_PACKET sockets (the obsolete packet interface), one
 //!   bound to lo; after restore their names are "lo" and "" again.
 //! - `tcpclose`: an established connection (both ends here), to dump and
@@ -487,6 +490,25 @@ fn run(args: &Args) -> Result<(), String> {
                 "a write to the reset connection succeeded"
             );
             Ok(())
+        }
+        Some("peergone") => {
+            let c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            ready(args);
+            wait_for_term(20, || {});
+            // The peer reset the connection while it was dumped (the lock
+            // dropped that reset); the probe sent when repair mode ended
+            // after the unlock draws a new one.
+            let mut st = 0;
+            for _ in 0..100 {
+                st = tcp_state(c.as_raw_fd())?;
+                if st == 7 {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(format!(
+                "the connection is in state {st}, not reset, 2 s after restore"
+            ))
         }
         Some("spkt") => {
             let [b, u] = spkt_setup()?;

@@ -343,8 +343,8 @@ impl OpenKind for OpenInet {
         (ty == fd_types::INETSK).then_some("inet socket")
     }
 
-    /// At [`Phase::NetworkUp`], connections leave repair mode (what was
-    /// never sent goes out) and the network is unlocked; at
+    /// At [`Phase::NetworkUp`], the network is unlocked and then the
+    /// connections leave repair mode (what was never sent goes out); at
     /// [`Phase::Handover`], the connections waiting in accept queues go to
     /// the accept server, if there is one.
     fn at(

@@ -814,9 +814,18 @@ impl OpenInet {
             .map(|(_, b, _, _, _)| b.fd())
     }
 
-    /// Every task holds its sockets: take the connections out of repair
-    /// mode (what was never sent goes out now) and unlock the network.
+    /// Every task holds its sockets: unlock the network, then take the
+    /// connections out of repair mode (what was never sent goes out now).
+    /// CRIU's order: leaving repair mode sends a window probe, which must
+    /// reach the peer, so a peer that reset the connection while it was
+    /// locked answers with a reset at once (and the unsent tail is not
+    /// dropped by the lock to wait for a retransmission).
     pub fn finish(&mut self) -> Result<(), Error> {
+        if !self.conns.is_empty() {
+            netlock::unlock(self.method, &self.conns)?;
+            info!("Unlocked {} TCP connection(s)", self.conns.len());
+            self.conns.clear();
+        }
         for (id, b, st, opts, queued_on) in std::mem::take(&mut self.builders) {
             let local = st.local;
             let remote = st.remote;
@@ -853,11 +862,6 @@ impl OpenInet {
                     )
                 })?;
             }
-        }
-        if !self.conns.is_empty() {
-            netlock::unlock(self.method, &self.conns)?;
-            info!("Unlocked {} TCP connection(s)", self.conns.len());
-            self.conns.clear();
         }
         Ok(())
     }
