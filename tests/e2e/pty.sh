@@ -96,3 +96,9 @@ t_pty_data_leave_running() {
     expect_pass "$D/img/dump.log"
 }
 ALL_TESTS+=(pty-data pty-data-leave-running)
+
+# A session leader holding its controlling terminal (a pty of the tree) by
+# its generic name, /dev/tty (zdtm pty00): a TTY file of type CTTY,
+# opened again in the task once its controlling terminal is set.
+t_pty_devtty() { cr_test devtty; }
+ALL_TESTS+=(pty-devtty)

@@ -85,6 +85,22 @@ pub fn termios(fd: BorrowedFd<'_>) -> io::Result<Termios> {
     Ok(t)
 }
 
+/// TIOCGLCKTRMIOS: the locked termios of a terminal (the flags and
+/// characters that termios changes may not alter), as a termios2 whose
+/// speeds are zero (the kernel writes a `struct termios`, without them).
+pub fn termios_locked(fd: BorrowedFd<'_>) -> io::Result<Termios> {
+    // SAFETY: termios2 is plain integers: all zeros is a valid value.
+    let mut t: Termios = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGLCKTRMIOS writes one struct termios (the leading part
+    // of a termios2: same fields, same order, no speeds) through the
+    // pointer; `t` is larger and lives across the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGLCKTRMIOS, &mut t as *mut Termios) };
+    cvt(r as libc::c_long)?;
+    t.c_ispeed = 0;
+    t.c_ospeed = 0;
+    Ok(t)
+}
+
 /// TCSETS2: set the termios of a terminal (at once).
 pub fn set_termios(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<()> {
     // SAFETY: TCSETS2 reads one struct termios2 through the pointer; `t`

@@ -27,7 +27,7 @@
 
 use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
-use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
+use crate::files::kind::{LoadCtx, Made, OpenKind, RestoreKind};
 use crate::util::{proc_err, read_image, sys_err, write_image};
 use crate::Error;
 use crust_images::image::ImageType;
@@ -47,15 +47,15 @@ const PTMX_MAJOR: u32 = 5;
 const PTMX_MINOR: u32 = 2;
 /// Major of Unix98 pty slaves (UNIX98_PTY_SLAVE_MAJOR): /dev/pts/N is
 /// 136:N.
-const PTS_MAJOR: u32 = 136;
+pub(super) const PTS_MAJOR: u32 = 136;
 /// Number of c_cc entries of the kernel's termios.
 pub(super) const NCCS: usize = 19;
 /// O_LARGEFILE as the kernel shows it in fdinfo on x86_64 (glibc's is 0).
-const O_LARGEFILE_KERNEL: u32 = 0o100000;
+pub(super) const O_LARGEFILE_KERNEL: u32 = 0o100000;
 /// File status flags a restored description gets back.
-const KEPT_FLAGS: u32 = (libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND) as u32;
+pub(super) const KEPT_FLAGS: u32 = (libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND) as u32;
 
-fn rdev_of(major: u32, minor: u32) -> u32 {
+pub(super) fn rdev_of(major: u32, minor: u32) -> u32 {
     // glibc's makedev, which is what stat's st_rdev holds.
     libc::makedev(major, minor) as u32
 }
@@ -69,10 +69,10 @@ pub struct End {
 
 // ---------------------------------------------------------------- dump
 
-struct Seen {
-    pid: i32,
-    fd: i32,
-    id: u32,
+pub(super) struct Seen {
+    pub pid: i32,
+    pub fd: i32,
+    pub id: u32,
 }
 
 /// Pty ends seen while dumping a tree.
@@ -82,15 +82,17 @@ pub struct PtyDump {
     /// Indexes of the ptys whose master a process of the tree holds
     /// (computed at the first terminal fd).
     masters: Option<HashSet<u32>>,
-    seen: Vec<Seen>,
-    infos: Vec<TtyInfoEntry>,
+    pub(super) seen: Vec<Seen>,
+    pub(super) infos: Vec<TtyInfoEntry>,
+    /// tty-info.img id of the CTTY entry (/dev/tty) of each pty, by index.
+    pub(super) ctty_info_of: HashMap<u32, u32>,
     /// tty-info.img id of each end already recorded.
     info_of: HashMap<(bool, u32), u32>,
     /// tty-info.img id of each hung-up slave recorded, by index.
     hung_info_of: HashMap<u32, u32>,
     /// (session, foreground group) of the ptys that are the controlling
     /// terminal of a session of the tree, by index.
-    ctty: HashMap<u32, (u32, u32)>,
+    pub(super) ctty: HashMap<u32, (u32, u32)>,
     /// crust's copy of each end seen, by (master, index).
     copies: HashMap<(bool, u32), OwnedFd>,
     /// Bytes read out of ends: (tty-info id, end, bytes).
@@ -235,7 +237,7 @@ fn pts_index(link: &str) -> Option<u32> {
 /// (session, controlling terminal (tty_nr: the kernel's encoding of
 /// major:minor, 0 for none), foreground group of it) of `pid`, from
 /// /proc/PID/stat.
-fn ctty_of(pid: i32) -> (u32, u32, i64) {
+pub(super) fn ctty_of(pid: i32) -> (u32, u32, i64) {
     match crust_proc::stat(&crust_proc::ProcRoot::default(), pid) {
         Ok(st) => (st.session as u32, st.tty_nr as u32, i64::from(st.tpgid)),
         Err(_) => (0, 0, -1),
@@ -243,7 +245,7 @@ fn ctty_of(pid: i32) -> (u32, u32, i64) {
 }
 
 /// (major, minor) of the kernel's encoding of tty_nr.
-fn decode_tty_nr(v: u32) -> (u32, u32) {
+pub(super) fn decode_tty_nr(v: u32) -> (u32, u32) {
     ((v >> 8) & 0xfff, (v & 0xff) | ((v >> 12) & 0xfff00))
 }
 
@@ -254,7 +256,7 @@ impl PtyDump {
         self.tree = pids;
     }
 
-    fn masters(&mut self, proc: &ProcRoot) -> Result<&HashSet<u32>, Error> {
+    pub(super) fn masters(&mut self, proc: &ProcRoot) -> Result<&HashSet<u32>, Error> {
         if self.masters.is_none() {
             let mut set = HashSet::new();
             for &pid in &self.tree {
@@ -516,6 +518,8 @@ struct PairImage {
 pub struct Ptys {
     /// By dump-time pty index.
     pairs: BTreeMap<u32, PairImage>,
+    /// Descriptions on /dev/tty (CTTY): files.img id to (flags, session).
+    pub(super) ctty_files: BTreeMap<u32, (u32, i32)>,
 }
 
 /// Descriptions on ptys crust made, by files.img id.
@@ -638,6 +642,10 @@ impl Ptys {
                         t.tty_info_id
                     ))
                 })?;
+            if info.r#type == TtyType::CTTY {
+                out.add_ctty_file(id, t, info, &bad)?;
+                continue;
+            }
             if info.r#type != TtyType::PTY {
                 return Err(Error::unsupported(format!(
                     "tty file {id} is a terminal of type {:?} (only pty pairs so far)",
@@ -695,6 +703,7 @@ impl Ptys {
             }
         }
         out.check_pairs()?;
+        out.check_ctty_files()?;
         Ok(out)
     }
 
@@ -744,6 +753,11 @@ impl Ptys {
             }
         }
         Ok(())
+    }
+
+    /// The sessions whose controlling terminal is a pty of the image.
+    pub(super) fn ctty_sessions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pairs.values().filter_map(|p| p.ctty.map(|c| c.0))
     }
 
     /// For the leader of a session whose controlling terminal is a pty of
@@ -894,10 +908,9 @@ impl RestoreKind for Ptys {
     }
 
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
-        Ok(Box::new(MadeOf {
+        Ok(Box::new(super::ctty::MadePtys {
             fds: self.open()?,
-            what: "pty",
-            types: &[fd_types::TTY],
+            in_task: self.ctty_files.keys().copied().collect(),
         }))
     }
 }
@@ -923,6 +936,9 @@ impl DumpKind for PtyDump {
                 self.add_hung(pid, fd, index, flags, id).map(Some)
             })?;
             return Ok(Some((id, fd_types::TTY)));
+        }
+        if f.target == "/dev/tty" {
+            return self.add_ctty(f, ids);
         }
         let Some(end) = self.end_of(f.proc, f.target, f.info)? else {
             return Ok(None);

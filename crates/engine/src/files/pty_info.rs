@@ -107,6 +107,9 @@ pub(super) fn read_info(
         .metadata()
         .map_err(err("fstat"))?;
     let termios = sys::termios(f).map_err(err("TCGETS2"))?;
+    // Recorded for CRIU, which wants it on every live end; crust does not
+    // set it back (the kernel's default on a new pty is all zero).
+    let locked_termios = sys::termios_locked(f).map_err(err("TIOCGLCKTRMIOS"))?;
     let ws = sys::winsize(f).map_err(err("TIOCGWINSZ"))?;
     let exclusive = sys::exclusive(f).map_err(err("TIOCGEXCL"))?;
     let (locked, packet_mode) = if end.master {
@@ -137,6 +140,7 @@ pub(super) fn read_info(
         pgrp: 0,
         rdev: md.rdev() as u32,
         termios: Some(termios_entry(&termios)),
+        termios_locked: Some(termios_entry(&locked_termios)),
         winsize: Some(WinsizeEntry {
             ws_row: ws.ws_row as u32,
             ws_col: ws.ws_col as u32,
@@ -171,5 +175,28 @@ mod tests {
         let s = open_hung(&[(1, libc::O_RDWR as u32)], libc::O_ACCMODE as u32).unwrap();
         let e = sys::exclusive(s[0].1.as_fd()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    }
+
+    /// Both ends of a live pair are recorded with termios, locked termios
+    /// and window size, which CRIU requires of a live end (all or none).
+    #[test]
+    fn live_ends_have_every_term_option() {
+        let m: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/ptmx")
+            .unwrap()
+            .into();
+        sys::set_pty_locked(m.as_fd(), false).unwrap();
+        let index = sys::pty_index(m.as_fd()).unwrap();
+        let s = sys::open_peer(m.as_fd(), libc::O_RDWR).unwrap();
+        let me = std::process::id() as i32;
+        for (master, f) in [(true, m.as_fd()), (false, s.as_fd())] {
+            let e = read_info(me, f, End { master, index }, 1, "a test pty").unwrap();
+            assert!(e.termios.is_some() && e.termios_locked.is_some() && e.winsize.is_some());
+            let l = e.termios_locked.unwrap();
+            assert_eq!((l.c_ispeed, l.c_ospeed), (0, 0));
+        }
     }
 }

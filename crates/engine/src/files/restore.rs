@@ -283,9 +283,10 @@ impl RestoreFiles {
         let mut first_fd_of: HashMap<u32, u64> = HashMap::new();
         let mut gifts = Vec::new();
         for f in &fds {
-            if shared.late(f.id) {
+            if shared.late(f.id) || shared.in_task(f.id) {
                 // Made and handed over once every task exists
-                // (see [`RestoreFiles::give_late`]).
+                // (see [`RestoreFiles::give_late`]), or opened by the task
+                // then (/dev/tty).
                 continue;
             }
             // Objects crust made (or was given) for this file: handed over.

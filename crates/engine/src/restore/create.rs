@@ -207,6 +207,19 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
             crate::files::ctty::set_ctty_lent(&mut r, std::os::fd::AsFd::as_fd(&m), spare, pgrp)?;
         }
     }
+    // Fds on /dev/tty, once the controlling terminals are set.
+    for (i, p) in img.procs.iter().enumerate() {
+        let Some(live) = &p.live else { continue };
+        let ptys = img.files.kind::<crate::files::pty::Ptys>();
+        let fds = ptys
+            .map(|t| t.ctty_fds(&live.files.fds))
+            .unwrap_or_default();
+        if fds.is_empty() || live.files_from_parent {
+            continue;
+        }
+        let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
+        crate::files::ctty::open_ctty_fds(&mut r, &fds)?;
+    }
     // File locks, once every fd of the tree is open.
     for (i, p) in img.procs.iter().enumerate() {
         if p.live.is_some() && !img.locks.is_empty() {

@@ -109,6 +109,12 @@ pub(crate) trait OpenKind: AsAny {
     fn late(&self, _id: u32) -> bool {
         false
     }
+    /// Whether the description for files.img id `id` is opened by the task
+    /// itself late in the restore (/dev/tty, once its controlling terminal
+    /// is set): the fd tables are built without it.
+    fn in_task(&self, _id: u32) -> bool {
+        false
+    }
     /// The restore succeeded: what the kind made on the file system for
     /// it (bound socket files...) stays. Without this call, a kind removes
     /// those when dropped, so a failed restore leaves none behind.
@@ -248,6 +254,12 @@ impl OpenFiles {
     /// every task exists (see [`OpenKind::late`]).
     pub fn late(&self, id: u32) -> bool {
         self.kinds.iter().any(|k| k.late(id))
+    }
+
+    /// Whether the task opens the description for `id` itself (see
+    /// [`OpenKind::in_task`]).
+    pub fn in_task(&self, id: u32) -> bool {
+        self.kinds.iter().any(|k| k.in_task(id))
     }
 
     /// The restore succeeded: every kind keeps what it made on the file
