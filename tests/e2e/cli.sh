@@ -30,7 +30,6 @@ pagemap_scan_guard_pages"
 # not use (yet) is "no" even when the kernel has it. Every other name must
 # get CRIU's answer.
 declare -A FEATURE_DIFFERS=(
-    [aio_remap]="crust refuses AIO rings"
     [tun]="crust does not dump tun/tap devices"
     [tun_ns]="no network namespaces in crust"
     [userns]="no user namespaces in crust"

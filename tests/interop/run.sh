@@ -66,6 +66,7 @@ CASES=(
     "tcp|tcp|a TCP connection over loopback with data queued both ways (--tcp-established)"
     "taskstate|taskstate|seccomp filters (TSYNC, 2 threads), membarrier, SCHED_RESET_ON_FORK, a uid-65534 child's dumpable flag and pdeath signal"
     "stopped|taskstate --mode stopped|a child stopped by SIGTSTP"
+    "aio|aioring|two AIO contexts (io_setup), one gone round its ring: head, tail and events kept"
 )
 DIRECTIONS=(crust-criu criu-crust)
 

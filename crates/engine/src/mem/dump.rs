@@ -269,10 +269,13 @@ fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, 
     };
     let mut scan = Scan::default();
     let zero_pfn = zero_page_pfn();
-    for v in vmas.iter().filter(|v| v.dumps_pages() || v.is_vdso()) {
+    for v in vmas
+        .iter()
+        .filter(|v| v.dumps_pages() || v.is_vdso() || v.is_aio())
+    {
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
         scan.counts.scanned += npages;
-        if v.is_vdso() {
+        if v.is_vdso() || v.is_aio() {
             // Every page of the vDSO is stored, present or not, as CRIU
             // stores it: CRIU's restore reads the dumped vDSO's symbols
             // from them (crust's restore skips them: the kernel's vDSO is

@@ -13,6 +13,7 @@
 //! the rings there through the task's fd once its fds are open
 //! ([`map_socket_vmas`]), empty.
 
+mod aio;
 mod dump;
 mod fill;
 mod pages;
@@ -189,6 +190,11 @@ impl Vma {
     /// The vDSO (its pages are stored whole, as CRIU stores them)?
     fn is_vdso(&self) -> bool {
         self.status & vs::AREA_VDSO != 0
+    }
+
+    /// An AIO ring (io_setup)?
+    fn is_aio(&self) -> bool {
+        self.status & vs::AREA_AIORING != 0
     }
 
     /// Shared anonymous memory (stored as a "/dev/zero" memfd)?
