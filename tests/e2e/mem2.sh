@@ -16,3 +16,19 @@ t_aioring() {
 }
 
 ALL_TESTS+=(aioring)
+
+# Guard regions (MADV_GUARD_INSTALL), one inside a VMA, one across two:
+# the same pages are guard pages after restore, the others keep their
+# contents (zdtm's maps12).
+t_guards() {
+    need_cr || return $?
+    start_prog guards || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    kill_tree "$PID" "$BIN/guards"
+    return $rc
+}
+
+ALL_TESTS+=(guards)

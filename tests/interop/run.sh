@@ -67,6 +67,7 @@ CASES=(
     "taskstate|taskstate|seccomp filters (TSYNC, 2 threads), membarrier, SCHED_RESET_ON_FORK, a uid-65534 child's dumpable flag and pdeath signal"
     "stopped|taskstate --mode stopped|a child stopped by SIGTSTP"
     "aio|aioring|two AIO contexts (io_setup), one gone round its ring: head, tail and events kept"
+    "guards|guards|guard regions (MADV_GUARD_INSTALL), one across two VMAs: the same pages guarded, the rest kept"
 )
 DIRECTIONS=(crust-criu criu-crust)
 

@@ -155,7 +155,7 @@ static FEATURES: &[Feature] = &[
     feat(
         "pagemap_scan_guard_pages",
         Extra,
-        Lacks("crust does not dump MADV_GUARD_INSTALL guard regions yet"),
+        Probe(probe::pagemap_scan_guard_pages),
     ),
 ];
 

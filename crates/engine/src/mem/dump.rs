@@ -97,6 +97,11 @@ pub(super) enum Fate {
 /// mapping), `pp` being the parent's page at the same address when the
 /// parent has the same anonymous VMA, `zero_pfn` the shared zero page.
 pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option<u64>) -> Fate {
+    // A guard page has nothing to read (reading it faults): it is stored
+    // as a guard region (`guard_entries`).
+    if p.guard() {
+        return Fate::Skip;
+    }
     if let Some(pp) = pp {
         // In a private file mapping only the pages it copied (anonymous
         // ones) count: the file's own pages come from the file anyway.

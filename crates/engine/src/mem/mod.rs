@@ -16,6 +16,7 @@
 mod aio;
 mod dump;
 mod fill;
+mod guard;
 mod pages;
 mod restore;
 mod shmem;
@@ -23,6 +24,8 @@ mod vma;
 
 pub use dump::{dump_pages, CowParent};
 pub use fill::{Filler, Pending};
+pub(crate) use guard::guard_entries;
+pub use guard::{install_guards, split_guards};
 pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
