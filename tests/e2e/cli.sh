@@ -30,7 +30,6 @@ pagemap_scan_guard_pages"
 # not use (yet) is "no" even when the kernel has it. Every other name must
 # get CRIU's answer.
 declare -A FEATURE_DIFFERS=(
-    [aio_remap]="crust refuses AIO rings"
     [tun]="crust does not dump tun/tap devices"
     [tun_ns]="no network namespaces in crust"
     [userns]="no user namespaces in crust"
@@ -52,7 +51,6 @@ declare -A FEATURE_DIFFERS=(
     [move_mount_set_group]="no mount namespaces in crust"
     [openat2]="crust opens images with O_NOFOLLOW, not openat2"
     [breakpoints]="crust steps remote syscalls without hardware breakpoints"
-    [pagemap_scan_guard_pages]="crust does not dump guard regions"
 )
 
 # `check --feature NAME` for every name of CRIU 4.2: crust knows them all,

@@ -1007,6 +1007,9 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/fds.sh"
 # shellcheck source=tests/e2e/mem12.sh
 . "$ROOT/tests/e2e/mem12.sh"
+# AIO rings, guard regions (issue 12).
+# shellcheck source=tests/e2e/mem2.sh
+. "$ROOT/tests/e2e/mem2.sh"
 # Unix sockets of CRIU's zdtm: relative names, ghosts, lone sockets (issue 12).
 # shellcheck source=tests/e2e/unixh.sh
 . "$ROOT/tests/e2e/unixh.sh"

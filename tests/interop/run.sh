@@ -66,6 +66,8 @@ CASES=(
     "tcp|tcp|a TCP connection over loopback with data queued both ways (--tcp-established)"
     "taskstate|taskstate --no-nobody 1|seccomp filters (TSYNC, 2 threads), membarrier, SCHED_RESET_ON_FORK (no uid-65534 child: CRIU 4.2 cannot dump another uid's process without CAP_SYS_RESOURCE)"
     "stopped|taskstate --mode stopped|a child stopped by SIGTSTP"
+    "aio|aioring|two AIO contexts (io_setup), one gone round its ring: head, tail and events kept"
+    "guards|guards|guard regions (MADV_GUARD_INSTALL), one across two VMAs: the same pages guarded, the rest kept"
 )
 DIRECTIONS=(crust-criu criu-crust)
 

@@ -65,11 +65,7 @@ const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-
 static FEATURES: &[Feature] = &[
     feat("mnt_id", Extra, Probe(probe::mnt_id)),
     feat("mem_dirty_track", Extra, Lacks(NO_INCREMENTAL)),
-    feat(
-        "aio_remap",
-        Extra,
-        Lacks("crust refuses AIO rings (io_setup) yet"),
-    ),
+    feat("aio_remap", Extra, Probe(probe::aio_remap)),
     feat("timerfd", Extra, Probe(timerfd)),
     feat(
         "tun",
@@ -159,7 +155,7 @@ static FEATURES: &[Feature] = &[
     feat(
         "pagemap_scan_guard_pages",
         Extra,
-        Lacks("crust does not dump MADV_GUARD_INSTALL guard regions yet"),
+        Probe(probe::pagemap_scan_guard_pages),
     ),
 ];
 

@@ -62,6 +62,11 @@ impl Pme {
     pub fn file_or_shared_anon(self) -> bool {
         self.0 >> 61 & 1 == 1
     }
+    /// A guard page (MADV_GUARD_INSTALL, Linux 6.13): no page, and reading
+    /// it faults.
+    pub fn guard(self) -> bool {
+        self.0 >> 58 & 1 == 1
+    }
     pub fn exclusive(self) -> bool {
         self.0 >> 56 & 1 == 1
     }

@@ -710,6 +710,75 @@ pub fn pagemap_scan_guard_pages() -> ProbeResult {
     Ok(())
 }
 
+fn io_destroy(ctx: u64) -> libc::c_long {
+    // SAFETY: io_destroy takes a context id; a wrong one is refused.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) }
+}
+
+fn unmap(p: *mut libc::c_void, len: usize) {
+    // SAFETY: callers pass a mapping of their own that nothing else uses.
+    unsafe { libc::munmap(p, len) };
+}
+
+/// AIO rings may be moved with mremap (Linux 3.19): the kernel follows
+/// the ring to its new place (io_destroy takes the new address).
+pub fn aio_remap() -> ProbeResult {
+    let page = page_size() as u64;
+    let mut ctx: u64 = 0;
+    // SAFETY: io_setup writes one aio_context_t into `ctx`, which lives
+    // for the call.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_io_setup, 16 as libc::c_long, &mut ctx as *mut u64) };
+    check(ret, "io_setup")?;
+    let nr_at = (ctx as *const u32).wrapping_add(1);
+    // SAFETY: the ring's header is mapped readable at `ctx` while the
+    // context exists; `nr` is its second u32.
+    let nr = unsafe { std::ptr::read_volatile(nr_at) } as u64;
+    let len = (32 + 32 * nr).div_ceil(page) * page;
+    // SAFETY: a fresh anonymous mapping, only used as the target of mremap.
+    let target = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if target == libc::MAP_FAILED {
+        let err = os("mmap");
+        io_destroy(ctx);
+        return Err(err);
+    }
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    // SAFETY: moves the ring (len bytes at ctx) over our own mapping.
+    let moved = unsafe {
+        libc::mremap(
+            ctx as *mut libc::c_void,
+            len as usize,
+            len as usize,
+            flags,
+            target,
+        )
+    };
+    if moved != target {
+        let err = os("mremap of an AIO ring");
+        io_destroy(ctx);
+        unmap(target, len as usize);
+        return Err(err);
+    }
+    if io_destroy(target as u64) < 0 {
+        // The old id still names it: clean up with it.
+        io_destroy(ctx);
+        unmap(target, len as usize);
+        return Err(ProbeError::Missing(
+            "the kernel does not follow a moved AIO ring".into(),
+        ));
+    }
+    Ok(())
+}
+
 const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
 const USERFAULTFD_IOC_NEW: libc::c_ulong = 0xAA00;
 const UFFD_API: u64 = 0xAA;
@@ -833,7 +902,8 @@ mod tests {
     #[test]
     fn every_probe_returns() {
         // No probe may panic or hang, whatever the answer.
-        let probes: [fn() -> ProbeResult; 13] = [
+        let probes: [fn() -> ProbeResult; 14] = [
+            aio_remap,
             get_rseq_conf,
             seccomp_suspend,
             seccomp_filters,

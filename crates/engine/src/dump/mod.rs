@@ -748,6 +748,8 @@ fn dump_process(
     };
     let own_fds = (!kobj.files_shared).then_some(&fds[..]);
     mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
+    // Guard regions after the real VMAs, as CRIU lists them.
+    mm.vmas.extend(mem::guard_entries(pid)?);
     out.locks.collect(pid, nspid, &fds)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;

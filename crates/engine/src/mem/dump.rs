@@ -97,6 +97,11 @@ pub(super) enum Fate {
 /// mapping), `pp` being the parent's page at the same address when the
 /// parent has the same anonymous VMA, `zero_pfn` the shared zero page.
 pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option<u64>) -> Fate {
+    // A guard page has nothing to read (reading it faults): it is stored
+    // as a guard region (`guard_entries`).
+    if p.guard() {
+        return Fate::Skip;
+    }
     if let Some(pp) = pp {
         // In a private file mapping only the pages it copied (anonymous
         // ones) count: the file's own pages come from the file anyway.
@@ -269,10 +274,13 @@ fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, 
     };
     let mut scan = Scan::default();
     let zero_pfn = zero_page_pfn();
-    for v in vmas.iter().filter(|v| v.dumps_pages() || v.is_vdso()) {
+    for v in vmas
+        .iter()
+        .filter(|v| v.dumps_pages() || v.is_vdso() || v.is_aio())
+    {
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
         scan.counts.scanned += npages;
-        if v.is_vdso() {
+        if v.is_vdso() || v.is_aio() {
             // Every page of the vDSO is stored, present or not, as CRIU
             // stores it: CRIU's restore reads the dumped vDSO's symbols
             // from them (crust's restore skips them: the kernel's vDSO is

@@ -13,8 +13,10 @@
 //! the rings there through the task's fd once its fds are open
 //! ([`map_socket_vmas`]), empty.
 
+mod aio;
 mod dump;
 mod fill;
+mod guard;
 mod pages;
 mod restore;
 mod shmem;
@@ -22,6 +24,8 @@ mod vma;
 
 pub use dump::{dump_pages, CowParent};
 pub use fill::{Filler, Pending};
+pub(crate) use guard::guard_entries;
+pub use guard::{install_guards, split_guards};
 pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
@@ -189,6 +193,11 @@ impl Vma {
     /// The vDSO (its pages are stored whole, as CRIU stores them)?
     fn is_vdso(&self) -> bool {
         self.status & vs::AREA_VDSO != 0
+    }
+
+    /// An AIO ring (io_setup)?
+    fn is_aio(&self) -> bool {
+        self.status & vs::AREA_AIORING != 0
     }
 
     /// Shared anonymous memory (stored as a "/dev/zero" memfd)?

@@ -98,7 +98,7 @@ impl<'a> SortedVmas<'a> {
 /// (`Some(true)`), the kernel provides them.
 fn covered_by_private_vmas(vmas: &SortedVmas<'_>, start: u64, end: u64) -> Option<bool> {
     let cover = vmas.covering(start, end, |v| {
-        v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
+        v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE | vs::AREA_AIORING) != 0
     })?;
     Some(
         cover

@@ -311,6 +311,9 @@ fn map_vma(
         // map_socket_vmas once the fds are open).
         return reserve(r, v);
     }
+    if v.status & vs::AREA_AIORING != 0 {
+        return map_aio_copy(r, v);
+    }
     let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
     let prot = if private && !reservation {
         v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
@@ -343,6 +346,31 @@ fn map_vma(
         &format!("mmap {:#x}-{:#x}", v.start, v.end),
         libc::SYS_mmap,
         [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
+    )?;
+    if got != v.start {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("mmap placed {:#x} at {got:#x}", v.start),
+        });
+    }
+    Ok(())
+}
+
+/// Plain anonymous memory at the place of AIO ring `v`, for its stored
+/// pages; the ring is made again over it once they are in
+/// ([`protect_vmas`]).
+fn map_aio_copy(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+    let got = r.call(
+        &format!("mmap AIO ring copy {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.end - v.start,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64,
+            u64::MAX,
+            0,
+        ],
     )?;
     if got != v.start {
         return Err(Error::Restore {
@@ -412,10 +440,11 @@ fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
     Ok(())
 }
 
-/// Once the pages are in (`pending`), set the final protections and the
-/// madvise advice of every VMA.
+/// Once the pages are in (`pending`), make the AIO rings again, set the
+/// final protections and the madvise advice of every VMA.
 pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Result<(), Error> {
     pending.wait()?;
+    super::aio::restore_rings(r, mm)?;
     if pending.kept() > 0 {
         log::debug!(
             "{}: {} stored pages equal to the parent's left shared",

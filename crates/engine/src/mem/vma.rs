@@ -92,6 +92,7 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
             MapKind::AnonShmemNamed(_) if map.shared => {
                 vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD
             }
+            MapKind::File if super::aio::is_ring(&map) => vs::AREA_AIORING,
             MapKind::File => {
                 let path = map.path.clone().unwrap_or_default();
                 if map.shared && path == "/dev/zero" {
@@ -273,8 +274,12 @@ pub fn build_mm(
     let exe = crust_proc::exe(proc, pid).map_err(proc_err(pid))?;
     let exe_file_id = files.mapped(&exe, libc::O_RDONLY as u32)?;
     let mut entries = Vec::with_capacity(vmas.len());
+    let mut aios = Vec::new();
     for v in vmas {
         let m = &v.map;
+        if v.is_aio() {
+            aios.push(super::aio::dump_ring(pid, v)?);
+        }
         let mut prot = 0u32;
         if m.read {
             prot |= libc::PROT_READ as u32;
@@ -378,6 +383,7 @@ pub fn build_mm(
         vmas: entries,
         dumpable: Some(inside.dumpable),
         thp_disabled: Some(inside.thp_disabled),
+        aios,
         ..Default::default()
     })
 }
@@ -447,7 +453,7 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
                 format!("mm image has a bad VMA {:#x}-{:#x}", v.start, v.end),
             ));
         }
-        if v.status & (vs::AREA_AIORING | vs::UNSUPP) != 0 {
+        if v.status & vs::UNSUPP != 0 {
             return Err(Error::unsupported(format!(
                 "restoring VMA {:#x}-{:#x} with status {:#x}",
                 v.start, v.end, v.status
@@ -455,7 +461,7 @@ pub fn validate_vmas(dir: &Path, mm: &MmEntry) -> Result<(), Error> {
         }
         prev_end = v.end;
     }
-    Ok(())
+    super::aio::validate_rings(dir, mm)
 }
 
 /// Does `mm` map a memfd as shared memory, so that checking it

@@ -273,7 +273,8 @@ pub(super) fn load_proc(
     }
     let threads = load_threads(dir, &entry, main)?;
     let ids: TaskKobjIdsEntry = read_one(dir, ImageType::Ids, pid as u64)?;
-    let mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    let mut mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    let guards = mem::split_guards(dir, &mut mm)?;
     mem::validate_vmas(dir, &mm)?;
     // The memfd inodes, from files.img as read once, the first time a
     // process maps a memfd.
@@ -331,6 +332,7 @@ pub(super) fn load_proc(
             files,
             pages_id,
             runs,
+            guards,
             pid_ns_id: NsKind::Pid.id_in(&ids),
             ids,
             files_from_parent: false,

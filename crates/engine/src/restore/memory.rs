@@ -146,7 +146,8 @@ pub(super) fn protect(
         return Ok(());
     };
     let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
-    mem::protect_vmas(&mut r, &live.mm, &pending)
+    mem::protect_vmas(&mut r, &live.mm, &pending)?;
+    mem::install_guards(&mut r, &live.guards)
 }
 
 /// Build the memory of one process inside its (still single) task: forget

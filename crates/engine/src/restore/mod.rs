@@ -76,6 +76,8 @@ struct LiveImage {
     files: RestoreFiles,
     pages_id: u32,
     runs: Vec<PageRun>,
+    /// Guard regions (MADV_GUARD_INSTALL), out of `mm`'s VMA list.
+    guards: Vec<(u64, u64)>,
     pid_ns_id: Option<u32>,
     ids: TaskKobjIdsEntry,
     /// Its fd table is its parent's (CLONE_FILES): already built there.

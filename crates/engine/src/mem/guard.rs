@@ -1,0 +1,113 @@
+//! Guard regions (madvise MADV_GUARD_INSTALL, Linux 6.13): pages of a VMA
+//! that fault on any access, kept in the page tables, not as VMAs.
+//! Stored as CRIU 4.2 stores them: after the real VMAs of `mm.vmas`, one
+//! entry per region with status `VMA_AREA_GUARD` alone (found with
+//! PAGEMAP_SCAN's PAGE_IS_GUARD). Restore takes them out of the VMA list
+//! and installs them again once the memory is in place.
+
+use super::{bad, TASK_SIZE};
+use crate::task::remote::Remote;
+use crate::util::{proc_err, sys_err};
+use crate::Error;
+use crust_images::consts::vma as vs;
+use crust_images::proto::mm::MmEntry;
+use crust_images::proto::vma::VmaEntry;
+use crust_proc::{PagemapReader, ProcRoot};
+use crust_sys::{mem, PAGE_SIZE};
+use std::path::Path;
+
+/// PAGEMAP_SCAN's category of guard pages.
+const PAGE_IS_GUARD: u64 = 1 << 8;
+/// madvise advice that installs guard pages.
+const MADV_GUARD_INSTALL: u64 = 102;
+
+/// The guard regions of task `pid`, as VMA entries to append to its mm.
+/// A kernel whose PAGEMAP_SCAN does not know guard pages has none to find
+/// (none can have been installed without 6.13's madvise; the 6.13 kernels
+/// that have MADV_GUARD_INSTALL but not PAGE_IS_GUARD are refused there).
+pub(crate) fn guard_entries(pid: i32) -> Result<Vec<VmaEntry>, Error> {
+    let proc = ProcRoot::default();
+    let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
+    let mut regions = [mem::PageRegion::default(); 256];
+    let mut out: Vec<VmaEntry> = Vec::new();
+    let mut cur = 0u64;
+    while cur < TASK_SIZE {
+        let (n, stop) =
+            match mem::pagemap_scan(pm.file(), cur, TASK_SIZE, PAGE_IS_GUARD, &mut regions) {
+                Ok(x) => x,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+                    log::debug!("{pid}: PAGEMAP_SCAN knows no guard pages ({e})");
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(sys_err(pid, "ioctl(PAGEMAP_SCAN) for guard pages")(e)),
+            };
+        for r in regions.iter().take(n) {
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(VmaEntry {
+                    start: r.start,
+                    end: r.end,
+                    status: vs::AREA_GUARD,
+                    ..Default::default()
+                }),
+            }
+        }
+        if stop <= cur || stop >= TASK_SIZE {
+            break;
+        }
+        cur = stop;
+    }
+    log::debug!("{pid}: {} guard regions", out.len());
+    Ok(out)
+}
+
+/// Take the guard regions out of `mm`'s VMA list: (start, end) each,
+/// checked to be page aligned and covered by VMAs of the list
+/// (a region may span VMAs back to back).
+pub fn split_guards(dir: &Path, mm: &mut MmEntry) -> Result<Vec<(u64, u64)>, Error> {
+    let (guards, vmas): (Vec<VmaEntry>, Vec<VmaEntry>) = std::mem::take(&mut mm.vmas)
+        .into_iter()
+        .partition(|v| v.status & vs::AREA_GUARD != 0);
+    mm.vmas = vmas;
+    let mut out = Vec::with_capacity(guards.len());
+    for g in guards {
+        let inside = covered(&mm.vmas, g.start, g.end);
+        if g.start >= g.end || g.start % PAGE_SIZE != 0 || g.end % PAGE_SIZE != 0 || !inside {
+            return Err(bad(
+                dir,
+                format!(
+                    "mm image has a bad guard region {:#x}-{:#x}",
+                    g.start, g.end
+                ),
+            ));
+        }
+        out.push((g.start, g.end));
+    }
+    Ok(out)
+}
+
+/// Is [start, end) covered by VMAs of `vmas` (sorted), back to back?
+fn covered(vmas: &[VmaEntry], start: u64, end: u64) -> bool {
+    let mut at = start;
+    for v in vmas {
+        if v.start <= at && at < v.end {
+            at = v.end;
+            if at >= end {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Install the guard regions again (the memory around them is in place).
+pub fn install_guards(r: &mut Remote<'_>, guards: &[(u64, u64)]) -> Result<(), Error> {
+    for &(s, e) in guards {
+        r.call(
+            &format!("madvise({s:#x}-{e:#x}, MADV_GUARD_INSTALL)"),
+            libc::SYS_madvise,
+            [s, e - s, MADV_GUARD_INSTALL, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
