@@ -74,10 +74,9 @@ fn transfer(
     let rem = remote_iovs(remote, local.iter().map(|v| v.iov_len));
     let mut done = 0usize;
     for (l, r) in local.chunks(IOV_MAX).zip(rem.chunks(IOV_MAX)) {
-        // SAFETY: each local iovec points into a live buffer of its length,
-        // exclusively borrowed for reads (the callers hold `&mut`) and only
-        // read by the kernel for writes; remote iovecs are only interpreted
-        // in the other process.
+        // Local iovecs: live buffers of their length, `&mut`-borrowed for
+        // reads, only read by the kernel for writes.
+        // SAFETY: as above; remote iovecs are only used in the other process.
         let n = unsafe {
             let f = match dir {
                 Dir::Read => libc::process_vm_readv,
@@ -184,10 +183,10 @@ pub fn pagemap_scan(
         category_anyof_mask: anyof,
         return_mask: anyof,
     };
-    // SAFETY: `arg` is a live pm_scan_arg of the size it says; `vec` points
-    // at `out`, which has room for `vec_len` page_region entries of the
-    // layout the kernel writes (#[repr(C)], three u64). The kernel writes
-    // `walk_end` in `arg` and at most `vec_len` entries in `out`.
+    // The kernel writes `walk_end` in `arg` and at most `vec_len` entries
+    // (#[repr(C)], three u64 each) in `out`.
+    // SAFETY: `arg` is a live pm_scan_arg of its size; `vec` points at
+    // `out`, with room for `vec_len` entries.
     let n = unsafe {
         libc::ioctl(
             pagemap.as_raw_fd(),

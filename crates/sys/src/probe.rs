@@ -365,9 +365,9 @@ pub fn clone3_set_tid() -> ProbeResult {
     args[4] = libc::SIGCHLD as u64;
     args[8] = &tid as *const libc::pid_t as u64;
     args[9] = 0;
+    // Should the kernel create a child anyway, it exits at once below.
     // SAFETY: `args` is a live 80-byte clone_args; the kernel reads it and
-    // `tid` only. Should the kernel create a child anyway, the child exits
-    // at once below without touching any state.
+    // `tid` only.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -725,10 +725,9 @@ fn unmap(p: *mut libc::c_void, len: usize) {
 pub fn aio_remap() -> ProbeResult {
     let page = page_size() as u64;
     let mut ctx: u64 = 0;
-    // SAFETY: io_setup writes one aio_context_t into `ctx`, which lives
-    // for the call.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_io_setup, 16 as libc::c_long, &mut ctx as *mut u64) };
+    let ctx_ptr = &mut ctx as *mut u64;
+    // SAFETY: io_setup writes one aio_context_t into `ctx`, alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_io_setup, 16 as libc::c_long, ctx_ptr) };
     check(ret, "io_setup")?;
     let nr_at = (ctx as *const u32).wrapping_add(1);
     // SAFETY: the ring's header is mapped readable at `ctx` while the

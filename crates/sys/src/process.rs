@@ -136,9 +136,9 @@ pub fn clone3_fork(set_tid: &[i32], flags: u64) -> io::Result<ForkResult> {
         set_tid_size: set_tid.len() as u64,
         ..Default::default()
     };
-    // SAFETY: `args` and the `set_tid` array outlive the call; without
-    // CLONE_VM the child gets its own copy of the address space and returns
-    // here with 0 on the same stack, like fork().
+    // Without CLONE_VM the child returns here with 0 on its own copy of
+    // the stack, like fork().
+    // SAFETY: `args` and the `set_tid` array outlive the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,

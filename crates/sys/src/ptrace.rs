@@ -47,9 +47,9 @@ const NT_X86_XSTATE: usize = 0x202;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 
 fn req(request: libc::c_uint, pid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
-    // SAFETY: every caller in this module passes `addr`/`data` that are
-    // either plain integers or pointers to live buffers of the size the
-    // request writes or reads; ptrace never retains them.
+    // ptrace never retains `addr`/`data`.
+    // SAFETY: callers here pass integers or pointers to live buffers of
+    // the size the request reads or writes.
     let r = unsafe { libc::ptrace(request, pid, addr, data) };
     cvt(r)
 }

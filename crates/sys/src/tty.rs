@@ -91,9 +91,9 @@ pub fn termios(fd: BorrowedFd<'_>) -> io::Result<Termios> {
 pub fn termios_locked(fd: BorrowedFd<'_>) -> io::Result<Termios> {
     // SAFETY: termios2 is plain integers: all zeros is a valid value.
     let mut t: Termios = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGLCKTRMIOS writes one struct termios (the leading part
-    // of a termios2: same fields, same order, no speeds) through the
-    // pointer; `t` is larger and lives across the call.
+    // A struct termios is the leading part of a termios2 (no speeds).
+    // SAFETY: TIOCGLCKTRMIOS writes one termios through the pointer; `t`
+    // is larger and lives across the call.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGLCKTRMIOS, &mut t as *mut Termios) };
     cvt(r as libc::c_long)?;
     t.c_ispeed = 0;

@@ -80,9 +80,9 @@ pub fn socket(ty: i32) -> io::Result<OwnedFd> {
 /// A connected pair of AF_UNIX sockets of `ty`, close-on-exec.
 pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two c_ints, as socketpair needs.
-    let r =
-        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let (ty, out) = (ty | libc::SOCK_CLOEXEC, fds.as_mut_ptr());
+    // SAFETY: `out` points to a writable array of two c_ints.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, out) };
     cvt(r as libc::c_long)?;
     let [a, b] = fds;
     // SAFETY: socketpair succeeded: the first fd is new and owned by nobody
@@ -256,10 +256,9 @@ pub fn send_msg(
     }
     let mut next = std::ptr::null_mut::<libc::cmsghdr>();
     if !fds.is_empty() {
-        // SAFETY: msg_control points to `control`, at least
-        // CMSG_SPACE(payload) (+ the credentials' space) bytes, aligned to
-        // 8, so CMSG_FIRSTHDR returns a header inside it with room for
-        // `payload` bytes after it.
+        // `control` is at least CMSG_SPACE(payload) bytes, aligned to 8.
+        // SAFETY: msg_control points to `control`, so the first header is
+        // inside it with room for `payload` bytes after it.
         let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         // SAFETY: `c` points to a header inside `control` (above).
         unsafe { write_cmsg_header(c, libc::SCM_RIGHTS, cmsg_len) };
@@ -297,9 +296,9 @@ pub fn send_msg(
             )
         };
     }
+    // The fds are borrowed, so open during the call.
     // SAFETY: every pointer in `msg` (name, iov and its data, control)
-    // points to memory that lives until the call returns; the kernel only
-    // reads it. The fds are borrowed, so open during the call.
+    // points to memory alive until the call returns; the kernel only reads it.
     let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
     cvt(r as libc::c_long).map(|n| n as usize)
 }
@@ -427,8 +426,7 @@ pub fn recvmsg(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Rec
     msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = control.len() * 8;
     // SAFETY: the iovec points to `buf` (writable, its length), the control
-    // buffer to `control` (writable, msg_controllen bytes); both live until
-    // the call returns.
+    // buffer to `control` (msg_controllen bytes); both outlive the call.
     let r = unsafe {
         libc::recvmsg(
             fd.as_raw_fd(),

@@ -127,9 +127,9 @@ pub fn reset_signals() {
 
 /// Installs the SIGTERM handler that only sets [`TERM`].
 pub fn install_term_handler() {
-    // SAFETY: the sigaction struct is zero-initialised (a valid value), its mask
-    // is emptied, and the handler is an `extern "C" fn(c_int)` that only does an
-    // atomic store, which is async-signal-safe.
+    // The handler only does an atomic store, which is async-signal-safe.
+    // SAFETY: sigaction is zero-initialised (valid), its mask emptied, the
+    // handler an `extern "C" fn(c_int)`.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_term as *const () as libc::sighandler_t;
