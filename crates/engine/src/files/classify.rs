@@ -74,6 +74,17 @@ pub(crate) fn io_worker_refusal(who: &str, tid: i32, comm: &str) -> Error {
     ))
 }
 
+/// The pid of a path `/proc/PID` or `/proc/PID/...`, and the rest of it.
+pub(crate) fn proc_pid(path: &str) -> Option<(u32, &str)> {
+    let rest = path.strip_prefix("/proc/")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (num, tail) = rest.split_at(end);
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((num.parse().ok()?, tail))
+}
+
 /// The inode of a `socket:[INO]` fd link.
 pub(crate) fn socket_inode(link: &str) -> Option<u32> {
     link.strip_prefix("socket:[")?

@@ -35,9 +35,6 @@ pub struct LoadedFiles {
     /// Ids of deleted files, opened by crust from ghost images, if
     /// remap-fpath.img could be read.
     ghosted: Option<HashSet<u32>>,
-    /// Ids of /proc files of dead processes (see
-    /// [`crate::files::ghost::procfs_ids`]).
-    procfs: HashSet<u32>,
     /// files.img by id, made the first time it is asked for.
     index: OnceLock<FileIndex>,
 }
@@ -46,42 +43,11 @@ impl LoadedFiles {
     /// Read files.img and remap-fpath.img of `dir`. Never fails: see
     /// [`LoadedFiles::entries`] and [`LoadedFiles::ghosted`].
     pub fn read(dir: &Path) -> LoadedFiles {
-        let mut l = Self::read_parts(dir);
-        l.procfs = l.procfs_files();
-        l
-    }
-
-    /// The files of /proc directories of dead processes: those CRIU's
-    /// PROCFS remaps name, and every other REG entry under the same
-    /// /proc/N (CRIU writes one remap per dead pid).
-    fn procfs_files(&self) -> HashSet<u32> {
-        let mut ids = crate::files::ghost::procfs_ids(&self.dir).unwrap_or_default();
-        let pids = crate::files::ghost::dead_proc_pids(&self.dir).unwrap_or_default();
-        if pids.is_empty() {
-            return ids;
-        }
-        for f in self.entries.iter().flatten() {
-            let Some(reg) = f.reg.as_ref().filter(|_| f.r#type == fd_types::REG) else {
-                continue;
-            };
-            let under = pids.iter().any(|p| {
-                let top = format!("/proc/{p}");
-                reg.name == top || reg.name.starts_with(&format!("{top}/"))
-            });
-            if under {
-                ids.insert(f.id);
-            }
-        }
-        ids
-    }
-
-    fn read_parts(dir: &Path) -> LoadedFiles {
         LoadedFiles {
             dir: dir.to_path_buf(),
             entries: read_image(dir, ImageType::Files, 0).ok(),
             missing: !dir.join(ImageType::Files.file_name(0)).exists(),
             ghosted: crate::files::ghost::ghosted_ids(dir).ok(),
-            procfs: HashSet::new(),
             index: OnceLock::new(),
         }
     }
@@ -140,12 +106,6 @@ impl LoadedFiles {
             Some(g) => Ok(g),
             None => Err(self.reread_error(crate::files::ghost::ghosted_ids(&self.dir))),
         }
-    }
-
-    /// The ids of /proc files of dead processes: they exist only once
-    /// the restore's helpers hold the pids.
-    pub fn procfs(&self) -> &HashSet<u32> {
-        &self.procfs
     }
 
     /// The error of a second read of a part whose first read failed.

@@ -20,16 +20,7 @@ use log::debug;
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::BorrowedFd;
 
-/// The pid of a path `/proc/PID` or `/proc/PID/...`, and the rest of it.
-pub(crate) fn proc_pid(path: &str) -> Option<(u32, &str)> {
-    let rest = path.strip_prefix("/proc/")?;
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (num, tail) = rest.split_at(end);
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((num.parse().ok()?, tail))
-}
+use super::classify::proc_pid;
 
 /// The /proc files of the tree's processes, by files.img id.
 #[derive(Debug, Default)]

@@ -75,7 +75,7 @@ impl SharedRegs {
                 || ghosted.contains(&f.id)
                 || ctx.inherited.contains(f.id)
                 || super::is_terminal_path(&reg.name)
-                || super::procfile::proc_pid(&reg.name).is_some_and(|(p, _)| pids.contains(&p))
+                || super::classify::proc_pid(&reg.name).is_some_and(|(p, _)| pids.contains(&p))
             {
                 continue;
             }

@@ -50,8 +50,7 @@ pub struct RestoreFiles {
     /// Every REG entry of files.img, shared by every process's table.
     pub regs: std::sync::Arc<HashMap<u32, RegFileEntry>>,
     pub fds: Vec<FdinfoEntry>,
-    /// Ids not checked before the restore: deleted files, opened by
-    /// crust from ghost images, and /proc files of dead processes.
+    /// Ids of deleted files, opened by crust from ghost images.
     ghosted: std::collections::HashSet<u32>,
 }
 
@@ -138,10 +137,7 @@ impl RestoreFiles {
             }
         }
         let _ = others;
-        let mut ghosted = loaded.ghosted()?.clone();
-        // Not checked either: /proc files of dead processes, there once
-        // the helpers run.
-        ghosted.extend(loaded.procfs().iter().copied());
+        let ghosted = loaded.ghosted()?.clone();
         Ok(RestoreFiles {
             regs: regs.clone(),
             fds,
@@ -173,7 +169,7 @@ impl RestoreFiles {
         }
         // A process's /proc entry: its process may be one the restore
         // makes (see `procfile`), and there is nothing to compare.
-        if super::procfile::proc_pid(&reg.name).is_some() {
+        if super::classify::proc_pid(&reg.name).is_some() {
             return Ok(());
         }
         if is_terminal_path(&reg.name) {

@@ -570,12 +570,9 @@ fn copy_run(
 /// was open (its /proc entries are unhashed, so its link reads
 /// "(deleted)").
 fn dead_proc_pid(name: &str, md: &std::fs::Metadata) -> Option<u32> {
-    let rest = name.strip_prefix("/proc/")?;
-    let num = rest.split('/').next()?;
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let pid: u32 = num.parse().ok().filter(|&p| p > 0)?;
+    let pid = crate::files::classify::proc_pid(name)
+        .map(|(pid, _)| pid)
+        .filter(|&p| p > 0)?;
     let proc_dev = std::fs::metadata("/proc").ok()?.dev();
     (md.dev() == proc_dev).then_some(pid)
 }
@@ -608,7 +605,7 @@ fn kernel_dev(dev: u64) -> u32 {
 
 #[cfg(test)]
 use restore::is_link_remap_name;
-pub use restore::{dead_proc_pids, ghosted_ids, procfs_ids, Ghosts};
+pub use restore::{dead_proc_pids, ghosted_ids, Ghosts};
 
 // ------------------------------------------------------------ kind of file
 

@@ -33,16 +33,6 @@ pub fn ghosted_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
         .collect())
 }
 
-/// The files.img ids of /proc files of dead processes (PROCFS remaps):
-/// opened by path once a helper holds the pid, so not there before.
-pub fn procfs_ids(dir: &Path) -> Result<HashSet<u32>, Error> {
-    Ok(load_remaps(dir)?
-        .iter()
-        .filter(|r| r.remap_type == Some(remap_type::PROCFS))
-        .map(|r| r.orig_id)
-        .collect())
-}
-
 /// The pids of dead processes whose /proc files the tree had open
 /// (CRIU's PROCFS remaps): the restore makes a helper task of each pid
 /// while files are opened, so that `/proc/N` resolves, then reaps it.
