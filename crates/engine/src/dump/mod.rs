@@ -224,6 +224,11 @@ fn seize(
         let mut tids = match crust_proc::tasks(proc, pid) {
             Ok(t) => t,
             Err(e) if e.is_not_found() && idx > 0 => return Ok(()),
+            // Exited since its state was read: a zombie now (ESRCH).
+            Err(_) if idx > 0 && tree.procs[idx].threads.is_empty() && became_zombie(proc, pid) => {
+                tree.procs[idx].zombie = true;
+                return Ok(());
+            }
             Err(e) => return Err(proc_err(pid)(e)),
         };
         tids.sort_by_key(|t| (*t != pid, *t));
