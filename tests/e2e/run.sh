@@ -945,6 +945,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/ipcns.sh
 . "$ROOT/tests/e2e/ipcns.sh"
 
+# The tree's own namespaces (issue 13).
+# shellcheck source=tests/e2e/ns.sh
+. "$ROOT/tests/e2e/ns.sh"
+
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh
 . "$ROOT/tests/e2e/files2.sh"

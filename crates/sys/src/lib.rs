@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod mem;
 pub mod memfd;
 pub mod net;
+pub mod ns;
 pub mod pipe;
 pub mod private;
 pub mod probe;

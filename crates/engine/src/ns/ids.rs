@@ -61,10 +61,6 @@ impl NsKind {
     }
 
     /// Its CLONE_NEW* flag (clone, unshare, setns).
-    #[allow(
-        dead_code,
-        reason = "for the restore of namespaces (clone/unshare flags), the namespaces issue"
-    )]
     pub fn clone_flag(self) -> u64 {
         let f = match self {
             NsKind::Pid => libc::CLONE_NEWPID,
@@ -118,8 +114,18 @@ impl NsKind {
 }
 
 impl std::fmt::Display for NsKind {
+    /// How messages name the kind ("IPC", "mount", ...).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(match self {
+            NsKind::Pid => "pid",
+            NsKind::Net => "network",
+            NsKind::Ipc => "IPC",
+            NsKind::Uts => "UTS",
+            NsKind::Time => "time",
+            NsKind::Mnt => "mount",
+            NsKind::User => "user",
+            NsKind::Cgroup => "cgroup",
+        })
     }
 }
 
@@ -287,30 +293,47 @@ impl TreeNs {
             .then_some(self.root.get(NsKind::Ipc))
     }
 
+    /// The ids of the root's namespaces.
+    pub fn root_ids(&self) -> NsIds {
+        self.root
+    }
+
     /// The ids of process `pid` (in namespaces `inodes`), or why crust
-    /// cannot dump it: one of its namespaces is neither crust's nor one
-    /// the tree may have (the root's pid namespace if it heads it, the
-    /// root's IPC namespace).
+    /// cannot dump it. Every process must share the root's namespaces
+    /// (the tree's); of those, the ones that are not crust's must be of a
+    /// kind crust dumps ([`crate::ns::dumps_own`]), and a pid namespace of
+    /// the tree's own must be headed by the root.
     pub fn check(&mut self, pid: i32, inodes: &NsInodes) -> Result<NsIds, Error> {
         let ids = self.table.assign(inodes);
         for k in NsKind::ALL {
-            let allowed = match k {
-                // Checked last, with its own message.
-                NsKind::Ipc => continue,
-                NsKind::Pid if self.own_pidns => self.root.get(k),
-                _ => NsIds::CRUST.get(k),
+            let dumpable = match k {
+                NsKind::Pid => self.own_pidns,
+                _ => crate::ns::dumps_own(k),
             };
-            if ids.get(k) != allowed {
+            if self.root.own(k) && !dumpable {
+                let whose = if pid == self.root_pid {
+                    String::new()
+                } else {
+                    format!(" (that of the tree's root {})", self.root_pid)
+                };
                 return Err(Error::unsupported(format!(
-                    "process {pid} is in its own {k} namespace; only processes sharing crust's namespaces can be dumped so far"
+                    "process {pid} is in its own {k} namespace{whose}; crust cannot dump {k} namespaces yet"
                 )));
             }
-        }
-        if ids.get(NsKind::Ipc) != self.root.get(NsKind::Ipc) {
-            return Err(Error::unsupported(format!(
-                "process {pid} is in another IPC namespace than the root {} of the tree (crust dumps a tree in one IPC namespace)",
-                self.root_pid
-            )));
+            if ids.get(k) != self.root.get(k) {
+                let msg = if ids.own(k) && !self.root.own(k) {
+                    format!(
+                        "process {pid} is in its own {k} namespace; crust dumps a tree whose processes all share the namespaces of its root {}",
+                        self.root_pid
+                    )
+                } else {
+                    format!(
+                        "process {pid} is in another {k} namespace than the root {} of the tree; crust dumps a tree whose processes all share the root's namespaces",
+                        self.root_pid
+                    )
+                };
+                return Err(Error::unsupported(msg));
+            }
         }
         Ok(ids)
     }
@@ -405,13 +428,13 @@ mod tests {
         let e = tree.check(11, &inodes(&[(NsKind::Net, 1)])).unwrap_err();
         assert!(
             e.to_string()
-                .contains("process 11 is in its own net namespace"),
+                .contains("process 11 is in its own network namespace"),
             "{e}"
         );
         let e = tree.check(12, &inodes(&[(NsKind::Ipc, 1)])).unwrap_err();
         assert!(
             e.to_string()
-                .contains("another IPC namespace than the root 10"),
+                .contains("process 12 is in its own IPC namespace; crust dumps a tree"),
             "{e}"
         );
         let e = tree.check(13, &inodes(&[(NsKind::Pid, 1)])).unwrap_err();
@@ -426,15 +449,20 @@ mod tests {
         assert_eq!(tree.check(21, &root).unwrap(), ids);
         // A child in crust's pid namespace, or in a nested one: refused.
         let e = tree.check(22, &inodes(&[(NsKind::Ipc, 901)])).unwrap_err();
-        assert!(e.to_string().contains("own pid namespace"), "{e}");
+        assert!(e.to_string().contains("another pid namespace than the root 20"), "{e}");
         let nested = inodes(&[(NsKind::Pid, 902), (NsKind::Ipc, 901)]);
         assert!(tree.check(23, &nested).is_err());
         // A child in crust's IPC namespace: refused.
         let e = tree.check(24, &inodes(&[(NsKind::Pid, 900)])).unwrap_err();
         assert!(e.to_string().contains("another IPC namespace"), "{e}");
-        // Non-pid kinds are checked before ipc, in CRIU's order.
-        let both = inodes(&[(NsKind::Pid, 900), (NsKind::Uts, 3), (NsKind::User, 4)]);
+        // A child in a UTS namespace of its own (the root shares crust's).
+        let both = inodes(&[
+            (NsKind::Pid, 900),
+            (NsKind::Ipc, 901),
+            (NsKind::Uts, 3),
+            (NsKind::User, 4),
+        ]);
         let e = tree.check(25, &both).unwrap_err();
-        assert!(e.to_string().contains("own uts namespace"), "{e}");
+        assert!(e.to_string().contains("own UTS namespace"), "{e}");
     }
 }

@@ -3,11 +3,82 @@
 //! - [`ids`]: the namespace kinds ([`ids::NsKind`]: `/proc/PID/ns/` names,
 //!   CLONE_NEW* flags), the ids the images name a process's namespaces by
 //!   ([`ids::NsIds`], numbered as CRIU numbers them by [`ids::NsTable`]),
-//!   and [`ids::TreeNs`]: one dump's numbering and the rules of which
-//!   namespaces crust can dump so far (crust's, plus a pid namespace the
-//!   root heads and the root's IPC namespace).
-//! - [`sysvipc`]: System V IPC objects belong to an IPC namespace: those of
-//!   a tree with an IPC namespace of its own are dumped and restored.
+//!   and [`ids::TreeNs`]: one dump's numbering and the rule of which
+//!   namespaces a tree may be in: every process shares the root's, and
+//!   those of the root that are not crust's are of a kind crust dumps
+//!   ([`dumps_own`]).
+//! - [`tree`]: the tree's own namespaces as one whole: dumped after the
+//!   processes ([`tree::dump`]), loaded and checked before anything is made
+//!   ([`tree::TreeNamespaces::load`]), and made with the root
+//!   ([`tree::TreeNamespaces::clone_flags`], then
+//!   [`tree::TreeNamespaces::prepare`] in named phases).
+//! - One module per kind: [`uts`], [`sysvipc`] (System V IPC objects of the
+//!   tree's IPC namespace).
 
 pub(crate) mod ids;
 pub(crate) mod sysvipc;
+pub(crate) mod tree;
+pub(crate) mod uts;
+
+use crate::util::sys_err;
+use crate::Error;
+use ids::NsKind;
+use std::fs::File;
+
+/// Whether crust dumps a namespace of kind `kind` the tree's root has of
+/// its own (not crust's). The pid namespace is decided apart (the root
+/// must head it).
+pub(crate) fn dumps_own(kind: NsKind) -> bool {
+    matches!(kind, NsKind::Ipc | NsKind::Uts)
+}
+
+/// Open `/proc/PID/ns/KIND`.
+pub(crate) fn open_ns(pid: i32, kind: NsKind) -> Result<File, Error> {
+    let path = kind.proc_path(&pid.to_string());
+    File::open(&path).map_err(sys_err(pid, format!("open {path}")))
+}
+
+/// Run `f` in a new thread of crust that joined the namespaces `kinds` of
+/// process `pid` (never a user namespace: a thread cannot join one). A
+/// mount namespace is joined after the thread stops sharing crust's
+/// root and working directory (unshare(CLONE_FS)).
+pub(crate) fn in_ns<T: Send>(
+    pid: i32,
+    kinds: &[NsKind],
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
+    let files = kinds
+        .iter()
+        .map(|&k| Ok((k, open_ns(pid, k)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            use std::os::fd::AsFd;
+            for (k, file) in &files {
+                if *k == NsKind::User {
+                    return Err(Error::unsupported(format!(
+                        "a thread cannot join the user namespace of process {pid}"
+                    )));
+                }
+                if *k == NsKind::Mnt {
+                    crust_sys::ns::unshare(libc::CLONE_FS).map_err(sys_err(
+                        pid,
+                        "unshare(CLONE_FS) before joining a mount namespace",
+                    ))?;
+                }
+                crust_sys::ns::setns(file.as_fd(), k.clone_flag() as i32).map_err(sys_err(
+                    pid,
+                    format!("setns into the {k} namespace of process {pid}"),
+                ))?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Restore {
+                pid,
+                what: "the thread working in its namespaces panicked".into(),
+            })
+        })
+    })
+}

@@ -132,9 +132,10 @@ pub(super) fn check_caller(img: &ImageSet, me: &Caller) -> Result<(), Error> {
             format!("{what}: a caller that is not root restores only what it could have created itself (run as root to restore it)"),
         )
     };
-    if (img.new_pidns || img.ipcns.is_some()) && !has_cap(me.cap_eff, CAP_SYS_ADMIN) {
+    if (img.new_pidns || img.ipcns.is_some() || img.ns.any()) && !has_cap(me.cap_eff, CAP_SYS_ADMIN)
+    {
         return Err(refuse(format!(
-            "the image set in {} has namespaces of its own (pid or IPC) and you lack CAP_SYS_ADMIN",
+            "the image set in {} has namespaces of its own (pid, IPC, UTS...) and you lack CAP_SYS_ADMIN",
             img.dir.display()
         )));
     }

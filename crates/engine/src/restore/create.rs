@@ -22,16 +22,27 @@ pub(super) fn create_and_build(
     tty: Option<&str>,
     created: &mut Created,
 ) -> Result<u64, Error> {
-    let mut root = create_root(img, opts, tramp)?;
+    let root = create_root(img, opts, tramp)?;
     let root_host = root.pid();
+    // The root's new namespaces are filled before anything uses them.
+    let prepared = img.ns.prepare(root_host);
+    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
+    created.tasks_of(0, root_host)?.push(root);
+    prepared?;
+    let root = created
+        .tasks
+        .first_mut()
+        .and_then(|t| t.first_mut())
+        .ok_or_else(|| Error::Restore {
+            pid: root_host,
+            what: "the root task is not there".into(),
+        })?;
     root.use_syscall_ip(RemoteAddr(tramp));
     root.set_options(TRACE_OPTS)
         .map_err(|source| Error::Compel {
             pid: root_host,
             source,
         })?;
-    created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
-    created.tasks_of(0, root_host)?.push(root);
     set_session(img, 0, opts, created, tramp)?;
     // System V objects exist before any task maps them.
     if let Some(ns) = &img.ipcns {
@@ -80,7 +91,8 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
             libc::CLONE_NEWIPC as u64
         } else {
             0
-        };
+        }
+        | img.ns.clone_flags();
     // The root: a child of crust. Signals stay blocked in it (and in all
     // the tasks it begets) until their own masks are loaded at the end.
     let old_mask = process::block_all_signals().map_err(sys_err(me, "sigprocmask"))?;

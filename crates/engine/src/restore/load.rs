@@ -78,7 +78,14 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         }
     }
     let seccomp = load_seccomp(&dir, &procs)?;
+    let ns = match procs.first().and_then(|p| p.live.as_ref()) {
+        Some(root) => {
+            crate::ns::tree::TreeNamespaces::load(&dir, inv.root_ids.as_ref(), &root.ids)?
+        }
+        None => Default::default(),
+    };
     Ok(ImageSet {
+        ns,
         seccomp,
         dir,
         procs,

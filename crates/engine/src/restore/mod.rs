@@ -110,6 +110,9 @@ struct ImageSet {
     new_pidns: bool,
     /// The tree's own IPC namespace, with its System V objects.
     ipcns: Option<crate::ns::sysvipc::IpcNs>,
+    /// The tree's other namespaces of its own (UTS, ...), made with the
+    /// root.
+    ns: crate::ns::tree::TreeNamespaces,
     /// Every kind of file (pipes, event files, sockets...), see
     /// [`crate::files::kind`].
     files: FileKinds,

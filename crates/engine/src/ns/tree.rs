@@ -1,0 +1,106 @@
+//! The tree's own namespaces as one whole: those of its root that are not
+//! crust's (CRIU's rule: a namespace of the root's that crust shares is
+//! not dumped, and is shared again on restore).
+//!
+//! Dump: [`dump`] writes each kind's images once the processes are dumped.
+//! Restore: [`TreeNamespaces::load`] reads and checks them before anything
+//! is made; the root is cloned with [`TreeNamespaces::clone_flags`], then,
+//! while it is stopped, [`TreeNamespaces::prepare`] fills its new
+//! namespaces in phases, in this order:
+//!
+//! 1. `uts`: the host and domain names.
+//!
+//! The pid namespace (the root is its init) and the IPC namespace (System V
+//! objects, [`super::sysvipc`]) are made by the restore's own steps.
+
+use super::ids::{NsIds, NsKind};
+use super::uts::{self, Uts};
+use crate::Error;
+use crust_images::proto::core::TaskKobjIdsEntry;
+use std::path::Path;
+
+/// Dump the tree's own namespaces that no other step dumps (the root,
+/// `root_pid`, has `root` ids).
+pub(crate) fn dump(dir: &Path, root_pid: i32, root: NsIds) -> Result<(), Error> {
+    for kind in root.own_kinds() {
+        let id = root.get(kind);
+        match kind {
+            NsKind::Uts => uts::dump(dir, root_pid, id)?,
+            // The pid namespace has no image; System V IPC is dumped by
+            // the ipc step.
+            NsKind::Pid | NsKind::Ipc => {}
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tree's own namespaces to make, read from the images.
+#[derive(Debug, Default)]
+pub(crate) struct TreeNamespaces {
+    /// The kinds the root had of its own (not the dumping tool's).
+    own: Vec<NsKind>,
+    uts: Option<Uts>,
+}
+
+impl TreeNamespaces {
+    /// Read the namespaces of the tree whose root has ids `root`; `crust`:
+    /// the dumping tool's (the inventory's `root_ids`). Without them (old
+    /// images), the tree is taken to share every namespace but the ones
+    /// the restore makes by its own steps.
+    pub(crate) fn load(
+        dir: &Path,
+        crust: Option<&TaskKobjIdsEntry>,
+        root: &TaskKobjIdsEntry,
+    ) -> Result<TreeNamespaces, Error> {
+        let mut t = TreeNamespaces::default();
+        let Some(crust) = crust else { return Ok(t) };
+        for kind in NsKind::ALL {
+            let (Some(mine), Some(tree)) = (kind.id_in(crust), kind.id_in(root)) else {
+                continue;
+            };
+            if mine == tree {
+                continue;
+            }
+            t.own.push(kind);
+            match kind {
+                NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::Pid | NsKind::Ipc => {}
+                _ => {
+                    return Err(Error::unsupported(format!(
+                        "the tree had a {kind} namespace of its own (id {tree}); crust cannot restore {kind} namespaces yet"
+                    )))
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether the tree has namespaces of its own to make here (making
+    /// them needs CAP_SYS_ADMIN).
+    pub(crate) fn any(&self) -> bool {
+        self.uts.is_some()
+    }
+
+    /// The CLONE_NEW* flags the root is cloned with for the kinds made
+    /// here (not pid and IPC: the restore's own steps decide those).
+    pub(crate) fn clone_flags(&self) -> u64 {
+        self.own
+            .iter()
+            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc))
+            .fold(0, |f, k| f | k.clone_flag())
+    }
+
+    /// Fill the new namespaces of the root, host pid `root`, cloned with
+    /// [`Self::clone_flags`] and stopped, phase by phase.
+    pub(crate) fn prepare(&self, root: i32) -> Result<(), Error> {
+        if let Some(uts) = &self.uts {
+            uts.prepare(root)?;
+        }
+        Ok(())
+    }
+}
