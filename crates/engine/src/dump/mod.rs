@@ -393,7 +393,12 @@ fn dump_tree(
     walked?;
     let (counts, page_us) = pages?;
     let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
-    crate::ns::tree::dump(dir, root_pid, walk.nss.root_ids())?;
+    crate::ns::tree::dump(&crate::ns::tree::DumpCtx {
+        dir,
+        root_pid,
+        ids: walk.nss.root_ids(),
+        opts,
+    })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");
 

@@ -449,7 +449,11 @@ mod tests {
         assert_eq!(tree.check(21, &root).unwrap(), ids);
         // A child in crust's pid namespace, or in a nested one: refused.
         let e = tree.check(22, &inodes(&[(NsKind::Ipc, 901)])).unwrap_err();
-        assert!(e.to_string().contains("another pid namespace than the root 20"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("another pid namespace than the root 20"),
+            "{e}"
+        );
         let nested = inodes(&[(NsKind::Pid, 902), (NsKind::Ipc, 901)]);
         assert!(tree.check(23, &nested).is_err());
         // A child in crust's IPC namespace: refused.

@@ -15,13 +15,34 @@
 
 use super::ids::{NsIds, NsKind};
 use super::uts::{self, Uts};
-use crate::Error;
+use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
 use std::path::Path;
 
-/// Dump the tree's own namespaces that no other step dumps (the root,
-/// `root_pid`, has `root` ids).
-pub(crate) fn dump(dir: &Path, root_pid: i32, root: NsIds) -> Result<(), Error> {
+/// What a kind's dumper is given.
+pub(crate) struct DumpCtx<'a> {
+    /// The images directory.
+    pub dir: &'a Path,
+    /// The tree's root (host pid), frozen: a member of every namespace
+    /// dumped.
+    pub root_pid: i32,
+    /// The root's namespace ids.
+    pub ids: NsIds,
+    #[allow(dead_code, reason = "for the kinds that follow --external and the like")]
+    pub opts: &'a Options,
+}
+
+/// What a kind's loader and preparer are given.
+pub(crate) struct LoadCtx<'a> {
+    /// The images directory.
+    pub dir: &'a Path,
+    #[allow(dead_code, reason = "for the kinds that follow --root, --external and the like")]
+    pub opts: &'a Options,
+}
+
+/// Dump the tree's own namespaces that no other step dumps.
+pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
+    let (dir, root_pid, root) = (ctx.dir, ctx.root_pid, ctx.ids);
     for kind in root.own_kinds() {
         let id = root.get(kind);
         match kind {
@@ -53,10 +74,11 @@ impl TreeNamespaces {
     /// images), the tree is taken to share every namespace but the ones
     /// the restore makes by its own steps.
     pub(crate) fn load(
-        dir: &Path,
+        ctx: &LoadCtx<'_>,
         crust: Option<&TaskKobjIdsEntry>,
         root: &TaskKobjIdsEntry,
     ) -> Result<TreeNamespaces, Error> {
+        let dir = ctx.dir;
         let mut t = TreeNamespaces::default();
         let Some(crust) = crust else { return Ok(t) };
         for kind in NsKind::ALL {
@@ -97,7 +119,8 @@ impl TreeNamespaces {
 
     /// Fill the new namespaces of the root, host pid `root`, cloned with
     /// [`Self::clone_flags`] and stopped, phase by phase.
-    pub(crate) fn prepare(&self, root: i32) -> Result<(), Error> {
+    pub(crate) fn prepare(&self, ctx: &LoadCtx<'_>, root: i32) -> Result<(), Error> {
+        let _ = ctx;
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
         }

@@ -25,7 +25,11 @@ pub(super) fn create_and_build(
     let root = create_root(img, opts, tramp)?;
     let root_host = root.pid();
     // The root's new namespaces are filled before anything uses them.
-    let prepared = img.ns.prepare(root_host);
+    let ctx = crate::ns::tree::LoadCtx {
+        dir: &img.dir,
+        opts,
+    };
+    let prepared = img.ns.prepare(&ctx, root_host);
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
     prepared?;

@@ -79,9 +79,11 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
     }
     let seccomp = load_seccomp(&dir, &procs)?;
     let ns = match procs.first().and_then(|p| p.live.as_ref()) {
-        Some(root) => {
-            crate::ns::tree::TreeNamespaces::load(&dir, inv.root_ids.as_ref(), &root.ids)?
-        }
+        Some(root) => crate::ns::tree::TreeNamespaces::load(
+            &crate::ns::tree::LoadCtx { dir: &dir, opts },
+            inv.root_ids.as_ref(),
+            &root.ids,
+        )?,
         None => Default::default(),
     };
     Ok(ImageSet {
