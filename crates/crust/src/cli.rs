@@ -447,6 +447,16 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
             e.inherit_fds.push(i);
         }
         "ghost-limit" => e.ghost_limit = Some(parse_size(required(o)?)),
+        // The namespaces issue: kept as given, read by each kind's code.
+        "root" => e.root = Some(PathBuf::from(required(o)?)),
+        "external" => e.external.push(required(o)?.to_string()),
+        "join-ns" => e.join_ns.push(required(o)?.to_string()),
+        "empty-ns" => e.empty_ns.push(required(o)?.to_string()),
+        "ext-mount-map" => e.ext_mount_map.push(required(o)?.to_string()),
+        "skip-mnt" => e.skip_mnt.push(required(o)?.to_string()),
+        "enable-fs" => e.enable_fs.push(required(o)?.to_string()),
+        "enable-external-sharing" => e.enable_external_sharing = on,
+        "enable-external-masters" => e.enable_external_masters = on,
         "timeout" => {
             // CRIU: atoi(); 0 (or less) sets no alarm at all, so no limit.
             let secs = atoi(required(o)?);

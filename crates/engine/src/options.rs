@@ -103,6 +103,27 @@ pub struct Options {
     pub address: Option<String>,
     /// `--port PORT` of a page server.
     pub port: Option<u16>,
+    /// `-r/--root DIR`: the root the tree's mount namespace is restored
+    /// into (and, at dump, the root it had).
+    pub root: Option<PathBuf>,
+    /// `--external KIND[ID]:VALUE`, repeatable, as given (mnt[], veth[],
+    /// dev[], ...): each kind's code reads the entries of its kind.
+    pub external: Vec<String>,
+    /// `-J/--join-ns NS:{PID|PATH}[,OPTS]`, repeatable, as given.
+    pub join_ns: Vec<String>,
+    /// `--empty-ns net`, repeatable, as given.
+    pub empty_ns: Vec<String>,
+    /// `-M/--ext-mount-map KEY:VALUE` (CRIU's older form of
+    /// `--external mnt[KEY]:VALUE`), repeatable, as given.
+    pub ext_mount_map: Vec<String>,
+    /// `--skip-mnt PATH`, repeatable.
+    pub skip_mnt: Vec<String>,
+    /// `--enable-fs FS[,FS...]`, repeatable, as given.
+    pub enable_fs: Vec<String>,
+    /// `--enable-external-sharing`.
+    pub enable_external_sharing: bool,
+    /// `--enable-external-masters`.
+    pub enable_external_masters: bool,
 }
 
 impl Default for Options {
@@ -140,6 +161,15 @@ impl Default for Options {
             status_fd: None,
             address: None,
             port: None,
+            root: None,
+            external: Vec::new(),
+            join_ns: Vec::new(),
+            empty_ns: Vec::new(),
+            ext_mount_map: Vec::new(),
+            skip_mnt: Vec::new(),
+            enable_fs: Vec::new(),
+            enable_external_sharing: false,
+            enable_external_masters: false,
         }
     }
 }
