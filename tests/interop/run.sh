@@ -68,6 +68,7 @@ CASES=(
     "stopped|taskstate --mode stopped|a child stopped by SIGTSTP"
     "aio|aioring|two AIO contexts (io_setup), one gone round its ring: head, tail and events kept"
     "guards|guards|guard regions (MADV_GUARD_INSTALL), one across two VMAs: the same pages guarded, the rest kept"
+    "utsns|utsns|a UTS namespace of the tree's own (host and domain names) with a child in it"
 )
 DIRECTIONS=(crust-criu criu-crust)
 
