@@ -40,15 +40,15 @@ hugetlb_put_back() {
 HUGETLB_PREV_EXIT=$(trap -p EXIT | sed "s/^trap -- '\(.*\)' EXIT\$/\1/")
 trap 'hugetlb_put_back; eval "$HUGETLB_PREV_EXIT"' EXIT
 
-# hugetlb_run FN [ARGS...]: FN with the huge pages it needs, the program
-# killed and vm.nr_hugepages put back after.
+# hugetlb_run FN PROG [ARGS...]: FN PROG ARGS with the huge pages PROG
+# needs; PROG killed and vm.nr_hugepages put back after.
 hugetlb_run() {
     local rc
     need_cr || return $?
     hugetlb_need || { rc=$?; hugetlb_put_back; return $rc; }
     "$@"
     rc=$?
-    [ -n "${PID:-}" ] && kill_tree "$PID" "$BIN/hugememfd"
+    [ -n "${PID:-}" ] && kill_tree "$PID" "$BIN/$2"
     wait_gone "${PID:-0}" 5 >/dev/null 2>&1
     hugetlb_put_back
     return $rc
@@ -59,11 +59,11 @@ t_hugememfd() { hugetlb_run cr_test hugememfd; }
 # Dumped by CRIU 4.2, restored by crust.
 t_hugememfd_criu() { hugetlb_run cr_from_criu hugememfd; }
 
-# Dumped by crust, restored by CRIU 4.2.
+# Dumped by crust, restored by CRIU 4.2: hugetlb_to_criu PROG [ARGS...].
 hugetlb_to_criu() {
     local criu
     criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
-    start_prog hugememfd || return 1
+    start_prog "$@" || return 1
     do_dump "$D/img" || return 1
     rm -f "$D/pidfile"
     (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d --pidfile "$D/pidfile" \
@@ -73,6 +73,12 @@ hugetlb_to_criu() {
         { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$D/img/restore.log"; return 1; }
     expect_pass "$D/img/restore.log"
 }
-t_hugememfd_to_criu() { hugetlb_run hugetlb_to_criu; }
+t_hugememfd_to_criu() { hugetlb_run hugetlb_to_criu hugememfd; }
 
-ALL_TESTS+=(hugememfd hugememfd-criu hugememfd-to-criu)
+# Anonymous hugetlb memory (memkinds' private and shared huge pages, with
+# the huge pages it needs) across CRIU 4.2 both ways: shared, it is a memfd
+# named "/anon_hugepage" with a hugetlb_flag in memfd.img, as CRIU writes it.
+t_memkinds_criu() { hugetlb_run cr_from_criu memkinds; }
+t_memkinds_to_criu() { hugetlb_run hugetlb_to_criu memkinds; }
+
+ALL_TESTS+=(hugememfd hugememfd-criu hugememfd-to-criu memkinds-criu memkinds-to-criu)
