@@ -68,10 +68,14 @@ pub(crate) fn object_name<'a>(v: &Vma, memfd: Option<&'a str>) -> &'a str {
     }
 }
 
-/// `hugetlb_flag` of the object a hugetlb VMA maps when its file cannot
-/// be asked: the default page size (the only one crust dumps so).
+/// `hugetlb_flag` of a hugetlb VMA (VmFlags `ht`) at the default page
+/// size: anonymous hugetlb memory (crust dumps no other size of it), or
+/// the object of a memfd VMA until its file tells. `None` for other VMAs.
 pub(crate) fn vma_flag(v: &Vma) -> Option<u32> {
-    default_size().filter(|_| v.has("ht")).and_then(mfd_flag)
+    if !v.has("ht") {
+        return None;
+    }
+    default_size().and_then(mfd_flag)
 }
 
 /// The hugetlb page size of a memfd.img inode (`None`: not hugetlb),
