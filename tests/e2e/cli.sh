@@ -47,7 +47,6 @@ declare -A FEATURE_DIFFERS=(
     [external_net_ns]="no --external in crust"
     [newifindex]="no network namespaces in crust"
     [apparmor_stacking]="no LSM profiles in crust"
-    [memfd_hugetlb]="crust refuses hugetlb memory"
     [move_mount_set_group]="no mount namespaces in crust"
     [openat2]="crust opens images with O_NOFOLLOW, not openat2"
     [breakpoints]="crust steps remote syscalls without hardware breakpoints"

@@ -1020,6 +1020,9 @@ ALL_TESTS+=(shmanon)
 # Inet socket states at the edges (issue 12).
 # shellcheck source=tests/e2e/net-h.sh
 . "$ROOT/tests/e2e/net-h.sh"
+# Hugetlb memfds, with CRIU both ways (issue 12).
+# shellcheck source=tests/e2e/hugetlb.sh
+. "$ROOT/tests/e2e/hugetlb.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -131,11 +131,7 @@ static FEATURES: &[Feature] = &[
     ),
     feat("network_lock_nftables", Extra, Probe(network_lock_nftables)),
     feat("sockopt_buf_lock", Extra, Probe(sockopt_buf_lock)),
-    feat(
-        "memfd_hugetlb",
-        Extra,
-        Lacks("crust refuses hugetlb memory yet"),
-    ),
+    feat("memfd_hugetlb", Extra, Probe(probe::memfd_hugetlb)),
     feat("move_mount_set_group", Extra, Lacks(NO_MNTNS)),
     feat(
         "openat2",

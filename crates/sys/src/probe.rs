@@ -456,6 +456,18 @@ pub fn memfd_create() -> ProbeResult {
     Ok(())
 }
 
+/// memfd_create(2) with MFD_HUGETLB (a memfd on hugetlbfs), as CRIU's
+/// kerndat asks it: the kernel can make one. Whether huge pages are free to
+/// fill it is a matter of vm.nr_hugepages at the time, not of the kernel.
+pub fn memfd_hugetlb() -> ProbeResult {
+    let name: &CStr = c"crust-probe";
+    let flags = libc::MFD_CLOEXEC | libc::MFD_HUGETLB;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    owned(fd as libc::c_long, "memfd_create(MFD_HUGETLB)")?;
+    Ok(())
+}
+
 /// TCP_REPAIR on a fresh socket: needed for `--tcp-established`.
 pub fn tcp_repair() -> ProbeResult {
     // SAFETY: plain integer arguments; the result is a new descriptor.

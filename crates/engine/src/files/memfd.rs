@@ -128,6 +128,9 @@ impl MemfdDump {
             None => {
                 let seals = crust_sys::memfd::seals(file.as_fd())
                     .map_err(sys_err(pid, format!("F_GET_SEALS of fd {fd}")))?;
+                // A hugetlb memfd (on hugetlbfs): MFD_HUGETLB and its page size.
+                let hugetlb_flag = crate::mem::hugetlb_file_flag(&file)
+                    .map_err(sys_err(pid, format!("fstatfs memfd of fd {fd}")))?;
                 let inode_id = inodes.len() as u32 + 1;
                 inodes.push(MemfdInodeEntry {
                     name: name.to_string(),
@@ -138,6 +141,7 @@ impl MemfdDump {
                     seals,
                     inode_id: inode_id as u64,
                     mode: Some(md.mode()),
+                    hugetlb_flag,
                     ..Default::default()
                 });
                 self.inodes.insert(md.ino(), inode_id);
@@ -207,6 +211,8 @@ struct InodeImage {
     /// (offset in the memfd, offset in the pages file, bytes).
     runs: Vec<(u64, u64, u64)>,
     pages: PathBuf,
+    /// A hugetlb memfd (its memfd.img `hugetlb_flag`, checked).
+    hugetlb: bool,
 }
 
 /// The memfds of an image set (those fds use), read and checked.
@@ -273,34 +279,7 @@ impl Memfds {
         for (inode_id, ino) in &self.inodes {
             let e = &ino.entry;
             let what = format!("memfd {:?} (inode {inode_id})", e.name);
-            let mfd = crust_sys::memfd::memfd_create(&e.name, 0)
-                .map_err(sys_err(me, format!("memfd_create for {what}")))?;
-            let f = File::from(mfd);
-            f.set_len(e.size)
-                .map_err(sys_err(me, format!("set the size of {what}")))?;
-            // No stored page (all zeros, or empty): no pages file either.
-            let mut src = match ino.runs.is_empty() {
-                true => None,
-                false => Some(crate::util::open_image_data(&ino.pages)?),
-            };
-            let mut buf = vec![0u8; BATCH];
-            for &(at, from, len) in &ino.runs {
-                let Some(src) = src.as_mut() else { break };
-                src.seek(SeekFrom::Start(from))
-                    .map_err(sys_err(me, format!("seek in {}", ino.pages.display())))?;
-                let mut done = 0u64;
-                while done < len {
-                    let n = ((len - done) as usize).min(BATCH);
-                    std::io::Read::read_exact(src, &mut buf[..n])
-                        .map_err(sys_err(me, format!("read {}", ino.pages.display())))?;
-                    f.write_all_at(&buf[..n], at + done)
-                        .map_err(sys_err(me, format!("fill {what}")))?;
-                    done += n as u64;
-                }
-            }
-            // Whole pages were written: the last one may have grown it.
-            f.set_len(e.size)
-                .map_err(sys_err(me, format!("set the size of {what}")))?;
+            let f = make_filled(ino, &what)?;
             if let Some(mode) = e.mode {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
@@ -360,6 +339,66 @@ impl Memfds {
     }
 }
 
+/// Make the memfd of `ino` and fill it from its pages: written, or for a
+/// hugetlb memfd (hugetlbfs has no write) copied through a shared mapping.
+fn make_filled(ino: &InodeImage, what: &str) -> Result<File, Error> {
+    let me = crust_sys::process::getpid();
+    let e = &ino.entry;
+    let flags = if ino.hugetlb {
+        e.hugetlb_flag.unwrap_or(0)
+    } else {
+        0
+    };
+    let mfd = crust_sys::memfd::memfd_create(&e.name, flags).map_err(sys_err(
+        me,
+        format!("memfd_create for {what} (flags {flags:#x})"),
+    ))?;
+    let f = File::from(mfd);
+    f.set_len(e.size)
+        .map_err(sys_err(me, format!("set the size of {what}")))?;
+    // No stored page (all zeros, or empty): no pages file either.
+    let mut src = match ino.runs.is_empty() {
+        true => return Ok(f),
+        false => crate::util::open_image_data(&ino.pages)?,
+    };
+    // The mapping of a hugetlb memfd reserves its huge pages at mmap: a
+    // lack of free ones fails here, not with SIGBUS while copying.
+    let mut map = match ino.hugetlb {
+        true => Some(
+            usize::try_from(e.size)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))
+                .and_then(|len| crust_sys::memfd::SharedMap::new(f.as_fd(), len))
+                .map_err(sys_err(
+                    me,
+                    format!("map {what} to fill it (are huge pages free? vm.nr_hugepages)"),
+                ))?,
+        ),
+        false => None,
+    };
+    let mut buf = vec![0u8; BATCH];
+    for &(at, from, len) in &ino.runs {
+        src.seek(SeekFrom::Start(from))
+            .map_err(sys_err(me, format!("seek in {}", ino.pages.display())))?;
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(BATCH);
+            std::io::Read::read_exact(&mut src, &mut buf[..n])
+                .map_err(sys_err(me, format!("read {}", ino.pages.display())))?;
+            let put = match map.as_mut() {
+                Some(m) => m.write_at((at + done) as usize, &buf[..n]),
+                None => f.write_all_at(&buf[..n], at + done),
+            };
+            put.map_err(sys_err(me, format!("fill {what}")))?;
+            done += n as u64;
+        }
+    }
+    drop(map);
+    // Whole pages were written: the last one may have grown it.
+    f.set_len(e.size)
+        .map_err(sys_err(me, format!("set the size of {what}")))?;
+    Ok(f)
+}
+
 fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
     let bad = |why: String| Error::BadImage {
         dir: dir.to_path_buf(),
@@ -379,12 +418,14 @@ fn load_inode(dir: &Path, e: &MemfdInodeEntry) -> Result<InodeImage, Error> {
             return Err(bad(format!("mode {mode:o} is not a regular file's")));
         }
     }
+    let hugetlb = crate::mem::hugetlb_page_size(dir, e)?.is_some();
     let p =
         crate::mem::object_page_runs(dir, e.shmid as u64, e.size, &format!("memfd {}", e.name))?;
     Ok(InodeImage {
         entry: e.clone(),
         runs: p.runs,
         pages: p.pages,
+        hugetlb,
     })
 }
 

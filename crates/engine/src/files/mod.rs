@@ -259,6 +259,7 @@ impl FileTable {
             seals: obj.seals,
             inode_id: inode_id as u64,
             mode: Some(obj.mode),
+            hugetlb_flag: obj.hugetlb_flag,
             ..Default::default()
         });
         id

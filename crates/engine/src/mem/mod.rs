@@ -17,6 +17,7 @@ mod aio;
 mod dump;
 mod fill;
 mod guard;
+mod huge;
 mod pages;
 mod restore;
 mod shmem;
@@ -26,6 +27,7 @@ pub use dump::{dump_pages, CowParent};
 pub use fill::{Filler, Pending};
 pub(crate) use guard::guard_entries;
 pub use guard::{install_guards, split_guards};
+pub(crate) use huge::{file_flag as hugetlb_file_flag, inode_page_size as hugetlb_page_size};
 pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
@@ -63,6 +65,9 @@ pub struct ShmemInode {
     pub gid: u32,
     pub mode: u32,
     pub seals: u32,
+    /// memfd.img's `hugetlb_flag` of a hugetlb object (MFD_HUGETLB and
+    /// the page size bits), `None` for shmem.
+    pub hugetlb_flag: Option<u32>,
 }
 
 /// The files a dumped task maps, as the fd table records them (files.img

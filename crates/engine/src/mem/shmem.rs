@@ -160,11 +160,12 @@ pub(crate) fn shmem_inode(pid: i32, v: &Vma, vmas: &[Vma]) -> ShmemInode {
     use std::os::unix::fs::MetadataExt;
     let ino = v.map.inode;
     let memfd = super::vma::memfd_name(&v.map).filter(|_| super::vma::is_memfd_map(&v.map));
-    let name = memfd.unwrap_or(SHMEM_ANON_NAME).to_string();
+    let name = super::huge::object_name(v, memfd).to_string();
     match File::open(map_files_path(pid, &v.map)).and_then(|f| Ok((f.metadata()?, f))) {
         Ok((md, f)) => ShmemInode {
             ino,
             name,
+            hugetlb_flag: super::huge::file_flag(&f).unwrap_or_else(|_| super::huge::vma_flag(v)),
             size: md.size(),
             uid: md.uid(),
             gid: md.gid(),
@@ -182,6 +183,7 @@ pub(crate) fn shmem_inode(pid: i32, v: &Vma, vmas: &[Vma]) -> ShmemInode {
         Err(_) => ShmemInode {
             ino,
             name,
+            hugetlb_flag: super::huge::vma_flag(v),
             size: vmas
                 .iter()
                 .filter(|o| o.is_shmem() && o.map.inode == ino)
@@ -220,8 +222,11 @@ pub struct ShmemObject {
     pub pages_id: u32,
     /// vaddr = offset in the object.
     pub runs: Vec<PageRun>,
-    /// Hugetlb memory (its VMAs have MAP_HUGETLB).
+    /// Hugetlb memory (its VMAs have MAP_HUGETLB, or its memfd.img inode
+    /// a `hugetlb_flag`).
     pub huge: bool,
+    /// The page size bits of a hugetlb object (none: the default size).
+    pub huge_bits: u32,
 }
 
 /// memfd names are at most 249 bytes (NAME_MAX less the "memfd:" prefix).
@@ -260,6 +265,7 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             o.huge |= is_huge(v);
             continue;
         }
+        let mut huge = is_huge(v).then_some(v.flags & crust_sys::memfd::HUGE_MASK);
         let (ino, size, name) = if v.status & vs::AREA_MEMFD != 0 {
             let shared = v.status & vs::FILE_SHARED != 0 && v.flags & libc::MAP_SHARED as u32 != 0;
             let private =
@@ -294,10 +300,16 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
                     format!("memfd.img: object {} has size {}", inode.shmid, inode.size),
                 ));
             }
+            if super::huge::inode_page_size(dir, inode)?.is_some() {
+                huge = inode.hugetlb_flag.map(|f| f & crust_sys::memfd::HUGE_MASK);
+            }
+            // CRIU 4.2 names shared anonymous hugetlb memory so.
+            let anon = inode.name == SHMEM_ANON_NAME
+                || (inode.name == super::huge::ANON_NAME && huge.is_some());
             (
                 inode.shmid as u64,
                 inode.size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
-                (inode.name != SHMEM_ANON_NAME).then(|| (inode.name.clone(), inode.size)),
+                (!anon).then(|| (inode.name.clone(), inode.size)),
             )
         } else {
             (v.shmid, 0, None)
@@ -314,11 +326,15 @@ pub fn load_shmem(dir: &Path, mm: &MmEntry, memfds: &Memfds) -> Result<Vec<Shmem
             size: size.max(end_off),
             pages_id: 0,
             runs: Vec::new(),
-            huge: is_huge(v),
+            huge: huge.is_some(),
+            huge_bits: huge.unwrap_or(0),
         });
     }
     let source = LocalImages::new(dir);
     for o in &mut out {
+        if o.huge {
+            super::huge::check_object_size(dir, o.ino, o.size, o.huge_bits)?;
+        }
         let p = source.object_runs(o.ino, o.size, "the shared memory object")?;
         o.pages_id = p.pages_id;
         o.runs = p
@@ -367,10 +383,10 @@ pub(crate) fn restore_shmem(
         .iter()
         .filter(|v| is_shmem_entry(v) && v.shmid == o.key)
         .collect();
-    if vmas.iter().any(|v| is_private(v) || is_huge(v)) {
+    if vmas.iter().any(|v| is_private(v) || o.huge) {
         map_through_files(r, o, base, &vmas)?;
     }
-    for v in vmas.into_iter().filter(|v| !is_private(v) && !is_huge(v)) {
+    for v in vmas.into_iter().filter(|v| !is_private(v) && !o.huge) {
         let len = v.end - v.start;
         let got = r.call(
             &format!("mremap shared memory onto {:#x}-{:#x}", v.start, v.end),
@@ -474,7 +490,7 @@ fn map_through_files(
     base: u64,
     vmas: &[&VmaEntry],
 ) -> Result<(), Error> {
-    let huge = vmas.iter().any(|v| is_huge(v));
+    let huge = o.huge;
     let path = format!("/proc/self/map_files/{base:x}-{:x}", base + o.size);
     // Shared hugetlb VMAs are mapped from it too, so it is opened
     // read-write (no exec of hugetlb memory to spoil).
@@ -493,7 +509,7 @@ fn map_through_files(
         ],
     )?;
     let mut mapped = Ok(());
-    for v in vmas.iter().filter(|v| is_private(v) || is_huge(v)) {
+    for v in vmas.iter().filter(|v| is_private(v) || huge) {
         let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let kind = if is_private(v) {
             libc::MAP_PRIVATE
@@ -532,8 +548,13 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let what = format!("shared memory object {} ({} bytes)", o.ino, o.size);
     let Some(name) = &o.name else {
-        let huge = if o.huge { libc::MAP_HUGETLB } else { 0 };
-        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge) as u64;
+        let huge = if o.huge {
+            libc::MAP_HUGETLB as u32 | o.huge_bits
+        } else {
+            0
+        };
+        let flags =
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64 | u64::from(huge);
         return r.call(
             &format!("mmap {what}"),
             libc::SYS_mmap,
@@ -541,10 +562,15 @@ fn map_object(r: &mut Remote<'_>, o: &ShmemObject) -> Result<u64, Error> {
         );
     };
     let a = r.put_cstr(0, name.as_bytes())?;
+    let huge = if o.huge {
+        crust_sys::memfd::MFD_HUGETLB | o.huge_bits
+    } else {
+        0
+    };
     let fd = r.call(
         &format!("memfd_create {name:?} for {what}"),
         libc::SYS_memfd_create,
-        [a.get(), libc::MFD_CLOEXEC as u64, 0, 0, 0, 0],
+        [a.get(), u64::from(libc::MFD_CLOEXEC | huge), 0, 0, 0, 0],
     )?;
     let mapped = r
         .call(
@@ -719,253 +745,5 @@ pub(crate) fn object_page_runs(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mem::pages::write_pagemap;
-    use crate::mem::{load_pagemap, validate_vmas};
-    use crate::util::{read_one, write_image};
-    use crust_images::proto::fdinfo::{fd_types, FileEntry};
-    use crust_images::proto::memfd::{MemfdFileEntry, MemfdInodeEntry};
-
-    fn golden_files() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/files")
-    }
-
-    /// CRIU 4.2 stored P's MAP_SHARED|MAP_ANONYMOUS area as memfd file 4,
-    /// inode 11665, 2 pages at offset 0 in pages-1.img.
-    #[test]
-    fn golden_shared_anon_loads() {
-        let dir = golden_files();
-        if !dir.join("mm-1514.img").exists() {
-            return;
-        }
-        let mm: MmEntry = read_one(&dir, ImageType::Mm, 1514).unwrap();
-        let memfds = memfds_in(&dir);
-        validate_vmas(&dir, &mm).unwrap();
-        let objs = load_shmem(&dir, &mm, &memfds).unwrap();
-        assert_eq!(objs.len(), 1);
-        let o = &objs[0];
-        assert_eq!((o.key, o.ino, o.size, o.pages_id), (4, 11665, 16384, 1));
-        assert_eq!(o.runs.len(), 1);
-        assert_eq!(
-            (o.runs[0].vaddr, o.runs[0].npages, o.runs[0].file_off),
-            (0, 2, 0)
-        );
-        let pages = std::fs::read(dir.join("pages-1.img")).unwrap();
-        assert!(pages.starts_with(b"SHM-ANON page 0 written by parent"));
-        assert!(pages[4096..].starts_with(b"SHM-ANON page 1 written by child"));
-        // The private pagemap still loads beside it.
-        load_pagemap(&dir, 1514, &mm).unwrap();
-    }
-
-    /// The memfd inodes of an image set by files.img id, as the restore
-    /// reads them (`files::memfds_of`).
-    fn memfds_in(dir: &Path) -> Memfds {
-        let files: Vec<FileEntry> = crate::util::read_image(dir, ImageType::Files, 0).unwrap();
-        let inodes: Vec<MemfdInodeEntry> =
-            crate::util::read_image(dir, ImageType::MemfdInode, 0).unwrap();
-        files
-            .iter()
-            .filter_map(|f| {
-                let m = f.memfd.as_ref()?;
-                let i = inodes.iter().find(|i| i.inode_id == m.inode_id as u64)?;
-                Some((f.id, i.clone()))
-            })
-            .collect()
-    }
-
-    struct TempDir(std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// An image set with one memfd-backed shared VMA of 4 pages whose
-    /// pagemap-shmem entry is (vaddr, npages), with `pages_len` bytes of pages.
-    fn shmem_set(
-        tag: &str,
-        name: &str,
-        vaddr: u64,
-        npages: u64,
-        pages_len: usize,
-    ) -> (TempDir, MmEntry, Memfds) {
-        let dir = std::env::temp_dir().join(format!("crust-mem-test-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let t = TempDir(dir.clone());
-        let file = FileEntry {
-            r#type: fd_types::MEMFD,
-            id: 7,
-            memfd: Some(MemfdFileEntry {
-                id: 7,
-                inode_id: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        write_image(&dir, ImageType::Files, 0, &[file]).unwrap();
-        let inode = MemfdInodeEntry {
-            name: name.into(),
-            size: 4 * PAGE_SIZE,
-            shmid: 99,
-            seals: 1,
-            inode_id: 1,
-            ..Default::default()
-        };
-        write_image(&dir, ImageType::MemfdInode, 0, &[inode]).unwrap();
-        write_pagemap(
-            &dir,
-            ImageType::ShmemPagemap,
-            99,
-            5,
-            &[(vaddr, npages, pe::PRESENT)],
-        )
-        .unwrap();
-        std::fs::write(dir.join("pages-5.img"), vec![0u8; pages_len]).unwrap();
-        let mm = MmEntry {
-            vmas: vec![VmaEntry {
-                start: 0x10000,
-                end: 0x14000,
-                shmid: 7,
-                prot: 3,
-                flags: libc::MAP_SHARED as u32,
-                status: vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD,
-                fd: -1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let memfds = memfds_in(&dir);
-        (t, mm, memfds)
-    }
-
-    #[test]
-    fn shmem_image_checks() {
-        let (t, mm, m) = shmem_set("ok", "/dev/zero", PAGE_SIZE, 2, 2 * PAGE_SIZE as usize);
-        let objs = load_shmem(&t.0, &mm, &m).unwrap();
-        assert_eq!(
-            (objs[0].ino, objs[0].size, objs[0].pages_id),
-            (99, 4 * PAGE_SIZE, 5)
-        );
-        // Pages past the end of the object.
-        let (t, mm, m) = shmem_set(
-            "past",
-            "/dev/zero",
-            3 * PAGE_SIZE,
-            2,
-            2 * PAGE_SIZE as usize,
-        );
-        assert!(matches!(
-            load_shmem(&t.0, &mm, &m),
-            Err(Error::BadImage { .. })
-        ));
-        // Overflowing run.
-        let (t, mm, m) = shmem_set("ovf", "/dev/zero", PAGE_SIZE, u64::MAX / 2, 0);
-        assert!(matches!(
-            load_shmem(&t.0, &mm, &m),
-            Err(Error::BadImage { .. })
-        ));
-        // Truncated pages file.
-        let (t, mm, m) = shmem_set("trunc", "/dev/zero", 0, 2, PAGE_SIZE as usize);
-        assert!(matches!(
-            load_shmem(&t.0, &mm, &m),
-            Err(Error::BadImage { .. })
-        ));
-        // A named memfd is rebuilt as a memfd of that name.
-        let (t, mm, m) = shmem_set("memfd", "mine", 0, 1, PAGE_SIZE as usize);
-        let got = load_shmem(&t.0, &mm, &m).expect("a named memfd loads");
-        assert_eq!(got.first().and_then(|o| o.name.as_deref()), Some("mine"));
-        // One whose name memfd_create would refuse is a bad image.
-        let long = "x".repeat(250);
-        let (t, mm, m) = shmem_set("memfd-long", &long, 0, 1, PAGE_SIZE as usize);
-        assert!(matches!(
-            load_shmem(&t.0, &mm, &m),
-            Err(Error::BadImage { .. })
-        ));
-        // A VMA naming a file id files.img lacks.
-        let (t, mut mm, m) = shmem_set("noid", "/dev/zero", 0, 1, PAGE_SIZE as usize);
-        mm.vmas[0].shmid = 8;
-        assert!(matches!(
-            load_shmem(&t.0, &mm, &m),
-            Err(Error::BadImage { .. })
-        ));
-    }
-
-    #[test]
-    fn zero_pages() {
-        let mut p = vec![0u8; PAGE_SIZE as usize];
-        assert!(all_zero(&p));
-        p[4095] = 1;
-        assert!(!all_zero(&p));
-    }
-
-    #[test]
-    fn object_store_keeps_nonzero_pages_in_runs() {
-        use crate::mem::pages::tests::CollectSink;
-        let dir = std::env::temp_dir().join(format!("crust-mem-obj-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let t = TempDir(dir.clone());
-        // 300 pages: page 0 and pages 255-257 (across the first 1 MiB
-        // buffer's end) hold data, the rest zeros.
-        let pg = PAGE_SIZE as usize;
-        let mut content = vec![0u8; 300 * pg];
-        for (i, p) in [0usize, 255, 256, 257].iter().enumerate() {
-            content[p * pg] = i as u8 + 1;
-            content[p * pg + pg - 1] = 0xaa;
-        }
-        let path = t.0.join("object");
-        std::fs::write(&path, &content).unwrap();
-        let f = File::open(&path).unwrap();
-        let sink = CollectSink::default();
-        let owner = PageOwner::Object {
-            shmid: 9,
-            pages_id: 3,
-        };
-        let (scanned, stored, runs) =
-            store_object(&sink, owner, &f, &path, content.len() as u64 - 10).unwrap();
-        assert_eq!((scanned, stored, runs), (300, 4, 2));
-        let got = sink.take();
-        assert_eq!(got.len(), 1);
-        let (o, runs, bytes) = &got[0];
-        assert_eq!(*o, owner);
-        // The run cut by the buffer boundary is one run again.
-        assert_eq!(
-            runs,
-            &vec![
-                Run {
-                    vaddr: 0,
-                    npages: 1,
-                    flags: pe::PRESENT
-                },
-                Run {
-                    vaddr: 255 * PAGE_SIZE,
-                    npages: 3,
-                    flags: pe::PRESENT
-                },
-            ]
-        );
-        let mut want = content[..pg].to_vec();
-        want.extend_from_slice(&content[255 * pg..258 * pg]);
-        assert_eq!(bytes, &want);
-    }
-
-    #[test]
-    fn keep_nonzero_compacts() {
-        let pg = PAGE_SIZE as usize;
-        let mut chunk = vec![0u8; 4 * pg];
-        chunk[pg] = 1;
-        chunk[3 * pg + 5] = 2;
-        let mut runs = Vec::new();
-        let kept = keep_nonzero(&mut chunk, 0x1000_0000, &mut runs);
-        assert_eq!(kept, 2 * pg);
-        assert_eq!((chunk[0], chunk[pg + 5]), (1, 2));
-        assert_eq!(
-            runs.iter().map(|r| (r.vaddr, r.npages)).collect::<Vec<_>>(),
-            vec![
-                (0x1000_0000 + PAGE_SIZE, 1),
-                (0x1000_0000 + 3 * PAGE_SIZE, 1)
-            ]
-        );
-    }
-}
+#[path = "shmem_tests.rs"]
+mod tests;

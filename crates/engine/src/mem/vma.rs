@@ -51,7 +51,9 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
         };
         if vm_flags.has("ht") {
             let Some(status) = hugetlb_status(&map, &fields) else {
-                return unsupported("hugetlb (not anonymous, or not of the default page size)");
+                return unsupported(
+                    "hugetlb (a hugetlbfs file, or anonymous of other than the default page size)",
+                );
             };
             out.push(Vma {
                 map,
@@ -190,20 +192,27 @@ pub(crate) fn memfd_name(m: &crust_proc::MapEntry) -> Option<&str> {
 
 const MEMFD_PREFIX: &str = "/memfd:";
 
-/// The name the kernel gives anonymous hugetlb memory in the maps.
-const HUGETLB_ANON_NAME: &str = "/anon_hugepage";
-
-/// The status of a hugetlb VMA: anonymous hugetlb memory (MAP_HUGETLB) of
-/// the default huge page size only. Private, its pages are stored as any;
-/// shared, it is an object as shared anonymous memory is. Files of a
-/// hugetlbfs mount, hugetlb memfds and other page sizes: `None`.
+/// The status of a hugetlb VMA. A hugetlb memfd (any page size), shared
+/// or private, is a mapping of a memfd object as any memfd's. Anonymous
+/// hugetlb memory (MAP_HUGETLB) of the default huge page size: private,
+/// its pages are stored as any; shared, it is an object as shared
+/// anonymous memory is. Files of a hugetlbfs mount and anonymous memory
+/// of other page sizes: `None`.
 fn hugetlb_status(map: &crust_proc::MapEntry, fields: &[(String, u64)]) -> Option<u32> {
+    if is_memfd_map(map) {
+        let kind = if map.shared {
+            vs::FILE_SHARED
+        } else {
+            vs::FILE_PRIVATE
+        };
+        return Some(vs::AREA_REGULAR | kind | vs::AREA_MEMFD);
+    }
     let kps = fields
         .iter()
         .find(|(k, _)| k == "KernelPageSize")
         .map(|(_, v)| *v)?;
-    let anon_huge = map.deleted && map.path.as_deref() == Some(HUGETLB_ANON_NAME);
-    if !anon_huge || Some(kps) != default_huge_kb() {
+    let anon_huge = map.deleted && map.path.as_deref() == Some(super::huge::ANON_NAME);
+    if !anon_huge || kps.checked_mul(1024) != super::huge::default_size() {
         return None;
     }
     Some(if map.shared {
@@ -211,13 +220,6 @@ fn hugetlb_status(map: &crust_proc::MapEntry, fields: &[(String, u64)]) -> Optio
     } else {
         vs::AREA_REGULAR | vs::ANON_PRIVATE
     })
-}
-
-/// The default huge page size in kB (/proc/meminfo's Hugepagesize).
-fn default_huge_kb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Hugepagesize:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// mmap's MAP_DROPPABLE (Linux 6.11): a private anonymous mapping whose
@@ -307,8 +309,10 @@ pub fn build_mm(
         if v.has("lo") {
             flags |= libc::MAP_LOCKED as u32;
         }
-        if v.has("ht") {
-            // Of the default huge page size (collect_vmas refused others).
+        // With the page size bits, as CRIU records them: the object's
+        // (a memfd may have any), or the default size (anonymous memory).
+        let mut huge = super::huge::vma_flag(v);
+        if huge.is_some() {
             flags |= libc::MAP_HUGETLB as u32;
         }
         if v.has("dp") {
@@ -325,6 +329,7 @@ pub fn build_mm(
         } else if v.is_shmem() {
             // As CRIU records it: the memfd is opened read-write.
             let obj = shmem_inode(pid, v, vmas);
+            huge = huge.and(obj.hugetlb_flag.or(huge));
             (files.shmem(&obj), Some(libc::O_RDWR as u32))
         } else if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             let fdflags = if m.shared && (m.write || v.has("mw")) {
@@ -343,6 +348,7 @@ pub fn build_mm(
         } else {
             (0, None)
         };
+        flags |= huge.unwrap_or(0) & crust_sys::memfd::HUGE_MASK;
         let madv = madv_bits(v);
         entries.push(VmaEntry {
             start: m.start,
