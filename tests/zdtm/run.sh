@@ -7,6 +7,10 @@
 #                                  test must pass or skip, except those in
 #                                  tests/zdtm/exempt.list
 #   tests/zdtm/run.sh -t zdtm/static/env00 ...   any zdtm.py run options
+#   tests/zdtm/run.sh --flavor ns|uns [--all|...]  another flavor (the test in
+#                                  new namespaces with a root of its own; uns:
+#                                  a user namespace too); its lists are
+#                                  ci-ns.list and exempt-ns.list
 #
 # Environment: CRUST_BIN (default target/release/crust), ZDTM_SRC (the built
 # CRIU tree to run zdtm from; default /var/cache/criu-4.2, built and cached by
@@ -28,17 +32,30 @@ zdtm_sh=$(readlink -f ../shared/criu/zdtm.sh 2>/dev/null || true)
 log=${ZDTM_LOG:-target/zdtm.log}
 mkdir -p "$(dirname "$log")"
 
-args=(-f h --keep-going -k failed)
+flavor=h
+if [[ ${1:-} == --flavor ]]; then
+    flavor=${2:?--flavor needs h, ns or uns}
+    shift 2
+fi
+case $flavor in
+h) lists="" ;;
+ns | uns) lists="-ns" ;;
+*) echo "zdtm: unknown flavor $flavor (h, ns or uns)" >&2; exit 2 ;;
+esac
+args=(-f "$flavor" --keep-going -k failed)
 exempt=()
 if [[ ${1:-} == --all ]]; then
     shift
     args+=(-a)
-    mapfile -t exempt < <(grep -v '^#' "$here/exempt.list" | awk 'NF {print $1}')
+    if [[ -f $here/exempt$lists.list ]]; then
+        mapfile -t exempt < <(grep -v '^#' "$here/exempt$lists.list" | awk 'NF {print $1}')
+    fi
 elif (($# == 0)); then
+    [[ -f $here/ci$lists.list ]] || { echo "zdtm: no $here/ci$lists.list" >&2; exit 2; }
     # Several -t, not -F: zdtm.py stops at the first failure with -F.
     while read -r t _; do
         args+=(-t "zdtm/$t")
-    done < <(grep -v '^#' "$here/ci.list" | awk 'NF')
+    done < <(grep -v '^#' "$here/ci$lists.list" | awk 'NF')
 fi
 args+=("$@")
 
