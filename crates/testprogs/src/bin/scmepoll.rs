@@ -14,7 +14,10 @@
 //!   since moved to another number with dup2 and N closed, is sent on a
 //!   stream pair, then closed. The check: the epoll reports both ready,
 //!   with their data and nothing else; EPOLL_CTL_DEL of the pipe by its
-//!   number works; the pipe and the eventfd still work.
+//!   number works; the pipe and the eventfd still work. `--moved 0`: the
+//!   eventfd stays at the number it was registered with (CRIU 4.2 records
+//!   a carried epoll's target numbers as registered, so only then can it
+//!   restore its own images of this state).
 //! - `unheld`: an epoll watching a pipe's read end, both sent in one
 //!   message and closed by the process: no process holds the watched
 //!   file, which crust refuses to dump. The check: the message is still
@@ -197,7 +200,7 @@ const PIPE_DATA: u64 = 0x1111;
 const EVFD_DATA: u64 = 0x2222;
 
 /// An epoll watching a pipe and an eventfd (moved since) the process holds.
-fn mode_other() -> Box<dyn FnOnce() -> Result<(), String>> {
+fn mode_other(moved: bool) -> Box<dyn FnOnce() -> Result<(), String>> {
     let (a, b) = pair(libc::SOCK_STREAM);
     let p = crust_testprogs::make_pipe();
     write_all(p[1], b"pipe bytes");
@@ -219,17 +222,19 @@ fn mode_other() -> Box<dyn FnOnce() -> Result<(), String>> {
     )
     .unwrap_or_else(|e| die(&e));
     // The eventfd moves to another number: registered as e0, it is e1.
-    let e1 = 40;
-    // SAFETY: dup2 and close on our own fds.
-    if unsafe { libc::dup2(e0, e1) } != e1 {
-        die("dup2");
+    let e1 = if moved { 40 } else { e0 };
+    if moved {
+        // SAFETY: dup2 on our own fds.
+        if unsafe { libc::dup2(e0, e1) } != e1 {
+            die("dup2");
+        }
+        close(e0);
     }
-    close(e0);
     send_fds(a, b'E', &[ep]);
     close(ep);
     Box::new(move || {
         ensure!(
-            std::fs::read_link(format!("/proc/self/fd/{e0}")).is_err(),
+            !moved || std::fs::read_link(format!("/proc/self/fd/{e0}")).is_err(),
             "fd {e0} is open again"
         );
         let ep = recv_fds(b, b'E', 1)?[0];
@@ -298,7 +303,7 @@ fn main() {
     crust_testprogs::install_term_handler();
     let check = match mode.as_str() {
         "socket" => mode_socket(),
-        "other" => mode_other(),
+        "other" => mode_other(args.num("moved", 1) != 0),
         "unheld" => mode_unheld(),
         m => die(&format!("unknown mode {m}")),
     };
