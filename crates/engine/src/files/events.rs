@@ -10,9 +10,10 @@
 //! (eventfd with its counter, signalfd with its mask, timerfd on its clock,
 //! epoll, inotify with its watches re-added through their file handles,
 //! with the recorded watch numbers) and the tasks get them over SCM_RIGHTS
-//! like pipes. An epoll's targets are keyed by the fd numbers of the task,
-//! so they are registered inside the first task that holds it (remote
-//! epoll_ctl), once all of its fds are in place. Timers are armed last,
+//! like pipes. An epoll's targets are keyed by the fd numbers of a task,
+//! so they are registered inside that task (remote epoll_ctl), once all of
+//! its fds are in place (see `epoll.rs`; an epoll only a queued message
+//! holds included). Timers are armed last,
 //! just before the tasks run, with the time that was left at dump time
 //! (as CRIU does: the time spent dumped does not count; an absolute timer
 //! is moved by as much), and the expirations not yet read are put back.

@@ -14,8 +14,10 @@
 //! sent data is refused (its bytes sit on the embryonic socket, out of
 //! reach). Peeking a message that carries fds (SCM_RIGHTS) copies them into
 //! crust: the file table gives each its files.img id (a file no task holds
-//! any more is dumped from crust's copy; only regular files, pipes and unix
-//! sockets), recorded in the message's `scm` entries. On a socket that
+//! any more is dumped from crust's copy; only regular files, pipes, unix
+//! sockets and epolls), recorded in the message's `scm` entries. What a
+//! carried file refers to by fd number (an epoll's targets) is named by
+//! the fds of one process ([`carried_names_in`]). On a socket that
 //! passes credentials (SO_PASSCRED) each message's sender pid (as the tree
 //! sees it), uid and gid go to `sk_packet_entry.ucred` (field 128, which
 //! CRIU reserves for it); such queues are filled after the tasks exist
@@ -278,7 +280,15 @@ pub use restore::*;
 pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
     let mut unix = UnixFiles::load(ctx.dir, ctx.files, ctx.opts.ext_unix_sk)?;
     unix.check_fds(ctx.dir, ctx.live())?;
-    unix.name_carried(ctx.live());
+    // A fd table several processes share counts once, for the first
+    // (its fds are collected there at dump, and built there at restore).
+    let mut tables = std::collections::HashSet::new();
+    let own_tables = ctx
+        .procs
+        .iter()
+        .filter(|p| p.ids.is_none_or(|i| tables.insert(i.files_id)))
+        .filter_map(|p| Some((p.pid, p.fds?)));
+    unix.name_carried(own_tables);
     Ok(Box::new(unix))
 }
 
