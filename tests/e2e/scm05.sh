@@ -30,7 +30,10 @@ assert rights == [ep[0]["id"]], "the messages carry %s, the epoll is %d" % (righ
 PY
         { fail "images: $(tail -c 300 "$D/check.out")"; return 1; }
 }
+# The sending end of the pair held by a child only: the epoll's target (a
+# pipe both hold at one number) is registered by the child.
+t_scm_epoll_child() { cr_tree scmepoll --mode child; }
 # An epoll watching a pipe that only the same message holds: no process
 # can name it, the dump is refused and the process left as it was.
 t_err_dump_scm_epoll_unheld() { dump_must_fail 'does not hold' scmepoll --mode unheld; }
-ALL_TESTS+=(scm-epoll-socket scm-epoll-other err-dump-scm-epoll-unheld)
+ALL_TESTS+=(scm-epoll-socket scm-epoll-other scm-epoll-child err-dump-scm-epoll-unheld)

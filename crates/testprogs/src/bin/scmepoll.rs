@@ -18,6 +18,12 @@
 //!   eventfd stays at the number it was registered with (CRIU 4.2 records
 //!   a carried epoll's target numbers as registered, so only then can it
 //!   restore its own images of this state).
+//! - `child`: an epoll watching a pipe's read end, sent on a datagram pair
+//!   whose sending end only a child holds (with the read end, at the same
+//!   number); the parent keeps the receiving end and the write end. The
+//!   check: the parent's message brings the epoll, reporting the pipe
+//!   readable (its targets were registered in the child, whose fds name
+//!   them); the child still has its fds and exits 0 on SIGTERM.
 //! - `unheld`: an epoll watching a pipe's read end, both sent in one
 //!   message and closed by the process: no process holds the watched
 //!   file, which crust refuses to dump. The check: the message is still
@@ -268,6 +274,80 @@ fn mode_other(moved: bool) -> Box<dyn FnOnce() -> Result<(), String>> {
     })
 }
 
+/// An epoll sent on a socket pair whose sending end a child holds.
+fn mode_child() -> Box<dyn FnOnce() -> Result<(), String>> {
+    let (a, b) = pair(libc::SOCK_DGRAM);
+    let p = crust_testprogs::make_pipe();
+    write_all(p[1], b"x");
+    let ep = epoll();
+    ctl(
+        ep,
+        libc::EPOLL_CTL_ADD,
+        p[0],
+        libc::EPOLLIN as u32,
+        PIPE_DATA,
+    )
+    .unwrap_or_else(|e| die(&e));
+    send_fds(a, b'C', &[ep]);
+    let sync = crust_testprogs::make_pipe();
+    // SAFETY: single-threaded process: the child may run any code.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        die("fork");
+    }
+    if child == 0 {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        for fd in [ep, b, p[1], sync[0]] {
+            close(fd);
+        }
+        write_all(sync[1], b"!");
+        close(sync[1]);
+        while !term_requested() {
+            sleep_ms(10);
+        }
+        let have = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok();
+        std::process::exit(if have(a) && have(p[0]) && !have(ep) {
+            0
+        } else {
+            1
+        });
+    }
+    for fd in [ep, a, p[0], sync[1]] {
+        close(fd);
+    }
+    let mut c = [0u8; 1];
+    // SAFETY: c is writable for one byte.
+    if unsafe { libc::read(sync[0], c.as_mut_ptr() as *mut _, 1) } != 1 {
+        die("the child did not start");
+    }
+    close(sync[0]);
+    Box::new(move || {
+        let r = recv_fds(b, b'C', 1).and_then(|fds| {
+            is_epoll(fds[0])?;
+            let got = ready_events(fds[0])?;
+            ensure!(
+                got == [(libc::EPOLLIN as u32, PIPE_DATA)],
+                "the epoll reports {got:x?}"
+            );
+            Ok(())
+        });
+        let mut status = 0;
+        // SAFETY: kill and waitpid on our own child.
+        let w = unsafe {
+            libc::kill(child, libc::SIGTERM);
+            libc::waitpid(child, &mut status, 0)
+        };
+        r?;
+        ensure!(w == child, "waitpid: {}", err());
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child failed its check (status {status:#x})"
+        );
+        Ok(())
+    })
+}
+
 /// An epoll watching a pipe that only the same message holds.
 fn mode_unheld() -> Box<dyn FnOnce() -> Result<(), String>> {
     let (a, b) = pair(libc::SOCK_DGRAM);
@@ -304,6 +384,7 @@ fn main() {
     let check = match mode.as_str() {
         "socket" => mode_socket(),
         "other" => mode_other(args.num("moved", 1) != 0),
+        "child" => mode_child(),
         "unheld" => mode_unheld(),
         m => die(&format!("unknown mode {m}")),
     };
