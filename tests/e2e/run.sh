@@ -1023,6 +1023,9 @@ ALL_TESTS+=(shmanon)
 # Hugetlb memfds, with CRIU both ways (issue 12).
 # shellcheck source=tests/e2e/hugetlb.sh
 . "$ROOT/tests/e2e/hugetlb.sh"
+# Epolls carried by queued messages, held by no task (issue 12).
+# shellcheck source=tests/e2e/scm05.sh
+. "$ROOT/tests/e2e/scm05.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

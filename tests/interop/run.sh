@@ -69,6 +69,8 @@ CASES=(
     "aio|aioring|two AIO contexts (io_setup), one gone round its ring: head, tail and events kept"
     "guards|guards|guard regions (MADV_GUARD_INSTALL), one across two VMAs: the same pages guarded, the rest kept"
     "utsns|utsns|a UTS namespace of the tree's own (host and domain names) with a child in it"
+    "scmepoll|scmepoll --mode socket|an epoll held by no task, carried twice by messages queued on the socket it watches (zdtm scm05)"
+    "scmepoll2|scmepoll --mode other --moved 0|an epoll held by no task, carried by a message, watching a pipe and an eventfd of the process (not moved since: CRIU 4.2 records the numbers as registered and cannot restore its own images otherwise)"
 )
 DIRECTIONS=(crust-criu criu-crust)
 

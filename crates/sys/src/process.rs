@@ -293,6 +293,20 @@ pub fn kcmp_file(pid1: i32, pid2: i32, a: i32, b: i32) -> io::Result<bool> {
 /// target of epoll fd `efd` registered as fd `tfd` (the `toff`-th target
 /// registered with that number, in the order fdinfo lists them)?
 pub fn kcmp_epoll_tfd(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> io::Result<bool> {
+    kcmp_epoll_tfd_of(pid, fd, pid, efd, tfd, toff)
+}
+
+/// [`kcmp_epoll_tfd`] with the epoll fd `efd` in another process, `epid`
+/// (an epoll crust holds, carried by a message, whose targets are named
+/// by fds of a task).
+pub fn kcmp_epoll_tfd_of(
+    pid: i32,
+    fd: i32,
+    epid: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> io::Result<bool> {
     const KCMP_EPOLL_TFD: i32 = 7;
     // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
     let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
@@ -302,7 +316,7 @@ pub fn kcmp_epoll_tfd(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> io::R
         libc::syscall(
             libc::SYS_kcmp,
             pid,
-            pid,
+            epid,
             KCMP_EPOLL_TFD,
             fd as u64,
             slot.as_ptr() as u64,

@@ -3,7 +3,7 @@
 //! description (an fd seen before on it, or a new entry).
 
 use super::*;
-use crate::files::kind::dump::{DumpFd, Ids};
+use crate::files::kind::dump::{Carried, DumpFd, Ids};
 
 /// What an fd is, by its /proc/PID/fd link alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +119,11 @@ impl FileTable {
         &mut self,
         proc: &ProcRoot,
         pid: i32,
-        only: Option<&[i32]>,
+        only: Option<&[Carried]>,
     ) -> Result<Vec<FdinfoEntry>, Error> {
         let mut fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
         if let Some(only) = only {
-            fds.retain(|(fd, _)| only.contains(fd));
+            fds.retain(|(fd, _)| only.iter().any(|c| c.fd == *fd));
         }
         let mut out = Vec::with_capacity(fds.len());
         for (fd, target) in fds {
@@ -137,6 +137,7 @@ impl FileTable {
                 class: classify(&target),
                 sock: None,
                 path_reg: None,
+                carried: only.and_then(|c| c.iter().find(|c| c.fd == fd)).copied(),
             };
             let (id, ty) = self.dump_fd(&mut f)?;
             debug!("{pid}: fd {fd} -> {target} (id {id}, type {ty})");
@@ -321,6 +322,7 @@ mod tests {
                 class: classify(link),
                 sock: None,
                 path_reg: None,
+                carried: None,
             };
             t.dump_fd(&mut f)
         };

@@ -10,9 +10,10 @@
 //! (eventfd with its counter, signalfd with its mask, timerfd on its clock,
 //! epoll, inotify with its watches re-added through their file handles,
 //! with the recorded watch numbers) and the tasks get them over SCM_RIGHTS
-//! like pipes. An epoll's targets are keyed by the fd numbers of the task,
-//! so they are registered inside the first task that holds it (remote
-//! epoll_ctl), once all of its fds are in place. Timers are armed last,
+//! like pipes. An epoll's targets are keyed by the fd numbers of a task,
+//! so they are registered inside that task (remote epoll_ctl), once all of
+//! its fds are in place (see `epoll.rs`; an epoll only a queued message
+//! holds included). Timers are armed last,
 //! just before the tasks run, with the time that was left at dump time
 //! (as CRIU does: the time spent dumped does not count; an absolute timer
 //! is moved by as much), and the expirations not yet read are put back.
@@ -21,17 +22,18 @@
 //! (bit 0) in its `flags`; CRIU ignores that bit.
 
 use crate::files::classify::Target;
+use crate::files::epoll::{self, Epolls, OpenEpolls};
 use crate::files::inotify::{add_watch, inotify_watches, GhostPaths};
 pub(crate) use crate::files::inotify::{
     handle_bytes, handle_path, handle_words, kdev, open_handle,
 };
-use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
-use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
+use crate::files::kind::dump::{Carried, DumpFd, DumpKind, Ids};
+use crate::files::kind::{CarriedFile, LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::eventfd::EventfdFileEntry;
-use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
+use crust_images::proto::eventpoll::EventpollFileEntry;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry, FileEntry};
 use crust_images::proto::fown::FownEntry;
 use crust_images::proto::fsnotify::{FanotifyFileEntry, InotifyFileEntry, InotifyWdEntry};
@@ -40,11 +42,9 @@ use crust_images::proto::timerfd::TimerfdEntry;
 use crust_proc::FdInfo;
 use crust_sys::events as ev;
 use log::debug;
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// EFD_SEMAPHORE, kept in bit 0 of an EVENTFD entry's flags.
@@ -175,8 +175,16 @@ pub(crate) fn words(s: &str) -> HashMap<&str, &str> {
         .collect()
 }
 
-/// The files.img entry of event file `fd` of `pid` (description `id`).
-pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<FileEntry, Error> {
+/// The files.img entry of event file `fd` of `pid` (description `id`);
+/// `carried`: it is crust's copy of a file carried by a queued message.
+pub(crate) fn entry(
+    pid: i32,
+    fd: i32,
+    kind: Kind,
+    id: u32,
+    info: &FdInfo,
+    carried: Option<Carried>,
+) -> Result<FileEntry, Error> {
     let flags = info.flags & !(libc::O_CLOEXEC as u32);
     let get = |key: &str| {
         info.get(key)
@@ -237,7 +245,12 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
             });
         }
         Kind::Epoll => {
-            let tfds = epoll_targets(pid, fd, info)?;
+            let holder = epoll::Holder {
+                epid: pid,
+                efd: fd,
+                carried,
+            };
+            let tfds = epoll::targets(&holder, info)?;
             e.epfd = Some(EventpollFileEntry {
                 id,
                 flags,
@@ -262,97 +275,6 @@ pub fn entry(pid: i32, fd: i32, kind: Kind, id: u32, info: &FdInfo) -> Result<Fi
     Ok(e)
 }
 
-/// The fd of process `pid` now open on the file of the target of epoll fd
-/// `efd` registered as `tfd` (the `toff`-th with that number): `tfd` itself
-/// if it still is, else another fd on that file (the target was
-/// registered through an fd since closed or moved, as CRIU finds with
-/// KCMP_EPOLL_TFD), `None` if the process has none. Without kcmp, `tfd` if
-/// it is open on the same inode.
-fn target_fd(pid: i32, efd: i32, tfd: i32, toff: u32, ino: Option<u64>) -> Option<i32> {
-    use crust_sys::process::kcmp_epoll_tfd;
-    match kcmp_epoll_tfd(pid, tfd, efd, tfd, toff) {
-        Ok(true) => return Some(tfd),
-        Ok(false) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
-        Err(_) => {
-            let md = std::fs::metadata(format!("/proc/{pid}/fd/{tfd}")).ok()?;
-            return ino.is_none_or(|i| md.ino() == i).then_some(tfd);
-        }
-    }
-    let fds = crust_proc::fds(&crust_proc::ProcRoot::default(), pid).ok()?;
-    fds.into_iter()
-        .map(|(n, _)| n)
-        .find(|&n| n != efd && kcmp_epoll_tfd(pid, n, efd, tfd, toff).unwrap_or(false))
-}
-
-/// The targets of epoll fd `fd` (its fdinfo `tfd:` lines), each named by
-/// an fd of the process open on its file (see [`target_fd`]).
-fn epoll_targets(pid: i32, fd: i32, info: &FdInfo) -> Result<Vec<EventpollTfdEntry>, Error> {
-    let mut tfds = Vec::new();
-    // Targets seen per registered number (toff), and the numbers given.
-    let mut per_num: HashMap<i32, u32> = HashMap::new();
-    let mut given: HashSet<i32> = HashSet::new();
-    for line in info.get_all("tfd") {
-        let bad = || parse_err(pid, fd, "epoll target", line);
-        let (num, rest) = line
-            .trim()
-            .split_once(char::is_whitespace)
-            .ok_or_else(bad)?;
-        let tfd: i32 = num.parse().map_err(|_| bad())?;
-        // "events:       19 data: ffff pos:0 ino:61 sdev:7"
-        let toks: Vec<&str> = rest.split_whitespace().collect();
-        let mut kv: HashMap<&str, &str> = HashMap::new();
-        let mut i = 0;
-        while i < toks.len() {
-            match toks[i].split_once(':') {
-                Some((k, "")) if i + 1 < toks.len() => {
-                    kv.insert(k, toks[i + 1]);
-                    i += 2;
-                }
-                Some((k, v)) => {
-                    kv.insert(k, v);
-                    i += 1;
-                }
-                None => i += 1,
-            }
-        }
-        let events = kv.get("events").and_then(|v| hex(v)).ok_or_else(bad)? as u32;
-        let data = kv.get("data").and_then(|v| hex(v)).ok_or_else(bad)?;
-        let ino = kv.get("ino").and_then(|v| hex(v));
-        let sdev = kv.get("sdev").and_then(|v| hex(v)).map(|v| v as u32);
-        let pos = kv.get("pos").and_then(|v| v.parse::<u64>().ok());
-        let toff = per_num.entry(tfd).or_default();
-        let found = target_fd(pid, fd, tfd, *toff, ino);
-        *toff += 1;
-        // The restore registers the target by the number of an fd on its
-        // file in this process.
-        let Some(now) = found else {
-            return Err(Error::unsupported(format!(
-                "process {pid} has the epoll fd {fd} watching a file registered as fd {tfd}, which no fd of the process is open on any more"
-            )));
-        };
-        if !given.insert(now) {
-            return Err(Error::unsupported(format!(
-                "process {pid} has the epoll fd {fd} watching one file through fd {now} and through fd {tfd}, since closed: one registration would be lost"
-            )));
-        }
-        if now != tfd {
-            debug!("{pid}: epoll fd {fd}: target registered as fd {tfd} is fd {now} now");
-        }
-        tfds.push(EventpollTfdEntry {
-            id: 0,
-            tfd: now as u32,
-            events,
-            data,
-            dev: sdev,
-            inode: ino,
-            pos,
-            ..Default::default()
-        });
-    }
-    Ok(tfds)
-}
-
 // ---------------------------------------------------------------- restore
 
 #[derive(Debug, Clone)]
@@ -371,10 +293,8 @@ pub struct EventFiles {
     descs: BTreeMap<u32, Desc>,
     /// Ghost files by path, for watches on files deleted while open.
     ghosts: GhostPaths,
-    /// The process (pid in the images) whose fd numbers name each epoll's
-    /// targets: the first in pstree order that holds it (the dump read its
-    /// fdinfo there).
-    epoll_owner: HashMap<u32, i32>,
+    /// The epolls' targets and the processes whose fd numbers name them.
+    epolls: Epolls,
 }
 
 /// A timer to arm once the tasks are built.
@@ -389,12 +309,8 @@ struct Timer {
 pub struct OpenEvents {
     by_id: HashMap<u32, OwnedFd>,
     timers: Vec<Timer>,
-    epolls: HashMap<u32, Vec<EventpollTfdEntry>>,
-    /// Epolls whose targets are registered already.
-    registered: RefCell<HashSet<u32>>,
-    /// The process that registers each epoll's targets (see
-    /// `EventFiles::epoll_owner`).
-    epoll_owner: HashMap<u32, i32>,
+    /// The epolls, whose targets the tasks register.
+    epolls: OpenEpolls,
 }
 
 const CLOCKS: [i32; 5] = [
@@ -463,6 +379,7 @@ impl EventFiles {
                     if let Some(t) = e.tfd.iter().find(|t| t.tfd > i32::MAX as u32) {
                         return Err(bad(format!("epoll {id} has target fd {}", t.tfd)));
                     }
+                    out.epolls.add(id, &e);
                     Desc::Epoll(e)
                 }
                 fd_types::INOTIFY => {
@@ -508,7 +425,6 @@ impl EventFiles {
             dir: dir.to_path_buf(),
             why,
         };
-        let mut first: HashSet<u32> = HashSet::new();
         for (pid, fds) in procs {
             for f in fds.iter().filter(|f| handles(f.r#type)) {
                 let d = self.descs.get(&f.id);
@@ -529,27 +445,8 @@ impl EventFiles {
                         f.id
                     )));
                 }
-                if let Some(Desc::Epoll(e)) = d {
-                    if !first.insert(f.id) {
-                        continue;
-                    }
-                    self.epoll_owner.insert(f.id, pid);
-                    for t in &e.tfd {
-                        if !fds.iter().any(|g| g.fd == t.tfd) {
-                            return Err(bad(format!(
-                                "process {pid}: epoll {} (fd {}) watches fd {}, which the process does not have",
-                                f.id, f.fd, t.tfd
-                            )));
-                        }
-                        if t.tfd == f.fd {
-                            return Err(bad(format!(
-                                "process {pid}: epoll {} (fd {}) watches itself",
-                                f.id, f.fd
-                            )));
-                        }
-                    }
-                }
             }
+            self.epolls.check_held(pid, fds).map_err(bad)?;
         }
         Ok(())
     }
@@ -559,7 +456,7 @@ impl EventFiles {
     pub fn open(&self, made: &Made<'_>) -> Result<OpenEvents, Error> {
         let me = crust_sys::process::getpid();
         let mut out = OpenEvents {
-            epoll_owner: self.epoll_owner.clone(),
+            epolls: OpenEpolls::new(self.epolls.clone()),
             ..Default::default()
         };
         for (&id, d) in &self.descs {
@@ -594,7 +491,6 @@ impl EventFiles {
                 Desc::Epoll(e) => {
                     let fd = ev::epoll_create1(libc::EPOLL_CLOEXEC)
                         .map_err(err("epoll_create1".into()))?;
-                    out.epolls.insert(id, e.tfd.clone());
                     (fd, e.flags)
                 }
                 Desc::Inotify(e) => {
@@ -626,57 +522,16 @@ impl OpenEvents {
         self.by_id.get(&id).map(|f| f.as_fd())
     }
 
-    /// Register the targets of the epolls among `fds` (the task's fds, all
-    /// installed) that no earlier task registered: EPOLL_CTL_ADD inside the
-    /// task, keyed by its fd numbers.
+    /// Register the targets of the epolls whose targets are fds of process
+    /// `pid` (its fds `fds`, all installed): EPOLL_CTL_ADD inside the task,
+    /// keyed by its fd numbers (see [`crate::files::epoll`]).
     pub fn register_epolls(
         &self,
         r: &mut Remote<'_>,
         pid: i32,
         fds: &[FdinfoEntry],
     ) -> Result<(), Error> {
-        for f in fds.iter().filter(|f| f.r#type == fd_types::EVENTPOLL) {
-            let Some(tfds) = self.epolls.get(&f.id) else {
-                continue;
-            };
-            // Only the process whose fd numbers the targets are: another
-            // holder (a child forked after epoll_create) may lack them.
-            if self.epoll_owner.get(&f.id) != Some(&pid) {
-                continue;
-            }
-            if !self.registered.borrow_mut().insert(f.id) {
-                continue;
-            }
-            for t in tfds {
-                // struct epoll_event is packed on x86_64: u32 events, u64 data.
-                let mut b = [0u8; 12];
-                b[..4].copy_from_slice(&t.events.to_le_bytes());
-                b[4..].copy_from_slice(&t.data.to_le_bytes());
-                let a = r.put(0, &b)?;
-                r.call(
-                    &format!(
-                        "epoll_ctl(ADD) of fd {} to epoll fd {} (events {:#x})",
-                        t.tfd, f.fd, t.events
-                    ),
-                    libc::SYS_epoll_ctl,
-                    [
-                        f.fd as u64,
-                        libc::EPOLL_CTL_ADD as u64,
-                        t.tfd as u64,
-                        a.get(),
-                        0,
-                        0,
-                    ],
-                )?;
-            }
-            debug!(
-                "{}: epoll fd {} has its {} targets",
-                r.pid(),
-                f.fd,
-                tfds.len()
-            );
-        }
-        Ok(())
+        self.epolls.register(r, pid, fds, &|id| self.get(id))
     }
 
     /// Arm the timers with the time they had left, and put back the
@@ -751,6 +606,27 @@ impl RestoreKind for EventFiles {
     fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
         Ok(Box::new(self.open(made)?))
     }
+
+    /// An epoll carried by a queued message that no task holds has its
+    /// targets registered by the process the carrying kind names.
+    fn carried_by_others(
+        &mut self,
+        ctx: &LoadCtx<'_>,
+        carried: &[CarriedFile],
+    ) -> Result<(), Error> {
+        for c in carried {
+            let names_in = c
+                .names_in
+                .and_then(|pid| Some((pid, ctx.live().find(|(p, _)| *p == pid)?.1)));
+            self.epolls
+                .check_carried(c.id, names_in)
+                .map_err(|why| Error::BadImage {
+                    dir: ctx.dir.to_path_buf(),
+                    why,
+                })?;
+        }
+        Ok(())
+    }
 }
 
 impl OpenKind for OpenEvents {
@@ -762,7 +638,8 @@ impl OpenKind for OpenEvents {
         handles(ty).then(|| type_name(ty))
     }
 
-    /// Timers are armed at [`Phase::ClocksStart`].
+    /// Epolls carried by queued messages are checked to have their targets
+    /// at [`Phase::TasksExist`]; timers are armed at [`Phase::ClocksStart`].
     fn at(
         &mut self,
         phase: Phase,
@@ -771,6 +648,7 @@ impl OpenKind for OpenEvents {
         _ctx: &mut PhaseCtx<'_>,
     ) -> Result<(), Error> {
         match phase {
+            Phase::TasksExist => self.epolls.check_done(),
             Phase::ClocksStart => self.arm_timers(),
             _ => Ok(()),
         }
@@ -786,10 +664,10 @@ impl DumpKind for EventDump {
         let Target::Event(kind) = f.class else {
             return Ok(None);
         };
-        let (pid, fd) = (f.pid, f.fd);
+        let (pid, fd, carried) = (f.pid, f.fd, f.carried);
         let known = self.known(pid, fd, kind);
         let id = ids.id_for(known, |_, id| {
-            let e = entry(pid, fd, kind, id, f.info)?;
+            let e = entry(pid, fd, kind, id, f.info, carried)?;
             self.add(pid, fd, kind, id);
             Ok(Some(e))
         })?;

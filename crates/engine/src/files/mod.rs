@@ -9,6 +9,7 @@
 
 pub(crate) mod classify;
 pub(crate) mod ctty;
+pub(crate) mod epoll;
 pub(crate) mod events;
 pub(crate) mod fanotify;
 pub(crate) mod fdpass;
@@ -350,7 +351,9 @@ impl FileTable {
     /// Files carried by SCM_RIGHTS messages queued on the tree's unix
     /// sockets (crust holds copies of them, see
     /// [`DumpKind::carried_fds`]): each gets a files.img id like an fd of
-    /// a task, until no new message carries more.
+    /// a task, until no new message carries more. What such a file refers
+    /// to by fd number (an epoll's targets) is named by the fds of the
+    /// process the kind gives with it.
     fn collect_carried(&mut self) -> Result<(), Error> {
         let me = crust_sys::process::getpid();
         loop {

@@ -26,6 +26,9 @@ pub(crate) struct DumpFd<'a> {
     /// fd's path (the ghost kind, for a deleted FIFO): the kind that
     /// records the fd names its path with it.
     pub path_reg: Option<u32>,
+    /// A file carried by a queued message (`pid` is crust's, `fd` its
+    /// copy): what a kind needs to know of it.
+    pub carried: Option<Carried>,
 }
 
 impl DumpFd<'_> {
@@ -83,6 +86,19 @@ impl Ids<'_> {
     }
 }
 
+/// A file carried by a message queued on a socket of the tree
+/// (SCM_RIGHTS), which crust holds a copy of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Carried {
+    /// Crust's fd of it.
+    pub fd: i32,
+    /// The process (host pid) whose fd numbers name the files it refers
+    /// to, as a restore reads them: the targets of an epoll no task holds
+    /// are registered by that process, at those numbers. `None` when no
+    /// process of the tree can (a file it refers to is then refused).
+    pub names_in: Option<i32>,
+}
+
 /// A kind of file at dump.
 pub(crate) trait DumpKind: crate::files::kind::AsAny {
     /// If fd `f` is of this kind, its files.img id and fd type (a new id
@@ -97,7 +113,7 @@ pub(crate) trait DumpKind: crate::files::kind::AsAny {
     }
     /// Crust's fds of files carried by the kind's files (SCM_RIGHTS
     /// messages queued on unix sockets) that have no files.img id yet.
-    fn carried_fds(&self) -> Result<Vec<i32>, Error> {
+    fn carried_fds(&self) -> Result<Vec<Carried>, Error> {
         Ok(Vec::new())
     }
     /// The fd entries the table made for [`Self::carried_fds`].

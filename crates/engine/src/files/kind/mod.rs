@@ -83,10 +83,37 @@ impl<'a> LoadCtx<'a> {
     }
 }
 
+/// A file carried by a message queued on a socket (SCM_RIGHTS), as the
+/// kind of the socket read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CarriedFile {
+    /// Its files.img id.
+    pub id: u32,
+    /// The process (pid in the images) whose fd numbers name the files it
+    /// refers to (an epoll's targets), if any.
+    pub names_in: Option<i32>,
+}
+
 /// A kind of file as read from the image set, before anything is made.
 pub(crate) trait RestoreKind: AsAny {
     /// The kind's name, for logs ("pipes and FIFOs").
     fn name(&self) -> &'static str;
+    /// The files this kind's files carry (messages queued on sockets), in
+    /// the order the images list the messages (a file carried by several
+    /// appears as many times).
+    fn carried(&self) -> Vec<CarriedFile> {
+        Vec::new()
+    }
+    /// The files other kinds' files carry (see [`RestoreKind::carried`]):
+    /// a kind checks those of its own that need more than being made (an
+    /// epoll no task holds has its targets registered by a process).
+    fn carried_by_others(
+        &mut self,
+        _ctx: &LoadCtx<'_>,
+        _carried: &[CarriedFile],
+    ) -> Result<(), Error> {
+        Ok(())
+    }
     /// Make every description of this kind in crust; `made` holds those of
     /// the kinds made before it (in registry order).
     fn make(&mut self, made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error>;
@@ -206,6 +233,12 @@ impl FileKinds {
             let k = load(ctx)?;
             log::debug!("files: {} read", k.name());
             kinds.push(k);
+        }
+        let carried: Vec<CarriedFile> = kinds.iter().flat_map(|k| k.carried()).collect();
+        if !carried.is_empty() {
+            for k in &mut kinds {
+                k.carried_by_others(ctx, &carried)?;
+            }
         }
         Ok(FileKinds { kinds })
     }

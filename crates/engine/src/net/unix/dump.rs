@@ -22,6 +22,9 @@ struct Packet {
 /// SCM_RIGHTS, as `scm_entry.type` records it.
 pub(super) const SCM_RIGHTS: u32 = libc::SCM_RIGHTS as u32;
 
+/// The fd link of an epoll.
+const EPOLL_LINK: &str = "anon_inode:[eventpoll]";
+
 /// Unix sockets seen while dumping a tree.
 #[derive(Default)]
 pub struct UnixDump {
@@ -37,12 +40,43 @@ pub struct UnixDump {
     /// Listeners with connections waiting to be accepted: listener inode
     /// -> inodes of the connecting sockets, in queue order.
     icons: HashMap<u32, Vec<u32>>,
+    /// The processes (host pids) holding each socket, by inode.
+    holders: HashMap<u32, Vec<i32>>,
 }
 
 impl UnixDump {
     /// The files.img id of socket `ino`, if seen before.
     pub fn known(&self, ino: u32) -> Option<u32> {
         self.ids.get(&ino).copied()
+    }
+
+    /// Process `pid` holds socket `ino`.
+    pub(super) fn held_by(&mut self, ino: u32, pid: i32) {
+        let h = self.holders.entry(ino).or_default();
+        if !h.contains(&pid) {
+            h.push(pid);
+        }
+    }
+
+    /// The process whose fd numbers name the files that the files carried
+    /// by messages queued on socket `id` refer to (an epoll's targets),
+    /// by the rule [`super::carried_names_in`] states, as a restore applies it.
+    fn names_in(&self, id: u32) -> Option<i32> {
+        let holders = |ino: u32| -> Vec<i32> {
+            self.holders
+                .get(&ino)
+                .map(|h| h.iter().map(|p| crate::files::fown::ns_pid(*p)).collect())
+                .unwrap_or_default()
+        };
+        let socks: Vec<(u32, u32, u32)> =
+            self.entries.iter().map(|e| (e.id, e.ino, e.peer)).collect();
+        let ns = super::carried_names_in(&socks, id, &holders)?;
+        // Back to the host pid of that process.
+        self.holders
+            .values()
+            .flatten()
+            .copied()
+            .find(|p| crate::files::fown::ns_pid(*p) == ns)
     }
 
     /// Record socket `ino` (fd `fd` of `pid`, status flags `flags`) as
@@ -238,18 +272,24 @@ impl UnixDump {
     }
 
     /// The fds (in crust) carried by queued messages whose files have no
-    /// files.img id yet. Only regular files, pipes and sockets can be
-    /// carried; anything else is refused.
-    pub fn carried_pending(&self) -> Result<Vec<i32>, Error> {
+    /// files.img id yet, each with the process whose fd numbers name what
+    /// it refers to (see [`Self::names_in`]; a file carried by several
+    /// messages takes the first one's). Only regular files, pipes, sockets
+    /// and epolls can be carried; anything else is refused.
+    pub fn carried_pending(&self) -> Result<Vec<Carried>, Error> {
         use std::os::fd::AsRawFd;
-        let mut out = Vec::new();
+        let me = crust_sys::process::getpid();
+        let mut out: Vec<Carried> = Vec::new();
         for p in self.packets.iter().filter(|p| p.rights.is_none()) {
+            let names_in = self.names_in(p.id);
             for f in &p.fds {
                 let fd = f.as_raw_fd();
                 let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let ok = target.starts_with("pipe:[")
+                let epoll = target == EPOLL_LINK;
+                let ok = epoll
+                    || target.starts_with("pipe:[")
                     || target.starts_with("socket:[")
                     || (target.starts_with('/')
                         && !crate::files::ghost::is_deleted(&target)
@@ -257,11 +297,20 @@ impl UnixDump {
                             .is_ok_and(|m| m.file_type().is_file()));
                 if !ok {
                     return Err(Error::unsupported(format!(
-                        "{} has a queued message carrying {target} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        "{} has a queued message carrying {target} (SCM_RIGHTS); crust can dump only regular files, pipes, unix sockets and epolls carried in messages",
                         p.here
                     )));
                 }
-                out.push(fd);
+                // The same epoll carried before: its targets are named as
+                // there.
+                let names_in = if epoll {
+                    out.iter()
+                        .find(|c| crust_sys::process::kcmp_file(me, me, c.fd, fd).unwrap_or(false))
+                        .map_or(names_in, |c| c.names_in)
+                } else {
+                    names_in
+                };
+                out.push(Carried { fd, names_in });
             }
         }
         Ok(out)
@@ -283,9 +332,12 @@ impl UnixDump {
                             p.here
                         ))
                     })?;
-                if !matches!(e.r#type, fd_types::REG | fd_types::PIPE | fd_types::UNIXSK) {
+                if !matches!(
+                    e.r#type,
+                    fd_types::REG | fd_types::PIPE | fd_types::UNIXSK | fd_types::EVENTPOLL
+                ) {
                     return Err(Error::unsupported(format!(
-                        "{} has a queued message carrying a file of type {} (SCM_RIGHTS); crust can dump only regular files, pipes and unix sockets carried in messages",
+                        "{} has a queued message carrying a file of type {} (SCM_RIGHTS); crust can dump only regular files, pipes, unix sockets and epolls carried in messages",
                         p.here, e.r#type
                     )));
                 }

@@ -14,8 +14,10 @@
 //! sent data is refused (its bytes sit on the embryonic socket, out of
 //! reach). Peeking a message that carries fds (SCM_RIGHTS) copies them into
 //! crust: the file table gives each its files.img id (a file no task holds
-//! any more is dumped from crust's copy; only regular files, pipes and unix
-//! sockets), recorded in the message's `scm` entries. On a socket that
+//! any more is dumped from crust's copy; only regular files, pipes, unix
+//! sockets and epolls), recorded in the message's `scm` entries. What a
+//! carried file refers to by fd number (an epoll's targets) is named by
+//! the fds of one process ([`carried_names_in`]). On a socket that
 //! passes credentials (SO_PASSCRED) each message's sender pid (as the tree
 //! sees it), uid and gid go to `sk_packet_entry.ucred` (field 128, which
 //! CRIU reserves for it); such queues are filled after the tasks exist
@@ -32,8 +34,8 @@
 //! shutdown, options and status flags. Tasks
 //! get the sockets with [`crate::files::fdpass`], like pipes.
 
-use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
-use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
+use crate::files::kind::dump::{Carried, DumpFd, DumpKind, Ids};
+use crate::files::kind::{CarriedFile, LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
@@ -237,6 +239,34 @@ fn diag_all() -> Result<HashMap<u32, DiagSock>, Error> {
     }
 }
 
+/// The process (its pid as the images number it) whose fd numbers name
+/// the files that the files carried by messages queued on socket `id`
+/// refer to: an epoll no task holds has its targets recorded as fds of
+/// that process, which registers them at restore. It is the process that
+/// holds the socket a restore sends those messages from, as CRIU 4.2
+/// picks it (the "queuer", whose task opens the carried files): the
+/// socket's peer if connected back, else the first socket (by files.img
+/// id) connected to it, else the socket itself; the first of those a
+/// process holds, and of its holders the one with the lowest pid.
+/// `socks`: (files.img id, inode, peer inode) of every socket of the tree
+/// in files.img id order; `holders(ino)`: the pids holding a socket.
+pub(crate) fn carried_names_in(
+    socks: &[(u32, u32, u32)],
+    id: u32,
+    holders: &dyn Fn(u32) -> Vec<i32>,
+) -> Option<i32> {
+    let &(_, ino, peer) = socks.iter().find(|s| s.0 == id)?;
+    let mutual = socks
+        .iter()
+        .filter(|s| s.1 == peer && s.2 == ino && s.1 != ino);
+    let connected = socks.iter().filter(|s| s.2 == ino && s.1 != ino);
+    mutual
+        .chain(connected)
+        .map(|s| s.1)
+        .chain(std::iter::once(ino))
+        .find_map(|i| holders(i).into_iter().min())
+}
+
 mod bind;
 mod dump;
 mod restore;
@@ -248,14 +278,27 @@ pub use restore::*;
 /// Unix sockets as a kind of file (see [`crate::files::kind`]): read from
 /// files.img, checked against the fd tables.
 pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
-    let unix = UnixFiles::load(ctx.dir, ctx.files, ctx.opts.ext_unix_sk)?;
+    let mut unix = UnixFiles::load(ctx.dir, ctx.files, ctx.opts.ext_unix_sk)?;
     unix.check_fds(ctx.dir, ctx.live())?;
+    // A fd table several processes share counts once, for the first
+    // (its fds are collected there at dump, and built there at restore).
+    let mut tables = std::collections::HashSet::new();
+    let own_tables = ctx
+        .procs
+        .iter()
+        .filter(|p| p.ids.is_none_or(|i| tables.insert(i.files_id)))
+        .filter_map(|p| Some((p.pid, p.fds?)));
+    unix.name_carried(own_tables);
     Ok(Box::new(unix))
 }
 
 impl RestoreKind for UnixFiles {
     fn name(&self) -> &'static str {
         "unix sockets"
+    }
+
+    fn carried(&self) -> Vec<CarriedFile> {
+        self.carried_files()
     }
 
     /// Queued messages may carry the descriptions of kinds made before.
@@ -304,6 +347,9 @@ impl DumpKind for UnixDump {
             return Ok(None);
         };
         let (pid, fd, flags) = (f.pid, f.fd, f.info.flags);
+        if f.carried.is_none() {
+            self.held_by(ino, pid);
+        }
         let known = self.known(ino);
         let id = ids.id_for(known, |_, id| {
             self.add(pid, fd, sock, ino, flags, id).map(|_| None)
@@ -311,7 +357,7 @@ impl DumpKind for UnixDump {
         Ok(Some((id, fd_types::UNIXSK)))
     }
 
-    fn carried_fds(&self) -> Result<Vec<i32>, Error> {
+    fn carried_fds(&self) -> Result<Vec<Carried>, Error> {
         self.carried_pending()
     }
 
@@ -458,6 +504,38 @@ mod tests {
         e.uflags = 0;
         e.shutdown = Some(9);
         assert!(check_entry(&e).is_err());
+    }
+
+    /// The process naming what carried files refer to: the holder (lowest
+    /// pid) of the peer connected back, else of the first socket connected
+    /// to it, else of the socket itself.
+    #[test]
+    fn carried_files_are_named_by_the_sender() {
+        let socks = [(8, 100, 101), (9, 101, 100), (10, 102, 101), (11, 103, 0)];
+        let held = |h: &'static [(u32, &'static [i32])]| {
+            move |ino: u32| -> Vec<i32> {
+                h.iter()
+                    .find(|x| x.0 == ino)
+                    .map(|x| x.1.to_vec())
+                    .unwrap_or_default()
+            }
+        };
+        let all = held(&[
+            (100, &[70, 66]),
+            (101, &[66, 71]),
+            (102, &[50]),
+            (103, &[80]),
+        ]);
+        assert_eq!(carried_names_in(&socks, 9, &all), Some(66));
+        assert_eq!(carried_names_in(&socks, 8, &all), Some(66));
+        // Not connected back to 101: itself.
+        assert_eq!(carried_names_in(&socks, 10, &all), Some(50));
+        assert_eq!(carried_names_in(&socks, 11, &all), Some(80));
+        // The peer is held by no process (carried itself): the next sender.
+        let no_peer = held(&[(101, &[66]), (102, &[50])]);
+        assert_eq!(carried_names_in(&socks, 9, &no_peer), Some(50));
+        assert_eq!(carried_names_in(&socks, 12, &no_peer), None);
+        assert_eq!(carried_names_in(&socks, 11, &no_peer), None);
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub struct UnixFiles {
     /// The sender's credentials of queued messages (SCM_CREDENTIALS), by
     /// (socket id, message index).
     creds: HashMap<(u32, usize), SkUcredEntry>,
+    /// Every file carried by a queued message, in image order, with the
+    /// socket the message is queued on: (file id, socket id).
+    carried_on: Vec<(u32, u32)>,
+    /// The same, with the process whose fd numbers name what each refers
+    /// to (see [`super::carried_names_in`]), once the fd tables are known.
+    carried: Vec<CarriedFile>,
 }
 
 pub(super) fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
@@ -248,6 +254,8 @@ impl UnixFiles {
                 return Err(bad(format!("{here} carries {} files", rights.len())));
             }
             self.check_rights(dir, &here, &rights, files)?;
+            self.carried_on
+                .extend(rights.iter().map(|r| (*r, e.id_for)));
             if !rights.is_empty() {
                 if e.length == 0 && !dgram {
                     return Err(bad(format!("{here} carries files but no byte")));
@@ -273,7 +281,8 @@ impl UnixFiles {
     }
 
     /// The files a queued message carries (`rights`, files.img ids) are
-    /// files crust can make again: pipes, unix sockets, regular files.
+    /// files crust can make again: pipes, unix sockets, regular files,
+    /// epolls (made by the event files, before the sockets).
     fn check_rights(
         &mut self,
         dir: &Path,
@@ -292,7 +301,7 @@ impl UnixFiles {
                 ))
             })?;
             match f.r#type {
-                fd_types::PIPE => {}
+                fd_types::PIPE | fd_types::EVENTPOLL => {}
                 fd_types::UNIXSK if self.has(*r) => {}
                 fd_types::REG => {
                     let reg = f
@@ -308,12 +317,54 @@ impl UnixFiles {
                 }
                 t => {
                     return Err(Error::unsupported(format!(
-                        "{here} carries file {r} of type {t}; crust restores only regular files, pipes and unix sockets carried in messages"
+                        "{here} carries file {r} of type {t}; crust restores only regular files, pipes, unix sockets and epolls carried in messages"
                     )))
                 }
             }
         }
         Ok(())
+    }
+
+    /// The process whose fd numbers name what each carried file refers to
+    /// (see [`super::carried_names_in`]), from the fd tables of the tree
+    /// (`procs`, pid and fd table of every live process).
+    pub fn name_carried<'a>(&mut self, procs: impl Iterator<Item = (i32, &'a [FdinfoEntry])>) {
+        if self.carried_on.is_empty() {
+            return;
+        }
+        let procs: Vec<(i32, &[FdinfoEntry])> = procs.collect();
+        let socks: Vec<(u32, u32, u32)> = self
+            .socks
+            .values()
+            .filter(|u| u.uflags & USK_EXTERN == 0)
+            .map(|u| (u.id, u.ino, u.peer))
+            .collect();
+        let holders = |ino: u32| -> Vec<i32> {
+            let Some(id) = socks.iter().find(|s| s.1 == ino).map(|s| s.0) else {
+                return Vec::new();
+            };
+            procs
+                .iter()
+                .filter(|(_, fds)| {
+                    fds.iter()
+                        .any(|f| f.r#type == fd_types::UNIXSK && f.id == id)
+                })
+                .map(|(pid, _)| *pid)
+                .collect()
+        };
+        self.carried = self
+            .carried_on
+            .iter()
+            .map(|&(id, on)| CarriedFile {
+                id,
+                names_in: super::carried_names_in(&socks, on, &holders),
+            })
+            .collect();
+    }
+
+    /// The files carried by queued messages (see [`Self::name_carried`]).
+    pub(crate) fn carried_files(&self) -> Vec<CarriedFile> {
+        self.carried.clone()
     }
 
     /// Whether files.img id `id` is a unix socket a task can hold.
