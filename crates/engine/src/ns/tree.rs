@@ -10,10 +10,14 @@
 //!
 //! 1. `uts`: the host and domain names.
 //!
+//! The time namespace is made before the root is cloned (its offsets can
+//! only be set while no process is in it): [`TreeNamespaces::time_for_root`].
+//!
 //! The pid namespace (the root is its init) and the IPC namespace (System V
 //! objects, [`super::sysvipc`]) are made by the restore's own steps.
 
 use super::ids::{NsIds, NsKind};
+use super::time::{self, TimeNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -28,7 +32,10 @@ pub(crate) struct DumpCtx<'a> {
     pub root_pid: i32,
     /// The root's namespace ids.
     pub ids: NsIds,
-    #[allow(dead_code, reason = "for the kinds that follow --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -36,7 +43,10 @@ pub(crate) struct DumpCtx<'a> {
 pub(crate) struct LoadCtx<'a> {
     /// The images directory.
     pub dir: &'a Path,
-    #[allow(dead_code, reason = "for the kinds that follow --root, --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --root, --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -47,6 +57,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let id = root.get(kind);
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
+            NsKind::Time => time::dump(dir, root_pid, id)?,
             // The pid namespace has no image; System V IPC is dumped by
             // the ipc step.
             NsKind::Pid | NsKind::Ipc => {}
@@ -66,6 +77,7 @@ pub(crate) struct TreeNamespaces {
     /// The kinds the root had of its own (not the dumping tool's).
     own: Vec<NsKind>,
     uts: Option<Uts>,
+    time: Option<TimeNs>,
 }
 
 impl TreeNamespaces {
@@ -91,6 +103,7 @@ impl TreeNamespaces {
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -105,16 +118,29 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some()
+        self.uts.is_some() || self.time.is_some()
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
-    /// here (not pid and IPC: the restore's own steps decide those).
+    /// here (not pid and IPC: the restore's own steps decide those; not
+    /// time: its offsets are set before the root is born in it, see
+    /// [`Self::time_for_root`]).
     pub(crate) fn clone_flags(&self) -> u64 {
         self.own
             .iter()
-            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc))
+            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc | NsKind::Time))
             .fold(0, |f, k| f | k.clone_flag())
+    }
+
+    /// Before the root is cloned: make its time namespace (for the
+    /// children of crust's thread, its clocks set), if the tree had one of
+    /// its own. Leave it once the root is cloned (dropping the result
+    /// does too, on failure).
+    pub(crate) fn time_for_root(&self) -> Result<Option<time::ForChildren>, Error> {
+        self.time
+            .as_ref()
+            .map(TimeNs::enter_for_children)
+            .transpose()
     }
 
     /// Fill the new namespaces of the root, host pid `root`, cloned with

@@ -110,6 +110,14 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         } else {
             0
         };
+    // The tree's own time namespace: the root is born in it.
+    let time_ns = match img.ns.time_for_root() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = process::set_signal_mask(&old_mask);
+            return Err(e);
+        }
+    };
     let forked = process::clone3_fork(&[root_pid], clone_flags);
     let root_host = match forked {
         Ok(ForkResult::Child) => {
@@ -125,10 +133,16 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = process::set_signal_mask(&old_mask);
+            if let Some(Err(e)) = time_ns.map(|t| t.leave()) {
+                let _ = process::kill(child, libc::SIGKILL);
+                let _ = process::waitpid(child, 0);
+                return Err(e);
+            }
             child
         }
         Err(e) => {
             let _ = process::set_signal_mask(&old_mask);
+            drop(time_ns);
             if e.raw_os_error() == Some(libc::EEXIST) {
                 return Err(pid_taken(root_pid));
             }
