@@ -35,3 +35,55 @@ t_timens_cr() {
 t_err_dump_timens_child() { dump_must_fail 'another time namespace than the root' timens --child-ns 1; }
 
 ALL_TESTS+=(timens-cr err-dump-timens-child)
+
+# A process holding new UTS, IPC and time namespaces (host name
+# crust-joined, monotonic clock +1 day): HOLDER.
+joinns_holder() {
+    HOLDER=$(setsid unshare --uts --ipc --time --monotonic 86400 --fork sh -c \
+        'hostname crust-joined; exec sleep 600' </dev/null >/dev/null 2>&1 & echo $!)
+    track "$HOLDER" "$(command -v unshare)"
+    local i
+    for i in $(seq 50); do
+        HOLDER_NS=$(cat /proc/"$HOLDER"/task/*/children 2>/dev/null | tr -s ' ' '\n' | head -1)
+        [ -n "$HOLDER_NS" ] && [ "$(exe_of "$HOLDER_NS")" = "$(command -v sleep)" ] && break
+        sleep 0.1
+    done
+    [ -n "$HOLDER_NS" ] || { fail "the namespace holder did not start"; return 1; }
+    track "$HOLDER_NS" "$(command -v sleep)"
+}
+
+# --join-ns uts/ipc (by pid and by path) and time: a tree dumped in the
+# host's namespaces is restored into the prepared ones, taken as they are
+# (the host name is the holder's).
+t_joinns_cr() {
+    need_cr || return $?
+    joinns_holder || return 1
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" "" --join-ns uts:"$HOLDER_NS" --join-ns ipc:/proc/"$HOLDER_NS"/ns/ipc \
+        -J time:"$HOLDER_NS" || return 1
+    local k
+    for k in uts ipc time; do
+        [ "$(readlink /proc/"$PID"/ns/$k)" = "$(readlink /proc/"$HOLDER_NS"/ns/$k)" ] ||
+            { fail "the restored tree is not in the joined $k namespace" "$D/img/restore.log"; return 1; }
+    done
+    [ "$(nsenter -t "$PID" -u hostname)" = crust-joined ] ||
+        { fail "the joined UTS namespace's host name changed" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# --join-ns with a file that is not a namespace, a namespace of another
+# kind, pid: refused naming it, nothing restored.
+t_err_restore_joinns() {
+    need_cr || return $?
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    restore_fails_naming "$D/img" "$PID" "not a namespace file" 1 --join-ns uts:/etc/hostname || return 1
+    restore_fails_naming "$D/img" "$PID" "not a UTS namespace" 2 --join-ns uts:/proc/self/ns/ipc || return 1
+    restore_fails_naming "$D/img" "$PID" "pid namespace is not supported" 3 --join-ns pid:1 || return 1
+    restore_fails_naming "$D/img" "$PID" "/nonexistent" 4 --join-ns net:/nonexistent || return 1
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(joinns-cr err-restore-joinns)

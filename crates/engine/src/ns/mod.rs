@@ -12,10 +12,13 @@
 //!   ([`tree::TreeNamespaces::load`]), and made with the root
 //!   ([`tree::TreeNamespaces::clone_flags`], then
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
+//! - [`join`]: `--join-ns` (the root made in existing namespaces) and
+//!   `--empty-ns` parsing.
 //! - One module per kind: [`uts`], [`time`] (clocks), [`sysvipc`] (System V
 //!   IPC objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
+pub(crate) mod join;
 pub(crate) mod sysvipc;
 pub(crate) mod time;
 pub(crate) mod tree;

@@ -17,6 +17,7 @@
 //! objects, [`super::sysvipc`]) are made by the restore's own steps.
 
 use super::ids::{NsIds, NsKind};
+use super::join::Joined;
 use super::time::{self, TimeNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
@@ -78,6 +79,8 @@ pub(crate) struct TreeNamespaces {
     own: Vec<NsKind>,
     uts: Option<Uts>,
     time: Option<TimeNs>,
+    /// The namespaces the root joins (`--join-ns`), taken as they are.
+    joined: Joined,
 }
 
 impl TreeNamespaces {
@@ -91,13 +94,20 @@ impl TreeNamespaces {
         root: &TaskKobjIdsEntry,
     ) -> Result<TreeNamespaces, Error> {
         let dir = ctx.dir;
-        let mut t = TreeNamespaces::default();
+        let mut t = TreeNamespaces {
+            joined: Joined::open(ctx.opts)?,
+            ..Default::default()
+        };
         let Some(crust) = crust else { return Ok(t) };
         for kind in NsKind::ALL {
             let (Some(mine), Some(tree)) = (kind.id_in(crust), kind.id_in(root)) else {
                 continue;
             };
             if mine == tree {
+                continue;
+            }
+            if t.joined.joins(kind) {
+                log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
                 continue;
             }
             t.own.push(kind);
@@ -118,7 +128,7 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some() || self.time.is_some()
+        self.uts.is_some() || self.time.is_some() || self.joined.flags() != 0
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
@@ -130,6 +140,11 @@ impl TreeNamespaces {
             .iter()
             .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc | NsKind::Time))
             .fold(0, |f, k| f | k.clone_flag())
+    }
+
+    /// The namespaces the root joins (`--join-ns`).
+    pub(crate) fn joined(&self) -> &Joined {
+        &self.joined
     }
 
     /// Before the root is cloned: make its time namespace (for the

@@ -75,6 +75,10 @@ pub(super) fn create_and_build(
     Ok(pages)
 }
 
+/// The exit status of a root that could not join a namespace of
+/// `--join-ns`.
+const JOIN_FAILED: i32 = 73;
+
 /// Create the tree's root process with its recorded pid (in new pid and
 /// IPC namespaces if the tree had its own), the trampoline mapped, stopped
 /// and traced (or seized, with --restore-sibling).
@@ -122,6 +126,9 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
     let root_host = match forked {
         Ok(ForkResult::Child) => {
             // In the child: async-signal-safe work only.
+            if img.ns.joined().enter().is_err() {
+                process::exit_now(JOIN_FAILED);
+            }
             if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
                 process::exit_now(70);
             }
@@ -168,6 +175,18 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
     };
     let root = match adopted {
         Ok(t) => t,
+        Err(crust_compel::Error::UnexpectedStop {
+            status: process::WaitStatus::Exited(JOIN_FAILED),
+            ..
+        }) => {
+            return Err(Error::Restore {
+                pid: root_pid,
+                what: format!(
+                    "the root could not join the namespaces given with --join-ns ({}): setns was refused",
+                    img.ns.joined().describe()
+                ),
+            })
+        }
         Err(source) => {
             let _ = process::kill(root_host, libc::SIGKILL);
             let _ = process::waitpid(root_host, 0);
