@@ -4,6 +4,8 @@
 //! (setns into its time_for_children), then forks a child in it.
 //! With `--child-ns 1` the child moves to a time namespace of its own (a
 //! tree in two time namespaces, which crust refuses, as CRIU does).
+//! With `--cgroupns 1` the program also makes a cgroup namespace of its
+//! own first (which crust refuses: it does not dump cgroup namespaces).
 //!
 //! Every 10 ms it reads both clocks; after SIGTERM it checks that they
 //! never went back, that they still hold the offsets (the restored tree is
@@ -100,6 +102,10 @@ fn main() {
     let args = start();
     let child_ns = args.num("child-ns", 0) == 1;
     let max_gap_ms = args.num("max-gap-ms", 2000);
+    // SAFETY: an integer argument.
+    if args.num("cgroupns", 0) == 1 && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+        die("unshare(CLONE_NEWCGROUP)");
+    }
     enter_new_timens();
     // SAFETY: the child only sleeps (and maybe changes namespace) until killed.
     let child = unsafe { libc::fork() };
