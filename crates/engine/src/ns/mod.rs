@@ -14,11 +14,13 @@
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
 //! - [`join`]: `--join-ns` (the root made in existing namespaces) and
 //!   `--empty-ns` parsing.
+//! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
 //! - One module per kind: [`uts`], [`time`] (clocks), [`sysvipc`] (System V
 //!   IPC objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
 pub(crate) mod join;
+pub(crate) mod mqueue;
 pub(crate) mod sysvipc;
 pub(crate) mod time;
 pub(crate) mod tree;

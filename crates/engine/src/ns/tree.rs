@@ -59,9 +59,11 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
             NsKind::Time => time::dump(dir, root_pid, id)?,
-            // The pid namespace has no image; System V IPC is dumped by
-            // the ipc step.
-            NsKind::Pid | NsKind::Ipc => {}
+            // System V IPC is dumped by the ipc step; POSIX message
+            // queues have no image.
+            NsKind::Ipc => super::mqueue::refuse_queues(root_pid)?,
+            // The pid namespace has no image.
+            NsKind::Pid => {}
             _ => {
                 return Err(Error::unsupported(format!(
                     "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
