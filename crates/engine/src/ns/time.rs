@@ -201,7 +201,7 @@ impl TimeNs {
                 what: "the time namespace must be made by crust's main thread".into(),
             });
         }
-        self_offsets()?;
+        let mine = self_offsets()?;
         let own = File::open("/proc/self/ns/time").map_err(|source| Error::Io {
             op: "open",
             path: "/proc/self/ns/time".into(),
@@ -211,7 +211,10 @@ impl TimeNs {
             me,
             "unshare(CLONE_NEWTIME) for the tree's time namespace",
         ))?;
-        let guard = ForChildren { own: Some(own) };
+        let guard = ForChildren {
+            own: Some(own),
+            mine,
+        };
         // The new namespace starts with crust's offsets: the machine's
         // clocks are crust's minus them.
         let host = now()?.sub(offsets("self")?);
@@ -221,22 +224,26 @@ impl TimeNs {
             self.id,
             self.clocks
         );
-        let line = |clock: i32, v: i128| {
-            format!("{clock} {} {}\n", v.div_euclid(NSEC), v.rem_euclid(NSEC))
-        };
-        let text =
-            line(libc::CLOCK_MONOTONIC, off.monotonic) + &line(libc::CLOCK_BOOTTIME, off.boottime);
-        std::fs::write("/proc/self/timens_offsets", &text).map_err(|source| Error::Sys {
-            pid: me,
-            op: format!(
-                "setting the offsets {:?} of the tree's time namespace {} (/proc/self/timens_offsets)",
-                text.trim(),
-                self.id
-            ),
-            source,
-        })?;
+        write_offsets(off, &format!("the tree's time namespace {}", self.id))?;
         Ok(guard)
     }
+}
+
+/// Write the offsets of the (unentered) time namespace for crust's
+/// children.
+fn write_offsets(off: Clocks, what: &str) -> Result<(), Error> {
+    let line =
+        |clock: i32, v: i128| format!("{clock} {} {}\n", v.div_euclid(NSEC), v.rem_euclid(NSEC));
+    let text =
+        line(libc::CLOCK_MONOTONIC, off.monotonic) + &line(libc::CLOCK_BOOTTIME, off.boottime);
+    std::fs::write("/proc/self/timens_offsets", &text).map_err(|source| Error::Sys {
+        pid: crust_sys::process::getpid(),
+        op: format!(
+            "setting the offsets {:?} of {what} (/proc/self/timens_offsets)",
+            text.trim()
+        ),
+        source,
+    })
 }
 
 /// crust's main thread's children are born in the tree's new time
@@ -244,6 +251,8 @@ impl TimeNs {
 #[must_use = "dropping it brings crust's children back to its own time namespace"]
 pub(crate) struct ForChildren {
     own: Option<File>,
+    /// crust's own offsets.
+    mine: Clocks,
 }
 
 impl ForChildren {
@@ -257,10 +266,17 @@ impl ForChildren {
             return Ok(());
         };
         let me = crust_sys::process::getpid();
-        crust_sys::ns::setns(own.as_fd(), libc::CLONE_NEWTIME).map_err(sys_err(
+        let Err(e) = crust_sys::ns::setns(own.as_fd(), libc::CLONE_NEWTIME) else {
+            return Ok(());
+        };
+        // setns into a time namespace needs a single-threaded caller: else
+        // a new namespace for the children, with crust's own clocks.
+        log::debug!("setns back into crust's time namespace: {e}; making one with its clocks");
+        crust_sys::ns::unshare(libc::CLONE_NEWTIME).map_err(sys_err(
             me,
-            "setns back into crust's own time namespace after cloning the tree's root",
-        ))
+            "unshare(CLONE_NEWTIME) to leave the tree's time namespace after cloning its root",
+        ))?;
+        write_offsets(self.mine, "a time namespace with crust's clocks")
     }
 }
 
