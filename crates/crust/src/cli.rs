@@ -88,7 +88,7 @@ static SPECS: &[Spec] = &[
     spec("images-dir", Some('D'), Required, Used),
     spec("work-dir", Some('W'), Required, Used),
     spec("log-file", Some('o'), Required, Used),
-    spec("join-ns", Some('J'), Required, Unsupported),
+    spec("join-ns", Some('J'), Required, Used),
     spec("root", Some('r'), Required, Unsupported),
     spec("ext-unix-sk", Some('x'), Optional, Used),
     spec("help", Some('h'), No, Used),

@@ -87,6 +87,12 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::gettid() }
+}
+
 /// Result of [`clone3_fork`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForkResult {

@@ -1,10 +1,9 @@
 //! The images of a whole dump, beside those of its processes: the
-//! inventory, the clocks (timens) and the stats.
+//! inventory and the stats.
 
 use super::*;
 use crust_images::proto::inventory::{InventoryEntry, PluginsEntry};
 use crust_images::proto::stats::{DumpStatsEntry, StatsEntry};
-use crust_images::proto::timens::{TimensEntry, Timespec};
 
 /// The inventory; it records the network lock method (the restore unlocks
 /// with it) and `--tcp-close` (the restore must be given it too).
@@ -45,28 +44,6 @@ fn run_id() -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-/// The clocks of crust's time namespace at dump (timens-0.img).
-pub(super) fn timens() -> Result<TimensEntry, Error> {
-    let me = process::getpid();
-    let mono =
-        process::clock_gettime(libc::CLOCK_MONOTONIC).map_err(sys_err(me, "clock_gettime"))?;
-    let boot =
-        process::clock_gettime(libc::CLOCK_BOOTTIME).map_err(sys_err(me, "clock_gettime"))?;
-    Ok(TimensEntry {
-        monotonic: Timespec {
-            tv_sec: mono.0 as u64,
-            tv_nsec: mono.1 as u64,
-            ..Default::default()
-        },
-        boottime: Timespec {
-            tv_sec: boot.0 as u64,
-            tv_nsec: boot.1 as u64,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
 }
 
 /// stats-dump: what the dump measured.

@@ -9,7 +9,7 @@ use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
 use crate::ns::ids::{NsIds, NsInodes, TreeNs};
 use crate::task::remote::Remote;
-use crate::util::{compel_err, proc_err, sys_err, us_since, write_image};
+use crate::util::{compel_err, proc_err, us_since, write_image};
 use crate::{mem, task, DumpStats, Error, Options};
 use crust_compel::Task;
 use crust_images::image::ImageType;
@@ -18,7 +18,7 @@ use crust_images::proto::fs::FsEntry;
 use crust_images::proto::pstree::PstreeEntry;
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
-use images::{inventory, timens, write_stats};
+use images::{inventory, write_stats};
 use log::{debug, info, warn};
 use precheck::{precheck, DEFAULT_TIMEOUT};
 use std::path::Path;
@@ -393,6 +393,10 @@ fn dump_tree(
     walked?;
     let (counts, page_us) = pages?;
     let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
+    // timens-0.img (the dumping tool's clocks) is written only for a tree
+    // in crust's time namespace, as CRIU does: one in its own has
+    // timens-ID.img instead.
+    let own_time = walk.nss.root_ids().own(crate::ns::ids::NsKind::Time);
     crate::ns::tree::dump(&crate::ns::tree::DumpCtx {
         dir,
         root_pid,
@@ -417,7 +421,10 @@ fn dump_tree(
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[seccomp.entry()])?;
-    write_image(dir, ImageType::Timens, 0, &[timens()?])?;
+    if !own_time {
+        let clocks = crate::ns::time::own_clocks()?;
+        write_image(dir, ImageType::Timens, 0, &[clocks])?;
+    }
     // Every pages file is written: count them as they ended up.
     let tally = mem::take_page_tally(dir);
     let stats = DumpStats {

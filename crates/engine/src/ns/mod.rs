@@ -12,11 +12,17 @@
 //!   ([`tree::TreeNamespaces::load`]), and made with the root
 //!   ([`tree::TreeNamespaces::clone_flags`], then
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
-//! - One module per kind: [`uts`], [`sysvipc`] (System V IPC objects of the
-//!   tree's IPC namespace).
+//! - [`join`]: `--join-ns` (the root made in existing namespaces) and
+//!   `--empty-ns` parsing.
+//! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
+//! - One module per kind: [`uts`], [`time`] (clocks), [`sysvipc`] (System V
+//!   IPC objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
+pub(crate) mod join;
+pub(crate) mod mqueue;
 pub(crate) mod sysvipc;
+pub(crate) mod time;
 pub(crate) mod tree;
 pub(crate) mod uts;
 
@@ -29,7 +35,7 @@ use std::fs::File;
 /// its own (not crust's). The pid namespace is decided apart (the root
 /// must head it).
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
-    matches!(kind, NsKind::Ipc | NsKind::Uts)
+    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::Time)
 }
 
 /// Open `/proc/PID/ns/KIND`.

@@ -10,10 +10,15 @@
 //!
 //! 1. `uts`: the host and domain names.
 //!
+//! The time namespace is made before the root is cloned (its offsets can
+//! only be set while no process is in it): [`TreeNamespaces::time_for_root`].
+//!
 //! The pid namespace (the root is its init) and the IPC namespace (System V
 //! objects, [`super::sysvipc`]) are made by the restore's own steps.
 
 use super::ids::{NsIds, NsKind};
+use super::join::Joined;
+use super::time::{self, TimeNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -28,7 +33,10 @@ pub(crate) struct DumpCtx<'a> {
     pub root_pid: i32,
     /// The root's namespace ids.
     pub ids: NsIds,
-    #[allow(dead_code, reason = "for the kinds that follow --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -36,7 +44,10 @@ pub(crate) struct DumpCtx<'a> {
 pub(crate) struct LoadCtx<'a> {
     /// The images directory.
     pub dir: &'a Path,
-    #[allow(dead_code, reason = "for the kinds that follow --root, --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --root, --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -47,9 +58,12 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let id = root.get(kind);
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
-            // The pid namespace has no image; System V IPC is dumped by
-            // the ipc step.
-            NsKind::Pid | NsKind::Ipc => {}
+            NsKind::Time => time::dump(dir, root_pid, id)?,
+            // System V IPC is dumped by the ipc step; POSIX message
+            // queues have no image.
+            NsKind::Ipc => super::mqueue::refuse_queues(root_pid)?,
+            // The pid namespace has no image.
+            NsKind::Pid => {}
             _ => {
                 return Err(Error::unsupported(format!(
                     "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
@@ -66,6 +80,9 @@ pub(crate) struct TreeNamespaces {
     /// The kinds the root had of its own (not the dumping tool's).
     own: Vec<NsKind>,
     uts: Option<Uts>,
+    time: Option<TimeNs>,
+    /// The namespaces the root joins (`--join-ns`), taken as they are.
+    joined: Joined,
 }
 
 impl TreeNamespaces {
@@ -79,7 +96,10 @@ impl TreeNamespaces {
         root: &TaskKobjIdsEntry,
     ) -> Result<TreeNamespaces, Error> {
         let dir = ctx.dir;
-        let mut t = TreeNamespaces::default();
+        let mut t = TreeNamespaces {
+            joined: Joined::open(ctx.opts)?,
+            ..Default::default()
+        };
         let Some(crust) = crust else { return Ok(t) };
         for kind in NsKind::ALL {
             let (Some(mine), Some(tree)) = (kind.id_in(crust), kind.id_in(root)) else {
@@ -88,9 +108,14 @@ impl TreeNamespaces {
             if mine == tree {
                 continue;
             }
+            if t.joined.joins(kind) {
+                log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
+                continue;
+            }
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -105,16 +130,34 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some()
+        self.uts.is_some() || self.time.is_some() || self.joined.flags() != 0
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
-    /// here (not pid and IPC: the restore's own steps decide those).
+    /// here (not pid and IPC: the restore's own steps decide those; not
+    /// time: its offsets are set before the root is born in it, see
+    /// [`Self::time_for_root`]).
     pub(crate) fn clone_flags(&self) -> u64 {
         self.own
             .iter()
-            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc))
+            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc | NsKind::Time))
             .fold(0, |f, k| f | k.clone_flag())
+    }
+
+    /// The namespaces the root joins (`--join-ns`).
+    pub(crate) fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// Before the root is cloned: make its time namespace (for the
+    /// children of crust's thread, its clocks set), if the tree had one of
+    /// its own. Leave it once the root is cloned (dropping the result
+    /// does too, on failure).
+    pub(crate) fn time_for_root(&self) -> Result<Option<time::ForChildren>, Error> {
+        self.time
+            .as_ref()
+            .map(TimeNs::enter_for_children)
+            .transpose()
     }
 
     /// Fill the new namespaces of the root, host pid `root`, cloned with

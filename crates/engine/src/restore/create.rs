@@ -75,6 +75,10 @@ pub(super) fn create_and_build(
     Ok(pages)
 }
 
+/// The exit status of a root that could not join a namespace of
+/// `--join-ns`.
+const JOIN_FAILED: i32 = 73;
+
 /// Create the tree's root process with its recorded pid (in new pid and
 /// IPC namespaces if the tree had its own), the trampoline mapped, stopped
 /// and traced (or seized, with --restore-sibling).
@@ -110,10 +114,21 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         } else {
             0
         };
+    // The tree's own time namespace: the root is born in it.
+    let time_ns = match img.ns.time_for_root() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = process::set_signal_mask(&old_mask);
+            return Err(e);
+        }
+    };
     let forked = process::clone3_fork(&[root_pid], clone_flags);
     let root_host = match forked {
         Ok(ForkResult::Child) => {
             // In the child: async-signal-safe work only.
+            if img.ns.joined().enter().is_err() {
+                process::exit_now(JOIN_FAILED);
+            }
             if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
                 process::exit_now(70);
             }
@@ -125,10 +140,16 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = process::set_signal_mask(&old_mask);
+            // The root is born: crust's later children need not be in its
+            // time namespace, but nothing breaks if they stay.
+            if let Some(Err(e)) = time_ns.map(|t| t.leave()) {
+                log::warn!("crust's children stay in the tree's time namespace: {e}");
+            }
             child
         }
         Err(e) => {
             let _ = process::set_signal_mask(&old_mask);
+            drop(time_ns);
             if e.raw_os_error() == Some(libc::EEXIST) {
                 return Err(pid_taken(root_pid));
             }
@@ -154,6 +175,18 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
     };
     let root = match adopted {
         Ok(t) => t,
+        Err(crust_compel::Error::UnexpectedStop {
+            status: process::WaitStatus::Exited(JOIN_FAILED),
+            ..
+        }) => {
+            return Err(Error::Restore {
+                pid: root_pid,
+                what: format!(
+                    "the root could not join the namespaces given with --join-ns ({}): setns was refused",
+                    img.ns.joined().describe()
+                ),
+            })
+        }
         Err(source) => {
             let _ = process::kill(root_host, libc::SIGKILL);
             let _ = process::waitpid(root_host, 0);

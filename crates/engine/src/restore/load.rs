@@ -86,6 +86,19 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         )?,
         None => Default::default(),
     };
+    // --join-ns ipc: the namespace given is taken as it is; the tree's
+    // System V objects cannot be made in it.
+    let ipcns = match ipcns {
+        Some(n) if ns.joined().joins(NsKind::Ipc) => {
+            if !n.is_empty() {
+                return Err(Error::unsupported(
+                    "the images hold System V IPC objects of the tree, which crust cannot make in the IPC namespace given with --join-ns ipc: restore without joining it".to_string(),
+                ));
+            }
+            None
+        }
+        other => other,
+    };
     Ok(ImageSet {
         ns,
         seccomp,

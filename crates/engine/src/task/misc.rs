@@ -164,14 +164,14 @@ pub fn refuse_pending_sigtrap(
 
 /// A process whose children would be born in another time namespace than
 /// its own (it called unshare(CLONE_NEWTIME)) is refused, as CRIU refuses
-/// it: crust does not restore time namespaces (a process in one of its
-/// own is refused with the other namespaces).
+/// it (a nested time namespace): crust dumps the time namespace the tree
+/// is in, not one made for children nobody has yet.
 pub fn refuse_time_for_children(pid: i32) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let ino = |name: &str| std::fs::metadata(format!("/proc/{pid}/ns/{name}")).map(|m| m.ino());
     match (ino("time"), ino("time_for_children")) {
         (Ok(own), Ok(kids)) if own != kids => Err(Error::unsupported(format!(
-            "process {pid} has a time namespace for its children other than its own (unshare(CLONE_NEWTIME)); crust does not dump time namespaces"
+            "process {pid} has a time namespace for its children other than its own (unshare(CLONE_NEWTIME)); crust, as CRIU, does not dump such a nested time namespace"
         ))),
         _ => Ok(()),
     }

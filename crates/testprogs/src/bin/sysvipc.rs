@@ -13,7 +13,8 @@
 //!   with 5, 1000 and 0 bytes of text.
 //!
 //! With `--mqueue 1` it also holds a POSIX message queue open (which crust
-//! refuses); with `--child-ns 1` the child moves to an IPC namespace of its
+//! refuses); with `--mqueue 2` it makes one and closes it (the queue stays
+//! in its IPC namespace, which crust refuses too); with `--child-ns 1` the child moves to an IPC namespace of its
 //! own (a tree in two IPC namespaces, which crust refuses).
 //!
 //! After SIGTERM it checks ids, keys, modes, contents, values and messages
@@ -195,7 +196,8 @@ fn main() {
     if child == 0 {
         child_loop(args.num("child-ns", 0) == 1, parent);
     }
-    let mq = if args.num("mqueue", 0) == 1 {
+    let mq_mode = args.num("mqueue", 0);
+    let mq = if mq_mode >= 1 {
         let name = c"/crust-sysvipc";
         // SAFETY: a NUL-terminated name, flags, a mode and a null attr
         // (default limits).
@@ -210,7 +212,14 @@ fn main() {
         if q < 0 {
             die("mq_open");
         }
-        Some(q)
+        if mq_mode == 2 {
+            // SAFETY: closing the queue just opened; it stays in the
+            // namespace.
+            unsafe { libc::mq_close(q) };
+            None
+        } else {
+            Some(q)
+        }
     } else {
         None
     };

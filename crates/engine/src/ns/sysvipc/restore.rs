@@ -98,6 +98,11 @@ impl IpcNs {
         self.var.is_some()
     }
 
+    /// Whether there are no objects to make.
+    pub fn is_empty(&self) -> bool {
+        self.shms.is_empty() && self.sems.is_empty() && self.msgs.is_empty()
+    }
+
     /// For objects of crust's own namespace: every id and key must be
     /// free before the restore creates anything.
     pub fn check_free(&self) -> Result<(), Error> {
