@@ -131,7 +131,7 @@ static SPECS: &[Spec] = &[
     spec("lsm-profile", None, Required, Unsupported),
     spec("timeout", None, Required, Used),
     spec("external", None, Required, Used),
-    spec("empty-ns", None, Required, Unsupported),
+    spec("empty-ns", None, Required, Used),
     spec("lazy-pages", None, No, Unsupported),
     flag("extra", None, Used),
     flag("experimental", None, Used),

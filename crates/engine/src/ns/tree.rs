@@ -56,6 +56,9 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let id = root.get(kind);
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
+            NsKind::Net if super::net::empty(ctx.opts)? => {
+                log::info!("network namespace {id} left out (--empty-ns net)");
+            }
             NsKind::Net => super::net::dump(dir, root_pid, id)?,
             // The pid namespace has no image; System V IPC is dumped by
             // the ipc step.
@@ -102,6 +105,7 @@ impl TreeNamespaces {
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
                 NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {

@@ -115,6 +115,22 @@ pub(crate) fn dump(dir: &Path, pid: i32, id: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `--empty-ns net` was given: the dump leaves the namespace out,
+/// the restore makes it empty (CRIU's user configures it from an action
+/// script). CRIU takes no other kind there.
+pub(crate) fn empty(opts: &crate::Options) -> Result<bool, Error> {
+    let mut net = false;
+    for x in &opts.empty_ns {
+        if x != "net" {
+            return Err(Error::unsupported(format!(
+                "--empty-ns {x}: only the network namespace can be left empty (--empty-ns net)"
+            )));
+        }
+        net = true;
+    }
+    Ok(net)
+}
+
 /// A network namespace to make: its images, checked.
 #[derive(Debug)]
 pub(crate) struct NetNs {
@@ -124,9 +140,23 @@ pub(crate) struct NetNs {
     parts: Vec<(Part, Vec<u8>)>,
     /// The outer ends of veths, by inner name (`--external veth[...]`).
     outers: Vec<(String, Outer)>,
+    /// `--empty-ns net`: made, left empty.
+    empty: bool,
 }
 
 impl NetNs {
+    /// Namespace `id` left empty (`--empty-ns net`): nothing read.
+    pub(crate) fn empty(id: u32) -> NetNs {
+        NetNs {
+            id,
+            netns: NetnsEntry::default(),
+            links: Vec::new(),
+            parts: Vec::new(),
+            outers: Vec::new(),
+            empty: true,
+        }
+    }
+
     /// Read the images of namespace `id`, and check them against the
     /// options (every veth whose peer was outside needs its outer name).
     pub(crate) fn load(dir: &Path, id: u32, external: &[String]) -> Result<NetNs, Error> {
@@ -178,6 +208,7 @@ impl NetNs {
             links,
             parts,
             outers,
+            empty: false,
         })
     }
 
@@ -204,6 +235,10 @@ impl NetNs {
     /// Fill the new network namespace process `pid` is in. A veth's outer
     /// end made in crust's namespace is removed again if this fails.
     pub(crate) fn prepare(&self, pid: i32) -> Result<(), Error> {
+        if self.empty {
+            log::debug!("network namespace {}: left empty (--empty-ns net)", self.id);
+            return Ok(());
+        }
         self.check_outers()?;
         let own = File::open("/proc/self/ns/net")
             .map_err(sys_err(pid, "open crust's network namespace"))?;
