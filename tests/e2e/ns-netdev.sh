@@ -175,4 +175,33 @@ t_ns_netdev_emptyns() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(ns-netdev-emptyns ns-netdev-cr err-restore-netdev-taken err-restore-netdev-noext err-dump-netdev-kind)
+# The links of a namespace, compared: name, MAC, MTU, master, UP flag.
+netdev_links() {
+    in_ns ip -o link show | sed -E 's/^[0-9]+: ([^:@]+)[^<]*<([^>]*)>.* mtu ([0-9]+).*link\/[a-z]+ ([0-9a-f:]+).*/\1 \3 \4 \2/' |
+        while read -r n m a f; do
+            printf '%s mtu=%s mac=%s up=%s master=%s\n' "$n" "$m" "$a" "$([[ ,$f, == *,UP,* ]] && echo 1 || echo 0)" \
+                "$(in_ns ip -o link show dev "$n" | grep -o 'master [^ ]*')"
+        done | sort
+}
+
+# A veth pair with both ends in the namespace, one plugged into a bridge of
+# the namespace, a MAC set: the same links after restore, no --external.
+t_ns_netdev_inpair() {
+    need_cr || return $?
+    start_prog netns --link crnd-a --qlen 10 || return 1
+    in_ns sh -c 'ip link set lo up && ip link add crnd-a type veth peer name crnd-b &&
+        ip link add crnd-br type bridge && ip link set crnd-b master crnd-br &&
+        ip link set crnd-a address 02:11:22:33:44:55 mtu 1300 &&
+        ip addr add 10.88.0.1/24 dev crnd-a && ip link set crnd-a up && ip link set crnd-b up &&
+        ip link set crnd-br up' >"$D/setup.out" 2>&1 || { fail "cannot set up: $(head -c 300 "$D/setup.out")"; return 1; }
+    netdev_links >"$D/links.before"
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    netdev_links >"$D/links.after"
+    cmp -s "$D/links.before" "$D/links.after" ||
+        { fail "links differ: $(diff "$D/links.before" "$D/links.after" | tr '\n' ' ' | head -c 300)" "$D/img/restore.log"; return 1; }
+    in_ns ip -o addr show dev crnd-a | grep -q '10.88.0.1/24' || { fail "crnd-a lacks 10.88.0.1/24" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(ns-netdev-inpair ns-netdev-emptyns ns-netdev-cr err-restore-netdev-taken err-restore-netdev-noext err-dump-netdev-kind)

@@ -175,6 +175,12 @@ pub(super) fn set_loopback(sk: &mut Socket, e: &NetDeviceEntry) -> Result<(), Li
     rtnl::transact(sk, &m, 1).map_err(failed(&e.name, "set up the loopback link"))
 }
 
+/// Set link `e`, made already at its index: flags, name, MTU, address.
+pub(super) fn set_link(sk: &mut Socket, e: &NetDeviceEntry) -> Result<(), LinkFailed> {
+    let m = base(rtnl::RTM_SETLINK, 0, 7, e.ifindex as i32, e);
+    rtnl::transact(sk, &m, 7).map_err(failed(&e.name, "set its flags, MTU and address"))
+}
+
 /// Make bridge `e` with its index.
 pub(super) fn make_bridge(sk: &mut Socket, e: &NetDeviceEntry) -> Result<(), LinkFailed> {
     let mut m = base(
@@ -209,15 +215,13 @@ pub(super) fn make_veth(
     );
     let mut p = match peer {
         Ok(pe) => {
-            let mut p = rtnl::ifinfomsg(0, pe.ifindex as i32, pe.flags, 0).to_vec();
+            // No flags: the peer cannot be brought up before its other
+            // end exists (ENOTCONN); [`set_link`] does it after.
+            let mut p = rtnl::ifinfomsg(0, pe.ifindex as i32, 0, 0).to_vec();
             p.extend(rtnl::attr(
                 rtnl::IFLA_IFNAME,
                 &[pe.name.as_bytes(), b"\0"].concat(),
             ));
-            p.extend(rtnl::attr(rtnl::IFLA_MTU, &pe.mtu.to_ne_bytes()));
-            if let Some(a) = &pe.address {
-                p.extend(rtnl::attr(rtnl::IFLA_ADDRESS, a));
-            }
             p
         }
         Err((o, fd)) => {

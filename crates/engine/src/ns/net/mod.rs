@@ -315,6 +315,7 @@ impl NetNs {
                 .flatten();
             if let Some(p) = inner_peer {
                 links::make_veth(&mut sk, l, Ok(p)).map_err(link_err)?;
+                links::set_link(&mut sk, p).map_err(link_err)?;
                 done.push(p.ifindex);
                 continue;
             }
