@@ -207,6 +207,8 @@ crit_files() {
     for f in "$1"/*.img "$1"/stats-dump; do
         [ -f "$f" ] || continue
         case ${f##*/} in pages-*.img) continue ;; esac
+        # raw dumps of outside tools (ip, iptables, nft), as CRIU's: crit does not read them
+        case ${f##*/} in ifaddr-*.img | route-*.img | route6-*.img | rule-*.img | ip*tables-*.img | nftables-*.img) continue ;; esac
         printf '%s\n' "$f"
     done
 }
@@ -950,6 +952,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns.sh"
 # shellcheck source=tests/e2e/ns-nsmisc.sh
 . "$ROOT/tests/e2e/ns-nsmisc.sh"
+# shellcheck source=tests/e2e/ns-netdev.sh
+. "$ROOT/tests/e2e/ns-netdev.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

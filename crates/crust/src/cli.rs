@@ -98,7 +98,7 @@ static SPECS: &[Spec] = &[
     spec("version", Some('V'), No, Used),
     flag("evasive-devices", None, NoEffect),
     spec("pidfile", None, Required, Used),
-    spec("veth-pair", None, Required, Unsupported),
+    spec("veth-pair", None, Required, Used),
     spec("action-script", None, Required, Unsupported),
     flag("link-remap", None, Used),
     own_flag("allow-unsafe-images-dir"),
@@ -130,8 +130,8 @@ static SPECS: &[Spec] = &[
     spec("irmap-scan-path", None, Required, NoEffect),
     spec("lsm-profile", None, Required, Unsupported),
     spec("timeout", None, Required, Used),
-    spec("external", None, Required, Unsupported),
-    spec("empty-ns", None, Required, Unsupported),
+    spec("external", None, Required, Used),
+    spec("empty-ns", None, Required, Used),
     spec("lazy-pages", None, No, Unsupported),
     flag("extra", None, Used),
     flag("experimental", None, Used),
@@ -450,6 +450,14 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         // The namespaces issue: kept as given, read by each kind's code.
         "root" => e.root = Some(PathBuf::from(required(o)?)),
         "external" => e.external.push(required(o)?.to_string()),
+        // CRIU: --veth-pair IN=OUT is --external veth[IN]:OUT.
+        "veth-pair" => {
+            let v = required(o)?;
+            let (i, out) = v
+                .split_once('=')
+                .ok_or_else(|| bad(s, v, "expected IN=OUT"))?;
+            e.external.push(format!("veth[{i}]:{out}"));
+        }
         "join-ns" => e.join_ns.push(required(o)?.to_string()),
         "empty-ns" => e.empty_ns.push(required(o)?.to_string()),
         "ext-mount-map" => e.ext_mount_map.push(required(o)?.to_string()),
@@ -1112,8 +1120,16 @@ mod tests {
         let o = p(&["dump"]).unwrap();
         assert_eq!(o.engine.network_lock_arg(), None);
         assert_eq!(o.engine.network_lock, Method::Iptables);
-        let o = p(&["restore", "--external", "mnt[]", "--inherit-fd", "fd[3]:x"]).unwrap();
-        assert_eq!(o.unsupported, vec!["--external".to_string()]);
+        let o = p(&[
+            "restore",
+            "--external",
+            "veth[a]:b",
+            "--veth-pair",
+            "c=d@br",
+        ])
+        .unwrap();
+        assert!(o.unsupported.is_empty());
+        assert_eq!(o.engine.external, vec!["veth[a]:b", "veth[c]:d@br"]);
         let o = p(&[
             "restore",
             "--inherit-fd",
@@ -1179,6 +1195,7 @@ mod tests {
                 ("pre-dump-mode", _) => Some("read".into()),
                 ("file-validation", _) => Some("buildid".into()),
                 ("network-lock", _) => Some("skip".into()),
+                ("veth-pair", _) => Some("a=b".into()),
                 (_, Required) => Some("x".into()),
                 _ => None,
             };

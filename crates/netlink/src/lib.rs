@@ -6,6 +6,8 @@
 //! - [`diag`]: sock_diag (NETLINK_SOCK_DIAG) dump requests and multi-part
 //!   answers: [`diag_dump`] sends one SOCK_DIAG_BY_FAMILY request and hands
 //!   every answer message to a callback until NLMSG_DONE.
+//! - [`rtnl`]: rtnetlink links: RTM_GETLINK dumps parsed into
+//!   [`rtnl::Link`]s and the requests that make, change or remove links.
 //! - [`transport`]: where messages go: the [`Transport`] trait, a real
 //!   netlink [`Socket`] of any protocol (NETLINK_SOCK_DIAG,
 //!   NETLINK_NETFILTER, ...) and a [`Fake`] that records requests and
@@ -17,6 +19,7 @@
 
 pub mod diag;
 pub mod msg;
+pub mod rtnl;
 pub mod transport;
 
 pub use diag::{diag_dump, diag_of, diag_request, split_msgs, DumpError, SOCK_DIAG_BY_FAMILY};

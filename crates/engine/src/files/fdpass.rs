@@ -82,7 +82,7 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
             libc::SYS_bind,
             [sock, a.get(), addr_len as u64, 0, 0, 0],
         )?;
-        let tx = fdpass::dgram_socket().map_err(sys_err(pid, "socket for passing fds"))?;
+        let tx = sender(pid)?;
         use std::os::fd::AsFd;
         for batch in gifts.chunks(MAX_FDS_PER_MSG) {
             let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|g| g.fd).collect();
@@ -100,6 +100,37 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
     closed?;
     debug!("{pid}: gave {} fds", gifts.len());
     Ok(())
+}
+
+/// crust's socket to send fds to task `pid`'s abstract name: made in the
+/// task's network namespace (abstract names belong to one), which a
+/// restored tree may have of its own.
+fn sender(pid: i32) -> Result<OwnedFd, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let make = || fdpass::dgram_socket().map_err(sys_err(pid, "socket for passing fds"));
+    let path = format!("/proc/{pid}/ns/net");
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
+    match (ino("/proc/self/ns/net"), ino(&path)) {
+        (Ok(a), Ok(b)) if a != b => {}
+        _ => return make(),
+    }
+    let ns = std::fs::File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    // A thread of its own joins the namespace, makes the socket, ends.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsFd;
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNET)
+                .map_err(sys_err(pid, "setns into its network namespace"))?;
+            make()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Restore {
+                pid,
+                what: "the thread making the fd-passing socket panicked".into(),
+            })
+        })
+    })
 }
 
 /// If `fd` (in the task) sits on a number one of `targets` needs, move it

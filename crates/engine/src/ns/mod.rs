@@ -15,12 +15,15 @@
 //! - [`join`]: `--join-ns` (the root made in existing namespaces) and
 //!   `--empty-ns` parsing.
 //! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
-//! - One module per kind: [`uts`], [`time`] (clocks), [`sysvipc`] (System V
-//!   IPC objects of the tree's IPC namespace).
+//! - One module per kind: [`uts`], [`time`] (clocks), [`net`] (the network
+//!   namespace's own state: sysctls, links, addresses, routes, rules,
+//!   firewall), [`sysvipc`] (System V IPC objects of the tree's IPC
+//!   namespace).
 
 pub(crate) mod ids;
 pub(crate) mod join;
 pub(crate) mod mqueue;
+pub(crate) mod net;
 pub(crate) mod sysvipc;
 pub(crate) mod time;
 pub(crate) mod tree;
@@ -35,7 +38,7 @@ use std::fs::File;
 /// its own (not crust's). The pid namespace is decided apart (the root
 /// must head it).
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
-    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::Time)
+    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net)
 }
 
 /// Open `/proc/PID/ns/KIND`.

@@ -8,7 +8,9 @@
 //! while it is stopped, [`TreeNamespaces::prepare`] fills its new
 //! namespaces in phases, in this order:
 //!
-//! 1. `uts`: the host and domain names.
+//! 1. `net`: sysctls, links (a veth's outer end in crust's namespace),
+//!    addresses, routes, rules, iptables/nftables ([`super::net`]).
+//! 2. `uts`: the host and domain names.
 //!
 //! The time namespace is made before the root is cloned (its offsets can
 //! only be set while no process is in it): [`TreeNamespaces::time_for_root`].
@@ -18,6 +20,7 @@
 
 use super::ids::{NsIds, NsKind};
 use super::join::Joined;
+use super::net::NetNs;
 use super::time::{self, TimeNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
@@ -64,6 +67,10 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
             NsKind::Ipc => super::mqueue::refuse_queues(root_pid)?,
             // The pid namespace has no image.
             NsKind::Pid => {}
+            NsKind::Net if super::net::empty(ctx.opts)? => {
+                log::info!("network namespace {id} left out (--empty-ns net)");
+            }
+            NsKind::Net => super::net::dump(dir, root_pid, id)?,
             _ => {
                 return Err(Error::unsupported(format!(
                     "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
@@ -83,6 +90,7 @@ pub(crate) struct TreeNamespaces {
     time: Option<TimeNs>,
     /// The namespaces the root joins (`--join-ns`), taken as they are.
     joined: Joined,
+    net: Option<NetNs>,
 }
 
 impl TreeNamespaces {
@@ -116,6 +124,8 @@ impl TreeNamespaces {
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
                 NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
+                NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
+                NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -130,7 +140,7 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some() || self.time.is_some() || self.joined.flags() != 0
+        self.uts.is_some() || self.time.is_some() || self.net.is_some() || self.joined.flags() != 0
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
@@ -164,6 +174,9 @@ impl TreeNamespaces {
     /// [`Self::clone_flags`] and stopped, phase by phase.
     pub(crate) fn prepare(&self, ctx: &LoadCtx<'_>, root: i32) -> Result<(), Error> {
         let _ = ctx;
+        if let Some(net) = &self.net {
+            net.prepare(root)?;
+        }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
         }

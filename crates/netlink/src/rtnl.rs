@@ -1,0 +1,291 @@
+//! rtnetlink (NETLINK_ROUTE) links: RTM_GETLINK dumps parsed into
+//! [`Link`]s, and the RTM_NEWLINK / RTM_SETLINK / RTM_DELLINK requests
+//! that make, change and remove them (linux/rtnetlink.h, linux/if_link.h).
+
+use crate::msg::{
+    messages, push_attr, request, u16_at, u32_at, NLA_HDRLEN, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
+use crate::transport::Transport;
+use std::io;
+
+pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_DELLINK: u16 = 17;
+pub const RTM_GETLINK: u16 = 18;
+pub const RTM_SETLINK: u16 = 19;
+/// Make the object if it does not exist.
+pub const NLM_F_CREATE: u16 = 0x400;
+/// Fail if the object exists.
+pub const NLM_F_EXCL: u16 = 0x200;
+
+pub const IFLA_ADDRESS: u16 = 1;
+pub const IFLA_IFNAME: u16 = 3;
+pub const IFLA_MTU: u16 = 4;
+pub const IFLA_LINK: u16 = 5;
+pub const IFLA_MASTER: u16 = 10;
+pub const IFLA_LINKINFO: u16 = 18;
+pub const IFLA_NET_NS_FD: u16 = 28;
+pub const IFLA_LINK_NETNSID: u16 = 37;
+pub const IFLA_NEW_IFINDEX: u16 = 49;
+pub const IFLA_INFO_KIND: u16 = 1;
+pub const IFLA_INFO_DATA: u16 = 2;
+/// In the IFLA_INFO_DATA of a veth: the peer's ifinfomsg and attributes.
+pub const VETH_INFO_PEER: u16 = 1;
+
+pub const ARPHRD_ETHER: u16 = 1;
+pub const ARPHRD_LOOPBACK: u16 = 772;
+pub const AF_UNSPEC: u8 = 0;
+pub const AF_PACKET: u8 = 17;
+
+/// Size of `struct ifinfomsg`.
+pub const IFINFOMSG_LEN: usize = 16;
+const RECV_BUF: usize = 64 << 10;
+
+/// A `struct ifinfomsg`: family, device type, index, flags and the mask
+/// of flags to change (0: all of them, the kernel's old rule).
+pub fn ifinfomsg(family: u8, index: i32, flags: u32, change: u32) -> [u8; IFINFOMSG_LEN] {
+    let mut b = [0u8; IFINFOMSG_LEN];
+    b[0] = family;
+    b[4..8].copy_from_slice(&index.to_ne_bytes());
+    b[8..12].copy_from_slice(&flags.to_ne_bytes());
+    b[12..16].copy_from_slice(&change.to_ne_bytes());
+    b
+}
+
+/// One attribute as bytes (header, data, padding), to nest in another.
+pub fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(NLA_HDRLEN + data.len() + 3);
+    b.extend_from_slice(&((NLA_HDRLEN + data.len()) as u16).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(data);
+    b.resize(b.len().next_multiple_of(4), 0);
+    b
+}
+
+/// One link of an RTM_GETLINK answer, with the attributes crust reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: i32,
+    /// The device type (ARPHRD_*).
+    pub hw_type: u16,
+    pub flags: u32,
+    pub name: String,
+    pub mtu: Option<u32>,
+    /// The link-layer (MAC) address.
+    pub address: Option<Vec<u8>>,
+    /// The ifindex of the bridge (or bond) it is plugged in.
+    pub master: Option<u32>,
+    /// IFLA_LINK: the peer's ifindex (veth), or the lower device's.
+    pub link: Option<u32>,
+    /// IFLA_LINK_NETNSID: the netns id, in this netns, of the peer's netns.
+    pub link_netnsid: Option<i32>,
+    /// IFLA_INFO_KIND: "veth", "bridge", "tun"...
+    pub kind: Option<String>,
+    /// IFLA_INFO_DATA, raw.
+    pub info_data: Option<Vec<u8>>,
+}
+
+fn cstr(d: &[u8]) -> String {
+    let end = d.iter().position(|&c| c == 0).unwrap_or(d.len());
+    String::from_utf8_lossy(d.get(..end).unwrap_or(d)).into_owned()
+}
+
+/// Parse the body of an RTM_NEWLINK message (ifinfomsg, attributes).
+pub fn parse_link(body: &[u8]) -> Result<Link, String> {
+    if body.len() < IFINFOMSG_LEN {
+        return Err(format!("a link message of {} bytes", body.len()));
+    }
+    let mut l = Link {
+        hw_type: u16_at(body, 2).unwrap_or(0),
+        index: u32_at(body, 4).unwrap_or(0) as i32,
+        flags: u32_at(body, 8).unwrap_or(0),
+        ..Link::default()
+    };
+    for (ty, d) in crate::msg::attrs(body, IFINFOMSG_LEN)? {
+        match ty {
+            IFLA_IFNAME => l.name = cstr(d),
+            IFLA_MTU => l.mtu = u32_at(d, 0),
+            IFLA_ADDRESS => l.address = Some(d.to_vec()),
+            IFLA_MASTER => l.master = u32_at(d, 0),
+            IFLA_LINK => l.link = u32_at(d, 0),
+            IFLA_LINK_NETNSID => l.link_netnsid = u32_at(d, 0).map(|v| v as i32),
+            IFLA_LINKINFO => {
+                for (ity, idata) in crate::msg::attrs(d, 0)? {
+                    match ity {
+                        IFLA_INFO_KIND => l.kind = Some(cstr(idata)),
+                        IFLA_INFO_DATA => l.info_data = Some(idata.to_vec()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if l.name.is_empty() {
+        return Err(format!("link {} has no name", l.index));
+    }
+    Ok(l)
+}
+
+/// Errors of an rtnetlink exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum RtnlError {
+    #[error("cannot send the request")]
+    Send {
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot receive the answer")]
+    Recv {
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel refused the request")]
+    Refused {
+        #[source]
+        source: io::Error,
+    },
+    #[error("bad answer: {why}")]
+    Answer { why: String },
+}
+
+impl RtnlError {
+    /// The errno the kernel answered with, if it refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            RtnlError::Refused { source } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn nl_errno(body: &[u8]) -> i32 {
+    -(u32_at(body, 0).unwrap_or(0) as i32)
+}
+
+/// Dump every link: an RTM_GETLINK request with NLM_F_DUMP, answered in
+/// parts until NLMSG_DONE.
+pub fn dump_links<T: Transport + ?Sized>(t: &mut T) -> Result<Vec<Link>, RtnlError> {
+    let seq = 1;
+    let req = request(
+        RTM_GETLINK,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        &ifinfomsg(AF_PACKET, 0, 0, 0),
+    );
+    t.send(&req).map_err(|source| RtnlError::Send { source })?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let n = t
+            .recv(&mut buf)
+            .map_err(|source| RtnlError::Recv { source })?;
+        if n == 0 {
+            return Ok(out);
+        }
+        for m in messages(buf.get(..n).unwrap_or(&buf)) {
+            match m.ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    return Err(RtnlError::Refused {
+                        source: io::Error::from_raw_os_error(nl_errno(m.body)),
+                    })
+                }
+                RTM_NEWLINK => {
+                    out.push(parse_link(m.body).map_err(|why| RtnlError::Answer { why })?)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Send request `msg` (made with NLM_F_ACK and sequence `seq`) and wait
+/// for its ack.
+pub fn transact<T: Transport + ?Sized>(t: &mut T, msg: &[u8], seq: u32) -> Result<(), RtnlError> {
+    t.send(msg).map_err(|source| RtnlError::Send { source })?;
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let n = t
+            .recv(&mut buf)
+            .map_err(|source| RtnlError::Recv { source })?;
+        if n == 0 {
+            return Err(RtnlError::Answer {
+                why: "the kernel closed the answer without an ack".into(),
+            });
+        }
+        if let Some(r) = crate::msg::ack_of(buf.get(..n).unwrap_or(&buf), seq) {
+            return r.map_err(|source| RtnlError::Refused { source });
+        }
+    }
+}
+
+/// A link request of type `ty` (RTM_NEWLINK, RTM_SETLINK, RTM_DELLINK)
+/// asking for an ack: the header and `ifi`, attributes to be pushed.
+pub fn link_request(ty: u16, extra_flags: u16, seq: u32, ifi: &[u8; IFINFOMSG_LEN]) -> Vec<u8> {
+    request(ty, NLM_F_REQUEST | NLM_F_ACK | extra_flags, seq, ifi)
+}
+
+/// Push an IFLA_IFNAME attribute (NUL-terminated, as iproute2 sends it).
+pub fn push_name(m: &mut Vec<u8>, ty: u16, name: &str) {
+    let mut d = name.as_bytes().to_vec();
+    d.push(0);
+    push_attr(m, ty, &d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Fake;
+
+    fn link_msg(index: i32, name: &str, kind: Option<&str>) -> Vec<u8> {
+        let mut m = request(RTM_NEWLINK, 2, 1, &ifinfomsg(0, index, 0x1043, 0));
+        push_name(&mut m, IFLA_IFNAME, name);
+        push_attr(&mut m, IFLA_MTU, &1500u32.to_ne_bytes());
+        push_attr(&mut m, IFLA_ADDRESS, &[2, 0, 0, 0, 0, 1]);
+        if let Some(k) = kind {
+            push_attr(&mut m, IFLA_LINKINFO, &attr(IFLA_INFO_KIND, k.as_bytes()));
+        }
+        push_attr(&mut m, IFLA_LINK_NETNSID, &0i32.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn parses_links_of_a_dump() {
+        let mut d = link_msg(2, "veth0", Some("veth"));
+        d.extend(link_msg(1, "lo", None));
+        d.extend(request(NLMSG_DONE, 2, 1, &0u32.to_ne_bytes()));
+        let mut t = Fake::new();
+        t.reply(d);
+        let links = dump_links(&mut t).unwrap();
+        assert_eq!(links.len(), 2);
+        assert_eq!(links[0].name, "veth0");
+        assert_eq!(links[0].kind.as_deref(), Some("veth"));
+        assert_eq!(links[0].mtu, Some(1500));
+        assert_eq!(links[0].flags, 0x1043);
+        assert_eq!(links[0].link_netnsid, Some(0));
+        assert_eq!(links[0].address.as_deref(), Some(&[2, 0, 0, 0, 0, 1][..]));
+        assert_eq!(links[1].kind, None);
+        // the request: RTM_GETLINK, dump, AF_PACKET
+        assert_eq!(u16_at(&t.sent[0], 4), Some(RTM_GETLINK));
+        assert_eq!(t.sent[0][16], AF_PACKET);
+    }
+
+    #[test]
+    fn a_refused_request_carries_its_errno() {
+        let mut t = Fake::new();
+        let mut ack = (-libc::EEXIST).to_ne_bytes().to_vec();
+        ack.extend([0u8; 16]);
+        t.reply(request(NLMSG_ERROR, 0, 7, &ack));
+        let req = link_request(RTM_NEWLINK, NLM_F_CREATE, 7, &ifinfomsg(0, 0, 0, 0));
+        let e = transact(&mut t, &req, 7).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST));
+    }
+
+    #[test]
+    fn a_nameless_link_is_an_error() {
+        let m = request(RTM_NEWLINK, 2, 1, &ifinfomsg(0, 3, 0, 0));
+        assert!(parse_link(&m[16..]).is_err());
+        assert!(parse_link(&[0u8; 4]).is_err());
+    }
+}
