@@ -206,7 +206,7 @@ crit_files() {
     local f
     for f in "$1"/*.img "$1"/stats-dump; do
         [ -f "$f" ] || continue
-        case ${f##*/} in pages-*.img) continue ;; esac
+        case ${f##*/} in pages-*.img | tmpfs-*.tar.gz.img) continue ;; esac
         printf '%s\n' "$f"
     done
 }
@@ -948,6 +948,8 @@ ALL_TESTS+=(shmanon)
 # The tree's own namespaces (issue 13).
 # shellcheck source=tests/e2e/ns.sh
 . "$ROOT/tests/e2e/ns.sh"
+# shellcheck source=tests/e2e/ns-mnt.sh
+. "$ROOT/tests/e2e/ns-mnt.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

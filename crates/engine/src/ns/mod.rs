@@ -12,10 +12,11 @@
 //!   ([`tree::TreeNamespaces::load`]), and made with the root
 //!   ([`tree::TreeNamespaces::clone_flags`], then
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
-//! - One module per kind: [`uts`], [`sysvipc`] (System V IPC objects of the
+//! - One module per kind: [`uts`], [`mnt`] (mounts), [`sysvipc`] (System V IPC objects of the
 //!   tree's IPC namespace).
 
 pub(crate) mod ids;
+pub(crate) mod mnt;
 pub(crate) mod sysvipc;
 pub(crate) mod tree;
 pub(crate) mod uts;
@@ -29,7 +30,7 @@ use std::fs::File;
 /// its own (not crust's). The pid namespace is decided apart (the root
 /// must head it).
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
-    matches!(kind, NsKind::Ipc | NsKind::Uts)
+    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::Mnt)
 }
 
 /// Open `/proc/PID/ns/KIND`.

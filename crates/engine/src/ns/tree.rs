@@ -8,12 +8,14 @@
 //! while it is stopped, [`TreeNamespaces::prepare`] fills its new
 //! namespaces in phases, in this order:
 //!
-//! 1. `uts`: the host and domain names.
+//! 1. `mnt`: the mount tree, pivoted into (see [`super::mnt::restore`]).
+//! 2. `uts`: the host and domain names.
 //!
 //! The pid namespace (the root is its init) and the IPC namespace (System V
 //! objects, [`super::sysvipc`]) are made by the restore's own steps.
 
 use super::ids::{NsIds, NsKind};
+use super::mnt::{self, restore::MntNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -28,7 +30,6 @@ pub(crate) struct DumpCtx<'a> {
     pub root_pid: i32,
     /// The root's namespace ids.
     pub ids: NsIds,
-    #[allow(dead_code, reason = "for the kinds that follow --external and the like")]
     pub opts: &'a Options,
 }
 
@@ -36,7 +37,6 @@ pub(crate) struct DumpCtx<'a> {
 pub(crate) struct LoadCtx<'a> {
     /// The images directory.
     pub dir: &'a Path,
-    #[allow(dead_code, reason = "for the kinds that follow --root, --external and the like")]
     pub opts: &'a Options,
 }
 
@@ -47,6 +47,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let id = root.get(kind);
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
+            NsKind::Mnt => mnt::dump(ctx, id)?,
             // The pid namespace has no image; System V IPC is dumped by
             // the ipc step.
             NsKind::Pid | NsKind::Ipc => {}
@@ -66,6 +67,7 @@ pub(crate) struct TreeNamespaces {
     /// The kinds the root had of its own (not the dumping tool's).
     own: Vec<NsKind>,
     uts: Option<Uts>,
+    mnt: Option<MntNs>,
 }
 
 impl TreeNamespaces {
@@ -91,6 +93,7 @@ impl TreeNamespaces {
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::Mnt => t.mnt = Some(MntNs::load(ctx, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -105,7 +108,7 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some()
+        self.uts.is_some() || self.mnt.is_some()
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
@@ -121,6 +124,9 @@ impl TreeNamespaces {
     /// [`Self::clone_flags`] and stopped, phase by phase.
     pub(crate) fn prepare(&self, ctx: &LoadCtx<'_>, root: i32) -> Result<(), Error> {
         let _ = ctx;
+        if let Some(mnt) = &self.mnt {
+            mnt.prepare(root)?;
+        }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
         }
