@@ -10,6 +10,9 @@
 //! - `/proc`: a proc of its own;
 //!
 //! and keeps an fd open on `DIR/t/hello` and its cwd in `DIR/t/sub`.
+//! With `--unshare 0` it stays in the mount namespace it was started in
+//! (`unshare -m mntns ...`: its binary is then on a mount of that
+//! namespace, as CRIU's dump wants).
 //! After SIGTERM it checks all of it.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
@@ -63,10 +66,10 @@ fn leave_host_mounts() {
     }
 }
 
-fn build(dir: &Path) {
+fn build(dir: &Path, unshare: bool) {
     let rec_private = (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong;
     // SAFETY: unshare takes flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+    if unshare && unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         die("unshare(CLONE_NEWNS)");
     }
     mount("none", Path::new("/"), "", rec_private, "");
@@ -181,7 +184,7 @@ fn check(dir: &Path, fd: &mut fs::File) -> Result<(), String> {
 fn main() {
     let args = start();
     let dir = args.path("dir");
-    build(&dir);
+    build(&dir, args.num("unshare", 1) == 1);
     let mut fd = fs::File::open(dir.join("t/hello")).unwrap_or_else(|_| die("open t/hello"));
     std::env::set_current_dir(dir.join("t/sub")).unwrap_or_else(|_| die("chdir t/sub"));
     ready(&args);
