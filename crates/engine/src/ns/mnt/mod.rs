@@ -291,3 +291,66 @@ pub(crate) fn as_restore_check(opts: &Options) -> Options {
     o.root = Some(root);
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
+        MountLine {
+            mnt_id: id,
+            parent,
+            dev,
+            root: root.into(),
+            mountpoint: mp.into(),
+            flags: 0,
+            shared_id: 0,
+            master_id: 0,
+            fsname: fs.into(),
+            source: fs.into(),
+            sb_flags: 0,
+            options: String::new(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn mounts_crust_cannot_restore_are_refused_unless_external_or_skipped() {
+        let ms = vec![
+            line(1, 0, "/", "ext4", "/srv/root", 8),
+            line(2, 1, "/t", "tmpfs", "/", 40),
+            line(3, 1, "/b", "tmpfs", "/sub", 40),
+            line(4, 1, "/in", "ext4", "/srv/root/x", 8),
+            line(5, 1, "/out", "ext4", "/etc", 8),
+            line(6, 5, "/out/p", "proc", "/", 9),
+        ];
+        let none = HashMap::new();
+        let e = check(7, &ms, &none).unwrap_err().to_string();
+        assert!(e.contains("mount 5 at /out"), "{e}");
+        let ext: HashMap<String, String> = [("/out".to_string(), "K".to_string())].into();
+        check(7, &ms, &ext).unwrap();
+        let skipped = skip_mounts(ms, &["/out/".to_string()]);
+        assert_eq!(skipped.len(), 4);
+        check(7, &skipped, &none).unwrap();
+        assert_eq!(root_of(&skipped).map(|r| r.mnt_id), Some(1));
+    }
+
+    #[test]
+    fn externals_are_read_from_both_options() {
+        let mut o = Options {
+            external: vec!["mnt[/dev]:DEV".into(), "veth[a]:b".into()],
+            ext_mount_map: vec!["/x:X".into()],
+            ..Default::default()
+        };
+        let p = ext_pairs(&o).unwrap();
+        assert_eq!(
+            p,
+            vec![("/dev".into(), "DEV".into()), ("/x".into(), "X".into())]
+        );
+        o.external = vec!["mnt[]".into()];
+        assert!(ext_pairs(&o).is_err());
+        assert!(
+            under("/a/b", "/a") && under("/a", "/a") && under("/x", "/") && !under("/ab", "/a")
+        );
+    }
+}
