@@ -209,6 +209,7 @@ crit_files() {
         case ${f##*/} in pages-*.img) continue ;; esac
         # raw dumps of outside tools (ip, iptables, nft), as CRIU's: crit does not read them
         case ${f##*/} in ifaddr-*.img | route-*.img | route6-*.img | rule-*.img | ip*tables-*.img | nftables-*.img) continue ;; esac
+        case ${f##*/} in pages-*.img | tmpfs-*.tar.gz.img) continue ;; esac
         printf '%s\n' "$f"
     done
 }
@@ -954,6 +955,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-nsmisc.sh"
 # shellcheck source=tests/e2e/ns-netdev.sh
 . "$ROOT/tests/e2e/ns-netdev.sh"
+# shellcheck source=tests/e2e/ns-mnt.sh
+. "$ROOT/tests/e2e/ns-mnt.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

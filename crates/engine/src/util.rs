@@ -171,3 +171,82 @@ pub fn check_stop() -> Result<(), Error> {
         None => Ok(()),
     }
 }
+
+// The view of the tree's paths from crust's mount namespace (used by
+// every file kind; set by `ns::mnt`).
+pub mod view {
+    //! Where crust finds, in its own mount namespace, a path the tree sees in
+    //! its own: every file kind that stats or reads a file by the path the
+    //! images record asks [`host_path`].
+    //!
+    //! - Dump of a tree in a mount namespace of its own: `/proc/ROOT/root` +
+    //!   the path (the root's namespace and root directory).
+    //! - Restore load, before the namespace exists: the path through the
+    //!   mount that holds it: under the tree's root, `--root DIR` + the path;
+    //!   under an external mount, its host path; under a mount made afresh
+    //!   (a tmpfs...), nowhere yet (`None`: nothing to check against). Once
+    //!   the root task exists, the restore opens paths in the task itself.
+    //!
+    //! The view is set for one dump or restore ([`set`]) and reset when its
+    //! guard goes.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, RwLock};
+
+    type MapFn = dyn Fn(&Path) -> Option<PathBuf> + Send + Sync;
+
+    static VIEW: RwLock<Option<Arc<MapFn>>> = RwLock::new(None);
+
+    /// Resets the view when dropped.
+    pub(crate) struct ViewGuard(());
+
+    impl Drop for ViewGuard {
+        fn drop(&mut self) {
+            if let Ok(mut v) = VIEW.write() {
+                *v = None;
+            }
+        }
+    }
+
+    /// Use `f` as the view until the guard goes.
+    pub(crate) fn set(f: Arc<MapFn>) -> ViewGuard {
+        if let Ok(mut v) = VIEW.write() {
+            *v = Some(f);
+        }
+        ViewGuard(())
+    }
+
+    /// For a dump of the tree whose root is `root_pid`: the root's view when
+    /// its mount namespace is not crust's.
+    pub(crate) fn for_dump(root_pid: i32) -> Option<ViewGuard> {
+        let ino = |p: String| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        };
+        let (mine, theirs) = (
+            ino("/proc/self/ns/mnt".into()),
+            ino(format!("/proc/{root_pid}/ns/mnt")),
+        );
+        if theirs.is_none() || mine == theirs {
+            return None;
+        }
+        let base = PathBuf::from(format!("/proc/{root_pid}/root"));
+        Some(set(Arc::new(move |p: &Path| Some(join(&base, p)))))
+    }
+
+    /// `base` + `p` (absolute or not).
+    pub(crate) fn join(base: &Path, p: &Path) -> PathBuf {
+        base.join(p.strip_prefix("/").unwrap_or(p))
+    }
+
+    /// Where crust finds the tree's path `p`: `p` itself without a view;
+    /// `None` when it cannot be seen yet.
+    pub(crate) fn host_path(p: &Path) -> Option<PathBuf> {
+        let v = VIEW.read().ok().and_then(|v| v.clone());
+        match v {
+            Some(f) => f(p),
+            None => Some(p.to_path_buf()),
+        }
+    }
+}

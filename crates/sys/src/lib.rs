@@ -12,6 +12,7 @@ pub mod fs;
 pub mod ipc;
 pub mod mem;
 pub mod memfd;
+pub mod mount;
 pub mod mqueue;
 pub mod net;
 pub mod ns;

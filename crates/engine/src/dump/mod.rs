@@ -322,6 +322,11 @@ fn dump_tree(
     frozen_at: Instant,
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
+    // Paths of a tree in a mount namespace of its own are read through it.
+    let _view = tree
+        .procs
+        .first()
+        .and_then(|p| crate::util::view::for_dump(p.pid));
     let mut files = FileTable::new(opts.shell_job, crate::registry::dump_kinds());
     if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
         inet.tcp_established = opts.tcp_established;

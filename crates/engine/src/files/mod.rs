@@ -420,11 +420,14 @@ pub(crate) fn reg_entry(
     pos: u64,
     build_id: bool,
 ) -> Result<RegFileEntry, Error> {
+    // The path as crust sees it (the tree may have a mount namespace of
+    // its own).
+    let seen = crate::util::view::host_path(path).unwrap_or_else(|| path.to_path_buf());
     // An O_PATH fd may be on a symlink itself (O_NOFOLLOW): not followed.
     let md = if flags & libc::O_PATH as u32 != 0 {
-        std::fs::symlink_metadata(path)
+        std::fs::symlink_metadata(&seen)
     } else {
-        std::fs::metadata(path)
+        std::fs::metadata(&seen)
     };
     let md = md.map_err(|source| Error::Io {
         op: "cannot stat",
@@ -441,7 +444,7 @@ pub(crate) fn reg_entry(
         size: is_reg.then_some(md.size()),
         mode: Some(md.mode()),
         build_id: if is_reg && build_id {
-            elf_build_id(path)
+            elf_build_id(&seen)
         } else {
             Vec::new()
         },

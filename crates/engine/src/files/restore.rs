@@ -181,7 +181,11 @@ impl RestoreFiles {
                 reg.name
             )));
         }
-        let path = PathBuf::from(&reg.name);
+        // The path as crust sees it now (the tree may have a mount
+        // namespace of its own): nothing to check on a mount not made yet.
+        let Some(path) = crate::util::view::host_path(Path::new(&reg.name)) else {
+            return Ok(());
+        };
         // A symlink (an O_PATH fd on it) is checked itself, not followed.
         let link = reg.mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK);
         let md = if link {

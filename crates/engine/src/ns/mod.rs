@@ -15,13 +15,14 @@
 //! - [`join`]: `--join-ns` (the root made in existing namespaces) and
 //!   `--empty-ns` parsing.
 //! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
-//! - One module per kind: [`uts`], [`time`] (clocks), [`net`] (the network
-//!   namespace's own state: sysctls, links, addresses, routes, rules,
-//!   firewall), [`sysvipc`] (System V IPC objects of the tree's IPC
-//!   namespace).
+//! - One module per kind: [`uts`], [`time`] (clocks), [`mnt`] (mounts),
+//!   [`net`] (the network namespace's own state: sysctls, links,
+//!   addresses, routes, rules, firewall), [`sysvipc`] (System V IPC
+//!   objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
 pub(crate) mod join;
+pub(crate) mod mnt;
 pub(crate) mod mqueue;
 pub(crate) mod net;
 pub(crate) mod sysvipc;
@@ -38,7 +39,10 @@ use std::fs::File;
 /// its own (not crust's). The pid namespace is decided apart (the root
 /// must head it).
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
-    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net)
+    matches!(
+        kind,
+        NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net | NsKind::Mnt
+    )
 }
 
 /// Open `/proc/PID/ns/KIND`.

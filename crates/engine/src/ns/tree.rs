@@ -10,7 +10,8 @@
 //!
 //! 1. `net`: sysctls, links (a veth's outer end in crust's namespace),
 //!    addresses, routes, rules, iptables/nftables ([`super::net`]).
-//! 2. `uts`: the host and domain names.
+//! 2. `mnt`: the mount tree, pivoted into (see [`super::mnt::restore`]).
+//! 3. `uts`: the host and domain names.
 //!
 //! The time namespace is made before the root is cloned (its offsets can
 //! only be set while no process is in it): [`TreeNamespaces::time_for_root`].
@@ -20,6 +21,7 @@
 
 use super::ids::{NsIds, NsKind};
 use super::join::Joined;
+use super::mnt::{self, restore::MntNs};
 use super::net::NetNs;
 use super::time::{self, TimeNs};
 use super::uts::{self, Uts};
@@ -36,10 +38,6 @@ pub(crate) struct DumpCtx<'a> {
     pub root_pid: i32,
     /// The root's namespace ids.
     pub ids: NsIds,
-    #[allow(
-        dead_code,
-        reason = "for the kinds that follow --external and the like"
-    )]
     pub opts: &'a Options,
 }
 
@@ -47,10 +45,6 @@ pub(crate) struct DumpCtx<'a> {
 pub(crate) struct LoadCtx<'a> {
     /// The images directory.
     pub dir: &'a Path,
-    #[allow(
-        dead_code,
-        reason = "for the kinds that follow --root, --external and the like"
-    )]
     pub opts: &'a Options,
 }
 
@@ -71,6 +65,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
                 log::info!("network namespace {id} left out (--empty-ns net)");
             }
             NsKind::Net => super::net::dump(dir, root_pid, id)?,
+            NsKind::Mnt => mnt::dump(ctx, id)?,
             _ => {
                 return Err(Error::unsupported(format!(
                     "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
@@ -91,6 +86,7 @@ pub(crate) struct TreeNamespaces {
     /// The namespaces the root joins (`--join-ns`), taken as they are.
     joined: Joined,
     net: Option<NetNs>,
+    mnt: Option<MntNs>,
 }
 
 impl TreeNamespaces {
@@ -126,6 +122,7 @@ impl TreeNamespaces {
                 NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
                 NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
                 NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
+                NsKind::Mnt => t.mnt = Some(MntNs::load(ctx, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -140,7 +137,11 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some() || self.time.is_some() || self.net.is_some() || self.joined.flags() != 0
+        self.uts.is_some()
+            || self.time.is_some()
+            || self.net.is_some()
+            || self.mnt.is_some()
+            || self.joined.flags() != 0
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
@@ -176,6 +177,9 @@ impl TreeNamespaces {
         let _ = ctx;
         if let Some(net) = &self.net {
             net.prepare(root)?;
+        }
+        if let Some(mnt) = &self.mnt {
+            mnt.prepare(root)?;
         }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;

@@ -42,6 +42,13 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
     let loaded = LoadedFiles::read(&dir);
     let inherited = crate::files::inherit::Inherited::resolve(&loaded, &opts.inherit_fds)?;
     let mut memfds = None;
+    // Paths of a tree with a mount namespace of its own are checked
+    // through its mounts.
+    let _view = crate::ns::mnt::restore::view_for_load(
+        &crate::ns::tree::LoadCtx { dir: &dir, opts },
+        inv.root_ids.as_ref(),
+        tree.first().map(|t| t.pid),
+    )?;
     let procs = load_procs(&dir, tree, opts, &loaded, &inherited, &mut memfds)?;
     let (files, locks, owners) = load_files(&dir, &loaded, opts, netlock, &procs, inherited)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| NsKind::Pid.id_in(r));

@@ -180,7 +180,7 @@ impl Created {
 /// files): a dump runs it on the images it has just written, before it
 /// kills or lets go of the tree.
 pub(crate) fn check_images(opts: &Options) -> Result<(), Error> {
-    load(opts).map(drop)
+    load(&crate::ns::mnt::as_restore_check(opts)).map(drop)
 }
 
 /// Restore the tree stored in `opts.images_dir`.

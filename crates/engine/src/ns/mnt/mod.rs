@@ -1,0 +1,356 @@
+//! The mount namespace: its mount tree (`mountpoints-ID.img`, one
+//! `MntEntry` per mount, CRIU's meanings: [`info`]), the contents of its
+//! tmpfs mounts ([`tmpfs`]), and its rebuilding on restore
+//! ([`restore::MntNs`]).
+//!
+//! Dump ([`dump`]): every mount of the root's `/proc/PID/mountinfo`. The
+//! mount at `/` whose parent is not in the namespace is the tree's root:
+//! it is given back by `--root DIR` at restore (crust's `/` without it).
+//! Each other mount must be restorable: external (`--external
+//! mnt[MOUNTPOINT]:KEY` or `--ext-mount-map MOUNTPOINT:KEY`: recorded with
+//! `ext_key`, given a host path at restore), a filesystem crust mounts
+//! afresh (proc, sysfs, tmpfs, devpts, mqueue) from its root, or a bind of
+//! a part of another mount of the same superblock; anything else is
+//! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
+//! what is under it) out.
+
+pub(crate) mod info;
+pub(crate) mod restore;
+pub(crate) mod tmpfs;
+pub(crate) use crate::util::view;
+
+use super::tree::DumpCtx;
+use crate::util::{sys_err, write_image};
+use crate::{Error, ErrorKind, Options};
+use crust_images::image::ImageType;
+use crust_images::proto::mnt::MntEntry;
+use info::{fstype_code, MountLine};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// CRIU's fs types crust mounts afresh on restore.
+pub(crate) const FRESH: &[u32] = &[1, 2, 5, 6, 14];
+
+/// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
+/// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
+/// a key and B a host path.
+pub(crate) fn ext_pairs(opts: &Options) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for e in &opts.external {
+        let Some(rest) = e.strip_prefix("mnt[") else {
+            continue;
+        };
+        let pair = rest
+            .split_once("]:")
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty());
+        let Some((a, b)) = pair else {
+            return Err(Error::refused(
+                ErrorKind::InvalidRequest,
+                format!("--external {e}: crust takes mount externals as mnt[MOUNTPOINT]:KEY at dump and mnt[KEY]:PATH at restore"),
+            ));
+        };
+        out.push((a.to_string(), b.to_string()));
+    }
+    for m in &opts.ext_mount_map {
+        let Some((a, b)) = m
+            .split_once(':')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        else {
+            return Err(Error::refused(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "--ext-mount-map {m}: expected MOUNTPOINT:KEY at dump, KEY:PATH at restore"
+                ),
+            ));
+        };
+        out.push((a.to_string(), b.to_string()));
+    }
+    Ok(out)
+}
+
+/// `a` is `b` or a path under it.
+pub(crate) fn under(a: &str, b: &str) -> bool {
+    b == "/" || a == b || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Read `/proc/PID/mountinfo`.
+pub(crate) fn mountinfo(pid: i32) -> Result<Vec<MountLine>, Error> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = std::fs::read_to_string(&path).map_err(sys_err(pid, format!("read {path}")))?;
+    text.lines()
+        .map(|l| {
+            info::parse_line(l).ok_or_else(|| Error::Restore {
+                pid,
+                what: format!("{path}: a line crust cannot read: {l:?}"),
+            })
+        })
+        .collect()
+}
+
+/// Leave out the mounts at `skip` mountpoints and everything under them.
+fn skip_mounts(mounts: Vec<MountLine>, skip: &[String]) -> Vec<MountLine> {
+    let mut gone: BTreeSet<u32> = mounts
+        .iter()
+        .filter(|m| {
+            skip.iter()
+                .any(|s| s.trim_end_matches('/') == m.mountpoint.trim_end_matches('/'))
+        })
+        .map(|m| m.mnt_id)
+        .collect();
+    loop {
+        let more: Vec<u32> = mounts
+            .iter()
+            .filter(|m| gone.contains(&m.parent) && !gone.contains(&m.mnt_id))
+            .map(|m| m.mnt_id)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        gone.extend(more);
+    }
+    mounts
+        .into_iter()
+        .filter(|m| !gone.contains(&m.mnt_id))
+        .collect()
+}
+
+/// The one mount whose parent is not in the namespace: the tree's root.
+pub(crate) fn root_of(mounts: &[MountLine]) -> Option<&MountLine> {
+    let ids: BTreeSet<u32> = mounts.iter().map(|m| m.mnt_id).collect();
+    let mut roots = mounts.iter().filter(|m| !ids.contains(&m.parent));
+    let r = roots.next()?;
+    (roots.next().is_none() && r.mountpoint == "/").then_some(r)
+}
+
+fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
+    Error::refused(
+        ErrorKind::Unsupported,
+        format!(
+            "process {pid}'s mount namespace: mount {} at {} ({} {}, root {}) {why}; mark it external with --external mnt[{}]:KEY (and give it back at restore with --external mnt[KEY]:PATH) or leave it out with --skip-mnt {}",
+            m.mnt_id, m.mountpoint, m.fsname, m.source, m.root, m.mountpoint, m.mountpoint
+        ),
+    )
+}
+
+/// Check that each mount can be restored (see the module's doc).
+fn check(pid: i32, mounts: &[MountLine], ext: &HashMap<String, String>) -> Result<(), Error> {
+    let root = root_of(mounts).ok_or_else(|| {
+        Error::refused(
+            ErrorKind::Unsupported,
+            format!("process {pid}'s mount namespace has no single root mount at / (is its root a directory inside a mount? crust restores only a root that is a mount's)"),
+        )
+    })?;
+    for m in mounts {
+        if m.mnt_id == root.mnt_id || ext.contains_key(&m.mountpoint) {
+            continue;
+        }
+        if m.deleted {
+            return Err(refuse(pid, m, "has a deleted root"));
+        }
+        let code = fstype_code(&m.fsname);
+        if FRESH.contains(&code) && m.root == "/" {
+            continue;
+        }
+        let bind_of = mounts.iter().any(|o| {
+            o.mnt_id != m.mnt_id
+                && o.dev == m.dev
+                && under(&m.root, &o.root)
+                && (o.mnt_id == root.mnt_id
+                    || ext.contains_key(&o.mountpoint)
+                    || (FRESH.contains(&code) && o.root == "/"))
+        });
+        if !bind_of {
+            return Err(refuse(
+                pid,
+                m,
+                "is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue) nor a bind of a part of the tree's root or of another mount in the namespace",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Dump the mount namespace of the tree's root as id `id`.
+pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
+    let pid = ctx.root_pid;
+    let mounts = skip_mounts(mountinfo(pid)?, &ctx.opts.skip_mnt);
+    let ext: HashMap<String, String> = ext_pairs(ctx.opts)?.into_iter().collect();
+    for mp in ext.keys() {
+        if !mounts.iter().any(|m| &m.mountpoint == mp) {
+            return Err(Error::refused(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "--external mnt[{mp}]: process {pid}'s mount namespace has no mount at {mp}"
+                ),
+            ));
+        }
+    }
+    check(pid, &mounts, &ext)?;
+    let root_id = root_of(&mounts).map(|r| r.mnt_id);
+    let host_pts = std::fs::metadata("/dev/pts")
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+        .ok();
+    let mut dumped = BTreeSet::new();
+    let mut entries = Vec::new();
+    for m in mounts.iter().rev() {
+        let code = fstype_code(&m.fsname);
+        let key = ext.get(&m.mountpoint);
+        let mut options = m.options.clone();
+        if code == info::FS_DEVPTS && host_pts != Some(kdev_to_dev(m.dev)) {
+            // The kernel hides it, but a devpts that is not the host's was
+            // mounted as a new instance.
+            options = if options.is_empty() {
+                "newinstance".into()
+            } else {
+                format!("{options},newinstance")
+            };
+        }
+        if code == info::FS_TMPFS
+            && key.is_none()
+            && Some(m.mnt_id) != root_id
+            && m.root == "/"
+            && dumped.insert(m.dev)
+        {
+            dump_tmpfs(ctx.dir, pid, m)?;
+        }
+        log::debug!(
+            "mount {} {} at {} ({})",
+            m.mnt_id,
+            m.fsname,
+            m.mountpoint,
+            m.root
+        );
+        entries.push(MntEntry {
+            fstype: code,
+            mnt_id: m.mnt_id,
+            root_dev: m.dev,
+            parent_mnt_id: m.parent,
+            flags: m.flags,
+            root: m.root.clone(),
+            mountpoint: m.mountpoint.clone(),
+            source: m.source.clone(),
+            options,
+            shared_id: Some(m.shared_id),
+            master_id: Some(m.master_id),
+            deleted: m.deleted.then_some(true),
+            sb_flags: Some(m.sb_flags),
+            ext_key: key.cloned(),
+            ..Default::default()
+        });
+    }
+    write_image(ctx.dir, ImageType::Mnts, u64::from(id), &entries)
+}
+
+/// The kernel encoding of a device (major << 20 | minor) as st_dev.
+pub(crate) fn kdev_to_dev(k: u32) -> u64 {
+    libc::makedev(k >> 20, k & 0xfffff)
+}
+
+/// Archive the tmpfs mounted as `m` in process `pid`'s namespace, opened
+/// through `/proc/PID/root` (refused when something covers it).
+fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine) -> Result<(), Error> {
+    let path = format!("/proc/{pid}/root{}", m.mountpoint);
+    let f = std::fs::File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+    let seen = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if seen != Some(m.mnt_id) {
+        return Err(refuse(
+            pid,
+            m,
+            "is covered by another mount, so crust cannot read its files",
+        ));
+    }
+    tmpfs::dump(dir, m.dev, Path::new(&format!("/proc/self/fd/{fd}")))
+}
+
+/// The options a dump's own check of its images (a restore's load) runs
+/// with: the dumped tree's mounts are still there, so the tree's root is
+/// `/proc/PID/root` and each external mount `mnt[MOUNTPOINT]:KEY` is
+/// given back as `mnt[KEY]:/proc/PID/root/MOUNTPOINT`.
+pub(crate) fn as_restore_check(opts: &Options) -> Options {
+    let mut o = opts.clone();
+    if opts.pid <= 0 {
+        return o;
+    }
+    let root = std::path::PathBuf::from(format!("/proc/{}/root", opts.pid));
+    let pairs = ext_pairs(opts).unwrap_or_default();
+    o.external =
+        opts.external
+            .iter()
+            .filter(|e| !e.starts_with("mnt["))
+            .cloned()
+            .chain(pairs.iter().map(|(mp, key)| {
+                format!("mnt[{key}]:{}", view::join(&root, Path::new(mp)).display())
+            }))
+            .collect();
+    o.ext_mount_map.clear();
+    o.root = Some(root);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
+        MountLine {
+            mnt_id: id,
+            parent,
+            dev,
+            root: root.into(),
+            mountpoint: mp.into(),
+            flags: 0,
+            shared_id: 0,
+            master_id: 0,
+            fsname: fs.into(),
+            source: fs.into(),
+            sb_flags: 0,
+            options: String::new(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn mounts_crust_cannot_restore_are_refused_unless_external_or_skipped() {
+        let ms = vec![
+            line(1, 0, "/", "ext4", "/srv/root", 8),
+            line(2, 1, "/t", "tmpfs", "/", 40),
+            line(3, 1, "/b", "tmpfs", "/sub", 40),
+            line(4, 1, "/in", "ext4", "/srv/root/x", 8),
+            line(5, 1, "/out", "ext4", "/etc", 8),
+            line(6, 5, "/out/p", "proc", "/", 9),
+        ];
+        let none = HashMap::new();
+        let e = check(7, &ms, &none).unwrap_err().to_string();
+        assert!(e.contains("mount 5 at /out"), "{e}");
+        let ext: HashMap<String, String> = [("/out".to_string(), "K".to_string())].into();
+        check(7, &ms, &ext).unwrap();
+        let skipped = skip_mounts(ms, &["/out/".to_string()]);
+        assert_eq!(skipped.len(), 4);
+        check(7, &skipped, &none).unwrap();
+        assert_eq!(root_of(&skipped).map(|r| r.mnt_id), Some(1));
+    }
+
+    #[test]
+    fn externals_are_read_from_both_options() {
+        let mut o = Options {
+            external: vec!["mnt[/dev]:DEV".into(), "veth[a]:b".into()],
+            ext_mount_map: vec!["/x:X".into()],
+            ..Default::default()
+        };
+        let p = ext_pairs(&o).unwrap();
+        assert_eq!(
+            p,
+            vec![("/dev".into(), "DEV".into()), ("/x".into(), "X".into())]
+        );
+        o.external = vec!["mnt[]".into()];
+        assert!(ext_pairs(&o).is_err());
+        assert!(
+            under("/a/b", "/a") && under("/a", "/a") && under("/x", "/") && !under("/ab", "/a")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `mntns --dir DIR`: a tree in a mount namespace of its own. The program
+//! unshares CLONE_NEWNS, makes every mount private, detaches every mount
+//! of the host's but `/` and `/dev` (so that `/dev` is the one external
+//! mount the test names), then builds under DIR (an empty directory):
+//! - `DIR/t`: a tmpfs (mode 1770) holding a file, a directory with a
+//!   file, a symbolic link and a second hard link;
+//! - `DIR/b`: a bind mount of `DIR/t/sub`;
+//! - `DIR/ro`: a tmpfs with a file, then made read-only (bind remount);
+//! - `DIR/s`: a shared tmpfs, `DIR/p`: a private one (nosuid,nodev);
+//! - `/proc`: a proc of its own;
+//!
+//! and keeps an fd open on `DIR/t/hello` and its cwd in `DIR/t/sub`.
+//! With `--unshare 0` it stays in the mount namespace it was started in
+//! (`unshare -m mntns ...`: its binary is then on a mount of that
+//! namespace, as CRIU's dump wants).
+//! After SIGTERM it checks all of it.
+
+use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
+use std::fs;
+use std::io::{Read, Seek};
+use std::path::Path;
+
+fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) {
+    let (s, t, f, d) = (
+        cpath(Path::new(src)),
+        cpath(target),
+        cpath(Path::new(fstype)),
+        cpath(Path::new(data)),
+    );
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                f.as_ptr()
+            },
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                d.as_ptr().cast()
+            },
+        )
+    };
+    if r != 0 {
+        die(&format!("mount {src} on {} ({fstype})", target.display()));
+    }
+}
+
+/// Detach every mount but `/` and `/dev`, deepest first.
+fn leave_host_mounts() {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mps: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m != "/" && m != "/dev")
+        .collect();
+    mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mps {
+        let c = cpath(Path::new(&m));
+        // SAFETY: a NUL-terminated path; failure (already gone) is fine.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn build(dir: &Path, unshare: bool) {
+    let rec_private = (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong;
+    // SAFETY: unshare takes flags.
+    if unshare && unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        die("unshare(CLONE_NEWNS)");
+    }
+    mount("none", Path::new("/"), "", rec_private, "");
+    leave_host_mounts();
+    mount("proc", Path::new("/proc"), "proc", 0, "");
+    for d in ["t", "b", "ro", "s", "p"] {
+        let _ = fs::create_dir(dir.join(d));
+    }
+    let t = dir.join("t");
+    mount("crust-t", &t, "tmpfs", 0, "mode=1770,size=4m");
+    fs::create_dir(t.join("sub")).unwrap_or_else(|_| die("mkdir t/sub"));
+    fs::write(t.join("hello"), "hello tmpfs").unwrap_or_else(|_| die("write t/hello"));
+    fs::write(t.join("sub/inner"), "inner file").unwrap_or_else(|_| die("write t/sub/inner"));
+    std::os::unix::fs::symlink("hello", t.join("link")).unwrap_or_else(|_| die("symlink"));
+    fs::hard_link(t.join("hello"), t.join("hard")).unwrap_or_else(|_| die("link"));
+    mount(
+        &t.join("sub").to_string_lossy(),
+        &dir.join("b"),
+        "",
+        libc::MS_BIND,
+        "",
+    );
+    let ro = dir.join("ro");
+    mount("crust-ro", &ro, "tmpfs", 0, "");
+    fs::write(ro.join("kept"), "read only").unwrap_or_else(|_| die("write ro/kept"));
+    mount(
+        "none",
+        &ro,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+        "",
+    );
+    mount("crust-s", &dir.join("s"), "tmpfs", 0, "");
+    mount("none", &dir.join("s"), "", libc::MS_SHARED, "");
+    mount(
+        "crust-p",
+        &dir.join("p"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "",
+    );
+}
+
+fn mountinfo_line(mp: &Path) -> Result<String, String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let mp = mp.to_string_lossy();
+    info.lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(&*mp))
+        .map(String::from)
+        .ok_or_else(|| format!("no mount at {mp}: {info}"))
+}
+
+fn check(dir: &Path, fd: &mut fs::File) -> Result<(), String> {
+    let t = dir.join("t");
+    let rd = |p: &Path| fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()));
+    ensure!(rd(&t.join("hello"))? == "hello tmpfs", "t/hello changed");
+    ensure!(
+        rd(&t.join("sub/inner"))? == "inner file",
+        "t/sub/inner changed"
+    );
+    ensure!(
+        rd(&t.join("link"))? == "hello tmpfs",
+        "t/link does not lead to hello"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (fs::metadata(t.join("hello")), fs::metadata(t.join("hard")));
+    ensure!(
+        matches!((&a, &b), (Ok(a), Ok(b)) if a.ino() == b.ino()),
+        "t/hard is no longer a link of t/hello"
+    );
+    let tl = mountinfo_line(&t)?;
+    ensure!(tl.contains(" - tmpfs crust-t "), "t is not the tmpfs: {tl}");
+    ensure!(
+        fs::metadata(&t).map(|m| m.mode() & 0o7777).ok() == Some(0o1770),
+        "t lost its mode 1770"
+    );
+    ensure!(
+        rd(&dir.join("b/inner"))? == "inner file",
+        "b is not a bind of t/sub"
+    );
+    let bl = mountinfo_line(&dir.join("b"))?;
+    ensure!(
+        bl.split(' ').nth(3) == Some("/sub"),
+        "b's root is not /sub: {bl}"
+    );
+    ensure!(rd(&dir.join("ro/kept"))? == "read only", "ro/kept changed");
+    let w = fs::write(dir.join("ro/new"), "x");
+    ensure!(
+        w.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EROFS),
+        "ro is writable: {w:?}"
+    );
+    let sl = mountinfo_line(&dir.join("s"))?;
+    ensure!(sl.contains(" shared:"), "s is not shared: {sl}");
+    let pl = mountinfo_line(&dir.join("p"))?;
+    ensure!(
+        !pl.contains("shared:") && pl.contains("nosuid,nodev"),
+        "p is not private nosuid,nodev: {pl}"
+    );
+    let proc = mountinfo_line(Path::new("/proc"))?;
+    ensure!(proc.contains(" - proc "), "/proc is not a proc: {proc}");
+    let mut s = String::new();
+    fd.rewind().map_err(|e| format!("rewind: {e}"))?;
+    fd.read_to_string(&mut s)
+        .map_err(|e| format!("read the open fd: {e}"))?;
+    ensure!(s == "hello tmpfs", "the fd open on t/hello reads {s:?}");
+    let cwd = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    ensure!(cwd == t.join("sub"), "cwd is {}", cwd.display());
+    Ok(())
+}
+
+fn main() {
+    let args = start();
+    let dir = args.path("dir");
+    build(&dir, args.num("unshare", 1) == 1);
+    let mut fd = fs::File::open(dir.join("t/hello")).unwrap_or_else(|_| die("open t/hello"));
+    std::env::set_current_dir(dir.join("t/sub")).unwrap_or_else(|_| die("chdir t/sub"));
+    ready(&args);
+    wait_for_term(10, || {});
+    let verdict = check(&dir, &mut fd);
+    finish(&args, verdict);
+}
