@@ -82,7 +82,7 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
             libc::SYS_bind,
             [sock, a.get(), addr_len as u64, 0, 0, 0],
         )?;
-        let tx = fdpass::dgram_socket().map_err(sys_err(pid, "socket for passing fds"))?;
+        let tx = tx_socket(pid)?;
         use std::os::fd::AsFd;
         for batch in gifts.chunks(MAX_FDS_PER_MSG) {
             let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|g| g.fd).collect();
@@ -100,6 +100,38 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
     closed?;
     debug!("{pid}: gave {} fds", gifts.len());
     Ok(())
+}
+
+/// The socket crust sends task `pid` its fds from. An abstract name is
+/// looked up in the sender's network namespace: when the task is in
+/// another one than crust (the tree's own), the socket is made by a crust
+/// thread that joined the task's.
+fn tx_socket(pid: i32) -> Result<OwnedFd, Error> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let made = |r: std::io::Result<OwnedFd>| r.map_err(sys_err(pid, "socket for passing fds"));
+    let theirs_path = format!("/proc/{pid}/ns/net");
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
+    let theirs = ino(&theirs_path).map_err(sys_err(pid, format!("stat {theirs_path}")))?;
+    if ino("/proc/thread-self/ns/net").ok() == Some(theirs) {
+        return made(fdpass::dgram_socket());
+    }
+    let ns =
+        std::fs::File::open(&theirs_path).map_err(sys_err(pid, format!("open {theirs_path}")))?;
+    let made_there = std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNET)?;
+            fdpass::dgram_socket()
+        })
+        .join()
+    });
+    match made_there {
+        Ok(r) => made(r),
+        Err(_) => Err(Error::Restore {
+            pid,
+            what: "the thread making a socket in its network namespace panicked".into(),
+        }),
+    }
 }
 
 /// If `fd` (in the task) sits on a number one of `targets` needs, move it

@@ -31,6 +31,8 @@ pub struct InetDump {
     pub leave_running: bool,
     pub lock_method: netlock::Method,
     diag: Option<HashMap<u32, Diag>>,
+    /// The network namespace of the tree's sockets.
+    pub netns: SkNetns,
     ids: HashMap<u32, u32>,
     socks: Vec<Sock>,
     /// Connections locked and in repair mode once written.
@@ -126,14 +128,16 @@ impl InetDump {
         let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
-            match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
+            let ns = self.netns;
+            match crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))? {
                 Some(d) => Some(d),
                 // A UDP socket never bound (nor connected, which binds) is
                 // in no table of the kernel: nothing for sock_diag to say.
                 None if ty == libc::SOCK_DGRAM && local.port() == 0 => None,
                 None => {
                     return Err(Error::unsupported(format!(
-                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                        "{here} is not in {} (a tree's processes share one network namespace)",
+                        ns.describe()
                     )))
                 }
             }
@@ -186,7 +190,7 @@ impl InetDump {
             },
             ip_opts: Some(ip_opts(s, family, ty, proto)),
             ifname: None,
-            ns_id: Some(NET_NS_ID),
+            ns_id: Some(self.netns.id),
             shutdown: match &diag {
                 Some(d) => (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
                 None if tcp_closed => closed_shutdown(s),
