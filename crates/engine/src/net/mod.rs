@@ -18,6 +18,7 @@ use crate::ns::ids::NsKind;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::FileEntry;
+use std::fs::File;
 use std::path::Path;
 
 /// The dump's step between kinds of socket before files.img is written
@@ -124,8 +125,47 @@ pub(crate) fn in_netns_of<T>(pid: i32, f: impl FnOnce() -> Result<T, Error>) -> 
         pid,
         format!("setns into the network namespace of process {pid}"),
     ))?;
+    let dup = theirs.try_clone().ok();
+    let before = TREE_NETNS.with(|t| t.replace(dup));
     let out = f();
+    TREE_NETNS.with(|t| t.replace(before));
     crust_sys::ns::setns(own.as_fd(), libc::CLONE_NEWNET)
         .map_err(sys_err(me, "setns back into crust's network namespace"))?;
     out
+}
+
+thread_local! {
+    /// The tree's network namespace while [`in_netns_of`] runs on this
+    /// thread: the sockets made then remember it for what they do later,
+    /// back in crust's namespace (unlocking it, stand-in connections).
+    static TREE_NETNS: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The network namespace [`in_netns_of`] runs this thread in, if it does:
+/// the sockets made now are the tree's own namespace's.
+pub(crate) fn tree_netns() -> Option<File> {
+    TREE_NETNS.with(|t| t.borrow().as_ref().and_then(|f| f.try_clone().ok()))
+}
+
+/// Run `f` in a crust thread that joined network namespace `ns`.
+pub(crate) fn in_netns_file<T: Send>(
+    ns: &File,
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
+    use std::os::fd::AsFd;
+    let me = crust_sys::process::getpid();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNET)
+                .map_err(sys_err(me, "setns into the tree's network namespace"))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Restore {
+                pid: me,
+                what: "the thread working in the tree's network namespace panicked".into(),
+            })
+        })
+    })
 }

@@ -2,7 +2,8 @@
 //! unshares CLONE_NEWNET and brings `lo` up), checked after restore:
 //!
 //! - a TCP listener on 127.0.0.1:PORT and a connection to it with both
-//!   ends here, bytes queued each way (needs `--tcp-established`);
+//!   ends here, bytes queued each way, and one more connection waiting in
+//!   the listener's accept queue (needs `--tcp-established`);
 //! - a bound UDP socket with a datagram queued from a second one;
 //! - an abstract unix listener with a connection waiting in its backlog,
 //!   and a unix stream pair with bytes queued;
@@ -12,6 +13,9 @@
 //! in it), the queued bytes and datagram arrive, the connection carries
 //! bytes both ways, the listeners accept, the netlink socket answers a
 //! link dump that lists `lo` alone, and the packet socket is bound.
+//!
+//! `--child-ns 1`: a forked child moves to a network namespace of its own
+//! (a tree in two network namespaces, which crust refuses).
 //!
 //! `--port P` (default 47000): the TCP and UDP ports (the namespace is the
 //! program's own, so they collide with nothing).
@@ -145,6 +149,7 @@ fn read_exact(s: &mut impl Read, n: usize, what: &str) -> Result<Vec<u8>, String
 
 struct Socks {
     listener: TcpListener,
+    waiting: TcpStream,
     client: TcpStream,
     server: TcpStream,
     udp: UdpSocket,
@@ -186,7 +191,21 @@ fn check(mut s: Socks) -> Result<(), String> {
         read_exact(&mut s.client, 5, "new server bytes")? == b"back!",
         "new bytes differ"
     );
-    // The listener accepts.
+    // The connection that waited in the accept queue, then a new one.
+    let (mut w, peer) = s
+        .listener
+        .accept()
+        .map_err(|e| format!("accept of the waiting one: {e}"))?;
+    let want = s.waiting.local_addr().map_err(|e| e.to_string())?;
+    ensure!(peer == want, "accepted {peer}, expected the waiting {want}");
+    s.waiting
+        .write_all(b"queued")
+        .map_err(|e| format!("waiting write: {e}"))?;
+    let _ = w.set_read_timeout(Some(Duration::from_secs(5)));
+    ensure!(
+        read_exact(&mut w, 6, "waiting bytes")? == b"queued",
+        "waiting bytes differ"
+    );
     let c2 = TcpStream::connect(("127.0.0.1", s.port)).map_err(|e| format!("connect: {e}"))?;
     let (mut a2, _) = s.listener.accept().map_err(|e| format!("accept: {e}"))?;
     drop(c2);
@@ -251,6 +270,33 @@ fn check(mut s: Socks) -> Result<(), String> {
     Ok(())
 }
 
+/// Fork a child that moves to a network namespace of its own; returns
+/// once it is there.
+fn fork_into_netns() -> i32 {
+    // SAFETY: the child only unshares and sleeps until killed.
+    let c = unsafe { libc::fork() };
+    if c == 0 {
+        // SAFETY: prctl and unshare take integers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                libc::_exit(3);
+            }
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    if c < 0 {
+        die("fork");
+    }
+    let mine = std::fs::read_link("/proc/self/ns/net").ok();
+    while std::fs::read_link(format!("/proc/{c}/ns/net")).ok() == mine {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c
+}
+
 fn main() {
     let args = start();
     let port = args.num("port", 47000) as u16;
@@ -259,9 +305,24 @@ fn main() {
         die("unshare(CLONE_NEWNET)");
     }
     lo_up();
+    let child_ns = args.num("child-ns", 0) == 1;
+    if child_ns {
+        // Only the child's namespace matters: no socket that the dump
+        // would refuse for other reasons first.
+        let child = fork_into_netns();
+        ready(&args);
+        wait_for_term(10, || {});
+        // SAFETY: kill and waitpid on our own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        finish(&args, Ok(()));
+    }
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|_| die("tcp bind"));
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|_| die("connect"));
     let (mut server, _) = listener.accept().unwrap_or_else(|_| die("accept"));
+    let waiting = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|_| die("connect 2"));
     client.write_all(b"hello").unwrap_or_else(|_| die("write"));
     server.write_all(b"world").unwrap_or_else(|_| die("write"));
     let udp = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|_| die("udp bind"));
@@ -284,6 +345,7 @@ fn main() {
     let _ = udp.set_read_timeout(Some(Duration::from_secs(5)));
     let socks = Socks {
         listener,
+        waiting,
         client,
         server,
         udp,

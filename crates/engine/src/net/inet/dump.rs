@@ -372,14 +372,24 @@ impl InetDump {
             .filter_map(|s| s.conn)
             .map(|(local, remote)| Conn { local, remote })
             .collect();
+        // The tree's own network namespace is locked as a whole, from
+        // inside (CRIU's way); crust's, connection by connection.
+        let netns = match (self.netns.pid, conns.is_empty()) {
+            (Some(pid), false) => Some(crate::ns::open_ns(pid, crate::ns::ids::NsKind::Net)?),
+            _ => None,
+        };
         let mut hold = NetHold {
             method: self.lock_method,
             conns: conns.clone(),
+            netns: None,
             repairs: Vec::new(),
             undo: Vec::new(),
             kept: Vec::new(),
         };
-        if !conns.is_empty() {
+        if let Some(ns) = netns {
+            netlock::lock_netns(self.lock_method, &ns, &conns)?;
+            hold.netns = Some(ns);
+        } else if !conns.is_empty() {
             netlock::lock(self.lock_method, &conns)?;
             info!(
                 "Locked {} TCP connection(s) out of the network",
@@ -461,6 +471,8 @@ impl InetDump {
 pub struct NetHold {
     method: netlock::Method,
     conns: Vec<Conn>,
+    /// The tree's own network namespace, locked as a whole.
+    netns: Option<std::fs::File>,
     repairs: Vec<Repair>,
     /// Other things to undo if the tree runs on (pty bytes read out).
     undo: Vec<Box<dyn FnOnce() + Send>>,
@@ -499,6 +511,7 @@ impl NetHold {
         }
         self.repairs.clear();
         self.conns.clear();
+        self.netns = None;
         self.undo.clear();
     }
 }
@@ -510,10 +523,13 @@ impl Drop for NetHold {
                 warn!("could not take a connection out of repair mode: {e}");
             }
         }
-        if !self.conns.is_empty() {
-            if let Err(e) = netlock::unlock(self.method, &self.conns) {
-                warn!("could not unlock the network: {e}");
-            }
+        let unlocked = match &self.netns {
+            Some(ns) => netlock::unlock_netns(self.method, ns, &self.conns),
+            None if !self.conns.is_empty() => netlock::unlock(self.method, &self.conns),
+            None => Ok(()),
+        };
+        if let Err(e) = unlocked {
+            warn!("could not unlock the network: {e}");
         }
         for f in self.undo.drain(..) {
             f();
