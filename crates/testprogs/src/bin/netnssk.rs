@@ -17,6 +17,9 @@
 //! `--child-ns 1`: a forked child moves to a network namespace of its own
 //! (a tree in two network namespaces, which crust refuses).
 //!
+//! `--waiting 0`: no connection waits in the accept queue (CRIU refuses
+//! those without --skip-in-flight).
+//!
 //! `--port P` (default 47000): the TCP and UDP ports (the namespace is the
 //! program's own, so they collide with nothing).
 
@@ -149,7 +152,7 @@ fn read_exact(s: &mut impl Read, n: usize, what: &str) -> Result<Vec<u8>, String
 
 struct Socks {
     listener: TcpListener,
-    waiting: TcpStream,
+    waiting: Option<TcpStream>,
     client: TcpStream,
     server: TcpStream,
     udp: UdpSocket,
@@ -192,20 +195,22 @@ fn check(mut s: Socks) -> Result<(), String> {
         "new bytes differ"
     );
     // The connection that waited in the accept queue, then a new one.
-    let (mut w, peer) = s
-        .listener
-        .accept()
-        .map_err(|e| format!("accept of the waiting one: {e}"))?;
-    let want = s.waiting.local_addr().map_err(|e| e.to_string())?;
-    ensure!(peer == want, "accepted {peer}, expected the waiting {want}");
-    s.waiting
-        .write_all(b"queued")
-        .map_err(|e| format!("waiting write: {e}"))?;
-    let _ = w.set_read_timeout(Some(Duration::from_secs(5)));
-    ensure!(
-        read_exact(&mut w, 6, "waiting bytes")? == b"queued",
-        "waiting bytes differ"
-    );
+    if let Some(waiting) = &mut s.waiting {
+        let (mut w, peer) = s
+            .listener
+            .accept()
+            .map_err(|e| format!("accept of the waiting one: {e}"))?;
+        let want = waiting.local_addr().map_err(|e| e.to_string())?;
+        ensure!(peer == want, "accepted {peer}, expected the waiting {want}");
+        waiting
+            .write_all(b"queued")
+            .map_err(|e| format!("waiting write: {e}"))?;
+        let _ = w.set_read_timeout(Some(Duration::from_secs(5)));
+        ensure!(
+            read_exact(&mut w, 6, "waiting bytes")? == b"queued",
+            "waiting bytes differ"
+        );
+    }
     let c2 = TcpStream::connect(("127.0.0.1", s.port)).map_err(|e| format!("connect: {e}"))?;
     let (mut a2, _) = s.listener.accept().map_err(|e| format!("accept: {e}"))?;
     drop(c2);
@@ -322,7 +327,8 @@ fn main() {
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|_| die("tcp bind"));
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|_| die("connect"));
     let (mut server, _) = listener.accept().unwrap_or_else(|_| die("accept"));
-    let waiting = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|_| die("connect 2"));
+    let waiting = (args.num("waiting", 1) == 1)
+        .then(|| TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|_| die("connect 2")));
     client.write_all(b"hello").unwrap_or_else(|_| die("write"));
     server.write_all(b"world").unwrap_or_else(|_| die("write"));
     let udp = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|_| die("udp bind"));
