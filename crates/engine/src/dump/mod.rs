@@ -357,6 +357,7 @@ fn dump_tree(
             .known()
             .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
     );
+    crate::net::set_dump_netns(&mut files, root_pid, walk.nss.root_ids());
     let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.

@@ -24,6 +24,7 @@
 
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
+use crate::net::SkNetns;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -45,15 +46,18 @@ use crust_netlink::{split_msgs, NLMSG_DONE, NLMSG_ERROR};
 
 /// Run a sock_diag dump of `what` (for messages) with the request body
 /// `req`; every answer message body is given to `each`.
+/// `ns`: the network namespace whose sockets are listed.
 pub(crate) fn diag_dump(
     what: &str,
+    ns: &SkNetns,
     req: &[u8],
     each: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), Error> {
     use crust_netlink::DumpError;
     let me = crust_sys::process::getpid();
-    let mut nl =
-        crust_netlink::Socket::sock_diag().map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+    let mut nl = ns.run(|| {
+        crust_netlink::Socket::sock_diag().map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))
+    })?;
     crust_netlink::diag_dump(&mut nl, req, each).map_err(|e| match e {
         DumpError::Send { source } => sys_err(me, format!("sending the {what} request"))(source),
         DumpError::Recv { source } => sys_err(me, format!("receiving the {what} answer"))(source),
@@ -154,10 +158,10 @@ pub fn parse_netlink_diag(b: &[u8]) -> Result<NetlinkDiag, String> {
     Ok(d)
 }
 
-/// Every bound netlink socket of crust's network namespace, by inode.
-fn diag_all() -> Result<HashMap<u32, NetlinkDiag>, Error> {
+/// Every bound netlink socket of network namespace `ns`, by inode.
+fn diag_all(ns: &SkNetns) -> Result<HashMap<u32, NetlinkDiag>, Error> {
     let mut out = HashMap::new();
-    diag_dump("NETLINK_DIAG", &netlink_diag_req(), |m| {
+    diag_dump("NETLINK_DIAG", ns, &netlink_diag_req(), |m| {
         let d = parse_netlink_diag(m)?;
         out.insert(d.ino, d);
         Ok(())
@@ -174,6 +178,8 @@ pub struct NetlinkDump {
     ids: HashMap<u32, u32>,
     /// NETLINK_DIAG answer, read when the first socket is met.
     diag: Option<HashMap<u32, NetlinkDiag>>,
+    /// The network namespace of the tree's sockets.
+    pub netns: SkNetns,
 }
 
 impl NetlinkDump {
@@ -200,7 +206,9 @@ impl NetlinkDump {
                 "{here} has unread messages, which CRIU's image format cannot keep"
             )));
         }
-        let d = match diag_of(&mut self.diag, ino, diag_all)? {
+        let ns = self.netns;
+        let mut bound = true;
+        let d = match diag_of(&mut self.diag, ino, || diag_all(&ns))? {
             Some(d) => d,
             None => {
                 // Never bound: not in the kernel's tables. A bound socket
@@ -209,9 +217,11 @@ impl NetlinkDump {
                     .map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
                 if portid != 0 {
                     return Err(Error::unsupported(format!(
-                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                        "{here} is not in {} (a tree's processes share one network namespace)",
+                        ns.describe()
                     )));
                 }
+                bound = false;
                 let protocol = su::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_PROTOCOL)
                     .map_err(sys_err(pid, format!("SO_PROTOCOL of fd {fd}")))?;
                 NetlinkDiag {
@@ -267,6 +277,9 @@ impl NetlinkDump {
                 dst_group: d.dst_group,
                 fown: FownEntry::default(),
                 opts,
+                // As CRIU: a bound socket names its namespace; an unbound
+                // one only when the namespace is the tree's own.
+                ns_id: (bound || ns.pid.is_some()).then_some(ns.id),
                 ..Default::default()
             }),
             ..Default::default()
@@ -522,7 +535,7 @@ mod tests {
         })
         .unwrap();
         su::setsockopt_int(s.as_fd(), libc::SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, 33).unwrap();
-        let all = diag_all().unwrap();
+        let all = diag_all(&SkNetns::default()).unwrap();
         let d = &all[&ino];
         assert_eq!(d.protocol, 0);
         assert_eq!(d.groups, vec![1, 1]);

@@ -23,6 +23,7 @@ use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, MadeOf, OpenKind, RestoreKind};
 use crate::net::netlink::{attrs, diag_dump, u16_at, u32_at};
 use crate::net::sock::{dump_sk_opts, set_sk_opts};
+use crate::net::SkNetns;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::proto::fdinfo::{fd_types, FileEntry};
@@ -186,10 +187,10 @@ pub fn parse_packet_diag(b: &[u8]) -> Result<PacketDiag, String> {
     Ok(p)
 }
 
-/// Every packet socket of crust's network namespace, by inode.
-fn diag_all() -> Result<HashMap<u32, PacketDiag>, Error> {
+/// Every packet socket of network namespace `ns`, by inode.
+fn diag_all(ns: &SkNetns) -> Result<HashMap<u32, PacketDiag>, Error> {
     let mut out = HashMap::new();
-    diag_dump("PACKET_DIAG", &packet_diag_req(), |m| {
+    diag_dump("PACKET_DIAG", ns, &packet_diag_req(), |m| {
         let d = parse_packet_diag(m)?;
         out.insert(d.ino, d);
         Ok(())
@@ -232,6 +233,8 @@ pub struct PacketDump {
     ids: HashMap<u32, u32>,
     /// PACKET_DIAG answer, read when the first socket is met.
     diag: Option<HashMap<u32, PacketDiag>>,
+    /// The network namespace of the tree's sockets.
+    pub netns: SkNetns,
 }
 
 /// The image's packet_ring of a packet_diag_ring.
@@ -281,11 +284,15 @@ impl PacketDump {
         id: u32,
     ) -> Result<FileEntry, Error> {
         let here = format!("process {pid} fd {fd} (packet socket {ino})");
-        let d = crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
+        let ns = self.netns;
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))?.ok_or_else(
+            || {
                 Error::unsupported(format!(
-                    "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                    "{here} is not in {} (a tree's processes share one network namespace)",
+                    ns.describe()
                 ))
-            })?;
+            },
+        )?;
         let mclist = mclist_entries(&here, &d.mclist)?;
         let opts = dump_sk_opts(sock.as_fd())
             .map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
@@ -691,7 +698,7 @@ mod tests {
                 .unwrap()
                 .ino() as u32
         };
-        let all = diag_all().unwrap();
+        let all = diag_all(&SkNetns::default()).unwrap();
         let d = &all[&ino];
         assert_eq!((d.ty, d.num, d.ifindex), (ty, 0x0800, 1));
         assert_eq!((d.version, d.reserve, d.tstamp), (1, 32, 16));

@@ -134,6 +134,11 @@ impl TreeNamespaces {
         Ok(t)
     }
 
+    /// Whether the tree has a namespace of kind `kind` of its own.
+    pub(crate) fn own(&self, kind: NsKind) -> bool {
+        self.own.contains(&kind)
+    }
+
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {

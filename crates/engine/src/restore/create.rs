@@ -16,7 +16,7 @@ pub(super) const TRACE_OPTS: u64 =
 
 /// Create every process and thread, then build each one.
 pub(super) fn create_and_build(
-    img: &ImageSet,
+    img: &mut ImageSet,
     opts: &Options,
     tramp: u64,
     tty: Option<&str>,
@@ -33,6 +33,14 @@ pub(super) fn create_and_build(
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
     prepared?;
+    // Pipes, sockets... exist, full, before any other task does; sockets
+    // in the tree's own network namespace when it has one.
+    created.shared = if img.ns.own(crate::ns::ids::NsKind::Net) {
+        crate::net::in_netns_of(root_host, || img.files.open())?
+    } else {
+        img.files.open()?
+    };
+    let img = &*img;
     let root = created
         .tasks
         .first_mut()

@@ -29,12 +29,10 @@ pub(super) fn restore_loaded(
     check_pids_free(&img)?;
     let tramp = trampoline_for(&img)?;
     let tty = terminal_for(&img, opts)?;
-    // Pipes, sockets... exist, full, before any task does.
-    let mut created = Created {
-        shared: img.files.open()?,
-        ..Default::default()
-    };
-    let result = create_and_build(&img, opts, tramp, tty.as_deref(), &mut created);
+    // Pipes, sockets... exist, full, before any task but the root does
+    // (made by create_and_build once the root's namespaces are ready).
+    let mut created = Created::default();
+    let result = create_and_build(&mut img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
         .tasks

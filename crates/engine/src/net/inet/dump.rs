@@ -31,6 +31,8 @@ pub struct InetDump {
     pub leave_running: bool,
     pub lock_method: netlock::Method,
     diag: Option<HashMap<u32, Diag>>,
+    /// The network namespace of the tree's sockets.
+    pub netns: SkNetns,
     ids: HashMap<u32, u32>,
     socks: Vec<Sock>,
     /// Connections locked and in repair mode once written.
@@ -126,14 +128,16 @@ impl InetDump {
         let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
-            match crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)? {
+            let ns = self.netns;
+            match crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))? {
                 Some(d) => Some(d),
                 // A UDP socket never bound (nor connected, which binds) is
                 // in no table of the kernel: nothing for sock_diag to say.
                 None if ty == libc::SOCK_DGRAM && local.port() == 0 => None,
                 None => {
                     return Err(Error::unsupported(format!(
-                        "{here} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                        "{here} is not in {} (a tree's processes share one network namespace)",
+                        ns.describe()
                     )))
                 }
             }
@@ -186,7 +190,7 @@ impl InetDump {
             },
             ip_opts: Some(ip_opts(s, family, ty, proto)),
             ifname: None,
-            ns_id: Some(NET_NS_ID),
+            ns_id: Some(self.netns.id),
             shutdown: match &diag {
                 Some(d) => (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
                 None if tcp_closed => closed_shutdown(s),
@@ -368,14 +372,24 @@ impl InetDump {
             .filter_map(|s| s.conn)
             .map(|(local, remote)| Conn { local, remote })
             .collect();
+        // The tree's own network namespace is locked as a whole, from
+        // inside (CRIU's way); crust's, connection by connection.
+        let netns = match (self.netns.pid, conns.is_empty()) {
+            (Some(pid), false) => Some(crate::ns::open_ns(pid, crate::ns::ids::NsKind::Net)?),
+            _ => None,
+        };
         let mut hold = NetHold {
             method: self.lock_method,
             conns: conns.clone(),
+            netns: None,
             repairs: Vec::new(),
             undo: Vec::new(),
             kept: Vec::new(),
         };
-        if !conns.is_empty() {
+        if let Some(ns) = netns {
+            netlock::lock_netns(self.lock_method, &ns, &conns)?;
+            hold.netns = Some(ns);
+        } else if !conns.is_empty() {
             netlock::lock(self.lock_method, &conns)?;
             info!(
                 "Locked {} TCP connection(s) out of the network",
@@ -457,6 +471,8 @@ impl InetDump {
 pub struct NetHold {
     method: netlock::Method,
     conns: Vec<Conn>,
+    /// The tree's own network namespace, locked as a whole.
+    netns: Option<std::fs::File>,
     repairs: Vec<Repair>,
     /// Other things to undo if the tree runs on (pty bytes read out).
     undo: Vec<Box<dyn FnOnce() + Send>>,
@@ -495,6 +511,7 @@ impl NetHold {
         }
         self.repairs.clear();
         self.conns.clear();
+        self.netns = None;
         self.undo.clear();
     }
 }
@@ -506,10 +523,13 @@ impl Drop for NetHold {
                 warn!("could not take a connection out of repair mode: {e}");
             }
         }
-        if !self.conns.is_empty() {
-            if let Err(e) = netlock::unlock(self.method, &self.conns) {
-                warn!("could not unlock the network: {e}");
-            }
+        let unlocked = match &self.netns {
+            Some(ns) => netlock::unlock_netns(self.method, ns, &self.conns),
+            None if !self.conns.is_empty() => netlock::unlock(self.method, &self.conns),
+            None => Ok(()),
+        };
+        if let Err(e) = unlocked {
+            warn!("could not unlock the network: {e}");
         }
         for f in self.undo.drain(..) {
             f();

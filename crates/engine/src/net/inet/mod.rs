@@ -23,6 +23,7 @@ use crate::files::kind::{LoadCtx, Made, OpenKind, Phase, PhaseCtx, RestoreKind};
 use crate::net::accept::AcceptServer;
 use crate::net::netlink::{attrs, diag_dump, u32_at};
 use crate::net::netlock::{self, Conn};
+use crate::net::SkNetns;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::ImageType;
@@ -49,8 +50,6 @@ const TCP_LISTEN: u32 = tcp_state::LISTEN as u32;
 
 const IPPROTO_UDPLITE: i32 = 136;
 const SO_PEEK_OFF: i32 = 42;
-/// CRIU's net ns id of crust's own network namespace.
-const NET_NS_ID: u32 = 2;
 
 /// Is this TCP state one of a live connection that repair mode carries
 /// over? (CLOSE is one only for a socket that had a peer: see
@@ -191,9 +190,9 @@ pub fn parse_diag(b: &[u8], proto: u8) -> Result<Diag, String> {
     Ok(d)
 }
 
-/// Every TCP, UDP and UDP-Lite socket of crust's network namespace, by
+/// Every TCP, UDP and UDP-Lite socket of network namespace `ns`, by
 /// inode.
-fn diag_all() -> Result<HashMap<u32, Diag>, Error> {
+fn diag_all(ns: &SkNetns) -> Result<HashMap<u32, Diag>, Error> {
     let mut out = HashMap::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         for proto in [
@@ -201,7 +200,7 @@ fn diag_all() -> Result<HashMap<u32, Diag>, Error> {
             libc::IPPROTO_UDP as u8,
             IPPROTO_UDPLITE as u8,
         ] {
-            let got = diag_dump("INET_DIAG", &diag_request(family, proto), |m| {
+            let got = diag_dump("INET_DIAG", ns, &diag_request(family, proto), |m| {
                 let d = parse_diag(m, proto)?;
                 out.insert(d.ino, d);
                 Ok(())

@@ -179,6 +179,7 @@ impl InetFiles {
         let mut out = OpenInet {
             method: self.method,
             conns: self.conns(),
+            netns: crate::net::tree_netns(),
             ..Default::default()
         };
         // Connections first, then the rest: they bind in repair mode, which
@@ -703,6 +704,9 @@ pub struct OpenInet {
     queued: Vec<(u32, OwnedFd, SocketAddr)>,
     method: netlock::Method,
     conns: Vec<Conn>,
+    /// The tree's own network namespace the sockets were made in: its
+    /// lock is lifted from inside, stand-in connections made there.
+    netns: Option<std::fs::File>,
     /// TCP sockets that keep SO_REUSEADDR and SO_REUSEPORT set until every
     /// socket is made: (file id, recorded SO_REUSEADDR, SO_REUSEPORT).
     reuse: Vec<(u32, bool, bool)>,
@@ -759,8 +763,15 @@ impl OpenInet {
                 });
             }
             for _ in 0..q.conns.len() {
-                let c = sn::socket(sn::family_of(&to), libc::SOCK_STREAM, libc::IPPROTO_TCP)
-                    .map_err(sys_err(me, "socket for a stand-in connection"))?;
+                let new = || {
+                    sn::socket(sn::family_of(&to), libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                        .map_err(sys_err(me, "socket for a stand-in connection"))
+                };
+                // In the listener's namespace.
+                let c = match &self.netns {
+                    Some(ns) => crate::net::in_netns_file(ns, new)?,
+                    None => new()?,
+                };
                 sn::connect(c.as_fd(), &to).map_err(sys_err(
                     me,
                     format!("stand-in connection to listener {lid} on {to}"),
@@ -821,7 +832,12 @@ impl OpenInet {
     /// locked answers with a reset at once (and the unsent tail is not
     /// dropped by the lock to wait for a retransmission).
     pub fn finish(&mut self) -> Result<(), Error> {
-        if !self.conns.is_empty() {
+        if let Some(ns) = &self.netns {
+            // CRIU's lock of the namespace comes back with its iptables
+            // rules, if they were dumped: lifted if there.
+            netlock::unlock_netns(self.method, ns, &self.conns)?;
+            self.conns.clear();
+        } else if !self.conns.is_empty() {
             netlock::unlock(self.method, &self.conns)?;
             info!("Unlocked {} TCP connection(s)", self.conns.len());
             self.conns.clear();

@@ -54,8 +54,10 @@ use std::str::FromStr;
 use log::{debug, info, warn};
 
 mod iptables;
+mod netns;
 mod nftables;
 use iptables::{ipt_lock, ipt_unlock};
+pub use netns::{lock_netns, unlock_netns};
 use nftables::{nft_lock, nft_unlock};
 
 /// The firewall mark of the packets crust sends itself while connections

@@ -29,6 +29,8 @@ const EPOLL_LINK: &str = "anon_inode:[eventpoll]";
 #[derive(Default)]
 pub struct UnixDump {
     pub ext_unix_sk: bool,
+    /// The network namespace of the tree's sockets.
+    pub netns: crate::net::SkNetns,
     diag: Option<HashMap<u32, DiagSock>>,
     /// files.img id by socket inode.
     ids: HashMap<u32, u32>,
@@ -92,9 +94,12 @@ impl UnixDump {
     ) -> Result<(), Error> {
         let sock = sock.as_fd();
         let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-        let d = crate::net::netlink::diag_of(&mut self.diag, ino, diag_all)?.ok_or_else(|| {
+        let ns = self.netns;
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))?
+            .ok_or_else(|| {
                 Error::unsupported(format!(
-                    "process {pid} fd {fd}: unix socket {ino} is not in crust's network namespace (sockets of other network namespaces are not supported)"
+                    "process {pid} fd {fd}: unix socket {ino} is not in {} (a tree's processes share one network namespace)",
+                    ns.describe()
                 ))
             })?;
         let here = format!(
@@ -183,6 +188,7 @@ impl UnixDump {
             file_perms,
             deleted: deleted.then_some(true),
             name_dir,
+            ns_id: Some(self.netns.id),
             ..Default::default()
         });
         self.ids.insert(ino, id);

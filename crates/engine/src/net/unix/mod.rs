@@ -213,11 +213,12 @@ fn parse_one(b: &[u8]) -> Result<DiagSock, String> {
     Ok(s)
 }
 
-/// Every unix socket of crust's network namespace, by inode.
-fn diag_all() -> Result<HashMap<u32, DiagSock>, Error> {
+/// Every unix socket of network namespace `ns`, by inode.
+fn diag_all(ns: &crate::net::SkNetns) -> Result<HashMap<u32, DiagSock>, Error> {
     let me = crust_sys::process::getpid();
-    let nl = su::netlink_socket(su::NETLINK_SOCK_DIAG)
-        .map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))?;
+    let nl = ns.run(|| {
+        su::netlink_socket(su::NETLINK_SOCK_DIAG).map_err(sys_err(me, "socket(NETLINK_SOCK_DIAG)"))
+    })?;
     su::netlink_send(nl.as_fd(), &diag_request(1))
         .map_err(sys_err(me, "sending the UNIX_DIAG request"))?;
     let mut buf = vec![0u8; 64 << 10];
@@ -403,7 +404,7 @@ mod tests {
         };
         su::send(a.as_fd(), b"abc", None, 0).unwrap();
         su::shutdown(a.as_fd(), libc::SHUT_WR).unwrap();
-        let all = diag_all().unwrap();
+        let all = diag_all(&crate::net::SkNetns::default()).unwrap();
         let da = &all[&ino(&a)];
         let db = &all[&ino(&b)];
         assert_eq!(da.peer, ino(&b));

@@ -1,0 +1,153 @@
+//! Locking a whole network namespace: the tree's own. As CRIU does for a
+//! tree with a network namespace of its own, the namespace is locked as a
+//! whole from inside instead of connection by connection in crust's: with
+//! iptables, a chain `CRIU` that accepts packets marked [`SOCCR_MARK`] and
+//! drops every other one, jumped to first from INPUT and OUTPUT (IPv4 and,
+//! when ip6tables is there, IPv6), so a restore by CRIU removes it as its
+//! own. With nftables, the connections' elements go in crust's table
+//! inside the namespace ([`super::lock`] run there).
+//!
+//! Both run from a crust thread that joined the namespace (the tools it
+//! starts are in it).
+
+use super::*;
+use std::fs::File;
+
+/// The chain the lock jumps to (CRIU's name).
+const CHAIN: &str = "CRIU";
+
+/// The iptables-restore script that makes the chain and jumps to it.
+fn lock_script() -> String {
+    format!(
+        "*filter\n:{CHAIN} - [0:0]\n-I INPUT -j {CHAIN}\n-I OUTPUT -j {CHAIN}\n\
+         -A {CHAIN} -m mark --mark 0x{SOCCR_MARK:X} -j ACCEPT\n-A {CHAIN} -j DROP\nCOMMIT\n"
+    )
+}
+
+/// The script that removes the jumps, then the one that removes the chain.
+fn unlock_scripts() -> [String; 2] {
+    [
+        format!("*filter\n:{CHAIN} - [0:0]\n-D INPUT -j {CHAIN}\n-D OUTPUT -j {CHAIN}\nCOMMIT\n"),
+        format!("*filter\n:{CHAIN} - [0:0]\n-X {CHAIN}\nCOMMIT\n"),
+    ]
+}
+
+/// The (listing tool, restore tool) pairs to use: IPv4, and IPv6 when
+/// ip6tables-restore is installed.
+fn families() -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("iptables", "iptables-restore")];
+    if find_tool("ip6tables-restore").is_some() {
+        v.push(("ip6tables", "ip6tables-restore"));
+    }
+    v
+}
+
+/// Whether the lock chain exists (`iptables -w -S CRIU` succeeds).
+fn has_chain(tool: &'static str) -> bool {
+    run(
+        Method::Iptables,
+        tool,
+        &["-w", "-t", "filter", "-S", CHAIN],
+        None,
+    )
+    .is_ok()
+}
+
+fn ipt_lock_ns() -> Result<(), NetLockError> {
+    let script = lock_script();
+    let mut done = Vec::new();
+    for (tool, restore) in families() {
+        if let Err(e) = run(
+            Method::Iptables,
+            restore,
+            &["-w", "--noflush"],
+            Some(&script),
+        ) {
+            for (t, r) in done {
+                ipt_unlock_ns_one(t, r);
+            }
+            return Err(e);
+        }
+        done.push((tool, restore));
+    }
+    Ok(())
+}
+
+/// Remove the lock of one family, if it is there (warned, never fatal:
+/// the namespace may never have been locked, as after a dump by a tool
+/// that did not lock it).
+fn ipt_unlock_ns_one(tool: &'static str, restore: &'static str) {
+    if !has_chain(tool) {
+        debug!("no {CHAIN} chain for {tool} in the namespace: nothing to unlock");
+        return;
+    }
+    let [jumps, chain] = unlock_scripts();
+    // A second pass for the jumps: with iptables-nft, a jump left over
+    // would keep the chain from going.
+    for script in [&jumps, &jumps, &chain] {
+        if let Err(e) = run(
+            Method::Iptables,
+            restore,
+            &["-w", "--noflush"],
+            Some(script),
+        ) {
+            debug!("{e}");
+        }
+    }
+    if has_chain(tool) {
+        warn!("the {CHAIN} chain of {tool} is still in the tree's network namespace");
+    }
+}
+
+/// Run `f` in a thread that joined network namespace `ns`.
+fn in_ns<T: Send>(
+    ns: &File,
+    f: impl FnOnce() -> Result<T, crate::Error> + Send,
+) -> Result<T, crate::Error> {
+    crate::net::in_netns_file(ns, f)
+}
+
+/// Lock the network namespace `ns` (the tree's own), whose TCP connections
+/// are `conns`, with `method`.
+pub fn lock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
+    match method {
+        Method::Skip => Ok(()),
+        Method::Nftables => in_ns(ns, || lock(method, conns)),
+        Method::Iptables => {
+            in_ns(ns, || ipt_lock_ns().map_err(crate::Error::NetLock))?;
+            info!("Locked the tree's network namespace (iptables chain {CHAIN})");
+            Ok(())
+        }
+    }
+}
+
+/// Lift the lock of [`lock_netns`] (or CRIU's): what is not there is
+/// passed over.
+pub fn unlock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
+    match method {
+        Method::Skip => Ok(()),
+        Method::Nftables => in_ns(ns, || unlock(method, conns)),
+        Method::Iptables => in_ns(ns, || {
+            for (tool, restore) in families() {
+                ipt_unlock_ns_one(tool, restore);
+            }
+            info!("Unlocked the tree's network namespace");
+            Ok(())
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_make_and_remove_the_criu_chain() {
+        let l = lock_script();
+        assert!(l.starts_with("*filter\n:CRIU - [0:0]\n-I INPUT -j CRIU\n-I OUTPUT -j CRIU\n"));
+        assert!(l.contains("-A CRIU -m mark --mark 0xC114 -j ACCEPT\n-A CRIU -j DROP\nCOMMIT\n"));
+        let [j, c] = unlock_scripts();
+        assert!(j.contains("-D INPUT -j CRIU\n-D OUTPUT -j CRIU\n"));
+        assert!(c.contains("-X CRIU\n"));
+    }
+}
