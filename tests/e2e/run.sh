@@ -948,6 +948,8 @@ ALL_TESTS+=(shmanon)
 # The tree's own namespaces (issue 13).
 # shellcheck source=tests/e2e/ns.sh
 . "$ROOT/tests/e2e/ns.sh"
+# shellcheck source=tests/e2e/ns-userns.sh
+. "$ROOT/tests/e2e/ns-userns.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

@@ -12,12 +12,14 @@
 //!   ([`tree::TreeNamespaces::load`]), and made with the root
 //!   ([`tree::TreeNamespaces::clone_flags`], then
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
-//! - One module per kind: [`uts`], [`sysvipc`] (System V IPC objects of the
-//!   tree's IPC namespace).
+//! - One module per kind: [`user`] (uid/gid maps, and the ids of the
+//!   images as the tree's user namespace sees them), [`uts`], [`sysvipc`]
+//!   (System V IPC objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
 pub(crate) mod sysvipc;
 pub(crate) mod tree;
+pub(crate) mod user;
 pub(crate) mod uts;
 
 use crate::util::sys_err;
@@ -29,7 +31,7 @@ use std::fs::File;
 /// its own (not crust's). The pid namespace is decided apart (the root
 /// must head it).
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
-    matches!(kind, NsKind::Ipc | NsKind::Uts)
+    matches!(kind, NsKind::Ipc | NsKind::Uts | NsKind::User)
 }
 
 /// Open `/proc/PID/ns/KIND`.

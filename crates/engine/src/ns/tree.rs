@@ -8,12 +8,18 @@
 //! while it is stopped, [`TreeNamespaces::prepare`] fills its new
 //! namespaces in phases, in this order:
 //!
-//! 1. `uts`: the host and domain names.
+//! 1. `user`: the uid and gid maps, written from crust's namespace (the
+//!    root's other new namespaces are owned by its new user namespace:
+//!    clone made the user namespace first). Once the root is traced on its
+//!    trampoline it takes ids of the namespace
+//!    ([`TreeNamespaces::settle_root`]).
+//! 2. `uts`: the host and domain names.
 //!
 //! The pid namespace (the root is its init) and the IPC namespace (System V
 //! objects, [`super::sysvipc`]) are made by the restore's own steps.
 
 use super::ids::{NsIds, NsKind};
+use super::user::{self, UserNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -28,7 +34,10 @@ pub(crate) struct DumpCtx<'a> {
     pub root_pid: i32,
     /// The root's namespace ids.
     pub ids: NsIds,
-    #[allow(dead_code, reason = "for the kinds that follow --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -36,7 +45,10 @@ pub(crate) struct DumpCtx<'a> {
 pub(crate) struct LoadCtx<'a> {
     /// The images directory.
     pub dir: &'a Path,
-    #[allow(dead_code, reason = "for the kinds that follow --root, --external and the like")]
+    #[allow(
+        dead_code,
+        reason = "for the kinds that follow --root, --external and the like"
+    )]
     pub opts: &'a Options,
 }
 
@@ -47,6 +59,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let id = root.get(kind);
         match kind {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
+            NsKind::User => user::dump(dir, root_pid, id)?,
             // The pid namespace has no image; System V IPC is dumped by
             // the ipc step.
             NsKind::Pid | NsKind::Ipc => {}
@@ -65,6 +78,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
 pub(crate) struct TreeNamespaces {
     /// The kinds the root had of its own (not the dumping tool's).
     own: Vec<NsKind>,
+    user: Option<UserNs>,
     uts: Option<Uts>,
 }
 
@@ -91,6 +105,7 @@ impl TreeNamespaces {
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
+                NsKind::User => t.user = Some(UserNs::load(dir, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -105,7 +120,7 @@ impl TreeNamespaces {
     /// Whether the tree has namespaces of its own to make here (making
     /// them needs CAP_SYS_ADMIN).
     pub(crate) fn any(&self) -> bool {
-        self.uts.is_some()
+        self.uts.is_some() || self.user.is_some()
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
@@ -121,9 +136,22 @@ impl TreeNamespaces {
     /// [`Self::clone_flags`] and stopped, phase by phase.
     pub(crate) fn prepare(&self, ctx: &LoadCtx<'_>, root: i32) -> Result<(), Error> {
         let _ = ctx;
+        if let Some(user) = &self.user {
+            user.prepare(root)?;
+        }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
         }
         Ok(())
+    }
+
+    /// Once the root (`r` on it) is traced on its trampoline, before it
+    /// does anything: in a new user namespace, give it ids the namespace
+    /// names ([`UserNs::settle_root`]).
+    pub(crate) fn settle_root(&self, r: &mut crate::task::remote::Remote<'_>) -> Result<(), Error> {
+        match &self.user {
+            Some(user) => user.settle_root(r),
+            None => Ok(()),
+        }
     }
 }

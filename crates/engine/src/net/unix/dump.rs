@@ -400,8 +400,8 @@ fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFil
                 } else {
                     file_perms = Some(FilePermsEntry {
                         mode: md.mode(),
-                        uid: md.uid(),
-                        gid: md.gid(),
+                        uid: crate::util::idmap::to_ns_uid(md.uid()),
+                        gid: crate::util::idmap::to_ns_gid(md.gid()),
                         ..Default::default()
                     });
                 }
