@@ -123,6 +123,9 @@ fn set_ids(uid: u32, gid: u32, groups: &[u32]) {
         if libc::setresuid(uid, uid, uid) != 0 {
             die("setresuid");
         }
+        // Changing ids made it undumpable (its /proc files root's), which
+        // CRIU's dump cannot work with: dumpable again.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1);
     }
 }
 
@@ -166,13 +169,14 @@ fn inner(args: &Args, root: bool) -> ! {
     // SAFETY: the child only answers on its pipes until killed.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        // SAFETY: prctl takes integers.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         if root {
             set_ids(1000, 1000, &[1000]);
         } else {
             set_ids(1005, 1005, &[]);
         }
+        // (After the ids: changing them clears the death signal.)
+        // SAFETY: prctl takes integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         child_serve(req[0], resp[1]);
     }
     if child < 0 {
