@@ -99,6 +99,22 @@ userns_check_outside_nonroot() {
     [ "$got" = 200000 ] || { fail "restored root's uid outside is $got, not 200000" "$log"; return 1; }
 }
 
+# One process alone in user, UTS and IPC namespaces (crust's pid
+# namespace: crust makes it with its pid from outside): restored with its
+# pid, maps, ids and the rest.
+t_userns_single_cr() {
+    need_cr || return $?
+    userns_start --pidns 0 --child 0 || return 1
+    local want=$PID got
+    userns_cr "$D/img" || return 1
+    [ "$PID" = "$want" ] || { fail "restored as $PID, not $want" "$D/img/restore.log"; return 1; }
+    got=$(tr -s ' \n' ' ' </proc/"$PID"/uid_map | sed 's/^ //; s/ $//')
+    [ "$got" = "0 100000 65536" ] || { fail "restored uid_map is '$got'" "$D/img/restore.log"; return 1; }
+    [ "$(readlink /proc/"$PID"/ns/user)" != "$(readlink /proc/self/ns/user)" ] ||
+        { fail "the restored process is in crust's user namespace" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
 # A dump that must be refused, naming why ($1, a regex); the tree runs on.
 userns_dump_must_fail() {
     local what=$1
@@ -161,4 +177,4 @@ EOF
     return 0
 }
 
-ALL_TESTS+=(userns-cr userns-nonroot-cr err-dump-userns-setgroups err-dump-userns-nopidns err-restore-userns-overlap)
+ALL_TESTS+=(userns-cr userns-nonroot-cr userns-single-cr err-dump-userns-setgroups err-dump-userns-nopidns err-restore-userns-overlap)

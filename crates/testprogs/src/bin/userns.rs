@@ -8,7 +8,8 @@
 //! outside (65536 ids); `--map nonroot`: inside ids 1000..1009 only (uid
 //! 200000.., gid 300000.. outside; root inside is not mapped). `--setgroups
 //! deny`: setgroups denied before the gid map is written (crust refuses
-//! such a namespace). `--pidns 0`: no pid namespace of its own.
+//! such a namespace). `--pidns 0`: no pid namespace of its own. `--child
+//! 0`: no child.
 //!
 //! The inner sets its ids (root: 0 with groups 0 and 10, CAP_NET_RAW
 //! dropped from its bounding set; nonroot: 1000 with group 1001), its host
@@ -79,7 +80,7 @@ fn child_serve(req: i32, resp: i32) -> ! {
 }
 
 /// What the inner sees of itself and its child.
-fn snapshot(child: [i32; 2], shm: i32) -> Result<String, String> {
+fn snapshot(child: Option<[i32; 2]>, shm: i32) -> Result<String, String> {
     let mut out = Vec::new();
     for f in ["uid_map", "gid_map", "setgroups"] {
         let t = std::fs::read_to_string(format!("/proc/self/{f}"))
@@ -90,7 +91,9 @@ fn snapshot(child: [i32; 2], shm: i32) -> Result<String, String> {
         ));
     }
     out.push(format!("self: {}", creds_of("self")?));
-    out.push(format!("child: {}", ask_child(child[0], child[1])?));
+    if let Some([req, resp]) = child {
+        out.push(format!("child: {}", ask_child(req, resp)?));
+    }
     // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: `ds` is a writable shmid_ds.
@@ -166,8 +169,14 @@ fn inner(args: &Args, root: bool) -> ! {
     }
     let req = crust_testprogs::make_pipe();
     let resp = crust_testprogs::make_pipe();
-    // SAFETY: the child only answers on its pipes until killed.
-    let child = unsafe { libc::fork() };
+    let with_child = args.num("child", 1) == 1;
+    let child = if with_child {
+        // SAFETY: the child only answers on its pipes until killed.
+        unsafe { libc::fork() }
+    } else {
+        // Without a child: a pid no fork returns, never 0 nor negative.
+        i32::MAX
+    };
     if child == 0 {
         if root {
             set_ids(1000, 1000, &[1000]);
@@ -184,7 +193,7 @@ fn inner(args: &Args, root: bool) -> ! {
     }
     // Let the child take its ids.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let ends = [req[1], resp[0]];
+    let ends = with_child.then_some([req[1], resp[0]]);
     let before = match snapshot(ends, shm) {
         Ok(s) => s,
         Err(e) => {
@@ -200,8 +209,10 @@ fn inner(args: &Args, root: bool) -> ! {
     });
     // SAFETY: kill and waitpid on our own child; shmctl takes integers.
     unsafe {
-        libc::kill(child, libc::SIGKILL);
-        libc::waitpid(child, std::ptr::null_mut(), 0);
+        if with_child {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
         libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
     }
     finish(args, verdict);
