@@ -121,10 +121,10 @@ impl UnixDump {
                     fds,
                     here: here.clone(),
                     addr: None,
-                    // The sender's pid as the tree sees it.
+                    // The sender's pid and ids as the tree sees them.
                     ucred: creds.map(|(pid, uid, gid)| SkUcredEntry {
-                        uid,
-                        gid,
+                        uid: crate::util::idmap::to_ns_uid(uid),
+                        gid: crate::util::idmap::to_ns_gid(gid),
                         pid: crate::files::fown::ns_pid(pid) as u32,
                         ..Default::default()
                     }),
