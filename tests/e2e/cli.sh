@@ -32,7 +32,6 @@ pagemap_scan_guard_pages"
 declare -A FEATURE_DIFFERS=(
     [tun]="crust does not dump tun/tap devices"
     [tun_ns]="no network namespaces in crust"
-    [userns]="no user namespaces in crust"
     [cgroupns]="no cgroups in crust"
     [autofs]="no mount namespaces in crust"
     [compat_cr]="crust restores 64-bit tasks only"

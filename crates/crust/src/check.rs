@@ -73,11 +73,7 @@ static FEATURES: &[Feature] = &[
         Lacks("crust does not dump tun/tap devices yet"),
     ),
     feat("tun_ns", FeatureOnly, Lacks(NO_NETNS)),
-    feat(
-        "userns",
-        Extra,
-        Lacks("crust does not dump user namespaces yet"),
-    ),
+    feat("userns", Extra, Probe(userns)),
     feat("fdinfo_lock", Extra, Probe(fdinfo_lock)),
     feat("seccomp_suspend", Extra, Probe(seccomp)),
     feat("seccomp_filters", Extra, Probe(seccomp)),
@@ -281,6 +277,13 @@ fn fdinfo_lock() -> ProbeResult {
 }
 
 /// /proc/PID/loginuid can be written (auditing with loginuid changes).
+/// User namespaces (/proc/self/ns/user): a tree's own is dumped with its
+/// maps and restored (engine ns::user).
+fn userns() -> ProbeResult {
+    std::fs::metadata("/proc/self/ns/user").map_err(os("stat /proc/self/ns/user"))?;
+    Ok(())
+}
+
 fn loginuid() -> ProbeResult {
     std::fs::OpenOptions::new()
         .write(true)

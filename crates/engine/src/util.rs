@@ -1,5 +1,7 @@
 //! Small helpers shared by dump and restore.
 
+pub mod idmap;
+
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};
 use crust_images::Message;

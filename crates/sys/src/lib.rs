@@ -27,6 +27,7 @@ pub mod sockfilter;
 pub mod testing;
 pub mod tty;
 pub mod unix;
+pub mod userns;
 
 use std::fmt;
 

@@ -352,6 +352,9 @@ fn dump_tree(
     let mut seccomp = task::seccomp::SeccompDump::default();
     let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
     let mut walk = Walk::new(proc, root_pid, tree.procs.len());
+    // The tree's own user namespace: ids are recorded as it sees them.
+    let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
+    let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
     files.set_namespaces(
         walk.nss
             .known()

@@ -50,9 +50,11 @@ pub fn dump(fd: BorrowedFd<'_>) -> io::Result<FownEntry> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => owner_creds(o.pid),
         Err(e) => return Err(e),
     };
+    // As the tree's user namespace sees them: the owner's task sets them
+    // again from inside.
     Ok(FownEntry {
-        uid,
-        euid,
+        uid: crate::util::idmap::to_ns_uid(uid),
+        euid: crate::util::idmap::to_ns_uid(euid),
         signum,
         pid_type: o.kind as u32,
         pid: o.pid as u32,

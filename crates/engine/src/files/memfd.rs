@@ -134,8 +134,8 @@ impl MemfdDump {
                 let inode_id = inodes.len() as u32 + 1;
                 inodes.push(MemfdInodeEntry {
                     name: name.to_string(),
-                    uid: md.uid(),
-                    gid: md.gid(),
+                    uid: crate::util::idmap::to_ns_uid(md.uid()),
+                    gid: crate::util::idmap::to_ns_gid(md.gid()),
                     size: md.size(),
                     shmid: md.ino() as u32,
                     seals,
@@ -285,8 +285,12 @@ impl Memfds {
                 f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(sys_err(me, format!("chmod {what}")))?;
             }
-            std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid))
-                .map_err(sys_err(me, format!("chown {what}")))?;
+            std::os::unix::fs::fchown(
+                &f,
+                Some(crate::util::idmap::to_host_uid(e.uid)),
+                Some(crate::util::idmap::to_host_gid(e.gid)),
+            )
+            .map_err(sys_err(me, format!("chown {what}")))?;
             let via = format!("/proc/self/fd/{}", f.as_raw_fd());
             // The first read-write description is memfd_create's own: one
             // reopened through /proc counts as a writer of the inode, and

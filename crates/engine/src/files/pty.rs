@@ -843,6 +843,8 @@ impl Ptys {
                     sys::set_exclusive(s.as_fd(), true).map_err(err("TIOCEXCL on the slave"))?;
                 }
                 if let Some((uid, gid)) = si.owner {
+                    let uid = crate::util::idmap::to_host_uid(uid);
+                    let gid = crate::util::idmap::to_host_gid(gid);
                     std::os::unix::fs::fchown(s, Some(uid), Some(gid))
                         .map_err(err("fchown of the slave"))?;
                 }

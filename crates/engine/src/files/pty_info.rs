@@ -55,8 +55,8 @@ pub(crate) fn hung_info(
             index,
             ..Default::default()
         }),
-        uid: Some(md.uid()),
-        gid: Some(md.gid()),
+        uid: Some(crate::util::idmap::to_ns_uid(md.uid())),
+        gid: Some(crate::util::idmap::to_ns_gid(md.gid())),
         ..Default::default()
     })
 }
@@ -152,8 +152,8 @@ pub(super) fn read_info(
             index: end.index,
             ..Default::default()
         }),
-        uid: Some(md.uid()),
-        gid: Some(md.gid()),
+        uid: Some(crate::util::idmap::to_ns_uid(md.uid())),
+        gid: Some(crate::util::idmap::to_ns_gid(md.gid())),
         ..Default::default()
     })
 }

@@ -15,10 +15,11 @@
 //! - [`join`]: `--join-ns` (the root made in existing namespaces) and
 //!   `--empty-ns` parsing.
 //! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
-//! - One module per kind: [`uts`], [`time`] (clocks), [`mnt`] (mounts),
-//!   [`net`] (the network namespace's own state: sysctls, links,
-//!   addresses, routes, rules, firewall), [`sysvipc`] (System V IPC
-//!   objects of the tree's IPC namespace).
+//! - One module per kind: [`user`] (uid/gid maps, and the ids of the
+//!   images as the tree's user namespace sees them), [`uts`], [`time`]
+//!   (clocks), [`mnt`] (mounts), [`net`] (the network namespace's own
+//!   state: sysctls, links, addresses, routes, rules, firewall),
+//!   [`sysvipc`] (System V IPC objects of the tree's IPC namespace).
 
 pub(crate) mod ids;
 pub(crate) mod join;
@@ -28,6 +29,7 @@ pub(crate) mod net;
 pub(crate) mod sysvipc;
 pub(crate) mod time;
 pub(crate) mod tree;
+pub(crate) mod user;
 pub(crate) mod uts;
 
 use crate::util::sys_err;
@@ -41,7 +43,7 @@ use std::fs::File;
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
     matches!(
         kind,
-        NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net | NsKind::Mnt
+        NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net | NsKind::Mnt | NsKind::User
     )
 }
 

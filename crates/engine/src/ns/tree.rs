@@ -8,10 +8,15 @@
 //! while it is stopped, [`TreeNamespaces::prepare`] fills its new
 //! namespaces in phases, in this order:
 //!
-//! 1. `net`: sysctls, links (a veth's outer end in crust's namespace),
+//! 1. `user`: the uid and gid maps, written from crust's namespace (the
+//!    root's other new namespaces are owned by its new user namespace:
+//!    clone made the user namespace first). Once the root is traced on its
+//!    trampoline it takes ids of the namespace
+//!    ([`TreeNamespaces::settle_root`]).
+//! 2. `net`: sysctls, links (a veth's outer end in crust's namespace),
 //!    addresses, routes, rules, iptables/nftables ([`super::net`]).
-//! 2. `mnt`: the mount tree, pivoted into (see [`super::mnt::restore`]).
-//! 3. `uts`: the host and domain names.
+//! 3. `mnt`: the mount tree, pivoted into (see [`super::mnt::restore`]).
+//! 4. `uts`: the host and domain names.
 //!
 //! The time namespace is made before the root is cloned (its offsets can
 //! only be set while no process is in it): [`TreeNamespaces::time_for_root`].
@@ -24,6 +29,7 @@ use super::join::Joined;
 use super::mnt::{self, restore::MntNs};
 use super::net::NetNs;
 use super::time::{self, TimeNs};
+use super::user::{self, UserNs};
 use super::uts::{self, Uts};
 use crate::{Error, Options};
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -66,6 +72,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
             }
             NsKind::Net => super::net::dump(dir, root_pid, id)?,
             NsKind::Mnt => mnt::dump(ctx, id)?,
+            NsKind::User => user::dump(dir, root_pid, id)?,
             _ => {
                 return Err(Error::unsupported(format!(
                     "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
@@ -81,6 +88,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
 pub(crate) struct TreeNamespaces {
     /// The kinds the root had of its own (not the dumping tool's).
     own: Vec<NsKind>,
+    user: Option<UserNs>,
     uts: Option<Uts>,
     time: Option<TimeNs>,
     /// The namespaces the root joins (`--join-ns`), taken as they are.
@@ -123,6 +131,7 @@ impl TreeNamespaces {
                 NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
                 NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
                 NsKind::Mnt => t.mnt = Some(MntNs::load(ctx, tree)?),
+                NsKind::User => t.user = Some(UserNs::load(dir, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
                     return Err(Error::unsupported(format!(
@@ -146,6 +155,7 @@ impl TreeNamespaces {
             || self.time.is_some()
             || self.net.is_some()
             || self.mnt.is_some()
+            || self.user.is_some()
             || self.joined.flags() != 0
     }
 
@@ -180,6 +190,9 @@ impl TreeNamespaces {
     /// [`Self::clone_flags`] and stopped, phase by phase.
     pub(crate) fn prepare(&self, ctx: &LoadCtx<'_>, root: i32) -> Result<(), Error> {
         let _ = ctx;
+        if let Some(user) = &self.user {
+            user.prepare(root)?;
+        }
         if let Some(net) = &self.net {
             net.prepare(root)?;
         }
@@ -190,5 +203,15 @@ impl TreeNamespaces {
             uts.prepare(root)?;
         }
         Ok(())
+    }
+
+    /// Once the root (`r` on it) is traced on its trampoline, before it
+    /// does anything: in a new user namespace, give it ids the namespace
+    /// names ([`UserNs::settle_root`]).
+    pub(crate) fn settle_root(&self, r: &mut crate::task::remote::Remote<'_>) -> Result<(), Error> {
+        match &self.user {
+            Some(user) => user.settle_root(r),
+            None => Ok(()),
+        }
     }
 }

@@ -55,6 +55,8 @@ pub(super) fn create_and_build(
             pid: root_host,
             source,
         })?;
+    img.ns
+        .settle_root(&mut Remote::on_trampoline(root, tramp))?;
     set_session(img, 0, opts, created, tramp)?;
     // System V objects exist before any task maps them.
     if let Some(ns) = &img.ipcns {

@@ -37,11 +37,17 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
     let Some(c) = core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) else {
         return Ok(());
     };
-    let me = crust_proc::status(&ProcRoot::default(), crust_sys::process::getpid())
-        .map_err(proc_err(crust_sys::process::getpid()))?;
-    let same_ids = [c.uid, c.euid, c.suid, c.fsuid] == me.uid
-        && [c.gid, c.egid, c.sgid, c.fsgid] == me.gid
-        && c.groups == me.groups;
+    // What the task has now (crust's, or, in a new user namespace, what
+    // it was given there), its ids as its namespace sees them.
+    let pid = r.pid();
+    let me = crust_proc::status(&ProcRoot::default(), pid).map_err(proc_err(pid))?;
+    let (uid, gid) = (crate::util::idmap::to_ns_uid, crate::util::idmap::to_ns_gid);
+    let same_ids = [c.uid, c.euid, c.suid, c.fsuid] == me.uid.map(uid)
+        && [c.gid, c.egid, c.sgid, c.fsgid] == me.gid.map(gid)
+        && c.groups
+            .iter()
+            .copied()
+            .eq(me.groups.iter().map(|g| gid(*g)));
     let want = Caps {
         eff: cap_join(&c.cap_eff),
         prm: cap_join(&c.cap_prm),

@@ -324,7 +324,8 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
             signature: r.signature,
             ..Default::default()
         });
-    let creds = creds_of(status, p.thread.secbits);
+    let mut creds = creds_of(status, p.thread.secbits);
+    crate::util::idmap::creds_to_ns(tgid, &mut creds)?;
     let comm = status.name.clone();
     let (policy, prio) = p.thread.sched;
     let tc = match p.process {
@@ -364,7 +365,9 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
                     ..Default::default()
                 }),
                 signals_s: Some(signal_queue(pending_s)),
-                loginuid: crust_proc::loginuid(proc, tgid).ok(),
+                loginuid: crust_proc::loginuid(proc, tgid)
+                    .ok()
+                    .map(crate::util::idmap::to_ns_uid),
                 oom_score_adj: crust_proc::oom_score_adj(proc, tgid).ok(),
                 sigactions: pi.sigactions.clone(),
                 child_subreaper: Some(pi.child_subreaper),
@@ -621,6 +624,7 @@ pub fn apply_loginuid(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error>
     };
     let pid = r.pid();
     let now = crust_proc::loginuid(&ProcRoot::default(), pid).map_err(proc_err(pid))?;
+    let now = crate::util::idmap::to_ns_uid(now);
     if now == uid {
         return Ok(());
     }

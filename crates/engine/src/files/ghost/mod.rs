@@ -432,8 +432,8 @@ fn new_ghost(
         ..Default::default()
     };
     let mut entry = GhostFileEntry {
-        uid: md.uid(),
-        gid: md.gid(),
+        uid: crate::util::idmap::to_ns_uid(md.uid()),
+        gid: crate::util::idmap::to_ns_gid(md.gid()),
         mode: md.mode(),
         dev: Some(kernel_dev(md.dev())),
         ino: Some(md.ino()),

@@ -635,7 +635,11 @@ fn short(got: u64, want: u64) -> std::io::Result<()> {
 /// The ghost's owner, mode and times.
 fn apply_metadata(g: &GhostImage, path: &Path) -> std::io::Result<()> {
     let e = &g.entry;
-    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+    std::os::unix::fs::lchown(
+        path,
+        Some(crate::util::idmap::to_host_uid(e.uid)),
+        Some(crate::util::idmap::to_host_gid(e.gid)),
+    )?;
     if e.mode & libc::S_IFMT != libc::S_IFLNK {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
     }

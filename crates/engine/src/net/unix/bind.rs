@@ -76,7 +76,11 @@ fn bind_at(s: BorrowedFd<'_>, u: &UnixSkEntry) -> std::io::Result<()> {
 fn set_perms(p: &Path, perms: &FilePermsEntry) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(perms.mode & 0o7777))?;
-    if let Err(e) = std::os::unix::fs::lchown(p, Some(perms.uid), Some(perms.gid)) {
+    let (uid, gid) = (
+        crate::util::idmap::to_host_uid(perms.uid),
+        crate::util::idmap::to_host_gid(perms.gid),
+    );
+    if let Err(e) = std::os::unix::fs::lchown(p, Some(uid), Some(gid)) {
         warn!(
             "cannot chown {} to {}:{}: {e}",
             p.display(),

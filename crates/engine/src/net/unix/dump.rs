@@ -160,10 +160,10 @@ impl UnixDump {
                     fds,
                     here: here.clone(),
                     addr: None,
-                    // The sender's pid as the tree sees it.
+                    // The sender's pid and ids as the tree sees them.
                     ucred: creds.map(|(pid, uid, gid)| SkUcredEntry {
-                        uid,
-                        gid,
+                        uid: crate::util::idmap::to_ns_uid(uid),
+                        gid: crate::util::idmap::to_ns_gid(gid),
                         pid: crate::files::fown::ns_pid(pid) as u32,
                         ..Default::default()
                     }),
@@ -458,8 +458,8 @@ fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFil
                 } else {
                     file_perms = Some(FilePermsEntry {
                         mode: md.mode(),
-                        uid: md.uid(),
-                        gid: md.gid(),
+                        uid: crate::util::idmap::to_ns_uid(md.uid()),
+                        gid: crate::util::idmap::to_ns_gid(md.gid()),
                         ..Default::default()
                     });
                 }

@@ -624,7 +624,9 @@ impl UnixFiles {
                 let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
                 let creds = self.creds.get(&(id, i)).map(|c| {
                     let pid = host_pid(c.pid).unwrap_or(me);
-                    (pid, c.uid, c.gid)
+                    // Sent by crust: ids as its namespace sees them.
+                    let uid = crate::util::idmap::host_uid(c.uid);
+                    (pid, uid, crate::util::idmap::host_gid(c.gid))
                 });
                 let sent = if done == 0 && (!carried.is_empty() || creds.is_some()) {
                     let fds: Vec<BorrowedFd<'_>> = carried.iter().map(|f| f.as_fd()).collect();

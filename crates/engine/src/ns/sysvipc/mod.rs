@@ -86,10 +86,11 @@ fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Resu
 fn desc_of(id: i32, p: &IpcPerm) -> IpcDescEntry {
     IpcDescEntry {
         key: p.key as u32,
-        uid: p.uid,
-        gid: p.gid,
-        cuid: p.cuid,
-        cgid: p.cgid,
+        // As the tree's user namespace sees them (CRIU's rule).
+        uid: crate::util::idmap::to_ns_uid(p.uid),
+        gid: crate::util::idmap::to_ns_gid(p.gid),
+        cuid: crate::util::idmap::to_ns_uid(p.cuid),
+        cgid: crate::util::idmap::to_ns_gid(p.cgid),
         mode: p.mode,
         id: id as u32,
         ..Default::default()
@@ -132,7 +133,10 @@ fn sysctl_num(name: &str) -> Result<u64, Error> {
     }
 }
 
+/// (In a thread that joined the IPC namespace: the sysctls of one the
+/// tree's user namespace owns are writable by that namespace's root only.)
 fn write_sysctl(name: &str, value: &str) -> Result<(), Error> {
+    crate::ns::user::thread_act_as_ns_root(0, NsKind::Ipc)?;
     let path = PathBuf::from(format!("{SYS}/{name}"));
     std::fs::write(&path, value).map_err(|source| Error::Io {
         op: "cannot write the ipc sysctl",

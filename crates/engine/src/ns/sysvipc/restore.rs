@@ -338,6 +338,7 @@ fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
     let d = &s.entry.desc;
     let what = format!("System V segment {}", d.id);
     set_next_id("shm", d.id)?;
+    crate::ns::user::thread_act_as_creator(pid, d.cuid, d.cgid)?;
     let id = ipc::shmget(
         d.key as i32,
         s.entry.size,
@@ -345,8 +346,13 @@ fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
     )
     .map_err(sys_err(pid, format!("shmget of {what} (key {:#x})", d.key)))?;
     check_id(pid, &what, d.id, id)?;
-    ipc::shm_set(id, d.uid, d.gid, d.mode)
-        .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
+    ipc::shm_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+    )
+    .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
     fill_segment(pid, id, s, &what)
 }
 
@@ -354,6 +360,7 @@ fn create_sem(pid: i32, e: &IpcSemEntry, values: &[u16]) -> Result<(), Error> {
     let d = &e.desc;
     let what = format!("System V semaphore set {}", d.id);
     set_next_id("sem", d.id)?;
+    crate::ns::user::thread_act_as_creator(pid, d.cuid, d.cgid)?;
     let id = ipc::semget(
         d.key as i32,
         e.nsems,
@@ -361,8 +368,13 @@ fn create_sem(pid: i32, e: &IpcSemEntry, values: &[u16]) -> Result<(), Error> {
     )
     .map_err(sys_err(pid, format!("semget of {what} (key {:#x})", d.key)))?;
     check_id(pid, &what, d.id, id)?;
-    ipc::sem_set(id, d.uid, d.gid, d.mode)
-        .map_err(sys_err(pid, format!("semctl(IPC_SET) of {what}")))?;
+    ipc::sem_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+    )
+    .map_err(sys_err(pid, format!("semctl(IPC_SET) of {what}")))?;
     ipc::sem_setall(id, values).map_err(sys_err(pid, format!("semctl(SETALL) of {what}")))
 }
 
@@ -370,6 +382,7 @@ fn create_queue(pid: i32, q: &Queue) -> Result<(), Error> {
     let d = &q.entry.desc;
     let what = format!("System V message queue {}", d.id);
     set_next_id("msg", d.id)?;
+    crate::ns::user::thread_act_as_creator(pid, d.cuid, d.cgid)?;
     let id = ipc::msgget(
         d.key as i32,
         (d.mode & 0o777) as i32 | libc::IPC_CREAT | libc::IPC_EXCL,
@@ -377,7 +390,14 @@ fn create_queue(pid: i32, q: &Queue) -> Result<(), Error> {
     .map_err(sys_err(pid, format!("msgget of {what} (key {:#x})", d.key)))?;
     check_id(pid, &what, d.id, id)?;
     // The byte limit first: the messages must fit under it.
-    ipc::msg_set(id, d.uid, d.gid, d.mode, q.entry.qbytes as u64).map_err(sys_err(
+    ipc::msg_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+        q.entry.qbytes as u64,
+    )
+    .map_err(sys_err(
         pid,
         format!("msgctl(IPC_SET) of {what} (qbytes {})", q.entry.qbytes),
     ))?;

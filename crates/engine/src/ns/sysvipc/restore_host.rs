@@ -260,8 +260,13 @@ fn create_segment(r: &mut Remote<'_>, s: &Segment, made: &mut Made) -> Result<()
     })? as i32;
     made.shm.push(id);
     check_id(pid, &what, d.id, id)?;
-    ipc::shm_set(id, d.uid, d.gid, d.mode)
-        .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
+    ipc::shm_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+    )
+    .map_err(sys_err(pid, format!("shmctl(IPC_SET) of {what}")))?;
     fill_segment(pid, id, s, &what)
 }
 
@@ -285,8 +290,13 @@ fn create_sem(
     })? as i32;
     made.sem.push(id);
     check_id(pid, &what, d.id, id)?;
-    ipc::sem_set(id, d.uid, d.gid, d.mode)
-        .map_err(sys_err(pid, format!("semctl(IPC_SET) of {what}")))?;
+    ipc::sem_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+    )
+    .map_err(sys_err(pid, format!("semctl(IPC_SET) of {what}")))?;
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
     put(r, buf, &raw)?;
     r.call(
@@ -311,7 +321,14 @@ fn create_queue(r: &mut Remote<'_>, buf: &Buf, q: &Queue, made: &mut Made) -> Re
     })? as i32;
     made.msg.push(id);
     check_id(pid, &what, d.id, id)?;
-    ipc::msg_set(id, d.uid, d.gid, d.mode, q.entry.qbytes as u64).map_err(sys_err(
+    ipc::msg_set(
+        id,
+        crate::util::idmap::host_uid(d.uid),
+        crate::util::idmap::host_gid(d.gid),
+        d.mode,
+        q.entry.qbytes as u64,
+    )
+    .map_err(sys_err(
         pid,
         format!("msgctl(IPC_SET) of {what} (qbytes {})", q.entry.qbytes),
     ))?;

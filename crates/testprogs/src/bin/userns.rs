@@ -1,0 +1,282 @@
+//! `userns`: a container-like tree in a user namespace of its own that
+//! owns its pid, UTS and IPC namespaces (as `unshare --user --pid --uts
+//! --ipc --fork`, with the maps written from outside).
+//!
+//! The program (outer) clones the init of the new namespaces (inner) and
+//! writes its uid and gid maps from outside (setgroups left allowed), then
+//! waits for it. `--map root` (default): root inside is uid/gid 100000
+//! outside (65536 ids); `--map nonroot`: inside ids 1000..1009 only (uid
+//! 200000.., gid 300000.. outside; root inside is not mapped). `--setgroups
+//! deny`: setgroups denied before the gid map is written (crust refuses
+//! such a namespace). `--pidns 0`: no pid namespace of its own. `--child
+//! 0`: no child.
+//!
+//! The inner sets its ids (root: 0 with groups 0 and 10, CAP_NET_RAW
+//! dropped from its bounding set; nonroot: 1000 with group 1001), its host
+//! name, a System V segment owned by ids 3/4 (nonroot: 1003/1004), and
+//! forks a child that takes other ids (root: 1000, which drops its
+//! capabilities; nonroot: 1005). It records what /proc shows from inside
+//! (ids, groups, capability sets of both, its maps, setgroups), and after
+//! SIGTERM checks that all of it is the same.
+
+use crust_testprogs::{die, ensure, finish, ready, start, wait_for_term, Args};
+
+const HOST: &str = "crust-userns";
+
+fn write_file(path: &str, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("write {text:?} to {path}: {e}");
+        std::process::exit(3);
+    }
+}
+
+/// The lines of /proc/PID/status that make up credentials.
+fn creds_of(pid: &str) -> Result<String, String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("read /proc/{pid}/status: {e}"))?;
+    Ok(s.lines()
+        .filter(|l| {
+            ["Uid:", "Gid:", "Groups:", "Cap", "NoNewPrivs:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+/// Ask the child for its credentials (its pid here is one of the new pid
+/// namespace, which the host's /proc does not show).
+fn ask_child(req: i32, resp: i32) -> Result<String, String> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    // SAFETY: one-byte reads and writes from and into live buffers.
+    unsafe {
+        if libc::write(req, b"?".as_ptr().cast(), 1) != 1 {
+            return Err(format!(
+                "ask the child: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        while libc::read(resp, b.as_mut_ptr().cast(), 1) == 1 && b[0] != b'\n' {
+            out.push(b[0]);
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The child: answers each byte on `req` with its credentials on `resp`.
+fn child_serve(req: i32, resp: i32) -> ! {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: one-byte read into a live buffer.
+        if unsafe { libc::read(req, b.as_mut_ptr().cast(), 1) } != 1 {
+            // SAFETY: _exit takes an integer.
+            unsafe { libc::_exit(0) };
+        }
+        let line = creds_of("self").unwrap_or_else(|e| e) + "\n";
+        // SAFETY: write from a live buffer of that length.
+        unsafe { libc::write(resp, line.as_ptr().cast(), line.len()) };
+    }
+}
+
+/// What the inner sees of itself and its child.
+fn snapshot(child: Option<[i32; 2]>, shm: i32) -> Result<String, String> {
+    let mut out = Vec::new();
+    for f in ["uid_map", "gid_map", "setgroups"] {
+        let t = std::fs::read_to_string(format!("/proc/self/{f}"))
+            .map_err(|e| format!("read /proc/self/{f}: {e}"))?;
+        out.push(format!(
+            "{f}: {}",
+            t.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    out.push(format!("self: {}", creds_of("self")?));
+    if let Some([req, resp]) = child {
+        out.push(format!("child: {}", ask_child(req, resp)?));
+    }
+    // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a writable shmid_ds.
+    if unsafe { libc::shmctl(shm, libc::IPC_STAT, &mut ds) } != 0 {
+        return Err(format!("IPC_STAT: {}", std::io::Error::last_os_error()));
+    }
+    let p = &ds.shm_perm;
+    out.push(format!(
+        "shm: uid {} gid {} cuid {} cgid {} mode {:o}",
+        p.uid, p.gid, p.cuid, p.cgid, p.mode
+    ));
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    out.push(format!("host: {}", h.trim()));
+    Ok(out.join("\n"))
+}
+
+/// Set when setgroups is denied in the namespace: groups stay.
+static DENY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn set_ids(uid: u32, gid: u32, groups: &[u32]) {
+    let deny = DENY.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: plain syscalls; `groups` outlives the call.
+    unsafe {
+        if !deny && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            die("setgroups");
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            die("setresgid");
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            die("setresuid");
+        }
+        // Changing ids made it undumpable (its /proc files root's), which
+        // CRIU's dump cannot work with: dumpable again.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1);
+    }
+}
+
+/// The init of the new namespaces, once its maps are written.
+fn inner(args: &Args, root: bool) -> ! {
+    // SAFETY: sethostname on a string that outlives the call.
+    if unsafe { libc::sethostname(HOST.as_ptr().cast(), HOST.len()) } != 0 {
+        die("sethostname");
+    }
+    let base = if root { 0 } else { 1000 };
+    if root {
+        set_ids(0, 0, &[0, 10]);
+        // SAFETY: prctl takes integers.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, 13) } != 0 {
+            die("PR_CAPBSET_DROP(CAP_NET_RAW)");
+        }
+    } else {
+        set_ids(1000, 1000, &[1001]);
+    }
+    // Made with the ids above: its creator is named inside.
+    // SAFETY: shmget takes integers.
+    let shm = unsafe { libc::shmget(0x7e57, 4096, libc::IPC_CREAT | 0o640) };
+    if shm < 0 {
+        die("shmget");
+    }
+    // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it, IPC_SET
+    // reads it.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        if libc::shmctl(shm, libc::IPC_STAT, &mut ds) != 0 {
+            die("IPC_STAT");
+        }
+        ds.shm_perm.uid = base + 3;
+        ds.shm_perm.gid = base + 4;
+        if libc::shmctl(shm, libc::IPC_SET, &mut ds) != 0 {
+            die("IPC_SET");
+        }
+    }
+    let req = crust_testprogs::make_pipe();
+    let resp = crust_testprogs::make_pipe();
+    let with_child = args.num("child", 1) == 1;
+    let child = if with_child {
+        // SAFETY: the child only answers on its pipes until killed.
+        unsafe { libc::fork() }
+    } else {
+        // Without a child: a pid no fork returns, never 0 nor negative.
+        i32::MAX
+    };
+    if child == 0 {
+        if root {
+            set_ids(1000, 1000, &[1000]);
+        } else {
+            set_ids(1005, 1005, &[]);
+        }
+        // (After the ids: changing them clears the death signal.)
+        // SAFETY: prctl takes integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        child_serve(req[0], resp[1]);
+    }
+    if child < 0 {
+        die("fork");
+    }
+    // Let the child take its ids.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ends = with_child.then_some([req[1], resp[0]]);
+    let before = match snapshot(ends, shm) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(3)
+        }
+    };
+    ready(args);
+    wait_for_term(10, || {});
+    let verdict = snapshot(ends, shm).and_then(|after| {
+        ensure!(after == before, "before: [{before}] after: [{after}]");
+        Ok(())
+    });
+    // SAFETY: kill and waitpid on our own child; shmctl takes integers.
+    unsafe {
+        if with_child {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+    }
+    finish(args, verdict);
+}
+
+fn main() {
+    let args = start();
+    let root = args.opt("map").unwrap_or("root") != "nonroot";
+    let deny = args.opt("setgroups") == Some("deny");
+    DENY.store(deny, std::sync::atomic::Ordering::Relaxed);
+    let pidns = args.num("pidns", 1) == 1;
+    let (sync_r, sync_w) = {
+        let p = crust_testprogs::make_pipe();
+        (p[0], p[1])
+    };
+    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if pidns {
+        flags |= libc::CLONE_NEWPID;
+    }
+    // SAFETY: a fork-like clone (no new stack) of this single-threaded
+    // program; the child only reads a pipe before going on.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as u64,
+            0u64,
+            0u64,
+            0u64,
+            0u64,
+        )
+    } as i32;
+    if pid < 0 {
+        die("clone with new user, pid, UTS and IPC namespaces");
+    }
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: read into a one-byte buffer; close takes an fd.
+        unsafe {
+            libc::close(sync_w);
+            if libc::read(sync_r, b.as_mut_ptr().cast(), 1) != 1 {
+                libc::_exit(3);
+            }
+            libc::close(sync_r);
+        }
+        inner(&args, root);
+    }
+    let (uid_map, gid_map) = if root {
+        ("0 100000 65536\n", "0 100000 65536\n")
+    } else {
+        ("1000 200000 10\n", "1000 300000 10\n")
+    };
+    write_file(&format!("/proc/{pid}/uid_map"), uid_map);
+    if deny {
+        write_file(&format!("/proc/{pid}/setgroups"), "deny");
+    }
+    write_file(&format!("/proc/{pid}/gid_map"), gid_map);
+    // SAFETY: write one byte from a live buffer; close and waitpid take
+    // integers (and a null status pointer).
+    unsafe {
+        libc::close(sync_r);
+        if libc::write(sync_w, b"g".as_ptr().cast(), 1) != 1 {
+            die("write to the inner");
+        }
+        libc::close(sync_w);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
