@@ -314,19 +314,8 @@ fn refuse_io_workers(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Erro
     Ok(())
 }
 
-fn dump_tree(
-    proc: &ProcRoot,
-    tree: &mut Tree,
-    opts: &Options,
-    freezing_time_us: u64,
-    frozen_at: Instant,
-) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
-    let dir = opts.images_dir.as_path();
-    // Paths of a tree in a mount namespace of its own are read through it.
-    let _view = tree
-        .procs
-        .first()
-        .and_then(|p| crate::util::view::for_dump(p.pid));
+/// The fd table of a dump, its kinds set up from the options.
+fn file_table(tree: &Tree, opts: &Options) -> FileTable {
     let mut files = FileTable::new(opts.shell_job, crate::registry::dump_kinds());
     if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
         inet.tcp_established = opts.tcp_established;
@@ -348,6 +337,23 @@ fn dump_tree(
             .map(|p| p.pid)
             .collect(),
     );
+    files
+}
+
+fn dump_tree(
+    proc: &ProcRoot,
+    tree: &mut Tree,
+    opts: &Options,
+    freezing_time_us: u64,
+    frozen_at: Instant,
+) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
+    let dir = opts.images_dir.as_path();
+    // Paths of a tree in a mount namespace of its own are read through it.
+    let _view = tree
+        .procs
+        .first()
+        .and_then(|p| crate::util::view::for_dump(p.pid));
+    let mut files = file_table(tree, opts);
     let mut locks = LockDump::new(opts.file_locks);
     let mut seccomp = task::seccomp::SeccompDump::default();
     let root_pid = tree.procs.first().map_or(opts.pid, |p| p.pid);
