@@ -449,7 +449,20 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "ghost-limit" => e.ghost_limit = Some(parse_size(required(o)?)),
         // The namespaces issue: kept as given, read by each kind's code.
         "root" => e.root = Some(PathBuf::from(required(o)?)),
-        "external" => e.external.push(required(o)?.to_string()),
+        "external" => {
+            // The kinds crust reads (mnt: ns::mnt, veth: ns::net); CRIU's
+            // others (dev, tty, unix, file, net, macvlan...) are refused
+            // rather than ignored.
+            let v = required(o)?;
+            if !(v.starts_with("mnt[") || v.starts_with("veth[")) {
+                return Err(bad(
+                    s,
+                    v,
+                    "crust handles mnt[...] and veth[...] external resources only so far",
+                ));
+            }
+            e.external.push(v.to_string());
+        }
         // CRIU: --veth-pair IN=OUT is --external veth[IN]:OUT.
         "veth-pair" => {
             let v = required(o)?;
@@ -1196,6 +1209,7 @@ mod tests {
                 ("file-validation", _) => Some("buildid".into()),
                 ("network-lock", _) => Some("skip".into()),
                 ("veth-pair", _) => Some("a=b".into()),
+                ("external", _) => Some("mnt[/dev]:dev".into()),
                 (_, Required) => Some("x".into()),
                 _ => None,
             };
