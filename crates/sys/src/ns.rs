@@ -54,3 +54,17 @@ pub fn set_domainname(name: &[u8]) -> io::Result<()> {
     let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     cvt(r as libc::c_long).map(drop)
 }
+
+/// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): the kind of namespace an nsfs file
+/// is on.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The CLONE_NEW* flag of the namespace `fd` is on (an nsfs file, also
+/// through a bind mount such as /run/netns/NAME); ENOTTY or EINVAL when
+/// `fd` is on no namespace.
+pub fn ns_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and touches no memory of
+    // ours; the fd is borrowed, open for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    cvt(r as libc::c_long).map(|t| t as i32)
+}

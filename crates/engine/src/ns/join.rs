@@ -183,7 +183,7 @@ impl Joined {
 }
 
 /// Open the namespace file of `spec` and check that it is a namespace of
-/// its kind (nsfs names its open files `KIND:[INODE]`).
+/// its kind (ioctl NS_GET_NSTYPE).
 fn open_checked(spec: &JoinSpec) -> Result<File, Error> {
     let what = format!("--join-ns {}:{}", spec.kind.name(), spec.path.display());
     let file = File::open(&spec.path).map_err(|source| Error::Io {
@@ -191,15 +191,15 @@ fn open_checked(spec: &JoinSpec) -> Result<File, Error> {
         path: spec.path.clone(),
         source,
     })?;
-    use std::os::fd::AsRawFd;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map(|l| l.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let want = format!("{}:[", spec.kind.name());
-    if !link.starts_with(&want) {
-        let is = match link.split_once(":[") {
-            Some((k, _)) if !k.contains('/') => format!("a namespace of kind {k}"),
-            _ => "not a namespace file".to_string(),
+    // NS_GET_NSTYPE answers for /proc/PID/ns/KIND and for bind mounts of
+    // one (/run/netns/NAME) alike.
+    use std::os::fd::AsFd;
+    let ty = crust_sys::ns::ns_type(file.as_fd()).ok();
+    if ty != Some(spec.kind.clone_flag() as i32) {
+        let is = match ty.and_then(|t| NsKind::ALL.into_iter().find(|k| k.clone_flag() as i32 == t))
+        {
+            Some(k) => format!("a namespace of kind {}", k.name()),
+            None => "not a namespace file".to_string(),
         };
         return Err(Error::unsupported(format!(
             "{what}: {} is {is}, not a {} namespace (give /proc/PID/ns/{} or a bind mount of one)",

@@ -34,8 +34,10 @@ pub(super) fn create_and_build(
     created.tasks_of(0, root_host)?.push(root);
     prepared?;
     // Pipes, sockets... exist, full, before any other task does; sockets
-    // in the tree's own network namespace when it has one.
-    created.shared = if img.ns.own(crate::ns::ids::NsKind::Net) {
+    // in the tree's own network namespace when it has one (made, or
+    // joined with --join-ns).
+    let net = crate::ns::ids::NsKind::Net;
+    created.shared = if img.ns.own(net) || img.ns.joined().joins(net) {
         crate::net::in_netns_of(root_host, || img.files.open())?
     } else {
         img.files.open()?

@@ -374,9 +374,11 @@ impl InetDump {
             .collect();
         // The tree's own network namespace is locked as a whole, from
         // inside (CRIU's way); crust's, connection by connection.
-        let netns = match (self.netns.pid, conns.is_empty()) {
-            (Some(pid), false) => Some(crate::ns::open_ns(pid, crate::ns::ids::NsKind::Net)?),
-            _ => None,
+        // (whether or not it has connections, as CRIU: nothing in it talks
+        // until the restore).
+        let netns = match self.netns.pid {
+            Some(pid) => Some(crate::ns::open_ns(pid, crate::ns::ids::NsKind::Net)?),
+            None => None,
         };
         let mut hold = NetHold {
             method: self.lock_method,

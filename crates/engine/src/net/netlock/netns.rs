@@ -4,8 +4,11 @@
 //! iptables, a chain `CRIU` that accepts packets marked [`SOCCR_MARK`] and
 //! drops every other one, jumped to first from INPUT and OUTPUT (IPv4 and,
 //! when ip6tables is there, IPv6), so a restore by CRIU removes it as its
-//! own. With nftables, the connections' elements go in crust's table
-//! inside the namespace ([`super::lock`] run there).
+//! own. With nftables, a table `inet CRIU-crust-netns` inside the
+//! namespace with input and output chains whose policy is drop and that
+//! accept [`SOCCR_MARK`] packets (the layout of CRIU's own namespace lock).
+//! The namespace is locked whether or not it has connections, as CRIU
+//! does: nothing of it talks until the restore.
 //!
 //! Both run from a crust thread that joined the namespace (the tools it
 //! starts are in it).
@@ -30,6 +33,22 @@ fn unlock_scripts() -> [String; 2] {
         format!("*filter\n:{CHAIN} - [0:0]\n-D INPUT -j {CHAIN}\n-D OUTPUT -j {CHAIN}\nCOMMIT\n"),
         format!("*filter\n:{CHAIN} - [0:0]\n-X {CHAIN}\nCOMMIT\n"),
     ]
+}
+
+/// The nftables table of the namespace lock.
+const NFT_NS_TABLE: &str = "inet CRIU-crust-netns";
+
+/// The nft script that makes the table of the namespace lock.
+fn nft_lock_script() -> String {
+    let t = NFT_NS_TABLE;
+    let mut s = format!("create table {t}\n");
+    for hook in ["output", "input"] {
+        s += &format!(
+            "add chain {t} {hook} {{ type filter hook {hook} priority 0; policy drop; }}\n\
+             add rule {t} {hook} meta mark 0x{SOCCR_MARK:X} accept\n"
+        );
+    }
+    s
 }
 
 /// The (listing tool, restore tool) pairs to use: IPv4, and IPv6 when
@@ -112,7 +131,15 @@ fn in_ns<T: Send>(
 pub fn lock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
     match method {
         Method::Skip => Ok(()),
-        Method::Nftables => in_ns(ns, || lock(method, conns)),
+        Method::Nftables => {
+            let _ = conns;
+            in_ns(ns, || {
+                run(method, "nft", &["-f", "-"], Some(&nft_lock_script()))
+                    .map_err(crate::Error::NetLock)
+            })?;
+            info!("Locked the tree's network namespace (nftables table {NFT_NS_TABLE})");
+            Ok(())
+        }
         Method::Iptables => {
             in_ns(ns, || ipt_lock_ns().map_err(crate::Error::NetLock))?;
             info!("Locked the tree's network namespace (iptables chain {CHAIN})");
@@ -126,7 +153,20 @@ pub fn lock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate
 pub fn unlock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
     match method {
         Method::Skip => Ok(()),
-        Method::Nftables => in_ns(ns, || unlock(method, conns)),
+        Method::Nftables => in_ns(ns, || {
+            // The table of crust's namespace lock, if there, and the
+            // connections' elements of an older crust's.
+            let listed = run(method, "nft", &["list", "table", NFT_NS_TABLE], None).is_ok();
+            if listed {
+                run(method, "nft", &["delete", "table", NFT_NS_TABLE], None)
+                    .map_err(crate::Error::NetLock)?;
+                info!("Unlocked the tree's network namespace");
+            }
+            if !conns.is_empty() {
+                unlock(method, conns)?;
+            }
+            Ok(())
+        }),
         Method::Iptables => in_ns(ns, || {
             for (tool, restore) in families() {
                 ipt_unlock_ns_one(tool, restore);
