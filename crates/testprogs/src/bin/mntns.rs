@@ -10,6 +10,8 @@
 //! - `/proc`: a proc of its own;
 //!
 //! and keeps an fd open on `DIR/t/hello` and its cwd in `DIR/t/sub`.
+//! With `--many N` it also mounts N small tmpfs at `DIR/m/0..N-1`, each
+//! holding a file named after its number (bench/mounts.sh).
 //! With `--unshare 0` it stays in the mount namespace it was started in
 //! (`unshare -m mntns ...`: its binary is then on a mount of that
 //! namespace, as CRIU's dump wants).
@@ -113,6 +115,37 @@ fn build(dir: &Path, unshare: bool) {
     );
 }
 
+/// `--many N`: N tmpfs at DIR/m/I, each holding the file I.
+fn build_many(dir: &Path, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let m = dir.join("m");
+    fs::create_dir_all(&m).unwrap_or_else(|_| die("mkdir m"));
+    for i in 0..n {
+        let d = m.join(i.to_string());
+        fs::create_dir(&d).unwrap_or_else(|_| die("mkdir m/I"));
+        mount("crust-m", &d, "tmpfs", 0, "size=64k");
+        fs::write(d.join(i.to_string()), i.to_string()).unwrap_or_else(|_| die("write m/I/I"));
+    }
+}
+
+fn check_many(dir: &Path, n: u64) -> Result<(), String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let under = format!("{}/", dir.join("m").display());
+    let count = info
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp.starts_with(&under)))
+        .count() as u64;
+    ensure!(count == n, "{count} mounts under {under}, not {n}");
+    for i in 0..n {
+        let f = dir.join("m").join(i.to_string()).join(i.to_string());
+        let got = fs::read_to_string(&f).map_err(|e| format!("read {}: {e}", f.display()))?;
+        ensure!(got == i.to_string(), "{} holds {got:?}", f.display());
+    }
+    Ok(())
+}
+
 fn mountinfo_line(mp: &Path) -> Result<String, String> {
     let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
     let mp = mp.to_string_lossy();
@@ -185,10 +218,12 @@ fn main() {
     let args = start();
     let dir = args.path("dir");
     build(&dir, args.num("unshare", 1) == 1);
+    let many = args.num("many", 0);
+    build_many(&dir, many);
     let mut fd = fs::File::open(dir.join("t/hello")).unwrap_or_else(|_| die("open t/hello"));
     std::env::set_current_dir(dir.join("t/sub")).unwrap_or_else(|_| die("chdir t/sub"));
     ready(&args);
     wait_for_term(10, || {});
-    let verdict = check(&dir, &mut fd);
+    let verdict = check(&dir, &mut fd).and_then(|()| check_many(&dir, many));
     finish(&args, verdict);
 }
