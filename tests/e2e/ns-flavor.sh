@@ -24,3 +24,18 @@ t_mntns_shared_file() {
 }
 
 ALL_TESTS+=(mntns-shared-file)
+
+# mntns --over 1: a tmpfs over a directory of its tmpfs t, which holds a
+# file: the dump archives t without the mount over it (a copy of that one
+# mount), so the file is there once the restored tree unmounts it.
+t_mntns_overmounted() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntns --dir "$D/dir" --over 1 || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    mnt_no_yard "$D/img/restore.log" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(mntns-overmounted)

@@ -14,7 +14,8 @@
 //! (`unshare -m mntns ...`: its binary is then on a mount of that
 //! namespace, as CRIU's dump wants).
 //! With `--child 1` a forked child holds the fd on `DIR/t/hello` too, and a
-//! FIFO `DIR/p/fifo` is open read-write with bytes queued.
+//! FIFO `DIR/p/fifo` is open read-write with bytes queued. With `--over 1`
+//! a tmpfs is mounted over `DIR/t/over`, which holds a file.
 //! After SIGTERM it checks all of it.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
@@ -202,6 +203,26 @@ fn fork_holder() -> libc::pid_t {
     child
 }
 
+/// `--over 1`: a file in `p` (a directory of the tmpfs `t`), then a tmpfs
+/// mounted over `p`, which hides it.
+fn cover(p: &Path) {
+    fs::create_dir(p).unwrap_or_else(|_| die("mkdir t/over"));
+    fs::write(p.join("hidden"), "under the mount").unwrap_or_else(|_| die("write t/over/hidden"));
+    mount("crust-over", p, "tmpfs", 0, "");
+}
+
+/// After `cover`: the file is back once the mount over it goes.
+fn uncover(p: &Path) -> Result<(), String> {
+    let c = cpath(p);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+    ensure!(r == 0, "umount t/over failed");
+    let got =
+        fs::read_to_string(p.join("hidden")).map_err(|e| format!("read t/over/hidden: {e}"))?;
+    ensure!(got == "under the mount", "t/over/hidden changed: {got:?}");
+    Ok(())
+}
+
 /// `--child 1`: a FIFO at `p`, opened read-write, with bytes queued in it.
 fn fifo_with_data(p: &Path) -> fs::File {
     let c = cpath(p);
@@ -224,6 +245,10 @@ fn main() {
     build(&dir, args.num("unshare", 1) == 1);
     let mut fd = fs::File::open(dir.join("t/hello")).unwrap_or_else(|_| die("open t/hello"));
     std::env::set_current_dir(dir.join("t/sub")).unwrap_or_else(|_| die("chdir t/sub"));
+    let over = args.num("over", 0) == 1;
+    if over {
+        cover(&dir.join("t/over"));
+    }
     let holder = args.num("child", 0) == 1;
     let fifo = holder.then(|| fifo_with_data(&dir.join("p/fifo")));
     let child = holder.then(fork_holder);
@@ -238,6 +263,13 @@ fn main() {
             Ok(())
         }
         None => Ok(()),
+    });
+    let verdict = verdict.and_then(|()| {
+        if over {
+            uncover(&dir.join("t/over"))
+        } else {
+            Ok(())
+        }
     });
     if let Some(c) = child {
         // SAFETY: kill and waitpid on our own child.
