@@ -218,8 +218,9 @@ pub mod view {
         ViewGuard(())
     }
 
-    /// For a dump of the tree whose root is `root_pid`: the root's view when
-    /// its mount namespace is not crust's.
+    /// For a dump of the tree whose root is `root_pid`, or a restore once
+    /// its root exists in its namespaces: the root's view when its mount
+    /// namespace is not crust's.
     pub(crate) fn for_dump(root_pid: i32) -> Option<ViewGuard> {
         let ino = |p: String| {
             std::fs::metadata(p)

@@ -53,6 +53,28 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
     cvt(r).map(drop)
 }
 
+/// open_tree(2) with OPEN_TREE_CLONE on the mount `fd` is on (AT_EMPTY_PATH):
+/// a detached copy of that one mount, without the mounts under it (what they
+/// cover shows). The caller must be in the mount's namespace.
+pub fn clone_one_mount(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let empty = c"";
+    // SAFETY: `fd` is a valid descriptor for the call, `empty` a
+    // NUL-terminated string that lives across it; no pointer is kept.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32)
+                as libc::c_uint,
+        )
+    };
+    let n = cvt(r)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n as i32) })
+}
+
 /// Make the mount `m` in a child process forked from the calling thread,
 /// so that it is made from the namespaces the thread joined, including
 /// the pid namespace a setns(CLONE_NEWPID) chose for its children; the

@@ -366,8 +366,11 @@ impl SharedFiles {
                         })?;
                     let path = PathBuf::from(&reg.name);
                     let ghost = ghosted.contains(&rid).then_some(rid);
-                    if ghost.is_none() {
-                        let md = std::fs::metadata(&path).map_err(|source| Error::FileMissing {
+                    // Through the tree's mount namespace when it has its
+                    // own; nothing to check on a mount not made yet.
+                    let seen = crate::util::view::host_path(&path);
+                    if let (None, Some(seen)) = (ghost, seen) {
+                        let md = std::fs::metadata(seen).map_err(|source| Error::FileMissing {
                             path: path.clone(),
                             source,
                         })?;
@@ -545,7 +548,7 @@ impl SharedFiles {
                             "/proc/self/fd/{}",
                             ghost_of(ids[0], rid)?.as_raw_fd()
                         )),
-                        None => d0.path.clone().expect("FIFO has a path"),
+                        None => seen(d0.path.as_deref().expect("FIFO has a path")),
                     };
                     let f = open_flags(&path, libc::O_RDWR)
                         .map_err(sys_err(me, format!("open {} for {what}", path.display())))?;
@@ -587,7 +590,7 @@ impl SharedFiles {
                     }
                     (Kind::Fifo, _) => match d.ghost {
                         Some(rid) => ghost_of(id, rid)?.try_clone_to_owned(),
-                        None => open_flags(d.path.as_deref().expect("FIFO path"), acc),
+                        None => open_flags(&seen(d.path.as_deref().expect("FIFO path")), acc),
                     },
                 }
                 .map_err(sys_err(me, format!("opening {what} for file {id}")))?;
@@ -724,6 +727,12 @@ impl DumpKind for PipeDump {
     fn write_images(&mut self, dir: &Path) -> Result<(), Error> {
         self.write(dir)
     }
+}
+
+/// The tree's path `p` as crust opens it: through the tree's root when it
+/// has a mount namespace of its own (see [`crate::util::view`]).
+fn seen(p: &Path) -> PathBuf {
+    crate::util::view::host_path(p).unwrap_or_else(|| p.to_path_buf())
 }
 
 #[cfg(test)]

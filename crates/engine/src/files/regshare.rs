@@ -95,8 +95,17 @@ impl SharedRegs {
         let me = crust_sys::process::getpid();
         let mut out = crate::files::fdpass::MadeFds::default();
         for (id, reg) in &self.regs {
-            let fd =
-                open_desc(reg).map_err(sys_err(me, format!("open {} for file {id}", reg.name)))?;
+            // The path through the tree's root when it has a mount
+            // namespace of its own (see `crate::util::view`).
+            let seen = crate::util::view::host_path(std::path::Path::new(&reg.name));
+            let fd = match seen {
+                Some(p) if p.as_os_str() != reg.name.as_str() => open_desc(&RegFileEntry {
+                    name: p.to_string_lossy().into_owned(),
+                    ..reg.clone()
+                }),
+                _ => open_desc(reg),
+            }
+            .map_err(sys_err(me, format!("open {} for file {id}", reg.name)))?;
             debug!(
                 "file {id} ({}) is held by several processes: one description",
                 reg.name

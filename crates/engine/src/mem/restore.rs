@@ -493,7 +493,9 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
     let same =
         |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
     let current = std::fs::metadata(format!("/proc/{}/exe", r.pid()));
-    let wanted = std::fs::metadata(exe_path);
+    // Through the tree's root when it has a mount namespace of its own.
+    let wanted = crate::util::view::host_path(std::path::Path::new(exe_path))
+        .map_or_else(|| std::fs::metadata(exe_path), std::fs::metadata);
     let keep_exe = matches!((&current, &wanted), (Ok(c), Ok(w)) if same(c, w));
     let exe_fd = if keep_exe {
         u64::from(u32::MAX)

@@ -33,6 +33,9 @@ pub(super) fn create_and_build(
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
     prepared?;
+    // The tree's paths, once its mount namespace is made, are opened by
+    // crust through its root (files held by several tasks, FIFOs...).
+    let _view = crate::util::view::for_dump(root_host);
     // Pipes, sockets... exist, full, before any other task does; sockets
     // in the tree's own network namespace when it has one (made, or
     // joined with --join-ns).

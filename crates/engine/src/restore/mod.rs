@@ -163,7 +163,10 @@ impl Created {
                 let _ = process::kill(t.pid(), libc::SIGKILL);
             }
         }
-        for threads in self.tasks {
+        // Children before their parents: a root that is the init of its
+        // pid namespace is not reaped before its children, and a child
+        // traced by crust, a zombie, waits for crust to reap it.
+        for threads in self.tasks.into_iter().rev() {
             // The other threads first: a group leader is not reaped while
             // a thread of its group (traced by crust) waits to be.
             for t in threads.into_iter().rev() {

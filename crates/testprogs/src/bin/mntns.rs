@@ -15,6 +15,9 @@
 //! With `--unshare 0` it stays in the mount namespace it was started in
 //! (`unshare -m mntns ...`: its binary is then on a mount of that
 //! namespace, as CRIU's dump wants).
+//! With `--child 1` a forked child holds the fd on `DIR/t/hello` too, and a
+//! FIFO `DIR/p/fifo` is open read-write with bytes queued. With `--over 1`
+//! a tmpfs is mounted over `DIR/t/over`, which holds a file.
 //! After SIGTERM it checks all of it.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
@@ -214,6 +217,61 @@ fn check(dir: &Path, fd: &mut fs::File) -> Result<(), String> {
     Ok(())
 }
 
+/// `--child 1`: a forked child that holds the fd on `t/hello` too (one
+/// description of a file of the namespace held by two processes), sleeping
+/// until killed.
+fn fork_holder() -> libc::pid_t {
+    // SAFETY: the child only sleeps until killed.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: prctl takes integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    if child < 0 {
+        die("fork");
+    }
+    child
+}
+
+/// `--over 1`: a file in `p` (a directory of the tmpfs `t`), then a tmpfs
+/// mounted over `p`, which hides it.
+fn cover(p: &Path) {
+    fs::create_dir(p).unwrap_or_else(|_| die("mkdir t/over"));
+    fs::write(p.join("hidden"), "under the mount").unwrap_or_else(|_| die("write t/over/hidden"));
+    mount("crust-over", p, "tmpfs", 0, "");
+}
+
+/// After `cover`: the file is back once the mount over it goes.
+fn uncover(p: &Path) -> Result<(), String> {
+    let c = cpath(p);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+    ensure!(r == 0, "umount t/over failed");
+    let got =
+        fs::read_to_string(p.join("hidden")).map_err(|e| format!("read t/over/hidden: {e}"))?;
+    ensure!(got == "under the mount", "t/over/hidden changed: {got:?}");
+    Ok(())
+}
+
+/// `--child 1`: a FIFO at `p`, opened read-write, with bytes queued in it.
+fn fifo_with_data(p: &Path) -> fs::File {
+    let c = cpath(p);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        die("mkfifo p/fifo");
+    }
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap_or_else(|_| die("open p/fifo"));
+    std::io::Write::write_all(&mut f, b"fifo data").unwrap_or_else(|_| die("write p/fifo"));
+    f
+}
+
 fn main() {
     let args = start();
     let dir = args.path("dir");
@@ -222,8 +280,39 @@ fn main() {
     build_many(&dir, many);
     let mut fd = fs::File::open(dir.join("t/hello")).unwrap_or_else(|_| die("open t/hello"));
     std::env::set_current_dir(dir.join("t/sub")).unwrap_or_else(|_| die("chdir t/sub"));
+    let over = args.num("over", 0) == 1;
+    if over {
+        cover(&dir.join("t/over"));
+    }
+    let holder = args.num("child", 0) == 1;
+    let fifo = holder.then(|| fifo_with_data(&dir.join("p/fifo")));
+    let child = holder.then(fork_holder);
     ready(&args);
     wait_for_term(10, || {});
     let verdict = check(&dir, &mut fd).and_then(|()| check_many(&dir, many));
+    let verdict = verdict.and_then(|()| match fifo {
+        Some(mut f) => {
+            let mut buf = [0u8; 9];
+            f.read_exact(&mut buf)
+                .map_err(|e| format!("read p/fifo: {e}"))?;
+            ensure!(&buf == b"fifo data", "p/fifo lost its queued bytes");
+            Ok(())
+        }
+        None => Ok(()),
+    });
+    let verdict = verdict.and_then(|()| {
+        if over {
+            uncover(&dir.join("t/over"))
+        } else {
+            Ok(())
+        }
+    });
+    if let Some(c) = child {
+        // SAFETY: kill and waitpid on our own child.
+        unsafe {
+            libc::kill(c, libc::SIGKILL);
+            libc::waitpid(c, std::ptr::null_mut(), 0);
+        }
+    }
     finish(&args, verdict);
 }

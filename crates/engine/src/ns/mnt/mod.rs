@@ -264,7 +264,17 @@ fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine) -> Result<(), Error> {
             "is covered by another mount, so crust cannot read its files",
         ));
     }
-    tmpfs::dump(dir, m.dev, Path::new(&format!("/proc/self/fd/{fd}")))
+    // A copy of that one mount, without the mounts over its directories:
+    // what they cover is the tmpfs's too (made in the tree's namespace,
+    // as the kernel wants).
+    let one = crate::ns::in_ns(pid, &[crate::ns::ids::NsKind::Mnt], || {
+        crust_sys::mount::clone_one_mount(std::os::fd::AsFd::as_fd(&f)).map_err(sys_err(
+            pid,
+            format!("open_tree (clone) of the mount at {path}"),
+        ))
+    })?;
+    let ofd = std::os::fd::AsRawFd::as_raw_fd(&one);
+    tmpfs::dump(dir, m.dev, Path::new(&format!("/proc/self/fd/{ofd}")))
 }
 
 /// The options a dump's own check of its images (a restore's load) runs

@@ -144,6 +144,7 @@ pub(crate) fn restore(img: &Path, target: &Path) -> Result<(), Error> {
         source,
     };
     open()?.unpack(target).map_err(bad)?;
+    specials(open()?, target, &bad)?;
     // The root's own mode and owner (the unpacker skips the `./` entry).
     let mut a = open()?;
     let first = a.entries().map_err(bad)?.next();
@@ -164,6 +165,61 @@ pub(crate) fn restore(img: &Path, target: &Path) -> Result<(), Error> {
             fs::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(io_err("chmod", target))?;
         }
+    }
+    Ok(())
+}
+
+/// The unpacker makes FIFOs and device nodes regular files: make them
+/// again as what they were (mknod), with their owner and mode.
+fn specials<R: io::Read>(
+    mut a: tar::Archive<R>,
+    target: &Path,
+    bad: &dyn Fn(io::Error) -> Error,
+) -> Result<(), Error> {
+    for e in a.entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
+        let h = e.header();
+        let kind = match h.entry_type() {
+            tar::EntryType::Fifo => libc::S_IFIFO,
+            tar::EntryType::Char => libc::S_IFCHR,
+            tar::EntryType::Block => libc::S_IFBLK,
+            _ => continue,
+        };
+        let rel = e.path().map_err(bad)?.into_owned();
+        // Only names inside the mount (as the unpacker itself wants).
+        let inside = rel.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if !inside {
+            continue;
+        }
+        let full = target.join(&rel);
+        let (mode, uid, gid) = (
+            h.mode().map_err(bad)?,
+            h.uid().map_err(bad)?,
+            h.gid().map_err(bad)?,
+        );
+        let (major, minor) = (
+            h.device_major().map_err(bad)?.unwrap_or(0),
+            h.device_minor().map_err(bad)?.unwrap_or(0),
+        );
+        match fs::remove_file(&full) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &full)(e)),
+        }
+        crust_sys::fs::mknod(&full, kind | (mode & 0o7777), libc::makedev(major, minor))
+            .map_err(io_err("mknod", &full))?;
+        std::os::unix::fs::lchown(&full, Some(uid as u32), Some(gid as u32))
+            .map_err(io_err("chown", &full))?;
+        fs::set_permissions(
+            &full,
+            std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+        )
+        .map_err(io_err("chmod", &full))?;
     }
     Ok(())
 }
