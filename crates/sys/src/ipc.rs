@@ -5,7 +5,6 @@
 
 use crate::cvt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
 /// `ipc_perm.mode` bit of a segment marked for removal (IPC_RMID) that is
@@ -43,14 +42,6 @@ fn perm_of(p: &libc::ipc_perm) -> IpcPerm {
         cgid: p.cgid,
         mode: p.mode as u32,
     }
-}
-
-/// Join the IPC namespace `fd` is on (an open /proc/PID/ns/ipc). Only the
-/// calling thread moves.
-pub fn setns_ipc(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: setns takes an fd (borrowed, open for the call) and a flag.
-    let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWIPC) };
-    cvt(r as libc::c_long).map(drop)
 }
 
 /// `statfs(path).f_type`: which filesystem `path` is on.

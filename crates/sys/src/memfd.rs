@@ -93,9 +93,9 @@ impl SharedMap {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let dst = (self.addr as *mut u8).wrapping_add(off);
-        // SAFETY: [off, off + data.len()) lies inside the mapping (checked
-        // above), which lives as long as `self`; `data` is a Rust slice,
-        // so it cannot overlap memory this process mapped here itself.
+        // `data` is a Rust slice, so it cannot overlap this mapping.
+        // SAFETY: [off, off + data.len()) is inside the mapping (checked
+        // above), which lives as long as `self`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }

@@ -110,7 +110,7 @@ fn sender(pid: i32) -> Result<OwnedFd, Error> {
     let make = || fdpass::dgram_socket().map_err(sys_err(pid, "socket for passing fds"));
     let path = format!("/proc/{pid}/ns/net");
     let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
-    match (ino("/proc/self/ns/net"), ino(&path)) {
+    match (ino("/proc/thread-self/ns/net"), ino(&path)) {
         (Ok(a), Ok(b)) if a != b => {}
         _ => return make(),
     }

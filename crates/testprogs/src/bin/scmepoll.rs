@@ -82,9 +82,8 @@ fn send_fds(sock: i32, byte: u8, fds: &[i32]) {
     };
     let mut control = [0u64; 8];
     let n = (fds.len() * 4) as u32;
-    // SAFETY: msghdr is plain old data; the control buffer has room for
-    // up to 8 fds (CMSG_SPACE(32) = 48 bytes); every pointer lives during
-    // sendmsg.
+    // The control buffer has room for up to 8 fds (CMSG_SPACE(32) = 48).
+    // SAFETY: msghdr is plain old data; every pointer lives during sendmsg.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;

@@ -64,23 +64,7 @@ const MAX_NSEMS: u32 = 32000;
 
 /// Run `f` in a thread of crust that joined the IPC namespace of `pid`.
 fn in_ns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
-    let path = NsKind::Ipc.proc_path(&pid.to_string());
-    let ns = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            use std::os::fd::AsFd;
-            ipc::setns_ipc(ns.as_fd())
-                .map_err(sys_err(pid, format!("setns into the IPC namespace {path}")))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(Error::Restore {
-                pid,
-                what: "the IPC namespace thread panicked".into(),
-            })
-        })
-    })
+    crate::ns::in_ns(pid, &[NsKind::Ipc], f)
 }
 
 fn desc_of(id: i32, p: &IpcPerm) -> IpcDescEntry {
