@@ -24,16 +24,17 @@ userns_start() {
 }
 
 # Dump the inner, then restore it (a new pid namespace: the pidfile names
-# the new root); sets PID to the restored root.
+# the new root), with the options after $1 at both; sets PID to the
+# restored root.
 userns_cr() {
     local img=$1
     shift
     mkdir -p "$img"
-    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log
+    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log "$@"
     [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
     wait_gone "$PID" 5 || { fail "pid $PID still exists after dump" "$img/dump.log"; return 1; }
     rm -f "$D/pidfile"
-    crust_run restore restore -D "$img" -d --pidfile "$D/pidfile" -v4 -o restore.log
+    crust_run restore restore -D "$img" -d --pidfile "$D/pidfile" -v4 -o restore.log "$@"
     [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$img/restore.log"; return 1; }
     PID=$(cat "$D/pidfile")
     track "$PID" "$BIN/userns"
@@ -144,7 +145,7 @@ t_err_restore_userns_overlap() {
     userns_start || return 1
     local img=$D/img f before after
     mkdir -p "$img"
-    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log
+    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log "$@"
     [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
     f=$(ls "$img"/userns-*.img | head -1)
     # One more uid extent: 5..14 inside, which 0..65535 already covers.
@@ -177,4 +178,25 @@ EOF
     return 0
 }
 
-ALL_TESTS+=(userns-cr userns-nonroot-cr userns-single-cr err-dump-userns-setgroups err-dump-userns-nopidns err-restore-userns-overlap)
+ALL_TESTS+=(userns-cr userns-nonroot-cr userns-extra-cr userns-single-cr err-dump-userns-setgroups err-dump-userns-nopidns err-restore-userns-overlap)
+
+# In the user namespace's own network namespace: an ICMP echo socket that
+# net/ipv4/ping_group_range lets the namespace's root make (its gids are
+# recorded as the namespace sees them, CRIU's form, and crust makes the
+# socket as that root), a read lease on a file the namespace's root owns
+# (taken with the task's fsuid the file's owner), shared hugetlb memory
+# (whose map_files the task may not open: crust opens it and gives it).
+t_userns_extra_cr() {
+    need_cr || return $?
+    hugetlb_need || { local rc=$?; hugetlb_put_back; return $rc; }
+    userns_start --extra 1 || { hugetlb_put_back; return 1; }
+    userns_cr "$D/img" --file-locks || { hugetlb_put_back; return 1; }
+    local img
+    img=$(cd "$D/img" && ls netns-*.img 2>/dev/null | head -1)
+    "$CRUST" image decode -i "$D/img/$img" | grep -q '"sarg": "0\\t10"' ||
+        { fail "$img does not hold ping_group_range as the namespace sees it" "$D/img/dump.log"; hugetlb_put_back; return 1; }
+    expect_pass "$D/img/restore.log"
+    local rc=$?
+    hugetlb_put_back
+    return $rc
+}

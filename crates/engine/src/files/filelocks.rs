@@ -367,11 +367,7 @@ impl RestoreLocks {
             let res = if e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0 {
                 break_lease(r, e.fd, e.r#type & !LEASE_BREAKING)
             } else if e.flag == FL_LEASE {
-                r.call(
-                    &what,
-                    libc::SYS_fcntl,
-                    [fd, libc::F_SETLEASE as u64, e.r#type as u64, 0, 0, 0],
-                )
+                set_lease_as_owner(r, e.fd, e.r#type, &what)
             } else if e.flag == FL_FLOCK {
                 let op = if e.r#type == F_RDLCK {
                     libc::LOCK_SH
@@ -422,6 +418,42 @@ impl RestoreLocks {
     }
 }
 
+/// F_SETLEASE `ty` on fd `fd` of the task, with its fsuid the file's
+/// owner for the call: the kernel lets the owner take a lease, anyone
+/// else only with CAP_LEASE in the first user namespace, which a task of
+/// a user namespace of its own lacks.
+fn set_lease_as_owner(r: &mut Remote<'_>, fd: i32, ty: u32, what: &str) -> Result<u64, Error> {
+    // struct stat (x86_64): st_uid is the u32 at 28 of its 144 bytes.
+    const STAT_SIZE: usize = 144;
+    const ST_UID: u64 = 28;
+    let fd = fd as u64;
+    let st = r.put(0, &[0u8; STAT_SIZE])?;
+    r.call(
+        &format!("fstat of fd {fd}"),
+        libc::SYS_fstat,
+        [fd, st.get(), 0, 0, 0, 0],
+    )?;
+    let uid = r.get(ST_UID, 4)?;
+    let uid = uid
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(u32::MAX);
+    // setfsuid answers the fsuid before the call, whether it took or not.
+    let old = r.call(
+        "setfsuid",
+        libc::SYS_setfsuid,
+        [u64::from(uid), 0, 0, 0, 0, 0],
+    )?;
+    let res = r.call(
+        what,
+        libc::SYS_fcntl,
+        [fd, libc::F_SETLEASE as u64, u64::from(ty), 0, 0, 0],
+    );
+    r.call("setfsuid back", libc::SYS_setfsuid, [old, 0, 0, 0, 0, 0])?;
+    res
+}
+
 /// Take the lease of fd `fd` again and break it towards `target`
 /// (F_UNLCK or F_RDLCK), with no owner on the file meanwhile.
 fn break_lease(r: &mut Remote<'_>, fd: i32, target: u32) -> Result<u64, Error> {
@@ -438,10 +470,11 @@ fn break_lease(r: &mut Remote<'_>, fd: i32, target: u32) -> Result<u64, Error> {
     } else {
         F_WRLCK
     };
-    r.call(
+    set_lease_as_owner(
+        r,
+        fd,
+        held,
         &format!("lease (type {held}) on fd {fd} before breaking it"),
-        libc::SYS_fcntl,
-        [fd64, libc::F_SETLEASE as u64, held as u64, 0, 0, 0],
     )?;
     r.call(
         &format!("F_SETOWN 0 on fd {fd}"),

@@ -496,7 +496,7 @@ fn map_through_files(
     // read-write (no exec of hugetlb memory to spoil).
     let acc = if huge { libc::O_RDWR } else { libc::O_RDONLY };
     let a = r.put_cstr(0, path.as_bytes())?;
-    let fd = r.call(
+    let opened = r.call(
         &format!("open {path} (shared memory object {})", o.ino),
         libc::SYS_openat,
         [
@@ -507,7 +507,16 @@ fn map_through_files(
             0,
             0,
         ],
-    )?;
+    );
+    let fd = match opened {
+        // A task in a user namespace of its own may not open map_files
+        // (it takes CAP_CHECKPOINT_RESTORE in the first one): crust opens
+        // it and gives it over.
+        Err(Error::Sys { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+            give_map_file(r, o, base, acc)?
+        }
+        other => other?,
+    };
     let mut mapped = Ok(());
     for v in vmas.iter().filter(|v| is_private(v) || huge) {
         let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -539,6 +548,48 @@ fn map_through_files(
     }
     r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     mapped
+}
+
+/// Open the map_files link of object `o` (mapped whole at `base` in the
+/// task) from crust, with `acc`, and give it to the task at a number the
+/// task picks (it opens "/" to reserve one); returns that number.
+fn give_map_file(r: &mut Remote<'_>, o: &ShmemObject, base: u64, acc: i32) -> Result<u64, Error> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pid = r.pid();
+    let path = format!("/proc/{pid}/map_files/{base:x}-{:x}", base + o.size);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(acc == libc::O_RDWR)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(sys_err(
+            pid,
+            format!("open {path} (shared memory object {})", o.ino),
+        ))?;
+    let a = r.put_cstr(0, b"/")?;
+    let slot = r.call(
+        "open / to reserve an fd number",
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            a.get(),
+            (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let gift = crate::task::fdgift::Gift {
+        fd: file.as_fd(),
+        target: slot as i32,
+        cloexec: true,
+    };
+    if let Err(e) = crate::task::fdgift::give_fds(r, &[gift]) {
+        let _ = r.call("close", libc::SYS_close, [slot, 0, 0, 0, 0, 0]);
+        return Err(e);
+    }
+    Ok(slot)
 }
 
 /// Map a new object of `o.size` bytes shared, read-write, where the kernel

@@ -241,3 +241,25 @@ impl UserNs {
         Ok(())
     }
 }
+
+/// Run `f` in a new crust thread (in the calling thread's namespaces)
+/// whose effective gid is the tree's user namespace's root gid, when the
+/// tree has a user namespace of its own; else in the calling thread. What
+/// the kernel allows by the creator's group inside that namespace (an
+/// ICMP echo socket: `net/ipv4/ping_group_range`) is then allowed as it
+/// was to the tree, whose tasks make their files as that root.
+pub(crate) fn as_ns_root_group<T: Send>(
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    if !in_use() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::userns::thread_set_egid(host_gid(0))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("a crust thread panicked")))
+    })
+}

@@ -11,6 +11,7 @@
 )]
 
 mod creds;
+pub mod fdgift;
 pub mod misc;
 pub(crate) mod remote;
 pub mod seccomp;

@@ -9,7 +9,11 @@
 //! 200000.., gid 300000.. outside; root inside is not mapped). `--setgroups
 //! deny`: setgroups denied before the gid map is written (crust refuses
 //! such a namespace). `--pidns 0`: no pid namespace of its own. `--child
-//! 0`: no child.
+//! 0`: no child. `--extra 1` (with `--map root`): a network namespace of
+//! its own too, where the inner lets groups 0..10 make ICMP echo sockets
+//! (net/ipv4/ping_group_range) and holds one; a read lease on a file of
+//! its own; shared anonymous hugetlb memory (2 MiB, needs a free huge
+//! page), all checked after SIGTERM.
 //!
 //! The inner sets its ids (root: 0 with groups 0 and 10, CAP_NET_RAW
 //! dropped from its bounding set; nonroot: 1000 with group 1001), its host
@@ -110,6 +114,93 @@ fn snapshot(child: Option<[i32; 2]>, shm: i32) -> Result<String, String> {
     Ok(out.join("\n"))
 }
 
+/// What `--extra 1` adds: an ICMP echo socket, a leased file, shared
+/// hugetlb memory.
+struct Extra {
+    icmp: i32,
+    leased: i32,
+    huge: *mut u8,
+}
+
+const HUGE_LEN: usize = 2 << 20;
+
+/// Made by the inner as root of its namespaces, before it takes its ids.
+fn extra_setup(args: &Args) -> Extra {
+    write_file("/proc/sys/net/ipv4/ping_group_range", "0 10");
+    // SAFETY: socket takes integers.
+    let icmp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) };
+    if icmp < 0 {
+        die("socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)");
+    }
+    let path = args.ready.with_file_name("leased");
+    write_file(&path.to_string_lossy(), "lease");
+    let c = crust_testprogs::cpath(&path);
+    // SAFETY: open a NUL-terminated path; fcntl takes integers.
+    let leased = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    // SAFETY: fcntl takes integers.
+    if leased < 0 || unsafe { libc::fcntl(leased, libc::F_SETLEASE, libc::F_RDLCK) } != 0 {
+        die("open and lease (F_RDLCK) a file");
+    }
+    // SAFETY: a new mapping of our own; nothing else refers to it.
+    let huge = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            HUGE_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+            -1,
+            0,
+        )
+    };
+    if huge == libc::MAP_FAILED {
+        die("mmap shared anonymous hugetlb memory");
+    }
+    let huge = huge.cast::<u8>();
+    // SAFETY: the mapping is HUGE_LEN bytes, writable.
+    unsafe {
+        for i in (0..HUGE_LEN).step_by(4096) {
+            *huge.add(i) = (i / 4096) as u8 ^ 0x5a;
+        }
+    }
+    Extra { icmp, leased, huge }
+}
+
+/// What the inner sees of its extras.
+fn extra_state(e: &Extra) -> Result<String, String> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map_err(|err| format!("read ping_group_range: {err}"))?;
+    let mut proto: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live c_int of that length.
+    let r = unsafe {
+        libc::getsockopt(
+            e.icmp,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    ensure!(
+        r == 0,
+        "SO_PROTOCOL of the ICMP socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fcntl takes integers.
+    let lease = unsafe { libc::fcntl(e.leased, libc::F_GETLEASE) };
+    let mut bad = 0;
+    for i in (0..HUGE_LEN).step_by(4096) {
+        // SAFETY: the mapping is HUGE_LEN bytes, readable.
+        if unsafe { *e.huge.add(i) } != (i / 4096) as u8 ^ 0x5a {
+            bad += 1;
+        }
+    }
+    Ok(format!(
+        "ping_group_range: {}; icmp proto {proto}; lease {lease}; huge pages wrong {bad}",
+        range.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
+}
+
 /// Set when setgroups is denied in the namespace: groups stay.
 static DENY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -148,6 +239,8 @@ fn inner(args: &Args, root: bool) -> ! {
     } else {
         set_ids(1000, 1000, &[1001]);
     }
+    // As root of the namespace (its ids taken: the leased file is its).
+    let extra = (args.num("extra", 0) == 1).then(|| extra_setup(args));
     // Made with the ids above: its creator is named inside.
     // SAFETY: shmget takes integers.
     let shm = unsafe { libc::shmget(0x7e57, 4096, libc::IPC_CREAT | 0o640) };
@@ -194,6 +287,13 @@ fn inner(args: &Args, root: bool) -> ! {
     // Let the child take its ids.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let ends = with_child.then_some([req[1], resp[0]]);
+    let snapshot = |ends, shm| {
+        let mut s = snapshot(ends, shm)?;
+        if let Some(e) = &extra {
+            s = s + "\n" + &extra_state(e)?;
+        }
+        Ok::<String, String>(s)
+    };
     let before = match snapshot(ends, shm) {
         Ok(s) => s,
         Err(e) => {
@@ -231,6 +331,9 @@ fn main() {
     let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if pidns {
         flags |= libc::CLONE_NEWPID;
+    }
+    if args.num("extra", 0) == 1 {
+        flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: a fork-like clone (no new stack) of this single-threaded
     // program; the child only reads a pipe before going on.

@@ -155,15 +155,37 @@ pub(super) fn read_unix() -> Vec<SysctlEntry> {
 }
 
 /// `net/ipv4/ping_group_range`, without a value when it is the kernel's
-/// default (CRIU's rule).
+/// default (CRIU's rule). Its gids as the tree's user namespace sees them
+/// (crust reads them as its own namespace sees them): CRIU records them so.
 pub(super) fn read_ipv4_sysctls() -> Vec<SysctlEntry> {
     match read_sysctl("ipv4/ping_group_range") {
         Ok(v) if v.split_whitespace().eq(PING_DEFAULT.split_whitespace()) => {
             vec![str_entry(None)]
         }
-        Ok(v) => vec![str_entry(Some(v))],
+        Ok(v) => {
+            let to_ns = |g| match crate::util::idmap::to_ns_gid(g) {
+                crate::util::idmap::INVALID => Some(OVERFLOW_GID),
+                g => Some(g),
+            };
+            vec![str_entry(Some(turn_range(&v, to_ns).unwrap_or(v)))]
+        }
         Err(_) => Vec::new(),
     }
+}
+
+/// The gid the kernel shows for one a user namespace cannot name.
+const OVERFLOW_GID: u32 = 65534;
+
+/// A `ping_group_range` value ("LOW HIGH") with both gids turned by `f`,
+/// in the form the kernel prints; `None` when it is not two gids or `f`
+/// cannot turn one.
+fn turn_range(v: &str, f: impl Fn(u32) -> Option<u32>) -> Option<String> {
+    let mut it = v.split_whitespace().map(|x| x.parse::<u32>().ok());
+    let (lo, hi) = match (it.next(), it.next(), it.next()) {
+        (Some(Some(lo)), Some(Some(hi)), None) => (lo, hi),
+        _ => return None,
+    };
+    Some(format!("{}\t{}", f(lo)?, f(hi)?))
 }
 
 /// The value of entry `e` as the text a sysctl file takes, if it has one.
@@ -231,7 +253,24 @@ pub(super) fn write_misc(unix: &[SysctlEntry], ipv4: &[SysctlEntry]) -> Result<(
         .into_iter()
         .chain(ipv4.first().map(|e| ("ipv4/ping_group_range", e)));
     for (rel, e) in pairs {
-        if let Some(v) = value(e) {
+        if let Some(mut v) = value(e) {
+            if rel == "ipv4/ping_group_range" {
+                // The image's gids are the tree's user namespace's; crust
+                // writes from its own.
+                let to_host = |g| match crate::util::idmap::to_host_gid(g) {
+                    crate::util::idmap::INVALID => None,
+                    g => Some(g),
+                };
+                v = turn_range(&v, to_host).ok_or_else(|| WriteFailed {
+                    path: path(rel),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the image's value {v:?} is not two gids the tree's user namespace maps"
+                        ),
+                    ),
+                })?;
+            }
             write_sysctl(rel, &v).map_err(|source| WriteFailed {
                 path: path(rel),
                 source,
@@ -274,6 +313,17 @@ pub(super) fn check_conf(proto: &str, conf: &[SysctlEntry]) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_range_turned() {
+        assert_eq!(
+            turn_range("400000\t508468", |g| g.checked_sub(400000)).as_deref(),
+            Some("0\t108468")
+        );
+        assert_eq!(turn_range("0 5", |g| g.checked_sub(1)), None);
+        assert_eq!(turn_range("0", Some), None);
+        assert_eq!(turn_range("1 2 3", Some), None);
+    }
 
     #[test]
     fn values_and_defaults() {

@@ -1,0 +1,298 @@
+//! Give open files of crust to a task under construction, at chosen fd
+//! numbers, keeping the open file descriptions (one pipe end held by three
+//! processes stays one description).
+//!
+//! The task makes an AF_UNIX datagram socket bound to an abstract name
+//! (remote socket + bind); crust sends it the fds with SCM_RIGHTS; the task
+//! receives them (remote recvmsg), moves each to its number with dup3 and
+//! closes the rest. For any kind of file crust opens itself (pipes, FIFOs,
+//! sockets, and what a task in a user namespace may not open: its own
+//! /proc/self/map_files).
+
+use crate::task::remote::Remote;
+use crate::util::sys_err;
+use crate::Error;
+use crust_sys::fdpass::{self, abi, MAX_FDS_PER_MSG};
+use log::debug;
+use std::collections::HashSet;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// One fd to give: crust's `fd` becomes `target` in the task.
+#[derive(Debug, Clone, Copy)]
+pub struct Gift<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub target: i32,
+    pub cloexec: bool,
+}
+
+// Scratch layout of the remote recvmsg.
+const OFF_MSGHDR: u64 = 0;
+const OFF_IOV: u64 = 64;
+const OFF_DATA: u64 = 96;
+const OFF_ADDR: u64 = 128;
+const OFF_CONTROL: u64 = 256;
+/// CMSG_SPACE(MAX_FDS_PER_MSG * 4), rounded up to 8.
+const CONTROL_LEN: u64 = (abi::CMSGHDR_SIZE + (MAX_FDS_PER_MSG * 4).div_ceil(8) * 8) as u64;
+
+/// Install every gift in the task. Fds that the task already has at the
+/// targets are replaced; nothing else of its fd table is touched, except
+/// that the kernel may pick free fd numbers for a moment.
+pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
+    if gifts.is_empty() {
+        return Ok(());
+    }
+    let pid = r.pid();
+    let targets: HashSet<i32> = gifts.iter().map(|g| g.target).collect();
+    if targets.len() != gifts.len() {
+        return Err(Error::Restore {
+            pid,
+            what: "two files to give at the same fd number".into(),
+        });
+    }
+    // Spare numbers above every target, where temporaries can wait.
+    let spare = targets.iter().copied().max().unwrap_or(0) as u64 + 1;
+    let sock = r.call(
+        "socket(AF_UNIX, SOCK_DGRAM) to receive fds",
+        libc::SYS_socket,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let sock = move_out_of_the_way(r, sock, &targets, spare)?;
+    let result = (|| {
+        let name = format!("crust-fdpass-{}-{}", crust_sys::process::getpid(), r.pid());
+        let (addr, addr_len) =
+            fdpass::abstract_addr(name.as_bytes()).map_err(sys_err(pid, "abstract socket name"))?;
+        let a = r.put(OFF_ADDR, &addr)?;
+        r.call(
+            &format!("bind to @{name}"),
+            libc::SYS_bind,
+            [sock, a.get(), addr_len as u64, 0, 0, 0],
+        )?;
+        let tx = sender(pid)?;
+        use std::os::fd::AsFd;
+        for batch in gifts.chunks(MAX_FDS_PER_MSG) {
+            let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|g| g.fd).collect();
+            fdpass::send_fds(tx.as_fd(), name.as_bytes(), b"F", &fds).map_err(sys_err(
+                pid,
+                format!("sendmsg of {} fds to @{name}", fds.len()),
+            ))?;
+            let got = receive(r, sock, batch.len())?;
+            place(r, batch, &got, &targets, spare)?;
+        }
+        Ok(())
+    })();
+    let closed = r.call("close", libc::SYS_close, [sock, 0, 0, 0, 0, 0]);
+    result?;
+    closed?;
+    debug!("{pid}: gave {} fds", gifts.len());
+    Ok(())
+}
+
+/// crust's socket to send fds to task `pid`'s abstract name: made in the
+/// task's network namespace (abstract names belong to one), which a
+/// restored tree may have of its own.
+fn sender(pid: i32) -> Result<OwnedFd, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let make = || fdpass::dgram_socket().map_err(sys_err(pid, "socket for passing fds"));
+    let path = format!("/proc/{pid}/ns/net");
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
+    match (ino("/proc/thread-self/ns/net"), ino(&path)) {
+        (Ok(a), Ok(b)) if a != b => {}
+        _ => return make(),
+    }
+    let ns = std::fs::File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
+    // A thread of its own joins the namespace, makes the socket, ends.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsFd;
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNET)
+                .map_err(sys_err(pid, "setns into its network namespace"))?;
+            make()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Restore {
+                pid,
+                what: "the thread making the fd-passing socket panicked".into(),
+            })
+        })
+    })
+}
+
+/// If `fd` (in the task) sits on a number one of `targets` needs, move it
+/// to a spare number; returns where it is now.
+fn move_out_of_the_way(
+    r: &mut Remote<'_>,
+    fd: u64,
+    targets: &HashSet<i32>,
+    spare: u64,
+) -> Result<u64, Error> {
+    if !targets.contains(&(fd as i32)) {
+        return Ok(fd);
+    }
+    let moved = r.call(
+        &format!("fcntl(F_DUPFD_CLOEXEC) of fd {fd} above {spare}"),
+        libc::SYS_fcntl,
+        [fd, libc::F_DUPFD_CLOEXEC as u64, spare, 0, 0, 0],
+    )?;
+    r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    Ok(moved)
+}
+
+/// recvmsg one datagram with `n` fds inside the task; returns the fd
+/// numbers the task got.
+fn receive(r: &mut Remote<'_>, sock: u64, n: usize) -> Result<Vec<i32>, Error> {
+    let pid = r.pid();
+    let mut hdr = vec![0u8; abi::MSGHDR_SIZE];
+    let put_u64 = |b: &mut [u8], off: usize, v: u64| {
+        if let Some(d) = b.get_mut(off..off + 8) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    put_u64(&mut hdr, abi::MSG_NAME, 0);
+    put_u64(&mut hdr, abi::MSG_NAMELEN, 0);
+    put_u64(&mut hdr, abi::MSG_IOV, r.at(OFF_IOV).get());
+    put_u64(&mut hdr, abi::MSG_IOVLEN, 1);
+    put_u64(&mut hdr, abi::MSG_CONTROL, r.at(OFF_CONTROL).get());
+    put_u64(&mut hdr, abi::MSG_CONTROLLEN, CONTROL_LEN);
+    put_u64(&mut hdr, abi::MSG_FLAGS, 0);
+    let mut iov = vec![0u8; abi::IOVEC_SIZE];
+    put_u64(&mut iov, 0, r.at(OFF_DATA).get());
+    put_u64(&mut iov, 8, 16);
+    r.put(OFF_MSGHDR, &hdr)?;
+    r.put(OFF_IOV, &iov)?;
+    r.put(OFF_CONTROL, &vec![0u8; CONTROL_LEN as usize])?;
+    let got = r.call(
+        "recvmsg of passed fds",
+        libc::SYS_recvmsg,
+        [
+            sock,
+            r.at(OFF_MSGHDR).get(),
+            (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let hdr = r.get(OFF_MSGHDR, abi::MSGHDR_SIZE)?;
+    let controllen = le_u64(&hdr, abi::MSG_CONTROLLEN)
+        .unwrap_or(0)
+        .min(CONTROL_LEN);
+    let flags = le_i32(&hdr, abi::MSG_FLAGS).unwrap_or(0) as u32;
+    let control = r.get(OFF_CONTROL, controllen as usize)?;
+    let fds = parse_rights(&control);
+    let bad = |what: String| Error::Restore { pid, what };
+    if flags & libc::MSG_CTRUNC as u32 != 0 {
+        // Whatever did arrive is closed by the caller's failure path (the
+        // task is killed).
+        return Err(bad(format!(
+            "the fds passed to it were truncated (got {} of {n}; RLIMIT_NOFILE?)",
+            fds.len()
+        )));
+    }
+    if got != 1 || fds.len() != n {
+        return Err(bad(format!(
+            "expected {n} passed fds in a 1-byte message, got {} in {got} bytes",
+            fds.len()
+        )));
+    }
+    Ok(fds)
+}
+
+/// The fds of every SCM_RIGHTS message in a received control buffer
+/// (x86_64 layout: u64 length, i32 level, i32 type, data, padded to 8).
+fn parse_rights(control: &[u8]) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + abi::CMSGHDR_SIZE <= control.len() {
+        let (Some(len), Some(level), Some(ty)) = (
+            le_u64(control, off),
+            le_i32(control, off + 8),
+            le_i32(control, off + 12),
+        ) else {
+            break;
+        };
+        let len = len as usize;
+        let Some(data) = control.get(off + abi::CMSGHDR_SIZE..off.saturating_add(len)) else {
+            break;
+        };
+        if len < abi::CMSGHDR_SIZE {
+            break;
+        }
+        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            out.extend(
+                data.chunks_exact(4)
+                    .filter_map(|c| c.try_into().ok().map(i32::from_le_bytes)),
+            );
+        }
+        off += len.div_ceil(8) * 8;
+    }
+    out
+}
+
+/// The little-endian u64 at `off` of `b`, if `b` holds it.
+fn le_u64(b: &[u8], off: usize) -> Option<u64> {
+    let bytes = b.get(off..off.checked_add(8)?)?;
+    bytes.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// The little-endian i32 at `off` of `b`, if `b` holds it.
+fn le_i32(b: &[u8], off: usize) -> Option<i32> {
+    let bytes = b.get(off..off.checked_add(4)?)?;
+    bytes.try_into().ok().map(i32::from_le_bytes)
+}
+
+/// Move the received fds `got` (same order as `batch`) to their targets.
+fn place(
+    r: &mut Remote<'_>,
+    batch: &[Gift<'_>],
+    got: &[i32],
+    targets: &HashSet<i32>,
+    spare: u64,
+) -> Result<(), Error> {
+    // First clear every target a received fd happens to sit on.
+    let mut now = Vec::with_capacity(got.len());
+    for &fd in got {
+        now.push(move_out_of_the_way(r, fd as u64, targets, spare)?);
+    }
+    for (g, fd) in batch.iter().zip(now) {
+        let flags = if g.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        r.call(
+            &format!("dup3 of a passed fd to {}", g.target),
+            libc::SYS_dup3,
+            [fd, g.target as u64, flags, 0, 0, 0],
+        )?;
+        r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_parsing() {
+        let mut c = Vec::new();
+        c.extend_from_slice(&(16u64 + 12).to_le_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_le_bytes());
+        c.extend_from_slice(&libc::SCM_RIGHTS.to_le_bytes());
+        for fd in [5i32, 6, 9] {
+            c.extend_from_slice(&fd.to_le_bytes());
+        }
+        c.extend_from_slice(&[0; 4]);
+        assert_eq!(parse_rights(&c), vec![5, 6, 9]);
+        assert_eq!(parse_rights(&c[..10]), Vec::<i32>::new());
+        // A length running past the buffer stops the walk.
+        let mut bad = c.clone();
+        bad[0] = 200;
+        assert!(parse_rights(&bad).is_empty());
+    }
+}
