@@ -1,0 +1,37 @@
+# Mount propagation in the tree's own mount namespace (issue 13, helper
+# mntprop). Sourced by run.sh: uses its helpers (start_prog, do_dump,
+# do_restore, expect_pass, crust_run, expect_error, expect_untouched,
+# fail...) and adds its tests to ALL_TESTS.
+
+# mntprop in a mount namespace of its own: a shared tmpfs with a peer of a
+# narrower root, a slave, a slave-and-shared pair, an unbindable and a
+# private tmpfs, and a mount propagated under a peer that covers it; dump,
+# kill, restore: the same mounts with the same peer groups and masters
+# (the program compares its mountinfo) that propagate as before.
+t_mntprop_cr() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntprop --dir "$D/dir" || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    grep -q " $D/dir/" /proc/self/mountinfo && { fail "the restored mounts show in the host's namespace"; return 1; }
+    [ -z "$(ls -d /tmp/.crust-mnt-* 2>/dev/null)" ] || { fail "the restore left a yard in /tmp" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# Two peers whose roots do not nest (binds of sibling directories of a
+# shared mount gone since): the peer group cannot be rebuilt, so the dump
+# is refused naming both mounts, and the tree runs on untouched.
+t_err_dump_mntprop_peers() {
+    need_cr || return $?
+    mkdir -p "$D/dir" "$D/img"
+    start_prog mntprop --dir "$D/dir" --bad 1 || return 1
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --external 'mnt[/dev]:dev'
+    expect_error dump "$D/img/dump.log" || return 1
+    grep -q "at $D/dir/g1 .*at $D/dir/g2 .*one peer group" "$D/dump.err" ||
+        { fail "the message does not name both peers: $(head -c 400 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log"
+}
+
+ALL_TESTS+=(mntprop-cr err-dump-mntprop-peers)
