@@ -34,4 +34,45 @@ t_err_dump_mntprop_peers() {
     expect_pass "$D/img/dump.log"
 }
 
-ALL_TESTS+=(mntprop-cr err-dump-mntprop-peers)
+# mntprop started by `unshare -m` (--unshare 0, as CRIU's dump wants);
+# sets PID.
+mntprop_start_unshared() {
+    mkdir -p "$D/dir"
+    rm -f "$D/ready" "$D/result"
+    PID=$(setsid unshare -m --propagation private sh -c \
+        "exec '$BIN/mntprop' --unshare 0 --dir '$D/dir' --ready '$D/ready' --result '$D/result' </dev/null >/dev/null 2>&1" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$PID" "$BIN/mntprop"
+    wait_file "$D/ready" "$READY_TIMEOUT" || { fail "mntprop did not become ready"; return 1; }
+    rm -f "$D/ready"
+}
+
+# Images both ways with CRIU 4.2: CRIU's dump of the propagating mounts
+# restores with crust ...
+t_mntprop_from_criu() {
+    need_cr || return $?
+    local criu
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return; }
+    mntprop_start_unshared || return 1
+    mkdir -p "$D/img"
+    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" dump -t "$PID" -D "$D/img" -v4 -o dump.log --external 'mnt[/dev]:dev') \
+        >"$D/criu-dump.out" 2>&1 || { fail "CRIU's dump failed" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "pid $PID still exists after CRIU's dump"; return 1; }
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# ... and crust's dump restores with CRIU 4.2 (--root /, as mntns-to-criu).
+t_mntprop_to_criu() {
+    need_cr || return $?
+    local criu
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return; }
+    mntprop_start_unshared || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d -v4 -o criu-restore.log \
+        --root / --external 'mnt[dev]:/dev' --pidfile "$D/criu-pid") >"$D/criu-restore.out" 2>&1 ||
+        { fail "CRIU's restore of crust's images failed" "$D/img/criu-restore.log"; return 1; }
+    expect_pass "$D/img/criu-restore.log"
+}
+
+ALL_TESTS+=(mntprop-cr mntprop-from-criu mntprop-to-criu err-dump-mntprop-peers)

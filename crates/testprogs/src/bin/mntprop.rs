@@ -19,6 +19,10 @@
 //! one in `slave` not in `s`, one in `ss` in `ss2`; `u` cannot be bound;
 //! `a/c` then `a` unmount (the hidden copy went with `a/c`).
 //!
+//! With `--unshare 0` it stays in the mount namespace it was started in
+//! (`unshare -m mntprop ...`: its binary is then on a mount of that
+//! namespace, as CRIU's dump wants).
+//!
 //! With `--bad 1` it adds `g1` and `g2`, binds of two sibling directories
 //! of a shared bind that is then unmounted: peers whose roots do not
 //! nest, a peer group that cannot be rebuilt (crust refuses the dump).
@@ -85,9 +89,9 @@ fn leave_host_mounts() {
     }
 }
 
-fn build(dir: &Path, bad: bool) {
+fn build(dir: &Path, bad: bool, unshare: bool) {
     // SAFETY: unshare takes flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+    if unshare && unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         die("unshare(CLONE_NEWNS)");
     }
     prop(Path::new("/"), libc::MS_REC | libc::MS_PRIVATE);
@@ -209,7 +213,7 @@ fn behaves(dir: &Path) -> Result<(), String> {
 fn main() {
     let args = start();
     let dir = args.path("dir");
-    build(&dir, args.num("bad", 0) == 1);
+    build(&dir, args.num("bad", 0) == 1, args.num("unshare", 1) == 1);
     let before = shape(&dir).unwrap_or_else(|e| die(&e));
     ready(&args);
     wait_for_term(10, || {});
