@@ -75,4 +75,19 @@ t_mntprop_to_criu() {
     expect_pass "$D/img/criu-restore.log"
 }
 
-ALL_TESTS+=(mntprop-cr mntprop-from-criu mntprop-to-criu err-dump-mntprop-peers)
+# An unbindable tmpfs with a mount on one of its directories: crust cannot
+# read what that mount covers, so the dump is refused naming it; the tree
+# runs on untouched.
+t_err_dump_mntprop_unbindable() {
+    need_cr || return $?
+    mkdir -p "$D/dir" "$D/img"
+    start_prog mntprop --dir "$D/dir" --bad 2 || return 1
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --external 'mnt[/dev]:dev'
+    expect_error dump "$D/img/dump.log" || return 1
+    grep -q "at $D/dir/u .*is unbindable and has mounts on its directories" "$D/dump.err" ||
+        { fail "the message does not name the unbindable mount: $(head -c 400 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log"
+}
+
+ALL_TESTS+=(mntprop-cr mntprop-from-criu mntprop-to-criu err-dump-mntprop-peers err-dump-mntprop-unbindable)

@@ -26,6 +26,8 @@
 //! With `--bad 1` it adds `g1` and `g2`, binds of two sibling directories
 //! of a shared bind that is then unmounted: peers whose roots do not
 //! nest, a peer group that cannot be rebuilt (crust refuses the dump).
+//! With `--bad 2` a tmpfs is mounted on `u/x`: crust cannot read what it
+//! covers (the kernel will not clone an unbindable mount), so it refuses.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::collections::HashMap;
@@ -89,7 +91,7 @@ fn leave_host_mounts() {
     }
 }
 
-fn build(dir: &Path, bad: bool, unshare: bool) {
+fn build(dir: &Path, bad: u64, unshare: bool) {
     // SAFETY: unshare takes flags.
     if unshare && unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         die("unshare(CLONE_NEWNS)");
@@ -115,7 +117,11 @@ fn build(dir: &Path, bad: bool, unshare: bool) {
     mount("crust-u", &dir.join("u"), "tmpfs", 0);
     prop(&dir.join("u"), libc::MS_UNBINDABLE);
     mount("crust-p", &dir.join("p"), "tmpfs", 0);
-    if bad {
+    if bad == 2 {
+        mkdirs(dir, &["u/x"]);
+        mount("crust-ux", &dir.join("u/x"), "tmpfs", 0);
+    }
+    if bad == 1 {
         let g = dir.join("g");
         mkdirs(dir, &["g/x1", "g/x2", "g1", "g2"]);
         bind(&g, &g);
@@ -213,7 +219,7 @@ fn behaves(dir: &Path) -> Result<(), String> {
 fn main() {
     let args = start();
     let dir = args.path("dir");
-    build(&dir, args.num("bad", 0) == 1, args.num("unshare", 1) == 1);
+    build(&dir, args.num("bad", 0), args.num("unshare", 1) == 1);
     let before = shape(&dir).unwrap_or_else(|e| die(&e));
     ready(&args);
     wait_for_term(10, || {});

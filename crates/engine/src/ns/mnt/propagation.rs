@@ -16,7 +16,9 @@
 //!   MS_SHARED (a new peer group); every other mount of the group then
 //!   copies the first one's peer group and master (the kernel wants the
 //!   source's root to hold the target's, on the same superblock: checked
-//!   here, before anything is made);
+//!   here, before anything is made); slaves without a peer group whose
+//!   roots do not nest each take the master group's instead (CRIU 4.2
+//!   refuses those);
 //! - unbindable mounts are made so last.
 //!
 //! A master outside the namespace (a slave of a host mount) is not
@@ -162,8 +164,9 @@ pub(crate) fn plan(entries: &[MntEntry]) -> Result<Plan, String> {
 
 fn group_steps(groups: &[Group<'_>], g: &Group<'_>, plan: &mut Plan) -> Result<(), String> {
     let first = g.first().ok_or("an empty peer group")?;
+    let master = g.parent.and_then(|p| groups.get(p)).and_then(Group::first);
     if g.master != 0 {
-        match g.parent.and_then(|p| groups.get(p)).and_then(Group::first) {
+        match master {
             Some(m) => {
                 if !holds(m, first) {
                     return Err(format!(
@@ -190,6 +193,16 @@ fn group_steps(groups: &[Group<'_>], g: &Group<'_>, plan: &mut Plan) -> Result<(
         return Ok(());
     }
     for o in g.members.iter().filter(|o| o.mnt_id != first.mnt_id) {
+        // Slaves with no peer group of their own need not nest: each can
+        // take its master from the master group.
+        if let Some(m) = master.filter(|m| g.shared == 0 && !holds(first, o) && holds(m, o)) {
+            plan.steps.push(Step::SetGroup {
+                from: m.mnt_id,
+                to: o.mnt_id,
+            });
+            plan.steps.push(Step::Slave(o.mnt_id));
+            continue;
+        }
         if !holds(first, o) {
             return Err(format!(
                 "mounts {} at {} (root {}) and {} at {} (root {}) are in one peer group (shared {}, master {}) but neither's root holds the other's",
@@ -309,6 +322,19 @@ mod tests {
         // Masters in a loop.
         let err = plan(&[e(1, "/", 2, 3), e(2, "/", 3, 2)]).unwrap_err();
         assert!(err.contains("loop"), "{err}");
+        // Slaves whose roots do not nest each take the master's group.
+        let p = plan(&[e(1, "/", 2, 0), e(2, "/a", 0, 2), e(3, "/b", 0, 2)]).unwrap();
+        use Step::*;
+        assert_eq!(
+            p.steps,
+            vec![
+                Shared(1),
+                SetGroup { from: 1, to: 2 },
+                Slave(2),
+                SetGroup { from: 1, to: 3 },
+                Slave(3)
+            ]
+        );
         // A master outside: kept apart, the peers still linked.
         let p = plan(&[e(1, "/", 4, 9), e(2, "/x", 4, 9)]).unwrap();
         assert_eq!(p.outside_master, vec![1, 2]);
