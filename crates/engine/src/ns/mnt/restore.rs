@@ -255,6 +255,16 @@ impl MntNs {
         }
         let entries: Vec<MntEntry> = mounts.iter().map(|m| m.e.clone()).collect();
         let prop = propagation::plan(&entries).map_err(|why| bad(ctx.dir, id, why))?;
+        let joins = prop
+            .steps
+            .iter()
+            .any(|s| matches!(s, propagation::Step::SetGroup { .. }));
+        if joins && !crust_sys::mount_group::has_set_group() {
+            return Err(Error::refused(
+                ErrorKind::Unsupported,
+                format!("mountpoints-{id}.img: mounts share peer groups or masters, which crust rebuilds with move_mount(MOVE_MOUNT_SET_GROUP); this kernel lacks it (Linux 5.15 or later has it)"),
+            ));
+        }
         Ok(MntNs {
             id,
             mounts,
