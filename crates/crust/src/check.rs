@@ -128,7 +128,8 @@ static FEATURES: &[Feature] = &[
     feat("network_lock_nftables", Extra, Probe(network_lock_nftables)),
     feat("sockopt_buf_lock", Extra, Probe(sockopt_buf_lock)),
     feat("memfd_hugetlb", Extra, Probe(probe::memfd_hugetlb)),
-    feat("move_mount_set_group", Extra, Lacks(NO_MNTNS)),
+    // crust rebuilds peer groups and slaves with it (ns/mnt/propagation.rs).
+    feat("move_mount_set_group", Extra, Probe(move_mount_set_group)),
     feat(
         "openat2",
         Extra,
@@ -279,6 +280,16 @@ fn fdinfo_lock() -> ProbeResult {
 /// /proc/PID/loginuid can be written (auditing with loginuid changes).
 /// User namespaces (/proc/self/ns/user): a tree's own is dumped with its
 /// maps and restored (engine ns::user).
+fn move_mount_set_group() -> ProbeResult {
+    if crust_sys::mount_group::has_set_group() {
+        Ok(())
+    } else {
+        Err(ProbeError::Missing(
+            "move_mount(2) does not know MOVE_MOUNT_SET_GROUP (Linux 5.15)".into(),
+        ))
+    }
+}
+
 fn userns() -> ProbeResult {
     std::fs::metadata("/proc/self/ns/user").map_err(os("stat /proc/self/ns/user"))?;
     Ok(())

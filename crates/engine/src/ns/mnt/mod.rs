@@ -14,7 +14,9 @@
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
 
+pub(crate) mod assemble;
 pub(crate) mod info;
+pub(crate) mod propagation;
 pub(crate) mod restore;
 pub(crate) mod tmpfs;
 pub(crate) use crate::util::view;
@@ -211,7 +213,8 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             && m.root == "/"
             && dumped.insert(m.dev)
         {
-            dump_tmpfs(ctx.dir, pid, m)?;
+            let covered = mounts.iter().any(|c| c.parent == m.mnt_id);
+            dump_tmpfs(ctx.dir, pid, m, covered)?;
         }
         log::debug!(
             "mount {} {} at {} ({})",
@@ -247,8 +250,9 @@ pub(crate) fn kdev_to_dev(k: u32) -> u64 {
 }
 
 /// Archive the tmpfs mounted as `m` in process `pid`'s namespace, opened
-/// through `/proc/PID/root` (refused when something covers it).
-fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine) -> Result<(), Error> {
+/// through `/proc/PID/root` (refused when something covers it);
+/// `covered`: other mounts are on its directories.
+fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine, covered: bool) -> Result<(), Error> {
     let path = format!("/proc/{pid}/root{}", m.mountpoint);
     let f = std::fs::File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -263,6 +267,18 @@ fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine) -> Result<(), Error> {
             m,
             "is covered by another mount, so crust cannot read its files",
         ));
+    }
+    if m.flags & info::ms::UNBINDABLE != 0 {
+        // The kernel will not clone an unbindable mount: read it in place
+        // when nothing hides part of it.
+        if covered {
+            return Err(refuse(
+                pid,
+                m,
+                "is unbindable and has mounts on its directories, so crust cannot read the files they cover",
+            ));
+        }
+        return tmpfs::dump(dir, m.dev, Path::new(&path));
     }
     // A copy of that one mount, without the mounts over its directories:
     // what they cover is the tmpfs's too (made in the tree's namespace,

@@ -8,20 +8,25 @@
 //! 1. every mount made private, so nothing reaches crust's namespace;
 //! 2. a tmpfs "yard" on a fresh directory of crust's /tmp (seen only in the
 //!    new namespace), the root (`--root DIR`, or `/`) bound at `yard/root`;
-//! 3. each mount, parents before children, siblings by mount id: external
+//! 3. each other mount on a plain spot of the yard (`yard/plain/ID`, where
+//!    nothing covers it), parents before children, siblings by mount id: external
 //!    ones bound from their `--external mnt[KEY]:PATH`, binds from the
 //!    mount they are part of, proc/sysfs/tmpfs/devpts/mqueue mounted afresh
 //!    (proc by a child process forked into the pid namespace: proc takes
 //!    the mounter's), tmpfs filled from its archive; then the flags
-//!    (read-only, nosuid...: a bind remount) and the propagation;
+//!    (read-only, nosuid...: a bind remount), and an `O_PATH` descriptor
+//!    of its root kept; then each moved into the tree in
+//!    [`assemble::order`] (a covered mount before the one covering it);
 //! 4. pivot_root into `yard/root`, the old root detached: the stopped root
-//!    task, whose root was the old one, now has the new one.
+//!    task, whose root was the old one, now has the new one;
+//! 5. the propagation (peer groups, slaves, unbindable) rebuilt on those
+//!    descriptors ([`propagation`]).
 //!
 //! If a step fails, the root is killed and its namespace vanishes with
 //! what was mounted in it; the yard directory is removed here either way.
 
 use super::info::{fstype_name, ms, FS_PROC, FS_TMPFS};
-use super::{ext_pairs, tmpfs, under, FRESH};
+use super::{assemble, ext_pairs, propagation, tmpfs, under, FRESH};
 use crate::ns::ids::NsKind;
 use crate::ns::in_ns;
 use crate::ns::tree::LoadCtx;
@@ -33,6 +38,7 @@ use crust_sys::mount::{self as sysmount, MountCall};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where a mount comes from.
@@ -61,6 +67,8 @@ pub(crate) struct MntNs {
     /// Parents before children.
     mounts: Vec<Mount>,
     root_dir: PathBuf,
+    /// How the mounts' propagation is rebuilt once they stand.
+    prop: propagation::Plan,
 }
 
 fn bad(dir: &Path, id: u32, why: String) -> Error {
@@ -245,10 +253,23 @@ impl MntNs {
             log::debug!("mount {} at {}: {src:?}", e.mnt_id, e.mountpoint);
             mounts.push(Mount { e, src });
         }
+        let entries: Vec<MntEntry> = mounts.iter().map(|m| m.e.clone()).collect();
+        let prop = propagation::plan(&entries).map_err(|why| bad(ctx.dir, id, why))?;
+        let joins = prop
+            .steps
+            .iter()
+            .any(|s| matches!(s, propagation::Step::SetGroup { .. }));
+        if joins && !crust_sys::mount_group::has_set_group() {
+            return Err(Error::refused(
+                ErrorKind::Unsupported,
+                format!("mountpoints-{id}.img: mounts share peer groups or masters, which crust rebuilds with move_mount(MOVE_MOUNT_SET_GROUP); this kernel lacks it (Linux 5.15 or later has it)"),
+            ));
+        }
         Ok(MntNs {
             id,
             mounts,
             root_dir,
+            prop,
         })
     }
 
@@ -273,6 +294,7 @@ impl MntNs {
                     pid,
                     ns: self,
                     made: HashMap::new(),
+                    fds: HashMap::new(),
                 }
                 .build(&yard)
             },
@@ -296,6 +318,8 @@ struct Builder<'a> {
     ns: &'a MntNs,
     /// Mount id → where it was made (under the yard).
     made: HashMap<u32, PathBuf>,
+    /// Mount id → an `O_PATH` descriptor of its root.
+    fds: HashMap<u32, std::os::fd::OwnedFd>,
 }
 
 impl Builder<'_> {
@@ -338,13 +362,19 @@ impl Builder<'_> {
             },
         )?;
         let top = yard.join("root");
-        std::fs::create_dir(&top).map_err(self.sys(format!("mkdir {}", top.display())))?;
-        for m in &self.ns.mounts {
-            self.make(m, &top)?;
+        let plain = yard.join("plain");
+        for d in [&top, &plain] {
+            std::fs::create_dir(d).map_err(self.sys(format!("mkdir {}", d.display())))?;
         }
-        for m in &self.ns.mounts {
-            self.propagation(m)?;
+        for (i, m) in self.ns.mounts.iter().enumerate() {
+            let at = if i == 0 {
+                top.clone()
+            } else {
+                plain.join(m.e.mnt_id.to_string())
+            };
+            self.make(m, &at)?;
         }
+        self.assemble(&top)?;
         let ctop = cpath(&top)?;
         std::env::set_current_dir(&top).map_err(self.sys(format!("chdir {}", top.display())))?;
         let dot = cpath(Path::new("."))?;
@@ -352,13 +382,28 @@ impl Builder<'_> {
             .map_err(self.sys(format!("pivot_root into {}", ctop.to_string_lossy())))?;
         sysmount::umount2(&dot, libc::MNT_DETACH)
             .map_err(self.sys("detach the old root".into()))?;
-        std::env::set_current_dir("/").map_err(self.sys("chdir / in the new root".into()))
+        std::env::set_current_dir("/").map_err(self.sys("chdir / in the new root".into()))?;
+        // Only now: pivot_root wants the new root private, and nothing
+        // may propagate while the tree is built.
+        let name = |id: u32| {
+            let mp = self.ns.mounts.iter().find(|m| m.e.mnt_id == id);
+            format!(
+                "the mount at {} (id {id})",
+                mp.map_or("?", |m| m.e.mountpoint.as_str())
+            )
+        };
+        propagation::run(&self.ns.prop, &self.fds, name).map_err(|(what, source)| Error::Sys {
+            pid: self.pid,
+            op: format!("restore mount propagation: {what}"),
+            source,
+        })
     }
 
-    /// Make mount `m` under `top` (the root: at `top`).
-    fn make(&mut self, m: &Mount, top: &Path) -> Result<(), Error> {
+    /// Make mount `m` at `target` (the root at the top of the tree, the
+    /// others on a plain spot of the yard, moved into the tree later).
+    fn make(&mut self, m: &Mount, target: &Path) -> Result<(), Error> {
         let e = &m.e;
-        let target = top.join(e.mountpoint.trim_start_matches('/'));
+        let target = target.to_path_buf();
         let what = |w: &str| {
             format!(
                 "restore the mount at {} (id {}): {w}",
@@ -441,35 +486,46 @@ impl Builder<'_> {
                 data: None,
             },
         )?;
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(&target)
+            .map_err(self.sys(what("open its root")))?;
+        self.fds.insert(e.mnt_id, fd.into());
         self.made.insert(e.mnt_id, target);
         Ok(())
     }
+}
 
-    /// Shared, unbindable or private as recorded; peer groups and slaves
-    /// are not rebuilt (a slave becomes private).
-    fn propagation(&self, m: &Mount) -> Result<(), Error> {
-        let f = m.e.flags;
-        let p = if f & ms::UNBINDABLE != 0 {
-            ms::UNBINDABLE
-        } else if f & ms::SHARED != 0 {
-            ms::SHARED
-        } else {
-            return Ok(());
-        };
-        let Some(target) = self.made.get(&m.e.mnt_id) else {
-            return Ok(());
-        };
-        let ctarget = cpath(target)?;
-        self.mount(
-            &format!("set the propagation of the mount at {}", m.e.mountpoint),
-            &MountCall {
-                source: None,
-                target: &ctarget,
-                fstype: None,
-                flags: p as u64,
-                data: None,
-            },
-        )
+impl Builder<'_> {
+    /// Move each mount but the root from its plain spot to its place in
+    /// the tree at `top`, in [`assemble::order`].
+    fn assemble(&mut self, top: &Path) -> Result<(), Error> {
+        let entries: Vec<MntEntry> = self.ns.mounts.iter().map(|m| m.e.clone()).collect();
+        for id in assemble::order(&entries).into_iter().skip(1) {
+            let Some(m) = self.ns.mounts.iter().find(|m| m.e.mnt_id == id) else {
+                continue;
+            };
+            let Some(from) = self.made.get(&id).cloned() else {
+                continue;
+            };
+            let to = top.join(m.e.mountpoint.trim_start_matches('/'));
+            let what = |w: &str| format!("restore the mount at {} (id {id}): {w}", m.e.mountpoint);
+            let dir = std::fs::symlink_metadata(&from).is_ok_and(|md| md.is_dir());
+            ensure_mountpoint(&to, dir).map_err(self.sys(what("create its mountpoint")))?;
+            let (cfrom, cto) = (cpath(&from)?, cpath(&to)?);
+            self.mount(
+                &what("move it into the tree"),
+                &MountCall {
+                    source: Some(&cfrom),
+                    target: &cto,
+                    fstype: None,
+                    flags: libc::MS_MOVE,
+                    data: None,
+                },
+            )?;
+        }
+        Ok(())
     }
 }
 
