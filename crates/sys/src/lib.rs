@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod mem;
 pub mod memfd;
 pub mod mount;
+pub mod mountfd;
 pub mod mqueue;
 pub mod net;
 pub mod ns;
