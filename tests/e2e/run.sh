@@ -957,6 +957,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-netdev.sh"
 # shellcheck source=tests/e2e/ns-mnt.sh
 . "$ROOT/tests/e2e/ns-mnt.sh"
+# shellcheck source=tests/e2e/ns-mntext.sh
+. "$ROOT/tests/e2e/ns-mntext.sh"
 # shellcheck source=tests/e2e/ns-flavor.sh
 . "$ROOT/tests/e2e/ns-flavor.sh"
 # shellcheck source=tests/e2e/ns-netsk.sh

@@ -201,13 +201,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
         }
     }
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
-    let auto = external::detect(
-        &mounts,
-        root_id,
-        &mut ext,
-        external::mode(ctx.opts)?,
-        |m, ext| root_id.is_some_and(|r| restorable(m, &mounts, r, ext).is_ok()),
-    )?;
+    let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
     check(pid, &mounts, &ext)?;
     let host_pts = std::fs::metadata("/dev/pts")
         .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
