@@ -3,12 +3,14 @@
 # mnt[], --ext-mount-map auto) binds of a host tmpfs, a file bind mount,
 # and a tmpfs covered by another one. Sourced by run.sh.
 
-# A host tmpfs at $D/src holding `file`, and mntext started on it.
+# A host tmpfs at $D/src holding `file`, and mntext started on it (more
+# mntext arguments in MNTEXT_ARGS).
 mntext_start() {
     mkdir -p "$D/src" "$D/dir"
     mount -t tmpfs crust-e2e-ext "$D/src" || { fail "cannot mount a tmpfs at $D/src"; return 1; }
     printf 'ext file' >"$D/src/file"
-    start_prog mntext --dir "$D/dir" --ext "$D/src"
+    # shellcheck disable=SC2086
+    start_prog mntext --dir "$D/dir" --ext "$D/src" ${MNTEXT_ARGS:-}
 }
 
 # Run test body $1 with the host tmpfs, unmounted afterwards, pass or fail.
@@ -72,10 +74,11 @@ mntext_nokey_body() {
     mntext_restore_fails 'mnt\[EXT\]' --external 'mnt[dev]:/dev' --external "mnt[EXTF]:$D/src/file"
 }
 
-# Auto-detected externals (a directory and a file bind of a host tmpfs)
-# and a covered tmpfs with a file beneath: dump with --external mnt[],
-# restore with --ext-mount-map auto; all back (the program checks).
-t_mntext_auto_cr() { mntext_with_src mntext_auto_body; }
+# Auto-detected externals (a directory and a file bind of a host tmpfs),
+# a covered tmpfs with a file beneath and a binfmt_misc mount: dump with
+# --external mnt[], restore with --ext-mount-map auto; all back (the
+# program checks).
+t_mntext_auto_cr() { MNTEXT_ARGS="--binfmt 1" mntext_with_src mntext_auto_body; }
 # The same with named externals: mnt[MOUNTPOINT]:KEY, then mnt[KEY]:PATH.
 t_mntext_named_cr() { mntext_with_src mntext_named_body; }
 # Auto-detected externals restored without auto mode: refused naming the

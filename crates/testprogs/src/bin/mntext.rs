@@ -6,6 +6,7 @@
 //! - `DIR/e`: a bind of SRC (an external directory mount);
 //! - `DIR/ef`: a bind of SRC/file (an external file mount);
 //! - `DIR/c`: a tmpfs holding `under`, covered by a second tmpfs;
+//! - with `--binfmt 1`, `DIR/bm`: a binfmt_misc (no entry registered);
 //!
 //! and detaches SRC itself, so that only the binds show it. After SIGTERM
 //! it checks the files through the binds and, once the covering tmpfs is
@@ -45,7 +46,7 @@ fn umount(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn build(dir: &Path, src: &Path) {
+fn build(dir: &Path, src: &Path, binfmt: bool) {
     // SAFETY: unshare takes flags.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         die("unshare(CLONE_NEWNS)");
@@ -79,9 +80,18 @@ fn build(dir: &Path, src: &Path) {
     fs::write(c.join("under"), "beneath").unwrap_or_else(|_| die("write c/under"));
     mount("crust-over", &c, "tmpfs", 0);
     umount(src).unwrap_or_else(|e| die(&e));
+    if binfmt {
+        let bm = dir.join("bm");
+        fs::create_dir(&bm).unwrap_or_else(|_| die("mkdir bm"));
+        mount("none", &bm, "binfmt_misc", 0);
+    }
 }
 
-fn check(dir: &Path) -> Result<(), String> {
+fn check(dir: &Path, binfmt: bool) -> Result<(), String> {
+    ensure!(
+        !binfmt || dir.join("bm/register").exists(),
+        "bm is no longer a binfmt_misc"
+    );
     let rd = |p: &Path| fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()));
     ensure!(rd(&dir.join("e/file"))? == "ext file", "e/file changed");
     ensure!(
@@ -97,8 +107,9 @@ fn check(dir: &Path) -> Result<(), String> {
 fn main() {
     let args = start();
     let dir = args.path("dir");
-    build(&dir, &args.path("ext"));
+    let binfmt = args.num("binfmt", 0) == 1;
+    build(&dir, &args.path("ext"), binfmt);
     ready(&args);
     wait_for_term(10, || {});
-    finish(&args, check(&dir));
+    finish(&args, check(&dir, binfmt));
 }

@@ -9,11 +9,12 @@
 //! Each other mount must be restorable: external (`--external
 //! mnt[MOUNTPOINT]:KEY` or `--ext-mount-map MOUNTPOINT:KEY`: recorded with
 //! `ext_key`, given a host path at restore), a filesystem crust mounts
-//! afresh (proc, sysfs, tmpfs, devpts, mqueue) from its root, or a bind of
+//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) from its root, or a bind of
 //! a part of another mount of the same superblock; anything else is
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
 
+pub(crate) mod binfmt;
 pub(crate) mod cover;
 pub(crate) mod external;
 pub(crate) mod info;
@@ -30,8 +31,9 @@ use info::{fstype_code, MountLine};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-/// CRIU's fs types crust mounts afresh on restore.
-pub(crate) const FRESH: &[u32] = &[1, 2, 5, 6, 14];
+/// CRIU's fs types crust mounts afresh on restore (binfmt_misc: see
+/// [`binfmt`]).
+pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 14];
 
 /// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
 /// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
@@ -164,7 +166,7 @@ fn restorable(
     if bind_of {
         Ok(())
     } else {
-        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue) nor a bind of a part of the tree's root or of another mount in the namespace")
+        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) nor a bind of a part of the tree's root or of another mount in the namespace")
     }
 }
 
@@ -203,6 +205,11 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
     let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
     check(pid, &mounts, &ext)?;
+    for m in &mounts {
+        if fstype_code(&m.fsname) == binfmt::FS_BINFMT_MISC && !ext.contains_key(&m.mountpoint) {
+            binfmt::check_dump(pid, m)?;
+        }
+    }
     let host_pts = std::fs::metadata("/dev/pts")
         .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
         .ok();

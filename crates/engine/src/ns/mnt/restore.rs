@@ -176,6 +176,9 @@ fn source_of(
         } else {
             None
         };
+        if e.fstype == super::binfmt::FS_BINFMT_MISC {
+            super::binfmt::check_restore(ctx.dir, &e.mountpoint, e.root_dev)?;
+        }
         return Ok(Source::Fresh {
             code: e.fstype,
             tar,
