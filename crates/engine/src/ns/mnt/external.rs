@@ -17,8 +17,8 @@
 //!   is the host mount's peer group. At restore an external mount is a
 //!   clone of its host path made in crust's namespace (so it keeps the
 //!   host mount's peer group) moved into place, then made a slave of that
-//!   group (masters enabled and the mount was a slave), left in it
-//!   (sharing enabled and the mount was shared) or made private.
+//!   group (the mount was a slave), left in it (sharing enabled and the
+//!   mount was shared) or made private.
 
 use super::info::{ms, MountLine};
 use super::under;
@@ -170,6 +170,9 @@ pub(crate) fn host_path(
             )
         })?)
     };
+    // A relative PATH is taken from crust's root, as zdtm's mnt_root_ext
+    // expects of CRIU.
+    let path = Path::new("/").join(path);
     if std::fs::symlink_metadata(&path).is_err() {
         return Err(Error::refused(
             ErrorKind::FileMissing,
@@ -218,7 +221,9 @@ pub(crate) fn attach(
     crust_sys::mountfd::move_mount_to(src.as_fd(), target)
         .map_err(sys_err(pid, what("move_mount")))?;
     let keep_shared = e.flags & ms::SHARED != 0 && mode.sharing;
-    let slave = e.flags & ms::SLAVE != 0 && mode.masters;
+    // A slave at dump (an auto-detected one only with masters enabled):
+    // a slave of the host mount's group again.
+    let slave = e.flags & ms::SLAVE != 0;
     let p = if slave {
         ms::SLAVE
     } else if keep_shared {
@@ -296,6 +301,40 @@ mod tests {
             }
         );
         assert!(is_auto("mnt[]") && !is_auto("mnt[/a]:b"));
+    }
+
+    #[test]
+    fn host_paths_of_named_auto_and_relative_externals() {
+        let d = std::env::temp_dir().join(format!("crust-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let rel = d.strip_prefix("/").unwrap().to_string_lossy().into_owned();
+        let e = MntEntry {
+            mnt_id: 5,
+            mountpoint: "/m".into(),
+            source: rel.clone(),
+            ..Default::default()
+        };
+        let ext: HashMap<String, String> = [("K".to_string(), rel.clone())].into();
+        let named = host_path(&e, "K", &ext, Mode::default());
+        let auto = host_path(
+            &e,
+            AUTO_KEY,
+            &ext,
+            Mode {
+                auto: true,
+                ..Mode::default()
+            },
+        );
+        let no_auto = host_path(&e, AUTO_KEY, &ext, Mode::default());
+        let missing = host_path(&e, "L", &ext, Mode::default());
+        let _ = std::fs::remove_dir(&d);
+        assert_eq!(named.unwrap(), d);
+        assert_eq!(auto.unwrap(), d);
+        assert!(no_auto
+            .unwrap_err()
+            .to_string()
+            .contains("--ext-mount-map auto"));
+        assert!(missing.unwrap_err().to_string().contains("mnt[L]"));
     }
 
     #[test]
