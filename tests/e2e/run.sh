@@ -959,6 +959,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-mnt.sh"
 # shellcheck source=tests/e2e/ns-mntprop.sh
 . "$ROOT/tests/e2e/ns-mntprop.sh"
+# shellcheck source=tests/e2e/ns-mntext.sh
+. "$ROOT/tests/e2e/ns-mntext.sh"
 # shellcheck source=tests/e2e/ns-flavor.sh
 . "$ROOT/tests/e2e/ns-flavor.sh"
 # shellcheck source=tests/e2e/ns-netsk.sh

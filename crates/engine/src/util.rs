@@ -1,6 +1,7 @@
 //! Small helpers shared by dump and restore.
 
 pub mod idmap;
+pub mod overmount;
 
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};

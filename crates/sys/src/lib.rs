@@ -14,6 +14,7 @@ pub mod mem;
 pub mod memfd;
 pub mod mount;
 pub mod mount_group;
+pub mod mountfd;
 pub mod mqueue;
 pub mod net;
 pub mod ns;

@@ -231,6 +231,7 @@ impl FileTable {
             Some(id) => id,
             None => {
                 let id = self.new_id();
+                crate::util::overmount::check_file(pid, fd, info.mnt_id, target)?;
                 let leased = crate::files::filelocks::write_leased(pid, fd);
                 let reg = self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
                 self.push_reg(reg);

@@ -1,10 +1,10 @@
-//! The order in which a restored namespace's mounts, each first made on a
-//! "plain" spot of the yard, are moved into the tree: depth first from the
-//! root, and among the children of one mount the deeper mountpoints first
-//! (more `/`s; by mount id when equal), so that a mount another one
-//! covers (a mount on `a/b/c` under a sibling on `a`, as propagation makes
-//! them) is in place, with everything under it, before the covering one
-//! arrives.
+//! The order in which a restored namespace's mounts are made (see
+//! `MntNs::build_order`, which also keeps each mount after its parent and
+//! the mount it is a bind of): depth first from the root, and among the
+//! children of one mount the deeper mountpoints first (more `/`s; by
+//! mount id when equal), so that a mount another one covers (a mount on
+//! `a/b/c` under a sibling on `a`, as propagation makes them) is in place,
+//! with everything under it, before the covering one arrives.
 
 use crust_images::proto::mnt::MntEntry;
 

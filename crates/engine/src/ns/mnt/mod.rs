@@ -9,12 +9,15 @@
 //! Each other mount must be restorable: external (`--external
 //! mnt[MOUNTPOINT]:KEY` or `--ext-mount-map MOUNTPOINT:KEY`: recorded with
 //! `ext_key`, given a host path at restore), a filesystem crust mounts
-//! afresh (proc, sysfs, tmpfs, devpts, mqueue) from its root, or a bind of
+//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) from its root, or a bind of
 //! a part of another mount of the same superblock; anything else is
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
 
 pub(crate) mod assemble;
+pub(crate) mod binfmt;
+pub(crate) mod cover;
+pub(crate) mod external;
 pub(crate) mod info;
 pub(crate) mod propagation;
 pub(crate) mod restore;
@@ -30,8 +33,9 @@ use info::{fstype_code, MountLine};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-/// CRIU's fs types crust mounts afresh on restore.
-pub(crate) const FRESH: &[u32] = &[1, 2, 5, 6, 14];
+/// CRIU's fs types crust mounts afresh on restore (binfmt_misc: see
+/// [`binfmt`]).
+pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 14];
 
 /// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
 /// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
@@ -39,7 +43,7 @@ pub(crate) const FRESH: &[u32] = &[1, 2, 5, 6, 14];
 pub(crate) fn ext_pairs(opts: &Options) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
     for e in &opts.external {
-        let Some(rest) = e.strip_prefix("mnt[") else {
+        let Some(rest) = e.strip_prefix("mnt[").filter(|_| !e.starts_with("mnt[]")) else {
             continue;
         };
         let pair = rest
@@ -53,7 +57,7 @@ pub(crate) fn ext_pairs(opts: &Options) -> Result<Vec<(String, String)>, Error> 
         };
         out.push((a.to_string(), b.to_string()));
     }
-    for m in &opts.ext_mount_map {
+    for m in opts.ext_mount_map.iter().filter(|m| *m != "auto") {
         let Some((a, b)) = m
             .split_once(':')
             .filter(|(a, b)| !a.is_empty() && !b.is_empty())
@@ -124,7 +128,7 @@ pub(crate) fn root_of(mounts: &[MountLine]) -> Option<&MountLine> {
     (roots.next().is_none() && r.mountpoint == "/").then_some(r)
 }
 
-fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
+pub(crate) fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
     Error::refused(
         ErrorKind::Unsupported,
         format!(
@@ -134,40 +138,52 @@ fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
     )
 }
 
+/// Why mount `m` cannot be rebuilt from inside the tree (or `Ok`): it
+/// must be the root, external, a filesystem crust mounts afresh, or a bind
+/// of a part of one of those.
+fn restorable(
+    m: &MountLine,
+    mounts: &[MountLine],
+    root_id: u32,
+    ext: &HashMap<String, String>,
+) -> Result<(), &'static str> {
+    if m.mnt_id == root_id || ext.contains_key(&m.mountpoint) {
+        return Ok(());
+    }
+    if m.deleted {
+        return Err("has a deleted root");
+    }
+    let code = fstype_code(&m.fsname);
+    if FRESH.contains(&code) && m.root == "/" {
+        return Ok(());
+    }
+    let bind_of = mounts.iter().any(|o| {
+        o.mnt_id != m.mnt_id
+            && o.dev == m.dev
+            && under(&m.root, &o.root)
+            && (o.mnt_id == root_id
+                || ext.contains_key(&o.mountpoint)
+                || (FRESH.contains(&code) && o.root == "/"))
+    });
+    if bind_of {
+        Ok(())
+    } else {
+        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) nor a bind of a part of the tree's root or of another mount in the namespace")
+    }
+}
+
+fn no_root(pid: i32) -> Error {
+    Error::refused(
+        ErrorKind::Unsupported,
+        format!("process {pid}'s mount namespace has no single root mount at / (is its root a directory inside a mount? crust restores only a root that is a mount's)"),
+    )
+}
+
 /// Check that each mount can be restored (see the module's doc).
 fn check(pid: i32, mounts: &[MountLine], ext: &HashMap<String, String>) -> Result<(), Error> {
-    let root = root_of(mounts).ok_or_else(|| {
-        Error::refused(
-            ErrorKind::Unsupported,
-            format!("process {pid}'s mount namespace has no single root mount at / (is its root a directory inside a mount? crust restores only a root that is a mount's)"),
-        )
-    })?;
+    let root = root_of(mounts).ok_or_else(|| no_root(pid))?;
     for m in mounts {
-        if m.mnt_id == root.mnt_id || ext.contains_key(&m.mountpoint) {
-            continue;
-        }
-        if m.deleted {
-            return Err(refuse(pid, m, "has a deleted root"));
-        }
-        let code = fstype_code(&m.fsname);
-        if FRESH.contains(&code) && m.root == "/" {
-            continue;
-        }
-        let bind_of = mounts.iter().any(|o| {
-            o.mnt_id != m.mnt_id
-                && o.dev == m.dev
-                && under(&m.root, &o.root)
-                && (o.mnt_id == root.mnt_id
-                    || ext.contains_key(&o.mountpoint)
-                    || (FRESH.contains(&code) && o.root == "/"))
-        });
-        if !bind_of {
-            return Err(refuse(
-                pid,
-                m,
-                "is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue) nor a bind of a part of the tree's root or of another mount in the namespace",
-            ));
-        }
+        restorable(m, mounts, root.mnt_id, ext).map_err(|why| refuse(pid, m, why))?;
     }
     Ok(())
 }
@@ -175,8 +191,9 @@ fn check(pid: i32, mounts: &[MountLine], ext: &HashMap<String, String>) -> Resul
 /// Dump the mount namespace of the tree's root as id `id`.
 pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
     let pid = ctx.root_pid;
-    let mounts = skip_mounts(mountinfo(pid)?, &ctx.opts.skip_mnt);
-    let ext: HashMap<String, String> = ext_pairs(ctx.opts)?.into_iter().collect();
+    let all = mountinfo(pid)?;
+    let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
+    let mut ext: HashMap<String, String> = ext_pairs(ctx.opts)?.into_iter().collect();
     for mp in ext.keys() {
         if !mounts.iter().any(|m| &m.mountpoint == mp) {
             return Err(Error::refused(
@@ -187,8 +204,14 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             ));
         }
     }
-    check(pid, &mounts, &ext)?;
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
+    let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
+    check(pid, &mounts, &ext)?;
+    for m in &mounts {
+        if fstype_code(&m.fsname) == binfmt::FS_BINFMT_MISC && !ext.contains_key(&m.mountpoint) {
+            binfmt::check_dump(pid, m)?;
+        }
+    }
     let host_pts = std::fs::metadata("/dev/pts")
         .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
         .ok();
@@ -213,8 +236,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             && m.root == "/"
             && dumped.insert(m.dev)
         {
-            let covered = mounts.iter().any(|c| c.parent == m.mnt_id);
-            dump_tmpfs(ctx.dir, pid, m, covered)?;
+            dump_tmpfs(ctx.dir, pid, m, &all)?;
         }
         log::debug!(
             "mount {} {} at {} ({})",
@@ -231,7 +253,11 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             flags: m.flags,
             root: m.root.clone(),
             mountpoint: m.mountpoint.clone(),
-            source: m.source.clone(),
+            source: auto
+                .get(&m.mountpoint)
+                .filter(|_| key.is_some_and(|k| k == external::AUTO_KEY))
+                .unwrap_or(&m.source)
+                .clone(),
             options,
             shared_id: Some(m.shared_id),
             master_id: Some(m.master_id),
@@ -249,10 +275,15 @@ pub(crate) fn kdev_to_dev(k: u32) -> u64 {
     libc::makedev(k >> 20, k & 0xfffff)
 }
 
-/// Archive the tmpfs mounted as `m` in process `pid`'s namespace, opened
-/// through `/proc/PID/root` (refused when something covers it);
-/// `covered`: other mounts are on its directories.
-fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine, covered: bool) -> Result<(), Error> {
+/// Archive the unbindable tmpfs `m` in place, through `/proc/PID/root`:
+/// refused when another mount covers it or has mounts on its directories
+/// (crust could not read the files they hide).
+fn dump_unbindable_tmpfs(
+    dir: &Path,
+    pid: i32,
+    m: &MountLine,
+    all: &[MountLine],
+) -> Result<(), Error> {
     let path = format!("/proc/{pid}/root{}", m.mountpoint);
     let f = std::fs::File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -265,30 +296,29 @@ fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine, covered: bool) -> Result<(), 
         return Err(refuse(
             pid,
             m,
-            "is covered by another mount, so crust cannot read its files",
+            "is unbindable and covered by another mount, so crust cannot read its files",
         ));
     }
-    if m.flags & info::ms::UNBINDABLE != 0 {
-        // The kernel will not clone an unbindable mount: read it in place
-        // when nothing hides part of it.
-        if covered {
-            return Err(refuse(
-                pid,
-                m,
-                "is unbindable and has mounts on its directories, so crust cannot read the files they cover",
-            ));
-        }
-        return tmpfs::dump(dir, m.dev, Path::new(&path));
-    }
-    // A copy of that one mount, without the mounts over its directories:
-    // what they cover is the tmpfs's too (made in the tree's namespace,
-    // as the kernel wants).
-    let one = crate::ns::in_ns(pid, &[crate::ns::ids::NsKind::Mnt], || {
-        crust_sys::mount::clone_one_mount(std::os::fd::AsFd::as_fd(&f)).map_err(sys_err(
+    if all.iter().any(|c| c.parent == m.mnt_id) {
+        return Err(refuse(
             pid,
-            format!("open_tree (clone) of the mount at {path}"),
-        ))
-    })?;
+            m,
+            "is unbindable and has mounts on its directories, so crust cannot read the files they cover",
+        ));
+    }
+    tmpfs::dump(dir, m.dev, Path::new(&path))
+}
+
+/// Archive the tmpfs mounted as `m` in process `pid`'s namespace: a copy
+/// of that one mount (without the mounts over its directories: what they
+/// cover is the tmpfs's too), reached even when other mounts cover it
+/// ([`cover::clone_mount`]). An unbindable tmpfs, which the kernel will
+/// not clone, is read in place ([`dump_unbindable_tmpfs`]).
+fn dump_tmpfs(dir: &Path, pid: i32, m: &MountLine, all: &[MountLine]) -> Result<(), Error> {
+    if m.flags & info::ms::UNBINDABLE != 0 {
+        return dump_unbindable_tmpfs(dir, pid, m, all);
+    }
+    let one = cover::clone_mount(pid, m, all)?;
     let ofd = std::os::fd::AsRawFd::as_raw_fd(&one);
     tmpfs::dump(dir, m.dev, Path::new(&format!("/proc/self/fd/{ofd}")))
 }
@@ -307,13 +337,13 @@ pub(crate) fn as_restore_check(opts: &Options) -> Options {
     o.external =
         opts.external
             .iter()
-            .filter(|e| !e.starts_with("mnt["))
+            .filter(|e| !e.starts_with("mnt[") || external::is_auto(e))
             .cloned()
             .chain(pairs.iter().map(|(mp, key)| {
                 format!("mnt[{key}]:{}", view::join(&root, Path::new(mp)).display())
             }))
             .collect();
-    o.ext_mount_map.clear();
+    o.ext_mount_map.retain(|m| m == "auto");
     o.root = Some(root);
     o
 }
@@ -373,8 +403,11 @@ mod tests {
             p,
             vec![("/dev".into(), "DEV".into()), ("/x".into(), "X".into())]
         );
-        o.external = vec!["mnt[]".into()];
+        o.external = vec!["mnt[/a]".into()];
         assert!(ext_pairs(&o).is_err());
+        o.external = vec!["mnt[]:s".into()];
+        o.ext_mount_map = vec!["auto".into()];
+        assert!(ext_pairs(&o).unwrap().is_empty());
         assert!(
             under("/a/b", "/a") && under("/a", "/a") && under("/x", "/") && !under("/ab", "/a")
         );

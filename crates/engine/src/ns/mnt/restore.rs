@@ -8,25 +8,23 @@
 //! 1. every mount made private, so nothing reaches crust's namespace;
 //! 2. a tmpfs "yard" on a fresh directory of crust's /tmp (seen only in the
 //!    new namespace), the root (`--root DIR`, or `/`) bound at `yard/root`;
-//! 3. each other mount on a plain spot of the yard (`yard/plain/ID`, where
-//!    nothing covers it), parents before children, siblings by mount id: external
+//! 3. each mount, parents before children, siblings by mount id: external
 //!    ones bound from their `--external mnt[KEY]:PATH`, binds from the
 //!    mount they are part of, proc/sysfs/tmpfs/devpts/mqueue mounted afresh
 //!    (proc by a child process forked into the pid namespace: proc takes
 //!    the mounter's), tmpfs filled from its archive; then the flags
-//!    (read-only, nosuid...: a bind remount), and an `O_PATH` descriptor
-//!    of its root kept; then each moved into the tree in
-//!    [`assemble::order`] (a covered mount before the one covering it);
+//!    (read-only, nosuid...: a bind remount);
 //! 4. pivot_root into `yard/root`, the old root detached: the stopped root
 //!    task, whose root was the old one, now has the new one;
-//! 5. the propagation (peer groups, slaves, unbindable) rebuilt on those
-//!    descriptors ([`propagation`]).
+//! 5. the propagation (peer groups, slaves, unbindable) rebuilt on the
+//!    mounts' own fds ([`propagation`]): only now, as pivot_root wants the
+//!    new root private and nothing may propagate while the tree is built.
 //!
 //! If a step fails, the root is killed and its namespace vanishes with
 //! what was mounted in it; the yard directory is removed here either way.
 
 use super::info::{fstype_name, ms, FS_PROC, FS_TMPFS};
-use super::{assemble, ext_pairs, propagation, tmpfs, under, FRESH};
+use super::{assemble, ext_pairs, external, propagation, tmpfs, under, FRESH};
 use crate::ns::ids::NsKind;
 use crate::ns::in_ns;
 use crate::ns::tree::LoadCtx;
@@ -36,7 +34,8 @@ use crust_images::image::ImageType;
 use crust_images::proto::mnt::MntEntry;
 use crust_sys::mount::{self as sysmount, MountCall};
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -67,6 +66,7 @@ pub(crate) struct MntNs {
     /// Parents before children.
     mounts: Vec<Mount>,
     root_dir: PathBuf,
+    ext_mode: external::Mode,
     /// How the mounts' propagation is rebuilt once they stand.
     prop: propagation::Plan,
 }
@@ -157,29 +157,10 @@ fn source_of(
     e: &MntEntry,
     before: &[Mount],
     ext: &HashMap<String, String>,
+    mode: external::Mode,
 ) -> Result<Source, Error> {
     if let Some(key) = &e.ext_key {
-        let path = ext.get(key).ok_or_else(|| {
-            Error::refused(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "the mount at {} is external (key {key}): give its host path with --external mnt[{key}]:PATH",
-                    e.mountpoint
-                ),
-            )
-        })?;
-        let path = PathBuf::from(path);
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Err(Error::refused(
-                ErrorKind::FileMissing,
-                format!(
-                    "the external mount at {} (key {key}) is to come from {}, which does not exist",
-                    e.mountpoint,
-                    path.display()
-                ),
-            ));
-        }
-        return Ok(Source::External(path));
+        return Ok(Source::External(external::host_path(e, key, ext, mode)?));
     }
     if FRESH.contains(&e.fstype)
         && e.root == "/"
@@ -200,6 +181,9 @@ fn source_of(
         } else {
             None
         };
+        if e.fstype == super::binfmt::FS_BINFMT_MISC {
+            super::binfmt::check_restore(ctx.dir, &e.mountpoint, e.root_dev)?;
+        }
         return Ok(Source::Fresh {
             code: e.fstype,
             tar,
@@ -233,6 +217,7 @@ impl MntNs {
         let entries: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(id))?;
         let entries = order(ctx.dir, id, entries)?;
         let ext: HashMap<String, String> = ext_pairs(ctx.opts)?.into_iter().collect();
+        let ext_mode = external::mode(ctx.opts)?;
         let root_dir = ctx.opts.root.clone().unwrap_or_else(|| PathBuf::from("/"));
         if !root_dir.is_dir() {
             return Err(Error::refused(
@@ -248,7 +233,7 @@ impl MntNs {
             let src = if i == 0 {
                 Source::Root
             } else {
-                source_of(ctx, id, &e, &mounts, &ext)?
+                source_of(ctx, id, &e, &mounts, &ext, ext_mode)?
             };
             log::debug!("mount {} at {}: {src:?}", e.mnt_id, e.mountpoint);
             mounts.push(Mount { e, src });
@@ -269,6 +254,7 @@ impl MntNs {
             id,
             mounts,
             root_dir,
+            ext_mode,
             prop,
         })
     }
@@ -277,6 +263,13 @@ impl MntNs {
     /// root `pid` and make it the root's.
     pub(crate) fn prepare(&self, pid: i32) -> Result<(), Error> {
         log::debug!("mount namespace {}: {} mounts", self.id, self.mounts.len());
+        // External mounts are cloned here, in crust's namespace.
+        let mut ext_fds = HashMap::new();
+        for m in &self.mounts {
+            if let Source::External(p) = &m.src {
+                ext_fds.insert(m.e.mnt_id, external::clone_source(p)?);
+            }
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -294,7 +287,8 @@ impl MntNs {
                     pid,
                     ns: self,
                     made: HashMap::new(),
-                    fds: HashMap::new(),
+                    ext_fds,
+                    own: HashMap::new(),
                 }
                 .build(&yard)
             },
@@ -318,8 +312,12 @@ struct Builder<'a> {
     ns: &'a MntNs,
     /// Mount id → where it was made (under the yard).
     made: HashMap<u32, PathBuf>,
-    /// Mount id → an `O_PATH` descriptor of its root.
-    fds: HashMap<u32, std::os::fd::OwnedFd>,
+    /// External mounts' clones (made in crust's namespace) by mount id.
+    ext_fds: HashMap<u32, std::os::fd::OwnedFd>,
+    /// Each mount made, by id: an O_PATH fd on its root (`made` holds its
+    /// /proc/self/fd path), so that children are mounted on it and binds
+    /// taken from it even once other mounts cover it.
+    own: HashMap<u32, std::os::fd::OwnedFd>,
 }
 
 impl Builder<'_> {
@@ -362,19 +360,10 @@ impl Builder<'_> {
             },
         )?;
         let top = yard.join("root");
-        let plain = yard.join("plain");
-        for d in [&top, &plain] {
-            std::fs::create_dir(d).map_err(self.sys(format!("mkdir {}", d.display())))?;
+        std::fs::create_dir(&top).map_err(self.sys(format!("mkdir {}", top.display())))?;
+        for m in self.ns.build_order() {
+            self.make(m, &top)?;
         }
-        for (i, m) in self.ns.mounts.iter().enumerate() {
-            let at = if i == 0 {
-                top.clone()
-            } else {
-                plain.join(m.e.mnt_id.to_string())
-            };
-            self.make(m, &at)?;
-        }
-        self.assemble(&top)?;
         let ctop = cpath(&top)?;
         std::env::set_current_dir(&top).map_err(self.sys(format!("chdir {}", top.display())))?;
         let dot = cpath(Path::new("."))?;
@@ -383,8 +372,6 @@ impl Builder<'_> {
         sysmount::umount2(&dot, libc::MNT_DETACH)
             .map_err(self.sys("detach the old root".into()))?;
         std::env::set_current_dir("/").map_err(self.sys("chdir / in the new root".into()))?;
-        // Only now: pivot_root wants the new root private, and nothing
-        // may propagate while the tree is built.
         let name = |id: u32| {
             let mp = self.ns.mounts.iter().find(|m| m.e.mnt_id == id);
             format!(
@@ -392,138 +379,189 @@ impl Builder<'_> {
                 mp.map_or("?", |m| m.e.mountpoint.as_str())
             )
         };
-        propagation::run(&self.ns.prop, &self.fds, name).map_err(|(what, source)| Error::Sys {
+        propagation::run(&self.ns.prop, &self.own, name).map_err(|(what, source)| Error::Sys {
             pid: self.pid,
             op: format!("restore mount propagation: {what}"),
             source,
         })
     }
 
-    /// Make mount `m` at `target` (the root at the top of the tree, the
-    /// others on a plain spot of the yard, moved into the tree later).
-    fn make(&mut self, m: &Mount, target: &Path) -> Result<(), Error> {
+    /// Where mount `e` goes: its mountpoint in its parent, reached through
+    /// the parent's own fd (the root, or a mount whose parent is unknown:
+    /// under `top`).
+    fn target_of(&self, e: &MntEntry, top: &Path) -> PathBuf {
+        let parent = self.made.get(&e.parent_mnt_id).zip(
+            self.ns
+                .mounts
+                .iter()
+                .find(|p| p.e.mnt_id == e.parent_mnt_id),
+        );
+        match parent {
+            Some((at, p)) if under(&e.mountpoint, &p.e.mountpoint) => {
+                let rel = if p.e.mountpoint == "/" {
+                    e.mountpoint.as_str()
+                } else {
+                    e.mountpoint
+                        .strip_prefix(p.e.mountpoint.as_str())
+                        .unwrap_or("")
+                };
+                let rel = rel.trim_start_matches('/');
+                if rel.is_empty() {
+                    at.clone()
+                } else {
+                    at.join(rel)
+                }
+            }
+            _ => top.join(e.mountpoint.trim_start_matches('/')),
+        }
+    }
+
+    /// Make mount `m`: the root bound at `top`; any other made at a
+    /// staging place of the yard (a directory, or a file for a file bind),
+    /// its own fd taken there, then moved onto its mountpoint in its
+    /// parent (reached through the parent's own fd: see [`Self::own`]).
+    fn make(&mut self, m: &Mount, top: &Path) -> Result<(), Error> {
         let e = &m.e;
-        let target = target.to_path_buf();
         let what = |w: &str| {
             format!(
                 "restore the mount at {} (id {}): {w}",
                 e.mountpoint, e.mnt_id
             )
         };
-        let ctarget = cpath(&target)?;
-        let bind = |src: &Path, dir_expected: bool| -> Result<(), Error> {
+        let bind_src = match &m.src {
+            Source::Root => Some(self.ns.root_dir.clone()),
+            Source::External(p) => Some(p.clone()),
+            Source::Bind { of, rel } => {
+                let base = self.made.get(of).cloned().unwrap_or_default();
+                Some(if rel.is_empty() { base } else { base.join(rel) })
+            }
+            Source::Fresh { .. } => None,
+        };
+        if let Some(src) = &bind_src {
             if std::fs::symlink_metadata(src).is_err() {
                 return Err(Error::refused(
                     ErrorKind::FileMissing,
                     what(&format!("its source {} is gone", src.display())),
                 ));
             }
-            ensure_mountpoint(&target, dir_expected || src.is_dir())
-                .map_err(self.sys(what("create its mountpoint")))?;
-            let csrc = cpath(src)?;
-            self.mount(
-                &what(&format!("bind {}", src.display())),
-                &MountCall {
-                    source: Some(&csrc),
-                    target: &ctarget,
-                    fstype: None,
-                    flags: ms::BIND as u64,
-                    data: None,
-                },
-            )
-        };
-        match &m.src {
-            Source::Root => bind(&self.ns.root_dir, true)?,
-            Source::External(p) => bind(p, false)?,
-            Source::Bind { of, rel } => {
-                let base = self.made.get(of).cloned().unwrap_or_default();
-                let src = if rel.is_empty() { base } else { base.join(rel) };
-                bind(&src, false)?;
-            }
-            Source::Fresh { code, tar } => {
-                ensure_mountpoint(&target, true)
-                    .map_err(self.sys(what("create its mountpoint")))?;
-                let fstype = CString::new(fstype_name(*code).unwrap_or("none")).unwrap_or_default();
-                let source = CString::new(e.source.as_bytes()).unwrap_or_default();
-                let data = CString::new(e.options.as_bytes()).unwrap_or_default();
-                let sb = e.sb_flags.unwrap_or(0) & (ms::SYNCHRONOUS | ms::DIRSYNC | ms::MANDLOCK);
-                let flags = ((e.flags & ms::MNT_MASK & !ms::RDONLY) | sb) as u64;
-                let call = MountCall {
-                    source: Some(&source),
-                    target: &ctarget,
-                    fstype: Some(&fstype),
-                    flags,
-                    data: (!e.options.is_empty()).then_some(data.as_c_str()),
-                };
-                let w = what(&format!("mount {}", fstype.to_string_lossy()));
-                if *code == FS_PROC {
-                    sysmount::mount_in_child(&call).map_err(self.sys(w))?;
-                } else {
-                    self.mount(&w, &call)?;
-                }
-                if let Some(t) = tar {
-                    tmpfs::restore(t, &target)?;
-                }
-                if e.sb_flags.unwrap_or(0) & ms::RDONLY != 0 {
-                    let ro = MountCall {
-                        flags: flags | (ms::REMOUNT | ms::RDONLY) as u64,
-                        source: None,
-                        fstype: None,
-                        ..call
-                    };
-                    self.mount(&what("remount its superblock read-only"), &ro)?;
-                }
-            }
         }
-        let flags = (ms::REMOUNT | ms::BIND | (e.flags & ms::MNT_MASK)) as u64;
-        self.mount(
-            &what(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
-            &MountCall {
-                source: None,
-                target: &ctarget,
-                fstype: None,
-                flags,
-                data: None,
+        let dir = bind_src.as_ref().is_none_or(|p| p.is_dir());
+        let root = matches!(m.src, Source::Root);
+        let yard = top.parent().unwrap_or(top);
+        let at = match (root, dir) {
+            (true, _) => top.to_path_buf(),
+            (false, true) => yard.join("stage"),
+            (false, false) => yard.join("stagef"),
+        };
+        ensure_mountpoint(&at, dir).map_err(self.sys(what("create its mountpoint")))?;
+        let cat = cpath(&at)?;
+        match (&m.src, &bind_src) {
+            (Source::External(_), Some(src)) => match self.ext_fds.get(&e.mnt_id) {
+                Some(fd) => external::attach(self.pid, e, fd, &cat, self.ns.ext_mode)?,
+                None => self.bind_from(src, &cat, &what)?,
             },
-        )?;
-        let fd = std::fs::OpenOptions::new()
+            (Source::Fresh { code, tar }, _) => self.fresh(e, *code, tar.as_deref(), &at, &what)?,
+            (_, Some(src)) => self.bind_from(src, &cat, &what)?,
+            (_, None) => {}
+        }
+        // The new mount itself from now on, whatever covers it later.
+        let own = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(&target)
-            .map_err(self.sys(what("open its root")))?;
-        self.fds.insert(e.mnt_id, fd.into());
-        self.made.insert(e.mnt_id, target);
-        Ok(())
-    }
-}
-
-impl Builder<'_> {
-    /// Move each mount but the root from its plain spot to its place in
-    /// the tree at `top`, in [`assemble::order`].
-    fn assemble(&mut self, top: &Path) -> Result<(), Error> {
-        let entries: Vec<MntEntry> = self.ns.mounts.iter().map(|m| m.e.clone()).collect();
-        for id in assemble::order(&entries).into_iter().skip(1) {
-            let Some(m) = self.ns.mounts.iter().find(|m| m.e.mnt_id == id) else {
-                continue;
-            };
-            let Some(from) = self.made.get(&id).cloned() else {
-                continue;
-            };
-            let to = top.join(m.e.mountpoint.trim_start_matches('/'));
-            let what = |w: &str| format!("restore the mount at {} (id {id}): {w}", m.e.mountpoint);
-            let dir = std::fs::symlink_metadata(&from).is_ok_and(|md| md.is_dir());
-            ensure_mountpoint(&to, dir).map_err(self.sys(what("create its mountpoint")))?;
-            let (cfrom, cto) = (cpath(&from)?, cpath(&to)?);
+            .custom_flags(libc::O_PATH)
+            .open(&at)
+            .map_err(self.sys(what("open it")))?;
+        let own_path = PathBuf::from(format!("/proc/self/fd/{}", own.as_raw_fd()));
+        self.own.insert(e.mnt_id, own.into());
+        if !root {
+            let target = self.target_of(e, top);
+            ensure_mountpoint(&target, dir).map_err(self.sys(what("create its mountpoint")))?;
+            let ctarget = cpath(&target)?;
             self.mount(
-                &what("move it into the tree"),
+                &what("move it in place"),
                 &MountCall {
-                    source: Some(&cfrom),
-                    target: &cto,
+                    source: Some(&cat),
+                    target: &ctarget,
                     fstype: None,
                     flags: libc::MS_MOVE,
                     data: None,
                 },
             )?;
+        }
+        let cown = cpath(&own_path)?;
+        let flags = (ms::REMOUNT | ms::BIND | (e.flags & ms::MNT_MASK)) as u64;
+        self.mount(
+            &what(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
+            &MountCall {
+                source: None,
+                target: &cown,
+                fstype: None,
+                flags,
+                data: None,
+            },
+        )?;
+        self.made.insert(e.mnt_id, own_path);
+        Ok(())
+    }
+
+    fn bind_from(
+        &self,
+        src: &Path,
+        target: &CStr,
+        what: &dyn Fn(&str) -> String,
+    ) -> Result<(), Error> {
+        let csrc = cpath(src)?;
+        self.mount(
+            &what(&format!("bind {}", src.display())),
+            &MountCall {
+                source: Some(&csrc),
+                target,
+                fstype: None,
+                flags: ms::BIND as u64,
+                data: None,
+            },
+        )
+    }
+
+    /// A new superblock of CRIU fs type `code` at `at`, filled from its
+    /// archive `tar` (a tmpfs), its superblock made read-only if recorded.
+    fn fresh(
+        &self,
+        e: &MntEntry,
+        code: u32,
+        tar: Option<&Path>,
+        at: &Path,
+        what: &dyn Fn(&str) -> String,
+    ) -> Result<(), Error> {
+        let cat = cpath(at)?;
+        let fstype = CString::new(fstype_name(code).unwrap_or("none")).unwrap_or_default();
+        let source = CString::new(e.source.as_bytes()).unwrap_or_default();
+        let data = CString::new(e.options.as_bytes()).unwrap_or_default();
+        let sb = e.sb_flags.unwrap_or(0) & (ms::SYNCHRONOUS | ms::DIRSYNC | ms::MANDLOCK);
+        let flags = ((e.flags & ms::MNT_MASK & !ms::RDONLY) | sb) as u64;
+        let call = MountCall {
+            source: Some(&source),
+            target: &cat,
+            fstype: Some(&fstype),
+            flags,
+            data: (!e.options.is_empty()).then_some(data.as_c_str()),
+        };
+        let w = what(&format!("mount {}", fstype.to_string_lossy()));
+        if code == FS_PROC {
+            sysmount::mount_in_child(&call).map_err(self.sys(w))?;
+        } else {
+            self.mount(&w, &call)?;
+        }
+        if let Some(t) = tar {
+            tmpfs::restore(t, at)?;
+        }
+        if e.sb_flags.unwrap_or(0) & ms::RDONLY != 0 {
+            let ro = MountCall {
+                flags: flags | (ms::REMOUNT | ms::RDONLY) as u64,
+                source: None,
+                fstype: None,
+                ..call
+            };
+            self.mount(&what("remount its superblock read-only"), &ro)?;
         }
         Ok(())
     }
@@ -550,6 +588,41 @@ fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
 }
 
 impl MntNs {
+    /// The mounts in the order they are made: depth first from the root,
+    /// a mount another one covers before it ([`assemble::order`]: a mount
+    /// on `a/b/c` under a sibling on `a` must be in place before `a` hides
+    /// its mountpoint), yet never before its parent or the mount it is a
+    /// bind of.
+    fn build_order(&self) -> Vec<&Mount> {
+        use std::collections::HashSet;
+        let entries: Vec<MntEntry> = self.mounts.iter().map(|m| m.e.clone()).collect();
+        let by_id: HashMap<u32, &Mount> = self.mounts.iter().map(|m| (m.e.mnt_id, m)).collect();
+        let mut pending: Vec<&Mount> = assemble::order(&entries)
+            .iter()
+            .filter_map(|id| by_id.get(id).copied())
+            .collect();
+        let listed: HashSet<u32> = pending.iter().map(|m| m.e.mnt_id).collect();
+        pending.extend(self.mounts.iter().filter(|m| !listed.contains(&m.e.mnt_id)));
+        let mut done: HashSet<u32> = HashSet::new();
+        let mut out = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let ready = |m: &Mount| {
+                let after = |id: u32| done.contains(&id) || !by_id.contains_key(&id);
+                let src = match &m.src {
+                    Source::Bind { of, .. } => after(*of),
+                    _ => true,
+                };
+                (out.is_empty() || after(m.e.parent_mnt_id)) && src
+            };
+            // None ready cannot happen in a checked tree; take the first.
+            let at = pending.iter().position(|m| ready(m)).unwrap_or(0);
+            let m = pending.remove(at);
+            done.insert(m.e.mnt_id);
+            out.push(m);
+        }
+        out
+    }
+
     /// Where crust finds, before the namespace is made, the tree's path
     /// `p` (see [`super::view`]); `None` under a mount made afresh.
     pub(crate) fn host_path(&self, p: &Path) -> Option<PathBuf> {
