@@ -97,13 +97,22 @@ fn parse_next_id(text: &str) -> Option<u32> {
     (0..=i32::MAX as i64).contains(&v).then_some(v as u32)
 }
 
+/// A sysctl's text, read in one read(2): a sysctl of numbers answers a
+/// read at a non-zero offset with nothing, so a short first read (std's
+/// `read_to_string` probes with 32 bytes) would cut the text.
 fn read_sysctl(name: &str) -> Result<String, Error> {
+    use std::io::Read;
     let path = PathBuf::from(format!("{SYS}/{name}"));
-    std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        op: "cannot read",
-        path,
-        source,
-    })
+    let mut buf = vec![0u8; 4096];
+    let n = std::fs::File::open(&path)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(|source| Error::Io {
+            op: "cannot read",
+            path,
+            source,
+        })?;
+    buf.truncate(n);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 fn sysctl_num(name: &str) -> Result<u64, Error> {
