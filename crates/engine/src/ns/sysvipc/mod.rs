@@ -258,4 +258,29 @@ mod tests {
         assert_eq!(encode_sem_values(&[1, 2, 3, 4]).len(), 8);
         assert_eq!(encode_sem_values(&[1, 2, 3, 4, 5]).len(), 16);
     }
+
+    /// kernel/sem longer than 32 bytes (as zdtm's ipc_namespace sets it)
+    /// is read whole: a sysctl answers a second read with nothing. In a
+    /// thread's own IPC namespace (needs root; skipped without).
+    #[test]
+    fn long_sem_sysctl_read_whole() {
+        let got = std::thread::spawn(|| {
+            crust_sys::ns::unshare(libc::CLONE_NEWIPC).ok()?;
+            std::fs::write(
+                format!("{SYS}/kernel/sem"),
+                "2058720075 2050719775 664588119 100\n",
+            )
+            .ok()?;
+            Some(dump_var().map(|v| v.sem_ctls))
+        })
+        .join()
+        .expect("the test thread");
+        match got {
+            None => eprintln!("skipped: cannot unshare an IPC namespace"),
+            Some(v) => assert_eq!(
+                v.expect("dump_var"),
+                vec![2058720075, 2050719775, 664588119, 100]
+            ),
+        }
+    }
 }
