@@ -47,3 +47,20 @@ t_nsfiles_cr() {
 }
 
 ALL_TESTS+=(nsfiles-cr)
+
+# sysvshm --huge 1: a System V segment made with SHM_HUGETLB (zdtm's
+# shm-hugetlb), attached and filled: its contents and hugetlb_flag are
+# dumped, and it is made again with huge pages and attached at its place.
+# Needs free huge pages (hugetlb.sh's hugetlb_need raises vm.nr_hugepages
+# for the test and puts it back).
+sysvshm_huge_cr() {
+    start_prog sysvshm --huge 1 || return 1
+    do_dump "$D/img" || return 1
+    "$CRUST" image decode -i "$(ls "$D/img"/ipcns-shm-*.img | head -1)" 2>&1 | grep -q '"hugetlb_flag"' ||
+        { fail "no hugetlb_flag in ipcns-shm-*.img" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+t_sysvshm_hugetlb() { hugetlb_run sysvshm_huge_cr sysvshm; }
+
+ALL_TESTS+=(sysvshm-hugetlb)

@@ -17,7 +17,7 @@ mod aio;
 mod dump;
 mod fill;
 mod guard;
-mod huge;
+pub(crate) mod huge;
 mod pages;
 mod restore;
 mod shmem;
