@@ -589,7 +589,10 @@ fn dead_proc_pid(name: &str, md: &std::fs::Metadata) -> Option<u32> {
     let pid = crate::files::classify::proc_pid(name)
         .map(|(pid, _)| pid)
         .filter(|&p| p > 0)?;
-    let proc_dev = std::fs::metadata("/proc").ok()?.dev();
+    // The tree's /proc (its pid namespace's, when it has a mount
+    // namespace of its own).
+    let proc = crate::util::view::host_path(Path::new("/proc"))?;
+    let proc_dev = std::fs::metadata(proc).ok()?.dev();
     (md.dev() == proc_dev).then_some(pid)
 }
 
