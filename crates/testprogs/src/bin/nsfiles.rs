@@ -9,10 +9,13 @@
 //! - holds an fd on `t/sub/f`, linked as `t/f2` too, then deletes
 //!   `t/sub/f` and `t/sub` (a link remap with --link-remap, in the nearest
 //!   directory left);
-//! - watches `t` (IN_CREATE) and `t/watched` (IN_MODIFY) with inotify;
+//! - watches `t` (IN_CREATE) and `t/watched` (IN_MODIFY) with inotify,
+//!   and marks the mount `t` (FAN_OPEN) with fanotify;
 //! - maps a memfd it also holds an fd on;
 //! - shares a MAP_SHARED|MAP_ANONYMOUS page with a forked child (the
-//!   child's mapping comes from the parent's through map_files).
+//!   child's mapping comes from the parent's through map_files);
+//! - holds an fd on /proc/N of a child killed and reaped since (CRIU's
+//!   PROCFS remap: N is a pid of its namespace, its proc is its own).
 //!
 //! After SIGTERM it checks each of them still works as before.
 
@@ -161,6 +164,90 @@ struct State {
     memmap: *mut u8,
     shared: &'static [AtomicU64; 4],
     child: libc::pid_t,
+    dead: (libc::pid_t, fs::File),
+    fan: OwnedFd,
+}
+
+/// A fanotify group with a mount mark (FAN_OPEN) on the mount `t`.
+fn fan_mount(t: &Path) -> OwnedFd {
+    // SAFETY: fanotify_init takes integers; returns a new fd or -1.
+    let raw = unsafe {
+        libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK | libc::FAN_CLOEXEC,
+            libc::O_RDONLY as u32,
+        )
+    };
+    if raw < 0 {
+        die("fanotify_init");
+    }
+    // SAFETY: a new fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let c = cpath(t);
+    let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT;
+    // SAFETY: a valid fanotify fd and a NUL-terminated path.
+    if unsafe { libc::fanotify_mark(raw, flags, libc::FAN_OPEN, libc::AT_FDCWD, c.as_ptr()) } != 0 {
+        die("fanotify_mark");
+    }
+    fd
+}
+
+/// Has the fanotify group seen an open (FAN_OPEN)? Event fds are closed.
+fn fan_saw_open(fan: &OwnedFd) -> bool {
+    let mut buf = [0u8; 4096];
+    for _ in 0..100 {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            let mut seen = false;
+            let mut off = 0usize;
+            let b = &buf[..n as usize];
+            // struct fanotify_event_metadata: u32 len, u8 vers, u8 reserved,
+            // u16 metadata_len, u64 mask, i32 fd, i32 pid.
+            while off + 24 <= b.len() {
+                let u4 = |i: usize| <[u8; 4]>::try_from(&b[off + i..off + i + 4]).unwrap_or([0; 4]);
+                let len = u32::from_ne_bytes(u4(0));
+                let mask = u64::from_ne_bytes(
+                    <[u8; 8]>::try_from(&b[off + 8..off + 16]).unwrap_or([0; 8]),
+                );
+                let fd = i32::from_ne_bytes(u4(16));
+                if fd >= 0 {
+                    // SAFETY: the event's fd is ours to close.
+                    unsafe { libc::close(fd) };
+                }
+                seen |= mask & libc::FAN_OPEN != 0;
+                if len < 24 {
+                    break;
+                }
+                off += len as usize;
+            }
+            return seen;
+        }
+        sleep_ms(10);
+    }
+    false
+}
+
+/// An fd on /proc/N of a child that is gone: (N, the fd).
+fn dead_proc() -> (libc::pid_t, fs::File) {
+    // SAFETY: single-threaded; the child only pauses until it is killed.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause takes nothing.
+            unsafe { libc::pause() };
+        }
+    }
+    if child < 0 {
+        die("fork");
+    }
+    let f = fs::File::open(format!("/proc/{child}")).unwrap_or_else(|_| die("open /proc/N"));
+    let mut st = 0;
+    // SAFETY: kill and waitpid of our own child, with a valid out-pointer.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, &mut st, 0);
+    }
+    (child, f)
 }
 
 fn set_up(dir: &Path) -> State {
@@ -220,8 +307,12 @@ fn set_up(dir: &Path) -> State {
     // Anonymous shared memory with a child.
     let shared = cells(map_shared(-1, PAGE));
     shared[0].store(1, Ordering::SeqCst);
+    let dead = dead_proc();
+    let fan = fan_mount(&t);
     let child = fork_echo(shared);
     State {
+        fan,
+        dead,
         t,
         gone,
         linked,
@@ -272,6 +363,11 @@ fn check(s: &mut State) -> Result<(), String> {
         "no IN_CREATE of t/new on watch {}: {ev:?}",
         s.wds.0
     );
+    fs::read(s.t.join("watched")).map_err(|e| format!("read t/watched: {e}"))?;
+    ensure!(
+        fan_saw_open(&s.fan),
+        "the fanotify mark on the mount t saw no open"
+    );
     ensure!(
         memmap.iter().all(|&b| b == b'm'),
         "the memfd mapping changed"
@@ -303,6 +399,15 @@ fn check(s: &mut State) -> Result<(), String> {
     ensure!(
         libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
         "child status {st:#x}"
+    );
+    let link = fs::read_link(format!("/proc/self/fd/{}", s.dead.1.as_raw_fd()))
+        .map_err(|e| format!("readlink of the fd on /proc/N: {e}"))?;
+    ensure!(
+        link.to_string_lossy()
+            .starts_with(&format!("/proc/{}", s.dead.0)),
+        "the fd on /proc/{} of the dead child is on {}",
+        s.dead.0,
+        link.display()
     );
     Ok(())
 }
