@@ -200,6 +200,17 @@ pub mod view {
 
     static VIEW: RwLock<Option<Arc<MapFn>>> = RwLock::new(None);
 
+    /// The process whose mount namespace the view looks into ([`for_dump`]),
+    /// 0 for none.
+    static NS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+    /// The process (crust's pid for it) whose mount namespace, not crust's,
+    /// the tree's paths are in: a dump's root, or a restored tree's once
+    /// it exists. Its mountinfo lists the tree's mounts.
+    pub(crate) fn ns_pid() -> Option<i32> {
+        Some(NS_PID.load(std::sync::atomic::Ordering::Relaxed)).filter(|&p| p > 0)
+    }
+
     /// Resets the view when dropped.
     pub(crate) struct ViewGuard(());
 
@@ -208,6 +219,7 @@ pub mod view {
             if let Ok(mut v) = VIEW.write() {
                 *v = None;
             }
+            NS_PID.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -236,7 +248,9 @@ pub mod view {
             return None;
         }
         let base = PathBuf::from(format!("/proc/{root_pid}/root"));
-        Some(set(Arc::new(move |p: &Path| Some(join(&base, p)))))
+        let guard = set(Arc::new(move |p: &Path| Some(join(&base, p))));
+        NS_PID.store(root_pid, std::sync::atomic::Ordering::Relaxed);
+        Some(guard)
     }
 
     /// `base` + `p` (absolute or not).

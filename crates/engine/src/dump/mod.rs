@@ -387,6 +387,12 @@ fn dump_tree(
             Ok((total, us_since(t)))
         });
         let walked = (|| -> Result<(), Error> {
+            // Every process's namespaces first: one the dump cannot take
+            // (a second mount namespace...) is refused before any file of
+            // it is looked at by paths it does not share.
+            for p in tree.procs.iter().filter(|p| !p.zombie) {
+                walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
+            }
             for p in &mut tree.procs {
                 let mut out = Sinks {
                     dir,

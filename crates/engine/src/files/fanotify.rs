@@ -31,6 +31,7 @@
 use crate::files::events::{
     handle_bytes, handle_path, handle_words, hex, kdev, open_handle, words,
 };
+use crate::util::view;
 use crate::Error;
 use crust_images::proto::fh::FhEntry;
 use crust_images::proto::fown::FownEntry;
@@ -306,36 +307,45 @@ fn inode_target(
                 .unwrap_or_default();
             // A stale handle (the inode is gone, another filesystem): the
             // recorded path, if it is there.
-            let Some(p) = h.path.as_deref().filter(|p| Path::new(p).exists()) else {
+            // (Where crust sees the tree's path.)
+            let seen = h
+                .path
+                .as_deref()
+                .and_then(|p| view::host_path(Path::new(p)));
+            let Some(p) = seen.filter(|p| p.exists()) else {
                 return Err(restore_err(format!(
                     "fanotify {id}: cannot open the file of the mark on inode {} (dev {maj}:{min}{was}): {e}",
                     ie.i_ino
                 )));
             };
             warn!(
-                "fanotify {id}: mark on inode {} by its path {p}: {e}",
-                ie.i_ino
+                "fanotify {id}: mark on inode {} by its path {}: {e}",
+                ie.i_ino,
+                p.display()
             );
             OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-                .open(p)
+                .open(&p)
                 .map(OwnedFd::from)
-                .map_err(|source| Error::FileMissing {
-                    path: PathBuf::from(p),
-                    source,
-                })
+                .map_err(|source| Error::FileMissing { path: p, source })
         }
     }
 }
 
 /// An O_PATH fd on the mount point of a mount mark's mount: the mount with
 /// that id if it is still at the recorded place (or no place was
-/// recorded), else the mount at the recorded place.
+/// recorded), else the mount at the recorded place. The mounts are the
+/// restored tree's when it has a mount namespace of its own (its mount
+/// ids are new: the place decides), else crust's.
 fn mount_target(id: u32, me: &FanotifyMountMarkEntry) -> Result<OwnedFd, Error> {
-    let me_pid = crust_sys::process::getpid();
-    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), me_pid)
-        .map_err(|e| restore_err(format!("fanotify {id}: cannot read crust's mountinfo: {e}")))?;
+    let ns = view::ns_pid();
+    let of = ns.unwrap_or_else(crust_sys::process::getpid);
+    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), of).map_err(|e| {
+        restore_err(format!(
+            "fanotify {id}: cannot read the mountinfo of {of}: {e}"
+        ))
+    })?;
     let by_id = mounts.iter().find(|m| m.mnt_id as u32 == me.mnt_id);
     let path = match (me.path.as_deref(), by_id) {
         (None, Some(m)) => m.mount_point.clone(),
@@ -355,15 +365,16 @@ fn mount_target(id: u32, me: &FanotifyMountMarkEntry) -> Result<OwnedFd, Error> 
             )))
         }
     };
+    let at = match ns {
+        Some(_) => view::host_path(Path::new(&path)).unwrap_or_else(|| PathBuf::from(&path)),
+        None => PathBuf::from(&path),
+    };
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(&path)
+        .open(&at)
         .map(OwnedFd::from)
-        .map_err(|source| Error::FileMissing {
-            path: PathBuf::from(path),
-            source,
-        })
+        .map_err(|source| Error::FileMissing { path: at, source })
 }
 
 /// The fanotify_mark flags for the mask and the ignored mask of a mark of

@@ -106,19 +106,26 @@ pub(crate) fn kdev(d: u32) -> (u32, u32) {
 }
 
 /// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
-/// open_by_handle_at refuses those).
+/// open_by_handle_at refuses those): a mount of the tree's mount
+/// namespace when it has one of its own (so the path the handle opens is
+/// the tree's, as the images record), else of crust's.
 fn mount_fd(sdev: u32) -> Option<OwnedFd> {
     let (maj, min) = kdev(sdev);
-    let me = crust_sys::process::getpid();
-    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), me).ok()?;
+    let ns = crate::util::view::ns_pid();
+    let of = ns.unwrap_or_else(crust_sys::process::getpid);
+    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), of).ok()?;
     let m = mounts
         .iter()
         .find(|m| m.major == maj && m.minor == min && m.root == "/")
         .or_else(|| mounts.iter().find(|m| m.major == maj && m.minor == min))?;
+    let at = match ns {
+        Some(_) => crate::util::view::host_path(Path::new(&m.mount_point))?,
+        None => PathBuf::from(&m.mount_point),
+    };
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&m.mount_point)
+        .open(at)
         .ok()
         .map(OwnedFd::from)
 }
@@ -189,7 +196,11 @@ fn watch_target(
             .try_clone_to_owned()
             .map_err(sys_err(me, format!("dup of the ghost of {path}")));
     }
-    let Some(p) = h.path.as_deref().filter(|p| Path::new(p).exists()) else {
+    let seen = h
+        .path
+        .as_deref()
+        .and_then(|p| crate::util::view::host_path(Path::new(p)));
+    let Some(p) = seen.filter(|p| p.exists()) else {
         return Err(Error::Restore {
             pid: me,
             what: format!(
@@ -205,16 +216,17 @@ fn watch_target(
             ),
         });
     };
-    warn!("inotify {id}: watch {} by its path {p}: {e}", w.wd);
+    warn!(
+        "inotify {id}: watch {} by its path {}: {e}",
+        w.wd,
+        p.display()
+    );
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(p)
+        .open(&p)
         .map(OwnedFd::from)
-        .map_err(|source| Error::FileMissing {
-            path: PathBuf::from(p),
-            source,
-        })
+        .map_err(|source| Error::FileMissing { path: p, source })
 }
 
 /// Add inotify watch `w` to `ifd`, with its recorded number if the kernel

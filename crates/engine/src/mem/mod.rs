@@ -17,7 +17,7 @@ mod aio;
 mod dump;
 mod fill;
 mod guard;
-mod huge;
+pub(crate) mod huge;
 mod pages;
 mod restore;
 mod shmem;
@@ -116,7 +116,18 @@ pub struct VmaSources<'a> {
     pub made_objects: &'a dyn Fn(u64) -> Option<MadeObject>,
     /// How System V segments are attached.
     pub attach_sysv: &'a AttachSysv,
+    /// The files crust opens itself and gives to the task, by files.img
+    /// id: a path of crust's (its /proc/CRUST/fd/N of a deleted file it
+    /// made again), which the task's /proc, of another pid namespace
+    /// maybe, does not have.
+    pub crust_paths: &'a dyn Fn(u64) -> Option<String>,
+    /// How crust gives one of its fds to the task (at a number the kernel
+    /// picks, close-on-exec; returns it).
+    pub give_fd: &'a GiveFd,
 }
+
+/// Give crust's fd to the task; returns its number there.
+pub type GiveFd = dyn Fn(&mut Remote<'_>, std::os::fd::BorrowedFd<'_>) -> Result<u64, Error>;
 
 /// A shared memory object that exists already, for a task to map.
 #[derive(Debug, Clone)]
@@ -126,8 +137,8 @@ pub enum MadeObject {
     /// memfd_create's own one gains no writer (execveat of it would fail
     /// with ETXTBSY).
     Fd { pid: i32, fd: i32 },
-    /// A path to open (/proc/PID/map_files/START-END of a process built
-    /// before).
+    /// A path crust opens and gives to the task (/proc/PID/map_files/
+    /// START-END of a process built before, in crust's /proc).
     Path(String),
 }
 

@@ -129,7 +129,8 @@ pub fn restore_vmas(
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
             let made = (src.made_objects)(o.ino);
-            restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
+            let made = made.as_ref().map(|m| (m, src.give_fd));
+            restored += restore_shmem(r, pages, mm, o, made)?;
         }
     }
     let (fills, keep) = task_fills(runs, &private_inherited);
@@ -252,7 +253,7 @@ fn file_fd(
     r: &mut Remote<'_>,
     dir: &Path,
     v: &VmaEntry,
-    paths: &dyn Fn(u64) -> Option<String>,
+    src: &VmaSources<'_>,
     open_fds: &mut Vec<OpenFd>,
 ) -> Result<u64, Error> {
     let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32);
@@ -262,7 +263,22 @@ fn file_fd(
     {
         return Ok(f.fd);
     }
-    let path = paths(v.shmid).ok_or_else(|| {
+    if let Some(path) = (src.crust_paths)(v.shmid) {
+        let file = open_with_flags(&path, flags).map_err(|source| Error::Io {
+            op: "cannot open (for the task to map it) the file",
+            path: path.clone().into(),
+            source,
+        })?;
+        use std::os::fd::AsFd;
+        let fd = (src.give_fd)(r, file.as_fd())?;
+        open_fds.push(OpenFd {
+            id: v.shmid,
+            flags,
+            fd,
+        });
+        return Ok(fd);
+    }
+    let path = (src.paths)(v.shmid).ok_or_else(|| {
         bad(
             dir,
             format!(
@@ -283,6 +299,17 @@ fn file_fd(
         fd,
     });
     Ok(fd)
+}
+
+/// Open `path` in crust with the open(2) `flags` a task would use.
+fn open_with_flags(path: &str, flags: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let acc = flags as i32 & libc::O_ACCMODE;
+    std::fs::OpenOptions::new()
+        .read(acc != libc::O_WRONLY)
+        .write(acc != libc::O_RDONLY)
+        .custom_flags(flags as i32 & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC))
+        .open(path)
 }
 
 /// Put one VMA of the image in place: skipped (kernel areas, inherited
@@ -338,7 +365,7 @@ fn map_vma(
         | MAP_DROPPABLE;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-        file_fd(r, dir, v, src.paths, open_fds)?
+        file_fd(r, dir, v, src, open_fds)?
     } else {
         u64::MAX
     };

@@ -15,7 +15,7 @@ use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use log::debug;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The pages-N.img ids of shared memory objects are this bit plus the low
@@ -362,11 +362,11 @@ pub(crate) fn restore_shmem(
     pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
-    made: Option<&MadeObject>,
+    made: Option<(&MadeObject, &super::GiveFd)>,
 ) -> Result<u64, Error> {
     let base = match made {
         // Made and filled already (by crust, or by another process).
-        Some(m) => map_made(r, o, m)?,
+        Some((m, give)) => map_made(r, o, m, give)?,
         None => {
             let base = map_object(r, o)?;
             let fill: Vec<FillRun> = o
@@ -418,43 +418,39 @@ pub(crate) fn restore_shmem(
     })
 }
 
-/// Map the whole of an object that exists already (opened in the task
-/// through `path`: crust's fd of a memfd it made, or the map_files link of
-/// a process built before), shared, where the kernel likes: read-write, or
-/// read-only if its seals forbid writing (then no VMA of it was writable).
-fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
+/// Map the whole of an object that exists already, shared, where the
+/// kernel likes: read-write, or read-only if its seals forbid writing
+/// (then no VMA of it was writable). Crust opens it (its own description
+/// of a memfd it made, taken with pidfd_getfd so that the same
+/// description is mapped; or the map_files link of a process built before)
+/// and gives it to the task, whose /proc may be another pid namespace's.
+fn map_made(
+    r: &mut Remote<'_>,
+    o: &ShmemObject,
+    m: &MadeObject,
+    give: &super::GiveFd,
+) -> Result<u64, Error> {
     let what = format!("shared memory object {} ({:?})", o.ino, o.name);
-    let fd = match m {
-        MadeObject::Path(path) => {
-            let a = r.put_cstr(0, path.as_bytes())?;
-            r.call(
-                &format!("open {what} through {path}"),
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    a.get(),
-                    (libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )?
-        }
-        MadeObject::Fd { pid, fd } => {
-            let pidfd = r.call(
-                &format!("pidfd_open crust ({pid})"),
-                libc::SYS_pidfd_open,
-                [*pid as u64, 0, 0, 0, 0, 0],
-            )?;
-            let got = r.call(
-                &format!("pidfd_getfd {what} (crust's fd {fd})"),
-                libc::SYS_pidfd_getfd,
-                [pidfd, *fd as u64, 0, 0, 0, 0],
-            );
-            r.call("close pidfd", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
-            got?
+    let pid = r.pid();
+    let file: std::os::fd::OwnedFd = match m {
+        MadeObject::Path(path) => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(sys_err(pid, format!("open {what} through {path}")))?
+            .into(),
+        MadeObject::Fd { pid: owner, fd } => {
+            use crust_sys::unix as su;
+            let pidfd = su::pidfd_open(*owner)
+                .map_err(sys_err(pid, format!("pidfd_open crust ({owner})")))?;
+            su::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), *fd).map_err(sys_err(
+                pid,
+                format!("pidfd_getfd {what} (crust's fd {fd})"),
+            ))?
         }
     };
+    let fd = give(r, std::os::fd::AsFd::as_fd(&file))?;
     let map = |r: &mut Remote<'_>, prot: i32| {
         r.call(
             &format!("mmap {what}"),
@@ -551,8 +547,8 @@ fn map_through_files(
 }
 
 /// Open the map_files link of object `o` (mapped whole at `base` in the
-/// task) from crust, with `acc`, and give it to the task at a number the
-/// task picks (it opens "/" to reserve one); returns that number.
+/// task) from crust, with `acc`, and give it to the task; returns its
+/// number there.
 fn give_map_file(r: &mut Remote<'_>, o: &ShmemObject, base: u64, acc: i32) -> Result<u64, Error> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -567,29 +563,7 @@ fn give_map_file(r: &mut Remote<'_>, o: &ShmemObject, base: u64, acc: i32) -> Re
             pid,
             format!("open {path} (shared memory object {})", o.ino),
         ))?;
-    let a = r.put_cstr(0, b"/")?;
-    let slot = r.call(
-        "open / to reserve an fd number",
-        libc::SYS_openat,
-        [
-            libc::AT_FDCWD as u64,
-            a.get(),
-            (libc::O_PATH | libc::O_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
-    let gift = crate::task::fdgift::Gift {
-        fd: file.as_fd(),
-        target: slot as i32,
-        cloexec: true,
-    };
-    if let Err(e) = crate::task::fdgift::give_fds(r, &[gift]) {
-        let _ = r.call("close", libc::SYS_close, [slot, 0, 0, 0, 0, 0]);
-        return Err(e);
-    }
-    Ok(slot)
+    crate::task::fdgift::give_fd(r, file.as_fd())
 }
 
 /// Map a new object of `o.size` bytes shared, read-write, where the kernel

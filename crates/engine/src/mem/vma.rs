@@ -211,6 +211,12 @@ fn hugetlb_status(map: &crust_proc::MapEntry, fields: &[(String, u64)]) -> Optio
         .iter()
         .find(|(k, _)| k == "KernelPageSize")
         .map(|(_, v)| *v)?;
+    let sysv = map.shared && map.path.as_deref().is_some_and(|p| p.starts_with("/SYSV"));
+    if sysv && kps.checked_mul(1024) == super::huge::default_size() {
+        // A System V segment made with SHM_HUGETLB (of the default page
+        // size): attached again as any segment is.
+        return Some(vs::AREA_REGULAR | vs::ANON_SHARED | vs::AREA_SYSVIPC);
+    }
     let anon_huge = map.deleted && map.path.as_deref() == Some(super::huge::ANON_NAME);
     if !anon_huge || kps.checked_mul(1024) != super::huge::default_size() {
         return None;

@@ -154,8 +154,9 @@ pub(super) fn protect(
 /// what it inherited, move the vDSO, map the VMAs, fill the pages, set the
 /// mm fields. Returns pages restored.
 /// The files mapped by `live` that crust made at restore (deleted files
-/// recreated from their ghosts), by files.img id: the task opens them
-/// through crust's fd (/proc/CRUST/fd/N), since no path leads to them.
+/// recreated from their ghosts), by files.img id: crust opens them again
+/// through its fd (/proc/CRUST/fd/N), since no path leads to them, and
+/// gives them to the task.
 /// Paths by files.img id.
 type Paths = std::collections::HashMap<u64, String>;
 /// Shared memory objects that exist already, by inode number.
@@ -277,10 +278,12 @@ pub(super) fn build_memory(
         &live.runs,
         &inherited,
         &mem::VmaSources {
-            paths: &|id| via_crust.get(&id).cloned().or_else(|| files.path_of(id)),
+            paths: &|id| files.path_of(id),
             memfds: &img.memfds,
             made_objects: &|id| objects.get(&id).cloned(),
             attach_sysv: &crate::ns::sysvipc::attach,
+            crust_paths: &|id| via_crust.get(&id).cloned(),
+            give_fd: &crate::files::fdpass::give_fd,
         },
         &source,
     )?;

@@ -94,6 +94,52 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Give one file of crust to the task at a number the kernel picks
+/// (close-on-exec); returns that number. For files the task cannot open by
+/// a path of its own: its /proc may be another pid namespace's, where
+/// crust's /proc/CRUST/fd/N and /proc/HOST/map_files do not exist.
+pub fn give_fd(r: &mut Remote<'_>, fd: BorrowedFd<'_>) -> Result<u64, Error> {
+    let pid = r.pid();
+    let sock = r.call(
+        "socket(AF_UNIX, SOCK_DGRAM) to receive an fd",
+        libc::SYS_socket,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let result = (|| {
+        let name = format!("crust-fdpass-{}-{}", crust_sys::process::getpid(), pid);
+        let (addr, addr_len) =
+            fdpass::abstract_addr(name.as_bytes()).map_err(sys_err(pid, "abstract socket name"))?;
+        let a = r.put(OFF_ADDR, &addr)?;
+        r.call(
+            &format!("bind to @{name}"),
+            libc::SYS_bind,
+            [sock, a.get(), addr_len as u64, 0, 0, 0],
+        )?;
+        let tx = sender(pid)?;
+        use std::os::fd::AsFd;
+        fdpass::send_fds(tx.as_fd(), name.as_bytes(), b"F", &[fd])
+            .map_err(sys_err(pid, format!("sendmsg of an fd to @{name}")))?;
+        let got = receive(r, sock, 1)?;
+        got.first()
+            .map(|&f| f as u64)
+            .ok_or_else(|| Error::Restore {
+                pid,
+                what: "the fd passed to it did not arrive".into(),
+            })
+    })();
+    let closed = r.call("close", libc::SYS_close, [sock, 0, 0, 0, 0, 0]);
+    let got = result?;
+    closed?;
+    Ok(got)
+}
+
 /// crust's socket to send fds to task `pid`'s abstract name: made in the
 /// task's network namespace (abstract names belong to one), which a
 /// restored tree may have of its own.

@@ -6,6 +6,9 @@
 //! It lives in the host's IPC namespace and only this process uses it:
 //! crust dumps it, it goes with the process, and the restore makes it
 //! again (and marks it for removal again).
+//!
+//! With `--huge 1` the segment is made with SHM_HUGETLB (huge pages of the
+//! default size), and must still be hugetlb memory after the restore.
 
 use crust_testprogs::{die, ensure, finish, ready, start, term_requested};
 
@@ -13,10 +16,12 @@ const SIZE: usize = 64 << 10;
 
 fn main() {
     let args = start();
+    let huge = args.num("huge", 0) == 1;
+    let flag = if huge { libc::SHM_HUGETLB } else { 0 };
     // SAFETY: shmget/shmat/shmctl take integers and a null address hint;
     // the segment is SIZE bytes and stays attached for the program's life.
     let base = unsafe {
-        let id = libc::shmget(libc::IPC_PRIVATE, SIZE, libc::IPC_CREAT | 0o600);
+        let id = libc::shmget(libc::IPC_PRIVATE, SIZE, libc::IPC_CREAT | 0o600 | flag);
         if id < 0 {
             die("shmget");
         }
@@ -49,6 +54,18 @@ fn main() {
                 .any(|l| l.starts_with(&at) && l.contains("/SYSV")),
             "the segment is no longer mapped at {at}"
         );
+        if huge {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(|e| e.to_string())?;
+            let block = smaps
+                .split_inclusive('\n')
+                .skip_while(|l| !l.starts_with(&at))
+                .find(|l| l.starts_with("VmFlags:"))
+                .unwrap_or("");
+            ensure!(
+                block.split_whitespace().any(|w| w == "ht"),
+                "the segment is no longer hugetlb memory: {block:?}"
+            );
+        }
         Ok(())
     })();
     finish(&args, verdict);

@@ -157,18 +157,34 @@ impl GhostDump {
         }
         let rid = *next_id;
         *next_id += 1;
-        let parent = Path::new(name).parent().unwrap_or(Path::new("/"));
-        let link = parent.join(format!("link_remap.{rid}"));
         let src = PathBuf::from(&from.proc_path);
-        crust_sys::fs::link_following(&src, &link).map_err(sys_err(
-            pid,
-            format!(
-                "link the deleted file {name} of {} back as {} (--link-remap)",
-                from.what,
-                link.display()
-            ),
-        ))?;
-        self.links.push(link.clone());
+        // Next to where it was; in the nearest ancestor directory that
+        // still exists when its own went too (as CRIU does).
+        let mut parent = Path::new(name).parent().unwrap_or(Path::new("/"));
+        let (link, seen) = loop {
+            let link = parent.join(format!("link_remap.{rid}"));
+            // Made where crust sees the tree's path (through the root's
+            // root when the tree has a mount namespace of its own).
+            let seen = crate::util::view::host_path(&link).unwrap_or_else(|| link.clone());
+            let err = match crust_sys::fs::link_following(&src, &seen) {
+                Ok(()) => break (link, seen),
+                Err(e) => e,
+            };
+            match parent.parent() {
+                Some(up) if err.raw_os_error() == Some(libc::ENOENT) => parent = up,
+                _ => {
+                    return Err(sys_err(
+                        pid,
+                        format!(
+                            "link the deleted file {name} of {} back as {} (--link-remap)",
+                            from.what,
+                            link.display()
+                        ),
+                    )(err))
+                }
+            }
+        };
+        self.links.push(seen);
         debug!(
             "{pid}: {}: {name} linked back as {}",
             from.what,
@@ -573,7 +589,10 @@ fn dead_proc_pid(name: &str, md: &std::fs::Metadata) -> Option<u32> {
     let pid = crate::files::classify::proc_pid(name)
         .map(|(pid, _)| pid)
         .filter(|&p| p > 0)?;
-    let proc_dev = std::fs::metadata("/proc").ok()?.dev();
+    // The tree's /proc (its pid namespace's, when it has a mount
+    // namespace of its own).
+    let proc = crate::util::view::host_path(Path::new("/proc"))?;
+    let proc_dev = std::fs::metadata(proc).ok()?.dev();
     (md.dev() == proc_dev).then_some(pid)
 }
 

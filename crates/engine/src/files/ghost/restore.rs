@@ -194,9 +194,14 @@ impl Ghosts {
                 ),
             });
         }
-        let regular = std::fs::symlink_metadata(&path)
-            .map(|m| m.file_type().is_file())
-            .unwrap_or(false);
+        // Checked where crust sees it (under a mount made afresh at
+        // restore: not yet, and the open tells).
+        let seen = crate::util::view::host_path(&path);
+        let regular = seen.as_ref().is_none_or(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.file_type().is_file())
+                .unwrap_or(false)
+        });
         if !regular {
             return Err(Error::FileMissing {
                 path,
@@ -218,6 +223,7 @@ impl Ghosts {
             if regs.is_empty() {
                 continue;
             }
+            let link = &seen(link);
             open_linked(&regs, link, &mut out)?;
             let _ = std::fs::remove_file(link);
             debug!(
@@ -231,7 +237,7 @@ impl Ghosts {
             let Some((_, first)) = regs.first() else {
                 continue;
             };
-            let made = make_node(g, Path::new(&first.name), *gid)?;
+            let made = make_node(g, &seen(Path::new(&first.name)), *gid)?;
             let result = open_all(g, &regs, &made.path, &mut out);
             made.remove(g);
             result?;
@@ -246,6 +252,13 @@ impl Ghosts {
         }
         Ok(out)
     }
+}
+
+/// Where crust reaches the tree's path `p`: through the restored root when
+/// the tree has a mount namespace of its own (the ghost is made, and the
+/// link remap opened, in the tree's file system, where its fds show it).
+fn seen(p: &Path) -> PathBuf {
+    crate::util::view::host_path(p).unwrap_or_else(|| p.to_path_buf())
 }
 
 /// A link remap's name as the dump makes it: `link_remap.<number>`.
@@ -278,7 +291,7 @@ fn open_linked(
     let Some((_, first)) = regs.first() else {
         return Ok(());
     };
-    let orig = PathBuf::from(&first.name);
+    let orig = seen(Path::new(&first.name));
     let linked = std::fs::hard_link(source, &orig).is_ok();
     let via = if linked { &orig } else { source };
     let opened = (|| {

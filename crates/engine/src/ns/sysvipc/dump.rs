@@ -97,16 +97,16 @@ pub(super) fn dump_shm(
         if !keep(&st)? {
             continue;
         }
+        let hugetlb_flag = dump_segment(dir, pid, &st)?;
         w.get()?
             .write_entry(&IpcShmEntry {
                 desc: desc_of(st.id, &st.perm),
                 size: st.size,
                 in_pagemaps: Some(true),
-                hugetlb_flag: None,
+                hugetlb_flag,
                 ..Default::default()
             })
             .map_err(img_w(&name))?;
-        dump_segment(dir, pid, &st)?;
         n.push(st.id);
     }
     w.finish(always)?;
@@ -114,8 +114,10 @@ pub(super) fn dump_shm(
 }
 
 /// The pages of segment `st` that are not all zeros:
-/// `pagemap-shmem-<shmid>.img` and its pages file.
-fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
+/// `pagemap-shmem-<shmid>.img` and its pages file. Returns its
+/// `hugetlb_flag` (CRIU's: SHM_HUGETLB with the page size bits) when it
+/// was made with SHM_HUGETLB.
+fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<Option<u32>, Error> {
     let id = st.id as u32;
     let pages_id = SYSV_PAGES_ID_BIT | (id & (SYSV_PAGES_ID_BIT - 1));
     let pm_name = ImageType::ShmemPagemap.file_name(id as u64);
@@ -132,7 +134,16 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
     }
     let att = ipc::ShmAttach::attach(st.id, true)
         .map_err(sys_err(pid, format!("shmat of System V segment {id}")))?;
-    let total = (att.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    // The attachment's VMA: whole pages, huge ones for a SHM_HUGETLB
+    // segment (its end told by crust's maps).
+    let start = att.addr() as u64;
+    let total = crust_proc::maps(
+        &crust_proc::ProcRoot::default(),
+        crust_sys::process::getpid(),
+    )
+    .ok()
+    .and_then(|ms| ms.iter().find(|m| m.start == start).map(|m| m.end - start))
+    .unwrap_or_else(|| (att.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE);
     // Read through the segment's file (holes read as zeros without being
     // allocated); the attachment keeps it reachable.
     let link = format!(
@@ -140,14 +151,22 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
         att.addr(),
         att.addr() as u64 + total
     );
-    // statfs.f_type of hugetlbfs: such segments are not restored yet.
-    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-    if ipc::fs_magic(Path::new(&link)).ok() == Some(HUGETLBFS_MAGIC) {
-        return Err(Error::unsupported(format!(
-            "the System V segment {id} is on hugetlbfs (SHM_HUGETLB)"
-        )));
-    }
     let src = File::open(&link).map_err(sys_err(pid, format!("open {link}")))?;
+    let huge = crust_sys::memfd::hugetlb_page_size(std::os::fd::AsFd::as_fd(&src))
+        .map_err(sys_err(pid, format!("statfs {link}")))?;
+    let hugetlb_flag = match huge {
+        None => None,
+        Some(size) => Some(
+            crate::mem::huge::size_bits(size)
+                .filter(|_| Some(size) == crate::mem::huge::default_size())
+                .ok_or_else(|| {
+                    Error::unsupported(format!(
+                        "the System V segment {id} has huge pages of {size} bytes, not the default size"
+                    ))
+                })?
+                | libc::SHM_HUGETLB as u32,
+        ),
+    };
     let (_, _, runs) = crate::mem::store_object_pages(
         dir,
         &src,
@@ -157,10 +176,10 @@ fn dump_segment(dir: &Path, pid: i32, st: &ipc::ShmStat) -> Result<(), Error> {
         pages_id,
     )?;
     debug!(
-        "System V segment {id}: {} bytes, {runs} runs of pages",
+        "System V segment {id}: {} bytes, {runs} runs of pages, hugetlb flag {hugetlb_flag:?}",
         st.size
     );
-    Ok(())
+    Ok(hugetlb_flag)
 }
 
 /// The queues `keep` takes, into `ipcns-msg-<ns>.img`: their ids.

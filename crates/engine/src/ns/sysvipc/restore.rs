@@ -186,11 +186,21 @@ fn load_shm(dir: &Path, ns: u32) -> Result<Vec<Segment>, Error> {
                 format!("{name}: segment {} has a bad size {}", e.desc.id, e.size),
             ));
         }
-        if e.hugetlb_flag.is_some_and(|f| f != 0) {
-            return Err(Error::unsupported(format!(
-                "restoring the hugetlb System V segment {} of {name}",
-                e.desc.id
-            )));
+        if let Some(flag) = e.hugetlb_flag.filter(|f| *f != 0) {
+            // SHM_HUGETLB with page size bits (none: the default size).
+            let shm = libc::SHM_HUGETLB as u32;
+            let size = (flag & shm != 0)
+                .then(|| crate::mem::huge::flag_size(flag & !shm | crust_sys::memfd::MFD_HUGETLB))
+                .flatten();
+            if size.is_none() {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{name}: segment {} has a bad hugetlb_flag {flag:#x}",
+                        e.desc.id
+                    ),
+                ));
+            }
         }
         let (runs, pages) = if e.in_pagemaps == Some(true) {
             load_segment_pages(dir, &e)?
@@ -342,7 +352,10 @@ fn create_segment(pid: i32, s: &Segment) -> Result<(), Error> {
     let id = ipc::shmget(
         d.key as i32,
         s.entry.size,
-        (d.mode & 0o777) as i32 | libc::IPC_CREAT | libc::IPC_EXCL,
+        (d.mode & 0o777) as i32
+            | libc::IPC_CREAT
+            | libc::IPC_EXCL
+            | s.entry.hugetlb_flag.unwrap_or(0) as i32,
     )
     .map_err(sys_err(pid, format!("shmget of {what} (key {:#x})", d.key)))?;
     check_id(pid, &what, d.id, id)?;

@@ -250,7 +250,11 @@ fn create_segment(r: &mut Remote<'_>, s: &Segment, made: &mut Made) -> Result<()
     let d = &s.entry.desc;
     let pid = r.pid();
     let what = format!("System V segment {}", d.id);
-    let flags = (d.mode & 0o777) as u64 | (libc::IPC_CREAT | libc::IPC_EXCL) as u64;
+    // With SHM_HUGETLB and its page size bits when it had huge pages
+    // (checked at load).
+    let flags = (d.mode & 0o777) as u64
+        | (libc::IPC_CREAT | libc::IPC_EXCL) as u64
+        | u64::from(s.entry.hugetlb_flag.unwrap_or(0));
     let id = with_next_id("shm", d.id, || {
         r.call(
             &format!("shmget of {what} (key {:#x})", d.key),
