@@ -19,6 +19,7 @@ use crust_images::proto::regfile::RegFileEntry;
 use log::debug;
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 
 use super::classify::proc_pid;
 
@@ -102,7 +103,16 @@ impl OpenKind for OpenProcFiles {
                 what: format!("file {id} ({}) names it, but it was not restored", reg.name),
             })?;
             let mut at = reg.clone();
-            at.name = format!("/proc/{host}{tail}");
+            // Through the tree's own /proc when it has a mount namespace of
+            // its own (its proc shows the pids of its pid namespace, and the
+            // fd then names the path the tree knows); else through crust's,
+            // by the host pid.
+            let own = crate::util::view::ns_pid()
+                .and_then(|_| crate::util::view::host_path(Path::new(&reg.name)));
+            at.name = match own {
+                Some(p) => p.to_string_lossy().into_owned(),
+                None => format!("/proc/{host}{tail}"),
+            };
             let fd = super::regshare::open_desc(&at)
                 .map_err(sys_err(me, format!("open {} for file {id}", at.name)))?;
             debug!("file {id} ({}): opened as {}", reg.name, at.name);

@@ -402,12 +402,13 @@ fn check(s: &mut State) -> Result<(), String> {
     );
     let link = fs::read_link(format!("/proc/self/fd/{}", s.dead.1.as_raw_fd()))
         .map_err(|e| format!("readlink of the fd on /proc/N: {e}"))?;
+    let want = format!("/proc/{}", s.dead.0);
+    let link = link.to_string_lossy();
     ensure!(
-        link.to_string_lossy()
-            .starts_with(&format!("/proc/{}", s.dead.0)),
+        link == want || link.starts_with(&format!("{want} ")),
         "the fd on /proc/{} of the dead child is on {}",
         s.dead.0,
-        link.display()
+        link
     );
     Ok(())
 }
