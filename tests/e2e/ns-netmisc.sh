@@ -1,0 +1,139 @@
+# More link kinds of the tree's own network namespace (issue 13): a macvlan
+# on a host link (--external macvlan[IN]:LOWER) and a veth end made
+# beforehand on the host and moved in at restore (--external
+# netdev[IN]:ORIG, with its dumped index). Sourced by run.sh. Every link a
+# test makes on the host is removed pass or fail (netmisc_clean).
+
+NM_BR=crnm-br0   # host bridge, the macvlan's lower link
+NM_MV=crnm-mv0   # macvlan in the namespace, 10.79.0.2/24
+NM_C0=crnm-c0    # veth end in the namespace, 10.79.1.2/24 (its peer NM_H0 on the host)
+NM_H0=crnm-h0
+NM_C1=crnm-c1    # the pair made on the host before the restore: NM_C1 moves in as NM_C0
+NM_H1=crnm-h1
+
+netmisc_clean() {
+    local l
+    for l in $NM_MV $NM_C0 $NM_H0 $NM_C1 $NM_H1 $NM_BR; do
+        ip link del "$l" >/dev/null 2>&1
+    done
+    return 0
+}
+
+nm_in() { nsenter -t "$PID" -n "$@"; }
+
+# Name, MTU, MAC, UP of link $1 in the namespace, and its index.
+nm_link() {
+    nm_in ip -o link show dev "$1" 2>&1 | sed -E 's/^([0-9]+): ([^:@]+)[^<]*<([^>]*)>.* mtu ([0-9]+).*link\/ether ([0-9a-f:]+).*/\1 \2 mtu=\4 mac=\5 flags=\3/'
+}
+
+nm_tools() {
+    command -v ip >/dev/null && command -v nsenter >/dev/null || { skip "needs ip and nsenter"; return 2; }
+}
+
+# A namespace with macvlan NM_MV (mode bridge) on host bridge NM_BR.
+netmisc_mv_setup() {
+    nm_tools || return $?
+    netmisc_clean
+    start_prog netns --link "$NM_MV" --qlen 10 || return 1
+    {
+        ip link add "$NM_BR" type bridge && ip link set "$NM_BR" up &&
+            ip link add "$NM_MV" link "$NM_BR" type macvlan mode bridge &&
+            ip link set "$NM_MV" netns "/proc/$PID/ns/net" &&
+            nm_in ip link set "$NM_MV" address 02:79:00:00:00:02 mtu 1400 &&
+            nm_in ip addr add 10.79.0.2/24 dev "$NM_MV" &&
+            nm_in ip link set "$NM_MV" up
+    } >"$D/setup.out" 2>&1 || {
+        if grep -qi 'unknown\|not supported' "$D/setup.out"; then
+            skip "no macvlan links here: $(head -c 200 "$D/setup.out")"
+            return 2
+        fi
+        fail "cannot set up the macvlan: $(head -c 300 "$D/setup.out")"
+        return 1
+    }
+}
+
+netmisc_mv() {
+    need_cr || return $?
+    netmisc_mv_setup || return $?
+    local before after
+    before=$(nm_link "$NM_MV")
+    do_dump "$D/img" || return 1
+    local img
+    img=$(cd "$D/img" && ls netdev-*.img 2>/dev/null | head -1)
+    [ -n "$img" ] && "$CRUST" image decode -i "$D/img/$img" 2>&1 | grep -q '"macvlan"' || { fail "the netdev image has no macvlan entry" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" "" --external "macvlan[$NM_MV]:$NM_BR" || return 1
+    after=$(nm_link "$NM_MV")
+    [ "$before" = "$after" ] || { fail "$NM_MV differs: before '$before' after '$after'" "$D/img/restore.log"; return 1; }
+    nm_in ip -d -o link show dev "$NM_MV" | grep -q 'macvlan mode bridge' ||
+        { fail "$NM_MV is not a macvlan in mode bridge: $(nm_in ip -d -o link show dev "$NM_MV")" "$D/img/restore.log"; return 1; }
+    nm_in ip -o addr show dev "$NM_MV" | grep -q '10.79.0.2/24' || { fail "$NM_MV lacks 10.79.0.2/24" "$D/img/restore.log"; return 1; }
+    ! ip link show "$NM_MV" >/dev/null 2>&1 || { fail "$NM_MV was left in crust's namespace" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+t_ns_netmisc_macvlan() { netmisc_mv; local rc=$?; netmisc_clean; return $rc; }
+
+# No macvlan[...] external, then a lower link that does not exist: each
+# restore fails naming what is missing and makes no link anywhere.
+netmisc_mv_bad() {
+    need_cr || return $?
+    netmisc_mv_setup || return $?
+    do_dump "$D/img" || return 1
+    restore_fails_naming "$D/img" "$PID" "--external macvlan[$NM_MV]" "" || return 1
+    restore_fails_naming "$D/img" "$PID" "crnm-none" 2 --external "macvlan[$NM_MV]:crnm-none" || return 1
+    ! ip link show "$NM_MV" >/dev/null 2>&1 || { fail "a failed restore left $NM_MV in crust's namespace"; return 1; }
+    [ -z "$(ip -o link show | grep -F "@$NM_BR")" ] || { fail "a failed restore left a link on $NM_BR"; return 1; }
+}
+t_err_restore_netmisc_macvlan() { netmisc_mv_bad; local rc=$?; netmisc_clean; return $rc; }
+
+# A namespace with veth end NM_C0 (peer NM_H0 on the host), dumped; the
+# host end gone with the namespace.
+netmisc_nd_dumped() {
+    need_cr || return $?
+    nm_tools || return $?
+    netmisc_clean
+    start_prog netns --link "$NM_C0" --qlen 10 || return 1
+    {
+        ip link add "$NM_C0" type veth peer name "$NM_H0" && ip link set "$NM_H0" up &&
+            ip link set "$NM_C0" netns "/proc/$PID/ns/net" &&
+            nm_in ip link set "$NM_C0" mtu 1450 &&
+            nm_in ip addr add 10.79.1.2/24 dev "$NM_C0" &&
+            nm_in ip link set "$NM_C0" up
+    } >"$D/setup.out" 2>&1 || { fail "cannot set up the veth: $(head -c 300 "$D/setup.out")"; return 1; }
+    NM_BEFORE=$(nm_link "$NM_C0")
+    do_dump "$D/img" || return 1
+    local n=100
+    while ip link show "$NM_H0" >/dev/null 2>&1 && [ $n -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+    ! ip link show "$NM_H0" >/dev/null 2>&1 || { fail "$NM_H0 outlived the dumped namespace"; return 1; }
+}
+
+# --external netdev[IN]:ORIG: the pair made on the host moves in, renamed,
+# at the dumped index, with the dumped MTU, flags and addresses.
+netmisc_nd() {
+    netmisc_nd_dumped || return $?
+    # Its host end up: a prefix route over a veth whose peer is down is
+    # saved "linkdown", which ip route restore refuses (as with CRIU).
+    ip link add "$NM_C1" type veth peer name "$NM_H1" && ip link set "$NM_H1" up || { fail "cannot make $NM_C1"; return 1; }
+    do_restore "$D/img" "" --external "netdev[$NM_C0]:$NM_C1" || return 1
+    local after mac
+    after=$(nm_link "$NM_C0")
+    mac=$(echo "$NM_BEFORE" | grep -o 'mac=[^ ]*')
+    # The moved link keeps the MAC the kernel gave it unless the image has
+    # one: it has (CRIU's move sets IFLA_ADDRESS too).
+    [ "$NM_BEFORE" = "$after" ] || { fail "$NM_C0 differs: before '$NM_BEFORE' after '$after' ($mac)" "$D/img/restore.log"; return 1; }
+    nm_in ip -o addr show dev "$NM_C0" | grep -q '10.79.1.2/24' || { fail "$NM_C0 lacks 10.79.1.2/24" "$D/img/restore.log"; return 1; }
+    ! ip link show "$NM_C1" >/dev/null 2>&1 || { fail "$NM_C1 is still in crust's namespace" "$D/img/restore.log"; return 1; }
+    ip link show "$NM_H1" >/dev/null 2>&1 || { fail "the host end $NM_H1 is gone" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+t_ns_netmisc_netdev() { netmisc_nd; local rc=$?; netmisc_clean; return $rc; }
+
+# netdev[IN]:ORIG where crust's namespace has no ORIG: the restore fails
+# naming it, and makes no link.
+netmisc_nd_bad() {
+    netmisc_nd_dumped || return $?
+    restore_fails_naming "$D/img" "$PID" "crnm-none" "" --external "netdev[$NM_C0]:crnm-none" || return 1
+    ! ip link show "$NM_C0" >/dev/null 2>&1 || { fail "the failed restore left $NM_C0 in crust's namespace"; return 1; }
+}
+t_err_restore_netmisc_netdev() { netmisc_nd_bad; local rc=$?; netmisc_clean; return $rc; }
+
+ALL_TESTS+=(ns-netmisc-macvlan err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev)
