@@ -136,4 +136,60 @@ netmisc_nd_bad() {
 }
 t_err_restore_netmisc_netdev() { netmisc_nd_bad; local rc=$?; netmisc_clean; return $rc; }
 
-ALL_TESTS+=(ns-netmisc-macvlan err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev)
+# Whether the lock of method $1 is in the namespace of $PID.
+nm_locked() {
+    case $1 in
+        iptables) nm_in iptables -w -S CRIU >/dev/null 2>&1 || nm_in iptables -w -S INPUT 2>/dev/null | grep -q -- '-j CRIU' ;;
+        nftables) nm_in nft list table inet CRIU-crust-netns >/dev/null 2>&1 ;;
+    esac
+}
+
+# Whether a lock watchdog still runs.
+nm_watchdog() { grep -las crust-netns-watchdog /proc/[0-9]*/cmdline >/dev/null 2>&1; }
+
+# A dump killed (SIGKILL to its front end's process group and to its
+# worker) while the tree's network namespace is locked
+# (CRUST_FAULT=stall-after-netlock holds it there): the lock's watchdog
+# lifts it, the tree runs on.
+netmisc_kill_one() {
+    local method=$1 cpid n worker
+    start_prog netns --link lo --qlen 10 || return 1
+    nm_in ip link set lo up || { fail "cannot bring lo up"; return 1; }
+    rm -rf "$D/img" && mkdir -p "$D/img"
+    # setsid: crust leads a process group of its own, killed whole below.
+    (cd "$D" && CRUST_FAULT=stall-after-netlock exec setsid "$CRUST" dump -t "$PID" -D "$D/img" -v4 -o dump.log \
+        --network-lock "$method" >"$D/dump.out" 2>"$D/dump.err") &
+    cpid=$!
+    n=200
+    until nm_locked "$method"; do
+        n=$((n - 1))
+        [ $n -gt 0 ] && [ -e "/proc/$cpid" ] || { kill -9 -- -"$cpid" 2>/dev/null; fail "$method: the namespace was never locked" "$D/img/dump.log"; return 1; }
+        sleep 0.05
+    done
+    # The worker that does the dump (a child of the front end, in a
+    # session of its own: it outlives its front end to roll back).
+    worker=$(cat /proc/"$cpid"/task/*/children 2>/dev/null | tr -s ' ' '\n' | head -1)
+    nm_watchdog || { kill -9 -- -"$cpid"; fail "$method: no lock watchdog runs while the namespace is locked" "$D/img/dump.log"; return 1; }
+    [ -n "$worker" ] || { kill -9 -- -"$cpid"; fail "$method: no dump worker found under crust $cpid"; return 1; }
+    kill -9 -- -"$cpid" "$worker"
+    wait "$cpid" 2>/dev/null
+    n=100
+    while nm_locked "$method" && [ $n -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+    ! nm_locked "$method" || { fail "$method: the lock is still in the tree's namespace 5s after the dump was killed" "$D/img/dump.log"; return 1; }
+    n=100
+    while nm_watchdog && [ $n -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+    ! nm_watchdog || { fail "$method: the lock watchdog outlived its work"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log"
+}
+
+netmisc_kill() {
+    need_cr || return $?
+    command -v iptables >/dev/null && command -v nsenter >/dev/null || { skip "needs iptables and nsenter"; return 2; }
+    netmisc_kill_one iptables || return 1
+    command -v nft >/dev/null || return 0
+    netmisc_kill_one nftables
+}
+t_kill_netmisc_netlock() { netmisc_kill; }
+
+ALL_TESTS+=(ns-netmisc-macvlan err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev kill-netmisc-netlock)
