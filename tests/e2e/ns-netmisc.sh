@@ -85,6 +85,29 @@ netmisc_mv_bad() {
 }
 t_err_restore_netmisc_macvlan() { netmisc_mv_bad; local rc=$?; netmisc_clean; return $rc; }
 
+# A macvlan on a bridge of the namespace itself: made there again on it,
+# no --external needed. The bridge's MAC is set: an empty bridge whose
+# MAC was set has no carrier, as the restored one (its MAC restored) has.
+t_ns_netmisc_macvlan_inner() {
+    need_cr || return $?
+    nm_tools || return $?
+    start_prog netns --link crnm-imv --qlen 10 || return 1
+    nm_in sh -c 'ip link add crnm-ibr address 02:79:00:00:00:aa type bridge && ip link set crnm-ibr up &&
+        ip link add crnm-imv link crnm-ibr type macvlan mode vepa &&
+        ip link set crnm-imv address 02:79:00:00:00:03 up && ip addr add 10.79.2.2/24 dev crnm-imv' \
+        >"$D/setup.out" 2>&1 || { fail "cannot set up: $(head -c 300 "$D/setup.out")"; return 1; }
+    local before after
+    before=$(nm_link crnm-imv)
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    after=$(nm_link crnm-imv)
+    [ "$before" = "$after" ] || { fail "crnm-imv differs: before '$before' after '$after'" "$D/img/restore.log"; return 1; }
+    nm_in ip -d -o link show dev crnm-imv | grep -q 'crnm-imv@crnm-ibr.*macvlan mode vepa' ||
+        { fail "crnm-imv is not a vepa macvlan on crnm-ibr: $(nm_in ip -d -o link show dev crnm-imv)" "$D/img/restore.log"; return 1; }
+    nm_in ip -o addr show dev crnm-imv | grep -q '10.79.2.2/24' || { fail "crnm-imv lacks 10.79.2.2/24" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
 # A namespace with veth end NM_C0 (peer NM_H0 on the host), dumped; the
 # host end gone with the namespace.
 netmisc_nd_dumped() {
@@ -110,8 +133,7 @@ netmisc_nd_dumped() {
 # at the dumped index, with the dumped MTU, flags and addresses.
 netmisc_nd() {
     netmisc_nd_dumped || return $?
-    # Its host end up: a prefix route over a veth whose peer is down is
-    # saved "linkdown", which ip route restore refuses (as with CRIU).
+    # Its host end up, as NM_H0 was: the same carrier, the same flags.
     ip link add "$NM_C1" type veth peer name "$NM_H1" && ip link set "$NM_H1" up || { fail "cannot make $NM_C1"; return 1; }
     do_restore "$D/img" "" --external "netdev[$NM_C0]:$NM_C1" || return 1
     local after mac
@@ -192,4 +214,4 @@ netmisc_kill() {
 }
 t_kill_netmisc_netlock() { netmisc_kill; }
 
-ALL_TESTS+=(ns-netmisc-macvlan err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev kill-netmisc-netlock)
+ALL_TESTS+=(ns-netmisc-macvlan ns-netmisc-macvlan-inner err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev kill-netmisc-netlock)

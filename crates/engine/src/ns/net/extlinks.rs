@@ -6,6 +6,9 @@
 //!   macvlan is made on link OUTER of crust's namespace and put straight
 //!   into the tree's (IFLA_LINK, IFLA_NET_NS_FD) at its dumped index, as
 //!   CRIU does. The image keeps its mode and flags (MacvlanLinkEntry).
+//!   A macvlan whose lower device was in the namespace itself (its
+//!   peer_nsid is the namespace's) is made there on that link when no key
+//!   names it ([`make_inner_macvlan`]; CRIU asks for the key anyway).
 //! - `netdev[IN]:ORIG`: a veth end made beforehand in crust's namespace
 //!   (ORIG) is moved into the tree's, renamed IN and given IN's dumped
 //!   index (IFLA_NEW_IFINDEX), instead of a new pair being made.
@@ -103,16 +106,39 @@ impl ExtLinks {
         find(&self.netdev, inner)
     }
 
-    /// Why entry `l` cannot be made with these externals (checked before
-    /// anything is made).
-    pub(super) fn check(&self, l: &NetDeviceEntry) -> Result<(), String> {
-        if l.r#type == nd_type::MACVLAN && find(&self.macvlan, &l.name).is_none() {
-            return Err(format!(
-                "macvlan {} of the network namespace sat on a link outside it: name that link of crust's network namespace with --external macvlan[{}]:LOWER_LINK",
-                l.name, l.name
-            ));
+    /// Whether `--external macvlan[inner]:...` was given.
+    pub(super) fn has_macvlan(&self, inner: &str) -> bool {
+        find(&self.macvlan, inner).is_some()
+    }
+
+    /// Why entry `l` of namespace `ns_id` (whose links are `all`) cannot
+    /// be made with these externals (checked before anything is made).
+    pub(super) fn check(
+        &self,
+        l: &NetDeviceEntry,
+        ns_id: u32,
+        all: &[NetDeviceEntry],
+    ) -> Result<(), String> {
+        if l.r#type != nd_type::MACVLAN || self.has_macvlan(&l.name) {
+            return Ok(());
         }
-        Ok(())
+        if l.peer_nsid == Some(ns_id) {
+            return match all
+                .iter()
+                .find(|p| Some(p.ifindex) == l.peer_ifindex && p.ifindex != l.ifindex)
+            {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "macvlan {} sits on link {} of the namespace, which the image does not have",
+                    l.name,
+                    l.peer_ifindex.unwrap_or(0)
+                )),
+            };
+        }
+        Err(format!(
+            "macvlan {} of the network namespace sat on a link outside it: name that link of crust's network namespace with --external macvlan[{}]:LOWER_LINK",
+            l.name, l.name
+        ))
     }
 
     /// Make macvlan `e` on its lower link of crust's namespace (`outer_sk`
@@ -140,30 +166,7 @@ impl ExtLinks {
                 e.name
             ))
         })?;
-        let mut m = rtnl::link_request(
-            rtnl::RTM_NEWLINK,
-            rtnl::NLM_F_CREATE | rtnl::NLM_F_EXCL,
-            11,
-            &rtnl::ifinfomsg(rtnl::AF_PACKET, e.ifindex as i32, e.flags, 0),
-        );
-        push_attr(&mut m, rtnl::IFLA_LINK, &(idx as u32).to_ne_bytes());
-        push_attr(
-            &mut m,
-            rtnl::IFLA_NET_NS_FD,
-            &target.as_raw_fd().to_ne_bytes(),
-        );
-        rtnl::push_name(&mut m, rtnl::IFLA_IFNAME, &e.name);
-        push_attr(&mut m, rtnl::IFLA_MTU, &e.mtu.to_ne_bytes());
-        if let Some(a) = &e.address {
-            push_attr(&mut m, rtnl::IFLA_ADDRESS, a);
-        }
-        let mut data = rtnl::attr(IFLA_MACVLAN_MODE, &mv.mode.to_ne_bytes());
-        if let Some(f) = mv.flags {
-            data.extend(rtnl::attr(IFLA_MACVLAN_FLAGS, &(f as u16).to_ne_bytes()));
-        }
-        let mut info = rtnl::attr(rtnl::IFLA_INFO_KIND, b"macvlan");
-        info.extend(rtnl::attr(rtnl::IFLA_INFO_DATA, &data));
-        push_attr(&mut m, rtnl::IFLA_LINKINFO, &info);
+        let m = macvlan_request(e, mv, idx as u32, Some(target));
         rtnl::transact(outer_sk, &m, 11).map_err(|source| LinkFailed {
             link: e.name.clone(),
             what: format!("make the macvlan on link {lower} of crust's network namespace"),
@@ -213,6 +216,63 @@ impl ExtLinks {
     }
 }
 
+/// The NEWLINK request of macvlan `e` on link `lower` (an index of the
+/// namespace the request is sent in), made in the namespace of `target`
+/// if given.
+fn macvlan_request(
+    e: &NetDeviceEntry,
+    mv: &MacvlanLinkEntry,
+    lower: u32,
+    target: Option<BorrowedFd<'_>>,
+) -> Vec<u8> {
+    let mut m = rtnl::link_request(
+        rtnl::RTM_NEWLINK,
+        rtnl::NLM_F_CREATE | rtnl::NLM_F_EXCL,
+        11,
+        &rtnl::ifinfomsg(rtnl::AF_PACKET, e.ifindex as i32, e.flags, 0),
+    );
+    push_attr(&mut m, rtnl::IFLA_LINK, &lower.to_ne_bytes());
+    if let Some(t) = target {
+        push_attr(&mut m, rtnl::IFLA_NET_NS_FD, &t.as_raw_fd().to_ne_bytes());
+    }
+    rtnl::push_name(&mut m, rtnl::IFLA_IFNAME, &e.name);
+    push_attr(&mut m, rtnl::IFLA_MTU, &e.mtu.to_ne_bytes());
+    if let Some(a) = &e.address {
+        push_attr(&mut m, rtnl::IFLA_ADDRESS, a);
+    }
+    let mut data = rtnl::attr(IFLA_MACVLAN_MODE, &mv.mode.to_ne_bytes());
+    if let Some(f) = mv.flags {
+        data.extend(rtnl::attr(IFLA_MACVLAN_FLAGS, &(f as u16).to_ne_bytes()));
+    }
+    let mut info = rtnl::attr(rtnl::IFLA_INFO_KIND, b"macvlan");
+    info.extend(rtnl::attr(rtnl::IFLA_INFO_DATA, &data));
+    push_attr(&mut m, rtnl::IFLA_LINKINFO, &info);
+    m
+}
+
+/// Make macvlan `e` on its lower link inside the namespace (`sk` is
+/// there; the link is made already).
+pub(super) fn make_inner_macvlan(sk: &mut Socket, e: &NetDeviceEntry) -> Result<(), LinkFailed> {
+    let fail = |what: &str| LinkFailed {
+        link: e.name.clone(),
+        what: what.to_string(),
+        source: None,
+    };
+    let mv = e
+        .macvlan
+        .as_ref()
+        .ok_or_else(|| fail("read its macvlan entry: the image has none"))?;
+    let lower = e
+        .peer_ifindex
+        .ok_or_else(|| fail("find its lower link: the image has no peer_ifindex"))?;
+    let m = macvlan_request(e, mv, lower, None);
+    rtnl::transact(sk, &m, 11).map_err(|source| LinkFailed {
+        link: e.name.clone(),
+        what: format!("make the macvlan on link {lower} of the namespace"),
+        source: Some(source),
+    })
+}
+
 /// The index of link `name` in the namespace of `sk` (for link `of`).
 fn index_in(sk: &mut Socket, name: &str, of: &str) -> Result<Option<i32>, LinkFailed> {
     let all: Result<Vec<Link>, RtnlError> = rtnl::dump_links(sk);
@@ -241,6 +301,39 @@ mod tests {
         assert_eq!(e.netdev("a"), None);
         assert!(ExtLinks::parse(&["macvlan[mv0]br0".to_string()]).is_err());
         assert!(ExtLinks::parse(&["netdev[eth0]:".to_string()]).is_err());
+    }
+
+    #[test]
+    fn macvlan_lower_inside_or_named() {
+        let mv = |peer_nsid| NetDeviceEntry {
+            r#type: nd_type::MACVLAN,
+            ifindex: 5,
+            name: "mv0".into(),
+            peer_ifindex: Some(3),
+            peer_nsid,
+            ..Default::default()
+        };
+        let br = NetDeviceEntry {
+            r#type: nd_type::BRIDGE,
+            ifindex: 3,
+            name: "br0".into(),
+            ..Default::default()
+        };
+        let none = ExtLinks::default();
+        // Lower in the namespace: made there, no key needed.
+        assert!(none
+            .check(&mv(Some(9)), 9, &[br.clone(), mv(Some(9))])
+            .is_ok());
+        // ... but the image must hold it.
+        assert!(none
+            .check(&mv(Some(9)), 9, &[mv(Some(9))])
+            .unwrap_err()
+            .contains("mv0"));
+        // Lower outside: the key is needed.
+        let w = none.check(&mv(None), 9, &[mv(None)]).unwrap_err();
+        assert!(w.contains("macvlan[mv0]"), "{w}");
+        let named = ExtLinks::parse(&["macvlan[mv0]:eth0".to_string()]).unwrap();
+        assert!(named.check(&mv(None), 9, &[mv(None)]).is_ok());
     }
 
     #[test]

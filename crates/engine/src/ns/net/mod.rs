@@ -15,6 +15,7 @@
 mod conf;
 mod extlinks;
 mod links;
+mod routes;
 mod tools;
 
 use super::ids::NsKind;
@@ -216,10 +217,12 @@ impl NetNs {
     fn check_outers(&self) -> Result<(), Error> {
         let id = self.id;
         for l in &self.links {
-            self.ext.check(l).map_err(|what| Error::Refused {
-                what,
-                kind: crate::error::ErrorKind::Unsupported,
-            })?;
+            self.ext
+                .check(l, id, &self.links)
+                .map_err(|what| Error::Refused {
+                    what,
+                    kind: crate::error::ErrorKind::Unsupported,
+                })?;
         }
         for l in self.links.iter().filter(|l| l.r#type == nd_type::VETH) {
             if l.peer_nsid != Some(id)
@@ -352,9 +355,12 @@ impl NetNs {
             links::plug_outer(outer_sk, outer).map_err(link_err)?;
         }
         for l in of(nd_type::MACVLAN) {
-            self.ext
-                .make_macvlan(outer_sk, l, target.as_fd())
-                .map_err(link_err)?;
+            if self.ext.has_macvlan(&l.name) || l.peer_nsid != Some(id) {
+                self.ext.make_macvlan(outer_sk, l, target.as_fd())
+            } else {
+                extlinks::make_inner_macvlan(&mut sk, l)
+            }
+            .map_err(link_err)?;
         }
         for l in &self.links {
             if let Some(m) = l.master {
