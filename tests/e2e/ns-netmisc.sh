@@ -158,6 +158,34 @@ netmisc_nd_bad() {
 }
 t_err_restore_netmisc_netdev() { netmisc_nd_bad; local rc=$?; netmisc_clean; return $rc; }
 
+# A process holding a tun file attached to a tun link: the dump is refused
+# naming the fd and /dev/net/tun (reopening the path would give a file
+# attached to nothing), and the process runs on untouched.
+t_err_dump_netmisc_tunfd() {
+    need_cr || return $?
+    [ -c /dev/net/tun ] || { skip "no /dev/net/tun"; return 2; }
+    rm -f "$D/ready"
+    PID=$(setsid "$PY" -c '
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"crnm-tun0", 0x1001))  # TUNSETIFF, IFF_TUN|IFF_NO_PI
+open(sys.argv[1], "w").write(str(fd))
+time.sleep(600)
+' "$D/ready" </dev/null >/dev/null 2>&1 & echo $!)
+    wait_file "$D/ready" 5 || { kill -9 "$PID" 2>/dev/null; fail "the tun holder did not start"; return 1; }
+    track "$PID" "$(exe_of "$PID")"
+    local fd
+    fd=$(cat "$D/ready")
+    mkdir -p "$D/img"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
+    expect_error dump "$D/img/dump.log" || return 1
+    grep -q "fd $fd open on /dev/net/tun" "$D/dump.err" ||
+        { fail "the message does not name fd $fd and /dev/net/tun: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    ip link show crnm-tun0 >/dev/null 2>&1 || { fail "crnm-tun0 is gone: its holder lost its fd"; return 1; }
+    kill -9 "$PID"
+}
+
 # Whether the lock of method $1 is in the namespace of $PID.
 nm_locked() {
     case $1 in
@@ -214,4 +242,4 @@ netmisc_kill() {
 }
 t_kill_netmisc_netlock() { netmisc_kill; }
 
-ALL_TESTS+=(ns-netmisc-macvlan ns-netmisc-macvlan-inner err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev kill-netmisc-netlock)
+ALL_TESTS+=(ns-netmisc-macvlan ns-netmisc-macvlan-inner err-restore-netmisc-macvlan ns-netmisc-netdev err-restore-netmisc-netdev err-dump-netmisc-tunfd kill-netmisc-netlock)
