@@ -115,7 +115,7 @@ static FEATURES: &[Feature] = &[
         Lacks("crust has no --external yet"),
     ),
     feat("clone3_set_tid", Extra, Probe(probe::clone3_set_tid)),
-    feat("newifindex", Extra, Lacks(NO_NETNS)),
+    feat("newifindex", Extra, Probe(newifindex)),
     feat("nftables", FeatureOnly, Probe(network_lock_nftables)),
     feat("has_ipt_legacy", FeatureOnly, Probe(ipt_legacy)),
     feat("pidfd_store", Extra, Probe(pidfd_store)),
@@ -434,6 +434,23 @@ fn raw_sockets() -> ProbeResult {
         })?;
     }
     Ok(())
+}
+
+/// CRIU's newifindex: a link moved into the restored network namespace
+/// (`--external netdev[IN]:ORIG`) gets its dumped index.
+fn newifindex() -> ProbeResult {
+    let miss = |e: String| {
+        ProbeError::Missing(format!("cannot ask rtnetlink about IFLA_NEW_IFINDEX: {e}"))
+    };
+    let mut sk =
+        crust_netlink::Socket::open(libc::NETLINK_ROUTE).map_err(|e| miss(e.to_string()))?;
+    match crust_netlink::rtnl::has_new_ifindex(&mut sk) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ProbeError::Missing(
+            "the kernel does not know IFLA_NEW_IFINDEX".into(),
+        )),
+        Err(e) => Err(miss(e.to_string())),
+    }
 }
 
 fn pidfd_store() -> ProbeResult {

@@ -450,15 +450,16 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         // The namespaces issue: kept as given, read by each kind's code.
         "root" => e.root = Some(PathBuf::from(required(o)?)),
         "external" => {
-            // The kinds crust reads (mnt: ns::mnt, veth: ns::net); CRIU's
-            // others (dev, tty, unix, file, net, macvlan...) are refused
-            // rather than ignored.
+            // The kinds crust reads (mnt: ns::mnt; veth, macvlan, netdev:
+            // ns::net); CRIU's others (dev, tty, unix, file, net...) are
+            // refused rather than ignored.
             let v = required(o)?;
-            if !(v.starts_with("mnt[") || v.starts_with("veth[")) {
+            let kinds = ["mnt[", "veth[", "macvlan[", "netdev["];
+            if !kinds.iter().any(|k| v.starts_with(k)) {
                 return Err(bad(
                     s,
                     v,
-                    "crust handles mnt[...] and veth[...] external resources only so far",
+                    "crust handles mnt[...], veth[...], macvlan[...] and netdev[...] external resources only so far",
                 ));
             }
             e.external.push(v.to_string());

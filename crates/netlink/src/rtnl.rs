@@ -233,6 +233,24 @@ pub fn push_name(m: &mut Vec<u8>, ty: u16, name: &str) {
     push_attr(m, ty, &d);
 }
 
+/// Whether the kernel takes IFLA_NEW_IFINDEX (a link moved to another
+/// namespace keeps a chosen index): a SETLINK of a link that does not
+/// exist with a negative new index is refused with ERANGE when it does,
+/// ENODEV when it does not know the attribute (CRIU's probe).
+pub fn has_new_ifindex<T: Transport + ?Sized>(t: &mut T) -> Result<bool, RtnlError> {
+    let mut m = link_request(RTM_SETLINK, NLM_F_CREATE, 9, &ifinfomsg(AF_UNSPEC, 0, 0, 0));
+    push_attr(&mut m, IFLA_NEW_IFINDEX, &(-1i32).to_ne_bytes());
+    push_name(&mut m, IFLA_IFNAME, "crust-kdat");
+    match transact(t, &m, 9) {
+        Err(e) if e.errno() == Some(libc::ERANGE) => Ok(true),
+        Err(e) if e.errno() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(e),
+        Ok(()) => Err(RtnlError::Answer {
+            why: "the kernel accepted a link request for a link that does not exist".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,11 +137,19 @@ pub(super) fn refuse_vfork(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
     Ok(())
 }
 
-/// An fd on an io_uring instance: its work is done by kernel threads.
+/// An fd on an io_uring instance: its work is done by kernel threads. An
+/// fd on the tun/tap clone device: it may be attached to a tun/tap link,
+/// which reopening the path would not give back (CRIU's tunfile).
 fn check_fds(proc: &ProcRoot, p: i32, who: &str) -> Result<(), Error> {
     for (fd, link) in crust_proc::fds(proc, p).unwrap_or_default() {
         if link == IO_URING_LINK {
             return Err(io_uring_refusal(who, fd));
+        }
+        if link == "/dev/net/tun" {
+            return Err(Error::unsupported(format!(
+                "{who} has fd {fd} open on /dev/net/tun (a tun/tap file, maybe attached to a \
+                 tun/tap link): crust cannot dump tun/tap files yet (the tree was not touched)"
+            )));
         }
     }
     Ok(())
@@ -282,6 +290,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("io_uring"), "{e}");
+    }
+
+    #[test]
+    fn a_tun_file_is_named() {
+        let f = fake("tunfd");
+        std::os::unix::fs::symlink("/dev/net/tun", f.dir.join(format!("{CHILD}/fd/5"))).unwrap();
+        let e = check(&f).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "process {CHILD} (kid) has fd 5 open on /dev/net/tun"
+            )),
+            "{e}"
+        );
     }
 
     #[test]

@@ -426,6 +426,9 @@ impl InetDump {
             }
             // Fault injection for the tests (as CRIU's CRIU_FAULT): fail
             // with every connection locked and in repair mode.
+            if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "stall-after-netlock") {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
             if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "after-netlock") {
                 return Err(Error::unsupported(
                     "CRUST_FAULT=after-netlock: failing the dump on purpose".to_string(),
@@ -513,7 +516,10 @@ impl NetHold {
         }
         self.repairs.clear();
         self.conns.clear();
-        self.netns = None;
+        if self.netns.take().is_some() {
+            // The tree is dead: its namespace's lock goes with it.
+            netlock::netns_lock_kept();
+        }
         self.undo.clear();
     }
 }

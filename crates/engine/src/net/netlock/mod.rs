@@ -56,9 +56,11 @@ use log::{debug, info, warn};
 mod iptables;
 mod netns;
 mod nftables;
+mod nswatch;
 use iptables::{ipt_lock, ipt_unlock};
 pub use netns::{lock_netns, unlock_netns};
 use nftables::{nft_lock, nft_unlock};
+pub use nswatch::dismiss as netns_lock_kept;
 
 /// The firewall mark of the packets crust sends itself while connections
 /// are locked (CRIU's `SOCCR_MARK`): the lock lets them pass.

@@ -134,14 +134,24 @@ pub fn lock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate
         Method::Nftables => {
             let _ = conns;
             in_ns(ns, || {
-                run(method, "nft", &["-f", "-"], Some(&nft_lock_script()))
-                    .map_err(crate::Error::NetLock)
+                nswatch::start(method, "", "", NFT_NS_TABLE).map_err(crate::Error::NetLock)?;
+                run(method, "nft", &["-f", "-"], Some(&nft_lock_script())).map_err(|e| {
+                    nswatch::dismiss();
+                    crate::Error::NetLock(e)
+                })
             })?;
             info!("Locked the tree's network namespace (nftables table {NFT_NS_TABLE})");
             Ok(())
         }
         Method::Iptables => {
-            in_ns(ns, || ipt_lock_ns().map_err(crate::Error::NetLock))?;
+            in_ns(ns, || {
+                let [jumps, chain] = unlock_scripts();
+                nswatch::start(method, &jumps, &chain, "").map_err(crate::Error::NetLock)?;
+                ipt_lock_ns().map_err(|e| {
+                    nswatch::dismiss();
+                    crate::Error::NetLock(e)
+                })
+            })?;
             info!("Locked the tree's network namespace (iptables chain {CHAIN})");
             Ok(())
         }
@@ -149,8 +159,17 @@ pub fn lock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate
 }
 
 /// Lift the lock of [`lock_netns`] (or CRIU's): what is not there is
-/// passed over.
+/// passed over. Its watchdog is dismissed once it is lifted (on failure it
+/// stays, to try again when crust exits).
 pub fn unlock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
+    let r = unlock_netns_now(method, ns, conns);
+    if r.is_ok() {
+        nswatch::dismiss();
+    }
+    r
+}
+
+fn unlock_netns_now(method: Method, ns: &File, conns: &[Conn]) -> Result<(), crate::Error> {
     match method {
         Method::Skip => Ok(()),
         Method::Nftables => in_ns(ns, || {

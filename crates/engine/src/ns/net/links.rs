@@ -2,7 +2,8 @@
 //! each): read with an RTM_GETLINK dump, made again with RTM_NEWLINK /
 //! RTM_SETLINK, as CRIU 4.2 does. Kinds: loopback, veth (the peer outside
 //! the namespace is made in crust's, named by `--external
-//! veth[IN]:OUT[@BRIDGE]`), bridge. Others are refused at dump, by name.
+//! veth[IN]:OUT[@BRIDGE]`), bridge, macvlan (made on a link of crust's
+//! namespace: [`super::extlinks`]). Others are refused at dump, by name.
 
 use super::conf;
 use crust_images::proto::netdev::{nd_type, NetDeviceEntry};
@@ -32,9 +33,10 @@ pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
         match (l.hw_type, kind) {
             (rtnl::ARPHRD_ETHER, "veth") => nd_type::VETH,
             (rtnl::ARPHRD_ETHER, "bridge") => nd_type::BRIDGE,
+            (rtnl::ARPHRD_ETHER, "macvlan") => nd_type::MACVLAN,
             _ => {
                 return Err(format!(
-                    "link {} (index {}) is of kind {:?} (device type {}), which crust cannot restore (it restores loopback, veth and bridge links)",
+                    "link {} (index {}) is of kind {:?} (device type {}), which crust cannot restore (it restores loopback, veth, bridge and macvlan links)",
                     l.name,
                     l.index,
                     if kind.is_empty() { "none" } else { kind },
@@ -45,6 +47,11 @@ pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
     };
     let mtu = l.mtu.ok_or_else(|| format!("link {} has no MTU", l.name))?;
     let in_ns = l.link_netnsid.is_none();
+    let macvlan = if ty == nd_type::MACVLAN {
+        Some(super::extlinks::macvlan_of(l)?)
+    } else {
+        None
+    };
     let e = NetDeviceEntry {
         r#type: ty,
         ifindex: l.index as u32,
@@ -63,6 +70,7 @@ pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
         // dumps one namespace per tree here).
         peer_nsid: in_ns.then_some(ns_id),
         master: l.master,
+        macvlan,
         ..Default::default()
     };
     Ok(Dumped::Entry(Box::new(e)))
@@ -76,7 +84,7 @@ pub(super) fn check(e: &NetDeviceEntry) -> Result<(), String> {
     }
     if !matches!(
         e.r#type,
-        t if t == nd_type::LOOPBACK || t == nd_type::VETH || t == nd_type::BRIDGE
+        t if t == nd_type::LOOPBACK || t == nd_type::VETH || t == nd_type::BRIDGE || t == nd_type::MACVLAN
     ) {
         return Err(format!(
             "link {n} is of type {} ({}), which crust cannot restore",
@@ -92,6 +100,9 @@ pub(super) fn check(e: &NetDeviceEntry) -> Result<(), String> {
             "link {n} has a link address of {} bytes",
             e.address.as_ref().map_or(0, Vec::len)
         ));
+    }
+    if e.r#type == nd_type::MACVLAN && e.macvlan.is_none() {
+        return Err(format!("macvlan {n} has no macvlan entry (mode)"));
     }
     conf::check_conf("ipv4", &e.conf4).map_err(|w| format!("link {n}: {w}"))?;
     conf::check_conf("ipv6", &e.conf6).map_err(|w| format!("link {n}: {w}"))

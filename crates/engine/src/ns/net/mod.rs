@@ -13,7 +13,9 @@
 //! their bridges, then gives the tools their dumps.
 
 mod conf;
+mod extlinks;
 mod links;
+mod routes;
 mod tools;
 
 use super::ids::NsKind;
@@ -131,6 +133,8 @@ pub(crate) struct NetNs {
     parts: Vec<(Part, Vec<u8>)>,
     /// The outer ends of veths, by inner name (`--external veth[...]`).
     outers: Vec<(String, Outer)>,
+    /// `--external macvlan[...]`, `netdev[...]`.
+    ext: extlinks::ExtLinks,
     /// `--empty-ns net`: made, left empty.
     empty: bool,
 }
@@ -144,6 +148,7 @@ impl NetNs {
             links: Vec::new(),
             parts: Vec::new(),
             outers: Vec::new(),
+            ext: extlinks::ExtLinks::default(),
             empty: true,
         }
     }
@@ -174,6 +179,7 @@ impl NetNs {
             links::check(l).map_err(|w| bad(format!("netdev-{id}.img: {w}")))?;
         }
         let outers = links::outers(external).map_err(Error::unsupported)?;
+        let ext = extlinks::ExtLinks::parse(external).map_err(Error::unsupported)?;
         let mut parts = Vec::new();
         for p in Part::ALL {
             let name = image_of(p).file_name(id as u64);
@@ -199,6 +205,7 @@ impl NetNs {
             links,
             parts,
             outers,
+            ext,
             empty: false,
         })
     }
@@ -209,12 +216,23 @@ impl NetNs {
     /// has no such option).
     fn check_outers(&self) -> Result<(), Error> {
         let id = self.id;
+        for l in &self.links {
+            self.ext
+                .check(l, id, &self.links)
+                .map_err(|what| Error::Refused {
+                    what,
+                    kind: crate::error::ErrorKind::Unsupported,
+                })?;
+        }
         for l in self.links.iter().filter(|l| l.r#type == nd_type::VETH) {
-            if l.peer_nsid != Some(id) && self.outer_of(&l.name).is_none() {
+            if l.peer_nsid != Some(id)
+                && self.outer_of(&l.name).is_none()
+                && self.ext.netdev(&l.name).is_none()
+            {
                 return Err(Error::Refused {
                     what: format!(
-                        "veth {} of the network namespace had its peer outside it: give the name of the outer end with --external veth[{}]:OUTER_NAME[@BRIDGE] (or --veth-pair {}=OUTER_NAME)",
-                        l.name, l.name, l.name
+                        "veth {} of the network namespace had its peer outside it: give the name of the outer end with --external veth[{}]:OUTER_NAME[@BRIDGE] (or --veth-pair {}=OUTER_NAME), or a link to move in with --external netdev[{}]:LINK",
+                        l.name, l.name, l.name, l.name
                     ),
                     kind: crate::error::ErrorKind::Unsupported,
                 });
@@ -292,9 +310,15 @@ impl NetNs {
         for l in of(nd_type::BRIDGE) {
             links::make_bridge(&mut sk, l).map_err(link_err)?;
         }
+        let target = File::open("/proc/thread-self/ns/net")
+            .map_err(sys_err(pid, "open the network namespace being restored"))?;
         let mut done: Vec<u32> = Vec::new();
         for l in of(nd_type::VETH) {
             if done.contains(&l.ifindex) {
+                continue;
+            }
+            if let Some(orig) = self.ext.netdev(&l.name) {
+                extlinks::ExtLinks::move_in(outer_sk, orig, l, target.as_fd()).map_err(link_err)?;
                 continue;
             }
             let inner_peer = (l.peer_nsid == Some(id))
@@ -329,6 +353,14 @@ impl NetNs {
             links::make_veth(&mut sk, l, Err((outer, own.as_fd()))).map_err(link_err)?;
             made.push(outer.name.clone());
             links::plug_outer(outer_sk, outer).map_err(link_err)?;
+        }
+        for l in of(nd_type::MACVLAN) {
+            if self.ext.has_macvlan(&l.name) || l.peer_nsid != Some(id) {
+                self.ext.make_macvlan(outer_sk, l, target.as_fd())
+            } else {
+                extlinks::make_inner_macvlan(&mut sk, l)
+            }
+            .map_err(link_err)?;
         }
         for l in &self.links {
             if let Some(m) = l.master {

@@ -169,7 +169,10 @@ pub(super) fn restore(part: Part, data: &[u8]) -> Result<(), ToolFailed> {
     };
     match part {
         Part::Addr => run(&["ip", "addr", "restore"], Some(data)).map(drop),
-        Part::Route | Part::Route6 => run(&["ip", "route", "restore"], Some(data)).map(drop),
+        Part::Route | Part::Route6 => {
+            let data = super::routes::without_state_flags(data);
+            run(&["ip", "route", "restore"], Some(&data)).map(drop)
+        }
         Part::Rule => {
             // A new namespace has the kernel's three default rules: drop
             // them so the image's do not clash (CRIU does the same).
