@@ -193,6 +193,7 @@ pub mod view {
     //! guard goes.
 
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicI32, Ordering};
     use std::sync::{Arc, RwLock};
 
     type MapFn = dyn Fn(&Path) -> Option<PathBuf> + Send + Sync;
@@ -202,11 +203,15 @@ pub mod view {
     /// Resets the view when dropped.
     pub(crate) struct ViewGuard(());
 
+    /// The root process of the tree whose view [`for_dump`] set (0: none).
+    static ROOT: AtomicI32 = AtomicI32::new(0);
+
     impl Drop for ViewGuard {
         fn drop(&mut self) {
             if let Ok(mut v) = VIEW.write() {
                 *v = None;
             }
+            ROOT.store(0, Ordering::Relaxed);
         }
     }
 
@@ -235,7 +240,16 @@ pub mod view {
             return None;
         }
         let base = PathBuf::from(format!("/proc/{root_pid}/root"));
-        Some(set(Arc::new(move |p: &Path| Some(join(&base, p)))))
+        let guard = set(Arc::new(move |p: &Path| Some(join(&base, p))));
+        ROOT.store(root_pid, Ordering::Relaxed);
+        Some(guard)
+    }
+
+    /// While [`for_dump`]'s view is set: the tree's root process, whose
+    /// mount namespace the tree's paths are in (for what must be done in
+    /// it, not only seen through it: binding a unix socket to its name).
+    pub(crate) fn tree_root() -> Option<i32> {
+        Some(ROOT.load(Ordering::Relaxed)).filter(|&p| p > 0)
     }
 
     /// `base` + `p` (absolute or not).
