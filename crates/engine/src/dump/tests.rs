@@ -81,6 +81,39 @@ fn a_gone_session_leader_comes_before_its_group_helper() {
 }
 
 #[test]
+fn a_group_helper_in_the_session_of_a_child_of_init_is_born_of_its_leader() {
+    // zdtm sk-unix-restore-fs-share (ns flavor): 5 leads session 5; the
+    // leader of group 6 (a child of 5) is gone; its child 7, in group 6 of
+    // session 5, was given to init (1). The helper 6 cannot be born of 1
+    // (session 1): it is born of 5, 7 of 6, and 7 goes back to 1 when 6
+    // exits.
+    let tree = vec![
+        entry(1, 0, 1, 1),
+        entry(7, 1, 6, 5),
+        entry(8, 7, 6, 5),
+        entry(5, 1, 5, 5),
+    ];
+    let (out, helpers) = plan_helpers(tree);
+    assert_eq!(helpers, [6]);
+    assert_eq!(
+        shape(&out),
+        [
+            (1, 0, 1, 1),
+            (5, 1, 5, 5),
+            (6, 5, 6, 5),
+            (7, 6, 6, 5),
+            (8, 7, 6, 5)
+        ]
+    );
+    assert!(out[2].threads.is_empty());
+    // A root that is not init would not get 7 back: the helper stays
+    // under the root (and the restore refuses it).
+    let tree = vec![entry(2, 0, 2, 2), entry(7, 2, 6, 5), entry(5, 2, 5, 5)];
+    let (out, _) = plan_helpers(tree);
+    assert_eq!(shape(&out)[1], (6, 2, 6, 5));
+}
+
+#[test]
 fn the_roots_own_session_needs_no_helper() {
     // The root's session leader is outside the tree (a shell): its
     // children share that session and get no helper.
