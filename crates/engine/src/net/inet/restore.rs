@@ -845,8 +845,17 @@ impl OpenInet {
         // The crafted segments that replay FINs and ACKs go through a raw
         // socket, which must be in the connections' own namespace to reach
         // them: leave repair mode there.
+        // The tree's own firewall rules (restored with its namespace) must
+        // let those segments through too.
         let builders = std::mem::take(&mut self.builders);
+        let replays = builders
+            .iter()
+            .any(|(_, _, st, _, _)| st.peer_fin() || st.own_fin_acked());
+        let method = self.method;
         let queued = match &self.netns {
+            Some(ns) if replays => crate::net::in_netns_file(ns, move || {
+                netlock::with_marked_passing(method, || finish_connections(builders))
+            })?,
             Some(ns) => crate::net::in_netns_file(ns, move || finish_connections(builders))?,
             None => finish_connections(builders)?,
         };

@@ -57,7 +57,7 @@ mod iptables;
 mod netns;
 mod nftables;
 use iptables::{ipt_lock, ipt_unlock};
-pub use netns::{lock_netns, unlock_netns};
+pub use netns::{lock_netns, unlock_netns, with_marked_passing};
 use nftables::{nft_lock, nft_unlock};
 
 /// The firewall mark of the packets crust sends itself while connections
