@@ -971,6 +971,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-userns.sh"
 # shellcheck source=tests/e2e/ns-filesns.sh
 . "$ROOT/tests/e2e/ns-filesns.sh"
+# shellcheck source=tests/e2e/ns-tcpns.sh
+. "$ROOT/tests/e2e/ns-tcpns.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

@@ -194,6 +194,7 @@ pub mod view {
     //! guard goes.
 
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicI32, Ordering};
     use std::sync::{Arc, RwLock};
 
     type MapFn = dyn Fn(&Path) -> Option<PathBuf> + Send + Sync;
@@ -202,13 +203,15 @@ pub mod view {
 
     /// The process whose mount namespace the view looks into ([`for_dump`]),
     /// 0 for none.
-    static NS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    static NS_PID: AtomicI32 = AtomicI32::new(0);
 
     /// The process (crust's pid for it) whose mount namespace, not crust's,
     /// the tree's paths are in: a dump's root, or a restored tree's once
-    /// it exists. Its mountinfo lists the tree's mounts.
+    /// it exists. Its mountinfo lists the tree's mounts; what must be done
+    /// in that namespace, not only seen through it (binding a unix socket
+    /// to its name), is done by a thread that joined it.
     pub(crate) fn ns_pid() -> Option<i32> {
-        Some(NS_PID.load(std::sync::atomic::Ordering::Relaxed)).filter(|&p| p > 0)
+        Some(NS_PID.load(Ordering::Relaxed)).filter(|&p| p > 0)
     }
 
     /// Resets the view when dropped.
@@ -219,7 +222,7 @@ pub mod view {
             if let Ok(mut v) = VIEW.write() {
                 *v = None;
             }
-            NS_PID.store(0, std::sync::atomic::Ordering::Relaxed);
+            NS_PID.store(0, Ordering::Relaxed);
         }
     }
 
@@ -249,7 +252,7 @@ pub mod view {
         }
         let base = PathBuf::from(format!("/proc/{root_pid}/root"));
         let guard = set(Arc::new(move |p: &Path| Some(join(&base, p))));
-        NS_PID.store(root_pid, std::sync::atomic::Ordering::Relaxed);
+        NS_PID.store(root_pid, Ordering::Relaxed);
         Some(guard)
     }
 

@@ -1,6 +1,7 @@
 //! `crust dump`: freeze a process, write its state as CRIU images, then
 //! kill it (or let it run on).
 
+mod helpers;
 mod images;
 mod outdir;
 mod precheck;
@@ -18,6 +19,9 @@ use crust_images::proto::fs::FsEntry;
 use crust_images::proto::pstree::PstreeEntry;
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
+use helpers::add_helpers;
+#[cfg(test)]
+use helpers::plan_helpers;
 use images::{inventory, write_stats};
 use log::{debug, info, warn};
 use precheck::{precheck, DEFAULT_TIMEOUT};
@@ -569,79 +573,6 @@ impl<'a> Walk<'a> {
         self.next_pages += 1;
         Ok(())
     }
-}
-
-/// Sessions and process groups whose leader is gone cannot be joined on
-/// restore unless someone holds them: like CRIU, add a helper task with the
-/// leader's pid for each (it creates the session or group, begets the
-/// processes that belong to it, and exits), and write its core.
-fn add_helpers(dir: &Path, tree: Vec<PstreeEntry>) -> Result<Vec<PstreeEntry>, Error> {
-    let (tree, helpers) = plan_helpers(tree);
-    for hpid in helpers {
-        write_image(dir, ImageType::Core, hpid as u64, &[task::helper_core()])?;
-    }
-    Ok(tree)
-}
-
-/// The pstree with the helpers [`add_helpers`] needs inserted (each just
-/// before the first process that needs it, the processes it holds moved
-/// under it), and the helpers' pids. Pure: writes nothing.
-fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec<u32>) {
-    let Some(root) = tree.first().cloned() else {
-        return (tree, Vec::new());
-    };
-    let mut helpers = Vec::new();
-    let mut i = 1;
-    while i < tree.len() {
-        let e = tree[i].clone();
-        let exists = |id: u32| tree.iter().any(|t| t.pid == id);
-        // A missing session first (a group helper must live inside it),
-        // then a missing group.
-        let missing = if e.sid != e.pid && e.sid != root.sid && !exists(e.sid) {
-            Some((e.sid, e.sid))
-        } else if e.pgid != e.pid && e.pgid != root.pgid && !exists(e.pgid) {
-            Some((e.pgid, e.sid))
-        } else {
-            None
-        };
-        let Some((hpid, hsid)) = missing else {
-            i += 1;
-            continue;
-        };
-        let helper = PstreeEntry {
-            pid: hpid,
-            ppid: e.ppid,
-            pgid: hpid,
-            sid: hsid,
-            threads: vec![],
-            ..Default::default()
-        };
-        debug!(
-            "adding helper {hpid} (session {hsid}) for {} whose {} is gone",
-            e.pid,
-            if hpid == e.sid {
-                "session leader"
-            } else {
-                "group leader"
-            }
-        );
-        // A session can only be entered by birth: every later process of
-        // the same parent in it goes under the helper. A group is joined
-        // (setpgid) by its members where they are, so they keep their
-        // parent (a zombie's parent must be able to wait for it).
-        if hpid == e.sid {
-            for t in tree.iter_mut().skip(i) {
-                if t.ppid == e.ppid && t.sid == hpid {
-                    t.ppid = hpid;
-                }
-            }
-        }
-        helpers.push(hpid);
-        tree.insert(i, helper);
-        // Look at the helper's children again (they may need a group).
-        i += 1;
-    }
-    (tree, helpers)
 }
 
 /// Ids of the kernel objects a process may share with others (mm, fd

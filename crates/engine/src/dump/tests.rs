@@ -81,6 +81,87 @@ fn a_gone_session_leader_comes_before_its_group_helper() {
 }
 
 #[test]
+fn a_group_helper_in_the_session_of_a_child_of_init_is_born_of_its_leader() {
+    // zdtm sk-unix-restore-fs-share (ns flavor): 5 leads session 5; the
+    // leader of group 6 (a child of 5) is gone; its child 7, in group 6 of
+    // session 5, was given to init (1). The helper 6 cannot be born of 1
+    // (session 1): it is born of 5, 7 of 6, and 7 goes back to 1 when 6
+    // exits.
+    let tree = vec![
+        entry(1, 0, 1, 1),
+        entry(7, 1, 6, 5),
+        entry(8, 7, 6, 5),
+        entry(5, 1, 5, 5),
+    ];
+    let (out, helpers) = plan_helpers(tree);
+    assert_eq!(helpers, [6]);
+    assert_eq!(
+        shape(&out),
+        [
+            (1, 0, 1, 1),
+            (5, 1, 5, 5),
+            (6, 5, 6, 5),
+            (7, 6, 6, 5),
+            (8, 7, 6, 5)
+        ]
+    );
+    assert!(out[2].threads.is_empty());
+    // A root that is not init would not get 7 back: the helper stays
+    // under the root (and the restore refuses it).
+    let tree = vec![entry(2, 0, 2, 2), entry(7, 2, 6, 5), entry(5, 2, 5, 5)];
+    let (out, _) = plan_helpers(tree);
+    assert_eq!(shape(&out)[1], (6, 2, 6, 5));
+}
+
+#[test]
+fn a_child_of_init_in_the_session_of_a_zombie_gets_a_helper_of_a_free_pid() {
+    // zdtm zombie_leader (ns flavor): 6, a zombie child of 5, led session
+    // and group 6; 7, in both, was given to init. A helper (pid 8, free)
+    // born of 6 begets 7.
+    let mut zombie = entry(6, 5, 6, 6);
+    zombie.threads = vec![0];
+    let tree = vec![
+        entry(1, 0, 1, 1),
+        entry(7, 1, 6, 6),
+        entry(5, 1, 5, 5),
+        zombie,
+    ];
+    let (out, helpers) = plan_helpers(tree);
+    assert_eq!(helpers, [8]);
+    assert_eq!(
+        shape(&out),
+        [
+            (1, 0, 1, 1),
+            (5, 1, 5, 5),
+            (6, 5, 6, 6),
+            (8, 6, 6, 6),
+            (7, 8, 6, 6)
+        ]
+    );
+    assert!(out[3].threads.is_empty());
+    // The leader, a child of init in its own session too, stays where it
+    // is, and so does a child of init in another session.
+    let tree = vec![
+        entry(1, 0, 1, 1),
+        entry(7, 1, 5, 5),
+        entry(9, 1, 9, 1),
+        entry(5, 1, 5, 5),
+    ];
+    let (out, helpers) = plan_helpers(tree);
+    assert_eq!(helpers, [10]);
+    assert_eq!(
+        shape(&out),
+        [
+            (1, 0, 1, 1),
+            (9, 1, 9, 1),
+            (5, 1, 5, 5),
+            (10, 5, 5, 5),
+            (7, 10, 5, 5)
+        ]
+    );
+}
+
+#[test]
 fn the_roots_own_session_needs_no_helper() {
     // The root's session leader is outside the tree (a shell): its
     // children share that session and get no helper.

@@ -849,33 +849,24 @@ impl OpenInet {
             info!("Unlocked {} TCP connection(s)", self.conns.len());
             self.conns.clear();
         }
-        for (id, b, st, opts, queued_on) in std::mem::take(&mut self.builders) {
-            let local = st.local;
-            let remote = st.remote;
-            let fd = b.finish(&st).map_err(|source| Error::Soccr {
-                what: format!("inet socket {id}: taking the connection {local} -> {remote} out of repair mode"),
-                source: Box::new(source),
-            })?;
-            // The recorded buffer sizes, now that the queues are in.
-            let bufs = SkOptsEntry {
-                so_sndbuf: opts.so_sndbuf,
-                so_rcvbuf: opts.so_rcvbuf,
-                ..Default::default()
-            };
-            if let Err(e) = crate::net::sock::set_opts(fd.as_fd(), &bufs) {
-                warn!("inet socket {id}: could not set its buffer sizes back: {e}");
-            }
-            let reuse = (
-                opts.reuseaddr == Some(true),
-                opts.so_reuseport == Some(true),
-            );
-            set_reuse(fd.as_fd(), reuse).map_err(|e| {
-                fail_at(&format!("inet socket {id}"))("setting SO_REUSEADDR/SO_REUSEPORT back", e)
-            })?;
-            if let Some(l) = queued_on {
-                self.queued.push((l, fd, remote));
-            }
-        }
+        // The crafted segments that replay FINs and ACKs go through a raw
+        // socket, which must be in the connections' own namespace to reach
+        // them: leave repair mode there.
+        // The tree's own firewall rules (restored with its namespace) must
+        // let those segments through too.
+        let builders = std::mem::take(&mut self.builders);
+        let replays = builders
+            .iter()
+            .any(|(_, _, st, _, _)| st.peer_fin() || st.own_fin_acked());
+        let method = self.method;
+        let queued = match &self.netns {
+            Some(ns) if replays => crate::net::in_netns_file(ns, move || {
+                netlock::with_marked_passing(method, || finish_connections(builders))
+            })?,
+            Some(ns) => crate::net::in_netns_file(ns, move || finish_connections(builders))?,
+            None => finish_connections(builders)?,
+        };
+        self.queued.extend(queued);
         for (id, addr, port) in std::mem::take(&mut self.reuse) {
             if let Some(fd) = self.fds.get(&id) {
                 set_reuse(fd.as_fd(), (addr, port)).map_err(|e| {
@@ -888,4 +879,45 @@ impl OpenInet {
         }
         Ok(())
     }
+}
+
+/// Take connections rebuilt in repair mode out of it (see
+/// [`crust_soccr::Builder::finish`]), their recorded buffer sizes and
+/// SO_REUSEADDR/SO_REUSEPORT set back; run in their network namespace.
+/// Returns those that wait in a listener's accept queue: (listener id,
+/// socket, peer).
+fn finish_connections(
+    builders: Vec<(u32, Builder, TcpState, SkOptsEntry, Option<u32>)>,
+) -> Result<Vec<(u32, OwnedFd, SocketAddr)>, Error> {
+    let mut queued = Vec::new();
+    for (id, b, st, opts, queued_on) in builders {
+        let local = st.local;
+        let remote = st.remote;
+        let fd = b.finish(&st).map_err(|source| Error::Soccr {
+            what: format!(
+                "inet socket {id}: taking the connection {local} -> {remote} out of repair mode"
+            ),
+            source: Box::new(source),
+        })?;
+        // The recorded buffer sizes, now that the queues are in.
+        let bufs = SkOptsEntry {
+            so_sndbuf: opts.so_sndbuf,
+            so_rcvbuf: opts.so_rcvbuf,
+            ..Default::default()
+        };
+        if let Err(e) = crate::net::sock::set_opts(fd.as_fd(), &bufs) {
+            warn!("inet socket {id}: could not set its buffer sizes back: {e}");
+        }
+        let reuse = (
+            opts.reuseaddr == Some(true),
+            opts.so_reuseport == Some(true),
+        );
+        set_reuse(fd.as_fd(), reuse).map_err(|e| {
+            fail_at(&format!("inet socket {id}"))("setting SO_REUSEADDR/SO_REUSEPORT back", e)
+        })?;
+        if let Some(l) = queued_on {
+            queued.push((l, fd, remote));
+        }
+    }
+    Ok(queued)
 }

@@ -58,7 +58,7 @@ mod netns;
 mod nftables;
 mod nswatch;
 use iptables::{ipt_lock, ipt_unlock};
-pub use netns::{lock_netns, unlock_netns};
+pub use netns::{lock_netns, unlock_netns, with_marked_passing};
 use nftables::{nft_lock, nft_unlock};
 pub use nswatch::dismiss as netns_lock_kept;
 

@@ -35,6 +35,47 @@ fn unlock_scripts() -> [String; 2] {
     ]
 }
 
+/// The iptables-restore script of [`with_marked_passing`]: the lock's
+/// chain with its accept of marked packets, and no drop.
+fn pass_script() -> String {
+    format!(
+        "*filter\n:{CHAIN} - [0:0]\n-I INPUT -j {CHAIN}\n-I OUTPUT -j {CHAIN}\n\
+         -A {CHAIN} -m mark --mark 0x{SOCCR_MARK:X} -j ACCEPT\nCOMMIT\n"
+    )
+}
+
+/// Run `f` on this thread, which is in the tree's network namespace (its
+/// lock lifted), while packets marked [`SOCCR_MARK`] get past the
+/// namespace's own iptables rules: crust's crafted segments that replay
+/// FINs and ACKs into its connections. CRIU's lock, which its images hold
+/// with the namespace's rules, does this for CRIU; crust's images hold the
+/// rules without the lock, so a rule of the tree that drops a
+/// connection's port (zdtm socket-tcp-closed-last-ack) would drop them.
+/// The chain has the lock's name, so an unlock removes it should crust
+/// die in between. With nftables nothing is added: an accept in one table
+/// does not get past another's drop.
+pub fn with_marked_passing<T>(
+    method: Method,
+    f: impl FnOnce() -> Result<T, crate::Error>,
+) -> Result<T, crate::Error> {
+    if !matches!(method, Method::Iptables) {
+        return f();
+    }
+    let script = pass_script();
+    let mut done = Vec::new();
+    for (tool, restore) in families() {
+        match run(method, restore, &["-w", "--noflush"], Some(&script)) {
+            Ok(()) => done.push((tool, restore)),
+            Err(e) => warn!("crust's crafted segments may meet the namespace's {tool} rules: {e}"),
+        }
+    }
+    let out = f();
+    for (tool, restore) in done {
+        ipt_unlock_ns_one(tool, restore);
+    }
+    out
+}
+
 /// The nftables table of the namespace lock.
 const NFT_NS_TABLE: &str = "inet CRIU-crust-netns";
 
@@ -205,6 +246,9 @@ mod tests {
         let l = lock_script();
         assert!(l.starts_with("*filter\n:CRIU - [0:0]\n-I INPUT -j CRIU\n-I OUTPUT -j CRIU\n"));
         assert!(l.contains("-A CRIU -m mark --mark 0xC114 -j ACCEPT\n-A CRIU -j DROP\nCOMMIT\n"));
+        let p = pass_script();
+        assert!(p.contains("-A CRIU -m mark --mark 0xC114 -j ACCEPT\nCOMMIT\n"));
+        assert!(!p.contains("DROP"), "{p}");
         let [j, c] = unlock_scripts();
         assert!(j.contains("-D INPUT -j CRIU\n-D OUTPUT -j CRIU\n"));
         assert!(c.contains("-X CRIU\n"));

@@ -45,7 +45,7 @@ impl Addrs {
     }
 }
 
-fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
+pub(super) fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -93,7 +93,10 @@ fn set_perms(p: &Path, perms: &FilePermsEntry) -> std::io::Result<()> {
 
 /// Bind `s` to the name of `u`, if it has one: a path is first cleared of
 /// a stale socket file, and gets its recorded mode and owner. A name whose
-/// file was gone at dump time is bound as a ghost ([`bind_ghost`]).
+/// file was gone at dump time is bound as a ghost ([`bind_ghost`]). A path
+/// is bound in the tree's mount namespace, from a crust thread that joined
+/// it when it is not crust's (the socket keeps the very name it had, and
+/// crust reaches it through an O_PATH fd of its file).
 pub(super) fn bind_name(
     s: BorrowedFd<'_>,
     u: &UnixSkEntry,
@@ -106,24 +109,44 @@ pub(super) fn bind_name(
     let Some(path) = full_path(u) else {
         return su::bind(s, &u.name);
     };
-    if u.deleted == Some(true) {
-        return bind_ghost(s, u, &path, addrs);
+    match crate::util::view::ns_pid() {
+        Some(root) => crate::ns::in_ns(root, &[crate::ns::ids::NsKind::Mnt], || {
+            Ok(bind_path(s, u, &path, bound, addrs, true))
+        })
+        .map_err(std::io::Error::other)?,
+        None => bind_path(s, u, &path, bound, addrs, false),
     }
-    match std::fs::symlink_metadata(&path) {
+}
+
+/// [`bind_name`] for a name that is a path, `path` (relative names below
+/// their `name_dir`), in the mount namespace of this thread; `foreign`:
+/// not crust's, so crust reaches the socket through its file.
+fn bind_path(
+    s: BorrowedFd<'_>,
+    u: &UnixSkEntry,
+    path: &Path,
+    bound: &mut BoundFiles,
+    addrs: &mut Addrs,
+    foreign: bool,
+) -> std::io::Result<()> {
+    if u.deleted == Some(true) {
+        return bind_ghost(s, u, path, addrs);
+    }
+    match std::fs::symlink_metadata(path) {
         Ok(md) if md.file_type().is_socket() => {
             debug!("removing the stale socket file {}", path.display());
-            std::fs::remove_file(&path)?;
+            std::fs::remove_file(path)?;
         }
         Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::EEXIST)),
         Err(_) => {}
     }
     bind_at(s, u)?;
-    bound.add(&path);
+    bound.add(path);
     if let Some(perms) = &u.file_perms {
-        set_perms(&path, perms)?;
+        set_perms(path, perms)?;
     }
-    if !name_path(&u.name).is_some_and(|p| p.is_absolute()) {
-        addrs.add(u.id, open_path(&path)?);
+    if foreign || !name_path(&u.name).is_some_and(|p| p.is_absolute()) {
+        addrs.add(u.id, open_path(path)?);
     }
     Ok(())
 }

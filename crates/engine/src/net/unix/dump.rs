@@ -450,7 +450,10 @@ fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFil
         // owns its file.)
         let bound_here = d.vfs.map(|(vino, _)| vino);
         let accepted = d.state == ST_ESTABLISHED && !is_dgram(d.ty);
-        match std::fs::symlink_metadata(&path) {
+        // Looked up in the tree's mount namespace (through its root's view
+        // when that is not crust's).
+        let seen = crate::util::view::host_path(&path).unwrap_or_else(|| path.clone());
+        match std::fs::symlink_metadata(&seen) {
             Ok(md) if md.file_type().is_socket() => {
                 if bound_here.is_some_and(|v| v as u64 != md.ino()) && !accepted {
                     debug!("{here}: {} was replaced since it was bound", path.display());

@@ -716,10 +716,13 @@ pub struct OpenUnix {
 
 /// Socket files a restore bound: removed when it fails (dropped before
 /// [`BoundFiles::keep`]), so a failed restore leaves no file behind. Each
-/// is known by its inode: a file put at the path since is left alone.
+/// is known by its inode: a file put at the path since is left alone; and
+/// reached through an O_PATH fd of its directory, as the path may be in
+/// the tree's mount namespace (bound from a thread that joined it).
 #[derive(Debug, Default)]
 pub(crate) struct BoundFiles {
-    files: Vec<(std::path::PathBuf, u64, u64)>,
+    /// (directory, the file's name in it, shown path, dev, inode).
+    files: Vec<(OwnedFd, std::ffi::OsString, PathBuf, u64, u64)>,
     kept: bool,
 }
 
@@ -727,8 +730,21 @@ impl BoundFiles {
     /// Record the socket file just bound at `p`.
     pub(super) fn add(&mut self, p: &Path) {
         use std::os::unix::fs::MetadataExt;
-        if let Ok(md) = std::fs::symlink_metadata(p) {
-            self.files.push((p.to_path_buf(), md.dev(), md.ino()));
+        let (Some(name), Ok(md)) = (p.file_name(), std::fs::symlink_metadata(p)) else {
+            return;
+        };
+        let dir = match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d,
+            None => Path::new("."),
+        };
+        match bind::open_path(dir) {
+            Ok(d) => self
+                .files
+                .push((d, name.to_owned(), p.to_path_buf(), md.dev(), md.ino())),
+            Err(e) => warn!(
+                "cannot open the directory of socket file {}: {e}; it stays if the restore fails",
+                p.display()
+            ),
         }
     }
 
@@ -744,7 +760,9 @@ impl Drop for BoundFiles {
         if self.kept {
             return;
         }
-        for (p, dev, ino) in self.files.drain(..) {
+        for (dir, name, shown, dev, ino) in self.files.drain(..) {
+            use std::os::fd::AsRawFd;
+            let p = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(&name);
             let ours = std::fs::symlink_metadata(&p)
                 .map(|md| md.file_type().is_socket() && md.dev() == dev && md.ino() == ino)
                 .unwrap_or(false);
@@ -752,8 +770,11 @@ impl Drop for BoundFiles {
                 continue;
             }
             match std::fs::remove_file(&p) {
-                Ok(()) => debug!("the restore failed: removed socket file {}", p.display()),
-                Err(e) => warn!("cannot remove socket file {}: {e}", p.display()),
+                Ok(()) => debug!(
+                    "the restore failed: removed socket file {}",
+                    shown.display()
+                ),
+                Err(e) => warn!("cannot remove socket file {}: {e}", shown.display()),
             }
         }
     }
