@@ -30,6 +30,9 @@ pub struct IpcNs {
     pub(super) shms: Vec<Segment>,
     pub(super) sems: Vec<(IpcSemEntry, Vec<u16>)>,
     pub(super) msgs: Vec<Queue>,
+    /// The POSIX message queues of the tree's own namespace (crust's
+    /// own image, [`crate::ns::mqueue`]).
+    posix: crate::ns::mqueue::Queues,
 }
 
 fn bad(dir: &Path, why: String) -> Error {
@@ -69,6 +72,7 @@ impl IpcNs {
         }
         let ns = IpcNs {
             var: Some(var),
+            posix: crate::ns::mqueue::Queues::load(dir, id)?,
             ..IpcNs::load_objects(dir, id)?
         };
         Ok(ns)
@@ -82,6 +86,7 @@ impl IpcNs {
             sems: load_sem(dir, id)?,
             msgs: load_msg(dir, id)?,
             var: None,
+            posix: Default::default(),
         };
         debug!(
             "IPC namespace {id}: {} segments, {} semaphore sets, {} queues",
@@ -100,7 +105,10 @@ impl IpcNs {
 
     /// Whether there are no objects to make.
     pub fn is_empty(&self) -> bool {
-        self.shms.is_empty() && self.sems.is_empty() && self.msgs.is_empty()
+        self.shms.is_empty()
+            && self.sems.is_empty()
+            && self.msgs.is_empty()
+            && self.posix.is_empty()
     }
 
     /// For objects of crust's own namespace: every id and key must be
@@ -137,6 +145,7 @@ impl IpcNs {
             for q in &self.msgs {
                 create_queue(pid, q)?;
             }
+            self.posix.create(pid)?;
             debug!("IPC namespace {} made again in that of {pid}", self.id);
             Ok(())
         })
