@@ -158,7 +158,11 @@ except Exception as e:
     CT_CLIENT=$!
 }
 
-ct_count() { cat "$D/client.n" 2>/dev/null || echo 0; }
+ct_count() {
+    local n
+    n=$(cat "$D/client.n" 2>/dev/null)
+    echo "${n:-0}"
+}
 
 # Wait until the client sent more than $1 lines (10 s at most).
 ct_client_moves() {
@@ -176,10 +180,31 @@ ct_client_moves() {
 ct_start() {
     local r=$1 u
     rm -f "$r/ready" "$r/result"
-    u=$(setsid unshare --fork --pid --mount --uts --ipc --net --mount-proc \
-        --time --monotonic "$CT_MONO" --boottime "$CT_BOOT" \
-        "$r/bin/container" --root "$r" --ready /ready --result /result </dev/null >"$D/ctr.out" 2>&1 & echo $!)
-    track "$u" "$(command -v unshare)"
+    local cmd=(unshare --fork --pid --mount --uts --ipc --net --mount-proc
+        --time --monotonic "$CT_MONO" --boottime "$CT_BOOT"
+        "$r/bin/container" --root "$r" --ready /ready --result /result)
+    if [ -z "$CT_USER" ]; then
+        u=$(setsid "${cmd[@]}" </dev/null >"$D/ctr.out" 2>&1 & echo $!)
+        track "$u" "$(command -v unshare)"
+    else
+        # A user namespace first (no newuidmap here: the maps are written
+        # from outside), then the rest of the container made by its root.
+        rm -f "$D/mapped"
+        # Root of the namespace before the exec, or the exec drops the
+        # capabilities the namespace gave.
+        u=$(setsid unshare --user --keep-caps "$PY" -c '
+import os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+os.setgroups([]); os.setgid(0); os.setuid(0)
+os.execvp(sys.argv[2], sys.argv[2:])' "$D/mapped" "${cmd[@]}" </dev/null >"$D/ctr.out" 2>&1 & echo $!)
+        track "$u" "$(readlink -f "$PY")"
+        sleep 0.2
+        { echo "0 $CT_UID 65536" >/proc/"$u"/uid_map && echo "0 $CT_UID 65536" >/proc/"$u"/gid_map; } 2>"$D/map.err" ||
+            { fail "cannot write the user namespace's maps: $(cat "$D/map.err")"; return 1; }
+        touch "$D/mapped"
+        track "$u" "$(command -v unshare)"
+    fi
     PID=$(ct_init_of "$u") || { fail "unshare started no init: $(head -c 300 "$D/ctr.out")"; return 1; }
     wait_file "$r/ready" $READY_TIMEOUT || { fail "the container did not become ready: $(head -c 300 "$D/ctr.out")"; return 1; }
     track "$PID" "$(exe_of "$PID")"
@@ -198,6 +223,11 @@ ct_check() {
     got=$(nsenter -t "$PID" -n sh -c 'nft list ruleset 2>/dev/null || iptables-save' 2>&1)
     echo "$got" | grep -q 'dport 7778.* reject\|--dport 7778 -j REJECT' ||
         { fail "the iptables rule is gone: $got" "$log"; return 1; }
+    if [ -n "$CT_USER" ]; then
+        got=$(cat /proc/"$PID"/uid_map)
+        echo "$got" | grep -q "^ *0 *$CT_UID *65536" || { fail "uid map is: $got" "$log"; return 1; }
+        [ "$(stat -c %u /proc/"$PID")" = "$CT_UID" ] || { fail "the init runs as uid $(stat -c %u /proc/"$PID") outside" "$log"; return 1; }
+    fi
     # The offsets are set again so the clocks inside go on from where they
     # were (no jump): smaller than the first ones by the time the tree was
     # down, a few seconds.
@@ -211,7 +241,7 @@ ct_check() {
     echo "$got" | grep -q ' /tmp .* - tmpfs ' || { fail "no tmpfs on /tmp: $got" "$log"; return 1; }
     echo "$got" | grep -q ' /ro ro,' || { fail "/ro is not read-only: $got" "$log"; return 1; }
     local k
-    for k in pid mnt uts ipc net time; do
+    for k in pid mnt uts ipc net time ${CT_USER:+user}; do
         [ "$(readlink /proc/"$PID"/ns/$k)" != "$(readlink /proc/self/ns/$k)" ] ||
             { fail "the restored tree is in the host's $k namespace" "$log"; return 1; }
     done
@@ -244,6 +274,11 @@ ct_run() {
     local r=$D/root img=$D/img n
     ct_rootfs "$r" || { fail "cannot build the root filesystem"; return 1; }
     cp -a "$r" "$D/rootcopy" || return 1
+    # With a user namespace, root inside is CT_UID outside: the root
+    # filesystem is its, and it must be able to reach it.
+    if [ -n "$CT_USER" ]; then
+        chown -R "$CT_UID:$CT_UID" "$r" "$D/rootcopy" && chmod o+x "$(dirname "$D")" "$D" || return 1
+    fi
     ct_start "$r" || return 1
     ct_net || return 1
     ct_client
@@ -276,7 +311,10 @@ ct_run() {
     ct_verdict "$D/rootcopy" "$img/restore3.log"
 }
 
-t_container_cr() {
+CT_USER=          # 1: the container has a user namespace of its own
+CT_UID=100000
+
+ct_test() {
     need_cr || return $?
     command -v ip >/dev/null && command -v nsenter >/dev/null && command -v iptables >/dev/null &&
         command -v unshare >/dev/null || { skip "needs ip, nsenter, iptables and unshare"; return 2; }
@@ -287,4 +325,13 @@ t_container_cr() {
     return $rc
 }
 
-ALL_TESTS+=(container-cr)
+t_container_cr() { CT_USER='' ct_test; }
+
+# The same container in a user namespace of its own mapping its root to
+# the unprivileged uid and gid CT_UID (65536 ids), which owns its other
+# namespaces.
+t_container_userns_cr() {
+    CT_USER=1 ct_test
+}
+
+ALL_TESTS+=(container-cr container-userns-cr)

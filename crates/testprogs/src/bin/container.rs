@@ -77,12 +77,17 @@ fn enter_root(root: &str) {
         if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c"old".as_ptr()) != 0 {
             die("pivot_root");
         }
+    }
+    // A proc of its own while the old root's is still in sight (in a user
+    // namespace the kernel wants a fully visible proc already mounted).
+    mount("proc", "/proc", "proc", 0, "");
+    // SAFETY: NUL-terminated paths that outlive the calls.
+    unsafe {
         if libc::chdir(c"/".as_ptr()) != 0 || libc::umount2(c"/old".as_ptr(), libc::MNT_DETACH) != 0
         {
             die("detach the old root");
         }
     }
-    mount("proc", "/proc", "proc", 0, "");
     // Stdio on the container's own /dev/null, as a runtime gives it (the
     // launcher's files are not in this mount namespace).
     // SAFETY: a NUL-terminated path; dup2 and close take fds only.
