@@ -165,6 +165,10 @@ pub fn unlock_netns(method: Method, ns: &File, conns: &[Conn]) -> Result<(), cra
             if !conns.is_empty() {
                 unlock(method, conns)?;
             }
+            // CRIU's iptables lock, if its images brought it back.
+            for (tool, restore) in families() {
+                ipt_unlock_ns_one(tool, restore);
+            }
             Ok(())
         }),
         Method::Iptables => in_ns(ns, || {

@@ -183,9 +183,22 @@ impl IpcNs {
     }
 }
 
+/// Open an objects image of the namespace; None when there is no such
+/// file: CRIU 4.2 removes an image it wrote nothing into (a namespace
+/// without semaphore sets has no ipcns-sem file).
+fn open_objects(dir: &Path, ty: ImageType, name: &str) -> Result<Option<ImageReader>, Error> {
+    match ImageReader::open_typed(dir, ty, name) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(img_r(name)(e)),
+    }
+}
+
 fn load_shm(dir: &Path, ns: u32) -> Result<Vec<Segment>, Error> {
     let name = ImageType::IpcnsShm.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsShm, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsShm, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcShmEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
@@ -238,7 +251,9 @@ fn load_segment_pages(dir: &Path, e: &IpcShmEntry) -> Result<(Vec<Run>, PathBuf)
 
 fn load_sem(dir: &Path, ns: u32) -> Result<Vec<(IpcSemEntry, Vec<u16>)>, Error> {
     let name = ImageType::IpcnsSem.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsSem, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsSem, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcSemEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
@@ -262,7 +277,9 @@ fn load_sem(dir: &Path, ns: u32) -> Result<Vec<(IpcSemEntry, Vec<u16>)>, Error> 
 
 fn load_msg(dir: &Path, ns: u32) -> Result<Vec<Queue>, Error> {
     let name = ImageType::IpcnsMsg.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsMsg, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsMsg, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcMsgEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
