@@ -121,7 +121,7 @@ round() {
     mkdir -p "$img"
     if [[ $tool == criu ]]; then start --mq-may-vanish 1; else start; fi
     t0=$(now)
-    "$bin" dump -t "$PID" -D "$img" -o dump.log -v"${BENCH_V:-2}" --tcp-established \
+    "$bin" dump -t "$PID" -D "$img" -o dump.log -v"${BENCH_V:-2}" --tcp-established --external "veth[$IN]" \
         >"$WORK/dump.out" 2>&1 || { echo "$tool dump failed: $(grep -m3 Error "$img/dump.log")" >&2; exit 1; }
     t1=$(now)
     # The dead namespace's veth goes a moment later (kernel work, not the

@@ -300,7 +300,8 @@ ct_run() {
     ct_client
     ct_client_moves 3 || return 1
     mkdir -p "$img"
-    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log --tcp-established
+    # --external veth[IN] alone, as CRIU's dump takes it: names no outer end.
+    crust_run dump dump -t "$PID" -D "$img" -v4 -o dump.log --tcp-established --external "veth[$CT_IN]"
     [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
     wait_gone "$PID" 5 || { fail "the container still runs after the dump" "$img/dump.log"; return 1; }
     n=$(ct_count)
