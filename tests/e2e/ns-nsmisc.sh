@@ -91,15 +91,3 @@ t_err_restore_joinns() {
 }
 
 ALL_TESTS+=(joinns-cr err-restore-joinns)
-
-# A POSIX message queue left in the tree's own IPC namespace with no fd on
-# it: refused, naming it (CRIU 4.2 has no image for queues); the tree runs
-# on, and nothing is left mounted.
-t_err_dump_mqueue_ns() {
-    local before
-    before=$(wc -l </proc/self/mountinfo)
-    dump_must_fail 'POSIX message queues \(/crust-sysvipc\)' sysvipc --mqueue 2 || return 1
-    [ "$(wc -l </proc/self/mountinfo)" = "$before" ] || { fail "the mount table changed"; return 1; }
-}
-
-ALL_TESTS+=(err-dump-mqueue-ns)

@@ -210,6 +210,8 @@ crit_files() {
         # raw dumps of outside tools (ip, iptables, nft), as CRIU's: crit does not read them
         case ${f##*/} in ifaddr-*.img | route-*.img | route6-*.img | rule-*.img | ip*tables-*.img | nftables-*.img) continue ;; esac
         case ${f##*/} in pages-*.img | tmpfs-*.tar.gz.img) continue ;; esac
+        # crust's own extension (POSIX message queues): CRIU's crit does not know it
+        case ${f##*/} in crust-*.img) continue ;; esac
         printf '%s\n' "$f"
     done
 }
@@ -973,6 +975,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-filesns.sh"
 # shellcheck source=tests/e2e/ns-tcpns.sh
 . "$ROOT/tests/e2e/ns-tcpns.sh"
+# shellcheck source=tests/e2e/ns-container.sh
+. "$ROOT/tests/e2e/ns-container.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

@@ -213,6 +213,9 @@ image_types! {
     BpfmapData, "BPFMAP_DATA", "bpfmap-data.img", 0x64324033, Common, BpfmapData, BpfmapDataEntry;
     Apparmor, "APPARMOR", "apparmor.img", 0x59423047, Common, None, ApparmorEntry;
     Pidfd, "PIDFD", "pidfd.img", 0x54435556, Common, None, PidfdEntry;
+    // crust's own extension (no CRIU 4.2 image; CRIU never opens it): the
+    // POSIX message queues of an IPC namespace. Its magic is none of CRIU's.
+    CrustMqueue, "CRUST_MQUEUE", "crust-mqueue-%u.img", 0x43525351, Common, None, CrustMqueueEntry;
     Stats, "STATS", "stats-%s", 0x57093306, Service, None, StatsEntry;
     IrmapCache, "IRMAP_CACHE", "irmap-cache", 0x57004059, Service, None, IrmapCacheEntry;
 }

@@ -14,7 +14,7 @@
 //!   [`tree::TreeNamespaces::prepare`] in named phases).
 //! - [`join`]: `--join-ns` (the root made in existing namespaces) and
 //!   `--empty-ns` parsing.
-//! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (refused).
+//! - [`mqueue`]: POSIX message queues of the tree's IPC namespace (crust's own image).
 //! - One module per kind: [`user`] (uid/gid maps, and the ids of the
 //!   images as the tree's user namespace sees them), [`uts`], [`time`]
 //!   (clocks), [`mnt`] (mounts), [`net`] (the network namespace's own

@@ -63,8 +63,8 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
             NsKind::Uts => uts::dump(dir, root_pid, id)?,
             NsKind::Time => time::dump(dir, root_pid, id)?,
             // System V IPC is dumped by the ipc step; POSIX message
-            // queues have no image.
-            NsKind::Ipc => super::mqueue::refuse_queues(root_pid)?,
+            // queues go to crust's own image.
+            NsKind::Ipc => super::mqueue::dump(dir, root_pid, id)?,
             // The pid namespace has no image.
             NsKind::Pid => {}
             NsKind::Net if super::net::empty(ctx.opts)? => {

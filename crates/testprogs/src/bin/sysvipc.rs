@@ -14,7 +14,7 @@
 //!
 //! With `--mqueue 1` it also holds a POSIX message queue open (which crust
 //! refuses); with `--mqueue 2` it makes one and closes it (the queue stays
-//! in its IPC namespace, which crust refuses too); with `--child-ns 1` the child moves to an IPC namespace of its
+//! in its IPC namespace: crust dumps it, see `posixmq`); with `--child-ns 1` the child moves to an IPC namespace of its
 //! own (a tree in two IPC namespaces, which crust refuses).
 //!
 //! After SIGTERM it checks ids, keys, modes, contents, values and messages

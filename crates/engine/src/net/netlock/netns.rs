@@ -225,6 +225,10 @@ fn unlock_netns_now(method: Method, ns: &File, conns: &[Conn]) -> Result<(), cra
             if !conns.is_empty() {
                 unlock(method, conns)?;
             }
+            // CRIU's iptables lock, if its images brought it back.
+            for (tool, restore) in families() {
+                ipt_unlock_ns_one(tool, restore);
+            }
             Ok(())
         }),
         Method::Iptables => in_ns(ns, || {

@@ -123,6 +123,11 @@ pub(crate) fn outers(external: &[String]) -> Result<Vec<(String, Outer)>, String
         let Some(rest) = x.strip_prefix("veth[") else {
             continue;
         };
+        // `veth[IN]` alone (CRIU takes it, at dump too) names no outer end.
+        if rest.find(']').is_some_and(|i| i + 1 == rest.len()) {
+            log::debug!("--external {x}: no outer end named, nothing to plug");
+            continue;
+        }
         let (inner, val) = rest
             .split_once("]:")
             .ok_or_else(|| format!("--external {x}: expected veth[IN]:OUT[@BRIDGE]"))?;
@@ -342,6 +347,8 @@ mod tests {
         assert_eq!(o[0].1.bridge.as_deref(), Some("br0"));
         assert_eq!(o[1].1.bridge, None);
         assert!(outers(&["veth[eth0]host0".to_string()]).is_err());
+        // CRIU's dump takes veth[IN] alone: it names no outer end.
+        assert!(outers(&["veth[eth0]".to_string()]).unwrap().is_empty());
         assert!(outers(&["veth[eth0]:".to_string()]).is_err());
         assert!(outers(&["veth[eth0]:a/b".to_string()]).is_err());
     }

@@ -381,8 +381,13 @@ impl NetNs {
         self.outers.iter().find(|(n, _)| n == inner).map(|(_, o)| o)
     }
 
+    /// The rules of CRIU's images may hold CRIU's network lock (a `CRIU`
+    /// chain: CRIU dumps them locked); it stays until every connection is
+    /// back in place, then the restore's network unlock lifts it
+    /// (`netlock::unlock_netns`), as CRIU's restore does. Lifted here, a
+    /// peer's retransmission before the connection exists would draw a
+    /// reset.
     fn run_tools(&self, pid: i32) -> Result<(), Error> {
-        let mut rules = false;
         for (p, data) in &self.parts {
             tools::restore(*p, data).map_err(|f| Error::Restore {
                 pid,
@@ -394,10 +399,6 @@ impl NetNs {
                     f.why
                 ),
             })?;
-            rules |= matches!(p, Part::Iptables | Part::Ip6tables | Part::Nftables);
-        }
-        if rules {
-            tools::unlock_criu_chain();
         }
         Ok(())
     }

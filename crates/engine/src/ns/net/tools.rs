@@ -189,24 +189,6 @@ pub(super) fn restore(part: Part, data: &[u8]) -> Result<(), ToolFailed> {
     }
 }
 
-/// CRIU's network lock (a `CRIU` chain every packet of the namespace
-/// jumps to, dropping those without its mark) may be in the rules of
-/// CRIU's images: remove it, as CRIU does once its restore is done.
-pub(super) fn unlock_criu_chain() {
-    for v6 in [false, true] {
-        let base = if v6 { "ip6tables" } else { "iptables" };
-        if run(&[base, "-w", "-n", "-L", "CRIU"], None).is_err() {
-            continue;
-        }
-        for chain in ["INPUT", "OUTPUT"] {
-            while run(&[base, "-w", "-D", chain, "-j", "CRIU"], None).is_ok() {}
-        }
-        let _ = run(&[base, "-w", "-F", "CRIU"], None);
-        let _ = run(&[base, "-w", "-X", "CRIU"], None);
-        log::debug!("removed CRIU's network lock chain ({base})");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

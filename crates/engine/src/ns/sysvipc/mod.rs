@@ -97,22 +97,24 @@ fn parse_next_id(text: &str) -> Option<u32> {
     (0..=i32::MAX as i64).contains(&v).then_some(v as u32)
 }
 
-/// A sysctl's text, read in one read(2): a sysctl of numbers answers a
-/// read at a non-zero offset with nothing, so a short first read (std's
-/// `read_to_string` probes with 32 bytes) would cut the text.
+/// A sysctl's text, read in one read(2): a sysctl gives nothing to a read
+/// at an offset other than 0, so a short first read (std's
+/// `read_to_string` probes with 32 bytes first) would cut a long value,
+/// as the four numbers of kernel/sem can be.
 fn read_sysctl(name: &str) -> Result<String, Error> {
     use std::io::Read;
     let path = PathBuf::from(format!("{SYS}/{name}"));
+    let io = |source| Error::Io {
+        op: "cannot read",
+        path: path.clone(),
+        source,
+    };
     let mut buf = vec![0u8; 4096];
     let n = std::fs::File::open(&path)
         .and_then(|mut f| f.read(&mut buf))
-        .map_err(|source| Error::Io {
-            op: "cannot read",
-            path,
-            source,
-        })?;
+        .map_err(io)?;
     buf.truncate(n);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    String::from_utf8(buf).map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 fn sysctl_num(name: &str) -> Result<u64, Error> {
@@ -247,6 +249,32 @@ mod tests {
         assert_eq!(parse_next_id("-1\n"), None);
         assert_eq!(parse_next_id("32768\n"), Some(32768));
         assert_eq!(parse_next_id("junk"), None);
+    }
+
+    /// kernel/sem with four long values (zdtm's ipc_namespace writes
+    /// random ones) reads back whole: the text is longer than the 32 bytes
+    /// std's read_to_string reads first, and a sysctl gives nothing to a
+    /// second read. Needs root (a thread's own IPC namespace).
+    #[test]
+    fn long_sysctl_reads_whole() {
+        if crust_sys::userns::real_ids().0 != 0 {
+            return;
+        }
+        let got = std::thread::spawn(|| {
+            crust_sys::ns::unshare(libc::CLONE_NEWIPC).map_err(|e| e.to_string())?;
+            std::fs::write(
+                format!("{SYS}/kernel/sem"),
+                "1677987595 213649708 2025021994 100\n",
+            )
+            .map_err(|e| e.to_string())?;
+            read_sysctl("kernel/sem").map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            parse_numbers(&got.expect("kernel/sem read")),
+            Some(vec![1677987595, 213649708, 2025021994, 100])
+        );
     }
 
     #[test]

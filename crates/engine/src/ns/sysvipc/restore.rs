@@ -30,6 +30,9 @@ pub struct IpcNs {
     pub(super) shms: Vec<Segment>,
     pub(super) sems: Vec<(IpcSemEntry, Vec<u16>)>,
     pub(super) msgs: Vec<Queue>,
+    /// The POSIX message queues of the tree's own namespace (crust's
+    /// own image, [`crate::ns::mqueue`]).
+    posix: crate::ns::mqueue::Queues,
 }
 
 fn bad(dir: &Path, why: String) -> Error {
@@ -69,6 +72,7 @@ impl IpcNs {
         }
         let ns = IpcNs {
             var: Some(var),
+            posix: crate::ns::mqueue::Queues::load(dir, id)?,
             ..IpcNs::load_objects(dir, id)?
         };
         Ok(ns)
@@ -82,6 +86,7 @@ impl IpcNs {
             sems: load_sem(dir, id)?,
             msgs: load_msg(dir, id)?,
             var: None,
+            posix: Default::default(),
         };
         debug!(
             "IPC namespace {id}: {} segments, {} semaphore sets, {} queues",
@@ -100,7 +105,10 @@ impl IpcNs {
 
     /// Whether there are no objects to make.
     pub fn is_empty(&self) -> bool {
-        self.shms.is_empty() && self.sems.is_empty() && self.msgs.is_empty()
+        self.shms.is_empty()
+            && self.sems.is_empty()
+            && self.msgs.is_empty()
+            && self.posix.is_empty()
     }
 
     /// For objects of crust's own namespace: every id and key must be
@@ -137,6 +145,7 @@ impl IpcNs {
             for q in &self.msgs {
                 create_queue(pid, q)?;
             }
+            self.posix.create(pid)?;
             debug!("IPC namespace {} made again in that of {pid}", self.id);
             Ok(())
         })
@@ -174,9 +183,22 @@ impl IpcNs {
     }
 }
 
+/// Open an objects image of the namespace; None when there is no such
+/// file: CRIU 4.2 removes an image it wrote nothing into (a namespace
+/// without semaphore sets has no ipcns-sem file).
+fn open_objects(dir: &Path, ty: ImageType, name: &str) -> Result<Option<ImageReader>, Error> {
+    match ImageReader::open_typed(dir, ty, name) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(img_r(name)(e)),
+    }
+}
+
 fn load_shm(dir: &Path, ns: u32) -> Result<Vec<Segment>, Error> {
     let name = ImageType::IpcnsShm.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsShm, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsShm, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcShmEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
@@ -239,7 +261,9 @@ fn load_segment_pages(dir: &Path, e: &IpcShmEntry) -> Result<(Vec<Run>, PathBuf)
 
 fn load_sem(dir: &Path, ns: u32) -> Result<Vec<(IpcSemEntry, Vec<u16>)>, Error> {
     let name = ImageType::IpcnsSem.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsSem, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsSem, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcSemEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
@@ -263,7 +287,9 @@ fn load_sem(dir: &Path, ns: u32) -> Result<Vec<(IpcSemEntry, Vec<u16>)>, Error> 
 
 fn load_msg(dir: &Path, ns: u32) -> Result<Vec<Queue>, Error> {
     let name = ImageType::IpcnsMsg.file_name(ns as u64);
-    let mut r = ImageReader::open_typed(dir, ImageType::IpcnsMsg, &name).map_err(img_r(&name))?;
+    let Some(mut r) = open_objects(dir, ImageType::IpcnsMsg, &name)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     while let Some(e) = r.read_entry::<IpcMsgEntry>().map_err(img_r(&name))? {
         check_desc(dir, &name, &e.desc)?;
