@@ -118,18 +118,15 @@ pub struct VmaSources<'a> {
     pub attach_sysv: &'a AttachSysv,
 }
 
-/// A shared memory object that exists already, for a task to map.
+/// A shared memory object that exists already, for a task to map:
+/// crust's own description of it (a memfd crust made, or the object a
+/// process built before maps, opened through its /proc/PID/map_files),
+/// given to the task over a unix socket. The same description, so a memfd
+/// mapped through memfd_create's own one gains no writer (execveat of it
+/// would fail with ETXTBSY); given, not taken by pidfd_getfd, since a task
+/// in a pid namespace of its own cannot name crust.
 #[derive(Debug, Clone)]
-pub enum MadeObject {
-    /// Crust's own description `fd` (of process `pid`, crust), taken with
-    /// pidfd_getfd: the same description, so a memfd mapped through
-    /// memfd_create's own one gains no writer (execveat of it would fail
-    /// with ETXTBSY).
-    Fd { pid: i32, fd: i32 },
-    /// A path to open (/proc/PID/map_files/START-END of a process built
-    /// before).
-    Path(String),
-}
+pub struct MadeObject(pub std::sync::Arc<std::os::fd::OwnedFd>);
 
 /// One VMA of the dumped task, classified.
 #[derive(Debug, Clone)]

@@ -424,37 +424,27 @@ pub(crate) fn restore_shmem(
 /// read-only if its seals forbid writing (then no VMA of it was writable).
 fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
     let what = format!("shared memory object {} ({:?})", o.ino, o.name);
-    let fd = match m {
-        MadeObject::Path(path) => {
-            let a = r.put_cstr(0, path.as_bytes())?;
-            r.call(
-                &format!("open {what} through {path}"),
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    a.get(),
-                    (libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )?
-        }
-        MadeObject::Fd { pid, fd } => {
-            let pidfd = r.call(
-                &format!("pidfd_open crust ({pid})"),
-                libc::SYS_pidfd_open,
-                [*pid as u64, 0, 0, 0, 0, 0],
-            )?;
-            let got = r.call(
-                &format!("pidfd_getfd {what} (crust's fd {fd})"),
-                libc::SYS_pidfd_getfd,
-                [pidfd, *fd as u64, 0, 0, 0, 0],
-            );
-            r.call("close pidfd", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
-            got?
-        }
-    };
+    use std::os::fd::AsFd;
+    // A number free in the task's fd table, for a moment.
+    let pid = r.pid();
+    let fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(crate::util::sys_err(pid, "list its fds"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .max()
+        .map_or(0, |n| n + 1);
+    crate::files::fdpass::give_fds(
+        r,
+        &[crate::files::fdpass::Gift {
+            fd: m.0.as_fd(),
+            target: fd,
+            cloexec: true,
+        }],
+    )
+    .map_err(|e| Error::Restore {
+        pid,
+        what: format!("giving {what} to the task: {e}"),
+    })?;
+    let fd = fd as u64;
     let map = |r: &mut Remote<'_>, prot: i32| {
         r.call(
             &format!("mmap {what}"),
