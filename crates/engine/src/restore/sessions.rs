@@ -135,7 +135,8 @@ pub(super) fn plan(procs: &mut Vec<ProcImage>) -> Result<SessionPlan, Error> {
             ))
         })?;
         set_creator(&mut plan, i, parent);
-        if e.sid == 0 || e.sid == e.pid {
+        // (Session 0: the root's, outside the tree's pid namespace.)
+        if e.sid == e.pid {
             continue;
         }
         if let Some(marks) = born_with(procs, &index, parent, e.sid) {
@@ -165,7 +166,7 @@ pub(super) fn plan(procs: &mut Vec<ProcImage>) -> Result<SessionPlan, Error> {
                 plan.adopt.insert(i);
                 k
             }
-            None if !taken(e.sid, &index) => {
+            None if e.sid != 0 && !taken(e.sid, &index) => {
                 debug!("helper {} holds the session of {}", e.sid, e.pid);
                 let h = push_helper(procs, &mut index, e.sid, e.ppid, e.sid);
                 set_creator(&mut plan, h, parent);
@@ -393,6 +394,20 @@ mod tests {
             (17, 18, 4, 17)
         );
         assert_eq!(plan.creator(3), Some(2));
+    }
+
+    #[test]
+    fn session_outside_the_pid_namespace_is_inherited_too() {
+        // The root's session is outside (0); 2 forked 5, then setsid.
+        let mut v = vec![
+            p(1, 0, 0, 0, true),
+            p(2, 1, 2, 2, true),
+            p(5, 2, 0, 0, true),
+        ];
+        let plan = plan(&mut v).unwrap();
+        assert_eq!(v.len(), 3, "no helper");
+        assert!(plan.late_setsid(1));
+        assert_eq!(plan.made_by(&v, 1), vec![(2, true)]);
     }
 
     #[test]
