@@ -56,4 +56,22 @@ t_err_ns_session_elsewhere() {
     kill_tree "$PID" "$BIN/sessns"
 }
 
-ALL_TESTS+=(ns-sessions err-ns-session-elsewhere)
+# mntns --procfd 1 as the init of a pid namespace of its own, in a mount
+# namespace of its own with a proc of its own: its fd on /proc/1/status is
+# opened again through the tree's proc (crust's /proc at the host pid
+# would be another inode).
+t_ns_own_proc_file() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_pidns_init mntns --dir "$D/dir" --procfd 1 || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" -v4 -o restore.log --external 'mnt[dev]:/dev'
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    PID=$(cat "$D/pidfile")
+    track "$PID" "$BIN/mntns"
+    rm -f "$D/ready"
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(ns-sessions err-ns-session-elsewhere ns-own-proc-file)
