@@ -104,6 +104,10 @@ pub type Memfds = std::collections::HashMap<u32, crust_images::proto::memfd::Mem
 /// task, given the whole VMA list: the IPC namespace's business.
 pub type AttachSysv = dyn Fn(&mut Remote<'_>, &MmEntry, &VmaEntry) -> Result<(), Error>;
 
+/// Give crust's fd to the task at fd number `target` (close-on-exec): the
+/// files' business (their fd-passing socket).
+pub type GiveFd = dyn Fn(&mut Remote<'_>, std::os::fd::BorrowedFd<'_>, i32) -> Result<(), Error>;
+
 /// What the restore of a process's VMAs takes from outside memory.
 pub struct VmaSources<'a> {
     /// The path of the file of files.img id `id` (mapped files).
@@ -116,6 +120,8 @@ pub struct VmaSources<'a> {
     pub made_objects: &'a dyn Fn(u64) -> Option<MadeObject>,
     /// How System V segments are attached.
     pub attach_sysv: &'a AttachSysv,
+    /// How a made object reaches the task.
+    pub give_fd: &'a GiveFd,
 }
 
 /// A shared memory object that exists already, for a task to map:

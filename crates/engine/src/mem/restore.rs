@@ -129,7 +129,7 @@ pub fn restore_vmas(
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
             let made = (src.made_objects)(o.ino);
-            restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
+            restored += restore_shmem(r, pages, mm, o, made.as_ref(), src.give_fd)?;
         }
     }
     let (fills, keep) = task_fills(runs, &private_inherited);

@@ -363,10 +363,11 @@ pub(crate) fn restore_shmem(
     mm: &MmEntry,
     o: &ShmemObject,
     made: Option<&MadeObject>,
+    give: &super::GiveFd,
 ) -> Result<u64, Error> {
     let base = match made {
         // Made and filled already (by crust, or by another process).
-        Some(m) => map_made(r, o, m)?,
+        Some(m) => map_made(r, o, m, give)?,
         None => {
             let base = map_object(r, o)?;
             let fill: Vec<FillRun> = o
@@ -422,7 +423,12 @@ pub(crate) fn restore_shmem(
 /// through `path`: crust's fd of a memfd it made, or the map_files link of
 /// a process built before), shared, where the kernel likes: read-write, or
 /// read-only if its seals forbid writing (then no VMA of it was writable).
-fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
+fn map_made(
+    r: &mut Remote<'_>,
+    o: &ShmemObject,
+    m: &MadeObject,
+    give: &super::GiveFd,
+) -> Result<u64, Error> {
     let what = format!("shared memory object {} ({:?})", o.ino, o.name);
     use std::os::fd::AsFd;
     // A number free in the task's fd table, for a moment.
@@ -432,15 +438,7 @@ fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, 
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .max()
         .map_or(0, |n| n + 1);
-    crate::files::fdpass::give_fds(
-        r,
-        &[crate::files::fdpass::Gift {
-            fd: m.0.as_fd(),
-            target: fd,
-            cloexec: true,
-        }],
-    )
-    .map_err(|e| Error::Restore {
+    give(r, m.0.as_fd(), fd).map_err(|e| Error::Restore {
         pid,
         what: format!("giving {what} to the task: {e}"),
     })?;

@@ -361,6 +361,14 @@ pub(super) fn build_memory(
             paths: &|id| via_crust.get(&id).cloned().or_else(|| files.path_of(id)),
             memfds: &img.memfds,
             made_objects: &|id| objects.get(&id).cloned(),
+            give_fd: &|r, fd, target| {
+                let gift = crate::files::fdpass::Gift {
+                    fd,
+                    target,
+                    cloexec: true,
+                };
+                crate::files::fdpass::give_fds(r, &[gift])
+            },
             attach_sysv: &crate::ns::sysvipc::attach,
         },
         &source,
