@@ -965,6 +965,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-mntext.sh"
 # shellcheck source=tests/e2e/ns-flavor.sh
 . "$ROOT/tests/e2e/ns-flavor.sh"
+# shellcheck source=tests/e2e/ns-ttyns.sh
+. "$ROOT/tests/e2e/ns-ttyns.sh"
 # shellcheck source=tests/e2e/ns-netsk.sh
 . "$ROOT/tests/e2e/ns-netsk.sh"
 # shellcheck source=tests/e2e/ns-netmisc.sh

@@ -3,7 +3,7 @@
 //! numbers is [`crate::task::fdgift`] (re-exported here): memory restore
 //! needs it too.
 
-pub use crate::task::fdgift::{give_fd, give_fds, Gift};
+pub use crate::task::fdgift::{give_fds, Gift};
 use crate::util::sys_err;
 use crate::Error;
 use std::os::fd::{BorrowedFd, OwnedFd};

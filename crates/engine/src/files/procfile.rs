@@ -6,7 +6,9 @@
 //! the fd tables are built. So it is a late description
 //! ([`OpenKind::late`]): crust opens it once the whole tree exists, at the
 //! host pid of the process it names (they differ in a new pid namespace),
-//! with its flags and offset, and hands it over like the other late fds.
+//! or through the tree's own /proc when it has a mount namespace of its
+//! own, with its flags and offset, and hands it over like the other late
+//! fds.
 //! CRIU gets the same by opening files only once every task is forked.
 //! A /proc file of a process outside the tree is opened in the task as any
 //! file.
@@ -19,7 +21,6 @@ use crust_images::proto::regfile::RegFileEntry;
 use log::debug;
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::BorrowedFd;
-use std::path::Path;
 
 use super::classify::proc_pid;
 
@@ -103,15 +104,13 @@ impl OpenKind for OpenProcFiles {
                 what: format!("file {id} ({}) names it, but it was not restored", reg.name),
             })?;
             let mut at = reg.clone();
-            // Through the tree's own /proc when it has a mount namespace of
-            // its own (its proc shows the pids of its pid namespace, and the
-            // fd then names the path the tree knows); else through crust's,
-            // by the host pid.
-            let own = crate::util::view::ns_pid()
-                .and_then(|_| crate::util::view::host_path(Path::new(&reg.name)));
-            at.name = match own {
-                Some(p) => p.to_string_lossy().into_owned(),
-                None => format!("/proc/{host}{tail}"),
+            // In the tree's own mount namespace, through its own proc (a
+            // file of another proc would be another inode); else at the
+            // host pid in crust's.
+            let own = std::path::Path::new(&reg.name);
+            at.name = match crate::util::view::host_path(own) {
+                Some(p) if p.as_path() != own && p.exists() => p.to_string_lossy().into_owned(),
+                _ => format!("/proc/{host}{tail}"),
             };
             let fd = super::regshare::open_desc(&at)
                 .map_err(sys_err(me, format!("open {} for file {id}", at.name)))?;

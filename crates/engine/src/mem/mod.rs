@@ -121,26 +121,18 @@ pub struct VmaSources<'a> {
     /// made again), which the task's /proc, of another pid namespace
     /// maybe, does not have.
     pub crust_paths: &'a dyn Fn(u64) -> Option<String>,
-    /// How crust gives one of its fds to the task (at a number the kernel
-    /// picks, close-on-exec; returns it).
-    pub give_fd: &'a GiveFd,
 }
 
-/// Give crust's fd to the task; returns its number there.
-pub type GiveFd = dyn Fn(&mut Remote<'_>, std::os::fd::BorrowedFd<'_>) -> Result<u64, Error>;
-
-/// A shared memory object that exists already, for a task to map.
+/// A shared memory object that exists already, for a task to map:
+/// crust's own description of it (a memfd crust made, or the object a
+/// process built before maps, opened through its /proc/PID/map_files),
+/// given to the task over a unix socket ([`crate::task::fdgift`]). The same
+/// description, so a memfd mapped through memfd_create's own one gains no
+/// writer (execveat of it would fail with ETXTBSY); given, not taken by
+/// pidfd_getfd, since a task in a pid namespace of its own cannot name
+/// crust.
 #[derive(Debug, Clone)]
-pub enum MadeObject {
-    /// Crust's own description `fd` (of process `pid`, crust), taken with
-    /// pidfd_getfd: the same description, so a memfd mapped through
-    /// memfd_create's own one gains no writer (execveat of it would fail
-    /// with ETXTBSY).
-    Fd { pid: i32, fd: i32 },
-    /// A path crust opens and gives to the task (/proc/PID/map_files/
-    /// START-END of a process built before, in crust's /proc).
-    Path(String),
-}
+pub struct MadeObject(pub std::sync::Arc<std::os::fd::OwnedFd>);
 
 /// One VMA of the dumped task, classified.
 #[derive(Debug, Clone)]

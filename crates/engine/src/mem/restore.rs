@@ -129,8 +129,7 @@ pub fn restore_vmas(
             .all(|v| inherited.contains(&(v.start, v.end)));
         if !kept {
             let made = (src.made_objects)(o.ino);
-            let made = made.as_ref().map(|m| (m, src.give_fd));
-            restored += restore_shmem(r, pages, mm, o, made)?;
+            restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
         }
     }
     let (fills, keep) = task_fills(runs, &private_inherited);
@@ -270,7 +269,7 @@ fn file_fd(
             source,
         })?;
         use std::os::fd::AsFd;
-        let fd = (src.give_fd)(r, file.as_fd())?;
+        let fd = crate::task::fdgift::give_fd(r, file.as_fd())?;
         open_fds.push(OpenFd {
             id: v.shmid,
             flags,

@@ -15,7 +15,7 @@ use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use log::debug;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The pages-N.img ids of shared memory objects are this bit plus the low
@@ -362,11 +362,11 @@ pub(crate) fn restore_shmem(
     pages: &dyn PageSource,
     mm: &MmEntry,
     o: &ShmemObject,
-    made: Option<(&MadeObject, &super::GiveFd)>,
+    made: Option<&MadeObject>,
 ) -> Result<u64, Error> {
     let base = match made {
         // Made and filled already (by crust, or by another process).
-        Some((m, give)) => map_made(r, o, m, give)?,
+        Some(m) => map_made(r, o, m)?,
         None => {
             let base = map_object(r, o)?;
             let fill: Vec<FillRun> = o
@@ -420,37 +420,12 @@ pub(crate) fn restore_shmem(
 
 /// Map the whole of an object that exists already, shared, where the
 /// kernel likes: read-write, or read-only if its seals forbid writing
-/// (then no VMA of it was writable). Crust opens it (its own description
-/// of a memfd it made, taken with pidfd_getfd so that the same
-/// description is mapped; or the map_files link of a process built before)
+/// (then no VMA of it was writable). Crust holds it (see [`MadeObject`])
 /// and gives it to the task, whose /proc may be another pid namespace's.
-fn map_made(
-    r: &mut Remote<'_>,
-    o: &ShmemObject,
-    m: &MadeObject,
-    give: &super::GiveFd,
-) -> Result<u64, Error> {
+fn map_made(r: &mut Remote<'_>, o: &ShmemObject, m: &MadeObject) -> Result<u64, Error> {
     let what = format!("shared memory object {} ({:?})", o.ino, o.name);
-    let pid = r.pid();
-    let file: std::os::fd::OwnedFd = match m {
-        MadeObject::Path(path) => std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(sys_err(pid, format!("open {what} through {path}")))?
-            .into(),
-        MadeObject::Fd { pid: owner, fd } => {
-            use crust_sys::unix as su;
-            let pidfd = su::pidfd_open(*owner)
-                .map_err(sys_err(pid, format!("pidfd_open crust ({owner})")))?;
-            su::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), *fd).map_err(sys_err(
-                pid,
-                format!("pidfd_getfd {what} (crust's fd {fd})"),
-            ))?
-        }
-    };
-    let fd = give(r, std::os::fd::AsFd::as_fd(&file))?;
+    use std::os::fd::AsFd;
+    let fd = crate::task::fdgift::give_fd(r, m.0.as_fd())?;
     let map = |r: &mut Remote<'_>, prot: i32| {
         r.call(
             &format!("mmap {what}"),

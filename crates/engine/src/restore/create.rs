@@ -395,8 +395,26 @@ pub(super) fn remote_clone(
 }
 
 /// Give process `i` its session and process group, right after it was
-/// created and before it creates children (who inherit them).
+/// created and before it creates children (who inherit them); a process
+/// that calls setsid late (see [`super::sessions`]) gets them from
+/// [`set_session_now`] once its children born in its first session exist.
 pub(super) fn set_session(
+    img: &ImageSet,
+    i: usize,
+    opts: &Options,
+    created: &mut Created,
+    tramp: u64,
+) -> Result<(), Error> {
+    if img.sessions.late_setsid(i) {
+        return Ok(());
+    }
+    set_session_now(img, i, opts, created, tramp)
+}
+
+/// Give process `i` its session and group now (it may run again: what is
+/// right already is left). A group whose leader is a helper not made yet
+/// is joined once the helper is.
+pub(super) fn set_session_now(
     img: &ImageSet,
     i: usize,
     opts: &Options,
@@ -409,13 +427,20 @@ pub(super) fn set_session(
         .ok_or_else(|| Error::unsupported(format!("no process {i} in the images")))?
         .entry;
     let (pid, sid, pgid) = (e.pid as i32, e.sid as i32, e.pgid as i32);
+    let leader = img.procs.iter().position(|p| p.entry.pid as i32 == pgid);
+    let helper_to_come = leader.is_some_and(|l| {
+        img.procs.get(l).is_some_and(|p| p.helper)
+            && created.tasks.get(l).is_none_or(|t| t.is_empty())
+    });
     let t = created.main_of(i, pid)?;
     let mut r = Remote::on_trampoline(t, tramp);
     // What it inherited.
     let cur_sid = r.call("getsid", libc::SYS_getsid, [0; 6])? as i32;
     let cur_pgid = r.call("getpgid", libc::SYS_getpgid, [0; 6])? as i32;
     if sid == pid {
-        r.call("setsid", libc::SYS_setsid, [0; 6])?;
+        if cur_sid != pid {
+            r.call("setsid", libc::SYS_setsid, [0; 6])?;
+        }
     } else if sid != cur_sid && !(i == 0 && opts.shell_job) {
         if i == 0 {
             // The root's session leader is outside the tree; like CRIU,
@@ -423,14 +448,19 @@ pub(super) fn set_session(
             debug!("root {pid}: session {sid} is outside the tree, staying in {cur_sid}");
         } else {
             return Err(Error::unsupported(format!(
-                "process {pid} is in session {sid}, but its parent is in {cur_sid} (sessions whose leader is gone need helper tasks)"
+                "process {pid} is in session {sid}, but was born in {cur_sid}"
             )));
         }
     }
-    let cur_pgid = if sid == pid { pid } else { cur_pgid };
+    let cur_pgid = if sid == pid && cur_sid != pid {
+        pid
+    } else {
+        cur_pgid
+    };
     if pgid != cur_pgid {
-        let in_tree = img.procs.iter().any(|p| p.entry.pid as i32 == pgid) || pgid == pid;
-        if in_tree {
+        if helper_to_come {
+            debug!("{pid} joins group {pgid} once its helper is made");
+        } else if leader.is_some() || pgid == pid {
             r.call(
                 &format!("setpgid(0, {pgid})"),
                 libc::SYS_setpgid,

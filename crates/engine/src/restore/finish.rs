@@ -106,8 +106,13 @@ fn verify_created(img: &ImageSet, tasks: &[Vec<Task>]) -> Result<(), Error> {
     if img.procs.first().is_some_and(|p| p.live.is_none()) {
         return Err(lost(me, "the root process is not a live one".into()));
     }
-    for (p, made) in img.procs.iter().zip(tasks) {
-        let want = p.live.as_ref().map_or(1, |l| l.threads.len());
+    for (i, (p, made)) in img.procs.iter().zip(tasks).enumerate() {
+        // A helper that made its children for the init is gone already.
+        let gone = img.sessions.exits_early(i);
+        let want = p
+            .live
+            .as_ref()
+            .map_or(usize::from(!gone), |l| l.threads.len());
         if made.len() != want {
             return Err(lost(
                 p.pid(),
@@ -237,7 +242,7 @@ fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(
         .map(|(i, p)| (p.entry.pid, i))
         .collect();
     for (i, p) in img.procs.iter().enumerate().rev() {
-        if p.live.is_some() {
+        if p.live.is_some() || img.sessions.exits_early(i) {
             continue;
         }
         if let Some(t) = tasks.get_mut(i).and_then(|t| t.pop()) {
@@ -265,6 +270,36 @@ fn release_dead(img: &ImageSet, tasks: &mut [Vec<Task>], tramp: u64) -> Result<(
             )?;
         }
     }
+    Ok(())
+}
+
+/// Helper `i` has made its children: it exits and its parent (the
+/// process that made it) reaps it, so that they go to the init now.
+pub(super) fn exit_helper_now(
+    img: &ImageSet,
+    i: usize,
+    created: &mut Created,
+    tramp: u64,
+) -> Result<(), Error> {
+    let (pid, by) = match (img.procs.get(i), img.sessions.creator(i)) {
+        (Some(p), Some(by)) => (p.pid(), by),
+        _ => {
+            return Err(Error::Restore {
+                pid: 0,
+                what: format!("helper {i} is not in the image set"),
+            })
+        }
+    };
+    if let Some(t) = created.tasks.get_mut(i).and_then(|t| t.pop()) {
+        zombie_exit(t, 0, tramp).map_err(|source| Error::Compel { pid, source })?;
+    }
+    let ppid = img.procs.get(by).map(|p| p.pid()).unwrap_or(0);
+    let mut r = Remote::on_trampoline(created.main_of(by, ppid)?, tramp);
+    r.call(
+        &format!("wait4 for helper {pid}"),
+        libc::SYS_wait4,
+        [pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+    )?;
     Ok(())
 }
 

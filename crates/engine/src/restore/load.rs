@@ -49,7 +49,8 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         inv.root_ids.as_ref(),
         tree.first().map(|t| t.pid),
     )?;
-    let procs = load_procs(&dir, tree, opts, &loaded, &inherited, &mut memfds)?;
+    let mut procs = load_procs(&dir, tree, opts, &loaded, &inherited, &mut memfds)?;
+    let sessions = super::sessions::plan(&mut procs)?;
     let (files, locks, owners) = load_files(&dir, &loaded, opts, netlock, &procs, inherited)?;
     let root_ns = inv.root_ids.as_ref().and_then(|r| NsKind::Pid.id_in(r));
     let tree_ns = procs[0].live.as_ref().and_then(|l| l.pid_ns_id);
@@ -107,6 +108,7 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         other => other,
     };
     Ok(ImageSet {
+        sessions,
         ns,
         seccomp,
         dir,

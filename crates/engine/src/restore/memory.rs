@@ -8,6 +8,7 @@
 )]
 
 use super::*;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Build process `i` (already created, with its session), then create and
 /// grow its children, then its threads, then the rest of it.
@@ -29,23 +30,27 @@ pub(super) fn grow(
     let mut pending = None;
     if let Some(live) = &p.live {
         let t = Instant::now();
-        // The nearest live ancestor: this task started as a copy of it.
-        let mut anc = p.entry.ppid;
-        let parent_mm = loop {
-            match img.procs.iter().find(|q| q.entry.pid == anc && i != 0) {
-                Some(q) => match &q.live {
-                    Some(l) => break Some(&l.mm),
-                    None => anc = q.entry.ppid,
-                },
-                None => break None,
+        // The nearest live process up the line of those that made it
+        // (its parent, or the sibling that made it in its session): this
+        // task started as a copy of it.
+        let mut by = img.sessions.creator(i);
+        let mut parent_mm = None;
+        for _ in 0..img.procs.len() {
+            let Some(q) = by.and_then(|k| img.procs.get(k)) else {
+                break;
+            };
+            if let Some(l) = &q.live {
+                parent_mm = Some(&l.mm);
+                break;
             }
-        };
+            by = by.and_then(|k| img.sessions.creator(k));
+        }
         let via_crust = mapped_via_crust(live, &created.shared);
-        let mut objects = made_memfds(live, &created.shared, &img.memfds);
-        for (ino, path) in &created.objects {
+        let mut objects = made_memfds(live, &created.shared, &img.memfds)?;
+        for (ino, file) in &created.objects {
             objects
                 .entry(*ino)
-                .or_insert_with(|| mem::MadeObject::Path(path.clone()));
+                .or_insert_with(|| mem::MadeObject(file.clone()));
         }
         let (n, filling) = build_memory(
             created.main_of(i, p.pid())?,
@@ -59,56 +64,52 @@ pub(super) fn grow(
         pending = Some(filling);
         // Its shared memory objects, for the processes built after it.
         let host = created.main_of(i, p.pid())?.pid();
+        // crust holds them open: a task in a pid namespace of its own
+        // could not reach them through crust's /proc.
         for (ino, start, end) in mem::shmem_places(&live.mm, &img.memfds) {
+            if created.objects.contains_key(&ino) {
+                continue;
+            }
+            let path = format!("/proc/{host}/map_files/{start:x}-{end:x}");
+            let open = |rw: bool| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(rw)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&path)
+            };
+            let file = open(true).or_else(|_| open(false)).map_err(sys_err(
+                host,
+                format!("open shared memory object {ino} through {path}"),
+            ))?;
             created
                 .objects
-                .entry(ino)
-                .or_insert_with(|| format!("/proc/{host}/map_files/{start:x}-{end:x}"));
+                .insert(ino, std::sync::Arc::new(std::os::fd::OwnedFd::from(file)));
         }
         debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
     }
     // A child that starts from this process's memory (to keep pages or
     // shared objects) must see it complete; otherwise the fill goes on
     // while the children are made and built.
-    let heirs = img.procs.iter().any(|c| {
-        c.entry.ppid == p.entry.pid
-            && c.live.as_ref().is_some_and(|l| {
-                l.runs.iter().any(|r| r.cow)
-                    || l.mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
-                    || p.live
-                        .as_ref()
-                        .is_some_and(|pl| !mem::cow_candidates(&l.mm, &pl.mm).is_empty())
-            })
-    }) || img
-        .procs
-        .iter()
-        .any(|c| c.entry.ppid == p.entry.pid && c.helper);
+    let made = img.sessions.made_by(&img.procs, i);
+    let heirs = made.iter().filter_map(|&(c, _)| img.procs.get(c)).any(|c| {
+        c.live.as_ref().is_some_and(|l| {
+            l.runs.iter().any(|r| r.cow)
+                || l.mm.vmas.iter().any(|v| v.status & vs::AREA_MEMFD != 0)
+                || p.live
+                    .as_ref()
+                    .is_some_and(|pl| !mem::cow_candidates(&l.mm, &pl.mm).is_empty())
+        })
+    }) || made.iter().any(|&(c, _)| {
+        img.procs.get(c).is_some_and(|c| c.helper)
+            || !img.sessions.made_by(&img.procs, c).is_empty()
+    });
     if heirs {
         protect(created, i, p, pending.take(), tramp)?;
     }
-    for (c, child) in img.procs.iter().enumerate() {
-        if c == 0 || child.entry.ppid != p.entry.pid {
-            continue;
-        }
-        let mut flags = 0u64;
-        if let (Some(me), Some(pp)) = (&child.live, &p.live) {
-            if me.ids.files_id == pp.ids.files_id {
-                flags |= libc::CLONE_FILES as u64;
-            }
-            if me.ids.fs_id == pp.ids.fs_id {
-                flags |= libc::CLONE_FS as u64;
-            }
-        }
-        let t = remote_clone(
-            created.main_of(i, p.pid())?,
-            tramp,
-            child.pid(),
-            flags,
-            libc::SIGCHLD as u64,
-        )?;
-        created.tasks_of(c, child.pid())?.push(t);
-        set_session(img, c, opts, created, tramp)?;
-        grow(img, c, opts, tramp, tty, created, pages, filler)?;
+    make_children(img, i, &made, opts, tramp, tty, created, pages, filler)?;
+    if p.helper && img.sessions.exits_early(i) {
+        exit_helper_now(img, i, created, tramp)?;
     }
     if let Some(live) = &p.live {
         // Threads, cloned by the main thread.
@@ -132,6 +133,81 @@ pub(super) fn grow(
         debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())
+}
+
+/// Make the processes process `i` makes (its children, and those it
+/// makes for its parent or the init: see [`super::sessions`]), each grown
+/// whole in turn; `i`'s own late setsid comes once those born in its
+/// first session exist.
+#[allow(clippy::too_many_arguments)] // the state of one depth-first walk
+fn make_children(
+    img: &ImageSet,
+    i: usize,
+    made: &[(usize, bool)],
+    opts: &Options,
+    tramp: u64,
+    tty: Option<&str>,
+    created: &mut Created,
+    pages: &mut u64,
+    filler: &mem::Filler,
+) -> Result<(), Error> {
+    let p = img.procs.get(i).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {i} is not in the image set"),
+    })?;
+    let mut late = img.sessions.late_setsid(i);
+    for &(c, early) in made {
+        let Some(child) = img.procs.get(c) else {
+            continue;
+        };
+        if late && !early {
+            // Its children born in its first session exist: now its own.
+            set_session_now(img, i, opts, created, tramp)?;
+            late = false;
+        }
+        let (flags, exit_signal) = clone_flags(img, p, c, child);
+        let t = remote_clone(
+            created.main_of(i, p.pid())?,
+            tramp,
+            child.pid(),
+            flags,
+            exit_signal,
+        )?;
+        created.tasks_of(c, child.pid())?.push(t);
+        set_session(img, c, opts, created, tramp)?;
+        if child.helper && child.entry.pid == p.entry.pgid {
+            // The helper made its group: join it.
+            set_session_now(img, i, opts, created, tramp)?;
+        }
+        grow(img, c, opts, tramp, tty, created, pages, filler)?;
+    }
+    if late {
+        set_session_now(img, i, opts, created, tramp)?;
+    }
+    Ok(())
+}
+
+/// The clone3 flags and exit signal process `c` (`child`) is made with by
+/// `p`.
+fn clone_flags(img: &ImageSet, p: &ProcImage, c: usize, child: &ProcImage) -> (u64, u64) {
+    let mut flags = 0u64;
+    let mut exit_signal = libc::SIGCHLD as u64;
+    if img.sessions.adopted(c) {
+        // A sibling in its session makes it; its parent is theirs,
+        // and so is its exit signal (clone3 wants none given then).
+        flags |= libc::CLONE_PARENT as u64;
+        exit_signal = 0;
+    } else if child.entry.ppid != p.entry.pid {
+        // A helper makes it for the init, which inherits it.
+    } else if let (Some(me), Some(pp)) = (&child.live, &p.live) {
+        if me.ids.files_id == pp.ids.files_id {
+            flags |= libc::CLONE_FILES as u64;
+        }
+        if me.ids.fs_id == pp.ids.fs_id {
+            flags |= libc::CLONE_FS as u64;
+        }
+    }
+    (flags, exit_signal)
 }
 
 /// Wait for process `i`'s pages to be in, then set its final protections.
@@ -182,42 +258,47 @@ fn mapped_via_crust(
 
 /// The memfds mapped by `live` that crust made already because an fd of
 /// the tree is on them, by inode number: the task maps the object through
-/// crust's own description (taken with pidfd_getfd), so that fd and
-/// mapping stay one object. The read-write description of lowest id is
-/// memfd_create's own (see `files::memfd`), which counts as no writer.
+/// crust's own description (a dup of it, given to the task), so that fd
+/// and mapping stay one object. The read-write description of lowest id
+/// is memfd_create's own (see `files::memfd`), which counts as no writer.
 fn made_memfds(
     live: &LiveImage,
     shared: &crate::files::kind::OpenFiles,
     memfds: &mem::Memfds,
-) -> std::collections::HashMap<u64, mem::MadeObject> {
-    use std::os::fd::AsRawFd;
-    let me = process::getpid();
-    live.mm
+) -> Result<std::collections::HashMap<u64, mem::MadeObject>, Error> {
+    let mut out = std::collections::HashMap::new();
+    for v in live
+        .mm
         .vmas
         .iter()
         .filter(|v| v.status & vs::AREA_MEMFD != 0)
-        .filter_map(|v| {
-            let inode = memfds.get(&(v.shmid as u32))?;
-            let mut fds: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = memfds
-                .iter()
-                .filter(|(_, m)| m.inode_id == inode.inode_id)
-                .filter_map(|(id, _)| Some((*id, shared.get(*id)?)))
-                .collect();
-            fds.sort_by_key(|(id, fd)| {
-                let rw = crust_sys::pipe::status_flags(*fd)
-                    .is_ok_and(|f| f & libc::O_ACCMODE == libc::O_RDWR);
-                (!rw, *id)
-            });
-            let (_, fd) = fds.first()?;
-            Some((
-                u64::from(inode.shmid),
-                mem::MadeObject::Fd {
-                    pid: me,
-                    fd: fd.as_raw_fd(),
-                },
-            ))
-        })
-        .collect()
+    {
+        let Some(inode) = memfds.get(&(v.shmid as u32)) else {
+            continue;
+        };
+        let mut fds: Vec<(u32, std::os::fd::BorrowedFd<'_>)> = memfds
+            .iter()
+            .filter(|(_, m)| m.inode_id == inode.inode_id)
+            .filter_map(|(id, _)| Some((*id, shared.get(*id)?)))
+            .collect();
+        fds.sort_by_key(|(id, fd)| {
+            let rw = crust_sys::pipe::status_flags(*fd)
+                .is_ok_and(|f| f & libc::O_ACCMODE == libc::O_RDWR);
+            (!rw, *id)
+        });
+        let Some((_, fd)) = fds.first() else {
+            continue;
+        };
+        let own = fd.try_clone_to_owned().map_err(sys_err(
+            process::getpid(),
+            format!("dup of memfd {}", inode.shmid),
+        ))?;
+        out.insert(
+            u64::from(inode.shmid),
+            mem::MadeObject(std::sync::Arc::new(own)),
+        );
+    }
+    Ok(out)
 }
 
 pub(super) fn build_memory(
@@ -283,7 +364,6 @@ pub(super) fn build_memory(
             made_objects: &|id| objects.get(&id).cloned(),
             attach_sysv: &crate::ns::sysvipc::attach,
             crust_paths: &|id| via_crust.get(&id).cloned(),
-            give_fd: &crate::files::fdpass::give_fd,
         },
         &source,
     )?;

@@ -20,6 +20,7 @@ mod finish;
 mod load;
 mod memory;
 mod pstree;
+mod sessions;
 mod share;
 
 use build::*;
@@ -106,6 +107,9 @@ impl ProcImage {
 struct ImageSet {
     dir: PathBuf,
     procs: Vec<ProcImage>,
+    /// Which process makes which, so each is born in its session; the
+    /// helpers it needs are in `procs`.
+    sessions: sessions::SessionPlan,
     /// The tree had a pid namespace of its own (its root is its init).
     new_pidns: bool,
     /// The tree's own IPC namespace, with its System V objects.
@@ -141,9 +145,9 @@ struct Created {
     /// System V objects made in crust's IPC namespace (removed on failure).
     ipc: crate::ns::sysvipc::Made,
     /// Shared memory objects a process built already maps, by inode
-    /// number: where a later process opens the same object
-    /// (/proc/HOST/map_files/START-END).
-    objects: HashMap<u64, String>,
+    /// number: crust's description of each (opened through
+    /// /proc/HOST/map_files/START-END), given to a later process.
+    objects: HashMap<u64, std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Created {

@@ -44,11 +44,22 @@ pub(super) fn collect_posix_timers(r: &mut Remote<'_>) -> Result<Vec<PosixTimerE
             insec: w(1),
             vsec: w(2),
             vnsec: w(3),
-            notify_thread_id: t.notify_thread.then_some(t.notify_pid),
+            notify_thread_id: match t.notify_thread {
+                true => Some(ns_tid(t.notify_pid)?),
+                false => None,
+            },
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// The id that thread `tid` (crust's view, as /proc/PID/timers shows it)
+/// has in its own pid namespace: the image keeps the id the task sees, so
+/// the timer is made again for the same thread of a tree in a pid namespace.
+fn ns_tid(tid: i32) -> Result<i32, Error> {
+    let st = crust_proc::status(&ProcRoot::default(), tid).map_err(proc_err(tid))?;
+    Ok(st.ns_pid.last().copied().unwrap_or(tid))
 }
 
 /// Create the POSIX timers again with their ids (PR_TIMER_CREATE_RESTORE_IDS

@@ -18,6 +18,8 @@
 //! With `--child 1` a forked child holds the fd on `DIR/t/hello` too, and a
 //! FIFO `DIR/p/fifo` is open read-write with bytes queued. With `--over 1`
 //! a tmpfs is mounted over `DIR/t/over`, which holds a file.
+//! With `--procfd 1` it holds an fd on its own /proc/PID/status, which must
+//! still be that file of its own proc after restore.
 //! After SIGTERM it checks all of it.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
@@ -285,6 +287,11 @@ fn main() {
         cover(&dir.join("t/over"));
     }
     let holder = args.num("child", 0) == 1;
+    // An fd on its own /proc entry (opened through /proc/self: its link
+    // names its pid as its namespace sees it).
+    let procfd = (args.num("procfd", 0) == 1).then(|| {
+        fs::File::open("/proc/self/status").unwrap_or_else(|_| die("open /proc/self/status"))
+    });
     let fifo = holder.then(|| fifo_with_data(&dir.join("p/fifo")));
     let child = holder.then(fork_holder);
     ready(&args);
@@ -296,6 +303,24 @@ fn main() {
             f.read_exact(&mut buf)
                 .map_err(|e| format!("read p/fifo: {e}"))?;
             ensure!(&buf == b"fifo data", "p/fifo lost its queued bytes");
+            Ok(())
+        }
+        None => Ok(()),
+    });
+    let verdict = verdict.and_then(|()| match &procfd {
+        Some(f) => {
+            use std::os::unix::fs::MetadataExt;
+            let had = f.metadata().map_err(|e| format!("fstat /proc fd: {e}"))?;
+            let now = fs::metadata("/proc/self/status")
+                .map_err(|e| format!("stat /proc/self/status: {e}"))?;
+            ensure!(
+                (had.dev(), had.ino()) == (now.dev(), now.ino()),
+                "the fd on /proc/self/status is on another proc file ({}:{}, not {}:{})",
+                had.dev(),
+                had.ino(),
+                now.dev(),
+                now.ino()
+            );
             Ok(())
         }
         None => Ok(()),

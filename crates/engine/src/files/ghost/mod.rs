@@ -302,7 +302,7 @@ impl GhostDump {
             pid,
             format!("stat the deleted file {name} of {what} through {proc_path}"),
         ))?;
-        if let Some(dead) = dead_proc_pid(name, &md) {
+        if let Some(dead) = dead_proc_pid(pid, name, &md) {
             // /proc/N of a process gone since: CRIU's PROCFS remap. The
             // restore makes a helper of pid N while files are opened.
             debug!("{pid}: {what} is in {name} of the dead process {dead}");
@@ -580,22 +580,39 @@ fn copy_run(
     Ok(())
 }
 
-/// The files.img REG entry of a description on a deleted file.
 /// The pid N of `name` = `/proc/N` or `/proc/N/...` when the file is on
-/// crust's /proc (same device): a file of a process that died while it
-/// was open (its /proc entries are unhashed, so its link reads
-/// "(deleted)").
-fn dead_proc_pid(name: &str, md: &std::fs::Metadata) -> Option<u32> {
-    let pid = crate::files::classify::proc_pid(name)
-        .map(|(pid, _)| pid)
-        .filter(|&p| p > 0)?;
-    // The tree's /proc (its pid namespace's, when it has a mount
-    // namespace of its own).
-    let proc = crate::util::view::host_path(Path::new("/proc"))?;
-    let proc_dev = std::fs::metadata(proc).ok()?.dev();
-    (md.dev() == proc_dev).then_some(pid)
+/// a proc of process `pid`'s (crust's, or the one at /proc in its root:
+/// a tree in a pid namespace of its own has its own): a file of a
+/// process that died while it was open (its /proc entries are unhashed,
+/// so its link mostly reads "(deleted)").
+fn dead_proc_pid(pid: i32, name: &str, md: &std::fs::Metadata) -> Option<u32> {
+    let n = crate::files::classify::proc_pid(name)
+        .map(|(n, _)| n)
+        .filter(|&n| n > 0)?;
+    on_proc(pid, md).then_some(n)
 }
 
+/// Is `md` a file of crust's proc or of the proc at /proc in process
+/// `pid`'s root?
+fn on_proc(pid: i32, md: &std::fs::Metadata) -> bool {
+    ["/proc".to_string(), format!("/proc/{pid}/root/proc")]
+        .iter()
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == md.dev()))
+}
+
+/// Is fd `fd` of `pid`, whose link reads `link`, on /proc/N/... of a
+/// process N that is gone from the proc the tree sees? (In a pid
+/// namespace of its own, the link of a file of a dead process's /proc
+/// need not read "(deleted)".)
+fn dead_proc_file(pid: i32, fd: i32, link: &str) -> bool {
+    let Some((n, _)) = crate::files::classify::proc_pid(link) else {
+        return false;
+    };
+    let gone = !Path::new(&format!("/proc/{pid}/root/proc/{n}")).exists();
+    gone && std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|md| on_proc(pid, &md))
+}
+
+/// The files.img REG entry of a description on a deleted file.
 fn reg_of(id: u32, flags: u32, pos: u64, name: &str, md: &std::fs::Metadata) -> FileEntry {
     FileEntry {
         r#type: fd_types::REG,
@@ -653,7 +670,9 @@ impl DumpKind for GhostDump {
         f: &mut DumpFd<'_>,
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
-        if f.class != Target::Path || !is_deleted(f.target) {
+        if f.class != Target::Path
+            || !(is_deleted(f.target) || dead_proc_file(f.pid, f.fd, f.target))
+        {
             return Ok(None);
         }
         let (pid, fd, flags) = (f.pid, f.fd, f.flags());

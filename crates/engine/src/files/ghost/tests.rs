@@ -297,13 +297,17 @@ fn reg_file_entry(id: u32, path: PathBuf, size: u64) -> FileEntry {
 #[test]
 fn proc_dirs_of_dead_processes_are_recognised_by_path_and_device() {
     let proc_md = std::fs::metadata("/proc/self").unwrap();
+    let me = std::process::id() as i32;
     let tmp_md = std::fs::metadata(std::env::temp_dir()).unwrap();
-    assert_eq!(super::dead_proc_pid("/proc/123", &proc_md), Some(123));
-    assert_eq!(super::dead_proc_pid("/proc/123/fd", &proc_md), Some(123));
-    assert_eq!(super::dead_proc_pid("/proc/self", &proc_md), None);
-    assert_eq!(super::dead_proc_pid("/proc/0", &proc_md), None);
-    assert_eq!(super::dead_proc_pid("/proc/12x", &proc_md), None);
-    assert_eq!(super::dead_proc_pid("/tmp/123", &proc_md), None);
+    assert_eq!(super::dead_proc_pid(me, "/proc/123", &proc_md), Some(123));
+    assert_eq!(
+        super::dead_proc_pid(me, "/proc/123/fd", &proc_md),
+        Some(123)
+    );
+    assert_eq!(super::dead_proc_pid(me, "/proc/self", &proc_md), None);
+    assert_eq!(super::dead_proc_pid(me, "/proc/0", &proc_md), None);
+    assert_eq!(super::dead_proc_pid(me, "/proc/12x", &proc_md), None);
+    assert_eq!(super::dead_proc_pid(me, "/tmp/123", &proc_md), None);
     // Not on /proc's file system: a directory named like one.
-    assert_eq!(super::dead_proc_pid("/proc/123", &tmp_md), None);
+    assert_eq!(super::dead_proc_pid(me, "/proc/123", &tmp_md), None);
 }
