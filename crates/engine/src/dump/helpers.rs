@@ -17,9 +17,8 @@ pub(super) fn add_helpers(dir: &Path, tree: Vec<PstreeEntry>) -> Result<Vec<Pstr
 
 /// The pstree with the helpers [`add_helpers`] needs inserted (each just
 /// before the first process that needs it, the processes it holds moved
-/// under it; or, see [`born_of_leader`], after the rest, a helper of a
-/// free pid added for a child of init in a session whose leader is there),
-/// and the helpers' pids. Pure: writes nothing.
+/// under it; or, see [`born_of_leader`], after the rest), and the helpers'
+/// pids. Pure: writes nothing.
 pub(super) fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec<u32>) {
     let Some(root) = tree.first().cloned() else {
         return (tree, Vec::new());
@@ -39,23 +38,6 @@ pub(super) fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec
             None
         };
         let Some((hpid, hsid)) = missing else {
-            if e.sid != e.pid && born_of_leader(&tree, &root, &e) {
-                // Its session's leader is there, its group too: a helper
-                // of a free pid, born of the leader, begets it.
-                let hpid = tree.iter().map(|t| t.pid).max().unwrap_or(1) + 1;
-                let pgid = tree
-                    .iter()
-                    .find(|t| t.pid == e.sid)
-                    .map_or(e.sid, |l| l.pgid);
-                debug!(
-                    "adding helper {hpid} (session {}) for {}, a child of init in that session, under its leader",
-                    e.sid, e.pid
-                );
-                helpers.push(hpid);
-                let helper = helper_entry(hpid, e.sid, pgid, e.sid);
-                adopt(&mut tree, i, helper, |t| t.ppid == e.ppid && t.sid == e.sid);
-                continue;
-            }
             i += 1;
             continue;
         };
@@ -65,10 +47,7 @@ pub(super) fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec
                 "adding helper {hpid} (session {hsid}) for {}, whose group leader is gone, under the session's leader",
                 e.pid
             );
-            let helper = helper_entry(hpid, e.sid, hpid, e.sid);
-            adopt(&mut tree, i, helper, |t| {
-                t.ppid == e.ppid && t.pgid == hpid && t.sid == e.sid
-            });
+            adopt_group(&mut tree, i, &e, hpid);
             // Index i now holds the next process.
             continue;
         }
@@ -108,13 +87,12 @@ pub(super) fn plan_helpers(mut tree: Vec<PstreeEntry>) -> (Vec<PstreeEntry>, Vec
 }
 
 /// Process `e` is a child of the root in a session that is not the root's
-/// but whose leader is in the tree (alive or a zombie): it cannot be born
-/// of the root (a session is entered by birth only), nor the helper of its
-/// group if that one's leader is gone. As CRIU does for the children of
-/// init, a helper is born of the session's leader and begets them (the
-/// group's helper, or one of a free pid), and the kernel gives them back
-/// to the root when it exits: so only when the root is the init of its pid
-/// namespace (pid 1).
+/// but whose leader is in the tree, and its group's leader is gone: the
+/// group's helper cannot be born of the root (a session is entered by
+/// birth only). As CRIU does for the children of init, the helper is born
+/// of the session's leader and begets the group's members, which the
+/// kernel gives back to the root when it exits: so only when the root is
+/// the init of its pid namespace (pid 1).
 fn born_of_leader(tree: &[PstreeEntry], root: &PstreeEntry, e: &PstreeEntry) -> bool {
     root.pid == 1
         && e.ppid == root.pid
@@ -124,35 +102,18 @@ fn born_of_leader(tree: &[PstreeEntry], root: &PstreeEntry, e: &PstreeEntry) -> 
             .any(|t| t.pid == e.sid && t.sid == e.sid && !t.threads.is_empty())
 }
 
-/// A helper's pstree entry (no threads).
-fn helper_entry(pid: u32, ppid: u32, pgid: u32, sid: u32) -> PstreeEntry {
-    PstreeEntry {
-        pid,
-        ppid,
-        pgid,
-        sid,
-        threads: vec![],
-        ..Default::default()
-    }
-}
-
-/// [`born_of_leader`]'s cases: `helper` goes under the session's leader,
-/// and the processes from index `i` on that `is_member` picks (children of
-/// the root in that session, the one at `i` first) go under the helper,
-/// with their descendants, all of them after the rest of the tree (a
-/// parent comes before its children in a pstree).
-fn adopt(
-    tree: &mut Vec<PstreeEntry>,
-    i: usize,
-    helper: PstreeEntry,
-    is_member: impl Fn(&PstreeEntry) -> bool,
-) {
+/// [`born_of_leader`]'s case: the helper `hpid` of `e`'s group goes under
+/// the session's leader, and the root's children of that group and session
+/// from index `i` on (`e` first) go under the helper, with their
+/// descendants, all of them after the rest of the tree (a parent comes
+/// before its children in a pstree).
+fn adopt_group(tree: &mut Vec<PstreeEntry>, i: usize, e: &PstreeEntry, hpid: u32) {
     let mut moved: Vec<PstreeEntry> = Vec::new();
     let mut kept: Vec<PstreeEntry> = Vec::new();
     for (j, mut t) in std::mem::take(tree).into_iter().enumerate() {
-        // A session's leader stays where it is (the helper is its child).
-        if j >= i && t.pid != t.sid && is_member(&t) {
-            t.ppid = helper.pid;
+        let member = j >= i && t.ppid == e.ppid && t.pgid == hpid && t.sid == e.sid;
+        if member {
+            t.ppid = hpid;
             moved.push(t);
         } else if j >= i && moved.iter().any(|m| m.pid == t.ppid) {
             moved.push(t);
@@ -160,7 +121,14 @@ fn adopt(
             kept.push(t);
         }
     }
-    kept.push(helper);
+    kept.push(PstreeEntry {
+        pid: hpid,
+        ppid: e.sid,
+        pgid: hpid,
+        sid: e.sid,
+        threads: vec![],
+        ..Default::default()
+    });
     kept.extend(moved);
     *tree = kept;
 }

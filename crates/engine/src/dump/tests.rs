@@ -114,54 +114,6 @@ fn a_group_helper_in_the_session_of_a_child_of_init_is_born_of_its_leader() {
 }
 
 #[test]
-fn a_child_of_init_in_the_session_of_a_zombie_gets_a_helper_of_a_free_pid() {
-    // zdtm zombie_leader (ns flavor): 6, a zombie child of 5, led session
-    // and group 6; 7, in both, was given to init. A helper (pid 8, free)
-    // born of 6 begets 7.
-    let mut zombie = entry(6, 5, 6, 6);
-    zombie.threads = vec![0];
-    let tree = vec![
-        entry(1, 0, 1, 1),
-        entry(7, 1, 6, 6),
-        entry(5, 1, 5, 5),
-        zombie,
-    ];
-    let (out, helpers) = plan_helpers(tree);
-    assert_eq!(helpers, [8]);
-    assert_eq!(
-        shape(&out),
-        [
-            (1, 0, 1, 1),
-            (5, 1, 5, 5),
-            (6, 5, 6, 6),
-            (8, 6, 6, 6),
-            (7, 8, 6, 6)
-        ]
-    );
-    assert!(out[3].threads.is_empty());
-    // The leader, a child of init in its own session too, stays where it
-    // is, and so does a child of init in another session.
-    let tree = vec![
-        entry(1, 0, 1, 1),
-        entry(7, 1, 5, 5),
-        entry(9, 1, 9, 1),
-        entry(5, 1, 5, 5),
-    ];
-    let (out, helpers) = plan_helpers(tree);
-    assert_eq!(helpers, [10]);
-    assert_eq!(
-        shape(&out),
-        [
-            (1, 0, 1, 1),
-            (9, 1, 9, 1),
-            (5, 1, 5, 5),
-            (10, 5, 5, 5),
-            (7, 10, 5, 5)
-        ]
-    );
-}
-
-#[test]
 fn the_roots_own_session_needs_no_helper() {
     // The root's session leader is outside the tree (a shell): its
     // children share that session and get no helper.
