@@ -108,6 +108,15 @@ pub(super) fn grow(
         )?;
         created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
+        // Into its own mount namespace before its paths are opened.
+        let mnt = |q: &ProcImage| {
+            let l = q.live.as_ref()?;
+            crate::ns::ids::NsKind::Mnt.id_in(&l.ids)
+        };
+        if let Some(ns) = img.ns.mnt_to_join(child.pid(), mnt(child), mnt(p))? {
+            let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
+            join_mnt_ns(&mut r, ns)?;
+        }
         grow(img, c, opts, tramp, tty, created, pages, filler)?;
     }
     if let Some(live) = &p.live {
@@ -530,5 +539,36 @@ pub(super) fn move_vdso(
     for (from, len, to) in staged {
         mremap(r, from, len, to)?;
     }
+    Ok(())
+}
+
+/// Make the task `r` (just cloned, alone in its fs struct) join the mount
+/// namespace open as `ns` in crust: the fd is given to it at a free number,
+/// setns(CLONE_NEWNS), closed.
+fn join_mnt_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+    let pid = r.pid();
+    let free = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .max()
+                .unwrap_or(2)
+        })
+        .unwrap_or(2)
+        + 1;
+    let gift = crate::files::fdpass::Gift {
+        fd: ns,
+        target: free,
+        cloexec: true,
+    };
+    crate::files::fdpass::give_fds(r, &[gift])?;
+    let joined = r.call(
+        "setns into its mount namespace",
+        libc::SYS_setns,
+        [free as u64, libc::CLONE_NEWNS as u64, 0, 0, 0, 0],
+    );
+    let closed = r.call("close", libc::SYS_close, [free as u64, 0, 0, 0, 0, 0]);
+    joined?;
+    closed?;
+    debug!("{pid}: joined mount namespace");
     Ok(())
 }

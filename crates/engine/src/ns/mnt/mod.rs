@@ -15,6 +15,7 @@
 //! what is under it) out.
 
 pub(crate) mod info;
+pub(crate) mod multi;
 pub(crate) mod restore;
 pub(crate) mod tmpfs;
 pub(crate) use crate::util::view;
@@ -88,7 +89,7 @@ pub(crate) fn mountinfo(pid: i32) -> Result<Vec<MountLine>, Error> {
 }
 
 /// Leave out the mounts at `skip` mountpoints and everything under them.
-fn skip_mounts(mounts: Vec<MountLine>, skip: &[String]) -> Vec<MountLine> {
+pub(super) fn skip_mounts(mounts: Vec<MountLine>, skip: &[String]) -> Vec<MountLine> {
     let mut gone: BTreeSet<u32> = mounts
         .iter()
         .filter(|m| {
@@ -122,7 +123,7 @@ pub(crate) fn root_of(mounts: &[MountLine]) -> Option<&MountLine> {
     (roots.next().is_none() && r.mountpoint == "/").then_some(r)
 }
 
-fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
+pub(super) fn refuse(pid: i32, m: &MountLine, why: &str) -> Error {
     Error::refused(
         ErrorKind::Unsupported,
         format!(
@@ -187,10 +188,32 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
     }
     check(pid, &mounts, &ext)?;
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
+    write_entries(
+        ctx.dir,
+        pid,
+        id,
+        &mounts,
+        &ext,
+        root_id,
+        &mut BTreeSet::new(),
+    )
+}
+
+/// Write `mountpoints-ID.img` for the mounts of process `pid`'s namespace
+/// (`root_id`: its root mount), archiving each tmpfs whose device is not
+/// in `dumped` yet (and adding it there).
+pub(super) fn write_entries(
+    dir: &Path,
+    pid: i32,
+    id: u32,
+    mounts: &[MountLine],
+    ext: &HashMap<String, String>,
+    root_id: Option<u32>,
+    dumped: &mut BTreeSet<u32>,
+) -> Result<(), Error> {
     let host_pts = std::fs::metadata("/dev/pts")
         .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
         .ok();
-    let mut dumped = BTreeSet::new();
     let mut entries = Vec::new();
     for m in mounts.iter().rev() {
         let code = fstype_code(&m.fsname);
@@ -211,7 +234,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             && m.root == "/"
             && dumped.insert(m.dev)
         {
-            dump_tmpfs(ctx.dir, pid, m)?;
+            dump_tmpfs(dir, pid, m)?;
         }
         log::debug!(
             "mount {} {} at {} ({})",
@@ -238,7 +261,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             ..Default::default()
         });
     }
-    write_image(ctx.dir, ImageType::Mnts, u64::from(id), &entries)
+    write_image(dir, ImageType::Mnts, u64::from(id), &entries)
 }
 
 /// The kernel encoding of a device (major << 20 | minor) as st_dev.

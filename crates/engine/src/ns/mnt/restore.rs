@@ -63,7 +63,7 @@ pub(crate) struct MntNs {
     root_dir: PathBuf,
 }
 
-fn bad(dir: &Path, id: u32, why: String) -> Error {
+pub(super) fn bad(dir: &Path, id: u32, why: String) -> Error {
     Error::BadImage {
         dir: dir.to_path_buf(),
         why: format!("mountpoints-{id}.img: {why}"),
@@ -72,7 +72,7 @@ fn bad(dir: &Path, id: u32, why: String) -> Error {
 
 /// The entries in mount order (parents first, siblings by id); checks
 /// ids, paths, a single root at `/`, and that every mount hangs from it.
-fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<MntEntry>, Error> {
+pub(super) fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<MntEntry>, Error> {
     let ids: BTreeSet<u32> = entries.iter().map(|e| e.mnt_id).collect();
     if ids.len() != entries.len() {
         return Err(bad(dir, id, "two mounts have the same id".into()));
@@ -282,7 +282,7 @@ impl MntNs {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString, Error> {
+pub(super) fn cpath(p: &Path) -> Result<CString, Error> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| {
         Error::refused(
             ErrorKind::InvalidRequest,
@@ -475,7 +475,7 @@ impl Builder<'_> {
 
 /// Make the mountpoint `p` if missing: a directory, or an empty file for a
 /// file bind mount.
-fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
+pub(super) fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
     if std::fs::symlink_metadata(p).is_ok() {
         return Ok(());
     }
@@ -494,6 +494,11 @@ fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
 }
 
 impl MntNs {
+    /// The entries of its mounts, parents before children (the root first).
+    pub(super) fn entries(&self) -> impl Iterator<Item = &MntEntry> {
+        self.mounts.iter().map(|m| &m.e)
+    }
+
     /// Where crust finds, before the namespace is made, the tree's path
     /// `p` (see [`super::view`]); `None` under a mount made afresh.
     pub(crate) fn host_path(&self, p: &Path) -> Option<PathBuf> {
@@ -546,7 +551,15 @@ pub(crate) fn view_for_load(
         return Ok(None);
     }
     let ns = std::sync::Arc::new(MntNs::load(ctx, tree)?);
+    // A path another mount namespace of the tree sees elsewhere is not
+    // checked.
+    let subs = super::multi::SubMntNs::load_all(ctx, &ns, tree)?;
     Ok(Some(crate::util::view::set(std::sync::Arc::new(
-        move |p: &Path| ns.host_path(p),
+        move |p: &Path| {
+            subs.iter()
+                .all(|s| s.sees_as_root(p))
+                .then(|| ns.host_path(p))
+                .flatten()
+        },
     ))))
 }
