@@ -51,3 +51,23 @@ t_err_dump_mntns_sub_pivot() {
 }
 
 ALL_TESTS+=(err-dump-mntns-sub-pivot)
+
+# mntnssub --deleted 1: a bind mount of a directory removed since (its
+# mountinfo root ends in //deleted): dumped as a bind with a deleted root,
+# restored from the directory made again for the moment and removed: the
+# mount is back, its root deleted, and no directory is left behind.
+t_mntns_deleted_root() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntnssub --dir "$D/dir" --deleted 1 || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    [ -e "$D/dir/dsrc" ] && { fail "the restore left $D/dir/dsrc behind" "$D/img/restore.log"; return 1; }
+    mnt_no_yard "$D/img/restore.log" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(mntns-deleted-root)

@@ -8,6 +8,9 @@
 //! reads the file, the cwd is `DIR/sub`, the tmpfs is a mount of its
 //! namespace, which is not its parent's; the child exits 0 if so. The
 //! parent checks that it does not see the tmpfs and that the child passed.
+//! With `--deleted 1` the parent also binds a directory at `DIR/ddst` and
+//! removes the directory (a mount with a deleted root), and checks that it
+//! is so again.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs
 //! (a namespace with another root: crust refuses to dump it) and only
 //! waits.
@@ -62,6 +65,35 @@ fn leave_host_mounts() {
         // SAFETY: a NUL-terminated path; failure (already gone) is fine.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
+}
+
+/// `--deleted 1`: `DIR/ddst` a bind of the directory `DIR/dsrc`, removed
+/// since (a mount whose root is deleted).
+fn bind_deleted(dir: &Path) {
+    let (src, dst) = (dir.join("dsrc"), dir.join("ddst"));
+    fs::create_dir(&src).unwrap_or_else(|_| die("mkdir dsrc"));
+    fs::create_dir(&dst).unwrap_or_else(|_| die("mkdir ddst"));
+    mount(&src.to_string_lossy(), &dst, "", libc::MS_BIND);
+    fs::remove_dir(&src).unwrap_or_else(|_| die("rmdir dsrc"));
+}
+
+/// After `bind_deleted`: `DIR/ddst` is still a mount whose root is deleted,
+/// and `DIR/dsrc` is gone.
+fn deleted_ok(dir: &Path) -> Result<(), String> {
+    let dst = dir.join("ddst");
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let dst_s = dst.to_string_lossy();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*dst_s))
+        .ok_or("ddst is not a mount")?;
+    let root = line.split(' ').nth(3).unwrap_or("");
+    ensure!(
+        root.ends_with("//deleted"),
+        "the root of ddst is {root}, not deleted"
+    );
+    ensure!(!dir.join("dsrc").exists(), "dsrc exists again");
+    Ok(())
 }
 
 fn mnt_ns_ino(pid: &str) -> u64 {
@@ -140,6 +172,10 @@ fn main() {
     unshare_mnt();
     leave_host_mounts();
     mount("proc", Path::new("/proc"), "proc", 0);
+    let deleted = args.num("deleted", 0) == 1;
+    if deleted {
+        bind_deleted(&dir);
+    }
     let sub = dir.join("sub");
     let _ = fs::create_dir(&sub);
     let mut go = [0i32; 2];
@@ -183,6 +219,9 @@ fn main() {
     wait_for_term(10, || {});
     let verdict = (|| {
         ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
+        if deleted {
+            deleted_ok(&dir)?;
+        }
         // SAFETY: writing one byte from a live buffer.
         let wrote = unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
         ensure!(wrote == 1, "write to the child");

@@ -14,6 +14,7 @@
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
 
+pub(crate) mod deleted;
 pub(crate) mod info;
 pub(crate) mod multi;
 pub(crate) mod restore;
@@ -145,11 +146,10 @@ fn check(pid: i32, mounts: &[MountLine], ext: &HashMap<String, String>) -> Resul
         if m.mnt_id == root.mnt_id || ext.contains_key(&m.mountpoint) {
             continue;
         }
-        if m.deleted {
-            return Err(refuse(pid, m, "has a deleted root"));
-        }
+        // A deleted root is a bind of what was there: made again at
+        // restore for the bind (see `deleted`).
         let code = fstype_code(&m.fsname);
-        if FRESH.contains(&code) && m.root == "/" {
+        if FRESH.contains(&code) && m.root == "/" && !m.deleted {
             continue;
         }
         let bind_of = mounts.iter().any(|o| {

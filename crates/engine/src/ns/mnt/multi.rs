@@ -66,11 +66,13 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
         if m.mnt_id == mine.mnt_id || twin(m, root).is_some() {
             continue;
         }
-        if m.deleted {
-            return Err(refuse(pid, m, "has a deleted root"));
-        }
+        // A deleted root: a bind, made again at restore (`deleted`).
         let code = fstype_code(&m.fsname);
-        if FRESH.contains(&code) && m.root == "/" && !root.iter().any(|r| r.dev == m.dev) {
+        if FRESH.contains(&code)
+            && m.root == "/"
+            && !m.deleted
+            && !root.iter().any(|r| r.dev == m.dev)
+        {
             continue;
         }
         let bind_of = mounts.iter().any(|o| {
@@ -371,6 +373,8 @@ impl SubMntNs {
                 Make::Flags => {}
                 Make::Bind { of, rel } => {
                     let src = crate::util::view::join(Path::new(of), Path::new(rel));
+                    let again = super::deleted::make_again(e, &src, target)
+                        .map_err(sys(pid, w("make its deleted root again")))?;
                     if std::fs::symlink_metadata(&src).is_err() {
                         return Err(Error::refused(
                             ErrorKind::FileMissing,
@@ -384,7 +388,10 @@ impl SubMntNs {
                         source: Some(&csrc),
                         ..call(&ctarget, ms::BIND)
                     };
-                    sysmount::mount(&m).map_err(sys(pid, w(&format!("bind {}", src.display()))))?;
+                    let bound = sysmount::mount(&m);
+                    super::deleted::remove(again, &src)
+                        .map_err(sys(pid, w("remove its deleted root again")))?;
+                    bound.map_err(sys(pid, w(&format!("bind {}", src.display()))))?;
                 }
                 Make::Fresh { code, tar } => {
                     ensure_mountpoint(target, true)
@@ -534,5 +541,86 @@ impl SubNamespaces {
             what: format!("it was in mount namespace {mine}, which crust did not make (no mountpoints-{mine}.img beside the root's)"),
         })?;
         Ok(Some(fd.as_fd()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
+        MountLine {
+            mnt_id: id,
+            parent,
+            dev,
+            root: root.into(),
+            mountpoint: mp.into(),
+            flags: 0,
+            shared_id: 0,
+            master_id: 0,
+            fsname: fs.into(),
+            source: fs.into(),
+            sb_flags: 0,
+            options: String::new(),
+            deleted: false,
+        }
+    }
+
+    fn root_ns() -> Vec<MountLine> {
+        vec![
+            line(10, 1, "/", "ext4", "/srv", 8),
+            line(11, 10, "/dev", "tmpfs", "/", 20),
+            line(12, 10, "/t", "tmpfs", "/", 21),
+        ]
+    }
+
+    #[test]
+    fn a_copy_with_mounts_of_its_own_is_accepted() {
+        let root = root_ns();
+        // A copy: its root and /dev are twins, /t is gone, a tmpfs of its
+        // own and a bind of a part of it.
+        let sub = vec![
+            line(30, 29, "/", "ext4", "/srv", 8),
+            line(31, 30, "/dev", "tmpfs", "/", 20),
+            line(32, 30, "/own", "tmpfs", "/", 40),
+            line(33, 30, "/b", "tmpfs", "/x", 40),
+            line(34, 30, "/home", "ext4", "/srv/home", 8),
+        ];
+        check(5, &sub, &root).unwrap();
+        // A fresh tmpfs on a device of the root's namespace (not a twin,
+        // not a bind of one of its mounts): refused, naming it.
+        let bad = vec![
+            line(30, 29, "/", "ext4", "/srv", 8),
+            line(35, 30, "/elsewhere", "tmpfs", "/sub", 21),
+        ];
+        let e = check(5, &bad, &root).unwrap_err().to_string();
+        assert!(e.contains("mount 35 at /elsewhere"), "{e}");
+    }
+
+    #[test]
+    fn a_namespace_with_another_root_is_refused() {
+        let root = root_ns();
+        let pivoted = vec![
+            line(40, 39, "/", "tmpfs", "/", 40),
+            line(41, 40, "/old", "ext4", "/srv", 8),
+        ];
+        let e = check(6, &pivoted, &root).unwrap_err().to_string();
+        assert!(e.contains("mount 40 at / (tmpfs"), "{e}");
+        assert!(e.contains("pivot_root"), "{e}");
+    }
+
+    #[test]
+    fn paths_seen_as_the_root_sees_them() {
+        let s = SubMntNs {
+            id: 9,
+            gone: vec!["/t".into()],
+            make: Vec::new(),
+            own: vec!["/own".into()],
+            dir: PathBuf::from("/nonexistent"),
+        };
+        assert!(s.sees_as_root(Path::new("/etc/passwd")));
+        assert!(!s.sees_as_root(Path::new("/own/f")));
+        assert!(!s.sees_as_root(Path::new("/t/x")));
+        assert!(s.sees_as_root(Path::new("/tx")));
     }
 }

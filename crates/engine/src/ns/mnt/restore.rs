@@ -393,7 +393,12 @@ impl Builder<'_> {
             Source::Bind { of, rel } => {
                 let base = self.made.get(of).cloned().unwrap_or_default();
                 let src = if rel.is_empty() { base } else { base.join(rel) };
-                bind(&src, false)?;
+                let again = super::deleted::make_again(e, &src, &target)
+                    .map_err(self.sys(what("make its deleted root again")))?;
+                let bound = bind(&src, false);
+                super::deleted::remove(again, &src)
+                    .map_err(self.sys(what("remove its deleted root again")))?;
+                bound?;
             }
             Source::Fresh { code, tar } => {
                 ensure_mountpoint(&target, true)
