@@ -71,3 +71,21 @@ t_mntns_deleted_root() {
 }
 
 ALL_TESTS+=(mntns-deleted-root)
+
+# mntnssub --shared 1: the tree's root mount is shared: the restore makes
+# it shared once pivoted into (pivot_root refuses a shared new root, which
+# is also where the old root goes); the program checks that / is shared.
+t_mntns_shared_root() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntnssub --dir "$D/dir" --shared 1 || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    mnt_no_yard "$D/img/restore.log" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(mntns-shared-root)

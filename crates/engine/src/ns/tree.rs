@@ -217,16 +217,22 @@ impl TreeNamespaces {
         Ok(())
     }
 
-    /// The mount namespace a process just cloned (`pid`) joins before its
-    /// memory and files, if its own (`mine`) is not its parent's
+    /// What a process just cloned (`pid`) does about its mount namespace
+    /// before its memory and files: its own (`mine`) is not its parent's
     /// (`parent`).
     pub(crate) fn mnt_to_join(
         &self,
         pid: i32,
         mine: Option<u32>,
         parent: Option<u32>,
-    ) -> Result<Option<std::os::fd::BorrowedFd<'_>>, Error> {
+    ) -> Result<mnt::multi::Join, Error> {
         self.mnt_subs.to_join(pid, mine, parent)
+    }
+
+    /// Process `host` unshared its mount namespace as the first of
+    /// namespace `id`: make it that one.
+    pub(crate) fn mnt_made_in(&self, host: i32, id: u32) -> Result<(), Error> {
+        self.mnt_subs.made_in(host, id)
     }
 
     /// Once the root (`r` on it) is traced on its trampoline, before it

@@ -109,14 +109,7 @@ pub(super) fn grow(
         created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
         // Into its own mount namespace before its paths are opened.
-        let mnt = |q: &ProcImage| {
-            let l = q.live.as_ref()?;
-            crate::ns::ids::NsKind::Mnt.id_in(&l.ids)
-        };
-        if let Some(ns) = img.ns.mnt_to_join(child.pid(), mnt(child), mnt(p))? {
-            let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
-            join_mnt_ns(&mut r, ns)?;
-        }
+        enter_mnt_ns(img, created, c, p, tramp)?;
         grow(img, c, opts, tramp, tty, created, pages, filler)?;
     }
     if let Some(live) = &p.live {
@@ -538,6 +531,48 @@ pub(super) fn move_vdso(
     }
     for (from, len, to) in staged {
         mremap(r, from, len, to)?;
+    }
+    Ok(())
+}
+
+/// Process `c` just cloned by `p`: into its own mount namespace if it is
+/// not its parent's (joined, or made from a copy it unshares).
+fn enter_mnt_ns(
+    img: &ImageSet,
+    created: &mut Created,
+    c: usize,
+    p: &ProcImage,
+    tramp: u64,
+) -> Result<(), Error> {
+    let child = img.procs.get(c).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {c} is not in the image set"),
+    })?;
+    let mnt = |q: &ProcImage| {
+        let l = q.live.as_ref()?;
+        crate::ns::ids::NsKind::Mnt.id_in(&l.ids)
+    };
+    use crate::ns::mnt::multi::Join;
+    match img.ns.mnt_to_join(child.pid(), mnt(child), mnt(p))? {
+        Join::Stay => {}
+        Join::Fd(ns) => {
+            let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
+            join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+        }
+        Join::Make(id, root) => {
+            if let Some(ns) = root {
+                let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
+                join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+            }
+            let task = created.main_of(c, child.pid())?;
+            let host = task.pid();
+            Remote::on_trampoline(task, tramp).call(
+                "unshare(CLONE_NEWNS)",
+                libc::SYS_unshare,
+                [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0],
+            )?;
+            img.ns.mnt_made_in(host, id)?;
+        }
     }
     Ok(())
 }

@@ -11,6 +11,10 @@
 //! With `--deleted 1` the parent also binds a directory at `DIR/ddst` and
 //! removes the directory (a mount with a deleted root), and checks that it
 //! is so again.
+//! The child has two sleeping children: one left in the root's mount
+//! namespace, one in a namespace of its own made before the tmpfs; it
+//! checks that neither sees the tmpfs.
+//! With `--shared 1` the parent's root mount is shared, and checked so.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs
 //! (a namespace with another root: crust refuses to dump it) and only
 //! waits.
@@ -128,11 +132,65 @@ fn child_check(sub: &Path, fd: &mut fs::File, parent_ns: u64) -> Result<(), Stri
     Ok(())
 }
 
+/// A grandchild that sleeps until killed; `own`: in a mount namespace of
+/// its own (unshared at once).
+fn sleeper(own: bool) -> libc::pid_t {
+    // SAFETY: the child only unshares and sleeps.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: prctl and unshare take integers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if own && libc::unshare(libc::CLONE_NEWNS) != 0 {
+                libc::_exit(2);
+            }
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    if pid < 0 {
+        die("fork");
+    }
+    pid
+}
+
+/// The grandchildren do not see the child's tmpfs; one is in the root's
+/// namespace (`root_ns`), the other in one of its own.
+fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> Result<(), String> {
+    let sub_s = sub.to_string_lossy();
+    for g in [in_root, in_copy] {
+        let info = fs::read_to_string(format!("/proc/{g}/mountinfo"))
+            .map_err(|e| format!("mountinfo of {g}: {e}"))?;
+        ensure!(
+            !info.lines().any(|l| l.split(' ').nth(4) == Some(&*sub_s)),
+            "grandchild {g} sees the child's tmpfs"
+        );
+    }
+    let (a, b) = (
+        mnt_ns_ino(&in_root.to_string()),
+        mnt_ns_ino(&in_copy.to_string()),
+    );
+    ensure!(
+        a == root_ns,
+        "the grandchild {in_root} is not in the root's namespace"
+    );
+    ensure!(
+        b != root_ns && b != mnt_ns_ino("self"),
+        "the grandchild {in_copy} shares a namespace"
+    );
+    Ok(())
+}
+
 /// The child: its own namespace with a tmpfs at `sub`; says it is ready on
 /// `ready_w`, waits for a byte on `go`, then checks and exits.
 fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
     let parent_ns = mnt_ns_ino("self");
+    // A grandchild left in the root's namespace, and one in a namespace
+    // of its own made before the tmpfs (a copy of the root's).
+    let in_root = sleeper(false);
     unshare_mnt();
+    let in_copy = sleeper(true);
     mount("crust-sub", sub, "tmpfs", 0);
     fs::write(sub.join("f"), "in the child's tmpfs").unwrap_or_else(|_| die("write sub/f"));
     let mut fd = fs::File::open(sub.join("f")).unwrap_or_else(|_| die("open sub/f"));
@@ -156,7 +214,16 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
     if n != 1 || pivot {
         std::process::exit(3);
     }
-    match child_check(sub, &mut fd, parent_ns) {
+    let verdict = child_check(sub, &mut fd, parent_ns)
+        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy));
+    // SAFETY: kill and reap our own children.
+    unsafe {
+        for g in [in_root, in_copy] {
+            libc::kill(g, libc::SIGKILL);
+            libc::waitpid(g, std::ptr::null_mut(), 0);
+        }
+    }
+    match verdict {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             let _ = std::io::stderr().write_all(e.as_bytes());
@@ -172,6 +239,10 @@ fn main() {
     unshare_mnt();
     leave_host_mounts();
     mount("proc", Path::new("/proc"), "proc", 0);
+    let shared = args.num("shared", 0) == 1;
+    if shared {
+        mount("none", Path::new("/"), "", libc::MS_SHARED);
+    }
     let deleted = args.num("deleted", 0) == 1;
     if deleted {
         bind_deleted(&dir);
@@ -221,6 +292,14 @@ fn main() {
         ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
         if deleted {
             deleted_ok(&dir)?;
+        }
+        if shared {
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let root = info.lines().find(|l| l.split(' ').nth(4) == Some("/"));
+            ensure!(
+                root.is_some_and(|l| l.contains(" shared:")),
+                "/ is not shared: {root:?}"
+            );
         }
         // SAFETY: writing one byte from a live buffer.
         let wrote = unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };

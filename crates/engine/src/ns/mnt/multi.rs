@@ -12,8 +12,9 @@
 //! refused). Anything else is refused, naming the mount.
 //!
 //! Restore ([`SubNamespaces`]): once the root's namespace is made, each
-//! other one is a copy of it (a crust thread in the root's namespaces
-//! unshares CLONE_NEWNS), made private, the mounts it has no twin of
+//! other one is a copy of it (its first process, just cloned, unshares
+//! CLONE_NEWNS: the copy belongs to the tree's user namespace), then a
+//! crust thread that joined it makes it private, the mounts it has no twin of
 //! detached, its own mounts made (parents first) and flags set; crust keeps
 //! an fd on it. A process whose namespace differs from its parent's joins
 //! its own right after it is cloned, before its memory and files are made
@@ -32,9 +33,9 @@ use crust_images::proto::mnt::MntEntry;
 use crust_sys::mount::{self as sysmount, MountCall};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// The mount of `root` that `m` is the copy of.
 fn twin<'a>(m: &MountLine, root: &'a [MountLine]) -> Option<&'a MountLine> {
@@ -347,12 +348,12 @@ fn cstr(s: &str) -> CString {
 }
 
 impl SubMntNs {
-    /// In a crust thread that joined the root's (`pid`) namespaces: make
-    /// the copy, then change it into this namespace.
+    /// In a crust thread that joined the namespaces of `pid`, the first
+    /// process of this namespace, which unshared its mount namespace (a
+    /// copy of the root's, owned by the tree's user namespace): change the
+    /// copy into this namespace.
     fn build(&self, pid: i32, imgdir: &std::fs::File) -> Result<(), Error> {
         let what = |w: &str| format!("mount namespace {}: {w}", self.id);
-        crust_sys::ns::unshare(libc::CLONE_NEWNS)
-            .map_err(sys(pid, what("unshare(CLONE_NEWNS)")))?;
         let slash = cstr("/");
         sysmount::mount(&call(&slash, ms::REC | ms::PRIVATE))
             .map_err(sys(pid, what("make it private")))?;
@@ -431,52 +432,37 @@ impl SubMntNs {
         Ok(())
     }
 
-    /// Make this namespace from the root's (host pid `root`, its
-    /// namespace made); an fd on it.
-    fn make(&self, root: i32) -> Result<OwnedFd, Error> {
+    /// Make this namespace in the copy of the root's that process `host`
+    /// made (unshare); an fd on it.
+    fn make(&self, host: i32) -> Result<OwnedFd, Error> {
         let imgdir = std::fs::File::open(&self.dir).map_err(|source| Error::Io {
             op: "open the images directory",
             path: self.dir.clone(),
             source,
         })?;
         let imgdir = &imgdir;
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<i32>();
-        let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let worker = s.spawn(move || {
-                crate::ns::in_ns(
-                    root,
-                    &[NsKind::Net, NsKind::Ipc, NsKind::Pid, NsKind::Mnt],
-                    move || {
-                        self.build(root, imgdir)?;
-                        // Held until crust has opened the namespace.
-                        let _ = tid_tx.send(crust_sys::process::gettid());
-                        let _ = ack_rx.recv();
-                        Ok(())
-                    },
-                )
-            });
-            let opened = tid_rx.recv().ok().map(|tid| {
-                let path = format!("/proc/{tid}/ns/mnt");
-                std::fs::File::open(&path).map_err(sys_err(root, format!("open {path}")))
-            });
-            drop(ack_tx);
-            let built = worker.join().unwrap_or_else(|_| {
-                Err(Error::Restore {
-                    pid: root,
-                    what: "the thread making a mount namespace panicked".into(),
-                })
-            });
-            built?;
-            match opened {
-                Some(f) => Ok(OwnedFd::from(f?)),
-                None => Err(Error::Restore {
-                    pid: root,
-                    what: format!("mount namespace {} was not made", self.id),
-                }),
-            }
-        })
+        crate::ns::in_ns(
+            host,
+            &[NsKind::Net, NsKind::Ipc, NsKind::Pid, NsKind::Mnt],
+            move || self.build(host, imgdir),
+        )?;
+        let path = NsKind::Mnt.proc_path(&host.to_string());
+        let f = std::fs::File::open(&path).map_err(sys_err(host, format!("open {path}")))?;
+        Ok(OwnedFd::from(f))
     }
+}
+
+/// What a process just cloned does about its mount namespace.
+#[derive(Debug)]
+pub(crate) enum Join {
+    /// Its parent's is its own.
+    Stay,
+    /// It joins the one made already (setns).
+    Fd(OwnedFd),
+    /// It is the first of namespace N: it unshares (after joining the
+    /// root's namespace, given when its parent's is another), and crust
+    /// makes the copy namespace N ([`SubNamespaces::made_in`]).
+    Make(u32, Option<OwnedFd>),
 }
 
 /// The tree's mount namespaces beside the root's: loaded, then made, and
@@ -486,7 +472,7 @@ impl SubMntNs {
 pub(crate) struct SubNamespaces {
     root_id: u32,
     subs: Vec<SubMntNs>,
-    made: OnceLock<HashMap<u32, OwnedFd>>,
+    made: Mutex<HashMap<u32, OwnedFd>>,
 }
 
 impl SubNamespaces {
@@ -495,52 +481,87 @@ impl SubNamespaces {
         Ok(SubNamespaces {
             root_id: tree,
             subs: SubMntNs::load_all(ctx, root, tree)?,
-            made: OnceLock::new(),
+            made: Mutex::default(),
         })
     }
 
-    /// Make them, once the root's namespace is made in `root` (host pid).
+    /// Once the root's namespace is made in `root` (host pid): keep an fd
+    /// on it (processes of the others may have children in it). The others
+    /// are made when their first process is cloned ([`Self::made_in`]).
     pub(crate) fn prepare(&self, root: i32) -> Result<(), Error> {
         if self.subs.is_empty() {
             return Ok(());
         }
-        let mut fds = HashMap::new();
         let path = NsKind::Mnt.proc_path(&root.to_string());
         let f = std::fs::File::open(&path).map_err(sys_err(root, format!("open {path}")))?;
-        fds.insert(self.root_id, OwnedFd::from(f));
-        for s in &self.subs {
-            log::debug!(
-                "mount namespace {}: {} mounts gone, {} made or changed",
-                s.id,
-                s.gone.len(),
-                s.make.len()
-            );
-            fds.insert(s.id, s.make(root)?);
-        }
-        let _ = self.made.set(fds);
+        self.lock(root)?.insert(self.root_id, OwnedFd::from(f));
         Ok(())
     }
 
-    /// The namespace a process just cloned must join, if its mount
-    /// namespace `mine` is not its parent's (`parent`): an fd crust keeps
-    /// on it, or why there is none.
+    fn lock(&self, pid: i32) -> Result<std::sync::MutexGuard<'_, HashMap<u32, OwnedFd>>, Error> {
+        self.made.lock().map_err(|_| Error::Restore {
+            pid,
+            what: "the mount namespaces made are not readable".into(),
+        })
+    }
+
+    /// Process `host` (just cloned) unshared its mount namespace as the
+    /// first process of namespace `id`: make it that one.
+    pub(crate) fn made_in(&self, host: i32, id: u32) -> Result<(), Error> {
+        let sub = self
+            .subs
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::Restore {
+                pid: host,
+                what: format!("mount namespace {id} has no image"),
+            })?;
+        log::debug!(
+            "mount namespace {id} (made by {host}): {} mounts gone, {} made or changed",
+            sub.gone.len(),
+            sub.make.len()
+        );
+        let fd = sub.make(host)?;
+        self.lock(host)?.insert(id, fd);
+        Ok(())
+    }
+
+    /// What a process just cloned (`pid`) does about its mount namespace
+    /// `mine` when its parent's is `parent`.
     pub(crate) fn to_join(
         &self,
         pid: i32,
         mine: Option<u32>,
         parent: Option<u32>,
-    ) -> Result<Option<BorrowedFd<'_>>, Error> {
+    ) -> Result<Join, Error> {
         let (Some(mine), Some(parent)) = (mine, parent) else {
-            return Ok(None);
+            return Ok(Join::Stay);
         };
         if mine == parent {
-            return Ok(None);
+            return Ok(Join::Stay);
         }
-        let fd = self.made.get().and_then(|m| m.get(&mine)).ok_or_else(|| Error::Restore {
+        if let Some(fd) = self.lock(pid)?.get(&mine) {
+            let fd = fd
+                .try_clone()
+                .map_err(sys_err(pid, "dup of a mount namespace fd"))?;
+            return Ok(Join::Fd(fd));
+        }
+        if self.subs.iter().any(|s| s.id == mine) {
+            // Its copy is of the root's namespace, which it joins first if
+            // its parent's is another.
+            let root = match self.lock(pid)?.get(&self.root_id) {
+                Some(fd) if parent != self.root_id => Some(
+                    fd.try_clone()
+                        .map_err(sys_err(pid, "dup of a mount namespace fd"))?,
+                ),
+                _ => None,
+            };
+            return Ok(Join::Make(mine, root));
+        }
+        Err(Error::Restore {
             pid,
             what: format!("it was in mount namespace {mine}, which crust did not make (no mountpoints-{mine}.img beside the root's)"),
-        })?;
-        Ok(Some(fd.as_fd()))
+        })
     }
 }
 

@@ -342,7 +342,9 @@ impl Builder<'_> {
         for m in &self.ns.mounts {
             self.make(m, &top)?;
         }
-        for m in &self.ns.mounts {
+        // The root's propagation once pivoted into: pivot_root refuses a
+        // shared new root (it is also where the old root goes).
+        for m in self.ns.mounts.iter().skip(1) {
             self.propagation(m)?;
         }
         let ctop = cpath(&top)?;
@@ -352,7 +354,14 @@ impl Builder<'_> {
             .map_err(self.sys(format!("pivot_root into {}", ctop.to_string_lossy())))?;
         sysmount::umount2(&dot, libc::MNT_DETACH)
             .map_err(self.sys("detach the old root".into()))?;
-        std::env::set_current_dir("/").map_err(self.sys("chdir / in the new root".into()))
+        std::env::set_current_dir("/").map_err(self.sys("chdir / in the new root".into()))?;
+        match self.ns.mounts.first() {
+            Some(root) => {
+                self.made.insert(root.e.mnt_id, PathBuf::from("/"));
+                self.propagation(root)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Make mount `m` under `top` (the root: at `top`).
