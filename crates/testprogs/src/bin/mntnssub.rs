@@ -135,15 +135,24 @@ fn child_check(sub: &Path, fd: &mut fs::File, parent_ns: u64) -> Result<(), Stri
 /// A grandchild that sleeps until killed; `own`: in a mount namespace of
 /// its own (unshared at once).
 fn sleeper(own: bool) -> libc::pid_t {
-    // SAFETY: the child only unshares and sleeps.
+    let mut p = [0i32; 2];
+    // SAFETY: pipe fills the two ints.
+    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    // SAFETY: the child only unshares, says so and sleeps.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // SAFETY: prctl and unshare take integers.
+        // SAFETY: prctl, unshare, write and close take integers and a
+        // live buffer.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if own && libc::unshare(libc::CLONE_NEWNS) != 0 {
                 libc::_exit(2);
             }
+            libc::write(p[1], b"s".as_ptr().cast(), 1);
+            libc::close(p[1]);
+            libc::close(p[0]);
         }
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
@@ -151,6 +160,15 @@ fn sleeper(own: bool) -> libc::pid_t {
     }
     if pid < 0 {
         die("fork");
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer; closing our ends.
+    unsafe {
+        libc::close(p[1]);
+        if libc::read(p[0], b.as_mut_ptr().cast(), 1) != 1 {
+            die("the grandchild did not start");
+        }
+        libc::close(p[0]);
     }
     pid
 }
