@@ -967,6 +967,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-flavor.sh"
 # shellcheck source=tests/e2e/ns-ttyns.sh
 . "$ROOT/tests/e2e/ns-ttyns.sh"
+# shellcheck source=tests/e2e/ns-mntns2.sh
+. "$ROOT/tests/e2e/ns-mntns2.sh"
 # shellcheck source=tests/e2e/ns-netsk.sh
 . "$ROOT/tests/e2e/ns-netsk.sh"
 # shellcheck source=tests/e2e/ns-netmisc.sh

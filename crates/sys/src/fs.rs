@@ -107,6 +107,14 @@ pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> 
     cvt(r as libc::c_long).map(drop)
 }
 
+/// fchdir(2): make the directory open as `dir` the calling thread's
+/// working directory (it may be in another mount namespace).
+pub fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fchdir takes an fd, borrowed and open for the call.
+    let r = unsafe { libc::fchdir(dir.as_raw_fd()) };
+    cvt(r as libc::c_long).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,6 +407,9 @@ fn dump_tree(
                     seccomp: &mut seccomp,
                 };
                 crate::util::check_stop()?;
+                // Paths of a process in another mount namespace of the
+                // tree are read through its own root.
+                let _own = crate::ns::mnt::multi::ProcView::of(root_pid, p.pid);
                 walk.process(p, &mut out)?;
             }
             Ok(())
@@ -427,6 +430,7 @@ fn dump_tree(
         root_pid,
         ids: walk.nss.root_ids(),
         opts,
+        sub_mnt: walk.nss.sub_mnt(),
     })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");

@@ -233,7 +233,10 @@ impl FileTable {
                 let id = self.new_id();
                 crate::util::overmount::check_file(pid, fd, info.mnt_id, target)?;
                 let leased = crate::files::filelocks::write_leased(pid, fd);
-                let reg = self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
+                let mut reg =
+                    self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
+                // The mount it is on, when the tree has mount namespaces.
+                reg.mnt_id = mnt_id_of(pid, info.mnt_id);
                 self.push_reg(reg);
                 id
             }
@@ -241,6 +244,20 @@ impl FileTable {
         self.paths_seen.push((pid, fd, target.to_string(), id));
         Ok((id, fd_types::REG))
     }
+}
+
+/// The `mnt_id` a file of process `pid` on mount `mnt_id` records: the
+/// mount, when the process is not in crust's mount namespace (CRIU's
+/// field; the restore tells by it in which mount namespace of the tree the
+/// file was opened: `files::regmnt`).
+fn mnt_id_of(pid: i32, mnt_id: i32) -> Option<i32> {
+    let ino = |p: String| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    };
+    let theirs = ino(format!("/proc/{pid}/ns/mnt"))?;
+    (mnt_id > 0 && ino("/proc/self/ns/mnt".into()) != Some(theirs)).then_some(mnt_id)
 }
 
 #[cfg(test)]

@@ -61,7 +61,9 @@ impl SharedRegs {
                 .map(|f| f.id)
                 .collect::<Vec<u32>>()
         });
-        let several = held_by_several(tables);
+        let mut several = held_by_several(tables);
+        // Opened in another mount namespace than their holder's.
+        several.extend(super::regmnt::foreign_files(ctx)?);
         let mut out = SharedRegs::default();
         if several.is_empty() {
             return Ok(out);

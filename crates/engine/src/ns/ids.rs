@@ -249,6 +249,9 @@ pub struct TreeNs {
     root: NsIds,
     /// The root heads a pid namespace of its own (its pids are the tree's).
     own_pidns: bool,
+    /// The tree's other mount namespaces (the root has one of its own):
+    /// (id, the first process met in it).
+    sub_mnt: Vec<(u32, i32)>,
 }
 
 impl TreeNs {
@@ -263,6 +266,7 @@ impl TreeNs {
             root_pid,
             root,
             own_pidns: root_heads_pidns,
+            sub_mnt: Vec::new(),
         }
     }
 
@@ -298,6 +302,26 @@ impl TreeNs {
         self.root
     }
 
+    /// The tree's mount namespaces other than the root's: (id, a process
+    /// in it), in the order met.
+    pub fn sub_mnt(&self) -> &[(u32, i32)] {
+        &self.sub_mnt
+    }
+
+    /// Whether process `pid` (ids `ids`) is in a mount namespace of the
+    /// tree other than the root's (made in the tree: the root has its own
+    /// one); it is recorded.
+    fn other_mnt(&mut self, pid: i32, ids: &NsIds) -> bool {
+        let (k, id) = (NsKind::Mnt, ids.get(NsKind::Mnt));
+        if !(self.root.own(k) && ids.own(k)) || id == self.root.get(k) {
+            return false;
+        }
+        if !self.sub_mnt.iter().any(|(i, _)| *i == id) {
+            self.sub_mnt.push((id, pid));
+        }
+        true
+    }
+
     /// The ids of process `pid` (in namespaces `inodes`), or why crust
     /// cannot dump it. Every process must share the root's namespaces
     /// (the tree's); of those, the ones that are not crust's must be of a
@@ -319,6 +343,9 @@ impl TreeNs {
                 return Err(Error::unsupported(format!(
                     "process {pid} is in its own {k} namespace{whose}; crust cannot dump {k} namespaces yet"
                 )));
+            }
+            if k == NsKind::Mnt && self.other_mnt(pid, &ids) {
+                continue;
             }
             if ids.get(k) != self.root.get(k) {
                 let msg = if ids.own(k) && !self.root.own(k) {
@@ -468,5 +495,17 @@ mod tests {
         ]);
         let e = tree.check(25, &both).unwrap_err();
         assert!(e.to_string().contains("own UTS namespace"), "{e}");
+
+        // A root in a mount namespace of its own: a child in another one
+        // (made in the tree) is recorded; one in crust's is refused.
+        let root = inodes(&[(NsKind::Mnt, 900)]);
+        let mut tree = TreeNs::new(inodes(&[]), 30, &root, false);
+        assert!(tree.check(30, &root).is_ok());
+        let sub = inodes(&[(NsKind::Mnt, 901)]);
+        assert_eq!(tree.check(31, &sub).unwrap().get(NsKind::Mnt), 10);
+        assert!(tree.check(32, &sub).is_ok());
+        assert_eq!(tree.sub_mnt(), &[(10, 31)]);
+        let e = tree.check(33, &inodes(&[])).unwrap_err();
+        assert!(e.to_string().contains("another mount namespace"), "{e}");
     }
 }

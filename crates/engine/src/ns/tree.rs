@@ -45,6 +45,8 @@ pub(crate) struct DumpCtx<'a> {
     /// The root's namespace ids.
     pub ids: NsIds,
     pub opts: &'a Options,
+    /// The tree's other mount namespaces: (id, a process in it).
+    pub sub_mnt: &'a [(u32, i32)],
 }
 
 /// What a kind's loader and preparer are given.
@@ -71,7 +73,10 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
                 log::info!("network namespace {id} left out (--empty-ns net)");
             }
             NsKind::Net => super::net::dump(dir, root_pid, id)?,
-            NsKind::Mnt => mnt::dump(ctx, id)?,
+            NsKind::Mnt => {
+                mnt::dump(ctx, id)?;
+                mnt::multi::dump(ctx)?;
+            }
             NsKind::User => user::dump(dir, root_pid, id)?,
             _ => {
                 return Err(Error::unsupported(format!(
@@ -95,6 +100,8 @@ pub(crate) struct TreeNamespaces {
     joined: Joined,
     net: Option<NetNs>,
     mnt: Option<MntNs>,
+    /// The tree's other mount namespaces (see [`mnt::multi`]).
+    mnt_subs: mnt::multi::SubNamespaces,
 }
 
 impl TreeNamespaces {
@@ -130,7 +137,11 @@ impl TreeNamespaces {
                 NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
                 NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
                 NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
-                NsKind::Mnt => t.mnt = Some(MntNs::load(ctx, tree)?),
+                NsKind::Mnt => {
+                    let m = MntNs::load(ctx, tree)?;
+                    t.mnt_subs = mnt::multi::SubNamespaces::load(ctx, &m, tree)?;
+                    t.mnt = Some(m);
+                }
                 NsKind::User => t.user = Some(UserNs::load(dir, tree)?),
                 NsKind::Pid | NsKind::Ipc => {}
                 _ => {
@@ -198,11 +209,30 @@ impl TreeNamespaces {
         }
         if let Some(mnt) = &self.mnt {
             mnt.prepare(root)?;
+            self.mnt_subs.prepare(root)?;
         }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
         }
         Ok(())
+    }
+
+    /// What a process just cloned (`pid`) does about its mount namespace
+    /// before its memory and files: its own (`mine`) is not its parent's
+    /// (`parent`).
+    pub(crate) fn mnt_to_join(
+        &self,
+        pid: i32,
+        mine: Option<u32>,
+        parent: Option<u32>,
+    ) -> Result<mnt::multi::Join, Error> {
+        self.mnt_subs.to_join(pid, mine, parent)
+    }
+
+    /// Process `host` unshared its mount namespace as the first of
+    /// namespace `id`: make it that one.
+    pub(crate) fn mnt_made_in(&self, host: i32, id: u32) -> Result<(), Error> {
+        self.mnt_subs.made_in(host, id)
     }
 
     /// Once the root (`r` on it) is traced on its trampoline, before it

@@ -175,6 +175,8 @@ fn make_children(
         )?;
         created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
+        // Into its own mount namespace before its paths are opened.
+        enter_mnt_ns(img, created, c, p, tramp)?;
         if child.helper && child.entry.pid == p.entry.pgid {
             // The helper made its group: join it.
             set_session_now(img, i, opts, created, tramp)?;
@@ -613,5 +615,78 @@ pub(super) fn move_vdso(
     for (from, len, to) in staged {
         mremap(r, from, len, to)?;
     }
+    Ok(())
+}
+
+/// Process `c` just cloned by `p`: into its own mount namespace if it is
+/// not its parent's (joined, or made from a copy it unshares).
+fn enter_mnt_ns(
+    img: &ImageSet,
+    created: &mut Created,
+    c: usize,
+    p: &ProcImage,
+    tramp: u64,
+) -> Result<(), Error> {
+    let child = img.procs.get(c).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {c} is not in the image set"),
+    })?;
+    let mnt = |q: &ProcImage| {
+        let l = q.live.as_ref()?;
+        crate::ns::ids::NsKind::Mnt.id_in(&l.ids)
+    };
+    use crate::ns::mnt::multi::Join;
+    match img.ns.mnt_to_join(child.pid(), mnt(child), mnt(p))? {
+        Join::Stay => {}
+        Join::Fd(ns) => {
+            let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
+            join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+        }
+        Join::Make(id, root) => {
+            if let Some(ns) = root {
+                let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
+                join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+            }
+            let task = created.main_of(c, child.pid())?;
+            let host = task.pid();
+            Remote::on_trampoline(task, tramp).call(
+                "unshare(CLONE_NEWNS)",
+                libc::SYS_unshare,
+                [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0],
+            )?;
+            img.ns.mnt_made_in(host, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Make the task `r` (just cloned, alone in its fs struct) join the mount
+/// namespace open as `ns` in crust: the fd is given to it at a free number,
+/// setns(CLONE_NEWNS), closed.
+fn join_mnt_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+    let pid = r.pid();
+    let free = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .max()
+                .unwrap_or(2)
+        })
+        .unwrap_or(2)
+        + 1;
+    let gift = crate::files::fdpass::Gift {
+        fd: ns,
+        target: free,
+        cloexec: true,
+    };
+    crate::files::fdpass::give_fds(r, &[gift])?;
+    let joined = r.call(
+        "setns into its mount namespace",
+        libc::SYS_setns,
+        [free as u64, libc::CLONE_NEWNS as u64, 0, 0, 0, 0],
+    );
+    let closed = r.call("close", libc::SYS_close, [free as u64, 0, 0, 0, 0, 0]);
+    joined?;
+    closed?;
+    debug!("{pid}: joined mount namespace");
     Ok(())
 }

@@ -182,7 +182,11 @@ pub(crate) fn parse_line(line: &str) -> Option<MountLine> {
     let fsname = unescape(t.next()?);
     let source = unescape(t.next()?);
     let (sb_flags, options) = sb_flags(t.next()?);
-    let deleted = match root.strip_suffix(" (deleted)") {
+    // The kernel marks a deleted root "//deleted" (older ones " (deleted)").
+    let gone = root
+        .strip_suffix("//deleted")
+        .or_else(|| root.strip_suffix(" (deleted)"));
+    let deleted = match gone {
         Some(r) => {
             root = r.to_string();
             true

@@ -17,8 +17,10 @@
 pub(crate) mod assemble;
 pub(crate) mod binfmt;
 pub(crate) mod cover;
+pub(crate) mod deleted;
 pub(crate) mod external;
 pub(crate) mod info;
+pub(crate) mod multi;
 pub(crate) mod propagation;
 pub(crate) mod restore;
 pub(crate) mod tmpfs;
@@ -94,7 +96,7 @@ pub(crate) fn mountinfo(pid: i32) -> Result<Vec<MountLine>, Error> {
 }
 
 /// Leave out the mounts at `skip` mountpoints and everything under them.
-fn skip_mounts(mounts: Vec<MountLine>, skip: &[String]) -> Vec<MountLine> {
+pub(super) fn skip_mounts(mounts: Vec<MountLine>, skip: &[String]) -> Vec<MountLine> {
     let mut gone: BTreeSet<u32> = mounts
         .iter()
         .filter(|m| {
@@ -150,11 +152,10 @@ fn restorable(
     if m.mnt_id == root_id || ext.contains_key(&m.mountpoint) {
         return Ok(());
     }
-    if m.deleted {
-        return Err("has a deleted root");
-    }
+    // A deleted root is a bind of what was there: made again at restore
+    // for the bind (see `deleted`).
     let code = fstype_code(&m.fsname);
-    if FRESH.contains(&code) && m.root == "/" {
+    if FRESH.contains(&code) && m.root == "/" && !m.deleted {
         return Ok(());
     }
     let bind_of = mounts.iter().any(|o| {
@@ -212,10 +213,55 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             binfmt::check_dump(pid, m)?;
         }
     }
+    let ns = NsMounts {
+        pid,
+        id,
+        mounts: &mounts,
+        all: &all,
+        ext: &ext,
+        auto: &auto,
+        root_id,
+    };
+    write_entries(ctx.dir, &ns, &mut BTreeSet::new())
+}
+
+/// One mount namespace's mounts, for [`write_entries`].
+pub(super) struct NsMounts<'a> {
+    /// A process of the namespace.
+    pub pid: i32,
+    /// The namespace's id in the images.
+    pub id: u32,
+    /// Its mounts, those `--skip-mnt` leaves out gone.
+    pub mounts: &'a [MountLine],
+    /// All its mounts (a tmpfs is archived from a copy that needs them).
+    pub all: &'a [MountLine],
+    /// External mounts: mountpoint → key.
+    pub ext: &'a HashMap<String, String>,
+    /// Auto-detected externals: mountpoint → host path (their source).
+    pub auto: &'a HashMap<String, String>,
+    /// Its root mount.
+    pub root_id: Option<u32>,
+}
+
+/// Write `mountpoints-ID.img` for the mounts of namespace `ns`, archiving
+/// each tmpfs whose device is not in `dumped` yet (and adding it there).
+pub(super) fn write_entries(
+    dir: &Path,
+    ns: &NsMounts<'_>,
+    dumped: &mut BTreeSet<u32>,
+) -> Result<(), Error> {
+    let NsMounts {
+        pid,
+        id,
+        mounts,
+        all,
+        ext,
+        auto,
+        root_id,
+    } = *ns;
     let host_pts = std::fs::metadata("/dev/pts")
         .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
         .ok();
-    let mut dumped = BTreeSet::new();
     let mut entries = Vec::new();
     for m in mounts.iter().rev() {
         let code = fstype_code(&m.fsname);
@@ -236,7 +282,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             && m.root == "/"
             && dumped.insert(m.dev)
         {
-            dump_tmpfs(ctx.dir, pid, m, &all)?;
+            dump_tmpfs(dir, pid, m, all)?;
         }
         log::debug!(
             "mount {} {} at {} ({})",
@@ -267,7 +313,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
             ..Default::default()
         });
     }
-    write_image(ctx.dir, ImageType::Mnts, u64::from(id), &entries)
+    write_image(dir, ImageType::Mnts, u64::from(id), &entries)
 }
 
 /// The kernel encoding of a device (major << 20 | minor) as st_dev.

@@ -71,7 +71,7 @@ pub(crate) struct MntNs {
     prop: propagation::Plan,
 }
 
-fn bad(dir: &Path, id: u32, why: String) -> Error {
+pub(super) fn bad(dir: &Path, id: u32, why: String) -> Error {
     Error::BadImage {
         dir: dir.to_path_buf(),
         why: format!("mountpoints-{id}.img: {why}"),
@@ -80,7 +80,7 @@ fn bad(dir: &Path, id: u32, why: String) -> Error {
 
 /// The entries in mount order (parents first, siblings by id); checks
 /// ids, paths, a single root at `/`, and that every mount hangs from it.
-fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<MntEntry>, Error> {
+pub(super) fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<MntEntry>, Error> {
     let ids: BTreeSet<u32> = entries.iter().map(|e| e.mnt_id).collect();
     if ids.len() != entries.len() {
         return Err(bad(dir, id, "two mounts have the same id".into()));
@@ -298,7 +298,7 @@ impl MntNs {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString, Error> {
+pub(super) fn cpath(p: &Path) -> Result<CString, Error> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| {
         Error::refused(
             ErrorKind::InvalidRequest,
@@ -437,6 +437,15 @@ impl Builder<'_> {
             }
             Source::Fresh { .. } => None,
         };
+        // A bind whose root was deleted: made again for the bind, removed
+        // once bound (see `deleted`).
+        let again = match (&m.src, &bind_src) {
+            (Source::Bind { .. }, Some(src)) => {
+                super::deleted::make_again(e, src, &self.target_of(e, top))
+                    .map_err(self.sys(what("make its deleted root again")))?
+            }
+            _ => super::deleted::Made::Nothing,
+        };
         if let Some(src) = &bind_src {
             if std::fs::symlink_metadata(src).is_err() {
                 return Err(Error::refused(
@@ -455,20 +464,59 @@ impl Builder<'_> {
         };
         ensure_mountpoint(&at, dir).map_err(self.sys(what("create its mountpoint")))?;
         let cat = cpath(&at)?;
-        match (&m.src, &bind_src) {
+        let made = match (&m.src, &bind_src) {
             (Source::External(_), Some(src)) => match self.ext_fds.get(&e.mnt_id) {
-                Some(fd) => external::attach(self.pid, e, fd, &cat, self.ns.ext_mode)?,
-                None => self.bind_from(src, &cat, &what)?,
+                Some(fd) => external::attach(self.pid, e, fd, &cat, self.ns.ext_mode),
+                None => self.bind_from(src, &cat, &what),
             },
-            (Source::Fresh { code, tar }, _) => self.fresh(e, *code, tar.as_deref(), &at, &what)?,
-            (_, Some(src)) => self.bind_from(src, &cat, &what)?,
-            (_, None) => {}
+            (Source::Fresh { code, tar }, _) => self.fresh(e, *code, tar.as_deref(), &at, &what),
+            (_, Some(src)) => self.bind_from(src, &cat, &what),
+            (_, None) => Ok(()),
+        };
+        // A deleted root made again stays until the mount is in place.
+        let placed = (|| {
+            made?;
+            self.place(e, &at, top, dir, root, &what)
+        })();
+        if let Some(src) = &bind_src {
+            super::deleted::remove(again, src)
+                .map_err(self.sys(what("remove its deleted root again")))?;
         }
-        // The new mount itself from now on, whatever covers it later.
+        let own_path = placed?;
+        let cown = cpath(&own_path)?;
+        let flags = (ms::REMOUNT | ms::BIND | (e.flags & ms::MNT_MASK)) as u64;
+        self.mount(
+            &what(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
+            &MountCall {
+                source: None,
+                target: &cown,
+                fstype: None,
+                flags,
+                data: None,
+            },
+        )?;
+        self.made.insert(e.mnt_id, own_path);
+        Ok(())
+    }
+
+    /// Take an fd of the mount just made at `at` (its own, kept: see
+    /// [`Self::own`]) and, unless it is the root, move it onto its
+    /// mountpoint under `top` (`dir`: a directory, else a file bind);
+    /// returns the fd's /proc/self/fd path.
+    fn place(
+        &mut self,
+        e: &MntEntry,
+        at: &Path,
+        top: &Path,
+        dir: bool,
+        root: bool,
+        what: &dyn Fn(&str) -> String,
+    ) -> Result<PathBuf, Error> {
+        let cat = cpath(at)?;
         let own = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH)
-            .open(&at)
+            .open(at)
             .map_err(self.sys(what("open it")))?;
         let own_path = PathBuf::from(format!("/proc/self/fd/{}", own.as_raw_fd()));
         self.own.insert(e.mnt_id, own.into());
@@ -487,20 +535,7 @@ impl Builder<'_> {
                 },
             )?;
         }
-        let cown = cpath(&own_path)?;
-        let flags = (ms::REMOUNT | ms::BIND | (e.flags & ms::MNT_MASK)) as u64;
-        self.mount(
-            &what(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
-            &MountCall {
-                source: None,
-                target: &cown,
-                fstype: None,
-                flags,
-                data: None,
-            },
-        )?;
-        self.made.insert(e.mnt_id, own_path);
-        Ok(())
+        Ok(own_path)
     }
 
     fn bind_from(
@@ -569,7 +604,7 @@ impl Builder<'_> {
 
 /// Make the mountpoint `p` if missing: a directory, or an empty file for a
 /// file bind mount.
-fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
+pub(super) fn ensure_mountpoint(p: &Path, dir: bool) -> std::io::Result<()> {
     if std::fs::symlink_metadata(p).is_ok() {
         return Ok(());
     }
@@ -621,6 +656,11 @@ impl MntNs {
             out.push(m);
         }
         out
+    }
+
+    /// The entries of its mounts, parents before children (the root first).
+    pub(super) fn entries(&self) -> impl Iterator<Item = &MntEntry> {
+        self.mounts.iter().map(|m| &m.e)
     }
 
     /// Where crust finds, before the namespace is made, the tree's path
@@ -675,7 +715,15 @@ pub(crate) fn view_for_load(
         return Ok(None);
     }
     let ns = std::sync::Arc::new(MntNs::load(ctx, tree)?);
+    // A path another mount namespace of the tree sees elsewhere is not
+    // checked.
+    let subs = super::multi::SubMntNs::load_all(ctx, &ns, tree)?;
     Ok(Some(crate::util::view::set(std::sync::Arc::new(
-        move |p: &Path| ns.host_path(p),
+        move |p: &Path| {
+            subs.iter()
+                .all(|s| s.sees_as_root(p))
+                .then(|| ns.host_path(p))
+                .flatten()
+        },
     ))))
 }

@@ -1,0 +1,59 @@
+//! Regular files opened in another mount namespace of the tree than the
+//! one of the process that holds them (a file opened before its holder
+//! unshared its mount namespace: zdtm's mntns_open). The dump records a
+//! file's mount (`mnt_id`, CRIU's field) for a tree in a mount namespace of
+//! its own. At restore, a file held by a process outside the root's mount
+//! namespace but on a mount of the root's (`mountpoints-ID.img` of the
+//! root's `mnt_ns_id`) is opened by crust through the root's view and given
+//! to the task ([`super::regshare`]), so it stays on the root's mount
+//! rather than on the copy the holder's namespace has.
+
+use crate::files::kind::LoadCtx;
+use crate::util::read_image;
+use crate::Error;
+use crust_images::image::ImageType;
+use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
+use crust_images::proto::mnt::MntEntry;
+use std::collections::{BTreeSet, HashSet};
+
+/// The files.img ids of such files.
+pub(super) fn foreign_files(ctx: &LoadCtx<'_>) -> Result<HashSet<u32>, Error> {
+    let mut out = HashSet::new();
+    let Some(root_ns) = ctx
+        .procs
+        .first()
+        .and_then(|p| p.ids)
+        .and_then(|i| i.mnt_ns_id)
+    else {
+        return Ok(out);
+    };
+    let others: Vec<&[FdinfoEntry]> = ctx
+        .procs
+        .iter()
+        .filter(|p| {
+            p.ids
+                .and_then(|i| i.mnt_ns_id)
+                .is_some_and(|n| n != root_ns)
+        })
+        .filter_map(|p| p.fds)
+        .collect();
+    let img = ctx.dir.join(ImageType::Mnts.file_name(u64::from(root_ns)));
+    if others.is_empty() || !img.exists() {
+        return Ok(out);
+    }
+    let mounts: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(root_ns))?;
+    let root_ids: BTreeSet<i64> = mounts.iter().map(|m| i64::from(m.mnt_id)).collect();
+    let held: BTreeSet<u32> = others
+        .iter()
+        .flat_map(|fds| fds.iter())
+        .filter(|f| f.r#type == fd_types::REG)
+        .map(|f| f.id)
+        .collect();
+    for f in ctx.files.entries()? {
+        let Some(r) = f.reg.as_ref() else { continue };
+        if held.contains(&f.id) && r.mnt_id.is_some_and(|m| root_ids.contains(&i64::from(m))) {
+            out.insert(f.id);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,652 @@
+//! The tree's other mount namespaces: those its processes made with
+//! unshare(CLONE_NEWNS) (or clone) below the root's own one.
+//!
+//! Dump ([`dump`]): one `mountpoints-ID.img` per namespace, read from the
+//! first process met in it. Such a namespace started as a copy of the
+//! root's; crust restores it as one again, so each of its mounts must be
+//! the "twin" of a mount of the root's namespace (same mountpoint, device
+//! and root: the copy), a filesystem mounted afresh in it (proc, sysfs,
+//! tmpfs with its archive, devpts, mqueue) on a device the root's namespace
+//! does not have, or a bind of a part of another of its mounts; its root
+//! must be the twin of the root's (a namespace pivoted into another root is
+//! refused). Anything else is refused, naming the mount.
+//!
+//! Restore ([`SubNamespaces`]): once the root's namespace is made, each
+//! other one is a copy of it (its first process, just cloned, unshares
+//! CLONE_NEWNS: the copy belongs to the tree's user namespace), then a
+//! crust thread that joined it makes it private, the mounts it has no twin of
+//! detached, its own mounts made (parents first) and flags set; crust keeps
+//! an fd on it. A process whose namespace differs from its parent's joins
+//! its own right after it is cloned, before its memory and files are made
+//! ([`SubNamespaces::to_join`], by the restore), so its paths resolve
+//! there.
+
+use super::info::{fstype_code, fstype_name, ms, MountLine, FS_PROC, FS_TMPFS};
+use super::restore::{bad, cpath, ensure_mountpoint, order, MntNs};
+use super::{
+    mountinfo, refuse, root_of, skip_mounts, tmpfs, under, write_entries, NsMounts, FRESH,
+};
+use crate::ns::ids::NsKind;
+use crate::ns::tree::{DumpCtx, LoadCtx};
+use crate::util::{read_image, sys_err};
+use crate::{Error, ErrorKind};
+use crust_images::image::ImageType;
+use crust_images::proto::mnt::MntEntry;
+use crust_sys::mount::{self as sysmount, MountCall};
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The mount of `root` that `m` is the copy of.
+fn twin<'a>(m: &MountLine, root: &'a [MountLine]) -> Option<&'a MountLine> {
+    root.iter()
+        .find(|r| r.mountpoint == m.mountpoint && r.dev == m.dev && r.root == m.root)
+}
+
+/// Check that the namespace of process `pid` (`mounts`) can be made again
+/// from the root's (`root`): see the module's doc.
+fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error> {
+    let mine = root_of(mounts).ok_or_else(|| {
+        Error::refused(
+            ErrorKind::Unsupported,
+            format!("process {pid}'s mount namespace has no single root mount at /"),
+        )
+    })?;
+    if twin(mine, root).is_none()
+        && root_of(root).is_none_or(|r| r.dev != mine.dev || r.root != mine.root)
+    {
+        return Err(Error::refused(
+            ErrorKind::Unsupported,
+            format!(
+                "process {pid}'s mount namespace: mount {} at / ({} {}, root {}) is the root of a mount namespace of the tree that is not the root of the tree root's namespace (pivot_root or a bind as root); crust cannot dump that yet",
+                mine.mnt_id, mine.fsname, mine.source, mine.root
+            ),
+        ));
+    }
+    for m in mounts {
+        if m.mnt_id == mine.mnt_id || twin(m, root).is_some() {
+            continue;
+        }
+        // A deleted root: a bind, made again at restore (`deleted`).
+        let code = fstype_code(&m.fsname);
+        if FRESH.contains(&code)
+            && m.root == "/"
+            && !m.deleted
+            && !root.iter().any(|r| r.dev == m.dev)
+        {
+            continue;
+        }
+        let bind_of = mounts.iter().any(|o| {
+            o.mnt_id != m.mnt_id
+                && o.dev == m.dev
+                && under(&m.root, &o.root)
+                && (o.mnt_id == mine.mnt_id
+                    || twin(o, root).is_some()
+                    || (FRESH.contains(&code) && o.root == "/"))
+        });
+        if !bind_of {
+            return Err(refuse(
+                pid,
+                m,
+                "(in a mount namespace made inside the tree) is neither a copy of a mount of the root process's namespace, nor a filesystem crust mounts afresh, nor a bind of a part of another mount of its namespace",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Dump the tree's mount namespaces other than the root's.
+pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
+    if ctx.sub_mnt.is_empty() {
+        return Ok(());
+    }
+    let root = skip_mounts(mountinfo(ctx.root_pid)?, &ctx.opts.skip_mnt);
+    // The root's tmpfs mounts are archived already.
+    let mut dumped: BTreeSet<u32> = root.iter().map(|m| m.dev).collect();
+    for &(id, pid) in ctx.sub_mnt {
+        let all = mountinfo(pid)?;
+        let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
+        check(pid, &mounts, &root)?;
+        let root_id = root_of(&mounts).map(|r| r.mnt_id);
+        log::info!(
+            "mount namespace {id} (of process {pid}): {} mounts",
+            mounts.len()
+        );
+        let none = HashMap::new();
+        let ns = NsMounts {
+            pid,
+            id,
+            mounts: &mounts,
+            all: &all,
+            ext: &none,
+            auto: &none,
+            root_id,
+        };
+        write_entries(ctx.dir, &ns, &mut dumped)?;
+    }
+    Ok(())
+}
+
+/// While a process of another mount namespace of the tree is dumped, the
+/// tree's paths are read through its root; then through the tree root's
+/// again.
+pub(crate) struct ProcView {
+    root_pid: i32,
+    /// Its own view's guard, dropped before the root's view is set again.
+    guard: Option<crate::util::view::ViewGuard>,
+}
+
+impl ProcView {
+    /// The view for process `pid` if its mount namespace is not the root's
+    /// (`root_pid`).
+    pub(crate) fn of(root_pid: i32, pid: i32) -> Option<ProcView> {
+        let ino = |p: i32| {
+            std::fs::metadata(NsKind::Mnt.proc_path(&p.to_string()))
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        };
+        let (root, mine) = (ino(root_pid)?, ino(pid)?);
+        if root == mine {
+            return None;
+        }
+        let base = PathBuf::from(format!("/proc/{pid}/root"));
+        let guard = crate::util::view::set(std::sync::Arc::new(move |p: &Path| {
+            Some(crate::util::view::join(&base, p))
+        }));
+        Some(ProcView {
+            root_pid,
+            guard: Some(guard),
+        })
+    }
+}
+
+impl Drop for ProcView {
+    fn drop(&mut self) {
+        // Back to the root's view (its guard is the dump's, kept outside).
+        drop(self.guard.take());
+        if let Some(g) = crate::util::view::for_dump(self.root_pid) {
+            std::mem::forget(g);
+        }
+    }
+}
+
+/// How one mount of another namespace comes to be in the copy of the
+/// root's.
+#[derive(Debug)]
+enum Make {
+    /// A new superblock of CRIU fs type `code`; a tmpfs with its archive.
+    Fresh { code: u32, tar: Option<PathBuf> },
+    /// A bind of part `rel` of the mount at `of` (made before it).
+    Bind { of: String, rel: String },
+    /// In the copy already: only its flags differ.
+    Flags,
+}
+
+/// Another mount namespace of the tree, read and checked.
+#[derive(Debug)]
+pub(crate) struct SubMntNs {
+    id: u32,
+    /// Mountpoints of the root's mounts it has no copy of (deepest first).
+    gone: Vec<String>,
+    /// Its mounts the copy lacks or has with other flags, parents first.
+    make: Vec<(MntEntry, Make)>,
+    /// Mountpoints of its mounts that are not copies of the root's.
+    own: Vec<String>,
+    /// The images directory (its tmpfs archives are there).
+    dir: PathBuf,
+}
+
+fn same(a: &MntEntry, b: &MntEntry) -> bool {
+    a.mountpoint == b.mountpoint && a.root_dev == b.root_dev && a.root == b.root
+}
+
+impl SubMntNs {
+    /// Read `mountpoints-ID.img` and plan it against the root's
+    /// namespace `root`.
+    fn load(ctx: &LoadCtx<'_>, id: u32, root: &MntNs) -> Result<SubMntNs, Error> {
+        let entries: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(id))?;
+        let entries = order(ctx.dir, id, entries)?;
+        let base: Vec<&MntEntry> = root.entries().collect();
+        let (Some(mine), Some(theirs)) = (entries.first(), base.first()) else {
+            return Err(bad(ctx.dir, id, "no mounts".into()));
+        };
+        if mine.root_dev != theirs.root_dev || mine.root != theirs.root {
+            return Err(Error::unsupported(format!(
+                "mount namespace {id}: its root ({}, device {}) is not that of the tree's root namespace; crust cannot restore a namespace pivoted into another root yet",
+                mine.root, mine.root_dev
+            )));
+        }
+        let mut gone: Vec<String> = base
+            .iter()
+            .skip(1)
+            .filter(|b| !entries.iter().any(|e| same(e, b)))
+            .map(|b| b.mountpoint.clone())
+            .collect();
+        gone.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let mut make = Vec::new();
+        let mut own = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let flags = |x: &MntEntry| x.flags & ms::MNT_MASK;
+            if let Some(b) = base.iter().find(|b| same(e, b)) {
+                if flags(b) != flags(e) {
+                    make.push((e.clone(), Make::Flags));
+                }
+                continue;
+            }
+            own.push(e.mountpoint.clone());
+            let before = entries.iter().take(i);
+            let seen = |dev: u32| {
+                base.iter().any(|b| b.root_dev == dev) || before.clone().any(|b| b.root_dev == dev)
+            };
+            let how = if FRESH.contains(&e.fstype) && e.root == "/" && !seen(e.root_dev) {
+                let tar = if e.fstype == FS_TMPFS {
+                    let t = tmpfs::image(ctx.dir, e.root_dev, e.mnt_id).ok_or_else(|| {
+                        bad(
+                            ctx.dir,
+                            id,
+                            format!(
+                                "the tmpfs at {} has no tmpfs-dev-{}.tar.gz.img",
+                                e.mountpoint, e.root_dev
+                            ),
+                        )
+                    })?;
+                    Some(t)
+                } else {
+                    None
+                };
+                Make::Fresh {
+                    code: e.fstype,
+                    tar,
+                }
+            } else {
+                let of = before
+                    .filter(|b| b.root_dev == e.root_dev && under(&e.root, &b.root))
+                    .max_by_key(|b| b.root.len())
+                    .ok_or_else(|| {
+                        bad(ctx.dir, id, format!("the mount at {} (fs type {}, root {}) is neither one crust mounts afresh nor a bind of a mount before it", e.mountpoint, e.fstype, e.root))
+                    })?;
+                let rel = e
+                    .root
+                    .strip_prefix(of.root.as_str())
+                    .unwrap_or("")
+                    .trim_start_matches('/');
+                Make::Bind {
+                    of: of.mountpoint.clone(),
+                    rel: rel.to_string(),
+                }
+            };
+            make.push((e.clone(), how));
+        }
+        Ok(SubMntNs {
+            id,
+            gone,
+            make,
+            own,
+            dir: ctx.dir.to_path_buf(),
+        })
+    }
+
+    /// Every `mountpoints-N.img` of the image set but the root's (`tree`).
+    pub(crate) fn load_all(
+        ctx: &LoadCtx<'_>,
+        root: &MntNs,
+        tree: u32,
+    ) -> Result<Vec<SubMntNs>, Error> {
+        let list = std::fs::read_dir(ctx.dir).map_err(|source| Error::Io {
+            op: "list the images directory",
+            path: ctx.dir.to_path_buf(),
+            source,
+        })?;
+        let mut ids: Vec<u32> = list
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                n.strip_prefix("mountpoints-")?
+                    .strip_suffix(".img")?
+                    .parse()
+                    .ok()
+            })
+            .filter(|id| *id != tree)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| SubMntNs::load(ctx, id, root))
+            .collect()
+    }
+
+    /// Whether path `p` is under the same mount here as in the root's
+    /// namespace (a copy of it).
+    pub(crate) fn sees_as_root(&self, p: &Path) -> bool {
+        let Some(s) = p.to_str() else { return false };
+        let deepest = |it: &mut dyn Iterator<Item = &String>| {
+            it.filter(|m| under(s, m)).max_by_key(|m| m.len()).cloned()
+        };
+        let own = deepest(&mut self.own.iter());
+        let gone = deepest(&mut self.gone.iter());
+        own.is_none() && gone.is_none()
+    }
+}
+
+fn sys(pid: i32, what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Sys {
+        pid,
+        op: what,
+        source,
+    }
+}
+
+/// A mount(2) call on `target` with `flags` only.
+fn call(target: &CString, flags: u32) -> MountCall<'_> {
+    MountCall {
+        source: None,
+        target: target.as_c_str(),
+        fstype: None,
+        flags: flags as u64,
+        data: None,
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s.as_bytes()).unwrap_or_default()
+}
+
+impl SubMntNs {
+    /// In a crust thread that joined the namespaces of `pid`, the first
+    /// process of this namespace, which unshared its mount namespace (a
+    /// copy of the root's, owned by the tree's user namespace): change the
+    /// copy into this namespace.
+    fn build(&self, pid: i32, imgdir: &std::fs::File) -> Result<(), Error> {
+        let what = |w: &str| format!("mount namespace {}: {w}", self.id);
+        let slash = cstr("/");
+        sysmount::mount(&call(&slash, ms::REC | ms::PRIVATE))
+            .map_err(sys(pid, what("make it private")))?;
+        for mp in &self.gone {
+            sysmount::umount2(&cstr(mp), libc::MNT_DETACH)
+                .map_err(sys(pid, what(&format!("detach the mount at {mp}"))))?;
+        }
+        for (e, how) in &self.make {
+            let w = |x: &str| {
+                what(&format!(
+                    "the mount at {} (id {}): {x}",
+                    e.mountpoint, e.mnt_id
+                ))
+            };
+            let target = Path::new(&e.mountpoint);
+            let ctarget = cpath(target)?;
+            match how {
+                Make::Flags => {}
+                Make::Bind { of, rel } => {
+                    let src = crate::util::view::join(Path::new(of), Path::new(rel));
+                    let again = super::deleted::make_again(e, &src, target)
+                        .map_err(sys(pid, w("make its deleted root again")))?;
+                    if std::fs::symlink_metadata(&src).is_err() {
+                        return Err(Error::refused(
+                            ErrorKind::FileMissing,
+                            w(&format!("its source {} is gone", src.display())),
+                        ));
+                    }
+                    ensure_mountpoint(target, src.is_dir())
+                        .map_err(sys(pid, w("create its mountpoint")))?;
+                    let csrc = cpath(&src)?;
+                    let m = MountCall {
+                        source: Some(&csrc),
+                        ..call(&ctarget, ms::BIND)
+                    };
+                    let bound = sysmount::mount(&m);
+                    super::deleted::remove(again, &src)
+                        .map_err(sys(pid, w("remove its deleted root again")))?;
+                    bound.map_err(sys(pid, w(&format!("bind {}", src.display()))))?;
+                }
+                Make::Fresh { code, tar } => {
+                    ensure_mountpoint(target, true)
+                        .map_err(sys(pid, w("create its mountpoint")))?;
+                    let fstype = cstr(fstype_name(*code).unwrap_or("none"));
+                    let source = cstr(&e.source);
+                    let data = cstr(&e.options);
+                    let m = MountCall {
+                        source: Some(&source),
+                        target: &ctarget,
+                        fstype: Some(&fstype),
+                        flags: 0,
+                        data: (!e.options.is_empty()).then_some(data.as_c_str()),
+                    };
+                    let mounted = if *code == FS_PROC {
+                        sysmount::mount_in_child(&m)
+                    } else {
+                        sysmount::mount(&m)
+                    };
+                    mounted.map_err(sys(pid, w(&format!("mount {}", fstype.to_string_lossy()))))?;
+                    if let Some(t) = tar {
+                        // The archive by its name from the images
+                        // directory (crust's namespace), the working one.
+                        crust_sys::fs::fchdir(imgdir.as_fd())
+                            .map_err(sys(pid, w("fchdir to the images directory")))?;
+                        let name = t.file_name().map(Path::new).unwrap_or(t);
+                        tmpfs::restore(name, target)?;
+                    }
+                }
+            }
+            let flags = ms::REMOUNT | ms::BIND | (e.flags & ms::MNT_MASK);
+            sysmount::mount(&call(&ctarget, flags)).map_err(sys(
+                pid,
+                w(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Make this namespace in the copy of the root's that process `host`
+    /// made (unshare); an fd on it.
+    fn make(&self, host: i32) -> Result<OwnedFd, Error> {
+        let imgdir = std::fs::File::open(&self.dir).map_err(|source| Error::Io {
+            op: "open the images directory",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let imgdir = &imgdir;
+        crate::ns::in_ns(
+            host,
+            &[NsKind::Net, NsKind::Ipc, NsKind::Pid, NsKind::Mnt],
+            move || self.build(host, imgdir),
+        )?;
+        let path = NsKind::Mnt.proc_path(&host.to_string());
+        let f = std::fs::File::open(&path).map_err(sys_err(host, format!("open {path}")))?;
+        Ok(OwnedFd::from(f))
+    }
+}
+
+/// What a process just cloned does about its mount namespace.
+#[derive(Debug)]
+pub(crate) enum Join {
+    /// Its parent's is its own.
+    Stay,
+    /// It joins the one made already (setns).
+    Fd(OwnedFd),
+    /// It is the first of namespace N: it unshares (after joining the
+    /// root's namespace, given when its parent's is another), and crust
+    /// makes the copy namespace N ([`SubNamespaces::made_in`]).
+    Make(u32, Option<OwnedFd>),
+}
+
+/// The tree's mount namespaces beside the root's: loaded, then made, and
+/// the fds crust keeps on every one (the root's too) while processes join
+/// them.
+#[derive(Debug, Default)]
+pub(crate) struct SubNamespaces {
+    root_id: u32,
+    subs: Vec<SubMntNs>,
+    made: Mutex<HashMap<u32, OwnedFd>>,
+}
+
+impl SubNamespaces {
+    /// Those of the image set whose root namespace (id `tree`) is `root`.
+    pub(crate) fn load(ctx: &LoadCtx<'_>, root: &MntNs, tree: u32) -> Result<SubNamespaces, Error> {
+        Ok(SubNamespaces {
+            root_id: tree,
+            subs: SubMntNs::load_all(ctx, root, tree)?,
+            made: Mutex::default(),
+        })
+    }
+
+    /// Once the root's namespace is made in `root` (host pid): keep an fd
+    /// on it (processes of the others may have children in it). The others
+    /// are made when their first process is cloned ([`Self::made_in`]).
+    pub(crate) fn prepare(&self, root: i32) -> Result<(), Error> {
+        if self.subs.is_empty() {
+            return Ok(());
+        }
+        let path = NsKind::Mnt.proc_path(&root.to_string());
+        let f = std::fs::File::open(&path).map_err(sys_err(root, format!("open {path}")))?;
+        self.lock(root)?.insert(self.root_id, OwnedFd::from(f));
+        Ok(())
+    }
+
+    fn lock(&self, pid: i32) -> Result<std::sync::MutexGuard<'_, HashMap<u32, OwnedFd>>, Error> {
+        self.made.lock().map_err(|_| Error::Restore {
+            pid,
+            what: "the mount namespaces made are not readable".into(),
+        })
+    }
+
+    /// Process `host` (just cloned) unshared its mount namespace as the
+    /// first process of namespace `id`: make it that one.
+    pub(crate) fn made_in(&self, host: i32, id: u32) -> Result<(), Error> {
+        let sub = self
+            .subs
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::Restore {
+                pid: host,
+                what: format!("mount namespace {id} has no image"),
+            })?;
+        log::debug!(
+            "mount namespace {id} (made by {host}): {} mounts gone, {} made or changed",
+            sub.gone.len(),
+            sub.make.len()
+        );
+        let fd = sub.make(host)?;
+        self.lock(host)?.insert(id, fd);
+        Ok(())
+    }
+
+    /// What a process just cloned (`pid`) does about its mount namespace
+    /// `mine` when its parent's is `parent`.
+    pub(crate) fn to_join(
+        &self,
+        pid: i32,
+        mine: Option<u32>,
+        parent: Option<u32>,
+    ) -> Result<Join, Error> {
+        let (Some(mine), Some(parent)) = (mine, parent) else {
+            return Ok(Join::Stay);
+        };
+        if mine == parent {
+            return Ok(Join::Stay);
+        }
+        if let Some(fd) = self.lock(pid)?.get(&mine) {
+            let fd = fd
+                .try_clone()
+                .map_err(sys_err(pid, "dup of a mount namespace fd"))?;
+            return Ok(Join::Fd(fd));
+        }
+        if self.subs.iter().any(|s| s.id == mine) {
+            // Its copy is of the root's namespace, which it joins first if
+            // its parent's is another.
+            let root = match self.lock(pid)?.get(&self.root_id) {
+                Some(fd) if parent != self.root_id => Some(
+                    fd.try_clone()
+                        .map_err(sys_err(pid, "dup of a mount namespace fd"))?,
+                ),
+                _ => None,
+            };
+            return Ok(Join::Make(mine, root));
+        }
+        Err(Error::Restore {
+            pid,
+            what: format!("it was in mount namespace {mine}, which crust did not make (no mountpoints-{mine}.img beside the root's)"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
+        MountLine {
+            mnt_id: id,
+            parent,
+            dev,
+            root: root.into(),
+            mountpoint: mp.into(),
+            flags: 0,
+            shared_id: 0,
+            master_id: 0,
+            fsname: fs.into(),
+            source: fs.into(),
+            sb_flags: 0,
+            options: String::new(),
+            deleted: false,
+        }
+    }
+
+    fn root_ns() -> Vec<MountLine> {
+        vec![
+            line(10, 1, "/", "ext4", "/srv", 8),
+            line(11, 10, "/dev", "tmpfs", "/", 20),
+            line(12, 10, "/t", "tmpfs", "/", 21),
+        ]
+    }
+
+    #[test]
+    fn a_copy_with_mounts_of_its_own_is_accepted() {
+        let root = root_ns();
+        // A copy: its root and /dev are twins, /t is gone, a tmpfs of its
+        // own and a bind of a part of it.
+        let sub = vec![
+            line(30, 29, "/", "ext4", "/srv", 8),
+            line(31, 30, "/dev", "tmpfs", "/", 20),
+            line(32, 30, "/own", "tmpfs", "/", 40),
+            line(33, 30, "/b", "tmpfs", "/x", 40),
+            line(34, 30, "/home", "ext4", "/srv/home", 8),
+        ];
+        check(5, &sub, &root).unwrap();
+        // A fresh tmpfs on a device of the root's namespace (not a twin,
+        // not a bind of one of its mounts): refused, naming it.
+        let bad = vec![
+            line(30, 29, "/", "ext4", "/srv", 8),
+            line(35, 30, "/elsewhere", "tmpfs", "/sub", 21),
+        ];
+        let e = check(5, &bad, &root).unwrap_err().to_string();
+        assert!(e.contains("mount 35 at /elsewhere"), "{e}");
+    }
+
+    #[test]
+    fn a_namespace_with_another_root_is_refused() {
+        let root = root_ns();
+        let pivoted = vec![
+            line(40, 39, "/", "tmpfs", "/", 40),
+            line(41, 40, "/old", "ext4", "/srv", 8),
+        ];
+        let e = check(6, &pivoted, &root).unwrap_err().to_string();
+        assert!(e.contains("mount 40 at / (tmpfs"), "{e}");
+        assert!(e.contains("pivot_root"), "{e}");
+    }
+
+    #[test]
+    fn paths_seen_as_the_root_sees_them() {
+        let s = SubMntNs {
+            id: 9,
+            gone: vec!["/t".into()],
+            make: Vec::new(),
+            own: vec!["/own".into()],
+            dir: PathBuf::from("/nonexistent"),
+        };
+        assert!(s.sees_as_root(Path::new("/etc/passwd")));
+        assert!(!s.sees_as_root(Path::new("/own/f")));
+        assert!(!s.sees_as_root(Path::new("/t/x")));
+        assert!(s.sees_as_root(Path::new("/tx")));
+    }
+}

@@ -1,0 +1,336 @@
+//! `mntnssub --dir DIR`: a tree with two mount namespaces. The program
+//! unshares CLONE_NEWNS, makes every mount private and detaches every mount
+//! of the host's but `/` and `/dev` (the external one), mounts a proc, then
+//! forks a child
+//! that unshares CLONE_NEWNS again and, in its own namespace only, mounts a
+//! tmpfs at `DIR/sub` holding a file, keeps an fd open on it and its cwd in
+//! it. After SIGTERM the parent tells the child (a pipe) to check: the fd
+//! reads the file, the cwd is `DIR/sub`, the tmpfs is a mount of its
+//! namespace, which is not its parent's; the child exits 0 if so. The
+//! parent checks that it does not see the tmpfs and that the child passed.
+//! With `--deleted 1` the parent also binds a directory at `DIR/ddst` and
+//! removes the directory (a mount with a deleted root), and checks that it
+//! is so again.
+//! The child has two sleeping children: one left in the root's mount
+//! namespace, one in a namespace of its own made before the tmpfs; it
+//! checks that neither sees the tmpfs.
+//! With `--shared 1` the parent's root mount is shared, and checked so.
+//! With `--pivot 1` the child also pivots its namespace into the tmpfs
+//! (a namespace with another root: crust refuses to dump it) and only
+//! waits.
+
+use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong) {
+    let (s, t, f) = (
+        cpath(Path::new(src)),
+        cpath(target),
+        cpath(Path::new(fstype)),
+    );
+    let ft = if fstype.is_empty() {
+        std::ptr::null()
+    } else {
+        f.as_ptr()
+    };
+    // SAFETY: NUL-terminated strings that outlive the call.
+    if unsafe { libc::mount(s.as_ptr(), t.as_ptr(), ft, flags, std::ptr::null()) } != 0 {
+        die(&format!("mount {src} on {} ({fstype})", target.display()));
+    }
+}
+
+fn unshare_mnt() {
+    // SAFETY: unshare takes flags.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        die("unshare(CLONE_NEWNS)");
+    }
+    mount(
+        "none",
+        Path::new("/"),
+        "",
+        (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
+    );
+}
+
+/// Detach every mount but `/` and `/dev`, deepest first.
+fn leave_host_mounts() {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mps: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m != "/" && m != "/dev")
+        .collect();
+    mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mps {
+        let c = cpath(Path::new(&m));
+        // SAFETY: a NUL-terminated path; failure (already gone) is fine.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `--deleted 1`: `DIR/ddst` a bind of the directory `DIR/dsrc`, removed
+/// since (a mount whose root is deleted).
+fn bind_deleted(dir: &Path) {
+    let (src, dst) = (dir.join("dsrc"), dir.join("ddst"));
+    fs::create_dir(&src).unwrap_or_else(|_| die("mkdir dsrc"));
+    fs::create_dir(&dst).unwrap_or_else(|_| die("mkdir ddst"));
+    mount(&src.to_string_lossy(), &dst, "", libc::MS_BIND);
+    fs::remove_dir(&src).unwrap_or_else(|_| die("rmdir dsrc"));
+}
+
+/// After `bind_deleted`: `DIR/ddst` is still a mount whose root is deleted,
+/// and `DIR/dsrc` is gone.
+fn deleted_ok(dir: &Path) -> Result<(), String> {
+    let dst = dir.join("ddst");
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let dst_s = dst.to_string_lossy();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*dst_s))
+        .ok_or("ddst is not a mount")?;
+    let root = line.split(' ').nth(3).unwrap_or("");
+    ensure!(
+        root.ends_with("//deleted"),
+        "the root of ddst is {root}, not deleted"
+    );
+    ensure!(!dir.join("dsrc").exists(), "dsrc exists again");
+    Ok(())
+}
+
+fn mnt_ns_ino(pid: &str) -> u64 {
+    fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(0, |m| m.ino())
+}
+
+/// Whether `p` is a mountpoint in this process's namespace.
+fn is_mountpoint(p: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = p.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
+}
+
+/// The child's check, after the restore.
+fn child_check(sub: &Path, fd: &mut fs::File, parent_ns: u64) -> Result<(), String> {
+    let mut s = String::new();
+    fd.rewind().map_err(|e| format!("rewind: {e}"))?;
+    fd.read_to_string(&mut s)
+        .map_err(|e| format!("read: {e}"))?;
+    ensure!(s == "in the child's tmpfs", "the fd reads {s:?}");
+    let cwd = std::env::current_dir().map_err(|e| format!("getcwd: {e}"))?;
+    ensure!(cwd == sub, "cwd is {}", cwd.display());
+    ensure!(
+        is_mountpoint(sub),
+        "{} is not a mount of its namespace",
+        sub.display()
+    );
+    ensure!(
+        mnt_ns_ino("self") != parent_ns,
+        "it shares its parent's mount namespace"
+    );
+    Ok(())
+}
+
+/// A grandchild that sleeps until killed; `own`: in a mount namespace of
+/// its own (unshared at once).
+fn sleeper(own: bool) -> libc::pid_t {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe fills the two ints.
+    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    // SAFETY: the child only unshares, says so and sleeps.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: prctl, unshare, write and close take integers and a
+        // live buffer.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if own && libc::unshare(libc::CLONE_NEWNS) != 0 {
+                libc::_exit(2);
+            }
+            libc::write(p[1], b"s".as_ptr().cast(), 1);
+            libc::close(p[1]);
+            libc::close(p[0]);
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    if pid < 0 {
+        die("fork");
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer; closing our ends.
+    unsafe {
+        libc::close(p[1]);
+        if libc::read(p[0], b.as_mut_ptr().cast(), 1) != 1 {
+            die("the grandchild did not start");
+        }
+        libc::close(p[0]);
+    }
+    pid
+}
+
+/// The grandchildren do not see the child's tmpfs; one is in the root's
+/// namespace (`root_ns`), the other in one of its own.
+fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> Result<(), String> {
+    let sub_s = sub.to_string_lossy();
+    for g in [in_root, in_copy] {
+        let info = fs::read_to_string(format!("/proc/{g}/mountinfo"))
+            .map_err(|e| format!("mountinfo of {g}: {e}"))?;
+        ensure!(
+            !info.lines().any(|l| l.split(' ').nth(4) == Some(&*sub_s)),
+            "grandchild {g} sees the child's tmpfs"
+        );
+    }
+    let (a, b) = (
+        mnt_ns_ino(&in_root.to_string()),
+        mnt_ns_ino(&in_copy.to_string()),
+    );
+    ensure!(
+        a == root_ns,
+        "the grandchild {in_root} is not in the root's namespace"
+    );
+    ensure!(
+        b != root_ns && b != mnt_ns_ino("self"),
+        "the grandchild {in_copy} shares a namespace"
+    );
+    Ok(())
+}
+
+/// The child: its own namespace with a tmpfs at `sub`; says it is ready on
+/// `ready_w`, waits for a byte on `go`, then checks and exits.
+fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
+    let parent_ns = mnt_ns_ino("self");
+    // A grandchild left in the root's namespace, and one in a namespace
+    // of its own made before the tmpfs (a copy of the root's).
+    let in_root = sleeper(false);
+    unshare_mnt();
+    let in_copy = sleeper(true);
+    mount("crust-sub", sub, "tmpfs", 0);
+    fs::write(sub.join("f"), "in the child's tmpfs").unwrap_or_else(|_| die("write sub/f"));
+    let mut fd = fs::File::open(sub.join("f")).unwrap_or_else(|_| die("open sub/f"));
+    std::env::set_current_dir(sub).unwrap_or_else(|_| die("chdir sub"));
+    if pivot {
+        fs::create_dir(sub.join("old")).unwrap_or_else(|_| die("mkdir sub/old"));
+        let (n, o) = (cpath(sub), cpath(&sub.join("old")));
+        // SAFETY: NUL-terminated paths that outlive the call.
+        if unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) } != 0 {
+            die("pivot_root");
+        }
+    }
+    // SAFETY: writing one byte from a live buffer; closing our end.
+    unsafe {
+        libc::write(ready_w, b"r".as_ptr().cast(), 1);
+        libc::close(ready_w);
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer.
+    let n = unsafe { libc::read(go, b.as_mut_ptr().cast(), 1) };
+    if n != 1 || pivot {
+        std::process::exit(3);
+    }
+    let verdict = child_check(sub, &mut fd, parent_ns)
+        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy));
+    // SAFETY: kill and reap our own children.
+    unsafe {
+        for g in [in_root, in_copy] {
+            libc::kill(g, libc::SIGKILL);
+            libc::waitpid(g, std::ptr::null_mut(), 0);
+        }
+    }
+    match verdict {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            let _ = std::io::stderr().write_all(e.as_bytes());
+            std::process::exit(1)
+        }
+    }
+}
+
+fn main() {
+    let args = start();
+    let dir = args.path("dir");
+    let pivot = args.num("pivot", 0) == 1;
+    unshare_mnt();
+    leave_host_mounts();
+    mount("proc", Path::new("/proc"), "proc", 0);
+    let shared = args.num("shared", 0) == 1;
+    if shared {
+        mount("none", Path::new("/"), "", libc::MS_SHARED);
+    }
+    let deleted = args.num("deleted", 0) == 1;
+    if deleted {
+        bind_deleted(&dir);
+    }
+    let sub = dir.join("sub");
+    let _ = fs::create_dir(&sub);
+    let mut go = [0i32; 2];
+    // SAFETY: pipe fills the two ints.
+    if unsafe { libc::pipe(go.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    let (ready_r, ready_w) = {
+        let mut p = [0i32; 2];
+        // SAFETY: pipe fills the two ints.
+        if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+            die("pipe");
+        }
+        (p[0], p[1])
+    };
+    // SAFETY: the child runs `child` and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: prctl takes integers; close our copy of the read end.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::close(go[1]);
+            libc::close(ready_r);
+        }
+        child(&sub, go[0], ready_w, pivot);
+    }
+    if pid < 0 {
+        die("fork");
+    }
+    // SAFETY: closing our copies of the ends the child uses.
+    unsafe {
+        libc::close(go[0]);
+        libc::close(ready_w);
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer.
+    if unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), 1) } != 1 {
+        die("the child did not get ready");
+    }
+    ready(&args);
+    wait_for_term(10, || {});
+    let verdict = (|| {
+        ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
+        if deleted {
+            deleted_ok(&dir)?;
+        }
+        if shared {
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let root = info.lines().find(|l| l.split(' ').nth(4) == Some("/"));
+            ensure!(
+                root.is_some_and(|l| l.contains(" shared:")),
+                "/ is not shared: {root:?}"
+            );
+        }
+        // SAFETY: writing one byte from a live buffer.
+        let wrote = unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
+        ensure!(wrote == 1, "write to the child");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        ensure!(waited == pid, "waitpid");
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child's check failed (status {status:#x})"
+        );
+        Ok(())
+    })();
+    finish(&args, verdict);
+}
