@@ -88,6 +88,52 @@ pub fn has_set_group() -> bool {
     r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
 }
 
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// A detached, writable copy of the mount at `path` (resolved by the
+/// calling thread, which must be in that mount's namespace), rooted at
+/// `path` (open_tree(2) with OPEN_TREE_CLONE, then mount_setattr(2)
+/// clearing MOUNT_ATTR_RDONLY on the copy only): a way to write into a
+/// read-only mount whose superblock is writable. The copy goes when the
+/// descriptor is closed.
+pub fn writable_clone(path: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: `path` is NUL-terminated and lives across the call; no
+    // pointer is kept.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    let n = cvt(r)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(n as i32) };
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: MOUNT_ATTR_RDONLY,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: `attr` and `empty` live across the call and the size given
+    // is `attr`'s; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt(r)?;
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

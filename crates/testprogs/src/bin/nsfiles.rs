@@ -15,7 +15,10 @@
 //! - shares a MAP_SHARED|MAP_ANONYMOUS page with a forked child (the
 //!   child's mapping comes from the parent's through map_files);
 //! - holds an fd on /proc/N of a child killed and reaped since (CRIU's
-//!   PROCFS remap: N is a pid of its namespace, its proc is its own).
+//!   PROCFS remap: N is a pid of its namespace, its proc is its own);
+//! - holds an fd on `t/ro/gone`, a file of a read-only bind of `t/rw`,
+//!   deleted through `t/rw` (a ghost the restore must make on a read-only
+//!   mount).
 //!
 //! After SIGTERM it checks each of them still works as before.
 
@@ -166,6 +169,7 @@ struct State {
     child: libc::pid_t,
     dead: (libc::pid_t, fs::File),
     fan: OwnedFd,
+    ro_gone: fs::File,
 }
 
 /// A fanotify group with a mount mark (FAN_OPEN) on the mount `t`.
@@ -250,6 +254,30 @@ fn dead_proc() -> (libc::pid_t, fs::File) {
     (child, f)
 }
 
+/// `t/rw` bound read-only at `t/ro`; `t/ro/gone` opened, then deleted
+/// through `t/rw`.
+fn ro_ghost(t: &Path) -> fs::File {
+    for d in ["rw", "ro"] {
+        fs::create_dir(t.join(d)).unwrap_or_else(|_| die("mkdir t/rw, t/ro"));
+    }
+    fs::write(t.join("rw/gone"), "on a read-only mount").unwrap_or_else(|_| die("write t/rw/gone"));
+    mount(
+        &t.join("rw").to_string_lossy(),
+        &t.join("ro"),
+        "",
+        libc::MS_BIND,
+    );
+    mount(
+        "none",
+        &t.join("ro"),
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+    );
+    let f = fs::File::open(t.join("ro/gone")).unwrap_or_else(|_| die("open t/ro/gone"));
+    fs::remove_file(t.join("rw/gone")).unwrap_or_else(|_| die("unlink t/rw/gone"));
+    f
+}
+
 fn set_up(dir: &Path) -> State {
     let t = namespace(dir);
     // A deleted file, mapped.
@@ -309,8 +337,10 @@ fn set_up(dir: &Path) -> State {
     shared[0].store(1, Ordering::SeqCst);
     let dead = dead_proc();
     let fan = fan_mount(&t);
+    let ro_gone = ro_ghost(&t);
     let child = fork_echo(shared);
     State {
+        ro_gone,
         fan,
         dead,
         t,
@@ -399,6 +429,21 @@ fn check(s: &mut State) -> Result<(), String> {
     ensure!(
         libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
         "child status {st:#x}"
+    );
+    let mut text = String::new();
+    s.ro_gone
+        .read_to_string(&mut text)
+        .map_err(|e| format!("read the deleted file of the read-only mount: {e}"))?;
+    ensure!(
+        text == "on a read-only mount",
+        "the deleted file of the read-only mount holds {text:?}"
+    );
+    let ro = fs::read_link(format!("/proc/self/fd/{}", s.ro_gone.as_raw_fd()))
+        .map_err(|e| format!("readlink of the fd on t/ro/gone: {e}"))?;
+    ensure!(
+        ro.to_string_lossy() == format!("{}/ro/gone (deleted)", s.t.display()),
+        "the fd on t/ro/gone is on {}",
+        ro.display()
     );
     let link = fs::read_link(format!("/proc/self/fd/{}", s.dead.1.as_raw_fd()))
         .map_err(|e| format!("readlink of the fd on /proc/N: {e}"))?;

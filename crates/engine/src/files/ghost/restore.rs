@@ -480,15 +480,19 @@ struct MadeNode {
     path: PathBuf,
     /// Directories made for it (its parents were gone), deepest last.
     parents: Vec<PathBuf>,
+    /// On a read-only mount: made, and removed, through a writable copy
+    /// of the mount (kept open until then) at this path.
+    rw: Option<(std::os::fd::OwnedFd, PathBuf)>,
 }
 
 impl MadeNode {
     /// Remove the ghost and the directories made for it.
     fn remove(&self, g: &GhostImage) {
+        let at = self.rw.as_ref().map_or(&self.path, |(_, p)| p);
         let _ = if g.entry.mode & libc::S_IFMT == libc::S_IFDIR {
-            std::fs::remove_dir(&self.path)
+            std::fs::remove_dir(at)
         } else {
-            std::fs::remove_file(&self.path)
+            std::fs::remove_file(at)
         };
         for p in self.parents.iter().rev() {
             let _ = std::fs::remove_dir(p);
@@ -508,14 +512,23 @@ fn make_node(g: &GhostImage, orig: &Path, gid: u32) -> Result<MadeNode, Error> {
     let made = MadeNode {
         path: orig.to_path_buf(),
         parents,
+        rw: None,
     };
     let first = create(g, orig);
     let made = match first {
         Ok(()) => made,
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            let rw = make_on_readonly(g, orig).map_err(|e| node_err(orig, e))?;
+            MadeNode {
+                rw: Some(rw),
+                ..made
+            }
+        }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             let m = MadeNode {
                 path: alt.clone(),
                 parents: made.parents,
+                rw: None,
             };
             if let Err(e) = create(g, &alt) {
                 m.remove_parents();
@@ -528,7 +541,8 @@ fn make_node(g: &GhostImage, orig: &Path, gid: u32) -> Result<MadeNode, Error> {
             return Err(node_err(orig, e));
         }
     };
-    if let Err(e) = apply_metadata(g, &made.path) {
+    let at = made.rw.as_ref().map_or(&made.path, |(_, p)| p).clone();
+    if let Err(e) = apply_metadata(g, &at) {
         made.remove(g);
         return Err(node_err(&made.path, e));
     }
@@ -541,6 +555,47 @@ impl MadeNode {
             let _ = std::fs::remove_dir(p);
         }
     }
+}
+
+/// Make ghost `g` at `orig` (`/proc/ROOT/root/...`, the tree's path seen
+/// through its root) on a read-only mount of the tree's mount namespace:
+/// through a writable copy of that mount rooted at its directory, made by
+/// a thread that joined the namespace (open_tree clones only a mount of
+/// the caller's namespace). Returns the copy and the ghost's path in it.
+fn make_on_readonly(
+    g: &GhostImage,
+    orig: &Path,
+) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let not_here = || std::io::Error::from_raw_os_error(libc::EROFS);
+    let root = crate::util::view::ns_pid().ok_or_else(not_here)?;
+    let inside = orig
+        .strip_prefix(format!("/proc/{root}/root"))
+        .map_err(|_| not_here())?;
+    let (dir, name) = match (inside.parent(), orig.file_name()) {
+        (Some(d), Some(n)) => (Path::new("/").join(d), n.to_os_string()),
+        _ => return Err(not_here()),
+    };
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let ns = std::fs::File::open(format!("/proc/{root}/ns/mnt"))?;
+    let copy = std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsFd;
+            crust_sys::ns::unshare(libc::CLONE_FS)?;
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNS)?;
+            crust_sys::mount_group::writable_clone(&cdir)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("a crust thread panicked")))
+    })?;
+    let at = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&copy)
+    ))
+    .join(name);
+    create(g, &at)?;
+    Ok((copy, at))
 }
 
 fn node_err(path: &Path, source: std::io::Error) -> Error {
