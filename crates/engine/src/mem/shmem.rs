@@ -449,8 +449,8 @@ fn is_huge(v: &VmaEntry) -> bool {
 }
 
 /// Map the private VMAs of object `o` (mapped whole at `base`) at their
-/// reserved places: MAP_PRIVATE of the object itself, opened in the task
-/// through /proc/self/map_files (mremap would only duplicate a shared
+/// reserved places: MAP_PRIVATE of the object itself, opened through the
+/// task's /proc/PID/map_files (mremap would only duplicate a shared
 /// mapping), writable for the fill of their own pages that follows. Opened
 /// read-only (a private mapping needs no more): a read-write open kept by
 /// the mapping would count as a writer of a memfd, and execveat of it
@@ -462,32 +462,12 @@ fn map_through_files(
     vmas: &[&VmaEntry],
 ) -> Result<(), Error> {
     let huge = o.huge;
-    let path = format!("/proc/self/map_files/{base:x}-{:x}", base + o.size);
     // Shared hugetlb VMAs are mapped from it too, so it is opened
-    // read-write (no exec of hugetlb memory to spoil).
+    // read-write (no exec of hugetlb memory to spoil). Crust opens it and
+    // gives it over: a task in a user namespace of its own may not open
+    // map_files (that takes CAP_CHECKPOINT_RESTORE in the first one).
     let acc = if huge { libc::O_RDWR } else { libc::O_RDONLY };
-    let a = r.put_cstr(0, path.as_bytes())?;
-    let opened = r.call(
-        &format!("open {path} (shared memory object {})", o.ino),
-        libc::SYS_openat,
-        [
-            libc::AT_FDCWD as u64,
-            a.get(),
-            (acc | libc::O_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-        ],
-    );
-    let fd = match opened {
-        // A task in a user namespace of its own may not open map_files
-        // (it takes CAP_CHECKPOINT_RESTORE in the first one): crust opens
-        // it and gives it over.
-        Err(Error::Sys { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
-            give_map_file(r, o, base, acc)?
-        }
-        other => other?,
-    };
+    let fd = give_map_file(r, o, base, acc)?;
     let mut mapped = Ok(());
     for v in vmas.iter().filter(|v| is_private(v) || huge) {
         let prot = u64::from(v.prot) | (libc::PROT_READ | libc::PROT_WRITE) as u64;

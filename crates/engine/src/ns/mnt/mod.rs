@@ -173,7 +173,7 @@ fn restorable(
     }
 }
 
-fn no_root(pid: i32) -> Error {
+pub(super) fn no_root(pid: i32) -> Error {
     Error::refused(
         ErrorKind::Unsupported,
         format!("process {pid}'s mount namespace has no single root mount at / (is its root a directory inside a mount? crust restores only a root that is a mount's)"),

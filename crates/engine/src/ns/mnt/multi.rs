@@ -48,12 +48,7 @@ fn twin<'a>(m: &MountLine, root: &'a [MountLine]) -> Option<&'a MountLine> {
 /// Check that the namespace of process `pid` (`mounts`) can be made again
 /// from the root's (`root`): see the module's doc.
 fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error> {
-    let mine = root_of(mounts).ok_or_else(|| {
-        Error::refused(
-            ErrorKind::Unsupported,
-            format!("process {pid}'s mount namespace has no single root mount at /"),
-        )
-    })?;
+    let mine = root_of(mounts).ok_or_else(|| super::no_root(pid))?;
     if twin(mine, root).is_none()
         && root_of(root).is_none_or(|r| r.dev != mine.dev || r.root != mine.root)
     {
