@@ -9,6 +9,7 @@ pub mod events;
 pub mod fdpass;
 pub mod fown;
 pub mod fs;
+pub mod fsmount;
 pub mod ipc;
 pub mod mem;
 pub mod memfd;

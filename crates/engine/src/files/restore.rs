@@ -153,6 +153,11 @@ impl RestoreFiles {
         })
     }
 
+    /// The mount (`mnt_id`) regular file `id` was on, when recorded.
+    pub fn mnt_id_of(&self, id: u64) -> Option<i32> {
+        self.regs.get(&(id as u32)).and_then(|r| r.mnt_id)
+    }
+
     pub fn path_of(&self, id: u64) -> Option<String> {
         self.regs.get(&(id as u32)).map(|r| r.name.clone())
     }

@@ -229,6 +229,12 @@ impl TreeNamespaces {
         self.mnt_subs.to_join(pid, mine, parent)
     }
 
+    /// The mount ids of the tree's mount namespace `id` when it was
+    /// pivoted into a root of its own ([`mnt::multi::SubNamespaces::pivoted_mounts`]).
+    pub(crate) fn mnt_pivoted(&self, id: u32) -> Option<&[u32]> {
+        self.mnt_subs.pivoted_mounts(id)
+    }
+
     /// Process `host` unshared its mount namespace as the first of
     /// namespace `id`: make it that one.
     pub(crate) fn mnt_made_in(&self, host: i32, id: u32) -> Result<(), Error> {

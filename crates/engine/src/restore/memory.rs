@@ -45,7 +45,8 @@ pub(super) fn grow(
             }
             by = by.and_then(|k| img.sessions.creator(k));
         }
-        let via_crust = mapped_via_crust(live, &created.shared);
+        let mut via_crust = mapped_via_crust(live, &created.shared);
+        foreign_mapped(img, live, &mut via_crust);
         let mut objects = made_memfds(live, &created.shared, &img.memfds)?;
         for (ino, file) in &created.objects {
             objects
@@ -256,6 +257,48 @@ fn mapped_via_crust(
             Some((v.shmid, format!("/proc/{me}/fd/{}", fd.as_raw_fd())))
         })
         .collect()
+}
+
+/// The files mapped by `live`, a process of a mount namespace pivoted
+/// into a root of its own (`ns::mnt::pivot`), that are not on a mount of
+/// its namespace: files of the tree root's namespace (its exe and
+/// libraries, mapped before it pivoted), which its namespace no longer
+/// has. crust opens them through the root's view and gives them. A file
+/// without a recorded mount is taken as the root namespace's when the
+/// root's view has it.
+fn foreign_mapped(img: &ImageSet, live: &LiveImage, out: &mut Paths) {
+    let Some(own) = crate::ns::ids::NsKind::Mnt
+        .id_in(&live.ids)
+        .and_then(|id| img.ns.mnt_pivoted(id))
+    else {
+        return;
+    };
+    let files = &live.files;
+    for v in live
+        .mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0)
+        .filter(|v| v.status & vs::AREA_MEMFD == 0)
+    {
+        if out.contains_key(&v.shmid) {
+            continue;
+        }
+        let mnt = files.mnt_id_of(v.shmid);
+        if mnt.is_some_and(|m| u32::try_from(m).is_ok_and(|m| own.contains(&m))) {
+            continue;
+        }
+        let Some(path) = files.path_of(v.shmid) else {
+            continue;
+        };
+        let Some(host) = crate::util::view::host_path(Path::new(&path)) else {
+            continue;
+        };
+        if mnt.is_none() && std::fs::symlink_metadata(&host).is_err() {
+            continue;
+        }
+        out.insert(v.shmid, host.to_string_lossy().into_owned());
+    }
 }
 
 /// The memfds mapped by `live` that crust made already because an fd of

@@ -15,9 +15,9 @@
 //! namespace, one in a namespace of its own made before the tmpfs; it
 //! checks that neither sees the tmpfs.
 //! With `--shared 1` the parent's root mount is shared, and checked so.
-//! With `--pivot 1` the child also pivots its namespace into the tmpfs
-//! (a namespace with another root: crust refuses to dump it) and only
-//! waits.
+//! With `--pivot 1` the child also pivots its namespace into the tmpfs,
+//! keeping the old root at `old` (a mount of the root's namespace in a
+//! pivoted one: crust refuses to dump it), and only waits.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::fs;

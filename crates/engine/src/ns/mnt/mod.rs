@@ -21,6 +21,7 @@ pub(crate) mod deleted;
 pub(crate) mod external;
 pub(crate) mod info;
 pub(crate) mod multi;
+pub(crate) mod pivot;
 pub(crate) mod propagation;
 pub(crate) mod restore;
 pub(crate) mod tmpfs;

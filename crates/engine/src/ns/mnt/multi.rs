@@ -49,19 +49,14 @@ fn twin<'a>(m: &MountLine, root: &'a [MountLine]) -> Option<&'a MountLine> {
 /// from the root's (`root`): see the module's doc.
 fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error> {
     let mine = root_of(mounts).ok_or_else(|| super::no_root(pid))?;
-    if twin(mine, root).is_none()
-        && root_of(root).is_none_or(|r| r.dev != mine.dev || r.root != mine.root)
-    {
-        return Err(Error::refused(
-            ErrorKind::Unsupported,
-            format!(
-                "process {pid}'s mount namespace: mount {} at / ({} {}, root {}) is the root of a mount namespace of the tree that is not the root of the tree root's namespace (pivot_root or a bind as root); crust cannot dump that yet",
-                mine.mnt_id, mine.fsname, mine.source, mine.root
-            ),
-        ));
+    // Pivoted into another root: none of the root's mounts is a copy.
+    let pivoted = super::pivot::pivoted(mine, root);
+    if pivoted {
+        super::pivot::check_root(pid, mine, root)?;
     }
+    let twin = |m: &MountLine| if pivoted { None } else { twin(m, root) };
     for m in mounts {
-        if m.mnt_id == mine.mnt_id || twin(m, root).is_some() {
+        if m.mnt_id == mine.mnt_id || twin(m).is_some() {
             continue;
         }
         // A deleted root: a bind, made again at restore (`deleted`).
@@ -78,7 +73,7 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
                 && o.dev == m.dev
                 && under(&m.root, &o.root)
                 && (o.mnt_id == mine.mnt_id
-                    || twin(o, root).is_some()
+                    || twin(o).is_some()
                     || (FRESH.contains(&code) && o.root == "/"))
         });
         if !bind_of {
@@ -104,7 +99,11 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let all = mountinfo(pid)?;
         let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
         check(pid, &mounts, &root)?;
-        let root_id = root_of(&mounts).map(|r| r.mnt_id);
+        // The root of a pivoted namespace is archived when a tmpfs of
+        // its own (its device is not in `dumped`).
+        let root_id = root_of(&mounts)
+            .filter(|r| !super::pivot::pivoted(r, &root))
+            .map(|r| r.mnt_id);
         log::info!(
             "mount namespace {id} (of process {pid}): {} mounts",
             mounts.len()
@@ -191,6 +190,10 @@ pub(crate) struct SubMntNs {
     own: Vec<String>,
     /// The images directory (its tmpfs archives are there).
     dir: PathBuf,
+    /// Its root, when it is not the root namespace's (pivot_root).
+    root: Option<super::pivot::NewRoot>,
+    /// The ids of its mounts in the images.
+    ids: Vec<u32>,
 }
 
 fn same(a: &MntEntry, b: &MntEntry) -> bool {
@@ -207,15 +210,22 @@ impl SubMntNs {
         let (Some(mine), Some(theirs)) = (entries.first(), base.first()) else {
             return Err(bad(ctx.dir, id, "no mounts".into()));
         };
-        if mine.root_dev != theirs.root_dev || mine.root != theirs.root {
-            return Err(Error::unsupported(format!(
-                "mount namespace {id}: its root ({}, device {}) is not that of the tree's root namespace; crust cannot restore a namespace pivoted into another root yet",
-                mine.root, mine.root_dev
-            )));
-        }
+        // Pivoted into another root: every mount of the root's namespace
+        // goes with the old root, none is a copy.
+        let new_root = (mine.root_dev != theirs.root_dev || mine.root != theirs.root)
+            .then(|| super::pivot::plan(ctx.dir, id, mine, &base))
+            .transpose()?;
+        let twin_of = |e: &MntEntry| {
+            if new_root.is_some() {
+                None
+            } else {
+                base.iter().find(|b| same(e, b))
+            }
+        };
         let mut gone: Vec<String> = base
             .iter()
             .skip(1)
+            .filter(|_| new_root.is_none())
             .filter(|b| !entries.iter().any(|e| same(e, b)))
             .map(|b| b.mountpoint.clone())
             .collect();
@@ -224,7 +234,11 @@ impl SubMntNs {
         let mut own = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             let flags = |x: &MntEntry| x.flags & ms::MNT_MASK;
-            if let Some(b) = base.iter().find(|b| same(e, b)) {
+            if i == 0 && new_root.is_some() {
+                own.push(e.mountpoint.clone());
+                continue;
+            }
+            if let Some(b) = twin_of(e) {
                 if flags(b) != flags(e) {
                     make.push((e.clone(), Make::Flags));
                 }
@@ -280,6 +294,8 @@ impl SubMntNs {
             make,
             own,
             dir: ctx.dir.to_path_buf(),
+            root: new_root,
+            ids: entries.iter().map(|e| e.mnt_id).collect(),
         })
     }
 
@@ -315,6 +331,9 @@ impl SubMntNs {
     /// namespace (a copy of it).
     pub(crate) fn sees_as_root(&self, p: &Path) -> bool {
         let Some(s) = p.to_str() else { return false };
+        if self.root.is_some() {
+            return false;
+        }
         let deepest = |it: &mut dyn Iterator<Item = &String>| {
             it.filter(|m| under(s, m)).max_by_key(|m| m.len()).cloned()
         };
@@ -357,6 +376,9 @@ impl SubMntNs {
         let slash = cstr("/");
         sysmount::mount(&call(&slash, ms::REC | ms::PRIVATE))
             .map_err(sys(pid, what("make it private")))?;
+        if let Some(r) = &self.root {
+            r.enter(pid, imgdir)?;
+        }
         for mp in &self.gone {
             sysmount::umount2(&cstr(mp), libc::MNT_DETACH)
                 .map_err(sys(pid, what(&format!("detach the mount at {mp}"))))?;
@@ -428,6 +450,9 @@ impl SubMntNs {
                 pid,
                 w(&format!("set its flags {:#x}", e.flags & ms::MNT_MASK)),
             ))?;
+        }
+        if let Some(r) = &self.root {
+            r.finish(pid)?;
         }
         Ok(())
     }
@@ -526,6 +551,16 @@ impl SubNamespaces {
         Ok(())
     }
 
+    /// The mount ids (in the images) of namespace `id` when it was
+    /// pivoted into a root of its own: a file a process of it maps from
+    /// another mount is not in its namespace (crust opens it).
+    pub(crate) fn pivoted_mounts(&self, id: u32) -> Option<&[u32]> {
+        self.subs
+            .iter()
+            .find(|s| s.id == id && s.root.is_some())
+            .map(|s| s.ids.as_slice())
+    }
+
     /// What a process just cloned (`pid`) does about its mount namespace
     /// `mine` when its parent's is `parent`.
     pub(crate) fn to_join(
@@ -619,15 +654,31 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_with_another_root_is_refused() {
+    fn a_namespace_pivoted_into_its_own_root() {
         let root = root_ns();
+        // Its root a tmpfs of its own, a bind of a part of it, a proc.
         let pivoted = vec![
+            line(40, 39, "/", "tmpfs", "/", 40),
+            line(42, 40, "/b", "tmpfs", "/x", 40),
+            line(43, 40, "/proc", "proc", "/", 41),
+        ];
+        check(6, &pivoted, &root).unwrap();
+        // The old root left under it (not detached): no mount of the
+        // root's namespace can be a copy in a pivoted one.
+        let kept = vec![
             line(40, 39, "/", "tmpfs", "/", 40),
             line(41, 40, "/old", "ext4", "/srv", 8),
         ];
-        let e = check(6, &pivoted, &root).unwrap_err().to_string();
-        assert!(e.contains("mount 40 at / (tmpfs"), "{e}");
-        assert!(e.contains("pivot_root"), "{e}");
+        let e = check(6, &kept, &root).unwrap_err().to_string();
+        assert!(e.contains("mount 41 at /old"), "{e}");
+        // A root of a device the root's namespace has, not a part of its
+        // mounts: refused, naming it.
+        let other = vec![line(44, 39, "/", "ext4", "/", 8)];
+        let e = check(6, &other, &root).unwrap_err().to_string();
+        assert!(
+            e.contains("mount 44 at /") && e.contains("pivot_root"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -638,6 +689,8 @@ mod tests {
             make: Vec::new(),
             own: vec!["/own".into()],
             dir: PathBuf::from("/nonexistent"),
+            root: None,
+            ids: Vec::new(),
         };
         assert!(s.sees_as_root(Path::new("/etc/passwd")));
         assert!(!s.sees_as_root(Path::new("/own/f")));
