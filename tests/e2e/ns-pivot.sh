@@ -48,6 +48,26 @@ t_mntns_pivot_ro() {
 
 ALL_TESTS+=(mntns-pivot-ro)
 
+# The child's root a directory of the root's namespace bound on itself
+# (--bind 1, what container runtimes do): restored as a bind of that
+# directory, pivoted into; no archive.
+t_mntns_pivot_bind() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntpivot --dir "$D/dir" --bind 1 || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntpivot"; done
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    [ "$(ls "$D/img"/mountpoints-*.img 2>/dev/null | wc -l)" = 2 ] ||
+        { fail "expected two mountpoints-*.img" "$D/img/dump.log"; return 1; }
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntpivot"; done
+    mnt_no_yard "$D/img/restore.log" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(mntns-pivot-bind)
+
 # The archive of the pivoted root gone from the images: the restore is
 # refused before anything is made, naming the file; no process, no
 # staging directory left.

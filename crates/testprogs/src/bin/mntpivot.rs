@@ -7,11 +7,14 @@
 //! and a symlink `link -> hello`, binds `/data` at `/b` (a bind of a part
 //! of its own root), pivots into it (`pivot_root(".", "old")`), detaches
 //! the old root and removes `old`. With `--ro 1` it then remounts `/`
-//! read-only (its superblock too). The child waits for a byte from the
-//! parent, then checks that its root is that tmpfs with those files and
-//! modes, `/b` shows `data`, writing fails with EROFS (`--ro 1`) or works,
-//! and that it sees only those two mounts; the parent checks it does not
-//! see the child's files and reports.
+//! read-only (its superblock too). With `--bind 1` the new root is
+//! `DIR/newroot` bound on itself instead of a tmpfs (a directory of the
+//! root's namespace, as container runtimes do; not with `--ro`). The child
+//! waits for a byte from the parent, then checks that its root is that
+//! tmpfs (or not a tmpfs, `--bind 1`) with those files and modes, `/b`
+//! shows `data`, writing fails with EROFS (`--ro 1`) or works, and that it
+//! sees only those two mounts; the parent checks it does not see the
+//! child's files (unless bound) and reports.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::fs;
@@ -67,10 +70,14 @@ fn keep_root_and_dev() {
 
 /// The child's namespace: a tmpfs root with files, `/b` a bind of
 /// `/data`, pivoted into; read-only with `ro`.
-fn make_root(newroot: &Path, ro: bool) {
+fn make_root(newroot: &Path, ro: bool, bind: bool) {
     let nr = newroot.to_string_lossy().into_owned();
     let _ = fs::create_dir(newroot);
-    mount("crust-pivot", &nr, "tmpfs", 0);
+    if bind {
+        mount(&nr, &nr, "", libc::MS_BIND);
+    } else {
+        mount("crust-pivot", &nr, "tmpfs", 0);
+    }
     let w = |p: &str, s: &str| {
         fs::write(newroot.join(p), s).unwrap_or_else(|_| die(&format!("write {p}")));
     };
@@ -107,7 +114,7 @@ fn make_root(newroot: &Path, ro: bool) {
 }
 
 /// The child's check, after the restore.
-fn child_check(ro: bool) -> Result<(), String> {
+fn child_check(ro: bool, bind: bool) -> Result<(), String> {
     let s = fs::read_to_string("/hello").map_err(|e| format!("read /hello: {e}"))?;
     ensure!(s == "hello from the new root\n", "/hello reads {s:?}");
     let m = fs::metadata("/hello").map_err(|e| format!("stat /hello: {e}"))?;
@@ -126,8 +133,8 @@ fn child_check(ro: bool) -> Result<(), String> {
     let r = unsafe { libc::statfs(slash.as_ptr(), &mut st) };
     ensure!(r == 0, "statfs /");
     ensure!(
-        st.f_type == libc::TMPFS_MAGIC,
-        "/ is not a tmpfs ({:#x})",
+        (st.f_type == libc::TMPFS_MAGIC) != bind,
+        "/ has fs type {:#x} (bound: {bind})",
         st.f_type
     );
     // SAFETY: statvfs fills the struct for a NUL-terminated path.
@@ -151,6 +158,7 @@ fn main() {
     let args = start();
     let dir = args.path("dir");
     let ro = args.num("ro", 0) == 1;
+    let bind = args.num("bind", 0) == 1 && !ro;
     unshare_private();
     keep_root_and_dev();
     mount("proc", "/proc", "proc", 0);
@@ -172,7 +180,7 @@ fn main() {
             libc::close(rd[0]);
         }
         unshare_private();
-        make_root(&newroot, ro);
+        make_root(&newroot, ro, bind);
         let mut b = [0u8; 1];
         // SAFETY: one byte from and into live buffers.
         let n = unsafe {
@@ -183,7 +191,7 @@ fn main() {
         if n != 1 {
             std::process::exit(3);
         }
-        match child_check(ro) {
+        match child_check(ro, bind) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
                 let _ = std::io::stderr().write_all(e.as_bytes());
@@ -208,8 +216,9 @@ fn main() {
     wait_for_term(10, || {});
     let verdict = (|| {
         ensure!(
-            !Path::new("/hello").exists() && !newroot.join("hello").exists(),
-            "the parent sees the child's files"
+            !Path::new("/hello").exists() && newroot.join("hello").exists() == bind,
+            "the parent sees the child's files: {}",
+            !bind
         );
         let theirs = fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(0, |m| m.ino());
         ensure!(
