@@ -84,3 +84,30 @@ t_err_restore_mntns_pivot_noarchive() {
 }
 
 ALL_TESTS+=(err-restore-mntns-pivot-noarchive)
+
+# Images for CRIU 4.2: crust's dump of a tree whose child is pivoted into a
+# tmpfs (started by `unshare -m` with --unshare 0, so its binary and stdio
+# are on the tree's mounts) restores with CRIU (given --root /).
+t_mntns_pivot_to_criu() {
+    need_cr || return $?
+    local criu
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return; }
+    mkdir -p "$D/dir"
+    rm -f "$D/ready" "$D/result"
+    PID=$(setsid unshare -m --propagation private sh -c \
+        "exec '$BIN/mntpivot' --unshare 0 --dir '$D/dir' --ready '$D/ready' --result '$D/result' </dev/null >/dev/null 2>&1" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$PID" "$BIN/mntpivot"
+    wait_file "$D/ready" "$READY_TIMEOUT" || { fail "mntpivot did not become ready"; return 1; }
+    rm -f "$D/ready"
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntpivot"; done
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d -v4 -o criu-restore.log \
+        --root / --external 'mnt[dev]:/dev' --pidfile "$D/criu-pid") >"$D/criu-restore.out" 2>&1 ||
+        { fail "CRIU's restore of crust's images failed" "$D/img/criu-restore.log"; return 1; }
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntpivot"; done
+    expect_pass "$D/img/criu-restore.log"
+}
+
+ALL_TESTS+=(mntns-pivot-to-criu)

@@ -260,6 +260,19 @@ fn mnt_id_of(pid: i32, mnt_id: i32) -> Option<i32> {
     (mnt_id > 0 && ino("/proc/self/ns/mnt".into()) != Some(theirs)).then_some(mnt_id)
 }
 
+/// The `mnt_id` the directory `which` (`cwd` or `root`) of process `pid`
+/// records, as [`mnt_id_of`]: the mount its /proc link leads to.
+pub(crate) fn dir_mnt_id(pid: i32, which: &str) -> Option<i32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/{which}"))
+        .ok()?;
+    let id = crust_sys::mountfd::mnt_id(std::os::fd::AsFd::as_fd(&f)).ok()?;
+    mnt_id_of(pid, i32::try_from(id).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -317,7 +317,10 @@ impl FileTable {
             self.files.push(e);
             return Ok(id);
         }
-        let reg = self.reg_entry(id, path, 0, 0, true)?;
+        let mut reg = self.reg_entry(id, path, 0, 0, true)?;
+        // Its mount, as for fds: CRIU opens it in the mount namespace
+        // that mount is in (a process pivoted into another root).
+        reg.mnt_id = classify::dir_mnt_id(pid, which);
         self.push_reg(reg);
         Ok(id)
     }

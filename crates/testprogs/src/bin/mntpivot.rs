@@ -14,7 +14,8 @@
 //! tmpfs (or not a tmpfs, `--bind 1`) with those files and modes, `/b`
 //! shows `data`, writing fails with EROFS (`--ro 1`) or works, and that it
 //! sees only those two mounts; the parent checks it does not see the
-//! child's files (unless bound) and reports.
+//! child's files (unless bound) and reports. `--unshare 0`: the parent
+//! does not unshare (started by `unshare -m`).
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::fs;
@@ -159,7 +160,11 @@ fn main() {
     let dir = args.path("dir");
     let ro = args.num("ro", 0) == 1;
     let bind = args.num("bind", 0) == 1 && !ro;
-    unshare_private();
+    // `--unshare 0`: started in a mount namespace of its own already
+    // (`unshare -m`), so its binary and stdio are on the tree's mounts.
+    if args.num("unshare", 1) == 1 {
+        unshare_private();
+    }
     keep_root_and_dev();
     mount("proc", "/proc", "proc", 0);
     let newroot = dir.join("newroot");
