@@ -166,7 +166,12 @@ impl GhostDump {
             // Made where crust sees the tree's path (through the root's
             // root when the tree has a mount namespace of its own).
             let seen = crate::util::view::host_path(&link).unwrap_or_else(|| link.clone());
-            let err = match crust_sys::fs::link_following(&src, &seen) {
+            // As the namespace's root when the tree has a user namespace
+            // of its own: a file system it mounted refuses names made by
+            // ids it cannot map (EOVERFLOW).
+            let linked =
+                crate::util::idmap::as_ns_root(|| crust_sys::fs::link_following(&src, &seen));
+            let err = match linked {
                 Ok(()) => break (link, seen),
                 Err(e) => e,
             };

@@ -292,7 +292,8 @@ fn open_linked(
         return Ok(());
     };
     let orig = seen(Path::new(&first.name));
-    let linked = std::fs::hard_link(source, &orig).is_ok();
+    // As the tree's user namespace's root (see `as_ns_root`).
+    let linked = crate::util::idmap::as_ns_root(|| std::fs::hard_link(source, &orig)).is_ok();
     let via = if linked { &orig } else { source };
     let opened = (|| {
         for (id, reg) in regs {
