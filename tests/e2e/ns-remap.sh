@@ -55,4 +55,41 @@ remap_err_dump_nolink() {
 }
 t_err_dump_remap_nolink() { remap_err_dump_nolink; local rc=$?; remap_cleanup; return $rc; }
 
-ALL_TESTS+=(remap-userns-cr err-dump-remap-nolink)
+# mntnssub --lent 1: the child's mount namespace binds a part (x) of a
+# tmpfs of the root's (at dir/l) at dir/lx and unmounts the tmpfs (zdtm
+# mntns_link_remap's layout): dumped as a bind of a mount of the root's
+# namespace, restored from a clone of that part made in the copy before the
+# tmpfs is detached from it; the child sees lx and not l, the root l and
+# not lx, both read the file.
+t_mntns_lent_part() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntnssub --dir "$D/dir" --lent 1 || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    mnt_no_yard "$D/img/restore.log" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+# Bad case, mntnssub --lent 2: the root unmounts the tmpfs too, so the
+# child's bind is a part of a file system no mount of the tree holds whole:
+# the dump is refused naming that mount, the tree runs on untouched.
+t_err_dump_mntns_lent_gone() {
+    need_cr || return $?
+    mkdir -p "$D/dir"
+    start_prog mntnssub --dir "$D/dir" --lent 2 || return 1
+    local c
+    for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
+    mkdir -p "$D/img"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --external 'mnt[/dev]:dev'
+    expect_error dump "$D/img/dump.log" || return 1
+    grep -q "at $D/dir/lx .*neither a copy" "$D/dump.err" ||
+        { fail "the error does not name the mount: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log"
+}
+
+ALL_TESTS+=(remap-userns-cr err-dump-remap-nolink mntns-lent-part err-dump-mntns-lent-gone)

@@ -15,6 +15,12 @@
 //! namespace, one in a namespace of its own made before the tmpfs; it
 //! checks that neither sees the tmpfs.
 //! With `--shared 1` the parent's root mount is shared, and checked so.
+//! With `--lent 1` the parent mounts a tmpfs at `DIR/l` holding `x/file`;
+//! the child binds `DIR/l/x` at `DIR/lx` in its namespace and unmounts
+//! `DIR/l` there (a bind of a part of a mount only the root's namespace
+//! has); both check they see it so again. With `--lent 2` the parent
+//! then unmounts `DIR/l` too (the tmpfs is left only as the child's part
+//! of it: crust refuses to dump that) and checks it does not see it.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs
 //! (a namespace with another root: crust refuses to dump it) and only
 //! waits.
@@ -111,6 +117,45 @@ fn is_mountpoint(p: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
 }
 
+/// `--lent 1`, in the parent: a tmpfs at `DIR/l` holding `x/file`.
+fn lend_tmpfs(dir: &Path) {
+    let l = dir.join("l");
+    let _ = fs::create_dir(&l);
+    let _ = fs::create_dir(dir.join("lx"));
+    mount("crust-lent", &l, "tmpfs", 0);
+    fs::create_dir(l.join("x")).unwrap_or_else(|_| die("mkdir l/x"));
+    fs::write(l.join("x/file"), "lent").unwrap_or_else(|_| die("write l/x/file"));
+}
+
+/// `--lent 1`, in the child's namespace: `DIR/lx` a bind of `DIR/l/x`,
+/// `DIR/l` unmounted.
+fn borrow_part(dir: &Path) {
+    let (l, lx) = (dir.join("l"), dir.join("lx"));
+    mount(&l.join("x").to_string_lossy(), &lx, "", libc::MS_BIND);
+    let c = cpath(&l);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        die("umount l");
+    }
+}
+
+/// After `lend_tmpfs` (`mine`: in the child's namespace, after
+/// `borrow_part` too): who sees what.
+fn lent_ok(dir: &Path, mine: bool) -> Result<(), String> {
+    let (l, lx) = (dir.join("l"), dir.join("lx"));
+    let (file, there) = if mine {
+        (lx.join("file"), &lx)
+    } else {
+        (l.join("x/file"), &l)
+    };
+    let got = fs::read_to_string(&file).map_err(|e| format!("read {}: {e}", file.display()))?;
+    ensure!(got == "lent", "{} reads {got:?}", file.display());
+    ensure!(is_mountpoint(there), "{} is not a mount", there.display());
+    let other = if mine { &l } else { &lx };
+    ensure!(!is_mountpoint(other), "{} is a mount", other.display());
+    Ok(())
+}
+
 /// The child's check, after the restore.
 fn child_check(sub: &Path, fd: &mut fs::File, parent_ns: u64) -> Result<(), String> {
     let mut s = String::new();
@@ -202,7 +247,7 @@ fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> 
 
 /// The child: its own namespace with a tmpfs at `sub`; says it is ready on
 /// `ready_w`, waits for a byte on `go`, then checks and exits.
-fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
+fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: bool) -> ! {
     let parent_ns = mnt_ns_ino("self");
     // A grandchild left in the root's namespace, and one in a namespace
     // of its own made before the tmpfs (a copy of the root's).
@@ -212,6 +257,10 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
     mount("crust-sub", sub, "tmpfs", 0);
     fs::write(sub.join("f"), "in the child's tmpfs").unwrap_or_else(|_| die("write sub/f"));
     let mut fd = fs::File::open(sub.join("f")).unwrap_or_else(|_| die("open sub/f"));
+    let dir = sub.parent().unwrap_or(Path::new("/")).to_path_buf();
+    if lent {
+        borrow_part(&dir);
+    }
     std::env::set_current_dir(sub).unwrap_or_else(|_| die("chdir sub"));
     if pivot {
         fs::create_dir(sub.join("old")).unwrap_or_else(|_| die("mkdir sub/old"));
@@ -233,7 +282,8 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
         std::process::exit(3);
     }
     let verdict = child_check(sub, &mut fd, parent_ns)
-        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy));
+        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy))
+        .and_then(|()| if lent { lent_ok(&dir, true) } else { Ok(()) });
     // SAFETY: kill and reap our own children.
     unsafe {
         for g in [in_root, in_copy] {
@@ -265,6 +315,11 @@ fn main() {
     if deleted {
         bind_deleted(&dir);
     }
+    let lent_mode = args.num("lent", 0);
+    let lent = lent_mode > 0;
+    if lent {
+        lend_tmpfs(&dir);
+    }
     let sub = dir.join("sub");
     let _ = fs::create_dir(&sub);
     let mut go = [0i32; 2];
@@ -289,7 +344,7 @@ fn main() {
             libc::close(go[1]);
             libc::close(ready_r);
         }
-        child(&sub, go[0], ready_w, pivot);
+        child(&sub, go[0], ready_w, pivot, lent);
     }
     if pid < 0 {
         die("fork");
@@ -304,12 +359,25 @@ fn main() {
     if unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), 1) } != 1 {
         die("the child did not get ready");
     }
+    if lent_mode == 2 {
+        let c = cpath(&dir.join("l"));
+        // SAFETY: a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            die("umount l");
+        }
+    }
     ready(&args);
     wait_for_term(10, || {});
     let verdict = (|| {
         ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
         if deleted {
             deleted_ok(&dir)?;
+        }
+        if lent_mode == 1 {
+            lent_ok(&dir, false)?;
+        }
+        if lent_mode == 2 {
+            ensure!(!is_mountpoint(&dir.join("l")), "l is a mount again");
         }
         if shared {
             let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
