@@ -18,7 +18,11 @@
 //! With `--lent 1` the parent mounts a tmpfs at `DIR/l` holding `x/file`;
 //! the child binds `DIR/l/x` at `DIR/lx` in its namespace and unmounts
 //! `DIR/l` there (a bind of a part of a mount only the root's namespace
-//! has); both check they see it so again. With `--lent 2` the parent
+//! has); both check they see it so again. The parent also holds an fd
+//! on `DIR/l/x/gh` (the child inherits it) and the child one on
+//! `DIR/lx/gh` (its own mount), then the parent removes the file: after
+//! the restore the child finds both fds on the one deleted file, each on
+//! its own mount (zdtm mntns_link_ghost). With `--lent 2` the parent
 //! then unmounts `DIR/l` too (the tmpfs is left only as the child's part
 //! of it: crust refuses to dump that) and checks it does not see it.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs
@@ -125,6 +129,44 @@ fn lend_tmpfs(dir: &Path) {
     mount("crust-lent", &l, "tmpfs", 0);
     fs::create_dir(l.join("x")).unwrap_or_else(|_| die("mkdir l/x"));
     fs::write(l.join("x/file"), "lent").unwrap_or_else(|_| die("write l/x/file"));
+    fs::write(l.join("x/gh"), "ghost data").unwrap_or_else(|_| die("write l/x/gh"));
+}
+
+/// The mount id of an fd (fdinfo).
+fn mnt_id_of(fd: &fs::File) -> Result<u32, String> {
+    use std::os::fd::AsRawFd;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("fdinfo: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no mnt_id in fdinfo".to_string())
+}
+
+/// `--lent 1`, in the child after the restore: `root_fd` (opened by the
+/// parent through `DIR/l`) and `own_fd` (through `DIR/lx`) are on the one
+/// deleted file, each on its own mount.
+fn ghost_ok(dir: &Path, root_fd: &mut fs::File, own_fd: &mut fs::File) -> Result<(), String> {
+    let (a, b) = (
+        root_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
+        own_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
+    );
+    ensure!(
+        a.ino() == b.ino() && a.dev() == b.dev(),
+        "the two fds on gh are on two files"
+    );
+    ensure!(b.nlink() == 0, "gh has {} links, not 0", b.nlink());
+    let mut s = String::new();
+    own_fd.rewind().map_err(|e| format!("rewind: {e}"))?;
+    own_fd
+        .read_to_string(&mut s)
+        .map_err(|e| format!("read: {e}"))?;
+    ensure!(s == "ghost data", "gh reads {s:?}");
+    let lx = fs::File::open(dir.join("lx")).map_err(|e| format!("open lx: {e}"))?;
+    let (r, o, m) = (mnt_id_of(root_fd)?, mnt_id_of(own_fd)?, mnt_id_of(&lx)?);
+    ensure!(o == m, "the fd through lx is on mount {o}, not lx's {m}");
+    ensure!(r != o, "both fds on gh are on mount {o}");
+    Ok(())
 }
 
 /// `--lent 1`, in the child's namespace: `DIR/lx` a bind of `DIR/l/x`,
@@ -247,8 +289,7 @@ fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> 
 
 /// The child: its own namespace with a tmpfs at `sub`; says it is ready on
 /// `ready_w`, waits for a byte on `go`, then checks and exits.
-fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: bool) -> ! {
-    let parent_ns = mnt_ns_ino("self");
+fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Option<fs::File>)) -> ! {
     // A grandchild left in the root's namespace, and one in a namespace
     // of its own made before the tmpfs (a copy of the root's).
     let in_root = sleeper(false);
@@ -258,9 +299,13 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: bool) -> ! {
     fs::write(sub.join("f"), "in the child's tmpfs").unwrap_or_else(|_| die("write sub/f"));
     let mut fd = fs::File::open(sub.join("f")).unwrap_or_else(|_| die("open sub/f"));
     let dir = sub.parent().unwrap_or(Path::new("/")).to_path_buf();
-    if lent {
+    if lent.0 {
         borrow_part(&dir);
     }
+    let mut ghost = lent.1.map(|root_fd| {
+        let own = fs::File::open(dir.join("lx/gh")).unwrap_or_else(|_| die("open lx/gh"));
+        (root_fd, own)
+    });
     std::env::set_current_dir(sub).unwrap_or_else(|_| die("chdir sub"));
     if pivot {
         fs::create_dir(sub.join("old")).unwrap_or_else(|_| die("mkdir sub/old"));
@@ -281,9 +326,15 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: bool) -> ! {
     if n != 1 || pivot {
         std::process::exit(3);
     }
+    // Namespace inodes are numbered anew by the restore: the parent's
+    // namespace as it is now.
+    let parent_ns = mnt_ns_ino(&std::os::unix::process::parent_id().to_string());
     let verdict = child_check(sub, &mut fd, parent_ns)
         .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy))
-        .and_then(|()| if lent { lent_ok(&dir, true) } else { Ok(()) });
+        .and_then(|()| match &mut ghost {
+            Some((r, o)) => lent_ok(&dir, true).and_then(|()| ghost_ok(&dir, r, o)),
+            None => Ok(()),
+        });
     // SAFETY: kill and reap our own children.
     unsafe {
         for g in [in_root, in_copy] {
@@ -295,6 +346,8 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: bool) -> ! {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             let _ = std::io::stderr().write_all(e.as_bytes());
+            // Where the test finds why.
+            let _ = fs::write(dir.join("child.err"), e.as_bytes());
             std::process::exit(1)
         }
     }
@@ -344,7 +397,9 @@ fn main() {
             libc::close(go[1]);
             libc::close(ready_r);
         }
-        child(&sub, go[0], ready_w, pivot, lent);
+        let root_fd = (lent_mode == 1)
+            .then(|| fs::File::open(dir.join("l/x/gh")).unwrap_or_else(|_| die("open l/x/gh")));
+        child(&sub, go[0], ready_w, pivot, (lent, root_fd));
     }
     if pid < 0 {
         die("fork");
@@ -358,6 +413,9 @@ fn main() {
     // SAFETY: reading one byte into a live buffer.
     if unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), 1) } != 1 {
         die("the child did not get ready");
+    }
+    if lent_mode == 1 {
+        fs::remove_file(dir.join("l/x/gh")).unwrap_or_else(|_| die("remove l/x/gh"));
     }
     if lent_mode == 2 {
         let c = cpath(&dir.join("l"));

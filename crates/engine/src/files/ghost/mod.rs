@@ -21,6 +21,7 @@
 //! description with its flags and offset, then removes it. Tasks get the
 //! descriptions over SCM_RIGHTS.
 
+mod mounts;
 mod restore;
 
 use crate::files::classify::Target;
@@ -697,9 +698,15 @@ impl DumpKind for GhostDump {
             }
             return Ok(None);
         }
+        // The mount it is on, when the tree has mount namespaces (the
+        // restore opens it on that mount's namespace).
+        let mnt = crate::files::classify::mnt_id_of(pid, f.info.mnt_id);
         let id = ids.id_for(known, |ids, id| {
-            self.add(pid, fd, f.target, flags, f.info.pos, id, ids.next_id)
-                .map(Some)
+            let mut e = self.add(pid, fd, f.target, flags, f.info.pos, id, ids.next_id)?;
+            if let Some(r) = e.reg.as_mut() {
+                r.mnt_id = mnt;
+            }
+            Ok(Some(e))
         })?;
         Ok(Some((id, fd_types::REG)))
     }

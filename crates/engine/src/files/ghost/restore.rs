@@ -86,6 +86,9 @@ pub struct Ghosts {
     links: BTreeMap<u32, PathBuf>,
     /// files.img id -> (link id, REG entry).
     link_opens: BTreeMap<u32, (u32, RegFileEntry)>,
+    /// The tree's mounts, when ghosts were open on mounts of several
+    /// namespaces (`mounts.rs`).
+    mounts: super::mounts::TreeMounts,
 }
 
 /// Descriptions on ghost files crust opened, by files.img id.
@@ -162,6 +165,9 @@ impl Ghosts {
             }
             out.opens.insert(r.orig_id, (r.remap_id, (*orig).clone()));
         }
+        if out.opens.values().any(|(_, r)| r.mnt_id.is_some()) {
+            out.mounts = super::mounts::TreeMounts::load(dir)?;
+        }
         Ok(out)
     }
 
@@ -237,8 +243,18 @@ impl Ghosts {
             let Some((_, first)) = regs.first() else {
                 continue;
             };
-            let made = make_node(g, &seen(Path::new(&first.name)), *gid)?;
-            let result = open_all(g, &regs, &made.path, &mut out);
+            let first_at = self
+                .mounts
+                .away_path(first)
+                .unwrap_or_else(|| seen(Path::new(&first.name)));
+            let made = make_node(g, &first_at, *gid)?;
+            // Holders on a mount of another namespace than the ghost's
+            // are opened there, on their own mount.
+            let (away, here): (Vec<_>, Vec<_>) = regs
+                .iter()
+                .partition(|(_, r)| r.mnt_id != first.mnt_id && self.mounts.away_path(r).is_some());
+            let result = open_all(g, &here, &made.path, &mut out)
+                .and_then(|()| self.open_away(first, &away, &mut out));
             made.remove(g);
             result?;
             debug!(
@@ -251,6 +267,53 @@ impl Ghosts {
             );
         }
         Ok(out)
+    }
+}
+
+impl Ghosts {
+    /// Open the descriptions `away` of the ghost made for `first` on their
+    /// own mounts, in other mount namespaces of the tree (`mounts.rs`).
+    fn open_away(
+        &self,
+        first: &RegFileEntry,
+        away: &[(u32, &RegFileEntry)],
+        out: &mut OpenGhosts,
+    ) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        for (id, reg) in away {
+            let Some(at) = self.mounts.away_path(reg) else {
+                continue;
+            };
+            let link = self.mounts.link_for(first, reg, seen);
+            if let Some((from, to)) = &link {
+                crate::util::idmap::as_ns_root(|| std::fs::hard_link(from, to)).map_err(
+                    sys_err(
+                        me,
+                        format!(
+                            "link the ghost of {} as {} for file {id} (on a mount of another namespace)",
+                            first.name, reg.name
+                        ),
+                    ),
+                )?;
+            }
+            let opened = open_desc(&at, reg, 0);
+            if let Some((_, to)) = &link {
+                let _ = std::fs::remove_file(to);
+            }
+            let f = opened.map_err(sys_err(
+                me,
+                format!(
+                    "open {} (a ghost, on a mount of another namespace) for file {id}",
+                    reg.name
+                ),
+            ))?;
+            debug!(
+                "ghost of {}: file {id} opened as {} on its own mount",
+                first.name, reg.name
+            );
+            out.insert(*id, f);
+        }
+        Ok(())
     }
 }
 

@@ -530,6 +530,28 @@ impl SubMntNs {
     }
 }
 
+/// An O_PATH fd on the root directory of the mount namespace `ns` (made
+/// by `pid`), opened by a crust thread that joined it.
+fn root_dir(pid: i32, ns: &OwnedFd) -> Result<OwnedFd, Error> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::ns::unshare(libc::CLONE_FS)?;
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNS)?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open("/")
+                .map(OwnedFd::from)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("a crust thread panicked")))
+    })
+    .map_err(sys(
+        pid,
+        "open the root of a mount namespace of the tree".into(),
+    ))
+}
+
 /// What a process just cloned does about its mount namespace.
 #[derive(Debug)]
 pub(crate) enum Join {
@@ -583,6 +605,26 @@ impl SubNamespaces {
         })
     }
 
+    /// The ids of the namespaces not made yet, and a copy of the fd on the
+    /// root's (none before [`Self::prepare`]).
+    pub(crate) fn to_make(&self, pid: i32) -> Result<(Vec<u32>, Option<OwnedFd>), Error> {
+        let made = self.lock(pid)?;
+        let ids = self
+            .subs
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !made.contains_key(id))
+            .collect();
+        let root = match made.get(&self.root_id) {
+            Some(fd) => Some(
+                fd.try_clone()
+                    .map_err(sys_err(pid, "dup of a mount namespace fd"))?,
+            ),
+            None => None,
+        };
+        Ok((ids, root))
+    }
+
     /// Process `host` (just cloned) unshared its mount namespace as the
     /// first process of namespace `id`: make it that one.
     pub(crate) fn made_in(&self, host: i32, id: u32) -> Result<(), Error> {
@@ -600,6 +642,8 @@ impl SubNamespaces {
             sub.make.len()
         );
         let fd = sub.make(host)?;
+        let root = root_dir(host, &fd)?;
+        crate::util::view::set_sub_root(id, root);
         self.lock(host)?.insert(id, fd);
         Ok(())
     }
