@@ -67,7 +67,11 @@ t_mntns_lent_part() {
     start_prog mntnssub --dir "$D/dir" --lent 1 || return 1
     local c
     for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
-    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' --link-remap || return 1
+    [ "$(ls "$D/img"/ghost-file-*.img 2>/dev/null | wc -l)" = 1 ] ||
+        { fail "expected one ghost (gh, held on two mounts)" "$D/img/dump.log"; return 1; }
+    [ "$(grep -c 'linked back as' "$D/img/dump.log")" = 2 ] ||
+        { fail "expected lk linked back twice, once on each mount" "$D/img/dump.log"; return 1; }
     do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
     for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntnssub"; done
     mnt_no_yard "$D/img/restore.log" || return 1

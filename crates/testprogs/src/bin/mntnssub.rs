@@ -22,7 +22,9 @@
 //! on `DIR/l/x/gh` (the child inherits it) and the child one on
 //! `DIR/lx/gh` (its own mount), then the parent removes the file: after
 //! the restore the child finds both fds on the one deleted file, each on
-//! its own mount (zdtm mntns_link_ghost). With `--lent 2` the parent
+//! its own mount (zdtm mntns_link_ghost); the same with `DIR/l/x/lk`,
+//! which keeps a link `DIR/l/lk2` (dumped with `--link-remap`: zdtm
+//! mntns_link_remap), found with one link. With `--lent 2` the parent
 //! then unmounts `DIR/l` too (the tmpfs is left only as the child's part
 //! of it: crust refuses to dump that) and checks it does not see it.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs
@@ -130,6 +132,8 @@ fn lend_tmpfs(dir: &Path) {
     fs::create_dir(l.join("x")).unwrap_or_else(|_| die("mkdir l/x"));
     fs::write(l.join("x/file"), "lent").unwrap_or_else(|_| die("write l/x/file"));
     fs::write(l.join("x/gh"), "ghost data").unwrap_or_else(|_| die("write l/x/gh"));
+    fs::write(l.join("x/lk"), "ghost data").unwrap_or_else(|_| die("write l/x/lk"));
+    fs::hard_link(l.join("x/lk"), l.join("lk2")).unwrap_or_else(|_| die("link l/x/lk"));
 }
 
 /// The mount id of an fd (fdinfo).
@@ -146,7 +150,12 @@ fn mnt_id_of(fd: &fs::File) -> Result<u32, String> {
 /// `--lent 1`, in the child after the restore: `root_fd` (opened by the
 /// parent through `DIR/l`) and `own_fd` (through `DIR/lx`) are on the one
 /// deleted file, each on its own mount.
-fn ghost_ok(dir: &Path, root_fd: &mut fs::File, own_fd: &mut fs::File) -> Result<(), String> {
+fn ghost_ok(
+    dir: &Path,
+    root_fd: &mut fs::File,
+    own_fd: &mut fs::File,
+    links: u64,
+) -> Result<(), String> {
     let (a, b) = (
         root_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
         own_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
@@ -155,7 +164,11 @@ fn ghost_ok(dir: &Path, root_fd: &mut fs::File, own_fd: &mut fs::File) -> Result
         a.ino() == b.ino() && a.dev() == b.dev(),
         "the two fds on gh are on two files"
     );
-    ensure!(b.nlink() == 0, "gh has {} links, not 0", b.nlink());
+    ensure!(
+        b.nlink() == links,
+        "gh/lk has {} links, not {links}",
+        b.nlink()
+    );
     let mut s = String::new();
     own_fd.rewind().map_err(|e| format!("rewind: {e}"))?;
     own_fd
@@ -289,7 +302,9 @@ fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> 
 
 /// The child: its own namespace with a tmpfs at `sub`; says it is ready on
 /// `ready_w`, waits for a byte on `go`, then checks and exits.
-fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Option<fs::File>)) -> ! {
+type Held = Option<(fs::File, fs::File)>;
+
+fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Held)) -> ! {
     // A grandchild left in the root's namespace, and one in a namespace
     // of its own made before the tmpfs (a copy of the root's).
     let in_root = sleeper(false);
@@ -302,9 +317,10 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Option<fs:
     if lent.0 {
         borrow_part(&dir);
     }
-    let mut ghost = lent.1.map(|root_fd| {
+    let mut ghost = lent.1.map(|(root_gh, root_lk)| {
         let own = fs::File::open(dir.join("lx/gh")).unwrap_or_else(|_| die("open lx/gh"));
-        (root_fd, own)
+        let own_lk = fs::File::open(dir.join("lx/lk")).unwrap_or_else(|_| die("open lx/lk"));
+        (root_gh, own, root_lk, own_lk)
     });
     std::env::set_current_dir(sub).unwrap_or_else(|_| die("chdir sub"));
     if pivot {
@@ -332,7 +348,9 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Option<fs:
     let verdict = child_check(sub, &mut fd, parent_ns)
         .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy))
         .and_then(|()| match &mut ghost {
-            Some((r, o)) => lent_ok(&dir, true).and_then(|()| ghost_ok(&dir, r, o)),
+            Some((r, o, rl, ol)) => lent_ok(&dir, true)
+                .and_then(|()| ghost_ok(&dir, r, o, 0))
+                .and_then(|()| ghost_ok(&dir, rl, ol, 1)),
             None => Ok(()),
         });
     // SAFETY: kill and reap our own children.
@@ -397,8 +415,10 @@ fn main() {
             libc::close(go[1]);
             libc::close(ready_r);
         }
-        let root_fd = (lent_mode == 1)
-            .then(|| fs::File::open(dir.join("l/x/gh")).unwrap_or_else(|_| die("open l/x/gh")));
+        let root_fd = (lent_mode == 1).then(|| {
+            let open = |n: &str| fs::File::open(dir.join(n)).unwrap_or_else(|_| die(n));
+            (open("l/x/gh"), open("l/x/lk"))
+        });
         child(&sub, go[0], ready_w, pivot, (lent, root_fd));
     }
     if pid < 0 {
@@ -416,6 +436,7 @@ fn main() {
     }
     if lent_mode == 1 {
         fs::remove_file(dir.join("l/x/gh")).unwrap_or_else(|_| die("remove l/x/gh"));
+        fs::remove_file(dir.join("l/x/lk")).unwrap_or_else(|_| die("remove l/x/lk"));
     }
     if lent_mode == 2 {
         let c = cpath(&dir.join("l"));

@@ -82,8 +82,8 @@ pub struct Ghosts {
     ghosts: BTreeMap<u32, GhostImage>,
     /// files.img id -> (ghost id, REG entry).
     opens: BTreeMap<u32, (u32, RegFileEntry)>,
-    /// Link remaps: the link's files.img id -> its path.
-    links: BTreeMap<u32, PathBuf>,
+    /// Link remaps: the link's files.img id -> its REG entry (path, mount).
+    links: BTreeMap<u32, RegFileEntry>,
     /// files.img id -> (link id, REG entry).
     link_opens: BTreeMap<u32, (u32, RegFileEntry)>,
     /// The tree's mounts, when ghosts were open on mounts of several
@@ -165,7 +165,9 @@ impl Ghosts {
             }
             out.opens.insert(r.orig_id, (r.remap_id, (*orig).clone()));
         }
-        if out.opens.values().any(|(_, r)| r.mnt_id.is_some()) {
+        let mounted =
+            |m: &BTreeMap<u32, (u32, RegFileEntry)>| m.values().any(|(_, r)| r.mnt_id.is_some());
+        if mounted(&out.opens) || mounted(&out.link_opens) {
             out.mounts = super::mounts::TreeMounts::load(dir)?;
         }
         Ok(out)
@@ -214,7 +216,7 @@ impl Ghosts {
                 source: std::io::Error::from_raw_os_error(libc::ENOENT),
             });
         }
-        self.links.insert(r.remap_id, path);
+        self.links.insert(r.remap_id, (*link).clone());
         self.link_opens
             .insert(r.orig_id, (r.remap_id, orig.clone()));
         Ok(())
@@ -229,8 +231,19 @@ impl Ghosts {
             if regs.is_empty() {
                 continue;
             }
-            let link = &seen(link);
-            open_linked(&regs, link, &mut out)?;
+            let Some((_, first)) = regs.first() else {
+                continue;
+            };
+            // Each on its own mount: in another mount namespace of the
+            // tree when it was open on a mount of one.
+            let at = |r: &RegFileEntry| {
+                self.mounts
+                    .away_path(r)
+                    .unwrap_or_else(|| seen(Path::new(&r.name)))
+            };
+            let orig = at(first);
+            let link = &at(link);
+            open_linked(&regs, link, &orig, &mut out)?;
             let _ = std::fs::remove_file(link);
             debug!(
                 "link remap {}: {} file(s) opened",
@@ -348,16 +361,13 @@ fn users(opens: &BTreeMap<u32, (u32, RegFileEntry)>, src: u32) -> Vec<(u32, &Reg
 fn open_linked(
     regs: &[(u32, &RegFileEntry)],
     source: &Path,
+    orig: &Path,
     out: &mut OpenGhosts,
 ) -> Result<(), Error> {
     let me = crust_sys::process::getpid();
-    let Some((_, first)) = regs.first() else {
-        return Ok(());
-    };
-    let orig = seen(Path::new(&first.name));
     // As the tree's user namespace's root (see `as_ns_root`).
-    let linked = crate::util::idmap::as_ns_root(|| std::fs::hard_link(source, &orig)).is_ok();
-    let via = if linked { &orig } else { source };
+    let linked = crate::util::idmap::as_ns_root(|| std::fs::hard_link(source, orig)).is_ok();
+    let via = if linked { orig } else { source };
     let opened = (|| {
         for (id, reg) in regs {
             let f = open_desc(via, reg, 0).map_err(sys_err(
@@ -373,7 +383,7 @@ fn open_linked(
         Ok::<(), Error>(())
     })();
     if linked {
-        let _ = std::fs::remove_file(&orig);
+        let _ = std::fs::remove_file(orig);
     }
     opened
 }
