@@ -983,6 +983,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-container.sh"
 # shellcheck source=tests/e2e/ns-pivot.sh
 . "$ROOT/tests/e2e/ns-pivot.sh"
+# shellcheck source=tests/e2e/ns-remap.sh
+. "$ROOT/tests/e2e/ns-remap.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

@@ -223,7 +223,37 @@ pub mod view {
                 *v = None;
             }
             NS_PID.store(0, Ordering::Relaxed);
+            if let Ok(mut s) = SUBS.write() {
+                s.clear();
+            }
         }
+    }
+
+    /// At restore, the roots of the tree's other mount namespaces once
+    /// made: namespace id (the images') -> an O_PATH fd crust holds on its
+    /// root directory. `/proc/CRUST/fd/N/PATH` then walks the tree's PATH
+    /// in that namespace's mounts (the walk goes on from the mount the fd
+    /// is on), without joining it.
+    static SUBS: RwLock<Vec<(u32, std::os::fd::OwnedFd)>> = RwLock::new(Vec::new());
+
+    /// Record `root` (an fd on the root directory of mount namespace `id`)
+    /// until the restore's view goes.
+    pub(crate) fn set_sub_root(id: u32, root: std::os::fd::OwnedFd) {
+        if let Ok(mut s) = SUBS.write() {
+            s.retain(|(i, _)| *i != id);
+            s.push((id, root));
+        }
+    }
+
+    /// Where crust walks paths of mount namespace `id` (see [`set_sub_root`]).
+    pub(crate) fn sub_root(id: u32) -> Option<PathBuf> {
+        let s = SUBS.read().ok()?;
+        let (_, fd) = s.iter().find(|(i, _)| *i == id)?;
+        Some(PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(fd)
+        )))
     }
 
     /// Use `f` as the view until the guard goes.

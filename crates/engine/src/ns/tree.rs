@@ -235,6 +235,16 @@ impl TreeNamespaces {
         self.mnt_subs.pivoted_mounts(id)
     }
 
+    /// The ids of the tree's mount namespaces other than the root's, and
+    /// an fd on the root's (once prepared), for the restore to make them
+    /// all from the root before any file is opened.
+    pub(crate) fn mnt_subs_to_make(
+        &self,
+        pid: i32,
+    ) -> Result<(Vec<u32>, Option<std::os::fd::OwnedFd>), Error> {
+        self.mnt_subs.to_make(pid)
+    }
+
     /// Process `host` unshared its mount namespace as the first of
     /// namespace `id`: make it that one.
     pub(crate) fn mnt_made_in(&self, host: i32, id: u32) -> Result<(), Error> {

@@ -36,16 +36,6 @@ pub(super) fn create_and_build(
     // The tree's paths, once its mount namespace is made, are opened by
     // crust through its root (files held by several tasks, FIFOs...).
     let _view = crate::util::view::for_dump(root_host);
-    // Pipes, sockets... exist, full, before any other task does; sockets
-    // in the tree's own network namespace when it has one (made, or
-    // joined with --join-ns).
-    let net = crate::ns::ids::NsKind::Net;
-    created.shared = if img.ns.own(net) || img.ns.joined().joins(net) {
-        crate::net::in_netns_of(root_host, || img.files.open())?
-    } else {
-        img.files.open()?
-    };
-    let img = &*img;
     let root = created
         .tasks
         .first_mut()
@@ -62,6 +52,17 @@ pub(super) fn create_and_build(
         })?;
     img.ns
         .settle_root(&mut Remote::on_trampoline(root, tramp))?;
+    memory::make_mnt_subs(img, root, tramp)?;
+    // Pipes, sockets... exist, full, before any other task does; sockets
+    // in the tree's own network namespace when it has one (made, or
+    // joined with --join-ns).
+    let net = crate::ns::ids::NsKind::Net;
+    created.shared = if img.ns.own(net) || img.ns.joined().joins(net) {
+        crate::net::in_netns_of(root_host, || img.files.open())?
+    } else {
+        img.files.open()?
+    };
+    let img = &*img;
     set_session(img, 0, opts, created, tramp)?;
     // System V objects exist before any task maps them.
     if let Some(ns) = &img.ipcns {

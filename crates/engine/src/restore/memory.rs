@@ -703,6 +703,34 @@ fn enter_mnt_ns(
     Ok(())
 }
 
+/// The tree's other mount namespaces, each made by the root (`root`, on
+/// its trampoline, its own namespace prepared) before any file is opened:
+/// it unshares a copy of its namespace (owned by the tree's user
+/// namespace), crust makes it that one and keeps an fd on it, and the root
+/// joins its own again. A file may be held in one namespace and opened in
+/// another, so every one exists before the files are made; the processes
+/// of each join it when they are cloned.
+pub(super) fn make_mnt_subs(img: &ImageSet, root: &mut Task, tramp: u64) -> Result<(), Error> {
+    let host = root.pid();
+    let (ids, back) = img.ns.mnt_subs_to_make(host)?;
+    let Some(back) = back else {
+        return Ok(());
+    };
+    for id in ids {
+        let mut r = Remote::on_trampoline(root, tramp);
+        r.call(
+            "unshare(CLONE_NEWNS)",
+            libc::SYS_unshare,
+            [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0],
+        )?;
+        let made = img.ns.mnt_made_in(host, id);
+        // Back in its own, made or not.
+        join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&back))?;
+        made?;
+    }
+    Ok(())
+}
+
 /// Make the task `r` (just cloned, alone in its fs struct) join the mount
 /// namespace open as `ns` in crust: the fd is given to it at a free number,
 /// setns(CLONE_NEWNS), closed.

@@ -197,6 +197,30 @@ pub(crate) fn active() -> Option<Arc<UserMaps>> {
     ACTIVE.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Run `f` in a crust thread (ended after it) whose effective, hence file
+/// system, uid and gid are those of the tree's user namespace's root as
+/// crust sees them, keeping crust's capabilities, when the tree has a user
+/// namespace of its own; else in the calling thread. The kernel refuses
+/// (EOVERFLOW) to create a name (link, mknod, open O_CREAT) on a file
+/// system its user namespace owns for a caller whose fsuid or fsgid that
+/// namespace cannot map: crust's own root is such a caller.
+pub(crate) fn as_ns_root<T: Send>(
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    if !in_use() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::userns::thread_set_egid(host_gid(0))?;
+            crust_sys::userns::thread_set_euid_keep_caps(host_uid(0))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("a crust thread panicked")))
+    })
+}
+
 /// Whether the tree has a user namespace of its own (ids are turned).
 pub(crate) fn in_use() -> bool {
     active().is_some()

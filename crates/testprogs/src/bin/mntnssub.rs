@@ -15,6 +15,18 @@
 //! namespace, one in a namespace of its own made before the tmpfs; it
 //! checks that neither sees the tmpfs.
 //! With `--shared 1` the parent's root mount is shared, and checked so.
+//! With `--lent 1` the parent mounts a tmpfs at `DIR/l` holding `x/file`;
+//! the child binds `DIR/l/x` at `DIR/lx` in its namespace and unmounts
+//! `DIR/l` there (a bind of a part of a mount only the root's namespace
+//! has); both check they see it so again. The parent also holds an fd
+//! on `DIR/l/x/gh` (the child inherits it) and the child one on
+//! `DIR/lx/gh` (its own mount), then the parent removes the file: after
+//! the restore the child finds both fds on the one deleted file, each on
+//! its own mount (zdtm mntns_link_ghost); the same with `DIR/l/x/lk`,
+//! which keeps a link `DIR/l/lk2` (dumped with `--link-remap`: zdtm
+//! mntns_link_remap), found with one link. With `--lent 2` the parent
+//! then unmounts `DIR/l` too (the tmpfs is left only as the child's part
+//! of it: crust refuses to dump that) and checks it does not see it.
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs,
 //! keeping the old root at `old` (a mount of the root's namespace in a
 //! pivoted one: crust refuses to dump it), and only waits.
@@ -111,6 +123,94 @@ fn is_mountpoint(p: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
 }
 
+/// `--lent 1`, in the parent: a tmpfs at `DIR/l` holding `x/file`.
+fn lend_tmpfs(dir: &Path) {
+    let l = dir.join("l");
+    let _ = fs::create_dir(&l);
+    let _ = fs::create_dir(dir.join("lx"));
+    mount("crust-lent", &l, "tmpfs", 0);
+    fs::create_dir(l.join("x")).unwrap_or_else(|_| die("mkdir l/x"));
+    fs::write(l.join("x/file"), "lent").unwrap_or_else(|_| die("write l/x/file"));
+    fs::write(l.join("x/gh"), "ghost data").unwrap_or_else(|_| die("write l/x/gh"));
+    fs::write(l.join("x/lk"), "ghost data").unwrap_or_else(|_| die("write l/x/lk"));
+    fs::hard_link(l.join("x/lk"), l.join("lk2")).unwrap_or_else(|_| die("link l/x/lk"));
+}
+
+/// The mount id of an fd (fdinfo).
+fn mnt_id_of(fd: &fs::File) -> Result<u32, String> {
+    use std::os::fd::AsRawFd;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("fdinfo: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no mnt_id in fdinfo".to_string())
+}
+
+/// `--lent 1`, in the child after the restore: `root_fd` (opened by the
+/// parent through `DIR/l`) and `own_fd` (through `DIR/lx`) are on the one
+/// deleted file, each on its own mount.
+fn ghost_ok(
+    dir: &Path,
+    root_fd: &mut fs::File,
+    own_fd: &mut fs::File,
+    links: u64,
+) -> Result<(), String> {
+    let (a, b) = (
+        root_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
+        own_fd.metadata().map_err(|e| format!("fstat: {e}"))?,
+    );
+    ensure!(
+        a.ino() == b.ino() && a.dev() == b.dev(),
+        "the two fds on gh are on two files"
+    );
+    ensure!(
+        b.nlink() == links,
+        "gh/lk has {} links, not {links}",
+        b.nlink()
+    );
+    let mut s = String::new();
+    own_fd.rewind().map_err(|e| format!("rewind: {e}"))?;
+    own_fd
+        .read_to_string(&mut s)
+        .map_err(|e| format!("read: {e}"))?;
+    ensure!(s == "ghost data", "gh reads {s:?}");
+    let lx = fs::File::open(dir.join("lx")).map_err(|e| format!("open lx: {e}"))?;
+    let (r, o, m) = (mnt_id_of(root_fd)?, mnt_id_of(own_fd)?, mnt_id_of(&lx)?);
+    ensure!(o == m, "the fd through lx is on mount {o}, not lx's {m}");
+    ensure!(r != o, "both fds on gh are on mount {o}");
+    Ok(())
+}
+
+/// `--lent 1`, in the child's namespace: `DIR/lx` a bind of `DIR/l/x`,
+/// `DIR/l` unmounted.
+fn borrow_part(dir: &Path) {
+    let (l, lx) = (dir.join("l"), dir.join("lx"));
+    mount(&l.join("x").to_string_lossy(), &lx, "", libc::MS_BIND);
+    let c = cpath(&l);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        die("umount l");
+    }
+}
+
+/// After `lend_tmpfs` (`mine`: in the child's namespace, after
+/// `borrow_part` too): who sees what.
+fn lent_ok(dir: &Path, mine: bool) -> Result<(), String> {
+    let (l, lx) = (dir.join("l"), dir.join("lx"));
+    let (file, there) = if mine {
+        (lx.join("file"), &lx)
+    } else {
+        (l.join("x/file"), &l)
+    };
+    let got = fs::read_to_string(&file).map_err(|e| format!("read {}: {e}", file.display()))?;
+    ensure!(got == "lent", "{} reads {got:?}", file.display());
+    ensure!(is_mountpoint(there), "{} is not a mount", there.display());
+    let other = if mine { &l } else { &lx };
+    ensure!(!is_mountpoint(other), "{} is a mount", other.display());
+    Ok(())
+}
+
 /// The child's check, after the restore.
 fn child_check(sub: &Path, fd: &mut fs::File, parent_ns: u64) -> Result<(), String> {
     let mut s = String::new();
@@ -202,8 +302,9 @@ fn grandchildren_check(sub: &Path, root_ns: u64, in_root: i32, in_copy: i32) -> 
 
 /// The child: its own namespace with a tmpfs at `sub`; says it is ready on
 /// `ready_w`, waits for a byte on `go`, then checks and exits.
-fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
-    let parent_ns = mnt_ns_ino("self");
+type Held = Option<(fs::File, fs::File)>;
+
+fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Held)) -> ! {
     // A grandchild left in the root's namespace, and one in a namespace
     // of its own made before the tmpfs (a copy of the root's).
     let in_root = sleeper(false);
@@ -212,6 +313,15 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
     mount("crust-sub", sub, "tmpfs", 0);
     fs::write(sub.join("f"), "in the child's tmpfs").unwrap_or_else(|_| die("write sub/f"));
     let mut fd = fs::File::open(sub.join("f")).unwrap_or_else(|_| die("open sub/f"));
+    let dir = sub.parent().unwrap_or(Path::new("/")).to_path_buf();
+    if lent.0 {
+        borrow_part(&dir);
+    }
+    let mut ghost = lent.1.map(|(root_gh, root_lk)| {
+        let own = fs::File::open(dir.join("lx/gh")).unwrap_or_else(|_| die("open lx/gh"));
+        let own_lk = fs::File::open(dir.join("lx/lk")).unwrap_or_else(|_| die("open lx/lk"));
+        (root_gh, own, root_lk, own_lk)
+    });
     std::env::set_current_dir(sub).unwrap_or_else(|_| die("chdir sub"));
     if pivot {
         fs::create_dir(sub.join("old")).unwrap_or_else(|_| die("mkdir sub/old"));
@@ -232,8 +342,17 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
     if n != 1 || pivot {
         std::process::exit(3);
     }
+    // Namespace inodes are numbered anew by the restore: the parent's
+    // namespace as it is now.
+    let parent_ns = mnt_ns_ino(&std::os::unix::process::parent_id().to_string());
     let verdict = child_check(sub, &mut fd, parent_ns)
-        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy));
+        .and_then(|()| grandchildren_check(sub, parent_ns, in_root, in_copy))
+        .and_then(|()| match &mut ghost {
+            Some((r, o, rl, ol)) => lent_ok(&dir, true)
+                .and_then(|()| ghost_ok(&dir, r, o, 0))
+                .and_then(|()| ghost_ok(&dir, rl, ol, 1)),
+            None => Ok(()),
+        });
     // SAFETY: kill and reap our own children.
     unsafe {
         for g in [in_root, in_copy] {
@@ -245,6 +364,8 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool) -> ! {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             let _ = std::io::stderr().write_all(e.as_bytes());
+            // Where the test finds why.
+            let _ = fs::write(dir.join("child.err"), e.as_bytes());
             std::process::exit(1)
         }
     }
@@ -264,6 +385,11 @@ fn main() {
     let deleted = args.num("deleted", 0) == 1;
     if deleted {
         bind_deleted(&dir);
+    }
+    let lent_mode = args.num("lent", 0);
+    let lent = lent_mode > 0;
+    if lent {
+        lend_tmpfs(&dir);
     }
     let sub = dir.join("sub");
     let _ = fs::create_dir(&sub);
@@ -289,7 +415,11 @@ fn main() {
             libc::close(go[1]);
             libc::close(ready_r);
         }
-        child(&sub, go[0], ready_w, pivot);
+        let root_fd = (lent_mode == 1).then(|| {
+            let open = |n: &str| fs::File::open(dir.join(n)).unwrap_or_else(|_| die(n));
+            (open("l/x/gh"), open("l/x/lk"))
+        });
+        child(&sub, go[0], ready_w, pivot, (lent, root_fd));
     }
     if pid < 0 {
         die("fork");
@@ -304,12 +434,29 @@ fn main() {
     if unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), 1) } != 1 {
         die("the child did not get ready");
     }
+    if lent_mode == 1 {
+        fs::remove_file(dir.join("l/x/gh")).unwrap_or_else(|_| die("remove l/x/gh"));
+        fs::remove_file(dir.join("l/x/lk")).unwrap_or_else(|_| die("remove l/x/lk"));
+    }
+    if lent_mode == 2 {
+        let c = cpath(&dir.join("l"));
+        // SAFETY: a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            die("umount l");
+        }
+    }
     ready(&args);
     wait_for_term(10, || {});
     let verdict = (|| {
         ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
         if deleted {
             deleted_ok(&dir)?;
+        }
+        if lent_mode == 1 {
+            lent_ok(&dir, false)?;
+        }
+        if lent_mode == 2 {
+            ensure!(!is_mountpoint(&dir.join("l")), "l is a mount again");
         }
         if shared {
             let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

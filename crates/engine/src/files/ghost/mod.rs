@@ -21,6 +21,7 @@
 //! description with its flags and offset, then removes it. Tasks get the
 //! descriptions over SCM_RIGHTS.
 
+mod mounts;
 mod restore;
 
 use crate::files::classify::Target;
@@ -95,9 +96,11 @@ pub struct GhostDump {
     seen: Vec<Seen>,
     /// By (dev, ino).
     ghosts: BTreeMap<(u64, u64), Ghost>,
-    /// Link remaps by (dev, ino): the files.img id of the new name's REG
-    /// entry.
-    linked: BTreeMap<(u64, u64), u32>,
+    /// Link remaps by (dev, ino, mount id): the files.img id of the new
+    /// name's REG entry.
+    linked: BTreeMap<(u64, u64, i32), u32>,
+    /// The mount id (fdinfo) of the fd being added, 0 if none.
+    cur_mnt: i32,
     /// REG entries of the link remap files, for files.img.
     link_entries: Vec<FileEntry>,
     /// Link remap files made, removed unless the dump is kept.
@@ -114,6 +117,7 @@ impl Default for GhostDump {
             seen: Vec::new(),
             ghosts: BTreeMap::new(),
             linked: BTreeMap::new(),
+            cur_mnt: 0,
             link_entries: Vec::new(),
             links: Vec::new(),
             keep_links: false,
@@ -151,10 +155,14 @@ impl GhostDump {
         md: &std::fs::Metadata,
         next_id: &mut u32,
     ) -> Result<u32, Error> {
-        let key = (md.dev(), md.ino());
+        // One link per mount: an fd on another mount of the file (a
+        // bind, in another mount namespace) is opened at restore through
+        // a link on its own mount.
+        let key = (md.dev(), md.ino(), self.cur_mnt);
         if let Some(r) = self.linked.get(&key) {
             return Ok(*r);
         }
+        let base = link_base(pid, self.cur_mnt);
         let rid = *next_id;
         *next_id += 1;
         let src = PathBuf::from(&from.proc_path);
@@ -165,8 +173,16 @@ impl GhostDump {
             let link = parent.join(format!("link_remap.{rid}"));
             // Made where crust sees the tree's path (through the root's
             // root when the tree has a mount namespace of its own).
-            let seen = crate::util::view::host_path(&link).unwrap_or_else(|| link.clone());
-            let err = match crust_sys::fs::link_following(&src, &seen) {
+            let seen = match &base {
+                Some(b) => crate::util::view::join(b, &link),
+                None => crate::util::view::host_path(&link).unwrap_or_else(|| link.clone()),
+            };
+            // As the namespace's root when the tree has a user namespace
+            // of its own: a file system it mounted refuses names made by
+            // ids it cannot map (EOVERFLOW).
+            let linked =
+                crate::util::idmap::as_ns_root(|| crust_sys::fs::link_following(&src, &seen));
+            let err = match linked {
                 Ok(()) => break (link, seen),
                 Err(e) => e,
             };
@@ -199,6 +215,7 @@ impl GhostDump {
                 name: link.to_string_lossy().into_owned(),
                 size: Some(md.size()),
                 mode: Some(md.mode()),
+                mnt_id: crate::files::classify::mnt_id_of(pid, self.cur_mnt),
                 ..Default::default()
             }),
             ..Default::default()
@@ -430,6 +447,33 @@ impl GhostDump {
         }
         Ok(())
     }
+}
+
+/// Where a link remap of a file of process `pid` open on mount `mnt` is
+/// made: when the process is in a mount namespace of the tree other than
+/// the root's, through the root of the namespace that has that mount (its
+/// own, or the root's for an fd opened before it unshared: a link cannot
+/// cross mounts); else `None` (the view of the tree's paths).
+fn link_base(pid: i32, mnt: i32) -> Option<PathBuf> {
+    let root = crate::util::view::ns_pid()?;
+    let ns = |p: i32| {
+        std::fs::metadata(format!("/proc/{p}/ns/mnt"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    if mnt <= 0 || root == pid || ns(root) == ns(pid) {
+        return None;
+    }
+    let has = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/mountinfo")).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split(' ').next() == Some(mnt.to_string().as_str()))
+        })
+    };
+    [pid, root]
+        .into_iter()
+        .find(|p| has(*p))
+        .map(|p| PathBuf::from(format!("/proc/{p}/root")))
 }
 
 /// The ghost of a deleted file seen for the first time (id `id`): its
@@ -692,10 +736,19 @@ impl DumpKind for GhostDump {
             }
             return Ok(None);
         }
+        // The mount it is on, when the tree has mount namespaces (the
+        // restore opens it on that mount's namespace).
+        let mnt = crate::files::classify::mnt_id_of(pid, f.info.mnt_id);
+        self.cur_mnt = f.info.mnt_id;
         let id = ids.id_for(known, |ids, id| {
-            self.add(pid, fd, f.target, flags, f.info.pos, id, ids.next_id)
-                .map(Some)
-        })?;
+            let mut e = self.add(pid, fd, f.target, flags, f.info.pos, id, ids.next_id)?;
+            if let Some(r) = e.reg.as_mut() {
+                r.mnt_id = mnt;
+            }
+            Ok(Some(e))
+        });
+        self.cur_mnt = 0;
+        let id = id?;
         Ok(Some((id, fd_types::REG)))
     }
 

@@ -82,10 +82,13 @@ pub struct Ghosts {
     ghosts: BTreeMap<u32, GhostImage>,
     /// files.img id -> (ghost id, REG entry).
     opens: BTreeMap<u32, (u32, RegFileEntry)>,
-    /// Link remaps: the link's files.img id -> its path.
-    links: BTreeMap<u32, PathBuf>,
+    /// Link remaps: the link's files.img id -> its REG entry (path, mount).
+    links: BTreeMap<u32, RegFileEntry>,
     /// files.img id -> (link id, REG entry).
     link_opens: BTreeMap<u32, (u32, RegFileEntry)>,
+    /// The tree's mounts, when ghosts were open on mounts of several
+    /// namespaces (`mounts.rs`).
+    mounts: super::mounts::TreeMounts,
 }
 
 /// Descriptions on ghost files crust opened, by files.img id.
@@ -162,6 +165,11 @@ impl Ghosts {
             }
             out.opens.insert(r.orig_id, (r.remap_id, (*orig).clone()));
         }
+        let mounted =
+            |m: &BTreeMap<u32, (u32, RegFileEntry)>| m.values().any(|(_, r)| r.mnt_id.is_some());
+        if mounted(&out.opens) || mounted(&out.link_opens) {
+            out.mounts = super::mounts::TreeMounts::load(dir)?;
+        }
         Ok(out)
     }
 
@@ -208,7 +216,7 @@ impl Ghosts {
                 source: std::io::Error::from_raw_os_error(libc::ENOENT),
             });
         }
-        self.links.insert(r.remap_id, path);
+        self.links.insert(r.remap_id, (*link).clone());
         self.link_opens
             .insert(r.orig_id, (r.remap_id, orig.clone()));
         Ok(())
@@ -223,8 +231,19 @@ impl Ghosts {
             if regs.is_empty() {
                 continue;
             }
-            let link = &seen(link);
-            open_linked(&regs, link, &mut out)?;
+            let Some((_, first)) = regs.first() else {
+                continue;
+            };
+            // Each on its own mount: in another mount namespace of the
+            // tree when it was open on a mount of one.
+            let at = |r: &RegFileEntry| {
+                self.mounts
+                    .away_path(r)
+                    .unwrap_or_else(|| seen(Path::new(&r.name)))
+            };
+            let orig = at(first);
+            let link = &at(link);
+            open_linked(&regs, link, &orig, &mut out)?;
             let _ = std::fs::remove_file(link);
             debug!(
                 "link remap {}: {} file(s) opened",
@@ -237,8 +256,18 @@ impl Ghosts {
             let Some((_, first)) = regs.first() else {
                 continue;
             };
-            let made = make_node(g, &seen(Path::new(&first.name)), *gid)?;
-            let result = open_all(g, &regs, &made.path, &mut out);
+            let first_at = self
+                .mounts
+                .away_path(first)
+                .unwrap_or_else(|| seen(Path::new(&first.name)));
+            let made = make_node(g, &first_at, *gid)?;
+            // Holders on a mount of another namespace than the ghost's
+            // are opened there, on their own mount.
+            let (away, here): (Vec<_>, Vec<_>) = regs
+                .iter()
+                .partition(|(_, r)| r.mnt_id != first.mnt_id && self.mounts.away_path(r).is_some());
+            let result = open_all(g, &here, &made.path, &mut out)
+                .and_then(|()| self.open_away(first, &away, &mut out));
             made.remove(g);
             result?;
             debug!(
@@ -251,6 +280,53 @@ impl Ghosts {
             );
         }
         Ok(out)
+    }
+}
+
+impl Ghosts {
+    /// Open the descriptions `away` of the ghost made for `first` on their
+    /// own mounts, in other mount namespaces of the tree (`mounts.rs`).
+    fn open_away(
+        &self,
+        first: &RegFileEntry,
+        away: &[(u32, &RegFileEntry)],
+        out: &mut OpenGhosts,
+    ) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        for (id, reg) in away {
+            let Some(at) = self.mounts.away_path(reg) else {
+                continue;
+            };
+            let link = self.mounts.link_for(first, reg, seen);
+            if let Some((from, to)) = &link {
+                crate::util::idmap::as_ns_root(|| std::fs::hard_link(from, to)).map_err(
+                    sys_err(
+                        me,
+                        format!(
+                            "link the ghost of {} as {} for file {id} (on a mount of another namespace)",
+                            first.name, reg.name
+                        ),
+                    ),
+                )?;
+            }
+            let opened = open_desc(&at, reg, 0);
+            if let Some((_, to)) = &link {
+                let _ = std::fs::remove_file(to);
+            }
+            let f = opened.map_err(sys_err(
+                me,
+                format!(
+                    "open {} (a ghost, on a mount of another namespace) for file {id}",
+                    reg.name
+                ),
+            ))?;
+            debug!(
+                "ghost of {}: file {id} opened as {} on its own mount",
+                first.name, reg.name
+            );
+            out.insert(*id, f);
+        }
+        Ok(())
     }
 }
 
@@ -285,15 +361,13 @@ fn users(opens: &BTreeMap<u32, (u32, RegFileEntry)>, src: u32) -> Vec<(u32, &Reg
 fn open_linked(
     regs: &[(u32, &RegFileEntry)],
     source: &Path,
+    orig: &Path,
     out: &mut OpenGhosts,
 ) -> Result<(), Error> {
     let me = crust_sys::process::getpid();
-    let Some((_, first)) = regs.first() else {
-        return Ok(());
-    };
-    let orig = seen(Path::new(&first.name));
-    let linked = std::fs::hard_link(source, &orig).is_ok();
-    let via = if linked { &orig } else { source };
+    // As the tree's user namespace's root (see `as_ns_root`).
+    let linked = crate::util::idmap::as_ns_root(|| std::fs::hard_link(source, orig)).is_ok();
+    let via = if linked { orig } else { source };
     let opened = (|| {
         for (id, reg) in regs {
             let f = open_desc(via, reg, 0).map_err(sys_err(
@@ -309,7 +383,7 @@ fn open_linked(
         Ok::<(), Error>(())
     })();
     if linked {
-        let _ = std::fs::remove_file(&orig);
+        let _ = std::fs::remove_file(orig);
     }
     opened
 }

@@ -7,7 +7,9 @@
 //! the "twin" of a mount of the root's namespace (same mountpoint, device
 //! and root: the copy), a filesystem mounted afresh in it (proc, sysfs,
 //! tmpfs with its archive, devpts, mqueue) on a device the root's namespace
-//! does not have, or a bind of a part of another of its mounts; its root
+//! does not have, or a bind of a part of another of its mounts or of a
+//! mount of the root's namespace (one it may not keep: zdtm's
+//! mntns_link_remap binds part of a tmpfs, then unmounts it); its root
 //! must be the twin of the root's (a namespace pivoted into another root is
 //! refused). Anything else is refused, naming the mount.
 //!
@@ -15,7 +17,8 @@
 //! other one is a copy of it (its first process, just cloned, unshares
 //! CLONE_NEWNS: the copy belongs to the tree's user namespace), then a
 //! crust thread that joined it makes it private, the mounts it has no twin of
-//! detached, its own mounts made (parents first) and flags set; crust keeps
+//! detached (the parts of them it binds cloned first), its own mounts made
+//! (parents first) and flags set; crust keeps
 //! an fd on it. A process whose namespace differs from its parent's joins
 //! its own right after it is cloned, before its memory and files are made
 //! ([`SubNamespaces::to_join`], by the restore), so its paths resolve
@@ -36,6 +39,7 @@ use crust_sys::mount::{self as sysmount, MountCall};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -75,12 +79,14 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
                 && (o.mnt_id == mine.mnt_id
                     || twin(o).is_some()
                     || (FRESH.contains(&code) && o.root == "/"))
-        });
+        }) || root
+            .iter()
+            .any(|r| r.dev == m.dev && under(&m.root, &r.root));
         if !bind_of {
             return Err(refuse(
                 pid,
                 m,
-                "(in a mount namespace made inside the tree) is neither a copy of a mount of the root process's namespace, nor a filesystem crust mounts afresh, nor a bind of a part of another mount of its namespace",
+                "(in a mount namespace made inside the tree) is neither a copy of a mount of the root process's namespace, nor a filesystem crust mounts afresh, nor a bind of a part of another mount of its namespace or of the root process's",
             ));
         }
     }
@@ -174,6 +180,10 @@ enum Make {
     Fresh { code: u32, tar: Option<PathBuf> },
     /// A bind of part `rel` of the mount at `of` (made before it).
     Bind { of: String, rel: String },
+    /// A bind of part `rel` of the root's mount at `of`, which the copy
+    /// has: cloned (open_tree) before the mounts it lacks are detached,
+    /// attached in its place after.
+    Lent { of: String, rel: String },
     /// In the copy already: only its flags differ.
     Flags,
 }
@@ -194,6 +204,43 @@ pub(crate) struct SubMntNs {
     root: Option<super::pivot::NewRoot>,
     /// The ids of its mounts in the images.
     ids: Vec<u32>,
+}
+
+/// How mount `e` of namespace `id` is bound: from the widest part of a
+/// mount made before it (`before`, its own), else of a mount of the
+/// root's namespace (`base`) that holds its root.
+fn bind_how<'a>(
+    dir: &Path,
+    id: u32,
+    e: &MntEntry,
+    before: impl Iterator<Item = &'a MntEntry>,
+    base: &[&MntEntry],
+) -> Result<Make, Error> {
+    let holds = |b: &MntEntry| b.root_dev == e.root_dev && under(&e.root, &b.root);
+    let rel = |of: &MntEntry| {
+        e.root
+            .strip_prefix(of.root.as_str())
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string()
+    };
+    if let Some(of) = before.filter(|b| holds(b)).max_by_key(|b| b.root.len()) {
+        return Ok(Make::Bind {
+            of: of.mountpoint.clone(),
+            rel: rel(of),
+        });
+    }
+    let of = base
+        .iter()
+        .filter(|b| holds(b))
+        .max_by_key(|b| b.root.len())
+        .ok_or_else(|| {
+            bad(dir, id, format!("the mount at {} (fs type {}, root {}) is neither one crust mounts afresh nor a bind of a mount before it or of the root's namespace", e.mountpoint, e.fstype, e.root))
+        })?;
+    Ok(Make::Lent {
+        of: of.mountpoint.clone(),
+        rel: rel(of),
+    })
 }
 
 fn same(a: &MntEntry, b: &MntEntry) -> bool {
@@ -270,21 +317,7 @@ impl SubMntNs {
                     tar,
                 }
             } else {
-                let of = before
-                    .filter(|b| b.root_dev == e.root_dev && under(&e.root, &b.root))
-                    .max_by_key(|b| b.root.len())
-                    .ok_or_else(|| {
-                        bad(ctx.dir, id, format!("the mount at {} (fs type {}, root {}) is neither one crust mounts afresh nor a bind of a mount before it", e.mountpoint, e.fstype, e.root))
-                    })?;
-                let rel = e
-                    .root
-                    .strip_prefix(of.root.as_str())
-                    .unwrap_or("")
-                    .trim_start_matches('/');
-                Make::Bind {
-                    of: of.mountpoint.clone(),
-                    rel: rel.to_string(),
-                }
+                bind_how(ctx.dir, id, e, before, &base)?
             };
             make.push((e.clone(), how));
         }
@@ -376,6 +409,7 @@ impl SubMntNs {
         let slash = cstr("/");
         sysmount::mount(&call(&slash, ms::REC | ms::PRIVATE))
             .map_err(sys(pid, what("make it private")))?;
+        let mut lent = self.lend(pid)?;
         if let Some(r) = &self.root {
             r.enter(pid, imgdir)?;
         }
@@ -394,6 +428,15 @@ impl SubMntNs {
             let ctarget = cpath(target)?;
             match how {
                 Make::Flags => {}
+                Make::Lent { .. } => {
+                    let (copy, dir) = lent.remove(&e.mnt_id).ok_or_else(|| Error::Restore {
+                        pid,
+                        what: w("its source was not cloned"),
+                    })?;
+                    ensure_mountpoint(target, dir).map_err(sys(pid, w("create its mountpoint")))?;
+                    crust_sys::mountfd::move_mount_to(copy.as_fd(), &ctarget)
+                        .map_err(sys(pid, w("attach its clone")))?;
+                }
                 Make::Bind { of, rel } => {
                     let src = crate::util::view::join(Path::new(of), Path::new(rel));
                     let again = super::deleted::make_again(e, &src, target)
@@ -457,6 +500,41 @@ impl SubMntNs {
         Ok(())
     }
 
+    /// In the copy of the root's namespace (the thread joined it), before
+    /// the mounts it lacks go: a detached clone (open_tree) of the part of
+    /// the root's mount each `Lent` mount binds, and whether it is a
+    /// directory, by mount id.
+    fn lend(&self, pid: i32) -> Result<HashMap<u32, (OwnedFd, bool)>, Error> {
+        let mut out = HashMap::new();
+        for (e, how) in &self.make {
+            let Make::Lent { of, rel } = how else {
+                continue;
+            };
+            let w = |x: String| {
+                format!(
+                    "mount namespace {}: the mount at {} (id {}): {x}",
+                    self.id, e.mountpoint, e.mnt_id
+                )
+            };
+            let src = crate::util::view::join(Path::new(of), Path::new(rel));
+            let again = super::deleted::make_again(e, &src, Path::new(&e.mountpoint))
+                .map_err(sys(pid, w("make its deleted root again".into())))?;
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&src);
+            let cloned = opened.and_then(|f| {
+                let dir = f.metadata()?.is_dir();
+                Ok((sysmount::clone_one_mount(f.as_fd())?, dir))
+            });
+            super::deleted::remove(again, &src)
+                .map_err(sys(pid, w("remove its deleted root again".into())))?;
+            let got = cloned.map_err(sys(pid, w(format!("clone its source {}", src.display()))))?;
+            out.insert(e.mnt_id, got);
+        }
+        Ok(out)
+    }
+
     /// Make this namespace in the copy of the root's that process `host`
     /// made (unshare); an fd on it.
     fn make(&self, host: i32) -> Result<OwnedFd, Error> {
@@ -475,6 +553,28 @@ impl SubMntNs {
         let f = std::fs::File::open(&path).map_err(sys_err(host, format!("open {path}")))?;
         Ok(OwnedFd::from(f))
     }
+}
+
+/// An O_PATH fd on the root directory of the mount namespace `ns` (made
+/// by `pid`), opened by a crust thread that joined it.
+fn root_dir(pid: i32, ns: &OwnedFd) -> Result<OwnedFd, Error> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::ns::unshare(libc::CLONE_FS)?;
+            crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNS)?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open("/")
+                .map(OwnedFd::from)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("a crust thread panicked")))
+    })
+    .map_err(sys(
+        pid,
+        "open the root of a mount namespace of the tree".into(),
+    ))
 }
 
 /// What a process just cloned does about its mount namespace.
@@ -530,6 +630,26 @@ impl SubNamespaces {
         })
     }
 
+    /// The ids of the namespaces not made yet, and a copy of the fd on the
+    /// root's (none before [`Self::prepare`]).
+    pub(crate) fn to_make(&self, pid: i32) -> Result<(Vec<u32>, Option<OwnedFd>), Error> {
+        let made = self.lock(pid)?;
+        let ids = self
+            .subs
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !made.contains_key(id))
+            .collect();
+        let root = match made.get(&self.root_id) {
+            Some(fd) => Some(
+                fd.try_clone()
+                    .map_err(sys_err(pid, "dup of a mount namespace fd"))?,
+            ),
+            None => None,
+        };
+        Ok((ids, root))
+    }
+
     /// Process `host` (just cloned) unshared its mount namespace as the
     /// first process of namespace `id`: make it that one.
     pub(crate) fn made_in(&self, host: i32, id: u32) -> Result<(), Error> {
@@ -547,6 +667,8 @@ impl SubNamespaces {
             sub.make.len()
         );
         let fd = sub.make(host)?;
+        let root = root_dir(host, &fd)?;
+        crate::util::view::set_sub_root(id, root);
         self.lock(host)?.insert(id, fd);
         Ok(())
     }
@@ -643,11 +765,18 @@ mod tests {
             line(34, 30, "/home", "ext4", "/srv/home", 8),
         ];
         check(5, &sub, &root).unwrap();
-        // A fresh tmpfs on a device of the root's namespace (not a twin,
-        // not a bind of one of its mounts): refused, naming it.
-        let bad = vec![
+        // A bind of a part of a tmpfs of the root's namespace that this
+        // one does not mount (zdtm mntns_link_remap): accepted.
+        let lent = vec![
             line(30, 29, "/", "ext4", "/srv", 8),
             line(35, 30, "/elsewhere", "tmpfs", "/sub", 21),
+        ];
+        check(5, &lent, &root).unwrap();
+        // A part of a tmpfs no namespace of the tree mounts whole (not a
+        // twin, not a bind of a mount of either): refused, naming it.
+        let bad = vec![
+            line(30, 29, "/", "ext4", "/srv", 8),
+            line(35, 30, "/elsewhere", "tmpfs", "/sub", 22),
         ];
         let e = check(5, &bad, &root).unwrap_err().to_string();
         assert!(e.contains("mount 35 at /elsewhere"), "{e}");
