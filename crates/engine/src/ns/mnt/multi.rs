@@ -79,9 +79,10 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
                 && (o.mnt_id == mine.mnt_id
                     || twin(o).is_some()
                     || (FRESH.contains(&code) && o.root == "/"))
-        }) || root
-            .iter()
-            .any(|r| r.dev == m.dev && under(&m.root, &r.root));
+        }) || (!pivoted
+            && root
+                .iter()
+                .any(|r| r.dev == m.dev && under(&m.root, &r.root)));
         if !bind_of {
             return Err(refuse(
                 pid,
