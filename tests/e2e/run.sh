@@ -981,6 +981,7 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-tcpns.sh"
 # shellcheck source=tests/e2e/ns-container.sh
 . "$ROOT/tests/e2e/ns-container.sh"
+. "$ROOT/tests/e2e/ns-pts.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

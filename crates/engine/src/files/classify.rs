@@ -250,7 +250,7 @@ impl FileTable {
 /// mount, when the process is not in crust's mount namespace (CRIU's
 /// field; the restore tells by it in which mount namespace of the tree the
 /// file was opened: `files::regmnt`).
-fn mnt_id_of(pid: i32, mnt_id: i32) -> Option<i32> {
+pub(crate) fn mnt_id_of(pid: i32, mnt_id: i32) -> Option<i32> {
     let ino = |p: String| {
         std::fs::metadata(p)
             .ok()
