@@ -5,13 +5,15 @@
 # ptyns as the init of a pid namespace, in a mount namespace of its own
 # with a new devpts instance on /dev/pts: a pair opened on /dev/ptmx with
 # bytes queued both ways, a pair opened on /dev/pts/ptmx that is the
-# controlling terminal of the init's session (held through /dev/tty only).
+# controlling terminal of the init's session (held through /dev/tty only),
+# the first slave's file bound on /dev/shm/console (the restore makes that pair
+# with the mount tree, as for zdtm pty-console).
 # The images record both masters (5:2) and the session as the namespace
 # sees it (1); restored, the slaves have their indexes on the tree's
 # devpts, the bytes are there, the terminal is the session's.
 t_ns_pts() {
     need_cr || return $?
-    start_pidns_init ptyns || return 1
+    start_pidns_init ptyns --console /dev/shm/console || return 1
     do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
     "$CRUST" image decode -i "$D/img/tty-info.img" >"$D/tty-info.json" 2>&1 ||
         { fail "cannot decode tty-info.img: $(head -c 200 "$D/tty-info.json")"; return 1; }

@@ -18,6 +18,11 @@
 //! controlling terminal of its session with its group in the foreground,
 //! and that bytes flow through `/dev/tty`.
 //!
+//! `--console PATH`: a tmpfs is mounted on /dev/shm and slave A's file is
+//! bound on PATH (an empty file it makes there: PATH is under /dev/shm), as
+//! zdtm pty-console binds one on /dev/console; after SIGTERM
+//! PATH must still be that slave's file.
+//!
 //! `--host-pty 1` (a bad case): it also holds a pair of the host's devpts,
 //! opened before it left the host's mounts.
 
@@ -134,7 +139,7 @@ struct Pairs {
     tty: i32,
 }
 
-fn build(host_pty: bool) -> Pairs {
+fn build(host_pty: bool, console: Option<&str>) -> Pairs {
     if host_pty {
         // Held open for the program's life.
         let (_m, n) = new_master("/dev/ptmx");
@@ -170,6 +175,15 @@ fn build(host_pty: bool) -> Pairs {
     if unsafe { libc::tcsetattr(a_slave, libc::TCSANOW, &t) } != 0 {
         die("tcsetattr");
     }
+    if let Some(c) = console {
+        // On a tmpfs of its own at /dev/shm, so that it comes after
+        // /dev/pts in the mount tree.
+        mount("crust-shm", "/dev/shm", "tmpfs", 0, "size=64k");
+        if std::fs::write(c, "").is_err() {
+            die("create the console file");
+        }
+        mount(&format!("/dev/pts/{a_index}"), c, "", libc::MS_BIND, "");
+    }
     for _ in 0..3 {
         write_all(a_master, b"hello\n");
     }
@@ -201,7 +215,18 @@ fn build(host_pty: bool) -> Pairs {
     }
 }
 
-fn check(p: &Pairs) -> Result<(), String> {
+fn check(p: &Pairs, console: Option<&str>) -> Result<(), String> {
+    if let Some(c) = console {
+        let md = std::fs::metadata(c).map_err(|e| format!("stat {c}: {e}"))?;
+        let pts = std::fs::metadata("/dev/pts").map_err(|e| format!("stat /dev/pts: {e}"))?;
+        let rdev = md.rdev();
+        ensure!(
+            (libc::major(rdev), libc::minor(rdev)) == (136, p.a_index as u32)
+                && md.dev() == pts.dev(),
+            "{c} is not /dev/pts/{} of the devpts at /dev/pts",
+            p.a_index
+        );
+    }
     let (ia, on_pts) = slave_index(p.a_slave)?;
     ensure!(on_pts, "slave A is not a file of the devpts at /dev/pts");
     ensure!(
@@ -261,10 +286,11 @@ fn check(p: &Pairs) -> Result<(), String> {
 
 fn main() {
     let args = start();
-    let p = build(args.num("host-pty", 0) == 1);
+    let console = args.opt("console").map(String::from);
+    let p = build(args.num("host-pty", 0) == 1, console.as_deref());
     ready(&args);
     wait_for_term(50, || {});
     // SAFETY: SIGHUP is ignored from here (closing the terminal at exit).
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-    finish(&args, check(&p));
+    finish(&args, check(&p, console.as_deref()));
 }
