@@ -985,6 +985,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-pivot.sh"
 # shellcheck source=tests/e2e/ns-remap.sh
 . "$ROOT/tests/e2e/ns-remap.sh"
+# shellcheck source=tests/e2e/ns-pts.sh
+. "$ROOT/tests/e2e/ns-pts.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

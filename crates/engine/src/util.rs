@@ -2,6 +2,7 @@
 
 pub mod idmap;
 pub mod overmount;
+pub mod ptmx;
 
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType, ImageWriter};

@@ -100,6 +100,7 @@ impl PtyDump {
         ids: &mut Ids<'_>,
     ) -> Result<Option<(u32, i32)>, Error> {
         let (pid, fd, flags) = (f.pid, f.fd, f.flags());
+        let mnt_id = f.info.mnt_id;
         self.masters(f.proc)?;
         let (_, tty_nr, _) = super::pty::ctty_of(pid);
         let (major, index) = super::pty::decode_tty_nr(tty_nr);
@@ -110,10 +111,10 @@ impl PtyDump {
             return Ok(None);
         };
         let known = self.known(pid, fd);
-        let id = ids.id_for(known, |_, id| {
+        let id = ids.id_for(known, |ids, id| {
             let info_id = self.ctty_info(pid, fd, index, sid, pgrp)?;
             self.seen.push(Seen { pid, fd, id });
-            Ok(Some(FileEntry {
+            let e = FileEntry {
                 r#type: fd_types::TTY,
                 id,
                 tty: Some(TtyFileEntry {
@@ -123,7 +124,8 @@ impl PtyDump {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }))
+            };
+            super::pty_ns::with_regf(ids, (pid, fd, mnt_id), "/dev/tty", flags, e).map(Some)
         })?;
         debug!("{pid}: fd {fd} is /dev/tty, on /dev/pts/{index}: file {id}");
         Ok(Some((id, fd_types::TTY)))
@@ -146,7 +148,9 @@ impl PtyDump {
         let pidfd = crust_sys::unix::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
         let copy = crust_sys::unix::pidfd_getfd(pidfd.as_fd(), fd)
             .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
-        let info_id = self.infos.len() as u32 + 1;
+        // CRIU's id of the CTTY entry (index 1006, slave); a second one
+        // (another session's) next to it.
+        let info_id = super::pty_ns::CTTY_INFO_ID + 2 * self.ctty_info_of.len() as u32;
         let end = End {
             master: false,
             index,

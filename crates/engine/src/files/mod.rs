@@ -28,6 +28,7 @@ pub(crate) mod pipes;
 pub(crate) mod procfile;
 pub(crate) mod pty;
 mod pty_info;
+mod pty_ns;
 mod regmnt;
 pub(crate) mod regshare;
 mod restore;

@@ -1,7 +1,8 @@
 //! Pseudo-terminal pairs held by the tree, in CRIU's images.
 //!
-//! Dump: an fd on `/dev/ptmx` (a master) or on `/dev/pts/N` whose master
-//! is held by a process of the tree is a TTY entry of files.img (status
+//! Dump: an fd on `/dev/ptmx` or `/dev/pts/ptmx` (a master) or on
+//! `/dev/pts/N` whose master (on the same devpts) is held by a process of
+//! the tree is a TTY entry of files.img (status
 //! flags, `tty_info_id`). Each end of a pair has one `tty-info.img` entry
 //! (type PTY, `pty.index` N, `rdev` telling master from slave) with what
 //! crust reads from a pidfd_getfd copy of the fd: termios, window size,
@@ -16,15 +17,17 @@
 //! slave is the controlling terminal of a session of the tree, its info
 //! records the session (`sid`) and the foreground process group (`pgrp`).
 //!
-//! Restore: for each pair crust opens a new `/dev/ptmx` (so the slave's
-//! number N usually differs), unlocks it, opens one description per slave
-//! entry with TIOCGPTPEER, sets termios, window size and packet mode as
+//! Restore: for each pair crust opens a new `/dev/ptmx` of the tree (in
+//! its mount namespace when it has one: [`super::pty_ns`]), again until
+//! the slave gets its number N if N is free, unlocks it, opens one
+//! description per slave entry with TIOCGPTPEER, sets termios, window size and packet mode as
 //! recorded, and locks the slave again if it was locked. Tasks get the
 //! descriptions over SCM_RIGHTS. Only one master description per pair can
 //! be made (another open of /dev/ptmx is a new pair). A session leader
 //! gets its controlling terminal back (TIOCSCTTY on one of its fds on the
 //! slave, then TIOCSPGRP) once every task of the tree has its fds.
 
+use super::pty_info::{end_image, EndImage};
 use crate::files::classify::Target;
 use crate::files::kind::dump::{DumpFd, DumpKind, Ids};
 use crate::files::kind::{LoadCtx, Made, OpenKind, RestoreKind};
@@ -39,7 +42,6 @@ use crust_sys::tty as sys;
 use log::{debug, warn};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Major of /dev/ptmx (TTYAUX) and its minor.
@@ -82,6 +84,8 @@ pub struct PtyDump {
     /// Indexes of the ptys whose master a process of the tree holds
     /// (computed at the first terminal fd).
     masters: Option<HashSet<u32>>,
+    /// The device of the devpts instance of each of those, by index.
+    devs: HashMap<u32, u64>,
     pub(super) seen: Vec<Seen>,
     pub(super) infos: Vec<TtyInfoEntry>,
     /// tty-info.img id of the CTTY entry (/dev/tty) of each pty, by index.
@@ -258,42 +262,84 @@ impl PtyDump {
 
     pub(super) fn masters(&mut self, proc: &ProcRoot) -> Result<&HashSet<u32>, Error> {
         if self.masters.is_none() {
-            let mut set = HashSet::new();
-            for &pid in &self.tree {
-                let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
-                for (fd, target) in fds {
-                    if target != "/dev/ptmx" {
-                        continue;
-                    }
-                    let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
-                    if let Some(i) = info.get("tty-index").and_then(|v| v.trim().parse().ok()) {
-                        set.insert(i);
-                    }
-                }
-            }
-            for &pid in &self.tree {
-                let (sid, tty_nr, tpgid) = ctty_of(pid);
-                let (major, minor) = decode_tty_nr(tty_nr);
-                if major != PTS_MAJOR || !set.contains(&minor) {
-                    continue;
-                }
-                let index = minor;
-                if !same_pid_ns(pid) {
+            let found = self.find_masters(proc)?;
+            super::pty_ns::check_tree_devpts(&found)?;
+            let mut devs: HashMap<u32, u64> = HashMap::new();
+            for (i, dev) in found {
+                if devs.insert(i, dev).is_some_and(|d| d != dev) {
                     return Err(Error::unsupported(format!(
-                        "process {pid} has /dev/pts/{index}, whose master the tree holds, as its controlling terminal, in a pid namespace of its own"
+                        "the tree holds the masters of two ptys /dev/pts/{i}, of two devpts instances: crust makes the tree's ptys again in one"
                     )));
                 }
-                if tpgid <= 0 {
-                    return Err(Error::unsupported(format!(
-                        "process {pid} has /dev/pts/{index} as its controlling terminal with no foreground process group"
-                    )));
-                }
-                self.ctty.insert(index, (sid, tpgid as u32));
             }
+            let set: HashSet<u32> = devs.keys().copied().collect();
+            self.find_cttys(&set)?;
             debug!("pty masters held by the tree: {set:?}");
+            self.devs = devs;
             self.masters = Some(set);
         }
-        Ok(self.masters.as_ref().unwrap())
+        self.masters
+            .as_ref()
+            .ok_or_else(|| Error::unsupported("the tree's pty masters were not read".to_string()))
+    }
+
+    /// The ptys whose master a process of the tree holds: (index, device
+    /// of their devpts instance) of each master fd.
+    fn find_masters(&self, proc: &ProcRoot) -> Result<Vec<(u32, u64)>, Error> {
+        let mut devs = Vec::new();
+        for &pid in &self.tree {
+            let fds = crust_proc::fds(proc, pid).map_err(proc_err(pid))?;
+            for (fd, target) in fds {
+                if !super::pty_ns::is_ptmx_link(&target) {
+                    continue;
+                }
+                let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
+                let Some(i) = info
+                    .get("tty-index")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let copy = crate::files::fdpass::take_fd(pid, fd)?;
+                let dev = super::pty_ns::master_devpts(copy.as_fd()).map_err(sys_err(
+                    pid,
+                    format!("TIOCGPTPEER (O_PATH) on the pty master of /dev/pts/{i} (fd {fd})"),
+                ))?;
+                devs.push((i, dev));
+            }
+        }
+        Ok(devs)
+    }
+
+    /// The sessions of the tree whose controlling terminal is one of the
+    /// ptys `set` (by index): (session, foreground group) as the images
+    /// record them.
+    fn find_cttys(&mut self, set: &HashSet<u32>) -> Result<(), Error> {
+        for &pid in &self.tree {
+            let (sid, tty_nr, tpgid) = ctty_of(pid);
+            let (major, minor) = decode_tty_nr(tty_nr);
+            if major != PTS_MAJOR || !set.contains(&minor) {
+                continue;
+            }
+            let index = minor;
+            if tpgid <= 0 {
+                return Err(Error::unsupported(format!(
+                    "process {pid} has /dev/pts/{index} as its controlling terminal with no foreground process group"
+                )));
+            }
+            if !self.tree.contains(&(sid as i32)) {
+                return Err(Error::unsupported(format!(
+                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader is not a process of the dumped tree"
+                )));
+            }
+            let ids = if same_pid_ns(pid) {
+                (sid, tpgid as u32)
+            } else {
+                super::pty_ns::ns_session(pid, tpgid as i32, &self.tree)?
+            };
+            self.ctty.insert(index, ids);
+        }
+        Ok(())
     }
 
     /// Whether fd link `target` (with fdinfo `info`) is an end of a pty
@@ -301,13 +347,15 @@ impl PtyDump {
     pub fn end_of(
         &mut self,
         proc: &ProcRoot,
+        pid: i32,
+        fd: i32,
         target: &str,
         info: &crust_proc::FdInfo,
     ) -> Result<Option<End>, Error> {
-        if target == "/dev/ptmx" {
+        let index = info.get("tty-index").and_then(|v| v.trim().parse().ok());
+        if super::pty_ns::is_ptmx_link(target) && index.is_some() {
             // Also finds the controlling terminals on the tree's ptys.
             self.masters(proc)?;
-            let index = info.get("tty-index").and_then(|v| v.trim().parse().ok());
             return Ok(index.map(|index| End {
                 master: true,
                 index,
@@ -318,6 +366,15 @@ impl PtyDump {
         };
         if !self.masters(proc)?.contains(&index) {
             return Ok(None);
+        }
+        // A /dev/pts/N of another devpts than the master N's is not its
+        // slave.
+        if let Some(dev) = self.devs.get(&index) {
+            let own =
+                super::pty_ns::fd_dev(pid, fd).map_err(sys_err(pid, format!("stat of fd {fd}")))?;
+            if own != *dev {
+                return Ok(None);
+            }
         }
         Ok(Some(End {
             master: false,
@@ -355,7 +412,7 @@ impl PtyDump {
                 let pidfd = crust_sys::unix::pidfd_open(pid).map_err(sys_err(pid, "pidfd_open"))?;
                 let copy = crust_sys::unix::pidfd_getfd(pidfd.as_fd(), fd)
                     .map_err(sys_err(pid, format!("pidfd_getfd of {what}")))?;
-                let info_id = self.infos.len() as u32 + 1;
+                let info_id = super::pty_ns::info_id(end)?;
                 let mut e = super::pty_info::read_info(pid, copy.as_fd(), end, info_id, &what)?;
                 if sys::queued(copy.as_fd()).unwrap_or(0) > 0 || !end.master {
                     if e.packet_mode {
@@ -411,7 +468,10 @@ impl PtyDump {
         let info_id = match self.hung_info_of.get(&index) {
             Some(i) => *i,
             None => {
-                let info_id = self.infos.len() as u32 + 1;
+                let info_id = super::pty_ns::info_id(End {
+                    master: false,
+                    index,
+                })?;
                 self.infos
                     .push(super::pty_info::hung_info(pid, fd, index, info_id)?);
                 self.hung_info_of.insert(index, info_id);
@@ -432,18 +492,8 @@ impl PtyDump {
         })
     }
 
-    /// Write `tty-info.img` (nothing without ptys). Refuses a controlling
-    /// terminal that could not be given back: its session leader must be
-    /// a process of the tree (it is given the terminal through an fd on
-    /// the slave, its own or one lent for the purpose).
+    /// Write `tty-info.img` (nothing without ptys).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
-        for (index, (sid, _)) in &self.ctty {
-            if !self.tree.contains(&(*sid as i32)) {
-                return Err(Error::unsupported(format!(
-                    "/dev/pts/{index} is the controlling terminal of session {sid}, whose leader is not a process of the dumped tree"
-                )));
-            }
-        }
         if self.infos.is_empty() {
             return Ok(());
         }
@@ -484,17 +534,6 @@ fn same_pid_ns(pid: i32) -> bool {
 
 // ---------------------------------------------------------------- restore
 
-#[derive(Debug, Clone)]
-struct EndImage {
-    termios: Option<sys::Termios>,
-    winsize: Option<sys::Winsize>,
-    locked: bool,
-    exclusive: bool,
-    packet_mode: bool,
-    /// (uid, gid) of the device file (given back on the slave's, as CRIU).
-    owner: Option<(u32, u32)>,
-}
-
 #[derive(Debug, Default)]
 struct PairImage {
     /// (files.img id, flags) of the master description.
@@ -524,62 +563,6 @@ pub struct Ptys {
 
 /// Descriptions on ptys crust made, by files.img id.
 pub type OpenPtys = crate::files::fdpass::MadeFds;
-
-fn end_image(e: &TtyInfoEntry, bad: &dyn Fn(String) -> Error) -> Result<EndImage, Error> {
-    let termios = match &e.termios {
-        None => None,
-        Some(t) => {
-            if t.c_cc.len() > NCCS {
-                return Err(bad(format!(
-                    "tty info {}: {} c_cc entries (at most {NCCS})",
-                    e.id,
-                    t.c_cc.len()
-                )));
-            }
-            if t.c_line > 255 || t.c_cc.iter().any(|&c| c > 255) {
-                return Err(bad(format!(
-                    "tty info {}: c_line or c_cc out of range",
-                    e.id
-                )));
-            }
-            let mut k = sys::zero_termios();
-            k.c_iflag = t.c_iflag;
-            k.c_oflag = t.c_oflag;
-            k.c_cflag = t.c_cflag;
-            k.c_lflag = t.c_lflag;
-            k.c_line = t.c_line as u8;
-            k.c_ispeed = t.c_ispeed;
-            k.c_ospeed = t.c_ospeed;
-            for (d, s) in k.c_cc.iter_mut().zip(&t.c_cc) {
-                *d = *s as u8;
-            }
-            Some(k)
-        }
-    };
-    let winsize = match &e.winsize {
-        None => None,
-        Some(w) => {
-            let f = |v: u32| {
-                u16::try_from(v)
-                    .map_err(|_| bad(format!("tty info {}: window size value {v}", e.id)))
-            };
-            Some(sys::Winsize {
-                ws_row: f(w.ws_row)?,
-                ws_col: f(w.ws_col)?,
-                ws_xpixel: f(w.ws_xpixel)?,
-                ws_ypixel: f(w.ws_ypixel)?,
-            })
-        }
-    };
-    Ok(EndImage {
-        termios,
-        winsize,
-        locked: e.locked,
-        exclusive: e.exclusive,
-        packet_mode: e.packet_mode,
-        owner: e.uid.zip(e.gid),
-    })
-}
 
 impl Ptys {
     /// Read the TTY entries that fds of `fd_ids` use and their
@@ -788,39 +771,51 @@ impl Ptys {
         })
     }
 
-    /// Make every pair and its descriptions.
+    /// Make every pair and its descriptions, through the tree's
+    /// `/dev/ptmx` (in its mount namespace when it has its own), each
+    /// slave with the index it had if it is free.
     pub fn open(&self) -> Result<OpenPtys, Error> {
+        if self.pairs.is_empty() {
+            return Ok(OpenPtys::default());
+        }
+        let made = super::pty_ns::in_tree_mnt(|| self.open_here());
+        // Masters made for bind mounts and not taken are of no pair.
+        crate::util::ptmx::drop_kept();
+        made
+    }
+
+    fn open_here(&self) -> Result<OpenPtys, Error> {
         let me = crust_sys::process::getpid();
         let mut out = OpenPtys::default();
         for (index, p) in &self.pairs {
             if p.hung {
-                let made = super::pty_info::open_hung(&p.slaves, KEPT_FLAGS).map_err(sys_err(
-                    me,
-                    format!("making the hung-up /dev/pts/{index} again"),
-                ))?;
+                let made = super::pty_info::open_hung(&p.slaves, KEPT_FLAGS, *index).map_err(
+                    sys_err(me, format!("making the hung-up /dev/pts/{index} again")),
+                )?;
                 for (id, s) in made {
                     out.insert(id, s);
                 }
                 continue;
             }
-            let (mid, mflags) = p.master.expect("checked by load");
+            let Some((mid, mflags)) = p.master else {
+                continue;
+            };
             let what = format!("the pty pair that was /dev/pts/{index}");
             let err = |op: &str| sys_err(me, format!("{op} for {what}"));
-            let acc = mflags & libc::O_ACCMODE as u32;
-            let master: OwnedFd = std::fs::OpenOptions::new()
-                .read(acc != libc::O_WRONLY as u32)
-                .write(acc != libc::O_RDONLY as u32)
-                .custom_flags(
-                    (mflags & (libc::O_NONBLOCK | libc::O_APPEND) as u32) as i32
-                        | libc::O_NOCTTY
-                        | libc::O_CLOEXEC,
-                )
-                .open("/dev/ptmx")
-                .map_err(err("open /dev/ptmx"))?
-                .into();
+            let (master, now) = match crate::util::ptmx::take_master(*index) {
+                // Made with the mount tree, for a bind mount of its slave.
+                Some(m) => {
+                    super::pty_ns::set_status_flags(m.as_fd(), mflags)
+                        .map_err(err("F_SETFL on the master"))?;
+                    (m, *index)
+                }
+                None => {
+                    crate::util::ptmx::open_at_index(*index, &|| super::pty_ns::open_ptmx(mflags))
+                        .map_err(err("open /dev/ptmx"))?
+                }
+            };
             let m = master.as_fd();
             sys::set_pty_locked(m, false).map_err(err("TIOCSPTLCK 0"))?;
-            let now = sys::pty_index(m).map_err(err("TIOCGPTN"))?;
             for &(sid, sflags) in &p.slaves {
                 let s =
                     sys::open_peer(m, (sflags & KEPT_FLAGS) as i32).map_err(err("TIOCGPTPEER"))?;
@@ -934,19 +929,25 @@ impl DumpKind for PtyDump {
                 )));
             }
             let known = self.known(pid, fd);
-            let id = ids.id_for(known, |_, id| {
-                self.add_hung(pid, fd, index, flags, id).map(Some)
+            let path = format!("/dev/pts/{index}");
+            let id = ids.id_for(known, |ids, id| {
+                let e = self.add_hung(pid, fd, index, flags, id)?;
+                super::pty_ns::with_regf(ids, (pid, fd, f.info.mnt_id), &path, flags, e).map(Some)
             })?;
             return Ok(Some((id, fd_types::TTY)));
         }
         if f.target == "/dev/tty" {
             return self.add_ctty(f, ids);
         }
-        let Some(end) = self.end_of(f.proc, f.target, f.info)? else {
+        let Some(end) = self.end_of(f.proc, f.pid, f.fd, f.target, f.info)? else {
             return Ok(None);
         };
         let known = self.known(pid, fd);
-        let id = ids.id_for(known, |_, id| self.add(pid, fd, end, flags, id).map(Some))?;
+        let (path, mnt_id) = (f.target, f.info.mnt_id);
+        let id = ids.id_for(known, |ids, id| {
+            let e = self.add(pid, fd, end, flags, id)?;
+            super::pty_ns::with_regf(ids, (pid, fd, mnt_id), path, flags, e).map(Some)
+        })?;
         Ok(Some((id, fd_types::TTY)))
     }
 

@@ -15,7 +15,7 @@ use crate::Error;
 use crust_images::proto::tty::{TermiosEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry};
 use crust_sys::tty as sys;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 
 /// The index of a hung-up slave from its fd link, `/dev/pts/N (deleted)`.
 pub(crate) fn hung_index(target: &str) -> Option<u32> {
@@ -62,14 +62,15 @@ pub(crate) fn hung_info(
 }
 
 /// The slave descriptions `slaves` ((files.img id, flags)) of a hung-up
-/// pair: opened on a new pair whose master is then closed.
-pub(crate) fn open_hung(slaves: &[(u32, u32)], kept: u32) -> std::io::Result<Vec<(u32, OwnedFd)>> {
-    let master: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open("/dev/ptmx")?
-        .into();
+/// pair that was /dev/pts/`index`: opened on a new pair (with that index
+/// if free) whose master is then closed.
+pub(crate) fn open_hung(
+    slaves: &[(u32, u32)],
+    kept: u32,
+    index: u32,
+) -> std::io::Result<Vec<(u32, OwnedFd)>> {
+    let (master, _) =
+        crate::util::ptmx::open_at_index(index, &|| super::pty_ns::open_ptmx(libc::O_RDWR as u32))?;
     sys::set_pty_locked(master.as_fd(), false)?;
     let mut out = Vec::with_capacity(slaves.len());
     for &(id, flags) in slaves {
@@ -78,6 +79,27 @@ pub(crate) fn open_hung(slaves: &[(u32, u32)], kept: u32) -> std::io::Result<Vec
     // Closing the master hangs the slaves up.
     drop(master);
     Ok(out)
+}
+
+/// The control characters as CRIU records them: the bytes of the array
+/// copied over the words of `c_cc` (four a word, little-endian), 19 words.
+fn pack_cc(cc: &[u8]) -> Vec<u32> {
+    (0..NCCS)
+        .map(|w| {
+            (0..4).fold(0u32, |acc, b| {
+                let byte = cc.get(w * 4 + b).copied().unwrap_or(0);
+                acc | (u32::from(byte) << (8 * b))
+            })
+        })
+        .collect()
+}
+
+/// The control characters of CRIU's `c_cc` words ([`pack_cc`]).
+fn unpack_cc(words: &[u32], cc: &mut [u8]) {
+    for (j, d) in cc.iter_mut().enumerate().take(NCCS) {
+        let w = words.get(j / 4).copied().unwrap_or(0);
+        *d = (w >> (8 * (j % 4))) as u8;
+    }
 }
 
 fn termios_entry(t: &sys::Termios) -> TermiosEntry {
@@ -89,7 +111,7 @@ fn termios_entry(t: &sys::Termios) -> TermiosEntry {
         c_line: t.c_line as u32,
         c_ispeed: t.c_ispeed,
         c_ospeed: t.c_ospeed,
-        c_cc: t.c_cc.iter().take(NCCS).map(|&c| c as u32).collect(),
+        c_cc: pack_cc(&t.c_cc),
         ..Default::default()
     }
 }
@@ -158,9 +180,91 @@ pub(super) fn read_info(
     })
 }
 
+/// One end of a pair as its tty-info entry records it, checked.
+#[derive(Debug, Clone)]
+pub(super) struct EndImage {
+    pub termios: Option<sys::Termios>,
+    pub winsize: Option<sys::Winsize>,
+    pub locked: bool,
+    pub exclusive: bool,
+    pub packet_mode: bool,
+    /// (uid, gid) of the device file (given back on the slave's, as CRIU).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// The end recorded by tty-info entry `e`, checked.
+pub(super) fn end_image(
+    e: &TtyInfoEntry,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<EndImage, Error> {
+    let termios = match &e.termios {
+        None => None,
+        Some(t) => {
+            if t.c_cc.len() > NCCS {
+                return Err(bad(format!(
+                    "tty info {}: {} c_cc entries (at most {NCCS})",
+                    e.id,
+                    t.c_cc.len()
+                )));
+            }
+            if t.c_line > 255 {
+                return Err(bad(format!("tty info {}: c_line out of range", e.id)));
+            }
+            let mut k = sys::zero_termios();
+            k.c_iflag = t.c_iflag;
+            k.c_oflag = t.c_oflag;
+            k.c_cflag = t.c_cflag;
+            k.c_lflag = t.c_lflag;
+            k.c_line = t.c_line as u8;
+            k.c_ispeed = t.c_ispeed;
+            k.c_ospeed = t.c_ospeed;
+            unpack_cc(&t.c_cc, &mut k.c_cc);
+            Some(k)
+        }
+    };
+    let winsize = match &e.winsize {
+        None => None,
+        Some(w) => {
+            let f = |v: u32| {
+                u16::try_from(v)
+                    .map_err(|_| bad(format!("tty info {}: window size value {v}", e.id)))
+            };
+            Some(sys::Winsize {
+                ws_row: f(w.ws_row)?,
+                ws_col: f(w.ws_col)?,
+                ws_xpixel: f(w.ws_xpixel)?,
+                ws_ypixel: f(w.ws_ypixel)?,
+            })
+        }
+    };
+    Ok(EndImage {
+        termios,
+        winsize,
+        locked: e.locked,
+        exclusive: e.exclusive,
+        packet_mode: e.packet_mode,
+        owner: e.uid.zip(e.gid),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// CRIU's c_cc: the bytes over the words, four a word.
+    #[test]
+    fn cc_words() {
+        let cc: Vec<u8> = (1..=19).collect();
+        let w = pack_cc(&cc);
+        assert_eq!(w.len(), NCCS);
+        assert_eq!(w[0], 0x0403_0201);
+        assert_eq!(w[4], 0x0013_1211);
+        assert!(w[5..].iter().all(|&x| x == 0));
+        let mut back = [0u8; NCCS];
+        unpack_cc(&w, &mut back);
+        assert_eq!(back.to_vec(), cc);
+    }
 
     #[test]
     fn hung_links() {
@@ -172,7 +276,7 @@ mod tests {
     /// A slave whose master is closed answers EIO, as the dump expects.
     #[test]
     fn hung_slaves_answer_eio() {
-        let s = open_hung(&[(1, libc::O_RDWR as u32)], libc::O_ACCMODE as u32).unwrap();
+        let s = open_hung(&[(1, libc::O_RDWR as u32)], libc::O_ACCMODE as u32, 0).unwrap();
         let e = sys::exclusive(s[0].1.as_fd()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
     }

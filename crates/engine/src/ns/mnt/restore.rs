@@ -23,7 +23,7 @@
 //! If a step fails, the root is killed and its namespace vanishes with
 //! what was mounted in it; the yard directory is removed here either way.
 
-use super::info::{fstype_name, ms, FS_PROC, FS_TMPFS};
+use super::info::{fstype_name, ms, FS_DEVPTS, FS_PROC, FS_TMPFS};
 use super::{assemble, ext_pairs, external, propagation, tmpfs, under, FRESH};
 use crate::ns::ids::NsKind;
 use crate::ns::in_ns;
@@ -446,6 +446,10 @@ impl Builder<'_> {
             }
             _ => super::deleted::Made::Nothing,
         };
+        if let (Source::Bind { of, rel }, Some(src)) = (&m.src, &bind_src) {
+            self.pty_for_bind(*of, rel, src)
+                .map_err(self.sys(what("make the pty whose slave it binds")))?;
+        }
         if let Some(src) = &bind_src {
             if std::fs::symlink_metadata(src).is_err() {
                 return Err(Error::refused(
@@ -536,6 +540,41 @@ impl Builder<'_> {
             )?;
         }
         Ok(own_path)
+    }
+
+    /// A bind of the file of pty slave N of a devpts made afresh
+    /// (`/dev/console` bound from `/dev/pts/N`): the pty is made now, its
+    /// master opened on that devpts's ptmx until it has index N, and kept
+    /// for the pty kind ([`crate::util::ptmx`]), as the file exists only
+    /// while its pair does.
+    fn pty_for_bind(&self, of: u32, rel: &str, src: &Path) -> std::io::Result<()> {
+        let devpts = self.ns.mounts.iter().any(|x| {
+            x.e.mnt_id == of && matches!(x.src, Source::Fresh { code, .. } if code == FS_DEVPTS)
+        });
+        let index = (!rel.is_empty() && rel.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| rel.parse::<u32>().ok())
+            .flatten();
+        let (Some(index), Some(base)) = (index.filter(|_| devpts), self.made.get(&of)) else {
+            return Ok(());
+        };
+        if std::fs::symlink_metadata(src).is_ok() {
+            return Ok(());
+        }
+        let ptmx = base.join("ptmx");
+        let open = || -> std::io::Result<std::os::fd::OwnedFd> {
+            Ok(std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(&ptmx)?
+                .into())
+        };
+        let (master, got) = crate::util::ptmx::open_at_index(index, &open)?;
+        if got == index {
+            log::debug!("pty {index} made for a bind mount of its slave");
+            crate::util::ptmx::keep_master(index, master);
+        }
+        Ok(())
     }
 
     fn bind_from(
