@@ -208,8 +208,8 @@ impl TreeNamespaces {
             net.prepare(root)?;
         }
         if let Some(mnt) = &self.mnt {
-            mnt.prepare(root)?;
-            self.mnt_subs.prepare(root)?;
+            let propagating = mnt.prepare(root)?;
+            self.mnt_subs.prepare(root, propagating)?;
         }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
