@@ -93,6 +93,38 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
     Ok(())
 }
 
+/// The mounts of another namespace (process `pid`'s `mounts`) in a peer
+/// group that has mounts in the root's namespace (`root`) must each be
+/// held by one of those (same device, root under its root): the restore
+/// makes the root's namespace first and joins the others' mounts to its
+/// groups (MOVE_MOUNT_SET_GROUP copies from a mount whose root holds the
+/// target's).
+fn check_shared(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error> {
+    for m in mounts.iter().filter(|m| m.shared_id != 0) {
+        let mut peers = root
+            .iter()
+            .filter(|r| r.shared_id == m.shared_id)
+            .peekable();
+        if peers.peek().is_none() {
+            continue;
+        }
+        if let Some(p) = peers.clone().next().filter(|_| {
+            !peers
+                .clone()
+                .any(|r| r.dev == m.dev && under(&m.root, &r.root))
+        }) {
+            return Err(Error::refused(
+                ErrorKind::Unsupported,
+                format!(
+                    "process {pid}'s mount namespace: mount {} at {} ({} {}, root {}) is in peer group {} with mounts of the tree root's namespace (mount {} at {}, root {}), none of whose roots holds its own; crust makes the root's namespace first and cannot join a mount to a narrower one's peer group yet",
+                    m.mnt_id, m.mountpoint, m.fsname, m.source, m.root, m.shared_id, p.mnt_id, p.mountpoint, p.root
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Dump the tree's mount namespaces other than the root's.
 pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
     if ctx.sub_mnt.is_empty() {
@@ -105,6 +137,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let all = mountinfo(pid)?;
         let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
         check(pid, &mounts, &root)?;
+        check_shared(pid, &mounts, &root)?;
         let root_id = root_of(&mounts).map(|r| r.mnt_id);
         log::info!(
             "mount namespace {id} (of process {pid}): {} mounts",
@@ -500,14 +533,18 @@ impl SubMntNs {
                 }
             )
         };
-        let fd = |id: u32| mine.fd(id).or_else(|| made.fd(id));
-        propagation::run_on(&plan, fd, name).map_err(|(what, source)| Error::Sys {
-            pid: host,
-            op: format!(
-                "mount namespace {}: restore mount propagation: {what}",
-                self.id
-            ),
-            source,
+        // mount_setattr wants the mount in the caller's namespace.
+        let (mine_ref, made_ref) = (&mine, &*made);
+        crate::ns::in_ns(host, &[NsKind::Mnt], move || {
+            let fd = |id: u32| mine_ref.fd(id).or_else(|| made_ref.fd(id));
+            propagation::run_on(&plan, fd, name).map_err(|(what, source)| Error::Sys {
+                pid: host,
+                op: format!(
+                    "mount namespace {}: restore mount propagation: {what}",
+                    self.id
+                ),
+                source,
+            })
         })?;
         made.extend(mine);
         Ok(())
