@@ -8,7 +8,9 @@
 # of the root's m. Dump, kill, restore: the program compares the peer
 # groups and master in both mountinfos, then mounts on each side: the
 # root's mounts reach the child's a, b and m; the child's on a reach the
-# root, its mount on m (a slave) does not.
+# root, its mount on m (a slave) does not. The child and its child hold one
+# description of a file on a tmpfs only the child's namespace has: crust
+# opens it late through the child's root; a seek by one shows in the other.
 t_mntshare_cr() {
     need_cr || return $?
     mkdir -p "$D/dir"
@@ -22,6 +24,8 @@ t_mntshare_cr() {
     for c in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do track "$c" "$BIN/mntshare"; done
     grep -q "propagation: SetGroup" "$D/img/restore.log" ||
         { fail "no peer group was joined" "$D/img/restore.log"; return 1; }
+    grep -q "opened in the mount namespace of process" "$D/img/restore.log" ||
+        { fail "the file on the child's own tmpfs was not opened in its namespace" "$D/img/restore.log"; return 1; }
     grep -q " $D/dir/" /proc/self/mountinfo && { fail "the restored mounts show in the host's namespace"; return 1; }
     mnt_no_yard "$D/img/restore.log" || return 1
     expect_pass "$D/img/restore.log"

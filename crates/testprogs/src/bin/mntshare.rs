@@ -15,6 +15,12 @@
 //! and `DIR/m/t`; the parent checks it sees `DIR/a/c` (peers both ways)
 //! but not `DIR/m/t` (a slave does not propagate back).
 //!
+//! The child also mounts a tmpfs at `DIR/own` (in its namespace only),
+//! opens a file there at offset 3 and forks a grandchild that holds the
+//! same description; after the restore the grandchild moves the offset to
+//! 7 when asked, and the child checks it sees 7 (one description, opened
+//! in its namespace).
+//!
 //! With `--narrow 1` (a state crust refuses): once the child has its copy,
 //! the parent also binds `DIR/a/x` at `DIR/bx` (a peer) and makes its own
 //! `DIR/a` private, so the peer group's only mount in the root's namespace
@@ -111,6 +117,60 @@ fn child_check(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The shared description: a file on the child's own tmpfs at offset 3, a
+/// grandchild holding it that moves the offset to 7 when asked on `ask`
+/// and answers on `done`. Returns (fd, ask, done, grandchild).
+fn shared_file(dir: &Path) -> (i32, i32, i32, i32) {
+    let own = dir.join("own");
+    tmpfs(&own);
+    fs::write(own.join("f"), "0123456789").unwrap_or_else(|_| die("write own/f"));
+    let c = cpath(&own.join("f"));
+    // SAFETY: a NUL-terminated path; lseek on the fd just opened.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR) };
+    // SAFETY: lseek takes integers.
+    if fd < 0 || unsafe { libc::lseek(fd, 3, libc::SEEK_SET) } != 3 {
+        die("open own/f");
+    }
+    let (ask_r, ask_w) = pipe();
+    let (done_r, done_w) = pipe();
+    // SAFETY: the grandchild only waits, seeks and answers.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: prctl takes integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if byte(ask_r) {
+            // SAFETY: lseek takes integers.
+            unsafe { libc::lseek(fd, 7, libc::SEEK_SET) };
+            say(done_w);
+        }
+        std::process::exit(0);
+    }
+    if pid < 0 {
+        die("fork");
+    }
+    (fd, ask_w, done_r, pid)
+}
+
+/// After the restore: the grandchild's seek shows in the child's fd.
+fn shared_file_check((fd, ask, done, pid): (i32, i32, i32, i32)) -> Result<(), String> {
+    // SAFETY: lseek takes integers.
+    let at = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    ensure!(
+        at == 3,
+        "the file on its own tmpfs is at offset {at}, not 3"
+    );
+    ensure!(say(ask) && byte(done), "the grandchild did not answer");
+    // SAFETY: lseek takes integers.
+    let at = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    ensure!(
+        at == 7,
+        "the grandchild's seek did not move the child's offset ({at}): two descriptions"
+    );
+    Ok(())
+}
+
 /// The child: its own namespace (a copy), `m` a slave, `b` a bind of
 /// `a/x`; ready on `up`, then waits for `go`.
 fn child(dir: &Path, up: i32, go: i32, narrow: bool) -> ! {
@@ -126,11 +186,12 @@ fn child(dir: &Path, up: i32, go: i32, narrow: bool) -> ! {
         "",
         libc::MS_BIND,
     );
+    let file = (!narrow).then(|| shared_file(dir));
     say(up);
     if !byte(go) || narrow {
         std::process::exit(3);
     }
-    let verdict = child_check(dir);
+    let verdict = child_check(dir).and_then(|()| file.map_or(Ok(()), shared_file_check));
     let done = say(up);
     match verdict {
         Ok(()) if done => std::process::exit(0),
