@@ -229,6 +229,12 @@ impl TreeNamespaces {
         self.mnt_subs.to_join(pid, mine, parent)
     }
 
+    /// Every process of the tree exists (so every mount namespace is
+    /// made): drop crust's fds on the mounts other namespaces could join.
+    pub(crate) fn mnt_tree_made(&self) {
+        self.mnt_subs.forget_mounts();
+    }
+
     /// Process `host` unshared its mount namespace as the first of
     /// namespace `id`: make it that one.
     pub(crate) fn mnt_made_in(&self, host: i32, id: u32) -> Result<(), Error> {

@@ -702,6 +702,15 @@ impl SubNamespaces {
         Ok(())
     }
 
+    /// Drop the fds on the mounts made with propagation (kept while other
+    /// namespaces may join their groups): they keep those mounts busy.
+    pub(crate) fn forget_mounts(&self) {
+        match self.propagating.lock() {
+            Ok(mut p) => p.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+    }
+
     /// What a process just cloned (`pid`) does about its mount namespace
     /// `mine` when its parent's is `parent`.
     pub(crate) fn to_join(
