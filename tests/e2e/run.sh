@@ -977,6 +977,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-userns.sh"
 # shellcheck source=tests/e2e/ns-filesns.sh
 . "$ROOT/tests/e2e/ns-filesns.sh"
+# shellcheck source=tests/e2e/ns-mntshare.sh
+. "$ROOT/tests/e2e/ns-mntshare.sh"
 # shellcheck source=tests/e2e/ns-tcpns.sh
 . "$ROOT/tests/e2e/ns-tcpns.sh"
 # shellcheck source=tests/e2e/ns-container.sh

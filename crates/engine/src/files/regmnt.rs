@@ -7,6 +7,12 @@
 //! root's `mnt_ns_id`) is opened by crust through the root's view and given
 //! to the task ([`super::regshare`]), so it stays on the root's mount
 //! rather than on the copy the holder's namespace has.
+//!
+//! A file several processes hold on a mount the root's namespace lacks (a
+//! tmpfs one of the other namespaces mounted: zdtm mountpoints) is opened
+//! by crust too, once that namespace exists: late, through the root
+//! directory of one of its holders (`/proc/HOST/root/NAME`), see
+//! [`in_other_ns`].
 
 use crate::files::kind::LoadCtx;
 use crate::util::read_image;
@@ -14,7 +20,7 @@ use crate::Error;
 use crust_images::image::ImageType;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_images::proto::mnt::MntEntry;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The files.img ids of such files.
 pub(super) fn foreign_files(ctx: &LoadCtx<'_>) -> Result<HashSet<u32>, Error> {
@@ -53,6 +59,57 @@ pub(super) fn foreign_files(ctx: &LoadCtx<'_>) -> Result<HashSet<u32>, Error> {
         let Some(r) = f.reg.as_ref() else { continue };
         if held.contains(&f.id) && r.mnt_id.is_some_and(|m| root_ids.contains(&i64::from(m))) {
             out.insert(f.id);
+        }
+    }
+    Ok(out)
+}
+
+/// Files on a mount the root's namespace lacks (their `mnt_id` is not in
+/// the root's `mountpoints-ID.img`), by files.img id: the pid (in the
+/// images) of a process that holds it from another mount namespace.
+pub(super) fn in_other_ns(ctx: &LoadCtx<'_>) -> Result<HashMap<u32, i32>, Error> {
+    let mut out = HashMap::new();
+    let Some(root_ns) = ctx
+        .procs
+        .first()
+        .and_then(|p| p.ids)
+        .and_then(|i| i.mnt_ns_id)
+    else {
+        return Ok(out);
+    };
+    let img = ctx.dir.join(ImageType::Mnts.file_name(u64::from(root_ns)));
+    if !img.exists() {
+        return Ok(out);
+    }
+    let mut holder: HashMap<u32, i32> = HashMap::new();
+    for p in &ctx.procs {
+        let other = p
+            .ids
+            .and_then(|i| i.mnt_ns_id)
+            .is_some_and(|n| n != root_ns);
+        for f in p
+            .fds
+            .unwrap_or(&[])
+            .iter()
+            .filter(|f| f.r#type == fd_types::REG)
+        {
+            if other {
+                holder.entry(f.id).or_insert(p.pid);
+            }
+        }
+    }
+    if holder.is_empty() {
+        return Ok(out);
+    }
+    let mounts: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(root_ns))?;
+    let root_ids: BTreeSet<u32> = mounts.iter().map(|m| m.mnt_id).collect();
+    for f in ctx.files.entries()? {
+        let Some(r) = f.reg.as_ref() else { continue };
+        let (Some(mnt), Some(&pid)) = (r.mnt_id, holder.get(&f.id)) else {
+            continue;
+        };
+        if u32::try_from(mnt).is_ok_and(|m| !root_ids.contains(&m)) {
+            out.insert(f.id, pid);
         }
     }
     Ok(out)

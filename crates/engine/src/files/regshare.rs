@@ -33,6 +33,10 @@ use std::os::unix::fs::OpenOptionsExt;
 #[derive(Debug, Default)]
 pub struct SharedRegs {
     regs: BTreeMap<u32, RegFileEntry>,
+    /// Those on a mount only another mount namespace of the tree has:
+    /// opened late, through the root of a holder (its pid in the images)
+    /// in that namespace (see [`super::regmnt`]).
+    late: BTreeMap<u32, (i32, RegFileEntry)>,
 }
 
 /// The files.img ids of REG fds that the fd tables of more than one
@@ -68,6 +72,7 @@ impl SharedRegs {
         if several.is_empty() {
             return Ok(out);
         }
+        let elsewhere = super::regmnt::in_other_ns(ctx)?;
         let ghosted = ctx.files.ghosted()?;
         let pids: HashSet<u32> = ctx.procs.iter().map(|p| p.pid as u32).collect();
         for f in ctx.files.entries()? {
@@ -87,7 +92,10 @@ impl SharedRegs {
                     why: format!("file {} has the bad path {:?}", f.id, reg.name),
                 });
             }
-            out.regs.insert(f.id, reg.clone());
+            match elsewhere.get(&f.id) {
+                Some(&pid) => out.late.insert(f.id, (pid, reg.clone())).map(drop),
+                None => out.regs.insert(f.id, reg.clone()).map(drop),
+            };
         }
         Ok(out)
     }
@@ -153,11 +161,68 @@ impl RestoreKind for SharedRegs {
     }
 
     fn make(&mut self, _made: &Made<'_>) -> Result<Box<dyn OpenKind>, Error> {
-        Ok(Box::new(MadeOf {
+        let made = MadeOf {
             fds: self.open()?,
             what: "shared regular file",
             types: &[],
+        };
+        if self.late.is_empty() {
+            return Ok(Box::new(made));
+        }
+        Ok(Box::new(OpenShared {
+            made,
+            late: std::mem::take(&mut self.late),
         }))
+    }
+}
+
+/// The shared regular files made, some of them late (see
+/// [`SharedRegs::late`]).
+struct OpenShared {
+    made: MadeOf,
+    late: BTreeMap<u32, (i32, RegFileEntry)>,
+}
+
+impl OpenKind for OpenShared {
+    fn fd(&self, id: u32) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.made.fd(id)
+    }
+
+    fn late(&self, id: u32) -> bool {
+        self.late.contains_key(&id)
+    }
+
+    fn make_late(&mut self, host_pid: &dyn Fn(u32) -> Option<i32>) -> Result<(), Error> {
+        for (&id, (pid, reg)) in &self.late {
+            let host = u32::try_from(*pid)
+                .ok()
+                .and_then(host_pid)
+                .ok_or_else(|| Error::Restore {
+                    pid: *pid,
+                    what: format!(
+                        "file {id} ({}) is opened through its mount namespace, but it was not restored",
+                        reg.name
+                    ),
+                })?;
+            let path = crate::util::view::join(
+                std::path::Path::new(&format!("/proc/{host}/root")),
+                std::path::Path::new(&reg.name),
+            );
+            let fd = open_desc(&RegFileEntry {
+                name: path.to_string_lossy().into_owned(),
+                ..reg.clone()
+            })
+            .map_err(sys_err(
+                host,
+                format!("open {} for file {id}", path.display()),
+            ))?;
+            debug!(
+                "file {id} ({}) is held by several processes: one description, opened in the mount namespace of process {host}",
+                reg.name
+            );
+            self.made.fds.insert(id, fd);
+        }
+        Ok(())
     }
 }
 

@@ -208,8 +208,8 @@ impl TreeNamespaces {
             net.prepare(root)?;
         }
         if let Some(mnt) = &self.mnt {
-            mnt.prepare(root)?;
-            self.mnt_subs.prepare(root)?;
+            let propagating = mnt.prepare(root)?;
+            self.mnt_subs.prepare(root, propagating)?;
         }
         if let Some(uts) = &self.uts {
             uts.prepare(root)?;
@@ -243,6 +243,12 @@ impl TreeNamespaces {
         pid: i32,
     ) -> Result<(Vec<u32>, Option<std::os::fd::OwnedFd>), Error> {
         self.mnt_subs.to_make(pid)
+    }
+
+    /// Every process of the tree exists (so every mount namespace is
+    /// made): drop crust's fds on the mounts other namespaces could join.
+    pub(crate) fn mnt_tree_made(&self) {
+        self.mnt_subs.forget_mounts();
     }
 
     /// Process `host` unshared its mount namespace as the first of

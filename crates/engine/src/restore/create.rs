@@ -218,6 +218,8 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
 /// What needs every fd of the tree open: controlling terminals, file
 /// locks, and file owners.
 fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<(), Error> {
+    // Every mount namespace is made: crust's fds on propagating mounts go.
+    img.ns.mnt_tree_made();
     // Descriptions that name processes of the tree (pidfds), now that
     // every one exists.
     let host_of = created.host_pids(img);

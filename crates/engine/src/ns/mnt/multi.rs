@@ -25,9 +25,10 @@
 //! there.
 
 use super::info::{fstype_code, fstype_name, ms, MountLine, FS_PROC, FS_TMPFS};
-use super::restore::{bad, cpath, ensure_mountpoint, order, MntNs};
+use super::restore::{bad, cpath, ensure_mountpoint, order, MntNs, Propagating};
 use super::{
-    mountinfo, refuse, root_of, skip_mounts, tmpfs, under, write_entries, NsMounts, FRESH,
+    mountinfo, propagation, refuse, root_of, skip_mounts, tmpfs, under, write_entries, NsMounts,
+    FRESH,
 };
 use crate::ns::ids::NsKind;
 use crate::ns::tree::{DumpCtx, LoadCtx};
@@ -94,6 +95,38 @@ fn check(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error
     Ok(())
 }
 
+/// The mounts of another namespace (process `pid`'s `mounts`) in a peer
+/// group that has mounts in the root's namespace (`root`) must each be
+/// held by one of those (same device, root under its root): the restore
+/// makes the root's namespace first and joins the others' mounts to its
+/// groups (MOVE_MOUNT_SET_GROUP copies from a mount whose root holds the
+/// target's).
+fn check_shared(pid: i32, mounts: &[MountLine], root: &[MountLine]) -> Result<(), Error> {
+    for m in mounts.iter().filter(|m| m.shared_id != 0) {
+        let mut peers = root
+            .iter()
+            .filter(|r| r.shared_id == m.shared_id)
+            .peekable();
+        if peers.peek().is_none() {
+            continue;
+        }
+        if let Some(p) = peers.clone().next().filter(|_| {
+            !peers
+                .clone()
+                .any(|r| r.dev == m.dev && under(&m.root, &r.root))
+        }) {
+            return Err(Error::refused(
+                ErrorKind::Unsupported,
+                format!(
+                    "process {pid}'s mount namespace: mount {} at {} ({} {}, root {}) is in peer group {} with mounts of the tree root's namespace (mount {} at {}, root {}), none of whose roots holds its own; crust makes the root's namespace first and cannot join a mount to a narrower one's peer group yet",
+                    m.mnt_id, m.mountpoint, m.fsname, m.source, m.root, m.shared_id, p.mnt_id, p.mountpoint, p.root
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Dump the tree's mount namespaces other than the root's.
 pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
     if ctx.sub_mnt.is_empty() {
@@ -106,6 +139,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
         let all = mountinfo(pid)?;
         let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
         check(pid, &mounts, &root)?;
+        check_shared(pid, &mounts, &root)?;
         // The root of a pivoted namespace is archived when a tmpfs of
         // its own (its device is not in `dumped`).
         let root_id = root_of(&mounts)
@@ -199,6 +233,9 @@ pub(crate) struct SubMntNs {
     make: Vec<(MntEntry, Make)>,
     /// Mountpoints of its mounts that are not copies of the root's.
     own: Vec<String>,
+    /// Its mounts with a peer group or a master (their propagation is
+    /// rebuilt once it is made: [`SubMntNs::propagate`]).
+    propagating: Vec<MntEntry>,
     /// The images directory (its tmpfs archives are there).
     dir: PathBuf,
     /// Its root, when it is not the root namespace's (pivot_root).
@@ -322,11 +359,13 @@ impl SubMntNs {
             };
             make.push((e.clone(), how));
         }
+        let propagating = check_propagation(ctx.dir, id, &entries, &base)?;
         Ok(SubMntNs {
             id,
             gone,
             make,
             own,
+            propagating,
             dir: ctx.dir.to_path_buf(),
             root: new_root,
             ids: entries.iter().map(|e| e.mnt_id).collect(),
@@ -375,6 +414,41 @@ impl SubMntNs {
         let gone = deepest(&mut self.gone.iter());
         own.is_none() && gone.is_none()
     }
+}
+
+/// Its mounts whose propagation is rebuilt (a peer group, a master or
+/// unbindable), checked: the plan against the root's namespace's mounts
+/// (its peer groups and masters may be theirs) must stand, and each must
+/// be the only mount at its mountpoint (it is found by its path once made).
+fn check_propagation(
+    dir: &Path,
+    id: u32,
+    entries: &[MntEntry],
+    base: &[&MntEntry],
+) -> Result<Vec<MntEntry>, Error> {
+    let outside: Vec<MntEntry> = base.iter().map(|&b| b.clone()).collect();
+    propagation::plan_with(entries, &outside).map_err(|why| bad(dir, id, why))?;
+    let propagating: Vec<MntEntry> = entries
+        .iter()
+        .filter(|e| {
+            e.shared_id.unwrap_or(0) != 0
+                || e.master_id.unwrap_or(0) != 0
+                || e.flags & ms::UNBINDABLE != 0
+        })
+        .cloned()
+        .collect();
+    for e in &propagating {
+        if entries
+            .iter()
+            .any(|o| o.mnt_id != e.mnt_id && o.mountpoint == e.mountpoint)
+        {
+            return Err(Error::unsupported(format!(
+                "mount namespace {id}: the mount at {} (id {}) has a peer group, a master or is unbindable, and another mount of the namespace is at the same place; crust cannot rebuild the propagation of a covered mount in a namespace other than the root's yet",
+                e.mountpoint, e.mnt_id
+            )));
+        }
+    }
+    Ok(propagating)
 }
 
 fn sys(pid: i32, what: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -536,6 +610,86 @@ impl SubMntNs {
         Ok(out)
     }
 
+    /// Once it is made (every mount private) in the namespace of process
+    /// `host`: rebuild the propagation of its mounts, joining the peer
+    /// groups and masters of the tree's namespaces made before it
+    /// (`made`), to which its own mounts are then added.
+    fn propagate(&self, host: i32, made: &mut Propagating) -> Result<(), Error> {
+        if self.propagating.is_empty() {
+            return Ok(());
+        }
+        let plan = propagation::plan_with(&self.propagating, &made.entries())
+            .map_err(|why| bad(&self.dir, self.id, why))?;
+        let live = super::mountinfo(host)?;
+        let mut mine = Propagating::default();
+        for e in &self.propagating {
+            mine.push(e.clone(), self.open_mount(host, e, &live)?);
+        }
+        let name = |id: u32| {
+            let e = self.propagating.iter().find(|e| e.mnt_id == id);
+            format!(
+                "the mount at {} (id {id}{})",
+                e.map_or("?", |e| e.mountpoint.as_str()),
+                if e.is_some() {
+                    ""
+                } else {
+                    ", of another namespace"
+                }
+            )
+        };
+        // mount_setattr wants the mount in the caller's namespace.
+        let (mine_ref, made_ref) = (&mine, &*made);
+        crate::ns::in_ns(host, &[NsKind::Mnt], move || {
+            let fd = |id: u32| mine_ref.fd(id).or_else(|| made_ref.fd(id));
+            propagation::run_on(&plan, fd, name).map_err(|(what, source)| Error::Sys {
+                pid: host,
+                op: format!(
+                    "mount namespace {}: restore mount propagation: {what}",
+                    self.id
+                ),
+                source,
+            })
+        })?;
+        made.extend(mine);
+        Ok(())
+    }
+
+    /// An `O_PATH` fd of the root of mount `e` of this namespace, made in
+    /// that of process `host` (`live`: its mountinfo): its mountpoint
+    /// through the process's root, checked to be a mount there (the only
+    /// one at that place: [`check_propagation`]).
+    fn open_mount(&self, host: i32, e: &MntEntry, live: &[MountLine]) -> Result<OwnedFd, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let what = |w: &str| {
+            format!(
+                "mount namespace {}: the mount at {} (id {}): {w}",
+                self.id, e.mountpoint, e.mnt_id
+            )
+        };
+        let path = crate::util::view::join(
+            Path::new(&format!("/proc/{host}/root")),
+            Path::new(&e.mountpoint),
+        );
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(sys(host, what(&format!("open {}", path.display()))))?;
+        let fd = OwnedFd::from(f);
+        let id = crust_sys::mountfd::mnt_id(fd.as_fd())
+            .map_err(sys(host, what("read the mount id of its root")))?;
+        match live.iter().find(|l| u64::from(l.mnt_id) == id) {
+            Some(l) if l.mountpoint == e.mountpoint => Ok(fd),
+            _ => Err(Error::Restore {
+                pid: host,
+                what: what(&format!(
+                    "{} is not the root of a mount at that place once made (mount {id})",
+                    path.display()
+                )),
+            }),
+        }
+    }
+
     /// Make this namespace in the copy of the root's that process `host`
     /// made (unshare); an fd on it.
     fn make(&self, host: i32) -> Result<OwnedFd, Error> {
@@ -599,6 +753,10 @@ pub(crate) struct SubNamespaces {
     root_id: u32,
     subs: Vec<SubMntNs>,
     made: Mutex<HashMap<u32, OwnedFd>>,
+    /// The mounts with a peer group or a master of the namespaces made so
+    /// far, with fds of their roots; dropped once every namespace is made
+    /// (the fds keep the mounts busy).
+    propagating: Mutex<Propagating>,
 }
 
 impl SubNamespaces {
@@ -608,20 +766,31 @@ impl SubNamespaces {
             root_id: tree,
             subs: SubMntNs::load_all(ctx, root, tree)?,
             made: Mutex::default(),
+            propagating: Mutex::default(),
         })
     }
 
     /// Once the root's namespace is made in `root` (host pid): keep an fd
-    /// on it (processes of the others may have children in it). The others
-    /// are made when their first process is cloned ([`Self::made_in`]).
-    pub(crate) fn prepare(&self, root: i32) -> Result<(), Error> {
+    /// on it (processes of the others may have children in it), and its
+    /// mounts with a peer group or a master (`propagating`), which mounts
+    /// of the others may join. The others are made when their first
+    /// process is cloned ([`Self::made_in`]).
+    pub(crate) fn prepare(&self, root: i32, propagating: Propagating) -> Result<(), Error> {
         if self.subs.is_empty() {
             return Ok(());
         }
         let path = NsKind::Mnt.proc_path(&root.to_string());
         let f = std::fs::File::open(&path).map_err(sys_err(root, format!("open {path}")))?;
         self.lock(root)?.insert(self.root_id, OwnedFd::from(f));
+        *self.lock_propagating(root)? = propagating;
         Ok(())
+    }
+
+    fn lock_propagating(&self, pid: i32) -> Result<std::sync::MutexGuard<'_, Propagating>, Error> {
+        self.propagating.lock().map_err(|_| Error::Restore {
+            pid,
+            what: "the mounts made with propagation are not readable".into(),
+        })
     }
 
     fn lock(&self, pid: i32) -> Result<std::sync::MutexGuard<'_, HashMap<u32, OwnedFd>>, Error> {
@@ -670,8 +839,24 @@ impl SubNamespaces {
         let fd = sub.make(host)?;
         let root = root_dir(host, &fd)?;
         crate::util::view::set_sub_root(id, root);
-        self.lock(host)?.insert(id, fd);
+        let mut propagating = self.lock_propagating(host)?;
+        sub.propagate(host, &mut propagating)?;
+        let mut made = self.lock(host)?;
+        made.insert(id, fd);
+        if self.subs.iter().all(|s| made.contains_key(&s.id)) {
+            // Every namespace is made: no mount joins these any more.
+            propagating.clear();
+        }
         Ok(())
+    }
+
+    /// Drop the fds on the mounts made with propagation (kept while other
+    /// namespaces may join their groups): they keep those mounts busy.
+    pub(crate) fn forget_mounts(&self) {
+        match self.propagating.lock() {
+            Ok(mut p) => p.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
     }
 
     /// The mount ids (in the images) of namespace `id` when it was
@@ -818,6 +1003,7 @@ mod tests {
             gone: vec!["/t".into()],
             make: Vec::new(),
             own: vec!["/own".into()],
+            propagating: Vec::new(),
             dir: PathBuf::from("/nonexistent"),
             root: None,
             ids: Vec::new(),

@@ -126,6 +126,16 @@ fn groups(entries: &[MntEntry]) -> Result<Vec<Group<'_>>, String> {
 /// The steps for the mounts `entries` (in mount order, parents first);
 /// an error says why the recorded propagation cannot be rebuilt.
 pub(crate) fn plan(entries: &[MntEntry]) -> Result<Plan, String> {
+    plan_with(entries, &[])
+}
+
+/// [`plan`] for a mount namespace made after others of the tree, whose
+/// mounts (`outside`, made already, their propagation set) a group of
+/// `entries` takes its peer group or master from when it has the same
+/// shared id or master as one of them (peer groups are global: a mount of
+/// one namespace may be the peer or master of one of another). The steps
+/// name `outside` mounts by id too.
+pub(crate) fn plan_with(entries: &[MntEntry], outside: &[MntEntry]) -> Result<Plan, String> {
     let groups = groups(entries)?;
     let mut plan = Plan::default();
     let mut done = vec![false; groups.len()];
@@ -140,7 +150,7 @@ pub(crate) fn plan(entries: &[MntEntry]) -> Result<Plan, String> {
         if std::mem::replace(done.get_mut(i).ok_or("group index")?, true) {
             continue;
         }
-        group_steps(&groups, g, &mut plan)?;
+        group_steps(&groups, g, outside, &mut plan)?;
         stack.extend(
             (0..groups.len())
                 .rev()
@@ -162,46 +172,114 @@ pub(crate) fn plan(entries: &[MntEntry]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-fn group_steps(groups: &[Group<'_>], g: &Group<'_>, plan: &mut Plan) -> Result<(), String> {
+/// The mount of `outside` that `pick` accepts whose root holds `to`'s, the
+/// widest.
+fn widest<'a>(
+    outside: &'a [MntEntry],
+    to: &MntEntry,
+    pick: impl Fn(&MntEntry) -> bool,
+) -> Option<&'a MntEntry> {
+    outside
+        .iter()
+        .filter(|o| pick(o) && holds(o, to))
+        .min_by_key(|o| o.root.len())
+}
+
+/// Where mount `to`, a slave of peer group `master`, takes its master
+/// from: the master group's widest mount in its namespace (`inside`), else
+/// a mount of that group made in another namespace, then made MS_SLAVE
+/// (`true`); or a mount of another namespace that is a slave of the same
+/// master without a peer group (`false`: nothing more to do).
+fn master_source(
+    master: u32,
+    inside: Option<&MntEntry>,
+    outside: &[MntEntry],
+    to: &MntEntry,
+) -> Option<(u32, bool)> {
+    if let Some(m) = inside.filter(|m| holds(m, to)) {
+        return Some((m.mnt_id, true));
+    }
+    if let Some(m) = widest(outside, to, |o| o.shared_id == Some(master)) {
+        return Some((m.mnt_id, true));
+    }
+    widest(outside, to, |o| {
+        o.master_id == Some(master) && o.shared_id.unwrap_or(0) == 0
+    })
+    .map(|m| (m.mnt_id, false))
+}
+
+fn push_master(plan: &mut Plan, (from, slave): (u32, bool), to: u32) {
+    plan.steps.push(Step::SetGroup { from, to });
+    if slave {
+        plan.steps.push(Step::Slave(to));
+    }
+}
+
+fn group_steps(
+    groups: &[Group<'_>],
+    g: &Group<'_>,
+    outside: &[MntEntry],
+    plan: &mut Plan,
+) -> Result<(), String> {
     let first = g.first().ok_or("an empty peer group")?;
     let master = g.parent.and_then(|p| groups.get(p)).and_then(Group::first);
-    if g.master != 0 {
-        match master {
-            Some(m) => {
-                if !holds(m, first) {
-                    return Err(format!(
-                        "mount {} at {} (root {}) is a slave of peer group {}, whose widest mount {} at {} (root {}) does not hold its root on the same filesystem",
-                        first.mnt_id, first.mountpoint, first.root, g.master, m.mnt_id, m.mountpoint, m.root
-                    ));
-                }
-                plan.steps.push(Step::SetGroup {
-                    from: m.mnt_id,
-                    to: first.mnt_id,
-                });
-                plan.steps.push(Step::Slave(first.mnt_id));
-            }
-            None => plan
-                .outside_master
-                .extend(g.members.iter().map(|m| m.mnt_id)),
+    // A peer group with a mount in a namespace made already: join it (its
+    // master comes with it).
+    let peer = (g.shared != 0)
+        .then(|| widest(outside, first, |o| o.shared_id == Some(g.shared)))
+        .flatten();
+    if peer.is_none() {
+        if let Some(o) = outside
+            .iter()
+            .find(|o| g.shared != 0 && o.shared_id == Some(g.shared))
+        {
+            return Err(format!(
+                "peer group {} has mounts in another mount namespace of the tree (mount {} at {}, root {}), none of whose roots holds the root of mount {} at {} ({}); crust cannot join them",
+                g.shared, o.mnt_id, o.mountpoint, o.root, first.mnt_id, first.mountpoint, first.root
+            ));
         }
     }
-    if g.shared != 0 {
-        plan.steps.push(Step::Shared(first.mnt_id));
+    let mut linked = g.shared != 0;
+    if let Some(p) = peer {
+        plan.steps.push(Step::SetGroup {
+            from: p.mnt_id,
+            to: first.mnt_id,
+        });
+    } else {
+        if g.master != 0 {
+            match master_source(g.master, master, outside, first) {
+                Some(src) => {
+                    push_master(plan, src, first.mnt_id);
+                    linked = true;
+                }
+                None => {
+                    if let Some(m) = master {
+                        return Err(format!(
+                            "mount {} at {} (root {}) is a slave of peer group {}, whose widest mount {} at {} (root {}) does not hold its root on the same filesystem",
+                            first.mnt_id, first.mountpoint, first.root, g.master, m.mnt_id, m.mountpoint, m.root
+                        ));
+                    }
+                    plan.outside_master
+                        .extend(g.members.iter().map(|m| m.mnt_id));
+                }
+            }
+        }
+        if g.shared != 0 {
+            plan.steps.push(Step::Shared(first.mnt_id));
+        }
     }
-    if g.shared == 0 && g.parent.is_none() {
+    if !linked {
         // Slaves of an outside master with no peers: nothing links them.
         return Ok(());
     }
     for o in g.members.iter().filter(|o| o.mnt_id != first.mnt_id) {
         // Slaves with no peer group of their own need not nest: each can
         // take its master from the master group.
-        if let Some(m) = master.filter(|m| g.shared == 0 && !holds(first, o) && holds(m, o)) {
-            plan.steps.push(Step::SetGroup {
-                from: m.mnt_id,
-                to: o.mnt_id,
-            });
-            plan.steps.push(Step::Slave(o.mnt_id));
-            continue;
+        if g.shared == 0 && !holds(first, o) {
+            if let Some(src) = master_source(g.master, master, outside, o) {
+                push_master(plan, src, o.mnt_id);
+                continue;
+            }
         }
         if !holds(first, o) {
             return Err(format!(
@@ -224,8 +302,17 @@ pub(crate) fn run(
     fds: &HashMap<u32, std::os::fd::OwnedFd>,
     name: impl Fn(u32) -> String,
 ) -> Result<(), (String, std::io::Error)> {
-    use crust_sys::mount_group::{set_group, set_propagation};
     use std::os::fd::AsFd;
+    run_on(plan, |id| fds.get(&id).map(AsFd::as_fd), name)
+}
+
+/// [`run`] with the descriptors looked up by `fds`.
+pub(crate) fn run_on<'a>(
+    plan: &Plan,
+    fds: impl Fn(u32) -> Option<std::os::fd::BorrowedFd<'a>>,
+    name: impl Fn(u32) -> String,
+) -> Result<(), (String, std::io::Error)> {
+    use crust_sys::mount_group::{set_group, set_propagation};
     for m in &plan.outside_master {
         log::warn!(
             "{}: its master is outside the mount namespace; it is restored without it",
@@ -233,7 +320,7 @@ pub(crate) fn run(
         );
     }
     let fd = |id: u32| {
-        fds.get(&id).map(AsFd::as_fd).ok_or_else(|| {
+        fds(id).ok_or_else(|| {
             (
                 format!("{}: no descriptor of it", name(id)),
                 std::io::Error::from_raw_os_error(libc::EBADF),
@@ -342,5 +429,40 @@ mod tests {
             p.steps,
             vec![Step::Shared(1), Step::SetGroup { from: 1, to: 2 }]
         );
+    }
+
+    #[test]
+    fn groups_of_a_namespace_made_before_are_joined() {
+        use Step::*;
+        // Made already (another namespace): 1 shared (group 2), 2 a slave
+        // of group 2 without peers.
+        let outside = vec![e(1, "/", 2, 0), e(2, "/", 0, 2)];
+        // A peer of 1 (narrower root) and its peer 11: they join 1's group.
+        // 12: a slave of group 2 whose master group is outside; 13: a
+        // slave of a master no mount here has (kept apart).
+        let ents = vec![
+            e(10, "/a", 2, 0),
+            e(11, "/a/b", 2, 0),
+            e(12, "/c", 0, 2),
+            e(13, "/", 0, 9),
+        ];
+        let p = plan_with(&ents, &outside).unwrap();
+        assert_eq!(
+            p.steps,
+            vec![
+                SetGroup { from: 1, to: 10 },
+                SetGroup { from: 10, to: 11 },
+                SetGroup { from: 1, to: 12 },
+                Slave(12),
+            ]
+        );
+        assert_eq!(p.outside_master, vec![13]);
+        // A slave of a master outside with no mount of its group made,
+        // only another slave of it: that one's master is copied.
+        let p = plan_with(&[e(20, "/x", 0, 7)], &[e(3, "/", 0, 7)]).unwrap();
+        assert_eq!(p.steps, vec![SetGroup { from: 3, to: 20 }]);
+        // An outside peer whose root does not hold this one's: refused.
+        let err = plan_with(&[e(30, "/", 2, 0)], &[e(4, "/sub", 2, 0)]).unwrap_err();
+        assert!(err.contains("peer group 2 has mounts in another"), "{err}");
     }
 }

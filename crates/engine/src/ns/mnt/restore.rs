@@ -59,6 +59,41 @@ struct Mount {
     src: Source,
 }
 
+/// Mounts made with a peer group or a master, each with an `O_PATH` fd of
+/// its root (see [`MntNs::prepare`]).
+#[derive(Debug, Default)]
+pub(crate) struct Propagating {
+    mounts: Vec<(MntEntry, std::os::fd::OwnedFd)>,
+}
+
+impl Propagating {
+    pub(crate) fn push(&mut self, e: MntEntry, fd: std::os::fd::OwnedFd) {
+        self.mounts.push((e, fd));
+    }
+
+    /// Their entries.
+    pub(crate) fn entries(&self) -> Vec<MntEntry> {
+        self.mounts.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The fd of mount `id`.
+    pub(crate) fn fd(&self, id: u32) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.mounts
+            .iter()
+            .find(|(e, _)| e.mnt_id == id)
+            .map(|(_, f)| f.as_fd())
+    }
+
+    pub(crate) fn extend(&mut self, other: Propagating) {
+        self.mounts.extend(other.mounts);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.mounts.clear();
+    }
+}
+
 /// A mount namespace to make, checked.
 #[derive(Debug)]
 pub(crate) struct MntNs {
@@ -260,8 +295,12 @@ impl MntNs {
     }
 
     /// Build the mount tree in the new mount namespace of the stopped
-    /// root `pid` and make it the root's.
-    pub(crate) fn prepare(&self, pid: i32) -> Result<(), Error> {
+    /// root `pid` and make it the root's. Gives an `O_PATH` fd of the root
+    /// of each of its mounts that has a peer group or a master, by mount
+    /// id: the tree's other mount namespaces join those (see
+    /// [`super::multi`]); held, they keep the mounts busy, so they must be
+    /// dropped before the tree runs.
+    pub(crate) fn prepare(&self, pid: i32) -> Result<Propagating, Error> {
         log::debug!("mount namespace {}: {} mounts", self.id, self.mounts.len());
         // External mounts are cloned here, in crust's namespace.
         let mut ext_fds = HashMap::new();
@@ -334,7 +373,7 @@ impl Builder<'_> {
         sysmount::mount(m).map_err(self.sys(what.to_string()))
     }
 
-    fn build(mut self, yard: &Path) -> Result<(), Error> {
+    fn build(mut self, yard: &Path) -> Result<Propagating, Error> {
         let slash = cpath(Path::new("/"))?;
         let private = (ms::REC | ms::PRIVATE) as u64;
         self.mount(
@@ -383,7 +422,18 @@ impl Builder<'_> {
             pid: self.pid,
             op: format!("restore mount propagation: {what}"),
             source,
-        })
+        })?;
+        let mut out = Propagating::default();
+        for m in &self.ns.mounts {
+            let e = &m.e;
+            if e.shared_id.unwrap_or(0) == 0 && e.master_id.unwrap_or(0) == 0 {
+                continue;
+            }
+            if let Some(fd) = self.own.remove(&e.mnt_id) {
+                out.push(e.clone(), fd);
+            }
+        }
+        Ok(out)
     }
 
     /// Where mount `e` goes: its mountpoint in its parent, reached through

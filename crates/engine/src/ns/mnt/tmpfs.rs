@@ -25,7 +25,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 /// open, e.g. `/proc/self/fd/N`) as superblock `dev`.
 pub(crate) fn dump(dir: &Path, dev: u32, root: &Path) -> Result<(), Error> {
     let path = dir.join(ImageType::TmpfsDev.file_name(u64::from(dev)));
-    let file = File::create(&path).map_err(io_err("create", &path))?;
+    // A private name, recorded: a failed dump removes it with its images.
+    let (file, name) =
+        crust_sys::private::create_private(&path, 0).map_err(io_err("create", &path))?;
     let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
     let mut w = Walk {
         tar: tar::Builder::new(gz),
@@ -41,6 +43,7 @@ pub(crate) fn dump(dir: &Path, dev: u32, root: &Path) -> Result<(), Error> {
     out.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())
+        .and_then(|()| name.commit())
         .map_err(io_err("write", &path))
 }
 
