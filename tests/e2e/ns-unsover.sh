@@ -16,7 +16,7 @@ COV_UID=100000
 # on; all of it the namespace root's.
 cov_rootfs() {
     local r=$1 lib
-    mkdir -p "$r"/{bin,dev,old,proc,cov/a} || return 1
+    mkdir -p "$r"/{bin,dev,old,proc,bfm,cov/a} || return 1
     mknod -m 666 "$r/dev/null" c 1 3 || return 1
     cp "$BIN/covered" "$r/bin/" || return 1
     for lib in $(ldd "$BIN/covered" | grep -o '/[^ ]*'); do
@@ -147,5 +147,58 @@ t_err_dump_unsover_held() {
     expect_untouched "$PID" || return 1
     cov_verdict "$D/root" "$D/img/dump.log"
 }
+
+# The tree mounts its user namespace's own binfmt_misc instance with two
+# entries (one disabled): dumped to binfmt-misc.img, registered again in
+# the restored namespace's new instance (the program checks they read as
+# before); crust's own instance never gets them.
+t_unsover_binfmt_cr() {
+    need_cr || return $?
+    command -v unshare >/dev/null || { skip "needs unshare"; return 2; }
+    cov_rootfs "$D/root" || { fail "cannot build the root filesystem"; return 1; }
+    cov_start "$D/root" --binfmt 1 || return 1
+    mkdir -p "$D/img"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
+    [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "the tree still runs after the dump" "$D/img/dump.log"; return 1; }
+    local got
+    got=$("$CRUST" image decode -i "$D/img/binfmt-misc.img" 2>&1)
+    echo "$got" | grep -q '"name": "crust-e", "enabled": true' && echo "$got" | grep -q '"name": "crust-m", "enabled": false' ||
+        { fail "binfmt-misc.img does not hold both entries: $got" "$D/img/dump.log"; return 1; }
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" -v4 -o restore.log --root "$D/root"
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    PID=$(cat "$D/pidfile" 2>/dev/null)
+    [ -n "$PID" ] && [ -e "/proc/$PID" ] || { fail "no restored init (pidfile '$PID')" "$D/img/restore.log"; return 1; }
+    track "$PID" "$(exe_of "$PID")"
+    got=$(unshare -m --propagation private sh -c 'mount -t binfmt_misc none /mnt && ls /mnt' 2>&1)
+    echo "$got" | grep -q crust- && { fail "crust's binfmt_misc instance got the entries: $got" "$D/img/restore.log"; return 1; }
+    cov_verdict "$D/root" "$D/img/restore.log"
+}
+
+# Bad case: binfmt-misc.img edited so that an entry's interpreter holds a
+# ':' (the register line's separator): the restore refuses the image,
+# naming the entry, before anything is made.
+t_err_restore_unsover_binfmt_bad() {
+    need_cr || return $?
+    command -v unshare >/dev/null || { skip "needs unshare"; return 2; }
+    cov_rootfs "$D/root" || { fail "cannot build the root filesystem"; return 1; }
+    cov_start "$D/root" --binfmt 1 || return 1
+    mkdir -p "$D/img"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
+    [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "the tree still runs after the dump" "$D/img/dump.log"; return 1; }
+    "$PY" -c 'import sys; p = sys.argv[1]; b = open(p, "rb").read(); open(p, "wb").write(b.replace(b"/bin/covered", b"/bin:covered", 1))' \
+        "$D/img/binfmt-misc.img" || { fail "cannot edit binfmt-misc.img"; return 1; }
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" -v4 -o restore.log --root "$D/root"
+    expect_error restore "$D/img/restore.log" || return 1
+    grep -q "binfmt-misc.img.*crust-e.*interpreter" "$D/restore.err" ||
+        { fail "the error does not name the image and the entry: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    [ -s "$D/pidfile" ] && { fail "a pidfile was written" "$D/img/restore.log"; return 1; }
+    mnt_no_yard "$D/img/restore.log"
+}
+
+ALL_TESTS+=(unsover-binfmt-cr err-restore-unsover-binfmt-bad)
 
 ALL_TESTS+=(unsover-covered-cr unsover-covered-to-criu err-restore-unsover-noarchive err-dump-unsover-held)

@@ -13,7 +13,12 @@
 //!   its user namespace owns, so that a copy of it made from outside locks
 //!   them;
 //! - with `--hold 1`, keeps an fd open on `/cov/a/under` (a file on a
-//!   covered mount, which a dump refuses).
+//!   covered mount, which a dump refuses);
+//! - with `--binfmt 1`, mounts its user namespace's own binfmt_misc on
+//!   `/bfm` (DIR must hold it) and registers two entries: `crust-e` (by
+//!   extension, enabled) and `crust-m` (by magic and mask at offset 2,
+//!   flags P and O, disabled), both run by `/bin/covered`; after SIGTERM
+//!   they must read as before.
 //!
 //! After SIGTERM it checks `top`, detaches the cover, then checks `under`
 //! and `deep` (the covered mounts' contents came back) and writes its
@@ -149,6 +154,34 @@ fn check() -> Result<(), String> {
     want("/cov/a/b/deep", "deeper still")
 }
 
+const BINFMT: [(&str, &str); 2] = [
+    ("crust-e", ":crust-e:E::crusttest::/bin/covered:"),
+    (
+        "crust-m",
+        ":crust-m:M:2:\\x43\\x52:\\xff\\xfe:/bin/covered:PO",
+    ),
+];
+
+/// Mount binfmt_misc on /bfm and register [`BINFMT`]; `crust-m` disabled.
+fn make_binfmt() {
+    mount("binfmt_misc", "/bfm", "binfmt_misc", 0);
+    for (_, line) in BINFMT {
+        write("/bfm/register", line);
+    }
+    write("/bfm/crust-m", "0");
+}
+
+/// The text of the entries of [`BINFMT`].
+fn binfmt_state() -> String {
+    BINFMT
+        .iter()
+        .map(|(n, _)| {
+            std::fs::read_to_string(format!("/bfm/{n}")).unwrap_or_else(|e| format!("<{e}>"))
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 fn main() {
     let args = start();
     // SAFETY: getpid takes nothing.
@@ -162,9 +195,24 @@ fn main() {
     // SAFETY: setsid takes nothing.
     unsafe { libc::setsid() };
     let _held = make_mounts(args.num("hold", 0) == 1);
+    let binfmt = args.num("binfmt", 0) == 1;
+    if binfmt {
+        make_binfmt();
+    }
+    let before = binfmt_state();
     ready(&args);
     while !term_requested() {
         sleep_ms(20);
     }
-    finish(&args, check());
+    let verdict = check().and_then(|()| {
+        let after = binfmt_state();
+        if !binfmt || after == before {
+            Ok(())
+        } else {
+            Err(format!(
+                "binfmt_misc entries before: {before:?} after: {after:?}"
+            ))
+        }
+    });
+    finish(&args, verdict);
 }
