@@ -58,12 +58,13 @@ cov_verdict() {
     wait_gone "$PID" 5
 }
 
-# Build the root, start the tree and dump it into $D/img.
+# Build the root, start the tree (with the program's options $@) and dump
+# it into $D/img.
 cov_dumped() {
     need_cr || return $?
     command -v unshare >/dev/null || { skip "needs unshare"; return 2; }
     cov_rootfs "$D/root" || { fail "cannot build the root filesystem"; return 1; }
-    cov_start "$D/root" || return 1
+    cov_start "$D/root" "$@" || return 1
     mkdir -p "$D/img"
     crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log
     [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
@@ -92,7 +93,10 @@ t_unsover_covered_cr() {
 }
 
 # crust's images of it restore with CRIU 4.2 (the archives of the covered
-# mounts are CRIU's tmpfs-dev-N.tar.gz.img). Root inside is root outside
+# mounts are CRIU's tmpfs-dev-N.tar.gz.img). Without binfmt_misc entries:
+# CRIU 4.2 as built reads no binfmt-misc.img (its code for it is under
+# CONFIG_BINFMT_MISC_VIRTUALIZED, which its build never defines), so it
+# would restore the mount empty. Root inside is root outside
 # here: the kernel shows a tmpfs's uid= and gid= options as the host sees
 # them, which CRIU 4.2 gives back to a mount it makes from inside the
 # user namespace, where 100000 has no name (EINVAL); crust mounts from

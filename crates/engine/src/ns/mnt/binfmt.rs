@@ -12,7 +12,10 @@
 //!   that namespace's new instance, [`mount_fresh`]) and the entries are
 //!   registered again once the tree stands ([`register`], after the
 //!   pivot, so that an interpreter the kernel opens at once, flag F, is
-//!   the tree's file). CRIU 4.2 does the same.
+//!   the tree's file). CRIU 4.2's code does the same with the same image,
+//!   but only when built with CONFIG_BINFMT_MISC_VIRTUALIZED, which its
+//!   build never defines: a CRIU 4.2 as built dumps no entries (the mount
+//!   comes back empty) and ignores crust's binfmt-misc.img.
 //! - Refused: crust's instance seen from a tree with a user namespace of
 //!   its own (a restore mounts the namespace's own instance, as CRIU's
 //!   does), a second instance with entries, an instance whose mount other
