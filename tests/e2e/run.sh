@@ -989,6 +989,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-remap.sh"
 # shellcheck source=tests/e2e/ns-pts.sh
 . "$ROOT/tests/e2e/ns-pts.sh"
+# shellcheck source=tests/e2e/ns-unsover.sh
+. "$ROOT/tests/e2e/ns-unsover.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

@@ -80,9 +80,29 @@ pub fn clone_one_mount(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::f
 /// the pid namespace a setns(CLONE_NEWPID) chose for its children; the
 /// child only calls mount(2) and leaves, and is reaped here.
 pub fn mount_in_child(m: &MountCall<'_>) -> io::Result<()> {
+    mount_in_child_as(None, m)
+}
+
+/// [`mount_in_child`], the child first joining the user namespace `user`
+/// when given (a filesystem keyed by user namespace, binfmt_misc, is then
+/// that namespace's instance).
+pub fn mount_in_child_as(
+    user: Option<std::os::fd::BorrowedFd<'_>>,
+    m: &MountCall<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let user = user.map(|u| u.as_raw_fd());
     match process::clone3_fork(&[], 0)? {
         ForkResult::Child => {
-            // In the child: async-signal-safe work only (one syscall).
+            // In the child: async-signal-safe work only (two syscalls).
+            if let Some(u) = user {
+                // SAFETY: setns takes an fd number (open in this copy of
+                // the fd table) and a flag.
+                if unsafe { libc::setns(u, libc::CLONE_NEWUSER) } != 0 {
+                    let e = io::Error::last_os_error();
+                    process::exit_now(e.raw_os_error().unwrap_or(libc::EIO).clamp(1, 255))
+                }
+            }
             let code = match mount(m) {
                 Ok(()) => 0,
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO).clamp(1, 255),

@@ -55,8 +55,10 @@ pub(crate) fn check_file(pid: i32, fd: i32, mnt_id: i32, path: &str) -> Result<(
     let Ok(id) = u32::try_from(mnt_id) else {
         return Ok(());
     };
-    let seen = mnt_id_of(&format!("/proc/{pid}/root{path}"));
-    if seen.is_none() || seen == Some(u64::from(id)) {
+    // The path may show another file, or none (the cover has no such
+    // name): either way the mount's own mountpoint says whether it is
+    // covered.
+    if mnt_id_of(&format!("/proc/{pid}/root{path}")) == Some(u64::from(id)) {
         return Ok(());
     }
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();

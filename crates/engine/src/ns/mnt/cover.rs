@@ -74,8 +74,10 @@ pub(crate) fn clone_mount(pid: i32, m: &MountLine, all: &[MountLine]) -> Result<
     let proc_dir = std::fs::File::open("/proc").map_err(sys_err(pid, "open /proc"))?;
     let mp = CString::new(m.mountpoint.as_bytes())
         .map_err(|_| refuse(pid, m, "has a mountpoint with a NUL"))?;
+    let owner = if visible { None } else { foreign_owner(pid)? };
     crate::ns::in_ns(pid, &[crate::ns::ids::NsKind::Mnt], || {
         if !visible {
+            join_copy(pid, owner.as_ref().map(|o| o.as_fd()), &proc_dir)?;
             uncover(pid, m, all, &proc_dir, &mp)?;
         }
         let f = std::fs::OpenOptions::new()
@@ -96,8 +98,54 @@ pub(crate) fn clone_mount(pid: i32, m: &MountLine, all: &[MountLine]) -> Result<
     })
 }
 
-/// In a private copy of the namespace the calling thread is in, detach
-/// the mounts over `m` (at most as many as there are mounts).
+/// The user namespace that owns process `pid`'s mount namespace, when it
+/// is not crust's (the tree has a user namespace of its own): a copy of
+/// the mount namespace must be made from inside it, or the kernel locks
+/// every mount of the copy (MNT_LOCKED) and none can be detached.
+fn foreign_owner(pid: i32) -> Result<Option<OwnedFd>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = crate::ns::open_ns(pid, crate::ns::ids::NsKind::Mnt)?;
+    let owner = crust_sys::userns::owner(ns.as_fd())
+        .map_err(sys_err(pid, "NS_GET_USERNS on its mount namespace"))?;
+    let owner = std::fs::File::from(owner);
+    let ino = owner
+        .metadata()
+        .map_err(sys_err(pid, "fstat of a user namespace"))?
+        .ino();
+    let mine = std::fs::metadata("/proc/self/ns/user")
+        .map_err(sys_err(pid, "stat of crust's user namespace"))?
+        .ino();
+    Ok((ino != mine).then(|| OwnedFd::from(owner)))
+}
+
+/// Move the calling thread (in the tree's mount namespace) into a private
+/// copy of it, made by a child that first joined `owner` (when given, the
+/// user namespace owning the tree's mount namespace), so that the copy's
+/// mounts are owned as the originals are and can be detached. The copy
+/// lives as long as the thread.
+fn join_copy(
+    pid: i32,
+    owner: Option<std::os::fd::BorrowedFd<'_>>,
+    proc_dir: &std::fs::File,
+) -> Result<(), Error> {
+    let copy = crust_sys::ns::MntNsCopy::make(owner)
+        .map_err(sys_err(pid, "make a private copy of its mount namespace"))?;
+    let name = CString::new(format!("{}/ns/mnt", copy.pid()))
+        .map_err(|_| Error::unsupported("a /proc path with a NUL".to_string()))?;
+    let ns =
+        crust_sys::mountfd::open_at(proc_dir.as_fd(), &name, libc::O_RDONLY).map_err(sys_err(
+            pid,
+            "open the mount namespace of the child holding the copy",
+        ))?;
+    crust_sys::ns::setns(ns.as_fd(), libc::CLONE_NEWNS).map_err(sys_err(
+        pid,
+        "setns into a private copy of its mount namespace",
+    ))
+}
+
+/// In a private copy of the tree's mount namespace the calling thread is
+/// in ([`join_copy`]), detach the mounts over `m` (at most as many as
+/// there are mounts).
 fn uncover(
     pid: i32,
     m: &MountLine,
@@ -105,16 +153,6 @@ fn uncover(
     proc_dir: &std::fs::File,
     mp: &CString,
 ) -> Result<(), Error> {
-    crust_sys::ns::unshare(libc::CLONE_NEWNS)
-        .map_err(sys_err(pid, "unshare a copy of the mount namespace"))?;
-    crust_sys::mount::mount(&crust_sys::mount::MountCall {
-        source: None,
-        target: c"/",
-        fstype: None,
-        flags: u64::from(info::ms::REC | info::ms::PRIVATE),
-        data: None,
-    })
-    .map_err(sys_err(pid, "make the copy of the mount namespace private"))?;
     let text = crust_sys::mountfd::read_at(proc_dir.as_fd(), c"thread-self/mountinfo")
         .map_err(sys_err(pid, "read the copy's mountinfo"))?;
     let copy: Vec<MountLine> = text.lines().filter_map(info::parse_line).collect();

@@ -209,9 +209,10 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
     let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
     check(pid, &mounts, &ext)?;
+    let mut binfmt_done = None;
     for m in &mounts {
         if fstype_code(&m.fsname) == binfmt::FS_BINFMT_MISC && !ext.contains_key(&m.mountpoint) {
-            binfmt::check_dump(pid, m)?;
+            binfmt::dump(ctx.dir, pid, m, &mut binfmt_done)?;
         }
     }
     let ns = NsMounts {

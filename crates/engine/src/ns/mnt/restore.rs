@@ -104,6 +104,8 @@ pub(crate) struct MntNs {
     ext_mode: external::Mode,
     /// How the mounts' propagation is rebuilt once they stand.
     prop: propagation::Plan,
+    /// binfmt_misc entries to register again, and the mount they go to.
+    binfmt: Option<(u32, Vec<super::binfmt::Register>)>,
 }
 
 pub(super) fn bad(dir: &Path, id: u32, why: String) -> Error {
@@ -216,9 +218,6 @@ fn source_of(
         } else {
             None
         };
-        if e.fstype == super::binfmt::FS_BINFMT_MISC {
-            super::binfmt::check_restore(ctx.dir, &e.mountpoint, e.root_dev)?;
-        }
         return Ok(Source::Fresh {
             code: e.fstype,
             tar,
@@ -285,12 +284,21 @@ impl MntNs {
                 format!("mountpoints-{id}.img: mounts share peer groups or masters, which crust rebuilds with move_mount(MOVE_MOUNT_SET_GROUP); this kernel lacks it (Linux 5.15 or later has it)"),
             ));
         }
+        let fresh_binfmt: Vec<(u32, &str, u32)> = mounts
+            .iter()
+            .filter(|m| {
+                m.e.fstype == super::binfmt::FS_BINFMT_MISC && matches!(m.src, Source::Fresh { .. })
+            })
+            .map(|m| (m.e.mnt_id, m.e.mountpoint.as_str(), m.e.root_dev))
+            .collect();
+        let binfmt = super::binfmt::load(ctx.dir, &fresh_binfmt)?;
         Ok(MntNs {
             id,
             mounts,
             root_dir,
             ext_mode,
             prop,
+            binfmt,
         })
     }
 
@@ -309,6 +317,7 @@ impl MntNs {
                 ext_fds.insert(m.e.mnt_id, external::clone_source(p)?);
             }
         }
+        let userns = super::binfmt::restored_userns(pid)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -328,6 +337,7 @@ impl MntNs {
                     made: HashMap::new(),
                     ext_fds,
                     own: HashMap::new(),
+                    userns,
                 }
                 .build(&yard)
             },
@@ -357,6 +367,9 @@ struct Builder<'a> {
     /// /proc/self/fd path), so that children are mounted on it and binds
     /// taken from it even once other mounts cover it.
     own: HashMap<u32, std::os::fd::OwnedFd>,
+    /// The tree's own user namespace, when it has one (binfmt_misc is
+    /// mounted from inside it).
+    userns: Option<std::fs::File>,
 }
 
 impl Builder<'_> {
@@ -423,6 +436,15 @@ impl Builder<'_> {
             op: format!("restore mount propagation: {what}"),
             source,
         })?;
+        match &self.ns.binfmt {
+            Some((id, regs)) => match self.own.get(id) {
+                Some(fd) => super::binfmt::register(self.pid, self.userns.is_some(), fd, regs),
+                None => Err(Error::unsupported(format!(
+                    "the binfmt_misc mount (id {id}) for the entries of binfmt-misc.img was not made"
+                ))),
+            },
+            None => Ok(()),
+        }?;
         let mut out = Propagating::default();
         for m in &self.ns.mounts {
             let e = &m.e;
@@ -672,6 +694,8 @@ impl Builder<'_> {
         let w = what(&format!("mount {}", fstype.to_string_lossy()));
         if code == FS_PROC {
             sysmount::mount_in_child(&call).map_err(self.sys(w))?;
+        } else if code == super::binfmt::FS_BINFMT_MISC {
+            super::binfmt::mount_fresh(self.userns.as_ref(), &call).map_err(self.sys(w))?;
         } else {
             self.mount(&w, &call)?;
         }
