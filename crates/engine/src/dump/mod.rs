@@ -370,7 +370,6 @@ fn dump_tree(
             .known()
             .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
     );
-    crate::net::set_dump_netns(&mut files, root_pid, walk.nss.root_ids());
     let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
@@ -397,6 +396,12 @@ fn dump_tree(
             for p in tree.procs.iter().filter(|p| !p.zombie) {
                 walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
             }
+            crate::net::set_dump_netns(
+                &mut files,
+                root_pid,
+                walk.nss.root_ids(),
+                walk.nss.sub_net(),
+            );
             for p in &mut tree.procs {
                 let mut out = Sinks {
                     dir,
@@ -431,6 +436,7 @@ fn dump_tree(
         ids: walk.nss.root_ids(),
         opts,
         sub_mnt: walk.nss.sub_mnt(),
+        sub_net: walk.nss.sub_net(),
     })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");
