@@ -11,10 +11,11 @@
 //! inode; a link that cannot be read counts as crust's namespace.
 //!
 //! [`TreeNs`] holds the numbering of one dump and the rules of what crust
-//! can dump so far: every namespace must be crust's, except the pid
-//! namespace of a root that heads its own (the whole tree must be in it)
-//! and the IPC namespace of the root (the whole tree must be in it; its
-//! System V objects are dumped).
+//! can dump so far: every process shares the root's namespaces, except
+//! mount and network namespaces made in a tree whose root has its own of
+//! that kind (recorded as the tree's other ones: [`TreeNs::sub_mnt`],
+//! [`TreeNs::sub_net`]); a pid namespace of the tree's own is headed by
+//! its root.
 
 use crate::Error;
 use crust_images::proto::core::TaskKobjIdsEntry;
