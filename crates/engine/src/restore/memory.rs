@@ -721,6 +721,6 @@ fn join_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>, kind: NsKind) ->
     let closed = r.call("close", libc::SYS_close, [free as u64, 0, 0, 0, 0, 0]);
     joined?;
     closed?;
-    debug!("{pid}: joined its {kind} namespace");
+    debug!("{pid}: joined {kind} namespace");
     Ok(())
 }
