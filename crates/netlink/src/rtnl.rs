@@ -389,4 +389,32 @@ mod tests {
         assert!(parse_link(&m[16..]).is_err());
         assert!(parse_link(&[0u8; 4]).is_err());
     }
+
+    #[test]
+    fn namespace_ids() {
+        // The answer to RTM_GETNSID: NETNSA_NSID 3.
+        let mut body = rtgenmsg().to_vec();
+        push_attr(&mut body, NETNSA_NSID, &3i32.to_ne_bytes());
+        let mut t = Fake::new();
+        t.reply(request(RTM_NEWNSID, 0, 11, &body));
+        assert_eq!(get_nsid(&mut t, 42).unwrap(), Some(3));
+        // The request: RTM_GETNSID naming the process.
+        assert_eq!(u16_at(&t.sent[0], 4), Some(RTM_GETNSID));
+        assert_eq!(u32_at(&t.sent[0], 24), Some(42));
+        // No id given yet: -1.
+        let mut body = rtgenmsg().to_vec();
+        push_attr(&mut body, NETNSA_NSID, &(-1i32).to_ne_bytes());
+        let mut t = Fake::new();
+        t.reply(request(RTM_NEWNSID, 0, 11, &body));
+        assert_eq!(get_nsid(&mut t, 42).unwrap(), None);
+        // Setting one sends the fd and the id, and waits for the ack.
+        let mut t = Fake::new();
+        let mut ack = 0i32.to_ne_bytes().to_vec();
+        ack.extend([0u8; 16]);
+        t.reply(request(NLMSG_ERROR, 0, 12, &ack));
+        set_nsid(&mut t, 5, 7).unwrap();
+        assert_eq!(u16_at(&t.sent[0], 4), Some(RTM_NEWNSID));
+        assert_eq!(u32_at(&t.sent[0], 24), Some(5));
+        assert_eq!(u32_at(&t.sent[0], 32), Some(7));
+    }
 }

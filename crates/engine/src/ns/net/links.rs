@@ -390,4 +390,27 @@ mod tests {
         assert!(w.contains("vx0") && w.contains("vxlan"), "{w}");
         assert!(e(&link(Some("tun"), 0xfffe, "tun0")).is_err());
     }
+
+    #[test]
+    fn veth_peer_namespace() {
+        // Namespace 9 gives the tree's namespace 11 the id 0.
+        let nsids = [NetnsId {
+            target_ns_id: 11,
+            netnsid_value: 0,
+            ..Default::default()
+        }];
+        let peer = |netnsid: Option<i32>| {
+            let mut l = link(Some("veth"), 1, "v");
+            l.link = Some(7);
+            l.link_netnsid = netnsid;
+            match entry_of(&l, 9, &nsids) {
+                Ok(Dumped::Entry(e)) => (e.peer_ifindex, e.peer_nsid),
+                _ => panic!("veth not dumped"),
+            }
+        };
+        // Its peer here, in the tree's other namespace, outside the tree.
+        assert_eq!(peer(None), (Some(7), Some(9)));
+        assert_eq!(peer(Some(0)), (Some(7), Some(11)));
+        assert_eq!(peer(Some(3)), (Some(7), None));
+    }
 }
