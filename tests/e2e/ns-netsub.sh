@@ -69,14 +69,16 @@ t_ns_netsub_cr() {
 # own); the tree runs on.
 t_err_dump_netsub_root() { dump_must_fail 'own network namespace' netsub --root-ns 0 --port $NS_PORT; }
 
-# The images of ns-netsub-cr with the child's veth end renamed (crit) to
-# "lo", a name its new namespace has already: the restore fails naming the
-# veth and leaves no process.
+# The images of ns-netsub-cr restored with --join-ns net (one namespace
+# for a tree that had two): refused, naming the option. Then with the
+# child's veth end renamed (crit) to "lo", a name its new namespace has
+# already: the restore fails naming the veth. No process is left.
 t_err_restore_netsub_taken() {
     need_cr || return $?
     [ "$CRIT_ON" = 1 ] || { skip "no crit ($CRIT)"; return 2; }
     netsub_setup || return $?
     do_dump "$D/img" || return 1
+    restore_fails_naming "$D/img" "$PID" "--join-ns net" 1 --join-ns net:/proc/self/ns/net || return 1
     local f n=0
     for f in "$D"/img/netdev-*.img; do
         "$CRIT_PY" "$CRIT" decode -i "$f" -o "$D/nd.json" 2>"$D/crit.err" ||

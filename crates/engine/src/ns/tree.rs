@@ -146,6 +146,14 @@ impl TreeNamespaces {
                 continue;
             }
             if t.joined.joins(kind) {
+                if kind == NsKind::Net {
+                    if let Some(other) = super::net::load_others(dir, tree, &[])?.first() {
+                        return Err(Error::unsupported(format!(
+                            "the images hold network namespace {} beside the tree's own {tree}: --join-ns net gives the tree one namespace only; restore without it",
+                            other.id()
+                        )));
+                    }
+                }
                 log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
                 continue;
             }
