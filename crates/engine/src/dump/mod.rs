@@ -365,11 +365,6 @@ fn dump_tree(
     // The tree's own user namespace: ids are recorded as it sees them.
     let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
     let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
-    files.set_namespaces(
-        walk.nss
-            .known()
-            .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
-    );
     let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
@@ -396,6 +391,13 @@ fn dump_tree(
             for p in tree.procs.iter().filter(|p| !p.zombie) {
                 walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
             }
+            // Fds on namespaces may name any of them (the tree's other
+            // mount and network namespaces too).
+            files.set_namespaces(
+                walk.nss
+                    .known()
+                    .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
+            );
             crate::net::set_dump_netns(
                 &mut files,
                 root_pid,

@@ -5,8 +5,10 @@
 //! the abstract unix datagram name `crust-netsub`. The test script adds a
 //! veth pair between the two namespaces, with addresses.
 //!
+//! The root holds an fd on its child's network namespace.
+//!
 //! After SIGTERM the root checks that it and its child are still in two
-//! namespaces, that the abstract name is not bound in its own (a connect is
+//! namespaces, that its fd is on the child's, that the abstract name is not bound in its own (a connect is
 //! refused), and with `--reach ADDR` that it connects to ADDR:PORT (the
 //! child's listener, across the veth). Then it sends SIGTERM to the child,
 //! which checks its listener accepts a connection from 127.0.0.1, that its
@@ -126,11 +128,25 @@ fn child(port: u16, ready_fd: i32) -> ! {
     }
 }
 
-fn root_check(child: i32, reach: Option<&str>, port: u16) -> Result<(), String> {
+fn root_check(
+    child: i32,
+    nsfd: &std::fs::File,
+    reach: Option<&str>,
+    port: u16,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let (mine, theirs) = (netns_of("self")?, netns_of(&child.to_string())?);
     ensure!(
         mine != theirs,
         "the child is in the root's network namespace {mine}"
+    );
+    let held = nsfd
+        .metadata()
+        .map_err(|e| format!("fstat of the nsfd: {e}"))?
+        .ino();
+    ensure!(
+        theirs == format!("net:[{held}]"),
+        "the fd held is on net:[{held}], the child is in {theirs}"
     );
     let s = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
     ensure!(
@@ -178,9 +194,11 @@ fn main() {
     if n != 1 {
         die("the child did not get ready");
     }
+    let nsfd = std::fs::File::open(format!("/proc/{c}/ns/net"))
+        .unwrap_or_else(|_| die("open the child's network namespace"));
     ready(&args);
     wait_for_term(10, || {});
-    let verdict = root_check(c, args.opt("reach"), port);
+    let verdict = root_check(c, &nsfd, args.opt("reach"), port);
     let mut status = 0;
     // SAFETY: kill and waitpid on our own child.
     unsafe {
