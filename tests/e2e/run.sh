@@ -973,6 +973,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-netsk.sh"
 # shellcheck source=tests/e2e/ns-netmisc.sh
 . "$ROOT/tests/e2e/ns-netmisc.sh"
+# shellcheck source=tests/e2e/ns-netsub.sh
+. "$ROOT/tests/e2e/ns-netsub.sh"
 # shellcheck source=tests/e2e/ns-userns.sh
 . "$ROOT/tests/e2e/ns-userns.sh"
 # shellcheck source=tests/e2e/ns-filesns.sh

@@ -103,7 +103,7 @@ static FEATURES: &[Feature] = &[
     // them wherever it may make one (CAP_NET_RAW).
     feat("net_diag_raw", Extra, Probe(raw_sockets)),
     feat("nsid", FeatureOnly, Lacks(NO_NETNS)),
-    feat("link_nsid", FeatureOnly, Lacks(NO_NETNS)),
+    feat("link_nsid", FeatureOnly, Probe(link_nsid)),
     feat("kcmp_epoll", Extra, Probe(kcmp_epoll)),
     // crust refuses a task in (or making children in) a time namespace
     // other than its own, as CRIU refuses a time namespace for children;
@@ -450,6 +450,35 @@ fn newifindex() -> ProbeResult {
             "the kernel does not know IFLA_NEW_IFINDEX".into(),
         )),
         Err(e) => Err(miss(e.to_string())),
+    }
+}
+
+/// CRIU's link_nsid: a veth whose peer is in another network namespace
+/// tells that namespace's id (IFLA_LINK_NETNSID), which the dump of a tree
+/// with several network namespaces needs. Asked in two throw-away
+/// namespaces, by a thread that joined the first.
+fn link_nsid() -> ProbeResult {
+    use std::os::fd::{AsFd, AsRawFd};
+    let miss = |e: String| ProbeError::Missing(format!("cannot probe IFLA_LINK_NETNSID: {e}"));
+    let here = crust_sys::ns::new_netns(None).map_err(|e| miss(e.to_string()))?;
+    let peer = crust_sys::ns::new_netns(None).map_err(|e| miss(e.to_string()))?;
+    let asked = std::thread::scope(|s| {
+        s.spawn(|| {
+            crust_sys::ns::setns(here.as_fd(), libc::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            let mut sk =
+                crust_netlink::Socket::open(libc::NETLINK_ROUTE).map_err(|e| e.to_string())?;
+            crust_netlink::rtnl::probe_link_nsid(&mut sk, peer.as_raw_fd())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the probing thread panicked".into()))
+    });
+    match asked {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ProbeError::Missing(
+            "the kernel does not report IFLA_LINK_NETNSID for links".into(),
+        )),
+        Err(e) => Err(miss(e)),
     }
 }
 

@@ -251,6 +251,89 @@ pub fn has_new_ifindex<T: Transport + ?Sized>(t: &mut T) -> Result<bool, RtnlErr
     }
 }
 
+/// RTM_NEWNSID: set (request) or tell (answer) a namespace id.
+pub const RTM_NEWNSID: u16 = 88;
+/// RTM_GETNSID: ask the id a namespace has in the asker's.
+pub const RTM_GETNSID: u16 = 90;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_PID: u16 = 2;
+const NETNSA_FD: u16 = 3;
+
+/// The rtgenmsg header of a namespace-id request (one family byte, padded).
+fn rtgenmsg() -> [u8; 4] {
+    [AF_UNSPEC, 0, 0, 0]
+}
+
+/// The id (IFLA_LINK_NETNSID value) the network namespace of process `pid`
+/// has in the namespace of `t`, if it was given one (CRIU's
+/// `net_get_nsid`: RTM_GETNSID with NETNSA_PID; -1 means none).
+pub fn get_nsid<T: Transport + ?Sized>(t: &mut T, pid: u32) -> Result<Option<i32>, RtnlError> {
+    let seq = 11;
+    let mut req = request(RTM_GETNSID, NLM_F_REQUEST, seq, &rtgenmsg());
+    push_attr(&mut req, NETNSA_PID, &pid.to_ne_bytes());
+    t.send(&req).map_err(|source| RtnlError::Send { source })?;
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let n = t
+            .recv(&mut buf)
+            .map_err(|source| RtnlError::Recv { source })?;
+        if n == 0 {
+            return Err(RtnlError::Answer {
+                why: "the kernel closed the answer to RTM_GETNSID".into(),
+            });
+        }
+        for m in messages(buf.get(..n).unwrap_or(&buf)) {
+            match m.ty {
+                NLMSG_ERROR => {
+                    return Err(RtnlError::Refused {
+                        source: io::Error::from_raw_os_error(nl_errno(m.body)),
+                    })
+                }
+                RTM_NEWNSID => {
+                    let id = crate::msg::attr_iter(m.body, 4)
+                        .find(|(ty, _)| *ty == NETNSA_NSID)
+                        .and_then(|(_, d)| d.get(..4)?.try_into().ok())
+                        .map(i32::from_ne_bytes);
+                    return Ok(id.filter(|i| *i >= 0));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Give the network namespace open as `fd` the id `nsid` in the namespace
+/// of `t` (CRIU's `net_set_nsid`: RTM_NEWNSID with NETNSA_FD).
+pub fn set_nsid<T: Transport + ?Sized>(t: &mut T, fd: i32, nsid: i32) -> Result<(), RtnlError> {
+    let seq = 12;
+    let mut req = request(RTM_NEWNSID, NLM_F_REQUEST | NLM_F_ACK, seq, &rtgenmsg());
+    push_attr(&mut req, NETNSA_FD, &fd.to_ne_bytes());
+    push_attr(&mut req, NETNSA_NSID, &nsid.to_ne_bytes());
+    transact(t, &req, seq)
+}
+
+/// Whether links report the namespace of a peer in another namespace
+/// (IFLA_LINK_NETNSID), CRIU's `link_nsid` probe: a veth is made in the
+/// namespace of `t` with its peer in the namespace open as `peer_ns`, then
+/// the links are listed. The caller's namespaces are throw-away ones.
+pub fn probe_link_nsid<T: Transport + ?Sized>(t: &mut T, peer_ns: i32) -> Result<bool, RtnlError> {
+    let mut m = link_request(
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL,
+        13,
+        &ifinfomsg(AF_UNSPEC, 0, 0, 0),
+    );
+    push_name(&mut m, IFLA_IFNAME, "crust-kdat0");
+    let mut peer = ifinfomsg(AF_UNSPEC, 0, 0, 0).to_vec();
+    peer.extend(attr(IFLA_IFNAME, b"crust-kdat1\0"));
+    peer.extend(attr(IFLA_NET_NS_FD, &peer_ns.to_ne_bytes()));
+    let mut info = attr(IFLA_INFO_KIND, b"veth");
+    info.extend(attr(IFLA_INFO_DATA, &attr(VETH_INFO_PEER, &peer)));
+    push_attr(&mut m, IFLA_LINKINFO, &info);
+    transact(t, &m, 13)?;
+    Ok(dump_links(t)?.iter().any(|l| l.link_netnsid.is_some()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +388,33 @@ mod tests {
         let m = request(RTM_NEWLINK, 2, 1, &ifinfomsg(0, 3, 0, 0));
         assert!(parse_link(&m[16..]).is_err());
         assert!(parse_link(&[0u8; 4]).is_err());
+    }
+
+    #[test]
+    fn namespace_ids() {
+        // The answer to RTM_GETNSID: NETNSA_NSID 3.
+        let mut body = rtgenmsg().to_vec();
+        push_attr(&mut body, NETNSA_NSID, &3i32.to_ne_bytes());
+        let mut t = Fake::new();
+        t.reply(request(RTM_NEWNSID, 0, 11, &body));
+        assert_eq!(get_nsid(&mut t, 42).unwrap(), Some(3));
+        // The request: RTM_GETNSID naming the process.
+        assert_eq!(u16_at(&t.sent[0], 4), Some(RTM_GETNSID));
+        assert_eq!(u32_at(&t.sent[0], 24), Some(42));
+        // No id given yet: -1.
+        let mut body = rtgenmsg().to_vec();
+        push_attr(&mut body, NETNSA_NSID, &(-1i32).to_ne_bytes());
+        let mut t = Fake::new();
+        t.reply(request(RTM_NEWNSID, 0, 11, &body));
+        assert_eq!(get_nsid(&mut t, 42).unwrap(), None);
+        // Setting one sends the fd and the id, and waits for the ack.
+        let mut t = Fake::new();
+        let mut ack = 0i32.to_ne_bytes().to_vec();
+        ack.extend([0u8; 16]);
+        t.reply(request(NLMSG_ERROR, 0, 12, &ack));
+        set_nsid(&mut t, 5, 7).unwrap();
+        assert_eq!(u16_at(&t.sent[0], 4), Some(RTM_NEWNSID));
+        assert_eq!(u32_at(&t.sent[0], 24), Some(5));
+        assert_eq!(u32_at(&t.sent[0], 32), Some(7));
     }
 }

@@ -69,6 +69,61 @@ pub fn ns_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
     cvt(r as libc::c_long).map(|t| t as i32)
 }
 
+/// SIOCGSKNS: an fd on the network namespace socket `fd` was made in.
+const SIOCGSKNS: u64 = 0x894c;
+
+/// The network namespace socket `sock` belongs to (ioctl SIOCGSKNS), open.
+pub fn socket_netns(sock: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd, which
+    // nothing else owns.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _, 0) };
+    let fd = cvt(r as libc::c_long)?;
+    // SAFETY: `fd` was just returned by the kernel and is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Make a new network namespace in a short-lived child process and return
+/// an fd on it. The child first joins `user` (a user namespace, which then
+/// owns the new namespace) when given. The child does async-signal-safe
+/// work only (setns, unshare, a self-stop), so the caller may be
+/// multi-threaded; it is killed and reaped before this returns.
+pub fn new_netns(user: Option<BorrowedFd<'_>>) -> io::Result<std::fs::File> {
+    use crate::process::{self, ForkResult, WaitStatus};
+    let user_raw = user.map(|u| u.as_raw_fd());
+    match process::clone3_fork(&[], 0)? {
+        ForkResult::Child => {
+            if let Some(u) = user_raw {
+                // SAFETY: setns on an fd inherited from the parent; no memory.
+                if unsafe { libc::setns(u, libc::CLONE_NEWUSER) } != 0 {
+                    process::exit_now(1);
+                }
+            }
+            // SAFETY: unshare takes flags only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                process::exit_now(2);
+            }
+            process::stop_self();
+            process::exit_now(0);
+        }
+        ForkResult::Parent { child } => {
+            let got = match process::waitpid(child, libc::WUNTRACED) {
+                Ok(Some((_, WaitStatus::Stopped { .. }))) => {
+                    std::fs::File::open(format!("/proc/{child}/ns/net"))
+                }
+                Ok(Some((_, st))) => Err(io::Error::other(format!(
+                    "the process making the namespace ended: {st:?} (1: setns into the user namespace refused, 2: unshare refused)"
+                ))),
+                Ok(None) => Err(io::Error::other("the process making the namespace vanished")),
+                Err(e) => Err(e),
+            };
+            let _ = process::kill(child, libc::SIGKILL);
+            let _ = process::waitpid(child, 0);
+            got
+        }
+    }
+}
+
 /// A private copy of the mount namespace of the thread that made it,
 /// made and kept alive by a child process ([`MntNsCopy::make`]): a crust
 /// thread joins it (`/proc/PID/ns/mnt` of [`MntNsCopy::pid`]) to detach

@@ -365,12 +365,6 @@ fn dump_tree(
     // The tree's own user namespace: ids are recorded as it sees them.
     let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
     let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
-    files.set_namespaces(
-        walk.nss
-            .known()
-            .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
-    );
-    crate::net::set_dump_netns(&mut files, root_pid, walk.nss.root_ids());
     let ipcns = walk.ipcns;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
@@ -397,6 +391,19 @@ fn dump_tree(
             for p in tree.procs.iter().filter(|p| !p.zombie) {
                 walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
             }
+            // Fds on namespaces may name any of them (the tree's other
+            // mount and network namespaces too).
+            files.set_namespaces(
+                walk.nss
+                    .known()
+                    .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
+            );
+            crate::net::set_dump_netns(
+                &mut files,
+                root_pid,
+                walk.nss.root_ids(),
+                walk.nss.sub_net(),
+            );
             for p in &mut tree.procs {
                 let mut out = Sinks {
                     dir,
@@ -431,6 +438,7 @@ fn dump_tree(
         ids: walk.nss.root_ids(),
         opts,
         sub_mnt: walk.nss.sub_mnt(),
+        sub_net: walk.nss.sub_net(),
     })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");

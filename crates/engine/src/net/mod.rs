@@ -45,9 +45,9 @@ pub(crate) fn queued_datagrams(
 /// second namespace numbered, after the pid namespace).
 pub(crate) const CRUST_NET_NS_ID: u32 = 2;
 
-/// The network namespace a dump's sockets are in: all the tree's
-/// processes share their root's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The network namespaces a dump's sockets are in: the root's (the
+/// tree's), and the tree's other ones, each with a process in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SkNetns {
     /// A process in it when it is not crust's (the tree's root): sock_diag
     /// lists the sockets of the namespace its socket was made in, so the
@@ -56,6 +56,8 @@ pub(crate) struct SkNetns {
     /// Its id in the images (CRIU's `ns_id` of inet, unix and netlink
     /// socket entries).
     pub id: u32,
+    /// The tree's other network namespaces: (inode, a process in it, id).
+    pub others: Vec<(u64, i32, u32)>,
 }
 
 impl Default for SkNetns {
@@ -63,6 +65,7 @@ impl Default for SkNetns {
         SkNetns {
             pid: None,
             id: CRUST_NET_NS_ID,
+            others: Vec::new(),
         }
     }
 }
@@ -82,29 +85,93 @@ impl SkNetns {
 
     /// Where the sockets are, for messages.
     pub(crate) fn describe(&self) -> String {
-        match self.pid {
-            None => "crust's network namespace".into(),
-            Some(pid) => format!("the network namespace of process {pid} (the tree's)"),
+        match (self.pid, self.others.is_empty()) {
+            (None, _) => "crust's network namespace".into(),
+            (Some(pid), true) => format!("the network namespace of process {pid} (the tree's)"),
+            (Some(pid), false) => format!(
+                "the network namespace of process {pid} (the tree's) nor in the tree's other ones"
+            ),
         }
+    }
+
+    /// The namespace of socket `sock`: one of the tree's other ones
+    /// (ioctl SIOCGSKNS), else this one.
+    pub(crate) fn of_socket(&self, sock: std::os::fd::BorrowedFd<'_>) -> SkNetns {
+        use std::os::unix::fs::MetadataExt;
+        if self.others.is_empty() {
+            return self.clone();
+        }
+        let ino = crust_sys::ns::socket_netns(sock)
+            .and_then(|f| File::from(f).metadata())
+            .map(|m| m.ino());
+        match ino.ok().and_then(|i| self.others.iter().find(|o| o.0 == i)) {
+            Some(&(_, pid, id)) => SkNetns {
+                pid: Some(pid),
+                id,
+                others: Vec::new(),
+            },
+            None => self.clone(),
+        }
+    }
+
+    /// Whether this is one of the tree's network namespaces other than
+    /// its root's (as [`Self::of_socket`] returns it).
+    pub(crate) fn is_other(&self, all: &SkNetns) -> bool {
+        self.id != all.id
+    }
+
+    /// The sock_diag records of every namespace (this one's, then the
+    /// others'), by inode, as `load` reads those of one.
+    pub(crate) fn merged<T>(
+        &self,
+        load: impl Fn(&SkNetns) -> Result<std::collections::HashMap<u32, T>, Error>,
+    ) -> Result<std::collections::HashMap<u32, T>, Error> {
+        let mut all = load(&SkNetns {
+            others: Vec::new(),
+            ..self.clone()
+        })?;
+        for &(_, pid, id) in &self.others {
+            all.extend(load(&SkNetns {
+                pid: Some(pid),
+                id,
+                others: Vec::new(),
+            })?);
+        }
+        Ok(all)
     }
 }
 
-/// Tell the socket kinds of a dump which network namespace the tree's
+/// Tell the socket kinds of a dump which network namespaces the tree's
 /// sockets are in: that of its root `root_pid` (ids `root`), the tree's
-/// own when it is not crust's.
-pub(crate) fn set_dump_netns(files: &mut FileTable, root_pid: i32, root: NsIds) {
+/// own when it is not crust's, and the tree's other ones (`subs`: id, a
+/// process in it).
+pub(crate) fn set_dump_netns(
+    files: &mut FileTable,
+    root_pid: i32,
+    root: NsIds,
+    subs: &[(u32, i32)],
+) {
+    use std::os::unix::fs::MetadataExt;
+    let others = subs
+        .iter()
+        .filter_map(|&(id, pid)| {
+            let m = std::fs::metadata(NsKind::Net.proc_path(&pid.to_string())).ok()?;
+            Some((m.ino(), pid, id))
+        })
+        .collect();
     let ns = SkNetns {
         pid: root.own(NsKind::Net).then_some(root_pid),
         id: root.get(NsKind::Net),
+        others,
     };
     if let Some(k) = files.kind_mut::<inet::InetDump>() {
-        k.netns = ns;
+        k.netns = ns.clone();
     }
     if let Some(k) = files.kind_mut::<unix::UnixDump>() {
-        k.netns = ns;
+        k.netns = ns.clone();
     }
     if let Some(k) = files.kind_mut::<packet::PacketDump>() {
-        k.netns = ns;
+        k.netns = ns.clone();
     }
     if let Some(k) = files.kind_mut::<netlink::NetlinkDump>() {
         k.netns = ns;
@@ -114,8 +181,14 @@ pub(crate) fn set_dump_netns(files: &mut FileTable, root_pid: i32, root: NsIds) 
 /// Run `f` on this thread while it is in the network namespace of process
 /// `pid` (the tree's root), then move the thread back to its own: the
 /// sockets `f` makes (and the threads and processes it starts) are the
-/// namespace's. Unlike [`crate::ns::in_ns`], `f` needs not be `Send`.
-pub(crate) fn in_netns_of<T>(pid: i32, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+/// namespace's, but for those made by [`in_sock_netns`] in one of the
+/// tree's other namespaces (`others`: id, an fd on it). Unlike
+/// [`crate::ns::in_ns`], `f` needs not be `Send`.
+pub(crate) fn in_netns_of<T>(
+    pid: i32,
+    others: Vec<(u32, File)>,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
     use std::os::fd::AsFd;
     let me = crust_sys::process::getpid();
     let own = std::fs::File::open("/proc/thread-self/ns/net")
@@ -127,7 +200,9 @@ pub(crate) fn in_netns_of<T>(pid: i32, f: impl FnOnce() -> Result<T, Error>) -> 
     ))?;
     let dup = theirs.try_clone().ok();
     let before = TREE_NETNS.with(|t| t.replace(dup));
+    let before_others = OTHER_NETNS.with(|t| t.replace(others));
     let out = f();
+    OTHER_NETNS.with(|t| t.replace(before_others));
     TREE_NETNS.with(|t| t.replace(before));
     crust_sys::ns::setns(own.as_fd(), libc::CLONE_NEWNET)
         .map_err(sys_err(me, "setns back into crust's network namespace"))?;
@@ -139,6 +214,48 @@ thread_local! {
     /// thread: the sockets made then remember it for what they do later,
     /// back in crust's namespace (unlocking it, stand-in connections).
     static TREE_NETNS: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
+}
+
+thread_local! {
+    /// The tree's network namespaces while [`in_netns_of`] runs on this
+    /// thread: (id, an fd on it).
+    static OTHER_NETNS: std::cell::RefCell<Vec<(u32, File)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Make a socket with `make` in the tree's network namespace of id `ns_id`
+/// (a socket entry's `ns_id`) when it is one of the tree's others than the
+/// root's, this thread being in the root's (see [`in_netns_of`]); else
+/// where the thread is. The thread goes back to the root's namespace.
+pub(crate) fn in_sock_netns<T>(
+    ns_id: Option<u32>,
+    make: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsFd;
+    let find = |id: u32| {
+        OTHER_NETNS.with(|t| {
+            t.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, f)| f.try_clone().ok())
+        })
+    };
+    let (Some(id), Some(back)) = (ns_id, tree_netns()) else {
+        return make();
+    };
+    let Some(there) = find(id) else {
+        return make();
+    };
+    let same = |a: &File, b: &File| {
+        use std::os::unix::fs::MetadataExt;
+        matches!((a.metadata(), b.metadata()), (Ok(x), Ok(y)) if x.ino() == y.ino())
+    };
+    if same(&there, &back) {
+        return make();
+    }
+    crust_sys::ns::setns(there.as_fd(), libc::CLONE_NEWNET)?;
+    let out = make();
+    crust_sys::ns::setns(back.as_fd(), libc::CLONE_NEWNET)?;
+    out
 }
 
 /// The network namespace [`in_netns_of`] runs this thread in, if it does:

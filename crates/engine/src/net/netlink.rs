@@ -206,7 +206,14 @@ impl NetlinkDump {
                 "{here} has unread messages, which CRIU's image format cannot keep"
             )));
         }
-        let ns = self.netns;
+        let ns = self.netns.clone();
+        let mine = ns.of_socket(sock);
+        if mine.is_other(&ns) {
+            return Err(Error::unsupported(format!(
+                "{here} is in network namespace {} of the tree, not its root's: crust restores netlink sockets of the root's network namespace only",
+                mine.id
+            )));
+        }
         let mut bound = true;
         let d = match diag_of(&mut self.diag, ino, || diag_all(&ns))? {
             Some(d) => d,

@@ -284,7 +284,14 @@ impl PacketDump {
         id: u32,
     ) -> Result<FileEntry, Error> {
         let here = format!("process {pid} fd {fd} (packet socket {ino})");
-        let ns = self.netns;
+        let ns = self.netns.clone();
+        let mine = ns.of_socket(sock.as_fd());
+        if mine.is_other(&ns) {
+            return Err(Error::unsupported(format!(
+                "{here} is in network namespace {} of the tree, not its root's: crust restores packet sockets of the root's network namespace only",
+                mine.id
+            )));
+        }
         let d = crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))?.ok_or_else(
             || {
                 Error::unsupported(format!(

@@ -11,10 +11,11 @@
 //! inode; a link that cannot be read counts as crust's namespace.
 //!
 //! [`TreeNs`] holds the numbering of one dump and the rules of what crust
-//! can dump so far: every namespace must be crust's, except the pid
-//! namespace of a root that heads its own (the whole tree must be in it)
-//! and the IPC namespace of the root (the whole tree must be in it; its
-//! System V objects are dumped).
+//! can dump so far: every process shares the root's namespaces, except
+//! mount and network namespaces made in a tree whose root has its own of
+//! that kind (recorded as the tree's other ones: [`TreeNs::sub_mnt`],
+//! [`TreeNs::sub_net`]); a pid namespace of the tree's own is headed by
+//! its root.
 
 use crate::Error;
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -252,6 +253,9 @@ pub struct TreeNs {
     /// The tree's other mount namespaces (the root has one of its own):
     /// (id, the first process met in it).
     sub_mnt: Vec<(u32, i32)>,
+    /// The tree's other network namespaces (the root has one of its own):
+    /// (id, the first process met in it).
+    sub_net: Vec<(u32, i32)>,
 }
 
 impl TreeNs {
@@ -267,6 +271,7 @@ impl TreeNs {
             root,
             own_pidns: root_heads_pidns,
             sub_mnt: Vec::new(),
+            sub_net: Vec::new(),
         }
     }
 
@@ -308,16 +313,27 @@ impl TreeNs {
         &self.sub_mnt
     }
 
-    /// Whether process `pid` (ids `ids`) is in a mount namespace of the
-    /// tree other than the root's (made in the tree: the root has its own
-    /// one); it is recorded.
-    fn other_mnt(&mut self, pid: i32, ids: &NsIds) -> bool {
-        let (k, id) = (NsKind::Mnt, ids.get(NsKind::Mnt));
+    /// The tree's network namespaces other than the root's: (id, a
+    /// process in it), in the order met.
+    pub fn sub_net(&self) -> &[(u32, i32)] {
+        &self.sub_net
+    }
+
+    /// Whether process `pid` (ids `ids`) is in a mount or network
+    /// namespace (`k`) of the tree other than the root's (the root has
+    /// its own one of that kind); it is recorded.
+    fn other_sub(&mut self, k: NsKind, pid: i32, ids: &NsIds) -> bool {
+        let id = ids.get(k);
         if !(self.root.own(k) && ids.own(k)) || id == self.root.get(k) {
             return false;
         }
-        if !self.sub_mnt.iter().any(|(i, _)| *i == id) {
-            self.sub_mnt.push((id, pid));
+        let list = match k {
+            NsKind::Mnt => &mut self.sub_mnt,
+            NsKind::Net => &mut self.sub_net,
+            _ => return false,
+        };
+        if !list.iter().any(|(i, _)| *i == id) {
+            list.push((id, pid));
         }
         true
     }
@@ -344,7 +360,7 @@ impl TreeNs {
                     "process {pid} is in its own {k} namespace{whose}; crust cannot dump {k} namespaces yet"
                 )));
             }
-            if k == NsKind::Mnt && self.other_mnt(pid, &ids) {
+            if matches!(k, NsKind::Mnt | NsKind::Net) && self.other_sub(k, pid, &ids) {
                 continue;
             }
             if ids.get(k) != self.root.get(k) {
@@ -507,5 +523,18 @@ mod tests {
         assert_eq!(tree.sub_mnt(), &[(10, 31)]);
         let e = tree.check(33, &inodes(&[])).unwrap_err();
         assert!(e.to_string().contains("another mount namespace"), "{e}");
+
+        // A root in a network namespace of its own: a child in another one
+        // is recorded, one back in the root's is fine, one in crust's is
+        // refused.
+        let root = inodes(&[(NsKind::Net, 900)]);
+        let mut tree = TreeNs::new(inodes(&[]), 40, &root, false);
+        assert!(tree.check(40, &root).is_ok());
+        let sub = inodes(&[(NsKind::Net, 901)]);
+        assert_eq!(tree.check(41, &sub).unwrap().get(NsKind::Net), 10);
+        assert!(tree.check(42, &root).is_ok());
+        assert_eq!(tree.sub_net(), &[(10, 41)]);
+        let e = tree.check(43, &inodes(&[])).unwrap_err();
+        assert!(e.to_string().contains("another network namespace"), "{e}");
     }
 }

@@ -66,6 +66,16 @@ pub(crate) fn in_ns<T: Send>(
         .iter()
         .map(|&k| Ok((k, open_ns(pid, k)?)))
         .collect::<Result<Vec<_>, Error>>()?;
+    in_ns_files(pid, files, f)
+}
+
+/// [`in_ns`] with the namespaces given open (`files`: kind, an fd on
+/// it); `pid` names the process they are of, for messages.
+pub(crate) fn in_ns_files<T: Send>(
+    pid: i32,
+    files: Vec<(NsKind, File)>,
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
     std::thread::scope(|s| {
         s.spawn(move || {
             use std::os::fd::AsFd;

@@ -47,6 +47,8 @@ pub(crate) struct DumpCtx<'a> {
     pub opts: &'a Options,
     /// The tree's other mount namespaces: (id, a process in it).
     pub sub_mnt: &'a [(u32, i32)],
+    /// The tree's other network namespaces: (id, a process in it).
+    pub sub_net: &'a [(u32, i32)],
 }
 
 /// What a kind's loader and preparer are given.
@@ -70,9 +72,21 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
             // The pid namespace has no image.
             NsKind::Pid => {}
             NsKind::Net if super::net::empty(ctx.opts)? => {
+                if let Some((sub, pid)) = ctx.sub_net.first() {
+                    return Err(Error::unsupported(format!(
+                        "process {pid} is in network namespace {sub}, another than the root's: --empty-ns net leaves out one network namespace only (CRIU's rule)"
+                    )));
+                }
                 log::info!("network namespace {id} left out (--empty-ns net)");
             }
-            NsKind::Net => super::net::dump(dir, root_pid, id)?,
+            NsKind::Net => {
+                let all: Vec<(u32, i32)> = std::iter::once((id, root_pid))
+                    .chain(ctx.sub_net.iter().copied())
+                    .collect();
+                for &(sub, pid) in &all {
+                    super::net::dump(dir, pid, sub, &all)?;
+                }
+            }
             NsKind::Mnt => {
                 mnt::dump(ctx, id)?;
                 mnt::multi::dump(ctx)?;
@@ -99,6 +113,10 @@ pub(crate) struct TreeNamespaces {
     /// The namespaces the root joins (`--join-ns`), taken as they are.
     joined: Joined,
     net: Option<NetNs>,
+    /// The tree's other network namespaces (made beside the root's).
+    net_subs: Vec<NetNs>,
+    /// Once made: an fd on each of the tree's network namespaces, by id.
+    net_files: std::sync::Mutex<Vec<(u32, std::fs::File)>>,
     mnt: Option<MntNs>,
     /// The tree's other mount namespaces (see [`mnt::multi`]).
     mnt_subs: mnt::multi::SubNamespaces,
@@ -128,6 +146,14 @@ impl TreeNamespaces {
                 continue;
             }
             if t.joined.joins(kind) {
+                if kind == NsKind::Net {
+                    if let Some(other) = super::net::load_others(dir, tree, &[])?.first() {
+                        return Err(Error::unsupported(format!(
+                            "the images hold network namespace {} beside the tree's own {tree}: --join-ns net gives the tree one namespace only; restore without it",
+                            other.id()
+                        )));
+                    }
+                }
                 log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
                 continue;
             }
@@ -136,7 +162,10 @@ impl TreeNamespaces {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
                 NsKind::Time => t.time = Some(TimeNs::load(dir, tree)?),
                 NsKind::Net if super::net::empty(ctx.opts)? => t.net = Some(NetNs::empty(tree)),
-                NsKind::Net => t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?),
+                NsKind::Net => {
+                    t.net = Some(NetNs::load(dir, tree, &ctx.opts.external)?);
+                    t.net_subs = super::net::load_others(dir, tree, &ctx.opts.external)?;
+                }
                 NsKind::Mnt => {
                     let m = MntNs::load(ctx, tree)?;
                     t.mnt_subs = mnt::multi::SubNamespaces::load(ctx, &m, tree)?;
@@ -205,7 +234,7 @@ impl TreeNamespaces {
             user.prepare(root)?;
         }
         if let Some(net) = &self.net {
-            net.prepare(root)?;
+            self.prepare_net(net, root)?;
         }
         if let Some(mnt) = &self.mnt {
             let propagating = mnt.prepare(root)?;
@@ -215,6 +244,46 @@ impl TreeNamespaces {
             uts.prepare(root)?;
         }
         Ok(())
+    }
+
+    /// Make the tree's other network namespaces (owned by its user
+    /// namespace when it has one: its tasks must be able to join them),
+    /// then fill them all, the root's first; keep an fd on each.
+    fn prepare_net(&self, net: &NetNs, root: i32) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let mut files = vec![(net.id(), super::open_ns(root, NsKind::Net)?)];
+        let user = match self.user {
+            Some(_) => Some(super::open_ns(root, NsKind::User)?),
+            None => None,
+        };
+        for sub in &self.net_subs {
+            let f = crust_sys::ns::new_netns(user.as_ref().map(|u| u.as_fd())).map_err(
+                crate::util::sys_err(root, format!("make network namespace {}", sub.id())),
+            )?;
+            files.push((sub.id(), f));
+        }
+        let nets: Vec<(&NetNs, &std::fs::File)> = std::iter::once(net)
+            .chain(&self.net_subs)
+            .zip(files.iter().map(|(_, f)| f))
+            .collect();
+        super::net::prepare_all(root, &nets)?;
+        if let Ok(mut g) = self.net_files.lock() {
+            *g = files;
+        }
+        Ok(())
+    }
+
+    /// An fd on each of the tree's network namespaces, by id, once made
+    /// (none when the tree has none of its own).
+    pub(crate) fn net_files(&self) -> Vec<(u32, std::fs::File)> {
+        self.net_files
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|(id, f)| Some((*id, f.try_clone().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What a process just cloned (`pid`) does about its mount namespace

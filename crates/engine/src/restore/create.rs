@@ -58,7 +58,7 @@ pub(super) fn create_and_build(
     // joined with --join-ns).
     let net = crate::ns::ids::NsKind::Net;
     created.shared = if img.ns.own(net) || img.ns.joined().joins(net) {
-        crate::net::in_netns_of(root_host, || img.files.open())?
+        crate::net::in_netns_of(root_host, img.ns.net_files(), || img.files.open())?
     } else {
         img.files.open()?
     };

@@ -8,6 +8,7 @@
 )]
 
 use super::*;
+use crate::ns::ids::NsKind;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Build process `i` (already created, with its session), then create and
@@ -178,6 +179,7 @@ fn make_children(
         set_session(img, c, opts, created, tramp)?;
         // Into its own mount namespace before its paths are opened.
         enter_mnt_ns(img, created, c, p, tramp)?;
+        enter_net_ns(img, created, c, tramp)?;
         if child.helper && child.entry.pid == p.entry.pgid {
             // The helper made its group: join it.
             set_session_now(img, i, opts, created, tramp)?;
@@ -683,12 +685,12 @@ fn enter_mnt_ns(
         Join::Stay => {}
         Join::Fd(ns) => {
             let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
-            join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+            join_ns(&mut r, std::os::fd::AsFd::as_fd(&ns), NsKind::Mnt)?;
         }
         Join::Make(id, root) => {
             if let Some(ns) = root {
                 let mut r = Remote::on_trampoline(created.main_of(c, child.pid())?, tramp);
-                join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&ns))?;
+                join_ns(&mut r, std::os::fd::AsFd::as_fd(&ns), NsKind::Mnt)?;
             }
             let task = created.main_of(c, child.pid())?;
             let host = task.pid();
@@ -725,16 +727,48 @@ pub(super) fn make_mnt_subs(img: &ImageSet, root: &mut Task, tramp: u64) -> Resu
         )?;
         let made = img.ns.mnt_made_in(host, id);
         // Back in its own, made or not.
-        join_mnt_ns(&mut r, std::os::fd::AsFd::as_fd(&back))?;
+        join_ns(&mut r, std::os::fd::AsFd::as_fd(&back), NsKind::Mnt)?;
         made?;
     }
     Ok(())
 }
 
-/// Make the task `r` (just cloned, alone in its fs struct) join the mount
-/// namespace open as `ns` in crust: the fd is given to it at a free number,
-/// setns(CLONE_NEWNS), closed.
-fn join_mnt_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+/// Process `c` just cloned: into its own network namespace, one of the
+/// tree's, when it is not the one it was born in (its parent's).
+fn enter_net_ns(img: &ImageSet, created: &mut Created, c: usize, tramp: u64) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let child = img.procs.get(c).ok_or_else(|| Error::Restore {
+        pid: 0,
+        what: format!("process {c} is not in the image set"),
+    })?;
+    let Some(id) = child.live.as_ref().and_then(|l| NsKind::Net.id_in(&l.ids)) else {
+        return Ok(());
+    };
+    let files = img.ns.net_files();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let Some((_, ns)) = files.iter().find(|(i, _)| *i == id) else {
+        return Err(Error::Restore {
+            pid: child.pid(),
+            what: format!(
+                "it was in network namespace {id}, which is not among the tree's in the images (no netns-{id}.img)"
+            ),
+        });
+    };
+    let task = created.main_of(c, child.pid())?;
+    let now = std::fs::metadata(format!("/proc/{}/ns/net", task.pid())).map(|m| m.ino());
+    if now.ok() == ns.metadata().ok().map(|m| m.ino()) {
+        return Ok(());
+    }
+    let mut r = Remote::on_trampoline(task, tramp);
+    join_ns(&mut r, std::os::fd::AsFd::as_fd(ns), NsKind::Net)
+}
+
+/// Make the task `r` (just cloned; alone in its fs struct for a mount
+/// namespace) join the namespace of kind `kind` open as `ns` in crust: the
+/// fd is given to it at a free number, setns, closed.
+fn join_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>, kind: NsKind) -> Result<(), Error> {
     let pid = r.pid();
     let free = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
@@ -751,13 +785,13 @@ fn join_mnt_ns(r: &mut Remote<'_>, ns: std::os::fd::BorrowedFd<'_>) -> Result<()
     };
     crate::files::fdpass::give_fds(r, &[gift])?;
     let joined = r.call(
-        "setns into its mount namespace",
+        &format!("setns into its {kind} namespace"),
         libc::SYS_setns,
-        [free as u64, libc::CLONE_NEWNS as u64, 0, 0, 0, 0],
+        [free as u64, kind.clone_flag(), 0, 0, 0, 0],
     );
     let closed = r.call("close", libc::SYS_close, [free as u64, 0, 0, 0, 0, 0]);
     joined?;
     closed?;
-    debug!("{pid}: joined mount namespace");
+    debug!("{pid}: joined {kind} namespace");
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! link dump that lists `lo` alone, and the packet socket is bound.
 //!
 //! `--child-ns 1`: a forked child moves to a network namespace of its own
-//! (a tree in two network namespaces, which crust refuses).
+//! (a tree in two network namespaces).
 //!
 //! `--waiting 0`: no connection waits in the accept queue (CRIU refuses
 //! those without --skip-in-flight).

@@ -117,6 +117,8 @@ impl InetDump {
             "process {pid} fd {fd} ({} socket {ino})",
             proto_name(proto as u32)
         );
+        let all = self.netns.clone();
+        let ns = all.of_socket(s);
         let local = sn::getsockname(s).map_err(sys_err(pid, format!("getsockname of fd {fd}")))?;
         let peer = sn::getpeername(s).ok();
         // A TCP socket neither listening nor connected (bound or not) is
@@ -128,16 +130,15 @@ impl InetDump {
         let diag = if (ty == libc::SOCK_STREAM && !tcp_closed)
             || (ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == IPPROTO_UDPLITE))
         {
-            let ns = self.netns;
-            match crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))? {
+            match crate::net::netlink::diag_of(&mut self.diag, ino, || all.merged(diag_all))? {
                 Some(d) => Some(d),
                 // A UDP socket never bound (nor connected, which binds) is
                 // in no table of the kernel: nothing for sock_diag to say.
                 None if ty == libc::SOCK_DGRAM && local.port() == 0 => None,
                 None => {
                     return Err(Error::unsupported(format!(
-                        "{here} is not in {} (a tree's processes share one network namespace)",
-                        ns.describe()
+                        "{here} is not in {} (crust dumps the sockets of the tree's network namespaces)",
+                        all.describe()
                     )))
                 }
             }
@@ -164,6 +165,12 @@ impl InetDump {
             (None, Some(_)) => TCP_ESTABLISHED,
             (None, None) => TCP_CLOSE,
         };
+        if ns.is_other(&all) && ty == libc::SOCK_STREAM && peer.is_some() {
+            return Err(Error::unsupported(format!(
+                "{here} is a TCP connection in network namespace {} of the tree, not its root's: crust locks and restores connections of the root's network namespace only",
+                ns.id
+            )));
+        }
         let opts = dump_sk_opts(s).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         let mut entry = InetSkEntry {
             id,
@@ -190,7 +197,7 @@ impl InetDump {
             },
             ip_opts: Some(ip_opts(s, family, ty, proto)),
             ifname: None,
-            ns_id: Some(self.netns.id),
+            ns_id: Some(ns.id),
             shutdown: match &diag {
                 Some(d) => (d.shutdown != 0).then_some(d.shutdown as i32 & 3),
                 None if tcp_closed => closed_shutdown(s),

@@ -291,14 +291,16 @@ fn open_plain(s: &RSock, here: &str) -> Result<OwnedFd, Error> {
     let fam = s.entry.family as i32;
     let ty = s.entry.r#type as i32;
     let proto = s.entry.proto as i32;
-    let fd =
+    // In the tree's network namespace it was in (when not the root's).
+    let fd = crate::net::in_sock_netns(s.entry.ns_id, || {
         if matches!(proto, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) && ty == libc::SOCK_DGRAM {
             // An ICMP echo socket is allowed by its maker's group.
             crate::ns::user::as_ns_root_group(|| sn::socket(fam, ty, proto))
         } else {
             sn::socket(fam, ty, proto)
         }
-        .map_err(|e| fail("socket()", e))?;
+    })
+    .map_err(|e| fail("socket()", e))?;
     if let Some(v6) = s.entry.v6only.filter(|_| ty != libc::SOCK_RAW) {
         su::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6 as i32)
             .map_err(|e| fail("IPV6_V6ONLY", e))?;

@@ -94,12 +94,13 @@ impl UnixDump {
     ) -> Result<(), Error> {
         let sock = sock.as_fd();
         let opt = |o: i32| su::getsockopt_int(sock, libc::SOL_SOCKET, o);
-        let ns = self.netns;
-        let d = crate::net::netlink::diag_of(&mut self.diag, ino, || diag_all(&ns))?
+        let all = self.netns.clone();
+        let ns = all.of_socket(sock);
+        let d = crate::net::netlink::diag_of(&mut self.diag, ino, || all.merged(diag_all))?
             .ok_or_else(|| {
                 Error::unsupported(format!(
-                    "process {pid} fd {fd}: unix socket {ino} is not in {} (a tree's processes share one network namespace)",
-                    ns.describe()
+                    "process {pid} fd {fd}: unix socket {ino} is not in {} (crust dumps the sockets of the tree's network namespaces)",
+                    all.describe()
                 ))
             })?;
         let here = format!(
@@ -188,7 +189,7 @@ impl UnixDump {
             file_perms,
             deleted: deleted.then_some(true),
             name_dir,
-            ns_id: Some(self.netns.id),
+            ns_id: Some(ns.id),
             ..Default::default()
         });
         self.ids.insert(ino, id);

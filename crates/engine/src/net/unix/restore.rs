@@ -429,7 +429,8 @@ impl UnixFiles {
             let (sender, to) = match from {
                 Some(f) => (f, None),
                 None if is_dgram(u.r#type) && !u.name.is_empty() => {
-                    temp = su::socket(libc::SOCK_DGRAM)
+                    // Names are looked up in the sender's namespace.
+                    temp = crate::net::in_sock_netns(u.ns_id, || su::socket(libc::SOCK_DGRAM))
                         .map_err(sys_err(me, format!("socket to fill {what}")))?;
                     (temp.as_fd(), Some(addrs.of(u)))
                 }
@@ -512,7 +513,8 @@ impl UnixFiles {
                 && u.peer == 0
                 && (!u.name.is_empty() || !self.queues.contains_key(&u.id));
             if u.state == ST_ESTABLISHED && (mutual.is_some() || (u.peer == 0 && !lone_dgram)) {
-                let (a, b) = su::socketpair(ty).map_err(e("socketpair".into()))?;
+                let (a, b) = crate::net::in_sock_netns(u.ns_id, || su::socketpair(ty))
+                    .map_err(e("socketpair".into()))?;
                 match mutual {
                     Some(p) => {
                         if is_dgram(u.r#type) {
@@ -534,7 +536,8 @@ impl UnixFiles {
                 made.insert(u.id, a);
                 continue;
             }
-            let s = su::socket(ty).map_err(e("socket".into()))?;
+            let s = crate::net::in_sock_netns(u.ns_id, || su::socket(ty))
+                .map_err(e("socket".into()))?;
             bind_name(s.as_fd(), u, bound, addrs)
                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
             if u.state == ST_LISTEN {

@@ -6,7 +6,7 @@
 //! namespace: [`super::extlinks`]). Others are refused at dump, by name.
 
 use super::conf;
-use crust_images::proto::netdev::{nd_type, NetDeviceEntry};
+use crust_images::proto::netdev::{nd_type, NetDeviceEntry, NetnsId};
 use crust_netlink::rtnl::{self, Link, RtnlError};
 use crust_netlink::{push_attr, Socket};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -22,8 +22,10 @@ pub(super) enum Dumped {
 }
 
 /// The NetDeviceEntry of link `l` of the namespace of id `ns_id`, or why
-/// crust cannot restore it.
-pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
+/// crust cannot restore it; `nsids`: the ids this namespace gives the
+/// tree's other network namespaces (a veth's peer in one of them gets its
+/// id as `peer_nsid`, CRIU's rule).
+pub(super) fn entry_of(l: &Link, ns_id: u32, nsids: &[NetnsId]) -> Result<Dumped, String> {
     let kind = l.kind.as_deref().unwrap_or("");
     let ty = if l.hw_type == rtnl::ARPHRD_LOOPBACK {
         nd_type::LOOPBACK
@@ -46,7 +48,15 @@ pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
         }
     };
     let mtu = l.mtu.ok_or_else(|| format!("link {} has no MTU", l.name))?;
-    let in_ns = l.link_netnsid.is_none();
+    // The peer's namespace: this one, one of the tree's other ones, or
+    // one outside the tree (no id: CRIU's "external netns").
+    let peer_nsid = match l.link_netnsid {
+        None => Some(ns_id),
+        Some(v) => nsids
+            .iter()
+            .find(|n| n.netnsid_value == v)
+            .map(|n| n.target_ns_id),
+    };
     let macvlan = if ty == nd_type::MACVLAN {
         Some(super::extlinks::macvlan_of(l)?)
     } else {
@@ -66,9 +76,7 @@ pub(super) fn entry_of(l: &Link, ns_id: u32) -> Result<Dumped, String> {
         conf4: conf::read_conf("ipv4", &l.name),
         conf6: conf::read_conf("ipv6", &l.name),
         peer_ifindex: Some(l.link.unwrap_or(l.index as u32)),
-        // A peer in another namespace than the dumped one: no id (CRIU
-        // dumps one namespace per tree here).
-        peer_nsid: in_ns.then_some(ns_id),
+        peer_nsid,
         master: l.master,
         macvlan,
         ..Default::default()
@@ -214,13 +222,23 @@ pub(super) fn make_bridge(sk: &mut Socket, e: &NetDeviceEntry) -> Result<(), Lin
     rtnl::transact(sk, &m, 2).map_err(failed(&e.name, "make the bridge"))
 }
 
-/// Make veth `e` with its index; its peer is `peer`: the entry of its
-/// other end in the same namespace, or an end named `outer` made in the
-/// namespace of `outer_ns`.
+/// The other end of a veth to make.
+pub(super) enum Peer<'a> {
+    /// Its entry, in the same namespace.
+    Inner(&'a NetDeviceEntry),
+    /// Its entry in another namespace of the tree, open as the fd (made
+    /// there at its index, with its name).
+    Across(&'a NetDeviceEntry, BorrowedFd<'a>),
+    /// An end outside the tree, named `--external veth[...]`, made in the
+    /// namespace of the fd (crust's).
+    Outer(&'a Outer, BorrowedFd<'a>),
+}
+
+/// Make veth `e` with its index, and its other end `peer`.
 pub(super) fn make_veth(
     sk: &mut Socket,
     e: &NetDeviceEntry,
-    peer: Result<&NetDeviceEntry, (&Outer, BorrowedFd<'_>)>,
+    peer: Peer<'_>,
 ) -> Result<(), LinkFailed> {
     let mut m = base(
         rtnl::RTM_NEWLINK,
@@ -229,30 +247,24 @@ pub(super) fn make_veth(
         e.ifindex as i32,
         e,
     );
-    let mut p = match peer {
-        Ok(pe) => {
-            // No flags: the peer cannot be brought up before its other
-            // end exists (ENOTCONN); [`set_link`] does it after.
-            let mut p = rtnl::ifinfomsg(0, pe.ifindex as i32, 0, 0).to_vec();
-            p.extend(rtnl::attr(
-                rtnl::IFLA_IFNAME,
-                &[pe.name.as_bytes(), b"\0"].concat(),
-            ));
-            p
-        }
-        Err((o, fd)) => {
-            let mut p = rtnl::ifinfomsg(0, 0, 0, 0).to_vec();
-            p.extend(rtnl::attr(
-                rtnl::IFLA_IFNAME,
-                &[o.name.as_bytes(), b"\0"].concat(),
-            ));
-            p.extend(rtnl::attr(
-                rtnl::IFLA_NET_NS_FD,
-                &fd.as_raw_fd().to_ne_bytes(),
-            ));
-            p
-        }
+    // No flags for the peer: it cannot be brought up before its other end
+    // exists (ENOTCONN); [`set_link`] does it after.
+    let (index, name, ns) = match peer {
+        Peer::Inner(pe) => (pe.ifindex as i32, pe.name.as_str(), None),
+        Peer::Across(pe, fd) => (pe.ifindex as i32, pe.name.as_str(), Some(fd)),
+        Peer::Outer(o, fd) => (0, o.name.as_str(), Some(fd)),
     };
+    let mut p = rtnl::ifinfomsg(0, index, 0, 0).to_vec();
+    p.extend(rtnl::attr(
+        rtnl::IFLA_IFNAME,
+        &[name.as_bytes(), b"\0"].concat(),
+    ));
+    if let Some(fd) = ns {
+        p.extend(rtnl::attr(
+            rtnl::IFLA_NET_NS_FD,
+            &fd.as_raw_fd().to_ne_bytes(),
+        ));
+    }
     let mut info = rtnl::attr(rtnl::IFLA_INFO_KIND, b"veth");
     p = rtnl::attr(rtnl::VETH_INFO_PEER, &p);
     info.extend(rtnl::attr(rtnl::IFLA_INFO_DATA, &p));
@@ -366,7 +378,7 @@ mod tests {
 
     #[test]
     fn kinds_at_dump() {
-        let e = |l: &Link| match entry_of(l, 9) {
+        let e = |l: &Link| match entry_of(l, 9, &[]) {
             Ok(Dumped::Entry(e)) => Ok(Some(e.r#type)),
             Ok(Dumped::Skipped) => Ok(None),
             Err(w) => Err(w),
@@ -377,5 +389,28 @@ mod tests {
         let w = e(&link(Some("vxlan"), 1, "vx0")).unwrap_err();
         assert!(w.contains("vx0") && w.contains("vxlan"), "{w}");
         assert!(e(&link(Some("tun"), 0xfffe, "tun0")).is_err());
+    }
+
+    #[test]
+    fn veth_peer_namespace() {
+        // Namespace 9 gives the tree's namespace 11 the id 0.
+        let nsids = [NetnsId {
+            target_ns_id: 11,
+            netnsid_value: 0,
+            ..Default::default()
+        }];
+        let peer = |netnsid: Option<i32>| {
+            let mut l = link(Some("veth"), 1, "v");
+            l.link = Some(7);
+            l.link_netnsid = netnsid;
+            match entry_of(&l, 9, &nsids) {
+                Ok(Dumped::Entry(e)) => (e.peer_ifindex, e.peer_nsid),
+                _ => panic!("veth not dumped"),
+            }
+        };
+        // Its peer here, in the tree's other namespace, outside the tree.
+        assert_eq!(peer(None), (Some(7), Some(9)));
+        assert_eq!(peer(Some(0)), (Some(7), Some(11)));
+        assert_eq!(peer(Some(3)), (Some(7), None));
     }
 }
