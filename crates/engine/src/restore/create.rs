@@ -29,10 +29,13 @@ pub(super) fn create_and_build(
         dir: &img.dir,
         opts,
     };
-    let prepared = img.ns.prepare(&ctx, root_host);
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
-    prepared?;
+    // CRIU's setup-namespaces action: the root's namespaces exist, still
+    // empty (a runtime sets up the network of a new one here).
+    crate::dump::run_hook(opts, crate::Action::SetupNamespaces, Some(root_host))?;
+    img.ns.prepare(&ctx, root_host)?;
+    crate::dump::run_hook(opts, crate::Action::PostSetupNamespaces, None)?;
     // The tree's paths, once its mount namespace is made, are opened by
     // crust through its root (files held by several tasks, FIFOs...).
     let _view = crate::util::view::for_dump(root_host);
