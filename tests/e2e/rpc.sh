@@ -151,4 +151,93 @@ t_rpc_dump_refused() {
     expect_pass
 }
 
-ALL_TESTS+=(rpc-swrk rpc-service rpc-notify rpc-bad-input rpc-dump-refused)
+# --restore-sibling (what runc's restore asks for) of a tree heading its
+# own pid namespace: the root, an untraced init, ignores its own SIGSTOP;
+# crust stops it from outside once its trampoline is written.
+t_restore_sibling_pidns() {
+    need_cr || return $?
+    rm -f "$D/ready" "$D/result"
+    local outer inner shell ppid
+    outer=$(setsid unshare -p -f "$BIN/loop" --ready "$D/ready" --result "$D/result" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$outer" "$(readlink -f "$(command -v unshare)")"
+    wait_file "$D/ready" $READY_TIMEOUT || { fail "loop in a pid namespace did not become ready"; return 1; }
+    rm -f "$D/ready"
+    inner=$(cat /proc/"$outer"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    [ -n "$inner" ] || { fail "no init under unshare $outer"; return 1; }
+    PID=$inner
+    do_dump "$D/img" || return 1
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" bash -c \
+        '"$0" restore -D img -d --restore-sibling --pidfile "$PWD/pidfile" -v4 -o restore.log || exit 1
+         echo "shell $$ ppid $(awk "/^PPid:/ {print \$2}" /proc/$(cat pidfile)/status)"' \
+        "$CRUST") >"$D/sibling.out" 2>"$D/restore.err"
+    RC=$?
+    [ $RC -eq 0 ] || { fail "restore --restore-sibling exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    PID=$(cat "$D/pidfile")
+    track "$PID" "$BIN/loop"
+    read -r _ shell _ ppid <"$D/sibling.out"
+    [ -n "$shell" ] && [ "$shell" = "$ppid" ] ||
+        { fail "restored root's parent is ${ppid:-?}, not the shell ${shell:-?} that ran crust" "$D/img/restore.log"; return 1; }
+    grep -q "^NSpid:.*[[:space:]]1$" /proc/"$PID"/status ||
+        { fail "restored $PID is not pid 1 of a new namespace" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# runc 1.1.5 (Debian's runc and busybox-static) with crust as its criu: a
+# busybox container counting in a file, checkpointed (runc sends every
+# device as an external mount, a freezer cgroup, notify scripts) and
+# restored (rst_sibling, cg_root, a new pid namespace): the count goes on.
+t_rpc_runc() {
+    local rc
+    rpc_runc
+    rc=$?
+    runc_cleanup
+    return $rc
+}
+
+rpc_runc() {
+    need_cr || return $?
+    command -v runc >/dev/null && [ -x /bin/busybox ] ||
+        { fail "runc or busybox-static is not installed (apt-get install runc busybox-static)"; return 1; }
+    local b=$D/bundle id=crust-e2e-$$ a c
+    mkdir -p "$b/rootfs/bin" "$b/rootfs/proc" "$b/rootfs/dev" "$b/rootfs/sys" "$b/rootfs/tmp" "$D/img"
+    cp /bin/busybox "$b/rootfs/bin/" && ln -s busybox "$b/rootfs/bin/sh" && ln -s busybox "$b/rootfs/bin/sleep" &&
+        ln -s busybox "$b/rootfs/bin/cat" || { fail "cannot build the root filesystem"; return 1; }
+    (cd "$b" && runc spec) || { fail "runc spec failed"; return 1; }
+    "$PY" - "$b/config.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"]
+c["root"]["readonly"] = False
+json.dump(c, open(sys.argv[1], "w"))
+PYEOF
+    # Its stdio /dev/null: a file of the host open in the container would
+    # not be found in its mount namespace at dump.
+    (cd "$b" && runc run -d "$id" </dev/null >/dev/null 2>&1) || { fail "runc run failed"; return 1; }
+    RUNC_IDS+=("$id")
+    sleep 0.5
+    (cd "$b" && runc --criu "$CRUST" checkpoint --image-path "$D/img" "$id") >"$D/checkpoint.out" 2>&1 ||
+        { fail "runc checkpoint: $(head -c 300 "$D/checkpoint.out")" "$D/img/dump.log"; return 1; }
+    grep -q 'RPC Dump' "$D/img/dump.log" || { fail "runc's dump log is not crust's" "$D/img/dump.log"; return 1; }
+    (cd "$b" && runc --criu "$CRUST" restore -d --image-path "$D/img" "$id" </dev/null >/dev/null 2>"$D/restore.err") ||
+        { fail "runc restore: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    a=$(cd "$b" && runc exec "$id" cat /tmp/count)
+    sleep 0.5
+    c=$(cd "$b" && runc exec "$id" cat /tmp/count)
+    [ -n "$a" ] && [ -n "$c" ] && [ "$c" -gt "$a" ] ||
+        { fail "the restored container's count does not go on ('$a' then '$c')" "$D/img/restore.log"; return 1; }
+}
+
+RUNC_IDS=()
+# Remove the containers a test made, pass or fail.
+runc_cleanup() {
+    local id
+    for id in "${RUNC_IDS[@]+"${RUNC_IDS[@]}"}"; do
+        runc kill "$id" KILL >/dev/null 2>&1
+        runc delete -f "$id" >/dev/null 2>&1
+    done
+    RUNC_IDS=()
+}
+
+ALL_TESTS+=(rpc-swrk rpc-service rpc-notify rpc-bad-input rpc-dump-refused restore-sibling-pidns rpc-runc)

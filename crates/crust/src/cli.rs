@@ -118,7 +118,7 @@ static SPECS: &[Spec] = &[
     spec("ext-mount-map", Some('M'), Required, Used),
     spec("exec-cmd", None, No, Unsupported),
     spec("manage-cgroups", None, Optional, Lacking),
-    spec("cgroup-root", None, Required, Unsupported),
+    spec("cgroup-root", None, Required, Lacking),
     spec("inherit-fd", None, Required, Used),
     spec("feature", None, Required, Used),
     spec("skip-mnt", None, Required, Used),

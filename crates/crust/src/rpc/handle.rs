@@ -121,7 +121,9 @@ fn setup(ctx: &Ctx<'_>, req: &CriuReq, mode: Mode) -> Result<(Opts, Setup)> {
     for name in &o.no_effect {
         log::debug!("option {name} has no effect for crust");
     }
-    for what in &o.lacking {
+    // Once each (runc names a cgroup root per controller).
+    let mut warned = std::collections::HashSet::new();
+    for what in o.lacking.iter().filter(|w| warned.insert(w.as_str())) {
         log::warn!("{what}");
     }
     crate::check_caps(&o)?;
