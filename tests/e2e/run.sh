@@ -1006,6 +1006,10 @@ ALL_TESTS+=(shmanon)
 # shellcheck source=tests/e2e/net.sh
 . "$ROOT/tests/e2e/net.sh"
 
+# CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
+# shellcheck source=tests/e2e/rpc.sh
+. "$ROOT/tests/e2e/rpc.sh"
+
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh
 . "$ROOT/tests/e2e/inherit.sh"

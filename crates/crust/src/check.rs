@@ -497,6 +497,11 @@ pub fn is_feature(name: &str) -> bool {
     name == "list" || find(name).is_some()
 }
 
+/// Whether crust can do the feature `name` here (its `--feature` answer).
+pub fn feature_supported(name: &str) -> bool {
+    find(name).is_some_and(|f| answer(f).is_ok())
+}
+
 /// crust's answer for `f`: Ok, or why not.
 fn answer(f: &Feature) -> Result<(), String> {
     match f.answer {

@@ -118,7 +118,7 @@ static SPECS: &[Spec] = &[
     spec("ext-mount-map", Some('M'), Required, Used),
     spec("exec-cmd", None, No, Unsupported),
     spec("manage-cgroups", None, Optional, Lacking),
-    spec("cgroup-root", None, Required, Unsupported),
+    spec("cgroup-root", None, Required, Lacking),
     spec("inherit-fd", None, Required, Used),
     spec("feature", None, Required, Used),
     spec("skip-mnt", None, Required, Used),
@@ -706,6 +706,38 @@ impl Opts {
     }
 }
 
+impl Opts {
+    /// Apply the option `--LONG` (its exact name in CRIU's table) with
+    /// `value`, `negated` for `--no-LONG`, as the command line applies it:
+    /// the RPC service fills the same options this way.
+    pub fn apply_named(&mut self, long: &str, value: Option<String>, negated: bool) -> Result<()> {
+        let spec = SPECS
+            .iter()
+            .find(|s| s.long == long)
+            .ok_or_else(|| anyhow!("internal error: no option --{long}"))?;
+        self.apply(Occurrence {
+            spec,
+            negated,
+            value,
+        })
+    }
+
+    /// Apply the configuration file `path` over what is set (CRIU's RPC
+    /// `config_file`); a file that cannot be read is skipped, as CRIU
+    /// skips it.
+    pub fn apply_config_file(&mut self, path: &std::path::Path) -> Result<()> {
+        let Ok(bytes) = std::fs::read(path) else {
+            log::debug!("configuration file {} not read", path.display());
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let words = config_words(&text, &path.display().to_string())?;
+        self.apply_words(&words, false)
+            .map_err(|e| e.context(format!("in configuration file {}", path.display())))?;
+        Ok(())
+    }
+}
+
 /// Parse `argv` (without the program name), configuration files first.
 /// Words that are not options in a configuration file are ignored, as CRIU
 /// ignores them.
@@ -752,8 +784,8 @@ Commands:
   restore        restore a process tree
   check          check that the kernel has what crust needs
   page-server    launch a page server (not supported yet)
-  service        launch the RPC service (not supported yet)
-  swrk           RPC over a socket for a parent (not supported yet)
+  service        launch the RPC service (CRIU's protocol; --address, --daemon)
+  swrk           serve CRIU's RPC on the socket FD (runc, go-criu, pycriu)
   lazy-pages     launch the lazy-pages daemon (not supported yet)
   cpuinfo        dump/check CPU features (not supported yet)
   demo           show a dump and a restore of a small counting program

@@ -18,12 +18,32 @@ enum Sink {
     File(File),
 }
 
-struct Logger {
+struct State {
     level: LevelFilter,
-    sink: Mutex<Sink>,
+    sink: Sink,
     start: Instant,
     timestamps: bool,
     log_pid: bool,
+}
+
+/// The one logger of the process. Its state can be set again
+/// ([`init`] once more): the RPC service gives each request the log file
+/// and level the request names.
+struct Logger {
+    state: Mutex<Option<State>>,
+}
+
+static LOGGER: Logger = Logger {
+    state: Mutex::new(None),
+};
+
+impl Logger {
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<State>> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
 }
 
 /// The `log` level for a CRIU verbosity.
@@ -71,37 +91,39 @@ fn format_line(
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        self.state()
+            .as_ref()
+            .is_some_and(|s| metadata.level() <= s.level)
     }
 
     fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
+        let mut state = self.state();
+        let Some(st) = state.as_mut() else {
+            return;
+        };
+        if record.level() > st.level {
             return;
         }
-        let pid = self.log_pid.then(std::process::id);
+        let pid = st.log_pid.then(std::process::id);
         let line = format_line(
-            self.start.elapsed(),
-            self.timestamps,
+            st.start.elapsed(),
+            st.timestamps,
             pid,
             record.level(),
             record.target(),
             record.args(),
         );
-        let mut sink = match self.sink.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
         // One write per line: with O_APPEND, forked children's lines do not
         // interleave within a line.
-        let _ = match &mut *sink {
+        let _ = match &mut st.sink {
             Sink::Stderr => io::stderr().write_all(line.as_bytes()),
             Sink::File(f) => f.write_all(line.as_bytes()),
         };
     }
 
     fn flush(&self) {
-        if let Ok(mut sink) = self.sink.lock() {
-            let _ = match &mut *sink {
+        if let Some(st) = self.state().as_mut() {
+            let _ = match &mut st.sink {
                 Sink::Stderr => io::stderr().flush(),
                 Sink::File(f) => f.flush(),
             };
@@ -109,8 +131,9 @@ impl Log for Logger {
     }
 }
 
-/// Install the logger. `file` is the resolved `-o` path (`-` is stderr).
-/// Returns whether logging goes to a file.
+/// Install the logger, or point it elsewhere when it is installed
+/// already. `file` is the resolved `-o` path (`-` is stderr). Returns
+/// whether logging goes to a file.
 pub fn init(verbosity: i32, file: Option<&Path>, log_pid: bool) -> io::Result<bool> {
     let (sink, to_file) = match file {
         Some(p) if p != Path::new("-") => {
@@ -130,17 +153,16 @@ pub fn init(verbosity: i32, file: Option<&Path>, log_pid: bool) -> io::Result<bo
         _ => (Sink::Stderr, false),
     };
     let level = level_for(verbosity);
-    let logger = Logger {
+    *LOGGER.state() = Some(State {
         level,
-        sink: Mutex::new(sink),
+        sink,
         start: Instant::now(),
         timestamps: to_file || verbosity >= 3,
         log_pid,
-    };
-    let logger: &'static Logger = Box::leak(Box::new(logger));
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
-    }
+    });
+    // Only the first call installs it; every call sets the level.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
     Ok(to_file)
 }
 

@@ -7,6 +7,7 @@ mod demo;
 mod getopt;
 mod image;
 mod logger;
+mod rpc;
 
 use std::io::Write;
 use std::path::Path;
@@ -34,6 +35,9 @@ fn main() {
     if argv.first().map(String::as_str) == Some("__demo-counter") {
         demo::counter(&argv[1..]);
     }
+    if argv.first().map(String::as_str) == Some("__rpc-conn") {
+        std::process::exit(rpc::service_conn());
+    }
     let mut logs_to_file = false;
     let code = match run(&argv, &mut logs_to_file) {
         Ok(code) => code,
@@ -55,6 +59,11 @@ fn main() {
 /// engine's error when there is one (see crust_engine::ErrorKind), else
 /// CRIU's code for a failed command.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    error_kind(e).map_or(crust_engine::CRIU_FAILURE_EXIT, |k| k.exit_code())
+}
+
+/// The kind of the first engine error in `e`'s chain, if any.
+pub fn error_kind(e: &anyhow::Error) -> Option<crust_engine::ErrorKind> {
     for cause in e.chain() {
         let kind = if let Some(d) = cause.downcast_ref::<crust_engine::DumpError>() {
             d.kind()
@@ -67,9 +76,9 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         } else {
             continue;
         };
-        return kind.exit_code();
+        return Some(kind);
     }
-    crust_engine::CRIU_FAILURE_EXIT
+    None
 }
 
 fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
@@ -143,8 +152,8 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "pre-dump" => bail!("`crust pre-dump` is not supported yet (incremental dumps)"),
         "page-server" => bail!("`crust page-server` is not supported yet"),
         "lazy-pages" => bail!("`crust lazy-pages` is not supported yet"),
-        "service" => bail!("`crust service` (RPC daemon) is not supported yet"),
-        "swrk" => bail!("`crust swrk` (RPC over a socket) is not supported yet"),
+        "service" => rpc::service(&opts),
+        "swrk" => rpc::swrk(&opts),
         "dedup" => bail!("`crust dedup` is not supported yet"),
         "cpuinfo" => match opts.args.first().map(String::as_str) {
             Some("dump") | Some("check") => {
@@ -171,7 +180,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
 /// CAP_SYS_ADMIN) always, and `--unprivileged` for a caller that is not
 /// root. A caller that is not root then restores only what it could have
 /// created itself (crust_engine checks the images' credentials).
-fn check_caps(opts: &Opts) -> Result<()> {
+pub fn check_caps(opts: &Opts) -> Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_CHECKPOINT_RESTORE: u32 = 40;
     let me = crust_sys::process::getpid();
@@ -286,7 +295,7 @@ fn dump(opts: &Opts) -> Result<i32> {
 }
 
 /// `--display-stats` after a dump, as CRIU prints it.
-fn print_dump_stats(s: &crust_engine::DumpStats) {
+pub fn print_dump_stats(s: &crust_engine::DumpStats) {
     println!("Displaying dump stats:");
     println!("Freezing time: {} us", s.freezing_time_us);
     println!("Frozen time: {} us", s.frozen_time_us);
@@ -304,7 +313,7 @@ fn print_dump_stats(s: &crust_engine::DumpStats) {
 /// under a temporary name first (`crust_sys::private`): never through a
 /// symlink or another user's file, and a reader never sees half a pid.
 /// (`restore` refuses an existing pidfile before it starts, as CRIU does.)
-fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
+pub fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
     let (mut f, name) = crust_sys::private::create_private(path, 0)
         .with_context(|| format!("pidfile: can't create {}", path.display()))?;
     write!(f, "{pid}").with_context(|| format!("pidfile: can't write {}", path.display()))?;

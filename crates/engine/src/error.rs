@@ -106,6 +106,10 @@ pub enum Error {
     },
     #[error("restore of pid {pid}: {what}")]
     Restore { pid: i32, what: String },
+    /// A front end's hook at one of CRIU's action moments (an RPC notify
+    /// the client answered with failure, or could not answer) said no.
+    #[error("the {action} action failed: {why}")]
+    Action { action: &'static str, why: String },
     /// The images a dump wrote fail the checks a restore makes: the dump
     /// fails and the tree runs on.
     #[error("the images just written to {} would not restore, so the tree was left running (a bug in crust's dump: please report it with the log)", dir.display())]
@@ -149,7 +153,7 @@ impl Error {
             Error::FileChanged { .. } => ErrorKind::FileChanged,
             Error::FileMissing { .. } => ErrorKind::FileMissing,
             Error::GhostTooBig { .. } => ErrorKind::Limit,
-            Error::Restore { .. } => ErrorKind::Other,
+            Error::Restore { .. } | Error::Action { .. } => ErrorKind::Other,
             Error::Unrestorable { .. } => ErrorKind::Internal,
         }
     }

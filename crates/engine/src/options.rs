@@ -9,6 +9,7 @@
 //! fills the same struct.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every option of a dump or a restore.
@@ -124,6 +125,9 @@ pub struct Options {
     pub enable_external_sharing: bool,
     /// `--enable-external-masters`.
     pub enable_external_masters: bool,
+    /// Who is told at CRIU's action-script moments (pre-dump, post-dump,
+    /// pre-restore, ...): the RPC's notify callbacks. None by default.
+    pub hooks: Hooks,
 }
 
 impl Default for Options {
@@ -170,6 +174,7 @@ impl Default for Options {
             enable_fs: Vec::new(),
             enable_external_sharing: false,
             enable_external_masters: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -252,6 +257,94 @@ impl InheritFd {
         Ok(InheritFd {
             fd,
             key: key.to_string(),
+        })
+    }
+}
+
+/// A moment of a dump or a restore at which CRIU runs its action scripts
+/// and sends its RPC client a notify message, with CRIU's name for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Dump: before the tree is frozen. A failure refuses the dump.
+    PreDump,
+    /// Dump: images written, before the tree is killed or let go. A
+    /// failure makes the dump fail and the tree run on.
+    PostDump,
+    /// Restore: images read, before any task is made. A failure stops it.
+    PreRestore,
+    /// Restore: the root exists with its new namespaces, still empty (the
+    /// root's host pid is given). A failure kills what was made.
+    SetupNamespaces,
+    /// Restore: the root's namespaces are filled.
+    PostSetupNamespaces,
+    /// Restore: every task is built, none runs, the network is still
+    /// locked (the root's host pid is given). A failure kills the tree.
+    PostRestore,
+    /// A tree with a network namespace of its own: before it is locked at
+    /// dump.
+    NetworkLock,
+    /// A tree with a network namespace of its own: before it is unlocked
+    /// (after a restore, or when a dump lets the tree run on). Failures
+    /// are only logged, as in CRIU.
+    NetworkUnlock,
+    /// Restore: just before the tasks are let go (failures logged).
+    PreResume,
+    /// Restore: the tasks run (failures logged).
+    PostResume,
+}
+
+impl Action {
+    /// CRIU's name of the action (its scripts' `CRTOOLS_SCRIPT_ACTION`, the
+    /// RPC notify's `script`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::PreDump => "pre-dump",
+            Action::PostDump => "post-dump",
+            Action::PreRestore => "pre-restore",
+            Action::SetupNamespaces => "setup-namespaces",
+            Action::PostSetupNamespaces => "post-setup-namespaces",
+            Action::PostRestore => "post-restore",
+            Action::NetworkLock => "network-lock",
+            Action::NetworkUnlock => "network-unlock",
+            Action::PreResume => "pre-resume",
+            Action::PostResume => "post-resume",
+        }
+    }
+}
+
+/// What a front end does at each [`Action`] (the RPC service sends a
+/// notify message and waits for the client's answer). An `Err` says why
+/// the action failed; the operation then stops where CRIU stops.
+pub trait ActionHook: Send + Sync {
+    /// `root_pid` is the tree's root (host pid) where CRIU gives it.
+    fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String>;
+}
+
+/// The [`ActionHook`] of an operation, if any.
+#[derive(Clone, Default)]
+pub struct Hooks(Option<Arc<dyn ActionHook>>);
+
+impl Hooks {
+    /// Hooks that call `h`.
+    pub fn new(h: Arc<dyn ActionHook>) -> Hooks {
+        Hooks(Some(h))
+    }
+
+    /// Run `action`: Ok when there is no hook.
+    pub fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String> {
+        match &self.0 {
+            Some(h) => h.run(action, root_pid),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hooks(set)"
+        } else {
+            "Hooks(none)"
         })
     }
 }

@@ -143,6 +143,48 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     cvt(r as libc::c_long).map(drop)
 }
 
+/// accept4(2) on a listening AF_UNIX socket: the new connection,
+/// close-on-exec (the peer's address is not asked for).
+pub fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: null address and length pointers are allowed (no address is
+    // returned); the listening fd is borrowed for the call.
+    let r = unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    let fd = cvt(r as libc::c_long)?;
+    // SAFETY: accept4 succeeded: a new fd owned by nobody else.
+    Ok(unsafe { own(fd as RawFd) })
+}
+
+/// SO_PEERCRED of a connected AF_UNIX socket: the (pid, uid, gid) of the
+/// process that made the other end (connect, socketpair).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
+    let mut u = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `u` and `len` are valid out-pointers; the kernel writes at
+    // most `len` bytes into `u`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut u as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    cvt(r as libc::c_long)?;
+    Ok((u.pid, u.uid, u.gid))
+}
+
 /// shutdown(2) with SHUT_RD, SHUT_WR or SHUT_RDWR.
 pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
     // SAFETY: shutdown takes only integers; the fd is borrowed.

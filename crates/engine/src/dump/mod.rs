@@ -11,7 +11,7 @@ use crate::files::FileTable;
 use crate::ns::ids::{NsIds, NsInodes, TreeNs};
 use crate::task::remote::Remote;
 use crate::util::{compel_err, proc_err, us_since, write_image};
-use crate::{mem, task, DumpStats, Error, Options};
+use crate::{mem, task, Action, DumpStats, Error, Options};
 use crust_compel::Task;
 use crust_images::image::ImageType;
 use crust_images::proto::core::TaskKobjIdsEntry;
@@ -93,6 +93,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
+    run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
 
@@ -100,8 +101,19 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
     let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout));
-    if let Err(e) = seized.and_then(|_| crate::util::check_stop()) {
+    // CRIU's network-lock action: a tree with a network namespace of its
+    // own, before the dump locks it.
+    let own_net = own_netns(pid);
+    let locked = || match own_net {
+        true => run_hook(opts, Action::NetworkLock, Some(pid)),
+        false => Ok(()),
+    };
+    if let Err(e) = seized
+        .and_then(|_| crate::util::check_stop())
+        .and_then(|()| locked())
+    {
         tree.release(false);
+        outdir::discard(dir);
         return Err(e);
     }
     let freezing_time_us = us_since(t0);
@@ -118,10 +130,13 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
     match dumped {
         Ok((stats, hold)) => {
-            // Asked to stop before the tree is let go or killed: let it
-            // run on as it was.
-            if let Err(e) = crate::util::check_stop() {
+            // Asked to stop before the tree is let go or killed (or the
+            // post-dump action says no): let it run on as it was.
+            if let Err(e) =
+                crate::util::check_stop().and_then(|()| run_hook(opts, Action::PostDump, Some(pid)))
+            {
                 warn!("Dump of {pid} stopped; letting the tree run on");
+                net_unlock_hook(opts, own_net, pid);
                 hold.release();
                 tree.release(false);
                 outdir::discard(dir);
@@ -129,6 +144,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             }
             if opts.leave_running || opts.leave_stopped {
                 // Connections go on before their tasks do.
+                net_unlock_hook(opts, own_net, pid);
                 hold.release();
                 tree.release(opts.leave_stopped && !opts.leave_running);
                 info!(
@@ -160,10 +176,42 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         }
         Err(e) => {
             warn!("Dump of {pid} failed; letting the tree run on");
+            net_unlock_hook(opts, own_net, pid);
             tree.release(false);
             outdir::discard(dir);
             Err(e)
         }
+    }
+}
+
+/// Run the front end's hook of `action` (see [`crate::Options::hooks`]).
+pub(crate) fn run_hook(opts: &Options, action: Action, pid: Option<i32>) -> Result<(), Error> {
+    debug!("Running {} scripts", action.name());
+    opts.hooks.run(action, pid).map_err(|why| Error::Action {
+        action: action.name(),
+        why,
+    })
+}
+
+/// CRIU's network-unlock action, whose failure is only logged.
+fn net_unlock_hook(opts: &Options, own_net: bool, pid: i32) {
+    if own_net {
+        if let Err(e) = run_hook(opts, Action::NetworkUnlock, Some(pid)) {
+            warn!("{e}");
+        }
+    }
+}
+
+/// Whether process `pid` is in another network namespace than crust.
+fn own_netns(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(format!("/proc/{pid}/ns/net")),
+        ino("/proc/self/ns/net".into()),
+    ) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
     }
 }
 

@@ -29,10 +29,13 @@ pub(super) fn create_and_build(
         dir: &img.dir,
         opts,
     };
-    let prepared = img.ns.prepare(&ctx, root_host);
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
-    prepared?;
+    // CRIU's setup-namespaces action: the root's namespaces exist, still
+    // empty (a runtime sets up the network of a new one here).
+    crate::dump::run_hook(opts, crate::Action::SetupNamespaces, Some(root_host))?;
+    img.ns.prepare(&ctx, root_host)?;
+    crate::dump::run_hook(opts, crate::Action::PostSetupNamespaces, None)?;
     // The tree's paths, once its mount namespace is made, are opened by
     // crust through its root (files held by several tasks, FIFOs...).
     let _view = crate::util::view::for_dump(root_host);
@@ -152,6 +155,13 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
                 process::exit_now(71);
             }
             process::stop_self();
+            if sibling && img.new_pidns {
+                // The init of a new pid namespace, untraced, ignores its
+                // own SIGSTOP: crust stops it from outside (below).
+                loop {
+                    process::stop_self();
+                }
+            }
             process::exit_now(72);
         }
         Ok(ForkResult::Parent { child }) => {
@@ -185,6 +195,9 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         }
     };
     let adopted = if sibling {
+        if img.new_pidns {
+            stop_sibling_init(root_host, tramp);
+        }
         seize_stopped_sibling(root_host)
     } else {
         Task::adopt_stopped_child(root_host)
@@ -330,6 +343,22 @@ impl Created {
 
 /// Wait until a root made with CLONE_PARENT has stopped itself, then seize
 /// it (it is not crust's child, so it cannot ask crust to trace it).
+/// The root made as crust's sibling (`--restore-sibling`, runc's restore)
+/// as the init of a new pid namespace ignores its own SIGSTOP, being
+/// untraced: once its trampoline is in place (read back from its memory),
+/// crust, in the parent namespace, stops it with one.
+fn stop_sibling_init(pid: i32, tramp: u64) {
+    let mut code = [0u8; SYSCALL_INSN.len()];
+    for _ in 0..50_000 {
+        match crust_sys::mem::read(pid, RemoteAddr(tramp), &mut code) {
+            Ok(n) if n == code.len() && code == SYSCALL_INSN => break,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+            _ => std::thread::sleep(std::time::Duration::from_micros(200)),
+        }
+    }
+    let _ = process::kill(pid, libc::SIGSTOP);
+}
+
 pub(super) fn seize_stopped_sibling(pid: i32) -> crust_compel::Result<Task> {
     let proc = ProcRoot::default();
     for _ in 0..5000 {

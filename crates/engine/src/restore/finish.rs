@@ -27,6 +27,7 @@ pub(super) fn restore_loaded(
     mut server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<RestoreOutcome, Error> {
     check_pids_free(&img)?;
+    crate::dump::run_hook(opts, crate::Action::PreRestore, None)?;
     let tramp = trampoline_for(&img)?;
     let tty = terminal_for(&img, opts)?;
     // Pipes, sockets... exist, full, before any task but the root does
@@ -47,7 +48,7 @@ pub(super) fn restore_loaded(
             return Err(e);
         }
     };
-    if let Err(e) = run_late_phases(&img, &mut created, server.as_deref_mut())
+    if let Err(e) = run_late_phases(&img, opts, &mut created, server.as_deref_mut())
         .and_then(|()| verify_created(&img, &created.tasks))
     {
         created.kill_all();
@@ -64,6 +65,7 @@ pub(super) fn restore_loaded(
         .iter()
         .filter_map(|t| t.first().map(|t| t.pid()))
         .collect();
+    logged_hook(opts, crate::Action::PreResume, root_pid);
     if let Err(e) = release_dead(&img, &mut tasks, tramp)
         .and_then(|()| release_live(&img, opts, &mut tasks, tramp, server))
     {
@@ -71,6 +73,7 @@ pub(super) fn restore_loaded(
         kill_released(&pids);
         return Err(e);
     }
+    logged_hook(opts, crate::Action::PostResume, root_pid);
     created.ipc.keep();
     let restore_time_us = us_since(t0);
     info!(
@@ -216,20 +219,40 @@ fn terminal_for(img: &ImageSet, opts: &Options) -> Result<Option<String>, Error>
 /// by phase (see [`Phase`]).
 fn run_late_phases(
     img: &ImageSet,
+    opts: &Options,
     created: &mut Created,
     server: Option<&mut crate::net::accept::AcceptServer>,
 ) -> Result<(), Error> {
     let host_of = created.host_pids(img);
     let host_pid = |pid: u32| host_of.get(&pid).copied();
+    let root = img.procs.first().and_then(|p| host_pid(p.entry.pid));
     let mut ctx = PhaseCtx {
         host_pid: &host_pid,
         accept_server: server.map(|s| s as &mut dyn std::any::Any),
     };
     for phase in Phase::LATE {
+        if phase == Phase::NetworkUp {
+            // CRIU's post-restore action: every task built, none running,
+            // the network still locked; then network-unlock for a tree
+            // with a network namespace of its own.
+            crate::dump::run_hook(opts, crate::Action::PostRestore, root)?;
+            if img.ns.own(crate::ns::ids::NsKind::Net) {
+                if let Some(pid) = root {
+                    logged_hook(opts, crate::Action::NetworkUnlock, pid);
+                }
+            }
+        }
         debug!("restore phase {phase:?}");
         created.shared.run(phase, &img.files, &mut ctx)?;
     }
     Ok(())
+}
+
+/// Run the hook of `action`, whose failure CRIU only logs.
+fn logged_hook(opts: &Options, action: crate::Action, root_pid: i32) {
+    if let Err(e) = crate::dump::run_hook(opts, action, Some(root_pid)) {
+        log::error!("{e}");
+    }
 }
 
 /// Zombies die (children before parents), and helpers are reaped by

@@ -196,16 +196,15 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
     let all = mountinfo(pid)?;
     let mounts = skip_mounts(all.clone(), &ctx.opts.skip_mnt);
     let mut ext: HashMap<String, String> = ext_pairs(ctx.opts)?.into_iter().collect();
-    for mp in ext.keys() {
-        if !mounts.iter().any(|m| &m.mountpoint == mp) {
-            return Err(Error::refused(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "--external mnt[{mp}]: process {pid}'s mount namespace has no mount at {mp}"
-                ),
-            ));
+    // A key that names no mount is left out, as CRIU leaves it (runc
+    // names every device of its container, bind-mounted or not).
+    ext.retain(|mp, _| {
+        let used = mounts.iter().any(|m| &m.mountpoint == mp);
+        if !used {
+            log::info!("--external mnt[{mp}]: process {pid}'s mount namespace has no mount at {mp}: not used");
         }
-    }
+        used
+    });
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
     let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
     check(pid, &mounts, &ext)?;

@@ -1,0 +1,131 @@
+//! CRIU's notify callbacks over the RPC socket: at each action moment of
+//! a dump or a restore (see [`crust_engine::Action`]) crust sends
+//! `criu_resp{type NOTIFY, success, notify{script, pid}}` and waits for
+//! the client's `criu_req{type NOTIFY, notify_success}`; anything else
+//! fails the action. Without `notify_scripts` nothing is sent, but a
+//! client gone by post-dump or post-restore fails those: nobody would
+//! learn what became of the tree, so the dump lets it run on and the
+//! restore kills what it made.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use crust_engine::{Action, ActionHook};
+use crust_images::proto::{criu_req_type, CriuNotify, CriuResp};
+
+use super::wire::{self, Incoming};
+
+/// The RPC side of the engine's action hooks.
+pub struct Notifier {
+    /// The connection to the client (a copy of crust's fd).
+    pub sk: OwnedFd,
+    /// The request's `notify_scripts`.
+    pub notify: bool,
+}
+
+/// The notify message CRIU sends for `action` (the root's pid only with
+/// setup-namespaces and post-restore, as CRIU gives it).
+pub fn notify_resp(action: Action, root_pid: Option<i32>) -> CriuResp {
+    let pid = match action {
+        Action::SetupNamespaces | Action::PostRestore => root_pid,
+        _ => None,
+    };
+    CriuResp {
+        r#type: criu_req_type::NOTIFY,
+        success: true,
+        notify: Some(CriuNotify {
+            script: Some(action.name().to_string()),
+            pid,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl ActionHook for Notifier {
+    fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String> {
+        let sk = self.sk.as_fd();
+        if !self.notify {
+            if matches!(action, Action::PostDump | Action::PostRestore) && wire::peer_gone(sk) {
+                return Err("the RPC client has gone away".into());
+            }
+            return Ok(());
+        }
+        log::debug!("RPC notify {}", action.name());
+        wire::send_resp(sk, &notify_resp(action, root_pid), None)
+            .map_err(|e| format!("cannot send the notify message to the RPC client: {e}"))?;
+        match wire::recv_req(sk) {
+            Ok(Incoming::Req(r))
+                if r.r#type == criu_req_type::NOTIFY && r.notify_success == Some(true) =>
+            {
+                Ok(())
+            }
+            Ok(Incoming::Req(r)) if r.r#type == criu_req_type::NOTIFY => {
+                Err("the RPC client reported a script error".into())
+            }
+            Ok(Incoming::Req(r)) => Err(format!(
+                "the RPC client answered the notify with a request of type {}",
+                r.r#type
+            )),
+            Ok(Incoming::Closed) => Err("the RPC client has gone away".into()),
+            Ok(other) => Err(format!("bad answer to the notify: {other:?}")),
+            Err(e) => Err(format!("cannot read the RPC client's answer: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_images::proto::CriuReq;
+    use crust_images::wire::Message;
+
+    fn answer(peer: &OwnedFd, ok: bool) -> CriuResp {
+        let mut buf = [0u8; 256];
+        let got = crust_sys::unix::recvmsg(peer.as_fd(), &mut buf, 0).unwrap();
+        let resp = CriuResp::decode(&buf[..got.len]).unwrap();
+        let req = CriuReq {
+            r#type: criu_req_type::NOTIFY,
+            notify_success: Some(ok),
+            ..Default::default()
+        };
+        crust_sys::unix::send(peer.as_fd(), &req.encode_to_vec(), None, 0).unwrap();
+        resp
+    }
+
+    #[test]
+    fn notify_round_trip() {
+        let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let n = Notifier {
+            sk: a,
+            notify: true,
+        };
+        let client = std::thread::spawn(move || {
+            let r1 = answer(&b, true);
+            let r2 = answer(&b, false);
+            (r1, r2)
+        });
+        assert_eq!(n.run(Action::PostRestore, Some(77)), Ok(()));
+        assert!(n.run(Action::PreDump, Some(77)).is_err());
+        let (r1, r2) = client.join().unwrap();
+        assert_eq!(r1.r#type, criu_req_type::NOTIFY);
+        let n1 = r1.notify.unwrap();
+        assert_eq!(n1.script.as_deref(), Some("post-restore"));
+        assert_eq!(n1.pid, Some(77));
+        let n2 = r2.notify.unwrap();
+        assert_eq!(n2.script.as_deref(), Some("pre-dump"));
+        assert_eq!(n2.pid, None);
+    }
+
+    #[test]
+    fn silent_hooks_notice_a_client_gone() {
+        let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let n = Notifier {
+            sk: a,
+            notify: false,
+        };
+        assert_eq!(n.run(Action::PostDump, Some(1)), Ok(()));
+        drop(b);
+        assert!(n.run(Action::PreDump, Some(1)).is_ok());
+        assert!(n.run(Action::PostDump, Some(1)).is_err());
+    }
+}

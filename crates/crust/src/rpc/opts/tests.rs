@@ -1,0 +1,214 @@
+use super::*;
+use crust_images::proto::{CgroupRoot, CriuOpts, InheritFd, JoinNamespace};
+use std::time::Duration;
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("crust-rpc-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn me(swrk: bool) -> Peer {
+    Peer {
+        pid: crust_sys::process::getpid(),
+        swrk,
+    }
+}
+
+fn base(dir: &Path) -> CriuOpts {
+    CriuOpts {
+        images_dir_fd: -1,
+        images_dir: Some(dir.display().to_string()),
+        ..Default::default()
+    }
+}
+
+/// Every field runc and go-criu send lands where the command line's
+/// option of the same meaning puts it.
+#[test]
+fn dump_options_fill_the_engine_options() {
+    let dir = tmpdir("dump");
+    let mut req = base(&dir);
+    req.pid = Some(4242);
+    req.leave_running = Some(true);
+    req.tcp_established = Some(true);
+    req.ext_unix_sk = Some(true);
+    req.shell_job = Some(true);
+    req.file_locks = Some(true);
+    req.link_remap = Some(true);
+    req.tcp_skip_in_flight = Some(true);
+    req.ghost_limit = Some(2048);
+    req.timeout = Some(7);
+    req.network_lock = Some(2);
+    req.log_level = Some(4);
+    req.log_file = Some("dump.log".into());
+    req.notify_scripts = Some(true);
+    req.manage_cgroups = Some(true);
+    req.root = Some("/srv/root".into());
+    req.external = vec!["mnt[/dev]:dev".into()];
+    req.ext_mnt = vec![crust_images::proto::ExtMountMap {
+        key: "/etc/hosts".into(),
+        val: "/etc/hosts".into(),
+        ..Default::default()
+    }];
+    req.freeze_cgroup = Some("/sys/fs/cgroup/freezer/c1".into());
+    req.orphan_pts_master = Some(true);
+    let mut o = Opts::default();
+    let s = apply(&mut o, &req, Mode::Dump, me(true)).unwrap();
+    let e = &o.engine;
+    assert_eq!(e.pid, 4242);
+    assert!(e.leave_running && e.tcp_established && e.ext_unix_sk && e.shell_job);
+    assert!(e.file_locks && e.link_remap && e.skip_in_flight);
+    assert_eq!(e.ghost_limit, Some(2048));
+    assert_eq!(e.timeout, Some(Duration::from_secs(7)));
+    assert_eq!(
+        e.network_lock_arg(),
+        Some(crust_engine::NetworkLock::Nftables)
+    );
+    assert_eq!(e.root, Some(PathBuf::from("/srv/root")));
+    assert_eq!(e.external, vec!["mnt[/dev]:dev"]);
+    assert_eq!(e.ext_mount_map, vec!["/etc/hosts:/etc/hosts"]);
+    assert_eq!(e.manage_cgroups.as_deref(), Some("soft"));
+    assert_eq!(e.images_dir, dir);
+    assert_eq!(e.work_dir, Some(dir.clone()));
+    assert_eq!(s.log, Some(dir.join("dump.log")));
+    assert_eq!(s.verbosity, 4);
+    assert!(s.notify && !s.self_dump);
+    // Warned about, not refused: cgroups and the freezer.
+    assert!(o.lacking.iter().any(|w| w.contains("freeze_cgroup")));
+    assert!(o.unsupported.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The images and work directories as fds of the client; the dump's root
+/// defaults to the client; the log goes to CRIU's default name.
+#[test]
+fn directories_as_client_fds() {
+    let dir = tmpdir("fds");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = File::open(&dir).unwrap();
+    let w = File::open(&work).unwrap();
+    let mut req = base(Path::new("/nonexistent"));
+    req.images_dir_fd = d.as_raw_fd();
+    req.work_dir_fd = Some(w.as_raw_fd());
+    let mut o = Opts::default();
+    let s = apply(&mut o, &req, Mode::Dump, me(false)).unwrap();
+    assert_eq!(o.engine.images_dir, dir);
+    assert_eq!(o.engine.work_dir, Some(work.clone()));
+    assert_eq!(o.engine.pid, crust_sys::process::getpid());
+    assert!(s.self_dump);
+    assert_eq!(s.log, Some(work.join(DEFAULT_LOG)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// CRIU's EBADRQC cases: what the standalone service refuses, bad enum
+/// values, a log file in a subdirectory, no images directory, options
+/// crust cannot honour.
+#[test]
+fn bad_options_are_refused() {
+    let dir = tmpdir("bad");
+    let try_with = |f: &dyn Fn(&mut CriuOpts), mode: Mode, swrk: bool| {
+        let mut req = base(&dir);
+        f(&mut req);
+        apply(&mut Opts::default(), &req, mode, me(swrk)).map(drop)
+    };
+    let inherit = |r: &mut CriuOpts| {
+        r.inherit_fd = vec![InheritFd {
+            key: "pipe:[1]".into(),
+            fd: 3,
+            ..Default::default()
+        }]
+    };
+    assert!(try_with(&inherit, Mode::Restore, false).is_err());
+    assert!(try_with(&inherit, Mode::Restore, true).is_ok());
+    assert!(try_with(&inherit, Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.rst_sibling = Some(true), Mode::Restore, false).is_err());
+    assert!(try_with(&|r| r.network_lock = Some(9), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.manage_cgroups_mode = Some(7), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.pre_dump_mode = Some(0), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.empty_ns = Some(0x2000_0000), Mode::Restore, true).is_err());
+    assert!(try_with(&|r| r.log_file = Some("a/b.log".into()), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.images_dir = None, Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.track_mem = Some(true), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.track_mem = Some(false), Mode::Dump, true).is_ok());
+    assert!(try_with(&|r| r.parent_img = Some("../p".into()), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.exec_cmd = vec!["true".into()], Mode::Restore, true).is_err());
+    assert!(try_with(&|r| r.pid = Some(0), Mode::Dump, true).is_err());
+    let cg = |r: &mut CriuOpts| {
+        r.cg_root = vec![CgroupRoot {
+            ctrl: None,
+            path: "/x".into(),
+            ..Default::default()
+        }]
+    };
+    // Where cgroups would go: crust does not restore them yet (warned).
+    assert!(try_with(&cg, Mode::Restore, true).is_ok());
+    assert!(try_with(&|r| r.mntns_compat_mode = Some(true), Mode::Dump, true).is_err());
+    assert!(try_with(&|r| r.mntns_compat_mode = Some(true), Mode::Restore, true).is_ok());
+    // A check needs no images directory unless it logs to a file.
+    assert!(try_with(&|r| r.images_dir = None, Mode::Check, true).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn restore_lists_and_modes() {
+    let dir = tmpdir("rst");
+    let mut req = base(&dir);
+    req.rst_sibling = Some(true);
+    req.inherit_fd = vec![InheritFd {
+        key: "pipe:[77]".into(),
+        fd: 5,
+        ..Default::default()
+    }];
+    req.join_ns = vec![JoinNamespace {
+        ns: "net".into(),
+        ns_file: "/proc/1/ns/net".into(),
+        extra_opt: None,
+        ..Default::default()
+    }];
+    req.manage_cgroups_mode = Some(0);
+    req.empty_ns = Some(libc::CLONE_NEWNET as u32);
+    req.log_to_stderr = Some(true);
+    req.tcp_close = Some(true);
+    let mut o = Opts::default();
+    o.engine.detached = true;
+    let s = apply(&mut o, &req, Mode::Restore, me(true)).unwrap();
+    let e = &o.engine;
+    assert!(e.restore_sibling && e.tcp_close);
+    assert_eq!(
+        (e.inherit_fds[0].fd, e.inherit_fds[0].key.as_str()),
+        (5, "pipe:[77]")
+    );
+    assert_eq!(e.join_ns, vec!["net:/proc/1/ns/net"]);
+    assert_eq!(e.empty_ns, vec!["net"]);
+    assert_eq!(e.manage_cgroups.as_deref(), Some("ignore"));
+    assert_eq!(s.log, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The RPC configuration file wins over the request (runc's runc.conf).
+#[test]
+fn config_file_overrides_the_request() {
+    let dir = tmpdir("conf");
+    let other = dir.join("imgs");
+    std::fs::create_dir_all(&other).unwrap();
+    let conf = dir.join("runc.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tcp-established\nimages-dir {}\nlog-file conf.log\n",
+            other.display()
+        ),
+    )
+    .unwrap();
+    let mut req = base(&dir);
+    req.config_file = Some(conf.display().to_string());
+    req.log_file = Some("req.log".into());
+    let mut o = Opts::default();
+    let s = apply(&mut o, &req, Mode::Dump, me(true)).unwrap();
+    assert!(o.engine.tcp_established);
+    assert_eq!(o.engine.images_dir, other);
+    assert_eq!(s.log, Some(other.join("conf.log")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
