@@ -81,34 +81,46 @@ pub(super) fn in_other_ns(ctx: &LoadCtx<'_>) -> Result<HashMap<u32, i32>, Error>
     if !img.exists() {
         return Ok(out);
     }
-    let mut holder: HashMap<u32, i32> = HashMap::new();
+    // Each file held from another namespace: a holder and its namespace.
+    let mut holder: HashMap<u32, (i32, u32)> = HashMap::new();
     for p in &ctx.procs {
-        let other = p
-            .ids
-            .and_then(|i| i.mnt_ns_id)
-            .is_some_and(|n| n != root_ns);
+        let Some(ns) = p.ids.and_then(|i| i.mnt_ns_id).filter(|&n| n != root_ns) else {
+            continue;
+        };
         for f in p
             .fds
             .unwrap_or(&[])
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
         {
-            if other {
-                holder.entry(f.id).or_insert(p.pid);
-            }
+            holder.entry(f.id).or_insert((p.pid, ns));
         }
     }
     if holder.is_empty() {
         return Ok(out);
     }
-    let mounts: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(root_ns))?;
-    let root_ids: BTreeSet<u32> = mounts.iter().map(|m| m.mnt_id).collect();
+    let ids_of = |ns: u32| -> Result<BTreeSet<u32>, Error> {
+        let mounts: Vec<MntEntry> = read_image(ctx.dir, ImageType::Mnts, u64::from(ns))?;
+        Ok(mounts.iter().map(|m| m.mnt_id).collect())
+    };
+    let root_ids = ids_of(root_ns)?;
+    let mut ns_ids: HashMap<u32, BTreeSet<u32>> = HashMap::new();
     for f in ctx.files.entries()? {
         let Some(r) = f.reg.as_ref() else { continue };
-        let (Some(mnt), Some(&pid)) = (r.mnt_id, holder.get(&f.id)) else {
+        let (Some(mnt), Some(&(pid, ns))) = (r.mnt_id, holder.get(&f.id)) else {
             continue;
         };
-        if u32::try_from(mnt).is_ok_and(|m| !root_ids.contains(&m)) {
+        let Ok(mnt) = u32::try_from(mnt) else { continue };
+        if root_ids.contains(&mnt) {
+            continue;
+        }
+        // Only a mount that namespace has (a file held on a mount no
+        // namespace of the tree has, e.g. one a pivoted namespace left
+        // behind, is the root's business: `foreign_files`).
+        if !ns_ids.contains_key(&ns) {
+            ns_ids.insert(ns, ids_of(ns)?);
+        }
+        if ns_ids.get(&ns).is_some_and(|ids| ids.contains(&mnt)) {
             out.insert(f.id, pid);
         }
     }
