@@ -57,7 +57,6 @@ use Category::{Experimental, Extra, FeatureOnly};
 
 const NO_LAZY: &str = "crust has no lazy pages (userfaultfd) yet";
 const NO_NETNS: &str = "crust does not dump network namespaces yet";
-const NO_MNTNS: &str = "crust does not dump mount namespaces yet";
 const NO_CGROUP: &str = "crust does not dump cgroups yet";
 const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-mem) yet";
 
@@ -79,7 +78,7 @@ static FEATURES: &[Feature] = &[
     feat("seccomp_filters", Extra, Probe(seccomp)),
     feat("loginuid", Extra, Probe(loginuid)),
     feat("cgroupns", Extra, Lacks(NO_CGROUP)),
-    feat("autofs", Experimental, Lacks(NO_MNTNS)),
+    feat("autofs", Experimental, Lacks("crust does not dump autofs mounts yet")),
     feat("tcp_half_closed", Extra, Probe(probe::tcp_repair)),
     feat(
         "compat_cr",
@@ -93,7 +92,7 @@ static FEATURES: &[Feature] = &[
         Extra,
         Lacks("crust moves the vDSO with mremap, it does not map one (ARCH_MAP_VDSO)"),
     ),
-    feat("sk_ns", Extra, Lacks(NO_NETNS)),
+    feat("sk_ns", Extra, Probe(sk_ns)),
     feat(
         "sk_unix_file",
         FeatureOnly,
@@ -102,7 +101,7 @@ static FEATURES: &[Feature] = &[
     // crust reads raw sockets from their fds, not with sock_diag: it dumps
     // them wherever it may make one (CAP_NET_RAW).
     feat("net_diag_raw", Extra, Probe(raw_sockets)),
-    feat("nsid", FeatureOnly, Lacks(NO_NETNS)),
+    feat("nsid", FeatureOnly, Probe(nsid)),
     feat("link_nsid", FeatureOnly, Probe(link_nsid)),
     feat("kcmp_epoll", Extra, Probe(kcmp_epoll)),
     // crust refuses a task in (or making children in) a time namespace
@@ -112,7 +111,7 @@ static FEATURES: &[Feature] = &[
     feat(
         "external_net_ns",
         FeatureOnly,
-        Lacks("crust has no --external yet"),
+        Lacks("crust has no --external net[INODE]:KEY (an external network namespace) yet"),
     ),
     feat("clone3_set_tid", Extra, Probe(probe::clone3_set_tid)),
     feat("newifindex", Extra, Probe(newifindex)),
@@ -480,6 +479,29 @@ fn link_nsid() -> ProbeResult {
         )),
         Err(e) => Err(miss(e)),
     }
+}
+
+/// CRIU's sk_ns: a socket tells the network namespace it was made in
+/// (ioctl SIOCGSKNS), which the dump of a tree with several network
+/// namespaces uses to place each socket.
+fn sk_ns() -> ProbeResult {
+    use std::os::fd::AsFd;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| ProbeError::Missing(format!("cannot make a UDP socket to ask: {e}")))?;
+    crust_sys::ns::socket_netns(sock.as_fd())
+        .map(drop)
+        .map_err(|e| ProbeError::Missing(format!("SIOCGSKNS on a socket failed: {e}")))
+}
+
+/// CRIU's nsid: rtnetlink answers RTM_GETNSID (the ids a network
+/// namespace gives the others, kept in the images of a tree with several).
+fn nsid() -> ProbeResult {
+    let miss = |e: String| ProbeError::Missing(format!("cannot ask rtnetlink for an nsid: {e}"));
+    let mut sk =
+        crust_netlink::Socket::open(libc::NETLINK_ROUTE).map_err(|e| miss(e.to_string()))?;
+    crust_netlink::rtnl::get_nsid(&mut sk, std::process::id())
+        .map(drop)
+        .map_err(|e| miss(e.to_string()))
 }
 
 fn pidfd_store() -> ProbeResult {
