@@ -437,18 +437,22 @@ fn check_propagation(
         })
         .cloned()
         .collect();
-    for e in &propagating {
-        if entries
+    // A mount found by its path once made must be the only one at its
+    // place: one stacked with another keeps no propagation (as every
+    // mount of these namespaces did before crust rebuilt it), said so.
+    let (alone, stacked): (Vec<MntEntry>, Vec<MntEntry>) = propagating.into_iter().partition(|e| {
+        !entries
             .iter()
             .any(|o| o.mnt_id != e.mnt_id && o.mountpoint == e.mountpoint)
-        {
-            return Err(Error::unsupported(format!(
-                "mount namespace {id}: the mount at {} (id {}) has a peer group, a master or is unbindable, and another mount of the namespace is at the same place; crust cannot rebuild the propagation of a covered mount in a namespace other than the root's yet",
-                e.mountpoint, e.mnt_id
-            )));
-        }
+    });
+    for e in &stacked {
+        log::warn!(
+            "mount namespace {id}: the mount at {} (id {}) has a peer group, a master or is unbindable, and another mount of the namespace is at the same place: crust cannot rebuild the propagation of such a mount in a namespace other than the root's yet, so it is made private",
+            e.mountpoint,
+            e.mnt_id
+        );
     }
-    Ok(propagating)
+    Ok(alone)
 }
 
 fn sys(pid: i32, what: String) -> impl FnOnce(std::io::Error) -> Error {
