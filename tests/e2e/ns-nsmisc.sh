@@ -91,3 +91,35 @@ t_err_restore_joinns() {
 }
 
 ALL_TESTS+=(joinns-cr err-restore-joinns)
+
+# --join-ns user (with ,UID,GID) and mnt: a tree dumped in the host's
+# namespaces restored into a user namespace mapping root to root and a
+# mount namespace it owns (the user namespace is joined last, as CRIU
+# does); the mount namespace is taken as it is (a tmpfs only it has is
+# seen by the restored task).
+t_joinns_user_mnt_cr() {
+    need_cr || return $?
+    local h hn i
+    h=$(setsid unshare --user --map-root-user --mount --fork sh -c \
+        'mount -t tmpfs crust-joined /mnt && exec sleep 600' </dev/null >/dev/null 2>&1 & echo $!)
+    track "$h" "$(command -v unshare)"
+    for i in $(seq 50); do
+        hn=$(cat /proc/"$h"/task/*/children 2>/dev/null | tr -s ' ' '\n' | head -1)
+        [ -n "$hn" ] && [ "$(exe_of "$hn")" = "$(command -v sleep)" ] && break
+        sleep 0.1
+    done
+    [ -n "$hn" ] || { fail "the namespace holder did not start"; return 1; }
+    track "$hn" "$(command -v sleep)"
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" "" --join-ns user:"$hn",0,0 --join-ns mnt:/proc/"$hn"/ns/mnt || return 1
+    for i in user mnt; do
+        [ "$(readlink /proc/"$PID"/ns/$i)" = "$(readlink /proc/"$hn"/ns/$i)" ] ||
+            { fail "the restored tree is not in the joined $i namespace" "$D/img/restore.log"; return 1; }
+    done
+    grep -q '^crust-joined /mnt tmpfs' /proc/"$PID"/mounts ||
+        { fail "the restored tree does not see the joined mount namespace's tmpfs" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(joinns-user-mnt-cr)

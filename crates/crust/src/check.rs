@@ -78,7 +78,11 @@ static FEATURES: &[Feature] = &[
     feat("seccomp_filters", Extra, Probe(seccomp)),
     feat("loginuid", Extra, Probe(loginuid)),
     feat("cgroupns", Extra, Lacks(NO_CGROUP)),
-    feat("autofs", Experimental, Lacks("crust does not dump autofs mounts yet")),
+    feat(
+        "autofs",
+        Experimental,
+        Lacks("crust does not dump autofs mounts yet"),
+    ),
     feat("tcp_half_closed", Extra, Probe(probe::tcp_repair)),
     feat(
         "compat_cr",

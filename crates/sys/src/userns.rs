@@ -66,3 +66,17 @@ pub fn thread_set_egid(egid: u32) -> io::Result<()> {
     let r = unsafe { libc::syscall(libc::SYS_setresgid, u32::MAX, egid, u32::MAX) };
     cvt(r).map(drop)
 }
+
+/// Set the calling process's real, effective and saved gid to `gid`, then
+/// uid to `uid` (raw setresgid/setresuid: safe in a freshly forked child,
+/// where libc's set*id would try to reach threads the child does not
+/// have). For a process that just joined a user namespace in which both
+/// are mapped.
+pub fn set_all_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setresgid takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
+    cvt(r)?;
+    // SAFETY: setresuid takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+    cvt(r).map(drop)
+}

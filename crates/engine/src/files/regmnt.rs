@@ -110,7 +110,9 @@ pub(super) fn in_other_ns(ctx: &LoadCtx<'_>) -> Result<HashMap<u32, i32>, Error>
         let (Some(mnt), Some(&(pid, ns))) = (r.mnt_id, holder.get(&f.id)) else {
             continue;
         };
-        let Ok(mnt) = u32::try_from(mnt) else { continue };
+        let Ok(mnt) = u32::try_from(mnt) else {
+            continue;
+        };
         if root_ids.contains(&mnt) {
             continue;
         }

@@ -133,11 +133,10 @@ impl Joined {
             if empty & spec.kind.clone_flag() != 0 {
                 return Err(bad(arg, "conflicts with --empty-ns of the same kind"));
             }
-            if matches!(spec.kind, NsKind::User | NsKind::Mnt) {
-                return Err(Error::unsupported(format!(
-                    "--join-ns {arg:?}: crust cannot restore into an existing {} namespace yet",
-                    spec.kind.name()
-                )));
+            if spec.kind == NsKind::User {
+                log::warn!(
+                    "--join-ns {arg:?}: the tree's credentials are set in that user namespace as the images give them (as CRIU, joining a user namespace is for trees dumped in one like it)"
+                );
             }
             let file = open_checked(&spec)?;
             log::info!(
@@ -164,9 +163,22 @@ impl Joined {
     /// join every namespace. Async-signal-safe: system calls only. On
     /// failure, the kind that could not be joined.
     pub(crate) fn enter(&self) -> Result<(), NsKind> {
-        for (s, f) in &self.ns {
+        // The user namespace last (as CRIU): joining it first would leave
+        // no capability over the others' owners.
+        let user = self.ns.iter().find(|(s, _)| s.kind == NsKind::User);
+        for (s, f) in self.ns.iter().filter(|(s, _)| s.kind != NsKind::User) {
             if crust_sys::ns::setns(f.as_fd(), s.kind.clone_flag() as i32).is_err() {
                 return Err(s.kind);
+            }
+        }
+        if let Some((s, f)) = user {
+            // The ids it takes there: the ones given, else its own (CRIU).
+            let (ruid, rgid) = crust_sys::userns::real_ids();
+            let (uid, gid) = (s.uid.unwrap_or(ruid), s.gid.unwrap_or(rgid));
+            if crust_sys::ns::setns(f.as_fd(), libc::CLONE_NEWUSER).is_err()
+                || crust_sys::userns::set_all_ids(uid, gid).is_err()
+            {
+                return Err(NsKind::User);
             }
         }
         Ok(())

@@ -154,6 +154,21 @@ impl TreeNamespaces {
                         )));
                     }
                 }
+                if kind == NsKind::Mnt {
+                    let other = std::fs::read_dir(dir).ok().and_then(|d| {
+                        d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                            .find(|n| {
+                                n.strip_prefix("mountpoints-")
+                                    .and_then(|r| r.strip_suffix(".img"))
+                                    .is_some_and(|id| id != tree.to_string())
+                            })
+                    });
+                    if let Some(other) = other {
+                        return Err(Error::unsupported(format!(
+                            "the images hold another mount namespace ({other}) beside the tree's own {tree}: --join-ns mnt gives the tree one mount namespace only; restore without it"
+                        )));
+                    }
+                }
                 log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
                 continue;
             }
