@@ -975,6 +975,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-netmisc.sh"
 # shellcheck source=tests/e2e/ns-netsub.sh
 . "$ROOT/tests/e2e/ns-netsub.sh"
+# shellcheck source=tests/e2e/ns-tunsk.sh
+. "$ROOT/tests/e2e/ns-tunsk.sh"
 # shellcheck source=tests/e2e/ns-userns.sh
 . "$ROOT/tests/e2e/ns-userns.sh"
 # shellcheck source=tests/e2e/ns-filesns.sh

@@ -66,12 +66,8 @@ static FEATURES: &[Feature] = &[
     feat("mem_dirty_track", Extra, Lacks(NO_INCREMENTAL)),
     feat("aio_remap", Extra, Probe(probe::aio_remap)),
     feat("timerfd", Extra, Probe(timerfd)),
-    feat(
-        "tun",
-        FeatureOnly,
-        Lacks("crust does not dump tun/tap devices yet"),
-    ),
-    feat("tun_ns", FeatureOnly, Lacks(NO_NETNS)),
+    feat("tun", FeatureOnly, Probe(tun)),
+    feat("tun_ns", FeatureOnly, Probe(tun)),
     feat("userns", Extra, Probe(userns)),
     feat("fdinfo_lock", Extra, Probe(fdinfo_lock)),
     feat("seccomp_suspend", Extra, Probe(seccomp)),
@@ -246,6 +242,18 @@ fn timerfd() -> ProbeResult {
     let fd = events::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC)
         .map_err(os("timerfd_create"))?;
     events::timerfd_set_ticks(fd.as_fd(), 1).map_err(os("ioctl(TFD_IOC_SET_TICKS)"))
+}
+
+/// tun/tap links and files: the clone device opens and takes the index a
+/// link will be made with (TUNSETIFINDEX), which a restore needs.
+fn tun() -> ProbeResult {
+    use std::os::fd::AsFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(crust_sys::tun::PATH)
+        .map_err(|e| ProbeError::Missing(format!("cannot open {}: {e}", crust_sys::tun::PATH)))?;
+    crust_sys::tun::set_ifindex(f.as_fd(), 13).map_err(os("ioctl(TUNSETIFINDEX)"))
 }
 
 /// kcmp(KCMP_EPOLL_TFD), with which the dump finds the file of an epoll

@@ -30,6 +30,7 @@ pub(crate) const RESTORE: &[Loader] = &[
     crate::files::pidfd::load_kind,
     crate::files::nsfile::load_kind,
     crate::files::procfile::load_kind,
+    crate::net::tun::load_kind,
 ];
 
 /// Every kind of file at dump, in the order they are asked. Kinds that
@@ -42,6 +43,8 @@ pub(crate) fn dump_kinds() -> Vec<Box<dyn DumpKind>> {
         Box::new(crate::net::packet::PacketDump::default()),
         Box::new(crate::net::netlink::NetlinkDump::default()),
         Box::new(crate::net::unix::UnixDump::default()),
+        // Before the kinds that claim paths: /dev/net/tun is one.
+        Box::new(crate::net::tun::TunDump::default()),
         // Before ghosts: a hung-up pty slave's link reads "(deleted)".
         Box::new(crate::files::pty::PtyDump::default()),
         Box::new(crate::files::ghost::GhostDump::default()),

@@ -29,6 +29,7 @@ pub mod sockfilter;
 #[doc(hidden)]
 pub mod testing;
 pub mod tty;
+pub mod tun;
 pub mod unix;
 pub mod userns;
 

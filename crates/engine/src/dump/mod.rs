@@ -480,6 +480,10 @@ fn dump_tree(
     // in crust's time namespace, as CRIU does: one in its own has
     // timens-ID.img instead.
     let own_time = walk.nss.root_ids().own(crate::ns::ids::NsKind::Time);
+    let tuns = files
+        .kind_mut::<crate::net::tun::TunDump>()
+        .map(|k| k.seen().to_vec())
+        .unwrap_or_default();
     crate::ns::tree::dump(&crate::ns::tree::DumpCtx {
         dir,
         root_pid,
@@ -487,6 +491,7 @@ fn dump_tree(
         opts,
         sub_mnt: walk.nss.sub_mnt(),
         sub_net: walk.nss.sub_net(),
+        tuns: &tuns,
     })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
     debug!("pages copied in {page_us} us, alongside the rest");

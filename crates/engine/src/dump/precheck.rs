@@ -138,21 +138,37 @@ pub(super) fn refuse_vfork(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
 }
 
 /// An fd on an io_uring instance: its work is done by kernel threads. An
-/// fd on the tun/tap clone device: it may be attached to a tun/tap link,
-/// which reopening the path would not give back (CRIU's tunfile).
+/// fd on the tun/tap clone device of a process in crust's network
+/// namespace: its link would have to be made again there (CRIU dumps tun
+/// files only with the tree's own network namespace).
 fn check_fds(proc: &ProcRoot, p: i32, who: &str) -> Result<(), Error> {
     for (fd, link) in crust_proc::fds(proc, p).unwrap_or_default() {
         if link == IO_URING_LINK {
             return Err(io_uring_refusal(who, fd));
         }
-        if link == "/dev/net/tun" {
+        if link == crust_sys::tun::PATH && in_crust_netns(proc, p) {
             return Err(Error::unsupported(format!(
-                "{who} has fd {fd} open on /dev/net/tun (a tun/tap file, maybe attached to a \
-                 tun/tap link): crust cannot dump tun/tap files yet (the tree was not touched)"
+                "{who} has fd {fd} open on /dev/net/tun (a tun/tap file) but shares crust's \
+                 network namespace: tun/tap files are dumped only with a network namespace of \
+                 the tree's own, as CRIU does (the tree was not touched)"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether process `p` is in crust's own network namespace (or that cannot
+/// be told: then it is taken to be).
+fn in_crust_netns(proc: &ProcRoot, p: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(&proc.pid_path(p, "ns/net")),
+        ino(std::path::Path::new("/proc/self/ns/net")),
+    ) {
+        (Some(theirs), Some(own)) => theirs == own,
+        _ => true,
+    }
 }
 
 /// Threads that are kernel io workers, or already traced by someone else.

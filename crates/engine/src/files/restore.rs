@@ -103,9 +103,10 @@ impl RestoreFiles {
                 || fd.r#type == fd_types::TTY
                 || fd.r#type == fd_types::PIDFD
                 || fd.r#type == fd_types::NS
+                || fd.r#type == fd_types::TUNF
             {
                 // Checked by memfd::Memfds::load, pty::Ptys::load,
-                // pidfd::load_kind and nsfile::load_kind.
+                // pidfd::load_kind, nsfile::load_kind and net::tun::load_kind.
                 if fd.fd > i32::MAX as u32 {
                     return Err(Error::BadImage {
                         dir: dir.to_path_buf(),

@@ -7,6 +7,7 @@ pub(crate) mod netlink;
 pub mod netlock;
 pub(crate) mod packet;
 pub(crate) mod sock;
+pub(crate) mod tun;
 pub(crate) mod udpcork;
 pub(crate) mod unix;
 
@@ -174,6 +175,9 @@ pub(crate) fn set_dump_netns(
         k.netns = ns.clone();
     }
     if let Some(k) = files.kind_mut::<netlink::NetlinkDump>() {
+        k.netns = ns.clone();
+    }
+    if let Some(k) = files.kind_mut::<tun::TunDump>() {
         k.netns = ns;
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct DumpCtx<'a> {
     pub sub_mnt: &'a [(u32, i32)],
     /// The tree's other network namespaces: (id, a process in it).
     pub sub_net: &'a [(u32, i32)],
+    /// What the tree's tun files told of the links they are attached to.
+    pub tuns: &'a [super::net::TunSeen],
 }
 
 /// What a kind's loader and preparer are given.
@@ -84,7 +86,7 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
                     .chain(ctx.sub_net.iter().copied())
                     .collect();
                 for &(sub, pid) in &all {
-                    super::net::dump(dir, pid, sub, &all)?;
+                    super::net::dump(dir, pid, sub, &all, ctx.tuns)?;
                 }
             }
             NsKind::Mnt => {

@@ -3,7 +3,8 @@
 //! RTM_SETLINK, as CRIU 4.2 does. Kinds: loopback, veth (the peer outside
 //! the namespace is made in crust's, named by `--external
 //! veth[IN]:OUT[@BRIDGE]`), bridge, macvlan (made on a link of crust's
-//! namespace: [`super::extlinks`]). Others are refused at dump, by name.
+//! namespace: [`super::extlinks`]), tun/tap ([`super::tun`]). Others are
+//! refused at dump, by name.
 
 use super::conf;
 use crust_images::proto::netdev::{nd_type, NetDeviceEntry, NetnsId};
@@ -25,7 +26,12 @@ pub(super) enum Dumped {
 /// crust cannot restore it; `nsids`: the ids this namespace gives the
 /// tree's other network namespaces (a veth's peer in one of them gets its
 /// id as `peer_nsid`, CRIU's rule).
-pub(super) fn entry_of(l: &Link, ns_id: u32, nsids: &[NetnsId]) -> Result<Dumped, String> {
+pub(super) fn entry_of(
+    l: &Link,
+    ns_id: u32,
+    nsids: &[NetnsId],
+    tuns: &[super::TunSeen],
+) -> Result<Dumped, String> {
     let kind = l.kind.as_deref().unwrap_or("");
     let ty = if l.hw_type == rtnl::ARPHRD_LOOPBACK {
         nd_type::LOOPBACK
@@ -36,9 +42,10 @@ pub(super) fn entry_of(l: &Link, ns_id: u32, nsids: &[NetnsId]) -> Result<Dumped
             (rtnl::ARPHRD_ETHER, "veth") => nd_type::VETH,
             (rtnl::ARPHRD_ETHER, "bridge") => nd_type::BRIDGE,
             (rtnl::ARPHRD_ETHER, "macvlan") => nd_type::MACVLAN,
+            (_, "tun") => nd_type::TUN,
             _ => {
                 return Err(format!(
-                    "link {} (index {}) is of kind {:?} (device type {}), which crust cannot restore (it restores loopback, veth, bridge and macvlan links)",
+                    "link {} (index {}) is of kind {:?} (device type {}), which crust cannot restore (it restores loopback, veth, bridge, macvlan and tun/tap links)",
                     l.name,
                     l.index,
                     if kind.is_empty() { "none" } else { kind },
@@ -62,8 +69,14 @@ pub(super) fn entry_of(l: &Link, ns_id: u32, nsids: &[NetnsId]) -> Result<Dumped
     } else {
         None
     };
+    let tun = if ty == nd_type::TUN {
+        Some(super::tun::entry_of(l, ns_id, tuns)?)
+    } else {
+        None
+    };
     let e = NetDeviceEntry {
         r#type: ty,
+        tun,
         ifindex: l.index as u32,
         mtu,
         flags: l.flags,
@@ -92,7 +105,7 @@ pub(super) fn check(e: &NetDeviceEntry) -> Result<(), String> {
     }
     if !matches!(
         e.r#type,
-        t if t == nd_type::LOOPBACK || t == nd_type::VETH || t == nd_type::BRIDGE || t == nd_type::MACVLAN
+        t if t == nd_type::LOOPBACK || t == nd_type::VETH || t == nd_type::BRIDGE || t == nd_type::MACVLAN || t == nd_type::TUN
     ) {
         return Err(format!(
             "link {n} is of type {} ({}), which crust cannot restore",
@@ -111,6 +124,9 @@ pub(super) fn check(e: &NetDeviceEntry) -> Result<(), String> {
     }
     if e.r#type == nd_type::MACVLAN && e.macvlan.is_none() {
         return Err(format!("macvlan {n} has no macvlan entry (mode)"));
+    }
+    if e.r#type == nd_type::TUN {
+        super::tun::check(e)?;
     }
     conf::check_conf("ipv4", &e.conf4).map_err(|w| format!("link {n}: {w}"))?;
     conf::check_conf("ipv6", &e.conf6).map_err(|w| format!("link {n}: {w}"))
@@ -378,7 +394,7 @@ mod tests {
 
     #[test]
     fn kinds_at_dump() {
-        let e = |l: &Link| match entry_of(l, 9, &[]) {
+        let e = |l: &Link| match entry_of(l, 9, &[], &[]) {
             Ok(Dumped::Entry(e)) => Ok(Some(e.r#type)),
             Ok(Dumped::Skipped) => Ok(None),
             Err(w) => Err(w),
@@ -403,7 +419,7 @@ mod tests {
             let mut l = link(Some("veth"), 1, "v");
             l.link = Some(7);
             l.link_netnsid = netnsid;
-            match entry_of(&l, 9, &nsids) {
+            match entry_of(&l, 9, &nsids, &[]) {
                 Ok(Dumped::Entry(e)) => (e.peer_ifindex, e.peer_nsid),
                 _ => panic!("veth not dumped"),
             }

@@ -17,6 +17,9 @@ mod extlinks;
 mod links;
 mod routes;
 mod tools;
+mod tun;
+
+pub(crate) use tun::TunSeen;
 
 use super::ids::NsKind;
 use super::in_ns;
@@ -56,8 +59,15 @@ struct Read {
 
 /// Dump the network namespace process `pid` is in, as id `id`; `tree`:
 /// every network namespace of the tree (id, a process in it), whose ids in
-/// this one are recorded (`nsids`, CRIU's).
-pub(crate) fn dump(dir: &Path, pid: i32, id: u32, tree: &[(u32, i32)]) -> Result<(), Error> {
+/// this one are recorded (`nsids`, CRIU's); `tuns`: what the tree's tun
+/// files told of the links they are attached to.
+pub(crate) fn dump(
+    dir: &Path,
+    pid: i32,
+    id: u32,
+    tree: &[(u32, i32)],
+    tuns: &[TunSeen],
+) -> Result<(), Error> {
     let refuse = |what: String| Error::Refused {
         what: format!("cannot dump the network namespace of process {pid}: {what}"),
         kind: crate::error::ErrorKind::Unsupported,
@@ -71,7 +81,7 @@ pub(crate) fn dump(dir: &Path, pid: i32, id: u32, tree: &[(u32, i32)]) -> Result
         let nsids = nsids_of(&mut sk, id, tree).map_err(&refuse)?;
         let mut links = Vec::new();
         for l in &all {
-            match links::entry_of(l, id, &nsids).map_err(&refuse)? {
+            match links::entry_of(l, id, &nsids, tuns).map_err(&refuse)? {
                 Dumped::Entry(e) => links.push(*e),
                 Dumped::Skipped => log::debug!("skipping fallback device {}", l.name),
             }
@@ -368,6 +378,9 @@ impl NetNs {
         }
         for l in of(nd_type::BRIDGE) {
             links::make_bridge(&mut sk, l).map_err(&link_err)?;
+        }
+        for l in of(nd_type::TUN) {
+            tun::make(&mut sk, l).map_err(&link_err)?;
         }
         let target = File::open("/proc/thread-self/ns/net")
             .map_err(sys_err(pid, "open the network namespace being restored"))?;
