@@ -30,8 +30,6 @@ pagemap_scan_guard_pages"
 # not use (yet) is "no" even when the kernel has it. Every other name must
 # get CRIU's answer.
 declare -A FEATURE_DIFFERS=(
-    [tun]="crust does not dump tun/tap devices"
-    [tun_ns]="no network namespaces in crust"
     [cgroupns]="no cgroups in crust"
     [autofs]="no autofs mounts in crust"
     [compat_cr]="crust restores 64-bit tasks only"
