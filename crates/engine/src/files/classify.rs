@@ -231,10 +231,13 @@ impl FileTable {
             Some(id) => id,
             None => {
                 let id = self.new_id();
+                // On a mount only another namespace of the tree has.
+                let away = super::regmnt::away_view(pid, info.mnt_id);
                 crate::util::overmount::check_file(pid, fd, info.mnt_id, target)?;
                 let leased = crate::files::filelocks::write_leased(pid, fd);
                 let mut reg =
                     self.reg_entry(id, &path, info.flags & !O_CLOEXEC, info.pos, !leased)?;
+                drop(away);
                 // The mount it is on, when the tree has mount namespaces.
                 reg.mnt_id = mnt_id_of(pid, info.mnt_id);
                 self.push_reg(reg);

@@ -338,6 +338,7 @@ impl EventFiles {
                 .iter()
                 .filter_map(|f| Some((f.id, f.reg.as_ref()?.name.as_str())));
             out.ghosts = GhostPaths::new(regs, loaded.ghosted()?);
+            out.ghosts.read_mounts(dir)?;
         }
         for f in files {
             let id = f.id;

@@ -53,7 +53,11 @@ pub(crate) fn inotify_watches(
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
         let sdev = n("sdev")? as u32;
-        let path = handle_path(sdev, htype as i32, &hb[..bytes]);
+        let place = handle_place(sdev, htype as i32, &hb[..bytes]);
+        let (path, mnt_id) = match place {
+            Some((p, m)) => (Some(p), m),
+            None => (None, None),
+        };
         if path.is_none() {
             warn!("{pid}: fd {fd}: cannot find the path of an inotify watch (handle {raw})");
         }
@@ -70,6 +74,7 @@ pub(crate) fn inotify_watches(
                 r#type: htype,
                 handle: handle_words(&hb[..bytes]),
                 path,
+                mnt_id,
                 ..Default::default()
             },
             ..Default::default()
@@ -105,23 +110,18 @@ pub(crate) fn kdev(d: u32) -> (u32, u32) {
     (d >> 20, d & 0xfffff)
 }
 
-/// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
-/// open_by_handle_at refuses those): a mount of the tree's mount
-/// namespace when it has one of its own (so the path the handle opens is
-/// the tree's, as the images record), else of crust's.
-fn mount_fd(sdev: u32) -> Option<OwnedFd> {
-    let (maj, min) = kdev(sdev);
-    let ns = crate::util::view::ns_pid();
-    let of = ns.unwrap_or_else(crust_sys::process::getpid);
-    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), of).ok()?;
+/// The mount of the file system `sdev` in the mountinfo of `pid` (one at
+/// the file system's root first): its mount point and id.
+fn mount_in(pid: i32, maj: u32, min: u32) -> Option<(String, i32)> {
+    let mounts = crust_proc::mountinfo(&crust_proc::ProcRoot::default(), pid).ok()?;
     let m = mounts
         .iter()
         .find(|m| m.major == maj && m.minor == min && m.root == "/")
         .or_else(|| mounts.iter().find(|m| m.major == maj && m.minor == min))?;
-    let at = match ns {
-        Some(_) => crate::util::view::host_path(Path::new(&m.mount_point))?,
-        None => PathBuf::from(&m.mount_point),
-    };
+    Some((m.mount_point.clone(), m.mnt_id))
+}
+
+fn open_dir(at: &Path) -> Option<OwnedFd> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -130,23 +130,72 @@ fn mount_fd(sdev: u32) -> Option<OwnedFd> {
         .map(OwnedFd::from)
 }
 
+pub(crate) fn mnt_ns_ino(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// An fd on the root of a mount of the filesystem `sdev` (not O_PATH:
+/// open_by_handle_at refuses those): a mount of the tree's mount
+/// namespace when it has one of its own (so the path the handle opens is
+/// the tree's, as the images record), else of crust's. A file system only
+/// another mount namespace of the tree has (a tmpfs a child mounted after
+/// it unshared: zdtm inotify01) is reached through the root of a process
+/// of that namespace, and its mount id comes back with the fd (the mount
+/// the watch's handle names, CRIU's `FhEntry.mnt_id`).
+fn mount_fd(sdev: u32) -> Option<(OwnedFd, Option<u32>)> {
+    let (maj, min) = kdev(sdev);
+    let ns = crate::util::view::ns_pid();
+    let of = ns.unwrap_or_else(crust_sys::process::getpid);
+    if let Some((mp, _)) = mount_in(of, maj, min) {
+        let at = match ns {
+            Some(_) => crate::util::view::host_path(Path::new(&mp))?,
+            None => PathBuf::from(&mp),
+        };
+        return open_dir(&at).map(|f| (f, None));
+    }
+    let root = ns?;
+    let root_ns = mnt_ns_ino(root);
+    super::regmnt::tree_of(root)
+        .into_iter()
+        .skip(1)
+        .filter(|&p| mnt_ns_ino(p).is_some_and(|n| Some(n) != root_ns))
+        .find_map(|p| {
+            let (mp, id) = mount_in(p, maj, min)?;
+            let at = crate::util::view::join(Path::new(&format!("/proc/{p}/root")), Path::new(&mp));
+            Some((open_dir(&at)?, u32::try_from(id).ok()))
+        })
+}
+
 /// Open the file behind a handle (O_PATH).
 pub(crate) fn open_handle(sdev: u32, htype: i32, handle: &[u8]) -> std::io::Result<OwnedFd> {
-    let m = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+    let (m, _) = mount_fd(sdev).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
     ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC)
 }
 
 /// The path of the file behind a handle, seen from crust.
 pub(crate) fn handle_path(sdev: u32, htype: i32, handle: &[u8]) -> Option<String> {
-    let f = open_handle(sdev, htype, handle).ok()?;
+    handle_place(sdev, htype, handle).map(|(p, _)| p)
+}
+
+/// The path of the file behind a handle and, when the handle was opened
+/// on a mount of another mount namespace of the tree than the root's, the
+/// id of that mount.
+fn handle_place(sdev: u32, htype: i32, handle: &[u8]) -> Option<(String, Option<u32>)> {
+    let (m, away) = mount_fd(sdev)?;
+    let f = ev::open_by_handle_at(m.as_fd(), htype, handle, libc::O_PATH | libc::O_CLOEXEC).ok()?;
     let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
-    Some(p.to_string_lossy().into_owned())
+    Some((p.to_string_lossy().into_owned(), away))
 }
 
 /// The ghost files (REG entries recreated by the ghost kind) by path, for
-/// watches on files deleted while open.
+/// watches on files deleted while open; and the namespace of each mount of
+/// the images (`mountpoints-NS.img`), for watches on a mount of another
+/// namespace than the root's.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct GhostPaths(BTreeMap<String, Vec<u32>>);
+pub(crate) struct GhostPaths(BTreeMap<String, Vec<u32>>, BTreeMap<u32, u32>);
 
 impl GhostPaths {
     /// From files.img's REG entries and the ids the ghost kind recreates.
@@ -158,7 +207,40 @@ impl GhostPaths {
         for (id, name) in regs.filter(|(id, _)| ghosted.contains(id)) {
             m.entry(name.to_string()).or_default().push(id);
         }
-        GhostPaths(m)
+        GhostPaths(m, BTreeMap::new())
+    }
+
+    /// Read which namespace has each mount: every `mountpoints-N.img` of
+    /// `dir`.
+    pub fn read_mounts(&mut self, dir: &Path) -> Result<(), Error> {
+        let Ok(list) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let nss: Vec<u32> = list
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                n.strip_prefix("mountpoints-")?
+                    .strip_suffix(".img")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        for ns in nss {
+            let mounts: Vec<crust_images::proto::mnt::MntEntry> =
+                crate::util::read_image(dir, crust_images::image::ImageType::Mnts, u64::from(ns))?;
+            self.1.extend(mounts.iter().map(|m| (m.mnt_id, ns)));
+        }
+        Ok(())
+    }
+
+    /// Where crust finds `path` of a watch on mount `mnt`, when that mount
+    /// is in another namespace than the root's (made before the files,
+    /// under `view::sub_root`).
+    fn away(&self, mnt: Option<u32>, path: &str) -> Option<PathBuf> {
+        let ns = self.1.get(&mnt?)?;
+        let base = crate::util::view::sub_root(*ns)?;
+        Some(crate::util::view::join(&base, Path::new(path)))
     }
 
     /// The files.img ids of ghosts recreated for a watch whose recorded
@@ -196,10 +278,11 @@ fn watch_target(
             .try_clone_to_owned()
             .map_err(sys_err(me, format!("dup of the ghost of {path}")));
     }
-    let seen = h
-        .path
-        .as_deref()
-        .and_then(|p| crate::util::view::host_path(Path::new(p)));
+    let seen = ghosts.away(h.mnt_id, path).or_else(|| {
+        h.path
+            .as_deref()
+            .and_then(|p| crate::util::view::host_path(Path::new(p)))
+    });
     let Some(p) = seen.filter(|p| p.exists()) else {
         return Err(Error::Restore {
             pid: me,

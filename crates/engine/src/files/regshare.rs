@@ -68,11 +68,20 @@ impl SharedRegs {
         let mut several = held_by_several(tables);
         // Opened in another mount namespace than their holder's.
         several.extend(super::regmnt::foreign_files(ctx)?);
+        // On a mount only another namespace has, held only by processes
+        // of the root's namespace (the process to open it through is not
+        // a holder): crust opens it there.
+        let elsewhere = super::regmnt::in_other_ns(ctx)?;
+        several.extend(elsewhere.iter().filter_map(|(&id, &host)| {
+            let holds = ctx
+                .live()
+                .any(|(p, fds)| p == host && fds.iter().any(|f| f.id == id));
+            (!holds).then_some(id)
+        }));
         let mut out = SharedRegs::default();
         if several.is_empty() {
             return Ok(out);
         }
-        let elsewhere = super::regmnt::in_other_ns(ctx)?;
         let ghosted = ctx.files.ghosted()?;
         let pids: HashSet<u32> = ctx.procs.iter().map(|p| p.pid as u32).collect();
         for f in ctx.files.entries()? {

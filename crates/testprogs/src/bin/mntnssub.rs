@@ -30,6 +30,11 @@
 //! With `--pivot 1` the child also pivots its namespace into the tmpfs,
 //! keeping the old root at `old` (a mount of the root's namespace in a
 //! pivoted one: crust refuses to dump it), and only waits.
+//! With `--inotify 1` the parent (in the root's namespace) creates and
+//! holds open `ino` on the child's tmpfs, through the child's cwd, and
+//! watches that file and the tmpfs's root with inotify (zdtm inotify01's
+//! layout); after the restore it checks the file is on the tmpfs and that
+//! closing it is seen by both watches, by their numbers (1 and 2).
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::fs;
@@ -371,6 +376,69 @@ fn child(sub: &Path, go: i32, ready_w: i32, pivot: bool, lent: (bool, Held)) -> 
     }
 }
 
+/// `--inotify 1`: a file of the parent's on the child's tmpfs, and an
+/// inotify fd watching it and the tmpfs's root.
+fn watch_child_tmpfs(child: libc::pid_t) -> (fs::File, i32) {
+    let dir = std::path::PathBuf::from(format!("/proc/{child}/cwd"));
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("ino"))
+        .unwrap_or_else(|_| die("create ino on the child's tmpfs"));
+    // SAFETY: inotify_init1 takes flags.
+    let ifd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if ifd < 0 {
+        die("inotify_init1");
+    }
+    let mask = libc::IN_DELETE | libc::IN_CLOSE_WRITE | libc::IN_DELETE_SELF | libc::IN_CREATE;
+    for p in [dir.clone(), dir.join("ino")] {
+        let c = cpath(&p);
+        // SAFETY: a live inotify fd and a NUL-terminated path that
+        // outlives the call.
+        if unsafe { libc::inotify_add_watch(ifd, c.as_ptr(), mask) } < 0 {
+            die(&format!("inotify_add_watch {}", p.display()));
+        }
+    }
+    (f, ifd)
+}
+
+/// After the restore: the file is not on the parent's `sub` (a plain
+/// directory in its namespace), and closing it gives IN_CLOSE_WRITE on
+/// watches 1 (the tmpfs's root) and 2 (the file).
+fn inotify_ok(held: (fs::File, i32), sub: &Path) -> Result<(), String> {
+    let (f, ifd) = held;
+    let dev = f.metadata().map_err(|e| format!("fstat ino: {e}"))?.dev();
+    let here = fs::metadata(sub)
+        .map_err(|e| format!("stat sub: {e}"))?
+        .dev();
+    ensure!(dev != here, "ino is not on the child's tmpfs");
+    drop(f);
+    let mut buf = [0u8; 4096];
+    // SAFETY: reading into a live buffer of that size.
+    let n = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+    ensure!(n > 0, "no inotify event after closing ino");
+    let mut wds = Vec::new();
+    let mut off = 0usize;
+    let word = |o: usize| -> Option<u32> {
+        let b = buf.get(o..o + 4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    while off < n as usize {
+        let (Some(wd), Some(mask), Some(len)) = (word(off), word(off + 4), word(off + 12)) else {
+            break;
+        };
+        if mask & libc::IN_CLOSE_WRITE != 0 {
+            wds.push(wd);
+        }
+        off += 16 + len as usize;
+    }
+    wds.sort_unstable();
+    ensure!(wds == [1, 2], "IN_CLOSE_WRITE seen by watches {wds:?}");
+    Ok(())
+}
+
 fn main() {
     let args = start();
     let dir = args.path("dir");
@@ -434,6 +502,7 @@ fn main() {
     if unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), 1) } != 1 {
         die("the child did not get ready");
     }
+    let mut inotify = (args.num("inotify", 0) == 1).then(|| watch_child_tmpfs(pid));
     if lent_mode == 1 {
         fs::remove_file(dir.join("l/x/gh")).unwrap_or_else(|_| die("remove l/x/gh"));
         fs::remove_file(dir.join("l/x/lk")).unwrap_or_else(|_| die("remove l/x/lk"));
@@ -451,6 +520,9 @@ fn main() {
         ensure!(!sub.join("f").exists(), "the parent sees the child's tmpfs");
         if deleted {
             deleted_ok(&dir)?;
+        }
+        if let Some(w) = inotify.take() {
+            inotify_ok(w, &sub)?;
         }
         if lent_mode == 1 {
             lent_ok(&dir, false)?;
