@@ -39,7 +39,6 @@ declare -A FEATURE_DIFFERS=(
     [uffd-noncoop]="no lazy pages in crust"
     [can_map_vdso]="crust moves the vDSO with mremap, never maps one"
     [sk_ns]="no network namespaces in crust"
-    [sk_unix_file]="crust finds a unix socket's file by path, not SIOCUNIXFILE"
     [nsid]="no network namespaces in crust"
     [link_nsid]="no network namespaces in crust"
     [kcmp_epoll]="crust finds epoll targets by fd number, not KCMP_EPOLL_TFD"

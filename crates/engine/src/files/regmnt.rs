@@ -110,15 +110,17 @@ pub(super) fn in_other_ns(ctx: &LoadCtx<'_>) -> Result<HashMap<u32, i32>, Error>
         let (Some(mnt), Some(&(pid, ns))) = (r.mnt_id, holder.get(&f.id)) else {
             continue;
         };
-        let Ok(mnt) = u32::try_from(mnt) else { continue };
+        let Ok(mnt) = u32::try_from(mnt) else {
+            continue;
+        };
         if root_ids.contains(&mnt) {
             continue;
         }
         // Only a mount that namespace has (a file held on a mount no
         // namespace of the tree has, e.g. one a pivoted namespace left
         // behind, is the root's business: `foreign_files`).
-        if !ns_ids.contains_key(&ns) {
-            ns_ids.insert(ns, ids_of(ns)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = ns_ids.entry(ns) {
+            e.insert(ids_of(ns)?);
         }
         if ns_ids.get(&ns).is_some_and(|ids| ids.contains(&mnt)) {
             out.insert(f.id, pid);
