@@ -989,6 +989,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-container.sh"
 # shellcheck source=tests/e2e/ns-pivot.sh
 . "$ROOT/tests/e2e/ns-pivot.sh"
+# shellcheck source=tests/e2e/ns-skmnt.sh
+. "$ROOT/tests/e2e/ns-skmnt.sh"
 # shellcheck source=tests/e2e/ns-remap.sh
 . "$ROOT/tests/e2e/ns-remap.sh"
 # shellcheck source=tests/e2e/ns-pts.sh

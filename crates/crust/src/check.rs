@@ -92,11 +92,7 @@ static FEATURES: &[Feature] = &[
         Lacks("crust moves the vDSO with mremap, it does not map one (ARCH_MAP_VDSO)"),
     ),
     feat("sk_ns", Extra, Probe(sk_ns)),
-    feat(
-        "sk_unix_file",
-        FeatureOnly,
-        Lacks("crust finds a unix socket's file by its path, not by SIOCUNIXFILE"),
-    ),
+    feat("sk_unix_file", FeatureOnly, Probe(sk_unix_file)),
     // crust reads raw sockets from their fds, not with sock_diag: it dumps
     // them wherever it may make one (CAP_NET_RAW).
     feat("net_diag_raw", Extra, Probe(raw_sockets)),
@@ -444,6 +440,24 @@ fn raw_sockets() -> ProbeResult {
         })?;
     }
     Ok(())
+}
+
+/// CRIU's sk_unix_file: the kernel opens a unix socket's bound file
+/// (SIOCUNIXFILE), which tells the mount a socket was bound on. An unbound
+/// socket answers ENOENT where the ioctl exists.
+fn sk_unix_file() -> ProbeResult {
+    let sk = crust_sys::unix::socket(libc::SOCK_DGRAM).map_err(|e| {
+        ProbeError::Missing(format!(
+            "cannot make a unix socket to try SIOCUNIXFILE on: {e}"
+        ))
+    })?;
+    match crust_sys::unix::unix_file(std::os::fd::AsFd::as_fd(&sk)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(ProbeError::Missing(format!(
+            "the kernel has no SIOCUNIXFILE to open a unix socket's file: {e}"
+        ))),
+    }
 }
 
 /// CRIU's newifindex: a link moved into the restored network namespace

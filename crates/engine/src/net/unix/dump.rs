@@ -140,6 +140,7 @@ impl UnixDump {
             deleted,
             name_dir,
         } = bound_file(sock, &d, &here)?;
+        check_bound_mount(sock, &d, &here)?;
         let opts = dump_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         let peek_off = opt(libc::SO_PEEK_OFF).unwrap_or(-1);
         if peek_off >= 0 {
@@ -480,6 +481,65 @@ fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFil
         deleted,
         name_dir,
     })
+}
+
+/// A socket bound to a path is bound again in the tree's (root's) mount
+/// namespace. One whose bound file (SIOCUNIXFILE) is on a mount that
+/// namespace does not have, and is not the file the root's namespace finds
+/// at its path, was bound in another mount namespace of the tree (on a
+/// mount only that one has), where crust cannot bind it again yet (CRIU
+/// records its `mnt_id`): refused. A file on a copy of a mount of the
+/// root's (a child that unshared) is found at the path, so passes.
+fn check_bound_mount(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<(), Error> {
+    use std::os::fd::AsFd;
+    let Some(path) = name_path(&d.name).filter(|p| p.is_absolute()) else {
+        return Ok(());
+    };
+    let file = match su::unix_file(sock) {
+        Ok(f) => std::fs::File::from(f),
+        Err(e) => {
+            debug!("{here}: SIOCUNIXFILE failed ({e}), its mount is not checked");
+            return Ok(());
+        }
+    };
+    let (Ok(mnt), Ok(md)) = (crust_sys::mountfd::mnt_id(file.as_fd()), file.metadata()) else {
+        return Ok(());
+    };
+    // The root's namespace, not the holder's (whose view may be set).
+    let root = crate::util::view::ns_pid();
+    let seen = match root {
+        Some(r) => crate::util::view::join(Path::new(&format!("/proc/{r}/root")), &path),
+        None => path.clone(),
+    };
+    debug!(
+        "{here}: bound file on mount {mnt} (dev {} ino {} nlink {}), the tree sees {}",
+        md.dev(),
+        md.ino(),
+        md.nlink(),
+        seen.display()
+    );
+    if md.nlink() == 0 {
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(&seen).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino()) {
+        return Ok(());
+    }
+    let pid = root.unwrap_or_else(crust_sys::process::getpid);
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+        return Ok(());
+    };
+    let in_root = info
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .any(|id| id == mnt);
+    if in_root {
+        return Ok(());
+    }
+    Err(Error::unsupported(format!(
+        "{here} is bound to {} on mount {mnt}, which only another mount namespace of the tree has: \
+         crust cannot bind a unix socket in another mount namespace of the tree yet",
+        path.display()
+    )))
 }
 
 /// The directory a socket bound to the relative name `name` was bound
