@@ -283,7 +283,7 @@ ct_verdict() {
     kill -TERM "$PID"
     wait_file "$r/result" $RESULT_TIMEOUT || { fail "no result after SIGTERM" "$log"; return 1; }
     [ "$(cat "$r/result")" = PASS ] || { fail "container says: $(cat "$r/result")" "$log"; return 1; }
-    wait_gone "$PID" 5
+    wait_gone "$PID" 5 && ct_veth_gone
 }
 
 ct_run() {
@@ -306,6 +306,7 @@ ct_run() {
     wait_gone "$PID" 5 || { fail "the container still runs after the dump" "$img/dump.log"; return 1; }
     n=$(ct_count)
     sleep 1
+    ct_veth_gone || return 1
     [ "$(ct_count)" = "$n" ] || { fail "the client went on while the container was dumped" "$img/dump.log"; return 1; }
     ct_restore "$img" "" --tcp-established --root "$r" || return 1
     ct_client_moves "$((n + 5))" || return 1
@@ -333,6 +334,20 @@ ct_run() {
 # the client kept (--tcp-established). CRIU 4.2 has no image for POSIX
 # queues: the restored container has none (`container --mq-may-vanish 1`
 # accepts that), the rest is whole.
+# The dumped container's network namespace goes away in the kernel's own
+# time (cleanup_net runs from a workqueue once its last process is gone),
+# and its veth's outer end with it: wait for that before a restore makes
+# the end again under the same name.
+ct_veth_gone() {
+    local i
+    for i in $(seq 100); do
+        ip link show "$CT_OUT" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    fail "the dumped container's veth end $CT_OUT is still there 10 s after the dump"
+    return 1
+}
+
 ct_interop() {
     local way=$1 r=$D/root img=$D/img n criu
     criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
@@ -351,6 +366,7 @@ ct_interop() {
         [ $RC -eq 0 ] || { fail "dump exited with $RC: $(head -c 300 "$D/dump.err")" "$img/dump.log"; return 1; }
     fi
     wait_gone "$PID" 5 || { fail "the container still runs after the dump" "$img/dump.log"; return 1; }
+    ct_veth_gone || return 1
     n=$(ct_count)
     if [ "$way" = from ]; then
         ct_restore "$img" "" --tcp-established --root "$r" || return 1
