@@ -22,9 +22,8 @@ fn config(
     value: Option<&CStr>,
 ) -> io::Result<()> {
     let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: `fs` is a valid descriptor; the key and value are either
-    // null (as `cmd` allows) or NUL-terminated strings that live across
-    // the call; the kernel keeps no pointer.
+    // SAFETY: `fs` is valid; key and value are null (as `cmd` allows) or
+    // NUL-terminated strings alive across the call, not kept by the kernel.
     let r = unsafe {
         libc::syscall(
             libc::SYS_fsconfig,

@@ -399,7 +399,15 @@ pub(crate) fn as_restore_check(opts: &Options) -> Options {
 mod tests {
     use super::*;
 
-    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
+    /// A mountinfo line for tests (also `multi`'s).
+    pub(super) fn line(
+        id: u32,
+        parent: u32,
+        mp: &str,
+        fs: &str,
+        root: &str,
+        dev: u32,
+    ) -> MountLine {
         MountLine {
             mnt_id: id,
             parent,

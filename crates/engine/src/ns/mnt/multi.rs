@@ -916,23 +916,7 @@ impl SubNamespaces {
 mod tests {
     use super::*;
 
-    fn line(id: u32, parent: u32, mp: &str, fs: &str, root: &str, dev: u32) -> MountLine {
-        MountLine {
-            mnt_id: id,
-            parent,
-            dev,
-            root: root.into(),
-            mountpoint: mp.into(),
-            flags: 0,
-            shared_id: 0,
-            master_id: 0,
-            fsname: fs.into(),
-            source: fs.into(),
-            sb_flags: 0,
-            options: String::new(),
-            deleted: false,
-        }
-    }
+    use super::super::tests::line;
 
     fn root_ns() -> Vec<MountLine> {
         vec![
