@@ -8,6 +8,7 @@ mod getopt;
 mod image;
 mod logger;
 mod rpc;
+mod scripts;
 
 use std::io::Write;
 use std::path::Path;
@@ -250,8 +251,19 @@ fn check_command_options(opts: &Opts, command: &str) -> Result<()> {
     Ok(())
 }
 
+/// The engine's options with the action scripts of `--action-script`
+/// installed as its hooks.
+fn engine_options(opts: &Opts) -> crust_engine::Options {
+    let mut o = opts.engine.clone();
+    if !opts.action_scripts.is_empty() {
+        let s = scripts::Scripts::new(&opts.action_scripts, &o.images_dir, &o.work_dir());
+        o.hooks = crust_engine::Hooks::new(std::sync::Arc::new(s));
+    }
+    o
+}
+
 fn dump(opts: &Opts) -> Result<i32> {
-    let o = &opts.engine;
+    let o = &engine_options(opts);
     if o.pid == 0 {
         bail!("dump needs the tree's root: -t/--tree PID");
     }
@@ -323,7 +335,7 @@ pub fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
 }
 
 fn restore(opts: &Opts) -> Result<i32> {
-    let o = &opts.engine;
+    let o = &engine_options(opts);
     crust_engine::check_images_dir(&o.images_dir)?;
     if o.restore_sibling && !o.detached {
         bail!("--restore-sibling only makes sense with --restore-detached");

@@ -291,6 +291,10 @@ pub enum Action {
     PreResume,
     /// Restore: the tasks run (failures logged).
     PostResume,
+    /// `service` (and CRIU's page server): ready for requests, before
+    /// `--status-fd` is written. The engine never runs it; the front end
+    /// does.
+    StatusReady,
 }
 
 impl Action {
@@ -308,6 +312,7 @@ impl Action {
             Action::NetworkUnlock => "network-unlock",
             Action::PreResume => "pre-resume",
             Action::PostResume => "post-resume",
+            Action::StatusReady => "status-ready",
         }
     }
 }

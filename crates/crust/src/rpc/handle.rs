@@ -143,12 +143,22 @@ fn bad_options(t: i32, e: &anyhow::Error) -> CriuResp {
     failure(t, Some(libc::EBADRQC), &format!("{e:#}"))
 }
 
-fn hooks(ctx: &Ctx<'_>, notify: bool) -> Result<crust_engine::Hooks> {
+/// The notify callbacks, then the action scripts a configuration file (or
+/// swrk's command line) gave, as CRIU runs both.
+fn hooks(ctx: &Ctx<'_>, o: &Opts, notify: bool) -> Result<crust_engine::Hooks> {
     let sk = ctx
         .sk
         .try_clone_to_owned()
         .context("dup of the RPC socket")?;
-    Ok(crust_engine::Hooks::new(Arc::new(Notifier { sk, notify })))
+    let notifier: Arc<dyn crust_engine::ActionHook> = Arc::new(Notifier { sk, notify });
+    if o.action_scripts.is_empty() {
+        return Ok(crust_engine::Hooks::new(notifier));
+    }
+    let e = &o.engine;
+    let scripts = crate::scripts::Scripts::new(&o.action_scripts, &e.images_dir, &e.work_dir());
+    Ok(crust_engine::Hooks::new(Arc::new(crate::scripts::Chain(
+        vec![notifier, Arc::new(scripts)],
+    ))))
 }
 
 fn dump_resp(success: bool) -> CriuResp {
@@ -174,7 +184,7 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     };
     let prepared = crust_engine::check_images_dir(&o.engine.images_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| hooks(ctx, setup.notify));
+        .and_then(|()| hooks(ctx, &o, setup.notify));
     match prepared {
         Ok(h) => o.engine.hooks = h,
         Err(e) => {
@@ -283,7 +293,7 @@ fn restore(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     };
     let prepared = crust_engine::check_images_dir(&o.engine.images_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| hooks(ctx, setup.notify));
+        .and_then(|()| hooks(ctx, &o, setup.notify));
     match prepared {
         Ok(h) => o.engine.hooks = h,
         Err(e) => return fail(failed(ty::RESTORE, &e)),
