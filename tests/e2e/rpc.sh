@@ -109,7 +109,7 @@ t_rpc_notify() {
     mkdir -p "$D/img1" "$D/img2"
     rpc_ok notify-dump "$RPC_RAW" "$CRUST" notify-dump "$PID" "$D/img1" || return 1
     got=$(cat "$D/notify-dump.out")
-    [ "$got" = "pre-dump post-dump" ] || { fail "dump notifies: '$got'" "$D/img1/dump.log"; return 1; }
+    [ "$got" = "pre-dump query-ext-files post-dump" ] || { fail "dump notifies: '$got'" "$D/img1/dump.log"; return 1; }
     running_untouched "after a notified dump" || return 1
     rpc_ok dump "$RPC_CLIENT" "$CRUST" swrk dump "$PID" "$D/img2" || return 1
     wait_gone "$PID" 5 || { fail "pid $PID still exists after the dump" "$D/img2/dump.log"; return 1; }

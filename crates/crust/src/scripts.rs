@@ -156,6 +156,14 @@ impl ActionHook for Chain {
     fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String> {
         self.0.iter().try_for_each(|h| h.run(action, root_pid))
     }
+
+    fn query_external(&self) -> Result<Vec<String>, String> {
+        let mut keys = Vec::new();
+        for h in &self.0 {
+            keys.extend(h.query_external()?);
+        }
+        Ok(keys)
+    }
 }
 
 #[cfg(test)]
