@@ -60,8 +60,26 @@ fn main() {
 /// engine's error when there is one (see crust_engine::ErrorKind), else
 /// CRIU's code for a failed command.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    // A post-dump action script that failed: CRIU's dump returns the
+    // scripts' status, -1, through WEXITSTATUS, so `criu dump` exits 255.
+    let post_dump = e.chain().any(|c| {
+        let engine = c
+            .downcast_ref::<crust_engine::DumpError>()
+            .map(|d| &*d.source)
+            .or_else(|| c.downcast_ref::<crust_engine::Error>());
+        matches!(
+            engine,
+            Some(crust_engine::Error::Action { action, .. }) if *action == "post-dump"
+        )
+    });
+    if post_dump {
+        return POST_DUMP_SCRIPT_EXIT;
+    }
     error_kind(e).map_or(crust_engine::CRIU_FAILURE_EXIT, |k| k.exit_code())
 }
+
+/// `criu dump`'s exit code when a post-dump action script failed.
+const POST_DUMP_SCRIPT_EXIT: i32 = 255;
 
 /// The kind of the first engine error in `e`'s chain, if any.
 pub fn error_kind(e: &anyhow::Error) -> Option<crust_engine::ErrorKind> {
