@@ -320,6 +320,35 @@ EOF
     net_no_rules_left
 }
 
+# `podman run --init`: podman's catatonit, bind-mounted as a file at
+# /run/podman-init (an external mount for runc), is the container's pid 1
+# and runs from that file. Before, the dump refused its own images: the
+# file's path through the mount was looked up as `/run/podman-init/`
+# (ENOTDIR).
+t_podman_init() {
+    local rc
+    podman_init
+    rc=$?
+    pm_cleanup
+    return $rc
+}
+
+podman_init() {
+    pm_setup || return $?
+    local a pid
+    pm_run pi --init --network none "$PM_IMAGE" sh -c "$PM_COUNTER" || return 1
+    a=$(pm_wait_count pi 5) || { fail "the container does not count"; return 1; }
+    pm_checkpoint pi --keep || return 1
+    pm_crust_log pi dump.log Dump || return 1
+    pm_restore pi --keep pi || return 1
+    pm_crust_log pi restore.log Restore || return 1
+    pid=$(pm inspect pi --format '{{.State.Pid}}' 2>/dev/null)
+    # The same file as podman's catatonit (through the bind mount).
+    [ "$(stat -L -c %d:%i "/proc/${pid:-0}/exe" 2>/dev/null)" = "$(stat -L -c %d:%i /usr/libexec/podman/catatonit)" ] ||
+        { fail "the restored container's init (pid ${pid:-?}) runs $(readlink "/proc/${pid:-0}/exe" 2>&1), not catatonit"; return 1; }
+    pm_counting pi "$a"
+}
+
 # --network ns:PATH (a network namespace made by the test, as a user wires
 # one): runc names it to criu as external (`--external
 # net[INO]:extRootNetNS` at checkpoint, the netns as inherit_fd
@@ -392,6 +421,6 @@ t_rpc_refused_logged() {
     expect_pass
 }
 
-ALL_TESTS+=(podman-checkpoint podman-export podman-leave-running podman-tcp-established dump-stats-workdir
-    rpc-refused-logged)
+ALL_TESTS+=(podman-checkpoint podman-export podman-leave-running podman-tcp-established podman-init
+    dump-stats-workdir rpc-refused-logged)
 KNOWN_BUG_TESTS+=(podman-netns)
