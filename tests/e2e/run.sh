@@ -1015,6 +1015,9 @@ ALL_TESTS+=(shmanon)
 # CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
 # shellcheck source=tests/e2e/rpc.sh
 . "$ROOT/tests/e2e/rpc.sh"
+# podman 4.3 with crust installed as criu (issue 14).
+# shellcheck source=tests/e2e/podman.sh
+. "$ROOT/tests/e2e/podman.sh"
 
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh

@@ -107,7 +107,13 @@ fn setup(ctx: &Ctx<'_>, req: &CriuReq, mode: Mode) -> Result<(Opts, Setup)> {
         ..Default::default()
     };
     let ro = req.opts.as_ref().unwrap_or(&empty);
-    let setup = opts::apply(&mut o, ro, mode, ctx.peer)?;
+    let setup = match opts::apply(&mut o, ro, mode, ctx.peer) {
+        Ok(s) => s,
+        Err(e) => {
+            log_refused(ro, ctx.peer, mode);
+            return Err(e);
+        }
+    };
     if setup.log.is_some() || mode != Mode::Check {
         crate::logger::init(setup.verbosity, setup.log.as_deref(), false)
             .context("Can't initiate log")?;
@@ -128,6 +134,25 @@ fn setup(ctx: &Ctx<'_>, req: &CriuReq, mode: Mode) -> Result<(Opts, Setup)> {
     }
     crate::check_caps(&o)?;
     Ok((o, setup))
+}
+
+/// Options refused: the log file the request names gets the error too
+/// (`opts::refused_log`), so the path runc and podman point at says why.
+fn log_refused(req: &CriuOpts, peer: Peer, mode: Mode) {
+    if mode == Mode::Check {
+        return;
+    }
+    let Some(p) = opts::refused_log(req, peer) else {
+        return;
+    };
+    if crate::logger::init(req.log_level.unwrap_or(2), Some(&p), false).is_ok() {
+        log::info!(
+            "crust {} (RPC {mode:?} from process {}), pid {}: options refused",
+            env!("CARGO_PKG_VERSION"),
+            peer.pid,
+            std::process::id()
+        );
+    }
 }
 
 /// The response to a failed operation `t`: CRIU's cr_errno for the kind

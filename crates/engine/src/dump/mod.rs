@@ -176,6 +176,16 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 hold.keep();
                 info!("Tree {pid} killed after dump");
             }
+            // As CRIU: frozen until let go or killed; stats-dump written
+            // into the work directory once the dump succeeded (podman
+            // reads it there, and packs it into its checkpoint archive).
+            let stats = DumpStats {
+                frozen_time_us: us_since(frozen_at),
+                ..stats
+            };
+            if let Err(e) = write_stats(&opts.work_dir(), &stats) {
+                warn!("{e}");
+            }
             Ok(stats)
         }
         Err(e) => {
@@ -550,7 +560,6 @@ fn dump_tree(
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
     };
-    write_stats(dir, &stats)?;
     images::check_restorable(opts)?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
     // image is written; the dump must remove them all.
