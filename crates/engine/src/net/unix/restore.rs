@@ -885,3 +885,44 @@ impl OpenUnix {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_images::proto::mnt::MntEntry;
+
+    fn bound(id: u32, mnt: Option<i32>) -> UnixSkEntry {
+        UnixSkEntry {
+            id,
+            name: b"/srv/s.sock\0".to_vec(),
+            mnt_id: mnt,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn recorded_mounts_are_the_images() {
+        let dir = std::env::temp_dir().join(format!("crust-usk-mnt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mnt = |id: u32| MntEntry {
+            mnt_id: id,
+            ..Default::default()
+        };
+        let mut u = UnixFiles::default();
+        u.socks.insert(1, bound(1, Some(30)));
+        u.socks.insert(2, bound(2, Some(-1)));
+        u.socks.insert(3, bound(3, None));
+        // No mountpoints images: a recorded mount is not used.
+        u.check_mounts(&dir).unwrap();
+        assert!(u.mnt_ns.is_empty());
+        crate::util::write_image(&dir, ImageType::Mnts, 7, &[mnt(20), mnt(21)]).unwrap();
+        crate::util::write_image(&dir, ImageType::Mnts, 8, &[mnt(30)]).unwrap();
+        u.check_mounts(&dir).unwrap();
+        assert_eq!(u.mnt_ns.get(&1), Some(&8));
+        assert_eq!(u.mnt_ns.len(), 1);
+        u.socks.insert(4, bound(4, Some(99)));
+        let e = u.check_mounts(&dir).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("unix socket 4") && e.contains("mount 99"), "{e}");
+    }
+}
