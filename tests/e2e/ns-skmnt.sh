@@ -152,3 +152,22 @@ PYEOF
 }
 
 ALL_TESTS+=(err-restore-skmntns-mnt)
+
+# skmntns --orphan 1: the child passes its bound socket to the parent and
+# exits, its mount namespace gone with it: the socket's file is on a mount
+# no namespace of the tree has (and the root's namespace finds the
+# parent's socket at the path). The dump is refused naming the socket's
+# mount; the parent runs on untouched and passes.
+t_err_dump_skmntns_orphan() {
+    need_cr || return $?
+    mkdir -p "$D/dir" "$D/img"
+    start_prog skmntns --dir "$D/dir" --orphan 1 || return 1
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --external 'mnt[/dev]:dev'
+    expect_error dump "$D/img/dump.log" || return 1
+    grep -qE "on mount [0-9]+, which neither the tree's mount namespace" "$D/dump.err" ||
+        { fail "the message does not name the mount: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    expect_untouched "$PID" || return 1
+    expect_pass "$D/img/dump.log"
+}
+
+ALL_TESTS+=(err-dump-skmntns-orphan)

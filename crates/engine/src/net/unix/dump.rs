@@ -572,9 +572,15 @@ fn bound_mount(
     {
         return Ok(none);
     }
+    let holder = if pid == root {
+        String::new()
+    } else {
+        format!(" nor that of process {pid}, which holds it,")
+    };
     Err(Error::unsupported(format!(
-        "{here} is bound to {} on mount {mnt}, which neither the tree's mount namespace nor process {pid}'s has: \
-         crust binds a unix socket again only in a mount namespace of the tree it dumps",
+        "{here} is bound to {} on mount {mnt}, which neither the tree's mount namespace{holder} has \
+         (the namespace it was bound in is gone or not the tree's): crust can bind a unix socket again \
+         only in a mount namespace of the tree",
         path.display()
     )))
 }
