@@ -1081,6 +1081,9 @@ ALL_TESTS+=(shmanon)
 # Epolls carried by queued messages, held by no task (issue 12).
 # shellcheck source=tests/e2e/scm05.sh
 . "$ROOT/tests/e2e/scm05.sh"
+# --freeze-cgroup, v1 and v2 (issue 14).
+# shellcheck source=tests/e2e/freezecg.sh
+. "$ROOT/tests/e2e/freezecg.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
