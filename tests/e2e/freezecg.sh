@@ -226,3 +226,36 @@ t_err_freezecg_outside() {
 
 ALL_TESTS+=(freezecg-v1 freezecg-v2 freezecg-leave-running-v1 freezecg-leave-running-v2
     freezecg-frozen-v1 freezecg-frozen-v2 freezecg-stray err-freezecg-path err-freezecg-outside)
+
+# CRIU 4.2 and crust on the same v1 --freeze-cgroup dump: CRIU dumps and
+# crust restores (from), crust dumps and CRIU restores (to).
+fz_criu() {
+    local way=$1 criu
+    need_cr || return
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
+    fz_make 1 || return
+    fz_start || return 1
+    mkdir -p "$D/img"
+    if [ "$way" = from ]; then
+        (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" dump -t "$PID" -D "$D/img" -v4 -o dump.log \
+            --freeze-cgroup "$CG") >"$D/criu-dump.out" 2>&1 ||
+            { fail "CRIU's dump failed" "$D/img/dump.log"; return 1; }
+        grep -q "freezing processes" "$D/img/dump.log" || { fail "CRIU did not freeze through $CG" "$D/img/dump.log"; return 1; }
+        wait_gone "$PID" 5 || { fail "pid $PID still exists after CRIU's dump"; return 1; }
+        do_restore "$D/img" || return 1
+        expect_pass "$D/img/restore.log"
+    else
+        do_dump "$D/img" --freeze-cgroup "$CG" || return 1
+        fz_seized "$D/img/dump.log" || return 1
+        (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d --pidfile "$D/pidfile" \
+            -v4 -o restore.log) >"$D/criu-restore.out" 2>&1 ||
+            { fail "CRIU's restore of crust's images failed" "$D/img/restore.log"; return 1; }
+        [ "$(cat "$D/pidfile" 2>/dev/null)" = "$PID" ] ||
+            { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$D/img/restore.log"; return 1; }
+        expect_pass "$D/img/restore.log"
+    fi
+}
+t_freezecg_from_criu() { fz_criu from; local rc=$?; kill_tree "$PID" "$BIN/cgtree"; fz_cleanup; return $rc; }
+t_freezecg_to_criu() { fz_criu to; local rc=$?; kill_tree "$PID" "$BIN/cgtree"; fz_cleanup; return $rc; }
+
+ALL_TESTS+=(freezecg-from-criu freezecg-to-criu)
