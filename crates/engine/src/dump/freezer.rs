@@ -174,6 +174,11 @@ impl Freezer {
                 );
                 return Ok(());
             }
+            // Asked to stop (SIGINT, SIGTERM...): the cgroup goes back first.
+            if let Err(e) = crate::util::check_stop() {
+                self.put_back();
+                return Err(e);
+            }
             if start.elapsed() > timeout {
                 let stuck = self.unfrozen_hint();
                 self.put_back();
