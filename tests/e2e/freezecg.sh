@@ -25,8 +25,10 @@ fz_make() {
 
 # Thaw, empty (kill what is left in it) and remove every cgroup the test made.
 fz_cleanup() {
-    local cg t n
-    for cg in "${FZ_MADE[@]+"${FZ_MADE[@]}"}"; do
+    local cg t n i
+    # Made last, removed first (cgroups below others).
+    for ((i = ${#FZ_MADE[@]} - 1; i >= 0; i--)); do
+        cg=${FZ_MADE[$i]}
         [ -d "$cg" ] || continue
         if [ -e "$cg/freezer.state" ]; then echo THAWED >"$cg/freezer.state"; else echo 0 >"$cg/cgroup.freeze"; fi
         for n in $(seq 50); do
@@ -91,11 +93,16 @@ fz_seized() {
         { fail "the dump did not freeze through $CG" "$1"; return 1; }
 }
 
-# VER: dump the tree with --freeze-cgroup, restore it, it passes.
+# VER: dump the tree with --freeze-cgroup, restore it, it passes. One
+# child is in a cgroup below (frozen and seized with the rest).
 fz_cr() {
+    local kid
     need_cr || return
     fz_make "$1" || return
     fz_start || return 1
+    kid=$(cat /proc/"$PID"/task/"$PID"/children | awk '{print $1}')
+    mkdir "$CG/sub" && FZ_MADE+=("$CG/sub") && echo "$kid" >"$CG/sub/cgroup.procs" ||
+        { fail "cannot put child $kid in $CG/sub"; return 1; }
     do_dump "$D/img" --freeze-cgroup "$CG" || return 1
     fz_seized "$D/img/dump.log" || return 1
     [ "$(fz_state)" = THAWED ] || { fail "cgroup left $(fz_state) after the dump" "$D/img/dump.log"; return 1; }
