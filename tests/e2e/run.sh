@@ -1086,6 +1086,9 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/scm05.sh"
 # shellcheck source=tests/e2e/actions.sh
 . "$ROOT/tests/e2e/actions.sh"
+# --freeze-cgroup, v1 and v2 (issue 14).
+# shellcheck source=tests/e2e/freezecg.sh
+. "$ROOT/tests/e2e/freezecg.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

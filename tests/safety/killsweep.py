@@ -245,11 +245,11 @@ def calibrate(work):
     return sorted(times)[1]
 
 
-def one_try(work, target, sig, group, leave_running, delay):
+def one_try(work, target, sig, group, leave_running, delay, more=()):
     """Returns (target or None, failure or None)."""
     img = os.path.join(work, "img")
     shutil.rmtree(img, ignore_errors=True)
-    extra = ["-t", str(target.pid)] + (["-R"] if leave_running else [])
+    extra = ["-t", str(target.pid)] + (["-R"] if leave_running else []) + list(more)
     p = run_dump(img, extra)
     time.sleep(delay)
     try:
@@ -285,6 +285,70 @@ def one_try(work, target, sig, group, leave_running, delay):
     target.snap["fds"] = snapshot(target.pid)["fds"]  # pipe inodes are new
     why = target.check_running()
     return (target, None) if why is None else (None, "after restore: " + why)
+
+
+FREEZER = "/sys/fs/cgroup/freezer"
+
+
+def freezer_sweep(work, span, steps):
+    """Kill `crust dump --freeze-cgroup` (SIGKILL, SIGTERM; to its pid or
+    group; with and without -R) over a whole dump: the target passes the
+    same checks as above and its cgroup is THAWED. Returns (passed, failed)."""
+    if not os.access(os.path.join(FREEZER, "cgroup.procs"), os.W_OK):
+        print("SKIP freezer sweep: no cgroup v1 freezer at %s" % FREEZER)
+        return 0, 0
+    cg = os.path.join(FREEZER, "crust-killsweep-%d" % os.getpid())
+    os.mkdir(cg)
+    passed = failed = 0
+    target = None
+    try:
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            for group in (False, True):
+                for leave in (True, False):
+                    name = "--freeze-cgroup %s%s%s" % (
+                        signal.Signals(sig).name, " to the group" if group else "",
+                        " -R" if leave else "")
+                    for i in range(steps):
+                        delay = span * 1.2 * i / max(1, steps - 1)
+                        if target is None:
+                            target = Target(work)
+                        # (A restored target is born outside the cgroup.)
+                        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                            f.write(str(target.pid))
+                        tried = target
+                        target, why = one_try(work, target, sig, group, leave, delay,
+                                              ["--freeze-cgroup", cg])
+                        st = (read(os.path.join(cg, "freezer.state")) or "").strip()
+                        if why is None and st != "THAWED":
+                            why = "the cgroup is left %s" % st
+                        if why:
+                            failed += 1
+                            print("FAIL %s at %.1f ms: %s" % (name, delay * 1000, why))
+                            with open(os.path.join(cg, "freezer.state"), "w") as f:
+                                f.write("THAWED")
+                            tried.kill()
+                            target = None
+                        else:
+                            passed += 1
+        if target is not None:
+            why = target.finish()
+            target = None
+            if why:
+                failed += 1
+                print("FAIL --freeze-cgroup: the target's own check: %s" % why)
+    finally:
+        if target is not None:
+            target.kill()
+        with open(os.path.join(cg, "freezer.state"), "w") as f:
+            f.write("THAWED")
+        for pid in (read(os.path.join(cg, "cgroup.procs")) or "").split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+        wait_until(lambda: not (read(os.path.join(cg, "cgroup.procs")) or "").strip(), 5)
+        os.rmdir(cg)
+    return passed, failed
 
 
 def restore_sweep(work, steps):
@@ -390,6 +454,11 @@ def main():
                 if why:
                     failed += 1
                     print("FAIL %s: the target's own check: %s" % (name, why))
+        # --freeze-cgroup (issue 14): the target in a v1 freezer cgroup of
+        # its own; whenever crust is stopped the cgroup is thawed again.
+        p, f = freezer_sweep(work, span, args.steps)
+        passed += p
+        failed += f
         # A restore killed at any moment leaves either the whole tree,
         # working, or nothing.
         f = restore_sweep(work, args.steps)

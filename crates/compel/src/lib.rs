@@ -129,13 +129,19 @@ impl Task {
             .collect()
     }
 
-    fn begin_seize(pid: i32) -> Result<()> {
+    /// The first half of [`Task::seize`]: PTRACE_SEIZE and PTRACE_INTERRUPT,
+    /// without waiting. For tasks that cannot stop yet (frozen by a cgroup
+    /// freezer): the interrupt is taken once they run; [`Task::end_seize`]
+    /// waits for it.
+    pub fn begin_seize(pid: i32) -> Result<()> {
         ptrace::seize(pid, ptrace::options::TRACESYSGOOD)
             .map_err(|source| Error::Seize { pid, source })?;
         pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))
     }
 
-    fn end_seize(pid: i32, timeout: Duration) -> Result<Task> {
+    /// The second half of [`Task::seize`]: wait (within `timeout`) for a
+    /// task [`Task::begin_seize`] took to reach its ptrace stop.
+    pub fn end_seize(pid: i32, timeout: Duration) -> Result<Task> {
         let start = Instant::now();
         let mut stop_signo = 0;
         loop {

@@ -125,7 +125,7 @@ static SPECS: &[Spec] = &[
     spec("enable-fs", None, Required, NoEffect),
     spec("enable-external-sharing", None, No, Used),
     spec("enable-external-masters", None, No, Used),
-    spec("freeze-cgroup", None, Required, Unsupported),
+    spec("freeze-cgroup", None, Required, Used),
     spec("ghost-limit", None, Required, Used),
     spec("irmap-scan-path", None, Required, NoEffect),
     spec("lsm-profile", None, Required, Unsupported),
@@ -435,6 +435,7 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "images-dir" => e.images_dir = PathBuf::from(required(o)?),
         "work-dir" => e.work_dir = Some(PathBuf::from(required(o)?)),
         "pidfile" => e.pidfile = Some(PathBuf::from(required(o)?)),
+        "freeze-cgroup" => e.freeze_cgroup = Some(PathBuf::from(required(o)?)),
         "ext-unix-sk" => e.ext_unix_sk = on,
         "tcp-established" => e.tcp_established = on,
         "tcp-close" => e.tcp_close = on,
@@ -804,6 +805,7 @@ Dump/restore options:
   -S|--restore-sibling   restore the root as our sibling (needs -d)
   --pidfile FILE         write the restored root's pid to FILE
   --timeout SEC          give up seizing/freezing after SEC seconds
+  --freeze-cgroup DIR    freeze the tree through this freezer cgroup (v1/v2)
   --tcp-established      dump/restore established TCP connections
   -x|--ext-unix-sk       allow external unix sockets
   -l|--file-locks        dump/restore file locks

@@ -38,6 +38,10 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// `--timeout N`: give up seizing/freezing after this long. Dump only.
     pub timeout: Option<Duration>,
+    /// `--freeze-cgroup DIR`: freeze the tree through this freezer cgroup
+    /// (v1: `freezer.state`; v2: `cgroup.freeze`) before seizing it,
+    /// instead of interrupting each task. Dump only.
+    pub freeze_cgroup: Option<PathBuf>,
     /// `--tcp-established`.
     pub tcp_established: bool,
     /// `--tcp-close`: on dump, saved in inventory.img (the restore must say
@@ -143,6 +147,7 @@ impl Default for Options {
             restore_sibling: false,
             pidfile: None,
             timeout: None,
+            freeze_cgroup: None,
             tcp_established: false,
             tcp_close: false,
             skip_in_flight: false,

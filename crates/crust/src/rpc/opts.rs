@@ -265,14 +265,6 @@ fn apply_values(o: &mut Opts, req: &CriuOpts, peer: Peer, setup: &mut Setup) -> 
         let v = cg_mode(m).ok_or_else(|| anyhow!("unknown manage_cgroups_mode {m}"))?;
         value(o, "manage-cgroups", v)?;
     }
-    if let Some(cg) = &req.freeze_cgroup {
-        // A runtime names its container's freezer; crust freezes the
-        // same tasks with ptrace (a frozen cgroup's tasks never stop for
-        // it: the dump then times out and the tree runs on).
-        o.lacking.push(format!(
-            "freeze_cgroup {cg}: crust freezes the tree with ptrace, not through the freezer cgroup"
-        ));
-    }
     for (name, v) in [
         ("lsm-profile", &req.lsm_profile),
         ("lsm-mount-context", &req.lsm_mount_context),
@@ -284,6 +276,7 @@ fn apply_values(o: &mut Opts, req: &CriuOpts, peer: Peer, setup: &mut Setup) -> 
         ("tls-cert", &req.tls_cert),
         ("tls-key", &req.tls_key),
         ("root", &req.root),
+        ("freeze-cgroup", &req.freeze_cgroup),
         ("prev-images-dir", &req.parent_img),
     ] {
         if let Some(v) = v {

@@ -1,10 +1,12 @@
 //! `crust dump`: freeze a process, write its state as CRIU images, then
 //! kill it (or let it run on).
 
+mod freezer;
 mod helpers;
 mod images;
 mod outdir;
 mod precheck;
+mod seize;
 
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
@@ -19,14 +21,16 @@ use crust_images::proto::fs::FsEntry;
 use crust_images::proto::pstree::PstreeEntry;
 use crust_proc::ProcRoot;
 use crust_sys::{process, RemoteAddr, PAGE_SIZE};
+use freezer::Frozen;
 use helpers::add_helpers;
 #[cfg(test)]
 use helpers::plan_helpers;
 use images::{inventory, write_stats};
 use log::{debug, info, warn};
 use precheck::{precheck, DEFAULT_TIMEOUT};
+use seize::seize;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// CRIU's image set version (CRTOOLS_IMAGES_V1_1).
 pub const IMG_VERSION: u32 = 2;
@@ -100,7 +104,23 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
-    let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout));
+    // --freeze-cgroup: the cgroup's tasks are frozen and seized first; the
+    // tree then takes its own from them.
+    let mut frozen = match &opts.freeze_cgroup {
+        Some(cg) => match catch_panic(|| Frozen::take(cg, timeout)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                outdir::discard(dir);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout, frozen.as_mut()));
+    if let Some(f) = &frozen {
+        f.note_strays();
+    }
+    let mut frozen = Strays(frozen);
     // CRIU's network-lock action: a tree with a network namespace of its
     // own, before the dump locks it.
     let own_net = own_netns(pid);
@@ -114,7 +134,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         .and_then(|()| locked())
         .and_then(|()| query_external(opts).map(|o| with_ext = o))
     {
-        tree.release(false);
+        frozen.let_go(tree, false);
         outdir::discard(dir);
         return Err(e);
     }
@@ -142,7 +162,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 warn!("Dump of {pid} stopped; letting the tree run on");
                 net_unlock_hook(opts, own_net, pid);
                 hold.release();
-                tree.release(false);
+                frozen.let_go(tree, false);
                 outdir::discard(dir);
                 return Err(e);
             }
@@ -150,7 +170,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 // Connections go on before their tasks do.
                 net_unlock_hook(opts, own_net, pid);
                 hold.release();
-                tree.release(opts.leave_stopped && !opts.leave_running);
+                frozen.let_go(tree, opts.leave_stopped && !opts.leave_running);
                 info!(
                     "Tree {pid} left {}",
                     if opts.leave_running {
@@ -163,11 +183,18 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 // Durable before the only other copy of the tree goes.
                 if let Err(e) = outdir::make_durable(dir) {
                     hold.release();
-                    tree.release(false);
+                    frozen.let_go(tree, false);
                     outdir::discard(dir);
                     return Err(e);
                 }
-                if let Err(e) = tree.kill() {
+                // The cgroup's other tasks go on first (CRIU's order);
+                // it is put back once the tree is dead.
+                let freezer = frozen.0.take().map(Frozen::release);
+                let killed = tree.kill();
+                if let Some(f) = freezer {
+                    f.put_back();
+                }
+                if let Err(e) = killed {
                     hold.release();
                     return Err(e);
                 }
@@ -191,10 +218,30 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         Err(e) => {
             warn!("Dump of {pid} failed; letting the tree run on");
             net_unlock_hook(opts, own_net, pid);
-            tree.release(false);
+            frozen.let_go(tree, false);
             outdir::discard(dir);
             Err(e)
         }
+    }
+}
+
+/// The tasks `--freeze-cgroup` seized that are not in the tree, and its
+/// freezer; empty without the option. Dropped unused (a panic), they are
+/// let go by their own drops and the cgroup is left thawed.
+struct Strays(Option<Frozen>);
+
+impl Strays {
+    /// Let the tree go on (or stay stopped) with the cgroup's other tasks.
+    /// A cgroup frozen before the dump is frozen again first, so that no
+    /// task of it runs (a frozen tracee can be detached and stays frozen).
+    fn let_go(&mut self, tree: Tree, stop: bool) {
+        let Some(f) = self.0.take() else {
+            tree.release(stop);
+            return;
+        };
+        f.put_back();
+        tree.release(stop);
+        f.release();
     }
 }
 
@@ -270,132 +317,6 @@ fn heads_pid_ns(proc: &ProcRoot, pid: i32) -> bool {
 /// A pid as the tree's own pid namespace sees it.
 fn ns_last(v: &[i32], host: i32) -> i32 {
     v.last().copied().unwrap_or(host)
-}
-
-/// Seize process `pid` (every thread), then its children, depth first.
-/// Threads and children that appear while seizing are caught by scanning
-/// again until nothing new shows up: a stopped task cannot clone.
-fn seize(
-    proc: &ProcRoot,
-    tree: &mut Tree,
-    pid: i32,
-    ppid: i32,
-    timeout: Duration,
-) -> Result<(), Error> {
-    if tree.procs.len() > 100_000 {
-        return Err(Error::unsupported("trees of more than 100000 processes"));
-    }
-    let stat = crust_proc::stat(proc, pid).map_err(proc_err(pid))?;
-    if stat.state == 'Z' || stat.state == 'X' {
-        tree.procs.push(Proc {
-            pid,
-            ppid,
-            threads: Vec::new(),
-            zombie: true,
-        });
-        return Ok(());
-    }
-    // The precheck saw no vfork; a parent may have entered one since.
-    precheck::refuse_vfork(proc, pid)?;
-    let idx = tree.procs.len();
-    tree.procs.push(Proc {
-        pid,
-        ppid,
-        threads: Vec::new(),
-        zombie: false,
-    });
-    for _round in 0..1000 {
-        let mut tids = match crust_proc::tasks(proc, pid) {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() && idx > 0 => return Ok(()),
-            // Exited since its state was read: a zombie now (ESRCH).
-            Err(_) if idx > 0 && tree.procs[idx].threads.is_empty() && became_zombie(proc, pid) => {
-                tree.procs[idx].zombie = true;
-                return Ok(());
-            }
-            Err(e) => return Err(proc_err(pid)(e)),
-        };
-        tids.sort_by_key(|t| (*t != pid, *t));
-        let mut new = false;
-        tids.retain(|tid| !tree.procs[idx].threads.iter().any(|t| t.pid() == *tid));
-        refuse_io_workers(proc, pid, &tids)?;
-        // Keep every task seized before reporting an error, so that the
-        // release that follows lets them all go.
-        let mut first_err = None;
-        for (tid, r) in tids.iter().zip(Task::seize_all(&tids, timeout)) {
-            match r {
-                Ok(mut t) => {
-                    // Every later wait for it (remote syscalls) is bounded too.
-                    t.set_timeout(Some(timeout));
-                    tree.procs[idx].threads.push(t);
-                    new = true;
-                }
-                // A thread that exited meanwhile is simply not there.
-                Err(_) if !Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
-                // One that exited while being seized (its exit reported to
-                // crust, its tracer) is gone too; a process whose main
-                // thread did is a zombie now: its parent, stopped before
-                // it, cannot have reaped it.
-                Err(crust_compel::Error::Exited { .. }) if *tid != pid => {}
-                // (Seizing an exiting task fails with EPERM.)
-                Err(e)
-                    if *tid == pid
-                        && idx > 0
-                        && tree.procs[idx].threads.is_empty()
-                        && became_zombie(proc, pid) =>
-                {
-                    debug!("process {pid} exited while being seized ({e}): a zombie");
-                    tree.procs[idx].zombie = true;
-                    return Ok(());
-                }
-                Err(e) => {
-                    first_err.get_or_insert(compel_err(*tid)(e));
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        if !new {
-            break;
-        }
-    }
-    if tree.procs[idx].threads.is_empty() {
-        return Err(Error::NoSuchProcess { pid });
-    }
-    let mut kids = Vec::new();
-    let tids: Vec<i32> = tree.procs[idx].threads.iter().map(|t| t.pid()).collect();
-    for tid in tids {
-        kids.extend(crust_proc::children(proc, pid, tid).map_err(proc_err(pid))?);
-    }
-    for k in kids {
-        seize(proc, tree, k, pid, timeout)?;
-    }
-    Ok(())
-}
-
-/// Whether process `pid` has exited as a whole (its main thread a
-/// zombie, no other thread left).
-fn became_zombie(proc: &ProcRoot, pid: i32) -> bool {
-    let dead = crust_proc::stat(proc, pid).map_or(true, |st| st.state == 'Z' || st.state == 'X');
-    dead && crust_proc::tasks(proc, pid).map_or(true, |t| t == [pid])
-}
-
-/// A kernel io worker (PF_IO_WORKER) never stops for ptrace: refuse it
-/// before seizing, should one have appeared since the precheck.
-fn refuse_io_workers(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Error> {
-    for &tid in tids {
-        match crust_proc::task_stat(proc, pid, tid) {
-            Ok(st) if st.is_io_worker() => {
-                let who = format!("process {pid}");
-                return Err(crate::files::classify::io_worker_refusal(
-                    &who, tid, &st.comm,
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The fd table of a dump, its kinds set up from the options.

@@ -74,8 +74,12 @@ fn dump_options_fill_the_engine_options() {
     assert_eq!(s.log, Some(dir.join("dump.log")));
     assert_eq!(s.verbosity, 4);
     assert!(s.notify && !s.self_dump);
-    // Warned about, not refused: cgroups and the freezer.
-    assert!(o.lacking.iter().any(|w| w.contains("freeze_cgroup")));
+    // The freezer cgroup is used, not warned about.
+    assert_eq!(
+        e.freeze_cgroup,
+        Some(PathBuf::from("/sys/fs/cgroup/freezer/c1"))
+    );
+    assert!(!o.lacking.iter().any(|w| w.contains("freeze_cgroup")));
     assert!(o.unsupported.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
