@@ -1015,6 +1015,9 @@ ALL_TESTS+=(shmanon)
 # CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
 # shellcheck source=tests/e2e/rpc.sh
 . "$ROOT/tests/e2e/rpc.sh"
+# runc in full: netns, leave-running, tcp-established, restore twice (issue 14).
+# shellcheck source=tests/e2e/runc.sh
+. "$ROOT/tests/e2e/runc.sh"
 
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh
