@@ -183,6 +183,27 @@ runc_netns() {
     runc_serves 1 "after restore"
 }
 
+# A container in a network namespace given by path, with no socket: the
+# namespace (which outlives the container) is locked by the checkpoint and
+# must be unlocked by the restore all the same (CRIU unlocks a tree's
+# namespace whatever its sockets): the host pings it after the restore.
+t_runc_netns_quiet() { runc_wrap runc_netns_quiet; }
+runc_netns_quiet() {
+    runc_need || return $?
+    local b=$D/bundle id=crust-rc-quiet-$$
+    runc_net 4 || return 1
+    runc_bundle "$b" 4 "$RUNC_COUNTER" || return 1
+    runc_start "$b" "$id" || return 1
+    /bin/busybox ping -c 1 -W 2 10.251.4.2 >/dev/null 2>&1 || { fail "set-up: the container's namespace does not answer ping"; return 1; }
+    runc_checkpoint "$b" "$id" "$D/img" || return 1
+    runc_gone "$id" || return 1
+    runc delete -f "$id" >/dev/null 2>&1
+    runc_restore "$b" "$id" "$D/img" || return 1
+    runc_counts "$b" "$id" "after restore" || return 1
+    /bin/busybox ping -c 1 -W 2 10.251.4.2 >/dev/null 2>&1 ||
+        { fail "the container's network namespace is still locked after the restore (no ping answer)" "$D/img/restore.log"; return 1; }
+}
+
 t_runc_leave_running() { runc_wrap runc_leave_running; }
 runc_leave_running() {
     runc_need || return $?
@@ -359,4 +380,4 @@ PYEOF
         { fail "the shell does not answer on its terminal after the refused checkpoint: $(tr '\n' ' ' <"$D/tty.out")" "$D/img/dump.log"; return 1; }
 }
 
-ALL_TESTS+=(runc-netns runc-leave-running runc-restore-twice runc-tcp-established runc-terminal-refused)
+ALL_TESTS+=(runc-netns runc-netns-quiet runc-leave-running runc-restore-twice runc-tcp-established runc-terminal-refused)

@@ -176,6 +176,11 @@ impl Joined {
         Ok(())
     }
 
+    /// The file of the namespace of kind `kind` the root joins, if any.
+    pub(crate) fn file(&self, kind: NsKind) -> Option<&File> {
+        self.ns.iter().find(|(s, _)| s.kind == kind).map(|(_, f)| f)
+    }
+
     /// Whether the root joins a namespace of kind `kind`.
     pub(crate) fn joins(&self, kind: NsKind) -> bool {
         self.ns.iter().any(|(s, _)| s.kind == kind)

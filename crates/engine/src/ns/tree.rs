@@ -129,6 +129,9 @@ pub(crate) struct TreeNamespaces {
     time: Option<TimeNs>,
     /// The namespaces the root joins (`--join-ns`), taken as they are.
     joined: Joined,
+    /// The root's network namespace is an external one it joins (its
+    /// image names a key, see [`Self::external_net`]).
+    external_net: bool,
     net: Option<NetNs>,
     /// The tree's other network namespaces (made beside the root's).
     net_subs: Vec<NetNs>,
@@ -257,7 +260,20 @@ impl TreeNamespaces {
             path.display()
         );
         self.joined.add_external(NsKind::Net, path, &key)?;
+        self.external_net = true;
         Ok(true)
+    }
+
+    /// The external network namespace the root joins, if its images name
+    /// one: the dump locked it, and it outlived the tree, so the restore
+    /// unlocks it once every task is built (as CRIU unlocks the tree's
+    /// namespace, whatever its sockets).
+    pub(crate) fn external_net(&self) -> Option<&std::fs::File> {
+        if self.external_net {
+            self.joined.file(NsKind::Net)
+        } else {
+            None
+        }
     }
 
     /// Whether the tree has a namespace of kind `kind` of its own.
