@@ -36,7 +36,6 @@ declare -A FEATURE_DIFFERS=(
     [uffd]="no lazy pages in crust"
     [uffd-noncoop]="no lazy pages in crust"
     [can_map_vdso]="crust moves the vDSO with mremap, never maps one"
-    [external_net_ns]="no --external net[] in crust"
     [apparmor_stacking]="no LSM profiles in crust"
     [openat2]="crust opens images with O_NOFOLLOW, not openat2"
     [breakpoints]="crust steps remote syscalls without hardware breakpoints"

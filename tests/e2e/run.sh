@@ -1018,6 +1018,9 @@ ALL_TESTS+=(shmanon)
 # podman 4.3 with crust installed as criu (issue 14).
 # shellcheck source=tests/e2e/podman.sh
 . "$ROOT/tests/e2e/podman.sh"
+# runc in full: netns, leave-running, tcp-established, restore twice (issue 14).
+# shellcheck source=tests/e2e/runc.sh
+. "$ROOT/tests/e2e/runc.sh"
 
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh

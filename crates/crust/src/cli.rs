@@ -455,16 +455,16 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         // The namespaces issue: kept as given, read by each kind's code.
         "root" => e.root = Some(PathBuf::from(required(o)?)),
         "external" => {
-            // The kinds crust reads (mnt: ns::mnt; veth, macvlan, netdev:
-            // ns::net); CRIU's others (dev, tty, unix, file, net...) are
+            // The kinds crust reads (mnt: ns::mnt; veth, macvlan, netdev,
+            // net: ns::net); CRIU's others (dev, tty, unix, file, net...) are
             // refused rather than ignored.
             let v = required(o)?;
-            let kinds = ["mnt[", "veth[", "macvlan[", "netdev["];
+            let kinds = ["mnt[", "veth[", "macvlan[", "netdev[", "net["];
             if !kinds.iter().any(|k| v.starts_with(k)) {
                 return Err(bad(
                     s,
                     v,
-                    "crust handles mnt[...], veth[...], macvlan[...] and netdev[...] external resources only so far",
+                    "crust handles mnt[...], veth[...], macvlan[...], netdev[...] and net[...] external resources only so far",
                 ));
             }
             e.external.push(v.to_string());

@@ -149,6 +149,38 @@ impl Joined {
         Ok(j)
     }
 
+    /// The root joins the namespace file `path` (crust's inherited fd
+    /// `/proc/self/fd/N`), of kind `kind`, given by the caller under `key`
+    /// (an external namespace of the images, `--inherit-fd fd[N]:KEY`),
+    /// checked as a `--join-ns` file is.
+    pub(crate) fn add_external(
+        &mut self,
+        kind: NsKind,
+        path: PathBuf,
+        key: &str,
+    ) -> Result<(), Error> {
+        if self.joins(kind) {
+            return Err(Error::unsupported(format!(
+                "the images name an external {kind} namespace ({key}) and --join-ns {} gives one too: give only one",
+                kind.name()
+            )));
+        }
+        let spec = JoinSpec {
+            kind,
+            path,
+            uid: None,
+            gid: None,
+        };
+        let file = open_checked(&spec)?;
+        self.ns.push((spec, file));
+        Ok(())
+    }
+
+    /// The file of the namespace of kind `kind` the root joins, if any.
+    pub(crate) fn file(&self, kind: NsKind) -> Option<&File> {
+        self.ns.iter().find(|(s, _)| s.kind == kind).map(|(_, f)| f)
+    }
+
     /// Whether the root joins a namespace of kind `kind`.
     pub(crate) fn joins(&self, kind: NsKind) -> bool {
         self.ns.iter().any(|(s, _)| s.kind == kind)

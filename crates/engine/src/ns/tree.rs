@@ -73,7 +73,12 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
             NsKind::Ipc => super::mqueue::dump(dir, root_pid, id)?,
             // The pid namespace has no image.
             NsKind::Pid => {}
-            NsKind::Net if super::net::empty(ctx.opts)? => {
+            // An external namespace is dumped as such even with
+            // --empty-ns net (runc asks for both), as CRIU does.
+            NsKind::Net
+                if super::net::empty(ctx.opts)?
+                    && super::net::external_key(&ctx.opts.external, root_pid).is_none() =>
+            {
                 if let Some((sub, pid)) = ctx.sub_net.first() {
                     return Err(Error::unsupported(format!(
                         "process {pid} is in network namespace {sub}, another than the root's: --empty-ns net leaves out one network namespace only (CRIU's rule)"
@@ -86,7 +91,17 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
                     .chain(ctx.sub_net.iter().copied())
                     .collect();
                 for &(sub, pid) in &all {
-                    super::net::dump(dir, pid, sub, &all, ctx.tuns)?;
+                    match super::net::external_key(&ctx.opts.external, pid) {
+                        Some(key) if pid == root_pid => {
+                            super::net::dump_external(dir, sub, &key)?
+                        }
+                        Some(key) => {
+                            return Err(Error::unsupported(format!(
+                                "process {pid} is in network namespace {sub}, given as external ({key}), another than the root's: crust takes an external network namespace for the root only"
+                            )))
+                        }
+                        None => super::net::dump(dir, pid, sub, &all, ctx.tuns)?,
+                    }
                 }
             }
             NsKind::Mnt => {
@@ -114,6 +129,9 @@ pub(crate) struct TreeNamespaces {
     time: Option<TimeNs>,
     /// The namespaces the root joins (`--join-ns`), taken as they are.
     joined: Joined,
+    /// The root's network namespace is an external one it joins (its
+    /// image names a key, see [`Self::external_net`]).
+    external_net: bool,
     net: Option<NetNs>,
     /// The tree's other network namespaces (made beside the root's).
     net_subs: Vec<NetNs>,
@@ -174,6 +192,11 @@ impl TreeNamespaces {
                 log::info!("the tree's own {kind} namespace {tree} is not made: the root joins the one given with --join-ns");
                 continue;
             }
+            // Before --empty-ns net: runc gives both, and an external
+            // namespace wins, as in CRIU.
+            if kind == NsKind::Net && t.join_external_net(ctx, tree)? {
+                continue;
+            }
             t.own.push(kind);
             match kind {
                 NsKind::Uts => t.uts = Some(Uts::load(dir, tree)?),
@@ -198,6 +221,59 @@ impl TreeNamespaces {
             }
         }
         Ok(t)
+    }
+
+    /// The root's network namespace `id` was dumped as external (its
+    /// image holds a key, CRIU's `--external net[INO]:KEY`): the root
+    /// joins the namespace given with `--inherit-fd fd[N]:KEY` instead of
+    /// making one (as CRIU's net_set_ext); its links and addresses are
+    /// that namespace's. True when so.
+    fn join_external_net(&mut self, ctx: &LoadCtx<'_>, id: u32) -> Result<bool, Error> {
+        let Some(key) = super::net::load_external_key(ctx.dir, id)? else {
+            return Ok(false);
+        };
+        let given = ctx.opts.inherit_fds.iter().find(|i| i.key == key);
+        let path = match given {
+            Some(i) => std::path::PathBuf::from(format!("/proc/self/fd/{}", i.fd)),
+            // The dump's own check of its images: the dumped root is
+            // still in the namespace its options name.
+            None if ctx.opts.pid > 0
+                && super::net::external_key(&ctx.opts.external, ctx.opts.pid).as_ref()
+                    == Some(&key) =>
+            {
+                std::path::PathBuf::from(NsKind::Net.proc_path(&ctx.opts.pid.to_string()))
+            }
+            None => {
+                return Err(Error::unsupported(format!(
+                    "the tree's network namespace {id} was dumped as external ({key}): give the namespace to join with --inherit-fd fd[N]:{key}"
+                )))
+            }
+        };
+        if let Some(other) = super::net::load_others(ctx.dir, id, &[])?.first() {
+            return Err(Error::unsupported(format!(
+                "the images hold network namespace {} beside the tree's external one {id}: crust joins an external namespace only for a tree with one network namespace",
+                other.id()
+            )));
+        }
+        log::info!(
+            "the tree's network namespace {id} is external ({key}): the root joins {}",
+            path.display()
+        );
+        self.joined.add_external(NsKind::Net, path, &key)?;
+        self.external_net = true;
+        Ok(true)
+    }
+
+    /// The external network namespace the root joins, if its images name
+    /// one: the dump locked it, and it outlived the tree, so the restore
+    /// unlocks it once every task is built (as CRIU unlocks the tree's
+    /// namespace, whatever its sockets).
+    pub(crate) fn external_net(&self) -> Option<&std::fs::File> {
+        if self.external_net {
+            self.joined.file(NsKind::Net)
+        } else {
+            None
+        }
     }
 
     /// Whether the tree has a namespace of kind `kind` of its own.

@@ -245,6 +245,13 @@ fn run_late_phases(
         debug!("restore phase {phase:?}");
         created.shared.run(phase, &img.files, &mut ctx)?;
     }
+    // An external network namespace keeps the dump's lock (it outlived
+    // the tree): lifted now, connections or not (the TCP connections'
+    // own step lifted it already if there were any; lifting twice is
+    // harmless).
+    if let Some(ns) = img.ns.external_net() {
+        crate::net::netlock::unlock_netns(img.netlock, ns, &[])?;
+    }
     Ok(())
 }
 

@@ -125,8 +125,7 @@ struct ImageSet {
     /// Owners (F_SETOWN) and signals (F_SETSIG) of the files, by id.
     owners: crate::files::fown::Owners,
     /// How the dump locked the tree's TCP connections (inventory.img):
-    /// what unlocks them once they are restored.
-    #[allow(dead_code)] // read by the restore of TCP connections
+    /// what unlocks them (and an external network namespace) once restored.
     netlock: crate::net::netlock::Method,
     /// The memfd inodes of files.img (empty when no process maps one).
     memfds: mem::Memfds,

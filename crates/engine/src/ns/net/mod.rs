@@ -133,6 +133,49 @@ pub(crate) fn dump(
     Ok(())
 }
 
+/// The key `--external net[INO]:KEY` gives the network namespace process
+/// `pid` is in (CRIU's form; INO is the namespace's inode number, as
+/// runc sends it for a namespace its config names by path), if any.
+pub(crate) fn external_key(external: &[String], pid: i32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(NsKind::Net.proc_path(&pid.to_string()))
+        .ok()?
+        .ino();
+    external_key_of(external, ino)
+}
+
+/// The key of `net[INO]:KEY` among `external` for inode `ino`.
+fn external_key_of(external: &[String], ino: u64) -> Option<String> {
+    external.iter().find_map(|e| {
+        let (name, key) = e.strip_prefix("net[")?.split_once("]:")?;
+        (name.parse::<u64>().ok()? == ino && !key.is_empty()).then(|| key.to_string())
+    })
+}
+
+/// Dump network namespace `id` as external (CRIU's meaning: the restore
+/// is given a namespace to join under `key`, with `--inherit-fd
+/// fd[N]:KEY`): its netns image holds the key and nothing else; its links,
+/// addresses, routes and rules are not the tree's to restore.
+pub(crate) fn dump_external(dir: &Path, id: u32, key: &str) -> Result<(), Error> {
+    log::info!("network namespace {id} is external ({key}): only its key is dumped");
+    let netns = NetnsEntry {
+        ext_key: Some(key.to_string()),
+        ..Default::default()
+    };
+    write_image(dir, ImageType::Netns, id as u64, &[netns])
+}
+
+/// The external key of network namespace `id` of the images, if its
+/// netns image names one (none without the image, as after `--empty-ns
+/// net`, or without an entry).
+pub(crate) fn load_external_key(dir: &Path, id: u32) -> Result<Option<String>, Error> {
+    if !dir.join(ImageType::Netns.file_name(id as u64)).exists() {
+        return Ok(None);
+    }
+    let v: Vec<NetnsEntry> = read_image(dir, ImageType::Netns, id as u64)?;
+    Ok(v.into_iter().next().and_then(|n| n.ext_key))
+}
+
 /// The ids the namespace of `sk` (id `id`) gives the tree's other network
 /// namespaces (`tree`: id, a process in it), those that have one.
 fn nsids_of(sk: &mut Socket, id: u32, tree: &[(u32, i32)]) -> Result<Vec<NetnsId>, String> {
@@ -221,7 +264,7 @@ impl NetNs {
         let netns: NetnsEntry = read_one(dir, ImageType::Netns, id as u64)?;
         if netns.ext_key.is_some() {
             return Err(Error::unsupported(format!(
-                "netns-{id}.img names an external network namespace (--external net[...]), which crust cannot join yet"
+                "netns-{id}.img names an external network namespace (--external net[...]) for a namespace other than the root's: crust joins an external namespace for the root only"
             )));
         }
         for (proto, list) in [
@@ -589,4 +632,39 @@ pub(crate) fn prepare_all(pid: i32, nets: &[(&NetNs, &File)]) -> Result<(), Erro
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_keys_by_inode() {
+        let ext = vec![
+            "mnt[/a]:b".to_string(),
+            "net[4026532174]:extRootNetNS".to_string(),
+            "net[77]:".to_string(),
+            "net[x]:y".to_string(),
+        ];
+        assert_eq!(
+            external_key_of(&ext, 4026532174).as_deref(),
+            Some("extRootNetNS")
+        );
+        assert_eq!(external_key_of(&ext, 77), None);
+        assert_eq!(external_key_of(&ext, 1), None);
+    }
+
+    #[test]
+    fn external_netns_image_round_trip() {
+        let d = std::env::temp_dir().join(format!("crust-extnet-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        dump_external(&d, 3, "extRootNetNS").unwrap();
+        let key = load_external_key(&d, 3).unwrap();
+        let none = load_external_key(&d, 4).unwrap();
+        let e = NetNs::load(&d, 3, &[]).unwrap_err();
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(key.as_deref(), Some("extRootNetNS"));
+        assert_eq!(none, None);
+        assert!(e.to_string().contains("external network namespace"), "{e}");
+    }
 }
