@@ -48,10 +48,12 @@ t_lxc_restore_options() {
 }
 
 # lxc-checkpoint of a busybox container (a root filesystem made from
-# busybox-static, counting into /tmp/count; no network, no console):
+# busybox-static, counting into /tmp/count; a veth on a bridge of the
+# test's own, LXC's usual network; no console):
 # without -s the container runs on; with -s it stops; -r brings it back
-# and the count goes on. The logs LXC asks for (DIR/dump.log,
-# DIR/restore.log; -v: LXC passes -v4) are crust's.
+# and the count goes on, its veth on the bridge again (LXC restores with
+# --external veth[eth0]:NEWNAME@BRIDGE). The logs LXC asks for
+# (DIR/dump.log, DIR/restore.log; -v: LXC passes -v4) are crust's.
 t_lxc() {
     local rc
     lxc_round_trip
@@ -62,16 +64,20 @@ t_lxc() {
 
 LXC_P=
 LXC_N=
+LXC_BR=
 lxc_round_trip() {
     need_cr || return $?
     command -v lxc-start >/dev/null && command -v lxc-checkpoint >/dev/null && [ -x /bin/busybox ] ||
         { fail "lxc or busybox-static is not installed (apt-get install lxc busybox-static)"; return 1; }
-    local bin r a b c
+    local bin r a b c v
     bin=$(crust_as_criu_dir) || { fail "criu --version through a symlink to crust does not say crust"; return 1; }
     crust_freezes_cgroups ||
         { skip "crust does not take --freeze-cgroup yet (lxc-checkpoint always sends it)"; return 2; }
     LXC_P=$D/lxc
     LXC_N=crust-e2e-$$
+    LXC_BR=crlx$$
+    ip link add "$LXC_BR" type bridge && ip link set "$LXC_BR" up ||
+        { LXC_BR=; fail "cannot make the bridge crlx$$"; return 1; }
     r=$D/rootfs
     mkdir -p "$r"/{bin,proc,sys,dev,tmp,etc} "$LXC_P/$LXC_N" "$D/ck1" "$D/ck2"
     cp /bin/busybox "$r/bin/" && ln -s busybox "$r/bin/sh" && ln -s busybox "$r/bin/sleep" ||
@@ -80,7 +86,10 @@ lxc_round_trip() {
     cat >"$LXC_P/$LXC_N/config" <<EOF
 lxc.uts.name = $LXC_N
 lxc.rootfs.path = dir:$r
-lxc.net.0.type = empty
+lxc.net.0.type = veth
+lxc.net.0.link = $LXC_BR
+lxc.net.0.flags = up
+lxc.net.0.name = eth0
 lxc.autodev = 1
 lxc.tty.max = 0
 lxc.pty.max = 1
@@ -99,6 +108,7 @@ EOF
     b=$(cat "$r/tmp/count")
     [ "$b" -gt "$a" ] || { fail "the container stopped counting after a checkpoint without -s ($a then $b)" "$D/ck1/dump.log"; return 1; }
     # -s: dumped and stopped; -r: restored.
+    v=$(lxc_veths)
     lxc_cmd checkpoint2 lxc-checkpoint -v -s -D "$D/ck2" -l DEBUG -o "$D/ck2.lxclog" || return 1
     crust_log_of "$D/ck2/dump.log" dump || return 1
     lxc-info -P "$LXC_P" -n "$LXC_N" -s 2>/dev/null | grep -q STOPPED ||
@@ -113,7 +123,13 @@ EOF
     c=$(cat "$r/tmp/count")
     [ "$b" -ge "$a" ] && [ "$c" -gt "$b" ] ||
         { fail "the restored container's count does not go on ($a at the dump, then $b, $c)" "$D/ck2/restore.log"; return 1; }
+    # Its host end went with the dumped namespace; LXC names a new one.
+    lxc_veths | grep -qvx -e "$v" ||
+        { fail "no new veth of the restored container on bridge $LXC_BR (before: '$v')" "$D/ck2/restore.log"; return 1; }
 }
+
+# The host ends of veths on the test's bridge.
+lxc_veths() { ip -o link show master "$LXC_BR" 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}'; }
 
 # lxc_cmd NAME TOOL ARGS...: an LXC tool on the test's container, crust
 # first in PATH as `criu`; its output in $D/NAME.out.
@@ -149,6 +165,9 @@ lxc_cleanup() {
         [ -d "$d" ] && rmdir "$d" 2>/dev/null
     done
     LXC_N=
+    # The container's host end goes with its network namespace.
+    [ -n "$LXC_BR" ] && ip link del "$LXC_BR" 2>/dev/null
+    LXC_BR=
 }
 
 ALL_TESTS+=(lxc-restore-options lxc)
