@@ -61,7 +61,15 @@ docker_round_trip() {
     dk checkpoint checkpoint create crust-e2e ck1 || return 1
     dk inspect inspect -f '{{.State.Running}}' crust-e2e || return 1
     [ "$(cat "$D/inspect.out")" = false ] || { fail "the container still runs after docker checkpoint create" "$D/dockerd.log"; return 1; }
-    dk start start --checkpoint ck1 crust-e2e || return 1
+    if ! dk start start --checkpoint ck1 crust-e2e; then
+        # Docker 20.10 uploads the checkpoint dir to containerd's content
+        # store and fails when the same blob is still there from the
+        # checkpoint ("commit failed: content sha256:...: already exists";
+        # seen once in four runs): new mtimes make another blob.
+        grep -q 'already exists' "$D/start.out" || return 1
+        find "$D/docker/containers/$id/checkpoints/ck1" -exec touch -d '1 minute ago' {} + &&
+            dk start start --checkpoint ck1 crust-e2e || return 1
+    fi
     crust_log_of "$D/docker/containerd/daemon/io.containerd.runtime.v2.task/$DK_NS/$id/restore.log" restore || return 1
     sleep 0.3
     dk count exec crust-e2e cat /tmp/count || return 1
