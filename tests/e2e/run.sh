@@ -1020,6 +1020,9 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/lxc.sh"
 # shellcheck source=tests/e2e/docker.sh
 . "$ROOT/tests/e2e/docker.sh"
+# podman 4.3 with crust installed as criu (issue 14).
+# shellcheck source=tests/e2e/podman.sh
+. "$ROOT/tests/e2e/podman.sh"
 
 # restore --inherit-fd for pipes to outside the tree (issue 4).
 # shellcheck source=tests/e2e/inherit.sh
@@ -1086,6 +1089,8 @@ ALL_TESTS+=(shmanon)
 # Epolls carried by queued messages, held by no task (issue 12).
 # shellcheck source=tests/e2e/scm05.sh
 . "$ROOT/tests/e2e/scm05.sh"
+# shellcheck source=tests/e2e/actions.sh
+. "$ROOT/tests/e2e/actions.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

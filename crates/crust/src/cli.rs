@@ -99,7 +99,7 @@ static SPECS: &[Spec] = &[
     flag("evasive-devices", None, NoEffect),
     spec("pidfile", None, Required, Used),
     spec("veth-pair", None, Required, Used),
-    spec("action-script", None, Required, Unsupported),
+    spec("action-script", None, Required, Used),
     flag("link-remap", None, Used),
     own_flag("allow-unsafe-images-dir"),
     own_flag("cow-parent"),
@@ -205,6 +205,8 @@ pub struct Opts {
     pub mntns_compat_mode: bool,
     /// Options given that crust cannot honour yet (an error for commands).
     pub unsupported: Vec<String>,
+    /// `--action-script FILE`, in the order given (see [`crate::scripts`]).
+    pub action_scripts: Vec<PathBuf>,
     /// The options of a dump or a restore, as the engine takes them.
     pub engine: Options,
 }
@@ -230,6 +232,7 @@ impl Default for Opts {
             unprivileged: false,
             mntns_compat_mode: false,
             unsupported: Vec::new(),
+            action_scripts: Vec::new(),
             engine: Options::default(),
         }
     }
@@ -362,6 +365,7 @@ impl Opts {
         let v = o.value.as_deref();
         match s.long {
             "log-file" => self.log_file = Some(PathBuf::from(required(o)?)),
+            "action-script" => self.action_scripts.push(PathBuf::from(required(o)?)),
             "help" => self.help = true,
             // CRIU closes atoi(FD), whatever the word holds.
             "close" => self.close_fds.push(atoi(required(o)?)),

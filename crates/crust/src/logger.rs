@@ -131,6 +131,15 @@ impl Log for Logger {
     }
 }
 
+/// A copy of the log file for a child's stdout and stderr (CRIU's action
+/// scripts write into its log); None when the log goes to stderr.
+pub fn child_output() -> Option<File> {
+    LOGGER.state().as_ref().and_then(|st| match &st.sink {
+        Sink::File(f) => f.try_clone().ok(),
+        Sink::Stderr => None,
+    })
+}
+
 /// Install the logger, or point it elsewhere when it is installed
 /// already. `file` is the resolved `-o` path (`-` is stderr). Returns
 /// whether logging goes to a file.

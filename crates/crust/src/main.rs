@@ -8,6 +8,7 @@ mod getopt;
 mod image;
 mod logger;
 mod rpc;
+mod scripts;
 
 use std::io::Write;
 use std::path::Path;
@@ -59,8 +60,26 @@ fn main() {
 /// engine's error when there is one (see crust_engine::ErrorKind), else
 /// CRIU's code for a failed command.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    // A post-dump action script that failed: CRIU's dump returns the
+    // scripts' status, -1, through WEXITSTATUS, so `criu dump` exits 255.
+    let post_dump = e.chain().any(|c| {
+        let engine = c
+            .downcast_ref::<crust_engine::DumpError>()
+            .map(|d| &*d.source)
+            .or_else(|| c.downcast_ref::<crust_engine::Error>());
+        matches!(
+            engine,
+            Some(crust_engine::Error::Action { action, .. }) if *action == "post-dump"
+        )
+    });
+    if post_dump {
+        return POST_DUMP_SCRIPT_EXIT;
+    }
     error_kind(e).map_or(crust_engine::CRIU_FAILURE_EXIT, |k| k.exit_code())
 }
+
+/// `criu dump`'s exit code when a post-dump action script failed.
+const POST_DUMP_SCRIPT_EXIT: i32 = 255;
 
 /// The kind of the first engine error in `e`'s chain, if any.
 pub fn error_kind(e: &anyhow::Error) -> Option<crust_engine::ErrorKind> {
@@ -250,8 +269,19 @@ fn check_command_options(opts: &Opts, command: &str) -> Result<()> {
     Ok(())
 }
 
+/// The engine's options with the action scripts of `--action-script`
+/// installed as its hooks.
+fn engine_options(opts: &Opts) -> crust_engine::Options {
+    let mut o = opts.engine.clone();
+    if !opts.action_scripts.is_empty() {
+        let s = scripts::Scripts::new(&opts.action_scripts, &o.images_dir, &o.work_dir());
+        o.hooks = crust_engine::Hooks::new(std::sync::Arc::new(s));
+    }
+    o
+}
+
 fn dump(opts: &Opts) -> Result<i32> {
-    let o = &opts.engine;
+    let o = &engine_options(opts);
     if o.pid == 0 {
         bail!("dump needs the tree's root: -t/--tree PID");
     }
@@ -323,7 +353,7 @@ pub fn write_pidfile(path: &Path, pid: i32) -> Result<()> {
 }
 
 fn restore(opts: &Opts) -> Result<i32> {
-    let o = &opts.engine;
+    let o = &engine_options(opts);
     crust_engine::check_images_dir(&o.images_dir)?;
     if o.restore_sibling && !o.detached {
         bail!("--restore-sibling only makes sense with --restore-detached");

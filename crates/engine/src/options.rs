@@ -291,6 +291,13 @@ pub enum Action {
     PreResume,
     /// Restore: the tasks run (failures logged).
     PostResume,
+    /// `service` (and CRIU's page server): ready for requests, before
+    /// `--status-fd` is written. The engine never runs it; the front end
+    /// does.
+    StatusReady,
+    /// Dump, RPC only: the tree frozen (after network-lock), the client
+    /// may name more external resources ([`ActionHook::query_external`]).
+    QueryExtFiles,
 }
 
 impl Action {
@@ -308,6 +315,8 @@ impl Action {
             Action::NetworkUnlock => "network-unlock",
             Action::PreResume => "pre-resume",
             Action::PostResume => "post-resume",
+            Action::StatusReady => "status-ready",
+            Action::QueryExtFiles => "query-ext-files",
         }
     }
 }
@@ -318,6 +327,13 @@ impl Action {
 pub trait ActionHook: Send + Sync {
     /// `root_pid` is the tree's root (host pid) where CRIU gives it.
     fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String>;
+
+    /// CRIU's query-ext-files moment of a dump (the tree frozen, after
+    /// network-lock): more `--external` keys for this dump. Only an RPC
+    /// client is asked (no action script runs for it); none by default.
+    fn query_external(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// The [`ActionHook`] of an operation, if any.
@@ -328,6 +344,14 @@ impl Hooks {
     /// Hooks that call `h`.
     pub fn new(h: Arc<dyn ActionHook>) -> Hooks {
         Hooks(Some(h))
+    }
+
+    /// The hook's [`ActionHook::query_external`]: none without a hook.
+    pub fn query_external(&self) -> Result<Vec<String>, String> {
+        match &self.0 {
+            Some(h) => h.query_external(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Run `action`: Ok when there is no hook.

@@ -287,9 +287,15 @@ pub mod view {
         Some(guard)
     }
 
-    /// `base` + `p` (absolute or not).
+    /// `base` + `p` (absolute or not); `base` itself for an empty `p` or
+    /// `/` (never `base/`: a trailing slash fails on a file, such as the
+    /// mountpoint of a file bind mount, with ENOTDIR).
     pub(crate) fn join(base: &Path, p: &Path) -> PathBuf {
-        base.join(p.strip_prefix("/").unwrap_or(p))
+        let rel = p.strip_prefix("/").unwrap_or(p);
+        if rel.as_os_str().is_empty() {
+            return base.to_path_buf();
+        }
+        base.join(rel)
     }
 
     /// Where crust finds the tree's path `p`: `p` itself without a view;
@@ -299,6 +305,24 @@ pub mod view {
         match v {
             Some(f) => f(p),
             None => Some(p.to_path_buf()),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::join;
+        use std::path::Path;
+
+        #[test]
+        fn join_never_adds_a_trailing_slash() {
+            let b = Path::new("/proc/7/root/run/podman-init");
+            assert_eq!(join(b, Path::new("")), b);
+            assert_eq!(join(b, Path::new("/")), b);
+            assert_eq!(
+                join(Path::new("/proc/7/root"), Path::new("/run/podman-init")),
+                Path::new("/proc/7/root/run/podman-init")
+            );
+            assert_eq!(join(Path::new("/r"), Path::new("a/b")), Path::new("/r/a/b"));
         }
     }
 }

@@ -107,7 +107,13 @@ fn setup(ctx: &Ctx<'_>, req: &CriuReq, mode: Mode) -> Result<(Opts, Setup)> {
         ..Default::default()
     };
     let ro = req.opts.as_ref().unwrap_or(&empty);
-    let setup = opts::apply(&mut o, ro, mode, ctx.peer)?;
+    let setup = match opts::apply(&mut o, ro, mode, ctx.peer) {
+        Ok(s) => s,
+        Err(e) => {
+            log_refused(ro, ctx.peer, mode);
+            return Err(e);
+        }
+    };
     if setup.log.is_some() || mode != Mode::Check {
         crate::logger::init(setup.verbosity, setup.log.as_deref(), false)
             .context("Can't initiate log")?;
@@ -130,6 +136,25 @@ fn setup(ctx: &Ctx<'_>, req: &CriuReq, mode: Mode) -> Result<(Opts, Setup)> {
     Ok((o, setup))
 }
 
+/// Options refused: the log file the request names gets the error too
+/// (`opts::refused_log`), so the path runc and podman point at says why.
+fn log_refused(req: &CriuOpts, peer: Peer, mode: Mode) {
+    if mode == Mode::Check {
+        return;
+    }
+    let Some(p) = opts::refused_log(req, peer) else {
+        return;
+    };
+    if crate::logger::init(req.log_level.unwrap_or(2), Some(&p), false).is_ok() {
+        log::info!(
+            "crust {} (RPC {mode:?} from process {}), pid {}: options refused",
+            env!("CARGO_PKG_VERSION"),
+            peer.pid,
+            std::process::id()
+        );
+    }
+}
+
 /// The response to a failed operation `t`: CRIU's cr_errno for the kind
 /// of the error, its message.
 fn failed(t: i32, e: &anyhow::Error) -> CriuResp {
@@ -143,12 +168,22 @@ fn bad_options(t: i32, e: &anyhow::Error) -> CriuResp {
     failure(t, Some(libc::EBADRQC), &format!("{e:#}"))
 }
 
-fn hooks(ctx: &Ctx<'_>, notify: bool) -> Result<crust_engine::Hooks> {
+/// The notify callbacks, then the action scripts a configuration file (or
+/// swrk's command line) gave, as CRIU runs both.
+fn hooks(ctx: &Ctx<'_>, o: &Opts, notify: bool) -> Result<crust_engine::Hooks> {
     let sk = ctx
         .sk
         .try_clone_to_owned()
         .context("dup of the RPC socket")?;
-    Ok(crust_engine::Hooks::new(Arc::new(Notifier { sk, notify })))
+    let notifier: Arc<dyn crust_engine::ActionHook> = Arc::new(Notifier { sk, notify });
+    if o.action_scripts.is_empty() {
+        return Ok(crust_engine::Hooks::new(notifier));
+    }
+    let e = &o.engine;
+    let scripts = crate::scripts::Scripts::new(&o.action_scripts, &e.images_dir, &e.work_dir());
+    Ok(crust_engine::Hooks::new(Arc::new(crate::scripts::Chain(
+        vec![notifier, Arc::new(scripts)],
+    ))))
 }
 
 fn dump_resp(success: bool) -> CriuResp {
@@ -174,7 +209,7 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     };
     let prepared = crust_engine::check_images_dir(&o.engine.images_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| hooks(ctx, setup.notify));
+        .and_then(|()| hooks(ctx, &o, setup.notify));
     match prepared {
         Ok(h) => o.engine.hooks = h,
         Err(e) => {
@@ -283,7 +318,7 @@ fn restore(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     };
     let prepared = crust_engine::check_images_dir(&o.engine.images_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| hooks(ctx, setup.notify));
+        .and_then(|()| hooks(ctx, &o, setup.notify));
     match prepared {
         Ok(h) => o.engine.hooks = h,
         Err(e) => return fail(failed(ty::RESTORE, &e)),

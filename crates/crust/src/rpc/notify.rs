@@ -10,7 +10,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use crust_engine::{Action, ActionHook};
-use crust_images::proto::{criu_req_type, CriuNotify, CriuResp};
+use crust_images::proto::{criu_req_type, CriuNotify, CriuReq, CriuResp};
 
 use super::wire::{self, Incoming};
 
@@ -41,15 +41,11 @@ pub fn notify_resp(action: Action, root_pid: Option<i32>) -> CriuResp {
     }
 }
 
-impl ActionHook for Notifier {
-    fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String> {
+impl Notifier {
+    /// Send the notify of `action` and read the client's answer: its
+    /// request when it says success.
+    fn exchange(&self, action: Action, root_pid: Option<i32>) -> Result<Box<CriuReq>, String> {
         let sk = self.sk.as_fd();
-        if !self.notify {
-            if matches!(action, Action::PostDump | Action::PostRestore) && wire::peer_gone(sk) {
-                return Err("the RPC client has gone away".into());
-            }
-            return Ok(());
-        }
         log::debug!("RPC notify {}", action.name());
         wire::send_resp(sk, &notify_resp(action, root_pid), None)
             .map_err(|e| format!("cannot send the notify message to the RPC client: {e}"))?;
@@ -57,7 +53,7 @@ impl ActionHook for Notifier {
             Ok(Incoming::Req(r))
                 if r.r#type == criu_req_type::NOTIFY && r.notify_success == Some(true) =>
             {
-                Ok(())
+                Ok(r)
             }
             Ok(Incoming::Req(r)) if r.r#type == criu_req_type::NOTIFY => {
                 Err("the RPC client reported a script error".into())
@@ -73,10 +69,42 @@ impl ActionHook for Notifier {
     }
 }
 
+impl ActionHook for Notifier {
+    fn run(&self, action: Action, root_pid: Option<i32>) -> Result<(), String> {
+        if !self.notify {
+            let sk = self.sk.as_fd();
+            if matches!(action, Action::PostDump | Action::PostRestore) && wire::peer_gone(sk) {
+                return Err("the RPC client has gone away".into());
+            }
+            return Ok(());
+        }
+        self.exchange(action, root_pid).map(drop)
+    }
+
+    /// CRIU's query-ext-files: the answer's `opts.external` keys, each
+    /// checked as `--external` checks it.
+    fn query_external(&self) -> Result<Vec<String>, String> {
+        if !self.notify {
+            return Ok(Vec::new());
+        }
+        let r = self.exchange(Action::QueryExtFiles, None)?;
+        let keys = r.opts.map(|o| o.external).unwrap_or_default();
+        if keys.is_empty() {
+            log::info!("RPC NOTIFY query-ext-files: no external object returned");
+        }
+        for key in &keys {
+            let mut check = crate::cli::Opts::default();
+            check
+                .apply_named("external", Some(key.clone()), false)
+                .map_err(|e| format!("Failed to add external object {key}: {e:#}"))?;
+        }
+        Ok(keys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crust_images::proto::CriuReq;
     use crust_images::wire::Message;
 
     fn answer(peer: &OwnedFd, ok: bool) -> CriuResp {
@@ -127,5 +155,50 @@ mod tests {
         drop(b);
         assert!(n.run(Action::PreDump, Some(1)).is_ok());
         assert!(n.run(Action::PostDump, Some(1)).is_err());
+    }
+
+    /// query-ext-files: the client's `opts.external` keys come back,
+    /// checked as `--external` checks them; nothing is asked without
+    /// notify_scripts.
+    #[test]
+    fn query_ext_files_takes_the_clients_keys() {
+        let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let n = Notifier {
+            sk: a,
+            notify: true,
+        };
+        let client = std::thread::spawn(move || {
+            let mut scripts = Vec::new();
+            for keys in [vec!["mnt[/x]:y".to_string()], vec!["tty[1:2]".to_string()]] {
+                let mut buf = [0u8; 256];
+                let got = crust_sys::unix::recvmsg(b.as_fd(), &mut buf, 0).unwrap();
+                let resp = CriuResp::decode(&buf[..got.len]).unwrap();
+                scripts.push(resp.notify.unwrap().script.unwrap());
+                let req = CriuReq {
+                    r#type: criu_req_type::NOTIFY,
+                    notify_success: Some(true),
+                    opts: Some(crust_images::proto::CriuOpts {
+                        images_dir_fd: -1,
+                        external: keys,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                crust_sys::unix::send(b.as_fd(), &req.encode_to_vec(), None, 0).unwrap();
+            }
+            scripts
+        });
+        assert_eq!(n.query_external(), Ok(vec!["mnt[/x]:y".to_string()]));
+        assert!(n.query_external().is_err());
+        assert_eq!(
+            client.join().unwrap(),
+            ["query-ext-files", "query-ext-files"]
+        );
+        let (a, _b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let silent = Notifier {
+            sk: a,
+            notify: false,
+        };
+        assert_eq!(silent.query_external(), Ok(Vec::new()));
     }
 }

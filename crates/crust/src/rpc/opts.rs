@@ -424,6 +424,30 @@ fn apply_places(
     Ok(())
 }
 
+/// The log file of a request whose options were refused: the one it names
+/// (`log_file`, else `criu.log`) in its work directory, else its images
+/// directory, the configuration file left aside; None for stderr or when
+/// neither directory can be found. CRIU reports such errors before its log
+/// is set up, on its stderr, which runc and podman drop: they only show
+/// the client the log file's path, so crust writes the reason there.
+pub fn refused_log(req: &CriuOpts, peer: Peer) -> Option<PathBuf> {
+    if req.log_to_stderr == Some(true) {
+        return None;
+    }
+    let name = req.log_file.as_deref().unwrap_or(DEFAULT_LOG);
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let fd = req
+        .work_dir_fd
+        .or(Some(req.images_dir_fd).filter(|&fd| fd >= 0));
+    let dir = match fd {
+        Some(fd) => PathBuf::from(format!("/proc/{}/fd/{fd}", peer.pid)),
+        None => PathBuf::from(req.images_dir.as_ref()?),
+    };
+    dir.is_dir().then(|| dir.join(name))
+}
+
 /// CRIU's check_options, where it applies to the RPC.
 fn check(o: &Opts, mode: Mode) -> Result<()> {
     if o.mntns_compat_mode && mode != Mode::Restore {

@@ -56,6 +56,14 @@ pub fn service(o: &Opts) -> Result<i32> {
     } else if let Some(p) = &pidfile {
         crate::write_pidfile(p, crust_sys::process::getpid())?;
     }
+    // CRIU's status_ready(): the status-ready action scripts (a failure
+    // stops the service), then the status fd.
+    if !o.action_scripts.is_empty() {
+        use crust_engine::ActionHook;
+        crate::scripts::Scripts::new(&o.action_scripts, &o.engine.images_dir, &work)
+            .run(crust_engine::Action::StatusReady, None)
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
+    }
     if let Some(fd) = o.engine.status_fd {
         super::status_ready(fd);
     }

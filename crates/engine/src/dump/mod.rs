@@ -108,14 +108,18 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         true => run_hook(opts, Action::NetworkLock, Some(pid)),
         false => Ok(()),
     };
+    let mut with_ext = None;
     if let Err(e) = seized
         .and_then(|_| crate::util::check_stop())
         .and_then(|()| locked())
+        .and_then(|()| query_external(opts).map(|o| with_ext = o))
     {
         tree.release(false);
         outdir::discard(dir);
         return Err(e);
     }
+    // The options with what the RPC client added at query-ext-files.
+    let opts = with_ext.as_ref().unwrap_or(opts);
     let freezing_time_us = us_since(t0);
     let ntasks: usize = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
     info!(
@@ -172,6 +176,16 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 hold.keep();
                 info!("Tree {pid} killed after dump");
             }
+            // As CRIU: frozen until let go or killed; stats-dump written
+            // into the work directory once the dump succeeded (podman
+            // reads it there, and packs it into its checkpoint archive).
+            let stats = DumpStats {
+                frozen_time_us: us_since(frozen_at),
+                ..stats
+            };
+            if let Err(e) = write_stats(&opts.work_dir(), &stats) {
+                warn!("{e}");
+            }
             Ok(stats)
         }
         Err(e) => {
@@ -191,6 +205,24 @@ pub(crate) fn run_hook(opts: &Options, action: Action, pid: Option<i32>) -> Resu
         action: action.name(),
         why,
     })
+}
+
+/// CRIU's query-ext-files: an RPC client may name more external resources
+/// once the tree is frozen; the options with them, when it did.
+fn query_external(opts: &Options) -> Result<Option<Options>, Error> {
+    let extra = opts.hooks.query_external().map_err(|why| Error::Action {
+        action: Action::QueryExtFiles.name(),
+        why,
+    })?;
+    if extra.is_empty() {
+        return Ok(None);
+    }
+    let mut o = opts.clone();
+    for key in extra {
+        info!("Adding external object: {key}");
+        o.external.push(key);
+    }
+    Ok(Some(o))
 }
 
 /// CRIU's network-unlock action, whose failure is only logged.
@@ -528,7 +560,6 @@ fn dump_tree(
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
     };
-    write_stats(dir, &stats)?;
     images::check_restorable(opts)?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
     // image is written; the dump must remove them all.

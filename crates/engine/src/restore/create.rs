@@ -32,10 +32,18 @@ pub(super) fn create_and_build(
     created.tasks = (0..img.procs.len()).map(|_| Vec::new()).collect();
     created.tasks_of(0, root_host)?.push(root);
     // CRIU's setup-namespaces action: the root's namespaces exist, still
-    // empty (a runtime sets up the network of a new one here).
-    crate::dump::run_hook(opts, crate::Action::SetupNamespaces, Some(root_host))?;
+    // empty (a runtime sets up the network of a new one here). As in CRIU,
+    // only for a tree with namespaces of its own (CRIU's root_ns_mask).
+    let own_ns = crate::ns::ids::NsKind::ALL
+        .into_iter()
+        .any(|k| img.ns.own(k));
+    if own_ns {
+        crate::dump::run_hook(opts, crate::Action::SetupNamespaces, Some(root_host))?;
+    }
     img.ns.prepare(&ctx, root_host)?;
-    crate::dump::run_hook(opts, crate::Action::PostSetupNamespaces, None)?;
+    if own_ns {
+        crate::dump::run_hook(opts, crate::Action::PostSetupNamespaces, None)?;
+    }
     // The tree's paths, once its mount namespace is made, are opened by
     // crust through its root (files held by several tasks, FIFOs...).
     let _view = crate::util::view::for_dump(root_host);

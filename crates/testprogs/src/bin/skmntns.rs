@@ -9,6 +9,11 @@
 //! message through its pair and reads it back from its bound socket, then
 //! connects a new socket by the path and does it again; the parent also
 //! checks the child passed (exit 0).
+//!
+//! `--orphan 1`: the child, once bound, sends its bound socket to the
+//! parent (SCM_RIGHTS on a pair made before the fork) and exits; its mount
+//! namespace goes with it, so the socket's file is on a mount no namespace
+//! of the tree has. The parent holds it and checks only its own pair.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
 use std::path::Path;
@@ -93,6 +98,60 @@ fn check(sk: i32, c: i32, path: &Path) -> Result<(), String> {
     round_trip(sk, c2, "new")
 }
 
+/// Send `fd` on `sock` (one byte, SCM_RIGHTS).
+fn send_fd(sock: i32, fd: i32) {
+    let byte = [b'F'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_ptr() as *mut _,
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain old data; the control buffer (32 bytes) has
+    // room for CMSG_SPACE(4); every pointer outlives the sendmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::copy_nonoverlapping(fd.to_ne_bytes().as_ptr(), libc::CMSG_DATA(c), 4);
+        if libc::sendmsg(sock, &msg, 0) != 1 {
+            die("sendmsg");
+        }
+    }
+}
+
+/// The fd that came on `sock` (see [`send_fd`]).
+fn recv_fd(sock: i32) -> i32 {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: as in send_fd; CMSG_DATA is read only when a control
+    // message came.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = 32;
+        let n = libc::recvmsg(sock, &mut msg, 0);
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if n != 1 || c.is_null() {
+            die("recvmsg of the child's socket");
+        }
+        let mut v = [0u8; 4];
+        std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
+        i32::from_ne_bytes(v)
+    }
+}
+
 fn mount_tmpfs(dir: &Path) {
     let none = cpath(Path::new("none"));
     let root = cpath(Path::new("/"));
@@ -171,10 +230,17 @@ fn main() {
     }
     let path = dir.join("s");
     let _ = std::fs::remove_file(&path);
+    let orphan = args.num("orphan", 0) == 1;
     let mut p = [0i32; 2];
-    // SAFETY: `p` has room for two fds.
-    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
-        die("pipe");
+    let mut pass = [0i32; 2];
+    // SAFETY: `p` and `pass` have room for two fds.
+    unsafe {
+        if libc::pipe(p.as_mut_ptr()) != 0 {
+            die("pipe");
+        }
+        if libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pass.as_mut_ptr()) != 0 {
+            die("socketpair");
+        }
     }
     // SAFETY: single-threaded here.
     let child = unsafe { libc::fork() };
@@ -192,6 +258,10 @@ fn main() {
         die(&e);
     }
     if child == 0 {
+        if orphan {
+            send_fd(pass[0], sk);
+            std::process::exit(0);
+        }
         // SAFETY: closing our pipe ends tells the parent we are set up.
         unsafe {
             libc::close(p[0]);
@@ -201,11 +271,27 @@ fn main() {
         let code = if check(sk, c, &path).is_ok() { 0 } else { 1 };
         std::process::exit(code);
     }
-    // SAFETY: closing our write end, then reading to EOF (child set up).
+    // SAFETY: closing our write end, then reading to EOF (child set up or
+    // gone).
     unsafe {
         libc::close(p[1]);
         let mut b = 0u8;
         libc::read(p[0], (&mut b as *mut u8).cast(), 1);
+    }
+    if orphan {
+        let held = recv_fd(pass[1]);
+        let mut st = 0;
+        // SAFETY: reaping our own child; `st` is writable.
+        if unsafe { libc::waitpid(child, &mut st, 0) } != child || st != 0 {
+            die("the child did not pass its socket");
+        }
+        ready(&args);
+        wait_for_term(50, || {});
+        let verdict = check(sk, c, &path);
+        // SAFETY: closing the child's socket we held.
+        unsafe { libc::close(held) };
+        let _ = std::fs::remove_file(&path);
+        finish(&args, verdict)
     }
     ready(&args);
     wait_for_term(50, || {});

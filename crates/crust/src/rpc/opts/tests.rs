@@ -212,3 +212,259 @@ fn config_file_overrides_the_request() {
     assert_eq!(s.log, Some(other.join("conf.log")));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+type Set = Box<dyn Fn(&mut CriuOpts)>;
+
+/// What crust does with a `criu_opts` field.
+enum Outcome {
+    /// Applied: the check holds on the options.
+    Used(fn(&Opts) -> bool),
+    /// Refused (CRIU's EBADRQC, "crust does not support ...").
+    Refused,
+    /// Accepted with a warning (crust lacks what CRIU would do).
+    Lacking,
+    /// Accepted; no effect for crust (logged at -v4).
+    NoEffect,
+}
+
+/// Every field of CRIU 4.2's `criu_opts` not covered by the tests above is
+/// applied, refused or warned about (the cgroup fields, freeze_cgroup and
+/// orphan_pts_master belong to the cgroup, freezer and terminal work).
+#[test]
+fn every_criu_opts_field_has_an_outcome() {
+    use Outcome::*;
+    let dir = tmpdir("table");
+    let null = File::open("/dev/null").unwrap();
+    let null_fd = null.as_raw_fd();
+    let (sk, _peer) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+    let sk_fd = sk.as_raw_fd();
+    let mut table = field_table(sk_fd);
+    table.extend(field_table_refused(null_fd));
+    for (name, mode, set, want) in &table {
+        let mut req = base(&dir);
+        set(&mut req);
+        let mut o = Opts::default();
+        let got = apply(&mut o, &req, *mode, me(true));
+        match want {
+            Used(check) => assert!(got.is_ok() && check(&o), "{name}: {got:?}"),
+            Refused => assert!(got.is_err(), "{name} accepted"),
+            Lacking => assert!(
+                got.is_ok() && !o.lacking.is_empty(),
+                "{name}: {got:?} {:?}",
+                o.lacking
+            ),
+            NoEffect => assert!(
+                got.is_ok() && !o.no_effect.is_empty() && o.lacking.is_empty(),
+                "{name}: {got:?} {:?}",
+                o.no_effect
+            ),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fields of [`every_criu_opts_field_has_an_outcome`] crust applies or
+/// takes without effect (`sk_fd`: a socket of this process).
+fn field_table(sk_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> {
+    use Outcome::*;
+    vec![
+        (
+            "leave_stopped",
+            Mode::Dump,
+            Box::new(|r| r.leave_stopped = Some(true)),
+            Used(|o| o.engine.leave_stopped),
+        ),
+        (
+            "evasive_devices",
+            Mode::Dump,
+            Box::new(|r| r.evasive_devices = Some(true)),
+            NoEffect,
+        ),
+        (
+            "weak_sysctls",
+            Mode::Restore,
+            Box::new(|r| r.weak_sysctls = Some(true)),
+            NoEffect,
+        ),
+        (
+            "force_irmap",
+            Mode::Dump,
+            Box::new(|r| r.force_irmap = Some(true)),
+            NoEffect,
+        ),
+        (
+            "irmap_scan_paths",
+            Mode::Dump,
+            Box::new(|r| r.irmap_scan_paths = vec!["/usr".into()]),
+            NoEffect,
+        ),
+        (
+            "enable_fs",
+            Mode::Dump,
+            Box::new(|r| r.enable_fs = vec!["fuse".into()]),
+            NoEffect,
+        ),
+        (
+            "tls_no_cn_verify",
+            Mode::Dump,
+            Box::new(|r| r.tls_no_cn_verify = Some(true)),
+            NoEffect,
+        ),
+        (
+            "skip_file_rwx_check",
+            Mode::Restore,
+            Box::new(|r| r.skip_file_rwx_check = Some(true)),
+            Used(|o| o.engine.skip_file_rwx_check),
+        ),
+        (
+            "display_stats",
+            Mode::Dump,
+            Box::new(|r| r.display_stats = Some(true)),
+            Used(|o| o.engine.display_stats),
+        ),
+        (
+            "auto_ext_mnt",
+            Mode::Dump,
+            Box::new(|r| r.auto_ext_mnt = Some(true)),
+            Used(|o| o.engine.ext_mount_map == ["auto"]),
+        ),
+        (
+            "ext_sharing",
+            Mode::Dump,
+            Box::new(|r| r.ext_sharing = Some(true)),
+            Used(|o| o.engine.enable_external_sharing),
+        ),
+        (
+            "ext_masters",
+            Mode::Dump,
+            Box::new(|r| r.ext_masters = Some(true)),
+            Used(|o| o.engine.enable_external_masters),
+        ),
+        (
+            "skip_mnt",
+            Mode::Dump,
+            Box::new(|r| r.skip_mnt = vec!["/x".into()]),
+            Used(|o| o.engine.skip_mnt == ["/x"]),
+        ),
+        (
+            "veths",
+            Mode::Restore,
+            Box::new(|r| {
+                r.veths = vec![crust_images::proto::CriuVethPair {
+                    if_in: "a".into(),
+                    if_out: "b".into(),
+                    ..Default::default()
+                }]
+            }),
+            Used(|o| o.engine.external == ["veth[a]:b"]),
+        ),
+        (
+            "pre_dump_mode",
+            Mode::Dump,
+            Box::new(|r| r.pre_dump_mode = Some(2)),
+            Used(|o| o.engine.pre_dump_mode.as_deref() == Some("read")),
+        ),
+        (
+            "unprivileged",
+            Mode::Dump,
+            Box::new(|r| r.unprivileged = Some(true)),
+            Used(|o| o.unprivileged && o.engine.unprivileged),
+        ),
+        (
+            "pidfd_store_sk",
+            Mode::Dump,
+            Box::new(move |r| r.pidfd_store_sk = Some(sk_fd)),
+            NoEffect,
+        ),
+    ]
+}
+
+/// More fields: the status fd (`null_fd`, a file that is not a socket),
+/// and those crust refuses or warns about.
+fn field_table_refused(null_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> {
+    use Outcome::*;
+    vec![
+        (
+            "status_fd",
+            Mode::Dump,
+            Box::new(move |r| r.status_fd = Some(null_fd)),
+            Used(|o| o.engine.status_fd.is_some()),
+        ),
+        (
+            "pidfd_store_sk not a socket",
+            Mode::Dump,
+            Box::new(move |r| r.pidfd_store_sk = Some(null_fd)),
+            Refused,
+        ),
+        (
+            "cpu_cap",
+            Mode::Restore,
+            Box::new(|r| r.cpu_cap = Some(1)),
+            Lacking,
+        ),
+        (
+            "auto_dedup",
+            Mode::Dump,
+            Box::new(|r| r.auto_dedup = Some(true)),
+            Refused,
+        ),
+        (
+            "lazy_pages",
+            Mode::Dump,
+            Box::new(|r| r.lazy_pages = Some(true)),
+            Refused,
+        ),
+        (
+            "ps",
+            Mode::Dump,
+            Box::new(|r| r.ps = Some(Default::default())),
+            Refused,
+        ),
+        ("tls", Mode::Dump, Box::new(|r| r.tls = Some(true)), Refused),
+        (
+            "tls_cacert",
+            Mode::Dump,
+            Box::new(|r| r.tls_cacert = Some("/ca".into())),
+            Refused,
+        ),
+        (
+            "tls_cacrl",
+            Mode::Dump,
+            Box::new(|r| r.tls_cacrl = Some("/crl".into())),
+            Refused,
+        ),
+        (
+            "tls_cert",
+            Mode::Dump,
+            Box::new(|r| r.tls_cert = Some("/cert".into())),
+            Refused,
+        ),
+        (
+            "tls_key",
+            Mode::Dump,
+            Box::new(|r| r.tls_key = Some("/key".into())),
+            Refused,
+        ),
+        (
+            "lsm_profile",
+            Mode::Restore,
+            Box::new(|r| r.lsm_profile = Some("apparmor:x".into())),
+            Refused,
+        ),
+        (
+            "lsm_mount_context",
+            Mode::Restore,
+            Box::new(|r| r.lsm_mount_context = Some("ctx".into())),
+            Refused,
+        ),
+        (
+            "unix_sk_ino",
+            Mode::Dump,
+            Box::new(|r| {
+                r.ext_unix_sk = Some(true);
+                r.unix_sk_ino = vec![Default::default()];
+            }),
+            Refused,
+        ),
+    ]
+}

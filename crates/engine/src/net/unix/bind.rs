@@ -95,11 +95,15 @@ fn set_perms(p: &Path, perms: &FilePermsEntry) -> std::io::Result<()> {
 /// a stale socket file, and gets its recorded mode and owner. A name whose
 /// file was gone at dump time is bound as a ghost ([`bind_ghost`]). A path
 /// is bound in the tree's mount namespace, from a crust thread that joined
-/// it when it is not crust's (the socket keeps the very name it had, and
-/// crust reaches it through an O_PATH fd of its file).
+/// it when it is not crust's, or, for a socket bound on a mount of another
+/// mount namespace of the tree (its `mnt_id`), from a crust thread whose
+/// root is that namespace's root directory (`away`, see [`in_root`]). The
+/// socket keeps the very name it had; crust reaches it through an O_PATH
+/// fd of its file.
 pub(super) fn bind_name(
     s: BorrowedFd<'_>,
     u: &UnixSkEntry,
+    away: Option<&Path>,
     bound: &mut BoundFiles,
     addrs: &mut Addrs,
 ) -> std::io::Result<()> {
@@ -109,6 +113,14 @@ pub(super) fn bind_name(
     let Some(path) = full_path(u) else {
         return su::bind(s, &u.name);
     };
+    if let Some(root) = away {
+        debug!(
+            "unix socket {} is bound to {} in another mount namespace of the tree",
+            u.id,
+            path.display()
+        );
+        return in_root(root, || bind_path(s, u, &path, bound, addrs, true));
+    }
     match crate::util::view::ns_pid() {
         Some(root) => crate::ns::in_ns(root, &[crate::ns::ids::NsKind::Mnt], || {
             Ok(bind_path(s, u, &path, bound, addrs, true))
@@ -116,6 +128,34 @@ pub(super) fn bind_name(
         .map_err(std::io::Error::other)?,
         None => bind_path(s, u, &path, bound, addrs, false),
     }
+}
+
+/// Run `f` in a new crust thread whose root and working directory are
+/// `root`: the root directory of another mount namespace of the tree
+/// (`/proc/CRUST/fd/N`, [`crate::util::view::sub_root`]). Paths walk that
+/// namespace's mounts from there (a walk goes on in the mounts of the
+/// mount it is on), so a socket bound by its absolute name is bound there
+/// and keeps that name. The thread stops sharing crust's root and working
+/// directory first (unshare(CLONE_FS)); crust's stay as they were.
+fn in_root<T: Send>(
+    root: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            crust_sys::ns::unshare(libc::CLONE_FS)?;
+            std::env::set_current_dir(root)?;
+            std::os::unix::fs::chroot(".")?;
+            std::env::set_current_dir("/")?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the crust thread binding a unix socket in another mount namespace panicked",
+            ))
+        })
+    })
 }
 
 /// [`bind_name`] for a name that is a path, `path` (relative names below

@@ -136,11 +136,15 @@ impl UnixDump {
             )));
         }
         let BoundFile {
-            file_perms,
-            deleted,
+            mut file_perms,
+            mut deleted,
             name_dir,
         } = bound_file(sock, &d, &here)?;
-        check_bound_mount(sock, &d, &here)?;
+        let BoundMount { mnt_id, away } = bound_mount(sock, &d, &here, pid)?;
+        if let Some((perms, gone)) = away {
+            file_perms = (!gone).then_some(perms);
+            deleted = gone;
+        }
         let opts = dump_opts(sock).map_err(sys_err(pid, format!("socket options of fd {fd}")))?;
         let peek_off = opt(libc::SO_PEEK_OFF).unwrap_or(-1);
         if peek_off >= 0 {
@@ -191,6 +195,7 @@ impl UnixDump {
             deleted: deleted.then_some(true),
             name_dir,
             ns_id: Some(ns.id),
+            mnt_id,
             ..Default::default()
         });
         self.ids.insert(ino, id);
@@ -483,61 +488,99 @@ fn bound_file(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<BoundFil
     })
 }
 
-/// A socket bound to a path is bound again in the tree's (root's) mount
-/// namespace. One whose bound file (SIOCUNIXFILE) is on a mount that
-/// namespace does not have, and is not the file the root's namespace finds
-/// at its path, was bound in another mount namespace of the tree (on a
-/// mount only that one has), where crust cannot bind it again yet (CRIU
-/// records its `mnt_id`): refused. A file on a copy of a mount of the
-/// root's (a child that unshared) is found at the path, so passes.
-fn check_bound_mount(sock: BorrowedFd<'_>, d: &DiagSock, here: &str) -> Result<(), Error> {
+/// The mount a socket's bound file is on, as the images record it.
+#[derive(Default)]
+struct BoundMount {
+    /// CRIU's `mnt_id`: the mount its file is on (SIOCUNIXFILE), recorded
+    /// when the tree's mount namespace is dumped (as CRIU does).
+    mnt_id: Option<i32>,
+    /// On a mount only another mount namespace of the tree has: its file's
+    /// mode and owner, and whether it is unlinked, read from the file
+    /// itself (the root's namespace sees another file or none at its path).
+    away: Option<(FilePermsEntry, bool)>,
+}
+
+/// Whether mount `mnt` is in the mount namespace of process `pid`; None
+/// when its mountinfo cannot be read.
+fn has_mount(pid: i32, mnt: u64) -> Option<bool> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    Some(
+        info.lines()
+            .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+            .any(|id| id == mnt),
+    )
+}
+
+/// The mount of the file a socket bound to a path is on (SIOCUNIXFILE),
+/// when the tree has a mount namespace of its own. A socket bound on a
+/// mount of the root's namespace is bound there again; one on a mount only
+/// the namespace of its holder `pid` has (zdtm sk-unix-mntns: a tmpfs a
+/// child mounted after unsharing) is bound in that namespace at restore
+/// (see `bind.rs`). One on a mount of neither whose file the root's
+/// namespace does not find at its path is refused: its namespace is not
+/// dumped.
+fn bound_mount(
+    sock: BorrowedFd<'_>,
+    d: &DiagSock,
+    here: &str,
+    pid: i32,
+) -> Result<BoundMount, Error> {
     use std::os::fd::AsFd;
-    let Some(path) = name_path(&d.name).filter(|p| p.is_absolute()) else {
-        return Ok(());
+    let none = BoundMount::default();
+    let (Some(root), Some(path)) = (crate::util::view::ns_pid(), name_path(&d.name)) else {
+        return Ok(none);
     };
     let file = match su::unix_file(sock) {
         Ok(f) => std::fs::File::from(f),
         Err(e) => {
-            debug!("{here}: SIOCUNIXFILE failed ({e}), its mount is not checked");
-            return Ok(());
+            debug!("{here}: SIOCUNIXFILE failed ({e}), its mount is not recorded");
+            return Ok(none);
         }
     };
     let (Ok(mnt), Ok(md)) = (crust_sys::mountfd::mnt_id(file.as_fd()), file.metadata()) else {
-        return Ok(());
-    };
-    // The root's namespace, not the holder's (whose view may be set).
-    let root = crate::util::view::ns_pid();
-    let seen = match root {
-        Some(r) => crate::util::view::join(Path::new(&format!("/proc/{r}/root")), &path),
-        None => path.clone(),
+        return Ok(none);
     };
     debug!(
-        "{here}: bound file on mount {mnt} (dev {} ino {} nlink {}), the tree sees {}",
+        "{here}: bound file on mount {mnt} (dev {} ino {} nlink {})",
         md.dev(),
         md.ino(),
-        md.nlink(),
-        seen.display()
+        md.nlink()
     );
-    if md.nlink() == 0 {
-        return Ok(());
+    let mnt_id = i32::try_from(mnt).ok();
+    if mnt_id.is_none() || has_mount(root, mnt) != Some(false) {
+        return Ok(BoundMount { mnt_id, away: None });
     }
-    if std::fs::symlink_metadata(&seen).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino()) {
-        return Ok(());
+    if pid != root && has_mount(pid, mnt) == Some(true) {
+        let perms = FilePermsEntry {
+            mode: md.mode(),
+            uid: crate::util::idmap::to_ns_uid(md.uid()),
+            gid: crate::util::idmap::to_ns_gid(md.gid()),
+            ..Default::default()
+        };
+        debug!("{here}: bound in the mount namespace of process {pid}");
+        return Ok(BoundMount {
+            mnt_id,
+            away: Some((perms, md.nlink() == 0)),
+        });
     }
-    let pid = root.unwrap_or_else(crust_sys::process::getpid);
-    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
-        return Ok(());
+    // A mount of neither: bound in the root's namespace as before when
+    // the root's namespace finds that very file at the path.
+    let seen = crate::util::view::join(Path::new(&format!("/proc/{root}/root")), &path);
+    if md.nlink() == 0
+        || std::fs::symlink_metadata(&seen)
+            .is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino())
+    {
+        return Ok(none);
+    }
+    let holder = if pid == root {
+        String::new()
+    } else {
+        format!(" nor that of process {pid}, which holds it,")
     };
-    let in_root = info
-        .lines()
-        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
-        .any(|id| id == mnt);
-    if in_root {
-        return Ok(());
-    }
     Err(Error::unsupported(format!(
-        "{here} is bound to {} on mount {mnt}, which only another mount namespace of the tree has: \
-         crust cannot bind a unix socket in another mount namespace of the tree yet",
+        "{here} is bound to {} on mount {mnt}, which neither the tree's mount namespace{holder} has \
+         (the namespace it was bound in is gone or not the tree's): crust can bind a unix socket again \
+         only in a mount namespace of the tree",
         path.display()
     )))
 }

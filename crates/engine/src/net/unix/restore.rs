@@ -26,6 +26,9 @@ pub struct UnixFiles {
     /// The same, with the process whose fd numbers name what each refers
     /// to (see [`super::carried_names_in`]), once the fd tables are known.
     carried: Vec<CarriedFile>,
+    /// Sockets bound on a mount the images have (`mnt_id`): files.img id
+    /// -> the id of its mount namespace (`mountpoints-N.img`).
+    mnt_ns: HashMap<u32, u32>,
 }
 
 pub(super) fn check_entry(u: &UnixSkEntry) -> Result<(), String> {
@@ -114,8 +117,49 @@ impl UnixFiles {
             out.socks.insert(u.id, u.clone());
         }
         out.check_peers(dir, ext_unix_sk)?;
+        out.check_mounts(dir)?;
         out.load_queues(dir, files)?;
         Ok(out)
+    }
+
+    /// The mount each socket bound to a path was bound on (`mnt_id`) is a
+    /// mount of the images' mount namespaces; its namespace is noted (see
+    /// [`Self::away`]). Images without mount namespaces (a tree in crust's)
+    /// record none: a `mnt_id` there is not used.
+    fn check_mounts(&mut self, dir: &Path) -> Result<(), Error> {
+        let recorded: Vec<(u32, u32, PathBuf)> = self
+            .socks
+            .values()
+            .filter(|u| u.uflags & USK_EXTERN == 0)
+            .filter_map(|u| {
+                let m = u32::try_from(u.mnt_id?).ok()?;
+                Some((u.id, m, super::bind::full_path(u)?))
+            })
+            .collect();
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let by_mnt = mounts_by_ns(dir)?;
+        if by_mnt.is_empty() {
+            return Ok(());
+        }
+        for (id, m, path) in recorded {
+            let ns = by_mnt.get(&m).ok_or_else(|| Error::BadImage {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "files.img: unix socket {id} (bound to {}) was bound on mount {m}, which no mountpoints-N.img of the images has",
+                    path.display()
+                ),
+            })?;
+            self.mnt_ns.insert(id, *ns);
+        }
+        Ok(())
+    }
+
+    /// The root directory (in crust's view) of the other mount namespace
+    /// of the tree that socket `u` was bound in; None for the root's.
+    fn away(&self, u: &UnixSkEntry) -> Option<PathBuf> {
+        crate::util::view::sub_root(*self.mnt_ns.get(&u.id)?)
     }
 
     /// Every connected socket's peer is in the image (or outside the tree
@@ -518,16 +562,16 @@ impl UnixFiles {
                 match mutual {
                     Some(p) => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u, bound, addrs)
+                            bind_name(a.as_fd(), u, self.away(u).as_deref(), bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
-                            bind_name(b.as_fd(), p, bound, addrs)
+                            bind_name(b.as_fd(), p, self.away(p).as_deref(), bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&p.name))))?;
                         }
                         made.insert(p.id, b);
                     }
                     None => {
                         if is_dgram(u.r#type) {
-                            bind_name(a.as_fd(), u, bound, addrs)
+                            bind_name(a.as_fd(), u, self.away(u).as_deref(), bound, addrs)
                                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
                         }
                         feeders.insert(u.id, b);
@@ -538,7 +582,7 @@ impl UnixFiles {
             }
             let s = crate::net::in_sock_netns(u.ns_id, || su::socket(ty))
                 .map_err(e("socket".into()))?;
-            bind_name(s.as_fd(), u, bound, addrs)
+            bind_name(s.as_fd(), u, self.away(u).as_deref(), bound, addrs)
                 .map_err(e(format!("bind {}", show_name(&u.name))))?;
             if u.state == ST_LISTEN {
                 su::listen(s.as_fd(), u.backlog as i32).map_err(e("listen".into()))?;
@@ -703,6 +747,31 @@ fn open_reg(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
     Ok(f.into())
 }
 
+/// The mounts of the images' mount namespaces (every `mountpoints-N.img`):
+/// mount id -> namespace id. Empty without any.
+fn mounts_by_ns(dir: &Path) -> Result<HashMap<u32, u32>, Error> {
+    let mut out = HashMap::new();
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    let nss: Vec<u32> = list
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            n.strip_prefix("mountpoints-")?
+                .strip_suffix(".img")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    for ns in nss {
+        let mounts: Vec<crust_images::proto::mnt::MntEntry> =
+            crate::util::read_image(dir, ImageType::Mnts, u64::from(ns))?;
+        out.extend(mounts.iter().map(|m| (m.mnt_id, ns)));
+    }
+    Ok(out)
+}
+
 /// The sockets crust made for the restore, by files.img id; closed once
 /// every task has its copies.
 #[derive(Debug, Default)]
@@ -814,5 +883,46 @@ impl OpenUnix {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_images::proto::mnt::MntEntry;
+
+    fn bound(id: u32, mnt: Option<i32>) -> UnixSkEntry {
+        UnixSkEntry {
+            id,
+            name: b"/srv/s.sock\0".to_vec(),
+            mnt_id: mnt,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn recorded_mounts_are_the_images() {
+        let dir = std::env::temp_dir().join(format!("crust-usk-mnt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mnt = |id: u32| MntEntry {
+            mnt_id: id,
+            ..Default::default()
+        };
+        let mut u = UnixFiles::default();
+        u.socks.insert(1, bound(1, Some(30)));
+        u.socks.insert(2, bound(2, Some(-1)));
+        u.socks.insert(3, bound(3, None));
+        // No mountpoints images: a recorded mount is not used.
+        u.check_mounts(&dir).unwrap();
+        assert!(u.mnt_ns.is_empty());
+        crate::util::write_image(&dir, ImageType::Mnts, 7, &[mnt(20), mnt(21)]).unwrap();
+        crate::util::write_image(&dir, ImageType::Mnts, 8, &[mnt(30)]).unwrap();
+        u.check_mounts(&dir).unwrap();
+        assert_eq!(u.mnt_ns.get(&1), Some(&8));
+        assert_eq!(u.mnt_ns.len(), 1);
+        u.socks.insert(4, bound(4, Some(99)));
+        let e = u.check_mounts(&dir).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("unix socket 4") && e.contains("mount 99"), "{e}");
     }
 }
