@@ -1015,6 +1015,11 @@ ALL_TESTS+=(shmanon)
 # CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
 # shellcheck source=tests/e2e/rpc.sh
 . "$ROOT/tests/e2e/rpc.sh"
+# LXC (lxc-checkpoint) and Docker (docker checkpoint) with crust as criu (issue 14).
+# shellcheck source=tests/e2e/lxc.sh
+. "$ROOT/tests/e2e/lxc.sh"
+# shellcheck source=tests/e2e/docker.sh
+. "$ROOT/tests/e2e/docker.sh"
 # podman 4.3 with crust installed as criu (issue 14).
 # shellcheck source=tests/e2e/podman.sh
 . "$ROOT/tests/e2e/podman.sh"

@@ -306,6 +306,12 @@ impl Opts {
                     self.unsupported.push(name);
                 }
             }
+            Used if s.long == "external" && external_unread(o.value.as_deref()) => {
+                // A resource CRIU stores and never looks up (LXC's
+                // `console:`): no effect there either.
+                self.no_effect
+                    .push(format!("--external {}", o.value.unwrap_or_default()));
+            }
             Used => {
                 if !apply_engine(&mut self.engine, &o)? {
                     self.apply_cli(&o)?;
@@ -401,6 +407,18 @@ impl Opts {
     }
 }
 
+/// The kinds of `--external` CRIU 4.2 looks up (`KIND[...]`): each is
+/// either read by crust or refused. CRIU keeps any other value and never
+/// reads it.
+const EXTERNAL_KINDS: &[&str] = &[
+    "mnt[", "dev[", "file[", "pid[", "net[", "veth[", "macvlan[", "netdev[", "unix[", "tty[",
+];
+
+/// `--external V` names nothing CRIU ever looks up (LXC's `console:`).
+fn external_unread(v: Option<&str>) -> bool {
+    v.is_some_and(|v| !EXTERNAL_KINDS.iter().any(|k| v.starts_with(k)))
+}
+
 /// The argument of `o`, which must have one.
 fn required(o: &Occurrence) -> Result<&str> {
     o.value
@@ -456,8 +474,9 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "root" => e.root = Some(PathBuf::from(required(o)?)),
         "external" => {
             // The kinds crust reads (mnt: ns::mnt; veth, macvlan, netdev,
-            // net: ns::net); CRIU's others (dev, tty, unix, file, net...) are
-            // refused rather than ignored.
+            // net: ns::net); CRIU's others (dev, tty, unix, file...) are
+            // refused rather than ignored (what CRIU never reads is taken
+            // as having no effect: `external_unread`).
             let v = required(o)?;
             let kinds = ["mnt[", "veth[", "macvlan[", "netdev[", "net["];
             if !kinds.iter().any(|k| v.starts_with(k)) {
@@ -1182,6 +1201,20 @@ mod tests {
         .unwrap();
         assert!(o.unsupported.is_empty());
         assert_eq!(o.engine.external, vec!["veth[a]:b", "veth[c]:d@br"]);
+        // LXC's restore: `console:` is nothing CRIU reads; a kind CRIU
+        // reads and crust does not stays refused.
+        let o = p(&[
+            "restore",
+            "--external",
+            "console:",
+            "--ext-mount-map",
+            "console:",
+        ])
+        .unwrap();
+        assert!(o.engine.external.is_empty());
+        assert_eq!(o.no_effect, vec!["--external console:"]);
+        assert_eq!(o.engine.ext_mount_map, vec!["console:"]);
+        assert!(p(&["restore", "--external", "tty[88:1]"]).is_err());
         let o = p(&[
             "restore",
             "--inherit-fd",

@@ -160,7 +160,8 @@ pub(crate) fn host_path(
         }
         Path::new("/").join(e.source.trim_start_matches('/'))
     } else {
-        PathBuf::from(ext.get(key).ok_or_else(|| {
+        // An empty path (`--ext-mount-map KEY:`) names no host path.
+        PathBuf::from(ext.get(key).filter(|p| !p.is_empty()).ok_or_else(|| {
             Error::refused(
                 ErrorKind::InvalidRequest,
                 format!(
@@ -327,6 +328,10 @@ mod tests {
         );
         let no_auto = host_path(&e, AUTO_KEY, &ext, Mode::default());
         let missing = host_path(&e, "L", &ext, Mode::default());
+        // `--ext-mount-map E:` names no path: never "/" (the empty path
+        // joined to the root).
+        let ext_empty: HashMap<String, String> = [("E".to_string(), String::new())].into();
+        let empty = host_path(&e, "E", &ext_empty, Mode::default());
         let _ = std::fs::remove_dir(&d);
         assert_eq!(named.unwrap(), d);
         assert_eq!(auto.unwrap(), d);
@@ -335,6 +340,7 @@ mod tests {
             .to_string()
             .contains("--ext-mount-map auto"));
         assert!(missing.unwrap_err().to_string().contains("mnt[L]"));
+        assert!(empty.unwrap_err().to_string().contains("mnt[E]"));
     }
 
     #[test]

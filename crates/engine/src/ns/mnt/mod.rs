@@ -42,7 +42,9 @@ pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 14];
 
 /// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
 /// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
-/// a key and B a host path.
+/// a key and B a host path. An empty B is taken, as CRIU takes it (LXC
+/// restores with `--ext-mount-map console:`), and refused only where a
+/// mount uses it (`dump`, `external::host_path`).
 pub(crate) fn ext_pairs(opts: &Options) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
     for e in &opts.external {
@@ -61,10 +63,7 @@ pub(crate) fn ext_pairs(opts: &Options) -> Result<Vec<(String, String)>, Error> 
         out.push((a.to_string(), b.to_string()));
     }
     for m in opts.ext_mount_map.iter().filter(|m| *m != "auto") {
-        let Some((a, b)) = m
-            .split_once(':')
-            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-        else {
+        let Some((a, b)) = m.split_once(':').filter(|(a, _)| !a.is_empty()) else {
             return Err(Error::refused(
                 ErrorKind::InvalidRequest,
                 format!(
@@ -205,6 +204,12 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>, id: u32) -> Result<(), Error> {
         }
         used
     });
+    if let Some((mp, _)) = ext.iter().find(|(_, key)| key.is_empty()) {
+        return Err(Error::refused(
+            ErrorKind::InvalidRequest,
+            format!("--ext-mount-map {mp}: gives the external mount at {mp} an empty key, which no restore can name: give it a key (MOUNTPOINT:KEY)"),
+        ));
+    }
     let root_id = root_of(&mounts).map(|r| r.mnt_id);
     let auto = external::detect(&mounts, root_id, &mut ext, external::mode(ctx.opts)?)?;
     check(pid, &mounts, &ext)?;
@@ -459,6 +464,12 @@ mod tests {
             vec![("/dev".into(), "DEV".into()), ("/x".into(), "X".into())]
         );
         o.external = vec!["mnt[/a]".into()];
+        assert!(ext_pairs(&o).is_err());
+        // LXC's `console:`: taken, empty, refused only where used.
+        o.external.clear();
+        o.ext_mount_map = vec!["console:".into()];
+        assert_eq!(ext_pairs(&o).unwrap(), vec![("console".into(), "".into())]);
+        o.ext_mount_map = vec![":x".into()];
         assert!(ext_pairs(&o).is_err());
         o.external = vec!["mnt[]:s".into()];
         o.ext_mount_map = vec!["auto".into()];
