@@ -310,8 +310,7 @@ pub mod view {
 
     #[cfg(test)]
     mod tests {
-        use super::join;
-        use std::path::Path;
+        use super::*;
 
         #[test]
         fn join_never_adds_a_trailing_slash() {
