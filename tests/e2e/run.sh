@@ -1086,6 +1086,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/scm05.sh"
 # shellcheck source=tests/e2e/actions.sh
 . "$ROOT/tests/e2e/actions.sh"
+# shellcheck source=tests/e2e/track.sh
+. "$ROOT/tests/e2e/track.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -47,6 +47,17 @@ pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 /// written (`PAGE_IS_WRITTEN`) in `PAGEMAP_SCAN`.
 pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
 
+/// `UFFD_USER_MODE_ONLY`: the descriptor handles no fault taken in
+/// kernel mode. Asynchronous write-protection handles none at all (the
+/// kernel resolves every protected write itself, a `read(2)` into the page
+/// included), and with this flag any process may create one whatever
+/// `vm.unprivileged_userfaultfd` says.
+pub const USER_MODE_ONLY: u64 = 1;
+
+/// The flags of userfaultfd(2) for write tracking: close-on-exec,
+/// non-blocking, user mode only.
+pub const CREATE_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64 | USER_MODE_ONLY;
+
 /// The features write tracking needs.
 pub const TRACKING_FEATURES: u64 = FEATURE_WP_ASYNC | FEATURE_WP_UNPOPULATED;
 
@@ -91,10 +102,11 @@ impl Uffd {
         Uffd(fd)
     }
 
-    /// userfaultfd(2) in this process (close-on-exec, non-blocking): it
-    /// tracks crust's own memory (probes and tests).
+    /// userfaultfd(2) in this process (close-on-exec, non-blocking, user
+    /// mode only, [`CREATE_FLAGS`]): it tracks crust's own memory (probes
+    /// and tests).
     pub fn new_local() -> io::Result<Uffd> {
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as libc::c_long;
+        let flags = CREATE_FLAGS as libc::c_long;
         // SAFETY: userfaultfd takes one integer argument.
         let r = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
         let fd = cvt(r)?;

@@ -56,9 +56,8 @@ fn write_all(fd: &OwnedFd, buf: &[u8]) {
 
 /// The child's side: raw syscalls only (a fork of a threaded process).
 fn child_main(base: u64, cmd: RawFd, ack: RawFd) -> ! {
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as libc::c_long;
     // SAFETY: userfaultfd takes one integer argument.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) } as i32;
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, CREATE_FLAGS) } as i32;
     let bytes = fd.to_ne_bytes();
     // SAFETY: the kernel only reads `bytes`, a live 4-byte buffer.
     unsafe { libc::write(ack, bytes.as_ptr().cast(), 4) };
@@ -255,6 +254,25 @@ fn a_local_uffd_tracks_this_process() {
         (base + 2 * PAGE, base + 3 * PAGE)
     );
     assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    // A write by the kernel (read(2) into page 0, protected and present)
+    // goes through even though the descriptor is user-mode only.
+    // SAFETY: page 0 of the mapping made above.
+    unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 1);
+    let (rd, wr) = pipe();
+    write_all(&wr, b"kernel");
+    // SAFETY: reads 6 bytes into page 0 of the mapping made above.
+    let n = unsafe { libc::read(rd.as_raw_fd(), (base + 16) as *mut libc::c_void, 6) };
+    assert_eq!(n, 6, "{}", io::Error::last_os_error());
+    // And into page 3, never populated (a marker of WP_UNPOPULATED).
+    write_all(&wr, b"kernel");
+    // SAFETY: reads 6 bytes into page 3 of the mapping made above.
+    let n = unsafe { libc::read(rd.as_raw_fd(), (base + 3 * PAGE) as *mut libc::c_void, 6) };
+    assert_eq!(n, 6, "{}", io::Error::last_os_error());
+    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!((out[0].start, out[0].end), (base, base + PAGE));
+    assert_eq!((out[1].start, out[1].end), (base + 3 * PAGE, end));
     drop(uffd);
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };

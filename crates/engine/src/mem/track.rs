@@ -25,7 +25,7 @@ use crate::util::{compel_err, sys_err};
 use crate::Error;
 use crust_compel::Task;
 use crust_sys::mem::{pagemap_scan_written, PageRegion};
-use crust_sys::uffd::{Uffd, TRACKING_FEATURES};
+use crust_sys::uffd::{Uffd, CREATE_FLAGS, TRACKING_FEATURES};
 use crust_sys::unix::{pidfd_getfd, pidfd_open};
 use std::fs::File;
 use std::ops::Range;
@@ -75,9 +75,11 @@ pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker,
 /// closed in the task.
 fn take_task_uffd(task: &mut Task) -> Result<Uffd, Error> {
     let pid = task.pid();
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    // User mode only: any task may make one, whatever
+    // vm.unprivileged_userfaultfd says (asynchronous write-protection
+    // resolves kernel-mode writes too).
     let fd = task
-        .syscall(libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])
+        .syscall(libc::SYS_userfaultfd, [CREATE_FLAGS, 0, 0, 0, 0, 0])
         .map_err(compel_err(pid))?;
     let taken = pidfd_open(pid)
         .and_then(|pidfd| pidfd_getfd(pidfd.as_fd(), fd as i32))

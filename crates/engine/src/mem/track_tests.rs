@@ -56,8 +56,13 @@ for line in sys.stdin:
 
 impl Writer {
     fn spawn() -> Writer {
+        use std::os::unix::process::CommandExt;
+        // Not root: any task may be tracked (a user-mode-only userfaultfd,
+        // whatever vm.unprivileged_userfaultfd says).
         let mut child = Command::new("python3")
             .args(["-c", WRITER])
+            .uid(65534)
+            .gid(65534)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
