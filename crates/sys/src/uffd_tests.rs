@@ -277,3 +277,99 @@ fn a_local_uffd_tracks_this_process() {
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
+
+#[test]
+fn shared_anonymous_memory_is_tracked_too() {
+    let Ok(uffd) = Uffd::new_local() else {
+        crate::testing::skip("shared_anonymous_memory_is_tracked_too", "no userfaultfd");
+        return;
+    };
+    uffd.api(TRACKING_FEATURES).unwrap();
+    let len = 4 * PAGE as usize;
+    // SAFETY: a fresh shared anonymous mapping only this test uses.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let base = p as u64;
+    // SAFETY: page 0 of the mapping made above: present before tracking.
+    unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, len as u64, true).unwrap();
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut out = [PageRegion::default(); 4];
+    let end = base + len as u64;
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    for page in [0, 2] {
+        // SAFETY: a page of the mapping made above.
+        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 7) };
+    }
+    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+    let got: Vec<(u64, u64)> = out[..n]
+        .iter()
+        .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
+        .collect();
+    assert_eq!(got, vec![(0, 1), (2, 3)]);
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    drop(uffd);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(p, len) };
+}
+
+#[test]
+fn a_private_file_mapping_is_tracked() {
+    let Ok(uffd) = Uffd::new_local() else {
+        crate::testing::skip("a_private_file_mapping_is_tracked", "no userfaultfd");
+        return;
+    };
+    uffd.api(TRACKING_FEATURES).unwrap();
+    let path = std::env::temp_dir().join(format!("crust-uffd-test-{}", std::process::id()));
+    std::fs::write(&path, vec![5u8; 4 * PAGE as usize]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let len = 4 * PAGE as usize;
+    // SAFETY: a fresh private mapping of a file opened read-only (writes
+    // go to private copies), only this test uses it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let base = p as u64;
+    // SAFETY: page 1 of the mapping made above, read: a file page mapped.
+    let first = unsafe { std::ptr::read_volatile((base + PAGE) as *const u8) };
+    assert_eq!(first, 5);
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, len as u64, true).unwrap();
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut out = [PageRegion::default(); 4];
+    let end = base + len as u64;
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    for page in [1, 3] {
+        // SAFETY: a page of the mapping made above.
+        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 7) };
+    }
+    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+    let got: Vec<(u64, u64)> = out[..n]
+        .iter()
+        .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
+        .collect();
+    assert_eq!(got, vec![(1, 2), (3, 4)]);
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    drop(uffd);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(p, len) };
+}
