@@ -373,3 +373,53 @@ fn a_private_file_mapping_is_tracked() {
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
+
+#[test]
+fn a_full_buffer_stops_the_walk_before_what_it_did_not_report() {
+    let Ok(uffd) = Uffd::new_local() else {
+        crate::testing::skip("a_full_buffer_stops_the_walk", "no userfaultfd");
+        return;
+    };
+    uffd.api(TRACKING_FEATURES).unwrap();
+    let len = 16 * PAGE as usize;
+    // SAFETY: a fresh anonymous mapping only this test uses.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let (base, end) = (p as u64, p as u64 + len as u64);
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, len as u64, true).unwrap();
+    for page in [3, 7, 12] {
+        // SAFETY: a page of the mapping made above.
+        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 1) };
+    }
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    // Room for one region a call: three calls, each resuming where the
+    // previous one stopped, find the three pages.
+    let mut out = [PageRegion::default(); 1];
+    let mut at = base;
+    let mut found = vec![];
+    while at < end {
+        let (n, stop) = pagemap_scan_written(&pm, at, end, &mut out).unwrap();
+        found.extend(
+            out[..n]
+                .iter()
+                .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE)),
+        );
+        assert!(stop > at);
+        at = stop;
+    }
+    assert_eq!(found, vec![(3, 4), (7, 8), (12, 13)]);
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    drop(uffd);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(p, len) };
+}

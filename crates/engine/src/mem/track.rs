@@ -49,9 +49,11 @@ pub struct Tracker {
 /// Start tracking the writes to `ranges` (page-aligned, each within
 /// mappings of the task: whole VMAs) of `task`'s address space. `task` is
 /// seized and set up for remote syscalls (a syscall instruction chosen);
-/// it is left with the same fds, registers and signal mask as before. On
-/// error nothing is left: the task's descriptor is closed and crust's copy
-/// dropped, which unregisters whatever was registered.
+/// its fds are left as they were, and the caller cures it as after any
+/// remote syscall. On error nothing is left: the task's descriptor is
+/// closed and crust's copy dropped, which unregisters whatever was
+/// registered. Transparent huge pages are tracked whole: a write to one
+/// byte reports the 2 MiB page.
 pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker, Error> {
     let pid = task.pid();
     let uffd = take_task_uffd(task)?;

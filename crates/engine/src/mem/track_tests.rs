@@ -190,7 +190,45 @@ fn tracks_a_seized_process_through_compel() {
     );
     // Only the part scanned was protected again.
     w.write_page(1);
-    assert_eq!(tracker.take_dirty(&[region]).unwrap(), vec![w.pages(1, 2)]);
+    assert_eq!(
+        tracker.take_dirty(std::slice::from_ref(&region)).unwrap(),
+        vec![w.pages(1, 2)]
+    );
+    // A range tracked later (as for a mapping made since): protected at
+    // once, then only its written pages count.
+    let (first, second) = (w.pages(0, 8), w.pages(8, 16));
+    drop(tracker);
+    let mut tracker = {
+        let mut task = Task::seize(w.pid(), std::time::Duration::from_secs(10)).unwrap();
+        task.use_syscall_ip(vdso_syscall(w.pid()));
+        let t = start_tracking(&mut task, std::slice::from_ref(&first));
+        task.release(false).unwrap();
+        t.unwrap()
+    };
+    w.write_page(9);
+    w.write_page(2);
+    assert_eq!(
+        tracker.take_dirty(std::slice::from_ref(&region)).unwrap(),
+        vec![w.pages(2, 3), w.pages(8, 16)]
+    );
+    tracker.track(std::slice::from_ref(&second)).unwrap();
+    assert_eq!(tracker.tracked(), std::slice::from_ref(&region));
+    w.write_page(12);
+    assert_eq!(
+        tracker.take_dirty(std::slice::from_ref(&region)).unwrap(),
+        vec![w.pages(12, 13)]
+    );
+    assert_eq!(w.fds(), fds_before);
+    // A second tracker cannot take ranges the first one has.
+    {
+        let mut task = Task::seize(w.pid(), std::time::Duration::from_secs(10)).unwrap();
+        task.use_syscall_ip(vdso_syscall(w.pid()));
+        let err = start_tracking(&mut task, std::slice::from_ref(&second)).unwrap_err();
+        task.release(false).unwrap();
+        assert!(err.to_string().contains("registering"), "{err}");
+        assert!(format!("{:?}", err).contains("Busy"), "{err:?}");
+    }
+    assert_eq!(w.fds(), fds_before);
     drop(tracker);
     // Closing crust's descriptor unregistered the mapping.
     assert!(!w.vm_flags().contains(" uw"), "{}", w.vm_flags());
