@@ -1097,6 +1097,8 @@ ALL_TESTS+=(shmanon)
 # --freeze-cgroup, v1 and v2 (issue 14).
 # shellcheck source=tests/e2e/freezecg.sh
 . "$ROOT/tests/e2e/freezecg.sh"
+# shellcheck source=tests/e2e/track.sh
+. "$ROOT/tests/e2e/track.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

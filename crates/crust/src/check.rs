@@ -23,9 +23,13 @@ enum Answer {
     Probe(fn() -> ProbeResult),
     /// crust does not use it (yet): "no", for this reason.
     Lacks(&'static str),
+    /// crust has the kernel side but not the feature yet: "no", for this
+    /// reason, with what the kernel's probe found (becomes `Probe` when
+    /// crust does it).
+    Pending(fn() -> ProbeResult, &'static str),
 }
 
-use Answer::{Lacks, Probe};
+use Answer::{Lacks, Pending, Probe};
 
 /// CRIU's categories of `criu check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,13 @@ const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-
 /// CRIU 4.2's feature names, in CRIU's order, with crust's answer.
 static FEATURES: &[Feature] = &[
     feat("mnt_id", Extra, Probe(probe::mnt_id)),
-    feat("mem_dirty_track", Extra, Lacks(NO_INCREMENTAL)),
+    // Soft-dirty, or userfaultfd write-protection with PAGEMAP_SCAN
+    // (mem/track.rs): the answer turns to the probe's with pre-dump.
+    feat(
+        "mem_dirty_track",
+        Extra,
+        Pending(probe::mem_dirty_track, NO_INCREMENTAL),
+    ),
     feat("aio_remap", Extra, Probe(probe::aio_remap)),
     feat("timerfd", Extra, Probe(timerfd)),
     feat("tun", FeatureOnly, Probe(tun)),
@@ -556,6 +566,15 @@ fn answer(f: &Feature) -> Result<(), String> {
     match f.answer {
         Probe(p) => p().map_err(|e| error_chain(&e)),
         Lacks(why) => Err(why.to_string()),
+        Pending(p, why) => Err(pending(p, why)),
+    }
+}
+
+/// Why a pending feature is "no", and what the kernel can do for it.
+fn pending(p: fn() -> ProbeResult, why: &str) -> String {
+    match p() {
+        Ok(()) => format!("{why} (this kernel has what it needs)"),
+        Err(e) => format!("{why}; nor does this kernel: {}", error_chain(&e)),
     }
 }
 
@@ -615,6 +634,9 @@ pub fn run(opts: &Opts) -> Result<i32> {
             Probe(p) if wanted => look(f.name, p().map_err(|e| error_chain(&e))),
             // Not the kernel's lack: not counted.
             Lacks(why) if wanted => log::info!("{}: not used by crust: {why}", f.name),
+            Pending(p, why) if wanted => {
+                log::info!("{}: not used by crust: {}", f.name, pending(p, why))
+            }
             _ => {}
         }
     }
@@ -652,6 +674,18 @@ mod tests {
         sockopt_buf_lock memfd_hugetlb move_mount_set_group openat2 get_rseq_conf \
         ipv6_freebind pagemap_scan timer_cr_ids overlayfs_maps breakpoints \
         pagemap_scan_guard_pages";
+
+    #[test]
+    fn mem_dirty_track_waits_for_pre_dump_but_probes_the_kernel() {
+        // crust says no until it has pre-dump, but the probe runs: this
+        // kernel (6.7+) tracks written pages with userfaultfd and
+        // PAGEMAP_SCAN, and the reason says so.
+        let f = find("mem_dirty_track").unwrap();
+        let why = answer(f).unwrap_err();
+        assert!(why.starts_with(NO_INCREMENTAL), "{why}");
+        assert!(why.ends_with("(this kernel has what it needs)"), "{why}");
+        assert!(!feature_supported("mem_dirty_track"));
+    }
 
     #[test]
     fn every_criu_name_in_criu_order() {

@@ -30,6 +30,7 @@ pub mod sockfilter;
 pub mod testing;
 pub mod tty;
 pub mod tun;
+pub mod uffd;
 pub mod unix;
 pub mod userns;
 

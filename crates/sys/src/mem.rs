@@ -168,8 +168,44 @@ pub fn pagemap_scan(
     anyof: u64,
     out: &mut [PageRegion],
 ) -> io::Result<(usize, u64)> {
-    use std::os::fd::AsRawFd;
-    let mut arg = PmScanArg {
+    let mut arg = scan_arg(start, end, out);
+    arg.category_anyof_mask = anyof;
+    arg.return_mask = anyof;
+    scan(pagemap, arg, out)
+}
+
+/// `PAGE_IS_WRITTEN`: the page was written since it was last
+/// write-protected through a userfaultfd in asynchronous mode.
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PM_SCAN_WP_MATCHING`: write-protect the pages the scan reports.
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PM_SCAN_CHECK_WPASYNC`: fail (EPERM) on a range not registered with an
+/// asynchronous write-protect userfaultfd, rather than skip it.
+const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
+/// The regions of [start, end) written since the last scan (or since they
+/// were write-protected), write-protecting them again in the same walk
+/// (`PAGEMAP_SCAN` with `PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC`,
+/// category `PAGE_IS_WRITTEN`). Every page of the range must be registered
+/// with an asynchronous write-protect userfaultfd ([`crate::uffd`]), or the
+/// call fails with EPERM. Fills `out` like [`pagemap_scan`]; when `out`
+/// fills up, the walk stops after the last region returned (the pages
+/// after it are neither reported nor protected): call again from there.
+pub fn pagemap_scan_written(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
+    let mut arg = scan_arg(start, end, out);
+    arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+    arg.category_mask = PAGE_IS_WRITTEN;
+    arg.return_mask = PAGE_IS_WRITTEN;
+    scan(pagemap, arg, out)
+}
+
+fn scan_arg(start: u64, end: u64, out: &mut [PageRegion]) -> PmScanArg {
+    PmScanArg {
         size: std::mem::size_of::<PmScanArg>() as u64,
         flags: 0,
         start,
@@ -180,9 +216,20 @@ pub fn pagemap_scan(
         max_pages: 0,
         category_inverted: 0,
         category_mask: 0,
-        category_anyof_mask: anyof,
-        return_mask: anyof,
-    };
+        category_anyof_mask: 0,
+        return_mask: 0,
+    }
+}
+
+/// Run `PAGEMAP_SCAN` with `arg`, whose `vec` is `out` (from [`scan_arg`]).
+fn scan(
+    pagemap: &std::fs::File,
+    mut arg: PmScanArg,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
+    use std::os::fd::AsRawFd;
+    arg.vec = out.as_mut_ptr() as u64;
+    arg.vec_len = out.len() as u64;
     // The kernel writes `walk_end` in `arg` and at most `vec_len` entries
     // (#[repr(C)], three u64 each) in `out`.
     // SAFETY: `arg` is a live pm_scan_arg of its size; `vec` points at

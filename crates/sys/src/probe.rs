@@ -637,10 +637,91 @@ fn page_size() -> usize {
     }
 }
 
-/// Soft-dirty bits (CONFIG_MEM_SOFT_DIRTY), CRIU's `mem_dirty_track`.
+/// CRIU's `mem_dirty_track`, as crust does it: the kernel can tell which
+/// pages a task wrote since a point in time, with soft-dirty bits
+/// ([`soft_dirty`], CRIU's only way; untested on the machines crust is
+/// built on, whose kernels lack it) or with asynchronous userfaultfd
+/// write-protection and PAGEMAP_SCAN ([`uffd_wp_tracking`], Linux 6.7).
+pub fn mem_dirty_track() -> ProbeResult {
+    let Err(uffd) = uffd_wp_tracking() else {
+        return Ok(());
+    };
+    let Err(soft) = soft_dirty() else {
+        return Ok(());
+    };
+    Err(ProbeError::Missing(format!(
+        "no way to track written pages: {}; {}",
+        chain(&uffd),
+        chain(&soft)
+    )))
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Written pages tracked without soft-dirty (Linux 6.7): a userfaultfd of
+/// this process in asynchronous write-protect mode over a 4-page mapping,
+/// protected; after a write to page 1, PAGEMAP_SCAN with
+/// `PM_SCAN_WP_MATCHING` reports exactly that page and protects it again,
+/// and a second scan reports nothing.
+pub fn uffd_wp_tracking() -> ProbeResult {
+    use crate::mem::{pagemap_scan_written, PageRegion};
+    use crate::uffd::{Uffd, TRACKING_FEATURES};
+    let map = AnonMap::new(4)?;
+    let (start, len) = (map.start(), map.len as u64);
+    let uffd = Uffd::new_local().map_err(|source| ProbeError::Os {
+        what: "userfaultfd",
+        source,
+    })?;
+    let step = |what: &'static str| move |source| ProbeError::Os { what, source };
+    uffd.api(TRACKING_FEATURES)
+        .map_err(step("UFFDIO_API with WP_ASYNC and WP_UNPOPULATED"))?;
+    uffd.register_wp(start, len)
+        .map_err(step("UFFDIO_REGISTER (write-protect)"))?;
+    uffd.write_protect(start, len, true)
+        .map_err(step("UFFDIO_WRITEPROTECT"))?;
+    let pagemap =
+        fs::File::open("/proc/self/pagemap").map_err(step("opening /proc/self/pagemap"))?;
+    let page = page_size() as u64;
+    // SAFETY: page 1 of the live, writable mapping `map` owns.
+    unsafe { std::ptr::write_volatile((start + page) as *mut u8, 1) };
+    let mut out = [PageRegion::default(); 4];
+    let mut scan = || {
+        pagemap_scan_written(&pagemap, start, start + len, &mut out)
+            .map(|(n, _)| {
+                out.iter()
+                    .take(n)
+                    .map(|r| (r.start, r.end))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(step("ioctl(PAGEMAP_SCAN) with PM_SCAN_WP_MATCHING"))
+    };
+    let first = scan()?;
+    let second = scan()?;
+    drop(uffd);
+    if first == [(start + page, start + 2 * page)] && second.is_empty() {
+        Ok(())
+    } else {
+        Err(ProbeError::Missing(format!(
+            "PAGEMAP_SCAN reported written pages {first:x?} then {second:x?} for one \
+             page written"
+        )))
+    }
+}
+
+/// Soft-dirty bits (CONFIG_MEM_SOFT_DIRTY), CRIU's way of tracking.
 /// A freshly written page has bit 55 of its pagemap entry set when the
 /// kernel tracks soft-dirty pages.
-pub fn mem_dirty_track() -> ProbeResult {
+pub fn soft_dirty() -> ProbeResult {
     let map = AnonMap::new(1)?;
     map.touch_first();
     let pagemap = fs::File::open("/proc/self/pagemap").map_err(|source| ProbeError::Os {
@@ -908,12 +989,15 @@ mod tests {
         mnt_id().unwrap();
         get_robust_list().unwrap();
         pagemap_scan().unwrap();
+        // Linux 6.7+, as every kernel crust is tested on.
+        uffd_wp_tracking().unwrap();
+        mem_dirty_track().unwrap();
     }
 
     #[test]
     fn every_probe_returns() {
         // No probe may panic or hang, whatever the answer.
-        let probes: [fn() -> ProbeResult; 14] = [
+        let probes: [fn() -> ProbeResult; 15] = [
             aio_remap,
             get_rseq_conf,
             seccomp_suspend,
@@ -925,6 +1009,7 @@ mod tests {
             can_map_vdso,
             timens,
             mem_dirty_track,
+            soft_dirty,
             pagemap_scan_guard_pages,
             uffd,
             uffd_wp_async,

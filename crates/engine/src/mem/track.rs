@@ -1,0 +1,233 @@
+//! Tracking the pages a task writes, without soft-dirty bits: the
+//! foundation of incremental dumps (issue 15).
+//!
+//! [`start_tracking`] has the (seized) task create a userfaultfd, which
+//! tracks the memory of the process that creates it, takes a copy with
+//! pidfd_getfd and closes the task's own, so the task's fd table is as it
+//! was. Through crust's copy it asks for asynchronous write-protection
+//! (`UFFD_FEATURE_WP_ASYNC`: a write is never reported, the kernel lifts
+//! the protection itself), registers the given ranges and protects them.
+//! [`Tracker::take_dirty`] then asks `PAGEMAP_SCAN` for the pages written
+//! since, protecting them again in the same walk. Dropping the tracker
+//! closes the last descriptor: the kernel unregisters every range and
+//! lifts the protection; nothing is left in the task.
+//!
+//! What it costs the task: one minor fault on the first write to each
+//! page after each scan; the mappings' `VmFlags` in smaps show `uw` while
+//! tracked. Mappings as the task sees them (maps, contents, protections)
+//! do not change.
+
+// The foundation of `pre-dump` and `dump --track-mem` (issue 15): their
+// flows, which use it, come next; until then only its tests do.
+#![allow(dead_code)]
+
+use crate::util::{compel_err, sys_err};
+use crate::Error;
+use crust_compel::Task;
+use crust_sys::mem::{pagemap_scan_written, PageRegion};
+use crust_sys::uffd::{Uffd, CREATE_FLAGS, TRACKING_FEATURES};
+use crust_sys::unix::{pidfd_getfd, pidfd_open};
+use std::fs::File;
+use std::ops::Range;
+use std::os::fd::AsFd;
+
+/// Regions one `PAGEMAP_SCAN` call may return.
+const SCAN_BATCH: usize = 512;
+
+/// The write tracking of one address space (one `mm`: a process and its
+/// threads).
+#[derive(Debug)]
+pub struct Tracker {
+    pid: i32,
+    uffd: Uffd,
+    /// `/proc/PID/pagemap`, for `PAGEMAP_SCAN`.
+    pagemap: File,
+    /// The ranges registered, sorted, disjoint.
+    tracked: Vec<Range<u64>>,
+}
+
+/// Start tracking the writes to `ranges` (page-aligned, each within
+/// mappings of the task: whole VMAs) of `task`'s address space. `task` is
+/// seized and set up for remote syscalls (a syscall instruction chosen);
+/// its fds are left as they were, and the caller cures it as after any
+/// remote syscall. On error nothing is left: the task's descriptor is
+/// closed and crust's copy dropped, which unregisters whatever was
+/// registered. Transparent huge pages are tracked whole: a write to one
+/// byte reports the 2 MiB page.
+pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker, Error> {
+    let pid = task.pid();
+    let uffd = take_task_uffd(task)?;
+    uffd.api(TRACKING_FEATURES).map_err(sys_err(
+        pid,
+        "asking userfaultfd for asynchronous write-protection (Linux 6.7+)",
+    ))?;
+    let pagemap = File::open(format!("/proc/{pid}/pagemap"))
+        .map_err(sys_err(pid, format!("opening /proc/{pid}/pagemap")))?;
+    let mut tracker = Tracker {
+        pid,
+        uffd,
+        pagemap,
+        tracked: Vec::new(),
+    };
+    tracker.track(ranges)?;
+    Ok(tracker)
+}
+
+/// userfaultfd(2) run in the task, the descriptor taken into crust and
+/// closed in the task.
+fn take_task_uffd(task: &mut Task) -> Result<Uffd, Error> {
+    let pid = task.pid();
+    // User mode only: any task may make one, whatever
+    // vm.unprivileged_userfaultfd says (asynchronous write-protection
+    // resolves kernel-mode writes too).
+    let fd = task
+        .syscall(libc::SYS_userfaultfd, [CREATE_FLAGS, 0, 0, 0, 0, 0])
+        .map_err(compel_err(pid))?;
+    let taken = pidfd_open(pid)
+        .and_then(|pidfd| pidfd_getfd(pidfd.as_fd(), fd as i32))
+        .map_err(sys_err(
+            pid,
+            format!("taking the task's userfaultfd (fd {fd})"),
+        ));
+    // Whatever happened, the task's own copy goes: its fd table is left
+    // as it was.
+    task.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+        .map_err(compel_err(pid))?;
+    Ok(Uffd::from_fd(taken?))
+}
+
+impl Tracker {
+    /// The process whose memory is tracked.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The ranges tracked, sorted.
+    pub fn tracked(&self) -> &[Range<u64>] {
+        &self.tracked
+    }
+
+    /// Also track `ranges` (mappings made since tracking began): register
+    /// and write-protect them. On error the ranges registered by this call
+    /// are unregistered again.
+    pub fn track(&mut self, ranges: &[Range<u64>]) -> Result<(), Error> {
+        let pid = self.pid;
+        let mut done: Vec<Range<u64>> = Vec::new();
+        let result = ranges.iter().try_for_each(|r| {
+            let len = r.end.saturating_sub(r.start);
+            if len == 0 {
+                return Ok(());
+            }
+            let what = |op: &str| {
+                format!(
+                    "{op} {:#x}-{:#x} for write tracking (EBUSY: the task uses \
+                     userfaultfd there itself)",
+                    r.start, r.end
+                )
+            };
+            self.uffd
+                .register_wp(r.start, len)
+                .map_err(sys_err(pid, what("registering")))?;
+            done.push(r.clone());
+            self.uffd
+                .write_protect(r.start, len, true)
+                .map_err(sys_err(pid, what("write-protecting")))
+        });
+        if result.is_err() {
+            for r in &done {
+                let _ = self.uffd.unregister(r.start, r.end - r.start);
+            }
+            return result;
+        }
+        self.tracked.extend(done);
+        self.tracked = merge(std::mem::take(&mut self.tracked));
+        Ok(())
+    }
+
+    /// The pages of `ranges` written since the last call (since tracking
+    /// began, the first time), protected again by the same scan: sorted,
+    /// merged byte ranges. A part of `ranges` that is not tracked counts as
+    /// written whole, and so does a tracked range whose mapping was
+    /// replaced since (the kernel refuses to scan it): the answer may be
+    /// too large, never too small.
+    pub fn take_dirty(&mut self, ranges: &[Range<u64>]) -> Result<Vec<Range<u64>>, Error> {
+        let (inside, outside) = split_by(&merge(ranges.to_vec()), &self.tracked);
+        let mut dirty = outside;
+        for r in inside {
+            self.scan(r, &mut dirty)?;
+        }
+        Ok(merge(dirty))
+    }
+
+    /// `PAGEMAP_SCAN` of one tracked range, adding what was written to
+    /// `dirty`.
+    fn scan(&self, r: Range<u64>, dirty: &mut Vec<Range<u64>>) -> Result<(), Error> {
+        let mut out = vec![PageRegion::default(); SCAN_BATCH];
+        let mut at = r.start;
+        while at < r.end {
+            match pagemap_scan_written(&self.pagemap, at, r.end, &mut out) {
+                Ok((n, walk_end)) => {
+                    dirty.extend(out.iter().take(n).map(|p| p.start..p.end));
+                    if walk_end <= at {
+                        // No progress: give up on exactness, not on safety.
+                        dirty.push(at..r.end);
+                        break;
+                    }
+                    at = walk_end;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    // Not registered any more (unmapped and mapped anew).
+                    dirty.push(at..r.end);
+                    break;
+                }
+                Err(e) => {
+                    return Err(sys_err(
+                        self.pid,
+                        format!("PAGEMAP_SCAN of {:#x}-{:#x} for written pages", at, r.end),
+                    )(e))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sort `ranges` and merge those that overlap or touch; empty ones go.
+pub fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Split `ranges` (sorted, disjoint) into the parts inside `cover`
+/// (sorted, disjoint) and the parts outside it.
+fn split_by(ranges: &[Range<u64>], cover: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for r in ranges {
+        let mut at = r.start;
+        for c in cover.iter().filter(|c| c.end > r.start && c.start < r.end) {
+            if c.start > at {
+                outside.push(at..c.start);
+            }
+            let s = c.start.max(at);
+            let e = c.end.min(r.end);
+            inside.push(s..e);
+            at = e;
+        }
+        if at < r.end {
+            outside.push(at..r.end);
+        }
+    }
+    (inside, outside)
+}
+
+#[cfg(test)]
+#[path = "track_tests.rs"]
+mod tests;
