@@ -340,6 +340,18 @@ impl Opts {
                 self.engine.cpu_cap = Some(caps.to_string());
                 format!("--cpu-cap={caps}: crust does not write or check cpuinfo.img yet")
             }
+            "cgroup-props" | "cgroup-props-file" | "cgroup-dump-controller" => {
+                let v = required(o)?;
+                match s.long {
+                    "cgroup-props" => self.engine.cgroup_props = Some(v.to_string()),
+                    "cgroup-props-file" => self.engine.cgroup_props_file = Some(PathBuf::from(v)),
+                    _ => self.engine.cgroup_dump_controllers.push(v.to_string()),
+                }
+                format!(
+                    "--{}: crust does not dump cgroups yet; the option has no effect",
+                    s.long
+                )
+            }
             other => format!(
                 "--{other}: crust does not dump or restore cgroups yet; the option has no effect"
             ),
@@ -1094,6 +1106,19 @@ mod tests {
         assert_eq!(o.lacking.len(), 3, "{:?}", o.lacking);
         let o = p(&["dump", "--manage-cgroups=none"]).unwrap();
         assert!(o.lacking.is_empty());
+        let o = p(&[
+            "dump",
+            "--cgroup-props",
+            "\"pids\":",
+            "--cgroup-props-file=/f",
+            "--cgroup-dump-controller",
+            "cpu,cpuacct",
+            "--cgroup-dump-controller=pids",
+        ])
+        .unwrap();
+        assert_eq!(o.engine.cgroup_props.as_deref(), Some("\"pids\":"));
+        assert_eq!(o.engine.cgroup_props_file, Some(PathBuf::from("/f")));
+        assert_eq!(o.engine.cgroup_dump_controllers, ["cpu,cpuacct", "pids"]);
         let o = p(&["restore", "--auto-dedup", "--track-mem"]).unwrap();
         assert_eq!(o.unsupported, vec!["--auto-dedup", "--track-mem"]);
         assert!(p(&["dump", "--cpu-cap=fpu,^cpu"]).is_ok());

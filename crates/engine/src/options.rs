@@ -98,6 +98,14 @@ pub struct Options {
     pub skip_file_rwx_check: bool,
     /// `--cpu-cap[=CAPS]`: validated.
     pub cpu_cap: Option<String>,
+    /// `--cgroup-props STRING`: changes to the cgroup properties dumped per
+    /// controller (CRIU's format, see `cgroup::props`). Dump only.
+    pub cgroup_props: Option<String>,
+    /// `--cgroup-props-file FILE`: the same, read from FILE. Dump only.
+    pub cgroup_props_file: Option<PathBuf>,
+    /// `--cgroup-dump-controller NAME`, repeatable: the only controllers
+    /// dumped (none given: all). Dump only.
+    pub cgroup_dump_controllers: Vec<String>,
     /// `--status-fd FD`.
     pub status_fd: Option<i32>,
     /// `--address ADDR` of a page server.
@@ -162,6 +170,9 @@ impl Default for Options {
             file_validation: None,
             skip_file_rwx_check: false,
             cpu_cap: None,
+            cgroup_props: None,
+            cgroup_props_file: None,
+            cgroup_dump_controllers: Vec::new(),
             status_fd: None,
             address: None,
             port: None,
