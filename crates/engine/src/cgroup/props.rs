@@ -22,6 +22,7 @@
 //! caller). Values are written in the image's order, which is the table's
 //! (memory.limit_in_bytes before memory.memsw.limit_in_bytes).
 
+use crate::error::{Error, ErrorKind};
 use crust_images::proto::{CgroupPerms, CgroupPropEntry};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -111,6 +112,10 @@ pub enum PropsError {
         "{origin} names cgroup property {name:?}, which is not a file name of a cgroup directory"
     )]
     BadName { origin: String, name: String },
+    #[error(
+        "{origin} has cgroup property {name:?}, which is not a file name of a cgroup directory"
+    )]
+    BadEntry { origin: String, name: String },
     #[error("cannot read property {property} of cgroup {cgroup}")]
     Read {
         cgroup: PathBuf,
@@ -154,6 +159,30 @@ pub enum PropsError {
         #[source]
         source: io::Error,
     },
+}
+
+impl PropsError {
+    /// The class of this error, for the exit code and the RPC `cr_errno`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PropsError::Syntax { .. } | PropsError::BadName { .. } => ErrorKind::InvalidRequest,
+            PropsError::BadEntry { .. } => ErrorKind::BadImage,
+            PropsError::BadValue { .. } => ErrorKind::Unsupported,
+            PropsError::File { source, .. }
+            | PropsError::Read { source, .. }
+            | PropsError::Open { source, .. }
+            | PropsError::Perms { source, .. }
+            | PropsError::Write { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+}
+
+impl PropsError {
+    /// As the engine's error (`map_err(PropsError::into_error)`; no `From`:
+    /// it would make `?` in closures ambiguous elsewhere).
+    pub fn into_error(self) -> Error {
+        Error::CgroupProps(Box::new(self))
+    }
 }
 
 /// What `--cgroup-props` does to a controller's list.
@@ -562,7 +591,7 @@ pub fn check_entry(p: &CgroupPropEntry, origin: &str) -> Result<(), PropsError> 
     if safe_name(&p.name) {
         Ok(())
     } else {
-        Err(PropsError::BadName {
+        Err(PropsError::BadEntry {
             origin: origin.to_string(),
             name: p.name.clone(),
         })
@@ -702,6 +731,12 @@ fn write_prop(
     perms: Option<&CgroupPerms>,
     how: How,
 ) -> Result<(), PropsError> {
+    if !safe_name(name) {
+        return Err(PropsError::BadEntry {
+            origin: format!("cgroup {}", dir.display()),
+            name: name.to_string(),
+        });
+    }
     let path = dir.join(name);
     let subtree = name == "cgroup.subtree_control";
     log::info!("cgroup {}: restoring {name} = {value:?}", dir.display());

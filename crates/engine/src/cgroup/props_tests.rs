@@ -195,6 +195,9 @@ fn ifpriomap_and_subtree_control() {
         ..Default::default()
     };
     assert!(check_entry(&p, "cgroup.img").is_err());
+    let e = restore_regular(Path::new("/nonexistent"), std::slice::from_ref(&p)).unwrap_err();
+    assert!(matches!(e, PropsError::BadEntry { .. }), "{e}");
+    assert_eq!(e.into_error().kind(), ErrorKind::BadImage);
     p.name = "pids.max".into();
     assert!(check_entry(&p, "cgroup.img").is_ok());
 }
