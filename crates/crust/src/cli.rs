@@ -348,7 +348,7 @@ impl Opts {
                     _ => self.engine.cgroup_dump_controllers.push(v.to_string()),
                 }
                 format!(
-                    "--{}: crust does not dump cgroups yet; the option has no effect",
+                    "--{}: crust does not dump cgroups yet (the properties text is checked, nothing more)",
                     s.long
                 )
             }

@@ -93,6 +93,10 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
+    // As CRIU: a bad --cgroup-props(-file) fails the dump before the tree
+    // is touched.
+    let _cg_props = crate::cgroup::props::PropsConfig::of_options(opts)
+        .map_err(crate::cgroup::props::PropsError::into_error)?;
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
