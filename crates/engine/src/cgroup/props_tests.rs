@@ -408,3 +408,46 @@ fn kernel_refused_value_names_cgroup_and_property() {
         Err(PropsError::Open { .. })
     ));
 }
+
+#[test]
+fn kernel_v2_globals_come_back() {
+    let test = crust_sys::testing::current_test();
+    if !crust_sys::testing::require_root(&test) {
+        return;
+    }
+    let top = Path::new("/sys/fs/cgroup/unified");
+    if !top.join("cgroup.subtree_control").exists() {
+        crust_sys::testing::skip(&test, "it needs cgroup v2 at /sys/fs/cgroup/unified");
+        return;
+    }
+    let cg = TestCg(top.join(format!("crust-props-{}-v2", std::process::id())));
+    fs::create_dir(&cg.0).unwrap();
+    let a = cg.child("a");
+    fs::write(a.join("cgroup.max.depth"), "3").unwrap();
+    fs::write(a.join("cgroup.max.descendants"), "5").unwrap();
+    // Only a controller the machine already hands down to the test's dir
+    // (the test changes nothing above it).
+    let ctl = read(&cg.0, "cgroup.controllers");
+    let one = ctl.split_whitespace().next().map(str::to_string);
+    if let Some(c) = &one {
+        // A controller the parent hands down, for a's subtree_control.
+        fs::write(cg.0.join("cgroup.subtree_control"), format!("+{c}")).unwrap();
+        fs::write(a.join("cgroup.subtree_control"), format!("+{c}")).unwrap();
+    }
+    let got = read_dir_props(&a, &[String::new()], &PropsConfig::builtin()).unwrap();
+    assert!(!got.threaded);
+    assert_eq!(prop(&got, "cgroup.type").value, "domain");
+    let b = cg.child("b");
+    restore_special(&b, &got.props).unwrap();
+    restore_regular(&b, &got.props).unwrap();
+    assert_eq!(read(&b, "cgroup.max.depth"), "3");
+    assert_eq!(read(&b, "cgroup.max.descendants"), "5");
+    assert_eq!(read(&b, "cgroup.subtree_control"), one.unwrap_or_default());
+    // subtree_control is set from what it holds: nothing stays on.
+    let none = CgroupPropEntry {
+        name: "cgroup.subtree_control".into(),
+        ..Default::default()
+    };
+    restore_regular(&b, &[none]).unwrap();
+    assert_eq!(read(&b, "cgroup.subtree_control"), "");
+}
