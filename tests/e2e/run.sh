@@ -1081,6 +1081,8 @@ ALL_TESTS+=(shmanon)
 # Epolls carried by queued messages, held by no task (issue 12).
 # shellcheck source=tests/e2e/scm05.sh
 . "$ROOT/tests/e2e/scm05.sh"
+# shellcheck source=tests/e2e/cgroup.sh
+. "$ROOT/tests/e2e/cgroup.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.
