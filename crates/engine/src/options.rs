@@ -85,8 +85,15 @@ pub struct Options {
     /// `--display-stats`: print the statistics at the end. Read by the
     /// front end.
     pub display_stats: bool,
-    /// `--manage-cgroups[=MODE]`: cgroups are not dumped yet (logged).
+    /// `--manage-cgroups[=MODE]`: none, props, soft, full, strict or
+    /// ignore (CRIU's modes; not given: soft, CRIU's default).
     pub manage_cgroups: Option<String>,
+    /// `--cgroup-root [CONTROLLER:]PATH`, repeatable, in the order given:
+    /// (controller, path); no controller = every controller.
+    pub cgroup_roots: Vec<(Option<String>, String)>,
+    /// `--cgroup-yard DIR`: a directory with the cgroup hierarchies
+    /// mounted in it (one subdirectory each, named as CRIU names them).
+    pub cgroup_yard: Option<PathBuf>,
     /// `--pre-dump-mode splice|read`: validated, no pre-dump yet.
     pub pre_dump_mode: Option<String>,
     /// `--file-validation filesize|buildid`: how regular files are checked
@@ -166,6 +173,8 @@ impl Default for Options {
             inherit_fds: Vec::new(),
             display_stats: false,
             manage_cgroups: None,
+            cgroup_roots: Vec::new(),
+            cgroup_yard: None,
             pre_dump_mode: None,
             file_validation: None,
             skip_file_rwx_check: false,
