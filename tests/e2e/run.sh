@@ -1099,6 +1099,10 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/freezecg.sh"
 # shellcheck source=tests/e2e/track.sh
 . "$ROOT/tests/e2e/track.sh"
+# shellcheck source=tests/e2e/cgprops.sh
+. "$ROOT/tests/e2e/cgprops.sh"
+# shellcheck source=tests/e2e/cgroup.sh
+. "$ROOT/tests/e2e/cgroup.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -60,7 +60,7 @@ const fn feat(name: &'static str, category: Category, answer: Answer) -> Feature
 use Category::{Experimental, Extra, FeatureOnly};
 
 const NO_LAZY: &str = "crust has no lazy pages (userfaultfd) yet";
-const NO_CGROUP: &str = "crust does not dump cgroups yet";
+const NO_CGROUP: &str = "crust does not dump cgroup namespaces yet";
 const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-mem) yet";
 
 /// CRIU 4.2's feature names, in CRIU's order, with crust's answer.

@@ -117,8 +117,8 @@ static SPECS: &[Spec] = &[
     flag("force-irmap", None, NoEffect),
     spec("ext-mount-map", Some('M'), Required, Used),
     spec("exec-cmd", None, No, Unsupported),
-    spec("manage-cgroups", None, Optional, Lacking),
-    spec("cgroup-root", None, Required, Lacking),
+    spec("manage-cgroups", None, Optional, Used),
+    spec("cgroup-root", None, Required, Used),
     spec("inherit-fd", None, Required, Used),
     spec("feature", None, Required, Used),
     spec("skip-mnt", None, Required, Used),
@@ -136,8 +136,8 @@ static SPECS: &[Spec] = &[
     flag("extra", None, Used),
     flag("experimental", None, Used),
     spec("all", None, No, Used),
-    spec("cgroup-props", None, Required, Lacking),
-    spec("cgroup-props-file", None, Required, Lacking),
+    spec("cgroup-props", None, Required, Used),
+    spec("cgroup-props-file", None, Required, Used),
     spec("cgroup-dump-controller", None, Required, Lacking),
     flag("skip-in-flight", None, Used),
     flag("deprecated", None, NoEffect),
@@ -156,7 +156,7 @@ static SPECS: &[Spec] = &[
     spec("tls-key", None, Required, Unsupported),
     flag("tls", None, Unsupported),
     spec("tls-no-cn-verify", None, No, NoEffect),
-    spec("cgroup-yard", None, Required, Lacking),
+    spec("cgroup-yard", None, Required, Used),
     spec("pre-dump-mode", None, Required, Used),
     spec("file-validation", None, Required, Used),
     flag("skip-file-rwx-check", None, Used),
@@ -331,23 +331,16 @@ impl Opts {
         let s = o.spec;
         let v = o.value.as_deref();
         let what = match s.long {
-            "manage-cgroups" => {
-                let m = v.unwrap_or("soft");
-                let modes = ["none", "props", "soft", "full", "strict", "ignore"];
-                let m = one_of(s, m, &modes)?;
-                self.engine.manage_cgroups = Some(m.clone());
-                if m == "none" || m == "ignore" {
-                    // What crust does anyway.
-                    self.no_effect.push(format!("--manage-cgroups={m}"));
-                    return Ok(());
-                }
-                format!("--manage-cgroups={m}: crust does not dump or restore cgroups yet (the restored tree is in crust's own cgroup)")
-            }
             "cpu-cap" => {
                 let caps = v.unwrap_or("all");
                 check_cpu_cap(s, caps)?;
                 self.engine.cpu_cap = Some(caps.to_string());
                 format!("--cpu-cap={caps}: crust does not write or check cpuinfo.img yet")
+            }
+            "cgroup-dump-controller" => {
+                let v = required(o)?;
+                self.engine.cgroup_dump_controllers.push(v.to_string());
+                format!("--cgroup-dump-controller={v}: crust leaves no controller out yet (every one is dumped)")
             }
             other => format!(
                 "--{other}: crust does not dump or restore cgroups yet; the option has no effect"
@@ -563,6 +556,22 @@ fn check_cpu_cap(s: &Spec, caps: &str) -> Result<()> {
 fn apply_engine_checked(e: &mut Options, o: &Occurrence) -> Result<bool> {
     let s = o.spec;
     match s.long {
+        "manage-cgroups" => {
+            let m = o.value.as_deref().unwrap_or("soft");
+            let modes = ["none", "props", "soft", "full", "strict", "ignore"];
+            e.manage_cgroups = Some(one_of(s, m, &modes)?);
+        }
+        // CRIU: [CONTROLLER:]PATH, split at the first ':'.
+        "cgroup-root" => {
+            let v = required(o)?;
+            e.cgroup_roots.push(match v.split_once(':') {
+                Some((c, p)) => (Some(c.to_string()), p.to_string()),
+                None => (None, v.to_string()),
+            });
+        }
+        "cgroup-yard" => e.cgroup_yard = Some(PathBuf::from(required(o)?)),
+        "cgroup-props" => e.cgroup_props = Some(required(o)?.to_string()),
+        "cgroup-props-file" => e.cgroup_props_file = Some(PathBuf::from(required(o)?)),
         "address" => e.address = Some(required(o)?.to_string()),
         "port" => {
             // CRIU: atoi(), 0 refused.
@@ -1114,11 +1123,37 @@ mod tests {
             "--cpu-cap",
             "--cgroup-yard",
             "/y",
+            "--cgroup-root",
+            "name=zdtmtst:/prefix",
+            "--cgroup-root=/r",
         ])
         .unwrap();
-        assert_eq!(o.lacking.len(), 3, "{:?}", o.lacking);
+        assert_eq!(o.lacking.len(), 1, "{:?}", o.lacking);
+        assert_eq!(o.engine.manage_cgroups.as_deref(), Some("full"));
+        assert_eq!(o.engine.cgroup_yard, Some(PathBuf::from("/y")));
+        assert_eq!(
+            o.engine.cgroup_roots,
+            vec![
+                (Some("name=zdtmtst".into()), "/prefix".into()),
+                (None, "/r".into())
+            ]
+        );
         let o = p(&["dump", "--manage-cgroups=none"]).unwrap();
         assert!(o.lacking.is_empty());
+        let o = p(&[
+            "dump",
+            "--cgroup-props",
+            "\"pids\":",
+            "--cgroup-props-file=/f",
+            "--cgroup-dump-controller",
+            "cpu,cpuacct",
+            "--cgroup-dump-controller=pids",
+        ])
+        .unwrap();
+        assert_eq!(o.engine.cgroup_props.as_deref(), Some("\"pids\":"));
+        assert_eq!(o.engine.cgroup_props_file, Some(PathBuf::from("/f")));
+        assert_eq!(o.engine.cgroup_dump_controllers, ["cpu,cpuacct", "pids"]);
+        assert_eq!(o.lacking.len(), 2, "{:?}", o.lacking);
         let o = p(&["restore", "--auto-dedup", "--track-mem"]).unwrap();
         assert_eq!(o.unsupported, vec!["--auto-dedup", "--track-mem"]);
         assert!(p(&["dump", "--cpu-cap=fpu,^cpu"]).is_ok());

@@ -120,6 +120,9 @@ pub enum Error {
     },
     #[error(transparent)]
     NetLock(netlock::NetLockError),
+    /// A cgroup property that could not be parsed, read or written.
+    #[error(transparent)]
+    CgroupProps(Box<crate::cgroup::props::PropsError>),
 }
 
 impl Error {
@@ -155,6 +158,7 @@ impl Error {
             Error::GhostTooBig { .. } => ErrorKind::Limit,
             Error::Restore { .. } | Error::Action { .. } => ErrorKind::Other,
             Error::Unrestorable { .. } => ErrorKind::Internal,
+            Error::CgroupProps(e) => e.kind(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct RestoreOutcome {
     pub waiter: Option<i32>,
 }
 
+mod cgroup;
 mod dump;
 mod error;
 mod files;

@@ -89,8 +89,15 @@ pub struct Options {
     /// `--display-stats`: print the statistics at the end. Read by the
     /// front end.
     pub display_stats: bool,
-    /// `--manage-cgroups[=MODE]`: cgroups are not dumped yet (logged).
+    /// `--manage-cgroups[=MODE]`: none, props, soft, full, strict or
+    /// ignore (CRIU's modes; not given: soft, CRIU's default).
     pub manage_cgroups: Option<String>,
+    /// `--cgroup-root [CONTROLLER:]PATH`, repeatable, in the order given:
+    /// (controller, path); no controller = every controller.
+    pub cgroup_roots: Vec<(Option<String>, String)>,
+    /// `--cgroup-yard DIR`: a directory with the cgroup hierarchies
+    /// mounted in it (one subdirectory each, named as CRIU names them).
+    pub cgroup_yard: Option<PathBuf>,
     /// `--pre-dump-mode splice|read`: validated, no pre-dump yet.
     pub pre_dump_mode: Option<String>,
     /// `--file-validation filesize|buildid`: how regular files are checked
@@ -102,6 +109,14 @@ pub struct Options {
     pub skip_file_rwx_check: bool,
     /// `--cpu-cap[=CAPS]`: validated.
     pub cpu_cap: Option<String>,
+    /// `--cgroup-props STRING`: changes to the cgroup properties dumped per
+    /// controller (CRIU's format, see `cgroup::props`). Dump only.
+    pub cgroup_props: Option<String>,
+    /// `--cgroup-props-file FILE`: the same, read from FILE. Dump only.
+    pub cgroup_props_file: Option<PathBuf>,
+    /// `--cgroup-dump-controller NAME`, repeatable: the only controllers
+    /// dumped (none given: all). Dump only.
+    pub cgroup_dump_controllers: Vec<String>,
     /// `--status-fd FD`.
     pub status_fd: Option<i32>,
     /// `--address ADDR` of a page server.
@@ -163,10 +178,15 @@ impl Default for Options {
             inherit_fds: Vec::new(),
             display_stats: false,
             manage_cgroups: None,
+            cgroup_roots: Vec::new(),
+            cgroup_yard: None,
             pre_dump_mode: None,
             file_validation: None,
             skip_file_rwx_check: false,
             cpu_cap: None,
+            cgroup_props: None,
+            cgroup_props_file: None,
+            cgroup_dump_controllers: Vec::new(),
             status_fd: None,
             address: None,
             port: None,

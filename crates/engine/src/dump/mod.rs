@@ -8,6 +8,7 @@ mod outdir;
 mod precheck;
 mod seize;
 
+use crate::cgroup::dump::CgDump;
 use crate::files::filelocks::LockDump;
 use crate::files::FileTable;
 use crate::ns::ids::{NsIds, NsInodes, TreeNs};
@@ -97,6 +98,10 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
     let proc = ProcRoot::default();
     precheck(&proc, pid)?;
+    // As CRIU: a bad --cgroup-props(-file) fails the dump before the tree
+    // is touched.
+    let _cg_props = crate::cgroup::props::PropsConfig::of_options(opts)
+        .map_err(crate::cgroup::props::PropsError::into_error)?;
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
@@ -367,6 +372,7 @@ fn dump_tree(
     let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
     let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
     let ipcns = walk.ipcns;
+    let cg = CgDump::collect(opts, tree.procs.iter().map(|p| (p.pid, &p.threads)))?;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
     let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
@@ -413,6 +419,7 @@ fn dump_tree(
                     vmas_of: &mut vmas_of,
                     locks: &mut locks,
                     seccomp: &mut seccomp,
+                    cg: &cg,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -459,7 +466,7 @@ fn dump_tree(
         .unwrap_or_default();
     hold.on_release(files.take_pty_put_back());
     hold.on_kept(Box::new(move || ipc_gone.remove()));
-    locks.write(dir)?;
+    locks.write(dir).and_then(|()| cg.write(dir))?;
     write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
@@ -725,7 +732,8 @@ fn dump_process(
         pages_id,
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
     });
-    write_cores(proc, p, (stat, status), &pinside, &tinside, dir, &ids.tids)?;
+    let to = (dir, out.cg);
+    write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
     debug!("{pid}: cores written by {} us", us_since(t0));
     let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
     let fds = if kobj.files_shared {
@@ -852,7 +860,7 @@ fn write_cores(
     (stat, status): (&crust_proc::Stat, &crust_proc::Status),
     pinside: &task::ProcInside,
     tinside: &[task::ThreadInside],
-    dir: &Path,
+    (dir, cg): (&Path, &CgDump),
     tids: &[i32],
 ) -> Result<(), Error> {
     let pid = p.pid;
@@ -868,7 +876,7 @@ fn write_cores(
                 crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?,
             )
         };
-        let core = task::build_core(
+        let mut core = task::build_core(
             proc,
             pid,
             &task::CoreParts {
@@ -880,6 +888,7 @@ fn write_cores(
                 multi_threaded: multi,
             },
         )?;
+        cg.record(tid, &mut core);
         write_image(dir, ImageType::Core, *nstid as u64, &[core])?;
     }
     Ok(())
@@ -896,6 +905,8 @@ struct Sinks<'a> {
     /// File locks held through the fds (--file-locks).
     locks: &'a mut LockDump,
     seccomp: &'a mut task::seccomp::SeccompDump,
+    /// The css set of each thread.
+    cg: &'a CgDump,
 }
 
 /// Copying one process's pages into the page sink (its pagemap and pages

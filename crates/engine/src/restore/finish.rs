@@ -25,6 +25,7 @@ pub(super) fn restore_loaded(
     opts: &Options,
     t0: Instant,
     mut server: Option<&mut crate::net::accept::AcceptServer>,
+    mut cgroups: crate::cgroup::restore::Made,
 ) -> Result<RestoreOutcome, Error> {
     check_pids_free(&img)?;
     crate::dump::run_hook(opts, crate::Action::PreRestore, None)?;
@@ -50,6 +51,7 @@ pub(super) fn restore_loaded(
     };
     if let Err(e) = run_late_phases(&img, opts, &mut created, server.as_deref_mut())
         .and_then(|()| verify_created(&img, &created.tasks))
+        .and_then(|()| move_into_cgroups(&img, &created.tasks, &cgroups))
     {
         created.kill_all();
         return Err(e);
@@ -75,6 +77,7 @@ pub(super) fn restore_loaded(
     }
     logged_hook(opts, crate::Action::PostResume, root_pid);
     created.ipc.keep();
+    cgroups.keep();
     let restore_time_us = us_since(t0);
     info!(
         "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
@@ -86,6 +89,28 @@ pub(super) fn restore_loaded(
         pages_restored,
         waiter: None,
     })
+}
+
+/// Every task and thread into its cgroups (cgroup.img), before any runs:
+/// a process as a whole, then a thread whose set is not its process's.
+fn move_into_cgroups(
+    img: &ImageSet,
+    tasks: &[Vec<Task>],
+    cg: &crate::cgroup::restore::Made,
+) -> Result<(), Error> {
+    use crate::cgroup::restore::set_of;
+    for (p, made) in img.procs.iter().zip(tasks) {
+        let Some(l) = &p.live else { continue };
+        let main = l.threads.first().and_then(|t| set_of(&t.core));
+        for (i, (th, t)) in l.threads.iter().zip(made).enumerate() {
+            match (i, set_of(&th.core)) {
+                (0, Some(s)) => cg.move_process(t.pid(), s)?,
+                (_, Some(s)) if Some(s) != main => cg.move_thread(t.pid(), s)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every task crust is about to report exists and is the one it made:

@@ -86,6 +86,15 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         }
     }
     let seccomp = load_seccomp(&dir, &procs)?;
+    // cgroup.img, checked (the restore made its cgroups already).
+    let cgroups = crate::cgroup::restore::Plan::load(&dir, inv.root_cg_set)?;
+    for t in procs
+        .iter()
+        .filter_map(|p| p.live.as_ref())
+        .flat_map(|l| &l.threads)
+    {
+        cgroups.check_set(&dir, t.tid, crate::cgroup::restore::set_of(&t.core))?;
+    }
     let ns = match procs.first().and_then(|p| p.live.as_ref()) {
         Some(root) => crate::ns::tree::TreeNamespaces::load(
             &crate::ns::tree::LoadCtx { dir: &dir, opts },

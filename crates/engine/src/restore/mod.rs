@@ -192,6 +192,9 @@ pub(crate) fn check_images(opts: &Options) -> Result<(), Error> {
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
+    // The cgroups first, as CRIU (a file of the tree may be in one; they
+    // are removed again if the restore fails).
+    let cgroups = crate::cgroup::restore::Plan::load_for(opts)?.prepare(opts)?;
     let img = load(opts)?;
     let me = process::getpid();
     let status = crust_proc::status(&ProcRoot::default(), me).map_err(crate::util::proc_err(me))?;
@@ -200,9 +203,9 @@ pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
         ns.check_free()?;
     }
     let out = if accept_listeners(&img).is_empty() {
-        restore_loaded(img, opts, t0, None)?
+        restore_loaded(img, opts, t0, None, cgroups)?
     } else {
-        restore_serving(img, opts, t0)?
+        restore_serving(img, opts, t0, cgroups)?
     };
     write_restore_stats(&opts.work_dir(), &out);
     Ok(out)
@@ -244,7 +247,12 @@ fn write_restore_stats(dir: &std::path::Path, o: &RestoreOutcome) {
 /// Restore in a child process that stays, after the restore, to hand
 /// over the connections that waited in accept queues (see
 /// [`crate::net::accept`]); this process returns once the tree is restored.
-fn restore_serving(img: ImageSet, opts: &Options, t0: Instant) -> Result<RestoreOutcome, Error> {
+fn restore_serving(
+    img: ImageSet,
+    opts: &Options,
+    t0: Instant,
+    mut cgroups: crate::cgroup::restore::Made,
+) -> Result<RestoreOutcome, Error> {
     use std::io::{BufRead, Write};
     let me = process::getpid();
     let (parent_end, child_end) =
@@ -252,6 +260,8 @@ fn restore_serving(img: ImageSet, opts: &Options, t0: Instant) -> Result<Restore
     match process::clone3_fork(&[], 0).map_err(sys_err(me, "fork of the accept server"))? {
         ForkResult::Parent { child } => {
             drop(child_end);
+            // The child restores: it removes the cgroups it made if it fails.
+            cgroups.keep();
             let mut line = String::new();
             let _ = std::io::BufReader::new(parent_end).read_line(&mut line);
             let mut w = line.trim_end().splitn(2, ' ');
@@ -290,7 +300,7 @@ fn restore_serving(img: ImageSet, opts: &Options, t0: Instant) -> Result<Restore
             drop(parent_end);
             let mut out = child_end;
             let mut server = crate::net::accept::AcceptServer::default();
-            match restore_loaded(img, opts, t0, Some(&mut server)) {
+            match restore_loaded(img, opts, t0, Some(&mut server), cgroups) {
                 Ok(o) => {
                     let _ = writeln!(
                         out,

@@ -146,7 +146,7 @@ fn bad_options_are_refused() {
             ..Default::default()
         }]
     };
-    // Where cgroups would go: crust does not restore them yet (warned).
+    // Where cgroups go (--cgroup-root).
     assert!(try_with(&cg, Mode::Restore, true).is_ok());
     assert!(try_with(&|r| r.mntns_compat_mode = Some(true), Mode::Dump, true).is_err());
     assert!(try_with(&|r| r.mntns_compat_mode = Some(true), Mode::Restore, true).is_ok());
