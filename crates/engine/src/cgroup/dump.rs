@@ -65,6 +65,10 @@ impl CgDump {
         procs: impl Iterator<Item = (i32, &'a Vec<crust_compel::Task>)>,
     ) -> Result<CgDump, Error> {
         let mut cg = CgDump::new(opts)?;
+        if opts.unprivileged {
+            // As CRIU: no sets, no cgroup.img.
+            return Ok(cg);
+        }
         for (pid, threads) in procs {
             for t in threads {
                 let s = cg.set_of(pid, t.pid())?;
