@@ -422,5 +422,4 @@ t_rpc_refused_logged() {
 }
 
 ALL_TESTS+=(podman-checkpoint podman-export podman-leave-running podman-tcp-established podman-init
-    dump-stats-workdir rpc-refused-logged)
-KNOWN_BUG_TESTS+=(podman-netns)
+    dump-stats-workdir rpc-refused-logged podman-netns)

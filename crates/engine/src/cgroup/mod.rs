@@ -119,7 +119,8 @@ pub(crate) fn restore_props(
     }
     let freezer = props::restore_regular(dir, &d.props).map_err(props::PropsError::into_error)?;
     if freezer.is_some() {
-        // Only --freeze-cgroup dumps it, which crust does not do yet.
+        // A CRIU image of a --freeze-cgroup dump may carry it; crust puts
+        // the tree's tasks back running, so the state is not written.
         log::warn!("cgroup {}: freezer.state not restored", dir.display());
     }
     Ok(())
