@@ -7,7 +7,7 @@
 //! learn what became of the tree, so the dump lets it run on and the
 //! restore kills what it made.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crust_engine::{Action, ActionHook};
 use crust_images::proto::{criu_req_type, CriuNotify, CriuReq, CriuResp};
@@ -45,9 +45,20 @@ impl Notifier {
     /// Send the notify of `action` and read the client's answer: its
     /// request when it says success.
     fn exchange(&self, action: Action, root_pid: Option<i32>) -> Result<Box<CriuReq>, String> {
+        self.exchange_fd(action, root_pid, None)
+    }
+
+    /// [`Self::exchange`], with `fd` passed on the notify message
+    /// (SCM_RIGHTS), as CRIU passes the orphan pty master.
+    fn exchange_fd(
+        &self,
+        action: Action,
+        root_pid: Option<i32>,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Box<CriuReq>, String> {
         let sk = self.sk.as_fd();
         log::debug!("RPC notify {}", action.name());
-        wire::send_resp(sk, &notify_resp(action, root_pid), None)
+        wire::send_resp(sk, &notify_resp(action, root_pid), fd)
             .map_err(|e| format!("cannot send the notify message to the RPC client: {e}"))?;
         match wire::recv_req(sk) {
             Ok(Incoming::Req(r))
@@ -79,6 +90,18 @@ impl ActionHook for Notifier {
             return Ok(());
         }
         self.exchange(action, root_pid).map(drop)
+    }
+
+    /// CRIU's orphan-pts-master: the master goes with the notify; without
+    /// notify_scripts CRIU has no client to give it to and fails.
+    fn send_pts_master(&self, master: BorrowedFd<'_>) -> Result<(), String> {
+        if !self.notify {
+            return Err(
+                "the RPC client did not ask for notifications (notify_scripts), so it cannot take the master of the pty".into(),
+            );
+        }
+        self.exchange_fd(Action::OrphanPtsMaster, None, Some(master))
+            .map(drop)
     }
 
     /// CRIU's query-ext-files: the answer's `opts.external` keys, each

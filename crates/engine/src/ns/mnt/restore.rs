@@ -163,7 +163,10 @@ pub(super) fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<M
         let (mut now, later): (Vec<MntEntry>, Vec<MntEntry>) =
             rest.into_iter().partition(|e| level.contains(&e.mnt_id));
         rest = later;
-        now.sort_by_key(|e| e.mnt_id);
+        // By id, but filesystems mounted afresh before the binds among
+        // them (a bind of a sibling, as runc's /dev/console of /dev/pts/N
+        // mounted before /dev/pts got a lower id, needs its source first).
+        now.sort_by_key(|e| (!(FRESH.contains(&e.fstype) && e.root == "/"), e.mnt_id));
         level = Vec::new();
         for e in now {
             // Children of this level, by id.
