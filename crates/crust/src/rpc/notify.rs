@@ -167,6 +167,53 @@ mod tests {
         assert_eq!(n2.pid, None);
     }
 
+    /// orphan-pts-master: the master goes with the notify (SCM_RIGHTS)
+    /// and the client's answer counts; nothing without notify_scripts.
+    #[test]
+    fn pts_master_goes_with_the_notify() {
+        let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let n = Notifier {
+            sk: a,
+            notify: true,
+        };
+        let (pipe_r, pipe_w) = crust_sys::pipe::pipe2(libc::O_CLOEXEC).unwrap();
+        let client = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let got = crust_sys::unix::recvmsg(b.as_fd(), &mut buf, 0).unwrap();
+            let resp = CriuResp::decode(&buf[..got.len]).unwrap();
+            let req = CriuReq {
+                r#type: criu_req_type::NOTIFY,
+                notify_success: Some(true),
+                ..Default::default()
+            };
+            crust_sys::unix::send(b.as_fd(), &req.encode_to_vec(), None, 0).unwrap();
+            (resp, got.rights)
+        });
+        assert_eq!(n.send_pts_master(pipe_w.as_fd()), Ok(()));
+        let (resp, rights) = client.join().unwrap();
+        assert_eq!(
+            resp.notify.unwrap().script.as_deref(),
+            Some("orphan-pts-master")
+        );
+        assert_eq!(rights.len(), 1);
+        // The fd the client got is the one sent: bytes written on it come
+        // out of the pipe.
+        use std::io::{Read, Write};
+        let mut w = std::fs::File::from(rights.into_iter().next().unwrap());
+        w.write_all(b"hi").unwrap();
+        drop((w, pipe_w));
+        let mut got = Vec::new();
+        let mut r = std::fs::File::from(pipe_r.try_clone().unwrap());
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi");
+        let (a, _b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let silent = Notifier {
+            sk: a,
+            notify: false,
+        };
+        assert!(silent.send_pts_master(pipe_r.as_fd()).is_err());
+    }
+
     #[test]
     fn silent_hooks_notice_a_client_gone() {
         let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
