@@ -18,3 +18,39 @@ t_rpc_orphan_pts() {
 }
 
 ALL_TESTS+=(rpc-orphan-pts)
+
+# podman run -t (podman.sh's helpers): conmon holds the console's master.
+# The container counts and prints each count on its terminal; after
+# checkpoint and restore (runc hands the new master to conmon) it counts on
+# and the counts printed after the restore reach podman's log through the
+# new master.
+t_podman_terminal() {
+    local rc
+    podman_terminal
+    rc=$?
+    pm_cleanup
+    return $rc
+}
+
+podman_terminal() {
+    pm_setup || return $?
+    local a last
+    pm_run pt -t --network none "$PM_IMAGE" sh -c "${PM_COUNTER/mv \/tmp\/c.new \/tmp\/count;/mv /tmp/c.new /tmp/count; echo tick-\$i;}" || return 1
+    a=$(pm_wait_count pt 5) || { fail "the container does not count"; return 1; }
+    pm_checkpoint pt --keep || return 1
+    pm_crust_log pt dump.log Dump || return 1
+    pm_restore pt --keep pt || return 1
+    pm_crust_log pt restore.log Restore || return 1
+    grep -q 'orphan-pts-master' "$D/pt-restore.log" ||
+        { fail "the restore log does not show the orphan-pts-master notify" "$D/pt-restore.log"; return 1; }
+    pm_counting pt "$a" || return 1
+    a=$(pm_count pt)
+    for _ in $(seq 30); do
+        last=$(pm logs pt 2>/dev/null | tr -d '\r' | sed -n 's/^tick-//p' | tail -n 1)
+        [ -n "$last" ] && [ -n "$a" ] && [ "$last" -gt "$a" ] && return 0
+        sleep 0.2
+    done
+    fail "podman's log has no count after the restore's $a (last: ${last:-none}): the new master did not reach conmon" "$D/pt-restore.log"
+}
+
+ALL_TESTS+=(podman-terminal)
