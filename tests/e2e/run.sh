@@ -1015,6 +1015,8 @@ ALL_TESTS+=(shmanon)
 # CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
 # shellcheck source=tests/e2e/rpc.sh
 . "$ROOT/tests/e2e/rpc.sh"
+# shellcheck source=tests/e2e/orphanpts.sh
+. "$ROOT/tests/e2e/orphanpts.sh"
 # LXC (lxc-checkpoint) and Docker (docker checkpoint) with crust as criu (issue 14).
 # shellcheck source=tests/e2e/lxc.sh
 . "$ROOT/tests/e2e/lxc.sh"

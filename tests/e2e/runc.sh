@@ -311,15 +311,17 @@ PYEOF
     runc_counts "$b" "$id" "after restore"
 }
 
-# A container with a terminal (`terminal: true`, runc run --console-socket;
-# the test's receiver keeps the pty master): crust does not hand an
-# orphan pty master over the RPC yet (orphan_pts_master), so the
-# checkpoint is refused with a clear error, and the container runs on
-# untouched: its shell still answers over the same master.
-t_runc_terminal_refused() { runc_wrap runc_terminal_refused; }
-runc_terminal_refused() {
+# A container with a terminal (`terminal: true`, runc run --console-socket):
+# its shell's stdio is the slave of a pty whose master runc handed to the
+# console socket's receiver, outside the tree. runc asks for
+# orphan_pts_master: the checkpoint takes the slave alone; the restore
+# makes a new master and gives it to runc (RPC notify orphan-pts-master),
+# which passes it to the new console socket. The shell set a variable
+# before the checkpoint and echoes it through the new master after.
+t_runc_terminal() { runc_wrap runc_terminal; }
+runc_terminal() {
     runc_need || return $?
-    local b=$D/bundle id=crust-rc-tty-$$ recv py_exe st
+    local b=$D/bundle id=crust-rc-tty-$$ recv recv2 py_exe
     runc_bundle "$b" "" "" || return 1
     "$PY" - "$b/config.json" <<'PYEOF' || { fail "cannot write config.json"; return 1; }
 import json, sys
@@ -329,10 +331,13 @@ c["process"]["args"] = ["sh"]
 json.dump(c, open(sys.argv[1], "w"))
 PYEOF
     py_exe=$(readlink -f "$(command -v "$PY")")
-    rm -f "$D/console.sock" "$D/tty.out" "$D/go"
-    "$PY" - "$D/console.sock" "$D/tty.out" "$D/go" <<'PYEOF' &
+    rm -f "$D/console.sock" "$D/console2.sock" "$D/tty.out" "$D/tty2.out" "$D/go"
+    # console_recv SOCK OUT CMD WANT [GO]: take the master from runc, send
+    # CMD, wait for WANT, then hold the master until GO exists.
+    cat >"$D/recv.py" <<'PYEOF'
 import os, select, socket, sys, time
-path, out, go = sys.argv[1:4]
+path, out, cmd, want = sys.argv[1:5]
+go = sys.argv[5] if len(sys.argv) > 5 else None
 def say(m):
     with open(out, "a") as f:
         f.write(m + "\n")
@@ -343,41 +348,47 @@ say("listening")
 c, _ = s.accept()
 _, fds, _, _ = socket.recv_fds(c, 1024, 1)
 master = fds[0]
-def ask(cmd, want):
-    os.write(master, cmd)
-    got, end = b"", time.time() + 10
-    while want not in got and time.time() < end:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
+os.write(master, cmd.encode() + b"\n")
+got, end = b"", time.time() + 10
+while want.encode() not in got and time.time() < end:
+    r, _, _ = select.select([master], [], [], 0.5)
+    if r:
+        try:
             got += os.read(master, 4096)
-    return want in got
-say("first " + ("ok" if ask(b"echo term-$((6*7))\n", b"term-42") else "bad"))
-while not os.path.exists(go):
+        except OSError:
+            break
+say(("ok " if want.encode() in got else "bad ") + repr(got[-200:]))
+while go and not os.path.exists(go):
     time.sleep(0.05)
-say("second " + ("ok" if ask(b"echo again-$((5*5))\n", b"again-25") else "bad"))
 PYEOF
+    "$PY" "$D/recv.py" "$D/console.sock" "$D/tty.out" 'X=kept-$((6*7)); echo set-$X' set-kept-42 "$D/go" &
     recv=$!
     track "$recv" "$py_exe"
     wait_file "$D/tty.out" 10 || { fail "the console socket receiver did not start"; return 1; }
     (cd "$b" && runc run -d --console-socket "$D/console.sock" "$id" </dev/null >/dev/null 2>&1) ||
         { fail "runc run --console-socket failed"; return 1; }
     RUNC_IDS+=("$id")
-    for _ in $(seq 100); do grep -q '^first' "$D/tty.out" && break; sleep 0.1; done
-    grep -q '^first ok' "$D/tty.out" || { fail "the container's shell does not answer on its terminal: $(tr '\n' ' ' <"$D/tty.out")"; return 1; }
+    for _ in $(seq 100); do grep -q '^ok\|^bad' "$D/tty.out" && break; sleep 0.1; done
+    grep -q '^ok' "$D/tty.out" || { fail "the container's shell does not answer on its terminal: $(tr '\n' ' ' <"$D/tty.out")"; return 1; }
     mkdir -p "$D/img"
-    if (cd "$b" && timeout -k 5 "$CR_TIMEOUT" runc --criu "$CRUST" checkpoint --image-path "$D/img" "$id") \
-        >"$D/checkpoint.out" 2>&1; then
-        fail "the checkpoint of a container with a terminal succeeded (crust cannot restore it yet)" "$D/img/dump.log"
-        return 1
-    fi
-    grep -q 'open on the terminal /dev/pts/0' "$D/img/dump.log" ||
-        { fail "the refusal does not name the terminal" "$D/img/dump.log"; return 1; }
-    st=$(runc state "$id" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null)
-    [ "$st" = running ] || { fail "container $id is '$st' after the refused checkpoint" "$D/img/dump.log"; return 1; }
+    (cd "$b" && timeout -k 5 "$CR_TIMEOUT" runc --criu "$CRUST" checkpoint --image-path "$D/img" "$id") \
+        >"$D/checkpoint.out" 2>&1 ||
+        { fail "runc checkpoint of a container with a terminal: $(head -c 300 "$D/checkpoint.out")" "$D/img/dump.log"; return 1; }
+    runc_gone "$id" || return 1
     touch "$D/go"
     wait "$recv" 2>/dev/null
-    grep -q '^second ok' "$D/tty.out" ||
-        { fail "the shell does not answer on its terminal after the refused checkpoint: $(tr '\n' ' ' <"$D/tty.out")" "$D/img/dump.log"; return 1; }
+    "$PY" "$D/recv.py" "$D/console2.sock" "$D/tty2.out" 'echo got-$X' got-kept-42 &
+    recv2=$!
+    track "$recv2" "$py_exe"
+    wait_file "$D/tty2.out" 10 || { fail "the second console socket receiver did not start"; return 1; }
+    runc_restore "$b" "$id" "$D/img" --console-socket "$D/console2.sock" || return 1
+    for _ in $(seq 150); do grep -q '^ok\|^bad' "$D/tty2.out" && break; sleep 0.1; done
+    grep -q '^ok' "$D/tty2.out" ||
+        { fail "the restored shell does not answer on the new master: $(tr '\n' ' ' <"$D/tty2.out")" "$D/img/restore.log"; return 1; }
+    grep -q 'orphan-pts-master' "$D/img/restore.log" ||
+        { fail "the restore log does not show the orphan-pts-master notify" "$D/img/restore.log"; return 1; }
+    wait "$recv2" 2>/dev/null
+    return 0
 }
 
-ALL_TESTS+=(runc-netns runc-netns-quiet runc-leave-running runc-restore-twice runc-tcp-established runc-terminal-refused)
+ALL_TESTS+=(runc-netns runc-netns-quiet runc-leave-running runc-restore-twice runc-tcp-established runc-terminal)

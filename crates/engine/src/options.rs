@@ -8,6 +8,7 @@
 //! statistics, the work directory): they are here so that every front end
 //! fills the same struct.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,11 @@ pub struct Options {
     pub leave_stopped: bool,
     /// `-j/--shell-job`.
     pub shell_job: bool,
+    /// RPC `orphan_pts_master` (no CLI option, as in CRIU): a pty slave
+    /// whose master is outside the tree (a container's console) is dumped;
+    /// the restore makes a new master for it and hands it to the RPC
+    /// client ([`ActionHook::send_pts_master`]).
+    pub orphan_pts_master: bool,
     /// `-d/--restore-detached` (and `--daemon`). Restore only.
     pub detached: bool,
     /// `-S/--restore-sibling`. Restore only.
@@ -158,6 +164,7 @@ impl Default for Options {
             leave_running: false,
             leave_stopped: false,
             shell_job: false,
+            orphan_pts_master: false,
             detached: false,
             restore_sibling: false,
             pidfile: None,
@@ -323,6 +330,10 @@ pub enum Action {
     /// Dump, RPC only: the tree frozen (after network-lock), the client
     /// may name more external resources ([`ActionHook::query_external`]).
     QueryExtFiles,
+    /// Restore, RPC only: the new master of the pty whose slave had its
+    /// master outside the tree goes to the client with the notify
+    /// ([`ActionHook::send_pts_master`]).
+    OrphanPtsMaster,
 }
 
 impl Action {
@@ -342,6 +353,7 @@ impl Action {
             Action::PostResume => "post-resume",
             Action::StatusReady => "status-ready",
             Action::QueryExtFiles => "query-ext-files",
+            Action::OrphanPtsMaster => "orphan-pts-master",
         }
     }
 }
@@ -358,6 +370,13 @@ pub trait ActionHook: Send + Sync {
     /// client is asked (no action script runs for it); none by default.
     fn query_external(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
+    }
+
+    /// CRIU's orphan-pts-master moment of a restore: `master` goes to the
+    /// RPC client with the notify, and the client answers. Only an RPC
+    /// client can take it (no action script runs for it).
+    fn send_pts_master(&self, _master: BorrowedFd<'_>) -> Result<(), String> {
+        Err("only an RPC client can take the master of the pty".into())
     }
 }
 
@@ -376,6 +395,14 @@ impl Hooks {
         match &self.0 {
             Some(h) => h.query_external(),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// The hook's [`ActionHook::send_pts_master`]: an error without a hook.
+    pub fn send_pts_master(&self, master: BorrowedFd<'_>) -> Result<(), String> {
+        match &self.0 {
+            Some(h) => h.send_pts_master(master),
+            None => Err("no RPC client to take the master of the pty".into()),
         }
     }
 

@@ -7,7 +7,7 @@
 //! learn what became of the tree, so the dump lets it run on and the
 //! restore kills what it made.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crust_engine::{Action, ActionHook};
 use crust_images::proto::{criu_req_type, CriuNotify, CriuReq, CriuResp};
@@ -45,9 +45,20 @@ impl Notifier {
     /// Send the notify of `action` and read the client's answer: its
     /// request when it says success.
     fn exchange(&self, action: Action, root_pid: Option<i32>) -> Result<Box<CriuReq>, String> {
+        self.exchange_fd(action, root_pid, None)
+    }
+
+    /// [`Self::exchange`], with `fd` passed on the notify message
+    /// (SCM_RIGHTS), as CRIU passes the orphan pty master.
+    fn exchange_fd(
+        &self,
+        action: Action,
+        root_pid: Option<i32>,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Box<CriuReq>, String> {
         let sk = self.sk.as_fd();
         log::debug!("RPC notify {}", action.name());
-        wire::send_resp(sk, &notify_resp(action, root_pid), None)
+        wire::send_resp(sk, &notify_resp(action, root_pid), fd)
             .map_err(|e| format!("cannot send the notify message to the RPC client: {e}"))?;
         match wire::recv_req(sk) {
             Ok(Incoming::Req(r))
@@ -79,6 +90,18 @@ impl ActionHook for Notifier {
             return Ok(());
         }
         self.exchange(action, root_pid).map(drop)
+    }
+
+    /// CRIU's orphan-pts-master: the master goes with the notify; without
+    /// notify_scripts CRIU has no client to give it to and fails.
+    fn send_pts_master(&self, master: BorrowedFd<'_>) -> Result<(), String> {
+        if !self.notify {
+            return Err(
+                "the RPC client did not ask for notifications (notify_scripts), so it cannot take the master of the pty".into(),
+            );
+        }
+        self.exchange_fd(Action::OrphanPtsMaster, None, Some(master))
+            .map(drop)
     }
 
     /// CRIU's query-ext-files: the answer's `opts.external` keys, each
@@ -142,6 +165,53 @@ mod tests {
         let n2 = r2.notify.unwrap();
         assert_eq!(n2.script.as_deref(), Some("pre-dump"));
         assert_eq!(n2.pid, None);
+    }
+
+    /// orphan-pts-master: the master goes with the notify (SCM_RIGHTS)
+    /// and the client's answer counts; nothing without notify_scripts.
+    #[test]
+    fn pts_master_goes_with_the_notify() {
+        let (a, b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let n = Notifier {
+            sk: a,
+            notify: true,
+        };
+        let (pipe_r, pipe_w) = crust_sys::pipe::pipe2(libc::O_CLOEXEC).unwrap();
+        let client = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let got = crust_sys::unix::recvmsg(b.as_fd(), &mut buf, 0).unwrap();
+            let resp = CriuResp::decode(&buf[..got.len]).unwrap();
+            let req = CriuReq {
+                r#type: criu_req_type::NOTIFY,
+                notify_success: Some(true),
+                ..Default::default()
+            };
+            crust_sys::unix::send(b.as_fd(), &req.encode_to_vec(), None, 0).unwrap();
+            (resp, got.rights)
+        });
+        assert_eq!(n.send_pts_master(pipe_w.as_fd()), Ok(()));
+        let (resp, rights) = client.join().unwrap();
+        assert_eq!(
+            resp.notify.unwrap().script.as_deref(),
+            Some("orphan-pts-master")
+        );
+        assert_eq!(rights.len(), 1);
+        // The fd the client got is the one sent: bytes written on it come
+        // out of the pipe.
+        use std::io::{Read, Write};
+        let mut w = std::fs::File::from(rights.into_iter().next().unwrap());
+        w.write_all(b"hi").unwrap();
+        drop((w, pipe_w));
+        let mut got = Vec::new();
+        let mut r = std::fs::File::from(pipe_r.try_clone().unwrap());
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi");
+        let (a, _b) = crust_sys::unix::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let silent = Notifier {
+            sk: a,
+            notify: false,
+        };
+        assert!(silent.send_pts_master(pipe_r.as_fd()).is_err());
     }
 
     #[test]

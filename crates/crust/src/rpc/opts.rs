@@ -155,9 +155,10 @@ fn apply_flags(
         o.mntns_compat_mode = true;
     }
     if req.orphan_pts_master == Some(true) {
-        // Used by CRIU for a pty slave whose master is outside the tree,
-        // which crust refuses at dump: nothing to hand over at restore.
-        o.no_effect.push("orphan_pts_master".into());
+        // RPC only, as in CRIU: the container's console (a pty slave whose
+        // master the runtime holds) is dumped, and its new master goes to
+        // the client at restore.
+        o.engine.orphan_pts_master = true;
     }
     Ok(())
 }

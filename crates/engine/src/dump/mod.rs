@@ -340,6 +340,7 @@ fn file_table(tree: &Tree, opts: &Options) -> FileTable {
     files.set_ghost_limit(opts.ghost_limit);
     files.set_link_remap(opts.link_remap);
     files.set_build_ids(!opts.validate_by_size_only());
+    files.set_orphan_pts_master(opts.orphan_pts_master);
     files.set_tree(
         tree.procs
             .iter()

@@ -29,6 +29,7 @@ pub(crate) mod procfile;
 pub(crate) mod pty;
 mod pty_info;
 mod pty_ns;
+mod pty_orphan;
 mod regmnt;
 pub(crate) mod regshare;
 mod restore;
@@ -175,6 +176,14 @@ impl FileTable {
     /// their ELF build-id (a restore then checks their size only).
     pub fn set_build_ids(&mut self, on: bool) {
         self.build_ids = on;
+    }
+
+    /// `orphan_pts_master`: a pty slave whose master is outside the tree
+    /// is dumped (see [`pty_orphan`]).
+    pub fn set_orphan_pts_master(&mut self, on: bool) {
+        if let Some(p) = self.kind_mut::<pty::PtyDump>() {
+            p.orphan.0 = on;
+        }
     }
 
     /// The processes of the tree (see [`pty::PtyDump::set_tree`]).

@@ -103,6 +103,9 @@ pub struct PtyDump {
     captured: Vec<(u32, End, Vec<u8>)>,
     /// The bytes are the image's (the tree was killed): not put back.
     kept: bool,
+    /// `orphan_pts_master`, and the index of the slave taken without its
+    /// master ([`super::pty_orphan`]).
+    pub(super) orphan: (bool, Option<u32>),
 }
 
 impl Drop for PtyDump {
@@ -142,7 +145,7 @@ fn put_back(captured: &[(u32, End, Vec<u8>)], copies: &HashMap<(bool, u32), Owne
 /// off) or on the slave (as if typed on the master, input processing,
 /// signals and echo off; in canonical mode lines stay lines, a partial
 /// line stays partial).
-fn inject(
+pub(super) fn inject(
     master: BorrowedFd<'_>,
     slave: BorrowedFd<'_>,
     for_master: bool,
@@ -318,7 +321,7 @@ impl PtyDump {
         for &pid in &self.tree {
             let (sid, tty_nr, tpgid) = ctty_of(pid);
             let (major, minor) = decode_tty_nr(tty_nr);
-            if major != PTS_MAJOR || !set.contains(&minor) {
+            if major != PTS_MAJOR || !(set.contains(&minor) || self.orphan.0) {
                 continue;
             }
             let index = minor;
@@ -365,7 +368,7 @@ impl PtyDump {
             return Ok(None);
         };
         if !self.masters(proc)?.contains(&index) {
-            return Ok(None);
+            return self.orphan_end(pid, fd, index);
         }
         // A /dev/pts/N of another devpts than the master N's is not its
         // slave.
@@ -535,30 +538,32 @@ fn same_pid_ns(pid: i32) -> bool {
 // ---------------------------------------------------------------- restore
 
 #[derive(Debug, Default)]
-struct PairImage {
+pub(super) struct PairImage {
     /// (files.img id, flags) of the master description.
-    master: Option<(u32, u32)>,
+    pub(super) master: Option<(u32, u32)>,
     master_info: Option<EndImage>,
     /// (files.img id, flags) of each slave description.
-    slaves: Vec<(u32, u32)>,
-    slave_info: Option<EndImage>,
+    pub(super) slaves: Vec<(u32, u32)>,
+    pub(super) slave_info: Option<EndImage>,
     /// (session, foreground group) when the slave is the controlling
     /// terminal of a session of the tree.
     ctty: Option<(i32, i32)>,
     /// Hung up: its master was closed (only slaves, no termios).
-    hung: bool,
+    pub(super) hung: bool,
     /// Bytes that were waiting to be read on the master and on the slave.
     master_data: Vec<u8>,
-    slave_data: Vec<u8>,
+    pub(super) slave_data: Vec<u8>,
 }
 
 /// The pty pairs of an image set (those fds use), read and checked.
 #[derive(Debug, Default)]
 pub struct Ptys {
     /// By dump-time pty index.
-    pairs: BTreeMap<u32, PairImage>,
+    pub(super) pairs: BTreeMap<u32, PairImage>,
     /// Descriptions on /dev/tty (CTTY): files.img id to (flags, session).
     pub(super) ctty_files: BTreeMap<u32, (u32, i32)>,
+    /// `orphan_pts_master`: where the master of a slave without one goes.
+    pub(super) orphan: Option<crate::options::Hooks>,
 }
 
 /// Descriptions on ptys crust made, by files.img id.
@@ -571,12 +576,16 @@ impl Ptys {
         dir: &Path,
         loaded: &crate::files::loaded::LoadedFiles,
         fd_ids: &[u32],
+        orphan: Option<crate::options::Hooks>,
     ) -> Result<Ptys, Error> {
         let bad = |why: String| Error::BadImage {
             dir: dir.to_path_buf(),
             why,
         };
-        let mut out = Ptys::default();
+        let mut out = Ptys {
+            orphan,
+            ..Default::default()
+        };
         if fd_ids.is_empty() {
             return Ok(out);
         }
@@ -698,7 +707,7 @@ impl Ptys {
                     "/dev/pts/{index} is both hung up and part of a live pair"
                 )));
             }
-            if p.master.is_none() && !p.hung {
+            if p.master.is_none() && !p.hung && !self.orphan_ok(*index) {
                 return Err(Error::unsupported(format!(
                     "/dev/pts/{index} is held without its master (a pty whose master is outside the tree needs --shell-job)"
                 )));
@@ -798,6 +807,7 @@ impl Ptys {
                 continue;
             }
             let Some((mid, mflags)) = p.master else {
+                self.open_orphan(*index, p, &mut out)?;
                 continue;
             };
             let what = format!("the pty pair that was /dev/pts/{index}");
@@ -894,7 +904,8 @@ impl Ptys {
 /// Pty pairs as a kind of file (see [`crate::files::kind`]): the pairs the
 /// fds use, checked against the sessions of the tree.
 pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error> {
-    let ptys = Ptys::load(ctx.dir, ctx.files, &ctx.ids_of_type(fd_types::TTY))?;
+    let orphan = ctx.opts.orphan_pts_master.then(|| ctx.opts.hooks.clone());
+    let ptys = Ptys::load(ctx.dir, ctx.files, &ctx.ids_of_type(fd_types::TTY), orphan)?;
     ptys.check_sessions(ctx.procs.iter().map(|p| (p.pid, p.sid, p.pgid, p.fds)))?;
     Ok(Box::new(ptys))
 }

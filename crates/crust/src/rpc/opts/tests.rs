@@ -69,6 +69,8 @@ fn dump_options_fill_the_engine_options() {
     assert_eq!(e.external, vec!["mnt[/dev]:dev"]);
     assert_eq!(e.ext_mount_map, vec!["/etc/hosts:/etc/hosts"]);
     assert_eq!(e.manage_cgroups.as_deref(), Some("soft"));
+    // RPC only, as in CRIU: the console's master goes to the client.
+    assert!(e.orphan_pts_master);
     assert_eq!(e.images_dir, dir);
     assert_eq!(e.work_dir, Some(dir.clone()));
     assert_eq!(s.log, Some(dir.join("dump.log")));
@@ -232,8 +234,9 @@ enum Outcome {
 }
 
 /// Every field of CRIU 4.2's `criu_opts` not covered by the tests above is
-/// applied, refused or warned about (the cgroup fields, freeze_cgroup and
-/// orphan_pts_master belong to the cgroup, freezer and terminal work).
+/// applied, refused or warned about (the cgroup fields and freeze_cgroup
+/// belong to the cgroup and freezer work; orphan_pts_master is checked
+/// above).
 #[test]
 fn every_criu_opts_field_has_an_outcome() {
     use Outcome::*;

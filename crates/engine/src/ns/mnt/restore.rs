@@ -163,7 +163,10 @@ pub(super) fn order(dir: &Path, id: u32, entries: Vec<MntEntry>) -> Result<Vec<M
         let (mut now, later): (Vec<MntEntry>, Vec<MntEntry>) =
             rest.into_iter().partition(|e| level.contains(&e.mnt_id));
         rest = later;
-        now.sort_by_key(|e| e.mnt_id);
+        // By id, but filesystems mounted afresh before the binds among
+        // them (a bind of a sibling, as runc's /dev/console of /dev/pts/N
+        // mounted before /dev/pts got a lower id, needs its source first).
+        now.sort_by_key(|e| (!(FRESH.contains(&e.fstype) && e.root == "/"), e.mnt_id));
         level = Vec::new();
         for e in now {
             // Children of this level, by id.
@@ -839,4 +842,39 @@ pub(crate) fn view_for_load(
                 .flatten()
         },
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(id: u32, parent: u32, mp: &str, fstype: u32, root: &str) -> MntEntry {
+        MntEntry {
+            mnt_id: id,
+            parent_mnt_id: parent,
+            mountpoint: mp.into(),
+            fstype,
+            root: root.into(),
+            ..Default::default()
+        }
+    }
+
+    /// runc's /dev/console, a bind of /dev/pts/0 with a lower id than the
+    /// devpts at /dev/pts: the devpts comes first among its siblings.
+    #[test]
+    fn fresh_siblings_before_binds() {
+        let ents = vec![
+            e(10, 1, "/", 0, "/"),
+            e(20, 10, "/dev", FS_TMPFS, "/"),
+            e(73, 20, "/dev/console", FS_DEVPTS, "/0"),
+            e(98, 20, "/dev/pts", FS_DEVPTS, "/"),
+            e(99, 20, "/dev/mqueue", 14, "/"),
+        ];
+        let got: Vec<u32> = order(Path::new("/x"), 1, ents)
+            .unwrap()
+            .iter()
+            .map(|m| m.mnt_id)
+            .collect();
+        assert_eq!(got, [10, 20, 98, 99, 73]);
+    }
 }
