@@ -287,12 +287,19 @@ pub mod view {
         Some(guard)
     }
 
-    /// `base` + `p` (absolute or not); `base` itself for an empty `p` or
-    /// `/` (never `base/`: a trailing slash fails on a file, such as the
-    /// mountpoint of a file bind mount, with ENOTDIR).
+    /// `base` + `p` (absolute or not); for an empty `p` or `/`, `base/`
+    /// when `base` is a directory and `base` itself otherwise (a trailing
+    /// slash fails on a file, such as the mountpoint of a file bind
+    /// mount, with ENOTDIR).
     pub(crate) fn join(base: &Path, p: &Path) -> PathBuf {
         let rel = p.strip_prefix("/").unwrap_or(p);
         if rel.as_os_str().is_empty() {
+            // A directory keeps its trailing slash: `/proc/PID/root/` is
+            // resolved through the magic link even under O_NOFOLLOW, where
+            // `/proc/PID/root` would open the link itself.
+            if std::fs::metadata(base).is_ok_and(|m| m.is_dir()) {
+                return base.join("");
+            }
             return base.to_path_buf();
         }
         base.join(rel)
@@ -322,6 +329,10 @@ pub mod view {
                 Path::new("/proc/7/root/run/podman-init")
             );
             assert_eq!(join(Path::new("/r"), Path::new("a/b")), Path::new("/r/a/b"));
+            // A directory (here through the magic link) keeps the slash
+            // that makes O_NOFOLLOW still resolve the link.
+            let root = join(Path::new("/proc/self/root"), Path::new("/"));
+            assert_eq!(root.as_os_str(), "/proc/self/root/");
         }
     }
 }
