@@ -214,7 +214,7 @@ impl Made {
             let Controller { cnames, dirs, .. } = c;
             for d in dirs.iter_mut() {
                 let old = format!("/{}", d.name);
-                let mut hit = false;
+                let mut renamed: Option<String> = None;
                 for (_, ctls) in &mut self.sets {
                     for (name, path, prefix) in ctls.iter_mut() {
                         if !super::tree::named_by(cnames, name) {
@@ -223,18 +223,36 @@ impl Made {
                         let Some(rest) = under(path, &old) else {
                             continue;
                         };
-                        if prefix.is_some() {
-                            return Err(invalid(format!(
-                                "--cgroup-root {new}: the tree's cgroup {path} of {name} is in a cgroup namespace, which crust does not move under another root yet; restore without --cgroup-root"
-                            )));
-                        }
-                        *path = join(new, rest);
-                        hit = true;
+                        let moved = match prefix {
+                            // In a cgroup namespace (CRIU's rule): the
+                            // namespace's root becomes the new root, what
+                            // is under it stays.
+                            Some(p) => {
+                                let at = usize::try_from(*p).unwrap_or(usize::MAX);
+                                let base = new.trim_end_matches('/');
+                                let tail = path.get(at..).unwrap_or_default();
+                                let dir = old.get(at..).unwrap_or_default();
+                                let len = u32::try_from(base.len()).map_err(|_| {
+                                    invalid(format!("--cgroup-root {new}: too long"))
+                                })?;
+                                *path = format!("{base}{tail}");
+                                if path.is_empty() {
+                                    *path = "/".into();
+                                }
+                                *prefix = (len > 0).then_some(len);
+                                format!("{base}{dir}")
+                            }
+                            None => {
+                                *path = join(new, rest);
+                                new.to_string()
+                            }
+                        };
+                        renamed.get_or_insert(moved);
                     }
                 }
-                if hit {
-                    log::info!("cgroup {old} of {} restored as {new}", cnames.join(","));
-                    d.name = new.trim_start_matches('/').to_string();
+                if let Some(to) = renamed {
+                    log::info!("cgroup {old} of {} restored as {to}", cnames.join(","));
+                    d.name = to.trim_start_matches('/').to_string();
                 }
             }
         }
@@ -611,6 +629,36 @@ mod tests {
         assert_eq!(m.ctrls[1].dirs[0].name, "newroot");
         assert_eq!(m.sets[0].1[0].1, "/prefix/oldroot");
         assert_eq!(m.sets[0].1[1].1, "/newroot");
+    }
+
+    #[test]
+    fn cgroup_root_moves_a_cgroup_namespace() {
+        // LXC: the container's init in /lxc.payload.c (its namespace's
+        // root), a child in /lxc.payload.c/sub; restored with
+        // --cgroup-root /lxc.payload.d.
+        let mut m = made(
+            vec![ctl("pids", &["lxc.payload.c"])],
+            vec![
+                (2, vec![("pids".into(), "/lxc.payload.c".into(), Some(14))]),
+                (
+                    3,
+                    vec![("pids".into(), "/lxc.payload.c/sub".into(), Some(14))],
+                ),
+            ],
+        );
+        m.rewrite_roots(&[(None, "/lxc.payload.d".into())]).unwrap();
+        assert_eq!(m.ctrls[0].dirs[0].name, "lxc.payload.d");
+        assert_eq!(m.sets[0].1[0].1, "/lxc.payload.d");
+        assert_eq!(m.sets[0].1[0].2, Some(14));
+        assert_eq!(m.sets[1].1[0].1, "/lxc.payload.d/sub");
+        let mut m = made(
+            vec![ctl("pids", &["a/b"])],
+            vec![(2, vec![("pids".into(), "/a/b/c".into(), Some(2))])],
+        );
+        m.rewrite_roots(&[(None, "/x".into())]).unwrap();
+        assert_eq!(m.ctrls[0].dirs[0].name, "x/b");
+        assert_eq!(m.sets[0].1[0].1, "/x/b/c");
+        assert_eq!(m.sets[0].1[0].2, Some(2));
     }
 
     #[test]
