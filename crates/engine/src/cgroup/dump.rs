@@ -72,6 +72,10 @@ impl CgDump {
         procs: impl Iterator<Item = (i32, &'a Vec<crust_compel::Task>)>,
     ) -> Result<CgDump, Error> {
         let mut cg = CgDump::new(opts)?;
+        if opts.unprivileged {
+            // As CRIU: no sets, no cgroup.img.
+            return Ok(cg);
+        }
         let mut procs = procs.peekable();
         if let Some((root, _)) = procs.peek() {
             // The root's view of its cgroups (read from inside its cgroup

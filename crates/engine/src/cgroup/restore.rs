@@ -46,6 +46,9 @@ impl Plan {
     /// Read `cgroup.img` of `dir` if there is one; `root_set` is the
     /// inventory's `root_cg_set`.
     pub(crate) fn load(dir: &Path, root_set: Option<u32>) -> Result<Plan, Error> {
+        if root_set == Some(0) {
+            return Err(bad(dir, "inventory.img: root cgroup set 0"));
+        }
         let root_set = root_set.unwrap_or(CRUST_SET);
         let name = ImageType::Cgroup.file_name(0);
         if std::fs::symlink_metadata(dir.join(&name)).is_err() {
@@ -704,6 +707,7 @@ mod tests {
         assert!(p.check_set(&dir, 5, Some(2)).is_ok());
         assert!(p.check_set(&dir, 5, Some(1)).is_ok());
         assert!(p.check_set(&dir, 5, Some(3)).is_err());
+        assert!(Plan::load(&dir, Some(0)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,8 +13,9 @@ pub(super) fn inventory(opts: &Options) -> InventoryEntry {
         fdinfo_per_id: Some(true),
         root_ids: Some(task_ids(1, &NsIds::CRUST)),
         ns_per_id: Some(true),
-        // crust's own css set (the tasks in it stay where a restore is).
-        root_cg_set: Some(crate::cgroup::CRUST_SET),
+        // crust's own css set (the tasks in it stay where a restore is);
+        // none for --unprivileged, as CRIU (no cgroups dumped).
+        root_cg_set: (!opts.unprivileged).then_some(crate::cgroup::CRUST_SET),
         lsmtype: Some(crust_images::proto::inventory::lsmtype::NO_LSM),
         network_lock_method: Some(opts.network_lock.inventory_value()),
         tcp_close: opts.tcp_close.then_some(true),
