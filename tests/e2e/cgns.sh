@@ -23,6 +23,7 @@ cgns_teardown() {
     if [ -n "${PID:-}" ]; then
         for child in $(cat /proc/"$PID"/task/*/children 2>/dev/null); do kill -9 "$child" 2>/dev/null; done
         kill_tracked "$PID" "$BIN/cgns"
+        kill_tracked "$PID" "$BIN/mntns"
     fi
     for n in 1 2 3 4 5 6 7 8 9 10; do
         find "$CGNS_V1" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
@@ -91,3 +92,17 @@ EOF
 t_err_cgns_prefix() { cgns_run cgns_err_prefix; }
 
 ALL_TESTS+=(cgns-cr err-cgns-prefix)
+
+# A tree in a mount namespace of its own where the test's named cgroup v1
+# hierarchy is mounted (`mntns --cgroup`, at $D/dir/cg): the cgroup mount
+# is mounted afresh at restore (CRIU's fs type 12, root /).
+cgns_mnt() {
+    mkdir -p "$D/dir"
+    start_prog mntns --dir "$D/dir" --cgroup "$CGNS_NAME" || return 1
+    do_dump "$D/img" --external 'mnt[/dev]:dev' || return 1
+    do_restore "$D/img" "" --external 'mnt[dev]:/dev' || return 1
+    expect_pass "$D/img/restore.log"
+}
+t_cgns_mnt() { cgns_run cgns_mnt; }
+
+ALL_TESTS+=(cgns-mnt)

@@ -38,7 +38,7 @@ use std::path::Path;
 
 /// CRIU's fs types crust mounts afresh on restore (binfmt_misc: see
 /// [`binfmt`]).
-pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 14];
+pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 12, 14];
 
 /// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
 /// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
