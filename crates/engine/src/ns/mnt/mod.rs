@@ -9,7 +9,7 @@
 //! Each other mount must be restorable: external (`--external
 //! mnt[MOUNTPOINT]:KEY` or `--ext-mount-map MOUNTPOINT:KEY`: recorded with
 //! `ext_key`, given a host path at restore), a filesystem crust mounts
-//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) from its root, or a bind of
+//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc, cgroup v1) from its root, or a bind of
 //! a part of another mount of the same superblock; anything else is
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
@@ -169,7 +169,7 @@ fn restorable(
     if bind_of {
         Ok(())
     } else {
-        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) nor a bind of a part of the tree's root or of another mount in the namespace")
+        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc, cgroup v1) nor a bind of a part of the tree's root or of another mount in the namespace")
     }
 }
 
