@@ -1105,6 +1105,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh
 . "$ROOT/tests/e2e/cgroup.sh"
+# shellcheck source=tests/e2e/cgns.sh
+. "$ROOT/tests/e2e/cgns.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

@@ -60,7 +60,6 @@ const fn feat(name: &'static str, category: Category, answer: Answer) -> Feature
 use Category::{Experimental, Extra, FeatureOnly};
 
 const NO_LAZY: &str = "crust has no lazy pages (userfaultfd) yet";
-const NO_CGROUP: &str = "crust does not dump cgroup namespaces yet";
 const NO_INCREMENTAL: &str = "crust has no incremental dumps (pre-dump, --track-mem) yet";
 
 /// CRIU 4.2's feature names, in CRIU's order, with crust's answer.
@@ -82,7 +81,7 @@ static FEATURES: &[Feature] = &[
     feat("seccomp_suspend", Extra, Probe(seccomp)),
     feat("seccomp_filters", Extra, Probe(seccomp)),
     feat("loginuid", Extra, Probe(loginuid)),
-    feat("cgroupns", Extra, Lacks(NO_CGROUP)),
+    feat("cgroupns", Extra, Probe(cgroupns)),
     feat(
         "autofs",
         Experimental,
@@ -341,6 +340,14 @@ fn timens() -> ProbeResult {
     std::fs::metadata("/proc/self/ns/time_for_children")
         .map(drop)
         .map_err(os("reading /proc/self/ns/time_for_children"))
+}
+
+/// Cgroup namespaces (/proc/PID/ns/cgroup, Linux 4.6): crust dumps the
+/// root's (cgroup.img's cgns_prefix) and the root makes it again.
+fn cgroupns() -> ProbeResult {
+    std::fs::metadata("/proc/self/ns/cgroup")
+        .map(drop)
+        .map_err(os("reading /proc/self/ns/cgroup"))
 }
 
 /// NSpid in /proc/PID/status: pids of a tree in its own pid namespace.

@@ -18,8 +18,8 @@ use crust_images::proto::{CgMemberEntry, CgSetEntry, CgroupEntry, CgroupPerms};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// One css set: (controllers, path) sorted by controllers.
-type Ctls = Vec<(String, String)>;
+/// One css set: (controllers, path, cgns prefix) sorted by controllers.
+type Ctls = Vec<(String, String, Option<u32>)>;
 
 /// The sets seen so far; the first is crust's own.
 pub(crate) struct CgDump {
@@ -31,6 +31,10 @@ pub(crate) struct CgDump {
     roots: Vec<(Option<String>, String)>,
     /// The properties kept per controller (--cgroup-props...).
     props: PropsConfig,
+    /// The cgns prefix of each hierarchy (by its controllers' name) where
+    /// the root is in a cgroup namespace of its own; every task's set but
+    /// crust's takes it (CRIU: there is one cgroup namespace in a tree).
+    cgns: Vec<(String, u32)>,
 }
 
 fn read_cgroups(pid: i32, tid: i32) -> Result<Ctls, Error> {
@@ -40,7 +44,9 @@ fn read_cgroups(pid: i32, tid: i32) -> Result<Ctls, Error> {
         path: path.clone(),
         source,
     })?;
-    parse_cgroup_file(&text).map_err(|why| Error::unsupported(format!("{}: {why}", path.display())))
+    let ctls = parse_cgroup_file(&text)
+        .map_err(|why| Error::unsupported(format!("{}: {why}", path.display())))?;
+    Ok(ctls.into_iter().map(|(n, p)| (n, p, None)).collect())
 }
 
 impl CgDump {
@@ -54,6 +60,7 @@ impl CgDump {
             yard: opts.cgroup_yard.as_deref().map(|y| opts.in_work_dir(y)),
             roots: opts.cgroup_roots.clone(),
             props: PropsConfig::of_options(opts).map_err(PropsError::into_error)?,
+            cgns: Vec::new(),
         })
     }
 
@@ -68,6 +75,16 @@ impl CgDump {
         if opts.unprivileged {
             // As CRIU: no sets, no cgroup.img.
             return Ok(cg);
+        }
+        let mut procs = procs.peekable();
+        if let Some((root, _)) = procs.peek() {
+            // The root's view of its cgroups (read from inside its cgroup
+            // namespace): where it differs from crust's, the namespace's
+            // root is recorded.
+            cg.cgns = super::ns::prefixes(*root)?;
+            for (name, p) in &cg.cgns {
+                log::info!("task {root}: cgroup namespace of {name} at {p} bytes of its path");
+            }
         }
         for (pid, threads) in procs {
             for t in threads {
@@ -87,13 +104,21 @@ impl CgDump {
 
     /// The set of thread `tid` of process `pid`, numbered as CRIU.
     fn set_of(&mut self, pid: i32, tid: i32) -> Result<u32, Error> {
-        let ctls = read_cgroups(pid, tid)?;
-        for (_, p) in &ctls {
+        let mut ctls = read_cgroups(pid, tid)?;
+        for (name, p, prefix) in &mut ctls {
             check_abs(p).map_err(|why| {
                 Error::unsupported(format!(
                     "task {tid} is in a cgroup crust cannot name: {why}"
                 ))
             })?;
+            if let Some((_, n)) = self.cgns.iter().find(|(c, _)| c == name) {
+                if super::ns::split_at_prefix(p, Some(*n)).is_none() {
+                    return Err(Error::unsupported(format!(
+                        "task {tid} is in cgroup {p} of {name}, outside the cgroup namespace of the tree's root (its first {n} bytes): crust dumps one cgroup namespace per tree, as CRIU"
+                    )));
+                }
+                *prefix = Some(*n);
+            }
         }
         let i = match self.sets.iter().position(|s| *s == ctls) {
             Some(i) => i,
@@ -121,7 +146,7 @@ impl CgDump {
         // The cgroups to walk, per hierarchy.
         let mut roots: Vec<BTreeSet<String>> = vec![BTreeSet::new(); ctrls.len()];
         for set in self.sets.iter().skip(1) {
-            for (name, path) in set {
+            for (name, path, _) in set {
                 let i = match ctrls.iter().position(|c| c.named_by(name)) {
                     Some(i) => i,
                     None if name.starts_with("name=") => {
@@ -157,10 +182,10 @@ impl CgDump {
                 id: CRUST_SET + i as u32,
                 ctls: s
                     .iter()
-                    .map(|(n, p)| CgMemberEntry {
+                    .map(|(n, p, prefix)| CgMemberEntry {
                         name: n.clone(),
                         path: p.clone(),
-                        cgns_prefix: None,
+                        cgns_prefix: *prefix,
                         ..Default::default()
                     })
                     .collect(),

@@ -13,8 +13,8 @@ use crust_images::image::ImageType;
 use crust_images::proto::{CgroupEntry, CoreEntry};
 use std::path::{Path, PathBuf};
 
-/// One css set of the image: (controllers, path) pairs.
-type Ctls = Vec<(String, String)>;
+/// One css set of the image: (controllers, path, cgns prefix).
+type Ctls = Vec<(String, String, Option<u32>)>;
 
 /// The css set a thread's core names (CRIU: the thread core's, else the
 /// task core's).
@@ -85,12 +85,16 @@ impl Plan {
             for m in &s.ctls {
                 check_abs(&m.path)
                     .map_err(|w| bad(dir, format!("cgroup.img set {}: {w}", s.id)))?;
-                if m.cgns_prefix.is_some_and(|p| p > 0) {
+                let prefix = m.cgns_prefix.filter(|&p| p > 0);
+                if prefix.is_some() && super::ns::split_at_prefix(&m.path, prefix).is_none() {
                     return Err(bad(
                         dir,
                         format!(
-                            "cgroup.img set {}: a cgroup namespace prefix (crust does not restore cgroup namespaces)",
-                            s.id
+                            "cgroup.img set {}: the cgroup namespace prefix {} of {} is not a parent directory of its path {}",
+                            s.id,
+                            prefix.unwrap_or_default(),
+                            m.name,
+                            m.path
                         ),
                     ));
                 }
@@ -103,7 +107,7 @@ impl Plan {
                         ),
                     ));
                 }
-                ctls.push((m.name.clone(), m.path.clone()));
+                ctls.push((m.name.clone(), m.path.clone(), prefix));
             }
             sets.push((s.id, ctls));
         }
@@ -213,22 +217,45 @@ impl Made {
             let Controller { cnames, dirs, .. } = c;
             for d in dirs.iter_mut() {
                 let old = format!("/{}", d.name);
-                let mut hit = false;
+                let mut renamed: Option<String> = None;
                 for (_, ctls) in &mut self.sets {
-                    for (name, path) in ctls.iter_mut() {
+                    for (name, path, prefix) in ctls.iter_mut() {
                         if !super::tree::named_by(cnames, name) {
                             continue;
                         }
                         let Some(rest) = under(path, &old) else {
                             continue;
                         };
-                        *path = join(new, rest);
-                        hit = true;
+                        let moved = match prefix {
+                            // In a cgroup namespace (CRIU's rule): the
+                            // namespace's root becomes the new root, what
+                            // is under it stays.
+                            Some(p) => {
+                                let at = usize::try_from(*p).unwrap_or(usize::MAX);
+                                let base = new.trim_end_matches('/');
+                                let tail = path.get(at..).unwrap_or_default();
+                                let dir = old.get(at..).unwrap_or_default();
+                                let len = u32::try_from(base.len()).map_err(|_| {
+                                    invalid(format!("--cgroup-root {new}: too long"))
+                                })?;
+                                *path = format!("{base}{tail}");
+                                if path.is_empty() {
+                                    *path = "/".into();
+                                }
+                                *prefix = (len > 0).then_some(len);
+                                format!("{base}{dir}")
+                            }
+                            None => {
+                                *path = join(new, rest);
+                                new.to_string()
+                            }
+                        };
+                        renamed.get_or_insert(moved);
                     }
                 }
-                if hit {
-                    log::info!("cgroup {old} of {} restored as {new}", cnames.join(","));
-                    d.name = new.trim_start_matches('/').to_string();
+                if let Some(to) = renamed {
+                    log::info!("cgroup {old} of {} restored as {to}", cnames.join(","));
+                    d.name = to.trim_start_matches('/').to_string();
                 }
             }
         }
@@ -368,7 +395,7 @@ impl Made {
                 what: format!("cgroup set {set} is not in cgroup.img"),
             });
         };
-        for (name, path) in ctls {
+        for (name, path, _) in ctls {
             let Some(i) = self.ctrls.iter().position(|c| c.named_by(name)) else {
                 continue;
             };
@@ -389,6 +416,49 @@ impl Made {
             })?;
         }
         Ok(())
+    }
+
+    /// The cgroup namespace the root makes for itself when its set (`set`,
+    /// from its core) records one: the `cgroup.procs` of the namespace's
+    /// root in each hierarchy with a prefix, opened now (None when the set
+    /// has no prefix or cgroups are not restored: the root keeps crust's
+    /// namespace, as CRIU).
+    pub(crate) fn cgns_for_root(&self, set: Option<u32>) -> Result<Option<Cgns>, Error> {
+        let Some(set) = set.filter(|&s| s != 0 && s != self.root_set) else {
+            return Ok(None);
+        };
+        if self.open.is_empty() {
+            return Ok(None);
+        }
+        let Some((_, ctls)) = self.sets.iter().find(|(id, _)| *id == set) else {
+            return Ok(None);
+        };
+        let mut procs = Vec::new();
+        for (name, path, prefix) in ctls {
+            let Some((root, _)) = super::ns::split_at_prefix(path, *prefix) else {
+                continue;
+            };
+            let Some(h) = self
+                .ctrls
+                .iter()
+                .position(|c| c.named_by(name))
+                .and_then(|i| self.open.get(i))
+            else {
+                continue;
+            };
+            let p = h.path(root.trim_start_matches('/')).join("cgroup.procs");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|source| Error::Io {
+                    op: "cannot open, for the root's cgroup namespace, the cgroup",
+                    path: PathBuf::from(format!("{name}:{root}/cgroup.procs")),
+                    source,
+                })?;
+            log::info!("the root's cgroup namespace of {name} is made at {root}");
+            procs.push(f);
+        }
+        Ok((!procs.is_empty()).then_some(Cgns { procs }))
     }
 
     /// The restore succeeded: the cgroups made stay.
@@ -422,6 +492,28 @@ impl Drop for Made {
                 );
             }
         }
+    }
+}
+
+/// The cgroup namespace of the restored root (CRIU's order: the root
+/// enters the namespace's root cgroup in every hierarchy with a prefix,
+/// unshares CLONE_NEWCGROUP there, and is moved into its own cgroups with
+/// the rest of the tree).
+#[derive(Debug)]
+pub(crate) struct Cgns {
+    procs: Vec<std::fs::File>,
+}
+
+impl Cgns {
+    /// In the newly cloned root (single-threaded, before it runs anything
+    /// of its own): system calls only.
+    pub(crate) fn enter(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        for mut f in &self.procs {
+            // "0": the writing task itself.
+            f.write_all(b"0")?;
+        }
+        crust_sys::ns::unshare(libc::CLONE_NEWCGROUP)
     }
 }
 
@@ -522,8 +614,12 @@ mod tests {
             vec![(
                 2,
                 vec![
-                    ("name=zdtmtst".into(), "/prefix/oldroot".into()),
-                    ("name=zdtmtst.defaultroot".into(), "/prefix/oldroot".into()),
+                    ("name=zdtmtst".into(), "/prefix/oldroot".into(), None),
+                    (
+                        "name=zdtmtst.defaultroot".into(),
+                        "/prefix/oldroot".into(),
+                        None,
+                    ),
                 ],
             )],
         );
@@ -539,10 +635,40 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_root_moves_a_cgroup_namespace() {
+        // LXC: the container's init in /lxc.payload.c (its namespace's
+        // root), a child in /lxc.payload.c/sub; restored with
+        // --cgroup-root /lxc.payload.d.
+        let mut m = made(
+            vec![ctl("pids", &["lxc.payload.c"])],
+            vec![
+                (2, vec![("pids".into(), "/lxc.payload.c".into(), Some(14))]),
+                (
+                    3,
+                    vec![("pids".into(), "/lxc.payload.c/sub".into(), Some(14))],
+                ),
+            ],
+        );
+        m.rewrite_roots(&[(None, "/lxc.payload.d".into())]).unwrap();
+        assert_eq!(m.ctrls[0].dirs[0].name, "lxc.payload.d");
+        assert_eq!(m.sets[0].1[0].1, "/lxc.payload.d");
+        assert_eq!(m.sets[0].1[0].2, Some(14));
+        assert_eq!(m.sets[1].1[0].1, "/lxc.payload.d/sub");
+        let mut m = made(
+            vec![ctl("pids", &["a/b"])],
+            vec![(2, vec![("pids".into(), "/a/b/c".into(), Some(2))])],
+        );
+        m.rewrite_roots(&[(None, "/x".into())]).unwrap();
+        assert_eq!(m.ctrls[0].dirs[0].name, "x/b");
+        assert_eq!(m.sets[0].1[0].1, "/x/b/c");
+        assert_eq!(m.sets[0].1[0].2, Some(2));
+    }
+
+    #[test]
     fn bad_cgroup_roots_are_refused() {
         let mut m = made(
             vec![ctl("cpu", &["a"])],
-            vec![(2, vec![("cpu".into(), "/a".into())])],
+            vec![(2, vec![("cpu".into(), "/a".into(), None)])],
         );
         assert!(m.rewrite_roots(&[(None, "../x".into())]).is_err());
         assert!(m

@@ -43,7 +43,13 @@ use std::fs::File;
 pub(crate) fn dumps_own(kind: NsKind) -> bool {
     matches!(
         kind,
-        NsKind::Ipc | NsKind::Uts | NsKind::Time | NsKind::Net | NsKind::Mnt | NsKind::User
+        NsKind::Ipc
+            | NsKind::Uts
+            | NsKind::Time
+            | NsKind::Net
+            | NsKind::Mnt
+            | NsKind::User
+            | NsKind::Cgroup
     )
 }
 

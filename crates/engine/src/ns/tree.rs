@@ -109,11 +109,8 @@ pub(crate) fn dump(ctx: &DumpCtx<'_>) -> Result<(), Error> {
                 mnt::multi::dump(ctx)?;
             }
             NsKind::User => user::dump(dir, root_pid, id)?,
-            _ => {
-                return Err(Error::unsupported(format!(
-                    "process {root_pid} is in its own {kind} namespace; crust cannot dump {kind} namespaces yet"
-                )))
-            }
+            // Its root is recorded in cgroup.img (the sets' cgns_prefix).
+            NsKind::Cgroup => {}
         }
     }
     Ok(())
@@ -212,12 +209,9 @@ impl TreeNamespaces {
                     t.mnt = Some(m);
                 }
                 NsKind::User => t.user = Some(UserNs::load(dir, tree)?),
-                NsKind::Pid | NsKind::Ipc => {}
-                _ => {
-                    return Err(Error::unsupported(format!(
-                        "the tree had a {kind} namespace of its own (id {tree}); crust cannot restore {kind} namespaces yet"
-                    )))
-                }
+                // Made by the root itself from cgroup.img's cgns_prefix
+                // (see cgroup::restore::Cgns), not by clone.
+                NsKind::Pid | NsKind::Ipc | NsKind::Cgroup => {}
             }
         }
         Ok(t)
@@ -293,13 +287,13 @@ impl TreeNamespaces {
     }
 
     /// The CLONE_NEW* flags the root is cloned with for the kinds made
-    /// here (not pid and IPC: the restore's own steps decide those; not
-    /// time: its offsets are set before the root is born in it, see
+    /// here (not pid, IPC and cgroup: the restore's own steps decide
+    /// those; not time: its offsets are set before the root is born in it, see
     /// [`Self::time_for_root`]).
     pub(crate) fn clone_flags(&self) -> u64 {
         self.own
             .iter()
-            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc | NsKind::Time))
+            .filter(|k| !matches!(k, NsKind::Pid | NsKind::Ipc | NsKind::Time | NsKind::Cgroup))
             .fold(0, |f, k| f | k.clone_flag())
     }
 

@@ -105,6 +105,35 @@ pub(super) fn create_and_build(
 /// The exit status of a root that could not join a namespace of
 /// `--join-ns`.
 const JOIN_FAILED: i32 = 73;
+/// The exit status of a root that could not make its cgroup namespace.
+const CGNS_FAILED: i32 = 74;
+
+/// In the newly cloned root (async-signal-safe): join the namespaces of
+/// `--join-ns`, then make its cgroup namespace; on failure, the exit
+/// status that says which.
+fn enter_namespaces(img: &ImageSet) -> Result<(), i32> {
+    img.ns.joined().enter().map_err(|_| JOIN_FAILED)?;
+    match &img.cgns {
+        Some(c) => c.enter().map_err(|_| CGNS_FAILED),
+        None => Ok(()),
+    }
+}
+
+/// The error of a root that exited with `code` from [`enter_namespaces`].
+fn namespaces_refused(img: &ImageSet, root_pid: i32, code: i32) -> Error {
+    let what = if code == CGNS_FAILED {
+        "the root could not make its cgroup namespace (enter the namespace's root cgroup, then unshare CLONE_NEWCGROUP): see cgroup.img's cgns_prefix and --manage-cgroups".to_string()
+    } else {
+        format!(
+            "the root could not join the namespaces given with --join-ns ({}): setns was refused",
+            img.ns.joined().describe()
+        )
+    };
+    Error::Restore {
+        pid: root_pid,
+        what,
+    }
+}
 
 /// Create the tree's root process with its recorded pid (in new pid and
 /// IPC namespaces if the tree had its own), the trampoline mapped, stopped
@@ -153,8 +182,8 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
     let root_host = match forked {
         Ok(ForkResult::Child) => {
             // In the child: async-signal-safe work only.
-            if img.ns.joined().enter().is_err() {
-                process::exit_now(JOIN_FAILED);
+            if let Err(status) = enter_namespaces(img) {
+                process::exit_now(status);
             }
             if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
                 process::exit_now(70);
@@ -213,17 +242,9 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
     let root = match adopted {
         Ok(t) => t,
         Err(crust_compel::Error::UnexpectedStop {
-            status: process::WaitStatus::Exited(JOIN_FAILED),
+            status: process::WaitStatus::Exited(code @ (JOIN_FAILED | CGNS_FAILED)),
             ..
-        }) => {
-            return Err(Error::Restore {
-                pid: root_pid,
-                what: format!(
-                    "the root could not join the namespaces given with --join-ns ({}): setns was refused",
-                    img.ns.joined().describe()
-                ),
-            })
-        }
+        }) => return Err(namespaces_refused(img, root_pid, code)),
         Err(source) => {
             let _ = process::kill(root_host, libc::SIGKILL);
             let _ = process::waitpid(root_host, 0);

@@ -31,6 +31,13 @@ pub(super) fn restore_loaded(
     crate::dump::run_hook(opts, crate::Action::PreRestore, None)?;
     let tramp = trampoline_for(&img)?;
     let tty = terminal_for(&img, opts)?;
+    let root_set = img
+        .procs
+        .first()
+        .and_then(|p| p.live.as_ref())
+        .and_then(|l| l.threads.first())
+        .and_then(|t| crate::cgroup::restore::set_of(&t.core));
+    img.cgns = cgroups.cgns_for_root(root_set)?;
     // Pipes, sockets... exist, full, before any task but the root does
     // (made by create_and_build once the root's namespaces are ready).
     let mut created = Created::default();

@@ -129,6 +129,7 @@ pub(super) fn load(opts: &Options) -> Result<ImageSet, Error> {
         owners,
         netlock,
         memfds: memfds.unwrap_or_default(),
+        cgns: None,
     })
 }
 

@@ -131,6 +131,9 @@ struct ImageSet {
     memfds: mem::Memfds,
     /// seccomp.img: the filters threads are restored with.
     seccomp: task::seccomp::SeccompImage,
+    /// The cgroup namespace the root makes for itself (cgroup.img's
+    /// cgns_prefix), set once the cgroups are made.
+    cgns: Option<crate::cgroup::restore::Cgns>,
 }
 
 /// Tasks created so far, killed if the restore fails.

@@ -20,6 +20,8 @@
 //! a tmpfs is mounted over `DIR/t/over`, which holds a file.
 //! With `--procfd 1` it holds an fd on its own /proc/PID/status, which must
 //! still be that file of its own proc after restore.
+//! With `--cgroup NAME` it mounts the named cgroup v1 hierarchy NAME (one
+//! the test made) at `DIR/cg`, which must be a cgroup mount of it after.
 //! After SIGTERM it checks all of it.
 
 use crust_testprogs::{cpath, die, ensure, finish, ready, start, wait_for_term};
@@ -286,6 +288,12 @@ fn main() {
     if over {
         cover(&dir.join("t/over"));
     }
+    let cgroup = args.opt("cgroup").unwrap_or_default().to_string();
+    if !cgroup.is_empty() {
+        let cg = dir.join("cg");
+        fs::create_dir_all(&cg).unwrap_or_else(|_| die("mkdir cg"));
+        mount("none", &cg, "cgroup", 0, &format!("none,name={cgroup}"));
+    }
     let holder = args.num("child", 0) == 1;
     // An fd on its own /proc entry (opened through /proc/self: its link
     // names its pid as its namespace sees it).
@@ -297,6 +305,21 @@ fn main() {
     ready(&args);
     wait_for_term(10, || {});
     let verdict = check(&dir, &mut fd).and_then(|()| check_many(&dir, many));
+    let verdict = verdict.and_then(|()| {
+        if cgroup.is_empty() {
+            return Ok(());
+        }
+        let line = mountinfo_line(&dir.join("cg"))?;
+        ensure!(
+            line.contains(" - cgroup ") && line.contains(&format!("name={cgroup}")),
+            "cg is not a mount of the cgroup hierarchy {cgroup}: {line}"
+        );
+        ensure!(
+            dir.join("cg/cgroup.procs").exists(),
+            "cg has no cgroup.procs"
+        );
+        Ok(())
+    });
     let verdict = verdict.and_then(|()| match fifo {
         Some(mut f) => {
             let mut buf = [0u8; 9];

@@ -9,7 +9,7 @@
 //! Each other mount must be restorable: external (`--external
 //! mnt[MOUNTPOINT]:KEY` or `--ext-mount-map MOUNTPOINT:KEY`: recorded with
 //! `ext_key`, given a host path at restore), a filesystem crust mounts
-//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) from its root, or a bind of
+//! afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc, cgroup v1) from its root, or a bind of
 //! a part of another mount of the same superblock; anything else is
 //! refused, naming the mount. `--skip-mnt MOUNTPOINT` leaves a mount (and
 //! what is under it) out.
@@ -38,7 +38,7 @@ use std::path::Path;
 
 /// CRIU's fs types crust mounts afresh on restore (binfmt_misc: see
 /// [`binfmt`]).
-pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 14];
+pub(crate) const FRESH: &[u32] = &[1, 2, binfmt::FS_BINFMT_MISC, 5, 6, 12, 14];
 
 /// The `mnt[A]:B` forms of `--external` with `--ext-mount-map A:B`, as
 /// (A, B) pairs: at dump A is a mountpoint and B its key; at restore A is
@@ -169,7 +169,7 @@ fn restorable(
     if bind_of {
         Ok(())
     } else {
-        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc) nor a bind of a part of the tree's root or of another mount in the namespace")
+        Err("is neither a filesystem crust mounts afresh (proc, sysfs, tmpfs, devpts, mqueue, binfmt_misc, cgroup v1) nor a bind of a part of the tree's root or of another mount in the namespace")
     }
 }
 
