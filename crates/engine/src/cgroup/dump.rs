@@ -229,6 +229,16 @@ impl CgDump {
         if roots.is_empty() {
             return Ok(());
         }
+        let name = c.cnames.join(",");
+        if self.props.should_skip_controller(&name) {
+            // --cgroup-dump-controller names others: the hierarchy and the
+            // tasks' places in it are recorded, its directories are not
+            // (CRIU's meaning).
+            log::info!(
+                "cgroup hierarchy {name:?}: directories not dumped (--cgroup-dump-controller)"
+            );
+            return Ok(());
+        }
         let h = Hierarchy::open(&c.cnames.join(","), self.yard.as_deref())?;
         let outer: Vec<&String> = roots
             .iter()
