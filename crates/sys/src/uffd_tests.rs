@@ -278,6 +278,30 @@ fn a_local_uffd_tracks_this_process() {
     unsafe { libc::munmap(p, len) };
 }
 
+/// Track the `len` bytes at `base` (mapped by the caller) with `uffd`:
+/// nothing is written after the first protection; after `pages` are
+/// written exactly they are reported, and nothing on the scan after.
+fn expect_written(uffd: Uffd, base: u64, len: usize, pages: [u64; 2]) {
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, len as u64, true).unwrap();
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut out = [PageRegion::default(); 4];
+    let end = base + len as u64;
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+    for page in pages {
+        // SAFETY: a page of the caller's mapping of `len` bytes at `base`.
+        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 7) };
+    }
+    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+    let got: Vec<(u64, u64)> = out[..n]
+        .iter()
+        .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
+        .collect();
+    let want: Vec<(u64, u64)> = pages.iter().map(|&p| (p, p + 1)).collect();
+    assert_eq!(got, want);
+    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
+}
+
 #[test]
 fn shared_anonymous_memory_is_tracked_too() {
     let Ok(uffd) = Uffd::new_local() else {
@@ -301,24 +325,7 @@ fn shared_anonymous_memory_is_tracked_too() {
     let base = p as u64;
     // SAFETY: page 0 of the mapping made above: present before tracking.
     unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
-    uffd.register_wp(base, len as u64).unwrap();
-    uffd.write_protect(base, len as u64, true).unwrap();
-    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
-    let mut out = [PageRegion::default(); 4];
-    let end = base + len as u64;
-    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
-    for page in [0, 2] {
-        // SAFETY: a page of the mapping made above.
-        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 7) };
-    }
-    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
-    let got: Vec<(u64, u64)> = out[..n]
-        .iter()
-        .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
-        .collect();
-    assert_eq!(got, vec![(0, 1), (2, 3)]);
-    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
-    drop(uffd);
+    expect_written(uffd, base, len, [0, 2]);
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
@@ -352,24 +359,7 @@ fn a_private_file_mapping_is_tracked() {
     // SAFETY: page 1 of the mapping made above, read: a file page mapped.
     let first = unsafe { std::ptr::read_volatile((base + PAGE) as *const u8) };
     assert_eq!(first, 5);
-    uffd.register_wp(base, len as u64).unwrap();
-    uffd.write_protect(base, len as u64, true).unwrap();
-    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
-    let mut out = [PageRegion::default(); 4];
-    let end = base + len as u64;
-    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
-    for page in [1, 3] {
-        // SAFETY: a page of the mapping made above.
-        unsafe { std::ptr::write_volatile((base + page * PAGE) as *mut u8, 7) };
-    }
-    let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
-    let got: Vec<(u64, u64)> = out[..n]
-        .iter()
-        .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
-        .collect();
-    assert_eq!(got, vec![(1, 2), (3, 4)]);
-    assert_eq!(pagemap_scan_written(&pm, base, end, &mut out).unwrap().0, 0);
-    drop(uffd);
+    expect_written(uffd, base, len, [1, 3]);
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
