@@ -351,6 +351,25 @@ pub unsafe fn check_pattern(p: *const u8, len: usize, seed: u64, what: &str) -> 
     Ok(())
 }
 
+/// The name of the named hierarchy mounted at `dir` (from mountinfo).
+pub fn cgroup_v1_name(dir: &Path) -> Result<String, String> {
+    let want = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    for l in mi.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4).map(PathBuf::from) != Some(want.clone()) {
+            continue;
+        }
+        if let Some(n) = l.split([',', ' ']).find_map(|w| w.strip_prefix("name=")) {
+            return Ok(n.to_string());
+        }
+    }
+    Err(format!(
+        "no named cgroup hierarchy mounted at {}",
+        want.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,9 @@
 //! namespace (`/inner`, `/kid`); the program records the two lines of
 //! /proc/PID/cgroup and finds them the same at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crust_testprogs::{ensure, finish, ready, start, wait_for_term};
+use crust_testprogs::{cgroup_v1_name as v1_name, ensure, finish, ready, start, wait_for_term};
 
 /// The line of `/proc/PATH` for the named hierarchy `name`.
 fn line_of(proc_path: &str, name: &str) -> Result<String, String> {
@@ -20,25 +20,6 @@ fn line_of(proc_path: &str, name: &str) -> Result<String, String> {
         .find(|l| l.contains(&format!(":name={name}:")))
         .map(|l| l.split(':').skip(1).collect::<Vec<_>>().join(":"))
         .ok_or_else(|| format!("no name={name} line in {proc_path}"))
-}
-
-/// The name of the named hierarchy mounted at `dir` (from mountinfo).
-fn v1_name(dir: &Path) -> Result<String, String> {
-    let want = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    for l in mi.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        if f.get(4).map(PathBuf::from) != Some(want.clone()) {
-            continue;
-        }
-        if let Some(n) = l.split([',', ' ']).find_map(|w| w.strip_prefix("name=")) {
-            return Ok(n.to_string());
-        }
-    }
-    Err(format!(
-        "no named cgroup hierarchy mounted at {}",
-        want.display()
-    ))
 }
 
 fn enter(dir: &Path) -> Result<(), String> {

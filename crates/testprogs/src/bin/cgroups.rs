@@ -12,10 +12,12 @@
 //! at the cgroups itself; the program only checks that its thread and
 //! child live.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use crust_testprogs::{ensure, finish, ready, sleep_ms, start, wait_for_term};
+use crust_testprogs::{
+    cgroup_v1_name as v1_name, ensure, finish, ready, sleep_ms, start, wait_for_term,
+};
 
 static THREAD_TID: AtomicI32 = AtomicI32::new(0);
 /// Set once the main thread has read the worker's cgroups at the end.
@@ -40,25 +42,6 @@ fn lines_of(proc_path: &str, v1name: &str) -> Result<String, String> {
         .collect();
     out.sort();
     Ok(out.join("\n"))
-}
-
-/// The name of the named hierarchy mounted at `dir` (from mountinfo).
-fn v1_name(dir: &Path) -> Result<String, String> {
-    let want = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    for l in mi.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        if f.get(4).map(PathBuf::from) != Some(want.clone()) {
-            continue;
-        }
-        if let Some(n) = l.split([',', ' ']).find_map(|w| w.strip_prefix("name=")) {
-            return Ok(n.to_string());
-        }
-    }
-    Err(format!(
-        "no named cgroup hierarchy mounted at {}",
-        want.display()
-    ))
 }
 
 fn main() {
