@@ -34,3 +34,28 @@ t_dump_stopped_int() { stopped_dump INT; }
 t_dump_stopped_term() { stopped_dump TERM; }
 t_dump_stopped_hup() { stopped_dump HUP; }
 ALL_TESTS+=(dump-stopped-int dump-stopped-term dump-stopped-hup)
+
+# A restore killed right after it made the root, before it traces it
+# (CRUST_FAULT=die-after-root-clone: crust SIGKILLs itself there): the root
+# must not be left behind, stopped or running on its own.
+t_kill_restore_root_clone() {
+    need_cr || return $?
+    start_prog loop || return 1
+    do_dump "$D/img" || return 1
+    wait_gone "$PID" 5 || { fail "the dumped tree did not go" "$D/img/dump.log"; return 1; }
+    CRUST_FAULT=die-after-root-clone crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    [ $RC -ne 0 ] || { fail "the restore succeeded though crust killed itself" "$D/img/restore.log"; kill_tree "$PID" "$BIN/loop"; return 1; }
+    local n=0
+    while [ -e "/proc/$PID" ] && [ "$(pstate "$PID")" != Z ] && [ $n -lt 200 ]; do
+        sleep 0.01
+        n=$((n + 1))
+    done
+    if [ -e "/proc/$PID" ] && [ "$(pstate "$PID")" != Z ]; then
+        fail "the root $PID was left behind in state $(pstate "$PID")" "$D/img/restore.log"
+        kill -KILL "$PID" 2>/dev/null
+        return 1
+    fi
+    return 0
+}
+
+ALL_TESTS+=(kill-restore-root-clone)

@@ -168,6 +168,35 @@ pub fn stop_self() {
     }
 }
 
+/// In a freshly cloned child (async-signal-safe): be killed when the
+/// thread that cloned it ends, and check that its process (`parent`, a
+/// pidfd opened before the clone) had not already gone before that was
+/// armed. Err means the parent is gone (or cannot be checked): the child
+/// should exit at once.
+///
+/// Covers the window before a tracer sets PTRACE_O_EXITKILL on a child
+/// that called PTRACE_TRACEME: without it, a tracer killed in between
+/// leaves the child untraced and running (or stopped) on its own.
+pub fn die_with_parent(parent: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    cvt(r as i64)?;
+    let mut p = libc::pollfd {
+        fd: parent.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait; a pidfd is readable once its
+    // process has exited.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    cvt(r as i64)?;
+    if p.revents != 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 /// Leave the process immediately (no atexit handlers, no unwinding); for
 /// cloned children whose setup failed.
 pub fn exit_now(code: i32) -> ! {

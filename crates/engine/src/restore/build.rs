@@ -62,12 +62,16 @@ pub(super) fn build_rest(
 
 /// Seccomp and credentials of every thread of one process (last:
 /// afterwards the task may not be allowed to do the rest), then what the
-/// change of credentials reset (dumpable, parent-death signal).
+/// change of credentials reset (dumpable, parent-death signal). `root`:
+/// the tree's root, whose main thread crust armed with a parent-death
+/// SIGKILL of its own (`create::create_root`), set to the recorded one
+/// (none: cleared) here.
 pub(super) fn build_creds(
     tasks: &mut [Task],
     live: &LiveImage,
     tramp: u64,
     seccomp: &task::seccomp::SeccompImage,
+    root: bool,
 ) -> Result<(), Error> {
     // A filter synced to every thread (TSYNC) reaches threads whose own
     // core says nothing: suspend seccomp for all of them first.
@@ -88,7 +92,12 @@ pub(super) fn build_creds(
         let mut r = Remote::on_trampoline(t, tramp);
         task::seccomp::apply(&mut r, &ti.core, seccomp)?;
         task::apply_creds(&mut r, &ti.core)?;
-        task::misc::apply_after_creds(&mut r, &ti.core, (i == 0).then_some(&live.mm))?;
+        task::misc::apply_after_creds(
+            &mut r,
+            &ti.core,
+            (i == 0).then_some(&live.mm),
+            root && i == 0,
+        )?;
     }
     Ok(())
 }

@@ -96,7 +96,13 @@ pub(super) fn create_and_build(
     tree_wide_files(img, created, tramp)?;
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
-            build_creds(created.tasks_of(i, p.pid())?, live, tramp, &img.seccomp)?;
+            build_creds(
+                created.tasks_of(i, p.pid())?,
+                live,
+                tramp,
+                &img.seccomp,
+                i == 0,
+            )?;
         }
     }
     Ok(pages)
@@ -178,31 +184,33 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
             return Err(e);
         }
     };
+    // crust itself, watched by the root until it is traced with
+    // EXITKILL: a crust killed in between must not leave it behind.
+    let me_fd = if sibling {
+        None
+    } else {
+        match crust_sys::unix::pidfd_open(me) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                let _ = process::set_signal_mask(&old_mask);
+                return Err(Error::Sys {
+                    pid: me,
+                    op: "pidfd_open of crust itself".into(),
+                    source: e,
+                });
+            }
+        }
+    };
     let forked = process::clone3_fork(&[root_pid], clone_flags);
     let root_host = match forked {
-        Ok(ForkResult::Child) => {
-            // In the child: async-signal-safe work only.
-            if let Err(status) = enter_namespaces(img) {
-                process::exit_now(status);
-            }
-            if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
-                process::exit_now(70);
-            }
-            if !sibling && crust_sys::ptrace::traceme().is_err() {
-                process::exit_now(71);
-            }
-            process::stop_self();
-            if sibling && img.new_pidns {
-                // The init of a new pid namespace, untraced, ignores its
-                // own SIGSTOP: crust stops it from outside (below).
-                loop {
-                    process::stop_self();
-                }
-            }
-            process::exit_now(72);
-        }
+        Ok(ForkResult::Child) => root_child(img, tramp, sibling, me_fd.as_ref()),
         Ok(ForkResult::Parent { child }) => {
             let _ = process::set_signal_mask(&old_mask);
+            drop(me_fd);
+            if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "die-after-root-clone") {
+                // A crust killed before it traces the root (tests).
+                let _ = process::kill(me, libc::SIGKILL);
+            }
             // The root is born: crust's later children need not be in its
             // time namespace, but nothing breaks if they stay.
             if let Some(Err(e)) = time_ns.map(|t| t.leave()) {
@@ -255,6 +263,46 @@ fn create_root(img: &ImageSet, opts: &Options, tramp: u64) -> Result<Task, Error
         }
     };
     Ok(root)
+}
+
+/// The root's side of `create_root`, in the child of the clone
+/// (async-signal-safe work only): enter the namespaces, map the
+/// trampoline, be traced (not with --restore-sibling: crust seizes it)
+/// and stop. Never returns.
+fn root_child(
+    img: &ImageSet,
+    tramp: u64,
+    sibling: bool,
+    crust: Option<&std::os::fd::OwnedFd>,
+) -> ! {
+    if let Err(status) = enter_namespaces(img) {
+        process::exit_now(status);
+    }
+    // Killed with crust from here on (entering a user namespace may have
+    // reset an earlier death signal); gone already if crust died since
+    // the clone. The parent-death signal is set to the recorded one once
+    // the tree's creds are set (EXITKILL covers it by then:
+    // build::build_creds).
+    if let Some(fd) = crust {
+        if process::die_with_parent(std::os::fd::AsFd::as_fd(fd)).is_err() {
+            process::exit_now(75);
+        }
+    }
+    if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
+        process::exit_now(70);
+    }
+    if !sibling && crust_sys::ptrace::traceme().is_err() {
+        process::exit_now(71);
+    }
+    process::stop_self();
+    if sibling && img.new_pidns {
+        // The init of a new pid namespace, untraced, ignores its own
+        // SIGSTOP: crust stops it from outside (create_root).
+        loop {
+            process::stop_self();
+        }
+    }
+    process::exit_now(72);
 }
 
 /// What needs every fd of the tree open: controlling terminals, file

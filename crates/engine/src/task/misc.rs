@@ -121,6 +121,7 @@ pub fn apply_after_creds(
     r: &mut Remote<'_>,
     core: &CoreEntry,
     mm: Option<&MmEntry>,
+    reset_pdeath: bool,
 ) -> Result<(), Error> {
     if let Some(d) = mm.and_then(|m| m.dumpable) {
         if d == 0 || d == 1 {
@@ -131,7 +132,14 @@ pub fn apply_after_creds(
             )?;
         }
     }
-    if let Some(pd) = core.thread_core.as_ref().and_then(|t| t.pdeath_sig) {
+    let pd = core.thread_core.as_ref().and_then(|t| t.pdeath_sig);
+    // `reset_pdeath`: crust armed one of its own; none recorded clears it.
+    let pd = if reset_pdeath {
+        Some(pd.unwrap_or(0))
+    } else {
+        pd
+    };
+    if let Some(pd) = pd {
         r.call(
             "prctl(PR_SET_PDEATHSIG)",
             libc::SYS_prctl,
