@@ -588,6 +588,18 @@ fn apply_engine_checked(e: &mut Options, o: &Occurrence) -> Result<bool> {
             }
             e.status_fd = Some(atoi(v));
         }
+        "track-mem" => e.track_mem = !o.negated,
+        "prev-images-dir" => e.prev_images_dir = Some(PathBuf::from(required(o)?)),
+        "page-server" => e.page_server = !o.negated,
+        "lazy-pages" => e.lazy_pages = true,
+        "auto-dedup" => e.auto_dedup = !o.negated,
+        "ps-socket" => e.ps_socket = Some(atoi(required(o)?)),
+        "tls" => e.tls.enabled = !o.negated,
+        "tls-cacert" => e.tls.cacert = Some(PathBuf::from(required(o)?)),
+        "tls-cacrl" => e.tls.cacrl = Some(PathBuf::from(required(o)?)),
+        "tls-cert" => e.tls.cert = Some(PathBuf::from(required(o)?)),
+        "tls-key" => e.tls.key = Some(PathBuf::from(required(o)?)),
+        "tls-no-cn-verify" => e.tls.no_cn_verify = true,
         "pre-dump-mode" => {
             e.pre_dump_mode = Some(one_of(s, required(o)?, &["splice", "read"])?);
         }

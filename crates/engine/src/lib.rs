@@ -59,7 +59,7 @@ pub use task::xsave;
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
-pub use options::{Action, ActionHook, Hooks, InheritFd, NetworkLock, Options};
+pub use options::{Action, ActionHook, Hooks, InheritFd, NetworkLock, Options, TlsOptions};
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {

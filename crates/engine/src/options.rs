@@ -129,6 +129,25 @@ pub struct Options {
     pub address: Option<String>,
     /// `--port PORT` of a page server.
     pub port: Option<u16>,
+    /// `--track-mem`: a dump or pre-dump keeps tracking the pages the tree
+    /// writes, for a later `--prev-images-dir` run.
+    pub track_mem: bool,
+    /// `--prev-images-dir DIR`: the previous image set of a pre-dump chain
+    /// (relative to the images directory, as CRIU takes it).
+    pub prev_images_dir: Option<PathBuf>,
+    /// `--page-server`: a dump/pre-dump sends its pages to the page server
+    /// at `--address`/`--port`; with `lazy-pages`, fetch pages from it.
+    pub page_server: bool,
+    /// `--lazy-pages`: restore (or dump) with memory left to be served
+    /// later, by the lazy-pages daemon.
+    pub lazy_pages: bool,
+    /// `--auto-dedup`: pages a new image set supersedes are punched out of
+    /// the parent sets.
+    pub auto_dedup: bool,
+    /// `--ps-socket FD`: an already-connected page-server socket.
+    pub ps_socket: Option<i32>,
+    /// `--tls` and its files.
+    pub tls: TlsOptions,
     /// `-r/--root DIR`: the root the tree's mount namespace is restored
     /// into (and, at dump, the root it had).
     pub root: Option<PathBuf>,
@@ -153,6 +172,18 @@ pub struct Options {
     /// Who is told at CRIU's action-script moments (pre-dump, post-dump,
     /// pre-restore, ...): the RPC's notify callbacks. None by default.
     pub hooks: Hooks,
+}
+
+/// `--tls`, `--tls-cacert`, `--tls-cacrl`, `--tls-cert`, `--tls-key`,
+/// `--tls-no-cn-verify`: what was given (None: CRIU's default path).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub enabled: bool,
+    pub cacert: Option<PathBuf>,
+    pub cacrl: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub no_cn_verify: bool,
 }
 
 impl Default for Options {
@@ -197,6 +228,13 @@ impl Default for Options {
             status_fd: None,
             address: None,
             port: None,
+            track_mem: false,
+            prev_images_dir: None,
+            page_server: false,
+            lazy_pages: false,
+            auto_dedup: false,
+            ps_socket: None,
+            tls: TlsOptions::default(),
             root: None,
             external: Vec::new(),
             join_ns: Vec::new(),
