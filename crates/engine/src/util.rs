@@ -64,6 +64,30 @@ pub fn read_image<M: Message>(dir: &Path, ty: ImageType, id: u64) -> Result<Vec<
         .map_err(img_err(format!("cannot read image {name}")))
 }
 
+/// Every `mountpoints-N.img` of `dir`: (mount namespace id N, its mounts).
+/// No such image (or no readable dir): none.
+pub fn mount_tables(
+    dir: &Path,
+) -> Result<Vec<(u32, Vec<crust_images::proto::mnt::MntEntry>)>, Error> {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut ids: Vec<u32> = list
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            n.strip_prefix("mountpoints-")?
+                .strip_suffix(".img")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.into_iter()
+        .map(|ns| Ok((ns, read_image(dir, ImageType::Mnts, u64::from(ns))?)))
+        .collect()
+}
+
 /// Write an image of one entry followed by raw bytes (tcp-stream...).
 pub fn write_image_with_payload<M: Message>(
     dir: &Path,

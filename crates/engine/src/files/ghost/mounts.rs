@@ -14,9 +14,7 @@
 //! namespace that holds both names (a link cannot cross mounts), and the
 //! link removed once opened.
 
-use crate::util::read_image;
 use crate::Error;
-use crust_images::image::ImageType;
 use crust_images::proto::mnt::MntEntry;
 use crust_images::proto::regfile::RegFileEntry;
 use std::collections::HashMap;
@@ -33,21 +31,7 @@ impl TreeMounts {
     /// Every `mountpoints-N.img` of `dir` (none: an empty table).
     pub(super) fn load(dir: &Path) -> Result<TreeMounts, Error> {
         let mut out = TreeMounts::default();
-        let Ok(list) = std::fs::read_dir(dir) else {
-            return Ok(out);
-        };
-        let ids: Vec<u32> = list
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let n = e.file_name().into_string().ok()?;
-                n.strip_prefix("mountpoints-")?
-                    .strip_suffix(".img")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        for ns in ids {
-            let entries: Vec<MntEntry> = read_image(dir, ImageType::Mnts, u64::from(ns))?;
+        for (ns, entries) in crate::util::mount_tables(dir)? {
             for e in entries {
                 out.by_id.insert(e.mnt_id, (ns, e));
             }

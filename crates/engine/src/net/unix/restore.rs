@@ -750,26 +750,10 @@ fn open_reg(reg: &RegFileEntry) -> std::io::Result<OwnedFd> {
 /// The mounts of the images' mount namespaces (every `mountpoints-N.img`):
 /// mount id -> namespace id. Empty without any.
 fn mounts_by_ns(dir: &Path) -> Result<HashMap<u32, u32>, Error> {
-    let mut out = HashMap::new();
-    let Ok(list) = std::fs::read_dir(dir) else {
-        return Ok(out);
-    };
-    let nss: Vec<u32> = list
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            n.strip_prefix("mountpoints-")?
-                .strip_suffix(".img")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    for ns in nss {
-        let mounts: Vec<crust_images::proto::mnt::MntEntry> =
-            crate::util::read_image(dir, ImageType::Mnts, u64::from(ns))?;
-        out.extend(mounts.iter().map(|m| (m.mnt_id, ns)));
-    }
-    Ok(out)
+    Ok(crate::util::mount_tables(dir)?
+        .into_iter()
+        .flat_map(|(ns, mounts)| mounts.into_iter().map(move |m| (m.mnt_id, ns)))
+        .collect())
 }
 
 /// The sockets crust made for the restore, by files.img id; closed once
