@@ -927,6 +927,8 @@ ALL_TESTS+=(shmanon)
 # Trees, threads, sessions, pid namespaces.
 # shellcheck source=tests/e2e/trees.sh
 . "$ROOT/tests/e2e/trees.sh"
+# shellcheck source=tests/e2e/chain.sh
+. "$ROOT/tests/e2e/chain.sh"
 # shellcheck source=tests/e2e/golden.sh
 . "$ROOT/tests/e2e/golden.sh"
 

@@ -111,7 +111,7 @@ static SPECS: &[Spec] = &[
     spec("prev-images-dir", None, Required, Unsupported),
     spec("ms", None, No, Used),
     flag("track-mem", None, Unsupported),
-    flag("auto-dedup", None, Unsupported),
+    flag("auto-dedup", None, Used),
     spec("libdir", Some('L'), Required, NoEffect),
     spec("cpu-cap", None, Optional, Lacking),
     flag("force-irmap", None, NoEffect),
@@ -815,6 +815,7 @@ Usage:
   crust service [<options>]
   crust swrk FD
   crust lazy-pages -D DIR [<options>]
+  crust dedup -D DIR
   crust cpuinfo dump|check
   crust demo
   crust image decode -i FILE [--pretty] [-o FILE]
@@ -828,6 +829,7 @@ Commands:
   service        launch the RPC service (CRIU's protocol; --address, --daemon)
   swrk           serve CRIU's RPC on the socket FD (runc, go-criu, pycriu)
   lazy-pages     launch the lazy-pages daemon (not supported yet)
+  dedup          punch out of the parent image sets the pages DIR supersedes
   cpuinfo        dump/check CPU features (not supported yet)
   demo           show a dump and a restore of a small counting program
   image          image tools (decode)
@@ -1163,7 +1165,7 @@ mod tests {
         assert_eq!(o.engine.cgroup_dump_controllers, ["cpu,cpuacct", "pids"]);
         assert!(o.lacking.is_empty(), "{:?}", o.lacking);
         let o = p(&["restore", "--auto-dedup", "--track-mem"]).unwrap();
-        assert_eq!(o.unsupported, vec!["--auto-dedup", "--track-mem"]);
+        assert_eq!(o.unsupported, vec!["--track-mem"]);
         assert!(p(&["dump", "--cpu-cap=fpu,^cpu"]).is_ok());
         assert!(p(&["dump", "--cpu-cap=bogus"]).is_err());
         let o = p(&[

@@ -3,6 +3,7 @@
 
 mod check;
 mod cli;
+mod dedup;
 mod demo;
 mod getopt;
 mod image;
@@ -173,7 +174,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "lazy-pages" => bail!("`crust lazy-pages` is not supported yet"),
         "service" => rpc::service(&opts),
         "swrk" => rpc::swrk(&opts),
-        "dedup" => bail!("`crust dedup` is not supported yet"),
+        "dedup" => dedup::run(&opts),
         "cpuinfo" => match opts.args.first().map(String::as_str) {
             Some("dump") | Some("check") => {
                 bail!("`crust cpuinfo {}` is not supported yet", opts.args[0])
@@ -313,6 +314,9 @@ fn dump(opts: &Opts) -> Result<i32> {
     }
     let start = Instant::now();
     let stats = crust_engine::dump(o)?;
+    if o.auto_dedup {
+        dedup::after_dump(&o.images_dir);
+    }
     log::info!(
         "dumped tree {} in {} us",
         o.pid,

@@ -61,6 +61,14 @@ pub use error::{
 };
 pub use options::{Action, ActionHook, Hooks, InheritFd, NetworkLock, Options, TlsOptions};
 
+pub use mem::dedup::DedupStats;
+
+/// Punch out of the parent image sets of `dir` (its `parent` link, and
+/// theirs) the pages `dir` supersedes: `crust dedup`, `--auto-dedup`.
+pub fn dedup(dir: &std::path::Path) -> Result<DedupStats, Error> {
+    mem::dedup::dedup(dir)
+}
+
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {
     dump::dump(opts).map_err(|source| DumpError {

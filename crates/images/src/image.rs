@@ -942,6 +942,12 @@ pub fn allow_untrusted_images(on: bool) {
     ALLOW_UNTRUSTED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Are image files a third party could have written read anyway? (See
+/// [`allow_untrusted_images`].)
+pub fn untrusted_images_allowed() -> bool {
+    ALLOW_UNTRUSTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Why an image file of type `mode` and owner `uid` must not be read by a
 /// caller of euid `euid`, if it must not: it is not a regular file, it
 /// belongs to a user other than the caller or root, or anyone can write

@@ -115,6 +115,26 @@ pub fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
     cvt(r as libc::c_long).map(drop)
 }
 
+/// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) of [off, off +
+/// len) of `fd`'s file: the range reads as zeros and its blocks are freed;
+/// the file's size stays.
+pub fn punch_hole(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: fallocate takes the fd (borrowed, open across the call) and
+    // integers; it touches no memory of this process.
+    let r = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,6 +276,9 @@ fn dump_work(ctx: &Ctx<'_>, o: &Opts, self_dump: bool) -> bool {
     match crust_engine::dump(e) {
         Ok(stats) => {
             log::info!("dumped tree {} over RPC", e.pid);
+            if e.auto_dedup {
+                crate::dedup::after_dump(&e.images_dir);
+            }
             if e.display_stats {
                 crate::print_dump_stats(&stats);
             }

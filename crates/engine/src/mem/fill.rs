@@ -92,6 +92,10 @@ impl Pending {
     }
 }
 
+/// The fills from one pages file: the file, and (task address, bytes,
+/// offset in the file) each.
+pub type FileFills = (std::path::PathBuf, Vec<(u64, u64, u64)>);
+
 impl Filler {
     pub fn new() -> Filler {
         let (tx, rx) = std::sync::mpsc::channel::<FillChunk>();
@@ -117,34 +121,36 @@ impl Filler {
         }
     }
 
-    /// Queue the runs (task address, bytes, file offset) of `pages_path`
-    /// for task `pid`; of the runs in `keep`, only the pages that differ
-    /// from what the task holds are written.
-    pub fn submit(
+    /// Queue the runs (task address, bytes, file offset) of each pages
+    /// file (an image set's and its parents') for task `pid`; of the runs
+    /// in `keep`, only the pages that differ from what the task holds are
+    /// written.
+    pub fn submit_files(
         &self,
         pid: i32,
-        pages_path: &Path,
-        runs: &[(u64, u64, u64)],
-        keep: &[(u64, u64, u64)],
+        runs: &[FileFills],
+        keep: &[FileFills],
     ) -> std::sync::Arc<Pending> {
         let done = std::sync::Arc::new(Pending::default());
-        let path = std::sync::Arc::new(pages_path.to_path_buf());
         let mut chunks = Vec::new();
-        let all = runs.iter().map(|r| (r, false));
-        for (&(addr, total, off), keep) in all.chain(keep.iter().map(|r| (r, true))) {
-            let mut at = 0;
-            while at < total {
-                let len = (total - at).min(FILL_CHUNK);
-                chunks.push(FillChunk {
-                    pid,
-                    path: path.clone(),
-                    addr: addr + at,
-                    len,
-                    off: off + at,
-                    keep,
-                    done: done.clone(),
-                });
-                at += len;
+        let sets = runs.iter().map(|s| (s, false));
+        for ((file, list), keep) in sets.chain(keep.iter().map(|s| (s, true))) {
+            let path = std::sync::Arc::new(file.clone());
+            for &(addr, total, off) in list {
+                let mut at = 0;
+                while at < total {
+                    let len = (total - at).min(FILL_CHUNK);
+                    chunks.push(FillChunk {
+                        pid,
+                        path: path.clone(),
+                        addr: addr + at,
+                        len,
+                        off: off + at,
+                        keep,
+                        done: done.clone(),
+                    });
+                    at += len;
+                }
             }
         }
         done.state.lock().unwrap_or_else(|p| p.into_inner()).0 = chunks.len();

@@ -14,6 +14,8 @@
 //! ([`map_socket_vmas`]), empty.
 
 mod aio;
+pub mod chain;
+pub mod dedup;
 mod dump;
 mod fill;
 mod guard;

@@ -5,7 +5,7 @@
 //! page server, a parent image set or userfaultfd fit in.
 
 use super::fill::{fill_keeping, fill_vm_writev, Filler, Pending};
-use super::shmem::{object_page_runs, ObjectPages};
+use super::shmem::ObjectPages;
 use super::{bad, PageRun};
 use crate::Error;
 use crust_images::consts::{pe, vma as vs};
@@ -179,15 +179,12 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
     let pages_len = pages_file_len(dir, head.pages_id)?;
     let vmas = SortedVmas::new(mm);
     let mut runs = Vec::with_capacity(entries.len());
+    // Runs whose bytes are in the parent image set: [start, end).
+    let mut in_parent = Vec::new();
     let mut off = 0u64;
     for e in &entries {
         let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
-        let flags = e.flags.unwrap_or(pe::PRESENT);
-        if e.in_parent == Some(true) || flags & pe::PARENT != 0 {
-            return Err(Error::unsupported(
-                "images that refer to a parent (pre-dump) image set",
-            ));
-        }
+        let flags = super::chain::entry_flags(e);
         let end = e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
         if flags & pe::COW_PARENT != 0 && flags & pe::PRESENT == 0 {
             // Inherited pages must lie in anonymous private VMAs.
@@ -203,7 +200,8 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
             runs.extend(pieces);
             continue;
         }
-        if flags & pe::PRESENT == 0 {
+        let parent = flags & pe::PARENT != 0;
+        if flags & pe::PRESENT == 0 && !parent {
             continue;
         }
         let inside = covered_by_private_vmas(&vmas, e.vaddr, end);
@@ -215,6 +213,12 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
                     e.vaddr
                 ),
             ));
+        }
+        if parent {
+            if inside == Some(false) {
+                in_parent.push((e.vaddr, end));
+            }
+            continue;
         }
         if inside == Some(false) {
             runs.push(PageRun {
@@ -236,6 +240,11 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
                 pages_len
             ),
         ));
+    }
+    if !in_parent.is_empty() {
+        let owner = super::chain::Owner::Task(pid as u64);
+        let pieces = super::chain::resolve(dir, owner, head.pages_id, &in_parent)?;
+        runs.extend(super::chain::pieces_to_runs(&pieces));
     }
     Ok((head.pages_id, runs))
 }
@@ -533,24 +542,36 @@ impl PageSource for LocalImages<'_> {
     }
 
     fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error> {
-        object_page_runs(&self.dir, shmid, size, what)
+        super::chain::object_runs(&self.dir, shmid, size, what)
     }
 
     fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
-        let path = self.pages_path(pages_id);
+        // Pieces of a parent set carry their chain level (mem/chain.rs).
+        let by_file = |r| super::chain::level_files(&self.dir, pages_id, r);
+        let (runs, keep) = match by_file(runs).and_then(|r| Ok((r, by_file(keep)?))) {
+            Ok(x) => x,
+            Err(e) => return Arc::new(Pending::finished_keeping(Err(e))),
+        };
         match self.filler {
-            Some(f) => f.submit(pid, &path, runs, keep),
-            None => Arc::new(Pending::finished_keeping(
-                fill_vm_writev(pid, &path, runs).and_then(|()| fill_keeping(pid, &path, keep)),
-            )),
+            Some(f) => f.submit_files(pid, &runs, &keep),
+            None => Arc::new(Pending::finished_keeping((|| {
+                for (path, r) in &runs {
+                    fill_vm_writev(pid, path, r)?;
+                }
+                let mut kept = 0;
+                for (path, r) in &keep {
+                    kept += fill_keeping(pid, path, r)?;
+                }
+                Ok(kept)
+            })())),
         }
     }
 
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error> {
-        if runs.is_empty() {
-            return Ok(());
+        for (path, r) in super::chain::level_files(&self.dir, pages_id, runs)? {
+            fill_vm_writev(pid, &path, &r)?;
         }
-        fill_vm_writev(pid, &self.pages_path(pages_id), runs)
+        Ok(())
     }
 }
 
@@ -914,11 +935,11 @@ pub(super) mod tests {
             load_pagemap(&t.0, 42, &mm()),
             Err(Error::BadImage { .. })
         ));
-        // A parent image set is not supported yet.
+        // Pages in a parent image set, and there is none.
         let t = pagemap_with("parent", &[(0x10000, 1, pe::PARENT)], 0);
         assert!(matches!(
             load_pagemap(&t.0, 42, &mm()),
-            Err(Error::Unsupported { .. })
+            Err(Error::BadImage { .. })
         ));
     }
 }

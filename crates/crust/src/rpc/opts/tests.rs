@@ -413,7 +413,7 @@ fn field_table_refused(null_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> 
             "auto_dedup",
             Mode::Dump,
             Box::new(|r| r.auto_dedup = Some(true)),
-            Refused,
+            Used(|o| o.engine.auto_dedup),
         ),
         (
             "lazy_pages",
