@@ -6,7 +6,7 @@
 #
 #   bench/migrate.sh [--conns N] [--mb M] [--rate MBPS] [--pre-dumps K]
 #                    [--page-server] [--lazy] [--all] [--tool crust|criu]
-#                    [--keep]
+#                    [--auto] [--pidns] [--keep]
 #
 # Defaults: 100 connections, 512 MiB rewritten at 10 MB/s, no pre-dump, no
 # page server, no lazy restore: the plain path (one dump, the images
@@ -22,9 +22,17 @@
 #                   the source and are served from there); the destination
 #                   runs `lazy-pages --page-server` and `restore --lazy-pages`.
 #   --all           --pre-dumps 2 --page-server --lazy.
+#   --auto          each stage crust has: pre-dumps when `check --feature
+#                   mem_dirty_track` says yes, the page server when
+#                   `crust page-server` is no longer "not supported yet",
+#                   lazy when `check --feature lazy_pages` says yes.
+# --pidns runs the server in a pid namespace of its own (so the restored
+# tree's pids cannot collide with the source's); --lazy implies it, as
+# the source tree lives on, frozen, until its last page is served.
 # --tool criu runs CRIU 4.2 ($CRIU_BIN, else /tmp/oracle/criu-shim, else
 # ../shared/criu/build.sh's) instead of crust; CRIU cannot pre-dump on a
-# kernel without soft-dirty.
+# kernel without soft-dirty, and its `dump --lazy-pages` fails here to
+# serve pages (tee: EPERM in page-pipe.c): --tool criu --page-server works.
 #
 # The set-up: three network namespaces, nothing in the host's. The source
 # and the destination are joined by a veth pair (10.80.0.1 - 10.80.0.2:
@@ -58,7 +66,7 @@ if [[ -z ${BENCH_UNDER_REAPER:-} ]]; then
     exec python3 "$(dirname "$0")/../tests/e2e/reaper" bash "$0" "$@"
 fi
 
-CONNS=100 MB=512 RATE=10 PREDUMPS=0 PS=0 LAZY=0 TOOL=crust KEEP=0
+CONNS=100 MB=512 RATE=10 PREDUMPS=0 PS=0 LAZY=0 TOOL=crust KEEP=0 PIDNS= AUTO=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --conns) CONNS=$2; shift ;;
@@ -68,12 +76,25 @@ while [[ $# -gt 0 ]]; do
         --page-server) PS=1 ;;
         --lazy) LAZY=1 ;;
         --all) PREDUMPS=2 PS=1 LAZY=1 ;;
+        --auto) AUTO=1 ;;
         --tool) TOOL=$2; shift ;;
         --keep) KEEP=1 ;;
+        --pidns) PIDNS=1 ;;
         *) echo "unknown argument $1 (see the head of $0)" >&2; exit 2 ;;
     esac
     shift
 done
+
+if [[ $AUTO = 1 && $TOOL = crust ]]; then
+    c=${CRUST_BIN:-${CRUST_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}/crust}
+    "$c" check --no-default-config --feature mem_dirty_track >/dev/null 2>&1 && PREDUMPS=2
+    case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
+    "$c" check --no-default-config --feature lazy_pages >/dev/null 2>&1 && LAZY=1
+fi
+# A lazy dump keeps the source tree (frozen) until its last page is
+# served: the destination cannot have the same pids on this one machine,
+# so with --lazy the server runs in a pid namespace of its own.
+[[ -z $PIDNS ]] && PIDNS=$LAZY
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CRUST_BIN_DIR:-$ROOT/target/release}
@@ -300,8 +321,8 @@ lazy_round() {
     fi
     t1=$(now)
     sent=$(transfer "$s" "$d")
-    printf '  round %d (dump, lazy) %7d bytes sent  %7s s  frozen %7s ms  (+%s bytes lazily)\n' \
-        "$i" "$sent" "$(secs "$t0" "$t1")" "$(frozen_ms "$s")" "$(lazy_bytes "$s")"
+    printf '  round %d (dump, lazy) %8d bytes sent  %7s s  (the rest served lazily)\n' \
+        "$i" "$sent" "$(secs "$t0" "$t1")"
     SENT_TOTAL=$((SENT_TOTAL + sent))
 }
 
@@ -312,11 +333,21 @@ main() {
     local i t_start t_dumped t_restored t_resumed t_done min0 spath
     # The server: its files (result, probe) are on the shared filesystem,
     # where the restored one finds them again.
-    SERVER=$(nsenter -F --net="/run/netns/$NS_SRC" setsid "$FLEET" --mode server --ready "$WORK/server.ready" \
-        --result "$WORK/server.result" --listen "$SVC_IP:$SVC_PORT" --mb "$MB" --rate "$RATE" \
-        --probe "$WORK/server.probe" </dev/null >"$WORK/server.out" 2>&1 & echo $!)
+    # (With --pidns, unshare stays in the source with files of its own:
+    # the server's output file is the server's alone.)
+    local pidns=()
+    [[ $PIDNS = 1 ]] && pidns=(unshare --pid --fork)
+    SERVER=$(nsenter -F --net="/run/netns/$NS_SRC" "${pidns[@]+"${pidns[@]}"}" \
+        sh -c 'exec setsid "$@" </dev/null >"$0" 2>&1' "$WORK/server.out" "$FLEET" --mode server \
+        --ready "$WORK/server.ready" --result "$WORK/server.result" --listen "$SVC_IP:$SVC_PORT" \
+        --mb "$MB" --rate "$RATE" --probe "$WORK/server.probe" </dev/null >"$WORK/launcher.out" 2>&1 & echo $!)
     PIDS+=("$SERVER")
     wait_file "$WORK/server.ready" 120 || die "the server did not start: $(cat "$WORK/server.out")"
+    if [[ $PIDNS = 1 ]]; then
+        # unshare's child is the server (pid 1 of its namespace).
+        SERVER=$(cat "/proc/$SERVER/task/$SERVER/children" | tr -d ' ')
+        PIDS+=("$SERVER")
+    fi
     CLIENT=$(nsenter -F --net="/run/netns/$NS_CLI" setsid "$FLEET" --mode client --ready "$WORK/client.ready" \
         --result "$WORK/client.result" --connect "$SVC_IP:$SVC_PORT" --conns "$CONNS" \
         --status "$WORK/client.status" </dev/null >"$WORK/client.out" 2>&1 & echo $!)
@@ -342,7 +373,8 @@ main() {
     fi
     t_dumped=$(now)
     move_address
-    wait_gone "$SERVER" 10 || die "the dumped server (pid $SERVER) is still there"
+    # A lazy dump holds the (frozen) tree until every page is served.
+    [[ $LAZY = 1 ]] || wait_gone "$SERVER" 10 || die "the dumped server (pid $SERVER) is still there"
     local d=$WORK/dst/$i restore_args=()
     if [[ $LAZY = 1 ]]; then
         nsenter -F --net="/run/netns/$NS_DST" "$TOOLBIN" lazy-pages -D "$d" --page-server --address "$SRC_IP" \
@@ -360,7 +392,11 @@ main() {
         die "restore failed: $(tail_log "$d/restore.out") $(tail_log "$d/restore.log")"
     t_restored=$(now)
     PIDS+=("$(cat "$WORK/restored.pid")")
-    [[ $(cat "$WORK/restored.pid") = "$SERVER" ]] || die "the restore made pid $(cat "$WORK/restored.pid"), not $SERVER"
+    if [[ $PIDNS = 1 ]]; then
+        SERVER=$(cat "$WORK/restored.pid")
+    else
+        [[ $(cat "$WORK/restored.pid") = "$SERVER" ]] || die "the restore made pid $(cat "$WORK/restored.pid"), not $SERVER"
+    fi
     # Every connection answered again after the restore.
     for ((i = 0; i < 1200; i++)); do
         [[ $(client_field min) -gt $((min0 + 1)) ]] && break
@@ -389,7 +425,8 @@ main() {
     wait_file "$WORK/server.result" 60 || die "the server gave no verdict"
     printf '  total          %8s s   (first round to every connection answering in the destination%s)\n' \
         "$(secs "$t_start" "$t_done")" "$([[ $LAZY = 1 ]] && echo ' and every page in')"
-    printf '  frozen (dump)  %8s ms\n' "$(frozen_ms "$WORK/src/$((PREDUMPS + 1))")"
+    printf '  frozen (dump)  %8s ms%s\n' "$(frozen_ms "$WORK/src/$((PREDUMPS + 1))")" \
+        "$([[ $LAZY = 1 ]] && echo "   (the dump's; with --lazy-pages it ends when the last page is served; $(lazy_bytes "$WORK/src/$((PREDUMPS + 1))") bytes lazily)")"
     printf '  restore        %8s s\n' "$(secs "$t_dumped" "$t_restored")"
     printf '  resumed after  %8s s   (the restore to every connection answering)\n' "$(secs "$t_restored" "$t_resumed")"
     printf '  longest client wait %s ms; bytes sent %d\n' "$(client_field maxwait)" "$SENT_TOTAL"
