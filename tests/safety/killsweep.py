@@ -250,9 +250,12 @@ def calibrate(work):
     return sorted(times)[1]
 
 
-def one_try(work, target, sig, group, leave_running, delay, more=(), command="dump"):
+def one_try(work, target, sig, group, leave_running, delay, more=(), command="dump",
+            release=None):
     """Returns (target or None, failure or None). COMMAND "pre-dump" is
-    like a dump -R (the target must live) without the -R."""
+    like a dump -R (the target must live) without the -R. RELEASE(img), if
+    given, runs once crust exited, before waiting for every crust process
+    to be gone (it ends what the case leaves running on purpose)."""
     img = os.path.join(work, "img")
     shutil.rmtree(img, ignore_errors=True)
     extra = ["-t", str(target.pid)] + (["-R"] if leave_running and command == "dump" else []) + list(more)
@@ -269,6 +272,8 @@ def one_try(work, target, sig, group, leave_running, delay, more=(), command="du
     except subprocess.TimeoutExpired:
         p.kill()
         return None, "crust did not exit within 60 s"
+    if release is not None:
+        release(img)
     if not settle():
         for c in crust_procs():
             os.kill(c, signal.SIGKILL)
@@ -349,6 +354,10 @@ class NoContext:
     def on_fail(self):
         """After a failed try, before the target is killed."""
 
+    def release(self, img):
+        """Once crust exited, before waiting for all crust processes to be
+        gone: end what the case leaves running on purpose."""
+
 
 class FreezerCgroup(NoContext):
     """The target in a v1 freezer cgroup of its own (issue 14): whenever
@@ -393,13 +402,18 @@ class FreezerCgroup(NoContext):
 
 
 class TrackMem(NoContext):
-    """Pre-dumps that track memory for the next one (issue 15). Whatever
-    keeps the tracking between runs must be released after each try
-    (here, once pre-dump lands: its documented command), or settle()
-    finds a crust process left."""
+    """Pre-dumps that track memory for the next one (issue 15). A pre-dump
+    that finished leaves its tracking with a keeper (a crust process) for
+    the next run of the chain: each try releases it with `crust
+    track-release IMG` (a no-op when the killed pre-dump left none), so
+    that every crust process is gone as after a dump."""
 
     def extra(self):
         return ["--track-mem"]
+
+    def release(self, img):
+        subprocess.run([CRUST, "track-release", img], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
 
 def freezer_available():
@@ -460,7 +474,8 @@ class DumpSweep:
             ctx.before(self.target)
             tried = self.target
             self.target = None
-            target, why = one_try(work, tried, sig, group, leave, delay, ctx.extra(), self.command)
+            target, why = one_try(work, tried, sig, group, leave, delay, ctx.extra(), self.command,
+                                  ctx.release)
             self.target = target
             why = ctx.after(why)
             if why:
