@@ -412,6 +412,11 @@ class TrackMem(NoContext):
         return ["--track-mem"]
 
     def release(self, img):
+        # The pre-dump's worker may finish (and hand over to a keeper)
+        # after its front end was killed: wait for it first.
+        def keeper(pid):
+            return (read("/proc/%d/cmdline" % pid) or "").split("\0")[1:2] == ["__keeper"]
+        wait_until(lambda: all(keeper(p) for p in crust_procs()), 30)
         subprocess.run([CRUST, "track-release", img], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
@@ -442,9 +447,34 @@ class DumpSweep:
         self.finish_each, self.keep_failures = finish_each, keep_failures
         self.command = command
 
+    def own_span(self, work, ctx):
+        """A whole run of a command other than dump, timed (median of 3)."""
+        t = Target(work)
+        img = os.path.join(work, "img")
+        times = []
+        try:
+            for _ in range(3):
+                shutil.rmtree(img, ignore_errors=True)
+                t0 = time.time()
+                p = run_dump(img, ["-t", str(t.pid)] + ctx.extra(), command=self.command)
+                p.wait()
+                times.append(time.time() - t0)
+                ctx.release(img)
+                if p.returncode != 0:
+                    raise RuntimeError("a plain %s failed: see %s" % (self.command, img))
+            why = t.check_running() or t.finish()
+            if why:
+                raise RuntimeError("the target broke on a plain %s: %s" % (self.command, why))
+        finally:
+            t.kill()
+        return sorted(times)[1]
+
     def run(self, work, span, steps, tally):
         self.target = None
         with self.context() as ctx:
+            if self.command != "dump":
+                span = self.own_span(work, ctx)
+                print("killsweep: a %s of the target takes %.0f ms" % (self.command, span * 1000))
             try:
                 for sig in self.signals:
                     for group in self.groups:
