@@ -46,4 +46,25 @@ t_migbench_netns_cr() { migbench_run migrate --auto; }
 # lazy stage needs: the source tree lives on until its pages are served).
 t_migbench_netns_pidns_cr() { migbench_run migrate --auto --pidns; }
 
-ALL_TESTS+=(migbench-netns-cr migbench-netns-pidns-cr)
+# memwriter (the memory workload of issue 15's tests): 64 MiB rewritten at
+# 10 MB/s, plus a burst of 5% (SIGUSR1) just before the dump; restored,
+# it answers its probe (SIGUSR2: every page at its latest generation)
+# and carries on rewriting, then passes its own check at SIGTERM.
+t_migbench_memwriter_cr() {
+    need_cr || return $?
+    start_prog memwriter --mb 64 --rate 10 --fraction 5 --probe "$D/probe" || return 1
+    rm -f "$D/probe"
+    kill -USR1 "$PID"
+    wait_file "$D/probe" 5 || { fail "memwriter did not answer SIGUSR1"; return 1; }
+    case $(cat "$D/probe") in "BURST 819 "*) ;; *) fail "burst answer: $(cat "$D/probe")"; return 1 ;; esac
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || return 1
+    rm -f "$D/probe"
+    kill -USR2 "$PID"
+    wait_file "$D/probe" 10 || { fail "the restored memwriter does not answer its probe" "$D/img/restore.log"; return 1; }
+    case $(cat "$D/probe") in OK*) ;; *) fail "after the restore: $(cat "$D/probe")" "$D/img/restore.log"; return 1 ;; esac
+    sleep 0.3
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(migbench-netns-cr migbench-netns-pidns-cr migbench-memwriter-cr)
