@@ -9,6 +9,8 @@
 //! These programs poke at process state on purpose (signals, raw memory, registers),
 //! so they use libc directly; each `unsafe` block says why it is sound.
 
+pub mod memgen;
+
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
