@@ -1001,6 +1001,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/ns-unsover.sh"
 # shellcheck source=tests/e2e/ns-ino01.sh
 . "$ROOT/tests/e2e/ns-ino01.sh"
+# shellcheck source=tests/e2e/snapshot.sh
+. "$ROOT/tests/e2e/snapshot.sh"
 
 # Deleted files (ghosts), memfds, directories and O_PATH fds (issue 4).
 # shellcheck source=tests/e2e/files2.sh

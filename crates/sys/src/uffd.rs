@@ -37,6 +37,14 @@ const REGISTER_MODE_WP: u64 = 1 << 1;
 /// `UFFDIO_WRITEPROTECT_MODE_WP`: set (not clear) the protection.
 const WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
+/// `UFFD_FEATURE_EVENT_REMAP`: an `mremap` of a registered range is
+/// reported (the task waits until the message is read).
+pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
+/// `UFFD_FEATURE_EVENT_REMOVE`: `madvise(MADV_DONTNEED/REMOVE)` of a
+/// registered range is reported before the pages go.
+pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+/// `UFFD_FEATURE_EVENT_UNMAP`: `munmap` of a registered range is reported.
+pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 /// `UFFD_FEATURE_WP_HUGETLBFS_SHMEM`: write-protect on shmem and hugetlbfs.
 pub const FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
 /// `UFFD_FEATURE_WP_UNPOPULATED`: protection also covers pages not yet
@@ -60,6 +68,107 @@ pub const CREATE_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64 |
 
 /// The features write tracking needs.
 pub const TRACKING_FEATURES: u64 = FEATURE_WP_ASYNC | FEATURE_WP_UNPOPULATED;
+
+/// The features of a synchronous write-protect snapshot (`dump -R`):
+/// every write to a protected page waits for crust, and the changes of
+/// the address space that could lose a page not yet saved are reported.
+pub const SNAPSHOT_FEATURES: u64 = FEATURE_EVENT_REMAP | FEATURE_EVENT_REMOVE | FEATURE_EVENT_UNMAP;
+
+/// The flags for a userfaultfd of a synchronous snapshot: close-on-exec,
+/// non-blocking, and NOT user mode only: a write the kernel makes for the
+/// task (`read(2)` into a protected page) must wait for crust too (a user
+/// mode only descriptor would fail it with EFAULT).
+pub const SNAPSHOT_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64;
+
+/// `_IO(0xAA, 0x00)` on `/dev/userfaultfd`: a new userfaultfd for the
+/// caller's memory (Linux 6.1+); allowed to whoever could open the device.
+pub const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
+
+/// `UFFD_EVENT_PAGEFAULT`.
+const EVENT_PAGEFAULT: u8 = 0x12;
+/// `UFFD_EVENT_REMAP`.
+const EVENT_REMAP: u8 = 0x14;
+/// `UFFD_EVENT_REMOVE`.
+const EVENT_REMOVE: u8 = 0x15;
+/// `UFFD_EVENT_UNMAP`.
+const EVENT_UNMAP: u8 = 0x16;
+/// `UFFD_PAGEFAULT_FLAG_WP`.
+const PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+/// `sizeof(struct uffd_msg)`.
+const MSG_SIZE: usize = 32;
+
+/// One message read from a userfaultfd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// A fault at `addr` (page-aligned); `wp`: a write to a protected page.
+    Fault { addr: u64, wp: bool },
+    /// [start, end) was unmapped, or its pages dropped (madvise).
+    Removed { start: u64, end: u64 },
+    /// `len` bytes moved from `from` to `to` (mremap).
+    Remapped { from: u64, to: u64, len: u64 },
+    /// Any other event (its code).
+    Other(u8),
+}
+
+/// Decode one `struct uffd_msg`.
+fn decode(m: &[u8; MSG_SIZE]) -> Msg {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        if let Some(src) = m.get(8 + 8 * i..16 + 8 * i) {
+            w.copy_from_slice(src);
+        }
+        u64::from_ne_bytes(w)
+    };
+    match m.first().copied().unwrap_or(0) {
+        EVENT_PAGEFAULT => Msg::Fault {
+            addr: word(1) & !(crate::PAGE_SIZE - 1),
+            wp: word(0) & PAGEFAULT_FLAG_WP != 0,
+        },
+        EVENT_REMOVE | EVENT_UNMAP => Msg::Removed {
+            start: word(0),
+            end: word(1),
+        },
+        EVENT_REMAP => Msg::Remapped {
+            from: word(0),
+            to: word(1),
+            len: word(2),
+        },
+        e => Msg::Other(e),
+    }
+}
+
+/// Open `/dev/userfaultfd` (root only by default): a task given this
+/// descriptor makes a full userfaultfd with [`USERFAULTFD_IOC_NEW`]
+/// whatever `vm.unprivileged_userfaultfd` says.
+pub fn open_dev() -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/userfaultfd")?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Wait until one of `fds` has something to read, at most `timeout_ms`
+/// milliseconds; returns which are readable.
+pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a live array of `p.len()` pollfd structures.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    match cvt(r as libc::c_long) {
+        Ok(_) => Ok(p.iter().map(|x| x.revents != 0).collect()),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(vec![false; p.len()]),
+        Err(e) => Err(e),
+    }
+}
 
 /// `struct uffdio_range`.
 #[repr(C)]
@@ -148,6 +257,26 @@ impl Uffd {
             )
         };
         cvt(r as libc::c_long).map(|_| ())
+    }
+
+    /// Read the messages waiting (none: an empty list; the descriptor is
+    /// non-blocking).
+    pub fn read_msgs(&self) -> io::Result<Vec<Msg>> {
+        let mut buf = [[0u8; MSG_SIZE]; 16];
+        // SAFETY: the kernel writes at most the size given into `buf`, a
+        // live array of that size.
+        let r = unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                std::mem::size_of_val(&buf),
+            )
+        };
+        match cvt(r as libc::c_long) {
+            Ok(n) => Ok(buf.iter().take(n as usize / MSG_SIZE).map(decode).collect()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Unregister [start, start+len), dropping its write protection.

@@ -5,8 +5,10 @@ mod freezer;
 mod helpers;
 mod images;
 mod outdir;
+mod pagejob;
 mod precheck;
 mod seize;
+mod snapshot;
 
 use crate::cgroup::dump::CgDump;
 use crate::files::filelocks::LockDump;
@@ -28,6 +30,7 @@ use helpers::add_helpers;
 use helpers::plan_helpers;
 use images::{inventory, write_stats};
 use log::{debug, info, warn};
+use pagejob::PageJob;
 use precheck::{precheck, DEFAULT_TIMEOUT};
 use seize::seize;
 use std::path::Path;
@@ -158,7 +161,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // (every task is put back by `release`, or by its drop).
     let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
     match dumped {
-        Ok((stats, hold)) => {
+        Ok((stats, hold, deferred)) => {
             // Asked to stop before the tree is let go or killed (or the
             // post-dump action says no): let it run on as it was.
             if let Err(e) =
@@ -171,11 +174,13 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 outdir::discard(dir);
                 return Err(e);
             }
+            let (mut frozen_us, mut written) = (0, stats.pages_written);
             if opts.leave_running || opts.leave_stopped {
                 // Connections go on before their tasks do.
                 net_unlock_hook(opts, own_net, pid);
                 hold.release();
                 frozen.let_go(tree, opts.leave_stopped && !opts.leave_running);
+                frozen_us = us_since(frozen_at);
                 info!(
                     "Tree {pid} left {}",
                     if opts.leave_running {
@@ -184,6 +189,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                         "stopped"
                     }
                 );
+                written += snapshot::copy(opts, deferred).inspect_err(|_| outdir::discard(dir))?;
             } else {
                 // Durable before the only other copy of the tree goes.
                 if let Err(e) = outdir::make_durable(dir) {
@@ -212,7 +218,12 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             // into the work directory once the dump succeeded (podman
             // reads it there, and packs it into its checkpoint archive).
             let stats = DumpStats {
-                frozen_time_us: us_since(frozen_at),
+                frozen_time_us: if frozen_us > 0 {
+                    frozen_us
+                } else {
+                    us_since(frozen_at)
+                },
+                pages_written: written,
                 ..stats
             };
             if let Err(e) = write_stats(&opts.work_dir(), &stats) {
@@ -351,13 +362,21 @@ fn file_table(tree: &Tree, opts: &Options) -> FileTable {
     files
 }
 
+/// A tree dumped: its stats, its held connections, and the processes
+/// whose pages are still to copy (a snapshot, -R).
+type Dumped = (
+    DumpStats,
+    crate::net::inet::NetHold,
+    Vec<mem::snapshot::Prepared>,
+);
+
 fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
     freezing_time_us: u64,
     frozen_at: Instant,
-) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
+) -> Result<Dumped, Error> {
     let dir = opts.images_dir.as_path();
     // Paths of a tree in a mount namespace of its own are read through it.
     let _view = tree
@@ -381,17 +400,7 @@ fn dump_tree(
     let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
     let (walked, pages) = std::thread::scope(|sc| {
-        let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
-            let mut total = mem::PageCounts::default();
-            let t = Instant::now();
-            let sink = mem::LocalImages::new(dir);
-            for job in queue {
-                let n = job.run(&sink, opts.cow_parent)?;
-                total.scanned += n.scanned;
-                total.written += n.written;
-            }
-            Ok((total, us_since(t)))
-        });
+        let worker = sc.spawn(move || pagejob::worker(dir, opts, queue));
         let walked = (|| -> Result<(), Error> {
             // Every process's namespaces first: one the dump cannot take
             // (a second mount namespace...) is refused before any file of
@@ -421,6 +430,7 @@ fn dump_tree(
                     locks: &mut locks,
                     seccomp: &mut seccomp,
                     cg: &cg,
+                    snap: snapshot::wanted(opts),
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -435,7 +445,7 @@ fn dump_tree(
         (walked, pages)
     });
     walked?;
-    let (counts, page_us) = pages?;
+    let (counts, page_us, deferred) = pages?;
     let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
     // timens-0.img (the dumping tool's clocks) is written only for a tree
     // in crust's time namespace, as CRIU does: one in its own has
@@ -489,7 +499,10 @@ fn dump_tree(
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
     };
-    images::check_restorable(opts)?;
+    // A snapshot's set is checked once its pages are copied.
+    (deferred.is_empty())
+        .then(|| images::check_restorable(opts))
+        .transpose()?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
     // image is written; the dump must remove them all.
     if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "images-written") {
@@ -497,7 +510,7 @@ fn dump_tree(
             "CRUST_FAULT=images-written: failing the dump on purpose".to_string(),
         ));
     }
-    Ok((stats, hold))
+    Ok((stats, hold, deferred))
 }
 
 /// The walk over a frozen tree, parents before children: what it keeps
@@ -715,7 +728,7 @@ fn dump_process(
     for t in p.threads.iter_mut() {
         task::misc::abort_rseq_cs(t)?;
     }
-    let (pinside, mut tinside) = collect_inside(p, &vmas)?;
+    let (pinside, mut tinside, uffd) = collect_inside(p, &vmas, out.snap)?;
     let sc = out.seccomp.collect(&p.threads, &modes)?;
     for (ti, s) in tinside.iter_mut().zip(sc) {
         ti.seccomp = s;
@@ -732,6 +745,7 @@ fn dump_process(
         vmas: vmas.clone(),
         pages_id,
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
+        uffd,
     });
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
@@ -779,10 +793,13 @@ fn dump_process(
 /// scratch area mapped for the purpose; the tasks are cured (registers,
 /// signal mask, and a planted syscall instruction if there is no vDSO, put
 /// back) whatever happens.
-fn collect_inside(
-    p: &mut Proc,
-    vmas: &[mem::Vma],
-) -> Result<(task::ProcInside, Vec<task::ThreadInside>), Error> {
+type Inside = (
+    task::ProcInside,
+    Vec<task::ThreadInside>,
+    Option<crust_sys::uffd::Uffd>,
+);
+
+fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside, Error> {
     let pid = p.pid;
     let scratch_len = 4 * PAGE_SIZE;
     let Some((main, others)) = p.threads.split_first_mut() else {
@@ -843,7 +860,17 @@ fn collect_inside(
             };
             tinside.push(task::collect_thread(&mut r)?);
         }
-        Ok((pinside, tinside))
+        // -R: the userfaultfd of a snapshot, made in the task.
+        let mut r = Remote {
+            task: &mut *main,
+            scratch: RemoteAddr(scratch),
+            scratch_len,
+        };
+        let uffd = match snap {
+            true => snapshot::take_uffd(&mut r)?,
+            false => None,
+        };
+        Ok((pinside, tinside, uffd))
     });
     let _ = main.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
@@ -908,34 +935,8 @@ struct Sinks<'a> {
     seccomp: &'a mut task::seccomp::SeccompDump,
     /// The css set of each thread.
     cg: &'a CgDump,
-}
-
-/// Copying one process's pages into the page sink (its pagemap and pages
-/// images), done by the page worker thread.
-struct PageJob {
-    pid: i32,
-    nspid: i32,
-    vmas: std::sync::Arc<Vec<mem::Vma>>,
-    pages_id: u32,
-    /// The parent process and its VMAs, to find copy-on-write sharing.
-    parent: Option<(i32, std::sync::Arc<Vec<mem::Vma>>)>,
-}
-
-impl PageJob {
-    /// Copy the pages into `sink`, under the pid the images use (with
-    /// `cow_parent`, the parent's very pages as `COW_PARENT` runs).
-    fn run(&self, sink: &dyn mem::PageSink, cow_parent: bool) -> Result<mem::PageCounts, Error> {
-        let parent = (self.parent.as_ref().filter(|_| cow_parent))
-            .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas });
-        mem::dump_pages(
-            self.pid,
-            self.nspid as u64,
-            sink,
-            &self.vmas,
-            self.pages_id,
-            parent,
-        )
-    }
+    /// A snapshot (-R): pages copied while the tree runs.
+    snap: bool,
 }
 
 /// The kobj ids of a task: `id` for its mm, files, fs and sighand, and

@@ -48,13 +48,13 @@ fn zero_page_pfn() -> Option<u64> {
 
 /// A run of pages to copy out of the task.
 #[derive(Debug, Clone, Copy)]
-struct ReadRun {
-    addr: u64,
-    npages: u64,
+pub(super) struct ReadRun {
+    pub(super) addr: u64,
+    pub(super) npages: u64,
     /// Readable with process_vm_readv (else through /proc/PID/mem).
-    readable: bool,
+    pub(super) readable: bool,
     /// A run of its own, never joined with its neighbours (the vDSO).
-    alone: bool,
+    pub(super) alone: bool,
 }
 
 /// Append one page to a list of runs, extending the last run if it can.
@@ -142,15 +142,15 @@ pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option
 /// The outcome of scanning a process's pagemap: the runs to read, the runs
 /// shared with the parent, and the counts so far.
 #[derive(Default)]
-struct Scan {
-    runs: Vec<ReadRun>,
+pub(super) struct Scan {
+    pub(super) runs: Vec<ReadRun>,
     cow: Vec<(u64, u64)>,
-    counts: PageCounts,
+    pub(super) counts: PageCounts,
 }
 
 impl Scan {
     /// The pagemap entries: stored runs and copy-on-write runs, by address.
-    fn entries(&self) -> Vec<Run> {
+    pub(super) fn entries(&self) -> Vec<Run> {
         let mut entries: Vec<Run> = self
             .runs
             .iter()
@@ -262,7 +262,7 @@ fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(
 
 /// Scan the pagemap of every VMA whose pages are stored: only the parts
 /// that hold pages, in bounded chunks.
-fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, Error> {
+pub(super) fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
     let ppm = match parent {
@@ -335,7 +335,7 @@ pub fn dump_pages(
     let mut counts = s.counts;
     let mut out = sink.open(PageOwner::Task { id, pages_id })?;
     out.runs(&s.entries())?;
-    counts.written = read_task_pages(pid, &s.runs, &mut *out)?;
+    counts.written = read_task_pages(pid, &s.runs, &mut *out, None)?;
     out.finish()?;
     debug!(
         "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent",
@@ -346,6 +346,17 @@ pub fn dump_pages(
         counts.cow
     );
 
+    dump_objects(pid, sink, vmas, &mut counts)?;
+    Ok(counts)
+}
+
+/// Store the pages of every shared memory object the process maps.
+pub(super) fn dump_objects(
+    pid: i32,
+    sink: &dyn PageSink,
+    vmas: &[Vma],
+    counts: &mut PageCounts,
+) -> Result<(), Error> {
     let mut seen: Vec<u64> = Vec::new();
     for v in vmas.iter().filter(|v| v.is_shmem()) {
         if seen.contains(&v.map.inode) {
@@ -356,13 +367,29 @@ pub fn dump_pages(
         counts.shmem_scanned += scanned;
         counts.shmem_written += written;
     }
-    Ok(counts)
+    Ok(())
+}
+
+/// What a snapshot copy (`dump -R` while the tree runs) does around each
+/// read of the reader thread (see `mem/snapshot.rs`).
+pub(super) trait ReadHook: Sync {
+    /// Fill `dst` with the pages at `addr` if they were copied while the
+    /// tree was frozen; false: read them from the task.
+    fn held(&self, addr: u64, dst: &mut [u8]) -> bool;
+    /// `dst` was just read from the task at `addr`: put back the pages
+    /// saved before the task wrote them, then let the task write these.
+    fn after_read(&self, addr: u64, dst: &mut [u8]) -> Result<(), Error>;
 }
 
 /// Copy the runs of task memory into `out`, on two threads: a reader
 /// copies from the task into 1 MiB buffers, this thread hands each full
 /// buffer to the stream. Returns the number of pages copied.
-fn read_task_pages(pid: i32, runs: &[ReadRun], out: &mut dyn PageStream) -> Result<u64, Error> {
+pub(super) fn read_task_pages(
+    pid: i32,
+    runs: &[ReadRun],
+    out: &mut dyn PageStream,
+    hook: Option<&dyn ReadHook>,
+) -> Result<u64, Error> {
     use std::sync::mpsc::sync_channel;
     let mem_file =
         File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
@@ -397,7 +424,10 @@ fn read_task_pages(pid: i32, runs: &[ReadRun], out: &mut dyn PageStream) -> Resu
                 let len = (total - done).min(buf.len() - fill);
                 let addr = run.addr + done as u64;
                 let dst = &mut buf[fill..fill + len];
-                let got = if run.readable {
+                let held = hook.is_some_and(|h| h.held(addr, dst));
+                let got = if held {
+                    Ok(len)
+                } else if run.readable {
                     mem::read(pid, RemoteAddr(addr), dst)
                         .map_err(sys_err(pid, format!("process_vm_readv at {addr:#x}")))
                 } else {
@@ -407,7 +437,10 @@ fn read_task_pages(pid: i32, runs: &[ReadRun], out: &mut dyn PageStream) -> Resu
                         .read_at(dst, addr)
                         .map_err(sys_err(pid, format!("read /proc/PID/mem at {addr:#x}")))
                 };
-                let got = match got {
+                let got = match got.and_then(|n| match hook {
+                    Some(h) if !held && n == len => h.after_read(addr, dst).map(|()| n),
+                    _ => Ok(n),
+                }) {
                     Ok(n) if n == len => n,
                     Ok(n) => {
                         let _ = full_tx.send(Err(Error::Sys {

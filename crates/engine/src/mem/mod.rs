@@ -23,6 +23,7 @@ pub(crate) mod huge;
 mod pages;
 mod restore;
 mod shmem;
+pub mod snapshot;
 pub mod track;
 mod vma;
 

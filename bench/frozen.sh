@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Frozen time of `dump -R` (issue 15: a snapshot that barely pauses) for
+# 256 MiB, 1 GiB and 4 GiB of written memory: crust copying pages while
+# the tree runs (a userfaultfd write-protects them), crust copying while
+# frozen (CRUST_SNAPSHOT=0: what main does), and CRIU 4.2.
+#
+#   bench/frozen.sh [ROUNDS] [SIZES_MB...]   (default 3 rounds; 256 1024 4096)
+#
+# The process: target/release/bigmem --mb N (N MiB of pseudo-random
+# anonymous memory, plus 4 MiB touched every fourth page), idle during the
+# dump. What is printed is each tool's own "Frozen time" of its
+# `--display-stats` (stats-dump `frozen_time`: from the end of the freeze
+# until the tree is let go), the median and the minimum of ROUNDS dumps,
+# in ms; then crust's time until the copy ended ("total").
+#
+# CRIU is $CRIU_BIN, else /tmp/oracle/criu-shim (CRIU with a prlimit shim),
+# else what ../shared/criu/build.sh prints; without one only crust's
+# figures are printed. Needs root and
+# `cargo build --release -p crust -p crust-testprogs`, and free memory for
+# the largest size plus its images (images go to $BENCH_DIR, default a
+# directory under /tmp). Kills every process it starts, removes its files.
+set -euo pipefail
+
+if [[ -z ${BENCH_UNDER_REAPER:-} ]]; then
+    export BENCH_UNDER_REAPER=1
+    exec python3 "$(dirname "$0")/../tests/e2e/reaper" bash "$0" "$@"
+fi
+
+ROUNDS=${1:-3}
+shift || true
+SIZES=("$@")
+[[ ${#SIZES[@]} -gt 0 ]] || SIZES=(256 1024 4096)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CRUST=${CRUST_BIN:-$ROOT/target/release/crust}
+BIGMEM=$ROOT/target/release/bigmem
+for b in "$CRUST" "$BIGMEM"; do
+    [[ -x $b ]] || { echo "missing $b: cargo build --release -p crust -p crust-testprogs" >&2; exit 1; }
+done
+CRIU=${CRIU_BIN:-}
+if [[ -z $CRIU && -x /tmp/oracle/criu-shim ]]; then
+    CRIU=/tmp/oracle/criu-shim
+elif [[ -z $CRIU && -x $ROOT/../shared/criu/build.sh ]]; then
+    CRIU=$("$ROOT/../shared/criu/build.sh" 2>/dev/null | tail -n 1) || CRIU=
+fi
+
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/crust-bench-frozen.XXXXXX")
+chmod 0755 "$WORK"
+PID=
+cleanup() {
+    [[ -n $PID ]] && kill -KILL "$PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The frozen time in ms from a dump's display-stats output.
+frozen_ms() { sed -n 's/^Frozen time: \([0-9]*\) us.*/\1/p' "$1" | awk '{printf "%.1f", $1 / 1000}'; }
+
+# median and minimum of the arguments
+stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%8.1f %8.1f", v[int((NR+1)/2)], v[1]}'; }
+
+# one dump -R of $PID by TOOL (crust|frozen|criu): prints "frozen_ms total_ms"
+one() {
+    local tool=$1 img=$WORK/img t0 t1 out=$WORK/out
+    rm -rf "$img"
+    mkdir -p "$img"
+    t0=$(date +%s%N)
+    case $tool in
+        crust) "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
+        frozen) CRUST_SNAPSHOT=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
+        criu) "$CRIU" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
+    esac || { echo "$tool dump failed: $(tail -3 "$out")" >&2; return 1; }
+    t1=$(date +%s%N)
+    echo "$(frozen_ms "$out") $(((t1 - t0) / 1000000))"
+}
+
+TOOLS=(crust frozen)
+[[ -n $CRIU ]] && TOOLS+=(criu)
+printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
+for mb in "${SIZES[@]}"; do
+    rm -f "$WORK/ready"
+    setsid "$BIGMEM" --mb "$mb" --ready "$WORK/ready" --result "$WORK/result" </dev/null >/dev/null 2>&1 &
+    PID=$!
+    for _ in $(seq 600); do [[ -e $WORK/ready ]] && break; sleep 0.1; done
+    [[ -e $WORK/ready ]] || { echo "bigmem --mb $mb did not get ready" >&2; exit 1; }
+    for tool in "${TOOLS[@]}"; do
+        fz=() tot=()
+        for _ in $(seq "$ROUNDS"); do
+            read -r f t < <(one "$tool") || exit 1
+            fz+=("$f") tot+=("$t")
+        done
+        printf '%-8s %-8s %s %8s\n' "${mb}M" "$tool" "$(stats "${fz[@]}")" "$(stats "${tot[@]}" | awk '{print $1}')"
+    done
+    kill -TERM "$PID"
+    for _ in $(seq 100); do [[ -e $WORK/result ]] && break; sleep 0.1; done
+    echo "bigmem --mb $mb after the dumps: $(cat "$WORK/result" 2>/dev/null || echo 'no result')"
+    kill -KILL "$PID" 2>/dev/null || true
+    PID=
+done

@@ -1,0 +1,74 @@
+//! The dump's page worker: a second thread that copies each process's
+//! pages (its pagemap and pages images) while the tracer goes on with the
+//! next process; with -R it only does the frozen part of a snapshot.
+
+use super::snapshot;
+use crate::util::us_since;
+use crate::{mem, Error, Options};
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+/// Copying one process's pages into the page sink (its pagemap and pages
+/// images), done by the page worker thread.
+pub(super) struct PageJob {
+    pub(super) pid: i32,
+    pub(super) nspid: i32,
+    pub(super) vmas: std::sync::Arc<Vec<mem::Vma>>,
+    pub(super) pages_id: u32,
+    /// The parent process and its VMAs, to find copy-on-write sharing.
+    pub(super) parent: Option<(i32, std::sync::Arc<Vec<mem::Vma>>)>,
+    /// -R: the process's userfaultfd, to copy its pages while it runs.
+    pub(super) uffd: Option<crust_sys::uffd::Uffd>,
+}
+
+/// What the page worker did: the page counts, its time, and the
+/// processes whose pages are still to copy (-R).
+pub(super) type Worked = (mem::PageCounts, u64, Vec<mem::snapshot::Prepared>);
+
+/// The page worker: runs the jobs of `queue` into the images of `dir`.
+pub(super) fn worker(
+    dir: &Path,
+    opts: &Options,
+    queue: Receiver<PageJob>,
+) -> Result<Worked, Error> {
+    let mut total = mem::PageCounts::default();
+    let t = Instant::now();
+    let sink = mem::LocalImages::new(dir);
+    let mut deferred = Vec::new();
+    for job in queue {
+        let n = job.run(&sink, opts.cow_parent, &mut deferred)?;
+        total.scanned += n.scanned;
+        total.written += n.written;
+    }
+    Ok((total, us_since(t), deferred))
+}
+
+impl PageJob {
+    /// Copy the pages into `sink`, under the pid the images use (with
+    /// `cow_parent`, the parent's very pages as `COW_PARENT` runs).
+    fn run(
+        self,
+        sink: &dyn mem::PageSink,
+        cow_parent: bool,
+        deferred: &mut Vec<mem::snapshot::Prepared>,
+    ) -> Result<mem::PageCounts, Error> {
+        let parent = || {
+            (self.parent.as_ref().filter(|_| cow_parent))
+                .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas })
+        };
+        if let Some(u) = self.uffd {
+            let job = (self.pid, self.nspid as u64, &self.vmas[..], self.pages_id);
+            return snapshot::prepare_or_copy(job, sink, parent, u, deferred);
+        }
+        let parent = parent();
+        mem::dump_pages(
+            self.pid,
+            self.nspid as u64,
+            sink,
+            &self.vmas,
+            self.pages_id,
+            parent,
+        )
+    }
+}
