@@ -1101,6 +1101,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/freezecg.sh"
 # shellcheck source=tests/e2e/track.sh
 . "$ROOT/tests/e2e/track.sh"
+# shellcheck source=tests/e2e/lazy.sh
+. "$ROOT/tests/e2e/lazy.sh"
 # shellcheck source=tests/e2e/cgprops.sh
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh
