@@ -1107,6 +1107,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/track.sh"
 # shellcheck source=tests/e2e/migbench.sh
 . "$ROOT/tests/e2e/migbench.sh"
+# shellcheck source=tests/e2e/lazy.sh
+. "$ROOT/tests/e2e/lazy.sh"
 # shellcheck source=tests/e2e/cgprops.sh
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh

@@ -132,7 +132,7 @@ static SPECS: &[Spec] = &[
     spec("timeout", None, Required, Used),
     spec("external", None, Required, Used),
     spec("empty-ns", None, Required, Used),
-    spec("lazy-pages", None, No, Unsupported),
+    spec("lazy-pages", None, No, Used),
     flag("extra", None, Used),
     flag("experimental", None, Used),
     spec("all", None, No, Used),
@@ -828,8 +828,8 @@ Commands:
   page-server    launch a page server (not supported yet)
   service        launch the RPC service (CRIU's protocol; --address, --daemon)
   swrk           serve CRIU's RPC on the socket FD (runc, go-criu, pycriu)
-  lazy-pages     launch the lazy-pages daemon (not supported yet)
   dedup          punch out of the parent image sets the pages DIR supersedes
+  lazy-pages     launch the lazy-pages daemon
   cpuinfo        dump/check CPU features (not supported yet)
   demo           show a dump and a restore of a small counting program
   image          image tools (decode)

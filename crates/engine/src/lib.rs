@@ -44,6 +44,7 @@ mod cgroup;
 mod dump;
 mod error;
 mod files;
+mod lazy;
 mod mem;
 mod net;
 mod ns;
@@ -53,6 +54,7 @@ mod restore;
 mod task;
 mod util;
 
+pub use lazy::daemon::DaemonStats as LazyPagesStats;
 pub use net::netlock;
 pub use task::xsave;
 
@@ -75,6 +77,14 @@ pub fn dump(opts: &Options) -> Result<DumpStats, DumpError> {
         pid: opts.pid,
         source: Box::new(source),
     })
+}
+
+/// The lazy-pages daemon (`crust lazy-pages`): serve the pages of a tree
+/// that `restore --lazy-pages` restores from `opts.images_dir`, listening
+/// on `lazy-pages.socket` in `opts.work_dir()`; `ready` is called once it
+/// listens. Returns when every page is in or every process is gone.
+pub fn lazy_pages(opts: &Options, ready: &mut dyn FnMut()) -> Result<LazyPagesStats, Error> {
+    lazy::daemon::serve(opts, ready)
 }
 
 /// Restore the tree whose images are in `opts.images_dir`.

@@ -31,6 +31,7 @@ pub mod testing;
 pub mod tty;
 pub mod tun;
 pub mod uffd;
+pub mod uffd_missing;
 pub mod unix;
 pub mod userns;
 

@@ -63,6 +63,16 @@ pub(super) fn restore_loaded(
         created.kill_all();
         return Err(e);
     }
+    // `--lazy-pages`: the lazy memory registered and the userfaultfds
+    // handed to the daemon, every task still stopped.
+    if opts.lazy_pages {
+        if let Err(e) = crate::lazy::hand_over(&created.lazy, &opts.work_dir()) {
+            created.kill_all();
+            return Err(e);
+        }
+    }
+    // The daemon and its guard hold them now.
+    created.lazy.clear();
     // Past every check: what the kinds made on the file system (bound
     // socket files) stays; before this, dropping it removes it.
     created.shared.keep();

@@ -54,14 +54,15 @@ pub(super) fn grow(
                 .entry(*ino)
                 .or_insert_with(|| mem::MadeObject(file.clone()));
         }
-        let (n, filling) = build_memory(
+        let (n, filling, lazy) = build_memory(
             created.main_of(i, p.pid())?,
             img,
             (live, &via_crust, &objects),
             parent_mm,
             tramp,
-            filler,
+            (filler, opts.lazy_pages),
         )?;
+        created.lazy.extend(lazy);
         *pages += n;
         pending = Some(filling);
         // Its shared memory objects, for the processes built after it.
@@ -354,8 +355,15 @@ pub(super) fn build_memory(
     (live, via_crust, objects): (&LiveImage, &Paths, &Objects),
     parent: Option<&MmEntry>,
     tramp: u64,
-    filler: &mem::Filler,
-) -> Result<(u64, std::sync::Arc<mem::Pending>), Error> {
+    (filler, lazy): (&mem::Filler, bool),
+) -> Result<
+    (
+        u64,
+        std::sync::Arc<mem::Pending>,
+        Option<crate::lazy::LazyTask>,
+    ),
+    Error,
+> {
     let dir: &Path = &img.dir;
     let proc = ProcRoot::default();
     let main = task;
@@ -396,7 +404,31 @@ pub(super) fn build_memory(
 
     // 3. Memory: pages from the local images, filled on the filler's
     // threads.
-    let source = mem::LocalImages::with_filler(dir, filler);
+    let local = mem::LocalImages::with_filler(dir, filler);
+    let mut lazy_task = None;
+    let lazy_source;
+    let source: &dyn mem::PageSource = if lazy {
+        // `--lazy-pages`: private anonymous memory is left empty for the
+        // lazy-pages daemon, but for VMAs kept from the parent and the
+        // pages the kernel writes during the restore (rseq areas).
+        let mut eager: Vec<std::ops::Range<u64>> = inherited.iter().map(|&(s, e)| s..e).collect();
+        eager.extend(crate::lazy::rseq_pages(live.threads.iter().filter_map(
+            |t| {
+                let rs = t.core.thread_core.as_ref()?.rseq_entry.as_ref()?;
+                Some((rs.rseq_abi_pointer, u64::from(rs.rseq_abi_size)))
+            },
+        )));
+        let ranges = crate::lazy::lazy_ranges(&live.mm, &eager);
+        lazy_source = crate::lazy::LazySource::new(&local, ranges.clone());
+        lazy_task = Some(crate::lazy::open_in_task(
+            &mut r,
+            live.threads.first().map_or(host, |t| t.tid),
+            ranges,
+        )?);
+        &lazy_source
+    } else {
+        &local
+    };
     let files = &live.files;
     let pages = mem::restore_vmas(
         &mut r,
@@ -412,7 +444,7 @@ pub(super) fn build_memory(
             attach_sysv: &crate::ns::sysvipc::attach,
             crust_paths: &|id| via_crust.get(&id).cloned(),
         },
-        &source,
+        source,
     )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)
@@ -424,7 +456,7 @@ pub(super) fn build_memory(
             ),
         })?;
     mem::set_mm_map(&mut r, &live.mm, &exe)?;
-    Ok(pages)
+    Ok((pages.0, pages.1, lazy_task))
 }
 
 /// The ranges of the task (a copy of its parent at clone time) to keep:

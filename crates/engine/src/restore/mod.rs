@@ -150,6 +150,9 @@ struct Created {
     /// number: crust's description of each (opened through
     /// /proc/HOST/map_files/START-END), given to a later process.
     objects: HashMap<u64, std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// `--lazy-pages`: each process's userfaultfd and lazy memory, handed
+    /// to the lazy-pages daemon before the tree runs.
+    lazy: Vec<crate::lazy::LazyTask>,
 }
 
 impl Created {

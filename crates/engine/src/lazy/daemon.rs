@@ -1,0 +1,439 @@
+//! The lazy-pages daemon (`crust lazy-pages`): takes the userfaultfds of a
+//! lazily restored tree from the restore, puts each page in when a thread
+//! touches it (`UFFDIO_COPY` from the images, a zero page where nothing was
+//! stored), copies the rest in the background, and follows the processes'
+//! forks, `mremap`s, `MADV_DONTNEED`s, `munmap`s and exits. It ends once
+//! every page is in or every process is gone.
+//!
+//! A guard process ([`super::guard`]) holds a copy of every userfaultfd:
+//! if the daemon dies before the end, the tree is killed rather than left
+//! to run with empty pages (a userfaultfd whose last holder closes it
+//! lets waiting threads on, with zero pages).
+
+use super::guard::Guard;
+use super::iovs::Iovs;
+use super::{can_be_lazy, RESTORE_FINISHED, SOCKET_NAME};
+use crate::util::{read_one, sys_err};
+use crate::{mem, Error, Options};
+use crust_images::image::ImageType;
+use crust_images::proto::mm::MmEntry;
+use crust_sys::uffd::Uffd;
+use crust_sys::uffd_missing::{poll, Event, Filled};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+const PAGE: u64 = 4096;
+/// Bytes put in at a fault: the page touched and those after it in the
+/// same piece (most accesses go on forward).
+const FAULT_CHUNK: u64 = 64 << 10;
+/// Bytes of one background copy: a fault waits at most for one.
+const PREFETCH_CHUNK: u64 = 1 << 20;
+
+/// What the daemon did.
+#[derive(Debug, Default, Clone)]
+pub struct DaemonStats {
+    /// Processes handled (restored ones and their forked children).
+    pub tasks: usize,
+    pub faults: u64,
+    pub pages_on_fault: u64,
+    pub pages_prefetched: u64,
+    pub zero_pages: u64,
+    /// Microseconds from the end of the restore's hand-over to the first
+    /// fault, and to the last page in.
+    pub first_fault_us: Option<u64>,
+    pub all_in_us: Option<u64>,
+}
+
+/// One process served.
+struct Served {
+    /// Its pid in the images (-1: a child forked since the restore).
+    pid: i32,
+    uffd: Uffd,
+    iovs: Iovs,
+    pages: Arc<File>,
+    /// Faults read but not served yet (an event was pending: EAGAIN).
+    waiting: Vec<u64>,
+    gone: bool,
+}
+
+/// Run the daemon for the images in `opts.images_dir`, listening in
+/// `opts.work_dir()`. `ready` is called once the socket listens.
+pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Error> {
+    let me = crust_sys::process::getpid();
+    let path = opts.work_dir().join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(sys_err(me, format!("listening on {}", path.display())))?;
+    let mut guard = Guard::start()?;
+    ready();
+    log::info!("lazy-pages: waiting for the restore on {}", path.display());
+    let (conn, _) = listener
+        .accept()
+        .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
+    let _ = std::fs::remove_file(&path);
+    let result = run(opts, conn.into(), &mut guard);
+    match &result {
+        Ok(_) => guard.done(),
+        // The tree cannot be complete: the guard kills it.
+        Err(_) => guard.kill_tree(),
+    }
+    result
+}
+
+fn run(opts: &Options, conn: OwnedFd, guard: &mut Guard) -> Result<DaemonStats, Error> {
+    let me = crust_sys::process::getpid();
+    let mut tasks: Vec<Served> = Vec::new();
+    let mut stats = DaemonStats::default();
+    let mut conn = Some(conn);
+    let mut t0: Option<Instant> = None;
+    // CRUST_LAZY_PREFETCH=0 (tests): no background copy but one page per
+    // idle second, so pages come in at faults and exits are still seen.
+    let background = std::env::var("CRUST_LAZY_PREFETCH").map_or(true, |v| v != "0");
+    loop {
+        if conn.is_none() && tasks.iter().all(|t| t.done()) {
+            break;
+        }
+        let left = conn.is_none() && tasks.iter().any(|t| !t.gone && !t.iovs.is_empty());
+        let prefetch = left && background;
+        let mut fds: Vec<(std::os::fd::BorrowedFd<'_>, i16)> = tasks
+            .iter()
+            .map(|t| (t.uffd.as_fd(), libc::POLLIN))
+            .collect();
+        if let Some(c) = &conn {
+            fds.push((c.as_fd(), libc::POLLIN));
+        }
+        let rev = poll(&fds, if prefetch { 0 } else { 1000 })
+            .map_err(sys_err(me, "poll of the userfaultfds"))?;
+        drop(fds);
+        if let Some(c) = conn.as_ref() {
+            if rev.last().is_some_and(|&r| r != 0) {
+                match receive(opts, c, guard)? {
+                    Received::Task(t) => {
+                        stats.tasks += 1;
+                        tasks.push(t);
+                    }
+                    Received::Finished => {
+                        log::info!("lazy-pages: the restore is finished");
+                        if let Some(c) = conn.take() {
+                            guard.tree(&tree_of(&c));
+                            // Closing tells the restore it may let the
+                            // tree run: the guard knows it.
+                        }
+                        t0 = Some(Instant::now());
+                    }
+                    Received::Nothing => {}
+                }
+            }
+        }
+        let mut busy = false;
+        let mut born = Vec::new();
+        for (t, r) in tasks.iter_mut().zip(rev.iter()) {
+            if *r != 0 || !t.waiting.is_empty() {
+                busy |= t.events(&mut stats, &mut born, t0)?;
+            }
+        }
+        for child in born {
+            guard.hold(&child.uffd, None);
+            stats.tasks += 1;
+            tasks.push(child);
+        }
+        if !busy && prefetch {
+            if let Some(t) = tasks.iter_mut().find(|t| !t.gone && !t.iovs.is_empty()) {
+                stats.pages_prefetched += t.prefetch(PREFETCH_CHUNK)?;
+            }
+        } else if left && !background && rev.iter().all(|&r| r == 0) {
+            for t in tasks.iter_mut().filter(|t| !t.gone && !t.iovs.is_empty()) {
+                stats.pages_prefetched += t.prefetch(PAGE)?;
+            }
+        }
+    }
+    stats.all_in_us = t0.map(|t| t.elapsed().as_micros() as u64);
+    log::info!(
+        "lazy-pages: done: {} processes, {} faults ({} pages), {} pages in the background, {} zero pages",
+        stats.tasks,
+        stats.faults,
+        stats.pages_on_fault,
+        stats.pages_prefetched,
+        stats.zero_pages
+    );
+    Ok(stats)
+}
+
+/// The host pids of the tree the restore at the other end of `conn` made
+/// (its descendants; every task is still stopped under it).
+fn tree_of(conn: &OwnedFd) -> Vec<i32> {
+    let Ok((restore, _, _)) = crust_sys::unix::peer_cred(conn.as_fd()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut todo = super::guard::children(restore);
+    while let Some(p) = todo.pop() {
+        if p > 0 && !out.contains(&p) {
+            out.push(p);
+            todo.extend(super::guard::children(p));
+        }
+    }
+    out
+}
+
+enum Received {
+    Task(Served),
+    Finished,
+    Nothing,
+}
+
+/// Read one message of the restore: a pid and its userfaultfd, or the end.
+fn receive(opts: &Options, conn: &OwnedFd, guard: &mut Guard) -> Result<Received, Error> {
+    let me = crust_sys::process::getpid();
+    let mut word = [0u8; 4];
+    let got = crust_sys::unix::recvmsg(conn.as_fd(), &mut word, libc::MSG_WAITALL)
+        .map_err(sys_err(me, "reading from the restore"))?;
+    if got.len == 0 {
+        return Err(Error::Restore {
+            pid: me,
+            what: "the restore closed the lazy-pages socket before it finished (it failed: \
+                   see its log)"
+                .into(),
+        });
+    }
+    if got.len != 4 {
+        return Err(Error::Restore {
+            pid: me,
+            what: format!("a short message ({} bytes) from the restore", got.len),
+        });
+    }
+    let v = u32::from_ne_bytes(word);
+    if v == RESTORE_FINISHED {
+        return Ok(Received::Finished);
+    }
+    let pid = v as i32;
+    if pid <= 0 {
+        // A zombie (CRIU sends its pid negated): nothing to serve.
+        return Ok(Received::Nothing);
+    }
+    let mut one = [0u8; 1];
+    let mut m = crust_sys::unix::recvmsg(conn.as_fd(), &mut one, 0)
+        .map_err(sys_err(me, format!("receiving the userfaultfd of {pid}")))?;
+    let fd = m.rights.pop().ok_or_else(|| Error::Restore {
+        pid,
+        what: "the restore sent no userfaultfd with the pid".into(),
+    })?;
+    let uffd = Uffd::from_fd(fd);
+    guard.hold(&uffd, Some(pid));
+    let (iovs, pages) = load_iovs(&opts.images_dir, pid)?;
+    log::info!(
+        "lazy-pages: process {pid}: {} KiB to serve",
+        iovs.bytes() >> 10
+    );
+    Ok(Received::Task(Served {
+        pid,
+        uffd,
+        iovs,
+        pages: Arc::new(pages),
+        waiting: Vec::new(),
+        gone: false,
+    }))
+}
+
+/// The lazy pieces of process `pid` of the images in `dir`: its stored
+/// pages in VMAs that may be lazy, cut at VMA ends (a copy stays inside
+/// one VMA), and its pages file.
+pub fn load_iovs(dir: &std::path::Path, pid: i32) -> Result<(Iovs, File), Error> {
+    let mut mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
+    mem::split_guards(dir, &mut mm)?;
+    mem::validate_vmas(dir, &mm)?;
+    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
+    let path = dir.join(ImageType::Pages.file_name(u64::from(pages_id)));
+    let file = File::open(&path).map_err(sys_err(
+        crust_sys::process::getpid(),
+        format!("opening {}", path.display()),
+    ))?;
+    let mut vmas: Vec<(u64, u64)> = mm
+        .vmas
+        .iter()
+        .filter(|v| can_be_lazy(v))
+        .map(|v| (v.start, v.end))
+        .collect();
+    vmas.sort_unstable();
+    let mut iovs = Iovs::default();
+    for r in runs.iter().filter(|r| !r.cow) {
+        let end = r.vaddr.saturating_add(r.npages * PAGE);
+        let first = vmas.partition_point(|&(_, e)| e <= r.vaddr);
+        for &(s, e) in vmas.iter().skip(first) {
+            if s >= end {
+                break;
+            }
+            let (a, b) = (s.max(r.vaddr), e.min(end));
+            iovs.add(a, b, r.file_off + (a - r.vaddr));
+        }
+    }
+    Ok((iovs, file))
+}
+
+impl Served {
+    fn done(&self) -> bool {
+        self.gone || (self.iovs.is_empty() && self.waiting.is_empty())
+    }
+
+    fn name(&self) -> String {
+        if self.pid > 0 {
+            format!("process {}", self.pid)
+        } else {
+            "a forked child".into()
+        }
+    }
+
+    /// Read and handle every message there is, and retry waiting faults.
+    /// Children forked meanwhile go to `born`. Whether anything happened.
+    fn events(
+        &mut self,
+        stats: &mut DaemonStats,
+        born: &mut Vec<Served>,
+        t0: Option<Instant>,
+    ) -> Result<bool, Error> {
+        let me = crust_sys::process::getpid();
+        let mut any = false;
+        loop {
+            let ev = self.uffd.read_event().map_err(sys_err(
+                me,
+                format!("reading the userfaultfd of {}", self.name()),
+            ))?;
+            let Some(ev) = ev else { break };
+            any = true;
+            match ev {
+                Event::PageFault { addr, .. } => {
+                    stats.faults += 1;
+                    if stats.first_fault_us.is_none() {
+                        stats.first_fault_us = t0.map(|t| t.elapsed().as_micros() as u64);
+                    }
+                    self.waiting.push(addr);
+                }
+                Event::Fork(uffd) => born.push(Served {
+                    pid: -1,
+                    uffd,
+                    iovs: self.iovs.clone(),
+                    pages: self.pages.clone(),
+                    waiting: Vec::new(),
+                    gone: false,
+                }),
+                Event::Remap { from, to, len } => self.iovs.remap(from, to, len),
+                Event::Remove { start, end } | Event::Unmap { start, end } => {
+                    self.iovs.remove(start, end)
+                }
+                Event::Other(e) => log::warn!("lazy-pages: unknown userfaultfd event {e:#x}"),
+            }
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for (k, addr) in waiting.iter().enumerate() {
+            if self.gone {
+                break;
+            }
+            if !self.fault(*addr, stats)? {
+                // An event came first: keep the rest for the next round.
+                self.waiting.extend(waiting.iter().skip(k).copied());
+                break;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Put the page at `addr` (and those after it in its piece) in.
+    /// False when an event is pending first (EAGAIN).
+    fn fault(&mut self, addr: u64, stats: &mut DaemonStats) -> Result<bool, Error> {
+        match self.iovs.find(addr) {
+            Some((_, e, _)) => {
+                let len = (e - addr).min(FAULT_CHUNK);
+                let (n, again) = self.copy(addr, len)?;
+                stats.pages_on_fault += n / PAGE;
+                Ok(!again || n > 0)
+            }
+            None => match self.uffd.zeropage(addr, PAGE) {
+                Filled::Gone => {
+                    self.exited();
+                    Ok(true)
+                }
+                Filled::Done { stopped: None, .. } => {
+                    stats.zero_pages += 1;
+                    Ok(true)
+                }
+                Filled::Done {
+                    stopped: Some(libc::EAGAIN),
+                    ..
+                } => Ok(false),
+                Filled::Done { .. } => {
+                    // There already (put in meanwhile): wake the thread.
+                    let _ = self.uffd.wake(addr, PAGE);
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    /// One background copy (up to `chunk` bytes) of the first piece left;
+    /// pages put in.
+    fn prefetch(&mut self, chunk: u64) -> Result<u64, Error> {
+        let Some((s, e, _)) = self.iovs.first() else {
+            return Ok(0);
+        };
+        let (n, _) = self.copy(s, (e - s).min(chunk))?;
+        Ok(n / PAGE)
+    }
+
+    /// Copy up to `len` bytes of the piece holding `addr` from the pages
+    /// file. Returns the bytes put in and whether an event stopped it.
+    /// Pages that are there already, or outside the registered memory
+    /// (VMAs the restore filled), are dropped from the pieces.
+    fn copy(&mut self, addr: u64, len: u64) -> Result<(u64, bool), Error> {
+        let Some((s, e, off)) = self.iovs.find(addr) else {
+            return Ok((0, false));
+        };
+        let len = len.min(e - addr);
+        let mut buf = vec![0u8; len as usize];
+        self.pages
+            .read_exact_at(&mut buf, off + (addr - s))
+            .map_err(sys_err(
+                crust_sys::process::getpid(),
+                format!("reading the pages of {} at {addr:#x}", self.name()),
+            ))?;
+        match self.uffd.copy(addr, &buf) {
+            Filled::Gone => {
+                self.exited();
+                Ok((0, false))
+            }
+            Filled::Done { n, stopped } => {
+                let n = n - n % PAGE;
+                self.iovs.remove(addr, addr + n);
+                match stopped {
+                    None => Ok((n, false)),
+                    Some(libc::EAGAIN) => Ok((n, true)),
+                    Some(libc::EEXIST) | Some(libc::ENOENT) => {
+                        self.iovs.remove(addr + n, addr + n + PAGE);
+                        if n == 0 {
+                            let _ = self.uffd.wake(addr, PAGE);
+                        }
+                        Ok((n, false))
+                    }
+                    Some(err) => Err(sys_err(
+                        crust_sys::process::getpid(),
+                        format!(
+                            "UFFDIO_COPY of {len} bytes at {addr:#x} into {}",
+                            self.name()
+                        ),
+                    )(std::io::Error::from_raw_os_error(
+                        err,
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self) {
+        log::info!("lazy-pages: {} exited", self.name());
+        self.gone = true;
+        self.iovs = Iovs::default();
+        self.waiting.clear();
+    }
+}
