@@ -20,7 +20,10 @@ Also: a panic injected in crust while a task runs remote syscalls
 (CRUST_FAULT=panic-remote) must leave the target the same way; and a
 `restore -d` killed (SIGKILL, SIGTERM; its pid or group) at delays over a
 whole restore leaves either the whole target, running and passing the same
-checks, or no process with its pid.
+checks, or no process with its pid. And the copy phase of a `dump -R`
+snapshot (pages copied while the target runs, write-protected through
+crust's userfaultfd): crust's dump worker SIGKILLed at delays after the
+tree was let go leaves the target running, unharmed.
 
 Bounded run (CI, .ci/run, about a minute):
     python3 tests/safety/killsweep.py --steps 6
@@ -407,9 +410,56 @@ def restore_sweep(work, steps):
     return failed
 
 
+def copy_sweep(work, steps):
+    """dump -R copies pages while the target runs (issue 15): SIGKILL
+    crust's dump worker itself at delays after "left running" (the copy
+    phase, the target's pages write-protected through crust's
+    userfaultfd): the target runs on unharmed. Returns (passed, failed)."""
+    passed = failed = 0
+    target = None
+    for i in range(steps):
+        if target is None:
+            target = Target(work)
+        img = os.path.join(work, "img")
+        shutil.rmtree(img, ignore_errors=True)
+        log = os.path.join(img, "dump.log")
+        p = run_dump(img, ["-t", str(target.pid), "-R"])
+        wait_until(lambda: "left running" in (read(log) or ""), 20)
+        time.sleep(0.002 * i)
+        txt = read(log) or ""
+        worker = [ln.split("dump worker ")[1].split()[0] for ln in txt.splitlines()
+                  if "dump worker " in ln]
+        in_copy = "left running" in txt and "copied while the tree ran" not in txt
+        for w in worker[:1]:
+            try:
+                os.kill(int(w), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        p.wait(timeout=60)
+        settle()
+        why = None if target.alive() else "the target died"
+        why = why or target.check_running()
+        if why:
+            failed += 1
+            print("FAIL SIGKILL to the worker in the copy of dump -R (%s, step %d): %s"
+                  % ("during the copy" if in_copy else "after it", i, why))
+            target.kill()
+            target = None
+        else:
+            passed += 1
+    if target is not None:
+        why = target.finish()
+        if why:
+            failed += 1
+            print("FAIL SIGKILL in the copy of dump -R: the target's own check: %s" % why)
+    return passed, failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=6, help="delays per combination")
+    ap.add_argument("--copy-only", action="store_true",
+                    help="only the copy phase of dump -R (copy_sweep)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("killsweep: needs root")
@@ -423,6 +473,9 @@ def main():
     passed = failed = 0
     target = None
     try:
+        if args.copy_only:
+            passed, failed = copy_sweep(work, args.steps)
+            raise StopIteration
         span = calibrate(work)
         print("killsweep: a dump -R of the target takes %.0f ms; %d delays per case"
               % (span * 1000, args.steps))
@@ -459,6 +512,10 @@ def main():
         p, f = freezer_sweep(work, span, args.steps)
         passed += p
         failed += f
+        # The copy phase of a dump -R snapshot (issue 15).
+        p, f = copy_sweep(work, args.steps)
+        passed += p
+        failed += f
         # A restore killed at any moment leaves either the whole tree,
         # working, or nothing.
         f = restore_sweep(work, args.steps)
@@ -490,6 +547,8 @@ def main():
             else:
                 passed += 1
             target = None
+    except StopIteration:
+        pass
     except RuntimeError as e:
         failed += 1
         print("FAIL set-up: %s" % e)
