@@ -20,7 +20,10 @@ Also: a panic injected in crust while a task runs remote syscalls
 (CRUST_FAULT=panic-remote) must leave the target the same way; and a
 `restore -d` killed (SIGKILL, SIGTERM; its pid or group) at delays over a
 whole restore leaves either the whole target, running and passing the same
-checks, or no process with its pid.
+checks, or no process with its pid. And the copy phase of a `dump -R`
+snapshot (pages copied while the target runs, write-protected through
+crust's userfaultfd): crust's dump worker SIGKILLed at delays after the
+tree was let go leaves the target running, unharmed.
 
 The cases are rows of the table CASES (a DumpSweep with its surroundings,
 a RestoreSweep, a PanicCase, or a class of the same shape); a case whose
@@ -718,6 +721,52 @@ class LazySweep:
 # its command's arguments and surroundings (a context class), or a class
 # of its own with run(work, span, steps, tally) and `requires` (a function
 # saying why the case cannot run here, or None).
+class CopySweep:
+    """dump -R copies pages while the target runs (issue 15): SIGKILL
+    crust's dump worker itself at delays after "left running" (the copy
+    phase, the target's pages write-protected through crust's
+    userfaultfd): the target runs on unharmed."""
+
+    def __init__(self, name, requires=None):
+        self.name, self.requires = name, requires
+
+    def run(self, work, span, steps, tally):
+        target = None
+        for i in range(steps):
+            if target is None:
+                target = Target(work)
+            img = os.path.join(work, "img")
+            shutil.rmtree(img, ignore_errors=True)
+            log = os.path.join(img, "dump.log")
+            p = run_dump(img, ["-t", str(target.pid), "-R"])
+            wait_until(lambda: "left running" in (read(log) or ""), 20)
+            time.sleep(0.002 * i)
+            txt = read(log) or ""
+            worker = [ln.split("dump worker ")[1].split()[0] for ln in txt.splitlines()
+                      if "dump worker " in ln]
+            in_copy = "left running" in txt and "copied while the tree ran" not in txt
+            for w in worker[:1]:
+                try:
+                    os.kill(int(w), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+            p.wait(timeout=60)
+            settle()
+            why = None if target.alive() else "the target died"
+            why = why or target.check_running()
+            if why:
+                tally.bad("SIGKILL to the worker in the copy of dump -R (%s, step %d): %s"
+                          % ("during the copy" if in_copy else "after it", i, why))
+                target.kill()
+                target = None
+            else:
+                tally.ok()
+        if target is not None:
+            why = target.finish()
+            if why:
+                tally.bad("SIGKILL in the copy of dump -R: the target's own check: %s" % why)
+
+
 CASES = [
     DumpSweep("", (signal.SIGKILL, signal.SIGINT, signal.SIGTERM), keep_failures=True),
     # --freeze-cgroup (issue 14).
@@ -735,8 +784,10 @@ CASES = [
     DumpSweep("pre-dump --track-mem ", (signal.SIGKILL, signal.SIGTERM), leave=(False,), groups=(False,),
               command="pre-dump", requires=lambda: crust_can("mem_dirty_track"),
               context=TrackMem),
-    # The -R copy phase (a snapshot's pages copied while the tree runs) is
-    # within the delays of the first case: they span a whole dump -R.
+    # The -R copy phase (a snapshot's pages copied while the tree runs):
+    # the first case's delays span a whole dump -R; this one kills the
+    # worker itself once the tree was let go.
+    CopySweep("dump -R copy phase"),
     LazySweep("lazy-pages daemon", (signal.SIGKILL, signal.SIGTERM),
               requires=lambda: crust_can("lazy_pages")),
 ]

@@ -27,7 +27,7 @@ pub(super) fn take_uffd(r: &mut Remote<'_>) -> Result<Option<Uffd>, Error> {
         Ok(u) => Ok(Some(u)),
         Err(e @ Error::Compel { .. }) => Err(e),
         Err(e) => {
-            info!(
+            warn!(
                 "{}: no userfaultfd for a snapshot ({e}): its pages are copied while the tree is frozen",
                 r.pid()
             );
@@ -47,7 +47,7 @@ pub(super) fn prepare_or_copy<'a>(
 ) -> Result<PageCounts, Error> {
     let (pid, id, vmas, pages_id) = job;
     match snapshot::prepare(pid, id, sink, vmas, pages_id, parent(), uffd) {
-        Ok(p) => {
+        Ok(Some(p)) => {
             let counts = PageCounts {
                 written: 0,
                 ..p.counts()
@@ -55,8 +55,9 @@ pub(super) fn prepare_or_copy<'a>(
             deferred.push(p);
             Ok(counts)
         }
+        Ok(None) => mem::dump_pages(pid, id, sink, vmas, pages_id, parent()),
         Err(e) => {
-            info!("{pid}: snapshot not possible ({e}): pages copied while frozen");
+            warn!("{pid}: no snapshot ({e}): its pages are copied while the tree is frozen");
             mem::dump_pages(pid, id, sink, vmas, pages_id, parent())
         }
     }

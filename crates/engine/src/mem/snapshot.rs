@@ -139,9 +139,10 @@ pub struct Prepared {
 }
 
 /// The frozen part: scan the pagemap, protect what can be, copy the rest
-/// and the shared memory objects into `sink`. On error nothing is left
-/// protected (dropping `uffd` lifts everything) and no page of the
-/// process was written: the caller copies while frozen instead.
+/// and the shared memory objects into `sink`. None: too small to be worth
+/// it. On error or None nothing is left protected (dropping `uffd` lifts
+/// everything) and no page of the process was written: the caller copies
+/// while frozen instead.
 pub fn prepare(
     pid: i32,
     id: u64,
@@ -150,7 +151,7 @@ pub fn prepare(
     pages_id: u32,
     parent: Option<CowParent<'_>>,
     uffd: Uffd,
-) -> Result<Prepared, Error> {
+) -> Result<Option<Prepared>, Error> {
     let t = std::time::Instant::now();
     let s = scan(pid, vmas, &parent)?;
     let entries = s.entries();
@@ -166,11 +167,11 @@ pub fn prepare(
         stored * PAGE_SIZE >= SMALL
     });
     if !big {
-        return Err(Error::unsupported(format!(
-            "process {pid} has less than {} MiB of pages in any one VMA to protect: \
-             faster to copy while frozen",
+        debug!(
+            "{pid}: less than {} MiB to protect in any VMA: copied while frozen",
             SMALL >> 20
-        )));
+        );
+        return Ok(None);
     }
     let mem = File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))?;
     let mut registered: Vec<Range<u64>> = Vec::new();
@@ -224,7 +225,7 @@ pub fn prepare(
         protected.len(),
         held.len()
     );
-    Ok(Prepared {
+    Ok(Some(Prepared {
         id,
         pages_id,
         entries,
@@ -238,7 +239,7 @@ pub fn prepare(
             held,
             state: Mutex::new(State::default()),
         },
-    })
+    }))
 }
 
 /// Cut the runs at the edges of `registered`: the reads (each wholly
