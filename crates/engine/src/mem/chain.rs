@@ -325,7 +325,7 @@ pub struct Piece {
 /// level's pagemap of `owner` (index: level).
 fn resolve_in(
     chain: &mut Chain,
-    maps: &mut Vec<Option<Pagemap>>,
+    maps: &mut Vec<Option<std::rc::Rc<Pagemap>>>,
     owner: Owner,
     level: usize,
     (start, end): (u64, u64),
@@ -354,13 +354,14 @@ fn resolve_in(
         }
         let m = read_pagemap(&dir, owner)?.ok_or_else(|| another_tree(&below, &dir, owner))?;
         if let Some(slot) = maps.get_mut(level) {
-            *slot = Some(m);
+            *slot = Some(std::rc::Rc::new(m));
         }
     }
-    let entries = maps
-        .get(level)
-        .and_then(Option::as_ref)
-        .map(|m| m.entries.clone())
+    // Shared, not copied: a run after another looks in the same entries.
+    let map = maps.get(level).and_then(Option::clone);
+    let entries = map
+        .as_ref()
+        .map(|m| m.entries.as_slice())
         .unwrap_or_default();
     let first = entries.partition_point(|e| e.end <= start);
     let mut at = start;

@@ -106,10 +106,11 @@ impl Filler {
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; FILL_CHUNK as usize];
                     let mut cur = Vec::new();
+                    let mut open = None;
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(c) = next else { return };
-                        let r = fill_chunk(&c, &mut buf[..c.len as usize], &mut cur);
+                        let r = fill_chunk(&c, &mut buf[..c.len as usize], &mut cur, &mut open);
                         c.done.done(r);
                     }
                 })
@@ -177,14 +178,27 @@ impl Drop for Filler {
     }
 }
 
+/// The pages file a filler thread read last, kept open for the next chunk
+/// of the same submission (many small runs: a pre-dump chain).
+type OpenPages = Option<(std::sync::Arc<std::path::PathBuf>, std::fs::File)>;
+
 /// Fill one chunk; returns the pages left as they were (`keep` chunks).
-fn fill_chunk(c: &FillChunk, buf: &mut [u8], cur: &mut Vec<u8>) -> Result<u64, Error> {
-    let f = crate::util::open_image_data(&c.path)?;
+fn fill_chunk(
+    c: &FillChunk,
+    buf: &mut [u8],
+    cur: &mut Vec<u8>,
+    open: &mut OpenPages,
+) -> Result<u64, Error> {
+    let f = match open.take() {
+        Some((p, f)) if std::sync::Arc::ptr_eq(&p, &c.path) => f,
+        _ => crate::util::open_image_data(&c.path)?,
+    };
     f.read_exact_at(buf, c.off).map_err(|source| Error::Io {
         op: "cannot read",
         path: c.path.to_path_buf(),
         source,
     })?;
+    *open = Some((c.path.clone(), f));
     if c.keep {
         return write_differing(c.pid, c.addr, buf, cur);
     }
