@@ -7,6 +7,7 @@ mod demo;
 mod getopt;
 mod image;
 mod logger;
+mod pageserver;
 mod rpc;
 mod scripts;
 
@@ -169,7 +170,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "demo" => demo::run(),
         "image" => image::run(&opts.args),
         "pre-dump" => bail!("`crust pre-dump` is not supported yet (incremental dumps)"),
-        "page-server" => bail!("`crust page-server` is not supported yet"),
+        "page-server" => pageserver::run(&opts),
         "lazy-pages" => bail!("`crust lazy-pages` is not supported yet"),
         "service" => rpc::service(&opts),
         "swrk" => rpc::swrk(&opts),

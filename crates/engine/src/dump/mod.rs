@@ -105,6 +105,8 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
+    // --page-server: connected before the freeze (no server: refused).
+    let mut ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -156,7 +158,9 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
+    let times = (freezing_time_us, frozen_at);
+    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, times, ps.as_ref()))
+        .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
     match dumped {
         Ok((stats, hold)) => {
             // Asked to stop before the tree is let go or killed (or the
@@ -355,8 +359,8 @@ fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
-    freezing_time_us: u64,
-    frozen_at: Instant,
+    (freezing_time_us, frozen_at): (u64, Instant),
+    ps: Option<&crate::pageserver::PageServerSink>,
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
     // Paths of a tree in a mount namespace of its own are read through it.
@@ -381,17 +385,7 @@ fn dump_tree(
     let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
     let (walked, pages) = std::thread::scope(|sc| {
-        let worker = sc.spawn(move || -> Result<(mem::PageCounts, u64), Error> {
-            let mut total = mem::PageCounts::default();
-            let t = Instant::now();
-            let sink = mem::LocalImages::new(dir);
-            for job in queue {
-                let n = job.run(&sink, opts.cow_parent)?;
-                total.scanned += n.scanned;
-                total.written += n.written;
-            }
-            Ok((total, us_since(t)))
-        });
+        let worker = sc.spawn(move || copy_pages(queue, opts, ps));
         let walked = (|| -> Result<(), Error> {
             // Every process's namespaces first: one the dump cannot take
             // (a second mount namespace...) is refused before any file of
@@ -908,6 +902,29 @@ struct Sinks<'a> {
     seccomp: &'a mut task::seccomp::SeccompDump,
     /// The css set of each thread.
     cg: &'a CgDump,
+}
+
+/// The page worker: each process's pages into the images directory, or
+/// with `--page-server` to the server (then not as `COW_PARENT` runs,
+/// which CRIU's protocol cannot carry). Returns the pages and the time.
+fn copy_pages(
+    queue: std::sync::mpsc::Receiver<PageJob>,
+    opts: &Options,
+    ps: Option<&crate::pageserver::PageServerSink>,
+) -> Result<(mem::PageCounts, u64), Error> {
+    let mut total = mem::PageCounts::default();
+    let t = Instant::now();
+    let local = mem::LocalImages::new(&opts.images_dir);
+    let (sink, cow_parent): (&dyn mem::PageSink, bool) = match ps {
+        Some(p) => (p, false),
+        None => (&local, opts.cow_parent),
+    };
+    for job in queue {
+        let n = job.run(sink, cow_parent)?;
+        total.scanned += n.scanned;
+        total.written += n.written;
+    }
+    Ok((total, us_since(t)))
 }
 
 /// Copying one process's pages into the page sink (its pagemap and pages
