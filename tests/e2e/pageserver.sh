@@ -112,7 +112,7 @@ t_ps_tls_from_criu() {
     ps_certs "$D/pki" || return 1
     PS_TLS=$(ps_tls_opts "$D/pki" cert.pem) ps_cr crust criu crust bigmem --mb 16
 }
-ALL_TESTS+=(ps-tls)
+ALL_TESTS+=(ps-tls ps-tls-to-criu ps-tls-from-criu)
 
 # ps_dump_refused WHAT PORT [CRUST ARGS...]: a dump of a fresh loop to the
 # page server at PORT fails with a message matching WHAT; loop runs on
