@@ -9,6 +9,7 @@ mod getopt;
 mod image;
 mod lazypages;
 mod logger;
+mod pageserver;
 mod rpc;
 mod scripts;
 
@@ -171,7 +172,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "demo" => demo::run(),
         "image" => image::run(&opts.args),
         "pre-dump" => bail!("`crust pre-dump` is not supported yet (incremental dumps)"),
-        "page-server" => bail!("`crust page-server` is not supported yet"),
+        "page-server" => pageserver::run(&opts),
         "lazy-pages" => lazypages::run(&engine_options(&opts)),
         "service" => rpc::service(&opts),
         "swrk" => rpc::swrk(&opts),

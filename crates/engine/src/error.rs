@@ -118,6 +118,14 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The connection to or from a page server (crates/engine/src/pageserver).
+    #[error("page server {peer}: {what}")]
+    PageServer {
+        peer: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     NetLock(netlock::NetLockError),
     /// A cgroup property that could not be parsed, read or written.
@@ -147,7 +155,9 @@ impl Error {
             Error::NoSuchProcess { .. } => ErrorKind::NoSuchProcess,
             Error::NotAProcess { .. } => ErrorKind::InvalidRequest,
             Error::Proc { source, .. } => proc_kind(source),
-            Error::Soccr { .. } | Error::NetLock(_) => ErrorKind::Network,
+            Error::Soccr { .. } | Error::NetLock(_) | Error::PageServer { .. } => {
+                ErrorKind::Network
+            }
             Error::Compel { source, .. } => compel_kind(source),
             Error::Sys { source, .. } | Error::Io { source, .. } => ErrorKind::of_io(source),
             Error::Image { source, .. } => image_kind(source),

@@ -49,6 +49,7 @@ mod mem;
 mod net;
 mod ns;
 mod options;
+pub mod pageserver;
 mod registry;
 mod restore;
 mod task;

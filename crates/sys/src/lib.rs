@@ -23,6 +23,7 @@ pub mod pipe;
 pub mod private;
 pub mod probe;
 pub mod process;
+pub mod psock;
 pub mod ptrace;
 pub mod rawsk;
 pub mod sockfilter;

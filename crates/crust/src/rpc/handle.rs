@@ -73,7 +73,7 @@ pub fn request(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
             None,
             "crust does not support pre-dump (incremental dumps) yet: dump without pre-dumps",
         ),
-        ty::PAGE_SERVER | ty::PAGE_SERVER_CHLD => no(None, "crust has no page server yet"),
+        ty::PAGE_SERVER | ty::PAGE_SERVER_CHLD => page_server(ctx, req, t == ty::PAGE_SERVER),
         ty::CPUINFO_DUMP | ty::CPUINFO_CHECK => no(
             Some(libc::ENOTSUP),
             "crust does not write or check cpuinfo.img yet",
@@ -184,6 +184,71 @@ fn hooks(ctx: &Ctx<'_>, o: &Opts, notify: bool) -> Result<crust_engine::Hooks> {
     Ok(crust_engine::Hooks::new(Arc::new(crate::scripts::Chain(
         vec![notifier, Arc::new(scripts)],
     ))))
+}
+
+/// PAGE_SERVER (a server in a session of its own) and PAGE_SERVER_CHLD
+/// (a child of this process): crust's page server listens, then a child
+/// serves the one connection into the images directory; the answer holds
+/// its pid and port (port 0 asked: the one the kernel chose), as CRIU's.
+fn page_server(ctx: &Ctx<'_>, req: &CriuReq, daemon: bool) -> bool {
+    let t = req.r#type;
+    let (o, _setup) = match setup(ctx, req, Mode::Dump) {
+        Ok(s) => s,
+        Err(e) => return send_fail(ctx, &bad_options(t, &e)),
+    };
+    let e = &o.engine;
+    let listener = crust_engine::check_images_dir(&e.images_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| crust_engine::pageserver::Listener::bind(e).map_err(anyhow::Error::from));
+    let listener = match listener {
+        Ok(l) => l,
+        Err(err) => return send_fail(ctx, &failed(t, &err)),
+    };
+    let port = listener.port();
+    flush();
+    match crust_sys::process::clone3_fork(&[], 0) {
+        Ok(crust_sys::process::ForkResult::Parent { child }) => {
+            log::info!("page server {child} started on port {port}");
+            let resp = CriuResp {
+                r#type: t,
+                success: true,
+                ps: Some(crust_images::proto::CriuPageServerInfo {
+                    pid: Some(child),
+                    port: Some(i32::from(port)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            send(ctx, &resp)
+        }
+        Ok(crust_sys::process::ForkResult::Child) => {
+            if daemon {
+                let _ = crust_sys::probe::setsid();
+            }
+            let served = listener.accept(e).and_then(|c| {
+                crust_engine::pageserver::serve(c, &e.images_dir, None, e.ps_socket.is_none())
+            });
+            let code = match served {
+                Ok(st) => {
+                    log::info!("page server: session over, {} pages", st.pages);
+                    0
+                }
+                Err(err) => {
+                    log::error!("page server: {err}");
+                    1
+                }
+            };
+            flush();
+            crust_sys::process::exit_now(code)
+        }
+        Err(err) => send_fail(
+            ctx,
+            &failed(
+                t,
+                &anyhow::Error::from(err).context("cannot start the page server"),
+            ),
+        ),
+    }
 }
 
 fn dump_resp(success: bool) -> CriuResp {

@@ -81,7 +81,7 @@ fn take_fd(fd: i32) -> Result<OwnedFd> {
 }
 
 /// CRIU's status-ready: one NUL byte to the status fd, which is closed.
-fn status_ready(fd: i32) {
+pub(crate) fn status_ready(fd: i32) {
     use std::io::Write;
     match own_fd(fd) {
         Ok(f) => {
@@ -94,7 +94,7 @@ fn status_ready(fd: i32) {
 }
 
 /// Flush the log and stdio (before a fork).
-fn flush_all() {
+pub(crate) fn flush_all() {
     use std::io::Write;
     log::logger().flush();
     let _ = std::io::stdout().flush();
@@ -102,7 +102,7 @@ fn flush_all() {
 }
 
 /// Open /dev/null onto whichever of fds 0, 1, 2 is closed.
-fn fill_std_fds() {
+pub(crate) fn fill_std_fds() {
     use std::os::fd::IntoRawFd;
     for _ in 0..3 {
         let Ok(f) = std::fs::OpenOptions::new()

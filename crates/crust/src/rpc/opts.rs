@@ -249,8 +249,16 @@ fn apply_values(o: &mut Opts, req: &CriuOpts, peer: Peer, setup: &mut Setup) -> 
         if ps.fd.is_some() && !peer.swrk {
             bail!("a page server fd is not allowed in standalone service");
         }
+        // CRIU's: the port always (lazy-pages' server too), the rest for
+        // a dump to a page server.
+        if let Some(p) = ps.port {
+            o.engine.port =
+                Some(u16::try_from(p).map_err(|_| anyhow!("bad page server port {p}"))?);
+        }
         if req.lazy_pages != Some(true) {
             o.apply_named("page-server", None, false)?;
+            o.engine.address = ps.address.clone();
+            o.engine.ps_socket = ps.fd;
         }
     }
     if let Some(caps) = req.cpu_cap {

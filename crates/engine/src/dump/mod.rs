@@ -108,6 +108,8 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
+    // --page-server: connected before the freeze (no server: refused).
+    let mut ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -159,7 +161,9 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
+    let times = (freezing_time_us, frozen_at);
+    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, times, ps.as_ref()))
+        .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
     match dumped {
         Ok((stats, hold, deferred)) => {
             // Asked to stop before the tree is let go or killed (or the
@@ -374,8 +378,8 @@ fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
-    freezing_time_us: u64,
-    frozen_at: Instant,
+    (freezing_time_us, frozen_at): (u64, Instant),
+    ps: Option<&crate::pageserver::PageServerSink>,
 ) -> Result<Dumped, Error> {
     let dir = opts.images_dir.as_path();
     // Paths of a tree in a mount namespace of its own are read through it.
@@ -400,7 +404,7 @@ fn dump_tree(
     let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
     let (walked, pages) = std::thread::scope(|sc| {
-        let worker = sc.spawn(move || pagejob::worker(dir, opts, queue));
+        let worker = sc.spawn(move || pagejob::worker(dir, opts, queue, ps));
         let walked = (|| -> Result<(), Error> {
             // Every process's namespaces first: one the dump cannot take
             // (a second mount namespace...) is refused before any file of
@@ -430,7 +434,7 @@ fn dump_tree(
                     locks: &mut locks,
                     seccomp: &mut seccomp,
                     cg: &cg,
-                    snap: snapshot::wanted(opts),
+                    snap: snapshot::wanted(opts) && ps.is_none(),
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the

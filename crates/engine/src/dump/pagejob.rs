@@ -26,18 +26,26 @@ pub(super) struct PageJob {
 /// processes whose pages are still to copy (-R).
 pub(super) type Worked = (mem::PageCounts, u64, Vec<mem::snapshot::Prepared>);
 
-/// The page worker: runs the jobs of `queue` into the images of `dir`.
+/// The page worker: runs the jobs of `queue` into the images of `dir`, or
+/// with `--page-server` to the server (then not as `COW_PARENT` runs,
+/// which CRIU's protocol cannot carry, and never as a snapshot: the
+/// copy after the thaw writes locally).
 pub(super) fn worker(
     dir: &Path,
     opts: &Options,
     queue: Receiver<PageJob>,
+    ps: Option<&crate::pageserver::PageServerSink>,
 ) -> Result<Worked, Error> {
     let mut total = mem::PageCounts::default();
     let t = Instant::now();
-    let sink = mem::LocalImages::new(dir);
+    let local = mem::LocalImages::new(dir);
+    let (sink, cow_parent): (&dyn mem::PageSink, bool) = match ps {
+        Some(p) => (p, false),
+        None => (&local, opts.cow_parent),
+    };
     let mut deferred = Vec::new();
     for job in queue {
-        let n = job.run(&sink, opts.cow_parent, &mut deferred)?;
+        let n = job.run(sink, cow_parent, &mut deferred)?;
         total.scanned += n.scanned;
         total.written += n.written;
     }

@@ -315,7 +315,7 @@ fn field_table(sk_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> {
             "tls_no_cn_verify",
             Mode::Dump,
             Box::new(|r| r.tls_no_cn_verify = Some(true)),
-            NoEffect,
+            Used(|o| o.engine.tls.no_cn_verify),
         ),
         (
             "skip_file_rwx_check",
@@ -424,33 +424,48 @@ fn field_table_refused(null_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> 
         (
             "ps",
             Mode::Dump,
-            Box::new(|r| r.ps = Some(Default::default())),
-            Refused,
+            Box::new(|r| {
+                r.ps = Some(crust_images::proto::rpc::CriuPageServerInfo {
+                    address: Some("127.0.0.1".into()),
+                    port: Some(1234),
+                    ..Default::default()
+                })
+            }),
+            Used(|o| {
+                o.engine.page_server
+                    && o.engine.port == Some(1234)
+                    && o.engine.address.as_deref() == Some("127.0.0.1")
+            }),
         ),
-        ("tls", Mode::Dump, Box::new(|r| r.tls = Some(true)), Refused),
+        (
+            "tls",
+            Mode::Dump,
+            Box::new(|r| r.tls = Some(true)),
+            Used(|o| o.engine.tls.enabled),
+        ),
         (
             "tls_cacert",
             Mode::Dump,
             Box::new(|r| r.tls_cacert = Some("/ca".into())),
-            Refused,
+            Used(|o| o.engine.tls.cacert.is_some()),
         ),
         (
             "tls_cacrl",
             Mode::Dump,
             Box::new(|r| r.tls_cacrl = Some("/crl".into())),
-            Refused,
+            Used(|o| o.engine.tls.cacrl.is_some()),
         ),
         (
             "tls_cert",
             Mode::Dump,
             Box::new(|r| r.tls_cert = Some("/cert".into())),
-            Refused,
+            Used(|o| o.engine.tls.cert.is_some()),
         ),
         (
             "tls_key",
             Mode::Dump,
             Box::new(|r| r.tls_key = Some("/key".into())),
-            Refused,
+            Used(|o| o.engine.tls.key.is_some()),
         ),
         (
             "lsm_profile",
