@@ -1101,6 +1101,7 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/freezecg.sh"
 # shellcheck source=tests/e2e/track.sh
 . "$ROOT/tests/e2e/track.sh"
+. "$ROOT/tests/e2e/predump.sh"
 # shellcheck source=tests/e2e/cgprops.sh
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh

@@ -467,10 +467,11 @@ mod tests {
         });
         assert!(r.success);
         let f = r.features.unwrap();
-        // No incremental dumps, no lazy pages; pidfd_store not asked.
+        // Dirty-page tracking (this kernel: userfaultfd), no lazy pages;
+        // pidfd_store not asked.
         assert_eq!(
             (f.mem_track, f.lazy_pages, f.pidfd_store),
-            (Some(false), Some(false), Some(false))
+            (Some(true), Some(false), Some(false))
         );
     }
 

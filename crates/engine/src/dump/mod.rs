@@ -6,6 +6,7 @@ mod helpers;
 mod images;
 mod outdir;
 mod precheck;
+mod predump;
 mod seize;
 
 use crate::cgroup::dump::CgDump;
@@ -29,6 +30,7 @@ use helpers::plan_helpers;
 use images::{inventory, write_stats};
 use log::{debug, info, warn};
 use precheck::{precheck, DEFAULT_TIMEOUT};
+pub use predump::pre_dump;
 use seize::seize;
 use std::path::Path;
 use std::time::Instant;
@@ -105,6 +107,11 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
+    if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
+        outdir::discard(dir);
+        return Err(e);
+    }
+    let mut chain = predump::Chain::take(opts);
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -156,7 +163,10 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, freezing_time_us, frozen_at));
+    let dumped = catch_panic(|| {
+        let at = (freezing_time_us, frozen_at, &mut chain);
+        dump_tree(&proc, &mut tree, opts, at)
+    });
     match dumped {
         Ok((stats, hold)) => {
             // Asked to stop before the tree is let go or killed (or the
@@ -355,8 +365,7 @@ fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
-    freezing_time_us: u64,
-    frozen_at: Instant,
+    (freezing_time_us, frozen_at, chain): (u64, Instant, &mut predump::Chain),
 ) -> Result<(DumpStats, crate::net::inet::NetHold), Error> {
     let dir = opts.images_dir.as_path();
     // Paths of a tree in a mount namespace of its own are read through it.
@@ -387,8 +396,7 @@ fn dump_tree(
             let sink = mem::LocalImages::new(dir);
             for job in queue {
                 let n = job.run(&sink, opts.cow_parent)?;
-                total.scanned += n.scanned;
-                total.written += n.written;
+                total.add(&n);
             }
             Ok((total, us_since(t)))
         });
@@ -421,6 +429,7 @@ fn dump_tree(
                     locks: &mut locks,
                     seccomp: &mut seccomp,
                     cg: &cg,
+                    chain: &mut *chain,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -485,11 +494,11 @@ fn dump_tree(
         memwrite_time_us: us_since(t_write),
         pages_scanned: counts.scanned,
         pages_written: tally.pages_written,
-        pages_skipped_parent: 0,
+        pages_skipped_parent: counts.in_parent,
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
     };
-    images::check_restorable(opts)?;
+    images::check_restorable(opts, counts.in_parent)?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every
     // image is written; the dump must remove them all.
     if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "images-written") {
@@ -732,6 +741,7 @@ fn dump_process(
         vmas: vmas.clone(),
         pages_id,
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
+        since: out.chain.dirty(pid, nspid, &vmas),
     });
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
@@ -908,6 +918,8 @@ struct Sinks<'a> {
     seccomp: &'a mut task::seccomp::SeccompDump,
     /// The css set of each thread.
     cg: &'a CgDump,
+    /// The write tracking of a parent image set (incremental dumps).
+    chain: &'a mut predump::Chain,
 }
 
 /// Copying one process's pages into the page sink (its pagemap and pages
@@ -919,6 +931,8 @@ struct PageJob {
     pages_id: u32,
     /// The parent process and its VMAs, to find copy-on-write sharing.
     parent: Option<(i32, std::sync::Arc<Vec<mem::Vma>>)>,
+    /// The pages written since the parent image set, when tracked.
+    since: Option<predump::Dirty>,
 }
 
 impl PageJob {
@@ -927,14 +941,9 @@ impl PageJob {
     fn run(&self, sink: &dyn mem::PageSink, cow_parent: bool) -> Result<mem::PageCounts, Error> {
         let parent = (self.parent.as_ref().filter(|_| cow_parent))
             .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas });
-        mem::dump_pages(
-            self.pid,
-            self.nspid as u64,
-            sink,
-            &self.vmas,
-            self.pages_id,
-            parent,
-        )
+        let since = self.since.as_ref().map(predump::as_since);
+        let (pid, id, vmas) = (self.pid, self.nspid as u64, &self.vmas);
+        mem::dump_pages_since(pid, id, sink, vmas, self.pages_id, parent, since)
     }
 }
 
