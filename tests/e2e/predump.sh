@@ -36,6 +36,7 @@ print(json.load(sys.stdin)['entries'][0]['dump'].get('$2', 0))"
 predump_chain() {
     local mb=$1 dirty=$2 b lo hi
     need_crust || return 1
+    rm -f "$D/pidfile"
     start_prog dirtymem --mb "$mb" --dirty-mb "$dirty" --step "$D/step" || return 1
     mkdir -p "$D/i1" "$D/i2" "$D/i3"
     crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
@@ -104,4 +105,4 @@ t_predump_release() {
     expect_pass
 }
 
-ALL_TESTS+=(predump-chain predump-release)
+ALL_TESTS+=(predump-chain predump-chain-1g predump-release)

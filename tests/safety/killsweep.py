@@ -407,6 +407,68 @@ def restore_sweep(work, steps):
     return failed
 
 
+def predump_sweep(work, span, steps):
+    """Kill `crust pre-dump` (SIGKILL, SIGTERM; to its pid or group) over a
+    whole pre-dump (issue 15): the target runs on as before; a keeper left
+    by a pre-dump that finished is released with `crust track-release`;
+    no keeper survives a run killed before it finished, and no write
+    tracking (`uw` in smaps) is left in the task. Returns (passed, failed)."""
+    passed = failed = 0
+    target = None
+    img = os.path.join(work, "img")
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        for group in (False, True):
+            name = "pre-dump %s%s" % (signal.Signals(sig).name, " to the group" if group else "")
+            for i in range(steps):
+                delay = span * 1.2 * i / max(1, steps - 1)
+                if target is None:
+                    target = Target(work)
+                shutil.rmtree(img, ignore_errors=True)
+                os.makedirs(img, mode=0o700)
+                p = subprocess.Popen(
+                    [CRUST, "pre-dump", "-D", img, "-o", "dump.log", "-v4", "-t", str(target.pid)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+                time.sleep(delay)
+                try:
+                    os.killpg(p.pid, sig) if group else os.kill(p.pid, sig)
+                except OSError:
+                    pass
+                why = None
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    why = "crust did not exit within 60 s"
+                if os.path.exists(os.path.join(img, "crust-keeper")):
+                    subprocess.run([CRUST, "track-release", img], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   timeout=30)
+                if why is None and not settle():
+                    why = "a crust process (worker or keeper) still runs 30 s after the signal"
+                    for c in crust_procs():
+                        os.kill(c, signal.SIGKILL)
+                if why is None:
+                    why = None if target.alive() else "the target died"
+                if why is None:
+                    why = target.check_running()
+                if why is None and " uw" in (read("/proc/%d/smaps" % target.pid) or ""):
+                    why = "write tracking (uw) left in the task"
+                if why:
+                    failed += 1
+                    print("FAIL %s at %.1f ms: %s" % (name, delay * 1000, why))
+                    target.kill()
+                    target = None
+                else:
+                    passed += 1
+    if target is not None:
+        why = target.finish()
+        if why:
+            failed += 1
+            print("FAIL pre-dump sweep: the target's own check: %s" % why)
+    return passed, failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=6, help="delays per combination")
@@ -457,6 +519,11 @@ def main():
         # --freeze-cgroup (issue 14): the target in a v1 freezer cgroup of
         # its own; whenever crust is stopped the cgroup is thawed again.
         p, f = freezer_sweep(work, span, args.steps)
+        passed += p
+        failed += f
+        # pre-dump (issue 15): killed at any moment, the target runs on
+        # untouched and no keeper or tracking is left behind.
+        p, f = predump_sweep(work, span, args.steps)
         passed += p
         failed += f
         # A restore killed at any moment leaves either the whole tree,

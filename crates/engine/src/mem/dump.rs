@@ -648,6 +648,37 @@ mod tests {
     }
 
     #[test]
+    fn pages_not_written_and_in_the_parent_are_left_to_it() {
+        let v = anon(0x10000, 0x18000);
+        let dirty: Vec<std::ops::Range<u64>> = std::iter::once(0x11000..0x12000).collect();
+        let parent_has: Vec<std::ops::Range<u64>> = std::iter::once(0x10000..0x14000).collect();
+        let since = Since {
+            dirty: &dirty,
+            parent_has: &parent_has,
+        };
+        let mut scan = Scan::default();
+        for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {
+            scan.add(&v, addr, Fate::Store { pinnable: true }, Some(since));
+        }
+        // Written: stored; not written, in the parent: PE_PARENT; not in
+        // the parent (read in since): stored.
+        let stored: Vec<_> = scan.runs.iter().map(|r| (r.addr, r.npages)).collect();
+        assert_eq!(stored, vec![(0x11000, 1), (0x14000, 4)]);
+        assert_eq!(scan.in_parent, vec![(0x10000, 1), (0x12000, 2)]);
+        assert_eq!(scan.counts.in_parent, 3);
+        let flags: Vec<_> = scan.entries().iter().map(|e| (e.vaddr, e.flags)).collect();
+        assert_eq!(
+            flags,
+            vec![
+                (0x10000, pe::PARENT),
+                (0x11000, pe::PRESENT),
+                (0x12000, pe::PARENT),
+                (0x14000, pe::PRESENT)
+            ]
+        );
+    }
+
+    #[test]
     fn pages_join_runs() {
         let mut runs = Vec::new();
         for (addr, readable) in [

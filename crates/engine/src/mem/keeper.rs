@@ -185,7 +185,12 @@ pub fn start_keeper(dir: &Path, trackers: &[Tracker]) -> Result<(), Error> {
         f.write_all(body.as_bytes())?;
         n.commit()
     });
-    if let Err(source) = wrote {
+    // `C`: the keeper is named, it may serve. Until then a run that dies
+    // (killed at any moment) takes the keeper with it: it sees the
+    // socketpair close and exits, dropping the tracking.
+    let committed = wrote.and_then(|()| unix::send(fd, b"C", None, 0).map(drop));
+    if let Err(source) = committed {
+        let _ = std::fs::remove_file(&path);
         let _ = child.kill();
         let _ = child.wait();
         return Err(Error::Io {
@@ -339,6 +344,12 @@ pub fn keeper_main() -> i32 {
     if unix::send(init, b"R", None, 0).is_err() {
         return 1;
     }
+    // Named by the run (`C`), or the run is gone (EOF): then nobody will
+    // ever ask for the tracking.
+    match recv(init, &mut buf) {
+        Ok((m, _)) if m == b"C" => {}
+        _ => return 1,
+    }
     serve(&listener, token, &mut kept, Duration::from_secs(timeout));
     0
 }
@@ -397,4 +408,49 @@ fn serve(listener: &OwnedFd, token: &str, kept: &mut Vec<Kept>, timeout: Duratio
 pub fn not_kept(why: &str) {
     warn!("No write tracking from the parent image set ({why}): every page is dumped");
     debug!("(tracking is kept by `crust __keeper` between runs; see ARCHITECTURE)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_ones_are_refused() {
+        let r = vec![0x1000..0x3000, 0x7f00_0000_0000..0x7f00_0010_0000];
+        let m = encode(42, 12345, &r);
+        assert_eq!(decode(&m), Some((42, 12345, r)));
+        assert_eq!(decode(&encode(7, 1, &[])), Some((7, 1, vec![])));
+        for bad in [
+            &b"X 1 2 1000-2000"[..],
+            b"T x 2 1000-2000",
+            b"T 1 2 2000-1000",
+            b"T 1 2 zz-2000",
+            b"T 1",
+        ] {
+            assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_set_without_keeper_gives_a_reason() {
+        let dir = std::env::temp_dir().join(format!("crust-keeper-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let why = take_from(&dir).err().unwrap();
+        assert!(why.contains("no keeper"), "{why}");
+        std::fs::write(
+            dir.join(KEEPER_FILE),
+            "crust-keeper 1\nsocket 00\ntoken 00\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join(KEEPER_FILE),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        // Named, but nobody listens there.
+        let why = take_from(&dir).err().unwrap();
+        assert!(why.contains("gone"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
