@@ -105,4 +105,26 @@ t_predump_release() {
     expect_pass
 }
 
+# The chain over RPC (swrk, CRIU's pycriu: PRE_DUMP, PRE_DUMP with
+# parent_img, DUMP with parent_img), restored by CRIU 4.2.
+t_predump_rpc() {
+    need_crust || return 1
+    local client=$ROOT/tests/e2e/rpc-client
+    start_prog dirtymem --mb 64 --dirty-mb 3 --step "$D/step" || return 1
+    mkdir -p "$D/i1" "$D/i2" "$D/i3"
+    "$client" "$CRUST" swrk pre-dump "$PID" "$D/i1" >"$D/r1.out" 2>&1 || { fail "RPC pre-dump: $(tail -c 300 "$D/r1.out")" "$D/i1/dump.log"; return 1; }
+    predump_step 1 || return 1
+    "$client" "$CRUST" swrk pre-dump "$PID" "$D/i2" ../i1 >"$D/r2.out" 2>&1 || { fail "RPC pre-dump 2: $(tail -c 300 "$D/r2.out")" "$D/i2/dump.log"; return 1; }
+    predump_step 2 || return 1
+    "$client" "$CRUST" swrk dump-parent "$PID" "$D/i3" ../i2 >"$D/r3.out" 2>&1 || { fail "RPC dump: $(tail -c 300 "$D/r3.out")" "$D/i3/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
+    [ "$(stat_of "$D/i3" pages_skipped_parent)" -gt 10000 ] || { fail "the final dump left no pages to its parent" "$D/i3/dump.log"; return 1; }
+    [ -x "$CRIU_SHIM" ] || { skip "no CRIU 4.2 at $CRIU_SHIM to restore the chain"; return 2; }
+    rm -f "$D/pidfile"
+    (cd "$D" && timeout 60 "$CRIU_SHIM" restore -D "$D/i3" -d -v4 -o restore.log --pidfile "$D/pidfile") \
+        >"$D/r.out" 2>&1 || { fail "CRIU 4.2 could not restore the chain" "$D/i3/restore.log"; return 1; }
+    track "$PID" "$BIN/dirtymem"
+    expect_pass "$D/i3/restore.log"
+}
+
 ALL_TESTS+=(predump-chain predump-chain-1g predump-release)
