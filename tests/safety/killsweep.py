@@ -440,6 +440,11 @@ def predump_sweep(work, span, steps):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     why = "crust did not exit within 60 s"
+                # The worker may finish the pre-dump after the front end
+                # died: wait for it (not for a keeper) before looking.
+                wait_until(lambda: not [c for c in crust_procs()
+                                        if "__keeper" not in (read("/proc/%d/cmdline" % c) or "")],
+                           30)
                 if os.path.exists(os.path.join(img, "crust-keeper")):
                     subprocess.run([CRUST, "track-release", img], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -235,8 +235,18 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
         }
     };
     let t_write = Instant::now();
+    // Asked to stop (or the front end died) before the keeper is named:
+    // no keeper. Just after: the keeper named is released again.
     let written = catch_panic(|| write_set(opts, &planned))
-        .and_then(|c| keeper::start_keeper(dir, &trackers).map(|()| c));
+        .and_then(|c| crate::util::check_stop().map(|()| c))
+        .and_then(|c| keeper::start_keeper(dir, &trackers).map(|()| c))
+        .and_then(|c| match crate::util::check_stop() {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                let _ = keeper::release(dir);
+                Err(e)
+            }
+        });
     drop(trackers);
     let counts = match written {
         Ok(c) => c,
