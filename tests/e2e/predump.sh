@@ -127,4 +127,4 @@ t_predump_rpc() {
     expect_pass "$D/i3/restore.log"
 }
 
-ALL_TESTS+=(predump-chain predump-chain-1g predump-release)
+ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc)
