@@ -413,7 +413,7 @@ t_rpc_refused_logged() {
     start_prog loop || return 1
     mkdir -p "$D/img"
     rpc_ok bad-options "$RPC_RAW" "$CRUST" bad-options "$PID" "$D/img" || return 1
-    grep -q 'Error.*track-mem' "$D/img/dump.log" 2>/dev/null ||
+    grep -q 'Error.*lsm-profile' "$D/img/dump.log" 2>/dev/null ||
         { fail "the refused option is not named in dump.log: $(head -c 300 "$D/img/dump.log" 2>&1)" "$D/img/dump.log"; return 1; }
     sleep 0.2
     running_untouched bad-options || return 1

@@ -10,6 +10,7 @@ mod image;
 mod lazypages;
 mod logger;
 mod pageserver;
+mod predump;
 mod rpc;
 mod scripts;
 
@@ -38,6 +39,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("__demo-counter") {
         demo::counter(&argv[1..]);
+    }
+    if let Some(code) = predump::keeper_command(&argv) {
+        std::process::exit(code);
     }
     if argv.first().map(String::as_str) == Some("__rpc-conn") {
         std::process::exit(rpc::service_conn());
@@ -171,7 +175,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "check" => check::run(&opts),
         "demo" => demo::run(),
         "image" => image::run(&opts.args),
-        "pre-dump" => bail!("`crust pre-dump` is not supported yet (incremental dumps)"),
+        "pre-dump" => predump::run(&opts),
         "page-server" => pageserver::run(&opts),
         "lazy-pages" => lazypages::run(&engine_options(&opts)),
         "service" => rpc::service(&opts),

@@ -88,6 +88,27 @@ pub fn lazy_pages(opts: &Options, ready: &mut dyn FnMut()) -> Result<LazyPagesSt
     lazy::daemon::serve(opts, ready)
 }
 
+/// Pre-dump the tree rooted at `opts.pid` (its memory, the tree left
+/// running, the write tracking kept for the next run of the chain).
+pub fn pre_dump(opts: &Options) -> Result<DumpStats, DumpError> {
+    dump::pre_dump(opts).map_err(|source| DumpError {
+        pid: opts.pid,
+        source: Box::new(source),
+    })
+}
+
+/// `crust __keeper`: the process that keeps a chain's write tracking
+/// between runs (see `mem/keeper.rs`). Returns its exit code.
+pub fn tracking_keeper() -> i32 {
+    mem::keeper::keeper_main()
+}
+
+/// `crust track-release DIR`: the keeper of image set `dir` drops the
+/// tracking it holds and exits.
+pub fn release_tracking(dir: &std::path::Path) -> Result<(), String> {
+    mem::keeper::release(dir)
+}
+
 /// Restore the tree whose images are in `opts.images_dir`.
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, RestoreError> {
     restore::restore(opts).map_err(|source| RestoreError {

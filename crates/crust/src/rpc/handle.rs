@@ -69,10 +69,7 @@ pub fn request(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
         ty::FEATURE_CHECK => send(ctx, &features(req)),
         ty::VERSION => send(ctx, &version()),
         ty::WAIT_PID => wait_pid(ctx, req.pid.unwrap_or(0) as i32),
-        ty::PRE_DUMP | ty::SINGLE_PRE_DUMP => no(
-            None,
-            "crust does not support pre-dump (incremental dumps) yet: dump without pre-dumps",
-        ),
+        ty::PRE_DUMP | ty::SINGLE_PRE_DUMP => dump(ctx, req),
         ty::PAGE_SERVER | ty::PAGE_SERVER_CHLD => page_server(ctx, req, t == ty::PAGE_SERVER),
         ty::CPUINFO_DUMP | ty::CPUINFO_CHECK => no(
             Some(libc::ENOTSUP),
@@ -251,9 +248,9 @@ fn page_server(ctx: &Ctx<'_>, req: &CriuReq, daemon: bool) -> bool {
     }
 }
 
-fn dump_resp(success: bool) -> CriuResp {
+fn dump_resp(t: i32, success: bool) -> CriuResp {
     CriuResp {
-        r#type: ty::DUMP,
+        r#type: t,
         success,
         dump: Some(CriuDumpResp {
             restored: Some(false),
@@ -263,12 +260,16 @@ fn dump_resp(success: bool) -> CriuResp {
     }
 }
 
+/// DUMP, and PRE_DUMP / SINGLE_PRE_DUMP (`crust pre-dump`: the tree runs
+/// on, its write tracking kept for the next run; runc's `checkpoint
+/// --pre-dump`), answered with the request's type.
 fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
+    let t = req.r#type;
     let (mut o, setup) = match setup(ctx, req, Mode::Dump) {
         Ok(s) => s,
         Err(e) => {
-            let mut r = bad_options(ty::DUMP, &e);
-            r.dump = dump_resp(false).dump;
+            let mut r = bad_options(t, &e);
+            r.dump = dump_resp(t, false).dump;
             return send_fail(ctx, &r);
         }
     };
@@ -278,8 +279,8 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     match prepared {
         Ok(h) => o.engine.hooks = h,
         Err(e) => {
-            let mut r = failed(ty::DUMP, &e);
-            r.dump = dump_resp(false).dump;
+            let mut r = failed(t, &e);
+            r.dump = dump_resp(t, false).dump;
             send(ctx, &r);
             return false;
         }
@@ -292,7 +293,7 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
             return send_fail(
                 ctx,
                 &failed(
-                    ty::DUMP,
+                    t,
                     &anyhow::Error::from(e).context("cannot catch stop signals"),
                 ),
             );
@@ -305,7 +306,7 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
                     Ok(1) => false,
                     Ok(code) => {
                         let e = anyhow::anyhow!("the dump's worker {worker} ended with {code}");
-                        send(ctx, &failed(ty::DUMP, &e));
+                        send(ctx, &failed(t, &e));
                         false
                     }
                     Err(e) => {
@@ -315,17 +316,17 @@ fn dump(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
                 };
             }
             Ok(crust_sys::process::Side::Worker) => {
-                let ok = dump_work(ctx, &o, setup.self_dump);
+                let ok = dump_work(ctx, &o, setup.self_dump, t);
                 flush();
                 std::process::exit(i32::from(!ok));
             }
             Err(e) => {
                 let e = anyhow::Error::from(e).context("cannot start the dump's worker");
-                return send_fail(ctx, &failed(ty::DUMP, &e));
+                return send_fail(ctx, &failed(t, &e));
             }
         }
     }
-    dump_work(ctx, &o, setup.self_dump)
+    dump_work(ctx, &o, setup.self_dump, t)
 }
 
 fn flush() {
@@ -336,9 +337,17 @@ fn flush() {
 
 /// Run the dump and answer it. A client that dumped itself is gone after
 /// a dump that killed it: no answer then, as in CRIU.
-fn dump_work(ctx: &Ctx<'_>, o: &Opts, self_dump: bool) -> bool {
+fn dump_work(ctx: &Ctx<'_>, o: &Opts, self_dump: bool, t: i32) -> bool {
     let e = &o.engine;
-    match crust_engine::dump(e) {
+    let done = if t == ty::DUMP {
+        crust_engine::dump(e)
+    } else {
+        // As CRIU: a pre-dump tracks memory and leaves the tree running.
+        let mut pre = e.clone();
+        pre.track_mem = true;
+        crust_engine::pre_dump(&pre)
+    };
+    match done {
         Ok(stats) => {
             log::info!("dumped tree {} over RPC", e.pid);
             if e.auto_dedup {
@@ -347,14 +356,14 @@ fn dump_work(ctx: &Ctx<'_>, o: &Opts, self_dump: bool) -> bool {
             if e.display_stats {
                 crate::print_dump_stats(&stats);
             }
-            if self_dump && !e.leave_running {
+            if self_dump && !e.leave_running && t == ty::DUMP {
                 return true;
             }
-            send(ctx, &dump_resp(true))
+            send(ctx, &dump_resp(t, true))
         }
         Err(err) => {
-            let mut r = failed(ty::DUMP, &anyhow::Error::from(err));
-            r.dump = dump_resp(false).dump;
+            let mut r = failed(t, &anyhow::Error::from(err));
+            r.dump = dump_resp(t, false).dump;
             send(ctx, &r);
             false
         }
@@ -535,10 +544,11 @@ mod tests {
         });
         assert!(r.success);
         let f = r.features.unwrap();
-        // No incremental dumps, no lazy pages; pidfd_store not asked.
+        // Dirty-page tracking (this kernel: userfaultfd), no lazy pages;
+        // pidfd_store not asked.
         assert_eq!(
             (f.mem_track, f.lazy_pages, f.pidfd_store),
-            (Some(false), Some(false), Some(false))
+            (Some(true), Some(false), Some(false))
         );
     }
 

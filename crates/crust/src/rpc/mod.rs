@@ -131,6 +131,9 @@ fn serve(sk: OwnedFd, base: &Opts, swrk: bool) -> i32 {
             return 1;
         }
     };
+    // CRIU's pre_dump_loop: after a PRE_DUMP the connection carries the
+    // next PRE_DUMP or the final DUMP, nothing else.
+    let mut pre_dumping = false;
     loop {
         let req = match wire::recv_req(sk.as_fd()) {
             Ok(Incoming::Req(r)) => r,
@@ -157,6 +160,11 @@ fn serve(sk: OwnedFd, base: &Opts, swrk: bool) -> i32 {
                 return 1;
             }
         };
+        let pre_dump = req.r#type == criu_req_type::PRE_DUMP;
+        if pre_dumping && !pre_dump && req.r#type != criu_req_type::DUMP {
+            bad_request(sk.as_fd(), "Bad req seq");
+            return 1;
+        }
         let keep_open = req.keep_open == Some(true);
         if keep_open && !keep_open_allowed(req.r#type) {
             // CRIU ends the connection without a word; crust says why.
@@ -174,7 +182,8 @@ fn serve(sk: OwnedFd, base: &Opts, swrk: bool) -> i32 {
             base,
         };
         let ok = handle::request(&ctx, &req);
-        if !(ok && keep_open) {
+        pre_dumping = ok && pre_dump;
+        if !(ok && (keep_open || pre_dumping)) {
             return i32::from(!ok);
         }
     }

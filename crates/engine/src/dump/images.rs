@@ -25,8 +25,17 @@ pub(super) fn inventory(opts: &Options) -> InventoryEntry {
             crate::net::netlock::Method::Nftables => crate::net::netlock::NFT_RUN_ID.to_string(),
             _ => run_id(),
         }),
+        // With --track-mem, when the set was made (CRIU's pid-reuse check).
+        dump_uptime: opts.track_mem.then(uptime_us).flatten(),
         ..Default::default()
     }
+}
+
+/// Time since boot in microseconds (/proc/uptime), CRIU's `dump_uptime`.
+pub(super) fn uptime_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e6) as u64)
 }
 
 /// A random UUID-shaped id for `dump_criu_run_id`.
@@ -93,6 +102,8 @@ pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
 /// A set that would not restore is a failed dump: check the images just
 /// written as a restore would before it touches anything (every image,
 /// the tree's pids, memory, files), while the tree can still run on.
+/// Pages left to a parent set are checked through the chain (the restore
+/// reads it).
 pub(super) fn check_restorable(opts: &Options) -> Result<(), Error> {
     let t = Instant::now();
     if opts.page_server {

@@ -7,6 +7,7 @@ mod images;
 mod outdir;
 mod pagejob;
 mod precheck;
+mod predump;
 mod seize;
 mod snapshot;
 
@@ -32,6 +33,7 @@ use images::{inventory, write_stats};
 use log::{debug, info, warn};
 use pagejob::PageJob;
 use precheck::{precheck, DEFAULT_TIMEOUT};
+pub use predump::pre_dump;
 use seize::seize;
 use std::path::Path;
 use std::time::Instant;
@@ -108,8 +110,13 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
+    if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
+        outdir::discard(dir);
+        return Err(e);
+    }
     // --page-server: connected before the freeze (no server: refused).
     let mut ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
+    let mut chain = predump::Chain::take(opts);
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -161,9 +168,11 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let times = (freezing_time_us, frozen_at);
-    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, times, ps.as_ref()))
-        .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
+    let dumped = catch_panic(|| {
+        let at = (freezing_time_us, frozen_at, &mut chain);
+        dump_tree(&proc, &mut tree, opts, at, ps.as_ref())
+    })
+    .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
     match dumped {
         Ok((stats, hold, deferred)) => {
             // Asked to stop before the tree is let go or killed (or the
@@ -378,7 +387,7 @@ fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
-    (freezing_time_us, frozen_at): (u64, Instant),
+    (freezing_time_us, frozen_at, chain): (u64, Instant, &mut predump::Chain),
     ps: Option<&crate::pageserver::PageServerSink>,
 ) -> Result<Dumped, Error> {
     let dir = opts.images_dir.as_path();
@@ -435,6 +444,7 @@ fn dump_tree(
                     seccomp: &mut seccomp,
                     cg: &cg,
                     snap: snapshot::wanted(opts) && ps.is_none(),
+                    chain: &mut *chain,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -499,7 +509,7 @@ fn dump_tree(
         memwrite_time_us: us_since(t_write),
         pages_scanned: counts.scanned,
         pages_written: tally.pages_written,
-        pages_skipped_parent: 0,
+        pages_skipped_parent: counts.in_parent,
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
     };
@@ -750,6 +760,7 @@ fn dump_process(
         pages_id,
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
         uffd,
+        since: out.chain.dirty(pid, nspid, &vmas),
     });
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
@@ -941,6 +952,8 @@ struct Sinks<'a> {
     cg: &'a CgDump,
     /// A snapshot (-R): pages copied while the tree runs.
     snap: bool,
+    /// The write tracking of a parent image set (incremental dumps).
+    chain: &'a mut predump::Chain,
 }
 
 /// The kobj ids of a task: `id` for its mm, files, fs and sighand, and

@@ -20,6 +20,8 @@ pub(super) struct PageJob {
     pub(super) parent: Option<(i32, std::sync::Arc<Vec<mem::Vma>>)>,
     /// -R: the process's userfaultfd, to copy its pages while it runs.
     pub(super) uffd: Option<crust_sys::uffd::Uffd>,
+    /// The pages written since the parent image set, when tracked.
+    pub(super) since: Option<super::predump::Dirty>,
 }
 
 /// What the page worker did: the page counts, its time, and the
@@ -46,8 +48,7 @@ pub(super) fn worker(
     let mut deferred = Vec::new();
     for job in queue {
         let n = job.run(sink, cow_parent, &mut deferred)?;
-        total.scanned += n.scanned;
-        total.written += n.written;
+        total.add(&n);
     }
     Ok((total, us_since(t), deferred))
 }
@@ -65,18 +66,14 @@ impl PageJob {
             (self.parent.as_ref().filter(|_| cow_parent))
                 .map(|(pid, vmas)| mem::CowParent { pid: *pid, vmas })
         };
-        if let Some(u) = self.uffd {
+        // An incremental dump copies while frozen: the snapshot's copy
+        // knows no parent set (its userfaultfd, dropped, lets go of all).
+        if let Some(u) = self.uffd.filter(|_| self.since.is_none()) {
             let job = (self.pid, self.nspid as u64, &self.vmas[..], self.pages_id);
             return snapshot::prepare_or_copy(job, sink, parent, u, deferred);
         }
-        let parent = parent();
-        mem::dump_pages(
-            self.pid,
-            self.nspid as u64,
-            sink,
-            &self.vmas,
-            self.pages_id,
-            parent,
-        )
+        let since = self.since.as_ref().map(super::predump::as_since);
+        let (pid, id, vmas) = (self.pid, self.nspid as u64, &self.vmas);
+        mem::dump_pages_since(pid, id, sink, vmas, self.pages_id, parent(), since)
     }
 }

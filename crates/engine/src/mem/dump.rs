@@ -145,7 +145,43 @@ pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option
 pub(super) struct Scan {
     pub(super) runs: Vec<ReadRun>,
     cow: Vec<(u64, u64)>,
+    /// Runs left to the parent image set (`PE_PARENT`: not written since).
+    in_parent: Vec<(u64, u64)>,
     pub(super) counts: PageCounts,
+}
+
+/// An incremental dump: the pages written since the parent image set
+/// (the tracker's answer) and the pages the parent chain holds (its
+/// pagemap's runs), both sorted, disjoint byte ranges. A page to store
+/// that was not written and that the parent holds is announced as in the
+/// parent (`PE_PARENT`), not stored; any other is stored (a page read in
+/// since, the zero page where its frame number is hidden, is not written
+/// yet is not in the parent either).
+#[derive(Clone, Copy)]
+pub struct Since<'a> {
+    pub dirty: &'a [std::ops::Range<u64>],
+    pub parent_has: &'a [std::ops::Range<u64>],
+}
+
+fn covers(ranges: &[std::ops::Range<u64>], addr: u64) -> bool {
+    let i = ranges.partition_point(|r| r.end <= addr);
+    ranges.get(i).is_some_and(|r| r.start <= addr)
+}
+
+impl Since<'_> {
+    /// Must the page at `addr` be stored (else: in the parent)?
+    fn written(&self, addr: u64) -> bool {
+        covers(self.dirty, addr) || !covers(self.parent_has, addr)
+    }
+}
+
+/// Add the page at `addr` to the runs of `list`, extending the last run
+/// if it is the page before, within the same VMA `v`.
+fn push_run(list: &mut Vec<(u64, u64)>, v: &Vma, addr: u64) {
+    match list.last_mut() {
+        Some((s, n)) if *s >= v.map.start && *s + *n * PAGE_SIZE == addr => *n += 1,
+        _ => list.push((addr, 1)),
+    }
 }
 
 impl Scan {
@@ -164,26 +200,33 @@ impl Scan {
                 npages,
                 flags: pe::COW_PARENT,
             }))
+            .chain(self.in_parent.iter().map(|&(vaddr, npages)| Run {
+                vaddr,
+                npages,
+                flags: pe::PARENT,
+            }))
             .collect();
         entries.sort_by_key(|e| e.vaddr);
         entries
     }
 
-    /// Add the page at `addr` of `v` with its fate.
-    fn add(&mut self, v: &Vma, addr: u64, f: Fate) {
+    /// Add the page at `addr` of `v` with its fate; with `since`, a page
+    /// to store that was not written since the parent set is left to it.
+    fn add(&mut self, v: &Vma, addr: u64, f: Fate, since: Option<Since<'_>>) {
         match f {
             Fate::Skip => {}
             Fate::Cow => {
                 // A run never crosses into the next VMA, even one right
                 // after with the same flags: each is inherited whole, by
                 // itself (restore checks each run against one VMA).
-                match self.cow.last_mut() {
-                    Some((s, n)) if *s >= v.map.start && *s + *n * PAGE_SIZE == addr => *n += 1,
-                    _ => self.cow.push((addr, 1)),
-                }
+                push_run(&mut self.cow, v, addr);
                 self.counts.cow += 1;
             }
             Fate::Zero => self.counts.zero += 1,
+            Fate::Store { .. } if since.is_some_and(|s| !s.written(addr)) => {
+                push_run(&mut self.in_parent, v, addr);
+                self.counts.in_parent += 1;
+            }
             Fate::Store { pinnable } => push_page(&mut self.runs, addr, v.map.read && pinnable),
         }
     }
@@ -262,7 +305,12 @@ fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(
 
 /// Scan the pagemap of every VMA whose pages are stored: only the parts
 /// that hold pages, in bounded chunks.
-pub(super) fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Result<Scan, Error> {
+pub(super) fn scan(
+    pid: i32,
+    vmas: &[Vma],
+    parent: &Option<CowParent<'_>>,
+    since: Option<Since<'_>>,
+) -> Result<Scan, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
     let ppm = match parent {
@@ -308,7 +356,7 @@ pub(super) fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Re
                 for (i, raw) in pmes.iter().enumerate() {
                     let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
                     let a = addr + i as u64 * PAGE_SIZE;
-                    scan.add(v, a, fate(Pme(*raw), pp, file_private, zero_pfn));
+                    scan.add(v, a, fate(Pme(*raw), pp, file_private, zero_pfn), since);
                 }
                 addr += n as u64 * PAGE_SIZE;
             }
@@ -323,6 +371,7 @@ pub(super) fn scan(pid: i32, vmas: &[Vma], parent: &Option<CowParent<'_>>) -> Re
 /// With `parent`, anonymous pages that are the very same physical page as
 /// the parent's at the same address (copy-on-write, untouched since the
 /// fork) are not stored but marked `COW_PARENT`: restore inherits them.
+#[allow(dead_code)] // the dump calls dump_pages_since; kept for the other page flows
 pub fn dump_pages(
     pid: i32,
     id: u64,
@@ -331,19 +380,64 @@ pub fn dump_pages(
     pages_id: u32,
     parent: Option<CowParent<'_>>,
 ) -> Result<PageCounts, Error> {
-    let s = scan(pid, vmas, &parent)?;
+    dump_pages_since(pid, id, sink, vmas, pages_id, parent, None)
+}
+
+/// [`dump_pages`] of an incremental dump: with `since`, only the pages
+/// written since the parent image set are stored, the others announced as
+/// in the parent (`PE_PARENT`).
+pub fn dump_pages_since(
+    pid: i32,
+    id: u64,
+    sink: &dyn PageSink,
+    vmas: &[Vma],
+    pages_id: u32,
+    parent: Option<CowParent<'_>>,
+    since: Option<Since<'_>>,
+) -> Result<PageCounts, Error> {
+    let plan = PagePlan(scan(pid, vmas, &parent, since)?);
+    write_pages(pid, id, sink, vmas, pages_id, &plan, false)
+}
+
+/// Which pages of a process to store and which to announce (the scan of
+/// its pagemap), made while the tree is frozen and written later.
+pub struct PagePlan(Scan);
+
+impl PagePlan {
+    /// Scan the pagemap of `pid` (see [`dump_pages_since`]).
+    pub fn scan(pid: i32, vmas: &[Vma], since: Option<Since<'_>>) -> Result<PagePlan, Error> {
+        Ok(PagePlan(scan(pid, vmas, &None, since)?))
+    }
+}
+
+/// Store the pages `plan` chose (see [`dump_pages`]), then the pages of
+/// every shared memory object of `vmas`. With `running` (a pre-dump: the
+/// tree runs on while its pages are copied), a page that cannot be read
+/// any more (unmapped since the scan) is stored as zeros: its range is no
+/// longer tracked, so the next dump of the chain stores it anew.
+pub fn write_pages(
+    pid: i32,
+    id: u64,
+    sink: &dyn PageSink,
+    vmas: &[Vma],
+    pages_id: u32,
+    plan: &PagePlan,
+    running: bool,
+) -> Result<PageCounts, Error> {
+    let s = &plan.0;
     let mut counts = s.counts;
     let mut out = sink.open(PageOwner::Task { id, pages_id })?;
     out.runs(&s.entries())?;
-    counts.written = read_task_pages(pid, &s.runs, &mut *out, None)?;
+    counts.written = read_task_pages(pid, &s.runs, &mut *out, None, running)?;
     out.finish()?;
     debug!(
-        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent",
+        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent, {} in the parent image set",
         counts.scanned,
         counts.written,
         s.runs.len(),
         counts.zero,
-        counts.cow
+        counts.cow,
+        counts.in_parent
     );
 
     dump_objects(pid, sink, vmas, &mut counts)?;
@@ -383,12 +477,14 @@ pub(super) trait ReadHook: Sync {
 
 /// Copy the runs of task memory into `out`, on two threads: a reader
 /// copies from the task into 1 MiB buffers, this thread hands each full
-/// buffer to the stream. Returns the number of pages copied.
+/// buffer to the stream. Returns the number of pages copied. `hook`: a
+/// snapshot's, told of each piece read; `running`: see [`write_pages`].
 pub(super) fn read_task_pages(
     pid: i32,
     runs: &[ReadRun],
     out: &mut dyn PageStream,
     hook: Option<&dyn ReadHook>,
+    running: bool,
 ) -> Result<u64, Error> {
     use std::sync::mpsc::sync_channel;
     let mem_file =
@@ -436,6 +532,11 @@ pub(super) fn read_task_pages(
                     mem_file
                         .read_at(dst, addr)
                         .map_err(sys_err(pid, format!("read /proc/PID/mem at {addr:#x}")))
+                };
+                let got = match got {
+                    Ok(n) if n == len => Ok(n),
+                    _ if running => Ok(reread(&mem_file, pid, addr, dst)),
+                    other => other,
                 };
                 let got = match got.and_then(|n| match hook {
                     Some(h) if !held && n == len => h.after_read(addr, dst).map(|()| n),
@@ -490,6 +591,17 @@ pub(super) fn read_task_pages(
         });
     }
     Ok(bytes / PAGE_SIZE)
+}
+
+/// A read of a running task's memory that failed: again through
+/// /proc/PID/mem (a mapping made unreadable since the scan), else zeros
+/// (unmapped since). Returns `dst.len()`.
+fn reread(mem_file: &File, pid: i32, addr: u64, dst: &mut [u8]) -> usize {
+    if !matches!(mem_file.read_at(dst, addr), Ok(n) if n == dst.len()) {
+        debug!("{pid}: {addr:#x} unreadable while running; stored as zeros (its range is no longer tracked)");
+        dst.fill(0);
+    }
+    dst.len()
 }
 
 #[cfg(test)]
@@ -557,11 +669,42 @@ mod tests {
         let mut scan = Scan::default();
         for v in [&a, &b] {
             for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {
-                scan.add(v, addr, Fate::Cow);
+                scan.add(v, addr, Fate::Cow, None);
             }
         }
         assert_eq!(scan.cow, vec![(0x10000, 2), (0x12000, 2)]);
         assert_eq!(scan.counts.cow, 4);
+    }
+
+    #[test]
+    fn pages_not_written_and_in_the_parent_are_left_to_it() {
+        let v = anon(0x10000, 0x18000);
+        let dirty: Vec<std::ops::Range<u64>> = std::iter::once(0x11000..0x12000).collect();
+        let parent_has: Vec<std::ops::Range<u64>> = std::iter::once(0x10000..0x14000).collect();
+        let since = Since {
+            dirty: &dirty,
+            parent_has: &parent_has,
+        };
+        let mut scan = Scan::default();
+        for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {
+            scan.add(&v, addr, Fate::Store { pinnable: true }, Some(since));
+        }
+        // Written: stored; not written, in the parent: PE_PARENT; not in
+        // the parent (read in since): stored.
+        let stored: Vec<_> = scan.runs.iter().map(|r| (r.addr, r.npages)).collect();
+        assert_eq!(stored, vec![(0x11000, 1), (0x14000, 4)]);
+        assert_eq!(scan.in_parent, vec![(0x10000, 1), (0x12000, 2)]);
+        assert_eq!(scan.counts.in_parent, 3);
+        let flags: Vec<_> = scan.entries().iter().map(|e| (e.vaddr, e.flags)).collect();
+        assert_eq!(
+            flags,
+            vec![
+                (0x10000, pe::PARENT),
+                (0x11000, pe::PRESENT),
+                (0x12000, pe::PARENT),
+                (0x14000, pe::PRESENT)
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod dump;
 mod fill;
 mod guard;
 pub(crate) mod huge;
+pub mod keeper;
 mod pages;
 mod restore;
 mod shmem;
@@ -27,7 +28,8 @@ pub mod snapshot;
 pub mod track;
 mod vma;
 
-pub use dump::{dump_pages, CowParent};
+#[allow(unused_imports)]
+pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, PagePlan, Since};
 pub use fill::{Filler, Pending};
 pub(crate) use guard::guard_entries;
 pub use guard::{install_guards, split_guards};
@@ -191,7 +193,7 @@ impl Vma {
     }
 
     /// Are its pages stored in the images?
-    fn dumps_pages(&self) -> bool {
+    pub(crate) fn dumps_pages(&self) -> bool {
         self.status & vs::AREA_REGULAR != 0
             && self.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
             && self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
@@ -227,9 +229,24 @@ pub struct PageCounts {
     pub zero: u64,
     /// Private pages left out because they are the parent's (copy-on-write).
     pub cow: u64,
+    /// Private pages left to the parent image set (incremental dumps).
+    pub in_parent: u64,
     /// Pages of shared memory objects looked at, and stored.
     pub shmem_scanned: u64,
     pub shmem_written: u64,
+}
+
+impl PageCounts {
+    /// Add the counts of another process.
+    pub fn add(&mut self, n: &PageCounts) {
+        self.scanned += n.scanned;
+        self.written += n.written;
+        self.zero += n.zero;
+        self.cow += n.cow;
+        self.in_parent += n.in_parent;
+        self.shmem_scanned += n.shmem_scanned;
+        self.shmem_written += n.shmem_written;
+    }
 }
 
 /// How many bytes are read from the task per batch. Small enough that a

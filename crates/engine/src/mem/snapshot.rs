@@ -153,7 +153,7 @@ pub fn prepare(
     uffd: Uffd,
 ) -> Result<Option<Prepared>, Error> {
     let t = std::time::Instant::now();
-    let s = scan(pid, vmas, &parent)?;
+    let s = scan(pid, vmas, &parent, None)?;
     let entries = s.entries();
     debug!(
         "{pid}: snapshot: pagemap scanned in {} us",
@@ -488,7 +488,7 @@ impl Prepared {
             pages_id: self.pages_id,
         })?;
         out.runs(&self.entries)?;
-        counts.written = read_task_pages(pid, &self.reads, &mut *out, Some(&self.snap))?;
+        counts.written = read_task_pages(pid, &self.reads, &mut *out, Some(&self.snap), false)?;
         self.snap.check()?;
         out.finish()?;
         let st = self.snap.lock();

@@ -29,7 +29,7 @@ use crust_sys::uffd::{Uffd, CREATE_FLAGS, TRACKING_FEATURES};
 use crust_sys::unix::{pidfd_getfd, pidfd_open};
 use std::fs::File;
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Regions one `PAGEMAP_SCAN` call may return.
 const SCAN_BATCH: usize = 512;
@@ -97,6 +97,24 @@ fn take_task_uffd(task: &mut Task) -> Result<Uffd, Error> {
 }
 
 impl Tracker {
+    /// A tracker handed back by the keeper: the userfaultfd `fd` of
+    /// process `pid`, with the ranges registered through it.
+    pub fn from_kept(pid: i32, fd: OwnedFd, ranges: Vec<Range<u64>>) -> Result<Tracker, Error> {
+        let pagemap = File::open(format!("/proc/{pid}/pagemap"))
+            .map_err(sys_err(pid, format!("opening /proc/{pid}/pagemap")))?;
+        Ok(Tracker {
+            pid,
+            uffd: Uffd::from_fd(fd),
+            pagemap,
+            tracked: merge(ranges),
+        })
+    }
+
+    /// The userfaultfd, to hand to the keeper.
+    pub fn uffd(&self) -> BorrowedFd<'_> {
+        self.uffd.as_fd()
+    }
+
     /// The process whose memory is tracked.
     pub fn pid(&self) -> i32 {
         self.pid

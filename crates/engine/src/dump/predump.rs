@@ -1,0 +1,447 @@
+//! `crust pre-dump` and the incremental side of `dump` (issue 15).
+//!
+//! A pre-dump freezes the tree only to read its VMAs, start (or refresh)
+//! the write tracking (`mem/track.rs`) and scan the pagemaps; the tree
+//! then runs again while the pages are copied. A page written during the
+//! copy was protected again before the tree ran, so the next run of the
+//! chain stores it. The tracking goes to a keeper (`mem/keeper.rs`) found
+//! by the next run through `--prev-images-dir`. A run given a parent set
+//! whose tracking it can take stores only the pages written since; the
+//! other pages to store are announced `PE_PARENT`, as CRIU writes them.
+//! The images are CRIU's pre-dump set: inventory, pagemap-PID and
+//! pages-N of each process, the shared memory pagemaps, stats-dump.
+
+use super::images::{inventory, write_stats};
+use super::precheck::{precheck, DEFAULT_TIMEOUT};
+use super::seize::seize;
+use super::{catch_panic, outdir, run_hook, Tree};
+use crate::mem::keeper;
+use crate::mem::track::{merge, start_tracking, Tracker};
+use crate::util::{compel_err, proc_err, us_since, write_image};
+use crate::{mem, task, Action, DumpStats, Error, Options};
+use crust_images::image::ImageType;
+use crust_proc::ProcRoot;
+use crust_sys::RemoteAddr;
+use log::{debug, info, warn};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The write tracking of a run: taken from the parent set's keeper (the
+/// trackers that may answer "written since the parent"), by host pid.
+#[derive(Default)]
+pub(super) struct Chain {
+    kept: HashMap<i32, Tracker>,
+    /// The parent image set.
+    parent: Option<PathBuf>,
+}
+
+/// What the dump of one process stores against the parent set: the
+/// ranges written since, and the ranges the parent's pagemap holds.
+pub(super) type Dirty = (Vec<Range<u64>>, Vec<Range<u64>>);
+
+impl Chain {
+    /// The tracking of the parent set named by `--prev-images-dir`, if
+    /// its keeper still holds it; without it every page is stored.
+    pub(super) fn take(opts: &Options) -> Chain {
+        let Some(prev) = parent_dir(opts) else {
+            return Chain::default();
+        };
+        match keeper::take_from(&prev) {
+            Ok(ts) => {
+                info!(
+                    "Write tracking of {} processes taken from the keeper of {}",
+                    ts.len(),
+                    prev.display()
+                );
+                Chain {
+                    kept: ts.into_iter().map(|t| (t.pid(), t)).collect(),
+                    parent: Some(prev),
+                }
+            }
+            Err(why) => {
+                keeper::not_kept(&why);
+                Chain::default()
+            }
+        }
+    }
+
+    /// The pages of `pid`'s private VMAs written since the parent set, its
+    /// tracker protecting them again; None (store every page) for a
+    /// process the parent's tracking does not cover. The tracker stays in
+    /// the chain (a pre-dump hands it on; a dump drops it).
+    pub(super) fn dirty(&mut self, pid: i32, nspid: i32, vmas: &[mem::Vma]) -> Option<Dirty> {
+        let t = self.kept.get_mut(&pid)?;
+        let has = match parent_pages(self.parent.as_deref()?, nspid) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("{e}: every page of {pid} is dumped");
+                return None;
+            }
+        };
+        match t.take_dirty(&tracked_ranges(vmas)) {
+            Ok(d) => Some((d, has)),
+            Err(e) => {
+                warn!("{e}: every page of {pid} is dumped");
+                self.kept.remove(&pid);
+                None
+            }
+        }
+    }
+}
+
+/// `dump --track-mem` of a tree left running: tracking would have to be
+/// started in a dump, which crust does only in `pre-dump`. A dump that
+/// kills the tree has nothing left to track: the option is moot there.
+pub(super) fn refuse_track_running(opts: &Options) -> Result<(), Error> {
+    if opts.track_mem && (opts.leave_running || opts.leave_stopped) {
+        return Err(Error::unsupported(
+            "dump --track-mem with --leave-running/--leave-stopped (use `crust pre-dump` to start tracking)",
+        ));
+    }
+    Ok(())
+}
+
+/// The pages the parent set's pagemap of process `nspid` holds (stored
+/// there, or in its own parent).
+fn parent_pages(dir: &Path, nspid: i32) -> Result<Vec<Range<u64>>, Error> {
+    use crust_images::consts::pe;
+    use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
+    let name = ImageType::Pagemap.file_name(nspid as u64);
+    let err = |source| Error::Image {
+        what: format!("cannot read the parent's {name} in {}", dir.display()),
+        source,
+    };
+    let mut r = crust_images::image::ImageReader::open_typed(dir, ImageType::Pagemap, &name)
+        .map_err(err)?;
+    let _: Option<PagemapHead> = r.read_entry().map_err(err)?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(err)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
+        let flags = e.flags.unwrap_or(pe::PRESENT);
+        if e.in_parent == Some(true) || flags & (pe::PRESENT | pe::PARENT) != 0 {
+            let end = e
+                .vaddr
+                .saturating_add(n.saturating_mul(crust_sys::PAGE_SIZE));
+            out.push(e.vaddr..end);
+        }
+    }
+    Ok(merge(out))
+}
+
+/// The parent image set, as the images directory's `parent` link will
+/// name it (a relative path is relative to the images directory).
+fn parent_dir(opts: &Options) -> Option<PathBuf> {
+    opts.prev_images_dir
+        .as_ref()
+        .map(|p| opts.images_dir.join(p))
+}
+
+/// `--prev-images-dir`: the parent set must exist; `parent` in the images
+/// directory is made a symlink to it, as given (CRIU's link).
+pub(super) fn link_parent(opts: &Options) -> Result<(), Error> {
+    let Some(prev) = &opts.prev_images_dir else {
+        return Ok(());
+    };
+    let full = opts.images_dir.join(prev);
+    if !full.is_dir() {
+        return Err(Error::unsupported(format!(
+            "--prev-images-dir {}: {} is not a directory (a relative path is taken from the images directory)",
+            prev.display(),
+            full.display()
+        )));
+    }
+    let link = opts.images_dir.join("parent");
+    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        let _ = std::fs::remove_file(&link);
+    }
+    std::os::unix::fs::symlink(prev, &link).map_err(|source| Error::Io {
+        op: "cannot link the parent image set",
+        path: link,
+        source,
+    })
+}
+
+/// The ranges whose writes are tracked: every VMA whose pages are stored
+/// (the vDSO and AIO rings are stored whole anyway).
+fn tracked_ranges(vmas: &[mem::Vma]) -> Vec<Range<u64>> {
+    merge(
+        vmas.iter()
+            .filter(|v| v.dumps_pages())
+            .map(|v| v.map.start..v.map.end)
+            .collect(),
+    )
+}
+
+/// The page filter of [`Dirty`].
+pub(super) fn as_since(d: &Dirty) -> mem::Since<'_> {
+    mem::Since {
+        dirty: &d.0,
+        parent_has: &d.1,
+    }
+}
+
+/// What the frozen part of a pre-dump found for one process.
+struct Planned {
+    pid: i32,
+    nspid: i32,
+    vmas: Vec<mem::Vma>,
+    plan: mem::PagePlan,
+}
+
+/// `crust pre-dump`: the tree's memory into `opts.images_dir`, the tree
+/// left running.
+pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
+    let pid = opts.pid;
+    let proc = ProcRoot::default();
+    precheck(&proc, pid)?;
+    if opts.freeze_cgroup.is_some() {
+        return Err(Error::unsupported(
+            "pre-dump with --freeze-cgroup (crust's pre-dump seizes the tree with ptrace)",
+        ));
+    }
+    run_hook(opts, Action::PreDump, Some(pid))?;
+    let dir = &opts.images_dir;
+    outdir::prepare(opts)?;
+    if let Err(e) = link_parent(opts) {
+        outdir::discard(dir);
+        return Err(e);
+    }
+    let mut chain = Chain::take(opts);
+    let t0 = Instant::now();
+    let mut tree = Tree::default();
+    let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout, None))
+        .and_then(|()| crate::util::check_stop());
+    if let Err(e) = seized {
+        tree.release(false);
+        discard(opts);
+        return Err(e);
+    }
+    let freezing_time_us = us_since(t0);
+    let frozen_at = Instant::now();
+    let planned = catch_panic(|| plan_tree(&proc, &mut tree, &mut chain));
+    // The tree runs again: its pages are copied while it runs.
+    tree.release(false);
+    let frozen_time_us = us_since(frozen_at);
+    info!("Tree {pid} frozen for {frozen_time_us} us; copying its pages while it runs");
+    let (planned, trackers) = match planned {
+        Ok(x) => x,
+        Err(e) => {
+            discard(opts);
+            return Err(e);
+        }
+    };
+    let t_write = Instant::now();
+    // Asked to stop (or the front end died) before the keeper is named:
+    // no keeper. Just after: the keeper named is released again.
+    let written = catch_panic(|| write_set(opts, &planned))
+        .and_then(|c| crate::util::check_stop().map(|()| c))
+        .and_then(|c| keeper::start_keeper(dir, &trackers).map(|()| c))
+        .and_then(|c| match crate::util::check_stop() {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                let _ = keeper::release(dir);
+                Err(e)
+            }
+        });
+    drop(trackers);
+    let counts = match written {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("Pre-dump of {pid} failed; the tree runs on");
+            discard(opts);
+            return Err(e);
+        }
+    };
+    let stats = DumpStats {
+        freezing_time_us,
+        frozen_time_us,
+        memdump_time_us: frozen_time_us,
+        memwrite_time_us: us_since(t_write),
+        pages_scanned: counts.scanned,
+        pages_written: counts.written,
+        pages_skipped_parent: counts.in_parent,
+        shpages_scanned: counts.shmem_scanned,
+        shpages_written: counts.shmem_written,
+    };
+    if let Err(e) = write_stats(&opts.work_dir(), &stats) {
+        warn!("{e}");
+    }
+    info!(
+        "Pre-dump of {pid}: {} pages written, {} left to the parent set",
+        counts.written, counts.in_parent
+    );
+    Ok(stats)
+}
+
+/// A failed pre-dump: its images and the `parent` link go.
+fn discard(opts: &Options) {
+    outdir::discard(&opts.images_dir);
+    if opts.prev_images_dir.is_some() {
+        let _ = std::fs::remove_file(opts.images_dir.join("parent"));
+    }
+}
+
+/// The frozen part: each process's VMAs, tracking started or refreshed,
+/// its pagemap scanned. Returns the plans and the trackers to keep.
+fn plan_tree(
+    proc: &ProcRoot,
+    tree: &mut Tree,
+    chain: &mut Chain,
+) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
+    let mut planned = Vec::new();
+    let mut trackers = Vec::new();
+    for p in tree.procs.iter_mut().filter(|p| !p.zombie) {
+        crate::util::check_stop()?;
+        let pid = p.pid;
+        let status = crust_proc::status(proc, pid).map_err(proc_err(pid))?;
+        let nspid = super::ns_last(&status.ns_pid, pid);
+        let vmas = mem::collect_vmas(proc, pid)?;
+        let ranges = tracked_ranges(&vmas);
+        let since = chain.dirty(pid, nspid, &vmas);
+        let tracker = match chain.kept.remove(&pid) {
+            Some(mut t) => {
+                // Mappings made since: tracked from now on.
+                let (_, new) = split_new(&ranges, t.tracked());
+                track_each(&mut t, &new);
+                Some(t)
+            }
+            None => start(proc, p, &vmas, &ranges),
+        };
+        let plan = mem::PagePlan::scan(pid, &vmas, since.as_ref().map(as_since))?;
+        debug!(
+            "{pid}: {} VMAs, {}",
+            vmas.len(),
+            match &since {
+                Some((d, _)) => format!("{} ranges written since the parent set", d.len()),
+                None => "every page stored".to_string(),
+            }
+        );
+        planned.push(Planned {
+            pid,
+            nspid,
+            vmas,
+            plan,
+        });
+        trackers.extend(tracker);
+    }
+    Ok((planned, trackers))
+}
+
+/// The parts of `ranges` inside `tracked` and the parts outside.
+fn split_new(ranges: &[Range<u64>], tracked: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let mut new = Vec::new();
+    let mut old = Vec::new();
+    for r in ranges {
+        let mut at = r.start;
+        for c in tracked
+            .iter()
+            .filter(|c| c.end > r.start && c.start < r.end)
+        {
+            if c.start > at {
+                new.push(at..c.start);
+            }
+            old.push(c.start.max(at)..c.end.min(r.end));
+            at = c.end.min(r.end);
+        }
+        if at < r.end {
+            new.push(at..r.end);
+        }
+    }
+    (old, new)
+}
+
+/// Track each of `ranges`; one the kernel refuses (the task uses
+/// userfaultfd there itself, a special mapping) stays untracked: it counts
+/// as written whole at every run.
+fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
+    for r in ranges {
+        if let Err(e) = t.track(std::slice::from_ref(r)) {
+            debug!("{e}: that range is dumped whole at every run");
+        }
+    }
+}
+
+/// Start tracking process `p` (seized) by a userfaultfd made in it; None
+/// (and a warning) when that fails: the next run dumps every page.
+fn start(
+    proc: &ProcRoot,
+    p: &mut super::Proc,
+    vmas: &[mem::Vma],
+    ranges: &[Range<u64>],
+) -> Option<Tracker> {
+    let pid = p.pid;
+    let started = (|| -> Result<Tracker, Error> {
+        task::misc::refuse_pending_sigtrap(proc, pid, &p.threads)?;
+        // A seccomp filter must not see (or kill the task for) the
+        // userfaultfd call made on crust's behalf.
+        task::seccomp::suspend(
+            proc,
+            pid,
+            &p.threads,
+            crust_sys::ptrace::options::TRACESYSGOOD,
+        )?;
+        let main = p.threads.first_mut().ok_or(Error::NoSuchProcess { pid })?;
+        match mem::Vma::vdso_syscall(pid, vmas) {
+            Some(ip) => main.use_syscall_ip(ip),
+            None => {
+                let ip = vmas
+                    .iter()
+                    .find(|v| v.map.exec && v.usable_for_syscall())
+                    .map(|v| RemoteAddr(v.map.start))
+                    .ok_or_else(|| {
+                        Error::unsupported(format!("process {pid} has no executable mapping"))
+                    })?;
+                main.infect(ip).map_err(compel_err(pid))?;
+            }
+        }
+        let t = start_tracking(main, &[]);
+        main.cure().map_err(compel_err(pid))?;
+        let mut t = t?;
+        track_each(&mut t, ranges);
+        Ok(t)
+    })();
+    match started {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!("Cannot track the writes of process {pid} ({e}): the next dump stores all its pages");
+            None
+        }
+    }
+}
+
+/// The part done while the tree runs: every process's pages, then the
+/// inventory. Returns the page counts.
+fn write_set(opts: &Options, planned: &[Planned]) -> Result<mem::PageCounts, Error> {
+    let dir: &Path = &opts.images_dir;
+    let _ = mem::take_page_tally(dir);
+    let sink = mem::LocalImages::new(dir);
+    let mut total = mem::PageCounts::default();
+    for (i, p) in planned.iter().enumerate() {
+        crate::util::check_stop()?;
+        let c = mem::write_pages(
+            p.pid,
+            p.nspid as u64,
+            &sink,
+            &p.vmas,
+            i as u32 + 1,
+            &p.plan,
+            true,
+        )?;
+        total.add(&c);
+    }
+    let tally = mem::take_page_tally(dir);
+    total.shmem_written = tally.shpages_written;
+    let mut inv = inventory(opts);
+    inv.dump_uptime = super::images::uptime_us();
+    // CRIU's PRE_DUMP_SPLICE 1, PRE_DUMP_READ 2: crust reads either way.
+    inv.pre_dump_mode = Some(match opts.pre_dump_mode.as_deref() {
+        Some("read") => 2,
+        _ => 1,
+    });
+    write_image(dir, ImageType::Inventory, 0, &[inv])?;
+    Ok(total)
+}
