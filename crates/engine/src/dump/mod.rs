@@ -98,6 +98,22 @@ impl Tree {
     }
 }
 
+/// Before the freeze: the images directory made ready, the `parent` link
+/// of an incremental dump, the page server connected (no server: the dump
+/// is refused), the parent set's write tracking taken from its keeper.
+fn prepare_output(
+    opts: &Options,
+) -> Result<(Option<crate::pageserver::PageServerSink>, predump::Chain), Error> {
+    let dir = &opts.images_dir;
+    outdir::prepare(opts)?;
+    if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
+        outdir::discard(dir);
+        return Err(e);
+    }
+    let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
+    Ok((ps, predump::Chain::take(opts)))
+}
+
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
@@ -109,14 +125,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         .map_err(crate::cgroup::props::PropsError::into_error)?;
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
-    outdir::prepare(opts)?;
-    if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
-        outdir::discard(dir);
-        return Err(e);
-    }
-    // --page-server: connected before the freeze (no server: refused).
-    let mut ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
-    let mut chain = predump::Chain::take(opts);
+    let (mut ps, mut chain) = prepare_output(opts)?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -168,11 +177,9 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let dumped = catch_panic(|| {
-        let at = (freezing_time_us, frozen_at, &mut chain);
-        dump_tree(&proc, &mut tree, opts, at, ps.as_ref())
-    })
-    .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
+    let at = (freezing_time_us, frozen_at, &mut chain);
+    let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, at, ps.as_ref()))
+        .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
     match dumped {
         Ok((stats, hold, deferred)) => {
             // Asked to stop before the tree is let go or killed (or the
