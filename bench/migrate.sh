@@ -90,7 +90,11 @@ done
 if [[ $AUTO = 1 && $TOOL = crust ]]; then
     c=${CRUST_BIN:-${CRUST_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}/crust}
     "$c" check --no-default-config --feature mem_dirty_track >/dev/null 2>&1 && PREDUMPS=2
-    case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
+    # (crust's pre-dump writes locally only, so the page server is used
+    # when there are no pre-dumps.)
+    if [[ $PREDUMPS = 0 ]]; then
+        case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
+    fi
     "$c" check --no-default-config --feature lazy_pages >/dev/null 2>&1 && LAZY=1
 fi
 # A lazy dump keeps the source tree (frozen) until its last page is
@@ -219,6 +223,10 @@ setup_net() {
 # The service address moves with the workload: the link itself goes to
 # the destination (moving a link drops its addresses: add it back).
 move_address() {
+    # Until the restore has the connections back, the destination drops
+    # what reaches the service (as a network lock): a client's packet
+    # landing before its socket exists would be answered by a reset.
+    in_ns "$NS_DST" iptables -w -I INPUT -p tcp -d "$SVC_IP" --dport "$SVC_PORT" -j DROP
     ip -n "$NS_SRC" link set svc0 netns "$NS_DST"
     ip -n "$NS_DST" addr add "$SVC_IP/24" dev svc0
     ip -n "$NS_DST" link set svc0 up
@@ -403,6 +411,7 @@ main() {
         "${restore_args[@]+"${restore_args[@]}"}" -v"$LOGV" -o restore.log </dev/null >"$d/restore.out" 2>&1 ||
         tool_die "restore failed: $(tail_log "$d/restore.out") $(tail_log "$d/restore.log")"
     t_restored=$(now)
+    in_ns "$NS_DST" iptables -w -D INPUT -p tcp -d "$SVC_IP" --dport "$SVC_PORT" -j DROP
     PIDS+=("$(cat "$WORK/restored.pid")")
     if [[ $PIDNS = 1 ]]; then
         SERVER=$(cat "$WORK/restored.pid")
@@ -433,7 +442,7 @@ main() {
 
     kill -TERM "$CLIENT"
     wait_file "$WORK/client.result" 30 || die "the clients gave no verdict"
-    kill -TERM "$SERVER"
+    kill -TERM "$SERVER" 2>/dev/null || true  # (it may have ended with its last connection)
     wait_file "$WORK/server.result" 60 || die "the server gave no verdict"
     printf '  total          %8s s   (first round to every connection answering in the destination%s)\n' \
         "$(secs "$t_start" "$t_done")" "$([[ $LAZY = 1 ]] && echo ' and every page in')"

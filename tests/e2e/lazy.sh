@@ -44,7 +44,7 @@ t_lazy_bigmem() {
 # pages stay zero), mremap (pages follow) and munmap right after the
 # restore; the process's fd table is the images' (the userfaultfd was
 # closed in it). lazy-fork: a fork first (the child gets a userfaultfd of
-# its own). Both are known bugs today (see docs/arch-lazy.md).
+# its own). Both are known bugs today (see docs/ARCHITECTURE.md, "Live migration").
 lazy_events() {
     local procs=$1
     shift
@@ -97,6 +97,6 @@ t_lazy_no_daemon() {
 }
 
 ALL_TESTS+=(lazy-bigmem lazy-daemon-killed lazy-no-daemon)
-# Known bug (docs/arch-lazy.md): with pages served at faults only, the
+# Known bug (docs/ARCHITECTURE.md, "Live migration"): with pages served at faults only, the
 # page of the thread control block comes back empty.
 KNOWN_BUG_TESTS+=(lazy-events lazy-fork)

@@ -127,4 +127,18 @@ t_predump_rpc() {
     expect_pass "$D/i3/restore.log"
 }
 
-ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc)
+# pre-dump --page-server is refused (its pages would land in -D, not on
+# the server): a clear error, the task untouched and untracked.
+t_err_predump_page_server() {
+    need_crust || return 1
+    start_prog dirtymem --mb 16 --step "$D/step" || return 1
+    mkdir -p "$D/i1"
+    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" --page-server --address 127.0.0.1 --port 1 -v4 -o pd.log
+    [ $RC != 0 ] || { fail "pre-dump --page-server succeeded" "$D/i1/pd.log"; return 1; }
+    grep -q "page-server" "$D/pd1.err" || { fail "the error does not name --page-server: $(head -c 300 "$D/pd1.err")"; return 1; }
+    grep -q ' uw' "/proc/$PID/smaps" && { fail "the task is tracked after the refusal"; return 1; }
+    [ -z "$(keepers)" ] || { fail "a keeper was started"; return 1; }
+    expect_pass
+}
+
+ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc err-predump-page-server)

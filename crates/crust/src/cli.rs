@@ -19,7 +19,7 @@ use crate::getopt::{self, atoi, Arg};
 enum Kind {
     /// Implemented (or validated and passed on).
     Used,
-    /// Accepted and has no effect for crust, for a reason docs/arch-cli.md
+    /// Accepted and has no effect for crust, for a reason docs/ARCHITECTURE.md, "The command line"
     /// gives (it acts on something crust does not do or refuses anyway).
     NoEffect,
     /// Accepted with a warning: CRIU would do something crust does not do
@@ -864,7 +864,7 @@ Dump/restore options:
   --root-exit-code       restore without -d: exit as the root task ends
                          (crust's own; CRIU exits 0)
   --network-lock M, --skip-in-flight, and CRIU's other options: see
-                         docs/arch-cli.md for what crust does with each
+                         docs/ARCHITECTURE.md (section: The command line)
 
 Check options:
   --feature NAME         check one feature (`--feature list` lists them)

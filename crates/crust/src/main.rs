@@ -153,7 +153,9 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         std::process::id()
     );
     for name in &opts.no_effect {
-        log::debug!("option {name} has no effect for crust (see docs/arch-cli.md)");
+        log::debug!(
+            "option {name} has no effect for crust (see docs/ARCHITECTURE.md, The command line)"
+        );
     }
     for what in &opts.lacking {
         log::warn!("{what}");

@@ -1,7 +1,7 @@
 //! Process creation, waiting and signalling.
 
 // Runs while a task is under crust's control: no panics, only errors the
-// caller can roll back on (see docs/arch-lints.md).
+// caller can roll back on (see docs/ARCHITECTURE.md, "Lints").
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

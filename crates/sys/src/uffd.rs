@@ -9,7 +9,7 @@
 //! and drops the write protection: nothing is left in the task.
 
 // Runs while a task is under crust's control: no panics, only errors the
-// caller can roll back on (see docs/arch-lints.md).
+// caller can roll back on (see docs/ARCHITECTURE.md, "Lints").
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

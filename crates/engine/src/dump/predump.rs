@@ -202,6 +202,14 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
             "pre-dump with --freeze-cgroup (crust's pre-dump seizes the tree with ptrace)",
         ));
     }
+    if opts.page_server || opts.ps_socket.is_some() {
+        // Its pages would land in -D, not on the server: refused rather
+        // than silently written where the caller does not look.
+        return Err(Error::unsupported(
+            "pre-dump --page-server (crust sends only a dump's pages to a page server yet): \
+             pre-dump into a local directory, or dump --page-server",
+        ));
+    }
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;

@@ -3,7 +3,7 @@
 //! root) and mapped files are handled here; every other kind of file
 //! (pipes, event files, sockets, ghosts, memfds, ptys) in its own module,
 //! driven through the traits and lists of [`crate::files::kind`]
-//! (`docs/arch-files.md`).
+//! (docs/ARCHITECTURE.md, "Files and sockets").
 //! Shared anonymous memory is recorded the way CRIU 4.x does it: as a
 //! MEMFD file (`files.img`) whose inode (`memfd.img`) is named "/dev/zero".
 

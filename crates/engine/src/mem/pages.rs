@@ -1,7 +1,7 @@
 //! The seam of page I/O. At dump, pages go to a [`PageSink`]; at restore
 //! they come from a [`PageSource`]. [`LocalImages`] is the implementation
 //! both ways on an images directory (`pagemap-N.img`, `pagemap-shmem-N.img`
-//! and `pages-N.img`, as CRIU writes them). See docs/arch-mem.md for how a
+//! and `pages-N.img`, as CRIU writes them). See docs/ARCHITECTURE.md, "Memory and the page I/O seam" for how a
 //! page server, a parent image set or userfaultfd fit in.
 
 use super::fill::{fill_keeping, fill_vm_writev, Filler, Pending};

@@ -1,4 +1,4 @@
-//! CRIU 4.2's page server, both sides (docs/arch-pageserver.md): the wire
+//! CRIU 4.2's page server, both sides (docs/ARCHITECTURE.md, "Live migration"): the wire
 //! format ([`proto`]), the connection with its TLS ([`conn`]), a dump's
 //! pages sent over it and lazy-pages' requests ([`client`]), and the
 //! server that writes them into an images directory ([`server`]).

@@ -1,5 +1,5 @@
 //! CRIU 4.2's page-server wire format: every command is one 32-byte
-//! `page_server_iov` in host byte order (see docs/arch-pageserver.md).
+//! `page_server_iov` in host byte order (see docs/ARCHITECTURE.md, "Live migration").
 
 /// Bytes of one command on the wire.
 pub const IOV_SIZE: usize = 32;

@@ -1,5 +1,5 @@
 // Runs while tasks are under crust's control: no panics, only errors the
-// caller rolls back on (see docs/arch-lints.md).
+// caller rolls back on (see docs/ARCHITECTURE.md, "Lints").
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

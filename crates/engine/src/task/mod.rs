@@ -2,7 +2,7 @@
 //! Dump builds CRIU's `core_entry`; restore applies it.
 
 // Runs while a task is under crust's control: no panics, only errors the
-// caller can roll back on (see docs/arch-lints.md).
+// caller can roll back on (see docs/ARCHITECTURE.md, "Lints").
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
