@@ -104,6 +104,13 @@ impl Tree {
 fn prepare_output(
     opts: &Options,
 ) -> Result<(Option<crate::pageserver::PageServerSink>, predump::Chain), Error> {
+    if opts.lazy_pages {
+        // (The command line says so before; this is the RPC's way in.)
+        return Err(Error::unsupported(
+            "dump --lazy-pages (pages left on the source for a page server): \
+             dump whole, then restore with --lazy-pages",
+        ));
+    }
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
     if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {

@@ -202,6 +202,9 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
             "pre-dump with --freeze-cgroup (crust's pre-dump seizes the tree with ptrace)",
         ));
     }
+    if opts.lazy_pages {
+        return Err(Error::unsupported("pre-dump --lazy-pages"));
+    }
     if opts.page_server || opts.ps_socket.is_some() {
         // Its pages would land in -D, not on the server: refused rather
         // than silently written where the caller does not look.

@@ -419,7 +419,8 @@ fn field_table_refused(null_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> 
             "lazy_pages",
             Mode::Dump,
             Box::new(|r| r.lazy_pages = Some(true)),
-            Refused,
+            // Taken; the dump itself refuses it (engine: prepare_output).
+            Used(|o| o.engine.lazy_pages),
         ),
         (
             "ps",
