@@ -233,6 +233,15 @@ impl Conn {
             Inner::Client(s) => {
                 s.conn.send_close_notify();
                 let _ = s.flush();
+                // Read the server's own close_notify (CRIU's server sends
+                // it, then waits for the end of the stream): a socket
+                // closed with it unread resets the connection, and the
+                // server takes the reset for a failure.
+                let _ = s
+                    .sock
+                    .set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut buf = [0u8; 512];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
             }
             Inner::Server(s) => {
                 s.conn.send_close_notify();
