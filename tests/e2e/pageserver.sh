@@ -18,7 +18,16 @@ ps_server() {
     track "$SPID" "$TIMEOUT_EXE"
     # Listening?
     while [ $n -gt 0 ]; do
-        ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && return 0
+        if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
+            # The server itself too: the harness kills a tracked pid's
+            # children only when they run its binary (timeout's), and a
+            # server left behind would hold the e2e lock's fd.
+            local c
+            for c in $(cat /proc/"$SPID"/task/*/children 2>/dev/null); do
+                track "$c" "$(exe_of "$c")"
+            done
+            return 0
+        fi
         case $(pstate "$SPID") in "" | Z) break ;; esac
         sleep 0.1
         n=$((n - 1))
