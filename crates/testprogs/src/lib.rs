@@ -150,6 +150,30 @@ pub fn term_requested() -> bool {
 
 /// Prints the error with errno and exits with status 3 (before READY: the
 /// harness sees the missing ready file).
+/// A new private anonymous read-write mapping of `len` bytes (a multiple
+/// of 8), as words, never unmapped; exits on failure.
+pub fn map_anon_words(len: usize) -> &'static mut [u64] {
+    // SAFETY: mmap with a null hint and no fd creates a new mapping and
+    // touches no memory of ours.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        die("mmap");
+    }
+    // SAFETY: the mapping is fresh (aliased by nothing), page-aligned,
+    // `len` bytes long and never unmapped, so the slice may live for
+    // 'static.
+    unsafe { std::slice::from_raw_parts_mut(p as *mut u64, len / 8) }
+}
+
 pub fn die(what: &str) -> ! {
     eprintln!("{what}: {}", std::io::Error::last_os_error());
     std::process::exit(3)

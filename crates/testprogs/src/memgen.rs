@@ -58,23 +58,7 @@ impl MemGen {
         let words: &'static mut [u64] = if len == 0 {
             &mut []
         } else {
-            // SAFETY: a fresh private anonymous mapping aliased by nothing
-            // else, never unmapped (so 'static holds); page-aligned, len a
-            // multiple of 8.
-            unsafe {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                if p == libc::MAP_FAILED {
-                    die("mmap");
-                }
-                std::slice::from_raw_parts_mut(p as *mut u64, len / 8)
-            }
+            crate::map_anon_words(len)
         };
         let n = len / PAGE;
         let mut m = MemGen {
@@ -202,17 +186,17 @@ impl Probe {
     /// pages a SIGUSR1 rewrites.
     pub fn new(file: Option<&Path>, fraction: f64) -> Probe {
         for sig in [libc::SIGUSR1, libc::SIGUSR2] {
-            // SAFETY: sigaction is zero-initialised (valid), its mask
-            // emptied, the handler an extern "C" fn(c_int) doing only
-            // atomic stores (async-signal-safe).
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_usr as *const () as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                sa.sa_flags = libc::SA_RESTART;
-                if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                    die("sigaction(SIGUSR)");
-                }
+            // SAFETY: an all-zero sigaction is a valid value (no handler,
+            // empty flags).
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            sa.sa_sigaction = on_usr as *const () as libc::sighandler_t;
+            // SAFETY: sa_mask is a valid sigset_t we own.
+            unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+            sa.sa_flags = libc::SA_RESTART;
+            // SAFETY: `sa` is fully set; the handler is an extern "C"
+            // fn(c_int) doing only atomic stores (async-signal-safe).
+            if unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) } != 0 {
+                die("sigaction(SIGUSR)");
             }
         }
         Probe {

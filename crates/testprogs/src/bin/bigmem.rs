@@ -2,31 +2,11 @@
 //! checksum is kept elsewhere, plus a region of which only every fourth page
 //! was touched (the holes must read back as zero).
 
-use crust_testprogs::{die, ensure, finish, ready, start, wait_for_term, XorShift};
+use crust_testprogs::{ensure, finish, ready, start, wait_for_term, XorShift};
 
 const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 const PAGE: usize = 4096;
 const HOLES_PAGES: usize = 4096; // 16 MiB
-
-fn map_anon(len: usize) -> &'static mut [u64] {
-    // SAFETY: a fresh private anonymous mapping is not aliased by anything else;
-    // it is never unmapped, so the slice may live for 'static; len is a multiple
-    // of 8 and mmap returns page-aligned memory.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            die("mmap");
-        }
-        std::slice::from_raw_parts_mut(p as *mut u64, len / 8)
-    }
-}
 
 fn fill(words: &mut [u64]) -> u64 {
     let mut rng = XorShift(SEED);
@@ -62,9 +42,9 @@ fn page_marker(page: usize) -> u64 {
 fn main() {
     let args = start();
     let mb = args.num("mb", 1024) as usize;
-    let big = map_anon(mb << 20);
+    let big = crust_testprogs::map_anon_words(mb << 20);
     let sum = Box::new(fill(big));
-    let holes = map_anon(HOLES_PAGES * PAGE);
+    let holes = crust_testprogs::map_anon_words(HOLES_PAGES * PAGE);
     let per_page = PAGE / 8;
     for page in (0..HOLES_PAGES).step_by(4) {
         holes[page * per_page] = page_marker(page);

@@ -35,30 +35,10 @@ fn write_page(mem: &mut [u64], p: usize, generation: u64) {
     }
 }
 
-fn map_anon(len: usize) -> &'static mut [u64] {
-    // SAFETY: a fresh private anonymous mapping is not aliased by anything
-    // else; it is never unmapped, so the slice may live for 'static; len is
-    // a multiple of 8 and mmap returns page-aligned memory.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            die("mmap");
-        }
-        std::slice::from_raw_parts_mut(p as *mut u64, len / 8)
-    }
-}
-
 fn main() {
     let args = start();
     let pages = (args.num("mb", 64) as usize) << 20 >> 12;
-    let mem = map_anon(pages * PAGE);
+    let mem = crust_testprogs::map_anon_words(pages * PAGE);
     for p in 0..pages {
         write_page(mem, p, 0);
     }

@@ -6,30 +6,10 @@
 //! then `FILE.done` gets the step number. At SIGTERM every page must hold
 //! what its version says (an incremental dump chain restored exactly).
 
-use crust_testprogs::{die, ensure, finish, ready, start, wait_for_term, write_atomic, XorShift};
+use crust_testprogs::{ensure, finish, ready, start, wait_for_term, write_atomic, XorShift};
 
 const PAGE: usize = 4096;
 const WORDS: usize = PAGE / 8;
-
-fn map_anon(len: usize) -> &'static mut [u64] {
-    // SAFETY: a fresh private anonymous mapping is not aliased by anything
-    // else; it is never unmapped, so the slice may live for 'static; len is
-    // a multiple of 8 and mmap returns page-aligned memory.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            die("mmap");
-        }
-        std::slice::from_raw_parts_mut(p as *mut u64, len / 8)
-    }
-}
 
 fn word(page: usize, version: u32, i: usize) -> u64 {
     ((page as u64) << 32 | version as u64)
@@ -49,7 +29,7 @@ fn main() {
     let dirty = args.num("dirty-mb", (mb * 5 / 100) as u64) as usize;
     let step_file = args.opts.get("step").cloned().unwrap_or_default();
     let pages = (mb << 20) / PAGE;
-    let mem = map_anon(pages * PAGE);
+    let mem = crust_testprogs::map_anon_words(pages * PAGE);
     let mut versions = vec![0u32; pages];
     for p in 0..pages {
         fill(mem, p, 0);

@@ -18,26 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const PAGE: usize = 4096;
 const WORDS: usize = PAGE / 8;
 
-fn map_anon(len: usize) -> &'static mut [u64] {
-    // SAFETY: a fresh private anonymous mapping is not aliased by anything
-    // else; never unmapped, so the slice may live for 'static; len is a
-    // multiple of 8 and mmap returns page-aligned memory.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            die("mmap");
-        }
-        std::slice::from_raw_parts_mut(p as *mut u64, len / 8)
-    }
-}
-
 /// The page written by write number `k`.
 fn order(k: u64, pages: u64) -> u64 {
     let mut x = XorShift(k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -99,9 +79,9 @@ fn main() {
     let pages = (args.num("mb", 64) << 20) / PAGE as u64;
     let go = args.path("go");
     let go_c = crust_testprogs::cpath(&go);
-    let data = map_anon(pages as usize * PAGE);
+    let data = crust_testprogs::map_anon_words(pages as usize * PAGE);
     let header: &'static AtomicU64 = {
-        let h = map_anon(PAGE);
+        let h = crust_testprogs::map_anon_words(PAGE);
         // SAFETY: the header page is mapped for the life of the process
         // and only used through this atomic.
         unsafe { &*(h.as_mut_ptr() as *const AtomicU64) }
