@@ -481,6 +481,11 @@ impl Prepared {
     /// Copy the pages into `sink` while the task runs; the handler
     /// ([`serve`]) must be running. Returns the page counts.
     pub fn copy(&self, sink: &dyn PageSink) -> Result<PageCounts, Error> {
+        if late_on_purpose() {
+            // The task surely writes unsaved pages first, however busy the
+            // machine (the test must see the late snapshot caught).
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
         let pid = self.snap.pid;
         let mut counts = self.counts;
         let mut out = sink.open(PageOwner::Task {
