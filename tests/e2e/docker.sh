@@ -22,6 +22,17 @@ dk() {
         { fail "docker $*: $(head -c 300 "$D/$name.out")" "$D/dockerd.log"; return 1; }
 }
 
+# dk_count: the container's count into $D/count.out, read again while the
+# counter's file is empty (it is, for an instant, after each truncation).
+dk_count() {
+    local n
+    for n in $(seq 20); do
+        dk count exec crust-e2e cat /tmp/count || return 1
+        grep -q '[0-9]' "$D/count.out" && return 0
+        sleep 0.02
+    done
+}
+
 t_docker() {
     local rc
     docker_round_trip
@@ -72,10 +83,10 @@ docker_round_trip() {
     fi
     crust_log_of "$D/docker/containerd/daemon/io.containerd.runtime.v2.task/$DK_NS/$id/restore.log" restore || return 1
     sleep 0.3
-    dk count exec crust-e2e cat /tmp/count || return 1
+    dk_count || return 1
     b=$(cat "$D/count.out")
     sleep 0.5
-    dk count exec crust-e2e cat /tmp/count || return 1
+    dk_count || return 1
     c=$(cat "$D/count.out")
     [ "$b" -ge "$a" ] 2>/dev/null && [ "$c" -gt "$b" ] ||
         { fail "the restored container's count does not go on ($a before the checkpoint, then $b, $c)" "$D/dockerd.log"; return 1; }

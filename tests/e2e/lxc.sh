@@ -103,9 +103,9 @@ EOF
     lxc_cmd checkpoint1 lxc-checkpoint -v -D "$D/ck1" -l DEBUG -o "$D/ck1.lxclog" ||
         { lxc_cgroup_gaps "$D/ck1/dump.log"; return $?; }
     crust_log_of "$D/ck1/dump.log" dump || return 1
-    a=$(cat "$r/tmp/count")
+    a=$(read_nonempty cat "$r/tmp/count")
     sleep 0.5
-    b=$(cat "$r/tmp/count")
+    b=$(read_nonempty cat "$r/tmp/count")
     [ "$b" -gt "$a" ] || { fail "the container stopped counting after a checkpoint without -s ($a then $b)" "$D/ck1/dump.log"; return 1; }
     # -s: dumped and stopped; -r: restored.
     v=$(lxc_veths)
@@ -113,14 +113,14 @@ EOF
     crust_log_of "$D/ck2/dump.log" dump || return 1
     lxc-info -P "$LXC_P" -n "$LXC_N" -s 2>/dev/null | grep -q STOPPED ||
         { fail "the container is not stopped after lxc-checkpoint -s" "$D/ck2.lxclog"; return 1; }
-    a=$(cat "$r/tmp/count")
+    a=$(read_nonempty cat "$r/tmp/count")
     lxc_cmd restore lxc-checkpoint -v -r -D "$D/ck2" -l DEBUG -o "$D/rs.lxclog" ||
         { lxc_cgroup_gaps "$D/ck2/restore.log"; return $?; }
     crust_log_of "$D/ck2/restore.log" restore || return 1
     sleep 0.5
-    b=$(cat "$r/tmp/count")
+    b=$(read_nonempty cat "$r/tmp/count")
     sleep 0.5
-    c=$(cat "$r/tmp/count")
+    c=$(read_nonempty cat "$r/tmp/count")
     [ "$b" -ge "$a" ] && [ "$c" -gt "$b" ] ||
         { fail "the restored container's count does not go on ($a at the dump, then $b, $c)" "$D/ck2/restore.log"; return 1; }
     # Its host end went with the dumped namespace; LXC names a new one.

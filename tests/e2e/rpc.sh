@@ -223,9 +223,9 @@ PYEOF
     grep -q 'RPC Dump' "$D/img/dump.log" || { fail "runc's dump log is not crust's" "$D/img/dump.log"; return 1; }
     (cd "$b" && runc --criu "$CRUST" restore -d --image-path "$D/img" "$id" </dev/null >/dev/null 2>"$D/restore.err") ||
         { fail "runc restore: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
-    a=$(cd "$b" && runc exec "$id" cat /tmp/count)
+    a=$(cd "$b" && read_nonempty runc exec "$id" cat /tmp/count)
     sleep 0.5
-    c=$(cd "$b" && runc exec "$id" cat /tmp/count)
+    c=$(cd "$b" && read_nonempty runc exec "$id" cat /tmp/count)
     [ -n "$a" ] && [ -n "$c" ] && [ "$c" -gt "$a" ] ||
         { fail "the restored container's count does not go on ('$a' then '$c')" "$D/img/restore.log"; return 1; }
 }

@@ -137,6 +137,20 @@ wait_file() {
     return 1
 }
 
+# Print what a command prints, trying again (20 times at most) while it
+# prints nothing: a counter rewritten with `echo $i > FILE` is empty for an
+# instant after each truncation.
+read_nonempty() {
+    local v n=20
+    while [ $n -gt 0 ]; do
+        v=$("$@" 2>/dev/null)
+        [ -n "$v" ] && { printf '%s\n' "$v"; return 0; }
+        sleep 0.02
+        n=$((n - 1))
+    done
+    return 1
+}
+
 # Wait until a pid is gone (reaping it if it is our zombie child); $2 seconds at most.
 wait_gone() {
     local pid=$1 n=$(($2 * 20)) st

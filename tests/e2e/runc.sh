@@ -92,7 +92,7 @@ runc_start() {
     fail "container $id does not count"
 }
 
-runc_count() { (cd "$1" && runc exec "$2" cat /tmp/count 2>/dev/null); }
+runc_count() { (cd "$1" && read_nonempty runc exec "$2" cat /tmp/count); }
 
 # runc_counts B ID WHAT: the container's count goes on.
 runc_counts() {
