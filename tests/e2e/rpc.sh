@@ -6,7 +6,13 @@
 # its helpers (start_prog, expect_pass, wait_file, fail, skip, track...) and
 # adds to ALL_TESTS.
 
-PYCRIU_LIB=${PYCRIU_LIB:-/var/cache/criu-4.2-clean/lib}
+# Without PYCRIU_LIB: the clean tree if a machine has one, else the tree
+# ../shared/criu/build.sh makes (built on first use by need_pycriu).
+if [ -z "${PYCRIU_LIB:-}" ]; then
+    PYCRIU_LIB=/var/cache/criu-4.2/lib
+    [ -f /var/cache/criu-4.2-clean/lib/pycriu/criu.py ] && PYCRIU_LIB=/var/cache/criu-4.2-clean/lib
+    PYCRIU_BUILD=$ROOT/../shared/criu/build.sh
+fi
 export PYCRIU_LIB
 RPC_CLIENT=$ROOT/tests/e2e/rpc-client
 RPC_RAW=$ROOT/tests/e2e/rpc-raw
@@ -15,8 +21,11 @@ RPC_RAW=$ROOT/tests/e2e/rpc-raw
 # with a clear message otherwise.
 need_pycriu() {
     need_cr || return $?
+    if [ ! -f "$PYCRIU_LIB/pycriu/criu.py" ] && [ -x "${PYCRIU_BUILD:-}" ]; then
+        "$PYCRIU_BUILD" >"$D/criu-build.out" 2>&1 || true
+    fi
     [ -f "$PYCRIU_LIB/pycriu/criu.py" ] ||
-        { fail "pycriu not found in $PYCRIU_LIB (CRIU 4.2's lib/; ../shared/criu/build.sh makes /var/cache/criu-4.2-clean)"; return 1; }
+        { fail "pycriu not found in $PYCRIU_LIB (CRIU 4.2's lib/: ../shared/criu/build.sh builds it, or set PYCRIU_LIB)" "$D/criu-build.out"; return 1; }
     "$PY" -c 'import google.protobuf' 2>/dev/null ||
         { fail "python3-protobuf is not installed (apt-get install python3-protobuf)"; return 1; }
 }
