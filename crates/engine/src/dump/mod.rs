@@ -506,7 +506,12 @@ fn dump_tree(
     hold.on_release(files.take_pty_put_back());
     hold.on_kept(Box::new(move || ipc_gone.remove()));
     locks.write(dir).and_then(|()| cg.write(dir))?;
-    write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
+    write_image(
+        dir,
+        ImageType::Inventory,
+        0,
+        &[inventory(opts, hold.nft_run_id())],
+    )?;
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[seccomp.entry()])?;
