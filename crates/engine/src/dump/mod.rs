@@ -135,6 +135,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let (mut ps, mut chain) = prepare_output(opts)?;
 
     let t0 = Instant::now();
+    crate::util::progress::stage("freezing");
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
     // --freeze-cgroup: the cgroup's tasks are frozen and seized first; the
@@ -175,6 +176,8 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let opts = with_ext.as_ref().unwrap_or(opts);
     let freezing_time_us = us_since(t0);
     let ntasks: usize = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
+    crate::util::progress::tasks_frozen(ntasks as u64);
+    crate::util::progress::stage("dumping tasks and pages");
     info!(
         "Froze {} processes ({ntasks} tasks) of tree {pid} in {freezing_time_us} us",
         tree.procs.len()
@@ -496,6 +499,7 @@ fn dump_tree(
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
+    crate::util::progress::stage("writing images");
     files.write(dir, &mut crate::net::queued_datagrams)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
