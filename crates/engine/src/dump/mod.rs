@@ -118,6 +118,7 @@ fn prepare_output(
         return Err(e);
     }
     let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
+    crate::util::progress::stage("freezing");
     Ok((ps, predump::Chain::take(opts)))
 }
 
@@ -135,7 +136,6 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let (mut ps, mut chain) = prepare_output(opts)?;
 
     let t0 = Instant::now();
-    crate::util::progress::stage("freezing");
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
     // --freeze-cgroup: the cgroup's tasks are frozen and seized first; the
@@ -176,8 +176,6 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let opts = with_ext.as_ref().unwrap_or(opts);
     let freezing_time_us = us_since(t0);
     let ntasks: usize = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
-    crate::util::progress::tasks_frozen(ntasks as u64);
-    crate::util::progress::stage("dumping tasks and pages");
     info!(
         "Froze {} processes ({ntasks} tasks) of tree {pid} in {freezing_time_us} us",
         tree.procs.len()
@@ -420,6 +418,7 @@ fn dump_tree(
     let mut walk = Walk::new(proc, root_pid, tree.procs.len());
     // The tree's own user namespace: ids are recorded as it sees them.
     let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
+    crate::util::progress::tasks_frozen(ntasks as u64);
     let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
     let ipcns = walk.ipcns;
     let cg = CgDump::collect(opts, tree.procs.iter().map(|p| (p.pid, &p.threads)))?;

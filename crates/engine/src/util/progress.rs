@@ -137,9 +137,10 @@ pub fn current() -> Option<&'static str> {
     state().as_ref().map(|s| s.op)
 }
 
-/// `n` tasks are frozen.
+/// `n` tasks are frozen: the dump of their state and pages begins.
 pub fn tasks_frozen(n: u64) {
     TASKS_FROZEN.store(n, Relaxed);
+    stage("dumping tasks and pages");
 }
 
 /// The restore builds `n` tasks.
@@ -208,7 +209,6 @@ mod tests {
         start("dump");
         stage("freezing");
         tasks_frozen(3);
-        stage("dumping");
         pages_expected(4 << 20);
         pages_written(1 << 20);
         let l = line("dump", 1.0);
@@ -221,7 +221,7 @@ mod tests {
         let t = stage_times();
         assert_eq!(
             t.iter().map(|x| x.0).collect::<Vec<_>>(),
-            ["freezing", "dumping"]
+            ["freezing", "dumping tasks and pages"]
         );
         assert_eq!(current(), Some("dump"));
         finish();
