@@ -166,6 +166,9 @@ cycle() {
     wait_file "$d/ready" 300 || { fail_row "$row" "$tool: $prog did not get ready"; kill_all; return 1; }
     sleep 0.3
     img=$d/img
+    # Every pid of the tree: the restore needs them all free again.
+    local tree_pids
+    tree_pids=$(descendants "$pid")
     if [[ $row == mem* ]]; then
         rss0=$(rss_kib "$pid")
         limits_vm_readv "$row" "$tool" "$pid"
@@ -182,7 +185,10 @@ cycle() {
     fi
     put "$row" dump_s "$tool" "$T_US"
     put "$row" dump_mib "$tool" "$(cat "$d/dump.kib")"
-    wait_gone "$pid" || { fail_row "$row" "$tool: pid $pid not reaped after the dump"; kill_all; return 1; }
+    local p
+    for p in "$pid" $tree_pids; do
+        wait_gone "$p" || { fail_row "$row" "$tool: pid $p not reaped after the dump"; kill_all; return 1; }
+    done
     t0=$(now_us)
     if ! timed "$d/restore" "$bin" restore -D "$img" -d -o restore.log; then
         fail_row "$row" "$tool restore: $(tail -n 2 "$d/restore.err"; grep -h Error "$img/restore.log" | grep -v RLIMIT_NOFILE | tail -n 2)"

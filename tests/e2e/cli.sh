@@ -169,7 +169,7 @@ t_cli_progress_tty() {
     (cd "$D" && CRUST_PROGRESS_AFTER_MS=0 timeout -k 5 "$CR_TIMEOUT" script -qec \
         "$CRUST restore -D $D/img -d -v4 -o restore.log --display-stats" /dev/null) >"$D/restore.tty" 2>&1 ||
         { fail "restore on a terminal failed: $(tail -c 300 "$D/restore.tty")" "$D/img/restore.log"; return 1; }
-    grep -q "crust restore: .* 1/1 tasks built" "$D/restore.tty" ||
+    grep -q "crust restore: .* pages [0-9]*/10[0-9][0-9] MiB at [0-9.]* GB/s.* 1/1 tasks built" "$D/restore.tty" ||
         { fail "no restore progress on the terminal: $(tail -c 300 "$D/restore.tty")"; return 1; }
     grep -q "^Stage creating and building tasks: [0-9]* us" "$D/restore.tty" ||
         { fail "restore --display-stats lacks the stage times: $(tail -c 400 "$D/restore.tty")"; return 1; }
