@@ -39,8 +39,11 @@ fi
 WORK=$(mktemp -d /tmp/crust-bench.XXXXXX)
 PIDS=()
 PORTS=()
-NFT_HAD_TABLE=0
-nft list table inet CRIU-crust-netlock >/dev/null 2>&1 && NFT_HAD_TABLE=1
+# crust's nftables lock tables (CRIU-crust-netlock, shared by older
+# crusts, and CRIU-crust-netlock-<hash>, one per dump) and CRIU's
+# (CRIU-<run id>).
+lock_tables() { nft list tables inet 2>/dev/null | awk '$3 ~ /^CRIU-/ { print $3 }'; }
+NFT_HAD_TABLES=$(lock_tables | tr '\n' ' ')
 
 # Lock rules (iptables and ip6tables) that mention port $1.
 lock_rules() {
@@ -61,9 +64,9 @@ cleanup() {
             iptables -w ${line/#-A/-D} 2>/dev/null || ip6tables -w ${line/#-A/-D} 2>/dev/null || true
         done < <(lock_rules "$p")
     done
-    if (( ! NFT_HAD_TABLE )); then
-        nft delete table inet CRIU-crust-netlock 2>/dev/null || true
-    fi
+    for t in $(lock_tables); do
+        [[ " $NFT_HAD_TABLES " == *" $t "* ]] || nft delete table inet "$t" 2>/dev/null || true
+    done
     if [[ -n ${KEEP_WORK:-} ]]; then
         echo "images and logs kept in $WORK" >&2
     else
@@ -87,11 +90,11 @@ wait_file() { # FILE SECONDS
 
 # Lock rules or nftables set elements for port $1 now.
 count_locks() {
-    local n
+    local n t
     n=$(lock_rules "$1" | wc -l)
-    if nft list table inet CRIU-crust-netlock >/dev/null 2>&1; then
-        n=$((n + $(nft list table inet CRIU-crust-netlock | grep -o -E "\. $1( |,|$)" | wc -l)))
-    fi
+    for t in $(lock_tables); do
+        n=$((n + $(nft list table inet "$t" | grep -o -E "\. $1( |,|$)" | wc -l)))
+    done
     echo "$n"
 }
 

@@ -144,3 +144,52 @@ t_cli_exit_codes() {
     done
 }
 ALL_TESTS+=(cli-features cli-check-verdicts cli-version cli-exit-codes)
+
+# Progress (issue 16): a dump and a restore on a terminal (script(1)) draw
+# a status line on stderr (tasks frozen, pages with rate and ETA, tasks
+# built), which never reaches the -o log; --display-stats adds the time of
+# each stage. CRUST_PROGRESS_AFTER_MS=0: shown from the start, however fast
+# the machine (the default waits a second).
+t_cli_progress_tty() {
+    need_cr || return $?
+    command -v script >/dev/null || { skip "no script(1) (util-linux)"; return 2; }
+    start_prog bigmem --mb 1024 || return 1
+    mkdir -p "$D/img"
+    (cd "$D" && CRUST_PROGRESS_AFTER_MS=0 timeout -k 5 "$CR_TIMEOUT" script -qec \
+        "$CRUST dump -t $PID -D $D/img -v4 -o dump.log --display-stats" /dev/null) >"$D/dump.tty" 2>&1 ||
+        { fail "dump on a terminal failed: $(tail -c 300 "$D/dump.tty")" "$D/img/dump.log"; return 1; }
+    grep -q "crust dump: .* 1 tasks frozen, pages [0-9]*/[0-9]* MiB at [0-9.]* GB/s" "$D/dump.tty" ||
+        { fail "no progress line on the terminal: $(tail -c 300 "$D/dump.tty")"; return 1; }
+    grep -q "ETA [0-9.]* s" "$D/dump.tty" || grep -q "pages 10[0-9][0-9]/10[0-9][0-9] MiB" "$D/dump.tty" ||
+        { fail "the progress shows neither an ETA nor all pages: $(tail -c 300 "$D/dump.tty")"; return 1; }
+    grep -q "^Stage dumping tasks and pages: [0-9]* us" "$D/dump.tty" ||
+        { fail "--display-stats lacks the stage times: $(tail -c 400 "$D/dump.tty")"; return 1; }
+    grep -q "crust dump:" "$D/img/dump.log" && { fail "progress went into the -o log" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 10 || { fail "the dumped task did not go"; return 1; }
+    (cd "$D" && CRUST_PROGRESS_AFTER_MS=0 timeout -k 5 "$CR_TIMEOUT" script -qec \
+        "$CRUST restore -D $D/img -d -v4 -o restore.log --display-stats" /dev/null) >"$D/restore.tty" 2>&1 ||
+        { fail "restore on a terminal failed: $(tail -c 300 "$D/restore.tty")" "$D/img/restore.log"; return 1; }
+    grep -q "crust restore: .* pages [0-9]*/10[0-9][0-9] MiB at [0-9.]* GB/s.* 1/1 tasks built" "$D/restore.tty" ||
+        { fail "no restore progress on the terminal: $(tail -c 300 "$D/restore.tty")"; return 1; }
+    grep -q "^Stage creating and building tasks: [0-9]* us" "$D/restore.tty" ||
+        { fail "restore --display-stats lacks the stage times: $(tail -c 400 "$D/restore.tty")"; return 1; }
+    grep -q "crust restore:" "$D/img/restore.log" && { fail "progress went into the -o log" "$D/img/restore.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# Without a terminal, nothing: stderr stays empty (a script reading it sees
+# no status line), whatever the delay.
+t_cli_progress_notty() {
+    need_cr || return $?
+    start_prog bigmem --mb 256 || return 1
+    mkdir -p "$D/img"
+    CRUST_PROGRESS_AFTER_MS=0 dump_with "$D/img" --display-stats || return 1
+    grep -q "crust dump:" "$D/dump.err" "$D/dump.out" && { fail "progress without a terminal: $(head -c 300 "$D/dump.err")"; return 1; }
+    grep -q "^Stage freezing: [0-9]* us" "$D/dump.out" || { fail "--display-stats lacks the stage times: $(head -c 400 "$D/dump.out")"; return 1; }
+    wait_gone "$PID" 10 || { fail "the dumped task did not go"; return 1; }
+    CRUST_PROGRESS_AFTER_MS=0 crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    grep -q "crust restore:" "$D/restore.err" && { fail "restore progress without a terminal: $(head -c 300 "$D/restore.err")"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+ALL_TESTS+=(cli-progress-tty cli-progress-notty)

@@ -26,7 +26,10 @@ net_no_rules_left() {
     left=$({
         iptables -w -S 2>/dev/null
         ip6tables -w -S 2>/dev/null
-        nft list table inet crust-netlock 2>/dev/null
+        local t
+        for t in $(nft list tables inet 2>/dev/null | awk '$3 ~ /^CRIU-crust-netlock/ { print $3 }'); do
+            nft list table inet "$t" 2>/dev/null
+        done
     } | grep -iE "c114|crust-netlock|elements" | grep -E -- "(port|, |\. )$NET_P([ ,}]|$)")
     [ -z "$left" ] || { fail "network lock rules are left over: $(head -c 300 <<<"$left")"; return 1; }
 }
@@ -41,7 +44,10 @@ net_unlock_port() {
                 $t -w $r 2>/dev/null
             done
     done
-    nft list tables 2>/dev/null | grep -q crust-netlock && nft delete table inet crust-netlock 2>/dev/null
+    # crust's nftables lock tables that hold this port.
+    for t in $(nft list tables inet 2>/dev/null | awk '$3 ~ /^CRIU-crust-netlock/ { print $3 }'); do
+        nft list table inet "$t" 2>/dev/null | grep -qE "\. $p( |,|$)" && nft delete table inet "$t" 2>/dev/null
+    done
     return 0
 }
 

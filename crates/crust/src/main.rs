@@ -324,7 +324,10 @@ fn dump(opts: &Opts) -> Result<i32> {
         }
     }
     let start = Instant::now();
-    let stats = crust_engine::dump(o)?;
+    crust_engine::progress::start("dump");
+    let stats = crust_engine::dump(o);
+    crust_engine::progress::finish();
+    let stats = stats?;
     if o.auto_dedup {
         dedup::after_dump(&o.images_dir);
     }
@@ -352,6 +355,15 @@ pub fn print_dump_stats(s: &crust_engine::DumpStats) {
     count("Memory pages skipped from parent", s.pages_skipped_parent);
     count("Memory pages written", s.pages_written);
     count("Lazy memory pages", 0);
+    print_stage_times();
+}
+
+/// `--display-stats`: the time of each stage of the dump or restore, after
+/// CRIU's fields.
+pub fn print_stage_times() {
+    for (name, us) in crust_engine::progress::stage_times() {
+        println!("Stage {name}: {us} us");
+    }
 }
 
 /// Write `pid` into `path` like CRIU (mode 0600, no newline), complete
@@ -380,7 +392,10 @@ fn restore(opts: &Opts) -> Result<i32> {
         }
     }
     log::debug!("restore options: {o:?}");
-    let out = crust_engine::restore(o)?;
+    crust_engine::progress::start("restore");
+    let out = crust_engine::restore(o);
+    crust_engine::progress::finish();
+    let out = out?;
     log::info!(
         "restored root task {} in {} us",
         out.root_pid,
@@ -406,6 +421,7 @@ fn restore(opts: &Opts) -> Result<i32> {
         println!("Pages restored: {n} ({n:#x})");
         println!("Restore time: {} us", out.restore_time_us);
         println!("Forking time: 0 us");
+        print_stage_times();
     }
     if o.detached {
         return Ok(0);

@@ -58,6 +58,7 @@ mod util;
 pub use lazy::daemon::DaemonStats as LazyPagesStats;
 pub use net::netlock;
 pub use task::xsave;
+pub use util::progress;
 
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,

@@ -2,6 +2,7 @@
 
 pub mod idmap;
 pub mod overmount;
+pub mod progress;
 pub mod ptmx;
 
 use crate::Error;

@@ -7,7 +7,7 @@ use crust_images::proto::stats::{DumpStatsEntry, StatsEntry};
 
 /// The inventory; it records the network lock method (the restore unlocks
 /// with it) and `--tcp-close` (the restore must be given it too).
-pub(super) fn inventory(opts: &Options) -> InventoryEntry {
+pub(super) fn inventory(opts: &Options, nft_run_id: Option<String>) -> InventoryEntry {
     InventoryEntry {
         img_version: IMG_VERSION,
         fdinfo_per_id: Some(true),
@@ -22,7 +22,9 @@ pub(super) fn inventory(opts: &Options) -> InventoryEntry {
         plugins_entry: Some(PluginsEntry::default()),
         // CRIU names its nftables lock table after the run id: crust's.
         dump_criu_run_id: Some(match opts.network_lock {
-            crate::net::netlock::Method::Nftables => crate::net::netlock::NFT_RUN_ID.to_string(),
+            crate::net::netlock::Method::Nftables => {
+                nft_run_id.unwrap_or_else(|| crate::net::netlock::NFT_RUN_ID.to_string())
+            }
             _ => run_id(),
         }),
         // With --track-mem, when the set was made (CRIU's pid-reuse check).

@@ -118,6 +118,7 @@ fn prepare_output(
         return Err(e);
     }
     let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
+    crate::util::progress::stage("freezing");
     Ok((ps, predump::Chain::take(opts)))
 }
 
@@ -417,6 +418,7 @@ fn dump_tree(
     let mut walk = Walk::new(proc, root_pid, tree.procs.len());
     // The tree's own user namespace: ids are recorded as it sees them.
     let ntasks = tree.procs.iter().map(|p| p.threads.len().max(1)).sum();
+    crate::util::progress::tasks_frozen(ntasks as u64);
     let _userns = crate::ns::user::enter_dump(root_pid, &walk.nss.root_ids(), ntasks)?;
     let ipcns = walk.ipcns;
     let cg = CgDump::collect(opts, tree.procs.iter().map(|p| (p.pid, &p.threads)))?;
@@ -496,6 +498,7 @@ fn dump_tree(
     debug!("pages copied in {page_us} us, alongside the rest");
 
     let t_write = Instant::now();
+    crate::util::progress::stage("writing images");
     files.write(dir, &mut crate::net::queued_datagrams)?;
     // Connections locked and in repair mode: released if anything below
     // fails (dropped), kept or released by the caller otherwise.
@@ -506,7 +509,12 @@ fn dump_tree(
     hold.on_release(files.take_pty_put_back());
     hold.on_kept(Box::new(move || ipc_gone.remove()));
     locks.write(dir).and_then(|()| cg.write(dir))?;
-    write_image(dir, ImageType::Inventory, 0, &[inventory(opts)])?;
+    write_image(
+        dir,
+        ImageType::Inventory,
+        0,
+        &[inventory(opts, hold.nft_run_id())],
+    )?;
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[seccomp.entry()])?;

@@ -446,7 +446,7 @@ fn write_set(opts: &Options, planned: &[Planned]) -> Result<mem::PageCounts, Err
     }
     let tally = mem::take_page_tally(dir);
     total.shmem_written = tally.shpages_written;
-    let mut inv = inventory(opts);
+    let mut inv = inventory(opts, None);
     inv.dump_uptime = super::images::uptime_us();
     // CRIU's PRE_DUMP_SPLICE 1, PRE_DUMP_READ 2: crust reads either way.
     inv.pre_dump_mode = Some(match opts.pre_dump_mode.as_deref() {

@@ -155,6 +155,7 @@ impl Filler {
             }
         }
         done.state.lock().unwrap_or_else(|p| p.into_inner()).0 = chunks.len();
+        crate::util::progress::pages_expected(chunks.iter().map(|c| c.len).sum());
         if let Some(tx) = &self.tx {
             for c in chunks {
                 if let Err(std::sync::mpsc::SendError(c)) = tx.send(c) {
@@ -199,6 +200,7 @@ fn fill_chunk(
         source,
     })?;
     *open = Some((c.path.clone(), f));
+    crate::util::progress::pages_written(buf.len() as u64);
     if c.keep {
         return write_differing(c.pid, c.addr, buf, cur);
     }
@@ -332,9 +334,11 @@ pub(crate) fn fill_vm_writev(
                     source: std::io::Error::from_raw_os_error(libc::EFAULT),
                 });
             }
+            crate::util::progress::pages_written(n);
         }
     };
     let total: u64 = chunks.iter().map(|c| c.1).sum();
+    crate::util::progress::pages_expected(total);
     if total <= FILL_CHUNK {
         // Not worth a thread.
         return worker();

@@ -456,6 +456,7 @@ impl PageSink for LocalImages<'_> {
 impl PageStream for LocalStream<'_> {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error> {
         append_runs(&mut self.runs, runs);
+        crate::util::progress::pages_expected(present_bytes(runs));
         Ok(())
     }
 
@@ -466,6 +467,7 @@ impl PageStream for LocalStream<'_> {
             source,
         })?;
         self.written += bytes.len() as u64;
+        crate::util::progress::pages_written(bytes.len() as u64);
         Ok(())
     }
 

@@ -38,6 +38,8 @@ pub(super) fn restore_loaded(
         .and_then(|l| l.threads.first())
         .and_then(|t| crate::cgroup::restore::set_of(&t.core));
     img.cgns = cgroups.cgns_for_root(root_set)?;
+    crate::util::progress::tasks_total(img.procs.len() as u64);
+    crate::util::progress::stage("creating and building tasks");
     // Pipes, sockets... exist, full, before any task but the root does
     // (made by create_and_build once the root's namespaces are ready).
     let mut created = Created::default();
@@ -56,6 +58,7 @@ pub(super) fn restore_loaded(
             return Err(e);
         }
     };
+    crate::util::progress::stage("late phases and resuming");
     if let Err(e) = run_late_phases(&img, opts, &mut created, server.as_deref_mut())
         .and_then(|()| verify_created(&img, &created.tasks))
         .and_then(|()| move_into_cgroups(&img, &created.tasks, &cgroups))

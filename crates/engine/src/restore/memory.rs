@@ -133,6 +133,7 @@ pub(super) fn grow(
             what: format!("process {i} of the tree was not created"),
         })?;
         build_rest(tasks, p.pid(), live, tramp, tty, &created.shared)?;
+        crate::util::progress::task_built();
         debug!("{}: the rest built in {} us", p.pid(), us_since(t));
     }
     Ok(())

@@ -198,6 +198,7 @@ pub(crate) fn check_images(opts: &Options) -> Result<(), Error> {
 /// Restore the tree stored in `opts.images_dir`.
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
+    crate::util::progress::stage("reading images");
     // The cgroups first, as CRIU (a file of the tree may be in one; they
     // are removed again if the restore fails).
     let cgroups = crate::cgroup::restore::Plan::load_for(opts)?.prepare(opts)?;

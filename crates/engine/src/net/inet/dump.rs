@@ -493,6 +493,13 @@ pub struct NetHold {
 }
 
 impl NetHold {
+    /// The `dump_criu_run_id` for the inventory: with nftables, it names
+    /// the table that locks these connections (CRIU's restore deletes it).
+    pub fn nft_run_id(&self) -> Option<String> {
+        (self.method == netlock::Method::Nftables && self.netns.is_none())
+            .then(|| netlock::nft_run_id(&self.conns))
+    }
+
     /// Take the connections out of repair mode and unlock them: the tree
     /// runs on (dump -R) or the dump failed.
     pub fn release(self) {

@@ -21,18 +21,20 @@
 //!   so its rules are IPv4 rules. All the rules of one call go in one
 //!   `iptables-restore --noflush` transaction (all or nothing); without
 //!   `iptables-restore`, one `iptables -w` run per rule, undone on failure.
-//! * [`Method::Nftables`] (1): the table `inet CRIU-crust-netlock` with
-//!   the sets `conns4` and `conns6` (`addr . port . addr . port`, both
-//!   directions of each connection) and two base chains, `input` and
-//!   `output` (filter hooks, priority 0), that accept [`SOCCR_MARK`] packets
-//!   and drop those whose `saddr . sport . daddr . dport` is in a set: the
-//!   layout of CRIU's table. CRIU keeps one such table per dump, named
-//!   `CRIU-<run id>`; crust shares one table among dumps so that a later
-//!   process can unlock from the connection list alone: [`unlock`] deletes
-//!   its elements, and the table once both sets are empty. It also takes
-//!   them out of CRIU's tables (images dumped by CRIU), and crust's dumps
-//!   record the run id [`NFT_RUN_ID`] that makes CRIU's restore delete
-//!   crust's table.
+//! * [`Method::Nftables`] (1): a table with the sets `conns4` and `conns6`
+//!   (`addr . port . addr . port`, both directions of each connection) and
+//!   two base chains, `input` and `output` (filter hooks, priority 0), that
+//!   accept [`SOCCR_MARK`] packets and drop those whose `saddr . sport .
+//!   daddr . dport` is in a set: the layout of CRIU's table. As CRIU, one
+//!   table per dump, `CRIU-<run id>`; crust's run id is [`nft_run_id`],
+//!   `crust-netlock-` and a hash of the connections, so a later process
+//!   finds the table from the connection list alone. [`lock`] is one `nft
+//!   -f -` transaction, [`unlock`] one `nft delete table` (no listing: the
+//!   fixed cost of each `nft` run is some 10-20 ms). Without that table
+//!   (images of an older crust, which shared the table [`NFT_TABLE`], or of
+//!   CRIU), [`unlock`] takes the elements out of those tables, and a table
+//!   goes once both its sets are empty. Crust's dumps record the run id in
+//!   the inventory, so CRIU's restore deletes crust's table.
 //! * [`Method::Skip`] (2): nothing is locked (the caller takes care of the
 //!   network, e.g. with its own namespace).
 //!
@@ -66,15 +68,27 @@ pub use nswatch::dismiss as netns_lock_kept;
 /// are locked (CRIU's `SOCCR_MARK`): the lock lets them pass.
 pub const SOCCR_MARK: u32 = 0xC114;
 
-/// The nftables table (family `inet`) that holds crust's locks. CRIU names
-/// the table of a dump `CRIU-<run id>`, the run id being `dump_criu_run_id`
-/// of its inventory; crust's dumps with nftables record [`NFT_RUN_ID`]
-/// there, so that CRIU's restore of them deletes this table.
+/// The nftables table (family `inet`) older crust dumps shared for their
+/// locks, and the start of the name of every table of crust's locks
+/// (`CRIU-crust-netlock-<hash>`, see [`nft_run_id`]). CRIU names the table
+/// of a dump `CRIU-<run id>`, the run id being `dump_criu_run_id` of its
+/// inventory.
 pub const NFT_TABLE: &str = "CRIU-crust-netlock";
 
 /// The `dump_criu_run_id` crust records in `inventory.img` when it locked
-/// with nftables: CRIU derives [`NFT_TABLE`] from it.
+/// with nftables and no connection (CRIU derives [`NFT_TABLE`] from it),
+/// and the start of [`nft_run_id`].
 pub const NFT_RUN_ID: &str = "crust-netlock";
+
+/// The `dump_criu_run_id` of a dump that locked `conns` with nftables:
+/// CRIU's restore deletes the table `CRIU-<run id>`, the one [`lock`]
+/// made. [`NFT_RUN_ID`] if there is no connection or one cannot be locked.
+pub fn nft_run_id(conns: &[Conn]) -> String {
+    match normalize(conns) {
+        Ok(ends) if !ends.is_empty() => nftables::nft_ends_run_id(&ends),
+        _ => NFT_RUN_ID.to_string(),
+    }
+}
 
 /// How connections are locked (`--network-lock`): defined with the
 /// options, whose value it is.

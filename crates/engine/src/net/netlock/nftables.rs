@@ -1,13 +1,19 @@
-//! `--network-lock nftables`: the table `inet CRIU-crust-netlock`, its sets
-//! of connections and its drop chains, in the layout of CRIU's table; the
-//! table is shared among dumps and goes once nothing is locked.
+//! `--network-lock nftables`: one table per set of locked connections,
+//! `inet CRIU-crust-netlock-<hash>`, with its sets of connections and its
+//! drop chains in the layout of CRIU's table. The name comes from the
+//! connections alone, so the restore (another process) finds it from the
+//! images: locking is one `nft -f -` transaction, unlocking one `delete
+//! table`. Tables of older crust dumps (the shared `CRIU-crust-netlock`)
+//! and of CRIU's dumps are unlocked element by element.
 
 use super::*;
 
-/// The commands that create the table `table`, its sets and chains.
+/// The commands that make the table `table`, its sets and chains, or
+/// reset the chains of an existing one (all in one transaction, so a
+/// second lock of the same connections is harmless).
 fn nft_table_script(table: &str) -> String {
     let t = format!("inet {table}");
-    let mut s = format!("create table {t}\n");
+    let mut s = format!("add table {t}\n");
     for (set, ty) in [("conns4", "ipv4_addr"), ("conns6", "ipv6_addr")] {
         s.push_str(&format!(
             "add set {t} {set} {{ type {ty} . inet_service . {ty} . inet_service; }}\n"
@@ -17,6 +23,7 @@ fn nft_table_script(table: &str) -> String {
         s.push_str(&format!(
             "add chain {t} {chain} {{ type filter hook {chain} priority 0; }}\n"
         ));
+        s.push_str(&format!("flush chain {t} {chain}\n"));
         s.push_str(&format!(
             "add rule {t} {chain} meta mark {SOCCR_MARK:#x} accept\n"
         ));
@@ -55,6 +62,35 @@ fn nft_all_elements(ends: &[Ends]) -> Vec<(&'static str, String)> {
         .flat_map(|e| nft_elements(e).map(|x| (nft_set(e), x)))
         .filter(|x| seen.insert(x.clone()))
         .collect()
+}
+
+/// 32 bits of FNV-1a over `bytes`: stable across builds and versions (a
+/// dump and its restore may be run by different crust binaries).
+fn fnv32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The run id of the lock of `ends`: `crust-netlock-` and 7 hex digits of
+/// a hash of its elements in order, whatever the order of `ends`. CRIU's
+/// table `CRIU-<run id>` fits the 31 bytes CRIU gives `inet CRIU-...`.
+pub(super) fn nft_ends_run_id(ends: &[Ends]) -> String {
+    let mut elems = nft_all_elements(ends);
+    elems.sort();
+    let mut text = String::new();
+    for (set, x) in &elems {
+        text.push_str(set);
+        text.push(' ');
+        text.push_str(x);
+        text.push('\n');
+    }
+    format!("{NFT_RUN_ID}-{:07x}", fnv32(text.as_bytes()) >> 4)
+}
+
+/// The table that locks `ends` (see [`nft_ends_run_id`]).
+fn nft_ends_table(ends: &[Ends]) -> String {
+    format!("CRIU-{}", nft_ends_run_id(ends))
 }
 
 /// `add element` or `delete element` commands for `elems` in `table`, one
@@ -144,21 +180,13 @@ fn nft_parse_elements(listing: &str) -> Vec<(String, String)> {
 }
 
 pub(super) fn nft_lock(ends: &[Ends]) -> Result<(), NetLockError> {
-    let add = nft_elements_script(NFT_TABLE, &nft_all_elements(ends), "add");
-    // The table may appear or vanish under us (another crust): try twice.
-    // The outer error: listing failed; the inner one: the script did.
-    let try_once = || -> Result<Result<(), NetLockError>, NetLockError> {
-        let script = if nft_list_table(NFT_TABLE)?.is_some() {
-            add.clone()
-        } else {
-            nft_table_script(NFT_TABLE) + &add
-        };
-        Ok(run(Method::Nftables, "nft", &["-f", "-"], Some(&script)))
-    };
-    match try_once()? {
-        Ok(()) => Ok(()),
-        Err(_) => try_once()?,
-    }
+    // One transaction: the table (made or reset), its rules, the elements.
+    let table = nft_ends_table(ends);
+    let script =
+        nft_table_script(&table) + &nft_elements_script(&table, &nft_all_elements(ends), "add");
+    run(Method::Nftables, "nft", &["-f", "-"], Some(&script))?;
+    debug!("network lock: nftables table inet {table}");
+    Ok(())
 }
 
 /// Delete `elems` from `table`, all at once or, if that fails (some are
@@ -218,6 +246,24 @@ fn nft_criu_tables() -> Result<Vec<String>, NetLockError> {
 }
 
 pub(super) fn nft_unlock(ends: &[Ends]) -> Result<(), NetLockError> {
+    // The table of these connections goes in one command.
+    let table = nft_ends_table(ends);
+    match run(
+        Method::Nftables,
+        "nft",
+        &["delete", "table", "inet", &table],
+        None,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e @ NetLockError::ToolMissing { .. }) => return Err(e),
+        Err(e) => debug!("{e}; looking for the connections in other tables"),
+    }
+    nft_unlock_elements(ends)
+}
+
+/// Unlock `ends` element by element: in the table older crust dumps shared
+/// ([`NFT_TABLE`]) and in CRIU's tables; a table goes once it is empty.
+fn nft_unlock_elements(ends: &[Ends]) -> Result<(), NetLockError> {
     let elems = nft_all_elements(ends);
     let mut first_err = None;
     let mut found = false;
@@ -265,7 +311,8 @@ mod tests {
     #[test]
     fn nftables_script() {
         let t = nft_table_script(NFT_TABLE);
-        assert!(t.starts_with("create table inet CRIU-crust-netlock\n"));
+        assert!(t.starts_with("add table inet CRIU-crust-netlock\n"));
+        assert!(t.contains("flush chain inet CRIU-crust-netlock output\n"));
         // CRIU's table name from the run id crust records: "inet CRIU-%s"
         // cut to 31 characters.
         let criu = format!("inet CRIU-{NFT_RUN_ID}");
@@ -302,6 +349,28 @@ mod tests {
             "delete element inet crust-netlock conns4 { 127.0.0.1 . 47011 . 127.0.0.1 . 47013, \
              127.0.0.1 . 47013 . 127.0.0.1 . 47011 }\n"
         );
+    }
+
+    #[test]
+    fn nftables_table_named_after_the_connections() {
+        let a = normalize(&[
+            conn("127.0.0.1:47013", "127.0.0.1:47011"),
+            conn("[::1]:5000", "[::1]:6000"),
+        ])
+        .unwrap();
+        let b: Vec<Ends> = a.iter().rev().copied().collect();
+        let id = nft_ends_run_id(&a);
+        // The same connections in another order (the restore's): the
+        // same table.
+        assert_eq!(id, nft_ends_run_id(&b));
+        assert!(id.starts_with("crust-netlock-"), "{id}");
+        // CRIU's "inet CRIU-<run id>" in 31 bytes: the table CRIU deletes
+        // is the whole name.
+        assert_eq!(format!("inet CRIU-{id}").len(), 31);
+        assert_eq!(nft_ends_table(&a), format!("CRIU-{id}"));
+        assert!(nft_ends_table(&a).starts_with(NFT_TABLE));
+        assert_ne!(id, nft_ends_run_id(&a[..1]));
+        assert_eq!(nft_run_id(&[]), NFT_RUN_ID);
     }
 
     #[test]
