@@ -90,11 +90,8 @@ done
 if [[ $AUTO = 1 && $TOOL = crust ]]; then
     c=${CRUST_BIN:-${CRUST_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}/crust}
     "$c" check --no-default-config --feature mem_dirty_track >/dev/null 2>&1 && PREDUMPS=2
-    # (crust's pre-dump writes locally only, so the page server is used
-    # when there are no pre-dumps.)
-    if [[ $PREDUMPS = 0 ]]; then
-        case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
-    fi
+    # The page server carries every round, the pre-dumps' too.
+    case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
     "$c" check --no-default-config --feature lazy_pages >/dev/null 2>&1 && LAZY=1
 fi
 # A lazy dump keeps the source tree (frozen) until its last page is
@@ -249,7 +246,9 @@ transfer() {
     for f in "$src"/*; do
         b=${f##*/}
         [[ -e $dst/$b || -L $dst/$b ]] && continue
-        case $b in *.log) continue ;; esac
+        # Logs, and crust's files for the source's next round (the write
+        # tracking's keeper, the runs it sent to the page server).
+        case $b in *.log | crust-keeper | crust-ps-pagemap-*) continue ;; esac
         if [[ -L $f ]]; then
             cp -a "$f" "$dst/$b"
         else

@@ -81,7 +81,12 @@ t_ps_to_criu() { ps_cr criu crust crust bigmem --mb 64; }
 # CRIU 4.2's dump feeds crust's page server; crust and CRIU restore.
 t_ps_from_criu() { ps_cr crust criu crust bigmem --mb 64; }
 t_ps_from_criu_criu() { ps_cr crust criu criu bigmem --mb 64; }
-ALL_TESTS+=(ps-crust ps-crust-shmem ps-to-criu ps-from-criu ps-from-criu-criu)
+# A memfd held by an fd and a System V segment: their pages go to the
+# server as CRIU sends them (shmem pagemaps), nothing of them stays in -D
+# (ps_cr refuses a local pagemap); the server's files restore them.
+t_ps_crust_memfd() { ps_cr crust crust crust files2 --mode memfd; }
+t_ps_crust_sysv() { ps_cr crust crust crust sysvshm; }
+ALL_TESTS+=(ps-crust ps-crust-shmem ps-crust-memfd ps-crust-sysv ps-to-criu ps-from-criu ps-from-criu-criu)
 
 # ps_certs DIR NAME: a CA and a certificate for 127.0.0.1 (DIR/NAME-*.pem)
 # signed by it; a second CA's certificate as DIR/other-cert.pem.

@@ -11,6 +11,7 @@ pub fn run(opts: &Opts) -> Result<i32> {
         bail!("`crust page-server --lazy-pages` is not supported yet (lazy pages)");
     }
     crust_engine::check_images_dir(&o.images_dir)?;
+    crust_engine::pageserver::link_parent(o)?;
     let listener = Listener::bind(o)?;
     log::info!(
         "page server: listening on {}:{}",

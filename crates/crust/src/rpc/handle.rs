@@ -194,8 +194,10 @@ fn page_server(ctx: &Ctx<'_>, req: &CriuReq, daemon: bool) -> bool {
         Err(e) => return send_fail(ctx, &bad_options(t, &e)),
     };
     let e = &o.engine;
+    // parent_img: the parent link its OPEN2 answers come from, as CRIU's.
     let listener = crust_engine::check_images_dir(&e.images_dir)
         .map_err(anyhow::Error::from)
+        .and_then(|()| crust_engine::pageserver::link_parent(e).map_err(anyhow::Error::from))
         .and_then(|()| crust_engine::pageserver::Listener::bind(e).map_err(anyhow::Error::from));
     let listener = match listener {
         Ok(l) => l,

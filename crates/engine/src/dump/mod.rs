@@ -101,9 +101,7 @@ impl Tree {
 /// Before the freeze: the images directory made ready, the `parent` link
 /// of an incremental dump, the page server connected (no server: the dump
 /// is refused), the parent set's write tracking taken from its keeper.
-fn prepare_output(
-    opts: &Options,
-) -> Result<(Option<crate::pageserver::PageServerSink>, predump::Chain), Error> {
+fn prepare_output(opts: &Options) -> Result<(predump::Server, predump::Chain), Error> {
     if opts.lazy_pages {
         // (The command line says so before; this is the RPC's way in.)
         return Err(Error::unsupported(
@@ -119,7 +117,8 @@ fn prepare_output(
     }
     let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
     crate::util::progress::stage("freezing");
-    Ok((ps, predump::Chain::take(opts)))
+    let chain = predump::Chain::take(opts, ps.as_ref());
+    Ok((ps, chain))
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
@@ -187,7 +186,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // (every task is put back by `release`, or by its drop).
     let at = (freezing_time_us, frozen_at, &mut chain);
     let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, at, ps.as_ref()))
-        .and_then(|r| crate::pageserver::close_sink(ps.take(), opts).map(|()| r));
+        .and_then(|r| chain.close_server(ps.take(), opts).map(|()| r));
     match dumped {
         Ok((stats, hold, deferred)) => {
             // Asked to stop before the tree is let go or killed (or the
@@ -403,9 +402,12 @@ fn dump_tree(
     tree: &mut Tree,
     opts: &Options,
     (freezing_time_us, frozen_at, chain): (u64, Instant, &mut predump::Chain),
-    ps: Option<&crate::pageserver::PageServerSink>,
+    ps: Option<&std::sync::Arc<crate::pageserver::PageServerSink>>,
 ) -> Result<Dumped, Error> {
     let dir = opts.images_dir.as_path();
+    // memfd and System V pages go to the page server too, as CRIU sends them.
+    let _objects = ps.map(|p| mem::objects_to(dir, p.clone()));
+    let ps = ps.map(|p| &**p);
     // Paths of a tree in a mount namespace of its own are read through it.
     let _view = tree
         .procs

@@ -17,6 +17,8 @@ use super::seize::seize;
 use super::{catch_panic, outdir, run_hook, Tree};
 use crate::mem::keeper;
 use crate::mem::track::{merge, start_tracking, Tracker};
+use crate::pageserver::proto::Target;
+use crate::pageserver::PageServerSink;
 use crate::util::{compel_err, proc_err, us_since, write_image};
 use crate::{mem, task, Action, DumpStats, Error, Options};
 use crust_images::image::ImageType;
@@ -26,6 +28,7 @@ use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The write tracking of a run: taken from the parent set's keeper (the
@@ -35,7 +38,14 @@ pub(super) struct Chain {
     kept: HashMap<i32, Tracker>,
     /// The parent image set.
     parent: Option<PathBuf>,
+    /// `--page-server`: the server holds the parent set's pages, and says
+    /// whether it has a process's parent pagemap.
+    ps: Option<Arc<PageServerSink>>,
 }
+
+/// A dump's connection to its page server (`--page-server`), shared with
+/// the chain and the store of shared objects.
+pub(super) type Server = Option<Arc<PageServerSink>>;
 
 /// What the dump of one process stores against the parent set: the
 /// ranges written since, and the ranges the parent's pagemap holds.
@@ -44,10 +54,11 @@ pub(super) type Dirty = (Vec<Range<u64>>, Vec<Range<u64>>);
 impl Chain {
     /// The tracking of the parent set named by `--prev-images-dir`, if
     /// its keeper still holds it; without it every page is stored.
-    pub(super) fn take(opts: &Options) -> Chain {
+    pub(super) fn take(opts: &Options, ps: Option<&Arc<PageServerSink>>) -> Chain {
         let Some(prev) = parent_dir(opts) else {
             return Chain::default();
         };
+        let ps = ps.cloned();
         match keeper::take_from(&prev) {
             Ok(ts) => {
                 info!(
@@ -58,6 +69,7 @@ impl Chain {
                 Chain {
                     kept: ts.into_iter().map(|t| (t.pid(), t)).collect(),
                     parent: Some(prev),
+                    ps,
                 }
             }
             Err(why) => {
@@ -67,12 +79,34 @@ impl Chain {
         }
     }
 
+    /// Every page sent: let go of the page server and close its sink
+    /// (the server confirms it has them all).
+    pub(super) fn close_server(&mut self, ps: Server, opts: &Options) -> Result<(), Error> {
+        self.ps = None;
+        crate::pageserver::close_sink(ps, opts)
+    }
+
     /// The pages of `pid`'s private VMAs written since the parent set, its
     /// tracker protecting them again; None (store every page) for a
     /// process the parent's tracking does not cover. The tracker stays in
     /// the chain (a pre-dump hands it on; a dump drops it).
     pub(super) fn dirty(&mut self, pid: i32, nspid: i32, vmas: &[mem::Vma]) -> Option<Dirty> {
         let t = self.kept.get_mut(&pid)?;
+        if let Some(ps) = &self.ps {
+            // As CRIU asks (PS_IOV_PARENT): pages go as in the parent only
+            // when the server has the parent's pagemap.
+            match ps.has_parent(Target::Task(nspid as u64)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!("The page server has no parent set for process {pid} (start it with --prev-images-dir): every page of {pid} is sent");
+                    return None;
+                }
+                Err(e) => {
+                    warn!("{e}: every page of {pid} is sent");
+                    return None;
+                }
+            }
+        }
         let has = match parent_pages(self.parent.as_deref()?, nspid) {
             Ok(h) => h,
             Err(e) => {
@@ -104,11 +138,16 @@ pub(super) fn refuse_track_running(opts: &Options) -> Result<(), Error> {
 }
 
 /// The pages the parent set's pagemap of process `nspid` holds (stored
-/// there, or in its own parent).
+/// there, or in its own parent). A set whose pages went to a page server
+/// has crust's record of the runs sent instead.
 fn parent_pages(dir: &Path, nspid: i32) -> Result<Vec<Range<u64>>, Error> {
     use crust_images::consts::pe;
     use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
-    let name = ImageType::Pagemap.file_name(nspid as u64);
+    let mut name = ImageType::Pagemap.file_name(nspid as u64);
+    let record = crate::pageserver::record_name(nspid as u64);
+    if !dir.join(&name).exists() && dir.join(&record).exists() {
+        name = record;
+    }
     let err = |source| Error::Image {
         what: format!("cannot read the parent's {name} in {}", dir.display()),
         source,
@@ -139,29 +178,9 @@ fn parent_dir(opts: &Options) -> Option<PathBuf> {
         .map(|p| opts.images_dir.join(p))
 }
 
-/// `--prev-images-dir`: the parent set must exist; `parent` in the images
-/// directory is made a symlink to it, as given (CRIU's link).
+/// `--prev-images-dir`: see [`mem::chain::link_parent`].
 pub(super) fn link_parent(opts: &Options) -> Result<(), Error> {
-    let Some(prev) = &opts.prev_images_dir else {
-        return Ok(());
-    };
-    let full = opts.images_dir.join(prev);
-    if !full.is_dir() {
-        return Err(Error::unsupported(format!(
-            "--prev-images-dir {}: {} is not a directory (a relative path is taken from the images directory)",
-            prev.display(),
-            full.display()
-        )));
-    }
-    let link = opts.images_dir.join("parent");
-    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-        let _ = std::fs::remove_file(&link);
-    }
-    std::os::unix::fs::symlink(prev, &link).map_err(|source| Error::Io {
-        op: "cannot link the parent image set",
-        path: link,
-        source,
-    })
+    mem::chain::link_parent(opts)
 }
 
 /// The ranges whose writes are tracked: every VMA whose pages are stored
@@ -205,22 +224,19 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
     if opts.lazy_pages {
         return Err(Error::unsupported("pre-dump --lazy-pages"));
     }
-    if opts.page_server || opts.ps_socket.is_some() {
-        // Its pages would land in -D, not on the server: refused rather
-        // than silently written where the caller does not look.
-        return Err(Error::unsupported(
-            "pre-dump --page-server (crust sends only a dump's pages to a page server yet): \
-             pre-dump into a local directory, or dump --page-server",
-        ));
-    }
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
-    if let Err(e) = link_parent(opts) {
-        outdir::discard(dir);
-        return Err(e);
-    }
-    let mut chain = Chain::take(opts);
+    // --page-server: connected before the freeze (no server: refused
+    // before the tree is touched).
+    let ps = match link_parent(opts).and_then(|()| crate::pageserver::connect_sink(opts)) {
+        Ok(ps) => ps,
+        Err(e) => {
+            discard(opts);
+            return Err(e);
+        }
+    };
+    let mut chain = Chain::take(opts, ps.as_ref());
     let t0 = Instant::now();
     let mut tree = Tree::default();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -248,7 +264,10 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
     let t_write = Instant::now();
     // Asked to stop (or the front end died) before the keeper is named:
     // no keeper. Just after: the keeper named is released again.
-    let written = catch_panic(|| write_set(opts, &planned))
+    // The chain's own handle on the server goes: the sink is closed below.
+    drop(chain);
+    let written = catch_panic(|| write_set(opts, &planned, ps.as_deref()))
+        .and_then(|c| crate::pageserver::close_sink(ps, opts).map(|()| c))
         .and_then(|c| crate::util::check_stop().map(|()| c))
         .and_then(|c| keeper::start_keeper(dir, &trackers).map(|()| c))
         .and_then(|c| match crate::util::check_stop() {
@@ -426,17 +445,25 @@ fn start(
 
 /// The part done while the tree runs: every process's pages, then the
 /// inventory. Returns the page counts.
-fn write_set(opts: &Options, planned: &[Planned]) -> Result<mem::PageCounts, Error> {
+fn write_set(
+    opts: &Options,
+    planned: &[Planned],
+    ps: Option<&PageServerSink>,
+) -> Result<mem::PageCounts, Error> {
     let dir: &Path = &opts.images_dir;
     let _ = mem::take_page_tally(dir);
-    let sink = mem::LocalImages::new(dir);
+    let local = mem::LocalImages::new(dir);
+    let sink: &dyn mem::PageSink = match ps {
+        Some(p) => p,
+        None => &local,
+    };
     let mut total = mem::PageCounts::default();
     for (i, p) in planned.iter().enumerate() {
         crate::util::check_stop()?;
         let c = mem::write_pages(
             p.pid,
             p.nspid as u64,
-            &sink,
+            sink,
             &p.vmas,
             i as u32 + 1,
             &p.plan,

@@ -262,9 +262,22 @@ impl Chain {
 /// Does `parent` look like an earlier image set of the tree `child` is of?
 /// As CRIU, an inventory is needed (pre-dump writes one) of the same image
 /// version; dumped earlier when both say when they were dumped. Other
-/// checks are per process ([`resolve`]).
+/// checks are per process ([`resolve`]). A page server's set has only
+/// pagemaps and pages (the inventory stayed with the dumping side), as
+/// CRIU's migration flow leaves the rounds before the last: accepted
+/// without inventory when it holds a pages file numbered as a page
+/// server numbers them.
 fn check_same_tree(child: &Path, parent: &Path) -> Result<(), Error> {
     let read = |d: &Path| crate::util::read_one::<InventoryEntry>(d, ImageType::Inventory, 0);
+    for d in [child, parent] {
+        match read(d) {
+            Err(Error::Image { source, .. }) if source.is_missing() && from_page_server(d) => {
+                log::debug!("image set {}: a page server's (no inventory)", d.display());
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
     let p = read(parent).map_err(|e| {
         bad(
             child,
@@ -298,6 +311,13 @@ fn check_same_tree(child: &Path, parent: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Does `dir` hold the pages of a page server (`pages-<n>.img` from
+/// CRIU's base for a page server, 0x10001)?
+fn from_page_server(dir: &Path) -> bool {
+    let base = ImageType::Pages.file_name(0x10001);
+    dir.join(base).is_file()
 }
 
 /// Is process `pid` in the tree of `dir`'s pstree.img, if it has one? (A
@@ -577,3 +597,29 @@ pub fn level_files(
 #[cfg(test)]
 #[path = "chain_tests.rs"]
 mod tests;
+
+/// `--prev-images-dir`: the parent set must exist; `parent` in the images
+/// directory is made a symlink to it, as given (CRIU's link). A dump, a
+/// pre-dump and a page server (whose OPEN2 answers come from it) make it.
+pub fn link_parent(opts: &crate::Options) -> Result<(), Error> {
+    let Some(prev) = &opts.prev_images_dir else {
+        return Ok(());
+    };
+    let full = opts.images_dir.join(prev);
+    if !full.is_dir() {
+        return Err(Error::unsupported(format!(
+            "--prev-images-dir {}: {} is not a directory (a relative path is taken from the images directory)",
+            prev.display(),
+            full.display()
+        )));
+    }
+    let link = opts.images_dir.join("parent");
+    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        let _ = std::fs::remove_file(&link);
+    }
+    std::os::unix::fs::symlink(prev, &link).map_err(|source| Error::Io {
+        op: "cannot link the parent image set",
+        path: link,
+        source,
+    })
+}

@@ -35,13 +35,14 @@ pub(crate) use guard::guard_entries;
 pub use guard::{install_guards, split_guards};
 pub(crate) use huge::{file_flag as hugetlb_file_flag, inode_page_size as hugetlb_page_size};
 pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
+pub(crate) use pages::{note_pages, write_pagemap_named};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
 pub use restore::{
     cow_candidates, inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map,
 };
 pub use shmem::{inherited_shmem, shmem_places};
-pub(crate) use shmem::{object_page_runs, store_object_pages, ObjectPages};
+pub(crate) use shmem::{object_page_runs, objects_to, store_object_pages, ObjectPages};
 
 pub use vma::{
     build_mm, collect_vmas, link_socket_vmas, maps_memfd, validate_shmem, validate_vmas,

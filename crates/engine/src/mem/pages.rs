@@ -28,12 +28,23 @@ pub(crate) fn write_pagemap(
     pages_id: u32,
     runs: &[(u64, u64, u32)],
 ) -> Result<(), Error> {
-    let name = ty.file_name(id);
+    write_pagemap_named(dir, ty, &ty.file_name(id), pages_id, runs)
+}
+
+/// [`write_pagemap`] under the file name `name` (crust's own record of
+/// what a dump sent to a page server: `pageserver::client`).
+pub(crate) fn write_pagemap_named(
+    dir: &Path,
+    ty: ImageType,
+    name: &str,
+    pages_id: u32,
+    runs: &[(u64, u64, u32)],
+) -> Result<(), Error> {
     let werr = |source| Error::Image {
         what: format!("cannot write {name}"),
         source,
     };
-    let mut w = ImageWriter::create(dir, ty, &name).map_err(werr)?;
+    let mut w = ImageWriter::create(dir, ty, name).map_err(werr)?;
     let head = PagemapHead {
         pages_id,
         ..Default::default()
@@ -429,6 +440,18 @@ pub fn take_page_tally(dir: &Path) -> PageTally {
         }
     }
     out
+}
+
+/// Count a pages file kept elsewhere (on a page server) with those of
+/// `dir`, for the statistics of the dump writing `dir`: as
+/// [`take_page_tally`] counts the local ones.
+pub(crate) fn note_pages(dir: &Path, pages_id: u32, object: bool, scanned: u64, written: u64) {
+    let mut t = tally();
+    let e = t
+        .entry((dir.to_path_buf(), pages_id))
+        .or_insert((object, 0, 0));
+    e.1 += scanned;
+    e.2 += written;
 }
 
 impl PageSink for LocalImages<'_> {

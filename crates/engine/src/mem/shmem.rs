@@ -62,6 +62,8 @@ pub(crate) fn dump_shmem(pid: i32, sink: &dyn PageSink, v: &Vma) -> Result<(u64,
 /// content is read from `src` (`size` bytes; `src_path` names it in
 /// errors) into the pages file `pages_id`, described by
 /// `pagemap-shmem-<shmid>.img`. Returns (pages scanned, pages stored, runs).
+/// With [`objects_to`] in force for `dir`, they go to that sink (a page
+/// server) instead.
 pub(crate) fn store_object_pages(
     dir: &Path,
     src: &File,
@@ -71,7 +73,49 @@ pub(crate) fn store_object_pages(
     pages_id: u32,
 ) -> Result<(u64, u64, usize), Error> {
     let owner = PageOwner::Object { shmid, pages_id };
-    store_object(&LocalImages::new(dir), owner, src, src_path, size)
+    match object_sink(dir) {
+        Some(remote) => store_object(&*remote, owner, src, src_path, size),
+        None => store_object(&LocalImages::new(dir), owner, src, src_path, size),
+    }
+}
+
+/// A sink shared objects' pages may go to instead of the images directory.
+pub(crate) type ObjectSink = std::sync::Arc<dyn PageSink + Send + Sync>;
+
+/// The dumps whose shared objects (memfds, System V segments, stored
+/// from the file table and the IPC namespace, which know only the images
+/// directory) go to a page server: by images directory.
+static OBJECT_SINKS: std::sync::Mutex<Vec<(std::path::PathBuf, ObjectSink)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn object_sinks() -> std::sync::MutexGuard<'static, Vec<(std::path::PathBuf, ObjectSink)>> {
+    OBJECT_SINKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn object_sink(dir: &Path) -> Option<ObjectSink> {
+    object_sinks()
+        .iter()
+        .find(|(d, _)| d == dir)
+        .map(|(_, s)| s.clone())
+}
+
+/// While the returned guard lives, the shared objects a dump into `dir`
+/// stores go to `sink` (`dump --page-server`: CRIU sends them too).
+pub(crate) fn objects_to(dir: &Path, sink: ObjectSink) -> ObjectsTo {
+    object_sinks().push((dir.to_path_buf(), sink));
+    ObjectsTo(dir.to_path_buf())
+}
+
+/// See [`objects_to`]: dropped, the objects of its directory are stored
+/// locally again.
+pub(crate) struct ObjectsTo(std::path::PathBuf);
+
+impl Drop for ObjectsTo {
+    fn drop(&mut self) {
+        object_sinks().retain(|(d, _)| *d != self.0);
+    }
 }
 
 /// Move the pages of `chunk` (at object offset `off`) that are not all

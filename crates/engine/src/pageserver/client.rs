@@ -8,6 +8,7 @@ use crate::Error;
 use crust_images::consts::pe;
 use crust_sys::PAGE_SIZE;
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Commands smaller than this are gathered with the next bytes into one
@@ -28,13 +29,50 @@ const TLS_PIECE: u64 = 16 << 10;
 /// open at a time).
 pub struct PageServerSink {
     conn: Mutex<Conn>,
+    /// The dump's images directory: its statistics count the pages sent,
+    /// and a process's runs are recorded there ([`record_name`]).
+    local: Option<PathBuf>,
+}
+
+/// The name of crust's record, in a dump's images directory, of the runs
+/// it sent to a page server for process `id` (a pagemap image, the pages
+/// being on the server): the next run of a chain reads it to know what
+/// the parent set holds.
+pub fn record_name(id: u64) -> String {
+    format!("crust-ps-pagemap-{id}.img")
 }
 
 impl PageServerSink {
     pub fn new(conn: Conn) -> PageServerSink {
         PageServerSink {
             conn: Mutex::new(conn),
+            local: None,
         }
+    }
+
+    /// Count the pages sent in the statistics of the dump into `dir`,
+    /// and record each process's runs there ([`record_name`]).
+    pub fn with_local(mut self, dir: &Path) -> PageServerSink {
+        self.local = Some(dir.to_path_buf());
+        self
+    }
+
+    /// PS_IOV_PARENT: has the server a parent set holding the pagemap of
+    /// `target` (CRIU's dump asks before it sends pages as in the parent)?
+    pub fn has_parent(&self, target: Target) -> Result<bool, Error> {
+        let mut conn = self.lock();
+        conn.send_iov(&Iov {
+            cmd: cmd::PARENT,
+            dst_id: encode_dst(target),
+            ..Default::default()
+        })?;
+        conn.push()?;
+        let mut ans = [0u8; 4];
+        conn.recv(
+            &mut ans,
+            "the page server did not say whether it has a parent set",
+        )?;
+        Ok(i32::from_ne_bytes(ans) > 0)
     }
 
     fn lock(&self) -> MutexGuard<'_, Conn> {
@@ -96,6 +134,12 @@ impl PageSink for PageServerSink {
         Ok(Box::new(ServerStream {
             conn,
             dst_id,
+            owner,
+            has_parent: has_parent[0] != 0,
+            local: self.local.as_deref(),
+            sent: Vec::new(),
+            written: 0,
+            scanned: 0,
             queue: VecDeque::new(),
             left: 0,
             run_len: 0,
@@ -109,6 +153,17 @@ impl PageSink for PageServerSink {
 struct ServerStream<'a> {
     conn: MutexGuard<'a, Conn>,
     dst_id: u64,
+    owner: PageOwner,
+    /// The server's answer to the open: it has a parent set for this
+    /// pagemap (runs `PE_PARENT` need one).
+    has_parent: bool,
+    /// See [`PageServerSink::with_local`].
+    local: Option<&'a Path>,
+    /// The runs sent: (vaddr, pages, flags).
+    sent: Vec<(u64, u64, u32)>,
+    /// Bytes of pages sent, and pages looked at (objects).
+    written: u64,
+    scanned: u64,
     /// Runs announced and not yet sent.
     queue: VecDeque<Run>,
     /// Bytes still due for the run whose header was sent last.
@@ -134,6 +189,18 @@ impl ServerStream<'_> {
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
         }
+        if r.flags & pe::PARENT != 0 && !self.has_parent {
+            let peer = self.conn.peer().to_string();
+            return Err(ps_err(
+                &peer,
+                format!(
+                    "pages {:#x}+{} are in the parent set, but the page server has no parent set for {:?} (start it with --prev-images-dir naming the previous round's directory)",
+                    r.vaddr, r.npages, self.owner
+                ),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        self.sent.push((r.vaddr, r.npages, r.flags));
         let iov = Iov {
             cmd: encode_cmd(cmd::ADD_F, r.flags),
             nr_pages: r.npages,
@@ -187,7 +254,12 @@ impl PageStream for ServerStream<'_> {
         Ok(())
     }
 
+    fn scanned(&mut self, pages: u64) {
+        self.scanned += pages;
+    }
+
     fn pages(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        self.written += bytes.len() as u64;
         while !bytes.is_empty() {
             if self.left == 0 && !self.next_run()? {
                 return Err(self.bad_count(format!(
@@ -228,7 +300,40 @@ impl PageStream for ServerStream<'_> {
             )));
         }
         self.drain()?;
-        self.conn.push()
+        self.conn.push()?;
+        self.note_local()
+    }
+}
+
+impl ServerStream<'_> {
+    /// The pages sent counted in the local dump's statistics; a process's
+    /// runs recorded beside its images ([`record_name`]).
+    fn note_local(&self) -> Result<(), Error> {
+        let Some(dir) = self.local else {
+            return Ok(());
+        };
+        let (object, id) = match self.owner {
+            PageOwner::Task { id, .. } => (false, id),
+            PageOwner::Object { shmid, .. } => (true, shmid),
+        };
+        let pages_id = self.owner.pages_id();
+        crate::mem::note_pages(
+            dir,
+            pages_id,
+            object,
+            self.scanned,
+            self.written / PAGE_SIZE,
+        );
+        if object {
+            return Ok(());
+        }
+        crate::mem::write_pagemap_named(
+            dir,
+            crust_images::image::ImageType::Pagemap,
+            &record_name(id),
+            pages_id,
+            &self.sent,
+        )
     }
 }
 

@@ -60,6 +60,10 @@ fn dump_to_server_and_get_back() {
     o.port = Some(l.port());
     let so = o.clone();
     let sdir = dir.clone();
+    // A parent set holding process 7's pagemap: runs as in the parent may go.
+    std::fs::create_dir_all(dir.join("p")).unwrap();
+    std::fs::write(dir.join("p/pagemap-7.img"), b"").unwrap();
+    std::os::unix::fs::symlink("p", dir.join("parent")).unwrap();
     let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
     let sink = PageServerSink::new(Conn::connect(&o).unwrap());
     {
@@ -215,3 +219,7 @@ fn client_gone_is_an_error() {
     assert!(e.to_string().contains("page server"), "{e}");
     assert!(!d.0.join("pagemap-3.img").exists());
 }
+
+#[cfg(test)]
+#[path = "parent_tests.rs"]
+mod parent_tests;
