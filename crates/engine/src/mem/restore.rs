@@ -536,7 +536,7 @@ pub fn protect_vmas(
         }
         advise((r, &mut b), v)?;
     }
-    b.flush(r)
+    b.flush(r).map(drop)
 }
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.

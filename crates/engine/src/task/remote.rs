@@ -128,6 +128,9 @@ struct Entry {
 pub struct Batch {
     code: Option<RemoteAddr>,
     entries: Vec<Entry>,
+    /// Where the table goes in the scratch area (what is before it is left
+    /// to the syscalls' own data).
+    table_off: u64,
 }
 
 impl Batch {
@@ -135,6 +138,17 @@ impl Batch {
         Batch {
             code,
             entries: Vec::new(),
+            table_off: 0,
+        }
+    }
+
+    /// A batch whose table goes at scratch offset `off`, after the data
+    /// its syscalls read or write.
+    pub fn with_table_at(code: Option<RemoteAddr>, off: u64) -> Self {
+        Batch {
+            code,
+            entries: Vec::new(),
+            table_off: off,
         }
     }
 
@@ -153,24 +167,27 @@ impl Batch {
             args,
             expect,
         });
-        if self.entries.len() as u64 >= r.scratch_len / crust_compel::BATCH_ENTRY {
+        let room = r.scratch_len.saturating_sub(self.table_off) / crust_compel::BATCH_ENTRY;
+        if self.entries.len() as u64 >= room.max(1) {
             self.flush(r)?;
         }
         Ok(())
     }
 
-    /// Run every queued syscall, in order.
-    pub fn flush(&mut self, r: &mut Remote<'_>) -> Result<(), Error> {
+    /// Run every queued syscall, in order; their results, in order.
+    pub fn flush(&mut self, r: &mut Remote<'_>) -> Result<Vec<u64>, Error> {
         let entries = std::mem::take(&mut self.entries);
+        let mut results = Vec::with_capacity(entries.len());
         let Some(code) = self.code else {
             for e in &entries {
                 let got = r.call(&e.what, e.nr, e.args)?;
                 check(r.pid(), e, got)?;
+                results.push(got);
             }
-            return Ok(());
+            return Ok(results);
         };
         if entries.is_empty() {
-            return Ok(());
+            return Ok(results);
         }
         let mut table = Vec::with_capacity(entries.len() * crust_compel::BATCH_ENTRY as usize);
         for e in &entries {
@@ -180,7 +197,7 @@ impl Batch {
             }
             table.extend_from_slice(&0u64.to_le_bytes());
         }
-        let at = r.put(0, &table)?;
+        let at = r.put(self.table_off, &table)?;
         let pid = r.pid();
         let (ran, failed) = r
             .task
@@ -193,17 +210,26 @@ impl Batch {
                 source: std::io::Error::from_raw_os_error(res.saturating_neg() as i32),
             });
         }
-        if entries.iter().any(|e| e.expect.is_some()) {
-            let back = r.get(0, table.len())?;
-            for (e, w) in entries.iter().zip(back.chunks_exact(64)) {
-                let got = w
-                    .get(56..64)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_le_bytes);
-                check(pid, e, got)?;
-            }
+        let back = r.get(self.table_off, table.len())?;
+        for (e, w) in entries
+            .iter()
+            .zip(back.chunks_exact(crust_compel::BATCH_ENTRY as usize))
+        {
+            let got = w
+                .get(56..64)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            check(pid, e, got)?;
+            results.push(got);
         }
-        Ok(())
+        if results.len() != entries.len() {
+            return Err(Error::Sys {
+                pid,
+                op: format!("short read of {} batched syscall results", entries.len()),
+                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+            });
+        }
+        Ok(results)
     }
 }
 
