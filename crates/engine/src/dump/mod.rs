@@ -868,7 +868,7 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
         if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "panic-remote") {
             panic!("CRUST_FAULT=panic-remote: panicking on purpose in a remote call");
         }
-        let mut tinside = vec![task::collect_thread(&mut r)?];
+        let mut tinside = vec![task::collect_thread(&mut r, batch_code)?];
         for t in others.iter_mut() {
             t.use_syscall_ip(syscall_ip);
             let mut r = Remote {
@@ -876,7 +876,7 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
                 scratch: RemoteAddr(scratch),
                 scratch_len,
             };
-            tinside.push(task::collect_thread(&mut r)?);
+            tinside.push(task::collect_thread(&mut r, batch_code)?);
         }
         // -R: the userfaultfd of a snapshot, made in the task.
         let mut r = Remote {

@@ -79,17 +79,6 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
-fn prctl_get(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
-    r.call(what, libc::SYS_prctl, [opt, 0, 0, 0, 0, 0])
-}
-
-/// prctl that stores its answer through a pointer argument.
-fn prctl_get_ptr(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
-    r.put(0, &[0u8; 8])?;
-    r.call(what, libc::SYS_prctl, [opt, r.at(0).get(), 0, 0, 0, 0])?;
-    r.get_u64(0)
-}
-
 /// Scratch offsets of what [`collect_process`]'s batch reads: the signal
 /// actions (32 bytes each), the itimers (32 each), the subreaper flag,
 /// and the batch's table.
@@ -178,31 +167,64 @@ pub fn collect_process(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<P
     Ok(out)
 }
 
-pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
-    // stack_t: ss_sp (8), ss_flags (4 + pad), ss_size (8).
-    r.call(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    let b = r.get(0, 24)?;
+/// Reads per-thread state; `code` as for [`collect_process`].
+pub fn collect_thread(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<ThreadInside, Error> {
+    // Scratch offsets: stack_t (ss_sp 8, ss_flags 4 + pad, ss_size 8), the
+    // tid address, the parent-death signal, the sched_param.
+    const SAS: u64 = 0;
+    const TID_ADDR: u64 = 32;
+    const PDEATH: u64 = 40;
+    const PARAM: u64 = 48;
+    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
+    r.put(0, &[0u8; 64])?;
+    let at = |o: u64| r.at(o).get();
+    let calls: [(&str, i64, [u64; 6]); 6] = [
+        (
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, at(SAS), 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_TID_ADDRESS)",
+            libc::SYS_prctl,
+            [PR_GET_TID_ADDRESS, at(TID_ADDR), 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [libc::PR_GET_PDEATHSIG as u64, at(PDEATH), 0, 0, 0, 0],
+        ),
+        // With SCHED_RESET_ON_FORK, which /proc does not show.
+        ("sched_getscheduler", libc::SYS_sched_getscheduler, [0; 6]),
+        (
+            "sched_getparam",
+            libc::SYS_sched_getparam,
+            [0, at(PARAM), 0, 0, 0, 0],
+        ),
+    ];
+    for (what, nr, args) in calls {
+        b.push(r, what.into(), nr, args, None)?;
+    }
+    let res = b.flush(r)?;
+    let d = r.get(0, 64)?;
     let sas = ThreadSasEntry {
-        ss_sp: xsave::u64_at(&b, 0),
-        ss_flags: xsave::u32_at(&b, 8),
-        ss_size: xsave::u64_at(&b, 16),
+        ss_sp: xsave::u64_at(&d, SAS as usize),
+        ss_flags: xsave::u32_at(&d, SAS as usize + 8),
+        ss_size: xsave::u64_at(&d, SAS as usize + 16),
         ..Default::default()
     };
+    let got = |i: usize| res.get(i).copied().unwrap_or(0);
     Ok(ThreadInside {
         sas,
-        clear_tid: prctl_get_ptr(r, "prctl(PR_GET_TID_ADDRESS)", PR_GET_TID_ADDRESS)?,
-        secbits: prctl_get(
-            r,
-            "prctl(PR_GET_SECUREBITS)",
-            libc::PR_GET_SECUREBITS as u64,
-        )? as u32,
-        pdeath_sig: prctl_get_ptr(r, "prctl(PR_GET_PDEATHSIG)", libc::PR_GET_PDEATHSIG as u64)?
-            as u32,
-        sched: misc::collect_sched(r)?,
+        clear_tid: xsave::u64_at(&d, TID_ADDR as usize),
+        secbits: got(2) as u32,
+        pdeath_sig: xsave::u64_at(&d, PDEATH as usize) as u32,
+        sched: (got(4) as u32, xsave::u32_at(&d, PARAM as usize)),
         seccomp: seccomp::ThreadSeccomp::default(),
     })
 }
