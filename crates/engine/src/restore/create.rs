@@ -288,7 +288,7 @@ fn root_child(
             process::exit_now(75);
         }
     }
-    if process::map_trampoline(tramp, TRAMP_SIZE, &SYSCALL_INSN).is_err() {
+    if process::map_trampoline(tramp, TRAMP_SIZE, &crust_compel::TRAMPOLINE_CODE).is_err() {
         process::exit_now(70);
     }
     if !sibling && crust_sys::ptrace::traceme().is_err() {

@@ -229,7 +229,12 @@ pub(super) fn protect(
         return Ok(());
     };
     let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
-    mem::protect_vmas(&mut r, &live.mm, &pending)?;
+    mem::protect_vmas(
+        &mut r,
+        &live.mm,
+        &pending,
+        Some(crate::task::remote::batch_code(tramp)),
+    )?;
     mem::install_guards(&mut r, &live.guards)
 }
 
@@ -446,6 +451,7 @@ pub(super) fn build_memory(
             crust_paths: &|id| via_crust.get(&id).cloned(),
         },
         source,
+        Some(crate::task::remote::batch_code(tramp)),
     )?;
     let exe = files
         .path_of(live.mm.exe_file_id as u64)

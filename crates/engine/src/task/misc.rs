@@ -71,20 +71,6 @@ fn aborts(ip: u64, start: u64, len: u64, flags: u32) -> bool {
     ip >= start && ip - start < len && flags & RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL == 0
 }
 
-/// Policy (with SCHED_RESET_ON_FORK, which /proc does not show) and
-/// real-time priority of the thread.
-pub fn collect_sched(r: &mut Remote<'_>) -> Result<(u32, u32), Error> {
-    let policy = r.call("sched_getscheduler", libc::SYS_sched_getscheduler, [0; 6])?;
-    r.put(0, &[0u8; 8])?;
-    r.call(
-        "sched_getparam",
-        libc::SYS_sched_getparam,
-        [0, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    let b = r.get(0, 4)?;
-    Ok((policy as u32, crate::task::xsave::u32_at(&b, 0)))
-}
-
 /// The membarrier commands the process registered for (0 on a kernel
 /// that cannot tell).
 pub fn collect_membarrier(r: &mut Remote<'_>) -> Result<u32, Error> {

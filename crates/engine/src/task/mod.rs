@@ -41,6 +41,7 @@ use crust_images::proto::siginfo::{SiginfoEntry, SignalQueueEntry};
 use crust_images::proto::timer::{ItimerEntry, PosixTimerEntry, TaskTimersEntry};
 use crust_proc::{ProcRoot, Stat, Status};
 use crust_sys::ptrace::UserRegs;
+use crust_sys::RemoteAddr;
 use log::warn;
 
 /// Signals that have a sigaction slot in the image: 1..=64 minus SIGKILL
@@ -78,98 +79,152 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 
-fn prctl_get(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
-    r.call(what, libc::SYS_prctl, [opt, 0, 0, 0, 0, 0])
-}
+/// Scratch offsets of what [`collect_process`]'s batch reads: the signal
+/// actions (32 bytes each), the itimers (32 each), the subreaper flag,
+/// and the batch's table.
+const SA_AT: u64 = 0;
+const ITIMER_AT: u64 = 64 * 32;
+const SUBREAPER_AT: u64 = ITIMER_AT + 3 * 32;
+const TABLE_AT: u64 = 4096;
 
-/// prctl that stores its answer through a pointer argument.
-fn prctl_get_ptr(r: &mut Remote<'_>, what: &str, opt: u64) -> Result<u64, Error> {
-    r.put(0, &[0u8; 8])?;
-    r.call(what, libc::SYS_prctl, [opt, r.at(0).get(), 0, 0, 0, 0])?;
-    r.get_u64(0)
-}
-
-pub fn collect_process(r: &mut Remote<'_>) -> Result<ProcInside, Error> {
+/// `code`: the syscall-table loop in the task, if crust put one there (the
+/// calls then run in one stop).
+pub fn collect_process(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<ProcInside, Error> {
     let mut out = ProcInside::default();
-    for sig in sigaction_signals() {
-        // struct kernel_sigaction: handler, flags, restorer, mask (8 bytes each).
-        r.call(
-            "rt_sigaction",
+    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
+    let sigs: Vec<u32> = sigaction_signals().collect();
+    // struct kernel_sigaction: handler, flags, restorer, mask (8 bytes each).
+    for (i, &sig) in sigs.iter().enumerate() {
+        let at = r.at(SA_AT + 32 * i as u64).get();
+        b.push(
+            r,
+            format!("rt_sigaction({sig})"),
             libc::SYS_rt_sigaction,
-            [sig as u64, 0, r.at(0).get(), 8, 0, 0],
+            [sig as u64, 0, at, 8, 0, 0],
+            None,
         )?;
-        let b = r.get(0, 32)?;
-        let w = |i: usize| xsave::u64_at(&b, i * 8);
+    }
+    b.push(r, "brk".into(), libc::SYS_brk, [0; 6], None)?;
+    for (what, opt) in [
+        ("prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE as u64),
+        ("prctl(PR_GET_THP_DISABLE)", libc::PR_GET_THP_DISABLE as u64),
+    ] {
+        b.push(r, what.into(), libc::SYS_prctl, [opt, 0, 0, 0, 0, 0], None)?;
+    }
+    r.put(SUBREAPER_AT, &[0u8; 8])?;
+    let at = r.at(SUBREAPER_AT).get();
+    b.push(
+        r,
+        "prctl(PR_GET_CHILD_SUBREAPER)".into(),
+        libc::SYS_prctl,
+        [PR_GET_CHILD_SUBREAPER, at, 0, 0, 0, 0],
+        None,
+    )?;
+    let which = [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
+    for (i, w) in which.into_iter().enumerate() {
+        // struct itimerval: interval {sec, usec}, value {sec, usec}.
+        let at = r.at(ITIMER_AT + 32 * i as u64).get();
+        b.push(
+            r,
+            "getitimer".into(),
+            libc::SYS_getitimer,
+            [w as u64, at, 0, 0, 0, 0],
+            None,
+        )?;
+    }
+    let res = b.flush(r)?;
+    let data = r.get(0, TABLE_AT as usize)?;
+    let w = |at: u64, i: usize| xsave::u64_at(&data, at as usize + i * 8);
+    for i in 0..sigs.len() as u64 {
+        let at = SA_AT + 32 * i;
         out.sigactions.push(SaEntry {
-            sigaction: w(0),
-            flags: w(1),
-            restorer: w(2),
-            mask: w(3),
+            sigaction: w(at, 0),
+            flags: w(at, 1),
+            restorer: w(at, 2),
+            mask: w(at, 3),
             compat_sigaction: Some(false),
             ..Default::default()
         });
     }
-    out.brk = r.call("brk", libc::SYS_brk, [0; 6])?;
-    out.dumpable = prctl_get(r, "prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE as u64)? as i32;
-    out.thp_disabled = prctl_get(
-        r,
-        "prctl(PR_GET_THP_DISABLE)",
-        libc::PR_GET_THP_DISABLE as u64,
-    )? != 0;
-    out.child_subreaper =
-        prctl_get_ptr(r, "prctl(PR_GET_CHILD_SUBREAPER)", PR_GET_CHILD_SUBREAPER)? as u32 != 0;
-    for (i, which) in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF]
-        .into_iter()
-        .enumerate()
-    {
-        // struct itimerval: interval {sec, usec}, value {sec, usec}.
-        r.call(
-            "getitimer",
-            libc::SYS_getitimer,
-            [which as u64, r.at(0).get(), 0, 0, 0, 0],
-        )?;
-        let b = r.get(0, 32)?;
-        let w = |i: usize| xsave::u64_at(&b, i * 8);
-        if let Some(slot) = out.itimers.get_mut(i) {
-            *slot = ItimerEntry {
-                isec: w(0),
-                iusec: w(1),
-                vsec: w(2),
-                vusec: w(3),
-                ..Default::default()
-            };
-        }
+    let n = sigs.len();
+    let got = |i: usize| res.get(n + i).copied().unwrap_or(0);
+    out.brk = got(0);
+    out.dumpable = got(1) as i32;
+    out.thp_disabled = got(2) != 0;
+    out.child_subreaper = w(SUBREAPER_AT, 0) as u32 != 0;
+    for (i, slot) in out.itimers.iter_mut().enumerate() {
+        let at = ITIMER_AT + 32 * i as u64;
+        *slot = ItimerEntry {
+            isec: w(at, 0),
+            iusec: w(at, 1),
+            vsec: w(at, 2),
+            vusec: w(at, 3),
+            ..Default::default()
+        };
     }
     out.posix_timers = collect_posix_timers(r)?;
     out.membarrier = misc::collect_membarrier(r)?;
     Ok(out)
 }
 
-pub fn collect_thread(r: &mut Remote<'_>) -> Result<ThreadInside, Error> {
-    // stack_t: ss_sp (8), ss_flags (4 + pad), ss_size (8).
-    r.call(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, r.at(0).get(), 0, 0, 0, 0],
-    )?;
-    let b = r.get(0, 24)?;
+/// Reads per-thread state; `code` as for [`collect_process`].
+pub fn collect_thread(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<ThreadInside, Error> {
+    // Scratch offsets: stack_t (ss_sp 8, ss_flags 4 + pad, ss_size 8), the
+    // tid address, the parent-death signal, the sched_param.
+    const SAS: u64 = 0;
+    const TID_ADDR: u64 = 32;
+    const PDEATH: u64 = 40;
+    const PARAM: u64 = 48;
+    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
+    r.put(0, &[0u8; 64])?;
+    let at = |o: u64| r.at(o).get();
+    let calls: [(&str, i64, [u64; 6]); 6] = [
+        (
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, at(SAS), 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_TID_ADDRESS)",
+            libc::SYS_prctl,
+            [PR_GET_TID_ADDRESS, at(TID_ADDR), 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        ),
+        (
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::SYS_prctl,
+            [libc::PR_GET_PDEATHSIG as u64, at(PDEATH), 0, 0, 0, 0],
+        ),
+        // With SCHED_RESET_ON_FORK, which /proc does not show.
+        ("sched_getscheduler", libc::SYS_sched_getscheduler, [0; 6]),
+        (
+            "sched_getparam",
+            libc::SYS_sched_getparam,
+            [0, at(PARAM), 0, 0, 0, 0],
+        ),
+    ];
+    for (what, nr, args) in calls {
+        b.push(r, what.into(), nr, args, None)?;
+    }
+    let res = b.flush(r)?;
+    let d = r.get(0, 64)?;
     let sas = ThreadSasEntry {
-        ss_sp: xsave::u64_at(&b, 0),
-        ss_flags: xsave::u32_at(&b, 8),
-        ss_size: xsave::u64_at(&b, 16),
+        ss_sp: xsave::u64_at(&d, SAS as usize),
+        ss_flags: xsave::u32_at(&d, SAS as usize + 8),
+        ss_size: xsave::u64_at(&d, SAS as usize + 16),
         ..Default::default()
     };
+    let got = |i: usize| res.get(i).copied().unwrap_or(0);
     Ok(ThreadInside {
         sas,
-        clear_tid: prctl_get_ptr(r, "prctl(PR_GET_TID_ADDRESS)", PR_GET_TID_ADDRESS)?,
-        secbits: prctl_get(
-            r,
-            "prctl(PR_GET_SECUREBITS)",
-            libc::PR_GET_SECUREBITS as u64,
-        )? as u32,
-        pdeath_sig: prctl_get_ptr(r, "prctl(PR_GET_PDEATHSIG)", libc::PR_GET_PDEATHSIG as u64)?
-            as u32,
-        sched: misc::collect_sched(r)?,
+        clear_tid: xsave::u64_at(&d, TID_ADDR as usize),
+        secbits: got(2) as u32,
+        pdeath_sig: xsave::u64_at(&d, PDEATH as usize) as u32,
+        sched: (got(4) as u32, xsave::u32_at(&d, PARAM as usize)),
         seccomp: seccomp::ThreadSeccomp::default(),
     })
 }

@@ -100,3 +100,146 @@ impl<'a> Remote<'a> {
         Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     }
 }
+
+/// Where the syscall-table loop ([`crust_compel::BATCH_CODE`]) is in
+/// restore's trampoline at `tramp`.
+pub fn batch_code(tramp: u64) -> RemoteAddr {
+    RemoteAddr(tramp + crust_compel::BATCH_OFFSET)
+}
+
+/// One syscall of a [`Batch`]: what it does (for errors), its number and
+/// arguments, and the result it must give (`mmap` at a fixed place), if
+/// any.
+struct Entry {
+    what: String,
+    nr: i64,
+    args: [u64; 6],
+    expect: Option<u64>,
+}
+
+/// Remote syscalls whose results are not needed at once, gathered and run
+/// many per ptrace stop by the trampoline's loop (a few hundred times
+/// faster per call than [`Remote::call`], which stops twice per syscall).
+/// Entries run in order when the scratch area is full and at
+/// [`Batch::flush`], which must come before anything that depends on them;
+/// the first failure ends the run and is reported as `call` would. Without
+/// the loop (`code` None: not on restore's trampoline) each runs by
+/// `call`.
+pub struct Batch {
+    code: Option<RemoteAddr>,
+    entries: Vec<Entry>,
+    /// Where the table goes in the scratch area (what is before it is left
+    /// to the syscalls' own data).
+    table_off: u64,
+}
+
+impl Batch {
+    pub fn new(code: Option<RemoteAddr>) -> Self {
+        Batch {
+            code,
+            entries: Vec::new(),
+            table_off: 0,
+        }
+    }
+
+    /// A batch whose table goes at scratch offset `off`, after the data
+    /// its syscalls read or write.
+    pub fn with_table_at(code: Option<RemoteAddr>, off: u64) -> Self {
+        Batch {
+            code,
+            entries: Vec::new(),
+            table_off: off,
+        }
+    }
+
+    /// Queue syscall `nr`; `expect`: the only result that is a success.
+    pub fn push(
+        &mut self,
+        r: &mut Remote<'_>,
+        what: String,
+        nr: i64,
+        args: [u64; 6],
+        expect: Option<u64>,
+    ) -> Result<(), Error> {
+        self.entries.push(Entry {
+            what,
+            nr,
+            args,
+            expect,
+        });
+        let room = r.scratch_len.saturating_sub(self.table_off) / crust_compel::BATCH_ENTRY;
+        if self.entries.len() as u64 >= room.max(1) {
+            self.flush(r)?;
+        }
+        Ok(())
+    }
+
+    /// Run every queued syscall, in order; their results, in order.
+    pub fn flush(&mut self, r: &mut Remote<'_>) -> Result<Vec<u64>, Error> {
+        let entries = std::mem::take(&mut self.entries);
+        let mut results = Vec::with_capacity(entries.len());
+        let Some(code) = self.code else {
+            for e in &entries {
+                let got = r.call(&e.what, e.nr, e.args)?;
+                check(r.pid(), e, got)?;
+                results.push(got);
+            }
+            return Ok(results);
+        };
+        if entries.is_empty() {
+            return Ok(results);
+        }
+        let mut table = Vec::with_capacity(entries.len() * crust_compel::BATCH_ENTRY as usize);
+        for e in &entries {
+            table.extend_from_slice(&(e.nr as u64).to_le_bytes());
+            for a in e.args {
+                table.extend_from_slice(&a.to_le_bytes());
+            }
+            table.extend_from_slice(&0u64.to_le_bytes());
+        }
+        let at = r.put(self.table_off, &table)?;
+        let pid = r.pid();
+        let (ran, failed) = r
+            .task
+            .syscall_batch(code, at, entries.len() as u64)
+            .map_err(|e| Error::Compel { pid, source: e })?;
+        if let (Some(res), Some(e)) = (failed, entries.get(ran as usize)) {
+            return Err(Error::Sys {
+                pid,
+                op: format!("{} (in the task)", e.what),
+                source: std::io::Error::from_raw_os_error(res.saturating_neg() as i32),
+            });
+        }
+        let back = r.get(self.table_off, table.len())?;
+        for (e, w) in entries
+            .iter()
+            .zip(back.chunks_exact(crust_compel::BATCH_ENTRY as usize))
+        {
+            let got = w
+                .get(56..64)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            check(pid, e, got)?;
+            results.push(got);
+        }
+        if results.len() != entries.len() {
+            return Err(Error::Sys {
+                pid,
+                op: format!("short read of {} batched syscall results", entries.len()),
+                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// An entry's result against the one it must give.
+fn check(pid: i32, e: &Entry, got: u64) -> Result<(), Error> {
+    match e.expect {
+        Some(want) if want != got => Err(Error::Restore {
+            pid,
+            what: format!("{}: placed at {got:#x}, not {want:#x}", e.what),
+        }),
+        _ => Ok(()),
+    }
+}
