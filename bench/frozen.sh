@@ -15,7 +15,12 @@
 #
 # CRIU is $CRIU_BIN, else /tmp/oracle/criu-shim (CRIU with a prlimit shim),
 # else what ../shared/criu/build.sh prints; without one only crust's
-# figures are printed. Needs root and
+# figures are printed (CRIU_BIN=none: none). CRUST_BEFORE=BINARY adds a
+# row "before" (another crust build, e.g. main's, measured in the same
+# run). Then the final dump of a pre-dump chain (`dirtymem --mb N
+# --dirty-mb 12`: pre-dump, 12 MiB rewritten, pre-dump, 12 MiB rewritten,
+# dump --prev-images-dir): its frozen time, for crust (and "before").
+# CRIU cannot make such a chain here (no soft-dirty). Needs root and
 # `cargo build --release -p crust -p crust-testprogs`, and free memory for
 # the largest size plus its images (images go to $BENCH_DIR, default a
 # directory under /tmp). Kills every process it starts, removes its files.
@@ -37,7 +42,11 @@ for b in "$CRUST" "$BIGMEM"; do
     [[ -x $b ]] || { echo "missing $b: cargo build --release -p crust -p crust-testprogs" >&2; exit 1; }
 done
 CRIU=${CRIU_BIN:-}
-if [[ -z $CRIU && -x /tmp/oracle/criu-shim ]]; then
+BEFORE=${CRUST_BEFORE:-}
+DIRTYMEM=$ROOT/target/release/dirtymem
+if [[ $CRIU == none ]]; then
+    CRIU=
+elif [[ -z $CRIU && -x /tmp/oracle/criu-shim ]]; then
     CRIU=/tmp/oracle/criu-shim
 elif [[ -z $CRIU && -x $ROOT/../shared/criu/build.sh ]]; then
     CRIU=$("$ROOT/../shared/criu/build.sh" 2>/dev/null | tail -n 1) || CRIU=
@@ -65,6 +74,7 @@ one() {
     mkdir -p "$img"
     t0=$(date +%s%N)
     case $tool in
+        before) "$BEFORE" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         crust) "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         frozen) CRUST_SNAPSHOT=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         criu) "$CRIU" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
@@ -74,6 +84,7 @@ one() {
 }
 
 TOOLS=(crust frozen)
+[[ -n $BEFORE ]] && TOOLS=(before "${TOOLS[@]}")
 [[ -n $CRIU ]] && TOOLS+=(criu)
 printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
 for mb in "${SIZES[@]}"; do
@@ -95,4 +106,49 @@ for mb in "${SIZES[@]}"; do
     echo "bigmem --mb $mb after the dumps: $(cat "$WORK/result" 2>/dev/null || echo 'no result')"
     kill -KILL "$PID" 2>/dev/null || true
     PID=
+done
+
+# The final dump of a pre-dump chain: prints its frozen time in ms.
+chain_once() {
+    local bin=$1 mb=$2 w=$WORK/chain out
+    rm -rf "$w"
+    mkdir -p "$w/i1" "$w/i2" "$w/i3"
+    setsid "$DIRTYMEM" --mb "$mb" --dirty-mb 12 --step "$w/step" --ready "$w/ready" --result "$w/result" </dev/null >/dev/null 2>&1 &
+    PID=$!
+    for _ in $(seq 600); do [[ -e $w/ready ]] && break; sleep 0.1; done
+    step() {
+        echo "$1" >"$w/step"
+        for _ in $(seq 200); do [[ $(cat "$w/step.done" 2>/dev/null) == "$1" ]] && return 0; sleep 0.05; done
+        echo "dirtymem did not do step $1" >&2
+        return 1
+    }
+    "$bin" pre-dump -t "$PID" -D "$w/i1" -o pd.log >/dev/null 2>&1 || { echo "pre-dump failed" >&2; return 1; }
+    step 1 || return 1
+    "$bin" pre-dump -t "$PID" -D "$w/i2" --prev-images-dir ../i1 -o pd.log >/dev/null 2>&1 || { echo "pre-dump 2 failed" >&2; return 1; }
+    step 2 || return 1
+    out=$WORK/chain.out
+    "$bin" dump -t "$PID" -D "$w/i3" --prev-images-dir ../i2 --display-stats -o dump.log >"$out" 2>&1 ||
+        { echo "final dump failed: $(tail -3 "$out")" >&2; return 1; }
+    for _ in $(seq 100); do [[ -e /proc/$PID ]] || break; sleep 0.05; done
+    PID=
+    frozen_ms "$out"
+}
+
+[[ -x $DIRTYMEM ]] || exit 0
+CTOOLS=(crust)
+[[ -n $BEFORE ]] && CTOOLS=(before crust)
+echo
+echo "final dump of a pre-dump chain (12 MiB rewritten per step), frozen ms"
+printf '%-8s %-8s %8s %8s\n' size tool median min
+for mb in "${SIZES[@]}"; do
+    for tool in "${CTOOLS[@]}"; do
+        bin=$CRUST
+        [[ $tool == before ]] && bin=$BEFORE
+        fz=()
+        for _ in $(seq "$ROUNDS"); do
+            f=$(chain_once "$bin" "$mb") || exit 1
+            fz+=("$f")
+        done
+        printf '%-8s %-8s %s\n' "${mb}M" "$tool" "$(stats "${fz[@]}")"
+    done
 done

@@ -125,6 +125,8 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 /// Page categories of `PAGEMAP_SCAN` (include/uapi/linux/fs.h).
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// `PAGE_IS_PFNZERO`: the page is the kernel's shared zero page.
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// One region `PAGEMAP_SCAN` found (`struct page_region`): the pages
 /// [start, end) all have the categories `categories` (masked by the
@@ -171,6 +173,24 @@ pub fn pagemap_scan(
     let mut arg = scan_arg(start, end, out);
     arg.category_anyof_mask = anyof;
     arg.return_mask = anyof;
+    scan(pagemap, arg, out)
+}
+
+/// The regions of [start, end) holding pages a dump stores: present or
+/// swapped, and not the kernel's shared zero page (`PAGEMAP_SCAN`, the
+/// zero page excluded by the kernel, which knows it even where PFNs are
+/// hidden). Fills `out` like [`pagemap_scan`].
+pub fn pagemap_scan_stored(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
+    let mut arg = scan_arg(start, end, out);
+    arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    arg.category_mask = PAGE_IS_PFNZERO;
+    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
     scan(pagemap, arg, out)
 }
 

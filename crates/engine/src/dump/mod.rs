@@ -72,8 +72,11 @@ impl Tree {
         }
     }
 
-    /// Kill every process after a successful dump.
-    fn kill(mut self) -> Result<(), Error> {
+    /// Kill every process after a successful dump. Returns when the tree
+    /// stopped being frozen: once every SIGKILL is sent (as CRIU counts
+    /// it), before the wait for the kernel to free the tree's memory (which
+    /// grows with its size).
+    fn kill(mut self) -> Result<Instant, Error> {
         for p in &mut self.procs {
             for t in &mut p.threads {
                 t.cure().map_err(compel_err(t.pid()))?;
@@ -85,6 +88,7 @@ impl Tree {
                 let _ = process::kill(p.pid, libc::SIGKILL);
             }
         }
+        let killed_at = Instant::now();
         // As their tracer we see them die; their parents reap them. A
         // group leader is reported only after its other threads. Children
         // first: the init of a pid namespace finishes dying only once its
@@ -94,14 +98,22 @@ impl Tree {
                 let _ = process::waitpid(t.pid(), 0);
             }
         }
-        Ok(())
+        Ok(killed_at)
     }
 }
+
+/// What is ready before the freeze: the page server's sink, the parent
+/// set's tracking, the root's VMAs.
+type Prepared = (
+    predump::Server,
+    predump::Chain,
+    Option<mem::EarlyVmas>,
+);
 
 /// Before the freeze: the images directory made ready, the `parent` link
 /// of an incremental dump, the page server connected (no server: the dump
 /// is refused), the parent set's write tracking taken from its keeper.
-fn prepare_output(opts: &Options) -> Result<(predump::Server, predump::Chain), Error> {
+fn prepare_output(opts: &Options) -> Result<Prepared, Error> {
     if opts.lazy_pages {
         // (The command line says so before; this is the RPC's way in.)
         return Err(Error::unsupported(
@@ -118,7 +130,12 @@ fn prepare_output(opts: &Options) -> Result<(predump::Server, predump::Chain), E
     let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
     crate::util::progress::stage("freezing");
     let chain = predump::Chain::take(opts, ps.as_ref());
-    Ok((ps, chain))
+    // The root's VMAs, read while it runs (smaps walks its page tables);
+    // not when a cgroup freezer stops it first.
+    let early = (opts.freeze_cgroup.is_none())
+        .then(|| mem::collect_vmas_early(&ProcRoot::default(), opts.pid))
+        .flatten();
+    Ok((ps, chain, early))
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
@@ -132,7 +149,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         .map_err(crate::cgroup::props::PropsError::into_error)?;
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
-    let (mut ps, mut chain) = prepare_output(opts)?;
+    let (mut ps, mut chain, early) = prepare_output(opts)?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -184,7 +201,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
-    let at = (freezing_time_us, frozen_at, &mut chain);
+    let at = (freezing_time_us, frozen_at, &mut chain, early);
     let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, at, ps.as_ref()))
         .and_then(|r| chain.close_server(ps.take(), opts).map(|()| r));
     match dumped {
@@ -201,21 +218,16 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 outdir::discard(dir);
                 return Err(e);
             }
-            let (mut frozen_us, mut written) = (0, stats.pages_written);
+            let mut written = stats.pages_written;
+            let frozen_us;
             if opts.leave_running || opts.leave_stopped {
                 // Connections go on before their tasks do.
                 net_unlock_hook(opts, own_net, pid);
                 hold.release();
                 frozen.let_go(tree, opts.leave_stopped && !opts.leave_running);
                 frozen_us = us_since(frozen_at);
-                info!(
-                    "Tree {pid} left {}",
-                    if opts.leave_running {
-                        "running"
-                    } else {
-                        "stopped"
-                    }
-                );
+                let how = ["stopped", "running"][usize::from(opts.leave_running)];
+                info!("Tree {pid} left {how}");
                 written += snapshot::copy(opts, deferred).inspect_err(|_| outdir::discard(dir))?;
             } else {
                 // Durable before the only other copy of the tree goes.
@@ -232,9 +244,14 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 if let Some(f) = freezer {
                     f.put_back();
                 }
-                if let Err(e) = killed {
-                    hold.release();
-                    return Err(e);
+                match killed {
+                    Ok(at) => {
+                        frozen_us = at.saturating_duration_since(frozen_at).as_micros() as u64
+                    }
+                    Err(e) => {
+                        hold.release();
+                        return Err(e);
+                    }
                 }
                 // Dead tasks: crust's copies of their connections are
                 // freed in repair mode (nothing sent); the lock stays.
@@ -245,11 +262,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             // into the work directory once the dump succeeded (podman
             // reads it there, and packs it into its checkpoint archive).
             let stats = DumpStats {
-                frozen_time_us: if frozen_us > 0 {
-                    frozen_us
-                } else {
-                    us_since(frozen_at)
-                },
+                frozen_time_us: frozen_us,
                 pages_written: written,
                 ..stats
             };
@@ -397,11 +410,16 @@ type Dumped = (
     Vec<mem::snapshot::Prepared>,
 );
 
+/// When the tree was frozen and what came before: the time it took to
+/// freeze, the moment, the parent set's tracking, the root's VMAs read
+/// before the freeze.
+type Frozen4<'a> = (u64, Instant, &'a mut predump::Chain, Option<mem::EarlyVmas>);
+
 fn dump_tree(
     proc: &ProcRoot,
     tree: &mut Tree,
     opts: &Options,
-    (freezing_time_us, frozen_at, chain): (u64, Instant, &mut predump::Chain),
+    (freezing_time_us, frozen_at, chain, mut early): Frozen4<'_>,
     ps: Option<&std::sync::Arc<crate::pageserver::PageServerSink>>,
 ) -> Result<Dumped, Error> {
     let dir = opts.images_dir.as_path();
@@ -463,6 +481,7 @@ fn dump_tree(
                     cg: &cg,
                     snap: snapshot::wanted(opts) && ps.is_none(),
                     chain: &mut *chain,
+                    early: &mut early,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -750,7 +769,8 @@ fn dump_process(
     let pid = p.pid;
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
-    let vmas = mem::collect_vmas(proc, pid)?;
+    let early = out.early.take_if(|e| e.pid() == pid);
+    let vmas = mem::collect_vmas_frozen(proc, pid, early)?;
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them
@@ -1007,6 +1027,8 @@ struct Sinks<'a> {
     snap: bool,
     /// The write tracking of a parent image set (incremental dumps).
     chain: &'a mut predump::Chain,
+    /// The root's VMAs read before the freeze.
+    early: &'a mut Option<mem::EarlyVmas>,
 }
 
 /// The kobj ids of a task: `id` for its mm, files, fs and sighand, and

@@ -78,11 +78,14 @@ pub(super) fn discard(dir: &Path) {
 /// Before the tree is killed: fsync every image written in `dir`, then
 /// `dir`, so a crash of the machine right after the dump loses nothing.
 pub(super) fn make_durable(dir: &Path) -> Result<(), Error> {
+    let t = std::time::Instant::now();
     private::sync_written_in(dir).map_err(|source| Error::Io {
         op: "cannot make the images durable in",
         path: dir.to_path_buf(),
         source,
-    })
+    })?;
+    log::debug!("images made durable in {} us", crate::util::us_since(t));
+    Ok(())
 }
 
 #[cfg(test)]

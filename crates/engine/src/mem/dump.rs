@@ -168,10 +168,30 @@ fn covers(ranges: &[std::ops::Range<u64>], addr: u64) -> bool {
     ranges.get(i).is_some_and(|r| r.start <= addr)
 }
 
+/// Where the answer of [`covers`] for `ranges` may change next after `at`
+/// (u64::MAX: never).
+fn next_edge(ranges: &[std::ops::Range<u64>], at: u64) -> u64 {
+    let i = ranges.partition_point(|r| r.end <= at);
+    match ranges.get(i) {
+        Some(r) if r.start <= at => r.end,
+        Some(r) => r.start,
+        None => u64::MAX,
+    }
+}
+
 impl Since<'_> {
     /// Must the page at `addr` be stored (else: in the parent)?
     fn written(&self, addr: u64) -> bool {
         covers(self.dirty, addr) || !covers(self.parent_has, addr)
+    }
+
+    /// [`Since::written`] of `at`, and where the answer may change next
+    /// (at most `end`): every page of [at, next) has the same answer.
+    fn piece(&self, at: u64, end: u64) -> (bool, u64) {
+        let next = next_edge(self.dirty, at)
+            .min(next_edge(self.parent_has, at))
+            .min(end);
+        (self.written(at), next.max(at + PAGE_SIZE))
     }
 }
 
@@ -184,7 +204,42 @@ fn push_run(list: &mut Vec<(u64, u64)>, v: &Vma, addr: u64) {
     }
 }
 
+/// Append `more` to `list`, joining the runs that meet at the junction
+/// when `join` says they may.
+fn append_runs(list: &mut Vec<(u64, u64)>, more: Vec<(u64, u64)>, join: bool) {
+    let mut more = more.into_iter();
+    if let (true, Some((s, n)), Some(first)) = (join, list.last_mut(), more.as_slice().first()) {
+        if *s + *n * PAGE_SIZE == first.0 {
+            *n += first.1;
+            more.next();
+        }
+    }
+    list.extend(more);
+}
+
 impl Scan {
+    /// This scan followed by `high`, of the memory above it, as one scan of
+    /// both would be: runs to read meet across VMAs, runs to announce only
+    /// within one (`inside`: the cut is inside a VMA).
+    fn join(mut self, high: Scan, inside: bool) -> Scan {
+        let mut more = high.runs.into_iter();
+        if let (Some(l), Some(f)) = (self.runs.last_mut(), more.as_slice().first()) {
+            if !l.alone
+                && !f.alone
+                && l.readable == f.readable
+                && l.addr + l.npages * PAGE_SIZE == f.addr
+            {
+                l.npages += f.npages;
+                more.next();
+            }
+        }
+        self.runs.extend(more);
+        append_runs(&mut self.cow, high.cow, inside);
+        append_runs(&mut self.in_parent, high.in_parent, inside);
+        self.counts.add(&high.counts);
+        self
+    }
+
     /// The pagemap entries: stored runs and copy-on-write runs, by address.
     pub(super) fn entries(&self) -> Vec<Run> {
         let mut entries: Vec<Run> = self
@@ -276,16 +331,29 @@ const PAGEMAP_CHUNK: u64 = 1 << 16;
 /// PROT_NONE reservation of terabytes) costs neither time nor memory.
 /// On a kernel without it, the whole range.
 fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(u64, u64)>, Error> {
+    let anyof = mem::PAGE_IS_PRESENT | mem::PAGE_IS_SWAPPED;
+    let any = |f: &File, a, b, out: &mut [mem::PageRegion]| mem::pagemap_scan(f, a, b, anyof, out);
+    Ok(regions_of(pid, pm, start, end, any)?.unwrap_or_else(|| vec![(start, end)]))
+}
+
+/// The regions of [start, end) `PAGEMAP_SCAN` finds with `how`, merged;
+/// None on a kernel without it.
+fn regions_of(
+    pid: i32,
+    pm: &PagemapReader,
+    start: u64,
+    end: u64,
+    how: impl Fn(&File, u64, u64, &mut [mem::PageRegion]) -> std::io::Result<(usize, u64)>,
+) -> Result<Option<Vec<(u64, u64)>>, Error> {
     let mut regions = [mem::PageRegion::default(); 256];
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut cur = start;
     while cur < end {
-        let anyof = mem::PAGE_IS_PRESENT | mem::PAGE_IS_SWAPPED;
-        let (n, stop) = match mem::pagemap_scan(pm.file(), cur, end, anyof, &mut regions) {
+        let (n, stop) = match how(pm.file(), cur, end, &mut regions) {
             Ok(x) => x,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
                 debug!("{pid}: no PAGEMAP_SCAN ({e}): reading the whole pagemap");
-                return Ok(vec![(start, end)]);
+                return Ok(None);
             }
             Err(e) => return Err(sys_err(pid, "ioctl(PAGEMAP_SCAN)")(e)),
         };
@@ -300,7 +368,7 @@ fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(
         }
         cur = stop;
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Scan the pagemap of every VMA whose pages are stored: only the parts
@@ -310,6 +378,66 @@ pub(super) fn scan(
     vmas: &[Vma],
     parent: &Option<CowParent<'_>>,
     since: Option<Since<'_>>,
+) -> Result<Scan, Error> {
+    scan_window(pid, vmas, parent, since, 0..u64::MAX)
+}
+
+/// Memory below which [`scan_halves`] uses one thread.
+const HALVES_FROM: u64 = 64 << 20;
+
+/// [`scan`] on two threads, each over about half of the memory whose
+/// pages are stored (the frozen part of a snapshot: the kernel's page
+/// table walks are most of it, and they run on both CPUs).
+pub(super) fn scan_halves(
+    pid: i32,
+    vmas: &[Vma],
+    parent: &Option<CowParent<'_>>,
+) -> Result<Scan, Error> {
+    let Some((mid, inside)) = midpoint(vmas) else {
+        return scan(pid, vmas, parent, None);
+    };
+    let (low, high) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| scan_window(pid, vmas, parent, None, mid..u64::MAX));
+        let low = scan_window(pid, vmas, parent, None, 0..mid);
+        (low, h.join())
+    });
+    let high = high.map_err(|_| Error::Sys {
+        pid,
+        op: "scanning the upper half of the pagemap (the thread panicked)".to_string(),
+        source: std::io::Error::other("panic"),
+    })?;
+    Ok(low?.join(high?, inside))
+}
+
+/// The page-aligned address that cuts the memory whose pages are stored
+/// in two halves, and whether it falls inside a VMA; None under
+/// [`HALVES_FROM`].
+fn midpoint(vmas: &[Vma]) -> Option<(u64, bool)> {
+    let size = |v: &&Vma| v.map.end - v.map.start;
+    let stored = || vmas.iter().filter(|v| v.dumps_pages());
+    let total: u64 = stored().map(|v| size(&v)).sum();
+    if total < HALVES_FROM {
+        return None;
+    }
+    let mut left = total / 2;
+    for v in stored() {
+        if size(&v) > left {
+            let mid = v.map.start + left / PAGE_SIZE * PAGE_SIZE;
+            return Some((mid, mid > v.map.start));
+        }
+        left -= size(&v);
+    }
+    None
+}
+
+/// [`scan`] of the part of every VMA inside `w` (the vDSO and AIO rings
+/// whole, in the window of their start).
+fn scan_window(
+    pid: i32,
+    vmas: &[Vma],
+    parent: &Option<CowParent<'_>>,
+    since: Option<Since<'_>>,
+    w: std::ops::Range<u64>,
 ) -> Result<Scan, Error> {
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
@@ -326,8 +454,12 @@ pub(super) fn scan(
         .iter()
         .filter(|v| v.dumps_pages() || v.is_vdso() || v.is_aio())
     {
+        let (start, end) = (v.map.start.max(w.start), v.map.end.min(w.end));
+        if start >= end || ((v.is_vdso() || v.is_aio()) && !w.contains(&v.map.start)) {
+            continue;
+        }
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
-        scan.counts.scanned += npages;
+        scan.counts.scanned += (end - start) / PAGE_SIZE;
         if v.is_vdso() || v.is_aio() {
             // Every page of the vDSO is stored, present or not, as CRIU
             // stores it: CRIU's restore reads the dumped vDSO's symbols
@@ -342,27 +474,107 @@ pub(super) fn scan(
             });
             continue;
         }
-        let file_private = v.status & vs::FILE_PRIVATE != 0;
         let ppm = ppm.as_ref().filter(|_| parent_has_same(pid, v, parent));
-        for (start, end) in populated(pid, &pm, v.map.start, v.map.end)? {
-            let mut addr = start;
-            while addr < end {
-                let n = ((end - addr) / PAGE_SIZE).min(PAGEMAP_CHUNK) as usize;
-                let pmes = pm.read(addr, n).map_err(proc_err(pid))?;
-                let ppmes = match ppm {
-                    Some((ppid, ppm)) => Some(ppm.read(addr, n).map_err(proc_err(*ppid))?),
-                    None => None,
-                };
-                for (i, raw) in pmes.iter().enumerate() {
-                    let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
-                    let a = addr + i as u64 * PAGE_SIZE;
-                    scan.add(v, a, fate(Pme(*raw), pp, file_private, zero_pfn), since);
-                }
-                addr += n as u64 * PAGE_SIZE;
+        let pages = Pages {
+            pid,
+            pm: &pm,
+            ppm,
+            zero_pfn,
+        };
+        if let (Some(s), None) = (since, ppm) {
+            if pages.since_by_ranges(v, (start, end), s, &mut scan)? {
+                continue;
             }
+        }
+        for (start, end) in populated(pid, &pm, start, end)? {
+            pages.look(v, start, end, since, &mut scan)?;
         }
     }
     Ok(scan)
+}
+
+/// The pagemaps a scan reads: the process's, and its parent's where the
+/// parent has the same VMA.
+struct Pages<'a> {
+    pid: i32,
+    pm: &'a PagemapReader,
+    ppm: Option<&'a (i32, PagemapReader)>,
+    zero_pfn: Option<u64>,
+}
+
+impl Pages<'_> {
+    /// Decide the fate of every page of [start, end) of `v` from its
+    /// pagemap entry.
+    fn look(
+        &self,
+        v: &Vma,
+        start: u64,
+        end: u64,
+        since: Option<Since<'_>>,
+        scan: &mut Scan,
+    ) -> Result<(), Error> {
+        let file_private = v.status & vs::FILE_PRIVATE != 0;
+        let mut addr = start;
+        while addr < end {
+            let n = ((end - addr) / PAGE_SIZE).min(PAGEMAP_CHUNK) as usize;
+            let pmes = self.pm.read(addr, n).map_err(proc_err(self.pid))?;
+            let ppmes = match self.ppm {
+                Some((ppid, ppm)) => Some(ppm.read(addr, n).map_err(proc_err(*ppid))?),
+                None => None,
+            };
+            for (i, raw) in pmes.iter().enumerate() {
+                let pp = ppmes.as_ref().and_then(|x| x.get(i)).map(|x| Pme(*x));
+                let a = addr + i as u64 * PAGE_SIZE;
+                let f = fate(Pme(*raw), pp, file_private, self.zero_pfn);
+                scan.add(v, a, f, since);
+            }
+            addr += n as u64 * PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// An incremental dump of anonymous private memory: the pages neither
+    /// written since the parent set nor missing from it are left to the
+    /// parent by ranges, from one `PAGEMAP_SCAN` of the pages to store
+    /// (present or swapped, not the zero page), without reading their
+    /// pagemap entries; only the others are looked at one by one. The
+    /// frozen time then follows what was written, not the memory size.
+    /// False (nothing done): not such a VMA, or no `PAGEMAP_SCAN`.
+    fn since_by_ranges(
+        &self,
+        v: &Vma,
+        (start, end): (u64, u64),
+        s: Since<'_>,
+        scan: &mut Scan,
+    ) -> Result<bool, Error> {
+        if v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != vs::ANON_PRIVATE
+            || v.vm_flags.has("ht")
+        {
+            return Ok(false);
+        }
+        let Some(regions) = regions_of(self.pid, self.pm, start, end, mem::pagemap_scan_stored)?
+        else {
+            return Ok(false);
+        };
+        for (start, end) in regions {
+            let mut at = start;
+            while at < end {
+                let (store, next) = s.piece(at, end);
+                if store {
+                    self.look(v, at, next, Some(s), scan)?;
+                } else {
+                    let n = (next - at) / PAGE_SIZE;
+                    match scan.in_parent.last_mut() {
+                        Some((a, k)) if *a >= v.map.start && *a + *k * PAGE_SIZE == at => *k += n,
+                        _ => scan.in_parent.push((at, n)),
+                    }
+                    scan.counts.in_parent += n;
+                }
+                at = next;
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Find the present pages of every private VMA and store them in `sink`
@@ -674,6 +886,41 @@ mod tests {
         }
         assert_eq!(scan.cow, vec![(0x10000, 2), (0x12000, 2)]);
         assert_eq!(scan.counts.cow, 4);
+    }
+
+    #[test]
+    fn pieces_agree_with_pages() {
+        let dirty: Vec<std::ops::Range<u64>> = vec![0x11000..0x12000, 0x15000..0x16000];
+        let parent_has: Vec<std::ops::Range<u64>> = vec![0x10000..0x14000, 0x15000..0x20000];
+        let since = Since {
+            dirty: &dirty,
+            parent_has: &parent_has,
+        };
+        let (start, end) = (0xe000, 0x22000);
+        let mut pieces = Vec::new();
+        let mut at = start;
+        while at < end {
+            let (store, next) = since.piece(at, end);
+            assert!(next > at && next <= end);
+            for a in (at..next).step_by(PAGE_SIZE as usize) {
+                assert_eq!(since.written(a), store, "{a:#x}");
+            }
+            pieces.push((at, next, store));
+            at = next;
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                (0xe000, 0x10000, true),
+                (0x10000, 0x11000, false),
+                (0x11000, 0x12000, true),
+                (0x12000, 0x14000, false),
+                (0x14000, 0x15000, true),
+                (0x15000, 0x16000, true),
+                (0x16000, 0x20000, false),
+                (0x20000, 0x22000, true),
+            ]
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub use shmem::{inherited_shmem, shmem_places};
 pub(crate) use shmem::{object_page_runs, objects_to, store_object_pages, ObjectPages};
 
 pub use vma::{
-    build_mm, collect_vmas, link_socket_vmas, maps_memfd, validate_shmem, validate_vmas,
+    build_mm, collect_vmas, collect_vmas_early, collect_vmas_frozen, link_socket_vmas, maps_memfd,
+    validate_shmem, validate_vmas, EarlyVmas,
 };
 
 use crate::task::remote::Remote;

@@ -26,7 +26,7 @@
 //! If crust dies, the last descriptor closes: the kernel lifts every
 //! protection and wakes whoever waits; the task runs on untouched.
 
-use super::dump::{dump_objects, read_task_pages, scan, ReadHook, ReadRun};
+use super::dump::{dump_objects, read_task_pages, scan_halves, ReadHook, ReadRun};
 use super::pages::{PageOwner, PageSink, Run};
 use super::{CowParent, PageCounts, Vma};
 use crate::task::fdgift::give_fd;
@@ -153,7 +153,7 @@ pub fn prepare(
     uffd: Uffd,
 ) -> Result<Option<Prepared>, Error> {
     let t = std::time::Instant::now();
-    let s = scan(pid, vmas, &parent, None)?;
+    let s = scan_halves(pid, vmas, &parent)?;
     let entries = s.entries();
     debug!(
         "{pid}: snapshot: pagemap scanned in {} us",
@@ -203,13 +203,7 @@ pub fn prepare(
         "{pid}: snapshot: registered and held pieces read by {} us",
         t.elapsed().as_micros()
     );
-    for p in &protected {
-        uffd.write_protect(p.start, p.end - p.start, true)
-            .map_err(sys_err(
-                pid,
-                format!("write-protecting {:#x}-{:#x}", p.start, p.end),
-            ))?;
-    }
+    protect_halves(pid, &uffd, &protected)?;
     debug!(
         "{pid}: snapshot: protected by {} us",
         t.elapsed().as_micros()
@@ -240,6 +234,62 @@ pub fn prepare(
             state: Mutex::new(State::default()),
         },
     }))
+}
+
+/// Write-protect `ranges` on two threads, each about half of the pages
+/// (the kernel's walk of the page tables is most of the frozen time; two
+/// walks of one address space may run at once).
+fn protect_halves(pid: i32, uffd: &Uffd, ranges: &[Range<u64>]) -> Result<(), Error> {
+    let protect = |part: &[Range<u64>]| {
+        part.iter().try_for_each(|p| {
+            uffd.write_protect(p.start, p.end - p.start, true)
+                .map_err(sys_err(
+                    pid,
+                    format!("write-protecting {:#x}-{:#x}", p.start, p.end),
+                ))
+        })
+    };
+    let (low, high) = halves(ranges);
+    if high.is_empty() {
+        return protect(&low);
+    }
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| protect(&high));
+        let low = protect(&low);
+        let high = h.join().unwrap_or_else(|_| {
+            Err(Error::Sys {
+                pid,
+                op: "write-protecting (the thread panicked)".to_string(),
+                source: std::io::Error::other("panic"),
+            })
+        });
+        low.and(high)
+    })
+}
+
+/// Cut sorted, disjoint, page-aligned `ranges` into two lists of about
+/// the same number of pages (the second empty under 16 MiB in all).
+fn halves(ranges: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    if total < 16 << 20 {
+        return (ranges.to_vec(), Vec::new());
+    }
+    let mut left = total / 2 / PAGE_SIZE * PAGE_SIZE;
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    for r in ranges {
+        let len = r.end - r.start;
+        if left >= len {
+            low.push(r.clone());
+            left -= len;
+        } else if left > 0 {
+            low.push(r.start..r.start + left);
+            high.push(r.start + left..r.end);
+            left = 0;
+        } else {
+            high.push(r.clone());
+        }
+    }
+    (low, high)
 }
 
 /// Cut the runs at the edges of `registered`: the reads (each wholly
@@ -516,6 +566,16 @@ mod tests {
             readable: true,
             alone: false,
         }
+    }
+
+    #[test]
+    fn halves_split_by_pages() {
+        let m = 1u64 << 20;
+        let (low, high) = halves(&[0..4 * m, 10 * m..30 * m, 40 * m..42 * m]);
+        assert_eq!(low, vec![0..4 * m, 10 * m..19 * m]);
+        assert_eq!(high, vec![19 * m..30 * m, 40 * m..42 * m]);
+        let (low, high) = halves(&[0..m, 2 * m..3 * m]);
+        assert_eq!((low, high), (vec![0..m, 2 * m..3 * m], vec![]));
     }
 
     #[test]
