@@ -4,6 +4,7 @@
 mod freezer;
 mod helpers;
 mod images;
+mod lazy;
 mod outdir;
 mod pagejob;
 mod precheck;
@@ -104,13 +105,7 @@ impl Tree {
 fn prepare_output(
     opts: &Options,
 ) -> Result<(Option<crate::pageserver::PageServerSink>, predump::Chain), Error> {
-    if opts.lazy_pages {
-        // (The command line says so before; this is the RPC's way in.)
-        return Err(Error::unsupported(
-            "dump --lazy-pages (pages left on the source for a page server): \
-             dump whole, then restore with --lazy-pages",
-        ));
-    }
+    lazy::refuse(opts)?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
     if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
@@ -218,8 +213,10 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 );
                 written += snapshot::copy(opts, deferred).inspect_err(|_| outdir::discard(dir))?;
             } else {
-                // Durable before the only other copy of the tree goes.
-                if let Err(e) = outdir::make_durable(dir) {
+                // Durable before the only other copy of the tree goes;
+                // with --lazy-pages, its memory taken by the destination.
+                if let Err(e) = outdir::make_durable(dir).and_then(|()| lazy::serve(opts, &tree)) {
+                    net_unlock_hook(opts, own_net, pid);
                     hold.release();
                     frozen.let_go(tree, false);
                     outdir::discard(dir);
@@ -526,6 +523,7 @@ fn dump_tree(
         pages_skipped_parent: counts.in_parent,
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
+        pages_lazy: counts.lazy,
     };
     // A snapshot's set is checked once its pages are copied.
     (deferred.is_empty())
@@ -775,6 +773,7 @@ fn dump_process(
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
         uffd,
         since: out.chain.dirty(pid, nspid, &vmas),
+        lazy: lazy::ranges(&vmas, &p.threads),
     });
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;

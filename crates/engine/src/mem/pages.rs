@@ -90,6 +90,12 @@ impl<'a> SortedVmas<'a> {
         }
         Some(out)
     }
+
+    /// Is [start, end) covered by VMAs that may be restored lazily?
+    fn all_lazy(&self, start: u64, end: u64) -> bool {
+        self.covering(start, end, super::entry_can_be_lazy)
+            .is_some()
+    }
 }
 
 /// Is [start, end) covered by back-to-back private VMAs whose pages can be
@@ -138,8 +144,19 @@ fn split_cow_run(vmas: &SortedVmas<'_>, vaddr: u64, n: u64) -> Option<Vec<PageRu
 
 /// Read and check process `pid`'s pagemap in local images (see
 /// [`PageSource::task_runs`]).
-pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
-    LocalImages::new(dir).task_runs(pid, mm)
+/// With `lazy` (a lazy restore), runs whose pages were left on the source
+/// (`PE_LAZY` without `PE_PRESENT`: `dump --lazy-pages`) are checked and
+/// left out, for the lazy-pages daemon to fetch; without, such a run is an
+/// error: a plain restore would leave those pages empty.
+pub fn load_pagemap(
+    dir: &Path,
+    pid: i32,
+    mm: &MmEntry,
+    lazy: bool,
+) -> Result<(u32, Vec<PageRun>), Error> {
+    let mut l = LocalImages::new(dir);
+    l.lazy_ok = lazy;
+    l.task_runs(pid, mm)
 }
 
 /// Read and check a pagemap image against the VMAs and the pages file.
@@ -157,7 +174,12 @@ pub(super) fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
         .len())
 }
 
-fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+fn read_pagemap(
+    dir: &Path,
+    pid: i32,
+    mm: &MmEntry,
+    lazy_ok: bool,
+) -> Result<(u32, Vec<PageRun>), Error> {
     let name = ImageType::Pagemap.file_name(pid as u64);
     let rerr = |source| Error::Image {
         what: format!("cannot read image {name}"),
@@ -202,6 +224,9 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         }
         let parent = flags & pe::PARENT != 0;
         if flags & pe::PRESENT == 0 && !parent {
+            if flags & pe::LAZY != 0 {
+                check_left_lazy(dir, &name, &vmas, (e.vaddr, n), lazy_ok)?;
+            }
             continue;
         }
         let inside = covered_by_private_vmas(&vmas, e.vaddr, end);
@@ -247,6 +272,38 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         runs.extend(super::chain::pieces_to_runs(&pieces));
     }
     Ok((head.pages_id, runs))
+}
+
+/// A run of `name` whose pages were left on the source (`PE_LAZY` only):
+/// it must lie in memory that may be restored lazily, and only a lazy
+/// restore can take it.
+fn check_left_lazy(
+    dir: &Path,
+    name: &str,
+    vmas: &SortedVmas<'_>,
+    (vaddr, n): (u64, u64),
+    lazy_ok: bool,
+) -> Result<(), Error> {
+    let end = vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
+    if vaddr % PAGE_SIZE != 0 || n == 0 || !vmas.all_lazy(vaddr, end) {
+        return Err(bad(
+            dir,
+            format!(
+                "{name}: lazy pages {vaddr:#x}+{n} (PE_LAZY, not stored) are not inside memory that may be restored lazily"
+            ),
+        ));
+    }
+    if !lazy_ok {
+        return Err(bad(
+            dir,
+            format!(
+                "{name}: pages {vaddr:#x}+{n} were left on the source (dump --lazy-pages: PE_LAZY, not stored): \
+                 restore this set with --lazy-pages and a lazy-pages daemon started with --page-server \
+                 --address/--port of the source"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One pagemap entry: `npages` pages at `vaddr` (a task address, or an
@@ -348,6 +405,8 @@ pub fn present_bytes(runs: &[Run]) -> u64 {
 pub struct LocalImages<'f> {
     dir: std::path::PathBuf,
     filler: Option<&'f Filler>,
+    /// Pages left on the source (`PE_LAZY` only) are accepted.
+    lazy_ok: bool,
 }
 
 impl LocalImages<'static> {
@@ -355,6 +414,7 @@ impl LocalImages<'static> {
         LocalImages {
             dir: dir.to_path_buf(),
             filler: None,
+            lazy_ok: false,
         }
     }
 }
@@ -365,6 +425,7 @@ impl<'f> LocalImages<'f> {
         LocalImages {
             dir: dir.to_path_buf(),
             filler: Some(filler),
+            lazy_ok: false,
         }
     }
 
@@ -538,7 +599,7 @@ pub trait PageSource: Sync {
 
 impl PageSource for LocalImages<'_> {
     fn task_runs(&self, id: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
-        read_pagemap(&self.dir, id, mm)
+        read_pagemap(&self.dir, id, mm, self.lazy_ok)
     }
 
     fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error> {
