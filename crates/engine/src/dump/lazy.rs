@@ -88,7 +88,7 @@ impl PageProvider for Tree {
             log::warn!("lazy pages: asked for {vaddr:#x} of process {pid}, not lazy memory");
             return Ok(0);
         };
-        if vaddr % PAGE_SIZE != 0 {
+        if !vaddr.is_multiple_of(PAGE_SIZE) {
             return Ok(0);
         }
         let give = nr_pages.min((r.end - vaddr) / PAGE_SIZE);
@@ -133,17 +133,22 @@ fn provider(hosts: &[(i32, &[Task])]) -> Result<Tree, Error> {
     Ok(Tree { procs })
 }
 
-/// `dump --lazy-pages`, once every image is written: serve the frozen
-/// tree's lazy memory until the destination's lazy-pages daemon is done.
-/// Nothing without the option.
-pub(super) fn serve(opts: &Options, tree: &super::Tree) -> Result<(), Error> {
+/// Before the tree is killed: the images made durable, then with `dump
+/// --lazy-pages` the frozen tree's lazy memory served until the
+/// destination's lazy-pages daemon is done. On a failure of the latter
+/// the tree's own network namespace (`own_net`) is unlocked: the caller
+/// lets the tree run on.
+pub(super) fn before_kill(opts: &Options, tree: &super::Tree, own_net: bool) -> Result<(), Error> {
+    super::outdir::make_durable(&opts.images_dir)?;
     if !opts.lazy_pages {
         return Ok(());
     }
     let hosts: Vec<(i32, &[Task])> = (tree.procs.iter().filter(|p| !p.zombie))
         .map(|p| (p.pid, &p.threads[..]))
         .collect();
-    serve_tree(opts, &hosts).map(drop)
+    serve_tree(opts, &hosts)
+        .map(drop)
+        .inspect_err(|_| super::net_unlock_hook(opts, own_net, opts.pid))
 }
 
 /// Serve the lazy pages of the frozen tree (`hosts`: its live processes

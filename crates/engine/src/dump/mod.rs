@@ -215,8 +215,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             } else {
                 // Durable before the only other copy of the tree goes;
                 // with --lazy-pages, its memory taken by the destination.
-                if let Err(e) = outdir::make_durable(dir).and_then(|()| lazy::serve(opts, &tree)) {
-                    net_unlock_hook(opts, own_net, pid);
+                if let Err(e) = lazy::before_kill(opts, &tree, own_net) {
                     hold.release();
                     frozen.let_go(tree, false);
                     outdir::discard(dir);

@@ -31,6 +31,7 @@
 pub mod daemon;
 mod guard;
 pub(crate) mod iovs;
+pub mod marks;
 pub mod remote;
 
 use crate::mem::{FillRun, PageRun, PageSource};

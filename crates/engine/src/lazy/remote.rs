@@ -202,6 +202,10 @@ impl Sources {
                 iovs.add(a, b, off + (a - vaddr));
             }
         }
+        // Pages the images keep plain were filled by the restore.
+        for r in super::marks::unmarked(dir, pid)? {
+            iovs.remove(r.start, r.end);
+        }
         let source = self.link.as_ref().map(|l| SourcePages {
             link: l.clone(),
             pid,

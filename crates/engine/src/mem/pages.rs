@@ -144,10 +144,8 @@ fn split_cow_run(vmas: &SortedVmas<'_>, vaddr: u64, n: u64) -> Option<Vec<PageRu
 
 /// Read and check process `pid`'s pagemap in local images (see
 /// [`PageSource::task_runs`]).
-/// With `lazy` (a lazy restore), runs whose pages were left on the source
-/// (`PE_LAZY` without `PE_PRESENT`: `dump --lazy-pages`) are checked and
-/// left out, for the lazy-pages daemon to fetch; without, such a run is an
-/// error: a plain restore would leave those pages empty.
+/// `lazy` (a lazy restore): runs left on the source (`PE_LAZY` only) are
+/// left out for the daemon; else they are an error.
 pub fn load_pagemap(
     dir: &Path,
     pid: i32,
@@ -225,7 +223,7 @@ fn read_pagemap(
         let parent = flags & pe::PARENT != 0;
         if flags & pe::PRESENT == 0 && !parent {
             if flags & pe::LAZY != 0 {
-                check_left_lazy(dir, &name, &vmas, (e.vaddr, n), lazy_ok)?;
+                check_left_lazy((dir, &name), &vmas, (e.vaddr, n), lazy_ok)?;
             }
             continue;
         }
@@ -275,35 +273,25 @@ fn read_pagemap(
 }
 
 /// A run of `name` whose pages were left on the source (`PE_LAZY` only):
-/// it must lie in memory that may be restored lazily, and only a lazy
-/// restore can take it.
+/// it must lie in lazy memory, and only a lazy restore can take it.
 fn check_left_lazy(
-    dir: &Path,
-    name: &str,
+    (dir, name): (&Path, &str),
     vmas: &SortedVmas<'_>,
     (vaddr, n): (u64, u64),
     lazy_ok: bool,
 ) -> Result<(), Error> {
     let end = vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
-    if vaddr % PAGE_SIZE != 0 || n == 0 || !vmas.all_lazy(vaddr, end) {
-        return Err(bad(
-            dir,
-            format!(
-                "{name}: lazy pages {vaddr:#x}+{n} (PE_LAZY, not stored) are not inside memory that may be restored lazily"
-            ),
-        ));
-    }
-    if !lazy_ok {
-        return Err(bad(
-            dir,
-            format!(
-                "{name}: pages {vaddr:#x}+{n} were left on the source (dump --lazy-pages: PE_LAZY, not stored): \
-                 restore this set with --lazy-pages and a lazy-pages daemon started with --page-server \
-                 --address/--port of the source"
-            ),
-        ));
-    }
-    Ok(())
+    let why = if !vaddr.is_multiple_of(PAGE_SIZE) || n == 0 || !vmas.all_lazy(vaddr, end) {
+        "are not inside memory that may be restored lazily"
+    } else if !lazy_ok {
+        "are on the source (dump --lazy-pages): restore this set with --lazy-pages and a \
+         lazy-pages daemon started with --page-server --address/--port of the source"
+    } else {
+        return Ok(());
+    };
+    let what =
+        format!("{name}: pages {vaddr:#x}+{n} left on the source (PE_LAZY, not stored) {why}");
+    Err(bad(dir, what))
 }
 
 /// One pagemap entry: `npages` pages at `vaddr` (a task address, or an
@@ -845,7 +833,7 @@ pub(super) mod tests {
         assert_eq!(pieces(0x10000, u64::MAX), None);
         // And through load_pagemap: the run that crosses is taken.
         let t = pagemap_with("cowsplit", &[(0x12000, 4, pe::COW_PARENT)], 0);
-        let (_, runs) = load_pagemap(&t.0, 42, &mm).unwrap();
+        let (_, runs) = load_pagemap(&t.0, 42, &mm, false).unwrap();
         assert_eq!(runs.len(), 2);
         assert!(runs.iter().all(|r| r.cow));
     }
@@ -871,7 +859,7 @@ pub(super) mod tests {
         s.pages(&bytes[..3 * PAGE_SIZE as usize]).unwrap();
         s.pages(&bytes[3 * PAGE_SIZE as usize..]).unwrap();
         s.finish().unwrap();
-        let (pages_id, back) = load_pagemap(&t.0, 42, &mm()).unwrap();
+        let (pages_id, back) = load_pagemap(&t.0, 42, &mm(), false).unwrap();
         assert_eq!(pages_id, 7);
         let got: Vec<_> = back
             .iter()
@@ -971,35 +959,35 @@ pub(super) mod tests {
     fn pagemap_checks() {
         let p = pe::PRESENT;
         let ok = pagemap_with("ok", &[(0x10000, 8, p)], 8 * PAGE_SIZE);
-        assert_eq!(load_pagemap(&ok.0, 42, &mm()).unwrap().1.len(), 1);
+        assert_eq!(load_pagemap(&ok.0, 42, &mm(), false).unwrap().1.len(), 1);
         // Past the VMAs.
         let t = pagemap_with("past", &[(0x16000, 4, p)], 4 * PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Unaligned.
         let t = pagemap_with("unal", &[(0x10001, 1, p)], PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // The pages file is shorter than the pagemap says.
         let t = pagemap_with("trunc", &[(0x10000, 2, p)], PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Copy-on-write pages only in anonymous private memory.
         let t = pagemap_with("cowfile", &[(0x20000, 1, pe::COW_PARENT)], 0);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Pages in a parent image set, and there is none.
         let t = pagemap_with("parent", &[(0x10000, 1, pe::PARENT)], 0);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
     }
