@@ -349,7 +349,7 @@ client_field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" "$WORK/client.status" 2>/dev/n
 
 main() {
     setup_net
-    local i t_start t_dumped t_restored t_resumed t_done min0 spath
+    local i j t_start t_dumped t_restored t_resumed t_done min0 spath
     # The server: its files (result, probe) are on the shared filesystem,
     # where the restored one finds them again.
     # (With --pidns, unshare stays in the source with files of its own:
@@ -400,7 +400,12 @@ main() {
             --port "$LAZY_PORT" -v"$LOGV" -o lazy-pages.log </dev/null >"$d/lazy-pages.out" 2>&1 &
         LAZY_D=$!
         PIDS+=("$LAZY_D")
-        wait_file "$d/lazy-pages.socket" 10 || [[ -S $d/lazy-pages.socket ]] ||
+        # (A socket is empty: wait for it to be there.)
+        for ((j = 0; j < 200; j++)); do
+            [[ -S $d/lazy-pages.socket ]] && break
+            sleep 0.05
+        done
+        [[ -S $d/lazy-pages.socket ]] ||
             tool_die "the lazy-pages daemon did not start: $(tail_log "$d/lazy-pages.out") $(tail_log "$d/lazy-pages.log")"
         restore_args+=(--lazy-pages)
     fi
@@ -449,6 +454,8 @@ main() {
         "$([[ $LAZY = 1 ]] && echo "   (the dump's; with --lazy-pages it ends when the last page is served; $(lazy_bytes "$WORK/src/$((PREDUMPS + 1))") bytes lazily)")"
     printf '  restore        %8s s\n' "$(secs "$t_dumped" "$t_restored")"
     printf '  resumed after  %8s s   (the restore to every connection answering)\n' "$(secs "$t_restored" "$t_resumed")"
+    [[ $LAZY = 1 ]] && printf '  all pages in   %8s s   (the restore to the lazy-pages daemon done and the source tree gone)\n' \
+        "$(secs "$t_restored" "$t_done")"
     printf '  longest client wait %s ms; bytes sent %d\n' "$(client_field maxwait)" "$SENT_TOTAL"
     printf '  clients: %s %s\n' "$(cat "$WORK/client.result")" "$(sed 's/^tcpfleet //' "$WORK/client.out" | tail -n 1)"
     printf '  server:  %s %s\n' "$(cat "$WORK/server.result")" "$(sed 's/^tcpfleet //' "$WORK/server.out" | tail -n 1)"

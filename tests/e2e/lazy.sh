@@ -100,3 +100,152 @@ ALL_TESTS+=(lazy-bigmem lazy-daemon-killed lazy-no-daemon)
 # Known bug (docs/ARCHITECTURE.md, "Live migration"): with pages served at faults only, the
 # page of the thread control block comes back empty.
 KNOWN_BUG_TESTS+=(lazy-events lazy-fork)
+
+# --- Lazy pages from the source (dump --lazy-pages, lazy-pages --page-server)
+
+lazy_port() { echo $((20000 + (RANDOM % 20000))); }
+
+# Start PROG ARGS... as the init of a pid namespace of its own (the source
+# tree keeps its pids while frozen; the restore makes a new namespace).
+# Sets PID (the init's host pid) and SRC_OUTER (unshare).
+lazy_start_pidns() {
+    rm -f "$D/ready" "$D/result"
+    SRC_OUTER=$(setsid unshare -p -f "$BIN/$1" "${@:2}" --ready "$D/ready" --result "$D/result" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    track "$SRC_OUTER" "$(readlink -f "$(command -v unshare)")"
+    wait_file "$D/ready" $READY_TIMEOUT || { fail "$1 in a pid namespace did not become ready"; return 1; }
+    rm -f "$D/ready"
+    PID=$(cat /proc/"$SRC_OUTER"/task/*/children 2>/dev/null | awk '{print $1; exit}')
+    [ -n "$PID" ] || { fail "no init under unshare $SRC_OUTER"; return 1; }
+    track "$PID" "$BIN/$1"
+}
+
+# dump --lazy-pages of PID into IMG in the background, serving on PORT;
+# returns once it listens (the images are written). Sets DUMP_PID.
+lazy_dump_serve() {
+    local img=$1 port=$2 n=100
+    shift 2
+    mkdir -p "$img"
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" dump -t "$PID" -D "$img" --lazy-pages \
+        --address 127.0.0.1 --port "$port" -v4 -o dump.log "$@") </dev/null >"$D/dump.out" 2>"$D/dump.err" &
+    DUMP_PID=$!
+    track "$DUMP_PID" "$(readlink -f "$(command -v timeout)")"
+    while [ $n -gt 0 ]; do
+        ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && return 0
+        kill -0 "$DUMP_PID" 2>/dev/null || break
+        sleep 0.1
+        n=$((n - 1))
+    done
+    fail "dump --lazy-pages did not listen on $port: $(head -c 300 "$D/dump.err")" "$img/dump.log"
+}
+
+# The restored init (pid 1 of a new namespace) from the pidfile.
+lazy_restored() {
+    PID=$(cat "$D/pidfile" 2>/dev/null)
+    [ -n "$PID" ] && [ -e "/proc/$PID" ] || { fail "no restored process" "$D/img/restore.log"; return 1; }
+    track "$PID" "$BIN/$1"
+}
+
+# Post-copy migration on one machine: the source dumps with --lazy-pages
+# (lazy memory announced PE_LAZY, not stored) and serves it while frozen;
+# a plain restore of the set is refused; the daemon fetches the pages
+# from the source, the restored tree's memory checks out, and the source
+# tree is killed once the daemon said it has every page.
+t_lazy_remote_bigmem() {
+    need_cr || return $?
+    local port src pages
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 64 || return 1
+    src=$PID
+    lazy_dump_serve "$D/img" "$port" || return 1
+    "$CRUST" image decode -i "$D/img/pagemap-1.img" 2>/dev/null | "$PY" -c '
+import json, sys
+sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1:]) else 1)' ||
+        { fail "no PE_LAZY-only entry in pagemap-1.img" "$D/img/dump.log"; return 1; }
+    pages=$(cat "$D"/img/pages-*.img | wc -c)
+    [ "$pages" -lt $((16 << 20)) ] || { fail "the lazy dump stored $pages bytes of pages" "$D/img/dump.log"; return 1; }
+    crust_run restore-plain restore -D "$D/img" -d -v4 -o restore-plain.log
+    [ $RC -ne 0 ] || { fail "a plain restore of a lazy set succeeded"; return 1; }
+    grep -q "restore this set with --lazy-pages" "$D/restore-plain.err" ||
+        { fail "the plain restore's error does not say why: $(head -c 300 "$D/restore-plain.err")"; return 1; }
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" lazy-pages -D "$D/img" --page-server \
+        --address 127.0.0.1 --port "$port" -d -v4 -o lazy.log) >"$D/lazy.out" 2>"$D/lazy.err" ||
+        { fail "lazy-pages --page-server exited with $?: $(head -c 300 "$D/lazy.err")" "$D/img/lazy.log"; return 1; }
+    local p
+    for p in $(pgrep -f "lazy-pages -D $D/img"); do track "$p" "$CRUST"; done
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    lazy_restored bigmem || return 1
+    lazy_wait_done "$D/img" 30 || return 1
+    wait "$DUMP_PID"
+    [ $? -eq 0 ] || { fail "dump --lazy-pages failed: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    wait_gone "$src" 5 || { fail "the source $src runs on after the migration" "$D/img/dump.log"; return 1; }
+    grep -q "pages sent" "$D/img/dump.log" || { fail "the dump did not serve pages" "$D/img/dump.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
+# The source goes away (its dump and tree killed) before the restore:
+# the daemon cannot fetch the first page, fails, and its guard kills the
+# restored tree (never left hanging on a fault).
+t_lazy_remote_source_dies() {
+    need_cr || return $?
+    local port
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    lazy_dump_serve "$D/img" "$port" || return 1
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" lazy-pages -D "$D/img" --page-server \
+        --address 127.0.0.1 --port "$port" -d -v4 -o lazy.log) >"$D/lazy.out" 2>"$D/lazy.err" ||
+        { fail "lazy-pages --page-server exited with $?: $(head -c 300 "$D/lazy.err")" "$D/img/lazy.log"; return 1; }
+    local p
+    for p in $(pgrep -f "lazy-pages -D $D/img"); do track "$p" "$CRUST"; done
+    # The source machine dies: its dump and its tree.
+    pkill -KILL -P "$DUMP_PID" 2>/dev/null
+    kill -KILL "$DUMP_PID" "$SRC_OUTER" "$PID" 2>/dev/null
+    wait "$DUMP_PID" 2>/dev/null
+    rm -f "$D/pidfile"
+    # The daemon's background copy may fail (and the guard kill the tree)
+    # before the restore is over: then the restore fails, cleanly.
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
+    PID=$(cat "$D/pidfile" 2>/dev/null)
+    [ -n "$PID" ] && track "$PID" "$BIN/bigmem"
+    [ $RC -eq 0 ] || [ -z "$PID" ] || { fail "the restore failed and left pid $PID" "$D/img/restore.log"; return 1; }
+    [ -n "$PID" ] && { wait_gone "$PID" 10 ||
+        { fail "the restored tree survived its source (state $(pstate "$PID"))" "$D/img/lazy.log"; return 1; }; }
+    local n=50
+    while pgrep -f "lazy-pages -D $D/img" >/dev/null && [ $n -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+    pgrep -f "lazy-pages -D $D/img" >/dev/null && { fail "the lazy-pages daemon is left" "$D/img/lazy.log"; return 1; }
+    grep -q "page server\|lazy" "$D/img/lazy.log" || { fail "no error in the daemon's log" "$D/img/lazy.log"; return 1; }
+    [ -e "$D/result" ] && { fail "the restored process wrote a result: $(cat "$D/result")"; return 1; }
+    pgrep -f "bigmem --mb 16 --ready $D/ready" >/dev/null && { fail "a bigmem of the test is left"; return 1; }
+    return 0
+}
+
+# The daemon dies before it took the pages: the dump fails, the source
+# tree is thawed and runs on (its memory intact), the images are removed.
+t_lazy_remote_daemon_dies() {
+    need_cr || return $?
+    local port rc
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    lazy_dump_serve "$D/img" "$port" || return 1
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" lazy-pages -D "$D/img" --page-server \
+        --address 127.0.0.1 --port "$port" -d -v4 -o lazy.log) >"$D/lazy.out" 2>"$D/lazy.err" ||
+        { fail "lazy-pages --page-server exited with $?: $(head -c 300 "$D/lazy.err")" "$D/img/lazy.log"; return 1; }
+    local p
+    for p in $(pgrep -f "lazy-pages -D $D/img"); do track "$p" "$CRUST"; done
+    for p in $(pgrep -f "lazy-pages -D $D/img"); do kill -KILL "$p"; done
+    wait "$DUMP_PID"
+    rc=$?
+    [ $rc -ne 0 ] || { fail "dump --lazy-pages succeeded without its daemon" "$D/dump.log"; return 1; }
+    grep -q "went away" "$D/dump.err" || { fail "the dump's error does not say the daemon went away: $(head -c 300 "$D/dump.err")"; return 1; }
+    [ -e "$D/img/pagemap-1.img" ] && { fail "the failed dump left its images"; return 1; }
+    sleep 0.3
+    case $(pstate "$PID") in
+    S | R) ;;
+    *) fail "the source tree is not running again (state $(pstate "$PID"))"; return 1 ;;
+    esac
+    expect_pass
+}
+
+ALL_TESTS+=(lazy-remote-bigmem lazy-remote-source-dies lazy-remote-daemon-dies)

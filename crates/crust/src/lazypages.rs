@@ -2,7 +2,9 @@
 //! restored with `restore --lazy-pages` (see the engine's `lazy` module).
 //!
 //! `-D DIR` the images, `-W DIR` where `lazy-pages.socket` is made (the
-//! images directory by default). It listens, takes the restore's
+//! images directory by default); with `--page-server --address A --port
+//! P`, the pages `dump --lazy-pages` left on the source come from its
+//! page server there. It listens, takes the restore's
 //! processes, and returns once every page is in or every process is gone.
 //! With `-d/--daemon` the command returns once the socket listens and the
 //! daemon goes on in the background.
@@ -12,9 +14,6 @@ use crust_sys::process::{self, ForkResult};
 use std::io::{Read, Write};
 
 pub fn run(o: &crust_engine::Options) -> Result<i32> {
-    if o.page_server {
-        bail!("lazy-pages --page-server (pages fetched from a remote page server) is not supported yet: serve from local images");
-    }
     if !o.detached {
         let mut ready = || {};
         let stats = crust_engine::lazy_pages(o, &mut ready)?;

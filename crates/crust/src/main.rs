@@ -274,8 +274,8 @@ fn check_command_options(opts: &Opts, command: &str) -> Result<()> {
     if !opts.engine.inherit_fds.is_empty() && command != "restore" {
         bail!("--inherit-fd is restore-only option");
     }
-    if opts.engine.lazy_pages && matches!(command, "dump" | "pre-dump") {
-        bail!("{command} --lazy-pages (pages left on the source for a page server) is not supported yet; dump whole, then restore with --lazy-pages");
+    if opts.engine.lazy_pages && command == "pre-dump" {
+        bail!("pre-dump --lazy-pages is not supported: pre-dump, then dump --lazy-pages");
     }
     // Who may run it (CAP_CHECKPOINT_RESTORE, --unprivileged): check_caps.
     Ok(())

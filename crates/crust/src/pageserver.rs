@@ -2,14 +2,11 @@
 //! page server does (one connection, then exit).
 
 use crate::cli::Opts;
-use anyhow::{bail, Context, Result};
-use crust_engine::pageserver::{serve, Listener};
+use anyhow::{Context, Result};
+use crust_engine::pageserver::{serve, ImagesProvider, Listener};
 
 pub fn run(opts: &Opts) -> Result<i32> {
     let o = &opts.engine;
-    if o.lazy_pages {
-        bail!("`crust page-server --lazy-pages` is not supported yet (lazy pages)");
-    }
     crust_engine::check_images_dir(&o.images_dir)?;
     crust_engine::pageserver::link_parent(o)?;
     let listener = Listener::bind(o)?;
@@ -48,11 +45,18 @@ pub fn run(opts: &Opts) -> Result<i32> {
         crate::rpc::status_ready(fd);
     }
     let conn = listener.accept(o)?;
-    let st = serve(conn, &o.images_dir, None, o.ps_socket.is_none())?;
+    // --lazy-pages: a remote lazy-pages daemon takes the pages of the
+    // images in -D (PS_IOV_GET).
+    let mut images = o.lazy_pages.then(|| ImagesProvider::open(&o.images_dir));
+    let provider = images
+        .as_mut()
+        .map(|p| p as &mut dyn crust_engine::pageserver::PageProvider);
+    let st = serve(conn, &o.images_dir, provider, o.ps_socket.is_none())?;
     log::info!(
-        "page server: session over, {} pages in {} pagemaps",
+        "page server: session over, {} pages in {} pagemaps, {} pages sent",
         st.pages,
-        st.opens
+        st.opens,
+        st.sent
     );
     Ok(0)
 }

@@ -25,6 +25,8 @@ pub struct DumpStats {
     /// System V segments) looked at, and written.
     pub shpages_scanned: u64,
     pub shpages_written: u64,
+    /// Pages left on the source for a lazy restore (`dump --lazy-pages`).
+    pub pages_lazy: u64,
 }
 
 /// What a successful restore produced.

@@ -73,7 +73,7 @@ pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
             pages_skipped_parent: s.pages_skipped_parent,
             pages_written: s.pages_written,
             irmap_resolve: Some(0),
-            pages_lazy: 0,
+            pages_lazy: s.pages_lazy,
             page_pipes: Some(0),
             page_pipe_bufs: Some(0),
             shpages_scanned: Some(s.shpages_scanned),

@@ -4,6 +4,7 @@
 mod freezer;
 mod helpers;
 mod images;
+mod lazy;
 mod outdir;
 mod pagejob;
 mod precheck;
@@ -114,13 +115,7 @@ type Prepared = (
 /// of an incremental dump, the page server connected (no server: the dump
 /// is refused), the parent set's write tracking taken from its keeper.
 fn prepare_output(opts: &Options) -> Result<Prepared, Error> {
-    if opts.lazy_pages {
-        // (The command line says so before; this is the RPC's way in.)
-        return Err(Error::unsupported(
-            "dump --lazy-pages (pages left on the source for a page server): \
-             dump whole, then restore with --lazy-pages",
-        ));
-    }
+    lazy::refuse(opts)?;
     let dir = &opts.images_dir;
     outdir::prepare(opts)?;
     if let Err(e) = predump::refuse_track_running(opts).and_then(|()| predump::link_parent(opts)) {
@@ -230,8 +225,9 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 info!("Tree {pid} left {how}");
                 written += snapshot::copy(opts, deferred).inspect_err(|_| outdir::discard(dir))?;
             } else {
-                // Durable before the only other copy of the tree goes.
-                if let Err(e) = outdir::make_durable(dir) {
+                // Durable before the only other copy of the tree goes;
+                // with --lazy-pages, its memory taken by the destination.
+                if let Err(e) = lazy::before_kill(opts, &tree, own_net) {
                     hold.release();
                     frozen.let_go(tree, false);
                     outdir::discard(dir);
@@ -555,6 +551,7 @@ fn dump_tree(
         pages_skipped_parent: counts.in_parent,
         shpages_scanned: tally.shpages_scanned,
         shpages_written: tally.shpages_written,
+        pages_lazy: counts.lazy,
     };
     // A snapshot's set is checked once its pages are copied.
     (deferred.is_empty())
@@ -805,6 +802,7 @@ fn dump_process(
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
         uffd,
         since: out.chain.dirty(pid, nspid, &vmas),
+        lazy: lazy::ranges(&vmas, &p.threads),
     });
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;

@@ -22,6 +22,9 @@ pub(super) struct PageJob {
     pub(super) uffd: Option<crust_sys::uffd::Uffd>,
     /// The pages written since the parent image set, when tracked.
     pub(super) since: Option<super::predump::Dirty>,
+    /// The memory whose pages may be restored lazily (`super::lazy::ranges`):
+    /// marked `PE_LAZY`, and with `dump --lazy-pages` left on the source.
+    pub(super) lazy: Vec<std::ops::Range<u64>>,
 }
 
 /// What the page worker did: the page counts, its time, and the
@@ -47,7 +50,7 @@ pub(super) fn worker(
     };
     let mut deferred = Vec::new();
     for job in queue {
-        let n = job.run(sink, cow_parent, &mut deferred)?;
+        let n = job.run(sink, (cow_parent, opts.lazy_pages), &mut deferred)?;
         total.add(&n);
     }
     Ok((total, us_since(t), deferred))
@@ -55,11 +58,12 @@ pub(super) fn worker(
 
 impl PageJob {
     /// Copy the pages into `sink`, under the pid the images use (with
-    /// `cow_parent`, the parent's very pages as `COW_PARENT` runs).
+    /// `cow_parent`, the parent's very pages as `COW_PARENT` runs; with
+    /// `leave_lazy`, lazy pages announced, not stored).
     fn run(
         self,
         sink: &dyn mem::PageSink,
-        cow_parent: bool,
+        (cow_parent, leave_lazy): (bool, bool),
         deferred: &mut Vec<mem::snapshot::Prepared>,
     ) -> Result<mem::PageCounts, Error> {
         let parent = || {
@@ -74,6 +78,19 @@ impl PageJob {
         }
         let since = self.since.as_ref().map(super::predump::as_since);
         let (pid, id, vmas) = (self.pid, self.nspid as u64, &self.vmas);
-        mem::dump_pages_since(pid, id, sink, vmas, self.pages_id, parent(), since)
+        let lazy = mem::LazyMark {
+            ranges: &self.lazy,
+            leave: leave_lazy,
+        };
+        mem::dump_pages_since(
+            pid,
+            id,
+            sink,
+            vmas,
+            self.pages_id,
+            parent(),
+            since,
+            Some(lazy),
+        )
     }
 }

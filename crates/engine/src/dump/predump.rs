@@ -296,6 +296,7 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
         pages_skipped_parent: counts.in_parent,
         shpages_scanned: counts.shmem_scanned,
         shpages_written: counts.shmem_written,
+        pages_lazy: 0,
     };
     if let Err(e) = write_stats(&opts.work_dir(), &stats) {
         warn!("{e}");

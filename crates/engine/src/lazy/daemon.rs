@@ -12,17 +12,14 @@
 
 use super::guard::Guard;
 use super::iovs::Iovs;
-use super::{can_be_lazy, RESTORE_FINISHED, SOCKET_NAME};
-use crate::util::{read_one, sys_err};
-use crate::{mem, Error, Options};
-use crust_images::image::ImageType;
-use crust_images::proto::mm::MmEntry;
+use super::remote::{PageOrigin, Pages, Sources};
+use super::{RESTORE_FINISHED, SOCKET_NAME};
+use crate::util::sys_err;
+use crate::{Error, Options};
 use crust_sys::uffd::Uffd;
 use crust_sys::uffd_missing::{poll, Event, Filled};
-use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Instant;
 
 const PAGE: u64 = 4096;
@@ -53,7 +50,7 @@ struct Served {
     pid: i32,
     uffd: Uffd,
     iovs: Iovs,
-    pages: Arc<File>,
+    pages: Rc<Pages>,
     /// Faults read but not served yet (an event was pending: EAGAIN).
     waiting: Vec<u64>,
     gone: bool,
@@ -68,13 +65,18 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
     let listener = std::os::unix::net::UnixListener::bind(&path)
         .map_err(sys_err(me, format!("listening on {}", path.display())))?;
     let mut guard = Guard::start()?;
+    // After the guard's fork: the guard holds no copy of the connection.
+    let sources = Sources::open(opts)?;
     ready();
     log::info!("lazy-pages: waiting for the restore on {}", path.display());
     let (conn, _) = listener
         .accept()
         .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
-    let result = run(opts, conn.into(), &mut guard);
+    let result = run(opts, conn.into(), &mut guard, &sources);
+    // Every page in: the source may let its tree go. On failure the
+    // connection just ends, and the source's tree runs on.
+    let result = result.and_then(|st| sources.close().map(|()| st));
     match &result {
         Ok(_) => guard.done(),
         // The tree cannot be complete: the guard kills it.
@@ -83,7 +85,12 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
     result
 }
 
-fn run(opts: &Options, conn: OwnedFd, guard: &mut Guard) -> Result<DaemonStats, Error> {
+fn run(
+    opts: &Options,
+    conn: OwnedFd,
+    guard: &mut Guard,
+    sources: &Sources,
+) -> Result<DaemonStats, Error> {
     let me = crust_sys::process::getpid();
     let mut tasks: Vec<Served> = Vec::new();
     let mut stats = DaemonStats::default();
@@ -110,7 +117,7 @@ fn run(opts: &Options, conn: OwnedFd, guard: &mut Guard) -> Result<DaemonStats, 
         drop(fds);
         if let Some(c) = conn.as_ref() {
             if rev.last().is_some_and(|&r| r != 0) {
-                match receive(opts, c, guard)? {
+                match receive(opts, c, guard, sources)? {
                     Received::Task(t) => {
                         stats.tasks += 1;
                         tasks.push(t);
@@ -186,7 +193,12 @@ enum Received {
 }
 
 /// Read one message of the restore: a pid and its userfaultfd, or the end.
-fn receive(opts: &Options, conn: &OwnedFd, guard: &mut Guard) -> Result<Received, Error> {
+fn receive(
+    opts: &Options,
+    conn: &OwnedFd,
+    guard: &mut Guard,
+    sources: &Sources,
+) -> Result<Received, Error> {
     let me = crust_sys::process::getpid();
     let mut word = [0u8; 4];
     let got = crust_sys::unix::recvmsg(conn.as_fd(), &mut word, libc::MSG_WAITALL)
@@ -223,7 +235,7 @@ fn receive(opts: &Options, conn: &OwnedFd, guard: &mut Guard) -> Result<Received
     })?;
     let uffd = Uffd::from_fd(fd);
     guard.hold(&uffd, Some(pid));
-    let (iovs, pages) = load_iovs(&opts.images_dir, pid)?;
+    let (iovs, pages) = sources.load(&opts.images_dir, pid)?;
     log::info!(
         "lazy-pages: process {pid}: {} KiB to serve",
         iovs.bytes() >> 10
@@ -232,45 +244,10 @@ fn receive(opts: &Options, conn: &OwnedFd, guard: &mut Guard) -> Result<Received
         pid,
         uffd,
         iovs,
-        pages: Arc::new(pages),
+        pages: Rc::new(pages),
         waiting: Vec::new(),
         gone: false,
     }))
-}
-
-/// The lazy pieces of process `pid` of the images in `dir`: its stored
-/// pages in VMAs that may be lazy, cut at VMA ends (a copy stays inside
-/// one VMA), and its pages file.
-pub fn load_iovs(dir: &std::path::Path, pid: i32) -> Result<(Iovs, File), Error> {
-    let mut mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
-    mem::split_guards(dir, &mut mm)?;
-    mem::validate_vmas(dir, &mm)?;
-    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
-    let path = dir.join(ImageType::Pages.file_name(u64::from(pages_id)));
-    let file = File::open(&path).map_err(sys_err(
-        crust_sys::process::getpid(),
-        format!("opening {}", path.display()),
-    ))?;
-    let mut vmas: Vec<(u64, u64)> = mm
-        .vmas
-        .iter()
-        .filter(|v| can_be_lazy(v))
-        .map(|v| (v.start, v.end))
-        .collect();
-    vmas.sort_unstable();
-    let mut iovs = Iovs::default();
-    for r in runs.iter().filter(|r| !r.cow) {
-        let end = r.vaddr.saturating_add(r.npages * PAGE);
-        let first = vmas.partition_point(|&(_, e)| e <= r.vaddr);
-        for &(s, e) in vmas.iter().skip(first) {
-            if s >= end {
-                break;
-            }
-            let (a, b) = (s.max(r.vaddr), e.min(end));
-            iovs.add(a, b, r.file_off + (a - r.vaddr));
-        }
-    }
-    Ok((iovs, file))
 }
 
 impl Served {
@@ -392,12 +369,7 @@ impl Served {
         };
         let len = len.min(e - addr);
         let mut buf = vec![0u8; len as usize];
-        self.pages
-            .read_exact_at(&mut buf, off + (addr - s))
-            .map_err(sys_err(
-                crust_sys::process::getpid(),
-                format!("reading the pages of {} at {addr:#x}", self.name()),
-            ))?;
+        self.pages.read(addr, off + (addr - s), &mut buf)?;
         match self.uffd.copy(addr, &buf) {
             Filled::Gone => {
                 self.exited();

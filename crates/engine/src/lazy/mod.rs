@@ -30,13 +30,14 @@
 
 pub mod daemon;
 mod guard;
-mod iovs;
+pub(crate) mod iovs;
+pub mod marks;
+pub mod remote;
 
 use crate::mem::{FillRun, PageRun, PageSource};
 use crate::task::remote::Remote;
 use crate::util::sys_err;
 use crate::Error;
-use crust_images::consts::vma as vs;
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::uffd::Uffd;
@@ -56,12 +57,7 @@ const PAGE: u64 = 4096;
 /// CRIU's rule of which VMAs may be restored lazily: private anonymous
 /// memory, not locked, not hugetlb, not the vDSO, vvar or vsyscall.
 pub fn can_be_lazy(v: &VmaEntry) -> bool {
-    let f = v.flags as i32;
-    f & libc::MAP_ANONYMOUS != 0
-        && f & libc::MAP_PRIVATE != 0
-        && f & libc::MAP_LOCKED == 0
-        && f & libc::MAP_HUGETLB == 0
-        && v.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+    crate::mem::entry_can_be_lazy(v)
 }
 
 /// The ranges of `mm` a lazy restore leaves to the daemon: its lazy VMAs

@@ -147,7 +147,23 @@ pub(super) struct Scan {
     cow: Vec<(u64, u64)>,
     /// Runs left to the parent image set (`PE_PARENT`: not written since).
     in_parent: Vec<(u64, u64)>,
+    /// Start addresses of the runs of `runs` that may be restored lazily
+    /// (stored `PE_PRESENT | PE_LAZY`, as CRIU marks them), sorted.
+    lazy_stored: Vec<u64>,
+    /// Runs left on the source for a lazy restore (`PE_LAZY` only, no
+    /// bytes: `dump --lazy-pages`).
+    lazy_left: Vec<(u64, u64)>,
     pub(super) counts: PageCounts,
+}
+
+/// Which pages of a process may be restored lazily: `ranges` (sorted,
+/// apart: its lazy VMAs less the pages its threads' stacks and rseq
+/// areas are on), and whether they are left on the source (`dump
+/// --lazy-pages`) rather than stored.
+#[derive(Clone, Copy)]
+pub struct LazyMark<'a> {
+    pub ranges: &'a [std::ops::Range<u64>],
+    pub leave: bool,
 }
 
 /// An incremental dump: the pages written since the parent image set
@@ -248,7 +264,10 @@ impl Scan {
             .map(|r| Run {
                 vaddr: r.addr,
                 npages: r.npages,
-                flags: pe::PRESENT,
+                flags: match self.lazy_stored.binary_search(&r.addr) {
+                    Ok(_) => pe::PRESENT | pe::LAZY,
+                    Err(_) => pe::PRESENT,
+                },
             })
             .chain(self.cow.iter().map(|&(vaddr, npages)| Run {
                 vaddr,
@@ -260,9 +279,55 @@ impl Scan {
                 npages,
                 flags: pe::PARENT,
             }))
+            .chain(self.lazy_left.iter().map(|&(vaddr, npages)| Run {
+                vaddr,
+                npages,
+                flags: pe::LAZY,
+            }))
             .collect();
         entries.sort_by_key(|e| e.vaddr);
         entries
+    }
+
+    /// Cut the runs to store at the ends of the lazy ranges of `mark`:
+    /// the pieces inside are marked lazy, or with `mark.leave` taken out
+    /// of the runs to read and announced as lazy only.
+    fn mark_lazy(&mut self, mark: LazyMark<'_>) {
+        if mark.ranges.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.runs.len());
+        for r in std::mem::take(&mut self.runs) {
+            let end = r.addr + r.npages * PAGE_SIZE;
+            let mut at = r.addr;
+            while at < end {
+                let i = mark.ranges.partition_point(|x| x.end <= at);
+                let hit = mark.ranges.get(i).filter(|x| x.start <= at);
+                let stop = match (hit, mark.ranges.get(i)) {
+                    (Some(x), _) => x.end.min(end),
+                    (None, Some(x)) => x.start.min(end),
+                    (None, None) => end,
+                };
+                let piece = ReadRun {
+                    addr: at,
+                    npages: (stop - at) / PAGE_SIZE,
+                    ..r
+                };
+                match hit {
+                    Some(_) if mark.leave => {
+                        self.lazy_left.push((at, piece.npages));
+                        self.counts.lazy += piece.npages;
+                    }
+                    Some(_) => {
+                        self.lazy_stored.push(at);
+                        out.push(piece);
+                    }
+                    None => out.push(piece),
+                }
+                at = stop;
+            }
+        }
+        self.runs = out;
     }
 
     /// Add the page at `addr` of `v` with its fate; with `since`, a page
@@ -592,12 +657,16 @@ pub fn dump_pages(
     pages_id: u32,
     parent: Option<CowParent<'_>>,
 ) -> Result<PageCounts, Error> {
-    dump_pages_since(pid, id, sink, vmas, pages_id, parent, None)
+    dump_pages_since(pid, id, sink, vmas, pages_id, parent, None, None)
 }
 
 /// [`dump_pages`] of an incremental dump: with `since`, only the pages
 /// written since the parent image set are stored, the others announced as
 /// in the parent (`PE_PARENT`).
+///
+/// With `lazy`, pages that may be restored lazily are marked `PE_LAZY`
+/// (with `lazy.leave`, not stored: left on the source).
+#[allow(clippy::too_many_arguments)]
 pub fn dump_pages_since(
     pid: i32,
     id: u64,
@@ -606,8 +675,13 @@ pub fn dump_pages_since(
     pages_id: u32,
     parent: Option<CowParent<'_>>,
     since: Option<Since<'_>>,
+    lazy: Option<LazyMark<'_>>,
 ) -> Result<PageCounts, Error> {
-    let plan = PagePlan(scan(pid, vmas, &parent, since)?);
+    let mut scan = scan(pid, vmas, &parent, since)?;
+    if let Some(m) = lazy {
+        scan.mark_lazy(m);
+    }
+    let plan = PagePlan(scan);
     write_pages(pid, id, sink, vmas, pages_id, &plan, false)
 }
 
@@ -643,13 +717,14 @@ pub fn write_pages(
     counts.written = read_task_pages(pid, &s.runs, &mut *out, None, running)?;
     out.finish()?;
     debug!(
-        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent, {} in the parent image set",
+        "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent, {} in the parent image set, {} left for lazy restore",
         counts.scanned,
         counts.written,
         s.runs.len(),
         counts.zero,
         counts.cow,
-        counts.in_parent
+        counts.in_parent,
+        counts.lazy
     );
 
     dump_objects(pid, sink, vmas, &mut counts)?;
@@ -952,6 +1027,49 @@ mod tests {
                 (0x14000, pe::PRESENT)
             ]
         );
+    }
+
+    #[test]
+    fn lazy_ranges_cut_runs_and_mark_or_leave_them() {
+        let run = |addr, npages| ReadRun {
+            addr,
+            npages,
+            readable: true,
+            alone: false,
+        };
+        let lazy = [0x12000..0x14000, 0x20000..0x30000];
+        for leave in [false, true] {
+            let mut scan = Scan {
+                runs: vec![run(0x10000, 6), run(0x20000, 1)],
+                ..Default::default()
+            };
+            scan.mark_lazy(LazyMark {
+                ranges: &lazy,
+                leave,
+            });
+            let flags: Vec<_> = scan
+                .entries()
+                .iter()
+                .map(|e| (e.vaddr, e.npages, e.flags))
+                .collect();
+            let l = if leave {
+                pe::LAZY
+            } else {
+                pe::PRESENT | pe::LAZY
+            };
+            assert_eq!(
+                flags,
+                vec![
+                    (0x10000, 2, pe::PRESENT),
+                    (0x12000, 2, l),
+                    (0x14000, 2, pe::PRESENT),
+                    (0x20000, 1, l)
+                ]
+            );
+            let read: u64 = scan.runs.iter().map(|r| r.npages).sum();
+            assert_eq!(read, if leave { 4 } else { 7 });
+            assert_eq!(scan.counts.lazy, if leave { 3 } else { 0 });
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod track;
 mod vma;
 
 #[allow(unused_imports)]
-pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, PagePlan, Since};
+pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, LazyMark, PagePlan, Since};
 pub use fill::{Filler, Pending};
 pub(crate) use guard::guard_entries;
 pub use guard::{install_guards, split_guards};
@@ -206,6 +206,18 @@ impl Vma {
         self.vm_flags.has(f)
     }
 
+    /// May its pages be restored lazily (CRIU's rule, as
+    /// `lazy::can_be_lazy` on its image entry): private anonymous memory,
+    /// not locked, not hugetlb, not droppable, not vDSO/vvar/vsyscall.
+    pub(crate) fn can_be_lazy(&self) -> bool {
+        self.status & vs::ANON_PRIVATE != 0
+            && !self.map.shared
+            && self.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+            && !self.has("lo")
+            && !self.has("ht")
+            && !self.has("dp")
+    }
+
     /// The vDSO (its pages are stored whole, as CRIU stores them)?
     fn is_vdso(&self) -> bool {
         self.status & vs::AREA_VDSO != 0
@@ -222,6 +234,18 @@ impl Vma {
     }
 }
 
+/// CRIU's rule of which VMAs may be restored lazily, on an image entry:
+/// private anonymous memory, not locked, not hugetlb, not the vDSO, vvar
+/// or vsyscall.
+pub fn entry_can_be_lazy(v: &crust_images::proto::vma::VmaEntry) -> bool {
+    let f = v.flags as i32;
+    f & libc::MAP_ANONYMOUS != 0
+        && f & libc::MAP_PRIVATE != 0
+        && f & libc::MAP_LOCKED == 0
+        && f & libc::MAP_HUGETLB == 0
+        && v.status & (vs::AREA_VDSO | vs::AREA_VVAR | vs::AREA_VSYSCALL) == 0
+}
+
 /// Page counts of a dump.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PageCounts {
@@ -233,6 +257,9 @@ pub struct PageCounts {
     pub cow: u64,
     /// Private pages left to the parent image set (incremental dumps).
     pub in_parent: u64,
+    /// Private pages left on the source for lazy restore (`PE_LAZY`
+    /// only: `dump --lazy-pages`).
+    pub lazy: u64,
     /// Pages of shared memory objects looked at, and stored.
     pub shmem_scanned: u64,
     pub shmem_written: u64,
@@ -246,6 +273,7 @@ impl PageCounts {
         self.zero += n.zero;
         self.cow += n.cow;
         self.in_parent += n.in_parent;
+        self.lazy += n.lazy;
         self.shmem_scanned += n.shmem_scanned;
         self.shmem_written += n.shmem_written;
     }

@@ -101,6 +101,12 @@ impl<'a> SortedVmas<'a> {
         }
         Some(out)
     }
+
+    /// Is [start, end) covered by VMAs that may be restored lazily?
+    fn all_lazy(&self, start: u64, end: u64) -> bool {
+        self.covering(start, end, super::entry_can_be_lazy)
+            .is_some()
+    }
 }
 
 /// Is [start, end) covered by back-to-back private VMAs whose pages can be
@@ -149,8 +155,17 @@ fn split_cow_run(vmas: &SortedVmas<'_>, vaddr: u64, n: u64) -> Option<Vec<PageRu
 
 /// Read and check process `pid`'s pagemap in local images (see
 /// [`PageSource::task_runs`]).
-pub fn load_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
-    LocalImages::new(dir).task_runs(pid, mm)
+/// `lazy` (a lazy restore): runs left on the source (`PE_LAZY` only) are
+/// left out for the daemon; else they are an error.
+pub fn load_pagemap(
+    dir: &Path,
+    pid: i32,
+    mm: &MmEntry,
+    lazy: bool,
+) -> Result<(u32, Vec<PageRun>), Error> {
+    let mut l = LocalImages::new(dir);
+    l.lazy_ok = lazy;
+    l.task_runs(pid, mm)
 }
 
 /// Read and check a pagemap image against the VMAs and the pages file.
@@ -168,7 +183,12 @@ pub(super) fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
         .len())
 }
 
-fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
+fn read_pagemap(
+    dir: &Path,
+    pid: i32,
+    mm: &MmEntry,
+    lazy_ok: bool,
+) -> Result<(u32, Vec<PageRun>), Error> {
     let name = ImageType::Pagemap.file_name(pid as u64);
     let rerr = |source| Error::Image {
         what: format!("cannot read image {name}"),
@@ -213,6 +233,9 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         }
         let parent = flags & pe::PARENT != 0;
         if flags & pe::PRESENT == 0 && !parent {
+            if flags & pe::LAZY != 0 {
+                check_left_lazy((dir, &name), &vmas, (e.vaddr, n), lazy_ok)?;
+            }
             continue;
         }
         let inside = covered_by_private_vmas(&vmas, e.vaddr, end);
@@ -258,6 +281,28 @@ fn read_pagemap(dir: &Path, pid: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>
         runs.extend(super::chain::pieces_to_runs(&pieces));
     }
     Ok((head.pages_id, runs))
+}
+
+/// A run of `name` whose pages were left on the source (`PE_LAZY` only):
+/// it must lie in lazy memory, and only a lazy restore can take it.
+fn check_left_lazy(
+    (dir, name): (&Path, &str),
+    vmas: &SortedVmas<'_>,
+    (vaddr, n): (u64, u64),
+    lazy_ok: bool,
+) -> Result<(), Error> {
+    let end = vaddr.saturating_add(n.saturating_mul(PAGE_SIZE));
+    let why = if !vaddr.is_multiple_of(PAGE_SIZE) || n == 0 || !vmas.all_lazy(vaddr, end) {
+        "are not inside memory that may be restored lazily"
+    } else if !lazy_ok {
+        "are on the source (dump --lazy-pages): restore this set with --lazy-pages and a \
+         lazy-pages daemon started with --page-server --address/--port of the source"
+    } else {
+        return Ok(());
+    };
+    let what =
+        format!("{name}: pages {vaddr:#x}+{n} left on the source (PE_LAZY, not stored) {why}");
+    Err(bad(dir, what))
 }
 
 /// One pagemap entry: `npages` pages at `vaddr` (a task address, or an
@@ -359,6 +404,8 @@ pub fn present_bytes(runs: &[Run]) -> u64 {
 pub struct LocalImages<'f> {
     dir: std::path::PathBuf,
     filler: Option<&'f Filler>,
+    /// Pages left on the source (`PE_LAZY` only) are accepted.
+    lazy_ok: bool,
 }
 
 impl LocalImages<'static> {
@@ -366,6 +413,7 @@ impl LocalImages<'static> {
         LocalImages {
             dir: dir.to_path_buf(),
             filler: None,
+            lazy_ok: false,
         }
     }
 }
@@ -376,6 +424,7 @@ impl<'f> LocalImages<'f> {
         LocalImages {
             dir: dir.to_path_buf(),
             filler: Some(filler),
+            lazy_ok: false,
         }
     }
 
@@ -563,7 +612,7 @@ pub trait PageSource: Sync {
 
 impl PageSource for LocalImages<'_> {
     fn task_runs(&self, id: i32, mm: &MmEntry) -> Result<(u32, Vec<PageRun>), Error> {
-        read_pagemap(&self.dir, id, mm)
+        read_pagemap(&self.dir, id, mm, self.lazy_ok)
     }
 
     fn object_runs(&self, shmid: u64, size: u64, what: &str) -> Result<ObjectPages, Error> {
@@ -809,7 +858,7 @@ pub(super) mod tests {
         assert_eq!(pieces(0x10000, u64::MAX), None);
         // And through load_pagemap: the run that crosses is taken.
         let t = pagemap_with("cowsplit", &[(0x12000, 4, pe::COW_PARENT)], 0);
-        let (_, runs) = load_pagemap(&t.0, 42, &mm).unwrap();
+        let (_, runs) = load_pagemap(&t.0, 42, &mm, false).unwrap();
         assert_eq!(runs.len(), 2);
         assert!(runs.iter().all(|r| r.cow));
     }
@@ -835,7 +884,7 @@ pub(super) mod tests {
         s.pages(&bytes[..3 * PAGE_SIZE as usize]).unwrap();
         s.pages(&bytes[3 * PAGE_SIZE as usize..]).unwrap();
         s.finish().unwrap();
-        let (pages_id, back) = load_pagemap(&t.0, 42, &mm()).unwrap();
+        let (pages_id, back) = load_pagemap(&t.0, 42, &mm(), false).unwrap();
         assert_eq!(pages_id, 7);
         let got: Vec<_> = back
             .iter()
@@ -935,35 +984,35 @@ pub(super) mod tests {
     fn pagemap_checks() {
         let p = pe::PRESENT;
         let ok = pagemap_with("ok", &[(0x10000, 8, p)], 8 * PAGE_SIZE);
-        assert_eq!(load_pagemap(&ok.0, 42, &mm()).unwrap().1.len(), 1);
+        assert_eq!(load_pagemap(&ok.0, 42, &mm(), false).unwrap().1.len(), 1);
         // Past the VMAs.
         let t = pagemap_with("past", &[(0x16000, 4, p)], 4 * PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Unaligned.
         let t = pagemap_with("unal", &[(0x10001, 1, p)], PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // The pages file is shorter than the pagemap says.
         let t = pagemap_with("trunc", &[(0x10000, 2, p)], PAGE_SIZE);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Copy-on-write pages only in anonymous private memory.
         let t = pagemap_with("cowfile", &[(0x20000, 1, pe::COW_PARENT)], 0);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
         // Pages in a parent image set, and there is none.
         let t = pagemap_with("parent", &[(0x10000, 1, pe::PARENT)], 0);
         assert!(matches!(
-            load_pagemap(&t.0, 42, &mm()),
+            load_pagemap(&t.0, 42, &mm(), false),
             Err(Error::BadImage { .. })
         ));
     }

@@ -35,7 +35,7 @@ fn golden_shared_anon_loads() {
     assert!(pages.starts_with(b"SHM-ANON page 0 written by parent"));
     assert!(pages[4096..].starts_with(b"SHM-ANON page 1 written by child"));
     // The private pagemap still loads beside it.
-    load_pagemap(&dir, 1514, &mm).unwrap();
+    load_pagemap(&dir, 1514, &mm, false).unwrap();
 }
 
 /// The memfd inodes of an image set by files.img id, as the restore

@@ -38,6 +38,8 @@ pub struct ServeStats {
     pub opens: u64,
     /// Pages sent to lazy-pages.
     pub sent: u64,
+    /// The client ended with PS_IOV_CLOSE (else: it went away).
+    pub closed: bool,
 }
 
 struct Receiving<'a> {
@@ -162,7 +164,8 @@ pub fn serve(
             return Err(e);
         }
     };
-    let stats = rx.stats;
+    let mut stats = rx.stats;
+    stats.closed = closed;
     let peer = conn.peer().to_string();
     if !closed {
         // The open pagemap is incomplete: its pages file goes, no pagemap.

@@ -323,7 +323,7 @@ pub(super) fn load_proc(
         *memfds = Some(crate::files::memfds_of(dir, loaded)?);
     }
     mem::validate_shmem(dir, &mm, memfds.as_ref().unwrap_or(&mem::Memfds::new()))?;
-    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm)?;
+    let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm, opts.lazy_pages)?;
     let fs: FsEntry = read_one(dir, ImageType::Fs, pid as u64)?;
     let files = RestoreFiles::load(dir, loaded, ids.files_id).map_err(|e| match e {
         // Name what refers to the fd table: a missing one is not "no fds".

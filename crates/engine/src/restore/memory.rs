@@ -424,6 +424,9 @@ pub(super) fn build_memory(
                 Some((rs.rseq_abi_pointer, u64::from(rs.rseq_abi_size)))
             },
         )));
+        // Pages the images keep plain (not PE_LAZY) are filled now.
+        let img_pid = live.threads.first().map_or(host, |t| t.tid);
+        eager.extend(crate::lazy::marks::unmarked(dir, img_pid)?);
         let ranges = crate::lazy::lazy_ranges(&live.mm, &eager);
         lazy_source = crate::lazy::LazySource::new(&local, ranges.clone());
         lazy_task = Some(crate::lazy::open_in_task(
