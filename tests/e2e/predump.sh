@@ -1,8 +1,11 @@
 # Pre-dump chains (issue 15, dump/predump.rs, mem/keeper.rs).
 # Sourced by run.sh: uses its helpers and adds its tests to ALL_TESTS.
 
-# CRIU 4.2 with the prlimit shim of this machine kind (restores chains).
-CRIU_SHIM=${CRIU_SHIM:-/tmp/oracle/criu-shim}
+# CRIU 4.2 to restore chains: $CRIU_SHIM (a wrapper, e.g. a prlimit shim)
+# if set, else the criu of ../shared/criu/build.sh (criu_bin, shared.sh).
+criu_for_chain() {
+    if [ -n "${CRIU_SHIM:-}" ]; then echo "$CRIU_SHIM"; else criu_bin; fi
+}
 
 # The keepers (crust __keeper) alive now, one pid a line.
 keepers() {
@@ -34,7 +37,7 @@ print(json.load(sys.stdin)['entries'][0]['dump'].get('$2', 0))"
 # after DIRTY_MB were rewritten; the final set holds about DIRTY_MB; CRIU
 # 4.2 restores the chain; the memory checks out. Sets FINAL_BYTES, FROZEN.
 predump_chain() {
-    local mb=$1 dirty=$2 b lo hi
+    local mb=$1 dirty=$2 b lo hi criu
     need_crust || return 1
     rm -f "$D/pidfile"
     start_prog dirtymem --mb "$mb" --dirty-mb "$dirty" --step "$D/step" || return 1
@@ -63,8 +66,9 @@ predump_chain() {
     echo "    ${mb} MiB, ${dirty} MiB rewritten per step: sets $(du -sk "$D/i1" | cut -f1) KiB, $(du -sk "$D/i2" | cut -f1) KiB, final $((FINAL_BYTES / 1024)) KiB of pages, frozen ${FROZEN} us" >&2
     [ "$FINAL_BYTES" -ge $lo ] && [ "$FINAL_BYTES" -le $hi ] ||
         { fail "the final set holds $FINAL_BYTES bytes of pages, not about $b" "$D/i3/dump.log"; return 1; }
-    [ -x "$CRIU_SHIM" ] || { skip "no CRIU 4.2 at $CRIU_SHIM to restore the chain"; return 2; }
-    (cd "$D" && timeout 60 "$CRIU_SHIM" restore -D "$D/i3" -d -v4 -o restore.log --pidfile "$D/pidfile") \
+    criu=$(criu_for_chain)
+    [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh, or CRIU_SHIM) to restore the chain"; return 2; }
+    (cd "$D" && timeout 60 "$criu" restore -D "$D/i3" -d -v4 -o restore.log --pidfile "$D/pidfile") \
         >"$D/r.out" 2>&1 || { fail "CRIU 4.2 could not restore the chain" "$D/i3/restore.log"; return 1; }
     track "$PID" "$BIN/dirtymem"
     expect_pass "$D/i3/restore.log"
@@ -119,9 +123,11 @@ t_predump_rpc() {
     "$client" "$CRUST" swrk dump-parent "$PID" "$D/i3" ../i2 >"$D/r3.out" 2>&1 || { fail "RPC dump: $(tail -c 300 "$D/r3.out")" "$D/i3/dump.log"; return 1; }
     wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
     [ "$(stat_of "$D/i3" pages_skipped_parent)" -gt 10000 ] || { fail "the final dump left no pages to its parent" "$D/i3/dump.log"; return 1; }
-    [ -x "$CRIU_SHIM" ] || { skip "no CRIU 4.2 at $CRIU_SHIM to restore the chain"; return 2; }
+    local criu
+    criu=$(criu_for_chain)
+    [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh, or CRIU_SHIM) to restore the chain"; return 2; }
     rm -f "$D/pidfile"
-    (cd "$D" && timeout 60 "$CRIU_SHIM" restore -D "$D/i3" -d -v4 -o restore.log --pidfile "$D/pidfile") \
+    (cd "$D" && timeout 60 "$criu" restore -D "$D/i3" -d -v4 -o restore.log --pidfile "$D/pidfile") \
         >"$D/r.out" 2>&1 || { fail "CRIU 4.2 could not restore the chain" "$D/i3/restore.log"; return 1; }
     track "$PID" "$BIN/dirtymem"
     expect_pass "$D/i3/restore.log"
