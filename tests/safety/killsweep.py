@@ -424,6 +424,63 @@ class TrackMem(NoContext):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
 
+def listening(port):
+    """Is something listening on 127.0.0.1:PORT (read from /proc/net/tcp)?"""
+    want = ":%04X" % port
+    for line in (read("/proc/net/tcp") or "").splitlines()[1:]:
+        f = line.split()
+        if len(f) > 3 and f[1].endswith(want) and f[3] == "0A":
+            return True
+    return False
+
+
+class PageServerTrackMem(TrackMem):
+    """Pre-dumps that send their pages to a page server (issue 15): each
+    try starts `crust page-server` on a port of its own; once the pre-dump
+    is gone the server has ended (it got all or saw its client vanish) or
+    is killed (the pre-dump died before it connected), then the keeper is
+    released as for TrackMem. The target must run on as before whatever
+    the moment crust died."""
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="crust-killsweep-ps-")
+        self.n = 0
+        self.srv = None
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_server(0)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def extra(self):
+        self.stop_server(0)
+        self.n += 1
+        port = 30000 + (os.getpid() + self.n * 7) % 20000
+        d = os.path.join(self.dir, "srv-%d" % self.n)
+        os.makedirs(d, mode=0o700)
+        self.srv = subprocess.Popen(
+            [CRUST, "page-server", "-D", d, "--address", "127.0.0.1", "--port", str(port),
+             "-o", "ps.log", "-v4"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        wait_until(lambda: listening(port) or self.srv.poll() is not None, 10)
+        return ["--track-mem", "--page-server", "--address", "127.0.0.1", "--port", str(port)]
+
+    def stop_server(self, wait):
+        if self.srv is None:
+            return
+        if not wait_until(lambda: self.srv.poll() is not None, wait):
+            self.srv.kill()
+        self.srv.wait()
+        self.srv = None
+
+    def release(self, img):
+        # A pre-dump killed mid-send: the server sees its client vanish.
+        self.stop_server(10)
+        TrackMem.release(self, img)
+
+
 def freezer_available():
     if os.access(os.path.join(FREEZER, "cgroup.procs"), os.W_OK):
         return None
@@ -784,6 +841,10 @@ CASES = [
     DumpSweep("pre-dump --track-mem ", (signal.SIGKILL, signal.SIGTERM), leave=(False,), groups=(False,),
               command="pre-dump", requires=lambda: crust_can("mem_dirty_track"),
               context=TrackMem),
+    # The same pre-dump sending its pages to a page server.
+    DumpSweep("pre-dump --page-server ", (signal.SIGKILL, signal.SIGTERM), leave=(False,), groups=(False,),
+              command="pre-dump", requires=lambda: crust_can("mem_dirty_track"),
+              context=PageServerTrackMem),
     # The -R copy phase (a snapshot's pages copied while the tree runs):
     # the first case's delays span a whole dump -R; this one kills the
     # worker itself once the tree was let go.

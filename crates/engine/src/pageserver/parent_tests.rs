@@ -9,6 +9,12 @@ use crust_images::consts::pe;
 use crust_images::image::{ImageReader, ImageType};
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 
+/// A pagemap of process `id` in `dir` (a parent set).
+fn parent_pagemap(dir: &std::path::Path, id: u64, runs: &[(u64, u64, u32)]) {
+    let name = ImageType::Pagemap.file_name(id);
+    crate::mem::write_pagemap_named(dir, ImageType::Pagemap, &name, 1, runs).unwrap();
+}
+
 /// A server into `dst` (whose `parent` holds process 7's pagemap) and a
 /// sink recording into `src`: PS_IOV_PARENT answers by process; runs sent
 /// are recorded in `src` and counted in its tally.
@@ -18,7 +24,11 @@ fn parent_answers_and_record() {
     let (src, dst) = (d.0.join("src"), d.0.join("dst"));
     std::fs::create_dir_all(dst.join("p")).unwrap();
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(dst.join("p/pagemap-7.img"), b"").unwrap();
+    parent_pagemap(
+        &dst.join("p"),
+        7,
+        &[(0x10000, 2, pe::PRESENT), (0x12000, 3, pe::PARENT)],
+    );
     std::os::unix::fs::symlink("p", dst.join("parent")).unwrap();
     let mut o = local_opts(0);
     let l = Listener::bind(&o).unwrap();
@@ -80,4 +90,35 @@ fn parent_answers_and_record() {
         std::fs::read(dst.join(format!("pages-{}.img", server::PAGES_ID_BASE))).unwrap(),
         page(5)
     );
+}
+
+/// A run sent as in the parent that the server's parent set does not
+/// hold: the server refuses it (as CRIU's does), the client's close fails.
+#[test]
+fn server_refuses_a_run_not_in_its_parent() {
+    let d = temp("not-in-parent");
+    let dst = d.0.join("dst");
+    std::fs::create_dir_all(dst.join("p")).unwrap();
+    parent_pagemap(&dst.join("p"), 7, &[(0x10000, 2, pe::PRESENT)]);
+    std::os::unix::fs::symlink("p", dst.join("parent")).unwrap();
+    let mut o = local_opts(0);
+    let l = Listener::bind(&o).unwrap();
+    o.port = Some(l.port());
+    let so = o.clone();
+    let sdst = dst.clone();
+    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdst, None, true));
+    let sink = PageServerSink::new(Conn::connect(&o).unwrap());
+    {
+        let mut s = sink.open(PageOwner::Task { id: 7, pages_id: 1 }).unwrap();
+        s.runs(&[Run {
+            vaddr: 0x11000,
+            npages: 2,
+            flags: pe::PARENT,
+        }])
+        .unwrap();
+        let _ = s.finish();
+    }
+    assert!(sink.close(false).is_err());
+    let e = srv.join().unwrap().unwrap_err();
+    assert!(e.to_string().contains("does not hold them"), "{e}");
 }

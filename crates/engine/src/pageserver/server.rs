@@ -46,6 +46,9 @@ struct Receiving<'a> {
     sink: &'a LocalImages<'static>,
     dir: &'a Path,
     cur: Option<(u64, Box<dyn PageStream + 'a>)>,
+    /// What the parent set's pagemap of the open one holds (merged
+    /// (start, end) ranges); None: no parent pagemap.
+    parent: Option<Vec<(u64, u64)>>,
     next_id: u32,
     stats: ServeStats,
     buf: Vec<u8>,
@@ -81,7 +84,45 @@ impl<'a> Receiving<'a> {
         let s = self.sink.open(owner)?;
         self.cur = Some((dst_id, s));
         self.stats.opens += 1;
-        Ok(has_parent(self.dir, target))
+        // As CRIU's: a parent pagemap that cannot be read counts as none.
+        self.parent = has_parent(self.dir, target)
+            .then(|| parent_ranges(self.dir, target))
+            .and_then(|r| {
+                r.inspect_err(|e| log::warn!("page server: {e}: answered as no parent"))
+                    .ok()
+            });
+        Ok(self.parent.is_some())
+    }
+
+    /// A run sent as in the parent must be there (CRIU's server checks
+    /// it too): else the chain would not restore.
+    fn check_in_parent(&self, peer: &str, run: &Run) -> Result<(), Error> {
+        let end = run
+            .npages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|l| run.vaddr.checked_add(l));
+        let covered = match (&self.parent, end) {
+            (Some(ranges), Some(end)) => {
+                let i = ranges.partition_point(|r| r.1 <= run.vaddr);
+                ranges
+                    .get(i)
+                    .is_some_and(|r| r.0 <= run.vaddr && end <= r.1)
+            }
+            _ => false,
+        };
+        if covered {
+            return Ok(());
+        }
+        Err(ps_err(
+            peer,
+            format!(
+                "pages {:#x}+{} were sent as in the parent set, which {} (start the page server with --prev-images-dir naming the previous round)",
+                run.vaddr,
+                run.npages,
+                if self.parent.is_some() { "does not hold them" } else { "this page server has not" }
+            ),
+            std::io::ErrorKind::InvalidData.into(),
+        ))
     }
 
     fn add(&mut self, conn: &mut Conn, iov: &Iov, flags: u32) -> Result<(), Error> {
@@ -90,17 +131,20 @@ impl<'a> Receiving<'a> {
             self.open(conn.peer(), iov.dst_id)?;
         }
         let peer = conn.peer().to_string();
+        let run = Run {
+            vaddr: iov.vaddr,
+            npages: iov.nr_pages,
+            flags,
+        };
+        if flags & pe::PARENT != 0 {
+            self.check_in_parent(&peer, &run)?;
+        }
         let Some((_, s)) = self.cur.as_mut() else {
             return Err(ps_err(
                 &peer,
                 "no open pagemap",
                 std::io::ErrorKind::InvalidData.into(),
             ));
-        };
-        let run = Run {
-            vaddr: iov.vaddr,
-            npages: iov.nr_pages,
-            flags,
         };
         s.runs(&[run])?;
         if flags & pe::PRESENT == 0 {
@@ -136,6 +180,44 @@ fn has_parent(dir: &Path, target: Target) -> bool {
     dir.join("parent").join(name).exists()
 }
 
+/// The ranges the parent set's pagemap of `target` holds (stored there or
+/// in its own parent), merged, as (start, end).
+fn parent_ranges(dir: &Path, target: Target) -> Result<Vec<(u64, u64)>, Error> {
+    let (ty, id) = match target {
+        Target::Task(id) => (ImageType::Pagemap, id),
+        Target::Object(id) => (ImageType::ShmemPagemap, id),
+    };
+    let name = ty.file_name(id);
+    let pdir = dir.join("parent");
+    let rerr = |source| Error::Image {
+        what: format!("cannot read the parent's {name}"),
+        source,
+    };
+    let mut r = ImageReader::open_typed(&pdir, ty, &name).map_err(rerr)?;
+    let _: Option<PagemapHead> = r.read_entry().map_err(rerr)?;
+    let entries: Vec<PagemapEntry> = r.read_remaining().map_err(rerr)?;
+    let mut runs: Vec<(u64, u64)> = entries
+        .iter()
+        .filter(|e| {
+            e.in_parent == Some(true)
+                || e.flags.unwrap_or(pe::PRESENT) & (pe::PRESENT | pe::PARENT) != 0
+        })
+        .map(|e| {
+            let n = e.nr_pages.unwrap_or(u64::from(e.compat_nr_pages));
+            (e.vaddr, e.vaddr.saturating_add(n.saturating_mul(PAGE_SIZE)))
+        })
+        .collect();
+    runs.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (a, b) in runs {
+        match out.last_mut() {
+            Some(l) if a <= l.1 => l.1 = l.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    Ok(out)
+}
+
 /// Serve one connection until PS_IOV_CLOSE (or FORCE_CLOSE): pages go
 /// into `dir`, PS_IOV_GET is answered by `provider` (None: refused). With
 /// `wait_eof` (not with `--ps-socket`), the server waits for the client to
@@ -152,6 +234,7 @@ pub fn serve(
         sink: &sink,
         dir,
         cur: None,
+        parent: None,
         next_id: PAGES_ID_BASE,
         stats: ServeStats::default(),
         buf: vec![0u8; CHUNK],

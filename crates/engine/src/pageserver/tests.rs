@@ -62,7 +62,15 @@ fn dump_to_server_and_get_back() {
     let sdir = dir.clone();
     // A parent set holding process 7's pagemap: runs as in the parent may go.
     std::fs::create_dir_all(dir.join("p")).unwrap();
-    std::fs::write(dir.join("p/pagemap-7.img"), b"").unwrap();
+    let p = dir.join("p");
+    crate::mem::write_pagemap_named(
+        &p,
+        ImageType::Pagemap,
+        "pagemap-7.img",
+        1,
+        &[(0x20000, 3, pe::PRESENT)],
+    )
+    .unwrap();
     std::os::unix::fs::symlink("p", dir.join("parent")).unwrap();
     let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
     let sink = PageServerSink::new(Conn::connect(&o).unwrap());
