@@ -420,7 +420,7 @@ pub(super) fn build_memory(
         )));
         // Pages the images keep plain (not PE_LAZY) are filled now.
         let img_pid = live.threads.first().map_or(host, |t| t.tid);
-        eager.extend(crate::lazy::marks::unmarked(dir, img_pid)?);
+        eager.extend(crate::lazy::marks::eager_too(dir, img_pid, &eager)?);
         let ranges = crate::lazy::lazy_ranges(&live.mm, &eager);
         lazy_source = crate::lazy::LazySource::new(&local, ranges.clone());
         lazy_task = Some(crate::lazy::open_in_task(
