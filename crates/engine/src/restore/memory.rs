@@ -503,8 +503,14 @@ fn inherited_ranges(
         }
     }
     // VMAs that may share pages with the parent's (every page stored, as
-    // CRIU stores them): kept when the parent's copy is there.
+    // CRIU stores them): kept when the parent's copy is there, and none of
+    // their pages was left on the source (`dump --lazy-pages`).
+    let img_pid = live.threads.first().map_or(host, |t| t.tid);
+    let left = crate::lazy::marks::left_on_source(&img.dir, img_pid)?;
     for (s, e) in candidates {
+        if left.iter().any(|r| r.start < e && s < r.end) {
+            continue;
+        }
         if !inherited.contains(&(s, e)) && private_up_to(maps, s, e) == e {
             inherited.push((s, e));
         }
