@@ -388,7 +388,7 @@ pub(super) fn build_memory(
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
-    let inherited = inherited_ranges(host, img, live, parent, &maps)?;
+    let inherited = inherited_ranges(host, img, (live, lazy), parent, &maps)?;
     let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
@@ -469,7 +469,7 @@ pub(super) fn build_memory(
 fn inherited_ranges(
     host: i32,
     img: &ImageSet,
-    live: &LiveImage,
+    (live, lazy): (&LiveImage, bool),
     parent: Option<&MmEntry>,
     maps: &[crust_proc::MapEntry],
 ) -> Result<Vec<(u64, u64)>, Error> {
@@ -506,7 +506,10 @@ fn inherited_ranges(
     // CRIU stores them): kept when the parent's copy is there, and none of
     // their pages was left on the source (`dump --lazy-pages`).
     let img_pid = live.threads.first().map_or(host, |t| t.tid);
-    let left = crate::lazy::marks::left_on_source(&img.dir, img_pid)?;
+    let left = match lazy {
+        true => crate::lazy::marks::left_on_source(&img.dir, img_pid)?,
+        false => Vec::new(),
+    };
     for (s, e) in candidates {
         if left.iter().any(|r| r.start < e && s < r.end) {
             continue;
