@@ -151,11 +151,11 @@ lazy_restored() {
 # a plain restore of the set is refused; the daemon fetches the pages
 # from the source, the restored tree's memory checks out, and the source
 # tree is killed once the daemon said it has every page.
-t_lazy_remote_bigmem() {
+lazy_remote_roundtrip() {
     need_cr || return $?
-    local port src pages
+    local port src pages prog=$1
     port=$(lazy_port)
-    lazy_start_pidns bigmem --mb 64 || return 1
+    lazy_start_pidns "$@" || return 1
     src=$PID
     lazy_dump_serve "$D/img" "$port" || return 1
     "$CRUST" image decode -i "$D/img/pagemap-1.img" 2>/dev/null | "$PY" -c '
@@ -163,7 +163,7 @@ import json, sys
 sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1:]) else 1)' ||
         { fail "no PE_LAZY-only entry in pagemap-1.img" "$D/img/dump.log"; return 1; }
     pages=$(cat "$D"/img/pages-*.img | wc -c)
-    [ "$pages" -lt $((16 << 20)) ] || { fail "the lazy dump stored $pages bytes of pages" "$D/img/dump.log"; return 1; }
+    [ "$pages" -lt $((4 << 20)) ] || { fail "the lazy dump stored $pages bytes of pages" "$D/img/dump.log"; return 1; }
     crust_run restore-plain restore -D "$D/img" -d -v4 -o restore-plain.log
     [ $RC -ne 0 ] || { fail "a plain restore of a lazy set succeeded"; return 1; }
     grep -q "restore this set with --lazy-pages" "$D/restore-plain.err" ||
@@ -176,7 +176,7 @@ sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1
     rm -f "$D/pidfile"
     crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
     [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
-    lazy_restored bigmem || return 1
+    lazy_restored "$prog" || return 1
     lazy_wait_done "$D/img" 30 || return 1
     wait "$DUMP_PID"
     [ $? -eq 0 ] || { fail "dump --lazy-pages failed: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
@@ -184,6 +184,10 @@ sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1
     grep -q "pages sent" "$D/img/dump.log" || { fail "the dump did not serve pages" "$D/img/dump.log"; return 1; }
     expect_pass "$D/img/restore.log"
 }
+t_lazy_remote_bigmem() { lazy_remote_roundtrip bigmem --mb 64; }
+# A tree of 3 processes: a child's VMAs with pages left on the source are
+# not kept from its parent at restore, but served lazily.
+t_lazy_remote_tree() { lazy_remote_roundtrip forest --n 3; }
 
 # The source goes away (its dump and tree killed) before the restore:
 # the daemon cannot fetch the first page, fails, and its guard kills the
@@ -248,4 +252,4 @@ t_lazy_remote_daemon_dies() {
     expect_pass
 }
 
-ALL_TESTS+=(lazy-remote-bigmem lazy-remote-source-dies lazy-remote-daemon-dies)
+ALL_TESTS+=(lazy-remote-bigmem lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies)

@@ -71,7 +71,7 @@ CASES=(
     "utsns|utsns|a UTS namespace of the tree's own (host and domain names) with a child in it"
     "scmepoll|scmepoll --mode socket|an epoll held by no task, carried twice by messages queued on the socket it watches (zdtm scm05)"
     "lazy|lazy bigmem --mb 32|restore --lazy-pages: the dumping tool's lazy-pages daemon serves the other tool's lazy restore (PE_LAZY marks)"
-    "lazyremote|lazyremote bigmem --mb 32|post-copy: dump --lazy-pages serves the other tool's lazy-pages --page-server and lazy restore (pid namespace; CRIU 4.2's own dump --lazy-pages fails here: known, a skip)"
+    "lazyremote|lazyremote bigmem --mb 32|post-copy: dump --lazy-pages serves the other tool's lazy-pages --page-server and lazy restore (pid namespace; criu-crust is a skip: CRIU leaves the rseq page on the source, which crust refuses, and CRIU's dump --lazy-pages fails here to serve anyway)"
     "scmepoll2|scmepoll --mode other --moved 0|an epoll held by no task, carried by a message, watching a pipe and an eventfd of the process (not moved since: CRIU 4.2 records the numbers as registered and cannot restore its own images otherwise)"
 )
 DIRECTIONS=(crust-criu criu-crust)
@@ -289,6 +289,12 @@ run_lazy_remote() {
         { fail "$to lazy-pages did not listen: $(why "$D/img/lazy.log" "$D/lazy.out")" "$D/img/lazy.log"; return 1; }
     rm -f "$D/pidfile"
     run_tool restore "$to" restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
+    if [ $RC -ne 0 ] && [ "$from" = criu ] && grep -q "not supported yet: a lazy restore" "$D/restore.out"; then
+        # CRIU leaves the page of a thread's rseq area on the source; crust's
+        # restore must fill it at once, and says so.
+        REASON="crust refuses CRIU's lazy set: $(why "$D/img/restore.log" "$D/restore.out")"
+        return 2
+    fi
     [ $RC -eq 0 ] || { fail "$to restore exited with $RC: $(why "$D/img/restore.log" "$D/restore.out")" "$D/img/restore.log"; return 1; }
     PID=$(cat "$D/pidfile")
     track "$PID" "$BIN/$1"

@@ -6,6 +6,7 @@
 //! serves only marked ones. A pagemap without any mark (sets of older
 //! crusts) goes by the VMAs alone.
 
+use super::iovs::{merge, subtract};
 use crate::mem::chain::{read_pagemap, Owner};
 use crate::Error;
 use crust_images::consts::pe;
@@ -28,4 +29,34 @@ pub fn unmarked(dir: &Path, pid: i32) -> Result<Vec<Range<u64>>, Error> {
         .filter(|e| e.flags & pe::LAZY == 0 && e.flags & (pe::PRESENT | pe::PARENT) != 0)
         .map(|e| e.start..e.end)
         .collect())
+}
+
+/// The runs of process `pid`'s pagemap in `dir` whose pages were left on
+/// the source (`PE_LAZY` only).
+pub fn left_on_source(dir: &Path, pid: i32) -> Result<Vec<Range<u64>>, Error> {
+    let Some(pm) = read_pagemap(dir, Owner::Task(pid as u64))? else {
+        return Ok(Vec::new());
+    };
+    Ok(pm
+        .entries
+        .iter()
+        .filter(|e| e.flags & pe::LAZY != 0 && e.flags & (pe::PRESENT | pe::PARENT) == 0)
+        .map(|e| e.start..e.end)
+        .collect())
+}
+
+/// What a lazy restore of process `pid` fills at once besides `eager`
+/// (memory it must fill now: VMAs kept from the parent, rseq pages): the
+/// pages the images keep plain ([`unmarked`]). Pages left on the source
+/// (`PE_LAZY` only) inside `eager` cannot be had: refused.
+pub fn eager_too(dir: &Path, pid: i32, eager: &[Range<u64>]) -> Result<Vec<Range<u64>>, Error> {
+    let left = merge(left_on_source(dir, pid)?);
+    let bytes = |v: &[Range<u64>]| v.iter().map(|r| r.end - r.start).sum::<u64>();
+    if bytes(&subtract(left.clone(), &merge(eager.to_vec()))) != bytes(&left) {
+        return Err(Error::unsupported(format!(
+            "a lazy restore of process {pid} whose pages left on the source (dump --lazy-pages) \
+             lie in memory the restore must fill at once (kept from its parent, or its rseq area)"
+        )));
+    }
+    unmarked(dir, pid)
 }

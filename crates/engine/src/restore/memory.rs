@@ -394,7 +394,7 @@ pub(super) fn build_memory(
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
-    let inherited = inherited_ranges(host, img, live, parent, &maps)?;
+    let inherited = inherited_ranges(host, img, (live, lazy), parent, &maps)?;
     let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
@@ -426,7 +426,7 @@ pub(super) fn build_memory(
         )));
         // Pages the images keep plain (not PE_LAZY) are filled now.
         let img_pid = live.threads.first().map_or(host, |t| t.tid);
-        eager.extend(crate::lazy::marks::unmarked(dir, img_pid)?);
+        eager.extend(crate::lazy::marks::eager_too(dir, img_pid, &eager)?);
         let ranges = crate::lazy::lazy_ranges(&live.mm, &eager);
         lazy_source = crate::lazy::LazySource::new(&local, ranges.clone());
         lazy_task = Some(crate::lazy::open_in_task(
@@ -476,7 +476,7 @@ pub(super) fn build_memory(
 fn inherited_ranges(
     host: i32,
     img: &ImageSet,
-    live: &LiveImage,
+    (live, lazy): (&LiveImage, bool),
     parent: Option<&MmEntry>,
     maps: &[crust_proc::MapEntry],
 ) -> Result<Vec<(u64, u64)>, Error> {
@@ -510,8 +510,17 @@ fn inherited_ranges(
         }
     }
     // VMAs that may share pages with the parent's (every page stored, as
-    // CRIU stores them): kept when the parent's copy is there.
+    // CRIU stores them): kept when the parent's copy is there, and none of
+    // their pages was left on the source (`dump --lazy-pages`).
+    let img_pid = live.threads.first().map_or(host, |t| t.tid);
+    let left = match lazy {
+        true => crate::lazy::marks::left_on_source(&img.dir, img_pid)?,
+        false => Vec::new(),
+    };
     for (s, e) in candidates {
+        if left.iter().any(|r| r.start < e && s < r.end) {
+            continue;
+        }
         if !inherited.contains(&(s, e)) && private_up_to(maps, s, e) == e {
             inherited.push((s, e));
         }
