@@ -66,6 +66,8 @@ pub const BATCH_ENTRY: u64 = 64;
 
 /// The code of restore's trampoline page: [`SYSCALL_INSN`] at its start,
 /// int3s, and [`BATCH_CODE`] at [`BATCH_OFFSET`].
+// Evaluated at compile time: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
 pub const TRAMPOLINE_CODE: [u8; 128] = {
     let mut code = [0xccu8; 128];
     let mut i = 0;

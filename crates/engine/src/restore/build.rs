@@ -49,12 +49,13 @@ pub(super) fn build_rest(
         });
     };
     let main_core = &main_thread.core;
-    task::apply_core(&mut r, main_core, pid, pid)?;
+    let code = Some(crate::task::remote::batch_code(tramp));
+    task::apply_core(&mut r, main_core, (pid, pid), code)?;
     task::apply_loginuid(&mut r, main_core)?;
     task::apply_rseq(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
         let mut tr = Remote::on_trampoline(t, tramp);
-        task::apply_core(&mut tr, &ti.core, pid, ti.tid)?;
+        task::apply_core(&mut tr, &ti.core, (pid, ti.tid), code)?;
         task::apply_rseq(&mut tr, &ti.core)?;
     }
     Ok(())

@@ -588,6 +588,7 @@ fn unmap_all_but(
     tramp: u64,
 ) -> Result<Vec<(MapKind, u64, u64)>, Error> {
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
+    let mut b = crate::task::remote::Batch::new(Some(crate::task::remote::batch_code(tramp)));
     for m in maps {
         match m.kind() {
             MapKind::Vdso | MapKind::Vvar | MapKind::VvarVclock => {
@@ -610,11 +611,18 @@ fn unmap_all_but(
         cuts.sort_unstable();
         for (s, e) in cuts.into_iter().chain(std::iter::once((m.end, m.end))) {
             if s > cur {
-                r.call("munmap", libc::SYS_munmap, [cur, s - cur, 0, 0, 0, 0])?;
+                b.push(
+                    r,
+                    format!("munmap {cur:#x}-{s:#x}"),
+                    libc::SYS_munmap,
+                    [cur, s - cur, 0, 0, 0, 0],
+                    None,
+                )?;
             }
             cur = cur.max(e);
         }
     }
+    b.flush(r)?;
     Ok(special)
 }
 

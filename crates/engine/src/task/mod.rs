@@ -497,8 +497,14 @@ pub fn zombie_core(stat: &Stat) -> CoreEntry {
 /// Restore side: apply what `core_entry` says to the new task, by remote
 /// syscalls (everything but registers, mask and memory).
 /// `tgid` and `tid` are the thread's ids as the task itself sees them
-/// (they differ from crust's view in a pid namespace).
-pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> Result<(), Error> {
+/// (they differ from crust's view in a pid namespace). `code`: the
+/// syscall-table loop in the task (restore's trampoline), if any.
+pub fn apply_core(
+    r: &mut Remote<'_>,
+    core: &CoreEntry,
+    (tgid, tid): (i32, i32),
+    code: Option<RemoteAddr>,
+) -> Result<(), Error> {
     let tc = core.tc.as_ref();
     let th = core.thread_core.as_ref();
     let comm = th
@@ -515,7 +521,7 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
         )?;
     }
     if let Some(tc) = tc {
-        apply_task_core(r, tc, tgid, tid)?;
+        apply_task_core(r, tc, (tgid, tid), code)?;
     }
     if let Some(th) = th {
         apply_thread_core(r, th, tgid, tid)?;
@@ -536,8 +542,8 @@ pub fn apply_core(r: &mut Remote<'_>, core: &CoreEntry, tgid: i32, tid: i32) -> 
 fn apply_task_core(
     r: &mut Remote<'_>,
     tc: &TaskCoreEntry,
-    tgid: i32,
-    tid: i32,
+    (tgid, tid): (i32, i32),
+    code: Option<RemoteAddr>,
 ) -> Result<(), Error> {
     let pid = r.pid();
     r.call(
@@ -545,7 +551,7 @@ fn apply_task_core(
         libc::SYS_personality,
         [tc.personality as u64, 0, 0, 0, 0, 0],
     )?;
-    apply_sigactions(r, tc)?;
+    apply_sigactions(r, tc, code)?;
     if let Some(t) = &tc.timers {
         apply_itimers(r, t)?;
         restore_posix_timers(r, &t.posix)?;
@@ -578,8 +584,13 @@ fn apply_task_core(
     Ok(())
 }
 
-/// Signal handlers, in the order [`sigaction_signals`] lists them.
-fn apply_sigactions(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(), Error> {
+/// Signal handlers, in the order [`sigaction_signals`] lists them, set in
+/// one stop with the syscall-table loop at `code` (one by one without).
+fn apply_sigactions(
+    r: &mut Remote<'_>,
+    tc: &TaskCoreEntry,
+    code: Option<RemoteAddr>,
+) -> Result<(), Error> {
     let pid = r.pid();
     let sigs: Vec<u32> = sigaction_signals().collect();
     if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
@@ -592,20 +603,28 @@ fn apply_sigactions(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(), Error>
             ),
         });
     }
-    for (sig, sa) in sigs.iter().zip(tc.sigactions.iter()) {
-        let mut b = Vec::with_capacity(32);
-        b.extend_from_slice(&sa.sigaction.to_le_bytes());
-        b.extend_from_slice(&sa.flags.to_le_bytes());
-        b.extend_from_slice(&sa.restorer.to_le_bytes());
-        b.extend_from_slice(&sa.mask.to_le_bytes());
-        let a = r.put(0, &b)?;
-        r.call(
-            &format!("rt_sigaction({sig})"),
+    // struct kernel_sigaction of each signal at SA_AT + 32 * i, written at
+    // once; the table after them.
+    let mut data = Vec::with_capacity(32 * sigs.len());
+    for sa in &tc.sigactions {
+        data.extend_from_slice(&sa.sigaction.to_le_bytes());
+        data.extend_from_slice(&sa.flags.to_le_bytes());
+        data.extend_from_slice(&sa.restorer.to_le_bytes());
+        data.extend_from_slice(&sa.mask.to_le_bytes());
+    }
+    r.put(SA_AT, &data)?;
+    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
+    for (i, (sig, _)) in sigs.iter().zip(tc.sigactions.iter()).enumerate() {
+        let at = r.at(SA_AT + 32 * i as u64).get();
+        b.push(
+            r,
+            format!("rt_sigaction({sig})"),
             libc::SYS_rt_sigaction,
-            [*sig as u64, a.get(), 0, 8, 0, 0],
+            [*sig as u64, at, 0, 8, 0, 0],
+            None,
         )?;
     }
-    Ok(())
+    b.flush(r).map(drop)
 }
 
 /// The per-thread part of a core: alternate signal stack, signals pending
