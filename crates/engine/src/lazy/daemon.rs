@@ -82,6 +82,7 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
         .accept()
         .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
+    log::info!("lazy-pages: the restore connected");
     let result = run(opts, conn.into(), &mut guard);
     match &result {
         Ok(_) => guard.done(),
