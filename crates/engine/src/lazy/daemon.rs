@@ -194,9 +194,10 @@ fn tree_of(conn: &OwnedFd) -> Vec<i32> {
 /// userfaultfd ("um" in its smaps): the restore fills some lazy VMAs at
 /// once (VMAs kept from the parent, rseq pages) and does not register
 /// them, and a copy there would fail. `tree`: the host pids, every task
-/// still stopped (a VMA that moved after this read would be missed). A
-/// process not found keeps its pieces: a copy outside registered memory
-/// is then dropped page by page.
+/// still stopped under crust's restore (a VMA that moved after this read
+/// would be missed; CRIU's restore does not wait for the daemon). A
+/// process not found, or with nothing registered, keeps its pieces: a
+/// copy outside registered memory is then dropped page by page.
 fn trim_to_registered(tasks: &mut [Served], tree: &[i32]) {
     let root = crust_proc::ProcRoot::default();
     for &host in tree {
@@ -215,6 +216,10 @@ fn trim_to_registered(tasks: &mut [Served], tree: &[i32]) {
             .filter(|m| m.has_flag("um"))
             .map(|m| m.map.start..m.map.end)
             .collect();
+        if registered.is_empty() {
+            // Nothing registered yet (another restore's order): keep all.
+            continue;
+        }
         let before = t.iovs.bytes();
         t.iovs.keep_within(&super::iovs::merge(registered));
         log::debug!(
