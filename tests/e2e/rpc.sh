@@ -69,7 +69,7 @@ rpc_round_trip() {
     grep -q '^version 4\.2 crust ' "$D/version.out" || { fail "VERSION says: $(cat "$D/version.out")"; return 1; }
     rpc_ok check "$RPC_CLIENT" "$CRUST" "$via" check || return 1
     rpc_ok features "$RPC_CLIENT" "$CRUST" "$via" features || return 1
-    grep -q 'mem_track=True lazy_pages=False' "$D/features.out" ||
+    grep -q 'mem_track=True lazy_pages=True' "$D/features.out" ||
         { fail "FEATURE_CHECK says: $(cat "$D/features.out")"; return 1; }
     start_prog loop || return 1
     mkdir -p "$D/img1" "$D/img2"

@@ -688,23 +688,28 @@ class PanicCase:
 
 
 class LazySweep:
-    """Kill the lazy-pages daemon (SIGNALS) at STEPS delays over a whole
-    lazy restore (`lazy-pages -D IMG` from local images, `restore -d
-    --lazy-pages`): afterwards the restored target is either complete
-    (runs, answers, its maps and masks as before, and its own check
-    passes: its memory checksum catches a page that was never delivered)
-    or gone (no process has its pid), never left hanging on a fault. The
-    restore itself must not outlive the daemon by more than 60 s."""
+    """Kill the lazy-pages daemon, the restore, or both (VICTIM: "daemon",
+    "restore", "both"; SIGNALS) at STEPS delays over a whole lazy restore
+    (`lazy-pages -D IMG` from local images, `restore -d --lazy-pages`):
+    afterwards the restored target is either complete (runs, answers, its
+    maps and masks as before, and its own check passes: its memory
+    checksum catches a page that was never delivered) or gone (no process
+    has its pid), never left hanging on a fault. Neither crust process
+    outlives the other by more than 60 s, but a daemon still waiting for
+    a restore that died before it connected (it waits for the next one:
+    ended here)."""
 
-    def __init__(self, name, signals, requires=None):
-        self.name, self.signals, self.requires = name, signals, requires
+    def __init__(self, name, signals, victim="daemon", requires=None):
+        self.name, self.signals, self.victim, self.requires = name, signals, victim, requires
 
     def lazy_restore(self, img, delay=None, sig=None):
-        """One lazy restore; with DELAY, SIG is sent to the daemon DELAY s
+        """One lazy restore; with DELAY, SIG is sent to the victim DELAY s
         after the restore started. Returns (seconds, failure or None)."""
         sock = os.path.join(img, "lazy-pages.socket")
-        if os.path.exists(sock):
-            os.unlink(sock)
+        log = os.path.join(img, "lazy-pages.log")
+        for f in (sock, log):
+            if os.path.exists(f):
+                os.unlink(f)
         d = subprocess.Popen([CRUST, "lazy-pages", "-D", img, "-o", "lazy-pages.log", "-v4"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
@@ -717,15 +722,25 @@ class LazySweep:
         why = None
         if delay is not None:
             time.sleep(delay)
-            try:
-                os.kill(d.pid, sig)
-            except OSError:
-                pass
+            victims = {"daemon": (d,), "restore": (r,), "both": (d, r)}[self.victim]
+            for v in victims:
+                try:
+                    os.kill(v.pid, sig)
+                except OSError:
+                    pass
         try:
             r.wait(timeout=120)
+            if delay is not None and self.victim != "daemon":
+                # The restore died, maybe before it connected: the daemon
+                # then waits for the next restore (no hang of a tree).
+                try:
+                    d.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    if "the restore connected" not in (read(log) or ""):
+                        d.terminate()
             d.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            why = "the restore or the daemon still runs 60 s after the daemon was stopped"
+            why = "the restore or the daemon still runs 60 s after the %s was stopped" % self.victim
             for p in (r, d):
                 p.kill()
         if delay is None and (r.returncode != 0 or d.returncode != 0):
@@ -849,8 +864,13 @@ CASES = [
     # the first case's delays span a whole dump -R; this one kills the
     # worker itself once the tree was let go.
     CopySweep("dump -R copy phase"),
+    # A lazy restore (issue 15): its daemon, the restore, or both killed.
     LazySweep("lazy-pages daemon", (signal.SIGKILL, signal.SIGTERM),
-              requires=lambda: crust_can("lazy_pages")),
+              requires=lambda: crust_can("uffd-noncoop")),
+    LazySweep("lazy restore", (signal.SIGKILL,), victim="restore",
+              requires=lambda: crust_can("uffd-noncoop")),
+    LazySweep("lazy daemon and restore", (signal.SIGKILL,), victim="both",
+              requires=lambda: crust_can("uffd-noncoop")),
 ]
 
 

@@ -60,8 +60,6 @@ const fn feat(name: &'static str, category: Category, answer: Answer) -> Feature
 
 use Category::{Experimental, Extra, FeatureOnly};
 
-const NO_LAZY: &str = "crust has no lazy pages (userfaultfd) yet";
-
 /// CRIU 4.2's feature names, in CRIU's order, with crust's answer.
 static FEATURES: &[Feature] = &[
     feat("mnt_id", Extra, Probe(probe::mnt_id)),
@@ -90,8 +88,11 @@ static FEATURES: &[Feature] = &[
         Experimental,
         Lacks("crust restores 64-bit tasks only"),
     ),
-    feat("uffd", Extra, Lacks(NO_LAZY)),
-    feat("uffd-noncoop", Extra, Lacks(NO_LAZY)),
+    // Lazy restore (`restore --lazy-pages`, `lazy-pages`): a userfaultfd
+    // handling kernel faults too; noncoop: with its fork, mremap, remove
+    // and unmap events (lazy/ in the engine).
+    feat("uffd", Extra, Probe(uffd)),
+    feat("uffd-noncoop", Extra, Probe(uffd_noncoop)),
     feat(
         "can_map_vdso",
         Extra,
@@ -545,6 +546,31 @@ fn nsid() -> ProbeResult {
         .map_err(|e| miss(e.to_string()))
 }
 
+fn uffd() -> ProbeResult {
+    crust_sys::uffd_missing::available_features()
+        .map(drop)
+        .map_err(|source| ProbeError::Os {
+            what: "userfaultfd(2) with UFFDIO_API (lazy restore needs one that handles the \
+                   kernel's faults too: run as root)",
+            source,
+        })
+}
+
+fn uffd_noncoop() -> ProbeResult {
+    use crust_sys::uffd_missing::{available_features, LAZY_FEATURES};
+    let got = available_features().map_err(|source| ProbeError::Os {
+        what: "userfaultfd(2) with UFFDIO_API (run as root)",
+        source,
+    })?;
+    if got & LAZY_FEATURES != LAZY_FEATURES {
+        return Err(ProbeError::Missing(format!(
+            "userfaultfd lacks the events of a non-cooperative handler (fork, mremap, \
+             remove, unmap): features {got:#x}, {LAZY_FEATURES:#x} needed"
+        )));
+    }
+    Ok(())
+}
+
 fn pidfd_store() -> ProbeResult {
     probe::pidfd_open()?;
     probe::pidfd_getfd()
@@ -686,6 +712,13 @@ mod tests {
         let f = find("mem_dirty_track").unwrap();
         assert!(answer(f).is_ok());
         assert!(feature_supported("mem_dirty_track"));
+    }
+
+    #[test]
+    fn uffd_answers_the_probe() {
+        // As root on this kernel: lazy restore works, the answers are yes.
+        assert!(feature_supported("uffd"));
+        assert!(feature_supported("uffd-noncoop"));
     }
 
     #[test]

@@ -258,6 +258,19 @@ fn outcome(r: libc::c_int, done: i64, len: u64) -> Filled {
     }
 }
 
+/// The features a userfaultfd made as lazy restore makes it (not
+/// user-mode-only: root, or `vm.unprivileged_userfaultfd`) is offered:
+/// `UFFDIO_API` asking for none returns every one the kernel has (CRIU's
+/// probe). ENOSYS: no userfaultfd; EPERM: not allowed.
+pub fn available_features() -> io::Result<u64> {
+    // SAFETY: userfaultfd takes one integer argument.
+    let r = unsafe { libc::syscall(libc::SYS_userfaultfd, LAZY_CREATE_FLAGS as libc::c_long) };
+    let fd = cvt(r)?;
+    // SAFETY: the call succeeded: a new descriptor nobody else owns.
+    let uffd = Uffd::from_fd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    uffd.api(0)
+}
+
 /// poll(2) on `fds` (descriptor, events asked); returns the events
 /// returned for each, in order. `timeout_ms` < 0 waits forever.
 pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {

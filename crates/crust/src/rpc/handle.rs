@@ -440,8 +440,8 @@ fn check(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     send(ctx, &resp) && ok
 }
 
-/// FEATURE_CHECK: each feature asked for, as crust can do it (mem_track
-/// and lazy_pages: no incremental dumps and no lazy pages yet).
+/// FEATURE_CHECK: each feature asked for, as crust can do it (mem_track:
+/// `mem_dirty_track`, lazy_pages: `uffd-noncoop`, as CRIU answers them).
 pub fn features(req: &CriuReq) -> CriuResp {
     let asked = req.features.clone().unwrap_or_default();
     let answer = |wanted: Option<bool>, name: &str| {
@@ -546,11 +546,11 @@ mod tests {
         });
         assert!(r.success);
         let f = r.features.unwrap();
-        // Dirty-page tracking (this kernel: userfaultfd), no lazy pages;
-        // pidfd_store not asked.
+        // Dirty-page tracking (this kernel: userfaultfd), lazy pages (as
+        // root); pidfd_store not asked.
         assert_eq!(
             (f.mem_track, f.lazy_pages, f.pidfd_store),
-            (Some(true), Some(false), Some(false))
+            (Some(true), Some(true), Some(false))
         );
     }
 

@@ -44,6 +44,14 @@ pub struct DaemonStats {
     pub all_in_us: Option<u64>,
 }
 
+/// What one `UFFDIO_COPY` did.
+enum Copied {
+    /// Bytes put in, and whether a pending event stopped it (EAGAIN).
+    Done(u64, bool),
+    /// Nothing: part of the range is not registered memory (ENOENT).
+    Unregistered,
+}
+
 /// One process served.
 struct Served {
     /// Its pid in the images (-1: a child forked since the restore).
@@ -73,6 +81,7 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
         .accept()
         .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
+    log::info!("lazy-pages: the restore connected");
     let result = run(opts, conn.into(), &mut guard, &sources);
     // Every page in: the source may let its tree go. On failure the
     // connection just ends, and the source's tree runs on.
@@ -125,7 +134,9 @@ fn run(
                     Received::Finished => {
                         log::info!("lazy-pages: the restore is finished");
                         if let Some(c) = conn.take() {
-                            guard.tree(&tree_of(&c));
+                            let tree = tree_of(&c);
+                            guard.tree(&tree);
+                            trim_to_registered(&mut tasks, &tree);
                             // Closing tells the restore it may let the
                             // tree run: the guard knows it.
                         }
@@ -184,6 +195,46 @@ fn tree_of(conn: &OwnedFd) -> Vec<i32> {
         }
     }
     out
+}
+
+/// Cut each process's pieces to the memory registered with its
+/// userfaultfd ("um" in its smaps): the restore fills some lazy VMAs at
+/// once (VMAs kept from the parent, rseq pages) and does not register
+/// them, and a copy there would fail. `tree`: the host pids, every task
+/// still stopped under crust's restore (a VMA that moved after this read
+/// would be missed; CRIU's restore does not wait for the daemon). A
+/// process not found, or with nothing registered, keeps its pieces: a
+/// copy outside registered memory is then dropped page by page.
+fn trim_to_registered(tasks: &mut [Served], tree: &[i32]) {
+    let root = crust_proc::ProcRoot::default();
+    for &host in tree {
+        let Ok(st) = crust_proc::status(&root, host) else {
+            continue;
+        };
+        let pid = st.ns_pid.last().copied().unwrap_or(host);
+        let Some(t) = tasks.iter_mut().find(|t| t.pid == pid && !t.gone) else {
+            continue;
+        };
+        let Ok(maps) = crust_proc::smaps(&root, host) else {
+            continue;
+        };
+        let registered: Vec<std::ops::Range<u64>> = maps
+            .iter()
+            .filter(|m| m.has_flag("um"))
+            .map(|m| m.map.start..m.map.end)
+            .collect();
+        if registered.is_empty() {
+            // Nothing registered yet (another restore's order): keep all.
+            continue;
+        }
+        let before = t.iovs.bytes();
+        t.iovs.keep_within(&super::iovs::merge(registered));
+        log::debug!(
+            "lazy-pages: process {pid} (host {host}): {} KiB to serve in registered memory, {} KiB filled by the restore",
+            t.iovs.bytes() >> 10,
+            (before - t.iovs.bytes()) >> 10
+        );
+    }
 }
 
 enum Received {
@@ -367,26 +418,62 @@ impl Served {
         let Some((s, e, off)) = self.iovs.find(addr) else {
             return Ok((0, false));
         };
-        let len = len.min(e - addr);
+        let mut len = len.min(e - addr);
         let mut buf = vec![0u8; len as usize];
         self.pages.read(addr, off + (addr - s), &mut buf)?;
-        match self.uffd.copy(addr, &buf) {
+        loop {
+            let part = buf.get(..len as usize).unwrap_or(&[]);
+            match self.copy_once(addr, part)? {
+                // Part of the range is not registered memory: it crosses
+                // the end of a VMA the kernel split (an eager page the
+                // restore filled, an mprotect since), and the kernel copies
+                // nothing (ENOENT). Try the first half until the page at
+                // `addr` alone is tried.
+                Copied::Unregistered if len > PAGE => {
+                    len = (len / 2).next_multiple_of(PAGE).min(len - PAGE);
+                }
+                Copied::Unregistered => {
+                    // Not registered at all: the restore filled it.
+                    log::debug!(
+                        "lazy-pages: {:#x} of {} is not registered memory",
+                        addr,
+                        self.name()
+                    );
+                    self.iovs.remove(addr, addr + PAGE);
+                    let _ = self.uffd.wake(addr, PAGE);
+                    return Ok((0, false));
+                }
+                Copied::Done(n, again) => return Ok((n, again)),
+            }
+        }
+    }
+
+    /// One `UFFDIO_COPY` of `buf` to `addr`.
+    fn copy_once(&mut self, addr: u64, buf: &[u8]) -> Result<Copied, Error> {
+        let len = buf.len();
+        match self.uffd.copy(addr, buf) {
             Filled::Gone => {
                 self.exited();
-                Ok((0, false))
+                Ok(Copied::Done(0, false))
             }
             Filled::Done { n, stopped } => {
                 let n = n - n % PAGE;
                 self.iovs.remove(addr, addr + n);
                 match stopped {
-                    None => Ok((n, false)),
-                    Some(libc::EAGAIN) => Ok((n, true)),
-                    Some(libc::EEXIST) | Some(libc::ENOENT) => {
+                    None => Ok(Copied::Done(n, false)),
+                    Some(libc::EAGAIN) => Ok(Copied::Done(n, true)),
+                    Some(libc::ENOENT) if n == 0 => Ok(Copied::Unregistered),
+                    // ENOENT after some pages: the memory changed
+                    // meanwhile (its event comes next); the rest stays.
+                    Some(libc::ENOENT) => Ok(Copied::Done(n, false)),
+                    Some(libc::EEXIST) => {
+                        // That page is there already (put in by a fault
+                        // of another thread, or written by the restore).
                         self.iovs.remove(addr + n, addr + n + PAGE);
                         if n == 0 {
                             let _ = self.uffd.wake(addr, PAGE);
                         }
-                        Ok((n, false))
+                        Ok(Copied::Done(n, false))
                     }
                     Some(err) => Err(sys_err(
                         crust_sys::process::getpid(),

@@ -106,6 +106,16 @@ impl Iovs {
         }
     }
 
+    /// Forget everything outside `keep` (sorted, apart).
+    pub fn keep_within(&mut self, keep: &[Range<u64>]) {
+        let mut at = 0u64;
+        for r in keep {
+            self.remove(at, r.start);
+            at = at.max(r.end);
+        }
+        self.remove(at, u64::MAX);
+    }
+
     /// `mremap`: the pieces in [from, from+len) are now at `to`.
     pub fn remap(&mut self, from: u64, to: u64, len: u64) {
         let end = from.saturating_add(len);
@@ -160,6 +170,18 @@ mod tests {
         assert_eq!(
             all(&i),
             vec![(0x1000, 0x2000, 0x10000), (0x100000, 0x102000, 0x11000)]
+        );
+    }
+
+    #[test]
+    fn keep_within_cuts_outside() {
+        let mut i = Iovs::default();
+        i.add(0x1000, 0x9000, 0);
+        i.add(0x10000, 0x11000, 0x8000);
+        i.keep_within(&[0x2000..0x3000, 0x4000..0x5000]);
+        assert_eq!(
+            all(&i),
+            vec![(0x2000, 0x3000, 0x1000), (0x4000, 0x5000, 0x3000)]
         );
     }
 
