@@ -271,6 +271,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pagemap_scan_stored_leaves_out_the_zero_page() {
+        let page = 4096usize;
+        let len = 256 * page;
+        // A fresh mapping of its own (a heap allocation may reuse pages
+        // another test touched).
+        // SAFETY: a new anonymous mapping; nothing else refers to it.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(m, libc::MAP_FAILED);
+        // SAFETY: the mapping is `len` bytes, readable and writable, ours.
+        let v = unsafe { std::slice::from_raw_parts_mut(m.cast::<u8>(), len) };
+        let base = m as usize;
+        // Written: 3, 4, 6. Only read (the zero page): 5, 7.
+        for p in [3usize, 4, 6] {
+            v[p * page] = 1;
+        }
+        let mut sum = 0u8;
+        for p in [5usize, 7] {
+            sum |= std::hint::black_box(v[p * page]);
+        }
+        assert_eq!(sum, 0);
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut out = [PageRegion::default(); 8];
+        let (start, end) = (base as u64, (base + 200 * page) as u64);
+        let (n, _) = pagemap_scan_stored(&pm, start, end, &mut out).unwrap();
+        let got: Vec<(u64, u64)> = out[..n]
+            .iter()
+            .map(|r| ((r.start - start) / 4096, (r.end - start) / 4096))
+            .collect();
+        assert_eq!(got, vec![(3, 5), (6, 7)]);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(m, len) };
+    }
+
+    #[test]
     fn pagemap_scan_finds_only_touched_pages() {
         let page = 4096usize;
         // Large enough to be a fresh, untouched mapping.
