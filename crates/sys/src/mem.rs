@@ -127,6 +127,8 @@ pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `PAGE_IS_PFNZERO`: the page is the kernel's shared zero page.
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// `PAGE_IS_GUARD` (Linux 6.15): a guard region's page (MADV_GUARD_INSTALL).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// One region `PAGEMAP_SCAN` found (`struct page_region`): the pages
 /// [start, end) all have the categories `categories` (masked by the
@@ -177,9 +179,9 @@ pub fn pagemap_scan(
 }
 
 /// The regions of [start, end) holding pages a dump stores: present or
-/// swapped, and not the kernel's shared zero page (`PAGEMAP_SCAN`, the
-/// zero page excluded by the kernel, which knows it even where PFNs are
-/// hidden). Fills `out` like [`pagemap_scan`].
+/// swapped, neither the kernel's shared zero page (which the kernel knows
+/// even where PFNs are hidden) nor a guard page. Fills `out` like
+/// [`pagemap_scan`]; EINVAL on a kernel without guard pages' category.
 pub fn pagemap_scan_stored(
     pagemap: &std::fs::File,
     start: u64,
@@ -188,8 +190,8 @@ pub fn pagemap_scan_stored(
 ) -> io::Result<(usize, u64)> {
     let mut arg = scan_arg(start, end, out);
     arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-    arg.category_mask = PAGE_IS_PFNZERO;
-    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.category_mask = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
+    arg.category_inverted = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
     arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
     scan(pagemap, arg, out)
 }
