@@ -127,6 +127,8 @@ pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `PAGE_IS_PFNZERO`: the page is the kernel's shared zero page.
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// `PAGE_IS_GUARD` (Linux 6.15): a guard region's page (MADV_GUARD_INSTALL).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// One region `PAGEMAP_SCAN` found (`struct page_region`): the pages
 /// [start, end) all have the categories `categories` (masked by the
@@ -177,9 +179,9 @@ pub fn pagemap_scan(
 }
 
 /// The regions of [start, end) holding pages a dump stores: present or
-/// swapped, and not the kernel's shared zero page (`PAGEMAP_SCAN`, the
-/// zero page excluded by the kernel, which knows it even where PFNs are
-/// hidden). Fills `out` like [`pagemap_scan`].
+/// swapped, neither the kernel's shared zero page (which the kernel knows
+/// even where PFNs are hidden) nor a guard page. Fills `out` like
+/// [`pagemap_scan`]; EINVAL on a kernel without guard pages' category.
 pub fn pagemap_scan_stored(
     pagemap: &std::fs::File,
     start: u64,
@@ -188,8 +190,8 @@ pub fn pagemap_scan_stored(
 ) -> io::Result<(usize, u64)> {
     let mut arg = scan_arg(start, end, out);
     arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-    arg.category_mask = PAGE_IS_PFNZERO;
-    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.category_mask = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
+    arg.category_inverted = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
     arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
     scan(pagemap, arg, out)
 }
@@ -269,6 +271,49 @@ fn scan(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests may panic
 mod tests {
     use super::*;
+
+    #[test]
+    fn pagemap_scan_stored_leaves_out_the_zero_page() {
+        let page = 4096usize;
+        let len = 256 * page;
+        // A fresh mapping of its own (a heap allocation may reuse pages
+        // another test touched).
+        // SAFETY: a new anonymous mapping; nothing else refers to it.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(m, libc::MAP_FAILED);
+        // SAFETY: the mapping is `len` bytes, readable and writable, ours.
+        let v = unsafe { std::slice::from_raw_parts_mut(m.cast::<u8>(), len) };
+        let base = m as usize;
+        // Written: 3, 4, 6. Only read (the zero page): 5, 7.
+        for p in [3usize, 4, 6] {
+            v[p * page] = 1;
+        }
+        let mut sum = 0u8;
+        for p in [5usize, 7] {
+            sum |= std::hint::black_box(v[p * page]);
+        }
+        assert_eq!(sum, 0);
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut out = [PageRegion::default(); 8];
+        let (start, end) = (base as u64, (base + 200 * page) as u64);
+        let (n, _) = pagemap_scan_stored(&pm, start, end, &mut out).unwrap();
+        let got: Vec<(u64, u64)> = out[..n]
+            .iter()
+            .map(|r| ((r.start - start) / 4096, (r.end - start) / 4096))
+            .collect();
+        assert_eq!(got, vec![(3, 5), (6, 7)]);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(m, len) };
+    }
 
     #[test]
     fn pagemap_scan_finds_only_touched_pages() {

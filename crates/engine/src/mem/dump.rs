@@ -621,12 +621,13 @@ impl Pages<'_> {
         else {
             return Ok(false);
         };
+        let mut look = Vec::new();
         for (start, end) in regions {
             let mut at = start;
             while at < end {
                 let (store, next) = s.piece(at, end);
                 if store {
-                    self.look(v, at, next, Some(s), scan)?;
+                    look.push((at, next));
                 } else {
                     let n = (next - at) / PAGE_SIZE;
                     match scan.in_parent.last_mut() {
@@ -638,7 +639,49 @@ impl Pages<'_> {
                 at = next;
             }
         }
+        self.look_near(v, &look, s, scan)?;
         Ok(true)
+    }
+
+    /// [`Pages::look`] at sorted, disjoint `pieces` of anonymous memory,
+    /// one pagemap read for the pieces within [`PAGEMAP_CHUNK`] pages of
+    /// each other (written pages are often scattered: one read each would
+    /// cost a system call per few pages).
+    fn look_near(
+        &self,
+        v: &Vma,
+        pieces: &[(u64, u64)],
+        s: Since<'_>,
+        scan: &mut Scan,
+    ) -> Result<(), Error> {
+        let span = PAGEMAP_CHUNK * PAGE_SIZE;
+        let mut i = 0;
+        while let Some(&(g0, first_end)) = pieces.get(i) {
+            let mut j = i;
+            while pieces.get(j + 1).is_some_and(|p| p.1 - g0 <= span) {
+                j += 1;
+            }
+            let group = pieces.get(i..=j).unwrap_or_default();
+            let gend = group.last().map_or(first_end, |p| p.1);
+            i = j + 1;
+            if gend - g0 > span {
+                // One piece longer than a read: read it in chunks.
+                self.look(v, g0, gend, Some(s), scan)?;
+                continue;
+            }
+            let n = ((gend - g0) / PAGE_SIZE) as usize;
+            let pmes = self.pm.read(g0, n).map_err(proc_err(self.pid))?;
+            for &(a, b) in group {
+                for addr in (a..b).step_by(PAGE_SIZE as usize) {
+                    let Some(raw) = pmes.get(((addr - g0) / PAGE_SIZE) as usize) else {
+                        break;
+                    };
+                    let f = fate(Pme(*raw), None, false, self.zero_pfn);
+                    scan.add(v, addr, f, Some(s));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
