@@ -93,8 +93,8 @@ impl Conn {
                 peer,
             });
         }
-        let cfg = tls::client_config(&opts.tls, &peer)?;
         let host = opts.address.clone().unwrap_or_default();
+        let cfg = tls::client_config(&opts.tls, &host, &peer)?;
         let name = tls::server_name(&host)
             .or_else(|| tls::server_name("localhost"))
             .ok_or_else(|| ps_err(&peer, "bad name", std::io::Error::other(host.clone())))?;
@@ -156,6 +156,16 @@ impl Conn {
     /// reads: what it needs must not wait in a record it has half read.)
     pub fn is_tls(&self) -> bool {
         !matches!(self.inner, Inner::Plain(_))
+    }
+
+    /// The socket of a plain TCP connection, for splicing page bytes
+    /// straight out of it or into it (None with TLS: rustls needs them in
+    /// user memory).
+    pub fn plain_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.inner {
+            Inner::Plain(s) => Some(std::os::fd::AsFd::as_fd(s)),
+            _ => None,
+        }
     }
 
     /// Who is at the other end (for errors).
