@@ -1,5 +1,5 @@
 //! Pipes and the fcntl/ioctl requests crust uses on them (and on FIFOs):
-//! pipe2, tee, splice, pipe capacity, queued byte count, file status flags.
+//! pipe2, tee, pipe capacity, queued byte count, file status flags.
 //! Every function here takes only integer arguments or buffers it owns.
 
 use crate::cvt;
@@ -27,31 +27,6 @@ pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize, flags: u32) -> 
     // SAFETY: tee takes only fds, a length and flags; both fds are borrowed
     // (open for the call's duration).
     let r = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, flags) };
-    cvt(r as libc::c_long).map(|n| n as usize)
-}
-
-/// splice(2): move up to `len` bytes from `from` to `to` at their file
-/// positions (one of them a pipe), without copying them through user
-/// memory where the kernel can. Returns the bytes moved; 0: the end of
-/// `from`'s data (a socket closed, a pipe with no writer).
-pub fn splice(
-    from: BorrowedFd<'_>,
-    to: BorrowedFd<'_>,
-    len: usize,
-    flags: u32,
-) -> io::Result<usize> {
-    // SAFETY: both offsets are null (the files' own positions are used),
-    // the rest are fds borrowed for the call, a length and flags.
-    let r = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            std::ptr::null_mut(),
-            to.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
     cvt(r as libc::c_long).map(|n| n as usize)
 }
 
@@ -129,14 +104,6 @@ mod tests {
         // Still there in the original.
         assert_eq!(queued_bytes(r.as_fd()).unwrap(), 10);
         set_status_flags(r.as_fd(), libc::O_NONBLOCK).unwrap();
-        // splice moves them on (here into another pipe), consuming them.
-        let (sr, sw) = pipe2(libc::O_CLOEXEC).unwrap();
-        assert_eq!(splice(r.as_fd(), sw.as_fd(), 64, 0).unwrap(), 10);
-        assert_eq!(queued_bytes(r.as_fd()).unwrap(), 0);
-        drop(sw);
-        let mut moved = Vec::new();
-        std::fs::File::from(sr).read_to_end(&mut moved).unwrap();
-        assert_eq!(moved, b"hello pipe");
         assert_ne!(status_flags(r.as_fd()).unwrap() & libc::O_NONBLOCK, 0);
     }
 }

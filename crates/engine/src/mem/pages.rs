@@ -15,8 +15,7 @@ use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -313,21 +312,6 @@ pub trait PageSink: Sync {
 pub trait PageStream {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
-    /// Take the next `len` bytes of pages, waiting in the pipe `from` (its
-    /// read end), as [`PageStream::pages`] takes bytes. A stream into a
-    /// file splices them (no copy through user memory: the page server's
-    /// fast path); this default reads them and calls `pages`.
-    fn pages_from_pipe(&mut self, from: BorrowedFd<'_>, len: usize) -> Result<(), Error> {
-        let io = |source| Error::Io {
-            op: "cannot read pages from",
-            path: "a pipe".into(),
-            source,
-        };
-        let mut f = File::from(from.try_clone_to_owned().map_err(io)?);
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).map_err(io)?;
-        self.pages(&buf)
-    }
     /// How many pages of the owner were looked at (a shared memory object:
     /// its size), for the dump's statistics.
     fn scanned(&mut self, _pages: u64) {}
@@ -482,26 +466,6 @@ impl PageStream for LocalStream<'_> {
             source,
         })?;
         self.written += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn pages_from_pipe(&mut self, from: BorrowedFd<'_>, len: usize) -> Result<(), Error> {
-        let mut left = len;
-        while left > 0 {
-            let n = match crust_sys::pipe::splice(from, self.out.as_fd(), left, 0) {
-                Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => Ok(n.min(left)),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            }
-            .map_err(|source| Error::Io {
-                op: "cannot write",
-                path: self.path.clone(),
-                source,
-            })?;
-            left -= n;
-            self.written += n as u64;
-        }
         Ok(())
     }
 

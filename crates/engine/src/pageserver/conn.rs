@@ -158,16 +158,6 @@ impl Conn {
         !matches!(self.inner, Inner::Plain(_))
     }
 
-    /// The socket of a plain TCP connection, for splicing page bytes
-    /// straight out of it or into it (None with TLS: rustls needs them in
-    /// user memory).
-    pub fn plain_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        match &self.inner {
-            Inner::Plain(s) => Some(std::os::fd::AsFd::as_fd(s)),
-            _ => None,
-        }
-    }
-
     /// Who is at the other end (for errors).
     pub fn peer(&self) -> &str {
         &self.peer

@@ -12,16 +12,14 @@ use crust_images::image::{ImageReader, ImageType};
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_sys::PAGE_SIZE;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The first pages id a page server gives (CRIU's `up_page_ids_base`).
 pub const PAGES_ID_BASE: u32 = 0x10001;
 
-/// Bytes read from the connection at a time (TLS, or no pipe): small
-/// for the same reason as [`PIPE_SIZE`].
-const CHUNK: usize = 64 << 10;
+/// Bytes read from the socket at a time.
+const CHUNK: usize = 1 << 20;
 
 /// Answers lazy-pages' PS_IOV_GET.
 pub trait PageProvider {
@@ -49,8 +47,6 @@ struct Receiving<'a> {
     next_id: u32,
     stats: ServeStats,
     buf: Vec<u8>,
-    /// Plain TCP: page bytes are spliced through this pipe.
-    pipe: Option<Pipe>,
 }
 
 impl<'a> Receiving<'a> {
@@ -115,71 +111,17 @@ impl<'a> Receiving<'a> {
                 std::io::ErrorKind::InvalidData.into(),
             ));
         };
-        match (conn.plain_socket(), self.pipe.as_ref()) {
-            (Some(sk), Some(pipe)) => splice_run(sk, pipe, s.as_mut(), left, &peer)?,
-            _ => {
-                while left > 0 {
-                    let n = left.min(CHUNK as u64) as usize;
-                    let b = self.buf.get_mut(..n).unwrap_or_default();
-                    conn.read_exact(b).map_err(|e| {
-                        ps_err(&peer, "the connection ended inside the pages of a run", e)
-                    })?;
-                    s.pages(b)?;
-                    left -= n as u64;
-                }
-            }
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            let b = self.buf.get_mut(..n).unwrap_or_default();
+            conn.read_exact(b)
+                .map_err(|e| ps_err(&peer, "the connection ended inside the pages of a run", e))?;
+            s.pages(b)?;
+            left -= n as u64;
         }
         self.stats.pages += iov.nr_pages;
         Ok(())
     }
-}
-
-/// Bytes spliced at a time (plain TCP). Small, as CRIU's page server
-/// moves them: the received bytes are copied into the pages file while
-/// they are still in the CPU caches. 1 MiB at a time took twice the CPU
-/// (bench/pageserver.sh, 1 GiB: 0.7 s of server CPU against 0.35 s).
-const PIPE_SIZE: usize = 64 << 10;
-
-/// A pipe between the socket and the pages file: (read end, write end,
-/// capacity).
-struct Pipe(OwnedFd, OwnedFd, usize);
-
-impl Pipe {
-    /// A pipe of PIPE_SIZE bytes (or whatever the system gives); None if
-    /// none can be made (the bytes then go through a buffer).
-    fn new() -> Option<Pipe> {
-        let (r, w) = crust_sys::pipe::pipe2(libc::O_CLOEXEC).ok()?;
-        let cap = crust_sys::pipe::set_pipe_size(w.as_fd(), PIPE_SIZE as u32)
-            .or_else(|_| crust_sys::pipe::pipe_size(w.as_fd()))
-            .ok()?;
-        Some(Pipe(r, w, cap as usize))
-    }
-}
-
-/// The `left` bytes of a run, from a plain TCP socket into the stream by
-/// splice: socket -> pipe takes the received buffers' pages as they are,
-/// pipe -> pages file is the one copy (read + write was two).
-fn splice_run(
-    sk: BorrowedFd<'_>,
-    pipe: &Pipe,
-    s: &mut dyn PageStream,
-    mut left: u64,
-    peer: &str,
-) -> Result<(), Error> {
-    let Pipe(r, w, cap) = pipe;
-    while left > 0 {
-        let want = left.min(*cap as u64) as usize;
-        let n = match crust_sys::pipe::splice(sk, w.as_fd(), want, libc::SPLICE_F_MOVE) {
-            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => Ok(n.min(want)),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| ps_err(peer, "the connection ended inside the pages of a run", e))?;
-        s.pages_from_pipe(r.as_fd(), n)?;
-        left -= n as u64;
-    }
-    Ok(())
 }
 
 /// Does `dir/parent` hold the pagemap `target` (CRIU's answer to OPEN2 and
@@ -211,7 +153,6 @@ pub fn serve(
         next_id: PAGES_ID_BASE,
         stats: ServeStats::default(),
         buf: vec![0u8; CHUNK],
-        pipe: conn.plain_socket().and_then(|_| Pipe::new()),
     };
     let r = serve_loop(&mut conn, &mut rx, provider);
     let closed = match r {

@@ -216,10 +216,10 @@ fn client_gone_is_an_error() {
     assert!(!d.0.join("pagemap-3.img").exists());
 }
 
-/// A run of many pipe-fulls, sent in pieces that do not fall on pipe
-/// boundaries: the spliced bytes land in order, every one.
+/// A run longer than the server's buffer, sent in pieces that do not
+/// fall on its boundaries: the bytes land in order, every one.
 #[test]
-fn long_run_is_spliced_whole() {
+fn long_run_arrives_whole() {
     let d = temp("long");
     let dir = d.0.clone();
     let mut o = local_opts(0);
