@@ -7,6 +7,8 @@
 #
 #   bench/pageserver.sh
 #   MB=256 CRIU_BIN=/var/cache/criu-4.2/criu/criu bench/pageserver.sh
+#   TLS=1 bench/pageserver.sh     (--tls both sides, test certificates
+#                                  made with openssl; CRIU too with CRIU_BIN)
 #
 # Needs root and `cargo build --release -p crust -p crust-testprogs`. Runs
 # under tests/e2e/reaper; takes /tmp/crust-e2e.lock around each dump;
@@ -34,12 +36,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+TLSOPTS=()
+if [ -n "${TLS:-}" ]; then
+    command -v openssl >/dev/null || { echo "TLS=1 needs openssl" >&2; exit 1; }
+    (cd "$WORK" &&
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=bench-ca &&
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.pem -subj /CN=127.0.0.1 &&
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >ext.cnf &&
+        openssl x509 -req -in req.pem -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile ext.cnf) \
+        >"$WORK/openssl.log" 2>&1 || { echo "openssl failed: $(cat "$WORK/openssl.log")" >&2; exit 1; }
+    TLSOPTS=(--tls --tls-cacert "$WORK/ca.pem" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+fi
+
 # one SERVER_TOOL CLIENT_TOOL LABEL
 one() {
     local srv=$1 cli=$2 label=$3 port sp pid t0 t1 bytes d=$WORK/$3
     mkdir -p "$d/src" "$d/dst"
     port=$((20000 + RANDOM % 20000))
-    (cd "$d" && exec "$srv" page-server -D "$d/dst" --address 127.0.0.1 --port "$port" -o "$d/ps.log") &
+    (cd "$d" && exec "$srv" page-server -D "$d/dst" --address 127.0.0.1 --port "$port" -o "$d/ps.log" "${TLSOPTS[@]}") &
     sp=$!
     PIDS+=("$sp")
     for _ in $(seq 50); do ss -ltnH "sport = :$port" | grep -q . && break; sleep 0.1; done
@@ -49,7 +63,7 @@ one() {
     exec 9>/tmp/crust-e2e.lock
     flock 9
     t0=$(date +%s%N)
-    (cd "$d" && "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port") ||
+    (cd "$d" && "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port" "${TLSOPTS[@]}") ||
         { echo "$label: dump failed (see $d)"; flock -u 9; return 1; }
     t1=$(date +%s%N)
     flock -u 9
@@ -60,7 +74,7 @@ one() {
     rm -rf "$d"
 }
 
-echo "page server over loopback, one process of $MB MiB (dump wall time, freeze included)"
+echo "page server over loopback${TLS:+ with TLS}, one process of $MB MiB (dump wall time, freeze included; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 one "$CRUST" "$CRUST" "crust -> crust server"
 if [ -n "$CRIU" ]; then
     one "$CRIU" "$CRUST" "crust -> CRIU server"

@@ -5,14 +5,14 @@
 ps_port() { echo $((20000 + (RANDOM % 20000))); }
 
 # ps_server TOOL DIR PORT [ARGS...]: start `TOOL page-server` on
-# 127.0.0.1:PORT into DIR in the background; sets SPID.
+# 127.0.0.1:PORT (PS_ADDR:PORT) into DIR in the background; sets SPID.
 ps_server() {
     local tool=$1 dir=$2 port=$3 n=50
     shift 3
     mkdir -p "$dir"
     # Logs beside the directory (it may be a full disk).
     local log=$D/ps-${dir##*/}
-    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$tool" page-server -D "$dir" --address 127.0.0.1 \
+    (cd "$D" && exec timeout -k 5 "$CR_TIMEOUT" "$tool" page-server -D "$dir" --address "${PS_ADDR:-127.0.0.1}" \
         --port "$port" -v4 -o "$log.log" "$@") </dev/null >"$log.out" 2>"$log.err" &
     SPID=$!
     track "$SPID" "$TIMEOUT_EXE"
@@ -56,7 +56,7 @@ ps_cr() {
     start_prog "$@" || return 1
     mkdir -p "$D/img"
     (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$c" dump -t "$PID" -D "$D/img" -v4 -o dump.log \
-        --page-server --address 127.0.0.1 --port "$port" ${PS_TLS:-}) >"$D/dump.out" 2>"$D/dump.err" ||
+        --page-server --address "${PS_ADDR:-127.0.0.1}" --port "$port" ${PS_TLS:-}) >"$D/dump.out" 2>"$D/dump.err" ||
         { fail "$cli's dump to $srv's page server failed: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
     wait_rc "$SPID" 10
     [ "$RC" = 0 ] || { fail "$srv's page server exited $RC: $(head -c 300 "$D/ps-srv.err")" "$D/ps-srv.log"; return 1; }
@@ -88,8 +88,11 @@ t_ps_crust_memfd() { ps_cr crust crust crust files2 --mode memfd; }
 t_ps_crust_sysv() { ps_cr crust crust crust sysvshm; }
 ALL_TESTS+=(ps-crust ps-crust-shmem ps-crust-memfd ps-crust-sysv ps-to-criu ps-from-criu ps-from-criu-criu)
 
-# ps_certs DIR NAME: a CA and a certificate for 127.0.0.1 (DIR/NAME-*.pem)
-# signed by it; a second CA's certificate as DIR/other-cert.pem.
+# ps_certs DIR: a CA (DIR/ca.pem) and, signed by it for DIR/key.pem, a
+# certificate for 127.0.0.1 (cert.pem), one for another name
+# (name-cert.pem), and without subjectAltName: CN=localhost (cn-cert.pem),
+# CN=elsewhere.example (cn2-cert.pem), CN=127.0.0.1 (ipcn-cert.pem); a
+# second CA's certificate as DIR/other-cert.pem.
 ps_certs() {
     local d=$1
     mkdir -p "$d" && cd "$d" || return 1
@@ -101,7 +104,13 @@ ps_certs() {
             printf 'subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\n' >ext2.cnf &&
             openssl x509 -req -in req.pem -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out name-cert.pem -days 2 -extfile ext2.cnf &&
             openssl req -x509 -newkey rsa:2048 -nodes -keyout other-key.pem -out other-cert.pem -days 2 -subj /CN=127.0.0.1 \
-                -addext subjectAltName=IP:127.0.0.1
+                -addext subjectAltName=IP:127.0.0.1 &&
+            printf 'basicConstraints=CA:FALSE\n' >ext3.cnf &&
+            openssl x509 -req -in req.pem -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out ipcn-cert.pem -days 2 -extfile ext3.cnf &&
+            openssl req -new -key key.pem -out req2.pem -subj /CN=localhost &&
+            openssl x509 -req -in req2.pem -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cn-cert.pem -days 2 -extfile ext3.cnf &&
+            openssl req -new -key key.pem -out req3.pem -subj /CN=elsewhere.example &&
+            openssl x509 -req -in req3.pem -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cn2-cert.pem -days 2 -extfile ext3.cnf
     } >"$d/openssl.log" 2>&1
     local rc=$?
     cd - >/dev/null || return 1
@@ -128,6 +137,39 @@ t_ps_tls_from_criu() {
 }
 ALL_TESTS+=(ps-tls ps-tls-to-criu ps-tls-from-criu)
 
+# Certificates with the server's host name in their common name only (no
+# subjectAltName): valid for it, as GnuTLS (CRIU) judges, on both sides;
+# crust to crust, and CRIU's dump to crust's page server. A CN naming
+# another host is refused, and so is a CN holding the address itself
+# (GnuTLS matches addresses against IP subjectAltNames only).
+t_ps_tls_cn() {
+    command -v openssl >/dev/null || { skip "no openssl"; return 2; }
+    ps_certs "$D/pki" || return 1
+    PS_ADDR=localhost PS_TLS=$(ps_tls_opts "$D/pki" cn-cert.pem) ps_cr crust crust crust bigmem --mb 16 || return 1
+    local port
+    port=$(ps_port)
+    # shellcheck disable=SC2046
+    PS_ADDR=localhost ps_server "$CRUST" "$D/srv2" "$port" $(ps_tls_opts "$D/pki" cn2-cert.pem) --tls-no-cn-verify || return 1
+    # shellcheck disable=SC2046
+    PS_ADDR=localhost ps_dump_refused "not valid for|certificate" "$port" $(ps_tls_opts "$D/pki" cn-cert.pem) || return 1
+    kill "$SPID" 2>/dev/null
+    port=$(ps_port)
+    # shellcheck disable=SC2046
+    ps_server "$CRUST" "$D/srv3" "$port" $(ps_tls_opts "$D/pki" ipcn-cert.pem) --tls-no-cn-verify || return 1
+    # shellcheck disable=SC2046
+    ps_dump_refused "not valid for|certificate" "$port" $(ps_tls_opts "$D/pki" cert.pem) || return 1
+    kill "$SPID" 2>/dev/null
+    return 0
+}
+# CRIU's dump (GnuTLS) to crust's page server, both at "localhost" (CRIU's
+# own page server takes addresses only, never a name a CN could match).
+t_ps_tls_cn_from_criu() {
+    command -v openssl >/dev/null || { skip "no openssl"; return 2; }
+    ps_certs "$D/pki" || return 1
+    PS_ADDR=localhost PS_TLS=$(ps_tls_opts "$D/pki" cn-cert.pem) ps_cr crust criu crust bigmem --mb 16
+}
+ALL_TESTS+=(ps-tls-cn ps-tls-cn-from-criu)
+
 # ps_dump_refused WHAT PORT [CRUST ARGS...]: a dump of a fresh loop to the
 # page server at PORT fails with a message matching WHAT; loop runs on
 # untouched and passes.
@@ -137,7 +179,7 @@ ps_dump_refused() {
     start_prog loop || return 1
     mkdir -p "$D/img"
     proc_snapshot "$PID" >"$D/before"
-    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --page-server --address 127.0.0.1 --port "$port" "$@"
+    crust_run dump dump -t "$PID" -D "$D/img" -v4 -o dump.log --page-server --address "${PS_ADDR:-127.0.0.1}" --port "$port" "$@"
     expect_error dump "$D/img/dump.log" || return 1
     grep -qiE "$what" "$D/dump.err" || { fail "the message does not say '$what': $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
     expect_same_proc "$PID" "$D/before" "the failed dump" || return 1

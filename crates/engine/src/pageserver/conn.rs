@@ -93,8 +93,8 @@ impl Conn {
                 peer,
             });
         }
-        let cfg = tls::client_config(&opts.tls, &peer)?;
         let host = opts.address.clone().unwrap_or_default();
+        let cfg = tls::client_config(&opts.tls, &host, &peer)?;
         let name = tls::server_name(&host)
             .or_else(|| tls::server_name("localhost"))
             .ok_or_else(|| ps_err(&peer, "bad name", std::io::Error::other(host.clone())))?;

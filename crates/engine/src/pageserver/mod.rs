@@ -3,6 +3,7 @@
 //! pages sent over it and lazy-pages' requests ([`client`]), and the
 //! server that writes them into an images directory ([`server`]).
 
+mod certname;
 pub mod client;
 pub mod conn;
 pub mod proto;

@@ -228,6 +228,44 @@ fn client_gone_is_an_error() {
     assert!(!d.0.join("pagemap-3.img").exists());
 }
 
+/// A run longer than the server's buffer, sent in pieces that do not
+/// fall on its boundaries: the bytes land in order, every one.
+#[test]
+fn long_run_arrives_whole() {
+    let d = temp("long");
+    let dir = d.0.clone();
+    let mut o = local_opts(0);
+    let l = Listener::bind(&o).unwrap();
+    o.port = Some(l.port());
+    let so = o.clone();
+    let sdir = dir.clone();
+    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
+    let npages = 777u64;
+    let bytes: Vec<u8> = (0..npages * PAGE_SIZE)
+        .map(|i| (i / 7 % 251) as u8)
+        .collect();
+    let sink = PageServerSink::new(Conn::connect(&o).unwrap());
+    {
+        let mut s = sink.open(PageOwner::Task { id: 5, pages_id: 1 }).unwrap();
+        s.runs(&[Run {
+            vaddr: 0x100000,
+            npages,
+            flags: pe::PRESENT,
+        }])
+        .unwrap();
+        for piece in bytes.chunks(PAGE_SIZE as usize * 37) {
+            s.pages(piece).unwrap();
+        }
+        s.finish().unwrap();
+    }
+    sink.close(false).unwrap();
+    assert_eq!(srv.join().unwrap().unwrap().pages, npages);
+    let (id, runs) = pagemap(&dir, ImageType::Pagemap, 5);
+    assert_eq!(runs, vec![(0x100000, npages, pe::PRESENT)]);
+    let got = std::fs::read(dir.join(format!("pages-{id}.img"))).unwrap();
+    assert!(got == bytes, "the pages file differs from what was sent");
+}
+
 #[cfg(test)]
 #[path = "parent_tests.rs"]
 mod parent_tests;

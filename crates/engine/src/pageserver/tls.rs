@@ -2,8 +2,10 @@
 //! files and defaults (criu/tls.c): the CA certificate, an optional
 //! revocation list, this side's certificate and key; the peer's
 //! certificate must be valid for `--address` unless `--tls-no-cn-verify`
-//! (or, on a server, when no address was given).
+//! (or, on a server, when no address was given): by its subjectAltName,
+//! or as GnuTLS also allows, by its common name (`certname`).
 
+use super::certname::gnutls_name_match;
 use super::conn::ps_err;
 use crate::options::TlsOptions;
 use crate::Error;
@@ -125,19 +127,23 @@ pub(super) fn server_name(addr: &str) -> Option<ServerName<'static>> {
 }
 
 /// The client's configuration: the server's certificate checked against
-/// the CA (and the CRL), and for `addr` unless `no_cn_verify`.
-pub(super) fn client_config(t: &TlsOptions, peer: &str) -> Result<rustls::ClientConfig, Error> {
+/// the CA (and the CRL), and for `addr` (the `--address` text) unless
+/// `no_cn_verify`.
+pub(super) fn client_config(
+    t: &TlsOptions,
+    addr: &str,
+    peer: &str,
+) -> Result<rustls::ClientConfig, Error> {
     let m = load(t, peer)?;
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(m.roots.clone(), provider())
             .with_crls(m.crls)
             .build()
             .map_err(|e| tls_err(peer, "cannot set up certificate checks".into(), e))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if t.no_cn_verify {
-        Arc::new(AnyName(verifier))
-    } else {
-        verifier
-    };
+    let verifier: Arc<dyn ServerCertVerifier> = Arc::new(NameCheck {
+        chain: verifier,
+        addr: (!t.no_cn_verify).then(|| addr.to_string()),
+    });
     rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(peer, "no TLS version".into(), e))?
@@ -192,21 +198,28 @@ pub(super) fn check_peer_name(
     };
     let ee = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| tls_err(peer, "cannot parse the client's certificate".into(), e))?;
-    ee.verify_is_valid_for_subject_name(&name).map_err(|e| {
-        tls_err(
+    match ee.verify_is_valid_for_subject_name(&name) {
+        Ok(()) => Ok(()),
+        Err(_) if gnutls_name_match(cert, addr) => Ok(()),
+        Err(e) => Err(tls_err(
             peer,
-            format!("the client's certificate is not valid for {addr}"),
+            format!("the client's certificate is not valid for {addr} (neither its subjectAltName nor its common name)"),
             format!("{e:?} (--tls-no-cn-verify skips this check)"),
-        )
-    })
+        )),
+    }
 }
 
-/// A server verifier that accepts a certificate issued for another name
-/// (`--tls-no-cn-verify`): everything else is checked.
+/// The client's check of the server's certificate: the chain as rustls
+/// checks it, then the name: valid for `addr` as rustls judges (by
+/// subjectAltName) or as GnuTLS does (its common name, see
+/// [`gnutls_name_match`]); any name with `--tls-no-cn-verify` (addr None).
 #[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+struct NameCheck {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    addr: Option<String>,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for NameCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -215,13 +228,21 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        // The chain is verified before the name: a name error means all
+        // else passed.
         match self
-            .0
+            .chain
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if self
+                .addr
+                .as_deref()
+                .is_none_or(|a| gnutls_name_match(end_entity, a)) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -232,7 +253,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.chain.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -241,10 +262,10 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.chain.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.chain.supported_verify_schemes()
     }
 }
