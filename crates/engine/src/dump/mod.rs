@@ -105,11 +105,7 @@ impl Tree {
 
 /// What is ready before the freeze: the page server's sink, the parent
 /// set's tracking, the root's VMAs.
-type Prepared = (
-    predump::Server,
-    predump::Chain,
-    Option<mem::EarlyVmas>,
-);
+type Prepared = (predump::Server, predump::Chain, Option<mem::EarlyVmas>);
 
 /// Before the freeze: the images directory made ready, the `parent` link
 /// of an incremental dump, the page server connected (no server: the dump
@@ -406,6 +402,28 @@ type Dumped = (
     Vec<mem::snapshot::Prepared>,
 );
 
+/// Every process's namespaces, before any file: one the dump cannot take
+/// (a second mount namespace...) is refused before any file of it is
+/// looked at by paths it does not share. Fds on namespaces may then name
+/// any of them (the tree's other mount and network namespaces too).
+fn namespaces_first(
+    tree: &Tree,
+    walk: &mut Walk<'_>,
+    files: &mut FileTable,
+    root_pid: i32,
+) -> Result<(), Error> {
+    for p in tree.procs.iter().filter(|p| !p.zombie) {
+        walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
+    }
+    files.set_namespaces(
+        walk.nss
+            .known()
+            .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
+    );
+    crate::net::set_dump_netns(files, root_pid, walk.nss.root_ids(), walk.nss.sub_net());
+    Ok(())
+}
+
 /// When the tree was frozen and what came before: the time it took to
 /// freeze, the moment, the parent set's tracking, the root's VMAs read
 /// before the freeze.
@@ -447,25 +465,7 @@ fn dump_tree(
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || pagejob::worker(dir, opts, queue, ps));
         let walked = (|| -> Result<(), Error> {
-            // Every process's namespaces first: one the dump cannot take
-            // (a second mount namespace...) is refused before any file of
-            // it is looked at by paths it does not share.
-            for p in tree.procs.iter().filter(|p| !p.zombie) {
-                walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
-            }
-            // Fds on namespaces may name any of them (the tree's other
-            // mount and network namespaces too).
-            files.set_namespaces(
-                walk.nss
-                    .known()
-                    .map(|(k, i, id)| (k.name(), i, id, k.clone_flag())),
-            );
-            crate::net::set_dump_netns(
-                &mut files,
-                root_pid,
-                walk.nss.root_ids(),
-                walk.nss.sub_net(),
-            );
+            namespaces_first(tree, &mut walk, &mut files, root_pid)?;
             for p in &mut tree.procs {
                 let mut out = Sinks {
                     dir,
