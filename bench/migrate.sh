@@ -25,7 +25,7 @@
 #   --auto          each stage crust has: pre-dumps when `check --feature
 #                   mem_dirty_track` says yes, the page server when
 #                   `crust page-server` is no longer "not supported yet",
-#                   lazy when `check --feature lazy_pages` says yes; exit
+#                   lazy when `check --feature uffd-noncoop` says yes; exit
 #                   3 if crust then says "not supported yet" (a stage it
 #                   has only in part).
 # --pidns runs the server in a pid namespace of its own (so the restored
@@ -92,7 +92,8 @@ if [[ $AUTO = 1 && $TOOL = crust ]]; then
     "$c" check --no-default-config --feature mem_dirty_track >/dev/null 2>&1 && PREDUMPS=2
     # The page server carries every round, the pre-dumps' too.
     case $("$c" page-server -D /nonexistent/crust-probe 2>&1) in *"not supported yet"*) ;; *) PS=1 ;; esac
-    "$c" check --no-default-config --feature lazy_pages >/dev/null 2>&1 && LAZY=1
+    # Lazy restore needs userfaultfd with its fork/remap/unmap events.
+    "$c" check --no-default-config --feature uffd-noncoop >/dev/null 2>&1 && LAZY=1
 fi
 # A lazy dump keeps the source tree (frozen) until its last page is
 # served: the destination cannot have the same pids on this one machine,

@@ -4,9 +4,9 @@
 # a third, keep exchanging sequenced, hashed messages with it. Sourced by
 # run.sh: uses its helpers and adds its tests to ALL_TESTS.
 #
-# The stages crust has are used (bench/migrate.sh --auto): today one dump
-# and one restore; pre-dumps, the page server and lazy restore as each
-# lands. PASS if no client saw an error (reset, lost, reordered or late
+# The stages crust has are used (bench/migrate.sh --auto): two pre-dumps
+# over a page server per round, the final dump --lazy-pages serving the
+# rest from the source, and a lazy restore. PASS if no client saw an error (reset, lost, reordered or late
 # bytes), every connection answers after the restore, the restored
 # server's memory is intact (checked at once, and at its end), and no
 # namespace is left behind.

@@ -101,6 +101,18 @@ pub(super) fn write_stats(dir: &Path, s: &DumpStats) -> Result<(), Error> {
     })
 }
 
+/// Whether the parent set of the set in `dir` sent its pages to a page
+/// server: it holds crust's records of the runs sent instead of pagemaps.
+fn parent_sent_to_page_server(dir: &std::path::Path) -> bool {
+    let prefix = crate::pageserver::record_name(0);
+    let prefix = prefix.trim_end_matches("0.img");
+    std::fs::read_dir(dir.join("parent"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+}
+
 /// A set that would not restore is a failed dump: check the images just
 /// written as a restore would before it touches anything (every image,
 /// the tree's pids, memory, files), while the tree can still run on.
@@ -112,6 +124,12 @@ pub(super) fn check_restorable(opts: &Options) -> Result<(), Error> {
         // The pagemaps and pages are on the page server: the set is
         // complete only there (the server confirmed it has every page).
         debug!("images not checked: their pages are on the page server");
+        return Ok(());
+    }
+    if parent_sent_to_page_server(&opts.images_dir) {
+        // The runs left to the parent are on the page server the parent
+        // round sent its pages to (the migration's final round).
+        debug!("images not checked: their parent set's pages are on a page server");
         return Ok(());
     }
     // Fault injection for the tests (as CRIU's CRIU_FAULT): spoil the

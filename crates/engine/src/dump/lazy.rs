@@ -56,12 +56,8 @@ pub(super) fn refuse(opts: &Options) -> Result<(), Error> {
              it cannot be combined with --leave-running or --leave-stopped",
         ));
     }
-    if opts.track_mem {
-        return Err(Error::refused(
-            crate::ErrorKind::InvalidRequest,
-            "dump --lazy-pages cannot be combined with --track-mem (nothing would be tracked after it)",
-        ));
-    }
+    // --track-mem is accepted as on any dump that ends the tree (the final
+    // round of a migration passes it): nothing is tracked after it.
     Ok(())
 }
 
