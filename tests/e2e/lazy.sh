@@ -268,4 +268,27 @@ t_lazy_remote_daemon_dies() {
     expect_pass
 }
 
-ALL_TESTS+=(lazy-remote-bigmem lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies)
+# No daemon ever connects (CRUST_LAZY_WAIT=2): after 2 s the dump fails
+# saying so, removes its images, and the frozen source runs on.
+t_lazy_remote_no_daemon() {
+    need_cr || return $?
+    local port rc
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    CRUST_LAZY_WAIT=2 lazy_dump_serve "$D/img" "$port" || return 1
+    wait "$DUMP_PID"
+    rc=$?
+    [ $rc -ne 0 ] || { fail "dump --lazy-pages succeeded without a daemon" "$D/img/dump.log"; return 1; }
+    grep -q "no client connected within 2 s" "$D/dump.err" ||
+        { fail "the dump's error does not say no daemon came: $(head -c 300 "$D/dump.err")"; return 1; }
+    [ -e "$D/img/pagemap-1.img" ] && { fail "the failed dump left its images"; return 1; }
+    sleep 0.3
+    case $(pstate "$PID") in
+    S | R) ;;
+    *) fail "the source tree is not running again (state $(pstate "$PID"))"; return 1 ;;
+    esac
+    expect_pass
+}
+
+ALL_TESTS+=(lazy-remote-bigmem lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies
+    lazy-remote-no-daemon)

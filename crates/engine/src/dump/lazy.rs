@@ -164,7 +164,7 @@ fn serve_tree(opts: &Options, hosts: &[(i32, &[Task])]) -> Result<ServeStats, Er
     if let Some(fd) = opts.status_fd {
         status_ready(fd);
     }
-    let conn = listener.accept(opts)?;
+    let conn = listener.accept_within(opts, daemon_wait())?;
     let peer = conn.peer().to_string();
     let st = crate::pageserver::serve(
         conn,
@@ -185,6 +185,17 @@ fn serve_tree(opts: &Options, hosts: &[(i32, &[Task])]) -> Result<ServeStats, Er
     }
     log::info!("lazy pages: the daemon is done, {} pages sent", st.sent);
     Ok(st)
+}
+
+/// How long the frozen tree waits for the lazy-pages daemon to connect:
+/// `CRUST_LAZY_WAIT` seconds, 600 without it. Past that the dump fails
+/// and the tree runs on where it is.
+fn daemon_wait() -> std::time::Duration {
+    let secs = std::env::var("CRUST_LAZY_WAIT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(600);
+    std::time::Duration::from_secs(secs)
 }
 
 /// Write CRIU's readiness byte (a zero) to `fd`.

@@ -322,6 +322,45 @@ impl Listener {
         self.port
     }
 
+    /// Like [`Listener::accept`], but give up after `within` (and when
+    /// crust is asked to stop): a peer that never comes must not keep the
+    /// caller waiting for ever (a dump holding a frozen tree).
+    pub fn accept_within(self, opts: &Options, within: std::time::Duration) -> Result<Conn, Error> {
+        let Some(sk) = self.sk.as_ref() else {
+            return self.accept(opts);
+        };
+        let peer = format!("port {}", self.port);
+        sk.set_nonblocking(true)
+            .map_err(|e| ps_err(&peer, "cannot make the listening socket non-blocking", e))?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match sk.accept() {
+                Ok((c, from)) => {
+                    c.set_nonblocking(false)
+                        .map_err(|e| ps_err(&peer, "cannot make the connection blocking", e))?;
+                    log::info!("page server: connection from {from}");
+                    return Conn::server_on(c, opts, from.to_string());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ps_err(&peer, "cannot accept a connection", e)),
+            }
+            crate::util::check_stop()?;
+            if std::time::Instant::now() >= deadline {
+                return Err(ps_err(
+                    &peer,
+                    format!(
+                        "no client connected within {} s (start the other side sooner, \
+                         or raise CRUST_LAZY_WAIT)",
+                        within.as_secs()
+                    ),
+                    std::io::ErrorKind::TimedOut.into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Wait for the one client (or take the passed socket), TLS included.
     pub fn accept(self, opts: &Options) -> Result<Conn, Error> {
         if let Some(fd) = self.fd {
