@@ -82,21 +82,8 @@ done
 
 WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/crust-compare.XXXXXX")
 chmod 0755 "$WORK"
-ROOTS=()
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-kill_all() {
-    local r p
-    for r in "${ROOTS[@]}"; do
-        for p in $(descendants "$r") "$r"; do kill -KILL "$p" 2>/dev/null || true; done
-    done
-    ROOTS=()
-}
+# ROOTS, descendants, kill_all.
+. "$ROOT/bench/lib.sh"
 trap 'kill_all; rm -rf "$WORK"' EXIT
 
 # Microseconds now (no fork).

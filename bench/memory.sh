@@ -28,22 +28,8 @@ for b in "$CRUST" "$BIN/forest" "$BIN/manyvmas" /usr/bin/time ${CRIU:+"$CRIU"}; 
     [[ -x $b ]] || { echo "missing $b (cargo build --release -p crust -p crust-testprogs; GNU time)" >&2; exit 1; }
 done
 WORK=$(mktemp -d /tmp/crust-bench-memory.XXXXXX)
-ROOTS=()
-
-# Every descendant of $1, deepest last.
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-kill_all() {
-    local r p
-    for r in "${ROOTS[@]}"; do
-        for p in $(descendants "$r") "$r"; do kill -KILL "$p" 2>/dev/null || true; done
-    done
-}
+# ROOTS, descendants, kill_all.
+. "$ROOT/bench/lib.sh"
 trap 'kill_all; rm -rf "$WORK"' EXIT
 
 wait_file() {

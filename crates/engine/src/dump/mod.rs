@@ -856,32 +856,35 @@ type Inside = (
     Option<crust_sys::uffd::Uffd>,
 );
 
+/// Where `main` (of process `pid`, with `vmas`) makes remote syscalls: a
+/// `syscall` the vDSO already holds, so no byte of the task's code is
+/// changed; without a vDSO, one written at the start of an executable
+/// mapping (put back by `cure`).
+pub(super) fn syscall_site(
+    main: &mut Task,
+    pid: i32,
+    vmas: &[mem::Vma],
+) -> Result<RemoteAddr, Error> {
+    if let Some(ip) = mem::Vma::vdso_syscall(pid, vmas) {
+        main.use_syscall_ip(ip);
+        return Ok(ip);
+    }
+    let ip = vmas
+        .iter()
+        .find(|v| v.map.exec && v.usable_for_syscall())
+        .map(|v| RemoteAddr(v.map.start))
+        .ok_or_else(|| Error::unsupported(format!("process {pid} has no executable mapping")))?;
+    main.infect(ip).map_err(compel_err(pid))?;
+    Ok(ip)
+}
+
 fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside, Error> {
     let pid = p.pid;
     let scratch_len = 4 * PAGE_SIZE;
     let Some((main, others)) = p.threads.split_first_mut() else {
         return Err(Error::NoSuchProcess { pid });
     };
-    // A `syscall` the vDSO already holds: no byte of the task's code is
-    // changed. Without a vDSO, one is written at the start of an
-    // executable mapping (put back by `cure`).
-    let syscall_ip = match mem::Vma::vdso_syscall(pid, vmas) {
-        Some(ip) => {
-            main.use_syscall_ip(ip);
-            ip
-        }
-        None => {
-            let ip = vmas
-                .iter()
-                .find(|v| v.map.exec && v.usable_for_syscall())
-                .map(|v| RemoteAddr(v.map.start))
-                .ok_or_else(|| {
-                    Error::unsupported(format!("process {pid} has no executable mapping"))
-                })?;
-            main.infect(ip).map_err(compel_err(pid))?;
-            ip
-        }
-    };
+    let syscall_ip = syscall_site(main, pid, vmas)?;
     let (area, area_len, batch_code) = scratch_area(main, pid, scratch_len)?;
     let scratch = area + (area_len - scratch_len);
     let collected = catch_panic(|| -> Result<_, Error> {

@@ -23,7 +23,6 @@ use crate::util::{compel_err, proc_err, us_since, write_image};
 use crate::{mem, task, Action, DumpStats, Error, Options};
 use crust_images::image::ImageType;
 use crust_proc::ProcRoot;
-use crust_sys::RemoteAddr;
 use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -416,19 +415,7 @@ fn start(
             crust_sys::ptrace::options::TRACESYSGOOD,
         )?;
         let main = p.threads.first_mut().ok_or(Error::NoSuchProcess { pid })?;
-        match mem::Vma::vdso_syscall(pid, vmas) {
-            Some(ip) => main.use_syscall_ip(ip),
-            None => {
-                let ip = vmas
-                    .iter()
-                    .find(|v| v.map.exec && v.usable_for_syscall())
-                    .map(|v| RemoteAddr(v.map.start))
-                    .ok_or_else(|| {
-                        Error::unsupported(format!("process {pid} has no executable mapping"))
-                    })?;
-                main.infect(ip).map_err(compel_err(pid))?;
-            }
-        }
+        super::syscall_site(main, pid, vmas)?;
         let t = start_tracking(main, &[]);
         main.cure().map_err(compel_err(pid))?;
         let mut t = t?;

@@ -30,12 +30,7 @@ fn parent_answers_and_record() {
         &[(0x10000, 2, pe::PRESENT), (0x12000, 3, pe::PARENT)],
     );
     std::os::unix::fs::symlink("p", dst.join("parent")).unwrap();
-    let mut o = local_opts(0);
-    let l = Listener::bind(&o).unwrap();
-    o.port = Some(l.port());
-    let so = o.clone();
-    let sdst = dst.clone();
-    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdst, None, true));
+    let (o, srv) = start_server(&dst);
     let sink = PageServerSink::new(Conn::connect(&o).unwrap()).with_local(&src);
     assert!(sink.has_parent(Target::Task(7)).unwrap());
     assert!(!sink.has_parent(Target::Task(8)).unwrap());
@@ -101,12 +96,7 @@ fn server_refuses_a_run_not_in_its_parent() {
     std::fs::create_dir_all(dst.join("p")).unwrap();
     parent_pagemap(&dst.join("p"), 7, &[(0x10000, 2, pe::PRESENT)]);
     std::os::unix::fs::symlink("p", dst.join("parent")).unwrap();
-    let mut o = local_opts(0);
-    let l = Listener::bind(&o).unwrap();
-    o.port = Some(l.port());
-    let so = o.clone();
-    let sdst = dst.clone();
-    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdst, None, true));
+    let (o, srv) = start_server(&dst);
     let sink = PageServerSink::new(Conn::connect(&o).unwrap());
     {
         let mut s = sink.open(PageOwner::Task { id: 7, pages_id: 1 }).unwrap();

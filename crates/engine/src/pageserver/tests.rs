@@ -31,6 +31,20 @@ fn local_opts(port: u16) -> Options {
     }
 }
 
+/// crust's page server on a free loopback port, serving one connection
+/// into `dir` on a thread; and the options a client connects with.
+fn start_server(dir: &std::path::Path) -> (Options, Served) {
+    let mut o = local_opts(0);
+    let l = Listener::bind(&o).unwrap();
+    o.port = Some(l.port());
+    let so = o.clone();
+    let sdir = dir.to_path_buf();
+    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
+    (o, srv)
+}
+
+type Served = std::thread::JoinHandle<Result<ServeStats, crate::Error>>;
+
 fn page(b: u8) -> Vec<u8> {
     vec![b; PAGE_SIZE as usize]
 }
@@ -55,11 +69,7 @@ fn pagemap(dir: &std::path::Path, ty: ImageType, id: u64) -> (u32, Vec<(u64, u64
 fn dump_to_server_and_get_back() {
     let d = temp("roundtrip");
     let dir = d.0.clone();
-    let mut o = local_opts(0);
-    let l = Listener::bind(&o).unwrap();
-    o.port = Some(l.port());
-    let so = o.clone();
-    let sdir = dir.clone();
+    let (o, srv) = start_server(&dir);
     // A parent set holding process 7's pagemap: runs as in the parent may go.
     std::fs::create_dir_all(dir.join("p")).unwrap();
     let p = dir.join("p");
@@ -72,7 +82,6 @@ fn dump_to_server_and_get_back() {
     )
     .unwrap();
     std::os::unix::fs::symlink("p", dir.join("parent")).unwrap();
-    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
     let sink = PageServerSink::new(Conn::connect(&o).unwrap());
     {
         let mut s = sink.open(PageOwner::Task { id: 7, pages_id: 1 }).unwrap();
@@ -205,12 +214,7 @@ fn server_gone_fails_the_sink() {
 #[test]
 fn client_gone_is_an_error() {
     let d = temp("client-gone");
-    let mut o = local_opts(0);
-    let l = Listener::bind(&o).unwrap();
-    o.port = Some(l.port());
-    let so = o.clone();
-    let sdir = d.0.clone();
-    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
+    let (o, srv) = start_server(&d.0);
     {
         let sink = PageServerSink::new(Conn::connect(&o).unwrap());
         let mut s = sink.open(PageOwner::Task { id: 3, pages_id: 1 }).unwrap();
@@ -234,12 +238,7 @@ fn client_gone_is_an_error() {
 fn long_run_arrives_whole() {
     let d = temp("long");
     let dir = d.0.clone();
-    let mut o = local_opts(0);
-    let l = Listener::bind(&o).unwrap();
-    o.port = Some(l.port());
-    let so = o.clone();
-    let sdir = dir.clone();
-    let srv = std::thread::spawn(move || serve(l.accept(&so).unwrap(), &sdir, None, true));
+    let (o, srv) = start_server(&dir);
     let npages = 777u64;
     let bytes: Vec<u8> = (0..npages * PAGE_SIZE)
         .map(|i| (i / 7 % 251) as u8)

@@ -38,21 +38,7 @@ extern "C" fn on_usr1(_sig: libc::c_int) {
 }
 
 fn map_anon(len: usize) -> *mut u64 {
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        die("mmap");
-    }
-    p as *mut u64
+    crust_testprogs::map_anon_words(len).as_mut_ptr()
 }
 
 fn words<'a>(p: *mut u64, len: usize) -> &'a mut [u64] {
