@@ -5,11 +5,20 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+// `crit x`; the `crit` front end shares it.
+#[path = "crit/x.rs"]
+pub(crate) mod x;
+
 const USAGE: &str = "\
 Usage:
   crust image decode -i FILE [--pretty] [-o OUT]   image file -> JSON
   crust image encode -i FILE [-o OUT]              JSON -> image file (not yet)
   crust image show -i FILE                         decode --pretty to stdout
+  crust image verify DIR [--tcp-close] [--shell-job]
+                                                   every check a restore makes before it
+                                                   creates a task, without restoring
+  crust image diff DIR1 DIR2 [--json]              what changed between two sets of a tree
+  crust image x DIR ps|fds|mems|rss                a set's processes, fds, memory, resident pages (as crit x)
 ";
 
 struct ImageArgs {
@@ -122,8 +131,56 @@ fn relayout(json: &str, indent: Option<usize>) -> String {
     out
 }
 
+/// `crust image verify DIR`: the restore's checks without the restore.
+/// Exit 0 when the set would restore here, 1 with the reason when not.
+fn verify(args: &[String]) -> Result<i32> {
+    let mut opts = crust_engine::Options::default();
+    let mut dir = None;
+    for a in args {
+        match a.as_str() {
+            "--tcp-close" => opts.tcp_close = true,
+            "--shell-job" | "-j" => opts.shell_job = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(0);
+            }
+            d if !d.starts_with('-') && dir.is_none() => dir = Some(d.to_string()),
+            other => bail!("unknown word {other:?} for `crust image verify`\n{USAGE}"),
+        }
+    }
+    let Some(dir) = dir else {
+        bail!("`crust image verify` needs the images directory\n{USAGE}");
+    };
+    opts.images_dir = dir.clone().into();
+    match crust_engine::verify(&opts) {
+        Ok(report) => {
+            for line in &report.checked {
+                println!("checked {line}");
+            }
+            println!("{dir}: would restore (every check before the first task passed)");
+            Ok(0)
+        }
+        Err(e) => {
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                why += &format!(": {s}");
+                src = s.source();
+            }
+            println!("{dir}: would NOT restore: {why}");
+            Ok(1)
+        }
+    }
+}
+
 /// Run `crust image ...`; returns the exit code.
 pub fn run(args: &[String]) -> Result<i32> {
+    match args.split_first().map(|(s, r)| (s.as_str(), r)) {
+        Some(("x", rest)) => return x::run_x(rest),
+        Some(("verify", rest)) => return verify(rest),
+        Some(("diff", rest)) => return crate::imgdiff::run(rest),
+        _ => {}
+    }
     let a = parse(args)?;
     match a.sub.as_str() {
         "decode" | "show" => {

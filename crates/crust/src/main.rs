@@ -7,6 +7,7 @@ mod dedup;
 mod demo;
 mod getopt;
 mod image;
+mod imgdiff;
 mod lazypages;
 mod logger;
 mod pageserver;

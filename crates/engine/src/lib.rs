@@ -112,6 +112,18 @@ pub fn release_tracking(dir: &std::path::Path) -> Result<(), String> {
     mem::keeper::release(dir)
 }
 
+pub use restore::VerifyReport;
+
+/// `crust image verify`: every check a restore of `opts.images_dir` makes
+/// before it creates a task (the images, and this host's pids, caller and
+/// address space), without restoring; the report lists what was checked.
+pub fn verify(opts: &Options) -> Result<VerifyReport, RestoreError> {
+    restore::verify(opts).map_err(|source| RestoreError {
+        dir: opts.images_dir.clone(),
+        source: Box::new(source),
+    })
+}
+
 /// Restore the tree whose images are in `opts.images_dir`.
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, RestoreError> {
     restore::restore(opts).map_err(|source| RestoreError {

@@ -31,7 +31,7 @@ pub(crate) struct Plan {
     /// crust's (the dumping tool's) set: its tasks stay where the restoring
     /// crust is.
     root_set: u32,
-    sets: Vec<(u32, Ctls)>,
+    pub(crate) sets: Vec<(u32, Ctls)>,
     ctrls: Vec<Controller>,
 }
 

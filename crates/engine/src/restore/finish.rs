@@ -40,6 +40,7 @@ pub(super) fn restore_loaded(
     img.cgns = cgroups.cgns_for_root(root_set)?;
     crate::util::progress::tasks_total(img.procs.len() as u64);
     crate::util::progress::stage("creating and building tasks");
+    info!("every image checked: creating the tree's tasks");
     // Pipes, sockets... exist, full, before any task but the root does
     // (made by create_and_build once the root's namespaces are ready).
     let mut created = Created::default();
@@ -204,7 +205,7 @@ fn kill_released(pids: &[i32]) {
 
 /// The recorded pids must be free (in a new pid namespace they cannot
 /// clash with ours).
-fn check_pids_free(img: &ImageSet) -> Result<(), Error> {
+pub(super) fn check_pids_free(img: &ImageSet) -> Result<(), Error> {
     for p in img.procs.iter().filter(|_| !img.new_pidns) {
         wait_zombie_gone(p.pid());
         if Path::new(&format!("/proc/{}", p.pid())).exists() {
@@ -220,7 +221,7 @@ fn check_pids_free(img: &ImageSet) -> Result<(), Error> {
 }
 
 /// An address for the restore trampoline, free in crust and every image.
-fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
+pub(super) fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
     let proc = ProcRoot::default();
     let me = process::getpid();
     let own_maps = crust_proc::maps(&proc, me).map_err(crate::util::proc_err(me))?;
@@ -240,7 +241,7 @@ fn trampoline_for(img: &ImageSet) -> Result<u64, Error> {
 
 /// The terminal that replaces the recorded one (--shell-job); an error
 /// when a task had an fd on a terminal and there is none to give.
-fn terminal_for(img: &ImageSet, opts: &Options) -> Result<Option<String>, Error> {
+pub(super) fn terminal_for(img: &ImageSet, opts: &Options) -> Result<Option<String>, Error> {
     let tty = if opts.shell_job { own_tty() } else { None };
     if tty.is_none() {
         let on_tty = img

@@ -22,6 +22,7 @@ mod memory;
 mod pstree;
 mod sessions;
 mod share;
+mod verify;
 
 use build::*;
 use create::*;
@@ -193,6 +194,14 @@ impl Created {
 /// kills or lets go of the tree.
 pub(crate) fn check_images(opts: &Options) -> Result<(), Error> {
     load(&crate::ns::mnt::as_restore_check(opts)).map(drop)
+}
+
+pub use verify::VerifyReport;
+
+/// Every check a restore of `opts.images_dir` makes before it creates a
+/// task, without restoring (`crust image verify`).
+pub fn verify(opts: &Options) -> Result<VerifyReport, Error> {
+    verify::verify(opts)
 }
 
 /// Restore the tree stored in `opts.images_dir`.

@@ -3,7 +3,9 @@
 //! time FILE holds a number higher than the steps done, M MiB of pages
 //! (default 5% of N), chosen anew each step, are rewritten with their next
 //! version (a page may be chosen twice);
-//! then `FILE.done` gets the step number. At SIGTERM every page must hold
+//! then `FILE.done` gets the step number. With `--written LOG`, LOG then
+//! holds the memory's address and the numbers of the pages that step
+//! rewrote (for `crust image diff`'s test). At SIGTERM every page must hold
 //! what its version says (an incremental dump chain restored exactly).
 
 use crust_testprogs::{ensure, finish, ready, start, wait_for_term, write_atomic, XorShift};
@@ -28,6 +30,7 @@ fn main() {
     let mb = args.num("mb", 256) as usize;
     let dirty = args.num("dirty-mb", (mb * 5 / 100) as u64) as usize;
     let step_file = args.opts.get("step").cloned().unwrap_or_default();
+    let written_log = args.opts.get("written").cloned();
     let pages = (mb << 20) / PAGE;
     let mem = crust_testprogs::map_anon_words(pages * PAGE);
     let mut versions = vec![0u32; pages];
@@ -43,12 +46,24 @@ fn main() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         while done < want {
+            let mut written = std::collections::BTreeSet::new();
             for _ in 0..(dirty << 20) / PAGE {
                 let p = (rng.next_u64() % pages as u64) as usize;
                 versions[p] += 1;
                 fill(mem, p, versions[p]);
+                written.insert(p);
             }
             done += 1;
+            if let Some(log) = &written_log {
+                let list: Vec<String> = written.iter().map(|p| p.to_string()).collect();
+                let text = format!(
+                    "{:#x} {}\n{}\n",
+                    mem.as_ptr() as usize,
+                    pages,
+                    list.join(" ")
+                );
+                let _ = write_atomic(std::path::Path::new(log), &text);
+            }
         }
         if want > 0 && want == done {
             let _ = write_atomic(
