@@ -22,8 +22,15 @@ Mutations: bit flips, truncation, a huge entry length, a wrong magic, a
 varint of the first entry set to an edge value, a missing file, an extra
 file, a file from another set, a file replaced by a symbolic link.
 
+With --verify (as root), each case also runs `crust image verify` on the
+mutated set before the restore, and fails when the two disagree: verify
+must fail exactly when the restore fails before creating any task (the
+restore log has no "creating the tree's tasks" line), and pass when the
+restore works. A restore that fails later may have been refused by verify
+or not (counted, not a failure).
+
 Bounded run (CI, .ci/run; fixed seed, about 60 s):
-    python3 tests/fuzz/images.py --seconds 60 --seed 1
+    python3 tests/fuzz/images.py --seconds 60 --seed 1 --verify
 Longer run (random seed, printed so a failure can be replayed; keep the
 failing cases' dirs with --keep):
     python3 tests/fuzz/images.py --seconds 3600 --seed random --keep /tmp/fuzz-fail
@@ -320,7 +327,50 @@ def bad_exit(r, what):
     return None
 
 
-def run_case(crust, src, others, rng, case_dir, exes):
+# What the restore logs once every check passed, as it creates the first task.
+TASKS_MARK = "creating the tree's tasks"
+VERIFY_TIMEOUT = 30
+STATS = {"verify_late": 0, "verify_agree": 0}
+
+
+def verify_once(crust, img, cwd):
+    """Exit code and first output line of `crust image verify`, or (None, why)."""
+    try:
+        r = subprocess.run([crust, "image", "verify", img], cwd=cwd, capture_output=True,
+                           timeout=VERIFY_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, "image verify hung (> %d s)" % VERIFY_TIMEOUT
+    b = bad_exit(r, "image verify")
+    if b:
+        return None, b
+    out = (r.stdout + r.stderr).decode(errors="replace").strip().splitlines()
+    return r.returncode, (out[-1] if out else "")
+
+
+def verify_problems(vrc, vwhy, restored, img):
+    """Whether verify and the restore disagree."""
+    if vrc is None:
+        return [vwhy]
+    try:
+        log = open(os.path.join(img, "restore.log"), errors="replace").read()
+    except OSError:
+        log = ""
+    if restored:
+        if vrc != 0:
+            return ["image verify refused a set that restores: %s" % vwhy[:300]]
+    elif TASKS_MARK not in log:
+        if vrc == 0:
+            err = [ln for ln in log.splitlines() if "Error" in ln or "error" in ln][-1:]
+            return ["image verify passed a set whose restore failed before creating a task: %s"
+                    % (err[0][:300] if err else "(no error line in restore.log)")]
+    elif vrc != 0:
+        STATS["verify_late"] += 1
+        return []
+    STATS["verify_agree"] += 1
+    return []
+
+
+def run_case(crust, src, others, rng, case_dir, exes, verify=False):
     img = os.path.join(case_dir, "img")
     shutil.copytree(src["img"], img, symlinks=True)
     what = mutate(rng, img, others)
@@ -343,8 +393,12 @@ def run_case(crust, src, others, rng, case_dir, exes):
             problems.append(b)
     restored = False
     if os.geteuid() == 0:
+        if verify:
+            vrc, vwhy = verify_once(crust, img, cwd)
         more, restored = restore_once(crust, img, cwd, exes, procs_before)
         problems += more
+        if verify and not more:
+            problems += verify_problems(vrc, vwhy, restored, img)
     after = tree_of(watch, {img})
     new = sorted(after - before)
     if new:
@@ -417,6 +471,8 @@ def main():
     ap.add_argument("--no-golden", action="store_true")
     ap.add_argument("--keep", help="copy each failing case's dir here")
     ap.add_argument("--only", type=int, help="run only case N (replay)")
+    ap.add_argument("--verify", action="store_true",
+                    help="check `crust image verify` against each restore")
     a = ap.parse_args()
     seed = random.SystemRandom().randrange(2 ** 32) if a.seed == "random" else int(a.seed)
     rng = random.Random(seed)
@@ -452,7 +508,7 @@ def main():
             case_dir = os.path.join(tmp, "case-%d" % n)
             os.makedirs(case_dir)
             what, problems = run_case(a.crust, src, [i for i in imgs if i != src["img"]],
-                                      case_rng, case_dir, exes)
+                                      case_rng, case_dir, exes, a.verify)
             if problems:
                 failed += 1
                 log("FAIL case %d (%s; %s):" % (n, src["name"], what))
@@ -465,6 +521,9 @@ def main():
                 passed += 1
             shutil.rmtree(case_dir, ignore_errors=True)
         log("image fuzz (seed %d): %d passed, %d failed" % (seed, passed, failed))
+        if a.verify:
+            log("image verify: agreed with the restore %d times; refused %d sets whose restore "
+                "failed only after creating tasks" % (STATS["verify_agree"], STATS["verify_late"]))
         return 1 if failed else 0
     finally:
         # The sources' work dirs may hold socket files of the dumped programs.
