@@ -819,6 +819,9 @@ Usage:
   crust cpuinfo dump|check
   crust demo
   crust image decode -i FILE [--pretty] [-o FILE]
+  crust image x DIR ps|fds|mems|rss
+  crust image verify DIR [--tcp-close] [--shell-job]
+  crust image diff DIR1 DIR2 [--json]
 
 Commands:
   dump           checkpoint a process tree identified by PID
