@@ -146,4 +146,25 @@ EOF
     expect_pass
 }
 
-ALL_TESTS+=(crit-x image-verify image-diff)
+# crust image diff of a golden set and a copy with one byte changed in a
+# process's pages and one in a shared memory object's: exactly those pages.
+t_image_diff_golden() {
+    need_crust || return 1
+    cp -r "$GOLDEN_SRC/files" "$D/a" && cp -r "$GOLDEN_SRC/files" "$D/b" || { fail "cannot copy the set"; return 1; }
+    # pagemap-1514 (pages-3.img): 0x401000 first; shmem 11665 (pages-1.img): page 1.
+    printf 'Y' | dd of="$D/b/pages-3.img" bs=1 seek=0 conv=notrunc 2>/dev/null
+    printf 'Z' | dd of="$D/b/pages-1.img" bs=1 seek=4100 conv=notrunc 2>/dev/null
+    crust_run gd image diff "$D/a" "$D/b" --json
+    [ $RC = 1 ] || { fail "diff exited $RC: $(head -c 300 "$D/gd.err")"; return 1; }
+    local got
+    got=$("$PY" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = {x["pid"]: x["pages"]["changed"]["ranges"] for x in d["processes"]}
+s = {x["id"]: x["pages"]["changed"]["ranges"] for x in d["shmem"]}
+print(p.get(1514), p.get(1517), s)' "$D/gd.out")
+    [ "$got" = "[['0x401000', '0x402000']] [] {11665: [['0x1000', '0x2000']]}" ] ||
+        { fail "image diff reports $got"; return 1; }
+}
+
+ALL_TESTS+=(crit-x image-verify image-diff image-diff-golden)

@@ -47,6 +47,8 @@ struct Proc {
 struct Set {
     dir: PathBuf,
     procs: BTreeMap<u32, Proc>,
+    /// Shared memory objects' pages (pagemap-shmem-N.img), by object id.
+    shmem: BTreeMap<u64, BTreeMap<u64, Loc>>,
     sockets: BTreeSet<String>,
 }
 
@@ -98,7 +100,7 @@ fn load_set(dir: &Path) -> Result<Set> {
             }
         }
         let pages = if dir.join(format!("pagemap-{pid}.img")).exists() {
-            Some(page_locs(dir, pid, 0)?)
+            Some(page_locs(dir, &format!("pagemap-{pid}.img"), 0)?)
         } else {
             None
         };
@@ -120,9 +122,21 @@ fn load_set(dir: &Path) -> Result<Set> {
             sockets.insert(s);
         }
     }
+    let mut shmem = BTreeMap::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_prefix("pagemap-shmem-")
+            .and_then(|n| n.strip_suffix(".img"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            shmem.insert(id, page_locs(dir, &name, 0)?);
+        }
+    }
     Ok(Set {
         dir: dir.to_path_buf(),
         procs,
+        shmem,
         sockets,
     })
 }
@@ -163,18 +177,17 @@ fn tree_of(dir: &Path) -> Result<Vec<PstreeEntry>> {
         .collect())
 }
 
-/// Every page of `pid`'s pagemap in `dir` and where its bytes are,
+/// Every page of pagemap image `name` in `dir` and where its bytes are,
 /// following the `parent` link for pages kept in a parent set.
-fn page_locs(dir: &Path, pid: u32, depth: usize) -> Result<BTreeMap<u64, Loc>> {
+fn page_locs(dir: &Path, name: &str, depth: usize) -> Result<BTreeMap<u64, Loc>> {
     if depth > MAX_CHAIN {
         bail!(
             "{}: more than {MAX_CHAIN} parent image sets (a loop of parent links?)",
             dir.display()
         );
     }
-    let name = format!("pagemap-{pid}.img");
-    let (head, entries) = read_pagemap(dir, &name)
-        .with_context(|| format!("reading {}", dir.join(&name).display()))?;
+    let (head, entries) =
+        read_pagemap(dir, name).with_context(|| format!("reading {}", dir.join(name).display()))?;
     let pages = dir.join(format!("pages-{}.img", head.pages_id));
     let mut parent: Option<BTreeMap<u64, Loc>> = None;
     let mut out = BTreeMap::new();
@@ -198,8 +211,8 @@ fn page_locs(dir: &Path, pid: u32, depth: usize) -> Result<BTreeMap<u64, Loc>> {
             } else if flags & pe::PARENT != 0 {
                 if parent.is_none() {
                     let pdir = dir.join("parent");
-                    parent = Some(if pdir.join(&name).exists() {
-                        page_locs(&pdir, pid, depth + 1)?
+                    parent = Some(if pdir.join(name).exists() {
+                        page_locs(&pdir, name, depth + 1)?
                     } else {
                         BTreeMap::new()
                     });
@@ -315,6 +328,8 @@ struct Diff {
     added: Vec<u32>,
     removed: Vec<u32>,
     procs: Vec<(u32, ProcDiff)>,
+    /// Shared memory objects in both sets whose pages differ.
+    shmem: Vec<(u64, ProcDiff)>,
     sockets_added: Vec<String>,
     sockets_removed: Vec<String>,
 }
@@ -324,6 +339,7 @@ impl Diff {
         self.added.is_empty()
             && self.removed.is_empty()
             && self.procs.iter().all(|(_, d)| d.is_empty())
+            && self.shmem.iter().all(|(_, d)| d.is_empty())
             && self.sockets_added.is_empty()
             && self.sockets_removed.is_empty()
     }
@@ -436,7 +452,18 @@ fn diff(a: &Set, b: &Set) -> Result<Diff> {
             procs.push((*pid, diff_proc(pa, pb, &mut files)?));
         }
     }
+    let mut shmem = Vec::new();
+    for (id, ma) in &a.shmem {
+        if let Some(mb) = b.shmem.get(id) {
+            let mut d = ProcDiff::default();
+            diff_pages(ma, mb, &mut d, &mut files)?;
+            if !d.is_empty() {
+                shmem.push((*id, d));
+            }
+        }
+    }
     Ok(Diff {
+        shmem,
         added: b
             .procs
             .keys()
@@ -464,6 +491,31 @@ fn range_list(r: &[(u64, u64)]) -> String {
 
 fn pids(v: &[u32]) -> String {
     v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+}
+
+fn pages_text(d: &ProcDiff) -> String {
+    let mut o = String::new();
+    for (what, r) in [
+        ("changed", &d.pages_changed),
+        ("added", &d.pages_added),
+        ("removed", &d.pages_removed),
+    ] {
+        if !r.is_empty() {
+            o += &format!(
+                "  pages {what}: {} in {} range(s): {}\n",
+                pages_of(r),
+                r.len(),
+                range_list(r)
+            );
+        }
+    }
+    if d.pages_unknown > 0 {
+        o += &format!(
+            "  pages not compared (lazy or missing): {}\n",
+            d.pages_unknown
+        );
+    }
+    o
 }
 
 impl Diff {
@@ -517,26 +569,10 @@ impl Diff {
             for (fd, x, y) in &d.fds_changed {
                 o += &format!("  ~ fd {fd}: {x} -> {y}\n");
             }
-            for (what, r) in [
-                ("changed", &d.pages_changed),
-                ("added", &d.pages_added),
-                ("removed", &d.pages_removed),
-            ] {
-                if !r.is_empty() {
-                    o += &format!(
-                        "  pages {what}: {} in {} range(s): {}\n",
-                        pages_of(r),
-                        r.len(),
-                        range_list(r)
-                    );
-                }
-            }
-            if d.pages_unknown > 0 {
-                o += &format!(
-                    "  pages not compared (lazy or missing): {}\n",
-                    d.pages_unknown
-                );
-            }
+            o += &pages_text(d);
+        }
+        for (id, d) in &self.shmem {
+            o += &format!("shared memory {id}:\n{}", pages_text(d));
         }
         for s in &self.sockets_removed {
             o += &format!("- socket {s}\n");
@@ -619,12 +655,26 @@ impl Diff {
             );
             procs.push(p);
         }
+        let shmem: Vec<String> = self
+            .shmem
+            .iter()
+            .map(|(id, d)| {
+                format!(
+                    "{{\"id\": {id}, \"pages\": {{\"changed\": {}, \"added\": {}, \"removed\": {}, \"not_compared\": {}}}}}",
+                    rng(&d.pages_changed),
+                    rng(&d.pages_added),
+                    rng(&d.pages_removed),
+                    d.pages_unknown
+                )
+            })
+            .collect();
         format!(
-            "{{\"same\": {}, \"tasks\": {{\"added\": {}, \"removed\": {}}}, \"processes\": [{}], \"sockets\": {{\"added\": {}, \"removed\": {}}}}}\n",
+            "{{\"same\": {}, \"tasks\": {{\"added\": {}, \"removed\": {}}}, \"processes\": [{}], \"shmem\": [{}], \"sockets\": {{\"added\": {}, \"removed\": {}}}}}\n",
             self.is_empty(),
             nums(&self.added),
             nums(&self.removed),
             procs.join(", "),
+            shmem.join(", "),
             strs(&self.sockets_added),
             strs(&self.sockets_removed)
         )
