@@ -99,11 +99,12 @@ t_image_verify() {
 }
 
 # crust image diff of two pre-dumps of dirtymem: inside its memory, the
-# pages reported changed are exactly those it rewrote between them.
+# pages reported changed are exactly those it rewrote between them. Then
+# image verify of the chain's final dump, with and without its first set.
 t_image_diff() {
     need_cr || return $?
     start_prog dirtymem --mb 16 --dirty-mb 1 --step "$D/step" --written "$D/written" || return 1
-    mkdir -p "$D/i1" "$D/i2"
+    mkdir -p "$D/i1" "$D/i2" "$D/i3"
     crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
     [ $RC = 0 ] || { fail "pre-dump 1 exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
     predump_step 1 || return 1
@@ -142,8 +143,21 @@ EOF
     ok*) echo "    image diff: $got pages changed, as written" >&2 ;;
     *) fail "image diff: $got"; return 1 ;;
     esac
-    crust_run rel track-release "$D/i2"
-    expect_pass
+    # The chain's final dump: verify follows its parents, and refuses it
+    # when a parent set is gone; then it restores.
+    crust_run d3 dump -t "$PID" -D "$D/i3" --prev-images-dir ../i2 -v4 -o dump.log
+    [ $RC = 0 ] || { fail "dump exited $RC: $(head -c 300 "$D/d3.err")" "$D/i3/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "dirtymem lives on after the dump"; return 1; }
+    crust_run v3 image verify "$D/i3"
+    [ $RC = 0 ] && grep -q "^checked parent image set" "$D/v3.out" ||
+        { fail "verify of the chain exited $RC: $(head -c 300 "$D/v3.out")"; return 1; }
+    mv "$D/i1" "$D/i1.away"
+    crust_run v4 image verify "$D/i3"
+    mv "$D/i1.away" "$D/i1"
+    [ $RC = 1 ] && grep -q "would NOT restore" "$D/v4.out" ||
+        { fail "verify of the chain without i1 exited $RC: $(head -c 300 "$D/v4.out")"; return 1; }
+    do_restore "$D/i3" || return 1
+    expect_pass "$D/i3/restore.log"
 }
 
 # crust image diff of a golden set and a copy with one byte changed in a
