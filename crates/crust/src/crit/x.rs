@@ -4,7 +4,7 @@
 //!
 //! Where crit 4.2 stops with a Python error (a dead process of the tree has
 //! no `ids-`/`mm-`/`pagemap-` image), crust prints the process and a
-//! `(zombie)` line instead and goes on.
+//! `(zombie)` line (`(helper)` for a helper task) instead and goes on.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -102,15 +102,20 @@ impl Explorer {
     }
 
     /// A process without images of its own: its core says it is not alive
-    /// and `name` (its ids- or mm- image) is missing.
-    fn dead(&self, pid: u32, name: &str) -> bool {
+    /// and `name` (its ids- or mm- image) is missing. Returns the line
+    /// printed for it instead (crit 4.2 stops there with a Python error).
+    fn dead(&self, pid: u32, name: &str) -> Option<&'static str> {
         if self.dir.join(name).exists() {
-            return false;
+            return None;
         }
-        self.core(pid)
-            .ok()
-            .and_then(|c| c.tc)
-            .is_some_and(|tc| tc.task_state != task_state::ALIVE)
+        let state = self.core(pid).ok().and_then(|c| c.tc)?.task_state;
+        match state {
+            task_state::ALIVE => None,
+            task_state::HELPER => Some("\t(helper)\n"),
+            // CRIU's TASK_DEAD is a zombie.
+            task_state::DEAD | task_state::ZOMBIE => Some("\t(zombie)\n"),
+            _ => Some("\t(not alive)\n"),
+        }
     }
 
     fn ps(&mut self) -> Result<String> {
@@ -234,8 +239,8 @@ impl Explorer {
         for p in self.tree()? {
             let pid = p.pid;
             out += &format!("{pid}\n");
-            if self.dead(pid, &format!("ids-{pid}.img")) {
-                out += "\t(zombie)\n";
+            if let Some(line) = self.dead(pid, &format!("ids-{pid}.img")) {
+                out += line;
                 continue;
             }
             let ids: TaskKobjIdsEntry = load_one(&self.dir, &format!("ids-{pid}.img"))?;
@@ -261,8 +266,8 @@ impl Explorer {
         for p in self.tree()? {
             let pid = p.pid;
             out += &format!("{pid}\n");
-            if self.dead(pid, &format!("mm-{pid}.img")) {
-                out += "\t(zombie)\n";
+            if let Some(line) = self.dead(pid, &format!("mm-{pid}.img")) {
+                out += line;
                 continue;
             }
             let mm: MmEntry = load_one(&self.dir, &format!("mm-{pid}.img"))?;
@@ -322,8 +327,8 @@ impl Explorer {
         for p in self.tree()? {
             let pid = p.pid;
             out += &format!("{pid}\n");
-            if self.dead(pid, &format!("mm-{pid}.img")) {
-                out += "\t(zombie)\n";
+            if let Some(line) = self.dead(pid, &format!("mm-{pid}.img")) {
+                out += line;
                 continue;
             }
             let mm: MmEntry = load_one(&self.dir, &format!("mm-{pid}.img"))?;
