@@ -818,7 +818,8 @@ Usage:
   crust dedup -D DIR
   crust cpuinfo dump|check
   crust demo
-  crust image decode -i FILE [--pretty] [-o FILE]
+  crust image decode|encode|show -i FILE [--pretty] [-o FILE]
+  crust crit decode|encode|info|show|x ...   (crit 4.2's command line; also as `crit`)
 
 Commands:
   dump           checkpoint a process tree identified by PID
@@ -832,7 +833,8 @@ Commands:
   lazy-pages     launch the lazy-pages daemon
   cpuinfo        dump/check CPU features (not supported yet)
   demo           show a dump and a restore of a small counting program
-  image          image tools (decode)
+  image          image tools (decode, encode, show: crit's)
+  crit           CRIU's crit, built in (`crust crit --help`)
 
 Dump/restore options:
   -t|--tree PID          checkpoint the tree rooted at PID
