@@ -1029,6 +1029,8 @@ ALL_TESTS+=(shmanon)
 # Inet sockets, TCP connections and network locking (issue 5).
 # shellcheck source=tests/e2e/net.sh
 . "$ROOT/tests/e2e/net.sh"
+# shellcheck source=tests/e2e/crit.sh
+. "$ROOT/tests/e2e/crit.sh"
 
 # CRIU's RPC: swrk, service, notify, bad input, with pycriu (issue 14).
 # shellcheck source=tests/e2e/rpc.sh

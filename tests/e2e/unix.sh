@@ -29,7 +29,7 @@ t_unix_images() {
         "$CRUST" image decode -i "$D/img/sk-queues.img" >"$D/q.json" 2>&1 ||
         { fail "cannot decode files.img / sk-queues.img: $(head -c 200 "$D/files.json" "$D/q.json")"; return 1; }
     python3 - "$D/files.json" "$D/q.json" "$D/files" >"$D/check.out" 2>&1 <<'EOF' ||
-import base64, json, sys
+import base64, json, quopri, sys
 files = json.load(open(sys.argv[1]))["entries"]
 q = json.load(open(sys.argv[2]))["entries"]
 sk = {f["id"]: f["usk"] for f in files if f["type"] in ("UNIXSK", 5)}
@@ -39,7 +39,8 @@ for u in sk.values():
     if u["peer"]:
         assert by_ino[u["peer"]]["peer"] == u["ino"], "socket %d: peer not mutual" % u["id"]
 def name(u):
-    return base64.b64decode(u["name"]) if u["name"] else b""
+    # crit's unix_name conversion: quoted-printable text.
+    return quopri.decodestring(u["name"].encode()) if u["name"] else b""
 listen = [u for u in sk.values() if u["state"] in ("LISTEN", 10)]
 assert len(listen) == 2, "listeners: %d" % len(listen)
 path = [u for u in listen if name(u).endswith(b"/listen.sock\0")]

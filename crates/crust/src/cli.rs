@@ -818,10 +818,11 @@ Usage:
   crust dedup -D DIR
   crust cpuinfo dump|check
   crust demo
-  crust image decode -i FILE [--pretty] [-o FILE]
+  crust image decode|encode|show -i FILE [--pretty] [-o FILE]
   crust image x DIR ps|fds|mems|rss
   crust image verify DIR [--tcp-close] [--shell-job]
   crust image diff DIR1 DIR2 [--json]
+  crust crit decode|encode|info|show|x ...   (crit 4.2's command line; also as `crit`)
 
 Commands:
   dump           checkpoint a process tree identified by PID
@@ -835,7 +836,8 @@ Commands:
   lazy-pages     launch the lazy-pages daemon
   cpuinfo        dump/check CPU features (not supported yet)
   demo           show a dump and a restore of a small counting program
-  image          image tools (decode)
+  image          image tools (decode, encode, show: crit's)
+  crit           CRIU's crit, built in (`crust crit --help`)
 
 Dump/restore options:
   -t|--tree PID          checkpoint the tree rooted at PID

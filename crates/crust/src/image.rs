@@ -1,24 +1,22 @@
-//! `crust image ...`: image tools (in the spirit of CRIU's `crit`).
+//! `crust image ...`: image tools. `decode`, `show` and `encode` are crit's
+//! (the same code as `crust crit`, see crit/mod.rs), with `-i FILE`.
 
-use std::io::Write;
-use std::path::Path;
+use anyhow::{bail, Result};
+use crust_images::crit::DecodeOpts;
 
-use anyhow::{bail, Context, Result};
-
-// `crit x`; the `crit` front end shares it.
-#[path = "crit/x.rs"]
-pub(crate) mod x;
+use crate::crit;
 
 const USAGE: &str = "\
 Usage:
-  crust image decode -i FILE [--pretty] [-o OUT]   image file -> JSON
-  crust image encode -i FILE [-o OUT]              JSON -> image file (not yet)
-  crust image show -i FILE                         decode --pretty to stdout
+  crust image decode -i FILE [--pretty] [--nopl] [-o OUT]   image file -> crit's JSON
+  crust image encode -i FILE [-o OUT]                       crit's JSON -> image file
+  crust image show -i FILE [--nopl]                         decode --pretty to stdout
   crust image verify DIR [--tcp-close] [--shell-job]
-                                                   every check a restore makes before it
-                                                   creates a task, without restoring
-  crust image diff DIR1 DIR2 [--json]              what changed between two sets of a tree
-  crust image x DIR ps|fds|mems|rss                a set's processes, fds, memory, resident pages (as crit x)
+                                            every check a restore makes before it
+                                            creates a task, without restoring
+  crust image diff DIR1 DIR2 [--json]       what changed between two sets of a tree
+  crust image x DIR ps|fds|mems|rss         a set's processes, fds, memory, resident pages
+(decode, encode, show and x are `crust crit decode|encode|show|x`; see `crust crit --help`)
 ";
 
 struct ImageArgs {
@@ -26,6 +24,7 @@ struct ImageArgs {
     input: Option<String>,
     output: Option<String>,
     pretty: bool,
+    nopl: bool,
 }
 
 fn parse(args: &[String]) -> Result<ImageArgs> {
@@ -38,6 +37,7 @@ fn parse(args: &[String]) -> Result<ImageArgs> {
         input: None,
         output: None,
         pretty: false,
+        nopl: false,
     };
     while let Some(w) = it.next() {
         let (name, inline) = match w.split_once('=') {
@@ -54,81 +54,12 @@ fn parse(args: &[String]) -> Result<ImageArgs> {
             "-i" | "--in" | "--input" => a.input = Some(value(name)?),
             "-o" | "--out" | "--output" => a.output = Some(value(name)?),
             "--pretty" | "-p" => a.pretty = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
+            "--nopl" => a.nopl = true,
+            "-h" | "--help" => a.sub = "help".into(),
             other => bail!("unknown option {other} for `crust image {}`", a.sub),
         }
     }
     Ok(a)
-}
-
-/// Re-lay out JSON text: compact (`indent` None) or indented by `indent`
-/// spaces per level, like crit's plain and `--pretty` output. Strings are
-/// copied untouched.
-fn relayout(json: &str, indent: Option<usize>) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    let mut chars = json.chars().peekable();
-    let newline = |out: &mut String, depth: usize| {
-        if let Some(n) = indent {
-            out.push('\n');
-            out.push_str(&" ".repeat(n * depth));
-        }
-    };
-    while let Some(c) = chars.next() {
-        if in_str {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_str = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                // Keep empty containers on one line.
-                while chars.peek().is_some_and(|n| n.is_whitespace()) {
-                    chars.next();
-                }
-                if matches!(chars.peek(), Some('}') | Some(']')) {
-                    out.push(chars.next().unwrap_or(' '));
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(',');
-                if indent.is_some() {
-                    newline(&mut out, depth);
-                } else {
-                    out.push(' ');
-                }
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out.push('\n');
-    out
 }
 
 /// `crust image verify DIR`: the restore's checks without the restore.
@@ -176,55 +107,32 @@ fn verify(args: &[String]) -> Result<i32> {
 /// Run `crust image ...`; returns the exit code.
 pub fn run(args: &[String]) -> Result<i32> {
     match args.split_first().map(|(s, r)| (s.as_str(), r)) {
-        Some(("x", rest)) => return x::run_x(rest),
+        Some(("x", rest)) => return crit::x::run_x(rest),
         Some(("verify", rest)) => return verify(rest),
         Some(("diff", rest)) => return crate::imgdiff::run(rest),
         _ => {}
     }
     let a = parse(args)?;
     match a.sub.as_str() {
+        "help" => {
+            print!("{USAGE}");
+            Ok(0)
+        }
         "decode" | "show" => {
             let Some(input) = a.input.as_deref() else {
                 bail!("`crust image {}` needs -i FILE", a.sub);
             };
-            let json = crust_images::json::image_to_json(Path::new(input))
-                .with_context(|| format!("decoding {input}"))?;
-            let pretty = a.pretty || a.sub == "show";
-            let text = relayout(&json, pretty.then_some(4));
-            match a.output.as_deref() {
-                Some(out) if out != "-" => {
-                    std::fs::write(out, text).with_context(|| format!("writing {out}"))?
-                }
-                _ => {
-                    let mut so = std::io::stdout().lock();
-                    // A closed pipe (`| head`) is not an error worth a message.
-                    let _ = so.write_all(text.as_bytes()).and_then(|_| so.flush());
-                }
-            }
+            let opts = DecodeOpts {
+                pretty: a.pretty || a.sub == "show",
+                nopl: a.nopl,
+            };
+            crit::decode(Some(input), a.output.as_deref(), opts)?;
             Ok(0)
         }
-        "encode" => bail!(
-            "`crust image encode` is not available yet: crust-images cannot build image \
-             files from JSON yet"
-        ),
+        "encode" => {
+            crit::encode(a.input.as_deref(), a.output.as_deref())?;
+            Ok(0)
+        }
         other => bail!("unknown image subcommand {other:?}\n{USAGE}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relayout;
-
-    #[test]
-    fn compact_and_pretty() {
-        let j = "{\n  \"magic\": \"CORE\", \"entries\": [{\"a\": 1,\"s\": \"x, {y}\\\" z\"}, {}]}";
-        assert_eq!(
-            relayout(j, None),
-            "{\"magic\": \"CORE\", \"entries\": [{\"a\": 1, \"s\": \"x, {y}\\\" z\"}, {}]}\n"
-        );
-        assert_eq!(
-            relayout(j, Some(4)),
-            "{\n    \"magic\": \"CORE\",\n    \"entries\": [\n        {\n            \"a\": 1,\n            \"s\": \"x, {y}\\\" z\"\n        },\n        {}\n    ]\n}\n"
-        );
     }
 }

@@ -16,7 +16,7 @@ use crust_images::proto::{
 };
 use crust_images::{read_all, read_one, read_pagemap};
 
-use crate::image::x::Explorer;
+use crate::crit::x::Explorer;
 
 const USAGE: &str = "usage: crust image diff DIR1 DIR2 [--json]";
 

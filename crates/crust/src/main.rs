@@ -3,6 +3,7 @@
 
 mod check;
 mod cli;
+mod crit;
 mod dedup;
 mod demo;
 mod getopt;
@@ -38,6 +39,13 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `crit ...` (crust under that name) and `crust crit ...`.
+    if crit::invoked_as_crit() {
+        crit::main_as_crit(&argv);
+    }
+    if argv.first().map(String::as_str) == Some("crit") {
+        crit::main_as_crit(&argv[1..]);
+    }
     if argv.first().map(String::as_str) == Some("__demo-counter") {
         demo::counter(&argv[1..]);
     }
@@ -198,7 +206,9 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
             Ok(255)
         }
         "show" => {
-            log::error!("the \"show\" action is deprecated by the CRIT utility; use `crust image decode -i FILE --pretty`");
+            log::error!(
+                "the \"show\" action is deprecated by the CRIT utility; use `crust crit show FILE`"
+            );
             Ok(255)
         }
         other => bail!("unknown command: {other} (see `crust --help`)"),

@@ -127,8 +127,11 @@ impl Message for RawData {
     fn decode_depth(_buf: &[u8], _depth: u32) -> Result<Self, DecodeError> {
         Ok(RawData)
     }
-    fn to_json(&self, out: &mut String) {
+    fn to_json(&self, _cx: crate::wire::Cx, out: &mut String) {
         out.push_str("{}");
+    }
+    fn from_json(_j: &crate::wire::Json) -> Result<Self, crate::wire::JsonErr> {
+        Ok(RawData)
     }
 }
 
@@ -334,6 +337,12 @@ pub enum ImageError {
     },
     #[error("image {path} holds no entry")]
     Empty { path: PathBuf },
+    #[error("image {path}")]
+    Crit {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::crit::CritError>,
+    },
     #[error("image {path} is a symbolic link: crust reads no image through a link (put the file itself in the images directory)")]
     Symlink { path: PathBuf },
     #[error("image {path}: unknown image type for this file name")]
@@ -356,6 +365,7 @@ impl ImageError {
             | ImageError::Truncated { path, .. }
             | ImageError::Decode { path, .. }
             | ImageError::Empty { path }
+            | ImageError::Crit { path, .. }
             | ImageError::Symlink { path }
             | ImageError::UnknownType { path }
             | ImageError::Untrusted { path, .. } => path,

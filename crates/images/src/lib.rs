@@ -7,7 +7,8 @@
 //!   field names (`r#type` for `type`); enums are modules of `i32` constants
 //!   (`fd_types::REG`, `core_entry_march::X86_64` for enums nested in a message).
 //! - [`image`]: magics ([`ImageType`]), framing, [`ImageReader`] / [`ImageWriter`].
-//! - [`json`]: crit-like JSON of any image file.
+//! - [`crit`]: CRIU's crit built in: image files to crit's exact JSON and back.
+//! - [`json`]: crit's JSON of an image file (over [`crit`]).
 //! - [`consts`]: flag values stored in image fields (PE_*, VMA_*, task states).
 //!
 //! ```
@@ -28,6 +29,7 @@
 #[macro_use]
 mod macros;
 pub mod consts;
+pub mod crit;
 pub mod image;
 pub mod json;
 pub mod proto;

@@ -87,6 +87,18 @@ macro_rules! __field_fn {
     (json, packed, $k:ty) => {
         $crate::wire::json_repeated::<$k>
     };
+    (from, required, $k:ty) => {
+        $crate::wire::from_json_required::<$k>
+    };
+    (from, optional, $k:ty) => {
+        $crate::wire::from_json_optional::<$k>
+    };
+    (from, repeated, $k:ty) => {
+        $crate::wire::from_json_repeated::<$k>
+    };
+    (from, packed, $k:ty) => {
+        $crate::wire::from_json_repeated::<$k>
+    };
 }
 
 #[doc(hidden)]
@@ -176,12 +188,23 @@ macro_rules! message {
             }
 
             #[allow(unused_mut)]
-            fn to_json(&self, out: &mut ::std::string::String) {
+            fn to_json(&self, cx: $crate::wire::Cx, out: &mut ::std::string::String) {
                 let mut first = true;
                 out.push('{');
-                $( $crate::__field_fn!(json, $label, $kind)(&mut first, stringify!($field), &self.$field, out); )*
+                $( $crate::__field_fn!(json, $label, $kind)(&mut first, stringify!($field), &self.$field, cx, out); )*
                 $crate::wire::json_unknown(&mut first, &self.unknown, out);
                 out.push('}');
+            }
+
+            #[allow(unused_variables)]
+            fn from_json(
+                j: &$crate::wire::Json,
+            ) -> ::std::result::Result<Self, $crate::wire::JsonErr> {
+                let obj = $crate::wire::json_object(j)?;
+                ::std::result::Result::Ok($name {
+                    $( $field: $crate::__field_fn!(from, $label, $kind)(obj, $pname, stringify!($field))?, )*
+                    unknown: $crate::wire::unknown_from_json(obj)?,
+                })
             }
         }
     )*};
@@ -213,6 +236,10 @@ macro_rules! enumeration {
             impl $crate::wire::EnumNames for Names {
                 fn name(v: i32) -> ::std::option::Option<&'static str> {
                     name(v)
+                }
+                fn value(n: &str) -> ::std::option::Option<i32> {
+                    $( if n == stringify!($var) { return ::std::option::Option::Some($val); } )*
+                    ::std::option::Option::None
                 }
             }
         }

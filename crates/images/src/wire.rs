@@ -9,6 +9,12 @@
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 
+pub use crate::crit::conv::{
+    base64_decode, bool_from_json, float_from_json, int_from_json, json_base64, json_bool,
+    json_float, json_int, json_str, Cx, JsonErr,
+};
+pub use crate::crit::value::Json;
+
 /// Nesting depth beyond which decoding gives up.
 pub const MAX_DEPTH: u32 = 64;
 
@@ -128,8 +134,13 @@ pub trait Message: Sized + Default {
     /// Decode at a given nesting depth (used for nested messages).
     fn decode_depth(buf: &[u8], depth: u32) -> Result<Self, DecodeError>;
 
-    /// Append a JSON object describing `self` (present fields only).
-    fn to_json(&self, out: &mut String);
+    /// Append crit's JSON object of `self` (present fields only, in field
+    /// number order; `cx` selects plain or `--pretty`).
+    fn to_json(&self, cx: Cx, out: &mut String);
+
+    /// Build the message from crit's JSON object (either mode), as crit's
+    /// encode does: fields absent from the object stay unset.
+    fn from_json(j: &Json) -> Result<Self, JsonErr>;
 
     /// Convenience: encode into a fresh vector.
     fn encode_to_vec(&self) -> Vec<u8> {
@@ -138,10 +149,10 @@ pub trait Message: Sized + Default {
         v
     }
 
-    /// Convenience: JSON text of `self`.
+    /// Convenience: crit's plain JSON text of `self`.
     fn to_json_string(&self) -> String {
         let mut s = String::new();
-        self.to_json(&mut s);
+        self.to_json(Cx::default(), &mut s);
         s
     }
 }
@@ -364,11 +375,43 @@ pub trait Kind {
     fn encode_value(v: &Self::T, out: &mut Vec<u8>);
     fn value_len(v: &Self::T) -> usize;
     fn decode_value(r: &mut Reader<'_>, depth: u32) -> Result<Self::T, DecodeError>;
-    fn json(v: &Self::T, out: &mut String);
+    /// crit's JSON of one value (`cx` says plain or `--pretty`, and whether
+    /// an enclosing field is marked hex).
+    fn json(v: &Self::T, cx: Cx, out: &mut String);
+    /// crit's JSON of a repeated field's values (a list).
+    fn json_list(v: &[Self::T], cx: Cx, out: &mut String) {
+        out.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            Self::json(x, cx, out);
+        }
+        out.push(']');
+    }
+    /// The value from crit's JSON (either mode), as crit's encode reads it.
+    fn from_json(j: &Json) -> Result<Self::T, JsonErr>;
+    /// A repeated field's values from crit's JSON.
+    fn from_json_list(j: &Json) -> Result<Vec<Self::T>, JsonErr> {
+        let Json::Arr(items) = j else {
+            return Err(JsonErr::new(format!(
+                "a list was expected, found {}",
+                j.what()
+            )));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Self::from_json(x).map_err(|e| e.within(&format!("[{i}]"))))
+            .collect()
+    }
 }
 
 macro_rules! varint_kind {
     ($name:ident, $t:ty, |$e:ident| $enc:expr, |$d:ident| $dec:expr) => {
+        varint_kind!($name, $t, |$e| $enc, |$d| $dec, json_int, int_from_json);
+    };
+    ($name:ident, $t:ty, |$e:ident| $enc:expr, |$d:ident| $dec:expr, $json:ident, $from:ident) => {
         pub struct $name;
         impl Kind for $name {
             type T = $t;
@@ -386,8 +429,11 @@ macro_rules! varint_kind {
                 let $d = r.varint()?;
                 Ok($dec)
             }
-            fn json(v: &$t, out: &mut String) {
-                let _ = write!(out, "{}", v);
+            fn json(v: &$t, cx: Cx, out: &mut String) {
+                $json(*v, cx, out)
+            }
+            fn from_json(j: &Json) -> Result<$t, JsonErr> {
+                $from::<$t>(j)
             }
         }
     };
@@ -402,13 +448,22 @@ varint_kind!(Sint32, i32, |v| zigzag32(v) as u64, |x| unzigzag32(
     x as u32
 ));
 varint_kind!(Sint64, i64, |v| zigzag64(v), |x| unzigzag64(x));
-varint_kind!(Bool, bool, |v| v as u64, |x| x != 0);
+varint_kind!(
+    Bool,
+    bool,
+    |v| v as u64,
+    |x| x != 0,
+    json_bool,
+    bool_from_json
+);
 // Enums are carried as i32 (encoded like int32).
 varint_kind!(Enum, i32, |v| v as i64 as u64, |x| x as i32);
 
 /// Symbolic names of an enum's values (implemented by [`crate::enumeration!`]).
 pub trait EnumNames {
     fn name(v: i32) -> Option<&'static str>;
+    /// The value of a symbolic name.
+    fn value(name: &str) -> Option<i32>;
 }
 
 /// An enum field whose JSON shows the value's name, like crit does.
@@ -426,16 +481,29 @@ impl<E: EnumNames> Kind for EnumOf<E> {
     fn decode_value(r: &mut Reader<'_>, depth: u32) -> Result<i32, DecodeError> {
         Enum::decode_value(r, depth)
     }
-    fn json(v: &i32, out: &mut String) {
+    fn json(v: &i32, cx: Cx, out: &mut String) {
         match E::name(*v) {
             Some(n) => json_str(n, out),
-            None => Enum::json(v, out),
+            None => Enum::json(v, cx, out),
+        }
+    }
+    fn from_json(j: &Json) -> Result<i32, JsonErr> {
+        match j {
+            Json::Str(s) => match E::value(s) {
+                Some(v) => Ok(v),
+                None => int_from_json::<i32>(j)
+                    .map_err(|_| JsonErr::new(format!("{s:?} is not a name of this enum"))),
+            },
+            _ => int_from_json::<i32>(j),
         }
     }
 }
 
 macro_rules! fixed_kind {
     ($name:ident, $t:ty, $wire:ident, $size:expr, $rd:ident, |$e:ident| $enc:expr, |$d:ident| $dec:expr) => {
+        fixed_kind!($name, $t, $wire, $size, $rd, |$e| $enc, |$d| $dec, json_int, int_from_json);
+    };
+    ($name:ident, $t:ty, $wire:ident, $size:expr, $rd:ident, |$e:ident| $enc:expr, |$d:ident| $dec:expr, $json:ident, $from:ident) => {
         pub struct $name;
         impl Kind for $name {
             type T = $t;
@@ -452,8 +520,11 @@ macro_rules! fixed_kind {
                 let $d = r.$rd()?;
                 Ok($dec)
             }
-            fn json(v: &$t, out: &mut String) {
-                let _ = write!(out, "{}", v);
+            fn json(v: &$t, cx: Cx, out: &mut String) {
+                $json(*v, cx, out)
+            }
+            fn from_json(j: &Json) -> Result<$t, JsonErr> {
+                $from::<$t>(j)
             }
         }
     };
@@ -465,12 +536,28 @@ fixed_kind!(Sfixed32, i32, Fixed32, 4, fixed32, |v| v as u32, |x| x
     as i32);
 fixed_kind!(Sfixed64, i64, Fixed64, 8, fixed64, |v| v as u64, |x| x
     as i64);
-fixed_kind!(Float, f32, Fixed32, 4, fixed32, |v| v.to_bits(), |x| {
-    f32::from_bits(x)
-});
-fixed_kind!(Double, f64, Fixed64, 8, fixed64, |v| v.to_bits(), |x| {
-    f64::from_bits(x)
-});
+fixed_kind!(
+    Float,
+    f32,
+    Fixed32,
+    4,
+    fixed32,
+    |v| v.to_bits(),
+    |x| f32::from_bits(x),
+    json_float,
+    float_from_json
+);
+fixed_kind!(
+    Double,
+    f64,
+    Fixed64,
+    8,
+    fixed64,
+    |v| v.to_bits(),
+    |x| f64::from_bits(x),
+    json_float,
+    float_from_json
+);
 
 pub struct Bytes;
 impl Kind for Bytes {
@@ -487,10 +574,17 @@ impl Kind for Bytes {
     fn decode_value(r: &mut Reader<'_>, _depth: u32) -> Result<Vec<u8>, DecodeError> {
         Ok(r.len_delimited()?.to_vec())
     }
-    fn json(v: &Vec<u8>, out: &mut String) {
-        out.push('"');
-        base64_into(v, out);
-        out.push('"');
+    fn json(v: &Vec<u8>, _cx: Cx, out: &mut String) {
+        json_base64(v, out);
+    }
+    fn from_json(j: &Json) -> Result<Vec<u8>, JsonErr> {
+        match j {
+            Json::Str(s) => Ok(base64_decode(s)),
+            _ => Err(JsonErr::new(format!(
+                "base64 text was expected, found {}",
+                j.what()
+            ))),
+        }
     }
 }
 
@@ -513,8 +607,17 @@ impl Kind for Str {
             field: "?",
         })
     }
-    fn json(v: &String, out: &mut String) {
+    fn json(v: &String, _cx: Cx, out: &mut String) {
         json_str(v, out);
+    }
+    fn from_json(j: &Json) -> Result<String, JsonErr> {
+        match j {
+            Json::Str(s) => Ok(s.clone()),
+            _ => Err(JsonErr::new(format!(
+                "a string was expected, found {}",
+                j.what()
+            ))),
+        }
     }
 }
 
@@ -539,8 +642,11 @@ impl<M: Message + Clone + std::fmt::Debug + PartialEq> Kind for Msg<M> {
         }
         M::decode_depth(b, depth + 1)
     }
-    fn json(v: &M, out: &mut String) {
-        v.to_json(out);
+    fn json(v: &M, cx: Cx, out: &mut String) {
+        v.to_json(cx, out);
+    }
+    fn from_json(j: &Json) -> Result<M, JsonErr> {
+        M::from_json(j)
     }
 }
 
@@ -645,51 +751,7 @@ pub fn dec_repeated<K: Kind>(
 }
 
 // ---------------------------------------------------------------------------
-// JSON helpers
-
-pub fn json_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64_into(data: &[u8], out: &mut String) {
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
-        out.push(B64[(n >> 18) as usize & 63] as char);
-        out.push(B64[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            B64[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            B64[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-}
+// JSON helpers used by the message! macro
 
 /// Field name without a raw-identifier prefix (`r#type` -> `type`).
 pub fn field_name(s: &'static str) -> &'static str {
@@ -706,37 +768,45 @@ pub fn json_field_sep(first: &mut bool, name: &str, out: &mut String) {
     out.push_str(": ");
 }
 
-pub fn json_required<K: Kind>(first: &mut bool, name: &'static str, v: &K::T, out: &mut String) {
+pub fn json_required<K: Kind>(
+    first: &mut bool,
+    name: &'static str,
+    v: &K::T,
+    cx: Cx,
+    out: &mut String,
+) {
     json_field_sep(first, field_name(name), out);
-    K::json(v, out);
+    K::json(v, cx, out);
 }
 
 pub fn json_optional<K: Kind>(
     first: &mut bool,
     name: &'static str,
     v: &Option<K::T>,
+    cx: Cx,
     out: &mut String,
 ) {
     if let Some(v) = v {
-        json_required::<K>(first, name, v, out);
+        json_required::<K>(first, name, v, cx, out);
     }
 }
 
-pub fn json_repeated<K: Kind>(first: &mut bool, name: &'static str, v: &[K::T], out: &mut String) {
+pub fn json_repeated<K: Kind>(
+    first: &mut bool,
+    name: &'static str,
+    v: &[K::T],
+    cx: Cx,
+    out: &mut String,
+) {
     if v.is_empty() {
         return;
     }
     json_field_sep(first, field_name(name), out);
-    out.push('[');
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        K::json(x, out);
-    }
-    out.push(']');
+    K::json_list(v, cx, out);
 }
 
+/// Crust-only: fields the schema does not know, so that crust's own JSON
+/// encodes back to the same bytes (crit drops them).
 pub fn json_unknown(first: &mut bool, u: &UnknownFields, out: &mut String) {
     if u.is_empty() {
         return;
@@ -749,11 +819,88 @@ pub fn json_unknown(first: &mut bool, u: &UnknownFields, out: &mut String) {
         }
         let _ = write!(
             out,
-            "{{\"field\": {}, \"wire_type\": {}, \"raw\": \"",
+            "{{\"field\": {}, \"wire_type\": {}, \"raw\": ",
             f.number, f.wire_type
         );
-        base64_into(&f.raw, out);
-        out.push_str("\"}");
+        json_base64(&f.raw, out);
+        out.push('}');
     }
     out.push(']');
+}
+
+/// The JSON object's fields, or why `j` is not an object.
+pub fn json_object(j: &Json) -> Result<&[(String, Json)], JsonErr> {
+    match j {
+        Json::Obj(o) => Ok(o),
+        _ => Err(JsonErr::new(format!(
+            "an object was expected, found {}",
+            j.what()
+        ))),
+    }
+}
+
+fn json_get<'a>(obj: &'a [(String, Json)], name: &str) -> Option<&'a Json> {
+    // Python's dict keeps the last of duplicate keys.
+    obj.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+pub fn from_json_required<K: Kind>(
+    obj: &[(String, Json)],
+    message: &'static str,
+    name: &'static str,
+) -> Result<K::T, JsonErr> {
+    let name = field_name(name);
+    match json_get(obj, name) {
+        Some(j) => K::from_json(j).map_err(|e| e.within(name)),
+        None => Err(JsonErr::new(format!("required field of {message} is missing")).within(name)),
+    }
+}
+
+pub fn from_json_optional<K: Kind>(
+    obj: &[(String, Json)],
+    _message: &'static str,
+    name: &'static str,
+) -> Result<Option<K::T>, JsonErr> {
+    let name = field_name(name);
+    match json_get(obj, name) {
+        Some(j) => K::from_json(j).map(Some).map_err(|e| e.within(name)),
+        None => Ok(None),
+    }
+}
+
+pub fn from_json_repeated<K: Kind>(
+    obj: &[(String, Json)],
+    _message: &'static str,
+    name: &'static str,
+) -> Result<Vec<K::T>, JsonErr> {
+    let name = field_name(name);
+    match json_get(obj, name) {
+        Some(j) => K::from_json_list(j).map_err(|e| e.within(name)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Crust's `_unknown` list back into unknown fields.
+pub fn unknown_from_json(obj: &[(String, Json)]) -> Result<UnknownFields, JsonErr> {
+    let Some(Json::Arr(items)) = json_get(obj, "_unknown") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for it in items {
+        let o = json_object(it)?;
+        let num = |k: &str| match json_get(o, k) {
+            Some(j) => int_from_json::<u32>(j),
+            None => Err(JsonErr::new(format!("_unknown.{k} is missing"))),
+        };
+        let raw = match json_get(o, "raw") {
+            Some(Json::Str(s)) => base64_decode(s),
+            _ => return Err(JsonErr::new("_unknown.raw is missing".into())),
+        };
+        out.push(UnknownField {
+            number: num("field")?,
+            wire_type: num("wire_type")? as u8,
+            raw,
+        });
+    }
+    Ok(out)
 }

@@ -349,6 +349,6 @@ fn json_output() {
     };
     assert_eq!(
         m.to_json_string(),
-        r#"{"u32v": 1, "bytes": "aGkhPw==", "name": "a\"b", "list": [1, 2], "type": 3}"#
+        r#"{"u32v": 1, "bytes": "aGkhPw==\n", "name": "a\"b", "list": [1, 2], "type": 3}"#
     );
 }

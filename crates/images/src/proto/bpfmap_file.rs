@@ -3,13 +3,14 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
     /// message `bpfmap_file_entry`
     BpfmapFileEntry = "bpfmap_file_entry" {
         1 id: required Uint32,
-        2 flags: required Uint32,
+        2 flags: required Flags<Uint32, RfileFlags>,
         3 pos: required Uint64,
         4 fown: required Msg<FownEntry>,
         5 map_type: required Uint32,

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -29,11 +30,11 @@ crate::enumeration! {
 crate::message! {
     /// message `task_core_entry`
     TaskCoreEntry = "task_core_entry" {
-        1 task_state: required Uint32,
+        1 task_state: required Dict<Uint32, TaskState>,
         2 exit_code: required Uint32,
         3 personality: required Uint32,
         4 flags: required Uint32,
-        5 blk_sigset: required Uint64,
+        5 blk_sigset: required Hex<Uint64>,
         6 comm: required Str,
         7 timers: optional Msg<TaskTimersEntry>,
         8 rlimits: optional Msg<TaskRlimitsEntry>,
@@ -46,9 +47,9 @@ crate::message! {
         14 oom_score_adj: optional Int32,
         15 sigactions: repeated Msg<SaEntry>,
         18 child_subreaper: optional Bool,
-        20 blk_sigset_extended: optional Uint64,
+        20 blk_sigset_extended: optional Hex<Uint64>,
         21 stop_signo: optional Uint32,
-        22 membarrier_registration_mask: optional Uint32,
+        22 membarrier_registration_mask: optional Hex<Uint32>,
     }
     /// message `task_kobj_ids_entry`
     TaskKobjIdsEntry = "task_kobj_ids_entry" {

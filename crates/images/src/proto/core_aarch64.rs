@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -43,9 +44,9 @@ crate::message! {
     }
     /// message `thread_info_aarch64`
     ThreadInfoAarch64 = "thread_info_aarch64" {
-        1 clear_tid_addr: required Uint64,
+        1 clear_tid_addr: required Hex<Uint64>,
         2 tls: required Uint64,
-        3 gpregs: required Msg<UserAarch64RegsEntry>,
+        3 gpregs: required Hex<Msg<UserAarch64RegsEntry>>,
         4 fpsimd: required Msg<UserAarch64FpsimdContextEntry>,
         5 pac_keys: optional Msg<PacKeys>,
     }

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -37,9 +38,9 @@ crate::message! {
     }
     /// message `thread_info_arm`
     ThreadInfoArm = "thread_info_arm" {
-        1 clear_tid_addr: required Uint64,
+        1 clear_tid_addr: required Hex<Uint64>,
         2 tls: required Uint32,
-        3 gpregs: required Msg<UserArmRegsEntry>,
+        3 gpregs: required Hex<Msg<UserArmRegsEntry>>,
         4 fpstate: required Msg<UserArmVfpstateEntry>,
     }
 }

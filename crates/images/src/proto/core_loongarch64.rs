@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -19,9 +20,9 @@ crate::message! {
     }
     /// message `thread_info_loongarch64`
     ThreadInfoLoongarch64 = "thread_info_loongarch64" {
-        1 clear_tid_addr: required Uint64,
+        1 clear_tid_addr: required Hex<Uint64>,
         2 tls: required Uint64,
-        3 gpregs: required Msg<UserLoongarch64GpregsEntry>,
-        4 fpregs: required Msg<UserLoongarch64FpregsEntry>,
+        3 gpregs: required Hex<Msg<UserLoongarch64GpregsEntry>>,
+        4 fpregs: required Hex<Msg<UserLoongarch64FpregsEntry>>,
     }
 }

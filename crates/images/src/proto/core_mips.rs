@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -88,9 +89,9 @@ crate::message! {
     }
     /// message `thread_info_mips`
     ThreadInfoMips = "thread_info_mips" {
-        1 clear_tid_addr: required Uint64,
+        1 clear_tid_addr: required Hex<Uint64>,
         2 tls: required Uint64,
-        3 gpregs: required Msg<UserMipsRegsEntry>,
-        4 fpregs: required Msg<UserMipsFpregsEntry>,
+        3 gpregs: required Hex<Msg<UserMipsRegsEntry>>,
+        4 fpregs: required Hex<Msg<UserMipsFpregsEntry>>,
     }
 }

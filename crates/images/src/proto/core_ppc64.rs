@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -43,8 +44,8 @@ crate::message! {
     }
     /// message `thread_info_ppc64`
     ThreadInfoPpc64 = "thread_info_ppc64" {
-        1 clear_tid_addr: required Uint64,
-        2 gpregs: required Msg<UserPpc64RegsEntry>,
+        1 clear_tid_addr: required Hex<Uint64>,
+        2 gpregs: required Hex<Msg<UserPpc64RegsEntry>>,
         3 fpstate: optional Msg<UserPpc64FpstateEntry>,
         4 vrstate: optional Msg<UserPpc64VrstateEntry>,
         5 vsxstate: optional Msg<UserPpc64VsxstateEntry>,

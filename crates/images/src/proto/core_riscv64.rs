@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -48,9 +49,9 @@ crate::message! {
     }
     /// message `thread_info_riscv64`
     ThreadInfoRiscv64 = "thread_info_riscv64" {
-        1 clear_tid_addr: required Uint64,
+        1 clear_tid_addr: required Hex<Uint64>,
         2 tls: required Uint64,
-        3 gpregs: required Msg<UserRiscv64RegsEntry>,
+        3 gpregs: required Hex<Msg<UserRiscv64RegsEntry>>,
         4 fpsimd: required Msg<UserRiscv64DExtEntry>,
     }
 }

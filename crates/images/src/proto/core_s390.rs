@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -39,13 +40,13 @@ crate::message! {
     }
     /// message `thread_info_s390`
     ThreadInfoS390 = "thread_info_s390" {
-        1 clear_tid_addr: required Uint64,
-        2 gpregs: required Msg<UserS390RegsEntry>,
-        3 fpregs: required Msg<UserS390FpregsEntry>,
-        4 vxrs_low: optional Msg<UserS390VxrsLowEntry>,
-        5 vxrs_high: optional Msg<UserS390VxrsHighEntry>,
-        6 gs_cb: optional Msg<UserS390GsCbEntry>,
-        7 gs_bc: optional Msg<UserS390GsCbEntry>,
-        8 ri_cb: optional Msg<UserS390RiEntry>,
+        1 clear_tid_addr: required Hex<Uint64>,
+        2 gpregs: required Hex<Msg<UserS390RegsEntry>>,
+        3 fpregs: required Hex<Msg<UserS390FpregsEntry>>,
+        4 vxrs_low: optional Hex<Msg<UserS390VxrsLowEntry>>,
+        5 vxrs_high: optional Hex<Msg<UserS390VxrsHighEntry>>,
+        6 gs_cb: optional Hex<Msg<UserS390GsCbEntry>>,
+        7 gs_bc: optional Hex<Msg<UserS390GsCbEntry>>,
+        8 ri_cb: optional Hex<Msg<UserS390RiEntry>>,
     }
 }

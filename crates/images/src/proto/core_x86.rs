@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -48,8 +49,8 @@ crate::message! {
     }
     /// message `user_x86_cet_entry`
     UserX86CetEntry = "user_x86_cet_entry" {
-        1 cet: required Uint64,
-        2 ssp: required Uint64,
+        1 cet: required Hex<Uint64>,
+        2 ssp: required Hex<Uint64>,
     }
     /// message `user_x86_xsave_entry`
     UserX86XsaveEntry = "user_x86_xsave_entry" {
@@ -93,8 +94,8 @@ crate::message! {
     }
     /// message `thread_info_x86`
     ThreadInfoX86 = "thread_info_x86" {
-        1 clear_tid_addr: required Uint64,
-        2 gpregs: required Msg<UserX86RegsEntry>,
+        1 clear_tid_addr: required Hex<Uint64>,
+        2 gpregs: required Hex<Msg<UserX86RegsEntry>>,
         3 fpregs: required Msg<UserX86FpregsEntry>,
         4 tls: repeated Msg<UserDescT>,
     }

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -23,7 +24,7 @@ crate::message! {
     }
     /// message `irmap_cache_entry`
     IrmapCacheEntry = "irmap_cache_entry" {
-        1 dev: required Uint32,
+        1 dev: required ODev<Uint32>,
         2 inode: required Uint64,
         3 path: required Str,
     }

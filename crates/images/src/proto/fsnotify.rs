@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -18,16 +19,16 @@ crate::message! {
     InotifyWdEntry = "inotify_wd_entry" {
         1 id: required Uint32,
         2 i_ino: required Uint64,
-        3 mask: required Uint32,
-        4 ignored_mask: required Uint32,
-        5 s_dev: required Uint32,
+        3 mask: required Hex<Uint32>,
+        4 ignored_mask: required Hex<Uint32>,
+        5 s_dev: required Dev<Uint32>,
         6 wd: required Uint32,
         7 f_handle: required Msg<FhEntry>,
     }
     /// message `inotify_file_entry`
     InotifyFileEntry = "inotify_file_entry" {
         1 id: required Uint32,
-        2 flags: required Uint32,
+        2 flags: required Hex<Uint32>,
         4 fown: required Msg<FownEntry>,
         5 wd: repeated Msg<InotifyWdEntry>,
     }
@@ -46,20 +47,20 @@ crate::message! {
         1 id: required Uint32,
         /// enum [`mark_type`]
         2 r#type: required EnumOf<mark_type::Names>,
-        3 mflags: required Uint32,
-        4 mask: required Uint32,
-        5 ignored_mask: required Uint32,
-        6 s_dev: required Uint32,
+        3 mflags: required Hex<Uint32>,
+        4 mask: required Hex<Uint32>,
+        5 ignored_mask: required Hex<Uint32>,
+        6 s_dev: required Dev<Uint32>,
         7 ie: optional Msg<FanotifyInodeMarkEntry>,
         8 me: optional Msg<FanotifyMountMarkEntry>,
     }
     /// message `fanotify_file_entry`
     FanotifyFileEntry = "fanotify_file_entry" {
         1 id: required Uint32,
-        2 flags: required Uint32,
+        2 flags: required Hex<Uint32>,
         3 fown: required Msg<FownEntry>,
-        4 faflags: required Uint32,
-        5 evflags: required Uint32,
+        4 faflags: required Hex<Uint32>,
+        5 evflags: required Hex<Uint32>,
         6 mark: repeated Msg<FanotifyMarkEntry>,
     }
 }

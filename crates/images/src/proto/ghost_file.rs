@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -11,9 +12,9 @@ crate::message! {
         1 uid: required Uint32,
         2 gid: required Uint32,
         3 mode: required Uint32,
-        4 dev: optional Uint32,
+        4 dev: optional Dev<Uint32>,
         5 ino: optional Uint64,
-        6 rdev: optional Uint32,
+        6 rdev: optional ODev<Uint32>,
         7 atim: optional Msg<Timeval>,
         8 mtim: optional Msg<Timeval>,
         9 chunks: optional Bool,

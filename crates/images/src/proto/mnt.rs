@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -37,9 +38,9 @@ crate::message! {
     MntEntry = "mnt_entry" {
         1 fstype: required Uint32,
         2 mnt_id: required Uint32,
-        3 root_dev: required Uint32,
+        3 root_dev: required Dev<Uint32>,
         4 parent_mnt_id: required Uint32,
-        5 flags: required Uint32,
+        5 flags: required Hex<Uint32>,
         6 root: required Str,
         7 mountpoint: required Str,
         8 source: required Str,
@@ -51,7 +52,7 @@ crate::message! {
         14 fsname: optional Str,
         15 internal_sharing: optional Bool,
         16 deleted: optional Bool,
-        17 sb_flags: optional Uint32,
+        17 sb_flags: optional Hex<Uint32>,
         18 ext_key: optional Str,
     }
 }

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -26,7 +27,7 @@ crate::message! {
         1 r#type: required EnumOf<nd_type::Names>,
         2 ifindex: required Uint32,
         3 mtu: required Uint32,
-        4 flags: required Uint32,
+        4 flags: required Hex<Uint32>,
         5 name: required Str,
         6 tun: optional Msg<TunLinkEntry>,
         7 address: optional Bytes,

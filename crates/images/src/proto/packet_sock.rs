@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -27,7 +28,7 @@ crate::message! {
         1 id: required Uint32,
         2 r#type: required Uint32,
         3 protocol: required Uint32,
-        4 flags: required Uint32,
+        4 flags: required Hex<Uint32>,
         5 ifindex: required Uint32,
         6 fown: required Msg<FownEntry>,
         7 opts: required Msg<SkOptsEntry>,

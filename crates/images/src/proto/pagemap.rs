@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -12,10 +13,10 @@ crate::message! {
     }
     /// message `pagemap_entry`
     PagemapEntry = "pagemap_entry" {
-        1 vaddr: required Uint64,
+        1 vaddr: required Hex<Uint64>,
         2 compat_nr_pages: required Uint32,
         3 in_parent: optional Bool,
-        4 flags: optional Uint32,
+        4 flags: optional Flags<Uint32, PmapFlags>,
         5 nr_pages: optional Uint64,
     }
 }

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -10,7 +11,7 @@ crate::message! {
     PipeEntry = "pipe_entry" {
         1 id: required Uint32,
         2 pipe_id: required Uint32,
-        3 flags: required Uint32,
+        3 flags: required Hex<Uint32>,
         4 fown: required Msg<FownEntry>,
     }
 }

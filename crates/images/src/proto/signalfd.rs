@@ -3,14 +3,15 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
     /// message `signalfd_entry`
     SignalfdEntry = "signalfd_entry" {
         1 id: required Uint32,
-        2 flags: required Uint32,
+        2 flags: required Hex<Uint32>,
         3 fown: required Msg<FownEntry>,
-        4 sigmask: required Uint64,
+        4 sigmask: required Hex<Uint64>,
     }
 }

@@ -3,14 +3,15 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
     /// message `sit_entry`
     SitEntry = "sit_entry" {
         1 link: optional Uint32,
-        2 local: repeated Uint32,
-        3 remote: repeated Uint32,
+        2 local: repeated Ip<Uint32>,
+        3 remote: repeated Ip<Uint32>,
         4 ttl: optional Uint32,
         5 tos: optional Uint32,
         6 pmtudisc: optional Bool,
@@ -21,8 +22,8 @@ crate::message! {
         11 encap_sport: optional Uint32,
         12 encap_dport: optional Uint32,
         13 rd_prefixlen: optional Uint32,
-        14 rd_prefix: repeated Uint32,
+        14 rd_prefix: repeated Ip<Uint32>,
         15 relay_prefixlen: optional Uint32,
-        16 relay_prefix: repeated Uint32,
+        16 relay_prefix: repeated Ip<Uint32>,
     }
 }

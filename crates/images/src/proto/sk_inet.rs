@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -25,16 +26,16 @@ crate::message! {
     InetSkEntry = "inet_sk_entry" {
         1 id: required Uint32,
         2 ino: required Uint32,
-        3 family: required Uint32,
-        4 r#type: required Uint32,
-        5 proto: required Uint32,
-        6 state: required Uint32,
+        3 family: required Dict<Uint32, SkFamily>,
+        4 r#type: required Dict<Uint32, SkType>,
+        5 proto: required Dict<Uint32, SkProto>,
+        6 state: required Dict<Uint32, SkState>,
         7 src_port: required Uint32,
         8 dst_port: required Uint32,
-        9 flags: required Uint32,
+        9 flags: required Hex<Uint32>,
         10 backlog: required Uint32,
-        11 src_addr: repeated Uint32,
-        12 dst_addr: repeated Uint32,
+        11 src_addr: repeated Ip<Uint32>,
+        12 dst_addr: repeated Ip<Uint32>,
         13 fown: required Msg<FownEntry>,
         14 opts: required Msg<SkOptsEntry>,
         15 v6only: optional Bool,

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -12,7 +13,7 @@ crate::message! {
         2 ino: required Uint32,
         3 protocol: required Uint32,
         4 state: required Uint32,
-        6 flags: required Uint32,
+        6 flags: required Hex<Uint32>,
         7 portid: required Uint32,
         8 groups: repeated Uint32,
         9 dst_portid: required Uint32,

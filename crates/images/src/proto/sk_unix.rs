@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -16,15 +17,15 @@ crate::message! {
     UnixSkEntry = "unix_sk_entry" {
         1 id: required Uint32,
         2 ino: required Uint32,
-        3 r#type: required Uint32,
-        4 state: required Uint32,
-        5 flags: required Uint32,
-        6 uflags: required Uint32,
+        3 r#type: required Dict<Uint32, SkType>,
+        4 state: required Dict<Uint32, SkState>,
+        5 flags: required Hex<Uint32>,
+        6 uflags: required Hex<Uint32>,
         7 backlog: required Uint32,
         8 peer: required Uint32,
         9 fown: required Msg<FownEntry>,
         10 opts: required Msg<SkOptsEntry>,
-        11 name: required Bytes,
+        11 name: required UnixName,
         /// enum [`sk_shutdown`]
         12 shutdown: optional EnumOf<sk_shutdown::Names>,
         13 file_perms: optional Msg<FilePermsEntry>,

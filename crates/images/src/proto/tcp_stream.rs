@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -20,7 +21,7 @@ crate::message! {
         2 inq_seq: required Uint32,
         3 outq_len: required Uint32,
         4 outq_seq: required Uint32,
-        5 opt_mask: required Uint32,
+        5 opt_mask: required Hex<Uint32>,
         6 snd_wscale: required Uint32,
         7 mss_clamp: required Uint32,
         8 rcv_wscale: optional Uint32,

@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::enumeration! {
@@ -69,7 +70,7 @@ crate::message! {
     TtyFileEntry = "tty_file_entry" {
         1 id: required Uint32,
         2 tty_info_id: required Uint32,
-        3 flags: required Uint32,
+        3 flags: required Hex<Uint32>,
         4 fown: required Msg<FownEntry>,
         6 regf_id: optional Uint32,
     }

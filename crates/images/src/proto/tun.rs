@@ -3,6 +3,7 @@
 #![allow(unused_imports)]
 
 use super::*;
+use crate::crit::conv::*;
 use crate::wire::*;
 
 crate::message! {
@@ -15,7 +16,7 @@ crate::message! {
     }
     /// message `tun_link_entry`
     TunLinkEntry = "tun_link_entry" {
-        1 flags: required Uint32,
+        1 flags: required Hex<Uint32>,
         2 owner: required Int32,
         3 group: required Int32,
         4 vnethdr: required Uint32,
