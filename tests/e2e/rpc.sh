@@ -139,6 +139,8 @@ t_rpc_bad_input() {
     for op in malformed oversized unknown keep-open-check keep-open-seq not-built; do
         rpc_ok "$op" "$RPC_RAW" "$CRUST" "$op" || return 1
     done
+    mkdir -p "$D/cpu"
+    rpc_ok cpuinfo "$RPC_RAW" "$CRUST" cpuinfo "$D/cpu" || return 1
 }
 
 # A dump that cannot go on leaves the tree running untouched and no image

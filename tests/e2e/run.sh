@@ -1137,6 +1137,12 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/cgroup.sh"
 # shellcheck source=tests/e2e/cgns.sh
 . "$ROOT/tests/e2e/cgns.sh"
+# crust coredump (issue 17).
+# shellcheck source=tests/e2e/coredump.sh
+. "$ROOT/tests/e2e/coredump.sh"
+# cpuinfo.img, --cpu-cap (issue 17).
+# shellcheck source=tests/e2e/cpuinfo.sh
+. "$ROOT/tests/e2e/cpuinfo.sh"
 
 # The pid is in use (by the task restored from the same images): the second
 # restore fails naming the pid and leaves the first task alone.

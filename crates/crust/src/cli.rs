@@ -22,9 +22,6 @@ enum Kind {
     /// Accepted and has no effect for crust, for a reason docs/ARCHITECTURE.md, "The command line"
     /// gives (it acts on something crust does not do or refuses anyway).
     NoEffect,
-    /// Accepted with a warning: CRIU would do something crust does not do
-    /// yet (cgroups, the CPU image); the result is as without the option.
-    Lacking,
     /// Would change the semantics of the operation; crust can't do it yet.
     Unsupported,
 }
@@ -75,7 +72,7 @@ const fn own_flag(long: &'static str) -> Spec {
 }
 
 use Arg::{No, Optional, Required};
-use Kind::{Lacking, NoEffect, Unsupported, Used};
+use Kind::{NoEffect, Unsupported, Used};
 
 /// CRIU 4.2's options, with what crust does with each.
 static SPECS: &[Spec] = &[
@@ -113,7 +110,7 @@ static SPECS: &[Spec] = &[
     flag("track-mem", None, Used),
     flag("auto-dedup", None, Used),
     spec("libdir", Some('L'), Required, NoEffect),
-    spec("cpu-cap", None, Optional, Lacking),
+    spec("cpu-cap", None, Optional, Used),
     flag("force-irmap", None, NoEffect),
     spec("ext-mount-map", Some('M'), Required, Used),
     spec("exec-cmd", None, No, Unsupported),
@@ -299,7 +296,6 @@ impl Opts {
         let name = format!("--{}", s.long);
         match s.kind {
             NoEffect => self.no_effect.push(name),
-            Lacking => self.apply_lacking(&o)?,
             Unsupported if o.negated => self.unsupported.retain(|n| n != &name),
             Unsupported => {
                 if !self.unsupported.contains(&name) {
@@ -322,26 +318,6 @@ impl Opts {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Options CRIU acts on and crust does not yet: validated as CRIU
-    /// validates them, then a warning says what crust does not do.
-    fn apply_lacking(&mut self, o: &Occurrence) -> Result<()> {
-        let s = o.spec;
-        let v = o.value.as_deref();
-        let what = match s.long {
-            "cpu-cap" => {
-                let caps = v.unwrap_or("all");
-                check_cpu_cap(s, caps)?;
-                self.engine.cpu_cap = Some(caps.to_string());
-                format!("--cpu-cap={caps}: crust does not write or check cpuinfo.img yet")
-            }
-            other => format!(
-                "--{other}: crust does not dump or restore cgroups yet; the option has no effect"
-            ),
-        };
-        self.lacking.push(what);
         Ok(())
     }
 
@@ -503,6 +479,12 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
             e.timeout = Some(Duration::from_secs(secs));
         }
         "skip-file-rwx-check" => e.skip_file_rwx_check = on,
+        // CRIU's parsing: each occurrence changes what the earlier ones
+        // (or the default, FPU|INS) made; an argument only glued.
+        "cpu-cap" => {
+            e.cpu_cap = crust_engine::cpuinfo::parse_cap(e.cpu_cap, o.value.as_deref())
+                .map_err(|why| bad(s, o.value.as_deref().unwrap_or(""), &why))?;
+        }
         "file-validation" => {
             e.file_validation = Some(one_of(s, required(o)?, &["filesize", "buildid"])?);
         }
@@ -519,32 +501,6 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
 
 /// A `--timeout` of 0: no limit, as CRIU sets no alarm (about 136 years).
 const NO_TIMEOUT_SECS: u64 = u32::MAX as u64;
-
-/// CRIU's `--cpu-cap` syntax: `cpu`, `fpu`, `ins`, `all`, `none`, each
-/// turned off by a `^` before it, joined by commas or not at all.
-fn check_cpu_cap(s: &Spec, caps: &str) -> Result<()> {
-    let mut rest = caps;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix(['^', ',']) {
-            rest = r;
-            continue;
-        }
-        match ["fpu", "all", "none", "cpu", "ins"]
-            .iter()
-            .find(|w| rest.starts_with(**w))
-        {
-            Some(w) => rest = &rest[w.len()..],
-            None => {
-                return Err(bad(
-                    s,
-                    caps,
-                    "Unknown FPU mode; want cpu, fpu, ins, all or none",
-                ))
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The engine's options that crust validates and keeps without acting on
 /// (page server, pre-dump: commands crust refuses); false when `o` is not
@@ -816,7 +772,8 @@ Usage:
   crust swrk FD
   crust lazy-pages -D DIR [<options>]
   crust dedup -D DIR
-  crust cpuinfo dump|check
+  crust cpuinfo dump|check [-D DIR] [--cpu-cap[=CAPS]]
+  crust coredump [-i DIR] [-o DIR] [-p PID]
   crust demo
   crust image decode|encode|show -i FILE [--pretty] [-o FILE]
   crust image x DIR ps|fds|mems|rss
@@ -834,7 +791,9 @@ Commands:
   swrk           serve CRIU's RPC on the socket FD (runc, go-criu, pycriu)
   dedup          punch out of the parent image sets the pages DIR supersedes
   lazy-pages     launch the lazy-pages daemon
-  cpuinfo        dump/check CPU features (not supported yet)
+  cpuinfo        write this CPU's cpuinfo.img (dump), or check one (check)
+  coredump       an ELF core file core.PID per process of an image set, for
+                 gdb (CRIU's coredump tool; `crust coredump -h`)
   demo           show a dump and a restore of a small counting program
   image          image tools (decode, encode, show: crit's)
   crit           CRIU's crit, built in (`crust crit --help`)
@@ -868,6 +827,9 @@ Dump/restore options:
   --file-validation M    filesize or buildid (default): how files are checked
   --root-exit-code       restore without -d: exit as the root task ends
                          (crust's own; CRIU exits 0)
+  --cpu-cap[=CAPS]       dump: write cpuinfo.img; restore: refuse a set whose
+                         CPU had what this one lacks (CAPS: fpu, ins, cpu,
+                         all, none, ^ to remove; no CAPS: all)
   --network-lock M, --skip-in-flight, and CRIU's other options: see
                          docs/ARCHITECTURE.md (section: The command line)
 
@@ -1143,7 +1105,8 @@ mod tests {
             "--cgroup-root=/r",
         ])
         .unwrap();
-        assert_eq!(o.lacking.len(), 1, "{:?}", o.lacking);
+        assert!(o.lacking.is_empty(), "{:?}", o.lacking);
+        assert_eq!(o.engine.cpu_cap, 0xf);
         assert_eq!(o.engine.manage_cgroups.as_deref(), Some("full"));
         assert_eq!(o.engine.cgroup_yard, Some(PathBuf::from("/y")));
         assert_eq!(
@@ -1171,7 +1134,12 @@ mod tests {
         assert!(o.lacking.is_empty(), "{:?}", o.lacking);
         let o = p(&["restore", "--auto-dedup", "--track-mem"]).unwrap();
         assert!(o.unsupported.is_empty(), "{:?}", o.unsupported);
-        assert!(p(&["dump", "--cpu-cap=fpu,^cpu"]).is_ok());
+        assert_eq!(
+            p(&["dump", "--cpu-cap=fpu,^cpu"]).unwrap().engine.cpu_cap,
+            0xd
+        );
+        assert_eq!(p(&["dump", "--cpu-cap=none"]).unwrap().engine.cpu_cap, 0);
+        assert_eq!(p(&["dump"]).unwrap().engine.cpu_cap, 5);
         assert!(p(&["dump", "--cpu-cap=bogus"]).is_err());
         let o = p(&[
             "restore",

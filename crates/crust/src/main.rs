@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod crit;
+mod coredump;
 mod dedup;
 mod demo;
 mod getopt;
@@ -51,6 +52,12 @@ fn main() {
     }
     if let Some(code) = predump::keeper_command(&argv) {
         std::process::exit(code);
+    }
+    if argv.first().map(String::as_str) == Some("coredump") {
+        // CRIU's coredump is a tool of its own, with options of its own
+        // (`-o` is its output directory, not the log file).
+        let _ = logger::init(2, None, false);
+        std::process::exit(coredump::run(&argv[1..]));
     }
     if argv.first().map(String::as_str) == Some("__rpc-conn") {
         std::process::exit(rpc::service_conn());
@@ -192,12 +199,7 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
         "service" => rpc::service(&opts),
         "swrk" => rpc::swrk(&opts),
         "dedup" => dedup::run(&opts),
-        "cpuinfo" => match opts.args.first().map(String::as_str) {
-            Some("dump") | Some("check") => {
-                bail!("`crust cpuinfo {}` is not supported yet", opts.args[0])
-            }
-            _ => bail!("`crust cpuinfo` needs `dump` or `check`"),
-        },
+        "cpuinfo" => cpuinfo(&opts),
         // CRIU returns -1 from main for these two: exit code 255.
         "exec" => {
             log::error!(
@@ -212,6 +214,36 @@ fn run(argv: &[String], logs_to_file: &mut bool) -> Result<i32> {
             Ok(255)
         }
         other => bail!("unknown command: {other} (see `crust --help`)"),
+    }
+}
+
+/// `crust cpuinfo dump|check`: cpuinfo.img of this CPU written into the
+/// images directory, or the one there checked against this CPU (with
+/// `--cpu-cap`'s checks; all of them when it says none). Exit codes are
+/// CRIU's: a failed dump 255, a failed check 1.
+fn cpuinfo(opts: &Opts) -> Result<i32> {
+    use crust_engine::cpuinfo;
+    let dir = &opts.engine.images_dir;
+    match opts.args.first().map(String::as_str) {
+        Some("dump") => match cpuinfo::dump(dir) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                log::error!("cpuinfo dump failed: {}", error_chain(&e));
+                Ok(255)
+            }
+        },
+        Some("check") => match cpuinfo::check(dir, cpuinfo::check_caps(opts.engine.cpu_cap)) {
+            Ok(()) => {
+                log::info!("cpuinfo.img of {} matches this CPU", dir.display());
+                Ok(0)
+            }
+            Err(e) => {
+                log::error!("cpuinfo check failed: {}", error_chain(&e));
+                Ok(1)
+            }
+        },
+        Some(other) => bail!("unknown cpuinfo sub-command: {other} (want dump or check)"),
+        None => bail!("cpuinfo requires an action: dump or check"),
     }
 }
 

@@ -43,6 +43,8 @@ pub struct RestoreOutcome {
 }
 
 mod cgroup;
+pub mod coredump;
+pub mod cpuinfo;
 mod dump;
 mod error;
 mod files;

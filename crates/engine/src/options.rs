@@ -113,8 +113,12 @@ pub struct Options {
     /// `--skip-file-rwx-check`: a restore does not compare the r/w/x bits
     /// of a regular file's mode with the dumped ones. Restore only.
     pub skip_file_rwx_check: bool,
-    /// `--cpu-cap[=CAPS]`: validated.
-    pub cpu_cap: Option<String>,
+    /// `--cpu-cap[=CAPS]`: CRIU's bits (`crate::cpuinfo::CAP_*`: FPU 1,
+    /// CPU 2, INS 4, IMAGE 8). Without the option FPU|INS, no IMAGE: a
+    /// dump writes no cpuinfo.img and a restore checks none, as CRIU.
+    /// With IMAGE, dump writes cpuinfo.img and restore checks it (the
+    /// other bits say what) before any task exists.
+    pub cpu_cap: u32,
     /// `--cgroup-props STRING`: changes to the cgroup properties dumped per
     /// controller (CRIU's format, see `cgroup::props`). Dump only.
     pub cgroup_props: Option<String>,
@@ -221,7 +225,7 @@ impl Default for Options {
             pre_dump_mode: None,
             file_validation: None,
             skip_file_rwx_check: false,
-            cpu_cap: None,
+            cpu_cap: 5,
             cgroup_props: None,
             cgroup_props_file: None,
             cgroup_dump_controllers: Vec::new(),

@@ -2,7 +2,7 @@
 //! the response's type is the request's, `success` says how it went, and a
 //! failure carries `cr_errmsg` (crust's error, as `crust` prints it) and
 //! `cr_errno` where CRIU sets one (ESRCH, EEXIST, EBADRQC for bad options,
-//! ENOTSUP for cpuinfo).
+//! ENOTSUP for cpuinfo on a CPU crust cannot describe).
 
 use std::io::Write;
 use std::os::fd::BorrowedFd;
@@ -57,11 +57,6 @@ fn send_fail(ctx: &Ctx<'_>, resp: &CriuResp) -> bool {
 /// Serve one request; whether it succeeded (and its answer was sent).
 pub fn request(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
     let t = req.r#type;
-    let no = |errno: Option<i32>, msg: &str| {
-        log::error!("{msg}");
-        send(ctx, &failure(t, errno, msg));
-        false
-    };
     match t {
         ty::DUMP => dump(ctx, req),
         ty::RESTORE => restore(ctx, req),
@@ -71,10 +66,7 @@ pub fn request(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
         ty::WAIT_PID => wait_pid(ctx, req.pid.unwrap_or(0) as i32),
         ty::PRE_DUMP | ty::SINGLE_PRE_DUMP => dump(ctx, req),
         ty::PAGE_SERVER | ty::PAGE_SERVER_CHLD => page_server(ctx, req, t == ty::PAGE_SERVER),
-        ty::CPUINFO_DUMP | ty::CPUINFO_CHECK => no(
-            Some(libc::ENOTSUP),
-            "crust does not write or check cpuinfo.img yet",
-        ),
+        ty::CPUINFO_DUMP | ty::CPUINFO_CHECK => cpuinfo(ctx, req, t),
         _ => {
             log::error!("RPC error: Invalid req (type {t})");
             send(
@@ -438,6 +430,42 @@ fn check(ctx: &Ctx<'_>, req: &CriuReq) -> bool {
         )
     };
     send(ctx, &resp) && ok
+}
+
+/// CPUINFO_DUMP, CPUINFO_CHECK: `crust cpuinfo dump|check` in the
+/// request's images directory, with its `cpu_cap` (CRIU's RPC adds the
+/// image bit to it; check with no bits at all checks everything).
+fn cpuinfo(ctx: &Ctx<'_>, req: &CriuReq, t: i32) -> bool {
+    // CRIU sets the options in a child whose errno is lost: a failure
+    // carries the message only.
+    let o = match setup(ctx, req, Mode::Restore) {
+        Ok((o, _)) => o,
+        Err(e) => return send_fail(ctx, &failure(t, None, &format!("{e:#}"))),
+    };
+    let dir = &o.engine.images_dir;
+    let r = if t == ty::CPUINFO_DUMP {
+        crust_engine::cpuinfo::dump(dir)
+    } else {
+        crust_engine::cpuinfo::check(dir, crust_engine::cpuinfo::check_caps(o.engine.cpu_cap))
+    };
+    flush();
+    match r {
+        Ok(()) => send(
+            ctx,
+            &CriuResp {
+                r#type: t,
+                success: true,
+                ..Default::default()
+            },
+        ),
+        Err(e) => {
+            let msg = crate::error_chain(&e);
+            log::error!("{msg}");
+            let errno = (e.kind() == crust_engine::ErrorKind::Unsupported && t == ty::CPUINFO_DUMP)
+                .then_some(libc::ENOTSUP);
+            send_fail(ctx, &failure(t, errno, &msg))
+        }
+    }
 }
 
 /// FEATURE_CHECK: each feature asked for, as crust can do it (mem_track:

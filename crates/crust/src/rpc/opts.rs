@@ -262,10 +262,9 @@ fn apply_values(o: &mut Opts, req: &CriuOpts, peer: Peer, setup: &mut Setup) -> 
         }
     }
     if let Some(caps) = req.cpu_cap {
-        o.engine.cpu_cap = Some(format!("{caps:#x}"));
-        o.lacking.push(format!(
-            "cpu_cap {caps:#x}: crust does not write or check cpuinfo.img yet"
-        ));
+        // CRIU's RPC: the request's bits, with the image (cpuinfo.img
+        // written at dump, checked at restore) whatever they are.
+        o.engine.cpu_cap = caps | crust_engine::cpuinfo::CAP_IMAGE;
     }
     if let Some(m) = req.manage_cgroups {
         value(o, "manage-cgroups", if m { "soft" } else { "ignore" })?;

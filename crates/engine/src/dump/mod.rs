@@ -532,6 +532,9 @@ fn dump_tree(
         0,
         &[inventory(opts, hold.nft_run_id())],
     )?;
+    if opts.cpu_cap & crate::cpuinfo::CAP_IMAGE != 0 {
+        crate::cpuinfo::dump(dir)?;
+    }
     let pstree = add_helpers(dir, walk.pstree)?;
     write_image(dir, ImageType::Pstree, 0, &pstree)?;
     write_image(dir, ImageType::Seccomp, 0, &[seccomp.entry()])?;

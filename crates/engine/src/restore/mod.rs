@@ -208,6 +208,10 @@ pub fn verify(opts: &Options) -> Result<VerifyReport, Error> {
 pub fn restore(opts: &Options) -> Result<RestoreOutcome, Error> {
     let t0 = Instant::now();
     crate::util::progress::stage("reading images");
+    // `--cpu-cap`: the set's CPU against this one, before anything is made.
+    if opts.cpu_cap & crate::cpuinfo::CAP_IMAGE != 0 {
+        crate::cpuinfo::check(&opts.images_dir, opts.cpu_cap)?;
+    }
     // The cgroups first, as CRIU (a file of the tree may be in one; they
     // are removed again if the restore fails).
     let cgroups = crate::cgroup::restore::Plan::load_for(opts)?.prepare(opts)?;

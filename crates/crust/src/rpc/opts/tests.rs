@@ -227,8 +227,6 @@ enum Outcome {
     Used(fn(&Opts) -> bool),
     /// Refused (CRIU's EBADRQC, "crust does not support ...").
     Refused,
-    /// Accepted with a warning (crust lacks what CRIU would do).
-    Lacking,
     /// Accepted; no effect for crust (logged at -v4).
     NoEffect,
 }
@@ -255,11 +253,6 @@ fn every_criu_opts_field_has_an_outcome() {
         match want {
             Used(check) => assert!(got.is_ok() && check(&o), "{name}: {got:?}"),
             Refused => assert!(got.is_err(), "{name} accepted"),
-            Lacking => assert!(
-                got.is_ok() && !o.lacking.is_empty(),
-                "{name}: {got:?} {:?}",
-                o.lacking
-            ),
             NoEffect => assert!(
                 got.is_ok() && !o.no_effect.is_empty() && o.lacking.is_empty(),
                 "{name}: {got:?} {:?}",
@@ -407,7 +400,8 @@ fn field_table_refused(null_fd: i32) -> Vec<(&'static str, Mode, Set, Outcome)> 
             "cpu_cap",
             Mode::Restore,
             Box::new(|r| r.cpu_cap = Some(1)),
-            Lacking,
+            // CRIU: the request's bits, and the image always.
+            Used(|o| o.engine.cpu_cap == 9),
         ),
         (
             "auto_dedup",
