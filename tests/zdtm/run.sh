@@ -26,7 +26,11 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/zdtm
 crust=$(readlink -f "${CRUST_BIN:-target/release/crust}")
-zdtm_sh=$(readlink -f ../shared/criu/zdtm.sh 2>/dev/null || true)
+# ../shared beside the main checkout (a worktree's is one more level up).
+zdtm_sh=
+for z in ../shared/criu/zdtm.sh ../../shared/criu/zdtm.sh; do
+    [[ -z $zdtm_sh && -f $z ]] && zdtm_sh=$(readlink -f "$z")
+done
 [[ -x $crust ]] || { echo "zdtm: $crust is missing: cargo build --release -p crust" >&2; exit 1; }
 [[ -n $zdtm_sh && -f $zdtm_sh ]] || { echo "zdtm: ../shared/criu/zdtm.sh is missing (CRIU 4.2's source snapshot and scripts)" >&2; exit 1; }
 log=${ZDTM_LOG:-target/zdtm.log}

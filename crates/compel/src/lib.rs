@@ -4,7 +4,10 @@
 //! (registers, XSAVE area, signal mask, pending signals, rseq) and made to
 //! execute system calls in its own context ("remote syscalls"): crust points
 //! the registers at a syscall instruction, steps the task through the
-//! syscall's entry and exit stops (PTRACE_SYSCALL) and reads the result.
+//! syscall's entry and exit stops (PTRACE_SYSCALL) and reads the result;
+//! at a syscall instruction followed by crust's own `int3`
+//! ([`Task::use_trapping_syscall_ip`]) it resumes the task once and reads
+//! the result at the trap.
 //! Signals are blocked while remote syscalls run so that none is consumed
 //! by accident.
 //!
@@ -134,6 +137,9 @@ pub struct Task {
     orig_sigmask: u64,
     /// Address of a `syscall` instruction followed by `int3`.
     syscall_ip: Option<RemoteAddr>,
+    /// The `int3` after the `syscall` at `syscall_ip` is crust's own
+    /// ([`SYSCALL_INSN`]): remote syscalls run to it in one stop.
+    trap_after: bool,
     /// Word overwritten by [`Task::infect`], to put back.
     saved_word: Option<(RemoteAddr, u64)>,
     signals_blocked: bool,
@@ -336,6 +342,7 @@ impl Task {
             orig_regs,
             orig_sigmask,
             syscall_ip: None,
+            trap_after: false,
             saved_word: None,
             signals_blocked: false,
             stop_signo: 0,
@@ -399,6 +406,17 @@ impl Task {
     /// Use an existing `syscall; int3` sequence at `ip` for remote calls.
     pub fn use_syscall_ip(&mut self, ip: RemoteAddr) {
         self.syscall_ip = Some(ip);
+        self.trap_after = false;
+    }
+
+    /// Like [`Task::use_syscall_ip`], for a site crust wrote itself, where
+    /// an `int3` follows the `syscall` ([`SYSCALL_INSN`]: restore's
+    /// trampoline): each remote syscall then takes one stop (resumed with
+    /// PTRACE_CONT, the task stops at the int3) instead of two (its entry
+    /// and its exit), which halves the round trips of a restore.
+    pub fn use_trapping_syscall_ip(&mut self, ip: RemoteAddr) {
+        self.syscall_ip = Some(ip);
+        self.trap_after = true;
     }
 
     fn block_signals(&mut self) -> Result<()> {
@@ -441,6 +459,19 @@ impl Task {
     /// syscall's entry and exit stops (PTRACE_SYSCALL), so no signal is
     /// involved and the task's signal state is untouched.
     pub fn syscall_raw(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        if self.trap_after {
+            self.block_signals()?;
+            self.load_syscall(nr, args)?;
+            return self.run_to_trap();
+        }
+        self.syscall_stepped(nr, args)
+    }
+
+    /// [`Task::syscall_raw`] stepped through the syscall's entry and exit
+    /// stops whatever the site: for a syscall after which a signal that
+    /// cannot be blocked may be due (queueing a pending signal), so it
+    /// comes at the next resume, not instead of the syscall's stop.
+    pub fn syscall_stepped(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
         self.block_signals()?;
         self.load_syscall(nr, args)?;
         self.step_syscall("remote syscall entry")?;
@@ -450,6 +481,39 @@ impl Task {
             "GETREGSET(NT_PRSTATUS)",
             ptrace::get_regs(self.pid),
         )?;
+        Ok(after.rax as i64)
+    }
+
+    /// Resume the task loaded with a syscall at a trapping site
+    /// ([`Task::use_trapping_syscall_ip`]) and wait for the int3 after it:
+    /// the syscall's result.
+    fn run_to_trap(&self) -> Result<i64> {
+        let pid = self.pid;
+        pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+        let status = self.wait_bounded()?;
+        if !matches!(
+            status,
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 0
+            }
+        ) {
+            return Err(Error::UnexpectedStop {
+                pid,
+                what: "running a remote syscall",
+                status,
+            });
+        }
+        let after = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
+        // The int3 right after the `syscall` (2 bytes), and nothing else.
+        let trap = self.syscall_ip.map_or(0, |ip| ip.get() + 3);
+        if after.rip != trap {
+            return Err(Error::UnexpectedStop {
+                pid,
+                what: "running a remote syscall (a trap away from crust's int3)",
+                status,
+            });
+        }
         Ok(after.rax as i64)
     }
 
@@ -631,6 +695,7 @@ impl Task {
             orig_regs: regs,
             orig_sigmask: mask,
             syscall_ip: Some(RemoteAddr(regs.rip.wrapping_sub(2))),
+            trap_after: false,
             saved_word: None,
             signals_blocked: false,
             stop_signo: 0,
@@ -665,6 +730,7 @@ impl Task {
         let pid = self.pid;
         self.load_syscall(libc::SYS_exit_group, [code as u64, 0, 0, 0, 0, 0])?;
         self.syscall_ip = None;
+        self.trap_after = false;
         pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
         loop {
             match process::waitpid(pid, 0) {
@@ -754,6 +820,7 @@ impl Task {
             )?;
         }
         self.syscall_ip = None;
+        self.trap_after = false;
         // Remote syscalls leave the task at a syscall-exit stop, where the
         // kernel no longer restarts an interrupted syscall by itself: do
         // it here, as it would have.

@@ -368,6 +368,22 @@ pub fn kcmp(pid1: i32, pid2: i32, kind: i32, a: u64, b: u64) -> io::Result<bool>
     Ok(cvt(r)? == 0)
 }
 
+/// kcmp(2) of an object of `kind` (KCMP_VM 1, KCMP_FILES 2, KCMP_FS 3,
+/// KCMP_SIGHAND 4...) of `pid1` with that of `pid2`, as the kernel orders
+/// them (an order that hides addresses but holds while both live):
+/// `Some(Equal)` for the same object; `None` when the kernel gives no
+/// order (kcmp's 3).
+pub fn kcmp_order(pid1: i32, pid2: i32, kind: i32) -> io::Result<Option<std::cmp::Ordering>> {
+    // SAFETY: kcmp with these types takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0u64, 0u64) };
+    Ok(match cvt(r)? {
+        0 => Some(std::cmp::Ordering::Equal),
+        1 => Some(std::cmp::Ordering::Less),
+        2 => Some(std::cmp::Ordering::Greater),
+        _ => None,
+    })
+}
+
 /// clock_gettime(2) for `clock` as (seconds, nanoseconds).
 pub fn clock_gettime(clock: libc::clockid_t) -> io::Result<(i64, i64)> {
     let mut ts = libc::timespec {

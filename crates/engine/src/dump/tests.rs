@@ -125,25 +125,30 @@ fn the_roots_own_session_needs_no_helper() {
 
 #[test]
 fn kobj_ids_are_numbered_per_kind_and_shared_by_kcmp() {
+    use std::cmp::Ordering;
+    // Each process's object of each kind, as a number kcmp would order.
+    let by = |obj: fn(i32, i32) -> i32| {
+        move |a: i32, b: i32, kind: i32| -> Option<Ordering> {
+            Some(obj(a, kind).cmp(&obj(b, kind)))
+        }
+    };
     let mut k = KobjIds::default();
-    let nothing_shared = |_: i32, _: i32, _: i32| false;
-    let first = k.assign_with(100, nothing_shared).unwrap();
+    let first = k.assign_with(100, by(|p, kind| p * 10 + kind)).unwrap();
     assert_eq!(
         (first.vm, first.files, first.fs, first.sighand),
         (TASK_KOBJ_ID, TASK_KOBJ_ID, TASK_KOBJ_ID, TASK_KOBJ_ID)
     );
     assert!(!first.files_shared);
     // 101 shares its fd table (kcmp type 2) with 100.
-    let second = k
-        .assign_with(101, |a, b, kind| (a, b, kind) == (101, 100, 2))
-        .unwrap();
+    let shares_files = |p: i32, kind: i32| if kind == 2 { 1002 } else { p * 10 + kind };
+    let second = k.assign_with(101, by(shares_files)).unwrap();
     assert_eq!(second.files, first.files);
     assert!(second.files_shared);
     assert_eq!(
         (second.vm, second.fs, second.sighand),
         (TASK_KOBJ_ID + 1, TASK_KOBJ_ID + 1, TASK_KOBJ_ID + 1)
     );
-    let third = k.assign_with(102, nothing_shared).unwrap();
+    let third = k.assign_with(102, by(|p, kind| p * 10 + kind)).unwrap();
     assert_eq!(third.vm, TASK_KOBJ_ID + 2);
     assert_eq!(
         third.files,
@@ -151,6 +156,38 @@ fn kobj_ids_are_numbered_per_kind_and_shared_by_kcmp() {
         "files ids skip the shared one"
     );
     // Sharing memory (CLONE_VM without a thread group) is refused.
-    let err = k.assign_with(103, |_, b, kind| b == 100 && kind == 1);
+    let err = k.assign_with(
+        103,
+        by(|p, kind| if kind == 1 { 1001 } else { p * 10 + kind }),
+    );
     assert!(err.is_err());
+}
+
+#[test]
+fn kobj_ids_found_by_order_match_a_scan_of_every_process() {
+    use std::cmp::Ordering;
+    // 200 processes in a scrambled order; fd tables shared by pid % 7,
+    // fs by pid % 13 (objects numbered apart from the pid order).
+    let obj = |p: i32, kind: i32| match kind {
+        2 => (p % 7) * 1000 + 5,
+        3 => 7000 - (p % 13) * 31,
+        _ => p * 10 + kind,
+    };
+    let order = |a: i32, b: i32, kind: i32| Some(obj(a, kind).cmp(&obj(b, kind)));
+    let pids: Vec<i32> = (0..200).map(|i| (i * 73) % 200 + 1).collect();
+    let (mut sorted, mut unordered) = (KobjIds::default(), KobjIds::default());
+    for &p in &pids {
+        let a = sorted.assign_with(p, order).unwrap();
+        // No order at all: the one-by-one search.
+        let b = unordered
+            .assign_with(p, |x, y, kind| {
+                (order(x, y, kind) == Some(Ordering::Equal)).then_some(Ordering::Equal)
+            })
+            .unwrap();
+        assert_eq!(a, b, "process {p}");
+    }
+    let held = |k: &KobjIds| k.known.iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(held(&sorted), [200, 7, 13, 200]);
+    assert!(sorted.unordered.iter().all(|u| !u));
+    assert!(unordered.unordered.iter().all(|u| *u));
 }

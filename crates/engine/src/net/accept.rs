@@ -173,6 +173,7 @@ impl AcceptServer {
                 task: &mut task,
                 scratch: RemoteAddr(scratch),
                 scratch_len: 4096,
+                batch_code: None,
             };
             fdpass::give_fds(
                 &mut r,

@@ -55,7 +55,7 @@ pub(super) fn create_and_build(
             pid: root_host,
             what: "the root task is not there".into(),
         })?;
-    root.use_syscall_ip(RemoteAddr(tramp));
+    root.use_trapping_syscall_ip(RemoteAddr(tramp));
     root.set_options(TRACE_OPTS)
         .map_err(|source| Error::Compel {
             pid: root_host,
@@ -499,7 +499,7 @@ pub(super) fn remote_clone(
     })?;
     let mut t =
         Task::adopt_new_child(host).map_err(|source| Error::Compel { pid: host, source })?;
-    t.use_syscall_ip(RemoteAddr(tramp));
+    t.use_trapping_syscall_ip(RemoteAddr(tramp));
     Ok(t)
 }
 
@@ -543,9 +543,18 @@ pub(super) fn set_session_now(
     });
     let t = created.main_of(i, pid)?;
     let mut r = Remote::on_trampoline(t, tramp);
-    // What it inherited.
-    let cur_sid = r.call("getsid", libc::SYS_getsid, [0; 6])? as i32;
-    let cur_pgid = r.call("getpgid", libc::SYS_getpgid, [0; 6])? as i32;
+    // What it inherited (both in one stop).
+    let mut ask = crate::task::remote::Batch::new(r.batch_code);
+    ask.push(&mut r, "getsid".into(), libc::SYS_getsid, [0; 6], None)?;
+    ask.push(&mut r, "getpgid".into(), libc::SYS_getpgid, [0; 6], None)?;
+    let got = ask.flush(&mut r)?;
+    let (Some(&cur_sid), Some(&cur_pgid)) = (got.first(), got.get(1)) else {
+        return Err(Error::Restore {
+            pid,
+            what: "getsid and getpgid gave no result".into(),
+        });
+    };
+    let (cur_sid, cur_pgid) = (cur_sid as i32, cur_pgid as i32);
     if sid == pid {
         if cur_sid != pid {
             r.call("setsid", libc::SYS_setsid, [0; 6])?;

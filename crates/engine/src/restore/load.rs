@@ -169,11 +169,15 @@ fn load_procs(
 ) -> Result<Vec<ProcImage>, Error> {
     super::pstree::check_tree(&tree).map_err(|why| bad(dir, why))?;
     let mut procs = Vec::with_capacity(tree.len());
+    // Files checked already (by id in files.img): the processes of a tree
+    // share most (their exe, libraries, cwd), each checked once.
+    let mut checked = std::collections::HashSet::new();
     for (i, e) in tree.into_iter().enumerate() {
         if i == 0 && e.ppid != 0 {
             debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
         }
-        procs.push(load_proc(dir, e, opts, loaded, inherited, memfds)?);
+        let shared = (loaded, inherited, &mut checked);
+        procs.push(load_proc(dir, e, opts, shared, memfds)?);
     }
     if procs.first().is_some_and(|p| p.live.is_none()) {
         let pid = procs.first().map(|p| p.entry.pid).unwrap_or(0);
@@ -265,8 +269,11 @@ pub(super) fn load_proc(
     dir: &Path,
     entry: PstreeEntry,
     opts: &Options,
-    loaded: &LoadedFiles,
-    inherited: &crate::files::inherit::Inherited,
+    (loaded, inherited, checked): (
+        &LoadedFiles,
+        &crate::files::inherit::Inherited,
+        &mut std::collections::HashSet<u32>,
+    ),
     memfds: &mut Option<mem::Memfds>,
 ) -> Result<ProcImage, Error> {
     let pid = entry.pid as i32;
@@ -361,7 +368,9 @@ pub(super) fn load_proc(
     needed.sort_unstable();
     needed.dedup();
     for id in needed {
-        files.check(id, opts)?;
+        if checked.insert(id) {
+            files.check(id, opts)?;
+        }
     }
     Ok(ProcImage {
         entry,

@@ -307,16 +307,27 @@ fn place(
     for &fd in got {
         now.push(move_out_of_the_way(r, fd as u64, targets, spare)?);
     }
+    // Then each to its target, in one stop where the task has the
+    // syscall-table loop (restore's trampoline).
+    let mut calls = crate::task::remote::Batch::new(r.batch_code);
     for (g, fd) in batch.iter().zip(now) {
         let flags = if g.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        r.call(
-            &format!("dup3 of a passed fd to {}", g.target),
+        calls.push(
+            r,
+            format!("dup3 of a passed fd to {}", g.target),
             libc::SYS_dup3,
             [fd, g.target as u64, flags, 0, 0, 0],
+            None,
         )?;
-        r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        calls.push(
+            r,
+            "close".into(),
+            libc::SYS_close,
+            [fd, 0, 0, 0, 0, 0],
+            None,
+        )?;
     }
-    Ok(())
+    calls.flush(r).map(drop)
 }
 
 #[cfg(test)]

@@ -803,13 +803,13 @@ fn queue_signal(
     }
     let a = r.put(0, &s.siginfo)?;
     if shared {
-        r.call(
+        r.call_stepped(
             "rt_sigqueueinfo",
             libc::SYS_rt_sigqueueinfo,
             [tgid as u64, signo as u64, a.get(), 0, 0, 0],
         )?;
     } else {
-        r.call(
+        r.call_stepped(
             "rt_tgsigqueueinfo",
             libc::SYS_rt_tgsigqueueinfo,
             [tgid as u64, tid as u64, signo as u64, a.get(), 0, 0],

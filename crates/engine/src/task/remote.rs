@@ -16,6 +16,9 @@ pub struct Remote<'a> {
     pub task: &'a mut Task,
     pub scratch: RemoteAddr,
     pub scratch_len: u64,
+    /// Where the syscall-table loop ([`crust_compel::BATCH_CODE`]) is in
+    /// the task, if it is there: what [`Batch`]es of this task run on.
+    pub batch_code: Option<RemoteAddr>,
 }
 
 impl<'a> Remote<'a> {
@@ -26,6 +29,7 @@ impl<'a> Remote<'a> {
             task,
             scratch: RemoteAddr(tramp + PAGE_SIZE),
             scratch_len: TRAMP_SIZE - PAGE_SIZE,
+            batch_code: Some(batch_code(tramp)),
         }
     }
 
@@ -35,14 +39,27 @@ impl<'a> Remote<'a> {
 
     /// Run a syscall; `-errno` becomes an error naming `what`.
     pub fn call(&mut self, what: &str, nr: i64, args: [u64; 6]) -> Result<u64, Error> {
+        let r = self.task.syscall_raw(nr, args);
+        self.result(what, r)
+    }
+
+    /// [`Remote::call`] stepped through the syscall's entry and exit stops
+    /// ([`Task::syscall_stepped`]): for a syscall that may make a signal
+    /// that cannot be blocked due in the task.
+    pub fn call_stepped(&mut self, what: &str, nr: i64, args: [u64; 6]) -> Result<u64, Error> {
+        let r = self.task.syscall_stepped(nr, args);
+        self.result(what, r)
+    }
+
+    fn result(&self, what: &str, r: Result<i64, crust_compel::Error>) -> Result<u64, Error> {
         let pid = self.pid();
-        match self.task.syscall(nr, args) {
-            Ok(v) => Ok(v),
-            Err(crust_compel::Error::Syscall { source, .. }) => Err(Error::Sys {
+        match r {
+            Ok(v) if (-4095..0).contains(&v) => Err(Error::Sys {
                 pid,
                 op: format!("{what} (in the task)"),
-                source,
+                source: std::io::Error::from_raw_os_error(-v as i32),
             }),
+            Ok(v) => Ok(v as u64),
             Err(e) => Err(Error::Compel { pid, source: e }),
         }
     }
@@ -119,7 +136,8 @@ struct Entry {
 
 /// Remote syscalls whose results are not needed at once, gathered and run
 /// many per ptrace stop by the trampoline's loop (a few hundred times
-/// faster per call than [`Remote::call`], which stops twice per syscall).
+/// faster per call than [`Remote::call`], which stops once or twice per
+/// syscall).
 /// Entries run in order when the scratch area is full and at
 /// [`Batch::flush`], which must come before anything that depends on them;
 /// the first failure ends the run and is reported as `call` would. Without
