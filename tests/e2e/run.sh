@@ -1127,6 +1127,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/pageserver.sh"
 # shellcheck source=tests/e2e/predump.sh
 . "$ROOT/tests/e2e/predump.sh"
+# shellcheck source=tests/e2e/compress.sh
+. "$ROOT/tests/e2e/compress.sh"
 # shellcheck source=tests/e2e/cgprops.sh
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh
