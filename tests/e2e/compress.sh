@@ -80,4 +80,17 @@ t_compress_criu_refuses() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(compress-bigmem compress-chain compress-criu-refuses)
+# A compressed set restored with --lazy-pages: the daemon serves the
+# pages decompressed (lazy.sh's helpers).
+t_compress_lazy() {
+    need_cr || return $?
+    start_prog bigmem --mb 64 --mask 255 || return 1
+    zdump dump "$D/img" dump --compress=zstd || return 1
+    wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
+    lazy_daemon "$D/img" || return 1
+    do_restore "$D/img" "" --lazy-pages || return 1
+    lazy_wait_done "$D/img" 20 || return 1
+    expect_pass "$D/img/restore.log"
+}
+
+ALL_TESTS+=(compress-bigmem compress-chain compress-criu-refuses compress-lazy)
