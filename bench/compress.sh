@@ -53,7 +53,7 @@ BYTES=$(((MB + 4) << 20))
 run() {
     local kind=$1 mask=$2 mode=$3 img=$WORK/img
     shift 3
-    rm -rf "$img" "$WORK/ready" "$WORK/result"
+    rm -rf "$img" "$WORK/ready" "$WORK/result" "$WORK/pid"
     mkdir -p "$img"
     PID=$(setsid "$BIN/bigmem" --mb "$MB" --mask "$mask" --ready "$WORK/ready" --result "$WORK/result" </dev/null >/dev/null 2>&1 & echo $!)
     for _ in $(seq 600); do [ -e "$WORK/ready" ] && break; sleep 0.05; done
@@ -61,7 +61,7 @@ run() {
     "$CRUST" dump -t "$PID" -D "$img" -o dump.log -v4 "$@"
     gone "$PID"
     local size d r
-    size=$(cat /dev/null "$img"/pages-*.img "$img"/crust-zpages-*.img 2>/dev/null | wc -c)
+    size=$(find "$img" -name 'pages-*.img' -o -name 'crust-zpages-*.img' | xargs cat | wc -c)
     d=$(us_of "$img/dump.log" "dumped tree")
     sync
     echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
