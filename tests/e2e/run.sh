@@ -1131,6 +1131,8 @@ ALL_TESTS+=(shmanon)
 . "$ROOT/tests/e2e/predump.sh"
 # shellcheck source=tests/e2e/imgtools.sh
 . "$ROOT/tests/e2e/imgtools.sh"
+# shellcheck source=tests/e2e/compress.sh
+. "$ROOT/tests/e2e/compress.sh"
 # shellcheck source=tests/e2e/cgprops.sh
 . "$ROOT/tests/e2e/cgprops.sh"
 # shellcheck source=tests/e2e/cgroup.sh

@@ -100,6 +100,14 @@ static SPECS: &[Spec] = &[
     flag("link-remap", None, Used),
     own_flag("allow-unsafe-images-dir"),
     own_flag("cow-parent"),
+    Spec {
+        long: "compress",
+        short: None,
+        arg: Optional,
+        negatable: false,
+        kind: Used,
+        extension: true,
+    },
     flag("shell-job", Some('j'), Used),
     flag("file-locks", Some('l'), Used),
     flag("page-server", None, Used),
@@ -425,6 +433,12 @@ fn apply_engine(e: &mut Options, o: &Occurrence) -> Result<bool> {
         "link-remap" => e.link_remap = on,
         "allow-unsafe-images-dir" => e.allow_unsafe_images_dir = on,
         "cow-parent" => e.cow_parent = on,
+        "compress" => {
+            let v = o.value.as_deref();
+            let c =
+                crust_engine::Compress::parse(v).map_err(|why| bad(s, v.unwrap_or(""), &why))?;
+            e.compress = Some(c);
+        }
         "shell-job" => e.shell_job = on,
         "file-locks" => e.file_locks = on,
         "display-stats" => e.display_stats = on,
@@ -820,6 +834,11 @@ Dump/restore options:
   --cow-parent           dump: store pages a child still shares with its
                          parent once (smaller images that CRIU cannot
                          restore)
+  --compress[=lz4|zstd[:LEVEL]]
+                         dump, pre-dump: write pages compressed (lz4 by
+                         default; zstd level 1-19, 1 by default) into
+                         crust-zpages-N.img: crust restores such a set,
+                         CRIU cannot (crust's own)
   --inherit-fd fd[N]:KEY restore: our fd N replaces the file KEY
                          (pipe:[INO] or a file's path); repeatable
   --display-stats        print statistics at the end

@@ -16,7 +16,11 @@ use std::io::{Read, Write};
 pub fn run(o: &crust_engine::Options) -> Result<i32> {
     if !o.detached {
         let mut ready = || {};
-        let stats = crust_engine::lazy_pages(o, &mut ready)?;
+        // On a terminal: pages put in of those to serve, rate, time left.
+        crust_engine::progress::start("lazy-pages");
+        let stats = crust_engine::lazy_pages(o, &mut ready);
+        crust_engine::progress::finish();
+        let stats = stats?;
         log::info!("lazy-pages: {stats:?}");
         return Ok(0);
     }

@@ -317,6 +317,17 @@ fn check_command_options(opts: &Opts, command: &str) -> Result<()> {
     if !opts.engine.inherit_fds.is_empty() && command != "restore" {
         bail!("--inherit-fd is restore-only option");
     }
+    if opts.engine.compress.is_some() {
+        if command != "dump" && command != "pre-dump" {
+            bail!("--compress is a dump and pre-dump option (restore reads compressed sets as they are)");
+        }
+        if opts.engine.page_server {
+            bail!(
+                "--compress with --page-server is not supported: the page server writes CRIU's \
+                 plain pages files; dump without --compress, or into local images"
+            );
+        }
+    }
     if opts.engine.lazy_pages && command == "pre-dump" {
         bail!("pre-dump --lazy-pages is not supported: pre-dump, then dump --lazy-pages");
     }

@@ -51,7 +51,11 @@ pub fn run(opts: &Opts) -> Result<i32> {
     let provider = images
         .as_mut()
         .map(|p| p as &mut dyn crust_engine::pageserver::PageProvider);
-    let st = serve(conn, &o.images_dir, provider, o.ps_socket.is_none())?;
+    // On a terminal: bytes received and the rate, from the connection on.
+    crust_engine::progress::start("page-server");
+    let st = serve(conn, &o.images_dir, provider, o.ps_socket.is_none());
+    crust_engine::progress::finish();
+    let st = st?;
     log::info!(
         "page server: session over, {} pages in {} pagemaps, {} pages sent",
         st.pages,

@@ -67,7 +67,9 @@ pub use util::progress;
 pub use error::{
     check_images_dir, DumpError, Error, ErrorKind, ImageSetError, RestoreError, CRIU_FAILURE_EXIT,
 };
-pub use options::{Action, ActionHook, Hooks, InheritFd, NetworkLock, Options, TlsOptions};
+pub use options::{
+    Action, ActionHook, Compress, Hooks, InheritFd, NetworkLock, Options, TlsOptions,
+};
 
 pub use mem::dedup::DedupStats;
 

@@ -80,6 +80,13 @@ pub struct Options {
     /// stores them, and a restore (crust's or CRIU's) shares the pages
     /// that are equal to the parent's again. Dump only.
     pub cow_parent: bool,
+    /// `--compress[=CODEC[:LEVEL]]` (crust's own): a dump or pre-dump
+    /// writes the pages of processes and of shared anonymous memory
+    /// compressed, into `crust-zpages-N.img` instead of `pages-N.img`
+    /// (`mem/zpages.rs`). CRIU 4.2 cannot restore such a set (it finds no
+    /// `pages-N.img` and says so); crust's restore reads either. None: CRIU's
+    /// plain pages files.
+    pub compress: Option<Compress>,
     /// `--network-lock` (CRIU's `network_lock_method`): how a dump keeps
     /// TCP connections off the network, saved in inventory.img. The
     /// default (iptables) unless [`Options::network_lock_given`].
@@ -215,6 +222,7 @@ impl Default for Options {
             allow_unsafe_images_dir: false,
             unprivileged: false,
             cow_parent: false,
+            compress: None,
             network_lock: NetworkLock::default(),
             network_lock_given: false,
             inherit_fds: Vec::new(),
@@ -284,6 +292,38 @@ impl Options {
             p.to_path_buf()
         } else {
             self.work_dir().join(p)
+        }
+    }
+}
+
+/// How `--compress` compresses pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    /// LZ4 blocks (`lz4_flex`): fast enough to keep up with the page copy.
+    Lz4,
+    /// Zstandard at this level (1 to 19; 1 by default).
+    Zstd(i32),
+}
+
+impl Compress {
+    /// `--compress`'s argument: none (lz4), `lz4`, `zstd` or `zstd:LEVEL`.
+    pub fn parse(arg: Option<&str>) -> Result<Compress, String> {
+        let Some(a) = arg.filter(|a| !a.is_empty()) else {
+            return Ok(Compress::Lz4);
+        };
+        let (name, level) = match a.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (a, None),
+        };
+        match (name, level) {
+            ("lz4", None) => Ok(Compress::Lz4),
+            ("lz4", Some(_)) => Err("lz4 takes no level".into()),
+            ("zstd", None) => Ok(Compress::Zstd(1)),
+            ("zstd", Some(l)) => match l.parse::<i32>() {
+                Ok(n) if (1..=19).contains(&n) => Ok(Compress::Zstd(n)),
+                _ => Err(format!("zstd level {l:?}: give 1 to 19")),
+            },
+            _ => Err(format!("{name:?}: give lz4, zstd or zstd:LEVEL")),
         }
     }
 }

@@ -39,6 +39,19 @@ pub fn open_image_data(path: &Path) -> Result<std::fs::File, Error> {
     crust_images::image::open_nofollow(path).map_err(img_err("cannot read image data".into()))
 }
 
+/// Remove a stale image file of an earlier dump (a missing one is fine).
+pub fn remove_stale(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            op: "cannot remove the stale image",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Write a whole image of `entries` into `dir`.
 pub fn write_image<M: Message>(
     dir: &Path,

@@ -43,7 +43,7 @@ pub(super) fn worker(
 ) -> Result<Worked, Error> {
     let mut total = mem::PageCounts::default();
     let t = Instant::now();
-    let local = mem::LocalImages::new(dir);
+    let local = mem::LocalImages::compressed(dir, opts.compress);
     let (sink, cow_parent): (&dyn mem::PageSink, bool) = match ps {
         Some(p) => (p, false),
         None => (&local, opts.cow_parent),

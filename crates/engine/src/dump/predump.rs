@@ -440,7 +440,7 @@ fn write_set(
 ) -> Result<mem::PageCounts, Error> {
     let dir: &Path = &opts.images_dir;
     let _ = mem::take_page_tally(dir);
-    let local = mem::LocalImages::new(dir);
+    let local = mem::LocalImages::compressed(dir, opts.compress);
     let sink: &dyn mem::PageSink = match ps {
         Some(p) => p,
         None => &local,

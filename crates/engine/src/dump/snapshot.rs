@@ -71,7 +71,7 @@ pub(super) fn copy(opts: &Options, deferred: Vec<Prepared>) -> Result<u64, Error
     }
     let t = Instant::now();
     let dir = opts.images_dir.as_path();
-    let sink = mem::LocalImages::new(dir);
+    let sink = mem::LocalImages::compressed(dir, opts.compress);
     let stop = AtomicBool::new(false);
     let snaps: Vec<&snapshot::Snap> = deferred.iter().map(|p| p.snap()).collect();
     let copied = std::thread::scope(|sc| {

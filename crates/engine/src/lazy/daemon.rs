@@ -20,7 +20,7 @@ use crust_sys::uffd::Uffd;
 use crust_sys::uffd_missing::{poll, Event, Filled};
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const PAGE: u64 = 4096;
 /// Bytes put in at a fault: the page touched and those after it in the
@@ -108,7 +108,13 @@ fn run(
     // CRUST_LAZY_PREFETCH=0 (tests): no background copy but one page per
     // idle second, so pages come in at faults and exits are still seen.
     let background = std::env::var("CRUST_LAZY_PREFETCH").map_or(true, |v| v != "0");
+    let mut shown = Instant::now();
     loop {
+        if shown.elapsed() >= Duration::from_millis(100) {
+            // The progress line's total: what is in plus what is left.
+            crate::util::progress::pages_to_come(tasks.iter().map(|t| t.iovs.bytes()).sum());
+            shown = Instant::now();
+        }
         if conn.is_none() && tasks.iter().all(|t| t.done()) {
             break;
         }
@@ -443,7 +449,10 @@ impl Served {
                     let _ = self.uffd.wake(addr, PAGE);
                     return Ok((0, false));
                 }
-                Copied::Done(n, again) => return Ok((n, again)),
+                Copied::Done(n, again) => {
+                    crate::util::progress::pages_written(n);
+                    return Ok((n, again));
+                }
             }
         }
     }

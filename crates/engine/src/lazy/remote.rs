@@ -11,7 +11,7 @@
 use super::can_be_lazy;
 use super::iovs::Iovs;
 use crate::pageserver::{Conn, Remote};
-use crate::util::{read_one, sys_err};
+use crate::util::read_one;
 use crate::{mem, Error, Options};
 use crust_images::consts::pe;
 use crust_images::image::{ImageReader, ImageType};
@@ -19,8 +19,6 @@ use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_sys::PAGE_SIZE;
 use std::cell::RefCell;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -40,21 +38,12 @@ pub trait PageOrigin {
 
 /// A pages file of the local images.
 pub struct LocalPages {
-    file: File,
-    path: std::path::PathBuf,
+    file: mem::zpages::PagesFile,
 }
 
 impl PageOrigin for LocalPages {
-    fn read(&self, addr: u64, off: u64, buf: &mut [u8]) -> Result<(), Error> {
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|source| Error::Io {
-                op: "cannot read the pages of a lazily restored process from",
-                path: self
-                    .path
-                    .join(format!("(at offset {off:#x}, for {addr:#x})")),
-                source,
-            })
+    fn read(&self, _addr: u64, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.file.read_exact_at(buf, off)
     }
 }
 
@@ -163,10 +152,7 @@ impl Sources {
         mem::validate_vmas(dir, &mm)?;
         let (pages_id, runs) = mem::load_pagemap(dir, pid, &mm, true)?;
         let path = dir.join(ImageType::Pages.file_name(u64::from(pages_id)));
-        let file = File::open(&path).map_err(sys_err(
-            crust_sys::process::getpid(),
-            format!("opening {}", path.display()),
-        ))?;
+        let file = mem::zpages::PagesFile::open(&path)?;
         let mut vmas: Vec<(u64, u64)> = mm
             .vmas
             .iter()
@@ -210,7 +196,7 @@ impl Sources {
             link: l.clone(),
             pid,
         });
-        let local = LocalPages { file, path };
+        let local = LocalPages { file };
         Ok((iovs, Pages { local, source }))
     }
 }

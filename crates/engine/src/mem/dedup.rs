@@ -139,6 +139,16 @@ pub fn dedup(dir: &Path) -> Result<DedupStats, Error> {
     }
     let mut stats = DedupStats::default();
     for (file, mut ranges) in plan {
+        if super::zpages::is_compressed(&file) {
+            // A compressed set's frames hold many pages each: none can be
+            // punched out alone. The set stays whole (and restores).
+            log::warn!(
+                "{}: compressed (--compress), left whole: dedup punches pages out of plain \
+                 pages files only",
+                file.display()
+            );
+            continue;
+        }
         ranges.sort_unstable();
         let f = open_rw(&file)?;
         let m = f.metadata().map_err(|source| Error::Io {

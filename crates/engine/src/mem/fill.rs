@@ -1,6 +1,7 @@
 //! Copying stored pages into a stopped task: pread from a pages image and
 //! process_vm_writev, on two crust threads.
 
+use super::zpages::PagesFile;
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::{mem, RemoteAddr};
@@ -181,7 +182,7 @@ impl Drop for Filler {
 
 /// The pages file a filler thread read last, kept open for the next chunk
 /// of the same submission (many small runs: a pre-dump chain).
-type OpenPages = Option<(std::sync::Arc<std::path::PathBuf>, std::fs::File)>;
+type OpenPages = Option<(std::sync::Arc<std::path::PathBuf>, PagesFile)>;
 
 /// Fill one chunk; returns the pages left as they were (`keep` chunks).
 fn fill_chunk(
@@ -192,13 +193,9 @@ fn fill_chunk(
 ) -> Result<u64, Error> {
     let f = match open.take() {
         Some((p, f)) if std::sync::Arc::ptr_eq(&p, &c.path) => f,
-        _ => crate::util::open_image_data(&c.path)?,
+        _ => PagesFile::open(&c.path)?,
     };
-    f.read_exact_at(buf, c.off).map_err(|source| Error::Io {
-        op: "cannot read",
-        path: c.path.to_path_buf(),
-        source,
-    })?;
+    f.read_exact_at(buf, c.off)?;
     *open = Some((c.path.clone(), f));
     crate::util::progress::pages_written(buf.len() as u64);
     if c.keep {
@@ -312,7 +309,7 @@ pub(crate) fn fill_vm_writev(
     let next = AtomicUsize::new(0);
     let first_err: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let worker = || -> Result<(), Error> {
-        let f = crate::util::open_image_data(pages_path)?;
+        let f = PagesFile::open(pages_path)?;
         let mut buf = vec![0u8; FILL_CHUNK as usize];
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -320,11 +317,7 @@ pub(crate) fn fill_vm_writev(
                 return Ok(());
             };
             let b = &mut buf[..n as usize];
-            f.read_exact_at(b, off).map_err(|source| Error::Io {
-                op: "cannot read",
-                path: pages_path.to_path_buf(),
-                source,
-            })?;
+            f.read_exact_at(b, off)?;
             let w = mem::write(pid, RemoteAddr(addr), b)
                 .map_err(sys_err(pid, format!("process_vm_writev at {addr:#x}")))?;
             if w != b.len() {
@@ -371,7 +364,7 @@ pub(crate) fn fill_keeping(
     if runs.is_empty() {
         return Ok(0);
     }
-    let f = crate::util::open_image_data(pages_path)?;
+    let f = PagesFile::open(pages_path)?;
     let (mut buf, mut cur) = (Vec::new(), Vec::new());
     let mut kept = 0;
     for &(addr, total, off) in runs {
@@ -379,12 +372,7 @@ pub(crate) fn fill_keeping(
         while done < total {
             let n = (total - done).min(FILL_CHUNK);
             buf.resize(n as usize, 0);
-            f.read_exact_at(&mut buf, off + done)
-                .map_err(|source| Error::Io {
-                    op: "cannot read",
-                    path: pages_path.to_path_buf(),
-                    source,
-                })?;
+            f.read_exact_at(&mut buf, off + done)?;
             kept += write_differing(pid, addr + done, &buf, &mut cur)?;
             done += n;
         }

@@ -27,6 +27,7 @@ mod shmem;
 pub mod snapshot;
 pub mod track;
 mod vma;
+pub mod zpages;
 
 #[allow(unused_imports)]
 pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, LazyMark, PagePlan, Since};

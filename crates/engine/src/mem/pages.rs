@@ -172,15 +172,16 @@ pub fn load_pagemap(
 /// The length of `pages-<pages_id>.img`; missing is an error naming it.
 pub(super) fn pages_file_len(dir: &Path, pages_id: u32) -> Result<u64, Error> {
     let pages_path = dir.join(ImageType::Pages.file_name(pages_id as u64));
-    Ok(std::fs::metadata(&pages_path)
-        .map_err(|source| Error::Image {
+    match super::zpages::pages_len(&pages_path)? {
+        Some(n) => Ok(n),
+        None => Err(Error::Image {
             what: format!("cannot read image {}", pages_path.display()),
             source: crust_images::image::ImageError::Missing {
                 path: pages_path.clone(),
-                source,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
             },
-        })?
-        .len())
+        }),
+    }
 }
 
 fn read_pagemap(
@@ -406,6 +407,8 @@ pub struct LocalImages<'f> {
     filler: Option<&'f Filler>,
     /// Pages left on the source (`PE_LAZY` only) are accepted.
     lazy_ok: bool,
+    /// Dump: pages files written compressed (`--compress`).
+    compress: Option<crate::options::Compress>,
 }
 
 impl LocalImages<'static> {
@@ -414,6 +417,16 @@ impl LocalImages<'static> {
             dir: dir.to_path_buf(),
             filler: None,
             lazy_ok: false,
+            compress: None,
+        }
+    }
+
+    /// Dump into `dir`, pages files compressed with `c` when given
+    /// (`--compress`, `mem/zpages.rs`).
+    pub fn compressed(dir: &Path, c: Option<crate::options::Compress>) -> LocalImages<'static> {
+        LocalImages {
+            compress: c,
+            ..LocalImages::new(dir)
         }
     }
 }
@@ -425,6 +438,7 @@ impl<'f> LocalImages<'f> {
             dir: dir.to_path_buf(),
             filler: Some(filler),
             lazy_ok: false,
+            compress: None,
         }
     }
 
@@ -441,6 +455,8 @@ struct LocalStream<'a> {
     owner: PageOwner,
     path: std::path::PathBuf,
     out: File,
+    /// `--compress`: the compressing writer in front of `out`.
+    z: Option<super::zpages::ZWriter>,
     /// The pages file's name, given once it is complete.
     name: crust_sys::private::PrivateName,
     runs: Vec<Run>,
@@ -505,18 +521,28 @@ pub(crate) fn note_pages(dir: &Path, pages_id: u32, object: bool, scanned: u64, 
 
 impl PageSink for LocalImages<'_> {
     fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error> {
-        let path = self.pages_path(owner.pages_id());
-        let (out, name) =
-            crust_sys::private::create_private(&path, 0).map_err(|source| Error::Io {
-                op: "cannot create",
-                path: path.clone(),
-                source,
-            })?;
+        let mut path = self.pages_path(owner.pages_id());
+        if self.compress.is_some() {
+            path = self
+                .dir
+                .join(super::zpages::file_name(owner.pages_id().into()));
+        }
+        let cerr = |source| Error::Io {
+            op: "cannot create",
+            path: path.clone(),
+            source,
+        };
+        let (mut out, name) = crust_sys::private::create_private(&path, 0).map_err(cerr)?;
+        let z = match self.compress {
+            Some(c) => Some(super::zpages::ZWriter::start(&mut out, c).map_err(cerr)?),
+            None => None,
+        };
         Ok(Box::new(LocalStream {
             dir: &self.dir,
             owner,
             path,
             out,
+            z,
             name,
             runs: Vec::new(),
             written: 0,
@@ -533,7 +559,11 @@ impl PageStream for LocalStream<'_> {
     }
 
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.out.write_all(bytes).map_err(|source| Error::Io {
+        match &mut self.z {
+            Some(z) => z.write(&mut self.out, bytes),
+            None => self.out.write_all(bytes),
+        }
+        .map_err(|source| Error::Io {
             op: "cannot write",
             path: self.path.clone(),
             source,
@@ -547,7 +577,14 @@ impl PageStream for LocalStream<'_> {
         self.scanned += pages;
     }
 
-    fn finish(self: Box<Self>) -> Result<(), Error> {
+    fn finish(mut self: Box<Self>) -> Result<(), Error> {
+        if let Some(z) = self.z.take() {
+            z.finish(&mut self.out).map_err(|source| Error::Io {
+                op: "cannot write",
+                path: self.path.clone(),
+                source,
+            })?;
+        }
         let want = present_bytes(&self.runs);
         if self.written != want {
             return Err(Error::Io {
@@ -576,6 +613,18 @@ impl PageStream for LocalStream<'_> {
             path: self.path.clone(),
             source,
         })?;
+        // An earlier dump's file of the same pages id in the other form
+        // would make the set ambiguous.
+        let plain = self
+            .dir
+            .join(ImageType::Pages.file_name(self.owner.pages_id().into()));
+        let other = match self.path == plain {
+            true => super::zpages::sibling(&plain),
+            false => Some(plain),
+        };
+        if let Some(o) = other {
+            crate::util::remove_stale(&o)?;
+        }
         let object = matches!(self.owner, PageOwner::Object { .. });
         tally().insert(
             (self.dir.to_path_buf(), self.owner.pages_id()),

@@ -12,7 +12,6 @@ use crust_images::image::{ImageReader, ImageType};
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_sys::PAGE_SIZE;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The first pages id a page server gives (CRIU's `up_page_ids_base`).
@@ -356,7 +355,7 @@ fn answer_get(conn: &mut Conn, p: &mut dyn PageProvider, iov: &Iov) -> Result<u6
 
 /// A process's pages file and its runs with bytes: (vaddr, pages, offset
 /// in the file).
-type Loaded = (std::fs::File, Vec<(u64, u64, u64)>);
+type Loaded = (crate::mem::zpages::PagesFile, Vec<(u64, u64, u64)>);
 
 /// Pages read out of an images directory (`pagemap-<pid>.img` and its
 /// pages file), for `page-server --lazy-pages`.
@@ -402,11 +401,7 @@ impl ImagesProvider {
         let path = self
             .dir
             .join(ImageType::Pages.file_name(u64::from(head.pages_id)));
-        let f = std::fs::File::open(&path).map_err(|source| Error::Io {
-            op: "cannot open",
-            path,
-            source,
-        })?;
+        let f = crate::mem::zpages::PagesFile::open(&path)?;
         Ok((f, runs))
     }
 }
@@ -435,12 +430,7 @@ impl PageProvider for ImagesProvider {
         let at = out.len();
         out.resize(at + (give * PAGE_SIZE) as usize, 0);
         let dst = out.get_mut(at..).unwrap_or_default();
-        f.read_exact_at(dst, off + skip * PAGE_SIZE)
-            .map_err(|source| Error::Io {
-                op: "cannot read pages from",
-                path: self.dir.join(format!("pages of {pid}")),
-                source,
-            })?;
+        f.read_exact_at(dst, off + skip * PAGE_SIZE)?;
         Ok(give)
     }
 }

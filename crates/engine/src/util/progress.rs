@@ -1,6 +1,8 @@
-//! Progress of a dump or a restore, for people: the engine counts (tasks
-//! frozen, pages to write and written, tasks built) and marks its stages;
-//! the binary calls [`start`] and [`finish`] around the operation.
+//! Progress of a dump, a restore, a page server's session or the
+//! lazy-pages daemon, for people: the engine counts (tasks frozen, pages
+//! to write and written, received, or put in lazily, tasks built) and
+//! marks its stages; the binary calls [`start`] and [`finish`] around the
+//! operation.
 //!
 //! When stderr is a terminal, a thread redraws one status line there every
 //! 200 ms once the operation has run for a second ([`AFTER_MS_ENV`] changes
@@ -158,6 +160,12 @@ pub fn pages_expected(bytes: u64) {
     BYTES_EXPECTED.fetch_add(bytes, Relaxed);
 }
 
+/// `bytes` of pages are still to come (the lazy-pages daemon: the total
+/// is what is in plus what is left, which events change).
+pub fn pages_to_come(bytes: u64) {
+    BYTES_EXPECTED.store(BYTES_WRITTEN.load(Relaxed).saturating_add(bytes), Relaxed);
+}
+
 /// `bytes` of pages were written.
 pub fn pages_written(bytes: u64) {
     BYTES_WRITTEN.fetch_add(bytes, Relaxed);
@@ -171,11 +179,23 @@ fn line(op: &str, secs: f64) -> String {
         parts.push(format!("{frozen} tasks frozen"));
     }
     let (done, want) = (BYTES_WRITTEN.load(Relaxed), BYTES_EXPECTED.load(Relaxed));
-    if want > 0 || done > 0 {
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
-        let rate = done as f64 / secs.max(1e-3);
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let rate = done as f64 / secs.max(1e-3);
+    if op == "page-server" {
+        // The dump announces its runs one process at a time: no total.
+        parts.push(format!(
+            "received {:.0} MiB at {:.2} GB/s",
+            mib(done),
+            rate / f64::from(1 << 30)
+        ));
+    } else if want > 0 || done > 0 {
+        let what = if op == "lazy-pages" {
+            "pages in"
+        } else {
+            "pages"
+        };
         let mut p = format!(
-            "pages {:.0}/{:.0} MiB at {:.2} GB/s",
+            "{what} {:.0}/{:.0} MiB at {:.2} GB/s",
             mib(done),
             mib(want.max(done)),
             rate / f64::from(1 << 30)
@@ -233,6 +253,24 @@ mod tests {
             "crust restore: 2.0 s, 1/2 tasks built"
         );
         assert!(stage_times().is_empty());
+        finish();
+        start("page-server");
+        pages_expected(8 << 20);
+        pages_written(2 << 20);
+        assert_eq!(
+            line("page-server", 1.0),
+            "crust page-server: 1.0 s, received 2 MiB at 0.00 GB/s"
+        );
+        finish();
+        start("lazy-pages");
+        pages_written(1 << 20);
+        pages_to_come(3 << 20);
+        assert!(
+            line("lazy-pages", 1.0)
+                .starts_with("crust lazy-pages: 1.0 s, pages in 1/4 MiB at 0.00 GB/s, ETA 3.0 s"),
+            "{}",
+            line("lazy-pages", 1.0)
+        );
         finish();
     }
 }
