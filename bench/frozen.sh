@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Frozen time of `dump -R` (issue 15: a snapshot that barely pauses) for
-# 256 MiB, 1 GiB and 4 GiB of written memory: crust copying pages while
-# the tree runs (a userfaultfd write-protects them), crust copying while
-# frozen (CRUST_SNAPSHOT=0: what main does), and CRIU 4.2.
+# 256 MiB, 1 GiB and 4 GiB of written memory: crust copying pages before
+# the freeze and storing only those written since ("crust"), crust's
+# fallback snapshot (CRUST_PRECOPY=0: the pages write-protected while
+# frozen and copied after the thaw, "snap"), crust copying while frozen
+# (CRUST_SNAPSHOT=0, "frozen"), and CRIU 4.2.
 #
 #   bench/frozen.sh [ROUNDS] [SIZES_MB...]   (default 3 rounds; 256 1024 4096)
 #
@@ -76,6 +78,7 @@ one() {
     case $tool in
         before) "$BEFORE" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         crust) "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
+        snap) CRUST_PRECOPY=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         frozen) CRUST_SNAPSHOT=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         criu) "$CRIU" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
     esac || { echo "$tool dump failed: $(tail -3 "$out")" >&2; return 1; }
@@ -83,7 +86,7 @@ one() {
     echo "$(frozen_ms "$out") $(((t1 - t0) / 1000000))"
 }
 
-TOOLS=(crust frozen)
+TOOLS=(crust snap frozen)
 [[ -n $BEFORE ]] && TOOLS=(before "${TOOLS[@]}")
 [[ -n $CRIU ]] && TOOLS+=(criu)
 printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
