@@ -22,7 +22,8 @@
 # run). Then the final dump of a pre-dump chain (`dirtymem --mb N
 # --dirty-mb 12`: pre-dump, 12 MiB rewritten, pre-dump, 12 MiB rewritten,
 # dump --prev-images-dir): its frozen time, for crust (and "before").
-# CRIU cannot make such a chain here (no soft-dirty). Needs root and
+# CRIU cannot make such a chain here (no soft-dirty); FROZEN_NO_CHAIN=1
+# leaves that part out. Needs root and
 # `cargo build --release -p crust -p crust-testprogs`, and free memory for
 # the largest size plus its images (images go to $BENCH_DIR, default a
 # directory under /tmp). Kills every process it starts, removes its files.
@@ -137,7 +138,7 @@ chain_once() {
     frozen_ms "$out"
 }
 
-[[ -x $DIRTYMEM ]] || exit 0
+[[ -x $DIRTYMEM && -z ${FROZEN_NO_CHAIN:-} ]] || exit 0
 CTOOLS=(crust)
 [[ -n $BEFORE ]] && CTOOLS=(before crust)
 echo
