@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Frozen time of `dump -R` (issue 15: a snapshot that barely pauses) for
-# 256 MiB, 1 GiB and 4 GiB of written memory: crust copying pages while
-# the tree runs (a userfaultfd write-protects them), crust copying while
-# frozen (CRUST_SNAPSHOT=0: what main does), and CRIU 4.2.
+# 256 MiB, 1 GiB and 4 GiB of written memory: crust copying pages before
+# the freeze and storing only those written since ("crust"), crust's
+# fallback snapshot (CRUST_PRECOPY=0: the pages write-protected while
+# frozen and copied after the thaw, "snap"), crust copying while frozen
+# (CRUST_SNAPSHOT=0, "frozen"), and CRIU 4.2.
 #
 #   bench/frozen.sh [ROUNDS] [SIZES_MB...]   (default 3 rounds; 256 1024 4096)
 #
@@ -20,7 +22,8 @@
 # run). Then the final dump of a pre-dump chain (`dirtymem --mb N
 # --dirty-mb 12`: pre-dump, 12 MiB rewritten, pre-dump, 12 MiB rewritten,
 # dump --prev-images-dir): its frozen time, for crust (and "before").
-# CRIU cannot make such a chain here (no soft-dirty). Needs root and
+# CRIU cannot make such a chain here (no soft-dirty); FROZEN_NO_CHAIN=1
+# leaves that part out. Needs root and
 # `cargo build --release -p crust -p crust-testprogs`, and free memory for
 # the largest size plus its images (images go to $BENCH_DIR, default a
 # directory under /tmp). Kills every process it starts, removes its files.
@@ -76,6 +79,7 @@ one() {
     case $tool in
         before) "$BEFORE" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         crust) "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
+        snap) CRUST_PRECOPY=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         frozen) CRUST_SNAPSHOT=0 "$CRUST" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
         criu) "$CRIU" dump -t "$PID" -D "$img" -R --display-stats -o dump.log >"$out" 2>&1 ;;
     esac || { echo "$tool dump failed: $(tail -3 "$out")" >&2; return 1; }
@@ -83,7 +87,7 @@ one() {
     echo "$(frozen_ms "$out") $(((t1 - t0) / 1000000))"
 }
 
-TOOLS=(crust frozen)
+TOOLS=(crust snap frozen)
 [[ -n $BEFORE ]] && TOOLS=(before "${TOOLS[@]}")
 [[ -n $CRIU ]] && TOOLS+=(criu)
 printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
@@ -134,7 +138,7 @@ chain_once() {
     frozen_ms "$out"
 }
 
-[[ -x $DIRTYMEM ]] || exit 0
+[[ -x $DIRTYMEM && -z ${FROZEN_NO_CHAIN:-} ]] || exit 0
 CTOOLS=(crust)
 [[ -n $BEFORE ]] && CTOOLS=(before crust)
 echo

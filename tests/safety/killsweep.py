@@ -23,7 +23,8 @@ whole restore leaves either the whole target, running and passing the same
 checks, or no process with its pid. And the copy phase of a `dump -R`
 snapshot (pages copied while the target runs, write-protected through
 crust's userfaultfd): crust's dump worker SIGKILLed at delays after the
-tree was let go leaves the target running, unharmed.
+tree was let go, or during the pre-copy before the freeze, leaves the
+target running, unharmed.
 
 The cases are rows of the table CASES (a DumpSweep with its surroundings,
 a RestoreSweep, a PanicCase, or a class of the same shape); a case whose
@@ -799,8 +800,8 @@ class CopySweep:
     phase, the target's pages write-protected through crust's
     userfaultfd): the target runs on unharmed."""
 
-    def __init__(self, name, requires=None):
-        self.name, self.requires = name, requires
+    def __init__(self, name, requires=None, after="left running"):
+        self.name, self.requires, self.after = name, requires, after
 
     def run(self, work, span, steps, tally):
         target = None
@@ -811,12 +812,12 @@ class CopySweep:
             shutil.rmtree(img, ignore_errors=True)
             log = os.path.join(img, "dump.log")
             p = run_dump(img, ["-t", str(target.pid), "-R"])
-            wait_until(lambda: "left running" in (read(log) or ""), 20)
+            wait_until(lambda: self.after in (read(log) or ""), 20)
             time.sleep(0.002 * i)
             txt = read(log) or ""
             worker = [ln.split("dump worker ")[1].split()[0] for ln in txt.splitlines()
                       if "dump worker " in ln]
-            in_copy = "left running" in txt and "copied while the tree ran" not in txt
+            in_copy = self.after in txt and "moved into the image set" not in txt
             for w in worker[:1]:
                 try:
                     os.kill(int(w), signal.SIGKILL)
@@ -864,6 +865,10 @@ CASES = [
     # the first case's delays span a whole dump -R; this one kills the
     # worker itself once the tree was let go.
     CopySweep("dump -R copy phase"),
+    # Its pre-copy (pages copied before the freeze, the target's memory
+    # tracked through crust's userfaultfd): the worker killed at delays
+    # once the target runs again.
+    CopySweep("dump -R pre-copy", after="Pre-copy: tree"),
     # A lazy restore (issue 15): its daemon, the restore, or both killed.
     LazySweep("lazy-pages daemon", (signal.SIGKILL, signal.SIGTERM),
               requires=lambda: crust_can("uffd-noncoop")),

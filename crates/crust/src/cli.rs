@@ -814,7 +814,9 @@ Commands:
 
 Dump/restore options:
   -t|--tree PID          checkpoint the tree rooted at PID
-  -R|--leave-running     leave the tasks running after dump
+  -R|--leave-running     leave the tasks running after dump (a snapshot: pages
+                         copied before the freeze, those written since stored
+                         at it; CRUST_PRECOPY=0 protects them while frozen)
   -s|--leave-stopped     leave the tasks stopped after dump or restore
   -j|--shell-job         the tree is a shell job (inherits session/pgid)
   -d|--restore-detached  exit once the tree is restored

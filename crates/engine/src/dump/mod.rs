@@ -8,6 +8,7 @@ mod lazy;
 mod outdir;
 mod pagejob;
 mod precheck;
+mod precopy;
 mod predump;
 mod seize;
 mod snapshot;
@@ -105,7 +106,12 @@ impl Tree {
 
 /// What is ready before the freeze: the page server's sink, the parent
 /// set's tracking, the root's VMAs.
-type Prepared = (predump::Server, predump::Chain, Option<mem::EarlyVmas>);
+type Prepared = (
+    predump::Server,
+    predump::Chain,
+    Option<mem::EarlyVmas>,
+    Option<precopy::Precopy>,
+);
 
 /// Before the freeze: the images directory made ready, the `parent` link
 /// of an incremental dump, the page server connected (no server: the dump
@@ -120,13 +126,22 @@ fn prepare_output(opts: &Options) -> Result<Prepared, Error> {
     }
     let ps = crate::pageserver::connect_sink(opts).inspect_err(|_| outdir::discard(dir))?;
     crate::util::progress::stage("freezing");
-    let chain = predump::Chain::take(opts, ps.as_ref());
+    let mut chain = predump::Chain::take(opts, ps.as_ref());
+    // -R: the pages copied before the freeze (else the snapshot that
+    // protects them while frozen).
+    let mut pre = None;
+    if precopy::wanted(opts) {
+        match precopy::run(opts) {
+            Ok((c, p)) => (chain, pre) = (c, Some(p)),
+            Err(e) => warn!("No pre-copy ({e}): the pages are write-protected while frozen"),
+        }
+    }
     // The root's VMAs, read while it runs (smaps walks its page tables);
     // not when a cgroup freezer stops it first.
     let early = (opts.freeze_cgroup.is_none())
         .then(|| mem::collect_vmas_early(&ProcRoot::default(), opts.pid))
         .flatten();
-    Ok((ps, chain, early))
+    Ok((ps, chain, early, pre))
 }
 
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
@@ -140,7 +155,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
         .map_err(crate::cgroup::props::PropsError::into_error)?;
     run_hook(opts, Action::PreDump, Some(pid))?;
     let dir = &opts.images_dir;
-    let (mut ps, mut chain, early) = prepare_output(opts)?;
+    let (mut ps, mut chain, early, pre) = prepare_output(opts)?;
 
     let t0 = Instant::now();
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -209,7 +224,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 outdir::discard(dir);
                 return Err(e);
             }
-            let mut written = stats.pages_written;
+            let (mut written, mut moved) = (stats.pages_written, 0);
             let frozen_us;
             if opts.leave_running || opts.leave_stopped {
                 // Connections go on before their tasks do.
@@ -219,7 +234,9 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 frozen_us = us_since(frozen_at);
                 let how = ["stopped", "running"][usize::from(opts.leave_running)];
                 info!("Tree {pid} left {how}");
-                written += snapshot::copy(opts, deferred).inspect_err(|_| outdir::discard(dir))?;
+                let r = precopy::after_thaw(opts, chain, deferred, pre.as_ref())
+                    .inspect_err(|_| outdir::discard(dir))?;
+                (written, moved) = (written + r.0, r.1);
             } else {
                 // Durable before the only other copy of the tree goes;
                 // with --lazy-pages, its memory taken by the destination.
@@ -256,6 +273,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
             let stats = DumpStats {
                 frozen_time_us: frozen_us,
                 pages_written: written,
+                pages_skipped_parent: stats.pages_skipped_parent.saturating_sub(moved),
                 ..stats
             };
             if let Err(e) = write_stats(&opts.work_dir(), &stats) {
@@ -475,7 +493,7 @@ fn dump_tree(
                     locks: &mut locks,
                     seccomp: &mut seccomp,
                     cg: &cg,
-                    snap: snapshot::wanted(opts) && ps.is_none(),
+                    snap: snapshot::wanted(opts) && ps.is_none() && !chain.is_precopy(),
                     chain: &mut *chain,
                     early: &mut early,
                 };
@@ -557,7 +575,8 @@ fn dump_tree(
         pages_lazy: counts.lazy,
     };
     // A snapshot's set is checked once its pages are copied.
-    (deferred.is_empty())
+    // So is a pre-copied one, once its pages are moved in (after the thaw).
+    (deferred.is_empty() && !chain.is_precopy())
         .then(|| images::check_restorable(opts))
         .transpose()?;
     // Fault injection for the tests (as CRIU's CRIU_FAULT): fail once every

@@ -40,6 +40,9 @@ pub(super) struct Chain {
     /// `--page-server`: the server holds the parent set's pages, and says
     /// whether it has a process's parent pagemap.
     ps: Option<Arc<PageServerSink>>,
+    /// The parent set is the pre-copy of this very dump (`dump -R`,
+    /// `precopy.rs`), not one named by `--prev-images-dir`.
+    precopy: bool,
 }
 
 /// A dump's connection to its page server (`--page-server`), shared with
@@ -69,6 +72,7 @@ impl Chain {
                     kept: ts.into_iter().map(|t| (t.pid(), t)).collect(),
                     parent: Some(prev),
                     ps,
+                    precopy: false,
                 }
             }
             Err(why) => {
@@ -76,6 +80,22 @@ impl Chain {
                 Chain::default()
             }
         }
+    }
+
+    /// The chain of a `dump -R` pre-copy: the trackers started for it and
+    /// the set it wrote in `dir`.
+    pub(super) fn precopied(trackers: Vec<Tracker>, dir: PathBuf) -> Chain {
+        Chain {
+            kept: trackers.into_iter().map(|t| (t.pid(), t)).collect(),
+            parent: Some(dir),
+            ps: None,
+            precopy: true,
+        }
+    }
+
+    /// Is the parent set this dump's own pre-copy?
+    pub(super) fn is_precopy(&self) -> bool {
+        self.precopy
     }
 
     /// Every page sent: let go of the page server and close its sink
@@ -113,6 +133,11 @@ impl Chain {
                 return None;
             }
         };
+        if self.precopy && super::precopy::late_on_purpose() {
+            // Test-only: the pages written during the pre-copy are not
+            // stored again, so the image is not one moment's.
+            return Some((Vec::new(), has));
+        }
         match t.take_dirty(&tracked_ranges(vmas)) {
             Ok(d) => Some((d, has)),
             Err(e) => {
@@ -184,7 +209,7 @@ pub(super) fn link_parent(opts: &Options) -> Result<(), Error> {
 
 /// The ranges whose writes are tracked: every VMA whose pages are stored
 /// (the vDSO and AIO rings are stored whole anyway).
-fn tracked_ranges(vmas: &[mem::Vma]) -> Vec<Range<u64>> {
+pub(super) fn tracked_ranges(vmas: &[mem::Vma]) -> Vec<Range<u64>> {
     merge(
         vmas.iter()
             .filter(|v| v.dumps_pages())
@@ -202,11 +227,11 @@ pub(super) fn as_since(d: &Dirty) -> mem::Since<'_> {
 }
 
 /// What the frozen part of a pre-dump found for one process.
-struct Planned {
-    pid: i32,
-    nspid: i32,
-    vmas: Vec<mem::Vma>,
-    plan: mem::PagePlan,
+pub(super) struct Planned {
+    pub(super) pid: i32,
+    pub(super) nspid: i32,
+    pub(super) vmas: Vec<mem::Vma>,
+    pub(super) plan: mem::PagePlan,
 }
 
 /// `crust pre-dump`: the tree's memory into `opts.images_dir`, the tree
@@ -387,7 +412,7 @@ fn split_new(ranges: &[Range<u64>], tracked: &[Range<u64>]) -> (Vec<Range<u64>>,
 /// Track each of `ranges`; one the kernel refuses (the task uses
 /// userfaultfd there itself, a special mapping) stays untracked: it counts
 /// as written whole at every run.
-fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
+pub(super) fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
     for r in ranges {
         if let Err(e) = t.track(std::slice::from_ref(r)) {
             debug!("{e}: that range is dumped whole at every run");
@@ -397,7 +422,7 @@ fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
 
 /// Start tracking process `p` (seized) by a userfaultfd made in it; None
 /// (and a warning) when that fails: the next run dumps every page.
-fn start(
+pub(super) fn start(
     proc: &ProcRoot,
     p: &mut super::Proc,
     vmas: &[mem::Vma],
@@ -433,7 +458,7 @@ fn start(
 
 /// The part done while the tree runs: every process's pages, then the
 /// inventory. Returns the page counts.
-fn write_set(
+pub(super) fn write_set(
     opts: &Options,
     planned: &[Planned],
     ps: Option<&PageServerSink>,

@@ -1,0 +1,330 @@
+//! `dump --leave-running` whose frozen time does not grow with memory
+//! (issue 15): the pages are copied BEFORE the freeze, while the tree runs,
+//! and the freeze stores only what was written since.
+//!
+//! 1. The tree is paused just long enough for each process to make a
+//!    userfaultfd (a remote syscall; crust takes the descriptor, the task's
+//!    fd table is left as it was: `mem/track.rs`). It runs again at once.
+//! 2. While it runs, crust registers and write-protects (asynchronous mode:
+//!    the kernel lifts the protection itself on the first write) every VMA
+//!    whose pages are stored, then scans and copies every page into a
+//!    pre-dump set of its own, `DIR/.crust-precopy`.
+//! 3. The dump proper freezes the tree as any dump does; each process's
+//!    pages are stored as in the final dump of a pre-dump chain: one
+//!    `PAGEMAP_SCAN` finds the pages written since step 2 began (a walk of
+//!    clean, protected memory: a few ns a page), they are copied while
+//!    frozen, the others are announced `PE_PARENT`. The tree is let go;
+//!    nothing of its memory is read after the thaw, so an `munmap`,
+//!    `MADV_DONTNEED` or `mremap` of the task no longer matters.
+//! 4. After the thaw, [`flatten`] moves the pre-copied pages into the
+//!    set's own pages files (file to file, `copy_file_range`) and removes
+//!    the pre-copy: the set is one point-in-time image at the freeze, with
+//!    no parent. The trackers go with the dump (their last descriptor
+//!    closes: the kernel lifts every protection), on every path.
+//!
+//! A process the pre-copy did not cover (born since, or whose userfaultfd
+//! could not be made) is stored whole while frozen. When the pre-copy
+//! cannot be made at all, the snapshot of `mem/snapshot.rs` (protect while
+//! frozen, copy after the thaw) is the fallback. `CRUST_PRECOPY=0` skips
+//! the pre-copy.
+
+use super::precheck::DEFAULT_TIMEOUT;
+use super::predump::{self, Chain, Planned};
+use super::seize::seize;
+use super::{catch_panic, Tree};
+use crate::mem::chain::{read_pagemap, Entry, Owner, Pagemap};
+use crate::mem::track::Tracker;
+use crate::util::{proc_err, us_since};
+use crate::{mem, Error, Options};
+use crust_images::consts::pe;
+use crust_images::image::ImageType;
+use crust_proc::ProcRoot;
+use log::{debug, info};
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The pre-copy's directory inside the images directory.
+pub(super) const DIR: &str = ".crust-precopy";
+
+/// The pre-copy set of a dump; removed when dropped (on every path).
+pub(super) struct Precopy {
+    dir: PathBuf,
+}
+
+impl Drop for Precopy {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("cannot remove the pre-copy {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// Does this dump copy the pages before the freeze? `-R` of a tree
+/// crust freezes itself, writing its own images (no page server, no
+/// parent set, no lazy pages), unless `CRUST_PRECOPY=0`.
+pub(super) fn wanted(opts: &Options) -> bool {
+    super::snapshot::wanted(opts)
+        && opts.freeze_cgroup.is_none()
+        && opts.prev_images_dir.is_none()
+        && !opts.lazy_pages
+        && !opts.track_mem
+        && !opts.page_server
+        && std::env::var_os("CRUST_PRECOPY").is_none_or(|v| v != "0")
+}
+
+/// Test-only (`CRUST_FAULT=snapshot-late`): the pages written during the
+/// pre-copy are not stored again at the freeze, so that the tests see an
+/// image that is not one moment's fail its check.
+pub(super) fn late_on_purpose() -> bool {
+    std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "snapshot-late")
+}
+
+/// Steps 1 and 2: start tracking every process of the tree and copy its
+/// pages into `DIR/.crust-precopy`. Returns the chain the dump proper
+/// stores against, and the pre-copy (removed when dropped). On error
+/// nothing is left: the trackers are dropped, the directory removed.
+pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
+    let t0 = Instant::now();
+    let dir = opts.images_dir.join(DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| Error::Io {
+                op: "cannot create the pre-copy directory",
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    let pre = Precopy { dir: dir.clone() };
+    let (planned, trackers) = start_all(opts)?;
+    let mut popts = opts.clone();
+    popts.images_dir = dir.clone();
+    let t = Instant::now();
+    let counts = catch_panic(|| predump::write_set(&popts, &planned, None))?;
+    info!(
+        "Pre-copy: {} pages of {} processes copied while the tree ran, in {} us ({} us in all)",
+        counts.written,
+        trackers.len(),
+        us_since(t),
+        us_since(t0)
+    );
+    Ok((Chain::precopied(trackers, dir), pre))
+}
+
+/// Step 1 and the scan of step 2: the tree paused to make the
+/// userfaultfds; then, running, each process's memory registered,
+/// protected and its pagemap scanned.
+fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
+    let proc = ProcRoot::default();
+    let pid = opts.pid;
+    // The root's VMAs read while it runs (smaps walks its page tables).
+    let root_vmas = mem::collect_vmas(&proc, pid)?;
+    let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let mut tree = Tree::default();
+    let t = Instant::now();
+    let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout, None));
+    debug!("Pre-copy: tree seized in {} us", us_since(t));
+    let started = seized.and_then(|()| {
+        catch_panic(|| {
+            let mut out = Vec::new();
+            for p in tree.procs.iter_mut().filter(|p| !p.zombie) {
+                let vmas = match p.pid == pid {
+                    true => root_vmas.clone(),
+                    false => mem::collect_vmas(&proc, p.pid)?,
+                };
+                let status = crust_proc::status(&proc, p.pid).map_err(proc_err(p.pid))?;
+                let nspid = super::ns_last(&status.ns_pid, p.pid);
+                let tracker = predump::start(&proc, p, &vmas, &[]);
+                out.push((p.pid, nspid, vmas, tracker));
+            }
+            Ok(out)
+        })
+    });
+    tree.release(false);
+    info!(
+        "Pre-copy: tree {pid} paused {} us to make its userfaultfds",
+        us_since(t)
+    );
+    let mut planned = Vec::new();
+    let mut trackers = Vec::new();
+    for (pid, nspid, vmas, tracker) in started? {
+        // A process without tracking is stored whole at the freeze.
+        let Some(mut tracker) = tracker else { continue };
+        crate::util::check_stop()?;
+        // Protected first, then scanned and read: a write after the
+        // protection is seen by the freeze's scan.
+        predump::track_each(&mut tracker, &predump::tracked_ranges(&vmas));
+        let plan = mem::PagePlan::scan(pid, &vmas, None)?;
+        planned.push(Planned {
+            pid,
+            nspid,
+            vmas,
+            plan,
+        });
+        trackers.push(tracker);
+    }
+    debug!("Pre-copy: memory protected and scanned");
+    Ok((planned, trackers))
+}
+
+/// What a `dump -R` does once the tree runs: the tracking released (the
+/// kernel's walk of every page lifts the protection), the snapshot's copy
+/// (processes without a pre-copy), the pre-copied pages moved in, the set
+/// checked. Returns the pages written and, of them, those moved in.
+pub(super) fn after_thaw(
+    opts: &Options,
+    chain: Chain,
+    deferred: Vec<mem::snapshot::Prepared>,
+    pre: Option<&Precopy>,
+) -> Result<(u64, u64), Error> {
+    let t = Instant::now();
+    drop(chain);
+    debug!("write tracking released in {} us", us_since(t));
+    let mut written = super::snapshot::copy(opts, deferred)?;
+    let Some(pre) = pre else {
+        return Ok((written, 0));
+    };
+    let moved = flatten(&opts.images_dir, pre)?;
+    super::images::check_restorable(opts)?;
+    written += moved;
+    Ok((written, moved))
+}
+
+/// Step 4, after the thaw: every pagemap of `dir` with runs in the
+/// pre-copy gets their pages into its own pages file. Returns the pages
+/// moved.
+pub(super) fn flatten(dir: &Path, pre: &Precopy) -> Result<u64, Error> {
+    let t = Instant::now();
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        op: "cannot list the images directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut owners = Vec::new();
+    for e in rd.flatten() {
+        if let Some(o) = e.file_name().to_str().and_then(owner_of) {
+            owners.push(o);
+        }
+    }
+    let mut moved = 0;
+    for owner in owners {
+        let Some(map) = read_pagemap(dir, owner)? else {
+            continue;
+        };
+        if !map.entries.iter().any(Entry::in_parent) {
+            continue;
+        }
+        let parent = read_pagemap(&pre.dir, owner)?.ok_or_else(|| {
+            mem::bad(
+                dir,
+                format!("the pre-copy has no pagemap of {owner:?} its runs name"),
+            )
+        })?;
+        moved += flatten_one(dir, owner, &map, &parent)?;
+    }
+    info!(
+        "{moved} pre-copied pages moved into the image set in {} us",
+        us_since(t)
+    );
+    Ok(moved)
+}
+
+/// The owner of a pagemap file name (`pagemap-ID.img`,
+/// `pagemap-shmem-ID.img`).
+fn owner_of(name: &str) -> Option<Owner> {
+    let id = name.strip_prefix("pagemap-")?.strip_suffix(".img")?;
+    match id.strip_prefix("shmem-") {
+        Some(n) => n.parse().ok().map(Owner::Object),
+        None => id.parse().ok().map(Owner::Task),
+    }
+}
+
+/// One pagemap: a new pages file with its own bytes and the pre-copy's,
+/// run by run, then the pagemap with its parent runs made present.
+fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Result<u64, Error> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    };
+    let own = File::open(&map.pages).map_err(io("cannot open the pages", &map.pages))?;
+    let old = File::open(&parent.pages).map_err(io("cannot open the pages", &parent.pages))?;
+    let (mut out, name) = crust_sys::private::create_private(&map.pages, 0)
+        .map_err(io("cannot create the pages", &map.pages))?;
+    let mut copy = |from: &File, off: u64, len: u64| -> std::io::Result<()> {
+        let mut f = from;
+        f.seek(SeekFrom::Start(off))?;
+        let n = std::io::copy(&mut std::io::Read::take(f, len), &mut out)?;
+        match n == len {
+            true => Ok(()),
+            false => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        }
+    };
+    let mut runs = Vec::with_capacity(map.entries.len());
+    let mut moved = 0;
+    let ps = crust_sys::PAGE_SIZE;
+    for e in &map.entries {
+        let npages = (e.end - e.start) / ps;
+        if e.present() {
+            copy(&own, e.off, e.end - e.start).map_err(io("cannot copy pages", &map.pages))?;
+            runs.push((e.start, npages, e.flags));
+            continue;
+        }
+        if !e.in_parent() {
+            runs.push((e.start, npages, e.flags));
+            continue;
+        }
+        let first = parent.entries.partition_point(|p| p.end <= e.start);
+        let mut at = e.start;
+        for p in parent.entries.get(first..).unwrap_or_default() {
+            if at >= e.end || p.start > at || !p.present() {
+                break;
+            }
+            let to = p.end.min(e.end);
+            copy(&old, p.off + (at - p.start), to - at)
+                .map_err(io("cannot copy pre-copied pages", &parent.pages))?;
+            at = to;
+        }
+        if at < e.end {
+            return Err(mem::bad(
+                dir,
+                format!(
+                    "{owner:?}: pages {at:#x}-{:#x} are announced in the pre-copy, which does not hold them",
+                    e.end
+                ),
+            ));
+        }
+        moved += npages;
+        runs.push((e.start, npages, (e.flags & !pe::PARENT) | pe::PRESENT));
+    }
+    out.sync_data()
+        .map_err(io("cannot sync the pages", &map.pages))?;
+    name.commit()
+        .map_err(io("cannot name the pages", &map.pages))?;
+    let (ty, id) = match owner {
+        Owner::Task(id) => (ImageType::Pagemap, id),
+        Owner::Object(id) => (ImageType::ShmemPagemap, id),
+    };
+    mem::write_pagemap_named(dir, ty, &ty.file_name(id), map.pages_id, &runs)?;
+    debug!("{owner:?}: {moved} pre-copied pages moved in");
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagemap_names() {
+        assert_eq!(owner_of("pagemap-42.img"), Some(Owner::Task(42)));
+        assert_eq!(owner_of("pagemap-shmem-7.img"), Some(Owner::Object(7)));
+        assert_eq!(owner_of("pages-1.img"), None);
+        assert_eq!(owner_of(".pagemap-1.img.crust-1-0.tmp"), None);
+    }
+}
