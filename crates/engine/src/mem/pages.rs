@@ -15,7 +15,6 @@ use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -406,6 +405,9 @@ pub struct LocalImages<'f> {
     filler: Option<&'f Filler>,
     /// Pages left on the source (`PE_LAZY` only) are accepted.
     lazy_ok: bool,
+    /// Pages files are written with O_DIRECT where the file system takes
+    /// it (see [`LocalImages::direct_io`]).
+    direct: bool,
 }
 
 impl LocalImages<'static> {
@@ -414,6 +416,7 @@ impl LocalImages<'static> {
             dir: dir.to_path_buf(),
             filler: None,
             lazy_ok: false,
+            direct: false,
         }
     }
 }
@@ -425,7 +428,17 @@ impl<'f> LocalImages<'f> {
             dir: dir.to_path_buf(),
             filler: Some(filler),
             lazy_ok: false,
+            direct: false,
         }
+    }
+
+    /// Write pages files with O_DIRECT (a page server's choice, see
+    /// `pageserver::server`): bytes handed over page-aligned go to the
+    /// device without filling the page cache; others, and file systems
+    /// without O_DIRECT, are written as usual.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct = on;
+        self
     }
 
     /// The path of `pages-<pages_id>.img`.
@@ -446,6 +459,8 @@ struct LocalStream<'a> {
     runs: Vec<Run>,
     written: u64,
     scanned: u64,
+    /// The file is open O_DIRECT (see [`LocalImages::direct_io`]).
+    direct: bool,
 }
 
 /// What the pages files of one images directory hold, as this process's
@@ -512,6 +527,7 @@ impl PageSink for LocalImages<'_> {
                 path: path.clone(),
                 source,
             })?;
+        let direct = self.direct && super::direct::turn_on(&out, &path);
         Ok(Box::new(LocalStream {
             dir: &self.dir,
             owner,
@@ -521,6 +537,7 @@ impl PageSink for LocalImages<'_> {
             runs: Vec::new(),
             written: 0,
             scanned: 0,
+            direct,
         }))
     }
 }
@@ -533,11 +550,13 @@ impl PageStream for LocalStream<'_> {
     }
 
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.out.write_all(bytes).map_err(|source| Error::Io {
-            op: "cannot write",
-            path: self.path.clone(),
-            source,
-        })?;
+        super::direct::write_at(&self.out, bytes, self.written, &mut self.direct).map_err(
+            |source| Error::Io {
+                op: "cannot write",
+                path: self.path.clone(),
+                source,
+            },
+        )?;
         self.written += bytes.len() as u64;
         crate::util::progress::pages_written(bytes.len() as u64);
         Ok(())
