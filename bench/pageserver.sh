@@ -13,6 +13,8 @@
 #                                  made with openssl; CRIU too with CRIU_BIN)
 #   REPS=5 bench/pageserver.sh    (each pairing REPS times, interleaved;
 #                                  prints every run and the median)
+#   CRUST_PS_DIRECT=1 bench/pageserver.sh   (crust's server writes with
+#                                  O_DIRECT: README, "Page server")
 #
 # Needs root and `cargo build --release -p crust -p crust-testprogs`. Runs
 # under tests/e2e/reaper; takes /tmp/crust-e2e.lock around each dump;
