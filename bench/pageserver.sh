@@ -4,11 +4,17 @@
 # with CRIU_BIN set also to CRIU 4.2's page server (crust's dump both
 # times) and CRIU's dump to CRIU's server. Prints the dump's wall time and
 # GB/s (bytes of pages-*.img the server wrote / dump time). Goal: >= 2.5.
+# With /usr/bin/time, also the CPU (user+sys) each side spent: on a loaded
+# machine wall times swing, CPU per GiB much less.
 #
 #   bench/pageserver.sh
 #   MB=256 CRIU_BIN=/var/cache/criu-4.2/criu/criu bench/pageserver.sh
 #   TLS=1 bench/pageserver.sh     (--tls both sides, test certificates
 #                                  made with openssl; CRIU too with CRIU_BIN)
+#   REPS=5 bench/pageserver.sh    (each pairing REPS times, interleaved;
+#                                  prints every run and the median)
+#   CRUST_PS_DIRECT=1 bench/pageserver.sh   (crust's server writes with
+#                                  O_DIRECT: README, "Page server")
 #
 # Needs root and `cargo build --release -p crust -p crust-testprogs`. Runs
 # under tests/e2e/reaper; takes /tmp/crust-e2e.lock around each dump;
@@ -20,6 +26,7 @@ BIN=$ROOT/target/release
 CRUST=${CRUST:-$BIN/crust}
 CRIU=${CRIU_BIN:-}
 MB=${MB:-1024}
+REPS=${REPS:-1}
 if [ -z "${BENCH_UNDER_REAPER:-}" ] && [ -x /usr/bin/python3 ]; then
     export BENCH_UNDER_REAPER=1
     exec /usr/bin/python3 "$ROOT/tests/e2e/reaper" bash "$0" "$@"
@@ -50,10 +57,15 @@ fi
 
 # one SERVER_TOOL CLIENT_TOOL LABEL
 one() {
-    local srv=$1 cli=$2 label=$3 port sp pid t0 t1 bytes d=$WORK/$3
+    local srv=$1 cli=$2 label=$3 port sp pid t0 t1 bytes cpu d=$WORK/$3
+    local st=() ct=()
     mkdir -p "$d/src" "$d/dst"
+    if [ -x /usr/bin/time ]; then
+        st=(/usr/bin/time -f "%U %S" -o "$d/srv.cpu")
+        ct=(/usr/bin/time -f "%U %S" -o "$d/cli.cpu")
+    fi
     port=$((20000 + RANDOM % 20000))
-    (cd "$d" && exec "$srv" page-server -D "$d/dst" --address 127.0.0.1 --port "$port" -o "$d/ps.log" "${TLSOPTS[@]}") &
+    (cd "$d" && exec "${st[@]}" "$srv" page-server -D "$d/dst" --address 127.0.0.1 --port "$port" -o "$d/ps.log" "${TLSOPTS[@]}") &
     sp=$!
     PIDS+=("$sp")
     for _ in $(seq 50); do ss -ltnH "sport = :$port" | grep -q . && break; sleep 0.1; done
@@ -63,20 +75,42 @@ one() {
     exec 9>/tmp/crust-e2e.lock
     flock 9
     t0=$(date +%s%N)
-    (cd "$d" && "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port" "${TLSOPTS[@]}") ||
+    (cd "$d" && "${ct[@]}" "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port" "${TLSOPTS[@]}") ||
         { echo "$label: dump failed (see $d)"; flock -u 9; return 1; }
     t1=$(date +%s%N)
     flock -u 9
     wait "$sp" || echo "$label: page server exited non-zero"
     bytes=$(cat "$d"/dst/pages-*.img | wc -c)
-    awk -v l="$label" -v b="$bytes" -v ns=$((t1 - t0)) \
-        'BEGIN { printf "%-28s %6.0f MiB in %7.1f ms: %5.2f GB/s\n", l, b / 1048576, ns / 1e6, b / ns }'
+    cpu=
+    if [ -s "$d/cli.cpu" ] && [ -s "$d/srv.cpu" ]; then
+        cpu=$(awk '{ c += $1 + $2 } END { printf "%.2f", c }' "$d/cli.cpu"),$(awk '{ c += $1 + $2 } END { printf "%.2f", c }' "$d/srv.cpu")
+    fi
+    awk -v l="$label" -v b="$bytes" -v ns=$((t1 - t0)) -v cpu="$cpu" \
+        'BEGIN { split(cpu, c, ",");
+                 printf "%-28s %6.0f MiB in %7.1f ms%s: %5.2f GB/s\n", l, b / 1048576, ns / 1e6,
+                     cpu == "" ? "" : sprintf(" (CPU s/GiB: dump %.2f, server %.2f)", c[1] * 1073741824 / b, c[2] * 1073741824 / b), b / ns }' |
+        tee -a "$WORK/results"
     rm -rf "$d"
 }
 
+# median LABEL: the median GB/s of LABEL's runs
+median() {
+    grep -F "$1 " "$WORK/results" | awk '{ print $(NF - 1) }' | sort -n |
+        awk -v l="$1" '{ v[NR] = $1 } END { if (NR) printf "%-28s median of %d: %5.2f GB/s\n", l, NR, v[int((NR + 1) / 2)] }'
+}
+
 echo "page server over loopback${TLS:+ with TLS}, one process of $MB MiB (dump wall time, freeze included; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-one "$CRUST" "$CRUST" "crust -> crust server"
-if [ -n "$CRIU" ]; then
-    one "$CRIU" "$CRUST" "crust -> CRIU server"
-    one "$CRIU" "$CRIU" "CRIU -> CRIU server"
+LABELS=("crust -> crust server")
+[ -n "$CRIU" ] && LABELS+=("crust -> CRIU server" "CRIU -> crust server" "CRIU -> CRIU server")
+for _ in $(seq "$REPS"); do
+    one "$CRUST" "$CRUST" "crust -> crust server"
+    if [ -n "$CRIU" ]; then
+        one "$CRIU" "$CRUST" "crust -> CRIU server"
+        one "$CRUST" "$CRIU" "CRIU -> crust server"
+        one "$CRIU" "$CRIU" "CRIU -> CRIU server"
+    fi
+done
+if [ "$REPS" -gt 1 ]; then
+    for l in "${LABELS[@]}"; do median "$l"; done
 fi
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -135,6 +135,24 @@ pub fn punch_hole(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<()> {
     cvt(r as libc::c_long).map(drop)
 }
 
+/// Turn O_DIRECT on or off for `fd`'s open file (fcntl F_SETFL): writes
+/// then go to the device without the page cache. A file system that does
+/// not support it answers EINVAL.
+pub fn set_direct_io(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes the fd (borrowed, open across the call) and
+    // no other argument; it touches no memory of this process.
+    let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long)?;
+    let fl = fl as libc::c_int;
+    let want = if on {
+        fl | libc::O_DIRECT
+    } else {
+        fl & !libc::O_DIRECT
+    };
+    // SAFETY: F_SETFL takes the fd (borrowed, open) and an integer.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want) };
+    cvt(r as libc::c_long).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 mod aio;
 pub mod chain;
 pub mod dedup;
+mod direct;
 mod dump;
 mod fill;
 mod guard;

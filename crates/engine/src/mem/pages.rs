@@ -15,7 +15,6 @@ use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_images::proto::vma::VmaEntry;
 use crust_sys::PAGE_SIZE;
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -409,6 +408,9 @@ pub struct LocalImages<'f> {
     lazy_ok: bool,
     /// Dump: pages files written compressed (`--compress`).
     compress: Option<crate::options::Compress>,
+    /// Pages files are written with O_DIRECT where the file system takes
+    /// it (see [`LocalImages::direct_io`]).
+    direct: bool,
 }
 
 impl LocalImages<'static> {
@@ -418,6 +420,7 @@ impl LocalImages<'static> {
             filler: None,
             lazy_ok: false,
             compress: None,
+            direct: false,
         }
     }
 
@@ -439,7 +442,17 @@ impl<'f> LocalImages<'f> {
             filler: Some(filler),
             lazy_ok: false,
             compress: None,
+            direct: false,
         }
+    }
+
+    /// Write pages files with O_DIRECT (a page server's choice, see
+    /// `pageserver::server`): bytes handed over page-aligned go to the
+    /// device without filling the page cache; others, and file systems
+    /// without O_DIRECT, are written as usual.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct = on;
+        self
     }
 
     /// The path of `pages-<pages_id>.img`.
@@ -462,6 +475,8 @@ struct LocalStream<'a> {
     runs: Vec<Run>,
     written: u64,
     scanned: u64,
+    /// The file is open O_DIRECT (see [`LocalImages::direct_io`]).
+    direct: bool,
 }
 
 /// What the pages files of one images directory hold, as this process's
@@ -537,6 +552,9 @@ impl PageSink for LocalImages<'_> {
             Some(c) => Some(super::zpages::ZWriter::start(&mut out, c).map_err(cerr)?),
             None => None,
         };
+        // O_DIRECT only for plain pages files: the compressing writer writes
+        // whole frames at the file's position.
+        let direct = self.direct && self.compress.is_none() && super::direct::turn_on(&out, &path);
         Ok(Box::new(LocalStream {
             dir: &self.dir,
             owner,
@@ -547,6 +565,7 @@ impl PageSink for LocalImages<'_> {
             runs: Vec::new(),
             written: 0,
             scanned: 0,
+            direct,
         }))
     }
 }
@@ -559,11 +578,11 @@ impl PageStream for LocalStream<'_> {
     }
 
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        match &mut self.z {
+        let r = match &mut self.z {
             Some(z) => z.write(&mut self.out, bytes),
-            None => self.out.write_all(bytes),
-        }
-        .map_err(|source| Error::Io {
+            None => super::direct::write_at(&self.out, bytes, self.written, &mut self.direct),
+        };
+        r.map_err(|source| Error::Io {
             op: "cannot write",
             path: self.path.clone(),
             source,

@@ -50,7 +50,9 @@ struct Receiving<'a> {
     parent: Option<Vec<(u64, u64)>>,
     next_id: u32,
     stats: ServeStats,
+    /// CHUNK bytes from `at` on are page-aligned (for O_DIRECT).
     buf: Vec<u8>,
+    at: usize,
 }
 
 impl<'a> Receiving<'a> {
@@ -158,7 +160,7 @@ impl<'a> Receiving<'a> {
         };
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
-            let b = self.buf.get_mut(..n).unwrap_or_default();
+            let b = self.buf.get_mut(self.at..self.at + n).unwrap_or_default();
             conn.read_exact(b)
                 .map_err(|e| ps_err(&peer, "the connection ended inside the pages of a run", e))?;
             s.pages(b)?;
@@ -228,7 +230,13 @@ pub fn serve(
     wait_eof: bool,
 ) -> Result<ServeStats, Error> {
     conn.set_timeout(None)?;
-    let sink = LocalImages::new(dir);
+    let direct = std::env::var_os("CRUST_PS_DIRECT").is_some_and(|v| v == "1");
+    let sink = LocalImages::new(dir).direct_io(direct);
+    let buf = vec![0u8; CHUNK + PAGE_SIZE as usize];
+    let at = buf
+        .as_ptr()
+        .align_offset(PAGE_SIZE as usize)
+        .min(PAGE_SIZE as usize);
     let mut rx = Receiving {
         sink: &sink,
         dir,
@@ -236,7 +244,8 @@ pub fn serve(
         parent: None,
         next_id: PAGES_ID_BASE,
         stats: ServeStats::default(),
-        buf: vec![0u8; CHUNK],
+        buf,
+        at,
     };
     let r = serve_loop(&mut conn, &mut rx, provider);
     let closed = match r {
