@@ -290,5 +290,107 @@ t_lazy_remote_no_daemon() {
     expect_pass
 }
 
+# lazy-pages --page-server for IMG from PORT in the background; extra
+# environment first. Sets LAZY_D (the daemon; its guard is its child).
+lazy_remote_daemon() {
+    local img=$1 port=$2 p
+    shift 2
+    (cd "$D" && exec env "$@" timeout -k 5 "$CR_TIMEOUT" "$CRUST" lazy-pages -D "$img" --page-server \
+        --address 127.0.0.1 --port "$port" -d -v4 -o lazy.log) >"$D/lazy.out" 2>"$D/lazy.err" ||
+        { fail "lazy-pages --page-server exited with $?: $(head -c 300 "$D/lazy.err")" "$img/lazy.log"; return 1; }
+    for p in $(pgrep -f "lazy-pages -D $img"); do track "$p" "$CRUST"; done
+    LAZY_D=$(pgrep -o -f "lazy-pages -D $img")
+}
+
+# Wait (up to $2 s) until no lazy-pages process of IMG is left.
+lazy_daemon_gone() {
+    local n=$(($2 * 10))
+    while pgrep -f "lazy-pages -D $1" >/dev/null && [ $n -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+    pgrep -f "lazy-pages -D $1" >/dev/null && { fail "a lazy-pages process is left" "$1/lazy.log"; return 1; }
+    return 0
+}
+
+# The daemon stalls (SIGSTOP) after the restored tree started, its pages
+# not all taken: after CRUST_LAZY_IDLE=2 s without a request the source
+# gives up, saying so. The tree ran at the destination, so the source
+# copy is killed, not thawed (never two copies); resumed, the daemon
+# finds the source gone and its guard kills the restored copy.
+t_lazy_remote_stall() {
+    need_cr || return $?
+    local port rc src
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    src=$PID
+    CRUST_LAZY_IDLE=2 lazy_dump_serve "$D/img" "$port" || return 1
+    lazy_remote_daemon "$D/img" "$port" CRUST_LAZY_PREFETCH=0 || return 1
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    lazy_restored bigmem || return 1
+    kill -STOP "$LAZY_D"
+    wait "$DUMP_PID"
+    rc=$?
+    kill -CONT "$LAZY_D"
+    [ $rc -ne 0 ] || { fail "dump --lazy-pages succeeded with a stalled daemon" "$D/img/dump.log"; return 1; }
+    grep -q "CRUST_LAZY_IDLE" "$D/dump.err" ||
+        { fail "the dump's error does not name the stall: $(head -c 400 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    wait_gone "$src" 5 || { fail "the source runs on after the destination ran (state $(pstate "$src"))" "$D/img/dump.log"; return 1; }
+    wait_gone "$PID" 10 || { fail "the restored copy runs on without its pages (state $(pstate "$PID"))" "$D/img/lazy.log"; return 1; }
+    lazy_daemon_gone "$D/img" 10 || return 1
+    [ -e "$D/result" ] && { fail "a copy wrote a result: $(cat "$D/result")"; return 1; }
+    return 0
+}
+
+# The daemon stalls before its first request (SIGSTOP before any
+# restore): after CRUST_LAZY_WAIT=2 s the dump fails and the source runs
+# on (the tree ran nowhere else).
+t_lazy_remote_stall_early() {
+    need_cr || return $?
+    local port rc
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    CRUST_LAZY_WAIT=2 lazy_dump_serve "$D/img" "$port" || return 1
+    lazy_remote_daemon "$D/img" "$port" || return 1
+    kill -STOP "$LAZY_D"
+    wait "$DUMP_PID"
+    rc=$?
+    kill -KILL "$LAZY_D"
+    [ $rc -ne 0 ] || { fail "dump --lazy-pages succeeded with a stalled daemon" "$D/img/dump.log"; return 1; }
+    grep -q "CRUST_LAZY_WAIT" "$D/dump.err" ||
+        { fail "the dump's error does not name the wait: $(head -c 400 "$D/dump.err")"; return 1; }
+    lazy_daemon_gone "$D/img" 10 || return 1
+    sleep 0.3
+    case $(pstate "$PID") in
+    S | R) ;;
+    *) fail "the source tree is not running again (state $(pstate "$PID"))"; return 1 ;;
+    esac
+    expect_pass
+}
+
+# PS_IOV_CLOSE lost after the daemon has every page (the test hook drops
+# it: the connection just ends): the source sent every lazy page, so it
+# counts the tree as moved (the dump succeeds, the source is killed) and
+# the daemon keeps its complete tree: one copy runs, the restored one.
+t_lazy_remote_close_lost() {
+    need_cr || return $?
+    local port src
+    port=$(lazy_port)
+    lazy_start_pidns bigmem --mb 16 || return 1
+    src=$PID
+    lazy_dump_serve "$D/img" "$port" || return 1
+    lazy_remote_daemon "$D/img" "$port" CRUST_LAZY_TEST_LOSE_CLOSE=1 || return 1
+    rm -f "$D/pidfile"
+    crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
+    [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
+    lazy_restored bigmem || return 1
+    lazy_wait_done "$D/img" 30 || return 1
+    wait "$DUMP_PID"
+    [ $? -eq 0 ] || { fail "dump --lazy-pages failed on a lost close: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
+    grep -q "every lazy page was sent" "$D/img/dump.log" || { fail "the dump did not see the close lost" "$D/img/dump.log"; return 1; }
+    wait_gone "$src" 5 || { fail "the source runs on beside the restored tree" "$D/img/dump.log"; return 1; }
+    lazy_daemon_gone "$D/img" 10 || return 1
+    expect_pass "$D/img/restore.log"
+}
+
 ALL_TESTS+=(lazy-remote-bigmem lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies
-    lazy-remote-no-daemon)
+    lazy-remote-no-daemon lazy-remote-stall lazy-remote-stall-early lazy-remote-close-lost)

@@ -840,6 +840,147 @@ class CopySweep:
                 tally.bad("SIGKILL in the copy of dump -R: the target's own check: %s" % why)
 
 
+class NsTarget(Target):
+    """The sweep target as the init of a pid namespace of its own (a lazy
+    migration restores it while the source, frozen, still holds its pid)."""
+
+    def __init__(self, work):
+        self.work = work
+        self.ready = os.path.join(work, "ready")
+        self.result = os.path.join(work, "result")
+        self.probe = os.path.join(work, "probe")
+        for f in (self.ready, self.result, self.probe):
+            if os.path.exists(f):
+                os.unlink(f)
+        self.outer = subprocess.Popen(
+            ["unshare", "-p", "-f", SWEEP, "--ready", self.ready, "--result", self.result,
+             "--probe", self.probe],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self.popen = None
+        if not wait_until(lambda: os.path.exists(self.ready), 10):
+            self.outer.kill()
+            raise RuntimeError("sweep in a pid namespace did not become ready")
+        os.unlink(self.ready)
+        kids = (read("/proc/%d/task/%d/children" % (self.outer.pid, self.outer.pid)) or "").split()
+        if not kids:
+            self.outer.kill()
+            raise RuntimeError("no sweep under unshare")
+        self.pid = int(kids[0])
+        time.sleep(0.05)
+        self.snap = snapshot(self.pid)
+
+    def kill(self):
+        Target.kill(self)
+        self.outer.poll()
+
+
+class LazyDumpSweep:
+    """dump --lazy-pages (post-copy migration on one machine): crust's dump
+    (its process group) SIGKILLed at STEPS delays after the destination's
+    restore started, while it serves the frozen tree's pages to the
+    lazy-pages daemon. Afterwards exactly one of: the source runs on
+    unharmed (killed before the daemon's first request: the tree ran
+    nowhere else, the kernel's detach lets it go, the daemon fails and its
+    guard kills the restored copy before it ran), or the restored copy is
+    complete (its own check passes) and the source is gone (PTRACE_O_EXITKILL
+    from the first request on); neither only with the daemon's error in its
+    log (killed after the first request, pages not all taken). Never both."""
+
+    def __init__(self, name, requires=None):
+        self.name, self.requires = name, requires
+
+    def one(self, work, delay):
+        """One migration, the dump killed DELAY s after the restore began
+        (None: not killed). Returns (outcome, failure or None)."""
+        src = NsTarget(work)
+        img = os.path.join(work, "mimg")
+        shutil.rmtree(img, ignore_errors=True)
+        port = 20000 + (os.getpid() + int(time.time() * 1000)) % 20000
+        dump = run_dump(img, ["-t", str(src.pid), "--lazy-pages", "--address", "127.0.0.1",
+                              "--port", str(port)])
+        if not wait_until(lambda: listening(port) or dump.poll() is not None, 20):
+            dump.kill()
+        if dump.poll() is not None:
+            src.kill()
+            return None, "dump --lazy-pages did not listen (see %s)" % img
+        pidfile = os.path.join(work, "mpid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        d = subprocess.run([CRUST, "lazy-pages", "-D", img, "--page-server", "--address",
+                            "127.0.0.1", "--port", str(port), "-d", "-o", "lazy.log", "-v4"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+        r = subprocess.Popen([CRUST, "restore", "-D", img, "-d", "--lazy-pages", "--pidfile",
+                              pidfile, "-o", "restore.log", "-v4"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        t_restore = time.time()
+        if delay is not None:
+            time.sleep(delay)
+            try:
+                os.killpg(dump.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            r.wait(timeout=60)
+            dump.wait(timeout=60)
+            self.span = time.time() - t_restore
+        except subprocess.TimeoutExpired:
+            for p in (r, dump):
+                p.kill()
+            src.kill()
+            return None, "the restore or the dump still runs after 60 s"
+        if not settle():
+            for c in crust_procs():
+                os.kill(c, signal.SIGKILL)
+            src.kill()
+            return None, "crust still runs 30 s after the migration"
+        time.sleep(0.05)
+        restored = (read(pidfile) or "").strip()
+        dst = None
+        if restored.isdigit() and state(int(restored)) not in (None, "Z", "X"):
+            dst = int(restored)
+        src_alive = src.alive() and state(src.pid) != "Z"
+        if d.returncode != 0:
+            why = "lazy-pages --page-server failed to start"
+        elif src_alive and dst is not None:
+            why = "both copies run (source %d, restored %d)" % (src.pid, dst)
+        elif src_alive:
+            why = src.check_running() or src.finish()
+            src.kill()
+            return "source", why
+        elif dst is not None:
+            src.kill()
+            src.pid = dst  # the restored copy checks itself
+            return "restored", src.finish()
+        else:
+            log = read(os.path.join(img, "lazy.log")) or ""
+            why = None if "Error" in log else "neither copy runs and the daemon logged no error"
+            return "neither", why
+        src.kill()
+        if dst is not None:
+            os.kill(dst, signal.SIGKILL)
+        return None, why
+
+    def run(self, work, span, steps, tally):
+        self.span = 0.0
+        outcome, why = self.one(work, None)
+        lspan = self.span
+        if why or outcome != "restored":
+            tally.bad("%s: a plain migration: %s" % (self.name, why or outcome))
+            return
+        steps = max(3, steps // 2)
+        for i in range(steps):
+            delay = lspan * 0.8 * i / max(1, steps - 1)
+            outcome, why = self.one(work, delay)
+            name = "%s, SIGKILL at %.1f ms (%s)" % (self.name, delay * 1000, outcome)
+            if why:
+                tally.bad("%s: %s" % (name, why))
+            else:
+                tally.ok()
+
+
 CASES = [
     DumpSweep("", (signal.SIGKILL, signal.SIGINT, signal.SIGTERM), keep_failures=True),
     # --freeze-cgroup (issue 14).
@@ -876,6 +1017,9 @@ CASES = [
               requires=lambda: crust_can("uffd-noncoop")),
     LazySweep("lazy daemon and restore", (signal.SIGKILL,), victim="both",
               requires=lambda: crust_can("uffd-noncoop")),
+    # The source's side of a lazy migration: dump --lazy-pages killed
+    # while it serves pages.
+    LazyDumpSweep("dump --lazy-pages", requires=lambda: crust_can("uffd-noncoop")),
 ]
 
 

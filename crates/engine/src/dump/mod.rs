@@ -95,9 +95,17 @@ impl Tree {
         // group leader is reported only after its other threads. Children
         // first: the init of a pid namespace finishes dying only once its
         // children are reaped, which waits for their tracer (us).
-        for p in self.procs.iter().rev() {
-            for t in p.threads.iter().rev() {
-                let _ = process::waitpid(t.pid(), 0);
+        // Whichever dies first is reaped first: the exiting thread of a
+        // namespace's init waits for its other threads (zombies we trace)
+        // to be reaped, so one fixed order can deadlock. Bounded: a task
+        // that never dies (it cannot, after SIGKILL) is left after 30 s.
+        let mut left: Vec<i32> = (self.procs.iter().rev())
+            .flat_map(|p| p.threads.iter().rev().map(Task::pid))
+            .collect();
+        while !left.is_empty() && killed_at.elapsed() < std::time::Duration::from_secs(30) {
+            left.retain(|&t| matches!(process::waitpid(t, libc::WNOHANG), Ok(None)));
+            if !left.is_empty() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
         Ok(killed_at)
@@ -238,14 +246,17 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                     .inspect_err(|_| outdir::discard(dir))?;
                 (written, moved) = (written + r.0, r.1);
             } else {
-                // Durable before the only other copy of the tree goes;
-                // with --lazy-pages, its memory taken by the destination.
-                if let Err(e) = lazy::before_kill(opts, &tree, own_net) {
-                    hold.release();
-                    frozen.let_go(tree, false);
-                    outdir::discard(dir);
-                    return Err(e);
-                }
+                // Durable before the only other copy of the tree goes; with
+                // --lazy-pages, its memory taken (`moved`: failed after that).
+                let moved = match lazy::before_kill(opts, &tree, own_net) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        hold.release();
+                        frozen.let_go(tree, false);
+                        outdir::discard(dir);
+                        return Err(e);
+                    }
+                };
                 // The cgroup's other tasks go on first (CRIU's order);
                 // it is put back once the tree is dead.
                 let freezer = frozen.0.take().map(Frozen::release);
@@ -266,6 +277,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
                 // freed in repair mode (nothing sent); the lock stays.
                 hold.keep();
                 info!("Tree {pid} killed after dump");
+                moved.map_or(Ok(()), Err)?;
             }
             // As CRIU: frozen until let go or killed; stats-dump written
             // into the work directory once the dump succeeded (podman

@@ -12,7 +12,7 @@
 
 use super::guard::Guard;
 use super::iovs::Iovs;
-use super::remote::{PageOrigin, Pages, Sources};
+use super::remote::{PageOrigin, Pages, Sources, REMOTE};
 use super::{RESTORE_FINISHED, SOCKET_NAME};
 use crate::util::sys_err;
 use crate::{Error, Options};
@@ -82,28 +82,65 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
         .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
     log::info!("lazy-pages: the restore connected");
-    let result = run(opts, conn.into(), &mut guard, &sources);
-    // Every page in: the source may let its tree go. On failure the
-    // connection just ends, and the source's tree runs on.
-    let result = result.and_then(|st| sources.close().map(|()| st));
+    // The restore lets the tree run when this connection closes: on a
+    // failure it is closed only after the guard killed the tree.
+    let mut conn = Some(conn.into());
+    let result = run(opts, &mut conn, &mut guard, &sources);
+    // Every page in: the source may let its tree go. It has answered a
+    // request already (`commit`): it never thaws its tree again, so a
+    // close lost now leaves one tree, the complete one here.
+    // CRUST_LAZY_TEST_LOSE_CLOSE (e2e lazy-remote-close-lost): the close
+    // is lost on the way, the connection just ends.
+    let lose = std::env::var_os("CRUST_LAZY_TEST_LOSE_CLOSE").is_some();
+    let result = result.inspect(|_| {
+        if lose {
+            log::warn!("lazy-pages: CRUST_LAZY_TEST_LOSE_CLOSE: PS_IOV_CLOSE not sent");
+        } else if let Err(e) = sources.close() {
+            log::warn!(
+                "lazy-pages: every page is in, but the source did not confirm the end ({e}): \
+                 it kills its tree all the same once the connection is gone"
+            );
+        }
+    });
     match &result {
         Ok(_) => guard.done(),
         // The tree cannot be complete: the guard kills it.
         Err(_) => guard.kill_tree(),
     }
+    drop(conn);
     result
+}
+
+/// Before the restored tree may run, with a source (`--page-server`):
+/// the point of no return of the migration (the rule in `dump/lazy.rs`).
+/// The first piece whose bytes are on the source is put in, its request
+/// answered: from then on the source never thaws its tree. Without such
+/// a piece the source is told PS_IOV_CLOSE at once. An error here: the
+/// source's tree runs on there, the restored one is killed before it ran.
+fn commit(tasks: &mut [Served], sources: &Sources) -> Result<(), Error> {
+    if !sources.remote() {
+        return Ok(());
+    }
+    for t in tasks.iter_mut().filter(|t| !t.gone) {
+        if let Some(addr) = t.iovs.first_where(|off| off & REMOTE != 0) {
+            t.copy(addr, PAGE)?;
+            log::info!("lazy-pages: the source answered the first request: the tree is ours now");
+            return Ok(());
+        }
+    }
+    log::info!("lazy-pages: no page to take from the source: telling it so before the tree runs");
+    sources.close()
 }
 
 fn run(
     opts: &Options,
-    conn: OwnedFd,
+    conn: &mut Option<OwnedFd>,
     guard: &mut Guard,
     sources: &Sources,
 ) -> Result<DaemonStats, Error> {
     let me = crust_sys::process::getpid();
     let mut tasks: Vec<Served> = Vec::new();
     let mut stats = DaemonStats::default();
-    let mut conn = Some(conn);
     let mut t0: Option<Instant> = None;
     // CRUST_LAZY_PREFETCH=0 (tests): no background copy but one page per
     // idle second, so pages come in at faults and exits are still seen.
@@ -139,13 +176,15 @@ fn run(
                     }
                     Received::Finished => {
                         log::info!("lazy-pages: the restore is finished");
-                        if let Some(c) = conn.take() {
-                            let tree = tree_of(&c);
+                        if let Some(c) = conn.as_ref() {
+                            let tree = tree_of(c);
                             guard.tree(&tree);
                             trim_to_registered(&mut tasks, &tree);
-                            // Closing tells the restore it may let the
-                            // tree run: the guard knows it.
+                            commit(&mut tasks, sources)?;
                         }
+                        // Closing tells the restore it may let the tree
+                        // run: the guard knows it.
+                        drop(conn.take());
                         t0 = Some(Instant::now());
                     }
                     Received::Nothing => {}

@@ -78,6 +78,13 @@ impl Iovs {
         self.map.iter().next().map(|(&s, &(e, off))| (s, e, off))
     }
 
+    /// The start of the first piece whose offset satisfies `f`.
+    pub fn first_where(&self, f: impl Fn(u64) -> bool) -> Option<u64> {
+        (self.map.iter())
+            .find(|(_, &(_, off))| f(off))
+            .map(|(&s, _)| s)
+    }
+
     /// Forget [start, end): put in, or no longer to be filled.
     pub fn remove(&mut self, start: u64, end: u64) {
         if start >= end {

@@ -127,19 +127,17 @@ impl Sources {
         })
     }
 
-    /// Every page is in: tell the source (PS_IOV_CLOSE), which may then
-    /// let its tree go. Not called on failure: the source sees the
-    /// connection end without it and its tree runs on.
-    pub fn close(self) -> Result<(), Error> {
-        let Some(link) = self.link else {
-            return Ok(());
-        };
-        match Rc::try_unwrap(link) {
-            Ok(r) => r.into_inner().close(),
-            Err(_) => Err(Error::Restore {
-                pid: crust_sys::process::getpid(),
-                what: "the connection to the source is still in use (crust bug)".into(),
-            }),
+    /// Whether pages come from a source (`--page-server`).
+    pub fn remote(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Tell the source the daemon needs nothing more (PS_IOV_CLOSE, and
+    /// its answer), which may then let its tree go. Once only.
+    pub fn close(&self) -> Result<(), Error> {
+        match &self.link {
+            Some(link) => link.borrow_mut().close(),
+            None => Ok(()),
         }
     }
 
@@ -204,7 +202,7 @@ impl Sources {
 /// The runs of `pagemap-<pid>.img` whose pages were left on the source
 /// (`PE_LAZY` without `PE_PRESENT`): (vaddr, pages). `load_pagemap`
 /// has checked them.
-fn left_lazy(dir: &Path, pid: i32) -> Result<Vec<(u64, u64)>, Error> {
+pub(crate) fn left_lazy(dir: &Path, pid: i32) -> Result<Vec<(u64, u64)>, Error> {
     let name = ImageType::Pagemap.file_name(pid as u64);
     let rerr = |source| Error::Image {
         what: format!("cannot read image {name}"),

@@ -341,16 +341,28 @@ impl ServerStream<'_> {
 /// (`page-server --lazy-pages` or `dump --lazy-pages`): PS_IOV_GET.
 pub struct Remote {
     conn: Conn,
+    /// PS_IOV_CLOSE said and answered.
+    closed: bool,
 }
 
 impl Remote {
     pub fn new(conn: Conn) -> Remote {
-        Remote { conn }
+        Remote {
+            conn,
+            closed: false,
+        }
     }
 
     /// Ask for `nr_pages` pages of process `pid` at `vaddr`; the answer is
     /// read by [`Remote::reply`] (requests may be sent ahead).
     pub fn request(&mut self, pid: u64, vaddr: u64, nr_pages: u64) -> Result<(), Error> {
+        if self.closed {
+            return Err(ps_err(
+                self.conn.peer(),
+                format!("pages of process {pid} at {vaddr:#x} asked for after the close"),
+                std::io::ErrorKind::NotConnected.into(),
+            ));
+        }
         self.conn.send_iov(&Iov {
             cmd: cmd::GET,
             nr_pages,
@@ -408,8 +420,33 @@ impl Remote {
         Ok(self.reply(buf)?.2)
     }
 
-    /// Tell the server all is done and wait for its status.
-    pub fn close(self) -> Result<(), Error> {
-        PageServerSink::new(self.conn).close(false)
+    /// Tell the server all is done and wait for its status (once; a
+    /// request after it is an error).
+    pub fn close(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.conn.send_iov(&Iov {
+            cmd: cmd::CLOSE,
+            ..Default::default()
+        })?;
+        self.conn.push()?;
+        let mut st = [0u8; 4];
+        self.conn.recv(
+            &mut st,
+            "the page server did not confirm the end (PS_IOV_CLOSE)",
+        )?;
+        self.closed = true;
+        self.conn.end();
+        let status = i32::from_ne_bytes(st);
+        if status != 0 {
+            let peer = self.conn.peer().to_string();
+            return Err(ps_err(
+                &peer,
+                format!("the page server answered status {status} at the end"),
+                std::io::Error::other("page server failed"),
+            ));
+        }
+        Ok(())
     }
 }

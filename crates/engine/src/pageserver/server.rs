@@ -26,6 +26,12 @@ pub trait PageProvider {
     /// to `out`; returns how many (0: none there).
     fn get(&mut self, pid: u64, vaddr: u64, nr_pages: u64, out: &mut Vec<u8>)
         -> Result<u64, Error>;
+
+    /// How long the client may stay silent (or not read) before the
+    /// connection is given up; None: for ever. Asked before each command.
+    fn idle_limit(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What one connection brought.
@@ -288,7 +294,14 @@ fn serve_loop(
     rx: &mut Receiving<'_>,
     mut provider: Option<&mut dyn PageProvider>,
 ) -> Result<bool, Error> {
-    while let Some(iov) = conn.recv_iov()? {
+    let mut limit = None;
+    loop {
+        let want = provider.as_deref().and_then(|p| p.idle_limit());
+        if want != limit {
+            conn.set_timeout(want)?;
+            limit = want;
+        }
+        let Some(iov) = conn.recv_iov()? else { break };
         let peer = conn.peer().to_string();
         match iov.command() {
             cmd::OPEN => {
