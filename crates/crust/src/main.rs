@@ -3,8 +3,8 @@
 
 mod check;
 mod cli;
-mod crit;
 mod coredump;
+mod crit;
 mod dedup;
 mod demo;
 mod getopt;

@@ -38,7 +38,7 @@ use precheck::{precheck, DEFAULT_TIMEOUT};
 pub use predump::pre_dump;
 use seize::seize;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// CRIU's image set version (CRTOOLS_IMAGES_V1_1).
 pub const IMG_VERSION: u32 = 2;
@@ -152,6 +152,17 @@ fn prepare_output(opts: &Options) -> Result<Prepared, Error> {
     Ok((ps, chain, early, pre))
 }
 
+/// `--freeze-cgroup`: the cgroup's tasks frozen and seized (the images
+/// directory discarded if that fails).
+fn take_cgroup(opts: &Options, timeout: Duration) -> Result<Option<Frozen>, Error> {
+    let Some(cg) = &opts.freeze_cgroup else {
+        return Ok(None);
+    };
+    catch_panic(|| Frozen::take(cg, timeout))
+        .map(Some)
+        .inspect_err(|_| outdir::discard(&opts.images_dir))
+}
+
 /// Dump the tree rooted at `opts.pid` into `opts.images_dir`.
 pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let pid = opts.pid;
@@ -170,16 +181,7 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     let mut tree = Tree::default();
     // --freeze-cgroup: the cgroup's tasks are frozen and seized first; the
     // tree then takes its own from them.
-    let mut frozen = match &opts.freeze_cgroup {
-        Some(cg) => match catch_panic(|| Frozen::take(cg, timeout)) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                outdir::discard(dir);
-                return Err(e);
-            }
-        },
-        None => None,
-    };
+    let mut frozen = take_cgroup(opts, timeout)?;
     let seized = catch_panic(|| seize(&proc, &mut tree, pid, 0, timeout, frozen.as_mut()));
     if let Some(f) = &frozen {
         f.note_strays();
