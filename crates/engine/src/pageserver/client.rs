@@ -437,7 +437,9 @@ impl Remote {
             "the page server did not confirm the end (PS_IOV_CLOSE)",
         )?;
         self.closed = true;
-        self.conn.end();
+        // The server waits for the end of the stream after the close; the
+        // daemon may keep this Remote until its last local page is in.
+        self.conn.end_sending();
         let status = i32::from_ne_bytes(st);
         if status != 0 {
             let peer = self.conn.peer().to_string();

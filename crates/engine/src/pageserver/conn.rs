@@ -226,6 +226,16 @@ impl Conn {
             .map_err(|e| ps_err(&self.peer, "cannot send to the page server", e))
     }
 
+    /// Say nothing more will be sent while the connection stays open (the
+    /// other side reads the end of the stream): TLS's close_notify
+    /// ([`Conn::end`]) already says it; plain TCP shuts its writing half.
+    pub fn end_sending(&mut self) {
+        self.end();
+        if let Inner::Plain(s) = &self.inner {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
     /// End TLS politely (close_notify); plain TCP needs nothing.
     pub fn end(&mut self) {
         match &mut self.inner {
