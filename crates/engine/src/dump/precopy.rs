@@ -17,13 +17,9 @@
 //!    nothing of its memory is read after the thaw, so an `munmap`,
 //!    `MADV_DONTNEED` or `mremap` of the task no longer matters.
 //! 4. After the thaw, [`flatten`] moves the pre-copied pages into the
-//!    set's own pages files and removes the pre-copy: the set is one
-//!    point-in-time image at the freeze, with no parent. When a process's
-//!    layout did not change since the pre-copy (the common case), the pages
-//!    stored at the freeze are written into their slots of the pre-copy's
-//!    file, which takes the set's name: only what was written since is
-//!    copied again. Otherwise the two files are merged into a new one
-//!    (file to file, `copy_file_range`). The trackers go with the dump (their last descriptor
+//!    set's own pages files (file to file, `copy_file_range`) and removes
+//!    the pre-copy: the set is one point-in-time image at the freeze, with
+//!    no parent. The trackers go with the dump (their last descriptor
 //!    closes: the kernel lifts every protection), on every path.
 //!
 //! A process the pre-copy did not cover (born since, or whose userfaultfd
@@ -253,9 +249,6 @@ fn owner_of(name: &str) -> Option<Owner> {
 /// One pagemap: a new pages file with its own bytes and the pre-copy's,
 /// run by run, then the pagemap with its parent runs made present.
 fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Result<u64, Error> {
-    if let Some(writes) = slots_in_parent(map, parent) {
-        return flatten_in_place(dir, owner, map, parent, &writes);
-    }
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
@@ -323,180 +316,9 @@ fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Res
     Ok(moved)
 }
 
-/// A copy of `len` bytes of the set's own pages file (from `own`) into the
-/// pre-copy's (at `slot`).
-type SlotWrite = (u64, u64, u64);
-
-/// Whether the pre-copy's pages file has a slot, in the same order, for
-/// every page the set stores and nothing else: the common case, nothing
-/// unmapped, dropped or mapped since the pre-copy. Then the set's own pages
-/// can be written into those slots and the file given the set's name,
-/// instead of copying every pre-copied page again. `None` when the layouts
-/// differ (or either file is not a plain `pages-N.img`).
-fn slots_in_parent(map: &Pagemap, parent: &Pagemap) -> Option<Vec<SlotWrite>> {
-    let plain = |p: &Path| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("pages-"))
-    };
-    if !plain(&map.pages) || !plain(&parent.pages) {
-        return None;
-    }
-    let mut slots = parent.entries.iter().filter(|p| p.present());
-    let mut cur: Option<&Entry> = None;
-    let mut cursor = 0u64;
-    let mut writes = Vec::new();
-    for e in map.entries.iter().filter(|e| e.present() || e.in_parent()) {
-        let mut at = e.start;
-        while at < e.end {
-            let p = match cur {
-                Some(p) if p.start <= at && at < p.end => p,
-                _ => {
-                    let p = slots.next()?;
-                    if p.start != at {
-                        return None;
-                    }
-                    cur = Some(p);
-                    p
-                }
-            };
-            let slot = p.off + (at - p.start);
-            if slot != cursor {
-                return None;
-            }
-            let to = p.end.min(e.end);
-            if e.present() {
-                writes.push((e.off + (at - e.start), slot, to - at));
-            }
-            cursor += to - at;
-            at = to;
-        }
-    }
-    let last_full = cur.is_none_or(|p| p.off + (p.end - p.start) == cursor);
-    (last_full && slots.next().is_none()).then_some(writes)
-}
-
-/// [`flatten_one`] when [`slots_in_parent`] found the layouts equal: the
-/// pages stored at the freeze overwrite their older copies in the
-/// pre-copy's file, which then replaces the set's own pages file. Only
-/// what was written since the pre-copy is copied again.
-fn flatten_in_place(
-    dir: &Path,
-    owner: Owner,
-    map: &Pagemap,
-    parent: &Pagemap,
-    writes: &[SlotWrite],
-) -> Result<u64, Error> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
-    let own = File::open(&map.pages).map_err(io("cannot open the pages", &map.pages))?;
-    let old = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&parent.pages)
-        .map_err(io("cannot open the pages", &parent.pages))?;
-    let mut buf = vec![0u8; 1 << 20];
-    for &(from, slot, len) in writes {
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            let chunk = buf.get_mut(..n).unwrap_or_default();
-            own.read_exact_at(chunk, from + done)
-                .map_err(io("cannot read pages", &map.pages))?;
-            old.write_all_at(chunk, slot + done)
-                .map_err(io("cannot write pre-copied pages", &parent.pages))?;
-            done += n as u64;
-        }
-    }
-    old.sync_data()
-        .map_err(io("cannot sync the pages", &parent.pages))?;
-    std::fs::rename(&parent.pages, &map.pages)
-        .map_err(io("cannot move the pre-copied pages", &map.pages))?;
-    let ps = crust_sys::PAGE_SIZE;
-    let mut moved = 0;
-    let runs: Vec<_> = map
-        .entries
-        .iter()
-        .map(|e| {
-            let npages = (e.end - e.start) / ps;
-            if e.in_parent() {
-                moved += npages;
-                (e.start, npages, (e.flags & !pe::PARENT) | pe::PRESENT)
-            } else {
-                (e.start, npages, e.flags)
-            }
-        })
-        .collect();
-    let (ty, id) = match owner {
-        Owner::Task(id) => (ImageType::Pagemap, id),
-        Owner::Object(id) => (ImageType::ShmemPagemap, id),
-    };
-    mem::write_pagemap_named(dir, ty, &ty.file_name(id), map.pages_id, &runs)?;
-    debug!(
-        "{owner:?}: {moved} pre-copied pages kept in place, {} runs stored since written into them",
-        writes.len()
-    );
-    Ok(moved)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pm(name: &str, entries: &[(u64, u64, u32, u64)]) -> Pagemap {
-        let ps = crust_sys::PAGE_SIZE;
-        Pagemap {
-            pages_id: 1,
-            pages: PathBuf::from(name),
-            entries: entries
-                .iter()
-                .map(|&(start, n, flags, off)| Entry {
-                    start: start * ps,
-                    end: (start + n) * ps,
-                    flags,
-                    off: off * ps,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn slots_found_only_for_the_same_layout() {
-        let ps = crust_sys::PAGE_SIZE;
-        let (p, r) = (pe::PRESENT, pe::PARENT);
-        // The pre-copy: pages 10..14 and 20..22 at file pages 0..4, 4..6.
-        let parent = pm("pre/pages-1.img", &[(10, 4, p, 0), (20, 2, p, 4)]);
-        // Page 12 and 21 written since: stored at own file pages 0 and 1.
-        let map = pm(
-            "set/pages-1.img",
-            &[
-                (10, 2, r, 0),
-                (12, 1, p, 0),
-                (13, 1, r, 0),
-                (20, 1, r, 0),
-                (21, 1, p, 1),
-            ],
-        );
-        let w = slots_in_parent(&map, &parent);
-        assert_eq!(w, Some(vec![(0, 2 * ps, ps), (ps, 5 * ps, ps)]));
-        // A page dropped since (13 gone): layouts differ.
-        let gone = pm("set/pages-1.img", &[(10, 3, r, 0), (20, 2, r, 0)]);
-        assert_eq!(slots_in_parent(&gone, &parent), None);
-        // A page mapped since (14): no slot for it.
-        let more = pm(
-            "set/pages-1.img",
-            &[(10, 4, r, 0), (14, 1, p, 0), (20, 2, r, 0)],
-        );
-        assert_eq!(slots_in_parent(&more, &parent), None);
-        // A compressed file is never written in place.
-        let z = pm("set/crust-zpages-1.img", &[(10, 4, r, 0), (20, 2, r, 0)]);
-        assert_eq!(slots_in_parent(&z, &parent), None);
-        let all = pm("set/pages-1.img", &[(10, 4, r, 0), (20, 2, r, 0)]);
-        assert_eq!(slots_in_parent(&all, &parent), Some(vec![]));
-    }
 
     #[test]
     fn pagemap_names() {
