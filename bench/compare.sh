@@ -13,6 +13,10 @@
 #   mem1g     1 GiB of random anonymous memory (bigmem): dump -R (its
 #             frozen time, from --display-stats), dump, restore
 #   mem4g     the same with 4 GiB: dump, restore
+#   mem16g    the same with 16 GiB, images on disk ($BENCH_BIG_DIR, default
+#             /var/tmp: 16 GiB of images beside 16 GiB of process do not fit
+#             in this machine's 24 GiB as tmpfs); the limit is then write()
+#             to a file there (page cache, written back to the disk)
 #   tiny      a tiny process (loop): dump, restore
 #   tree100, tree300, tree1000   a tree of N processes (forest)
 #   vma10k, vma30k               one process with N VMAs (manyvmas)
@@ -49,7 +53,7 @@ fi
 RUNS=5
 QUICK=0
 RUNS_SET=0
-ROWS=mem1g,mem4g,tiny,tree100,tree300,tree1000,vma10k,vma30k,tcp500
+ROWS=mem1g,mem4g,mem16g,tiny,tree100,tree300,tree1000,vma10k,vma30k,tcp500
 while (($#)); do
     case $1 in
         --runs) RUNS=$2; RUNS_SET=1; shift 2 ;;
@@ -62,9 +66,9 @@ done
 if ((QUICK)); then
     ((RUNS_SET)) || RUNS=2
     # Smaller rows: 256 MiB for 1 GiB, 1 GiB for 4 GiB, and so on.
-    MEM1=256 MEM4=1024 TREES="tree100" VMA_SCALE=10 TCP_N=100
+    MEM1=256 MEM4=1024 MEM16=2048 TREES="tree100" VMA_SCALE=10 TCP_N=100
 else
-    MEM1=1024 MEM4=4096 TREES="" VMA_SCALE=1 TCP_N=500
+    MEM1=1024 MEM4=4096 MEM16=16384 TREES="" VMA_SCALE=1 TCP_N=500
 fi
 
 BIN=$ROOT/target/release
@@ -82,9 +86,12 @@ done
 
 WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/crust-compare.XXXXXX")
 chmod 0755 "$WORK"
+# Where a row's images go (mem16g: BIGWORK, on disk).
+RUNDIR=$WORK
+BIGWORK=
 # ROOTS, descendants, kill_all.
 . "$ROOT/bench/lib.sh"
-trap 'kill_all; rm -rf "$WORK"' EXIT
+trap 'kill_all; rm -rf "$WORK" ${BIGWORK:+"$BIGWORK"}' EXIT
 
 # Microseconds now (no fork).
 now_us() { local t=${EPOCHREALTIME/./}; echo "$((10#$t))"; }
@@ -145,7 +152,7 @@ cycle() {
     local row=$1 tool=$2 memcheck=$3 prog=$4 d pid bin=$CRUST img rss0 t0 want
     shift 4
     [[ $tool == criu ]] && bin=$CRIU
-    d=$WORK/run
+    d=$RUNDIR/run
     rm -rf "$d"
     mkdir -p "$d/img" "$d/img0"
     pid=$(setsid "$BIN/$prog" --ready "$d/ready" --result "$d/result" "$@" </dev/null >"$d/prog.out" 2>&1 & echo $!)
@@ -199,18 +206,19 @@ cycle() {
 }
 
 # The machine's limits, in GB/s (GiB/s, as the tools' rates): MiB through
-# write() into a tmpfs file, and MiB of fresh anonymous pages filled by
-# memset on one thread; best of 3.
+# write() into a file of the images' directory (tmpfs but for mem16g), and
+# MiB of fresh anonymous pages filled by memset on one thread; best of 3
+# (of 1 for 8 GiB and more).
 limits_local() { # ROW MIB
     local row=$1 mib=$2
-    python3 - "$WORK" "$mib" >"$WORK/limits" <<'EOF'
+    python3 - "$RUNDIR" "$mib" >"$WORK/limits" <<'EOF'
 import ctypes, mmap, os, sys, time
 work, mib = sys.argv[1], int(sys.argv[2])
 size = mib << 20
 buf = bytearray(os.urandom(1 << 20)) * 16
 w_best = f_best = 0.0
 libc = ctypes.CDLL(None, use_errno=True)
-for _ in range(3):
+for _ in range(3 if mib < 8192 else 1):
     path = os.path.join(work, "limits.tmp")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     t = time.perf_counter()
@@ -308,11 +316,13 @@ show_speeds() { # ROW MIB
     read -r w _ < <(median_min "$WORK/v/$row.limit_tmpfs_write.all" 1 2)
     read -r f _ < <(median_min "$WORK/v/$row.limit_fresh_fill.all" 1 2)
     read -r v _ < <(median_min "$WORK/v/$row.limit_vm_readv.all" 1 2)
-    awk -v mib="$mib" -v d="$dump_s" -v r="$restore_s" -v w="$w" -v f="$f" -v v="$v" 'BEGIN {
+    local where=tmpfs
+    [[ $row != mem16g ]] || where=disk
+    awk -v where="$where" -v mib="$mib" -v d="$dump_s" -v r="$restore_s" -v w="$w" -v f="$f" -v v="$v" 'BEGIN {
         dr = mib / 1024 / d; rr = mib / 1024 / r
-        printf "  machine (GB/s): write() to tmpfs %s, process_vm_readv %s, fresh-page fill %s\n", w, v, f
-        printf "  crust dump %.2f GB/s = %.2f of tmpfs write; restore %.2f GB/s = %.2f of fresh-page fill\n",
-            dr, (w > 0 ? dr / w : 0), rr, (f > 0 ? rr / f : 0) }'
+        printf "  machine (GB/s): write() to %s %s, process_vm_readv %s, fresh-page fill %s\n", where, w, v, f
+        printf "  crust dump %.2f GB/s = %.2f of %s write; restore %.2f GB/s = %.2f of fresh-page fill\n",
+            dr, (w > 0 ? dr / w : 0), where, rr, (f > 0 ? rr / f : 0) }'
 }
 
 print_row() { # ROW TITLE [MIB]
@@ -377,6 +387,14 @@ echo "crust $CRUST; CRIU $CRIU; images in $WORK; $RUNS runs; $(uptime | sed 's/.
 MAN1=$((10000 / VMA_SCALE)) MAN3=$((30000 / VMA_SCALE))
 has_row mem1g && mem_row mem1g "$MEM1"
 has_row mem4g && mem_row mem4g "$MEM4"
+if has_row mem16g; then
+    BIGWORK=$(mktemp -d "${BENCH_BIG_DIR:-/var/tmp}/crust-compare.XXXXXX")
+    chmod 0755 "$BIGWORK"
+    RUNDIR=$BIGWORK
+    mem_row mem16g "$MEM16"
+    RUNDIR=$WORK
+    rm -rf "$BIGWORK"
+fi
 has_row tiny && prog_row tiny loop
 for n in 100 300 1000; do
     [[ -z $TREES || " $TREES " == *" tree$n "* ]] || continue
@@ -390,6 +408,7 @@ echo
 echo "crust/CRIU 4.2, $RUNS runs each, interleaved; ratio = crust median / CRIU median; $(uptime | sed 's/.*load/load/')"
 has_row mem1g && print_row mem1g "$MEM1 MiB anonymous memory" "$MEM1"
 has_row mem4g && print_row mem4g "$MEM4 MiB anonymous memory" "$MEM4"
+has_row mem16g && print_row mem16g "$MEM16 MiB anonymous memory, images on disk" "$MEM16"
 has_row tiny && print_row tiny "tiny process (loop)"
 for n in 100 300 1000; do
     [[ -z $TREES || " $TREES " == *" tree$n "* ]] || continue

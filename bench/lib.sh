@@ -3,14 +3,9 @@
 # The pids whose whole trees kill_all kills.
 ROOTS=()
 
-# Every descendant of $1, deepest last.
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
+# descendants, exe_of, kill_tree.
+# shellcheck source=../tests/lib/proc.sh
+. "$ROOT/tests/lib/proc.sh"
 
 # SIGKILL every tree of ROOTS (descendants first), then forget them.
 kill_all() {

@@ -2,26 +2,10 @@
 # Sourced by run.sh: uses its helpers (start_prog, do_dump, do_restore,
 # expect_pass, fail, skip, track...) and adds its tests to ALL_TESTS.
 
-# Every descendant of PID (depth first).
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-
-# Kill PID and all its descendants that run EXE; used at the end of tree tests
-# (run.sh's kill_tracked only kills direct children).
-kill_tree() {
-    local pid=$1 exe=$2 p
-    [ -e "/proc/$pid" ] || return 0
-    [ "$(exe_of "$pid")" = "$exe" ] || return 0
-    for p in $(descendants "$pid") "$pid"; do
-        [ "$(exe_of "$p")" = "$exe" ] && kill -KILL "$p" 2>/dev/null
-    done
-    return 0
-}
+# exe_of, descendants, kill_tree (run.sh's kill_tracked kills direct
+# children only).
+# shellcheck source=../lib/proc.sh
+. "$ROOT/tests/lib/proc.sh"
 
 # cr_tree PROG [ARGS...]: like cr_test, and the whole tree is killed after.
 cr_tree() {

@@ -31,35 +31,8 @@ WORK=$(mktemp -d /tmp/crust-crit.XXXXXX) || { echo "crit: cannot create a temp d
 declare -a TRACKED=()
 PORT=""
 
-exe_of() { readlink "/proc/$1/exe" 2>/dev/null | sed 's/ (deleted)$//'; }
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-kill_tree() {
-    local pid=$1 exe=$2 p
-    [ -e "/proc/$pid" ] && [ "$(exe_of "$pid")" = "$exe" ] || return 0
-    for p in $(descendants "$pid") "$pid"; do
-        [ "$(exe_of "$p")" = "$exe" ] && kill -KILL "$p" 2>/dev/null
-    done
-    return 0
-}
-# The lock rules a dump with --tcp-established may leave for PORT.
-unlock_port() {
-    local p=$1 t r
-    [ -n "$p" ] || return 0
-    for t in iptables ip6tables; do
-        $t -w -S 2>/dev/null | grep -iE 'c114|CRIU' | grep -E -- "--(s|d)port $p( |$)" | sed 's/^-A /-D /' |
-            while read -r r; do
-                # shellcheck disable=SC2086
-                $t -w $r 2>/dev/null
-            done
-    done
-    return 0
-}
+# shellcheck source=../lib/proc.sh
+. "$ROOT/tests/lib/proc.sh"
 cleanup() {
     local t
     for t in "${TRACKED[@]+"${TRACKED[@]}"}"; do kill_tree ${t%% *} "${t#* }"; done

@@ -88,42 +88,10 @@ WORK=$(mktemp -d /tmp/crust-interop.XXXXXX) || { echo "cannot create a temp dir"
 LOG_KEEP=$ROOT/target/interop-logs
 declare -a TRACKED=() # "pid exe" of every program started or restored
 
-exe_of() { readlink "/proc/$1/exe" 2>/dev/null | sed 's/ (deleted)$//'; }
+# shellcheck source=../lib/proc.sh
+. "$ROOT/tests/lib/proc.sh"
 pstate() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
 track() { TRACKED+=("$1 $2"); }
-
-descendants() {
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-
-# Kill PID and its descendants that still run EXE (a recycled pid is left alone).
-kill_tree() {
-    local pid=$1 exe=$2 p
-    [ -e "/proc/$pid" ] || return 0
-    [ "$(exe_of "$pid")" = "$exe" ] || return 0
-    for p in $(descendants "$pid") "$pid"; do
-        [ "$(exe_of "$p")" = "$exe" ] && kill -KILL "$p" 2>/dev/null
-    done
-    return 0
-}
-
-# Remove the lock rules a failed TCP case may have left for its port.
-unlock_port() {
-    local p=$1 t r
-    [ -n "$p" ] || return 0
-    for t in iptables ip6tables; do
-        $t -w -S 2>/dev/null | grep -iE 'c114|CRIU' | grep -E -- "--(s|d)port $p( |$)" | sed 's/^-A /-D /' |
-            while read -r r; do
-                # shellcheck disable=SC2086
-                $t -w $r 2>/dev/null
-            done
-    done
-    return 0
-}
 
 cleanup() {
     local t

@@ -234,52 +234,59 @@ impl Explorer {
         })
     }
 
-    fn fds(&mut self) -> Result<String> {
+    /// One block per process of the tree, in pstree.img's order: the pid
+    /// line, then `body`'s lines, or one line saying why a process has no
+    /// images of its own (`img`: the image it would need).
+    fn per_process(
+        &mut self,
+        img: &str,
+        mut body: impl FnMut(&mut Self, u32, &mut String) -> Result<()>,
+    ) -> Result<String> {
         let mut out = String::new();
         for p in self.tree()? {
             let pid = p.pid;
             out += &format!("{pid}\n");
-            if let Some(line) = self.dead(pid, &format!("ids-{pid}.img")) {
+            if let Some(line) = self.dead(pid, &format!("{img}-{pid}.img")) {
                 out += line;
                 continue;
             }
-            let ids: TaskKobjIdsEntry = load_one(&self.dir, &format!("ids-{pid}.img"))?;
-            let fdi: Vec<FdinfoEntry> = load(&self.dir, &format!("fdinfo-{}.img", ids.files_id))?;
-            for fd in &fdi {
-                let s = self.file_str(fd.r#type, fd.id)?;
-                out += &format!("\t{:>7}: {}\n", fd.fd, s);
-            }
-            let fs: FsEntry = load_one(&self.dir, &format!("fs-{pid}.img"))?;
-            let cwd = self.file_str(fd_types::REG, fs.cwd_id)?;
-            out += &format!("\t{:>7}: {}\n", "cwd", cwd);
-            let root = self.file_str(fd_types::REG, fs.root_id)?;
-            out += &format!("\t{:>7}: {}\n", "root", root);
+            body(self, pid, &mut out)?;
         }
         Ok(out)
     }
 
+    fn fds(&mut self) -> Result<String> {
+        self.per_process("ids", |x, pid, out| {
+            let ids: TaskKobjIdsEntry = load_one(&x.dir, &format!("ids-{pid}.img"))?;
+            let fdi: Vec<FdinfoEntry> = load(&x.dir, &format!("fdinfo-{}.img", ids.files_id))?;
+            for fd in &fdi {
+                let s = x.file_str(fd.r#type, fd.id)?;
+                *out += &format!("\t{:>7}: {}\n", fd.fd, s);
+            }
+            let fs: FsEntry = load_one(&x.dir, &format!("fs-{pid}.img"))?;
+            let cwd = x.file_str(fd_types::REG, fs.cwd_id)?;
+            *out += &format!("\t{:>7}: {}\n", "cwd", cwd);
+            let root = x.file_str(fd_types::REG, fs.root_id)?;
+            *out += &format!("\t{:>7}: {}\n", "root", root);
+            Ok(())
+        })
+    }
+
     fn mems(&mut self) -> Result<String> {
-        let mut out = String::new();
         // Shared memory objects numbered from 1 in the order met, over
         // the whole tree.
         let mut vids: HashMap<u64, u64> = HashMap::new();
-        for p in self.tree()? {
-            let pid = p.pid;
-            out += &format!("{pid}\n");
-            if let Some(line) = self.dead(pid, &format!("mm-{pid}.img")) {
-                out += line;
-                continue;
-            }
-            let mm: MmEntry = load_one(&self.dir, &format!("mm-{pid}.img"))?;
-            let exe = self.file_str(fd_types::REG, mm.exe_file_id)?;
-            out += &format!("\t{:<36}    {}\n", "exe", exe);
+        self.per_process("mm", |x, pid, out| {
+            let mm: MmEntry = load_one(&x.dir, &format!("mm-{pid}.img"))?;
+            let exe = x.file_str(fd_types::REG, mm.exe_file_id)?;
+            *out += &format!("\t{:<36}    {}\n", "exe", exe);
             for vma in &mm.vmas {
-                let fname = self.vma_str(vma, &mut vids)?;
+                let fname = x.vma_str(vma, &mut vids)?;
                 let astr = format!("{:08x}-{:08x}", vma.start, vma.end);
-                out += &format!("\t{:<36}{}{}\n", astr, prot_str(vma.prot), fname);
+                *out += &format!("\t{:<36}{}{}\n", astr, prot_str(vma.prot), fname);
             }
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 
     fn vma_str(&mut self, vma: &VmaEntry, vids: &mut HashMap<u64, u64>) -> Result<String> {
@@ -323,18 +330,11 @@ impl Explorer {
     }
 
     fn rss(&mut self) -> Result<String> {
-        let mut out = String::new();
-        for p in self.tree()? {
-            let pid = p.pid;
-            out += &format!("{pid}\n");
-            if let Some(line) = self.dead(pid, &format!("mm-{pid}.img")) {
-                out += line;
-                continue;
-            }
-            let mm: MmEntry = load_one(&self.dir, &format!("mm-{pid}.img"))?;
+        self.per_process("mm", |x, pid, out| {
+            let mm: MmEntry = load_one(&x.dir, &format!("mm-{pid}.img"))?;
             let name = format!("pagemap-{pid}.img");
-            let (_, pms) = read_pagemap(&self.dir, &name)
-                .with_context(|| format!("reading {}", self.dir.join(&name).display()))?;
+            let (_, pms) = read_pagemap(&x.dir, &name)
+                .with_context(|| format!("reading {}", x.dir.join(&name).display()))?;
             let runs: Vec<(u64, u64)> = pms
                 .iter()
                 .map(|pm| (pm.vaddr, pm.nr_pages.unwrap_or(pm.compat_nr_pages.into())))
@@ -343,14 +343,14 @@ impl Explorer {
             for v in &mm.vmas {
                 if v.status & (vst::FILE_PRIVATE | vst::FILE_SHARED) != 0 {
                     let id = u32::try_from(v.shmid).unwrap_or(u32::MAX);
-                    names.insert(v.shmid, self.file_str(fd_types::REG, id)?);
+                    names.insert(v.shmid, x.file_str(fd_types::REG, id)?);
                 }
             }
-            out += &rss_lines(&mm.vmas, &runs, &names).with_context(|| {
+            *out += &rss_lines(&mm.vmas, &runs, &names).with_context(|| {
                 format!("pagemap-{pid}.img and mm-{pid}.img do not go together")
             })?;
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 }
 
