@@ -22,6 +22,11 @@
 #   vma10k, vma30k               one process with N VMAs (manyvmas)
 #   tcp500    500 established TCP connections, --network-lock nftables
 #             (bench/tcp-conns.sh, which runs both tools in turn)
+#   thp1g     1 GiB of random memory backed by transparent huge pages
+#             (thpmem, MADV_HUGEPAGE): dump, restore; a third tool,
+#             "crust 4k", is crust restoring the same set without its
+#             crust-thp-N.img (crust before issue 16: 4 KiB pages); the
+#             AnonHugePages of the restored task (MiB) is printed per tool
 # The memory rows also measure, in the same run, what this machine can do
 # (write() to tmpfs, process_vm_readv from the dumped process, filling fresh
 # anonymous pages on one thread) and print crust's speed as a fraction of
@@ -53,7 +58,7 @@ fi
 RUNS=5
 QUICK=0
 RUNS_SET=0
-ROWS=mem1g,mem4g,mem16g,tiny,tree100,tree300,tree1000,vma10k,vma30k,tcp500
+ROWS=mem1g,mem4g,mem16g,tiny,tree100,tree300,tree1000,vma10k,vma30k,tcp500,thp1g
 while (($#)); do
     case $1 in
         --runs) RUNS=$2; RUNS_SET=1; shift 2 ;;
@@ -80,7 +85,7 @@ for b in "$ROOT/../shared/criu/build.sh" "$ROOT/../../shared/criu/build.sh"; do
     CRIU=$("$b" 2>/dev/null | tail -n 1) || CRIU=
 done
 [[ -n $CRIU && -x $CRIU ]] || { echo "no CRIU 4.2: set CRIU_BIN" >&2; exit 1; }
-for b in "$CRUST" "$BIN/bigmem" "$BIN/loop" "$BIN/forest" "$BIN/manyvmas" /usr/bin/time; do
+for b in "$CRUST" "$BIN/bigmem" "$BIN/thpmem" "$BIN/loop" "$BIN/forest" "$BIN/manyvmas" /usr/bin/time; do
     [[ -x $b ]] || { echo "missing $b (cargo build --release -p crust -p crust-testprogs; GNU time)" >&2; exit 1; }
 done
 
@@ -183,6 +188,8 @@ cycle() {
     for p in "$pid" $tree_pids; do
         wait_gone "$p" || { fail_row "$row" "$tool: pid $p not reaped after the dump"; kill_all; return 1; }
     done
+    # crust before issue 16: the same set without its huge page ranges.
+    [[ $tool == crust4k ]] && rm -f "$img"/crust-thp-*.img
     t0=$(now_us)
     if ! timed "$d/restore" "$bin" restore -D "$img" -d -o restore.log; then
         fail_row "$row" "$tool restore: $(tail -n 2 "$d/restore.err"; grep -h Error "$img/restore.log" | grep -v RLIMIT_NOFILE | tail -n 2)"
@@ -196,6 +203,7 @@ cycle() {
     fi
     put "$row" restore_s "$tool" "$(($(now_us) - t0))"
     put "$row" restore_mib "$tool" "$(cat "$d/restore.kib")"
+    [[ $row != thp* ]] || put "$row" thp_mib "$tool" "$(awk '/^AnonHugePages:/ { s += $2 } END { print int(s / 1024) }' "/proc/$pid/smaps")"
     kill -TERM "$pid" 2>/dev/null || true
     wait_file "$d/result" 300 || true
     local verdict
@@ -340,6 +348,25 @@ print_row() { # ROW TITLE [MIB]
     [[ -z ${3:-} ]] || show_speeds "$row" "$3"
 }
 
+# The THP row: crust, crust without the huge page ranges, CRIU.
+print_thp_row() { # ROW TITLE
+    local row=$1 m t med mn
+    header "$2"
+    if [[ -e $WORK/v/$row.failed ]]; then
+        echo "  FAILED (see the messages above): no figures"
+        return 0
+    fi
+    show "$row" dump_s "dump (s)" 1e6 3
+    show "$row" restore_s "restore, all resident (s)" 1e6 3
+    show "$row" thp_mib "AnonHugePages after restore (MiB)" 1 0
+    for m in restore_s thp_mib; do
+        [[ -s $WORK/v/$row.$m.crust4k ]] || continue
+        read -r med mn < <(median_min "$WORK/v/$row.$m.crust4k" "$([[ $m == restore_s ]] && echo 1e6 || echo 1)" 3)
+        t=$([[ $m == restore_s ]] && echo "restore (s)" || echo "AnonHugePages (MiB)")
+        printf '%-34s %10s %10s\n' "  crust 4k (no crust-thp): $t" "$med" "$mn"
+    done
+}
+
 # ------------------------------------------------------------------ rows
 
 mem_row() { # ROW MIB
@@ -360,6 +387,16 @@ prog_row() { # ROW PROG ARGS...
     for ((i = 0; i < RUNS; i++)); do
         for tool in crust criu; do
             cycle "$row" "$tool" 0 "$@" || return 0
+        done
+    done
+}
+
+thp_row() { # ROW MIB
+    local row=$1 mib=$2 i tool
+    echo "== $row: ${mib} MiB with MADV_HUGEPAGE, $RUNS runs" >&2
+    for ((i = 0; i < RUNS; i++)); do
+        for tool in crust crust4k criu; do
+            cycle "$row" "$tool" 1 thpmem --hg-mb "$mib" --sparse-mb 0 --plain-mb 0 --expect-huge 0 || return 0
         done
     done
 }
@@ -403,6 +440,7 @@ done
 has_row vma10k && prog_row vma10k manyvmas --n "$MAN1"
 has_row vma30k && prog_row vma30k manyvmas --n "$MAN3"
 has_row tcp500 && tcp_row tcp500 "$TCP_N"
+has_row thp1g && thp_row thp1g "$MEM1"
 
 echo
 echo "crust/CRIU 4.2, $RUNS runs each, interleaved; ratio = crust median / CRIU median; $(uptime | sed 's/.*load/load/')"
@@ -417,4 +455,5 @@ done
 has_row vma10k && print_row vma10k "$MAN1 VMAs (manyvmas)"
 has_row vma30k && print_row vma30k "$MAN3 VMAs (manyvmas)"
 has_row tcp500 && print_row tcp500 "$TCP_N TCP connections, nftables lock"
+has_row thp1g && print_thp_row thp1g "$MEM1 MiB with transparent huge pages"
 exit $FAILED

@@ -1102,6 +1102,8 @@ ALL_TESTS+=(shmanon)
 # AIO rings, guard regions (issue 12).
 # shellcheck source=tests/e2e/mem2.sh
 . "$ROOT/tests/e2e/mem2.sh"
+# shellcheck source=tests/e2e/thp.sh
+. "$ROOT/tests/e2e/thp.sh"
 # Unix sockets of CRIU's zdtm: relative names, ghosts, lone sockets (issue 12).
 # shellcheck source=tests/e2e/unixh.sh
 . "$ROOT/tests/e2e/unixh.sh"

@@ -219,6 +219,9 @@ image_types! {
     // crust's own extension (no CRIU 4.2 image; CRIU never opens it): the
     // POSIX message queues of an IPC namespace. Its magic is none of CRIU's.
     CrustMqueue, "CRUST_MQUEUE", "crust-mqueue-%u.img", 0x43525351, Common, None, CrustMqueueEntry;
+    // crust's own extension too: the huge-page ranges of a process's
+    // private anonymous memory (`crust_thp`).
+    CrustThp, "CRUST_THP", "crust-thp-%u.img", 0x43525448, Common, None, CrustThpEntry;
     Stats, "STATS", "stats-%s", 0x57093306, Service, None, StatsEntry;
     IrmapCache, "IRMAP_CACHE", "irmap-cache", 0x57004059, Service, None, IrmapCacheEntry;
 }

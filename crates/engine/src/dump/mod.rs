@@ -896,6 +896,8 @@ fn dump_process(
     mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
     // Guard regions after the real VMAs, as CRIU lists them.
     mm.vmas.extend(mem::guard_entries(pid)?);
+    // Where transparent huge pages back its memory (crust's own image).
+    mem::write_huge_ranges(dir, nspid as u64, &mem::huge_ranges(pid, &vmas)?)?;
     out.locks.collect(pid, nspid, &fds)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;

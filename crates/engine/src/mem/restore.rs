@@ -84,13 +84,14 @@ pub fn cow_candidates(mm: &MmEntry, parent: &MmEntry) -> Vec<(u64, u64)> {
 /// over. The VMAs in `inherited` are already there (copies of the
 /// parent's, see [`inherited_vmas`]): they are only made writable for the
 /// fill, and the pages that are neither inherited nor stored are zeroed.
+/// `huge`: the ranges transparent huge pages backed at dump
+/// ([`super::load_huge_ranges`]).
 #[allow(clippy::too_many_arguments)] // one process's whole memory image
 pub fn restore_vmas(
     r: &mut Remote<'_>,
     dir: &Path,
     mm: &MmEntry,
-    pages_id: u32,
-    runs: &[PageRun],
+    (pages_id, runs, huge): (u32, &[PageRun], &[(u64, u64)]),
     inherited: &[(u64, u64)],
     src: &VmaSources<'_>,
     pages: &dyn PageSource,
@@ -117,6 +118,20 @@ pub fn restore_vmas(
         )?;
     }
     b.flush(r)?;
+    // Where huge pages backed the memory, the fill faults them in again.
+    super::thp::touch(
+        r.pid(),
+        &super::thp::pages_to_touch(mm, huge, &sorted, &inherited),
+    )?;
+    let advised = super::thp::advise_huge((r, &mut b), mm, huge)?;
+    b.flush(r)?;
+    if advised > 0 {
+        log::debug!(
+            "{}: {} KiB advised MADV_HUGEPAGE for the fill",
+            r.pid(),
+            advised >> 10
+        );
+    }
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
     let mut private_inherited: Vec<(u64, u64)> = mm

@@ -324,6 +324,7 @@ pub(super) fn load_proc(
     let mut mm: MmEntry = read_one(dir, ImageType::Mm, pid as u64)?;
     let guards = mem::split_guards(dir, &mut mm)?;
     mem::validate_vmas(dir, &mm)?;
+    let huge = mem::load_huge_ranges(dir, pid as u64, &mm)?;
     // The memfd inodes, from files.img as read once, the first time a
     // process maps a memfd.
     if memfds.is_none() && mem::maps_memfd(&mm) {
@@ -383,6 +384,7 @@ pub(super) fn load_proc(
             pages_id,
             runs,
             guards,
+            huge,
             pid_ns_id: NsKind::Pid.id_in(&ids),
             ids,
             files_from_parent: false,

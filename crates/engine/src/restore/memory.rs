@@ -443,8 +443,13 @@ pub(super) fn build_memory(
         &mut r,
         dir,
         &live.mm,
-        live.pages_id,
-        &live.runs,
+        // A lazy restore leaves huge pages to the kernel (its pages come
+        // by UFFDIO_COPY, 4 KiB each; no page may be touched before).
+        (
+            live.pages_id,
+            &live.runs,
+            if lazy { &[] } else { &live.huge },
+        ),
         &inherited,
         &mem::VmaSources {
             paths: &|id| files.path_of(id),

@@ -80,6 +80,8 @@ struct LiveImage {
     runs: Vec<PageRun>,
     /// Guard regions (MADV_GUARD_INSTALL), out of `mm`'s VMA list.
     guards: Vec<(u64, u64)>,
+    /// Ranges transparent huge pages backed at dump (`crust-thp-N.img`).
+    huge: Vec<(u64, u64)>,
     pid_ns_id: Option<u32>,
     ids: TaskKobjIdsEntry,
     /// Its fd table is its parent's (CLONE_FILES): already built there.
