@@ -13,6 +13,8 @@
 #                                  made with openssl; CRIU too with CRIU_BIN)
 #   REPS=5 bench/pageserver.sh    (each pairing REPS times, interleaved;
 #                                  prints every run and the median)
+#   Without TLS, crust's dump also runs with CRUST_PS_SPLICE=0 (its pages
+#   copied out of the task instead of vmspliced: the way before).
 #   CRUST_PS_DIRECT=1 bench/pageserver.sh   (crust's server writes with
 #                                  O_DIRECT: README, "Page server")
 #
@@ -55,9 +57,11 @@ if [ -n "${TLS:-}" ]; then
     TLSOPTS=(--tls --tls-cacert "$WORK/ca.pem" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
 fi
 
-# one SERVER_TOOL CLIENT_TOOL LABEL
+# one SERVER_TOOL CLIENT_TOOL LABEL [VAR=VALUE...]: the variables are
+# set for the dump only
 one() {
     local srv=$1 cli=$2 label=$3 port sp pid t0 t1 bytes cpu d=$WORK/$3
+    local cenv=(env "${@:4}")
     local st=() ct=()
     mkdir -p "$d/src" "$d/dst"
     if [ -x /usr/bin/time ]; then
@@ -75,7 +79,7 @@ one() {
     exec 9>/tmp/crust-e2e.lock
     flock 9
     t0=$(date +%s%N)
-    (cd "$d" && "${ct[@]}" "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port" "${TLSOPTS[@]}") ||
+    (cd "$d" && "${ct[@]}" "${cenv[@]}" "$cli" dump -t "$pid" -D "$d/src" -o "$d/dump.log" --page-server --address 127.0.0.1 --port "$port" "${TLSOPTS[@]}") ||
         { echo "$label: dump failed (see $d)"; flock -u 9; return 1; }
     t1=$(date +%s%N)
     flock -u 9
@@ -100,10 +104,12 @@ median() {
 }
 
 echo "page server over loopback${TLS:+ with TLS}, one process of $MB MiB (dump wall time, freeze included; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-LABELS=("crust -> crust server")
+LABELS=("crust -> crust server" "crust copying -> crust")
 [ -n "$CRIU" ] && LABELS+=("crust -> CRIU server" "CRIU -> crust server" "CRIU -> CRIU server")
 for _ in $(seq "$REPS"); do
     one "$CRUST" "$CRUST" "crust -> crust server"
+    # the copy out of the task (CRUST_PS_SPLICE=0), as before vmsplice
+    [ -z "${TLS:-}" ] && one "$CRUST" "$CRUST" "crust copying -> crust" CRUST_PS_SPLICE=0
     if [ -n "$CRIU" ]; then
         one "$CRIU" "$CRUST" "crust -> CRIU server"
         one "$CRUST" "$CRIU" "CRIU -> crust server"

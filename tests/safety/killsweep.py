@@ -482,6 +482,19 @@ class PageServerTrackMem(TrackMem):
         TrackMem.release(self, img)
 
 
+class PageServer(PageServerTrackMem):
+    """Dumps (-R: the target runs on after a finished one) that send their
+    pages to a page server of their own, through a pipe planted in the
+    target (issue 15): whatever the moment crust died, the target's maps
+    and fds are as before (no pipe, no scratch area left)."""
+
+    def extra(self):
+        return PageServerTrackMem.extra(self)[1:]
+
+    def release(self, img):
+        self.stop_server(10)
+
+
 def freezer_available():
     if os.access(os.path.join(FREEZER, "cgroup.procs"), os.W_OK):
         return None
@@ -1002,6 +1015,11 @@ CASES = [
     DumpSweep("pre-dump --page-server ", (signal.SIGKILL, signal.SIGTERM), leave=(False,), groups=(False,),
               command="pre-dump", requires=lambda: crust_can("mem_dirty_track"),
               context=PageServerTrackMem),
+    # A dump to a page server: the pages vmspliced by the target into a
+    # pipe planted in it (-R only: without it the pages would be on the
+    # server, not in the images a gone target is restored from).
+    DumpSweep("dump --page-server ", (signal.SIGKILL, signal.SIGTERM), leave=(True,), groups=(False,),
+              context=PageServer),
     # The -R copy phase (a snapshot's pages copied while the tree runs):
     # the first case's delays span a whole dump -R; this one kills the
     # worker itself once the tree was let go.

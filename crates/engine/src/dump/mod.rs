@@ -12,6 +12,7 @@ mod precopy;
 mod predump;
 mod seize;
 mod snapshot;
+mod vmsplice;
 
 use crate::cgroup::dump::CgDump;
 use crate::files::filelocks::LockDump;
@@ -494,6 +495,11 @@ fn dump_tree(
     // Counted from the pages files this dump writes.
     let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
+    // Without TLS, the pages go to the server from the tracer, through a
+    // pipe in each task (`vmsplice.rs`).
+    let pipe_to = ps
+        .filter(|p| vmsplice::wanted() && p.splices())
+        .map(|p| (p, opts.lazy_pages));
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || pagejob::worker(dir, opts, queue, ps));
         let walked = (|| -> Result<(), Error> {
@@ -510,6 +516,7 @@ fn dump_tree(
                     snap: snapshot::wanted(opts) && ps.is_none() && !chain.is_precopy(),
                     chain: &mut *chain,
                     early: &mut early,
+                    piped: pipe_to,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -524,7 +531,8 @@ fn dump_tree(
         (walked, pages)
     });
     walked?;
-    let (counts, page_us, deferred) = pages?;
+    let (mut counts, page_us, deferred) = pages?;
+    counts.add(&walk.piped);
     let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
     // timens-0.img (the dumping tool's clocks) is written only for a tree
     // in crust's time namespace, as CRIU does: one in its own has
@@ -618,6 +626,8 @@ struct Walk<'a> {
     kobjs: KobjIds,
     next_pages: u32,
     memdump_time_us: u64,
+    /// Pages the tracer moved itself (`Sinks::piped`).
+    piped: mem::PageCounts,
     pstree: Vec<PstreeEntry>,
 }
 
@@ -637,6 +647,7 @@ impl<'a> Walk<'a> {
             kobjs: KobjIds::default(),
             next_pages: 1,
             memdump_time_us: 0,
+            piped: mem::PageCounts::default(),
             pstree: Vec::with_capacity(procs),
         }
     }
@@ -694,7 +705,8 @@ impl<'a> Walk<'a> {
             pages_id: self.next_pages,
             ns,
         };
-        dump_process(proc, p, &stat, &status, out, &ids)?;
+        let piped = dump_process(proc, p, &stat, &status, out, &ids)?;
+        self.piped.add(&piped);
         self.memdump_time_us += us_since(t_mem);
         self.pstree
             .push(entry(tids.iter().map(|t| *t as u32).collect()));
@@ -839,7 +851,7 @@ fn dump_process(
     status: &crust_proc::Status,
     out: &mut Sinks<'_>,
     ids: &ProcIds,
-) -> Result<(), Error> {
+) -> Result<mem::PageCounts, Error> {
     let (dir, jobs) = (out.dir, out.jobs);
     let files = &mut *out.files;
     let pid = p.pid;
@@ -873,7 +885,7 @@ fn dump_process(
     // error comes out when it is joined.
     let vmas = std::sync::Arc::new(vmas);
     out.vmas_of.insert(pid, vmas.clone());
-    let _ = jobs.send(PageJob {
+    let job = PageJob {
         pid,
         nspid,
         vmas: vmas.clone(),
@@ -882,7 +894,14 @@ fn dump_process(
         uffd,
         since: out.chain.dirty(pid, nspid, &vmas),
         lazy: lazy::ranges(&vmas, &p.threads),
-    });
+    };
+    let piped = match out.piped {
+        Some((ps, leave_lazy)) if job.uffd.is_none() => job.run_piped(ps, p, leave_lazy)?,
+        _ => {
+            let _ = jobs.send(job);
+            mem::PageCounts::default()
+        }
+    };
     let to = (dir, out.cg);
     write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
     debug!("{pid}: cores written by {} us", us_since(t0));
@@ -923,7 +942,7 @@ fn dump_process(
     if !kobj.files_shared {
         write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
     }
-    Ok(())
+    Ok(piped)
 }
 
 /// Run the syscalls that read what only a task itself can tell (signal
@@ -1114,6 +1133,9 @@ struct Sinks<'a> {
     chain: &'a mut predump::Chain,
     /// The root's VMAs read before the freeze.
     early: &'a mut Option<mem::EarlyVmas>,
+    /// The page server whose streams take pipes, and `--lazy-pages`: the
+    /// tracer moves each process's pages itself ([`PageJob::run_piped`]).
+    piped: Option<(&'a crate::pageserver::PageServerSink, bool)>,
 }
 
 /// The kobj ids of a task: `id` for its mm, files, fs and sighand, and

@@ -61,7 +61,7 @@ impl PageJob {
     /// `cow_parent`, the parent's very pages as `COW_PARENT` runs; with
     /// `leave_lazy`, lazy pages announced, not stored).
     fn run(
-        self,
+        mut self,
         sink: &dyn mem::PageSink,
         (cow_parent, leave_lazy): (bool, bool),
         deferred: &mut Vec<mem::snapshot::Prepared>,
@@ -72,10 +72,22 @@ impl PageJob {
         };
         // An incremental dump copies while frozen: the snapshot's copy
         // knows no parent set (its userfaultfd, dropped, lets go of all).
-        if let Some(u) = self.uffd.filter(|_| self.since.is_none()) {
+        if let Some(u) = self.uffd.take().filter(|_| self.since.is_none()) {
             let job = (self.pid, self.nspid as u64, &self.vmas[..], self.pages_id);
             return snapshot::prepare_or_copy(job, sink, parent, u, deferred);
         }
+        self.copy(sink, parent(), leave_lazy, None)
+    }
+
+    /// The pages of a process not copied as a snapshot, into `sink`
+    /// (through `pipe` if given: see [`PageJob::run_piped`]).
+    fn copy(
+        &self,
+        sink: &dyn mem::PageSink,
+        parent: Option<mem::CowParent<'_>>,
+        leave_lazy: bool,
+        pipe: Option<&mut dyn mem::TaskPipe>,
+    ) -> Result<mem::PageCounts, Error> {
         let since = self.since.as_ref().map(super::predump::as_since);
         let (pid, id, vmas) = (self.pid, self.nspid as u64, &self.vmas);
         let lazy = mem::LazyMark {
@@ -88,9 +100,25 @@ impl PageJob {
             sink,
             vmas,
             self.pages_id,
-            parent(),
+            parent,
             since,
             Some(lazy),
+            pipe,
         )
+    }
+
+    /// Run the job on the tracer (a dump to a page server without TLS):
+    /// the pages of `p` go through a pipe planted in it
+    /// (`super::vmsplice`), spliced to the server, never copied by crust.
+    /// Not a snapshot, and no `COW_PARENT` runs (the page server cannot
+    /// take them).
+    pub(super) fn run_piped(
+        self,
+        sink: &dyn mem::PageSink,
+        p: &mut super::Proc,
+        leave_lazy: bool,
+    ) -> Result<mem::PageCounts, Error> {
+        let vmas = self.vmas.clone();
+        super::vmsplice::with_pipe(p, &vmas, |pipe| self.copy(sink, None, leave_lazy, pipe))
     }
 }

@@ -700,7 +700,7 @@ pub fn dump_pages(
     pages_id: u32,
     parent: Option<CowParent<'_>>,
 ) -> Result<PageCounts, Error> {
-    dump_pages_since(pid, id, sink, vmas, pages_id, parent, None, None)
+    dump_pages_since(pid, id, sink, vmas, pages_id, parent, None, None, None)
 }
 
 /// [`dump_pages`] of an incremental dump: with `since`, only the pages
@@ -709,6 +709,10 @@ pub fn dump_pages(
 ///
 /// With `lazy`, pages that may be restored lazily are marked `PE_LAZY`
 /// (with `lazy.leave`, not stored: left on the source).
+///
+/// With `pipe` (the tree frozen, and a stream that takes pipes), the
+/// pages go through the task's pipe instead of being copied
+/// ([`super::TaskPipe`]).
 #[allow(clippy::too_many_arguments)]
 pub fn dump_pages_since(
     pid: i32,
@@ -719,13 +723,26 @@ pub fn dump_pages_since(
     parent: Option<CowParent<'_>>,
     since: Option<Since<'_>>,
     lazy: Option<LazyMark<'_>>,
+    pipe: Option<&mut dyn super::TaskPipe>,
 ) -> Result<PageCounts, Error> {
     let mut scan = scan(pid, vmas, &parent, since)?;
     if let Some(m) = lazy {
         scan.mark_lazy(m);
     }
     let plan = PagePlan(scan);
-    write_pages(pid, id, sink, vmas, pages_id, &plan, false)
+    let how = match pipe {
+        Some(p) => Reading::Pipe(p),
+        None => Reading::Copy { running: false },
+    };
+    write_pages_by(pid, (id, pages_id), sink, vmas, &plan, how)
+}
+
+/// How [`write_pages_by`] takes the pages out of the task.
+enum Reading<'a> {
+    /// Copied (`running`: see [`write_pages`]).
+    Copy { running: bool },
+    /// Through the frozen task's pipe, when the stream takes pipes.
+    Pipe(&'a mut dyn super::TaskPipe),
 }
 
 /// Which pages of a process to store and which to announce (the scan of
@@ -753,11 +770,30 @@ pub fn write_pages(
     plan: &PagePlan,
     running: bool,
 ) -> Result<PageCounts, Error> {
+    let how = Reading::Copy { running };
+    write_pages_by(pid, (id, pages_id), sink, vmas, plan, how)
+}
+
+/// [`write_pages`], the pages taken out of the task as `how` says.
+fn write_pages_by(
+    pid: i32,
+    (id, pages_id): (u64, u32),
+    sink: &dyn PageSink,
+    vmas: &[Vma],
+    plan: &PagePlan,
+    how: Reading<'_>,
+) -> Result<PageCounts, Error> {
     let s = &plan.0;
     let mut counts = s.counts;
     let mut out = sink.open(PageOwner::Task { id, pages_id })?;
     out.runs(&s.entries())?;
-    counts.written = read_task_pages(pid, &s.runs, &mut *out, None, running)?;
+    counts.written = match how {
+        Reading::Pipe(p) if out.takes_pipe() => {
+            super::piped::pipe_task_pages(pid, &s.runs, &mut *out, p)?
+        }
+        Reading::Pipe(_) => read_task_pages(pid, &s.runs, &mut *out, None, false)?,
+        Reading::Copy { running } => read_task_pages(pid, &s.runs, &mut *out, None, running)?,
+    };
     out.finish()?;
     debug!(
         "{pid}: {} pages scanned, {} written in {} runs, {} zero pages left out, {} shared with the parent, {} in the parent image set, {} left for lazy restore",

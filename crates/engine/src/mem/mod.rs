@@ -23,6 +23,7 @@ mod guard;
 pub(crate) mod huge;
 pub mod keeper;
 mod pages;
+mod piped;
 mod restore;
 mod shmem;
 pub mod snapshot;
@@ -41,6 +42,7 @@ pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
 pub(crate) use pages::{note_pages, write_pagemap_named};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};
+pub use piped::TaskPipe;
 pub use restore::{
     cow_candidates, inherited_vmas, map_socket_vmas, protect_vmas, restore_vmas, set_mm_map,
 };

@@ -368,6 +368,45 @@ pub trait PageSink: Sync {
 pub trait PageStream {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// Takes pages out of a pipe without copying them
+    /// ([`PageStream::pipe_pages`] is worth a task's vmsplice).
+    fn takes_pipe(&self) -> bool {
+        false
+    }
+    /// The next `len` bytes of pages, as [`PageStream::pages`] would take
+    /// them, queued in `pipe`: all of them are taken out of it. By
+    /// default read into a buffer and given to [`PageStream::pages`].
+    fn pipe_pages(&mut self, pipe: std::os::fd::BorrowedFd<'_>, len: u64) -> Result<(), Error> {
+        use std::io::Read;
+        let io = |op: &str, e| Error::Sys {
+            pid: 0,
+            op: op.to_string(),
+            source: e,
+        };
+        let mut from = pipe
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| io("dup a pipe of pages", e))?;
+        let mut buf = vec![0u8; (len as usize).min(super::BATCH)];
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let dst = buf.get_mut(..want).unwrap_or_default();
+            let n = from
+                .read(dst)
+                .map_err(|e| io("read pages from a pipe", e))?;
+            if n == 0 {
+                return Err(Error::Sys {
+                    pid: 0,
+                    op: format!("the pipe ended {left} bytes before the pages did"),
+                    source: std::io::Error::from_raw_os_error(libc::EIO),
+                });
+            }
+            self.pages(buf.get(..n).unwrap_or_default())?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
     /// How many pages of the owner were looked at (a shared memory object:
     /// its size), for the dump's statistics.
     fn scanned(&mut self, _pages: u64) {}

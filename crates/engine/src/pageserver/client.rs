@@ -75,6 +75,12 @@ impl PageServerSink {
         Ok(i32::from_ne_bytes(ans) > 0)
     }
 
+    /// Can the pages of a stream be spliced to the server (plain TCP;
+    /// TLS must see the bytes)?
+    pub fn splices(&self) -> bool {
+        !self.lock().is_tls()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Conn> {
         self.conn
             .lock()
@@ -283,6 +289,34 @@ impl PageStream for ServerStream<'_> {
             }
             self.left -= n as u64;
             bytes = rest;
+        }
+        Ok(())
+    }
+
+    fn takes_pipe(&self) -> bool {
+        !self.tls
+    }
+
+    fn pipe_pages(&mut self, pipe: std::os::fd::BorrowedFd<'_>, len: u64) -> Result<(), Error> {
+        if self.tls {
+            return Err(self.bad_count(
+                "pages offered through a pipe to a TLS connection (crust bug)".to_string(),
+            ));
+        }
+        self.written += len;
+        let mut rest = len;
+        while rest > 0 {
+            if self.left == 0 && !self.next_run()? {
+                return Err(self.bad_count(format!(
+                    "{rest} bytes of pages more than the runs announce (crust bug)"
+                )));
+            }
+            let n = self.left.min(rest);
+            self.drain()?;
+            self.conn
+                .splice_from(pipe, n, "cannot send pages to the page server")?;
+            self.left -= n;
+            rest -= n;
         }
         Ok(())
     }

@@ -214,6 +214,45 @@ impl Conn {
             .map_err(|e| ps_err(&self.peer, what.to_string(), e))
     }
 
+    /// Move exactly `len` bytes queued in `pipe` to the socket with
+    /// splice (no copy through crust): plain TCP only, TLS must see the
+    /// bytes.
+    pub fn splice_from(
+        &mut self,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        len: u64,
+        what: &str,
+    ) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let sk = match &self.inner {
+            Inner::Plain(s) => s,
+            _ => {
+                return Err(ps_err(
+                    &self.peer,
+                    what.to_string(),
+                    std::io::Error::from(std::io::ErrorKind::Unsupported),
+                ))
+            }
+        };
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(isize::MAX as u64) as usize;
+            match crust_sys::pipe::splice_out(pipe, sk.as_fd(), n, libc::SPLICE_F_MORE) {
+                Ok(0) => {
+                    return Err(ps_err(
+                        &self.peer,
+                        format!("{what}: the pipe ended {left} bytes early"),
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ))
+                }
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ps_err(&self.peer, what.to_string(), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Read exactly `buf.len()` bytes.
     pub fn recv(&mut self, buf: &mut [u8], what: &str) -> Result<(), Error> {
         self.read_exact(buf)
