@@ -104,7 +104,11 @@ fn reap(child: i32, what: &str) -> Result<(), String> {
     let mut st = 0;
     // SAFETY: waits for our own child; `st` is writable.
     let r = unsafe { libc::waitpid(child, &mut st, 0) };
-    ensure!(r == child, "waitpid of {what} failed");
+    ensure!(
+        r == child,
+        "waitpid of {what} failed ({r}: {})",
+        std::io::Error::last_os_error()
+    );
     ensure!(
         libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
         "{what} found wrong memory (status {st:#x})"
