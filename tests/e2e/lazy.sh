@@ -101,6 +101,65 @@ t_lazy_daemon_killed() {
     return 0
 }
 
+# The daemon and its guard die together (one SIGKILL for both) before
+# the pages are in: the userfaultfds' last holders are gone, but the guard
+# traced the tree with PTRACE_O_EXITKILL, so the kernel kills it. Without
+# that the process would run on zero pages: told to check its memory
+# (SIGUSR1), it would write a failed result.
+t_lazy_guard_killed() {
+    need_cr || return $?
+    local procs
+    start_prog lazymem --mb 64 || return 1
+    do_dump "$D/img" || return 1
+    lazy_daemon "$D/img" CRUST_LAZY_PREFETCH=0 || return 1
+    do_restore "$D/img" "" --lazy-pages || return 1
+    grep -q "the guard traces the tree" "$D/img/lazy.log" ||
+        { fail "the daemon does not say its guard traces the tree" "$D/img/lazy.log"; return 1; }
+    procs=$(pgrep -f "lazy-pages -D $D/img" | tr '\n' ' ')
+    [ "$(echo $procs | wc -w)" -eq 2 ] || { fail "not a daemon and a guard: $procs"; return 1; }
+    # shellcheck disable=SC2086
+    kill -KILL $procs
+    kill -USR1 "$PID" 2>/dev/null
+    wait_gone "$PID" 5 || { fail "the restored process survived its daemon and guard (state $(pstate "$PID"))" "$D/img/lazy.log"; return 1; }
+    [ -e "$D/result" ] && { fail "the process wrote a result: $(cat "$D/result")"; return 1; }
+    return 0
+}
+
+# The restored tree behaves as untraced while the guard traces it: a
+# SIGSTOP stops it (state T, or t under PTRACE_LISTEN), SIGCONT wakes
+# it, SIGUSR1 reaches its handler, and SIGTERM ends it with its own
+# result once every page is in; the guard then lets go (no tracer left).
+t_lazy_traced_signals() {
+    need_cr || return $?
+    start_prog lazymem --mb 32 || return 1
+    do_dump "$D/img" || return 1
+    lazy_daemon "$D/img" CRUST_LAZY_PREFETCH=0 || return 1
+    do_restore "$D/img" "" --lazy-pages || return 1
+    grep -q "the guard traces the tree" "$D/img/lazy.log" ||
+        { fail "the daemon does not say its guard traces the tree" "$D/img/lazy.log"; return 1; }
+    local tracer
+    tracer=$(awk '/^TracerPid:/ {print $2}' "/proc/$PID/status")
+    [ "${tracer:-0}" -ne 0 ] || { fail "the restored process is not traced while pages are left"; return 1; }
+    kill -STOP "$PID"
+    local n=50
+    # T, or t: a group stop left to a tracer's PTRACE_LISTEN shows as t.
+    while [ $n -gt 0 ] && ! [[ "$(pstate "$PID")" =~ ^[Tt]$ ]]; do sleep 0.1; n=$((n - 1)); done
+    [[ "$(pstate "$PID")" =~ ^[Tt]$ ]] || { fail "SIGSTOP did not stop the traced process (state $(pstate "$PID"))"; return 1; }
+    # Still stopped a while later (the guard does not let it run on).
+    sleep 0.3
+    [[ "$(pstate "$PID")" =~ ^[Tt]$ ]] || { fail "the traced process did not stay stopped (state $(pstate "$PID"))"; return 1; }
+    kill -CONT "$PID"
+    n=50
+    while [ $n -gt 0 ] && [[ "$(pstate "$PID")" =~ ^[Tt]$ ]]; do sleep 0.1; n=$((n - 1)); done
+    [[ "$(pstate "$PID")" =~ ^[Tt]$ ]] && { fail "SIGCONT did not wake the traced process"; return 1; }
+    kill -USR1 "$PID"
+    lazy_wait_done "$D/img" 30 || return 1
+    n=50
+    while [ $n -gt 0 ] && [ "$(awk '/^TracerPid:/ {print $2}' "/proc/$PID/status")" != 0 ]; do sleep 0.1; n=$((n - 1)); done
+    [ "$(awk '/^TracerPid:/ {print $2}' "/proc/$PID/status")" = 0 ] || { fail "still traced after the daemon is done" "$D/img/lazy.log"; return 1; }
+    expect_pass "$D/img/restore.log"
+}
+
 # No daemon listening: the restore fails, naming it, and leaves nothing.
 t_lazy_no_daemon() {
     need_cr || return $?
@@ -115,7 +174,8 @@ t_lazy_no_daemon() {
 }
 
 ALL_TESTS+=(lazy-bigmem lazy-events lazy-fork lazy-ev-fork lazy-ev-dontneed lazy-ev-free lazy-ev-mremap
-    lazy-ev-munmap lazy-ev-mprotect lazy-ev-exit lazy-daemon-killed lazy-no-daemon)
+    lazy-ev-munmap lazy-ev-mprotect lazy-ev-exit lazy-daemon-killed lazy-guard-killed
+    lazy-traced-signals lazy-no-daemon)
 
 # --- Lazy pages from the source (dump --lazy-pages, lazy-pages --page-server)
 

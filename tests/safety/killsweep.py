@@ -44,6 +44,7 @@ failure and `killsweep: N passed, N failed, N skipped`.
 """
 
 import argparse
+import glob
 import os
 import shutil
 import signal
@@ -701,9 +702,17 @@ class PanicCase:
                 tally.ok()
 
 
+def children(pid):
+    """The children of every thread of PID (a tuple of pids)."""
+    out = []
+    for t in glob.glob("/proc/%d/task/*/children" % pid):
+        out.extend(int(w) for w in (read(t) or "").split())
+    return tuple(out)
+
+
 class LazySweep:
-    """Kill the lazy-pages daemon, the restore, or both (VICTIM: "daemon",
-    "restore", "both"; SIGNALS) at STEPS delays over a whole lazy restore
+    """Kill the lazy-pages daemon, the restore, or both, or the daemon and
+    its guard (VICTIM: "daemon", "restore", "both", "guard"; SIGNALS) at STEPS delays over a whole lazy restore
     (`lazy-pages -D IMG` from local images, `restore -d --lazy-pages`):
     afterwards the restored target is either complete (runs, answers, its
     maps and masks as before, and its own check passes: its memory
@@ -736,10 +745,11 @@ class LazySweep:
         why = None
         if delay is not None:
             time.sleep(delay)
-            victims = {"daemon": (d,), "restore": (r,), "both": (d, r)}[self.victim]
+            victims = {"daemon": (d.pid,), "restore": (r.pid,), "both": (d.pid, r.pid),
+                       "guard": (d.pid,) + children(d.pid)}[self.victim]
             for v in victims:
                 try:
-                    os.kill(v.pid, sig)
+                    os.kill(v, sig)
                 except OSError:
                     pass
         try:
@@ -1034,6 +1044,10 @@ CASES = [
     LazySweep("lazy restore", (signal.SIGKILL,), victim="restore",
               requires=lambda: crust_can("uffd-noncoop")),
     LazySweep("lazy daemon and restore", (signal.SIGKILL,), victim="both",
+              requires=lambda: crust_can("uffd-noncoop")),
+    # The daemon and its guard at once: the guard traces the tree with
+    # PTRACE_O_EXITKILL once the restore let it go (lazy/tracer.rs).
+    LazySweep("lazy daemon and guard", (signal.SIGKILL,), victim="guard",
               requires=lambda: crust_can("uffd-noncoop")),
     # The source's side of a lazy migration: dump --lazy-pages killed
     # while it serves pages.

@@ -36,6 +36,7 @@ const PTRACE_GETREGSET: libc::c_uint = 0x4204;
 const PTRACE_SETREGSET: libc::c_uint = 0x4205;
 const PTRACE_SEIZE: libc::c_uint = 0x4206;
 const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
+const PTRACE_LISTEN: libc::c_uint = 0x4208;
 const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
@@ -62,6 +63,13 @@ pub fn seize(pid: i32, opts: u64) -> io::Result<()> {
 /// PTRACE_INTERRUPT: stop a seized task (it reports PTRACE_EVENT_STOP).
 pub fn interrupt(pid: i32) -> io::Result<()> {
     req(PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+}
+
+/// PTRACE_LISTEN: let a seized task in a group stop (PTRACE_EVENT_STOP
+/// with a stop signal) stay stopped as if untraced: a SIGCONT wakes it
+/// (it reports PTRACE_EVENT_STOP again).
+pub fn listen(pid: i32) -> io::Result<()> {
+    req(PTRACE_LISTEN, pid, 0, 0).map(drop)
 }
 
 /// PTRACE_SETOPTIONS.

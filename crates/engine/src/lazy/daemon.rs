@@ -13,7 +13,7 @@
 use super::guard::Guard;
 use super::iovs::Iovs;
 use super::remote::{PageOrigin, Pages, Sources, REMOTE};
-use super::{RESTORE_FINISHED, SOCKET_NAME};
+use super::{GO, HELLO, NOT_ALL_TRACED, RESTORE_FINISHED, SOCKET_NAME, TRACED};
 use crate::util::sys_err;
 use crate::{Error, Options};
 use crust_sys::uffd::Uffd;
@@ -82,8 +82,11 @@ pub fn serve(opts: &Options, ready: &mut dyn FnMut()) -> Result<DaemonStats, Err
         .map_err(sys_err(me, format!("accepting on {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
     log::info!("lazy-pages: the restore connected");
-    // The restore lets the tree run when this connection closes: on a
-    // failure it is closed only after the guard killed the tree.
+    // crust's restore waits for it (CRIU's reads nothing).
+    let _ = crust_sys::unix::send(conn.as_fd(), &[HELLO], None, libc::MSG_NOSIGNAL);
+    // The restore lets the tree run once told GO (or when this connection
+    // closes): on a failure it is closed only after the guard killed the
+    // tree.
     let mut conn = Some(conn.into());
     let result = run(opts, &mut conn, &mut guard, &sources);
     // Every page in: the source may let its tree go. It has answered a
@@ -155,7 +158,7 @@ fn run(
         if conn.is_none() && tasks.iter().all(|t| t.done()) {
             break;
         }
-        let left = conn.is_none() && tasks.iter().any(|t| !t.gone && !t.iovs.is_empty());
+        let left = t0.is_some() && tasks.iter().any(|t| !t.gone && !t.iovs.is_empty());
         let prefetch = left && background;
         let mut fds: Vec<(std::os::fd::BorrowedFd<'_>, i16)> = tasks
             .iter()
@@ -167,29 +170,21 @@ fn run(
         let rev = poll(&fds, if prefetch { 0 } else { 1000 })
             .map_err(sys_err(me, "poll of the userfaultfds"))?;
         drop(fds);
-        if let Some(c) = conn.as_ref() {
-            if rev.last().is_some_and(|&r| r != 0) {
-                match receive(opts, c, guard, sources)? {
-                    Received::Task(t) => {
-                        stats.tasks += 1;
-                        tasks.push(t);
-                    }
-                    Received::Finished => {
-                        log::info!("lazy-pages: the restore is finished");
-                        if let Some(c) = conn.as_ref() {
-                            let tree = tree_of(c);
-                            guard.tree(&tree);
-                            trim_to_registered(&mut tasks, &tree);
-                            commit(&mut tasks, sources)?;
-                        }
-                        // Closing tells the restore it may let the tree
-                        // run: the guard knows it.
-                        drop(conn.take());
-                        t0 = Some(Instant::now());
-                    }
-                    Received::Nothing => {}
+        let from_restore = conn.is_some() && rev.last().is_some_and(|&r| r != 0);
+        match conn.as_ref() {
+            Some(_) if from_restore && t0.is_some() => tree_released(conn, guard),
+            Some(c) if from_restore => match receive(opts, c, guard, sources)? {
+                Received::Task(t) => {
+                    stats.tasks += 1;
+                    tasks.push(t);
                 }
-            }
+                Received::Finished => {
+                    restore_finished(c, &mut tasks, guard, sources)?;
+                    t0 = Some(Instant::now());
+                }
+                Received::Nothing => {}
+            },
+            _ => {}
         }
         let mut busy = false;
         let mut born = Vec::new();
@@ -223,6 +218,44 @@ fn run(
         stats.zero_pages
     );
     Ok(stats)
+}
+
+/// The restore has sent every process: the guard learns the tree, the
+/// pieces are cut to the registered memory, the migration commits, and
+/// the restore is told it may let the tree go ([`GO`]). crust's restore
+/// says when it did ([`tree_released`]).
+fn restore_finished(
+    c: &OwnedFd,
+    tasks: &mut [Served],
+    guard: &mut Guard,
+    sources: &Sources,
+) -> Result<(), Error> {
+    log::info!("lazy-pages: the restore is finished");
+    let tree = tree_of(c);
+    guard.tree(&tree);
+    trim_to_registered(tasks, &tree);
+    commit(tasks, sources)?;
+    // CRIU's restore does not read it (it may have closed already).
+    let _ = crust_sys::unix::send(c.as_fd(), &[GO], None, libc::MSG_NOSIGNAL);
+    Ok(())
+}
+
+/// The restore let the tree go ([`super::RELEASED`]), or went away (CRIU's
+/// restore, or crust's failed and killed the tree): the guard becomes the
+/// tree's tracer, the restore hears whether it traces every task, and the
+/// connection closes.
+fn tree_released(conn: &mut Option<OwnedFd>, guard: &mut Guard) {
+    let Some(c) = conn.take() else { return };
+    let mut word = [0u8; 1];
+    let _ = crust_sys::unix::recvmsg(c.as_fd(), &mut word, libc::MSG_DONTWAIT);
+    let all = guard.trace();
+    if all {
+        log::info!("lazy-pages: the guard traces the tree");
+    } else {
+        log::warn!("lazy-pages: the guard does not trace every task of the tree: killing the daemon and the guard together may let those run on zero pages");
+    }
+    let answer = if all { TRACED } else { NOT_ALL_TRACED };
+    let _ = crust_sys::unix::send(c.as_fd(), &[answer], None, libc::MSG_NOSIGNAL);
 }
 
 /// The host pids of the tree the restore at the other end of `conn` made

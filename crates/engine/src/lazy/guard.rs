@@ -9,13 +9,20 @@
 //! and its descendants): a lazily restored tree is complete or killed,
 //! never running on wrong memory, never left hanging. When the daemon is
 //! done it tells the guard, which exits without touching the tree.
+//!
+//! Once the restore has let the tree go, the guard also becomes the tree's
+//! tracer with PTRACE_O_EXITKILL ([`super::tracer`]): if the daemon and
+//! the guard die together, the kernel kills the tree. It detaches when
+//! the daemon is done.
 
+use super::tracer::Tracer;
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::process::{self, ForkResult};
 use crust_sys::uffd::Uffd;
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 /// The daemon's end of the guard.
 pub struct Guard {
@@ -75,6 +82,25 @@ impl Guard {
         self.send(&m, &[]);
     }
 
+    /// The restore has let the tree go: the guard traces it (see
+    /// [`super::tracer`]). Whether the guard says it traces every task.
+    pub fn trace(&mut self) -> bool {
+        self.send(b"T", &[]);
+        let Some(s) = &self.sock else { return false };
+        let mut b = [0u8; 1];
+        loop {
+            match crust_sys::unix::recvmsg(s.as_fd(), &mut b, 0) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(m) if m.len == 1 => return b == *b"S",
+                _ => {
+                    log::warn!("lazy-pages: the guard is gone: a death of the daemon would leave the tree unguarded");
+                    self.sock = None;
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Every page is in: the guard lets go.
     pub fn done(&mut self) {
         self.send(b"D", &[]);
@@ -97,8 +123,18 @@ impl Guard {
 fn watch(sock: OwnedFd) -> i32 {
     let mut held: Vec<OwnedFd> = Vec::new();
     let mut pids: BTreeSet<i32> = BTreeSet::new();
+    let mut tracer = Tracer::default();
+    let mut sigchld = Sigchld::open();
     let mut buf = vec![0u8; 64 << 10];
     loop {
+        if tracer.active() {
+            // Stops and exits of the tree wait for the guard.
+            let readable = sigchld.wait(Some(sock.as_fd()), None);
+            tracer.reap(false);
+            if !readable {
+                continue;
+            }
+        }
         let m = match crust_sys::unix::recvmsg(sock.as_fd(), &mut buf, 0) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -114,14 +150,71 @@ fn watch(sock: OwnedFd) -> i32 {
                         .filter(|&p| p > 0),
                 );
             }
-            Some([b'D', ..]) => return 0,
+            Some([b'T', ..]) => {
+                let all = tracer.seize_tree(&pids);
+                let _ = crust_sys::unix::send(
+                    sock.as_fd(),
+                    if all { b"S" } else { b"F" },
+                    None,
+                    libc::MSG_NOSIGNAL,
+                );
+            }
+            Some([b'D', ..]) => {
+                tracer.detach_all(&mut |d| {
+                    sigchld.wait(None, Some(d));
+                });
+                return 0;
+            }
             // 'K', or the daemon died (end of file).
             _ => break,
         }
     }
+    pids.extend(tracer.tasks());
     kill_all(&pids);
     drop(held);
+    // Exiting kills whatever is still traced (EXITKILL).
     1
+}
+
+/// SIGCHLD as a file the guard polls (blocked, read from a signalfd);
+/// without one, the guard looks every 10 ms.
+struct Sigchld(Option<std::fs::File>);
+
+impl Sigchld {
+    fn open() -> Sigchld {
+        let fd = crust_sys::process::block_sigchld().ok().and_then(|()| {
+            crust_sys::events::signalfd(
+                1 << (libc::SIGCHLD - 1),
+                libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+            )
+            .ok()
+        });
+        Sigchld(fd.map(std::fs::File::from))
+    }
+
+    /// Sleep until `sock` is readable, a SIGCHLD came, or `limit` passed
+    /// (10 ms without a signalfd). Whether `sock` is readable.
+    fn wait(&mut self, sock: Option<BorrowedFd<'_>>, limit: Option<Duration>) -> bool {
+        let mut fds: Vec<(BorrowedFd<'_>, i16)> = sock.iter().map(|s| (*s, libc::POLLIN)).collect();
+        let ms = match (&self.0, limit) {
+            (None, _) => 10,
+            (Some(_), None) => -1,
+            (Some(_), Some(d)) => d.as_millis().min(i32::MAX as u128) as i32,
+        };
+        if let Some(f) = &self.0 {
+            fds.push((f.as_fd(), libc::POLLIN));
+        }
+        let rev = crust_sys::uffd_missing::poll(&fds, ms);
+        self.drain();
+        sock.is_some() && rev.is_ok_and(|r| r.first().is_some_and(|&e| e != 0))
+    }
+
+    /// Read every pending SIGCHLD.
+    fn drain(&mut self) {
+        let Some(f) = &mut self.0 else { return };
+        let mut b = [0u8; 128 * 8];
+        while std::io::Read::read(f, &mut b).is_ok_and(|n| n > 0) {}
+    }
 }
 
 /// SIGKILL to `pids` and every descendant of theirs, descendants found

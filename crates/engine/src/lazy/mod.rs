@@ -33,6 +33,7 @@ mod guard;
 pub(crate) mod iovs;
 pub mod marks;
 pub mod remote;
+mod tracer;
 
 use crate::mem::{FillRun, PageRun, PageSource};
 use crate::task::remote::Remote;
@@ -190,11 +191,24 @@ pub fn open_in_task(
     })
 }
 
+/// crust's daemon's first word, once it accepted the restore's connection.
+pub const HELLO: u8 = b'C';
+/// crust's daemon's word after [`RESTORE_FINISHED`]: the tree may go,
+/// and the daemon wants to hear when it did ([`RELEASED`]).
+pub const GO: u8 = b'G';
+/// The restore's word once the tree runs: the daemon's guard traces it.
+pub const RELEASED: u8 = b'R';
+/// The daemon's answer to [`RELEASED`]: its guard traces every task of
+/// the tree (`S`) or not all of them (`F`).
+pub const TRACED: u8 = b'S';
+pub const NOT_ALL_TRACED: u8 = b'F';
+
 /// Register every task's lazy ranges (MISSING mode) and send the tasks to
 /// the lazy-pages daemon listening in `work_dir`. Called once every
 /// process of the tree exists and is built, before any runs. On error the
-/// caller kills the tree.
-pub fn hand_over(tasks: &[LazyTask], work_dir: &Path) -> Result<(), Error> {
+/// caller kills the tree. With crust's daemon, a [`Handover`] to tell it
+/// once the tree runs; the caller keeps the userfaultfds until then.
+pub fn hand_over(tasks: &[LazyTask], work_dir: &Path) -> Result<Option<Handover>, Error> {
     let me = crust_sys::process::getpid();
     for t in tasks {
         for r in &t.ranges {
@@ -218,6 +232,7 @@ pub fn hand_over(tasks: &[LazyTask], work_dir: &Path) -> Result<(), Error> {
             path.display()
         ),
     ))?;
+    let crust_daemon = greeting(&sock)?;
     for t in tasks {
         let what = format!("sending process {} to the lazy-pages daemon", t.pid);
         crust_sys::unix::send(sock.as_fd(), &t.pid.to_ne_bytes(), None, 0)
@@ -228,18 +243,106 @@ pub fn hand_over(tasks: &[LazyTask], work_dir: &Path) -> Result<(), Error> {
     crust_sys::unix::send(sock.as_fd(), &RESTORE_FINISHED.to_ne_bytes(), None, 0).map_err(
         sys_err(me, "telling the lazy-pages daemon the restore is finished"),
     )?;
-    // crust's daemon closes the connection once its guard knows the tree
-    // (see `daemon`); the tree runs only then. CRIU's daemon does not
-    // close it: the wait ends after a while.
-    let _ = sock.shutdown(std::net::Shutdown::Write);
-    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(3)));
-    let mut rest = [0u8; 16];
-    let _ = std::io::Read::read(&mut &sock, &mut rest);
     log::info!(
         "lazy restore: {} processes handed to the lazy-pages daemon",
         tasks.len()
     );
-    Ok(())
+    if !crust_daemon {
+        // CRIU's daemon: the tree runs at once.
+        return Ok(None);
+    }
+    // crust's daemon says GO once its guard knows the tree (see `daemon`);
+    // the tree runs only then. The end of the connection first: the
+    // daemon failed or died, the tree is killed.
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let mut word = [0u8; 1];
+    match std::io::Read::read(&mut &sock, &mut word) {
+        Ok(1) if word == [GO] => Ok(Some(Handover { sock })),
+        Ok(_) => Err(Error::Restore {
+            pid: me,
+            what: "the lazy-pages daemon went away before the tree ran (see its log)".into(),
+        }),
+        Err(e) => Err(sys_err(me, "waiting for the lazy-pages daemon's go")(e)),
+    }
+}
+
+/// Whether the daemon at the end of `sock` is crust's: it says [`HELLO`]
+/// when it accepts. CRIU's says nothing: a daemon that is the same
+/// program as this one is waited for, any other 3 s. The end of the
+/// connection: the daemon died.
+fn greeting(sock: &std::os::unix::net::UnixStream) -> Result<bool, Error> {
+    let me = crust_sys::process::getpid();
+    let same = crust_sys::unix::peer_cred(sock.as_fd())
+        .ok()
+        .and_then(|(pid, _, _)| {
+            let peer = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+            let mine = std::fs::metadata("/proc/self/exe").ok()?;
+            use std::os::unix::fs::MetadataExt;
+            Some(pid > 0 && peer.dev() == mine.dev() && peer.ino() == mine.ino())
+        })
+        .unwrap_or(false);
+    let wait = std::time::Duration::from_secs(if same { 60 } else { 3 });
+    let _ = sock.set_read_timeout(Some(wait));
+    let mut word = [0u8; 1];
+    match std::io::Read::read(&mut &*sock, &mut word) {
+        Ok(1) if word == [HELLO] => Ok(true),
+        Err(e)
+            if !same
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+        {
+            log::info!("lazy restore: the lazy-pages daemon says nothing: CRIU's, the tree runs once handed over");
+            Ok(false)
+        }
+        Ok(_) => Err(Error::Restore {
+            pid: me,
+            what: "the lazy-pages daemon closed the connection at once (see its log)".into(),
+        }),
+        Err(e) => Err(sys_err(me, "waiting for the lazy-pages daemon's greeting")(
+            e,
+        )),
+    }
+}
+
+/// The connection to crust's lazy-pages daemon after the hand-over.
+pub struct Handover {
+    sock: std::os::unix::net::UnixStream,
+}
+
+impl Handover {
+    /// The tree runs: the daemon's guard becomes its tracer (see
+    /// `lazy/tracer.rs`). An error when the daemon went away first (its
+    /// guard, if alive, killed the tree; the caller kills what is left).
+    pub fn released(self) -> Result<(), Error> {
+        let me = crust_sys::process::getpid();
+        let gone = |why: String| Error::Restore {
+            pid: me,
+            what: format!("the lazy-pages daemon went away before its guard took the tree ({why})"),
+        };
+        crust_sys::unix::send(self.sock.as_fd(), &[RELEASED], None, libc::MSG_NOSIGNAL)
+            .map_err(|e| gone(e.to_string()))?;
+        let _ = self
+            .sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)));
+        let mut word = [0u8; 1];
+        match std::io::Read::read(&mut &self.sock, &mut word) {
+            Ok(1) if word == [TRACED] => {
+                log::info!("lazy restore: the daemon's guard traces the tree");
+                Ok(())
+            }
+            Ok(1) if word == [NOT_ALL_TRACED] => {
+                log::warn!(
+                    "lazy restore: the daemon's guard could not trace every task: killing the \
+                     daemon and the guard together may let those run on zero pages"
+                );
+                Ok(())
+            }
+            Ok(_) => Err(gone("end of file".into())),
+            Err(e) => Err(gone(e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]

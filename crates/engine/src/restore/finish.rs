@@ -69,14 +69,21 @@ pub(super) fn restore_loaded(
     }
     // `--lazy-pages`: the lazy memory registered and the userfaultfds
     // handed to the daemon, every task still stopped.
+    let mut handover = None;
     if opts.lazy_pages {
-        if let Err(e) = crate::lazy::hand_over(&created.lazy, &opts.work_dir()) {
-            created.kill_all();
-            return Err(e);
+        match crate::lazy::hand_over(&created.lazy, &opts.work_dir()) {
+            Ok(h) => handover = h,
+            Err(e) => {
+                created.kill_all();
+                return Err(e);
+            }
         }
     }
-    // The daemon and its guard hold them now.
-    created.lazy.clear();
+    // The daemon and its guard hold them now; crust keeps its copies
+    // until the guard traces the tree (`lazy::Handover::released`): if the
+    // daemon and the guard die meanwhile, the tree waits at its faults and
+    // crust kills it.
+    let uffds = std::mem::take(&mut created.lazy);
     // Past every check: what the kinds made on the file system (bound
     // socket files) stays; before this, dropping it removes it.
     created.shared.keep();
@@ -96,6 +103,11 @@ pub(super) fn restore_loaded(
         kill_released(&pids);
         return Err(e);
     }
+    if let Some(Err(e)) = handover.map(crate::lazy::Handover::released) {
+        kill_released(&pids);
+        return Err(e);
+    }
+    drop(uffds);
     logged_hook(opts, crate::Action::PostResume, root_pid);
     created.ipc.keep();
     cgroups.keep();

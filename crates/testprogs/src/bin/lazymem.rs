@@ -102,9 +102,20 @@ fn fds() -> Vec<String> {
 /// Wait for our child `child`; Ok if it exited with 0.
 fn reap(child: i32, what: &str) -> Result<(), String> {
     let mut st = 0;
-    // SAFETY: waits for our own child; `st` is writable.
-    let r = unsafe { libc::waitpid(child, &mut st, 0) };
-    ensure!(r == child, "waitpid of {what} failed");
+    // SIGTERM (its handler has no SA_RESTART) may come while the child
+    // still checks: wait again.
+    let r = loop {
+        // SAFETY: waits for our own child; `st` is writable.
+        let r = unsafe { libc::waitpid(child, &mut st, 0) };
+        if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break r;
+        }
+    };
+    ensure!(
+        r == child,
+        "waitpid of {what} failed ({r}: {})",
+        std::io::Error::last_os_error()
+    );
     ensure!(
         libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
         "{what} found wrong memory (status {st:#x})"
