@@ -23,7 +23,8 @@
 # --dirty-mb 12`: pre-dump, 12 MiB rewritten, pre-dump, 12 MiB rewritten,
 # dump --prev-images-dir): its frozen time, for crust (and "before").
 # CRIU cannot make such a chain here (no soft-dirty); FROZEN_NO_CHAIN=1
-# leaves that part out. Needs root and
+# leaves that part out. FROZEN_TOOLS="before crust snap" (say) runs only
+# the tools named (before, crust, snap, frozen, criu). Needs root and
 # `cargo build --release -p crust -p crust-testprogs`, and free memory for
 # the largest size plus its images (images go to $BENCH_DIR, default a
 # directory under /tmp). Kills every process it starts, removes its files.
@@ -90,6 +91,8 @@ one() {
 TOOLS=(crust snap frozen)
 [[ -n $BEFORE ]] && TOOLS=(before "${TOOLS[@]}")
 [[ -n $CRIU ]] && TOOLS+=(criu)
+# FROZEN_TOOLS="before crust snap" (say) runs only those.
+[[ -n ${FROZEN_TOOLS:-} ]] && read -ra TOOLS <<<"$FROZEN_TOOLS"
 printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
 for mb in "${SIZES[@]}"; do
     rm -f "$WORK/ready"
