@@ -491,6 +491,13 @@ impl Task {
         let pid = self.pid;
         pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
         let status = self.wait_bounded()?;
+        self.trap_result(status)
+    }
+
+    /// The result of a remote syscall at a trapping site, from the stop
+    /// `status` it ended with: the int3 right after the `syscall`.
+    fn trap_result(&self, status: WaitStatus) -> Result<i64> {
+        let pid = self.pid;
         if !matches!(
             status,
             WaitStatus::Stopped {
@@ -515,6 +522,25 @@ impl Task {
             });
         }
         Ok(after.rax as i64)
+    }
+
+    /// [`Task::syscall_clone`] at a trapping site, loaded: resumed with
+    /// PTRACE_CONT, the task stops at the clone event (success) and, resumed
+    /// again, at the int3 after the `syscall` (a failure stops there at
+    /// once): two stops instead of the three of entry, event and exit.
+    fn clone_to_trap(&mut self) -> Result<(i64, Option<i32>)> {
+        let pid = self.pid;
+        pt(pid, "PTRACE_CONT", ptrace::cont(pid, 0))?;
+        match self.wait_bounded()? {
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 1..=3,
+            } => {
+                let msg = pt(pid, "PTRACE_GETEVENTMSG", ptrace::get_event_msg(pid))?;
+                Ok((self.run_to_trap()?, Some(msg as i32)))
+            }
+            status => Ok((self.trap_result(status)?, None)),
+        }
     }
 
     /// Run `count` syscalls of the table at `table` in the task, all in
@@ -570,6 +596,9 @@ impl Task {
         self.block_signals()?;
         let pid = self.pid;
         self.load_syscall(nr, args)?;
+        if self.trap_after {
+            return self.clone_to_trap();
+        }
         self.step_syscall("remote clone entry")?;
         // Next: either the fork/clone event stop (success) or the exit stop
         // (failure).

@@ -35,11 +35,6 @@ pub(super) fn build_rest(
     // Packet socket rings mapped through those fds.
     mem::map_socket_vmas(&mut r, &live.mm, &files.fds)?;
     enter_dirs(&mut r, pid, live, shared)?;
-    r.call(
-        "umask",
-        libc::SYS_umask,
-        [live.fs.umask.unwrap_or(0o022) as u64, 0, 0, 0, 0, 0],
-    )?;
 
     // 5. Signals, timers, limits, rseq, and credentials last; per thread.
     let Some(main_thread) = live.threads.first() else {
@@ -52,11 +47,9 @@ pub(super) fn build_rest(
     let code = Some(crate::task::remote::batch_code(tramp));
     task::apply_core(&mut r, main_core, (pid, pid), code)?;
     task::apply_loginuid(&mut r, main_core)?;
-    task::apply_rseq(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
         let mut tr = Remote::on_trampoline(t, tramp);
         task::apply_core(&mut tr, &ti.core, (pid, ti.tid), code)?;
-        task::apply_rseq(&mut tr, &ti.core)?;
     }
     Ok(())
 }
@@ -107,7 +100,7 @@ pub(super) fn build_creds(
 /// by its path (host paths, reachable before the chroot) or, when it was
 /// deleted, through the description of it crust made (a ghost
 /// directory); then chroot, which leaves the cwd where it is (possibly
-/// outside the new root, as it was).
+/// outside the new root, as it was); then the umask.
 fn enter_dirs(
     r: &mut Remote<'_>,
     pid: i32,
@@ -128,6 +121,9 @@ fn enter_dirs(
             "restoring process {pid} in the deleted root directory {root}"
         )));
     }
+    // chdir by path, chroot and umask run in one stop: their paths at
+    // their own scratch offsets, the table after them.
+    let mut calls = crate::task::remote::Batch::with_table_at(r.batch_code, 2 * PATH_MAX);
     match shared.get(live.fs.cwd_id) {
         Some(fd) => {
             // A free fd number for a moment: above every fd of the table.
@@ -147,21 +143,48 @@ fn enter_dirs(
             entered?;
         }
         None => {
-            let a = r.put_cstr(0, cwd.as_bytes())?;
-            r.call(
-                &format!("chdir {cwd}"),
+            let a = put_path(r, 0, &cwd)?;
+            calls.push(
+                r,
+                format!("chdir {cwd}"),
                 libc::SYS_chdir,
                 [a.get(), 0, 0, 0, 0, 0],
+                None,
             )?;
         }
     }
     if root != "/" {
-        let a = r.put_cstr(0, root.as_bytes())?;
-        r.call(
-            &format!("chroot {root}"),
+        let a = put_path(r, PATH_MAX, &root)?;
+        calls.push(
+            r,
+            format!("chroot {root}"),
             libc::SYS_chroot,
             [a.get(), 0, 0, 0, 0, 0],
+            None,
         )?;
     }
-    Ok(())
+    calls.push(
+        r,
+        "umask".into(),
+        libc::SYS_umask,
+        [live.fs.umask.unwrap_or(0o022) as u64, 0, 0, 0, 0, 0],
+        None,
+    )?;
+    calls.flush(r).map(drop)
+}
+
+/// The longest path the kernel takes, with its NUL: the room of each
+/// path [`enter_dirs`] writes into the scratch area.
+const PATH_MAX: u64 = 4096;
+
+/// Copy `path` to scratch offset `off`, refused when longer than the
+/// kernel takes (it would run into what follows it there).
+fn put_path(r: &mut Remote<'_>, off: u64, path: &str) -> Result<RemoteAddr, Error> {
+    if path.len() as u64 >= PATH_MAX {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("the path {path} is longer than the kernel takes"),
+        });
+    }
+    r.put_cstr(off, path.as_bytes())
 }

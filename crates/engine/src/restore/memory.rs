@@ -377,11 +377,14 @@ pub(super) fn build_memory(
     let host = main.pid();
     let rseq = main.rseq();
     let mut r = Remote::on_trampoline(main, tramp);
-    // 1. Forget crust: its rseq area, its mappings, its fds.
+    // 1. Forget crust: its rseq area, its mappings, its fds (in one
+    // stop: the unregister comes before crust's memory goes).
+    let mut forget = crate::task::remote::Batch::new(Some(crate::task::remote::batch_code(tramp)));
     if let Some(rs) = rseq.filter(|x| x.rseq_abi_pointer != 0) {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
-        r.call(
-            "rseq unregister",
+        forget.push(
+            &mut r,
+            "rseq unregister".into(),
             libc::SYS_rseq,
             [
                 rs.rseq_abi_pointer,
@@ -391,19 +394,23 @@ pub(super) fn build_memory(
                 0,
                 0,
             ],
+            None,
         )?;
     }
     let maps = crust_proc::maps(&proc, host).map_err(crate::util::proc_err(host))?;
     let inherited = inherited_ranges(host, img, (live, lazy), parent, &maps)?;
-    let special = unmap_all_but(&mut r, &maps, &inherited, tramp)?;
+    let special = unmap_all_but(&mut r, &mut forget, &maps, &inherited, tramp)?;
     const SYS_CLOSE_RANGE: i64 = 436;
     if !live.files_from_parent {
-        r.call(
-            "close_range",
+        forget.push(
+            &mut r,
+            "close_range".into(),
             SYS_CLOSE_RANGE,
             [0, u32::MAX as u64, 0, 0, 0, 0],
+            None,
         )?;
     }
+    forget.flush(&mut r)?;
 
     // 2. The vDSO goes where the image had it.
     move_vdso(&mut r, dir, &live.mm, &special, tramp + TRAMP_SIZE)?;
@@ -588,12 +595,12 @@ fn anon_up_to(maps: &[crust_proc::MapEntry], s: u64, e: u64) -> u64 {
 /// (vDSO and vvar) with where they are.
 fn unmap_all_but(
     r: &mut Remote<'_>,
+    b: &mut crate::task::remote::Batch,
     maps: &[crust_proc::MapEntry],
     inherited: &[(u64, u64)],
     tramp: u64,
 ) -> Result<Vec<(MapKind, u64, u64)>, Error> {
     let mut special: Vec<(MapKind, u64, u64)> = Vec::new();
-    let mut b = crate::task::remote::Batch::new(Some(crate::task::remote::batch_code(tramp)));
     for m in maps {
         match m.kind() {
             MapKind::Vdso | MapKind::Vvar | MapKind::VvarVclock => {
@@ -627,7 +634,6 @@ fn unmap_all_but(
             cur = cur.max(e);
         }
     }
-    b.flush(r)?;
     Ok(special)
 }
 

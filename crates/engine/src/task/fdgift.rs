@@ -9,7 +9,7 @@
 //! sockets, and what a task in a user namespace may not open: its own
 //! /proc/self/map_files).
 
-use crate::task::remote::Remote;
+use crate::task::remote::{Batch, Remote};
 use crate::util::sys_err;
 use crate::Error;
 use crust_sys::fdpass::{self, abi, MAX_FDS_PER_MSG};
@@ -31,6 +31,8 @@ const OFF_IOV: u64 = 64;
 const OFF_DATA: u64 = 96;
 const OFF_ADDR: u64 = 128;
 const OFF_CONTROL: u64 = 256;
+/// The table of batched calls, after the control buffer.
+const OFF_TABLE: u64 = 2048;
 /// CMSG_SPACE(MAX_FDS_PER_MSG * 4), rounded up to 8.
 const CONTROL_LEN: u64 = (abi::CMSGHDR_SIZE + (MAX_FDS_PER_MSG * 4).div_ceil(8) * 8) as u64;
 
@@ -63,17 +65,29 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
             0,
         ],
     )?;
-    let sock = move_out_of_the_way(r, sock, &targets, spare)?;
+    let mut sock_at = sock;
     let result = (|| {
         let name = format!("crust-fdpass-{}-{}", crust_sys::process::getpid(), r.pid());
         let (addr, addr_len) =
             fdpass::abstract_addr(name.as_bytes()).map_err(sys_err(pid, "abstract socket name"))?;
         let a = r.put(OFF_ADDR, &addr)?;
-        r.call(
-            &format!("bind to @{name}"),
+        // Spare numbers are free ones: above every fd the task has.
+        let spare = spare.max(free_from(pid)?);
+        // Out of the targets' way (to the first spare number) and bound,
+        // in one stop.
+        let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
+        if targets.contains(&(sock as i32)) {
+            push_move(r, &mut calls, sock, spare)?;
+            sock_at = spare;
+        }
+        calls.push(
+            r,
+            format!("bind to @{name}"),
             libc::SYS_bind,
-            [sock, a.get(), addr_len as u64, 0, 0, 0],
+            [sock_at, a.get(), addr_len as u64, 0, 0, 0],
+            None,
         )?;
+        calls.flush(r)?;
         let tx = sender(pid)?;
         use std::os::fd::AsFd;
         for batch in gifts.chunks(MAX_FDS_PER_MSG) {
@@ -82,12 +96,14 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
                 pid,
                 format!("sendmsg of {} fds to @{name}", fds.len()),
             ))?;
-            let got = receive(r, sock, batch.len())?;
+            let got = receive(r, sock_at, batch.len())?;
+            // Above the fds received too.
+            let spare = spare.max(sock_at + 1).max(free_from(pid)?);
             place(r, batch, &got, &targets, spare)?;
         }
         Ok(())
     })();
-    let closed = r.call("close", libc::SYS_close, [sock, 0, 0, 0, 0, 0]);
+    let closed = r.call("close", libc::SYS_close, [sock_at, 0, 0, 0, 0, 0]);
     result?;
     closed?;
     debug!("{pid}: gave {} fds", gifts.len());
@@ -171,24 +187,20 @@ fn sender(pid: i32) -> Result<OwnedFd, Error> {
     })
 }
 
-/// If `fd` (in the task) sits on a number one of `targets` needs, move it
-/// to a spare number; returns where it is now.
-fn move_out_of_the_way(
-    r: &mut Remote<'_>,
-    fd: u64,
-    targets: &HashSet<i32>,
-    spare: u64,
-) -> Result<u64, Error> {
-    if !targets.contains(&(fd as i32)) {
-        return Ok(fd);
+/// One above the highest fd task `pid` has open (its fd table, from
+/// /proc): every number from there is free, and the task, stopped, opens
+/// nothing meanwhile.
+fn free_from(pid: i32) -> Result<u64, Error> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(sys_err(pid, format!("read {dir}")))?;
+    let mut top = 0u64;
+    for e in entries {
+        let e = e.map_err(sys_err(pid, format!("read {dir}")))?;
+        if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            top = top.max(n + 1);
+        }
     }
-    let moved = r.call(
-        &format!("fcntl(F_DUPFD_CLOEXEC) of fd {fd} above {spare}"),
-        libc::SYS_fcntl,
-        [fd, libc::F_DUPFD_CLOEXEC as u64, spare, 0, 0, 0],
-    )?;
-    r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-    Ok(moved)
+    Ok(top)
 }
 
 /// recvmsg one datagram with `n` fds inside the task; returns the fd
@@ -294,7 +306,30 @@ fn le_i32(b: &[u8], off: usize) -> Option<i32> {
     bytes.try_into().ok().map(i32::from_le_bytes)
 }
 
-/// Move the received fds `got` (same order as `batch`) to their targets.
+/// Queue the move of `fd` (in the task) to number `to`
+/// (close-on-exec), which is free.
+fn push_move(r: &mut Remote<'_>, calls: &mut Batch, fd: u64, to: u64) -> Result<(), Error> {
+    calls.push(
+        r,
+        format!("dup3 of fd {fd} to the spare {to}"),
+        libc::SYS_dup3,
+        [fd, to, libc::O_CLOEXEC as u64, 0, 0, 0],
+        None,
+    )?;
+    calls.push(
+        r,
+        "close".into(),
+        libc::SYS_close,
+        [fd, 0, 0, 0, 0, 0],
+        None,
+    )
+}
+
+/// Move the received fds `got` (same order as `batch`) to their targets,
+/// all in one stop where the task has the syscall-table loop (restore's
+/// trampoline): first each received fd that sits on a target to a spare
+/// number (from `spare`: free, above every target, the receiving socket
+/// and every fd of the task), then each to its target.
 fn place(
     r: &mut Remote<'_>,
     batch: &[Gift<'_>],
@@ -302,14 +337,24 @@ fn place(
     targets: &HashSet<i32>,
     spare: u64,
 ) -> Result<(), Error> {
-    // First clear every target a received fd happens to sit on.
+    let mut next = got
+        .iter()
+        .map(|&fd| fd as u64 + 1)
+        .max()
+        .unwrap_or(0)
+        .max(spare);
+    let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
     let mut now = Vec::with_capacity(got.len());
     for &fd in got {
-        now.push(move_out_of_the_way(r, fd as u64, targets, spare)?);
+        let fd = fd as u64;
+        if targets.contains(&(fd as i32)) {
+            push_move(r, &mut calls, fd, next)?;
+            now.push(next);
+            next += 1;
+        } else {
+            now.push(fd);
+        }
     }
-    // Then each to its target, in one stop where the task has the
-    // syscall-table loop (restore's trampoline).
-    let mut calls = crate::task::remote::Batch::new(r.batch_code);
     for (g, fd) in batch.iter().zip(now) {
         let flags = if g.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         calls.push(

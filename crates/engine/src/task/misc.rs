@@ -109,12 +109,16 @@ pub fn apply_after_creds(
     mm: Option<&MmEntry>,
     reset_pdeath: bool,
 ) -> Result<(), Error> {
+    // Both in one stop.
+    let mut b = crate::task::remote::Batch::new(r.batch_code);
     if let Some(d) = mm.and_then(|m| m.dumpable) {
         if d == 0 || d == 1 {
-            r.call(
-                "prctl(PR_SET_DUMPABLE)",
+            b.push(
+                r,
+                "prctl(PR_SET_DUMPABLE)".into(),
                 libc::SYS_prctl,
                 [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
+                None,
             )?;
         }
     }
@@ -126,13 +130,15 @@ pub fn apply_after_creds(
         pd
     };
     if let Some(pd) = pd {
-        r.call(
-            "prctl(PR_SET_PDEATHSIG)",
+        b.push(
+            r,
+            "prctl(PR_SET_PDEATHSIG)".into(),
             libc::SYS_prctl,
             [libc::PR_SET_PDEATHSIG as u64, pd as u64, 0, 0, 0, 0],
+            None,
         )?;
     }
-    Ok(())
+    b.flush(r).map(drop)
 }
 
 /// A SIGTRAP pending for a thread (or its process) is refused, as CRIU

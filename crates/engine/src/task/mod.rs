@@ -86,6 +86,11 @@ const SA_AT: u64 = 0;
 const ITIMER_AT: u64 = 64 * 32;
 const SUBREAPER_AT: u64 = ITIMER_AT + 3 * 32;
 const TABLE_AT: u64 = 4096;
+/// Scratch offsets of the data of [`apply_core`]'s queued calls, out of
+/// the way of the calls it makes one by one (which use offsets 0 to 512):
+/// the thread's name and its alternate signal stack.
+const NAME_AT: u64 = 2048;
+const SAS_AT: u64 = 2048 + 64;
 
 /// `code`: the syscall-table loop in the task, if crust put one there (the
 /// calls then run in one stop).
@@ -510,30 +515,57 @@ pub fn apply_core(
     let comm = th
         .and_then(|t| t.comm.as_deref())
         .or(tc.map(|t| t.comm.as_str()));
+    // The calls whose results are not needed and whose order against the
+    // others does not matter run together, in as few stops as the data
+    // they read allows (their data at their own scratch offsets).
+    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
     if let Some(comm) = comm {
         let mut name = comm.as_bytes().to_vec();
         name.truncate(15);
-        let a = r.put_cstr(0, &name)?;
-        r.call(
-            "prctl(PR_SET_NAME)",
+        let a = r.put_cstr(NAME_AT, &name)?;
+        b.push(
+            r,
+            "prctl(PR_SET_NAME)".into(),
             libc::SYS_prctl,
             [libc::PR_SET_NAME as u64, a.get(), 0, 0, 0, 0],
+            None,
         )?;
     }
     if let Some(tc) = tc {
-        apply_task_core(r, tc, (tgid, tid), code)?;
+        apply_task_core(r, tc, (tgid, tid), &mut b)?;
     }
     if let Some(th) = th {
-        apply_thread_core(r, th, tgid, tid)?;
+        apply_thread_core(r, th, tgid, tid, &mut b)?;
     }
     if let Some(ti) = &core.thread_info {
-        r.call(
-            "set_tid_address",
+        b.push(
+            r,
+            "set_tid_address".into(),
             libc::SYS_set_tid_address,
             [ti.clear_tid_addr, 0, 0, 0, 0, 0],
+            None,
         )?;
     }
-    Ok(())
+    // The rseq area, registered again (the memory is in place).
+    if let Some(rs) = th.and_then(|t| t.rseq_entry.as_ref()) {
+        if rs.rseq_abi_pointer != 0 {
+            b.push(
+                r,
+                "rseq".into(),
+                libc::SYS_rseq,
+                [
+                    rs.rseq_abi_pointer,
+                    rs.rseq_abi_size as u64,
+                    0,
+                    rs.signature as u64,
+                    0,
+                    0,
+                ],
+                None,
+            )?;
+        }
+    }
+    b.flush(r).map(drop)
 }
 
 /// The process-wide part of a core (the main thread's): personality,
@@ -543,15 +575,20 @@ fn apply_task_core(
     r: &mut Remote<'_>,
     tc: &TaskCoreEntry,
     (tgid, tid): (i32, i32),
-    code: Option<RemoteAddr>,
+    b: &mut remote::Batch,
 ) -> Result<(), Error> {
     let pid = r.pid();
-    r.call(
-        "personality",
+    b.push(
+        r,
+        "personality".into(),
         libc::SYS_personality,
         [tc.personality as u64, 0, 0, 0, 0, 0],
+        None,
     )?;
-    apply_sigactions(r, tc, code)?;
+    apply_sigactions(r, tc, b)?;
+    // What follows puts its data at the start of the scratch area, where
+    // the signal actions are: they run first.
+    b.flush(r)?;
     if let Some(t) = &tc.timers {
         apply_itimers(r, t)?;
         restore_posix_timers(r, &t.posix)?;
@@ -584,12 +621,12 @@ fn apply_task_core(
     Ok(())
 }
 
-/// Signal handlers, in the order [`sigaction_signals`] lists them, set in
-/// one stop with the syscall-table loop at `code` (one by one without).
+/// Signal handlers, in the order [`sigaction_signals`] lists them, queued
+/// in `b` (one stop with the syscall-table loop, one by one without).
 fn apply_sigactions(
     r: &mut Remote<'_>,
     tc: &TaskCoreEntry,
-    code: Option<RemoteAddr>,
+    b: &mut remote::Batch,
 ) -> Result<(), Error> {
     let pid = r.pid();
     let sigs: Vec<u32> = sigaction_signals().collect();
@@ -613,7 +650,6 @@ fn apply_sigactions(
         data.extend_from_slice(&sa.mask.to_le_bytes());
     }
     r.put(SA_AT, &data)?;
-    let mut b = remote::Batch::with_table_at(code, TABLE_AT);
     for (i, (sig, _)) in sigs.iter().zip(tc.sigactions.iter()).enumerate() {
         let at = r.at(SA_AT + 32 * i as u64).get();
         b.push(
@@ -624,7 +660,7 @@ fn apply_sigactions(
             None,
         )?;
     }
-    b.flush(r).map(drop)
+    Ok(())
 }
 
 /// The per-thread part of a core: alternate signal stack, signals pending
@@ -634,18 +670,21 @@ fn apply_thread_core(
     th: &ThreadCoreEntry,
     tgid: i32,
     tid: i32,
+    b: &mut remote::Batch,
 ) -> Result<(), Error> {
     if let Some(sas) = &th.sas {
-        let mut b = Vec::with_capacity(24);
-        b.extend_from_slice(&sas.ss_sp.to_le_bytes());
-        b.extend_from_slice(&sas.ss_flags.to_le_bytes());
-        b.extend_from_slice(&[0u8; 4]);
-        b.extend_from_slice(&sas.ss_size.to_le_bytes());
-        let a = r.put(0, &b)?;
-        r.call(
-            "sigaltstack",
+        let mut d = Vec::with_capacity(24);
+        d.extend_from_slice(&sas.ss_sp.to_le_bytes());
+        d.extend_from_slice(&sas.ss_flags.to_le_bytes());
+        d.extend_from_slice(&[0u8; 4]);
+        d.extend_from_slice(&sas.ss_size.to_le_bytes());
+        let a = r.put(SAS_AT, &d)?;
+        b.push(
+            r,
+            "sigaltstack".into(),
             libc::SYS_sigaltstack,
             [a.get(), 0, 0, 0, 0, 0],
+            None,
         )?;
     }
     if let Some(q) = &th.signals_p {
@@ -653,10 +692,12 @@ fn apply_thread_core(
             queue_signal(r, s, tgid, tid, false)?;
         }
     }
-    r.call(
-        "set_robust_list",
+    b.push(
+        r,
+        "set_robust_list".into(),
         libc::SYS_set_robust_list,
         [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
+        None,
     )?;
     apply_sched(r, th)?;
     // The parent-death signal is set after the credentials (a change of
@@ -726,31 +767,6 @@ pub fn apply_loginuid(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error>
     r.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     if let Err(e) = w {
         warn!("cannot restore loginuid {uid} of {pid}: {e}");
-    }
-    Ok(())
-}
-
-/// Register the task's rseq area again (after its memory is in place).
-pub fn apply_rseq(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
-    if let Some(rs) = core
-        .thread_core
-        .as_ref()
-        .and_then(|t| t.rseq_entry.as_ref())
-    {
-        if rs.rseq_abi_pointer != 0 {
-            r.call(
-                "rseq",
-                libc::SYS_rseq,
-                [
-                    rs.rseq_abi_pointer,
-                    rs.rseq_abi_size as u64,
-                    0,
-                    rs.signature as u64,
-                    0,
-                    0,
-                ],
-            )?;
-        }
     }
     Ok(())
 }
