@@ -38,6 +38,7 @@ t_golden_threads() {
     [ -e /proc/1373 ] && { skip "pid 1373 is in use"; return 2; }
     golden_place threads || return $?
     golden_images threads || return 1
+    golden_cpu_ok "$D/img" || return $?
     PID=1373
     track 1373 $G/bin/threads
     do_restore "$D/img" || return 1
@@ -63,6 +64,7 @@ t_golden_pidns() {
     need_cr || return $?
     golden_place loop "$GOLDEN_SRC/pidns/external-data/pidns.out" || return $?
     golden_images pidns || return 1
+    golden_cpu_ok "$D/img" || return $?
     rm -f "$D/pidfile"
     crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" -v4 -o restore.log
     local log=$D/img/restore.log c1 c2
@@ -95,6 +97,7 @@ t_golden_files() {
     golden_make_dir $G/data/files-watched || { fail "cannot create files-watched"; return 1; }
     GOLDEN_MADE+=($G/data/files-dgram.sock $G/data/files-listen.sock)
     golden_images files || return 1
+    golden_cpu_ok "$D/img" || return $?
     PID=1514
     track 1514 $G/bin/files
     track 1517 $G/bin/files

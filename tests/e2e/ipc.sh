@@ -190,6 +190,7 @@ t_golden_tree() {
         GOLDEN_MADE+=($g/bin/tree)
     fi
     mkdir -p "$D/img" && cp "$GOLDEN_SRC"/tree/*.img "$D/img/" || { fail "cannot copy the images"; return 1; }
+    golden_cpu_ok "$D/img" || return $?
     for p in $GOLDEN_TREE_LIVE; do track "$p" $g/bin/tree; done
     PID=1166
     do_restore "$D/img" || return 1

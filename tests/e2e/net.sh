@@ -244,6 +244,7 @@ t_golden_tcp() {
     command -v iptables >/dev/null || { skip "no iptables"; return 2; }
     golden_place tcp || return $?
     golden_images tcp || return 1
+    golden_cpu_ok "$D/img" || return $?
     golden_tcp_rules -I
     PID=1695
     track 1695 $G/bin/tcp
