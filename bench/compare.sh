@@ -333,13 +333,16 @@ show_speeds() { # ROW MIB
             dr, (w > 0 ? dr / w : 0), where, rr, (f > 0 ? rr / f : 0) }'
 }
 
+# A failed row says so instead of its figures (status 0 then).
+row_failed() { # ROW
+    [[ -e $WORK/v/$1.failed ]] || return 1
+    echo "  FAILED (see the messages above): no figures"
+}
+
 print_row() { # ROW TITLE [MIB]
     local row=$1
     header "$2"
-    if [[ -e $WORK/v/$row.failed ]]; then
-        echo "  FAILED (see the messages above): no figures"
-        return 0
-    fi
+    row_failed "$row" && return 0
     show "$row" frozen_ms "dump -R frozen (ms)" 1 1
     show "$row" dump_s "dump (s)" 1e6 3
     show "$row" restore_s "restore, all resident (s)" 1e6 3
@@ -352,10 +355,7 @@ print_row() { # ROW TITLE [MIB]
 print_thp_row() { # ROW TITLE
     local row=$1 m t med mn
     header "$2"
-    if [[ -e $WORK/v/$row.failed ]]; then
-        echo "  FAILED (see the messages above): no figures"
-        return 0
-    fi
+    row_failed "$row" && return 0
     show "$row" dump_s "dump (s)" 1e6 3
     show "$row" restore_s "restore, all resident (s)" 1e6 3
     show "$row" thp_mib "AnonHugePages after restore (MiB)" 1 0

@@ -77,7 +77,14 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
         // in one stop.
         let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
         if targets.contains(&(sock as i32)) {
-            push_move(r, &mut calls, sock, spare)?;
+            push_move(
+                r,
+                &mut calls,
+                sock,
+                spare,
+                libc::O_CLOEXEC as u64,
+                format!("dup3 of fd {sock} to the spare {spare}"),
+            )?;
             sock_at = spare;
         }
         calls.push(
@@ -306,16 +313,17 @@ fn le_i32(b: &[u8], off: usize) -> Option<i32> {
     bytes.try_into().ok().map(i32::from_le_bytes)
 }
 
-/// Queue the move of `fd` (in the task) to number `to`
-/// (close-on-exec), which is free.
-fn push_move(r: &mut Remote<'_>, calls: &mut Batch, fd: u64, to: u64) -> Result<(), Error> {
-    calls.push(
-        r,
-        format!("dup3 of fd {fd} to the spare {to}"),
-        libc::SYS_dup3,
-        [fd, to, libc::O_CLOEXEC as u64, 0, 0, 0],
-        None,
-    )?;
+/// Queue the move of `fd` (in the task) to number `to` with fd flags
+/// `flags` (0 or O_CLOEXEC): a dup3, then the close of `fd`.
+fn push_move(
+    r: &mut Remote<'_>,
+    calls: &mut Batch,
+    fd: u64,
+    to: u64,
+    flags: u64,
+    what: String,
+) -> Result<(), Error> {
+    calls.push(r, what, libc::SYS_dup3, [fd, to, flags, 0, 0, 0], None)?;
     calls.push(
         r,
         "close".into(),
@@ -348,7 +356,8 @@ fn place(
     for &fd in got {
         let fd = fd as u64;
         if targets.contains(&(fd as i32)) {
-            push_move(r, &mut calls, fd, next)?;
+            let what = format!("dup3 of fd {fd} to the spare {next}");
+            push_move(r, &mut calls, fd, next, libc::O_CLOEXEC as u64, what)?;
             now.push(next);
             next += 1;
         } else {
@@ -357,20 +366,8 @@ fn place(
     }
     for (g, fd) in batch.iter().zip(now) {
         let flags = if g.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        calls.push(
-            r,
-            format!("dup3 of a passed fd to {}", g.target),
-            libc::SYS_dup3,
-            [fd, g.target as u64, flags, 0, 0, 0],
-            None,
-        )?;
-        calls.push(
-            r,
-            "close".into(),
-            libc::SYS_close,
-            [fd, 0, 0, 0, 0, 0],
-            None,
-        )?;
+        let what = format!("dup3 of a passed fd to {}", g.target);
+        push_move(r, &mut calls, fd, g.target as u64, flags, what)?;
     }
     calls.flush(r).map(drop)
 }
