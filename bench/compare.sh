@@ -168,7 +168,7 @@ cycle() {
     # Every pid of the tree: the restore needs them all free again.
     local tree_pids
     tree_pids=$(descendants "$pid")
-    if [[ $row == mem* ]]; then
+    if [[ $row == mem* || $row == thp* ]]; then
         rss0=$(rss_kib "$pid")
         limits_vm_readv "$row" "$tool" "$pid"
     fi
