@@ -254,11 +254,7 @@ fz_criu() {
     else
         do_dump "$D/img" --freeze-cgroup "$CG" || return 1
         fz_seized "$D/img/dump.log" || return 1
-        (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d --pidfile "$D/pidfile" \
-            -v4 -o restore.log) >"$D/criu-restore.out" 2>&1 ||
-            { fail "CRIU's restore of crust's images failed" "$D/img/restore.log"; return 1; }
-        [ "$(cat "$D/pidfile" 2>/dev/null)" = "$PID" ] ||
-            { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$D/img/restore.log"; return 1; }
+        criu_restore_as_dumped "$criu" || return 1
         expect_pass "$D/img/restore.log"
     fi
 }

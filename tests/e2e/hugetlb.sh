@@ -65,12 +65,7 @@ hugetlb_to_criu() {
     criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
     start_prog "$@" || return 1
     do_dump "$D/img" || return 1
-    rm -f "$D/pidfile"
-    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$D/img" -d --pidfile "$D/pidfile" \
-        -v4 -o restore.log) >"$D/criu-restore.out" 2>&1 ||
-        { fail "CRIU's restore of crust's images failed" "$D/img/restore.log"; return 1; }
-    [ "$(cat "$D/pidfile" 2>/dev/null)" = "$PID" ] ||
-        { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$D/img/restore.log"; return 1; }
+    criu_restore_as_dumped "$criu" || return 1
     expect_pass "$D/img/restore.log"
 }
 t_hugememfd_to_criu() { hugetlb_run hugetlb_to_criu hugememfd; }
