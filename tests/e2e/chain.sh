@@ -102,12 +102,7 @@ t_chain_criu() {
     local criu
     criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
     make_chain 3 || return 1
-    rm -f "$D/pidfile"
-    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$criu" restore -D "$CHAIN_TOP" -d --pidfile "$D/pidfile" \
-        -v4 -o restore.log) >"$D/criu-restore.out" 2>&1 ||
-        { fail "CRIU's restore of the chain failed" "$CHAIN_TOP/restore.log"; return 1; }
-    [ "$(cat "$D/pidfile" 2>/dev/null)" = "$PID" ] ||
-        { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$CHAIN_TOP/restore.log"; return 1; }
+    criu_restore_as_dumped "$criu" "$CHAIN_TOP" || return 1
     expect_pass "$CHAIN_TOP/restore.log"
 }
 

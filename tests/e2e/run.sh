@@ -397,15 +397,16 @@ golden_cpu_ok() {
     return 2
 }
 
-# criu_restore_as_dumped CRIU: CRIU restores $D/img (-d, log
-# restore.log) and the restored root has the dumped pid $PID.
+# criu_restore_as_dumped CRIU [IMG]: CRIU restores IMG (default $D/img;
+# -d, log restore.log there) and the restored root has the dumped pid $PID.
 criu_restore_as_dumped() {
+    local img=${2:-$D/img}
     rm -f "$D/pidfile"
-    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$1" restore -D "$D/img" -d --pidfile "$D/pidfile" \
+    (cd "$D" && timeout -k 5 "$CR_TIMEOUT" "$1" restore -D "$img" -d --pidfile "$D/pidfile" \
         -v4 -o restore.log) >"$D/criu-restore.out" 2>&1 ||
-        { fail "CRIU's restore of crust's images failed" "$D/img/restore.log"; return 1; }
+        { fail "CRIU's restore of crust's images ($img) failed" "$img/restore.log"; return 1; }
     [ "$(cat "$D/pidfile" 2>/dev/null)" = "$PID" ] ||
-        { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$D/img/restore.log"; return 1; }
+        { fail "CRIU restored pid '$(cat "$D/pidfile" 2>/dev/null)', not $PID" "$img/restore.log"; return 1; }
 }
 
 golden_make_dir() {
