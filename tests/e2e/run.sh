@@ -1281,7 +1281,7 @@ run_test() {
             else
                 echo "FAIL $T: $REASON (see $kept)"
             fi
-            show_tail "$kept"/img/dump.log "$kept"/img/restore*.log
+            show_tail "$kept"/result "$kept"/img/dump.log "$kept"/img/restore*.log
             FAILED=$((FAILED + 1))
             ;;
     esac

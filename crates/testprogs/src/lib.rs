@@ -174,8 +174,17 @@ pub fn map_anon_words(len: usize) -> &'static mut [u64] {
     unsafe { std::slice::from_raw_parts_mut(p as *mut u64, len / 8) }
 }
 
+/// The result file, once `start` has parsed the command line: `die` writes
+/// its reason there too, since the suite sends the programs' stderr nowhere
+/// (a log file held open would be part of the image).
+static RESULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 pub fn die(what: &str) -> ! {
-    eprintln!("{what}: {}", std::io::Error::last_os_error());
+    let err = std::io::Error::last_os_error();
+    eprintln!("{what}: {err}");
+    if let Some(result) = RESULT.get() {
+        let _ = write_atomic(result, &format!("FAIL: died: {what}: {err}\n"));
+    }
     std::process::exit(3)
 }
 
@@ -197,7 +206,9 @@ pub fn close_inherited_fds() {
 pub fn start() -> Args {
     reset_signals();
     close_inherited_fds();
-    Args::parse()
+    let args = Args::parse();
+    let _ = RESULT.set(args.result.clone());
+    args
 }
 
 /// Installs the SIGTERM handler and writes the ready file.

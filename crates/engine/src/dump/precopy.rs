@@ -33,7 +33,7 @@ use super::predump::{self, Chain, Planned};
 use super::seize::seize;
 use super::{catch_panic, Tree};
 use crate::mem::chain::{read_pagemap, Entry, Owner, Pagemap};
-use crate::mem::track::Tracker;
+use crate::mem::track::{with_causes, Tracker};
 use crate::util::{proc_err, us_since};
 use crate::{mem, Error, Options};
 use crust_images::consts::pe;
@@ -124,8 +124,9 @@ pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
 fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
     let proc = ProcRoot::default();
     let pid = opts.pid;
-    // The root's VMAs read while it runs (smaps walks its page tables).
-    let root_vmas = mem::collect_vmas(&proc, pid)?;
+    // The root's VMAs read while it runs (smaps walks its page tables),
+    // used when the pause finds the same mappings.
+    let root_early = mem::collect_vmas_early(&proc, pid);
     let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut tree = Tree::default();
     let t = Instant::now();
@@ -134,14 +135,24 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
     let started = seized.and_then(|()| {
         catch_panic(|| {
             let mut out = Vec::new();
+            let mut root_early = root_early;
             for p in tree.procs.iter_mut().filter(|p| !p.zombie) {
-                let vmas = match p.pid == pid {
-                    true => root_vmas.clone(),
-                    false => mem::collect_vmas(&proc, p.pid)?,
-                };
+                // The mappings as they are while paused: the ranges are
+                // registered now, whole mappings only (see
+                // `Tracker::register`); protecting them walks the page
+                // tables, done once the tree runs again.
+                let early = root_early.take().filter(|e| e.pid() == p.pid);
+                let vmas = mem::collect_vmas_frozen(&proc, p.pid, early)?;
                 let status = crust_proc::status(&proc, p.pid).map_err(proc_err(p.pid))?;
                 let nspid = super::ns_last(&status.ns_pid, p.pid);
-                let tracker = predump::start(&proc, p, &vmas, &[]);
+                let mut tracker = predump::start(&proc, p, &vmas, &[]);
+                if let Some(t) = tracker.as_mut() {
+                    for r in predump::tracked_ranges(&vmas) {
+                        if let Err(e) = t.register(&r) {
+                            debug!("{}: that range is stored whole", with_causes(&e));
+                        }
+                    }
+                }
                 out.push((p.pid, nspid, vmas, tracker));
             }
             Ok(out)
@@ -160,7 +171,9 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
         crate::util::check_stop()?;
         // Protected first, then scanned and read: a write after the
         // protection is seen by the freeze's scan.
-        predump::track_each(&mut tracker, &predump::tracked_ranges(&vmas));
+        for e in tracker.protect_registered() {
+            debug!("{}: that range is stored whole", with_causes(&e));
+        }
         let plan = mem::PagePlan::scan(pid, &vmas, None)?;
         planned.push(Planned {
             pid,

@@ -16,7 +16,7 @@ use super::precheck::{precheck, DEFAULT_TIMEOUT};
 use super::seize::seize;
 use super::{catch_panic, outdir, run_hook, Tree};
 use crate::mem::keeper;
-use crate::mem::track::{merge, start_tracking, Tracker};
+use crate::mem::track::{merge, start_tracking, with_causes, Tracker};
 use crate::pageserver::proto::Target;
 use crate::pageserver::PageServerSink;
 use crate::util::{compel_err, proc_err, us_since, write_image};
@@ -415,7 +415,10 @@ fn split_new(ranges: &[Range<u64>], tracked: &[Range<u64>]) -> (Vec<Range<u64>>,
 pub(super) fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
     for r in ranges {
         if let Err(e) = t.track(std::slice::from_ref(r)) {
-            debug!("{e}: that range is dumped whole at every run");
+            debug!(
+                "{}: that range is dumped whole at every run",
+                with_causes(&e)
+            );
         }
     }
 }

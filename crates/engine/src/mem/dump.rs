@@ -960,12 +960,22 @@ pub(super) fn read_task_pages(
 }
 
 /// A read of a running task's memory that failed: again through
-/// /proc/PID/mem (a mapping made unreadable since the scan), else zeros
-/// (unmapped since). Returns `dst.len()`.
+/// /proc/PID/mem (a mapping made unreadable since the scan), page by page,
+/// with zeros for each page that is still unreadable (unmapped since: its
+/// range is no longer tracked, so the freeze stores what is there then).
+/// Only those pages: the others of the run are still the task's, and may
+/// be taken from this copy at the freeze. Returns `dst.len()`.
 fn reread(mem_file: &File, pid: i32, addr: u64, dst: &mut [u8]) -> usize {
-    if !matches!(mem_file.read_at(dst, addr), Ok(n) if n == dst.len()) {
-        debug!("{pid}: {addr:#x} unreadable while running; stored as zeros (its range is no longer tracked)");
-        dst.fill(0);
+    if matches!(mem_file.read_at(dst, addr), Ok(n) if n == dst.len()) {
+        return dst.len();
+    }
+    let mut at = addr;
+    for page in dst.chunks_mut(PAGE_SIZE as usize) {
+        if !matches!(mem_file.read_at(page, at), Ok(n) if n == page.len()) {
+            debug!("{pid}: {at:#x} unreadable while running; stored as zeros (its range is no longer tracked)");
+            page.fill(0);
+        }
+        at += PAGE_SIZE;
     }
     dst.len()
 }
@@ -1170,5 +1180,21 @@ mod tests {
             got,
             vec![(0x1000, 2, true), (0x3000, 1, false), (0x5000, 1, false)]
         );
+    }
+
+    #[test]
+    fn a_failed_read_while_running_zeroes_only_the_pages_that_fail() {
+        // Two readable pages, then one that is not (past the end stands for
+        // an address unmapped since the scan).
+        let path = std::env::temp_dir().join(format!("crust-reread-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, vec![0xab_u8; 2 * PAGE_SIZE as usize]).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut dst = vec![0x11_u8; 3 * PAGE_SIZE as usize];
+        assert_eq!(reread(&file, 1, 0, &mut dst), dst.len());
+        let (kept, zeroed) = dst.split_at(2 * PAGE_SIZE as usize);
+        assert!(kept.iter().all(|b| *b == 0xab));
+        assert!(zeroed.iter().all(|b| *b == 0));
     }
 }

@@ -42,8 +42,10 @@ pub struct Tracker {
     uffd: Uffd,
     /// `/proc/PID/pagemap`, for `PAGEMAP_SCAN`.
     pagemap: File,
-    /// The ranges registered, sorted, disjoint.
+    /// The ranges registered and protected, sorted, disjoint.
     tracked: Vec<Range<u64>>,
+    /// The ranges registered and not protected yet.
+    registered: Vec<Range<u64>>,
 }
 
 /// Start tracking the writes to `ranges` (page-aligned, each within
@@ -68,6 +70,7 @@ pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker,
         uffd,
         pagemap,
         tracked: Vec::new(),
+        registered: Vec::new(),
     };
     tracker.track(ranges)?;
     Ok(tracker)
@@ -107,6 +110,7 @@ impl Tracker {
             uffd: Uffd::from_fd(fd),
             pagemap,
             tracked: merge(ranges),
+            registered: Vec::new(),
         })
     }
 
@@ -127,29 +131,18 @@ impl Tracker {
 
     /// Also track `ranges` (mappings made since tracking began): register
     /// and write-protect them. On error the ranges registered by this call
-    /// are unregistered again.
+    /// are unregistered again. Only for a stopped task: see [`register`].
+    ///
+    /// [`register`]: Tracker::register
     pub fn track(&mut self, ranges: &[Range<u64>]) -> Result<(), Error> {
-        let pid = self.pid;
         let mut done: Vec<Range<u64>> = Vec::new();
         let result = ranges.iter().try_for_each(|r| {
-            let len = r.end.saturating_sub(r.start);
-            if len == 0 {
+            if r.start >= r.end {
                 return Ok(());
             }
-            let what = |op: &str| {
-                format!(
-                    "{op} {:#x}-{:#x} for write tracking (EBUSY: the task uses \
-                     userfaultfd there itself)",
-                    r.start, r.end
-                )
-            };
-            self.uffd
-                .register_wp(r.start, len)
-                .map_err(sys_err(pid, what("registering")))?;
+            self.register_one(r)?;
             done.push(r.clone());
-            self.uffd
-                .write_protect(r.start, len, true)
-                .map_err(sys_err(pid, what("write-protecting")))
+            self.protect_one(r)
         });
         if result.is_err() {
             for r in &done {
@@ -160,6 +153,65 @@ impl Tracker {
         self.tracked.extend(done);
         self.tracked = merge(std::mem::take(&mut self.tracked));
         Ok(())
+    }
+
+    /// Register `r` without protecting it yet: [`protect_registered`] does
+    /// that later, while the task runs (it walks the page tables). Only
+    /// while the task is stopped, with `r` made of whole mappings read
+    /// while it is: registering part of a mapping splits it in two, and a
+    /// running task's mappings may have moved since they were read. A
+    /// split the task did not make can fail its own calls (an `mremap` of
+    /// the whole old mapping gets EFAULT).
+    ///
+    /// [`protect_registered`]: Tracker::protect_registered
+    pub fn register(&mut self, r: &Range<u64>) -> Result<(), Error> {
+        if r.start >= r.end {
+            return Ok(());
+        }
+        self.register_one(r)?;
+        self.registered.push(r.clone());
+        Ok(())
+    }
+
+    /// Write-protect what [`register`] registered, and track it. A range
+    /// whose protection fails (its mapping unmapped or moved since) stays
+    /// registered, which costs the task nothing, and untracked: it counts
+    /// as written whole. Returns the errors, one per range.
+    ///
+    /// [`register`]: Tracker::register
+    pub fn protect_registered(&mut self) -> Vec<Error> {
+        let mut errors = Vec::new();
+        for r in std::mem::take(&mut self.registered) {
+            match self.protect_one(&r) {
+                Ok(()) => self.tracked.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        self.tracked = merge(std::mem::take(&mut self.tracked));
+        errors
+    }
+
+    fn register_one(&self, r: &Range<u64>) -> Result<(), Error> {
+        self.uffd
+            .register_wp(r.start, r.end - r.start)
+            .map_err(|e| self.range_err("registering", r, e))
+    }
+
+    fn protect_one(&self, r: &Range<u64>) -> Result<(), Error> {
+        self.uffd
+            .write_protect(r.start, r.end - r.start, true)
+            .map_err(|e| self.range_err("write-protecting", r, e))
+    }
+
+    fn range_err(&self, op: &str, r: &Range<u64>, e: std::io::Error) -> Error {
+        let hint = match e.raw_os_error() {
+            Some(libc::EBUSY) => " (EBUSY: the task uses userfaultfd there itself)",
+            _ => "",
+        };
+        sys_err(
+            self.pid,
+            format!("{op} {:#x}-{:#x} for write tracking{hint}", r.start, r.end),
+        )(e)
     }
 
     /// The pages of `ranges` written since the last call (since tracking
@@ -208,6 +260,18 @@ impl Tracker {
         }
         Ok(())
     }
+}
+
+/// `e` and its causes, for a log line (an error returned goes up with its
+/// causes; one only logged would lose them).
+pub fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Sort `ranges` and merge those that overlap or touch; empty ones go.
