@@ -51,11 +51,41 @@ impl ProcRoot {
     }
 
     pub(crate) fn read_string(path: &Path) -> Result<String> {
-        fs::read_to_string(path).map_err(|e| ProcError::io(path, e))
+        let bytes = Self::read_bytes(path)?;
+        String::from_utf8(bytes).map_err(|_| {
+            ProcError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+            )
+        })
     }
 
+    /// The whole file. /proc files say they are empty: instead of the
+    /// size `fs::read` asks for (then reads growing from 32 bytes), read
+    /// into a page-sized buffer, doubled while it fills (one or two reads
+    /// for most files).
     pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-        fs::read(path).map_err(|e| ProcError::io(path, e))
+        use std::io::Read;
+        let err = |e| ProcError::io(path, e);
+        let mut f = fs::File::open(path).map_err(err)?;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let Some(room) = buf.get_mut(len..) else {
+                break;
+            };
+            match f.read(room) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        buf.truncate(len);
+        Ok(buf)
     }
 
     pub(crate) fn read_link(path: &Path) -> Result<PathBuf> {

@@ -863,12 +863,13 @@ fn dump_process(
 
     // Facts only the tasks themselves can tell: run syscalls inside them
     // (seccomp suspended for them; rseq sections cut by the stop aborted).
-    task::misc::refuse_pending_sigtrap(proc, pid, &p.threads)?;
+    // Each thread's status read once (the main thread's is `status`).
+    let statuses = thread_statuses(proc, p, status)?;
+    task::misc::refuse_sigtrap_in(pid, &p.threads, &statuses)?;
     task::misc::refuse_time_for_children(pid)?;
-    let modes = task::seccomp::suspend(
-        proc,
-        pid,
+    let modes = task::seccomp::suspend_with(
         &p.threads,
+        &statuses,
         crust_sys::ptrace::options::TRACESYSGOOD,
     )?;
     for t in p.threads.iter_mut() {
@@ -903,7 +904,15 @@ fn dump_process(
         }
     };
     let to = (dir, out.cg);
-    write_cores(proc, p, (stat, status), &pinside, &tinside, to, &ids.tids)?;
+    write_cores(
+        proc,
+        p,
+        (stat, &statuses),
+        &pinside,
+        &tinside,
+        to,
+        &ids.tids,
+    )?;
     debug!("{pid}: cores written by {} us", us_since(t0));
     let mut mm = mem::build_mm(proc, pid, stat, &vmas, &pinside, files)?;
     let fds = if kobj.files_shared {
@@ -994,13 +1003,14 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
             scratch_len,
             batch_code: None,
         };
-        let pinside = task::collect_process(&mut r, batch_code)?;
+        // The process and its main thread, in one batch.
+        let (pinside, main_inside) = task::collect_process(&mut r, batch_code)?;
         // Test-only: a crust bug while a task runs remote syscalls (its
         // registers borrowed, the scratch area mapped).
         if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "panic-remote") {
             panic!("CRUST_FAULT=panic-remote: panicking on purpose in a remote call");
         }
-        let mut tinside = vec![task::collect_thread(&mut r, batch_code)?];
+        let mut tinside = vec![main_inside];
         for t in others.iter_mut() {
             t.use_syscall_ip(syscall_ip);
             let mut r = Remote {
@@ -1024,7 +1034,9 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
         };
         Ok((pinside, tinside, uffd))
     });
-    let _ = main.syscall(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
+    // One stop each (mmap and munmap), single-stepped: under load, every
+    // stop waits for the task to be scheduled.
+    let _ = main.syscall_single_step(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;
     }
@@ -1043,7 +1055,7 @@ fn scratch_area(
     scratch_len: u64,
 ) -> Result<(u64, u64, Option<RemoteAddr>), Error> {
     let map = |main: &mut Task, len: u64, prot: i32| {
-        main.syscall(
+        main.syscall_single_step(
             libc::SYS_mmap,
             [
                 0,
@@ -1062,7 +1074,7 @@ fn scratch_area(
         match crust_sys::mem::write(pid, code, &crust_compel::BATCH_CODE) {
             Ok(n) if n == crust_compel::BATCH_CODE.len() => return Ok((area, len, Some(code))),
             _ => {
-                let _ = main.syscall(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
+                let _ = main.syscall_single_step(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
             }
         }
     }
@@ -1071,13 +1083,30 @@ fn scratch_area(
     Ok((area, scratch_len, None))
 }
 
-/// Write the core image of every thread of `p` (the main thread's
-/// `stat`/`status` already read; the others' read here), named by its id
-/// in the tree's pid namespace (`tids`).
+/// The status of every thread of `p`, in order: the main thread's is
+/// `main`, the others' are read.
+fn thread_statuses(
+    proc: &ProcRoot,
+    p: &Proc,
+    main: &crust_proc::Status,
+) -> Result<Vec<crust_proc::Status>, Error> {
+    let mut out = Vec::with_capacity(p.threads.len());
+    out.push(main.clone());
+    let others = p.threads.iter().skip(1);
+    for t in others {
+        let tid = t.pid();
+        out.push(crust_proc::task_status(proc, p.pid, tid).map_err(proc_err(tid))?);
+    }
+    Ok(out)
+}
+
+/// Write the core image of every thread of `p` (the main thread's `stat`
+/// already read, the others' read here; every thread's status read, in
+/// order), named by its id in the tree's pid namespace (`tids`).
 fn write_cores(
     proc: &ProcRoot,
     p: &Proc,
-    (stat, status): (&crust_proc::Stat, &crust_proc::Status),
+    (stat, statuses): (&crust_proc::Stat, &[crust_proc::Status]),
     pinside: &task::ProcInside,
     tinside: &[task::ThreadInside],
     (dir, cg): (&Path, &CgDump),
@@ -1088,13 +1117,11 @@ fn write_cores(
     let threads = p.threads.iter().zip(tinside.iter()).zip(tids.iter());
     for (i, ((t, ti), nstid)) in threads.enumerate() {
         let tid = t.pid();
-        let (tstat, tstatus) = if i == 0 {
-            (stat.clone(), status.clone())
+        let tstatus = statuses.get(i).ok_or(Error::NoSuchProcess { pid: tid })?;
+        let tstat = if i == 0 {
+            stat.clone()
         } else {
-            (
-                crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?,
-                crust_proc::task_status(proc, pid, tid).map_err(proc_err(tid))?,
-            )
+            crust_proc::task_stat(proc, pid, tid).map_err(proc_err(tid))?
         };
         let mut core = task::build_core(
             proc,
@@ -1102,7 +1129,7 @@ fn write_cores(
             &task::CoreParts {
                 task: t,
                 stat: &tstat,
-                status: &tstatus,
+                status: tstatus,
                 thread: ti,
                 process: (i == 0).then_some(pinside),
                 multi_threaded: multi,

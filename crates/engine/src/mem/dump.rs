@@ -860,8 +860,12 @@ pub(super) fn read_task_pages(
     // full -> writer -> empty.
     let (full_tx, full_rx) = sync_channel::<Result<(Vec<u8>, usize), Error>>(DUMP_BUFFERS);
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(DUMP_BUFFERS);
+    // No bigger than the pages to read: a small process's few pages do
+    // not cost three zeroed BATCH-sized buffers.
+    let total: u64 = runs.iter().map(|r| r.npages * PAGE_SIZE).sum();
+    let size = usize::try_from(total).map_or(BATCH, |t| t.clamp(PAGE_SIZE as usize, BATCH));
     for _ in 0..DUMP_BUFFERS {
-        let _ = empty_tx.send(vec![0u8; BATCH]);
+        let _ = empty_tx.send(vec![0u8; size]);
     }
     let reader = move || {
         let mut buf = match empty_rx.recv() {

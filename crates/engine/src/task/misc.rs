@@ -12,7 +12,7 @@ use crust_sys::RemoteAddr;
 use log::debug;
 
 const RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL: u32 = 2;
-const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+pub(crate) const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 
 fn read_u64(pid: i32, addr: u64) -> Option<u64> {
     let mut b = [0u8; 8];
@@ -69,20 +69,6 @@ pub fn abort_rseq_cs(t: &mut Task) -> Result<(), Error> {
 /// critical section [start, start + len) with `flags` on a signal?
 fn aborts(ip: u64, start: u64, len: u64, flags: u32) -> bool {
     ip >= start && ip - start < len && flags & RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL == 0
-}
-
-/// The membarrier commands the process registered for (0 on a kernel
-/// that cannot tell).
-pub fn collect_membarrier(r: &mut Remote<'_>) -> Result<u32, Error> {
-    let pid = r.pid();
-    let v = r
-        .task
-        .syscall_raw(
-            libc::SYS_membarrier,
-            [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0],
-        )
-        .map_err(crate::util::compel_err(pid))?;
-    Ok(if v < 0 { 0 } else { v as u32 })
 }
 
 /// Register the process for the membarrier commands it had.
@@ -149,10 +135,20 @@ pub fn refuse_pending_sigtrap(
     pid: i32,
     tasks: &[Task],
 ) -> Result<(), Error> {
+    let statuses = crate::task::thread_statuses(proc, pid, tasks)?;
+    refuse_sigtrap_in(pid, tasks, &statuses)
+}
+
+/// [`refuse_pending_sigtrap`] with the threads' status read (in the order
+/// of `tasks`).
+pub fn refuse_sigtrap_in(
+    pid: i32,
+    tasks: &[Task],
+    statuses: &[crust_proc::Status],
+) -> Result<(), Error> {
     let bit = 1u64 << (libc::SIGTRAP - 1);
-    for t in tasks {
+    for (t, st) in tasks.iter().zip(statuses) {
         let tid = t.pid();
-        let st = crust_proc::task_status(proc, pid, tid).map_err(crate::util::proc_err(tid))?;
         if (st.sig_pnd | st.shd_pnd) & bit != 0 {
             return Err(Error::unsupported(format!(
                 "thread {tid} of process {pid} has a SIGTRAP pending (as CRIU, crust does not dump a task with a pending SIGTRAP: let it handle the signal first)"

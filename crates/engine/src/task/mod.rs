@@ -44,6 +44,15 @@ use crust_sys::ptrace::UserRegs;
 use crust_sys::RemoteAddr;
 use log::warn;
 
+/// /proc/PID/task/TID/status of each of `tasks` (threads of process
+/// `pid`), in their order.
+pub fn thread_statuses(proc: &ProcRoot, pid: i32, tasks: &[Task]) -> Result<Vec<Status>, Error> {
+    tasks
+        .iter()
+        .map(|t| crust_proc::task_status(proc, pid, t.pid()).map_err(proc_err(t.pid())))
+        .collect()
+}
+
 /// Signals that have a sigaction slot in the image: 1..=64 minus SIGKILL
 /// and SIGSTOP.
 pub fn sigaction_signals() -> impl Iterator<Item = u32> {
@@ -85,6 +94,8 @@ const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const SA_AT: u64 = 0;
 const ITIMER_AT: u64 = 64 * 32;
 const SUBREAPER_AT: u64 = ITIMER_AT + 3 * 32;
+/// The main thread's part (see [`push_thread`]).
+const MAIN_THREAD_AT: u64 = 3072;
 const TABLE_AT: u64 = 4096;
 /// Scratch offsets of the data of [`apply_core`]'s queued calls, out of
 /// the way of the calls it makes one by one (which use offsets 0 to 512):
@@ -92,9 +103,13 @@ const TABLE_AT: u64 = 4096;
 const NAME_AT: u64 = 2048;
 const SAS_AT: u64 = 2048 + 64;
 
+/// Reads the process's state and its main thread's (run by `r`'s task);
 /// `code`: the syscall-table loop in the task, if crust put one there (the
 /// calls then run in one stop).
-pub fn collect_process(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<ProcInside, Error> {
+pub fn collect_process(
+    r: &mut Remote<'_>,
+    code: Option<RemoteAddr>,
+) -> Result<(ProcInside, ThreadInside), Error> {
     let mut out = ProcInside::default();
     let mut b = remote::Batch::with_table_at(code, TABLE_AT);
     let sigs: Vec<u32> = sigaction_signals().collect();
@@ -137,6 +152,14 @@ pub fn collect_process(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<P
             None,
         )?;
     }
+    push_thread(r, &mut b, MAIN_THREAD_AT)?;
+    // Last: a kernel that cannot tell fails it.
+    b.push_may_fail(
+        r,
+        "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)".into(),
+        libc::SYS_membarrier,
+        [misc::MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0],
+    )?;
     let res = b.flush(r)?;
     let data = r.get(0, TABLE_AT as usize)?;
     let w = |at: u64, i: usize| xsave::u64_at(&data, at as usize + i * 8);
@@ -167,23 +190,43 @@ pub fn collect_process(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<P
             ..Default::default()
         };
     }
+    let main = match (data.get(MAIN_THREAD_AT as usize..), res.get(n + 7..)) {
+        (Some(d), Some(tres)) => decode_thread(d, tres),
+        _ => ThreadInside::default(),
+    };
+    let membarrier = got(7 + THREAD_CALLS) as i64;
+    out.membarrier = if membarrier < 0 { 0 } else { membarrier as u32 };
     out.posix_timers = collect_posix_timers(r)?;
-    out.membarrier = misc::collect_membarrier(r)?;
-    Ok(out)
+    Ok((out, main))
 }
 
-/// Reads per-thread state; `code` as for [`collect_process`].
+/// Reads per-thread state; `code` as for [`collect_process`] (which reads
+/// the main thread's with the process's).
 pub fn collect_thread(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<ThreadInside, Error> {
-    // Scratch offsets: stack_t (ss_sp 8, ss_flags 4 + pad, ss_size 8), the
-    // tid address, the parent-death signal, the sched_param.
-    const SAS: u64 = 0;
-    const TID_ADDR: u64 = 32;
-    const PDEATH: u64 = 40;
-    const PARAM: u64 = 48;
     let mut b = remote::Batch::with_table_at(code, TABLE_AT);
-    r.put(0, &[0u8; 64])?;
-    let at = |o: u64| r.at(o).get();
-    let calls: [(&str, i64, [u64; 6]); 6] = [
+    push_thread(r, &mut b, 0)?;
+    let res = b.flush(r)?;
+    let d = r.get(0, THREAD_LEN as usize)?;
+    Ok(decode_thread(&d, &res))
+}
+
+/// Bytes of scratch a thread's calls read into, from their base offset.
+const THREAD_LEN: u64 = 64;
+/// Scratch offsets, from the base: stack_t (ss_sp 8, ss_flags 4 + pad,
+/// ss_size 8), the tid address, the parent-death signal, the sched_param.
+const SAS: u64 = 0;
+const TID_ADDR: u64 = 32;
+const PDEATH: u64 = 40;
+const PARAM: u64 = 48;
+/// How many calls [`push_thread`] queues.
+const THREAD_CALLS: usize = 6;
+
+/// Queue the calls that read a thread's state into `b`, their data at
+/// scratch offset `base` ([`THREAD_LEN`] bytes, zeroed here).
+fn push_thread(r: &mut Remote<'_>, b: &mut remote::Batch, base: u64) -> Result<(), Error> {
+    r.put(base, &[0u8; THREAD_LEN as usize])?;
+    let at = |o: u64| r.at(base + o).get();
+    let calls: [(&str, i64, [u64; 6]); THREAD_CALLS] = [
         (
             "sigaltstack",
             libc::SYS_sigaltstack,
@@ -215,23 +258,27 @@ pub fn collect_thread(r: &mut Remote<'_>, code: Option<RemoteAddr>) -> Result<Th
     for (what, nr, args) in calls {
         b.push(r, what.into(), nr, args, None)?;
     }
-    let res = b.flush(r)?;
-    let d = r.get(0, 64)?;
+    Ok(())
+}
+
+/// A thread's state from [`push_thread`]'s data `d` (read from its base)
+/// and its calls' results `res`.
+fn decode_thread(d: &[u8], res: &[u64]) -> ThreadInside {
     let sas = ThreadSasEntry {
-        ss_sp: xsave::u64_at(&d, SAS as usize),
-        ss_flags: xsave::u32_at(&d, SAS as usize + 8),
-        ss_size: xsave::u64_at(&d, SAS as usize + 16),
+        ss_sp: xsave::u64_at(d, SAS as usize),
+        ss_flags: xsave::u32_at(d, SAS as usize + 8),
+        ss_size: xsave::u64_at(d, SAS as usize + 16),
         ..Default::default()
     };
     let got = |i: usize| res.get(i).copied().unwrap_or(0);
-    Ok(ThreadInside {
+    ThreadInside {
         sas,
-        clear_tid: xsave::u64_at(&d, TID_ADDR as usize),
+        clear_tid: xsave::u64_at(d, TID_ADDR as usize),
         secbits: got(2) as u32,
-        pdeath_sig: xsave::u64_at(&d, PDEATH as usize) as u32,
-        sched: (got(4) as u32, xsave::u32_at(&d, PARAM as usize)),
+        pdeath_sig: xsave::u64_at(d, PDEATH as usize) as u32,
+        sched: (got(4) as u32, xsave::u32_at(d, PARAM as usize)),
         seccomp: seccomp::ThreadSeccomp::default(),
-    })
+    }
 }
 
 fn regs_to_image(r: &UserRegs) -> UserX86RegsEntry {

@@ -132,6 +132,9 @@ struct Entry {
     nr: i64,
     args: [u64; 6],
     expect: Option<u64>,
+    /// An `-errno` result is the answer, not a failure: the entries after
+    /// it run on.
+    may_fail: bool,
 }
 
 /// Remote syscalls whose results are not needed at once, gathered and run
@@ -179,12 +182,41 @@ impl Batch {
         args: [u64; 6],
         expect: Option<u64>,
     ) -> Result<(), Error> {
-        self.entries.push(Entry {
-            what,
-            nr,
-            args,
-            expect,
-        });
+        self.queue(
+            r,
+            Entry {
+                what,
+                nr,
+                args,
+                expect,
+                may_fail: false,
+            },
+        )
+    }
+
+    /// Queue syscall `nr` whose failure is an answer: its result is the
+    /// raw return value (`-errno` as a u64 when it failed).
+    pub fn push_may_fail(
+        &mut self,
+        r: &mut Remote<'_>,
+        what: String,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<(), Error> {
+        self.queue(
+            r,
+            Entry {
+                what,
+                nr,
+                args,
+                expect: None,
+                may_fail: true,
+            },
+        )
+    }
+
+    fn queue(&mut self, r: &mut Remote<'_>, e: Entry) -> Result<(), Error> {
+        self.entries.push(e);
         let room = r.scratch_len.saturating_sub(self.table_off) / crust_compel::BATCH_ENTRY;
         if self.entries.len() as u64 >= room.max(1) {
             self.flush(r)?;
@@ -198,17 +230,63 @@ impl Batch {
         let mut results = Vec::with_capacity(entries.len());
         let Some(code) = self.code else {
             for e in &entries {
-                let got = r.call(&e.what, e.nr, e.args)?;
+                let got = match e.may_fail {
+                    true => {
+                        let pid = r.pid();
+                        let raw = r.task.syscall_raw(e.nr, e.args);
+                        raw.map_err(|source| Error::Compel { pid, source })? as u64
+                    }
+                    false => r.call(&e.what, e.nr, e.args)?,
+                };
                 check(r.pid(), e, got)?;
                 results.push(got);
             }
             return Ok(results);
         };
-        if entries.is_empty() {
-            return Ok(results);
+        // The loop stops at a failure: one that may fail is recorded and
+        // the rest run from the entry after it.
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let failed = self.run_table(r, code, rest, &mut results)?;
+            let Some(res) = failed else { break };
+            let ran = results.len() - (entries.len() - rest.len());
+            match rest.get(ran) {
+                Some(e) if e.may_fail => {
+                    results.push(res as u64);
+                    rest = rest.get(ran + 1..).unwrap_or(&[]);
+                }
+                e => {
+                    let what = e.map_or("a batched syscall", |e| e.what.as_str());
+                    return Err(Error::Sys {
+                        pid: r.pid(),
+                        op: format!("{what} (in the task)"),
+                        source: std::io::Error::from_raw_os_error(res.saturating_neg() as i32),
+                    });
+                }
+            }
         }
+        if results.len() != entries.len() {
+            return Err(Error::Sys {
+                pid: r.pid(),
+                op: format!("short read of {} batched syscall results", entries.len()),
+                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+            });
+        }
+        Ok(results)
+    }
+
+    /// Run `entries` as one table with the loop at `code`, appending the
+    /// results of those that ran to `results`; the result of the one that
+    /// failed and stopped the loop, if one did.
+    fn run_table(
+        &self,
+        r: &mut Remote<'_>,
+        code: RemoteAddr,
+        entries: &[Entry],
+        results: &mut Vec<u64>,
+    ) -> Result<Option<i64>, Error> {
         let mut table = Vec::with_capacity(entries.len() * crust_compel::BATCH_ENTRY as usize);
-        for e in &entries {
+        for e in entries {
             table.extend_from_slice(&(e.nr as u64).to_le_bytes());
             for a in e.args {
                 table.extend_from_slice(&a.to_le_bytes());
@@ -221,14 +299,9 @@ impl Batch {
             .task
             .syscall_batch(code, at, entries.len() as u64)
             .map_err(|e| Error::Compel { pid, source: e })?;
-        if let (Some(res), Some(e)) = (failed, entries.get(ran as usize)) {
-            return Err(Error::Sys {
-                pid,
-                op: format!("{} (in the task)", e.what),
-                source: std::io::Error::from_raw_os_error(res.saturating_neg() as i32),
-            });
-        }
-        let back = r.get(self.table_off, table.len())?;
+        let ran = (ran as usize).min(entries.len());
+        let back = r.get(self.table_off, ran * crust_compel::BATCH_ENTRY as usize)?;
+        let mut got_n = 0;
         for (e, w) in entries
             .iter()
             .zip(back.chunks_exact(crust_compel::BATCH_ENTRY as usize))
@@ -239,15 +312,16 @@ impl Batch {
                 .map_or(0, u64::from_le_bytes);
             check(pid, e, got)?;
             results.push(got);
+            got_n += 1;
         }
-        if results.len() != entries.len() {
+        if got_n != ran {
             return Err(Error::Sys {
                 pid,
-                op: format!("short read of {} batched syscall results", entries.len()),
+                op: format!("short read of {ran} batched syscall results"),
                 source: std::io::Error::from_raw_os_error(libc::EFAULT),
             });
         }
-        Ok(results)
+        Ok(failed)
     }
 }
 

@@ -31,10 +31,19 @@ const MAX_CHAIN: usize = 4096;
 /// Suspend seccomp for the traced `tasks` (`opts`: the ptrace options they
 /// have) whose status shows a mode; returns the threads' modes, in order.
 pub fn suspend(proc: &ProcRoot, pid: i32, tasks: &[Task], opts: u64) -> Result<Vec<u32>, Error> {
+    let statuses = crate::task::thread_statuses(proc, pid, tasks)?;
+    suspend_with(tasks, &statuses, opts)
+}
+
+/// [`suspend`] with the threads' status read (in the order of `tasks`).
+pub fn suspend_with(
+    tasks: &[Task],
+    statuses: &[crust_proc::Status],
+    opts: u64,
+) -> Result<Vec<u32>, Error> {
     let mut modes = Vec::with_capacity(tasks.len());
-    for t in tasks {
+    for (t, st) in tasks.iter().zip(statuses) {
         let tid = t.pid();
-        let st = crust_proc::task_status(proc, pid, tid).map_err(crate::util::proc_err(tid))?;
         if st.seccomp != 0 {
             t.set_options(opts | crust_sys::ptrace::options::SUSPEND_SECCOMP)
                 .map_err(compel_err(tid))?;
