@@ -446,7 +446,8 @@ fn namespaces_first(
     root_pid: i32,
 ) -> Result<(), Error> {
     for p in tree.procs.iter().filter(|p| !p.zombie) {
-        walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
+        let ids = walk.nss.check(p.pid, &NsInodes::of(p.pid))?;
+        walk.ns_ids.insert(p.pid, ids);
     }
     files.set_namespaces(
         walk.nss
@@ -500,8 +501,25 @@ fn dump_tree(
     let pipe_to = ps
         .filter(|p| vmsplice::wanted() && p.splices())
         .map(|p| (p, opts.lazy_pages));
+    // The VMAs of the frozen processes (smaps: a page-table walk per
+    // mapping) are read ahead of the tracer by a third thread, in the
+    // walk's order (the root's read before the freeze is checked by the
+    // tracer itself).
+    let ahead_pids: Vec<i32> = (tree.procs.iter())
+        .filter(|p| !p.zombie && early.as_ref().is_none_or(|e| e.pid() != p.pid))
+        .map(|p| p.pid)
+        .collect();
+    let (ahead_tx, ahead) = std::sync::mpsc::sync_channel::<VmasAhead>(VMAS_AHEAD);
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || pagejob::worker(dir, opts, queue, ps));
+        sc.spawn(move || {
+            for pid in ahead_pids {
+                // The tracer gone (the walk failed): stop.
+                if ahead_tx.send((pid, mem::collect_vmas(proc, pid))).is_err() {
+                    break;
+                }
+            }
+        });
         let walked = (|| -> Result<(), Error> {
             namespaces_first(tree, &mut walk, &mut files, root_pid)?;
             for p in &mut tree.procs {
@@ -517,6 +535,7 @@ fn dump_tree(
                     chain: &mut *chain,
                     early: &mut early,
                     piped: pipe_to,
+                    ahead: &ahead,
                 };
                 crate::util::check_stop()?;
                 // Paths of a process in another mount namespace of the
@@ -527,6 +546,7 @@ fn dump_tree(
             Ok(())
         })();
         drop(jobs);
+        drop(ahead);
         let pages = worker.join().expect("page worker panicked");
         (walked, pages)
     });
@@ -623,6 +643,9 @@ struct Walk<'a> {
     nss: TreeNs,
     /// Host pid -> the pid the tree's namespace sees (equal without pidns).
     ns_of: std::collections::HashMap<i32, i32>,
+    /// Each live process's namespace ids, as `namespaces_first` found them
+    /// (the tree is frozen: read once).
+    ns_ids: std::collections::HashMap<i32, NsIds>,
     kobjs: KobjIds,
     next_pages: u32,
     memdump_time_us: u64,
@@ -644,6 +667,7 @@ impl<'a> Walk<'a> {
             ipcns,
             nss,
             ns_of: std::collections::HashMap::new(),
+            ns_ids: std::collections::HashMap::new(),
             kobjs: KobjIds::default(),
             next_pages: 1,
             memdump_time_us: 0,
@@ -686,7 +710,10 @@ impl<'a> Walk<'a> {
             self.pstree.push(entry(vec![0]));
             return Ok(());
         }
-        let ns = self.nss.check(pid, &NsInodes::of(pid))?;
+        let ns = match self.ns_ids.remove(&pid) {
+            Some(ids) => ids,
+            None => self.nss.check(pid, &NsInodes::of(pid))?,
+        };
         let mut tids = Vec::with_capacity(p.threads.len());
         for t in &p.threads {
             let tid = t.pid();
@@ -858,7 +885,10 @@ fn dump_process(
     let (kobj, pages_id, nspid) = (ids.kobj, ids.pages_id, ids.nspid);
     let t0 = Instant::now();
     let early = out.early.take_if(|e| e.pid() == pid);
-    let vmas = mem::collect_vmas_frozen(proc, pid, early)?;
+    let vmas = match early {
+        Some(e) => mem::collect_vmas_frozen(proc, pid, Some(e))?,
+        None => vmas_read_ahead(out.ahead, proc, pid)?,
+    };
     debug!("{pid}: {} vmas read in {} us", vmas.len(), us_since(t0));
 
     // Facts only the tasks themselves can tell: run syscalls inside them
@@ -926,7 +956,13 @@ fn dump_process(
     mm.vmas.extend(mem::guard_entries(pid)?);
     // Where transparent huge pages back its memory (crust's own image).
     mem::write_huge_ranges(dir, nspid as u64, &mem::huge_ranges(pid, &vmas)?)?;
-    out.locks.collect(pid, nspid, &fds)?;
+    // Only the fds whose fdinfo showed a lock are read again for it.
+    let locked: Vec<_> = fds
+        .iter()
+        .filter(|f| files.fd_locked(f.fd))
+        .cloned()
+        .collect();
+    out.locks.collect(pid, nspid, &locked)?;
     let cwd = crust_proc::cwd(proc, pid).map_err(proc_err(pid))?;
     let root = crust_proc::root_link(proc, pid).map_err(proc_err(pid))?;
     let cwd_id = files.add_dir(pid, &cwd, "cwd")?;
@@ -1163,6 +1199,31 @@ struct Sinks<'a> {
     /// The page server whose streams take pipes, and `--lazy-pages`: the
     /// tracer moves each process's pages itself ([`PageJob::run_piped`]).
     piped: Option<(&'a crate::pageserver::PageServerSink, bool)>,
+    /// The VMAs read ahead of the walk (see [`vmas_read_ahead`]).
+    ahead: &'a std::sync::mpsc::Receiver<VmasAhead>,
+}
+
+/// A process's VMAs read ahead of the walk, with its pid.
+type VmasAhead = (i32, Result<Vec<mem::Vma>, Error>);
+
+/// How many processes' VMAs may be read ahead of the tracer.
+const VMAS_AHEAD: usize = 8;
+
+/// The VMAs of frozen process `pid`: those read ahead for it, or read now
+/// (a process the reader did not have in that order, or a reader gone).
+fn vmas_read_ahead(
+    ahead: &std::sync::mpsc::Receiver<VmasAhead>,
+    proc: &ProcRoot,
+    pid: i32,
+) -> Result<Vec<mem::Vma>, Error> {
+    // The walk's order is the reader's: any other process before it was
+    // not walked, and its VMAs are dropped.
+    while let Ok((p, vmas)) = ahead.recv() {
+        if p == pid {
+            return vmas;
+        }
+    }
+    mem::collect_vmas(proc, pid)
 }
 
 /// The kobj ids of a task: `id` for its mm, files, fs and sighand, and

@@ -128,6 +128,9 @@ impl FileTable {
         let mut out = Vec::with_capacity(fds.len());
         for (fd, target) in fds {
             let info = crust_proc::fdinfo(proc, pid, fd).map_err(proc_err(pid))?;
+            if only.is_none() && info.get("lock").is_some() {
+                self.locked.push(fd);
+            }
             let mut f = DumpFd {
                 proc,
                 pid,

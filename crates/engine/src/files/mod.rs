@@ -106,6 +106,10 @@ pub struct FileTable {
     /// (pid, fd, path, files.img id) of every fd on a path recorded by
     /// the table, in every process: fds on one description share its id.
     paths_seen: Vec<(i32, i32, String, u32)>,
+    /// The fds of the last [`FileTable::collect_fds`] whose fdinfo has
+    /// `lock:` lines (the only ones [`crate::files::filelocks`] reads
+    /// again).
+    locked: Vec<i32>,
 }
 
 use crate::mem::ShmemInode;
@@ -169,6 +173,7 @@ impl FileTable {
             owners: Default::default(),
             build_ids: true,
             paths_seen: Vec::new(),
+            locked: Vec::new(),
         }
     }
 
@@ -359,7 +364,14 @@ impl FileTable {
 
     /// Every fd of process `pid`, for its `fdinfo-N.img`.
     pub fn collect_fds(&mut self, proc: &ProcRoot, pid: i32) -> Result<Vec<FdinfoEntry>, Error> {
+        self.locked.clear();
         self.collect_fds_of(proc, pid, None)
+    }
+
+    /// Whether fd `fd` of the last [`FileTable::collect_fds`] showed a
+    /// lock in its fdinfo.
+    pub fn fd_locked(&self, fd: u32) -> bool {
+        self.locked.iter().any(|l| *l as u32 == fd)
     }
 
     /// Files carried by SCM_RIGHTS messages queued on the tree's unix
