@@ -34,7 +34,7 @@ use helpers::add_helpers;
 use helpers::plan_helpers;
 use images::{inventory, write_stats};
 use log::{debug, info, warn};
-use pagejob::PageJob;
+use pagejob::{write_later, Job, PageJob};
 use precheck::{precheck, DEFAULT_TIMEOUT};
 pub use predump::pre_dump;
 use seize::seize;
@@ -492,7 +492,7 @@ fn dump_tree(
     let cg = CgDump::collect(opts, tree.procs.iter().map(|p| (p.pid, &p.threads)))?;
     // Pages are copied by a second thread while this one (the tracer: only
     // it may make ptrace requests) goes on with the next process.
-    let (jobs, queue) = std::sync::mpsc::channel::<PageJob>();
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
     // Counted from the pages files this dump writes.
     let _ = mem::take_page_tally(dir);
     let mut vmas_of = std::collections::HashMap::new();
@@ -929,11 +929,11 @@ fn dump_process(
     let piped = match out.piped {
         Some((ps, leave_lazy)) if job.uffd.is_none() => job.run_piped(ps, p, leave_lazy)?,
         _ => {
-            let _ = jobs.send(job);
+            let _ = jobs.send(Job::Pages(job));
             mem::PageCounts::default()
         }
     };
-    let to = (dir, out.cg);
+    let to = (dir, out.cg, jobs);
     write_cores(
         proc,
         p,
@@ -971,21 +971,18 @@ fn dump_process(
     kids.files_id = kobj.files;
     kids.fs_id = kobj.fs;
     kids.sighand_id = kobj.sighand;
-    write_image(dir, ImageType::Ids, nspid as u64, &[kids])?;
-    write_image(dir, ImageType::Mm, nspid as u64, &[mm])?;
-    write_image(
-        dir,
-        ImageType::Fs,
-        nspid as u64,
-        &[FsEntry {
-            cwd_id,
-            root_id,
-            umask: Some(status.umask.unwrap_or(0o022)),
-            ..Default::default()
-        }],
-    )?;
+    // Written by the page worker: the tracer goes on with the next process.
+    write_later(jobs, dir, ImageType::Ids, nspid as u64, vec![kids]);
+    write_later(jobs, dir, ImageType::Mm, nspid as u64, vec![mm]);
+    let fs = FsEntry {
+        cwd_id,
+        root_id,
+        umask: Some(status.umask.unwrap_or(0o022)),
+        ..Default::default()
+    };
+    write_later(jobs, dir, ImageType::Fs, nspid as u64, vec![fs]);
     if !kobj.files_shared {
-        write_image(dir, ImageType::Fdinfo, kobj.files as u64, &fds)?;
+        write_later(jobs, dir, ImageType::Fdinfo, kobj.files as u64, fds);
     }
     Ok(piped)
 }
@@ -1145,7 +1142,7 @@ fn write_cores(
     (stat, statuses): (&crust_proc::Stat, &[crust_proc::Status]),
     pinside: &task::ProcInside,
     tinside: &[task::ThreadInside],
-    (dir, cg): (&Path, &CgDump),
+    (dir, cg, jobs): (&Path, &CgDump, &std::sync::mpsc::Sender<Job>),
     tids: &[i32],
 ) -> Result<(), Error> {
     let pid = p.pid;
@@ -1172,7 +1169,7 @@ fn write_cores(
             },
         )?;
         cg.record(tid, &mut core);
-        write_image(dir, ImageType::Core, *nstid as u64, &[core])?;
+        write_later(jobs, dir, ImageType::Core, *nstid as u64, vec![core]);
     }
     Ok(())
 }
@@ -1182,7 +1179,7 @@ fn write_cores(
 struct Sinks<'a> {
     dir: &'a Path,
     files: &'a mut FileTable,
-    jobs: &'a std::sync::mpsc::Sender<PageJob>,
+    jobs: &'a std::sync::mpsc::Sender<Job>,
     /// VMAs of the processes dumped so far, by host pid.
     vmas_of: &'a mut std::collections::HashMap<i32, std::sync::Arc<Vec<mem::Vma>>>,
     /// File locks held through the fds (--file-locks).

@@ -27,6 +27,33 @@ pub(super) struct PageJob {
     pub(super) lazy: Vec<std::ops::Range<u64>>,
 }
 
+/// What the page worker is given: a process's pages, or an image the
+/// tracer built, written here so that the tracer goes on at once (an
+/// error ends the worker, and comes out when it is joined).
+pub(super) enum Job {
+    Pages(PageJob),
+    Image(ImageWrite),
+}
+
+/// The write of one image, its entries built.
+pub(super) type ImageWrite = Box<dyn FnOnce() -> Result<(), Error> + Send>;
+
+/// Queue the write of image `ty`-`id` of `entries` into `dir` to the
+/// page worker (see [`Job::Image`]).
+pub(super) fn write_later<M: crust_images::Message + Send + 'static>(
+    jobs: &std::sync::mpsc::Sender<Job>,
+    dir: &Path,
+    ty: crust_images::image::ImageType,
+    id: u64,
+    entries: Vec<M>,
+) {
+    let dir = dir.to_path_buf();
+    let write = move || crate::util::write_image(&dir, ty, id, &entries);
+    // If the worker has stopped on an error, that error comes out when it
+    // is joined.
+    let _ = jobs.send(Job::Image(Box::new(write)));
+}
+
 /// What the page worker did: the page counts, its time, and the
 /// processes whose pages are still to copy (-R).
 pub(super) type Worked = (mem::PageCounts, u64, Vec<mem::snapshot::Prepared>);
@@ -38,7 +65,7 @@ pub(super) type Worked = (mem::PageCounts, u64, Vec<mem::snapshot::Prepared>);
 pub(super) fn worker(
     dir: &Path,
     opts: &Options,
-    queue: Receiver<PageJob>,
+    queue: Receiver<Job>,
     ps: Option<&crate::pageserver::PageServerSink>,
 ) -> Result<Worked, Error> {
     let mut total = mem::PageCounts::default();
@@ -50,8 +77,13 @@ pub(super) fn worker(
     };
     let mut deferred = Vec::new();
     for job in queue {
-        let n = job.run(sink, (cow_parent, opts.lazy_pages), &mut deferred)?;
-        total.add(&n);
+        match job {
+            Job::Pages(job) => {
+                let n = job.run(sink, (cow_parent, opts.lazy_pages), &mut deferred)?;
+                total.add(&n);
+            }
+            Job::Image(write) => write()?,
+        }
     }
     Ok((total, us_since(t), deferred))
 }
