@@ -475,10 +475,7 @@ fn dump_tree(
     let _objects = ps.map(|p| mem::objects_to(dir, p.clone()));
     let ps = ps.map(|p| &**p);
     // Paths of a tree in a mount namespace of its own are read through it.
-    let _view = tree
-        .procs
-        .first()
-        .and_then(|p| crate::util::view::for_dump(p.pid));
+    let _view = (tree.procs.first()).and_then(|p| crate::util::view::for_dump(p.pid));
     let mut files = file_table(tree, opts);
     let mut locks = LockDump::new(opts.file_locks);
     let mut seccomp = task::seccomp::SeccompDump::default();
@@ -501,25 +498,11 @@ fn dump_tree(
     let pipe_to = ps
         .filter(|p| vmsplice::wanted() && p.splices())
         .map(|p| (p, opts.lazy_pages));
-    // The VMAs of the frozen processes (smaps: a page-table walk per
-    // mapping) are read ahead of the tracer by a third thread, in the
-    // walk's order (the root's read before the freeze is checked by the
-    // tracer itself).
-    let ahead_pids: Vec<i32> = (tree.procs.iter())
-        .filter(|p| !p.zombie && early.as_ref().is_none_or(|e| e.pid() != p.pid))
-        .map(|p| p.pid)
-        .collect();
+    let ahead_pids = ahead_pids(tree, early.as_ref());
     let (ahead_tx, ahead) = std::sync::mpsc::sync_channel::<VmasAhead>(VMAS_AHEAD);
     let (walked, pages) = std::thread::scope(|sc| {
         let worker = sc.spawn(move || pagejob::worker(dir, opts, queue, ps));
-        sc.spawn(move || {
-            for pid in ahead_pids {
-                // The tracer gone (the walk failed): stop.
-                if ahead_tx.send((pid, mem::collect_vmas(proc, pid))).is_err() {
-                    break;
-                }
-            }
-        });
+        sc.spawn(move || read_vmas_ahead(proc, ahead_pids, ahead_tx));
         let walked = (|| -> Result<(), Error> {
             namespaces_first(tree, &mut walk, &mut files, root_pid)?;
             for p in &mut tree.procs {
@@ -545,8 +528,8 @@ fn dump_tree(
             }
             Ok(())
         })();
-        drop(jobs);
-        drop(ahead);
+        // The workers' queues closed: they end.
+        drop((jobs, ahead));
         let pages = worker.join().expect("page worker panicked");
         (walked, pages)
     });
@@ -1205,6 +1188,28 @@ type VmasAhead = (i32, Result<Vec<mem::Vma>, Error>);
 
 /// How many processes' VMAs may be read ahead of the tracer.
 const VMAS_AHEAD: usize = 8;
+
+/// The processes whose VMAs are read ahead of the walk, in its order:
+/// every live one but the one whose VMAs were read before the freeze
+/// (checked by the tracer itself).
+fn ahead_pids(tree: &Tree, early: Option<&mem::EarlyVmas>) -> Vec<i32> {
+    (tree.procs.iter())
+        .filter(|p| !p.zombie && early.is_none_or(|e| e.pid() != p.pid))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The reader thread of the walk: the VMAs of the frozen processes
+/// `pids` (smaps, a page-table walk per mapping), read ahead of the
+/// tracer into `to`; it stops when the tracer is gone (the walk ended or
+/// failed).
+fn read_vmas_ahead(proc: &ProcRoot, pids: Vec<i32>, to: std::sync::mpsc::SyncSender<VmasAhead>) {
+    for pid in pids {
+        if to.send((pid, mem::collect_vmas(proc, pid))).is_err() {
+            break;
+        }
+    }
+}
 
 /// The VMAs of frozen process `pid`: those read ahead for it, or read now
 /// (a process the reader did not have in that order, or a reader gone).
