@@ -829,7 +829,12 @@ impl Task {
     /// steps over its syscall instruction, and stops (a SIGTRAP, which the
     /// next resume discards) right after it. Not for a syscall after which
     /// a signal may be due (that signal's stop would come first), nor for
-    /// one that clones.
+    /// one that clones. Not where the tracer may die before its next
+    /// resume that is not a step: the kernel clears the step state
+    /// (TIF_FORCED_TF, the syscall-exit trap) on PTRACE_DETACH and on
+    /// every other resume, not when the tracer exits, so the task, let go,
+    /// dies of a SIGTRAP (crust's dump does not use it for that reason:
+    /// e2e kill-netmisc-netlock).
     pub fn syscall_single_step(&mut self, nr: i64, args: [u64; 6]) -> Result<u64> {
         self.block_signals()?;
         self.load_syscall(nr, args)?;

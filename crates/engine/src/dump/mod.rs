@@ -1050,9 +1050,10 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
         };
         Ok((pinside, tinside, uffd))
     });
-    // One stop each (mmap and munmap), single-stepped: under load, every
-    // stop waits for the task to be scheduled.
-    let _ = main.syscall_single_step(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
+    // Stepped through entry and exit, not single-stepped: a tracer killed
+    // after a single-step leaves the task's step state set, and it dies
+    // of a SIGTRAP once running (see `Task::syscall_single_step`).
+    let _ = main.syscall(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;
     }
@@ -1071,7 +1072,7 @@ fn scratch_area(
     scratch_len: u64,
 ) -> Result<(u64, u64, Option<RemoteAddr>), Error> {
     let map = |main: &mut Task, len: u64, prot: i32| {
-        main.syscall_single_step(
+        main.syscall(
             libc::SYS_mmap,
             [
                 0,
@@ -1090,7 +1091,7 @@ fn scratch_area(
         match crust_sys::mem::write(pid, code, &crust_compel::BATCH_CODE) {
             Ok(n) if n == crust_compel::BATCH_CODE.len() => return Ok((area, len, Some(code))),
             _ => {
-                let _ = main.syscall_single_step(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
+                let _ = main.syscall(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
             }
         }
     }
