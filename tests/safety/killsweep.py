@@ -192,12 +192,18 @@ class Target:
             if s in ("T", "t"):
                 return "thread %d left stopped (%s)" % (t, s)
         p1 = self.probe_once()
-        time.sleep(0.03)
-        p2 = self.probe_once()
+        # Under load a thread can wait tens of ms for a CPU: each counter
+        # must advance within a second, not within one fixed pause.
+        p2 = None
+        for _ in range(30):
+            time.sleep(0.03)
+            p2 = self.probe_once()
+            if p1 is None or p2 is None or (p2[0] > p1[0] and p2[1] > p1[1]):
+                break
         if p1 is None or p2 is None:
             return "does not answer the probe"
         if not (p2[0] > p1[0] and p2[1] > p1[1]):
-            return "counters do not advance (%s then %s)" % (p1, p2)
+            return "counters do not advance in 1 s (%s then %s)" % (p1, p2)
         now = snapshot(self.pid)
         for k in ("maps", "fds", "masks"):
             if now[k] != self.snap[k]:
@@ -851,8 +857,8 @@ class CopySweep:
             why = None if target.alive() else "the target died"
             why = why or target.check_running()
             if why:
-                tally.bad("SIGKILL to the worker in the copy of dump -R (%s, step %d): %s"
-                          % ("during the copy" if in_copy else "after it", i, why))
+                tally.bad("%s: SIGKILL to the worker (%s, step %d): %s"
+                          % (self.name, "during the copy" if in_copy else "after it", i, why))
                 target.kill()
                 target = None
             else:
@@ -1037,7 +1043,7 @@ CASES = [
     # Its pre-copy (pages copied before the freeze, the target's memory
     # tracked through crust's userfaultfd): the worker killed at delays
     # once the target runs again.
-    CopySweep("dump -R pre-copy", after="Pre-copy: tree"),
+    CopySweep("dump -R pre-copy", after="to make its userfaultfds"),
     # A lazy restore (issue 15): its daemon, the restore, or both killed.
     LazySweep("lazy-pages daemon", (signal.SIGKILL, signal.SIGTERM),
               requires=lambda: crust_can("uffd-noncoop")),
