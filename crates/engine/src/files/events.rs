@@ -331,7 +331,9 @@ impl EventFiles {
             dir: dir.to_path_buf(),
             why: format!("files.img: {why}"),
         };
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
+        // Borrowed: a copy of files.img would be some KiB per entry (every
+        // kind's part is inline), thousands of entries in a big tree.
+        let files = loaded.entries()?;
         let mut out = EventFiles::default();
         if files.iter().any(|f| f.r#type == fd_types::INOTIFY) {
             let regs = files
@@ -340,7 +342,16 @@ impl EventFiles {
             out.ghosts = GhostPaths::new(regs, loaded.ghosted()?);
             out.ghosts.read_mounts(dir)?;
         }
-        for f in files {
+        let kinds = [
+            fd_types::EVENTFD,
+            fd_types::SIGNALFD,
+            fd_types::TIMERFD,
+            fd_types::EVENTPOLL,
+            fd_types::INOTIFY,
+            fd_types::FANOTIFY,
+        ];
+        // Only the event entries are copied.
+        for f in files.iter().filter(|f| kinds.contains(&f.r#type)).cloned() {
             let id = f.id;
             let missing = |what: &str| bad(format!("{what} entry {id} has no {what} part"));
             let d = match f.r#type {
