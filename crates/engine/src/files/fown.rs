@@ -398,12 +398,12 @@ mod tests {
         let mut files = vec![
             FileEntry {
                 id: 1,
-                reg: Some(RegFileEntry::default()),
+                reg: Some(Box::new(RegFileEntry::default())),
                 ..Default::default()
             },
             FileEntry {
                 id: 2,
-                pipe: Some(PipeEntry::default()),
+                pipe: Some(Box::new(PipeEntry::default())),
                 ..Default::default()
             },
             FileEntry {

@@ -457,15 +457,15 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
     };
     let mut core = CoreEntry {
         mtype: core_entry_march::X86_64,
-        thread_info: Some(ThreadInfoX86 {
+        thread_info: Some(Box::new(ThreadInfoX86 {
             clear_tid_addr: p.thread.clear_tid,
             gpregs: regs_to_image(&regs),
             fpregs,
             tls: empty_tls(),
             ..Default::default()
-        }),
-        tc,
-        thread_core: Some(tcore),
+        })),
+        tc: tc.map(Box::new),
+        thread_core: Some(Box::new(tcore)),
         ..Default::default()
     };
     seccomp::set_core(&mut core, p.thread.seccomp);
@@ -476,11 +476,11 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
 pub fn helper_core() -> CoreEntry {
     CoreEntry {
         mtype: core_entry_march::X86_64,
-        tc: Some(TaskCoreEntry {
+        tc: Some(Box::new(TaskCoreEntry {
             task_state: task_state::HELPER,
             comm: "crust-helper".into(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -489,12 +489,12 @@ pub fn helper_core() -> CoreEntry {
 pub fn zombie_core(stat: &Stat) -> CoreEntry {
     CoreEntry {
         mtype: core_entry_march::X86_64,
-        tc: Some(TaskCoreEntry {
+        tc: Some(Box::new(TaskCoreEntry {
             task_state: task_state::DEAD,
             exit_code: stat.exit_code as u32,
             comm: stat.comm.clone(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

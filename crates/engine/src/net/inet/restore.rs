@@ -105,7 +105,7 @@ impl InetFiles {
             out.socks.insert(
                 f.id,
                 RSock {
-                    entry: e,
+                    entry: *e,
                     local,
                     remote,
                     stream,
