@@ -197,12 +197,15 @@ t_err_restore_port_taken() {
     do_dump "$D/img" --tcp-established || return 1
     # Hold the port.
     local holder
+    # (Listening once its ready file is there: a fixed sleep was too short
+    # on a loaded machine, and the restore then took the port.)
+    rm -f "$D/holder.ready"
     holder=$(setsid python3 -c "
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', $NET_P)); s.listen(1); time.sleep(60)" </dev/null >/dev/null 2>&1 & echo $!)
+s.bind(('127.0.0.1', $NET_P)); s.listen(1); open('$D/holder.ready', 'w').close(); time.sleep(60)" </dev/null >/dev/null 2>&1 & echo $!)
     track "$holder" "$(readlink -f "$(command -v python3)")"
-    sleep 0.3
+    wait_file "$D/holder.ready" $READY_TIMEOUT || { fail "the port holder did not listen"; return 1; }
     crust_run restore restore -D "$D/img" -d --tcp-established -v4 -o restore.log
     kill -KILL "$holder" 2>/dev/null
     [ $RC -ne 0 ] || { fail "restore succeeded with the port taken" "$D/img/restore.log"; return 1; }

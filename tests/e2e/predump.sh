@@ -9,8 +9,12 @@ criu_for_chain() {
 
 # The keepers (crust __keeper) alive now, one pid a line.
 keepers() {
-    local p
+    local p crust
+    # Only this crust's: another checkout's e2e run on the same machine
+    # has keepers of its own (seen as "a keeper is left").
+    crust=$(readlink -f "$CRUST")
     for p in $(pgrep -x crust); do
+        [ "$(exe_of "$p")" = "$crust" ] || continue
         tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q '__keeper' && echo "$p"
     done
 }

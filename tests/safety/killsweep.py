@@ -57,6 +57,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("CRUST_BIN_DIR", os.path.join(ROOT, "target", "release"))
 CRUST = os.path.join(BIN, "crust")
 SWEEP = os.path.join(BIN, "sweep")
+# Seconds the target's counters get to advance after a try (a bound, not
+# a speed: it is waited out only when a thread is stuck).
+ADVANCE_WAIT = 5
 
 
 def read(path):
@@ -117,6 +120,19 @@ def snapshot(pid):
     return {"maps": maps, "fds": fds, "masks": masks}
 
 
+def changes(was, now):
+    """What is in only one of two snapshots' parts (maps, fds or masks)."""
+    def items(x):
+        if isinstance(x, dict):
+            return sorted("%s=%s" % kv for kv in x.items())
+        return [repr(e) if not isinstance(e, tuple) else
+                "%x-%x %x %s" % (e[0], e[1], e[2], " ".join(e[3])) for e in x]
+    a, b = items(was), items(now)
+    gone = [e for e in a if e not in b]
+    new = [e for e in b if e not in a]
+    return "gone [%s], new [%s]" % ("; ".join(gone)[:600], "; ".join(new)[:600])
+
+
 def crust_procs():
     """Pids of processes running the crust under test (front ends, workers)."""
     out = []
@@ -162,7 +178,11 @@ class Target:
 
     def alive(self):
         if self.popen is not None:
-            self.popen.poll()  # reap our own child once it died
+            # Our own child: alive until reaped. (Its state is no guide: a
+            # dying thread-group leader shows Z while its other threads
+            # exit, and cannot be reaped yet; a target taken for dead then
+            # was left to the reaper, "left behind".)
+            return self.popen.poll() is None
         s = state(self.pid)
         return s is not None and s not in ("Z", "X")
 
@@ -191,18 +211,49 @@ class Target:
             s = s.rsplit(")", 1)[1].split()[0] if s else "?"
             if s in ("T", "t"):
                 return "thread %d left stopped (%s)" % (t, s)
+        # Both counters must move past the first probe's. The spinning
+        # thread is runnable but a loaded machine may not run it for a
+        # while (it was seen in R for 100 ms at a load of 8 with CPU
+        # hogs beside it): it gets up to ADVANCE_WAIT seconds, as the
+        # program's own check gives it, before the threads' states are
+        # reported.
         p1 = self.probe_once()
-        time.sleep(0.03)
-        p2 = self.probe_once()
-        if p1 is None or p2 is None:
+        if p1 is None:
             return "does not answer the probe"
-        if not (p2[0] > p1[0] and p2[1] > p1[1]):
-            return "counters do not advance (%s then %s)" % (p1, p2)
+        end = time.time() + ADVANCE_WAIT
+        while True:
+            time.sleep(0.03)
+            p2 = self.probe_once()
+            if p2 is None:
+                return "does not answer the probe"
+            if p2[0] > p1[0] and p2[1] > p1[1]:
+                break
+            if time.time() > end:
+                return "counters do not advance in %d s (%s then %s) [%s]" % (
+                    ADVANCE_WAIT, p1, p2, self.threads_diag())
         now = snapshot(self.pid)
         for k in ("maps", "fds", "masks"):
             if now[k] != self.snap[k]:
-                return "%s changed" % k
+                return "%s changed: %s" % (k, changes(self.snap[k], now[k]))
         return None
+
+    def how_ended(self):
+        """How our own child ended (its wait status), if it did."""
+        rc = self.popen.returncode if self.popen is not None else None
+        if rc is None:
+            return "not our child" if self.popen is None else "not reaped"
+        return "killed by %s" % signal.Signals(-rc).name if rc < 0 else "exit %d" % rc
+
+    def threads_diag(self):
+        """Each thread's state, user time, wait channel and syscall."""
+        out = []
+        for t in threads(self.pid):
+            base = "/proc/%d/task/%d/" % (self.pid, t)
+            st = (read(base + "stat") or "").rsplit(")", 1)[-1].split()
+            out.append("%d %s utime=%s wchan=%s sys=%s" % (
+                t, st[0] if st else "?", st[11] if len(st) > 11 else "?",
+                read(base + "wchan"), (read(base + "syscall") or "").strip()[:40]))
+        return "; ".join(out)
 
     def finish(self):
         """SIGTERM: the program checks itself. None if PASS, else why not."""
@@ -848,11 +899,11 @@ class CopySweep:
                     pass
             p.wait(timeout=60)
             settle()
-            why = None if target.alive() else "the target died"
+            why = None if target.alive() else "the target died (%s)" % target.how_ended()
             why = why or target.check_running()
             if why:
-                tally.bad("SIGKILL to the worker in the copy of dump -R (%s, step %d): %s"
-                          % ("during the copy" if in_copy else "after it", i, why))
+                tally.bad("%s: SIGKILL to the worker (%s, step %d): %s"
+                          % (self.name, "during the copy" if in_copy else "after it", i, why))
                 target.kill()
                 target = None
             else:
@@ -1037,7 +1088,11 @@ CASES = [
     # Its pre-copy (pages copied before the freeze, the target's memory
     # tracked through crust's userfaultfd): the worker killed at delays
     # once the target runs again.
-    CopySweep("dump -R pre-copy", after="Pre-copy: tree"),
+    # (After "Pre-copy: tree N paused ... to make its userfaultfds", logged
+    # once the tree was let go: the earlier "Pre-copy: tree seized" is
+    # logged while the tree is held, inside the remote calls a SIGKILL of
+    # the worker is not covered in.)
+    CopySweep("dump -R pre-copy", after="to make its userfaultfds"),
     # A lazy restore (issue 15): its daemon, the restore, or both killed.
     LazySweep("lazy-pages daemon", (signal.SIGKILL, signal.SIGTERM),
               requires=lambda: crust_can("uffd-noncoop")),

@@ -232,7 +232,7 @@ fn page_locs(dir: &Path, name: &str, depth: usize) -> Result<BTreeMap<u64, Loc>>
 
 fn socket_str(f: &FileEntry, x: &mut Explorer) -> Option<String> {
     match f.r#type {
-        fd_types::INETSK => f.isk.as_ref().map(inet_str),
+        fd_types::INETSK => f.isk.as_deref().map(inet_str),
         fd_types::UNIXSK => x.file_str(f.r#type, f.id).ok(),
         fd_types::PACKETSK => {
             let p = f.psk.as_ref()?;

@@ -650,6 +650,33 @@ impl<M: Message + Clone + std::fmt::Debug + PartialEq> Kind for Msg<M> {
     }
 }
 
+/// A nested message field held in a box: the same encoding as [`Msg`], but an
+/// absent `optional` one costs a pointer, not the message's whole size
+/// inline. Used where a message has several large optional parts of which
+/// one or a few are present (FileEntry's per-kind parts, CoreEntry's
+/// per-architecture ones): big trees hold thousands of those.
+pub struct BoxMsg<M>(PhantomData<M>);
+impl<M: Message + Clone + std::fmt::Debug + PartialEq + Default> Kind for BoxMsg<M> {
+    type T = Box<M>;
+    const WIRE: WireType = WireType::Len;
+    const PACKABLE: bool = false;
+    fn encode_value(v: &Box<M>, out: &mut Vec<u8>) {
+        Msg::<M>::encode_value(v, out);
+    }
+    fn value_len(v: &Box<M>) -> usize {
+        Msg::<M>::value_len(v)
+    }
+    fn decode_value(r: &mut Reader<'_>, depth: u32) -> Result<Box<M>, DecodeError> {
+        Msg::<M>::decode_value(r, depth).map(Box::new)
+    }
+    fn json(v: &Box<M>, cx: Cx, out: &mut String) {
+        Msg::<M>::json(v, cx, out);
+    }
+    fn from_json(j: &Json) -> Result<Box<M>, JsonErr> {
+        Msg::<M>::from_json(j).map(Box::new)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Per-label helpers used by the message! macro
 

@@ -9,6 +9,16 @@ crust_images::message! {
         2 s: optional Str,
     }
 
+    Inline = "inline" {
+        1 x: optional Msg<Inner>,
+        2 y: repeated Msg<Inner>,
+    }
+
+    Boxed = "boxed" {
+        1 x: optional BoxMsg<Inner>,
+        2 y: repeated BoxMsg<Inner>,
+    }
+
     Everything = "everything" {
         1 u32v: required Uint32,
         2 i32v: optional Int32,
@@ -351,4 +361,31 @@ fn json_output() {
         m.to_json_string(),
         r#"{"u32v": 1, "bytes": "aGkhPw==\n", "name": "a\"b", "list": [1, 2], "type": 3}"#
     );
+}
+
+#[test]
+fn boxed_message_encodes_as_inline_one() {
+    let inner = |a| Inner {
+        a,
+        s: Some(format!("n{a}")),
+        ..Default::default()
+    };
+    let inline = Inline {
+        x: Some(inner(1)),
+        y: vec![inner(2), inner(3)],
+        ..Default::default()
+    };
+    let boxed = Boxed {
+        x: Some(Box::new(inner(1))),
+        y: vec![Box::new(inner(2)), Box::new(inner(3))],
+        ..Default::default()
+    };
+    let bytes = inline.encode_to_vec();
+    assert_eq!(boxed.encode_to_vec(), bytes);
+    assert_eq!(boxed.encoded_len(), inline.encoded_len());
+    assert_eq!(Boxed::decode(&bytes).unwrap(), boxed);
+    assert_eq!(boxed.to_json_string(), inline.to_json_string());
+    // Absent, it costs a pointer, whatever the message's size.
+    assert_eq!(Boxed::decode(&[]).unwrap(), Boxed::default());
+    assert!(std::mem::size_of::<Option<Box<Inner>>>() == std::mem::size_of::<usize>());
 }

@@ -201,9 +201,9 @@ impl Explorer {
         if !files.is_empty() {
             if let Some(f) = files.iter().find(|f| f.id == id) {
                 return Ok(match k {
-                    Kind::Reg => reg_str(f.reg.as_ref()),
-                    Kind::Pipe => pipe_str(f.pipe.as_ref()),
-                    Kind::Unix => unix_str(f.usk.as_ref()),
+                    Kind::Reg => reg_str(f.reg.as_deref()),
+                    Kind::Pipe => pipe_str(f.pipe.as_deref()),
+                    Kind::Unix => unix_str(f.usk.as_deref()),
                 });
             }
         }

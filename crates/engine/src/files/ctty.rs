@@ -117,12 +117,12 @@ impl PtyDump {
             let e = FileEntry {
                 r#type: fd_types::TTY,
                 id,
-                tty: Some(TtyFileEntry {
+                tty: Some(Box::new(TtyFileEntry {
                     id,
                     tty_info_id: info_id,
                     flags,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             };
             super::pty_ns::with_regf(ids, (pid, fd, mnt_id), "/dev/tty", flags, e).map(Some)

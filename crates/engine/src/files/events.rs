@@ -200,24 +200,24 @@ pub(crate) fn entry(
             let c = get("eventfd-count")?;
             let counter = hex(c).ok_or_else(|| parse_err(pid, fd, "eventfd-count", c))?;
             let sem = info.get("eventfd-semaphore").map(str::trim) == Some("1");
-            e.efd = Some(EventfdFileEntry {
+            e.efd = Some(Box::new(EventfdFileEntry {
                 id,
                 flags: flags | if sem { EFD_SEMAPHORE } else { 0 },
                 fown: FownEntry::default(),
                 counter,
                 ..Default::default()
-            });
+            }));
         }
         Kind::Signalfd => {
             let m = get("sigmask")?;
             let sigmask = hex(m).ok_or_else(|| parse_err(pid, fd, "sigmask", m))?;
-            e.sgfd = Some(SignalfdEntry {
+            e.sgfd = Some(Box::new(SignalfdEntry {
                 id,
                 flags,
                 fown: FownEntry::default(),
                 sigmask,
                 ..Default::default()
-            });
+            }));
         }
         Kind::Timerfd => {
             let num = |key: &str, radix: u32| -> Result<u64, Error> {
@@ -230,7 +230,7 @@ pub(crate) fn entry(
             };
             let (vsec, vnsec) = pair("it_value")?;
             let (isec, insec) = pair("it_interval")?;
-            e.tfd = Some(TimerfdEntry {
+            e.tfd = Some(Box::new(TimerfdEntry {
                 id,
                 flags,
                 fown: FownEntry::default(),
@@ -242,7 +242,7 @@ pub(crate) fn entry(
                 isec,
                 insec,
                 ..Default::default()
-            });
+            }));
         }
         Kind::Epoll => {
             let holder = epoll::Holder {
@@ -251,25 +251,29 @@ pub(crate) fn entry(
                 carried,
             };
             let tfds = epoll::targets(&holder, info)?;
-            e.epfd = Some(EventpollFileEntry {
+            e.epfd = Some(Box::new(EventpollFileEntry {
                 id,
                 flags,
                 fown: FownEntry::default(),
                 tfd: tfds,
                 ..Default::default()
-            });
+            }));
         }
         Kind::Inotify => {
             let wds = inotify_watches(pid, fd, info)?;
-            e.ify = Some(InotifyFileEntry {
+            e.ify = Some(Box::new(InotifyFileEntry {
                 id,
                 flags,
                 fown: FownEntry::default(),
                 wd: wds,
                 ..Default::default()
-            });
+            }));
         }
-        Kind::Fanotify => e.ffy = Some(crate::files::fanotify::entry(pid, fd, id, flags, info)?),
+        Kind::Fanotify => {
+            e.ffy = Some(Box::new(crate::files::fanotify::entry(
+                pid, fd, id, flags, info,
+            )?))
+        }
     }
     debug!("{pid}: fd {fd} is {} file {id}", kind.name());
     Ok(e)
@@ -331,7 +335,9 @@ impl EventFiles {
             dir: dir.to_path_buf(),
             why: format!("files.img: {why}"),
         };
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
+        // Borrowed: a copy of files.img would be some KiB per entry (every
+        // kind's part is inline), thousands of entries in a big tree.
+        let files = loaded.entries()?;
         let mut out = EventFiles::default();
         if files.iter().any(|f| f.r#type == fd_types::INOTIFY) {
             let regs = files
@@ -340,20 +346,29 @@ impl EventFiles {
             out.ghosts = GhostPaths::new(regs, loaded.ghosted()?);
             out.ghosts.read_mounts(dir)?;
         }
-        for f in files {
+        let kinds = [
+            fd_types::EVENTFD,
+            fd_types::SIGNALFD,
+            fd_types::TIMERFD,
+            fd_types::EVENTPOLL,
+            fd_types::INOTIFY,
+            fd_types::FANOTIFY,
+        ];
+        // Only the event entries are copied.
+        for f in files.iter().filter(|f| kinds.contains(&f.r#type)).cloned() {
             let id = f.id;
             let missing = |what: &str| bad(format!("{what} entry {id} has no {what} part"));
             let d = match f.r#type {
                 fd_types::EVENTFD => {
-                    let e = f.efd.ok_or_else(|| missing("EVENTFD"))?;
+                    let e = *f.efd.ok_or_else(|| missing("EVENTFD"))?;
                     if e.counter == u64::MAX {
                         return Err(bad(format!("eventfd {id} has counter {}", e.counter)));
                     }
                     Desc::Eventfd(e)
                 }
-                fd_types::SIGNALFD => Desc::Signalfd(f.sgfd.ok_or_else(|| missing("SIGNALFD"))?),
+                fd_types::SIGNALFD => Desc::Signalfd(*f.sgfd.ok_or_else(|| missing("SIGNALFD"))?),
                 fd_types::TIMERFD => {
-                    let e = f.tfd.ok_or_else(|| missing("TIMERFD"))?;
+                    let e = *f.tfd.ok_or_else(|| missing("TIMERFD"))?;
                     if !CLOCKS.contains(&(e.clockid as i32)) {
                         return Err(bad(format!("timerfd {id} has clock id {}", e.clockid)));
                     }
@@ -376,7 +391,7 @@ impl EventFiles {
                     Desc::Timerfd(e)
                 }
                 fd_types::EVENTPOLL => {
-                    let e = f.epfd.ok_or_else(|| missing("EVENTPOLL"))?;
+                    let e = *f.epfd.ok_or_else(|| missing("EVENTPOLL"))?;
                     if let Some(t) = e.tfd.iter().find(|t| t.tfd > i32::MAX as u32) {
                         return Err(bad(format!("epoll {id} has target fd {}", t.tfd)));
                     }
@@ -384,7 +399,7 @@ impl EventFiles {
                     Desc::Epoll(e)
                 }
                 fd_types::INOTIFY => {
-                    let e = f.ify.ok_or_else(|| missing("INOTIFY"))?;
+                    let e = *f.ify.ok_or_else(|| missing("INOTIFY"))?;
                     for w in &e.wd {
                         let h = &w.f_handle;
                         if w.wd == 0
@@ -403,7 +418,7 @@ impl EventFiles {
                     Desc::Inotify(e)
                 }
                 fd_types::FANOTIFY => {
-                    let e = f.ffy.ok_or_else(|| missing("FANOTIFY"))?;
+                    let e = *f.ffy.ok_or_else(|| missing("FANOTIFY"))?;
                     crate::files::fanotify::check(id, &e).map_err(bad)?;
                     Desc::Fanotify(e)
                 }

@@ -205,12 +205,16 @@ impl Owners {
         if loaded.is_missing() {
             return Ok(Owners::default());
         }
-        let mut files: Vec<FileEntry> = loaded.entries()?.to_vec();
         let mut by_id = HashMap::new();
         let mut async_ids = HashSet::new();
-        for f in &mut files {
+        // One entry copied at a time (of_entry wants it mutable), not the
+        // whole of files.img: every FileEntry holds every kind's part
+        // inline, some KiB each, and a tree of a thousand processes has
+        // thousands of entries.
+        for f in loaded.entries()? {
             let id = f.id;
-            if let Some((e, flags)) = of_entry(f) {
+            let mut f = f.clone();
+            if let Some((e, flags)) = of_entry(&mut f) {
                 if flags & libc::O_ASYNC as u32 != 0 {
                     async_ids.insert(id);
                 }
@@ -394,12 +398,12 @@ mod tests {
         let mut files = vec![
             FileEntry {
                 id: 1,
-                reg: Some(RegFileEntry::default()),
+                reg: Some(Box::new(RegFileEntry::default())),
                 ..Default::default()
             },
             FileEntry {
                 id: 2,
-                pipe: Some(PipeEntry::default()),
+                pipe: Some(Box::new(PipeEntry::default())),
                 ..Default::default()
             },
             FileEntry {

@@ -172,10 +172,10 @@ mod tests {
         let r = FileEntry {
             r#type: fd_types::REG,
             id: 5,
-            reg: Some(RegFileEntry {
+            reg: Some(Box::new(RegFileEntry {
                 name: "/tmp/log".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         assert!(matches(&r, "/tmp/log"));

@@ -81,7 +81,7 @@ impl LoadedFiles {
         for f in self.entries()? {
             match &f.reg {
                 Some(reg) if f.r#type == fd_types::REG => {
-                    regs.insert(f.id, reg.clone());
+                    regs.insert(f.id, RegFileEntry::clone(reg));
                 }
                 _ => {
                     others.insert(f.id, f.r#type);

@@ -162,14 +162,14 @@ impl MemfdDump {
         Ok(FileEntry {
             r#type: fd_types::MEMFD,
             id,
-            memfd: Some(MemfdFileEntry {
+            memfd: Some(Box::new(MemfdFileEntry {
                 id,
                 flags,
                 pos,
                 fown: FownEntry::default(),
                 inode_id,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }
@@ -267,7 +267,7 @@ impl Memfds {
             if let std::collections::btree_map::Entry::Vacant(v) = out.inodes.entry(ino.inode_id) {
                 v.insert(load_inode(dir, ino)?);
             }
-            out.files.insert(id, m.clone());
+            out.files.insert(id, MemfdFileEntry::clone(m));
         }
         Ok(out)
     }

@@ -249,14 +249,14 @@ impl FileTable {
         self.files.push(FileEntry {
             r#type: fd_types::MEMFD,
             id,
-            memfd: Some(MemfdFileEntry {
+            memfd: Some(Box::new(MemfdFileEntry {
                 id,
                 flags: 0,
                 pos: 0,
                 fown: FownEntry::default(),
                 inode_id,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         self.shmem_ids.insert(obj.ino, id);
@@ -483,7 +483,7 @@ pub(crate) fn reg_file(reg: RegFileEntry) -> FileEntry {
     FileEntry {
         r#type: fd_types::REG,
         id: reg.id,
-        reg: Some(reg),
+        reg: Some(Box::new(reg)),
         ..Default::default()
     }
 }

@@ -118,13 +118,13 @@ impl DumpKind for NsfileDump {
             Ok(Some(FileEntry {
                 r#type: fd_types::NS,
                 id,
-                nsf: Some(NsFileEntry {
+                nsf: Some(Box::new(NsFileEntry {
                     id,
                     ns_id: ns.id,
                     ns_cflag: ns.cflag,
                     flags: f.flags(),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }))
         })?;

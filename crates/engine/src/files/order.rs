@@ -69,12 +69,12 @@ mod tests {
     fn usk(id: u32, ino: u32, peer: u32) -> FileEntry {
         FileEntry {
             id,
-            usk: Some(UnixSkEntry {
+            usk: Some(Box::new(UnixSkEntry {
                 id,
                 ino,
                 peer,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

@@ -122,7 +122,7 @@ impl DumpKind for PidfdDump {
             Ok(Some(FileEntry {
                 r#type: fd_types::PIDFD,
                 id,
-                pidfd: Some(e),
+                pidfd: Some(Box::new(e)),
                 ..Default::default()
             }))
         })?;
@@ -161,7 +161,7 @@ impl Pidfds {
             loaded.entries()?,
             fd_types::PIDFD,
             "pidfd",
-            |f| f.pidfd.map(|e| (e.id, e)),
+            |f| f.pidfd.map(|e| (e.id, *e)),
             |e| check_entry(e, pids),
         )?;
         Ok(Pidfds { entries })

@@ -170,13 +170,13 @@ pub fn pipe_entry(id: u32, ino: u64, flags: u32) -> FileEntry {
     FileEntry {
         r#type: fd_types::PIPE,
         id,
-        pipe: Some(PipeEntry {
+        pipe: Some(Box::new(PipeEntry {
             id,
             pipe_id: ino as u32,
             flags: entry_flags(flags),
             fown: FownEntry::default(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -186,12 +186,12 @@ pub fn fifo_entry(id: u32, ino: u64, regf_id: u32) -> FileEntry {
     FileEntry {
         r#type: fd_types::FIFO,
         id,
-        fifo: Some(FifoEntry {
+        fifo: Some(Box::new(FifoEntry {
             id,
             pipe_id: ino as u32,
             regf_id: Some(regf_id),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

@@ -54,7 +54,7 @@ impl ProcFiles {
         let regs = entries
             .iter()
             .filter(|f| f.r#type == fd_types::REG && used.contains(&f.id))
-            .filter_map(|f| Some((f.id, f.reg.as_ref()?)));
+            .filter_map(|f| Some((f.id, f.reg.as_deref()?)));
         Ok(ProcFiles {
             regs: Self::pick(regs, &pids),
         })

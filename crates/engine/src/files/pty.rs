@@ -448,13 +448,13 @@ impl PtyDump {
         Ok(FileEntry {
             r#type: fd_types::TTY,
             id,
-            tty: Some(TtyFileEntry {
+            tty: Some(Box::new(TtyFileEntry {
                 id,
                 tty_info_id: info_id,
                 flags,
                 fown: FownEntry::default(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }
@@ -485,12 +485,12 @@ impl PtyDump {
         Ok(FileEntry {
             r#type: fd_types::TTY,
             id,
-            tty: Some(TtyFileEntry {
+            tty: Some(Box::new(TtyFileEntry {
                 id,
                 tty_info_id: info_id,
                 flags,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }

@@ -102,8 +102,11 @@ impl SharedRegs {
                 });
             }
             match elsewhere.get(&f.id) {
-                Some(&pid) => out.late.insert(f.id, (pid, reg.clone())).map(drop),
-                None => out.regs.insert(f.id, reg.clone()).map(drop),
+                Some(&pid) => out
+                    .late
+                    .insert(f.id, (pid, RegFileEntry::clone(reg)))
+                    .map(drop),
+                None => out.regs.insert(f.id, RegFileEntry::clone(reg)).map(drop),
             };
         }
         Ok(out)

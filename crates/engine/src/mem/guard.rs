@@ -65,10 +65,12 @@ pub(crate) fn guard_entries(pid: i32) -> Result<Vec<VmaEntry>, Error> {
 /// checked to be page aligned and covered by VMAs of the list
 /// (a region may span VMAs back to back).
 pub fn split_guards(dir: &Path, mm: &mut MmEntry) -> Result<Vec<(u64, u64)>, Error> {
-    let (guards, vmas): (Vec<VmaEntry>, Vec<VmaEntry>) = std::mem::take(&mut mm.vmas)
-        .into_iter()
-        .partition(|v| v.status & vs::AREA_GUARD != 0);
-    mm.vmas = vmas;
+    let is_guard = |v: &VmaEntry| v.status & vs::AREA_GUARD != 0;
+    let guards: Vec<VmaEntry> = mm.vmas.iter().filter(|v| is_guard(v)).cloned().collect();
+    // Kept for the whole restore, every process's at once: no spare room
+    // (the list as decoded grew by doubling).
+    mm.vmas.retain(|v| !is_guard(v));
+    mm.vmas.shrink_to_fit();
     let mut out = Vec::with_capacity(guards.len());
     for g in guards {
         let inside = covered(&mm.vmas, g.start, g.end);

@@ -77,11 +77,11 @@ fn shmem_set(
     let file = FileEntry {
         r#type: fd_types::MEMFD,
         id: 7,
-        memfd: Some(MemfdFileEntry {
+        memfd: Some(Box::new(MemfdFileEntry {
             id: 7,
             inode_id: 1,
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     write_image(&dir, ImageType::Files, 0, &[file]).unwrap();

@@ -272,7 +272,7 @@ impl NetlinkDump {
         Ok(FileEntry {
             r#type: fd_types::NETLINKSK,
             id,
-            nlsk: Some(NetlinkSkEntry {
+            nlsk: Some(Box::new(NetlinkSkEntry {
                 id,
                 ino,
                 protocol: d.protocol,
@@ -288,7 +288,7 @@ impl NetlinkDump {
                 // one only when the namespace is the tree's own.
                 ns_id: (bound || ns.pid.is_some()).then_some(ns.id),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }
@@ -336,7 +336,7 @@ impl NetlinkFiles {
             loaded.entries()?,
             fd_types::NETLINKSK,
             "netlink socket",
-            |f| f.nlsk.map(|e| (e.id, e)),
+            |f| f.nlsk.map(|e| (e.id, *e)),
             check_entry,
         )?;
         Ok(NetlinkFiles { socks })

@@ -317,7 +317,7 @@ impl PacketDump {
         Ok(FileEntry {
             r#type: fd_types::PACKETSK,
             id,
-            psk: Some(PacketSockEntry {
+            psk: Some(Box::new(PacketSockEntry {
                 id,
                 r#type: d.ty,
                 // The image keeps the protocol as socket(2) takes it:
@@ -340,7 +340,7 @@ impl PacketDump {
                 rx_ring: d.rx_ring.map(ring_entry),
                 tx_ring: d.tx_ring.map(ring_entry),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }
@@ -394,7 +394,7 @@ impl PacketFiles {
             loaded.entries()?,
             fd_types::PACKETSK,
             "packet socket",
-            |f| f.psk.map(|e| (e.id, e)),
+            |f| f.psk.map(|e| (e.id, *e)),
             check_entry,
         )?;
         Ok(PacketFiles { socks })

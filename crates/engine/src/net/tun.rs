@@ -137,7 +137,7 @@ impl DumpKind for TunDump {
             Ok(Some(FileEntry {
                 r#type: fd_types::TUNF,
                 id,
-                tunf: Some(e),
+                tunf: Some(Box::new(e)),
                 ..Default::default()
             }))
         })?;
@@ -198,7 +198,7 @@ pub(crate) fn load_kind(ctx: &LoadCtx<'_>) -> Result<Box<dyn RestoreKind>, Error
         ctx.files.entries()?,
         fd_types::TUNF,
         "tun file",
-        |f| f.tunf.map(|e| (e.id, e)),
+        |f| f.tunf.map(|e| (e.id, *e)),
         check_entry,
     )?;
     let root_ns = ctx.procs.first().and_then(|p| p.ids?.net_ns_id);

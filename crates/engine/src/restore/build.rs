@@ -45,11 +45,14 @@ pub(super) fn build_rest(
     };
     let main_core = &main_thread.core;
     let code = Some(crate::task::remote::batch_code(tramp));
-    task::apply_core(&mut r, main_core, (pid, pid), code)?;
+    task::apply_core(&mut r, main_core, &live.sigactions, (pid, pid), code)?;
     task::apply_loginuid(&mut r, main_core)?;
     for (t, ti) in others.iter_mut().zip(live.threads.iter().skip(1)) {
         let mut tr = Remote::on_trampoline(t, tramp);
-        task::apply_core(&mut tr, &ti.core, (pid, ti.tid), code)?;
+        // A thread's core has no actions of its own as crust and CRIU
+        // write it; any there are applied as before.
+        let own = ti.core.tc.as_ref().map_or(&[][..], |tc| &tc.sigactions);
+        task::apply_core(&mut tr, &ti.core, own, (pid, ti.tid), code)?;
     }
     Ok(())
 }

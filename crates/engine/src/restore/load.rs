@@ -172,11 +172,12 @@ fn load_procs(
     // Files checked already (by id in files.img): the processes of a tree
     // share most (their exe, libraries, cwd), each checked once.
     let mut checked = std::collections::HashSet::new();
+    let mut sigactions = Sigactions::default();
     for (i, e) in tree.into_iter().enumerate() {
         if i == 0 && e.ppid != 0 {
             debug!("root {} had parent {} outside the tree", e.pid, e.ppid);
         }
-        let shared = (loaded, inherited, &mut checked);
+        let shared = (loaded, inherited, &mut checked, &mut sigactions);
         procs.push(load_proc(dir, e, opts, shared, memfds)?);
     }
     if procs.first().is_some_and(|p| p.live.is_none()) {
@@ -269,16 +270,22 @@ pub(super) fn load_proc(
     dir: &Path,
     entry: PstreeEntry,
     opts: &Options,
-    (loaded, inherited, checked): (
+    (loaded, inherited, checked, sigactions): (
         &LoadedFiles,
         &crate::files::inherit::Inherited,
         &mut std::collections::HashSet<u32>,
+        &mut Sigactions,
     ),
     memfds: &mut Option<mem::Memfds>,
 ) -> Result<ProcImage, Error> {
     let pid = entry.pid as i32;
-    let main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
+    let mut main: CoreEntry = read_one(dir, ImageType::Core, pid as u64)?;
     check_arch(dir, pid, &main)?;
+    let actions = main
+        .tc
+        .as_mut()
+        .map(|tc| std::mem::take(&mut tc.sigactions))
+        .unwrap_or_default();
     let tc = main
         .tc
         .as_ref()
@@ -387,6 +394,7 @@ pub(super) fn load_proc(
             huge,
             pid_ns_id: NsKind::Pid.id_in(&ids),
             ids,
+            sigactions: sigactions.intern(actions),
             files_from_parent: false,
         }),
         helper: false,
@@ -465,4 +473,29 @@ pub(super) fn pid_taken(pid: i32) -> Error {
         .trim()
         .to_string();
     Error::PidTaken { pid, comm }
+}
+
+/// The signal actions of the processes loaded so far, each distinct list
+/// once: a tree's processes mostly have the same (64 entries of some 80
+/// bytes each per process otherwise, at the restore's peak of memory).
+#[derive(Default)]
+pub(super) struct Sigactions {
+    seen: std::collections::HashMap<u64, Vec<Arc<[SaEntry]>>>,
+}
+
+impl Sigactions {
+    fn intern(&mut self, actions: Vec<SaEntry>) -> Arc<[SaEntry]> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for a in &actions {
+            (a.sigaction, a.flags, a.restorer, a.mask).hash(&mut h);
+        }
+        let same = self.seen.entry(h.finish()).or_default();
+        if let Some(s) = same.iter().find(|s| ***s == *actions) {
+            return Arc::clone(s);
+        }
+        let s: Arc<[SaEntry]> = actions.into();
+        same.push(Arc::clone(&s));
+        s
+    }
 }

@@ -46,6 +46,7 @@ use crust_images::proto::fs::FsEntry;
 use crust_images::proto::inventory::InventoryEntry;
 use crust_images::proto::mm::MmEntry;
 use crust_images::proto::pstree::PstreeEntry;
+use crust_images::proto::sa::SaEntry;
 use crust_proc::{MapKind, ProcRoot};
 use crust_sys::process::{self, ForkResult};
 use crust_sys::ptrace::options as popt;
@@ -53,6 +54,7 @@ use crust_sys::{RemoteAddr, PAGE_SIZE};
 use log::{debug, info};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Trampoline: one code page plus scratch pages for remote syscall data.
@@ -84,6 +86,10 @@ struct LiveImage {
     huge: Vec<(u64, u64)>,
     pid_ns_id: Option<u32>,
     ids: TaskKobjIdsEntry,
+    /// The signal actions of the main thread's core, taken out of it:
+    /// shared by every process whose actions are the same (most of a
+    /// tree), not 64 entries per process.
+    sigactions: Arc<[SaEntry]>,
     /// Its fd table is its parent's (CLONE_FILES): already built there.
     files_from_parent: bool,
 }

@@ -504,15 +504,15 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
     };
     let mut core = CoreEntry {
         mtype: core_entry_march::X86_64,
-        thread_info: Some(ThreadInfoX86 {
+        thread_info: Some(Box::new(ThreadInfoX86 {
             clear_tid_addr: p.thread.clear_tid,
             gpregs: regs_to_image(&regs),
             fpregs,
             tls: empty_tls(),
             ..Default::default()
-        }),
-        tc,
-        thread_core: Some(tcore),
+        })),
+        tc: tc.map(Box::new),
+        thread_core: Some(Box::new(tcore)),
         ..Default::default()
     };
     seccomp::set_core(&mut core, p.thread.seccomp);
@@ -523,11 +523,11 @@ pub fn build_core(proc: &ProcRoot, tgid: i32, p: &CoreParts<'_>) -> Result<CoreE
 pub fn helper_core() -> CoreEntry {
     CoreEntry {
         mtype: core_entry_march::X86_64,
-        tc: Some(TaskCoreEntry {
+        tc: Some(Box::new(TaskCoreEntry {
             task_state: task_state::HELPER,
             comm: "crust-helper".into(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -536,12 +536,12 @@ pub fn helper_core() -> CoreEntry {
 pub fn zombie_core(stat: &Stat) -> CoreEntry {
     CoreEntry {
         mtype: core_entry_march::X86_64,
-        tc: Some(TaskCoreEntry {
+        tc: Some(Box::new(TaskCoreEntry {
             task_state: task_state::DEAD,
             exit_code: stat.exit_code as u32,
             comm: stat.comm.clone(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -551,9 +551,12 @@ pub fn zombie_core(stat: &Stat) -> CoreEntry {
 /// `tgid` and `tid` are the thread's ids as the task itself sees them
 /// (they differ from crust's view in a pid namespace). `code`: the
 /// syscall-table loop in the task (restore's trampoline), if any.
+/// `sigactions`: the signal actions, which the restore's load takes out
+/// of the core (processes with the same ones share them).
 pub fn apply_core(
     r: &mut Remote<'_>,
     core: &CoreEntry,
+    sigactions: &[SaEntry],
     (tgid, tid): (i32, i32),
     code: Option<RemoteAddr>,
 ) -> Result<(), Error> {
@@ -579,7 +582,7 @@ pub fn apply_core(
         )?;
     }
     if let Some(tc) = tc {
-        apply_task_core(r, tc, (tgid, tid), &mut b)?;
+        apply_task_core(r, tc, sigactions, (tgid, tid), &mut b)?;
     }
     if let Some(th) = th {
         apply_thread_core(r, th, tgid, tid, &mut b)?;
@@ -621,6 +624,7 @@ pub fn apply_core(
 fn apply_task_core(
     r: &mut Remote<'_>,
     tc: &TaskCoreEntry,
+    sigactions: &[SaEntry],
     (tgid, tid): (i32, i32),
     b: &mut remote::Batch,
 ) -> Result<(), Error> {
@@ -632,7 +636,7 @@ fn apply_task_core(
         [tc.personality as u64, 0, 0, 0, 0, 0],
         None,
     )?;
-    apply_sigactions(r, tc, b)?;
+    apply_sigactions(r, sigactions, b)?;
     // What follows puts its data at the start of the scratch area, where
     // the signal actions are: they run first.
     b.flush(r)?;
@@ -672,17 +676,17 @@ fn apply_task_core(
 /// in `b` (one stop with the syscall-table loop, one by one without).
 fn apply_sigactions(
     r: &mut Remote<'_>,
-    tc: &TaskCoreEntry,
+    sigactions: &[SaEntry],
     b: &mut remote::Batch,
 ) -> Result<(), Error> {
     let pid = r.pid();
     let sigs: Vec<u32> = sigaction_signals().collect();
-    if !tc.sigactions.is_empty() && tc.sigactions.len() != sigs.len() {
+    if !sigactions.is_empty() && sigactions.len() != sigs.len() {
         return Err(Error::Restore {
             pid,
             what: format!(
                 "core image has {} sigactions, expected {}",
-                tc.sigactions.len(),
+                sigactions.len(),
                 sigs.len()
             ),
         });
@@ -690,14 +694,14 @@ fn apply_sigactions(
     // struct kernel_sigaction of each signal at SA_AT + 32 * i, written at
     // once; the table after them.
     let mut data = Vec::with_capacity(32 * sigs.len());
-    for sa in &tc.sigactions {
+    for sa in sigactions {
         data.extend_from_slice(&sa.sigaction.to_le_bytes());
         data.extend_from_slice(&sa.flags.to_le_bytes());
         data.extend_from_slice(&sa.restorer.to_le_bytes());
         data.extend_from_slice(&sa.mask.to_le_bytes());
     }
     r.put(SA_AT, &data)?;
-    for (i, (sig, _)) in sigs.iter().zip(tc.sigactions.iter()).enumerate() {
+    for (i, (sig, _)) in sigs.iter().zip(sigactions.iter()).enumerate() {
         let at = r.at(SA_AT + 32 * i as u64).get();
         b.push(
             r,

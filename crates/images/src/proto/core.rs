@@ -100,16 +100,16 @@ crate::message! {
     CoreEntry = "core_entry" {
         /// enum [`core_entry_march`]
         1 mtype: required EnumOf<core_entry_march::Names>,
-        2 thread_info: optional Msg<ThreadInfoX86>,
-        3 tc: optional Msg<TaskCoreEntry>,
-        4 ids: optional Msg<TaskKobjIdsEntry>,
-        5 thread_core: optional Msg<ThreadCoreEntry>,
-        6 ti_arm: optional Msg<ThreadInfoArm>,
-        8 ti_aarch64: optional Msg<ThreadInfoAarch64>,
-        9 ti_ppc64: optional Msg<ThreadInfoPpc64>,
-        10 ti_s390: optional Msg<ThreadInfoS390>,
-        11 ti_mips: optional Msg<ThreadInfoMips>,
-        12 ti_loongarch64: optional Msg<ThreadInfoLoongarch64>,
-        13 ti_riscv64: optional Msg<ThreadInfoRiscv64>,
+        2 thread_info: optional BoxMsg<ThreadInfoX86>,
+        3 tc: optional BoxMsg<TaskCoreEntry>,
+        4 ids: optional BoxMsg<TaskKobjIdsEntry>,
+        5 thread_core: optional BoxMsg<ThreadCoreEntry>,
+        6 ti_arm: optional BoxMsg<ThreadInfoArm>,
+        8 ti_aarch64: optional BoxMsg<ThreadInfoAarch64>,
+        9 ti_ppc64: optional BoxMsg<ThreadInfoPpc64>,
+        10 ti_s390: optional BoxMsg<ThreadInfoS390>,
+        11 ti_mips: optional BoxMsg<ThreadInfoMips>,
+        12 ti_loongarch64: optional BoxMsg<ThreadInfoLoongarch64>,
+        13 ti_riscv64: optional BoxMsg<ThreadInfoRiscv64>,
     }
 }

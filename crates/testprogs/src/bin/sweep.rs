@@ -23,6 +23,16 @@ static READER_GOT: AtomicU64 = AtomicU64::new(0);
 /// Set by the spinner when its own mask changed under it.
 static SPIN_MASK_LOST: AtomicBool = AtomicBool::new(false);
 
+/// Threads that have started (see `started`).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Called by each thread first: its start-up is done, and an allocation
+/// makes its malloc arena now rather than later.
+fn started() {
+    std::hint::black_box(Vec::<u64>::with_capacity(4));
+    STARTED.fetch_add(1, Ordering::SeqCst);
+}
+
 extern "C" fn on_usr1(_sig: libc::c_int) {
     PROBE.store(true, Ordering::SeqCst);
 }
@@ -87,6 +97,7 @@ fn main() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             block(&[libc::SIGWINCH]);
+            started();
             let mine = blocked_mask();
             while !stop.load(Ordering::Relaxed) {
                 let n = SPIN.fetch_add(1, Ordering::Relaxed);
@@ -98,16 +109,26 @@ fn main() {
         });
     }
     let rd = pipe[0];
-    std::thread::spawn(move || loop {
-        let mut b = [0u8; 1];
-        // SAFETY: `b` is a valid 1-byte buffer.
-        let n = unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) };
-        if n == 1 {
-            READER_GOT.fetch_add(u64::from(b[0]), Ordering::SeqCst);
-        } else if n == 0 {
-            return;
+    std::thread::spawn(move || {
+        started();
+        loop {
+            let mut b = [0u8; 1];
+            // SAFETY: `b` is a valid 1-byte buffer.
+            let n = unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) };
+            if n == 1 {
+                READER_GOT.fetch_add(u64::from(b[0]), Ordering::SeqCst);
+            } else if n == 0 {
+                return;
+            }
         }
     });
+    // READY only once both threads run their own code: a thread's start
+    // maps its signal stack and, at its first allocation, a malloc arena;
+    // made after the checker's snapshot of the maps (a loaded machine may
+    // start a thread late), they read as maps changed by crust.
+    while STARTED.load(Ordering::SeqCst) < 2 {
+        crust_testprogs::sleep_ms(1);
+    }
     ready(&args);
     let mut main_count = 0u64;
     while !term_requested() {

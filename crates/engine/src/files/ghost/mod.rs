@@ -209,7 +209,7 @@ impl GhostDump {
         self.link_entries.push(FileEntry {
             r#type: fd_types::REG,
             id: rid,
-            reg: Some(RegFileEntry {
+            reg: Some(Box::new(RegFileEntry {
                 id: rid,
                 flags: libc::O_RDONLY as u32,
                 name: link.to_string_lossy().into_owned(),
@@ -217,7 +217,7 @@ impl GhostDump {
                 mode: Some(md.mode()),
                 mnt_id: crate::files::classify::mnt_id_of(pid, self.cur_mnt),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         self.linked.insert(key, rid);
@@ -661,7 +661,7 @@ fn reg_of(id: u32, flags: u32, pos: u64, name: &str, md: &std::fs::Metadata) -> 
     FileEntry {
         r#type: fd_types::REG,
         id,
-        reg: Some(RegFileEntry {
+        reg: Some(Box::new(RegFileEntry {
             id,
             flags,
             pos,
@@ -670,7 +670,7 @@ fn reg_of(id: u32, flags: u32, pos: u64, name: &str, md: &std::fs::Metadata) -> 
             size: md.file_type().is_file().then_some(md.size()),
             mode: Some(md.mode()),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

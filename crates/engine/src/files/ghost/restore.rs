@@ -6,7 +6,7 @@ use crate::files::fdpass::MadeFds;
 use crate::util::sys_err;
 use crate::Error;
 use crust_images::image::{ImageReader, ImageType};
-use crust_images::proto::fdinfo::{fd_types, FileEntry};
+use crust_images::proto::fdinfo::fd_types;
 use crust_images::proto::ghost_file::{GhostChunkEntry, GhostFileEntry};
 use crust_images::proto::regfile::RegFileEntry;
 use crust_images::proto::remap_file_path::{remap_type, RemapFilePathEntry};
@@ -107,11 +107,13 @@ impl Ghosts {
         if remaps.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
-        let regs: HashMap<u32, &RegFileEntry> = files
+        // Borrowed, not a copy of files.img (thousands of entries in a big
+        // tree).
+        let regs: HashMap<u32, &RegFileEntry> = loaded
+            .entries()?
             .iter()
             .filter(|f| f.r#type == fd_types::REG)
-            .filter_map(|f| Some((f.id, f.reg.as_ref()?)))
+            .filter_map(|f| Some((f.id, f.reg.as_deref()?)))
             .collect();
         for r in remaps {
             let orig = regs.get(&r.orig_id).ok_or_else(|| {

@@ -284,12 +284,12 @@ fn reg_file_entry(id: u32, path: PathBuf, size: u64) -> FileEntry {
     FileEntry {
         r#type: fd_types::REG,
         id,
-        reg: Some(RegFileEntry {
+        reg: Some(Box::new(RegFileEntry {
             id,
             name: path.to_string_lossy().into_owned(),
             size: Some(size),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

@@ -452,7 +452,7 @@ impl InetDump {
             .map(|s| FileEntry {
                 r#type: fd_types::INETSK,
                 id: s.entry.id,
-                isk: Some(s.entry.clone()),
+                isk: Some(Box::new(s.entry.clone())),
                 ..Default::default()
             })
             .collect();

@@ -44,11 +44,13 @@ impl InetFiles {
         if ids.is_empty() {
             return Ok(out);
         }
-        let files: Vec<FileEntry> = loaded.entries()?.to_vec();
-        for f in files {
-            if f.r#type != fd_types::INETSK {
-                continue;
-            }
+        // Only the inet entries are copied (a FileEntry holds every kind's
+        // part inline: a copy of files.img is some KiB per entry).
+        let inet = loaded
+            .entries()?
+            .iter()
+            .filter(|f| f.r#type == fd_types::INETSK);
+        for f in inet.cloned() {
             let e = f
                 .isk
                 .ok_or_else(|| bad(format!("files.img: INETSK entry {} has no inet part", f.id)))?;
@@ -103,7 +105,7 @@ impl InetFiles {
             out.socks.insert(
                 f.id,
                 RSock {
-                    entry: e,
+                    entry: *e,
                     local,
                     remote,
                     stream,

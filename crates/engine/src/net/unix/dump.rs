@@ -278,7 +278,7 @@ impl UnixDump {
             .map(|u| FileEntry {
                 r#type: fd_types::UNIXSK,
                 id: u.id,
-                usk: Some(u.clone()),
+                usk: Some(Box::new(u.clone())),
                 ..Default::default()
             })
             .collect())

@@ -114,7 +114,7 @@ impl UnixFiles {
                     u.ino
                 )));
             }
-            out.socks.insert(u.id, u.clone());
+            out.socks.insert(u.id, UnixSkEntry::clone(u));
         }
         out.check_peers(dir, ext_unix_sk)?;
         out.check_mounts(dir)?;
@@ -357,7 +357,7 @@ impl UnixFiles {
                                 "{here} carries file {r}, whose entry is not a regular file by absolute path"
                             ))
                         })?;
-                    self.carried_reg.insert(*r, reg.clone());
+                    self.carried_reg.insert(*r, RegFileEntry::clone(reg));
                 }
                 t => {
                     return Err(Error::unsupported(format!(
