@@ -555,8 +555,7 @@ fn dump_tree(
         tuns: &tuns,
     })?;
     let ipc_gone = crate::ns::sysvipc::dump(dir, root_pid, ipcns, &pids, &vmas_of)?;
-    // Every process's VMAs: not needed past here, and the check of the
-    // images at the end loads the whole set again (peak memory).
+    // Not needed past here, when the image check loads the set again.
     drop(vmas_of);
     debug!("pages copied in {page_us} us, alongside the rest");
 
