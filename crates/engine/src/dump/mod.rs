@@ -401,6 +401,14 @@ fn ns_last(v: &[i32], host: i32) -> i32 {
 }
 
 /// The fd table of a dump, its kinds set up from the options.
+/// The tun devices the tree's files were found attached to.
+fn seen_tuns(files: &mut FileTable) -> Vec<crate::ns::net::TunSeen> {
+    files
+        .kind_mut::<crate::net::tun::TunDump>()
+        .map(|k| k.seen().to_vec())
+        .unwrap_or_default()
+}
+
 fn file_table(tree: &Tree, opts: &Options) -> FileTable {
     let mut files = FileTable::new(opts.shell_job, crate::registry::dump_kinds());
     if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
@@ -541,10 +549,7 @@ fn dump_tree(
     // in crust's time namespace, as CRIU does: one in its own has
     // timens-ID.img instead.
     let own_time = walk.nss.root_ids().own(crate::ns::ids::NsKind::Time);
-    let tuns = files
-        .kind_mut::<crate::net::tun::TunDump>()
-        .map(|k| k.seen().to_vec())
-        .unwrap_or_default();
+    let tuns = seen_tuns(&mut files);
     crate::ns::tree::dump(&crate::ns::tree::DumpCtx {
         dir,
         root_pid,
