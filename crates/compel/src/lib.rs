@@ -825,56 +825,6 @@ impl Task {
         }
     }
 
-    /// [`Task::syscall`] run in one stop instead of two: the task single-
-    /// steps over its syscall instruction, and stops (a SIGTRAP, which the
-    /// next resume discards) right after it. Not for a syscall after which
-    /// a signal may be due (that signal's stop would come first), nor for
-    /// one that clones. Not where the tracer may die before its next
-    /// resume that is not a step: the kernel clears the step state
-    /// (TIF_FORCED_TF, the syscall-exit trap) on PTRACE_DETACH and on
-    /// every other resume, not when the tracer exits, so the task, let go,
-    /// dies of a SIGTRAP (crust's dump does not use it for that reason:
-    /// e2e kill-netmisc-netlock).
-    pub fn syscall_single_step(&mut self, nr: i64, args: [u64; 6]) -> Result<u64> {
-        self.block_signals()?;
-        self.load_syscall(nr, args)?;
-        let pid = self.pid;
-        pt(pid, "PTRACE_SINGLESTEP", ptrace::singlestep(pid, 0))?;
-        let status = self.wait_bounded()?;
-        if !matches!(
-            status,
-            WaitStatus::Stopped {
-                sig: libc::SIGTRAP,
-                event: 0
-            }
-        ) {
-            return Err(Error::UnexpectedStop {
-                pid,
-                what: "single-stepping a remote syscall",
-                status,
-            });
-        }
-        let after = pt(pid, "GETREGSET(NT_PRSTATUS)", ptrace::get_regs(pid))?;
-        // Right after the `syscall` instruction (2 bytes), and nowhere else.
-        let end = self.syscall_ip.map_or(0, |ip| ip.get() + 2);
-        if after.rip != end {
-            return Err(Error::UnexpectedStop {
-                pid,
-                what: "single-stepping a remote syscall (a stop away from its end)",
-                status,
-            });
-        }
-        let r = after.rax as i64;
-        if (-4095..0).contains(&r) {
-            return Err(Error::Syscall {
-                pid,
-                nr,
-                source: io::Error::from_raw_os_error(-r as i32),
-            });
-        }
-        Ok(r as u64)
-    }
-
     /// Like [`Task::syscall_raw`], turning `-errno` into an error.
     pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<u64> {
         let r = self.syscall_raw(nr, args)?;

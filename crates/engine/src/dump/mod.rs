@@ -1057,9 +1057,10 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
         };
         Ok((pinside, tinside, uffd))
     });
-    // Stepped through entry and exit, not single-stepped: a tracer killed
-    // after a single-step leaves the task's step state set, and it dies
-    // of a SIGTRAP once running (see `Task::syscall_single_step`).
+    // Stepped through entry and exit, not single-stepped (one stop fewer):
+    // the kernel clears a single-step's state on PTRACE_DETACH and on any
+    // other resume, not when the tracer dies, so a task let go by a killed
+    // crust would die of a SIGTRAP (e2e kill-netmisc-netlock).
     let _ = main.syscall(libc::SYS_munmap, [area, area_len, 0, 0, 0, 0]);
     for t in p.threads.iter_mut() {
         t.cure().map_err(compel_err(t.pid()))?;

@@ -137,6 +137,19 @@ struct Entry {
     may_fail: bool,
 }
 
+impl Entry {
+    /// Syscall `nr` whose every result but `-errno` is a success.
+    fn plain(what: String, nr: i64, args: [u64; 6]) -> Entry {
+        Entry {
+            what,
+            nr,
+            args,
+            expect: None,
+            may_fail: false,
+        }
+    }
+}
+
 /// Remote syscalls whose results are not needed at once, gathered and run
 /// many per ptrace stop by the trampoline's loop (a few hundred times
 /// faster per call than [`Remote::call`], which stops once or twice per
@@ -185,11 +198,8 @@ impl Batch {
         self.queue(
             r,
             Entry {
-                what,
-                nr,
-                args,
                 expect,
-                may_fail: false,
+                ..Entry::plain(what, nr, args)
             },
         )
     }
@@ -206,11 +216,8 @@ impl Batch {
         self.queue(
             r,
             Entry {
-                what,
-                nr,
-                args,
-                expect: None,
                 may_fail: true,
+                ..Entry::plain(what, nr, args)
             },
         )
     }
