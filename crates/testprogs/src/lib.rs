@@ -168,9 +168,7 @@ pub fn map_anon_words(len: usize) -> &'static mut [u64] {
     if p == libc::MAP_FAILED {
         die("mmap");
     }
-    // SAFETY: the mapping is fresh (aliased by nothing), page-aligned,
-    // `len` bytes long and never unmapped, so the slice may live for
-    // 'static.
+    // SAFETY: fresh, unaliased, `len` bytes, never unmapped: may live for 'static.
     unsafe { std::slice::from_raw_parts_mut(p as *mut u64, len / 8) }
 }
 

@@ -400,7 +400,6 @@ fn ns_last(v: &[i32], host: i32) -> i32 {
     v.last().copied().unwrap_or(host)
 }
 
-/// The fd table of a dump, its kinds set up from the options.
 /// The tun devices the tree's files were found attached to.
 fn seen_tuns(files: &mut FileTable) -> Vec<crate::ns::net::TunSeen> {
     files
@@ -409,6 +408,7 @@ fn seen_tuns(files: &mut FileTable) -> Vec<crate::ns::net::TunSeen> {
         .unwrap_or_default()
 }
 
+/// The fd table of a dump, its kinds set up from the options.
 fn file_table(tree: &Tree, opts: &Options) -> FileTable {
     let mut files = FileTable::new(opts.shell_job, crate::registry::dump_kinds());
     if let Some(inet) = files.kind_mut::<crate::net::inet::InetDump>() {
@@ -1115,13 +1115,9 @@ fn thread_statuses(
     p: &Proc,
     main: &crust_proc::Status,
 ) -> Result<Vec<crust_proc::Status>, Error> {
-    let mut out = Vec::with_capacity(p.threads.len());
-    out.push(main.clone());
-    let others = p.threads.iter().skip(1);
-    for t in others {
-        let tid = t.pid();
-        out.push(crust_proc::task_status(proc, p.pid, tid).map_err(proc_err(tid))?);
-    }
+    let others = p.threads.get(1..).unwrap_or_default();
+    let mut out = vec![main.clone()];
+    out.extend(task::thread_statuses(proc, p.pid, others)?);
     Ok(out)
 }
 

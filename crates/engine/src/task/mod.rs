@@ -94,6 +94,9 @@ const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const SA_AT: u64 = 0;
 const ITIMER_AT: u64 = 64 * 32;
 const SUBREAPER_AT: u64 = ITIMER_AT + 3 * 32;
+/// The calls [`collect_process`] queues after the signal actions and
+/// before the main thread's: brk, two prctls, the subreaper, 3 itimers.
+const PROCESS_CALLS: usize = 7;
 /// The main thread's part (see [`push_thread`]).
 const MAIN_THREAD_AT: u64 = 3072;
 const TABLE_AT: u64 = 4096;
@@ -190,11 +193,14 @@ pub fn collect_process(
             ..Default::default()
         };
     }
-    let main = match (data.get(MAIN_THREAD_AT as usize..), res.get(n + 7..)) {
+    let main = match (
+        data.get(MAIN_THREAD_AT as usize..),
+        res.get(n + PROCESS_CALLS..),
+    ) {
         (Some(d), Some(tres)) => decode_thread(d, tres),
         _ => ThreadInside::default(),
     };
-    let membarrier = got(7 + THREAD_CALLS) as i64;
+    let membarrier = got(PROCESS_CALLS + THREAD_CALLS) as i64;
     out.membarrier = if membarrier < 0 { 0 } else { membarrier as u32 };
     out.posix_timers = collect_posix_timers(r)?;
     Ok((out, main))
