@@ -117,20 +117,33 @@ pub fn restore_vmas(
             &mut open_fds,
         )?;
     }
+    // THP mode `always`: the fill in two parts (mem/thp.rs). The task may
+    // have its parent's PR_SET_THP_DISABLE of the parent's fill.
+    let always = super::thp::system_always();
+    let huge = if mm.thp_disabled == Some(true) {
+        &[]
+    } else {
+        huge
+    };
+    if always && !huge.is_empty() {
+        super::thp::set_disabled((r, &mut b), false)?;
+    }
     b.flush(r)?;
-    // Where huge pages backed the memory, the fill faults them in again.
-    super::thp::touch(
-        r.pid(),
-        &super::thp::pages_to_touch(mm, huge, &sorted, &inherited),
-    )?;
-    let advised = super::thp::advise_huge((r, &mut b), mm, huge)?;
-    b.flush(r)?;
-    if advised > 0 {
-        log::debug!(
-            "{}: {} KiB advised MADV_HUGEPAGE for the fill",
+    if !always {
+        // Where huge pages backed the memory, the fill faults them in again.
+        super::thp::touch(
             r.pid(),
-            advised >> 10
-        );
+            &super::thp::pages_to_touch(mm, huge, &sorted, &inherited),
+        )?;
+        let advised = super::thp::advise_huge((r, &mut b), mm, huge)?;
+        b.flush(r)?;
+        if advised > 0 {
+            log::debug!(
+                "{}: {} KiB advised MADV_HUGEPAGE for the fill",
+                r.pid(),
+                advised >> 10
+            );
+        }
     }
     // In inherited VMAs, what is neither inherited nor stored was absent in
     // the dumped process: make it zero again.
@@ -159,7 +172,22 @@ pub fn restore_vmas(
             restored += restore_shmem(r, pages, mm, o, made.as_ref())?;
         }
     }
-    let (fills, keep) = task_fills(runs, &private_inherited);
+    let (mut fills, keep) = task_fills(runs, &private_inherited);
+    if always {
+        let (first, rest) = super::thp::split_fills(fills, huge);
+        if !first.is_empty() {
+            pages.fill(r.pid(), pages_id, &first, &[]).wait()?;
+            let bytes: u64 = first.iter().map(|f| f.1).sum();
+            log::debug!(
+                "{}: {} KiB filled first, with huge pages allowed",
+                r.pid(),
+                bytes >> 10
+            );
+        }
+        super::thp::set_disabled((r, &mut b), true)?;
+        b.flush(r)?;
+        fills = rest;
+    }
     let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
     for &(start, end) in &private_inherited {
         for (a, z) in uncovered(start, end, &sorted) {
@@ -519,6 +547,9 @@ pub fn protect_vmas(
         );
     }
     let mut b = Batch::new(batch_code);
+    // The recorded value, over what the fill set (mode `always`) or the
+    // task inherited from its parent.
+    super::thp::set_disabled((r, &mut b), mm.thp_disabled == Some(true))?;
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
@@ -631,13 +662,7 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
             )?;
         }
     }
-    if mm.thp_disabled == Some(true) {
-        r.call(
-            "prctl(PR_SET_THP_DISABLE)",
-            libc::SYS_prctl,
-            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
-        )?;
-    }
+    // PR_SET_THP_DISABLE is set by `protect_vmas`, once the pages are in.
     Ok(())
 }
 

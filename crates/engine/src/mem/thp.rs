@@ -16,7 +16,16 @@
 //! are in, merges it again). The rest of such a VMA has no advice during
 //! the fill, so with `enabled=madvise` it is filled with 4 KiB pages, and
 //! a range that was only partly present does not grow to a huge page.
+//!
+//! With the system's mode `always`, any first write into a 2 MiB piece of
+//! a VMA without `nh` makes a huge page, and there is no advice that
+//! returns a VMA to "no advice" once given. So the fill runs in two
+//! parts ([`split_fills`]): the pieces inside the recorded ranges first,
+//! with the task's THP allowed (huge pages fault in), then the rest with
+//! `PR_SET_THP_DISABLE` set on the task (4 KiB pages, as they were), the
+//! recorded value set again once the pages are in ([`set_disabled`]).
 
+use super::pages::FillRun;
 use super::{bad, Vma};
 use crate::task::remote::{Batch, Remote};
 use crate::util::{proc_err, read_image, sys_err, write_image};
@@ -37,7 +46,7 @@ const HUGEPAGE_BIT: u64 = 1 << libc::MADV_HUGEPAGE;
 
 /// Is the system's THP mode `always` (every anonymous VMA without `nh` may
 /// get huge pages)? Read once.
-fn system_always() -> bool {
+pub(super) fn system_always() -> bool {
     static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALWAYS.get_or_init(|| {
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -208,6 +217,50 @@ pub(super) fn touch(pid: i32, pages: &[u64]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The `prctl(PR_SET_THP_DISABLE, on)` of task `r`, in batch `b`.
+pub(super) fn set_disabled((r, b): (&mut Remote<'_>, &mut Batch), on: bool) -> Result<(), Error> {
+    b.push(
+        r,
+        format!("prctl(PR_SET_THP_DISABLE, {})", u8::from(on)),
+        libc::SYS_prctl,
+        [libc::PR_SET_THP_DISABLE as u64, u64::from(on), 0, 0, 0, 0],
+        None,
+    )
+}
+
+/// `fills` (address, bytes, offset; sorted, apart) cut at the edges of
+/// `huge` (sorted, apart): the pieces inside a huge range, and the others.
+pub(super) fn split_fills(
+    fills: Vec<FillRun>,
+    huge: &[(u64, u64)],
+) -> (Vec<FillRun>, Vec<FillRun>) {
+    if huge.is_empty() {
+        return (Vec::new(), fills);
+    }
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for (a, len, off) in fills {
+        let end = a + len;
+        let piece = |s: u64, e: u64| (s, e - s, off + (s - a));
+        let mut at = a;
+        let first = huge.partition_point(|&(_, he)| he <= a);
+        for &(hs, he) in huge.get(first..).unwrap_or_default() {
+            if hs >= end {
+                break;
+            }
+            let (s, e) = (hs.max(at), he.min(end));
+            if s > at {
+                outside.push(piece(at, s));
+            }
+            inside.push(piece(s, e));
+            at = e;
+        }
+        if at < end {
+            outside.push(piece(at, end));
+        }
+    }
+    (inside, outside)
+}
+
 /// Before the fill: MADV_HUGEPAGE on each huge range (`huge`, checked by
 /// [`load_huge_ranges`]) of a VMA whose recorded advice has it, so the
 /// fill faults in huge pages there. Returns the bytes so advised.
@@ -238,6 +291,20 @@ pub(super) fn advise_huge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fills_are_cut_at_the_edges_of_huge_ranges() {
+        const M: u64 = 1 << 20;
+        let fills = vec![(0, 5 * M, 0), (8 * M, M, 5 * M), (10 * M, 4096, 6 * M)];
+        let huge = [(2 * M, 4 * M), (7 * M, 9 * M), (12 * M, 14 * M)];
+        let (inside, outside) = split_fills(fills.clone(), &huge);
+        assert_eq!(inside, vec![(2 * M, 2 * M, 2 * M), (8 * M, M, 5 * M)]);
+        assert_eq!(
+            outside,
+            vec![(0, 2 * M, 0), (4 * M, M, 4 * M), (10 * M, 4096, 6 * M)]
+        );
+        assert_eq!(split_fills(fills.clone(), &[]), (Vec::new(), fills));
+    }
 
     fn vma(start: u64, end: u64, status: u32) -> VmaEntry {
         VmaEntry {

@@ -9,6 +9,8 @@
 //!   child that became uid 65534 and then set dumpable 1 and a
 //!   parent-death signal (SIGUSR2), which a change of credentials clears:
 //!   asked through a pipe, it checks them and answers through another.
+//!   THP disabled (`PR_SET_THP_DISABLE`) in the process, cleared in the
+//!   child, which inherited it.
 //! - `stopped`: a child in a process group of its own stopped by SIGTSTP;
 //!   after SIGTERM the child must still be stopped, and a stop reported
 //!   since must be SIGTSTP's.
@@ -108,6 +110,9 @@ fn check_process() -> Result<(), String> {
         libc::prctl(libc::PR_GET_PDEATHSIG, &mut pd as *mut libc::c_int);
         (mb, dumpable, pd, libc::sched_getscheduler(0))
     };
+    // SAFETY: prctl with integer arguments.
+    let thp_off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0u64, 0u64, 0u64, 0u64) };
+    ensure!(thp_off == 1, "THP disabled is {thp_off}, not 1");
     ensure!(
         mb >= 0 && mb as i32 & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED != 0,
         "membarrier registrations are {mb:#x}, without PRIVATE_EXPEDITED"
@@ -143,6 +148,7 @@ fn nobody_child(req: i32, resp: i32) -> ! {
             0u64,
             0u64,
         );
+        libc::prctl(libc::PR_SET_THP_DISABLE, 0u64, 0u64, 0u64, 0u64);
     }
     loop {
         let mut b = [0u8; 1];
@@ -154,7 +160,8 @@ fn nobody_child(req: i32, resp: i32) -> ! {
             let mut pd: libc::c_int = 0;
             libc::prctl(libc::PR_GET_PDEATHSIG, &mut pd as *mut libc::c_int);
             let d = libc::prctl(libc::PR_GET_DUMPABLE, 0u64, 0u64, 0u64, 0u64);
-            let msg = format!("{d} {pd}\n");
+            let thp = libc::prctl(libc::PR_GET_THP_DISABLE, 0u64, 0u64, 0u64, 0u64);
+            let msg = format!("{d} {pd} {thp}\n");
             libc::write(resp, msg.as_ptr().cast(), msg.len());
         }
     }
@@ -169,10 +176,10 @@ fn ask_child(req: i32, resp: i32) -> Result<(), String> {
         libc::read(resp, buf.as_mut_ptr().cast(), buf.len())
     };
     let got = String::from_utf8_lossy(buf.get(..n.max(0) as usize).unwrap_or_default());
-    let want = format!("1 {}\n", libc::SIGUSR2);
+    let want = format!("1 {} 0\n", libc::SIGUSR2);
     ensure!(
         got == want,
-        "the uid 65534 child says dumpable, parent-death signal = {:?}, not {:?}",
+        "the uid 65534 child says dumpable, parent-death signal, THP disabled = {:?}, not {:?}",
         got.trim(),
         want.trim()
     );
@@ -183,6 +190,12 @@ fn mode_state(args: &crust_testprogs::Args) -> ! {
     // --no-nobody: without the uid 65534 child (CRIU 4.2 cannot dump a
     // process of another uid without CAP_SYS_RESOURCE: the interop case).
     let with_child = args.opt("no-nobody").is_none();
+    // THP disabled for this process; its child (which inherits it) clears
+    // it: a restore sets each one's own.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1u64, 0u64, 0u64, 0u64) } != 0 {
+        die("prctl(PR_SET_THP_DISABLE)");
+    }
     let (req, resp) = (crust_testprogs::make_pipe(), crust_testprogs::make_pipe());
     let child = if with_child { fork() } else { -1 };
     if child == 0 {

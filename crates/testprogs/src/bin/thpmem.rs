@@ -20,6 +20,12 @@
 //! range did not become huge pages: that would add 3 MiB per 4 MiB), in
 //! as many VMAs as before (one).
 //! `--report FILE` gets both readings.
+//!
+//! For the system mode `always` (`--always 1`), where any first write makes
+//! a huge page: the partly present range is written with the process's
+//! THP disabled (`PR_SET_THP_DISABLE`, cleared right after, as a program
+//! may do), and the plain region, huge pages there too, must get at least
+//! 7/8 of them back.
 
 use crust_testprogs::{ensure, finish, ready, start, wait_for_term, write_atomic, XorShift};
 
@@ -135,13 +141,23 @@ fn main() {
     let plain = args.num("plain-mb", 16) as usize * MIB;
     let expect_huge = args.num("expect-huge", 1) != 0;
     let report = args.opt("report").map(std::path::PathBuf::from);
+    let always = args.num("always", 0) != 0;
 
     let h = map_aligned(hg + sparse);
-    // The partly present range first, as 4 KiB pages (no advice yet).
+    // The partly present range first, as 4 KiB pages (no advice yet; in
+    // mode `always`, THP disabled meanwhile).
+    let thp_off = |on: u64| {
+        // SAFETY: prctl with integer arguments only.
+        if always && unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, 0, 0, 0) } != 0 {
+            crust_testprogs::die("prctl(PR_SET_THP_DISABLE)");
+        }
+    };
+    thp_off(1);
     let sp = words(h + hg, sparse);
     for page in (0..sparse / PAGE).step_by(4) {
         sp[page * PAGE / 8] = 0x5EED_0000 | page as u64;
     }
+    thp_off(0);
     // SAFETY: madvise on a range of our own mapping.
     if unsafe { libc::madvise(h as *mut libc::c_void, hg + sparse, libc::MADV_HUGEPAGE) } != 0 {
         crust_testprogs::die("madvise(MADV_HUGEPAGE)");
@@ -187,6 +203,10 @@ fn main() {
         ensure!(
             after.plain_thp <= before.plain_thp,
             "the plain region gained huge pages: before {before}; after {after}"
+        );
+        ensure!(
+            !always || after.plain_thp * 8 >= before.plain_thp * 7,
+            "the plain region's huge pages are not back: before {before}; after {after}"
         );
         ensure!(
             after.huge_vmas == before.huge_vmas,
