@@ -253,6 +253,11 @@ sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1
     crust_run restore restore -D "$D/img" -d --pidfile "$D/pidfile" --lazy-pages -v4 -o restore.log
     [ $RC -eq 0 ] || { fail "restore exited with $RC: $(head -c 300 "$D/restore.err")" "$D/img/restore.log"; return 1; }
     lazy_restored "$prog" || return 1
+    if [ -n "${LAZY_POKE:-}" ]; then
+        # lazymem: its events now, then it reads every page.
+        kill -USR1 "$PID"
+        sleep 1
+    fi
     lazy_wait_done "$D/img" 30 || return 1
     wait "$DUMP_PID"
     [ $? -eq 0 ] || { fail "dump --lazy-pages failed: $(head -c 300 "$D/dump.err")" "$D/img/dump.log"; return 1; }
@@ -261,6 +266,12 @@ sys.exit(0 if any(e.get("flags") == 2 for e in json.load(sys.stdin)["entries"][1
     expect_pass "$D/img/restore.log"
 }
 t_lazy_remote_bigmem() { lazy_remote_roundtrip bigmem --mb 64; }
+# The restored task moves memory whose pages are still on the source
+# (mremap, with the background copy off), then reads it: the daemon asks
+# the source for those pages by their address at the dump.
+t_lazy_remote_ev_mremap() {
+    LAZY_POKE=1 CRUST_LAZY_PREFETCH=0 lazy_remote_roundtrip lazymem --mb 32 --events remap
+}
 # A tree of 3 processes: a child's VMAs with pages left on the source are
 # not kept from its parent at restore, but served lazily.
 t_lazy_remote_tree() { lazy_remote_roundtrip forest --n 3; }
@@ -452,5 +463,5 @@ t_lazy_remote_close_lost() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(lazy-remote-bigmem lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies
+ALL_TESTS+=(lazy-remote-bigmem lazy-remote-ev-mremap lazy-remote-tree lazy-remote-source-dies lazy-remote-daemon-dies
     lazy-remote-no-daemon lazy-remote-stall lazy-remote-stall-early lazy-remote-close-lost)

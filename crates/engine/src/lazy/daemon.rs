@@ -126,7 +126,7 @@ fn commit(tasks: &mut [Served], sources: &Sources) -> Result<(), Error> {
     }
     for t in tasks.iter_mut().filter(|t| !t.gone) {
         if let Some(addr) = t.iovs.first_where(|off| off & REMOTE != 0) {
-            t.copy(addr, PAGE)?;
+            t.copy(addr, PAGE, None)?;
             log::info!("lazy-pages: the source answered the first request: the tree is ours now");
             return Ok(());
         }
@@ -452,7 +452,7 @@ impl Served {
         match self.iovs.find(addr) {
             Some((_, e, _)) => {
                 let len = (e - addr).min(FAULT_CHUNK);
-                let (n, again) = self.copy(addr, len)?;
+                let (n, again) = self.copy(addr, len, None)?;
                 stats.pages_on_fault += n / PAGE;
                 Ok(!again || n > 0)
             }
@@ -484,21 +484,37 @@ impl Served {
         let Some((s, e, _)) = self.iovs.first() else {
             return Ok(0);
         };
-        let (n, _) = self.copy(s, (e - s).min(chunk))?;
+        let len = (e - s).min(chunk);
+        // The chunk after it, asked of the source while this one goes in.
+        let next = self
+            .iovs
+            .from(s + len)
+            .map(|(a, b, off)| (a, off, (b - a).min(chunk)));
+        let (n, _) = self.copy(s, len, next)?;
         Ok(n / PAGE)
     }
 
     /// Copy up to `len` bytes of the piece holding `addr` from the pages
     /// file. Returns the bytes put in and whether an event stopped it.
     /// Pages that are there already, or outside the registered memory
-    /// (VMAs the restore filled), are dropped from the pieces.
-    fn copy(&mut self, addr: u64, len: u64) -> Result<(u64, bool), Error> {
+    /// (VMAs the restore filled), are dropped from the pieces. `next`
+    /// (address, offset, bytes): what the next copy will want, asked of
+    /// the source once this copy's bytes are read.
+    fn copy(
+        &mut self,
+        addr: u64,
+        len: u64,
+        next: Option<(u64, u64, u64)>,
+    ) -> Result<(u64, bool), Error> {
         let Some((s, e, off)) = self.iovs.find(addr) else {
             return Ok((0, false));
         };
         let mut len = len.min(e - addr);
         let mut buf = vec![0u8; len as usize];
         self.pages.read(addr, off + (addr - s), &mut buf)?;
+        if let Some((_, o, l)) = next {
+            self.pages.ahead(o, l)?;
+        }
         loop {
             let part = buf.get(..len as usize).unwrap_or(&[]);
             match self.copy_once(addr, part)? {

@@ -73,6 +73,18 @@ impl Iovs {
         (addr < e).then_some((s, e, off))
     }
 
+    /// What is left from `addr` on: the rest of the piece holding it, or
+    /// else the first piece after it: (start, end, offset).
+    pub fn from(&self, addr: u64) -> Option<(u64, u64, u64)> {
+        if let Some((s, e, off)) = self.find(addr) {
+            return Some((addr, e, off + (addr - s)));
+        }
+        self.map
+            .range(addr..)
+            .next()
+            .map(|(&s, &(e, off))| (s, e, off))
+    }
+
     /// The first piece.
     pub fn first(&self) -> Option<(u64, u64, u64)> {
         self.map.iter().next().map(|(&s, &(e, off))| (s, e, off))
@@ -147,6 +159,16 @@ mod tests {
 
     fn all(i: &Iovs) -> Vec<(u64, u64, u64)> {
         i.map.iter().map(|(&s, &(e, o))| (s, e, o)).collect()
+    }
+
+    #[test]
+    fn what_is_left_from_an_address() {
+        let mut i = Iovs::default();
+        i.add(0x1000, 0x4000, 0x10);
+        i.add(0x8000, 0x9000, 0x50);
+        assert_eq!(i.from(0x2000), Some((0x2000, 0x4000, 0x1010)));
+        assert_eq!(i.from(0x4000), Some((0x8000, 0x9000, 0x50)));
+        assert_eq!(i.from(0x9000), None);
     }
 
     #[test]

@@ -48,7 +48,104 @@ impl PageOrigin for LocalPages {
 }
 
 /// The connection to the source's page server, shared by every process.
-pub type Link = Rc<RefCell<Remote>>;
+pub type Link = Rc<RefCell<Fetcher>>;
+
+/// The daemon's side of the connection to the source, with at most one
+/// request sent ahead: the background copy asks for its next chunk
+/// before it copies the one it has, so the source reads and sends the
+/// next while the daemon puts the last in (the answers come in the order
+/// asked). Another request first (a fault elsewhere) reads that answer
+/// and keeps it aside for the copy that wants it; a copy that never comes
+/// for it (its memory gone) drops it. Both CRIU's source and crust's
+/// give the same pages again when asked again.
+pub struct Fetcher {
+    remote: Remote,
+    /// The request sent ahead, its answer not read yet: (pid, vaddr,
+    /// pages).
+    sent: Option<(u64, u64, u64)>,
+    /// An answer read before it was wanted: (pid, vaddr, its bytes).
+    held: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl Fetcher {
+    pub fn new(remote: Remote) -> Fetcher {
+        Fetcher {
+            remote,
+            sent: None,
+            held: None,
+        }
+    }
+
+    /// Ask now for `pages` pages (at most [`MAX_GET`]) of process `pid` at
+    /// `vaddr`; nothing when a request is out already.
+    /// `CRUST_LAZY_AHEAD=0`: never (one request at a time, as before;
+    /// for comparisons).
+    pub fn ahead(&mut self, pid: u64, vaddr: u64, pages: u64) -> Result<(), Error> {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let off =
+            *OFF.get_or_init(|| std::env::var_os("CRUST_LAZY_AHEAD").is_some_and(|v| v == "0"));
+        if off || self.sent.is_some() {
+            return Ok(());
+        }
+        let pages = pages.clamp(1, MAX_GET);
+        self.remote.request(pid, vaddr, pages)?;
+        self.sent = Some((pid, vaddr, pages));
+        Ok(())
+    }
+
+    /// The answer to the request out, read into `buf` (as many pages as
+    /// asked fit), checked to be the one asked for. Returns the pages.
+    fn answer(&mut self, (pid, vaddr): (u64, u64), buf: &mut [u8]) -> Result<u64, Error> {
+        let (p, a, n) = self.remote.reply(buf)?;
+        if (p, a) != (pid, vaddr) {
+            return Err(Error::Restore {
+                pid: pid as i32,
+                what: format!(
+                    "the source answered for process {p} at {a:#x}, asked for {pid} at {vaddr:#x}"
+                ),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Pages of process `pid` from `vaddr` on into `buf` (at most its
+    /// length, at least one page): the pages got, maybe fewer (the
+    /// source's run ends), zero when the source has none.
+    pub fn get(&mut self, pid: u64, vaddr: u64, buf: &mut [u8]) -> Result<u64, Error> {
+        let room = buf.len() as u64 / PAGE_SIZE;
+        if let Some((p, a, bytes)) = self.held.take() {
+            let len = bytes.len();
+            if (p, a) == (pid, vaddr) && len as u64 <= room * PAGE_SIZE {
+                if let Some(dst) = buf.get_mut(..len) {
+                    dst.copy_from_slice(&bytes);
+                    return Ok(len as u64 / PAGE_SIZE);
+                }
+            }
+        }
+        if let Some((p, a, n)) = self.sent.take() {
+            if (p, a) == (pid, vaddr) && n <= room {
+                return self.answer((p, a), buf);
+            }
+            // Another range was asked for first: its answer aside.
+            let mut aside = vec![0u8; (n * PAGE_SIZE) as usize];
+            let got = self.answer((p, a), &mut aside)?;
+            aside.truncate((got * PAGE_SIZE) as usize);
+            self.held = Some((p, a, aside));
+        }
+        self.remote.get(pid, vaddr, room.clamp(1, MAX_GET), buf)
+    }
+
+    /// Tell the source the daemon needs nothing more (an answer still
+    /// out is read first and dropped).
+    pub fn close(&mut self) -> Result<(), Error> {
+        if let Some((p, a, n)) = self.sent.take() {
+            let mut aside = vec![0u8; (n * PAGE_SIZE) as usize];
+            self.answer((p, a), &mut aside)?;
+        }
+        self.held = None;
+        self.remote.close()
+    }
+}
 
 /// The pages of one process (by its pid in the images) on the source.
 pub struct SourcePages {
@@ -57,18 +154,21 @@ pub struct SourcePages {
 }
 
 impl PageOrigin for SourcePages {
-    fn read(&self, addr: u64, _off: u64, buf: &mut [u8]) -> Result<(), Error> {
+    /// `off`: the address the pages had in the dumped process (a piece
+    /// moved by an `mremap` since keeps it), which the source knows them
+    /// by.
+    fn read(&self, _addr: u64, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let addr = off;
         let mut link = self.link.borrow_mut();
         let mut done = 0usize;
         while done < buf.len() {
             let Some(rest) = buf.get_mut(done..) else {
                 break;
             };
-            let want = (rest.len() as u64 / PAGE_SIZE).clamp(1, MAX_GET);
             let at = addr + done as u64;
             // The source may give fewer pages than asked (one of its runs
             // ends): ask again for the rest.
-            let n = link.get(self.pid as u64, at, want, rest)?;
+            let n = link.get(self.pid as u64, at, rest)?;
             if n == 0 {
                 return Err(Error::Restore {
                     pid: self.pid,
@@ -86,6 +186,22 @@ impl PageOrigin for SourcePages {
 pub struct Pages {
     local: LocalPages,
     source: Option<SourcePages>,
+}
+
+impl Pages {
+    /// The piece with offset `off` will be read next, `len` bytes: from
+    /// the source, ask for it now ([`Fetcher::ahead`]).
+    pub fn ahead(&self, off: u64, len: u64) -> Result<(), Error> {
+        match &self.source {
+            Some(s) if off & REMOTE != 0 => {
+                // The source knows pages by their address at the dump.
+                s.link
+                    .borrow_mut()
+                    .ahead(s.pid as u64, off & !REMOTE, len / PAGE_SIZE)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl PageOrigin for Pages {
@@ -123,7 +239,7 @@ impl Sources {
             conn.peer()
         );
         Ok(Sources {
-            link: Some(Rc::new(RefCell::new(Remote::new(conn)))),
+            link: Some(Rc::new(RefCell::new(Fetcher::new(Remote::new(conn))))),
         })
     }
 
