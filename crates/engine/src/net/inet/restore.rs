@@ -277,6 +277,25 @@ fn open_connection(s: &RSock, st: &TcpState, here: &str) -> Result<Builder, Erro
         what: format!("{here}: rebuilding the connection to {}", s.remote),
         source: Box::new(source),
     })?;
+    // The recorded receive buffer now that the received bytes are in, and
+    // before the connection leaves repair mode: from then on the window it
+    // advertises is computed from that buffer. Left as big as above, the
+    // first window (the probe sent on leaving repair mode) offers the peer
+    // megabytes the original never offered; the peer sends them, the buffer
+    // is cut back, the kernel drops what it had invited, and a peer that had
+    // a closed window (zdtm's socket-tcpbuf) can be left unheard for good.
+    // The send buffer stays big until the unsent tail is queued (finish).
+    let rcvbuf = s.entry.opts.so_rcvbuf;
+    let cur = su::getsockopt_int(b.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(-1);
+    if rcvbuf != 0 && cur != rcvbuf as i32 {
+        su::setsockopt_int(
+            b.fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (rcvbuf / 2) as i32,
+        )
+        .map_err(|e| fail("SO_RCVBUFFORCE (the recorded size)", e))?;
+    }
     // Bound: SO_REUSEADDR until every socket is made, so that the
     // listener of its port binds too (the recorded value is set back by
     // OpenInet::finish).
@@ -903,7 +922,8 @@ fn finish_connections(
             ),
             source: Box::new(source),
         })?;
-        // The recorded buffer sizes, now that the queues are in.
+        // The recorded send buffer, now that the unsent tail is queued (the
+        // receive buffer was set back before leaving repair mode).
         let bufs = SkOptsEntry {
             so_sndbuf: opts.so_sndbuf,
             so_rcvbuf: opts.so_rcvbuf,
