@@ -220,8 +220,71 @@ s.bind(('127.0.0.1', $NET_P)); s.listen(1); open('$D/holder.ready', 'w').close()
     net_no_rules_left
 }
 
+# Full queues, megabytes of buffers (zdtm's socket-tcpbuf): the dumped
+# side has megabytes unsent and megabytes unread, its window still open to
+# a peer (outside the tree) that keeps sending a trickle, and reading one,
+# both dropped by the lock while dumped. Once restored, the dumped side
+# (reading nothing yet) must not offer to hold more than the original
+# could: its queue plus the window the peer is given stay within its
+# recorded receive buffer or the window it had offered (from the image),
+# give or take 256 KiB. crust used to leave the receive buffer it makes big
+# enough for the restored queue until after repair mode: the window sent
+# with the unsent tail was computed from it, megabytes past the recorded
+# buffer; the peer sent into it, the buffer was cut back, the kernel
+# dropped what it had invited, and zdtm's server could end up never
+# hearing its peer's window open again. Then every byte is checked both
+# ways.
+tcp_queue_bound() { # IMG: what the restored receive queue may hold
+    "$CRUST" image show -i "$1/files.img" >"$D/files.json" &&
+        "$CRUST" image show -i "$(ls "$1"/tcp-stream-*.img | head -1)" | python3 -c '
+import json, sys
+e = json.load(sys.stdin)["entries"][0]
+files = json.load(open(sys.argv[1]))["entries"]
+rcvbuf = max(f["isk"]["opts"]["so_rcvbuf"] for f in files if "isk" in f)
+promise = e["inq_len"] + ((e["rcv_wup"] + e["rcv_wnd"] - e["inq_seq"]) % 2**32)
+print(max(promise, rcvbuf) + 262144)' "$D/files.json"
+}
+
+t_tcp_full_queues() {
+    need_cr || return $?
+    net_pick_port
+    local bufs=(--bufs 4194304 --bytes 268435456) bound i ss_out got=0 wnd offered=0 most=0 prev=-1 same=0
+    start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P "${bufs[@]}" \
+        --prefill 6291456 --trickle 65536 --drain 1048576
+    start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P "${bufs[@]}" --trickle 1048576 || return 1
+    wait_peer_ready || return 1
+    if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established; then
+        bound=$(tcp_queue_bound "$D/img") || { fail "cannot read the images"; net_unlock_port "$NET_P"; return 1; }
+        # What the restored side has offered to hold unread: its receive
+        # queue (it reads nothing yet) plus the window the peer was last
+        # given; sampled for up to 5 s, or until the queue stays the same
+        # for 1 s.
+        for i in $(seq 50); do
+            ss_out=$(ss -Htin state established "( dport = :$NET_P or sport = :$NET_P )")
+            got=$(ss -Htn state established "dport = :$NET_P" | awk '{print $1; exit}')
+            wnd=$(grep -A1 "127.0.0.1:$NET_P *127" <<<"$ss_out" | grep -o "snd_wnd:[0-9]*" | cut -d: -f2)
+            offered=$((${got:-0} + ${wnd:-0}))
+            [ "$offered" -gt "$most" ] && most=$offered
+            [ "$most" -gt "$bound" ] && break
+            if [ "$got" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+            prev=$got
+            [ "$same" -ge 10 ] && break
+            sleep 0.1
+        done
+        if [ "$most" -gt "$bound" ]; then
+            fail "the restored connection offered to hold $most bytes unread (its queue and its window), more than its recorded buffer or the window it had offered allow ($bound with 256 KiB to spare)" "$D/img/restore.log"
+            net_unlock_port "$NET_P"
+            return 1
+        fi
+        expect_peer_ok "$D/img/restore.log" && net_no_rules_left && return 0
+    fi
+    net_unlock_port "$NET_P"
+    return 1
+}
+
 ALL_TESTS+=(tcp-v4-client tcp-v4-server tcp-v6 tcp-v4mapped tcp-sockopts tcp-nftables
-    tcp-veth-v4 tcp-veth-v6 err-dump-tcp-noflag tcp-leave-running err-restore-port-taken)
+    tcp-veth-v4 tcp-veth-v6 err-dump-tcp-noflag tcp-leave-running err-restore-port-taken
+    tcp-full-queues)
 
 # CRIU 4.2's golden `tcp` set: a listener, a loopback connection with data
 # unread and unsent both ways (both ends in the process), a UDP socket.

@@ -16,6 +16,17 @@
 //! too); the side that listens accepts one connection before READY.
 //! `--sockopts 1` also sets TCP and socket options on the connection and
 //! checks them at the end.
+//!
+//! `--bufs N` sets SO_SNDBUF and SO_RCVBUF to N on the connection (the
+//! kernel doubles them, within net.core.[rw]mem_max) instead of the small
+//! receive buffer, and fills the queues until they take nothing more: with
+//! megabytes queued both ways and the peer's window closed (zdtm's
+//! socket-tcpbuf). `--prefill N` writes at most N bytes before READY
+//! (default: half the stream), `--trickle N` writes N more bytes every
+//! 100 ms until SIGTERM (default 0): a sender still sending, into a window
+//! left open, when the other side is dumped; `--drain N` reads (and checks)
+//! at most N bytes every 100 ms until SIGTERM (default 0): a receiver whose
+//! window opens while the other side is dumped.
 
 use crust_testprogs::{ensure, finish, ready, start, term_requested, Args};
 use std::io::{ErrorKind, Read, Write};
@@ -28,6 +39,15 @@ use std::time::{Duration, Instant};
 fn pattern(i: u64, up: bool) -> u8 {
     let x = i.wrapping_mul(2654435761) ^ (i >> 13);
     (x as u8) ^ if up { 0x5a } else { 0xc3 }
+}
+
+/// What this side has written plus what waits unread in its receive queue:
+/// it stops changing when the queues of both ends are full.
+fn queued_bytes(fd: i32, sent: u64) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: n is a valid out-pointer for FIONREAD's int.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    sent + if r == 0 { n.max(0) as u64 } else { 0 }
 }
 
 fn setopt(fd: i32, level: i32, opt: i32, v: i32) -> Result<(), String> {
@@ -105,12 +125,15 @@ impl Side {
         Ok(moved)
     }
 
-    /// Read and check what has arrived (non-blocking). Ok(true) at EOF.
-    fn pull(&mut self) -> Result<(bool, bool), String> {
+    /// Read and check what has arrived (non-blocking), at most `max`
+    /// bytes. Ok(true) at EOF.
+    fn pull(&mut self, max: u64) -> Result<(bool, bool), String> {
         let mut moved = false;
         let mut buf = [0u8; 16384];
-        loop {
-            match self.sock.read(&mut buf) {
+        let end = self.got.saturating_add(max);
+        while self.got < end {
+            let n = (end - self.got).min(buf.len() as u64) as usize;
+            match self.sock.read(&mut buf[..n]) {
                 Ok(0) => return Ok((moved, true)),
                 Ok(n) => {
                     for (k, b) in buf[..n].iter().enumerate() {
@@ -134,6 +157,7 @@ impl Side {
                 Err(e) => return Err(format!("read at byte {}: {e}", self.got)),
             }
         }
+        Ok((moved, false))
     }
 }
 
@@ -168,7 +192,13 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("--listen or --connect".into());
     };
     let fd = sock.as_raw_fd();
-    setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 65536)?;
+    let bufs = args.num("bufs", 0).min(i32::MAX as u64) as i32;
+    if bufs > 0 {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bufs)?;
+        setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bufs)?;
+    } else {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 65536)?;
+    }
     if sockopts {
         for &(l, o, v) in OPTS {
             setopt(fd, l, o, v)?;
@@ -184,21 +214,53 @@ fn run(args: &Args) -> Result<(), String> {
     };
     // Fill the queues: write what goes, read nothing. Let the other side
     // do the same for a moment, then write again.
-    let pre = total / 2;
+    // With --bufs, until neither side has moved a byte for a while (the
+    // queues are full), within 5 s.
+    let pre = args.num("prefill", total / 2).min(total);
+    let trickle = args.num("trickle", 0);
+    let drain = args.num("drain", 0);
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(300) {
+    let mut last = Instant::now();
+    let mut queued = 0;
+    loop {
         let keep = side.total;
         side.total = pre;
         side.push()?;
         side.total = keep;
+        let now = queued_bytes(fd, side.sent);
+        if now != queued {
+            queued = now;
+            last = Instant::now();
+        }
+        let filled = bufs == 0 || last.elapsed() > Duration::from_millis(300);
+        if (t.elapsed() > Duration::from_millis(300) && filled)
+            || t.elapsed() > Duration::from_secs(5)
+        {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     ready(args);
+    let mut quota = pre;
+    let mut tick = Instant::now();
     while !term_requested() {
+        if (trickle > 0 || drain > 0) && tick.elapsed() >= Duration::from_millis(100) {
+            tick = Instant::now();
+            quota = (quota.max(side.sent) + trickle).min(total);
+            let keep = side.total;
+            side.total = quota;
+            side.push()?;
+            side.total = keep;
+            if drain > 0 {
+                side.pull(drain)?;
+            }
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     // Finish the exchange, at full speed now.
-    setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20)?;
+    if bufs == 0 {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20)?;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut eof = false;
     let mut shut = false;
@@ -216,7 +278,7 @@ fn run(args: &Args) -> Result<(), String> {
                 .map_err(|e| format!("shutdown: {e}"))?;
             shut = true;
         }
-        let (r, e) = side.pull()?;
+        let (r, e) = side.pull(u64::MAX)?;
         if e {
             ensure!(
                 side.got == total,
