@@ -280,7 +280,7 @@ fn open_connection(s: &RSock, st: &TcpState, here: &str) -> Result<Builder, Erro
     // The recorded receive buffer now that the received bytes are in, and
     // before the connection leaves repair mode: from then on the window it
     // advertises is computed from that buffer. Left as big as above, the
-    // first window (the probe sent on leaving repair mode) offers the peer
+    // windows sent with the never-sent tail (finish) offer the peer
     // megabytes the original never offered; the peer sends them, the buffer
     // is cut back, the kernel drops what it had invited, and a peer that had
     // a closed window (zdtm's socket-tcpbuf) can be left unheard for good.
