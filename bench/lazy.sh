@@ -13,6 +13,15 @@
 #
 #   bench/lazy.sh
 #   MB=256 ROUNDS=5 bench/lazy.sh
+#   REMOTE=1 MB=256 ROUNDS=5 bench/lazy.sh
+#
+# REMOTE=1: post-copy migrations on loopback instead (each round a new
+# `bigmem`, the init of a pid namespace: `dump --lazy-pages --port P`
+# serving it, `lazy-pages --page-server`, `restore --lazy-pages`), once
+# with the daemon asking the source for one range at a time
+# (CRUST_LAZY_AHEAD=0) and once with one request sent ahead (the
+# default), interleaved; prints run, fault and all-in per migration, and
+# the medians of all-in.
 #
 # Needs root and `cargo build --release -p crust -p crust-testprogs`.
 # Runs under tests/e2e/reaper; takes /tmp/crust-e2e.lock for the whole
@@ -63,6 +72,57 @@ verdict() {
 run_us() {
     sed -n 's/.*Restored [0-9]* processes of tree [0-9]* in \([0-9]*\) us.*/\1/p' "$1" | tail -1
 }
+
+# One post-copy migration with CRUST_LAZY_AHEAD=$1; prints its line and
+# appends its all-in (us) to $WORK/allin-$1.
+remote_round() {
+    local ahead=$1 img=$WORK/img-r port=$((20000 + RANDOM % 20000)) outer dump run stats
+    rm -rf "$img" "$WORK/ready" "$WORK/result" "$WORK/pidfile"
+    mkdir -p "$img"
+    outer=$(setsid unshare -p -f "$BIN/bigmem" --ready "$WORK/ready" --result "$WORK/result" --mb "$MB" \
+        </dev/null >/dev/null 2>&1 & echo $!)
+    for _ in $(seq 1200); do [ -e "$WORK/ready" ] && break; sleep 0.1; done
+    [ -e "$WORK/ready" ] || { echo "bigmem did not become ready" >&2; return 1; }
+    PID=$(cat /proc/"$outer"/task/*/children | awk '{print $1; exit}')
+    (cd "$WORK" && exec "$CRUST" dump -t "$PID" -D "$img" --lazy-pages --address 127.0.0.1 \
+        --port "$port" -o dump.log) </dev/null >/dev/null 2>&1 &
+    dump=$!
+    for _ in $(seq 200); do ss -ltnH "sport = :$port" | grep -q . && break; sleep 0.05; done
+    (cd "$WORK" && exec env CRUST_LAZY_AHEAD="$ahead" "$CRUST" lazy-pages -D "$img" --page-server \
+        --address 127.0.0.1 --port "$port" -o lazy.log -v4) &
+    DAEMON=$!
+    for _ in $(seq 100); do [ -S "$img/lazy-pages.socket" ] && break; sleep 0.02; done
+    "$CRUST" restore -D "$img" -d --lazy-pages --pidfile "$WORK/pidfile" -o restore-lazy.log -v4 ||
+        { echo "lazy restore failed (see $img/restore-lazy.log)" >&2; return 1; }
+    wait "$DAEMON" || { echo "the daemon failed (see $img/lazy.log)" >&2; return 1; }
+    DAEMON=
+    wait "$dump" || { echo "dump --lazy-pages failed (see $img/dump.log)" >&2; return 1; }
+    PID=$(cat "$WORK/pidfile")
+    run=$(run_us "$img/restore-lazy.log")
+    stats=$(grep -o 'first_fault_us: Some([0-9]*), all_in_us: Some([0-9]*)' "$img/lazy.log" | tr -dc '0-9 ')
+    verdict "ahead $ahead" || return 1
+    # shellcheck disable=SC2086
+    set -- $stats
+    echo "${2:-0}" >>"$WORK/allin-$ahead"
+    printf '%-9s run %9.2f ms   fault %7.2f ms   all-in %8.1f ms\n' "ahead $ahead" \
+        "$(awk -v v="$run" 'BEGIN { print v / 1000 }')" \
+        "$(awk -v v="${1:-0}" 'BEGIN { print v / 1000 }')" \
+        "$(awk -v v="${2:-0}" 'BEGIN { print v / 1000 }')"
+}
+
+if [ "${REMOTE:-0}" = 1 ]; then
+    AHEAD=1
+    echo "post-copy migration of ${MB} MiB (bigmem) on loopback, ${ROUNDS} rounds, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for r in $(seq "$ROUNDS"); do
+        remote_round 0
+        remote_round "$AHEAD"
+    done
+    PID=
+    med() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1000 }'; }
+    printf 'median all-in: one at a time %.1f ms, %s ahead %.1f ms\n' "$(med "$WORK/allin-0")" "$AHEAD" \
+        "$(med "$WORK/allin-$AHEAD")"
+    exit 0
+fi
 
 PID=$(setsid "$BIN/bigmem" --ready "$WORK/ready" --result "$WORK/result" --mb "$MB" </dev/null >/dev/null 2>&1 & echo $!)
 for _ in $(seq 1200); do [ -e "$WORK/ready" ] && break; sleep 0.1; done
