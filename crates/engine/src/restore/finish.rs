@@ -62,6 +62,10 @@ pub(super) fn restore_loaded(
     crate::util::progress::stage("late phases and resuming");
     if let Err(e) = run_late_phases(&img, opts, &mut created, server.as_deref_mut())
         .and_then(|()| verify_created(&img, &created.tasks))
+        .and_then(|()| match &created.pin {
+            Some(pin) => pin.release_tasks(&created.tasks),
+            None => Ok(()),
+        })
         .and_then(|()| move_into_cgroups(&img, &created.tasks, &cgroups))
     {
         created.kill_all();
@@ -91,6 +95,8 @@ pub(super) fn restore_loaded(
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
     let mut tasks = std::mem::take(&mut created.tasks);
+    // crust's thread stays on its CPU while it lets the tasks go.
+    let pin = created.pin.take();
     let pids: Vec<i32> = tasks
         .iter()
         .filter_map(|t| t.first().map(|t| t.pid()))
@@ -108,6 +114,7 @@ pub(super) fn restore_loaded(
         return Err(e);
     }
     drop(uffds);
+    drop(pin);
     logged_hook(opts, crate::Action::PostResume, root_pid);
     created.ipc.keep();
     cgroups.keep();
