@@ -96,7 +96,9 @@ pub(super) fn create_and_build(
     if let Some(ns) = &img.ipcns {
         ns.finish(root_host)?;
     }
+    debug!("every process built: {} stops", crust_compel::stops_seen());
     tree_wide_files(img, created, tramp)?;
+    debug!("tree-wide files: {} stops", crust_compel::stops_seen());
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
             build_creds(
@@ -108,6 +110,7 @@ pub(super) fn create_and_build(
             )?;
         }
     }
+    debug!("credentials: {} stops", crust_compel::stops_seen());
     Ok(pages)
 }
 

@@ -44,6 +44,7 @@ pub(super) fn restore_loaded(
     // Pipes, sockets... exist, full, before any task but the root does
     // (made by create_and_build once the root's namespaces are ready).
     let mut created = Created::default();
+    let stops0 = crust_compel::stops_seen();
     let result = create_and_build(&mut img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
@@ -120,8 +121,9 @@ pub(super) fn restore_loaded(
     cgroups.keep();
     let restore_time_us = us_since(t0);
     info!(
-        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
-        img.procs.len()
+        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages, {} ptrace stops)",
+        img.procs.len(),
+        crust_compel::stops_seen().saturating_sub(stops0)
     );
     Ok(RestoreOutcome {
         root_pid,
