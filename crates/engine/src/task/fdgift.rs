@@ -572,6 +572,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lowest_free_number() {
+        let set = |v: &[u64]| {
+            v.iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<u64>>()
+        };
+        assert_eq!(lowest_free(&set(&[])), 0);
+        assert_eq!(lowest_free(&set(&[0, 1, 2])), 3);
+        assert_eq!(lowest_free(&set(&[0, 2, 3])), 1);
+        assert_eq!(lowest_free(&set(&[1, 7])), 0);
+    }
+
+    #[test]
     fn rights_parsing() {
         let mut c = Vec::new();
         c.extend_from_slice(&(16u64 + 12).to_le_bytes());
