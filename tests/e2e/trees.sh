@@ -20,7 +20,32 @@ t_ptree() { cr_tree ptree; }
 t_mthreads() { cr_tree mthreads --threads 8; }
 t_sharedfd() { cr_tree sharedfd; }
 t_orphans() { cr_tree orphans; }
-t_forest() { cr_tree forest --n 30; }
+# 30 processes; after the restore every task of the tree may run on the
+# CPUs crust had (the restore builds them on one: restore/pin.rs).
+t_forest() {
+    local rc=0 want p t got
+    start_prog forest --n 30 || return 1
+    if [ "$NO_CR" = 1 ]; then
+        sleep 0.3
+    else
+        need_crust || return 1
+        do_dump "$D/img" || return 1
+        do_restore "$D/img" || { kill_tree "$PID" "$BIN/forest"; return 1; }
+        want=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+        for p in "$PID" $(descendants "$PID"); do
+            for t in /proc/"$p"/task/*; do
+                got=$(awk '/^Cpus_allowed_list:/ { print $2 }' "$t/status" 2>/dev/null)
+                [ "$got" = "$want" ] && continue
+                fail "task ${t##*/} of $p may run on CPUs '$got', not '$want' as crust" "$D/img/restore.log"
+                rc=1
+                break 2
+            done
+        done
+    fi
+    [ $rc -eq 0 ] && { expect_pass "$D/img/restore.log" || rc=1; }
+    kill_tree "$PID" "$BIN/forest"
+    return $rc
+}
 t_vforker() { cr_tree vforker; }
 t_ptimers() { cr_test ptimers; }
 t_shmchild() { cr_tree shmchild; }

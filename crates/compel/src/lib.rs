@@ -979,6 +979,16 @@ const SIGCHLD_NAP: Duration = Duration::from_millis(1);
 /// How long a task interrupted after a timeout may take to stop.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(1);
 
+/// Stops waited for by [`wait_stop`] in this process, every task and
+/// thread together (read by [`stops_seen`]).
+static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many ptrace stops crust has waited for so far (remote syscalls,
+/// batches, clones...): a restore logs what it took per process.
+pub fn stops_seen() -> u64 {
+    STOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Wait for `pid` to stop; an exit is an error. With a deadline, looks
 /// with WNOHANG and sleeps until the next SIGCHLD in between.
 fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStatus> {
@@ -996,7 +1006,10 @@ fn wait_stop(pid: i32, deadline: Option<(Instant, Duration)>) -> Result<WaitStat
             source,
         })?;
         match r {
-            Some((_, st @ WaitStatus::Stopped { .. })) => return Ok(st),
+            Some((_, st @ WaitStatus::Stopped { .. })) => {
+                STOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(st);
+            }
             Some((_, st @ (WaitStatus::Exited(_) | WaitStatus::Signaled { .. }))) => {
                 return Err(Error::Exited { pid, status: st })
             }

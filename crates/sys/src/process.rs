@@ -577,3 +577,120 @@ pub fn set_dumpable() -> io::Result<()> {
     let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     cvt(r as i64).map(drop)
 }
+
+/// A set of CPUs, a bit per CPU, as `sched_getaffinity` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuSet(Vec<u64>);
+
+impl CpuSet {
+    /// Whether CPU `cpu` is in the set.
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.0
+            .get(cpu / 64)
+            .is_some_and(|w| w & (1u64 << (cpu % 64)) != 0)
+    }
+
+    /// How many CPUs the set holds.
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The lowest CPU of the set.
+    pub fn first(&self) -> Option<usize> {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+    }
+
+    /// The set of CPU `cpu` alone, as wide as `self`.
+    pub fn only(&self, cpu: usize) -> CpuSet {
+        let mut words = vec![0u64; self.0.len().max(cpu / 64 + 1)];
+        if let Some(w) = words.get_mut(cpu / 64) {
+            *w = 1u64 << (cpu % 64);
+        }
+        CpuSet(words)
+    }
+}
+
+/// The CPUs thread `tid` may run on (0: the calling thread).
+pub fn sched_getaffinity(tid: i32) -> io::Result<CpuSet> {
+    // 1024 CPUs, then wider while the kernel's mask does not fit.
+    let mut words = 16usize;
+    loop {
+        let mut buf = vec![0u64; words];
+        // SAFETY: `buf` is a live, writable buffer of `words * 8` bytes,
+        // the length passed; the kernel writes at most that many.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getaffinity,
+                tid,
+                words * 8,
+                buf.as_mut_ptr(),
+            )
+        };
+        match cvt(r) {
+            Ok(_) => return Ok(CpuSet(buf)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && words < 1 << 12 => words *= 2,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Let thread `tid` (0: the calling thread) run on the CPUs of `set` only.
+pub fn sched_setaffinity(tid: i32, set: &CpuSet) -> io::Result<()> {
+    // SAFETY: `set.0` is a live buffer of `len * 8` bytes, the length
+    // passed; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            tid,
+            set.0.len() * 8,
+            set.0.as_ptr(),
+        )
+    };
+    cvt(r).map(drop)
+}
+
+/// The CPU the calling thread runs on (it may move right after).
+pub fn current_cpu() -> io::Result<usize> {
+    let mut cpu: u32 = 0;
+    // SAFETY: `cpu` is a valid out-pointer for the call's duration; the
+    // node and cache arguments may be null.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut u32,
+            std::ptr::null_mut::<u32>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    cvt(r).map(|_| cpu as usize)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn pin_and_unpin_own_thread() {
+        let orig = sched_getaffinity(0).unwrap();
+        let cpu = current_cpu().unwrap();
+        assert!(orig.contains(cpu));
+        let one = orig.only(cpu);
+        assert_eq!(one.count(), 1);
+        assert_eq!(one.first(), Some(cpu));
+        // In a thread of its own: the test harness's threads keep theirs.
+        std::thread::spawn(move || {
+            sched_setaffinity(0, &one).unwrap();
+            assert_eq!(sched_getaffinity(0).unwrap(), one);
+            assert_eq!(current_cpu().unwrap(), cpu);
+            sched_setaffinity(0, &orig).unwrap();
+            assert_eq!(sched_getaffinity(0).unwrap(), orig);
+        })
+        .join()
+        .unwrap();
+    }
+}

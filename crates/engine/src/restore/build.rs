@@ -88,13 +88,13 @@ pub(super) fn build_creds(
     for (i, (t, ti)) in tasks.iter_mut().zip(live.threads.iter()).enumerate() {
         let mut r = Remote::on_trampoline(t, tramp);
         task::seccomp::apply(&mut r, &ti.core, seccomp)?;
-        task::apply_creds(&mut r, &ti.core)?;
-        task::misc::apply_after_creds(
+        let after = task::misc::after_creds(
             &mut r,
             &ti.core,
             (i == 0).then_some(&live.mm),
             root && i == 0,
         )?;
+        task::apply_creds(&mut r, &ti.core, after)?;
     }
     Ok(())
 }

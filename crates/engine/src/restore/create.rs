@@ -22,8 +22,12 @@ pub(super) fn create_and_build(
     tty: Option<&str>,
     created: &mut Created,
 ) -> Result<u64, Error> {
+    // The page filler's threads before crust pins itself: they fill on
+    // every CPU.
+    let filler = mem::Filler::new();
     let root = create_root(img, opts, tramp)?;
     let root_host = root.pid();
+    created.pin = pin::Pin::start(root_host);
     // The root's new namespaces are filled before anything uses them.
     let ctx = crate::ns::tree::LoadCtx {
         dir: &img.dir,
@@ -88,12 +92,13 @@ pub(super) fn create_and_build(
     // Then depth first: a process's memory is built before it begets its
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
-    let filler = mem::Filler::new();
     grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
     if let Some(ns) = &img.ipcns {
         ns.finish(root_host)?;
     }
+    debug!("every process built: {} stops", crust_compel::stops_seen());
     tree_wide_files(img, created, tramp)?;
+    debug!("tree-wide files: {} stops", crust_compel::stops_seen());
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
             build_creds(
@@ -105,6 +110,7 @@ pub(super) fn create_and_build(
             )?;
         }
     }
+    debug!("credentials: {} stops", crust_compel::stops_seen());
     Ok(pages)
 }
 

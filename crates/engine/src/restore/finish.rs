@@ -44,6 +44,7 @@ pub(super) fn restore_loaded(
     // Pipes, sockets... exist, full, before any task but the root does
     // (made by create_and_build once the root's namespaces are ready).
     let mut created = Created::default();
+    let stops0 = crust_compel::stops_seen();
     let result = create_and_build(&mut img, opts, tramp, tty.as_deref(), &mut created);
     // Host pid of the root (differs from the image's in a new pid namespace).
     let root_pid = created
@@ -62,6 +63,10 @@ pub(super) fn restore_loaded(
     crate::util::progress::stage("late phases and resuming");
     if let Err(e) = run_late_phases(&img, opts, &mut created, server.as_deref_mut())
         .and_then(|()| verify_created(&img, &created.tasks))
+        .and_then(|()| match &created.pin {
+            Some(pin) => pin.release_tasks(&created.tasks),
+            None => Ok(()),
+        })
         .and_then(|()| move_into_cgroups(&img, &created.tasks, &cgroups))
     {
         created.kill_all();
@@ -91,6 +96,8 @@ pub(super) fn restore_loaded(
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
     let mut tasks = std::mem::take(&mut created.tasks);
+    // crust's thread stays on its CPU while it lets the tasks go.
+    let pin = created.pin.take();
     let pids: Vec<i32> = tasks
         .iter()
         .filter_map(|t| t.first().map(|t| t.pid()))
@@ -108,13 +115,15 @@ pub(super) fn restore_loaded(
         return Err(e);
     }
     drop(uffds);
+    drop(pin);
     logged_hook(opts, crate::Action::PostResume, root_pid);
     created.ipc.keep();
     cgroups.keep();
     let restore_time_us = us_since(t0);
     info!(
-        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages)",
-        img.procs.len()
+        "Restored {} processes of tree {root_pid} in {restore_time_us} us ({pages_restored} pages, {} ptrace stops)",
+        img.procs.len(),
+        crust_compel::stops_seen().saturating_sub(stops0)
     );
     Ok(RestoreOutcome {
         root_pid,

@@ -31,6 +31,7 @@ pub(super) fn grow(
     let mut pending = None;
     if let Some(live) = &p.live {
         let t = Instant::now();
+        let stops = crust_compel::stops_seen();
         // The nearest live process up the line of those that made it
         // (its parent, or the sibling that made it in its session): this
         // task started as a copy of it.
@@ -89,7 +90,12 @@ pub(super) fn grow(
                 .objects
                 .insert(ino, std::sync::Arc::new(std::os::fd::OwnedFd::from(file)));
         }
-        debug!("{}: memory mapped in {} us", p.pid(), us_since(t));
+        debug!(
+            "{}: memory mapped in {} us, {} stops",
+            p.pid(),
+            us_since(t),
+            crust_compel::stops_seen() - stops
+        );
     }
     // A child that starts from this process's memory (to keep pages or
     // shared objects) must see it complete; otherwise the fill goes on
@@ -128,13 +134,19 @@ pub(super) fn grow(
         }
         protect(created, i, p, pending.take(), tramp)?;
         let t = Instant::now();
+        let stops = crust_compel::stops_seen();
         let tasks = created.tasks.get_mut(i).ok_or_else(|| Error::Restore {
             pid: p.pid(),
             what: format!("process {i} of the tree was not created"),
         })?;
         build_rest(tasks, p.pid(), live, tramp, tty, &created.shared)?;
         crate::util::progress::task_built();
-        debug!("{}: the rest built in {} us", p.pid(), us_since(t));
+        debug!(
+            "{}: the rest built in {} us, {} stops",
+            p.pid(),
+            us_since(t),
+            crust_compel::stops_seen() - stops
+        );
     }
     Ok(())
 }

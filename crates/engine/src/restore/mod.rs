@@ -19,6 +19,7 @@ mod create;
 mod finish;
 mod load;
 mod memory;
+mod pin;
 mod pstree;
 mod sessions;
 mod share;
@@ -162,6 +163,9 @@ struct Created {
     /// `--lazy-pages`: each process's userfaultfd and lazy memory, handed
     /// to the lazy-pages daemon before the tree runs.
     lazy: Vec<crate::lazy::LazyTask>,
+    /// crust's thread and the tasks on one CPU while they are built
+    /// ([`pin::Pin`]).
+    pin: Option<pin::Pin>,
 }
 
 impl Created {

@@ -25,6 +25,7 @@
 //! 8. no_new_privs, which cannot be undone.
 
 use super::*;
+use crate::task::remote::Batch;
 
 const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
 /// _LINUX_CAPABILITY_VERSION_3.
@@ -32,10 +33,11 @@ const CAP_V3: u32 = 0x2008_0522;
 
 /// Credentials last: after them the task may no longer be allowed to do
 /// the rest. Each step is skipped when the task (a copy of crust) already
-/// has what the image says.
-pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
+/// has what the image says. `after`: what the change of credentials
+/// resets (see [`crate::task::misc::after_creds`]), run once they are set.
+pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry, mut after: Batch) -> Result<(), Error> {
     let Some(c) = core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) else {
-        return Ok(());
+        return after.flush(r).map(drop);
     };
     // What the task has now (crust's, or, in a new user namespace, what
     // it was given there), its ids as its namespace sees them.
@@ -58,11 +60,36 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
         && want.inh == me.cap_inh
         && cap_join(&c.cap_bnd) == me.cap_bnd
         && cap_join(&c.cap_amb) == me.cap_amb;
-    let secbits = r.call(
-        "prctl(PR_GET_SECUREBITS)",
-        libc::SYS_prctl,
-        [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
-    )?;
+    let get_secbits = |r: &mut Remote<'_>, b: &mut Batch| {
+        b.push(
+            r,
+            "prctl(PR_GET_SECUREBITS)".into(),
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+            None,
+        )
+    };
+    if same_ids && same_caps {
+        // Only the securebits may change, which resets nothing: they are
+        // read in the same stop as `after` runs (most tasks need no other).
+        let mut b = Batch::new(r.batch_code);
+        get_secbits(r, &mut b)?;
+        b.append(r, after)?;
+        let secbits = b.flush(r)?.first().copied().ok_or_else(|| Error::Restore {
+            pid,
+            what: "prctl(PR_GET_SECUREBITS) gave no result".into(),
+        })?;
+        if secbits != c.secbits as u64 {
+            set_secbits(r, c.secbits)?;
+        }
+        return no_new_privs(r, c);
+    }
+    let mut b = Batch::new(r.batch_code);
+    get_secbits(r, &mut b)?;
+    let secbits = b.flush(r)?.first().copied().ok_or_else(|| Error::Restore {
+        pid,
+        what: "prctl(PR_GET_SECUREBITS) gave no result".into(),
+    })?;
     if !same_ids {
         set_ids(r, c, secbits)?;
     }
@@ -83,15 +110,27 @@ pub fn apply_creds(r: &mut Remote<'_>, core: &CoreEntry) -> Result<(), Error> {
         secbits | SECBIT_NO_SETUID_FIXUP
     };
     if now != c.secbits as u64 {
-        r.call(
-            "prctl(PR_SET_SECUREBITS)",
-            libc::SYS_prctl,
-            [libc::PR_SET_SECUREBITS as u64, c.secbits as u64, 0, 0, 0, 0],
-        )?;
+        set_secbits(r, c.secbits)?;
     }
     if !same_caps {
         capset(r, &want)?;
     }
+    after.flush(r)?;
+    no_new_privs(r, c)
+}
+
+/// The recorded securebits.
+fn set_secbits(r: &mut Remote<'_>, secbits: u32) -> Result<(), Error> {
+    r.call(
+        "prctl(PR_SET_SECUREBITS)",
+        libc::SYS_prctl,
+        [libc::PR_SET_SECUREBITS as u64, secbits as u64, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// no_new_privs, last: it cannot be undone.
+fn no_new_privs(r: &mut Remote<'_>, c: &CredsEntry) -> Result<(), Error> {
     if c.no_new_privs.unwrap_or(0) != 0 {
         r.call(
             "prctl(PR_SET_NO_NEW_PRIVS)",

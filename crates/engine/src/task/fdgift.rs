@@ -53,6 +53,9 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
     }
     // Spare numbers above every target, where temporaries can wait.
     let spare = targets.iter().copied().max().unwrap_or(0) as u64 + 1;
+    if r.batch_code.is_some() {
+        return give_fds_foreseen(r, gifts, &targets, spare);
+    }
     let sock = r.call(
         "socket(AF_UNIX, SOCK_DGRAM) to receive fds",
         libc::SYS_socket,
@@ -115,6 +118,154 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
     closed?;
     debug!("{pid}: gave {} fds", gifts.len());
     Ok(())
+}
+
+/// [`give_fds`] for a task on restore's trampoline, whose whole tree is
+/// stopped: its fd table changes only by what crust asks, and the kernel
+/// gives each new fd the lowest free number, so the numbers of the socket
+/// and of the fds received are known beforehand (from /proc) and no stop
+/// waits for them. Socket and bind run in one stop; each message's
+/// receipt, the moves to the targets and (after the last) the socket's
+/// close in one more. The numbers foreseen are checked against those the
+/// kernel gave (a mismatch fails the restore, which kills the task).
+fn give_fds_foreseen(
+    r: &mut Remote<'_>,
+    gifts: &[Gift<'_>],
+    targets: &HashSet<i32>,
+    spare: u64,
+) -> Result<(), Error> {
+    let pid = r.pid();
+    let mut table = open_fds(pid)?;
+    let sock = lowest_free(&table);
+    let spare = spare.max(table.last().map_or(0, |&m| m + 1));
+    let name = format!("crust-fdpass-{}-{}", crust_sys::process::getpid(), pid);
+    let (addr, addr_len) =
+        fdpass::abstract_addr(name.as_bytes()).map_err(sys_err(pid, "abstract socket name"))?;
+    let a = r.put(OFF_ADDR, &addr)?;
+    let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
+    calls.push(
+        r,
+        format!("socket(AF_UNIX, SOCK_DGRAM) to receive fds, foreseen as fd {sock}"),
+        libc::SYS_socket,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+        Some(sock),
+    )?;
+    // Out of the targets' way (to the first spare number).
+    let sock_at = if targets.contains(&(sock as i32)) {
+        let what = format!("dup3 of fd {sock} to the spare {spare}");
+        push_move(r, &mut calls, sock, spare, libc::O_CLOEXEC as u64, what)?;
+        spare
+    } else {
+        sock
+    };
+    table.insert(sock_at);
+    calls.push(
+        r,
+        format!("bind to @{name}"),
+        libc::SYS_bind,
+        [sock_at, a.get(), addr_len as u64, 0, 0, 0],
+        None,
+    )?;
+    let result = calls
+        .flush(r)
+        .and_then(|_| send_and_place(r, gifts, targets, (&name, sock_at, spare), table));
+    if result.is_err() {
+        // The task is killed on this path; closed anyway, as give_fds does.
+        let _ = r.call("close", libc::SYS_close, [sock_at, 0, 0, 0, 0, 0]);
+    }
+    result?;
+    debug!("{pid}: gave {} fds", gifts.len());
+    Ok(())
+}
+
+/// The sends of [`give_fds_foreseen`], each received in the task with
+/// the moves to the targets in the same stop, the socket closed in the
+/// last; `table`: the task's fds, the socket included.
+fn send_and_place(
+    r: &mut Remote<'_>,
+    gifts: &[Gift<'_>],
+    targets: &HashSet<i32>,
+    (name, sock_at, spare): (&str, u64, u64),
+    mut table: std::collections::BTreeSet<u64>,
+) -> Result<(), Error> {
+    use std::os::fd::AsFd;
+    let pid = r.pid();
+    let tx = sender(pid)?;
+    let chunks: Vec<&[Gift<'_>]> = gifts.chunks(MAX_FDS_PER_MSG).collect();
+    for (k, batch) in chunks.iter().enumerate() {
+        let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|g| g.fd).collect();
+        fdpass::send_fds(tx.as_fd(), name.as_bytes(), b"F", &fds).map_err(sys_err(
+            pid,
+            format!("sendmsg of {} fds to @{name}", fds.len()),
+        ))?;
+        // The numbers the kernel will give them, lowest free first.
+        let mut foreseen = Vec::with_capacity(batch.len());
+        for _ in 0..batch.len() {
+            let fd = lowest_free(&table);
+            table.insert(fd);
+            foreseen.push(fd as i32);
+        }
+        let spare = spare.max(table.last().map_or(0, |&m| m + 1));
+        let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
+        push_receive(r, &mut calls, sock_at)?;
+        push_place(r, &mut calls, batch, &foreseen, targets, spare)?;
+        if k + 1 == chunks.len() {
+            calls.push(
+                r,
+                "close".into(),
+                libc::SYS_close,
+                [sock_at, 0, 0, 0, 0, 0],
+                None,
+            )?;
+        }
+        calls.flush(r)?;
+        let got = received(r, batch.len())?;
+        if got != foreseen {
+            return Err(Error::Restore {
+                pid,
+                what: format!("the fds passed to it came as {got:?}, not {foreseen:?}"),
+            });
+        }
+        // The received fds were moved to their targets (or closed).
+        for fd in &got {
+            table.remove(&(*fd as u64));
+        }
+        table.extend(batch.iter().map(|g| g.target as u64));
+    }
+    Ok(())
+}
+
+/// The fds task `pid` has open (its fd table, from /proc).
+fn open_fds(pid: i32) -> Result<std::collections::BTreeSet<u64>, Error> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(sys_err(pid, format!("read {dir}")))?;
+    let mut out = std::collections::BTreeSet::new();
+    for e in entries {
+        let e = e.map_err(sys_err(pid, format!("read {dir}")))?;
+        if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            out.insert(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The lowest number not in `table`: the one the kernel gives a new fd.
+fn lowest_free(table: &std::collections::BTreeSet<u64>) -> u64 {
+    let mut n = 0;
+    for &fd in table {
+        if fd != n {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Give one file of crust to the task at a number the kernel picks
@@ -210,10 +361,9 @@ fn free_from(pid: i32) -> Result<u64, Error> {
     Ok(top)
 }
 
-/// recvmsg one datagram with `n` fds inside the task; returns the fd
-/// numbers the task got.
-fn receive(r: &mut Remote<'_>, sock: u64, n: usize) -> Result<Vec<i32>, Error> {
-    let pid = r.pid();
+/// Write the msghdr, iovec and an empty control buffer of a recvmsg of
+/// passed fds into the scratch area.
+fn prepare_receive(r: &mut Remote<'_>) -> Result<(), Error> {
     let mut hdr = vec![0u8; abi::MSGHDR_SIZE];
     let put_u64 = |b: &mut [u8], off: usize, v: u64| {
         if let Some(d) = b.get_mut(off..off + 8) {
@@ -233,18 +383,52 @@ fn receive(r: &mut Remote<'_>, sock: u64, n: usize) -> Result<Vec<i32>, Error> {
     r.put(OFF_MSGHDR, &hdr)?;
     r.put(OFF_IOV, &iov)?;
     r.put(OFF_CONTROL, &vec![0u8; CONTROL_LEN as usize])?;
-    let got = r.call(
-        "recvmsg of passed fds",
+    Ok(())
+}
+
+/// The arguments of the recvmsg of passed fds on `sock`.
+fn recvmsg_args(r: &Remote<'_>, sock: u64) -> [u64; 6] {
+    [
+        sock,
+        r.at(OFF_MSGHDR).get(),
+        (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as u64,
+        0,
+        0,
+        0,
+    ]
+}
+
+/// recvmsg one datagram with `n` fds inside the task; returns the fd
+/// numbers the task got.
+fn receive(r: &mut Remote<'_>, sock: u64, n: usize) -> Result<Vec<i32>, Error> {
+    prepare_receive(r)?;
+    let args = recvmsg_args(r, sock);
+    let got = r.call("recvmsg of passed fds", libc::SYS_recvmsg, args)?;
+    if got != 1 {
+        return Err(Error::Restore {
+            pid: r.pid(),
+            what: format!("expected the passed fds in a 1-byte message, got {got} bytes"),
+        });
+    }
+    received(r, n)
+}
+
+/// Queue the recvmsg of one datagram (its 1 byte, checked) on `sock`.
+fn push_receive(r: &mut Remote<'_>, calls: &mut Batch, sock: u64) -> Result<(), Error> {
+    prepare_receive(r)?;
+    let args = recvmsg_args(r, sock);
+    calls.push(
+        r,
+        "recvmsg of passed fds".into(),
         libc::SYS_recvmsg,
-        [
-            sock,
-            r.at(OFF_MSGHDR).get(),
-            (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
+        args,
+        Some(1),
+    )
+}
+
+/// The fds a recvmsg of [`prepare_receive`] got, checked: `n` of them.
+fn received(r: &Remote<'_>, n: usize) -> Result<Vec<i32>, Error> {
+    let pid = r.pid();
     let hdr = r.get(OFF_MSGHDR, abi::MSGHDR_SIZE)?;
     let controllen = le_u64(&hdr, abi::MSG_CONTROLLEN)
         .unwrap_or(0)
@@ -261,11 +445,8 @@ fn receive(r: &mut Remote<'_>, sock: u64, n: usize) -> Result<Vec<i32>, Error> {
             fds.len()
         )));
     }
-    if got != 1 || fds.len() != n {
-        return Err(bad(format!(
-            "expected {n} passed fds in a 1-byte message, got {} in {got} bytes",
-            fds.len()
-        )));
+    if fds.len() != n {
+        return Err(bad(format!("expected {n} passed fds, got {}", fds.len())));
     }
     Ok(fds)
 }
@@ -345,19 +526,32 @@ fn place(
     targets: &HashSet<i32>,
     spare: u64,
 ) -> Result<(), Error> {
+    let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
+    push_place(r, &mut calls, batch, got, targets, spare)?;
+    calls.flush(r).map(drop)
+}
+
+/// Queue the moves of [`place`].
+fn push_place(
+    r: &mut Remote<'_>,
+    calls: &mut Batch,
+    batch: &[Gift<'_>],
+    got: &[i32],
+    targets: &HashSet<i32>,
+    spare: u64,
+) -> Result<(), Error> {
     let mut next = got
         .iter()
         .map(|&fd| fd as u64 + 1)
         .max()
         .unwrap_or(0)
         .max(spare);
-    let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
     let mut now = Vec::with_capacity(got.len());
     for &fd in got {
         let fd = fd as u64;
         if targets.contains(&(fd as i32)) {
             let what = format!("dup3 of fd {fd} to the spare {next}");
-            push_move(r, &mut calls, fd, next, libc::O_CLOEXEC as u64, what)?;
+            push_move(r, calls, fd, next, libc::O_CLOEXEC as u64, what)?;
             now.push(next);
             next += 1;
         } else {
@@ -367,15 +561,28 @@ fn place(
     for (g, fd) in batch.iter().zip(now) {
         let flags = if g.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         let what = format!("dup3 of a passed fd to {}", g.target);
-        push_move(r, &mut calls, fd, g.target as u64, flags, what)?;
+        push_move(r, calls, fd, g.target as u64, flags, what)?;
     }
-    calls.flush(r).map(drop)
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowest_free_number() {
+        let set = |v: &[u64]| {
+            v.iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<u64>>()
+        };
+        assert_eq!(lowest_free(&set(&[])), 0);
+        assert_eq!(lowest_free(&set(&[0, 1, 2])), 3);
+        assert_eq!(lowest_free(&set(&[0, 2, 3])), 1);
+        assert_eq!(lowest_free(&set(&[1, 7])), 0);
+    }
 
     #[test]
     fn rights_parsing() {

@@ -86,16 +86,16 @@ pub fn apply_membarrier_tc(r: &mut Remote<'_>, tc: &TaskCoreEntry) -> Result<(),
     Ok(())
 }
 
-/// What a change of credentials resets, set again after it: the dumpable
-/// flag (of the process, `mm`: the main thread only) and the thread's
-/// parent-death signal.
-pub fn apply_after_creds(
+/// What a change of credentials resets, to set again after it: the
+/// dumpable flag (of the process, `mm`: the main thread only) and the
+/// thread's parent-death signal; queued, for
+/// [`crate::task::apply_creds`] to run once the credentials are set.
+pub fn after_creds(
     r: &mut Remote<'_>,
     core: &CoreEntry,
     mm: Option<&MmEntry>,
     reset_pdeath: bool,
-) -> Result<(), Error> {
-    // Both in one stop.
+) -> Result<crate::task::remote::Batch, Error> {
     let mut b = crate::task::remote::Batch::new(r.batch_code);
     if let Some(d) = mm.and_then(|m| m.dumpable) {
         if d == 0 || d == 1 {
@@ -124,7 +124,7 @@ pub fn apply_after_creds(
             None,
         )?;
     }
-    b.flush(r).map(drop)
+    Ok(b)
 }
 
 /// A SIGTRAP pending for a thread (or its process) is refused, as CRIU

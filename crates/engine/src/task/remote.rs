@@ -222,6 +222,14 @@ impl Batch {
         )
     }
 
+    /// Queue the syscalls `other` holds after those of `self`, in order.
+    pub fn append(&mut self, r: &mut Remote<'_>, other: Batch) -> Result<(), Error> {
+        for e in other.entries {
+            self.queue(r, e)?;
+        }
+        Ok(())
+    }
+
     fn queue(&mut self, r: &mut Remote<'_>, e: Entry) -> Result<(), Error> {
         self.entries.push(e);
         let room = r.scratch_len.saturating_sub(self.table_off) / crust_compel::BATCH_ENTRY;
