@@ -18,6 +18,28 @@ t_cow_split_vmas() {
 
 ALL_TESTS+=(cow-split-vmas)
 
+# Many small VMAs (issue 16): 5,000 one-page anonymous VMAs, every other one
+# read-only (manyvmas checks every page and that they are still apart).
+# crust's restore maps them with one mmap and sets their protections as the
+# fill goes; its dump scans their pagemap as one range. Also restored by
+# CRIU 4.2 from crust's images.
+t_manyvmas() { cr_test manyvmas --n 5000; }
+
+t_manyvmas_to_criu() {
+    local criu rc
+    need_cr || return $?
+    criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; }
+    start_prog manyvmas --n 5000 || return 1
+    do_dump "$D/img" || return 1
+    criu_restore_as_dumped "$criu" || return 1
+    expect_pass "$D/img/restore.log"
+    rc=$?
+    kill_tree "$PID" "$BIN/manyvmas"
+    return $rc
+}
+
+ALL_TESTS+=(manyvmas manyvmas-to-criu)
+
 # A dump whose images would not restore (spoilt on purpose with
 # CRUST_FAULT=unrestorable-images once they are written) fails, says so,
 # removes its images and leaves the whole tree running as it was.

@@ -211,7 +211,53 @@ pub struct SmapsEntry {
     pub anonymous_kb: u64,
     pub swap_kb: u64,
     /// Every "Key: N [kB]" line, in order, value in the file's unit (kB for most).
-    pub fields: Vec<(String, u64)>,
+    /// The kernel's own keys are not copied ([`SMAPS_KEYS`]).
+    pub fields: Vec<(std::borrow::Cow<'static, str>, u64)>,
+}
+
+/// The keys of smaps lines (Linux 6.x), in the kernel's order: a VMA's
+/// 20-odd fields take no allocation each (30,000 VMAs: 700,000 fewer).
+const SMAPS_KEYS: [&str; 27] = [
+    "Size",
+    "KernelPageSize",
+    "MMUPageSize",
+    "Rss",
+    "Pss",
+    "Pss_Dirty",
+    "Shared_Clean",
+    "Shared_Dirty",
+    "Private_Clean",
+    "Private_Dirty",
+    "Referenced",
+    "Anonymous",
+    "KSM",
+    "LazyFree",
+    "AnonHugePages",
+    "ShmemPmdMapped",
+    "FilePmdMapped",
+    "Shared_Hugetlb",
+    "Private_Hugetlb",
+    "Swap",
+    "SwapPss",
+    "Locked",
+    "THPeligible",
+    "ProtectionKey",
+    "Pss_Anon",
+    "Pss_File",
+    "Pss_Shmem",
+];
+
+/// `key`, the `nth` field of its VMA, as one of [`SMAPS_KEYS`] (looked
+/// for first where the kernel's order puts it), or copied.
+fn smaps_key(key: &str, nth: usize) -> std::borrow::Cow<'static, str> {
+    let known = match SMAPS_KEYS.get(nth) {
+        Some(k) if *k == key => Some(*k),
+        _ => SMAPS_KEYS.iter().find(|k| **k == key).copied(),
+    };
+    match known {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(key.to_string()),
+    }
 }
 
 impl SmapsEntry {
@@ -221,11 +267,19 @@ impl SmapsEntry {
 
     /// The value of a "Key:" line, by key without the colon.
     pub fn field(&self, key: &str) -> Option<u64> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        self.fields
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| *v)
     }
 }
 
 fn is_smaps_header(line: &str) -> bool {
+    // Field keys start with a capital letter, addresses with a lowercase
+    // hex digit.
+    if line.as_bytes().first().is_some_and(u8::is_ascii_uppercase) {
+        return false;
+    }
     match line.split(' ').next() {
         Some(first) => first.contains('-') && !first.ends_with(':'),
         None => false,
@@ -280,7 +334,7 @@ fn smaps_line(
         "Swap" => e.swap_kb = n,
         _ => {}
     }
-    e.fields.push((key.to_string(), n));
+    e.fields.push((smaps_key(key, e.fields.len()), n));
     Ok(None)
 }
 
@@ -403,6 +457,28 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(m[9].start, 0xffffffffff600000);
         assert_eq!(m[10].kind(), MapKind::Uprobes);
         assert_eq!(m[11].kind(), MapKind::AnonShmemNamed("shm".into()));
+    }
+
+    #[test]
+    fn smaps_fields_known_unknown_and_out_of_order() {
+        let text = "\
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0 
+Size:                  4 kB
+Rss:                   4 kB
+KernelPageSize:        4 kB
+Brand_New:             7 kB
+THPeligible:           0
+VmFlags: rd wr mr mw me ac 
+";
+        let s = parse_smaps(text, Path::new("x")).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].field("Size"), Some(4));
+        assert_eq!(s[0].field("KernelPageSize"), Some(4));
+        assert_eq!(s[0].field("Brand_New"), Some(7));
+        assert_eq!(s[0].field("THPeligible"), Some(0));
+        assert_eq!(s[0].field("Swap"), None);
+        assert_eq!(s[0].rss_kb, 4);
+        assert!(s[0].has_flag("ac"));
     }
 
     #[test]

@@ -515,6 +515,16 @@ fn scan_window(
     };
     let mut scan = Scan::default();
     let zero_pfn = zero_page_pfn();
+    let plain = Pages {
+        pid,
+        pm: &pm,
+        ppm: None,
+        zero_pfn,
+    };
+    // VMAs back to back whose pagemap alone decides (no parent's, no
+    // record of written pages) are scanned as one range (see
+    // `Pages::look_span`).
+    let mut span: Vec<(&Vma, u64, u64)> = Vec::new();
     for v in vmas
         .iter()
         .filter(|v| v.dumps_pages() || v.is_vdso() || v.is_aio())
@@ -525,6 +535,19 @@ fn scan_window(
         }
         let npages = (v.map.end - v.map.start) / PAGE_SIZE;
         scan.counts.scanned += (end - start) / PAGE_SIZE;
+        let special = v.is_vdso() || v.is_aio();
+        let with_parent = !special && ppm.is_some() && parent_has_same(pid, v, parent);
+        if !special && !with_parent && since.is_none() {
+            if span.last().is_some_and(|l| l.2 != start) {
+                plain.look_span(&std::mem::take(&mut span), &mut scan)?;
+            }
+            span.push((v, start, end));
+            continue;
+        }
+        // Runs are added in address order.
+        if !span.is_empty() {
+            plain.look_span(&std::mem::take(&mut span), &mut scan)?;
+        }
         if v.is_vdso() || v.is_aio() {
             // Every page of the vDSO is stored, present or not, as CRIU
             // stores it: CRIU's restore reads the dumped vDSO's symbols
@@ -539,7 +562,7 @@ fn scan_window(
             });
             continue;
         }
-        let ppm = ppm.as_ref().filter(|_| parent_has_same(pid, v, parent));
+        let ppm = ppm.as_ref().filter(|_| with_parent);
         let pages = Pages {
             pid,
             pm: &pm,
@@ -554,6 +577,9 @@ fn scan_window(
         for (start, end) in populated(pid, &pm, start, end)? {
             pages.look(v, start, end, since, &mut scan)?;
         }
+    }
+    if !span.is_empty() {
+        plain.look_span(&span, &mut scan)?;
     }
     Ok(scan)
 }
@@ -594,6 +620,43 @@ impl Pages<'_> {
                 scan.add(v, a, f, since);
             }
             addr += n as u64 * PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// [`Pages::look`] at `span`, VMAs back to back (each with the part of
+    /// it to scan), as one range: one `PAGEMAP_SCAN` and one pagemap read
+    /// per [`PAGEMAP_CHUNK`] pages for all of them (30,000 VMAs of one
+    /// page took 30,000 of each). Each page is judged as its own VMA's,
+    /// in the same order as VMA by VMA.
+    fn look_span(&self, span: &[(&Vma, u64, u64)], scan: &mut Scan) -> Result<(), Error> {
+        let (Some(first), Some(last)) = (span.first(), span.last()) else {
+            return Ok(());
+        };
+        let mut j = 0;
+        for (start, end) in populated(self.pid, self.pm, first.1, last.2)? {
+            let mut addr = start;
+            while addr < end {
+                let n = ((end - addr) / PAGE_SIZE).min(PAGEMAP_CHUNK) as usize;
+                let pmes = self.pm.read(addr, n).map_err(proc_err(self.pid))?;
+                for (i, raw) in pmes.iter().enumerate() {
+                    let a = addr + i as u64 * PAGE_SIZE;
+                    while span.get(j).is_some_and(|s| s.2 <= a) {
+                        j += 1;
+                    }
+                    let Some(&(v, _, _)) = span.get(j).filter(|s| s.1 <= a) else {
+                        continue;
+                    };
+                    let file_private = v.status & vs::FILE_PRIVATE != 0;
+                    scan.add(
+                        v,
+                        a,
+                        fate(Pme(*raw), None, file_private, self.zero_pfn),
+                        None,
+                    );
+                }
+                addr += n as u64 * PAGE_SIZE;
+            }
         }
         Ok(())
     }

@@ -42,10 +42,22 @@ struct FillChunk {
 /// The fill of one process: chunks left, and the first error.
 #[derive(Default)]
 pub struct Pending {
-    state: std::sync::Mutex<(usize, Option<Error>)>,
+    state: std::sync::Mutex<FillState>,
     cv: std::sync::Condvar,
     /// Pages left as the task had them (equal to the stored ones).
     kept: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct FillState {
+    /// Chunks not in yet.
+    left: usize,
+    /// The first error of a chunk.
+    err: Option<Error>,
+    /// The task addresses where the chunks not in yet start (how many
+    /// start at each): [`Pending::wait_below`] waits until none is below
+    /// an address.
+    starts: std::collections::BTreeMap<u64, usize>,
 }
 
 impl Pending {
@@ -54,7 +66,7 @@ impl Pending {
         let p = Pending::default();
         match r {
             Ok(n) => p.kept.store(n, std::sync::atomic::Ordering::Relaxed),
-            Err(e) => p.state.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(e),
+            Err(e) => p.state.lock().unwrap_or_else(|p| p.into_inner()).err = Some(e),
         }
         p
     }
@@ -64,32 +76,62 @@ impl Pending {
         self.kept.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn done(&self, r: Result<u64, Error>) {
+    /// The chunk that starts at task address `addr` is over (`r`: the
+    /// pages it kept, or its error).
+    fn done(&self, addr: u64, r: Result<u64, Error>) {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 = g.0.saturating_sub(1);
+        g.left = g.left.saturating_sub(1);
+        if let std::collections::btree_map::Entry::Occupied(mut e) = g.starts.entry(addr) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
         match r {
             Ok(n) => {
                 self.kept.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
-                g.1.get_or_insert(e);
+                g.err.get_or_insert(e);
             }
         }
-        if g.0 == 0 {
-            self.cv.notify_all();
-        }
+        // Waiters of [`Pending::wait_below`] wait for any chunk.
+        self.cv.notify_all();
     }
 
     /// Wait until every chunk is in; the first error, if any.
     pub fn wait(&self) -> Result<(), Error> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while g.0 > 0 {
+        while g.left > 0 {
             g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
-        match g.1.take() {
+        match g.err.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Whether every chunk that starts below task address `end` is in (a
+    /// chunk that starts at or above it writes nothing below it: the
+    /// memory below `end` is complete), or a chunk failed.
+    pub fn in_below(&self, end: u64) -> bool {
+        let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.err.is_some() || g.starts.range(..end).next().is_none()
+    }
+
+    /// Wait until the memory below task address `end` is complete (see
+    /// [`Pending::in_below`]). After a failed chunk, waits for every chunk
+    /// and returns the first error, as [`Pending::wait`] does.
+    pub fn wait_below(&self, end: u64) -> Result<(), Error> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while g.err.is_none() && g.starts.range(..end).next().is_some() {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        if g.err.is_some() {
+            drop(g);
+            return self.wait();
+        }
+        Ok(())
     }
 }
 
@@ -112,7 +154,7 @@ impl Filler {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(c) = next else { return };
                         let r = fill_chunk(&c, &mut buf[..c.len as usize], &mut cur, &mut open);
-                        c.done.done(r);
+                        c.done.done(c.addr, r);
                     }
                 })
             })
@@ -155,15 +197,24 @@ impl Filler {
                 }
             }
         }
-        done.state.lock().unwrap_or_else(|p| p.into_inner()).0 = chunks.len();
+        {
+            let mut g = done.state.lock().unwrap_or_else(|p| p.into_inner());
+            g.left = chunks.len();
+            for c in &chunks {
+                *g.starts.entry(c.addr).or_default() += 1;
+            }
+        }
         crate::util::progress::pages_expected(chunks.iter().map(|c| c.len).sum());
         if let Some(tx) = &self.tx {
             for c in chunks {
                 if let Err(std::sync::mpsc::SendError(c)) = tx.send(c) {
-                    c.done.done(Err(Error::Restore {
-                        pid,
-                        what: "the page filler has stopped".into(),
-                    }));
+                    c.done.done(
+                        c.addr,
+                        Err(Error::Restore {
+                            pid,
+                            what: "the page filler has stopped".into(),
+                        }),
+                    );
                 }
             }
         }
@@ -378,4 +429,60 @@ pub(crate) fn fill_keeping(
         }
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fill of chunks starting at `starts`, none in yet.
+    fn pending(starts: &[u64]) -> Pending {
+        let p = Pending::default();
+        {
+            let mut g = p.state.lock().unwrap();
+            g.left = starts.len();
+            for &a in starts {
+                *g.starts.entry(a).or_default() += 1;
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn memory_below_an_address_is_in_once_its_chunks_are() {
+        let p = pending(&[0x1000, 0x5000, 0x5000]);
+        assert!(p.in_below(0x1000));
+        assert!(!p.in_below(0x1001));
+        p.done(0x1000, Ok(0));
+        assert!(p.in_below(0x5000));
+        assert!(p.wait_below(0x5000).is_ok());
+        p.done(0x5000, Ok(1));
+        // One of the two chunks at 0x5000 is still out.
+        assert!(!p.in_below(0x6000));
+        p.done(0x5000, Ok(2));
+        assert!(p.in_below(u64::MAX));
+        assert!(p.wait().is_ok());
+        assert_eq!(p.kept(), 3);
+    }
+
+    #[test]
+    fn a_failed_chunk_ends_the_wait_with_its_error() {
+        let p = std::sync::Arc::new(pending(&[0x1000, 0x9000]));
+        // Below 0x1000 nothing is waited for.
+        assert!(p.wait_below(0x1000).is_ok());
+        let q = p.clone();
+        let t = std::thread::spawn(move || {
+            q.done(
+                0x9000,
+                Err(Error::Restore {
+                    pid: 1,
+                    what: "boom".into(),
+                }),
+            );
+            q.done(0x1000, Ok(0));
+        });
+        // The error comes once every chunk is over.
+        assert!(p.wait_below(0x2000).is_err());
+        t.join().unwrap();
+    }
 }

@@ -103,11 +103,27 @@ pub fn restore_vmas(
     let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
     let mut open_fds: Vec<OpenFd> = Vec::new();
     let sorted = sorted_spans(runs);
+    // Anonymous VMAs back to back, mapped alike, go in one mmap.
+    let mut joined: Option<AnonMap> = None;
     for v in &mm.vmas {
         // A reservation (PROT_NONE, no page stored) is mapped as it is:
         // made writable for the fill, a large one would be refused by the
         // kernel's overcommit check (MariaDB reserves 8 TiB).
         let reservation = v.prot == 0 && uncovered(v.start, v.end, &sorted) == [(v.start, v.end)];
+        if let Some(m) = AnonMap::of(v, reservation, &inherited) {
+            match &mut joined {
+                Some(j) if j.takes(&m) => j.end = m.end,
+                _ => {
+                    if let Some(j) = joined.replace(m) {
+                        j.push(r, &mut b)?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(j) = joined.take() {
+            j.push(r, &mut b)?;
+        }
         map_vma(
             (r, &mut b),
             dir,
@@ -116,6 +132,9 @@ pub fn restore_vmas(
             src,
             &mut open_fds,
         )?;
+    }
+    if let Some(j) = joined.take() {
+        j.push(r, &mut b)?;
     }
     // THP mode `always`: the fill in two parts (mem/thp.rs). The task may
     // have its parent's PR_SET_THP_DISABLE of the parent's fill.
@@ -279,6 +298,107 @@ pub(super) fn uncovered(start: u64, end: u64, spans: &[(u64, u64)]) -> Vec<(u64,
     out
 }
 
+/// The most memory one mmap maps for several VMAs ([`AnonMap`]): the
+/// kernel's overcommit check (heuristic mode) judges each mmap alone, so
+/// VMAs that passed it one by one could fail it as one much larger call.
+const JOIN_MAX: u64 = 256 << 20;
+
+/// One anonymous private mmap for one VMA, or for several back to back
+/// with the same protection and flags: the kernel merges such fresh
+/// mappings into one VMA anyway, so one call leaves the task as one per
+/// VMA would (the mprotects and madvises that follow split it as they
+/// split the merged one). 30,000 VMAs of one page, every other one
+/// read-only, take one mmap instead of 30,000.
+struct AnonMap {
+    start: u64,
+    end: u64,
+    prot: u64,
+    flags: u64,
+}
+
+impl AnonMap {
+    /// The mmap of `v` when [`map_vma`] maps it as plain anonymous private
+    /// memory, in a way that may be joined with its neighbours': no file,
+    /// object or kernel area, not inherited, not growing down (a stack's
+    /// guard gap), not huge pages or droppable.
+    fn of(v: &VmaEntry, reservation: bool, inherited: &HashSet<(u64, u64)>) -> Option<AnonMap> {
+        let special = vs::AREA_VSYSCALL
+            | vs::AREA_VDSO
+            | vs::AREA_VVAR
+            | vs::AREA_SYSVIPC
+            | vs::AREA_SOCKET
+            | vs::AREA_AIORING
+            | vs::AREA_MEMFD
+            | vs::ANON_SHARED
+            | vs::FILE_PRIVATE
+            | vs::FILE_SHARED;
+        let odd = (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB | MAP_HUGE_MASK) as u32 | MAP_DROPPABLE;
+        if v.status & special != 0
+            || v.flags & odd != 0
+            || v.flags & libc::MAP_PRIVATE as u32 == 0
+            || v.flags & libc::MAP_ANONYMOUS as u32 == 0
+            || v.start >= v.end
+            || inherited.contains(&(v.start, v.end))
+        {
+            return None;
+        }
+        let (prot, flags) = mmap_prot_flags(v, reservation);
+        Some(AnonMap {
+            start: v.start,
+            end: v.end,
+            prot,
+            flags,
+        })
+    }
+
+    /// Whether `next` continues this mapping.
+    fn takes(&self, next: &AnonMap) -> bool {
+        next.start == self.end
+            && next.prot == self.prot
+            && next.flags == self.flags
+            && next.end - self.start <= JOIN_MAX
+    }
+
+    fn push(self, r: &mut Remote<'_>, b: &mut Batch) -> Result<(), Error> {
+        b.push(
+            r,
+            format!("mmap {:#x}-{:#x}", self.start, self.end),
+            libc::SYS_mmap,
+            [
+                self.start,
+                self.end - self.start,
+                self.prot,
+                self.flags,
+                u64::MAX,
+                0,
+            ],
+            Some(self.start),
+        )
+    }
+}
+
+/// The protection and flags VMA `v` is mmapped with: private memory
+/// writable for the fill (but a reservation, see [`restore_vmas`]), and
+/// the flags that make the same kind of mapping, at its place.
+fn mmap_prot_flags(v: &VmaEntry, reservation: bool) -> (u64, u64) {
+    let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
+    let prot = if private && !reservation {
+        v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+    } else {
+        v.prot
+    };
+    let keep = (libc::MAP_SHARED
+        | libc::MAP_PRIVATE
+        | libc::MAP_ANONYMOUS
+        | libc::MAP_GROWSDOWN
+        | libc::MAP_NORESERVE
+        | libc::MAP_HUGETLB
+        | MAP_HUGE_MASK) as u32
+        | MAP_DROPPABLE;
+    let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
+    (prot as u64, flags)
+}
+
 /// A file opened in the task to map it: (files.img id, open flags, fd).
 struct OpenFd {
     id: u64,
@@ -403,30 +523,16 @@ fn map_vma(
         b.flush(r)?;
         return map_aio_copy(r, v);
     }
-    let private = v.flags & libc::MAP_PRIVATE as u32 != 0;
-    let prot = if private && !reservation {
-        v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
-    } else {
-        v.prot
-    };
+    let (prot, flags) = mmap_prot_flags(v, reservation);
     if inherited.contains(&(v.start, v.end)) {
         return b.push(
             r,
             format!("mprotect inherited {:#x}-{:#x}", v.start, v.end),
             libc::SYS_mprotect,
-            [v.start, v.end - v.start, prot as u64, 0, 0, 0],
+            [v.start, v.end - v.start, prot, 0, 0, 0],
             None,
         );
     }
-    let keep = (libc::MAP_SHARED
-        | libc::MAP_PRIVATE
-        | libc::MAP_ANONYMOUS
-        | libc::MAP_GROWSDOWN
-        | libc::MAP_NORESERVE
-        | libc::MAP_HUGETLB
-        | MAP_HUGE_MASK) as u32
-        | MAP_DROPPABLE;
-    let flags = (v.flags & keep) as u64 | libc::MAP_FIXED as u64;
     let fd = if v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
         file_fd((r, b), dir, v, src, open_fds)?
     } else {
@@ -436,7 +542,7 @@ fn map_vma(
         r,
         format!("mmap {:#x}-{:#x}", v.start, v.end),
         libc::SYS_mmap,
-        [v.start, v.end - v.start, prot as u64, flags, fd, v.pgoff],
+        [v.start, v.end - v.start, prot, flags, fd, v.pgoff],
         Some(v.start),
     )
 }
@@ -516,8 +622,11 @@ pub fn map_socket_vmas(r: &mut Remote<'_>, mm: &MmEntry, fds: &[FdinfoEntry]) ->
 
 /// The recorded madvise advice of a VMA (one call per advice bit).
 fn advise((r, b): (&mut Remote<'_>, &mut Batch), v: &VmaEntry) -> Result<(), Error> {
-    let m = v.madv.unwrap_or(0);
-    for adv in (0..64u64).filter(|a| m & (1 << a) != 0) {
+    let mut m = v.madv.unwrap_or(0);
+    while m != 0 {
+        // The lowest bit left (no loop over 64 bits for every VMA).
+        let adv = u64::from(m.trailing_zeros());
+        m &= m - 1;
         b.push(
             r,
             "madvise".into(),
@@ -529,33 +638,42 @@ fn advise((r, b): (&mut Remote<'_>, &mut Batch), v: &VmaEntry) -> Result<(), Err
     Ok(())
 }
 
+/// Batched calls queued before the task's protections wait for more of
+/// the fill: fewer are left queued while the filler catches up.
+const PROTECT_FLUSH_AT: usize = 64;
+
 /// Once the pages are in (`pending`), make the AIO rings again, set the
-/// final protections and the madvise advice of every VMA.
+/// final protections and the madvise advice of every VMA. The VMAs are
+/// taken in address order as the fill completes below them (the filler
+/// goes on with the memory above while the task changes the memory
+/// below): the task's calls, which split the one mapping of many VMAs
+/// mapped back to back, run beside the copy instead of after it.
 pub fn protect_vmas(
     r: &mut Remote<'_>,
     mm: &MmEntry,
     pending: &Pending,
     batch_code: Option<RemoteAddr>,
 ) -> Result<(), Error> {
-    pending.wait()?;
-    super::aio::restore_rings(r, mm)?;
-    if pending.kept() > 0 {
-        log::debug!(
-            "{}: {} stored pages equal to the parent's left shared",
-            r.pid(),
-            pending.kept()
-        );
+    let rings = mm.vmas.iter().any(|v| v.status & vs::AREA_AIORING != 0);
+    if rings {
+        // A ring is made over its copy once every page is in.
+        pending.wait()?;
+        super::aio::restore_rings(r, mm)?;
     }
     let mut b = Batch::new(batch_code);
-    // The recorded value, over what the fill set (mode `always`) or the
-    // task inherited from its parent.
-    super::thp::set_disabled((r, &mut b), mm.thp_disabled == Some(true))?;
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
             continue;
         }
+        if !pending.in_below(v.end) {
+            // The task works on what is queued while the fill goes on.
+            if b.queued() >= PROTECT_FLUSH_AT {
+                b.flush(r)?;
+            }
+            pending.wait_below(v.end)?;
+        }
         if v.flags & libc::MAP_LOCKED as u32 != 0 {
-            // Locked while still writable (the fill is over): mlock of a
+            // Locked while still writable (its pages are in): mlock of a
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
             // needs the call anyway.
@@ -582,7 +700,20 @@ pub fn protect_vmas(
         }
         advise((r, &mut b), v)?;
     }
-    b.flush(r).map(drop)
+    // Every chunk, above the last VMA too, and the first error.
+    pending.wait()?;
+    // The recorded value, over what the fill set (mode `always`: only
+    // now that every page is in) or the task inherited from its parent.
+    super::thp::set_disabled((r, &mut b), mm.thp_disabled == Some(true))?;
+    b.flush(r)?;
+    if pending.kept() > 0 {
+        log::debug!(
+            "{}: {} stored pages equal to the parent's left shared",
+            r.pid(),
+            pending.kept()
+        );
+    }
+    Ok(())
 }
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.
@@ -735,6 +866,86 @@ mod tests {
         assert_eq!(uncovered(0x1000, 0x2000, &runs), vec![]);
         assert_eq!(uncovered(0xa000, 0xc000, &runs), vec![(0xb000, 0xc000)]);
         assert_eq!(uncovered(0x3800, 0x5000, &runs), vec![(0x4000, 0x5000)]);
+    }
+
+    fn anon(start: u64, end: u64, prot: u32) -> VmaEntry {
+        VmaEntry {
+            start,
+            end,
+            prot,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            status: vs::AREA_REGULAR | vs::ANON_PRIVATE,
+            ..Default::default()
+        }
+    }
+
+    /// The mmaps [`restore_vmas`] makes of `vmas` (start, end, prot).
+    fn joined(vmas: &[VmaEntry], inherited: &[(u64, u64)]) -> Vec<(u64, u64, u64)> {
+        let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
+        let mut out: Vec<AnonMap> = Vec::new();
+        for v in vmas {
+            match AnonMap::of(v, false, &inherited) {
+                Some(m) => match out.last_mut() {
+                    Some(j) if j.takes(&m) => j.end = m.end,
+                    _ => out.push(m),
+                },
+                // Mapped alone: the next one starts a new mmap.
+                None => out.push(AnonMap {
+                    start: v.start,
+                    end: v.end,
+                    prot: u64::MAX,
+                    flags: 0,
+                }),
+            }
+        }
+        out.iter().map(|m| (m.start, m.end, m.prot)).collect()
+    }
+
+    #[test]
+    fn anonymous_vmas_back_to_back_take_one_mmap() {
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let (r, n) = (libc::PROT_READ as u32, libc::PROT_NONE as u32);
+        // Read-only and read-write private memory is mapped writable for
+        // the fill: one mmap; a gap, a file, an inherited VMA, a stack
+        // and a reservation (PROT_NONE, no page) break the run.
+        let mut file = anon(0x9000, 0xa000, r);
+        file.status = vs::AREA_REGULAR | vs::FILE_PRIVATE;
+        file.flags = libc::MAP_PRIVATE as u32;
+        let mut stack = anon(0xc000, 0xd000, 3);
+        stack.flags |= libc::MAP_GROWSDOWN as u32;
+        let vmas = [
+            anon(0x1000, 0x2000, 3),
+            anon(0x2000, 0x3000, r),
+            anon(0x3000, 0x4000, 3),
+            anon(0x5000, 0x6000, 3),
+            anon(0x6000, 0x9000, r),
+            file,
+            anon(0xa000, 0xb000, 3),
+            anon(0xb000, 0xc000, 3),
+            stack,
+        ];
+        assert_eq!(
+            joined(&vmas, &[(0xb000, 0xc000)]),
+            vec![
+                (0x1000, 0x4000, rw),
+                (0x5000, 0x9000, rw),
+                (0x9000, 0xa000, u64::MAX),
+                (0xa000, 0xb000, rw),
+                (0xb000, 0xc000, u64::MAX),
+                (0xc000, 0xd000, u64::MAX),
+            ]
+        );
+        let inherited = HashSet::new();
+        let none = AnonMap::of(&anon(0x1000, 0x2000, n), true, &inherited);
+        assert_eq!(none.map(|m| m.prot), Some(0));
+        // No mmap larger than JOIN_MAX for several VMAs.
+        let half = JOIN_MAX / 2;
+        let big = [
+            anon(0x1000_0000, 0x1000_0000 + half, 3),
+            anon(0x1000_0000 + half, 0x1000_0000 + 2 * half, 3),
+            anon(0x1000_0000 + 2 * half, 0x1000_0000 + 2 * half + 0x1000, 3),
+        ];
+        assert_eq!(joined(&big, &[]).len(), 2);
     }
 
     #[test]

@@ -256,7 +256,10 @@ const MEMFD_PREFIX: &str = "/memfd:";
 /// its pages are stored as any; shared, it is an object as shared
 /// anonymous memory is. Files of a hugetlbfs mount and anonymous memory
 /// of other page sizes: `None`.
-fn hugetlb_status(map: &crust_proc::MapEntry, fields: &[(String, u64)]) -> Option<u32> {
+fn hugetlb_status(
+    map: &crust_proc::MapEntry,
+    fields: &[(std::borrow::Cow<'static, str>, u64)],
+) -> Option<u32> {
     if is_memfd_map(map) {
         let kind = if map.shared {
             vs::FILE_SHARED

@@ -240,6 +240,7 @@ pub(super) fn protect(
     let (Some(pending), Some(live)) = (pending, &p.live) else {
         return Ok(());
     };
+    let t = Instant::now();
     let mut r = Remote::on_trampoline(created.main_of(i, p.pid())?, tramp);
     mem::protect_vmas(
         &mut r,
@@ -247,6 +248,11 @@ pub(super) fn protect(
         &pending,
         Some(crate::task::remote::batch_code(tramp)),
     )?;
+    debug!(
+        "{}: pages in and protections set in {} us",
+        p.pid(),
+        us_since(t)
+    );
     mem::install_guards(&mut r, &live.guards)
 }
 

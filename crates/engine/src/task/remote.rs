@@ -186,6 +186,11 @@ impl Batch {
         }
     }
 
+    /// Calls queued and not run yet.
+    pub fn queued(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Queue syscall `nr`; `expect`: the only result that is a success.
     pub fn push(
         &mut self,
