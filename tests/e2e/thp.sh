@@ -25,13 +25,20 @@ thp_report() {
 t_thp() {
     need_cr || return $?
     thp_usable || return $?
-    start_prog thpmem --report "$D/report" || return 1
+    thp_cr "advised MADV_HUGEPAGE for the fill" "the restore did not advise the huge ranges"
+}
+
+# thpmem ARGS... dumped and restored by crust: crust-thp-PID.img written,
+# the restore log has LINE (else: fail with WHY), the program passes.
+thp_cr() {
+    local line=$1 why=$2
+    shift 2
+    start_prog thpmem "$@" --report "$D/report" || return 1
     do_dump "$D/img" || return 1
     [ -s "$D/img/crust-thp-$PID.img" ] ||
         { fail "no crust-thp-$PID.img in the images" "$D/img/dump.log"; return 1; }
     do_restore "$D/img" || return 1
-    grep -q "advised MADV_HUGEPAGE for the fill" "$D/img/restore.log" ||
-        { fail "the restore did not advise the huge ranges" "$D/img/restore.log"; return 1; }
+    grep -q "$line" "$D/img/restore.log" || { fail "$why" "$D/img/restore.log"; return 1; }
     expect_pass "$D/img/restore.log"
     local rc=$?
     thp_report
@@ -92,17 +99,7 @@ t_thp_always() {
 }
 
 thp_always_body() {
-    start_prog thpmem --always 1 --report "$D/report" || return 1
-    do_dump "$D/img" || return 1
-    [ -s "$D/img/crust-thp-$PID.img" ] ||
-        { fail "no crust-thp-$PID.img in the images" "$D/img/dump.log"; return 1; }
-    do_restore "$D/img" || return 1
-    grep -q "filled first, with huge pages allowed" "$D/img/restore.log" ||
-        { fail "the restore did not fill the huge ranges first" "$D/img/restore.log"; return 1; }
-    expect_pass "$D/img/restore.log"
-    local rc=$?
-    thp_report
-    return $rc
+    thp_cr "filled first, with huge pages allowed" "the restore did not fill the huge ranges first" --always 1
 }
 
 ALL_TESTS+=(thp thp-to-criu thp-chain thp-always)
