@@ -79,24 +79,8 @@ pub fn give_fds(r: &mut Remote<'_>, gifts: &[Gift<'_>]) -> Result<(), Error> {
         // Out of the targets' way (to the first spare number) and bound,
         // in one stop.
         let mut calls = Batch::with_table_at(r.batch_code, OFF_TABLE);
-        if targets.contains(&(sock as i32)) {
-            push_move(
-                r,
-                &mut calls,
-                sock,
-                spare,
-                libc::O_CLOEXEC as u64,
-                format!("dup3 of fd {sock} to the spare {spare}"),
-            )?;
-            sock_at = spare;
-        }
-        calls.push(
-            r,
-            format!("bind to @{name}"),
-            libc::SYS_bind,
-            [sock_at, a.get(), addr_len as u64, 0, 0, 0],
-            None,
-        )?;
+        sock_at =
+            push_aside_and_bind(r, &mut calls, (sock, spare, &targets), (&name, a, addr_len))?;
         calls.flush(r)?;
         let tx = sender(pid)?;
         use std::os::fd::AsFd;
@@ -157,22 +141,8 @@ fn give_fds_foreseen(
         ],
         Some(sock),
     )?;
-    // Out of the targets' way (to the first spare number).
-    let sock_at = if targets.contains(&(sock as i32)) {
-        let what = format!("dup3 of fd {sock} to the spare {spare}");
-        push_move(r, &mut calls, sock, spare, libc::O_CLOEXEC as u64, what)?;
-        spare
-    } else {
-        sock
-    };
+    let sock_at = push_aside_and_bind(r, &mut calls, (sock, spare, targets), (&name, a, addr_len))?;
     table.insert(sock_at);
-    calls.push(
-        r,
-        format!("bind to @{name}"),
-        libc::SYS_bind,
-        [sock_at, a.get(), addr_len as u64, 0, 0, 0],
-        None,
-    )?;
     let result = calls
         .flush(r)
         .and_then(|_| send_and_place(r, gifts, targets, (&name, sock_at, spare), table));
@@ -183,6 +153,33 @@ fn give_fds_foreseen(
     result?;
     debug!("{pid}: gave {} fds", gifts.len());
     Ok(())
+}
+
+/// Into `calls`: the receiving socket `sock` moved out of the targets'
+/// way (to the first spare number) if it sits on one, then bound to the
+/// abstract name `name` (its sockaddr at `a` in the task). Returns the
+/// number the socket then has.
+fn push_aside_and_bind(
+    r: &mut Remote<'_>,
+    calls: &mut Batch,
+    (sock, spare, targets): (u64, u64, &HashSet<i32>),
+    (name, a, addr_len): (&str, crust_sys::RemoteAddr, u32),
+) -> Result<u64, Error> {
+    let sock_at = if targets.contains(&(sock as i32)) {
+        let what = format!("dup3 of fd {sock} to the spare {spare}");
+        push_move(r, calls, sock, spare, libc::O_CLOEXEC as u64, what)?;
+        spare
+    } else {
+        sock
+    };
+    calls.push(
+        r,
+        format!("bind to @{name}"),
+        libc::SYS_bind,
+        [sock_at, a.get(), addr_len as u64, 0, 0, 0],
+        None,
+    )?;
+    Ok(sock_at)
 }
 
 /// The sends of [`give_fds_foreseen`], each received in the task with
