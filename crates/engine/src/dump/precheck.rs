@@ -126,14 +126,15 @@ fn walk_tree(proc: &ProcRoot, root: i32, me: i32) -> Result<(), Error> {
 
 /// A parent waiting in vfork() for its child cannot be stopped until the
 /// child execs or exits: refuse it rather than time out.
-pub(super) fn refuse_vfork(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
-    let kids: Vec<i32> = (crust_proc::tasks(proc, pid).unwrap_or_default().into_iter())
-        .flat_map(|tid| crust_proc::children(proc, pid, tid).unwrap_or_default())
+/// `tids` are its threads.
+pub(super) fn refuse_vfork_in(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Error> {
+    let kids: Vec<i32> = (tids.iter())
+        .flat_map(|&tid| crust_proc::children(proc, pid, tid).unwrap_or_default())
         .collect();
     refuse_vfork_of(pid, &kids)
 }
 
-/// [`refuse_vfork`] with the children of `pid` (of all its threads)
+/// [`refuse_vfork_in`] with the children of `pid` (of all its threads)
 /// already read.
 fn refuse_vfork_of(pid: i32, kids: &[i32]) -> Result<(), Error> {
     for &k in kids {

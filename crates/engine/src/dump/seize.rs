@@ -39,8 +39,6 @@ pub(super) fn seize(
         });
         return Ok(());
     }
-    // The precheck saw no vfork; a parent may have entered one since.
-    precheck::refuse_vfork(proc, pid)?;
     let idx = tree.procs.len();
     tree.procs.push(Proc {
         pid,
@@ -48,7 +46,7 @@ pub(super) fn seize(
         threads: Vec::new(),
         zombie: false,
     });
-    for _round in 0..1000 {
+    for round in 0..1000 {
         let mut tids = match crust_proc::tasks(proc, pid) {
             Ok(t) => t,
             Err(e) if e.is_not_found() && idx > 0 => return Ok(()),
@@ -59,6 +57,12 @@ pub(super) fn seize(
             }
             Err(e) => return Err(proc_err(pid)(e)),
         };
+        // The precheck saw no vfork; a parent may have entered one since
+        // (its threads as just read: one that appears later is seized in
+        // the next round).
+        if round == 0 {
+            precheck::refuse_vfork_in(proc, pid, &tids)?;
+        }
         tids.sort_by_key(|t| (*t != pid, *t));
         let mut new = false;
         tids.retain(|tid| !tree.procs[idx].threads.iter().any(|t| t.pid() == *tid));
