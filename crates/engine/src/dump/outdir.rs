@@ -84,7 +84,11 @@ pub(super) fn make_durable(dir: &Path) -> Result<(), Error> {
         path: dir.to_path_buf(),
         source,
     })?;
-    log::debug!("images made durable in {} us", crate::util::us_since(t));
+    if private::in_memory_only(dir) {
+        log::debug!("images not synced: their directory is in memory only (tmpfs)");
+    } else {
+        log::debug!("images made durable in {} us", crate::util::us_since(t));
+    }
     Ok(())
 }
 

@@ -112,26 +112,36 @@ fn walk_tree(proc: &ProcRoot, root: i32, me: i32) -> Result<(), Error> {
             continue;
         }
         let who = format!("process {p} ({})", stat.comm);
-        refuse_vfork(proc, p)?;
+        // The children lists, read once: for the vfork check and the walk.
+        let kids: Vec<i32> = (tids.iter())
+            .flat_map(|&tid| crust_proc::children(proc, p, tid).unwrap_or_default())
+            .collect();
+        refuse_vfork_of(p, &kids)?;
         check_fds(proc, p, &who)?;
-        check_tasks(proc, p, &tids, &who)?;
-        for &tid in &tids {
-            todo.extend(crust_proc::children(proc, p, tid).unwrap_or_default());
-        }
+        check_tasks(proc, p, &tids, &stat, &who)?;
+        todo.extend(kids);
     }
     Ok(())
 }
 
 /// A parent waiting in vfork() for its child cannot be stopped until the
 /// child execs or exits: refuse it rather than time out.
-pub(super) fn refuse_vfork(proc: &ProcRoot, pid: i32) -> Result<(), Error> {
-    for tid in crust_proc::tasks(proc, pid).unwrap_or_default() {
-        for k in crust_proc::children(proc, pid, tid).unwrap_or_default() {
-            if process::kcmp(pid, k, KCMP_VM, 0, 0).unwrap_or(false) {
-                return Err(Error::unsupported(format!(
-                    "process {pid} is waiting in vfork() for its child {k}, which has not exec'd yet"
-                )));
-            }
+/// `tids` are its threads.
+pub(super) fn refuse_vfork_in(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Error> {
+    let kids: Vec<i32> = (tids.iter())
+        .flat_map(|&tid| crust_proc::children(proc, pid, tid).unwrap_or_default())
+        .collect();
+    refuse_vfork_of(pid, &kids)
+}
+
+/// [`refuse_vfork_in`] with the children of `pid` (of all its threads)
+/// already read.
+fn refuse_vfork_of(pid: i32, kids: &[i32]) -> Result<(), Error> {
+    for &k in kids {
+        if process::kcmp(pid, k, KCMP_VM, 0, 0).unwrap_or(false) {
+            return Err(Error::unsupported(format!(
+                "process {pid} is waiting in vfork() for its child {k}, which has not exec'd yet"
+            )));
         }
     }
     Ok(())
@@ -172,10 +182,26 @@ fn in_crust_netns(proc: &ProcRoot, p: i32) -> bool {
 }
 
 /// Threads that are kernel io workers, or already traced by someone else.
-fn check_tasks(proc: &ProcRoot, p: i32, tids: &[i32], who: &str) -> Result<(), Error> {
+/// `stat` is the process's (/proc/P/stat): its main thread's state, name
+/// and flags, not read again.
+fn check_tasks(
+    proc: &ProcRoot,
+    p: i32,
+    tids: &[i32],
+    stat: &crust_proc::Stat,
+    who: &str,
+) -> Result<(), Error> {
     for &tid in tids {
-        let Ok(st) = crust_proc::task_stat(proc, p, tid) else {
-            continue;
+        let read;
+        let st = match tid == p {
+            true => stat,
+            false => match crust_proc::task_stat(proc, p, tid) {
+                Ok(s) => {
+                    read = s;
+                    &read
+                }
+                Err(_) => continue,
+            },
         };
         if st.is_io_worker() {
             return Err(io_worker_refusal(who, tid, &st.comm));

@@ -39,8 +39,6 @@ pub(super) fn seize(
         });
         return Ok(());
     }
-    // The precheck saw no vfork; a parent may have entered one since.
-    precheck::refuse_vfork(proc, pid)?;
     let idx = tree.procs.len();
     tree.procs.push(Proc {
         pid,
@@ -48,7 +46,7 @@ pub(super) fn seize(
         threads: Vec::new(),
         zombie: false,
     });
-    for _round in 0..1000 {
+    for round in 0..1000 {
         let mut tids = match crust_proc::tasks(proc, pid) {
             Ok(t) => t,
             Err(e) if e.is_not_found() && idx > 0 => return Ok(()),
@@ -59,10 +57,16 @@ pub(super) fn seize(
             }
             Err(e) => return Err(proc_err(pid)(e)),
         };
+        // The precheck saw no vfork; a parent may have entered one since
+        // (its threads as just read: one that appears later is seized in
+        // the next round).
+        if round == 0 {
+            precheck::refuse_vfork_in(proc, pid, &tids)?;
+        }
         tids.sort_by_key(|t| (*t != pid, *t));
         let mut new = false;
         tids.retain(|tid| !tree.procs[idx].threads.iter().any(|t| t.pid() == *tid));
-        refuse_io_workers(proc, pid, &tids)?;
+        refuse_io_workers(proc, pid, &tids, &stat)?;
         let got = match frozen.as_deref_mut() {
             Some(f) => from_cgroup(proc, f, pid, &tids)?,
             None => Task::seize_all(&tids, timeout),
@@ -168,10 +172,20 @@ fn became_zombie(proc: &ProcRoot, pid: i32) -> bool {
 }
 
 /// A kernel io worker (PF_IO_WORKER) never stops for ptrace: refuse it
-/// before seizing, should one have appeared since the precheck.
-fn refuse_io_workers(proc: &ProcRoot, pid: i32, tids: &[i32]) -> Result<(), Error> {
+/// before seizing, should one have appeared since the precheck. The main
+/// thread's flags are those of `stat` (the process's, just read).
+fn refuse_io_workers(
+    proc: &ProcRoot,
+    pid: i32,
+    tids: &[i32],
+    stat: &crust_proc::Stat,
+) -> Result<(), Error> {
     for &tid in tids {
-        match crust_proc::task_stat(proc, pid, tid) {
+        let st = match tid == pid {
+            true => Ok(stat.clone()),
+            false => crust_proc::task_stat(proc, pid, tid),
+        };
+        match st {
             Ok(st) if st.is_io_worker() => {
                 let who = format!("process {pid}");
                 return Err(crate::files::classify::io_worker_refusal(
