@@ -85,21 +85,37 @@ impl Scripts {
 
     /// Run one script; Err says how it failed.
     fn run_one(&self, path: &Path, env: &[(&'static str, String)]) -> Result<(), String> {
-        let (out, err) = match crate::logger::child_output() {
-            Some(f) => match f.try_clone() {
-                Ok(g) => (Stdio::from(f), Stdio::from(g)),
-                Err(_) => (Stdio::from(f), Stdio::inherit()),
-            },
-            None => (Stdio::inherit(), Stdio::inherit()),
+        let mut busy = 0;
+        let status = loop {
+            let (out, err) = match crate::logger::child_output() {
+                Some(f) => match f.try_clone() {
+                    Ok(g) => (Stdio::from(f), Stdio::from(g)),
+                    Err(_) => (Stdio::from(f), Stdio::inherit()),
+                },
+                None => (Stdio::inherit(), Stdio::inherit()),
+            };
+            let run = Command::new(path)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .current_dir(&self.work_dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .status();
+            match run {
+                // A script just written: a process forked meanwhile by
+                // another thread (of the program that wrote it) holds it
+                // open for writing until it execs. Tried again for up to
+                // a second.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && busy < 100 => {
+                    busy += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => {
+                    break r
+                        .map_err(|e| format!("cannot run action script {}: {e}", path.display()))?
+                }
+            }
         };
-        let status = Command::new(path)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(&self.work_dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .status()
-            .map_err(|e| format!("cannot run action script {}: {e}", path.display()))?;
         if status.success() {
             return Ok(());
         }
