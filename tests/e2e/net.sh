@@ -257,11 +257,13 @@ t_tcp_full_queues() {
         bound=$(tcp_queue_bound "$D/img") || { fail "cannot read the images"; net_unlock_port "$NET_P"; return 1; }
         # What the restored side has offered to hold unread: its receive
         # queue (it reads nothing yet) plus the window the peer was last
-        # given; sampled for up to 5 s, or until the queue stays the same
-        # for 1 s.
+        # given, both from one ss call (taken from two calls, data that
+        # came in between was counted twice: the sum went over by up to
+        # what the peer sent meanwhile); sampled for up to 5 s, or until
+        # the queue stays the same for 1 s.
         for i in $(seq 50); do
             ss_out=$(ss -Htin state established "( dport = :$NET_P or sport = :$NET_P )")
-            got=$(ss -Htn state established "dport = :$NET_P" | awk '{print $1; exit}')
+            got=$(awk -v p="127.0.0.1:$NET_P" '$4 == p { print $1; exit }' <<<"$ss_out")
             wnd=$(grep -A1 "127.0.0.1:$NET_P *127" <<<"$ss_out" | grep -o "snd_wnd:[0-9]*" | cut -d: -f2)
             offered=$((${got:-0} + ${wnd:-0}))
             [ "$offered" -gt "$most" ] && most=$offered
