@@ -346,16 +346,7 @@ fn sender(pid: i32) -> Result<OwnedFd, Error> {
 /// /proc): every number from there is free, and the task, stopped, opens
 /// nothing meanwhile.
 fn free_from(pid: i32) -> Result<u64, Error> {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir).map_err(sys_err(pid, format!("read {dir}")))?;
-    let mut top = 0u64;
-    for e in entries {
-        let e = e.map_err(sys_err(pid, format!("read {dir}")))?;
-        if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
-            top = top.max(n + 1);
-        }
-    }
-    Ok(top)
+    Ok(open_fds(pid)?.last().map_or(0, |&n| n + 1))
 }
 
 /// Write the msghdr, iovec and an empty control buffer of a recvmsg of
