@@ -652,11 +652,25 @@ impl Task {
     }
 
     /// The last remote syscall of a restore: `munmap(addr, len)` (the
-    /// trampoline itself), stepped through its entry and exit.
+    /// trampoline itself). One single-step over the `syscall` instruction:
+    /// the task stops at the syscall's exit (the kernel reports a step
+    /// that ends in a syscall there), never running the unmapped code
+    /// after it; one stop, where PTRACE_SYSCALL takes two (entry, exit).
     fn unmap_last(&self, addr: RemoteAddr, len: u64) -> Result<()> {
+        let pid = self.pid;
         self.load_syscall(libc::SYS_munmap, [addr.get(), len, 0, 0, 0, 0])?;
-        self.step_syscall("final munmap entry")?;
-        self.step_syscall("final munmap exit")
+        pt(pid, "PTRACE_SINGLESTEP", ptrace::single_step(pid, 0))?;
+        match self.wait_bounded()? {
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 0,
+            } => Ok(()),
+            other => Err(Error::UnexpectedStop {
+                pid,
+                what: "final munmap, single-stepped",
+                status: other,
+            }),
+        }
     }
 
     /// Load the task's final registers, XSAVE area and signal mask.

@@ -92,6 +92,12 @@ pub fn syscall(pid: i32, sig: i32) -> io::Result<()> {
     req(libc::PTRACE_SYSCALL, pid, 0, sig as usize).map(drop)
 }
 
+/// PTRACE_SINGLESTEP: resume for one instruction (a `syscall`
+/// instruction: until that syscall's exit), delivering `sig` (0 for none).
+pub fn single_step(pid: i32, sig: i32) -> io::Result<()> {
+    req(libc::PTRACE_SINGLESTEP, pid, 0, sig as usize).map(drop)
+}
+
 /// PTRACE_DETACH, delivering `sig` (0 for none).
 pub fn detach(pid: i32, sig: i32) -> io::Result<()> {
     req(libc::PTRACE_DETACH, pid, 0, sig as usize).map(drop)
