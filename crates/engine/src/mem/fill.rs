@@ -14,6 +14,12 @@ use std::path::Path;
 const FILL_CHUNK: u64 = 1 << 20;
 /// crust threads that copy pages into the task.
 const FILL_THREADS: usize = 2;
+/// A process's fill of at most this many bytes is done on the thread that
+/// submits it: handing it to a filler thread and waiting for it costs two
+/// wakeups across CPUs (the builder is pinned to one, see restore/pin.rs),
+/// tens of microseconds each on this VM, more than copying a few dozen
+/// pages (a 300-process tree, 31 pages each: see docs/ARCHITECTURE.md).
+const INLINE_MAX: u64 = 256 << 10;
 
 /// Copies pages from pages images into stopped tasks on FILL_THREADS
 /// threads of crust, for every process of a restore: while crust builds
@@ -25,6 +31,17 @@ const FILL_THREADS: usize = 2;
 pub struct Filler {
     tx: Option<std::sync::mpsc::Sender<FillChunk>>,
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// The buffers of the fills done on the submitting thread.
+    inline: std::sync::Mutex<FillBufs>,
+}
+
+/// One thread's buffers for [`fill_chunk`].
+#[derive(Default)]
+struct FillBufs {
+    buf: Vec<u8>,
+    cur: Vec<u8>,
+    open: OpenPages,
+    mem: OpenMem,
 }
 
 struct FillChunk {
@@ -147,13 +164,14 @@ impl Filler {
             .map(|_| {
                 let rx = rx.clone();
                 std::thread::spawn(move || {
-                    let mut buf = vec![0u8; FILL_CHUNK as usize];
-                    let mut cur = Vec::new();
-                    let mut open = None;
+                    let mut b = FillBufs {
+                        buf: vec![0u8; FILL_CHUNK as usize],
+                        ..FillBufs::default()
+                    };
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(c) = next else { return };
-                        let r = fill_chunk(&c, &mut buf[..c.len as usize], &mut cur, &mut open);
+                        let r = fill_chunk(&c, &mut b);
                         c.done.done(c.addr, r);
                     }
                 })
@@ -162,6 +180,7 @@ impl Filler {
         Filler {
             tx: Some(tx),
             workers,
+            inline: Default::default(),
         }
     }
 
@@ -204,7 +223,19 @@ impl Filler {
                 *g.starts.entry(c.addr).or_default() += 1;
             }
         }
-        crate::util::progress::pages_expected(chunks.iter().map(|c| c.len).sum());
+        let total: u64 = chunks.iter().map(|c| c.len).sum();
+        crate::util::progress::pages_expected(total);
+        if total <= INLINE_MAX {
+            let mut b = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+            for c in chunks {
+                let r = fill_chunk(&c, &mut b);
+                c.done.done(c.addr, r);
+            }
+            // Nothing of this task is kept open past its fill.
+            b.open = None;
+            b.mem = None;
+            return done;
+        }
         if let Some(tx) = &self.tx {
             for c in chunks {
                 if let Err(std::sync::mpsc::SendError(c)) = tx.send(c) {
@@ -235,25 +266,44 @@ impl Drop for Filler {
 /// of the same submission (many small runs: a pre-dump chain).
 type OpenPages = Option<(std::sync::Arc<std::path::PathBuf>, PagesFile)>;
 
+/// The /proc/PID/mem a thread read last, kept open for the next chunk of
+/// the same fill (the [`Pending`] of the submission: a task's memory,
+/// opened once it exists).
+type OpenMem = Option<(std::sync::Arc<Pending>, std::fs::File)>;
+
 /// Fill one chunk; returns the pages left as they were (`keep` chunks).
-fn fill_chunk(
-    c: &FillChunk,
-    buf: &mut [u8],
-    cur: &mut Vec<u8>,
-    open: &mut OpenPages,
-) -> Result<u64, Error> {
-    let f = match open.take() {
+fn fill_chunk(c: &FillChunk, b: &mut FillBufs) -> Result<u64, Error> {
+    let f = match b.open.take() {
         Some((p, f)) if std::sync::Arc::ptr_eq(&p, &c.path) => f,
         _ => PagesFile::open(&c.path)?,
     };
+    b.buf.resize(b.buf.len().max(c.len as usize), 0);
+    let buf = b
+        .buf
+        .get_mut(..c.len as usize)
+        .ok_or_else(|| Error::Restore {
+            pid: c.pid,
+            what: format!("a fill chunk of {} bytes", c.len),
+        })?;
     f.read_exact_at(buf, c.off)?;
-    *open = Some((c.path.clone(), f));
+    b.open = Some((c.path.clone(), f));
     crate::util::progress::pages_written(buf.len() as u64);
     if c.keep {
-        return write_differing(c.pid, c.addr, buf, cur);
+        let memf = match b.mem.take() {
+            Some((p, f)) if std::sync::Arc::ptr_eq(&p, &c.done) => f,
+            _ => open_mem(c.pid)?,
+        };
+        let r = write_differing(c.pid, &memf, c.addr, buf, &mut b.cur);
+        b.mem = Some((c.done.clone(), memf));
+        return r;
     }
     write_all(c.pid, c.addr, buf)?;
     Ok(0)
+}
+
+/// /proc/PID/mem of task `pid`, for [`write_differing`].
+fn open_mem(pid: i32) -> Result<std::fs::File, Error> {
+    std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))
 }
 
 /// process_vm_writev of all of `bytes` at `addr` of task `pid`.
@@ -277,20 +327,19 @@ fn write_all(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), Error> {
 /// pages that differ from what the task holds there: a task that started
 /// as a copy of its parent keeps the parent's page, shared copy-on-write,
 /// wherever the stored page equals it (as CRIU restores a child's
-/// memory). The task's pages are read through /proc/PID/mem, which does
-/// not pin them: process_vm_readv pins, and pinning an anonymous page
+/// memory). The task's pages are read through `memf`, its /proc/PID/mem
+/// (opened once per fill), which does not pin them: process_vm_readv pins, and pinning an anonymous page
 /// shared copy-on-write gives the task a copy of its own. `cur` is a
 /// buffer to reuse. Returns the pages kept.
 pub(crate) fn write_differing(
     pid: i32,
+    memf: &std::fs::File,
     addr: u64,
     bytes: &[u8],
     cur: &mut Vec<u8>,
 ) -> Result<u64, Error> {
     let page = crust_sys::PAGE_SIZE as usize;
     cur.resize(bytes.len(), 0);
-    let memf = std::fs::File::open(format!("/proc/{pid}/mem"))
-        .map_err(sys_err(pid, "open /proc/PID/mem"))?;
     let n = memf
         .read_at(cur, addr)
         .map_err(sys_err(pid, format!("read /proc/PID/mem at {addr:#x}")))?;
@@ -416,6 +465,7 @@ pub(crate) fn fill_keeping(
         return Ok(0);
     }
     let f = PagesFile::open(pages_path)?;
+    let memf = open_mem(pid)?;
     let (mut buf, mut cur) = (Vec::new(), Vec::new());
     let mut kept = 0;
     for &(addr, total, off) in runs {
@@ -424,7 +474,7 @@ pub(crate) fn fill_keeping(
             let n = (total - done).min(FILL_CHUNK);
             buf.resize(n as usize, 0);
             f.read_exact_at(&mut buf, off + done)?;
-            kept += write_differing(pid, addr + done, &buf, &mut cur)?;
+            kept += write_differing(pid, &memf, addr + done, &buf, &mut cur)?;
             done += n;
         }
     }

@@ -776,26 +776,44 @@ pub fn set_mm_map(r: &mut Remote<'_>, mm: &MmEntry, exe_path: &str) -> Result<()
     let m = r.put(0, &b)?;
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
-    r.call(
-        "prctl(PR_SET_MM_MAP)",
+    // The map, the close of the exe and dumpable in one stop: the table
+    // after the map and the auxv it points to (at 0 and 1024).
+    let mut batch = Batch::with_table_at(r.batch_code, MM_MAP_TABLE_AT);
+    batch.push(
+        r,
+        "prctl(PR_SET_MM_MAP)".into(),
         libc::SYS_prctl,
         [PR_SET_MM, PR_SET_MM_MAP, m.get(), b.len() as u64, 0, 0],
+        None,
     )?;
     if !keep_exe {
-        r.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+        batch.push(
+            r,
+            "close of the exe".into(),
+            libc::SYS_close,
+            [exe_fd, 0, 0, 0, 0, 0],
+            None,
+        )?;
     }
     if let Some(d) = mm.dumpable {
         if d == 0 || d == 1 {
-            r.call(
-                "prctl(PR_SET_DUMPABLE)",
+            batch.push(
+                r,
+                "prctl(PR_SET_DUMPABLE)".into(),
                 libc::SYS_prctl,
                 [libc::PR_SET_DUMPABLE as u64, d as u64, 0, 0, 0, 0],
+                None,
             )?;
         }
     }
+    batch.flush(r)?;
     // PR_SET_THP_DISABLE is set by `protect_vmas`, once the pages are in.
     Ok(())
 }
+
+/// Where [`set_mm_map`]'s batch table goes in the scratch area: past the
+/// map (at 0) and the auxv (at 1024, at most 50 words).
+const MM_MAP_TABLE_AT: u64 = 2048;
 
 #[cfg(test)]
 mod tests {
