@@ -331,6 +331,8 @@ pub fn smaps(root: &ProcRoot, pid: i32) -> Result<Vec<SmapsEntry>> {
 
 /// The size of each read of smaps (and of maps in [`maps_match`]).
 const CHUNK: usize = 256 << 10;
+/// What is read before a thread is started for the rest.
+const FIRST: usize = 64 << 10;
 /// Chunks in flight: one parsed here, the others read by the thread.
 const CHUNKS: usize = 3;
 /// No line is longer (a path is at most 4 KiB).
@@ -401,6 +403,20 @@ fn read_some(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// Fill `buf` from `f` (a /proc file gives at most a page of text per
+/// read: the kernel's buffer holds no more). Fewer bytes than `buf`
+/// holds: the end of the file.
+fn fill(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while let Some(room) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match read_some(f, room)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 impl ReadAhead {
     /// A thread reading on from `file`'s position (None if none could be
     /// started).
@@ -410,8 +426,8 @@ impl ReadAhead {
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(CHUNKS);
         let body = move || {
             while let Ok(mut buf) = empty_rx.recv() {
-                let r = read_some(&mut file, &mut buf);
-                let last = !matches!(r, Ok(n) if n > 0);
+                let r = fill(&mut file, &mut buf);
+                let last = !matches!(r, Ok(n) if n == buf.len());
                 if full_tx.send(r.map(|n| (buf, n))).is_err() || last {
                     return;
                 }
@@ -489,16 +505,17 @@ impl SmapsIter {
         let (buf, n) = match &mut self.src {
             Source::Here(None) => return Ok(false),
             Source::Here(Some(f)) => {
+                // The first FIRST bytes here: a small process's whole file.
                 if self.chunk.is_empty() {
-                    self.chunk = vec![0u8; self.size];
+                    self.chunk = vec![0u8; self.size.min(FIRST)];
                 }
-                let n = read_some(f, &mut self.chunk).map_err(io)?;
-                // A long file: the rest read by a thread while this one
-                // parses.
-                if n >= self.size / 2 {
-                    if let Some(r) = ReadAhead::start(f, self.size) {
-                        self.src = Source::Thread(r);
-                    }
+                let n = fill(f, &mut self.chunk).map_err(io)?;
+                if n < self.chunk.len() {
+                    self.src = Source::Here(None);
+                } else if let Some(r) = ReadAhead::start(f, self.size) {
+                    // A long file: the rest read by a thread while this
+                    // one parses.
+                    self.src = Source::Thread(r);
                 }
                 (None, n)
             }
@@ -510,12 +527,13 @@ impl SmapsIter {
             }
         };
         if let Some(buf) = buf {
+            // A short chunk is the last: the thread has ended.
+            if n < buf.len() {
+                self.stop_thread();
+            }
             self.chunk = buf;
         }
         (self.len, self.pos) = (n, 0);
-        if n == 0 {
-            self.stop_thread();
-        }
         Ok(n > 0)
     }
 

@@ -167,9 +167,11 @@ fn long_file_and_headers() {
     longer.extend_from_slice(b"x\n");
     assert!(!maps_match(&fp.root(), 7, &longer).unwrap());
     assert!(!maps_match(&fp.root(), 7, b"").unwrap());
-    // Left half read: the reader thread ends with it.
+    // Left half read: the reader thread (reading since the first 64 KiB)
+    // ends with it.
     let mut it = smaps_iter(&fp.root(), 7).unwrap();
     assert!(it.by_ref().take(1500).all(|e| e.is_ok()));
+    assert!(matches!(it.src, Source::Thread(_)));
     drop(it);
     assert!(maps_match(&fp.root(), 8, b"").is_err());
 }
@@ -228,11 +230,11 @@ fn malformed_input() {
     assert!(smaps_iter(&fp.root(), 7).unwrap().next().unwrap().is_err());
     // No newline at the end; an empty file.
     let fp = FakeProc::new("end", format!("{head}VmFlags: rd gd").as_bytes(), b"");
-    let s: Vec<_> = smaps_iter(&fp.root(), 7)
-        .unwrap()
-        .collect::<Result<_>>()
-        .unwrap();
+    let mut it = smaps_iter(&fp.root(), 7).unwrap();
+    let s: Vec<_> = it.by_ref().collect::<Result<_>>().unwrap();
     assert!(s.len() == 1 && s[0].has_flag("gd"));
+    // A short file is read here, no thread started.
+    assert!(matches!(it.src, Source::Here(None)));
     let fp = FakeProc::new("empty", b"", b"");
     assert_eq!(smaps_iter(&fp.root(), 7).unwrap().count(), 0);
     assert!(maps_match(&fp.root(), 7, b"").unwrap());
