@@ -293,7 +293,10 @@ fn trim_to_registered(tasks: &mut [Served], tree: &[i32]) {
         let Some(t) = tasks.iter_mut().find(|t| t.pid == pid && !t.gone) else {
             continue;
         };
-        let Ok(maps) = crust_proc::smaps(&root, host) else {
+        // Only VmFlags are needed: not every field kept.
+        let maps =
+            crust_proc::smaps_iter(&root, host).and_then(|it| it.collect::<Result<Vec<_>, _>>());
+        let Ok(maps) = maps else {
             continue;
         };
         let registered: Vec<std::ops::Range<u64>> = maps

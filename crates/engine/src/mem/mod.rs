@@ -157,26 +157,9 @@ pub struct Vma {
     pub status: u32,
 }
 
-/// The VmFlags of a VMA (two-letter codes of /proc/PID/smaps), two bytes
-/// each: a dump keeps them for every VMA of the tree.
-#[derive(Debug, Clone, Default)]
-pub struct VmFlags(Vec<[u8; 2]>);
-
-impl VmFlags {
-    pub fn new(codes: &[String]) -> Self {
-        VmFlags(
-            codes
-                .iter()
-                .filter_map(|c| <[u8; 2]>::try_from(c.as_bytes()).ok())
-                .collect(),
-        )
-    }
-
-    /// Has it the flag with code `f` ("gd", "mw"...)?
-    pub fn has(&self, f: &str) -> bool {
-        self.0.iter().any(|x| x.as_slice() == f.as_bytes())
-    }
-}
+/// The VmFlags of a VMA (two-letter codes of /proc/PID/smaps), a set of
+/// bits: a dump keeps them for every VMA of the tree.
+pub use crust_proc::VmFlags;
 
 impl Vma {
     /// The address of a `syscall` instruction (bytes 0f 05) in the vDSO

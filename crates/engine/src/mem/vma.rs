@@ -2,7 +2,6 @@
 //! checking an image's VMA list.
 
 use super::shmem::{is_shmem_entry, load_shmem, shmem_inode};
-use super::VmFlags;
 use super::{bad, Vma, TASK_SIZE};
 use super::{MappedFiles, Memfds, SHMEM_ANON_NAME};
 use crate::task::ProcInside as Inside;
@@ -30,18 +29,21 @@ fn describe(m: &crust_proc::MapEntry) -> String {
 /// Read and classify the task's VMAs ([vvar] and [vvar_vclock] are merged
 /// into one VVAR area, as CRIU records them).
 pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
-    // Read as it is parsed: the text and the other smaps fields of tens of
-    // thousands of VMAs are never all in memory.
-    let smaps = crust_proc::smaps_iter(proc, pid).map_err(proc_err(pid))?;
+    let mut smaps = crust_proc::smaps_iter(proc, pid).map_err(proc_err(pid))?;
+    collect_from(pid, &mut smaps)
+}
+
+/// [`collect_vmas`] from `smaps`, read as it is parsed: the text and the
+/// other smaps fields of tens of thousands of VMAs are never all in memory.
+fn collect_from(pid: i32, smaps: &mut crust_proc::SmapsIter) -> Result<Vec<Vma>, Error> {
     let mut out: Vec<Vma> = Vec::new();
     for e in smaps {
         let SmapsEntry {
             map,
             vm_flags,
-            fields,
+            kernel_page_kb,
             ..
         } = e.map_err(proc_err(pid))?;
-        let vm_flags = VmFlags::new(&vm_flags);
         let kind = map.kind();
         let unsupported = |why: &str| {
             Err(Error::unsupported(format!(
@@ -50,7 +52,7 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
             )))
         };
         if vm_flags.has("ht") {
-            let Some(status) = hugetlb_status(&map, &fields) else {
+            let Some(status) = hugetlb_status(&map, kernel_page_kb) else {
                 return unsupported(
                     "hugetlb (a hugetlbfs file, or anonymous of other than the default page size)",
                 );
@@ -168,11 +170,12 @@ pub fn collect_vmas(proc: &ProcRoot, pid: i32) -> Result<Vec<Vma>, Error> {
     Ok(out)
 }
 
-/// The VMAs of a task read before it is frozen, with the mappings
-/// /proc/PID/maps listed around that read, for [`collect_vmas_frozen`].
+/// The VMAs of a task read before it is frozen, with the maps lines
+/// smaps listed them by, for [`collect_vmas_frozen`].
 pub struct EarlyVmas {
     pid: i32,
-    maps: Vec<crust_proc::MapEntry>,
+    /// The text /proc/PID/maps had as smaps was read.
+    maps: Vec<u8>,
     vmas: Vec<Vma>,
 }
 
@@ -184,16 +187,15 @@ impl EarlyVmas {
 }
 
 /// Read the VMAs of `pid` while it still runs: reading smaps walks every
-/// page table of the task (about 30 ms per GiB mapped), which is better
-/// not done while the tree is frozen. None when they cannot be read now
-/// (the frozen read then says why).
+/// page table of the task (about 30 ms per GiB mapped), and prints 700
+/// bytes per mapping (150 ms for 30,000), which is better not done while
+/// the tree is frozen. None when they cannot be read now (the frozen read
+/// then says why).
 pub fn collect_vmas_early(proc: &ProcRoot, pid: i32) -> Option<EarlyVmas> {
     let t = std::time::Instant::now();
-    // The mappings listed before and after smaps: the same twice, smaps
-    // listed them too.
-    let before = crust_proc::maps(proc, pid).ok()?;
-    let vmas = collect_vmas(proc, pid).ok()?;
-    let maps = crust_proc::maps(proc, pid).ok().filter(|m| *m == before)?;
+    let mut smaps = crust_proc::smaps_iter(proc, pid).ok()?.keep_headers();
+    let vmas = collect_from(pid, &mut smaps).ok()?;
+    let maps = smaps.take_headers();
     debug!(
         "{pid}: {} vmas read before the freeze in {} us",
         vmas.len(),
@@ -203,9 +205,11 @@ pub fn collect_vmas_early(proc: &ProcRoot, pid: i32) -> Option<EarlyVmas> {
 }
 
 /// The VMAs of the frozen task `pid`: those read before the freeze when
-/// /proc/PID/maps (which walks no page table) still lists the very same
-/// mappings (bounds, protections, offsets, files), else read again from
-/// smaps. What maps does not show, a change of VmFlags alone over a whole
+/// /proc/PID/maps (which walks no page table) is now the very text smaps
+/// listed the mappings by (bounds, protections, offsets, files), else
+/// read again from smaps. smaps is not read at one instant: a mapping
+/// that changed while it was read differs from what maps lists now.
+/// What maps does not show, a change of VmFlags alone over a whole
 /// mapping (madvise, mlock) in the milliseconds between the two reads, is
 /// missed (said in docs/ARCHITECTURE.md, "Known limits").
 pub fn collect_vmas_frozen(
@@ -214,12 +218,16 @@ pub fn collect_vmas_frozen(
     early: Option<EarlyVmas>,
 ) -> Result<Vec<Vma>, Error> {
     if let Some(e) = early.filter(|e| e.pid == pid) {
-        match crust_proc::maps(proc, pid) {
-            Ok(now) if now == e.maps => {
-                debug!("{pid}: mappings unchanged since read before the freeze");
+        let t = std::time::Instant::now();
+        match crust_proc::maps_match(proc, pid, &e.maps) {
+            Ok(true) => {
+                debug!(
+                    "{pid}: mappings unchanged since read before the freeze (checked in {} us)",
+                    t.elapsed().as_micros()
+                );
                 return Ok(e.vmas);
             }
-            Ok(_) => debug!("{pid}: mappings changed since read before the freeze: read again"),
+            Ok(false) => debug!("{pid}: mappings changed since read before the freeze: read again"),
             Err(err) => debug!("{pid}: maps: {err}: smaps read again"),
         }
     }
@@ -256,10 +264,7 @@ const MEMFD_PREFIX: &str = "/memfd:";
 /// its pages are stored as any; shared, it is an object as shared
 /// anonymous memory is. Files of a hugetlbfs mount and anonymous memory
 /// of other page sizes: `None`.
-fn hugetlb_status(
-    map: &crust_proc::MapEntry,
-    fields: &[(std::borrow::Cow<'static, str>, u64)],
-) -> Option<u32> {
+fn hugetlb_status(map: &crust_proc::MapEntry, kps: u64) -> Option<u32> {
     if is_memfd_map(map) {
         let kind = if map.shared {
             vs::FILE_SHARED
@@ -268,10 +273,6 @@ fn hugetlb_status(
         };
         return Some(vs::AREA_REGULAR | kind | vs::AREA_MEMFD);
     }
-    let kps = fields
-        .iter()
-        .find(|(k, _)| k == "KernelPageSize")
-        .map(|(_, v)| *v)?;
     let sysv = map.shared && map.path.as_deref().is_some_and(|p| p.starts_with("/SYSV"));
     if sysv && kps.checked_mul(1024) == super::huge::default_size() {
         // A System V segment made with SHM_HUGETLB (of the default page
