@@ -105,6 +105,8 @@ pub fn restore_vmas(
     let sorted = sorted_spans(runs);
     // Anonymous VMAs back to back, mapped alike, go in one mmap.
     let mut joined: Option<AnonMap> = None;
+    // The fresh anonymous mappings made (pages may go in by userfaultfd).
+    let mut fresh: Vec<(u64, u64)> = Vec::new();
     for v in &mm.vmas {
         // A reservation (PROT_NONE, no page stored) is mapped as it is:
         // made writable for the fill, a large one would be refused by the
@@ -115,14 +117,14 @@ pub fn restore_vmas(
                 Some(j) if j.takes(&m) => j.end = m.end,
                 _ => {
                     if let Some(j) = joined.replace(m) {
-                        j.push(r, &mut b)?;
+                        j.push(r, &mut b, &mut fresh)?;
                     }
                 }
             }
             continue;
         }
         if let Some(j) = joined.take() {
-            j.push(r, &mut b)?;
+            j.push(r, &mut b, &mut fresh)?;
         }
         map_vma(
             (r, &mut b),
@@ -134,7 +136,7 @@ pub fn restore_vmas(
         )?;
     }
     if let Some(j) = joined.take() {
-        j.push(r, &mut b)?;
+        j.push(r, &mut b, &mut fresh)?;
     }
     // THP mode `always`: the fill in two parts (mem/thp.rs). The task may
     // have its parent's PR_SET_THP_DISABLE of the parent's fill.
@@ -207,7 +209,18 @@ pub fn restore_vmas(
         b.flush(r)?;
         fills = rest;
     }
-    let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
+    // Fresh anonymous memory the pages go to by UFFDIO_COPY (not where
+    // huge pages are made by touching first: those pages are there).
+    let uffd = if huge.is_empty() && pages.fills_by_uffd() && uffd_fill_on() {
+        b.flush(r)?;
+        open_fill_uffd((r, &mut b), &fresh, &fills)?
+    } else {
+        None
+    };
+    let pending = match uffd {
+        Some(u) => pages.fill_by_uffd(r.pid(), pages_id, (&fills, &keep), u),
+        None => pages.fill(r.pid(), pages_id, &fills, &keep),
+    };
     for &(start, end) in &private_inherited {
         for (a, z) in uncovered(start, end, &sorted) {
             b.push(
@@ -230,6 +243,91 @@ pub fn restore_vmas(
     }
     b.flush(r)?;
     Ok((restored, pending))
+}
+
+/// The least of a task's pages (bytes) worth a userfaultfd for the fill:
+/// making it costs a stop and a few calls, each page copied through it
+/// saves the zeroing of a fresh page and the lookups of process_vm_writev.
+const UFFD_FILL_MIN: u64 = 1 << 20;
+
+/// Whether pages may go in by userfaultfd: not with `CRUST_UFFD_FILL=0`
+/// (for comparisons; process_vm_writev then, as before issue 16).
+fn uffd_fill_on() -> bool {
+    std::env::var_os("CRUST_UFFD_FILL").is_none_or(|v| v != "0")
+}
+
+/// A userfaultfd made by the task and taken by crust, with the `fresh`
+/// mappings (fresh anonymous private memory, no page in yet) that `fills`
+/// reach registered in MISSING mode; `None` when the fill there is small,
+/// or the task cannot make one (old kernel, not allowed): the pages then
+/// go in by process_vm_writev. User mode only: a kernel access to a page
+/// still missing (process_vm_writev, mlock) fails at once, it does not
+/// wait for crust. Its close (queued in `b`) runs with the batch's next
+/// flush.
+fn open_fill_uffd(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    fresh: &[(u64, u64)],
+    fills: &[FillRun],
+) -> Result<Option<super::UffdFill>, Error> {
+    let mut spans: Vec<(u64, u64)> = fills.iter().map(|f| (f.0, f.0 + f.1)).collect();
+    spans.sort_unstable();
+    let mut ranges = Vec::new();
+    let mut bytes = 0;
+    for &(s, e) in fresh {
+        let first = spans.partition_point(|&(_, z)| z <= s);
+        let inside: u64 = spans
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&(a, _)| a < e)
+            .map(|&(a, z)| z.min(e) - a.max(s))
+            .sum();
+        if inside > 0 {
+            ranges.push((s, e));
+            bytes += inside;
+        }
+    }
+    if bytes < UFFD_FILL_MIN {
+        return Ok(None);
+    }
+    use crust_sys::uffd::{Uffd, USER_MODE_ONLY};
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | USER_MODE_ONLY;
+    let fd = match r.call("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0]) {
+        Ok(fd) => fd,
+        Err(e @ Error::Sys { .. }) => {
+            log::debug!("{}: pages filled by process_vm_writev: {e}", r.pid());
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let pid = r.pid();
+    let taken = crust_sys::unix::pidfd_open(pid)
+        .and_then(|p| crust_sys::unix::pidfd_getfd(std::os::fd::AsFd::as_fd(&p), fd as i32));
+    b.push(
+        r,
+        "close".into(),
+        libc::SYS_close,
+        [fd, 0, 0, 0, 0, 0],
+        None,
+    )?;
+    let uffd = match taken {
+        Ok(fd) => Uffd::from_fd(fd),
+        Err(e) => {
+            log::debug!("{pid}: pages filled by process_vm_writev: taking its userfaultfd: {e}");
+            return Ok(None);
+        }
+    };
+    // Closing `uffd` on the way out unregisters what was registered.
+    let registered = uffd.api(0).and_then(|_| {
+        ranges
+            .iter()
+            .try_for_each(|&(s, e)| uffd.register_missing(s, e - s))
+    });
+    if let Err(e) = registered {
+        log::debug!("{pid}: pages filled by process_vm_writev: registering its userfaultfd: {e}");
+        return Ok(None);
+    }
+    Ok(Some(super::UffdFill { uffd, ranges }))
 }
 
 /// The pieces of a task's stored pages to fill: every run that is not
@@ -359,7 +457,17 @@ impl AnonMap {
             && next.end - self.start <= JOIN_MAX
     }
 
-    fn push(self, r: &mut Remote<'_>, b: &mut Batch) -> Result<(), Error> {
+    /// Queue its mmap; a mapping that takes pages (not a reservation)
+    /// goes into `fresh`.
+    fn push(
+        self,
+        r: &mut Remote<'_>,
+        b: &mut Batch,
+        fresh: &mut Vec<(u64, u64)>,
+    ) -> Result<(), Error> {
+        if self.prot != 0 {
+            fresh.push((self.start, self.end));
+        }
         b.push(
             r,
             format!("mmap {:#x}-{:#x}", self.start, self.end),
@@ -673,6 +781,12 @@ pub fn protect_vmas(
             pending.wait_below(v.end)?;
         }
         if v.flags & libc::MAP_LOCKED as u32 != 0 {
+            if pending.by_uffd() {
+                // mlock faults in every page of the range: none may be
+                // missing under the userfaultfd any more.
+                b.flush(r)?;
+                pending.wait()?;
+            }
             // Locked while still writable (its pages are in): mlock of a
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
