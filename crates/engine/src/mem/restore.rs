@@ -768,6 +768,14 @@ pub fn protect_vmas(
         pending.wait()?;
         super::aio::restore_rings(r, mm)?;
     }
+    if pending.by_uffd() {
+        // UFFDIO_COPY holds the lock of the mapping it copies into, which
+        // the mprotects that split it need: the two would take turns. The
+        // whole fill first (on the filler's threads), then the task's
+        // calls; the userfaultfd is closed by then (before any mlock,
+        // which would find pages missing under it).
+        pending.wait()?;
+    }
     let mut b = Batch::new(batch_code);
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
@@ -781,12 +789,6 @@ pub fn protect_vmas(
             pending.wait_below(v.end)?;
         }
         if v.flags & libc::MAP_LOCKED as u32 != 0 {
-            if pending.by_uffd() {
-                // mlock faults in every page of the range: none may be
-                // missing under the userfaultfd any more.
-                b.flush(r)?;
-                pending.wait()?;
-            }
             // Locked while still writable (its pages are in): mlock of a
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
