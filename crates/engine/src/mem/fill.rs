@@ -359,7 +359,9 @@ fn copy_chunk(c: &FillChunk, f: &PagesFile, buf: &mut [u8]) -> Result<(), Error>
     let len = buf.len();
     crate::util::progress::pages_written(len as u64);
     if let PagesFile::Plain(file, _) = f {
-        let window = (c.off % crust_sys::PAGE_SIZE == 0)
+        let window = c
+            .off
+            .is_multiple_of(crust_sys::PAGE_SIZE)
             .then(|| FileWindow::map(std::os::fd::AsFd::as_fd(file), c.off, len).ok())
             .flatten();
         if let Some(w) = window {

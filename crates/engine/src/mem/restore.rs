@@ -101,43 +101,8 @@ pub fn restore_vmas(
     // The mmaps, mprotects and madvises, many per ptrace stop.
     let mut b = Batch::new(batch_code);
     let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
-    let mut open_fds: Vec<OpenFd> = Vec::new();
     let sorted = sorted_spans(runs);
-    // Anonymous VMAs back to back, mapped alike, go in one mmap.
-    let mut joined: Option<AnonMap> = None;
-    // The fresh anonymous mappings made (pages may go in by userfaultfd).
-    let mut fresh: Vec<(u64, u64)> = Vec::new();
-    for v in &mm.vmas {
-        // A reservation (PROT_NONE, no page stored) is mapped as it is:
-        // made writable for the fill, a large one would be refused by the
-        // kernel's overcommit check (MariaDB reserves 8 TiB).
-        let reservation = v.prot == 0 && uncovered(v.start, v.end, &sorted) == [(v.start, v.end)];
-        if let Some(m) = AnonMap::of(v, reservation, &inherited) {
-            match &mut joined {
-                Some(j) if j.takes(&m) => j.end = m.end,
-                _ => {
-                    if let Some(j) = joined.replace(m) {
-                        j.push(r, &mut b, &mut fresh)?;
-                    }
-                }
-            }
-            continue;
-        }
-        if let Some(j) = joined.take() {
-            j.push(r, &mut b, &mut fresh)?;
-        }
-        map_vma(
-            (r, &mut b),
-            dir,
-            (mm, v, reservation),
-            &inherited,
-            src,
-            &mut open_fds,
-        )?;
-    }
-    if let Some(j) = joined.take() {
-        j.push(r, &mut b, &mut fresh)?;
-    }
+    let (fresh, open_fds) = map_all((r, &mut b), dir, mm, &sorted, &inherited, src)?;
     // THP mode `always`: the fill in two parts (mem/thp.rs). The task may
     // have its parent's PR_SET_THP_DISABLE of the parent's fill.
     let always = super::thp::system_always();
@@ -243,6 +208,58 @@ pub fn restore_vmas(
     }
     b.flush(r)?;
     Ok((restored, pending))
+}
+
+/// Task address ranges [start, end), sorted.
+type Spans = Vec<(u64, u64)>;
+
+/// Queue the mmap of every VMA of `mm` (`sorted`: the spans of its stored
+/// pages); the fresh anonymous mappings made (pages may go in by
+/// userfaultfd) and the files opened for mappings, to close once mapped.
+fn map_all(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    dir: &Path,
+    mm: &MmEntry,
+    sorted: &[(u64, u64)],
+    inherited: &HashSet<(u64, u64)>,
+    src: &VmaSources<'_>,
+) -> Result<(Spans, Vec<OpenFd>), Error> {
+    let mut open_fds: Vec<OpenFd> = Vec::new();
+    // Anonymous VMAs back to back, mapped alike, go in one mmap.
+    let mut joined: Option<AnonMap> = None;
+    let mut fresh: Vec<(u64, u64)> = Vec::new();
+    for v in &mm.vmas {
+        // A reservation (PROT_NONE, no page stored) is mapped as it is:
+        // made writable for the fill, a large one would be refused by the
+        // kernel's overcommit check (MariaDB reserves 8 TiB).
+        let reservation = v.prot == 0 && uncovered(v.start, v.end, sorted) == [(v.start, v.end)];
+        if let Some(m) = AnonMap::of(v, reservation, inherited) {
+            match &mut joined {
+                Some(j) if j.takes(&m) => j.end = m.end,
+                _ => {
+                    if let Some(j) = joined.replace(m) {
+                        j.push(r, b, &mut fresh)?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(j) = joined.take() {
+            j.push(r, b, &mut fresh)?;
+        }
+        map_vma(
+            (r, b),
+            dir,
+            (mm, v, reservation),
+            inherited,
+            src,
+            &mut open_fds,
+        )?;
+    }
+    if let Some(j) = joined.take() {
+        j.push(r, b, &mut fresh)?;
+    }
+    Ok((fresh, open_fds))
 }
 
 /// The least of a task's pages (bytes) worth a userfaultfd for the fill:
