@@ -178,7 +178,7 @@ pub fn restore_vmas(
     // huge pages are made by touching first: those pages are there).
     let uffd = if huge.is_empty() && pages.fills_by_uffd() && uffd_fill_on() {
         b.flush(r)?;
-        open_fill_uffd((r, &mut b), &fresh, &fills)?
+        open_fill_uffd((r, &mut b), mm, &fresh, &fills)?
     } else {
         None
     };
@@ -283,6 +283,7 @@ fn uffd_fill_on() -> bool {
 /// flush.
 fn open_fill_uffd(
     (r, b): (&mut Remote<'_>, &mut Batch),
+    mm: &MmEntry,
     fresh: &[(u64, u64)],
     fills: &[FillRun],
 ) -> Result<Option<super::UffdFill>, Error> {
@@ -334,6 +335,9 @@ fn open_fill_uffd(
             return Ok(None);
         }
     };
+    let ranges = pre_split((r, b), mm, ranges)?;
+    // The mprotects and the close run before anything is registered.
+    b.flush(r)?;
     // Closing `uffd` on the way out unregisters what was registered.
     let registered = uffd.api(0).and_then(|_| {
         ranges
@@ -344,7 +348,63 @@ fn open_fill_uffd(
         log::debug!("{pid}: pages filled by process_vm_writev: registering its userfaultfd: {e}");
         return Ok(None);
     }
+    log::debug!(
+        "{pid}: {} KiB go in by userfaultfd, {} ranges",
+        bytes >> 10,
+        ranges.len()
+    );
     Ok(Some(super::UffdFill { uffd, ranges }))
+}
+
+/// Bytes of a mapping filled by userfaultfd between two of its VMAs whose
+/// protections are set before the fill ([`pre_split`]).
+const PRESPLIT_EVERY: u64 = 4 << 20;
+
+/// Cut the `ranges` to register into pieces of about PRESPLIT_EVERY bytes
+/// at VMAs whose protection (not read-write) is queued in `b` now, before
+/// any page is in, each such VMA a range of its own. Each piece is then a
+/// mapping of its own: while the task's mprotects split one piece (once
+/// its pages are in, [`protect_vmas`]), the filler copies into the next,
+/// and UFFDIO_COPY takes the lock of that one only (one mapping for all:
+/// the copies and the splits took turns on its lock). Returns the ranges
+/// cut.
+fn pre_split(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    mm: &MmEntry,
+    ranges: Vec<(u64, u64)>,
+) -> Result<Vec<(u64, u64)>, Error> {
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+    let mut out = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        // Where the piece being cut starts.
+        let mut from = s;
+        let first = mm.vmas.partition_point(|v| v.end <= s);
+        let inside = mm.vmas.get(first..).unwrap_or_default();
+        for v in inside.iter().take_while(|v| v.start < e) {
+            let cut = v.start >= from.saturating_add(PRESPLIT_EVERY)
+                && v.end < e
+                && v.prot != rw
+                && v.prot != 0
+                && v.flags & libc::MAP_LOCKED as u32 == 0;
+            if !cut {
+                continue;
+            }
+            b.push(
+                r,
+                "mprotect".into(),
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+                None,
+            )?;
+            out.push((from, v.start));
+            out.push((v.start, v.end));
+            from = v.end;
+        }
+        if from < e {
+            out.push((from, e));
+        }
+    }
+    Ok(out)
 }
 
 /// The pieces of a task's stored pages to fill: every run that is not
@@ -785,14 +845,6 @@ pub fn protect_vmas(
         pending.wait()?;
         super::aio::restore_rings(r, mm)?;
     }
-    if pending.by_uffd() {
-        // UFFDIO_COPY holds the lock of the mapping it copies into, which
-        // the mprotects that split it need: the two would take turns. The
-        // whole fill first (on the filler's threads), then the task's
-        // calls; the userfaultfd is closed by then (before any mlock,
-        // which would find pages missing under it).
-        pending.wait()?;
-    }
     let mut b = Batch::new(batch_code);
     for v in &mm.vmas {
         if v.status & (vs::AREA_VSYSCALL | vs::AREA_VDSO | vs::AREA_VVAR) != 0 {
@@ -806,6 +858,12 @@ pub fn protect_vmas(
             pending.wait_below(v.end)?;
         }
         if v.flags & libc::MAP_LOCKED as u32 != 0 {
+            if pending.by_uffd() {
+                // mlock faults in every page of the range: none may be
+                // missing under the userfaultfd any more.
+                b.flush(r)?;
+                pending.wait()?;
+            }
             // Locked while still writable (its pages are in): mlock of a
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
