@@ -280,7 +280,7 @@ fn uffd_fill_on() -> bool {
 /// go in by process_vm_writev. User mode only: a kernel access to a page
 /// still missing (process_vm_writev, mlock) fails at once, it does not
 /// wait for crust. Its close (queued in `b`) runs with the batch's next
-/// flush.
+/// flush (here when [`pre_split`] cut the mappings).
 fn open_fill_uffd(
     (r, b): (&mut Remote<'_>, &mut Batch),
     mm: &MmEntry,
@@ -335,9 +335,12 @@ fn open_fill_uffd(
             return Ok(None);
         }
     };
+    let cut = ranges.len();
     let ranges = pre_split((r, b), mm, ranges)?;
-    // The mprotects and the close run before anything is registered.
-    b.flush(r)?;
+    if ranges.len() > cut {
+        // The mappings split before the fill starts.
+        b.flush(r)?;
+    }
     // Closing `uffd` on the way out unregisters what was registered.
     let registered = uffd.api(0).and_then(|_| {
         ranges
