@@ -191,6 +191,30 @@ impl Uffd {
         outcome(r, c.copy, c.len)
     }
 
+    /// Copy `len` bytes at `at` of `w` (whole pages, inside it) to `dst`
+    /// in the registered process: the kernel reads the file's pages
+    /// through the window, crust never touches them (a file cut short
+    /// meanwhile fails the copy with EFAULT, crust takes no SIGBUS).
+    pub fn copy_window(&self, dst: u64, w: &FileWindow, at: usize, len: usize) -> Filled {
+        if at.checked_add(len).is_none_or(|end| end > w.len) {
+            return Filled::Done {
+                n: 0,
+                stopped: Some(libc::EINVAL),
+            };
+        }
+        let mut c = Copy {
+            dst,
+            src: (w.addr + at) as u64,
+            len: len as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: `c` is a live, writable uffdio_copy; its source lies
+        // inside the window, mapped (read-only) until `w` is dropped.
+        let r = unsafe { libc::ioctl(self.as_fd().as_raw_fd(), UFFDIO_COPY, &mut c as *mut Copy) };
+        outcome(r, c.copy, c.len)
+    }
+
     /// Map the zero page over [start, start+len) and wake whoever waits.
     pub fn zeropage(&self, start: u64, len: u64) -> Filled {
         let mut z = Zero {
@@ -294,3 +318,63 @@ pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i1
 #[cfg(test)]
 #[path = "uffd_missing_tests.rs"]
 mod tests;
+
+/// A piece of a file mapped read-only and shared, with its page table
+/// entries made at once (MAP_POPULATE), as the source of
+/// [`Uffd::copy_window`]: UFFDIO_COPY then reads the page cache directly
+/// (no pread into a buffer first). Only the kernel reads it; unmapped when
+/// dropped.
+#[derive(Debug)]
+pub struct FileWindow {
+    addr: usize,
+    len: usize,
+}
+
+impl FileWindow {
+    /// Map `len` bytes (> 0) of `fd` from `off` (a multiple of the page
+    /// size).
+    pub fn map(fd: BorrowedFd<'_>, off: u64, len: usize) -> io::Result<FileWindow> {
+        let off =
+            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a new mapping anywhere the kernel chooses; nothing of
+        // this process is replaced.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileWindow {
+            addr: p as usize,
+            len,
+        })
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never: see [`FileWindow::map`]).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for FileWindow {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `map`, of this length, used by
+        // nothing else.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}

@@ -108,3 +108,60 @@ fn fault_is_served_by_copy_and_dontneed_is_reported() {
     }
     assert_eq!(adv.join().unwrap(), 0);
 }
+
+/// Removes a test's directory, pass or fail.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_file_window_is_copied_in_within_its_bounds() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("crust-uffd-window-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("pages");
+    let bytes: Vec<u8> = (1..=3u8).flat_map(|n| vec![n; PAGE]).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    // Pages 2 and 3 of the file.
+    let w = FileWindow::map(f.as_fd(), PAGE as u64, 2 * PAGE).unwrap();
+    assert_eq!(w.len(), 2 * PAGE);
+    let u = Uffd::new_local().unwrap();
+    u.api(0).unwrap();
+    let m = anon(2);
+    let base = m.0 as u64;
+    u.register_missing(base, 2 * PAGE as u64).unwrap();
+    assert_eq!(
+        u.copy_window(base, &w, 0, 2 * PAGE),
+        Filled::Done {
+            n: 2 * PAGE as u64,
+            stopped: None
+        }
+    );
+    for (i, want) in [2u8, 3].into_iter().enumerate() {
+        // SAFETY: inside the live mapping, now present.
+        let got = unsafe { std::ptr::read_volatile(m.0.wrapping_add(i * PAGE + 7)) };
+        assert_eq!(got, want);
+    }
+    // Past the window: refused, nothing read.
+    assert_eq!(
+        u.copy_window(base, &w, PAGE, 2 * PAGE),
+        Filled::Done {
+            n: 0,
+            stopped: Some(libc::EINVAL)
+        }
+    );
+    // A page that is there already.
+    assert!(matches!(
+        u.copy_window(base, &w, 0, PAGE),
+        Filled::Done {
+            stopped: Some(libc::EEXIST),
+            ..
+        }
+    ));
+    assert!(FileWindow::map(f.as_fd(), 0, 0).is_err());
+}

@@ -4,9 +4,12 @@
 use super::zpages::PagesFile;
 use crate::util::sys_err;
 use crate::Error;
+use crust_sys::uffd::Uffd;
+use crust_sys::uffd_missing::{FileWindow, Filled};
 use crust_sys::{mem, RemoteAddr};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Bytes one crust thread copies into the task at a time (1 GiB restored
 /// in 0.29-0.39 s with 1 MiB, 0.31-0.35 s with 4 MiB, 0.28-0.33 s with
@@ -53,7 +56,22 @@ struct FillChunk {
     /// Only the pages that differ from the task's are written (see
     /// [`write_differing`]).
     keep: bool,
+    /// Put in with UFFDIO_COPY through the task's userfaultfd (the chunk
+    /// lies in one of its registered ranges, see [`UffdFill`]).
+    by_uffd: bool,
     done: std::sync::Arc<Pending>,
+}
+
+/// A userfaultfd of the task (taken by crust; user mode only, so that a
+/// kernel access to a missing page of its ranges fails instead of
+/// waiting) and the ranges registered with it in MISSING mode (sorted,
+/// apart; each inside one fresh anonymous private mapping). Their pages
+/// are put in with UFFDIO_COPY: the kernel allocates each page and copies
+/// into it, where process_vm_writev would first fault in a zeroed page
+/// (clear it, then copy) through the task's mmap lock.
+pub struct UffdFill {
+    pub uffd: Uffd,
+    pub ranges: Vec<(u64, u64)>,
 }
 
 /// The fill of one process: chunks left, and the first error.
@@ -63,6 +81,10 @@ pub struct Pending {
     cv: std::sync::Condvar,
     /// Pages left as the task had them (equal to the stored ones).
     kept: std::sync::atomic::AtomicU64,
+    /// The task's userfaultfd while chunks are put in through it: closed
+    /// (which unregisters its ranges) as the last chunk is over, before
+    /// any waiter hears of it.
+    uffd: std::sync::Mutex<Option<Arc<Uffd>>>,
 }
 
 #[derive(Default)]
@@ -98,6 +120,10 @@ impl Pending {
     fn done(&self, addr: u64, r: Result<u64, Error>) {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         g.left = g.left.saturating_sub(1);
+        if g.left == 0 {
+            // Every chunk has dropped its hold of it: this closes it.
+            drop(self.uffd.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
         if let std::collections::btree_map::Entry::Occupied(mut e) = g.starts.entry(addr) {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
@@ -114,6 +140,16 @@ impl Pending {
         }
         // Waiters of [`Pending::wait_below`] wait for any chunk.
         self.cv.notify_all();
+    }
+
+    /// Whether pages are still being put in through the task's
+    /// userfaultfd: until the fill is over, a missing page of its ranges
+    /// must not be faulted in by the kernel (mlock), which would fail.
+    pub fn by_uffd(&self) -> bool {
+        self.uffd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Wait until every chunk is in; the first error, if any.
@@ -187,32 +223,43 @@ impl Filler {
     /// Queue the runs (task address, bytes, file offset) of each pages
     /// file (an image set's and its parents') for task `pid`; of the runs
     /// in `keep`, only the pages that differ from what the task holds are
-    /// written.
+    /// written. The pieces of `runs` inside the ranges of `uffd` are put
+    /// in through it (UFFDIO_COPY); it is closed once they are all in.
     pub fn submit_files(
         &self,
         pid: i32,
         runs: &[FileFills],
         keep: &[FileFills],
+        uffd: Option<UffdFill>,
     ) -> std::sync::Arc<Pending> {
         let done = std::sync::Arc::new(Pending::default());
         let mut chunks = Vec::new();
+        let ranges = uffd.as_ref().map_or(&[][..], |u| &u.ranges[..]);
         let sets = runs.iter().map(|s| (s, false));
         for ((file, list), keep) in sets.chain(keep.iter().map(|s| (s, true))) {
             let path = std::sync::Arc::new(file.clone());
             for &(addr, total, off) in list {
-                let mut at = 0;
-                while at < total {
-                    let len = (total - at).min(FILL_CHUNK);
-                    chunks.push(FillChunk {
-                        pid,
-                        path: path.clone(),
-                        addr: addr + at,
-                        len,
-                        off: off + at,
-                        keep,
-                        done: done.clone(),
-                    });
-                    at += len;
+                let pieces = if keep {
+                    vec![(0, total, false)]
+                } else {
+                    by_range(addr, total, ranges)
+                };
+                for (from, to, by_uffd) in pieces {
+                    let mut at = from;
+                    while at < to {
+                        let len = (to - at).min(FILL_CHUNK);
+                        chunks.push(FillChunk {
+                            pid,
+                            path: path.clone(),
+                            addr: addr + at,
+                            len,
+                            off: off + at,
+                            keep,
+                            by_uffd,
+                            done: done.clone(),
+                        });
+                        at += len;
+                    }
                 }
             }
         }
@@ -221,6 +268,10 @@ impl Filler {
             g.left = chunks.len();
             for c in &chunks {
                 *g.starts.entry(c.addr).or_default() += 1;
+            }
+            if !chunks.is_empty() && chunks.iter().any(|c| c.by_uffd) {
+                *done.uffd.lock().unwrap_or_else(|p| p.into_inner()) =
+                    uffd.map(|u| Arc::new(u.uffd));
             }
         }
         let total: u64 = chunks.iter().map(|c| c.len).sum();
@@ -262,6 +313,33 @@ impl Drop for Filler {
     }
 }
 
+/// The pieces of the run of `total` bytes at task address `addr`, cut at
+/// the edges of `ranges` (sorted, apart): (from, to) offsets in the run,
+/// and whether the piece lies inside one of them.
+fn by_range(addr: u64, total: u64, ranges: &[(u64, u64)]) -> Vec<(u64, u64, bool)> {
+    let end = addr + total;
+    let mut out = Vec::new();
+    let mut at = addr;
+    // The first range that ends after the run starts.
+    let first = ranges.partition_point(|&(_, e)| e <= at);
+    for &(s, e) in ranges.get(first..).unwrap_or_default() {
+        if s >= end {
+            break;
+        }
+        if s > at {
+            out.push((at - addr, s - addr, false));
+            at = s;
+        }
+        let to = e.min(end);
+        out.push((at - addr, to - addr, true));
+        at = to;
+    }
+    if at < end {
+        out.push((at - addr, end - addr, false));
+    }
+    out
+}
+
 /// The pages file a filler thread read last, kept open for the next chunk
 /// of the same submission (many small runs: a pre-dump chain).
 type OpenPages = Option<(std::sync::Arc<std::path::PathBuf>, PagesFile)>;
@@ -285,6 +363,11 @@ fn fill_chunk(c: &FillChunk, b: &mut FillBufs) -> Result<u64, Error> {
             pid: c.pid,
             what: format!("a fill chunk of {} bytes", c.len),
         })?;
+    if c.by_uffd {
+        let r = copy_chunk(c, &f, buf);
+        b.open = Some((c.path.clone(), f));
+        return r.map(|()| 0);
+    }
     f.read_exact_at(buf, c.off)?;
     b.open = Some((c.path.clone(), f));
     crate::util::progress::pages_written(buf.len() as u64);
@@ -304,6 +387,79 @@ fn fill_chunk(c: &FillChunk, b: &mut FillBufs) -> Result<u64, Error> {
 /// /proc/PID/mem of task `pid`, for [`write_differing`].
 fn open_mem(pid: i32) -> Result<std::fs::File, Error> {
     std::fs::File::open(format!("/proc/{pid}/mem")).map_err(sys_err(pid, "open /proc/PID/mem"))
+}
+
+/// Put chunk `c` in through the task's userfaultfd: from a window of a
+/// plain pages file straight from the page cache, else read into `buf`
+/// first (a compressed file).
+fn copy_chunk(c: &FillChunk, f: &PagesFile, buf: &mut [u8]) -> Result<(), Error> {
+    let uffd = c
+        .done
+        .uffd
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let uffd = uffd.ok_or_else(|| Error::Restore {
+        pid: c.pid,
+        what: format!(
+            "its userfaultfd was closed before the fill at {:#x}",
+            c.addr
+        ),
+    })?;
+    let len = buf.len();
+    crate::util::progress::pages_written(len as u64);
+    if let PagesFile::Plain(file, _) = f {
+        let window = c
+            .off
+            .is_multiple_of(crust_sys::PAGE_SIZE)
+            .then(|| FileWindow::map(std::os::fd::AsFd::as_fd(file), c.off, len).ok())
+            .flatten();
+        if let Some(w) = window {
+            return copy_all(c.pid, c.addr, len, |at, n| {
+                uffd.copy_window(c.addr + at as u64, &w, at, n)
+            });
+        }
+    }
+    f.read_exact_at(buf, c.off)?;
+    copy_all(c.pid, c.addr, len, |at, n| {
+        uffd.copy(c.addr + at as u64, buf.get(at..at + n).unwrap_or_default())
+    })
+}
+
+/// UFFDIO_COPY of `len` bytes at `addr` of task `pid` (a registered range
+/// whose pages are missing): `copy(at, n)` copies the `n` bytes from `at`
+/// on.
+fn copy_all(
+    pid: i32,
+    addr: u64,
+    len: usize,
+    copy: impl Fn(usize, usize) -> Filled,
+) -> Result<(), Error> {
+    let mut at = 0usize;
+    // EAGAIN: the address space was changing; a few more tries.
+    let mut tries = 0;
+    while at < len {
+        let rest = len - at;
+        let dst = addr + at as u64;
+        let failed = |err: i32| Error::Sys {
+            pid,
+            op: format!("UFFDIO_COPY at {dst:#x} ({rest} bytes)"),
+            source: std::io::Error::from_raw_os_error(err),
+        };
+        match copy(at, rest) {
+            Filled::Done { n, stopped: None } if n as usize == rest => return Ok(()),
+            Filled::Done { n, stopped } => {
+                at += n as usize;
+                match stopped {
+                    Some(libc::EAGAIN) if tries < 100 => tries += 1,
+                    Some(e) => return Err(failed(e)),
+                    None => return Err(failed(libc::EIO)),
+                }
+            }
+            Filled::Gone => return Err(failed(libc::ESRCH)),
+        }
+    }
+    Ok(())
 }
 
 /// process_vm_writev of all of `bytes` at `addr` of task `pid`.
@@ -496,6 +652,24 @@ mod tests {
             }
         }
         p
+    }
+
+    #[test]
+    fn runs_are_cut_at_the_edges_of_registered_ranges() {
+        let ranges = [(0x2000, 0x4000), (0x6000, 0x7000), (0x9000, 0xa000)];
+        assert_eq!(
+            by_range(0x1000, 0x7000, &ranges),
+            vec![
+                (0, 0x1000, false),
+                (0x1000, 0x3000, true),
+                (0x3000, 0x5000, false),
+                (0x5000, 0x6000, true),
+                (0x6000, 0x7000, false),
+            ]
+        );
+        assert_eq!(by_range(0x2000, 0x1000, &ranges), vec![(0, 0x1000, true)]);
+        assert_eq!(by_range(0xb000, 0x1000, &ranges), vec![(0, 0x1000, false)]);
+        assert_eq!(by_range(0x1000, 0x1000, &[]), vec![(0, 0x1000, false)]);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod zpages;
 
 #[allow(unused_imports)]
 pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, LazyMark, PagePlan, Since};
-pub use fill::{Filler, Pending};
+pub use fill::{Filler, Pending, UffdFill};
 pub(crate) use guard::guard_entries;
 pub use guard::{install_guards, split_guards};
 pub(crate) use huge::{file_flag as hugetlb_file_flag, inode_page_size as hugetlb_page_size};

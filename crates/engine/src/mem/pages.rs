@@ -712,6 +712,24 @@ pub trait PageSource: Sync {
     /// inherited from its parent), only the pages that differ from what
     /// the task holds are written: the others stay shared copy-on-write.
     fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending>;
+    /// Whether [`PageSource::fill_by_uffd`] puts pages in through the
+    /// task's userfaultfd (else it closes it and fills as `fill` does).
+    fn fills_by_uffd(&self) -> bool {
+        false
+    }
+    /// [`PageSource::fill`], the pieces inside the ranges registered with
+    /// `uffd` put in through it; the userfaultfd is closed once the fill
+    /// is over.
+    fn fill_by_uffd(
+        &self,
+        pid: i32,
+        pages_id: u32,
+        (runs, keep): (&[FillRun], &[FillRun]),
+        uffd: super::fill::UffdFill,
+    ) -> Arc<Pending> {
+        drop(uffd);
+        self.fill(pid, pages_id, runs, keep)
+    }
     /// Put `runs` into task `pid` now (a shared memory object, whose
     /// temporary mapping goes away right after).
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error>;
@@ -727,25 +745,21 @@ impl PageSource for LocalImages<'_> {
     }
 
     fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
-        // Pieces of a parent set carry their chain level (mem/chain.rs).
-        let by_file = |r| super::chain::level_files(&self.dir, pages_id, r);
-        let (runs, keep) = match by_file(runs).and_then(|r| Ok((r, by_file(keep)?))) {
-            Ok(x) => x,
-            Err(e) => return Arc::new(Pending::finished_keeping(Err(e))),
-        };
-        match self.filler {
-            Some(f) => f.submit_files(pid, &runs, &keep),
-            None => Arc::new(Pending::finished_keeping((|| {
-                for (path, r) in &runs {
-                    fill_vm_writev(pid, path, r)?;
-                }
-                let mut kept = 0;
-                for (path, r) in &keep {
-                    kept += fill_keeping(pid, path, r)?;
-                }
-                Ok(kept)
-            })())),
-        }
+        self.fill_through(pid, pages_id, (runs, keep), None)
+    }
+
+    fn fills_by_uffd(&self) -> bool {
+        self.filler.is_some()
+    }
+
+    fn fill_by_uffd(
+        &self,
+        pid: i32,
+        pages_id: u32,
+        (runs, keep): (&[FillRun], &[FillRun]),
+        uffd: super::fill::UffdFill,
+    ) -> Arc<Pending> {
+        self.fill_through(pid, pages_id, (runs, keep), Some(uffd))
     }
 
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error> {
@@ -753,6 +767,42 @@ impl PageSource for LocalImages<'_> {
             fill_vm_writev(pid, &path, &r)?;
         }
         Ok(())
+    }
+}
+
+impl LocalImages<'_> {
+    /// [`PageSource::fill`], through `uffd` where it has the range (with
+    /// the filler; without one, `uffd` is closed first).
+    fn fill_through(
+        &self,
+        pid: i32,
+        pages_id: u32,
+        (runs, keep): (&[FillRun], &[FillRun]),
+        uffd: Option<super::fill::UffdFill>,
+    ) -> Arc<Pending> {
+        // Pieces of a parent set carry their chain level (mem/chain.rs).
+        let by_file = |r| super::chain::level_files(&self.dir, pages_id, r);
+        let (runs, keep) = match by_file(runs).and_then(|r| Ok((r, by_file(keep)?))) {
+            Ok(x) => x,
+            Err(e) => return Arc::new(Pending::finished_keeping(Err(e))),
+        };
+        match self.filler {
+            Some(f) => f.submit_files(pid, &runs, &keep, uffd),
+            None => {
+                // Its ranges unregistered: process_vm_writev reaches them.
+                drop(uffd);
+                Arc::new(Pending::finished_keeping((|| {
+                    for (path, r) in &runs {
+                        fill_vm_writev(pid, path, r)?;
+                    }
+                    let mut kept = 0;
+                    for (path, r) in &keep {
+                        kept += fill_keeping(pid, path, r)?;
+                    }
+                    Ok(kept)
+                })()))
+            }
+        }
     }
 }
 

@@ -101,41 +101,8 @@ pub fn restore_vmas(
     // The mmaps, mprotects and madvises, many per ptrace stop.
     let mut b = Batch::new(batch_code);
     let inherited: HashSet<(u64, u64)> = inherited.iter().copied().collect();
-    let mut open_fds: Vec<OpenFd> = Vec::new();
     let sorted = sorted_spans(runs);
-    // Anonymous VMAs back to back, mapped alike, go in one mmap.
-    let mut joined: Option<AnonMap> = None;
-    for v in &mm.vmas {
-        // A reservation (PROT_NONE, no page stored) is mapped as it is:
-        // made writable for the fill, a large one would be refused by the
-        // kernel's overcommit check (MariaDB reserves 8 TiB).
-        let reservation = v.prot == 0 && uncovered(v.start, v.end, &sorted) == [(v.start, v.end)];
-        if let Some(m) = AnonMap::of(v, reservation, &inherited) {
-            match &mut joined {
-                Some(j) if j.takes(&m) => j.end = m.end,
-                _ => {
-                    if let Some(j) = joined.replace(m) {
-                        j.push(r, &mut b)?;
-                    }
-                }
-            }
-            continue;
-        }
-        if let Some(j) = joined.take() {
-            j.push(r, &mut b)?;
-        }
-        map_vma(
-            (r, &mut b),
-            dir,
-            (mm, v, reservation),
-            &inherited,
-            src,
-            &mut open_fds,
-        )?;
-    }
-    if let Some(j) = joined.take() {
-        j.push(r, &mut b)?;
-    }
+    let (fresh, open_fds) = map_all((r, &mut b), dir, mm, &sorted, &inherited, src)?;
     // THP mode `always`: the fill in two parts (mem/thp.rs). The task may
     // have its parent's PR_SET_THP_DISABLE of the parent's fill.
     let always = super::thp::system_always();
@@ -207,7 +174,18 @@ pub fn restore_vmas(
         b.flush(r)?;
         fills = rest;
     }
-    let pending = pages.fill(r.pid(), pages_id, &fills, &keep);
+    // Fresh anonymous memory the pages go to by UFFDIO_COPY (not where
+    // huge pages are made by touching first: those pages are there).
+    let uffd = if huge.is_empty() && pages.fills_by_uffd() && uffd_fill_on() {
+        b.flush(r)?;
+        open_fill_uffd((r, &mut b), mm, &fresh, &fills)?
+    } else {
+        None
+    };
+    let pending = match uffd {
+        Some(u) => pages.fill_by_uffd(r.pid(), pages_id, (&fills, &keep), u),
+        None => pages.fill(r.pid(), pages_id, &fills, &keep),
+    };
     for &(start, end) in &private_inherited {
         for (a, z) in uncovered(start, end, &sorted) {
             b.push(
@@ -230,6 +208,206 @@ pub fn restore_vmas(
     }
     b.flush(r)?;
     Ok((restored, pending))
+}
+
+/// Task address ranges [start, end), sorted.
+type Spans = Vec<(u64, u64)>;
+
+/// Queue the mmap of every VMA of `mm` (`sorted`: the spans of its stored
+/// pages); the fresh anonymous mappings made (pages may go in by
+/// userfaultfd) and the files opened for mappings, to close once mapped.
+fn map_all(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    dir: &Path,
+    mm: &MmEntry,
+    sorted: &[(u64, u64)],
+    inherited: &HashSet<(u64, u64)>,
+    src: &VmaSources<'_>,
+) -> Result<(Spans, Vec<OpenFd>), Error> {
+    let mut open_fds: Vec<OpenFd> = Vec::new();
+    // Anonymous VMAs back to back, mapped alike, go in one mmap.
+    let mut joined: Option<AnonMap> = None;
+    let mut fresh: Vec<(u64, u64)> = Vec::new();
+    for v in &mm.vmas {
+        // A reservation (PROT_NONE, no page stored) is mapped as it is:
+        // made writable for the fill, a large one would be refused by the
+        // kernel's overcommit check (MariaDB reserves 8 TiB).
+        let reservation = v.prot == 0 && uncovered(v.start, v.end, sorted) == [(v.start, v.end)];
+        if let Some(m) = AnonMap::of(v, reservation, inherited) {
+            match &mut joined {
+                Some(j) if j.takes(&m) => j.end = m.end,
+                _ => {
+                    if let Some(j) = joined.replace(m) {
+                        j.push(r, b, &mut fresh)?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(j) = joined.take() {
+            j.push(r, b, &mut fresh)?;
+        }
+        map_vma(
+            (r, b),
+            dir,
+            (mm, v, reservation),
+            inherited,
+            src,
+            &mut open_fds,
+        )?;
+    }
+    if let Some(j) = joined.take() {
+        j.push(r, b, &mut fresh)?;
+    }
+    Ok((fresh, open_fds))
+}
+
+/// The least of a task's pages (bytes) worth a userfaultfd for the fill:
+/// making it costs a stop and a few calls, each page copied through it
+/// saves the zeroing of a fresh page and the lookups of process_vm_writev.
+const UFFD_FILL_MIN: u64 = 1 << 20;
+
+/// Whether pages may go in by userfaultfd: not with `CRUST_UFFD_FILL=0`
+/// (for comparisons; process_vm_writev then, as before issue 16).
+fn uffd_fill_on() -> bool {
+    std::env::var_os("CRUST_UFFD_FILL").is_none_or(|v| v != "0")
+}
+
+/// A userfaultfd made by the task and taken by crust, with the `fresh`
+/// mappings (fresh anonymous private memory, no page in yet) that `fills`
+/// reach registered in MISSING mode; `None` when the fill there is small,
+/// or the task cannot make one (old kernel, not allowed): the pages then
+/// go in by process_vm_writev. User mode only: a kernel access to a page
+/// still missing (process_vm_writev, mlock) fails at once, it does not
+/// wait for crust. Its close (queued in `b`) runs with the batch's next
+/// flush (here when [`pre_split`] cut the mappings).
+fn open_fill_uffd(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    mm: &MmEntry,
+    fresh: &[(u64, u64)],
+    fills: &[FillRun],
+) -> Result<Option<super::UffdFill>, Error> {
+    let mut spans: Vec<(u64, u64)> = fills.iter().map(|f| (f.0, f.0 + f.1)).collect();
+    spans.sort_unstable();
+    let mut ranges = Vec::new();
+    let mut bytes = 0;
+    for &(s, e) in fresh {
+        let first = spans.partition_point(|&(_, z)| z <= s);
+        let inside: u64 = spans
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&(a, _)| a < e)
+            .map(|&(a, z)| z.min(e) - a.max(s))
+            .sum();
+        if inside > 0 {
+            ranges.push((s, e));
+            bytes += inside;
+        }
+    }
+    if bytes < UFFD_FILL_MIN {
+        return Ok(None);
+    }
+    use crust_sys::uffd::{Uffd, USER_MODE_ONLY};
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | USER_MODE_ONLY;
+    let fd = match r.call("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0]) {
+        Ok(fd) => fd,
+        Err(e @ Error::Sys { .. }) => {
+            log::debug!("{}: pages filled by process_vm_writev: {e}", r.pid());
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let pid = r.pid();
+    let taken = crust_sys::unix::pidfd_open(pid)
+        .and_then(|p| crust_sys::unix::pidfd_getfd(std::os::fd::AsFd::as_fd(&p), fd as i32));
+    b.push(
+        r,
+        "close".into(),
+        libc::SYS_close,
+        [fd, 0, 0, 0, 0, 0],
+        None,
+    )?;
+    let uffd = match taken {
+        Ok(fd) => Uffd::from_fd(fd),
+        Err(e) => {
+            log::debug!("{pid}: pages filled by process_vm_writev: taking its userfaultfd: {e}");
+            return Ok(None);
+        }
+    };
+    let cut = ranges.len();
+    let ranges = pre_split((r, b), mm, ranges)?;
+    if ranges.len() > cut {
+        // The mappings split before the fill starts.
+        b.flush(r)?;
+    }
+    // Closing `uffd` on the way out unregisters what was registered.
+    let registered = uffd.api(0).and_then(|_| {
+        ranges
+            .iter()
+            .try_for_each(|&(s, e)| uffd.register_missing(s, e - s))
+    });
+    if let Err(e) = registered {
+        log::debug!("{pid}: pages filled by process_vm_writev: registering its userfaultfd: {e}");
+        return Ok(None);
+    }
+    log::debug!(
+        "{pid}: {} KiB go in by userfaultfd, {} ranges",
+        bytes >> 10,
+        ranges.len()
+    );
+    Ok(Some(super::UffdFill { uffd, ranges }))
+}
+
+/// Bytes of a mapping filled by userfaultfd between two of its VMAs whose
+/// protections are set before the fill ([`pre_split`]).
+const PRESPLIT_EVERY: u64 = 4 << 20;
+
+/// Cut the `ranges` to register into pieces of about PRESPLIT_EVERY bytes
+/// at VMAs whose protection (not read-write) is queued in `b` now, before
+/// any page is in, each such VMA a range of its own. Each piece is then a
+/// mapping of its own: while the task's mprotects split one piece (once
+/// its pages are in, [`protect_vmas`]), the filler copies into the next,
+/// and UFFDIO_COPY takes the lock of that one only (one mapping for all:
+/// the copies and the splits took turns on its lock). Returns the ranges
+/// cut.
+fn pre_split(
+    (r, b): (&mut Remote<'_>, &mut Batch),
+    mm: &MmEntry,
+    ranges: Vec<(u64, u64)>,
+) -> Result<Vec<(u64, u64)>, Error> {
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+    let mut out = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        // Where the piece being cut starts.
+        let mut from = s;
+        let first = mm.vmas.partition_point(|v| v.end <= s);
+        let inside = mm.vmas.get(first..).unwrap_or_default();
+        for v in inside.iter().take_while(|v| v.start < e) {
+            let cut = v.start >= from.saturating_add(PRESPLIT_EVERY)
+                && v.end < e
+                && v.prot != rw
+                && v.prot != 0
+                && v.flags & libc::MAP_LOCKED as u32 == 0;
+            if !cut {
+                continue;
+            }
+            b.push(
+                r,
+                "mprotect".into(),
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+                None,
+            )?;
+            out.push((from, v.start));
+            out.push((v.start, v.end));
+            from = v.end;
+        }
+        if from < e {
+            out.push((from, e));
+        }
+    }
+    Ok(out)
 }
 
 /// The pieces of a task's stored pages to fill: every run that is not
@@ -359,7 +537,17 @@ impl AnonMap {
             && next.end - self.start <= JOIN_MAX
     }
 
-    fn push(self, r: &mut Remote<'_>, b: &mut Batch) -> Result<(), Error> {
+    /// Queue its mmap; a mapping that takes pages (not a reservation)
+    /// goes into `fresh`.
+    fn push(
+        self,
+        r: &mut Remote<'_>,
+        b: &mut Batch,
+        fresh: &mut Vec<(u64, u64)>,
+    ) -> Result<(), Error> {
+        if self.prot != 0 {
+            fresh.push((self.start, self.end));
+        }
         b.push(
             r,
             format!("mmap {:#x}-{:#x}", self.start, self.end),
@@ -673,6 +861,12 @@ pub fn protect_vmas(
             pending.wait_below(v.end)?;
         }
         if v.flags & libc::MAP_LOCKED as u32 != 0 {
+            if pending.by_uffd() {
+                // mlock faults in every page of the range: none may be
+                // missing under the userfaultfd any more.
+                b.flush(r)?;
+                pending.wait()?;
+            }
             // Locked while still writable (its pages are in): mlock of a
             // PROT_NONE range would not fault its pages in. Not mapped
             // MAP_LOCKED: an inherited VMA (fork does not copy the lock)
