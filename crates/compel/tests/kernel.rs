@@ -224,7 +224,9 @@ fn a_parked_task_changes_tracer_threads() {
     assert!(r.is_none(), "the parent saw a change of its child: {r:?}");
     let mut t = Task::seize_parked(pid, opts).expect("seize it back");
     t.use_trapping_syscall_ip(RemoteAddr(page));
-    let ppid = t.syscall(libc::SYS_getppid, [0; 6]).expect("remote getppid");
+    let ppid = t
+        .syscall(libc::SYS_getppid, [0; 6])
+        .expect("remote getppid");
     assert_eq!(ppid as u32, std::process::id());
     t.kill();
 }
