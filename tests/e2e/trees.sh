@@ -78,6 +78,34 @@ t_forest_split() {
     kill_tree "$PID" "$BIN/forest"
     return $rc
 }
+# A split restore (as forest-split) whose crust dies (SIGKILL,
+# CRUST_FAULT=die-while-parked) once the second builder thread parked its
+# tasks, untraced, for the first to take back: no task of the tree is
+# left (each parked task armed a parent-death SIGKILL).
+t_kill_restore_parked() {
+    local pids p n left
+    [ "$(nproc)" -ge 2 ] || { skip "one CPU: nothing to build on two"; return; }
+    need_cr || return $?
+    start_prog forest --n 40 || return 1
+    pids="$PID $(descendants "$PID")"
+    do_dump "$D/img" || return 1
+    for p in $pids; do wait_gone "$p" 5; done
+    CRUST_FAULT=die-while-parked crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    [ $RC -ne 0 ] || { fail "the restore succeeded though crust killed itself" "$D/img/restore.log"; kill_tree "$PID" "$BIN/forest"; return 1; }
+    grep -q "building [0-9]* processes on CPU" "$D/img/restore.log" ||
+        { fail "the restore built the tree on one thread" "$D/img/restore.log"; kill_tree "$PID" "$BIN/forest"; return 1; }
+    for n in $(seq 200); do
+        left=
+        for p in $pids; do
+            [ -e "/proc/$p" ] && [ "$(pstate "$p")" != Z ] && left="$left $p:$(pstate "$p")"
+        done
+        [ -z "$left" ] && return 0
+        sleep 0.01
+    done
+    fail "tasks of the tree were left behind:$left" "$D/img/restore.log"
+    for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+    return 1
+}
 t_vforker() { cr_tree vforker; }
 t_ptimers() { cr_test ptimers; }
 t_shmchild() { cr_tree shmchild; }
@@ -223,5 +251,5 @@ t_cow_parent() {
     return $rc
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest forest-split vforker cow cow-parent ptimers shmchild pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest forest-split kill-restore-parked vforker cow cow-parent ptimers shmchild pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

@@ -435,6 +435,11 @@ fn take_back(created: &mut Created, back: Back, tramp: u64, pages: &mut u64) -> 
     created
         .loose
         .extend(back.tasks.iter().flat_map(|(_, p)| p.iter().copied()));
+    if std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "die-while-parked") {
+        // A crust killed while the second thread's tasks are parked,
+        // untraced (tests): their parent-death signals must end them.
+        let _ = process::kill(process::getpid(), libc::SIGKILL);
+    }
     for (i, pids) in back.tasks {
         created.armed.insert(i);
         for pid in pids {
@@ -534,6 +539,7 @@ impl Second<'_> {
 
     /// Seize the parked top task `pid` of process `c` and grow its subtree.
     fn build(&self, c: usize, pid: i32, part: &mut Created, pages: &mut u64) -> Result<(), Error> {
+        let t0 = Instant::now();
         let mut t = match Task::seize_parked(pid, TRACE_OPTS) {
             Ok(t) => t,
             Err(source) => {
@@ -558,7 +564,12 @@ impl Second<'_> {
             part,
             pages,
             self.filler,
-        )
+        )?;
+        debug!(
+            "{pid}: its subtree built on the second thread in {} us",
+            us_since(t0)
+        );
+        Ok(())
     }
 
     /// Park every task built here for the first thread, on its CPU.
