@@ -87,13 +87,22 @@ struct Walk {
 
 fn walk(img: &ImageSet) -> Walk {
     let n = img.procs.len();
+    // made_by looks at every process: asked only of those that make one.
+    let mut makes = vec![false; n];
+    for c in 1..n {
+        if let Some(m) = img.sessions.creator(c).and_then(|p| makes.get_mut(p)) {
+            *m = true;
+        }
+    }
     let made: Vec<Vec<usize>> = (0..n)
-        .map(|i| {
-            img.sessions
+        .map(|i| match makes.get(i) {
+            Some(true) => img
+                .sessions
                 .made_by(&img.procs, i)
                 .into_iter()
                 .map(|(c, _)| c)
-                .collect()
+                .collect(),
+            _ => Vec::new(),
         })
         .collect();
     let mut enter = vec![usize::MAX; n];
@@ -300,6 +309,7 @@ pub(super) fn plan(img: &ImageSet, opts: &Options, pin: Option<&pin::Pin>) -> Op
     }
     let pin = pin?;
     let other = pin.other_cpu()?;
+    let t = Instant::now();
     let w = walk(img);
     let ok = qualifying(img, &w);
     let mut tops = HashSet::new();
@@ -327,10 +337,11 @@ pub(super) fn plan(img: &ImageSet, opts: &Options, pin: Option<&pin::Pin>) -> Op
         return None;
     }
     debug!(
-        "building {} processes on CPU {} and {count} on CPU {other} ({} subtrees)",
+        "building {} processes on CPU {} and {count} on CPU {other} ({} subtrees, planned in {} us)",
         n - count,
         pin.cpu(),
-        tops.len()
+        tops.len(),
+        us_since(t)
     );
     Some(Plan {
         tops,
