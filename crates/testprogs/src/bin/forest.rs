@@ -139,7 +139,8 @@ fn serve(kids: &[i32], root: bool, mix: &Mix) -> Result<(), String> {
     while !term_requested() {
         sleep_ms(50);
     }
-    mix_check(mix)?;
+    // Checked now, told after the children are (none is left behind).
+    let mixed = mix_check(mix);
     // The root's parent is outside the tree (the harness's subshell, or the
     // subreaper once that exited): not compared.
     let now = me();
@@ -158,6 +159,7 @@ fn serve(kids: &[i32], root: bool, mix: &Mix) -> Result<(), String> {
             return Err(format!("child {k} ended with status {st:#x}"));
         }
     }
+    mixed?;
     mix_sum(mix)
 }
 
