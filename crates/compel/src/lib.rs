@@ -935,8 +935,11 @@ impl Task {
     /// go with [`Task::park_and_detach`]: PTRACE_SEIZE with `options`
     /// (EXITKILL among them binds it to this thread at once),
     /// PTRACE_INTERRUPT, and the wait for the interrupt's stop. Its
-    /// signals are blocked, so no other stop can come first. The `Task`
-    /// is not put back when dropped (a task being built, as one adopted).
+    /// signals are blocked, so no other stop can come first. A task seized
+    /// before it ran the loop's `prctl` stops at the loop's start, with
+    /// nothing armed (none is needed: it is traced again, EXITKILL). The
+    /// `Task` is not put back when dropped (a task being built, as one
+    /// adopted).
     pub fn seize_parked(pid: i32, options: u64) -> Result<Task> {
         ptrace::seize(pid, options).map_err(|source| Error::Seize { pid, source })?;
         pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;

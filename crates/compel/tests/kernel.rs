@@ -201,6 +201,19 @@ fn a_parked_task_changes_tracer_threads() {
     let park = RemoteAddr(page + crust_compel::PARK_OFFSET);
     let opts = crust_sys::ptrace::options::EXITKILL | crust_sys::ptrace::options::TRACESYSGOOD;
     assert_eq!(t.park_and_detach(park).expect("park"), pid);
+    // In the loop's pause (a seize before it ran the prctl would stop it
+    // at the loop's start, which is fine, but then nothing is armed yet).
+    let in_pause = || {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some("34"))
+    };
+    for _ in 0..2000 {
+        if in_pause() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(in_pause(), "the parked task is not in the loop's pause");
     let other = std::thread::spawn(move || {
         let mut t = Task::seize_parked(pid, opts).expect("seize the parked task");
         t.use_trapping_syscall_ip(RemoteAddr(page));
