@@ -199,8 +199,9 @@ fn a_parked_task_changes_tracer_threads() {
         code.len()
     );
     let park = RemoteAddr(page + crust_compel::PARK_OFFSET);
+    let parent = std::process::id() as i32;
     let opts = crust_sys::ptrace::options::EXITKILL | crust_sys::ptrace::options::TRACESYSGOOD;
-    assert_eq!(t.park_and_detach(park).expect("park"), pid);
+    assert_eq!(t.park_and_detach(park, parent).expect("park"), pid);
     // In the loop's pause (a seize before it ran the prctl would stop it
     // at the loop's start, which is fine, but then nothing is armed yet).
     let in_pause = || {
@@ -229,7 +230,7 @@ fn a_parked_task_changes_tracer_threads() {
         let mut sig = [0u8; 4];
         crust_sys::mem::read(pid, RemoteAddr(at), &mut sig).unwrap();
         assert_eq!(i32::from_ne_bytes(sig), libc::SIGKILL);
-        t.park_and_detach(park).expect("park again")
+        t.park_and_detach(park, parent).expect("park again")
     });
     assert_eq!(other.join().expect("the other tracer thread"), pid);
     // Parked and untraced: its parent (this test) was told of no stop.

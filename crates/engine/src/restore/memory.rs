@@ -192,7 +192,7 @@ fn make_children(
         if created.hand.as_ref().is_some_and(|h| h.takes(c)) {
             // Built by the second builder thread (in its parent's session
             // and namespaces: nothing to set here).
-            super::split::hand_over(created, c, t)?;
+            super::split::hand_over(created, c, t, p.pid())?;
             continue;
         }
         created.tasks_of(c, child.pid())?.push(t);

@@ -479,7 +479,13 @@ fn take_back(created: &mut Created, back: Back, tramp: u64, pages: &mut u64) -> 
 
 /// Hand the just-made top task `t` of process `c`'s subtree to the second
 /// thread.
-pub(super) fn hand_over(created: &mut Created, c: usize, t: Task) -> Result<(), Error> {
+/// `parent`: its parent's pid in the images (as the task sees it).
+pub(super) fn hand_over(
+    created: &mut Created,
+    c: usize,
+    t: Task,
+    parent: i32,
+) -> Result<(), Error> {
     let pid = t.pid();
     let Some(h) = &created.hand else {
         return Err(Error::Restore {
@@ -494,7 +500,7 @@ pub(super) fn hand_over(created: &mut Created, c: usize, t: Task) -> Result<(), 
             what: "the second builder thread failed".into(),
         });
     }
-    t.park_and_detach(RemoteAddr(h.park))
+    t.park_and_detach(RemoteAddr(h.park), parent)
         .map_err(|source| Error::Compel { pid, source })?;
     h.tx.send((c, pid)).map_err(|_| Error::Restore {
         pid,
@@ -594,11 +600,12 @@ impl Second<'_> {
                 continue;
             }
             let mut pids = Vec::new();
+            let parent = self.img.procs.get(i).map_or(0, |p| p.entry.ppid as i32);
             while !threads.is_empty() {
                 let t = threads.remove(0);
                 let pid = t.pid();
                 let _ = process::sched_setaffinity(pid, &self.cpus.0);
-                match t.park_and_detach(park) {
+                match t.park_and_detach(park, parent) {
                     Ok(p) => {
                         pids.push(p);
                         parked.push(p);
