@@ -46,6 +46,66 @@ t_forest() {
     kill_tree "$PID" "$BIN/forest"
     return $rc
 }
+# 40 processes (and 4 zombies) of every kind (forest --mix 1: group
+# leaders, shared anonymous pages, threads, zombies): the restore builds
+# the subtrees that share nothing with the rest on a second thread and CPU
+# (restore/split.rs; -v4 says so), the tree passes its checks; restored
+# again with CRUST_PARTREE=0, on one thread.
+t_forest_split() {
+    local rc=0 p
+    [ "$(nproc)" -ge 2 ] || { skip "one CPU: nothing to build on two"; return; }
+    start_prog forest --n 40 --mix 1 || return 1
+    if [ "$NO_CR" = 1 ]; then
+        sleep 0.3
+        expect_pass || rc=1
+        kill_tree "$PID" "$BIN/forest"
+        return $rc
+    fi
+    need_crust || return 1
+    do_dump "$D/img" || return 1
+    do_restore "$D/img" || { kill_tree "$PID" "$BIN/forest"; return 1; }
+    grep -Eq "building [0-9]+ processes on CPU [0-9]+ and [0-9]+ on CPU [0-9]+" "$D/img/restore.log" ||
+        { fail "the restore built the tree on one thread" "$D/img/restore.log"; rc=1; }
+    expect_pass "$D/img/restore.log" || rc=1
+    kill_tree "$PID" "$BIN/forest"
+    [ $rc -eq 0 ] || return 1
+    for p in $(descendants "$PID") "$PID"; do wait_gone "$p" 5; done
+    rm -f "$D/result"
+    CRUST_PARTREE=0 do_restore "$D/img" 2 || { kill_tree "$PID" "$BIN/forest"; return 1; }
+    ! grep -q "building [0-9]* processes on CPU" "$D/img/restore2.log" ||
+        { fail "CRUST_PARTREE=0: the restore built on two threads" "$D/img/restore2.log"; rc=1; }
+    expect_pass "$D/img/restore2.log" || rc=1
+    kill_tree "$PID" "$BIN/forest"
+    return $rc
+}
+# A split restore (as forest-split) whose crust dies (SIGKILL,
+# CRUST_FAULT=die-while-parked) once the second builder thread parked its
+# tasks, untraced, for the first to take back: no task of the tree is
+# left (each parked task armed a parent-death SIGKILL).
+t_kill_restore_parked() {
+    local pids p n left
+    [ "$(nproc)" -ge 2 ] || { skip "one CPU: nothing to build on two"; return; }
+    need_cr || return $?
+    start_prog forest --n 40 || return 1
+    pids="$PID $(descendants "$PID")"
+    do_dump "$D/img" || return 1
+    for p in $pids; do wait_gone "$p" 5; done
+    CRUST_FAULT=die-while-parked crust_run restore restore -D "$D/img" -d -v4 -o restore.log
+    [ $RC -ne 0 ] || { fail "the restore succeeded though crust killed itself" "$D/img/restore.log"; kill_tree "$PID" "$BIN/forest"; return 1; }
+    grep -q "building [0-9]* processes on CPU" "$D/img/restore.log" ||
+        { fail "the restore built the tree on one thread" "$D/img/restore.log"; kill_tree "$PID" "$BIN/forest"; return 1; }
+    for n in $(seq 200); do
+        left=
+        for p in $pids; do
+            [ -e "/proc/$p" ] && [ "$(pstate "$p")" != Z ] && left="$left $p:$(pstate "$p")"
+        done
+        [ -z "$left" ] && return 0
+        sleep 0.01
+    done
+    fail "tasks of the tree were left behind:$left" "$D/img/restore.log"
+    for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+    return 1
+}
 t_vforker() { cr_tree vforker; }
 t_ptimers() { cr_test ptimers; }
 t_shmchild() { cr_tree shmchild; }
@@ -191,5 +251,5 @@ t_cow_parent() {
     return $rc
 }
 
-ALL_TESTS+=(ptree mthreads sharedfd orphans forest vforker cow cow-parent ptimers shmchild pidns restore-sibling err-dump-thread-id
+ALL_TESTS+=(ptree mthreads sharedfd orphans forest forest-split kill-restore-parked vforker cow cow-parent ptimers shmchild pidns restore-sibling err-dump-thread-id
     err-dump-tree-uffd err-restore-pidns-refused)

@@ -67,8 +67,38 @@ pub const BATCH_CODE: [u8; 64] = [
 /// Bytes of one entry of a syscall table run by [`BATCH_CODE`].
 pub const BATCH_ENTRY: u64 = 64;
 
+/// Where [`PARK_CODE`] sits in restore's trampoline page, from its start
+/// (in the run of int3s between [`SYSCALL_INSN`] and [`BATCH_CODE`]).
+pub const PARK_OFFSET: u64 = 8;
+
+/// Where a task waits, untraced, while one tracer thread hands it to
+/// another ([`Task::park_and_detach`], [`Task::seize_parked`]): it arms a
+/// parent-death SIGKILL (a task let go by a tracer that then dies goes with
+/// its parent, as a traced one goes with EXITKILL); if its parent (r12, as
+/// the task sees it) is gone already, it exits (status 137); else it waits
+/// in `pause` for ever (its signals are blocked: only the new tracer's
+/// interrupt stops it, and a SIGKILL ends it). No signal is sent to it, so
+/// its parent is told of nothing.
+///
+/// ```text
+/// 0x00 mov edi, 1     (PR_SET_PDEATHSIG)   0x1b jne 0x26
+/// 0x05 mov esi, 9     (SIGKILL)            0x1d mov eax, 34 (pause)
+/// 0x0a mov eax, 157   (prctl)              0x22 syscall
+/// 0x0f syscall                             0x24 jmp 0x1d
+/// 0x11 mov eax, 110   (getppid)            0x26 mov edi, 137
+/// 0x16 syscall                             0x2b mov eax, 231 (exit_group)
+/// 0x18 cmp rax, r12                        0x30 syscall
+/// ```
+pub const PARK_CODE: [u8; 50] = [
+    0xbf, 0x01, 0x00, 0x00, 0x00, 0xbe, 0x09, 0x00, 0x00, 0x00, 0xb8, 0x9d, 0x00, 0x00, 0x00, 0x0f,
+    0x05, 0xb8, 0x6e, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x4c, 0x39, 0xe0, 0x75, 0x09, 0xb8, 0x22, 0x00,
+    0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7, 0xbf, 0x89, 0x00, 0x00, 0x00, 0xb8, 0xe7, 0x00, 0x00, 0x00,
+    0x0f, 0x05,
+];
+
 /// The code of restore's trampoline page: [`SYSCALL_INSN`] at its start,
-/// int3s, and [`BATCH_CODE`] at [`BATCH_OFFSET`].
+/// int3s, [`PARK_CODE`] at [`PARK_OFFSET`] and [`BATCH_CODE`] at
+/// [`BATCH_OFFSET`].
 // Evaluated at compile time: an index out of range fails the build.
 #[allow(clippy::indexing_slicing)]
 pub const TRAMPOLINE_CODE: [u8; 128] = {
@@ -77,6 +107,11 @@ pub const TRAMPOLINE_CODE: [u8; 128] = {
     while i < SYSCALL_INSN.len() {
         code[i] = SYSCALL_INSN[i];
         i += 1;
+    }
+    let mut k = 0;
+    while k < PARK_CODE.len() {
+        code[PARK_OFFSET as usize + k] = PARK_CODE[k];
+        k += 1;
     }
     let mut j = 0;
     while j < BATCH_CODE.len() {
@@ -896,6 +931,52 @@ impl Task {
         pt(self.pid, "PTRACE_DETACH", ptrace::detach(self.pid, sig))?;
         self.release_on_drop = false;
         Ok(())
+    }
+
+    /// Hand the task over to another tracer thread: point it at the
+    /// parking loop at `park` ([`PARK_CODE`], which must be there), and
+    /// detach it, with no signal. It runs the loop, untraced, until
+    /// [`Task::seize_parked`] (on the thread that takes it) stops it, or
+    /// exits if its parent is no longer `parent` (its parent's pid as the
+    /// task sees it: gone before the loop armed the parent-death signal).
+    /// Its registers are left pointing into the loop: the new owner loads
+    /// what it runs next. Returns its pid.
+    pub fn park_and_detach(mut self, park: RemoteAddr, parent: i32) -> Result<i32> {
+        self.release_on_drop = false;
+        let pid = self.pid;
+        let mut r = self.orig_regs;
+        r.rip = park.get();
+        r.r12 = parent as u64;
+        // Not inside a syscall: nothing is restarted on the way out.
+        r.orig_rax = u64::MAX;
+        pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, &r))?;
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, 0))?;
+        Ok(pid)
+    }
+
+    /// Take over, on the calling thread, a task another tracer thread let
+    /// go with [`Task::park_and_detach`]: PTRACE_SEIZE with `options`
+    /// (EXITKILL among them binds it to this thread at once),
+    /// PTRACE_INTERRUPT, and the wait for the interrupt's stop. Its
+    /// signals are blocked, so no other stop can come first. A task seized
+    /// before it ran the loop's `prctl` stops at the loop's start, with
+    /// nothing armed (none is needed: it is traced again, EXITKILL). The
+    /// `Task` is not put back when dropped (a task being built, as one
+    /// adopted).
+    pub fn seize_parked(pid: i32, options: u64) -> Result<Task> {
+        ptrace::seize(pid, options).map_err(|source| Error::Seize { pid, source })?;
+        pt(pid, "PTRACE_INTERRUPT", ptrace::interrupt(pid))?;
+        match wait_stop(pid, None)? {
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event,
+            } if event == ptrace::EVENT_STOP => Self::from_stopped(pid),
+            other => Err(Error::UnexpectedStop {
+                pid,
+                what: "taking over a parked task",
+                status: other,
+            }),
+        }
     }
 
     /// Forget the task without touching it when dropped: it was killed or

@@ -164,6 +164,87 @@ fn interrupted_sleep_is_restarted_after_release() {
     );
 }
 
+/// A task handed from one tracer thread to another and back
+/// (`park_and_detach`, `seize_parked`), as a restore that builds two
+/// subtrees at once does: remote syscalls work on each side, the parked
+/// task arms a parent-death SIGKILL, and its parent sees no stop.
+#[test]
+fn a_parked_task_changes_tracer_threads() {
+    if !can_ptrace() {
+        return;
+    }
+    let kid = spawn_sleeper();
+    let pid = kid.0.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    t.infect(RemoteAddr(exec_vma(pid))).expect("infect");
+    // A trampoline page like restore's.
+    let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+    let page = t
+        .syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                4096,
+                rwx,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .expect("remote mmap");
+    let code = crust_compel::TRAMPOLINE_CODE;
+    assert_eq!(
+        crust_sys::mem::write(pid, RemoteAddr(page), &code).unwrap(),
+        code.len()
+    );
+    let park = RemoteAddr(page + crust_compel::PARK_OFFSET);
+    let parent = std::process::id() as i32;
+    let opts = crust_sys::ptrace::options::EXITKILL | crust_sys::ptrace::options::TRACESYSGOOD;
+    assert_eq!(t.park_and_detach(park, parent).expect("park"), pid);
+    // In the loop's pause (a seize before it ran the prctl would stop it
+    // at the loop's start, which is fine, but then nothing is armed yet).
+    let in_pause = || {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some("34"))
+    };
+    for _ in 0..2000 {
+        if in_pause() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(in_pause(), "the parked task is not in the loop's pause");
+    let other = std::thread::spawn(move || {
+        let mut t = Task::seize_parked(pid, opts).expect("seize the parked task");
+        t.use_trapping_syscall_ip(RemoteAddr(page));
+        let got = t.syscall(libc::SYS_getpid, [0; 6]).expect("remote getpid");
+        assert_eq!(got as i32, pid);
+        // The loop armed a parent-death SIGKILL.
+        let at = page + 2048;
+        t.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_PDEATHSIG as u64, at, 0, 0, 0, 0],
+        )
+        .expect("remote prctl");
+        let mut sig = [0u8; 4];
+        crust_sys::mem::read(pid, RemoteAddr(at), &mut sig).unwrap();
+        assert_eq!(i32::from_ne_bytes(sig), libc::SIGKILL);
+        t.park_and_detach(park, parent).expect("park again")
+    });
+    assert_eq!(other.join().expect("the other tracer thread"), pid);
+    // Parked and untraced: its parent (this test) was told of no stop.
+    let r = crust_sys::process::waitpid(pid, libc::WNOHANG | libc::WUNTRACED).unwrap();
+    assert!(r.is_none(), "the parent saw a change of its child: {r:?}");
+    let mut t = Task::seize_parked(pid, opts).expect("seize it back");
+    t.use_trapping_syscall_ip(RemoteAddr(page));
+    let ppid = t
+        .syscall(libc::SYS_getppid, [0; 6])
+        .expect("remote getppid");
+    assert_eq!(ppid as u32, std::process::id());
+    t.kill();
+}
+
 #[test]
 fn restart_adjustment_rules() {
     let mut r: libc::user_regs_struct = zero_regs();

@@ -29,7 +29,6 @@ use crust_images::proto::eventpoll::{EventpollFileEntry, EventpollTfdEntry};
 use crust_images::proto::fdinfo::{fd_types, FdinfoEntry};
 use crust_proc::FdInfo;
 use log::debug;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
@@ -275,15 +274,16 @@ impl Epolls {
 #[derive(Debug, Default)]
 pub(crate) struct OpenEpolls {
     read: Epolls,
-    /// Epolls whose targets are registered already.
-    registered: RefCell<HashSet<u32>>,
+    /// Epolls whose targets are registered already (a restore may build
+    /// two subtrees at once: see `restore::split`).
+    registered: std::sync::Mutex<HashSet<u32>>,
 }
 
 impl OpenEpolls {
     pub fn new(read: Epolls) -> OpenEpolls {
         OpenEpolls {
             read,
-            registered: RefCell::default(),
+            registered: std::sync::Mutex::default(),
         }
     }
 
@@ -308,7 +308,12 @@ impl OpenEpolls {
             .collect();
         mine.sort_unstable();
         for id in mine {
-            if !self.registered.borrow_mut().insert(id) {
+            let first = self
+                .registered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id);
+            if !first {
                 continue;
             }
             let tfds = self.read.targets.get(&id).map_or(&[][..], |t| t.as_slice());
@@ -344,7 +349,10 @@ impl OpenEpolls {
     /// Every carried epoll with targets had them registered (its naming
     /// process built its own fd table).
     pub fn check_done(&self) -> Result<(), Error> {
-        let done = self.registered.borrow();
+        let done = self
+            .registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut left: Vec<u32> = self
             .read
             .carried

@@ -62,13 +62,14 @@ pub(super) fn build_rest(
 /// change of credentials reset (dumpable, parent-death signal). `root`:
 /// the tree's root, whose main thread crust armed with a parent-death
 /// SIGKILL of its own (`create::create_root`), set to the recorded one
-/// (none: cleared) here.
+/// (none: cleared) here; `armed`: every thread was armed so (it changed
+/// tracer threads, see [`super::split`]).
 pub(super) fn build_creds(
     tasks: &mut [Task],
     live: &LiveImage,
     tramp: u64,
     seccomp: &task::seccomp::SeccompImage,
-    root: bool,
+    (root, armed): (bool, bool),
 ) -> Result<(), Error> {
     // A filter synced to every thread (TSYNC) reaches threads whose own
     // core says nothing: suspend seccomp for all of them first.
@@ -92,7 +93,7 @@ pub(super) fn build_creds(
             &mut r,
             &ti.core,
             (i == 0).then_some(&live.mm),
-            root && i == 0,
+            (root && i == 0) || armed,
         )?;
         task::apply_creds(&mut r, &ti.core, after)?;
     }

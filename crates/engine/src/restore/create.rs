@@ -72,11 +72,11 @@ pub(super) fn create_and_build(
     // in the tree's own network namespace when it has one (made, or
     // joined with --join-ns).
     let net = crate::ns::ids::NsKind::Net;
-    created.shared = if img.ns.own(net) || img.ns.joined().joins(net) {
+    created.shared = Arc::new(if img.ns.own(net) || img.ns.joined().joins(net) {
         crate::net::in_netns_of(root_host, img.ns.net_files(), || img.files.open())?
     } else {
         img.files.open()?
-    };
+    });
     let img = &*img;
     set_session(img, 0, opts, created, tramp)?;
     // System V objects exist before any task maps them.
@@ -92,7 +92,10 @@ pub(super) fn create_and_build(
     // Then depth first: a process's memory is built before it begets its
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
-    grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?;
+    match split::plan(img, opts, created.pin.as_ref()) {
+        Some(plan) => split::grow_split(img, opts, tramp, tty, created, &mut pages, &filler, plan)?,
+        None => grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?,
+    }
     if let Some(ns) = &img.ipcns {
         ns.finish(root_host)?;
     }
@@ -101,12 +104,13 @@ pub(super) fn create_and_build(
     debug!("tree-wide files: {} stops", crust_compel::stops_seen());
     for (i, p) in img.procs.iter().enumerate() {
         if let Some(live) = &p.live {
+            let armed = created.armed.contains(&i);
             build_creds(
                 created.tasks_of(i, p.pid())?,
                 live,
                 tramp,
                 &img.seccomp,
-                i == 0,
+                (i == 0, armed),
             )?;
         }
     }
@@ -320,7 +324,7 @@ fn tree_wide_files(img: &ImageSet, created: &mut Created, tramp: u64) -> Result<
     // every one exists.
     let host_of = created.host_pids(img);
     created
-        .shared
+        .shared_mut()?
         .make_late(&|pid| host_of.get(&pid).copied())?;
     for (i, p) in img.procs.iter().enumerate() {
         let Some(live) = &p.live else { continue };

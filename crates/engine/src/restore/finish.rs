@@ -91,7 +91,10 @@ pub(super) fn restore_loaded(
     let uffds = std::mem::take(&mut created.lazy);
     // Past every check: what the kinds made on the file system (bound
     // socket files) stays; before this, dropping it removes it.
-    created.shared.keep();
+    match Arc::get_mut(&mut created.shared) {
+        Some(s) => s.keep(),
+        None => log::warn!("crust's descriptions are still shared: what they made is removed"),
+    }
     // Every task holds its pipes now: crust lets go of its own ends (a
     // reader must see end-of-file once the writers it had are gone).
     drop(std::mem::take(&mut created.shared));
@@ -310,7 +313,7 @@ fn run_late_phases(
             }
         }
         debug!("restore phase {phase:?}");
-        created.shared.run(phase, &img.files, &mut ctx)?;
+        created.shared_mut()?.run(phase, &img.files, &mut ctx)?;
     }
     // An external network namespace keeps the dump's lock (it outlived
     // the tree): lifted now, connections or not (the TCP connections'

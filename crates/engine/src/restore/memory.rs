@@ -189,6 +189,12 @@ fn make_children(
             flags,
             exit_signal,
         )?;
+        if created.hand.as_ref().is_some_and(|h| h.takes(c)) {
+            // Built by the second builder thread (in its parent's session
+            // and namespaces: nothing to set here).
+            super::split::hand_over(created, c, t, p.pid())?;
+            continue;
+        }
         created.tasks_of(c, child.pid())?.push(t);
         set_session(img, c, opts, created, tramp)?;
         // Into its own mount namespace before its paths are opened.

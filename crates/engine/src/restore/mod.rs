@@ -23,6 +23,7 @@ mod pin;
 mod pstree;
 mod sessions;
 mod share;
+mod split;
 mod verify;
 
 use build::*;
@@ -152,8 +153,9 @@ struct Created {
     /// Per process (same index as `ImageSet::procs`): its threads' tasks.
     tasks: Vec<Vec<Task>>,
     /// The descriptions crust made (pipes, sockets...), given to the tasks
-    /// as they are built and closed before any task runs.
-    shared: OpenFiles,
+    /// as they are built and closed before any task runs (read by both
+    /// builder threads of a split build, see [`split`]).
+    shared: Arc<OpenFiles>,
     /// System V objects made in crust's IPC namespace (removed on failure).
     ipc: crate::ns::sysvipc::Made,
     /// Shared memory objects a process built already maps, by inode
@@ -166,6 +168,16 @@ struct Created {
     /// crust's thread and the tasks on one CPU while they are built
     /// ([`pin::Pin`]).
     pin: Option<pin::Pin>,
+    /// Subtrees this thread hands to the second builder thread as it
+    /// reaches them ([`split`]).
+    hand: Option<split::Hand>,
+    /// Tasks between two tracer threads (parked, untraced): killed with
+    /// the rest if the restore fails.
+    loose: Vec<i32>,
+    /// Processes whose threads crust armed with a parent-death SIGKILL of
+    /// its own while they changed tracer threads ([`split`]): set to the
+    /// recorded one with the credentials.
+    armed: std::collections::HashSet<usize>,
 }
 
 impl Created {
@@ -179,7 +191,21 @@ impl Created {
             .collect()
     }
 
-    fn kill_all(self) {
+    /// crust's descriptions, to change: once no second builder thread
+    /// holds them any more.
+    fn shared_mut(&mut self) -> Result<&mut OpenFiles, Error> {
+        Arc::get_mut(&mut self.shared).ok_or_else(|| Error::Restore {
+            pid: 0,
+            what: "crust's descriptions are still held by a builder thread".into(),
+        })
+    }
+
+    fn kill_all(mut self) {
+        // No more subtrees for a second builder (it ends with its own).
+        self.hand = None;
+        for &pid in &self.loose {
+            let _ = process::kill(pid, libc::SIGKILL);
+        }
         for threads in self.tasks.iter().rev() {
             if let Some(t) = threads.first() {
                 let _ = process::kill(t.pid(), libc::SIGKILL);

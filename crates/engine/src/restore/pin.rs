@@ -30,6 +30,8 @@ const PIN_ENV: &str = "CRUST_PIN";
 /// give back. Dropping it gives crust's thread its CPUs back.
 pub(super) struct Pin {
     orig: CpuSet,
+    /// The CPU the tracer thread and its tasks are on.
+    cpu: usize,
 }
 
 impl Pin {
@@ -60,7 +62,23 @@ impl Pin {
             return None;
         }
         debug!("building the tree on CPU {cpu}");
-        Some(Pin { orig })
+        Some(Pin { orig, cpu })
+    }
+
+    /// The CPU the tracer thread builds on.
+    pub(super) fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// Another CPU crust may run on, for a second tracer thread and its
+    /// tasks ([`super::split`]).
+    pub(super) fn other_cpu(&self) -> Option<usize> {
+        (0..4096).find(|&c| c != self.cpu && self.orig.contains(c))
+    }
+
+    /// The set of CPU `cpu` alone.
+    pub(super) fn only(&self, cpu: usize) -> CpuSet {
+        self.orig.only(cpu)
     }
 
     /// Give every task of `tasks` (each thread) the CPUs crust had. A

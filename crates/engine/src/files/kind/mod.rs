@@ -95,7 +95,7 @@ pub(crate) struct CarriedFile {
 }
 
 /// A kind of file as read from the image set, before anything is made.
-pub(crate) trait RestoreKind: AsAny {
+pub(crate) trait RestoreKind: AsAny + Send + Sync {
     /// The kind's name, for logs ("pipes and FIFOs").
     fn name(&self) -> &'static str;
     /// The files this kind's files carry (messages queued on sockets), in
@@ -120,7 +120,7 @@ pub(crate) trait RestoreKind: AsAny {
 }
 
 /// The descriptions a kind made, held by crust until the tasks run.
-pub(crate) trait OpenKind: AsAny {
+pub(crate) trait OpenKind: AsAny + Send + Sync {
     /// The description made for files.img id `id`, if this kind made it.
     fn fd(&self, id: u32) -> Option<BorrowedFd<'_>>;
     /// When fds of type `ty` (fdinfo) must be made by this kind, what to
