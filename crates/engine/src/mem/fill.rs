@@ -34,8 +34,13 @@ const INLINE_MAX: u64 = 256 << 10;
 pub struct Filler {
     tx: Option<std::sync::mpsc::Sender<FillChunk>>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    /// The buffers of the fills done on the submitting thread.
-    inline: std::sync::Mutex<FillBufs>,
+}
+
+std::thread_local! {
+    /// The buffers of the fills a building thread does itself (see
+    /// [`INLINE_MAX`]): one set per thread, as a restore may build on two
+    /// (restore/split.rs), each without waiting for the other.
+    static INLINE: std::cell::RefCell<FillBufs> = std::cell::RefCell::new(FillBufs::default());
 }
 
 /// One thread's buffers for [`fill_chunk`].
@@ -216,7 +221,6 @@ impl Filler {
         Filler {
             tx: Some(tx),
             workers,
-            inline: Default::default(),
         }
     }
 
@@ -277,14 +281,15 @@ impl Filler {
         let total: u64 = chunks.iter().map(|c| c.len).sum();
         crate::util::progress::pages_expected(total);
         if total <= INLINE_MAX {
-            let mut b = self.inline.lock().unwrap_or_else(|p| p.into_inner());
-            for c in chunks {
-                let r = fill_chunk(&c, &mut b);
-                c.done.done(c.addr, r);
-            }
-            // Nothing of this task is kept open past its fill.
-            b.open = None;
-            b.mem = None;
+            INLINE.with_borrow_mut(|b| {
+                for c in chunks {
+                    let r = fill_chunk(&c, b);
+                    c.done.done(c.addr, r);
+                }
+                // Nothing of this task is kept open past its fill.
+                b.open = None;
+                b.mem = None;
+            });
             return done;
         }
         if let Some(tx) = &self.tx {
