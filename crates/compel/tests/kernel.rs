@@ -24,6 +24,15 @@ fn spawn_sleeper() -> Kid {
         .expect("spawn sleep"))
 }
 
+/// A sleeper, its pid, and the sleeper seized (it dies with the `Kid`).
+fn seized_sleeper() -> (Kid, i32, Task) {
+    let kid = spawn_sleeper();
+    let pid = kid.0.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    (kid, pid, t)
+}
+
 /// First executable mapping of `pid` that is not the vDSO.
 fn exec_vma(pid: i32) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
@@ -47,10 +56,7 @@ fn seize_remote_syscalls_and_release() {
     if !can_ptrace() {
         return;
     }
-    let kid = spawn_sleeper();
-    let pid = kid.0.id() as i32;
-    std::thread::sleep(Duration::from_millis(50));
-    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    let (_kid, pid, mut t) = seized_sleeper();
     assert_eq!(t.pid(), pid);
     assert_ne!(t.regs().rip, 0);
     let xs = t.xstate().expect("xstate");
@@ -105,10 +111,7 @@ fn a_remote_syscall_that_blocks_is_bounded_by_the_timeout() {
     if !can_ptrace() {
         return;
     }
-    let kid = spawn_sleeper();
-    let pid = kid.0.id() as i32;
-    std::thread::sleep(Duration::from_millis(50));
-    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    let (_kid, pid, mut t) = seized_sleeper();
     t.set_timeout(Some(Duration::from_millis(300)));
     let ip = RemoteAddr(exec_vma(pid));
     let before = crust_sys::ptrace::peek(pid, ip).unwrap();
@@ -173,10 +176,7 @@ fn a_parked_task_changes_tracer_threads() {
     if !can_ptrace() {
         return;
     }
-    let kid = spawn_sleeper();
-    let pid = kid.0.id() as i32;
-    std::thread::sleep(Duration::from_millis(50));
-    let mut t = Task::seize(pid, Duration::from_secs(5)).expect("seize");
+    let (_kid, pid, mut t) = seized_sleeper();
     t.infect(RemoteAddr(exec_vma(pid))).expect("infect");
     // A trampoline page like restore's.
     let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;

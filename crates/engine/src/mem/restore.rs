@@ -392,13 +392,7 @@ fn pre_split(
             if !cut {
                 continue;
             }
-            b.push(
-                r,
-                "mprotect".into(),
-                libc::SYS_mprotect,
-                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
-                None,
-            )?;
+            push_prot(r, b, v)?;
             out.push((from, v.start));
             out.push((v.start, v.end));
             from = v.end;
@@ -884,13 +878,7 @@ pub fn protect_vmas(
         if (private || sysv || is_shmem_entry(v))
             && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32
         {
-            b.push(
-                r,
-                "mprotect".into(),
-                libc::SYS_mprotect,
-                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
-                None,
-            )?;
+            push_prot(r, &mut b, v)?;
         }
         advise((r, &mut b), v)?;
     }
@@ -908,6 +896,17 @@ pub fn protect_vmas(
         );
     }
     Ok(())
+}
+
+/// Queue the mprotect that gives VMA `v` its recorded protection.
+fn push_prot(r: &mut Remote<'_>, b: &mut Batch, v: &VmaEntry) -> Result<(), Error> {
+    b.push(
+        r,
+        "mprotect".into(),
+        libc::SYS_mprotect,
+        [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+        None,
+    )
 }
 
 /// Write the mm fields of the image with PR_SET_MM_MAP, exe included.
