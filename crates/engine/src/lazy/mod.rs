@@ -136,10 +136,11 @@ impl PageSource for LazySource<'_> {
         pages_id: u32,
         runs: &[FillRun],
         keep: &[FillRun],
+        uffd: Option<crate::mem::UffdFill>,
     ) -> Arc<crate::mem::Pending> {
         // `keep` runs are in VMAs kept from the parent: never lazy.
         self.inner
-            .fill(pid, pages_id, &eager_part(runs, &self.lazy), keep)
+            .fill(pid, pages_id, &eager_part(runs, &self.lazy), keep, uffd)
     }
 
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error> {

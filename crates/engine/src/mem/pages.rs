@@ -711,24 +711,21 @@ pub trait PageSource: Sync {
     /// [`Pending`] is over. Of the runs in `keep` (memory the task
     /// inherited from its parent), only the pages that differ from what
     /// the task holds are written: the others stay shared copy-on-write.
-    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending>;
-    /// Whether [`PageSource::fill_by_uffd`] puts pages in through the
-    /// task's userfaultfd (else it closes it and fills as `fill` does).
-    fn fills_by_uffd(&self) -> bool {
-        false
-    }
-    /// [`PageSource::fill`], the pieces inside the ranges registered with
-    /// `uffd` put in through it; the userfaultfd is closed once the fill
-    /// is over.
-    fn fill_by_uffd(
+    /// With `uffd` (only when [`PageSource::fills_by_uffd`]), the pieces
+    /// inside the ranges registered with it go in through it; it is
+    /// closed once the fill is over.
+    fn fill(
         &self,
         pid: i32,
         pages_id: u32,
-        (runs, keep): (&[FillRun], &[FillRun]),
-        uffd: super::fill::UffdFill,
-    ) -> Arc<Pending> {
-        drop(uffd);
-        self.fill(pid, pages_id, runs, keep)
+        runs: &[FillRun],
+        keep: &[FillRun],
+        uffd: Option<super::UffdFill>,
+    ) -> Arc<Pending>;
+    /// Whether [`PageSource::fill`] puts pages in through a userfaultfd
+    /// it is given (else the caller makes none).
+    fn fills_by_uffd(&self) -> bool {
+        false
     }
     /// Put `runs` into task `pid` now (a shared memory object, whose
     /// temporary mapping goes away right after).
@@ -744,22 +741,8 @@ impl PageSource for LocalImages<'_> {
         super::chain::object_runs(&self.dir, shmid, size, what)
     }
 
-    fn fill(&self, pid: i32, pages_id: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
-        self.fill_through(pid, pages_id, (runs, keep), None)
-    }
-
     fn fills_by_uffd(&self) -> bool {
         self.filler.is_some()
-    }
-
-    fn fill_by_uffd(
-        &self,
-        pid: i32,
-        pages_id: u32,
-        (runs, keep): (&[FillRun], &[FillRun]),
-        uffd: super::fill::UffdFill,
-    ) -> Arc<Pending> {
-        self.fill_through(pid, pages_id, (runs, keep), Some(uffd))
     }
 
     fn fill_now(&self, pid: i32, pages_id: u32, runs: &[FillRun]) -> Result<(), Error> {
@@ -768,17 +751,14 @@ impl PageSource for LocalImages<'_> {
         }
         Ok(())
     }
-}
 
-impl LocalImages<'_> {
-    /// [`PageSource::fill`], through `uffd` where it has the range (with
-    /// the filler; without one, `uffd` is closed first).
-    fn fill_through(
+    fn fill(
         &self,
         pid: i32,
         pages_id: u32,
-        (runs, keep): (&[FillRun], &[FillRun]),
-        uffd: Option<super::fill::UffdFill>,
+        runs: &[FillRun],
+        keep: &[FillRun],
+        uffd: Option<super::UffdFill>,
     ) -> Arc<Pending> {
         // Pieces of a parent set carry their chain level (mem/chain.rs).
         let by_file = |r| super::chain::level_files(&self.dir, pages_id, r);
@@ -897,7 +877,14 @@ pub(super) mod tests {
                 pages: std::path::PathBuf::new(),
             })
         }
-        fn fill(&self, _: i32, _: u32, runs: &[FillRun], keep: &[FillRun]) -> Arc<Pending> {
+        fn fill(
+            &self,
+            _: i32,
+            _: u32,
+            runs: &[FillRun],
+            keep: &[FillRun],
+            _: Option<crate::mem::UffdFill>,
+        ) -> Arc<Pending> {
             Arc::new(Pending::finished_keeping(
                 self.put(runs).and_then(|()| self.put(keep)).map(|()| 0),
             ))
@@ -1063,7 +1050,7 @@ pub(super) mod tests {
             memory: Mutex::new(vec![0xff; 0x8000]),
         };
         let (fills, keep) = crate::mem::restore::task_fills(&back, &[]);
-        src.fill(1, pages_id, &fills, &keep).wait().unwrap();
+        src.fill(1, pages_id, &fills, &keep, None).wait().unwrap();
         let m = src.memory.lock().unwrap();
         let pg = PAGE_SIZE as usize;
         assert_eq!((m[0], m[pg], m[3 * pg], m[4 * pg]), (0, 1, 2, 3));

@@ -162,7 +162,7 @@ pub fn restore_vmas(
     if always {
         let (first, rest) = super::thp::split_fills(fills, huge);
         if !first.is_empty() {
-            pages.fill(r.pid(), pages_id, &first, &[]).wait()?;
+            pages.fill(r.pid(), pages_id, &first, &[], None).wait()?;
             let bytes: u64 = first.iter().map(|f| f.1).sum();
             log::debug!(
                 "{}: {} KiB filled first, with huge pages allowed",
@@ -182,10 +182,7 @@ pub fn restore_vmas(
     } else {
         None
     };
-    let pending = match uffd {
-        Some(u) => pages.fill_by_uffd(r.pid(), pages_id, (&fills, &keep), u),
-        None => pages.fill(r.pid(), pages_id, &fills, &keep),
-    };
+    let pending = pages.fill(r.pid(), pages_id, &fills, &keep, uffd);
     for &(start, end) in &private_inherited {
         for (a, z) in uncovered(start, end, &sorted) {
             b.push(

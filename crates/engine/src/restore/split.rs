@@ -218,13 +218,23 @@ fn reach(img: &ImageSet, w: &Walk) -> Vec<(usize, usize)> {
     let mut users: HashMap<u64, (usize, usize)> = HashMap::new();
     let mut groups: HashMap<u32, (usize, usize)> = HashMap::new();
     let widen = |r: &mut (usize, usize), e: usize| *r = (r.0.min(e), r.1.max(e));
+    // The shared memory objects each process maps, listed once.
+    let objects: Vec<Vec<u64>> = img
+        .procs
+        .iter()
+        .map(|p| match &p.live {
+            Some(l) => mem::shmem_places(&l.mm, &img.memfds)
+                .into_iter()
+                .map(|(ino, _, _)| ino)
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect();
     for (x, p) in img.procs.iter().enumerate() {
         let e = at(x);
         widen(groups.entry(p.entry.pgid).or_insert((e, e)), e);
-        if let Some(l) = &p.live {
-            for (ino, _, _) in mem::shmem_places(&l.mm, &img.memfds) {
-                widen(users.entry(ino).or_insert((e, e)), e);
-            }
+        for &ino in objects.get(x).map_or(&[][..], |o| o.as_slice()) {
+            widen(users.entry(ino).or_insert((e, e)), e);
         }
     }
     (0..n)
@@ -240,12 +250,10 @@ fn reach(img: &ImageSet, w: &Walk) -> Vec<(usize, usize)> {
                     widen(&mut r, g.1);
                 }
             }
-            if let Some(l) = &p.live {
-                for (ino, _, _) in mem::shmem_places(&l.mm, &img.memfds) {
-                    if let Some(&u) = users.get(&ino) {
-                        widen(&mut r, u.0);
-                        widen(&mut r, u.1);
-                    }
+            for ino in objects.get(x).map_or(&[][..], |o| o.as_slice()) {
+                if let Some(&u) = users.get(ino) {
+                    widen(&mut r, u.0);
+                    widen(&mut r, u.1);
                 }
             }
             r
