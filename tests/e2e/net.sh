@@ -225,16 +225,23 @@ s.bind(('127.0.0.1', $NET_P)); s.listen(1); open('$D/holder.ready', 'w').close()
 # a peer (outside the tree) that keeps sending a trickle, and reading one,
 # both dropped by the lock while dumped. Once restored, the dumped side
 # (reading nothing yet) must not offer to hold more than the original
-# could: its queue plus the window the peer is given stay within its
-# recorded receive buffer or the window it had offered (from the image),
-# give or take 256 KiB. crust used to leave the receive buffer it makes big
-# enough for the restored queue until after repair mode: the window sent
-# with the unsent tail was computed from it, megabytes past the recorded
-# buffer; the peer sent into it, the buffer was cut back, the kernel
-# dropped what it had invited, and zdtm's server could end up never
-# hearing its peer's window open again. Then every byte is checked both
-# ways.
-tcp_queue_bound() { # IMG: what the restored receive queue may hold
+# could: until it takes in new data, its queue plus the window the peer is
+# given stay within its recorded receive buffer or the window it had
+# offered (from the image), give or take 256 KiB. crust used to leave the
+# receive buffer it makes big enough for the restored queue (about twice
+# the queue) until after repair mode: the window sent with the unsent tail
+# was computed from it, past the recorded buffer (by 1.1 MiB here); the
+# peer sent into it, the buffer was cut back, the kernel dropped what it
+# had invited, and zdtm's server could end up never hearing its peer's
+# window open again. Once data comes in the kernel decides alone, and it
+# goes past the buffer by itself at times (6.18: by 17 KiB most runs, by
+# 344 to 665 KiB in about one run of eight, the peer's segments then
+# dropped and sent again): from then on 1 MiB of spare is allowed, which
+# the fault above still goes past (the samples may all come after new
+# data, since the peer sends into the window at once). zdtm's
+# socket-tcpbuf checks the same from the peer's side. Then every byte is
+# checked both ways.
+tcp_queue_bound() { # IMG: the restored queue's recorded length, the window it had offered, its buffer
     "$CRUST" image show -i "$1/files.img" >"$D/files.json" &&
         "$CRUST" image show -i "$(ls "$1"/tcp-stream-*.img | head -1)" | python3 -c '
 import json, sys
@@ -242,39 +249,56 @@ e = json.load(sys.stdin)["entries"][0]
 files = json.load(open(sys.argv[1]))["entries"]
 rcvbuf = max(f["isk"]["opts"]["so_rcvbuf"] for f in files if "isk" in f)
 promise = e["inq_len"] + ((e["rcv_wup"] + e["rcv_wnd"] - e["inq_seq"]) % 2**32)
-print(max(promise, rcvbuf) + 262144)' "$D/files.json"
+print(e["inq_len"], promise, rcvbuf)' "$D/files.json"
 }
 
 t_tcp_full_queues() {
     need_cr || return $?
     net_pick_port
-    local bufs=(--bufs 4194304 --bytes 268435456) bound i ss_out got=0 wnd offered=0 most=0 prev=-1 same=0
+    local bufs=(--bufs 4194304 --bytes 268435456) inq promise rcvbuf base i ss_out got=0 wnd offered
+    local first=0 first_at= most=0 most_at= prev=-1 same=0
     start_peer "$BIN/tcpstream" --role peer --listen 127.0.0.1:$NET_P "${bufs[@]}" \
         --prefill 6291456 --trickle 65536 --drain 1048576
     start_prog tcpstream --role dumped --connect 127.0.0.1:$NET_P "${bufs[@]}" --trickle 1048576 || return 1
     wait_peer_ready || return 1
     if do_dump "$D/img" --tcp-established && do_restore "$D/img" "" --tcp-established; then
-        bound=$(tcp_queue_bound "$D/img") || { fail "cannot read the images"; net_unlock_port "$NET_P"; return 1; }
+        read -r inq promise rcvbuf < <(tcp_queue_bound "$D/img") && [ -n "$rcvbuf" ] ||
+            { fail "cannot read the images"; net_unlock_port "$NET_P"; return 1; }
+        base=$((promise > rcvbuf ? promise : rcvbuf))
         # What the restored side has offered to hold unread: its receive
         # queue (it reads nothing yet) plus the window the peer was last
         # given, both from one ss call (taken from two calls, data that
         # came in between was counted twice: the sum went over by up to
         # what the peer sent meanwhile); sampled for up to 5 s, or until
-        # the queue stays the same for 1 s.
+        # the queue stays the same for 1 s. The samples with the queue as
+        # restored are those before any new data came in.
         for i in $(seq 50); do
-            ss_out=$(ss -Htin state established "( dport = :$NET_P or sport = :$NET_P )")
+            ss_out=$(ss -Htinm state established "( dport = :$NET_P or sport = :$NET_P )")
             got=$(awk -v p="127.0.0.1:$NET_P" '$4 == p { print $1; exit }' <<<"$ss_out")
             wnd=$(grep -A1 "127.0.0.1:$NET_P *127" <<<"$ss_out" | grep -o "snd_wnd:[0-9]*" | cut -d: -f2)
             offered=$((${got:-0} + ${wnd:-0}))
-            [ "$offered" -gt "$most" ] && most=$offered
-            [ "$most" -gt "$bound" ] && break
+            if [ "${got:-0}" = "$inq" ] && [ "$offered" -gt "$first" ]; then
+                first=$offered first_at="queue $got, window $wnd"
+                echo "$ss_out" >"$D/img/ss-first.txt"
+            fi
+            if [ "$offered" -gt "$most" ]; then
+                most=$offered most_at="queue $got, window $wnd"
+                echo "$ss_out" >"$D/img/ss-most.txt"
+            fi
+            [ "$first" -gt $((base + 262144)) ] || [ "$most" -gt $((base + 1048576)) ] && break
             if [ "$got" = "$prev" ]; then same=$((same + 1)); else same=0; fi
             prev=$got
             [ "$same" -ge 10 ] && break
             sleep 0.1
         done
-        if [ "$most" -gt "$bound" ]; then
-            fail "the restored connection offered to hold $most bytes unread (its queue and its window), more than its recorded buffer or the window it had offered allow ($bound with 256 KiB to spare)" "$D/img/restore.log"
+        local what="its recorded buffer ($rcvbuf) or the window it had offered ($promise) allow"
+        if [ "$first" -gt $((base + 262144)) ]; then
+            fail "before taking in new data, the restored connection offered to hold $first bytes unread ($first_at), more than $what with 256 KiB to spare (both ends in ss-first.txt)" "$D/img/restore.log"
+            net_unlock_port "$NET_P"
+            return 1
+        fi
+        if [ "$most" -gt $((base + 1048576)) ]; then
+            fail "the restored connection offered to hold $most bytes unread ($most_at), more than $what with 1 MiB to spare (both ends in ss-most.txt)" "$D/img/restore.log"
             net_unlock_port "$NET_P"
             return 1
         fi
