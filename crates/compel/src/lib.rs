@@ -201,6 +201,54 @@ impl Drop for Task {
     }
 }
 
+/// A restored task with its final registers, XSAVE area and signal mask
+/// loaded, still stopped and traced (with PTRACE_O_EXITKILL: it dies if
+/// crust does). Loading every task of a tree before letting any go keeps
+/// the time in which a crust killed mid-way would leave part of the tree
+/// running to one loop of PTRACE_DETACH calls. Dropping it leaves the task
+/// stopped: the caller kills the tree.
+#[must_use = "a loaded task stays stopped until it is let go"]
+#[derive(Debug)]
+pub struct Loaded {
+    pid: i32,
+}
+
+impl Loaded {
+    /// The task's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Let the task go. `stop`: the job-control signal to leave it
+    /// stopped by (SIGSTOP, SIGTSTP...), or none to let it run.
+    pub fn detach(self, stop: Option<i32>) -> Result<()> {
+        let pid = self.pid;
+        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, stop.unwrap_or(0)))
+    }
+
+    /// Let the task run but stay traced, under PTRACE_SYSCALL (every
+    /// syscall entry and exit stops it), with fork, clone and exec
+    /// reported: for a tracer that has to see it act (crust's accept
+    /// server). Returns its pid.
+    pub fn run_traced(self) -> Result<i32> {
+        let pid = self.pid;
+        pt(
+            pid,
+            "PTRACE_SETOPTIONS",
+            ptrace::set_options(
+                pid,
+                ptrace::options::TRACESYSGOOD
+                    | ptrace::options::TRACECLONE
+                    | ptrace::options::TRACEFORK
+                    | ptrace::options::TRACEVFORK
+                    | ptrace::options::TRACEEXEC,
+            ),
+        )?;
+        pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
+        Ok(pid)
+    }
+}
+
 impl Task {
     /// PTRACE_SEIZE + PTRACE_INTERRUPT, then wait until the task is in a
     /// ptrace stop. Pending signals that arrive first are delivered (as the
@@ -670,20 +718,36 @@ impl Task {
         )
     }
 
-    /// Load registers, XSAVE area and signal mask, then let the task go
-    /// (for a task that is not the one unmapping the trampoline).
-    /// `stop`: the job-control signal to leave it stopped by (SIGSTOP,
-    /// SIGTSTP...), or none to let it run.
-    pub fn finish_with(
-        self,
+    /// Load the task's final registers, XSAVE area and signal mask (for a
+    /// task that is not the one unmapping the trampoline). It stays
+    /// stopped and traced until [`Loaded::detach`] or
+    /// [`Loaded::run_traced`]: a restore loads every task first and lets
+    /// them go in one short loop (see [`Loaded`]).
+    pub fn load_final_state(
+        mut self,
         regs: &UserRegs,
         xstate: Option<&[u8]>,
         sigmask: u64,
-        stop: Option<i32>,
-    ) -> Result<()> {
-        let pid = self.pid;
+    ) -> Result<Loaded> {
+        self.release_on_drop = false;
         self.load_final(regs, xstate, sigmask)?;
-        pt(pid, "PTRACE_DETACH", ptrace::detach(pid, stop.unwrap_or(0)))
+        Ok(Loaded { pid: self.pid })
+    }
+
+    /// Final step of a restore for the task that unmaps the trampoline:
+    /// run `munmap(addr, len)` (which removes the trampoline itself, see
+    /// [`Task::unmap_last`]), then load the final state as
+    /// [`Task::load_final_state`] does.
+    pub fn unmap_and_load(
+        self,
+        munmap_addr: RemoteAddr,
+        munmap_len: u64,
+        regs: &UserRegs,
+        xstate: Option<&[u8]>,
+        sigmask: u64,
+    ) -> Result<Loaded> {
+        self.unmap_last(munmap_addr, munmap_len)?;
+        self.load_final_state(regs, xstate, sigmask)
     }
 
     /// The last remote syscall of a restore: `munmap(addr, len)` (the
@@ -716,50 +780,6 @@ impl Task {
         }
         pt(pid, "SETREGSET(NT_PRSTATUS)", ptrace::set_regs(pid, regs))?;
         pt(pid, "PTRACE_SETSIGMASK", ptrace::set_sigmask(pid, sigmask))
-    }
-
-    /// Like [`Task::finish_with`], but the task stays traced: it runs on
-    /// under PTRACE_SYSCALL (every syscall entry and exit stops it) with
-    /// TRACESYSGOOD, and its new threads and children traced too
-    /// (TRACECLONE, TRACEFORK, TRACEVFORK; TRACEEXEC so an exec is an
-    /// event, not a SIGTRAP), but no EXITKILL: crust may go away first.
-    /// Returns the task's pid, for [`Task::at_syscall_stop`].
-    pub fn finish_traced(
-        self,
-        regs: &UserRegs,
-        xstate: Option<&[u8]>,
-        sigmask: u64,
-    ) -> Result<i32> {
-        let pid = self.pid;
-        self.load_final(regs, xstate, sigmask)?;
-        pt(
-            pid,
-            "PTRACE_SETOPTIONS",
-            ptrace::set_options(
-                pid,
-                ptrace::options::TRACESYSGOOD
-                    | ptrace::options::TRACECLONE
-                    | ptrace::options::TRACEFORK
-                    | ptrace::options::TRACEVFORK
-                    | ptrace::options::TRACEEXEC,
-            ),
-        )?;
-        pt(pid, "PTRACE_SYSCALL", ptrace::syscall(pid, 0))?;
-        Ok(pid)
-    }
-
-    /// [`Task::finish_restore`] (the trampoline unmapped) for a task that
-    /// stays traced, see [`Task::finish_traced`].
-    pub fn finish_restore_traced(
-        self,
-        munmap_addr: RemoteAddr,
-        munmap_len: u64,
-        regs: &UserRegs,
-        xstate: Option<&[u8]>,
-        sigmask: u64,
-    ) -> Result<i32> {
-        self.unmap_last(munmap_addr, munmap_len)?;
-        self.finish_traced(regs, xstate, sigmask)
     }
 
     /// A traced task stopped at a syscall exit (after a `syscall`
@@ -990,23 +1010,6 @@ impl Task {
         self.release_on_drop = false;
         let _ = process::kill(self.pid, libc::SIGKILL);
         let _ = process::waitpid(self.pid, libc::WNOHANG);
-    }
-
-    /// Final step of a restore: run `munmap(addr, len)` (which removes the
-    /// trampoline itself) stepping through syscall entry and exit, then load
-    /// the restored registers, XSAVE area and signal mask and detach, so the
-    /// task returns straight into its restored context.
-    pub fn finish_restore(
-        self,
-        munmap_addr: RemoteAddr,
-        munmap_len: u64,
-        regs: &UserRegs,
-        xstate: Option<&[u8]>,
-        sigmask: u64,
-        stop: Option<i32>,
-    ) -> Result<()> {
-        self.unmap_last(munmap_addr, munmap_len)?;
-        self.finish_with(regs, xstate, sigmask, stop)
     }
 }
 

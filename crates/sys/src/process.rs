@@ -653,6 +653,42 @@ pub fn sched_setaffinity(tid: i32, set: &CpuSet) -> io::Result<()> {
     cvt(r).map(drop)
 }
 
+/// The calling thread's scheduling policy (SCHED_OTHER, SCHED_FIFO...)
+/// and its static priority.
+pub fn sched_policy() -> io::Result<(i32, i32)> {
+    // SAFETY: sched_getscheduler takes a pid only (0: the calling thread).
+    let policy = cvt(unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) })?;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid out-pointer for the call's duration.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getparam,
+            0,
+            &mut param as *mut libc::sched_param,
+        )
+    };
+    cvt(r)?;
+    Ok((policy as i32, param.sched_priority))
+}
+
+/// Set the calling thread's scheduling policy and static priority
+/// (SCHED_FIFO and SCHED_RR need CAP_SYS_NICE or an RLIMIT_RTPRIO).
+pub fn set_sched_policy(policy: i32, priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a live sched_param the kernel only reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            policy,
+            &param as *const libc::sched_param,
+        )
+    };
+    cvt(r).map(drop)
+}
+
 /// The CPU the calling thread runs on (it may move right after).
 pub fn current_cpu() -> io::Result<usize> {
     let mut cpu: u32 = 0;

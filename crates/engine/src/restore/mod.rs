@@ -40,7 +40,7 @@ use crate::mem::{self, PageRun};
 use crate::task::remote::Remote;
 use crate::util::{read_image, read_one, sys_err, us_since};
 use crate::{task, task::xsave, Error, Options, RestoreOutcome};
-use crust_compel::{Task, SYSCALL_INSN};
+use crust_compel::{Loaded, Task, SYSCALL_INSN};
 use crust_images::consts::{task_state, vma as vs};
 use crust_images::image::ImageType;
 use crust_images::proto::core::{core_entry_march, CoreEntry, TaskKobjIdsEntry};
