@@ -728,18 +728,11 @@ class TreeRestoreSweep:
     there, running (not traced, not stopped), and the tree passes its own
     check (SIGTERM), or none is. Part of a tree left running is the harm
     this looks for: tasks let go one by one, a crust killed in between
-    left the ones already let go running without the rest."""
+    left the ones already let go running without the rest (now: all are
+    loaded first, and a kill switch kills the tree if crust dies while it
+    lets them go, restore/finish.rs)."""
 
     N = 20
-    # Not in the bounded (CI) run: a crust killed inside the last loop of
-    # PTRACE_DETACH (about 70 us for 20 tasks, crust at SCHED_FIFO) still
-    # leaves part of the tree running; 1 try in 300 aimed at the release
-    # did. Closing that needs the tasks to wait at a gate after they are
-    # let go (docs/ARCHITECTURE.md, "After the tasks are built").
-    LONG_ONLY = ("the bounded run leaves it out: a kill inside the final PTRACE_DETACH loop "
-                 "(~70 us for 20 tasks) still leaves part of the tree; --steps 20 or more, "
-                 "or --case 'restore tree', runs it")
-
     def __init__(self, name, signals, requires=None):
         self.name, self.signals, self.requires = name, signals, requires
 
@@ -762,7 +755,34 @@ class TreeRestoreSweep:
 
     @staticmethod
     def live(pids):
-        return [p for p in pids if state(p) not in (None, "Z", "X")]
+        """The processes of `pids` that exist and are not on their way
+        out (a task killed when crust died shows R, S or t for a moment
+        with SIGKILL pending: counted live, the tree looked whole)."""
+        def dying(p):
+            st = read("/proc/%d/status" % p) or ""
+            for line in st.splitlines():
+                k, _, v = line.partition(":\t")
+                if k in ("SigPnd", "ShdPnd") and int(v, 16) & (1 << (signal.SIGKILL - 1)):
+                    return True
+            stat = (read("/proc/%d/stat" % p) or ")").rsplit(")", 1)[1].split()
+            # PF_EXITING (0x4) in the flags (field 9).
+            return len(stat) > 6 and int(stat[6]) & 0x4 != 0
+        return [p for p in pids if state(p) not in (None, "Z", "X") and not dying(p)]
+
+    def settled(self, pids):
+        """The live processes of `pids` once the same set is seen for
+        0.3 s (at most 3 s): a task crust was cloning when it died can
+        come out of its parent's clone3 untraced a moment later, run into
+        the int3 after the trampoline's syscall and die of SIGTRAP."""
+        end = time.time() + 3
+        seen, since = None, time.time()
+        while True:
+            up = self.live(pids)
+            if up != seen:
+                seen, since = up, time.time()
+            if time.time() - since >= 0.3 or time.time() > end:
+                return up
+            time.sleep(0.01)
 
     def kill_all(self, pids):
         for p in pids:
@@ -841,10 +861,12 @@ class TreeRestoreSweep:
                         pass
                     r.wait()
                     name = "%s, %s at %.1f ms" % (self.name, sig_name(sig, group), delay * 1000)
-                    # Tasks crust left die with it (PTRACE_O_EXITKILL):
-                    # whatever is left settles within a moment.
-                    wait_until(lambda: len(self.live(pids)) in (0, self.N), 2)
-                    up = self.live(pids)
+                    # Tasks crust left die with it (PTRACE_O_EXITKILL),
+                    # or by its kill switch (a crust process of its own,
+                    # which kills once crust is gone): judged once no
+                    # crust process is left and the rest settled.
+                    wait_until(lambda: not crust_procs(), 5)
+                    up = self.settled(pids)
                     why = None
                     if len(up) == self.N:
                         why = self.check_whole(pids, result)
@@ -1281,8 +1303,6 @@ def main():
               % (span * 1000, args.steps))
         for case in cases:
             why = case.requires() if case.requires else None
-            if not why and getattr(case, "LONG_ONLY", None) and args.steps < 20 and not args.case:
-                why = case.LONG_ONLY
             if why:
                 print("SKIP %s: %s" % (label(case), why))
                 tally.skipped += 1

@@ -11,6 +11,7 @@ pub mod fown;
 pub mod fs;
 pub mod fsmount;
 pub mod ipc;
+pub mod killswitch;
 pub mod mem;
 pub mod memfd;
 pub mod mount;

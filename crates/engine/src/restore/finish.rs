@@ -8,6 +8,8 @@
 )]
 
 use super::*;
+use crust_sys::killswitch::KillSwitch;
+use std::os::fd::AsFd;
 
 /// The listeners whose queued connections the accept server hands over
 /// (see [`crate::net::accept`]).
@@ -411,8 +413,9 @@ pub(super) fn exit_helper_now(
 /// trampoline's munmap, registers, XSAVE area, mask), all of them still
 /// stopped and traced, then they are let go in one loop of
 /// PTRACE_DETACH. A crust killed during the first round leaves no task
-/// of the tree running (PTRACE_O_EXITKILL); only a kill inside the second
-/// round's loop, a few microseconds a task, leaves part of it running.
+/// of the tree running (PTRACE_O_EXITKILL); for a kill inside the second
+/// round, a [`KillSwitch`] armed before it kills every process of the tree
+/// (those let go may have run for a moment). All of the tree or none.
 fn release_live(
     img: &ImageSet,
     opts: &Options,
@@ -427,6 +430,7 @@ fn release_live(
     }
     let listeners = accept_listeners(img);
     let mut loaded: Vec<(Loaded, Go)> = Vec::with_capacity(tasks.len());
+    let mut mains = Vec::with_capacity(tasks.len());
     let compel = |pid: i32| move |source| Error::Compel { pid, source };
     for (i, p) in img.procs.iter().enumerate().rev() {
         let Some(live) = &p.live else { continue };
@@ -472,10 +476,22 @@ fn release_live(
             .unmap_and_load(RemoteAddr(tramp), TRAMP_SIZE, &regs, Some(&ti.xstate), mask)
             .map_err(compel(pid))?;
         loaded.push((l, go()));
+        mains.push(pid);
     }
+    // Several processes: a kill switch first, so that a crust killed
+    // inside the loop below takes the tree along (one process needs none:
+    // a thread still traced takes its whole process along when crust
+    // dies, by PTRACE_O_EXITKILL).
+    let t0 = Instant::now();
+    let switch = if mains.len() > 1 {
+        Some(arm_switch(&mains)?)
+    } else {
+        None
+    };
+    let armed_us = t0.elapsed().as_micros();
     let t0 = Instant::now();
     let n = loaded.len();
-    let _fifo = Realtime::enter();
+    let fifo = Realtime::enter();
     for (l, go) in loaded {
         let pid = l.pid();
         match (go, server.as_deref_mut()) {
@@ -484,8 +500,38 @@ fn release_live(
             (Go::Detach(stop), _) => l.detach(stop).map_err(compel(pid))?,
         }
     }
-    log::debug!("{n} tasks let go in {} us", t0.elapsed().as_micros());
+    drop(fifo);
+    log::debug!(
+        "{n} tasks let go in {} us (the kill switch armed in {armed_us} us)",
+        t0.elapsed().as_micros()
+    );
+    if let Some(k) = switch {
+        let pid = k.pid();
+        k.disarm().map_err(|e| Error::Restore {
+            pid,
+            what: format!("disarming the kill switch of the tree's release: {e}"),
+        })?;
+    }
     Ok(())
+}
+
+/// A [`KillSwitch`] for the processes `pids` (their main tasks): it kills
+/// them all if crust dies before it is disarmed.
+fn arm_switch(pids: &[i32]) -> Result<KillSwitch, Error> {
+    let fds = pids
+        .iter()
+        .map(|&pid| {
+            crust_sys::unix::pidfd_open(pid).map_err(|e| Error::Restore {
+                pid,
+                what: format!("pidfd_open for the kill switch of the tree's release: {e}"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    KillSwitch::arm(&borrowed).map_err(|e| Error::Restore {
+        pid: process::getpid(),
+        what: format!("making the kill switch of the tree's release: {e}"),
+    })
 }
 
 /// The calling thread at a real-time priority (SCHED_FIFO 1) while it
