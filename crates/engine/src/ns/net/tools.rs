@@ -31,6 +31,12 @@ impl Part {
         Part::Nftables,
     ];
 
+    /// A firewall's rules (iptables, ip6tables, nftables), which may
+    /// hold the network lock of the images' dump.
+    pub(super) fn is_firewall(self) -> bool {
+        matches!(self, Part::Iptables | Part::Ip6tables | Part::Nftables)
+    }
+
     /// The magic iproute2 starts its dumps with (ip/ipaddress.c,
     /// ip/iproute.c, ip/iprule.c), checked before a dump is restored.
     fn magic(self) -> Option<u32> {
