@@ -655,6 +655,21 @@ class DumpSweep:
             tally.bad("%s: the target's own check: %s" % (name, why))
 
 
+def restore_detached(img):
+    """`crust restore -d` of `img`, in a session of its own."""
+    return subprocess.Popen([CRUST, "restore", "-D", img, "-d", "-o", "restore.log"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def timed_restore(img):
+    """A whole `restore -d` of `img`: its exit status and how long it took."""
+    t0 = time.time()
+    r = restore_detached(img)
+    r.wait()
+    return r.returncode, time.time() - t0
+
+
 class RestoreSweep:
     """Kill `crust restore -d` (SIGNALS; to its pid or group) at STEPS
     delays over a whole restore: afterwards the restored target either
@@ -679,49 +694,47 @@ class RestoreSweep:
             t.kill()
             print("FAIL %s sweep: the dump failed" % self.name)
             return 1
-
-        def restore():
-            return subprocess.Popen([CRUST, "restore", "-D", img, "-d", "-o", "restore.log"],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-        t0 = time.time()
-        r = restore()
-        r.wait()
-        span = time.time() - t0
+        rc, span = timed_restore(img)
         t.popen = None
-        if r.returncode != 0 or not t.alive():
+        if rc != 0 or not t.alive():
             print("FAIL %s sweep: a plain restore failed (see %s)" % (self.name, img))
             return 1
         t.kill()
         failed = 0
+        for name in self.killed_restores(img, span, steps):
+            # Whatever is left settles within a moment.
+            time.sleep(0.05)
+            if t.alive():
+                why = t.check_running()
+                t.kill()
+                if why:
+                    failed += 1
+                    print("FAIL %s: the restored tree is broken: %s" % (name, why))
+            elif state(pid) is not None:
+                failed += 1
+                print("FAIL %s: pid %d is left in state %s" % (name, pid, state(pid)))
+                t.kill()
+        return failed
+
+    def killed_restores(self, img, span, steps):
+        """`restore -d` of `img` killed by each signal, to its pid and to
+        its group, at `steps` delays over 1.2 times `span`; yields each
+        try's name once crust was reaped."""
         for sig in self.signals:
             for group in (False, True):
                 for i in range(steps):
                     delay = span * 1.2 * i / max(1, steps - 1)
-                    r = restore()
+                    r = restore_detached(img)
                     time.sleep(delay)
                     try:
                         os.killpg(r.pid, sig) if group else os.kill(r.pid, sig)
                     except OSError:
                         pass
                     r.wait()
-                    name = "%s, %s at %.1f ms" % (self.name, sig_name(sig, group), delay * 1000)
-                    # Whatever is left settles within a moment.
-                    time.sleep(0.05)
-                    if t.alive():
-                        why = t.check_running()
-                        t.kill()
-                        if why:
-                            failed += 1
-                            print("FAIL %s: the restored tree is broken: %s" % (name, why))
-                    elif state(pid) is not None:
-                        failed += 1
-                        print("FAIL %s: pid %d is left in state %s" % (name, pid, state(pid)))
-                        t.kill()
-        return failed
+                    yield "%s, %s at %.1f ms" % (self.name, sig_name(sig, group), delay * 1000)
 
 
-class TreeRestoreSweep:
+class TreeRestoreSweep(RestoreSweep):
     """Kill `crust restore -d` of a 20-process tree (crates/testprogs
     forest: built on two tracer threads, restore/split.rs) at STEPS delays
     over a whole restore: afterwards either every process of the tree is
@@ -733,13 +746,6 @@ class TreeRestoreSweep:
     lets them go, restore/finish.rs)."""
 
     N = 20
-    def __init__(self, name, signals, requires=None):
-        self.name, self.signals, self.requires = name, signals, requires
-
-    def run(self, work, span, steps, tally):
-        f = self.sweep(work, steps)
-        tally.ok(max(0, len(self.signals) * 2 * steps - f))
-        tally.failed += f
 
     @staticmethod
     def tree(root):
@@ -834,49 +840,30 @@ class TreeRestoreSweep:
             self.kill_all(pids)
             print("FAIL %s sweep: the dump failed" % self.name)
             return 1
-
-        def restore():
-            return subprocess.Popen([CRUST, "restore", "-D", img, "-d", "-o", "restore.log"],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-        t0 = time.time()
-        r = restore()
-        r.wait()
-        span = time.time() - t0
-        if r.returncode != 0 or len(self.live(pids)) != self.N:
+        rc, span = timed_restore(img)
+        if rc != 0 or len(self.live(pids)) != self.N:
             self.kill_all(pids)
             print("FAIL %s sweep: a plain restore failed (see %s)" % (self.name, img))
             return 1
         self.kill_all(pids)
         failed = 0
-        for sig in self.signals:
-            for group in (False, True):
-                for i in range(steps):
-                    delay = span * 1.2 * i / max(1, steps - 1)
-                    r = restore()
-                    time.sleep(delay)
-                    try:
-                        os.killpg(r.pid, sig) if group else os.kill(r.pid, sig)
-                    except OSError:
-                        pass
-                    r.wait()
-                    name = "%s, %s at %.1f ms" % (self.name, sig_name(sig, group), delay * 1000)
-                    # Tasks crust left die with it (PTRACE_O_EXITKILL),
-                    # or by its kill switch (a crust process of its own,
-                    # which kills once crust is gone): judged once no
-                    # crust process is left and the rest settled.
-                    wait_until(lambda: not crust_procs(), 5)
-                    up = self.settled(pids)
-                    why = None
-                    if len(up) == self.N:
-                        why = self.check_whole(pids, result)
-                    elif up:
-                        why = "%d of the %d processes are left: %s" % (
-                            len(up), self.N, " ".join("%d(%s)" % (q, state(q)) for q in up))
-                    self.kill_all(pids)
-                    if why:
-                        failed += 1
-                        print("FAIL %s: %s" % (name, why))
+        for name in self.killed_restores(img, span, steps):
+            # Tasks crust left die with it (PTRACE_O_EXITKILL),
+            # or by its kill switch (a crust process of its own,
+            # which kills once crust is gone): judged once no
+            # crust process is left and the rest settled.
+            wait_until(lambda: not crust_procs(), 5)
+            up = self.settled(pids)
+            why = None
+            if len(up) == self.N:
+                why = self.check_whole(pids, result)
+            elif up:
+                why = "%d of the %d processes are left: %s" % (
+                    len(up), self.N, " ".join("%d(%s)" % (q, state(q)) for q in up))
+            self.kill_all(pids)
+            if why:
+                failed += 1
+                print("FAIL %s: %s" % (name, why))
         return failed
 
 
