@@ -51,9 +51,10 @@ impl KillSwitch {
             ready_r.as_raw_fd(),
             ready_w.as_raw_fd(),
         );
-        // SAFETY: fork in a threaded process: the child runs `switch_main`,
-        // which makes raw system calls only, on `fds` and plain integers
-        // made before the fork, and ends in _exit; it never returns here.
+        // A fork in a threaded process: the child runs `switch_main` (raw
+        // system calls on `fds` and integers made before the fork, then
+        // _exit) and never returns here.
+        // SAFETY: the child touches no lock or allocator state (above).
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             switch_main(gr, gw, rr, rw, &fds);
@@ -190,8 +191,8 @@ fn switch_main(go_r: i32, go_w: i32, ready_r: i32, ready_w: i32, fds: &[i32]) ->
         exit_now(0);
     }
     for &fd in fds {
-        // SAFETY: `fd` is a pidfd inherited from crust; a null siginfo is
-        // allowed (the kernel fills one as kill does).
+        // A null siginfo is allowed: the kernel fills one as kill does.
+        // SAFETY: `fd` is a pidfd inherited from crust; no pointer is read.
         unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,

@@ -92,9 +92,16 @@ pub(super) fn create_and_build(
     // Then depth first: a process's memory is built before it begets its
     // children, so they start from it (and could inherit what they share).
     let mut pages = 0;
+    let b = Build {
+        img,
+        opts,
+        tramp,
+        tty,
+        filler: &filler,
+    };
     match split::plan(img, opts, created.pin.as_ref()) {
-        Some(plan) => split::grow_split(img, opts, tramp, tty, created, &mut pages, &filler, plan)?,
-        None => grow(img, 0, opts, tramp, tty, created, &mut pages, &filler)?,
+        Some(plan) => split::grow_split(b, created, &mut pages, plan)?,
+        None => grow(b, 0, created, &mut pages)?,
     }
     if let Some(ns) = &img.ipcns {
         ns.finish(root_host)?;

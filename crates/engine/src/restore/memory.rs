@@ -11,19 +11,27 @@ use super::*;
 use crate::ns::ids::NsKind;
 use std::os::unix::fs::OpenOptionsExt;
 
+/// What every step of building the tree reads, the same for the whole
+/// walk and for both builder threads (restore/split.rs).
+#[derive(Clone, Copy)]
+pub(super) struct Build<'a> {
+    pub(super) img: &'a ImageSet,
+    pub(super) opts: &'a Options,
+    /// The trampoline page's address (the same in every task).
+    pub(super) tramp: u64,
+    pub(super) tty: Option<&'a str>,
+    pub(super) filler: &'a mem::Filler,
+}
+
 /// Build process `i` (already created, with its session), then create and
 /// grow its children, then its threads, then the rest of it.
-#[allow(clippy::too_many_arguments)] // the state of one depth-first walk
 pub(super) fn grow(
-    img: &ImageSet,
+    b: Build<'_>,
     i: usize,
-    opts: &Options,
-    tramp: u64,
-    tty: Option<&str>,
     created: &mut Created,
     pages: &mut u64,
-    filler: &mem::Filler,
 ) -> Result<(), Error> {
+    let (img, opts, tramp) = (b.img, b.opts, b.tramp);
     let p = img.procs.get(i).ok_or_else(|| Error::Restore {
         pid: 0,
         what: format!("process {i} is not in the image set"),
@@ -61,7 +69,7 @@ pub(super) fn grow(
             (live, &via_crust, &objects),
             parent_mm,
             tramp,
-            (filler, opts.lazy_pages),
+            (b.filler, opts.lazy_pages),
         )?;
         created.lazy.extend(lazy);
         *pages += n;
@@ -116,7 +124,7 @@ pub(super) fn grow(
     if heirs {
         protect(created, i, p, pending.take(), tramp)?;
     }
-    make_children(img, i, &made, opts, tramp, tty, created, pages, filler)?;
+    make_children(b, i, &made, created, pages)?;
     if p.helper && img.sessions.exits_early(i) {
         exit_helper_now(img, i, created, tramp)?;
     }
@@ -139,7 +147,7 @@ pub(super) fn grow(
             pid: p.pid(),
             what: format!("process {i} of the tree was not created"),
         })?;
-        build_rest(tasks, p.pid(), live, tramp, tty, &created.shared)?;
+        build_rest(tasks, p.pid(), live, tramp, b.tty, &created.shared)?;
         crate::util::progress::task_built();
         debug!(
             "{}: the rest built in {} us, {} stops",
@@ -155,18 +163,14 @@ pub(super) fn grow(
 /// makes for its parent or the init: see [`super::sessions`]), each grown
 /// whole in turn; `i`'s own late setsid comes once those born in its
 /// first session exist.
-#[allow(clippy::too_many_arguments)] // the state of one depth-first walk
 fn make_children(
-    img: &ImageSet,
+    b: Build<'_>,
     i: usize,
     made: &[(usize, bool)],
-    opts: &Options,
-    tramp: u64,
-    tty: Option<&str>,
     created: &mut Created,
     pages: &mut u64,
-    filler: &mem::Filler,
 ) -> Result<(), Error> {
+    let (img, opts, tramp) = (b.img, b.opts, b.tramp);
     let p = img.procs.get(i).ok_or_else(|| Error::Restore {
         pid: 0,
         what: format!("process {i} is not in the image set"),
@@ -204,7 +208,7 @@ fn make_children(
             // The helper made its group: join it.
             set_session_now(img, i, opts, created, tramp)?;
         }
-        grow(img, c, opts, tramp, tty, created, pages, filler)?;
+        grow(b, c, created, pages)?;
     }
     if late {
         set_session_now(img, i, opts, created, tramp)?;

@@ -362,17 +362,13 @@ pub(super) fn plan(img: &ImageSet, opts: &Options, pin: Option<&pin::Pin>) -> Op
 /// subtrees of `plan` built by a second thread meanwhile; their tasks are
 /// this thread's again when it returns (also on failure: killed then,
 /// with the rest, by `Created::kill_all`).
-#[allow(clippy::too_many_arguments)] // grow's, and the plan
 pub(super) fn grow_split(
-    img: &ImageSet,
-    opts: &Options,
-    tramp: u64,
-    tty: Option<&str>,
+    b: Build<'_>,
     created: &mut Created,
     pages: &mut u64,
-    filler: &mem::Filler,
     plan: Plan,
 ) -> Result<(), Error> {
+    let img = b.img;
     let (tx, rx) = mpsc::channel();
     let failed = Arc::new(AtomicBool::new(false));
     let part = Created {
@@ -381,15 +377,11 @@ pub(super) fn grow_split(
         objects: created.objects.clone(),
         ..Created::default()
     };
-    let park = tramp + crust_compel::PARK_OFFSET;
+    let park = b.tramp + crust_compel::PARK_OFFSET;
     let count = plan.count;
     let cpus = plan.cpus;
     let second = Second {
-        img,
-        opts,
-        tramp,
-        tty,
-        filler,
+        b,
         cpus,
         failed: Arc::clone(&failed),
     };
@@ -397,11 +389,11 @@ pub(super) fn grow_split(
         let spawned = std::thread::Builder::new()
             .name("crust-build2".into())
             .spawn_scoped(s, move || second.run(rx, part));
-        let b = match spawned {
-            Ok(b) => b,
+        let handle = match spawned {
+            Ok(h) => h,
             Err(e) => {
                 debug!("building on one thread: no second thread ({e})");
-                return grow(img, 0, opts, tramp, tty, created, pages, filler);
+                return grow(b, 0, created, pages);
             }
         };
         created.hand = Some(Hand {
@@ -411,14 +403,14 @@ pub(super) fn grow_split(
             park,
         });
         let t = Instant::now();
-        let mine = grow(img, 0, opts, tramp, tty, created, pages, filler);
+        let mine = grow(b, 0, created, pages);
         // No more subtrees: the second thread ends once it built those it has.
         created.hand = None;
         if mine.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
         let waited = Instant::now();
-        let theirs = b.join().unwrap_or_else(|_| {
+        let theirs = handle.join().unwrap_or_else(|_| {
             Err(Error::Restore {
                 pid: 0,
                 what: "the second builder thread failed".into(),
@@ -431,7 +423,7 @@ pub(super) fn grow_split(
         );
         mine?;
         let back = theirs?;
-        take_back(created, back, tramp, pages)?;
+        take_back(created, back, b.tramp, pages)?;
         debug!(
             "{count} processes built on the second thread are back in {} us",
             us_since(waited)
@@ -518,11 +510,7 @@ pub(super) fn hand_over(
 
 /// The second builder thread's share of [`grow_split`].
 struct Second<'a> {
-    img: &'a ImageSet,
-    opts: &'a Options,
-    tramp: u64,
-    tty: Option<&'a str>,
-    filler: &'a mem::Filler,
+    b: Build<'a>,
     cpus: (process::CpuSet, process::CpuSet),
     failed: Arc<AtomicBool>,
 }
@@ -572,24 +560,15 @@ impl Second<'_> {
                 return Err(Error::Compel { pid, source });
             }
         };
-        t.use_trapping_syscall_ip(RemoteAddr(self.tramp));
+        t.use_trapping_syscall_ip(RemoteAddr(self.b.tramp));
         part.tasks_of(c, pid)?.push(t);
         // A group leader makes its group (all of it in this subtree).
-        set_session(self.img, c, self.opts, part, self.tramp)?;
+        set_session(self.b.img, c, self.b.opts, part, self.b.tramp)?;
         // Its children inherit the CPU.
         if let Err(e) = process::sched_setaffinity(pid, &self.cpus.1) {
             debug!("{pid} stays on the first builder's CPU: {e}");
         }
-        grow(
-            self.img,
-            c,
-            self.opts,
-            self.tramp,
-            self.tty,
-            part,
-            pages,
-            self.filler,
-        )?;
+        grow(self.b, c, part, pages)?;
         debug!(
             "{pid}: its subtree built on the second thread in {} us",
             us_since(t0)
@@ -599,7 +578,7 @@ impl Second<'_> {
 
     /// Park every task built here for the first thread, on its CPU.
     fn park_all(&self, mut part: Created, pages: u64) -> Result<Back, Error> {
-        let park = RemoteAddr(self.tramp + crust_compel::PARK_OFFSET);
+        let park = RemoteAddr(self.b.tramp + crust_compel::PARK_OFFSET);
         let mut tasks = Vec::new();
         let mut parked = Vec::new();
         let mut failure = None;
@@ -608,7 +587,7 @@ impl Second<'_> {
                 continue;
             }
             let mut pids = Vec::new();
-            let parent = self.img.procs.get(i).map_or(0, |p| p.entry.ppid as i32);
+            let parent = self.b.img.procs.get(i).map_or(0, |p| p.entry.ppid as i32);
             while !threads.is_empty() {
                 let t = threads.remove(0);
                 let pid = t.pid();
