@@ -32,6 +32,21 @@ t_compress_bigmem() {
     expect_pass "$D/img/restore.log"
 }
 
+# dump -R --compress: the pre-copy moves plain pages files, so a
+# compressed snapshot takes the fallback (protected while frozen, copied
+# after the thaw); the task runs on, and the set restores.
+t_compress_snapshot() {
+    need_crust || return 1
+    start_prog bigmem --mb 64 --mask 255 || return 1
+    zdump dump "$D/img" dump -R --compress || return 1
+    kill -0 "$PID" 2>/dev/null || { fail "the task died with dump -R"; return 1; }
+    grep -q 'pre-copied pages' "$D/img/dump.log" && { fail "a compressed set took the pre-copy" "$D/img/dump.log"; return 1; }
+    kill_tree "$PID" "$BIN/bigmem"
+    wait_gone "$PID" 5 || { fail "the task lives on after SIGKILL"; return 1; }
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+
 # pre-dump --compress -> pre-dump (plain) -> dump --compress=zstd of
 # dirtymem: a chain mixing both kinds of set; `crust dedup` punches the
 # plain set and leaves the compressed ones whole; crust restores it.
@@ -93,4 +108,4 @@ t_compress_lazy() {
     expect_pass "$D/img/restore.log"
 }
 
-ALL_TESTS+=(compress-bigmem compress-chain compress-criu-refuses compress-lazy)
+ALL_TESTS+=(compress-bigmem compress-snapshot compress-chain compress-criu-refuses compress-lazy)

@@ -19,6 +19,10 @@ t_snapshot_consistent() {
     grep -q 'moved into the image set' "$D/img/dump.log" ||
         { fail "the pages were not copied before the freeze" "$D/img/dump.log"; return 1; }
     [ ! -e "$D/img/.crust-precopy" ] || { fail "the pre-copy was left in the images directory"; return 1; }
+    # The writer neither maps nor drops memory: the pre-copy's pages file
+    # becomes the set's, only the pages written meanwhile written again.
+    grep -q 'pre-copied pages kept in place' "$D/img/dump.log" ||
+        { fail "the pre-copied pages were copied again, not kept in place" "$D/img/dump.log"; return 1; }
     local again
     again=$(sed -n 's/.* pages scanned, \([0-9]*\) written in .*/\1/p' "$D/img/dump.log" | sed -n 2p)
     [ "${again:-0}" -gt 0 ] || { fail "no page stored again at the freeze: the writer did not run" "$D/img/dump.log"; return 1; }

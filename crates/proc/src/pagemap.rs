@@ -67,6 +67,14 @@ impl Pme {
     pub fn guard(self) -> bool {
         self.0 >> 58 & 1 == 1
     }
+    /// A page-table marker, not a page: a "swapped" entry of swap type 31,
+    /// the kernel's last one (`SWP_PTE_MARKER`, whatever its configuration:
+    /// the types below it are swap files, device, migration and poison
+    /// entries), e.g. where userfaultfd write-protected a page never
+    /// touched. Needs the frame bits (CAP_SYS_ADMIN); without them, false.
+    pub fn marker(self) -> bool {
+        self.swapped() && self.pfn() & 0x1f == 0x1f
+    }
     pub fn exclusive(self) -> bool {
         self.0 >> 56 & 1 == 1
     }

@@ -413,3 +413,55 @@ fn a_full_buffer_stops_the_walk_before_what_it_did_not_report() {
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
+
+/// Why a tracker protects its ranges whole: a part of a registered range
+/// left unprotected (here every page but page 0, most of it without page
+/// tables) is reported written by the first scan, which then protects it,
+/// filling its page tables with markers. Only later writes are reported
+/// after that, first touches included.
+#[test]
+fn an_unprotected_part_of_a_registered_range_counts_as_written_once() {
+    let Ok(uffd) = Uffd::new_local() else {
+        crate::testing::skip(
+            "an_unprotected_part_of_a_registered_range",
+            "no userfaultfd",
+        );
+        return;
+    };
+    uffd.api(TRACKING_FEATURES).unwrap();
+    let len = 8usize << 20;
+    // SAFETY: a fresh private anonymous mapping, unmapped at the end.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let base = p as u64;
+    let end = base + len as u64;
+    // SAFETY: page 0 of the mapping made above.
+    unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, PAGE, true).unwrap();
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut out = [PageRegion::default(); 8];
+    let mut scan = || {
+        let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+        (out[..n].iter())
+            .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scan(), [(1, len as u64 / PAGE)]);
+    // SAFETY: page 1536 of the mapping made above, never touched.
+    unsafe { std::ptr::write_volatile((base + 1536 * PAGE) as *mut u8, 1) };
+    assert_eq!(scan(), [(1536, 1537)]);
+    assert_eq!(scan(), []);
+    drop(uffd);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(p, len) };
+}

@@ -42,6 +42,7 @@ use crust_proc::ProcRoot;
 use log::{debug, info};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -64,8 +65,9 @@ impl Drop for Precopy {
 }
 
 /// Does this dump copy the pages before the freeze? `-R` of a tree
-/// crust freezes itself, writing its own images (no page server, no
-/// parent set, no lazy pages), unless `CRUST_PRECOPY=0`.
+/// crust freezes itself, writing its own plain images (no page server,
+/// no parent set, no lazy pages, no compression), unless
+/// `CRUST_PRECOPY=0`.
 pub(super) fn wanted(opts: &Options) -> bool {
     super::snapshot::wanted(opts)
         && opts.freeze_cgroup.is_none()
@@ -73,6 +75,9 @@ pub(super) fn wanted(opts: &Options) -> bool {
         && !opts.lazy_pages
         && !opts.track_mem
         && !opts.page_server
+        // The pre-copied pages are moved by their offsets in plain pages
+        // files: a compressed set takes the snapshot instead.
+        && opts.compress.is_none()
         && std::env::var_os("CRUST_PRECOPY").is_none_or(|v| v != "0")
 }
 
@@ -169,12 +174,18 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
         // A process without tracking is stored whole at the freeze.
         let Some(mut tracker) = tracker else { continue };
         crate::util::check_stop()?;
-        // Protected first, then scanned and read: a write after the
-        // protection is seen by the freeze's scan.
+        // Scanned, then protected, then read. The read comes after the
+        // protection, so a write after it is seen by the freeze's scan,
+        // and a write before it is in the copy. A page that appears
+        // between the scan and the protection is not in the pre-copy: the
+        // freeze stores it (present, and not in the parent). Scanning
+        // first also keeps the pages the protection itself marks (see
+        // `flatten_in_place`) out of the pre-copy, so that its layout is
+        // the final set's whenever nothing was unmapped or dropped.
+        let plan = mem::PagePlan::scan(pid, &vmas, None)?;
         for e in tracker.protect_registered() {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
-        let plan = mem::PagePlan::scan(pid, &vmas, None)?;
         planned.push(Planned {
             pid,
             nspid,
@@ -240,7 +251,10 @@ pub(super) fn flatten(dir: &Path, pre: &Precopy) -> Result<u64, Error> {
                 format!("the pre-copy has no pagemap of {owner:?} its runs name"),
             )
         })?;
-        moved += flatten_one(dir, owner, &map, &parent)?;
+        moved += match flatten_in_place(dir, owner, &map, &parent)? {
+            Some(n) => n,
+            None => flatten_one(dir, owner, &map, &parent)?,
+        };
     }
     info!(
         "{moved} pre-copied pages moved into the image set in {} us",
@@ -259,13 +273,115 @@ fn owner_of(name: &str) -> Option<Owner> {
     }
 }
 
+/// The address ranges of the pages of `entries` that `with` picks, in
+/// order, neighbours merged: where each page sits in the pages file is
+/// its place in this list.
+fn byte_ranges(entries: &[Entry], with: impl Fn(&Entry) -> bool) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for e in entries.iter().filter(|e| with(e)) {
+        match out.last_mut() {
+            Some(last) if last.1 == e.start => last.1 = e.end,
+            _ => out.push((e.start, e.end)),
+        }
+    }
+    out
+}
+
+/// One pagemap whose pages (its own and those left to the pre-copy) are
+/// exactly the pre-copy's, in the same order: the usual case, when the
+/// task neither unmapped, dropped nor newly touched memory meanwhile. The
+/// pre-copy's pages file then is the set's, but for the pages written
+/// since: those are written over it at their place, and it is renamed
+/// into place. Nothing is copied twice. None: not that case (nothing was
+/// changed).
+fn flatten_in_place(
+    dir: &Path,
+    owner: Owner,
+    map: &Pagemap,
+    parent: &Pagemap,
+) -> Result<Option<u64>, Error> {
+    let with_bytes = |e: &Entry| e.present() || e.in_parent();
+    let (mine, theirs) = (
+        byte_ranges(&map.entries, with_bytes),
+        byte_ranges(&parent.entries, Entry::present),
+    );
+    if mine != theirs {
+        let at = mine.iter().zip(&theirs).position(|(a, b)| a != b);
+        let at = at.unwrap_or(mine.len().min(theirs.len()));
+        debug!(
+            "{owner:?}: the pages differ from the pre-copy's ({} and {} ranges; first difference: {:x?} against {:x?}), copied run by run",
+            mine.len(),
+            theirs.len(),
+            mine.get(at),
+            theirs.get(at)
+        );
+        return Ok(None);
+    }
+    let mut own = File::open(&map.pages).map_err(io("cannot open the pages", &map.pages))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&parent.pages)
+        .map_err(io("cannot open the pre-copied pages", &parent.pages))?;
+    let (mut at, mut moved) = (0u64, 0u64);
+    for e in &map.entries {
+        let len = e.end - e.start;
+        if e.present() {
+            let copied = (|| -> std::io::Result<u64> {
+                own.seek(SeekFrom::Start(e.off))?;
+                out.seek(SeekFrom::Start(at))?;
+                std::io::copy(&mut std::io::Read::take(&mut own, len), &mut out)
+            })()
+            .map_err(io("cannot write pages into the pre-copy", &parent.pages))?;
+            if copied != len {
+                return Err(mem::bad(
+                    &map.pages,
+                    format!("{owner:?}: {copied} of {len} bytes at {:#x}", e.off),
+                ));
+            }
+        } else if e.in_parent() {
+            moved += len / crust_sys::PAGE_SIZE;
+        } else {
+            continue;
+        }
+        at += len;
+    }
+    out.sync_data()
+        .map_err(io("cannot sync the pages", &parent.pages))?;
+    std::fs::rename(&parent.pages, &map.pages)
+        .map_err(io("cannot rename the pre-copied pages", &map.pages))?;
+    write_flattened(dir, owner, map)?;
+    debug!("{owner:?}: {moved} pre-copied pages kept in place");
+    Ok(Some(moved))
+}
+
+/// `owner`'s pagemap rewritten with its runs in the parent made present.
+fn write_flattened(dir: &Path, owner: Owner, map: &Pagemap) -> Result<(), Error> {
+    let runs: Vec<(u64, u64, u32)> = (map.entries.iter())
+        .map(|e| {
+            let npages = (e.end - e.start) / crust_sys::PAGE_SIZE;
+            match e.in_parent() {
+                true => (e.start, npages, (e.flags & !pe::PARENT) | pe::PRESENT),
+                false => (e.start, npages, e.flags),
+            }
+        })
+        .collect();
+    let (ty, id) = match owner {
+        Owner::Task(id) => (ImageType::Pagemap, id),
+        Owner::Object(id) => (ImageType::ShmemPagemap, id),
+    };
+    mem::write_pagemap_named(dir, ty, &ty.file_name(id), map.pages_id, &runs)
+}
+
+/// An I/O error of `op` on `path`, for `map_err`.
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}
+
 /// One pagemap: a new pages file with its own bytes and the pre-copy's,
 /// run by run, then the pagemap with its parent runs made present.
 fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Result<u64, Error> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
     let own = File::open(&map.pages).map_err(io("cannot open the pages", &map.pages))?;
     let old = File::open(&parent.pages).map_err(io("cannot open the pages", &parent.pages))?;
     let (mut out, name) = crust_sys::private::create_private(&map.pages, 0)
@@ -279,18 +395,14 @@ fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Res
             false => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
         }
     };
-    let mut runs = Vec::with_capacity(map.entries.len());
     let mut moved = 0;
-    let ps = crust_sys::PAGE_SIZE;
     for e in &map.entries {
-        let npages = (e.end - e.start) / ps;
+        let npages = (e.end - e.start) / crust_sys::PAGE_SIZE;
         if e.present() {
             copy(&own, e.off, e.end - e.start).map_err(io("cannot copy pages", &map.pages))?;
-            runs.push((e.start, npages, e.flags));
             continue;
         }
         if !e.in_parent() {
-            runs.push((e.start, npages, e.flags));
             continue;
         }
         let first = parent.entries.partition_point(|p| p.end <= e.start);
@@ -314,17 +426,12 @@ fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Res
             ));
         }
         moved += npages;
-        runs.push((e.start, npages, (e.flags & !pe::PARENT) | pe::PRESENT));
     }
     out.sync_data()
         .map_err(io("cannot sync the pages", &map.pages))?;
     name.commit()
         .map_err(io("cannot name the pages", &map.pages))?;
-    let (ty, id) = match owner {
-        Owner::Task(id) => (ImageType::Pagemap, id),
-        Owner::Object(id) => (ImageType::ShmemPagemap, id),
-    };
-    mem::write_pagemap_named(dir, ty, &ty.file_name(id), map.pages_id, &runs)?;
+    write_flattened(dir, owner, map)?;
     debug!("{owner:?}: {moved} pre-copied pages moved in");
     Ok(moved)
 }
@@ -332,6 +439,73 @@ fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: u64 = crust_sys::PAGE_SIZE;
+
+    /// A directory with `sub` in it, removed first.
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("crust-precopy-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join(DIR)).unwrap();
+        d
+    }
+
+    /// Pagemap 1 of `dir` with `runs` (address, pages, flags) and pages
+    /// file `id` holding one page of each byte of `fill`.
+    fn set(dir: &Path, id: u32, runs: &[(u64, u64, u32)], fill: &[u8]) -> Pagemap {
+        let ty = ImageType::Pagemap;
+        mem::write_pagemap_named(dir, ty, &ty.file_name(1), id, runs).unwrap();
+        let bytes: Vec<u8> = (fill.iter())
+            .flat_map(|b| std::iter::repeat_n(*b, P as usize))
+            .collect();
+        std::fs::write(dir.join(ImageType::Pages.file_name(id.into())), bytes).unwrap();
+        read_pagemap(dir, Owner::Task(1)).unwrap().unwrap()
+    }
+
+    fn pages_of(path: &Path) -> Vec<u8> {
+        let b = std::fs::read(path).unwrap();
+        b.chunks(P as usize).map(|c| c[0]).collect()
+    }
+
+    #[test]
+    fn same_pages_are_kept_in_place_and_written_pages_put_over_them() {
+        let d = tmpdir("inplace");
+        let pre = set(&d.join(DIR), 7, &[(0x10000, 4, pe::PRESENT)], b"ABCD");
+        let runs = [
+            (0x10000, 1, pe::PARENT),
+            (0x11000, 1, pe::PRESENT | pe::LAZY),
+            (0x12000, 2, pe::PARENT),
+        ];
+        let map = set(&d, 3, &runs, b"X");
+        assert_eq!(
+            flatten_in_place(&d, Owner::Task(1), &map, &pre).unwrap(),
+            Some(3)
+        );
+        assert_eq!(pages_of(&map.pages), b"AXCD");
+        assert!(!pre.pages.exists());
+        let after = read_pagemap(&d, Owner::Task(1)).unwrap().unwrap();
+        let flags: Vec<u32> = after.entries.iter().map(|e| e.flags).collect();
+        assert_eq!(flags, [pe::PRESENT, pe::PRESENT | pe::LAZY, pe::PRESENT]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn other_pages_than_the_pre_copys_are_copied_run_by_run() {
+        let d = tmpdir("byrun");
+        // The pre-copy holds a page the task dropped since (0x12000), and
+        // lacks one it touched since (0x14000).
+        let pre = set(&d.join(DIR), 7, &[(0x10000, 3, pe::PRESENT)], b"ABC");
+        let runs = [(0x10000, 2, pe::PARENT), (0x14000, 1, pe::PRESENT)];
+        let map = set(&d, 3, &runs, b"N");
+        assert_eq!(
+            flatten_in_place(&d, Owner::Task(1), &map, &pre).unwrap(),
+            None
+        );
+        assert_eq!(pages_of(&pre.pages), b"ABC");
+        assert_eq!(flatten_one(&d, Owner::Task(1), &map, &pre).unwrap(), 2);
+        assert_eq!(pages_of(&map.pages), b"ABN");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn pagemap_names() {

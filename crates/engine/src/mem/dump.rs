@@ -102,6 +102,12 @@ pub(super) fn fate(p: Pme, pp: Option<Pme>, file_private: bool, zero_pfn: Option
     if p.guard() {
         return Fate::Skip;
     }
+    // No page either: the marker userfaultfd leaves where it write-protects
+    // a page never touched (the write tracking of pre-dumps and `dump -R`).
+    // Stored, it would come back as a page of zeros the task never had.
+    if p.marker() {
+        return Fate::Skip;
+    }
     if let Some(pp) = pp {
         // In a private file mapping only the pages it copied (anonymous
         // ones) count: the file's own pages come from the file anyway.
@@ -1077,6 +1083,18 @@ mod tests {
         );
         assert_eq!(anon(PRESENT | 5, None), Fate::Store { pinnable: false });
         assert_eq!(anon(SWAPPED, None), Fate::Store { pinnable: true });
+        // A swapped page (type 3, offset 9) is stored; the marker of a
+        // write-protected page never touched (as 6.18 reports it: type 31,
+        // offset 1, uffd-wp bit) is not, nor in a private file mapping.
+        assert_eq!(
+            anon(SWAPPED | 3 | 9 << 5, None),
+            Fate::Store { pinnable: true }
+        );
+        assert_eq!(anon(0x4200_0000_0000_003f, None), Fate::Skip);
+        assert_eq!(
+            fate(Pme(0x4200_0000_0000_003f), None, true, zero),
+            Fate::Skip
+        );
         assert_eq!(anon(PRESENT | 7, None), Fate::Zero);
         // The parent's very page.
         assert_eq!(anon(PRESENT | 5, Some(PRESENT | 5)), Fate::Cow);
