@@ -162,10 +162,15 @@ pub(crate) fn store_object(
     let mut nruns = 0usize;
     let mut last_end = None;
     let mut buf = vec![0u8; BATCH];
-    let mut off = 0u64;
     let mut stored = 0u64;
-    while off < total {
-        let len = ((total - off) as usize).min(BATCH);
+    let chunks = data_extents(src, total)
+        .into_iter()
+        .flat_map(|(start, end)| {
+            (start..end)
+                .step_by(BATCH)
+                .map(move |off| (off, ((end - off) as usize).min(BATCH)))
+        });
+    for (off, len) in chunks {
         let chunk = &mut buf[..len];
         let mut got = 0usize;
         while got < len {
@@ -193,10 +198,45 @@ pub(crate) fn store_object(
             out.pages(&chunk[..kept])?;
             stored += (kept as u64) / PAGE_SIZE;
         }
-        off += len as u64;
     }
     out.finish()?;
     Ok((total / PAGE_SIZE, stored, nruns))
+}
+
+/// The parts of `src`'s first `total` bytes that may hold data, page
+/// aligned and in order: its holes (never written: zeros) are not read at
+/// all (SEEK_DATA and SEEK_HOLE; a 1 GiB object never touched took 72 ms
+/// to read as zeros). The whole of it where the file system cannot tell.
+fn data_extents(src: &File, total: u64) -> Vec<(u64, u64)> {
+    use crust_sys::fs::seek_data_or_hole;
+    use std::os::fd::AsFd;
+    let fd = src.as_fd();
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    while at < total {
+        let data = match seek_data_or_hole(fd, at, false) {
+            Ok(Some(d)) => d,
+            Ok(None) => break,
+            Err(_) => {
+                out.push((at, total));
+                break;
+            }
+        };
+        if data >= total {
+            break;
+        }
+        let hole = match seek_data_or_hole(fd, data, true) {
+            Ok(Some(h)) => h,
+            _ => total,
+        };
+        let start = data / PAGE_SIZE * PAGE_SIZE;
+        let end = (hole.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .max(start + PAGE_SIZE)
+            .min(total);
+        out.push((start, end));
+        at = end;
+    }
+    out
 }
 
 /// What memfd.img records of the shared memory object VMA `v` maps.

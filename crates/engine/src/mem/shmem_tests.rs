@@ -231,6 +231,42 @@ fn object_store_keeps_nonzero_pages_in_runs() {
 }
 
 #[test]
+fn object_store_reads_only_what_holds_data() {
+    use crate::mem::pages::tests::CollectSink;
+    use std::os::unix::fs::FileExt;
+    // tmpfs, as shared memory is: it tells data from holes.
+    let dir = Path::new("/dev/shm").join(format!("crust-mem-sparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = TempDir(dir.clone());
+    let path = t.0.join("object");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    // 1 GiB, three pages written: the rest is never read.
+    let pages = 1u64 << 18;
+    f.set_len(pages * PAGE_SIZE).unwrap();
+    for p in [300, 5000, pages - 1] {
+        f.write_all_at(&[7], p * PAGE_SIZE + 9).unwrap();
+    }
+    let ext = super::data_extents(&f, pages * PAGE_SIZE);
+    let read: u64 = ext.iter().map(|(s, e)| e - s).sum();
+    assert!(read <= 3 * (2 << 20), "{ext:x?}");
+    let sink = CollectSink::default();
+    let owner = PageOwner::Object {
+        shmid: 9,
+        pages_id: 3,
+    };
+    let (scanned, stored, runs) = store_object(&sink, owner, &f, &path, pages * PAGE_SIZE).unwrap();
+    assert_eq!((scanned, stored, runs), (pages, 3, 3));
+    let got = sink.take();
+    let at: Vec<u64> = got[0].1.iter().map(|r| r.vaddr / PAGE_SIZE).collect();
+    assert_eq!(at, [300, 5000, pages - 1]);
+}
+
+#[test]
 fn keep_nonzero_compacts() {
     let pg = PAGE_SIZE as usize;
     let mut chunk = vec![0u8; 4 * pg];
