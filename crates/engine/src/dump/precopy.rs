@@ -186,6 +186,11 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
         for e in tracker.protect_registered() {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
+        // Shared memory objects are stored whole at the freeze (their
+        // writes are not tracked): a copy here would be thrown away.
+        let vmas = (vmas.into_iter())
+            .filter(|v| v.status & crust_images::consts::vma::AREA_MEMFD == 0)
+            .collect();
         planned.push(Planned {
             pid,
             nspid,
