@@ -83,17 +83,26 @@ t_predump_chain() { predump_chain 256 12; }
 
 # The same with 1 GiB and the same amount rewritten: the final set holds
 # the same, and the frozen time stays of the same order (within 4x + 20 ms
-# of the 256 MiB run's: it follows what was written, not the total).
+# of the 256 MiB run's: it follows what was written, not the total). A
+# time is the machine's as much as crust's: a 1 GiB chain over the bound
+# is run once more (one CI run in about 20 saw 255 ms against 47 ms, and
+# the test passed alone each time after), and fails only if both are.
 t_predump_chain_1g() {
     predump_chain 256 12 || return $?
-    local small=$FINAL_BYTES frozen_small=$FROZEN
-    rm -rf "$D/i1" "$D/i2" "$D/i3" "$D/step" "$D/step.done" "$D/result"
-    predump_chain 1024 12 || return $?
-    echo "    final pages: 256 MiB $((small / 1024)) KiB, 1 GiB $((FINAL_BYTES / 1024)) KiB; frozen ${frozen_small} us, ${FROZEN} us" >&2
-    [ "$FINAL_BYTES" -le $((small + (2 << 20))) ] ||
-        { fail "the 1 GiB final set holds $FINAL_BYTES bytes, the 256 MiB one $small"; return 1; }
-    [ "$FROZEN" -le $((frozen_small * 4 + 20000)) ] ||
-        { fail "frozen ${FROZEN} us with 1 GiB, ${frozen_small} us with 256 MiB"; return 1; }
+    local small=$FINAL_BYTES frozen_small=$FROZEN try
+    for try in 1 2; do
+        rm -rf "$D/i1" "$D/i2" "$D/i3" "$D/step" "$D/step.done" "$D/result"
+        predump_chain 1024 12 || return $?
+        echo "    final pages: 256 MiB $((small / 1024)) KiB, 1 GiB $((FINAL_BYTES / 1024)) KiB; frozen ${frozen_small} us, ${FROZEN} us" >&2
+        [ "$FINAL_BYTES" -le $((small + (2 << 20))) ] ||
+            { fail "the 1 GiB final set holds $FINAL_BYTES bytes, the 256 MiB one $small"; return 1; }
+        [ "$FROZEN" -le $((frozen_small * 4 + 20000)) ] && return 0
+        echo "    frozen ${FROZEN} us with 1 GiB, ${frozen_small} us with 256 MiB (try $try of 2)" >&2
+        kill_tree "$PID" "$BIN/dirtymem"
+        wait_gone "$PID" 5
+    done
+    fail "frozen ${FROZEN} us with 1 GiB, ${frozen_small} us with 256 MiB, twice"
+    return 1
 }
 
 # `crust track-release DIR` ends the keeper and lifts the tracking (no
