@@ -1273,7 +1273,7 @@ fn reread(mem_file: &File, pid: i32, addr: u64, dst: &mut [u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const PRESENT: u64 = 1 << 63;
@@ -1308,7 +1308,7 @@ mod tests {
         assert_eq!(file(PRESENT | 7), Fate::Store { pinnable: true });
     }
 
-    fn anon(start: u64, end: u64) -> Vma {
+    pub(in crate::mem) fn anon(start: u64, end: u64) -> Vma {
         Vma {
             map: crust_proc::MapEntry {
                 start,

@@ -26,8 +26,11 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 pub(super) const PARTS_FROM: u64 = 64 << 20;
 /// The memory of the first part: the copy starts once it is scanned.
 const PART_FIRST: u64 = 4 << 20;
-/// Each next part has twice the memory of the one before, up to this.
+/// Each next part has twice the memory of the one before, up to this
+/// (or the memory over [`MOST_PARTS`] parts, if more: a reservation of
+/// terabytes, mostly never touched, is not scanned in thousands of parts).
 const PART_MAX: u64 = 256 << 20;
+const MOST_PARTS: u64 = 32;
 /// Parts scanned ahead of the copy at most.
 const PARTS_AHEAD: usize = 4;
 
@@ -60,6 +63,7 @@ pub(super) fn part_cuts(vmas: &[Vma]) -> Option<Vec<(u64, bool)>> {
     if total < PARTS_FROM {
         return None;
     }
+    let most = PART_MAX.max(total / MOST_PARTS / PAGE_SIZE * PAGE_SIZE);
     let mut cuts = Vec::new();
     let mut size = PART_FIRST;
     // Memory still to go into the current part.
@@ -69,7 +73,7 @@ pub(super) fn part_cuts(vmas: &[Vma]) -> Option<Vec<(u64, bool)>> {
         while v.map.end - at > left {
             at += left;
             cuts.push((at, at > v.map.start));
-            size = (size * 2).min(PART_MAX);
+            size = (size * 2).min(most);
             left = size;
         }
         left -= v.map.end - at;

@@ -91,3 +91,29 @@ fn a_dump_in_parts_stores_what_one_scan_does() {
     }
     p.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
 }
+
+#[test]
+fn parts_double_from_4_mib_and_stay_few() {
+    use crate::mem::dump::tests::anon;
+    const M: u64 = 1 << 20;
+    let base = 0x7f00_0000_0000u64;
+    // Two VMAs of 40 MiB back to back, then one of 1 GiB 20 MiB above
+    // them: the cuts fall after 4, 12, 28, 60, 124, 252 MiB of the stored
+    // memory, inside VMAs.
+    let vmas = [
+        anon(base, base + 40 * M),
+        anon(base + 40 * M, base + 80 * M),
+        anon(base + 100 * M, base + 1124 * M),
+    ];
+    let cuts = part_cuts(&vmas).unwrap();
+    let at: Vec<u64> = cuts.iter().map(|c| (c.0 - base) / M).collect();
+    assert_eq!(&at[..6], &[4, 12, 28, 60, 144, 272]);
+    assert!(cuts.iter().all(|c| c.1));
+    assert!(at.windows(2).all(|w| w[1] - w[0] <= 256));
+    // Under 64 MiB: one scan.
+    assert!(part_cuts(&vmas[..1]).is_none());
+    // 4 TiB reserved: a few dozen parts, not thousands.
+    let huge = [anon(base, base + (4u64 << 40))];
+    let n = part_cuts(&huge).unwrap().len();
+    assert!((10..64).contains(&n), "{n} parts");
+}
