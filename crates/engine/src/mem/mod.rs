@@ -23,6 +23,7 @@ mod guard;
 pub(crate) mod huge;
 pub mod keeper;
 mod pages;
+mod parts;
 mod piped;
 mod restore;
 mod shmem;

@@ -353,6 +353,15 @@ impl PageOwner {
 pub trait PageSink: Sync {
     /// Start storing the pages of `owner`.
     fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error>;
+    /// Its streams take [`PageStream::runs_apart`], and store the same
+    /// images whichever way the same runs are announced: a large task's
+    /// runs may then be announced part by part as its pagemap is scanned,
+    /// the copy of the first parts under way while the rest is scanned
+    /// (`mem/dump.rs`). Not a page server's: the runs it sends are its
+    /// protocol's messages.
+    fn runs_in_parts(&self) -> bool {
+        false
+    }
 }
 
 /// The pages of one owner, as they are read.
@@ -367,6 +376,17 @@ pub trait PageSink: Sync {
 /// the same flags (a run cut by a buffer boundary).
 pub trait PageStream {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error>;
+    /// As [`PageStream::runs`], but the first run never continues the
+    /// last one announced before. Only on the streams of a sink that says
+    /// [`PageSink::runs_in_parts`].
+    fn runs_apart(&mut self, runs: &[Run]) -> Result<(), Error> {
+        Err(Error::Unsupported {
+            what: format!(
+                "{} runs announced apart to a stream that cannot take them (crust bug)",
+                runs.len()
+            ),
+        })
+    }
     fn pages(&mut self, bytes: &[u8]) -> Result<(), Error>;
     /// Takes pages out of a pipe without copying them
     /// ([`PageStream::pipe_pages`] is worth a task's vmsplice).
@@ -607,11 +627,21 @@ impl PageSink for LocalImages<'_> {
             direct,
         }))
     }
+
+    fn runs_in_parts(&self) -> bool {
+        true
+    }
 }
 
 impl PageStream for LocalStream<'_> {
     fn runs(&mut self, runs: &[Run]) -> Result<(), Error> {
         append_runs(&mut self.runs, runs);
+        crate::util::progress::pages_expected(present_bytes(runs));
+        Ok(())
+    }
+
+    fn runs_apart(&mut self, runs: &[Run]) -> Result<(), Error> {
+        self.runs.extend_from_slice(runs);
         crate::util::progress::pages_expected(present_bytes(runs));
         Ok(())
     }
@@ -798,6 +828,8 @@ pub(super) mod tests {
     #[derive(Default)]
     pub(crate) struct CollectSink {
         got: Mutex<Vec<Collected>>,
+        /// Takes runs in parts ([`PageSink::runs_in_parts`]).
+        pub(crate) parts: bool,
     }
 
     /// What a [`CollectSink`] got for one owner.
@@ -825,11 +857,20 @@ pub(super) mod tests {
                 bytes: Vec::new(),
             }))
         }
+
+        fn runs_in_parts(&self) -> bool {
+            self.parts
+        }
     }
 
     impl PageStream for CollectStream<'_> {
         fn runs(&mut self, runs: &[Run]) -> Result<(), Error> {
             append_runs(&mut self.runs, runs);
+            Ok(())
+        }
+        fn runs_apart(&mut self, runs: &[Run]) -> Result<(), Error> {
+            assert!(self.sink.parts);
+            self.runs.extend_from_slice(runs);
             Ok(())
         }
         fn pages(&mut self, bytes: &[u8]) -> Result<(), Error> {
