@@ -30,6 +30,25 @@ struct Child {
     base: u64,
 }
 
+/// A fresh read-write anonymous mapping of `len` bytes (`kind`:
+/// `MAP_PRIVATE` or `MAP_SHARED`); the caller unmaps it.
+fn map_anon(len: usize, kind: libc::c_int) -> *mut libc::c_void {
+    // SAFETY: a new mapping at an address the kernel picks: nothing of
+    // this process's is overwritten.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            kind | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`, alive for the call.
@@ -83,18 +102,7 @@ impl Child {
     /// and the number of its userfaultfd.
     fn spawn() -> (Child, i32) {
         let len = (PAGES * PAGE) as usize;
-        // SAFETY: a fresh anonymous mapping; only this test uses it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
+        let p = map_anon(len, libc::MAP_PRIVATE);
         let base = p as u64;
         for i in 0..PAGES {
             // SAFETY: inside the mapping just made.
@@ -225,18 +233,7 @@ fn a_local_uffd_tracks_this_process() {
     };
     uffd.api(TRACKING_FEATURES).unwrap();
     let len = 4 * PAGE as usize;
-    // SAFETY: a fresh anonymous mapping only this test uses.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = map_anon(len, libc::MAP_PRIVATE);
     let base = p as u64;
     uffd.register_wp(base, len as u64).unwrap();
     uffd.write_protect(base, len as u64, true).unwrap();
@@ -310,18 +307,7 @@ fn shared_anonymous_memory_is_tracked_too() {
     };
     uffd.api(TRACKING_FEATURES).unwrap();
     let len = 4 * PAGE as usize;
-    // SAFETY: a fresh shared anonymous mapping only this test uses.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = map_anon(len, libc::MAP_SHARED);
     let base = p as u64;
     // SAFETY: page 0 of the mapping made above: present before tracking.
     unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
@@ -372,18 +358,7 @@ fn a_full_buffer_stops_the_walk_before_what_it_did_not_report() {
     };
     uffd.api(TRACKING_FEATURES).unwrap();
     let len = 16 * PAGE as usize;
-    // SAFETY: a fresh anonymous mapping only this test uses.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = map_anon(len, libc::MAP_PRIVATE);
     let (base, end) = (p as u64, p as u64 + len as u64);
     uffd.register_wp(base, len as u64).unwrap();
     uffd.write_protect(base, len as u64, true).unwrap();
@@ -430,18 +405,7 @@ fn an_unprotected_part_of_a_registered_range_counts_as_written_once() {
     };
     uffd.api(TRACKING_FEATURES).unwrap();
     let len = 8usize << 20;
-    // SAFETY: a fresh private anonymous mapping, unmapped at the end.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = map_anon(len, libc::MAP_PRIVATE);
     let base = p as u64;
     let end = base + len as u64;
     // SAFETY: page 0 of the mapping made above.
