@@ -37,7 +37,6 @@ use crate::mem::track::{with_causes, Tracker};
 use crate::util::{proc_err, us_since};
 use crate::{mem, Error, Options};
 use crust_images::consts::pe;
-use crust_images::image::ImageType;
 use crust_proc::ProcRoot;
 use log::{debug, info};
 use std::fs::File;
@@ -371,10 +370,7 @@ fn write_flattened(dir: &Path, owner: Owner, map: &Pagemap) -> Result<(), Error>
             }
         })
         .collect();
-    let (ty, id) = match owner {
-        Owner::Task(id) => (ImageType::Pagemap, id),
-        Owner::Object(id) => (ImageType::ShmemPagemap, id),
-    };
+    let (ty, id) = owner.image();
     mem::write_pagemap_named(dir, ty, &ty.file_name(id), map.pages_id, &runs)
 }
 
@@ -444,6 +440,7 @@ fn flatten_one(dir: &Path, owner: Owner, map: &Pagemap, parent: &Pagemap) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crust_images::image::ImageType;
 
     const P: u64 = crust_sys::PAGE_SIZE;
 

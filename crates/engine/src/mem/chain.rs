@@ -41,7 +41,8 @@ pub enum Owner {
 }
 
 impl Owner {
-    fn image(self) -> (ImageType, u64) {
+    /// Its pagemap's image type and id.
+    pub fn image(self) -> (ImageType, u64) {
         match self {
             Owner::Task(id) => (ImageType::Pagemap, id),
             Owner::Object(id) => (ImageType::ShmemPagemap, id),
