@@ -429,3 +429,55 @@ fn an_unprotected_part_of_a_registered_range_counts_as_written_once() {
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(p, len) };
 }
+
+/// What incremental dumps rely on (`Pages::since_by_ranges` in the
+/// engine): a protected page that is dropped (`MADV_DONTNEED`: one page,
+/// or a whole page table's worth, whose table the kernel may free) counts
+/// as written, so that a dump never leaves it to the parent set; a
+/// protected page never touched and then read in is not written.
+#[test]
+fn a_dropped_page_counts_as_written() {
+    let Ok(uffd) = Uffd::new_local() else {
+        crate::testing::skip("a_dropped_page_counts_as_written", "no userfaultfd");
+        return;
+    };
+    uffd.api(TRACKING_FEATURES).unwrap();
+    // 8 MiB, of which the 2 MiB-aligned 2 MiB after the first 2 MiB.
+    let len = 8usize << 20;
+    let p = map_anon(len, libc::MAP_PRIVATE);
+    let base = p as u64;
+    let end = base + len as u64;
+    let huge = 2u64 << 20;
+    let table = (base + huge).next_multiple_of(huge);
+    // Every page written but the last 16, never touched.
+    for a in (base..end - 16 * PAGE).step_by(PAGE as usize) {
+        // SAFETY: a page of the mapping made above.
+        unsafe { std::ptr::write_volatile(a as *mut u8, 1) };
+    }
+    uffd.register_wp(base, len as u64).unwrap();
+    uffd.write_protect(base, len as u64, true).unwrap();
+    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut out = [PageRegion::default(); 8];
+    let mut scan = || {
+        let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
+        (out[..n].iter())
+            .map(|r| (r.start - base, r.end - base))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scan(), []);
+    let dontneed = |at: u64, n: u64| {
+        // SAFETY: drops pages of the mapping made above.
+        let r = unsafe { libc::madvise(at as *mut libc::c_void, n as usize, libc::MADV_DONTNEED) };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    };
+    dontneed(base + 3 * PAGE, PAGE);
+    dontneed(table, huge);
+    // SAFETY: reads a page never touched (the last one of the mapping).
+    let _ = unsafe { std::ptr::read_volatile((end - PAGE) as *const u8) };
+    let t = table - base;
+    assert_eq!(scan(), [(3 * PAGE, 4 * PAGE), (t, t + huge)]);
+    assert_eq!(scan(), []);
+    drop(uffd);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(p, len) };
+}

@@ -901,10 +901,14 @@ fn dump_process(
         ti.seccomp = s;
     }
     debug!("{pid}: state read inside the task by {} us", us_since(t0));
+    // Guard regions and huge pages, found while the rest is collected
+    // (after the syscalls run inside the task: the walks hold its mmap
+    // lock, which those may need).
+    let vmas = std::sync::Arc::new(vmas);
+    let extents = mem::walk_extents(pid, &vmas);
 
     // If the page worker has stopped on an error, the send fails and the
     // error comes out when it is joined.
-    let vmas = std::sync::Arc::new(vmas);
     out.vmas_of.insert(pid, vmas.clone());
     let job = PageJob {
         pid,
@@ -942,10 +946,11 @@ fn dump_process(
     };
     let own_fds = (!kobj.files_shared).then_some(&fds[..]);
     mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
+    let extents = extents.join(pid)?;
     // Guard regions after the real VMAs, as CRIU lists them.
-    mm.vmas.extend(mem::guard_entries(pid)?);
+    mm.vmas.extend(extents.guards);
     // Where transparent huge pages back its memory (crust's own image).
-    mem::write_huge_ranges(dir, nspid as u64, &mem::huge_ranges(pid, &vmas)?)?;
+    mem::write_huge_ranges(dir, nspid as u64, &extents.huge)?;
     // Only the fds whose fdinfo showed a lock are read again for it.
     let locked: Vec<_> = fds
         .iter()

@@ -173,18 +173,18 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
         // A process without tracking is stored whole at the freeze.
         let Some(mut tracker) = tracker else { continue };
         crate::util::check_stop()?;
-        // Scanned, then protected, then read. The read comes after the
-        // protection, so a write after it is seen by the freeze's scan,
-        // and a write before it is in the copy. A page that appears
-        // between the scan and the protection is not in the pre-copy: the
-        // freeze stores it (present, and not in the parent). Scanning
-        // first also keeps the pages the protection itself marks (see
-        // `flatten_in_place`) out of the pre-copy, so that its layout is
-        // the final set's whenever nothing was unmapped or dropped.
-        let plan = mem::PagePlan::scan(pid, &vmas, None)?;
+        // Protected, then scanned, then read. Every page present at the
+        // protection is in the scan, so in the pre-copy; a page written
+        // after the protection (faulted in by the write, or written over)
+        // is found at the freeze. The freeze does not look for pages
+        // present but neither written nor in the pre-copy: there are none
+        // but pages of zeros (`Pages::since_by_ranges`). The pages the
+        // protection itself marks (never touched: see `flatten_in_place`)
+        // are left out by the scan.
         for e in tracker.protect_registered() {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
+        let plan = mem::PagePlan::scan(pid, &vmas, None)?;
         // Shared memory objects are stored whole at the freeze (their
         // writes are not tracked): a copy here would be thrown away.
         let vmas = (vmas.into_iter())

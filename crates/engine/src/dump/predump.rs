@@ -50,8 +50,13 @@ pub(super) struct Chain {
 pub(super) type Server = Option<Arc<PageServerSink>>;
 
 /// What the dump of one process stores against the parent set: the
-/// ranges written since, and the ranges the parent's pagemap holds.
-pub(super) type Dirty = (Vec<Range<u64>>, Vec<Range<u64>>);
+/// ranges written since, the ranges the parent's pagemap holds (stored
+/// there or in its own parent), and every range it lists, whatever it
+/// says of them (held, shared copy-on-write, left on a source).
+pub(super) type Dirty = (Ranges, Ranges, Ranges);
+
+/// Sorted, disjoint byte ranges.
+type Ranges = Vec<Range<u64>>;
 
 impl Chain {
     /// The tracking of the parent set named by `--prev-images-dir`, if
@@ -126,7 +131,7 @@ impl Chain {
                 }
             }
         }
-        let has = match parent_pages(self.parent.as_deref()?, nspid) {
+        let (has, lists) = match parent_pages(self.parent.as_deref()?, nspid) {
             Ok(h) => h,
             Err(e) => {
                 warn!("{e}: every page of {pid} is dumped");
@@ -136,10 +141,10 @@ impl Chain {
         if self.precopy && super::precopy::late_on_purpose() {
             // Test-only: the pages written during the pre-copy are not
             // stored again, so the image is not one moment's.
-            return Some((Vec::new(), has));
+            return Some((Vec::new(), has, lists));
         }
         match t.take_dirty(&tracked_ranges(vmas)) {
-            Ok(d) => Some((d, has)),
+            Ok(d) => Some((d, has, lists)),
             Err(e) => {
                 warn!("{e}: every page of {pid} is dumped");
                 self.kept.remove(&pid);
@@ -162,9 +167,10 @@ pub(super) fn refuse_track_running(opts: &Options) -> Result<(), Error> {
 }
 
 /// The pages the parent set's pagemap of process `nspid` holds (stored
-/// there, or in its own parent). A set whose pages went to a page server
-/// has crust's record of the runs sent instead.
-fn parent_pages(dir: &Path, nspid: i32) -> Result<Vec<Range<u64>>, Error> {
+/// there, or in its own parent), and every page it lists. A set whose
+/// pages went to a page server has crust's record of the runs sent
+/// instead.
+fn parent_pages(dir: &Path, nspid: i32) -> Result<(Ranges, Ranges), Error> {
     use crust_images::consts::pe;
     use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
     let mut name = ImageType::Pagemap.file_name(nspid as u64);
@@ -180,18 +186,20 @@ fn parent_pages(dir: &Path, nspid: i32) -> Result<Vec<Range<u64>>, Error> {
         .map_err(err)?;
     let _: Option<PagemapHead> = r.read_entry().map_err(err)?;
     let entries: Vec<PagemapEntry> = r.read_remaining().map_err(err)?;
-    let mut out = Vec::with_capacity(entries.len());
+    let mut has = Vec::with_capacity(entries.len());
+    let mut lists = Vec::with_capacity(entries.len());
     for e in entries {
         let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
         let flags = e.flags.unwrap_or(pe::PRESENT);
+        let end = e
+            .vaddr
+            .saturating_add(n.saturating_mul(crust_sys::PAGE_SIZE));
         if e.in_parent == Some(true) || flags & (pe::PRESENT | pe::PARENT) != 0 {
-            let end = e
-                .vaddr
-                .saturating_add(n.saturating_mul(crust_sys::PAGE_SIZE));
-            out.push(e.vaddr..end);
+            has.push(e.vaddr..end);
         }
+        lists.push(e.vaddr..end);
     }
-    Ok(merge(out))
+    Ok((merge(has), merge(lists)))
 }
 
 /// The parent image set, as the images directory's `parent` link will
@@ -223,6 +231,7 @@ pub(super) fn as_since(d: &Dirty) -> mem::Since<'_> {
     mem::Since {
         dirty: &d.0,
         parent_has: &d.1,
+        parent_lists: &d.2,
     }
 }
 
@@ -371,7 +380,7 @@ fn plan_tree(
             "{pid}: {} VMAs, {}",
             vmas.len(),
             match &since {
-                Some((d, _)) => format!("{} ranges written since the parent set", d.len()),
+                Some((d, _, _)) => format!("{} ranges written since the parent set", d.len()),
                 None => "every page stored".to_string(),
             }
         );

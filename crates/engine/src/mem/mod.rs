@@ -50,7 +50,7 @@ pub use restore::{
 pub use shmem::{inherited_shmem, shmem_places};
 pub(crate) use shmem::{object_page_runs, objects_to, store_object_pages, ObjectPages};
 pub use thp::load_huge_ranges;
-pub(crate) use thp::{huge_ranges, write_huge_ranges};
+pub(crate) use thp::{walk_extents, write_huge_ranges};
 
 pub use vma::{
     build_mm, collect_vmas, collect_vmas_early, collect_vmas_frozen, link_socket_vmas, maps_memfd,
