@@ -4,6 +4,10 @@
 # with CRIU_BIN set also to CRIU 4.2's page server (crust's dump both
 # times) and CRIU's dump to CRIU's server. Prints the dump's wall time and
 # GB/s (bytes of pages-*.img the server wrote / dump time). Goal: >= 2.5.
+# Each round also measures the machine's own ceiling (bench/loopback.py:
+# the same bytes over loopback TCP from memory to memory, and into a new
+# file beside the images), and the end prints crust's median as a share
+# of the into-a-file median.
 # With /usr/bin/time, also the CPU (user+sys) each side spent: on a loaded
 # machine wall times swing, CPU per GiB much less.
 #
@@ -103,10 +107,22 @@ median() {
         awk -v l="$1" '{ v[NR] = $1 } END { if (NR) printf "%-28s median of %d: %5.2f GB/s\n", l, NR, v[int((NR + 1) / 2)] }'
 }
 
+# ceiling: the machine's own rates in the same run (bench/loopback.py):
+# MB MiB over loopback TCP from memory to memory, and into a new file
+# next to the page servers' images.
+ceiling() {
+    local v
+    v=$(python3 "$ROOT/bench/loopback.py" --mb "$MB") || return 0
+    printf '%-28s %6d MiB %26s: %5.2f GB/s\n' "machine: loopback TCP" "$MB" "" "$v" | tee -a "$WORK/results"
+    v=$(python3 "$ROOT/bench/loopback.py" --mb "$MB" --into "$WORK") || return 0
+    printf '%-28s %6d MiB %26s: %5.2f GB/s\n' "machine: into a file" "$MB" "" "$v" | tee -a "$WORK/results"
+}
+
 echo "page server over loopback${TLS:+ with TLS}, one process of $MB MiB (dump wall time, freeze included; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-LABELS=("crust -> crust server" "crust copying -> crust")
+LABELS=("crust -> crust server" "crust copying -> crust" "machine: loopback TCP" "machine: into a file")
 [ -n "$CRIU" ] && LABELS+=("crust -> CRIU server" "CRIU -> crust server" "CRIU -> CRIU server")
 for _ in $(seq "$REPS"); do
+    ceiling
     one "$CRUST" "$CRUST" "crust -> crust server"
     # the copy out of the task (CRUST_PS_SPLICE=0), as before vmsplice
     [ -z "${TLS:-}" ] && one "$CRUST" "$CRUST" "crust copying -> crust" CRUST_PS_SPLICE=0
@@ -119,4 +135,12 @@ done
 if [ "$REPS" -gt 1 ]; then
     for l in "${LABELS[@]}"; do median "$l"; done
 fi
+# crust's median against the machine's into-a-file median of this run.
+ratio() {
+    local a b
+    a=$(grep -F "$1 " "$WORK/results" | awk '{ print $(NF - 1) }' | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    b=$(grep -F "machine: into a file " "$WORK/results" | awk '{ print $(NF - 1) }' | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    [ -n "$a" ] && [ -n "$b" ] && awk -v l="$1" -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%-28s %.2f of the machine'"'"'s loopback into a file\n", l, a / b }'
+}
+ratio "crust -> crust server"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
