@@ -394,40 +394,76 @@ fn a_full_buffer_stops_the_walk_before_what_it_did_not_report() {
 /// tables) is reported written by the first scan, which then protects it,
 /// filling its page tables with markers. Only later writes are reported
 /// after that, first touches included.
+/// An 8 MiB private anonymous mapping of this process, tracked by a local
+/// userfaultfd in asynchronous write-protect mode (registered, nothing
+/// protected yet). None: no userfaultfd here (the test `name` skipped).
+struct Local8M {
+    uffd: Uffd,
+    p: *mut libc::c_void,
+    base: u64,
+    end: u64,
+    pm: std::fs::File,
+}
+
+impl Local8M {
+    const LEN: usize = 8 << 20;
+
+    fn new(name: &str) -> Option<Local8M> {
+        let Ok(uffd) = Uffd::new_local() else {
+            crate::testing::skip(name, "no userfaultfd");
+            return None;
+        };
+        uffd.api(TRACKING_FEATURES).unwrap();
+        let p = map_anon(Self::LEN, libc::MAP_PRIVATE);
+        let base = p as u64;
+        let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        Some(Local8M {
+            uffd,
+            p,
+            base,
+            end: base + Self::LEN as u64,
+            pm,
+        })
+    }
+
+    fn write(&self, at: u64) {
+        // SAFETY: a byte of the mapping this fixture made (callers pass
+        // addresses inside [base, end)).
+        unsafe { std::ptr::write_volatile(at as *mut u8, 1) };
+    }
+
+    /// The written regions (protected again), as offsets from `base`
+    /// divided by `unit`.
+    fn scan(&self, unit: u64) -> Vec<(u64, u64)> {
+        let mut out = [PageRegion::default(); 8];
+        let (n, _) = pagemap_scan_written(&self.pm, self.base, self.end, &mut out).unwrap();
+        (out[..n].iter())
+            .map(|r| ((r.start - self.base) / unit, (r.end - self.base) / unit))
+            .collect()
+    }
+}
+
+impl Drop for Local8M {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping this fixture made; nothing refers to
+        // it any more.
+        unsafe { libc::munmap(self.p, Self::LEN) };
+    }
+}
+
 #[test]
 fn an_unprotected_part_of_a_registered_range_counts_as_written_once() {
-    let Ok(uffd) = Uffd::new_local() else {
-        crate::testing::skip(
-            "an_unprotected_part_of_a_registered_range",
-            "no userfaultfd",
-        );
+    let Some(m) = Local8M::new("an_unprotected_part_of_a_registered_range") else {
         return;
     };
-    uffd.api(TRACKING_FEATURES).unwrap();
-    let len = 8usize << 20;
-    let p = map_anon(len, libc::MAP_PRIVATE);
-    let base = p as u64;
-    let end = base + len as u64;
-    // SAFETY: page 0 of the mapping made above.
-    unsafe { std::ptr::write_volatile(base as *mut u8, 1) };
-    uffd.register_wp(base, len as u64).unwrap();
-    uffd.write_protect(base, PAGE, true).unwrap();
-    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
-    let mut out = [PageRegion::default(); 8];
-    let mut scan = || {
-        let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
-        (out[..n].iter())
-            .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(scan(), [(1, len as u64 / PAGE)]);
-    // SAFETY: page 1536 of the mapping made above, never touched.
-    unsafe { std::ptr::write_volatile((base + 1536 * PAGE) as *mut u8, 1) };
-    assert_eq!(scan(), [(1536, 1537)]);
-    assert_eq!(scan(), []);
-    drop(uffd);
-    // SAFETY: unmaps the mapping made above.
-    unsafe { libc::munmap(p, len) };
+    m.write(m.base);
+    m.uffd.register_wp(m.base, Local8M::LEN as u64).unwrap();
+    m.uffd.write_protect(m.base, PAGE, true).unwrap();
+    assert_eq!(m.scan(PAGE), [(1, Local8M::LEN as u64 / PAGE)]);
+    // Page 1536, never touched.
+    m.write(m.base + 1536 * PAGE);
+    assert_eq!(m.scan(PAGE), [(1536, 1537)]);
+    assert_eq!(m.scan(PAGE), []);
 }
 
 /// What incremental dumps rely on (`Pages::since_by_ranges` in the
@@ -437,47 +473,31 @@ fn an_unprotected_part_of_a_registered_range_counts_as_written_once() {
 /// protected page never touched and then read in is not written.
 #[test]
 fn a_dropped_page_counts_as_written() {
-    let Ok(uffd) = Uffd::new_local() else {
-        crate::testing::skip("a_dropped_page_counts_as_written", "no userfaultfd");
+    let Some(m) = Local8M::new("a_dropped_page_counts_as_written") else {
         return;
     };
-    uffd.api(TRACKING_FEATURES).unwrap();
-    // 8 MiB, of which the 2 MiB-aligned 2 MiB after the first 2 MiB.
-    let len = 8usize << 20;
-    let p = map_anon(len, libc::MAP_PRIVATE);
-    let base = p as u64;
-    let end = base + len as u64;
+    // The 2 MiB-aligned 2 MiB after the first 2 MiB.
     let huge = 2u64 << 20;
-    let table = (base + huge).next_multiple_of(huge);
+    let table = (m.base + huge).next_multiple_of(huge);
     // Every page written but the last 16, never touched.
-    for a in (base..end - 16 * PAGE).step_by(PAGE as usize) {
-        // SAFETY: a page of the mapping made above.
-        unsafe { std::ptr::write_volatile(a as *mut u8, 1) };
+    for a in (m.base..m.end - 16 * PAGE).step_by(PAGE as usize) {
+        m.write(a);
     }
-    uffd.register_wp(base, len as u64).unwrap();
-    uffd.write_protect(base, len as u64, true).unwrap();
-    let pm = std::fs::File::open("/proc/self/pagemap").unwrap();
-    let mut out = [PageRegion::default(); 8];
-    let mut scan = || {
-        let (n, _) = pagemap_scan_written(&pm, base, end, &mut out).unwrap();
-        (out[..n].iter())
-            .map(|r| (r.start - base, r.end - base))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(scan(), []);
+    m.uffd.register_wp(m.base, Local8M::LEN as u64).unwrap();
+    m.uffd
+        .write_protect(m.base, Local8M::LEN as u64, true)
+        .unwrap();
+    assert_eq!(m.scan(1), []);
     let dontneed = |at: u64, n: u64| {
-        // SAFETY: drops pages of the mapping made above.
+        // SAFETY: drops pages of the fixture's mapping.
         let r = unsafe { libc::madvise(at as *mut libc::c_void, n as usize, libc::MADV_DONTNEED) };
         assert_eq!(r, 0, "{}", io::Error::last_os_error());
     };
-    dontneed(base + 3 * PAGE, PAGE);
+    dontneed(m.base + 3 * PAGE, PAGE);
     dontneed(table, huge);
     // SAFETY: reads a page never touched (the last one of the mapping).
-    let _ = unsafe { std::ptr::read_volatile((end - PAGE) as *const u8) };
-    let t = table - base;
-    assert_eq!(scan(), [(3 * PAGE, 4 * PAGE), (t, t + huge)]);
-    assert_eq!(scan(), []);
-    drop(uffd);
-    // SAFETY: unmaps the mapping made above.
-    unsafe { libc::munmap(p, len) };
+    let _ = unsafe { std::ptr::read_volatile((m.end - PAGE) as *const u8) };
+    let t = table - m.base;
+    assert_eq!(m.scan(1), [(3 * PAGE, 4 * PAGE), (t, t + huge)]);
+    assert_eq!(m.scan(1), []);
 }
