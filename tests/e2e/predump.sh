@@ -279,3 +279,88 @@ PYEOF
 
 ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc predump-page-server predump-page-server-lost
     predump-page-server-criu predump-page-server-criu-crust predump-page-server-to-criu)
+
+# Swapped pages in a chain: a swap file of this test's own is turned on,
+# dirtymem hands its memory to swap once filled and after each step
+# (`--pageout 1`), pre-dump, pre-dump, dump store against the parents
+# (the written pages only, whether swapped or not), and crust's restore
+# of the chain checks out. The swap file is turned off and removed at
+# the end (and by run.sh's cleanup if the run is cut short).
+swap_on() {
+    SWAP_MADE=$WORK/swapfile
+    fallocate -l 512M "$SWAP_MADE" && chmod 600 "$SWAP_MADE" &&
+        mkswap -q "$SWAP_MADE" >/dev/null && swapon "$SWAP_MADE" ||
+        { rm -f "$SWAP_MADE"; SWAP_MADE=; fail "cannot turn on a swap file in $WORK (a filesystem that takes swap files is needed)"; }
+}
+swap_off() {
+    [ -n "${SWAP_MADE:-}" ] || return 0
+    swapoff "$SWAP_MADE"
+    rm -f "$SWAP_MADE"
+    SWAP_MADE=
+}
+t_predump_swapped() {
+    local swapped b
+    need_crust || return 1
+    start_prog dirtymem --mb 128 --dirty-mb 6 --step "$D/step" --pageout 1 || return 1
+    swapped=$(awk '/^VmSwap:/ {print $2}' "/proc/$PID/status")
+    [ "${swapped:-0}" -gt $((64 << 10)) ] ||
+        { fail "dirtymem's memory did not go to swap (VmSwap ${swapped:-?} kB)"; return 1; }
+    mkdir -p "$D/i1" "$D/i2" "$D/i3"
+    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
+    [ $RC = 0 ] || { fail "pre-dump 1 exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
+    predump_step 1 || return 1
+    crust_run pd2 pre-dump -t "$PID" -D "$D/i2" --prev-images-dir ../i1 -v4 -o pd.log
+    [ $RC = 0 ] || { fail "pre-dump 2 exited $RC: $(head -c 300 "$D/pd2.err")" "$D/i2/pd.log"; return 1; }
+    predump_step 2 || return 1
+    swapped=$(awk '/^VmSwap:/ {print $2}' "/proc/$PID/status")
+    crust_run d3 dump -t "$PID" -D "$D/i3" --prev-images-dir ../i2 -v4 -o dump.log
+    [ $RC = 0 ] || { fail "dump exited $RC: $(head -c 300 "$D/d3.err")" "$D/i3/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
+    b=$(pages_bytes "$D/i3")
+    echo "    VmSwap before the final dump: ${swapped} kB; final set: $((b / 1024)) KiB of pages" >&2
+    # The written pages only: at most 6 MiB plus 1 MiB of the rest.
+    [ "$b" -le $(((6 << 20) + (1 << 20))) ] ||
+        { fail "the final set holds $b bytes of pages: swapped pages were stored again" "$D/i3/dump.log"; return 1; }
+    do_restore "$D/i3" || return 1
+    expect_pass "$D/i3/restore.log"
+}
+t_predump_swap() {
+    local rc
+    swap_on || return 1
+    t_predump_swapped
+    rc=$?
+    kill_tree "$PID" "$BIN/dirtymem"
+    swap_off
+    return $rc
+}
+
+# The same swap file under `dump -R`: the pre-copy reads the swapped
+# pages (back in, still protected), the freeze stores only what was
+# written since, and the image restores.
+t_snapshot_swapped() {
+    local swapped
+    need_crust || return 1
+    start_prog dirtymem --mb 128 --dirty-mb 6 --step "$D/step" --pageout 1 || return 1
+    swapped=$(awk '/^VmSwap:/ {print $2}' "/proc/$PID/status")
+    [ "${swapped:-0}" -gt $((64 << 10)) ] ||
+        { fail "dirtymem's memory did not go to swap (VmSwap ${swapped:-?} kB)"; return 1; }
+    dump_with "$D/img" -R || return 1
+    grep -q 'moved into the image set' "$D/img/dump.log" ||
+        { fail "the pages were not copied before the freeze" "$D/img/dump.log"; return 1; }
+    kill_tree "$PID" "$BIN/dirtymem"
+    wait_gone "$PID" 5 || { fail "dirtymem did not go"; return 1; }
+    rm -f "$D/result"
+    do_restore "$D/img" || return 1
+    expect_pass "$D/img/restore.log"
+}
+t_snapshot_swap() {
+    local rc
+    swap_on || return 1
+    t_snapshot_swapped
+    rc=$?
+    kill_tree "$PID" "$BIN/dirtymem"
+    swap_off
+    return $rc
+}
+
+ALL_TESTS+=(predump-swap snapshot-swap)

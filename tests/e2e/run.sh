@@ -107,6 +107,11 @@ kill_tracked() {
 
 cleanup() {
     local t i
+    # A swap file a test turned on (predump-swap), if it did not end.
+    if [ -n "${SWAP_MADE:-}" ]; then
+        swapoff "$SWAP_MADE" 2>/dev/null
+        rm -f "$SWAP_MADE"
+    fi
     for t in "${TRACKED[@]+"${TRACKED[@]}"}"; do
         kill_tracked ${t%% *} "${t#* }"
     done

@@ -501,3 +501,117 @@ fn a_dropped_page_counts_as_written() {
     assert_eq!(m.scan(1), [(3 * PAGE, 4 * PAGE), (t, t + huge)]);
     assert_eq!(m.scan(1), []);
 }
+
+/// A swap file of a test's own, on (under the build's target directory:
+/// a filesystem that takes swap files, unlike tmpfs); off and removed when
+/// dropped.
+struct SwapFile(std::ffi::CString);
+
+impl SwapFile {
+    /// None: it cannot be made here (the test skipped, or failed in CI).
+    fn on(test: &str) -> Option<SwapFile> {
+        if !crate::testing::require_root(test) {
+            return None;
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target");
+        let path = format!("{dir}/swaptest-{}", std::process::id());
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|f| {
+                // SAFETY: fallocate on a file this test just created; a
+                // swap file must have no holes.
+                let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 64 << 20) };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut perm = f.metadata()?.permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+                f.set_permissions(perm)
+            })
+            .and_then(|()| {
+                let st = std::process::Command::new("mkswap")
+                    .arg("-q")
+                    .arg(&path)
+                    .status()?;
+                st.success()
+                    .then_some(())
+                    .ok_or_else(|| io::Error::other(format!("mkswap: {st}")))
+            });
+        let c = std::ffi::CString::new(path.clone()).unwrap();
+        let on = made.and_then(|()| {
+            // SAFETY: swapon of the file made above; the path is a valid C
+            // string that outlives the call.
+            let r = unsafe { libc::swapon(c.as_ptr(), 0) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+        match on {
+            Ok(()) => Some(SwapFile(c)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                crate::testing::skip(test, &format!("no swap file at {path}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SwapFile {
+    fn drop(&mut self) {
+        // SAFETY: swapoff of the file `on` turned on; a valid C string.
+        unsafe { libc::swapoff(self.0.as_ptr()) };
+        if let Ok(p) = self.0.to_str() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Swapped-out pages keep what tracking knows of them: a page written
+/// since the protection and then swapped out (`MADV_PAGEOUT`) is
+/// reported written, the ones not written are not (e2e `predump-swap`
+/// and `snapshot-swap` check chains and snapshots of swapped memory).
+#[test]
+fn a_swapped_page_keeps_its_written_state() {
+    let test = "a_swapped_page_keeps_its_written_state";
+    let swap_on = std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1);
+    let _swap = match swap_on {
+        true => None,
+        false => match SwapFile::on(test) {
+            Some(s) => Some(s),
+            None => return,
+        },
+    };
+    let Some(m) = Local8M::new(test) else {
+        return;
+    };
+    for a in (m.base..m.end).step_by(PAGE as usize) {
+        m.write(a);
+    }
+    m.uffd.register_wp(m.base, Local8M::LEN as u64).unwrap();
+    m.uffd
+        .write_protect(m.base, Local8M::LEN as u64, true)
+        .unwrap();
+    assert_eq!(m.scan(PAGE), []);
+    m.write(m.base + 5 * PAGE);
+    m.write(m.base + 700 * PAGE);
+    // SAFETY: asks the kernel to swap out the fixture's mapping.
+    let r = unsafe { libc::madvise(m.p, Local8M::LEN, libc::MADV_PAGEOUT) };
+    assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    let swapped_kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSwap:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        swapped_kb >= 4096,
+        "MADV_PAGEOUT swapped out {swapped_kb} kB only"
+    );
+    assert_eq!(m.scan(PAGE), [(5, 6), (700, 701)]);
+    assert_eq!(m.scan(PAGE), []);
+}
