@@ -104,12 +104,7 @@ t_image_verify() {
 t_image_diff() {
     need_cr || return $?
     start_prog dirtymem --mb 16 --dirty-mb 1 --step "$D/step" --written "$D/written" || return 1
-    mkdir -p "$D/i1" "$D/i2" "$D/i3"
-    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
-    [ $RC = 0 ] || { fail "pre-dump 1 exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
-    predump_step 1 || return 1
-    crust_run pd2 pre-dump -t "$PID" -D "$D/i2" --prev-images-dir ../i1 -v4 -o pd.log
-    [ $RC = 0 ] || { fail "pre-dump 2 exited $RC: $(head -c 300 "$D/pd2.err")" "$D/i2/pd.log"; return 1; }
+    predump_pair || return 1
     crust_run same image diff "$D/i1" "$D/i1"
     [ $RC = 0 ] && grep -q "no differences" "$D/same.out" ||
         { fail "diff of a set with itself exited $RC: $(head -c 300 "$D/same.out")"; return 1; }

@@ -32,3 +32,38 @@ t_guards() {
 }
 
 ALL_TESTS+=(guards)
+
+# Guard regions changed between `dump -R`'s pre-copy and its freeze
+# (CRUST_TEST_PRECOPY_WAIT holds crust there): pages 2-3 lose their guard,
+# 12-13 get one. The freeze walks again only where tracking saw writes,
+# and installing or removing a guard counts as one: the image has the
+# guards of the moment of the freeze.
+t_snapshot_guarded() {
+    need_cr || return $?
+    start_prog guards --toggled "$D/toggled" || return 1
+    mkdir -p "$D/img"
+    (cd "$D" && CRUST_TEST_PRECOPY_WAIT="$D/go" exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" dump -t "$PID" \
+        -D "$D/img" -R -v4 -o dump.log) >"$D/dump.out" 2>&1 &
+    local dumper=$! rc
+    wait_file "$D/go.copied" 30 || { kill "$dumper" 2>/dev/null; fail "the pre-copy did not end" "$D/img/dump.log"; return 1; }
+    kill -USR1 "$PID"
+    wait_file "$D/toggled" 10 || { : >"$D/go"; wait "$dumper"; fail "guards did not change its guard regions"; return 1; }
+    : >"$D/go"
+    wait "$dumper"
+    rc=$?
+    [ $rc = 0 ] || { fail "dump -R exited $rc: $(head -c 300 "$D/dump.out")" "$D/img/dump.log"; return 1; }
+    grep -q 'moved into the image set' "$D/img/dump.log" ||
+        { fail "the pages were not copied before the freeze" "$D/img/dump.log"; return 1; }
+    kill_tree "$PID" "$BIN/guards"
+    wait_gone "$PID" 5 || { fail "guards did not go"; return 1; }
+    do_restore "$D/img" && expect_pass "$D/img/restore.log"
+}
+t_snapshot_guards() {
+    local rc
+    t_snapshot_guarded
+    rc=$?
+    kill_tree "$PID" "$BIN/guards"
+    return $rc
+}
+
+ALL_TESTS+=(snapshot-guards)

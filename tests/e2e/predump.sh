@@ -27,6 +27,17 @@ predump_step() {
         { fail "dirtymem did not do step $1"; return 1; }
 }
 
+# predump_pair: pre-dump the program into $D/i1, step 1, pre-dump into
+# $D/i2 with i1 as the parent.
+predump_pair() {
+    mkdir -p "$D/i1" "$D/i2" "$D/i3"
+    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
+    [ $RC = 0 ] || { fail "pre-dump 1 exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
+    predump_step 1 || return 1
+    crust_run pd2 pre-dump -t "$PID" -D "$D/i2" --prev-images-dir ../i1 -v4 -o pd.log
+    [ $RC = 0 ] || { fail "pre-dump 2 exited $RC: $(head -c 300 "$D/pd2.err")" "$D/i2/pd.log"; return 1; }
+}
+
 # Bytes of the pages files of image set $1.
 pages_bytes() { cat /dev/null "$1"/pages-*.img | wc -c; }
 
@@ -305,12 +316,7 @@ t_predump_swapped() {
     swapped=$(awk '/^VmSwap:/ {print $2}' "/proc/$PID/status")
     [ "${swapped:-0}" -gt $((64 << 10)) ] ||
         { fail "dirtymem's memory did not go to swap (VmSwap ${swapped:-?} kB)"; return 1; }
-    mkdir -p "$D/i1" "$D/i2" "$D/i3"
-    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
-    [ $RC = 0 ] || { fail "pre-dump 1 exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
-    predump_step 1 || return 1
-    crust_run pd2 pre-dump -t "$PID" -D "$D/i2" --prev-images-dir ../i1 -v4 -o pd.log
-    [ $RC = 0 ] || { fail "pre-dump 2 exited $RC: $(head -c 300 "$D/pd2.err")" "$D/i2/pd.log"; return 1; }
+    predump_pair || return 1
     predump_step 2 || return 1
     swapped=$(awk '/^VmSwap:/ {print $2}' "/proc/$PID/status")
     crust_run d3 dump -t "$PID" -D "$D/i3" --prev-images-dir ../i2 -v4 -o dump.log

@@ -426,6 +426,15 @@ impl Local8M {
         })
     }
 
+    /// Register and protect the whole mapping: nothing is written yet.
+    fn protect_all(&self) {
+        self.uffd.register_wp(self.base, Self::LEN as u64).unwrap();
+        self.uffd
+            .write_protect(self.base, Self::LEN as u64, true)
+            .unwrap();
+        assert_eq!(self.scan(PAGE), []);
+    }
+
     fn write(&self, at: u64) {
         // SAFETY: a byte of the mapping this fixture made (callers pass
         // addresses inside [base, end)).
@@ -483,11 +492,7 @@ fn a_dropped_page_counts_as_written() {
     for a in (m.base..m.end - 16 * PAGE).step_by(PAGE as usize) {
         m.write(a);
     }
-    m.uffd.register_wp(m.base, Local8M::LEN as u64).unwrap();
-    m.uffd
-        .write_protect(m.base, Local8M::LEN as u64, true)
-        .unwrap();
-    assert_eq!(m.scan(1), []);
+    m.protect_all();
     let dontneed = |at: u64, n: u64| {
         // SAFETY: drops pages of the fixture's mapping.
         let r = unsafe { libc::madvise(at as *mut libc::c_void, n as usize, libc::MADV_DONTNEED) };
@@ -592,11 +597,7 @@ fn a_swapped_page_keeps_its_written_state() {
     for a in (m.base..m.end).step_by(PAGE as usize) {
         m.write(a);
     }
-    m.uffd.register_wp(m.base, Local8M::LEN as u64).unwrap();
-    m.uffd
-        .write_protect(m.base, Local8M::LEN as u64, true)
-        .unwrap();
-    assert_eq!(m.scan(PAGE), []);
+    m.protect_all();
     m.write(m.base + 5 * PAGE);
     m.write(m.base + 700 * PAGE);
     // SAFETY: asks the kernel to swap out the fixture's mapping.
@@ -614,4 +615,45 @@ fn a_swapped_page_keeps_its_written_state() {
     );
     assert_eq!(m.scan(PAGE), [(5, 6), (700, 701)]);
     assert_eq!(m.scan(PAGE), []);
+}
+
+/// Guard regions under tracking: `MADV_GUARD_INSTALL` over protected
+/// pages (written or not, present or never touched) and
+/// `MADV_GUARD_REMOVE` after it make those pages count as written.
+#[test]
+fn guard_regions_count_as_written() {
+    const INSTALL: libc::c_int = 102;
+    const REMOVE: libc::c_int = 103;
+    let Some(m) = Local8M::new("guard_regions_count_as_written") else {
+        return;
+    };
+    for a in (m.base..m.base + 64 * PAGE).step_by(PAGE as usize) {
+        m.write(a);
+    }
+    m.protect_all();
+    let advise = |page: u64, n: u64, advice| {
+        // SAFETY: advice on pages of the fixture's mapping.
+        let r = unsafe {
+            libc::madvise(
+                (m.base + page * PAGE) as *mut libc::c_void,
+                (n * PAGE) as usize,
+                advice,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        }
+        r == 0
+    };
+    // Present pages 10-11, and never-touched pages 100-101.
+    if !advise(10, 2, INSTALL) {
+        eprintln!("guard_regions_count_as_written: no MADV_GUARD_INSTALL here: not run");
+        return;
+    }
+    assert!(advise(100, 2, INSTALL));
+    assert_eq!(m.scan(PAGE), [(10, 12), (100, 102)]);
+    assert_eq!(m.scan(PAGE), []);
+    assert!(advise(10, 1, REMOVE));
+    assert_eq!(m.scan(PAGE), [(10, 11)]);
 }

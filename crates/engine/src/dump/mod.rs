@@ -905,11 +905,19 @@ fn dump_process(
     // (after the syscalls run inside the task: the walks hold its mmap
     // lock, which those may need).
     let vmas = std::sync::Arc::new(vmas);
-    let extents = mem::walk_extents(pid, &vmas);
+    let walk_guards = !out.chain.knows_guards(pid);
+    let extents = mem::walk_extents(pid, &vmas, walk_guards);
 
     // If the page worker has stopped on an error, the send fails and the
     // error comes out when it is joined.
     out.vmas_of.insert(pid, vmas.clone());
+    let since = out.chain.dirty(pid, nspid, &vmas);
+    // A process the pre-copy covered: its guard regions from the
+    // pre-copy's and what was written since (not a walk of all memory).
+    let guards_now = match &since {
+        Some(d) if !walk_guards => out.chain.guards_now(pid, &vmas, &d.0),
+        _ => None,
+    };
     let job = PageJob {
         pid,
         nspid,
@@ -917,7 +925,7 @@ fn dump_process(
         pages_id,
         parent: out.vmas_of.get(&p.ppid).map(|v| (p.ppid, v.clone())),
         uffd,
-        since: out.chain.dirty(pid, nspid, &vmas),
+        since,
         lazy: lazy::ranges(&vmas, &p.threads),
     };
     let piped = match out.piped {
@@ -948,7 +956,11 @@ fn dump_process(
     mem::link_socket_vmas(pid, &mut mm, files, own_fds)?;
     let extents = extents.join(pid)?;
     // Guard regions after the real VMAs, as CRIU lists them.
-    mm.vmas.extend(extents.guards);
+    mm.vmas.extend(match guards_now {
+        Some(g) => mem::guard_vma_entries(&g?),
+        None if walk_guards => extents.guards,
+        None => mem::guard_entries(pid)?,
+    });
     // Where transparent huge pages back its memory (crust's own image).
     mem::write_huge_ranges(dir, nspid as u64, &extents.huge)?;
     // Only the fds whose fdinfo showed a lock are read again for it.

@@ -39,8 +39,10 @@ use crate::{mem, Error, Options};
 use crust_images::consts::pe;
 use crust_proc::ProcRoot;
 use log::{debug, info};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,6 +89,29 @@ pub(super) fn late_on_purpose() -> bool {
     std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "snapshot-late")
 }
 
+/// Test-only (`CRUST_TEST_PRECOPY_WAIT=FILE`, e2e `snapshot-guards`): once
+/// the pre-copy is made, create `FILE.copied` and wait (at most 30 s)
+/// until FILE exists, so that a test changes the tree between the
+/// pre-copy and the freeze.
+fn test_wait() {
+    let Some(f) = std::env::var_os("CRUST_TEST_PRECOPY_WAIT") else {
+        return;
+    };
+    let f = PathBuf::from(f);
+    let mut copied = f.clone().into_os_string();
+    copied.push(".copied");
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&copied);
+    let t = Instant::now();
+    while !f.exists() && t.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Steps 1 and 2: start tracking every process of the tree and copy its
 /// pages into `DIR/.crust-precopy`. Returns the chain the dump proper
 /// stores against, and the pre-copy (removed when dropped). On error
@@ -107,7 +132,7 @@ pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
             })?;
     }
     let pre = Precopy { dir: dir.clone() };
-    let (planned, trackers) = start_all(opts)?;
+    let (planned, trackers, guards) = start_all(opts)?;
     let mut popts = opts.clone();
     popts.images_dir = dir.clone();
     let t = Instant::now();
@@ -119,13 +144,18 @@ pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
         us_since(t),
         us_since(t0)
     );
-    Ok((Chain::precopied(trackers, dir), pre))
+    test_wait();
+    Ok((Chain::precopied(trackers, dir, guards), pre))
 }
+
+/// What [`start_all`] gives: each process's plan, its tracker, and its
+/// guard regions found once its memory was protected.
+type Started = (Vec<Planned>, Vec<Tracker>, HashMap<i32, Vec<Range<u64>>>);
 
 /// Step 1 and the scan of step 2: the tree paused to make the
 /// userfaultfds; then, running, each process's memory registered,
 /// protected and its pagemap scanned.
-fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
+fn start_all(opts: &Options) -> Result<Started, Error> {
     let proc = ProcRoot::default();
     let pid = opts.pid;
     // The root's VMAs read while it runs (smaps walks its page tables),
@@ -169,6 +199,7 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
     );
     let mut planned = Vec::new();
     let mut trackers = Vec::new();
+    let mut guards = HashMap::new();
     for (pid, nspid, vmas, tracker) in started? {
         // A process without tracking is stored whole at the freeze.
         let Some(mut tracker) = tracker else { continue };
@@ -185,6 +216,14 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
         let plan = mem::PagePlan::scan(pid, &vmas, None)?;
+        // The guard regions now: the freeze walks again only where
+        // tracking says pages changed (`Chain::guards_now`).
+        match mem::guard_regions(pid) {
+            Ok(g) => {
+                guards.insert(pid, g);
+            }
+            Err(e) => debug!("{}: guard regions walked at the freeze", with_causes(&e)),
+        }
         // Shared memory objects are stored whole at the freeze (their
         // writes are not tracked): a copy here would be thrown away.
         let vmas = (vmas.into_iter())
@@ -199,7 +238,7 @@ fn start_all(opts: &Options) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
         trackers.push(tracker);
     }
     debug!("Pre-copy: memory protected and scanned");
-    Ok((planned, trackers))
+    Ok((planned, trackers, guards))
 }
 
 /// What a `dump -R` does once the tree runs: the tracking released (the

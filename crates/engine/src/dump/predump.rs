@@ -16,7 +16,7 @@ use super::precheck::{precheck, DEFAULT_TIMEOUT};
 use super::seize::seize;
 use super::{catch_panic, outdir, run_hook, Tree};
 use crate::mem::keeper;
-use crate::mem::track::{merge, start_tracking, with_causes, Tracker};
+use crate::mem::track::{merge, split_by, start_tracking, with_causes, Tracker};
 use crate::pageserver::proto::Target;
 use crate::pageserver::PageServerSink;
 use crate::util::{compel_err, proc_err, us_since, write_image};
@@ -43,6 +43,9 @@ pub(super) struct Chain {
     /// The parent set is the pre-copy of this very dump (`dump -R`,
     /// `precopy.rs`), not one named by `--prev-images-dir`.
     precopy: bool,
+    /// The guard regions of each process as the pre-copy found them once
+    /// its memory was protected (see [`Chain::guards_now`]).
+    guards: HashMap<i32, Vec<Range<u64>>>,
 }
 
 /// A dump's connection to its page server (`--page-server`), shared with
@@ -78,6 +81,7 @@ impl Chain {
                     parent: Some(prev),
                     ps,
                     precopy: false,
+                    guards: HashMap::new(),
                 }
             }
             Err(why) => {
@@ -89,13 +93,62 @@ impl Chain {
 
     /// The chain of a `dump -R` pre-copy: the trackers started for it and
     /// the set it wrote in `dir`.
-    pub(super) fn precopied(trackers: Vec<Tracker>, dir: PathBuf) -> Chain {
+    pub(super) fn precopied(
+        trackers: Vec<Tracker>,
+        dir: PathBuf,
+        guards: HashMap<i32, Vec<Range<u64>>>,
+    ) -> Chain {
         Chain {
             kept: trackers.into_iter().map(|t| (t.pid(), t)).collect(),
             parent: Some(dir),
             ps: None,
             precopy: true,
+            guards,
         }
+    }
+
+    /// Whether the guard regions of `pid` may be found from the
+    /// pre-copy's (see [`Chain::guards_now`]) rather than by a walk of
+    /// all its memory.
+    pub(super) fn knows_guards(&self, pid: i32) -> bool {
+        self.guards.contains_key(&pid) && self.kept.contains_key(&pid)
+    }
+
+    /// The guard regions of `pid` now (frozen), from those the pre-copy
+    /// found after the protection and what tracking says changed since:
+    /// installing or removing a guard counts as a write of its pages
+    /// (`crust-sys` test `guard_regions_count_as_written`), so only the
+    /// pages written since (`dirty`, the answer of [`Chain::dirty`]) and
+    /// the mappings not tracked are walked again; a known region is kept
+    /// where its pages are tracked and not written. None: not known here
+    /// (walk everything).
+    pub(super) fn guards_now(
+        &self,
+        pid: i32,
+        vmas: &[mem::Vma],
+        dirty: &[Range<u64>],
+    ) -> Option<Result<Vec<Range<u64>>, Error>> {
+        let known = self.guards.get(&pid)?;
+        let tracked = self.kept.get(&pid)?.tracked();
+        let all = merge(vmas.iter().map(|v| v.map.start..v.map.end).collect());
+        let (inside, outside) = split_by(&all, tracked);
+        let (_, clean) = split_by(&inside, dirty);
+        let mut walk = outside;
+        walk.extend(dirty.iter().cloned());
+        let walk = merge(walk);
+        let (mut out, _) = split_by(known, &clean);
+        match mem::guards_in(pid, &walk) {
+            Ok(found) => out.extend(found),
+            Err(e) => return Some(Err(e)),
+        }
+        let out = merge(out);
+        debug!(
+            "{pid}: {} guard regions (the pre-copy's {}, {} ranges walked again)",
+            out.len(),
+            known.len(),
+            walk.len()
+        );
+        Some(Ok(out))
     }
 
     /// Is the parent set this dump's own pre-copy?

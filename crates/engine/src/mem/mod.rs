@@ -36,7 +36,7 @@ pub mod zpages;
 #[allow(unused_imports)]
 pub use dump::{dump_pages, dump_pages_since, write_pages, CowParent, LazyMark, PagePlan, Since};
 pub use fill::{Filler, Pending, UffdFill};
-pub(crate) use guard::guard_entries;
+pub(crate) use guard::{entries_of as guard_vma_entries, guard_entries, guard_regions, guards_in};
 pub use guard::{install_guards, split_guards};
 pub(crate) use huge::{file_flag as hugetlb_file_flag, inode_page_size as hugetlb_page_size};
 pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};

@@ -310,11 +310,15 @@ pub(crate) enum ExtentsWalk {
 const WALK_APART_FROM: u64 = 256 << 20;
 
 /// Start finding the [`Extents`] of task `pid` (frozen), whose VMAs are
-/// `vmas`.
-pub(crate) fn walk_extents(pid: i32, vmas: &std::sync::Arc<Vec<Vma>>) -> ExtentsWalk {
+/// `vmas` (without `guards`, its guard regions are left out: the caller
+/// finds them otherwise).
+pub(crate) fn walk_extents(pid: i32, vmas: &std::sync::Arc<Vec<Vma>>, guards: bool) -> ExtentsWalk {
     let walk = move |vmas: &[Vma]| -> Result<Extents, Error> {
         Ok(Extents {
-            guards: super::guard_entries(pid)?,
+            guards: match guards {
+                true => super::guard_entries(pid)?,
+                false => Vec::new(),
+            },
             huge: huge_ranges(pid, vmas)?,
         })
     };

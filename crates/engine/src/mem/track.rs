@@ -290,7 +290,7 @@ pub fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
 
 /// Split `ranges` (sorted, disjoint) into the parts inside `cover`
 /// (sorted, disjoint) and the parts outside it.
-fn split_by(ranges: &[Range<u64>], cover: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+pub fn split_by(ranges: &[Range<u64>], cover: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     for r in ranges {
         let mut at = r.start;
