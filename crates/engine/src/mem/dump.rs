@@ -221,15 +221,9 @@ impl Since<'_> {
         };
         let mut all = clip(self.dirty);
         all.extend(clip(self.parent_lists));
-        all.sort_by_key(|r| r.start);
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
-        for r in all {
-            match out.last_mut() {
-                Some(last) if r.start <= last.1 => last.1 = last.1.max(r.end),
-                _ => out.push((r.start, r.end)),
-            }
-        }
-        out
+        (super::track::merge(all).into_iter())
+            .map(|r| (r.start, r.end))
+            .collect()
     }
 
     /// [`Since::written`] of `at`, and where the answer may change next
@@ -478,7 +472,7 @@ fn populated(pid: i32, pm: &PagemapReader, start: u64, end: u64) -> Result<Vec<(
 
 /// The regions of [start, end) `PAGEMAP_SCAN` finds with `how`, merged;
 /// None on a kernel without it.
-fn regions_of(
+pub(super) fn regions_of(
     pid: i32,
     pm: &PagemapReader,
     start: u64,

@@ -7,7 +7,7 @@
 
 use super::{bad, TASK_SIZE};
 use crate::task::remote::Remote;
-use crate::util::{proc_err, sys_err};
+use crate::util::proc_err;
 use crate::Error;
 use crust_images::consts::vma as vs;
 use crust_images::proto::mm::MmEntry;
@@ -79,33 +79,19 @@ pub(crate) fn guards_in(
     }
     let proc = ProcRoot::default();
     let pm = PagemapReader::open(&proc, pid).map_err(proc_err(pid))?;
-    let mut regions = [mem::PageRegion::default(); 256];
+    let guards = |f: &std::fs::File, a, b, out: &mut [mem::PageRegion]| {
+        mem::pagemap_scan(f, a, b, PAGE_IS_GUARD, out)
+    };
     let mut out: Vec<std::ops::Range<u64>> = Vec::new();
     for w in walks {
-        let mut cur = w.start;
-        while cur < w.end {
-            let (n, stop) =
-                match mem::pagemap_scan(pm.file(), cur, w.end, PAGE_IS_GUARD, &mut regions) {
-                    Ok(x) => x,
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
-                        log::debug!("{pid}: PAGEMAP_SCAN knows no guard pages ({e})");
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => return Err(sys_err(pid, "ioctl(PAGEMAP_SCAN) for guard pages")(e)),
-                };
-            for r in regions.iter().take(n) {
-                match out.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => out.push(r.start..r.end),
-                }
-            }
-            if stop <= cur || stop >= w.end {
-                break;
-            }
-            cur = stop;
-        }
+        // None: no PAGEMAP_SCAN (or no guard pages in it): none to find.
+        let Some(found) = super::dump::regions_of(pid, &pm, w.start, w.end, guards)? else {
+            log::debug!("{pid}: PAGEMAP_SCAN knows no guard pages");
+            return Ok(Vec::new());
+        };
+        out.extend(found.into_iter().map(|(a, b)| a..b));
     }
-    Ok(out)
+    Ok(super::track::merge(out))
 }
 
 /// Take the guard regions out of `mm`'s VMA list: (start, end) each,
