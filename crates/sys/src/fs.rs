@@ -115,6 +115,19 @@ pub fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
     cvt(r as libc::c_long).map(drop)
 }
 
+/// fallocate(2) with mode 0 of [off, off + len) of `fd`'s file: its
+/// blocks are allocated (reading as zeros until written) and the file
+/// grows to cover the range.
+pub fn allocate(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: fallocate takes the fd (borrowed, open across the call) and
+    // integers; it touches no memory of this process.
+    let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, off, len) };
+    cvt(r as libc::c_long).map(drop)
+}
+
 /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) of [off, off +
 /// len) of `fd`'s file: the range reads as zeros and its blocks are freed;
 /// the file's size stays.

@@ -253,6 +253,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Move up to `len` bytes from a plain connection into `pipe` with
+    /// splice, as they come (at least one byte, unless the stream ended:
+    /// 0). TLS must see its bytes: Unsupported.
+    pub fn splice_into(
+        &mut self,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> std::io::Result<usize> {
+        use std::os::fd::AsFd;
+        let Inner::Plain(sk) = &self.inner else {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        };
+        loop {
+            match crust_sys::pipe::splice_in(sk.as_fd(), pipe, len, libc::SPLICE_F_MOVE) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
     /// Read exactly `buf.len()` bytes.
     pub fn recv(&mut self, buf: &mut [u8], what: &str) -> Result<(), Error> {
         self.read_exact(buf)

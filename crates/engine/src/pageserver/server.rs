@@ -12,6 +12,7 @@ use crust_images::image::{ImageReader, ImageType};
 use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
 use crust_sys::PAGE_SIZE;
 use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The first pages id a page server gives (CRIU's `up_page_ids_base`).
@@ -59,6 +60,11 @@ struct Receiving<'a> {
     /// CHUNK bytes from `at` on are page-aligned (for O_DIRECT).
     buf: Vec<u8>,
     at: usize,
+    /// On a plain connection: the pipe (read end, write end, capacity)
+    /// the pages go through from the socket to a pages file that takes
+    /// a pipe, so that crust never copies them (on loopback: about 0.1
+    /// s of CPU per GiB less, bench/pageserver.sh).
+    pipe: Option<(OwnedFd, OwnedFd, usize)>,
 }
 
 impl<'a> Receiving<'a> {
@@ -164,13 +170,32 @@ impl<'a> Receiving<'a> {
                 std::io::ErrorKind::InvalidData.into(),
             ));
         };
-        while left > 0 {
-            let n = left.min(CHUNK as u64) as usize;
-            let b = self.buf.get_mut(self.at..self.at + n).unwrap_or_default();
-            conn.read_exact(b)
-                .map_err(|e| ps_err(&peer, "the connection ended inside the pages of a run", e))?;
-            s.pages(b)?;
-            left -= n as u64;
+        match &self.pipe {
+            Some((r, w, cap)) if s.takes_pipe() => {
+                while left > 0 {
+                    let want = left.min(*cap as u64) as usize;
+                    let n = match conn.splice_into(w.as_fd(), want) {
+                        Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        other => other,
+                    }
+                    .map_err(|e| {
+                        ps_err(&peer, "the connection ended inside the pages of a run", e)
+                    })?;
+                    s.pipe_pages(r.as_fd(), n as u64)?;
+                    left -= n as u64;
+                }
+            }
+            _ => {
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    let b = self.buf.get_mut(self.at..self.at + n).unwrap_or_default();
+                    conn.read_exact(b).map_err(|e| {
+                        ps_err(&peer, "the connection ended inside the pages of a run", e)
+                    })?;
+                    s.pages(b)?;
+                    left -= n as u64;
+                }
+            }
         }
         self.stats.pages += iov.nr_pages;
         Ok(())
@@ -225,6 +250,24 @@ fn parent_ranges(dir: &Path, target: Target) -> Result<Vec<(u64, u64)>, Error> {
     Ok(out)
 }
 
+/// `CRUST_PS_SPLICE=0` turns the server's splicing off too (pages read
+/// into a buffer and written: the way before, for measuring).
+fn splice_wanted() -> bool {
+    std::env::var_os("CRUST_PS_SPLICE").is_none_or(|v| v != "0")
+}
+
+/// A pipe for the pages of a plain connection, as large as the system
+/// lets it be (None: no pipe, the pages are read and written).
+fn page_pipe() -> Option<(OwnedFd, OwnedFd, usize)> {
+    let (r, w) = crust_sys::pipe::pipe2(libc::O_CLOEXEC)
+        .inspect_err(|e| log::debug!("page server: no pipe for splicing pages: {e}"))
+        .ok()?;
+    let cap = crust_sys::pipe::set_pipe_size(w.as_fd(), CHUNK as u32)
+        .or_else(|_| crust_sys::pipe::pipe_size(w.as_fd()))
+        .ok()?;
+    Some((r, w, cap as usize))
+}
+
 /// Serve one connection until PS_IOV_CLOSE (or FORCE_CLOSE): pages go
 /// into `dir`, PS_IOV_GET is answered by `provider` (None: refused). With
 /// `wait_eof` (not with `--ps-socket`), the server waits for the client to
@@ -237,12 +280,15 @@ pub fn serve(
 ) -> Result<ServeStats, Error> {
     conn.set_timeout(None)?;
     let direct = std::env::var_os("CRUST_PS_DIRECT").is_some_and(|v| v == "1");
-    let sink = LocalImages::new(dir).direct_io(direct);
+    let sink = LocalImages::new(dir).direct_io(direct).allocate_ahead(true);
     let buf = vec![0u8; CHUNK + PAGE_SIZE as usize];
     let at = buf
         .as_ptr()
         .align_offset(PAGE_SIZE as usize)
         .min(PAGE_SIZE as usize);
+    let pipe = (!conn.is_tls() && !direct && splice_wanted())
+        .then(page_pipe)
+        .flatten();
     let mut rx = Receiving {
         sink: &sink,
         dir,
@@ -252,6 +298,7 @@ pub fn serve(
         stats: ServeStats::default(),
         buf,
         at,
+        pipe,
     };
     let r = serve_loop(&mut conn, &mut rx, provider);
     let closed = match r {
