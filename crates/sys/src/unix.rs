@@ -40,6 +40,16 @@ pub fn pidfd_open_with(pid: i32, flags: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { own(fd as RawFd) })
 }
 
+/// process_mrelease(2): free the memory of the process `pidfd` refers
+/// to, which must be dying (SIGKILL sent), in the calling thread, while
+/// its own exit frees it too. Errors when it is not dying (EINVAL) or its
+/// memory is already gone (ESRCH).
+pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: process_mrelease takes only integers; the pidfd is borrowed.
+    let r = unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) };
+    cvt(r).map(drop)
+}
+
 /// pidfd_getfd(2): a copy, in this process, of fd `fd` of the process
 /// `pidfd` refers to (the same open file description). Needs ptrace
 /// access to it.
