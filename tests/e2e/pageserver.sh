@@ -86,7 +86,21 @@ t_ps_from_criu_criu() { ps_cr crust criu criu bigmem --mb 64; }
 # (ps_cr refuses a local pagemap); the server's files restore them.
 t_ps_crust_memfd() { ps_cr crust crust crust files2 --mode memfd; }
 t_ps_crust_sysv() { ps_cr crust crust crust sysvshm; }
+# 10,000 VMAs: pieces by the hundred in each fill of the task's pipes.
+t_ps_crust_vmas() {
+    ps_cr crust crust crust manyvmas --n 10000 || return 1
+    grep -q "2 pipes planted.*filled in one resume" "$D/img/dump.log" ||
+        { fail "the dump did not fill two pipes in one resume" "$D/img/dump.log"; return 1; }
+}
+# A task that may not map writable and executable memory: the pipes are
+# filled one vmsplice at a time.
+t_ps_crust_one_by_one() {
+    CRUST_FAULT=no-exec-scratch ps_cr crust crust crust bigmem --mb 64 || return 1
+    grep -q "pipes planted.*filled one by one" "$D/img/dump.log" ||
+        { fail "the pipes were not filled one by one" "$D/img/dump.log"; return 1; }
+}
 ALL_TESTS+=(ps-crust ps-crust-shmem ps-crust-memfd ps-crust-sysv ps-to-criu ps-from-criu ps-from-criu-criu)
+ALL_TESTS+=(ps-crust-vmas ps-crust-one-by-one)
 
 # ps_certs DIR: a CA (DIR/ca.pem) and, signed by it for DIR/key.pem, a
 # certificate for 127.0.0.1 (cert.pem), one for another name

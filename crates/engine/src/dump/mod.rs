@@ -1109,7 +1109,7 @@ fn collect_inside(p: &mut Proc, vmas: &[mem::Vma], snap: bool) -> Result<Inside,
 /// task that may not map writable and executable memory (memory-deny-
 /// write-execute) gets the scratch area alone, and its calls run one by
 /// one.
-fn scratch_area(
+pub(super) fn scratch_area(
     main: &mut Task,
     pid: i32,
     scratch_len: u64,
@@ -1129,7 +1129,10 @@ fn scratch_area(
     };
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
     let len = scratch_len + PAGE_SIZE;
-    if let Ok(area) = map(main, len, rwx) {
+    // Test-only (`CRUST_FAULT=no-exec-scratch`): as for a task that may
+    // not map writable and executable memory.
+    let refused = std::env::var_os("CRUST_FAULT").is_some_and(|v| v == "no-exec-scratch");
+    if let Some(Ok(area)) = (!refused).then(|| map(main, len, rwx)) {
         let code = RemoteAddr(area);
         match crust_sys::mem::write(pid, code, &crust_compel::BATCH_CODE) {
             Ok(n) if n == crust_compel::BATCH_CODE.len() => return Ok((area, len, Some(code))),
