@@ -67,3 +67,35 @@ t_snapshot_guards() {
 }
 
 ALL_TESTS+=(snapshot-guards)
+
+# The same between a pre-dump and the dump that ends its chain (separate
+# runs): the pre-dump walks the guard regions once the tree runs again and
+# hands them to the keeper with the tracking; the dump's freeze walks
+# again only where tracking saw writes.
+t_predump_guarded() {
+    need_cr || return $?
+    start_prog guards --toggled "$D/toggled" || return 1
+    mkdir -p "$D/i1" "$D/i2"
+    crust_run pd1 pre-dump -t "$PID" -D "$D/i1" -v4 -o pd.log
+    [ $RC = 0 ] || { fail "pre-dump exited $RC: $(head -c 300 "$D/pd1.err")" "$D/i1/pd.log"; return 1; }
+    grep -q 'guard regions of 1 processes noted' "$D/i1/pd.log" ||
+        { fail "the pre-dump did not note the guard regions" "$D/i1/pd.log"; return 1; }
+    kill -USR1 "$PID"
+    wait_file "$D/toggled" 10 || { fail "guards did not change its guard regions"; return 1; }
+    crust_run d2 dump -t "$PID" -D "$D/i2" --prev-images-dir ../i1 -v4 -o dump.log
+    [ $RC = 0 ] || { fail "dump exited $RC: $(head -c 300 "$D/d2.err")" "$D/i2/dump.log"; return 1; }
+    grep -q 'guard regions (.* known from the protection' "$D/i2/dump.log" ||
+        { fail "the dump walked all memory for guard regions" "$D/i2/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "guards did not go"; return 1; }
+    do_restore "$D/i2" && expect_pass "$D/i2/restore.log"
+}
+
+t_predump_guards() {
+    local rc
+    t_predump_guarded
+    rc=$?
+    kill_tree "$PID" "$BIN/guards"
+    return $rc
+}
+
+ALL_TESTS+=(predump-guards)

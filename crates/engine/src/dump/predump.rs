@@ -43,8 +43,9 @@ pub(super) struct Chain {
     /// The parent set is the pre-copy of this very dump (`dump -R`,
     /// `precopy.rs`), not one named by `--prev-images-dir`.
     precopy: bool,
-    /// The guard regions of each process as the pre-copy found them once
-    /// its memory was protected (see [`Chain::guards_now`]).
+    /// The guard regions of each process as the pre-copy (or the parent
+    /// pre-dump) found them once its memory was protected (see
+    /// [`Chain::guards_now`]).
     guards: HashMap<i32, Vec<Range<u64>>>,
 }
 
@@ -76,12 +77,17 @@ impl Chain {
                     ts.len(),
                     prev.display()
                 );
+                // The guard regions the parent run walked once the
+                // memory was protected ([`note_guards`]).
+                let guards = (ts.iter())
+                    .filter_map(|t| t.guards().map(|g| (t.pid(), g.to_vec())))
+                    .collect();
                 Chain {
                     kept: ts.into_iter().map(|t| (t.pid(), t)).collect(),
                     parent: Some(prev),
                     ps,
                     precopy: false,
-                    guards: HashMap::new(),
+                    guards,
                 }
             }
             Err(why) => {
@@ -143,7 +149,7 @@ impl Chain {
         }
         let out = merge(out);
         debug!(
-            "{pid}: {} guard regions (the pre-copy's {}, {} ranges walked again)",
+            "{pid}: {} guard regions ({} known from the protection, {} ranges walked again)",
             out.len(),
             known.len(),
             walk.len()
@@ -296,6 +302,30 @@ pub(super) struct Planned {
     pub(super) plan: mem::PagePlan,
 }
 
+/// Walk the guard regions of each tracked process, the tree running again
+/// and its memory protected, and note them with its tracker for the next
+/// run (`Chain::take`): its freeze then walks again only the pages
+/// written since and the mappings not tracked, as a `dump -R` after its
+/// pre-copy (`Chain::guards_now`). Installing or removing a guard counts
+/// as a write of its pages, so a change after the protection, before or
+/// after this walk, is walked again there. A process that cannot be
+/// walked (gone) is left unnoted: the next run walks all of it.
+fn note_guards(trackers: &mut [Tracker]) {
+    let t = Instant::now();
+    for tr in trackers.iter_mut() {
+        let pid = tr.pid();
+        match mem::guard_regions(pid) {
+            Ok(g) => tr.set_guards(g),
+            Err(e) => debug!("{pid}: guard regions not noted for the next run: {e}"),
+        }
+    }
+    debug!(
+        "guard regions of {} processes noted for the next run in {} us",
+        trackers.len(),
+        t.elapsed().as_micros()
+    );
+}
+
 /// `crust pre-dump`: the tree's memory into `opts.images_dir`, the tree
 /// left running.
 pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
@@ -348,6 +378,8 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
         }
     };
     let t_write = Instant::now();
+    let mut trackers = trackers;
+    note_guards(&mut trackers);
     // Asked to stop (or the front end died) before the keeper is named:
     // no keeper. Just after: the keeper named is released again.
     // The chain's own handle on the server goes: the sink is closed below.

@@ -5,7 +5,8 @@
 //! task must not (its fd table stays as it was). The run that starts or
 //! refreshes tracking (`pre-dump`) hands the descriptors to a small crust
 //! process, `crust __keeper`, over a socketpair (SCM_RIGHTS), with the pid,
-//! start time and tracked ranges of each task. The keeper binds an
+//! start time and tracked ranges of each task, and its guard regions when
+//! the run walked them (`Tracker::guards`). The keeper binds an
 //! abstract unix socket of a random name; the run writes that name and a
 //! random token into `crust-keeper` in its images directory. The next run
 //! given that directory as `--prev-images-dir` connects, proves it is root
@@ -40,10 +41,19 @@ const MSG_MAX: usize = 1 << 20;
 
 /// The tracking of one task, as it travels to and from the keeper.
 struct Kept {
+    msg: TaskMsg,
+    fd: OwnedFd,
+}
+
+/// A task's tracking without its descriptor: the message
+/// `T PID START A-B,C-D...[ G A-B,...]` (the guard regions, when the
+/// run walked them once the memory was protected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TaskMsg {
     pid: i32,
     start: u64,
     ranges: Vec<Range<u64>>,
-    fd: OwnedFd,
+    guards: Option<Vec<Range<u64>>>,
 }
 
 /// The start time of process `pid` (clock ticks since boot), if it lives.
@@ -54,25 +64,17 @@ fn start_time(pid: i32) -> Option<u64> {
         .map(|s| s.start_time)
 }
 
-/// `T PID START A-B,C-D...`: one task's tracking (its fd rides along).
-fn encode(pid: i32, start: u64, ranges: &[Range<u64>]) -> Vec<u8> {
+fn ranges_text(ranges: &[Range<u64>]) -> String {
     let r: Vec<String> = ranges
         .iter()
         .map(|r| format!("{:x}-{:x}", r.start, r.end))
         .collect();
-    format!("T {pid} {start} {}", r.join(",")).into_bytes()
+    r.join(",")
 }
 
-fn decode(msg: &[u8]) -> Option<(i32, u64, Vec<Range<u64>>)> {
-    let s = std::str::from_utf8(msg).ok()?;
-    let mut w = s.split(' ');
-    if w.next()? != "T" {
-        return None;
-    }
-    let pid = w.next()?.parse().ok()?;
-    let start = w.next()?.parse().ok()?;
-    let mut ranges = Vec::new();
-    for r in w.next().unwrap_or("").split(',').filter(|r| !r.is_empty()) {
+fn ranges_of(text: &str) -> Option<Vec<Range<u64>>> {
+    let mut out = Vec::new();
+    for r in text.split(',').filter(|r| !r.is_empty()) {
         let (a, b) = r.split_once('-')?;
         let (a, b) = (
             u64::from_str_radix(a, 16).ok()?,
@@ -81,9 +83,44 @@ fn decode(msg: &[u8]) -> Option<(i32, u64, Vec<Range<u64>>)> {
         if a >= b {
             return None;
         }
-        ranges.push(a..b);
+        out.push(a..b);
     }
-    Some((pid, start, ranges))
+    Some(out)
+}
+
+/// One task's tracking (its fd rides along).
+fn encode(m: &TaskMsg) -> Vec<u8> {
+    let mut s = format!("T {} {} {}", m.pid, m.start, ranges_text(&m.ranges));
+    if let Some(g) = &m.guards {
+        s.push_str(" G ");
+        s.push_str(&ranges_text(g));
+    }
+    s.into_bytes()
+}
+
+fn decode(msg: &[u8]) -> Option<TaskMsg> {
+    let s = std::str::from_utf8(msg).ok()?;
+    let mut w = s.split(' ');
+    if w.next()? != "T" {
+        return None;
+    }
+    let pid = w.next()?.parse().ok()?;
+    let start = w.next()?.parse().ok()?;
+    let ranges = ranges_of(w.next().unwrap_or(""))?;
+    let guards = match w.next() {
+        None => None,
+        Some("G") => Some(ranges_of(w.next().unwrap_or(""))?),
+        Some(_) => return None,
+    };
+    if w.next().is_some() {
+        return None;
+    }
+    Some(TaskMsg {
+        pid,
+        start,
+        ranges,
+        guards,
+    })
 }
 
 /// 16 random bytes in hex.
@@ -112,13 +149,13 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(Vec<u8>, Vec<Own
     Ok((data, r.rights))
 }
 
-/// Send every tracker's descriptor and ranges, then `E`.
+/// Send every tracker's descriptor and message, then `E`.
 fn send_all<'a>(
     fd: BorrowedFd<'_>,
-    items: impl Iterator<Item = (i32, u64, &'a [Range<u64>], BorrowedFd<'a>)>,
+    items: impl Iterator<Item = (TaskMsg, BorrowedFd<'a>)>,
 ) -> std::io::Result<()> {
-    for (pid, start, ranges, ufd) in items {
-        unix::send_with_fds(fd, &encode(pid, start, ranges), None, &[ufd], 0)?;
+    for (m, ufd) in items {
+        unix::send_with_fds(fd, &encode(&m), None, &[ufd], 0)?;
     }
     unix::send(fd, b"E", None, 0).map(drop)
 }
@@ -154,16 +191,17 @@ pub fn start_keeper(dir: &Path, trackers: &[Tracker]) -> Result<(), Error> {
             None,
             0,
         )?;
-        let now: Vec<(i32, u64)> = trackers
-            .iter()
-            .map(|t| (t.pid(), start_time(t.pid()).unwrap_or(0)))
-            .collect();
         send_all(
             fd,
-            trackers
-                .iter()
-                .zip(now)
-                .map(|(t, (pid, st))| (pid, st, t.tracked(), t.uffd())),
+            trackers.iter().map(|t| {
+                let m = TaskMsg {
+                    pid: t.pid(),
+                    start: start_time(t.pid()).unwrap_or(0),
+                    ranges: t.tracked().to_vec(),
+                    guards: t.guards().map(<[Range<u64>]>::to_vec),
+                };
+                (m, t.uffd())
+            }),
         )?;
         let mut buf = [0u8; 16];
         match recv(fd, &mut buf)?.0.as_slice() {
@@ -263,17 +301,21 @@ pub fn take_from(dir: &Path) -> Result<Vec<Tracker>, String> {
         if let Some(why) = msg.strip_prefix(b"N ") {
             return Err(format!("keeper refused: {}", String::from_utf8_lossy(why)));
         }
-        let (Some((pid, start, ranges)), Some(fd), true) =
-            (decode(&msg), fds.pop(), fds.is_empty())
-        else {
+        let (Some(m), Some(fd), true) = (decode(&msg), fds.pop(), fds.is_empty()) else {
             return Err("keeper: malformed message".to_string());
         };
-        if start_time(pid) != Some(start) {
+        let pid = m.pid;
+        if start_time(pid) != Some(m.start) {
             warn!("Tracking of process {pid} dropped: it is gone or its pid names another process now");
             continue;
         }
-        match Tracker::from_kept(pid, fd, ranges) {
-            Ok(t) => out.push(t),
+        match Tracker::from_kept(pid, fd, m.ranges) {
+            Ok(mut t) => {
+                if let Some(g) = m.guards {
+                    t.set_guards(g);
+                }
+                out.push(t)
+            }
             Err(e) => warn!("Tracking of process {pid} dropped: {e}"),
         }
     }
@@ -320,12 +362,7 @@ pub fn keeper_main() -> i32 {
             break;
         }
         match (decode(&msg), fds.pop()) {
-            (Some((pid, start, ranges)), Some(fd)) => kept.push(Kept {
-                pid,
-                start,
-                ranges,
-                fd,
-            }),
+            (Some(msg), Some(fd)) => kept.push(Kept { msg, fd }),
             _ => return 1,
         }
     }
@@ -359,7 +396,7 @@ pub fn keeper_main() -> i32 {
 fn serve(listener: &OwnedFd, token: &str, kept: &mut Vec<Kept>, timeout: Duration) {
     let t0 = Instant::now();
     loop {
-        kept.retain(|k| start_time(k.pid) == Some(k.start));
+        kept.retain(|k| start_time(k.msg.pid) == Some(k.msg.start));
         if kept.is_empty() || t0.elapsed() >= timeout {
             return;
         }
@@ -386,9 +423,7 @@ fn serve(listener: &OwnedFd, token: &str, kept: &mut Vec<Kept>, timeout: Duratio
         }
         match what {
             "TAKE" => {
-                let items = kept
-                    .iter()
-                    .map(|k| (k.pid, k.start, k.ranges.as_slice(), k.fd.as_fd()));
+                let items = kept.iter().map(|k| (k.msg.clone(), k.fd.as_fd()));
                 if send_all(c, items).is_ok() {
                     return;
                 }
@@ -417,15 +452,40 @@ mod tests {
     #[test]
     fn messages_round_trip_and_bad_ones_are_refused() {
         let r = vec![0x1000..0x3000, 0x7f00_0000_0000..0x7f00_0010_0000];
-        let m = encode(42, 12345, &r);
-        assert_eq!(decode(&m), Some((42, 12345, r)));
-        assert_eq!(decode(&encode(7, 1, &[])), Some((7, 1, vec![])));
+        let msg = |pid, start, ranges: Vec<Range<u64>>, guards| TaskMsg {
+            pid,
+            start,
+            ranges,
+            guards,
+        };
+        for m in [
+            msg(42, 12345, r.clone(), None),
+            msg(7, 1, vec![], None),
+            msg(
+                42,
+                12345,
+                r.clone(),
+                Some(vec![0x2000..0x3000, 0x5000..0x6000]),
+            ),
+            msg(42, 12345, r.clone(), Some(vec![])),
+            msg(
+                7,
+                1,
+                vec![],
+                Some(std::iter::once(0x5000..0x7000).collect()),
+            ),
+        ] {
+            assert_eq!(decode(&encode(&m)), Some(m));
+        }
         for bad in [
             &b"X 1 2 1000-2000"[..],
             b"T x 2 1000-2000",
             b"T 1 2 2000-1000",
             b"T 1 2 zz-2000",
             b"T 1",
+            b"T 1 2 1000-2000 X 1000-2000",
+            b"T 1 2 1000-2000 G 3000-2000",
+            b"T 1 2 1000-2000 G 1000-2000 more",
         ] {
             assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
         }

@@ -46,6 +46,10 @@ pub struct Tracker {
     tracked: Vec<Range<u64>>,
     /// The ranges registered and not protected yet.
     registered: Vec<Range<u64>>,
+    /// The task's guard regions as walked once its memory was protected,
+    /// if a run walked them (a pre-dump, for the next run: see
+    /// `dump::predump::Chain::guards_now`).
+    guards: Option<Vec<Range<u64>>>,
 }
 
 /// Start tracking the writes to `ranges` (page-aligned, each within
@@ -71,6 +75,7 @@ pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker,
         pagemap,
         tracked: Vec::new(),
         registered: Vec::new(),
+        guards: None,
     };
     tracker.track(ranges)?;
     Ok(tracker)
@@ -111,7 +116,19 @@ impl Tracker {
             pagemap,
             tracked: merge(ranges),
             registered: Vec::new(),
+            guards: None,
         })
+    }
+
+    /// Note the task's guard regions, walked after its memory was
+    /// protected (kept with the tracker by the keeper).
+    pub fn set_guards(&mut self, guards: Vec<Range<u64>>) {
+        self.guards = Some(guards);
+    }
+
+    /// The guard regions noted with [`Tracker::set_guards`].
+    pub fn guards(&self) -> Option<&[Range<u64>]> {
+        self.guards.as_deref()
     }
 
     /// The userfaultfd, to hand to the keeper.
