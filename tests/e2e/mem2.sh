@@ -58,13 +58,16 @@ t_snapshot_guarded() {
     wait_gone "$PID" 5 || { fail "guards did not go"; return 1; }
     do_restore "$D/img" && expect_pass "$D/img/restore.log"
 }
-t_snapshot_guards() {
+# guarded FN: run test FN, then end the guards program it started.
+guarded() {
     local rc
-    t_snapshot_guarded
+    "$1"
     rc=$?
     kill_tree "$PID" "$BIN/guards"
     return $rc
 }
+
+t_snapshot_guards() { guarded t_snapshot_guarded; }
 
 ALL_TESTS+=(snapshot-guards)
 
@@ -90,12 +93,6 @@ t_predump_guarded() {
     do_restore "$D/i2" && expect_pass "$D/i2/restore.log"
 }
 
-t_predump_guards() {
-    local rc
-    t_predump_guarded
-    rc=$?
-    kill_tree "$PID" "$BIN/guards"
-    return $rc
-}
+t_predump_guards() { guarded t_predump_guarded; }
 
 ALL_TESTS+=(predump-guards)

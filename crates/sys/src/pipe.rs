@@ -1,5 +1,5 @@
 //! Pipes and the fcntl/ioctl requests crust uses on them (and on FIFOs):
-//! pipe2, tee, splice out of a pipe, pipe capacity, queued byte count, file status flags.
+//! pipe2, tee, splice (out of a pipe, into one, into a file at an offset), pipe capacity, queued byte count, file status flags.
 //! Every function here takes only integer arguments or buffers it owns.
 
 use crate::cvt;
@@ -30,24 +30,25 @@ pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize, flags: u32) -> 
     cvt(r as libc::c_long).map(|n| n as usize)
 }
 
-/// splice(2) from pipe `from` to `to` (a socket or a file, at its
-/// current offset): moves up to `len` bytes without copying them through
-/// user space. Returns the number of bytes moved (0: the pipe is empty
-/// and its write end closed).
-pub fn splice_out(
+/// splice(2) from `from` to `to`, the input at its own position, the
+/// output at `*off_out` (advanced) or at its own position (None).
+fn splice_raw(
     from: BorrowedFd<'_>,
     to: BorrowedFd<'_>,
+    off_out: Option<&mut libc::loff_t>,
     len: usize,
     flags: u32,
 ) -> io::Result<usize> {
-    // SAFETY: null offsets make splice use (and advance) the files'
-    // positions; everything else is an integer or a borrowed fd.
+    let off = off_out.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+    // SAFETY: a null input offset makes splice use (and advance) the
+    // input's position; `off` is null or points to a loff_t the caller
+    // lends for the call; everything else is an integer or a borrowed fd.
     let r = unsafe {
         libc::splice(
             from.as_raw_fd(),
             std::ptr::null_mut(),
             to.as_raw_fd(),
-            std::ptr::null_mut(),
+            off,
             len,
             flags,
         )
@@ -55,16 +56,18 @@ pub fn splice_out(
     cvt(r as libc::c_long).map(|n| n as usize)
 }
 
-/// splice(2) from `from` (a socket, or a file at its current offset)
-/// into pipe `to`: up to `len` bytes, referenced, not copied. Returns the
-/// number of bytes moved (0: end of stream).
-pub fn splice_in(
+/// splice(2) from `from` to `to`, one of them a pipe, the other a socket
+/// or a file at its current offset (advanced): moves up to `len` bytes
+/// without copying them through user space (out of a socket into a pipe
+/// the pipe takes references). Returns the number of bytes moved (0: the
+/// input ended: a pipe empty with its write end closed, a socket shut).
+pub fn splice_out(
     from: BorrowedFd<'_>,
     to: BorrowedFd<'_>,
     len: usize,
     flags: u32,
 ) -> io::Result<usize> {
-    splice_out(from, to, len, flags)
+    splice_raw(from, to, None, len, flags)
 }
 
 /// splice(2) from pipe `from` into file `to` at offset `at` (the file's
@@ -80,20 +83,7 @@ pub fn splice_at(
 ) -> io::Result<usize> {
     let mut off =
         libc::loff_t::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `off` is a writable loff_t that outlives the call (splice
-    // reads and advances it); the input offset is null as a pipe needs;
-    // the fds are borrowed.
-    let r = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            std::ptr::null_mut(),
-            to.as_raw_fd(),
-            &mut off,
-            len,
-            flags,
-        )
-    };
-    cvt(r as libc::c_long).map(|n| n as usize)
+    splice_raw(from, to, Some(&mut off), len, flags)
 }
 
 /// fcntl with an integer argument, for the requests listed below only (none
@@ -169,13 +159,13 @@ mod tests {
     }
 
     #[test]
-    fn splice_in_takes_from_a_socket() {
+    fn splice_out_takes_from_a_socket() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         (&a).write_all(b"bytes").unwrap();
         drop(a);
         let (r, w) = pipe2(libc::O_CLOEXEC).unwrap();
-        assert_eq!(splice_in(b.as_fd(), w.as_fd(), 64, 0).unwrap(), 5);
-        assert_eq!(splice_in(b.as_fd(), w.as_fd(), 64, 0).unwrap(), 0);
+        assert_eq!(splice_out(b.as_fd(), w.as_fd(), 64, 0).unwrap(), 5);
+        assert_eq!(splice_out(b.as_fd(), w.as_fd(), 64, 0).unwrap(), 0);
         drop(w);
         let mut got = Vec::new();
         std::fs::File::from(r).read_to_end(&mut got).unwrap();

@@ -1166,12 +1166,7 @@ pub(super) mod tests {
     fn local_images_round_trip() {
         let t = temp("rt");
         let sink = LocalImages::new(&t.0);
-        let mut s = sink
-            .open(PageOwner::Task {
-                id: 42,
-                pages_id: 7,
-            })
-            .unwrap();
+        let mut s = task_stream(&sink, 7);
         let runs = [
             run(0x10000, 2, pe::PRESENT),
             run(0x12000, 1, pe::COW_PARENT),
@@ -1213,6 +1208,11 @@ pub(super) mod tests {
         assert_eq!(m[2 * pg], 0xff);
     }
 
+    /// The stream of task 42's pages, as pages file `pages_id`.
+    fn task_stream<'a>(sink: &'a LocalImages<'_>, pages_id: u32) -> Box<dyn PageStream + 'a> {
+        sink.open(PageOwner::Task { id: 42, pages_id }).unwrap()
+    }
+
     /// A page server's stream: blocks allocated ahead, bytes given and
     /// bytes spliced from a pipe land in order, the file ends as long as
     /// its pages (on tmpfs nothing is allocated ahead: the same bytes).
@@ -1222,12 +1222,7 @@ pub(super) mod tests {
         use std::os::fd::AsFd;
         let t = temp("spliced");
         let sink = LocalImages::new(&t.0).allocate_ahead(true);
-        let mut s = sink
-            .open(PageOwner::Task {
-                id: 42,
-                pages_id: 9,
-            })
-            .unwrap();
+        let mut s = task_stream(&sink, 9);
         assert!(s.takes_pipe());
         let pg = PAGE_SIZE as usize;
         let bytes: Vec<u8> = (0..40 * pg)
@@ -1251,12 +1246,7 @@ pub(super) mod tests {
     fn allocated_ahead_refuses_short_pages() {
         let t = temp("ahead-short");
         let sink = LocalImages::new(&t.0).allocate_ahead(true);
-        let mut s = sink
-            .open(PageOwner::Task {
-                id: 42,
-                pages_id: 3,
-            })
-            .unwrap();
+        let mut s = task_stream(&sink, 3);
         s.runs(&[run(0x10000, 64, pe::PRESENT)]).unwrap();
         s.pages(&vec![7u8; 16 * PAGE_SIZE as usize]).unwrap();
         assert!(matches!(s.finish(), Err(Error::Io { .. })));

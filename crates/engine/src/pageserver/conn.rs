@@ -266,7 +266,7 @@ impl Conn {
             return Err(std::io::ErrorKind::Unsupported.into());
         };
         loop {
-            match crust_sys::pipe::splice_in(sk.as_fd(), pipe, len, libc::SPLICE_F_MOVE) {
+            match crust_sys::pipe::splice_out(sk.as_fd(), pipe, len, libc::SPLICE_F_MOVE) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 r => return r,
             }
