@@ -174,7 +174,6 @@ fn main() {
     if unsafe { libc::pipe(go.as_mut_ptr()) } != 0 || unsafe { libc::pipe(rd.as_mut_ptr()) } != 0 {
         die("pipe");
     }
-    let parent_ns = fs::metadata("/proc/self/ns/mnt").map_or(0, |m| m.ino());
     // SAFETY: the child runs its part and exits.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -225,10 +224,14 @@ fn main() {
             "the parent sees the child's files: {}",
             !bind
         );
+        // Both read now: a value kept from before the dump would name a
+        // namespace that died with the dumped tree, whose inode number a
+        // new namespace of the restore may have taken again.
+        let ours = fs::metadata("/proc/self/ns/mnt").map_or(0, |m| m.ino());
         let theirs = fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(0, |m| m.ino());
         ensure!(
-            theirs != 0 && theirs != parent_ns,
-            "the child is not in a mount namespace of its own"
+            theirs != 0 && ours != 0 && theirs != ours,
+            "the child is not in a mount namespace of its own (its {theirs}, the parent's {ours})"
         );
         let root = fs::read_to_string(format!("/proc/{pid}/mountinfo"))
             .map_err(|e| format!("the child's mountinfo: {e}"))?;
