@@ -40,9 +40,8 @@ fn splice_raw(
     flags: u32,
 ) -> io::Result<usize> {
     let off = off_out.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
-    // SAFETY: a null input offset makes splice use (and advance) the
-    // input's position; `off` is null or points to a loff_t the caller
-    // lends for the call; everything else is an integer or a borrowed fd.
+    // SAFETY: `off` is null or a loff_t lent for the call (null input
+    // offset: the input's own position); the rest: integers, borrowed fds.
     let r = unsafe {
         libc::splice(
             from.as_raw_fd(),

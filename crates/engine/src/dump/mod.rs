@@ -85,8 +85,9 @@ impl Tree {
                 t.cure().map_err(compel_err(t.pid()))?;
             }
         }
-        // Pidfds taken before the kill: the pids cannot be reused until
-        // the wait below sees them die.
+        // Pidfds taken before the kill, so that each names the process
+        // killed (once it is dead its parent may reap it, and the pid
+        // name another).
         let mut dying = Vec::new();
         for p in &mut self.procs {
             p.threads.iter_mut().for_each(Task::disarm);
@@ -104,12 +105,12 @@ impl Tree {
         // its own CPU: a 1 GiB process is gone in about 60 ms instead of
         // 100. A process whose memory is shared with one that lives on
         // (CLONE_VM), or already freed, is refused: nothing to do.
-        for (pid, fd) in &dying {
-            if let Err(e) = crust_sys::unix::process_mrelease(std::os::fd::AsFd::as_fd(fd)) {
+        for (pid, fd) in dying {
+            use std::os::fd::AsFd;
+            if let Err(e) = crust_sys::unix::process_mrelease(fd.as_fd()) {
                 log::debug!("{pid}: process_mrelease: {e}");
             }
         }
-        drop(dying);
         // As their tracer we see them die; their parents reap them. A
         // group leader is reported only after its other threads. Children
         // first: the init of a pid namespace finishes dying only once its

@@ -39,10 +39,8 @@ use crate::{mem, Error, Options};
 use crust_images::consts::pe;
 use crust_proc::ProcRoot;
 use log::{debug, info};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -132,7 +130,7 @@ pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
             })?;
     }
     let pre = Precopy { dir: dir.clone() };
-    let (planned, trackers, guards) = start_all(opts)?;
+    let (planned, trackers) = start_all(opts)?;
     let mut popts = opts.clone();
     popts.images_dir = dir.clone();
     let t = Instant::now();
@@ -145,12 +143,12 @@ pub(super) fn run(opts: &Options) -> Result<(Chain, Precopy), Error> {
         us_since(t0)
     );
     test_wait();
-    Ok((Chain::precopied(trackers, dir, guards), pre))
+    Ok((Chain::precopied(trackers, dir), pre))
 }
 
-/// What [`start_all`] gives: each process's plan, its tracker, and its
-/// guard regions found once its memory was protected.
-type Started = (Vec<Planned>, Vec<Tracker>, HashMap<i32, Vec<Range<u64>>>);
+/// What [`start_all`] gives: each process's plan, and its tracker (with
+/// its guard regions found once its memory was protected).
+type Started = (Vec<Planned>, Vec<Tracker>);
 
 /// Step 1 and the scan of step 2: the tree paused to make the
 /// userfaultfds; then, running, each process's memory registered,
@@ -199,7 +197,6 @@ fn start_all(opts: &Options) -> Result<Started, Error> {
     );
     let mut planned = Vec::new();
     let mut trackers = Vec::new();
-    let mut guards = HashMap::new();
     for (pid, nspid, vmas, tracker) in started? {
         // A process without tracking is stored whole at the freeze.
         let Some(mut tracker) = tracker else { continue };
@@ -216,14 +213,6 @@ fn start_all(opts: &Options) -> Result<Started, Error> {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
         let plan = mem::PagePlan::scan(pid, &vmas, None)?;
-        // The guard regions now: the freeze walks again only where
-        // tracking says pages changed (`Chain::guards_now`).
-        match mem::guard_regions(pid) {
-            Ok(g) => {
-                guards.insert(pid, g);
-            }
-            Err(e) => debug!("{}: guard regions walked at the freeze", with_causes(&e)),
-        }
         // Shared memory objects are stored whole at the freeze (their
         // writes are not tracked): a copy here would be thrown away.
         let vmas = (vmas.into_iter())
@@ -238,7 +227,10 @@ fn start_all(opts: &Options) -> Result<Started, Error> {
         trackers.push(tracker);
     }
     debug!("Pre-copy: memory protected and scanned");
-    Ok((planned, trackers, guards))
+    // The guard regions now, the memory protected: the freeze walks again
+    // only where tracking says pages changed (`Chain::guards_now`).
+    predump::note_guards(&mut trackers);
+    Ok((planned, trackers))
 }
 
 /// What a `dump -R` does once the tree runs: the tracking released (the

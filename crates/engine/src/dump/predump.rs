@@ -43,10 +43,6 @@ pub(super) struct Chain {
     /// The parent set is the pre-copy of this very dump (`dump -R`,
     /// `precopy.rs`), not one named by `--prev-images-dir`.
     precopy: bool,
-    /// The guard regions of each process as the pre-copy (or the parent
-    /// pre-dump) found them once its memory was protected (see
-    /// [`Chain::guards_now`]).
-    guards: HashMap<i32, Vec<Range<u64>>>,
 }
 
 /// A dump's connection to its page server (`--page-server`), shared with
@@ -77,17 +73,11 @@ impl Chain {
                     ts.len(),
                     prev.display()
                 );
-                // The guard regions the parent run walked once the
-                // memory was protected ([`note_guards`]).
-                let guards = (ts.iter())
-                    .filter_map(|t| t.guards().map(|g| (t.pid(), g.to_vec())))
-                    .collect();
                 Chain {
                     kept: ts.into_iter().map(|t| (t.pid(), t)).collect(),
                     parent: Some(prev),
                     ps,
                     precopy: false,
-                    guards,
                 }
             }
             Err(why) => {
@@ -99,25 +89,21 @@ impl Chain {
 
     /// The chain of a `dump -R` pre-copy: the trackers started for it and
     /// the set it wrote in `dir`.
-    pub(super) fn precopied(
-        trackers: Vec<Tracker>,
-        dir: PathBuf,
-        guards: HashMap<i32, Vec<Range<u64>>>,
-    ) -> Chain {
+    pub(super) fn precopied(trackers: Vec<Tracker>, dir: PathBuf) -> Chain {
         Chain {
             kept: trackers.into_iter().map(|t| (t.pid(), t)).collect(),
             parent: Some(dir),
             ps: None,
             precopy: true,
-            guards,
         }
     }
 
-    /// Whether the guard regions of `pid` may be found from the
-    /// pre-copy's (see [`Chain::guards_now`]) rather than by a walk of
-    /// all its memory.
+    /// Whether the guard regions of `pid` may be found from those its
+    /// tracker carries (walked by the pre-copy or the parent pre-dump once
+    /// the memory was protected: [`note_guards`]; see
+    /// [`Chain::guards_now`]) rather than by a walk of all its memory.
     pub(super) fn knows_guards(&self, pid: i32) -> bool {
-        self.guards.contains_key(&pid) && self.kept.contains_key(&pid)
+        self.kept.get(&pid).is_some_and(|t| t.guards().is_some())
     }
 
     /// The guard regions of `pid` now (frozen), from those the pre-copy
@@ -134,8 +120,8 @@ impl Chain {
         vmas: &[mem::Vma],
         dirty: &[Range<u64>],
     ) -> Option<Result<Vec<Range<u64>>, Error>> {
-        let known = self.guards.get(&pid)?;
-        let tracked = self.kept.get(&pid)?.tracked();
+        let kept = self.kept.get(&pid)?;
+        let (known, tracked) = (kept.guards()?, kept.tracked());
         let all = merge(vmas.iter().map(|v| v.map.start..v.map.end).collect());
         let (inside, outside) = split_by(&all, tracked);
         let (_, clean) = split_by(&inside, dirty);
@@ -302,15 +288,15 @@ pub(super) struct Planned {
     pub(super) plan: mem::PagePlan,
 }
 
-/// Walk the guard regions of each tracked process, the tree running again
-/// and its memory protected, and note them with its tracker for the next
-/// run (`Chain::take`): its freeze then walks again only the pages
-/// written since and the mappings not tracked, as a `dump -R` after its
-/// pre-copy (`Chain::guards_now`). Installing or removing a guard counts
+/// Walk the guard regions of each tracked process, its memory protected
+/// (the tree running), and note them with its tracker, for this dump's
+/// freeze (`dump -R`'s pre-copy) or the next run (a pre-dump's, through
+/// the keeper): that freeze then walks again only the pages written
+/// since and the mappings not tracked (`Chain::guards_now`). Installing or removing a guard counts
 /// as a write of its pages, so a change after the protection, before or
 /// after this walk, is walked again there. A process that cannot be
 /// walked (gone) is left unnoted: the next run walks all of it.
-fn note_guards(trackers: &mut [Tracker]) {
+pub(super) fn note_guards(trackers: &mut [Tracker]) {
     let t = Instant::now();
     for tr in trackers.iter_mut() {
         let pid = tr.pid();
