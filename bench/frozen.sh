@@ -23,7 +23,10 @@
 # --dirty-mb 12`: pre-dump, 12 MiB rewritten, pre-dump, 12 MiB rewritten,
 # dump --prev-images-dir): its frozen time, for crust (and "before").
 # CRIU cannot make such a chain here (no soft-dirty); FROZEN_NO_CHAIN=1
-# leaves that part out. FROZEN_TOOLS="before crust snap" (say) runs only
+# leaves that part out. FROZEN_SHARED=1: the memory is shared anonymous
+# memory instead (`shmdirty --mode child`: a process and its child map
+# it; in the chain, both rewrite 6 MiB of it per step).
+# FROZEN_TOOLS="before crust snap" (say) runs only
 # the tools named (before, crust, snap, frozen, criu). Needs root and
 # `cargo build --release -p crust -p crust-testprogs`, and free memory for
 # the largest size plus its images (images go to $BENCH_DIR, default a
@@ -48,6 +51,17 @@ done
 CRIU=${CRIU_BIN:-}
 BEFORE=${CRUST_BEFORE:-}
 DIRTYMEM=$ROOT/target/release/dirtymem
+SHMDIRTY=$ROOT/target/release/shmdirty
+# The program for N MiB (idle, or rewriting as its step file says).
+prog() {
+    if [[ -n ${FROZEN_SHARED:-} ]]; then
+        echo "$SHMDIRTY" --mb "$1" --mode child
+    elif [[ ${2:-} == chain ]]; then
+        echo "$DIRTYMEM" --mb "$1"
+    else
+        echo "$BIGMEM" --mb "$1"
+    fi
+}
 if [[ $CRIU == none ]]; then
     CRIU=
 elif [[ -z $CRIU && -x /tmp/oracle/criu-shim ]]; then
@@ -60,7 +74,8 @@ WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/crust-bench-frozen.XXXXXX")
 chmod 0755 "$WORK"
 PID=
 cleanup() {
-    [[ -n $PID ]] && kill -KILL "$PID" 2>/dev/null || true
+    # Its process group (setsid): shmdirty's child too.
+    [[ -n $PID ]] && kill -KILL -- "-$PID" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -96,7 +111,8 @@ TOOLS=(crust snap frozen)
 printf '%-8s %-8s %8s %8s %8s\n' size tool median min total
 for mb in "${SIZES[@]}"; do
     rm -f "$WORK/ready"
-    setsid "$BIGMEM" --mb "$mb" --ready "$WORK/ready" --result "$WORK/result" </dev/null >/dev/null 2>&1 &
+    # shellcheck disable=SC2046
+    setsid $(prog "$mb") --step "$WORK/nostep" --ready "$WORK/ready" --result "$WORK/result" </dev/null >/dev/null 2>&1 &
     PID=$!
     for _ in $(seq 600); do [[ -e $WORK/ready ]] && break; sleep 0.1; done
     [[ -e $WORK/ready ]] || { echo "bigmem --mb $mb did not get ready" >&2; exit 1; }
@@ -110,8 +126,8 @@ for mb in "${SIZES[@]}"; do
     done
     kill -TERM "$PID"
     for _ in $(seq 100); do [[ -e $WORK/result ]] && break; sleep 0.1; done
-    echo "bigmem --mb $mb after the dumps: $(cat "$WORK/result" 2>/dev/null || echo 'no result')"
-    kill -KILL "$PID" 2>/dev/null || true
+    echo "$(basename "$(prog "$mb" | cut -d' ' -f1)") --mb $mb after the dumps: $(cat "$WORK/result" 2>/dev/null || echo 'no result')"
+    kill -KILL -- "-$PID" 2>/dev/null || true
     PID=
 done
 
@@ -120,7 +136,8 @@ chain_once() {
     local bin=$1 mb=$2 w=$WORK/chain out
     rm -rf "$w"
     mkdir -p "$w/i1" "$w/i2" "$w/i3"
-    setsid "$DIRTYMEM" --mb "$mb" --dirty-mb 12 --step "$w/step" --ready "$w/ready" --result "$w/result" </dev/null >/dev/null 2>&1 &
+    # shellcheck disable=SC2046
+    setsid $(prog "$mb" chain) --dirty-mb 12 --step "$w/step" --ready "$w/ready" --result "$w/result" </dev/null >/dev/null 2>&1 &
     PID=$!
     for _ in $(seq 600); do [[ -e $w/ready ]] && break; sleep 0.1; done
     step() {

@@ -71,6 +71,46 @@ t_snapshot_guards() { guarded t_snapshot_guarded; }
 
 ALL_TESTS+=(snapshot-guards)
 
+# Shared anonymous memory under `dump -R`: the pre-copy stores the
+# object (parent and child map it) while the tree runs; both write 4 MiB
+# between the pre-copy and the freeze (CRUST_TEST_PRECOPY_WAIT), and the
+# freeze stores only those pages of it against the pre-copy; the image
+# restores to the moment of the freeze.
+t_snapshot_shmem() {
+    local stored
+    need_cr || return $?
+    start_prog shmdirty --mb 64 --dirty-mb 4 --step "$D/step" --mode child || return 1
+    mkdir -p "$D/img"
+    (cd "$D" && CRUST_TEST_PRECOPY_WAIT="$D/go" exec timeout -k 5 "$CR_TIMEOUT" "$CRUST" dump -t "$PID" \
+        -D "$D/img" -R -v4 -o dump.log) >"$D/dump.out" 2>&1 &
+    local dumper=$! rc
+    wait_file "$D/go.copied" 30 || { kill "$dumper" 2>/dev/null; fail "the pre-copy did not end" "$D/img/dump.log"; return 1; }
+    predump_step 1 || { : >"$D/go"; wait "$dumper"; return 1; }
+    : >"$D/go"
+    wait "$dumper"
+    rc=$?
+    [ $rc = 0 ] || { fail "dump -R exited $rc: $(head -c 300 "$D/dump.out")" "$D/img/dump.log"; return 1; }
+    # The freeze's store of the 64 MiB object: about 4 MiB of pages.
+    stored=$(grep -o 'ino [0-9]* (67108864 bytes): [0-9]* pages stored in [0-9]* runs (.*written since' "$D/img/dump.log" |
+        tail -1 | sed 's/.*: \([0-9]*\) pages stored.*/\1/')
+    echo "    object pages stored while frozen: ${stored:-none}" >&2
+    [ -n "$stored" ] && [ "$stored" -le 1280 ] ||
+        { fail "the freeze did not store the object against the pre-copy" "$D/img/dump.log"; return 1; }
+    kill_tree "$PID" "$BIN/shmdirty"
+    wait_gone "$PID" 5 || { fail "shmdirty did not go"; return 1; }
+    rm -f "$D/result"
+    do_restore "$D/img" && expect_pass "$D/img/restore.log"
+}
+t_snapshot_shm() {
+    local rc
+    t_snapshot_shmem
+    rc=$?
+    kill_tree "$PID" "$BIN/shmdirty"
+    return $rc
+}
+
+ALL_TESTS+=(snapshot-shm)
+
 # The same between a pre-dump and the dump that ends its chain (separate
 # runs): the pre-dump walks the guard regions once the tree runs again and
 # hands them to the keeper with the tracking; the dump's freeze walks

@@ -291,6 +291,44 @@ PYEOF
 ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc predump-page-server predump-page-server-lost
     predump-page-server-criu predump-page-server-criu-crust predump-page-server-to-criu)
 
+# shm_chain MODE LO HI: pre-dump, pre-dump, dump of shmdirty (64 MiB of
+# shared anonymous memory, 4 MiB rewritten per step as MODE says:
+# shmdirty.rs); the final set holds LO to HI MiB of pages; crust restores
+# the chain exactly, then CRIU 4.2 does.
+shm_chain() {
+    local mode=$1 lo=$(($2 << 20)) hi=$(($3 << 20)) b criu
+    need_crust || return 1
+    start_prog shmdirty --mb 64 --dirty-mb 4 --step "$D/step" --mode "$mode" || return 1
+    predump_pair || return 1
+    predump_step 2 || return 1
+    crust_run d3 dump -t "$PID" -D "$D/i3" --prev-images-dir ../i2 -v4 -o dump.log
+    [ $RC = 0 ] || { fail "dump exited $RC: $(head -c 300 "$D/d3.err")" "$D/i3/dump.log"; return 1; }
+    wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
+    b=$(pages_bytes "$D/i3")
+    echo "    mode $mode: sets $(du -sk "$D/i1" | cut -f1) KiB, $(du -sk "$D/i2" | cut -f1) KiB, final $((b / 1024)) KiB of pages" >&2
+    [ "$b" -ge $lo ] && [ "$b" -le $hi ] ||
+        { fail "the final set holds $b bytes of pages, not $2-$3 MiB" "$D/i3/dump.log"; return 1; }
+    do_restore "$D/i3" || return 1
+    expect_pass "$D/i3/restore.log" || return 1
+    criu=$(criu_for_chain)
+    [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh, or CRIU_SHIM) to restore the chain"; return 2; }
+    rm -f "$D/result" "$D/pidfile"
+    (cd "$D" && timeout 60 "$criu" restore -D "$D/i3" -d -v4 -o restore-criu.log --pidfile "$D/pidfile") \
+        >"$D/r.out" 2>&1 || { fail "CRIU 4.2 could not restore the chain" "$D/i3/restore-criu.log"; return 1; }
+    track "$PID" "$BIN/shmdirty"
+    expect_pass "$D/i3/restore-criu.log"
+}
+# Parent and child write the object: only what they wrote is stored.
+t_predump_shm() { shm_chain child 3 6; }
+# A child forked for each step writes and exits: its writes were not
+# tracked, the object is stored whole.
+t_predump_shm_fork() { shm_chain fork 60 66; }
+# Pages dropped with MADV_REMOVE and read again (zeros now) are not left
+# to the parent set.
+t_predump_shm_remove() { shm_chain remove 3 6; }
+
+ALL_TESTS+=(predump-shm predump-shm-fork predump-shm-remove)
+
 # Swapped pages in a chain: a swap file of this test's own is turned on,
 # dirtymem hands its memory to swap once filled and after each step
 # (`--pageout 1`), pre-dump, pre-dump, dump store against the parents

@@ -95,7 +95,13 @@ def merged_maps(text):
             continue
         lo, hi = (int(x, 16) for x in f[0].split("-"))
         off = int(f[2], 16)
-        rest = (f[1], f[3], f[4], f[5] if len(f) > 5 else "")
+        path = f[5] if len(f) > 5 else ""
+        inode = f[4]
+        # Shared anonymous memory is a new object after a restore: its
+        # inode number is the kernel's choice.
+        if path.strip() == "/dev/zero (deleted)" and f[3] == "00:01":
+            inode = "shmem"
+        rest = (f[1], f[3], inode, path)
         if out:
             plo, phi, poff, prest = out[-1]
             if phi == lo and prest == rest and (rest[2] == "0" or poff + (phi - plo) == off):

@@ -37,6 +37,11 @@ const REGISTER_MODE_WP: u64 = 1 << 1;
 /// `UFFDIO_WRITEPROTECT_MODE_WP`: set (not clear) the protection.
 const WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
+/// `UFFD_FEATURE_EVENT_FORK`: a `fork` of a task with registered ranges
+/// is reported (the fork waits until the message is read); the child's
+/// copies of the ranges get a userfaultfd of their own, handed to the
+/// reader with the message.
+pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 /// `UFFD_FEATURE_EVENT_REMAP`: an `mremap` of a registered range is
 /// reported (the task waits until the message is read).
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
@@ -69,6 +74,15 @@ pub const CREATE_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64 |
 /// The features write tracking needs.
 pub const TRACKING_FEATURES: u64 = FEATURE_WP_ASYNC | FEATURE_WP_UNPOPULATED;
 
+/// The features of write tracking of shared memory objects: writes
+/// tracked as for [`TRACKING_FEATURES`], and reported (each waits until
+/// the message is read) what could change an object's pages without a
+/// write through a tracked mapping: a fork (the child's mappings are not
+/// tracked), an `mremap` (the moved range), an `madvise(MADV_REMOVE)`
+/// (the pages dropped from the object).
+pub const OBJECT_TRACKING_FEATURES: u64 =
+    TRACKING_FEATURES | FEATURE_EVENT_FORK | FEATURE_EVENT_REMAP | FEATURE_EVENT_REMOVE;
+
 /// The features of a synchronous write-protect snapshot (`dump -R`):
 /// every write to a protected page waits for crust, and the changes of
 /// the address space that could lose a page not yet saved are reported.
@@ -84,6 +98,8 @@ pub const SNAPSHOT_FLAGS: u64 = libc::O_CLOEXEC as u64 | libc::O_NONBLOCK as u64
 /// caller's memory (Linux 6.1+); allowed to whoever could open the device.
 pub const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
 
+/// `UFFD_EVENT_FORK`.
+const EVENT_FORK: u8 = 0x13;
 /// `UFFD_EVENT_PAGEFAULT`.
 const EVENT_PAGEFAULT: u8 = 0x12;
 /// `UFFD_EVENT_REMAP`.
@@ -106,6 +122,10 @@ pub enum Msg {
     Removed { start: u64, end: u64 },
     /// `len` bytes moved from `from` to `to` (mremap).
     Remapped { from: u64, to: u64, len: u64 },
+    /// The task forked; the child's userfaultfd that came with the
+    /// message was closed by [`Uffd::read_msgs`] (the child's copies of
+    /// the ranges are not registered any more).
+    Forked,
     /// Any other event (its code).
     Other(u8),
 }
@@ -128,12 +148,29 @@ fn decode(m: &[u8; MSG_SIZE]) -> Msg {
             start: word(0),
             end: word(1),
         },
+        EVENT_FORK => Msg::Forked,
         EVENT_REMAP => Msg::Remapped {
             from: word(0),
             to: word(1),
             len: word(2),
         },
         e => Msg::Other(e),
+    }
+}
+
+/// Close the child's userfaultfd a fork message installed in this
+/// process (`arg.fork.ufd`, the first 4 bytes of the message's argument).
+fn close_fork_fd(m: &[u8; MSG_SIZE]) {
+    let mut b = [0u8; 4];
+    if let Some(src) = m.get(8..12) {
+        b.copy_from_slice(src);
+    }
+    let fd = i32::from_ne_bytes(b);
+    if fd >= 0 {
+        // SAFETY: the kernel installed `fd` in this process's table for
+        // this message alone; nothing else owns it, so taking ownership
+        // and dropping it closes it once.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }
 
@@ -273,7 +310,13 @@ impl Uffd {
             )
         };
         match cvt(r as libc::c_long) {
-            Ok(n) => Ok(buf.iter().take(n as usize / MSG_SIZE).map(decode).collect()),
+            Ok(n) => {
+                let got = buf.get(..n as usize / MSG_SIZE).unwrap_or_default();
+                for m in got.iter().filter(|m| m.first() == Some(&EVENT_FORK)) {
+                    close_fork_fd(m);
+                }
+                Ok(got.iter().map(decode).collect())
+            }
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Vec::new()),
             Err(e) => Err(e),
         }

@@ -237,6 +237,12 @@ pub fn dump(opts: &Options) -> Result<DumpStats, Error> {
     // Anything that fails from here on leaves the tree running, untouched.
     // A panic below unwinds to here: the tree is let go as on any error
     // (every task is put back by `release`, or by its drop).
+    // Which shared objects are stored against the parent set: known
+    // before the first process's pages are planned.
+    let live: Vec<i32> = (tree.procs.iter().filter(|p| !p.zombie))
+        .map(|p| p.pid)
+        .collect();
+    chain.objects_since(&proc, &live);
     let at = (freezing_time_us, frozen_at, &mut chain, early);
     let dumped = catch_panic(|| dump_tree(&proc, &mut tree, opts, at, ps.as_ref()))
         .and_then(|r| chain.close_server(ps.take(), opts).map(|()| r));

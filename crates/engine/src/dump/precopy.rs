@@ -177,7 +177,7 @@ fn start_all(opts: &Options) -> Result<Started, Error> {
                 let vmas = mem::collect_vmas_frozen(&proc, p.pid, early)?;
                 let status = crust_proc::status(&proc, p.pid).map_err(proc_err(p.pid))?;
                 let nspid = super::ns_last(&status.ns_pid, p.pid);
-                let mut tracker = predump::start(&proc, p, &vmas, &[]);
+                let mut tracker = predump::start(&proc, p, &vmas, &[], false);
                 if let Some(t) = tracker.as_mut() {
                     for r in predump::tracked_ranges(&vmas) {
                         if let Err(e) = t.register(&r) {
@@ -212,11 +212,20 @@ fn start_all(opts: &Options) -> Result<Started, Error> {
         for e in tracker.protect_registered() {
             debug!("{}: that range is stored whole", with_causes(&e));
         }
+        // Shared anonymous objects likewise: protected before they are
+        // read below (`mem/objtrack.rs`).
+        if let Some(w) = tracker.objects_mut() {
+            w.protect();
+        }
         let plan = mem::PagePlan::scan(pid, &vmas, None)?;
-        // Shared memory objects are stored whole at the freeze (their
-        // writes are not tracked): a copy here would be thrown away.
+        // Other shared memory objects (memfds, System V segments) are
+        // stored whole at the freeze (their writes are not tracked): a
+        // copy here would be thrown away.
         let vmas = (vmas.into_iter())
-            .filter(|v| v.status & crust_images::consts::vma::AREA_MEMFD == 0)
+            .filter(|v| {
+                v.status & crust_images::consts::vma::AREA_MEMFD == 0
+                    || (v.map.shared && mem::objtrack::is_anon_object(&v.map))
+            })
             .collect();
         planned.push(Planned {
             pid,

@@ -16,6 +16,7 @@ use super::precheck::{precheck, DEFAULT_TIMEOUT};
 use super::seize::seize;
 use super::{catch_panic, outdir, run_hook, Tree};
 use crate::mem::keeper;
+use crate::mem::objtrack::{self, ObjRange, ObjectSince, ObjectsSince};
 use crate::mem::track::{merge, split_by, start_tracking, with_causes, Tracker};
 use crate::pageserver::proto::Target;
 use crate::pageserver::PageServerSink;
@@ -43,6 +44,9 @@ pub(super) struct Chain {
     /// The parent set is the pre-copy of this very dump (`dump -R`,
     /// `precopy.rs`), not one named by `--prev-images-dir`.
     precopy: bool,
+    /// The shared objects this run stores against the parent set, once
+    /// [`Chain::objects_since`] has found them.
+    objects: Option<Arc<ObjectsSince>>,
 }
 
 /// A dump's connection to its page server (`--page-server`), shared with
@@ -52,8 +56,9 @@ pub(super) type Server = Option<Arc<PageServerSink>>;
 /// What the dump of one process stores against the parent set: the
 /// ranges written since, the ranges the parent's pagemap holds (stored
 /// there or in its own parent), and every range it lists, whatever it
-/// says of them (held, shared copy-on-write, left on a source).
-pub(super) type Dirty = (Ranges, Ranges, Ranges);
+/// says of them (held, shared copy-on-write, left on a source); and the
+/// shared objects stored against the parent set ([`Chain::objects_since`]).
+pub(super) type Dirty = (Ranges, Ranges, Ranges, Option<Arc<ObjectsSince>>);
 
 /// Sorted, disjoint byte ranges.
 type Ranges = Vec<Range<u64>>;
@@ -78,6 +83,7 @@ impl Chain {
                     parent: Some(prev),
                     ps,
                     precopy: false,
+                    objects: None,
                 }
             }
             Err(why) => {
@@ -95,6 +101,7 @@ impl Chain {
             parent: Some(dir),
             ps: None,
             precopy: true,
+            objects: None,
         }
     }
 
@@ -186,10 +193,10 @@ impl Chain {
         if self.precopy && super::precopy::late_on_purpose() {
             // Test-only: the pages written during the pre-copy are not
             // stored again, so the image is not one moment's.
-            return Some((Vec::new(), has, lists));
+            return Some((Vec::new(), has, lists, self.objects.clone()));
         }
         match t.take_dirty(&tracked_ranges(vmas)) {
-            Ok(d) => Some((d, has, lists)),
+            Ok(d) => Some((d, has, lists, self.objects.clone())),
             Err(e) => {
                 warn!("{e}: every page of {pid} is dumped");
                 self.kept.remove(&pid);
@@ -197,6 +204,89 @@ impl Chain {
             }
         }
     }
+}
+
+impl Chain {
+    /// Which shared anonymous memory objects this run stores against the
+    /// parent set, found while the tree is frozen and before any process's
+    /// pages are planned (`mem/objtrack.rs`): an object qualifies when
+    /// every shared mapping of it in the tree (`pids`, live) lies within
+    /// one its process's watch tracked since the parent run, no event
+    /// broke that tracking, and the parent set holds the object's pagemap.
+    /// Every watch is scanned (protected again for the next run) either
+    /// way. Not with a page server (its sets keep no object pagemaps
+    /// crust can read). The answer rides with [`Chain::dirty`]'s.
+    pub(super) fn objects_since(&mut self, proc: &ProcRoot, pids: &[i32]) {
+        self.objects = None;
+        let mut dirty: HashMap<u64, Ranges> = HashMap::new();
+        let mut broken: Vec<u64> = Vec::new();
+        for t in self.kept.values_mut() {
+            if let Some(w) = t.objects_mut() {
+                let (written, whole) = w.take();
+                broken.extend(whole);
+                for (ino, r) in written {
+                    dirty.entry(ino).or_default().extend(r);
+                }
+            }
+        }
+        let Some(parent) = self.parent.clone() else {
+            return;
+        };
+        if self.ps.is_some() {
+            return;
+        }
+        // Every shared mapping of an object now, and whether all of an
+        // object's are covered.
+        let mut covered: HashMap<u64, bool> = HashMap::new();
+        for &pid in pids {
+            let Ok(maps) = crust_proc::maps(proc, pid) else {
+                return;
+            };
+            let watch = self.kept.get(&pid).and_then(|t| t.objects());
+            for m in maps
+                .iter()
+                .filter(|m| m.shared && objtrack::is_anon_object(m))
+            {
+                let ok = watch.is_some_and(|w| w.covers(m));
+                *covered.entry(m.inode).or_insert(true) &= ok;
+            }
+        }
+        let mut out = ObjectsSince::new();
+        for (ino, ok) in covered {
+            if !ok || broken.contains(&ino) {
+                debug!("shared object ino {ino}: stored whole (not every mapping of it tracked since the parent set)");
+                continue;
+            }
+            match object_parent_pages(&parent, ino as u32 as u64) {
+                Ok(Some(parent_has)) => {
+                    let d = merge(dirty.remove(&ino).unwrap_or_default());
+                    out.insert(
+                        ino,
+                        ObjectSince {
+                            dirty: d,
+                            parent_has,
+                        },
+                    );
+                }
+                Ok(None) => debug!("shared object ino {ino}: stored whole (not in the parent set)"),
+                Err(e) => warn!("{e}: shared object ino {ino} stored whole"),
+            }
+        }
+        self.objects = Some(Arc::new(out));
+    }
+}
+
+/// The pages of shared object `shmid` the parent set `dir` holds (stored
+/// there or in its own parent); None: it has no pagemap of that object.
+fn object_parent_pages(dir: &Path, shmid: u64) -> Result<Option<Ranges>, Error> {
+    use crate::mem::chain::{read_pagemap, Owner};
+    Ok(read_pagemap(dir, Owner::Object(shmid))?.map(|m| {
+        m.entries
+            .iter()
+            .filter(|e| e.present() || e.in_parent())
+            .map(|e| e.start..e.end)
+            .collect()
+    }))
 }
 
 /// `dump --track-mem` of a tree left running: tracking would have to be
@@ -277,6 +367,7 @@ pub(super) fn as_since(d: &Dirty) -> mem::Since<'_> {
         dirty: &d.0,
         parent_has: &d.1,
         parent_lists: &d.2,
+        objects: d.3.as_ref(),
     }
 }
 
@@ -373,7 +464,7 @@ pub fn pre_dump(opts: &Options) -> Result<DumpStats, Error> {
     let written = catch_panic(|| write_set(opts, &planned, ps.as_deref()))
         .and_then(|c| crate::pageserver::close_sink(ps, opts).map(|()| c))
         .and_then(|c| crate::util::check_stop().map(|()| c))
-        .and_then(|c| keeper::start_keeper(dir, &trackers).map(|()| c))
+        .and_then(|c| keeper::start_keeper(dir, &mut trackers).map(|()| c))
         .and_then(|c| match crate::util::check_stop() {
             Ok(()) => Ok(c),
             Err(e) => {
@@ -429,6 +520,13 @@ fn plan_tree(
 ) -> Result<(Vec<Planned>, Vec<Tracker>), Error> {
     let mut planned = Vec::new();
     let mut trackers = Vec::new();
+    let live: Vec<i32> = tree
+        .procs
+        .iter()
+        .filter(|p| !p.zombie)
+        .map(|p| p.pid)
+        .collect();
+    chain.objects_since(proc, &live);
     for p in tree.procs.iter_mut().filter(|p| !p.zombie) {
         crate::util::check_stop()?;
         let pid = p.pid;
@@ -442,16 +540,17 @@ fn plan_tree(
                 // Mappings made since: tracked from now on.
                 let (_, new) = split_new(&ranges, t.tracked());
                 track_each(&mut t, &new);
+                watch_new_objects(proc, p, &vmas, &mut t);
                 Some(t)
             }
-            None => start(proc, p, &vmas, &ranges),
+            None => start(proc, p, &vmas, &ranges, true),
         };
         let plan = mem::PagePlan::scan(pid, &vmas, since.as_ref().map(as_since))?;
         debug!(
             "{pid}: {} VMAs, {}",
             vmas.len(),
             match &since {
-                Some((d, _, _)) => format!("{} ranges written since the parent set", d.len()),
+                Some((d, ..)) => format!("{} ranges written since the parent set", d.len()),
                 None => "every page stored".to_string(),
             }
         );
@@ -503,39 +602,95 @@ pub(super) fn track_each(t: &mut Tracker, ranges: &[Range<u64>]) {
     }
 }
 
+/// Run `f` in process `p` (seized): a pending SIGTRAP refused, seccomp
+/// suspended, a syscall site chosen, the task cured after.
+fn in_task<T>(
+    proc: &ProcRoot,
+    p: &mut super::Proc,
+    vmas: &[mem::Vma],
+    f: impl FnOnce(&mut crust_compel::Task) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let pid = p.pid;
+    task::misc::refuse_pending_sigtrap(proc, pid, &p.threads)?;
+    // A seccomp filter must not see (or kill the task for) the
+    // userfaultfd call made on crust's behalf.
+    task::seccomp::suspend(
+        proc,
+        pid,
+        &p.threads,
+        crust_sys::ptrace::options::TRACESYSGOOD,
+    )?;
+    let main = p.threads.first_mut().ok_or(Error::NoSuchProcess { pid })?;
+    super::syscall_site(main, pid, vmas)?;
+    let r = f(main);
+    main.cure().map_err(compel_err(pid))?;
+    r
+}
+
 /// Start tracking process `p` (seized) by a userfaultfd made in it; None
-/// (and a warning) when that fails: the next run dumps every page.
+/// (and a warning) when that fails: the next run dumps every page. Its
+/// shared object mappings get a watch of their own (none: they are
+/// stored whole next time).
+/// `protect_objects` false: the object mappings are only registered (see
+/// [`objtrack::start_watch`]).
 pub(super) fn start(
     proc: &ProcRoot,
     p: &mut super::Proc,
     vmas: &[mem::Vma],
     ranges: &[Range<u64>],
+    protect_objects: bool,
 ) -> Option<Tracker> {
     let pid = p.pid;
-    let started = (|| -> Result<Tracker, Error> {
-        task::misc::refuse_pending_sigtrap(proc, pid, &p.threads)?;
-        // A seccomp filter must not see (or kill the task for) the
-        // userfaultfd call made on crust's behalf.
-        task::seccomp::suspend(
-            proc,
-            pid,
-            &p.threads,
-            crust_sys::ptrace::options::TRACESYSGOOD,
-        )?;
-        let main = p.threads.first_mut().ok_or(Error::NoSuchProcess { pid })?;
-        super::syscall_site(main, pid, vmas)?;
-        let t = start_tracking(main, &[]);
-        main.cure().map_err(compel_err(pid))?;
-        let mut t = t?;
-        track_each(&mut t, ranges);
+    let objects = objtrack::object_ranges(vmas);
+    let started = in_task(proc, p, vmas, |main| {
+        let mut t = start_tracking(main, &[])?;
+        if !objects.is_empty() {
+            match objtrack::start_watch(main, &objects, protect_objects) {
+                Ok(w) => t.set_objects(w),
+                Err(e) => debug!("{pid}: shared objects not tracked: {}", with_causes(&e)),
+            }
+        }
         Ok(t)
-    })();
+    });
     match started {
-        Ok(t) => Some(t),
+        Ok(mut t) => {
+            track_each(&mut t, ranges);
+            Some(t)
+        }
         Err(e) => {
             warn!("Cannot track the writes of process {pid} ({e}): the next dump stores all its pages");
             None
         }
+    }
+}
+
+/// Shared object mappings made since tracking began (or all of them, for
+/// a tracker without a watch yet): watched from now on.
+fn watch_new_objects(proc: &ProcRoot, p: &mut super::Proc, vmas: &[mem::Vma], t: &mut Tracker) {
+    let pid = p.pid;
+    let objects = objtrack::object_ranges(vmas);
+    let new: Vec<ObjRange> = match t.objects() {
+        Some(w) => objects
+            .into_iter()
+            .filter(|o| !w.ranges().contains(o))
+            .collect(),
+        None => objects,
+    };
+    if new.is_empty() {
+        return;
+    }
+    let r = match t.objects_mut() {
+        Some(w) => w.watch(&new),
+        None => in_task(proc, p, vmas, |main| {
+            objtrack::start_watch(main, &new, true)
+        })
+        .map(|w| t.set_objects(w)),
+    };
+    if let Err(e) = r {
+        debug!(
+            "{pid}: new shared object mappings not tracked: {}",
+            with_causes(&e)
+        );
     }
 }
 

@@ -161,6 +161,8 @@ pub(super) struct Scan {
     /// bytes: `dump --lazy-pages`).
     lazy_left: Vec<(u64, u64)>,
     pub(super) counts: PageCounts,
+    /// The shared objects to store against the parent set.
+    pub(super) objects: Option<std::sync::Arc<super::objtrack::ObjectsSince>>,
 }
 
 /// Which pages of a process may be restored lazily: `ranges` (sorted,
@@ -185,6 +187,8 @@ pub struct Since<'a> {
     pub dirty: &'a [std::ops::Range<u64>],
     pub parent_has: &'a [std::ops::Range<u64>],
     pub parent_lists: &'a [std::ops::Range<u64>],
+    /// The shared objects stored against the parent set too.
+    pub objects: Option<&'a std::sync::Arc<super::objtrack::ObjectsSince>>,
 }
 
 fn covers(ranges: &[std::ops::Range<u64>], addr: u64) -> bool {
@@ -513,7 +517,10 @@ pub(super) fn scan(
     parent: &Option<CowParent<'_>>,
     since: Option<Since<'_>>,
 ) -> Result<Scan, Error> {
-    scan_window(pid, vmas, parent, since, 0..u64::MAX)
+    let objects = since.as_ref().and_then(|s| s.objects.cloned());
+    let mut s = scan_window(pid, vmas, parent, since, 0..u64::MAX)?;
+    s.objects = objects;
+    Ok(s)
 }
 
 /// Memory below which [`scan_halves`] uses one thread...
@@ -992,16 +999,18 @@ fn write_pages_by(
         counts.lazy
     );
 
-    dump_objects(pid, sink, vmas, &mut counts)?;
+    dump_objects(pid, sink, vmas, &mut counts, s.objects.as_deref())?;
     Ok(counts)
 }
 
-/// Store the pages of every shared memory object the process maps.
+/// Store the pages of every shared memory object the process maps; those
+/// in `since`, against the parent set.
 pub(super) fn dump_objects(
     pid: i32,
     sink: &dyn PageSink,
     vmas: &[Vma],
     counts: &mut PageCounts,
+    since: Option<&super::objtrack::ObjectsSince>,
 ) -> Result<(), Error> {
     let mut seen: Vec<u64> = Vec::new();
     for v in vmas.iter().filter(|v| v.is_shmem()) {
@@ -1009,7 +1018,8 @@ pub(super) fn dump_objects(
             continue;
         }
         seen.push(v.map.inode);
-        let (scanned, written) = dump_shmem(pid, sink, v)?;
+        let obj = since.and_then(|s| s.get(&v.map.inode));
+        let (scanned, written) = dump_shmem(pid, sink, v, obj)?;
         counts.shmem_scanned += scanned;
         counts.shmem_written += written;
     }
@@ -1436,6 +1446,7 @@ pub(super) mod tests {
             dirty: &dirty,
             parent_has: &parent_has,
             parent_lists: &parent_has,
+            objects: None,
         };
         let (start, end) = (0xe000, 0x22000);
         let mut pieces = Vec::new();
@@ -1473,6 +1484,7 @@ pub(super) mod tests {
             dirty: &dirty,
             parent_has: &parent_has,
             parent_lists: &parent_has,
+            objects: None,
         };
         let mut scan = Scan::default();
         for addr in (v.map.start..v.map.end).step_by(PAGE_SIZE as usize) {

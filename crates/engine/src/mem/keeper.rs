@@ -19,6 +19,7 @@
 //! (`CRUST_TRACK_TIMEOUT` seconds, 3600 by default), on SIGTERM, and on
 //! `crust track-release DIR`.
 
+use super::objtrack::{Events, ObjRange, ObjectWatch};
 use super::track::Tracker;
 use crate::util::sys_err;
 use crate::Error;
@@ -43,17 +44,51 @@ const MSG_MAX: usize = 1 << 20;
 struct Kept {
     msg: TaskMsg,
     fd: OwnedFd,
+    /// Its shared object mappings' tracking, its events read while kept.
+    objects: Option<ObjectWatch>,
 }
 
-/// A task's tracking without its descriptor: the message
-/// `T PID START A-B,C-D...[ G A-B,...]` (the guard regions, when the
-/// run walked them once the memory was protected).
+/// A task's tracking without its descriptors: the message
+/// `T PID START A-B,C-D...[ G A-B,...][ O A-B@INO+OFF,...[ R A-B,...][ B]]`:
+/// the guard regions, when the run walked them once the memory was
+/// protected; the tracked mappings of shared objects (a second descriptor
+/// rides along), the ranges `madvise` dropped and whether a fork or
+/// mremap broke their tracking since the last run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TaskMsg {
     pid: i32,
     start: u64,
     ranges: Vec<Range<u64>>,
     guards: Option<Vec<Range<u64>>>,
+    objects: Option<(Vec<ObjRange>, Events)>,
+}
+
+fn obj_ranges_text(ranges: &[ObjRange]) -> String {
+    let r: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{:x}-{:x}@{:x}+{:x}",
+                r.addr.start, r.addr.end, r.ino, r.off
+            )
+        })
+        .collect();
+    r.join(",")
+}
+
+fn obj_ranges_of(text: &str) -> Option<Vec<ObjRange>> {
+    let mut out = Vec::new();
+    for r in text.split(',').filter(|r| !r.is_empty()) {
+        let (addr, obj) = r.split_once('@')?;
+        let (ino, off) = obj.split_once('+')?;
+        let addr = ranges_of(addr)?.pop()?;
+        out.push(ObjRange {
+            addr,
+            ino: u64::from_str_radix(ino, 16).ok()?,
+            off: u64::from_str_radix(off, 16).ok()?,
+        });
+    }
+    Some(out)
 }
 
 /// The start time of process `pid` (clock ticks since boot), if it lives.
@@ -95,6 +130,17 @@ fn encode(m: &TaskMsg) -> Vec<u8> {
         s.push_str(" G ");
         s.push_str(&ranges_text(g));
     }
+    if let Some((o, ev)) = &m.objects {
+        s.push_str(" O ");
+        s.push_str(&obj_ranges_text(o));
+        if !ev.removed.is_empty() {
+            s.push_str(" R ");
+            s.push_str(&ranges_text(&ev.removed));
+        }
+        if ev.broken {
+            s.push_str(" B");
+        }
+    }
     s.into_bytes()
 }
 
@@ -107,11 +153,27 @@ fn decode(msg: &[u8]) -> Option<TaskMsg> {
     let pid = w.next()?.parse().ok()?;
     let start = w.next()?.parse().ok()?;
     let ranges = ranges_of(w.next().unwrap_or(""))?;
-    let guards = match w.next() {
-        None => None,
-        Some("G") => Some(ranges_of(w.next().unwrap_or(""))?),
-        Some(_) => return None,
-    };
+    let mut w = w.peekable();
+    let mut guards = None;
+    if w.peek() == Some(&"G") {
+        w.next();
+        guards = Some(ranges_of(w.next().unwrap_or(""))?);
+    }
+    let mut objects = None;
+    if w.peek() == Some(&"O") {
+        w.next();
+        let o = obj_ranges_of(w.next().unwrap_or(""))?;
+        let mut ev = Events::default();
+        if w.peek() == Some(&"R") {
+            w.next();
+            ev.removed = ranges_of(w.next().unwrap_or(""))?;
+        }
+        if w.peek() == Some(&"B") {
+            w.next();
+            ev.broken = true;
+        }
+        objects = Some((o, ev));
+    }
     if w.next().is_some() {
         return None;
     }
@@ -120,6 +182,7 @@ fn decode(msg: &[u8]) -> Option<TaskMsg> {
         start,
         ranges,
         guards,
+        objects,
     })
 }
 
@@ -152,20 +215,26 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(Vec<u8>, Vec<Own
 /// Send every tracker's descriptor and message, then `E`.
 fn send_all<'a>(
     fd: BorrowedFd<'_>,
-    items: impl Iterator<Item = (TaskMsg, BorrowedFd<'a>)>,
+    items: impl Iterator<Item = (TaskMsg, Vec<BorrowedFd<'a>>)>,
 ) -> std::io::Result<()> {
-    for (m, ufd) in items {
-        unix::send_with_fds(fd, &encode(&m), None, &[ufd], 0)?;
+    for (m, fds) in items {
+        unix::send_with_fds(fd, &encode(&m), None, &fds, 0)?;
     }
     unix::send(fd, b"E", None, 0).map(drop)
 }
 
 /// Hand the trackers of a pre-dump to a new keeper and name it in
-/// `dir/crust-keeper`. Nothing to keep: no keeper.
-pub fn start_keeper(dir: &Path, trackers: &[Tracker]) -> Result<(), Error> {
+/// `dir/crust-keeper`. Nothing to keep: no keeper. The trackers' object
+/// watches go to the keeper (their events are read there from now on).
+pub fn start_keeper(dir: &Path, trackers: &mut [Tracker]) -> Result<(), Error> {
     if trackers.is_empty() {
         return Ok(());
     }
+    // Each object watch stopped, what it noted read: (fd, ranges, events).
+    let objects: Vec<Option<(OwnedFd, Vec<ObjRange>, Events)>> = trackers
+        .iter_mut()
+        .map(|t| t.take_objects().and_then(|w| w.into_parts().ok()))
+        .collect();
     let me = crust_sys::process::getpid();
     let err = |op: &str| sys_err(me, format!("starting the tracking keeper: {op}"));
     let (ours, theirs) = unix::socketpair(libc::SOCK_SEQPACKET).map_err(err("socketpair"))?;
@@ -193,14 +262,17 @@ pub fn start_keeper(dir: &Path, trackers: &[Tracker]) -> Result<(), Error> {
         )?;
         send_all(
             fd,
-            trackers.iter().map(|t| {
+            trackers.iter().zip(&objects).map(|(t, o)| {
                 let m = TaskMsg {
                     pid: t.pid(),
                     start: start_time(t.pid()).unwrap_or(0),
                     ranges: t.tracked().to_vec(),
                     guards: t.guards().map(<[Range<u64>]>::to_vec),
+                    objects: o.as_ref().map(|(_, r, e)| (r.clone(), e.clone())),
                 };
-                (m, t.uffd())
+                let mut fds = vec![t.uffd()];
+                fds.extend(o.as_ref().map(|(f, _, _)| f.as_fd()));
+                (m, fds)
             }),
         )?;
         let mut buf = [0u8; 16];
@@ -301,7 +373,15 @@ pub fn take_from(dir: &Path) -> Result<Vec<Tracker>, String> {
         if let Some(why) = msg.strip_prefix(b"N ") {
             return Err(format!("keeper refused: {}", String::from_utf8_lossy(why)));
         }
-        let (Some(m), Some(fd), true) = (decode(&msg), fds.pop(), fds.is_empty()) else {
+        let Some(m) = decode(&msg) else {
+            return Err("keeper: malformed message".to_string());
+        };
+        let want = 1 + usize::from(m.objects.is_some());
+        if fds.len() != want {
+            return Err("keeper: malformed message".to_string());
+        }
+        let objfd = (want == 2).then(|| fds.pop()).flatten();
+        let Some(fd) = fds.pop() else {
             return Err("keeper: malformed message".to_string());
         };
         let pid = m.pid;
@@ -313,6 +393,12 @@ pub fn take_from(dir: &Path) -> Result<Vec<Tracker>, String> {
             Ok(mut t) => {
                 if let Some(g) = m.guards {
                     t.set_guards(g);
+                }
+                if let (Some(ofd), Some((r, ev))) = (objfd, m.objects) {
+                    match ObjectWatch::from_kept(pid, ofd, r, ev) {
+                        Ok(w) => t.set_objects(w),
+                        Err(e) => debug!("{pid}: object tracking dropped: {e}"),
+                    }
                 }
                 out.push(t)
             }
@@ -361,10 +447,23 @@ pub fn keeper_main() -> i32 {
         if msg == b"E" {
             break;
         }
-        match (decode(&msg), fds.pop()) {
-            (Some(msg), Some(fd)) => kept.push(Kept { msg, fd }),
+        let Some(mut msg) = decode(&msg) else {
+            return 1;
+        };
+        let objfd = match msg.objects.is_some() {
+            true if fds.len() == 2 => fds.pop(),
+            false if fds.len() == 1 => None,
             _ => return 1,
-        }
+        };
+        let Some(fd) = fds.pop() else {
+            return 1;
+        };
+        // The object watch's events are read here while kept.
+        let objects = match (objfd, msg.objects.take()) {
+            (Some(ofd), Some((r, ev))) => ObjectWatch::from_kept(msg.pid, ofd, r, ev).ok(),
+            _ => None,
+        };
+        kept.push(Kept { msg, fd, objects });
     }
     let Ok(listener) = unix::socket(libc::SOCK_SEQPACKET) else {
         return 1;
@@ -423,9 +522,26 @@ fn serve(listener: &OwnedFd, token: &str, kept: &mut Vec<Kept>, timeout: Duratio
         }
         match what {
             "TAKE" => {
-                let items = kept.iter().map(|k| (k.msg.clone(), k.fd.as_fd()));
+                // The object watches stop reading: their events go along.
+                let objects: Vec<_> = kept
+                    .iter_mut()
+                    .map(|k| k.objects.take().and_then(|w| w.into_parts().ok()))
+                    .collect();
+                let items = kept.iter().zip(&objects).map(|(k, o)| {
+                    let mut m = k.msg.clone();
+                    m.objects = o.as_ref().map(|(_, r, e)| (r.clone(), e.clone()));
+                    let mut fds = vec![k.fd.as_fd()];
+                    fds.extend(o.as_ref().map(|(f, _, _)| f.as_fd()));
+                    (m, fds)
+                });
                 if send_all(c, items).is_ok() {
                     return;
+                }
+                // Not taken after all: watched here again.
+                for (k, o) in kept.iter_mut().zip(objects) {
+                    if let Some((f, r, e)) = o {
+                        k.objects = ObjectWatch::from_kept(k.msg.pid, f, r, e).ok();
+                    }
                 }
             }
             "RELEASE" => {
@@ -457,6 +573,22 @@ mod tests {
             start,
             ranges,
             guards,
+            objects: None,
+        };
+        let obj = |r: Vec<Range<u64>>, broken| {
+            let o = vec![
+                ObjRange {
+                    addr: 0x7000_0000..0x7000_4000,
+                    ino: 0x1234,
+                    off: 0,
+                },
+                ObjRange {
+                    addr: 0x7100_0000..0x7100_2000,
+                    ino: 0x1234,
+                    off: 0x3000,
+                },
+            ];
+            Some((o, Events { broken, removed: r }))
         };
         for m in [
             msg(42, 12345, r.clone(), None),
@@ -477,6 +609,20 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&m)), Some(m));
         }
+        for objects in [
+            obj(vec![], false),
+            obj(std::iter::once(0x7000_1000..0x7000_2000).collect(), false),
+            obj(vec![], true),
+            obj(std::iter::once(0x7000_1000..0x7000_2000).collect(), true),
+        ] {
+            for guards in [None, Some(std::iter::once(0x2000..0x3000).collect())] {
+                let m = TaskMsg {
+                    objects: objects.clone(),
+                    ..msg(42, 12345, r.clone(), guards)
+                };
+                assert_eq!(decode(&encode(&m)), Some(m));
+            }
+        }
         for bad in [
             &b"X 1 2 1000-2000"[..],
             b"T x 2 1000-2000",
@@ -486,6 +632,10 @@ mod tests {
             b"T 1 2 1000-2000 X 1000-2000",
             b"T 1 2 1000-2000 G 3000-2000",
             b"T 1 2 1000-2000 G 1000-2000 more",
+            b"T 1 2 1000-2000 O 1000-2000",
+            b"T 1 2 1000-2000 O 1000-2000@zz+0",
+            b"T 1 2 1000-2000 O 1000-2000@1+0 B R 1000-2000",
+            b"T 1 2 1000-2000 O 1000-2000@1+0 G 1000-2000",
         ] {
             assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
         }

@@ -22,6 +22,7 @@ mod fill;
 mod guard;
 pub(crate) mod huge;
 pub mod keeper;
+pub mod objtrack;
 mod pages;
 mod parts;
 mod piped;

@@ -128,7 +128,7 @@ pub(super) fn dump_in_parts(
         counts.zero,
         counts.cow,
     );
-    super::dump::dump_objects(pid, sink, vmas, &mut counts)?;
+    super::dump::dump_objects(pid, sink, vmas, &mut counts, None)?;
     Ok(counts)
 }
 

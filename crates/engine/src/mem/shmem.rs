@@ -40,7 +40,15 @@ fn all_zero(page: &[u8]) -> bool {
 /// allocated, swapped pages come back in), so pages any process of the tree
 /// wrote are found; pages holding only zeros are left out. Goes to `sink`
 /// as object `<ino>`; returns (pages scanned, pages stored).
-pub(crate) fn dump_shmem(pid: i32, sink: &dyn PageSink, v: &Vma) -> Result<(u64, u64), Error> {
+/// With `since` (the object's tracked writes since the parent set), only
+/// the pages written since are read; the others the parent set holds are
+/// announced as in the parent.
+pub(crate) fn dump_shmem(
+    pid: i32,
+    sink: &dyn PageSink,
+    v: &Vma,
+    since: Option<&super::objtrack::ObjectSince>,
+) -> Result<(u64, u64), Error> {
     let path = map_files_path(pid, &v.map);
     let f = File::open(&path).map_err(sys_err(pid, format!("open {path}")))?;
     let size = f
@@ -52,8 +60,17 @@ pub(crate) fn dump_shmem(pid: i32, sink: &dyn PageSink, v: &Vma) -> Result<(u64,
         shmid: ino as u32 as u64,
         pages_id: shmem_pages_id(ino),
     };
-    let (total, stored, runs) = store_object(sink, owner, &f, Path::new(&path), size)?;
-    debug!("{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {runs} runs");
+    let (total, stored, runs) = store_object_since(sink, owner, &f, Path::new(&path), size, since)?;
+    debug!(
+        "{pid}: shared memory ino {ino} ({size} bytes): {stored} pages stored in {runs} runs{}",
+        match since {
+            Some(s) => format!(
+                " ({} bytes written since the parent set)",
+                s.dirty.iter().map(|r| r.end - r.start).sum::<u64>()
+            ),
+            None => String::new(),
+        }
+    );
     Ok((total, stored))
 }
 
@@ -155,6 +172,58 @@ pub(crate) fn store_object(
     src_path: &Path,
     size: u64,
 ) -> Result<(u64, u64, usize), Error> {
+    store_object_since(sink, owner, src, src_path, size, None)
+}
+
+/// A piece of an object to store: (offset, bytes, read it (else: announce
+/// the pages as in the parent set)).
+type Piece = (u64, u64, bool);
+
+/// The pieces of the object's data extents, in order: with `since`, the
+/// parts written since are read, the other parts the parent set holds
+/// are in the parent, the rest (zeros the parent left out, not written
+/// since) is left out; without, everything is read. Reads are at most
+/// one buffer long.
+fn pieces(extents: &[(u64, u64)], since: Option<&super::objtrack::ObjectSince>) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let read = |a: u64, b: u64, out: &mut Vec<Piece>| {
+        let mut at = a;
+        while at < b {
+            let n = (b - at).min(BATCH as u64);
+            out.push((at, n, true));
+            at += n;
+        }
+    };
+    for &(start, end) in extents {
+        let Some(s) = since else {
+            read(start, end, &mut out);
+            continue;
+        };
+        let (dirty, clean) = super::track::split_by(std::slice::from_ref(&(start..end)), &s.dirty);
+        let (parent, _) = super::track::split_by(&clean, &s.parent_has);
+        let mut all: Vec<Piece> = parent
+            .iter()
+            .map(|r| (r.start, r.end - r.start, false))
+            .collect();
+        for r in dirty {
+            read(r.start, r.end, &mut all);
+        }
+        all.sort_by_key(|p| p.0);
+        out.extend(all);
+    }
+    out
+}
+
+/// [`store_object`], with the object's writes since the parent set (see
+/// [`pieces`]).
+pub(crate) fn store_object_since(
+    sink: &dyn PageSink,
+    owner: PageOwner,
+    src: &File,
+    src_path: &Path,
+    size: u64,
+    since: Option<&super::objtrack::ObjectSince>,
+) -> Result<(u64, u64, usize), Error> {
     let mut out = sink.open(owner)?;
     let total = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     out.scanned(total / PAGE_SIZE);
@@ -163,14 +232,18 @@ pub(crate) fn store_object(
     let mut last_end = None;
     let mut buf = vec![0u8; BATCH];
     let mut stored = 0u64;
-    let chunks = data_extents(src, total)
-        .into_iter()
-        .flat_map(|(start, end)| {
-            (start..end)
-                .step_by(BATCH)
-                .map(move |off| (off, ((end - off) as usize).min(BATCH)))
-        });
-    for (off, len) in chunks {
+    for (off, len, read) in pieces(&data_extents(src, total), since) {
+        if !read {
+            out.runs(&[Run {
+                vaddr: off,
+                npages: len / PAGE_SIZE,
+                flags: pe::PARENT,
+            }])?;
+            nruns += 1;
+            last_end = None;
+            continue;
+        }
+        let len = len as usize;
         let chunk = &mut buf[..len];
         let mut got = 0usize;
         while got < len {

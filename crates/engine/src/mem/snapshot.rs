@@ -209,7 +209,7 @@ pub fn prepare(
         t.elapsed().as_micros()
     );
     let mut counts = s.counts;
-    dump_objects(pid, sink, vmas, &mut counts)?;
+    dump_objects(pid, sink, vmas, &mut counts, None)?;
     let n: u64 = protected
         .iter()
         .map(|p| (p.end - p.start) / PAGE_SIZE)
@@ -416,6 +416,8 @@ impl Snap {
             Msg::Removed { start, end } => self.spoil_if(start, end, "unmapped or dropped"),
             Msg::Remapped { from, len, .. } => self.spoil_if(from, from + len, "moved (mremap)"),
             Msg::Other(e) => debug!("{pid}: userfaultfd event {e:#x} ignored"),
+            // Not asked for on this descriptor.
+            Msg::Forked => debug!("{pid}: userfaultfd fork event ignored"),
         }
     }
 

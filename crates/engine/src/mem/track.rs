@@ -50,6 +50,8 @@ pub struct Tracker {
     /// if a run walked them (a pre-dump, for the next run: see
     /// `dump::predump::Chain::guards_now`).
     guards: Option<Vec<Range<u64>>>,
+    /// The tracking of its shared anonymous memory objects' mappings.
+    objects: Option<super::objtrack::ObjectWatch>,
 }
 
 /// Start tracking the writes to `ranges` (page-aligned, each within
@@ -76,6 +78,7 @@ pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker,
         tracked: Vec::new(),
         registered: Vec::new(),
         guards: None,
+        objects: None,
     };
     tracker.track(ranges)?;
     Ok(tracker)
@@ -83,7 +86,7 @@ pub fn start_tracking(task: &mut Task, ranges: &[Range<u64>]) -> Result<Tracker,
 
 /// userfaultfd(2) run in the task, the descriptor taken into crust and
 /// closed in the task.
-fn take_task_uffd(task: &mut Task) -> Result<Uffd, Error> {
+pub(super) fn take_task_uffd(task: &mut Task) -> Result<Uffd, Error> {
     let pid = task.pid();
     // User mode only: any task may make one, whatever
     // vm.unprivileged_userfaultfd says (asynchronous write-protection
@@ -117,7 +120,25 @@ impl Tracker {
             tracked: merge(ranges),
             registered: Vec::new(),
             guards: None,
+            objects: None,
         })
+    }
+
+    /// The tracking of the process's shared object mappings.
+    pub fn objects(&self) -> Option<&super::objtrack::ObjectWatch> {
+        self.objects.as_ref()
+    }
+
+    pub fn objects_mut(&mut self) -> Option<&mut super::objtrack::ObjectWatch> {
+        self.objects.as_mut()
+    }
+
+    pub fn set_objects(&mut self, w: super::objtrack::ObjectWatch) {
+        self.objects = Some(w);
+    }
+
+    pub fn take_objects(&mut self) -> Option<super::objtrack::ObjectWatch> {
+        self.objects.take()
     }
 
     /// Note the task's guard regions, walked after its memory was
@@ -329,4 +350,4 @@ pub fn split_by(ranges: &[Range<u64>], cover: &[Range<u64>]) -> (Vec<Range<u64>>
 
 #[cfg(test)]
 #[path = "track_tests.rs"]
-mod tests;
+pub(crate) mod tests;

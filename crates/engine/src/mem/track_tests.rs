@@ -119,7 +119,7 @@ impl Drop for Writer {
 }
 
 /// The address of a `syscall` instruction in the vDSO of `pid`.
-fn vdso_syscall(pid: i32) -> crust_sys::RemoteAddr {
+pub(crate) fn vdso_syscall(pid: i32) -> crust_sys::RemoteAddr {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
     let (s, e) = line

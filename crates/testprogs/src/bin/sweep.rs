@@ -7,6 +7,11 @@
 //! SIGUSR2 is blocked in every thread (and SIGWINCH too in the spinner):
 //! the masks must survive whatever happens to crust.
 //!
+//! The main thread also writes its counter into one page after another of
+//! 1 MiB of shared anonymous memory, dropping a page from its page table
+//! (`MADV_DONTNEED`: crust's tracking of shared memory hears of it) every
+//! 64 steps; at the end each page must hold the last count written there.
+//!
 //! Probe: SIGUSR1 makes the main thread write "MAIN SPIN" (its own and the
 //! spinner's counters) to the probe file, so a checker can see both
 //! advance. On SIGTERM it checks memory, masks and the pipe and writes the
@@ -16,6 +21,8 @@ use crust_testprogs::{die, ensure, finish, ready, start, term_requested, write_a
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const SEED: u64 = 0x5EE9_0000_1234_5678;
+/// Pages of the shared anonymous memory.
+const SHARED_PAGES: usize = 256;
 
 static PROBE: AtomicBool = AtomicBool::new(false);
 static SPIN: AtomicU64 = AtomicU64::new(0);
@@ -91,6 +98,22 @@ fn main() {
             die("sigaction(SIGUSR1)");
         }
     }
+    // SAFETY: mmap with a null hint and no fd creates a new mapping.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SHARED_PAGES * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if shared == libc::MAP_FAILED {
+        die("mmap shared");
+    }
+    let shared = shared as *mut u64;
+    let mut mirror = vec![0u64; SHARED_PAGES];
     let pipe = crust_testprogs::make_pipe();
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     {
@@ -133,6 +156,15 @@ fn main() {
     let mut main_count = 0u64;
     while !term_requested() {
         main_count += 1;
+        let page = (main_count % SHARED_PAGES as u64) as usize;
+        // SAFETY: word 0 of a page of our own shared mapping.
+        unsafe { std::ptr::write_volatile(shared.add(page * 512), main_count) };
+        mirror[page] = main_count;
+        if main_count.is_multiple_of(64) {
+            // SAFETY: advice on a page of our own mapping; shared memory
+            // keeps its contents.
+            unsafe { libc::madvise(shared.add(page * 512).cast(), 4096, libc::MADV_DONTNEED) };
+        }
         if PROBE.swap(false, Ordering::SeqCst) {
             let text = format!("{main_count} {}\n", SPIN.load(Ordering::Relaxed));
             if write_atomic(&probe, &text).is_err() {
@@ -154,6 +186,11 @@ fn main() {
             got = got.rotate_left(1) ^ *w;
         }
         ensure!(got == sum, "memory checksum {got:#x}, expected {sum:#x}");
+        for (p, want) in mirror.iter().enumerate() {
+            // SAFETY: word 0 of a page of our own shared mapping.
+            let have = unsafe { std::ptr::read_volatile(shared.add(p * 512)) };
+            ensure!(have == *want, "shared page {p} holds {have}, not {want}");
+        }
         big.clear();
         ensure!(
             blocked_mask() == main_mask,
