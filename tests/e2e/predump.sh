@@ -184,14 +184,19 @@ ps_round() {
 # stats-dump counts it), the chain on the server's side (its own parent
 # links) restores by RESTORER with the final dump's other images.
 predump_ps() {
-    local b got written srv=$CRUST rst=$CRUST criu=""
+    local b got written srv=$CRUST rst=$CRUST criu="" prog=${3:-dirtymem} dirty=12
     need_crust || return 1
     case "$1$2" in *criu*)
         criu=$(criu_bin) && [ -x "$criu" ] || { skip "no CRIU 4.2 (../shared/criu/build.sh or CRIU_BIN)"; return 2; } ;;
     esac
     [ "$1" = criu ] && srv=$criu
     [ "$2" = criu ] && rst=$criu
-    start_prog dirtymem --mb 128 --dirty-mb 12 --step "$D/step" || return 1
+    if [ "$prog" = shmdirty ]; then
+        dirty=4
+        start_prog shmdirty --mb 64 --dirty-mb $dirty --step "$D/step" --mode child || return 1
+    else
+        start_prog dirtymem --mb 128 --dirty-mb $dirty --step "$D/step" || return 1
+    fi
     ps_round 1 "$srv" pre-dump || return 1
     [ -n "$(keepers)" ] || { fail "no keeper after pre-dump 1" "$D/s1/r.log"; return 1; }
     predump_step 1 || return 1
@@ -202,9 +207,10 @@ predump_ps() {
     wait_gone "$PID" 5 || { fail "the task lives on after the dump"; return 1; }
     sleep 0.3
     [ -z "$(keepers)" ] || { fail "a keeper is left after the final dump: $(keepers)"; return 1; }
-    b=$((12 << 20))
+    b=$((dirty << 20))
     got=$(pages_bytes "$D/d3")
-    written=$(stat_of "$D/s3" pages_written)
+    # Shared memory's pages are counted apart (shpages_written).
+    written=$(($(stat_of "$D/s3" pages_written) + $(stat_of "$D/s3" shpages_written)))
     echo "    sent per round: $(($(pages_bytes "$D/d1") >> 10)) KiB, $(($(pages_bytes "$D/d2") >> 10)) KiB, $((got >> 10)) KiB; stats-dump: $written pages written, $(stat_of "$D/s3" pages_skipped_parent) left to the parent" >&2
     [ "$got" -ge $((b * 8 / 10)) ] && [ "$got" -le $((b + (1 << 20))) ] ||
         { fail "the final round sent $got bytes of pages, not about $b" "$D/s3/r.log"; return 1; }
@@ -217,10 +223,15 @@ predump_ps() {
         >"$D/rst.out" 2>"$D/rst.err" ||
         { fail "$2's restore of $1's chain failed: $(head -c 300 "$D/rst.err")" "$D/d3/restore.log"; return 1; }
     PID=$(cat "$D/pidfile")
-    track "$PID" "$BIN/dirtymem"
+    track "$PID" "$BIN/$prog"
     expect_pass "$D/d3/restore.log"
 }
 t_predump_page_server() { predump_ps crust crust; }
+# Shared anonymous memory (a process and its child write 4 MiB of 64 per
+# round): the server's chain holds it against the parent too, with
+# crust's and with CRIU 4.2's page server.
+t_predump_page_server_shm() { predump_ps crust crust shmdirty; }
+t_predump_page_server_shm_criu() { predump_ps criu crust shmdirty; }
 # crust's chain into CRIU 4.2's page servers (CRIU checks every run sent
 # as in the parent against its parent pagemap), restored by CRIU and by
 # crust. (CRIU cannot be the dumping side here: its pre-dump needs
@@ -289,7 +300,8 @@ PYEOF
 }
 
 ALL_TESTS+=(predump-chain predump-chain-1g predump-release predump-rpc predump-page-server predump-page-server-lost
-    predump-page-server-criu predump-page-server-criu-crust predump-page-server-to-criu)
+    predump-page-server-criu predump-page-server-criu-crust predump-page-server-to-criu
+    predump-page-server-shm predump-page-server-shm-criu)
 
 # shm_chain MODE LO HI: pre-dump, pre-dump, dump of shmdirty (64 MiB of
 # shared anonymous memory, 4 MiB rewritten per step as MODE says:

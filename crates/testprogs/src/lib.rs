@@ -150,9 +150,15 @@ pub fn term_requested() -> bool {
 
 /// Prints the error with errno and exits with status 3 (before READY: the
 /// harness sees the missing ready file).
-/// A new private anonymous read-write mapping of `len` bytes (a multiple
-/// of 8), as words, never unmapped; exits on failure.
-pub fn map_anon_words(len: usize) -> &'static mut [u64] {
+/// A new anonymous read-write mapping of `len` bytes, private or shared
+/// (`MAP_SHARED`: a child forked later maps the same memory), never
+/// unmapped; exits on failure.
+pub fn map_anon(len: usize, shared: bool) -> *mut u8 {
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
     // SAFETY: mmap with a null hint and no fd creates a new mapping and
     // touches no memory of ours.
     let p = unsafe {
@@ -160,7 +166,7 @@ pub fn map_anon_words(len: usize) -> &'static mut [u64] {
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            kind | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
@@ -168,8 +174,74 @@ pub fn map_anon_words(len: usize) -> &'static mut [u64] {
     if p == libc::MAP_FAILED {
         die("mmap");
     }
+    p.cast()
+}
+
+/// A new private anonymous read-write mapping of `len` bytes (a multiple
+/// of 8), as words, never unmapped; exits on failure.
+pub fn map_anon_words(len: usize) -> &'static mut [u64] {
+    let p = map_anon(len, false);
     // SAFETY: fresh, unaliased, `len` bytes, never unmapped: may live for 'static.
     unsafe { std::slice::from_raw_parts_mut(p as *mut u64, len / 8) }
+}
+
+/// Pages whose every word follows from the page's number and a version
+/// (`dirtymem`, `shmdirty`): a restored memory is checked page by page
+/// against the versions written.
+pub mod versioned {
+    pub const PAGE: usize = 4096;
+    pub const WORDS: usize = PAGE / 8;
+    /// The version of a page of zeros (dropped from shared memory).
+    pub const ZERO: u32 = u32::MAX;
+
+    pub fn word(page: usize, version: u32, i: usize) -> u64 {
+        if version == ZERO {
+            return 0;
+        }
+        ((page as u64) << 32 | version as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(i as u64)
+    }
+
+    /// Write page `page` of `mem` as version `version`.
+    pub fn fill(mem: &mut [u64], page: usize, version: u32) {
+        for (i, w) in mem[page * WORDS..(page + 1) * WORDS].iter_mut().enumerate() {
+            *w = word(page, version, i);
+        }
+    }
+
+    /// Every page of `mem` holds what its version says.
+    pub fn check(mem: &[u64], versions: &[u32]) -> Result<(), String> {
+        for (p, v) in versions.iter().enumerate() {
+            for i in 0..WORDS {
+                let got = mem[p * WORDS + i];
+                crate::ensure!(
+                    got == word(p, *v, i),
+                    "page {p} word {i} is {got:#x}, not version {v}'s {:#x}",
+                    word(p, *v, i)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The step number the step file asks for (0: none yet).
+    pub fn wanted(step_file: &str) -> u64 {
+        std::fs::read_to_string(step_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Say step `done` is done (`FILE.done`), once it is the one wanted.
+    pub fn done(step_file: &str, want: u64, done: u64) {
+        if want > 0 && want == done {
+            let _ = crate::write_atomic(
+                std::path::Path::new(&format!("{step_file}.done")),
+                &format!("{done}\n"),
+            );
+        }
+    }
 }
 
 /// The result file, once `start` has parsed the command line: `die` writes

@@ -212,10 +212,11 @@ impl Chain {
     /// pages are planned (`mem/objtrack.rs`): an object qualifies when
     /// every shared mapping of it in the tree (`pids`, live) lies within
     /// one its process's watch tracked since the parent run, no event
-    /// broke that tracking, and the parent set holds the object's pagemap.
-    /// Every watch is scanned (protected again for the next run) either
-    /// way. Not with a page server (its sets keep no object pagemaps
-    /// crust can read). The answer rides with [`Chain::dirty`]'s.
+    /// broke that tracking, and the parent set holds the object's pagemap
+    /// (with a page server: the server says so, and crust's record of the
+    /// runs sent says what it holds). Every watch is scanned (protected
+    /// again for the next run) either way. The answer rides with
+    /// [`Chain::dirty`]'s.
     pub(super) fn objects_since(&mut self, proc: &ProcRoot, pids: &[i32]) {
         self.objects = None;
         let mut dirty: HashMap<u64, Ranges> = HashMap::new();
@@ -232,9 +233,6 @@ impl Chain {
         let Some(parent) = self.parent.clone() else {
             return;
         };
-        if self.ps.is_some() {
-            return;
-        }
         // Every shared mapping of an object now, and whether all of an
         // object's are covered.
         let mut covered: HashMap<u64, bool> = HashMap::new();
@@ -257,7 +255,7 @@ impl Chain {
                 debug!("shared object ino {ino}: stored whole (not every mapping of it tracked since the parent set)");
                 continue;
             }
-            match object_parent_pages(&parent, ino as u32 as u64) {
+            match self.object_parent_pages(&parent, ino as u32 as u64) {
                 Ok(Some(parent_has)) => {
                     let d = merge(dirty.remove(&ino).unwrap_or_default());
                     out.insert(
@@ -276,17 +274,25 @@ impl Chain {
     }
 }
 
-/// The pages of shared object `shmid` the parent set `dir` holds (stored
-/// there or in its own parent); None: it has no pagemap of that object.
-fn object_parent_pages(dir: &Path, shmid: u64) -> Result<Option<Ranges>, Error> {
-    use crate::mem::chain::{read_pagemap, Owner};
-    Ok(read_pagemap(dir, Owner::Object(shmid))?.map(|m| {
-        m.entries
-            .iter()
-            .filter(|e| e.present() || e.in_parent())
-            .map(|e| e.start..e.end)
-            .collect()
-    }))
+impl Chain {
+    /// The pages of shared object `shmid` the parent set `dir` holds
+    /// (stored there or in its own parent); None: it has no pagemap of
+    /// that object. With a page server, the server must say it has the
+    /// object's parent pagemap (PS_IOV_PARENT), and what it holds is read
+    /// from crust's record of the runs sent.
+    fn object_parent_pages(&self, dir: &Path, shmid: u64) -> Result<Option<Ranges>, Error> {
+        if let Some(ps) = &self.ps {
+            if !ps.has_parent(Target::Object(shmid))? {
+                return Ok(None);
+            }
+        }
+        let record = crate::pageserver::object_record_name(shmid);
+        let ty = ImageType::ShmemPagemap;
+        if !dir.join(ty.file_name(shmid)).exists() && !dir.join(&record).exists() {
+            return Ok(None);
+        }
+        Ok(Some(owner_parent_pages(dir, ty, shmid, &record)?.0))
+    }
 }
 
 /// `dump --track-mem` of a tree left running: tracking would have to be
@@ -306,19 +312,30 @@ pub(super) fn refuse_track_running(opts: &Options) -> Result<(), Error> {
 /// pages went to a page server has crust's record of the runs sent
 /// instead.
 fn parent_pages(dir: &Path, nspid: i32) -> Result<(Ranges, Ranges), Error> {
+    let record = crate::pageserver::record_name(nspid as u64);
+    owner_parent_pages(dir, ImageType::Pagemap, nspid as u64, &record)
+}
+
+/// [`parent_pages`] of a pagemap of type `ty` (a process's or a shared
+/// object's) of id `id`, or of crust's record `record` of the runs sent to
+/// a page server.
+fn owner_parent_pages(
+    dir: &Path,
+    ty: ImageType,
+    id: u64,
+    record: &str,
+) -> Result<(Ranges, Ranges), Error> {
     use crust_images::consts::pe;
     use crust_images::proto::pagemap::{PagemapEntry, PagemapHead};
-    let mut name = ImageType::Pagemap.file_name(nspid as u64);
-    let record = crate::pageserver::record_name(nspid as u64);
-    if !dir.join(&name).exists() && dir.join(&record).exists() {
-        name = record;
+    let mut name = ty.file_name(id);
+    if !dir.join(&name).exists() && dir.join(record).exists() {
+        name = record.to_string();
     }
     let err = |source| Error::Image {
         what: format!("cannot read the parent's {name} in {}", dir.display()),
         source,
     };
-    let mut r = crust_images::image::ImageReader::open_typed(dir, ImageType::Pagemap, &name)
-        .map_err(err)?;
+    let mut r = crust_images::image::ImageReader::open_typed(dir, ty, &name).map_err(err)?;
     let _: Option<PagemapHead> = r.read_entry().map_err(err)?;
     let entries: Vec<PagemapEntry> = r.read_remaining().map_err(err)?;
     let mut has = Vec::with_capacity(entries.len());

@@ -1018,6 +1018,10 @@ pub(super) fn dump_objects(
             continue;
         }
         seen.push(v.map.inode);
+        // Mapped by an earlier process of this dump: stored already.
+        if !sink.claim_object(v.map.inode as u32 as u64) {
+            continue;
+        }
         let obj = since.and_then(|s| s.get(&v.map.inode));
         let (scanned, written) = dump_shmem(pid, sink, v, obj)?;
         counts.shmem_scanned += scanned;

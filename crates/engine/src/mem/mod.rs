@@ -40,7 +40,7 @@ pub use fill::{Filler, Pending, UffdFill};
 pub(crate) use guard::{entries_of as guard_vma_entries, guard_entries, guard_regions, guards_in};
 pub use guard::{install_guards, split_guards};
 pub(crate) use huge::{file_flag as hugetlb_file_flag, inode_page_size as hugetlb_page_size};
-pub use pages::{load_pagemap, take_page_tally, LocalImages, PageSink};
+pub use pages::{load_pagemap, take_page_tally, Claims, LocalImages, PageSink};
 pub(crate) use pages::{note_pages, write_pagemap_named};
 #[allow(unused_imports)] // the rest of the seam, for the next sinks and sources
 pub use pages::{FillRun, PageOwner, PageSource, PageStream, Run};

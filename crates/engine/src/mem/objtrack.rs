@@ -144,16 +144,19 @@ fn start_reader(pid: i32, uffd: &Arc<Uffd>, events: &Arc<Mutex<Events>>) -> Opti
     let thread = std::thread::Builder::new()
         .name(format!("objwatch-{pid}"))
         .spawn(move || loop {
+            // Never gives up (a task waits on every event until it is
+            // read), never spins: a poll that says readable with nothing
+            // to read, or fails, waits a little before the next one.
+            let idle = || std::thread::sleep(std::time::Duration::from_millis(10));
             match uffd::wait_readable(&[u.as_fd(), rd.as_fd()], -1) {
                 Ok(r) if r.get(1) == Some(&true) => break,
                 Ok(r) if r.first() == Some(&true) => {
-                    drain(&u, &ev);
+                    if !drain(&u, &ev) {
+                        idle();
+                    }
                 }
                 Ok(_) => {}
-                Err(_) => {
-                    lock(&ev).broken = true;
-                    break;
-                }
+                Err(_) => idle(),
             }
         });
     match thread {

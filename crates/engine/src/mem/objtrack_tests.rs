@@ -1,6 +1,5 @@
+use super::super::track::tests::Scripted;
 use super::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 
 const PAGE: u64 = 4096;
 
@@ -32,37 +31,19 @@ for line in sys.stdin:
     print('ok', flush=True)
 ";
 
-struct Sharer {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-    base: u64,
-}
+struct Sharer(Scripted);
 
 impl Sharer {
     fn spawn() -> Sharer {
-        let mut child = Command::new("python3")
-            .args(["-c", SCRIPT])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let base = line.trim().parse().unwrap();
-        Sharer { child, out, base }
+        Sharer(Scripted::spawn(SCRIPT, false))
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.0.pid()
     }
 
     fn op(&mut self, op: &str, n: u64) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{op} {n}").unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok");
+        self.0.say(&format!("{op} {n}"));
     }
 
     /// The mapping as maps shows it.
@@ -70,15 +51,8 @@ impl Sharer {
         crust_proc::maps(&crust_proc::ProcRoot::default(), self.pid())
             .unwrap()
             .into_iter()
-            .find(|m| m.start == self.base)
+            .find(|m| m.start == self.0.base)
             .unwrap()
-    }
-}
-
-impl Drop for Sharer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

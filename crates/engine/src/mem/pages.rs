@@ -362,6 +362,12 @@ pub trait PageSink: Sync {
     fn runs_in_parts(&self) -> bool {
         false
     }
+    /// Claim shared object `shmid` for storing: true the first time in
+    /// this sink's dump (an object mapped by several processes is stored
+    /// once, not once per mapper). By default every time.
+    fn claim_object(&self, _shmid: u64) -> bool {
+        true
+    }
 }
 
 /// The pages of one owner, as they are read.
@@ -473,6 +479,23 @@ pub struct LocalImages<'f> {
     /// Pages files have their blocks allocated ahead of the writes (see
     /// [`LocalImages::allocate_ahead`]).
     allocate: bool,
+    /// The shared objects stored through this sink ([`PageSink::claim_object`]).
+    claimed: std::sync::Arc<Claims>,
+}
+
+/// The shared objects a sink has stored, by shmid (a clone of a
+/// `LocalImages` shares them: the same dump).
+#[derive(Debug, Default)]
+pub struct Claims(std::sync::Mutex<std::collections::HashSet<u64>>);
+
+impl Claims {
+    /// True the first time `shmid` is claimed.
+    pub fn claim(&self, shmid: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(shmid)
+    }
 }
 
 impl LocalImages<'static> {
@@ -484,6 +507,7 @@ impl LocalImages<'static> {
             compress: None,
             direct: false,
             allocate: false,
+            claimed: Default::default(),
         }
     }
 
@@ -507,6 +531,7 @@ impl<'f> LocalImages<'f> {
             compress: None,
             direct: false,
             allocate: false,
+            claimed: Default::default(),
         }
     }
 
@@ -694,6 +719,10 @@ impl PageSink for LocalImages<'_> {
             announced: 0,
             allocated,
         }))
+    }
+
+    fn claim_object(&self, shmid: u64) -> bool {
+        self.claimed.claim(shmid)
     }
 
     fn runs_in_parts(&self) -> bool {

@@ -35,11 +35,58 @@ fn split_by_separates_tracked_parts() {
 
 const PAGE: u64 = 4096;
 
+/// A python3 process running a script that prints an address first, then
+/// answers each line it is sent with "ok" (shared with `objtrack_tests`).
+pub(crate) struct Scripted {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    pub(crate) base: u64,
+}
+
+impl Scripted {
+    /// `nobody`: run as uid and gid 65534.
+    pub(crate) fn spawn(script: &str, nobody: bool) -> Scripted {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if nobody {
+            cmd.uid(65534).gid(65534);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let base = line.trim().parse().unwrap();
+        Scripted { child, out, base }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send `line`, wait for its "ok".
+    pub(crate) fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        let mut got = String::new();
+        self.out.read_line(&mut got).unwrap();
+        assert_eq!(got.trim(), "ok");
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A python3 process with a 16-page private anonymous mapping, writing
 /// page N of it when it reads the line "N".
 struct Writer {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
+    s: Scripted,
     base: u64,
 }
 
@@ -56,34 +103,19 @@ for line in sys.stdin:
 
 impl Writer {
     fn spawn() -> Writer {
-        use std::os::unix::process::CommandExt;
         // Not root: any task may be tracked (a user-mode-only userfaultfd,
         // whatever vm.unprivileged_userfaultfd says).
-        let mut child = Command::new("python3")
-            .args(["-c", WRITER])
-            .uid(65534)
-            .gid(65534)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let base = line.trim().parse().unwrap();
-        Writer { child, out, base }
+        let s = Scripted::spawn(WRITER, true);
+        let base = s.base;
+        Writer { s, base }
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.s.pid()
     }
 
     fn write_page(&mut self, n: u64) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{n}").unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok");
+        self.s.say(&n.to_string());
     }
 
     fn pages(&self, a: u64, b: u64) -> Range<u64> {
@@ -108,13 +140,6 @@ impl Writer {
             .find_map(|l| l.strip_prefix("VmFlags:"))
             .unwrap()
             .to_string()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

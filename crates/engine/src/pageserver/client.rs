@@ -32,6 +32,8 @@ pub struct PageServerSink {
     /// The dump's images directory: its statistics count the pages sent,
     /// and a process's runs are recorded there ([`record_name`]).
     local: Option<PathBuf>,
+    /// The shared objects sent (each once per dump).
+    claimed: crate::mem::Claims,
 }
 
 /// The name of crust's record, in a dump's images directory, of the runs
@@ -42,11 +44,18 @@ pub fn record_name(id: u64) -> String {
     format!("crust-ps-pagemap-{id}.img")
 }
 
+/// The same record for shared memory object `shmid` (the next run of a
+/// chain stores it against what the server holds).
+pub fn object_record_name(shmid: u64) -> String {
+    format!("crust-ps-pagemap-shmem-{shmid}.img")
+}
+
 impl PageServerSink {
     pub fn new(conn: Conn) -> PageServerSink {
         PageServerSink {
             conn: Mutex::new(conn),
             local: None,
+            claimed: Default::default(),
         }
     }
 
@@ -121,6 +130,10 @@ impl PageServerSink {
 }
 
 impl PageSink for PageServerSink {
+    fn claim_object(&self, shmid: u64) -> bool {
+        self.claimed.claim(shmid)
+    }
+
     fn open(&self, owner: PageOwner) -> Result<Box<dyn PageStream + '_>, Error> {
         let mut conn = self.lock();
         let target = match owner {
@@ -358,16 +371,14 @@ impl ServerStream<'_> {
             self.scanned,
             self.written / PAGE_SIZE,
         );
-        if object {
-            return Ok(());
-        }
-        crate::mem::write_pagemap_named(
-            dir,
-            crust_images::image::ImageType::Pagemap,
-            &record_name(id),
-            pages_id,
-            &self.sent,
-        )
+        let (ty, name) = match object {
+            true => (
+                crust_images::image::ImageType::ShmemPagemap,
+                object_record_name(id),
+            ),
+            false => (crust_images::image::ImageType::Pagemap, record_name(id)),
+        };
+        crate::mem::write_pagemap_named(dir, ty, &name, pages_id, &self.sent)
     }
 }
 

@@ -10,7 +10,7 @@ pub mod proto;
 pub mod server;
 mod tls;
 
-pub use client::{record_name, PageServerSink, Remote};
+pub use client::{object_record_name, record_name, PageServerSink, Remote};
 pub use conn::{Conn, Listener};
 pub use server::{serve, ImagesProvider, PageProvider, ServeStats};
 

@@ -10,22 +10,8 @@
 //! (e2e `predump-swap`). At SIGTERM every page must hold what its version
 //! says (an incremental dump chain restored exactly).
 
-use crust_testprogs::{ensure, finish, ready, start, wait_for_term, write_atomic, XorShift};
-
-const PAGE: usize = 4096;
-const WORDS: usize = PAGE / 8;
-
-fn word(page: usize, version: u32, i: usize) -> u64 {
-    ((page as u64) << 32 | version as u64)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(i as u64)
-}
-
-fn fill(mem: &mut [u64], page: usize, version: u32) {
-    for (i, w) in mem[page * WORDS..(page + 1) * WORDS].iter_mut().enumerate() {
-        *w = word(page, version, i);
-    }
-}
+use crust_testprogs::versioned::{check, fill, PAGE};
+use crust_testprogs::{finish, ready, start, versioned, wait_for_term, write_atomic, XorShift};
 
 /// Ask the kernel to swap `mem` out (where swap is on; else a no-op).
 fn page_out(mem: &mut [u64]) {
@@ -60,10 +46,7 @@ fn main() {
     let mut rng = XorShift(0x5EED_1234_ABCD_0001);
     ready(&args);
     wait_for_term(20, || {
-        let want: u64 = std::fs::read_to_string(&step_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let want = versioned::wanted(&step_file);
         while done < want {
             let mut written = std::collections::BTreeSet::new();
             for _ in 0..(dirty << 20) / PAGE {
@@ -91,25 +74,8 @@ fn main() {
                 let _ = write_atomic(std::path::Path::new(log), &text);
             }
         }
-        if want > 0 && want == done {
-            let _ = write_atomic(
-                std::path::Path::new(&format!("{step_file}.done")),
-                &format!("{done}\n"),
-            );
-        }
+        versioned::done(&step_file, want, done);
     });
-    let verdict = (|| {
-        for (p, v) in versions.iter().enumerate() {
-            for i in 0..WORDS {
-                let got = mem[p * WORDS + i];
-                ensure!(
-                    got == word(p, *v, i),
-                    "page {p} word {i} is {got:#x}, not version {v}'s {:#x}",
-                    word(p, *v, i)
-                );
-            }
-        }
-        Ok(())
-    })();
+    let verdict = check(mem, &versions);
     finish(&args, verdict)
 }

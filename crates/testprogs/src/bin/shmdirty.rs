@@ -15,51 +15,13 @@
 //! what its version says (an incremental chain of a shared object
 //! restored exactly).
 
-use crust_testprogs::{
-    ensure, finish, ready, sleep_ms, start, term_requested, wait_for_term, write_atomic, XorShift,
-};
+use crust_testprogs::versioned::{check, fill, PAGE, WORDS, ZERO};
+use crust_testprogs::{finish, map_anon, ready, sleep_ms, start, term_requested, versioned};
+use crust_testprogs::{wait_for_term, XorShift};
 
-const PAGE: usize = 4096;
-const WORDS: usize = PAGE / 8;
-/// The version of a page dropped with MADV_REMOVE (all zeros).
-const ZERO: u32 = u32::MAX;
 /// Words of the versions mapping before the versions: the steps wanted,
 /// the steps the child did, whether the child is to exit.
 const HEAD: usize = 4;
-
-fn word(page: usize, version: u32, i: usize) -> u64 {
-    if version == ZERO {
-        return 0;
-    }
-    ((page as u64) << 32 | version as u64)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(i as u64)
-}
-
-fn fill(mem: &mut [u64], page: usize, version: u32) {
-    for (i, w) in mem[page * WORDS..(page + 1) * WORDS].iter_mut().enumerate() {
-        *w = word(page, version, i);
-    }
-}
-
-fn map_shared(len: usize) -> *mut libc::c_void {
-    // SAFETY: mmap with a null hint and no fd creates a new mapping and
-    // touches no memory of ours.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        crust_testprogs::die("mmap");
-    }
-    p
-}
 
 /// Write `n` pages chosen by `rng` whose number has parity `parity`
 /// (None: any), each with its next version.
@@ -97,8 +59,8 @@ fn main() {
         .unwrap_or_else(|| "child".into());
     let pages = (mb << 20) / PAGE;
     let per_step = (dirty << 20) / PAGE;
-    let mem_p = map_shared(pages * PAGE);
-    let ver_p = map_shared((HEAD + pages) * 4);
+    let mem_p = map_anon(pages * PAGE, true);
+    let ver_p = map_anon((HEAD + pages) * 4, true);
     // SAFETY: fresh mappings of these sizes, never unmapped; the child
     // and this process write disjoint pages (and the head words each
     // write their own).
@@ -140,10 +102,7 @@ fn main() {
     let mut rng = XorShift(0x5EED_1234_ABCD_0001);
     ready(&args);
     wait_for_term(20, || {
-        let want: u32 = std::fs::read_to_string(&step_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let want = versioned::wanted(&step_file) as u32;
         while done < want {
             match mode.as_str() {
                 "child" => {
@@ -174,11 +133,7 @@ fn main() {
                         let p = (rng.next_u64() % pages as u64) as usize;
                         // SAFETY: advice on a page of our own mapping.
                         let r = unsafe {
-                            libc::madvise(
-                                (mem_p as *mut u8).add(p * PAGE).cast(),
-                                PAGE,
-                                libc::MADV_REMOVE,
-                            )
+                            libc::madvise(mem_p.add(p * PAGE).cast(), PAGE, libc::MADV_REMOVE)
                         };
                         if r == 0 {
                             versions[p] = ZERO;
@@ -191,12 +146,7 @@ fn main() {
             }
             done += 1;
         }
-        if want > 0 && want == done {
-            let _ = write_atomic(
-                std::path::Path::new(&format!("{step_file}.done")),
-                &format!("{done}\n"),
-            );
-        }
+        versioned::done(&step_file, want.into(), done.into());
     });
     if child > 0 {
         set(&mut head[2], 1);
@@ -204,18 +154,6 @@ fn main() {
         // SAFETY: waits for our own child.
         unsafe { libc::waitpid(child, &mut status, 0) };
     }
-    let verdict = (|| {
-        for (p, v) in versions.iter().enumerate() {
-            for i in 0..WORDS {
-                let got = mem[p * WORDS + i];
-                ensure!(
-                    got == word(p, *v, i),
-                    "page {p} word {i} is {got:#x}, not version {v}'s {:#x}",
-                    word(p, *v, i)
-                );
-            }
-        }
-        Ok(())
-    })();
+    let verdict = check(mem, versions);
     finish(&args, verdict)
 }
