@@ -233,6 +233,12 @@ impl Chain {
         let Some(parent) = self.parent.clone() else {
             return;
         };
+        // No watch: nothing can be stored against the parent; the maps of
+        // every process are not read (a frozen tree of many processes
+        // would wait for them).
+        if !self.kept.values().any(|t| t.objects().is_some()) {
+            return;
+        }
         // Every shared mapping of an object now, and whether all of an
         // object's are covered.
         let mut covered: HashMap<u64, bool> = HashMap::new();
