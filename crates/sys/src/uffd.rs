@@ -167,9 +167,8 @@ fn close_fork_fd(m: &[u8; MSG_SIZE]) {
     }
     let fd = i32::from_ne_bytes(b);
     if fd >= 0 {
-        // SAFETY: the kernel installed `fd` in this process's table for
-        // this message alone; nothing else owns it, so taking ownership
-        // and dropping it closes it once.
+        // The kernel installed `fd` in our table for this message alone.
+        // SAFETY: nothing else owns `fd`: owned and dropped, it closes once.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }

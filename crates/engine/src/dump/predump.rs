@@ -25,7 +25,7 @@ use crate::{mem, task, Action, DumpStats, Error, Options};
 use crust_images::image::ImageType;
 use crust_proc::ProcRoot;
 use log::{debug, info, warn};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -204,9 +204,7 @@ impl Chain {
             }
         }
     }
-}
 
-impl Chain {
     /// Which shared anonymous memory objects this run stores against the
     /// parent set, found while the tree is frozen and before any process's
     /// pages are planned (`mem/objtrack.rs`): an object qualifies when
@@ -220,7 +218,7 @@ impl Chain {
     pub(super) fn objects_since(&mut self, proc: &ProcRoot, pids: &[i32]) {
         self.objects = None;
         let mut dirty: HashMap<u64, Ranges> = HashMap::new();
-        let mut broken: Vec<u64> = Vec::new();
+        let mut broken: HashSet<u64> = HashSet::new();
         for t in self.kept.values_mut() {
             if let Some(w) = t.objects_mut() {
                 let (written, whole) = w.take();
@@ -278,9 +276,7 @@ impl Chain {
         }
         self.objects = Some(Arc::new(out));
     }
-}
 
-impl Chain {
     /// The pages of shared object `shmid` the parent set `dir` holds
     /// (stored there or in its own parent); None: it has no pagemap of
     /// that object. With a page server, the server must say it has the
@@ -653,9 +649,8 @@ fn in_task<T>(
 /// Start tracking process `p` (seized) by a userfaultfd made in it; None
 /// (and a warning) when that fails: the next run dumps every page. Its
 /// shared object mappings get a watch of their own (none: they are
-/// stored whole next time).
-/// `protect_objects` false: the object mappings are only registered (see
-/// [`objtrack::start_watch`]).
+/// stored whole next time); with `protect_objects` false they are only
+/// registered (see [`objtrack::start_watch`]).
 pub(super) fn start(
     proc: &ProcRoot,
     p: &mut super::Proc,
@@ -702,18 +697,18 @@ fn watch_new_objects(proc: &ProcRoot, p: &mut super::Proc, vmas: &[mem::Vma], t:
     if new.is_empty() {
         return;
     }
-    let r = match t.objects_mut() {
-        Some(w) => w.watch(&new),
-        None => in_task(proc, p, vmas, |main| {
-            objtrack::start_watch(main, &new, true)
-        })
-        .map(|w| t.set_objects(w)),
-    };
-    if let Err(e) = r {
-        debug!(
+    if let Some(w) = t.objects_mut() {
+        w.watch(&new);
+        return;
+    }
+    match in_task(proc, p, vmas, |main| {
+        objtrack::start_watch(main, &new, true)
+    }) {
+        Ok(w) => t.set_objects(w),
+        Err(e) => debug!(
             "{pid}: new shared object mappings not tracked: {}",
             with_causes(&e)
-        );
+        ),
     }
 }
 

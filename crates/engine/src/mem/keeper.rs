@@ -212,6 +212,26 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(Vec<u8>, Vec<Own
     Ok((data, r.rights))
 }
 
+/// An object watch as it travels: its descriptor, ranges and the events
+/// it read (its reader stopped: [`ObjectWatch::into_parts`]).
+type Parts = (OwnedFd, Vec<ObjRange>, Events);
+
+fn stopped(w: Option<ObjectWatch>) -> Option<Parts> {
+    w.and_then(|w| w.into_parts().ok())
+}
+
+/// A task's message with its object watch's part, and its descriptors.
+fn item<'a>(
+    mut m: TaskMsg,
+    fd: BorrowedFd<'a>,
+    o: &'a Option<Parts>,
+) -> (TaskMsg, Vec<BorrowedFd<'a>>) {
+    m.objects = o.as_ref().map(|(_, r, e)| (r.clone(), e.clone()));
+    let mut fds = vec![fd];
+    fds.extend(o.as_ref().map(|(f, _, _)| f.as_fd()));
+    (m, fds)
+}
+
 /// Send every tracker's descriptor and message, then `E`.
 fn send_all<'a>(
     fd: BorrowedFd<'_>,
@@ -231,9 +251,9 @@ pub fn start_keeper(dir: &Path, trackers: &mut [Tracker]) -> Result<(), Error> {
         return Ok(());
     }
     // Each object watch stopped, what it noted read: (fd, ranges, events).
-    let objects: Vec<Option<(OwnedFd, Vec<ObjRange>, Events)>> = trackers
+    let objects: Vec<Option<Parts>> = trackers
         .iter_mut()
-        .map(|t| t.take_objects().and_then(|w| w.into_parts().ok()))
+        .map(|t| stopped(t.take_objects()))
         .collect();
     let me = crust_sys::process::getpid();
     let err = |op: &str| sys_err(me, format!("starting the tracking keeper: {op}"));
@@ -268,11 +288,9 @@ pub fn start_keeper(dir: &Path, trackers: &mut [Tracker]) -> Result<(), Error> {
                     start: start_time(t.pid()).unwrap_or(0),
                     ranges: t.tracked().to_vec(),
                     guards: t.guards().map(<[Range<u64>]>::to_vec),
-                    objects: o.as_ref().map(|(_, r, e)| (r.clone(), e.clone())),
+                    objects: None,
                 };
-                let mut fds = vec![t.uffd()];
-                fds.extend(o.as_ref().map(|(f, _, _)| f.as_fd()));
-                (m, fds)
+                item(m, t.uffd(), o)
             }),
         )?;
         let mut buf = [0u8; 16];
@@ -523,17 +541,9 @@ fn serve(listener: &OwnedFd, token: &str, kept: &mut Vec<Kept>, timeout: Duratio
         match what {
             "TAKE" => {
                 // The object watches stop reading: their events go along.
-                let objects: Vec<_> = kept
-                    .iter_mut()
-                    .map(|k| k.objects.take().and_then(|w| w.into_parts().ok()))
-                    .collect();
-                let items = kept.iter().zip(&objects).map(|(k, o)| {
-                    let mut m = k.msg.clone();
-                    m.objects = o.as_ref().map(|(_, r, e)| (r.clone(), e.clone()));
-                    let mut fds = vec![k.fd.as_fd()];
-                    fds.extend(o.as_ref().map(|(f, _, _)| f.as_fd()));
-                    (m, fds)
-                });
+                let objects: Vec<_> = kept.iter_mut().map(|k| stopped(k.objects.take())).collect();
+                let items =
+                    (kept.iter().zip(&objects)).map(|(k, o)| item(k.msg.clone(), k.fd.as_fd(), o));
                 if send_all(c, items).is_ok() {
                     return;
                 }

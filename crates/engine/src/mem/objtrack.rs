@@ -36,11 +36,10 @@
 //! on the object by a privileged tool) and the writes of a process
 //! outside the tree that maps the object.
 
-use super::track::take_task_uffd;
+use super::track::{scan_written, take_task_uffd};
 use crate::util::sys_err;
 use crate::Error;
 use crust_compel::Task;
-use crust_sys::mem::{pagemap_scan_written, PageRegion};
 use crust_sys::uffd::{self, Msg, Uffd, OBJECT_TRACKING_FEATURES};
 use log::debug;
 use std::collections::HashMap;
@@ -185,9 +184,9 @@ pub fn start_watch(
         "asking userfaultfd for asynchronous write-protection with fork, mremap and madvise events",
     ))?;
     let mut w = ObjectWatch::new(pid, uffd, Vec::new(), Events::default())?;
-    match protect {
-        true => w.watch(ranges)?,
-        false => w.register(ranges),
+    w.register(ranges);
+    if protect {
+        w.protect();
     }
     Ok(w)
 }
@@ -264,7 +263,13 @@ impl ObjectWatch {
         for r in std::mem::take(&mut self.pending) {
             let (a, len) = (r.addr.start, r.addr.end - r.addr.start);
             match self.uffd.write_protect(a, len, true) {
-                Ok(()) => self.ranges.push(r),
+                Ok(()) => {
+                    // It replaces what was noted there (a mapping split
+                    // or moved since).
+                    let end = r.addr.end;
+                    self.ranges.retain(|o| o.addr.end <= a || o.addr.start >= end);
+                    self.ranges.push(r);
+                }
                 Err(e) => debug!(
                     "{}: object mapping {:#x}-{:#x} not protected ({e}): its object is stored whole",
                     self.pid, r.addr.start, r.addr.end
@@ -274,34 +279,11 @@ impl ObjectWatch {
         self.ranges.sort_by_key(|r| r.addr.start);
     }
 
-    /// Also watch `ranges` (whole mappings, the task stopped). A range the
-    /// kernel refuses is left out: its object is then stored whole.
-    pub fn watch(&mut self, ranges: &[ObjRange]) -> Result<(), Error> {
-        for r in ranges {
-            let (a, len) = (r.addr.start, r.addr.end - r.addr.start);
-            if let Err(e) = self.uffd.register_wp(a, len) {
-                debug!(
-                    "{}: object mapping {:#x}-{:#x} not tracked ({e}): its object is stored whole",
-                    self.pid, r.addr.start, r.addr.end
-                );
-                continue;
-            }
-            if let Err(e) = self.uffd.write_protect(a, len, true) {
-                let _ = self.uffd.unregister(a, len);
-                return Err(sys_err(
-                    self.pid,
-                    format!(
-                        "write-protecting {:#x}-{:#x} for object tracking",
-                        r.addr.start, r.addr.end
-                    ),
-                )(e));
-            }
-            self.ranges
-                .retain(|o| o.addr.end <= a || o.addr.start >= r.addr.end);
-            self.ranges.push(r.clone());
-        }
-        self.ranges.sort_by_key(|r| r.addr.start);
-        Ok(())
+    /// Also watch `ranges` (whole mappings, the task stopped): registered
+    /// and protected at once.
+    pub fn watch(&mut self, ranges: &[ObjRange]) {
+        self.register(ranges);
+        self.protect();
     }
 
     /// The object pages written since the last call (by object: offset
@@ -314,26 +296,12 @@ impl ObjectWatch {
         let ev = std::mem::take(&mut *lock(&self.events));
         let mut written: HashMap<u64, Vec<Range<u64>>> = HashMap::new();
         let mut whole: Vec<u64> = Vec::new();
-        let mut out = vec![PageRegion::default(); 512];
         for r in &self.ranges {
             let mut hit = Vec::new();
-            let mut at = r.addr.start;
-            let mut ok = !ev.broken;
             // Scanned even when broken: the protection is set again for
             // the next run.
-            while at < r.addr.end {
-                match pagemap_scan_written(&self.pagemap, at, r.addr.end, &mut out) {
-                    Ok((n, end)) if end > at => {
-                        hit.extend(out.iter().take(n).map(|p| p.start..p.end));
-                        at = end;
-                    }
-                    Ok(_) | Err(_) => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if !ok {
+            let scanned = scan_written(&self.pagemap, r.addr.clone(), &mut hit);
+            if ev.broken || !matches!(scanned, Ok(None)) {
                 whole.push(r.ino);
                 continue;
             }

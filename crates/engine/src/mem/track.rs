@@ -268,36 +268,49 @@ impl Tracker {
     }
 
     /// `PAGEMAP_SCAN` of one tracked range, adding what was written to
-    /// `dirty`.
+    /// `dirty`; a part that cannot be scanned counts as written.
     fn scan(&self, r: Range<u64>, dirty: &mut Vec<Range<u64>>) -> Result<(), Error> {
-        let mut out = vec![PageRegion::default(); SCAN_BATCH];
-        let mut at = r.start;
-        while at < r.end {
-            match pagemap_scan_written(&self.pagemap, at, r.end, &mut out) {
-                Ok((n, walk_end)) => {
-                    dirty.extend(out.iter().take(n).map(|p| p.start..p.end));
-                    if walk_end <= at {
-                        // No progress: give up on exactness, not on safety.
-                        dirty.push(at..r.end);
-                        break;
-                    }
-                    at = walk_end;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    // Not registered any more (unmapped and mapped anew).
-                    dirty.push(at..r.end);
-                    break;
-                }
-                Err(e) => {
-                    return Err(sys_err(
-                        self.pid,
-                        format!("PAGEMAP_SCAN of {:#x}-{:#x} for written pages", at, r.end),
-                    )(e))
-                }
+        match scan_written(&self.pagemap, r.clone(), dirty) {
+            Ok(None) => Ok(()),
+            Ok(Some(at)) => {
+                // Give up on exactness, not on safety.
+                dirty.push(at..r.end);
+                Ok(())
             }
+            Err(e) => Err(sys_err(
+                self.pid,
+                format!(
+                    "PAGEMAP_SCAN of {:#x}-{:#x} for written pages",
+                    r.start, r.end
+                ),
+            )(e)),
         }
-        Ok(())
     }
+}
+
+/// The written regions of `r` (`PAGEMAP_SCAN`, protected again by the
+/// same walk), added to `dirty`. `Some(at)`: from `at` on the range could
+/// not be scanned (not registered any more: unmapped and mapped anew; or
+/// the walk made no progress); `None`: all of it was.
+pub(super) fn scan_written(
+    pagemap: &File,
+    r: Range<u64>,
+    dirty: &mut Vec<Range<u64>>,
+) -> std::io::Result<Option<u64>> {
+    let mut out = vec![PageRegion::default(); SCAN_BATCH];
+    let mut at = r.start;
+    while at < r.end {
+        match pagemap_scan_written(pagemap, at, r.end, &mut out) {
+            Ok((n, walk_end)) if walk_end > at => {
+                dirty.extend(out.iter().take(n).map(|p| p.start..p.end));
+                at = walk_end;
+            }
+            Ok(_) => return Ok(Some(at)),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(Some(at)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// `e` and its causes, for a log line (an error returned goes up with its

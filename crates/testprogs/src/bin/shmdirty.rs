@@ -61,9 +61,8 @@ fn main() {
     let per_step = (dirty << 20) / PAGE;
     let mem_p = map_anon(pages * PAGE, true);
     let ver_p = map_anon((HEAD + pages) * 4, true);
-    // SAFETY: fresh mappings of these sizes, never unmapped; the child
-    // and this process write disjoint pages (and the head words each
-    // write their own).
+    // The child and this process write disjoint pages (and head words).
+    // SAFETY: fresh mappings of these sizes, never unmapped.
     let mem = unsafe { std::slice::from_raw_parts_mut(mem_p as *mut u64, pages * WORDS) };
     // SAFETY: as above.
     let all = unsafe { std::slice::from_raw_parts_mut(ver_p as *mut u32, HEAD + pages) };
